@@ -1,0 +1,34 @@
+# One-command entry points for a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.geoseg-installed
+
+.PHONY: setup demo test test-slow bench model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/geoseg demo --overwrite
+
+test: setup
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+bench: setup
+	$(PY) bench/bench_job.py
+
+# Re-train the bundled demo model (about 10 minutes on 2 CPU cores).
+model: setup
+	$(VENV)/bin/geoseg train --out geoseg/models/bundled/demo-unet.safetensors --overwrite
+
+clean:
+	rm -rf demo-output .pytest_cache .hypothesis

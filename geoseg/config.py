@@ -1,0 +1,45 @@
+"""Runtime settings ("how" a job runs), each overridable by a ``GEOSEG_*`` variable.
+
+The job spec says *what* to compute; these say how: which device, how many torch
+threads, how many tiles per batch. Read at call time, so workers honour their
+own environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS = {
+    "GEOSEG_DEVICE": "auto",
+    "GEOSEG_TORCH_THREADS": "0",
+    "GEOSEG_BATCH_SIZE": "4",
+    "GEOSEG_TILE": "512",
+}
+
+
+def get(name: str) -> str:
+    """The value of setting ``name`` (e.g. ``"GEOSEG_DEVICE"``): environment first, then default."""
+    return os.environ.get(name, DEFAULTS[name])
+
+
+def device() -> str:
+    """``cuda`` when asked for or when ``auto`` finds a GPU, else ``cpu``."""
+    wanted = get("GEOSEG_DEVICE").lower()
+    if wanted != "auto":
+        return wanted
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_threads() -> int:
+    """Threads torch may use per process; 0 leaves torch's own default."""
+    return int(get("GEOSEG_TORCH_THREADS"))
+
+
+def batch_size() -> int:
+    return int(get("GEOSEG_BATCH_SIZE"))
+
+
+def tile_size() -> int:
+    return int(get("GEOSEG_TILE"))

@@ -1,0 +1,45 @@
+"""Every exception geoseg raises on purpose.
+
+Each one also subclasses the built-in it refines (``FileNotFoundError``,
+``ValueError``, ...), so plain ``except`` clauses keep working. Messages say what
+was received, what was expected and how to fix it; they never contain storage
+credentials.
+"""
+
+from __future__ import annotations
+
+
+class GeosegError(Exception):
+    """Base class of every error geoseg raises on purpose."""
+
+
+class RasterNotFoundError(GeosegError, FileNotFoundError):
+    """The input URL points at nothing."""
+
+
+class UnsupportedFormatError(GeosegError, ValueError):
+    """The input exists but is not a format geoseg reads."""
+
+
+class BandMismatchError(GeosegError, ValueError):
+    """The raster's bands do not match what the model expects."""
+
+
+class ModelFileError(GeosegError, ValueError):
+    """A model file is missing, malformed, or fails its integrity check."""
+
+
+class PlanError(GeosegError, ValueError):
+    """Tiling parameters that cannot produce a valid plan."""
+
+
+class JobSpecError(GeosegError, ValueError):
+    """A job spec that does not validate; the message lists every problem."""
+
+
+class OutputExistsError(GeosegError, FileExistsError):
+    """The output already exists and overwriting was not asked for."""
+
+
+class ChunkResultError(GeosegError, RuntimeError):
+    """A task returned a block of the wrong shape or dtype."""

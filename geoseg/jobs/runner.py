@@ -1,0 +1,173 @@
+"""``run``: a validated job spec, end to end, store to store."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg import config
+from geoseg.errors import GeosegError
+from geoseg.io.output import OutputTarget, create_output
+from geoseg.io.readers import open_source
+from geoseg.io.sources import RasterSource
+from geoseg.jobs import provenance
+from geoseg.jobs.spec import JobSpec, load_job
+from geoseg.models.model import SegmentationModel
+from geoseg.models.modelfile import load_model
+from geoseg.parallel.cluster import TorchThreads, connect, scheduler_address
+from geoseg.parallel.segment import region_work
+from geoseg.parallel.store import RegionStats, run_regions
+from geoseg.parallel.tasks import RegionWork
+from geoseg.tiling.plan import n_regions
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job checked against its data and model, before anything is written."""
+
+    spec: JobSpec
+    source: RasterSource
+    model: SegmentationModel
+    work: RegionWork
+
+    @property
+    def n_tasks(self) -> int:
+        return n_regions(self.source.shape[1:], self.spec.output.chunks)
+
+
+@dataclass
+class RunReport:
+    """What a finished run reports; ``provenance`` is also stored in the output."""
+
+    output_url: str
+    n_tasks: int
+    pixels: int
+    seconds: float
+    class_counts: dict[str, int]
+    provenance: dict[str, Any] = field(repr=False)
+
+    @property
+    def mpx_per_s(self) -> float:
+        return self.pixels / 1e6 / self.seconds if self.seconds else float("nan")
+
+
+def prepare(spec: JobSpec) -> PreparedJob:
+    """Open the input's metadata, load the model and check they fit; writes nothing."""
+    with _key("input.url"):
+        source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
+                             bands=spec.input.bands)
+    with _key("model.path"):
+        model = load_model(spec.model.path, storage_options=spec.model.storage_options, device="cpu")
+    with _key("input.bands"):
+        model.check_bands(source.band_names, f"input {provenance.public_url(spec.input.url)}")
+    inf = spec.inference
+    with _key("inference"):
+        work = region_work(model, source.shape[1:], tile=inf.tile, halo=inf.halo,
+                           batch_size=inf.batch_size, nodata=source.georef.nodata,
+                           nodata_class=spec.output.nodata_class)
+    return PreparedJob(spec, source, model, work)
+
+
+def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: bool = False,
+        on_start: Callable[[int], None] | None = None,
+        on_done: Callable[[RegionStats], None] | None = None) -> RunReport:
+    """Run a job: read, segment and write every output chunk, then record provenance.
+
+    With no ``scheduler`` (nor ``cluster.scheduler`` in the spec, nor
+    ``DASK_SCHEDULER_ADDRESS``) a local cluster of worker processes is started.
+    An existing output is refused unless ``overwrite``.
+    """
+    spec = job if isinstance(job, JobSpec) else load_job(job)
+    started, t0 = provenance.now(), time.perf_counter()
+    prepared = prepare(spec)
+    out = spec.output
+    target = _create(prepared, overwrite)
+    if on_start is not None:
+        on_start(prepared.n_tasks)
+    address = scheduler or spec.cluster.scheduler
+    with connect(address, n_workers=spec.cluster.n_workers,
+                 threads_per_worker=spec.cluster.threads_per_worker) as client:
+        if scheduler_address(address) and config.torch_threads() > 0:
+            client.register_plugin(TorchThreads(config.torch_threads()))
+        t_compute = time.perf_counter()
+        stats = run_regions(client, prepared.work, prepared.source, target, chunks=out.chunks,
+                            n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
+                            on_done=on_done)
+        compute_seconds = time.perf_counter() - t_compute
+        cluster = _cluster_info(client, address)
+    seconds = time.perf_counter() - t0
+    report = _report(prepared, stats, seconds, compute_seconds, started, cluster)
+    _record(target, report.provenance)
+    return report
+
+
+@contextlib.contextmanager
+def _key(key: str) -> Iterator[None]:
+    """Prefix a geoseg error raised inside with the job-spec key it concerns."""
+    try:
+        yield
+    except GeosegError as exc:
+        raise type(exc)(f"{key}: {exc}") from None
+
+
+def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
+    out, model = prepared.spec.output, prepared.model
+    shape = prepared.source.shape[1:]
+    return create_output(
+        out.url, shape=shape, chunks=(min(out.chunks[0], shape[0]), min(out.chunks[1], shape[1])),
+        georef=prepared.source.georef, class_names=[c.name for c in model.classes],
+        class_dtype=prepared.work.class_dtype, nodata_class=prepared.work.nodata_class,
+        probabilities=out.probabilities, storage_options=out.storage_options, overwrite=overwrite,
+        attrs={"class_colors": [list(c.color) for c in model.classes], "model": model.info.name,
+               "model_sha256": model.info.sha256, "status": "running"},
+    )
+
+
+def _cluster_info(client: Any, address: str | None) -> dict[str, Any]:
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return {
+        "kind": "existing" if scheduler_address(address) else "local",
+        "workers": len(workers),
+        "threads": sum(w["nthreads"] for w in workers.values()),
+    }
+
+
+def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, compute_seconds: float,
+            started: str, cluster: dict[str, Any]) -> RunReport:
+    model, spec = prepared.model, prepared.spec
+    counts = np.sum([s.class_counts for s in stats], axis=0) if stats else np.zeros(model.n_classes)
+    class_counts = {c.name: int(n) for c, n in zip(model.classes, counts)}
+    pixels = int(sum(s.pixels for s in stats))
+    stages = {k: round(sum(s.timings.get(k, 0.0) for s in stats), 3) for k in ("read", "infer", "write")}
+    record = {
+        "geoseg_version": provenance.package_versions()["geoseg"],
+        "started": started,
+        "finished": provenance.now(),
+        "job": provenance.redact_urls(spec.redacted()),
+        "model": {"name": model.info.name, "architecture": model.info.architecture,
+                  "sha256": model.info.sha256, "url": provenance.public_url(spec.model.path)},
+        "input": {"url": provenance.public_url(spec.input.url), "format": prepared.source.format,
+                  "shape": list(prepared.source.shape), "dtype": prepared.source.dtype},
+        "tiling": {"tile": list(prepared.work.spec.tile), "halo": list(prepared.work.spec.halo),
+                   "stride": list(prepared.work.spec.stride), "tasks": len(stats)},
+        "cluster": cluster,
+        "packages": provenance.package_versions(),
+        "timings": {"total_s": round(seconds, 3), "compute_s": round(compute_seconds, 3),
+                    "task_stage_sums_s": stages},
+        "throughput_mpx_per_s": round(pixels / 1e6 / compute_seconds, 4) if compute_seconds else None,
+        "class_counts": class_counts,
+    }
+    return RunReport(spec.output.url, len(stats), pixels, seconds, class_counts, record)
+
+
+def _record(target: OutputTarget, record: dict[str, Any]) -> None:
+    group = target.open_group()
+    attrs = dict(group.attrs["geoseg"])
+    attrs.update(status="complete", provenance=record)
+    group.attrs["geoseg"] = attrs

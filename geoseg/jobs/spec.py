@@ -1,0 +1,134 @@
+"""The job spec: YAML validated once into frozen, typed objects.
+
+Every problem is reported at once, each naming its key, what was received and
+what is allowed. Relative paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from geoseg.errors import JobSpecError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Section):
+    url: str = Field(description="Path or fsspec URL of a Zarr array/group or a GeoTIFF/COG.")
+    variable: str | None = Field(None, description="Array to read inside a Zarr group.")
+    bands: list[int] | None = Field(None, description="1-based band numbers to use, in model order.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class ModelSpec(_Section):
+    path: str = Field(description="Model file path or URL, or builtin:NAME.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class OutputSpec(_Section):
+    url: str = Field(description="Where to write the output Zarr group.")
+    chunks: tuple[int, int] = (1024, 1024)
+    probabilities: bool = False
+    nodata_class: int | None = None
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @field_validator("chunks")
+    @classmethod
+    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1:
+            raise ValueError("both chunk sizes must be >= 1")
+        return value
+
+
+class InferenceSpec(_Section):
+    tile: int | None = Field(None, ge=1, description="Tile core size (default GEOSEG_TILE).")
+    halo: int | None = Field(None, ge=0, description="Halo per side (default: the receptive field).")
+    batch_size: int | None = Field(None, ge=1)
+
+
+class ClusterSpec(_Section):
+    scheduler: str | None = Field(None, description="Address of a running scheduler; none starts a local cluster.")
+    n_workers: int | None = Field(None, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class JobSpec(_Section):
+    """A whole job: what to read, which model, where to write, how to run."""
+
+    name: str = "segmentation"
+    input: InputSpec
+    model: ModelSpec
+    output: OutputSpec
+    inference: InferenceSpec = InferenceSpec()
+    cluster: ClusterSpec = ClusterSpec()
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "job spec") -> JobSpec:
+        if not isinstance(data, dict):
+            raise JobSpecError(f"{source}: expected a mapping of sections (input, model, output, ...), "
+                               f"received {type(data).__name__}.")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise JobSpecError(_format_errors(exc, source)) from None
+
+    def redacted(self) -> dict[str, Any]:
+        """The spec as plain data with every storage option's value hidden."""
+        return _redact(self.model_dump(mode="json"))
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read and validate a YAML job spec (``yaml.safe_load``: no tags, no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise JobSpecError(f"No job spec at {path}; give the path of a YAML file (see jobs/ for examples).")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise JobSpecError(f"{path} is not valid YAML: {exc}") from None
+    return JobSpec.from_dict(data, str(path))
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  - {key}: {_describe(err)}")
+    return "\n".join(lines)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    received = err.get("input")
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(err["loc"][:-1]))
+        return f"unknown key; allowed keys here: {allowed}."
+    if err["type"] == "missing":
+        return "required but missing."
+    shown = "<hidden>" if "storage_options" in map(str, err["loc"]) else repr(received)
+    expected = err["msg"].removeprefix("Value error, ").replace("Input should be ", "")
+    return f"received {shown} ({type(received).__name__}); expected {expected}."
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = JobSpec
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _redact(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: (f"<{len(v)} option(s) hidden>" if k == "storage_options" and isinstance(v, dict) and v
+                    else _redact(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_redact(v) for v in data]
+    return data

@@ -1,0 +1,27 @@
+"""Segmenters: deep models (architectures, model files, per-process cache)."""
+
+from geoseg.models import unet as _unet  # noqa: F401  (registers "unet")
+from geoseg.models.base import ClassInfo, Segmenter
+from geoseg.models.cache import load_counts, resolve
+from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel
+from geoseg.models.modelfile import builtin_models, load_model, save_model, weights_sha256
+from geoseg.models.registry import architectures, build_network, register_architecture
+from geoseg.models.unet import UNet2D
+
+__all__ = [
+    "ClassInfo",
+    "ModelInfo",
+    "ModelRef",
+    "SegmentationModel",
+    "Segmenter",
+    "UNet2D",
+    "architectures",
+    "build_network",
+    "builtin_models",
+    "load_counts",
+    "load_model",
+    "register_architecture",
+    "resolve",
+    "save_model",
+    "weights_sha256",
+]

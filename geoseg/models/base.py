@@ -1,0 +1,113 @@
+"""What every segmenter offers the tiled executor, and the whole-image reference.
+
+A segmenter turns a batch of equally shaped windows ``(N, bands, *spatial)``
+into per-class scores ``(N, classes, *spatial)``. The executor never asks more
+of it, so deep models, classical methods and ensembles plug in alike.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import BandMismatchError
+from geoseg.tiling.plan import round_up
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One output class: its name and a display colour (RGB, 0-255)."""
+
+    name: str
+    color: tuple[int, int, int] = (128, 128, 128)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassInfo:
+        return cls(str(data["name"]), tuple(int(c) for c in data.get("color", (128, 128, 128))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "color": list(self.color)}
+
+
+class Segmenter(ABC):
+    """Base class of everything that can segment a window.
+
+    Subclasses set ``classes``, ``bands`` (expected band names, or ``None`` for
+    any), ``stride`` and ``halo`` (per spatial axis), and implement
+    :meth:`predict`.
+    """
+
+    name: str = "segmenter"
+    classes: tuple[ClassInfo, ...]
+    bands: tuple[str, ...] | None = None
+    stride: tuple[int, ...] = (1, 1)
+    halo: tuple[int, ...] = (0, 0)
+
+    @abstractmethod
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Scores ``(N, classes, *spatial)`` for prepared inputs ``(N, bands, *spatial)``."""
+
+    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw pixels ``(bands, *spatial)`` to network input and a validity mask.
+
+        A pixel is invalid when every band equals ``nodata`` or any band is NaN;
+        invalid pixels are fed to the network as zeros.
+        """
+        x = raw.astype(np.float32, copy=True)
+        valid = valid_mask(raw, nodata)
+        x[:, ~valid] = 0.0
+        return x, valid
+
+    def ref(self) -> Any:
+        """A small picklable handle that :func:`geoseg.models.resolve` turns back into this."""
+        return self
+
+    def predict_image(self, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
+        """Scores for a whole in-memory image at once: the reference tiling must match."""
+        x, _ = self.prepare(image, nodata)
+        padded = pad_end(x, tuple(round_up(n, s) for n, s in zip(x.shape[1:], self.stride)))
+        scores = self.predict(padded[None])[0]
+        return scores[(slice(None),) + tuple(slice(0, n) for n in x.shape[1:])]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def check_bands(self, band_names: Sequence[str], where: str) -> None:
+        """Fail before any compute when ``where`` has a band count this segmenter cannot use."""
+        if self.bands is None or len(self.bands) == len(band_names):
+            return
+        raise BandMismatchError(
+            f"{self.name} expects {len(self.bands)} band(s) ({', '.join(self.bands)}) but {where} has "
+            f"{len(band_names)} ({', '.join(band_names)}). Select the bands to use, 1-based and in the "
+            f"model's order, e.g. bands: {list(range(1, len(self.bands) + 1))} (input.bands in a job spec)."
+        )
+
+
+def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
+    """True where a pixel holds data: not every band equal to ``nodata``, no NaN."""
+    valid = np.ones(raw.shape[1:], dtype=bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~np.all(raw == nodata, axis=0)
+    if np.issubdtype(raw.dtype, np.floating):
+        valid &= ~np.any(np.isnan(raw), axis=0)
+    return valid
+
+
+def pad_end(x: np.ndarray, spatial_shape: Sequence[int]) -> np.ndarray:
+    """Reflect-pad the spatial axes of ``x`` (``(bands, *spatial)``) at their end."""
+    pad = [(0, 0)] + [(0, int(t) - n) for n, t in zip(x.shape[1:], spatial_shape)]
+    if not any(after for _, after in pad):
+        return x
+    return np.pad(x, pad, mode="reflect")
+
+
+def class_ids(scores: np.ndarray, valid: np.ndarray, nodata_class: int, dtype: Any) -> np.ndarray:
+    """Arg-max over the class axis, ``nodata_class`` where the input had no data."""
+    ids = np.argmax(scores, axis=0).astype(dtype)
+    ids[~valid] = nodata_class
+    return ids

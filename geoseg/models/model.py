@@ -1,0 +1,139 @@
+"""A deep segmentation model: a torch network plus the metadata that makes it safe to run."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoseg import config
+from geoseg.models.base import ClassInfo, Segmenter
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything a model file says about its network besides the weights."""
+
+    name: str
+    architecture: str
+    config: dict[str, Any]
+    classes: tuple[ClassInfo, ...]
+    bands: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.bands)
+        if len(self.mean) != n or len(self.std) != n:
+            raise ValueError(
+                f"normalization has {len(self.mean)} means and {len(self.std)} stds "
+                f"for {n} bands {self.bands}; give one of each per band."
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"every std must be > 0, got {self.std}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "config": self.config,
+            "classes": [c.to_dict() for c in self.classes],
+            "bands": list(self.bands),
+            "normalization": {"mean": list(self.mean), "std": list(self.std)},
+            "sha256": self.sha256,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        norm = data["normalization"]
+        return cls(
+            name=str(data["name"]),
+            architecture=str(data["architecture"]),
+            config=dict(data["config"]),
+            classes=tuple(ClassInfo.from_dict(c) for c in data["classes"]),
+            bands=tuple(str(b) for b in data["bands"]),
+            mean=tuple(float(m) for m in norm["mean"]),
+            std=tuple(float(s) for s in norm["std"]),
+            sha256=str(data.get("sha256", "")),
+            extra=dict(data.get("extra", {})),
+        )
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a task carries instead of a model: where it lives and its weights' hash.
+
+    Workers turn it into a loaded model once per process
+    (:func:`geoseg.models.cache.resolve`). Storage options are neither compared
+    nor printed.
+    """
+
+    url: str
+    sha256: str
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def resolve(self) -> SegmentationModel:
+        from geoseg.models.cache import resolve
+
+        return resolve(self)
+
+
+class SegmentationModel(Segmenter):
+    """A network in eval mode with its :class:`ModelInfo`.
+
+    Runs on ``device`` (default: CUDA when available, else CPU); on CUDA under
+    bf16 autocast. :meth:`predict` returns softmax probabilities in float32.
+    """
+
+    def __init__(self, net: nn.Module, info: ModelInfo, *, source: ModelRef | None = None,
+                 device: str | None = None):
+        self.net = net.eval()
+        self.info = info
+        self.name = info.name
+        self.classes = info.classes
+        self.bands = info.bands
+        self.source = source
+        ndim = getattr(net, "spatial_dims", 2)
+        self.stride = (int(net.stride),) * ndim
+        self.halo = (int(net.receptive_radius),) * ndim
+        self.device = torch.device(device or config.device())
+        self.net.to(self.device)
+        self._mean = np.asarray(info.mean, dtype=np.float32).reshape((-1,) + (1,) * ndim)
+        self._std = np.asarray(info.std, dtype=np.float32).reshape((-1,) + (1,) * ndim)
+
+    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        x, valid = super().prepare(raw, nodata)
+        x -= self._mean
+        x /= self._std
+        x[:, ~valid] = 0.0
+        return x, valid
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            logits = self.net(x)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def ref(self) -> ModelRef:
+        if self.source is None:
+            raise ValueError(
+                f"model {self.name!r} was built in memory, so workers cannot load it; "
+                "save it first with geoseg.save_model(model, path) and load it with geoseg.load_model(path)."
+            )
+        return self.source
+
+    def __repr__(self) -> str:
+        return (f"SegmentationModel(name={self.name!r}, architecture={self.info.architecture!r}, "
+                f"bands={len(self.bands)}, classes={self.n_classes}, sha256={self.info.sha256[:12]})")

@@ -1,0 +1,134 @@
+"""Model files: safetensors weights with the model's JSON metadata in the header.
+
+Nothing in a model file executes: tensors are read by safetensors, metadata by
+``json``; pickled checkpoints are refused. The metadata carries a sha256 of the
+weights, checked on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from geoseg.errors import ModelFileError
+from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel
+from geoseg.models.registry import build_network
+
+FORMAT = "geoseg-model/1"
+BUILTIN_PREFIX = "builtin:"
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, zip (torch.save)
+
+
+def builtin_models() -> list[str]:
+    """Names of the models shipped inside the package (``builtin:NAME``)."""
+    folder = resources.files("geoseg.models") / "bundled"
+    return sorted(p.name.removesuffix(".safetensors") for p in folder.iterdir()
+                  if p.name.endswith(".safetensors"))
+
+
+def resolve_url(url: str) -> str:
+    """Map ``builtin:NAME`` to the bundled file; anything else is returned as is."""
+    if not url.startswith(BUILTIN_PREFIX):
+        return url
+    name = url.removeprefix(BUILTIN_PREFIX)
+    path = Path(str(resources.files("geoseg.models") / "bundled" / f"{name}.safetensors"))
+    if not path.exists():
+        raise ModelFileError(f"No built-in model {name!r}; built-in models: {', '.join(builtin_models())}.")
+    return str(path)
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of the weights that does not depend on file layout: names, dtypes, shapes, bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_to_bytes(model: SegmentationModel) -> tuple[bytes, ModelInfo]:
+    """Serialize a model; returns the file's bytes and the metadata stored in it."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    info = ModelInfo.from_dict({**model.info.to_dict(), "sha256": weights_sha256(state)})
+    header = {"format": FORMAT, "model": json.dumps(info.to_dict(), sort_keys=True)}
+    return save_tensors(state, metadata=header), info
+
+
+def save_model(model: SegmentationModel, url: str, *, storage_options: dict[str, Any] | None = None,
+               overwrite: bool = False) -> ModelRef:
+    """Write ``model`` to ``url`` (any fsspec URL) and return a reference workers can load."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    if fs.exists(path) and not overwrite:
+        raise FileExistsError(f"{url} already exists; pass overwrite=True to replace it.")
+    data, info = model_to_bytes(model)
+    with fs.open(path, "wb") as f:
+        f.write(data)
+    return ModelRef(url, info.sha256, dict(storage_options or {}))
+
+
+def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
+               device: str | None = None, expected_sha256: str | None = None) -> SegmentationModel:
+    """Load a model file (a path, an fsspec URL, or ``builtin:NAME``).
+
+    Raises :class:`~geoseg.errors.ModelFileError` when the file is missing, is a
+    pickle, lacks geoseg metadata, or its weights do not match their hash (or
+    ``expected_sha256``).
+    """
+    data = _read_bytes(url, storage_options or {})
+    info = _parse_header(data, url)
+    state = load_tensors(data)
+    actual = weights_sha256(state)
+    for label, wanted in (("its metadata", info.sha256), ("the job", expected_sha256)):
+        if wanted and wanted != actual:
+            raise ModelFileError(
+                f"Model file {url} has weights with sha256 {actual[:16]}... but {label} expects "
+                f"{wanted[:16]}...; the file is corrupt or was replaced. Re-export or re-download it."
+            )
+    net = build_network(info.architecture, info.config)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"Weights in {url} do not fit architecture {info.architecture!r}: {exc}") from None
+    ref = ModelRef(url, actual, dict(storage_options or {}))
+    return SegmentationModel(net, info, source=ref, device=device)
+
+
+def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
+    path_url = resolve_url(url)
+    try:
+        with fsspec.open(path_url, "rb", **storage_options) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ModelFileError(f"No model file at {url}. Check the path, or use one of: "
+                             + ", ".join(BUILTIN_PREFIX + n for n in builtin_models())) from None
+
+
+def _parse_header(data: bytes, url: str) -> ModelInfo:
+    try:
+        (length,) = struct.unpack("<Q", data[:8])
+        if not 0 < length <= len(data) - 8:
+            raise ValueError(f"header length {length} does not fit a file of {len(data)} bytes")
+        meta = json.loads(data[8 : 8 + length])["__metadata__"]
+        if meta.get("format") != FORMAT:
+            raise KeyError("format")
+        return ModelInfo.from_dict(json.loads(meta["model"]))
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        if data.startswith(_PICKLE_MAGIC):
+            raise ModelFileError(
+                f"{url} is a pickle or torch.save checkpoint; geoseg never unpickles files because that "
+                "can run arbitrary code. Convert it to a geoseg model file with geoseg.save_model()."
+            ) from None
+        raise ModelFileError(
+            f"{url} is not a geoseg model file (a safetensors file whose metadata has "
+            f"format={FORMAT!r} and a 'model' entry): {type(exc).__name__}: {exc}"
+        ) from None

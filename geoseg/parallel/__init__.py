@@ -1,0 +1,5 @@
+"""Parallel execution: region tasks, the lazy segment graph, clusters."""
+
+from geoseg.parallel.segment import segment
+
+__all__ = ["segment"]

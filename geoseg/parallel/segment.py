@@ -1,0 +1,142 @@
+"""``segment``: a lazy DataArray of class ids (or probabilities), one task per output chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from geoseg import config
+from geoseg.errors import PlanError
+from geoseg.io.sources import RasterSource
+from geoseg.models.base import Segmenter
+from geoseg.models.modelfile import load_model
+from geoseg.parallel.tasks import OUTPUTS, RegionWork
+from geoseg.tiling.plan import TilingSpec, coerce_per_axis, read_window, region_tiles, regions
+
+NODATA_CLASS = 255
+
+
+def segment(
+    raster: xr.DataArray,
+    model: Segmenter | str,
+    *,
+    output: str = "classes",
+    chunks: int | Sequence[int] | None = None,
+    tile: int | Sequence[int] | None = None,
+    halo: int | Sequence[int] | None = None,
+    batch_size: int | None = None,
+    nodata_class: int | None = None,
+) -> xr.DataArray:
+    """Segment ``raster`` lazily; nothing is computed until you ask.
+
+    Parameters
+    ----------
+    raster
+        ``("band", "y", "x")`` DataArray, ideally from :func:`geoseg.open_raster`, in
+        which case each task reads its own window from storage.
+    model
+        A segmenter (e.g. from :func:`geoseg.load_model`) or a model path/URL.
+    output
+        ``"classes"`` (class ids, ``(y, x)``) or ``"probabilities"`` (``(class, y, x)``).
+    chunks
+        Output chunk size per spatial axis; one task per chunk (default: the
+        raster's chunks).
+    tile, halo
+        Network tile core size and context per side (default: ``GEOSEG_TILE`` and
+        the model's receptive field). A halo below the receptive field trades
+        exactness for speed.
+    batch_size
+        Tiles per network call (default ``GEOSEG_BATCH_SIZE``).
+    nodata_class
+        Class id written where the input has no data (default 255, or 65535
+        beyond 255 classes).
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output={output!r}; expected one of {OUTPUTS}.")
+    segmenter = load_model(model) if isinstance(model, str) else model
+    segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
+    work = region_work(segmenter, raster.shape[1:], tile=tile, halo=halo, batch_size=batch_size,
+                       nodata=raster.attrs.get("nodata"), nodata_class=nodata_class)
+    out_chunks = _output_chunks(raster, chunks)
+    source = storage_source(raster)
+    blocks = [_region_block(work, raster, source, region, output, segmenter.n_classes)
+              for region in regions(raster.shape[1:], out_chunks)]
+    data = da.block(_nest(blocks, raster.shape[1:], out_chunks))
+    return _wrap(data, raster, segmenter, work, output)
+
+
+def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None, halo: Any = None,
+                batch_size: int | None = None, nodata: float | None = None,
+                nodata_class: int | None = None) -> RegionWork:
+    """Everything the regions of one run share, with defaults filled in."""
+    ndim = len(shape)
+    spec = TilingSpec.create(
+        shape,
+        tile=tile if tile is not None else config.tile_size(),
+        halo=halo if halo is not None else segmenter.halo,
+        stride=coerce_per_axis(segmenter.stride, ndim, "stride"),
+    )
+    dtype = "uint8" if segmenter.n_classes <= 255 else "uint16"
+    default_nodata = NODATA_CLASS if dtype == "uint8" else 65535
+    return RegionWork(segmenter.ref(), spec, nodata, batch_size or config.batch_size(),
+                      default_nodata if nodata_class is None else int(nodata_class), dtype)
+
+
+def storage_source(raster: xr.DataArray) -> RasterSource | None:
+    """The source behind an unmodified :func:`open_raster` result, else ``None``."""
+    source = raster.encoding.get("geoseg_source")
+    if source is None or not isinstance(raster.data, da.Array):
+        return None
+    # Any selection or arithmetic gives a new dask name; only the original reads from storage.
+    return source if raster.data.name.startswith("open_raster-") and raster.shape == source.shape else None
+
+
+def _region_block(work: RegionWork, raster: xr.DataArray, source: RasterSource | None,
+                  region: tuple[slice, ...], output: str, n_classes: int) -> da.Array:
+    shape = tuple(r.stop - r.start for r in region)
+    if output == "probabilities":
+        shape = (n_classes,) + shape
+    dtype = np.float32 if output == "probabilities" else np.dtype(work.class_dtype)
+    if source is not None:
+        task = dask.delayed(work.block, pure=True)(source.read, region, output)
+    else:
+        window = tuple(slice(w.start, min(w.stop, n)) for w, n in
+                       zip(read_window(region_tiles(work.spec, region)), work.spec.shape))
+        pixels = raster.data[(slice(None),) + window]
+        task = dask.delayed(work.block_from_array, pure=True)(
+            pixels, tuple(w.start for w in window), region, output)
+    return da.from_delayed(task, shape, dtype=dtype)
+
+
+def _output_chunks(raster: xr.DataArray, chunks: int | Sequence[int] | None) -> tuple[int, ...]:
+    if chunks is not None:
+        out = coerce_per_axis(chunks, raster.ndim - 1, "chunks")
+    elif raster.chunks is not None:
+        out = tuple(c[0] for c in raster.chunks[1:])
+    else:
+        out = tuple(min(1024, n) for n in raster.shape[1:])
+    if any(c < 1 for c in out):
+        raise PlanError(f"chunks must be positive, got {out}.")
+    return out
+
+
+def _nest(blocks: list[Any], shape: Sequence[int], chunks: Sequence[int]) -> list[Any]:
+    ny, nx = (-(-n // c) for n, c in zip(shape, chunks))
+    return [blocks[i * nx : (i + 1) * nx] for i in range(ny)]
+
+
+def _wrap(data: da.Array, raster: xr.DataArray, segmenter: Segmenter, work: RegionWork,
+          output: str) -> xr.DataArray:
+    coords = {k: v for k, v in raster.coords.items() if k != "band"}
+    attrs = {k: v for k, v in raster.attrs.items() if k != "nodata"}
+    attrs["class_names"] = [c.name for c in segmenter.classes]
+    if output == "classes":
+        attrs["nodata"] = work.nodata_class
+        return xr.DataArray(data, dims=("y", "x"), coords=coords, attrs=attrs, name="classes")
+    coords["class"] = ("class", attrs["class_names"])
+    return xr.DataArray(data, dims=("class", "y", "x"), coords=coords, attrs=attrs, name="probabilities")

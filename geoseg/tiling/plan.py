@@ -1,0 +1,202 @@
+"""Tiling plan: pure arithmetic on shapes, no data, no cluster.
+
+Vocabulary, per spatial axis of length ``n``:
+
+* the **padded extent** ``P = ceil(n / stride) * stride`` is what the model sees
+  when it runs on the whole image at once (the image is reflect-padded at its
+  end up to ``P``);
+* a **region** is the part of the output one task writes: one or more whole
+  output chunks, so writes never straddle a chunk and need no lock;
+* a **tile** is one network input inside a region. Its *core* lies on a grid
+  aligned to the model's total stride, its *window* is the core grown by the halo
+  and shifted inward to stay inside ``[0, P)``. Every window of an image has the
+  same length, so tiles batch together.
+
+Because windows start on multiples of the stride and never leave ``[0, P)``,
+each tile sees the same pixel grid and the same border padding as the whole
+image does; when the halo covers the receptive field, the cropped cores equal
+whole-image inference exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from geoseg.errors import PlanError
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    """One tile along one axis; all bounds are half-open image coordinates.
+
+    ``out_start:out_stop`` is the part of the region this tile writes;
+    ``win_start:win_stop`` is the network input window (may reach past the
+    image end, up to the padded extent).
+    """
+
+    out_start: int
+    out_stop: int
+    win_start: int
+    win_stop: int
+
+
+@dataclass(frozen=True)
+class Tile:
+    """An N-dimensional tile: the product of one :class:`AxisTile` per axis."""
+
+    axes: tuple[AxisTile, ...]
+
+    @property
+    def window(self) -> tuple[slice, ...]:
+        return tuple(slice(a.win_start, a.win_stop) for a in self.axes)
+
+    @property
+    def output(self) -> tuple[slice, ...]:
+        return tuple(slice(a.out_start, a.out_stop) for a in self.axes)
+
+
+@dataclass(frozen=True)
+class TilingSpec:
+    """How one image is cut into tiles; validated on construction.
+
+    Parameters
+    ----------
+    shape
+        Spatial shape of the image, e.g. ``(height, width)``.
+    tile
+        Core size of a tile per axis, a multiple of ``stride``.
+    halo
+        Context added on each side of a core, per axis, a multiple of ``stride``.
+    stride
+        The model's total downsampling factor per axis (1 for pixel-wise methods).
+    """
+
+    shape: tuple[int, ...]
+    tile: tuple[int, ...]
+    halo: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _check_spec(self)
+
+    @classmethod
+    def create(
+        cls,
+        shape: Sequence[int],
+        *,
+        tile: int | Sequence[int],
+        halo: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+    ) -> TilingSpec:
+        """Build a spec, rounding ``tile`` and ``halo`` up to multiples of ``stride``."""
+        ndim = len(shape)
+        stride_ = coerce_per_axis(stride, ndim, "stride")
+        tile_ = tuple(round_up(t, s) for t, s in zip(coerce_per_axis(tile, ndim, "tile"), stride_))
+        halo_ = tuple(round_up(h, s) for h, s in zip(coerce_per_axis(halo, ndim, "halo"), stride_))
+        return cls(tuple(int(n) for n in shape), tile_, halo_, stride_)
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        return tuple(round_up(n, s) for n, s in zip(self.shape, self.stride))
+
+    @property
+    def window_shape(self) -> tuple[int, ...]:
+        """The length of every tile window, per axis."""
+        return tuple(min(t + 2 * h, p) for t, h, p in zip(self.tile, self.halo, self.padded_shape))
+
+
+def coerce_per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+    """Turn an int or a per-axis sequence into a tuple of ``ndim`` ints."""
+    if isinstance(value, int):
+        return (int(value),) * ndim
+    values = tuple(int(v) for v in value)
+    if len(values) != ndim:
+        raise PlanError(
+            f"{name} has {len(values)} values {values} but the image has {ndim} spatial axes; "
+            f"give one int, or one per axis."
+        )
+    return values
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def round_down(n: int, multiple: int) -> int:
+    return (n // multiple) * multiple
+
+
+def _check_spec(spec: TilingSpec) -> None:
+    fields = {"shape": spec.shape, "tile": spec.tile, "halo": spec.halo, "stride": spec.stride}
+    ndim = len(spec.shape)
+    for name, values in fields.items():
+        if len(values) != ndim:
+            raise PlanError(f"{name}={values} has {len(values)} axes, expected {ndim}.")
+    for name in ("shape", "tile", "stride"):
+        if any(v < 1 for v in fields[name]):
+            raise PlanError(f"{name} must be positive on every axis, got {fields[name]}.")
+    if any(h < 0 for h in spec.halo):
+        raise PlanError(f"halo must be >= 0 on every axis, got {spec.halo}.")
+    for name in ("tile", "halo"):
+        if any(v % s for v, s in zip(fields[name], spec.stride)):
+            raise PlanError(
+                f"{name}={fields[name]} is not a multiple of the model stride {spec.stride}; "
+                f"use TilingSpec.create(), which rounds up."
+            )
+    if any(t + 2 * h < 2 * s for t, h, s in zip(spec.tile, spec.halo, spec.stride)):
+        raise PlanError(
+            f"tile {spec.tile} plus twice the halo {spec.halo} must be at least twice the "
+            f"stride {spec.stride}, so that border padding sees enough pixels; use a larger tile."
+        )
+
+
+def axis_tiles(start: int, stop: int, spec_axis: tuple[int, int, int, int]) -> list[AxisTile]:
+    """Tiles covering the region ``[start, stop)`` of one axis.
+
+    ``spec_axis`` is ``(n, tile, halo, stride)`` for that axis. Cores lie on a
+    stride-aligned grid starting at ``round_down(start, stride)``; the last one
+    may be shorter, none is dropped.
+    """
+    n, tile, halo, stride = spec_axis
+    padded = round_up(n, stride)
+    length = min(tile + 2 * halo, padded)
+    tiles = []
+    for core in range(round_down(start, stride), stop, tile):
+        win_start = min(max(core - halo, 0), padded - length)
+        tiles.append(AxisTile(max(core, start), min(core + tile, stop), win_start, win_start + length))
+    return tiles
+
+
+def region_tiles(spec: TilingSpec, region: Sequence[slice]) -> list[Tile]:
+    """All tiles of one region (a tuple of slices inside the image)."""
+    per_axis = [
+        axis_tiles(r.start, r.stop, (n, t, h, s))
+        for r, n, t, h, s in zip(region, spec.shape, spec.tile, spec.halo, spec.stride)
+    ]
+    return [Tile(tuple(combo)) for combo in itertools.product(*per_axis)]
+
+
+def read_window(tiles: Sequence[Tile]) -> tuple[slice, ...]:
+    """The smallest window (in padded coordinates) holding every tile window."""
+    ndim = len(tiles[0].axes)
+    return tuple(
+        slice(min(t.axes[i].win_start for t in tiles), max(t.axes[i].win_stop for t in tiles))
+        for i in range(ndim)
+    )
+
+
+def regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice, ...]]:
+    """The chunk grid of an array: one region per output chunk, edge chunks clipped."""
+    if len(shape) != len(chunks) or any(c < 1 for c in chunks):
+        raise PlanError(f"chunks {tuple(chunks)} do not fit shape {tuple(shape)}.")
+    ranges = [
+        [slice(i, min(i + c, n)) for i in range(0, n, c)] for n, c in zip(shape, chunks)
+    ]
+    return (tuple(combo) for combo in itertools.product(*ranges))
+
+
+def n_regions(shape: Sequence[int], chunks: Sequence[int]) -> int:
+    return math.prod(-(-n // c) for n, c in zip(shape, chunks))

@@ -1,0 +1,82 @@
+"""Shared fixtures: models with random weights, rasters written to real stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import zarr
+from affine import Affine
+
+from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, UNet2D, save_model
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CRS = "EPSG:32618"
+TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def random_unet(*, classes: int = 4, bands: int = 3, depth: int = 3, width: int = 8, seed: int = 0,
+                name: str = "random-unet") -> SegmentationModel:
+    """A U-Net with random weights whose arg-max varies across an image (not one class everywhere)."""
+    torch.manual_seed(seed)
+    net = UNet2D(bands, classes, depth=depth, width=width)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.3)
+        net.head.bias.zero_()
+    info = ModelInfo(name, "unet", {"in_channels": bands, "num_classes": classes, "depth": depth,
+                                    "width": width},
+                     tuple(ClassInfo(f"class_{i}") for i in range(classes)),
+                     tuple(f"band_{i + 1}" for i in range(bands)), (128.0,) * bands, (64.0,) * bands)
+    return SegmentationModel(net, info, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("models") / "random-unet.safetensors"
+    save_model(random_unet(), str(path))
+    return str(path)
+
+
+def textured_image(height: int, width: int, bands: int = 3, seed: int = 0) -> np.ndarray:
+    """uint8 image with structure at several scales, so a random net's classes vary."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = [np.sin(yy / (7 + 5 * b)) * np.cos(xx / (11 + 3 * b)) for b in range(bands)]
+    noise = rng.normal(0, 0.4, (bands, height, width))
+    image = 128 + 90 * np.tanh(np.stack(base) + noise)
+    return np.clip(image, 1, 255).astype(np.uint8)
+
+
+def write_zarr(path: Path | str, image: np.ndarray, chunks: tuple[int, int] = (64, 64),
+               **attrs: object) -> str:
+    arr = zarr.create_array(str(path), shape=image.shape, chunks=(image.shape[0], *chunks),
+                            dtype=image.dtype, dimension_names=["band", "y", "x"], attributes=attrs)
+    arr[:] = image
+    return str(path)
+
+
+def write_geotiff(path: Path | str, image: np.ndarray, *, nodata: float | None = 0,
+                  tiled: bool = True) -> str:
+    profile = dict(driver="GTiff", width=image.shape[2], height=image.shape[1], count=image.shape[0],
+                   dtype=image.dtype, crs=CRS, transform=TRANSFORM, nodata=nodata)
+    if tiled:
+        profile.update(tiled=True, blockxsize=64, blockysize=64)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(image)
+    return str(path)

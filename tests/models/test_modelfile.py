@@ -1,0 +1,103 @@
+"""Model files: round trip, integrity, and refusal of anything that could execute."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import geoseg
+from geoseg.errors import ModelFileError
+from geoseg.models import builtin_models, load_model, save_model
+from tests.conftest import random_unet, textured_image
+
+
+def test_round_trip_keeps_weights_metadata_and_predictions(tmp_path):
+    model = random_unet(classes=3, seed=4)
+    ref = save_model(model, str(tmp_path / "m.safetensors"))
+    loaded = load_model(str(tmp_path / "m.safetensors"))
+    assert loaded.info.sha256 == ref.sha256 and len(ref.sha256) == 64
+    assert loaded.info.classes == model.info.classes and loaded.info.mean == model.info.mean
+    image = textured_image(48, 40)
+    np.testing.assert_array_equal(loaded.predict_image(image), model.predict_image(image))
+
+
+def test_existing_file_is_not_overwritten(tmp_path):
+    path = str(tmp_path / "m.safetensors")
+    save_model(random_unet(), path)
+    before = (tmp_path / "m.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_model(random_unet(seed=9), path)
+    assert (tmp_path / "m.safetensors").read_bytes() == before
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(random_unet(), str(path))
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # flip bits in the last tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="corrupt or was replaced"):
+        load_model(str(path))
+
+
+def test_expected_hash_mismatch_is_refused(tmp_path):
+    path = str(tmp_path / "m.safetensors")
+    save_model(random_unet(), path)
+    with pytest.raises(ModelFileError, match="the job expects"):
+        load_model(path, expected_sha256="0" * 64)
+
+
+def test_pickle_checkpoints_are_refused_without_unpickling(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(Exploit()))
+    torch.save({"w": torch.zeros(1)}, tmp_path / "ckpt.pt")
+    for bad in (path, tmp_path / "ckpt.pt"):
+        with pytest.raises(ModelFileError, match="never unpickles"):
+            load_model(str(bad))
+    assert not marker.exists()
+
+
+def test_safetensors_without_geoseg_metadata_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ModelFileError, match="not a geoseg model file"):
+        load_model(str(tmp_path / "plain.safetensors"))
+
+
+def test_unknown_architecture_lists_the_known_ones(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(random_unet(), str(path))
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    info = json.loads(header["__metadata__"]["model"])
+    info["architecture"] = "resnet-unknown"
+    header["__metadata__"]["model"] = json.dumps(info)
+    new_header = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + data[8 + length:])
+    with pytest.raises(ModelFileError, match="registered architectures: .*unet"):
+        load_model(str(path))
+
+
+def test_missing_file_names_the_builtin_models(tmp_path):
+    with pytest.raises(ModelFileError, match="No model file"):
+        load_model(str(tmp_path / "nope.safetensors"))
+
+
+def test_builtin_model_loads():
+    assert "demo-unet" in builtin_models()
+    model = geoseg.load_model("builtin:demo-unet")
+    assert model.info.bands == ("red", "green", "blue")
+    assert [c.name for c in model.classes] == ["water", "vegetation", "bare_soil", "road", "building"]

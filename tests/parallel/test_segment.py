@@ -1,0 +1,93 @@
+"""Chunked segmentation equals the model on the whole image at once."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import geoseg
+from geoseg.errors import BandMismatchError
+from geoseg.models import ClassInfo, Segmenter
+from tests.conftest import random_unet, textured_image, write_zarr
+
+HEIGHT, WIDTH = 203, 157  # multiples of nothing useful
+
+
+class Identity(Segmenter):
+    """Stand-in "model": scores are the input bands themselves."""
+
+    name = "identity"
+
+    def __init__(self, bands: int, stride: int, halo: int):
+        self.classes = tuple(ClassInfo(f"b{i}") for i in range(bands))
+        self.stride = (stride, stride)
+        self.halo = (halo, halo)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return batch.copy()
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return textured_image(HEIGHT, WIDTH, seed=3)
+
+
+@pytest.fixture(scope="module")
+def reference(model_path: str, image: np.ndarray) -> np.ndarray:
+    probs = geoseg.load_model(model_path).predict_image(image)
+    assert len(np.unique(probs.argmax(0))) >= 3, "the random model should not predict one class"
+    return probs
+
+
+@pytest.mark.parametrize("chunks, tile", [((64, 64), 64), ((50, 77), 32), ((203, 157), 512),
+                                          ((33, 100), 48), ((100, 30), 24)])
+def test_chunked_equals_whole_image_from_zarr(tmp_path, model_path, image, reference, chunks, tile):
+    raster = geoseg.open_raster(write_zarr(tmp_path / "in.zarr", image, chunks=(40, 40)))
+    model = geoseg.load_model(model_path)
+    with dask.config.set(scheduler="sync"):
+        probs = geoseg.segment(raster, model, output="probabilities", chunks=chunks, tile=tile).values
+        classes = geoseg.segment(raster, model, chunks=chunks, tile=tile).values
+    np.testing.assert_allclose(probs, reference, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(classes, reference.argmax(0))
+
+
+def test_in_memory_dataarray_takes_the_generic_path(model_path, image, reference):
+    raster = xr.DataArray(image, dims=("band", "y", "x")).chunk({"y": 70, "x": 70})
+    with dask.config.set(scheduler="sync"):
+        classes = geoseg.segment(raster, model_path, chunks=(70, 70), tile=40).values
+    np.testing.assert_array_equal(classes, reference.argmax(0))
+
+
+def test_nodata_pixels_get_the_nodata_class(tmp_path, model_path, image):
+    image = image.copy()
+    image[:, 10:20, 30:50] = 0
+    raster = geoseg.open_raster(write_zarr(tmp_path / "in.zarr", image, nodata=0))
+    model = geoseg.load_model(model_path)
+    with dask.config.set(scheduler="sync"):
+        classes = geoseg.segment(raster, model, chunks=(64, 64)).values
+    expected = model.predict_image(image, nodata=0).argmax(0)
+    expected[10:20, 30:50] = 255
+    np.testing.assert_array_equal(classes, expected)
+
+
+def test_band_mismatch_fails_before_compute(tmp_path, model_path):
+    raster = geoseg.open_raster(write_zarr(tmp_path / "in.zarr", textured_image(40, 40, bands=4)))
+    with pytest.raises(BandMismatchError, match="expects 3 band.*has 4"):
+        geoseg.segment(raster, model_path)
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 90), width=st.integers(1, 90), chunk=st.integers(5, 64),
+       stride=st.sampled_from([1, 2, 4, 8]), tile_mult=st.integers(2, 6), halo_mult=st.integers(0, 2))
+def test_identity_model_reproduces_the_input(height, width, chunk, stride, tile_mult, halo_mult):
+    image = np.random.default_rng(height * width).integers(1, 255, (2, height, width)).astype(np.uint8)
+    raster = xr.DataArray(image, dims=("band", "y", "x")).chunk({"y": chunk, "x": chunk})
+    model = Identity(2, stride, halo_mult * stride)
+    with dask.config.set(scheduler="sync"):
+        out = geoseg.segment(raster, model, output="probabilities", chunks=chunk,
+                             tile=tile_mult * stride).values
+    np.testing.assert_array_equal(out, image.astype(np.float32))

@@ -1,0 +1,79 @@
+"""Properties of the tiling plan, by Hypothesis: pure arithmetic, no data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geoseg.errors import PlanError
+from geoseg.tiling import TilingSpec, read_window, region_tiles, regions
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> tuple[TilingSpec, tuple[int, int]]:
+    stride = draw(st.sampled_from([1, 2, 4, 8, 16]))
+    shape = (draw(st.integers(1, 300)), draw(st.integers(1, 300)))
+    tile = draw(st.integers(1, 10)) * stride
+    halo = draw(st.integers(0, 4)) * stride
+    if tile + 2 * halo < 2 * stride:
+        tile = 2 * stride
+    chunks = (draw(st.integers(1, 120)), draw(st.integers(1, 120)))
+    return TilingSpec.create(shape, tile=tile, halo=halo, stride=stride), chunks
+
+
+@settings(max_examples=200, deadline=None)
+@given(plans())
+def test_every_output_pixel_is_written_exactly_once(plan: tuple[TilingSpec, tuple[int, int]]) -> None:
+    spec, chunks = plan
+    written = np.zeros(spec.shape, dtype=np.int32)
+    for region in regions(spec.shape, chunks):
+        for tile in region_tiles(spec, region):
+            out = tile.output
+            assert all(r.start <= o.start < o.stop <= r.stop for o, r in zip(out, region))
+            written[out] += 1
+    assert (written == 1).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(plans())
+def test_windows_are_aligned_equal_sized_and_hold_core_plus_halo(
+        plan: tuple[TilingSpec, tuple[int, int]]) -> None:
+    spec, chunks = plan
+    for region in regions(spec.shape, chunks):
+        tiles = region_tiles(spec, region)
+        for tile in tiles:
+            for axis, p, s, h, length in zip(tile.axes, spec.padded_shape, spec.stride, spec.halo,
+                                              spec.window_shape):
+                assert axis.win_start % s == 0 and axis.win_stop % s == 0
+                assert 0 <= axis.win_start and axis.win_stop <= p
+                assert axis.win_stop - axis.win_start == length
+                assert axis.win_start <= max(axis.out_start - h, 0)
+                assert axis.win_stop >= min(axis.out_stop + h, p)
+        window = read_window(tiles)
+        assert all(w.start <= t.window[i].start and t.window[i].stop <= w.stop
+                   for t in tiles for i, w in enumerate(window))
+
+
+def test_edge_tiles_are_kept_and_shifted_inward() -> None:
+    spec = TilingSpec.create((100,), tile=32, halo=8, stride=8)
+    tiles = region_tiles(spec, (slice(64, 100),))
+    assert [(t.axes[0].out_start, t.axes[0].out_stop) for t in tiles] == [(64, 96), (96, 100)]
+    last = tiles[-1].axes[0]
+    assert (last.win_start, last.win_stop) == (104 - 48, 104)  # padded extent is 104
+
+
+def test_tile_and_halo_are_rounded_up_to_the_stride() -> None:
+    spec = TilingSpec.create((50, 60), tile=100, halo=51, stride=8)
+    assert spec.tile == (104, 104) and spec.halo == (56, 56)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tile=0, halo=0, stride=1), "positive"),
+    (dict(tile=8, halo=0, stride=8), "twice the stride"),
+    (dict(tile=(8, 8, 8), halo=0, stride=1), "3 values"),
+])
+def test_invalid_plans_say_what_is_wrong(kwargs: dict, match: str) -> None:
+    with pytest.raises(PlanError, match=match):
+        TilingSpec.create((10, 10), **kwargs)
