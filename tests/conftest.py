@@ -80,3 +80,35 @@ def write_geotiff(path: Path | str, image: np.ndarray, *, nodata: float | None =
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(image)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> dict:
+    """A real S3 endpoint (moto's server) on 127.0.0.1; yields fsspec storage options."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    options = {"key": "geoseg-test-key", "secret": "SUPER-SECRET-VALUE-123",
+               "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=options["key"],
+                 aws_secret_access_key=options["secret"]).create_bucket(Bucket="geoseg")
+    yield options
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_address() -> str:
+    """A real multi-process local Dask cluster shared by the job tests."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def job_dict(input_url: str, model: str, output_url: str, **output: object) -> dict:
+    return {"input": {"url": input_url}, "model": {"path": model},
+            "output": {"url": output_url, "chunks": [64, 64], **output}}

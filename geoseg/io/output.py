@@ -15,6 +15,7 @@ the same chunk and no lock is needed.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,15 @@ class OutputTarget:
     def open_group(self, mode: str = "r+") -> zarr.Group:
         kwargs: dict[str, Any] = {"storage_options": self.storage_options} if self.storage_options else {}
         return zarr.open_group(self.url, mode=mode, **kwargs)
+
+    def finalize(self, attrs: dict[str, Any]) -> None:
+        """Merge ``attrs`` into the group's ``geoseg`` attributes and consolidate metadata,
+        so ``xarray.open_zarr`` opens the output in one read."""
+        group = self.open_group()
+        group.attrs["geoseg"] = {**group.attrs["geoseg"], **attrs}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            zarr.consolidate_metadata(group.store)
 
     def write(self, name: str, region: tuple[slice, ...], data: np.ndarray) -> None:
         """Write ``data`` at ``region`` (spatial slices) of array ``name``."""

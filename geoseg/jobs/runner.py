@@ -103,7 +103,7 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
         cluster = _cluster_info(client, address)
     seconds = time.perf_counter() - t0
     report = _report(prepared, stats, seconds, compute_seconds, started, cluster)
-    _record(target, report.provenance)
+    target.finalize({"status": "complete", "provenance": report.provenance})
     return report
 
 
@@ -164,10 +164,3 @@ def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, com
         "class_counts": class_counts,
     }
     return RunReport(spec.output.url, len(stats), pixels, seconds, class_counts, record)
-
-
-def _record(target: OutputTarget, record: dict[str, Any]) -> None:
-    group = target.open_group()
-    attrs = dict(group.attrs["geoseg"])
-    attrs.update(status="complete", provenance=record)
-    group.attrs["geoseg"] = attrs

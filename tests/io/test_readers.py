@@ -1,0 +1,117 @@
+"""open_raster: Zarr v2/v3 and GeoTIFF, local, memory:// and S3, metadata only on the client."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import zarr
+
+import geoseg
+from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
+from tests.conftest import CRS, SHARED_DATA, TRANSFORM, textured_image, write_geotiff, write_zarr
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return textured_image(90, 70, seed=1)
+
+
+def test_zarr_v3_array(tmp_path, image):
+    raster = geoseg.open_raster(write_zarr(tmp_path / "a.zarr", image, chunks=(32, 32)), chunks=32)
+    assert raster.dims == ("band", "y", "x") and raster.shape == image.shape
+    assert raster.data.chunks == ((3,), (32, 32, 26), (32, 32, 6))
+    np.testing.assert_array_equal(raster.values, image)
+
+
+def test_zarr_v2_two_dimensional_array_gets_a_band_axis(tmp_path, image):
+    arr = zarr.create_array(str(tmp_path / "v2.zarr"), shape=image.shape[1:], chunks=(40, 40),
+                            dtype="uint8", zarr_format=2)
+    arr[:] = image[0]
+    raster = geoseg.open_raster(str(tmp_path / "v2.zarr"))
+    assert raster.shape == (1, 90, 70)
+    np.testing.assert_array_equal(raster.values[0], image[0])
+
+
+def test_zarr_group_with_spatial_ref_and_band_selection(tmp_path, image):
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    arr = group.create_array("image", shape=image.shape, chunks=(3, 50, 50), dtype="uint8",
+                             dimension_names=["band", "y", "x"],
+                             attributes={"grid_mapping": "spatial_ref", "nodata": 0})
+    arr[:] = image
+    geo = geoseg.io.GeoRef.from_crs(CRS, TRANSFORM)
+    group.create_array("spatial_ref", shape=(), dtype="int64", attributes=geo.spatial_ref_attrs())
+    group.create_array("labels", shape=image.shape[1:], dtype="uint8", chunks=(50, 50))
+    with pytest.raises(UnsupportedFormatError, match="labels, image|image, labels"):
+        geoseg.open_raster(str(tmp_path / "g.zarr"))
+    raster = geoseg.open_raster(str(tmp_path / "g.zarr"), variable="image", bands=[3, 1])
+    np.testing.assert_array_equal(raster.values, image[[2, 0]])
+    assert rasterio.crs.CRS.from_wkt(raster.attrs["crs"]) == rasterio.crs.CRS.from_string(CRS)
+    assert tuple(raster.attrs["transform"]) == tuple(TRANSFORM)[:6]
+    assert raster.attrs["nodata"] == 0
+    assert float(raster.x[0]) == TRANSFORM.c + 5.0 and float(raster.y[0]) == TRANSFORM.f - 5.0
+
+
+def test_memory_store(image):
+    url = "memory://geoseg-test/img.zarr"
+    write_zarr(url, image)
+    np.testing.assert_array_equal(geoseg.open_raster(url).values, image)
+
+
+def test_geotiff_keeps_georeferencing_and_reads_windows(tmp_path, image):
+    path = write_geotiff(tmp_path / "a.tif", image, nodata=0)
+    raster = geoseg.open_raster(path, chunks=(64, 64))
+    np.testing.assert_array_equal(raster.values, image)
+    np.testing.assert_array_equal(raster[:, 10:75, 5:69].values, image[:, 10:75, 5:69])
+    with rasterio.open(path) as ds:
+        assert rasterio.crs.CRS.from_wkt(raster.attrs["crs"]) == ds.crs
+        assert tuple(raster.attrs["transform"]) == tuple(ds.transform)[:6]
+        assert raster.attrs["nodata"] == ds.nodata
+
+
+def test_client_reads_no_pixels(tmp_path, image, monkeypatch):
+    """Opening reads metadata only: every pixel read happens inside a chunk task."""
+    from geoseg.io import sources
+
+    calls = []
+    original = sources.GeoTIFFSource.read
+    monkeypatch.setattr(sources.GeoTIFFSource, "read", lambda self, w: calls.append(w) or original(self, w))
+    raster = geoseg.open_raster(write_geotiff(tmp_path / "a.tif", image), chunks=(32, 32))
+    assert calls == []
+    raster.values
+    assert len(calls) == 3 * 3
+
+
+def test_s3_zarr(s3_server, image):
+    url = "s3://geoseg/inputs/img.zarr"
+    arr = zarr.create_array(url, shape=image.shape, chunks=(3, 32, 32), dtype="uint8",
+                            storage_options=s3_server)
+    arr[:] = image
+    raster = geoseg.open_raster(url, storage_options=s3_server)
+    np.testing.assert_array_equal(raster.values, image)
+    assert "SUPER-SECRET" not in repr(raster.encoding["geoseg_source"])
+
+
+def test_missing_url(tmp_path):
+    with pytest.raises(RasterNotFoundError, match="No raster at .*nope.zarr"):
+        geoseg.open_raster(str(tmp_path / "nope.zarr"))
+
+
+def test_unsupported_format(tmp_path):
+    (tmp_path / "notes.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(UnsupportedFormatError, match="Supported: Zarr"):
+        geoseg.open_raster(str(tmp_path / "notes.png"))
+
+
+def test_band_numbers_out_of_range(tmp_path, image):
+    with pytest.raises(UnsupportedFormatError, match="numbered from 1 to 3"):
+        geoseg.open_raster(write_geotiff(tmp_path / "a.tif", image), bands=[0, 4])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "RGB.byte.tif").exists(), reason="shared Landsat sample absent")
+def test_real_landsat_sample():
+    raster = geoseg.open_raster(str(SHARED_DATA / "RGB.byte.tif"))
+    with rasterio.open(SHARED_DATA / "RGB.byte.tif") as ds:
+        np.testing.assert_array_equal(raster.values, ds.read())
+        assert list(raster.band.values) == ["red", "green", "blue"]
+        assert raster.attrs["nodata"] == ds.nodata == 0

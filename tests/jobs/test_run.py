@@ -1,0 +1,115 @@
+"""Store-to-store jobs on a real multi-process cluster."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import rioxarray  # noqa: F401  (registers .rio)
+import xarray as xr
+import zarr
+
+import geoseg
+from geoseg.errors import BandMismatchError, OutputExistsError, RasterNotFoundError
+from geoseg.jobs import JobSpec, run
+from tests.conftest import SHARED_DATA, job_dict, textured_image, write_geotiff, write_zarr
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return textured_image(150, 130, seed=5)
+
+
+def test_zarr_job_equals_whole_image_inference(tmp_path, image, model_path, cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", image, chunks=(50, 50))
+    spec = JobSpec.from_dict(job_dict(src, model_path, str(tmp_path / "out.zarr"), probabilities=True,
+                                      chunks=[64, 48]))
+    report = run(spec, scheduler=cluster_address)
+    reference = geoseg.load_model(model_path).predict_image(image)
+    out = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    np.testing.assert_array_equal(out["classes"][:], reference.argmax(0))
+    np.testing.assert_allclose(out["probabilities"][:].astype(np.float32), reference, atol=2e-3)
+    assert out["classes"].chunks == (64, 48) and out["classes"].dtype == np.uint8
+    assert report.n_tasks == 3 * 3 and report.pixels == 150 * 130
+    record = out.attrs["geoseg"]["provenance"]
+    assert out.attrs["geoseg"]["status"] == "complete"
+    assert record["model"]["sha256"] == geoseg.load_model(model_path).info.sha256
+    assert record["job"]["output"]["chunks"] == [64, 48]
+    assert set(record["timings"]["task_stage_sums_s"]) == {"read", "infer", "write"}
+    assert {"dask", "zarr", "torch", "rasterio"} <= set(record["packages"])
+    assert sum(record["class_counts"].values()) == 150 * 130
+
+
+def test_geotiff_job_keeps_crs_transform_and_nodata(tmp_path, image, model_path, cluster_address):
+    image = image.copy()
+    image[:, :12, :] = 0
+    src = write_geotiff(tmp_path / "in.tif", image, nodata=0)
+    run(JobSpec.from_dict(job_dict(src, model_path, str(tmp_path / "out.zarr"))), scheduler=cluster_address)
+    ds = xr.open_zarr(str(tmp_path / "out.zarr"), mask_and_scale=False)
+    rio_crs = ds["classes"].rio.crs
+    with rasterio.open(src) as tif:
+        assert rio_crs == tif.crs
+        assert tuple(ds["classes"].rio.transform())[:6] == tuple(tif.transform)[:6]
+        np.testing.assert_allclose(ds["x"].values, tif.xy(0, np.arange(tif.width))[0])
+    classes = ds["classes"].values
+    assert (classes[:12] == 255).all() and (classes[12:] != 255).all()
+    assert ds["classes"].attrs["nodata"] == 255
+
+
+def test_existing_output_is_refused_untouched_then_replaced_with_overwrite(
+        tmp_path, image, model_path, cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", image)
+    out = tmp_path / "out.zarr"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    spec = JobSpec.from_dict(job_dict(src, model_path, str(out)))
+    with pytest.raises(OutputExistsError, match="nothing was written.*--overwrite"):
+        run(spec, scheduler=cluster_address)
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    run(spec, scheduler=cluster_address, overwrite=True)
+    assert not (out / "precious.txt").exists()
+    assert zarr.open_group(str(out), mode="r")["classes"].shape == image.shape[1:]
+
+
+def test_bad_inputs_fail_before_writing(tmp_path, image, model_path, cluster_address):
+    out = tmp_path / "out.zarr"
+    with pytest.raises(RasterNotFoundError, match="input.url: No raster at"):
+        run(JobSpec.from_dict(job_dict(str(tmp_path / "missing.zarr"), model_path, str(out))))
+    four = write_zarr(tmp_path / "four.zarr", textured_image(40, 40, bands=4))
+    with pytest.raises(BandMismatchError, match="input.bands: .*expects 3 band"):
+        run(JobSpec.from_dict(job_dict(four, model_path, str(out))))
+    assert not out.exists()
+
+
+def test_s3_to_s3_job_matches_local_and_leaks_no_secret(tmp_path, image, model_path, s3_server,
+                                                        cluster_address):
+    src = "s3://geoseg/jobs/in.zarr"
+    arr = zarr.create_array(src, shape=image.shape, chunks=(3, 64, 64), dtype="uint8",
+                            storage_options=s3_server)
+    arr[:] = image
+    data = job_dict(src, model_path, "s3://geoseg/jobs/out.zarr")
+    data["input"]["storage_options"] = s3_server
+    data["output"]["storage_options"] = s3_server
+    run(JobSpec.from_dict(data), scheduler=cluster_address)
+    out = zarr.open_group("s3://geoseg/jobs/out.zarr", mode="r", storage_options=s3_server)
+    expected = geoseg.load_model(model_path).predict_image(image).argmax(0)
+    np.testing.assert_array_equal(out["classes"][:], expected)
+    attrs = json.dumps(out.attrs.asdict())
+    assert s3_server["secret"] not in attrs and s3_server["key"] not in attrs
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "RGB.byte.tif").exists(), reason="shared Landsat sample absent")
+def test_real_landsat_scene_keeps_its_georeferencing(tmp_path, cluster_address):
+    src = str(SHARED_DATA / "RGB.byte.tif")
+    spec = JobSpec.from_dict(job_dict(src, "builtin:demo-unet", str(tmp_path / "landsat.zarr"),
+                                      chunks=[256, 256]))
+    run(spec, scheduler=cluster_address)
+    ds = xr.open_zarr(str(tmp_path / "landsat.zarr"), mask_and_scale=False)
+    with rasterio.open(src) as tif:
+        assert ds["classes"].rio.crs == tif.crs
+        assert tuple(ds["classes"].rio.transform())[:6] == tuple(tif.transform)[:6]
+        nodata = (tif.read() == 0).all(axis=0)
+    classes = ds["classes"].values
+    assert (classes[nodata] == 255).all() and (classes[~nodata] < 5).all()

@@ -1,0 +1,68 @@
+"""A real cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+from distributed import Client
+
+import geoseg
+from tests.conftest import job_dict, textured_image, write_zarr
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def dask_cluster(tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    port = address.rsplit(":", 1)[1]
+    procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", port,
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    for i in range(2):
+        procs.append(subprocess.Popen(
+            [BIN / "dask", "worker", address, "--nthreads", "2", "--name", f"w{i}", "--no-dashboard",
+             "--local-directory", str(tmp_path / f"w{i}")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def test_job_on_an_existing_cluster_loads_the_model_once_per_worker(tmp_path, model_path, dask_cluster):
+    image = textured_image(256, 256, seed=11)
+    src = write_zarr(tmp_path / "in.zarr", image, chunks=(32, 32))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(src, model_path, str(tmp_path / "out.zarr"), chunks=[32, 32])))
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", str(job), "--scheduler", dask_cluster],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "64/64" in result.stderr, result.stderr  # the progress bar reached every task
+    expected = geoseg.load_model(model_path).predict_image(image).argmax(0)
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "out.zarr"))["classes"][:], expected)
+    with Client(dask_cluster) as client:
+        counts = client.run(lambda: __import__("geoseg").models.load_counts())
+    sha = geoseg.load_model(model_path).info.sha256
+    assert len(counts) == 2, counts
+    assert all(c == {sha: 1} for c in counts.values()), counts
+    assert time.perf_counter() - start < 600

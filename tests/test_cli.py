@@ -1,0 +1,75 @@
+"""The geoseg command, run as a real subprocess: exit codes, messages, nothing written on error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import job_dict, textured_image, write_zarr
+
+
+def geoseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture()
+def inputs(tmp_path, model_path):
+    src = write_zarr(tmp_path / "in.zarr", textured_image(70, 60))
+    return tmp_path, src, model_path
+
+
+def write_job(tmp_path, data) -> str:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_validate_and_info(inputs):
+    tmp_path, src, model = inputs
+    job = write_job(tmp_path, job_dict(src, model, str(tmp_path / "out.zarr")))
+    result = geoseg("validate", job)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert said.startswith("ok:") and "halo (56, 56)" in said
+    assert not (tmp_path / "out.zarr").exists()
+    info = geoseg("info", src)
+    assert info.returncode == 0 and "(3, 70, 60)" in info.stdout and "uint8" in info.stdout
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing-input", "input.url: No raster at"),
+    ("unsupported", "not a format geoseg reads"),
+    ("bands", "expects 3 band(s)"),
+    ("bad-key", "output.chunk: unknown key"),
+    ("exists", "already exists; nothing was written"),
+    ("missing-model", "model.path: No model file"),
+])
+def test_bad_input_exits_nonzero_with_a_clear_message_and_writes_nothing(inputs, case, message):
+    tmp_path, src, model = inputs
+    out = tmp_path / "out.zarr"
+    data = job_dict(src, model, str(out))
+    if case == "missing-input":
+        data["input"]["url"] = str(tmp_path / "nope.zarr")
+    elif case == "unsupported":
+        (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
+        data["input"]["url"] = str(tmp_path / "photo.jpg")
+    elif case == "bands":
+        data["input"]["url"] = write_zarr(tmp_path / "two.zarr", textured_image(30, 30, bands=2))
+    elif case == "bad-key":
+        data["output"]["chunk"] = [1, 2]
+    elif case == "exists":
+        out.mkdir()
+        (out / "zarr.json").write_text("{}")
+    elif case == "missing-model":
+        data["model"]["path"] = str(tmp_path / "nope.safetensors")
+    job = write_job(tmp_path, data)
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    result = geoseg("run", job)
+    assert result.returncode == 2, result.stderr
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
