@@ -91,7 +91,7 @@ def create_output(
     group = target.open_group(mode="w-")
     group.attrs["geoseg"] = {"class_names": class_names, "nodata_class": nodata_class, **(attrs or {})}
     _create_arrays(group, shape, chunks, class_dtype, nodata_class, len(class_names), probabilities)
-    _write_coords(group, georef, shape)
+    write_georef(group, georef, shape)
     return target
 
 
@@ -106,7 +106,8 @@ def _create_arrays(group: zarr.Group, shape: tuple[int, int], chunks: tuple[int,
                            attributes=grid)
 
 
-def _write_coords(group: zarr.Group, georef: GeoRef, shape: tuple[int, int]) -> None:
+def write_georef(group: zarr.Group, georef: GeoRef, shape: tuple[int, int]) -> None:
+    """Add ``spatial_ref`` and ``x``/``y`` coordinate arrays for an image of ``shape``."""
     coords = georef.coords(*shape)
     if "spatial_ref" in coords:
         ref = group.create_array("spatial_ref", shape=(), dtype="int64", dimension_names=[],

@@ -1,0 +1,35 @@
+"""Segmentation metrics: confusion matrix, per-class IoU, mean IoU; in memory or chunk by chunk."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+
+
+def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """``C[i, j]`` = pixels of true class ``i`` predicted as ``j``; ids >= ``n_classes`` are ignored."""
+    keep = (truth < n_classes) & (pred < n_classes)
+    index = truth[keep].astype(np.int64) * n_classes + pred[keep].astype(np.int64)
+    return np.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def confusion_matrix_dask(truth: da.Array, pred: da.Array, n_classes: int) -> np.ndarray:
+    """:func:`confusion_matrix` over two chunked arrays, one small matrix per chunk pair."""
+    pred = pred.rechunk(truth.chunks)
+    blocks = da.map_blocks(lambda t, p: confusion_matrix(t, p, n_classes)[None, None],
+                           truth, pred, new_axis=[2, 3], chunks=(1, 1, n_classes, n_classes),
+                           dtype=np.int64)
+    return blocks.sum(axis=(0, 1)).compute()
+
+
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
+    """IoU per class; NaN for a class absent from both truth and prediction."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(confusion: np.ndarray) -> float:
+    """Mean IoU over the classes present in truth or prediction."""
+    return float(np.nanmean(iou_per_class(confusion)))
