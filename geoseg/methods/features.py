@@ -1,0 +1,151 @@
+"""What a classical method looks at: one band, a normalized difference, the band mean.
+
+Also the base class the pixel methods share: inputs are prepared in float64 (so
+integer rasters up to 2**53 and float64 rasters keep every value) and scores are
+one-hot where a method has no natural probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import BandMismatchError
+from geoseg.models.base import Segmenter, valid_mask
+
+KINDS = ("single", "band", "ndiff", "mean")
+FeatureLike = Any  # None | int | (int, int) | "mean" | Feature
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A scalar per pixel computed from the bands of a window.
+
+    Build one with :func:`as_feature` (``None``, ``3``, ``(4, 3)``, ``"mean"``) or
+    the class methods. Band numbers are 1-based, as everywhere in geoseg.
+
+    Attributes
+    ----------
+    kind
+        ``"single"`` (the raster's only band), ``"band"``, ``"ndiff"``
+        (``(a - b) / (a + b)``, 0 where ``a + b == 0``) or ``"mean"`` (mean of all bands).
+    bands
+        The 1-based band numbers used (``()`` for ``"single"`` and ``"mean"``).
+    """
+
+    kind: str = "single"
+    bands: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        expected = {"single": 0, "band": 1, "ndiff": 2, "mean": 0}
+        if self.kind not in expected:
+            raise ValueError(f"Feature kind {self.kind!r} is not one of {KINDS}.")
+        if len(self.bands) != expected[self.kind] or any(int(b) < 1 for b in self.bands):
+            raise ValueError(
+                f"Feature {self.kind!r} takes {expected[self.kind]} band number(s) >= 1 (1-based), "
+                f"got {self.bands}."
+            )
+
+    @classmethod
+    def band(cls, number: int) -> Feature:
+        return cls("band", (int(number),))
+
+    @classmethod
+    def ndiff(cls, a: int, b: int) -> Feature:
+        return cls("ndiff", (int(a), int(b)))
+
+    @classmethod
+    def mean(cls) -> Feature:
+        return cls("mean")
+
+    def describe(self) -> str:
+        if self.kind == "band":
+            return f"band {self.bands[0]}"
+        if self.kind == "ndiff":
+            a, b = self.bands
+            return f"(b{a} - b{b}) / (b{a} + b{b})"
+        return "mean of the bands" if self.kind == "mean" else "the only band"
+
+    def check(self, n_bands: int, where: str = "the input") -> None:
+        """Raise :class:`BandMismatchError` when ``n_bands`` cannot feed this feature."""
+        if self.kind == "single" and n_bands != 1:
+            raise BandMismatchError(
+                f"No feature was given, which means the raster's only band, but {where} has "
+                f"{n_bands} bands. Pass feature=2 (band 2, 1-based), feature=(4, 3) for "
+                f"(b4 - b3) / (b4 + b3), or feature='mean'."
+            )
+        too_high = [b for b in self.bands if b > n_bands]
+        if too_high:
+            raise BandMismatchError(
+                f"Feature {self.describe()} uses band(s) {too_high} but {where} has {n_bands} band(s); "
+                f"band numbers are 1-based, from 1 to {n_bands}."
+            )
+
+    def integer_exact(self, dtype: np.dtype) -> bool:
+        """True when values are the raster's own integers (exact integer histograms)."""
+        return np.issubdtype(np.dtype(dtype), np.integer) and self.kind in ("single", "band")
+
+    def compute(self, x: np.ndarray) -> np.ndarray:
+        """The feature of ``x`` (``(..., bands, y, x)``) as float64 ``(..., y, x)``."""
+        self.check(x.shape[-3])
+        if self.kind in ("single", "band"):
+            index = 0 if self.kind == "single" else self.bands[0] - 1
+            return x[..., index, :, :].astype(np.float64)
+        if self.kind == "mean":
+            return x.astype(np.float64).mean(axis=-3)
+        a = x[..., self.bands[0] - 1, :, :].astype(np.float64)
+        b = x[..., self.bands[1] - 1, :, :].astype(np.float64)
+        total = a + b
+        safe = np.where(total == 0, 1.0, total)
+        return np.where(total == 0, 0.0, (a - b) / safe)
+
+
+def as_feature(spec: FeatureLike) -> Feature:
+    """``None`` (the only band), ``n`` (band n, 1-based), ``(a, b)`` (normalized difference), ``"mean"``."""
+    if isinstance(spec, Feature):
+        return spec
+    if spec is None:
+        return Feature()
+    if isinstance(spec, str) and spec.lower() == "mean":
+        return Feature.mean()
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        return Feature.band(int(spec))
+    if isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == 2:
+        return Feature.ndiff(int(spec[0]), int(spec[1]))
+    raise ValueError(
+        f"feature={spec!r} is not understood; use None (the raster's only band), an int (a 1-based "
+        f"band number), a pair (a, b) for (a - b) / (a + b), or 'mean'."
+    )
+
+
+class PixelMethod(Segmenter):
+    """Base of the classical methods: float64 inputs, no stride, travels as itself."""
+
+    stride: tuple[int, ...] = (1, 1)
+
+    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`Segmenter.prepare` but float64, so no input value is rounded."""
+        x = raw.astype(np.float64, copy=True)
+        valid = valid_mask(raw, nodata)
+        x[:, ~valid] = 0.0
+        return x, valid
+
+
+def one_hot(ids: np.ndarray, n_classes: int) -> np.ndarray:
+    """Scores ``(N, n_classes, y, x)``: 1 for the class in ``ids`` (``(N, y, x)``), else 0."""
+    scores = np.zeros((ids.shape[0], n_classes) + ids.shape[1:], np.float32)
+    for c in range(n_classes):
+        scores[:, c] = ids == c
+    return scores
+
+
+def class_infos(names: Sequence[str]) -> tuple[Any, ...]:
+    """ClassInfo tuples with a grey ramp of colours, dark to bright."""
+    from geoseg.models.base import ClassInfo
+
+    n = len(names)
+    grey = [int(round(255 * i / max(1, n - 1))) for i in range(n)]
+    return tuple(ClassInfo(str(name), (g, g, g)) for name, g in zip(names, grey))

@@ -1,0 +1,124 @@
+"""Histogram-based segmentation: grey levels of the modes of the global histogram.
+
+The global histogram (see :mod:`geoseg.methods.stats`) is smoothed with a
+3-bin moving average until it has as many peaks as wanted classes; each peak is
+a class's grey level and the lowest point between two neighbouring peaks is the
+threshold between them. With two classes this is exactly
+``skimage.filters.threshold_minimum``; the mode holding more pixels is called
+the background, the other the object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from geoseg.methods.features import FeatureLike, as_feature
+from geoseg.methods.stats import Histogram, global_histogram, raster_data
+from geoseg.methods.threshold import Threshold
+
+
+@dataclass(frozen=True)
+class Modes:
+    """Peaks (grey levels), valleys (thresholds) and pixel fractions of a histogram's modes."""
+
+    levels: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    fractions: tuple[float, ...]
+
+
+def local_maxima(hist: np.ndarray) -> list[int]:
+    """Indices of the peaks of ``hist``, plateaus counted once (scikit-image's rule)."""
+    peaks, rising = [], True
+    for i in range(hist.shape[0] - 1):
+        if rising and hist[i + 1] < hist[i]:
+            rising = False
+            peaks.append(i)
+        elif not rising and hist[i + 1] > hist[i]:
+            rising = True
+    return peaks
+
+
+def find_modes(counts: np.ndarray, centers: np.ndarray, classes: int = 2,
+               max_smoothing: int = 10_000) -> Modes:
+    """Smooth ``counts`` until at most ``classes`` peaks remain; raise if fewer remain.
+
+    ``counts``/``centers`` should have no empty bins at the ends (as
+    :meth:`Histogram.trimmed` gives them).
+    """
+    smooth = counts.astype("float32", copy=False)
+    peaks: list[int] = []
+    for _ in range(max_smoothing):
+        smooth = ndi.uniform_filter1d(smooth, 3)
+        peaks = local_maxima(smooth)
+        if len(peaks) <= classes:
+            break
+    if len(peaks) != classes:
+        raise ValueError(
+            f"The histogram has {len(peaks)} mode(s) after smoothing, not the {classes} asked for "
+            f"(after up to {max_smoothing} smoothing passes). Ask for fewer classes, or use a "
+            f"threshold method such as fit_threshold(raster, 'otsu')."
+        )
+    valleys = [a + int(np.argmin(smooth[a : b + 1])) for a, b in zip(peaks, peaks[1:])]
+    bounds = [0] + [v + 1 for v in valleys] + [len(counts)]
+    total = float(np.sum(counts))
+    fractions = tuple(float(np.sum(counts[lo:hi])) / total for lo, hi in zip(bounds, bounds[1:]))
+    return Modes(tuple(float(centers[p]) for p in peaks), tuple(float(centers[v]) for v in valleys),
+                 fractions)
+
+
+@dataclass(frozen=True)
+class HistogramModes(Threshold):
+    """A :class:`Threshold` at the valleys between histogram modes, with the modes' grey levels.
+
+    Classes are ordered by grey level; ``levels[i]`` is class ``i``'s peak and
+    ``fractions[i]`` its share of the valid pixels.
+    """
+
+    levels: tuple[float, ...] = ()
+    fractions: tuple[float, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return "histogram modes"
+
+    @property
+    def background_level(self) -> float:
+        """Grey level of the mode holding the most pixels."""
+        return self.levels[int(np.argmax(self.fractions))]
+
+    @property
+    def object_level(self) -> float:
+        """Grey level of the other mode (two classes only)."""
+        if len(self.levels) != 2:
+            raise ValueError(f"object_level needs 2 modes; this segmenter has {len(self.levels)}.")
+        return self.levels[1 - int(np.argmax(self.fractions))]
+
+
+def mode_names(fractions: Sequence[float]) -> tuple[str, ...]:
+    if len(fractions) == 2:
+        return ("background", "object") if fractions[0] >= fractions[1] else ("object", "background")
+    return tuple(f"mode_{i}" for i in range(len(fractions)))
+
+
+def fit_histogram_modes(raster: Any, classes: int = 2, *, feature: FeatureLike = None, nbins: int = 256,
+                        nodata: float | None = None, max_smoothing: int = 10_000) -> HistogramModes:
+    """Fit object/background grey levels (or ``classes`` modes) on a whole raster, chunk by chunk.
+
+    Parameters are those of :func:`geoseg.methods.fit_threshold`. Integer bands
+    get one bin per value; other features ``nbins`` bins over the global
+    ``[min, max]``. No-data and NaN pixels are ignored.
+    """
+    if classes < 2:
+        raise ValueError(f"classes must be >= 2, got {classes}.")
+    feat = as_feature(feature)
+    rd = raster_data(raster, nodata)
+    feat.check(rd.n_bands, "the raster")
+    hist: Histogram = global_histogram(rd, feat, nbins)
+    modes = find_modes(*hist.trimmed(), classes=classes, max_smoothing=max_smoothing)
+    return HistogramModes(modes.thresholds, feat, "modes", mode_names(modes.fractions), rd.band_names,
+                          levels=modes.levels, fractions=modes.fractions)

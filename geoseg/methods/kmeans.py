@@ -1,0 +1,343 @@
+"""K-means on pixel features with global centroids, fitted chunk by chunk.
+
+* **Initialization**: one map-reduce pass draws a sample of valid pixels (a
+  pixel is kept when a hash of its global index and the seed falls below
+  ``sample_size / pixels``, so the sample does not depend on the chunking) and
+  the feature moments; greedy k-means++ (as scikit-learn's) runs on the sample.
+* **Lloyd iterations**: each one is a map-reduce over chunks (per-chunk sums
+  and counts per cluster, tree-summed); the new centroids are the means, an
+  empty cluster keeps its centroid. Stops when the squared centroid shift is at
+  most ``tol`` times the mean feature variance (scikit-learn's rule) or after
+  ``max_iter`` iterations; a last pass measures the inertia.
+* **Assignment** is per pixel, in :meth:`KMeans.predict`, through
+  :func:`geoseg.segment`.
+
+Features are bands (all, or a 1-based selection); add the pixel position with
+:func:`with_position`, on the raster that is fitted and on the one segmented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from geoseg.errors import BandMismatchError, PlanError
+from geoseg.methods.features import PixelMethod
+from geoseg.methods.stats import RasterData, map_chunks, raster_data, tree_reduce
+from geoseg.models.base import ClassInfo, valid_mask
+
+PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+@dataclass(frozen=True)
+class KMeans(PixelMethod):
+    """Nearest-centroid segmenter: class ``j`` where centroid ``j`` is the closest (squared Euclidean).
+
+    Scores are ``-(d_j^2 - min_i d_i^2)``: 0 for the nearest centroid, minus the
+    extra squared distance for the others (so the arg-max is exact even in float32).
+
+    Parameters
+    ----------
+    centroids
+        ``k`` centroids of ``F`` features each.
+    features
+        1-based band numbers the features are taken from (``None``: all bands, in order).
+    """
+
+    centroids: tuple[tuple[float, ...], ...]
+    features: tuple[int, ...] | None = None
+    inertia: float | None = None
+    n_iter: int = 0
+    converged: bool = False
+    init_centroids: tuple[tuple[float, ...], ...] | None = None
+    band_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        centroids = _as_centroids(self.centroids)
+        object.__setattr__(self, "centroids", centroids)
+        if self.features is not None:
+            feats = tuple(int(b) for b in self.features)
+            if len(feats) != len(centroids[0]) or any(b < 1 for b in feats):
+                raise ValueError(f"features={feats} must be {len(centroids[0])} band number(s) >= 1 "
+                                 f"(1-based), one per centroid coordinate.")
+            object.__setattr__(self, "features", feats)
+
+    @property
+    def name(self) -> str:
+        return f"k-means (k={len(self.centroids)})"
+
+    @property
+    def classes(self) -> tuple[ClassInfo, ...]:
+        return tuple(ClassInfo(f"cluster_{j}", PALETTE[j % len(PALETTE)]) for j in range(len(self.centroids)))
+
+    @property
+    def bands(self) -> tuple[str, ...] | None:
+        return self.band_names
+
+    @property
+    def halo(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def feature_index(self, n_bands: int, where: str = "the input") -> list[int]:
+        """0-based band indexes of the features, checked against ``n_bands``."""
+        n_features = len(self.centroids[0])
+        index = list(range(n_bands)) if self.features is None else [b - 1 for b in self.features]
+        if len(index) != n_features or max(index) >= n_bands:
+            raise BandMismatchError(
+                f"{self.name} uses {n_features} feature(s) "
+                f"({'all bands' if self.features is None else f'bands {list(self.features)}'}) but {where} "
+                f"has {n_bands} band(s). Segment a raster like the one it was fitted on (with "
+                f"with_position() if it was fitted with positions)."
+            )
+        return index
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = batch[:, self.feature_index(batch.shape[1])]
+        d2 = np.stack([squared_distances(x, c, axis=1) for c in np.asarray(self.centroids)], axis=1)
+        return -(d2 - d2.min(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _as_centroids(centroids: Any) -> tuple[tuple[float, ...], ...]:
+    array = np.asarray(centroids, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1 or not np.all(np.isfinite(array)):
+        raise ValueError(f"centroids must be a finite (k, features) array, got shape {array.shape}.")
+    return tuple(tuple(float(v) for v in row) for row in array)
+
+
+def squared_distances(x: np.ndarray, centroid: np.ndarray, axis: int) -> np.ndarray:
+    """``sum((x - centroid)^2)`` over the feature ``axis`` of ``x``, in float64."""
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return np.sum((x - centroid.reshape(shape)) ** 2, axis=axis)
+
+
+# -- per-chunk work ------------------------------------------------------------------------------
+
+
+def chunk_features(block: np.ndarray, index: Sequence[int], nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(n, F)`` (float64) of the valid pixels of ``block`` and their flat positions in it."""
+    valid = valid_mask(block, nodata)
+    flat = np.flatnonzero(valid)
+    x = block[list(index)].reshape(len(index), -1)[:, flat].astype(np.float64).T
+    return x, flat
+
+
+def _hash_uniform(index: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per global pixel index (splitmix64), independent of chunking."""
+    z = index.astype(np.uint64) + np.uint64((int(seed) * 0x9E3779B97F4A7C15 + 1) % (1 << 64))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+@dataclass(frozen=True)
+class InitSummary:
+    """Sample (global indexes and features) and moments of the valid pixels."""
+
+    index: np.ndarray
+    sample: np.ndarray
+    count: int
+    total: np.ndarray
+    squares: np.ndarray
+
+
+def _chunk_init(block: np.ndarray, origin: tuple[int, int], index: Sequence[int], nodata: float | None,
+                width: int, rate: float, seed: int) -> InitSummary:
+    x, flat = chunk_features(block, index, nodata)
+    cy, cx = block.shape[1:]
+    global_index = (origin[0] + flat // cx) * width + origin[1] + flat % cx
+    keep = _hash_uniform(global_index, seed) < rate
+    return InitSummary(global_index[keep], x[keep], len(x), x.sum(axis=0), (x**2).sum(axis=0))
+
+
+def _combine_init(parts: list[InitSummary]) -> InitSummary:
+    index = np.concatenate([p.index for p in parts])
+    order = np.argsort(index, kind="stable")
+    return InitSummary(index[order], np.concatenate([p.sample for p in parts])[order],
+                       sum(p.count for p in parts), np.sum([p.total for p in parts], axis=0),
+                       np.sum([p.squares for p in parts], axis=0))
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """Per-cluster feature sums and counts, and the inertia, for one set of centroids."""
+
+    sums: np.ndarray
+    counts: np.ndarray
+    inertia: float
+
+
+def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of each row of ``x`` (``(n, F)``) and the squared distance to it."""
+    d2 = np.stack([squared_distances(x, c, axis=1) for c in centroids], axis=1)
+    labels = np.argmin(d2, axis=1) if len(x) else np.zeros(0, np.int64)
+    return labels, d2[np.arange(len(x)), labels]
+
+
+def _chunk_step(block: np.ndarray, origin: tuple[int, int], index: Sequence[int], nodata: float | None,
+                centroids: np.ndarray) -> StepSummary:
+    x, _ = chunk_features(block, index, nodata)
+    k = len(centroids)
+    labels, d2 = assign(x, centroids)
+    sums = np.stack([np.bincount(labels, weights=x[:, f], minlength=k) for f in range(x.shape[1])], axis=1)
+    return StepSummary(sums, np.bincount(labels, minlength=k), float(d2.sum()))
+
+
+def _combine_steps(parts: list[StepSummary]) -> StepSummary:
+    return StepSummary(np.sum([p.sums for p in parts], axis=0), np.sum([p.counts for p in parts], axis=0),
+                       float(sum(p.inertia for p in parts)))
+
+
+def init_task(rd: RasterData, index: Sequence[int], sample_size: int, seed: int,
+              split_every: int = 8) -> Any:
+    """Lazy :class:`InitSummary` (the k-means++ sample and the moments)."""
+    height, width = rd.data.shape[1:]
+    rate = min(1.0, sample_size / float(height * width))
+    parts = map_chunks(rd, _chunk_init, list(index), rd.nodata, int(width), rate, int(seed))
+    return tree_reduce(parts, _combine_init, split_every)
+
+
+def step_task(rd: RasterData, index: Sequence[int], centroids: np.ndarray, split_every: int = 8) -> Any:
+    """Lazy :class:`StepSummary` for ``centroids``: one Lloyd iteration's map-reduce."""
+    parts = map_chunks(rd, _chunk_step, list(index), rd.nodata, np.asarray(centroids, np.float64))
+    return tree_reduce(parts, _combine_steps, split_every)
+
+
+# -- k-means++ and Lloyd ---------------------------------------------------------------------------
+
+
+def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Greedy k-means++ centroids ``(k, F)`` from the rows of ``x``, deterministic for ``seed``."""
+    n = len(x)
+    distinct = len(np.unique(x, axis=0)) if n else 0
+    if distinct < k:
+        raise PlanError(
+            f"k-means++ needs at least k={k} distinct pixels in its sample, found {distinct} (of {n} "
+            f"sampled). Increase sample_size, lower k, or check the nodata value."
+        )
+    rng = np.random.default_rng(seed)
+    trials = 2 + int(np.log(k))
+    centers = np.empty((k, x.shape[1]))
+    centers[0] = x[rng.integers(n)]
+    closest = squared_distances(x, centers[0], axis=1)
+    for c in range(1, k):
+        targets = rng.uniform(size=trials) * closest.sum()
+        candidates = np.clip(np.searchsorted(np.cumsum(closest), targets), None, n - 1)
+        d2 = np.minimum(closest, np.stack([squared_distances(x, x[i], axis=1) for i in candidates]))
+        best = int(np.argmin(d2.sum(axis=1)))
+        centers[c], closest = x[candidates[best]], d2[best]
+    return centers
+
+
+def lloyd(rd: RasterData, index: Sequence[int], centroids: np.ndarray, *, max_iter: int, tolerance: float,
+          split_every: int = 8) -> tuple[np.ndarray, int, bool]:
+    """Distributed Lloyd iterations from ``centroids``; returns (centroids, iterations, converged)."""
+    for iteration in range(1, max_iter + 1):
+        (step,) = dask.compute(step_task(rd, index, centroids, split_every))
+        counts = step.counts[:, None]
+        new = np.where(counts > 0, step.sums / np.maximum(counts, 1), centroids)
+        shift = float(np.sum((new - centroids) ** 2))
+        centroids = new
+        if shift <= tolerance:
+            return centroids, iteration, True
+    return centroids, max_iter, False
+
+
+def fit_kmeans(raster: Any, k: int, *, bands: Sequence[int] | None = None, init: Any = "k-means++",
+               max_iter: int = 100, tol: float = 1e-4, seed: int = 0, sample_size: int = 100_000,
+               nodata: float | None = None, split_every: int = 8) -> KMeans:
+    """Fit k-means with global centroids on a whole raster, one map-reduce over chunks per iteration.
+
+    Parameters
+    ----------
+    raster
+        ``(band, y, x)`` DataArray, dask or NumPy array; see :func:`with_position` to
+        add the pixel position as two features.
+    k
+        Number of clusters.
+    bands
+        1-based band numbers used as features (default: all).
+    init
+        ``"k-means++"`` (on a sample of about ``sample_size`` pixels, seeded by
+        ``seed``) or explicit ``(k, F)`` initial centroids.
+    max_iter, tol
+        Lloyd stops after ``max_iter`` iterations or once the summed squared
+        centroid shift is at most ``tol`` times the mean feature variance.
+
+    Returns
+    -------
+    KMeans
+        A frozen segmenter holding the centroids, inertia and iteration count.
+    """
+    rd = raster_data(raster, nodata)
+    index = _band_index(bands, rd.n_bands)
+    summary = dask.compute(init_task(rd, index, sample_size, seed, split_every))[0]
+    if summary.count == 0:
+        raise PlanError("The raster has no valid pixel (all no-data or NaN); nothing to cluster.")
+    start = _initial_centroids(init, summary.sample, k, len(index), seed)
+    variance = summary.squares / summary.count - (summary.total / summary.count) ** 2
+    centroids, n_iter, converged = lloyd(rd, index, start, max_iter=max_iter,
+                                         tolerance=float(np.mean(variance)) * tol, split_every=split_every)
+    (final,) = dask.compute(step_task(rd, index, centroids, split_every))
+    return KMeans(centroids, None if bands is None else tuple(int(b) for b in bands), final.inertia, n_iter,
+                  converged, _as_centroids(start), rd.band_names)
+
+
+def _band_index(bands: Sequence[int] | None, n_bands: int) -> list[int]:
+    if bands is None:
+        return list(range(n_bands))
+    bad = [b for b in bands if not 1 <= int(b) <= n_bands]
+    if bad or not bands:
+        raise BandMismatchError(f"bands={list(bands)}: band numbers are 1-based, from 1 to {n_bands}, and at "
+                                f"least one is needed.")
+    return [int(b) - 1 for b in bands]
+
+
+def _initial_centroids(init: Any, sample: np.ndarray, k: int, n_features: int, seed: int) -> np.ndarray:
+    if isinstance(init, str):
+        if init != "k-means++":
+            raise ValueError(f"init={init!r}; expected 'k-means++' or a (k, features) array of centroids.")
+        return kmeans_plusplus(sample, k, seed)
+    start = np.asarray(init, dtype=np.float64)
+    if start.shape != (k, n_features):
+        raise ValueError(f"init centroids have shape {start.shape}; expected (k, features) = ({k}, {n_features}).")
+    return start
+
+
+# -- position features -----------------------------------------------------------------------------
+
+
+def with_position(raster: xr.DataArray, weight: float = 1.0) -> xr.DataArray:
+    """``raster`` with two more bands, ``weight * row`` and ``weight * column`` (global pixel indexes).
+
+    Computed chunk by chunk (nothing is loaded). Where a pixel has no data, the
+    position bands hold the raster's nodata value (or NaN), so the pixel stays
+    no-data. Fit and segment the same transformed raster.
+    """
+    rd = raster_data(raster)
+    data = rd.data
+    dtype = np.result_type(data.dtype, np.float64)
+    chunks = ((data.shape[0] + 2,),) + data.chunks[1:]
+    out = data.map_blocks(_add_position, dtype=dtype, chunks=chunks, weight=float(weight), nodata=rd.nodata)
+    names = list(rd.band_names) + ["position_y", "position_x"]
+    coords = {k: v for k, v in raster.coords.items() if k != "band"} if isinstance(raster, xr.DataArray) else {}
+    attrs = dict(raster.attrs) if isinstance(raster, xr.DataArray) else {}
+    return xr.DataArray(out, dims=("band", "y", "x"), coords={**coords, "band": names}, attrs=attrs,
+                        name="raster")
+
+
+def _add_position(block: np.ndarray, weight: float, nodata: float | None,
+                  block_info: dict | None = None) -> np.ndarray:
+    (y0, _), (x0, _) = block_info[0]["array-location"][1:] if block_info else ((0, 0), (0, 0))
+    yy, xx = np.mgrid[y0 : y0 + block.shape[1], x0 : x0 + block.shape[2]]
+    position = np.stack([yy * weight, xx * weight]).astype(np.float64)
+    invalid = ~valid_mask(block, nodata)
+    position[:, invalid] = np.nan if nodata is None else nodata
+    return np.concatenate([block.astype(np.float64), position])

@@ -1,0 +1,203 @@
+"""Morphological clean-up of one class of a class map, with exact halos.
+
+The steps, in this order, each optional: binary opening (disk of radius
+``opening``), binary closing (disk of radius ``closing``), removing objects of
+at most ``max_object_size`` pixels, filling holes of at most ``max_hole_size``
+pixels (scikit-image's ``binary_opening``, ``binary_closing``,
+``remove_small_objects`` and ``remove_small_holes``).
+
+Halo, per side: ``2 * opening + 2 * closing + max_object_size + max_hole_size``.
+An opening or closing reaches twice its radius. For the size filters: a
+component of at most ``m`` pixels lies within ``m - 1`` pixels of any of its
+pixels, so a window reaching ``m`` pixels past the core sees it whole; and a
+larger component seen through such a window still shows at least ``m + 1``
+pixels connected to the core pixel, so it is kept. Hence tiled results equal the
+whole image's.
+
+Use :class:`Cleaned` to wrap any segmenter (its halo is added), or
+:func:`clean_mask` on a class map that is already computed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from skimage import morphology
+
+from geoseg.methods.features import PixelMethod, class_infos, one_hot
+from geoseg.models.base import ClassInfo, Segmenter
+from geoseg.models.cache import resolve
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """The clean-up steps (see the module docstring); ``connectivity`` 1 (4-) or 2 (8-neighbours)."""
+
+    opening: int = 0
+    closing: int = 0
+    max_object_size: int = 0
+    max_hole_size: int = 0
+    connectivity: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("opening", "closing", "max_object_size", "max_hole_size"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0 pixels, got {getattr(self, name)}.")
+        if self.connectivity not in (1, 2):
+            raise ValueError(f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got "
+                             f"{self.connectivity}.")
+
+    @property
+    def halo(self) -> int:
+        return 2 * self.opening + 2 * self.closing + self.max_object_size + self.max_hole_size
+
+    def apply(self, mask: np.ndarray) -> np.ndarray:
+        """The cleaned boolean ``mask`` (2-D)."""
+        out = mask.astype(bool, copy=True)
+        if self.opening:
+            out = morphology.binary_opening(out, morphology.disk(self.opening))
+        if self.closing:
+            out = morphology.binary_closing(out, morphology.disk(self.closing))
+        if self.max_object_size:
+            out = morphology.remove_small_objects(out, max_size=self.max_object_size,
+                                                  connectivity=self.connectivity)
+        if self.max_hole_size:
+            out = morphology.remove_small_holes(out, max_size=self.max_hole_size,
+                                                connectivity=self.connectivity)
+        return out
+
+
+def clean(mask: np.ndarray, **steps: Any) -> np.ndarray:
+    """Clean an in-memory boolean mask: ``clean(mask, opening=2, max_object_size=30)``."""
+    return Cleanup(**steps).apply(mask)
+
+
+@dataclass(frozen=True)
+class Cleaned(Segmenter):
+    """Another segmenter's class map, with class ``target`` cleaned up.
+
+    With a two-class inner segmenter the classes are the inner ones (the other
+    class fills what the clean-up removes); otherwise the classes are ``other``
+    and the target class. Scores are one-hot. The inner segmenter may be a deep
+    model: it travels as its reference and is resolved on the worker.
+
+    Parameters
+    ----------
+    inner
+        Any segmenter (or a model reference).
+    target
+        The class cleaned (default 1, ``foreground`` of a threshold).
+    steps
+        A :class:`Cleanup`.
+    """
+
+    inner: Any
+    target: int = 1
+    steps: Cleanup = Cleanup()
+
+    def __post_init__(self) -> None:
+        n = self.segmenter.n_classes
+        if not 0 <= self.target < n:
+            raise ValueError(f"target={self.target} is not a class of {self.segmenter.name}, which has "
+                             f"classes 0..{n - 1}.")
+        if any(s != 1 for s in self.segmenter.stride):
+            raise ValueError(f"{self.segmenter.name} has stride {self.segmenter.stride}; morphological "
+                             f"clean-up needs a per-pixel class map (stride 1).")
+
+    @property
+    def segmenter(self) -> Segmenter:
+        return resolve(self.inner)
+
+    @property
+    def name(self) -> str:
+        return f"{self.segmenter.name} + clean-up"
+
+    @property
+    def classes(self) -> tuple[ClassInfo, ...]:
+        inner = self.segmenter.classes
+        if len(inner) == 2:
+            return inner
+        return (ClassInfo("other", (0, 0, 0)), inner[self.target])
+
+    @property
+    def bands(self) -> tuple[str, ...] | None:
+        return self.segmenter.bands
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        return self.segmenter.stride
+
+    @property
+    def halo(self) -> tuple[int, ...]:
+        return tuple(h + self.steps.halo for h in self.segmenter.halo)
+
+    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.segmenter.prepare(raw, nodata)
+
+    def ref(self) -> Any:
+        """This wrapper with the inner segmenter replaced by its own (small) reference."""
+        inner_ref = self.segmenter.ref()
+        if inner_ref is self.inner:
+            return self
+        clone = copy.copy(self)
+        object.__setattr__(clone, "inner", inner_ref)  # no re-validation: that would load the model
+        return clone
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        ids = np.argmax(self.segmenter.predict(batch), axis=1)
+        cleaned = np.stack([self.steps.apply(m) for m in ids == self.target])
+        if len(self.segmenter.classes) == 2:
+            return one_hot(np.where(cleaned, self.target, 1 - self.target), 2)
+        return one_hot(cleaned.astype(np.int64), 2)
+
+
+@dataclass(frozen=True)
+class MaskCleanup(PixelMethod):
+    """Cleans class ``target`` of a one-band class map (what :func:`clean_mask` runs per chunk)."""
+
+    target: int = 1
+    steps: Cleanup = Cleanup()
+
+    @property
+    def name(self) -> str:
+        return "mask clean-up"
+
+    @property
+    def classes(self) -> tuple[ClassInfo, ...]:
+        return class_infos(("other", "target"))
+
+    @property
+    def halo(self) -> tuple[int, int]:
+        return (self.steps.halo, self.steps.halo)
+
+    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        x, valid = super().prepare(raw, nodata)
+        x[:, ~valid] = -1.0  # never the target, whatever its id
+        return x, valid
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return one_hot(np.stack([self.steps.apply(m) for m in batch[:, 0] == self.target]).astype(np.int64), 2)
+
+
+def clean_mask(classes: xr.DataArray, target: int = 1, *, chunks: Any = None, **steps: Any) -> xr.DataArray:
+    """Clean class ``target`` of a lazy ``(y, x)`` class map, chunk by chunk with the exact halo.
+
+    Returns a lazy uint8 map: 1 where the cleaned target is, 0 elsewhere, and the
+    map's ``nodata`` value (``classes.attrs["nodata"]``, 255 for
+    :func:`geoseg.segment` outputs) where it had no data; no-data pixels count as
+    not the target while cleaning.
+    """
+    from geoseg.parallel.segment import segment
+
+    if classes.ndim != 2:
+        raise ValueError(f"clean_mask takes a (y, x) class map, got dims {classes.dims}; select one class "
+                         f"map (e.g. the output of geoseg.segment(..., output='classes')).")
+    raster = classes.expand_dims("band").assign_coords(band=["classes"])
+    nodata = classes.attrs.get("nodata")
+    out = segment(raster, MaskCleanup(int(target), Cleanup(**steps)), chunks=chunks,
+                  nodata_class=None if nodata is None else int(nodata))
+    return out.rename("cleaned")

@@ -1,0 +1,251 @@
+"""Global statistics of a raster as dask tree reductions over its chunks.
+
+Every statistic is computed the same way: one task per spatial chunk turns that
+chunk (and only that chunk) into a small summary (a range, a histogram, sums per
+cluster), then summaries are combined ``split_every`` at a time in a tree until
+one is left. No task ever sees more than one chunk of pixels, so a fit's memory
+is bounded by the chunk size whatever the raster's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.delayed import Delayed
+
+from geoseg.errors import PlanError
+from geoseg.methods.features import Feature
+from geoseg.models.base import valid_mask
+
+SPLIT_EVERY = 8
+DEFAULT_CHUNK = 1024
+MAX_INTEGER_BINS = 1 << 20
+
+
+@dataclass(frozen=True)
+class RasterData:
+    """A raster as a dask array ``(band, y, x)`` with one chunk along ``band``."""
+
+    data: da.Array
+    nodata: float | None
+    band_names: tuple[str, ...]
+
+    @property
+    def n_bands(self) -> int:
+        return int(self.data.shape[0])
+
+
+def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
+    """Accept a ``(band, y, x)`` DataArray (e.g. from :func:`geoseg.open_raster`), dask or numpy array.
+
+    ``nodata`` defaults to ``raster.attrs["nodata"]``; 2-D inputs get a band axis.
+    NumPy inputs are cut into ``DEFAULT_CHUNK`` square chunks.
+    """
+    names: tuple[str, ...] | None = None
+    if isinstance(raster, xr.DataArray):
+        nodata = raster.attrs.get("nodata") if nodata is None else nodata
+        if raster.ndim == 3 and "band" in raster.dims:
+            names = tuple(str(b) for b in raster["band"].values)
+            raster = raster.transpose("band", ...)
+        raster = raster.data
+    data = raster if isinstance(raster, da.Array) else _from_numpy(raster)
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise PlanError(f"A raster has dims (band, y, x) or (y, x); got an array of shape {data.shape}.")
+    if len(data.chunks[0]) > 1:
+        data = data.rechunk({0: -1})  # all bands of one spatial chunk in one task
+    names = names or tuple(f"band_{i + 1}" for i in range(data.shape[0]))
+    return RasterData(data, None if nodata is None else float(nodata), names)
+
+
+def _from_numpy(array: Any) -> da.Array:
+    array = np.asarray(array)
+    spatial = (DEFAULT_CHUNK,) * min(array.ndim, 2)
+    return da.from_array(array, chunks=(-1,) * (array.ndim - 2) + spatial)
+
+
+def chunk_offsets(data: da.Array) -> list[tuple[int, int, int, int]]:
+    """``(i, j, y0, x0)`` of every spatial chunk (block index and first pixel)."""
+    ys = np.cumsum((0,) + data.chunks[1][:-1])
+    xs = np.cumsum((0,) + data.chunks[2][:-1])
+    return [(i, j, int(y0), int(x0)) for i, y0 in enumerate(ys) for j, x0 in enumerate(xs)]
+
+
+def map_chunks(rd: RasterData, fn: Callable[..., Any], *args: Any) -> list[Delayed]:
+    """One task per spatial chunk: ``fn(block, (y0, x0), *args)``, ``block`` being ``(band, cy, cx)``."""
+    blocks = rd.data.to_delayed(optimize_graph=False)
+    call = dask.delayed(fn, pure=True)
+    return [call(blocks[0, i, j], (y0, x0), *args) for i, j, y0, x0 in chunk_offsets(rd.data)]
+
+
+def tree_reduce(parts: Sequence[Delayed], combine: Callable[[list[Any]], Any],
+                split_every: int = SPLIT_EVERY) -> Delayed:
+    """Combine ``parts`` ``split_every`` at a time (``combine(list) -> summary``) down to one."""
+    if split_every < 2:
+        raise ValueError(f"split_every must be >= 2, got {split_every}.")
+    level = list(parts)
+    call = dask.delayed(combine, pure=True)
+    while len(level) > 1:
+        level = [call(level[i : i + split_every]) for i in range(0, len(level), split_every)]
+    return level[0] if len(level) == 1 else call([])
+
+
+def feature_values(block: np.ndarray, feature: Feature, nodata: float | None,
+                   integer: bool = False) -> np.ndarray:
+    """The feature at the valid, finite pixels of ``block``, flattened (int64 when ``integer``)."""
+    valid = valid_mask(block, nodata)
+    if integer:
+        index = 0 if feature.kind == "single" else feature.bands[0] - 1
+        return block[index][valid].astype(np.int64)
+    values = feature.compute(block)[valid]
+    return values[np.isfinite(values)]
+
+
+# -- value range ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """Count, sum, min and max of the valid finite values."""
+
+    count: int
+    total: float
+    low: float
+    high: float
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+def _chunk_range(block: np.ndarray, origin: tuple[int, int], feature: Feature,
+                 nodata: float | None, integer: bool) -> Range:
+    values = feature_values(block, feature, nodata, integer)
+    if values.size == 0:
+        return Range(0, 0.0, float("inf"), float("-inf"))
+    return Range(int(values.size), float(values.sum(dtype=np.float64)), float(values.min()),
+                 float(values.max()))
+
+
+def _combine_ranges(parts: list[Range]) -> Range:
+    return Range(sum(p.count for p in parts), float(sum(p.total for p in parts)),
+                 min((p.low for p in parts), default=float("inf")),
+                 max((p.high for p in parts), default=float("-inf")))
+
+
+def range_task(rd: RasterData, feature: Feature) -> Delayed:
+    """Lazy :class:`Range` of ``feature`` over the raster."""
+    feature.check(rd.n_bands, "the raster")
+    integer = feature.integer_exact(rd.data.dtype)
+    return tree_reduce(map_chunks(rd, _chunk_range, feature, rd.nodata, integer), _combine_ranges)
+
+
+# -- histogram -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Binning:
+    """Histogram bins: one per integer value ``low..high`` when ``integer``, else ``nbins`` equal bins."""
+
+    low: float
+    high: float
+    nbins: int
+    integer: bool
+
+    @classmethod
+    def create(cls, value_range: Range, nbins: int, integer: bool) -> Binning:
+        if value_range.count == 0:
+            raise PlanError(
+                "The raster has no valid pixel (every pixel is no-data or NaN); nothing to fit. "
+                "Check the raster's nodata value and the feature's bands."
+            )
+        low, high = value_range.low, value_range.high
+        if integer and high - low + 1 <= MAX_INTEGER_BINS:
+            return cls(low, high, int(high - low + 1), True)
+        if nbins < 2:
+            raise ValueError(f"nbins must be >= 2, got {nbins}.")
+        return cls(low, high, int(nbins), False)
+
+    @property
+    def edges(self) -> np.ndarray:
+        if self.integer:
+            return np.arange(self.nbins + 1, dtype=np.float64) + self.low - 0.5
+        low, high = (self.low - 0.5, self.high + 0.5) if self.low == self.high else (self.low, self.high)
+        return np.linspace(low, high, self.nbins + 1)
+
+    @property
+    def centers(self) -> np.ndarray:
+        """Bin centres as scikit-image computes them (int64 for integer bins)."""
+        if self.integer:
+            return np.arange(int(self.low), int(self.high) + 1, dtype=np.int64)
+        edges = self.edges
+        return (edges[:-1] + edges[1:]) / 2.0
+
+    @property
+    def width(self) -> float:
+        return 1.0 if self.integer else float(self.edges[1] - self.edges[0])
+
+    def count(self, values: np.ndarray) -> np.ndarray:
+        """Histogram of ``values`` in these bins (int64)."""
+        if self.integer:
+            return np.bincount(values - int(self.low), minlength=self.nbins).astype(np.int64)
+        return np.histogram(values, bins=self.nbins, range=(self.low, self.high))[0].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A global histogram: counts per bin, the bins, and the exact value range."""
+
+    counts: np.ndarray
+    binning: Binning
+    value_range: Range
+
+    @property
+    def centers(self) -> np.ndarray:
+        return self.binning.centers
+
+    def trimmed(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts, centers)`` without empty bins at either end, as scikit-image uses them."""
+        nonzero = np.flatnonzero(self.counts)
+        if nonzero.size == 0:
+            return self.counts, self.centers
+        keep = slice(nonzero[0], nonzero[-1] + 1)
+        return self.counts[keep], self.centers[keep]
+
+
+def _chunk_histogram(block: np.ndarray, origin: tuple[int, int], feature: Feature,
+                     nodata: float | None, binning: Binning) -> np.ndarray:
+    return binning.count(feature_values(block, feature, nodata, binning.integer))
+
+
+def _sum_arrays(parts: list[np.ndarray]) -> np.ndarray:
+    return np.sum(parts, axis=0)
+
+
+def histogram_task(rd: RasterData, feature: Feature, binning: Binning) -> Delayed:
+    """Lazy global histogram counts (int64) of ``feature`` in ``binning``."""
+    feature.check(rd.n_bands, "the raster")
+    return tree_reduce(map_chunks(rd, _chunk_histogram, feature, rd.nodata, binning), _sum_arrays)
+
+
+def global_histogram(raster: Any, feature: Feature, nbins: int = 256,
+                     nodata: float | None = None) -> Histogram:
+    """Two distributed passes: the exact value range, then the histogram.
+
+    Integer bands get one bin per integer value between the global min and max
+    (what scikit-image does for integer images), up to ``MAX_INTEGER_BINS``
+    values; other features get ``nbins`` equal bins over ``[min, max]``, like
+    ``np.histogram(values, nbins)``. NaN, infinite and no-data pixels are excluded.
+    """
+    rd = raster if isinstance(raster, RasterData) else raster_data(raster, nodata)
+    (value_range,) = dask.compute(range_task(rd, feature))
+    binning = Binning.create(value_range, nbins, feature.integer_exact(rd.data.dtype))
+    (counts,) = dask.compute(histogram_task(rd, feature, binning))
+    return Histogram(counts, binning, value_range)

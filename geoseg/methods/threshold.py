@@ -1,0 +1,327 @@
+"""Thresholding: manual, global (Otsu, multi-Otsu, Li, Yen, triangle, ...) and local.
+
+Global methods are fitted in two distributed passes (value range, then
+histogram; see :mod:`geoseg.methods.stats`) and give a :class:`Threshold`, a
+frozen segmenter holding a few numbers. For integer bands the histogram has one
+bin per value, exactly what scikit-image builds for an integer image, so the
+thresholds are identical to ``skimage.filters.threshold_*`` on the whole image.
+
+Classes follow ``x > t``: a pixel is in class ``i`` when exactly ``i``
+thresholds are strictly below its value (class 1 is ``image > threshold_otsu``;
+for several thresholds this is ``np.digitize(x, thresholds, right=True)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from skimage import filters
+
+from geoseg.methods.features import Feature, FeatureLike, PixelMethod, as_feature, class_infos, one_hot
+from geoseg.methods.stats import Histogram, global_histogram, raster_data
+from geoseg.models.base import ClassInfo
+
+LOCAL_METHODS = ("gaussian", "mean", "median")
+GAUSSIAN_TRUNCATE = 4.0  # what scikit-image's gaussian passes to scipy.ndimage
+
+
+@dataclass(frozen=True)
+class Threshold(PixelMethod):
+    """Classes from fixed thresholds on one feature; a manual or fitted segmenter.
+
+    Parameters
+    ----------
+    thresholds
+        Strictly increasing values; ``len(thresholds) + 1`` classes.
+    feature
+        What is thresholded (see :func:`geoseg.methods.as_feature`): ``None`` for
+        the raster's only band, ``n`` for band ``n`` (1-based), ``(a, b)`` for
+        ``(a - b) / (a + b)``, ``"mean"``.
+    method
+        How the thresholds were found (``"manual"``, ``"otsu"``, ...), for display.
+    class_names
+        One name per class (default ``background``/``foreground``, or ``class_i``).
+    band_names
+        The bands of the raster it was fitted on, so a raster with another band
+        count is refused before any compute (``None``: any).
+    """
+
+    thresholds: tuple[float, ...]
+    feature: Any = None
+    method: str = "manual"
+    class_names: tuple[str, ...] | None = None
+    band_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        values = _check_thresholds(self.thresholds)
+        object.__setattr__(self, "thresholds", values)
+        object.__setattr__(self, "feature", as_feature(self.feature))
+        names = _default_names(len(values) + 1) if self.class_names is None else tuple(self.class_names)
+        if len(names) != len(values) + 1:
+            raise ValueError(f"{len(values)} threshold(s) make {len(values) + 1} classes but "
+                             f"{len(names)} class_names were given: {names}.")
+        object.__setattr__(self, "class_names", tuple(map(str, names)))
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} threshold"
+
+    @property
+    def classes(self) -> tuple[ClassInfo, ...]:
+        return class_infos(self.class_names)
+
+    @property
+    def bands(self) -> tuple[str, ...] | None:
+        return self.band_names
+
+    @property
+    def halo(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def labels(self, values: np.ndarray) -> np.ndarray:
+        """Class ids of feature ``values``: how many thresholds are strictly below each."""
+        return np.searchsorted(np.asarray(self.thresholds), values, side="left")
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return one_hot(self.labels(self.feature.compute(batch)), self.n_classes)
+
+
+def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
+    values = tuple(float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)))
+    if not values or any(np.isnan(values)) or any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"thresholds must be one or more strictly increasing numbers, got {values}; "
+                         f"sort them and drop duplicates.")
+    return values
+
+
+def _default_names(n: int) -> tuple[str, ...]:
+    return ("background", "foreground") if n == 2 else tuple(f"class_{i}" for i in range(n))
+
+
+# -- thresholds from a global histogram ----------------------------------------------------------
+
+
+def _otsu(hist: Histogram, classes: int) -> tuple[float, ...]:
+    counts, centers = hist.trimmed()
+    if centers.size == 1:
+        return (float(centers[0]),)
+    return (float(filters.threshold_otsu(hist=(counts, centers))),)
+
+
+def _multiotsu(hist: Histogram, classes: int) -> tuple[float, ...]:
+    counts, centers = hist.trimmed()
+    probabilities = counts / np.sum(counts)  # what scikit-image feeds its search with
+    return tuple(float(t) for t in filters.threshold_multiotsu(hist=(probabilities, centers),
+                                                               classes=classes))
+
+
+def _yen(hist: Histogram, classes: int) -> tuple[float, ...]:
+    return (float(filters.threshold_yen(hist=hist.trimmed())),)
+
+
+def _isodata(hist: Histogram, classes: int) -> tuple[float, ...]:
+    return (float(filters.threshold_isodata(hist=hist.trimmed())),)
+
+
+def _minimum(hist: Histogram, classes: int) -> tuple[float, ...]:
+    return (float(filters.threshold_minimum(hist=hist.trimmed())),)
+
+
+def _mean(hist: Histogram, classes: int) -> tuple[float, ...]:
+    return (float(hist.value_range.mean),)
+
+
+def _li(hist: Histogram, classes: int) -> tuple[float, ...]:
+    return (li_from_histogram(hist),)
+
+
+def _triangle(hist: Histogram, classes: int) -> tuple[float, ...]:
+    return (triangle_from_histogram(*hist.trimmed()),)
+
+
+def li_from_histogram(hist: Histogram, max_iter: int = 10_000) -> float:
+    """Li's minimum cross-entropy threshold, as ``skimage.filters.threshold_li``.
+
+    For integer histograms this is scikit-image's own integer loop on the same
+    histogram (identical result); for float ones the class means come from the
+    bin centres, so the result is within about a bin width of the pixel-exact one.
+    """
+    counts, centers = hist.trimmed()
+    if centers.size == 1:
+        return float(centers[0])
+    image_min = centers[0] if hist.binning.integer else hist.value_range.low
+    centers = centers - image_min
+    t_next = float(np.sum(counts * centers)) / float(np.sum(counts))
+    tolerance = 0.5 if hist.binning.integer else hist.binning.width * 1e-6
+    weights = counts.astype("float32", copy=False)
+    t_curr = -2 * tolerance
+    for _ in range(max_iter):
+        if abs(t_next - t_curr) <= tolerance:
+            break
+        t_curr = t_next
+        foreground = centers > t_curr
+        mean_fore = np.average(centers[foreground], weights=weights[foreground])
+        mean_back = np.average(centers[~foreground], weights=weights[~foreground])
+        if mean_back == 0:
+            break
+        t_next = (mean_back - mean_fore) / (np.log(mean_back) - np.log(mean_fore))
+    return float(t_next + image_min)
+
+
+def triangle_from_histogram(counts: np.ndarray, centers: np.ndarray) -> float:
+    """The triangle threshold, as ``skimage.filters.threshold_triangle`` on the same histogram."""
+    nbins = len(counts)
+    arg_peak = int(np.argmax(counts))
+    peak_height = counts[arg_peak]
+    arg_low, arg_high = np.flatnonzero(counts)[[0, -1]]
+    if arg_low == arg_high:
+        return float(centers[arg_low])
+    flip = arg_peak - arg_low < arg_high - arg_peak
+    if flip:
+        counts = counts[::-1]
+        arg_low = nbins - arg_high - 1
+        arg_peak = nbins - arg_peak - 1
+    width = arg_peak - arg_low
+    x1 = np.arange(width)
+    y1 = counts[x1 + arg_low]
+    norm = np.sqrt(peak_height**2 + width**2)
+    length = (peak_height / norm) * x1 - (width / norm) * y1
+    arg_level = int(np.argmax(length)) + arg_low
+    if flip:
+        arg_level = nbins - arg_level - 1
+    return float(centers[arg_level])
+
+
+METHODS: dict[str, Callable[[Histogram, int], tuple[float, ...]]] = {
+    "otsu": _otsu,
+    "multiotsu": _multiotsu,
+    "li": _li,
+    "yen": _yen,
+    "triangle": _triangle,
+    "isodata": _isodata,
+    "minimum": _minimum,
+    "mean": _mean,
+}
+
+
+def thresholds_from_histogram(hist: Histogram, method: str = "otsu", classes: int = 2) -> tuple[float, ...]:
+    """Thresholds of ``method`` (a key of :data:`METHODS`) from a global histogram."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown threshold method {method!r}; choose one of {sorted(METHODS)}, or "
+                         f"build Threshold(thresholds=...) for manual values.")
+    if method != "multiotsu" and classes != 2:
+        raise ValueError(f"method {method!r} finds one threshold (2 classes); for {classes} classes "
+                         f"use method='multiotsu'.")
+    if classes < 2:
+        raise ValueError(f"classes must be >= 2, got {classes}.")
+    return METHODS[method](hist, classes)
+
+
+def fit_threshold(raster: Any, method: str = "otsu", *, feature: FeatureLike = None, classes: int = 2,
+                  nbins: int = 256, nodata: float | None = None,
+                  class_names: Sequence[str] | None = None) -> Threshold:
+    """Fit a global threshold on a whole raster, chunk by chunk.
+
+    Parameters
+    ----------
+    raster
+        ``(band, y, x)`` DataArray (e.g. :func:`geoseg.open_raster`), dask or NumPy array.
+    method
+        ``"otsu"``, ``"multiotsu"`` (``classes`` classes), ``"li"``, ``"yen"``,
+        ``"triangle"``, ``"isodata"``, ``"minimum"`` or ``"mean"``.
+    feature
+        What to threshold: ``None`` (the only band), a 1-based band number, a pair
+        ``(a, b)`` for ``(a - b) / (a + b)``, or ``"mean"``.
+    nbins
+        Bins of the histogram for non-integer features (integer bands get one
+        bin per value, like scikit-image).
+    nodata
+        Overrides ``raster.attrs["nodata"]``; no-data and NaN pixels are ignored.
+
+    Returns
+    -------
+    Threshold
+        A small frozen segmenter; use it with :func:`geoseg.segment`.
+    """
+    feat = as_feature(feature)
+    rd = raster_data(raster, nodata)
+    feat.check(rd.n_bands, "the raster")
+    hist = global_histogram(rd, feat, nbins)
+    values = thresholds_from_histogram(hist, method, classes)
+    return Threshold(_dedupe(values), feat, method, None if class_names is None else tuple(class_names),
+                     rd.band_names)
+
+
+def _dedupe(values: tuple[float, ...]) -> tuple[float, ...]:
+    """A constant raster gives one repeated value; keep the distinct ones."""
+    return tuple(sorted(set(values)))
+
+
+# -- local threshold -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalThreshold(PixelMethod):
+    """``x > threshold_local(x, block_size, method, offset)``, per pixel, with the halo it needs.
+
+    Same as ``skimage.filters.threshold_local`` on the whole image (``mode`` is
+    any scipy.ndimage border mode; tile windows end at the image edges, where
+    the mode applies exactly as on the whole image).
+
+    Parameters
+    ----------
+    block_size
+        Odd neighbourhood size in pixels.
+    method
+        ``"gaussian"`` (sigma ``(block_size - 1) / 6`` or ``param``), ``"mean"`` or ``"median"``.
+    offset
+        Subtracted from the local threshold.
+    """
+
+    block_size: int
+    method: str = "gaussian"
+    offset: float = 0.0
+    feature: Any = None
+    param: float | None = None
+    mode: str = "reflect"
+    class_names: tuple[str, ...] = field(default=("background", "foreground"))
+
+    def __post_init__(self) -> None:
+        if int(self.block_size) < 1 or int(self.block_size) % 2 == 0:
+            raise ValueError(f"block_size must be a positive odd number of pixels, got {self.block_size}.")
+        if self.method not in LOCAL_METHODS:
+            raise ValueError(f"Local threshold method {self.method!r} is not one of {LOCAL_METHODS}.")
+        if self.param is not None and self.method != "gaussian":
+            raise ValueError(f"param (the gaussian sigma) only applies to method='gaussian', not "
+                             f"{self.method!r}.")
+        object.__setattr__(self, "feature", as_feature(self.feature))
+
+    @property
+    def name(self) -> str:
+        return f"local {self.method} threshold ({self.block_size} px)"
+
+    @property
+    def classes(self) -> tuple[ClassInfo, ...]:
+        return class_infos(self.class_names)
+
+    @property
+    def halo(self) -> tuple[int, int]:
+        """The filter's reach: ``block_size // 2``, or the gaussian kernel's radius."""
+        if self.method == "gaussian":
+            sigma = (self.block_size - 1) / 6.0 if self.param is None else float(self.param)
+            radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)
+        else:
+            radius = self.block_size // 2
+        return (radius, radius)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        values = self.feature.compute(batch)
+        ids = np.empty(values.shape, np.int64)
+        for i, image in enumerate(values):
+            local = filters.threshold_local(image, self.block_size, self.method, self.offset,
+                                            mode=self.mode, param=self.param)
+            ids[i] = image > local
+        return one_hot(ids, 2)
