@@ -1,10 +1,10 @@
 """Morphological clean-up of one class of a class map, with exact halos.
 
-The steps, in this order, each optional: binary opening (disk of radius
-``opening``), binary closing (disk of radius ``closing``), removing objects of
-at most ``max_object_size`` pixels, filling holes of at most ``max_hole_size``
-pixels (scikit-image's ``binary_opening``, ``binary_closing``,
-``remove_small_objects`` and ``remove_small_holes``).
+The steps, in this order, each optional: opening (disk of radius ``opening``),
+closing (disk of radius ``closing``), removing objects of at most
+``max_object_size`` pixels, filling holes of at most ``max_hole_size`` pixels
+(scikit-image's ``opening``, ``closing`` with their default ``reflect`` border,
+``remove_small_objects`` and ``remove_small_holes``, on a boolean mask).
 
 Halo, per side: ``2 * opening + 2 * closing + max_object_size + max_hole_size``.
 An opening or closing reaches twice its radius. For the size filters: a
@@ -59,9 +59,9 @@ class Cleanup:
         """The cleaned boolean ``mask`` (2-D)."""
         out = mask.astype(bool, copy=True)
         if self.opening:
-            out = morphology.binary_opening(out, morphology.disk(self.opening))
+            out = morphology.opening(out, morphology.disk(self.opening))
         if self.closing:
-            out = morphology.binary_closing(out, morphology.disk(self.closing))
+            out = morphology.closing(out, morphology.disk(self.closing))
         if self.max_object_size:
             out = morphology.remove_small_objects(out, max_size=self.max_object_size,
                                                   connectivity=self.connectivity)

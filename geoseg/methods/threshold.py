@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage import filters
 
 from geoseg.methods.features import Feature, FeatureLike, PixelMethod, as_feature, class_infos, one_hot
@@ -269,7 +270,8 @@ class LocalThreshold(PixelMethod):
 
     Same as ``skimage.filters.threshold_local`` on the whole image (``mode`` is
     any scipy.ndimage border mode; tile windows end at the image edges, where
-    the mode applies exactly as on the whole image).
+    the mode applies exactly as on the whole image). For ``"mean"`` the box mean
+    is summed directly (see :func:`box_mean`), so that tiles round it alike.
 
     Parameters
     ----------
@@ -317,11 +319,31 @@ class LocalThreshold(PixelMethod):
             radius = self.block_size // 2
         return (radius, radius)
 
+    def local_threshold(self, image: np.ndarray) -> np.ndarray:
+        """The threshold of every pixel of a 2-D float64 ``image``."""
+        if self.method == "mean":
+            return box_mean(image, self.block_size, self.mode) - self.offset
+        return filters.threshold_local(image, self.block_size, self.method, self.offset,
+                                       mode=self.mode, param=self.param)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         values = self.feature.compute(batch)
-        ids = np.empty(values.shape, np.int64)
-        for i, image in enumerate(values):
-            local = filters.threshold_local(image, self.block_size, self.method, self.offset,
-                                            mode=self.mode, param=self.param)
-            ids[i] = image > local
-        return one_hot(ids, 2)
+        ids = np.stack([image > self.local_threshold(image) for image in values])
+        return one_hot(ids.astype(np.int64), 2)
+
+
+def box_mean(image: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:
+    """Mean over a ``size`` x ``size`` box, summed directly around each pixel.
+
+    ``scipy.ndimage.uniform_filter`` (what scikit-image uses) keeps a running sum
+    along each line, so its rounding depends on where the line starts: a tile
+    would round differently from the whole image. Here each box is summed
+    directly and divided once, so every value is independent of the tiling, and
+    for integer-valued data the sums, hence the means, are exact. The masks then
+    equal scikit-image's except at pixels exactly at their threshold
+    (``x == mean - offset``), which the rule ``x > threshold`` makes background
+    and scikit-image's rounded mean puts on either side.
+    """
+    ones = np.ones(size)
+    rows = ndi.correlate1d(image, ones, axis=0, mode=mode)
+    return ndi.correlate1d(rows, ones, axis=1, mode=mode) / float(size * size)

@@ -1,6 +1,7 @@
 """Segmenters: deep models (architectures, model files, per-process cache)."""
 
-from geoseg.models import unet as _unet  # noqa: F401  (registers "unet")
+# Importing the architecture modules registers them by name.
+from geoseg.models import deeplab, fcn, segnet, unet, unet3d  # noqa: F401
 from geoseg.models.base import ClassInfo, Segmenter
 from geoseg.models.cache import load_counts, resolve
 from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel

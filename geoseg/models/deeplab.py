@@ -31,7 +31,8 @@ from geoseg.models.registry import register_architecture
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation,
+                     dilation=dilation, bias=False)
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
@@ -50,7 +51,8 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, planes: int, stride: int = 1, dilation: tuple[int, int] = (1, 1)):
+    def __init__(self, in_channels: int, planes: int, stride: int = 1,
+                 dilation: tuple[int, int] = (1, 1)):
         super().__init__()
         self.stride, self.dilation = stride, dilation
         self.conv1 = _conv3x3(in_channels, planes, stride, dilation[0])
@@ -78,14 +80,20 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, planes: int, stride: int = 1, dilation: tuple[int, int] = (1, 1)):
+    def __init__(self, in_channels: int, planes: int, stride: int = 1,
+                 dilation: tuple[int, int] = (1, 1)):
         super().__init__()
         self.stride, self.dilation = stride, dilation
         out_channels = planes * self.expansion
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, planes, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
-            _conv3x3(planes, planes, stride, dilation[0]), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
-            nn.Conv2d(planes, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
+            nn.Conv2d(in_channels, planes, 1, bias=False),
+            nn.BatchNorm2d(planes),
+            nn.ReLU(inplace=True),
+            _conv3x3(planes, planes, stride, dilation[0]),
+            nn.BatchNorm2d(planes),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(planes, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
         )
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = _shortcut(in_channels, out_channels, stride)
@@ -115,8 +123,12 @@ class ResNetBackbone(nn.Module):
     def __init__(self, in_channels: int, name: str, width: int, output_stride: int):
         super().__init__()
         block, counts = RESNETS[name]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
-                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
         self.stages = nn.ModuleList()
         channels, stride, dilation = width, 4, 1
         for index, count in enumerate(counts):
@@ -126,9 +138,10 @@ class ResNetBackbone(nn.Module):
                 step, dilation = 1, dilation * step
             else:
                 stride *= step
-            blocks = [block(channels, width * 2**index, step, (previous, dilation))]
-            channels = width * 2**index * block.expansion
-            blocks += [block(channels, width * 2**index, 1, (dilation, dilation)) for _ in range(count - 1)]
+            planes = width * 2**index
+            blocks = [block(channels, planes, step, (previous, dilation))]
+            channels = planes * block.expansion
+            blocks += [block(channels, planes, 1, (dilation, dilation)) for _ in range(count - 1)]
             self.stages.append(nn.Sequential(*blocks))
         self.low_channels = width * block.expansion
         self.out_channels = channels
@@ -154,16 +167,23 @@ class ResNetBackbone(nn.Module):
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling, optionally with an image-level pooling branch."""
 
-    def __init__(self, in_channels: int, out_channels: int, rates: tuple[int, ...], image_pooling: bool):
+    def __init__(self, in_channels: int, out_channels: int, rates: tuple[int, ...],
+                 image_pooling: bool):
         super().__init__()
         self.rates = rates
-        self.branches = nn.ModuleList([conv_bn_relu(in_channels, out_channels, 1)]
-                                      + [conv_bn_relu(in_channels, out_channels, 3, r) for r in rates])
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(in_channels, out_channels, 1)]
+            + [conv_bn_relu(in_channels, out_channels, 3, r) for r in rates]
+        )
         # No batch norm on a 1x1 map: it would fail to train with batch size 1.
-        self.pooling = (nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1),
-                                      nn.ReLU(inplace=True)) if image_pooling else None)
+        self.pooling = None
+        if image_pooling:
+            self.pooling = nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                         nn.Conv2d(in_channels, out_channels, 1),
+                                         nn.ReLU(inplace=True))
         branches = len(self.branches) + int(image_pooling)
-        self.project = nn.Sequential(conv_bn_relu(branches * out_channels, out_channels, 1), nn.Dropout(0.1))
+        self.project = nn.Sequential(conv_bn_relu(branches * out_channels, out_channels, 1),
+                                     nn.Dropout(0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [branch(x) for branch in self.branches]
@@ -208,22 +228,25 @@ class DeepLabV3Plus(nn.Module):
     spatial_dims = 2
 
     def __init__(self, in_channels: int = 3, num_classes: int = 2, backbone: str = "resnet50",
-                 output_stride: int = 16, width: int = 64, atrous_rates: tuple[int, ...] | list[int] | None = None,
+                 output_stride: int = 16, width: int = 64,
+                 atrous_rates: tuple[int, ...] | list[int] | None = None,
                  image_pooling: bool = True, aspp_channels: int | None = None,
                  low_level_channels: int | None = None):
         super().__init__()
         _check_config(backbone, output_stride, width)
         self.in_channels, self.output_stride = in_channels, output_stride
         self.global_context = bool(image_pooling)
-        rates = tuple(int(r) for r in atrous_rates) if atrous_rates else tuple(r * 16 // output_stride
-                                                                               for r in (6, 12, 18))
+        default_rates = tuple(r * 16 // output_stride for r in (6, 12, 18))
+        rates = tuple(int(r) for r in atrous_rates) if atrous_rates else default_rates
         aspp_channels = aspp_channels or 4 * width
         low_level_channels = low_level_channels or max(1, 3 * width // 4)
         self.backbone = ResNetBackbone(in_channels, backbone, width, output_stride)
         self.aspp = ASPP(self.backbone.out_channels, aspp_channels, rates, image_pooling)
         self.low_project = conv_bn_relu(self.backbone.low_channels, low_level_channels, 1)
-        self.decoder = nn.Sequential(conv_bn_relu(aspp_channels + low_level_channels, aspp_channels),
-                                     conv_bn_relu(aspp_channels, aspp_channels))
+        self.decoder = nn.Sequential(
+            conv_bn_relu(aspp_channels + low_level_channels, aspp_channels),
+            conv_bn_relu(aspp_channels, aspp_channels),
+        )
         self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
 
     @property
@@ -245,7 +268,8 @@ class DeepLabV3Plus(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         low, high = self.backbone(x)
-        y = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        y = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear",
+                          align_corners=False)
         y = self.decoder(torch.cat([y, self.low_project(low)], dim=1))
         return F.interpolate(self.classifier(y), size=size, mode="bilinear", align_corners=False)
 

@@ -22,11 +22,12 @@ from geoseg.models.probe import Span
 from geoseg.models.registry import register_architecture
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
+def conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3,
+                 dilation: int = 1) -> nn.Sequential:
     """A zero-padded ("same") convolution, batch norm and ReLU."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel, padding=(kernel - 1) // 2 * dilation, dilation=dilation,
-                  bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel, padding=(kernel - 1) // 2 * dilation,
+                  dilation=dilation, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -78,12 +79,14 @@ class FCN8s(nn.Module):
                  convs: int = 2, fc_channels: int | None = None, fc_kernel: int = 3):
         super().__init__()
         if depth < 3 or width < 1 or convs < 1 or fc_kernel < 1 or fc_kernel % 2 == 0:
-            raise ValueError(f"need depth >= 3, width >= 1, convs >= 1 and an odd fc_kernel; got depth={depth}, "
-                             f"width={width}, convs={convs}, fc_kernel={fc_kernel}.")
-        self.in_channels, self.depth, self.convs, self.fc_kernel = in_channels, depth, convs, fc_kernel
+            raise ValueError(f"need depth >= 3, width >= 1, convs >= 1 and an odd fc_kernel; got "
+                             f"depth={depth}, width={width}, convs={convs}, fc_kernel={fc_kernel}.")
+        self.in_channels, self.depth = in_channels, depth
+        self.convs, self.fc_kernel = convs, fc_kernel
         chans = [width * 2 ** min(level, 3) for level in range(depth)]
         fc_channels = fc_channels or 16 * width
-        self.stages = nn.ModuleList([vgg_stage(([in_channels] + chans)[lv], chans[lv], convs) for lv in range(depth)])
+        self.stages = nn.ModuleList([vgg_stage(([in_channels] + chans)[lv], chans[lv], convs)
+                                     for lv in range(depth)])
         self.pool = nn.MaxPool2d(2)
         self.fc = nn.Sequential(conv_bn_relu(chans[-1], fc_channels, fc_kernel),
                                 conv_bn_relu(fc_channels, fc_channels, 1))

@@ -12,6 +12,7 @@ from torch import nn
 
 from geoseg import config
 from geoseg.models.base import ClassInfo, Segmenter
+from geoseg.tiling.plan import coerce_per_axis
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ class SegmentationModel(Segmenter):
         self.bands = info.bands
         self.source = source
         ndim = getattr(net, "spatial_dims", 2)
-        self.stride = (int(net.stride),) * ndim
-        self.halo = (int(net.receptive_radius),) * ndim
+        self.stride = coerce_per_axis(net.stride, ndim, "stride")
+        self.halo = coerce_per_axis(net.receptive_radius, ndim, "receptive_radius")
+        self.global_context = bool(getattr(net, "global_context", False))
         self.device = torch.device(device or config.device())
         self.net.to(self.device)
         self._mean = np.asarray(info.mean, dtype=np.float32).reshape((-1,) + (1,) * ndim)

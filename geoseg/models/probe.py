@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from geoseg.tiling.plan import coerce_per_axis
+
 Method = Literal["gradient", "impulse", "both"]
 
 
@@ -56,15 +58,16 @@ class Span:
         """Largest distance from a pixel to an input it depends on."""
         return max(-self.lo, self.hi)
 
-    def conv(self, kernel: int, stride: int = 1, dilation: int = 1, padding: int | None = None) -> Span:
+    def conv(self, kernel: int, stride: int = 1, dilation: int = 1,
+             padding: int | None = None) -> Span:
         """Through a convolution or pooling window (default: "same" zero padding).
 
         Output index ``i`` reads input indices ``stride * i - padding + dilation * t``
         for ``t`` in ``[0, kernel)``.
         """
         pad = (kernel - 1) // 2 * dilation if padding is None else padding
-        return Span(self.lo - self.step * pad, self.hi + self.step * (dilation * (kernel - 1) - pad),
-                    self.step * stride)
+        reach = dilation * (kernel - 1) - pad
+        return Span(self.lo - self.step * pad, self.hi + self.step * reach, self.step * stride)
 
     def transposed(self, factor: int, kernel: int | None = None, padding: int = 0) -> Span:
         """Through a transposed convolution with stride ``factor`` (kernel defaults to ``factor``).
@@ -77,22 +80,24 @@ class Span:
         return Span(self.lo + fine * (padding - kernel + 1), self.hi + fine * padding, fine)
 
     def bilinear(self, factor: int) -> Span:
-        """Through bilinear (or linear) upsampling by an integer ``factor``, ``align_corners=False``.
+        """Through (bi)linear upsampling by an integer ``factor``, ``align_corners=False``.
 
         Fine index ``j = factor * m + r`` samples source ``(j + 0.5) / factor - 0.5``,
         i.e. coarse ``floor`` and ``floor + 1`` unless the weight of the latter is 0;
         the offsets are enumerated over ``r`` (borders clamp and only shrink them).
         """
         fine = self._fine_step(factor)
-        offsets = [fine * (factor * c - r) for r in range(factor) for c in _linear_sources(r, factor)]
+        offsets = [fine * (factor * c - r)
+                   for r in range(factor) for c in _linear_sources(r, factor)]
         return Span(self.lo + min(offsets), self.hi + max(offsets), fine)
 
     def union(self, *others: Span) -> Span:
         """Hull of spans of feature maps with the same stride (concatenation, addition)."""
         if any(o.step != self.step for o in others):
-            raise ValueError(f"cannot join spans of steps {[self.step] + [o.step for o in others]}.")
-        return Span(min([self.lo] + [o.lo for o in others]), max([self.hi] + [o.hi for o in others]),
-                    self.step)
+            steps = [self.step] + [o.step for o in others]
+            raise ValueError(f"cannot join spans of steps {steps}.")
+        spans = (self, *others)
+        return Span(min(s.lo for s in spans), max(s.hi for s in spans), self.step)
 
     def _fine_step(self, factor: int) -> int:
         if factor < 1 or self.step % factor:
@@ -107,18 +112,15 @@ def _linear_sources(r: int, factor: int) -> list[int]:
     return [base] if twice % (2 * factor) == 0 else [base, base + 1]
 
 
-def per_axis(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    """An int or a per-axis sequence as a tuple of ``ndim`` ints."""
-    if isinstance(value, Sequence):
-        if len(value) != ndim:
-            raise ValueError(f"expected {ndim} per-axis values, got {tuple(value)}.")
-        return tuple(int(v) for v in value)
-    return (int(value),) * ndim
+def probe_size(radius: int | Sequence[int], stride: int | Sequence[int],
+               ndim: int) -> tuple[int, ...]:
+    """A probe input size per axis: a multiple of the stride with room for the radius both sides.
 
-
-def probe_size(radius: int | Sequence[int], stride: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    """A probe input size per axis: a multiple of the stride with room for the radius on both sides."""
-    return tuple((2 * r // s + 4) * s for r, s in zip(per_axis(radius, ndim), per_axis(stride, ndim)))
+    ``(2 * radius // stride + 3) * stride`` leaves at least ``radius + 1`` pixels on
+    each side of every position :func:`measure_receptive_radius` probes.
+    """
+    pairs = zip(coerce_per_axis(radius, ndim, "radius"), coerce_per_axis(stride, ndim, "stride"))
+    return tuple((2 * r // s + 3) * s for r, s in pairs)
 
 
 def input_channels(net: nn.Module) -> int:
@@ -128,11 +130,12 @@ def input_channels(net: nn.Module) -> int:
     for module in net.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return module.in_channels
-    raise ValueError(f"cannot tell how many input channels {type(net).__name__} takes; pass in_channels.")
+    raise ValueError(f"cannot tell how many input channels {type(net).__name__} takes; "
+                     "pass in_channels.")
 
 
 def gradient_support(net: nn.Module, x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
-    """Input pixels the output at spatial ``index`` (summed over classes) has a nonzero gradient for.
+    """Input pixels for which the output at ``index`` (summed over classes) has a nonzero gradient.
 
     Parameters
     ----------
@@ -183,7 +186,8 @@ def support_reach(mask: torch.Tensor, centre: Sequence[int]) -> tuple[int, ...]:
 
 
 def measure_receptive_radius(net: nn.Module, spatial_dims: int | None = None,
-                             size: int | Sequence[int] | None = None, *, stride: int | Sequence[int] | None = None,
+                             size: int | Sequence[int] | None = None, *,
+                             stride: int | Sequence[int] | None = None,
                              in_channels: int | None = None, method: Method = "both",
                              seed: int = 0) -> tuple[int, ...]:
     """Measure, per spatial axis, how far an output pixel's dependencies reach.
@@ -201,9 +205,11 @@ def measure_receptive_radius(net: nn.Module, spatial_dims: int | None = None,
         Number of spatial axes (default: ``net.spatial_dims``, else 2).
     size
         Probe input size, an int or one per axis; rounded up to multiples of the
-        stride. Default: room for ``net.receptive_radius`` on each side plus two
-        strides. Choose it larger than twice the true radius, or the measurement
-        is capped by the borders.
+        stride. Default: :func:`probe_size` of ``net.receptive_radius``, which
+        leaves at least ``radius + 1`` pixels on each side of every probed pixel,
+        so a stated radius that is too small shows up as measured > stated
+        (measurements never exceed what the borders allow, so pass a larger size
+        to see how far beyond the stated radius the true one reaches).
     stride
         Period of the network's translation equivariance (default ``net.stride``).
     in_channels
@@ -220,9 +226,10 @@ def measure_receptive_radius(net: nn.Module, spatial_dims: int | None = None,
         Measured radius per spatial axis: a lower bound of the true one.
     """
     ndim = spatial_dims or getattr(net, "spatial_dims", 2)
-    strides = per_axis(getattr(net, "stride", 1) if stride is None else stride, ndim)
-    sizes = probe_size(net.receptive_radius, strides, ndim) if size is None else per_axis(size, ndim)
-    sizes = tuple(-(-n // s) * s for n, s in zip(sizes, strides))
+    strides = coerce_per_axis(getattr(net, "stride", 1) if stride is None else stride, ndim, "stride")
+    if size is None:
+        size = probe_size(net.receptive_radius, strides, ndim)
+    sizes = tuple(-(-n // s) * s for n, s in zip(coerce_per_axis(size, ndim, "size"), strides))
     channels = in_channels or input_channels(net)
     generator = torch.Generator().manual_seed(seed)
     was_training = net.training

@@ -24,7 +24,8 @@ from geoseg.models.registry import register_architecture
 
 def decoder_stage(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
     """``convs`` 3x3 conv-BN-ReLU layers, the last one changing the width."""
-    return nn.Sequential(*[conv_bn_relu(in_channels, out_channels if i == convs - 1 else in_channels)
+    last = convs - 1
+    return nn.Sequential(*[conv_bn_relu(in_channels, out_channels if i == last else in_channels)
                            for i in range(convs)])
 
 
@@ -53,8 +54,8 @@ class SegNet(nn.Module):
                  convs: int = 2):
         super().__init__()
         if depth < 1 or width < 1 or convs < 1:
-            raise ValueError(f"depth, width and convs must be >= 1, got depth={depth}, width={width}, "
-                             f"convs={convs}.")
+            raise ValueError(f"depth, width and convs must be >= 1, got depth={depth}, "
+                             f"width={width}, convs={convs}.")
         self.in_channels, self.depth, self.convs = in_channels, depth, convs
         chans = [width * 2 ** min(level, 3) for level in range(depth)]
         self.encoders = nn.ModuleList([vgg_stage(([in_channels] + chans)[lv], chans[lv], convs)

@@ -75,8 +75,8 @@ class UNet3D(nn.Module):
         super().__init__()
         z_levels = depth if pool_z is True else 0 if pool_z is False else int(pool_z)
         if depth < 1 or width < 1 or not 0 <= z_levels <= depth:
-            raise ValueError(f"need depth >= 1, width >= 1 and 0 <= pool_z <= depth; got depth={depth}, "
-                             f"width={width}, pool_z={pool_z}.")
+            raise ValueError(f"need depth >= 1, width >= 1 and 0 <= pool_z <= depth; got "
+                             f"depth={depth}, width={width}, pool_z={pool_z}.")
         self.in_channels, self.depth = in_channels, depth
         self.factors = [(2 if level >= depth - z_levels else 1, 2, 2) for level in range(depth)]
         chans = [width * 2**level for level in range(depth + 1)]
@@ -85,17 +85,19 @@ class UNet3D(nn.Module):
         self.pools = nn.ModuleList([nn.MaxPool3d(f) for f in self.factors])
         self.upsamplers = nn.ModuleList([nn.ConvTranspose3d(chans[lv + 1], chans[lv], f, stride=f)
                                          for lv, f in enumerate(self.factors)])
-        self.decoders = nn.ModuleList([_double_conv3d(2 * chans[lv], chans[lv]) for lv in range(depth)])
+        self.decoders = nn.ModuleList([_double_conv3d(2 * chans[lv], chans[lv])
+                                       for lv in range(depth)])
         self.head = nn.Conv3d(chans[0], num_classes, 1)
 
     @property
     def stride(self) -> int | PerAxis:
         """Total downsampling per axis ``(z, y, x)``: inputs must be multiples of it."""
-        return _scalar_if_isotropic(tuple(math.prod(f[axis] for f in self.factors) for axis in range(3)))
+        strides = tuple(math.prod(f[axis] for f in self.factors) for axis in range(3))
+        return _scalar_if_isotropic(strides)
 
     @property
     def receptive_radius(self) -> int | PerAxis:
-        """Largest distance per axis ``(z, y, x)`` from an output voxel to an input voxel it depends on."""
+        """Largest distance per axis ``(z, y, x)`` from an output voxel to an input it reads."""
         return _scalar_if_isotropic(tuple(self.span(axis).radius for axis in range(3)))
 
     def span(self, axis: int) -> Span:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,6 +76,10 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
                 nodata_class: int | None = None) -> RegionWork:
     """Everything the regions of one run share, with defaults filled in."""
     ndim = len(shape)
+    if getattr(segmenter, "global_context", False):
+        warnings.warn(f"{segmenter.name} pools over its whole input (global context), so each tile sees "
+                      "only its own window and chunked results approximate whole-image inference.",
+                      stacklevel=3)
     spec = TilingSpec.create(
         shape,
         tile=tile if tile is not None else config.tile_size(),

@@ -1,4 +1,4 @@
-"""FCN, SegNet, DeepLabv3+ and the 3D U-Net: shapes, whole-image use, stated vs measured receptive fields."""
+"""Shapes, whole-image use and stated vs measured receptive fields of the new architectures."""
 
 from __future__ import annotations
 
@@ -17,10 +17,16 @@ from geoseg.models import deeplab, fcn, segnet, unet3d  # noqa: F401
 from geoseg.models.base import ClassInfo
 from geoseg.models.deeplab import DeepLabV3Plus, ResNetBackbone
 from geoseg.models.model import ModelInfo, SegmentationModel
-from geoseg.models.probe import (Span, gradient_support, impulse_support, measure_receptive_radius, per_axis,
-                                 probe_size)
+from geoseg.models.probe import (
+    Span,
+    gradient_support,
+    impulse_support,
+    measure_receptive_radius,
+    probe_size,
+)
 from geoseg.models.registry import architectures, build_network
 from geoseg.models.unet import unet_receptive_radius
+from geoseg.tiling.plan import coerce_per_axis
 
 # name: (architecture, config) at test widths; "local" cases have a bounded receptive field.
 LOCAL: dict[str, tuple[str, dict[str, Any]]] = {
@@ -39,7 +45,8 @@ LOCAL: dict[str, tuple[str, dict[str, Any]]] = {
 }
 GLOBAL: dict[str, tuple[str, dict[str, Any]]] = {
     "deeplab34-pooling": ("deeplabv3plus", {"backbone": "resnet34", "width": 4}),
-    "deeplab50-pooling-os8": ("deeplabv3plus", {"backbone": "resnet50", "output_stride": 8, "width": 2}),
+    "deeplab50-pooling-os8": ("deeplabv3plus", {"backbone": "resnet50", "output_stride": 8,
+                                                "width": 2}),
 }
 ALL = {**LOCAL, **GLOBAL}
 
@@ -57,12 +64,13 @@ def build(case: str, bands: int = 3, classes: int = 3, seed: int = 0) -> nn.Modu
     """A test-width network for ``case``, built through the registry, in eval mode."""
     torch.manual_seed(seed)
     architecture, config = ALL[case]
-    return build_network(architecture, {"in_channels": bands, "num_classes": classes, **config}).eval()
+    config = {"in_channels": bands, "num_classes": classes, **config}
+    return build_network(architecture, config).eval()
 
 
 def spatial_multiple(net: nn.Module, multiples: tuple[int, ...] = (3, 2, 3)) -> tuple[int, ...]:
     """A non-cubic input size made of multiples of the stride on every axis."""
-    return tuple(k * s for k, s in zip(multiples, per_axis(net.stride, net.spatial_dims)))
+    return tuple(k * s for k, s in zip(multiples, coerce_per_axis(net.stride, net.spatial_dims, "stride")))
 
 
 def test_architectures_are_registered():
@@ -97,13 +105,14 @@ def test_whole_image_prediction_on_odd_sizes(case):
 
 @pytest.mark.parametrize("case", sorted(LOCAL))
 def test_stated_receptive_radius_is_safe_and_tight(case):
-    """Measured (gradient and impulse, every phase of the stride) <= stated < measured + stride, per axis."""
+    """Per axis: measured (gradient + impulse, every phase) <= stated < measured + stride."""
     net = build(case, bands=1, classes=2)
     ndim = net.spatial_dims
-    stated, stride = per_axis(net.receptive_radius, ndim), per_axis(net.stride, ndim)
+    stated = coerce_per_axis(net.receptive_radius, ndim, "radius")
+    stride = coerce_per_axis(net.stride, ndim, "stride")
     measured = measure_receptive_radius(net, ndim)
     for axis in range(ndim):
-        assert stated[axis] - stride[axis] < measured[axis] <= stated[axis], (axis, stated, measured)
+        assert stated[axis] - stride[axis] < measured[axis] <= stated[axis], (stated, measured)
 
 
 def test_deeplab_default_rates_radius():
@@ -116,7 +125,7 @@ def test_deeplab_default_rates_radius():
 
 
 def test_deeplab_image_pooling_reaches_the_far_corner():
-    """With image pooling an output pixel depends on the whole image; without it, only on its radius."""
+    """With image pooling an output pixel depends on the whole image; without, on its radius."""
     kwargs = {"backbone": "resnet18", "width": 4, "atrous_rates": (2, 3)}
     torch.manual_seed(0)
     pooled = DeepLabV3Plus(1, 2, **kwargs).eval()
@@ -139,13 +148,31 @@ def test_other_nets_are_local(case):
 
 
 def test_anisotropic_unet3d_metadata():
-    """Per-axis stride and radius; int() of them is the conservative value SegmentationModel uses."""
+    """Per-axis stride and radius; their int() is the conservative scalar SegmentationModel uses."""
     net = unet3d.UNet3D(1, 2, depth=2, width=2, pool_z=False)
     assert net.stride == (1, 4, 4) and int(net.stride) == 4
     assert net.receptive_radius == (10, 23, 23) and int(net.receptive_radius) == 23
     assert unet3d.UNet3D(1, 2, depth=2, width=2).stride == 4
     with torch.inference_mode():
         assert net(torch.zeros(1, 1, 5, 8, 12)).shape == (1, 2, 5, 8, 12)
+
+
+class _Understated(nn.Module):
+    """A 5x5 convolution (true radius 2) that claims a radius of 1."""
+
+    spatial_dims, stride, receptive_radius = 2, 1, 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_probe_catches_an_understated_radius():
+    """The default probe size leaves room beyond the stated radius, so an error shows."""
+    assert measure_receptive_radius(_Understated()) == (2, 2)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
@@ -159,7 +186,8 @@ def test_span_reproduces_the_unet_formula(depth):
     for level in reversed(range(depth)):
         span = span.transposed(2).union(skips[level]).conv(3).conv(3)
     assert span.radius == unet_receptive_radius(depth)
-    assert unet3d.UNet3D(1, 2, depth=depth, width=1).receptive_radius == unet_receptive_radius(depth)
+    net3d = unet3d.UNet3D(1, 2, depth=depth, width=1)
+    assert net3d.receptive_radius == unet_receptive_radius(depth)
 
 
 @pytest.mark.parametrize("factor", [2, 3, 4, 8])
@@ -190,7 +218,7 @@ def test_test_configs_are_small(case):
 
 @pytest.mark.parametrize("case", sorted(ALL))
 def test_forward_time_on_cpu(case):
-    """A 1x3x256x256 input (3D: 1x3x16x64x64) in well under a second at test widths, on one thread."""
+    """1x3x256x256 (3D: 1x3x16x64x64) well under a second at test widths, on one thread."""
     net = build(case)
     shape = (256, 256) if net.spatial_dims == 2 else (16, 64, 64)
     x = torch.randn(1, 3, *shape)
