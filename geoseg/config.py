@@ -13,7 +13,7 @@ DEFAULTS = {
     "GEOSEG_DEVICE": "auto",
     "GEOSEG_TORCH_THREADS": "0",
     "GEOSEG_BATCH_SIZE": "4",
-    "GEOSEG_TILE": "512",
+    "GEOSEG_TILE": "1024",
 }
 
 
