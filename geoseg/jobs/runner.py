@@ -70,7 +70,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     with _key("inference"):
         work = region_work(model, source.shape[1:], tile=inf.tile, halo=inf.halo,
                            batch_size=inf.batch_size, nodata=source.georef.nodata,
-                           nodata_class=spec.output.nodata_class)
+                           nodata_class=spec.output.nodata_class, blend=inf.blend, overlap=inf.overlap)
     return PreparedJob(spec, source, model, work)
 
 
@@ -155,7 +155,8 @@ def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, com
         "input": {"url": provenance.public_url(spec.input.url), "format": prepared.source.format,
                   "shape": list(prepared.source.shape), "dtype": prepared.source.dtype},
         "tiling": {"tile": list(prepared.work.spec.tile), "halo": list(prepared.work.spec.halo),
-                   "stride": list(prepared.work.spec.stride), "tasks": len(stats)},
+                   "stride": list(prepared.work.spec.stride), "blend": prepared.work.spec.blend,
+                   "overlap": prepared.work.spec.overlap, "tasks": len(stats)},
         "cluster": cluster,
         "packages": provenance.package_versions(),
         "timings": {"total_s": round(seconds, 3), "compute_s": round(compute_seconds, 3),

@@ -7,7 +7,7 @@ what is allowed. Relative paths are relative to the working directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -50,6 +50,9 @@ class InferenceSpec(_Section):
     tile: int | None = Field(None, ge=1, description="Tile core size (default GEOSEG_TILE).")
     halo: int | None = Field(None, ge=0, description="Halo per side (default: the receptive field).")
     batch_size: int | None = Field(None, ge=1)
+    blend: Literal["crop", "gaussian", "constant", "linear", "cosine"] | None = Field(
+        None, description="crop (exact with a halo) or a blend of overlapping windows.")
+    overlap: float | None = Field(None, ge=0.0, lt=1.0, description="Overlap fraction when blending.")
 
 
 class ClusterSpec(_Section):

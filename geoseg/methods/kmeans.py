@@ -111,21 +111,24 @@ def _as_centroids(centroids: Any) -> tuple[tuple[float, ...], ...]:
 
 
 def squared_distances(x: np.ndarray, centroid: np.ndarray, axis: int) -> np.ndarray:
-    """``sum((x - centroid)^2)`` over the feature ``axis`` of ``x``, in float64."""
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    return np.sum((x - centroid.reshape(shape)) ** 2, axis=axis)
+    """``sum((x - centroid)^2)`` over the feature ``axis`` of ``x``, in float64, one feature at a time."""
+    total = np.zeros(np.delete(x.shape, axis), np.float64)
+    for f, value in enumerate(np.asarray(centroid, np.float64)):
+        diff = np.take(x, f, axis=axis) - value
+        diff *= diff
+        total += diff
+    return total
 
 
 # -- per-chunk work ------------------------------------------------------------------------------
 
 
 def chunk_features(block: np.ndarray, index: Sequence[int], nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(n, F)`` (float64) of the valid pixels of ``block`` and their flat positions in it."""
-    valid = valid_mask(block, nodata)
-    flat = np.flatnonzero(valid)
-    x = block[list(index)].reshape(len(index), -1)[:, flat].astype(np.float64).T
-    return x, flat
+    """Features ``(F, n)`` (float64) of the valid pixels of ``block`` and the valid mask (flattened)."""
+    valid = valid_mask(block, nodata).ravel()
+    x = block[list(index)].reshape(len(index), -1)
+    x = x.astype(np.float64) if valid.all() else x[:, valid].astype(np.float64)
+    return x, valid
 
 
 def _hash_uniform(index: np.ndarray, seed: int) -> np.ndarray:
@@ -150,11 +153,12 @@ class InitSummary:
 
 def _chunk_init(block: np.ndarray, origin: tuple[int, int], index: Sequence[int], nodata: float | None,
                 width: int, rate: float, seed: int) -> InitSummary:
-    x, flat = chunk_features(block, index, nodata)
+    x, valid = chunk_features(block, index, nodata)
     cy, cx = block.shape[1:]
+    flat = np.flatnonzero(valid)
     global_index = (origin[0] + flat // cx) * width + origin[1] + flat % cx
     keep = _hash_uniform(global_index, seed) < rate
-    return InitSummary(global_index[keep], x[keep], len(x), x.sum(axis=0), (x**2).sum(axis=0))
+    return InitSummary(global_index[keep], x[:, keep].T, x.shape[1], x.sum(axis=1), (x**2).sum(axis=1))
 
 
 def _combine_init(parts: list[InitSummary]) -> InitSummary:
@@ -175,10 +179,12 @@ class StepSummary:
 
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid of each row of ``x`` (``(n, F)``) and the squared distance to it."""
-    d2 = np.stack([squared_distances(x, c, axis=1) for c in centroids], axis=1)
-    labels = np.argmin(d2, axis=1) if len(x) else np.zeros(0, np.int64)
-    return labels, d2[np.arange(len(x)), labels]
+    """Nearest centroid of each column of ``x`` (``(F, n)``) and the squared distance to it."""
+    d2 = np.stack([squared_distances(x, c, axis=0) for c in centroids])
+    if x.shape[1] == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    labels = np.argmin(d2, axis=0)
+    return labels, np.take_along_axis(d2, labels[None], axis=0)[0]
 
 
 def _chunk_step(block: np.ndarray, origin: tuple[int, int], index: Sequence[int], nodata: float | None,
@@ -186,7 +192,7 @@ def _chunk_step(block: np.ndarray, origin: tuple[int, int], index: Sequence[int]
     x, _ = chunk_features(block, index, nodata)
     k = len(centroids)
     labels, d2 = assign(x, centroids)
-    sums = np.stack([np.bincount(labels, weights=x[:, f], minlength=k) for f in range(x.shape[1])], axis=1)
+    sums = np.stack([np.bincount(labels, weights=feature, minlength=k) for feature in x], axis=1)
     return StepSummary(sums, np.bincount(labels, minlength=k), float(d2.sum()))
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from geoseg.errors import ChunkResultError
 from geoseg.models.base import Segmenter, pad_end
+from geoseg.tiling.blend import blend_weights
 from geoseg.tiling.plan import Tile, TilingSpec, read_window, region_tiles
 
 Reader = Callable[[tuple[slice, ...]], np.ndarray]
@@ -44,23 +45,37 @@ def segment_region(segmenter: Segmenter, read: Reader, spec: TilingSpec, region:
     t1 = time.perf_counter()
     x, valid = segmenter.prepare(raw, nodata)
     x = pad_end(x, [w.stop - w.start for w in window])
-    scores = _run_tiles(segmenter, x, tiles, window, region, batch_size)
+    scores = _run_tiles(segmenter, x, tiles, window, region, spec, batch_size)
     t2 = time.perf_counter()
     local = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, window))
     return RegionResult(scores, valid[local], {"read": t1 - t0, "infer": t2 - t1})
 
 
 def _run_tiles(segmenter: Segmenter, x: np.ndarray, tiles: list[Tile], window: tuple[slice, ...],
-               region: tuple[slice, ...], batch_size: int) -> np.ndarray:
-    out = np.empty((segmenter.n_classes,) + tuple(r.stop - r.start for r in region), np.float32)
+               region: tuple[slice, ...], spec: TilingSpec, batch_size: int) -> np.ndarray:
+    """Scores of the region: cropped tile cores, or the weighted mean of blended windows."""
+    shape = tuple(r.stop - r.start for r in region)
+    out = np.zeros((segmenter.n_classes,) + shape, np.float32)
+    blended = spec.blend != "crop"
+    if blended:
+        ramp = [w - s for w, s in zip(spec.window_shape, spec.steps)]
+        weights = blend_weights(spec.blend, spec.window_shape, ramp)
+        total = np.zeros(shape, np.float32)
     for start in range(0, len(tiles), max(1, batch_size)):
         batch = tiles[start : start + batch_size]
         inputs = np.stack([x[(slice(None),) + _shift(t.window, window)] for t in batch])
         scores = segmenter.predict(inputs)
         _check_scores(scores, inputs, segmenter, region)
         for tile, tile_scores in zip(batch, scores):
-            core = tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(tile.output, tile.window))
-            out[(slice(None),) + _shift(tile.output, region)] = tile_scores[(slice(None),) + core]
+            part = _shift(tile.output, tile.window)
+            target = (slice(None),) + _shift(tile.output, region)
+            if blended:
+                out[target] += weights[part] * tile_scores[(slice(None),) + part]
+                total[target[1:]] += weights[part]
+            else:
+                out[target] = tile_scores[(slice(None),) + part]
+    if blended:
+        out /= total
     return out
 
 

@@ -20,6 +20,7 @@ from geoseg.parallel.tasks import OUTPUTS, RegionWork
 from geoseg.tiling.plan import TilingSpec, coerce_per_axis, read_window, region_tiles, regions
 
 NODATA_CLASS = 255
+DEFAULT_OVERLAP = 0.5
 
 
 def segment(
@@ -32,6 +33,8 @@ def segment(
     halo: int | Sequence[int] | None = None,
     batch_size: int | None = None,
     nodata_class: int | None = None,
+    blend: str | None = None,
+    overlap: float | None = None,
 ) -> xr.DataArray:
     """Segment ``raster`` lazily; nothing is computed until you ask.
 
@@ -56,13 +59,21 @@ def segment(
     nodata_class
         Class id written where the input has no data (default 255, or 65535
         beyond 255 classes).
+    blend, overlap
+        ``"crop"`` (tile cores with a halo; exact when the halo covers the receptive
+        field; the default for local models) or a blend of overlapping windows,
+        ``"gaussian"`` (the default for models with global context), ``"constant"``,
+        ``"linear"`` or ``"cosine"``, with neighbouring windows overlapping by the
+        fraction ``overlap`` (default 0.5).
     """
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r}; expected one of {OUTPUTS}.")
     segmenter = load_model(model) if isinstance(model, str) else model
+    raster = _band_first(raster)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
     work = region_work(segmenter, raster.shape[1:], tile=tile, halo=halo, batch_size=batch_size,
-                       nodata=raster.attrs.get("nodata"), nodata_class=nodata_class)
+                       nodata=raster.attrs.get("nodata"), nodata_class=nodata_class, blend=blend,
+                       overlap=overlap)
     out_chunks = _output_chunks(raster, chunks)
     source = storage_source(raster)
     blocks = [_region_block(work, raster, source, region, output, segmenter.n_classes)
@@ -73,23 +84,38 @@ def segment(
 
 def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None, halo: Any = None,
                 batch_size: int | None = None, nodata: float | None = None,
-                nodata_class: int | None = None) -> RegionWork:
+                nodata_class: int | None = None, blend: str | None = None,
+                overlap: float | None = None) -> RegionWork:
     """Everything the regions of one run share, with defaults filled in."""
     ndim = len(shape)
-    if getattr(segmenter, "global_context", False):
-        warnings.warn(f"{segmenter.name} pools over its whole input (global context), so each tile sees "
-                      "only its own window and chunked results approximate whole-image inference.",
-                      stacklevel=3)
+    global_context = getattr(segmenter, "global_context", False)
+    blend = blend or ("gaussian" if global_context else "crop")
+    if global_context and blend == "crop":
+        warnings.warn(f"{segmenter.name} pools over its whole input (global context): cropped tiles cannot "
+                      "equal whole-image inference; blend='gaussian' hides the seams.", stacklevel=3)
     spec = TilingSpec.create(
         shape,
         tile=tile if tile is not None else config.tile_size(),
         halo=halo if halo is not None else segmenter.halo,
         stride=coerce_per_axis(segmenter.stride, ndim, "stride"),
+        blend=blend,
+        overlap=DEFAULT_OVERLAP if overlap is None and blend != "crop" else (overlap or 0.0),
     )
     dtype = "uint8" if segmenter.n_classes <= 255 else "uint16"
     default_nodata = NODATA_CLASS if dtype == "uint8" else 65535
     return RegionWork(segmenter.ref(), spec, nodata, batch_size or config.batch_size(),
                       default_nodata if nodata_class is None else int(nodata_class), dtype)
+
+
+def _band_first(raster: xr.DataArray) -> xr.DataArray:
+    if raster.dims == ("band", "y", "x"):
+        return raster
+    if set(raster.dims) == {"y", "x"}:
+        return raster.expand_dims(band=["band_1"]).transpose("band", "y", "x")
+    if set(raster.dims) == {"band", "y", "x"}:
+        return raster.transpose("band", "y", "x")
+    raise PlanError(f"segment() needs a DataArray with dims (band, y, x) or (y, x); got {raster.dims}. "
+                    "Rename the spatial dimensions to y and x (DataArray.rename).")
 
 
 def storage_source(raster: xr.DataArray) -> RasterSource | None:

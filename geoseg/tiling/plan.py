@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from geoseg.errors import PlanError
+from geoseg.tiling.blend import BLEND_MODES
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class TilingSpec:
     tile: tuple[int, ...]
     halo: tuple[int, ...]
     stride: tuple[int, ...]
+    blend: str = "crop"
+    overlap: float = 0.0
 
     def __post_init__(self) -> None:
         _check_spec(self)
@@ -90,13 +93,21 @@ class TilingSpec:
         tile: int | Sequence[int],
         halo: int | Sequence[int],
         stride: int | Sequence[int] = 1,
+        blend: str = "crop",
+        overlap: float = 0.0,
     ) -> TilingSpec:
-        """Build a spec, rounding ``tile`` and ``halo`` up to multiples of ``stride``."""
+        """Build a spec, rounding ``tile`` and ``halo`` up to multiples of ``stride``.
+
+        With a ``blend`` mode other than ``"crop"``, windows are ``tile`` long, overlap
+        their neighbours by the fraction ``overlap`` and the halo is not used.
+        """
         ndim = len(shape)
         stride_ = coerce_per_axis(stride, ndim, "stride")
         tile_ = tuple(round_up(t, s) for t, s in zip(coerce_per_axis(tile, ndim, "tile"), stride_))
         halo_ = tuple(round_up(h, s) for h, s in zip(coerce_per_axis(halo, ndim, "halo"), stride_))
-        return cls(tuple(int(n) for n in shape), tile_, halo_, stride_)
+        if blend != "crop":
+            halo_ = (0,) * ndim
+        return cls(tuple(int(n) for n in shape), tile_, halo_, stride_, blend, float(overlap))
 
     @property
     def padded_shape(self) -> tuple[int, ...]:
@@ -106,6 +117,12 @@ class TilingSpec:
     def window_shape(self) -> tuple[int, ...]:
         """The length of every tile window, per axis."""
         return tuple(min(t + 2 * h, p) for t, h, p in zip(self.tile, self.halo, self.padded_shape))
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """Distance between neighbouring blended windows (stride-aligned, at least one stride)."""
+        return tuple(max(s, round_down(int(w * (1 - self.overlap)), s))
+                     for w, s in zip(self.window_shape, self.stride))
 
 
 def coerce_per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
@@ -146,6 +163,10 @@ def _check_spec(spec: TilingSpec) -> None:
                 f"{name}={fields[name]} is not a multiple of the model stride {spec.stride}; "
                 f"use TilingSpec.create(), which rounds up."
             )
+    if spec.blend not in BLEND_MODES:
+        raise PlanError(f"blend={spec.blend!r} is not a blend mode; expected one of {BLEND_MODES}.")
+    if not 0.0 <= spec.overlap < 1.0:
+        raise PlanError(f"overlap={spec.overlap} must be a fraction in [0, 1), e.g. 0.25.")
     if any(t + 2 * h < 2 * s for t, h, s in zip(spec.tile, spec.halo, spec.stride)):
         raise PlanError(
             f"tile {spec.tile} plus twice the halo {spec.halo} must be at least twice the "
@@ -170,12 +191,30 @@ def axis_tiles(start: int, stop: int, spec_axis: tuple[int, int, int, int]) -> l
     return tiles
 
 
+def blended_axis_tiles(start: int, stop: int, padded: int, length: int, step: int) -> list[AxisTile]:
+    """Windows of a global overlapping grid that touch ``[start, stop)``.
+
+    The grid is ``0, step, 2 * step, ...`` with the last window shifted to end at
+    the padded extent, so every region sees the windows the whole image would;
+    each tile's output is its whole window clipped to the region.
+    """
+    starts = list(range(0, max(padded - length, 0), step)) + [max(padded - length, 0)]
+    return [AxisTile(max(w, start), min(w + length, stop), w, w + length)
+            for w in starts if w < stop and w + length > start]
+
+
 def region_tiles(spec: TilingSpec, region: Sequence[slice]) -> list[Tile]:
     """All tiles of one region (a tuple of slices inside the image)."""
-    per_axis = [
-        axis_tiles(r.start, r.stop, (n, t, h, s))
-        for r, n, t, h, s in zip(region, spec.shape, spec.tile, spec.halo, spec.stride)
-    ]
+    if spec.blend == "crop":
+        per_axis = [
+            axis_tiles(r.start, r.stop, (n, t, h, s))
+            for r, n, t, h, s in zip(region, spec.shape, spec.tile, spec.halo, spec.stride)
+        ]
+    else:
+        per_axis = [
+            blended_axis_tiles(r.start, r.stop, p, w, step)
+            for r, p, w, step in zip(region, spec.padded_shape, spec.window_shape, spec.steps)
+        ]
     return [Tile(tuple(combo)) for combo in itertools.product(*per_axis)]
 
 

@@ -91,3 +91,15 @@ def test_identity_model_reproduces_the_input(height, width, chunk, stride, tile_
         out = geoseg.segment(raster, model, output="probabilities", chunks=chunk,
                              tile=tile_mult * stride).values
     np.testing.assert_array_equal(out, image.astype(np.float32))
+
+
+def test_two_dimensional_and_transposed_inputs(model_path):
+    model = Identity(1, 1, 0)
+    image = np.arange(12 * 9, dtype=np.float32).reshape(12, 9)
+    with dask.config.set(scheduler="sync"):
+        flat = geoseg.segment(xr.DataArray(image, dims=("y", "x")), model, output="probabilities")
+        np.testing.assert_array_equal(flat.values[0], image)
+        moved = xr.DataArray(image[:, :, None], dims=("y", "x", "band"))
+        np.testing.assert_array_equal(geoseg.segment(moved, model, output="probabilities").values[0], image)
+    with pytest.raises(ValueError, match=r"dims \(band, y, x\) or \(y, x\); got \('row', 'col'\)"):
+        geoseg.segment(xr.DataArray(image, dims=("row", "col")), model)

@@ -1,0 +1,403 @@
+"""The training spec: YAML validated once into frozen, typed objects.
+
+Every problem is reported at once, each naming its key (``data.train.0.image.url``),
+what was received and what is allowed. Relative paths are relative to the
+working directory, as in job specs.
+
+A minimal spec::
+
+    data:
+      train:
+        - image: {url: demo-output/scene.zarr, variable: image}
+          labels: {url: demo-output/scene.zarr, variable: labels}
+      classes: [water, vegetation, bare_soil, road, building]
+    model: {architecture: unet, config: {depth: 3, width: 16}}
+    output: {model: runs/demo/model.safetensors}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from geoseg.jobs.provenance import public_url
+from geoseg.training.errors import TrainSpecError
+
+#: Spec keys that do not change what a run computes (ignored when resuming).
+NEUTRAL_KEYS = ("output.overwrite", "training.loader_threads")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RasterSpec(_Section):
+    """One raster: a Zarr array/group or a GeoTIFF/COG, read lazily window by window."""
+
+    url: str = Field(description="Path or fsspec URL of a Zarr array/group or a GeoTIFF/COG.")
+    variable: str | None = Field(None, description="Array to read inside a Zarr group.")
+    bands: list[int] | None = Field(None, description="1-based band numbers to use, in model order.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class PairSpec(_Section):
+    """An image and its label raster (same grid), optionally restricted to a window."""
+
+    image: RasterSpec
+    labels: RasterSpec
+    window: tuple[int, int, int, int] | None = Field(
+        None, description="[row_start, row_stop, col_start, col_stop] of the part to use; default all of it.")
+
+    @field_validator("window")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if value is not None:
+            r0, r1, c0, c1 = value
+            if min(value) < 0 or r1 <= r0 or c1 <= c0:
+                raise ValueError("[row_start, row_stop, col_start, col_stop] with 0 <= start < stop")
+        return value
+
+
+class ClassSpec(_Section):
+    """An output class; a plain string in YAML is taken as its name."""
+
+    name: str
+    color: tuple[int, int, int] = (128, 128, 128)
+
+    @field_validator("color")
+    @classmethod
+    def _rgb(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if not all(0 <= c <= 255 for c in value):
+            raise ValueError("three integers in 0..255 (RGB)")
+        return value
+
+
+class NormalizationSpec(_Section):
+    """Per-band mean/std: given, or measured on ``samples`` random training windows."""
+
+    samples: int = Field(32, ge=1, description="Random training windows to measure mean/std on.")
+    window: int | None = Field(None, ge=8, description="Their size (default: training.chip).")
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @field_validator("std")
+    @classmethod
+    def _with_mean(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        mean = info.data.get("mean")
+        if (value is None) != (mean is None):
+            raise ValueError("mean and std given together (one value per band each), or neither")
+        if value is not None and (len(value) != len(mean) or min(value) <= 0):
+            raise ValueError(f"{len(mean)} positive value(s), one per mean")
+        return value
+
+
+class DataSpec(_Section):
+    """Where chips come from, which classes they hold, how validation is split off."""
+
+    train: list[PairSpec] = Field(min_length=1)
+    validation: list[PairSpec] = Field(default_factory=list)
+    holdout: float | None = Field(
+        None, ge=0, lt=1,
+        description="Fraction of rows (at the bottom) of each training pair kept for validation; "
+                    "default 0.2 without validation pairs, else 0.")
+    classes: list[ClassSpec] = Field(min_length=2)
+    ignore_index: int = Field(255, description="Label value that is never trained on nor scored.")
+    class_weights: Literal["auto", "none"] | list[float] = "auto"
+    normalization: NormalizationSpec = NormalizationSpec()
+
+    @field_validator("holdout")
+    @classmethod
+    def _some_validation(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value == 0 and not info.data.get("validation"):
+            raise ValueError("> 0 when there are no validation pairs (validation mIoU needs held-out data)")
+        return value
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _names_to_classes(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("ignore_index")
+    @classmethod
+    def _not_a_class(cls, value: int, info: ValidationInfo) -> int:
+        n = len(info.data.get("classes") or [])
+        if 0 <= value < n:
+            raise ValueError(f"a value that is not a class id (0..{n - 1}), e.g. 255")
+        return value
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any, info: ValidationInfo) -> Any:
+        n = len(info.data.get("classes") or [])
+        if isinstance(value, str) and value in ("auto", "none"):
+            return value
+        if (isinstance(value, list) and all(isinstance(v, int | float) and v >= 0 for v in value)
+                and (not n or len(value) == n)):
+            return value
+        raise ValueError(f"'auto' (inverse sqrt frequency), 'none', or a list of {n or 'N'} "
+                         "non-negative weights, one per class")
+
+    @property
+    def holdout_fraction(self) -> float:
+        """The holdout in effect: the given one, else 0.2 without validation pairs, else 0."""
+        if self.holdout is not None:
+            return self.holdout
+        return 0.0 if self.validation else 0.2
+
+
+class ModelSpec(_Section):
+    """Which network to train: any registered 2D architecture and its keyword arguments."""
+
+    name: str | None = Field(None, description="Model name in its metadata (default: the spec's name).")
+    architecture: str = "unet"
+    config: dict[str, Any] = Field(default_factory=dict,
+                                   description="Keyword arguments of the architecture, except "
+                                               "in_channels and num_classes (set from the data).")
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        names = two_d_architectures()
+        if value not in names:
+            raise ValueError(f"one of the registered 2D architectures: {', '.join(names)}")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _buildable(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from geoseg.models import build_network
+
+        fixed = sorted({"in_channels", "num_classes"} & set(value))
+        if fixed:
+            raise ValueError(f"no {', '.join(fixed)}: the trainer sets it from the data (bands, classes)")
+        architecture = info.data.get("architecture")
+        if architecture is not None:
+            try:
+                build_network(architecture, {**value, "in_channels": 1, "num_classes": 2})
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"arguments that {architecture!r} accepts ({exc})") from None
+        return value
+
+
+class EarlyStoppingSpec(_Section):
+    """Stop when validation mIoU has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    patience: int = Field(ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class AugmentSpec(_Section):
+    flips: bool = True
+    rot90: bool = True
+
+
+class TrainingSpec(_Section):
+    """Optimisation: AdamW, linear warmup then cosine decay, chips drawn at random."""
+
+    epochs: int = Field(20, ge=1)
+    steps_per_epoch: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    chip: int = Field(128, ge=8, description="Chip side in pixels; a multiple of the network's stride.")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup: float = Field(0.05, ge=0, lt=1, description="Fraction of all steps with linear warmup.")
+    final_lr: float = Field(0.01, ge=0, le=1, description="Last learning rate as a fraction of lr.")
+    augment: AugmentSpec = AugmentSpec()
+    mixed_precision: Literal["auto", "bf16", "off"] = "auto"
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    early_stopping: EarlyStoppingSpec | None = None
+    keep: Literal["best", "last"] = Field("best", description="Weights to save: best validation epoch, or last.")
+    loader_threads: int = Field(2, ge=1, description="Threads reading chips ahead of the training step.")
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps the default.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+
+class ValidationSpec(_Section):
+    """Held-out windows scored every epoch; read once, at most ``max_windows`` of ``tile`` pixels."""
+
+    tile: int = Field(256, ge=8)
+    max_windows: int = Field(32, ge=1)
+
+
+class OutputSpec(_Section):
+    model: str = Field(description="Model file to write (path or fsspec URL).")
+    run_dir: str | None = Field(None, description="Run record and checkpoints (default: MODEL.run next to it).")
+    overwrite: bool = False
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @property
+    def run_url(self) -> str:
+        """The run folder: ``run_dir``, else the model URL with its suffix replaced by ``.run``."""
+        if self.run_dir:
+            return self.run_dir.rstrip("/")
+        head, _, tail = self.model.rpartition("/")
+        stem = tail.rsplit(".", 1)[0] if "." in tail else tail
+        return f"{head}/{stem}.run" if head else f"{stem}.run"
+
+
+class TrainSpec(_Section):
+    """A whole training run: data, network, optimisation, validation, outputs."""
+
+    name: str = "training"
+    seed: int = Field(0, ge=0)
+    data: DataSpec
+    model: ModelSpec = ModelSpec()
+    training: TrainingSpec = TrainingSpec()
+    validation: ValidationSpec = ValidationSpec()
+    output: OutputSpec
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "training spec") -> TrainSpec:
+        """Validate plain data; raises :class:`TrainSpecError` listing every problem."""
+        if not isinstance(data, dict):
+            raise TrainSpecError(f"{source}: expected a mapping of sections (data, model, training, "
+                                 f"validation, output), received {type(data).__name__}.")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise TrainSpecError(format_errors(exc, source, cls)) from None
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name or self.name
+
+    def redacted(self) -> dict[str, Any]:
+        """The spec as plain data: storage option values hidden, URLs without secrets."""
+        return redact(self.model_dump(mode="json"))
+
+    def fingerprint(self) -> str:
+        """sha256 of everything that changes what the run computes (see :data:`NEUTRAL_KEYS`)."""
+        return hashlib.sha256(json.dumps(comparable(self), sort_keys=True).encode()).hexdigest()
+
+
+def load_train_spec(path: str | Path) -> TrainSpec:
+    """Read and validate a YAML training spec (``yaml.safe_load``: no tags, no code).
+
+    Raises
+    ------
+    TrainSpecError
+        When the file is missing, is not YAML, or does not validate; the message
+        names every bad key with what was received and what is expected.
+    """
+    return TrainSpec.from_dict(read_yaml(path, "training spec"), str(path))
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """``yaml.safe_load`` of a file, with errors that say which file and why."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainSpecError(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TrainSpecError(f"{path} is not valid YAML: {exc}") from None
+
+
+def two_d_architectures() -> list[str]:
+    """Registered architectures that segment 2D rasters (``spatial_dims == 2``)."""
+    import geoseg.models  # noqa: F401  (registers the architectures)
+    from geoseg.models import registry
+
+    table = registry._ARCHITECTURES  # the registry's own name -> class table
+    return [n for n in registry.architectures() if getattr(table[n], "spatial_dims", 2) == 2]
+
+
+def comparable(spec: TrainSpec) -> dict[str, Any]:
+    """The redacted spec without :data:`NEUTRAL_KEYS`: what must match to resume a run."""
+    data = spec.redacted()
+    for key in NEUTRAL_KEYS:
+        section, name = key.split(".")
+        data[section].pop(name, None)
+    return data
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested plain-data specs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [k for key in keys for k in changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".") or "(top level)"]
+
+
+# -- error messages ---------------------------------------------------------------------------
+
+
+def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> str:
+    """One line per problem: ``key: what was received; what is expected``."""
+    lines = [f"{source}: {exc.error_count()} problem(s):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  - {key}: {_describe(err, root)}")
+    return "\n".join(lines)
+
+
+def _describe(err: Any, root: type[BaseModel]) -> str:
+    received = err.get("input")
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(root, err["loc"][:-1]))
+        return f"unknown key; allowed keys here: {allowed}."
+    if err["type"] == "missing":
+        return "required but missing."
+    shown = "<hidden>" if "storage_options" in map(str, err["loc"]) else _short(received)
+    expected = err["msg"].removeprefix("Value error, ").replace("Input should be ", "")
+    return f"received {shown} ({type(received).__name__}); expected {expected}."
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+        if model is None:
+            return []
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``list[X]``, ``X | None``; None if there is none."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def redact(data: Any) -> Any:
+    """Hide storage option values and strip secrets from ``url``/``model``/``run_dir`` strings."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            if key == "storage_options" and isinstance(value, dict):
+                out[key] = f"<{len(value)} option(s) hidden>" if value else {}
+            elif key in ("url", "model", "run_dir", "base", "dir") and isinstance(value, str):
+                out[key] = public_url(value)
+            else:
+                out[key] = redact(value)
+        return out
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
