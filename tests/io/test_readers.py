@@ -115,3 +115,10 @@ def test_real_landsat_sample():
         np.testing.assert_array_equal(raster.values, ds.read())
         assert list(raster.band.values) == ["red", "green", "blue"]
         assert raster.attrs["nodata"] == ds.nodata == 0
+
+
+def test_file_url(tmp_path, image):
+    path = write_zarr(tmp_path / "f.zarr", image)
+    np.testing.assert_array_equal(geoseg.open_raster(f"file://{path}").values, image)
+    tif = write_geotiff(tmp_path / "f.tif", image)
+    np.testing.assert_array_equal(geoseg.open_raster(f"file://{tif}").values, image)

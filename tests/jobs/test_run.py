@@ -113,3 +113,11 @@ def test_real_landsat_scene_keeps_its_georeferencing(tmp_path, cluster_address):
         nodata = (tif.read() == 0).all(axis=0)
     classes = ds["classes"].values
     assert (classes[nodata] == 255).all() and (classes[~nodata] < 5).all()
+
+
+def test_dask_scheduler_address_environment_variable(tmp_path, image, model_path, cluster_address,
+                                                     monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster_address)
+    src = write_zarr(tmp_path / "in.zarr", image)
+    report = run(JobSpec.from_dict(job_dict(src, model_path, str(tmp_path / "out.zarr"))))
+    assert report.provenance["cluster"] == {"kind": "existing", "workers": 2, "threads": 2}

@@ -1,0 +1,188 @@
+"""Global and local thresholds: chunked fit and apply against scikit-image on the whole image."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import FrozenInstanceError
+
+import dask
+import numpy as np
+import pytest
+from skimage import filters
+
+import geoseg
+from geoseg.errors import BandMismatchError
+from geoseg.methods import LocalThreshold, Threshold, fit_threshold
+from tests.conftest import textured_image
+from tests.methods.rasters import memory_raster, photo, run_segment, zarr_raster
+
+SINGLE = ["otsu", "li", "yen", "triangle", "isodata", "minimum", "mean"]
+
+
+def skimage_threshold(method: str, image: np.ndarray, classes: int = 2) -> np.ndarray:
+    if method == "multiotsu":
+        return filters.threshold_multiotsu(image, classes=classes)
+    return np.atleast_1d(getattr(filters, f"threshold_{method}")(image))
+
+
+def fit(raster, method: str, **kwargs) -> Threshold:
+    with dask.config.set(scheduler="sync"):
+        return fit_threshold(raster, method, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uint16_image() -> np.ndarray:
+    """A synthetic 12-bit-like uint16 raster with sides that are multiples of nothing."""
+    base = textured_image(203, 157, bands=1, seed=5).astype(np.uint16) * 13 + 400
+    return base
+
+
+@pytest.mark.parametrize("name", ["coins", "camera"])
+def test_integer_thresholds_equal_scikit_image_on_the_whole_photo(tmp_path, name):
+    image = photo(name)
+    raster = zarr_raster(tmp_path, image)
+    for method in SINGLE + ["multiotsu"]:
+        for classes in ([3, 4] if method == "multiotsu" else [2]):
+            fitted = fit(raster, method, classes=classes)
+            expected = skimage_threshold(method, image[0], classes)
+            assert fitted.thresholds == tuple(float(t) for t in expected), (method, classes)
+
+
+def test_integer_thresholds_equal_scikit_image_on_uint16(uint16_image):
+    raster = memory_raster(uint16_image)
+    for method in SINGLE:
+        assert fit(raster, method).thresholds == (float(skimage_threshold(method, uint16_image[0])[0]),), method
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_thresholds_within_one_bin_width(dtype):
+    rng = np.random.default_rng(1)
+    image = (photo("camera") / 255.0 + rng.normal(0, 0.02, (1, 512, 512))).astype(dtype)
+    raster = memory_raster(image)
+    bin_width = (float(image.max()) - float(image.min())) / 256
+    for method in SINGLE + ["multiotsu"]:
+        fitted = fit(raster, method, classes=3 if method == "multiotsu" else 2)
+        expected = skimage_threshold(method, image[0], 3)
+        diff = np.abs(np.array(fitted.thresholds) - expected) / bin_width
+        print(f"{np.dtype(dtype).name} {method}: |difference| = {diff.max():.3g} bin widths")
+        assert np.all(diff <= 1.0), method
+
+
+@pytest.mark.parametrize("source", ["zarr", "memory"])
+def test_chunked_otsu_mask_equals_whole_image(tmp_path, source):
+    image = photo("coins")
+    raster = zarr_raster(tmp_path, image) if source == "zarr" else memory_raster(image)
+    otsu = fit(raster, "otsu")
+    mask = run_segment(raster, otsu)
+    np.testing.assert_array_equal(mask, image[0] > filters.threshold_otsu(image[0]))
+    probabilities = run_segment(raster, otsu, output="probabilities")
+    np.testing.assert_array_equal(probabilities.argmax(0), mask)
+
+
+def test_multiotsu_classes_equal_digitize_right(tmp_path):
+    image = photo("camera")
+    fitted = fit(zarr_raster(tmp_path, image), "multiotsu", classes=4)
+    classes = run_segment(zarr_raster(tmp_path, image), fitted)
+    expected = np.digitize(image[0], filters.threshold_multiotsu(image[0], classes=4), right=True)
+    np.testing.assert_array_equal(classes, expected)
+    assert [c.name for c in fitted.classes] == ["class_0", "class_1", "class_2", "class_3"]
+
+
+def test_nodata_and_nan_pixels_are_excluded_from_the_fit_and_marked_in_the_output():
+    image = photo("coins").astype(np.float32)
+    image[:, 40:90, 100:200] = -1.0  # nodata
+    image[:, 200:210, :] = np.nan
+    raster = memory_raster(image, nodata=-1.0)
+    valid = (image[0] != -1.0) & ~np.isnan(image[0])
+    fitted = fit(raster, "otsu", nbins=256)
+    expected = filters.threshold_otsu(image[0][valid])
+    assert fitted.thresholds == (pytest.approx(expected, abs=1e-4),)  # float32 image, float64 fit
+    classes = run_segment(raster, fitted)
+    np.testing.assert_array_equal(classes[~valid], 255)
+    np.testing.assert_array_equal(classes[valid], (image[0] > fitted.thresholds[0])[valid])
+
+
+def test_normalized_difference_and_band_mean_features():
+    image = textured_image(211, 167, bands=3, seed=2)
+    raster = memory_raster(image)
+    a, b = image[2].astype(float), image[1].astype(float)
+    ndiff = np.where(a + b == 0, 0.0, (a - b) / np.where(a + b == 0, 1, a + b))
+    for feature, values in (((3, 2), ndiff), ("mean", image.astype(float).mean(0)), (2, image[1])):
+        fitted = fit(raster, "otsu", feature=feature)
+        expected = filters.threshold_otsu(values)
+        width = 1.0 if feature == 2 else (values.max() - values.min()) / 256
+        assert abs(fitted.thresholds[0] - expected) <= width, feature
+        if feature == 2:
+            assert fitted.thresholds[0] == expected  # integer band: identical
+        np.testing.assert_array_equal(run_segment(raster, fitted), values > fitted.thresholds[0])
+
+
+def test_manual_thresholds():
+    image = photo("camera")
+    manual = Threshold((60, 120.5, 200), class_names=("dark", "mid", "bright", "white"))
+    classes = run_segment(memory_raster(image), manual)
+    np.testing.assert_array_equal(classes, np.digitize(image[0], [60, 120.5, 200], right=True))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        Threshold((5, 5))
+    with pytest.raises(ValueError, match="2 threshold.*3 classes.*2 class_names"):
+        Threshold((1, 2), class_names=("a", "b"))
+
+
+def test_fitted_threshold_is_small_frozen_and_checks_bands_before_compute(tmp_path):
+    image = photo("coins")
+    otsu = fit(zarr_raster(tmp_path, image), "otsu")
+    blob = pickle.dumps(otsu)
+    assert len(blob) < 1000 and pickle.loads(blob) == otsu
+    with pytest.raises(FrozenInstanceError):
+        otsu.thresholds = (1.0,)
+    other = memory_raster(np.concatenate([image, image]))
+    with pytest.raises(BandMismatchError, match="expects 1 band"):
+        geoseg.segment(other, otsu)
+
+
+def test_unknown_method_and_wrong_class_count_are_explained():
+    raster = memory_raster(photo("coins"))
+    with pytest.raises(ValueError, match="Unknown threshold method 'kittler'.*otsu"):
+        fit(raster, "kittler")
+    with pytest.raises(ValueError, match="use method='multiotsu'"):
+        fit(raster, "otsu", classes=3)
+
+
+# -- local threshold ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, block_size, offset", [("gaussian", 35, 0), ("gaussian", 15, 3),
+                                                        ("median", 21, 2), ("mean", 35, 2.5)])
+def test_local_threshold_equals_scikit_image_on_the_whole_photo(method, block_size, offset):
+    image = photo("camera")
+    local = LocalThreshold(block_size, method, offset=offset)
+    mask = run_segment(memory_raster(image), local)
+    as_float = image[0].astype(np.float64)
+    expected = as_float > filters.threshold_local(as_float, block_size, method, offset=offset)
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_local_mean_differs_from_scikit_image_only_at_exact_ties():
+    image = photo("camera")
+    size, offset = 35, 2
+    mask = run_segment(memory_raster(image), LocalThreshold(size, "mean", offset=offset))
+    as_float = image[0].astype(np.float64)
+    expected = as_float > filters.threshold_local(as_float, size, "mean", offset=offset)
+    padded = np.pad(image[0].astype(np.int64), size // 2, mode="symmetric")  # ndimage "reflect"
+    box = np.lib.stride_tricks.sliding_window_view(padded, (size, size)).sum(axis=(2, 3))
+    ties = box == size * size * (image[0].astype(np.int64) + offset)
+    print(f"local mean: {np.sum(mask != expected)} pixel(s) differ from scikit-image, all at exact ties "
+          f"({ties.sum()} ties)")
+    assert not np.any(mask[ties])  # x == mean - offset is background under x > threshold
+    np.testing.assert_array_equal(mask[~ties], expected[~ties])
+
+
+def test_local_threshold_needs_its_halo():
+    image = photo("camera")
+    local = LocalThreshold(35, "gaussian")
+    assert local.halo == (23, 23)  # int(4 * 34 / 6 + 0.5)
+    expected = local.predict_image(image).argmax(0)
+    np.testing.assert_array_equal(run_segment(memory_raster(image), local), expected)
+    assert np.any(run_segment(memory_raster(image), local, halo=8) != expected)
+    with pytest.raises(ValueError, match="odd"):
+        LocalThreshold(10)
