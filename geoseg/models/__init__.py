@@ -6,6 +6,7 @@ from geoseg.models.base import ClassInfo, Segmenter
 from geoseg.models.cache import load_counts, resolve
 from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel
 from geoseg.models.modelfile import builtin_models, load_model, save_model, weights_sha256
+from geoseg.models.slicewise import SliceWise
 from geoseg.models.registry import architectures, build_network, register_architecture
 from geoseg.models.unet import UNet2D
 
@@ -14,6 +15,7 @@ __all__ = [
     "ModelInfo",
     "ModelRef",
     "SegmentationModel",
+    "SliceWise",
     "Segmenter",
     "UNet2D",
     "architectures",

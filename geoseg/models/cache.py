@@ -10,7 +10,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from geoseg.errors import ModelFileError
 from geoseg.models.model import ModelRef, SegmentationModel
+
+IN_MEMORY = "in-memory:"
 
 _lock = threading.Lock()
 _models: dict[str, SegmentationModel] = {}
@@ -20,13 +23,20 @@ _loads: dict[str, int] = {}
 def resolve(ref: Any) -> Any:
     """The segmenter behind a task's reference: loaded models come from the cache.
 
-    Anything that is not a :class:`ModelRef` is taken to be a small segmenter
-    that travels as itself (a classical method, a test stand-in).
+    A reference with its own ``resolve()`` (a wrapper's) resolves itself; anything
+    else that is not a :class:`ModelRef` is a small segmenter that travels as
+    itself (a classical method, a test stand-in).
     """
     if not isinstance(ref, ModelRef):
-        return ref
+        return ref.resolve() if callable(getattr(ref, "resolve", None)) else ref
     with _lock:
         model = _models.get(ref.sha256)
+        if model is None and ref.url.startswith(IN_MEMORY):
+            raise ModelFileError(
+                f"model {ref.url.removeprefix(IN_MEMORY)!r} was built in memory in another process, so this "
+                "worker cannot load it. Save it with geoseg.save_model(model, path) and load it with "
+                "geoseg.load_model(path) before computing on a cluster."
+            )
         if model is None:
             from geoseg.models.modelfile import load_model
 
@@ -34,6 +44,16 @@ def resolve(ref: Any) -> Any:
             _models[ref.sha256] = model
             _loads[ref.sha256] = _loads.get(ref.sha256, 0) + 1
         return model
+
+
+def register(model: SegmentationModel) -> ModelRef:
+    """Cache a model built in memory; its reference resolves in this process only."""
+    from geoseg.models.modelfile import weights_sha256
+
+    sha = weights_sha256(model.net.state_dict())
+    with _lock:
+        _models[sha] = model
+    return ModelRef(f"{IN_MEMORY}{model.name}", sha)
 
 
 def load_counts() -> dict[str, int]:

@@ -129,11 +129,12 @@ class SegmentationModel(Segmenter):
         return contextlib.nullcontext()
 
     def ref(self) -> ModelRef:
+        """The model's file reference; a model built in memory is registered in this
+        process's cache and usable by in-process schedulers only."""
         if self.source is None:
-            raise ValueError(
-                f"model {self.name!r} was built in memory, so workers cannot load it; "
-                "save it first with geoseg.save_model(model, path) and load it with geoseg.load_model(path)."
-            )
+            from geoseg.models.cache import register
+
+            self.source = register(self)
         return self.source
 
     def __repr__(self) -> str:

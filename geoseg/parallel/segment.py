@@ -107,15 +107,20 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
                       default_nodata if nodata_class is None else int(nodata_class), dtype)
 
 
+SPATIAL_DIMS = (("y", "x"), ("z", "y", "x"))
+
+
 def _band_first(raster: xr.DataArray) -> xr.DataArray:
-    if raster.dims == ("band", "y", "x"):
-        return raster
-    if set(raster.dims) == {"y", "x"}:
-        return raster.expand_dims(band=["band_1"]).transpose("band", "y", "x")
-    if set(raster.dims) == {"band", "y", "x"}:
-        return raster.transpose("band", "y", "x")
-    raise PlanError(f"segment() needs a DataArray with dims (band, y, x) or (y, x); got {raster.dims}. "
-                    "Rename the spatial dimensions to y and x (DataArray.rename).")
+    """``(band, y, x)`` or ``(band, z, y, x)``, adding a band axis to single-band input."""
+    spatial = next((d for d in SPATIAL_DIMS if set(raster.dims) - {"band"} == set(d)), None)
+    if spatial is None:
+        raise PlanError(
+            f"segment() needs a DataArray with dims (band, y, x), (band, z, y, x) or those without band; "
+            f"got {raster.dims}. Rename the spatial dimensions to z, y and x (DataArray.rename)."
+        )
+    if "band" not in raster.dims:
+        raster = raster.expand_dims(band=["band_1"])
+    return raster if raster.dims == ("band", *spatial) else raster.transpose("band", *spatial)
 
 
 def storage_source(raster: xr.DataArray) -> RasterSource | None:
@@ -157,17 +162,22 @@ def _output_chunks(raster: xr.DataArray, chunks: int | Sequence[int] | None) -> 
 
 
 def _nest(blocks: list[Any], shape: Sequence[int], chunks: Sequence[int]) -> list[Any]:
-    ny, nx = (-(-n // c) for n, c in zip(shape, chunks))
-    return [blocks[i * nx : (i + 1) * nx] for i in range(ny)]
+    """Row-major flat list of blocks to the nested lists ``da.block`` wants, any number of axes."""
+    counts = [-(-n // c) for n, c in zip(shape, chunks)]
+    nested: list[Any] = list(blocks)
+    for count in reversed(counts[1:]):
+        nested = [nested[i : i + count] for i in range(0, len(nested), count)]
+    return nested
 
 
 def _wrap(data: da.Array, raster: xr.DataArray, segmenter: Segmenter, work: RegionWork,
           output: str) -> xr.DataArray:
-    coords = {k: v for k, v in raster.coords.items() if k != "band"}
+    coords = {k: v for k, v in raster.coords.items() if "band" not in v.dims}
     attrs = {k: v for k, v in raster.attrs.items() if k != "nodata"}
     attrs["class_names"] = [c.name for c in segmenter.classes]
+    spatial = raster.dims[1:]
     if output == "classes":
         attrs["nodata"] = work.nodata_class
-        return xr.DataArray(data, dims=("y", "x"), coords=coords, attrs=attrs, name="classes")
+        return xr.DataArray(data, dims=spatial, coords=coords, attrs=attrs, name="classes")
     coords["class"] = ("class", attrs["class_names"])
-    return xr.DataArray(data, dims=("class", "y", "x"), coords=coords, attrs=attrs, name="probabilities")
+    return xr.DataArray(data, dims=("class", *spatial), coords=coords, attrs=attrs, name="probabilities")

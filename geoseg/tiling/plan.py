@@ -167,7 +167,7 @@ def _check_spec(spec: TilingSpec) -> None:
         raise PlanError(f"blend={spec.blend!r} is not a blend mode; expected one of {BLEND_MODES}.")
     if not 0.0 <= spec.overlap < 1.0:
         raise PlanError(f"overlap={spec.overlap} must be a fraction in [0, 1), e.g. 0.25.")
-    if any(t + 2 * h < 2 * s for t, h, s in zip(spec.tile, spec.halo, spec.stride)):
+    if any(s > 1 and t + 2 * h < 2 * s for t, h, s in zip(spec.tile, spec.halo, spec.stride)):
         raise PlanError(
             f"tile {spec.tile} plus twice the halo {spec.halo} must be at least twice the "
             f"stride {spec.stride}, so that border padding sees enough pixels; use a larger tile."

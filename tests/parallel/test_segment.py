@@ -103,3 +103,17 @@ def test_two_dimensional_and_transposed_inputs(model_path):
         np.testing.assert_array_equal(geoseg.segment(moved, model, output="probabilities").values[0], image)
     with pytest.raises(ValueError, match=r"dims \(band, y, x\) or \(y, x\); got \('row', 'col'\)"):
         geoseg.segment(xr.DataArray(image, dims=("row", "col")), model)
+
+
+def test_in_memory_model_runs_in_process_and_says_to_save_it_on_a_cluster(cluster_address, image):
+    from distributed import Client
+
+    from geoseg.errors import ModelFileError
+
+    model = random_unet(seed=21)
+    raster = xr.DataArray(image, dims=("band", "y", "x"))
+    with dask.config.set(scheduler="sync"):
+        np.testing.assert_array_equal(geoseg.segment(raster, model, chunks=100).values,
+                                      model.predict_image(image).argmax(0))
+    with Client(cluster_address), pytest.raises(ModelFileError, match="built in memory in another process"):
+        geoseg.segment(raster, model, chunks=100).compute()

@@ -1,0 +1,51 @@
+"""A 2D segmenter run slice by slice over a ``(band, z, y, x)`` volume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoseg.models.base import Segmenter
+
+
+class SliceWise(Segmenter):
+    """Wrap a 2D segmenter so the tiled executor can feed it volumes.
+
+    Each z slice is segmented independently: the stride and halo along z are 1
+    and 0, in-plane they are the 2D segmenter's.
+    """
+
+    def __init__(self, inner: Segmenter):
+        self.inner = inner
+        self.name = f"{inner.name} (slice by slice)"
+        self.classes = inner.classes
+        self.bands = inner.bands
+        self.stride = (1, *inner.stride)
+        self.halo = (0, *inner.halo)
+
+    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        slices = [self.inner.prepare(raw[:, z], nodata) for z in range(raw.shape[1])]
+        return np.stack([x for x, _ in slices], axis=1), np.stack([v for _, v in slices])
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        n, c, z, y, x = batch.shape
+        flat = batch.transpose(0, 2, 1, 3, 4).reshape(n * z, c, y, x)
+        scores = self.inner.predict(flat)
+        return scores.reshape(n, z, -1, y, x).transpose(0, 2, 1, 3, 4)
+
+    def ref(self) -> SliceWiseRef:
+        return SliceWiseRef(self.inner.ref())
+
+
+@dataclass(frozen=True)
+class SliceWiseRef:
+    """What tasks carry for a :class:`SliceWise`: the inner segmenter's reference."""
+
+    inner: Any
+
+    def resolve(self) -> SliceWise:
+        from geoseg.models.cache import resolve
+
+        return SliceWise(resolve(self.inner))
