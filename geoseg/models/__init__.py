@@ -5,7 +5,13 @@ from geoseg.models import deeplab, fcn, segnet, unet, unet3d  # noqa: F401
 from geoseg.models.base import ClassInfo, Segmenter
 from geoseg.models.cache import load_counts, resolve
 from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel
-from geoseg.models.modelfile import builtin_models, load_model, save_model, weights_sha256
+from geoseg.models.modelfile import (
+    builtin_models,
+    export_torchscript,
+    load_model,
+    save_model,
+    weights_sha256,
+)
 from geoseg.models.slicewise import SliceWise
 from geoseg.models.registry import architectures, build_network, register_architecture
 from geoseg.models.unet import UNet2D
@@ -20,6 +26,7 @@ __all__ = [
     "UNet2D",
     "architectures",
     "build_network",
+    "export_torchscript",
     "builtin_models",
     "load_counts",
     "load_model",

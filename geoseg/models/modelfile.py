@@ -2,28 +2,36 @@
 
 Nothing in a model file executes: tensors are read by safetensors, metadata by
 ``json``; pickled checkpoints are refused. The metadata carries a sha256 of the
-weights, checked on every load.
+weights, checked on every load. TorchScript archives are accepted too (the
+network is the archive's compiled graph, run by torch, never Python pickle),
+with the same metadata in their ``geoseg.json`` extra file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import struct
+import warnings
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import torch
+from torch import nn
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from geoseg.errors import ModelFileError
 from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel
 from geoseg.models.registry import build_network
+from geoseg.tiling.plan import round_up
 
 FORMAT = "geoseg-model/1"
+TORCHSCRIPT_META = "geoseg.json"
 BUILTIN_PREFIX = "builtin:"
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, zip (torch.save)
 
@@ -85,15 +93,12 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
     ``expected_sha256``).
     """
     data = _read_bytes(url, storage_options or {})
+    if is_torchscript(data):
+        return _load_torchscript(data, url, storage_options or {}, device, expected_sha256)
     info = _parse_header(data, url)
     state = load_tensors(data)
     actual = weights_sha256(state)
-    for label, wanted in (("its metadata", info.sha256), ("the job", expected_sha256)):
-        if wanted and wanted != actual:
-            raise ModelFileError(
-                f"Model file {url} has weights with sha256 {actual[:16]}... but {label} expects "
-                f"{wanted[:16]}...; the file is corrupt or was replaced. Re-export or re-download it."
-            )
+    _check_hash(url, actual, info.sha256, expected_sha256)
     net = build_network(info.architecture, info.config)
     try:
         net.load_state_dict(state, strict=True)
@@ -101,6 +106,77 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
         raise ModelFileError(f"Weights in {url} do not fit architecture {info.architecture!r}: {exc}") from None
     ref = ModelRef(url, actual, dict(storage_options or {}))
     return SegmentationModel(net, info, source=ref, device=device)
+
+
+def _check_hash(url: str, actual: str, recorded: str, expected: str | None) -> None:
+    for label, wanted in (("its metadata", recorded), ("the job", expected)):
+        if wanted and wanted != actual:
+            raise ModelFileError(
+                f"Model file {url} has weights with sha256 {actual[:16]}... but {label} expects "
+                f"{wanted[:16]}...; the file is corrupt or was replaced. Re-export or re-download it."
+            )
+
+
+def is_torchscript(data: bytes) -> bool:
+    """A TorchScript archive: a zip holding compiled ``code/``, unlike a pickled torch.save file."""
+    if not data.startswith(b"PK\x03\x04"):
+        return False
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def export_torchscript(model: SegmentationModel, url: str, *, overwrite: bool = False) -> ModelRef:
+    """Save ``model`` as TorchScript (traced) with its metadata in the archive's ``geoseg.json``."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path) and not overwrite:
+        raise FileExistsError(f"{url} already exists; pass overwrite=True to replace it.")
+    net = model.net.cpu().eval()
+    sha = weights_sha256(net.state_dict())
+    meta = {**model.info.to_dict(), "sha256": sha, "stride": list(model.stride),
+            "receptive_radius": list(model.halo), "global_context": model.global_context}
+    size = [round_up(max(64, 2 * s), s) for s in model.stride]
+    example = torch.zeros(1, len(model.bands), *size)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # TorchScript is deprecated upstream but still what many users ship; tracer chatter too.
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(net, example), buffer,
+                       _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
+    with fs.open(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return ModelRef(url, sha)
+
+
+class _Scripted(nn.Module):
+    """A loaded TorchScript network with the tiling metadata its archive declared."""
+
+    def __init__(self, scripted: torch.jit.ScriptModule, meta: dict[str, Any]):
+        super().__init__()
+        self.scripted = scripted
+        self.spatial_dims = len(meta["stride"])
+        self.stride = tuple(meta["stride"])
+        self.receptive_radius = tuple(meta["receptive_radius"])
+        self.global_context = bool(meta.get("global_context", False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scripted(x)
+
+
+def _load_torchscript(data: bytes, url: str, storage_options: dict[str, Any], device: str | None,
+                      expected_sha256: str | None) -> SegmentationModel:
+    extra = {TORCHSCRIPT_META: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+    if not extra[TORCHSCRIPT_META]:
+        raise ModelFileError(f"{url} is TorchScript without {TORCHSCRIPT_META}; export it with "
+                             "geoseg.models.export_torchscript() so classes, bands and normalization travel.")
+    meta = json.loads(extra[TORCHSCRIPT_META])
+    actual = weights_sha256(scripted.state_dict())
+    _check_hash(url, actual, meta.get("sha256", ""), expected_sha256)
+    info = ModelInfo.from_dict(meta)
+    ref = ModelRef(url, actual, dict(storage_options))
+    return SegmentationModel(_Scripted(scripted, meta), info, source=ref, device=device)
 
 
 def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
@@ -126,7 +202,8 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
         if data.startswith(_PICKLE_MAGIC):
             raise ModelFileError(
                 f"{url} is a pickle or torch.save checkpoint; geoseg never unpickles files because that "
-                "can run arbitrary code. Convert it to a geoseg model file with geoseg.save_model()."
+                "can run arbitrary code. Convert it to a geoseg model file with geoseg.save_model(), "
+                "or to TorchScript with geoseg.models.export_torchscript()."
             ) from None
         raise ModelFileError(
             f"{url} is not a geoseg model file (a safetensors file whose metadata has "

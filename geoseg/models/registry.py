@@ -1,15 +1,23 @@
-"""Architectures by name, so a model file can say which network to build."""
+"""Architectures by name, so a model file can say which network to build.
+
+Other packages add architectures through the ``geoseg.models`` entry-point group:
+each entry point names a module (imported, so its ``@register_architecture``
+decorators run) or a class (registered under the entry point's name).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from torch import nn
 
 from geoseg.errors import ModelFileError
 
+ENTRY_POINT_GROUP = "geoseg.models"
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
+_plugins_loaded = False
 
 
 def register_architecture(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -28,13 +36,31 @@ def register_architecture(name: str) -> Callable[[type[nn.Module]], type[nn.Modu
     return decorator
 
 
+def load_plugins() -> None:
+    """Import every ``geoseg.models`` entry point once; a broken plugin names itself."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+        except Exception as exc:  # a third-party import error must say whose it is
+            raise ModelFileError(f"geoseg.models plugin {entry.name!r} ({entry.value}) failed to load: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(loaded, type) and issubclass(loaded, nn.Module):
+            register_architecture(entry.name)(loaded)
+
+
 def architectures() -> list[str]:
-    """Names of every registered architecture."""
+    """Names of every registered architecture, plugins included."""
+    load_plugins()
     return sorted(_ARCHITECTURES)
 
 
 def build_network(name: str, config: dict[str, Any]) -> nn.Module:
     """Instantiate architecture ``name`` with keyword arguments ``config``."""
+    load_plugins()
     try:
         cls = _ARCHITECTURES[name]
     except KeyError:

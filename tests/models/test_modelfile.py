@@ -101,3 +101,23 @@ def test_builtin_model_loads():
     model = geoseg.load_model("builtin:demo-unet")
     assert model.info.bands == ("red", "green", "blue")
     assert [c.name for c in model.classes] == ["water", "vegetation", "bare_soil", "road", "building"]
+
+
+def test_torchscript_model_with_metadata_loads_and_predicts_the_same(tmp_path):
+    from geoseg.models import export_torchscript
+
+    model = random_unet(seed=6)
+    export_torchscript(model, str(tmp_path / "m.pt"))
+    loaded = load_model(str(tmp_path / "m.pt"))
+    assert loaded.halo == model.halo and loaded.stride == model.stride
+    assert loaded.info.classes == model.info.classes
+    image = textured_image(40, 93)  # another size than the one traced
+    np.testing.assert_allclose(loaded.predict_image(image), model.predict_image(image), atol=1e-6)
+
+
+def test_torchscript_without_metadata_is_refused(tmp_path):
+    with pytest.warns(DeprecationWarning):
+        traced = torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.zeros(1, 3, 4, 4))
+        torch.jit.save(traced, str(tmp_path / "bare.pt"))
+    with pytest.raises(ModelFileError, match="TorchScript without geoseg.json"):
+        load_model(str(tmp_path / "bare.pt"))
