@@ -33,3 +33,11 @@ def iou_per_class(confusion: np.ndarray) -> np.ndarray:
 def mean_iou(confusion: np.ndarray) -> float:
     """Mean IoU over the classes present in truth or prediction."""
     return float(np.nanmean(iou_per_class(confusion)))
+
+
+def dice_per_class(confusion: np.ndarray) -> np.ndarray:
+    """Dice ``2 |A and B| / (|A| + |B|)`` per class; NaN for a class absent from both."""
+    tp = np.diag(confusion).astype(np.float64)
+    sizes = confusion.sum(0) + confusion.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sizes > 0, 2 * tp / sizes, np.nan)

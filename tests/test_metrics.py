@@ -24,3 +24,10 @@ def test_dask_matches_numpy():
     expected = confusion_matrix(truth, pred, 5)
     got = confusion_matrix_dask(da.from_array(truth, chunks=20), da.from_array(pred, chunks=33), 5)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_dice_by_hand():
+    from geoseg.metrics import dice_per_class
+
+    cm = confusion_matrix(np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 1, 0]), 2)
+    np.testing.assert_allclose(dice_per_class(cm), [2 * 1 / (2 + 2), 2 * 2 / (3 + 3)])
