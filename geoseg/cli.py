@@ -22,7 +22,7 @@ console = Console(stderr=True)
 def main() -> None:
     """Entry point that turns geoseg errors into a message and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns the code of typer.Exit here
     except GeosegError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
@@ -35,6 +35,7 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 @app.command()
@@ -64,6 +65,30 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
     console.print(f"[green]ok[/]: {job}: input {src.format} {src.shape} {src.dtype}, "
                   f"model {model.name} ({model.info.architecture}), {prepared.n_tasks} task(s), "
                   f"tile {prepared.work.spec.tile}, halo {prepared.work.spec.halo}")
+
+
+@app.command()
+def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")]) -> None:
+    """Show how far the run writing OUTPUT got (chunks done / total)."""
+    from geoseg.jobs.status import output_status
+
+    st = output_status(url)
+    Console().print(f"{url}: {st.status}, {st.done}/{st.n_chunks} chunks done ({st.fraction:.0%}), "
+                    f"model {st.model}")
+
+
+@app.command()
+def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")]) -> None:
+    """Check every chunk of OUTPUT exists and matches its recorded checksum; exit 1 if not."""
+    from geoseg.jobs.status import verify_output
+
+    report = verify_output(url)
+    if report.ok:
+        Console().print(f"ok: {report.checked} chunks match their checksums")
+        return
+    console.print(f"[red]{len(report.missing)} chunk(s) missing[/] {report.missing[:10]}, "
+                  f"[red]{len(report.mismatched)} mismatched[/] {report.mismatched[:10]}")
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -130,8 +155,10 @@ def _progress() -> Progress:
 
 
 def _print_report(report: Any) -> None:
-    console.print(f"wrote {report.output_url}: {report.n_tasks} task(s), {report.pixels / 1e6:.1f} Mpx "
-                  f"in {report.seconds:.1f} s ({report.mpx_per_s:.2f} Mpx/s end to end)")
+    resumed = f", {report.skipped} chunk(s) already done" if report.skipped else ""
+    console.print(f"wrote {report.output_url}: {report.n_tasks} task(s){resumed}, "
+                  f"{report.pixels / 1e6:.1f} Mpx in {report.seconds:.1f} s "
+                  f"({report.mpx_per_s:.2f} Mpx/s end to end)")
 
 
 def _short_crs(wkt: str | None) -> str:

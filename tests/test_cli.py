@@ -45,7 +45,7 @@ def test_validate_and_info(inputs):
     ("unsupported", "not a format geoseg reads"),
     ("bands", "expects 3 band(s)"),
     ("bad-key", "output.chunk: unknown key"),
-    ("exists", "already exists; nothing was written"),
+    ("exists", "already exists and is not a geoseg output; nothing was written"),
     ("missing-model", "model.path: No model file"),
 ])
 def test_bad_input_exits_nonzero_with_a_clear_message_and_writes_nothing(inputs, case, message):

@@ -10,11 +10,15 @@ Layout (readable by ``xarray.open_zarr`` and rioxarray)::
       attrs["geoseg"]  classes, colours, nodata, model, provenance
 
 Tasks write whole chunks through :class:`OutputTarget`, so no two tasks touch
-the same chunk and no lock is needed.
+the same chunk and no lock is needed. After its chunk is written, a task leaves
+its mark in the manifest (``manifest_done`` and ``manifest_sha256``, one element
+per output chunk, each in its own Zarr chunk so tasks never share one): what
+lets a rerun skip finished chunks and ``verify`` check them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +56,52 @@ class OutputTarget:
         array = self.open_group()[name]
         lead = (slice(None),) * (array.ndim - len(region))
         array[lead + region] = data
+
+    def read(self, name: str, region: tuple[slice, ...]) -> np.ndarray:
+        array = self.open_group(mode="r")[name]
+        return np.asarray(array[(slice(None),) * (array.ndim - len(region)) + region])
+
+    def mark_done(self, key: str, checksum: str) -> None:
+        """Record that chunk ``key`` (``"i.j"``) is written and what its bytes hash to."""
+        group = self.open_group()
+        index = tuple(int(i) for i in key.split("."))
+        group[MANIFEST_SHA][index] = np.frombuffer(bytes.fromhex(checksum), dtype=np.uint8)
+        group[MANIFEST_DONE][index] = True
+
+    def done_keys(self) -> set[str]:
+        """Keys of every chunk a finished task recorded."""
+        done = np.asarray(self.open_group(mode="r")[MANIFEST_DONE][...])
+        return {".".join(map(str, index)) for index in np.argwhere(done)}
+
+    def checksum(self, key: str) -> str | None:
+        group = self.open_group(mode="r")
+        index = tuple(int(i) for i in key.split("."))
+        if not group[MANIFEST_DONE][index]:
+            return None
+        return bytes(np.asarray(group[MANIFEST_SHA][index])).hex()
+
+    def attrs(self) -> dict[str, Any]:
+        """The group's ``geoseg`` attributes, or ``{}`` if this is not a geoseg output."""
+        try:
+            return dict(self.open_group(mode="r").attrs.get("geoseg", {}))
+        except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError, KeyError):
+            return {}
+
+
+MANIFEST_DONE = "manifest_done"
+MANIFEST_SHA = "manifest_sha256"
+
+
+def chunk_key(region: tuple[slice, ...], chunks: tuple[int, ...]) -> str:
+    """``"i.j"``: the chunk-grid index of a region that is one whole chunk."""
+    return ".".join(str(r.start // c) for r, c in zip(region, chunks))
+
+
+def chunk_checksum(*blocks: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(np.ascontiguousarray(block).tobytes())
+    return digest.hexdigest()
 
 
 def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
@@ -97,13 +147,19 @@ def create_output(
 
 def _create_arrays(group: zarr.Group, shape: tuple[int, int], chunks: tuple[int, int], class_dtype: str,
                    nodata_class: int, n_classes: int, probabilities: bool) -> None:
-    grid = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
+    geo = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
     group.create_array("classes", shape=shape, chunks=chunks, dtype=class_dtype, fill_value=nodata_class,
-                       dimension_names=["y", "x"], attributes={**grid, "nodata": nodata_class})
+                       dimension_names=["y", "x"], attributes={**geo, "nodata": nodata_class})
     if probabilities:
         group.create_array("probabilities", shape=(n_classes, *shape), chunks=(n_classes, *chunks),
                            dtype="float16", fill_value=np.nan, dimension_names=["class", "y", "x"],
-                           attributes=grid)
+                           attributes=geo)
+    counts = tuple(-(-n // c) for n, c in zip(shape, chunks))
+    names = ["chunk_y", "chunk_x"]
+    group.create_array(MANIFEST_DONE, shape=counts, chunks=(1, 1), dtype="bool", fill_value=False,
+                       dimension_names=names)
+    group.create_array(MANIFEST_SHA, shape=(*counts, 32), chunks=(1, 1, 32), dtype="uint8", fill_value=0,
+                       dimension_names=[*names, "byte"])
 
 
 def write_georef(group: zarr.Group, georef: GeoRef, shape: tuple[int, int]) -> None:

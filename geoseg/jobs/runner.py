@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from geoseg import config
-from geoseg.errors import GeosegError
-from geoseg.io.output import OutputTarget, create_output
+from geoseg.errors import GeosegError, OutputExistsError
+from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import provenance
@@ -37,8 +39,14 @@ class PreparedJob:
     work: RegionWork
 
     @property
+    def chunks(self) -> tuple[int, int]:
+        """Output chunks, clipped to the image (a small image is one chunk)."""
+        (cy, cx), (h, w) = self.spec.output.chunks, self.source.shape[1:]
+        return min(cy, h), min(cx, w)
+
+    @property
     def n_tasks(self) -> int:
-        return n_regions(self.source.shape[1:], self.spec.output.chunks)
+        return n_regions(self.source.shape[1:], self.chunks)
 
 
 @dataclass
@@ -46,11 +54,12 @@ class RunReport:
     """What a finished run reports; ``provenance`` is also stored in the output."""
 
     output_url: str
-    n_tasks: int
+    n_tasks: int  # computed by this run
     pixels: int
     seconds: float
     class_counts: dict[str, int]
     provenance: dict[str, Any] = field(repr=False)
+    skipped: int = 0  # chunks an earlier run of the same job had finished
 
     @property
     def mpx_per_s(self) -> float:
@@ -87,24 +96,54 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     started, t0 = provenance.now(), time.perf_counter()
     prepared = prepare(spec)
     out = spec.output
-    target = _create(prepared, overwrite)
+    target, skip = _open_or_create(prepared, overwrite)
     if on_start is not None:
-        on_start(prepared.n_tasks)
+        on_start(prepared.n_tasks - len(skip))
     address = scheduler or spec.cluster.scheduler
     with connect(address, n_workers=spec.cluster.n_workers,
                  threads_per_worker=spec.cluster.threads_per_worker) as client:
         if scheduler_address(address) and config.torch_threads() > 0:
             client.register_plugin(TorchThreads(config.torch_threads()))
         t_compute = time.perf_counter()
-        stats = run_regions(client, prepared.work, prepared.source, target, chunks=out.chunks,
+        stats = run_regions(client, prepared.work, prepared.source, target, chunks=prepared.chunks,
                             n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
-                            on_done=on_done)
+                            skip=skip, on_done=on_done)
         compute_seconds = time.perf_counter() - t_compute
         cluster = _cluster_info(client, address)
     seconds = time.perf_counter() - t0
-    report = _report(prepared, stats, seconds, compute_seconds, started, cluster)
+    report = _report(prepared, stats, seconds, compute_seconds, started, cluster, skipped=len(skip))
     target.finalize({"status": "complete", "provenance": report.provenance})
     return report
+
+
+def job_identity(prepared: PreparedJob) -> str:
+    """What makes two runs write the same output: input, model weights, output layout, inference."""
+    spec = prepared.spec
+    what = {
+        "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
+        "model_sha256": prepared.model.info.sha256,
+        "output": spec.output.model_dump(mode="json", include={"chunks", "probabilities", "nodata_class"}),
+        "inference": spec.inference.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarget, set[str]]:
+    """Resume an output this same job started, else create it (refusing anything else)."""
+    out = prepared.spec.output
+    existing = OutputTarget(out.url, dict(out.storage_options))
+    if overwrite or not output_exists(out.url, out.storage_options):
+        return _create(prepared, overwrite), set()
+    recorded = existing.attrs().get("job_identity")
+    if recorded is None:
+        raise OutputExistsError(f"Output {out.url} already exists and is not a geoseg output; nothing was "
+                                "written. Choose another output URL, or pass --overwrite to replace it.")
+    if recorded != job_identity(prepared):
+        raise OutputExistsError(
+            f"Output {out.url} already exists and was made by a different job (input, model weights, "
+            "output layout or inference settings differ); nothing was written. Choose another output "
+            "URL, or pass --overwrite to replace it.")
+    return existing, existing.done_keys()
 
 
 @contextlib.contextmanager
@@ -118,14 +157,14 @@ def _key(key: str) -> Iterator[None]:
 
 def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
     out, model = prepared.spec.output, prepared.model
-    shape = prepared.source.shape[1:]
     return create_output(
-        out.url, shape=shape, chunks=(min(out.chunks[0], shape[0]), min(out.chunks[1], shape[1])),
+        out.url, shape=prepared.source.shape[1:], chunks=prepared.chunks,
         georef=prepared.source.georef, class_names=[c.name for c in model.classes],
         class_dtype=prepared.work.class_dtype, nodata_class=prepared.work.nodata_class,
         probabilities=out.probabilities, storage_options=out.storage_options, overwrite=overwrite,
         attrs={"class_colors": [list(c.color) for c in model.classes], "model": model.info.name,
-               "model_sha256": model.info.sha256, "status": "running"},
+               "model_sha256": model.info.sha256, "status": "running",
+               "job_identity": job_identity(prepared), "n_chunks": prepared.n_tasks},
     )
 
 
@@ -139,7 +178,7 @@ def _cluster_info(client: Any, address: str | None) -> dict[str, Any]:
 
 
 def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, compute_seconds: float,
-            started: str, cluster: dict[str, Any]) -> RunReport:
+            started: str, cluster: dict[str, Any], skipped: int) -> RunReport:
     model, spec = prepared.model, prepared.spec
     counts = np.sum([s.class_counts for s in stats], axis=0) if stats else np.zeros(model.n_classes)
     class_counts = {c.name: int(n) for c, n in zip(model.classes, counts)}
@@ -156,7 +195,8 @@ def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, com
                   "shape": list(prepared.source.shape), "dtype": prepared.source.dtype},
         "tiling": {"tile": list(prepared.work.spec.tile), "halo": list(prepared.work.spec.halo),
                    "stride": list(prepared.work.spec.stride), "blend": prepared.work.spec.blend,
-                   "overlap": prepared.work.spec.overlap, "tasks": len(stats)},
+                   "overlap": prepared.work.spec.overlap, "tasks": len(stats),
+                   "chunks_skipped_as_done": skipped},
         "cluster": cluster,
         "packages": provenance.package_versions(),
         "timings": {"total_s": round(seconds, 3), "compute_s": round(compute_seconds, 3),
@@ -164,4 +204,4 @@ def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, com
         "throughput_mpx_per_s": round(pixels / 1e6 / compute_seconds, 4) if compute_seconds else None,
         "class_counts": class_counts,
     }
-    return RunReport(spec.output.url, len(stats), pixels, seconds, class_counts, record)
+    return RunReport(spec.output.url, len(stats), pixels, seconds, class_counts, record, skipped)

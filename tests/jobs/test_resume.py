@@ -1,0 +1,108 @@
+"""Resumable runs: a killed client, a rerun that computes only what is missing, verify and status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+from distributed import Client
+
+from geoseg.errors import OutputExistsError
+from geoseg.jobs import JobSpec, run
+from geoseg.jobs.status import output_status, verify_output
+from tests.conftest import job_dict, textured_image, write_zarr
+
+
+def chunk_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted((folder / "classes").rglob("*")) if p.is_file()}
+
+
+def wait_until_idle(address: str, timeout: float = 60) -> None:
+    """Until neither the scheduler nor any worker holds a task: a task already running when its
+    client died is forgotten by the scheduler but still finishes (and writes) on its worker."""
+    def busy(client: Client) -> int:
+        on_workers = client.run(lambda dask_worker: len(dask_worker.state.executing))
+        return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) + sum(on_workers.values())
+
+    with Client(address) as client:
+        deadline, quiet = time.time() + timeout, 0
+        while quiet < 5 and time.time() < deadline:
+            quiet = quiet + 1 if busy(client) == 0 else 0
+            time.sleep(0.2)
+
+
+def test_killed_client_resumes_with_only_missing_chunks_and_identical_output(
+        tmp_path, model_path, cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", textured_image(256, 256, seed=12))
+    reference = tmp_path / "reference.zarr"
+    run(JobSpec.from_dict(job_dict(src, model_path, str(reference), chunks=[32, 32])), scheduler=cluster_address)
+
+    out = tmp_path / "out.zarr"
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(src, model_path, str(out), chunks=[32, 32])))
+    proc = subprocess.Popen([sys.executable, "-m", "geoseg.cli", "run", str(job), "--scheduler", cluster_address],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done = int(np.asarray(zarr.open_group(str(out), mode="r")["manifest_done"][...]).sum())
+        except Exception:  # the store is still being created
+            done = 0
+        if done >= 8:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    wait_until_idle(cluster_address)  # tasks already running when the client died may still land
+    before = output_status(str(out))
+    assert before.status == "running" and 8 <= before.done < 64
+
+    report = run(JobSpec.from_dict(job_dict(src, model_path, str(out), chunks=[32, 32])),
+                 scheduler=cluster_address)
+    assert report.skipped == before.done and report.n_tasks == 64 - before.done
+    assert output_status(str(out)).status == "complete"
+    assert chunk_files(out) == chunk_files(reference)
+    assert verify_output(str(out)).ok
+
+    again = run(JobSpec.from_dict(job_dict(src, model_path, str(out), chunks=[32, 32])),
+                scheduler=cluster_address)
+    assert again.n_tasks == 0 and again.skipped == 64
+
+
+def test_rerun_with_another_spec_is_refused_unless_overwrite(tmp_path, model_path, cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64))
+    out = str(tmp_path / "out.zarr")
+    run(JobSpec.from_dict(job_dict(src, model_path, out, chunks=[32, 32])), scheduler=cluster_address)
+    other = job_dict(src, model_path, out, chunks=[32, 32])
+    other["inference"] = {"batch_size": 2}
+    with pytest.raises(OutputExistsError, match="made by a different job"):
+        run(JobSpec.from_dict(other), scheduler=cluster_address)
+    assert run(JobSpec.from_dict(other), scheduler=cluster_address, overwrite=True).n_tasks == 4
+
+
+def test_verify_finds_a_corrupted_chunk_and_status_reports_progress(tmp_path, model_path, cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", textured_image(64, 96))
+    out = tmp_path / "out.zarr"
+    run(JobSpec.from_dict(job_dict(src, model_path, str(out), chunks=[32, 32])), scheduler=cluster_address)
+    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "status", str(out)], capture_output=True,
+                            text=True, timeout=120)
+    assert "complete, 6/6 chunks done (100%)" in " ".join(result.stdout.split())
+    arr = zarr.open_group(str(out))["classes"]
+    block = arr[32:64, 0:32]
+    arr[32:64, 0:32] = (block + 1) % 4
+    report = verify_output(str(out))
+    assert report.mismatched == ["1.0"] and not report.missing
+    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "verify", str(out)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "1 mismatched" in result.stderr
