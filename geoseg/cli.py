@@ -61,10 +61,14 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
     from geoseg.jobs import load_job, prepare
 
     prepared = prepare(load_job(job))
-    src, model = prepared.source, prepared.model
-    console.print(f"[green]ok[/]: {job}: input {src.format} {src.shape} {src.dtype}, "
-                  f"model {model.name} ({model.info.architecture}), {prepared.n_tasks} task(s), "
-                  f"tile {prepared.work.spec.tile}, halo {prepared.work.spec.halo}")
+    src, model, work = prepared.source, prepared.model, prepared.work
+    said = f"[green]ok[/]: {job}: input {src.format} {src.shape} {src.dtype}, {prepared.n_tasks} task(s), "
+    if model is None:
+        said += f"method {prepared.spec.model.method} (its statistics are fitted when the job runs)"
+    else:
+        kind = getattr(getattr(model, "info", None), "architecture", "classical method")
+        said += f"model {model.name} ({kind}), tile {work.spec.tile}, halo {work.spec.halo}"
+    console.print(said)
 
 
 @app.command()

@@ -16,10 +16,12 @@ import numpy as np
 from geoseg import config
 from geoseg.errors import GeosegError, OutputExistsError
 from geoseg.io.output import OutputTarget, create_output, output_exists
-from geoseg.io.readers import open_source
+from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import provenance
 from geoseg.jobs.spec import JobSpec, load_job
+from geoseg.methods.build import build_method, needs_fit
+from geoseg.models.base import Segmenter
 from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.cluster import TorchThreads, connect, scheduler_address
@@ -31,12 +33,32 @@ from geoseg.tiling.plan import n_regions
 
 @dataclass(frozen=True)
 class PreparedJob:
-    """A job checked against its data and model, before anything is written."""
+    """A job checked against its data and segmenter, before anything is written.
+
+    ``model`` and ``work`` are ``None`` while a classical method still has to be
+    fitted on the input (:meth:`fitted` does that, on the active cluster).
+    """
 
     spec: JobSpec
     source: RasterSource
-    model: SegmentationModel
-    work: RegionWork
+    model: Segmenter | None
+    work: RegionWork | None
+
+    @property
+    def model_id(self) -> str:
+        """The weights' sha256 for a model file; a hash of the method and its parameters otherwise."""
+        if isinstance(self.model, SegmentationModel):
+            return self.model.info.sha256
+        what = {"method": self.spec.model.method, "params": self.spec.model.params}
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+    def fitted(self) -> PreparedJob:
+        """Fit a classical method's global statistics on the input (no-op for models)."""
+        if self.model is not None:
+            return self
+        with _key("model"):
+            model = build_method(self.spec.model.method, self.spec.model.params, source_to_dataarray(self.source))
+        return _with_segmenter(self.spec, self.source, model)
 
     @property
     def chunks(self) -> tuple[int, int]:
@@ -67,12 +89,25 @@ class RunReport:
 
 
 def prepare(spec: JobSpec) -> PreparedJob:
-    """Open the input's metadata, load the model and check they fit; writes nothing."""
+    """Open the input's metadata, load the model (or check the method) and check they fit.
+
+    Writes nothing and computes nothing; a classical method that needs global
+    statistics is fitted later, by :meth:`PreparedJob.fitted`.
+    """
     with _key("input.url"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
                              bands=spec.input.bands)
+    if spec.model.method is not None:
+        if needs_fit(spec.model.method):
+            return PreparedJob(spec, source, None, None)
+        with _key("model"):
+            return _with_segmenter(spec, source, build_method(spec.model.method, spec.model.params))
     with _key("model.path"):
         model = load_model(spec.model.path, storage_options=spec.model.storage_options, device="cpu")
+    return _with_segmenter(spec, source, model)
+
+
+def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:
     with _key("input.bands"):
         model.check_bands(source.band_names, f"input {provenance.public_url(spec.input.url)}")
     inf = spec.inference
@@ -96,14 +131,16 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     started, t0 = provenance.now(), time.perf_counter()
     prepared = prepare(spec)
     out = spec.output
-    target, skip = _open_or_create(prepared, overwrite)
-    if on_start is not None:
-        on_start(prepared.n_tasks - len(skip))
+    _refuse_foreign_output(out.url, out.storage_options, overwrite)
     address = scheduler or spec.cluster.scheduler
     with connect(address, n_workers=spec.cluster.n_workers,
                  threads_per_worker=spec.cluster.threads_per_worker) as client:
         if scheduler_address(address) and config.torch_threads() > 0:
             client.register_plugin(TorchThreads(config.torch_threads()))
+        prepared = prepared.fitted()
+        target, skip = _open_or_create(prepared, overwrite)
+        if on_start is not None:
+            on_start(prepared.n_tasks - len(skip))
         t_compute = time.perf_counter()
         stats = run_regions(client, prepared.work, prepared.source, target, chunks=prepared.chunks,
                             n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
@@ -121,11 +158,20 @@ def job_identity(prepared: PreparedJob) -> str:
     spec = prepared.spec
     what = {
         "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
-        "model_sha256": prepared.model.info.sha256,
+        "model_sha256": prepared.model_id,
         "output": spec.output.model_dump(mode="json", include={"chunks", "probabilities", "nodata_class"}),
         "inference": spec.inference.model_dump(mode="json"),
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def _refuse_foreign_output(url: str, storage_options: dict[str, Any], overwrite: bool) -> None:
+    """Refuse, before starting anything, an existing output that no geoseg job wrote."""
+    if overwrite or not output_exists(url, storage_options):
+        return
+    if "job_identity" not in OutputTarget(url, dict(storage_options)).attrs():
+        raise OutputExistsError(f"Output {url} already exists and is not a geoseg output; nothing was "
+                                "written. Choose another output URL, or pass --overwrite to replace it.")
 
 
 def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarget, set[str]]:
@@ -134,11 +180,8 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
     existing = OutputTarget(out.url, dict(out.storage_options))
     if overwrite or not output_exists(out.url, out.storage_options):
         return _create(prepared, overwrite), set()
-    recorded = existing.attrs().get("job_identity")
-    if recorded is None:
-        raise OutputExistsError(f"Output {out.url} already exists and is not a geoseg output; nothing was "
-                                "written. Choose another output URL, or pass --overwrite to replace it.")
-    if recorded != job_identity(prepared):
+    _refuse_foreign_output(out.url, out.storage_options, overwrite)
+    if existing.attrs()["job_identity"] != job_identity(prepared):
         raise OutputExistsError(
             f"Output {out.url} already exists and was made by a different job (input, model weights, "
             "output layout or inference settings differ); nothing was written. Choose another output "
@@ -162,10 +205,20 @@ def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
         georef=prepared.source.georef, class_names=[c.name for c in model.classes],
         class_dtype=prepared.work.class_dtype, nodata_class=prepared.work.nodata_class,
         probabilities=out.probabilities, storage_options=out.storage_options, overwrite=overwrite,
-        attrs={"class_colors": [list(c.color) for c in model.classes], "model": model.info.name,
-               "model_sha256": model.info.sha256, "status": "running",
+        attrs={"class_colors": [list(c.color) for c in model.classes], "model": model.name,
+               "model_sha256": prepared.model_id, "status": "running",
                "job_identity": job_identity(prepared), "n_chunks": prepared.n_tasks},
     )
+
+
+def _model_record(prepared: PreparedJob) -> dict[str, Any]:
+    model, spec = prepared.model, prepared.spec.model
+    if isinstance(model, SegmentationModel):
+        return {"name": model.info.name, "architecture": model.info.architecture,
+                "sha256": model.info.sha256, "url": provenance.public_url(spec.path or "")}
+    fitted = {k: v for k, v in vars(model).items() if isinstance(v, (int, float, str, tuple, list))}
+    return {"name": model.name, "method": spec.method, "params": spec.params, "id": prepared.model_id,
+            "fitted": json.loads(json.dumps(fitted, default=str))}
 
 
 def _cluster_info(client: Any, address: str | None) -> dict[str, Any]:
@@ -189,8 +242,7 @@ def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, com
         "started": started,
         "finished": provenance.now(),
         "job": provenance.redact_urls(spec.redacted()),
-        "model": {"name": model.info.name, "architecture": model.info.architecture,
-                  "sha256": model.info.sha256, "url": provenance.public_url(spec.model.path)},
+        "model": _model_record(prepared),
         "input": {"url": provenance.public_url(spec.input.url), "format": prepared.source.format,
                   "shape": list(prepared.source.shape), "dtype": prepared.source.dtype},
         "tiling": {"tile": list(prepared.work.spec.tile), "halo": list(prepared.work.spec.halo),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import JobSpecError
 
@@ -27,8 +27,20 @@ class InputSpec(_Section):
 
 
 class ModelSpec(_Section):
-    path: str = Field(description="Model file path or URL, or builtin:NAME.")
+    """A deep model (``path``) or a classical method (``method`` with its ``params``)."""
+
+    path: str | None = Field(None, description="Model file path or URL, or builtin:NAME.")
+    method: str | None = Field(None, description="Classical method, e.g. otsu, kmeans, sobel, canny.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters of the method.")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModelSpec:
+        if (self.path is None) == (self.method is None):
+            raise ValueError("give exactly one of path (a model file) or method (a classical method)")
+        if self.params and self.method is None:
+            raise ValueError("params go with method, not with path")
+        return self
 
 
 class OutputSpec(_Section):
@@ -114,6 +126,8 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] == "missing":
         return "required but missing."
     shown = "<hidden>" if "storage_options" in map(str, err["loc"]) else repr(received)
+    if err["type"] == "value_error":
+        return f"{err['msg'].removeprefix('Value error, ')} (received {shown})."
     expected = err["msg"].removeprefix("Value error, ").replace("Input should be ", "")
     return f"received {shown} ({type(received).__name__}); expected {expected}."
 

@@ -105,7 +105,7 @@ class Canny(PixelMethod):
     feature
         See :func:`geoseg.methods.as_feature`.
     context
-        Halo in pixels (default ``canny_min_halo(sigma) + 8``); must be at least
+        Halo in pixels (default ``2 * canny_min_halo(sigma)``); must be at least
         :func:`canny_min_halo`.
     """
 
@@ -117,14 +117,18 @@ class Canny(PixelMethod):
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_threshold <= self.high_threshold:
-            raise ValueError(f"Canny needs 0 <= low_threshold <= high_threshold, got "
-                             f"{self.low_threshold} and {self.high_threshold}.")
+            raise ValueError(
+                f"Canny needs 0 <= low_threshold <= high_threshold, got "
+                f"{self.low_threshold} and {self.high_threshold}."
+            )
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma}.")
         minimum = canny_min_halo(self.sigma)
         if self.context is not None and self.context < minimum:
-            raise ValueError(f"context={self.context} is below the minimum halo {minimum} for sigma="
-                             f"{self.sigma} (gaussian radius + 2); use at least {minimum}.")
+            raise ValueError(
+                f"context={self.context} is below the minimum halo {minimum} for sigma="
+                f"{self.sigma} (gaussian radius + 2); use at least {minimum}."
+            )
         object.__setattr__(self, "feature", as_feature(self.feature))
 
     @property
@@ -137,11 +141,15 @@ class Canny(PixelMethod):
 
     @property
     def halo(self) -> tuple[int, int]:
-        h = canny_min_halo(self.sigma) + 8 if self.context is None else int(self.context)
+        h = 2 * canny_min_halo(self.sigma) if self.context is None else int(self.context)
         return (h, h)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         values = self.feature.compute(batch)
-        edges = np.stack([skfeature.canny(image, self.sigma, self.low_threshold, self.high_threshold)
-                          for image in values])
+        edges = np.stack(
+            [
+                skfeature.canny(image, self.sigma, self.low_threshold, self.high_threshold)
+                for image in values
+            ]
+        )
         return one_hot(edges.astype(np.int64), 2)

@@ -80,7 +80,8 @@ class Feature:
         too_high = [b for b in self.bands if b > n_bands]
         if too_high:
             raise BandMismatchError(
-                f"Feature {self.describe()} uses band(s) {too_high} but {where} has {n_bands} band(s); "
+                f"Feature {self.describe()} uses band(s) {too_high} but {where} has "
+                f"{n_bands} band(s); "
                 f"band numbers are 1-based, from 1 to {n_bands}."
             )
 
@@ -93,18 +94,19 @@ class Feature:
         self.check(x.shape[-3])
         if self.kind in ("single", "band"):
             index = 0 if self.kind == "single" else self.bands[0] - 1
-            return x[..., index, :, :].astype(np.float64)
+            return x[..., index, :, :].astype(np.float64, copy=False)
         if self.kind == "mean":
             return x.astype(np.float64).mean(axis=-3)
-        a = x[..., self.bands[0] - 1, :, :].astype(np.float64)
-        b = x[..., self.bands[1] - 1, :, :].astype(np.float64)
+        a = x[..., self.bands[0] - 1, :, :].astype(np.float64, copy=False)
+        b = x[..., self.bands[1] - 1, :, :].astype(np.float64, copy=False)
         total = a + b
         safe = np.where(total == 0, 1.0, total)
         return np.where(total == 0, 0.0, (a - b) / safe)
 
 
 def as_feature(spec: FeatureLike) -> Feature:
-    """``None`` (the only band), ``n`` (band n, 1-based), ``(a, b)`` (normalized difference), ``"mean"``."""
+    """``None`` (the only band), ``n`` (band n, 1-based), ``(a, b)`` (normalized difference),
+    ``"mean"``, or a :class:`Feature`."""
     if isinstance(spec, Feature):
         return spec
     if spec is None:
@@ -126,7 +128,9 @@ class PixelMethod(Segmenter):
 
     stride: tuple[int, ...] = (1, 1)
 
-    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def prepare(
+        self, raw: np.ndarray, nodata: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`Segmenter.prepare` but float64, so no input value is rounded."""
         x = raw.astype(np.float64, copy=True)
         valid = valid_mask(raw, nodata)
@@ -147,5 +151,5 @@ def class_infos(names: Sequence[str]) -> tuple[Any, ...]:
     from geoseg.models.base import ClassInfo
 
     n = len(names)
-    grey = [int(round(255 * i / max(1, n - 1))) for i in range(n)]
+    grey = [round(255 * i / max(1, n - 1)) for i in range(n)]
     return tuple(ClassInfo(str(name), (g, g, g)) for name, g in zip(names, grey))

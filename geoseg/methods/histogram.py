@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,9 @@ def local_maxima(hist: np.ndarray) -> list[int]:
     return peaks
 
 
-def find_modes(counts: np.ndarray, centers: np.ndarray, classes: int = 2,
-               max_smoothing: int = 10_000) -> Modes:
+def find_modes(
+    counts: np.ndarray, centers: np.ndarray, classes: int = 2, max_smoothing: int = 10_000
+) -> Modes:
     """Smooth ``counts`` until at most ``classes`` peaks remain; raise if fewer remain.
 
     ``counts``/``centers`` should have no empty bins at the ends (as
@@ -63,12 +65,15 @@ def find_modes(counts: np.ndarray, centers: np.ndarray, classes: int = 2,
             f"(after up to {max_smoothing} smoothing passes). Ask for fewer classes, or use a "
             f"threshold method such as fit_threshold(raster, 'otsu')."
         )
-    valleys = [a + int(np.argmin(smooth[a : b + 1])) for a, b in zip(peaks, peaks[1:])]
+    valleys = [a + int(np.argmin(smooth[a : b + 1])) for a, b in pairwise(peaks)]
     bounds = [0] + [v + 1 for v in valleys] + [len(counts)]
     total = float(np.sum(counts))
-    fractions = tuple(float(np.sum(counts[lo:hi])) / total for lo, hi in zip(bounds, bounds[1:]))
-    return Modes(tuple(float(centers[p]) for p in peaks), tuple(float(centers[v]) for v in valleys),
-                 fractions)
+    fractions = tuple(float(np.sum(counts[lo:hi])) / total for lo, hi in pairwise(bounds))
+    return Modes(
+        tuple(float(centers[p]) for p in peaks),
+        tuple(float(centers[v]) for v in valleys),
+        fractions,
+    )
 
 
 @dataclass(frozen=True)
@@ -101,12 +106,21 @@ class HistogramModes(Threshold):
 
 def mode_names(fractions: Sequence[float]) -> tuple[str, ...]:
     if len(fractions) == 2:
-        return ("background", "object") if fractions[0] >= fractions[1] else ("object", "background")
+        return (
+            ("background", "object") if fractions[0] >= fractions[1] else ("object", "background")
+        )
     return tuple(f"mode_{i}" for i in range(len(fractions)))
 
 
-def fit_histogram_modes(raster: Any, classes: int = 2, *, feature: FeatureLike = None, nbins: int = 256,
-                        nodata: float | None = None, max_smoothing: int = 10_000) -> HistogramModes:
+def fit_histogram_modes(
+    raster: Any,
+    classes: int = 2,
+    *,
+    feature: FeatureLike = None,
+    nbins: int = 256,
+    nodata: float | None = None,
+    max_smoothing: int = 10_000,
+) -> HistogramModes:
     """Fit object/background grey levels (or ``classes`` modes) on a whole raster, chunk by chunk.
 
     Parameters are those of :func:`geoseg.methods.fit_threshold`. Integer bands
@@ -120,5 +134,12 @@ def fit_histogram_modes(raster: Any, classes: int = 2, *, feature: FeatureLike =
     feat.check(rd.n_bands, "the raster")
     hist: Histogram = global_histogram(rd, feat, nbins)
     modes = find_modes(*hist.trimmed(), classes=classes, max_smoothing=max_smoothing)
-    return HistogramModes(modes.thresholds, feat, "modes", mode_names(modes.fractions), rd.band_names,
-                          levels=modes.levels, fractions=modes.fractions)
+    return HistogramModes(
+        modes.thresholds,
+        feat,
+        "modes",
+        mode_names(modes.fractions),
+        rd.band_names,
+        levels=modes.levels,
+        fractions=modes.fractions,
+    )

@@ -31,13 +31,23 @@ from geoseg.methods.features import PixelMethod
 from geoseg.methods.stats import RasterData, map_chunks, raster_data, tree_reduce
 from geoseg.models.base import ClassInfo, valid_mask
 
-PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+PALETTE = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
 
 
 @dataclass(frozen=True)
 class KMeans(PixelMethod):
-    """Nearest-centroid segmenter: class ``j`` where centroid ``j`` is the closest (squared Euclidean).
+    """Nearest-centroid segmenter: class ``j`` where centroid ``j`` is the closest (Euclidean).
 
     Scores are ``-(d_j^2 - min_i d_i^2)``: 0 for the nearest centroid, minus the
     extra squared distance for the others (so the arg-max is exact even in float32).
@@ -64,8 +74,10 @@ class KMeans(PixelMethod):
         if self.features is not None:
             feats = tuple(int(b) for b in self.features)
             if len(feats) != len(centroids[0]) or any(b < 1 for b in feats):
-                raise ValueError(f"features={feats} must be {len(centroids[0])} band number(s) >= 1 "
-                                 f"(1-based), one per centroid coordinate.")
+                raise ValueError(
+                    f"features={feats} must be {len(centroids[0])} band number(s) >= 1 "
+                    f"(1-based), one per centroid coordinate."
+                )
             object.__setattr__(self, "features", feats)
 
     @property
@@ -74,7 +86,9 @@ class KMeans(PixelMethod):
 
     @property
     def classes(self) -> tuple[ClassInfo, ...]:
-        return tuple(ClassInfo(f"cluster_{j}", PALETTE[j % len(PALETTE)]) for j in range(len(self.centroids)))
+        return tuple(
+            ClassInfo(f"cluster_{j}", PALETTE[j % len(PALETTE)]) for j in range(len(self.centroids))
+        )
 
     @property
     def bands(self) -> tuple[str, ...] | None:
@@ -84,6 +98,9 @@ class KMeans(PixelMethod):
     def halo(self) -> tuple[int, int]:
         return (0, 0)
 
+    def _describe_features(self) -> str:
+        return "all bands" if self.features is None else f"bands {list(self.features)}"
+
     def feature_index(self, n_bands: int, where: str = "the input") -> list[int]:
         """0-based band indexes of the features, checked against ``n_bands``."""
         n_features = len(self.centroids[0])
@@ -91,7 +108,7 @@ class KMeans(PixelMethod):
         if len(index) != n_features or max(index) >= n_bands:
             raise BandMismatchError(
                 f"{self.name} uses {n_features} feature(s) "
-                f"({'all bands' if self.features is None else f'bands {list(self.features)}'}) but {where} "
+                f"({self._describe_features()}) but {where} "
                 f"has {n_bands} band(s). Segment a raster like the one it was fitted on (with "
                 f"with_position() if it was fitted with positions)."
             )
@@ -105,13 +122,20 @@ class KMeans(PixelMethod):
 
 def _as_centroids(centroids: Any) -> tuple[tuple[float, ...], ...]:
     array = np.asarray(centroids, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1 or not np.all(np.isfinite(array)):
-        raise ValueError(f"centroids must be a finite (k, features) array, got shape {array.shape}.")
+    if (
+        array.ndim != 2
+        or array.shape[0] < 1
+        or array.shape[1] < 1
+        or not np.all(np.isfinite(array))
+    ):
+        raise ValueError(
+            f"centroids must be a finite (k, features) array, got shape {array.shape}."
+        )
     return tuple(tuple(float(v) for v in row) for row in array)
 
 
 def squared_distances(x: np.ndarray, centroid: np.ndarray, axis: int) -> np.ndarray:
-    """``sum((x - centroid)^2)`` over the feature ``axis`` of ``x``, in float64, one feature at a time."""
+    """``sum((x - centroid)^2)`` over the feature ``axis`` (float64, one feature at a time)."""
     total = np.zeros(np.delete(x.shape, axis), np.float64)
     for f, value in enumerate(np.asarray(centroid, np.float64)):
         diff = np.take(x, f, axis=axis) - value
@@ -123,8 +147,10 @@ def squared_distances(x: np.ndarray, centroid: np.ndarray, axis: int) -> np.ndar
 # -- per-chunk work ------------------------------------------------------------------------------
 
 
-def chunk_features(block: np.ndarray, index: Sequence[int], nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(F, n)`` (float64) of the valid pixels of ``block`` and the valid mask (flattened)."""
+def chunk_features(
+    block: np.ndarray, index: Sequence[int], nodata: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(F, n)`` (float64) of the valid pixels of ``block``, and the flat valid mask."""
     valid = valid_mask(block, nodata).ravel()
     x = block[list(index)].reshape(len(index), -1)
     x = x.astype(np.float64) if valid.all() else x[:, valid].astype(np.float64)
@@ -151,22 +177,35 @@ class InitSummary:
     squares: np.ndarray
 
 
-def _chunk_init(block: np.ndarray, origin: tuple[int, int], index: Sequence[int], nodata: float | None,
-                width: int, rate: float, seed: int) -> InitSummary:
+def _chunk_init(
+    block: np.ndarray,
+    origin: tuple[int, int],
+    index: Sequence[int],
+    nodata: float | None,
+    width: int,
+    rate: float,
+    seed: int,
+) -> InitSummary:
     x, valid = chunk_features(block, index, nodata)
-    cy, cx = block.shape[1:]
+    cx = block.shape[2]
     flat = np.flatnonzero(valid)
     global_index = (origin[0] + flat // cx) * width + origin[1] + flat % cx
     keep = _hash_uniform(global_index, seed) < rate
-    return InitSummary(global_index[keep], x[:, keep].T, x.shape[1], x.sum(axis=1), (x**2).sum(axis=1))
+    return InitSummary(
+        global_index[keep], x[:, keep].T, x.shape[1], x.sum(axis=1), (x**2).sum(axis=1)
+    )
 
 
 def _combine_init(parts: list[InitSummary]) -> InitSummary:
     index = np.concatenate([p.index for p in parts])
     order = np.argsort(index, kind="stable")
-    return InitSummary(index[order], np.concatenate([p.sample for p in parts])[order],
-                       sum(p.count for p in parts), np.sum([p.total for p in parts], axis=0),
-                       np.sum([p.squares for p in parts], axis=0))
+    return InitSummary(
+        index[order],
+        np.concatenate([p.sample for p in parts])[order],
+        sum(p.count for p in parts),
+        np.sum([p.total for p in parts], axis=0),
+        np.sum([p.squares for p in parts], axis=0),
+    )
 
 
 @dataclass(frozen=True)
@@ -187,8 +226,13 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return labels, np.take_along_axis(d2, labels[None], axis=0)[0]
 
 
-def _chunk_step(block: np.ndarray, origin: tuple[int, int], index: Sequence[int], nodata: float | None,
-                centroids: np.ndarray) -> StepSummary:
+def _chunk_step(
+    block: np.ndarray,
+    origin: tuple[int, int],
+    index: Sequence[int],
+    nodata: float | None,
+    centroids: np.ndarray,
+) -> StepSummary:
     x, _ = chunk_features(block, index, nodata)
     k = len(centroids)
     labels, d2 = assign(x, centroids)
@@ -197,12 +241,16 @@ def _chunk_step(block: np.ndarray, origin: tuple[int, int], index: Sequence[int]
 
 
 def _combine_steps(parts: list[StepSummary]) -> StepSummary:
-    return StepSummary(np.sum([p.sums for p in parts], axis=0), np.sum([p.counts for p in parts], axis=0),
-                       float(sum(p.inertia for p in parts)))
+    return StepSummary(
+        np.sum([p.sums for p in parts], axis=0),
+        np.sum([p.counts for p in parts], axis=0),
+        float(sum(p.inertia for p in parts)),
+    )
 
 
-def init_task(rd: RasterData, index: Sequence[int], sample_size: int, seed: int,
-              split_every: int = 8) -> Any:
+def init_task(
+    rd: RasterData, index: Sequence[int], sample_size: int, seed: int, split_every: int = 8
+) -> Any:
     """Lazy :class:`InitSummary` (the k-means++ sample and the moments)."""
     height, width = rd.data.shape[1:]
     rate = min(1.0, sample_size / float(height * width))
@@ -210,7 +258,9 @@ def init_task(rd: RasterData, index: Sequence[int], sample_size: int, seed: int,
     return tree_reduce(parts, _combine_init, split_every)
 
 
-def step_task(rd: RasterData, index: Sequence[int], centroids: np.ndarray, split_every: int = 8) -> Any:
+def step_task(
+    rd: RasterData, index: Sequence[int], centroids: np.ndarray, split_every: int = 8
+) -> Any:
     """Lazy :class:`StepSummary` for ``centroids``: one Lloyd iteration's map-reduce."""
     parts = map_chunks(rd, _chunk_step, list(index), rd.nodata, np.asarray(centroids, np.float64))
     return tree_reduce(parts, _combine_steps, split_every)
@@ -225,8 +275,8 @@ def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     distinct = len(np.unique(x, axis=0)) if n else 0
     if distinct < k:
         raise PlanError(
-            f"k-means++ needs at least k={k} distinct pixels in its sample, found {distinct} (of {n} "
-            f"sampled). Increase sample_size, lower k, or check the nodata value."
+            f"k-means++ needs at least k={k} distinct pixels in its sample, found {distinct} "
+            f"(of {n} sampled). Increase sample_size, lower k, or check the nodata value."
         )
     rng = np.random.default_rng(seed)
     trials = 2 + int(np.log(k))
@@ -242,9 +292,16 @@ def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return centers
 
 
-def lloyd(rd: RasterData, index: Sequence[int], centroids: np.ndarray, *, max_iter: int, tolerance: float,
-          split_every: int = 8) -> tuple[np.ndarray, int, bool]:
-    """Distributed Lloyd iterations from ``centroids``; returns (centroids, iterations, converged)."""
+def lloyd(
+    rd: RasterData,
+    index: Sequence[int],
+    centroids: np.ndarray,
+    *,
+    max_iter: int,
+    tolerance: float,
+    split_every: int = 8,
+) -> tuple[np.ndarray, int, bool]:
+    """Distributed Lloyd iterations from ``centroids``: (centroids, iterations, converged)."""
     for iteration in range(1, max_iter + 1):
         (step,) = dask.compute(step_task(rd, index, centroids, split_every))
         counts = step.counts[:, None]
@@ -256,10 +313,20 @@ def lloyd(rd: RasterData, index: Sequence[int], centroids: np.ndarray, *, max_it
     return centroids, max_iter, False
 
 
-def fit_kmeans(raster: Any, k: int, *, bands: Sequence[int] | None = None, init: Any = "k-means++",
-               max_iter: int = 100, tol: float = 1e-4, seed: int = 0, sample_size: int = 100_000,
-               nodata: float | None = None, split_every: int = 8) -> KMeans:
-    """Fit k-means with global centroids on a whole raster, one map-reduce over chunks per iteration.
+def fit_kmeans(
+    raster: Any,
+    k: int,
+    *,
+    bands: Sequence[int] | None = None,
+    init: Any = "k-means++",
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    seed: int = 0,
+    sample_size: int = 100_000,
+    nodata: float | None = None,
+    split_every: int = 8,
+) -> KMeans:
+    """Fit k-means with global centroids on a whole raster: one map-reduce per iteration.
 
     Parameters
     ----------
@@ -288,12 +355,25 @@ def fit_kmeans(raster: Any, k: int, *, bands: Sequence[int] | None = None, init:
     if summary.count == 0:
         raise PlanError("The raster has no valid pixel (all no-data or NaN); nothing to cluster.")
     start = _initial_centroids(init, summary.sample, k, len(index), seed)
-    variance = summary.squares / summary.count - (summary.total / summary.count) ** 2
-    centroids, n_iter, converged = lloyd(rd, index, start, max_iter=max_iter,
-                                         tolerance=float(np.mean(variance)) * tol, split_every=split_every)
+    variance = np.maximum(summary.squares / summary.count - (summary.total / summary.count) ** 2, 0)
+    centroids, n_iter, converged = lloyd(
+        rd,
+        index,
+        start,
+        max_iter=max_iter,
+        tolerance=float(np.mean(variance)) * tol,
+        split_every=split_every,
+    )
     (final,) = dask.compute(step_task(rd, index, centroids, split_every))
-    return KMeans(centroids, None if bands is None else tuple(int(b) for b in bands), final.inertia, n_iter,
-                  converged, _as_centroids(start), rd.band_names)
+    return KMeans(
+        centroids,
+        None if bands is None else tuple(int(b) for b in bands),
+        final.inertia,
+        n_iter,
+        converged,
+        _as_centroids(start),
+        rd.band_names,
+    )
 
 
 def _band_index(bands: Sequence[int] | None, n_bands: int) -> list[int]:
@@ -301,19 +381,28 @@ def _band_index(bands: Sequence[int] | None, n_bands: int) -> list[int]:
         return list(range(n_bands))
     bad = [b for b in bands if not 1 <= int(b) <= n_bands]
     if bad or not bands:
-        raise BandMismatchError(f"bands={list(bands)}: band numbers are 1-based, from 1 to {n_bands}, and at "
-                                f"least one is needed.")
+        raise BandMismatchError(
+            f"bands={list(bands)}: band numbers are 1-based, from 1 to {n_bands}, and at "
+            f"least one is needed."
+        )
     return [int(b) - 1 for b in bands]
 
 
-def _initial_centroids(init: Any, sample: np.ndarray, k: int, n_features: int, seed: int) -> np.ndarray:
+def _initial_centroids(
+    init: Any, sample: np.ndarray, k: int, n_features: int, seed: int
+) -> np.ndarray:
     if isinstance(init, str):
         if init != "k-means++":
-            raise ValueError(f"init={init!r}; expected 'k-means++' or a (k, features) array of centroids.")
+            raise ValueError(
+                f"init={init!r}; expected 'k-means++' or a (k, features) array of centroids."
+            )
         return kmeans_plusplus(sample, k, seed)
     start = np.asarray(init, dtype=np.float64)
     if start.shape != (k, n_features):
-        raise ValueError(f"init centroids have shape {start.shape}; expected (k, features) = ({k}, {n_features}).")
+        raise ValueError(
+            f"init centroids have shape {start.shape}; expected (k, features) = "
+            f"({k}, {n_features})."
+        )
     return start
 
 
@@ -321,7 +410,7 @@ def _initial_centroids(init: Any, sample: np.ndarray, k: int, n_features: int, s
 
 
 def with_position(raster: xr.DataArray, weight: float = 1.0) -> xr.DataArray:
-    """``raster`` with two more bands, ``weight * row`` and ``weight * column`` (global pixel indexes).
+    """``raster`` with two more bands, ``weight * row`` and ``weight * column`` (global indexes).
 
     Computed chunk by chunk (nothing is loaded). Where a pixel has no data, the
     position bands hold the raster's nodata value (or NaN), so the pixel stays
@@ -331,16 +420,24 @@ def with_position(raster: xr.DataArray, weight: float = 1.0) -> xr.DataArray:
     data = rd.data
     dtype = np.result_type(data.dtype, np.float64)
     chunks = ((data.shape[0] + 2,),) + data.chunks[1:]
-    out = data.map_blocks(_add_position, dtype=dtype, chunks=chunks, weight=float(weight), nodata=rd.nodata)
+    out = data.map_blocks(
+        _add_position, dtype=dtype, chunks=chunks, weight=float(weight), nodata=rd.nodata
+    )
     names = list(rd.band_names) + ["position_y", "position_x"]
-    coords = {k: v for k, v in raster.coords.items() if k != "band"} if isinstance(raster, xr.DataArray) else {}
+    coords = (
+        {k: v for k, v in raster.coords.items() if "band" not in v.dims}
+        if isinstance(raster, xr.DataArray)
+        else {}
+    )
     attrs = dict(raster.attrs) if isinstance(raster, xr.DataArray) else {}
-    return xr.DataArray(out, dims=("band", "y", "x"), coords={**coords, "band": names}, attrs=attrs,
-                        name="raster")
+    return xr.DataArray(
+        out, dims=("band", "y", "x"), coords={**coords, "band": names}, attrs=attrs, name="raster"
+    )
 
 
-def _add_position(block: np.ndarray, weight: float, nodata: float | None,
-                  block_info: dict | None = None) -> np.ndarray:
+def _add_position(
+    block: np.ndarray, weight: float, nodata: float | None, block_info: dict | None = None
+) -> np.ndarray:
     (y0, _), (x0, _) = block_info[0]["array-location"][1:] if block_info else ((0, 0), (0, 0))
     yy, xx = np.mgrid[y0 : y0 + block.shape[1], x0 : x0 + block.shape[2]]
     position = np.stack([yy * weight, xx * weight]).astype(np.float64)

@@ -35,7 +35,7 @@ from geoseg.models.cache import resolve
 
 @dataclass(frozen=True)
 class Cleanup:
-    """The clean-up steps (see the module docstring); ``connectivity`` 1 (4-) or 2 (8-neighbours)."""
+    """The clean-up steps (see the module docstring); ``connectivity`` 1 or 2 (4/8 neighbours)."""
 
     opening: int = 0
     closing: int = 0
@@ -48,8 +48,10 @@ class Cleanup:
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0 pixels, got {getattr(self, name)}.")
         if self.connectivity not in (1, 2):
-            raise ValueError(f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got "
-                             f"{self.connectivity}.")
+            raise ValueError(
+                f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got "
+                f"{self.connectivity}."
+            )
 
     @property
     def halo(self) -> int:
@@ -63,11 +65,13 @@ class Cleanup:
         if self.closing:
             out = morphology.closing(out, morphology.disk(self.closing))
         if self.max_object_size:
-            out = morphology.remove_small_objects(out, max_size=self.max_object_size,
-                                                  connectivity=self.connectivity)
+            out = morphology.remove_small_objects(
+                out, max_size=self.max_object_size, connectivity=self.connectivity
+            )
         if self.max_hole_size:
-            out = morphology.remove_small_holes(out, max_size=self.max_hole_size,
-                                                connectivity=self.connectivity)
+            out = morphology.remove_small_holes(
+                out, max_size=self.max_hole_size, connectivity=self.connectivity
+            )
         return out
 
 
@@ -83,7 +87,10 @@ class Cleaned(Segmenter):
     With a two-class inner segmenter the classes are the inner ones (the other
     class fills what the clean-up removes); otherwise the classes are ``other``
     and the target class. Scores are one-hot. The inner segmenter may be a deep
-    model: it travels as its reference and is resolved on the worker.
+    model: it travels as its reference and is resolved on the worker. With a
+    model stride above 1 the clean-up, like the model, sees the image
+    reflect-padded at its end to a multiple of the stride (the whole-image
+    reference, :meth:`predict_image`, does the same).
 
     Parameters
     ----------
@@ -102,11 +109,10 @@ class Cleaned(Segmenter):
     def __post_init__(self) -> None:
         n = self.segmenter.n_classes
         if not 0 <= self.target < n:
-            raise ValueError(f"target={self.target} is not a class of {self.segmenter.name}, which has "
-                             f"classes 0..{n - 1}.")
-        if any(s != 1 for s in self.segmenter.stride):
-            raise ValueError(f"{self.segmenter.name} has stride {self.segmenter.stride}; morphological "
-                             f"clean-up needs a per-pixel class map (stride 1).")
+            raise ValueError(
+                f"target={self.target} is not a class of {self.segmenter.name}, which has "
+                f"classes 0..{n - 1}."
+            )
 
     @property
     def segmenter(self) -> Segmenter:
@@ -135,7 +141,9 @@ class Cleaned(Segmenter):
     def halo(self) -> tuple[int, ...]:
         return tuple(h + self.steps.halo for h in self.segmenter.halo)
 
-    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def prepare(
+        self, raw: np.ndarray, nodata: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         return self.segmenter.prepare(raw, nodata)
 
     def ref(self) -> Any:
@@ -174,17 +182,26 @@ class MaskCleanup(PixelMethod):
     def halo(self) -> tuple[int, int]:
         return (self.steps.halo, self.steps.halo)
 
-    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def prepare(
+        self, raw: np.ndarray, nodata: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         x, valid = super().prepare(raw, nodata)
         x[:, ~valid] = -1.0  # never the target, whatever its id
         return x, valid
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return one_hot(np.stack([self.steps.apply(m) for m in batch[:, 0] == self.target]).astype(np.int64), 2)
+        return one_hot(
+            np.stack([self.steps.apply(m) for m in batch[:, 0] == self.target]).astype(np.int64), 2
+        )
 
 
-def clean_mask(classes: xr.DataArray, target: int = 1, *, chunks: Any = None, **steps: Any) -> xr.DataArray:
+def clean_mask(
+    classes: xr.DataArray, target: int = 1, *, chunks: Any = None, tile: Any = None, **steps: Any
+) -> xr.DataArray:
     """Clean class ``target`` of a lazy ``(y, x)`` class map, chunk by chunk with the exact halo.
+
+    ``steps`` are those of :class:`Cleanup`; ``chunks`` and ``tile`` are passed to
+    :func:`geoseg.segment` (defaults: the map's chunks, ``GEOSEG_TILE``).
 
     Returns a lazy uint8 map: 1 where the cleaned target is, 0 elsewhere, and the
     map's ``nodata`` value (``classes.attrs["nodata"]``, 255 for
@@ -194,10 +211,17 @@ def clean_mask(classes: xr.DataArray, target: int = 1, *, chunks: Any = None, **
     from geoseg.parallel.segment import segment
 
     if classes.ndim != 2:
-        raise ValueError(f"clean_mask takes a (y, x) class map, got dims {classes.dims}; select one class "
-                         f"map (e.g. the output of geoseg.segment(..., output='classes')).")
+        raise ValueError(
+            f"clean_mask takes a (y, x) class map, got dims {classes.dims}; select one class "
+            f"map (e.g. the output of geoseg.segment(..., output='classes'))."
+        )
     raster = classes.expand_dims("band").assign_coords(band=["classes"])
     nodata = classes.attrs.get("nodata")
-    out = segment(raster, MaskCleanup(int(target), Cleanup(**steps)), chunks=chunks,
-                  nodata_class=None if nodata is None else int(nodata))
+    out = segment(
+        raster,
+        MaskCleanup(int(target), Cleanup(**steps)),
+        chunks=chunks,
+        tile=tile,
+        nodata_class=None if nodata is None else int(nodata),
+    )
     return out.rename("cleaned")

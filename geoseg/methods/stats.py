@@ -42,7 +42,7 @@ class RasterData:
 
 
 def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
-    """Accept a ``(band, y, x)`` DataArray (e.g. from :func:`geoseg.open_raster`), dask or numpy array.
+    """A ``(band, y, x)`` DataArray (e.g. from ``open_raster``), dask or NumPy array, for fits.
 
     ``nodata`` defaults to ``raster.attrs["nodata"]``; 2-D inputs get a band axis.
     NumPy inputs are cut into ``DEFAULT_CHUNK`` square chunks.
@@ -58,7 +58,9 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
-        raise PlanError(f"A raster has dims (band, y, x) or (y, x); got an array of shape {data.shape}.")
+        raise PlanError(
+            f"A raster has dims (band, y, x) or (y, x); got an array of shape {data.shape}."
+        )
     if len(data.chunks[0]) > 1:
         data = data.rechunk({0: -1})  # all bands of one spatial chunk in one task
     names = names or tuple(f"band_{i + 1}" for i in range(data.shape[0]))
@@ -79,14 +81,15 @@ def chunk_offsets(data: da.Array) -> list[tuple[int, int, int, int]]:
 
 
 def map_chunks(rd: RasterData, fn: Callable[..., Any], *args: Any) -> list[Delayed]:
-    """One task per spatial chunk: ``fn(block, (y0, x0), *args)``, ``block`` being ``(band, cy, cx)``."""
+    """One task per spatial chunk: ``fn(block, (y0, x0), *args)``, ``block`` ``(band, cy, cx)``."""
     blocks = rd.data.to_delayed(optimize_graph=False)
     call = dask.delayed(fn, pure=True)
     return [call(blocks[0, i, j], (y0, x0), *args) for i, j, y0, x0 in chunk_offsets(rd.data)]
 
 
-def tree_reduce(parts: Sequence[Delayed], combine: Callable[[list[Any]], Any],
-                split_every: int = SPLIT_EVERY) -> Delayed:
+def tree_reduce(
+    parts: Sequence[Delayed], combine: Callable[[list[Any]], Any], split_every: int = SPLIT_EVERY
+) -> Delayed:
     """Combine ``parts`` ``split_every`` at a time (``combine(list) -> summary``) down to one."""
     if split_every < 2:
         raise ValueError(f"split_every must be >= 2, got {split_every}.")
@@ -97,8 +100,9 @@ def tree_reduce(parts: Sequence[Delayed], combine: Callable[[list[Any]], Any],
     return level[0] if len(level) == 1 else call([])
 
 
-def feature_values(block: np.ndarray, feature: Feature, nodata: float | None,
-                   integer: bool = False) -> np.ndarray:
+def feature_values(
+    block: np.ndarray, feature: Feature, nodata: float | None, integer: bool = False
+) -> np.ndarray:
     """The feature at the valid, finite pixels of ``block``, flattened (int64 when ``integer``)."""
     valid = valid_mask(block, nodata)
     if integer:
@@ -125,19 +129,31 @@ class Range:
         return self.total / self.count if self.count else float("nan")
 
 
-def _chunk_range(block: np.ndarray, origin: tuple[int, int], feature: Feature,
-                 nodata: float | None, integer: bool) -> Range:
+def _chunk_range(
+    block: np.ndarray,
+    origin: tuple[int, int],
+    feature: Feature,
+    nodata: float | None,
+    integer: bool,
+) -> Range:
     values = feature_values(block, feature, nodata, integer)
     if values.size == 0:
         return Range(0, 0.0, float("inf"), float("-inf"))
-    return Range(int(values.size), float(values.sum(dtype=np.float64)), float(values.min()),
-                 float(values.max()))
+    return Range(
+        int(values.size),
+        float(values.sum(dtype=np.float64)),
+        float(values.min()),
+        float(values.max()),
+    )
 
 
 def _combine_ranges(parts: list[Range]) -> Range:
-    return Range(sum(p.count for p in parts), float(sum(p.total for p in parts)),
-                 min((p.low for p in parts), default=float("inf")),
-                 max((p.high for p in parts), default=float("-inf")))
+    return Range(
+        sum(p.count for p in parts),
+        float(sum(p.total for p in parts)),
+        min((p.low for p in parts), default=float("inf")),
+        max((p.high for p in parts), default=float("-inf")),
+    )
 
 
 def range_task(rd: RasterData, feature: Feature) -> Delayed:
@@ -152,7 +168,7 @@ def range_task(rd: RasterData, feature: Feature) -> Delayed:
 
 @dataclass(frozen=True)
 class Binning:
-    """Histogram bins: one per integer value ``low..high`` when ``integer``, else ``nbins`` equal bins."""
+    """Histogram bins: one per integer ``low..high`` when ``integer``, else ``nbins`` equal bins."""
 
     low: float
     high: float
@@ -177,7 +193,9 @@ class Binning:
     def edges(self) -> np.ndarray:
         if self.integer:
             return np.arange(self.nbins + 1, dtype=np.float64) + self.low - 0.5
-        low, high = (self.low - 0.5, self.high + 0.5) if self.low == self.high else (self.low, self.high)
+        low, high = (
+            (self.low - 0.5, self.high + 0.5) if self.low == self.high else (self.low, self.high)
+        )
         return np.linspace(low, high, self.nbins + 1)
 
     @property
@@ -196,7 +214,9 @@ class Binning:
         """Histogram of ``values`` in these bins (int64)."""
         if self.integer:
             return np.bincount(values - int(self.low), minlength=self.nbins).astype(np.int64)
-        return np.histogram(values, bins=self.nbins, range=(self.low, self.high))[0].astype(np.int64)
+        return np.histogram(values, bins=self.nbins, range=(self.low, self.high))[0].astype(
+            np.int64
+        )
 
 
 @dataclass(frozen=True)
@@ -220,8 +240,13 @@ class Histogram:
         return self.counts[keep], self.centers[keep]
 
 
-def _chunk_histogram(block: np.ndarray, origin: tuple[int, int], feature: Feature,
-                     nodata: float | None, binning: Binning) -> np.ndarray:
+def _chunk_histogram(
+    block: np.ndarray,
+    origin: tuple[int, int],
+    feature: Feature,
+    nodata: float | None,
+    binning: Binning,
+) -> np.ndarray:
     return binning.count(feature_values(block, feature, nodata, binning.integer))
 
 
@@ -235,8 +260,9 @@ def histogram_task(rd: RasterData, feature: Feature, binning: Binning) -> Delaye
     return tree_reduce(map_chunks(rd, _chunk_histogram, feature, rd.nodata, binning), _sum_arrays)
 
 
-def global_histogram(raster: Any, feature: Feature, nbins: int = 256,
-                     nodata: float | None = None) -> Histogram:
+def global_histogram(
+    raster: Any, feature: Feature, nbins: int = 256, nodata: float | None = None
+) -> Histogram:
     """Two distributed passes: the exact value range, then the histogram.
 
     Integer bands get one bin per integer value between the global min and max

@@ -15,13 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters
 
-from geoseg.methods.features import Feature, FeatureLike, PixelMethod, as_feature, class_infos, one_hot
+from geoseg.methods.features import (
+    FeatureLike,
+    PixelMethod,
+    as_feature,
+    class_infos,
+    one_hot,
+)
 from geoseg.methods.stats import Histogram, global_histogram, raster_data
 from geoseg.models.base import ClassInfo
 
@@ -60,10 +67,14 @@ class Threshold(PixelMethod):
         values = _check_thresholds(self.thresholds)
         object.__setattr__(self, "thresholds", values)
         object.__setattr__(self, "feature", as_feature(self.feature))
-        names = _default_names(len(values) + 1) if self.class_names is None else tuple(self.class_names)
+        names = (
+            _default_names(len(values) + 1) if self.class_names is None else tuple(self.class_names)
+        )
         if len(names) != len(values) + 1:
-            raise ValueError(f"{len(values)} threshold(s) make {len(values) + 1} classes but "
-                             f"{len(names)} class_names were given: {names}.")
+            raise ValueError(
+                f"{len(values)} threshold(s) make {len(values) + 1} classes but "
+                f"{len(names)} class_names were given: {names}."
+            )
         object.__setattr__(self, "class_names", tuple(map(str, names)))
 
     @property
@@ -84,7 +95,10 @@ class Threshold(PixelMethod):
 
     def labels(self, values: np.ndarray) -> np.ndarray:
         """Class ids of feature ``values``: how many thresholds are strictly below each."""
-        return np.searchsorted(np.asarray(self.thresholds), values, side="left")
+        ids = np.zeros(values.shape, np.int16)
+        for t in self.thresholds:
+            ids += values > t
+        return ids
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return one_hot(self.labels(self.feature.compute(batch)), self.n_classes)
@@ -92,9 +106,11 @@ class Threshold(PixelMethod):
 
 def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
     values = tuple(float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)))
-    if not values or any(np.isnan(values)) or any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"thresholds must be one or more strictly increasing numbers, got {values}; "
-                         f"sort them and drop duplicates.")
+    if not values or any(np.isnan(values)) or any(b <= a for a, b in pairwise(values)):
+        raise ValueError(
+            f"thresholds must be one or more strictly increasing numbers, got {values}; "
+            f"sort them and drop duplicates."
+        )
     return values
 
 
@@ -115,8 +131,10 @@ def _otsu(hist: Histogram, classes: int) -> tuple[float, ...]:
 def _multiotsu(hist: Histogram, classes: int) -> tuple[float, ...]:
     counts, centers = hist.trimmed()
     probabilities = counts / np.sum(counts)  # what scikit-image feeds its search with
-    return tuple(float(t) for t in filters.threshold_multiotsu(hist=(probabilities, centers),
-                                                               classes=classes))
+    return tuple(
+        float(t)
+        for t in filters.threshold_multiotsu(hist=(probabilities, centers), classes=classes)
+    )
 
 
 def _yen(hist: Histogram, classes: int) -> tuple[float, ...]:
@@ -208,22 +226,35 @@ METHODS: dict[str, Callable[[Histogram, int], tuple[float, ...]]] = {
 }
 
 
-def thresholds_from_histogram(hist: Histogram, method: str = "otsu", classes: int = 2) -> tuple[float, ...]:
+def thresholds_from_histogram(
+    hist: Histogram, method: str = "otsu", classes: int = 2
+) -> tuple[float, ...]:
     """Thresholds of ``method`` (a key of :data:`METHODS`) from a global histogram."""
     if method not in METHODS:
-        raise ValueError(f"Unknown threshold method {method!r}; choose one of {sorted(METHODS)}, or "
-                         f"build Threshold(thresholds=...) for manual values.")
+        raise ValueError(
+            f"Unknown threshold method {method!r}; choose one of {sorted(METHODS)}, or "
+            f"build Threshold(thresholds=...) for manual values."
+        )
     if method != "multiotsu" and classes != 2:
-        raise ValueError(f"method {method!r} finds one threshold (2 classes); for {classes} classes "
-                         f"use method='multiotsu'.")
+        raise ValueError(
+            f"method {method!r} finds one threshold (2 classes); for {classes} classes "
+            f"use method='multiotsu'."
+        )
     if classes < 2:
         raise ValueError(f"classes must be >= 2, got {classes}.")
     return METHODS[method](hist, classes)
 
 
-def fit_threshold(raster: Any, method: str = "otsu", *, feature: FeatureLike = None, classes: int = 2,
-                  nbins: int = 256, nodata: float | None = None,
-                  class_names: Sequence[str] | None = None) -> Threshold:
+def fit_threshold(
+    raster: Any,
+    method: str = "otsu",
+    *,
+    feature: FeatureLike = None,
+    classes: int = 2,
+    nbins: int = 256,
+    nodata: float | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Threshold:
     """Fit a global threshold on a whole raster, chunk by chunk.
 
     Parameters
@@ -252,8 +283,13 @@ def fit_threshold(raster: Any, method: str = "otsu", *, feature: FeatureLike = N
     feat.check(rd.n_bands, "the raster")
     hist = global_histogram(rd, feat, nbins)
     values = thresholds_from_histogram(hist, method, classes)
-    return Threshold(_dedupe(values), feat, method, None if class_names is None else tuple(class_names),
-                     rd.band_names)
+    return Threshold(
+        _dedupe(values),
+        feat,
+        method,
+        None if class_names is None else tuple(class_names),
+        rd.band_names,
+    )
 
 
 def _dedupe(values: tuple[float, ...]) -> tuple[float, ...]:
@@ -293,12 +329,18 @@ class LocalThreshold(PixelMethod):
 
     def __post_init__(self) -> None:
         if int(self.block_size) < 1 or int(self.block_size) % 2 == 0:
-            raise ValueError(f"block_size must be a positive odd number of pixels, got {self.block_size}.")
+            raise ValueError(
+                f"block_size must be a positive odd number of pixels, got {self.block_size}."
+            )
         if self.method not in LOCAL_METHODS:
-            raise ValueError(f"Local threshold method {self.method!r} is not one of {LOCAL_METHODS}.")
+            raise ValueError(
+                f"Local threshold method {self.method!r} is not one of {LOCAL_METHODS}."
+            )
         if self.param is not None and self.method != "gaussian":
-            raise ValueError(f"param (the gaussian sigma) only applies to method='gaussian', not "
-                             f"{self.method!r}.")
+            raise ValueError(
+                f"param (the gaussian sigma) only applies to method='gaussian', not "
+                f"{self.method!r}."
+            )
         object.__setattr__(self, "feature", as_feature(self.feature))
 
     @property
@@ -323,8 +365,9 @@ class LocalThreshold(PixelMethod):
         """The threshold of every pixel of a 2-D float64 ``image``."""
         if self.method == "mean":
             return box_mean(image, self.block_size, self.mode) - self.offset
-        return filters.threshold_local(image, self.block_size, self.method, self.offset,
-                                       mode=self.mode, param=self.param)
+        return filters.threshold_local(
+            image, self.block_size, self.method, self.offset, mode=self.mode, param=self.param
+        )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         values = self.feature.compute(batch)

@@ -14,7 +14,10 @@ from skimage import data as skdata
 import geoseg
 from tests.conftest import write_zarr
 
-CHUNKS = (37, 53)  # odd on purpose; every test that segments also uses tile=CHUNKS, so windows are small
+CHUNKS = (
+    37,
+    53,
+)  # odd on purpose; every test that segments also uses tile=CHUNKS, so windows are small
 
 
 def photo(name: str) -> np.ndarray:
@@ -22,12 +25,16 @@ def photo(name: str) -> np.ndarray:
     return getattr(skdata, name)()[None]
 
 
-def zarr_raster(tmp_path: Path, image: np.ndarray, name: str = "in.zarr", **attrs: object) -> xr.DataArray:
+def zarr_raster(
+    tmp_path: Path, image: np.ndarray, name: str = "in.zarr", **attrs: object
+) -> xr.DataArray:
     """``image`` written to a Zarr store (chunks 40 x 40) and opened lazily with open_raster."""
     return geoseg.open_raster(write_zarr(tmp_path / name, image, chunks=(40, 40), **attrs))
 
 
-def memory_raster(image: np.ndarray, chunks: tuple[int, int] = CHUNKS, **attrs: object) -> xr.DataArray:
+def memory_raster(
+    image: np.ndarray, chunks: tuple[int, int] = CHUNKS, **attrs: object
+) -> xr.DataArray:
     """An in-memory DataArray cut into dask chunks."""
     raster = xr.DataArray(image, dims=("band", "y", "x"), attrs=attrs)
     return raster.chunk({"band": -1, "y": chunks[0], "x": chunks[1]})
@@ -66,9 +73,16 @@ def pixel_chunks_per_task(delayed, raster: xr.DataArray) -> dict[str, int]:
     graph = dict(delayed.__dask_graph__())
     name = raster.data.name
     is_chunk = {k: isinstance(k, tuple) and k[0] == name for k in graph}
-    per_task = [sum(1 for d in get_dependencies(graph, k) if is_chunk.get(d, False))
-                for k in graph if not is_chunk[k]]
+    per_task = [
+        sum(1 for d in get_dependencies(graph, k) if is_chunk.get(d, False))
+        for k in graph
+        if not is_chunk[k]
+    ]
     fan_in = [len(get_dependencies(graph, k)) for k in graph if not is_chunk[k]]
-    return {"max_chunks_per_task": max(per_task), "tasks": len(per_task),
-            "chunk_tasks": sum(is_chunk.values()), "reading_tasks": sum(1 for c in per_task if c),
-            "max_fan_in": max(fan_in)}
+    return {
+        "max_chunks_per_task": max(per_task),
+        "tasks": len(per_task),
+        "chunk_tasks": sum(is_chunk.values()),
+        "reading_tasks": sum(1 for c in per_task if c),
+        "max_fan_in": max(fan_in),
+    }

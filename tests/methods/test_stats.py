@@ -1,4 +1,4 @@
-"""Distributed statistics: chunked results equal whole-array NumPy, and fits read one chunk per task."""
+"""Distributed statistics: chunked equals whole-array NumPy; fits read one chunk per task."""
 
 from __future__ import annotations
 
@@ -85,14 +85,18 @@ def test_normalized_difference_and_mean_features_match_numpy():
     rng = np.random.default_rng(4)
     image = rng.integers(0, 1000, (3, 61, 47)).astype(np.uint16)
     image[:, 0, 0] = 0  # a + b == 0: defined as 0
-    data = da.from_array(image, chunks=(1, 17, 23))  # band axis chunked too: rechunked per spatial chunk
+    data = da.from_array(
+        image, chunks=(1, 17, 23)
+    )  # band axis chunked too: rechunked per spatial chunk
     a, b = image[2].astype(float), image[0].astype(float)
     ndiff = np.where(a + b == 0, 0.0, (a - b) / np.where(a + b == 0, 1, a + b))
     with dask.config.set(scheduler="sync"):
         h_nd = global_histogram(data, Feature.ndiff(3, 1), nbins=50)
         h_mean = global_histogram(data, Feature.mean(), nbins=64)
     np.testing.assert_array_equal(h_nd.counts, np.histogram(ndiff, bins=50)[0])
-    np.testing.assert_array_equal(h_mean.counts, np.histogram(image.astype(float).mean(0), bins=64)[0])
+    np.testing.assert_array_equal(
+        h_mean.counts, np.histogram(image.astype(float).mean(0), bins=64)[0]
+    )
     assert not h_mean.binning.integer  # the mean of integers is not an integer
 
 
@@ -119,17 +123,23 @@ def test_fit_graphs_of_a_20k_raster_read_one_chunk_per_task():
 
 
 def test_fit_graph_from_storage_reads_one_chunk_per_task(tmp_path):
-    raster = zarr_raster(tmp_path, np.random.default_rng(0).integers(0, 255, (1, 130, 170), dtype=np.uint8))
+    raster = zarr_raster(
+        tmp_path, np.random.default_rng(0).integers(0, 255, (1, 130, 170), dtype=np.uint8)
+    )
     for name, task in fit_graphs(raster).items():
         stats = pixel_chunks_per_task(task, raster)
-        assert stats["max_chunks_per_task"] == 1 and stats["reading_tasks"] == raster.data.npartitions, name
+        assert (
+            stats["max_chunks_per_task"] == 1 and stats["reading_tasks"] == raster.data.npartitions
+        ), name
 
 
 def test_no_valid_pixel_and_bad_bands_fail_with_clear_messages():
     empty = np.full((1, 20, 20), 7, np.uint8)
-    with dask.config.set(scheduler="sync"):
-        with pytest.raises(PlanError, match="no valid pixel.*nodata"):
-            fit_threshold(xr.DataArray(empty, dims=("band", "y", "x"), attrs={"nodata": 7}))
+    with (
+        dask.config.set(scheduler="sync"),
+        pytest.raises(PlanError, match="no valid pixel.*nodata"),
+    ):
+        fit_threshold(xr.DataArray(empty, dims=("band", "y", "x"), attrs={"nodata": 7}))
     three = xr.DataArray(np.zeros((3, 8, 8), np.uint8), dims=("band", "y", "x"))
     with pytest.raises(BandMismatchError, match="only band.*has 3 bands.*feature=2"):
         fit_threshold(three)

@@ -12,7 +12,14 @@ from skimage import filters
 
 import geoseg
 from geoseg.errors import BandMismatchError
-from geoseg.methods import LocalThreshold, Threshold, fit_threshold
+from geoseg.methods import (
+    Feature,
+    LocalThreshold,
+    Threshold,
+    fit_threshold,
+    global_histogram,
+    thresholds_from_histogram,
+)
 from tests.conftest import textured_image
 from tests.methods.rasters import memory_raster, photo, run_segment, zarr_raster
 
@@ -30,41 +37,50 @@ def fit(raster, method: str, **kwargs) -> Threshold:
         return fit_threshold(raster, method, **kwargs)
 
 
+def all_methods(raster, nbins: int = 256) -> dict[tuple[str, int], tuple[float, ...]]:
+    """Every method's thresholds from one distributed histogram (fit_threshold does one)."""
+    with dask.config.set(scheduler="sync"):
+        hist = global_histogram(raster, Feature(), nbins)
+    cases = [(m, 2) for m in SINGLE] + [("multiotsu", 3), ("multiotsu", 4)]
+    return {(m, k): thresholds_from_histogram(hist, m, k) for m, k in cases}
+
+
 @pytest.fixture(scope="module")
 def uint16_image() -> np.ndarray:
     """A synthetic 12-bit-like uint16 raster with sides that are multiples of nothing."""
-    base = textured_image(203, 157, bands=1, seed=5).astype(np.uint16) * 13 + 400
+    base = textured_image(203, 157, bands=1, seed=5).astype(np.uint16) * 3 + 400
     return base
 
 
 @pytest.mark.parametrize("name", ["coins", "camera"])
 def test_integer_thresholds_equal_scikit_image_on_the_whole_photo(tmp_path, name):
     image = photo(name)
-    raster = zarr_raster(tmp_path, image)
-    for method in SINGLE + ["multiotsu"]:
-        for classes in ([3, 4] if method == "multiotsu" else [2]):
-            fitted = fit(raster, method, classes=classes)
-            expected = skimage_threshold(method, image[0], classes)
-            assert fitted.thresholds == tuple(float(t) for t in expected), (method, classes)
+    for (method, classes), thresholds in all_methods(zarr_raster(tmp_path, image)).items():
+        expected = skimage_threshold(method, image[0], classes)
+        assert thresholds == tuple(float(t) for t in expected), (method, classes)
 
 
 def test_integer_thresholds_equal_scikit_image_on_uint16(uint16_image):
-    raster = memory_raster(uint16_image)
-    for method in SINGLE:
-        assert fit(raster, method).thresholds == (float(skimage_threshold(method, uint16_image[0])[0]),), method
+    for (method, classes), thresholds in all_methods(memory_raster(uint16_image)).items():
+        expected = skimage_threshold(method, uint16_image[0], classes)
+        assert thresholds == tuple(float(t) for t in expected), (method, classes)
+    assert fit(memory_raster(uint16_image), "li").thresholds == (
+        filters.threshold_li(uint16_image[0]),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float_thresholds_within_one_bin_width(dtype):
     rng = np.random.default_rng(1)
     image = (photo("camera") / 255.0 + rng.normal(0, 0.02, (1, 512, 512))).astype(dtype)
-    raster = memory_raster(image)
     bin_width = (float(image.max()) - float(image.min())) / 256
-    for method in SINGLE + ["multiotsu"]:
-        fitted = fit(raster, method, classes=3 if method == "multiotsu" else 2)
-        expected = skimage_threshold(method, image[0], 3)
-        diff = np.abs(np.array(fitted.thresholds) - expected) / bin_width
-        print(f"{np.dtype(dtype).name} {method}: |difference| = {diff.max():.3g} bin widths")
+    for (method, classes), thresholds in all_methods(memory_raster(image)).items():
+        expected = skimage_threshold(method, image[0], classes)
+        diff = np.abs(np.array(thresholds) - expected) / bin_width
+        print(
+            f"{np.dtype(dtype).name} {method} ({classes} classes): "
+            f"|difference| = {diff.max():.3g} bin widths"
+        )
         assert np.all(diff <= 1.0), method
 
 
@@ -81,8 +97,9 @@ def test_chunked_otsu_mask_equals_whole_image(tmp_path, source):
 
 def test_multiotsu_classes_equal_digitize_right(tmp_path):
     image = photo("camera")
-    fitted = fit(zarr_raster(tmp_path, image), "multiotsu", classes=4)
-    classes = run_segment(zarr_raster(tmp_path, image), fitted)
+    raster = zarr_raster(tmp_path, image)
+    fitted = fit(raster, "multiotsu", classes=4)
+    classes = run_segment(raster, fitted)
     expected = np.digitize(image[0], filters.threshold_multiotsu(image[0], classes=4), right=True)
     np.testing.assert_array_equal(classes, expected)
     assert [c.name for c in fitted.classes] == ["class_0", "class_1", "class_2", "class_3"]
@@ -148,13 +165,20 @@ def test_unknown_method_and_wrong_class_count_are_explained():
         fit(raster, "otsu", classes=3)
 
 
-# -- local threshold ----------------------------------------------------------------------------------
+# -- local threshold -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, block_size, offset", [("gaussian", 35, 0), ("gaussian", 15, 3),
-                                                        ("median", 21, 2), ("mean", 35, 2.5)])
-def test_local_threshold_equals_scikit_image_on_the_whole_photo(method, block_size, offset):
-    image = photo("camera")
+@pytest.mark.parametrize(
+    "name, method, block_size, offset",
+    [
+        ("coins", "gaussian", 35, 0),
+        ("camera", "gaussian", 15, 3),
+        ("coins", "median", 11, 2),
+        ("camera", "mean", 35, 2.5),
+    ],
+)
+def test_local_threshold_equals_scikit_image_on_the_whole_photo(name, method, block_size, offset):
+    image = photo(name)
     local = LocalThreshold(block_size, method, offset=offset)
     mask = run_segment(memory_raster(image), local)
     as_float = image[0].astype(np.float64)
@@ -171,14 +195,17 @@ def test_local_mean_differs_from_scikit_image_only_at_exact_ties():
     padded = np.pad(image[0].astype(np.int64), size // 2, mode="symmetric")  # ndimage "reflect"
     box = np.lib.stride_tricks.sliding_window_view(padded, (size, size)).sum(axis=(2, 3))
     ties = box == size * size * (image[0].astype(np.int64) + offset)
-    print(f"local mean: {np.sum(mask != expected)} pixel(s) differ from scikit-image, all at exact ties "
-          f"({ties.sum()} ties)")
+    print(
+        f"local mean: {np.sum(mask != expected)} pixel(s) differ from scikit-image, "
+        f"all at exact ties "
+        f"({ties.sum()} ties)"
+    )
     assert not np.any(mask[ties])  # x == mean - offset is background under x > threshold
     np.testing.assert_array_equal(mask[~ties], expected[~ties])
 
 
 def test_local_threshold_needs_its_halo():
-    image = photo("camera")
+    image = photo("coins")
     local = LocalThreshold(35, "gaussian")
     assert local.halo == (23, 23)  # int(4 * 34 / 6 + 0.5)
     expected = local.predict_image(image).argmax(0)

@@ -1,0 +1,133 @@
+"""Distributed k-means against scikit-learn on the whole image."""
+
+from __future__ import annotations
+
+import pickle
+
+import dask
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import cdist
+from skimage import data as skdata
+
+from geoseg.errors import BandMismatchError, PlanError
+from geoseg.methods import KMeans, fit_kmeans, kmeans_plusplus, with_position
+from geoseg.methods.kmeans import init_task
+from geoseg.methods.stats import raster_data
+from tests.methods.rasters import memory_raster, photo, run_segment, zarr_raster
+
+sklearn_cluster = pytest.importorskip("sklearn.cluster")
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    """scikit-image's astronaut photo, (3, 256, 256) uint8."""
+    return np.ascontiguousarray(skdata.astronaut()[::2, ::2].transpose(2, 0, 1))
+
+
+def pixels(image: np.ndarray) -> np.ndarray:
+    return image.reshape(image.shape[0], -1).T.astype(np.float64)
+
+
+def fit(raster, k: int, **kwargs) -> KMeans:
+    with dask.config.set(scheduler="sync"):
+        return fit_kmeans(raster, k, **kwargs)
+
+
+def sklearn_fit(x: np.ndarray, init: np.ndarray, **kwargs):
+    return sklearn_cluster.KMeans(len(init), init=init, n_init=1, algorithm="lloyd", **kwargs).fit(
+        x
+    )
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_inertia_within_one_percent_of_scikit_learn_from_the_same_start(tmp_path, rgb, k):
+    fitted = fit(zarr_raster(tmp_path, rgb), k, seed=3, sample_size=5_000)
+    reference = sklearn_fit(pixels(rgb), np.asarray(fitted.init_centroids), max_iter=100, tol=1e-4)
+    relative = abs(fitted.inertia - reference.inertia_) / reference.inertia_
+    print(
+        f"k={k}: inertia {fitted.inertia:.6g} vs scikit-learn {reference.inertia_:.6g} "
+        f"(relative difference {relative:.2e}), {fitted.n_iter} vs {reference.n_iter_} iterations"
+    )
+    assert relative < 0.01
+    assert fitted.converged
+
+
+def test_identical_assignments_given_identical_centroids(rgb):
+    x = pixels(rgb)
+    reference = sklearn_fit(x, kmeans_plusplus(x[::97], 5, seed=0), max_iter=20)
+    segmenter = KMeans(reference.cluster_centers_)
+    classes = run_segment(memory_raster(rgb), segmenter)
+    np.testing.assert_array_equal(classes.ravel(), reference.predict(x))
+    nearest = cdist(x, reference.cluster_centers_, "sqeuclidean").argmin(axis=1)
+    np.testing.assert_array_equal(classes.ravel(), nearest)
+    scores = run_segment(memory_raster(rgb), segmenter, output="probabilities")
+    assert np.all(scores.max(axis=0) == 0) and np.all(scores <= 0)
+
+
+def test_position_features(rgb):
+    raster = with_position(memory_raster(rgb), weight=0.5)
+    assert list(raster["band"].values[-2:]) == ["position_y", "position_x"]
+    fitted = fit(raster, 4, seed=0, sample_size=3_000)
+    yy, xx = np.mgrid[0 : rgb.shape[1], 0 : rgb.shape[2]]
+    x = np.concatenate([pixels(rgb), 0.5 * np.stack([yy.ravel(), xx.ravel()], axis=1)], axis=1)
+    reference = sklearn_fit(x, np.asarray(fitted.init_centroids))
+    assert abs(fitted.inertia - reference.inertia_) / reference.inertia_ < 0.01
+    classes = run_segment(raster, KMeans(reference.cluster_centers_))
+    np.testing.assert_array_equal(classes.ravel(), reference.predict(x))
+
+
+def test_band_selection_and_nodata():
+    image = photo("coins").repeat(2, axis=0)
+    image[1] = 255 - image[1]
+    image[:, :30, :40] = 0
+    raster = memory_raster(image, nodata=0)
+    fitted = fit(raster, 2, bands=[2], seed=1)
+    valid = np.any(image != 0, axis=0)
+    reference = sklearn_fit(
+        image[1][valid].astype(float)[:, None], np.asarray(fitted.init_centroids)
+    )
+    assert abs(fitted.inertia - reference.inertia_) / reference.inertia_ < 0.01
+    classes = run_segment(raster, fitted)
+    assert np.all(classes[~valid] == 255)
+    centroids = np.asarray(fitted.centroids)[:, 0]
+    nearest = np.abs(image[1][valid][:, None].astype(float) - centroids[None]).argmin(axis=1)
+    np.testing.assert_array_equal(classes[valid], nearest)
+
+
+def test_deterministic_under_a_seed_and_independent_of_the_chunking(rgb):
+    a = fit(memory_raster(rgb, chunks=(37, 53)), 4, seed=7, sample_size=4_000)
+    b = fit(memory_raster(rgb, chunks=(100, 31)), 4, seed=7, sample_size=4_000)
+    c = fit(memory_raster(rgb, chunks=(37, 53)), 4, seed=8, sample_size=4_000)
+    assert a.init_centroids == b.init_centroids  # the sample is chosen by pixel, not by chunk
+    np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-9)
+    assert a.init_centroids != c.init_centroids
+    assert len(pickle.dumps(a)) < 2000
+
+
+@settings(max_examples=15, deadline=None)
+@given(cy=st.integers(5, 80), cx=st.integers(5, 80), seed=st.integers(0, 1000))
+def test_kmeans_sample_does_not_depend_on_the_chunking(cy, cx, seed):
+    image = np.random.default_rng(seed).integers(0, 255, (2, 71, 89)).astype(np.uint8)
+    with dask.config.set(scheduler="sync"):
+        whole = dask.compute(init_task(raster_data(image), [0, 1], 500, seed))[0]  # one chunk
+        chunked = dask.compute(
+            init_task(raster_data(memory_raster(image, (cy, cx))), [0, 1], 500, seed)
+        )[0]
+    np.testing.assert_array_equal(whole.index, chunked.index)
+    np.testing.assert_array_equal(whole.sample, chunked.sample)
+    assert 300 < len(whole.index) < 700 and whole.count == 71 * 89
+
+
+def test_errors_are_explained(rgb):
+    raster = memory_raster(rgb)
+    with pytest.raises(BandMismatchError, match="1-based, from 1 to 3"):
+        fit(raster, 2, bands=[0])
+    with pytest.raises(PlanError, match="at least k=3 distinct pixels"):
+        fit(memory_raster(np.zeros((1, 20, 20), np.uint8) + 5), 3)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\); expected .* \(3, 3\)"):
+        fit(raster, 3, init=np.zeros((2, 3)))
+    with pytest.raises(BandMismatchError, match="3 feature.*has 1 band"):
+        run_segment(memory_raster(photo("coins")), KMeans(np.zeros((2, 3))))

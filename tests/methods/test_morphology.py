@@ -1,0 +1,143 @@
+"""Morphological clean-up with exact halos: chunked equals scikit-image on the whole mask."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from skimage import filters, morphology
+
+import geoseg
+from geoseg.methods import (
+    Cleaned,
+    Cleanup,
+    LocalThreshold,
+    Threshold,
+    clean,
+    clean_mask,
+    fit_threshold,
+)
+from tests.conftest import textured_image
+from tests.methods.rasters import memory_raster, photo, run_segment
+
+
+def reference(
+    mask: np.ndarray, opening=0, closing=0, max_object_size=0, max_hole_size=0, connectivity=1
+) -> np.ndarray:
+    """The clean-up written out with scikit-image, on the whole mask."""
+    out = mask.astype(bool)
+    if opening:
+        out = morphology.opening(out, morphology.disk(opening))
+    if closing:
+        out = morphology.closing(out, morphology.disk(closing))
+    if max_object_size:
+        out = morphology.remove_small_objects(
+            out, max_size=max_object_size, connectivity=connectivity
+        )
+    if max_hole_size:
+        out = morphology.remove_small_holes(out, max_size=max_hole_size, connectivity=connectivity)
+    return out
+
+
+STEPS = [
+    {"opening": 2},
+    {"closing": 3},
+    {"max_object_size": 40},
+    {"max_hole_size": 25, "connectivity": 2},
+    {"opening": 1, "closing": 2, "max_object_size": 30, "max_hole_size": 30},
+]
+
+
+@pytest.mark.parametrize("steps", STEPS)
+def test_cleaned_otsu_equals_scikit_image_on_the_whole_photo(steps):
+    image = photo("coins")
+    raster = memory_raster(image)
+    with dask.config.set(scheduler="sync"):
+        otsu = fit_threshold(raster, "otsu")
+    cleaned = Cleaned(otsu, steps=Cleanup(**steps))
+    expected = reference(image[0] > filters.threshold_otsu(image[0]), **steps)
+    assert cleaned.halo[0] == Cleanup(**steps).halo
+    np.testing.assert_array_equal(run_segment(raster, cleaned), expected)
+
+
+def test_cleaned_local_threshold_adds_both_halos():
+    image = photo("camera")
+    local = LocalThreshold(15, "gaussian", offset=-3)
+    cleaned = Cleaned(local, steps=Cleanup(opening=1, max_object_size=20))
+    assert (
+        cleaned.halo == (9 + 2 + 20,) * 2
+    )  # gaussian radius int(4 * 14 / 6 + 0.5), 2 * opening, size
+    as_float = image[0].astype(np.float64)
+    mask = as_float > filters.threshold_local(as_float, 15, "gaussian", offset=-3)
+    np.testing.assert_array_equal(
+        run_segment(memory_raster(image), cleaned), reference(mask, opening=1, max_object_size=20)
+    )
+
+
+def test_halo_below_the_documented_one_breaks_equality():
+    image = photo("coins")
+    cleaned = Cleaned(Threshold((100,)), steps=Cleanup(max_object_size=300, max_hole_size=60))
+    expected = reference(image[0] > 100, max_object_size=300, max_hole_size=60)
+    np.testing.assert_array_equal(run_segment(memory_raster(image), cleaned), expected)
+    assert np.any(run_segment(memory_raster(image), cleaned, halo=10) != expected)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    size=st.integers(1, 25),
+    hole=st.integers(0, 25),
+    radius=st.integers(0, 2),
+    density=st.floats(0.3, 0.7),
+    connectivity=st.sampled_from([1, 2]),
+)
+def test_clean_mask_of_random_masks_equals_whole_mask(
+    seed, size, hole, radius, density, connectivity
+):
+    rng = np.random.default_rng(seed)
+    noise = filters.gaussian(rng.random((83, 71)), 1.0)
+    classes = (noise > np.quantile(noise, 1 - density)).astype(np.uint8)
+    classes[rng.random(classes.shape) < 0.02] = 255  # no data
+    steps = {
+        "opening": radius,
+        "max_object_size": size,
+        "max_hole_size": hole,
+        "connectivity": connectivity,
+    }
+    lazy = xr.DataArray(classes, dims=("y", "x"), attrs={"nodata": 255}).chunk({"y": 19, "x": 23})
+    with dask.config.set(scheduler="sync"):
+        out = clean_mask(lazy, target=1, chunks=(19, 23), tile=(19, 23), **steps).values
+    expected = reference(classes == 1, **steps).astype(np.uint8)
+    expected[classes == 255] = 255
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_clean_function_and_parameter_checks():
+    mask = np.zeros((30, 30), bool)
+    mask[5:20, 5:20] = True
+    mask[10, 10] = False  # a one-pixel hole
+    mask[25, 25] = True  # a one-pixel object
+    cleaned = clean(mask, max_object_size=1, max_hole_size=1)
+    assert cleaned[10, 10] and not cleaned[25, 25]
+    with pytest.raises(ValueError, match="opening must be >= 0"):
+        Cleanup(opening=-1)
+    with pytest.raises(ValueError, match="target=3 is not a class"):
+        Cleaned(Threshold((1.0,)), target=3)
+    with pytest.raises(ValueError, match="select one class map"):
+        clean_mask(xr.DataArray(np.zeros((2, 4, 4)), dims=("band", "y", "x")))
+
+
+def test_cleaned_wraps_a_deep_model_by_reference(tmp_path, model_path):
+    model = geoseg.load_model(model_path)
+    cleaned = Cleaned(model, target=2, steps=Cleanup(max_object_size=10))
+    ref = cleaned.ref()
+    assert ref is not cleaned and not isinstance(ref.inner, geoseg.SegmentationModel)  # a ModelRef
+    assert [c.name for c in cleaned.classes] == ["other", "class_2"]
+    assert cleaned.halo[0] == model.halo[0] + 10
+    image = textured_image(64, 56, seed=3)  # multiples of the stride: no end padding
+    expected = reference(model.predict_image(image).argmax(0) == 2, max_object_size=10)
+    got = run_segment(memory_raster(image, chunks=(32, 28)), cleaned, chunks=(32, 28), tile=16)
+    np.testing.assert_array_equal(got, expected)
