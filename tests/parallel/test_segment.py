@@ -101,7 +101,8 @@ def test_two_dimensional_and_transposed_inputs(model_path):
         np.testing.assert_array_equal(flat.values[0], image)
         moved = xr.DataArray(image[:, :, None], dims=("y", "x", "band"))
         np.testing.assert_array_equal(geoseg.segment(moved, model, output="probabilities").values[0], image)
-    with pytest.raises(ValueError, match=r"dims \(band, y, x\) or \(y, x\); got \('row', 'col'\)"):
+    with pytest.raises(ValueError, match=r"dims \(band, y, x\), \(band, z, y, x\) or those without band; "
+                                         r"got \('row', 'col'\)"):
         geoseg.segment(xr.DataArray(image, dims=("row", "col")), model)
 
 
