@@ -1,5 +1,6 @@
 """geoseg: segment rasters far larger than memory on Dask clusters."""
 
+from geoseg.ensembles import TTA, Ensemble
 from geoseg.io import open_raster
 from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, Segmenter, load_model, save_model
 from geoseg.parallel import segment
@@ -8,9 +9,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassInfo",
+    "Ensemble",
     "ModelInfo",
     "SegmentationModel",
     "Segmenter",
+    "TTA",
     "__version__",
     "load_model",
     "open_raster",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from geoseg.errors import GeosegError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Segment rasters far larger than memory on Dask clusters.")
 console = Console(stderr=True)
 
@@ -28,10 +29,8 @@ def main() -> None:
         sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors (click's, vendored by typer) show themselves
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
@@ -47,11 +46,9 @@ def run(
     """Run a job: read the input, segment it on the cluster, write the output store."""
     from geoseg.jobs import run as run_job
 
-    with _progress() as progress:
-        task = progress.add_task("segmenting", total=None)
-        report = run_job(job, scheduler=scheduler, overwrite=overwrite,
-                         on_start=lambda n: progress.update(task, total=n),
-                         on_done=lambda _: progress.advance(task))
+    with JobProgress() as progress:
+        report = run_job(job, scheduler=scheduler, overwrite=overwrite, on_start=progress.start,
+                         on_done=progress.done)
     _print_report(report)
 
 
@@ -127,11 +124,9 @@ def demo(
     """Make a synthetic scene, segment it with the bundled model, report mIoU and speed."""
     from geoseg.demo import run_demo
 
-    with _progress() as progress:
-        task = progress.add_task("segmenting", total=None)
+    with JobProgress() as progress:
         result = run_demo(out, size=size, seed=seed, overwrite=overwrite, scheduler=scheduler,
-                          on_start=lambda n: progress.update(task, total=n),
-                          on_done=lambda _: progress.advance(task), log=console.print)
+                          on_start=progress.start, on_done=progress.done, log=console.print)
     _print_report(result.report)
     console.print(f"mIoU against ground truth: [bold]{result.miou:.3f}[/] "
                   f"(per class: {', '.join(f'{k} {v:.3f}' for k, v in result.per_class_iou.items())})")
@@ -140,22 +135,70 @@ def demo(
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option(help="Model file to write.")],
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1500,
-    seed: Annotated[int, typer.Option(help="Seed of scenes, weights and sampling.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing model file.")] = False,
+    spec: Annotated[Path | None, typer.Argument(help="TRAIN.yaml (see jobs/train-demo.yaml).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Without SPEC: where to write the demo U-Net.")] = None,
+    steps: Annotated[int, typer.Option(help="Without SPEC: optimizer steps of the demo recipe.")] = 1500,
+    seed: Annotated[int, typer.Option(help="Without SPEC: seed of scenes, weights and sampling.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = True,
+    max_epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs (resumable).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model / run.")] = False,
 ) -> None:
-    """Train the demo U-Net on synthetic scenes (CPU-friendly; reproducible for a seed)."""
-    from geoseg.models.train import TrainConfig, train_demo_model
+    """Train a model from a spec (rasters read lazily), or the demo U-Net on synthetic scenes."""
+    if spec is None:
+        if out is None:
+            raise typer.BadParameter("give a TRAIN.yaml, or --out FILE to re-train the demo U-Net")
+        from geoseg.models.train import TrainConfig, train_demo_model
 
-    result = train_demo_model(TrainConfig(steps=steps, seed=seed), out, overwrite=overwrite,
-                              log=console.print)
-    console.print(f"wrote {out} (validation mIoU {result['val_miou']:.3f})")
+        result = train_demo_model(TrainConfig(steps=steps, seed=seed), out, overwrite=overwrite,
+                                  log=console.print)
+        console.print(f"wrote {out} (validation mIoU {result['val_miou']:.3f})")
+        return
+    from geoseg.training import train as train_spec
+
+    done = train_spec(spec, resume=resume, overwrite=True if overwrite else None, max_epochs=max_epochs,
+                      log=console.print)
+    console.print(f"{done.status}: model {done.model_url}, best validation mIoU {done.best_val_miou:.3f} "
+                  f"(epoch {done.best_epoch}), run record {done.record_url}")
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="SWEEP.yaml (see jobs/sweep-demo.yaml).")],
+    scheduler: Annotated[str | None, typer.Option(help="Scheduler address (default: local cluster).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start every trial over.")] = False,
+) -> None:
+    """Run a grid or random search of training runs as tasks on the cluster; rank by validation mIoU."""
+    from geoseg.training import sweep as run_sweep
+
+    result = run_sweep(spec, scheduler=scheduler, overwrite=True if overwrite else None, log=console.print)
+    print(result.table)
+    console.print(f"best model: {result.best_model}")
+
+
+class JobProgress:
+    """A progress bar (chunks done / total, Mpx/s, time left) shown once the tasks are submitted."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+        self.task = self.bar.add_task("segmenting", total=None, rate="")
+        self.pixels, self.started = 0, 0.0
+
+    def __enter__(self) -> JobProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def start(self, n_tasks: int) -> None:
+        self.started = time.perf_counter()
+        self.bar.update(self.task, total=n_tasks)
+        self.bar.start()
+
+    def done(self, stats: Any) -> None:
+        self.pixels += stats.pixels
+        rate = self.pixels / 1e6 / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, advance=1, rate=f"{rate:.2f} Mpx/s")
 
 
 def _print_report(report: Any) -> None:

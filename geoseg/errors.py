@@ -43,3 +43,23 @@ class OutputExistsError(GeosegError, FileExistsError):
 
 class ChunkResultError(GeosegError, RuntimeError):
     """A task returned a block of the wrong shape or dtype."""
+
+
+class TrainSpecError(JobSpecError):
+    """A training or sweep spec that does not validate; the message lists every problem."""
+
+
+class TrainingDataError(GeosegError, ValueError):
+    """Training rasters that cannot be used as given (shapes, bands, label values, sizes)."""
+
+
+class CheckpointError(GeosegError, RuntimeError):
+    """A run folder whose checkpoint is corrupt, or belongs to a different spec."""
+
+
+class TrainingDivergedError(GeosegError, RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class EnsembleError(GeosegError, ValueError):
+    """Members that cannot be combined (classes, bands, dimensions or weights disagree)."""

@@ -58,15 +58,20 @@ def architectures() -> list[str]:
     return sorted(_ARCHITECTURES)
 
 
-def build_network(name: str, config: dict[str, Any]) -> nn.Module:
-    """Instantiate architecture ``name`` with keyword arguments ``config``."""
+def architecture_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name`` (plugins included)."""
     load_plugins()
     try:
-        cls = _ARCHITECTURES[name]
+        return _ARCHITECTURES[name]
     except KeyError:
         raise ModelFileError(
             f"Unknown architecture {name!r}; registered architectures: {', '.join(architectures())}."
         ) from None
+
+
+def build_network(name: str, config: dict[str, Any]) -> nn.Module:
+    """Instantiate architecture ``name`` with keyword arguments ``config``."""
+    cls = architecture_class(name)
     try:
         return cls(**config)
     except TypeError as exc:

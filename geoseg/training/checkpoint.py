@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from geoseg.training.errors import CheckpointError
+from geoseg.errors import CheckpointError
 
 FORMAT = "geoseg-train-checkpoint/1"
 _NAME = re.compile(r"state-(\d+)\.json$")
@@ -76,8 +76,9 @@ def save_checkpoint(folder: str, *, state: TrainState, model: torch.nn.Module,
     stem = f"state-{state.epoch:04d}"
     with fs.open(f"{path}/{stem}.safetensors", "wb") as f:
         f.write(data)
-    meta = {"format": FORMAT, "tensors": f"{stem}.safetensors", "tensors_sha256": hashlib.sha256(data).hexdigest(),
-            "state": asdict(state), "optimizer": optim_json, "scheduler": scheduler.state_dict(),
+    meta = {"format": FORMAT, "tensors": f"{stem}.safetensors",
+            "tensors_sha256": hashlib.sha256(data).hexdigest(), "state": asdict(state),
+            "optimizer": optim_json, "scheduler": scheduler.state_dict(),
             "numpy_rng": rng.bit_generator.state, "spec": spec, "fingerprint": fingerprint}
     with fs.open(f"{path}/{stem}.json", "w") as f:
         f.write(json.dumps(_finite(meta), indent=1))

@@ -42,7 +42,8 @@ def source_checksum(source: RasterSource) -> dict[str, Any]:
 
 def _folder_checksum(fs: Any, root: str) -> dict[str, Any]:
     files = fs.find(root, detail=True)
-    entries = sorted((name[len(root):].lstrip("/"), int(info.get("size") or 0)) for name, info in files.items())
+    entries = sorted((name[len(root):].lstrip("/"), int(info.get("size") or 0))
+                     for name, info in files.items())
     total = sum(size for _, size in entries)
     method = "content" if total <= CONTENT_LIMIT else "listing"
     digest = hashlib.sha256()
@@ -64,5 +65,5 @@ def _file_checksum(fs: Any, path: str) -> dict[str, Any]:
         return {"method": "content", "sha256": digest.hexdigest(), "bytes": size, "files": 1}
     version = {k: str(info[k]) for k in VERSION_KEYS if info.get(k) is not None}
     text = json.dumps({"size": size, **version}, sort_keys=True)
-    return {"method": "info", "sha256": hashlib.sha256(text.encode()).hexdigest(), "bytes": size, "files": 1,
-            "info": version}
+    return {"method": "info", "sha256": hashlib.sha256(text.encode()).hexdigest(), "bytes": size,
+            "files": 1, "info": version}

@@ -23,7 +23,7 @@ import numpy as np
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
 from geoseg.models.base import valid_mask
-from geoseg.training.errors import TrainingDataError
+from geoseg.errors import TrainingDataError
 from geoseg.training.spec import PairSpec, RasterSpec
 
 Window = tuple[slice, slice]
@@ -56,8 +56,8 @@ class Region:
         rows = _starts(self.height, tile)
         cols = _starts(self.width, tile)
         th, tw = min(tile, self.height), min(tile, self.width)
-        return [(slice(self.row_start + r, self.row_start + r + th), slice(self.col_start + c, self.col_start + c + tw))
-                for r in rows for c in cols]
+        r0, c0 = self.row_start, self.col_start
+        return [(slice(r0 + r, r0 + r + th), slice(c0 + c, c0 + c + tw)) for r in rows for c in cols]
 
     def to_list(self) -> list[int]:
         return [self.row_start, self.row_stop, self.col_start, self.col_stop]
@@ -113,7 +113,8 @@ def _open(spec: RasterSpec) -> RasterSource:
     return open_source(spec.url, spec.storage_options, variable=spec.variable, bands=spec.bands)
 
 
-def split_holdout(pairs: Sequence[RasterPair], fraction: float) -> tuple[list[RasterPair], list[RasterPair]]:
+def split_holdout(pairs: Sequence[RasterPair],
+                  fraction: float) -> tuple[list[RasterPair], list[RasterPair]]:
     """Keep the bottom ``fraction`` of each pair's rows for validation; returns (train, validation)."""
     if fraction <= 0:
         return list(pairs), []
@@ -122,8 +123,11 @@ def split_holdout(pairs: Sequence[RasterPair], fraction: float) -> tuple[list[Ra
         reg = pair.region
         cut = reg.row_start + int(round(reg.height * (1 - fraction)))
         if not reg.row_start < cut < reg.row_stop:
-            raise TrainingDataError(f"{pair.name}: {reg.height} rows cannot be split by holdout {fraction}.")
-        train.append(RasterPair(pair.name, pair.image, pair.labels, Region(reg.row_start, cut, reg.col_start, reg.col_stop)))
+            raise TrainingDataError(
+                f"{pair.name}: {reg.height} rows cannot be split by data.holdout = {fraction}; "
+                "give data.validation pairs instead, or a larger window.")
+        train.append(RasterPair(pair.name, pair.image, pair.labels,
+                                Region(reg.row_start, cut, reg.col_start, reg.col_stop)))
         val.append(RasterPair(f"{pair.name} (holdout)", pair.image, pair.labels,
                               Region(cut, reg.row_stop, reg.col_start, reg.col_stop)))
     return train, val
@@ -171,7 +175,8 @@ class Preprocess:
         x[:, ~valid] = 0.0
         return x, self.targets(labels[0], valid, pair, window)
 
-    def targets(self, labels: np.ndarray, valid: np.ndarray, pair: RasterPair, window: Window) -> np.ndarray:
+    def targets(self, labels: np.ndarray, valid: np.ndarray, pair: RasterPair,
+                window: Window) -> np.ndarray:
         """Class ids as int64, ``ignore_index`` where nothing is to be learnt; checks the ids."""
         ignored = ~valid
         if np.issubdtype(labels.dtype, np.floating):
@@ -185,10 +190,11 @@ class Preprocess:
         bad = ~ignored & ((y < 0) | (y >= self.n_classes))
         if bad.any():
             raise TrainingDataError(
-                f"{pair.name}.labels ({pair.labels.url}) holds class id {int(y[bad][0])} in window rows "
-                f"{window[0].start}:{window[0].stop}, columns {window[1].start}:{window[1].stop}, but the spec "
-                f"declares {self.n_classes} classes (ids 0..{self.n_classes - 1}) and ignore_index "
-                f"{self.ignore_index}. List every class in data.classes, or set data.ignore_index to that id.")
+                f"{pair.name}.labels ({pair.labels.url}) holds class id {int(y[bad][0])} in window "
+                f"rows {window[0].start}:{window[0].stop}, columns {window[1].start}:{window[1].stop}, "
+                f"but the spec declares {self.n_classes} classes (ids 0..{self.n_classes - 1}) and "
+                f"ignore_index {self.ignore_index}. List every class in data.classes, or set "
+                "data.ignore_index to that id.")
         y[ignored] = self.ignore_index
         return y
 
@@ -218,7 +224,8 @@ class ChipPlan:
 def draw_plan(rng: np.random.Generator, pairs: Sequence[RasterPair], n: int, chip: int,
               flips: bool, rot90: bool) -> ChipPlan:
     """``n`` chips: pairs drawn in proportion to their area, positions uniform inside each region."""
-    spans = np.array([[p.region.height - chip + 1, p.region.width - chip + 1] for p in pairs], dtype=np.int64)
+    spans = np.array([[p.region.height - chip + 1, p.region.width - chip + 1] for p in pairs],
+                     dtype=np.int64)
     area = spans.prod(axis=1).astype(np.float64)
     pair = rng.choice(len(pairs), size=n, p=area / area.sum())
     row = (rng.random(n) * spans[pair, 0]).astype(np.int64)
@@ -294,7 +301,8 @@ def measure_stats(rng: np.random.Generator, pairs: Sequence[RasterPair], samples
     bands = pairs[0].bands
     total, total_sq, count = np.zeros(bands), np.zeros(bands), 0
     classes = np.zeros(n_classes, dtype=np.int64)
-    label_prep = Preprocess(np.zeros(bands, np.float32), np.ones(bands, np.float32), n_classes, ignore_index)
+    label_prep = Preprocess(np.zeros(bands, np.float32), np.ones(bands, np.float32), n_classes,
+                            ignore_index)
     for i in range(samples):
         pair = pairs[int(plan.pair[i])]
         win = pair.region.window(int(plan.row[i]), int(plan.col[i]), size)
@@ -321,10 +329,14 @@ def _finish_stats(total: np.ndarray, total_sq: np.ndarray, count: int, classes: 
                      samples, size)
 
 
-def class_weights(counts: np.ndarray) -> np.ndarray:
-    """Inverse square-root frequency, normalized to mean 1 (as the demo trainer): rare classes still count."""
+def class_weights(counts: np.ndarray, floor: float = 1e-3) -> np.ndarray:
+    """Inverse square-root frequency, normalized to mean 1: rare classes still count.
+
+    Frequencies are floored at ``floor`` so that a class missing from the sampled
+    windows gets a large but bounded weight (about 30x a class covering half the data).
+    """
     freq = counts.astype(np.float64) / max(int(counts.sum()), 1)
-    weights = 1.0 / np.sqrt(np.maximum(freq, 1e-4))
+    weights = 1.0 / np.sqrt(np.maximum(freq, floor))
     return (weights / weights.mean()).astype(np.float32)
 
 
@@ -345,7 +357,8 @@ class ValidationSet:
         return int(sum((t != self.ignore_index).sum() for t in self.targets))
 
 
-def validation_windows(pairs: Sequence[RasterPair], tile: int, max_windows: int) -> list[tuple[int, Window]]:
+def validation_windows(pairs: Sequence[RasterPair], tile: int,
+                       max_windows: int) -> list[tuple[int, Window]]:
     """Tiles covering the validation regions; evenly thinned to at most ``max_windows``."""
     tiles = [(i, w) for i, pair in enumerate(pairs) for w in pair.region.tiles(tile)]
     if len(tiles) <= max_windows:
@@ -354,7 +367,8 @@ def validation_windows(pairs: Sequence[RasterPair], tile: int, max_windows: int)
     return [tiles[k] for k in keep]
 
 
-def read_validation(pairs: Sequence[RasterPair], prep: Preprocess, tile: int, max_windows: int) -> ValidationSet:
+def read_validation(pairs: Sequence[RasterPair], prep: Preprocess, tile: int,
+                    max_windows: int) -> ValidationSet:
     """Read and prepare the validation windows (one read per window and raster)."""
     inputs, targets, where = [], [], []
     for index, window in validation_windows(pairs, tile, max_windows):

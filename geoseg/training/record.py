@@ -67,12 +67,3 @@ class SourceCatalog:
         return [{"pair": p.name, "region": p.region.to_list(), "image": self.describe(p.image),
                  "labels": self.describe(p.labels)} for p in pairs]
 
-
-def data_checksums(record: dict[str, Any]) -> dict[str, str]:
-    """``"pair/role" -> sha256`` of every source in a record's ``data`` section (to compare runs)."""
-    out = {}
-    for split in ("train", "validation"):
-        for entry in record.get("data", {}).get(split, []):
-            for role in ("image", "labels"):
-                out[f"{entry['pair']}/{role}"] = entry[role]["checksum"]["sha256"]
-    return out

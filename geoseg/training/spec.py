@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from geoseg.jobs.provenance import public_url
-from geoseg.training.errors import TrainSpecError
+from geoseg.errors import TrainSpecError
 
 #: Spec keys that do not change what a run computes (ignored when resuming).
 NEUTRAL_KEYS = ("output.overwrite", "training.loader_threads")
@@ -53,7 +53,8 @@ class PairSpec(_Section):
     image: RasterSpec
     labels: RasterSpec
     window: tuple[int, int, int, int] | None = Field(
-        None, description="[row_start, row_stop, col_start, col_stop] of the part to use; default all of it.")
+        None, description="[row_start, row_stop, col_start, col_stop] of the part to use "
+                          "(default: all of it).")
 
     @field_validator("window")
     @classmethod
@@ -215,7 +216,8 @@ class TrainingSpec(_Section):
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
     early_stopping: EarlyStoppingSpec | None = None
-    keep: Literal["best", "last"] = Field("best", description="Weights to save: best validation epoch, or last.")
+    keep: Literal["best", "last"] = Field(
+        "best", description="Weights to save: the best validation epoch's, or the last.")
     loader_threads: int = Field(2, ge=1, description="Threads reading chips ahead of the training step.")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps the default.")
 
@@ -236,7 +238,8 @@ class ValidationSpec(_Section):
 
 class OutputSpec(_Section):
     model: str = Field(description="Model file to write (path or fsspec URL).")
-    run_dir: str | None = Field(None, description="Run record and checkpoints (default: MODEL.run next to it).")
+    run_dir: str | None = Field(
+        None, description="Run record and checkpoints (default: MODEL.run next to the model).")
     overwrite: bool = False
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
@@ -311,18 +314,17 @@ def read_yaml(path: str | Path, what: str) -> Any:
 def two_d_architectures() -> list[str]:
     """Registered architectures that segment 2D rasters (``spatial_dims == 2``)."""
     import geoseg.models  # noqa: F401  (registers the architectures)
-    from geoseg.models import registry
+    from geoseg.models.registry import architecture_class, architectures
 
-    table = registry._ARCHITECTURES  # the registry's own name -> class table
-    return [n for n in registry.architectures() if getattr(table[n], "spatial_dims", 2) == 2]
+    return [n for n in architectures() if getattr(architecture_class(n), "spatial_dims", 2) == 2]
 
 
-def comparable(spec: TrainSpec) -> dict[str, Any]:
+def comparable(spec: TrainSpec | dict[str, Any]) -> dict[str, Any]:
     """The redacted spec without :data:`NEUTRAL_KEYS`: what must match to resume a run."""
-    data = spec.redacted()
+    data = spec.redacted() if isinstance(spec, TrainSpec) else json.loads(json.dumps(spec))
     for key in NEUTRAL_KEYS:
         section, name = key.split(".")
-        data[section].pop(name, None)
+        data.get(section, {}).pop(name, None)
     return data
 
 

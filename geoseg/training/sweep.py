@@ -1,0 +1,492 @@
+"""Hyperparameter sweeps behind ``geoseg sweep SWEEP.yaml``: one training run per Dask task.
+
+A sweep spec names a base training spec and the hyperparameters to vary, by
+dotted key (``training.lr``, ``model.config.width``, ``model.architecture``)::
+
+    name: demo-sweep
+    base: jobs/train-demo.yaml        # or the training spec inline, as a mapping
+    method: grid                      # every combination; or random (give trials)
+    parameters:
+      training.lr: [0.001, 0.003]
+      model.config.width: [8, 16]
+    output: {dir: runs/demo-sweep}
+
+:func:`sweep` validates every trial's spec first (errors name the trial and
+key), then submits each trial as one task to the cluster: on workers that
+declare a ``GPU`` resource each trial claims ``{"GPU": 1}``. Every trial writes
+its own model, checkpoints and run record under ``output.dir/trial-NNN``; a
+rerun resumes unfinished trials and reuses finished ones. The result ranks the
+trials by validation mIoU in a plain-text table, also written to
+``output.dir/table.txt`` next to ``sweep.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+from distributed import Client, LocalCluster, as_completed
+from distributed.diagnostics.plugin import WorkerPlugin
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+
+from geoseg.jobs.provenance import now, public_url
+from geoseg.parallel.cluster import connect, scheduler_address
+from geoseg.errors import TrainSpecError
+from geoseg.training.record import write_json
+from geoseg.training.spec import TrainSpec, _Section, format_errors, read_yaml, redact
+
+Log = Callable[[str], Any]
+logger = logging.getLogger("geoseg.training")
+MANAGED = ("output", "name")  # set per trial by the sweep
+
+
+class RangeSpec(_Section):
+    """A numeric range for random search: uniform, or log-uniform with ``log: true``."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @field_validator("high")
+    @classmethod
+    def _above_low(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("low")
+        if low is not None and value < low:
+            raise ValueError(f"a number >= low ({low})")
+        return value
+
+    @field_validator("log")
+    @classmethod
+    def _positive(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and (info.data.get("low") or 0) <= 0:
+            raise ValueError("log: false, or low > 0 (a log-uniform range needs positive bounds)")
+        return value
+
+
+class SweepOutputSpec(_Section):
+    dir: str = Field(description="Folder of the trials (trial-NNN/), sweep.json and table.txt.")
+    overwrite: bool = Field(False, description="Start every trial over instead of resuming it.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class SweepClusterSpec(_Section):
+    scheduler: str | None = Field(
+        None, description="Address of a running scheduler; none starts a local cluster.")
+    n_workers: int | None = Field(None, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class SweepSpec(_Section):
+    """A grid or random search over training hyperparameters."""
+
+    name: str = "sweep"
+    base: str | dict[str, Any] = Field(description="Training spec: a YAML path, or the spec inline.")
+    method: Literal["grid", "random"] = "grid"
+    trials: int | None = Field(None, ge=1, validate_default=True,
+                               description="Number of trials (random search only).")
+    seed: int = Field(0, ge=0, description="Seed of the random search (trials keep the base spec's seed).")
+    parameters: dict[str, list[Any] | RangeSpec] = Field(min_length=1)
+    output: SweepOutputSpec
+    cluster: SweepClusterSpec = SweepClusterSpec()
+
+    @field_validator("parameters")
+    @classmethod
+    def _keys(cls, value: dict[str, list[Any] | RangeSpec]) -> dict[str, list[Any] | RangeSpec]:
+        for key, choices in value.items():
+            if key.split(".")[0] in MANAGED:
+                raise ValueError(f"keys outside {', '.join(MANAGED)} (the sweep sets them per trial), "
+                                 f"got {key!r}")
+            if isinstance(choices, list) and not choices:
+                raise ValueError(f"at least one value for {key!r}")
+        return value
+
+    @field_validator("trials")
+    @classmethod
+    def _random_needs_trials(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if info.data.get("method") == "random" and value is None:
+            raise ValueError("a number of trials, required with method: random")
+        return value
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "sweep spec") -> SweepSpec:
+        if not isinstance(data, dict):
+            raise TrainSpecError(f"{source}: expected a mapping (name, base, method, parameters, output, "
+                                 f"cluster), received {type(data).__name__}.")
+        try:
+            spec = cls.model_validate(data)
+        except ValidationError as exc:
+            raise TrainSpecError(format_errors(exc, source, cls)) from None
+        if spec.method == "grid" and any(isinstance(v, RangeSpec) for v in spec.parameters.values()):
+            raise TrainSpecError(f"{source}: parameters: ranges ({{low, high}}) need method: random; "
+                                 "give grid values as lists.")
+        return spec
+
+
+def load_sweep_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a YAML sweep spec; ``base`` as a path is read relative to the working directory."""
+    return SweepSpec.from_dict(read_yaml(path, "sweep spec"), str(path))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run of a sweep: its index, the values it tries and its full spec."""
+
+    index: int
+    params: dict[str, Any]
+    spec: TrainSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """How one trial ended; ``val_miou`` is its best validation mIoU (``None`` if it failed)."""
+
+    index: int
+    name: str
+    params: dict[str, Any]
+    status: str
+    val_miou: float | None = None
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+    model_url: str | None = None
+    model_sha256: str | None = None
+    run_dir: str | None = None
+    record_url: str | None = None
+    worker: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """The trials ranked by validation mIoU (failed ones last), the table, and the winner."""
+
+    name: str
+    trials: list[TrialResult]
+    table: str
+    best_model: str | None
+    record_url: str
+    gpu: bool = False
+
+    @property
+    def best(self) -> TrialResult | None:
+        return self.trials[0] if self.trials and self.trials[0].val_miou is not None else None
+
+
+# -- trials -----------------------------------------------------------------------------------
+
+
+def make_trials(spec: SweepSpec, source: str = "sweep spec") -> list[Trial]:
+    """Every trial's validated training spec; errors name the trial, its values and the key."""
+    base = _base_dict(spec)
+    trials = []
+    for index, params in enumerate(_combinations(spec)):
+        data = copy.deepcopy(base)
+        for key, value in params.items():
+            _set_path(data, key, value)
+        data["name"] = f"{spec.name}-{index:03d}"
+        folder = f"{_absolute(spec.output.dir)}/trial-{index:03d}"
+        data["output"] = {"model": f"{folder}/model.safetensors", "run_dir": folder,
+                          "overwrite": spec.output.overwrite,
+                          "storage_options": spec.output.storage_options}
+        trials.append(Trial(index, params, TrainSpec.from_dict(data, f"{source}: trial {index} {params}")))
+    return trials
+
+
+def _base_dict(spec: SweepSpec) -> dict[str, Any]:
+    data = read_yaml(spec.base, "training spec (base)") if isinstance(spec.base, str) else spec.base
+    if not isinstance(data, dict):
+        raise TrainSpecError(f"base: expected a training spec mapping, received {type(data).__name__}.")
+    data = copy.deepcopy(data)
+    for split in ("train", "validation"):
+        for pair in data.get("data", {}).get(split, []) or []:
+            for role in ("image", "labels"):
+                if isinstance(pair, dict) and isinstance(pair.get(role), dict) and "url" in pair[role]:
+                    pair[role]["url"] = _absolute(pair[role]["url"])
+    return data
+
+
+def _absolute(url: Any) -> Any:
+    """Local relative paths made absolute, so workers started elsewhere find them."""
+    if isinstance(url, str) and "://" not in url and not os.path.isabs(url):
+        return os.path.abspath(url)
+    return url
+
+
+def _combinations(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    keys = list(spec.parameters)
+    if spec.method == "grid":
+        for values in itertools.product(*(spec.parameters[k] for k in keys)):
+            yield {k: _number(v) for k, v in zip(keys, values)}
+        return
+    rng = np.random.default_rng(spec.seed)
+    for _ in range(spec.trials or 0):
+        yield {k: _draw(rng, spec.parameters[k]) for k in keys}
+
+
+def _draw(rng: np.random.Generator, choices: list[Any] | RangeSpec) -> Any:
+    if isinstance(choices, list):
+        return _number(choices[int(rng.integers(len(choices)))])
+    low, high = choices.low, choices.high
+    if choices.log:
+        value = math.exp(rng.uniform(math.log(low), math.log(high)))
+    else:
+        value = float(rng.uniform(low, high))
+    return int(round(value)) if choices.integer else float(f"{value:.6g}")
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string: take numeric strings as numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise TrainSpecError(
+                f"parameters.{key}: {part!r} in the base spec is {child!r}, not a section.")
+        node = child
+    old = node.get(parts[-1])
+    node[parts[-1]] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+
+
+def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = dict(old)
+    for key, value in new.items():
+        both = isinstance(out.get(key), dict) and isinstance(value, dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def run_trial(spec_data: dict[str, Any], resume: bool = True) -> dict[str, Any]:
+    """Train one trial (a task on a worker); returns its :class:`~geoseg.training.TrainResult` as a dict."""
+    import torch
+
+    from geoseg.training.trainer import train
+
+    start = time.perf_counter()
+    spec = TrainSpec.from_dict(spec_data)
+    worker = _current_worker()
+    if worker is not None and not spec.training.torch_threads:
+        torch.set_num_threads(max(1, int(worker.state.nthreads)))
+    result = train(spec, resume=resume, log=logger.info).to_dict()
+    result["worker"] = worker.address if worker is not None else None
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
+
+
+def _current_worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except ValueError:
+        return None
+
+
+@dataclass
+class PinGPU(WorkerPlugin):
+    """Give each local worker its own GPU (``CUDA_VISIBLE_DEVICES``) before anything touches CUDA."""
+
+    gpus: int
+    name: str = "geoseg-pin-gpu"
+
+    def setup(self, worker: Any) -> None:
+        try:
+            index = int(worker.name) % self.gpus
+        except (TypeError, ValueError):
+            index = abs(hash(str(worker.name))) % self.gpus
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+
+
+@contextmanager
+def cluster_client(spec: SweepSpec, scheduler: str | None) -> Iterator[tuple[Client, bool]]:
+    """A client, and whether trials claim ``{"GPU": 1}``; a local cluster when no address is given."""
+    address = scheduler_address(scheduler or spec.cluster.scheduler)
+    if address:
+        with connect(address) as client:
+            yield client, _workers_declare_gpus(client)
+        return
+    gpus = _local_gpus()
+    if not gpus:
+        with connect(None, n_workers=spec.cluster.n_workers,
+                     threads_per_worker=spec.cluster.threads_per_worker) as client:
+            yield client, False
+        return
+    with LocalCluster(n_workers=spec.cluster.n_workers or gpus, processes=True,
+                      threads_per_worker=spec.cluster.threads_per_worker, dashboard_address=None,
+                      resources={"GPU": 1}) as cluster, Client(cluster) as client:
+        client.register_plugin(PinGPU(gpus))
+        yield client, True
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _workers_declare_gpus(client: Client) -> bool:
+    """Whether any worker declares a ``GPU`` resource; warns when GPUs exist but none is declared."""
+    workers = _scheduler_workers(client)
+    declared = any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers.values())
+    if not declared and any(n > 0 for n in client.run(_local_gpus).values()):
+        logger.warning("workers have GPUs but declare no GPU resource; start them with --resources GPU=1 "
+                       "so that each trial gets a GPU of its own")
+    return declared
+
+
+def _scheduler_workers(client: Client) -> dict[str, Any]:
+    """Every worker's info (recent ``distributed`` lists only a few unless asked for all)."""
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # older distributed: no n_workers argument, lists all
+        return client.scheduler_info()["workers"]
+
+
+def sweep(spec: SweepSpec | dict[str, Any] | str | Path, *, scheduler: str | None = None,
+          resume: bool = True, overwrite: bool | None = None, log: Log = print) -> SweepResult:
+    """Run every trial of ``spec`` as a task on a Dask cluster and rank them by validation mIoU.
+
+    Parameters
+    ----------
+    spec
+        A :class:`SweepSpec`, its plain-data form, or the path of a YAML file.
+    scheduler
+        Scheduler address; default ``spec.cluster.scheduler``, then
+        ``DASK_SCHEDULER_ADDRESS``, else a local cluster of worker processes
+        (one per GPU, each claiming it, when this machine has GPUs).
+    resume
+        Let each trial continue from its checkpoint, or reuse its finished result.
+    overwrite
+        Start every trial over (default ``spec.output.overwrite``).
+    log
+        Receives a line per finished trial.
+
+    Returns
+    -------
+    SweepResult
+        Ranked trials, the comparison table and the best model's URL. A failed
+        trial is listed with its error instead of failing the sweep.
+    """
+    spec = as_sweep_spec(spec)
+    if overwrite is not None:
+        spec = spec.model_copy(update={"output": spec.output.model_copy(update={"overwrite": overwrite})})
+    trials = make_trials(spec)
+    started, clock = now(), time.perf_counter()
+    log(f"{spec.name}: {len(trials)} trial(s), {spec.method} search over {', '.join(spec.parameters)}")
+    with cluster_client(spec, scheduler) as (client, gpu):
+        results = _gather(client, trials, resume, gpu, log)
+    ranked = rank(results)
+    table = format_table(ranked, list(spec.parameters))
+    record_url = f"{_absolute(spec.output.dir)}/sweep.json"
+    best = ranked[0].model_url if ranked and ranked[0].val_miou is not None else None
+    _write_outputs(spec, ranked, table, best, record_url, started, time.perf_counter() - clock, gpu)
+    return SweepResult(spec.name, ranked, table, best, record_url, gpu)
+
+
+def as_sweep_spec(spec: SweepSpec | dict[str, Any] | str | Path) -> SweepSpec:
+    """A :class:`SweepSpec` from itself, plain data, or the path of a YAML file."""
+    if isinstance(spec, SweepSpec):
+        return spec
+    if isinstance(spec, dict):
+        return SweepSpec.from_dict(spec)
+    return load_sweep_spec(spec)
+
+
+def _gather(client: Client, trials: list[Trial], resume: bool, gpu: bool, log: Log) -> list[TrialResult]:
+    resources = {"GPU": 1} if gpu else None
+    futures = {client.submit(run_trial, t.spec.model_dump(mode="json"), resume, pure=False,
+                             key=f"geoseg-trial-{t.name}-{uuid.uuid4().hex[:8]}", resources=resources): t
+               for t in trials}
+    results = []
+    for future in as_completed(futures):
+        trial = futures[future]
+        try:
+            results.append(_trial_result(trial, future.result()))
+        except Exception as exc:  # one failed trial must not lose the others
+            results.append(TrialResult(trial.index, trial.name, trial.params, "failed",
+                                       error=f"{type(exc).__name__}: {exc}"))
+        done = results[-1]
+        log(f"{done.name}: {done.status}" + (f", val mIoU {done.val_miou:.4f}" if done.val_miou is not None
+                                             else f" ({done.error})" if done.error else ""))
+    return results
+
+
+def _trial_result(trial: Trial, result: dict[str, Any]) -> TrialResult:
+    miou = result.get("best_val_miou")
+    return TrialResult(trial.index, trial.name, trial.params, result["status"],
+                       val_miou=None if miou is None or math.isnan(miou) else float(miou),
+                       best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
+                       model_url=result["model_url"], model_sha256=result["model_sha256"],
+                       run_dir=result["run_dir"], record_url=result["record_url"],
+                       worker=result.get("worker"), seconds=result.get("seconds"))
+
+
+def rank(results: list[TrialResult]) -> list[TrialResult]:
+    """Best validation mIoU first; trials without one (failed) last, in trial order."""
+    return sorted(results, key=lambda r: (r.val_miou is None, -(r.val_miou or 0.0), r.index))
+
+
+def format_table(ranked: list[TrialResult], keys: list[str]) -> str:
+    """A plain-text table: rank, trial, validation mIoU, best epoch, epochs, each parameter, status."""
+    header = ["rank", "trial", "val mIoU", "best epoch", "epochs", *keys, "status"]
+    rows = [[str(i + 1), r.name, "-" if r.val_miou is None else f"{r.val_miou:.4f}",
+             _cell(r.best_epoch), _cell(r.epochs_run), *(_cell(r.params.get(k)) for k in keys),
+             r.status if r.error is None else f"{r.status}: {r.error.splitlines()[0][:60]}"]
+            for i, r in enumerate(ranked)]
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if c in (1, len(header) - 1) else cell.rjust(w)
+                       for c, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _write_outputs(spec: SweepSpec, ranked: list[TrialResult], table: str, best: str | None,
+                   record_url: str, started: str, seconds: float, gpu: bool) -> None:
+    so = spec.output.storage_options
+    record = {"format": "geoseg-sweep/1", "name": spec.name, "spec": redact(spec.model_dump(mode="json")),
+              "started": started, "finished": now(), "seconds": round(seconds, 2), "gpu_per_trial": gpu,
+              "best_model": public_url(best) if best else None, "table": table.splitlines(),
+              "trials": [asdict(r) for r in ranked]}
+    write_json(record_url, record, so)
+    fs, path = fsspec.core.url_to_fs(record_url.rsplit("/", 1)[0] + "/table.txt", **so)
+    with fs.open(path, "w") as f:
+        f.write(table + "\n")

@@ -1,0 +1,652 @@
+"""The general trainer behind ``geoseg train TRAIN.yaml``.
+
+:func:`train` draws random chips from one or more (image, labels) raster pairs
+read lazily through their sources (one windowed read per chip), flips and turns
+them, and fits any registered 2D architecture with AdamW under a warmup+cosine
+schedule (bf16 autocast on CUDA), with optional class weights and an ignore
+index. After every epoch it scores validation mIoU on held-out windows, writes a
+checkpoint (safetensors + JSON) and the run record, and applies early stopping.
+Per-band mean/std are measured on sampled training windows and stored in the
+model file, which :func:`geoseg.load_model` loads like any other.
+
+Runs are deterministic on CPU: a seed fixes the weights' initialisation, every
+chip and every augmentation; an interrupted run restarted from its checkpoint
+ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import torch
+from torch import nn
+
+from geoseg import config
+from geoseg.errors import OutputExistsError
+from geoseg.jobs.provenance import now, package_versions, public_url
+from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
+from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, build_network, save_model
+from geoseg.models.base import pad_end
+from geoseg.tiling.plan import round_up
+from geoseg.training.checkpoint import (Checkpoint, TrainState, load_checkpoint, remove_checkpoints,
+                                        restore, save_checkpoint)
+from geoseg.training.data import (ChipLoader, DataStats, Preprocess, RasterPair, ValidationSet, check_pairs,
+                                  class_weights, draw_plan, measure_stats, open_pairs, read_validation,
+                                  split_holdout)
+from geoseg.errors import CheckpointError, TrainingDataError, TrainingDivergedError, TrainSpecError
+from geoseg.training.record import FORMAT, SourceCatalog, read_json, write_json
+from geoseg.training.spec import TrainSpec, changed_keys, comparable, load_train_spec
+
+Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a call to :func:`train` did.
+
+    ``status`` is ``"complete"`` (model written) or ``"interrupted"`` (stopped by
+    ``max_epochs``; call :func:`train` again to continue). ``resumed_from`` is the
+    number of epochs already done when this call started (``None``: a fresh run).
+    """
+
+    name: str
+    status: str
+    model_url: str | None
+    model_sha256: str
+    run_dir: str
+    record_url: str
+    epochs_run: int
+    best_epoch: int
+    best_val_miou: float
+    best_val_iou: dict[str, float | None]
+    stopped_early: bool
+    resumed_from: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run writes: the model file, its run folder, record and checkpoints."""
+
+    model_url: str
+    run_dir: str
+    storage_options: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, spec: TrainSpec) -> Outputs:
+        return cls(spec.output.model, spec.output.run_url, dict(spec.output.storage_options))
+
+    @property
+    def record_url(self) -> str:
+        return f"{self.run_dir}/run.json"
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return f"{self.run_dir}/checkpoint"
+
+    def exists(self, url: str) -> bool:
+        fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
+        return fs.exists(path)
+
+    def remove(self, url: str) -> None:
+        fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
+        if fs.exists(path):
+            fs.rm(path)
+
+
+@dataclass
+class Setup:
+    """Everything fixed for a run: data, preprocessing, network, device."""
+
+    train_pairs: list[RasterPair]
+    val_pairs: list[RasterPair]
+    prep: Preprocess
+    validation: ValidationSet
+    weights: np.ndarray | None
+    net: nn.Module
+    net_config: dict[str, Any]
+    device: torch.device
+    amp: torch.dtype | None
+    bands: tuple[str, ...]
+    record: dict[str, Any]
+
+
+@dataclass
+class Session:
+    """Everything that changes as a run trains (all of it goes into checkpoints)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    loss_fn: nn.Module
+    state: TrainState
+    best: dict[str, torch.Tensor] | None = None
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warmup over ``warmup`` steps, then cosine decay to ``floor``.
+
+    A plain object with int/float attributes, so the scheduler's state is JSON.
+    """
+
+    def __init__(self, warmup: int, total: int, floor: float):
+        self.warmup, self.total, self.floor = warmup, total, floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + float(np.cos(np.pi * t)))
+
+
+def as_train_spec(spec: TrainSpec | dict[str, Any] | str | Path) -> TrainSpec:
+    """A :class:`TrainSpec` from itself, plain data, or the path of a YAML file."""
+    if isinstance(spec, TrainSpec):
+        return spec
+    if isinstance(spec, dict):
+        return TrainSpec.from_dict(spec)
+    return load_train_spec(spec)
+
+
+def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
+          overwrite: bool | None = None, max_epochs: int | None = None,
+          on_epoch: Callable[[dict[str, Any]], Any] | None = None, log: Log = print) -> TrainResult:
+    """Train a segmentation model as ``spec`` says; write the model file and the run record.
+
+    Parameters
+    ----------
+    spec
+        A :class:`TrainSpec`, its plain-data form, or the path of a YAML file.
+    resume
+        Continue from the run folder's last checkpoint when there is one (and
+        return the recorded result when the run is already complete). With
+        ``False``, an existing checkpoint is an error unless ``overwrite``.
+    overwrite
+        Start over, deleting earlier checkpoints, record and model; default
+        ``spec.output.overwrite``.
+    max_epochs
+        Stop after this epoch (counting from 1) as if interrupted; the result's
+        status is then ``"interrupted"`` and a later call resumes.
+    on_epoch
+        Called with each epoch's metrics after its checkpoint is written.
+    log
+        Receives one line per epoch and a few about the setup.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainSpecError, TrainingDataError, CheckpointError, OutputExistsError, TrainingDivergedError
+        Each says what was received, what was expected and how to fix it.
+    """
+    spec = as_train_spec(spec)
+    outputs = Outputs.of(spec)
+    start = check_outputs(spec, outputs, resume=resume,
+                          overwrite=spec.output.overwrite if overwrite is None else overwrite, log=log)
+    if isinstance(start, TrainResult):
+        return start
+    setup = prepare(spec, start, log)
+    session = new_session(spec, setup, start, log)
+    return run_epochs(spec, setup, session, outputs, max_epochs=max_epochs, on_epoch=on_epoch, log=log)
+
+
+# -- existing outputs -------------------------------------------------------------------------
+
+
+def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite: bool,
+                  log: Log) -> Checkpoint | TrainResult | None:
+    """What to start from: a checkpoint, a finished run's result, or nothing (a fresh run)."""
+    so = outputs.storage_options
+    if overwrite:
+        remove_checkpoints(outputs.checkpoint_dir, so)
+        outputs.remove(outputs.record_url)
+        outputs.remove(outputs.model_url)
+        return None
+    record = read_json(outputs.record_url, so)
+    if record is not None:
+        _check_same_spec(comparable(record.get("spec", {})), spec, outputs.run_dir)
+        if record.get("status") == "complete" and outputs.exists(outputs.model_url) and resume:
+            log(f"{spec.name}: already complete ({outputs.record_url}); returning its result")
+            return result_from_record(record, outputs)
+    checkpoint = load_checkpoint(outputs.checkpoint_dir, so)
+    if checkpoint is not None:
+        _check_same_spec(checkpoint.spec, spec, outputs.run_dir)
+        if resume:
+            return checkpoint
+        raise CheckpointError(
+            f"{outputs.run_dir} holds a checkpoint after epoch {checkpoint.state.epoch}, and resume is "
+            "off; resume it, or start over with overwrite (output.overwrite: true / --overwrite).")
+    if outputs.exists(outputs.model_url):
+        raise OutputExistsError(
+            f"{outputs.model_url} already exists and {outputs.run_dir} has no checkpoint to resume; "
+            "choose another output.model, or set output.overwrite: true (--overwrite) to replace it.")
+    return None
+
+
+def _check_same_spec(recorded: dict[str, Any], spec: TrainSpec, run_dir: str) -> None:
+    changed = changed_keys(recorded, comparable(spec))
+    if changed:
+        raise CheckpointError(
+            f"{run_dir} belongs to a run with a different spec (changed: {', '.join(changed[:8])}); "
+            "resuming would mix two runs. Use a new output.run_dir (or output.model), or start over "
+            "with output.overwrite: true (--overwrite).")
+
+
+def result_from_record(record: dict[str, Any], outputs: Outputs) -> TrainResult:
+    """The :class:`TrainResult` that the complete run record of ``outputs`` describes."""
+    final = record["final"]
+    return TrainResult(name=record["name"], status=record["status"], model_url=outputs.model_url,
+                       model_sha256=record["model"]["sha256"], run_dir=outputs.run_dir,
+                       record_url=outputs.record_url, epochs_run=final["epochs_run"],
+                       best_epoch=final["best_epoch"], best_val_miou=final["best_val_miou"],
+                       best_val_iou=final["best_val_iou"], stopped_early=final["stopped_early"],
+                       resumed_from=None, history=record["epochs"])
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log) -> Setup:
+    """Open the data, fix normalization and class weights, build the network, read validation."""
+    if spec.training.torch_threads:
+        torch.set_num_threads(spec.training.torch_threads)
+    train_pairs, val_pairs = _pairs(spec)
+    _warn_label_nodata(spec, [*train_pairs, *val_pairs], log)
+    n_bands, classes = train_pairs[0].bands, spec.data.classes
+    net_config = {**spec.model.config, "in_channels": n_bands, "num_classes": len(classes)}
+    torch.manual_seed(spec.seed)
+    net = build_network(spec.model.architecture, net_config)
+    _check_chip(spec, net)
+    stats = _data_stats(spec, train_pairs, checkpoint, log)
+    prep = Preprocess(np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32),
+                      len(classes), spec.data.ignore_index)
+    validation = read_validation(val_pairs, prep, spec.validation.tile, spec.validation.max_windows)
+    device = torch.device(config.device() if spec.training.device == "auto" else spec.training.device)
+    amp = _autocast_dtype(spec, device)
+    catalog = SourceCatalog()
+    record = _static_record(spec, train_pairs, val_pairs, catalog, stats, net_config, device, amp,
+                            validation)
+    log(f"{spec.name}: {spec.model.architecture} {net_config} on {device}"
+        f"{' (bf16 autocast)' if amp else ''}; {len(train_pairs)} training pair(s), "
+        f"{len(validation.inputs)} validation window(s)")
+    weights = np.asarray(stats["class_weights"], np.float32) if stats["class_weights"] is not None else None
+    return Setup(train_pairs, val_pairs, prep, validation, weights, net.to(device), net_config, device, amp,
+                 train_pairs[0].image.band_names, record)
+
+
+def _pairs(spec: TrainSpec) -> tuple[list[RasterPair], list[RasterPair]]:
+    train_pairs, held_out = split_holdout(open_pairs(spec.data.train, "data.train"),
+                                          spec.data.holdout_fraction)
+    val_pairs = held_out + open_pairs(spec.data.validation, "data.validation")
+    check_pairs(train_pairs, val_pairs, spec.training.chip)
+    return train_pairs, val_pairs
+
+
+def _warn_label_nodata(spec: TrainSpec, pairs: list[RasterPair], log: Log) -> None:
+    """Label nodata is never trained on: say so when it is also a class id."""
+    seen = set()
+    for pair in pairs:
+        nodata = pair.labels.georef.nodata
+        if pair.labels.url in seen or nodata is None or not 0 <= nodata < len(spec.data.classes):
+            continue
+        seen.add(pair.labels.url)
+        log(f"{spec.name}: warning: {pair.labels.url} has nodata {nodata:g}, which is also class "
+            f"{spec.data.classes[int(nodata)].name!r}; those pixels are neither trained on nor scored")
+
+
+def _check_chip(spec: TrainSpec, net: nn.Module) -> None:
+    stride = int(net.stride)
+    if spec.training.chip % stride:
+        raise TrainSpecError(
+            f"training.chip: received {spec.training.chip}; expected a multiple of the network's "
+            f"stride {stride} ({spec.model.architecture} {spec.model.config}), e.g. "
+            f"{round_up(spec.training.chip, stride)}.")
+
+
+def _data_stats(spec: TrainSpec, pairs: list[RasterPair], checkpoint: Checkpoint | None,
+                log: Log) -> dict[str, Any]:
+    """Normalization and class weights: from the checkpoint, else the spec and sampled windows."""
+    if checkpoint is not None:
+        return checkpoint.state.data
+    norm, n_classes = spec.data.normalization, len(spec.data.classes)
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(2)[0])
+    window = norm.window or spec.training.chip
+    stats = measure_stats(rng, pairs, norm.samples, window, n_classes, spec.data.ignore_index)
+    mean, std = _normalization(spec, stats, pairs[0].bands)
+    weights = _weights(spec, stats)
+    absent = [c.name for c, n in zip(spec.data.classes, stats.class_counts) if n == 0]
+    if absent:
+        log(f"{spec.name}: warning: no pixel of {', '.join(absent)} in the {stats.windows} sampled "
+            "window(s); raise data.normalization.samples for better class weights, or check data.classes")
+    log(f"{spec.name}: normalization from {stats.windows} window(s) of {stats.window} px: mean "
+        f"{np.round(mean, 2).tolist()}, std {np.round(std, 2).tolist()}")
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "measured_mean": stats.mean.tolist(), "measured_std": stats.std.tolist(),
+            "source": "spec" if norm.mean is not None else "measured", "windows": stats.windows,
+            "window": stats.window, "pixels": stats.pixels, "class_counts": stats.class_counts.tolist(),
+            "class_weights": None if weights is None else weights.tolist()}
+
+
+def _normalization(spec: TrainSpec, stats: DataStats, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
+    norm = spec.data.normalization
+    if norm.mean is None:
+        return stats.mean, stats.std
+    if len(norm.mean) != n_bands:
+        raise TrainingDataError(f"data.normalization.mean: received {len(norm.mean)} value(s); expected "
+                                f"{n_bands}, one per band of the images.")
+    return np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
+
+
+def _weights(spec: TrainSpec, stats: DataStats) -> np.ndarray | None:
+    given = spec.data.class_weights
+    if given == "none":
+        return None
+    if given == "auto":
+        return class_weights(stats.class_counts)
+    return np.asarray(given, np.float32)
+
+
+def _autocast_dtype(spec: TrainSpec, device: torch.device) -> torch.dtype | None:
+    mode = spec.training.mixed_precision
+    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _static_record(spec: TrainSpec, train_pairs: list[RasterPair], val_pairs: list[RasterPair],
+                   catalog: SourceCatalog, stats: dict[str, Any], net_config: dict[str, Any],
+                   device: torch.device, amp: torch.dtype | None,
+                   validation: ValidationSet) -> dict[str, Any]:
+    total = spec.training.epochs * spec.training.steps_per_epoch
+    return {
+        "format": FORMAT, "name": spec.name, "spec": spec.redacted(),
+        "fingerprint": spec.fingerprint(),
+        "resolved": {"architecture": spec.model.architecture, "config": net_config, "device": str(device),
+                     "autocast": str(amp).removeprefix("torch.") if amp else None, "total_steps": total,
+                     "warmup_steps": _warmup_steps(spec), "torch_threads": torch.get_num_threads(),
+                     "holdout": spec.data.holdout_fraction},
+        "data": {"train": catalog.pairs(train_pairs), "validation": catalog.pairs(val_pairs),
+                 "validation_windows": [{"pair": n, "window": w} for n, w in validation.windows]},
+        "normalization": {k: stats[k] for k in ("mean", "std", "source", "windows", "window", "pixels")},
+        "class_counts": dict(zip([c.name for c in spec.data.classes], stats["class_counts"])),
+        "class_weights": stats["class_weights"], "packages": package_versions(),
+    }
+
+
+def _warmup_steps(spec: TrainSpec) -> int:
+    return int(round(spec.training.warmup * spec.training.epochs * spec.training.steps_per_epoch))
+
+
+def new_session(spec: TrainSpec, setup: Setup, checkpoint: Checkpoint | None,
+                log: Log = print) -> Session:
+    """Optimizer, schedule, sampling generator and loss; restored from ``checkpoint`` when given."""
+    t = spec.training
+    optimizer = torch.optim.AdamW(setup.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    schedule = WarmupCosine(_warmup_steps(spec), t.epochs * t.steps_per_epoch, t.final_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(2)[1])
+    weight = None if setup.weights is None else torch.from_numpy(setup.weights).to(setup.device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, ignore_index=spec.data.ignore_index)
+    checksums = data_checksums(setup.record)
+    if checkpoint is None:
+        state = TrainState(data={**_stats_of(setup), "started": now(), "checksums": checksums})
+        return Session(optimizer, scheduler, rng, loss_fn, state)
+    restore(checkpoint, model=setup.net, optimizer=optimizer, scheduler=scheduler, rng=rng)
+    state = checkpoint.state
+    changed = sorted(k for k, v in checksums.items() if state.data.get("checksums", {}).get(k) != v)
+    if changed:
+        log(f"{spec.name}: warning: data changed since epoch 1 ({', '.join(changed)}); resuming anyway")
+    state.resumes.append({"after_epoch": state.epoch, "at": now(), "data_changed": changed})
+    best = {k: v.to(setup.device) for k, v in checkpoint.best.items()} or None
+    return Session(optimizer, scheduler, rng, loss_fn, state, best)
+
+
+def data_checksums(record: dict[str, Any]) -> dict[str, str]:
+    """``"pair/role" -> sha256`` of every source in a run record (to tell whether data changed)."""
+    return {f"{entry['pair']}/{role}": entry[role]["checksum"]["sha256"]
+            for split in ("train", "validation") for entry in record["data"][split]
+            for role in ("image", "labels")}
+
+
+def _stats_of(setup: Setup) -> dict[str, Any]:
+    norm = setup.record["normalization"]
+    return {"mean": norm["mean"], "std": norm["std"], "source": norm["source"], "windows": norm["windows"],
+            "window": norm["window"], "pixels": norm["pixels"],
+            "class_counts": list(setup.record["class_counts"].values()),
+            "class_weights": setup.record["class_weights"]}
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+def run_epochs(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs, *,
+               max_epochs: int | None, on_epoch: Callable[[dict[str, Any]], Any] | None,
+               log: Log) -> TrainResult:
+    """Train epoch after epoch until done, stopped early, or ``max_epochs``; record failures."""
+    resumed_from = session.state.epoch if session.state.resumes else None
+    if resumed_from is not None:
+        log(f"{spec.name}: resuming after epoch {resumed_from} of {spec.training.epochs}")
+    stopped_early = _early_stop(spec, session)  # a resumed run may have stopped already
+    first = spec.training.epochs + 1 if stopped_early else session.state.epoch + 1
+    try:
+        for epoch in range(first, spec.training.epochs + 1):
+            metrics = run_epoch(spec, setup, session, epoch)
+            stopped_early = _early_stop(spec, session)
+            save_progress(spec, setup, session, outputs, "running")
+            log(_epoch_line(spec, metrics, session.state))
+            if on_epoch is not None:
+                on_epoch(metrics)
+            if stopped_early:
+                log(f"{spec.name}: no improvement for {session.state.bad_epochs} epoch(s); stopping early")
+                break
+            if max_epochs is not None and epoch >= max_epochs and epoch < spec.training.epochs:
+                save_progress(spec, setup, session, outputs, "interrupted")
+                return _result(spec, session, outputs, "interrupted", None, "", False, resumed_from)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        save_progress(spec, setup, session, outputs, status, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return finish(spec, setup, session, outputs, stopped_early, resumed_from, log)
+
+
+def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int) -> dict[str, Any]:
+    """One epoch of training, then validation; appends and returns the epoch's metrics."""
+    t, start = spec.training, time.perf_counter()
+    plan = draw_plan(session.rng, setup.train_pairs, t.steps_per_epoch * t.batch_size, t.chip,
+                     t.augment.flips, t.augment.rot90)
+    loader = ChipLoader(setup.train_pairs, setup.prep, t.chip, threads=t.loader_threads)
+    loss = train_steps(setup, session, loader.batches(plan, t.batch_size), spec.data.ignore_index)
+    confusion = evaluate(setup.net, setup.validation, len(spec.data.classes), setup.device, setup.amp)
+    miou = mean_iou(confusion)
+    ious = {c.name: (None if np.isnan(v) else round(float(v), 6))
+            for c, v in zip(spec.data.classes, iou_per_class(confusion))}
+    metrics = {"epoch": epoch, "step": session.state.step, "train_loss": loss, "val_miou": miou,
+               "val_iou": ious, "lr": session.scheduler.get_last_lr()[0],
+               "seconds": round(time.perf_counter() - start, 3)}
+    _update_best(spec, setup, session, metrics)
+    session.state.epoch = epoch
+    session.state.history.append(metrics)
+    return metrics
+
+
+def train_steps(setup: Setup, session: Session, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+                ignore_index: int) -> float:
+    """Optimizer steps over ``batches``; returns the mean loss."""
+    setup.net.train()
+    losses = []
+    for x_np, y_np in batches:
+        x = torch.from_numpy(x_np).to(setup.device)
+        y = torch.from_numpy(y_np).to(setup.device)
+        with _autocast(setup.device, setup.amp):
+            logits = setup.net(x)
+        loss = session.loss_fn(logits.float(), y)
+        if not torch.isfinite(loss):
+            if bool((y != ignore_index).any()):
+                raise TrainingDivergedError(
+                    f"the loss became {loss.item()} at step {session.state.step + 1}; lower training.lr "
+                    f"(now {session.optimizer.param_groups[0]['initial_lr']}) or raise training.warmup.")
+        else:
+            session.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            session.optimizer.step()
+            losses.append(loss.item())
+        session.scheduler.step()
+        session.state.step += 1
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def evaluate(net: nn.Module, validation: ValidationSet, n_classes: int, device: torch.device,
+             amp: torch.dtype | None, batch_size: int = 8) -> np.ndarray:
+    """Confusion matrix of ``net`` (in eval mode) over the validation windows' labelled pixels."""
+    net.eval()
+    stride = int(net.stride)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(validation.inputs):
+        by_shape.setdefault(x.shape, []).append(i)
+    with torch.inference_mode(), _autocast(device, amp):
+        for shape, indices in by_shape.items():
+            padded_shape = tuple(round_up(n, stride) for n in shape[1:])
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                x = np.stack([pad_end(validation.inputs[i], padded_shape) for i in chunk])
+                pred = net(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy()
+                for i, p in zip(chunk, pred):
+                    truth = validation.targets[i]
+                    keep = truth != validation.ignore_index
+                    confusion += confusion_matrix(truth[keep], p[: shape[1], : shape[2]][keep], n_classes)
+    net.train()
+    return confusion
+
+
+def _update_best(spec: TrainSpec, setup: Setup, session: Session, metrics: dict[str, Any]) -> None:
+    state, stopping = session.state, spec.training.early_stopping
+    min_delta = stopping.min_delta if stopping else 0.0
+    improved = not np.isnan(metrics["val_miou"]) and metrics["val_miou"] > state.best_miou + min_delta
+    metrics["best"] = bool(improved)
+    if improved:
+        state.best_epoch, state.best_miou, state.bad_epochs = metrics["epoch"], metrics["val_miou"], 0
+        if spec.training.keep == "best":
+            session.best = {k: v.detach().clone() for k, v in setup.net.state_dict().items()}
+    else:
+        state.bad_epochs += 1
+
+
+def _early_stop(spec: TrainSpec, session: Session) -> bool:
+    stopping = spec.training.early_stopping
+    return stopping is not None and session.state.bad_epochs >= stopping.patience
+
+
+def _epoch_line(spec: TrainSpec, m: dict[str, Any], state: TrainState) -> str:
+    return (f"{spec.name}: epoch {m['epoch']}/{spec.training.epochs} loss {m['train_loss']:.4f} "
+            f"val mIoU {m['val_miou']:.4f} (best {state.best_miou:.4f} @ {state.best_epoch}) "
+            f"lr {m['lr']:.2e} {m['seconds']:.1f} s")
+
+
+# -- progress and results ---------------------------------------------------------------------
+
+
+def save_progress(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs, status: str,
+                  error: str | None = None) -> None:
+    """Write the checkpoint (when an epoch finished since the last one) and the run record."""
+    so = outputs.storage_options
+    state = session.state
+    if status == "running":
+        save_checkpoint(outputs.checkpoint_dir, state=state, model=setup.net, best=session.best,
+                        optimizer=session.optimizer, scheduler=session.scheduler, rng=session.rng,
+                        spec=comparable(spec), fingerprint=spec.fingerprint(), storage_options=so)
+    record = {**setup.record, "status": status, "started": state.data.get("started"), "updated": now(),
+              "run_dir": public_url(outputs.run_dir), "record_url": public_url(outputs.record_url),
+              "checkpoint": public_url(outputs.checkpoint_dir), "epochs": state.history,
+              "resumes": state.resumes}
+    if error:
+        record["error"] = error
+    write_json(outputs.record_url, _json_safe(record), so)
+
+
+def finish(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs, stopped_early: bool,
+           resumed_from: int | None, log: Log) -> TrainResult:
+    """Save the kept weights as a geoseg model file and complete the run record."""
+    state = session.state
+    if spec.training.keep == "best" and session.best is not None:
+        setup.net.load_state_dict(session.best)
+    final = _final_metrics(spec, state, stopped_early)
+    info = ModelInfo(spec.model_name, spec.model.architecture, setup.net_config,
+                     tuple(ClassInfo(c.name, tuple(c.color)) for c in spec.data.classes), setup.bands,
+                     tuple(state.data["mean"]), tuple(state.data["std"]),
+                     extra={"training": _model_summary(spec, setup, outputs, final)})
+    model = SegmentationModel(setup.net, info, device="cpu")
+    ref = save_model(model, outputs.model_url, storage_options=outputs.storage_options, overwrite=True)
+    record = read_json(outputs.record_url, outputs.storage_options) or {}
+    record.update(status="complete", finished=now(), final=final,
+                  model={"url": public_url(outputs.model_url), "sha256": ref.sha256})
+    write_json(outputs.record_url, _json_safe(record), outputs.storage_options)
+    log(f"{spec.name}: wrote {outputs.model_url} (weights of epoch {final['kept_epoch']}, best "
+        f"validation mIoU {final['best_val_miou']:.4f}); run record {outputs.record_url}")
+    return _result(spec, session, outputs, "complete", outputs.model_url, ref.sha256, stopped_early,
+                   resumed_from)
+
+
+def _final_metrics(spec: TrainSpec, state: TrainState, stopped_early: bool) -> dict[str, Any]:
+    best = next((m for m in state.history if m["epoch"] == state.best_epoch), {})
+    kept = state.best_epoch if spec.training.keep == "best" and best else state.epoch
+    return {"epochs_run": state.epoch, "best_epoch": state.best_epoch,
+            "best_val_miou": best.get("val_miou", float("nan")), "best_val_iou": best.get("val_iou", {}),
+            "kept_epoch": kept, "stopped_early": stopped_early, "steps": state.step}
+
+
+def _model_summary(spec: TrainSpec, setup: Setup, outputs: Outputs,
+                   final: dict[str, Any]) -> dict[str, Any]:
+    data = setup.record["data"]
+    return _json_safe({
+        "command": "geoseg train", "run": spec.name, "seed": spec.seed,
+        "run_record": public_url(outputs.record_url),
+        "hyperparameters": spec.training.model_dump(mode="json"), "validation": final,
+        "normalization": {k: setup.record["normalization"][k]
+                          for k in ("source", "windows", "window", "pixels")},
+        "class_weights": setup.record["class_weights"], "ignore_index": spec.data.ignore_index,
+        "data": {split: [{"pair": e["pair"], "image": e["image"]["url"], "labels": e["labels"]["url"],
+                          "image_sha256": e["image"]["checksum"]["sha256"],
+                          "labels_sha256": e["labels"]["checksum"]["sha256"]} for e in data[split]]
+                 for split in ("train", "validation")},
+    })
+
+
+def _result(spec: TrainSpec, session: Session, outputs: Outputs, status: str, model_url: str | None,
+            sha256: str, stopped_early: bool, resumed_from: int | None) -> TrainResult:
+    final = _final_metrics(spec, session.state, stopped_early)
+    return TrainResult(name=spec.name, status=status, model_url=model_url, model_sha256=sha256,
+                       run_dir=outputs.run_dir, record_url=outputs.record_url,
+                       epochs_run=final["epochs_run"],
+                       best_epoch=final["best_epoch"], best_val_miou=final["best_val_miou"],
+                       best_val_iou=final["best_val_iou"], stopped_early=stopped_early,
+                       resumed_from=resumed_from, history=list(session.state.history))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as ``null`` (strict JSON)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

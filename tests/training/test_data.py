@@ -1,0 +1,72 @@
+"""Chip plans, augmentation, validation tiles, class weights and data checksums."""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+from geoseg.io.readers import open_source
+from geoseg.training.checksums import source_checksum
+from geoseg.training.data import Region, augment, class_weights, draw_plan, validation_windows
+from tests.conftest import write_zarr
+
+
+def test_augment_keeps_pixels_and_labels_aligned():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, (8, 8))
+    x = np.stack([y * 10.0, y * 10.0 + 1])
+    for rot in range(4):
+        for flip in (False, True):
+            xa, ya = augment(x, y, rot, flip)
+            assert xa.flags.c_contiguous and np.array_equal(xa[0], ya * 10.0) and np.array_equal(xa[1], ya * 10.0 + 1)
+    assert np.array_equal(augment(x, y, 1, False)[1], np.rot90(y))
+
+
+def test_plan_is_seeded_and_stays_inside_regions():
+    class Pair:
+        def __init__(self, region: Region) -> None:
+            self.region = region
+
+    pairs = [Pair(Region(0, 100, 0, 50)), Pair(Region(10, 42, 20, 52))]
+    a = draw_plan(np.random.default_rng(1), pairs, 500, 32, True, True)
+    b = draw_plan(np.random.default_rng(1), pairs, 500, 32, True, True)
+    assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("pair", "row", "col", "rot", "flip"))
+    for i in range(len(a)):
+        region = pairs[a.pair[i]].region
+        rows, cols = region.window(int(a.row[i]), int(a.col[i]), 32)
+        assert region.row_start <= rows.start and rows.stop <= region.row_stop
+        assert region.col_start <= cols.start and cols.stop <= region.col_stop
+    assert (a.pair == 0).mean() > 0.9  # 69 x 19 positions against 1 x 1
+    assert set(np.unique(a.rot)) == {0, 1, 2, 3} and a.flip.any() and not a.flip.all()
+    plain = draw_plan(np.random.default_rng(1), pairs, 50, 32, False, False)
+    assert not plain.rot.any() and not plain.flip.any()
+
+
+def test_validation_tiles_cover_the_region_and_are_thinned_evenly():
+    tiles = Region(100, 200, 0, 70).tiles(32)
+    covered = np.zeros((300, 70), bool)
+    for rows, cols in tiles:
+        assert rows.stop - rows.start == 32 and cols.stop - cols.start == 32
+        covered[rows, cols] = True
+    assert covered[100:200].all() and not covered[:100].any() and not covered[200:].any()
+
+    class Pair:
+        region = Region(0, 320, 0, 320)
+
+    picked = validation_windows([Pair()], 32, 7)
+    assert len(picked) == 7 and picked[0][1][0].start == 0 and picked[-1][1][0].stop == 320
+
+
+def test_class_weights_favour_rare_classes_and_bound_absent_ones():
+    weights = class_weights(np.array([900, 90, 10, 0]))
+    assert weights.mean() == np.float32(1.0) or abs(weights.mean() - 1) < 1e-6
+    assert weights[0] < weights[1] < weights[2] < weights[3] and weights[3] / weights[0] < 31
+
+
+def test_zarr_checksum_changes_with_data(tmp_path):
+    image = np.arange(2 * 40 * 40, dtype=np.uint8).reshape(2, 40, 40)
+    url = write_zarr(tmp_path / "a.zarr", image, chunks=(16, 16))
+    first = source_checksum(open_source(url))
+    assert first == source_checksum(open_source(url)) and first["method"] == "content" and first["files"] == 10
+    zarr.open_array(url, mode="r+")[0, 0, 0] = 255
+    assert source_checksum(open_source(url))["sha256"] != first["sha256"]

@@ -1,0 +1,140 @@
+"""Training and sweep specs: every problem named with its key, what was received and expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from geoseg.errors import JobSpecError
+from geoseg.training import TrainSpec, TrainSpecError, load_sweep_spec, load_train_spec
+from geoseg.training.sweep import SweepSpec, make_trials
+
+REPO = Path(__file__).resolve().parents[2]
+PAIR = {"image": {"url": "s.zarr", "variable": "image"}, "labels": {"url": "s.zarr", "variable": "labels"}}
+
+
+def minimal(**extra: object) -> dict:
+    return {"data": {"train": [PAIR], "classes": ["a", "b"]}, "output": {"model": "runs/m.safetensors"}, **extra}
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "train.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_minimal_spec_gets_defaults(tmp_path):
+    spec = load_train_spec(write(tmp_path, minimal()))
+    assert spec.model.architecture == "unet" and spec.training.keep == "best"
+    assert spec.data.holdout_fraction == 0.2 and spec.output.run_url == "runs/m.run"
+    assert [c.name for c in spec.data.classes] == ["a", "b"]
+    with pytest.raises(Exception):
+        spec.training.lr = 1.0  # frozen
+
+
+def test_unknown_keys_and_wrong_types_name_their_key(tmp_path):
+    data = minimal(traning={}, training={"lr": "fast", "epochs": 0, "early_stopping": {"patience": 2, "x": 1}})
+    data["data"]["train"] = [{**PAIR, "image": {"url": "a", "urll": 1}, "window": [5, 2, 0, 9]}]
+    with pytest.raises(TrainSpecError) as err:
+        load_train_spec(write(tmp_path, data))
+    text = str(err.value)
+    assert isinstance(err.value, JobSpecError) and "6 problem(s)" in text
+    assert "data.train.0.image.urll: unknown key; allowed keys here: url, variable, bands, storage_options" in text
+    assert ("data.train.0.window: received [5, 2, 0, 9] (list); expected [row_start, row_stop, col_start, "
+            "col_stop] with 0 <= start < stop") in text
+    assert "training.lr: received 'fast' (str); expected a valid number" in text
+    assert "training.epochs: received 0 (int); expected greater than or equal to 1" in text
+    assert "training.early_stopping.x: unknown key; allowed keys here: patience, min_delta" in text
+    assert "traning: unknown key; allowed keys here: name, seed, data, model, training, validation, output" in text
+
+
+def test_unknown_architecture_and_bad_config_are_named():
+    with pytest.raises(TrainSpecError) as err:
+        TrainSpec.from_dict(minimal(model={"architecture": "unett"}))
+    text = str(err.value)
+    assert "model.architecture: received 'unett' (str); expected one of the registered 2D architectures: " in text
+    listed = text.split("2D architectures: ")[1].rstrip(".").split(", ")
+    assert {"deeplabv3plus", "fcn", "segnet", "unet"} <= set(listed) and "unet3d" not in listed
+    with pytest.raises(TrainSpecError, match="model.architecture: received 'unet3d'"):
+        TrainSpec.from_dict(minimal(model={"architecture": "unet3d"}))
+    with pytest.raises(TrainSpecError, match=r"model.config: received \{'dept': 2\} .* expected arguments that "
+                                             r"'unet' accepts .*unexpected keyword argument 'dept'"):
+        TrainSpec.from_dict(minimal(model={"architecture": "unet", "config": {"dept": 2}}))
+    with pytest.raises(TrainSpecError, match="model.config: .* expected no num_classes: the trainer sets it"):
+        TrainSpec.from_dict(minimal(model={"config": {"num_classes": 3}}))
+
+
+def test_cross_field_checks():
+    data = minimal()
+    data["data"].update(ignore_index=1, class_weights=[1.0], holdout=0)
+    with pytest.raises(TrainSpecError) as err:
+        TrainSpec.from_dict(data)
+    text = str(err.value)
+    assert "data.ignore_index: received 1 (int); expected a value that is not a class id (0..1)" in text
+    assert "data.class_weights: received [1.0] (list); expected 'auto'" in text and "list of 2" in text
+    assert "data.holdout: received 0 (int); expected > 0 when there are no validation pairs" in text
+    with pytest.raises(TrainSpecError, match="training.device: received 'gpu' .* 'cuda:N'"):
+        TrainSpec.from_dict(minimal(training={"device": "gpu"}))
+
+
+def test_storage_options_never_echoed():
+    data = minimal()
+    data["data"]["train"] = [{**PAIR, "image": {"url": "s3://b/x.zarr", "storage_options": 12345}}]
+    with pytest.raises(TrainSpecError) as err:
+        TrainSpec.from_dict(data)
+    assert "12345" not in str(err.value) and "<hidden>" in str(err.value)
+    data["data"]["train"] = [{**PAIR, "image": {"url": "s3://user:pw@b/x.zarr", "storage_options": {"secret": "S3CR"}}}]
+    redacted = str(TrainSpec.from_dict(data).redacted())
+    assert "S3CR" not in redacted and "pw" not in redacted
+
+
+def test_yaml_problems(tmp_path):
+    with pytest.raises(TrainSpecError, match="No training spec at"):
+        load_train_spec(tmp_path / "missing.yaml")
+    with pytest.raises(TrainSpecError, match="not valid YAML"):
+        load_train_spec(write(tmp_path, "data: !!python/object/apply:os.system ['echo hi']\n"))
+    with pytest.raises(TrainSpecError, match="expected a mapping of sections"):
+        load_train_spec(write(tmp_path, "- a\n- b\n"))
+
+
+def test_example_specs_validate(monkeypatch):
+    monkeypatch.chdir(REPO)
+    spec = load_train_spec("jobs/train-demo.yaml")
+    assert spec.data.validation and spec.training.early_stopping is not None
+    sweep = load_sweep_spec("jobs/sweep-demo.yaml")
+    trials = make_trials(sweep)
+    assert len(trials) == 8 and {t.spec.model.architecture for t in trials} == {"unet", "segnet"}
+
+
+def test_sweep_spec_errors_and_trial_errors():
+    with pytest.raises(TrainSpecError) as err:
+        SweepSpec.from_dict({"base": minimal(), "method": "random", "parameters": {"output.model": ["x"]},
+                             "output": {"dir": "d"}, "extra": 1})
+    text = str(err.value)
+    assert "parameters: received {'output.model': ['x']} (dict); expected keys outside output, name" in text
+    assert "trials: received None (NoneType); expected a number of trials, required with method: random" in text
+    assert "extra: unknown key; allowed keys here: name, base, method, trials, seed, parameters, output" in text
+    with pytest.raises(TrainSpecError, match="ranges .* need method: random"):
+        SweepSpec.from_dict({"base": minimal(), "parameters": {"training.lr": {"low": 1e-4, "high": 1e-2}},
+                             "output": {"dir": "d"}})
+    spec = SweepSpec.from_dict({"base": minimal(), "parameters": {"training.lr": [0.001, -1]},
+                                "output": {"dir": "d"}})
+    with pytest.raises(TrainSpecError, match=r"(?s)trial 1 \{'training.lr': -1\}.*training.lr: received -1"):
+        make_trials(spec)
+
+
+def test_random_search_draws_reproducible_values():
+    spec = SweepSpec.from_dict({"base": minimal(), "method": "random", "trials": 5, "seed": 3,
+                                "parameters": {"training.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                                               "model.config.width": [4, 8, 16], "training.batch_size":
+                                                   {"low": 2, "high": 6, "integer": True}},
+                                "output": {"dir": "d"}})
+    trials, again = make_trials(spec), make_trials(spec)
+    assert [t.params for t in trials] == [t.params for t in again] and len(trials) == 5
+    assert all(1e-4 <= t.spec.training.lr <= 1e-2 and 2 <= t.spec.training.batch_size <= 6 for t in trials)
+    assert all(t.spec.model.config["width"] in (4, 8, 16) and t.spec.model.config == {"width": t.params[
+        "model.config.width"]} for t in trials)
+    assert trials[0].spec.output.model.endswith("d/trial-000/model.safetensors")
+    assert trials[0].spec.data.train[0].image.url == str(Path("s.zarr").resolve())

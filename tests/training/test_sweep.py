@@ -1,0 +1,65 @@
+"""A sweep on a real multi-process cluster: one task per trial, ranked by validation mIoU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geoseg
+from geoseg.training import sweep
+from tests.training.conftest import tiny_spec, zarr_pair
+
+
+def test_grid_sweep_runs_each_trial_as_a_task_and_ranks_them(tmp_path, scene_zarr, cluster_address):
+    base = tiny_spec([zarr_pair(scene_zarr)], tmp_path / "unused")
+    lines: list[str] = []
+    spec = {"name": "tiny-sweep", "base": base, "method": "grid",
+            "parameters": {"training.lr": [0.002, 0.02], "model.config.width": [4, 6]},
+            "output": {"dir": str(tmp_path / "sweep")}}
+    result = sweep(spec, scheduler=cluster_address, log=lines.append)
+
+    assert len(result.trials) == 4 and all(t.status == "complete" for t in result.trials)
+    mious = [t.val_miou for t in result.trials]
+    assert mious == sorted(mious, reverse=True)
+    assert {t.worker for t in result.trials} <= set(_workers(cluster_address)) and all(t.worker for t in result.trials)
+    assert sorted(t.params["training.lr"] for t in result.trials) == [0.002, 0.002, 0.02, 0.02]
+    assert result.best_model == result.trials[0].model_url and not result.gpu
+    assert geoseg.load_model(result.best_model).info.config["width"] == result.trials[0].params["model.config.width"]
+
+    rows = result.table.splitlines()
+    assert rows[0].split() == ["rank", "trial", "val", "mIoU", "best", "epoch", "epochs", "training.lr",
+                               "model.config.width", "status"]
+    assert [r.split()[1] for r in rows[2:]] == [t.name for t in result.trials]
+    assert [float(r.split()[2]) for r in rows[2:]] == [round(m, 4) for m in mious]
+    for trial in result.trials:  # each trial keeps its own run record
+        record = json.loads(Path(trial.record_url).read_text())
+        assert record["status"] == "complete" and record["name"] == trial.name
+        assert record["spec"]["training"]["lr"] == trial.params["training.lr"]
+        assert record["model"]["sha256"] == trial.model_sha256
+    summary = json.loads(Path(result.record_url).read_text())
+    assert summary["best_model"] == result.best_model and len(summary["trials"]) == 4
+    assert (tmp_path / "sweep" / "table.txt").read_text().strip() == result.table
+    assert len([line for line in lines if ": complete, val mIoU" in line]) == 4
+
+    again = sweep(spec, scheduler=cluster_address, log=lines.append)  # finished trials are reused
+    assert [t.model_sha256 for t in again.trials] == [t.model_sha256 for t in result.trials]
+
+
+def _workers(address: str) -> list[str]:
+    from distributed import Client
+
+    with Client(address) as client:
+        return list(client.scheduler_info()["workers"])
+
+
+def test_a_failed_trial_is_listed_last_with_its_error(tmp_path, scene_zarr, cluster_address):
+    base = tiny_spec([zarr_pair(scene_zarr)], tmp_path / "unused", training__epochs=1)
+    spec = {"name": "half-broken", "base": base, "parameters": {"training.chip": [34, 32]},
+            "output": {"dir": str(tmp_path / "sweep")}}
+    result = sweep(spec, scheduler=cluster_address, log=lambda _: None)
+    assert [t.status for t in result.trials] == ["complete", "failed"]
+    failed = result.trials[1]
+    assert failed.params == {"training.chip": 34} and failed.val_miou is None
+    assert "TrainSpecError" in failed.error and "training.chip: received 34" in failed.error
+    assert result.table.splitlines()[-1].split()[2] == "-" and "failed: TrainSpecError" in result.table
+    assert result.best_model == result.trials[0].model_url
