@@ -1,0 +1,223 @@
+"""Ensembles: several segmenters on the same tiles, their scores combined per pixel.
+
+An :class:`Ensemble` is itself a :class:`~geoseg.models.base.Segmenter`, so
+:func:`geoseg.segment` runs it like any model: each task reads its window once
+and every member sees the same batch of tiles. Members travel to workers as
+their references (:class:`EnsembleRef`), never as weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import BandMismatchError, EnsembleError
+from geoseg.models.base import ClassInfo, Segmenter, valid_mask
+
+COMBINES = ("mean", "vote", "max")
+
+
+class Ensemble(Segmenter):
+    """Several segmenters combined per pixel.
+
+    Parameters
+    ----------
+    members
+        Segmenters (deep models of any architecture, classical methods, wrappers)
+        or references that :func:`geoseg.models.resolve` turns into segmenters.
+    weights
+        Non-negative weight per member, not all zero; normalized to sum 1
+        (default: equal weights).
+    combine
+        ``"mean"``: weighted mean of the member scores (probabilities).
+        ``"max"``: per-class maximum of the member scores (weights are ignored).
+        ``"vote"``: weighted majority of the members' arg-max classes. The scores
+        are the vote shares (summing to 1). Tie-break: among classes tied for
+        the most votes (within 1e-9), the class with the highest weighted mean
+        score wins, then the lowest class id; the winner's score is raised by
+        one float32 ulp so the arg-max of the returned scores is the winner.
+    classes
+        The ensemble's class order, as names or :class:`ClassInfo` (default: the
+        first member's). Members may list the same names in any order; their
+        score channels are reordered to this one.
+
+    Notes
+    -----
+    :meth:`prepare` keeps the raw values (float32, float64 for wide types) with
+    no-data pixels set to NaN; :meth:`predict` gives each member its own
+    prepared input (``member.prepare`` per tile), so per-model normalization is
+    respected and no-data pixels reach every member as it expects them.
+    """
+
+    def __init__(self, members: Sequence[Any], weights: Sequence[float] | None = None,
+                 combine: str = "mean", *, classes: Sequence[str | ClassInfo] | None = None):
+        from geoseg.models.cache import resolve
+
+        self.members: tuple[Segmenter, ...] = tuple(resolve(m) for m in members)
+        if not self.members:
+            raise EnsembleError("an Ensemble needs at least one member; got none.")
+        if combine not in COMBINES:
+            raise EnsembleError(f"combine={combine!r}; expected one of {COMBINES}.")
+        self.combine = combine
+        self.weights = normalize_weights(weights, len(self.members))
+        self.classes = _ensemble_classes(self.members, classes)
+        self._orders = tuple(channel_order(m, self.classes, i) for i, m in enumerate(self.members))
+        self.bands = _common_bands(self.members)
+        self.stride, self.halo = _geometry(self.members)
+        self.global_context = any(getattr(m, "global_context", False) for m in self.members)
+        self.name = f"ensemble[{combine}]({', '.join(m.name for m in self.members)})"
+
+    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw values as floats and the validity mask; no-data pixels become NaN."""
+        x = raw.astype(_raw_float(raw.dtype), copy=True)
+        valid = valid_mask(raw, nodata)
+        x[:, ~valid] = np.nan
+        return x, valid
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Combined scores ``(N, classes, *spatial)`` for raw tiles ``(N, bands, *spatial)``."""
+        scores = [self.member_scores(i, batch) for i in range(len(self.members))]
+        return combine_scores(scores, self.weights, self.combine)
+
+    def member_scores(self, index: int, batch: np.ndarray) -> np.ndarray:
+        """Member ``index``'s scores for raw tiles, channels in the ensemble's class order."""
+        member = self.members[index]
+        prepared = np.stack([member.prepare(tile)[0] for tile in batch])
+        scores = np.asarray(member.predict(prepared), dtype=np.float32)
+        return scores[:, list(self._orders[index])]
+
+    def ref(self) -> EnsembleRef:
+        return EnsembleRef(tuple(m.ref() for m in self.members), self.weights, self.combine,
+                           self.classes)
+
+    def __repr__(self) -> str:
+        return f"Ensemble({self.name}, weights={[round(w, 4) for w in self.weights]})"
+
+
+@dataclass(frozen=True)
+class EnsembleRef:
+    """What tasks carry for an :class:`Ensemble`: member references, weights, combine rule."""
+
+    members: tuple[Any, ...]
+    weights: tuple[float, ...]
+    combine: str
+    classes: tuple[ClassInfo, ...]
+
+    def resolve(self) -> Ensemble:
+        return Ensemble(self.members, self.weights, self.combine, classes=self.classes)
+
+
+def normalize_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
+    """Weights scaled to sum 1; equal when ``None``. Raises on negative, all-zero or wrong count."""
+    if weights is None:
+        return (1.0 / n,) * n
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.size != n:
+        raise EnsembleError(f"got {w.size} weight(s) for {n} member(s); give one weight per member.")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise EnsembleError(f"weights must be finite and non-negative; got {w.tolist()}.")
+    if w.sum() == 0:
+        raise EnsembleError(f"weights are all zero ({w.tolist()}); give at least one positive weight.")
+    return tuple(float(v) for v in w / w.sum())
+
+
+def combine_scores(scores: Sequence[np.ndarray], weights: Sequence[float], combine: str) -> np.ndarray:
+    """Combine member scores ``(N, K, *S)`` each, by ``"mean"``, ``"max"`` or ``"vote"``."""
+    if combine == "max":
+        return np.max(np.stack(scores), axis=0).astype(np.float32)
+    mean = _weighted_mean(scores, weights)
+    if combine == "mean":
+        return mean.astype(np.float32)
+    return _vote(scores, weights, mean)
+
+
+def _weighted_mean(scores: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    total = np.zeros(scores[0].shape, np.float64)
+    for s, w in zip(scores, weights):
+        if w:
+            total += w * s.astype(np.float64)
+    return total
+
+
+def _vote(scores: Sequence[np.ndarray], weights: Sequence[float], mean: np.ndarray) -> np.ndarray:
+    """Vote shares with the documented tie-break (most votes, then highest mean score, then lowest id)."""
+    n_classes = scores[0].shape[1]
+    votes = np.zeros(mean.shape, np.float64)
+    classes = np.arange(n_classes).reshape((1, n_classes) + (1,) * (mean.ndim - 2))
+    for s, w in zip(scores, weights):
+        votes += w * (np.argmax(s, axis=1)[:, None] == classes)
+    top = votes.max(axis=1, keepdims=True)
+    tied = votes >= top - 1e-9
+    winner = np.argmax(np.where(tied, mean, -np.inf), axis=1)[:, None]
+    out = votes.astype(np.float32)
+    top32 = out.max(axis=1, keepdims=True)
+    bumped = np.nextafter(top32, np.float32(np.inf))
+    np.put_along_axis(out, winner, bumped, axis=1)
+    return out
+
+
+def _raw_float(dtype: np.dtype) -> type:
+    """float32 when it holds every value of ``dtype`` exactly, else float64."""
+    dtype = np.dtype(dtype)
+    exact32 = dtype.kind in "biu" and dtype.itemsize <= 2 or dtype.kind == "f" and dtype.itemsize <= 4
+    return np.float32 if exact32 else np.float64
+
+
+def _names(classes: Sequence[ClassInfo]) -> list[str]:
+    return [c.name for c in classes]
+
+
+def _ensemble_classes(members: Sequence[Segmenter],
+                      classes: Sequence[str | ClassInfo] | None) -> tuple[ClassInfo, ...]:
+    if classes is None:
+        return tuple(members[0].classes)
+    by_name = {c.name: c for m in members for c in m.classes}
+    return tuple(c if isinstance(c, ClassInfo) else by_name.get(str(c), ClassInfo(str(c))) for c in classes)
+
+
+def channel_order(member: Segmenter, classes: Sequence[ClassInfo], index: int) -> tuple[int, ...]:
+    """Indexes into ``member``'s score channels giving ``classes``' order; clear error on mismatch."""
+    names, expected = _names(member.classes), _names(classes)
+    if len(set(names)) != len(names) or sorted(names) != sorted(expected):
+        missing = [n for n in expected if n not in names]
+        extra = [n for n in names if n not in expected]
+        raise EnsembleError(
+            f"member {index} ({member.name}) has classes {names} but the ensemble's classes are "
+            f"{expected} (missing: {missing}, extra: {extra}, duplicates: {len(set(names)) != len(names)}). "
+            "Ensemble members must predict the same class names (in any order); retrain or relabel the "
+            "member, wrap it to map its classes, or pass classes=[...] naming the common classes."
+        )
+    return tuple(names.index(n) for n in expected)
+
+
+def _common_bands(members: Sequence[Segmenter]) -> tuple[str, ...] | None:
+    """The first member's band names with a count every member accepts; error otherwise."""
+    bands = next((m.bands for m in members if m.bands is not None), None)
+    for i, m in enumerate(members):
+        if m.bands is not None and bands is not None and len(m.bands) != len(bands):
+            raise BandMismatchError(
+                f"member {i} ({m.name}) expects {len(m.bands)} band(s) ({', '.join(m.bands)}) but the "
+                f"ensemble's first member with band names expects {len(bands)} ({', '.join(bands)}). "
+                "All members must read the same bands; ensemble models trained on the same inputs, or "
+                "wrap a member to select its bands."
+            )
+    return None if bands is None else tuple(bands)
+
+
+def _geometry(members: Sequence[Segmenter]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per-axis lcm of the strides and max of the halos; members must share dimensionality."""
+    ndims = {len(tuple(m.stride)) for m in members} | {len(tuple(m.halo)) for m in members}
+    if len(ndims) != 1:
+        described = ", ".join(f"{m.name}: stride {tuple(m.stride)}, halo {tuple(m.halo)}" for m in members)
+        raise EnsembleError(
+            f"ensemble members work on different numbers of spatial axes ({described}). Combine only "
+            "2D members or only 3D members (wrap 2D models with SliceWise for volumes)."
+        )
+    ndim = ndims.pop()
+    stride = tuple(math.lcm(*(int(m.stride[a]) for m in members)) for a in range(ndim))
+    halo = tuple(max(int(m.halo[a]) for m in members) for a in range(ndim))
+    return stride, halo

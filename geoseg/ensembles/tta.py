@@ -1,0 +1,118 @@
+"""Test-time augmentation: a segmenter averaged over flips (and rotations) of its input.
+
+For 2D tiles ``(N, C, y, x)`` the ``"d4"`` transforms are the 8 symmetries of
+the square (4 rotations, each with and without a flip of x); windows may be
+non-square (a quarter turn swaps y and x, so the stride and halo of the wrapper
+are the same on both axes). For 3D tiles ``(N, C, z, y, x)`` the transforms are
+the 8 combinations of z, y and x flips. Each output is mapped back (the inverse
+transform) before averaging.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoseg.models.base import Segmenter
+
+TRANSFORMS = ("d4", "flips", "identity")
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Flip the listed axes (of the spatial axes, 0-based), then turn ``k`` quarter turns in (y, x)."""
+
+    flips: tuple[int, ...] = ()
+    k: int = 0
+
+    def apply(self, batch: np.ndarray) -> np.ndarray:
+        out = batch
+        if self.flips:
+            out = np.flip(out, axis=tuple(2 + a for a in self.flips))
+        if self.k:
+            out = np.rot90(out, self.k, axes=(-2, -1))
+        return np.ascontiguousarray(out)
+
+    def undo(self, scores: np.ndarray) -> np.ndarray:
+        out = scores
+        if self.k:
+            out = np.rot90(out, -self.k, axes=(-2, -1))
+        if self.flips:
+            out = np.flip(out, axis=tuple(2 + a for a in self.flips))
+        return out
+
+
+def transform_set(name: str, ndim: int) -> tuple[Transform, ...]:
+    """The transforms of ``name`` (``"d4"``, ``"flips"``, ``"identity"``) for ``ndim`` spatial axes.
+
+    ``"d4"`` in 2D: the 8 rotations/flips of the square; in 3D (no rotations, the
+    voxels need not be cubes): the 8 axis-flip combinations, as ``"flips"``.
+    """
+    if name not in TRANSFORMS:
+        raise ValueError(f"transforms={name!r}; expected one of {TRANSFORMS}.")
+    if name == "identity":
+        return (Transform(),)
+    if name == "d4" and ndim == 2:
+        return tuple(Transform((1,) if flip else (), k) for k in range(4) for flip in (False, True))
+    axes = range(ndim)
+    return tuple(Transform(tuple(a for a, f in zip(axes, fs) if f))
+                 for fs in itertools.product((False, True), repeat=ndim))
+
+
+class TTA(Segmenter):
+    """Average of ``member``'s scores over transformed copies of each tile.
+
+    Parameters
+    ----------
+    member
+        Any segmenter (or a reference :func:`geoseg.models.resolve` accepts).
+    transforms
+        ``"d4"`` (default; 8 flips/rotations in 2D, 8 axis flips in 3D),
+        ``"flips"`` (axis flips only) or ``"identity"``.
+    """
+
+    def __init__(self, member: Any, transforms: str = "d4"):
+        from geoseg.models.cache import resolve
+
+        self.member: Segmenter = resolve(member)
+        self.transforms_name = transforms
+        ndim = len(tuple(self.member.stride))
+        self.transforms = transform_set(transforms, ndim)
+        self.name = f"{self.member.name} (TTA {transforms})"
+        self.classes = self.member.classes
+        self.bands = self.member.bands
+        self.global_context = bool(getattr(self.member, "global_context", False))
+        stride, halo = tuple(self.member.stride), tuple(self.member.halo)
+        if any(t.k for t in self.transforms):
+            stride = stride[:-2] + (math.lcm(*stride[-2:]),) * 2
+            halo = halo[:-2] + (max(halo[-2:]),) * 2
+        self.stride, self.halo = stride, halo
+
+    def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.member.prepare(raw, nodata)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        total: np.ndarray | None = None
+        for t in self.transforms:
+            scores = t.undo(np.asarray(self.member.predict(t.apply(batch)), dtype=np.float64))
+            total = scores if total is None else total + scores
+        assert total is not None
+        return (total / len(self.transforms)).astype(np.float32)
+
+    def ref(self) -> TTARef:
+        return TTARef(self.member.ref(), self.transforms_name)
+
+
+@dataclass(frozen=True)
+class TTARef:
+    """What tasks carry for a :class:`TTA`: the member's reference and the transform set."""
+
+    member: Any
+    transforms: str
+
+    def resolve(self) -> TTA:
+        return TTA(self.member, self.transforms)

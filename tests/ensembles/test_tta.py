@@ -1,0 +1,125 @@
+"""Test-time augmentation: transforms are applied and undone exactly."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+
+import dask
+import numpy as np
+import pytest
+import torch
+
+import geoseg
+from geoseg.ensembles import TTA, TTARef, transform_set
+from geoseg.models import ClassInfo, Segmenter
+from tests.conftest import random_unet, textured_image, write_zarr
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Two shared CPU cores: torch's thread pool only oversubscribes them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Identity(Segmenter):
+    """Scores are the input bands: TTA must return its input untouched."""
+
+    name = "identity"
+
+    def __init__(self, bands: int, ndim: int = 2):
+        self.classes = tuple(ClassInfo(f"b{i}") for i in range(bands))
+        self.stride = (1,) * ndim
+        self.halo = (0,) * ndim
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return batch.copy()
+
+
+class SymmetricConv(Segmenter):
+    """Conv stack whose 3x3 kernels are symmetric under the square's 8 symmetries: D4-equivariant."""
+
+    name = "symmetric-conv"
+    stride = (1, 1)
+    halo = (2, 2)
+
+    def __init__(self, bands: int = 3, classes: int = 4, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.classes = tuple(ClassInfo(f"class_{i}") for i in range(classes))
+        self.kernels = [self._symmetric(8, bands, gen), self._symmetric(classes, 8, gen)]
+
+    @staticmethod
+    def _symmetric(out: int, inp: int, gen: torch.Generator) -> torch.Tensor:
+        corner, edge, centre = (torch.randn(out, inp, 1, 1, generator=gen, dtype=torch.float64) for _ in range(3))
+        row_a = torch.cat([corner, edge, corner], dim=3)
+        row_b = torch.cat([edge, centre, edge], dim=3)
+        return torch.cat([row_a, row_b, row_a], dim=2)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(batch, np.float64))
+        x = torch.tanh(torch.nn.functional.conv2d(x, self.kernels[0], padding=1))
+        x = torch.nn.functional.conv2d(x, self.kernels[1], padding=1)
+        return torch.softmax(x, dim=1).numpy().astype(np.float32)
+
+
+def test_d4_has_eight_distinct_transforms_that_undo_exactly():
+    x = np.random.default_rng(0).normal(size=(2, 3, 6, 6))
+    transforms = transform_set("d4", 2)
+    assert len(transforms) == 8
+    images = [t.apply(x) for t in transforms]
+    for a, b in itertools.combinations(images, 2):
+        assert not np.array_equal(a, b)
+    for t in transforms:
+        np.testing.assert_array_equal(t.undo(t.apply(x)), x)
+    assert len(transform_set("d4", 3)) == len(transform_set("flips", 3)) == 8
+    assert len(transform_set("flips", 2)) == 4
+    with pytest.raises(ValueError, match="transforms"):
+        transform_set("rot45", 2)
+
+
+@pytest.mark.parametrize("shape, transforms", [((2, 3, 8, 12), "d4"), ((1, 2, 5, 7), "flips"),
+                                               ((2, 2, 4, 6, 10), "d4")])
+def test_tta_of_identity_returns_the_input(shape, transforms):
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    tta = TTA(Identity(shape[1], ndim=len(shape) - 2), transforms)
+    np.testing.assert_allclose(tta.predict(x), x, atol=1e-6, rtol=0)
+
+
+def test_tta_of_an_equivariant_model_changes_nothing():
+    model = SymmetricConv()
+    x = np.random.default_rng(2).normal(size=(2, 3, 20, 14)).astype(np.float32)
+    np.testing.assert_allclose(TTA(model).predict(x), model.predict(x), atol=1e-6, rtol=0)
+
+
+def test_tta_of_a_random_unet_changes_the_output():
+    model = random_unet(seed=0)
+    image = textured_image(48, 64, seed=2)
+    plain, augmented = model.predict_image(image), TTA(model).predict_image(image)
+    assert np.abs(plain - augmented).max() > 1e-2
+    np.testing.assert_allclose(augmented.sum(0), 1.0, atol=1e-5)
+
+
+def test_rotations_make_stride_and_halo_square():
+    class Strided(Identity):
+        def __init__(self) -> None:
+            super().__init__(1)
+            self.stride, self.halo = (2, 4), (3, 5)
+
+    assert (TTA(Strided()).stride, TTA(Strided()).halo) == ((4, 4), (5, 5))
+    assert (TTA(Strided(), "flips").stride, TTA(Strided(), "flips").halo) == ((2, 4), (3, 5))
+
+
+def test_chunked_tta_equals_whole_image_and_ref_resolves(tmp_path):
+    model = random_unet(seed=1, depth=2, width=4)
+    image = textured_image(70, 53, seed=4)
+    tta = TTA(model)
+    ref = tta.ref()
+    assert isinstance(ref, TTARef) and len(pickle.dumps(ref)) < 2_000
+    assert isinstance(geoseg.models.resolve(ref), TTA)
+    raster = geoseg.open_raster(write_zarr(tmp_path / "in.zarr", image, chunks=(30, 30)))
+    with dask.config.set(scheduler="sync"):
+        probs = geoseg.segment(raster, tta, output="probabilities", chunks=(31, 27), tile=24).values
+    np.testing.assert_allclose(probs, tta.predict_image(image), atol=1e-5, rtol=0)
