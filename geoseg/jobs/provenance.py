@@ -38,14 +38,11 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def redact_urls(spec: dict[str, Any]) -> dict[str, Any]:
-    """Apply :func:`public_url` to every ``url``/``path`` entry of a (redacted) spec."""
-    out: dict[str, Any] = {}
-    for key, value in spec.items():
-        if isinstance(value, dict):
-            out[key] = redact_urls(value)
-        elif key in ("url", "path") and isinstance(value, str):
-            out[key] = public_url(value)
-        else:
-            out[key] = value
-    return out
+def redact_urls(spec: Any) -> Any:
+    """Apply :func:`public_url` to every ``url``/``path`` entry of a (redacted) spec, at any depth."""
+    if isinstance(spec, list):
+        return [redact_urls(v) for v in spec]
+    if not isinstance(spec, dict):
+        return spec
+    return {key: public_url(value) if key in ("url", "path") and isinstance(value, str) else redact_urls(value)
+            for key, value in spec.items()}

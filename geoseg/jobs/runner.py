@@ -19,7 +19,8 @@ from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import provenance
-from geoseg.jobs.spec import JobSpec, load_job
+from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
+from geoseg.ensembles import TTA, Ensemble
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.models.base import Segmenter
 from geoseg.models.model import SegmentationModel
@@ -46,18 +47,20 @@ class PreparedJob:
 
     @property
     def model_id(self) -> str:
-        """The weights' sha256 for a model file; a hash of the method and its parameters otherwise."""
+        """The weights' sha256 for a model file; else a hash of the model spec and of every
+        model file's weights inside it."""
         if isinstance(self.model, SegmentationModel):
             return self.model.info.sha256
-        what = {"method": self.spec.model.method, "params": self.spec.model.params}
+        what = {"model": self.spec.model.model_dump(mode="json", exclude={"storage_options"}),
+                "weights": [m.info.sha256 for m in _model_files(self.model)]}
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def fitted(self) -> PreparedJob:
-        """Fit a classical method's global statistics on the input (no-op for models)."""
+        """Fit classical methods' global statistics on the input (no-op without them)."""
         if self.model is not None:
             return self
         with _key("model"):
-            model = build_method(self.spec.model.method, self.spec.model.params, source_to_dataarray(self.source))
+            model = _build(self.spec.model, self.source, fit=True)
         return _with_segmenter(self.spec, self.source, model)
 
     @property
@@ -97,14 +100,34 @@ def prepare(spec: JobSpec) -> PreparedJob:
     with _key("input.url"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
                              bands=spec.input.bands)
-    if spec.model.method is not None:
-        if needs_fit(spec.model.method):
-            return PreparedJob(spec, source, None, None)
-        with _key("model"):
-            return _with_segmenter(spec, source, build_method(spec.model.method, spec.model.params))
-    with _key("model.path"):
-        model = load_model(spec.model.path, storage_options=spec.model.storage_options, device="cpu")
-    return _with_segmenter(spec, source, model)
+    with _key("model"):
+        model = _build(spec.model, source, fit=False)
+    return PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
+
+
+def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | None:
+    """The segmenter a model spec describes; ``None`` when a method in it must first be
+    fitted and ``fit`` is false (fitting computes on the active cluster)."""
+    if spec.path is not None:
+        model: Segmenter | None = load_model(spec.path, storage_options=spec.storage_options, device="cpu")
+    elif spec.method is not None:
+        if needs_fit(spec.method) and not fit:
+            return None
+        model = build_method(spec.method, spec.params, source_to_dataarray(source) if fit else None)
+    else:
+        members = [_build(m, source, fit=fit) for m in spec.ensemble.members]
+        if any(m is None for m in members):
+            return None
+        model = Ensemble(members, weights=spec.ensemble.weights, combine=spec.ensemble.combine)
+    return TTA(model, transforms=spec.tta) if spec.tta else model
+
+
+def _model_files(segmenter: Any) -> list[SegmentationModel]:
+    """Every model file inside an ensemble or TTA wrapper, depth first."""
+    if isinstance(segmenter, SegmentationModel):
+        return [segmenter]
+    inner = list(getattr(segmenter, "members", ())) + [getattr(segmenter, "member", None)]
+    return [m for part in inner if part is not None for m in _model_files(part)]
 
 
 def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:
@@ -217,8 +240,9 @@ def _model_record(prepared: PreparedJob) -> dict[str, Any]:
         return {"name": model.info.name, "architecture": model.info.architecture,
                 "sha256": model.info.sha256, "url": provenance.public_url(spec.path or "")}
     fitted = {k: v for k, v in vars(model).items() if isinstance(v, (int, float, str, tuple, list))}
-    return {"name": model.name, "method": spec.method, "params": spec.params, "id": prepared.model_id,
-            "fitted": json.loads(json.dumps(fitted, default=str))}
+    return {"name": model.name, "spec": provenance.redact_urls(prepared.spec.redacted()["model"]),
+            "id": prepared.model_id, "fitted": json.loads(json.dumps(fitted, default=str)),
+            "model_files": [{"name": m.info.name, "sha256": m.info.sha256} for m in _model_files(model)]}
 
 
 def _cluster_info(client: Any, address: str | None) -> dict[str, Any]:

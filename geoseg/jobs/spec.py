@@ -27,20 +27,33 @@ class InputSpec(_Section):
 
 
 class ModelSpec(_Section):
-    """A deep model (``path``) or a classical method (``method`` with its ``params``)."""
+    """A deep model (``path``), a classical method (``method`` with ``params``) or an
+    ``ensemble`` of such; ``tta`` wraps any of them in test-time augmentation."""
 
     path: str | None = Field(None, description="Model file path or URL, or builtin:NAME.")
     method: str | None = Field(None, description="Classical method, e.g. otsu, kmeans, sobel, canny.")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters of the method.")
+    ensemble: EnsembleSpec | None = Field(None, description="Members combined into one segmenter.")
+    tta: Literal["d4", "flips"] | None = Field(None, description="Test-time augmentation.")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModelSpec:
-        if (self.path is None) == (self.method is None):
-            raise ValueError("give exactly one of path (a model file) or method (a classical method)")
+        if sum(x is not None for x in (self.path, self.method, self.ensemble)) != 1:
+            raise ValueError("give exactly one of path (a model file), method (a classical method) "
+                             "or ensemble (members)")
         if self.params and self.method is None:
             raise ValueError("params go with method, not with path")
         return self
+
+
+class EnsembleSpec(_Section):
+    members: list[ModelSpec] = Field(min_length=1)
+    weights: list[float] | None = None
+    combine: Literal["mean", "vote", "max"] = "mean"
+
+
+ModelSpec.model_rebuild()
 
 
 class OutputSpec(_Section):

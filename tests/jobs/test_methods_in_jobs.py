@@ -25,7 +25,7 @@ def test_otsu_job_fits_globally_and_matches_scikit_image(tmp_path, cluster_addre
     classes = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["classes"][:]
     np.testing.assert_array_equal(classes, (image[0] > threshold_otsu(image[0])).astype(np.uint8))
     record = report.provenance["model"]
-    assert record["method"] == "otsu" and record["fitted"]["thresholds"] == [float(threshold_otsu(image[0]))]
+    assert record["spec"]["method"] == "otsu" and record["fitted"]["thresholds"] == [float(threshold_otsu(image[0]))]
 
 
 def test_sobel_edge_mask_job(tmp_path, cluster_address):
@@ -48,3 +48,22 @@ def test_unknown_method_lists_the_known_ones(tmp_path):
     with pytest.raises(JobSpecError, match="unknown method 'otsuu'; known methods: .*kmeans.*otsu"):
         run(JobSpec.from_dict(method_job(src, str(tmp_path / "out.zarr"), "otsuu")))
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_ensemble_with_tta_job_equals_the_python_api(tmp_path, model_path, cluster_address):
+    import geoseg
+    from geoseg.ensembles import TTA, Ensemble
+    from tests.conftest import random_unet
+
+    other = str(tmp_path / "other.safetensors")
+    geoseg.save_model(random_unet(seed=5), other)
+    image = textured_image(70, 90, seed=6)
+    src = write_zarr(tmp_path / "in.zarr", image)
+    spec = {"input": {"url": src}, "output": {"url": str(tmp_path / "out.zarr"), "chunks": [37, 53]},
+            "model": {"ensemble": {"members": [{"path": model_path}, {"path": other}], "weights": [2, 1]},
+                      "tta": "flips"}}
+    report = run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    members = [geoseg.load_model(model_path), geoseg.load_model(other)]
+    expected = TTA(Ensemble(members, weights=[2, 1]), transforms="flips").predict_image(image).argmax(0)
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "out.zarr"))["classes"][:], expected)
+    assert [m["sha256"] for m in report.provenance["model"]["model_files"]] == [m.info.sha256 for m in members]
