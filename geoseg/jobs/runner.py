@@ -59,8 +59,7 @@ class PreparedJob:
         """Fit classical methods' global statistics on the input (no-op without them)."""
         if self.model is not None:
             return self
-        with _key("model"):
-            model = _build(self.spec.model, self.source, fit=True)
+        model = _build(self.spec.model, self.source, fit=True)
         return _with_segmenter(self.spec, self.source, model)
 
     @property
@@ -100,8 +99,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     with _key("input.url"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
                              bands=spec.input.bands)
-    with _key("model"):
-        model = _build(spec.model, source, fit=False)
+    model = _build(spec.model, source, fit=False)
     return PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
 
 
@@ -109,7 +107,9 @@ def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | N
     """The segmenter a model spec describes; ``None`` when a method in it must first be
     fitted and ``fit`` is false (fitting computes on the active cluster)."""
     if spec.path is not None:
-        model: Segmenter | None = load_model(spec.path, storage_options=spec.storage_options, device="cpu")
+        with _key("model.path"):
+            model: Segmenter | None = load_model(spec.path, storage_options=spec.storage_options,
+                                                 device="cpu")
     elif spec.method is not None:
         if needs_fit(spec.method) and not fit:
             return None
@@ -118,7 +118,8 @@ def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | N
         members = [_build(m, source, fit=fit) for m in spec.ensemble.members]
         if any(m is None for m in members):
             return None
-        model = Ensemble(members, weights=spec.ensemble.weights, combine=spec.ensemble.combine)
+        with _key("model.ensemble"):
+            model = Ensemble(members, weights=spec.ensemble.weights, combine=spec.ensemble.combine)
     return TTA(model, transforms=spec.tta) if spec.tta else model
 
 
