@@ -6,6 +6,7 @@ what is allowed. Relative paths are relative to the working directory.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,18 +16,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from geoseg.errors import JobSpecError
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class InputSpec(_Section):
+class InputSpec(Section):
+    """One raster: a Zarr array/group or a GeoTIFF/COG, read lazily window by window."""
+
     url: str = Field(description="Path or fsspec URL of a Zarr array/group or a GeoTIFF/COG.")
     variable: str | None = Field(None, description="Array to read inside a Zarr group.")
     bands: list[int] | None = Field(None, description="1-based band numbers to use, in model order.")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 
-class ModelSpec(_Section):
+class ModelSpec(Section):
     """A deep model (``path``), a classical method (``method`` with ``params``) or an
     ``ensemble`` of such; ``tta`` wraps any of them in test-time augmentation."""
 
@@ -40,14 +45,14 @@ class ModelSpec(_Section):
     @model_validator(mode="after")
     def _one_kind(self) -> ModelSpec:
         if sum(x is not None for x in (self.path, self.method, self.ensemble)) != 1:
-            raise ValueError("give exactly one of path (a model file), method (a classical method) "
+            raise ValueError("exactly one of path (a model file), method (a classical method) "
                              "or ensemble (members)")
         if self.params and self.method is None:
-            raise ValueError("params go with method, not with path")
+            raise ValueError("params only together with method")
         return self
 
 
-class EnsembleSpec(_Section):
+class EnsembleSpec(Section):
     members: list[ModelSpec] = Field(min_length=1)
     weights: list[float] | None = None
     combine: Literal["mean", "vote", "max"] = "mean"
@@ -56,7 +61,7 @@ class EnsembleSpec(_Section):
 ModelSpec.model_rebuild()
 
 
-class OutputSpec(_Section):
+class OutputSpec(Section):
     url: str = Field(description="Where to write the output Zarr group.")
     chunks: tuple[int, int] = (1024, 1024)
     probabilities: bool = False
@@ -67,11 +72,11 @@ class OutputSpec(_Section):
     @classmethod
     def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
         if min(value) < 1:
-            raise ValueError("both chunk sizes must be >= 1")
+            raise ValueError("both chunk sizes >= 1")
         return value
 
 
-class InferenceSpec(_Section):
+class InferenceSpec(Section):
     tile: int | None = Field(None, ge=1, description="Tile core size (default GEOSEG_TILE).")
     halo: int | None = Field(None, ge=0, description="Halo per side (default: the receptive field).")
     batch_size: int | None = Field(None, ge=1)
@@ -80,13 +85,13 @@ class InferenceSpec(_Section):
     overlap: float | None = Field(None, ge=0.0, lt=1.0, description="Overlap fraction when blending.")
 
 
-class ClusterSpec(_Section):
+class ClusterSpec(Section):
     scheduler: str | None = Field(None, description="Address of a running scheduler; none starts a local cluster.")
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
 
 
-class JobSpec(_Section):
+class JobSpec(Section):
     """A whole job: what to read, which model, where to write, how to run."""
 
     name: str = "segmentation"
@@ -104,7 +109,7 @@ class JobSpec(_Section):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise JobSpecError(_format_errors(exc, source)) from None
+            raise JobSpecError(format_errors(exc, source, cls)) from None
 
     def redacted(self) -> dict[str, Any]:
         """The spec as plain data with every storage option's value hidden."""
@@ -123,36 +128,53 @@ def load_job(path: str | Path) -> JobSpec:
     return JobSpec.from_dict(data, str(path))
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> str:
+    """One line per problem: ``key: what was received; what is expected``."""
     lines = [f"{source}: {exc.error_count()} problem(s):"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  - {key}: {_describe(err)}")
+        lines.append(f"  - {key}: {_describe(err, root)}")
     return "\n".join(lines)
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any, root: type[BaseModel]) -> str:
     received = err.get("input")
     if err["type"] == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(err["loc"][:-1]))
+        allowed = ", ".join(_allowed_keys(root, err["loc"][:-1]))
         return f"unknown key; allowed keys here: {allowed}."
     if err["type"] == "missing":
         return "required but missing."
-    shown = "<hidden>" if "storage_options" in map(str, err["loc"]) else repr(received)
-    if err["type"] == "value_error":
-        return f"{err['msg'].removeprefix('Value error, ')} (received {shown})."
+    shown = "<hidden>" if "storage_options" in map(str, err["loc"]) else _short(received)
     expected = err["msg"].removeprefix("Value error, ").replace("Input should be ", "")
     return f"received {shown} ({type(received).__name__}); expected {expected}."
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = JobSpec
+def _short(value: Any, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] | None = root
     for part in loc:
-        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+        if model is None:
             return []
-        model = field.annotation
-    return list(model.model_fields)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``list[X]``, ``X | None``; None if there is none."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _redact(data: Any) -> Any:

@@ -28,26 +28,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from geoseg.jobs.provenance import public_url
+from geoseg.jobs.spec import InputSpec, Section, format_errors
 from geoseg.errors import TrainSpecError
 
 #: Spec keys that do not change what a run computes (ignored when resuming).
 NEUTRAL_KEYS = ("output.overwrite", "training.loader_threads")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+RasterSpec = InputSpec  # a training raster is described exactly like a job's input
 
 
-class RasterSpec(_Section):
-    """One raster: a Zarr array/group or a GeoTIFF/COG, read lazily window by window."""
-
-    url: str = Field(description="Path or fsspec URL of a Zarr array/group or a GeoTIFF/COG.")
-    variable: str | None = Field(None, description="Array to read inside a Zarr group.")
-    bands: list[int] | None = Field(None, description="1-based band numbers to use, in model order.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
-
-
-class PairSpec(_Section):
+class PairSpec(Section):
     """An image and its label raster (same grid), optionally restricted to a window."""
 
     image: RasterSpec
@@ -66,7 +57,7 @@ class PairSpec(_Section):
         return value
 
 
-class ClassSpec(_Section):
+class ClassSpec(Section):
     """An output class; a plain string in YAML is taken as its name."""
 
     name: str
@@ -80,7 +71,7 @@ class ClassSpec(_Section):
         return value
 
 
-class NormalizationSpec(_Section):
+class NormalizationSpec(Section):
     """Per-band mean/std: given, or measured on ``samples`` random training windows."""
 
     samples: int = Field(32, ge=1, description="Random training windows to measure mean/std on.")
@@ -99,7 +90,7 @@ class NormalizationSpec(_Section):
         return value
 
 
-class DataSpec(_Section):
+class DataSpec(Section):
     """Where chips come from, which classes they hold, how validation is split off."""
 
     train: list[PairSpec] = Field(min_length=1)
@@ -155,7 +146,7 @@ class DataSpec(_Section):
         return 0.0 if self.validation else 0.2
 
 
-class ModelSpec(_Section):
+class ModelSpec(Section):
     """Which network to train: any registered 2D architecture and its keyword arguments."""
 
     name: str | None = Field(None, description="Model name in its metadata (default: the spec's name).")
@@ -189,19 +180,19 @@ class ModelSpec(_Section):
         return value
 
 
-class EarlyStoppingSpec(_Section):
+class EarlyStoppingSpec(Section):
     """Stop when validation mIoU has not improved by ``min_delta`` for ``patience`` epochs."""
 
     patience: int = Field(ge=1)
     min_delta: float = Field(0.0, ge=0)
 
 
-class AugmentSpec(_Section):
+class AugmentSpec(Section):
     flips: bool = True
     rot90: bool = True
 
 
-class TrainingSpec(_Section):
+class TrainingSpec(Section):
     """Optimisation: AdamW, linear warmup then cosine decay, chips drawn at random."""
 
     epochs: int = Field(20, ge=1)
@@ -229,14 +220,14 @@ class TrainingSpec(_Section):
         return value
 
 
-class ValidationSpec(_Section):
+class ValidationSpec(Section):
     """Held-out windows scored every epoch; read once, at most ``max_windows`` of ``tile`` pixels."""
 
     tile: int = Field(256, ge=8)
     max_windows: int = Field(32, ge=1)
 
 
-class OutputSpec(_Section):
+class OutputSpec(Section):
     model: str = Field(description="Model file to write (path or fsspec URL).")
     run_dir: str | None = Field(
         None, description="Run record and checkpoints (default: MODEL.run next to the model).")
@@ -253,7 +244,7 @@ class OutputSpec(_Section):
         return f"{head}/{stem}.run" if head else f"{stem}.run"
 
 
-class TrainSpec(_Section):
+class TrainSpec(Section):
     """A whole training run: data, network, optimisation, validation, outputs."""
 
     name: str = "training"
@@ -334,58 +325,6 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
         keys = sorted(set(old) | set(new))
         return [k for key in keys for k in changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
     return [] if old == new else [prefix.rstrip(".") or "(top level)"]
-
-
-# -- error messages ---------------------------------------------------------------------------
-
-
-def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> str:
-    """One line per problem: ``key: what was received; what is expected``."""
-    lines = [f"{source}: {exc.error_count()} problem(s):"]
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  - {key}: {_describe(err, root)}")
-    return "\n".join(lines)
-
-
-def _describe(err: Any, root: type[BaseModel]) -> str:
-    received = err.get("input")
-    if err["type"] == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(root, err["loc"][:-1]))
-        return f"unknown key; allowed keys here: {allowed}."
-    if err["type"] == "missing":
-        return "required but missing."
-    shown = "<hidden>" if "storage_options" in map(str, err["loc"]) else _short(received)
-    expected = err["msg"].removeprefix("Value error, ").replace("Input should be ", "")
-    return f"received {shown} ({type(received).__name__}); expected {expected}."
-
-
-def _short(value: Any, limit: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] | None = root
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part)) if model is not None else None
-        model = _model_in(field.annotation) if field is not None else None
-        if model is None:
-            return []
-    return list(model.model_fields) if model is not None else []
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``X``, ``list[X]``, ``X | None``; None if there is none."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def redact(data: Any) -> Any:

@@ -45,14 +45,15 @@ from geoseg.jobs.provenance import now, public_url
 from geoseg.parallel.cluster import connect, scheduler_address
 from geoseg.errors import TrainSpecError
 from geoseg.training.record import write_json
-from geoseg.training.spec import TrainSpec, _Section, format_errors, read_yaml, redact
+from geoseg.jobs.spec import Section, format_errors
+from geoseg.training.spec import TrainSpec, read_yaml, redact
 
 Log = Callable[[str], Any]
 logger = logging.getLogger("geoseg.training")
 MANAGED = ("output", "name")  # set per trial by the sweep
 
 
-class RangeSpec(_Section):
+class RangeSpec(Section):
     """A numeric range for random search: uniform, or log-uniform with ``log: true``."""
 
     low: float
@@ -76,20 +77,20 @@ class RangeSpec(_Section):
         return value
 
 
-class SweepOutputSpec(_Section):
+class SweepOutputSpec(Section):
     dir: str = Field(description="Folder of the trials (trial-NNN/), sweep.json and table.txt.")
     overwrite: bool = Field(False, description="Start every trial over instead of resuming it.")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 
-class SweepClusterSpec(_Section):
+class SweepClusterSpec(Section):
     scheduler: str | None = Field(
         None, description="Address of a running scheduler; none starts a local cluster.")
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
 
 
-class SweepSpec(_Section):
+class SweepSpec(Section):
     """A grid or random search over training hyperparameters."""
 
     name: str = "sweep"

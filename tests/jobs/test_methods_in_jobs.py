@@ -38,7 +38,7 @@ def test_sobel_edge_mask_job(tmp_path, cluster_address):
 
 
 def test_spec_needs_exactly_one_of_path_and_method():
-    with pytest.raises(JobSpecError, match="exactly one of path"):
+    with pytest.raises(JobSpecError, match="expected exactly one of path"):
         JobSpec.from_dict({"input": {"url": "a"}, "model": {"path": "m", "method": "otsu"},
                            "output": {"url": "o"}})
 

@@ -30,8 +30,8 @@ def test_every_problem_is_named_with_key_received_and_allowed(tmp_path):
     text = str(err.value)
     assert "4 problem(s)" in text
     assert "input.urll: unknown key; allowed keys here: url, variable, bands, storage_options" in text
-    assert ("model: give exactly one of path (a model file), method (a classical method) or ensemble "
-            "(members) (received {})") in text
+    assert ("model: received {} (dict); expected exactly one of path (a model file), method (a classical "
+            "method) or ensemble (members)") in text
     assert "output.chunks.0: received 'big' (str); expected a valid integer" in text
     assert "output.chunks: both chunk sizes must be >= 1" not in text
     assert "inferance: unknown key; allowed keys here: name, input, model, output, inference, cluster" in text
