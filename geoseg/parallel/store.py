@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +45,7 @@ def segment_to_store(region: tuple[slice, ...], work: RegionWork, source: Raster
 
 def run_regions(client: Client, work: RegionWork, source: RasterSource, target: OutputTarget,
                 *, chunks: tuple[int, int], n_classes: int, with_probabilities: bool,
-                skip: set[str] = frozenset(),  # type: ignore[assignment]
+                skip: Collection[str] = frozenset(),
                 on_done: Callable[[RegionStats], None] | None = None) -> list[RegionStats]:
     """Submit one task per output chunk not in ``skip`` and wait for all of them."""
     todo = [r for r in regions(source.shape[1:], chunks) if chunk_key(r, chunks) not in skip]

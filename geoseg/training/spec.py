@@ -20,12 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from geoseg.jobs.provenance import public_url
 from geoseg.jobs.spec import InputSpec, Section, format_errors

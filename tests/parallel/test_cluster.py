@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +52,6 @@ def test_job_on_an_existing_cluster_loads_the_model_once_per_worker(tmp_path, mo
     src = write_zarr(tmp_path / "in.zarr", image, chunks=(32, 32))
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(job_dict(src, model_path, str(tmp_path / "out.zarr"), chunks=[32, 32])))
-    start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", str(job), "--scheduler", dask_cluster],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -65,4 +63,3 @@ def test_job_on_an_existing_cluster_loads_the_model_once_per_worker(tmp_path, mo
     sha = geoseg.load_model(model_path).info.sha256
     assert len(counts) == 2, counts
     assert all(c == {sha: 1} for c in counts.values()), counts
-    assert time.perf_counter() - start < 600
