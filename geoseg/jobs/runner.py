@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from distributed import Client
 
 from geoseg import config
 from geoseg.errors import GeosegError, OutputExistsError
@@ -144,11 +145,13 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
 
 def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: bool = False,
         on_start: Callable[[int], None] | None = None,
-        on_done: Callable[[RegionStats], None] | None = None) -> RunReport:
+        on_done: Callable[[RegionStats], None] | None = None,
+        client: Client | None = None) -> RunReport:
     """Run a job: read, segment and write every output chunk, then record provenance.
 
     With no ``scheduler`` (nor ``cluster.scheduler`` in the spec, nor
-    ``DASK_SCHEDULER_ADDRESS``) a local cluster of worker processes is started.
+    ``DASK_SCHEDULER_ADDRESS``) a local cluster of worker processes is started;
+    a ``client`` given is used instead (jobs in threads may share one).
     An existing output is refused unless ``overwrite``.
     """
     spec = job if isinstance(job, JobSpec) else load_job(job)
@@ -157,8 +160,9 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     out = spec.output
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     address = scheduler or spec.cluster.scheduler
-    with connect(address, n_workers=spec.cluster.n_workers,
-                 threads_per_worker=spec.cluster.threads_per_worker) as client:
+    with (contextlib.nullcontext(client) if client is not None else
+          connect(address, n_workers=spec.cluster.n_workers,
+                  threads_per_worker=spec.cluster.threads_per_worker)) as client:
         if scheduler_address(address) and config.torch_threads() > 0:
             client.register_plugin(TorchThreads(config.torch_threads()))
         prepared = prepared.fitted()
