@@ -63,3 +63,12 @@ class TrainingDivergedError(GeosegError, RuntimeError):
 
 class EnsembleError(GeosegError, ValueError):
     """Members that cannot be combined (classes, bands, dimensions or weights disagree)."""
+
+
+class BatchSpecError(JobSpecError):
+    """A batch spec that does not validate, or inputs that cannot make a batch (none, or two
+    writing the same output); the message lists every problem."""
+
+
+class LeaseLostError(GeosegError, RuntimeError):
+    """Another run took over the lease on an output this run was writing."""
