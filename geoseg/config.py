@@ -14,6 +14,7 @@ DEFAULTS = {
     "GEOSEG_TORCH_THREADS": "0",
     "GEOSEG_BATCH_SIZE": "4",
     "GEOSEG_TILE": "1024",
+    "GEOSEG_VOLUME_TILE": "96",
 }
 
 
@@ -41,5 +42,6 @@ def batch_size() -> int:
     return int(get("GEOSEG_BATCH_SIZE"))
 
 
-def tile_size() -> int:
-    return int(get("GEOSEG_TILE"))
+def tile_size(ndim: int = 2) -> int:
+    """Default tile core per axis: ``GEOSEG_TILE`` for images, ``GEOSEG_VOLUME_TILE`` for volumes."""
+    return int(get("GEOSEG_TILE" if ndim == 2 else "GEOSEG_VOLUME_TILE"))

@@ -1,8 +1,13 @@
 """Georeferencing carried from input to output, in the conventions xarray users expect.
 
-Following rioxarray/CF: a scalar ``spatial_ref`` coordinate whose attributes hold
-``crs_wkt`` and ``GeoTransform`` (GDAL order), ``x``/``y`` pixel-centre
+Images follow rioxarray/CF: a scalar ``spatial_ref`` coordinate whose attributes
+hold ``crs_wkt`` and ``GeoTransform`` (GDAL order), ``x``/``y`` pixel-centre
 coordinates for north-up grids, and the nodata value in ``attrs["nodata"]``.
+
+Volumes carry a 4 x 4 ``voxel_affine`` instead: it maps the array index
+``(z, y, x, 1)`` (the order geoseg stores volumes in) to world coordinates
+(NIfTI's scanner RAS+ millimetres, or OME-Zarr's physical units). Voxel spacing
+is the length of its first three columns.
 """
 
 from __future__ import annotations
@@ -22,6 +27,32 @@ class GeoRef:
     crs_wkt: str | None = None
     transform: tuple[float, ...] | None = None
     nodata: float | None = None
+    voxel_affine: tuple[float, ...] | None = None  # 16 values, row-major; volumes only
+    units: str | None = None  # of the world coordinates a voxel_affine maps to
+
+    @classmethod
+    def from_voxel_affine(cls, affine: Any, nodata: float | None = None,
+                          units: str | None = None) -> GeoRef:
+        """A volume's georeference from a 4 x 4 matrix over ``(z, y, x, 1)`` indices."""
+        matrix = np.asarray(affine, dtype=float)
+        if matrix.shape != (4, 4):
+            raise ValueError(f"a voxel affine is a 4 x 4 matrix; got shape {matrix.shape}.")
+        return cls(voxel_affine=tuple(float(v) for v in matrix.ravel()),
+                   nodata=None if nodata is None else float(nodata), units=units)
+
+    @property
+    def affine_matrix(self) -> np.ndarray | None:
+        """The 4 x 4 voxel affine as an array, or ``None`` for images."""
+        return None if self.voxel_affine is None else np.asarray(self.voxel_affine).reshape(4, 4)
+
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        """Voxel size along ``(z, y, x)``, from the affine's columns."""
+        matrix = self.affine_matrix
+        if matrix is None:
+            return None
+        z, y, x = (float(np.linalg.norm(matrix[:3, i])) for i in range(3))
+        return z, y, x
 
     @classmethod
     def from_crs(cls, crs: Any, transform: Any, nodata: float | None = None) -> GeoRef:
@@ -72,4 +103,9 @@ class GeoRef:
             out["transform"] = list(self.transform)
         if self.nodata is not None:
             out["nodata"] = self.nodata
+        if self.voxel_affine is not None:
+            out["voxel_affine"] = self.affine_matrix.tolist()
+            out["spacing"] = list(self.spacing)
+            if self.units:
+                out["units"] = self.units
         return out

@@ -3,7 +3,8 @@
 Layout (readable by ``xarray.open_zarr`` and rioxarray)::
 
     OUT.zarr/
-      classes        (y, x) uint8/uint16, fill value = nodata class
+      classes        (y, x) uint8/uint16, fill value = nodata class; (z, y, x) for volumes,
+                     with ``voxel_affine`` and ``spacing`` attributes
       probabilities  (class, y, x) float16, NaN where the input had no data (optional)
       spatial_ref    scalar; attrs crs_wkt, GeoTransform
       x, y           pixel-centre coordinates (north-up inputs)
@@ -118,8 +119,8 @@ def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> No
 def create_output(
     url: str,
     *,
-    shape: tuple[int, int],
-    chunks: tuple[int, int],
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
     georef: GeoRef,
     class_names: list[str],
     class_dtype: str,
@@ -140,26 +141,38 @@ def create_output(
     target = OutputTarget(url, dict(storage_options or {}))
     group = target.open_group(mode="w-")
     group.attrs["geoseg"] = {"class_names": class_names, "nodata_class": nodata_class, **(attrs or {})}
-    _create_arrays(group, shape, chunks, class_dtype, nodata_class, len(class_names), probabilities)
-    write_georef(group, georef, shape)
+    _create_arrays(group, shape, chunks, class_dtype, nodata_class, len(class_names), probabilities, georef)
+    if len(shape) == 2:
+        write_georef(group, georef, shape)
     return target
 
 
-def _create_arrays(group: zarr.Group, shape: tuple[int, int], chunks: tuple[int, int], class_dtype: str,
-                   nodata_class: int, n_classes: int, probabilities: bool) -> None:
-    geo = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
+def _create_arrays(group: zarr.Group, shape: tuple[int, ...], chunks: tuple[int, ...], class_dtype: str,
+                   nodata_class: int, n_classes: int, probabilities: bool, georef: GeoRef) -> None:
+    dims = SPATIAL_DIMS[len(shape)]
+    geo = ({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"} if len(shape) == 2
+           else _volume_attrs(georef))
     group.create_array("classes", shape=shape, chunks=chunks, dtype=class_dtype, fill_value=nodata_class,
-                       dimension_names=["y", "x"], attributes={**geo, "nodata": nodata_class})
+                       dimension_names=list(dims), attributes={**geo, "nodata": nodata_class})
     if probabilities:
         group.create_array("probabilities", shape=(n_classes, *shape), chunks=(n_classes, *chunks),
-                           dtype="float16", fill_value=np.nan, dimension_names=["class", "y", "x"],
+                           dtype="float16", fill_value=np.nan, dimension_names=["class", *dims],
                            attributes=geo)
     counts = tuple(-(-n // c) for n, c in zip(shape, chunks))
-    names = ["chunk_y", "chunk_x"]
-    group.create_array(MANIFEST_DONE, shape=counts, chunks=(1, 1), dtype="bool", fill_value=False,
+    names = [f"chunk_{d}" for d in dims]
+    ones = (1,) * len(counts)
+    group.create_array(MANIFEST_DONE, shape=counts, chunks=ones, dtype="bool", fill_value=False,
                        dimension_names=names)
-    group.create_array(MANIFEST_SHA, shape=(*counts, 32), chunks=(1, 1, 32), dtype="uint8", fill_value=0,
+    group.create_array(MANIFEST_SHA, shape=(*counts, 32), chunks=(*ones, 32), dtype="uint8", fill_value=0,
                        dimension_names=[*names, "byte"])
+
+
+SPATIAL_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+def _volume_attrs(georef: GeoRef) -> dict[str, Any]:
+    """A volume's voxel affine, spacing and units, as array attributes."""
+    return {k: v for k, v in georef.attrs().items() if k in ("voxel_affine", "spacing", "units")}
 
 
 def write_georef(group: zarr.Group, georef: GeoRef, shape: tuple[int, int]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,14 +16,25 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
+from geoseg.io import omezarr
 from geoseg.io.georef import GeoRef
-from geoseg.io.sources import GeoTIFFSource, RasterSource, ZarrSource, open_rasterio
-from geoseg.tiling.plan import round_up
+from geoseg.io.nifti import GZIP_MAGIC, NiftiSource, is_nifti, nifti_source
+from geoseg.io.sources import (
+    BAND,
+    DROP,
+    SPACE,
+    GeoTIFFSource,
+    RasterSource,
+    ZarrSource,
+    open_rasterio,
+)
+from geoseg.tiling.plan import coerce_per_axis, round_up
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".gtiff", ".cog")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _COORD_NAMES = {"x", "y", "band", "spatial_ref", "lat", "lon", "latitude", "longitude", "time"}
-SUPPORTED = "Zarr v2/v3 (an array or a group holding one), GeoTIFF/COG (.tif, .tiff)"
+SUPPORTED = ("Zarr v2/v3 (an array or a group holding one), OME-Zarr (NGFF 0.4/0.5), GeoTIFF/COG "
+             "(.tif, .tiff), NIfTI (.nii)")
 
 
 def open_raster(
@@ -30,44 +43,53 @@ def open_raster(
     *,
     variable: str | None = None,
     bands: Sequence[int] | None = None,
+    level: int | None = None,
     chunks: int | Sequence[int] | None = None,
 ) -> xr.DataArray:
-    """Open a raster lazily as a dask-backed ``DataArray`` with dims ``("band", "y", "x")``.
+    """Open a raster lazily as a dask-backed ``DataArray`` with dims ``("band", "y", "x")``,
+    or ``("band", "z", "y", "x")`` for a volume.
 
     Parameters
     ----------
     url
-        A path or fsspec URL (``file://``, ``s3://``, ``memory://``, ...) of a Zarr
-        array or group, or of a GeoTIFF/COG.
+        A path or fsspec URL (``file://``, ``s3://``, ``http://``, ``memory://``, ...) of a
+        Zarr array or group, an OME-Zarr image, a GeoTIFF/COG or an uncompressed NIfTI file.
     storage_options
         Passed to fsspec (credentials, endpoint); never stored in attributes.
     variable
         The array inside a Zarr group, when the group holds several.
     bands
         1-based band numbers to keep, in order (default: all).
+    level
+        Resolution level: 0 is full resolution; for a GeoTIFF/COG, 1 is its first
+        overview; for OME-Zarr, the multiscale dataset of that index.
     chunks
         Spatial chunk size of the dask array (default: the file's own chunking,
-        grown to at least 512 pixels per axis).
+        grown to at least 512 pixels, or 128 voxels, per axis).
 
     Each chunk is read by its own task, which opens the file on the worker and
     reads its window; this function reads only metadata.
     """
-    source = open_source(url, storage_options, variable=variable, bands=bands)
+    source = open_source(url, storage_options, variable=variable, bands=bands, level=level)
     return source_to_dataarray(source, chunks)
 
 
 def open_source(url: str, storage_options: dict[str, Any] | None = None, *,
-                variable: str | None = None, bands: Sequence[int] | None = None) -> RasterSource:
+                variable: str | None = None, bands: Sequence[int] | None = None,
+                level: int | None = None) -> RasterSource:
     """Inspect ``url`` (metadata only) and describe it as a :class:`RasterSource`."""
     so = dict(storage_options or {})
     kind = detect_format(url, so)
     if kind == "zarr":
-        return _zarr_source(url, so, variable, bands)
-    return _geotiff_source(url, so, bands)
+        return _zarr_source(url, so, variable, bands, level)
+    if kind == "nifti":
+        _refuse_level(url, level, "NIfTI")
+        return _with_bands(nifti_source(url, so), bands)
+    return _geotiff_source(url, so, bands, level)
 
 
 def detect_format(url: str, storage_options: dict[str, Any]) -> str:
-    """``"zarr"`` or ``"geotiff"``; raises when the URL is missing or neither."""
+    """``"zarr"``, ``"geotiff"`` or ``"nifti"``; raises when the URL is missing or none of them."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     path = path.rstrip("/")
     if not fs.exists(path):
@@ -77,8 +99,11 @@ def detect_format(url: str, storage_options: dict[str, Any]) -> str:
         return "zarr"
     if fs.isfile(path):
         with fs.open(path, "rb") as f:
-            if f.read(4) in _TIFF_MAGIC:
-                return "geotiff"
+            head = f.read(348)
+        if head[:4] in _TIFF_MAGIC:
+            return "geotiff"
+        if is_nifti(head) or (head[:2] == GZIP_MAGIC and path.endswith(".nii.gz")):
+            return "nifti"  # a gzipped one gets its own error (convert it) from the reader
     raise UnsupportedFormatError(
         f"Cannot read {url}: it is not a format geoseg reads (found neither Zarr metadata "
         f"nor a TIFF header). Supported: {SUPPORTED}. Convert other formats to GeoTIFF or Zarr first."
@@ -86,30 +111,66 @@ def detect_format(url: str, storage_options: dict[str, Any]) -> str:
 
 
 def _zarr_source(url: str, so: dict[str, Any], variable: str | None,
-                 bands: Sequence[int] | None) -> ZarrSource:
+                 bands: Sequence[int] | None, level: int | None) -> ZarrSource:
     node = zarr.open(url, mode="r", **({"storage_options": so} if so else {}))
     group = node if isinstance(node, zarr.Group) else None
+    if group is not None and variable is None and omezarr.multiscales(dict(group.attrs)):
+        return _ome_source(url, so, group, bands, level)
+    _refuse_level(url, level, "a plain Zarr array")
     array_path = _pick_variable(node, url, variable) if group is not None else ""
     arr = group[array_path] if group is not None else node
-    dims = _dimension_names(arr)
-    band_axis = _band_axis(arr.ndim, dims, url)
-    spatial = [i for i in range(arr.ndim) if i != band_axis]
+    roles = axis_roles(arr.shape, _dimension_names(arr), url)
+    return zarr_array_source(url, so, arr, array_path, roles, bands, _zarr_georef(arr, group, roles))
+
+
+def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path: str,
+                      roles: tuple[str, ...], bands: Sequence[int] | None, georef: GeoRef,
+                      band_names: Sequence[str] | None = None) -> ZarrSource:
+    """A :class:`ZarrSource` for ``arr`` whose axes play ``roles``."""
+    spatial = [i for i, r in enumerate(roles) if r == SPACE]
+    band_axis = roles.index(BAND) if BAND in roles else None
     n_bands = 1 if band_axis is None else arr.shape[band_axis]
     indexes = _band_indexes(bands, n_bands, url)
-    names = _zarr_band_names(arr, n_bands)
-    georef = _zarr_georef(arr, group)
+    names = list(band_names) if band_names is not None else _zarr_band_names(arr, n_bands)
     return ZarrSource(
         url=url,
-        shape=(len(indexes), arr.shape[spatial[0]], arr.shape[spatial[1]]),
+        shape=(len(indexes), *(arr.shape[i] for i in spatial)),
         dtype=str(arr.dtype),
-        chunks=(arr.chunks[spatial[0]], arr.chunks[spatial[1]]),
+        chunks=tuple(arr.chunks[i] for i in spatial),
         georef=georef,
         band_names=tuple(names[i] for i in indexes),
         storage_options=so,
         array_path=array_path,
         band_indexes=None if bands is None or band_axis is None else tuple(indexes),
-        band_axis=band_axis,
+        roles=roles,
     )
+
+
+def _ome_source(url: str, so: dict[str, Any], group: zarr.Group, bands: Sequence[int] | None,
+                level: int | None) -> ZarrSource:
+    path, image = omezarr.level_path(group, level, url)
+    arr = group[path]
+    roles = omezarr.roles(image, arr.shape, url)
+    attrs = dict(group.attrs)
+    n_bands = arr.shape[roles.index(BAND)] if BAND in roles else 1
+    georef = omezarr.georef(image, level or 0, roles, arr.attrs.get("nodata"))
+    return zarr_array_source(url, so, arr, path, roles, bands, georef,
+                             omezarr.channel_names(attrs, n_bands))
+
+
+def _refuse_level(url: str, level: int | None, what: str) -> None:
+    if level:
+        raise UnsupportedFormatError(f"level={level} was asked of {url}, but {what} has one resolution "
+                                     "only; drop level (or use 0).")
+
+
+def _with_bands(source: NiftiSource, bands: Sequence[int] | None) -> NiftiSource:
+    """``source`` reduced to ``bands`` (1-based)."""
+    if bands is None:
+        return source
+    indexes = _band_indexes(bands, source.shape[0], source.url)
+    return dataclasses.replace(source, shape=(len(indexes), *source.shape[1:]), band_indexes=tuple(indexes),
+                               band_names=tuple(source.band_names[i] for i in indexes))
 
 
 def _pick_variable(group: zarr.Group, url: str, variable: str | None) -> str:
@@ -120,7 +181,7 @@ def _pick_variable(group: zarr.Group, url: str, variable: str | None) -> str:
                 f"Zarr group {url} has no array {variable!r}; it has: {', '.join(sorted(arrays)) or 'none'}."
             )
         return variable
-    candidates = sorted(n for n, a in arrays.items() if a.ndim in (2, 3) and n not in _COORD_NAMES)
+    candidates = sorted(n for n, a in arrays.items() if a.ndim in (2, 3, 4) and n not in _COORD_NAMES)
     if len(candidates) != 1:
         raise UnsupportedFormatError(
             f"Zarr group {url} holds {len(candidates)} raster-like arrays ({', '.join(candidates) or 'none'}); "
@@ -136,16 +197,45 @@ def _dimension_names(arr: zarr.Array) -> tuple[str | None, ...] | None:
     return tuple(dims) if dims else None
 
 
-def _band_axis(ndim: int, dims: tuple[str | None, ...] | None, url: str) -> int | None:
-    if ndim == 2:
-        return None
-    if ndim != 3:
+_SPATIAL_NAMES = ("z", "y", "x")
+_BAND_NAMES = ("band", "bands", "c", "channel", "channels")
+_TIME_NAMES = ("t", "time")
+
+
+def axis_roles(shape: Sequence[int], dims: Sequence[str | None] | None, url: str) -> tuple[str, ...]:
+    """The role of each axis of an array: named dims decide; unnamed ones are read as
+    ``(y, x)``, ``(band, y, x)`` or ``(band, z, y, x)``."""
+    if dims and all(dims) and {"y", "x"} <= set(dims):
+        return _named_roles(shape, [str(d) for d in dims], url)
+    unnamed = {2: (SPACE, SPACE), 3: (BAND, SPACE, SPACE), 4: (BAND, SPACE, SPACE, SPACE)}
+    if len(shape) not in unnamed:
         raise UnsupportedFormatError(
-            f"Array at {url} has {ndim} dimensions; expected 2 (y, x) or 3 (band, y, x)."
+            f"Array at {url} has {len(shape)} dimensions and no dimension names; expected 2 (y, x), "
+            "3 (band, y, x) or 4 (band, z, y, x). Name its dimensions (Zarr v3 dimension_names or "
+            "xarray's _ARRAY_DIMENSIONS) so geoseg knows which axis is which."
         )
-    if dims and "y" in dims and "x" in dims:
-        return next(i for i, d in enumerate(dims) if d not in ("y", "x"))
-    return 0
+    return unnamed[len(shape)]
+
+
+def _named_roles(shape: Sequence[int], dims: list[str], url: str) -> tuple[str, ...]:
+    roles = []
+    for name, size in zip(dims, shape):
+        if name in _SPATIAL_NAMES:
+            roles.append(SPACE)
+        elif size == 1 and (name in _TIME_NAMES or BAND in roles or name not in _BAND_NAMES):
+            roles.append(DROP)
+        elif name in _BAND_NAMES or BAND not in roles:
+            roles.append(BAND)
+        else:
+            raise UnsupportedFormatError(
+                f"Array at {url} has dimensions {tuple(dims)} with shape {tuple(shape)}: geoseg reads "
+                "one band axis plus z/y/x, and drops only axes of length 1. Select one time step or "
+                "band set first (e.g. write it with xarray's .isel)."
+            )
+    if dims.index("y") > dims.index("x") or ("z" in dims and dims.index("z") > dims.index("y")):
+        raise UnsupportedFormatError(f"Array at {url} has dimensions {tuple(dims)}; geoseg expects the "
+                                     "spatial axes in the order z, y, x. Transpose it first.")
+    return tuple(roles)
 
 
 def _band_indexes(bands: Sequence[int] | None, n_bands: int, url: str) -> list[int]:
@@ -167,9 +257,14 @@ def _zarr_band_names(arr: zarr.Array, n_bands: int) -> list[str]:
     return [f"band_{i + 1}" for i in range(n_bands)]
 
 
-def _zarr_georef(arr: zarr.Array, group: zarr.Group | None) -> GeoRef:
+def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str] = ()) -> GeoRef:
     attrs = dict(arr.attrs)
     nodata = attrs.get("nodata")
+    if roles.count(SPACE) == 3:
+        affine = attrs.get("voxel_affine")
+        if affine is None and "spacing" in attrs:
+            affine = np.diag([*map(float, attrs["spacing"]), 1.0])
+        return GeoRef.from_voxel_affine(np.eye(4) if affine is None else affine, nodata, attrs.get("units"))
     mapping = attrs.get("grid_mapping", "spatial_ref")
     if group is not None and mapping in group:
         return GeoRef.from_spatial_ref_attrs(dict(group[mapping].attrs), nodata)
@@ -178,8 +273,17 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None) -> GeoRef:
     return GeoRef(nodata=None if nodata is None else float(nodata))
 
 
-def _geotiff_source(url: str, so: dict[str, Any], bands: Sequence[int] | None) -> GeoTIFFSource:
+def _geotiff_source(url: str, so: dict[str, Any], bands: Sequence[int] | None,
+                    level: int | None) -> GeoTIFFSource:
+    overview = None if not level else int(level) - 1
     with open_rasterio(url, so) as ds:
+        n_overviews = len(ds.overviews(1))
+    if overview is not None and not 0 <= overview < n_overviews:
+        raise UnsupportedFormatError(
+            f"{url} has {n_overviews} overview(s), so levels 0 (full resolution) to {n_overviews}; "
+            f"received level={level}." + (" Build overviews (gdaladdo, or a COG) to read a coarser level."
+                                          if not n_overviews else ""))
+    with open_rasterio(url, so, overview) as ds:
         indexes = [i + 1 for i in _band_indexes(bands, ds.count, url)]
         names = _tiff_band_names(ds)
         block_y, block_x = ds.block_shapes[0]
@@ -192,6 +296,7 @@ def _geotiff_source(url: str, so: dict[str, Any], bands: Sequence[int] | None) -
             band_names=tuple(names[i - 1] for i in indexes),
             storage_options=so,
             band_indexes=tuple(indexes),
+            overview_level=overview,
         )
 
 
@@ -207,35 +312,30 @@ def _tiff_band_names(ds: Any) -> list[str]:
 
 def source_to_dataarray(source: RasterSource, chunks: int | Sequence[int] | None = None) -> xr.DataArray:
     """A dask-backed DataArray whose every chunk is one ``source.read(window)`` task."""
-    cy, cx = _default_chunks(source) if chunks is None else _pair(chunks)
-    n_bands, height, width = source.shape
-    ychunks = _split(height, cy)
-    xchunks = _split(width, cx)
-    name = "open_raster-" + tokenize(source, cy, cx)
+    spatial = source.shape[1:]
+    sizes = _default_chunks(source) if chunks is None else coerce_per_axis(chunks, len(spatial), "chunks")
+    axis_chunks = [_split(n, c) for n, c in zip(spatial, sizes)]
+    name = "open_raster-" + tokenize(source, sizes)
     dsk = {}
-    for i, y0 in enumerate(np.cumsum((0,) + ychunks[:-1])):
-        for j, x0 in enumerate(np.cumsum((0,) + xchunks[:-1])):
-            window = (slice(int(y0), int(y0) + ychunks[i]), slice(int(x0), int(x0) + xchunks[j]))
-            dsk[(name, 0, i, j)] = (source.read, window)
+    for index in itertools.product(*(range(len(c)) for c in axis_chunks)):
+        window = tuple(slice(sum(c[:i]), sum(c[: i + 1])) for c, i in zip(axis_chunks, index))
+        dsk[(name, 0, *index)] = (source.read, window)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    data = da.Array(graph, name, ((n_bands,), ychunks, xchunks), dtype=np.dtype(source.dtype))
-    coords = {"band": ("band", list(source.band_names)), **source.georef.coords(height, width)}
-    out = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=source.georef.attrs(), name="raster")
+    data = da.Array(graph, name, ((source.shape[0],), *axis_chunks), dtype=np.dtype(source.dtype))
+    coords: dict[str, Any] = {"band": ("band", list(source.band_names))}
+    if len(spatial) == 2:
+        coords.update(source.georef.coords(*spatial))
+    out = xr.DataArray(data, dims=("band", *source.spatial_dims), coords=coords,
+                       attrs=source.georef.attrs(), name="raster")
     out.encoding["geoseg_source"] = source
     return out
 
 
-def _default_chunks(source: RasterSource) -> tuple[int, int]:
-    """The file's chunks, whole multiples of them up to at least 512 pixels."""
-    cy, cx = (round_up(512, c) if c < 512 else c for c in source.chunks)
-    return cy, cx
-
-
-def _pair(chunks: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(chunks, int):
-        return chunks, chunks
-    cy, cx = chunks
-    return int(cy), int(cx)
+def _default_chunks(source: RasterSource) -> tuple[int, ...]:
+    """The file's chunks, whole multiples of them up to at least 512 pixels (images) or
+    128 voxels (volumes) per axis."""
+    least = 512 if len(source.chunks) == 2 else 128
+    return tuple(round_up(least, c) if c < least else c for c in source.chunks)
 
 
 def _split(n: int, c: int) -> tuple[int, ...]:

@@ -22,32 +22,41 @@ from geoseg.io.georef import GeoRef
 
 @dataclass(frozen=True)
 class RasterSource:
-    """Common fields; ``shape`` is ``(band, y, x)`` after band selection."""
+    """Common fields. ``shape`` is ``(band, y, x)`` for images and ``(band, z, y, x)`` for
+    volumes, after band selection; ``chunks`` is the storage chunking of the spatial axes."""
 
     url: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     dtype: str
-    chunks: tuple[int, int]
+    chunks: tuple[int, ...]
     georef: GeoRef
     band_names: tuple[str, ...]
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    def read(self, window: tuple[slice, slice]) -> np.ndarray:  # pragma: no cover - abstract
-        """Pixels ``(band, h, w)`` of a window that lies inside the image."""
+    def read(self, window: tuple[slice, ...]) -> np.ndarray:  # pragma: no cover - abstract
+        """Pixels ``(band, *window_shape)`` of a window that lies inside the raster."""
         raise NotImplementedError
 
     @property
     def format(self) -> str:
         return type(self).__name__.removesuffix("Source").lower()
 
+    @property
+    def spatial_dims(self) -> tuple[str, ...]:
+        return ("y", "x") if len(self.shape) == 3 else ("z", "y", "x")
+
+
+BAND, DROP, SPACE = "band", "drop", "space"
+
 
 @dataclass(frozen=True)
 class ZarrSource(RasterSource):
-    """A 2D ``(y, x)`` or 3D ``(band, y, x)`` Zarr array (v2 or v3), possibly inside a group."""
+    """A Zarr array (v2 or v3), possibly inside a group, whose axes each play a role:
+    ``"space"`` (z, y, x in order), ``"band"`` (at most one) or ``"drop"`` (length 1, e.g. time)."""
 
     array_path: str = ""
     band_indexes: tuple[int, ...] | None = None  # 0-based, into the array's band axis
-    band_axis: int | None = 0  # None: the array has no band axis
+    roles: tuple[str, ...] = (BAND, SPACE, SPACE)
 
     def open_array(self) -> zarr.Array:
         kwargs: dict[str, Any] = {"mode": "r"}
@@ -57,13 +66,15 @@ class ZarrSource(RasterSource):
             kwargs["path"] = self.array_path
         return zarr.open_array(self.url, **kwargs)
 
-    def read(self, window: tuple[slice, slice]) -> np.ndarray:
-        arr = self.open_array()
-        if self.band_axis is None:
-            return np.asarray(arr[window])[None]
-        index: list[Any] = list(window)
-        index.insert(self.band_axis, slice(None))
-        data = np.moveaxis(np.asarray(arr[tuple(index)]), self.band_axis, 0)
+    def read(self, window: tuple[slice, ...]) -> np.ndarray:
+        spatial = iter(window)
+        index = tuple(0 if role == DROP else slice(None) if role == BAND else next(spatial)
+                      for role in self.roles)
+        data = np.asarray(self.open_array()[index])
+        kept = [role for role in self.roles if role != DROP]
+        if BAND not in kept:
+            return data[None]
+        data = np.moveaxis(data, kept.index(BAND), 0)
         return data if self.band_indexes is None else data[list(self.band_indexes)]
 
 
@@ -72,18 +83,20 @@ class GeoTIFFSource(RasterSource):
     """A GeoTIFF/COG read with rasterio, one window per task."""
 
     band_indexes: tuple[int, ...] = (1,)  # 1-based, rasterio's convention
+    overview_level: int | None = None  # None: full resolution; 0: the first overview, ...
 
-    def read(self, window: tuple[slice, slice]) -> np.ndarray:
+    def read(self, window: tuple[slice, ...]) -> np.ndarray:
         ys, xs = window
         win = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
-        with open_rasterio(self.url, self.storage_options) as ds:
+        with open_rasterio(self.url, self.storage_options, self.overview_level) as ds:
             return ds.read(list(self.band_indexes), window=win)
 
 
-def open_rasterio(url: str, storage_options: dict[str, Any]) -> Any:
+def open_rasterio(url: str, storage_options: dict[str, Any], overview_level: int | None = None) -> Any:
     """Open with GDAL directly for local paths and GDAL URLs, through fsspec otherwise."""
+    kwargs = {} if overview_level is None else {"overview_level": overview_level}
     protocol = fsspec.utils.get_protocol(url)
     if protocol in ("file", "local") or url.startswith("/vsi"):
-        return rasterio.open(fsspec.core.strip_protocol(url) if protocol == "file" else url)
+        return rasterio.open(fsspec.core.strip_protocol(url) if protocol == "file" else url, **kwargs)
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    return rasterio.open(path, opener=fs.open)
+    return rasterio.open(path, opener=fs.open, **kwargs)

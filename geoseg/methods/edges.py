@@ -68,7 +68,7 @@ class EdgeMagnitude(PixelMethod):
 
     def magnitude(self, batch: np.ndarray) -> np.ndarray:
         """Magnitudes ``(N, y, x)`` (float64) of the feature of each window."""
-        values = self.feature.compute(batch)
+        values = self.feature.compute(batch, band_axis=1)
         return np.stack([OPERATORS[self.operator](image, mode="reflect") for image in values])
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -145,7 +145,7 @@ class Canny(PixelMethod):
         return (h, h)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        values = self.feature.compute(batch)
+        values = self.feature.compute(batch, band_axis=1)
         edges = np.stack(
             [
                 skfeature.canny(image, self.sigma, self.low_threshold, self.high_threshold)

@@ -89,16 +89,19 @@ class Feature:
         """True when values are the raster's own integers (exact integer histograms)."""
         return np.issubdtype(np.dtype(dtype), np.integer) and self.kind in ("single", "band")
 
-    def compute(self, x: np.ndarray) -> np.ndarray:
-        """The feature of ``x`` (``(..., bands, y, x)``) as float64 ``(..., y, x)``."""
-        self.check(x.shape[-3])
+    def compute(self, x: np.ndarray, band_axis: int = -3) -> np.ndarray:
+        """The feature of ``x`` as float64, the band axis removed: ``band_axis=0`` for a block
+        ``(band, ...)``, ``1`` for a batch ``(tile, band, ...)``; the default ``-3`` reads
+        ``(..., band, y, x)``."""
+        x = np.moveaxis(x, band_axis, 0)
+        self.check(x.shape[0])
         if self.kind in ("single", "band"):
             index = 0 if self.kind == "single" else self.bands[0] - 1
-            return x[..., index, :, :].astype(np.float64, copy=False)
+            return x[index].astype(np.float64, copy=False)
         if self.kind == "mean":
-            return x.astype(np.float64).mean(axis=-3)
-        a = x[..., self.bands[0] - 1, :, :].astype(np.float64, copy=False)
-        b = x[..., self.bands[1] - 1, :, :].astype(np.float64, copy=False)
+            return x.astype(np.float64).mean(axis=0)
+        a = x[self.bands[0] - 1].astype(np.float64, copy=False)
+        b = x[self.bands[1] - 1].astype(np.float64, copy=False)
         total = a + b
         safe = np.where(total == 0, 1.0, total)
         return np.where(total == 0, 0.0, (a - b) / safe)

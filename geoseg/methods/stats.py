@@ -9,6 +9,7 @@ is bounded by the chunk size whatever the raster's size.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,8 @@ class RasterData:
 
 
 def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
-    """A ``(band, y, x)`` DataArray (e.g. from ``open_raster``), dask or NumPy array, for fits.
+    """A ``(band, y, x)`` or ``(band, z, y, x)`` DataArray (e.g. from ``open_raster``), dask or
+    NumPy array, for fits.
 
     ``nodata`` defaults to ``raster.attrs["nodata"]``; 2-D inputs get a band axis.
     NumPy inputs are cut into ``DEFAULT_CHUNK`` square chunks.
@@ -50,16 +52,17 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
     names: tuple[str, ...] | None = None
     if isinstance(raster, xr.DataArray):
         nodata = raster.attrs.get("nodata") if nodata is None else nodata
-        if raster.ndim == 3 and "band" in raster.dims:
+        if raster.ndim in (3, 4) and "band" in raster.dims:
             names = tuple(str(b) for b in raster["band"].values)
             raster = raster.transpose("band", ...)
         raster = raster.data
     data = raster if isinstance(raster, da.Array) else _from_numpy(raster)
     if data.ndim == 2:
         data = data[None]
-    if data.ndim != 3:
+    if data.ndim not in (3, 4):
         raise PlanError(
-            f"A raster has dims (band, y, x) or (y, x); got an array of shape {data.shape}."
+            f"A raster has dims (band, y, x), (band, z, y, x) or (y, x); got an array of shape "
+            f"{data.shape}. Give a band axis first to volumes."
         )
     if len(data.chunks[0]) > 1:
         data = data.rechunk({0: -1})  # all bands of one spatial chunk in one task
@@ -73,18 +76,18 @@ def _from_numpy(array: Any) -> da.Array:
     return da.from_array(array, chunks=(-1,) * (array.ndim - 2) + spatial)
 
 
-def chunk_offsets(data: da.Array) -> list[tuple[int, int, int, int]]:
-    """``(i, j, y0, x0)`` of every spatial chunk (block index and first pixel)."""
-    ys = np.cumsum((0,) + data.chunks[1][:-1])
-    xs = np.cumsum((0,) + data.chunks[2][:-1])
-    return [(i, j, int(y0), int(x0)) for i, y0 in enumerate(ys) for j, x0 in enumerate(xs)]
+def chunk_offsets(data: da.Array) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Block index and first pixel of every spatial chunk, any number of spatial axes."""
+    starts = [np.cumsum((0,) + c[:-1]).tolist() for c in data.chunks[1:]]
+    return [(index, tuple(int(s[i]) for s, i in zip(starts, index)))
+            for index in itertools.product(*(range(len(s)) for s in starts))]
 
 
 def map_chunks(rd: RasterData, fn: Callable[..., Any], *args: Any) -> list[Delayed]:
-    """One task per spatial chunk: ``fn(block, (y0, x0), *args)``, ``block`` ``(band, cy, cx)``."""
+    """One task per spatial chunk: ``fn(block, origin, *args)``, ``block`` ``(band, *chunk)``."""
     blocks = rd.data.to_delayed(optimize_graph=False)
     call = dask.delayed(fn, pure=True)
-    return [call(blocks[0, i, j], (y0, x0), *args) for i, j, y0, x0 in chunk_offsets(rd.data)]
+    return [call(blocks[(0, *index)], origin, *args) for index, origin in chunk_offsets(rd.data)]
 
 
 def tree_reduce(
@@ -108,7 +111,7 @@ def feature_values(
     if integer:
         index = 0 if feature.kind == "single" else feature.bands[0] - 1
         return block[index][valid].astype(np.int64)
-    values = feature.compute(block)[valid]
+    values = feature.compute(block, band_axis=0)[valid]
     return values[np.isfinite(values)]
 
 

@@ -101,7 +101,7 @@ class Threshold(PixelMethod):
         return ids
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return one_hot(self.labels(self.feature.compute(batch)), self.n_classes)
+        return one_hot(self.labels(self.feature.compute(batch, band_axis=1)), self.n_classes)
 
 
 def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
@@ -370,7 +370,7 @@ class LocalThreshold(PixelMethod):
         )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        values = self.feature.compute(batch)
+        values = self.feature.compute(batch, band_axis=1)
         ids = np.stack([image > self.local_threshold(image) for image in values])
         return one_hot(ids.astype(np.int64), 2)
 

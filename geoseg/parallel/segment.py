@@ -95,9 +95,9 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
                       "equal whole-image inference; blend='gaussian' hides the seams.", stacklevel=3)
     spec = TilingSpec.create(
         shape,
-        tile=tile if tile is not None else config.tile_size(),
-        halo=halo if halo is not None else segmenter.halo,
-        stride=coerce_per_axis(segmenter.stride, ndim, "stride"),
+        tile=tile if tile is not None else config.tile_size(ndim),
+        halo=halo if halo is not None else _isotropic(segmenter.halo, ndim),
+        stride=coerce_per_axis(_isotropic(segmenter.stride, ndim), ndim, "stride"),
         blend=blend,
         overlap=DEFAULT_OVERLAP if overlap is None and blend != "crop" else (overlap or 0.0),
     )
@@ -105,6 +105,13 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
     default_nodata = NODATA_CLASS if dtype == "uint8" else 65535
     return RegionWork(segmenter.ref(), spec, nodata, batch_size or config.batch_size(),
                       default_nodata if nodata_class is None else int(nodata_class), dtype)
+
+
+def _isotropic(value: Sequence[int], ndim: int) -> Sequence[int] | int:
+    """A segmenter's per-axis geometry; one value repeated on every axis (a pixel-wise method's
+    ``(1, 1)`` stride, say) applies to any number of axes."""
+    values = tuple(value)
+    return values[0] if len(values) != ndim and len(set(values)) == 1 else values
 
 
 SPATIAL_DIMS = (("y", "x"), ("z", "y", "x"))
@@ -155,10 +162,15 @@ def _output_chunks(raster: xr.DataArray, chunks: int | Sequence[int] | None) -> 
     elif raster.chunks is not None:
         out = tuple(c[0] for c in raster.chunks[1:])
     else:
-        out = tuple(min(1024, n) for n in raster.shape[1:])
+        out = tuple(min(default_chunk(raster.ndim - 1), n) for n in raster.shape[1:])
     if any(c < 1 for c in out):
         raise PlanError(f"chunks must be positive, got {out}.")
     return out
+
+
+def default_chunk(ndim: int) -> int:
+    """Output chunk per axis when none is given: 1024 for images, 128 for volumes."""
+    return 1024 if ndim == 2 else 128
 
 
 def _nest(blocks: list[Any], shape: Sequence[int], chunks: Sequence[int]) -> list[Any]:

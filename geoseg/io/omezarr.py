@@ -1,0 +1,118 @@
+"""OME-Zarr (NGFF 0.4 and 0.5) images: pick a resolution level, honour axes, scale and translation.
+
+NGFF 0.4 keeps ``multiscales`` in the group's attributes; 0.5 nests it under
+``attributes["ome"]``. Each level's ``coordinateTransformations`` (a scale, then
+an optional translation, then the multiscale's own) map an array index to
+physical coordinates of the voxel's centre. Axes of type ``space`` become
+geoseg's z/y/x, a ``channel`` axis becomes bands, and a ``time`` axis of length
+one is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import zarr
+
+from geoseg.errors import UnsupportedFormatError
+from geoseg.io.georef import GeoRef
+from geoseg.io.sources import BAND, DROP, SPACE
+
+
+def multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The ``multiscales`` list of an NGFF 0.4 or 0.5 group, else ``None``."""
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return list(ome["multiscales"])
+    return list(attrs["multiscales"]) if "multiscales" in attrs else None
+
+
+def ome_version(attrs: dict[str, Any]) -> str:
+    ome = attrs.get("ome")
+    if isinstance(ome, dict):
+        return str(ome.get("version", "0.5"))
+    return str(attrs["multiscales"][0].get("version", "0.4"))
+
+
+def level_path(group: zarr.Group, level: int | None, url: str) -> tuple[str, dict[str, Any]]:
+    """The array path of resolution ``level`` (0 = full resolution) and its multiscale entry."""
+    image = multiscales(dict(group.attrs))[0]
+    datasets = image["datasets"]
+    index = 0 if level is None else int(level)
+    if not 0 <= index < len(datasets):
+        raise UnsupportedFormatError(
+            f"OME-Zarr image {url} has {len(datasets)} resolution level(s), 0 to {len(datasets) - 1}; "
+            f"received level={level}. Pick one of those (0 is full resolution).")
+    return str(datasets[index]["path"]), image
+
+
+def roles(image: dict[str, Any], shape: Sequence[int], url: str) -> tuple[str, ...]:
+    """The geoseg role of each NGFF axis."""
+    out = []
+    for axis, size in zip(_axes(image), shape):
+        kind = axis.get("type")
+        if kind == "space":
+            out.append(SPACE)
+        elif kind == "channel" and BAND not in out:
+            out.append(BAND)
+        elif size == 1:
+            out.append(DROP)
+        else:
+            raise UnsupportedFormatError(
+                f"OME-Zarr image {url} has a {kind or 'untyped'} axis {axis['name']!r} of length {size}; "
+                "geoseg reads one channel axis plus 2 or 3 space axes (other axes must have length 1).")
+    if out.count(SPACE) not in (2, 3):
+        raise UnsupportedFormatError(f"OME-Zarr image {url} has {out.count(SPACE)} space axes; "
+                                     "geoseg reads images (y, x) and volumes (z, y, x).")
+    return tuple(out)
+
+
+def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata: Any = None) -> GeoRef:
+    """Physical placement of level ``level``: a voxel affine for volumes, a transform for images."""
+    scale, translation = _scale_translation(image, level)
+    space = [i for i, r in enumerate(axis_roles) if r == SPACE]
+    s, t = np.asarray(scale)[space], np.asarray(translation)[space]
+    units = {a.get("unit") for a, r in zip(_axes(image), axis_roles) if r == SPACE} - {None}
+    unit = units.pop() if len(units) == 1 else None
+    if len(space) == 3:
+        matrix = np.diag([*s, 1.0])
+        matrix[:3, 3] = t
+        return GeoRef.from_voxel_affine(matrix, nodata, unit)
+    (sy, sx), (ty, tx) = s, t  # NGFF places pixel centres; an affine transform, pixel corners
+    return GeoRef(transform=(float(sx), 0.0, float(tx - sx / 2), 0.0, float(sy), float(ty - sy / 2)),
+                  nodata=None if nodata is None else float(nodata))
+
+
+def channel_names(attrs: dict[str, Any], n: int) -> list[str] | None:
+    """Channel labels from ``omero`` metadata, when there is one per channel."""
+    omero = attrs.get("omero") or (attrs.get("ome") or {}).get("omero") or {}
+    labels = [c.get("label") for c in omero.get("channels", [])]
+    return [str(x) for x in labels] if len(labels) == n and all(labels) else None
+
+
+def _axes(image: dict[str, Any]) -> list[dict[str, Any]]:
+    axes = image.get("axes") or []
+    return [a if isinstance(a, dict) else {"name": a, "type": _type_of(a)} for a in axes]
+
+
+def _type_of(name: str) -> str:
+    return {"t": "time", "c": "channel"}.get(name, "space")
+
+
+def _scale_translation(image: dict[str, Any], level: int) -> tuple[list[float], list[float]]:
+    n = len(_axes(image))
+    scale, translation = _apply([1.0] * n, [0.0] * n, image["datasets"][level].get("coordinateTransformations"))
+    return _apply(scale, translation, image.get("coordinateTransformations"))
+
+
+def _apply(scale: list[float], translation: list[float],
+           transforms: list[dict[str, Any]] | None) -> tuple[list[float], list[float]]:
+    for tr in transforms or []:
+        if tr.get("type") == "scale":
+            scale = [a * float(b) for a, b in zip(scale, tr["scale"])]
+            translation = [a * float(b) for a, b in zip(translation, tr["scale"])]
+        elif tr.get("type") == "translation":
+            translation = [a + float(b) for a, b in zip(translation, tr["translation"])]
+    return scale, translation

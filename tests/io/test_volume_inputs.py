@@ -1,0 +1,179 @@
+"""Volume and multi-resolution inputs: NIfTI, OME-Zarr (NGFF 0.4/0.5), named Zarr volumes, COG
+overviews. Each is checked against an independent reader (nibabel, ome-zarr, rasterio)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import rasterio
+import zarr
+from rasterio.enums import Resampling
+from rasterio.transform import from_origin
+
+import geoseg
+from geoseg.errors import UnsupportedFormatError
+
+ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
+
+
+def oblique_affine() -> np.ndarray:
+    """An anisotropic, rotated (i, j, k) -> RAS affine, so axis mix-ups cannot pass."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.8, 0.9, 2.5])
+    affine[:3, 3] = [-40.0, 12.5, 7.0]
+    return affine
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, **header: float) -> Path:
+    image = nib.Nifti1Image(data, affine)
+    image.header.set_xyzt_units("mm")
+    if header:
+        image.header.set_slope_inter(header["slope"], header["inter"])
+    nib.save(image, str(path))
+    return path
+
+
+def zyx(ijk: np.ndarray) -> np.ndarray:
+    """nibabel's (i, j, k[, t]) array in geoseg's (band, z, y, x) order."""
+    data = ijk if ijk.ndim == 4 else ijk[..., None]
+    return np.transpose(data, (3, 2, 1, 0))
+
+
+def test_nifti_values_affine_and_spacing_match_nibabel(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(-500, 3000, size=(23, 17, 9), dtype=np.int16)
+    path = write_nifti(tmp_path / "ct.nii", data, oblique_affine())
+    raster = geoseg.open_raster(str(path))
+    assert raster.dims == ("band", "z", "y", "x")
+    assert raster.shape == (1, 9, 17, 23)
+    np.testing.assert_array_equal(raster.values, zyx(np.asarray(nib.load(path).dataobj)))
+    affine = np.asarray(raster.attrs["voxel_affine"])
+    index = np.array([4, 11, 20, 1.0])  # (z, y, x, 1) = (k, j, i, 1)
+    world = nib.load(path).affine @ np.array([20, 11, 4, 1.0])
+    np.testing.assert_allclose(affine @ index, world, atol=1e-5)
+    np.testing.assert_allclose(raster.attrs["spacing"], [2.5, 0.9, 0.8], rtol=1e-5)
+    assert raster.attrs["units"] == "mm"
+
+
+def test_nifti_scaling_and_4d_band_selection(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 1000, size=(11, 13, 7, 3), dtype=np.int16)
+    path = write_nifti(tmp_path / "dwi.nii", data, np.diag([1.5, 1.5, 3.0, 1.0]), slope=0.5, inter=-10.0)
+    expected = zyx(nib.load(path).get_fdata(dtype=np.float32))
+    raster = geoseg.open_raster(str(path), bands=[3, 1])
+    assert raster.dtype == np.float32
+    assert list(raster["band"].values) == ["volume_3", "volume_1"]
+    np.testing.assert_allclose(raster.values, expected[[2, 0]], rtol=1e-6)
+
+
+def test_nifti_windows_read_only_their_voxels(tmp_path):
+    data = np.arange(31 * 29 * 12, dtype=np.float32).reshape(31, 29, 12)
+    path = write_nifti(tmp_path / "v.nii", data, np.eye(4))
+    source = geoseg.io.readers.open_source(str(path))
+    window = (slice(3, 8), slice(10, 21), slice(5, 30))
+    np.testing.assert_array_equal(source.read(window), zyx(data)[(slice(None), *window)])
+
+
+def test_gzipped_nifti_asks_for_convert(tmp_path):
+    path = write_nifti(tmp_path / "v.nii", np.zeros((4, 4, 4), np.float32), np.eye(4))
+    gz = tmp_path / "v.nii.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(UnsupportedFormatError, match="geoseg convert"):
+        geoseg.open_raster(str(gz))
+
+
+def test_nifti_on_s3_reads_like_local(tmp_path, s3_server):
+    import fsspec
+
+    data = np.random.default_rng(2).normal(size=(20, 18, 6)).astype(np.float32)
+    path = write_nifti(tmp_path / "v.nii", data, oblique_affine())
+    fs = fsspec.filesystem("s3", **s3_server)
+    url = "s3://geoseg/volumes/v.nii"
+    fs.put(str(path), url)
+    remote = geoseg.open_raster(url, storage_options=s3_server)
+    np.testing.assert_array_equal(remote.values, geoseg.open_raster(str(path)).values)
+    assert remote.attrs["voxel_affine"] == geoseg.open_raster(str(path)).attrs["voxel_affine"]
+
+
+@pytest.mark.skipif(not ANATOMICAL.exists(), reason="nibabel's test data is not installed")
+def test_real_mri_volume_opens_with_its_affine():
+    raster = geoseg.open_raster(str(ANATOMICAL))
+    image = nib.load(str(ANATOMICAL))
+    np.testing.assert_array_equal(raster.values[0], np.transpose(np.asarray(image.dataobj), (2, 1, 0)))
+    np.testing.assert_allclose(np.asarray(raster.attrs["voxel_affine"])[:, [2, 1, 0, 3]], image.affine)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_levels_axes_and_scale(tmp_path, version):
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.writer import write_image
+
+    fmt = FormatV04() if version == "0.4" else FormatV05()
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, size=(1, 2, 16, 64, 48), dtype=np.uint8)  # t, c, z, y, x
+    url = str(tmp_path / "image.ome.zarr")
+    group = zarr.open_group(url, mode="w", zarr_format=2 if version == "0.4" else 3)
+    write_image(image, group, axes="tczyx", fmt=fmt, scale_factors=[2, 4], scale={"z": 2.0, "y": 0.5, "x": 0.5},
+                axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"})
+    full = geoseg.open_raster(url)
+    assert full.dims == ("band", "z", "y", "x") and full.shape == (2, 16, 64, 48)
+    np.testing.assert_array_equal(full.values, image[0])
+    np.testing.assert_allclose(full.attrs["spacing"], [2.0, 0.5, 0.5])
+    assert full.attrs["units"] == "micrometer"
+    # the writer halves y and x per level and shifts pixel centres; read level 1 its way
+    attrs = dict(zarr.open_group(url, mode="r").attrs)
+    datasets = (attrs.get("ome", attrs))["multiscales"][0]["datasets"]
+    scale, translation = (t[k] for t, k in zip(datasets[1]["coordinateTransformations"],
+                                                ("scale", "translation")))
+    coarse = geoseg.open_raster(url, level=1, bands=[2])
+    reference = np.asarray(zarr.open_group(url, mode="r")[datasets[1]["path"]][0, 1])
+    assert coarse.shape == (1, *reference.shape) == (1, 16, 32, 24)
+    np.testing.assert_array_equal(coarse.values[0], reference)
+    np.testing.assert_allclose(coarse.attrs["spacing"], scale[2:])
+    np.testing.assert_allclose(np.asarray(coarse.attrs["voxel_affine"])[:3, 3], translation[2:])
+    with pytest.raises(UnsupportedFormatError, match="resolution level"):
+        geoseg.open_raster(url, level=7)
+
+
+def test_named_zarr_volume_with_spacing(tmp_path):
+    data = np.random.default_rng(4).random((12, 30, 20)).astype(np.float32)
+    arr = zarr.create_array(str(tmp_path / "vol.zarr"), shape=data.shape, chunks=(4, 16, 16), dtype="float32",
+                            dimension_names=["z", "y", "x"], attributes={"spacing": [3.0, 0.7, 0.7]})
+    arr[:] = data
+    raster = geoseg.open_raster(str(tmp_path / "vol.zarr"))
+    assert raster.dims == ("band", "z", "y", "x")
+    np.testing.assert_array_equal(raster.values[0], data)
+    assert raster.attrs["spacing"] == [3.0, 0.7, 0.7]
+
+
+def test_unnamed_five_dimensional_zarr_is_refused_with_advice(tmp_path):
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=(1, 1, 2, 3, 4), dtype="uint8")
+    with pytest.raises(UnsupportedFormatError, match="dimension names"):
+        geoseg.open_raster(str(tmp_path / "a.zarr"))
+
+
+def test_cog_overview_level_matches_rasterio(tmp_path):
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 255, size=(3, 256, 320), dtype=np.uint8)
+    path = tmp_path / "cog.tif"
+    profile = {"driver": "GTiff", "width": 320, "height": 256, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": from_origin(500000, 4200000, 10, 10), "tiled": True,
+               "blockxsize": 64, "blockysize": 64}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+        ds.build_overviews([2, 4], Resampling.nearest)
+    level1 = geoseg.open_raster(str(path), level=1, bands=[2])
+    with rasterio.open(path) as ds:
+        expected = ds.read(2, out_shape=(128, 160), resampling=Resampling.nearest)
+        transform = ds.transform * ds.transform.scale(2, 2)
+    assert level1.shape == (1, 128, 160)
+    np.testing.assert_array_equal(level1.values[0], expected)
+    np.testing.assert_allclose(level1.attrs["transform"], tuple(transform)[:6])
+    with pytest.raises(UnsupportedFormatError, match="overview"):
+        geoseg.open_raster(str(path), level=3)
