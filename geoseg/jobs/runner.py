@@ -15,7 +15,7 @@ import numpy as np
 from distributed import Client
 
 from geoseg import config
-from geoseg.errors import GeosegError, OutputExistsError
+from geoseg.errors import GeosegError, JobSpecError, OutputExistsError
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
@@ -27,7 +27,7 @@ from geoseg.models.base import Segmenter
 from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.cluster import TorchThreads, connect, scheduler_address
-from geoseg.parallel.segment import region_work
+from geoseg.parallel.segment import default_chunk, region_work
 from geoseg.parallel.store import RegionStats, run_regions
 from geoseg.parallel.tasks import RegionWork
 from geoseg.tiling.plan import n_regions
@@ -64,10 +64,11 @@ class PreparedJob:
         return _with_segmenter(self.spec, self.source, model)
 
     @property
-    def chunks(self) -> tuple[int, int]:
-        """Output chunks, clipped to the image (a small image is one chunk)."""
-        (cy, cx), (h, w) = self.spec.output.chunks, self.source.shape[1:]
-        return min(cy, h), min(cx, w)
+    def chunks(self) -> tuple[int, ...]:
+        """Output chunks, clipped to the raster (a small raster is one chunk)."""
+        shape = self.source.shape[1:]
+        chunks = self.spec.output.chunks or (default_chunk(len(shape)),) * len(shape)
+        return tuple(min(c, n) for c, n in zip(chunks, shape))
 
     @property
     def n_tasks(self) -> int:
@@ -99,7 +100,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """
     with _key("input.url"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
-                             bands=spec.input.bands)
+                             bands=spec.input.bands, level=spec.input.level)
     model = _build(spec.model, source, fit=False)
     return PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
 
@@ -133,6 +134,7 @@ def _model_files(segmenter: Any) -> list[SegmentationModel]:
 
 
 def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:
+    _check_chunks(spec, source)
     with _key("input.bands"):
         model.check_bands(source.band_names, f"input {provenance.public_url(spec.input.url)}")
     inf = spec.inference
@@ -141,6 +143,15 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
                            batch_size=inf.batch_size, nodata=source.georef.nodata,
                            nodata_class=spec.output.nodata_class, blend=inf.blend, overlap=inf.overlap)
     return PreparedJob(spec, source, model, work)
+
+
+def _check_chunks(spec: JobSpec, source: RasterSource) -> None:
+    chunks, dims = spec.output.chunks, source.spatial_dims
+    if chunks is not None and len(chunks) != len(dims):
+        raise JobSpecError(
+            f"output.chunks: received {list(chunks)} ({len(chunks)} values) but the input "
+            f"{provenance.public_url(spec.input.url)} has spatial axes {dims}; give one chunk size per "
+            f"axis, e.g. {[default_chunk(len(dims))] * len(dims)}.")
 
 
 def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: bool = False,

@@ -28,6 +28,8 @@ class InputSpec(Section):
     url: str = Field(description="Path or fsspec URL of a Zarr array/group or a GeoTIFF/COG.")
     variable: str | None = Field(None, description="Array to read inside a Zarr group.")
     bands: list[int] | None = Field(None, description="1-based band numbers to use, in model order.")
+    level: int | None = Field(None, ge=0, description="Resolution level: 0 full resolution; a COG's "
+                                                       "overview or an OME-Zarr multiscale level.")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 
@@ -63,16 +65,18 @@ ModelSpec.model_rebuild()
 
 class OutputSpec(Section):
     url: str = Field(description="Where to write the output Zarr group.")
-    chunks: tuple[int, int] = (1024, 1024)
+    chunks: tuple[int, int] | tuple[int, int, int] | None = Field(
+        None, description="Output chunk per spatial axis, (y, x) or (z, y, x); one task per chunk. "
+                          "Default 1024 per axis for images, 128 for volumes.")
     probabilities: bool = False
     nodata_class: int | None = None
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @field_validator("chunks")
     @classmethod
-    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 1:
-            raise ValueError("both chunk sizes >= 1")
+    def _positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError("every chunk size >= 1")
         return value
 
 
