@@ -126,11 +126,16 @@ def create_output(
     class_dtype: str,
     nodata_class: int,
     probabilities: bool = False,
+    inner_chunks: tuple[int, ...] | None = None,
     attrs: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> OutputTarget:
-    """Create the output group with empty arrays; refuse an existing one unless ``overwrite``."""
+    """Create the output group with empty arrays; refuse an existing one unless ``overwrite``.
+
+    ``chunks`` is what one task writes. With ``inner_chunks``, arrays are sharded: each
+    ``chunks``-sized shard holds ``inner_chunks``-sized chunks, so tasks still never share a
+    storage object."""
     if output_exists(url, storage_options):
         if not overwrite:
             raise OutputExistsError(
@@ -141,24 +146,38 @@ def create_output(
     target = OutputTarget(url, dict(storage_options or {}))
     group = target.open_group(mode="w-")
     group.attrs["geoseg"] = {"class_names": class_names, "nodata_class": nodata_class, **(attrs or {})}
-    _create_arrays(group, shape, chunks, class_dtype, nodata_class, len(class_names), probabilities, georef)
+    layout = Layout(chunks, inner_chunks)
+    _create_arrays(group, shape, layout, class_dtype, nodata_class, len(class_names), probabilities, georef)
     if len(shape) == 2:
         write_georef(group, georef, shape)
     return target
 
 
-def _create_arrays(group: zarr.Group, shape: tuple[int, ...], chunks: tuple[int, ...], class_dtype: str,
+@dataclass(frozen=True)
+class Layout:
+    """What a task writes (``region``) and, when sharding, the chunks inside it."""
+
+    region: tuple[int, ...]
+    inner: tuple[int, ...] | None = None
+
+    def kwargs(self, lead: tuple[int, ...] = ()) -> dict[str, Any]:
+        if self.inner is None:
+            return {"chunks": (*lead, *self.region)}
+        return {"chunks": (*lead, *self.inner), "shards": (*lead, *self.region)}
+
+
+def _create_arrays(group: zarr.Group, shape: tuple[int, ...], layout: Layout, class_dtype: str,
                    nodata_class: int, n_classes: int, probabilities: bool, georef: GeoRef) -> None:
     dims = SPATIAL_DIMS[len(shape)]
     geo = ({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"} if len(shape) == 2
            else _volume_attrs(georef))
-    group.create_array("classes", shape=shape, chunks=chunks, dtype=class_dtype, fill_value=nodata_class,
+    group.create_array("classes", shape=shape, **layout.kwargs(), dtype=class_dtype, fill_value=nodata_class,
                        dimension_names=list(dims), attributes={**geo, "nodata": nodata_class})
     if probabilities:
-        group.create_array("probabilities", shape=(n_classes, *shape), chunks=(n_classes, *chunks),
+        group.create_array("probabilities", shape=(n_classes, *shape), **layout.kwargs((n_classes,)),
                            dtype="float16", fill_value=np.nan, dimension_names=["class", *dims],
                            attributes=geo)
-    counts = tuple(-(-n // c) for n, c in zip(shape, chunks))
+    counts = tuple(-(-n // c) for n, c in zip(shape, layout.region))
     names = [f"chunk_{d}" for d in dims]
     ones = (1,) * len(counts)
     group.create_array(MANIFEST_DONE, shape=counts, chunks=ones, dtype="bool", fill_value=False,

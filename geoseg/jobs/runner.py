@@ -30,7 +30,7 @@ from geoseg.parallel.cluster import TorchThreads, connect, scheduler_address
 from geoseg.parallel.segment import default_chunk, region_work
 from geoseg.parallel.store import RegionStats, run_regions
 from geoseg.parallel.tasks import RegionWork
-from geoseg.tiling.plan import n_regions
+from geoseg.tiling.plan import n_regions, round_up
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,15 @@ class PreparedJob:
 
     @property
     def chunks(self) -> tuple[int, ...]:
-        """Output chunks, clipped to the raster (a small raster is one chunk)."""
+        """Task regions: the output chunks, or the shards when sharding, clipped to the raster
+        (a small raster is one region)."""
+        inner = self.inner_chunks
+        shards = self.spec.output.shards or inner
+        return tuple(min(s, round_up(n, i)) for s, n, i in zip(shards, self.source.shape[1:], inner))
+
+    @property
+    def inner_chunks(self) -> tuple[int, ...]:
+        """The Zarr chunks of the output arrays, clipped to the raster."""
         shape = self.source.shape[1:]
         chunks = self.spec.output.chunks or (default_chunk(len(shape)),) * len(shape)
         return tuple(min(c, n) for c, n in zip(chunks, shape))
@@ -146,12 +154,18 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
 
 
 def _check_chunks(spec: JobSpec, source: RasterSource) -> None:
-    chunks, dims = spec.output.chunks, source.spatial_dims
-    if chunks is not None and len(chunks) != len(dims):
+    dims, url = source.spatial_dims, provenance.public_url(spec.input.url)
+    for key in ("chunks", "shards"):
+        value = getattr(spec.output, key)
+        if value is not None and len(value) != len(dims):
+            raise JobSpecError(
+                f"output.{key}: received {list(value)} ({len(value)} values) but the input {url} has "
+                f"spatial axes {dims}; give one size per axis, e.g. {[default_chunk(len(dims))] * len(dims)}.")
+    chunks = spec.output.chunks or (default_chunk(len(dims)),) * len(dims)
+    if spec.output.shards is not None and any(s % c for s, c in zip(spec.output.shards, chunks)):
         raise JobSpecError(
-            f"output.chunks: received {list(chunks)} ({len(chunks)} values) but the input "
-            f"{provenance.public_url(spec.input.url)} has spatial axes {dims}; give one chunk size per "
-            f"axis, e.g. {[default_chunk(len(dims))] * len(dims)}.")
+            f"output.shards: received {list(spec.output.shards)}, which is not a whole number of chunks "
+            f"{list(chunks)} per axis; give shards that are multiples of output.chunks.")
 
 
 def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: bool = False,
@@ -241,6 +255,7 @@ def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
     out, model = prepared.spec.output, prepared.model
     return create_output(
         out.url, shape=prepared.source.shape[1:], chunks=prepared.chunks,
+        inner_chunks=prepared.inner_chunks if out.shards else None,
         georef=prepared.source.georef, class_names=[c.name for c in model.classes],
         class_dtype=prepared.work.class_dtype, nodata_class=prepared.work.nodata_class,
         probabilities=out.probabilities, storage_options=out.storage_options, overwrite=overwrite,

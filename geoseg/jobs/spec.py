@@ -68,11 +68,14 @@ class OutputSpec(Section):
     chunks: tuple[int, int] | tuple[int, int, int] | None = Field(
         None, description="Output chunk per spatial axis, (y, x) or (z, y, x); one task per chunk. "
                           "Default 1024 per axis for images, 128 for volumes.")
+    shards: tuple[int, int] | tuple[int, int, int] | None = Field(
+        None, description="Zarr v3 shard per spatial axis, a multiple of chunks: each task then writes "
+                          "one whole shard (many small chunks, few objects in storage).")
     probabilities: bool = False
     nodata_class: int | None = None
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
-    @field_validator("chunks")
+    @field_validator("chunks", "shards")
     @classmethod
     def _positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if value is not None and min(value) < 1:

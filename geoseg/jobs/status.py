@@ -57,8 +57,9 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
     classes = group["classes"]
     names = ["classes"] + (["probabilities"] if "probabilities" in group else [])
     report = VerifyReport(url, 0)
-    for region in regions(classes.shape, classes.chunks):
-        key = chunk_key(region, classes.chunks)
+    written = classes.shards or classes.chunks  # what one task wrote
+    for region in regions(classes.shape, written):
+        key = chunk_key(region, written)
         recorded = target.checksum(key)
         report.checked += 1
         if recorded is None:

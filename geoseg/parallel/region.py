@@ -22,11 +22,13 @@ Reader = Callable[[tuple[slice, ...]], np.ndarray]
 
 @dataclass
 class RegionResult:
-    """Scores ``(classes, *region)`` and validity ``(*region)`` for one region, plus timings."""
+    """Scores ``(classes, *region)`` and validity ``(*region)`` for one region, plus timings.
+    ``empty``: the region had no valid input pixel, so the segmenter was not run."""
 
     scores: np.ndarray
     valid: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    empty: bool = False
 
 
 def segment_region(segmenter: Segmenter, read: Reader, spec: TilingSpec, region: tuple[slice, ...],
@@ -44,10 +46,13 @@ def segment_region(segmenter: Segmenter, read: Reader, spec: TilingSpec, region:
     raw = read(inside)
     t1 = time.perf_counter()
     x, valid = segmenter.prepare(raw, nodata)
+    local = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, window))
+    if not valid[local].any():  # every output pixel is nodata whatever the model says
+        scores = np.zeros((segmenter.n_classes, *valid[local].shape), np.float32)
+        return RegionResult(scores, valid[local], {"read": t1 - t0, "infer": 0.0}, empty=True)
     x = pad_end(x, [w.stop - w.start for w in window])
     scores = _run_tiles(segmenter, x, tiles, window, region, spec, batch_size)
     t2 = time.perf_counter()
-    local = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, window))
     return RegionResult(scores, valid[local], {"read": t1 - t0, "infer": t2 - t1})
 
 

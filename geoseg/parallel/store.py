@@ -23,6 +23,7 @@ class RegionStats:
     class_counts: np.ndarray  # per class id, valid pixels only
     pixels: int
     timings: dict[str, float]
+    empty: bool = False  # no valid input pixel: written as nodata without running the model
 
 
 def segment_to_store(region: tuple[slice, ...], work: RegionWork, source: RasterSource,
@@ -40,7 +41,7 @@ def segment_to_store(region: tuple[slice, ...], work: RegionWork, source: Raster
     target.mark_done(chunk_key(region, chunks), chunk_checksum(*blocks))
     timings = {**result.timings, "write": time.perf_counter() - t0}
     counts = np.bincount(classes[result.valid].ravel(), minlength=n_classes)[:n_classes]
-    return RegionStats(region, counts, int(classes.size), timings)
+    return RegionStats(region, counts, int(classes.size), timings, empty=result.empty)
 
 
 def run_regions(client: Client, work: RegionWork, source: RasterSource, target: OutputTarget,
