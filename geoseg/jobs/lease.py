@@ -1,0 +1,411 @@
+"""Leases: at most one run writes an output at a time, across processes and machines.
+
+A lease is a small JSON object beside the output (``OUT.zarr.lease``) naming its
+owner (host, process id and a random id) and when it expires. A run takes it
+before writing and renews it while it writes; another run finding it held leaves
+the output alone; an expired lease (its owner died) is taken over. Beside, not
+inside, the output: replacing an output must not remove its lease.
+
+How atomic taking it is depends on the store:
+
+- local files: created with a hard link (exclusive, and the object is complete
+  the moment it appears); an expired lease is moved aside with ``rename`` and
+  taken over only if what was moved is the expired lease that was read;
+- S3 (s3fs): conditional writes: ``If-None-Match: *`` to create, ``If-Match``
+  with the ETag read to take over or renew (AWS S3, MinIO and moto support them);
+- any other fsspec store: best effort (write, read back, check the owner).
+
+Releasing reads the lease and deletes it if it is still this owner's. Clocks of
+the machines sharing an output are assumed to agree to well under the lease's
+length. Leases hold no credentials: only the owner, the batch name, the
+output's public URL and times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import fsspec
+from s3fs.utils import FileExpired
+
+from geoseg.errors import LeaseLostError
+from geoseg.jobs.provenance import public_url
+
+SUFFIX = ".lease"
+
+
+def new_owner_id() -> str:
+    """``host-pid-random``: unique to this process and this run."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def lease_url(output_url: str) -> str:
+    """Where the lease on ``output_url`` lives: beside it, with ``.lease`` appended."""
+    return output_url.rstrip("/") + SUFFIX
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """What a lease object says: who holds it and until when (seconds since the epoch)."""
+
+    owner: str
+    created: float
+    expires: float
+    batch: str = ""
+    output: str = ""
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expires
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"owner": self.owner, "batch": self.batch, "output": self.output,
+                           "created": _iso(self.created), "expires": _iso(self.expires),
+                           "renewed": _iso(time.time())}, indent=1).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LeaseRecord:
+        """The record in ``data``; an unreadable object counts as an expired lease of nobody."""
+        try:
+            raw = json.loads(data)
+            return cls(str(raw["owner"]), _epoch(raw["created"]), _epoch(raw["expires"]),
+                       str(raw.get("batch", "")), str(raw.get("output", "")))
+        except (ValueError, KeyError, TypeError):
+            return cls("unreadable lease", 0.0, 0.0)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+Token = Any  # what a store compares to decide that a lease is unchanged since it was read
+
+
+class LeaseStore(Protocol):
+    """The four operations a lease needs from where it is stored."""
+
+    def create(self, data: bytes) -> Token | None:
+        """Write ``data`` if no lease exists; its token, or ``None`` if one exists."""
+
+    def read(self) -> tuple[bytes, Token] | None:
+        """The lease's bytes and token, or ``None`` if there is none."""
+
+    def swap(self, data: bytes, token: Token) -> Token | None:
+        """Replace the lease with ``data`` if it is still the one ``token`` was read from."""
+
+    def delete(self, token: Token) -> None:
+        """Delete the lease if it is still the one ``token`` was read from."""
+
+
+class LocalStore:
+    """Lease files on a local (or POSIX network) filesystem; the token is the file's bytes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def create(self, data: bytes) -> Token | None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._write_tmp(data)
+        try:
+            os.link(tmp, self.path)  # fails if the lease exists; the new one is complete at once
+        except FileExistsError:
+            return None
+        except OSError as exc:  # a filesystem without hard links: exclusive create instead
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            return self._create_exclusive(data)
+        finally:
+            os.unlink(tmp)
+        return data
+
+    def _create_exclusive(self, data: bytes) -> Token | None:
+        try:
+            with open(self.path, "xb") as f:
+                f.write(data)
+        except FileExistsError:
+            return None
+        return data
+
+    def read(self) -> tuple[bytes, Token] | None:
+        try:
+            data = Path(self.path).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, data
+
+    def swap(self, data: bytes, token: Token) -> Token | None:
+        """Move the lease aside (atomic), check it is the one read, then create the new one."""
+        aside = f"{self.path}.{uuid.uuid4().hex}.aside"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return None
+        try:
+            if Path(aside).read_bytes() != token:  # someone else's newer lease: put it back
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, self.path)
+                return None
+            return self.create(data)
+        finally:
+            os.unlink(aside)
+
+    def renew(self, data: bytes, token: Token) -> Token | None:
+        """Rewrite this owner's lease in place (``os.replace``: never absent meanwhile)."""
+        current = self.read()
+        if current is None or current[1] != token:
+            return None
+        tmp = self._write_tmp(data)
+        os.replace(tmp, self.path)
+        return data
+
+    def delete(self, token: Token) -> None:
+        current = self.read()
+        if current is not None and current[1] == token:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def _write_tmp(self, data: bytes) -> str:
+        tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "xb") as f:
+            f.write(data)
+        return tmp
+
+
+class S3Store:
+    """Lease objects in S3, written with conditional requests; the token is the ETag."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self.fs, self.path = fs, path
+
+    def create(self, data: bytes) -> Token | None:
+        try:
+            return self.fs.pipe_file(self.path, data, mode="create")["ETag"]
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            return _precondition_failed(exc)
+
+    def read(self) -> tuple[bytes, Token] | None:
+        for _ in range(10):  # s3fs reads with If-Match on the ETag it saw: retry if it changed
+            self.fs.invalidate_cache(self.path)
+            try:
+                with self.fs.open(self.path, "rb") as f:
+                    return f.read(), f.details["ETag"]
+            except FileNotFoundError:
+                return None
+            except FileExpired:
+                continue
+        raise OSError(f"the lease {self.path} keeps changing while it is read; try again later")
+
+    def swap(self, data: bytes, token: Token) -> Token | None:
+        try:
+            return self.fs.pipe_file(self.path, data, IfMatch=token)["ETag"]
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return _precondition_failed(exc)
+
+    renew = swap
+
+    def delete(self, token: Token) -> None:
+        current = self.read()
+        if current is not None and current[1] == token:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self.path)
+
+
+def _precondition_failed(exc: OSError) -> None:
+    """Return (``None``: not written) on a failed condition (412, or 409 for two conditional
+    writes at once); raise anything else."""
+    if exc.errno != errno.EINVAL and "ConditionalRequestConflict" not in str(exc):
+        raise exc
+
+
+class BestEffortStore:
+    """Any other fsspec store: check, write, read back. Two runs at the same instant may both
+    believe they hold the lease; use local files or S3 where that matters."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self.fs, self.path = fs, path
+
+    def create(self, data: bytes) -> Token | None:
+        if self.read() is not None:
+            return None
+        return self._write_checked(data)
+
+    def read(self) -> tuple[bytes, Token] | None:
+        self.fs.invalidate_cache(self.path)
+        try:
+            data = self.fs.cat_file(self.path)
+        except FileNotFoundError:
+            return None
+        return data, data
+
+    def swap(self, data: bytes, token: Token) -> Token | None:
+        current = self.read()
+        if current is None or current[1] != token:
+            return None
+        return self._write_checked(data)
+
+    renew = swap
+
+    def delete(self, token: Token) -> None:
+        current = self.read()
+        if current is not None and current[1] == token:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self.path)
+
+    def _write_checked(self, data: bytes) -> Token | None:
+        self.fs.pipe_file(self.path, data)
+        time.sleep(0.05)  # let a competing write land before reading back
+        current = self.read()
+        return data if current is not None and current[0] == data else None
+
+
+def store_for(url: str, storage_options: dict[str, Any] | None = None) -> LeaseStore:
+    """The lease store that suits where ``url`` is."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if "file" in protocols or "local" in protocols:
+        return LocalStore(path)
+    if protocols & {"s3", "s3a"}:
+        return S3Store(fs, path)
+    return BestEffortStore(fs, path)
+
+
+class Lease:
+    """The lease on one output, as seen by one owner.
+
+    ``acquire`` takes it (or takes over an expired one); ``renewing`` keeps it
+    alive in a background thread while a job writes and releases it at the end,
+    also when the job fails. ``holder`` is the record of whoever held it when
+    ``acquire`` last failed.
+    """
+
+    def __init__(self, output_url: str, storage_options: dict[str, Any] | None = None, *,
+                 owner: str, seconds: float, batch: str = "") -> None:
+        if seconds <= 0:
+            raise ValueError(f"a lease lasts a positive number of seconds; received {seconds}")
+        self.url = lease_url(output_url)
+        self.output = public_url(output_url)
+        self.owner, self.seconds, self.batch = owner, seconds, batch
+        self.holder: LeaseRecord | None = None
+        self.lost = threading.Event()
+        self._store = store_for(self.url, storage_options)
+        self._token: Token | None = None
+        self._created = 0.0
+
+    @property
+    def held(self) -> bool:
+        return self._token is not None and not self.lost.is_set()
+
+    def _record(self, created: float | None = None) -> LeaseRecord:
+        now = time.time()
+        return LeaseRecord(self.owner, now if created is None else created, now + self.seconds,
+                           self.batch, self.output)
+
+    def acquire(self, wait: float = 0.0, poll: float = 1.0) -> bool:
+        """Take the lease, waiting up to ``wait`` seconds for another owner to release it."""
+        deadline = time.monotonic() + wait
+        while True:
+            if self._try_acquire():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(poll, left))
+
+    def _try_acquire(self) -> bool:
+        for _ in range(5):  # the lease may change between looking and acting; look again
+            record = self._record()
+            token = self._store.create(record.to_bytes())
+            if token is not None:
+                self._token, self._created, self.holder = token, record.created, None
+                return True
+            current = self._store.read()
+            if current is None:
+                continue
+            self.holder = LeaseRecord.from_bytes(current[0])
+            if not self.holder.expired():
+                return False
+            token = self._store.swap(record.to_bytes(), current[1])
+            if token is not None:
+                self._token, self._created = token, record.created
+                return True
+        return False
+
+    def renew(self) -> bool:
+        """Push the expiry ``seconds`` ahead; ``False`` (and ``lost`` set) if it is not ours."""
+        if self._token is None or self.lost.is_set():
+            return False
+        data = self._record(self._created).to_bytes()
+        renew = getattr(self._store, "renew", self._store.swap)
+        token = renew(data, self._token)
+        if token is None:
+            self.lost.set()
+            return False
+        self._token = token
+        return True
+
+    def release(self) -> None:
+        """Delete the lease if it is still ours; a no-op if it is not held."""
+        if self._token is not None:
+            self._store.delete(self._token)
+        self._token = None
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLostError` if another run has taken the lease over."""
+        if self.lost.is_set():
+            raise LeaseLostError(
+                f"The lease on {self.output} was taken over by another run (it expired: this "
+                f"run could not renew it in time); stopped writing. Raise lease_seconds (now "
+                f"{self.seconds:g}) if jobs stall longer than a third of it, then run the batch "
+                "again.")
+
+    @contextlib.contextmanager
+    def renewing(self) -> Iterator[Lease]:
+        """Renew every third of the lease's length while the block runs; release at the end."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self._renew_until, args=(stop,), daemon=True,
+                                  name=f"lease-renewal {self.output}")
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+            self.release()
+
+    def _renew_until(self, stop: threading.Event) -> None:
+        expires = time.time() + self.seconds
+        while not stop.wait(self.seconds / 3):
+            try:
+                if not self.renew():
+                    return
+                expires = time.time() + self.seconds
+            except Exception:  # noqa: BLE001 - no answer from the store: retry until expiry
+                if time.time() >= expires:
+                    self.lost.set()
+                    return
+
+
+def read_lease(output_url: str,
+               storage_options: dict[str, Any] | None = None) -> LeaseRecord | None:
+    """The lease on ``output_url`` as it is now, or ``None`` if there is none."""
+    current = store_for(lease_url(output_url), storage_options).read()
+    return None if current is None else LeaseRecord.from_bytes(current[0])

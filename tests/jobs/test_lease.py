@@ -1,0 +1,146 @@
+"""Leases on local files and on a real S3 server (moto): exclusive, expiring, renewed, released."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+import s3fs
+
+from geoseg.errors import LeaseLostError
+from geoseg.jobs.lease import Lease, LeaseRecord, lease_url, read_lease, store_for
+
+
+def stale_lease(output: str, storage_options: dict | None = None,
+                owner: str = "dead-host-1-abc") -> None:
+    """A lease whose owner stopped renewing it an hour ago."""
+    record = LeaseRecord(owner, time.time() - 7200, time.time() - 3600)
+    if output.startswith("s3://"):
+        s3fs.S3FileSystem(skip_instance_cache=True, **storage_options).pipe_file(
+            lease_url(output), record.to_bytes())
+    else:
+        Path(lease_url(output)).write_bytes(record.to_bytes())
+
+
+def test_a_held_lease_excludes_others_until_released(tmp_path):
+    out = str(tmp_path / "out.zarr")
+    first = Lease(out, owner="run-a", seconds=60, batch="nightly")
+    second = Lease(out, owner="run-b", seconds=60)
+    assert first.acquire()
+    assert not second.acquire()
+    assert second.holder.owner == "run-a" and not second.holder.expired()
+    on_disk = json.loads(Path(lease_url(out)).read_text())
+    assert on_disk["owner"] == "run-a" and on_disk["batch"] == "nightly"
+    assert on_disk["output"] == out
+    first.release()
+    assert not Path(lease_url(out)).exists()
+    assert second.acquire() and read_lease(out).owner == "run-b"
+
+
+def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(tmp_path):
+    out = str(tmp_path / "out.zarr")
+    stale_lease(out)
+    lease = Lease(out, owner="run-a", seconds=60)
+    assert lease.acquire()
+    assert read_lease(out).owner == "run-a" and read_lease(out).expires > time.time() + 50
+    assert not Lease(out, owner="run-b", seconds=60).acquire()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr.lease"]  # nothing left aside
+
+
+def test_release_never_deletes_a_lease_another_owner_took(tmp_path):
+    out = str(tmp_path / "out.zarr")
+    mine = Lease(out, owner="run-a", seconds=60)
+    assert mine.acquire()
+    Path(lease_url(out)).write_bytes(LeaseRecord("run-b", time.time(), time.time() + 60).to_bytes())
+    mine.release()
+    assert read_lease(out).owner == "run-b"
+
+
+def _try_take(out: str, owner: str, barrier: multiprocessing.Barrier,
+              results: multiprocessing.Queue) -> None:
+    barrier.wait()
+    results.put((owner, Lease(out, owner=owner, seconds=60).acquire()))
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["free", "expired"])
+def test_many_processes_at_once_exactly_one_wins(tmp_path, stale):
+    ctx = multiprocessing.get_context("fork")  # fast: no re-import
+    for round_ in range(3):
+        out = str(tmp_path / f"out{round_}.zarr")
+        if stale:
+            stale_lease(out)
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_try_take, args=(out, f"run-{i}", barrier, results))
+                 for i in range(6)]
+        for p in procs:
+            p.start()
+        outcomes = dict(results.get(timeout=120) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        winners = [owner for owner, won in outcomes.items() if won]
+        assert len(winners) == 1, outcomes
+        assert read_lease(out).owner == winners[0]
+
+
+def test_renewal_keeps_a_short_lease_alive_and_release_follows_failure(tmp_path):
+    out = str(tmp_path / "out.zarr")
+    lease = Lease(out, owner="run-a", seconds=0.6)
+    assert lease.acquire()
+    with pytest.raises(RuntimeError, match="job failed"), lease.renewing():
+        time.sleep(1.5)  # more than twice the lease's length
+        assert not Lease(out, owner="run-b", seconds=1).acquire()
+        assert read_lease(out).owner == "run-a" and not read_lease(out).expired()
+        raise RuntimeError("job failed")
+    assert read_lease(out) is None  # released although the job failed
+
+
+def test_a_lease_taken_over_is_noticed_at_the_next_renewal(tmp_path):
+    out = str(tmp_path / "out.zarr")
+    lease = Lease(out, owner="run-a", seconds=0.6)
+    assert lease.acquire()
+    with lease.renewing():
+        taken = LeaseRecord("run-b", time.time(), time.time() + 60)
+        Path(lease_url(out)).write_bytes(taken.to_bytes())
+        deadline = time.time() + 10
+        while not lease.lost.is_set() and time.time() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(LeaseLostError, match="taken over by another run"):
+            lease.check()
+    assert read_lease(out).owner == "run-b"  # not released: it is not ours any more
+
+
+def test_s3_leases_are_conditional_and_hold_no_credentials(s3_server):
+    out = "s3://geoseg/leases/out.zarr"
+    first = Lease(out, s3_server, owner="run-a", seconds=60)
+    second = Lease(out, s3_server, owner="run-b", seconds=60)
+    assert first.acquire() and not second.acquire()
+    assert second.holder.owner == "run-a"
+    raw = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server).cat_file(lease_url(out)).decode()
+    assert s3_server["secret"] not in raw and s3_server["key"] not in raw
+    assert first.renew() and read_lease(out, s3_server).owner == "run-a"
+    first.release()
+    assert read_lease(out, s3_server) is None
+    assert second.acquire()
+    second.release()
+
+
+def test_s3_takeover_is_a_compare_and_swap_on_the_etag(s3_server):
+    """Two runs read the same expired lease; only the first swap lands, the second sees a
+    changed ETag (moto's server is not atomic under concurrent requests, AWS S3 is: the race is
+    replayed step by step rather than left to threads)."""
+    out = "s3://geoseg/leases/stale.zarr"
+    stale_lease(out, s3_server)
+    a, b = store_for(lease_url(out), s3_server), store_for(lease_url(out), s3_server)
+    _, token_a = a.read()
+    _, token_b = b.read()
+    assert token_a == token_b
+    taken = LeaseRecord("run-a", time.time(), time.time() + 60).to_bytes()
+    assert a.swap(taken, token_a) is not None
+    assert b.swap(b"taken by b", token_b) is None
+    assert b.create(b"taken by b") is None
+    assert a.read()[0] == taken
+    late = Lease(out, s3_server, owner="run-c", seconds=60)
+    assert not late.acquire() and late.holder.owner == "run-a"
