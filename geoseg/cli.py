@@ -175,6 +175,26 @@ def sweep(
     console.print(f"best model: {result.best_model}")
 
 
+@app.command()
+def batch(
+    spec: Annotated[Path, typer.Argument(help="BATCH.yaml (see jobs/batch-demo.yaml).")],
+    dry_run: Annotated[bool, typer.Option(help="Show what would run, skip or be replaced; "
+                                               "write nothing.")] = False,
+    scheduler: Annotated[str | None, typer.Option(help="Scheduler address (default: local cluster).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Also replace outputs a different job spec made.")] = False,
+) -> None:
+    """Run a job template over many inputs: skip those done, lease those running; exit 1 if any failed."""
+    from geoseg.jobs.batch import run_batch
+
+    report = run_batch(spec, scheduler=scheduler, overwrite=overwrite, dry_run=dry_run,
+                       log=lambda message: console.print(message, markup=False, highlight=False))
+    console.print(report.table())
+    if report.url:
+        console.print(f"report: {report.url}", markup=False, highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
 class JobProgress:
     """A progress bar (chunks done / total, Mpx/s, time left) shown once the tasks are submitted."""
 

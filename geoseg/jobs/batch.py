@@ -1,0 +1,604 @@
+"""``geoseg batch``: one job template over many inputs, on one cluster.
+
+A batch spec names its inputs (a glob over any fsspec URL, a list of URLs, or a
+STAC-like JSON catalog), a job template (every job section but the URLs) and an
+output URL template. Each input becomes a job. An input whose output is complete,
+made by the same job from an input with the same identity (see
+:mod:`geoseg.jobs.identity`), is skipped; a changed input is reprocessed and its
+old output replaced; anything else runs (or resumes). Up to ``concurrency`` jobs
+run at once from threads sharing one Dask client; each writes only under a lease
+on its output (:mod:`geoseg.jobs.lease`), so two overlapping batch runs never
+write the same output. The batch ends with a report: JSON beside the outputs,
+and a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import fsspec
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from rich.table import Table
+
+from geoseg.errors import BatchSpecError
+from geoseg.io.output import OutputTarget, output_exists
+from geoseg.jobs import provenance
+from geoseg.jobs.identity import input_identity
+from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
+from geoseg.jobs.runner import PreparedJob, job_identity, prepare, run
+from geoseg.jobs.spec import (
+    ClusterSpec,
+    InferenceSpec,
+    InputSpec,
+    JobSpec,
+    ModelSpec,
+    OutputSpec,
+    Section,
+    format_errors,
+)
+from geoseg.parallel.cluster import connect
+
+PLACEHOLDERS = ("stem", "name", "id")
+REPORT_PLACEHOLDERS = ("run", "started")
+STATES = ("done", "skipped", "changed", "failed", "leased")
+
+
+# --------------------------------------------------------------------------------------- the spec
+
+
+class BatchInputs(Section):
+    """Where the inputs come from: exactly one of ``glob``, ``urls`` and ``catalog``."""
+
+    glob: str | None = Field(None, description="fsspec URL pattern: *, ?, [...], ** for any depth.")
+    urls: list[str] | None = Field(None, min_length=1, description="Input paths or URLs.")
+    catalog: str | None = Field(
+        None, description="STAC-like JSON (FeatureCollection/ItemCollection) whose features have "
+                          "an id and assets.")
+    asset: str | None = Field(None, description="The asset of each catalog item to read: visual.")
+    identity: Literal["auto", "checksum"] = Field(
+        "auto", description="auto: ETag or size+mtime from the store; checksum: sha256 of bytes.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchInputs:
+        if sum(x is not None for x in (self.glob, self.urls, self.catalog)) != 1:
+            raise ValueError("exactly one of glob (a URL pattern), urls (a list) or catalog (a "
+                             "JSON catalog of items)")
+        if (self.asset is None) != (self.catalog is None):
+            raise ValueError("asset together with catalog, and only then (the key of the asset "
+                             "to read from each item, e.g. asset: visual)")
+        return self
+
+
+class InputTemplate(InputSpec):
+    """``job.input``: a job's ``input`` without ``url`` (each job's comes from ``inputs``)."""
+
+    url: None = Field(None, description="Set per job, from inputs.")  # type: ignore[assignment]
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _no_url(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("no url here: each job's input URL comes from inputs (glob, urls "
+                             "or catalog)")
+
+
+class OutputTemplate(OutputSpec):
+    """``job.output``: a job's ``output`` without ``url`` (from ``output.url_template``)."""
+
+    url: None = Field(None, description="Set per job.")  # type: ignore[assignment]
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _no_url(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("no url here: each job's output URL comes from output.url_template")
+
+
+class JobTemplate(Section):
+    """What every job of the batch shares: a job spec's sections without URLs."""
+
+    input: InputTemplate = InputTemplate()
+    model: ModelSpec
+    output: OutputTemplate = OutputTemplate()
+    inference: InferenceSpec = InferenceSpec()
+
+
+class BatchOutput(Section):
+    url_template: str = Field(
+        description="Output URL per input, e.g. out/{stem}.zarr; placeholders {stem}, {name} "
+                    "and, for catalogs, {id}.")
+
+    @field_validator("url_template")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        check_template(value, PLACEHOLDERS)
+        return value
+
+
+class BatchSpec(Section):
+    """A whole batch: inputs, the job template, where outputs go, how many jobs at once."""
+
+    name: str = "batch"
+    inputs: BatchInputs
+    job: JobTemplate
+    output: BatchOutput
+    concurrency: int = Field(2, ge=1, description="Jobs running at once on the cluster.")
+    report: str | None = Field(
+        None, description="Where the JSON report goes ({run}, {started} allowed); default: "
+                          "beside the outputs, one file per run.")
+    lease_seconds: float = Field(3600.0, gt=0, description="A lease not renewed this long expires.")
+    wait: float = Field(0.0, ge=0, description="Seconds to wait for an output another run holds; "
+                                               "0: report it leased and go on.")
+    cluster: ClusterSpec = ClusterSpec()
+
+    @field_validator("report")
+    @classmethod
+    def _report_placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_template(value, REPORT_PLACEHOLDERS)
+        return value
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "batch spec") -> BatchSpec:
+        if not isinstance(data, dict):
+            raise BatchSpecError(f"{source}: expected a mapping of sections (inputs, job, output, "
+                                 f"...), received {type(data).__name__}.")
+        try:
+            spec = cls.model_validate(data)
+        except ValidationError as exc:
+            raise BatchSpecError(format_errors(exc, source, cls)) from None
+        template = spec.output.url_template
+        if "{id}" in template and spec.inputs.catalog is None:
+            raise BatchSpecError(f"{source}: output.url_template {template!r} uses {{id}}, "
+                                 "which only catalog items have; use {stem} or {name}, or "
+                                 "inputs.catalog.")
+        return spec
+
+
+def check_template(value: str, allowed: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless every ``{...}`` in ``value`` is a bare name from ``allowed``."""
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise ValueError(f"a template with placeholders in braces ({exc})") from None
+    for _, name, spec, conversion in parts:
+        if name is not None and (name not in allowed or spec or conversion):
+            shown = ", ".join("{" + a + "}" for a in allowed)
+            raise ValueError(f"placeholders {shown} only (found {{{name}}})")
+
+
+def load_batch(path: str | Path) -> BatchSpec:
+    """Read and validate a YAML batch spec (``yaml.safe_load``: no tags, no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BatchSpecError(f"No batch spec at {path}; give the path of a YAML file "
+                             "(see jobs/batch-demo.yaml).")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BatchSpecError(f"{path} is not valid YAML: {exc}") from None
+    return BatchSpec.from_dict(data, str(path))
+
+
+# ------------------------------------------------------------------------------------- the inputs
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One input of the batch and the output it maps to."""
+
+    url: str
+    output: str
+    id: str
+
+
+Source = tuple[str, str | None]  # an input's URL and, for a catalog item, its id
+
+
+def expand_inputs(inputs: BatchInputs, storage_options: dict[str, Any]) -> list[Source]:
+    """``(url, catalog item id or None)`` for every input, in a stable order."""
+    if inputs.glob is not None:
+        return [(url, None) for url in _glob(inputs.glob, storage_options)]
+    if inputs.urls is not None:
+        return [(url, None) for url in inputs.urls]
+    return _catalog_items(inputs.catalog or "", inputs.asset or "", storage_options)
+
+
+def _glob(pattern: str, storage_options: dict[str, Any]) -> list[str]:
+    fs, path = fsspec.core.url_to_fs(pattern, **storage_options)
+    fs.invalidate_cache()
+    found = sorted(p for p in fs.glob(path) if not p.endswith(SUFFIX))
+    if not found:
+        raise BatchSpecError(f"inputs.glob: {provenance.public_url(pattern)} matches nothing; "
+                             "check the pattern (and job.input.storage_options for remote "
+                             "stores).")
+    return [fs.unstrip_protocol(p) for p in found] if "://" in pattern else found
+
+
+def _catalog_items(url: str, asset: str, storage_options: dict[str, Any]) -> list[Source]:
+    """Each feature's ``asset`` href (relative hrefs resolved against the catalog's location)."""
+    shown = provenance.public_url(url)
+    try:
+        with fsspec.open(url, "rb", **storage_options) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise BatchSpecError(f"inputs.catalog: no catalog at {shown}.") from None
+    except ValueError as exc:
+        raise BatchSpecError(f"inputs.catalog: {shown} is not JSON ({exc}).") from None
+    features = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(features, list) or not features:
+        raise BatchSpecError(f"inputs.catalog: {shown} has no features; expected a "
+                             "FeatureCollection or ItemCollection with a non-empty 'features' "
+                             "list.")
+    return [(_resolve(url, _asset_href(item, i, asset, shown)), str(item["id"]))
+            for i, item in enumerate(features)]
+
+
+def _asset_href(item: Any, index: int, asset: str, shown: str) -> str:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), (str, int)):
+        raise BatchSpecError(f"inputs.catalog: feature {index} of {shown} has no id.")
+    assets = item.get("assets") if isinstance(item.get("assets"), dict) else {}
+    href = assets.get(asset, {}).get("href") if isinstance(assets.get(asset), dict) else None
+    if not isinstance(href, str):
+        raise BatchSpecError(f"inputs.asset: item {item['id']!r} of {shown} has no asset "
+                             f"{asset!r} with an href; its assets: {sorted(assets) or 'none'}.")
+    return href
+
+
+def _resolve(catalog: str, href: str) -> str:
+    """``href`` as is when absolute, else relative to the catalog's folder."""
+    if "://" in href or href.startswith("/"):
+        return href
+    if "://" in catalog:
+        scheme, rest = catalog.split("://", 1)
+        return f"{scheme}://{os.path.normpath(os.path.join(os.path.dirname(rest), href))}"
+    return os.path.normpath(os.path.join(os.path.dirname(catalog), href))
+
+
+def plan_items(spec: BatchSpec) -> list[BatchItem]:
+    """Every input and its output; refuses, before anything runs, two inputs with one output."""
+    sources = expand_inputs(spec.inputs, spec.job.input.storage_options)
+    template = spec.output.url_template
+    items = [BatchItem(url, _output_url(template, url, item_id), item_id or _stem(url))
+             for url, item_id in sources]
+    outputs = {_same(i.output): i for i in items}
+    kept = [i for i in items if _same(i.url) not in outputs or outputs[_same(i.url)] is i]
+    _check_collisions(kept)
+    return kept
+
+
+def _output_url(template: str, url: str, item_id: str | None) -> str:
+    fields = {"stem": _stem(url), "name": _name(url), "id": item_id or ""}
+    for key, value in fields.items():
+        unusable = not value or "/" in value or "\\" in value or value in (".", "..")
+        if f"{{{key}}}" in template and unusable:
+            raise BatchSpecError(f"output.url_template: {{{key}}} of input "
+                                 f"{provenance.public_url(url)} is {value!r}, which cannot name an "
+                                 "output; use another placeholder.")
+    return template.format(**fields)
+
+
+def _name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _stem(url: str) -> str:
+    return PurePosixPath(_name(url)).stem
+
+
+def _same(url: str) -> str:
+    """A form of ``url`` in which two spellings of one local path compare equal."""
+    return url.rstrip("/") if "://" in url else os.path.abspath(url)
+
+
+def _check_collisions(items: list[BatchItem]) -> None:
+    by_output: dict[str, list[BatchItem]] = {}
+    for item in items:
+        if _same(item.output) == _same(item.url):
+            shown = provenance.public_url(item.url)
+            raise BatchSpecError(f"output.url_template maps input {shown} onto itself; choose a "
+                                 "template that writes elsewhere (e.g. masks/{stem}.zarr).")
+        by_output.setdefault(_same(item.output), []).append(item)
+    clashes = [group for group in by_output.values() if len(group) > 1]
+    if clashes:
+        lines = [f"  - {', '.join(provenance.public_url(i.url) for i in g)} -> "
+                 f"{provenance.public_url(g[0].output)}" for g in clashes[:10]]
+        raise BatchSpecError("output.url_template: inputs would write the same output; nothing "
+                             "was run. Make the template tell them apart ({stem}, {name}, {id}):\n"
+                             + "\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------- the report
+
+
+@dataclass
+class ItemResult:
+    """What happened to one input: ``state`` is one of :data:`STATES`; in a dry run, what would
+    happen: one of :func:`decide`'s answers, ``leased`` or ``failed`` (and ``chunks_computed``
+    counts the chunks a run would compute)."""
+
+    input: str
+    output: str
+    state: str
+    seconds: float = 0.0
+    chunks_computed: int = 0
+    error: str | None = None
+    input_identity: str | None = None
+    lease_holder: str | None = None
+
+
+@dataclass
+class BatchReport:
+    """Every input's result, with the run's id (also its lease owner id) and times."""
+
+    name: str
+    run: str
+    started: str
+    finished: str = ""
+    dry_run: bool = False
+    items: list[ItemResult] = field(default_factory=list)
+    url: str | None = None
+
+    @property
+    def totals(self) -> dict[str, int]:
+        counts = Counter(i.state for i in self.items)
+        return {"inputs": len(self.items), **{s: counts.get(s, 0) for s in STATES},
+                **{s: n for s, n in counts.items() if s not in STATES}}
+
+    @property
+    def failed(self) -> bool:
+        return any(i.state == "failed" for i in self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch": self.name, "run": self.run, "started": self.started,
+                "finished": self.finished, "dry_run": self.dry_run, "totals": self.totals,
+                "items": [asdict(i) for i in self.items]}
+
+    def table(self) -> Table:
+        """A rich table: one row per input, totals in the caption."""
+        kind = "plan" if self.dry_run else "report"
+        caption = ", ".join(f"{k} {v}" for k, v in self.totals.items() if v or k == "inputs")
+        table = Table(title=f"batch {self.name} {kind} (run {self.run})", title_justify="left",
+                      caption=caption, caption_justify="left")
+        for column in ("input", "state", "output", "chunks", "seconds", "error"):
+            table.add_column(column, overflow="fold")
+        for i in self.items:
+            colour = _COLOURS.get(i.state)
+            state = f"[{colour}]{i.state}[/]" if colour else i.state
+            table.add_row(i.input, state, i.output, str(i.chunks_computed), f"{i.seconds:.1f}",
+                          (i.error or "")[:200])
+        return table
+
+
+_COLOURS = {"done": "green", "changed": "cyan", "failed": "red", "leased": "yellow"}
+
+
+def write_report(report: BatchReport, spec: BatchSpec) -> str:
+    """Write the JSON report (see :func:`report_url`); returns where it went."""
+    url = report_url(spec, report.run, report.started)
+    fs, path = fsspec.core.url_to_fs(url, **spec.job.output.storage_options)
+    if "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
+        fs.makedirs(fs._parent(path), exist_ok=True)
+    fs.pipe_file(path, json.dumps(report.to_dict(), indent=1).encode())
+    return url
+
+
+def report_url(spec: BatchSpec, run_id: str, started: str) -> str:
+    """``report`` with ``{run}``/``{started}`` filled in; by default a file per run in the
+    outputs' folder (the template's part before its first placeholder)."""
+    stamp = re.sub(r"[^0-9T]", "", started.split("+")[0]) + "Z"
+    short = run_id.rsplit("-", 1)[-1]
+    if spec.report is not None:
+        return spec.report.format(run=short, started=stamp)
+    head = spec.output.url_template.split("{", 1)[0]
+    folder = head.rsplit("/", 1)[0] if "/" in head else "."
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name)
+    return f"{folder}/batch-{safe}-{stamp}-{short}.json"
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class _Check:
+    """What the output says about an input: ``decision`` is one of :func:`decide`'s answers."""
+
+    decision: str
+    identity: str
+    prepared: PreparedJob
+
+
+def decide(attrs: dict[str, Any] | None, job_id: str, identity: str) -> str:
+    """What to do with an input given its output's ``geoseg`` attributes (``None``: no output).
+
+    ``new``, ``foreign`` (not a geoseg output), ``changed`` (another input identity),
+    ``other-job`` (another job identity), ``skipped`` (complete, same job and input) or
+    ``resume``.
+    """
+    if attrs is None:
+        return "new"
+    if "job_identity" not in attrs:
+        return "foreign"  # not a geoseg output: the runner refuses it, naming the fix
+    recorded = attrs.get("input_identity")
+    if recorded is not None and recorded != identity:
+        return "changed"
+    if attrs["job_identity"] != job_id:
+        return "other-job"
+    if attrs.get("status") == "complete" and recorded == identity:
+        return "skipped"
+    return "resume"  # unfinished, or finished without a recorded identity: the runner resumes it
+
+
+class BatchRunner:
+    """Runs a planned batch: per input, check, lease, run (or resume, or replace), release."""
+
+    def __init__(self, spec: BatchSpec, *, overwrite: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.spec, self.overwrite = spec, overwrite
+        self.log = log or (lambda message: None)
+        self.owner = new_owner_id()
+        self._secrets = sorted(_secret_strings(spec.model_dump()), key=len, reverse=True)
+        self._log_lock = threading.Lock()
+
+    def run(self, items: list[BatchItem], client: Any) -> list[ItemResult]:
+        """Every item, up to ``concurrency`` at once, sharing ``client``."""
+        return self._map(lambda item: self._process(item, client), items)
+
+    def plan(self, items: list[BatchItem]) -> list[ItemResult]:
+        """What :meth:`run` would do, writing nothing."""
+        return self._map(self._plan_one, items)
+
+    def _map(self, work: Callable[[BatchItem], ItemResult],
+             items: list[BatchItem]) -> list[ItemResult]:
+        with ThreadPoolExecutor(self.spec.concurrency, thread_name_prefix="geoseg-batch") as pool:
+            return list(pool.map(lambda item: self._timed(work, item), items))
+
+    def _timed(self, work: Callable[[BatchItem], ItemResult], item: BatchItem) -> ItemResult:
+        t0 = time.perf_counter()
+        try:
+            result = work(item)
+        except Exception as exc:  # noqa: BLE001 - one input failing never stops the others
+            result = self._result(item, "failed", error=self._scrub(f"{type(exc).__name__}: {exc}"))
+        result.seconds = round(time.perf_counter() - t0, 3)
+        with self._log_lock:
+            said = f"{result.state}: {result.input} -> {result.output} ({result.seconds:.1f} s)"
+            self.log(said + (f": {result.error}" if result.error else ""))
+        return result
+
+    def _process(self, item: BatchItem, client: Any) -> ItemResult:
+        job = self.job_spec(item)
+        check = self._check(job)
+        if check.decision == "skipped":
+            return self._result(item, "skipped", identity=check.identity)
+        lease = Lease(item.output, job.output.storage_options, owner=self.owner,
+                      seconds=self.spec.lease_seconds, batch=self.spec.name)
+        if not lease.acquire(wait=self.spec.wait, poll=min(1.0, max(0.05, self.spec.wait / 20))):
+            return self._result(item, "leased", identity=check.identity,
+                                holder=lease.holder.owner if lease.holder else None)
+        with lease.renewing():
+            check = self._check(job, check)  # another run may have finished it meanwhile
+            if check.decision == "skipped":
+                return self._result(item, "skipped", identity=check.identity)
+            return self._run_job(item, job, check, lease, client)
+
+    def _run_job(self, item: BatchItem, job: JobSpec, check: _Check, lease: Lease,
+                 client: Any) -> ItemResult:
+        replace = check.decision == "changed" or (check.decision == "other-job" and self.overwrite)
+
+        def started(_: int) -> None:
+            lease.check()
+            self._record(job, check.identity)
+
+        report = run(job, overwrite=replace, client=client, on_start=started,
+                     on_done=lambda _: lease.check())
+        state = "done" if report.n_tasks else "skipped"
+        state = "changed" if check.decision == "changed" else state
+        return self._result(item, state, identity=check.identity, chunks=report.n_tasks)
+
+    def _plan_one(self, item: BatchItem) -> ItemResult:
+        job = self.job_spec(item)
+        check = self._check(job)
+        holder = read_lease(item.output, job.output.storage_options)
+        if check.decision != "skipped" and holder is not None and not holder.expired():
+            return self._result(item, "leased", identity=check.identity, holder=holder.owner)
+        return self._result(item, check.decision, identity=check.identity,
+                            chunks=self._chunks_to_compute(job, check))
+
+    def _chunks_to_compute(self, job: JobSpec, check: _Check) -> int:
+        """How many chunks a run would compute, as far as can be known without running."""
+        replaced = check.decision == "other-job" and self.overwrite
+        if check.decision in ("new", "changed") or replaced:
+            return check.prepared.n_tasks
+        if check.decision == "resume":
+            done = OutputTarget(job.output.url, dict(job.output.storage_options)).done_keys()
+            return check.prepared.n_tasks - len(done)
+        return 0
+
+    def job_spec(self, item: BatchItem) -> JobSpec:
+        """The job for one input: the template with the input's and output's URLs."""
+        template = self.spec.job
+        return JobSpec(
+            name=f"{self.spec.name}/{item.id}",
+            input=InputSpec(url=item.url, **template.input.model_dump(exclude={"url"})),
+            model=template.model,
+            output=OutputSpec(url=item.output, **template.output.model_dump(exclude={"url"})),
+            inference=template.inference, cluster=self.spec.cluster)
+
+    def _check(self, job: JobSpec, earlier: _Check | None = None) -> _Check:
+        """Compare the output with this job and input; reuses an earlier check's preparation."""
+        if earlier is None:
+            prepared = prepare(job)
+            identity = input_identity(job.input.url, job.input.storage_options,
+                                      method=self.spec.inputs.identity)
+        else:
+            prepared, identity = earlier.prepared, earlier.identity
+        out = job.output
+        attrs = (OutputTarget(out.url, dict(out.storage_options)).attrs()
+                 if output_exists(out.url, out.storage_options) else None)
+        return _Check(decide(attrs, job_identity(prepared), identity), identity, prepared)
+
+    def _record(self, job: JobSpec, identity: str) -> None:
+        """Write the input's identity and this run's id into the output being written."""
+        group = OutputTarget(job.output.url, dict(job.output.storage_options)).open_group()
+        group.attrs["geoseg"] = {**group.attrs["geoseg"], "input_identity": identity,
+                                 "batch": {"name": self.spec.name, "run": self.owner}}
+
+    def _result(self, item: BatchItem, state: str, *, identity: str | None = None, chunks: int = 0,
+                error: str | None = None, holder: str | None = None) -> ItemResult:
+        return ItemResult(provenance.public_url(item.url), provenance.public_url(item.output),
+                          state, chunks_computed=chunks, error=error, input_identity=identity,
+                          lease_holder=holder)
+
+    def _scrub(self, message: str) -> str:
+        """``message`` without any storage option's value nor a URL's user info."""
+        for secret in self._secrets:
+            message = message.replace(secret, "<hidden>")
+        return re.sub(r"://[^/@\s]+@", "://<hidden>@", message)
+
+
+def _secret_strings(data: Any, inside: bool = False) -> set[str]:
+    """Every string (4 characters or more) found under a ``storage_options`` key."""
+    if isinstance(data, dict):
+        return {s for k, v in data.items()
+                for s in _secret_strings(v, inside or k == "storage_options")}
+    if isinstance(data, (list, tuple)):
+        return {s for v in data for s in _secret_strings(v, inside)}
+    return {data} if inside and isinstance(data, str) and len(data) >= 4 else set()
+
+
+def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
+              overwrite: bool = False, dry_run: bool = False,
+              log: Callable[[str], None] | None = None) -> BatchReport:
+    """Run (or, with ``dry_run``, plan) a batch; writes the JSON report unless ``dry_run``.
+
+    ``overwrite`` also replaces outputs that a different job spec made (a changed
+    input's output is always replaced). The cluster is ``scheduler``, else the
+    spec's ``cluster``, else a local one started here.
+    """
+    spec = batch if isinstance(batch, BatchSpec) else load_batch(batch)
+    items = plan_items(spec)
+    runner = BatchRunner(spec, overwrite=overwrite, log=log)
+    report = BatchReport(spec.name, runner.owner, provenance.now(), dry_run=dry_run)
+    if dry_run:
+        report.items = runner.plan(items)
+    else:
+        cluster = spec.cluster
+        with connect(scheduler or cluster.scheduler, n_workers=cluster.n_workers,
+                     threads_per_worker=cluster.threads_per_worker) as client:
+            report.items = runner.run(items, client)
+    report.finished = provenance.now()
+    if not dry_run:
+        report.url = write_report(report, spec)
+    return report

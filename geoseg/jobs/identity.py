@@ -1,0 +1,69 @@
+"""Input identity: a short string that changes when an input's bytes change.
+
+``auto`` asks the store, reading no data: the ETag and size of an object (S3 and
+other object stores), else its size and modification time (local files). A Zarr
+store (a folder or prefix) is identified by all of its objects' paths and
+stamps, so rewriting one chunk changes it. Where a store reports neither an
+ETag nor a modification time, ``auto`` falls back to ``checksum``: the sha256
+of every byte (slow for large inputs, but exact). Identities never include
+URLs or credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import fsspec
+
+IdentityMethod = Literal["auto", "checksum"]
+
+_ETAG_KEYS = ("ETag", "etag", "md5Hash", "content_md5")
+_MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified")
+_BLOCK = 1 << 20
+
+
+def input_identity(url: str, storage_options: dict[str, Any] | None = None, *,
+                   method: IdentityMethod = "auto") -> str:
+    """The identity of the file or folder/prefix at ``url`` (see the module's docstring)."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    path = path.rstrip("/")
+    fs.invalidate_cache(path)
+    info = fs.info(path)
+    if info.get("type") == "directory":
+        return _tree_identity(fs, path, method)
+    stamp = None if method == "checksum" else file_stamp(info)
+    return stamp if stamp is not None else f"sha256:{_sha256(fs, path)}"
+
+
+def file_stamp(info: dict[str, Any]) -> str | None:
+    """``etag:...`` or ``stat:...`` from a store's file info; ``None`` if it has neither."""
+    size = info.get("size")
+    for key in _ETAG_KEYS:
+        if info.get(key):
+            return f"etag:{str(info[key]).strip(chr(34))};size={size}"
+    for key in _MTIME_KEYS:
+        if info.get(key) is not None:
+            mtime = info[key]
+            shown = repr(mtime) if isinstance(mtime, float) else str(mtime)
+            return f"stat:size={size};mtime={shown}"
+    return None
+
+
+def _tree_identity(fs: Any, path: str, method: IdentityMethod) -> str:
+    """One hash over every object under ``path``: its relative path and its stamp (or bytes)."""
+    files = fs.find(path, detail=True)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        relative = name[len(path):].lstrip("/")
+        stamp = None if method == "checksum" else file_stamp(files[name])
+        digest.update(f"{relative}\t{stamp or _sha256(fs, name)}\n".encode())
+    return f"tree:{digest.hexdigest()}"
+
+
+def _sha256(fs: Any, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,331 @@
+"""Batches: inputs expanded into jobs on one cluster, unchanged ones skipped, changed ones redone,
+outputs leased, a report; real Zarr/GeoTIFF inputs, moto's S3 server, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import s3fs
+import yaml
+import zarr
+
+from geoseg.errors import BatchSpecError
+from geoseg.jobs.batch import BatchSpec, load_batch, plan_items, run_batch
+from geoseg.jobs.identity import input_identity
+from geoseg.jobs.lease import Lease, LeaseRecord, lease_url
+from geoseg.jobs.status import verify_output
+from tests.conftest import textured_image, write_geotiff, write_zarr
+
+THRESHOLD = 128
+
+
+def scene(seed: int, size: int = 64) -> np.ndarray:
+    return textured_image(size, size, bands=1, seed=seed)
+
+
+def expected(image: np.ndarray) -> np.ndarray:
+    """The independent reference: class 1 where the band exceeds the threshold."""
+    return (image[0] > THRESHOLD).astype(np.uint8)
+
+
+def batch_dict(inputs: dict, template: str, *, storage_options: dict | None = None,
+               **extra) -> dict:
+    so = {"storage_options": storage_options} if storage_options else {}
+    model = {"method": "threshold", "params": {"thresholds": [THRESHOLD]}}
+    return {"name": "nightly", "inputs": inputs, "output": {"url_template": template},
+            "job": {"input": {**so}, "model": model, "output": {"chunks": [32, 32], **so}},
+            **extra}
+
+
+def classes(url: str, storage_options: dict | None = None) -> np.ndarray:
+    return np.asarray(zarr.open_group(url, mode="r", storage_options=storage_options)["classes"][:])
+
+
+def attrs(url: str, storage_options: dict | None = None) -> dict:
+    return dict(zarr.open_group(url, mode="r", storage_options=storage_options).attrs["geoseg"])
+
+
+def snapshot(folder: Path) -> dict[str, int]:
+    """Every file of every output store, with its modification time."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*.zarr/**/*")
+            if p.is_file()}
+
+
+def states(report) -> dict[str, str]:
+    return {Path(i.input).stem: i.state for i in report.items}
+
+
+def test_second_run_skips_everything_then_only_a_new_and_a_modified_scene_run(tmp_path,
+                                                                              cluster_address):
+    scenes, masks = tmp_path / "scenes", tmp_path / "masks"
+    images = {name: scene(seed) for seed, name in enumerate("abc")}
+    for name, image in images.items():
+        write_zarr(scenes / f"{name}.zarr", image, chunks=(32, 32))
+    spec = BatchSpec.from_dict(batch_dict({"glob": f"{scenes}/*.zarr"}, f"{masks}/{{stem}}.zarr"))
+
+    first = run_batch(spec, scheduler=cluster_address)
+    assert states(first) == {"a": "done", "b": "done", "c": "done"}
+    assert [i.chunks_computed for i in first.items] == [4, 4, 4]
+    for name, image in images.items():
+        np.testing.assert_array_equal(classes(str(masks / f"{name}.zarr")), expected(image))
+        assert verify_output(str(masks / f"{name}.zarr")).ok
+        recorded = attrs(str(masks / f"{name}.zarr"))
+        assert recorded["input_identity"] == input_identity(str(scenes / f"{name}.zarr"))
+        assert recorded["batch"] == {"name": "nightly", "run": first.run}
+    before = snapshot(masks)
+
+    second = run_batch(spec, scheduler=cluster_address)
+    assert states(second) == {"a": "skipped", "b": "skipped", "c": "skipped"}
+    assert sum(i.chunks_computed for i in second.items) == 0
+    assert snapshot(masks) == before  # not one byte of any output rewritten
+    saved = json.loads(Path(second.url).read_text())
+    assert saved["run"] == second.run
+    assert saved["totals"]["skipped"] == 3 and saved["totals"]["done"] == 0
+    assert Path(second.url).parent == masks and first.url != second.url
+    assert not list(tmp_path.rglob("*.lease"))
+
+    images["d"] = scene(7)
+    write_zarr(scenes / "d.zarr", images["d"], chunks=(32, 32))
+    images["b"] = scene(8)
+    zarr.open_array(str(scenes / "b.zarr"), mode="r+")[:] = images["b"]
+    plan = run_batch(spec, dry_run=True)
+    assert states(plan) == {"a": "skipped", "b": "changed", "c": "skipped", "d": "new"}
+    assert [i.chunks_computed for i in plan.items] == [0, 4, 0, 4] and plan.url is None
+    assert snapshot(masks) == before and len(list(masks.glob("*.json"))) == 2
+    third = run_batch(spec, scheduler=cluster_address)
+    assert states(third) == {"a": "skipped", "b": "changed", "c": "skipped", "d": "done"}
+    for name, image in images.items():
+        np.testing.assert_array_equal(classes(str(masks / f"{name}.zarr")), expected(image))
+    after = snapshot(masks)
+    assert {k: v for k, v in after.items() if k.startswith(("a.zarr", "c.zarr"))} == \
+        {k: v for k, v in before.items() if k.startswith(("a.zarr", "c.zarr"))}
+    assert attrs(str(masks / "b.zarr"))["input_identity"] == input_identity(str(scenes / "b.zarr"))
+
+
+def test_a_changed_job_spec_is_refused_unless_overwrite(tmp_path, cluster_address):
+    write_zarr(tmp_path / "in" / "a.zarr", scene(1), chunks=(32, 32))
+    data = batch_dict({"urls": [str(tmp_path / "in" / "a.zarr")]}, f"{tmp_path}/out/{{stem}}.zarr")
+    run_batch(BatchSpec.from_dict(data), scheduler=cluster_address)
+    data["job"]["model"]["params"]["thresholds"] = [100]
+    refused = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address)
+    assert refused.failed and "made by a different job" in refused.items[0].error
+    replaced = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address, overwrite=True)
+    assert states(replaced) == {"a": "done"}
+    np.testing.assert_array_equal(classes(f"{tmp_path}/out/a.zarr"),
+                                  (scene(1)[0] > 100).astype(np.uint8))
+
+
+def test_glob_over_s3_uses_etags_and_leaks_no_secret(tmp_path, s3_server, cluster_address):
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server)
+    images = {name: scene(seed) for seed, name in enumerate(("north", "south"), start=20)}
+    for name, image in images.items():
+        fs.put_file(write_geotiff(tmp_path / f"{name}.tif", image), f"geoseg/batch-in/{name}.tif")
+    data = batch_dict({"glob": "s3://geoseg/batch-in/*.tif"}, "s3://geoseg/batch-out/{stem}.zarr",
+                      storage_options=s3_server)
+    said: list[str] = []
+    first = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address, log=said.append)
+    assert states(first) == {"north": "done", "south": "done"}
+    assert all(i.input_identity.startswith("etag:") for i in first.items)
+    for item, (name, image) in zip(first.items, images.items()):
+        out = f"s3://geoseg/batch-out/{name}.zarr"
+        np.testing.assert_array_equal(classes(out, s3_server), expected(image))
+        assert attrs(out, s3_server)["input_identity"] == item.input_identity
+    second = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address, log=said.append)
+    assert states(second) == {"north": "skipped", "south": "skipped"}
+    report = fs.cat_file(second.url.removeprefix("s3://")).decode()
+    stored = json.dumps(attrs("s3://geoseg/batch-out/north.zarr", s3_server))
+    everything = report + "\n".join(said) + stored
+    assert s3_server["secret"] not in everything and s3_server["key"] not in everything
+    assert not fs.glob("geoseg/batch-out/*.lease")
+
+
+def test_catalog_items_by_id_with_relative_hrefs(tmp_path, cluster_address):
+    images = {"S2A_0001": scene(31), "S2B_0002": scene(32)}
+    features = []
+    (tmp_path / "data").mkdir()
+    for item_id, image in images.items():
+        write_geotiff(tmp_path / "data" / f"{item_id.lower()}.tif", image)
+        features.append({"type": "Feature", "id": item_id, "properties": {},
+                         "assets": {"visual": {"href": f"data/{item_id.lower()}.tif"},
+                                    "thumbnail": {"href": "nowhere.png"}}})
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    data = batch_dict({"catalog": str(catalog), "asset": "visual"}, f"{tmp_path}/masks/{{id}}.zarr")
+    report = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address)
+    assert [i.state for i in report.items] == ["done", "done"]
+    for item_id, image in images.items():
+        np.testing.assert_array_equal(classes(f"{tmp_path}/masks/{item_id}.zarr"), expected(image))
+
+    data["inputs"]["asset"] = "analytic"
+    with pytest.raises(BatchSpecError,
+                       match="item 'S2A_0001' .* has no asset 'analytic'.*thumbnail.*visual"):
+        plan_items(BatchSpec.from_dict(data))
+
+
+def test_leased_output_is_left_alone_a_stale_lease_taken_over_and_wait_waits(tmp_path,
+                                                                             cluster_address):
+    for name, seed in (("a", 41), ("b", 42)):
+        write_zarr(tmp_path / "in" / f"{name}.zarr", scene(seed), chunks=(32, 32))
+    out_a, out_b = f"{tmp_path}/out/a.zarr", f"{tmp_path}/out/b.zarr"
+    other = Lease(out_a, owner="other-host-99-feedbeef", seconds=600)
+    assert other.acquire()
+    stale = LeaseRecord("dead-host-1-0", time.time() - 7200, time.time() - 3600)
+    Path(lease_url(out_b)).write_bytes(stale.to_bytes())
+    data = batch_dict({"glob": f"{tmp_path}/in/*.zarr"}, f"{tmp_path}/out/{{stem}}.zarr")
+
+    report = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address)
+    assert states(report) == {"a": "leased", "b": "done"} and not report.failed
+    assert report.items[0].lease_holder == "other-host-99-feedbeef"
+    assert not Path(out_a).exists()  # never touched
+    assert not Path(lease_url(out_b)).exists()  # taken over, then released
+
+    threading.Timer(1.5, other.release).start()
+    waited = run_batch(BatchSpec.from_dict({**data, "wait": 60}), scheduler=cluster_address)
+    assert states(waited) == {"a": "done", "b": "skipped"}
+    assert waited.items[0].seconds >= 1.0
+    np.testing.assert_array_equal(classes(out_a), expected(scene(41)))
+
+
+def write_batch_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GEOSEG_TORCH_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "geoseg.cli", "batch", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_two_concurrent_batch_processes_write_each_output_exactly_once(tmp_path, cluster_address):
+    images = {f"s{i}": scene(50 + i, size=128) for i in range(6)}
+    for name, image in images.items():
+        write_zarr(tmp_path / "in" / f"{name}.zarr", image, chunks=(32, 32))
+    spec = write_batch_yaml(tmp_path / "batch.yaml", batch_dict(
+        {"glob": f"{tmp_path}/in/*.zarr"}, f"{tmp_path}/out/{{stem}}.zarr", concurrency=2))
+
+    procs = [cli(str(spec), "--scheduler", cluster_address) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    reports = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").glob("batch-*.json"))]
+    assert len(reports) == 2 and reports[0]["run"] != reports[1]["run"]
+    for name, image in images.items():
+        out = f"{tmp_path}/out/{name}.zarr"
+        by_run = {r["run"]: next(i["state"] for i in r["items"] if i["output"] == out)
+                  for r in reports}
+        writers = [run for run, state in by_run.items() if state == "done"]
+        assert len(writers) == 1, by_run
+        assert set(by_run.values()) - {"done"} <= {"skipped", "leased"}, by_run
+        assert attrs(out)["batch"]["run"] == writers[0]
+        assert verify_output(out).ok
+        np.testing.assert_array_equal(classes(out), expected(image))
+    assert not list((tmp_path / "out").glob("*.lease"))
+
+
+def test_cli_a_corrupt_input_fails_alone_with_exit_1_and_a_dry_run_writes_nothing(
+        tmp_path, cluster_address):
+    (tmp_path / "in").mkdir()
+    for name, seed in (("good1", 61), ("good2", 62)):
+        write_geotiff(tmp_path / "in" / f"{name}.tif", scene(seed))
+    (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00" + os.urandom(2000))
+    spec = write_batch_yaml(tmp_path / "batch.yaml", batch_dict(
+        {"glob": f"{tmp_path}/in/*.tif"}, f"{tmp_path}/out/{{stem}}.zarr",
+        report=f"{tmp_path}/reports/{{started}}-{{run}}.json"))
+
+    plan = cli(str(spec), "--dry-run")
+    _, err = plan.communicate(timeout=300)
+    assert plan.returncode == 1, err
+    assert "broken" in err and "new" in err and "failed" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "reports").exists()
+
+    proc = cli(str(spec), "--scheduler", cluster_address)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    [report_file] = (tmp_path / "reports").glob("*.json")
+    report = json.loads(report_file.read_text())
+    by_stem = {Path(i["input"]).stem: i for i in report["items"]}
+    assert {k: v["state"] for k, v in by_stem.items()} == {"broken": "failed", "good1": "done",
+                                                           "good2": "done"}
+    assert "broken.tif" in by_stem["broken"]["error"]
+    assert report["totals"] == {"inputs": 3, "done": 2, "skipped": 0, "changed": 0, "failed": 1,
+                                "leased": 0}
+    assert not (tmp_path / "out" / "broken.zarr").exists()
+    for name, seed in (("good1", 61), ("good2", 62)):
+        np.testing.assert_array_equal(classes(f"{tmp_path}/out/{name}.zarr"), expected(scene(seed)))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"inputs": {"glob": "x/*.tif", "urls": ["a.tif"]}}, "exactly one of glob"),
+    ({"inputs": {"catalog": "c.json"}}, "asset together with catalog"),
+    ({"output": {"url_template": "out/{id}.zarr"}}, "uses {id}, which only catalog items have"),
+    ({"output": {"url_template": "out/{date}.zarr"}},
+     r"placeholders \{stem\}, \{name\}, \{id\} only"),
+    ({"job": {"input": {"url": "a.tif"}, "model": {"method": "otsu"}}},
+     "job.input.url: .*no url here"),
+    ({"concurrency": 0}, "concurrency: received 0"),
+    ({"colour": "blue"}, "colour: unknown key; allowed keys here: name, inputs, job"),
+])
+def test_spec_errors_name_the_key(tmp_path, change, message):
+    data = {**batch_dict({"glob": f"{tmp_path}/*.tif"}, f"{tmp_path}/out/{{stem}}.zarr"), **change}
+    with pytest.raises(BatchSpecError, match=message):
+        BatchSpec.from_dict(data, "batch.yaml")
+
+
+def test_two_inputs_with_one_output_are_refused_before_anything_runs(tmp_path):
+    for folder in ("x", "y"):
+        write_zarr(tmp_path / folder / "scene.zarr", scene(1))
+    data = batch_dict({"glob": f"{tmp_path}/*/scene.zarr"}, f"{tmp_path}/out/{{stem}}.zarr")
+    spec = write_batch_yaml(tmp_path / "batch.yaml", data)
+    with pytest.raises(BatchSpecError, match=r"x/scene.zarr, .*y/scene.zarr -> .*out/scene.zarr"):
+        run_batch(load_batch(spec))  # no scheduler: it would start a cluster, were the spec fine
+    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "batch", str(spec)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and "would write the same output" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_of_a_glob_in_the_input_folder_are_not_taken_as_inputs(tmp_path):
+    write_zarr(tmp_path / "a.zarr", scene(1))
+    write_zarr(tmp_path / "a-mask.zarr", scene(2))  # what an earlier run of this batch wrote
+    spec = BatchSpec.from_dict(batch_dict({"glob": f"{tmp_path}/*.zarr"},
+                                          f"{tmp_path}/{{stem}}-mask.zarr"))
+    assert [Path(i.url).name for i in plan_items(spec)] == ["a.zarr"]
+    onto_itself = BatchSpec.from_dict(batch_dict({"glob": f"{tmp_path}/a.zarr"},
+                                                 f"{tmp_path}/{{name}}"))
+    with pytest.raises(BatchSpecError, match="onto itself"):
+        plan_items(onto_itself)
+
+
+def test_identity_follows_content_changes(tmp_path, s3_server):
+    path = tmp_path / "scene.tif"
+    write_geotiff(path, scene(1))
+    auto, exact = input_identity(str(path)), input_identity(str(path), method="checksum")
+    assert auto.startswith("stat:") and exact.startswith("sha256:")
+    stat = path.stat()
+    write_geotiff(path, scene(2))  # same size, other pixels
+    assert path.stat().st_size == stat.st_size
+    assert input_identity(str(path)) != auto
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime: only a
+    assert input_identity(str(path)) == auto                   # checksum sees the change
+    assert input_identity(str(path), method="checksum") != exact
+
+    store = write_zarr(tmp_path / "scene.zarr", scene(3), chunks=(32, 32))
+    tree = input_identity(store)
+    assert tree.startswith("tree:") and input_identity(store) == tree
+    zarr.open_array(store, mode="r+")[0, :32, :32] = 0  # one chunk rewritten
+    assert input_identity(store) != tree
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server)
+    fs.put_file(str(path), "geoseg/identity/scene.tif")
+    etag = input_identity("s3://geoseg/identity/scene.tif", s3_server)
+    assert etag.startswith("etag:") and s3_server["key"] not in etag
+    fs.put_file(write_geotiff(tmp_path / "other.tif", scene(4)), "geoseg/identity/scene.tif")
+    assert input_identity("s3://geoseg/identity/scene.tif", s3_server) != etag
