@@ -195,6 +195,74 @@ def batch(
         raise typer.Exit(1)
 
 
+@app.command()
+def export(
+    output: Annotated[str, typer.Argument(help="A finished output (OUT.zarr) a job wrote.")],
+    cog: Annotated[str | None, typer.Option(help="Write the classes as a Cloud-Optimized GeoTIFF "
+                                                 "here (images).")] = None,
+    ome_zarr: Annotated[str | None, typer.Option(help="Write them as labels/NAME inside this "
+                                                      "OME-Zarr image.")] = None,
+    name: Annotated[str, typer.Option(help="Label name for --ome-zarr.")] = "segmentation",
+    nifti: Annotated[str | None, typer.Option(help="Write them as NIfTI (.nii or .nii.gz) here "
+                                                   "(volumes).")] = None,
+    resampling: Annotated[str, typer.Option(help="Coarser levels by mode or nearest (never "
+                                                 "averaged).")] = "mode",
+    blocksize: Annotated[int, typer.Option(help="COG tile size (a multiple of 16).")] = 512,
+    compress: Annotated[str, typer.Option(help="COG compression (lossless: deflate, lzw, zstd, "
+                                               "lzma, packbits, none).")] = "deflate",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file or label.")] = False,
+) -> None:
+    """Export a finished output as a COG, OME-Zarr labels and/or NIfTI."""
+    from geoseg.io import exports
+
+    if not (cog or ome_zarr or nifti):
+        raise typer.BadParameter("give at least one of --cog FILE, --ome-zarr IMAGE, --nifti FILE")
+    if cog:
+        exports.export_cog(output, cog, overwrite=overwrite, blocksize=blocksize, compress=compress,
+                           resampling=resampling)
+        console.print(f"wrote {cog}", markup=False, highlight=False)
+    if ome_zarr:
+        where = exports.export_ome_labels(output, ome_zarr, name=name, overwrite=overwrite,
+                                          resampling=resampling)
+        console.print(f"wrote {where}", markup=False, highlight=False)
+    if nifti:
+        exports.export_nifti(output, nifti, overwrite=overwrite)
+        console.print(f"wrote {nifti}", markup=False, highlight=False)
+
+
+@app.command()
+def convert(
+    source: Annotated[str, typer.Argument(help="Any raster geoseg reads, or a gzipped NIfTI.")],
+    out: Annotated[str, typer.Argument(help="Zarr group to write (OUT.zarr).")],
+    chunks: Annotated[str | None, typer.Option(
+        help="Spatial chunk size: 512, or one per axis (64,128,128); default 512, 128 for volumes."
+    )] = None,
+    level: Annotated[int | None, typer.Option(help="Resolution level (COG overview, OME-Zarr "
+                                                   "dataset); 0 is full resolution.")] = None,
+    bands: Annotated[str | None, typer.Option(help="1-based bands to keep, e.g. 4,3,2.")] = None,
+    variable: Annotated[str | None, typer.Option(help="Array inside a Zarr group.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Copy a raster into an analysis-ready chunked Zarr that keeps its georeference."""
+    from geoseg.io.convert import convert as convert_raster
+
+    done = convert_raster(source, out, chunks=_int_list(chunks, "--chunks"), level=level,
+                          bands=_int_list(bands, "--bands"), variable=variable, overwrite=overwrite)
+    console.print(f"wrote {done.url}: {done.input_format} {done.shape} {done.dtype}, "
+                  f"chunks {done.chunks}", markup=False, highlight=False)
+
+
+def _int_list(value: str | None, option: str) -> list[int] | None:
+    """``"4,3,2"`` as ``[4, 3, 2]``."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option}: received {value!r}; expected integers separated by "
+                                 "commas, e.g. 4,3,2") from None
+
+
 class JobProgress:
     """A progress bar (chunks done / total, Mpx/s, time left) shown once the tasks are submitted."""
 

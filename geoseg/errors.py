@@ -72,3 +72,8 @@ class BatchSpecError(JobSpecError):
 
 class LeaseLostError(GeosegError, RuntimeError):
     """Another run took over the lease on an output this run was writing."""
+
+
+class ExportError(GeosegError, ValueError):
+    """An output that cannot be exported as asked: unfinished, of the wrong dimensionality for
+    the format, not matching the image it should label, or with settings that alter class ids."""

@@ -127,3 +127,13 @@ def _units(header: nib.Nifti1Header) -> str | None:
     space, _ = header.get_xyzt_units()
     return None if space == "unknown" else space
 
+
+def header_georef(header: nib.Nifti1Header) -> GeoRef:
+    """The georeference :func:`nifti_source` gives a file with this header (for readers that
+    decompress the whole file, such as ``geoseg convert``)."""
+    return GeoRef.from_voxel_affine(voxel_affine(header.get_best_affine()), units=_units(header))
+
+
+def is_scaled(header: nib.Nifti1Header) -> bool:
+    """Whether the header's slope and intercept change the stored values (read as float32)."""
+    return _scaling(header) != (1.0, 0.0)

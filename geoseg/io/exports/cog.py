@@ -1,0 +1,115 @@
+"""Cloud-Optimized GeoTIFF export of a finished image output.
+
+The class ids are first streamed chunk by chunk into a tiled GeoTIFF (one Zarr
+chunk in memory at a time), which GDAL's COG driver then rewrites with internal
+tiles and overviews. Overviews are built by mode or nearest resampling only, so
+every overview pixel is a class id. CRS, transform and the no-data class are
+kept; class names go to the metadata tags, class colours to the colour map.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rasterio
+import rasterio.shutil
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from geoseg.errors import ExportError
+from geoseg.io.exports.common import (
+    FinishedOutput,
+    open_finished,
+    refuse_existing,
+    staged_file,
+)
+from geoseg.io.exports.pyramid import parse_resampling
+
+LOSSLESS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")
+
+
+@dataclass(frozen=True)
+class CogSettings:
+    """Tile size, compression and overview resampling of a COG of class ids."""
+
+    blocksize: int = 512
+    compress: str = "deflate"
+    resampling: str = "mode"
+
+    @classmethod
+    def parse(cls, blocksize: int = 512, compress: str = "deflate", resampling: str = "mode") -> CogSettings:
+        """Validated settings; lossy compression and averaging resampling are refused."""
+        size = int(blocksize)
+        if size < 16 or size % 16:
+            raise ExportError(f"COG blocksize {blocksize!r}: expected a multiple of 16 of at least 16 "
+                              "(GeoTIFF tiles), such as 256 or 512 (the default).")
+        codec = str(compress).strip().lower()
+        if codec not in LOSSLESS:
+            raise ExportError(f"COG compression {compress!r}: expected a lossless one ({', '.join(LOSSLESS)}); "
+                              "lossy codecs (JPEG, WEBP) would change class ids.")
+        return cls(size, codec, parse_resampling(resampling))
+
+    def creation_options(self) -> dict[str, str]:
+        """Options of GDAL's COG driver."""
+        return {"BLOCKSIZE": str(self.blocksize), "COMPRESS": self.compress.upper(),
+                "OVERVIEW_RESAMPLING": self.resampling.upper(), "BIGTIFF": "IF_SAFER"}
+
+
+def export_cog(output_url: str, dest: str, *, storage_options: dict[str, Any] | None = None,
+               dest_options: dict[str, Any] | None = None, overwrite: bool = False,
+               blocksize: int = 512, compress: str = "deflate", resampling: str = "mode") -> str:
+    """Write the class ids of the finished image output at ``output_url`` as a COG at ``dest``.
+
+    Parameters
+    ----------
+    output_url
+        A Zarr group written by ``geoseg run`` whose status is ``complete``.
+    dest
+        Path or fsspec URL of the ``.tif`` to write; refused if it exists unless ``overwrite``.
+    storage_options, dest_options
+        fsspec options for reading the output and for writing ``dest``.
+    blocksize, compress, resampling
+        Internal tile size, lossless compression, and ``"mode"`` or ``"nearest"`` overviews.
+
+    Returns ``dest``. Nothing is left at ``dest`` if the export fails.
+    """
+    settings = CogSettings.parse(blocksize, compress, resampling)
+    out = open_finished(output_url, storage_options)
+    out.require_ndim(2, "a GeoTIFF", "Export a volume with --nifti, or into an OME-Zarr image "
+                                     "with --ome-zarr.")
+    refuse_existing(dest, dest_options, overwrite, "COG")
+    with staged_file(dest, dest_options) as staged:
+        tiled = staged.with_name("tiled-" + staged.name)
+        write_tiled(out, tiled, settings.blocksize)
+        rasterio.shutil.copy(str(tiled), str(staged), driver="COG", **settings.creation_options())
+        tiled.unlink()
+    return dest
+
+
+def write_tiled(out: FinishedOutput, path: Path, blocksize: int) -> None:
+    """A tiled GeoTIFF of ``out``'s classes, written one stored chunk at a time."""
+    height, width = out.shape
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1,
+               "dtype": out.dtype.name, "nodata": out.nodata_class, "tiled": True,
+               "blockxsize": blocksize, "blockysize": blocksize, "compress": "deflate", "zlevel": 1,
+               "bigtiff": "IF_SAFER", **_georeference(out)}
+    with rasterio.open(path, "w", **profile) as ds:
+        for ys, xs in out.windows():
+            window = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
+            ds.write(out.read((ys, xs)), 1, window=window)
+        ds.write_colormap(1, out.colormap())
+        ds.set_band_description(1, "class")
+        ds.update_tags(CLASS_NAMES=json.dumps(list(out.class_names)), NODATA_CLASS=str(out.nodata_class))
+        ds.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(out.class_names)})
+
+
+def _georeference(out: FinishedOutput) -> dict[str, Any]:
+    georef, found = out.georef, {}
+    if georef.crs_wkt:
+        found["crs"] = CRS.from_wkt(georef.crs_wkt)
+    if georef.transform:
+        found["transform"] = georef.affine
+    return found

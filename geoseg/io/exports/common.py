@@ -1,0 +1,166 @@
+"""What every export needs: a finished output opened for reading, and a destination that is
+written in full, or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+from fsspec.implementations.local import LocalFileSystem
+
+from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
+from geoseg.io.georef import GeoRef
+from geoseg.io.output import output_exists
+from geoseg.io.readers import open_source
+from geoseg.io.sources import ZarrSource
+
+
+def shown(url: str) -> str:
+    """``url`` as it may appear in messages: without user info, query or fragment."""
+    from geoseg.jobs.provenance import public_url
+
+    return public_url(url)
+
+
+@dataclass(frozen=True)
+class FinishedOutput:
+    """The ``classes`` array of a complete geoseg output, with its classes and georeference."""
+
+    url: str
+    source: ZarrSource
+    class_names: tuple[str, ...]
+    class_colors: tuple[tuple[int, int, int, int], ...]
+    nodata_class: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape: ``(y, x)`` or ``(z, y, x)``."""
+        return tuple(self.source.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.source.dtype)
+
+    @property
+    def georef(self) -> GeoRef:
+        return self.source.georef
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self.source.chunks)
+
+    def read(self, window: tuple[slice, ...]) -> np.ndarray:
+        """Class ids of a spatial window."""
+        return self.source.read(window)[0]
+
+    def array(self) -> zarr.Array:
+        return self.source.open_array()
+
+    def windows(self) -> Iterator[tuple[slice, ...]]:
+        """One window per stored chunk, in C order."""
+        return chunk_windows(self.shape, self.chunks)
+
+    def require_ndim(self, ndim: int, fmt: str, advice: str) -> None:
+        """Refuse an output of another dimensionality than ``fmt`` takes."""
+        if len(self.shape) != ndim:
+            dims = {2: "(y, x)", 3: "(z, y, x)"}
+            raise ExportError(
+                f"{shown(self.url)} holds {dims.get(len(self.shape), self.shape)} classes of shape "
+                f"{self.shape}; {fmt} takes {dims[ndim]} ones. {advice}")
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """Class id to RGBA; the no-data class is transparent."""
+        colors = dict(enumerate(self.class_colors))
+        colors[self.nodata_class] = (0, 0, 0, 0)
+        return colors
+
+
+def chunk_windows(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
+    """The windows of a regular chunk grid over ``shape``, in C order."""
+    ranges = [range(0, n, c) for n, c in zip(shape, chunks)]
+    for starts in itertools.product(*ranges):
+        yield tuple(slice(s, min(s + c, n)) for s, c, n in zip(starts, chunks, shape))
+
+
+def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> FinishedOutput:
+    """Open a geoseg output whose job finished; refuse anything else with what to do."""
+    so = dict(storage_options or {})
+    if not output_exists(url, so):
+        raise RasterNotFoundError(f"No output at {shown(url)}: nothing exists at that path. Give the "
+                                  "output URL a job wrote (output.url in its spec).")
+    attrs = _geoseg_attrs(url, so)
+    status = attrs.get("status")
+    if status != "complete":
+        raise ExportError(
+            f"{shown(url)} is not finished (status {status!r}, expected 'complete'); nothing was "
+            "exported. Run its job again to finish it (finished chunks are kept), then export; "
+            f"`geoseg status {shown(url)}` shows how far it got.")
+    source = open_source(url, so, variable="classes")
+    names = tuple(str(n) for n in attrs.get("class_names", []))
+    colors = attrs.get("class_colors") or [_default_color(i) for i in range(len(names))]
+    return FinishedOutput(url=url, source=source, class_names=names,
+                          class_colors=tuple(_rgba(c) for c in colors),
+                          nodata_class=int(attrs.get("nodata_class", np.iinfo(source.dtype).max)))
+
+
+def _geoseg_attrs(url: str, so: dict[str, Any]) -> dict[str, Any]:
+    try:
+        group = zarr.open_group(url, mode="r", **({"storage_options": so} if so else {}))
+        attrs = dict(group.attrs.get("geoseg", {}))
+        has_classes = "classes" in group
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.NodeTypeValidationError):
+        attrs, has_classes = {}, False
+    if not attrs or not has_classes:
+        raise ExportError(f"{shown(url)} is not a geoseg output (no `geoseg` attributes or no "
+                          "`classes` array); export takes the Zarr group `geoseg run` wrote.")
+    return attrs
+
+
+def _rgba(color: Any) -> tuple[int, int, int, int]:
+    values = [int(v) for v in color][:4]
+    return tuple(values + [255] * (4 - len(values)))  # type: ignore[return-value]
+
+
+def _default_color(index: int) -> tuple[int, int, int]:
+    """A stable colour per class id when the output names none (golden-angle hues)."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.65, 0.95)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def refuse_existing(dest: str, options: dict[str, Any] | None, overwrite: bool, what: str) -> None:
+    """Refuse to replace ``dest`` unless ``overwrite``."""
+    if not overwrite and output_exists(dest, options):
+        raise OutputExistsError(f"{what} {shown(dest)} already exists; nothing was written. Choose "
+                                "another path, or pass --overwrite (overwrite=True) to replace it.")
+
+
+@contextlib.contextmanager
+def staged_file(dest: str, options: dict[str, Any] | None = None) -> Iterator[Path]:
+    """A local scratch path named like ``dest``; it replaces ``dest`` only if the block succeeds.
+
+    Local destinations are staged in their own folder (so the final move is a rename on one
+    disk); remote ones in the system's temporary folder, then uploaded with fsspec.
+    """
+    fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
+    local = isinstance(fs, LocalFileSystem)
+    if local:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(path).parent if local else None,
+                                     prefix=".geoseg-export-") as scratch:
+        staged = Path(scratch) / Path(path).name
+        yield staged
+        if local:
+            os.replace(staged, path)
+        else:
+            fs.put_file(str(staged), path)

@@ -1,0 +1,192 @@
+"""Labels inside an OME-Zarr image: a multiscale label pyramid under ``labels/<name>``.
+
+The label pyramid follows the image's: one label level per image level from the
+one whose shape equals the output's, each with that level's shape, chunks and
+coordinate transformations, so viewers lay labels exactly over the image. The
+image's channel axis (and any other non-space axis) is kept with length 1, as
+NGFF asks of label images. Coarser levels are made from the finer one by mode
+(or nearest) downsampling. The ``image-label`` metadata maps every class id to
+its colour and name; the image's ``labels`` list gains the new name. NGFF 0.4
+(Zarr v2) and 0.5 (Zarr v3) are written in the image's own version.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+
+from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
+from geoseg.io import omezarr
+from geoseg.io.exports.common import FinishedOutput, chunk_windows, open_finished, shown
+from geoseg.io.exports.pyramid import downsample_window, factors_between, parse_resampling
+from geoseg.io.output import output_exists
+from geoseg.io.sources import SPACE
+
+
+@dataclass(frozen=True)
+class ImageLevel:
+    """One resolution level of the image: its multiscale entry, array and axis roles."""
+
+    dataset: dict[str, Any]
+    array: zarr.Array
+    roles: tuple[str, ...]
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(n for n, r in zip(self.array.shape, self.roles) if r == SPACE)
+
+    def label_shape(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        """The image's axes, with ``spatial`` on the space axes and 1 on the others."""
+        it = iter(spatial)
+        return tuple(next(it) if r == SPACE else 1 for r in self.roles)
+
+    def label_chunks(self) -> tuple[int, ...]:
+        return tuple(c if r == SPACE else 1 for c, r in zip(self.array.chunks, self.roles))
+
+
+def export_ome_labels(output_url: str, image_url: str, *, name: str = "segmentation",
+                      storage_options: dict[str, Any] | None = None,
+                      image_options: dict[str, Any] | None = None, overwrite: bool = False,
+                      resampling: str = "mode") -> str:
+    """Write the finished output at ``output_url`` as ``labels/<name>`` of the OME-Zarr image at
+    ``image_url``; returns the label group's URL.
+
+    The output's shape must equal one of the image's levels (usually level 0, or the level
+    the job read). An existing label of that name is refused unless ``overwrite``; other labels
+    are kept.
+    """
+    method = parse_resampling(resampling)
+    _check_name(name)
+    out = open_finished(output_url, storage_options)
+    root = _open_image(image_url, image_options)
+    attrs = dict(root.attrs)
+    image = omezarr.multiscales(attrs)[0]
+    levels = _matching_levels(root, image, out, image_url)
+    labels = root.require_group("labels")
+    if name in labels:
+        if not overwrite:
+            raise OutputExistsError(
+                f"{shown(image_url)} already has a label {name!r}; nothing was written. Choose another "
+                "name (--name), or pass --overwrite (overwrite=True) to replace it.")
+        del labels[name]
+    group = labels.create_group(name)
+    axis_names = [a["name"] if isinstance(a, dict) else str(a) for a in image.get("axes", [])]
+    arrays = [_create_level(group, str(j), level, out, axis_names) for j, level in enumerate(levels)]
+    _copy_classes(out, arrays[0], levels[0])
+    for fine, coarse in itertools.pairwise(arrays):
+        _downsample_level(fine, coarse, method, out.nodata_class)
+    version = omezarr.ome_version(attrs)
+    _write_label_metadata(group, name, image, levels, out, version)
+    _register(labels, name, version)
+    if root.metadata.consolidated_metadata is not None:
+        zarr.consolidate_metadata(root.store)
+    return f"{image_url.rstrip('/')}/labels/{name}"
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ExportError(f"label name {name!r}: expected one path segment such as 'segmentation' "
+                          "(no slashes, not starting with a dot).")
+
+
+def _open_image(url: str, options: dict[str, Any] | None) -> zarr.Group:
+    if not output_exists(url, options):
+        raise RasterNotFoundError(f"No OME-Zarr image at {shown(url)}: nothing exists at that path.")
+    kwargs: dict[str, Any] = {"storage_options": options} if options else {}
+    try:
+        root = zarr.open_group(url, mode="r+", **kwargs)
+    except (FileNotFoundError, ValueError, zarr.errors.NodeTypeValidationError):
+        root = None
+    if root is None or not omezarr.multiscales(dict(root.attrs)):
+        raise ExportError(f"{shown(url)} is not an OME-Zarr image (no multiscales metadata); "
+                          "--ome-zarr takes the image the labels belong to (its root group).")
+    return root
+
+
+def _matching_levels(root: zarr.Group, image: dict[str, Any], out: FinishedOutput,
+                     url: str) -> list[ImageLevel]:
+    """The image levels from the one shaped like the output down to the coarsest."""
+    levels = []
+    for dataset in image["datasets"]:
+        array = root[str(dataset["path"])]
+        levels.append(ImageLevel(dataset, array, omezarr.roles(image, array.shape, url)))
+    shapes = [level.spatial_shape for level in levels]
+    if out.shape not in shapes:
+        raise ExportError(
+            f"{shown(out.url)} has classes of shape {out.shape}, but the levels of {shown(url)} have "
+            f"spatial shapes {shapes}; labels must match one of them. Export the output of a job "
+            "that read this image (input.level picks a level).")
+    return levels[shapes.index(out.shape):]
+
+
+def _create_level(group: zarr.Group, path: str, level: ImageLevel, out: FinishedOutput,
+                  axis_names: list[str]) -> zarr.Array:
+    """An empty label array shaped, chunked and encoded like the image ``level``."""
+    meta = level.array.metadata
+    kwargs: dict[str, Any] = {}
+    if meta.zarr_format == 3:
+        kwargs["chunk_key_encoding"] = meta.chunk_key_encoding
+        kwargs["dimension_names"] = axis_names or None
+    else:
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": meta.dimension_separator or "/"}
+    return group.create_array(path, shape=level.label_shape(level.spatial_shape),
+                              chunks=level.label_chunks(), dtype=out.dtype,
+                              fill_value=out.nodata_class, **kwargs)
+
+
+def _copy_classes(out: FinishedOutput, target: zarr.Array, level: ImageLevel) -> None:
+    """Full-resolution labels: the output's classes, rechunked to the label chunks."""
+    classes = da.from_array(out.array(), chunks=out.chunks)
+    expanded = classes[tuple(slice(None) if r == SPACE else None for r in level.roles)]
+    da.store(expanded.rechunk(target.chunks), target, lock=False, scheduler="threads")
+
+
+def _downsample_level(fine: zarr.Array, coarse: zarr.Array, method: str, nodata: int) -> None:
+    """Fill ``coarse`` chunk by chunk from the blocks of ``fine`` under each chunk."""
+    factors = factors_between(fine.shape, coarse.shape)
+
+    def one(window: tuple[slice, ...]) -> None:
+        coarse[window] = downsample_window(lambda w: np.asarray(fine[w]), fine.shape, window,
+                                           factors, method, nodata)
+
+    tasks = [dask.delayed(one)(w) for w in chunk_windows(coarse.shape, coarse.chunks)]
+    dask.compute(*tasks, scheduler="threads")
+
+
+def _write_label_metadata(group: zarr.Group, name: str, image: dict[str, Any],
+                          levels: list[ImageLevel], out: FinishedOutput, version: str) -> None:
+    multiscale: dict[str, Any] = {"name": name, "axes": image["axes"], "datasets": [
+        {"path": str(j), **_transforms(level.dataset)} for j, level in enumerate(levels)]}
+    multiscale.update(_transforms(image))
+    label = {"colors": [{"label-value": i, "rgba": list(rgba)} for i, rgba in sorted(out.colormap().items())],
+             "properties": [{"label-value": i, "class": n} for i, n in enumerate(out.class_names)]
+             + [{"label-value": out.nodata_class, "class": "no data"}],
+             "source": {"image": "../../"}}
+    if version == "0.5":
+        group.attrs["ome"] = {"version": version, "multiscales": [multiscale], "image-label": label}
+    else:
+        group.attrs.update({"multiscales": [{"version": version, **multiscale}],
+                            "image-label": {"version": version, **label}})
+
+
+def _transforms(entry: dict[str, Any]) -> dict[str, Any]:
+    found = entry.get("coordinateTransformations")
+    return {"coordinateTransformations": found} if found else {}
+
+
+def _register(labels: zarr.Group, name: str, version: str) -> None:
+    """Add ``name`` to the ``labels`` list of the image's labels group (keeping the others)."""
+    attrs = dict(labels.attrs)
+    if version == "0.5":
+        ome = dict(attrs.get("ome", {}))
+        names = [n for n in ome.get("labels", []) if n != name] + [name]
+        labels.attrs["ome"] = {**ome, "version": version, "labels": names}
+    else:
+        names = [n for n in attrs.get("labels", []) if n != name] + [name]
+        labels.attrs["labels"] = names

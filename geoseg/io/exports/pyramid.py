@@ -1,0 +1,86 @@
+"""Downsampling class ids for label pyramids, never by averaging.
+
+``mode`` gives each coarse pixel the most frequent class of the block of fine
+pixels it covers (no-data counts only where the whole block is no data; ties
+go to the smallest id); ``nearest`` takes the block's centre pixel. Either way
+every coarse pixel is a class id present in its block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from geoseg.errors import ExportError
+
+METHODS = ("mode", "nearest")
+
+
+def parse_resampling(value: str) -> str:
+    """``"mode"`` or ``"nearest"``; anything else (averages, interpolation) is refused."""
+    name = str(value).strip().lower()
+    if name not in METHODS:
+        raise ExportError(
+            f"resampling {value!r} is not allowed for class ids: averaging or interpolating them "
+            f"makes ids that mean nothing. Expected one of: {', '.join(METHODS)} (mode is the default).")
+    return name
+
+
+def factors_between(fine: Sequence[int], coarse: Sequence[int]) -> tuple[int, ...]:
+    """The integer downsampling factor per axis from a ``fine`` shape to a ``coarse`` one."""
+    return tuple(max(1, round(f / c)) for f, c in zip(fine, coarse))
+
+
+def downsample_window(read: Callable[[tuple[slice, ...]], np.ndarray], fine_shape: Sequence[int],
+                      window: tuple[slice, ...], factors: Sequence[int], method: str,
+                      nodata: int) -> np.ndarray:
+    """The coarse pixels of ``window``, from the fine pixels ``read`` returns for the blocks under it.
+
+    Coarse pixel ``t`` covers fine pixels ``[t * f, (t + 1) * f)`` on each axis (clipped to the
+    fine shape); a coarse pixel beyond the fine grid is no data.
+    """
+    fine = tuple(slice(min(w.start * f, n), min(w.stop * f, n))
+                 for w, f, n in zip(window, factors, fine_shape))
+    shape = tuple(w.stop - w.start for w in window)
+    return downsample(read(fine), shape, factors, method, nodata)
+
+
+def downsample(block: np.ndarray, shape: Sequence[int], factors: Sequence[int], method: str,
+               nodata: int) -> np.ndarray:
+    """``block`` (the fine pixels from the first covered one; short at the far edges) to ``shape``."""
+    if method == "nearest":
+        return _nearest(block, shape, factors, nodata)
+    return _mode(block, tuple(shape), tuple(factors), nodata)
+
+
+def _nearest(block: np.ndarray, shape: Sequence[int], factors: Sequence[int], nodata: int) -> np.ndarray:
+    out = np.full(tuple(shape), nodata, dtype=block.dtype)
+    index = [np.arange(n) * f + f // 2 for n, f in zip(shape, factors)]
+    index = [np.minimum(i, max(size - 1, 0)) for i, size in zip(index, block.shape)]
+    covered = tuple(slice(0, -(-size // f)) for size, f in zip(block.shape, factors))
+    if all(size > 0 for size in block.shape):
+        out[covered] = block[np.ix_(*index)][covered]
+    return out
+
+
+def _mode(block: np.ndarray, shape: tuple[int, ...], factors: tuple[int, ...], nodata: int) -> np.ndarray:
+    full = tuple(n * f for n, f in zip(shape, factors))
+    padded = np.full(full, nodata, dtype=block.dtype)
+    padded[tuple(slice(0, size) for size in block.shape)] = block
+    split = padded.reshape([v for n, f in zip(shape, factors) for v in (n, f)])
+    d = len(shape)
+    rows = split.transpose([*range(0, 2 * d, 2), *range(1, 2 * d, 2)]).reshape(int(np.prod(shape)), -1)
+    return row_modes(rows, nodata).reshape(shape)
+
+
+def row_modes(rows: np.ndarray, nodata: int) -> np.ndarray:
+    """The most frequent value of each row, ignoring ``nodata`` unless the row is all no data;
+    ties go to the smallest value. Vectorized: sort, then run lengths."""
+    ordered = np.sort(rows, axis=1)
+    position = np.arange(ordered.shape[1])
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    run_start = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    run_length = np.where(ordered == nodata, 0, position - run_start + 1)
+    return ordered[np.arange(len(ordered)), run_length.argmax(axis=1)]
