@@ -194,6 +194,30 @@ def test_leased_output_is_left_alone_a_stale_lease_taken_over_and_wait_waits(tmp
     np.testing.assert_array_equal(classes(out_a), expected(scene(41)))
 
 
+
+def test_a_job_whose_lease_is_taken_over_stops_and_fails(tmp_path, cluster_address):
+    write_zarr(tmp_path / "in" / "big.zarr", scene(71, size=512), chunks=(64, 64))
+    out = f"{tmp_path}/out/big.zarr"
+    data = batch_dict({"glob": f"{tmp_path}/in/*.zarr"}, f"{tmp_path}/out/{{stem}}.zarr",
+                      lease_seconds=0.3)
+    data["job"]["output"]["chunks"] = [16, 16]  # 1024 tasks: far longer than a renewal period
+    thief = LeaseRecord("other-host-7-cafe", time.time(), time.time() + 600).to_bytes()
+
+    def steal() -> None:  # as soon as the batch holds the lease, another run overwrites it
+        deadline = time.time() + 60
+        while not Path(lease_url(out)).exists() and time.time() < deadline:
+            time.sleep(0.001)
+        Path(lease_url(out)).write_bytes(thief)
+
+    stealer = threading.Thread(target=steal)
+    stealer.start()
+    report = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address)
+    stealer.join()
+    assert states(report) == {"big": "failed"} and report.failed
+    assert "taken over by another run" in report.items[0].error
+    assert Path(lease_url(out)).read_bytes() == thief  # the new holder's lease is left alone
+
+
 def write_batch_yaml(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
