@@ -462,8 +462,12 @@ class BatchRunner:
 
     def _map(self, work: Callable[[BatchItem], ItemResult],
              items: list[BatchItem]) -> list[ItemResult]:
-        with ThreadPoolExecutor(self.spec.concurrency, thread_name_prefix="geoseg-batch") as pool:
-            return list(pool.map(lambda item: self._timed(work, item), items))
+        pool = ThreadPoolExecutor(self.spec.concurrency, thread_name_prefix="geoseg-batch")
+        try:
+            futures = [pool.submit(self._timed, work, item) for item in items]
+            return [future.result() for future in futures]
+        finally:  # interrupted: start nothing more; jobs running finish and release their leases
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _timed(self, work: Callable[[BatchItem], ItemResult], item: BatchItem) -> ItemResult:
         t0 = time.perf_counter()
