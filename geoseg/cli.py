@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from geoseg.errors import GeosegError
@@ -25,7 +24,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # click returns the code of typer.Exit here
     except GeosegError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        _show_error(exc)
         sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
@@ -37,6 +36,35 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _show_error(exc: GeosegError) -> None:
+    """The error on stderr: a red line, or one JSON log record with ``--log-format json``."""
+    from geoseg import logs
+
+    if logs.current_format() == "json":
+        logs.log.error(str(exc), extra={"error": type(exc).__name__})
+    else:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+
+
+@app.callback()
+def _options(
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text (default) or json: geoseg's log records as one JSON object per "
+                             "line on stderr. Also GEOSEG_LOG_FORMAT.")] = None,
+) -> None:
+    """Segment rasters far larger than memory on Dask clusters."""
+    from geoseg import logs
+
+    logs.setup(log_format)
+
+
+def _progress() -> Any:
+    """A progress bar, or progress log records when the logs are JSON lines."""
+    from geoseg import logs
+
+    return logs.ProgressLog() if logs.current_format() == "json" else JobProgress()
+
+
 @app.command()
 def run(
     job: Annotated[Path, typer.Argument(help="YAML job spec.")],
@@ -46,7 +74,7 @@ def run(
     """Run a job: read the input, segment it on the cluster, write the output store."""
     from geoseg.jobs import run as run_job
 
-    with JobProgress() as progress:
+    with _progress() as progress:
         report = run_job(job, scheduler=scheduler, overwrite=overwrite, on_start=progress.start,
                          on_done=progress.done)
     _print_report(report)
@@ -264,36 +292,53 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 
 
 class JobProgress:
-    """A progress bar (chunks done / total, Mpx/s, time left) shown once the tasks are submitted."""
+    """A progress bar shown once the tasks are submitted: chunks done / total, elapsed time,
+    Mpx/s and the time left at the mean pace so far (ETA)."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Console | None = None) -> None:
+        from geoseg.logs import Rate
+
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+                            TimeElapsedColumn(), TextColumn("{task.fields[rate]}"),
+                            console=out or console)
         self.task = self.bar.add_task("segmenting", total=None, rate="")
-        self.pixels, self.started = 0, 0.0
+        self.rate = Rate()
 
-    def __enter__(self) -> JobProgress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
     def start(self, n_tasks: int) -> None:
-        self.started = time.perf_counter()
-        self.bar.update(self.task, total=n_tasks)
+        self.rate.start(n_tasks)
+        self.bar.reset(self.task, total=n_tasks)
         self.bar.start()
 
     def done(self, stats: Any) -> None:
-        self.pixels += stats.pixels
-        rate = self.pixels / 1e6 / max(time.perf_counter() - self.started, 1e-9)
-        self.bar.update(self.task, advance=1, rate=f"{rate:.2f} Mpx/s")
+        self.rate.add(stats.pixels)
+        eta = self.rate.eta_s
+        left = "" if eta is None else f", ETA {_clock(eta)}"
+        self.bar.update(self.task, advance=1, rate=f"{self.rate.mpx_per_s:.2f} Mpx/s{left}")
+
+
+def _clock(seconds: float) -> str:
+    """``H:MM:SS``."""
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _print_report(report: Any) -> None:
+    from geoseg import logs
+
+    if logs.current_format() == "json":
+        return  # the "job finished" log record says it all; stderr stays JSON lines
     resumed = f", {report.skipped} chunk(s) already done" if report.skipped else ""
     console.print(f"wrote {report.output_url}: {report.n_tasks} task(s){resumed}, "
                   f"{report.pixels / 1e6:.1f} Mpx in {report.seconds:.1f} s "
                   f"({report.mpx_per_s:.2f} Mpx/s end to end)")
+    if getattr(report, "record_url", None):
+        console.print(f"run record: {report.record_url}", markup=False, highlight=False)
 
 
 def _short_crs(wkt: str | None) -> str:

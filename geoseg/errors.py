@@ -77,3 +77,15 @@ class LeaseLostError(GeosegError, RuntimeError):
 class ExportError(GeosegError, ValueError):
     """An output that cannot be exported as asked: unfinished, of the wrong dimensionality for
     the format, not matching the image it should label, or with settings that alter class ids."""
+
+
+class EvaluationError(GeosegError, ValueError):
+    """A reference label raster that cannot score the output (grid, bands or dtype differ)."""
+
+
+class TrackingError(GeosegError, RuntimeError):
+    """Experiment tracking (MLflow) is asked for but missing, unreachable or failing."""
+
+
+class SettingError(GeosegError, ValueError):
+    """A runtime setting (a ``GEOSEG_*`` variable or a command-line option) with a bad value."""

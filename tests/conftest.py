@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,17 @@ from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, UNet2D, save_
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CRS = "EPSG:32618"
 TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_run_records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Jobs run by the suite (and the geoseg commands it starts) write their run records to a
+    temporary folder, not ./geoseg-runs, and log to no MLflow store the environment names."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GEOSEG_RUNS_DIR", str(tmp_path_factory.mktemp("geoseg-runs")))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    patch.undo()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,16 +1,66 @@
-"""Provenance: how an output was made, stored with it. Never holds credentials."""
+"""Provenance: how an output was made, stored with it and in a runs folder. Never holds credentials.
+
+A run record holds the job spec (storage options hidden, URLs without user info or
+query), the settings in effect once defaults are applied, the model's name and
+hash, the identity of the input (and of the reference labels when scoring), the
+git commit of the geoseg source tree, package versions, the cluster's size and
+dashboard, per-stage timings, throughput, the class histogram and, when the spec
+names a reference, the confusion matrix with IoU per class and mIoU.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import re
+import subprocess
 import sys
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-PACKAGES = ("geoseg", "dask", "distributed", "zarr", "xarray", "rasterio", "fsspec", "numpy", "torch",
-            "safetensors", "pydantic")
+import fsspec
+import numpy as np
+
+from geoseg import config
+from geoseg.errors import EvaluationError, GeosegError
+from geoseg.io.readers import open_source
+from geoseg.io.sources import RasterSource, ZarrSource
+from geoseg.metrics import dice_per_class, iou_per_class
+from geoseg.parallel.store import ReferenceLabels, RegionStats
+
+if TYPE_CHECKING:
+    from geoseg.jobs.runner import PreparedJob
+    from geoseg.jobs.spec import JobSpec
+
+FORMAT = "geoseg-run/1"
+PACKAGES = ("geoseg", "dask", "distributed", "zarr", "xarray", "rasterio", "fsspec", "numpy",
+            "torch", "safetensors", "pydantic")
+URL_KEYS = ("url", "path", "tracking_uri", "runs_dir")
+# fsspec ``info`` fields that tell one version of a stored object from another
+VERSION_KEYS = ("ETag", "etag", "mtime", "LastModified", "last_modified", "generation",
+                "version_id", "VersionId", "md5Hash", "crc32c", "created")
+DEFAULT_RUNS_DIR = "geoseg-runs"
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the runner measured or found out, besides the tasks' own reports."""
+
+    started: str
+    seconds: float
+    compute_seconds: float
+    cluster: dict[str, Any]
+    skipped: int
+    job_identity: str
+    devices: tuple[str, ...] = ()
+    dashboard: str | None = None
+    stored_confusion: np.ndarray | None = None  # of chunks an earlier run wrote, when scoring
 
 
 def now() -> str:
@@ -39,10 +89,226 @@ def public_url(url: str) -> str:
 
 
 def redact_urls(spec: Any) -> Any:
-    """Apply :func:`public_url` to every ``url``/``path`` entry of a (redacted) spec, at any depth."""
+    """Apply :func:`public_url` to every URL-like entry (``url``, ``path``, ``tracking_uri``,
+    ``runs_dir``) of a (redacted) spec, at any depth."""
     if isinstance(spec, list):
         return [redact_urls(v) for v in spec]
     if not isinstance(spec, dict):
         return spec
-    return {key: public_url(value) if key in ("url", "path") and isinstance(value, str) else redact_urls(value)
-            for key, value in spec.items()}
+    return {key: public_url(value) if key in URL_KEYS and isinstance(value, str)
+            else redact_urls(value) for key, value in spec.items()}
+
+
+def git_state(root: str | Path | None = None) -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the git checkout whose top folder is ``root`` (default: the one
+    holding the ``geoseg`` package); ``None`` when it is not a checkout's top or git is missing.
+
+    ``dirty`` means tracked files differ from the commit (untracked files do not count).
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root.resolve():
+        return None  # not a checkout, or an installed copy inside someone else's repository
+    commit = _git(root, "rev-parse", "HEAD")
+    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    if commit is None or status is None:
+        return None
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """Stripped stdout of ``git -C root ARGS``; ``None`` on any failure (no git, no repo, ...)."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def identity(source: RasterSource) -> dict[str, Any]:
+    """Size and version marks (mtime, ETag, ...) of a stored raster from fsspec ``info``.
+
+    For a Zarr array, those of its metadata document (``zarr.json`` or ``.zarray``,
+    named in ``object``): listing every chunk of a large array is too slow to do on
+    each run. Never storage options; ``{"unavailable": reason}`` when ``info`` fails.
+    """
+    try:
+        fs, path = fsspec.core.url_to_fs(source.url, **source.storage_options)
+        path = path.rstrip("/")
+        target, name = path, None
+        if isinstance(source, ZarrSource):
+            root = f"{path}/{source.array_path}" if source.array_path else path
+            name = next((f"{source.array_path}/{m}".lstrip("/") for m in ("zarr.json", ".zarray")
+                         if fs.exists(f"{root}/{m}")), None)
+            target = f"{path}/{name}" if name else root
+        info = fs.info(target)
+    except (OSError, ValueError) as exc:
+        return {"unavailable": type(exc).__name__}
+    marks = {key: str(info[key]) for key in VERSION_KEYS if info.get(key) is not None}
+    return {"object": name, "size": info.get("size"), **marks}
+
+
+def open_reference(spec: JobSpec, source: RasterSource) -> ReferenceLabels | None:
+    """The reference labels named by ``evaluate.reference`` (metadata only), checked against the
+    input: one band of integer class ids on the input's grid. ``None`` without ``evaluate``."""
+    if spec.evaluate is None:
+        return None
+    ref = spec.evaluate.reference
+    try:
+        labels = open_source(ref.url, ref.storage_options, variable=ref.variable)
+    except GeosegError as exc:
+        raise type(exc)(f"evaluate.reference.url: {exc}") from None
+    _check_reference(labels, source, public_url(ref.url), public_url(spec.input.url))
+    nodata = labels.georef.nodata
+    ignore = set(spec.evaluate.ignore)
+    if nodata is not None and float(nodata).is_integer():
+        ignore.add(int(nodata))
+    return ReferenceLabels(labels, tuple(sorted(ignore)))
+
+
+def _check_reference(labels: RasterSource, source: RasterSource, where: str,
+                     input_url: str) -> None:
+    if labels.shape[0] != 1:
+        raise EvaluationError(
+            f"evaluate.reference: {where} has {labels.shape[0]} bands; expected one band of class "
+            "ids. Point url (or variable) at a single-band label array.")
+    if labels.shape[1:] != source.shape[1:]:
+        raise EvaluationError(
+            f"evaluate.reference: {where} has shape {labels.shape[1:]} but the input {input_url} "
+            f"has {source.shape[1:]}; the labels must lie on the input's pixel grid. Resample or "
+            "crop them to the input first.")
+    if not np.issubdtype(np.dtype(labels.dtype), np.integer):
+        raise EvaluationError(
+            f"evaluate.reference: {where} holds {labels.dtype} values; expected integer class ids. "
+            "Store the labels as an integer array (e.g. uint8).")
+    a, b = labels.georef.transform, source.georef.transform
+    if a is not None and b is not None and not np.allclose(a, b, rtol=1e-9, atol=1e-9):
+        raise EvaluationError(
+            f"evaluate.reference: {where} has transform {list(a)} but the input {input_url} has "
+            f"{list(b)}; the labels must lie on the input's pixel grid.")
+
+
+def scores(confusion: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """Confusion matrix, IoU and Dice per class, mIoU; ``None`` for a class absent from both."""
+    iou = iou_per_class(confusion)
+    present = iou[~np.isnan(iou)]
+    return {
+        "classes": class_names,
+        "pixels_scored": int(confusion.sum()),
+        "miou": round(float(present.mean()), 6) if present.size else None,
+        "iou": dict(zip(class_names, _finite(iou))),
+        "dice": dict(zip(class_names, _finite(dice_per_class(confusion)))),
+        "confusion": confusion.astype(np.int64).tolist(),
+    }
+
+
+def _finite(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else round(float(v), 6) for v in values]
+
+
+def resolved_settings(prepared: PreparedJob, devices: tuple[str, ...]) -> dict[str, Any]:
+    """The settings in effect once every default is applied (what the spec left out included)."""
+    work = prepared.work
+    return {"tile": list(work.spec.tile), "halo": list(work.spec.halo),
+            "stride": list(work.spec.stride), "batch_size": work.batch_size,
+            "blend": work.spec.blend, "overlap": work.spec.overlap,
+            "chunks": list(prepared.chunks), "nodata_class": work.nodata_class,
+            "class_dtype": work.class_dtype, "device": list(devices),
+            "torch_threads": config.torch_threads() or None}
+
+
+def worker_devices(client: Any) -> tuple[str, ...]:
+    """Devices the workers run models on (``GEOSEG_DEVICE`` as each worker resolves it)."""
+    try:
+        return tuple(sorted(set(client.run(config.device).values())))
+    except Exception:  # noqa: BLE001 - a worker that cannot answer must not fail a finished run
+        return ("unknown",)
+
+
+def run_record(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts,
+               model: dict[str, Any]) -> dict[str, Any]:
+    """The whole run record of a finished run (``model`` as the runner describes it)."""
+    spec, names = prepared.spec, [c.name for c in prepared.model.classes]
+    counts = np.sum([s.class_counts for s in stats], axis=0) if stats else np.zeros(len(names))
+    pixels = int(sum(s.pixels for s in stats))
+    kinds = ("read", "infer", "write") + (("score",) if prepared.reference is not None else ())
+    stages = {k: round(sum(s.timings.get(k, 0.0) for s in stats), 3) for k in kinds}
+    record = {
+        "format": FORMAT,
+        "geoseg_version": package_versions()["geoseg"],
+        "started": facts.started,
+        "finished": now(),
+        "job": redact_urls(spec.redacted()),
+        "job_identity": facts.job_identity,
+        "resolved": resolved_settings(prepared, facts.devices),
+        "model": model,
+        "input": {"url": public_url(spec.input.url), "format": prepared.source.format,
+                  "shape": list(prepared.source.shape), "dtype": prepared.source.dtype,
+                  "identity": identity(prepared.source)},
+        "output": {"url": public_url(spec.output.url)},
+        "chunks": {"total": prepared.n_tasks, "computed": len(stats),
+                   "skipped_as_done": facts.skipped,
+                   "all_nodata": sum(getattr(s, "empty", False) for s in stats)},
+        "git": git_state(),
+        "cluster": facts.cluster,
+        "dashboard": facts.dashboard,
+        "packages": package_versions(),
+        "timings": {"total_s": round(facts.seconds, 3),
+                    "compute_s": round(facts.compute_seconds, 3), "task_stage_sums_s": stages},
+        "pixels": pixels,
+        "throughput_mpx_per_s": (round(pixels / 1e6 / facts.compute_seconds, 4)
+                                 if facts.compute_seconds else None),
+        "class_counts": {name: int(n) for name, n in zip(names, counts)},
+    }
+    if prepared.reference is not None:
+        record["evaluation"] = _evaluation(prepared, stats, facts, names)
+    return record
+
+
+def _evaluation(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts,
+                names: list[str]) -> dict[str, Any]:
+    n = len(names)
+    confusion = np.zeros((n, n), np.int64)
+    for s in stats:
+        confusion += s.confusion
+    if facts.stored_confusion is not None:
+        confusion += facts.stored_confusion
+    ref = prepared.spec.evaluate.reference
+    return {"reference": {"url": public_url(ref.url), "variable": ref.variable,
+                          "identity": identity(prepared.reference.source)},
+            "ignored_labels": list(prepared.reference.ignore), **scores(confusion, names)}
+
+
+def runs_dir(spec: JobSpec) -> str:
+    """Where run records go: ``runs_dir`` in the spec, else ``GEOSEG_RUNS_DIR``, else
+    ``./geoseg-runs``."""
+    return spec.runs_dir or os.environ.get("GEOSEG_RUNS_DIR") or DEFAULT_RUNS_DIR
+
+
+def save_record(record: dict[str, Any], folder: str) -> str:
+    """Write ``record`` as a new JSON file in ``folder`` (path or fsspec URL; created if needed),
+    named ``<UTC time>-<job name>-<short id>.json``; stores and returns its location."""
+    name = "{}-{}-{}.json".format(datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+                                  _slug(record["job"].get("name", "job")), uuid.uuid4().hex[:8])
+    fs, path = fsspec.core.url_to_fs(folder)
+    path = path.rstrip("/") or "/"
+    fs.makedirs(path, exist_ok=True)
+    target = f"{path}/{name}"
+    local = fsspec.utils.get_protocol(folder) in ("file", "local")
+    record["run_record"] = (os.path.abspath(target) if local
+                            else public_url(f"{folder.rstrip('/')}/{name}"))
+    text = json.dumps(record, indent=1, default=_plain)
+    with fs.open(target, "xb" if local else "wb") as f:  # a new file; never replaces another run's
+        f.write(text.encode())
+    return record["run_record"]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.")[:60] or "job"
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a run record")

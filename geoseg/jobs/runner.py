@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import time
@@ -14,12 +15,12 @@ from typing import Any
 import numpy as np
 from distributed import Client
 
-from geoseg import config
+from geoseg import config, logs
 from geoseg.errors import GeosegError, JobSpecError, OutputExistsError
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
-from geoseg.jobs import provenance
+from geoseg.jobs import provenance, tracking
 from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.methods.build import build_method, needs_fit
@@ -28,7 +29,7 @@ from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.cluster import TorchThreads, connect, scheduler_address
 from geoseg.parallel.segment import default_chunk, region_work
-from geoseg.parallel.store import RegionStats, run_regions
+from geoseg.parallel.store import ReferenceLabels, RegionStats, run_regions, score_regions
 from geoseg.parallel.tasks import RegionWork
 from geoseg.tiling.plan import n_regions, round_up
 
@@ -78,6 +79,11 @@ class PreparedJob:
         chunks = self.spec.output.chunks or (default_chunk(len(shape)),) * len(shape)
         return tuple(min(c, n) for c, n in zip(chunks, shape))
 
+    @functools.cached_property
+    def reference(self) -> ReferenceLabels | None:
+        """The labels ``evaluate.reference`` names (metadata only, checked against the input)."""
+        return provenance.open_reference(self.spec, self.source)
+
     @property
     def n_tasks(self) -> int:
         return n_regions(self.source.shape[1:], self.chunks)
@@ -94,6 +100,7 @@ class RunReport:
     class_counts: dict[str, int]
     provenance: dict[str, Any] = field(repr=False)
     skipped: int = 0  # chunks an earlier run of the same job had finished
+    record_url: str | None = None  # where the run record was written in the runs folder
 
     @property
     def mpx_per_s(self) -> float:
@@ -110,7 +117,9 @@ def prepare(spec: JobSpec) -> PreparedJob:
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
                              bands=spec.input.bands, level=spec.input.level)
     model = _build(spec.model, source, fit=False)
-    return PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
+    prepared = PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
+    prepared.reference  # noqa: B018 - opens and checks the reference labels now, before any compute
+    return prepared
 
 
 def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | None:
@@ -184,6 +193,7 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     prepared = prepare(spec)
     out = spec.output
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
+    tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
     address = scheduler or spec.cluster.scheduler
     with (contextlib.nullcontext(client) if client is not None else
           connect(address, n_workers=spec.cluster.n_workers,
@@ -192,18 +202,46 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
             client.register_plugin(TorchThreads(config.torch_threads()))
         prepared = prepared.fitted()
         target, skip = _open_or_create(prepared, overwrite)
+        dashboard = logs.dashboard_link(client)
+        logs.job_started(spec, prepared.n_tasks, len(skip), dashboard)
         if on_start is not None:
             on_start(prepared.n_tasks - len(skip))
         t_compute = time.perf_counter()
         stats = run_regions(client, prepared.work, prepared.source, target, chunks=prepared.chunks,
                             n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
-                            skip=skip, on_done=on_done)
+                            skip=skip, on_done=on_done, reference=prepared.reference)
         compute_seconds = time.perf_counter() - t_compute
         cluster = _cluster_info(client, address)
+        measured = {"devices": provenance.worker_devices(client), "dashboard": dashboard,
+                    "stored_confusion": _score_skipped(client, prepared, target, skip)}
     seconds = time.perf_counter() - t0
-    report = _report(prepared, stats, seconds, compute_seconds, started, cluster, skipped=len(skip))
-    target.finalize({"status": "complete", "provenance": report.provenance})
+    report = _report(prepared, stats, seconds, compute_seconds, started, cluster, skipped=len(skip),
+                     **measured)
+    _publish(report, spec, target, tracker)
+    logs.job_finished(report)
     return report
+
+
+def _score_skipped(client: Client, prepared: PreparedJob, target: OutputTarget,
+                   skip: set[str]) -> np.ndarray | None:
+    """Scores of the chunks an earlier run wrote, so that a resumed run scores the whole output."""
+    if prepared.reference is None or not skip:
+        return None
+    return score_regions(client, target, prepared.reference, shape=prepared.source.shape[1:],
+                         chunks=prepared.chunks, keys=skip, n_classes=prepared.model.n_classes,
+                         nodata_class=prepared.work.nodata_class)
+
+
+def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
+             tracker: tracking.MlflowTracker | None) -> None:
+    """Store the run record in the runs folder and in the output; log it to MLflow if tracking."""
+    record = report.provenance
+    if tracker is not None:
+        record["tracking"] = {"mlflow": tracker.start(record)}
+    report.record_url = provenance.save_record(record, provenance.runs_dir(spec))
+    target.finalize({"status": "complete", "provenance": record})
+    if tracker is not None:
+        tracker.finish(record)
 
 
 def job_identity(prepared: PreparedJob) -> str:
@@ -286,29 +324,9 @@ def _cluster_info(client: Any, address: str | None) -> dict[str, Any]:
 
 
 def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, compute_seconds: float,
-            started: str, cluster: dict[str, Any], skipped: int) -> RunReport:
-    model, spec = prepared.model, prepared.spec
-    counts = np.sum([s.class_counts for s in stats], axis=0) if stats else np.zeros(model.n_classes)
-    class_counts = {c.name: int(n) for c, n in zip(model.classes, counts)}
-    pixels = int(sum(s.pixels for s in stats))
-    stages = {k: round(sum(s.timings.get(k, 0.0) for s in stats), 3) for k in ("read", "infer", "write")}
-    record = {
-        "geoseg_version": provenance.package_versions()["geoseg"],
-        "started": started,
-        "finished": provenance.now(),
-        "job": provenance.redact_urls(spec.redacted()),
-        "model": _model_record(prepared),
-        "input": {"url": provenance.public_url(spec.input.url), "format": prepared.source.format,
-                  "shape": list(prepared.source.shape), "dtype": prepared.source.dtype},
-        "tiling": {"tile": list(prepared.work.spec.tile), "halo": list(prepared.work.spec.halo),
-                   "stride": list(prepared.work.spec.stride), "blend": prepared.work.spec.blend,
-                   "overlap": prepared.work.spec.overlap, "tasks": len(stats),
-                   "chunks_skipped_as_done": skipped},
-        "cluster": cluster,
-        "packages": provenance.package_versions(),
-        "timings": {"total_s": round(seconds, 3), "compute_s": round(compute_seconds, 3),
-                    "task_stage_sums_s": stages},
-        "throughput_mpx_per_s": round(pixels / 1e6 / compute_seconds, 4) if compute_seconds else None,
-        "class_counts": class_counts,
-    }
-    return RunReport(spec.output.url, len(stats), pixels, seconds, class_counts, record, skipped)
+            started: str, cluster: dict[str, Any], skipped: int, **measured: Any) -> RunReport:
+    facts = provenance.RunFacts(started, seconds, compute_seconds, cluster, skipped,
+                                job_identity(prepared), **measured)
+    record = provenance.run_record(prepared, stats, facts, _model_record(prepared))
+    return RunReport(prepared.spec.output.url, len(stats), record["pixels"], seconds,
+                     record["class_counts"], record, skipped)

@@ -98,6 +98,31 @@ class ClusterSpec(Section):
     threads_per_worker: int = Field(1, ge=1)
 
 
+class ReferenceSpec(Section):
+    """A label raster on the input's grid (one band of integer class ids) to score the output."""
+
+    url: str = Field(description="Path or fsspec URL of a Zarr array/group or a GeoTIFF/COG.")
+    variable: str | None = Field(None, description="Array to read inside a Zarr group.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class EvaluateSpec(Section):
+    """Score the output against a reference: confusion matrix, IoU per class, mIoU."""
+
+    reference: ReferenceSpec
+    ignore: list[int] = Field(default_factory=list,
+                              description="Label values left out of the scores (besides nodata).")
+
+
+class MlflowSpec(Section):
+    tracking_uri: str | None = Field(None, description="Default: MLFLOW_TRACKING_URI.")
+    experiment: str = Field("geoseg", min_length=1, description="MLflow experiment name.")
+
+
+class TrackingSpec(Section):
+    mlflow: MlflowSpec | None = Field(None, description="Log every run to MLflow.")
+
+
 class JobSpec(Section):
     """A whole job: what to read, which model, where to write, how to run."""
 
@@ -107,6 +132,10 @@ class JobSpec(Section):
     output: OutputSpec
     inference: InferenceSpec = InferenceSpec()
     cluster: ClusterSpec = ClusterSpec()
+    evaluate: EvaluateSpec | None = None
+    tracking: TrackingSpec = TrackingSpec()
+    runs_dir: str | None = Field(None, description="Folder of run records (default "
+                                                   "GEOSEG_RUNS_DIR, else ./geoseg-runs).")
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "job spec") -> JobSpec:

@@ -40,8 +40,11 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None,
         return
     cores = os.cpu_count() or 1
     workers = n_workers or max(1, cores // threads_per_worker)
+    from importlib.util import find_spec
+
+    dashboard = ":0" if find_spec("bokeh") else None  # on a free port, if bokeh can serve one
     with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=dashboard) as cluster, Client(cluster) as client:
         torch_threads = max(1, cores // (workers * threads_per_worker))
         client.register_plugin(TorchThreads(torch_threads))
         yield client

@@ -11,6 +11,7 @@ from distributed import Client, as_completed
 
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
 from geoseg.io.sources import RasterSource
+from geoseg.metrics import confusion_matrix
 from geoseg.parallel.tasks import RegionWork, probabilities
 from geoseg.tiling.plan import regions
 
@@ -23,13 +24,32 @@ class RegionStats:
     class_counts: np.ndarray  # per class id, valid pixels only
     pixels: int
     timings: dict[str, float]
+    confusion: np.ndarray | None = None  # against the reference labels, when scoring
     empty: bool = False  # no valid input pixel: written as nodata without running the model
+
+
+@dataclass(frozen=True)
+class ReferenceLabels:
+    """Label raster on the output's grid; each scoring task reads its own window of it."""
+
+    source: RasterSource
+    ignore: tuple[int, ...] = ()  # label values left out (the reference's nodata among them)
+
+    def confusion(self, region: tuple[slice, ...], classes: np.ndarray, valid: np.ndarray,
+                  n_classes: int) -> np.ndarray:
+        """Confusion matrix of one region: valid output pixels whose label is a scored class."""
+        truth = self.source.read(region)[0]
+        keep = valid & (truth >= 0) & ~np.isin(truth, self.ignore)
+        return confusion_matrix(truth[keep], classes[keep], n_classes)
 
 
 def segment_to_store(region: tuple[slice, ...], work: RegionWork, source: RasterSource,
                      target: OutputTarget, n_classes: int, with_probabilities: bool,
-                     chunks: tuple[int, ...]) -> RegionStats:
-    """Segment one region, write it, then record it in the manifest; the task run on a worker."""
+                     chunks: tuple[int, ...],
+                     reference: ReferenceLabels | None = None) -> RegionStats:
+    """Segment one region, write it, then record it in the manifest; the task run on a worker.
+
+    With ``reference``, also score the region against its window of the reference labels."""
     result = work.run(source.read, region)
     t0 = time.perf_counter()
     classes = work.classes(result)
@@ -41,18 +61,44 @@ def segment_to_store(region: tuple[slice, ...], work: RegionWork, source: Raster
     target.mark_done(chunk_key(region, chunks), chunk_checksum(*blocks))
     timings = {**result.timings, "write": time.perf_counter() - t0}
     counts = np.bincount(classes[result.valid].ravel(), minlength=n_classes)[:n_classes]
-    return RegionStats(region, counts, int(classes.size), timings, empty=result.empty)
+    confusion = None
+    if reference is not None:
+        t1 = time.perf_counter()
+        confusion = reference.confusion(region, classes, result.valid, n_classes)
+        timings["score"] = time.perf_counter() - t1
+    return RegionStats(region, counts, int(classes.size), timings, confusion, empty=result.empty)
+
+
+def score_stored(region: tuple[slice, ...], target: OutputTarget, reference: ReferenceLabels,
+                 n_classes: int, nodata_class: int) -> np.ndarray:
+    """Confusion matrix of a chunk an earlier run wrote (a resumed run scores the whole output)."""
+    classes = target.read("classes", region)
+    return reference.confusion(region, classes, classes != nodata_class, n_classes)
+
+
+def score_regions(client: Client, target: OutputTarget, reference: ReferenceLabels, *,
+                  shape: tuple[int, ...], chunks: tuple[int, ...], keys: Collection[str],
+                  n_classes: int, nodata_class: int) -> np.ndarray:
+    """Sum of :func:`score_stored` over the chunks named by ``keys``, one task per chunk."""
+    todo = [r for r in regions(shape, chunks) if chunk_key(r, chunks) in keys]
+    futures = client.map(score_stored, todo, target=target, reference=reference,
+                         n_classes=n_classes, nodata_class=nodata_class, pure=False)
+    total = np.zeros((n_classes, n_classes), np.int64)
+    for future in as_completed(futures):
+        total += future.result()
+    return total
 
 
 def run_regions(client: Client, work: RegionWork, source: RasterSource, target: OutputTarget,
                 *, chunks: tuple[int, int], n_classes: int, with_probabilities: bool,
                 skip: Collection[str] = frozenset(),
-                on_done: Callable[[RegionStats], None] | None = None) -> list[RegionStats]:
+                on_done: Callable[[RegionStats], None] | None = None,
+                reference: ReferenceLabels | None = None) -> list[RegionStats]:
     """Submit one task per output chunk not in ``skip`` and wait for all of them."""
     todo = [r for r in regions(source.shape[1:], chunks) if chunk_key(r, chunks) not in skip]
     futures = client.map(segment_to_store, todo, work=work, source=source, target=target,
                          n_classes=n_classes, with_probabilities=with_probabilities, chunks=chunks,
-                         pure=False)
+                         reference=reference, pure=False)
     stats = []
     try:
         for future in as_completed(futures):

@@ -1,0 +1,230 @@
+"""Optional MLflow tracking: each run's parameters, metrics, tags and run record.
+
+Asked for by ``tracking: {mlflow: {tracking_uri, experiment}}`` in the job spec, or
+by ``MLFLOW_TRACKING_URI`` in the environment. MLflow is imported only then
+(``pip install 'geoseg[mlflow]'``). The experiment is opened before any compute, so
+a missing package or an unreachable store fails the job before it starts; the
+MLflow run is created once the output is complete, with the run's real start and
+end times.
+
+Logged: params = the job spec (storage options hidden, URLs without credentials)
+flattened to ``job.*`` keys plus the settings in effect (``resolved.*``); metrics =
+throughput, seconds (total, compute, per stage), pixels, chunks, class fractions
+and, when the job scores against a reference, mIoU, IoU and Dice per class; tags =
+model sha256, job identity, job name, geoseg version, git commit, output URL, run
+record location; artifact = the run record as ``run-record.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from geoseg.errors import TrackingError
+from geoseg.jobs.provenance import public_url
+
+if TYPE_CHECKING:
+    from geoseg.jobs.spec import JobSpec
+
+INSTALL_HINT = "pip install 'geoseg[mlflow]'"
+DEFAULT_EXPERIMENT = "geoseg"
+ARTIFACT = "run-record.json"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter's value
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on parameters per log_batch call
+BEFORE_RUN = "nothing was computed or written."
+AFTER_RUN = ("the output is complete; run the job again to log it (finished chunks are not "
+             "recomputed).")
+
+
+@dataclass
+class MlflowTracker:
+    """An opened MLflow experiment; :meth:`start` then :meth:`finish` log one run to it."""
+
+    client: Any  # mlflow.tracking.MlflowClient
+    tracking_uri: str
+    experiment: str
+    experiment_id: str
+    run_id: str | None = None
+
+    def start(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Create the MLflow run for ``record``; what identifies it, for the record itself."""
+        self.run_id = _call(self, "create the run", lambda: self.client.create_run(
+            self.experiment_id, start_time=_ms(record["started"]),
+            run_name=str(record["job"].get("name", "geoseg"))).info.run_id, after=AFTER_RUN)
+        return {"tracking_uri": public_url(self.tracking_uri), "experiment": self.experiment,
+                "experiment_id": self.experiment_id, "run_id": self.run_id}
+
+    def finish(self, record: dict[str, Any]) -> None:
+        """Log params, metrics, tags and the record as an artifact; end the run (FAILED if any
+        of that fails, then raise :class:`TrackingError`)."""
+        try:
+            self._log(record)
+            self.client.set_terminated(self.run_id, "FINISHED", end_time=_ms(record["finished"]))
+        except Exception as exc:  # noqa: BLE001 - any MLflow or transport error
+            try:
+                self.client.set_terminated(self.run_id, "FAILED")
+            except Exception:  # noqa: BLE001, S110 - the store is failing; the first error matters
+                pass
+            raise TrackingError(
+                f"MLflow at {public_url(self.tracking_uri)}: logging run {self.run_id} failed "
+                f"({_scrub(exc, self.tracking_uri)}). The output and its run record "
+                f"({record.get('run_record')}) are complete; run the job again to log it (finished "
+                "chunks are not recomputed).") from None
+
+    def _log(self, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        stamp = _ms(record["finished"])
+        items = [Param(k, v) for k, v in params(record).items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH])
+        self.client.log_batch(self.run_id,
+                              metrics=[Metric(k, v, stamp, 0) for k, v in metrics(record).items()],
+                              tags=[RunTag(k, v) for k, v in tags(record).items()])
+        self.client.log_dict(self.run_id, json.loads(json.dumps(record, default=str)), ARTIFACT)
+
+
+def settings(spec: JobSpec) -> tuple[str | None, str] | None:
+    """``(tracking_uri, experiment)`` when this job is to be logged, else ``None``; a ``None``
+    URI leaves MLflow's own default."""
+    wanted, env = spec.tracking.mlflow, os.environ.get("MLFLOW_TRACKING_URI") or None
+    if wanted is None:
+        return None if env is None else (env, DEFAULT_EXPERIMENT)
+    return wanted.tracking_uri or env, wanted.experiment
+
+
+def open_tracker(spec: JobSpec) -> MlflowTracker | None:
+    """Open (or create) the MLflow experiment the job logs to; ``None`` when it logs nowhere."""
+    wanted = settings(spec)
+    if wanted is None:
+        return None
+    uri, experiment = wanted
+    mlflow, client_type = _import_mlflow()
+    uri = uri or mlflow.get_tracking_uri()
+    tracker = MlflowTracker(None, uri, experiment, "")
+    tracker.client = _call(tracker, "connect", lambda: client_type(tracking_uri=uri))
+    tracker.experiment_id = _call(tracker, f"open experiment {experiment!r}",
+                                  lambda: _experiment_id(tracker.client, experiment))
+    return tracker
+
+
+def _import_mlflow() -> tuple[Any, Any]:
+    try:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise TrackingError(
+            "MLflow tracking is asked for (tracking.mlflow in the job spec, or MLFLOW_TRACKING_URI "
+            f"in the environment) but mlflow is not installed. Install it with {INSTALL_HINT}, or "
+            "remove tracking.mlflow from the spec and unset MLFLOW_TRACKING_URI.") from None
+    return mlflow, MlflowClient
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name)
+        except Exception:  # another run created it meanwhile
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        raise ValueError(f"experiment {name!r} is deleted; restore it in MLflow or choose another "
+                         "tracking.mlflow.experiment")
+    return found.experiment_id
+
+
+def _call(tracker: MlflowTracker, what: str, action: Any, after: str = BEFORE_RUN) -> Any:
+    """``action()``, any failure turned into a :class:`TrackingError` that names the store and
+    says what ``after`` the failure is left."""
+    try:
+        return action()
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds (HTTP, SQL, its own)
+        raise TrackingError(
+            f"MLflow at {public_url(tracker.tracking_uri)}: could not {what}: "
+            f"{_scrub(exc, tracker.tracking_uri)}. Check tracking.mlflow.tracking_uri (or "
+            f"MLFLOW_TRACKING_URI); {after}") from None
+
+
+def _scrub(exc: BaseException, uri: str) -> str:
+    """The error's text with the tracking URI in its public form (no user info or query)."""
+    text = str(exc).replace(uri, public_url(uri)) if uri else str(exc)
+    return text[:500]
+
+
+def params(record: dict[str, Any]) -> dict[str, str]:
+    """The redacted job spec under ``job.*`` and the settings in effect under ``resolved.*``."""
+    flat = {**flatten(record["job"], "job"), **flatten(record["resolved"], "resolved")}
+    return {_key(k): v[:MAX_PARAM_LENGTH] for k, v in flat.items()}
+
+
+def flatten(data: dict[str, Any], prefix: str) -> dict[str, str]:
+    """Nested mappings to dotted keys; lists and scalars become their JSON text."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value if isinstance(value, str) else json.dumps(value, default=str)
+    return flat
+
+
+def metrics(record: dict[str, Any]) -> dict[str, float]:
+    """Throughput, seconds, pixels, chunks, class fractions and scores, as MLflow metrics."""
+    timings, chunks = record["timings"], record["chunks"]
+    found: dict[str, float | None] = {
+        "throughput_mpx_per_s": record["throughput_mpx_per_s"],
+        "seconds_total": timings["total_s"], "seconds_compute": timings["compute_s"],
+        **{f"seconds_{k}": v for k, v in timings["task_stage_sums_s"].items()},
+        "pixels": record["pixels"], "chunks_computed": chunks["computed"],
+        "chunks_skipped": chunks["skipped_as_done"],
+    }
+    counted = sum(record["class_counts"].values())
+    for name, count in record["class_counts"].items():
+        found[f"class_fraction/{name}"] = count / counted if counted else None
+    evaluation = record.get("evaluation")
+    if evaluation is not None:
+        found["miou"] = evaluation["miou"]
+        found["pixels_scored"] = evaluation["pixels_scored"]
+        found.update({f"iou/{k}": v for k, v in evaluation["iou"].items()})
+        found.update({f"dice/{k}": v for k, v in evaluation["dice"].items()})
+    return {_key(k): float(v) for k, v in found.items() if v is not None}
+
+
+def tags(record: dict[str, Any]) -> dict[str, str]:
+    """Model hash, job identity and where the output and its record are."""
+    model, git = record["model"], record.get("git")
+    found = {
+        "geoseg.model_sha256": model.get("sha256") or model.get("id"),
+        "geoseg.model_name": model.get("name"),
+        "geoseg.job_name": record["job"].get("name"),
+        "geoseg.job_identity": record["job_identity"],
+        "geoseg.version": record["geoseg_version"],
+        "geoseg.output": record["output"]["url"],
+        "geoseg.run_record": record.get("run_record"),
+        "geoseg.git_commit": git["commit"] if git else None,
+        "geoseg.git_dirty": str(git["dirty"]).lower() if git else None,
+    }
+    return {k: str(v) for k, v in found.items() if v is not None}
+
+
+def _key(name: str) -> str:
+    """An MLflow-safe key: letters, digits, ``_ - . / `` and spaces only."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)[:250]
+
+
+def _ms(stamp: str) -> int:
+    """Milliseconds since the epoch of an ISO time (now when it cannot be parsed)."""
+    try:
+        return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+    except (TypeError, ValueError):
+        return int(time.time() * 1000)

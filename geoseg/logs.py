@@ -1,0 +1,226 @@
+"""What geoseg says while it runs: log records as text or JSON lines, progress, the dashboard.
+
+``setup("json")`` (``geoseg --log-format json``, or ``GEOSEG_LOG_FORMAT=json``) makes
+every record of the ``geoseg`` loggers one JSON object per line on stderr: ``time``
+(UTC, ISO 8601), ``level``, ``logger``, ``message`` and the record's fields (``job``,
+``output``, ``chunks_done``, ...). The default, ``text``, is one readable line per
+record. Fields never hold credentials: URLs are logged in their public form, and a
+field named like a secret (``storage_options``, ``secret``, ``token``, ...) is hidden.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Self
+
+from geoseg.errors import SettingError
+
+if TYPE_CHECKING:
+    from geoseg.jobs.runner import RunReport
+    from geoseg.jobs.spec import JobSpec
+
+FORMATS = ("text", "json")
+ENV = "GEOSEG_LOG_FORMAT"
+ROOT = "geoseg"
+HIDDEN = frozenset({"storage_options", "secret", "key", "token", "password", "credentials",
+                    "access_key", "secret_key", "session_token"})
+_STANDARD = (frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+             | {"message", "asctime"})
+
+log = logging.getLogger("geoseg.jobs")
+
+
+def log_format(value: str | None = None) -> str:
+    """``value``, else ``GEOSEG_LOG_FORMAT``, else ``"text"``; checked against :data:`FORMATS`."""
+    chosen = value if value is not None else os.environ.get(ENV) or "text"
+    if chosen.lower() not in FORMATS:
+        source = "--log-format" if value is not None else ENV
+        raise SettingError(f"{source}: received {chosen!r}; expected one of {', '.join(FORMATS)}. "
+                           f"Use text (the default) or json (one JSON object per line on stderr).")
+    return chosen.lower()
+
+
+def setup(fmt: str | None = None, level: int | str = logging.INFO) -> str:
+    """Send the ``geoseg`` loggers' records to stderr as text or JSON lines; returns the format.
+
+    Calling it again replaces the handler it installed (never anyone else's).
+    """
+    chosen = log_format(fmt)
+    logger = logging.getLogger(ROOT)
+    for handler in [h for h in logger.handlers if isinstance(h, StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = StderrHandler()
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return chosen
+
+
+def current_format() -> str:
+    """``"json"`` when :func:`setup` installed JSON lines, else ``"text"``."""
+    handlers = [h for h in logging.getLogger(ROOT).handlers if isinstance(h, StderrHandler)]
+    return "json" if handlers and isinstance(handlers[-1].formatter, JsonFormatter) else "text"
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (a progress display may have
+    wrapped it), not to the stream of the moment the handler was made."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # logging assigns it once; the property ignores it
+        pass
+
+
+def fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record carries besides the standard ones (``extra=``), secrets hidden."""
+    extra = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    return {key: "<hidden>" if key.lower() in HIDDEN else value for key, value in extra.items()}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, then the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        data = {"time": stamp, "level": record.levelname, "logger": record.name,
+                "message": record.getMessage(), **fields(record)}
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS LEVEL message (field=value, ...)``, leaving out values the message shows."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        message = record.getMessage()
+        extra = ", ".join(f"{k}={v}" for k, v in fields(record).items() if str(v) not in message)
+        text = f"{stamp} {record.levelname:<7} {message}"
+        text += f" ({extra})" if extra else ""
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def dashboard_link(client: Any) -> str | None:
+    """The Dask dashboard of ``client``'s scheduler, or ``None`` when it serves none.
+
+    A local cluster serves one only when bokeh is installed here; for any other
+    scheduler, the link its client reports.
+    """
+    from distributed import LocalCluster
+
+    if isinstance(getattr(client, "cluster", None), LocalCluster) and not _has_bokeh():
+        return None
+    try:
+        if "dashboard" not in client.scheduler_info(n_workers=0).get("services", {}):
+            return None
+        return client.dashboard_link
+    except Exception:  # noqa: BLE001 - a missing link must never fail a job
+        return None
+
+
+def _has_bokeh() -> bool:
+    return importlib.util.find_spec("bokeh") is not None
+
+
+class Rate:
+    """Chunks done out of a total, Mpx/s and the time left, measured from :meth:`start`."""
+
+    def __init__(self) -> None:
+        self.total, self.done, self.pixels, self.started = 0, 0, 0, time.perf_counter()
+
+    def start(self, total: int) -> None:
+        self.total, self.done, self.pixels, self.started = total, 0, 0, time.perf_counter()
+
+    def add(self, pixels: int) -> None:
+        self.done += 1
+        self.pixels += pixels
+
+    @property
+    def seconds(self) -> float:
+        return max(time.perf_counter() - self.started, 1e-9)
+
+    @property
+    def mpx_per_s(self) -> float:
+        return self.pixels / 1e6 / self.seconds
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the mean pace so far; ``None`` before the first chunk."""
+        if not self.done:
+            return None
+        return self.seconds / self.done * max(self.total - self.done, 0)
+
+
+class ProgressLog:
+    """Job progress as log records (for JSON logs, where a progress bar would garble stderr):
+    one record each time another tenth of the chunks is done, and one for the last chunk."""
+
+    def __init__(self, steps: int = 10) -> None:
+        self.rate, self.steps, self.next = Rate(), steps, 1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def start(self, n_tasks: int) -> None:
+        self.rate.start(n_tasks)
+        self.next = 1
+
+    def done(self, stats: Any) -> None:
+        rate = self.rate
+        rate.add(stats.pixels)
+        if rate.done < rate.total and rate.done * self.steps < self.next * rate.total:
+            return
+        while self.next * rate.total <= rate.done * self.steps:
+            self.next += 1
+        eta = rate.eta_s
+        log.info("progress", extra={"chunks_done": rate.done, "chunks_total": rate.total,
+                                    "mpx_per_s": round(rate.mpx_per_s, 3),
+                                    "eta_s": None if eta is None else round(eta, 1)})
+
+
+def job_started(spec: JobSpec, total: int, skipped: int, dashboard: str | None) -> None:
+    """Log the start of a job (and the chunks an earlier run finished, and the dashboard)."""
+    from geoseg.jobs.provenance import public_url
+
+    log.info("job started", extra={"job": spec.name, "input": public_url(spec.input.url),
+                                   "output": public_url(spec.output.url), "chunks_total": total,
+                                   "chunks_to_compute": total - skipped})
+    if skipped:
+        log.info(f"resuming: {skipped} of {total} chunk(s) already done, skipped",
+                 extra={"job": spec.name, "chunks_skipped": skipped, "chunks_total": total})
+    if dashboard:
+        log.info(f"dashboard: {dashboard}", extra={"dashboard": dashboard})
+
+
+def job_finished(report: RunReport) -> None:
+    """Log the end of a job: output, chunks, time, throughput, run record (and mIoU if scored)."""
+    record = report.provenance
+    extra = {"job": record["job"].get("name"), "output": record["output"]["url"],
+             "chunks_done": report.n_tasks, "chunks_skipped": report.skipped,
+             "seconds": round(report.seconds, 3), "mpx_per_s": record["throughput_mpx_per_s"],
+             "run_record": record.get("run_record")}
+    if "evaluation" in record:
+        extra["miou"] = record["evaluation"]["miou"]
+    if "tracking" in record:
+        extra["mlflow_run_id"] = record["tracking"]["mlflow"]["run_id"]
+    log.info("job finished", extra=extra)

@@ -1,0 +1,144 @@
+"""MLflow tracking: a real job logged to a local sqlite store, read back with MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import geoseg
+from geoseg.errors import TrackingError
+from geoseg.jobs import JobSpec, run
+from tests.conftest import job_dict, textured_image, write_zarr
+
+MlflowClient = pytest.importorskip("mlflow.tracking").MlflowClient
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch) -> str:
+    """A local sqlite tracking store; artifacts go under the test's folder (MLflow's ./mlruns)."""
+    monkeypatch.chdir(tmp_path)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return textured_image(96, 80, seed=8)
+
+
+def write_labels(url: str, labels: np.ndarray, **kwargs: object) -> str:
+    arr = zarr.create_array(url, shape=labels.shape, chunks=(64, 64), dtype="uint8",
+                            dimension_names=["y", "x"], **kwargs)
+    arr[:] = labels
+    return url
+
+
+def only_run(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r}"
+    runs = client.search_runs([found.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_a_job_logs_params_metrics_tags_and_its_record_to_mlflow(tmp_path, image, model_path, store,
+                                                                 cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", image)
+    labels = write_labels(str(tmp_path / "labels.zarr"), (image[1] // 64).astype(np.uint8))
+    data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
+    data.update(name="tracked", runs_dir=str(tmp_path / "runs"),
+                evaluate={"reference": {"url": labels}},
+                tracking={"mlflow": {"tracking_uri": store, "experiment": "geoseg-tests"}})
+    report = run(JobSpec.from_dict(data), scheduler=cluster_address)
+    record = json.loads(Path(report.record_url).read_text())
+
+    client, logged = only_run(store, "geoseg-tests")
+    assert logged.info.status == "FINISHED" and logged.info.run_name == "tracked"
+    assert record["tracking"]["mlflow"]["run_id"] == logged.info.run_id
+    params = logged.data.params
+    assert params["job.input.url"] == src and params["job.output.chunks"] == "[64, 64]"
+    assert params["job.name"] == "tracked" and params["job.inference.tile"] == "null"
+    assert params["resolved.tile"] == json.dumps(record["resolved"]["tile"])
+    assert params["resolved.batch_size"] == str(record["resolved"]["batch_size"])
+    assert params["resolved.blend"] == "crop"
+
+    metrics = logged.data.metrics
+    evaluation = record["evaluation"]
+    assert metrics["throughput_mpx_per_s"] == pytest.approx(record["throughput_mpx_per_s"])
+    assert metrics["seconds_total"] == pytest.approx(record["timings"]["total_s"])
+    stages = record["timings"]["task_stage_sums_s"]
+    assert metrics["seconds_infer"] == pytest.approx(stages["infer"])
+    assert metrics["pixels"] == 96 * 80 and metrics["chunks_computed"] == 4
+    assert metrics["miou"] == pytest.approx(evaluation["miou"])
+    for name, iou in evaluation["iou"].items():
+        assert (f"iou/{name}" in metrics) == (iou is not None)
+    fractions = [metrics[f"class_fraction/{name}"] for name in record["class_counts"]]
+    assert sum(fractions) == pytest.approx(1.0)
+
+    tags = logged.data.tags
+    assert tags["geoseg.model_sha256"] == geoseg.load_model(model_path).info.sha256
+    assert tags["geoseg.job_identity"] == record["job_identity"]
+    assert tags["geoseg.run_record"] == report.record_url
+
+    assert [a.path for a in client.list_artifacts(logged.info.run_id)] == ["run-record.json"]
+    artifact = client.download_artifacts(logged.info.run_id, "run-record.json", str(tmp_path))
+    assert json.loads(Path(artifact).read_text()) == record
+
+
+def test_mlflow_tracking_uri_in_the_environment_alone_turns_logging_on(
+        tmp_path, image, model_path, store, cluster_address, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    src = write_zarr(tmp_path / "in.zarr", image[:, :40, :40])
+    report = run(JobSpec.from_dict(job_dict(src, model_path, str(tmp_path / "out.zarr"))),
+                 scheduler=cluster_address)
+    _, logged = only_run(store, "geoseg")
+    assert logged.info.run_id == report.provenance["tracking"]["mlflow"]["run_id"]
+    assert "evaluation" not in report.provenance and "miou" not in logged.data.metrics
+
+
+def test_missing_mlflow_fails_before_anything_is_computed(tmp_path, image, model_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what an environment without it raises
+    src = write_zarr(tmp_path / "in.zarr", image)
+    data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
+    data["tracking"] = {"mlflow": {"tracking_uri": "sqlite:///x.db"}}
+    hint = r"mlflow is not installed.*pip install 'geoseg\[mlflow\]'"
+    with pytest.raises(TrackingError, match=hint):
+        run(JobSpec.from_dict(data))
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_an_unusable_tracking_uri_fails_before_compute_without_showing_its_credentials(
+        tmp_path, image, model_path):
+    src = write_zarr(tmp_path / "in.zarr", image)
+    data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
+    data["tracking"] = {"mlflow": {"tracking_uri": "nosuchscheme://user:pa55word@host/x"}}
+    with pytest.raises(TrackingError, match="MLflow at nosuchscheme://host/x: could not") as caught:
+        run(JobSpec.from_dict(data))
+    said = str(caught.value)
+    assert "pa55word" not in said and "nothing was computed or written" in said
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_an_s3_job_logs_no_credential_to_mlflow(tmp_path, image, model_path, s3_server, store,
+                                                cluster_address):
+    src = "s3://geoseg/tracked/in.zarr"
+    arr = zarr.create_array(src, shape=image.shape, chunks=(3, 64, 64), dtype="uint8",
+                            storage_options=s3_server)
+    arr[:] = image
+    data = job_dict(src, model_path, "s3://geoseg/tracked/out.zarr")
+    data["input"]["storage_options"] = data["output"]["storage_options"] = s3_server
+    data["tracking"] = {"mlflow": {"tracking_uri": store}}
+    run(JobSpec.from_dict(data), scheduler=cluster_address)
+
+    client, logged = only_run(store, "geoseg")
+    artifact = client.download_artifacts(logged.info.run_id, "run-record.json", str(tmp_path))
+    logged_text = json.dumps([logged.data.params, logged.data.tags, logged.data.metrics])
+    logged_text += Path(artifact).read_text()
+    assert logged.data.params["job.input.storage_options"] == "<3 option(s) hidden>"
+    for secret in (s3_server["secret"], s3_server["key"]):
+        assert secret not in logged_text

@@ -1,0 +1,169 @@
+"""Logs as text or JSON lines, progress (chunks, Mpx/s, ETA), the dashboard link; never secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import yaml
+import zarr
+from distributed import Client, LocalCluster
+from rich.console import Console
+
+from geoseg import logs
+from geoseg.cli import JobProgress
+from geoseg.errors import SettingError
+from tests.conftest import job_dict, textured_image, write_zarr
+
+
+def geoseg(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture()
+def collected():
+    handler, logger = Collect(), logging.getLogger("geoseg.jobs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.records
+    logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+
+
+def record(message: str, **extra: object) -> logging.LogRecord:
+    made = logging.LogRecord("geoseg.jobs", logging.INFO, __file__, 1, message, None, None)
+    made.__dict__.update(extra)
+    return made
+
+
+def test_json_lines_carry_time_level_logger_message_and_fields_with_secrets_hidden():
+    line = logs.JsonFormatter().format(record("job started", job="demo", chunks_total=16,
+                                              storage_options={"secret": "s3cr3t"}, token="t0k"))
+    data = json.loads(line)
+    assert "\n" not in line
+    assert {k: data[k] for k in ("level", "logger", "message", "job", "chunks_total")} == {
+        "level": "INFO", "logger": "geoseg.jobs", "message": "job started", "job": "demo",
+        "chunks_total": 16}
+    assert data["time"].endswith("+00:00") and "T" in data["time"]
+    assert data["storage_options"] == data["token"] == "<hidden>" and "s3cr3t" not in line
+    text = logs.TextFormatter().format(record("job started", job="demo"))
+    assert text.endswith("INFO    job started (job=demo)")
+
+
+def test_log_format_comes_from_the_option_then_the_environment(monkeypatch):
+    monkeypatch.delenv("GEOSEG_LOG_FORMAT", raising=False)
+    assert logs.log_format() == "text"
+    monkeypatch.setenv("GEOSEG_LOG_FORMAT", "JSON")
+    assert logs.log_format() == "json" and logs.log_format("text") == "text"
+    monkeypatch.setenv("GEOSEG_LOG_FORMAT", "xml")
+    expected = "GEOSEG_LOG_FORMAT: received 'xml'; expected one of text, json"
+    with pytest.raises(SettingError, match=expected):
+        logs.log_format()
+
+
+def test_progress_records_every_tenth_of_the_chunks_with_rate_and_eta(collected):
+    progress = logs.ProgressLog()
+    progress.start(25)
+    for _ in range(25):
+        time.sleep(0.01)  # at least 30 ms for the first 3 chunks: an ETA of at least 0.2 s
+        progress.done(SimpleNamespace(pixels=1_000_000))
+    done = [r.chunks_done for r in collected]
+    assert done == [3, 5, 8, 10, 13, 15, 18, 20, 23, 25]
+    assert all(r.chunks_total == 25 and r.mpx_per_s > 0 for r in collected)
+    assert [r.eta_s for r in collected][-1] == 0 and collected[0].eta_s > 0
+
+
+def test_progress_bar_shows_chunks_rate_and_eta():
+    progress = JobProgress(Console(file=io.StringIO()))
+    progress.start(4)
+    for _ in range(3):
+        progress.done(SimpleNamespace(pixels=2_000_000))
+    progress.bar.stop()
+    screen = Console(file=io.StringIO(), width=200)
+    screen.print(progress.bar.get_renderable())
+    shown = screen.file.getvalue()
+    assert "3/4" in shown and "Mpx/s" in shown and "ETA 0:00:0" in shown
+
+
+def test_dashboard_link_of_an_existing_scheduler_and_of_a_local_cluster(cluster_address):
+    with Client(cluster_address) as client:
+        port = client.scheduler_info(n_workers=0)["services"]["dashboard"]
+        link = logs.dashboard_link(client)
+    assert link is not None and link.startswith("http") and f":{port}/" in link
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        has_bokeh = logs._has_bokeh()
+        assert (logs.dashboard_link(client) is not None) == has_bokeh
+
+
+@pytest.fixture()
+def s3_job(tmp_path, model_path, s3_server):
+    src = "s3://geoseg/logs/in.zarr"
+    image = textured_image(100, 70, seed=3)
+    arr = zarr.create_array(src, shape=image.shape, chunks=(3, 64, 64), dtype="uint8",
+                            storage_options=s3_server)
+    arr[:] = image
+    data = job_dict(src, model_path, "s3://geoseg/logs/out.zarr", chunks=[32, 32])
+    data["input"]["storage_options"] = data["output"]["storage_options"] = s3_server
+    data["runs_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_geoseg_log_format_json_writes_only_json_lines_and_no_secret(s3_job, s3_server,
+                                                                     cluster_address):
+    result = geoseg("--log-format", "json", "run", s3_job, "--scheduler", cluster_address)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    by_message = {line["message"]: line for line in lines}
+    started, finished = by_message["job started"], by_message["job finished"]
+    assert started["output"] == "s3://geoseg/logs/out.zarr" and started["chunks_total"] == 12
+    assert finished["chunks_done"] == 12 and os.path.exists(finished["run_record"])
+    progress = [line for line in lines if line["message"] == "progress"]
+    assert progress[-1]["chunks_done"] == 12 and progress[-1]["eta_s"] == 0
+    assert all({"time", "level", "logger", "mpx_per_s"} <= set(p) for p in progress)
+    assert any(line["message"].startswith("dashboard: http") for line in lines)
+    for secret in (s3_server["secret"], s3_server["key"]):
+        assert secret not in result.stderr + result.stdout
+
+
+def test_default_logs_are_readable_text_with_the_dashboard_and_the_run_record(tmp_path, model_path,
+                                                                             cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", textured_image(40, 40))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict(src, model_path, str(tmp_path / "out.zarr"))))
+    result = geoseg("run", str(job), "--scheduler", cluster_address, env={"GEOSEG_LOG_FORMAT": ""})
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "INFO job started (job=segmentation" in said and "dashboard: http" in said
+    assert "run record: " in said and not result.stderr.lstrip().startswith("{")
+
+
+def test_errors_are_json_lines_too_and_a_bad_format_is_refused(tmp_path):
+    result = geoseg("run", str(tmp_path / "missing.yaml"), env={"GEOSEG_LOG_FORMAT": "json"})
+    assert result.returncode == 2
+    (line,) = [json.loads(x) for x in result.stderr.splitlines() if x.strip()]
+    assert line["level"] == "ERROR" and line["message"].startswith("No job spec at")
+    assert line["error"] == "JobSpecError"
+    refused = geoseg("--log-format", "xml", "validate", str(tmp_path / "missing.yaml"))
+    assert refused.returncode == 2
+    assert "--log-format: received 'xml'; expected one of text, json" in refused.stderr
