@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from geoseg.errors import BandMismatchError, EnsembleError
 from geoseg.models.base import ClassInfo, Segmenter, valid_mask
@@ -79,15 +80,27 @@ class Ensemble(Segmenter):
         return x, valid
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Combined scores ``(N, classes, *spatial)`` for raw tiles ``(N, bands, *spatial)``."""
-        scores = [self.member_scores(i, batch) for i in range(len(self.members))]
-        return combine_scores(scores, self.weights, self.combine)
+        """Combined scores ``(N, classes, *spatial)`` for raw tiles ``(N, bands, *spatial)``.
 
-    def member_scores(self, index: int, batch: np.ndarray) -> np.ndarray:
-        """Member ``index``'s scores for raw tiles, channels in the ensemble's class order."""
+        Member scores stay on :attr:`device` (a GPU when a deep member runs on one) and are
+        combined there; one array comes back to the host."""
+        scores = [self.member_scores(i, batch) for i in range(len(self.members))]
+        return combine_scores(scores, self.weights, self.combine).cpu().numpy()
+
+    @property
+    def device(self) -> torch.device:
+        """Where scores are combined: the first deep member's device, else the CPU."""
+        return next((m.device for m in self.members if isinstance(getattr(m, "device", None), torch.device)),
+                    torch.device("cpu"))
+
+    def member_scores(self, index: int, batch: np.ndarray) -> torch.Tensor:
+        """Member ``index``'s scores for raw tiles on :attr:`device`, in the ensemble's class order."""
         member = self.members[index]
         prepared = np.stack([member.prepare(tile)[0] for tile in batch])
-        scores = np.asarray(member.predict(prepared), dtype=np.float32)
+        if callable(getattr(member, "predict_tensor", None)):
+            scores = member.predict_tensor(prepared).to(self.device, torch.float32)
+        else:
+            scores = torch.from_numpy(np.asarray(member.predict(prepared), dtype=np.float32)).to(self.device)
         return scores[:, list(self._orders[index])]
 
     def ref(self) -> EnsembleRef:
@@ -125,39 +138,40 @@ def normalize_weights(weights: Sequence[float] | None, n: int) -> tuple[float, .
     return tuple(float(v) for v in w / w.sum())
 
 
-def combine_scores(scores: Sequence[np.ndarray], weights: Sequence[float], combine: str) -> np.ndarray:
-    """Combine member scores ``(N, K, *S)`` each, by ``"mean"``, ``"max"`` or ``"vote"``."""
+def combine_scores(scores: Sequence[Any], weights: Sequence[float], combine: str) -> torch.Tensor:
+    """Combine member scores ``(N, K, *S)`` each (tensors on one device, or arrays), by ``"mean"``,
+    ``"max"`` or ``"vote"``; float32 on the scores' device."""
+    scores = [torch.as_tensor(s) for s in scores]
     if combine == "max":
-        return np.max(np.stack(scores), axis=0).astype(np.float32)
+        return torch.stack(scores).amax(dim=0).float()
     mean = _weighted_mean(scores, weights)
     if combine == "mean":
-        return mean.astype(np.float32)
+        return mean.float()
     return _vote(scores, weights, mean)
 
 
-def _weighted_mean(scores: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    total = np.zeros(scores[0].shape, np.float64)
+def _weighted_mean(scores: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    total = torch.zeros(scores[0].shape, dtype=torch.float64, device=scores[0].device)
     for s, w in zip(scores, weights):
         if w:
-            total += w * s.astype(np.float64)
+            total += w * s.double()
     return total
 
 
-def _vote(scores: Sequence[np.ndarray], weights: Sequence[float], mean: np.ndarray) -> np.ndarray:
+def _vote(scores: Sequence[torch.Tensor], weights: Sequence[float], mean: torch.Tensor) -> torch.Tensor:
     """Vote shares with the documented tie-break (most votes, then highest mean score, then lowest id)."""
     n_classes = scores[0].shape[1]
-    votes = np.zeros(mean.shape, np.float64)
-    classes = np.arange(n_classes).reshape((1, n_classes) + (1,) * (mean.ndim - 2))
+    votes = torch.zeros(mean.shape, dtype=torch.float64, device=mean.device)
+    classes = torch.arange(n_classes, device=mean.device).reshape((1, n_classes) + (1,) * (mean.ndim - 2))
     for s, w in zip(scores, weights):
-        votes += w * (np.argmax(s, axis=1)[:, None] == classes)
-    top = votes.max(axis=1, keepdims=True)
+        votes += w * (s.argmax(dim=1, keepdim=True) == classes)
+    top = votes.amax(dim=1, keepdim=True)
     tied = votes >= top - 1e-9
-    winner = np.argmax(np.where(tied, mean, -np.inf), axis=1)[:, None]
-    out = votes.astype(np.float32)
-    top32 = out.max(axis=1, keepdims=True)
-    bumped = np.nextafter(top32, np.float32(np.inf))
-    np.put_along_axis(out, winner, bumped, axis=1)
-    return out
+    winner = torch.where(tied, mean, torch.tensor(-math.inf, dtype=mean.dtype, device=mean.device))
+    winner = winner.argmax(dim=1, keepdim=True)  # the first of equal maxima: the lowest class id
+    out = votes.float()
+    bumped = torch.nextafter(out.amax(dim=1, keepdim=True), torch.tensor(math.inf, device=out.device))
+    return out.scatter(1, winner, bumped)
 
 
 def _raw_float(dtype: np.dtype) -> type:

@@ -118,10 +118,15 @@ class SegmentationModel(Segmenter):
         return x, valid
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.predict_tensor(batch).cpu().numpy()
+
+    def predict_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        """Probabilities ``(N, classes, *spatial)`` as a float32 tensor left on the model's device
+        (an ensemble combines its members there)."""
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         with torch.inference_mode(), self._autocast():
             logits = self.net(x)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return torch.softmax(logits.float(), dim=1)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda":

@@ -30,3 +30,26 @@ def test_chunked_equals_whole_image_on_cuda(tmp_path):
     with dask.config.set(scheduler="sync"):
         probs = geoseg.segment(raster, model, output="probabilities", chunks=(128, 96), tile=128).values
     np.testing.assert_allclose(probs, model.predict_image(image), atol=2e-2)
+
+
+def test_ensemble_combines_member_scores_on_the_gpu():
+    """Members on CUDA: scores are combined there (one transfer back) and equal the CPU ensemble."""
+    import torch
+
+    from geoseg import Ensemble
+    from geoseg.methods import Threshold
+
+    image = textured_image(128, 128, seed=6)
+    cpu_members = [geoseg.load_model("builtin:demo-unet", device="cpu")]
+    gpu_members = [geoseg.load_model("builtin:demo-unet", device="cuda")]
+    model = gpu_members[0]
+    names = [c.name for c in model.classes]
+    for members in (cpu_members, gpu_members):  # a classical member's one-hot scores join on the device
+        members.append(Threshold(thresholds=(50, 100, 150, 200), feature="mean", class_names=tuple(names)))
+    gpu, cpu = Ensemble(gpu_members, classes=names), Ensemble(cpu_members, classes=names)
+    assert gpu.device.type == "cuda"
+    batch = image[None].astype(np.float32)
+    assert gpu.member_scores(0, batch).device.type == "cuda"
+    assert gpu.member_scores(1, batch).device.type == "cuda"
+    np.testing.assert_allclose(gpu.predict(batch), cpu.predict(batch), atol=0.05)
+    assert torch.cuda.is_available()
