@@ -444,9 +444,9 @@ def decide(attrs: dict[str, Any] | None, job_id: str, identity: str) -> str:
 class BatchRunner:
     """Runs a planned batch: per input, check, lease, run (or resume, or replace), release."""
 
-    def __init__(self, spec: BatchSpec, *, overwrite: bool = False,
+    def __init__(self, spec: BatchSpec, *, overwrite: bool = False, scheduler: str | None = None,
                  log: Callable[[str], None] | None = None) -> None:
-        self.spec, self.overwrite = spec, overwrite
+        self.spec, self.overwrite, self.scheduler = spec, overwrite, scheduler
         self.log = log or (lambda message: None)
         self.owner = new_owner_id()
         self._secrets = sorted(_secret_strings(spec.model_dump()), key=len, reverse=True)
@@ -505,8 +505,8 @@ class BatchRunner:
             lease.check()
             self._record(job, check.identity)
 
-        report = run(job, overwrite=replace, client=client, on_start=started,
-                     on_done=lambda _: lease.check())
+        report = run(job, scheduler=self.scheduler, overwrite=replace, client=client,
+                     on_start=started, on_done=lambda _: lease.check())
         state = "done" if report.n_tasks else "skipped"
         state = "changed" if check.decision == "changed" else state
         return self._result(item, state, identity=check.identity, chunks=report.n_tasks)
@@ -593,7 +593,7 @@ def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
     """
     spec = batch if isinstance(batch, BatchSpec) else load_batch(batch)
     items = plan_items(spec)
-    runner = BatchRunner(spec, overwrite=overwrite, log=log)
+    runner = BatchRunner(spec, overwrite=overwrite, scheduler=scheduler, log=log)
     report = BatchReport(spec.name, runner.owner, provenance.now(), dry_run=dry_run)
     if dry_run:
         report.items = runner.plan(items)
