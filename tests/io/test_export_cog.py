@@ -31,8 +31,11 @@ def finished(tmp_path_factory, cluster_address) -> tuple[str, str]:
     image[:, :40, :70] = 0
     tif = write_geotiff(folder / "scene.tif", image, nodata=0)
     out = str(folder / "mask.zarr")
-    spec = {"input": {"url": tif}, "output": {"url": out, "chunks": [96, 80]},
-            "model": {"method": "multiotsu", "params": {"feature": "mean", "classes": CLASSES}}}
+    spec = {
+        "input": {"url": tif},
+        "output": {"url": out, "chunks": [96, 80]},
+        "model": {"method": "multiotsu", "params": {"feature": "mean", "classes": CLASSES}},
+    }
     run(JobSpec.from_dict(spec), scheduler=cluster_address)
     return tif, out
 
@@ -92,14 +95,29 @@ def test_mode_overview_is_the_block_majority(tmp_path):
     assert (overview_values(str(tmp_path / "nearest.tif"))[0] == 0).any()
 
 
-def finished_output(path, classes: np.ndarray, names: list[str], status: str = "complete",
-                    georef: GeoRef | None = None, nodata_class: int = 255) -> str:
+def finished_output(
+    path,
+    classes: np.ndarray,
+    names: list[str],
+    status: str = "complete",
+    georef: GeoRef | None = None,
+    nodata_class: int = 255,
+) -> str:
     """A real output store, as a job would leave it, holding ``classes``."""
     georef = georef or GeoRef.from_crs("EPSG:3857", (2.0, 0.0, 1000.0, 0.0, -2.0, 5000.0))
-    target = create_output(str(path), shape=classes.shape, chunks=(48,) * classes.ndim, georef=georef,
-                           class_names=names, class_dtype=classes.dtype.name, nodata_class=nodata_class,
-                           attrs={"class_colors": [[i % 256, 200, 30] for i in range(len(names))],
-                                  "status": "running"})
+    target = create_output(
+        str(path),
+        shape=classes.shape,
+        chunks=(48,) * classes.ndim,
+        georef=georef,
+        class_names=names,
+        class_dtype=classes.dtype.name,
+        nodata_class=nodata_class,
+        attrs={
+            "class_colors": [[i % 256, 200, 30] for i in range(len(names))],
+            "status": "running",
+        },
+    )
     target.open_group()["classes"][...] = classes
     if status == "complete":
         target.finalize({"status": "complete"})
@@ -109,8 +127,13 @@ def finished_output(path, classes: np.ndarray, names: list[str], status: str = "
 def test_uint16_classes_without_crs(tmp_path):
     classes = (np.arange(100 * 90).reshape(100, 90) % 300).astype(np.uint16)
     classes[:5] = 65535
-    out = finished_output(tmp_path / "out.zarr", classes, [f"c{i}" for i in range(300)],
-                          georef=GeoRef(transform=(1.0, 0.0, 0.0, 0.0, -1.0, 100.0)), nodata_class=65535)
+    out = finished_output(
+        tmp_path / "out.zarr",
+        classes,
+        [f"c{i}" for i in range(300)],
+        georef=GeoRef(transform=(1.0, 0.0, 0.0, 0.0, -1.0, 100.0)),
+        nodata_class=65535,
+    )
     dest = str(tmp_path / "mask.tif")
     export_cog(out, dest, blocksize=32)
     with rasterio.open(dest) as cog:
@@ -122,9 +145,13 @@ def test_uint16_classes_without_crs(tmp_path):
 
 
 def test_unfinished_output_is_refused_and_nothing_is_written(tmp_path):
-    out = finished_output(tmp_path / "out.zarr", np.zeros((50, 50), np.uint8), ["a"], status="running")
+    out = finished_output(
+        tmp_path / "out.zarr", np.zeros((50, 50), np.uint8), ["a"], status="running"
+    )
     dest = tmp_path / "mask.tif"
-    with pytest.raises(ExportError, match=r"not finished \(status 'running', expected 'complete'\)"):
+    with pytest.raises(
+        ExportError, match=r"not finished \(status 'running', expected 'complete'\)"
+    ):
         export_cog(out, str(dest))
     assert not dest.exists() and list(tmp_path.iterdir()) == [tmp_path / "out.zarr"]
 
@@ -142,12 +169,15 @@ def test_existing_file_is_kept_unless_overwrite(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif", "out.zarr"]  # no scratch left
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"resampling": "average"}, "not allowed for class ids"),
-    ({"resampling": "bilinear"}, "not allowed for class ids"),
-    ({"compress": "jpeg"}, "expected a lossless one"),
-    ({"blocksize": 100}, "multiple of 16"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"resampling": "average"}, "not allowed for class ids"),
+        ({"resampling": "bilinear"}, "not allowed for class ids"),
+        ({"compress": "jpeg"}, "expected a lossless one"),
+        ({"blocksize": 100}, "multiple of 16"),
+    ],
+)
 def test_settings_that_would_alter_class_ids_are_refused(tmp_path, kwargs, message):
     out = finished_output(tmp_path / "out.zarr", np.ones((50, 50), np.uint8), ["a", "b"])
     with pytest.raises(ExportError, match=message):
@@ -157,7 +187,9 @@ def test_settings_that_would_alter_class_ids_are_refused(tmp_path, kwargs, messa
 
 def test_volume_output_is_refused_with_advice(tmp_path):
     georef = GeoRef.from_voxel_affine(np.eye(4))
-    out = finished_output(tmp_path / "out.zarr", np.ones((4, 20, 20), np.uint8), ["a", "b"], georef=georef)
+    out = finished_output(
+        tmp_path / "out.zarr", np.ones((4, 20, 20), np.uint8), ["a", "b"], georef=georef
+    )
     with pytest.raises(ExportError, match=r"\(z, y, x\) classes.*--nifti"):
         export_cog(out, str(tmp_path / "mask.tif"))
 
@@ -174,8 +206,13 @@ def test_output_and_cog_on_s3_without_leaking_credentials(tmp_path, s3_server):
     fs = fsspec.filesystem("s3", **s3_server)
     fs.put(local, "s3://geoseg/exports/out.zarr", recursive=True)
     dest = "s3://geoseg/exports/mask.tif"
-    export_cog("s3://geoseg/exports/out.zarr", dest, storage_options=s3_server, dest_options=s3_server,
-               blocksize=32)
+    export_cog(
+        "s3://geoseg/exports/out.zarr",
+        dest,
+        storage_options=s3_server,
+        dest_options=s3_server,
+        blocksize=32,
+    )
     with fs.open(dest, "rb") as f, rasterio.open(f) as cog:
         np.testing.assert_array_equal(cog.read(1), classes)
         tags = json.dumps([cog.tags(), cog.tags(1), cog.descriptions])
@@ -185,10 +222,20 @@ def test_output_and_cog_on_s3_without_leaking_credentials(tmp_path, s3_server):
 def test_command_line_export(finished, tmp_path):
     _, out = finished
     dest = tmp_path / "mask.tif"
-    cmd = [sys.executable, "-m", "geoseg.cli", "export", out, "--cog", str(dest), "--blocksize", "128"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "geoseg.cli",
+        "export",
+        out,
+        "--cog",
+        str(dest),
+        "--blocksize",
+        "128",
+    ]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     with rasterio.open(dest) as cog:
         assert cog.block_shapes == [(128, 128)] and cog.overviews(1) == [2, 4]
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists; nothing was written" in again.stderr

@@ -40,27 +40,45 @@ class CogSettings:
     resampling: str = "mode"
 
     @classmethod
-    def parse(cls, blocksize: int = 512, compress: str = "deflate", resampling: str = "mode") -> CogSettings:
+    def parse(
+        cls, blocksize: int = 512, compress: str = "deflate", resampling: str = "mode"
+    ) -> CogSettings:
         """Validated settings; lossy compression and averaging resampling are refused."""
         size = int(blocksize)
         if size < 16 or size % 16:
-            raise ExportError(f"COG blocksize {blocksize!r}: expected a multiple of 16 of at least 16 "
-                              "(GeoTIFF tiles), such as 256 or 512 (the default).")
+            raise ExportError(
+                f"COG blocksize {blocksize!r}: expected a multiple of 16 of at least 16 "
+                "(GeoTIFF tiles), such as 256 or 512 (the default)."
+            )
         codec = str(compress).strip().lower()
         if codec not in LOSSLESS:
-            raise ExportError(f"COG compression {compress!r}: expected a lossless one ({', '.join(LOSSLESS)}); "
-                              "lossy codecs (JPEG, WEBP) would change class ids.")
+            raise ExportError(
+                f"COG compression {compress!r}: expected a lossless one ({', '.join(LOSSLESS)}); "
+                "lossy codecs (JPEG, WEBP) would change class ids."
+            )
         return cls(size, codec, parse_resampling(resampling))
 
     def creation_options(self) -> dict[str, str]:
         """Options of GDAL's COG driver."""
-        return {"BLOCKSIZE": str(self.blocksize), "COMPRESS": self.compress.upper(),
-                "OVERVIEW_RESAMPLING": self.resampling.upper(), "BIGTIFF": "IF_SAFER"}
+        return {
+            "BLOCKSIZE": str(self.blocksize),
+            "COMPRESS": self.compress.upper(),
+            "OVERVIEW_RESAMPLING": self.resampling.upper(),
+            "BIGTIFF": "IF_SAFER",
+        }
 
 
-def export_cog(output_url: str, dest: str, *, storage_options: dict[str, Any] | None = None,
-               dest_options: dict[str, Any] | None = None, overwrite: bool = False,
-               blocksize: int = 512, compress: str = "deflate", resampling: str = "mode") -> str:
+def export_cog(
+    output_url: str,
+    dest: str,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    dest_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    blocksize: int = 512,
+    compress: str = "deflate",
+    resampling: str = "mode",
+) -> str:
     """Write the class ids of the finished image output at ``output_url`` as a COG at ``dest``.
 
     Parameters
@@ -78,8 +96,9 @@ def export_cog(output_url: str, dest: str, *, storage_options: dict[str, Any] | 
     """
     settings = CogSettings.parse(blocksize, compress, resampling)
     out = open_finished(output_url, storage_options)
-    out.require_ndim(2, "a GeoTIFF", "Export a volume with --nifti, or into an OME-Zarr image "
-                                     "with --ome-zarr.")
+    out.require_ndim(
+        2, "a GeoTIFF", "Export a volume with --nifti, or into an OME-Zarr image with --ome-zarr."
+    )
     refuse_existing(dest, dest_options, overwrite, "COG")
     with staged_file(dest, dest_options) as staged:
         tiled = staged.with_name("tiled-" + staged.name)
@@ -92,17 +111,30 @@ def export_cog(output_url: str, dest: str, *, storage_options: dict[str, Any] | 
 def write_tiled(out: FinishedOutput, path: Path, blocksize: int) -> None:
     """A tiled GeoTIFF of ``out``'s classes, written one stored chunk at a time."""
     height, width = out.shape
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1,
-               "dtype": out.dtype.name, "nodata": out.nodata_class, "tiled": True,
-               "blockxsize": blocksize, "blockysize": blocksize, "compress": "deflate", "zlevel": 1,
-               "bigtiff": "IF_SAFER", **_georeference(out)}
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": out.dtype.name,
+        "nodata": out.nodata_class,
+        "tiled": True,
+        "blockxsize": blocksize,
+        "blockysize": blocksize,
+        "compress": "deflate",
+        "zlevel": 1,
+        "bigtiff": "IF_SAFER",
+        **_georeference(out),
+    }
     with rasterio.open(path, "w", **profile) as ds:
         for ys, xs in out.windows():
             window = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
             ds.write(out.read((ys, xs)), 1, window=window)
         ds.write_colormap(1, out.colormap())
         ds.set_band_description(1, "class")
-        ds.update_tags(CLASS_NAMES=json.dumps(list(out.class_names)), NODATA_CLASS=str(out.nodata_class))
+        ds.update_tags(
+            CLASS_NAMES=json.dumps(list(out.class_names)), NODATA_CLASS=str(out.nodata_class)
+        )
         ds.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(out.class_names)})
 
 

@@ -75,7 +75,8 @@ class FinishedOutput:
             dims = {2: "(y, x)", 3: "(z, y, x)"}
             raise ExportError(
                 f"{shown(self.url)} holds {dims.get(len(self.shape), self.shape)} classes of shape "
-                f"{self.shape}; {fmt} takes {dims[ndim]} ones. {advice}")
+                f"{self.shape}; {fmt} takes {dims[ndim]} ones. {advice}"
+            )
 
     def colormap(self) -> dict[int, tuple[int, int, int, int]]:
         """Class id to RGBA; the no-data class is transparent."""
@@ -95,21 +96,28 @@ def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> Fi
     """Open a geoseg output whose job finished; refuse anything else with what to do."""
     so = dict(storage_options or {})
     if not output_exists(url, so):
-        raise RasterNotFoundError(f"No output at {shown(url)}: nothing exists at that path. Give the "
-                                  "output URL a job wrote (output.url in its spec).")
+        raise RasterNotFoundError(
+            f"No output at {shown(url)}: nothing exists at that path. Give the "
+            "output URL a job wrote (output.url in its spec)."
+        )
     attrs = _geoseg_attrs(url, so)
     status = attrs.get("status")
     if status != "complete":
         raise ExportError(
             f"{shown(url)} is not finished (status {status!r}, expected 'complete'); nothing was "
             "exported. Run its job again to finish it (finished chunks are kept), then export; "
-            f"`geoseg status {shown(url)}` shows how far it got.")
+            f"`geoseg status {shown(url)}` shows how far it got."
+        )
     source = open_source(url, so, variable="classes")
     names = tuple(str(n) for n in attrs.get("class_names", []))
     colors = attrs.get("class_colors") or [_default_color(i) for i in range(len(names))]
-    return FinishedOutput(url=url, source=source, class_names=names,
-                          class_colors=tuple(_rgba(c) for c in colors),
-                          nodata_class=int(attrs.get("nodata_class", np.iinfo(source.dtype).max)))
+    return FinishedOutput(
+        url=url,
+        source=source,
+        class_names=names,
+        class_colors=tuple(_rgba(c) for c in colors),
+        nodata_class=int(attrs.get("nodata_class", np.iinfo(source.dtype).max)),
+    )
 
 
 def _geoseg_attrs(url: str, so: dict[str, Any]) -> dict[str, Any]:
@@ -120,8 +128,10 @@ def _geoseg_attrs(url: str, so: dict[str, Any]) -> dict[str, Any]:
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.NodeTypeValidationError):
         attrs, has_classes = {}, False
     if not attrs or not has_classes:
-        raise ExportError(f"{shown(url)} is not a geoseg output (no `geoseg` attributes or no "
-                          "`classes` array); export takes the Zarr group `geoseg run` wrote.")
+        raise ExportError(
+            f"{shown(url)} is not a geoseg output (no `geoseg` attributes or no "
+            "`classes` array); export takes the Zarr group `geoseg run` wrote."
+        )
     return attrs
 
 
@@ -141,8 +151,10 @@ def _default_color(index: int) -> tuple[int, int, int]:
 def refuse_existing(dest: str, options: dict[str, Any] | None, overwrite: bool, what: str) -> None:
     """Refuse to replace ``dest`` unless ``overwrite``."""
     if not overwrite and output_exists(dest, options):
-        raise OutputExistsError(f"{what} {shown(dest)} already exists; nothing was written. Choose "
-                                "another path, or pass --overwrite (overwrite=True) to replace it.")
+        raise OutputExistsError(
+            f"{what} {shown(dest)} already exists; nothing was written. Choose "
+            "another path, or pass --overwrite (overwrite=True) to replace it."
+        )
 
 
 @contextlib.contextmanager
@@ -156,8 +168,9 @@ def staged_file(dest: str, options: dict[str, Any] | None = None) -> Iterator[Pa
     local = isinstance(fs, LocalFileSystem)
     if local:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(path).parent if local else None,
-                                     prefix=".geoseg-export-") as scratch:
+    with tempfile.TemporaryDirectory(
+        dir=Path(path).parent if local else None, prefix=".geoseg-export-"
+    ) as scratch:
         staged = Path(scratch) / Path(path).name
         yield staged
         if local:

@@ -30,24 +30,44 @@ from geoseg.io.exports.common import (
 )
 from geoseg.io.nifti import nifti_affine
 
-_UNITS = {"mm": "mm", "millimeter": "mm", "millimetre": "mm", "micron": "micron",
-          "micrometer": "micron", "micrometre": "micron", "um": "micron", "m": "meter",
-          "meter": "meter", "metre": "meter"}
+_UNITS = {
+    "mm": "mm",
+    "millimeter": "mm",
+    "millimetre": "mm",
+    "micron": "micron",
+    "micrometer": "micron",
+    "micrometre": "micron",
+    "um": "micron",
+    "m": "meter",
+    "meter": "meter",
+    "metre": "meter",
+}
 ALIGNED = 2  # NIfTI xform code: aligned to another file's (the input's) space
 
 
-def export_nifti(output_url: str, dest: str, *, storage_options: dict[str, Any] | None = None,
-                 dest_options: dict[str, Any] | None = None, overwrite: bool = False) -> str:
+def export_nifti(
+    output_url: str,
+    dest: str,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    dest_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
     """Write the class ids of the finished volume output at ``output_url`` to ``dest``
     (``.nii``, or ``.nii.gz`` gzip-compressed); returns ``dest``."""
     out = open_finished(output_url, storage_options)
     out.require_ndim(3, "NIfTI", "Export an image with --cog.")
     if not dest.endswith((".nii", ".nii.gz")):
-        raise ExportError(f"NIfTI destination {shown(dest)}: expected a name ending in .nii or .nii.gz.")
+        raise ExportError(
+            f"NIfTI destination {shown(dest)}: expected a name ending in .nii or .nii.gz."
+        )
     refuse_existing(dest, dest_options, overwrite, "NIfTI file")
     header = nifti_header(out)
-    with (staged_file(dest, dest_options) as staged, open(staged, "wb") as raw,
-          _compressed(raw, dest.endswith(".gz")) as stream):
+    with (
+        staged_file(dest, dest_options) as staged,
+        open(staged, "wb") as raw,
+        _compressed(raw, dest.endswith(".gz")) as stream,
+    ):
         _write(stream, header, out)
     return dest
 

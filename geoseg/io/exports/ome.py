@@ -50,10 +50,16 @@ class ImageLevel:
         return tuple(c if r == SPACE else 1 for c, r in zip(self.array.chunks, self.roles))
 
 
-def export_ome_labels(output_url: str, image_url: str, *, name: str = "segmentation",
-                      storage_options: dict[str, Any] | None = None,
-                      image_options: dict[str, Any] | None = None, overwrite: bool = False,
-                      resampling: str = "mode") -> str:
+def export_ome_labels(
+    output_url: str,
+    image_url: str,
+    *,
+    name: str = "segmentation",
+    storage_options: dict[str, Any] | None = None,
+    image_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    resampling: str = "mode",
+) -> str:
     """Write the finished output at ``output_url`` as ``labels/<name>`` of the OME-Zarr image at
     ``image_url``; returns the label group's URL.
 
@@ -72,12 +78,15 @@ def export_ome_labels(output_url: str, image_url: str, *, name: str = "segmentat
     if name in labels:
         if not overwrite:
             raise OutputExistsError(
-                f"{shown(image_url)} already has a label {name!r}; nothing was written. Choose another "
-                "name (--name), or pass --overwrite (overwrite=True) to replace it.")
+                f"{shown(image_url)} already has a label {name!r}; nothing was written. "
+                "Choose another name (--name), or pass --overwrite (overwrite=True) to replace it."
+            )
         del labels[name]
     group = labels.create_group(name)
     axis_names = [a["name"] if isinstance(a, dict) else str(a) for a in image.get("axes", [])]
-    arrays = [_create_level(group, str(j), level, out, axis_names) for j, level in enumerate(levels)]
+    arrays = [
+        _create_level(group, str(j), level, out, axis_names) for j, level in enumerate(levels)
+    ]
     _copy_classes(out, arrays[0], levels[0])
     for fine, coarse in itertools.pairwise(arrays):
         _downsample_level(fine, coarse, method, out.nodata_class)
@@ -91,26 +100,33 @@ def export_ome_labels(output_url: str, image_url: str, *, name: str = "segmentat
 
 def _check_name(name: str) -> None:
     if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ExportError(f"label name {name!r}: expected one path segment such as 'segmentation' "
-                          "(no slashes, not starting with a dot).")
+        raise ExportError(
+            f"label name {name!r}: expected one path segment such as 'segmentation' "
+            "(no slashes, not starting with a dot)."
+        )
 
 
 def _open_image(url: str, options: dict[str, Any] | None) -> zarr.Group:
     if not output_exists(url, options):
-        raise RasterNotFoundError(f"No OME-Zarr image at {shown(url)}: nothing exists at that path.")
+        raise RasterNotFoundError(
+            f"No OME-Zarr image at {shown(url)}: nothing exists at that path."
+        )
     kwargs: dict[str, Any] = {"storage_options": options} if options else {}
     try:
         root = zarr.open_group(url, mode="r+", **kwargs)
     except (FileNotFoundError, ValueError, zarr.errors.NodeTypeValidationError):
         root = None
     if root is None or not omezarr.multiscales(dict(root.attrs)):
-        raise ExportError(f"{shown(url)} is not an OME-Zarr image (no multiscales metadata); "
-                          "--ome-zarr takes the image the labels belong to (its root group).")
+        raise ExportError(
+            f"{shown(url)} is not an OME-Zarr image (no multiscales metadata); "
+            "--ome-zarr takes the image the labels belong to (its root group)."
+        )
     return root
 
 
-def _matching_levels(root: zarr.Group, image: dict[str, Any], out: FinishedOutput,
-                     url: str) -> list[ImageLevel]:
+def _matching_levels(
+    root: zarr.Group, image: dict[str, Any], out: FinishedOutput, url: str
+) -> list[ImageLevel]:
     """The image levels from the one shaped like the output down to the coarsest."""
     levels = []
     for dataset in image["datasets"]:
@@ -119,14 +135,16 @@ def _matching_levels(root: zarr.Group, image: dict[str, Any], out: FinishedOutpu
     shapes = [level.spatial_shape for level in levels]
     if out.shape not in shapes:
         raise ExportError(
-            f"{shown(out.url)} has classes of shape {out.shape}, but the levels of {shown(url)} have "
-            f"spatial shapes {shapes}; labels must match one of them. Export the output of a job "
-            "that read this image (input.level picks a level).")
-    return levels[shapes.index(out.shape):]
+            f"{shown(out.url)} has classes of shape {out.shape}, but the levels of {shown(url)} "
+            f"have spatial shapes {shapes}; labels must match one of them. Export the output of "
+            "a job that read this image (input.level picks a level)."
+        )
+    return levels[shapes.index(out.shape) :]
 
 
-def _create_level(group: zarr.Group, path: str, level: ImageLevel, out: FinishedOutput,
-                  axis_names: list[str]) -> zarr.Array:
+def _create_level(
+    group: zarr.Group, path: str, level: ImageLevel, out: FinishedOutput, axis_names: list[str]
+) -> zarr.Array:
     """An empty label array shaped, chunked and encoded like the image ``level``."""
     meta = level.array.metadata
     kwargs: dict[str, Any] = {}
@@ -135,9 +153,14 @@ def _create_level(group: zarr.Group, path: str, level: ImageLevel, out: Finished
         kwargs["dimension_names"] = axis_names or None
     else:
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": meta.dimension_separator or "/"}
-    return group.create_array(path, shape=level.label_shape(level.spatial_shape),
-                              chunks=level.label_chunks(), dtype=out.dtype,
-                              fill_value=out.nodata_class, **kwargs)
+    return group.create_array(
+        path,
+        shape=level.label_shape(level.spatial_shape),
+        chunks=level.label_chunks(),
+        dtype=out.dtype,
+        fill_value=out.nodata_class,
+        **kwargs,
+    )
 
 
 def _copy_classes(out: FinishedOutput, target: zarr.Array, level: ImageLevel) -> None:
@@ -152,27 +175,47 @@ def _downsample_level(fine: zarr.Array, coarse: zarr.Array, method: str, nodata:
     factors = factors_between(fine.shape, coarse.shape)
 
     def one(window: tuple[slice, ...]) -> None:
-        coarse[window] = downsample_window(lambda w: np.asarray(fine[w]), fine.shape, window,
-                                           factors, method, nodata)
+        coarse[window] = downsample_window(
+            lambda w: np.asarray(fine[w]), fine.shape, window, factors, method, nodata
+        )
 
     tasks = [dask.delayed(one)(w) for w in chunk_windows(coarse.shape, coarse.chunks)]
     dask.compute(*tasks, scheduler="threads")
 
 
-def _write_label_metadata(group: zarr.Group, name: str, image: dict[str, Any],
-                          levels: list[ImageLevel], out: FinishedOutput, version: str) -> None:
-    multiscale: dict[str, Any] = {"name": name, "axes": image["axes"], "datasets": [
-        {"path": str(j), **_transforms(level.dataset)} for j, level in enumerate(levels)]}
+def _write_label_metadata(
+    group: zarr.Group,
+    name: str,
+    image: dict[str, Any],
+    levels: list[ImageLevel],
+    out: FinishedOutput,
+    version: str,
+) -> None:
+    multiscale: dict[str, Any] = {
+        "name": name,
+        "axes": image["axes"],
+        "datasets": [
+            {"path": str(j), **_transforms(level.dataset)} for j, level in enumerate(levels)
+        ],
+    }
     multiscale.update(_transforms(image))
-    label = {"colors": [{"label-value": i, "rgba": list(rgba)} for i, rgba in sorted(out.colormap().items())],
-             "properties": [{"label-value": i, "class": n} for i, n in enumerate(out.class_names)]
-             + [{"label-value": out.nodata_class, "class": "no data"}],
-             "source": {"image": "../../"}}
+    label = {
+        "colors": [
+            {"label-value": i, "rgba": list(rgba)} for i, rgba in sorted(out.colormap().items())
+        ],
+        "properties": [{"label-value": i, "class": n} for i, n in enumerate(out.class_names)]
+        + [{"label-value": out.nodata_class, "class": "no data"}],
+        "source": {"image": "../../"},
+    }
     if version == "0.5":
         group.attrs["ome"] = {"version": version, "multiscales": [multiscale], "image-label": label}
     else:
-        group.attrs.update({"multiscales": [{"version": version, **multiscale}],
-                            "image-label": {"version": version, **label}})
+        group.attrs.update(
+            {
+                "multiscales": [{"version": version, **multiscale}],
+                "image-label": {"version": version, **label},
+            }
+        )
 
 
 def _transforms(entry: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,9 @@ def parse_resampling(value: str) -> str:
     if name not in METHODS:
         raise ExportError(
             f"resampling {value!r} is not allowed for class ids: averaging or interpolating them "
-            f"makes ids that mean nothing. Expected one of: {', '.join(METHODS)} (mode is the default).")
+            f"makes ids that mean nothing. Expected one of: {', '.join(METHODS)} "
+            "(mode is the default)."
+        )
     return name
 
 
@@ -32,29 +34,39 @@ def factors_between(fine: Sequence[int], coarse: Sequence[int]) -> tuple[int, ..
     return tuple(max(1, round(f / c)) for f, c in zip(fine, coarse))
 
 
-def downsample_window(read: Callable[[tuple[slice, ...]], np.ndarray], fine_shape: Sequence[int],
-                      window: tuple[slice, ...], factors: Sequence[int], method: str,
-                      nodata: int) -> np.ndarray:
-    """The coarse pixels of ``window``, from the fine pixels ``read`` returns for the blocks under it.
+def downsample_window(
+    read: Callable[[tuple[slice, ...]], np.ndarray],
+    fine_shape: Sequence[int],
+    window: tuple[slice, ...],
+    factors: Sequence[int],
+    method: str,
+    nodata: int,
+) -> np.ndarray:
+    """The coarse pixels of ``window``, from the fine pixels ``read`` returns under it.
 
     Coarse pixel ``t`` covers fine pixels ``[t * f, (t + 1) * f)`` on each axis (clipped to the
     fine shape); a coarse pixel beyond the fine grid is no data.
     """
-    fine = tuple(slice(min(w.start * f, n), min(w.stop * f, n))
-                 for w, f, n in zip(window, factors, fine_shape))
+    fine = tuple(
+        slice(min(w.start * f, n), min(w.stop * f, n))
+        for w, f, n in zip(window, factors, fine_shape)
+    )
     shape = tuple(w.stop - w.start for w in window)
     return downsample(read(fine), shape, factors, method, nodata)
 
 
-def downsample(block: np.ndarray, shape: Sequence[int], factors: Sequence[int], method: str,
-               nodata: int) -> np.ndarray:
-    """``block`` (the fine pixels from the first covered one; short at the far edges) to ``shape``."""
+def downsample(
+    block: np.ndarray, shape: Sequence[int], factors: Sequence[int], method: str, nodata: int
+) -> np.ndarray:
+    """``block`` (fine pixels from the first covered one; short at far edges) to ``shape``."""
     if method == "nearest":
         return _nearest(block, shape, factors, nodata)
     return _mode(block, tuple(shape), tuple(factors), nodata)
 
 
-def _nearest(block: np.ndarray, shape: Sequence[int], factors: Sequence[int], nodata: int) -> np.ndarray:
+def _nearest(
+    block: np.ndarray, shape: Sequence[int], factors: Sequence[int], nodata: int
+) -> np.ndarray:
     out = np.full(tuple(shape), nodata, dtype=block.dtype)
     index = [np.arange(n) * f + f // 2 for n, f in zip(shape, factors)]
     index = [np.minimum(i, max(size - 1, 0)) for i, size in zip(index, block.shape)]
@@ -64,13 +76,17 @@ def _nearest(block: np.ndarray, shape: Sequence[int], factors: Sequence[int], no
     return out
 
 
-def _mode(block: np.ndarray, shape: tuple[int, ...], factors: tuple[int, ...], nodata: int) -> np.ndarray:
+def _mode(
+    block: np.ndarray, shape: tuple[int, ...], factors: tuple[int, ...], nodata: int
+) -> np.ndarray:
     full = tuple(n * f for n, f in zip(shape, factors))
     padded = np.full(full, nodata, dtype=block.dtype)
     padded[tuple(slice(0, size) for size in block.shape)] = block
     split = padded.reshape([v for n, f in zip(shape, factors) for v in (n, f)])
     d = len(shape)
-    rows = split.transpose([*range(0, 2 * d, 2), *range(1, 2 * d, 2)]).reshape(int(np.prod(shape)), -1)
+    rows = split.transpose([*range(0, 2 * d, 2), *range(1, 2 * d, 2)]).reshape(
+        int(np.prod(shape)), -1
+    )
     return row_modes(rows, nodata).reshape(shape)
 
 

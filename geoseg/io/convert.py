@@ -1,0 +1,353 @@
+"""``geoseg convert``: any input geoseg reads, and gzipped NIfTI, to an analysis-ready chunked Zarr.
+
+The result is a Zarr v3 group that ``geoseg.open_raster``, ``xarray.open_zarr`` and
+rioxarray read with the input's georeference::
+
+    OUT.zarr/
+      raster        (band, y, x) or (band, z, y, x), the input's dtype, regular chunks;
+                    attrs band_names (and long_name), nodata; for volumes voxel_affine,
+                    spacing, units; for images grid_mapping -> spatial_ref
+      band          1..n, like rioxarray's band coordinate
+      spatial_ref, x, y   CRS (crs_wkt) and GeoTransform, pixel centres (images)
+      attrs["geoseg"]     converted_from (URL without credentials), input_format, status
+
+Window-readable inputs are copied chunk by chunk by dask tasks, each reading its own
+window and writing whole Zarr chunks, so no task holds more than a chunk. A gzipped
+NIfTI file cannot be read by window: it is decompressed once, front to back, a slab of
+planes at a time (nibabel's array proxy), and never held whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import fsspec
+import nibabel as nib
+import numpy as np
+import zarr
+
+from geoseg.errors import OutputExistsError, UnsupportedFormatError
+from geoseg.io.georef import GeoRef
+from geoseg.io.nifti import GZIP_MAGIC, header_georef, is_nifti, is_scaled
+from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
+from geoseg.io.readers import open_source, source_to_dataarray
+from geoseg.io.sources import RasterSource
+from geoseg.tiling.plan import coerce_per_axis
+
+ARRAY = "raster"
+DEFAULT_CHUNK = {2: 512, 3: 128}  # per spatial axis, for images and volumes
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What ``convert`` wrote."""
+
+    url: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+    input_format: str
+
+
+def convert(
+    input_url: str,
+    out_url: str,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    out_options: dict[str, Any] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    level: int | None = None,
+    bands: Sequence[int] | None = None,
+    variable: str | None = None,
+    overwrite: bool = False,
+) -> Converted:
+    """Copy the raster at ``input_url`` into a chunked Zarr v3 group at ``out_url``.
+
+    Parameters
+    ----------
+    input_url
+        Anything :func:`geoseg.open_raster` reads, or a gzipped NIfTI file (``.nii.gz``).
+    out_url
+        Where to write; refused if something exists there unless ``overwrite``.
+    storage_options, out_options
+        fsspec options for the input and the output; never written anywhere.
+    chunks
+        Spatial chunk size: one int for every axis or one per axis (default 512 for
+        images, 128 for volumes, capped by the shape). All bands share a chunk.
+    level, bands, variable
+        As in :func:`geoseg.open_raster`: resolution level, 1-based bands, Zarr array.
+    """
+    reader = _open_input(
+        input_url, dict(storage_options or {}), level=level, bands=bands, variable=variable
+    )
+    _refuse_output(input_url, storage_options, out_url, out_options, overwrite)
+    sizes = _chunk_sizes(reader.shape[1:], chunks)
+    if overwrite:
+        remove_output(out_url, out_options)
+    group = _create_group(out_url, out_options, reader, sizes, input_url)
+    reader.copy_into(group[ARRAY], sizes)
+    group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "complete"}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(group.store)
+    return Converted(out_url, reader.shape, tuple(group[ARRAY].chunks), reader.dtype, reader.format)
+
+
+@dataclass(frozen=True)
+class WindowedInput:
+    """An input read window by window: dask tasks copy it chunk by chunk."""
+
+    source: RasterSource
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.source.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.source.dtype
+
+    @property
+    def georef(self) -> GeoRef:
+        return self.source.georef
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return self.source.band_names
+
+    @property
+    def format(self) -> str:
+        return self.source.format
+
+    @property
+    def band_chunk(self) -> int:
+        return self.source.shape[0]
+
+    def copy_into(self, target: zarr.Array, sizes: tuple[int, ...]) -> None:
+        data = source_to_dataarray(self.source, sizes).data
+        da.store(data, target, lock=False)
+
+
+@dataclass(frozen=True)
+class GzipNiftiInput:
+    """A gzipped NIfTI file, decompressed front to back a slab of ``k`` planes at a time."""
+
+    url: str
+    shape: tuple[int, ...]  # (band, z, y, x) after band selection
+    dtype: str
+    georef: GeoRef
+    band_names: tuple[str, ...]
+    times: tuple[int, ...]  # 0-based t index of each band
+    four_d: bool
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    format: str = "nifti.gz"
+    band_chunk: int = 1  # bands are read one after the other
+
+    def copy_into(self, target: zarr.Array, sizes: tuple[int, ...]) -> None:
+        """Slabs of ``sizes[0]`` planes, band by band in file order (forward reads only)."""
+        depth, n_k = sizes[0], self.shape[1]
+        with _gzip_image(self.url, self.storage_options) as image:
+            proxy = image.dataobj
+            for t, band in sorted((t, b) for b, t in enumerate(self.times)):
+                for k in range(0, n_k, depth):
+                    ks = slice(k, min(k + depth, n_k))
+                    slab = proxy[:, :, ks, t] if self.four_d else proxy[:, :, ks]
+                    target[band, ks] = np.transpose(np.asarray(slab), (2, 1, 0)).astype(self.dtype)
+
+
+@contextlib.contextmanager
+def _gzip_image(url: str, storage_options: dict[str, Any]) -> Iterator[nib.Nifti1Image]:
+    """The nibabel image of a gzipped NIfTI file, its data left in the file behind a proxy."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    with fs.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+        klass = nib.Nifti2Image if _gzip_header(stream).sizeof_hdr == 540 else nib.Nifti1Image
+        stream.seek(0)
+        holder = nib.FileHolder(fileobj=stream)
+        yield klass.from_file_map({"image": holder, "header": holder}, keep_file_open=True)
+
+
+def _gzip_header(stream: gzip.GzipFile) -> nib.Nifti1Header:
+    """The header as stored (nibabel's image moves the scaling out of its own header copy)."""
+    head = stream.read(540)
+    klass = nib.Nifti2Header if head[4:8] == b"n+2\x00" else nib.Nifti1Header
+    return klass.from_fileobj(io.BytesIO(head))
+
+
+def _open_input(
+    url: str,
+    so: dict[str, Any],
+    *,
+    level: int | None,
+    bands: Sequence[int] | None,
+    variable: str | None,
+) -> WindowedInput | GzipNiftiInput:
+    if _is_gzip_nifti(url, so):
+        if level or variable:
+            raise UnsupportedFormatError(
+                f"{_shown(url)} is a gzipped NIfTI file: it has one resolution "
+                "and no variables; drop level and variable."
+            )
+        return _gzip_nifti_input(url, so, bands)
+    return WindowedInput(open_source(url, so, variable=variable, bands=bands, level=level))
+
+
+def _is_gzip_nifti(url: str, so: dict[str, Any]) -> bool:
+    fs, path = fsspec.core.url_to_fs(url, **so)
+    if not fs.isfile(path):
+        return False
+    with fs.open(path, "rb") as f:
+        if f.read(2) != GZIP_MAGIC:
+            return False
+        f.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+                return is_nifti(stream.read(348))
+        except (OSError, EOFError):
+            return False
+
+
+def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None) -> GzipNiftiInput:
+    fs, path = fsspec.core.url_to_fs(url, **so)
+    with fs.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+        header = _gzip_header(stream)
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if not 3 <= len(shape) <= 4:
+        raise UnsupportedFormatError(
+            f"NIfTI file {_shown(url)} has data shape {shape}; geoseg reads 3D volumes (i, j, k) "
+            "and 4D ones (i, j, k, t), whose t axis becomes bands."
+        )
+    n_i, n_j, n_k = shape[:3]
+    n_t = shape[3] if len(shape) == 4 else 1
+    names = tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",)
+    times = tuple(range(n_t)) if bands is None else _band_indexes(bands, n_t, url)
+    dtype = "float32" if is_scaled(header) else header.get_data_dtype().newbyteorder("=").name
+    return GzipNiftiInput(
+        url=url,
+        shape=(len(times), n_k, n_j, n_i),
+        dtype=dtype,
+        georef=header_georef(header),
+        band_names=tuple(names[t] for t in times),
+        times=times,
+        four_d=len(shape) == 4,
+        storage_options=so,
+    )
+
+
+def _band_indexes(bands: Sequence[int], n: int, url: str) -> tuple[int, ...]:
+    bad = [b for b in bands if not 1 <= int(b) <= n]
+    if bad:
+        raise UnsupportedFormatError(
+            f"Band numbers {bad} are out of range for {_shown(url)}, which has "
+            f"{n} band(s); bands are numbered from 1 to {n}."
+        )
+    return tuple(int(b) - 1 for b in bands)
+
+
+def _refuse_output(
+    input_url: str,
+    in_options: dict[str, Any] | None,
+    out_url: str,
+    out_options: dict[str, Any] | None,
+    overwrite: bool,
+) -> None:
+    """Refuse writing over the input, or over anything without ``overwrite``."""
+    if _same_place(input_url, in_options, out_url, out_options):
+        raise OutputExistsError(
+            f"The output {_shown(out_url)} is the input itself; nothing was written. "
+            "Choose another output URL."
+        )
+    if not overwrite and output_exists(out_url, out_options):
+        raise OutputExistsError(
+            f"Output {_shown(out_url)} already exists; nothing was written. Choose "
+            "another output URL, or pass --overwrite (overwrite=True) to replace it."
+        )
+
+
+def _same_place(
+    a: str, a_options: dict[str, Any] | None, b: str, b_options: dict[str, Any] | None
+) -> bool:
+    fs_a, path_a = fsspec.core.url_to_fs(a, **(a_options or {}))
+    fs_b, path_b = fsspec.core.url_to_fs(b, **(b_options or {}))
+    return type(fs_a) is type(fs_b) and path_a.rstrip("/") == path_b.rstrip("/")
+
+
+def _chunk_sizes(spatial: tuple[int, ...], chunks: int | Sequence[int] | None) -> tuple[int, ...]:
+    wanted = (
+        (DEFAULT_CHUNK[len(spatial)],) * len(spatial)
+        if chunks is None
+        else coerce_per_axis(chunks, len(spatial), "chunks")
+    )
+    return tuple(max(1, min(int(c), n)) for c, n in zip(wanted, spatial))
+
+
+def _create_group(
+    url: str,
+    options: dict[str, Any] | None,
+    reader: WindowedInput | GzipNiftiInput,
+    sizes: tuple[int, ...],
+    input_url: str,
+) -> zarr.Group:
+    """The output group with its empty raster, band and georeference arrays."""
+    kwargs: dict[str, Any] = {"storage_options": options} if options else {}
+    group = zarr.open_group(url, mode="w-", zarr_format=3, **kwargs)
+    spatial = reader.shape[1:]
+    nodata = reader.georef.nodata
+    group.create_array(
+        ARRAY,
+        shape=reader.shape,
+        chunks=(reader.band_chunk, *sizes),
+        dtype=reader.dtype,
+        fill_value=_fill_value(nodata, reader.dtype),
+        dimension_names=["band", *SPATIAL_DIMS[len(spatial)]],
+        attributes=_raster_attrs(reader.georef, reader.band_names, len(spatial)),
+    )
+    band = group.create_array(
+        "band", shape=(reader.shape[0],), dtype="int64", dimension_names=["band"]
+    )
+    band[:] = np.arange(1, reader.shape[0] + 1)
+    if len(spatial) == 2:
+        write_georef(group, reader.georef, spatial)
+    group.attrs["geoseg"] = {
+        "converted_from": _shown(input_url),
+        "input_format": reader.format,
+        "status": "converting",
+    }
+    return group
+
+
+def _raster_attrs(georef: GeoRef, band_names: Sequence[str], ndim: int) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"band_names": list(band_names), "long_name": list(band_names)}
+    if georef.nodata is not None:
+        attrs["nodata"] = georef.nodata
+    if ndim == 3:
+        attrs.update(
+            {k: v for k, v in georef.attrs().items() if k in ("voxel_affine", "spacing", "units")}
+        )
+    elif georef.crs_wkt or georef.transform:
+        attrs.update(grid_mapping="spatial_ref", coordinates="spatial_ref")
+    return attrs
+
+
+def _fill_value(nodata: float | None, dtype: str) -> Any:
+    """The no-data value where the dtype holds it, else zero."""
+    if nodata is None:
+        return 0
+    kind = np.dtype(dtype).kind
+    if kind == "f" or (
+        float(nodata).is_integer() and np.can_cast(np.min_scalar_type(int(nodata)), dtype)
+    ):
+        return np.dtype(dtype).type(nodata)
+    return 0
+
+
+def _shown(url: str) -> str:
+    from geoseg.jobs.provenance import public_url
+
+    return public_url(url)

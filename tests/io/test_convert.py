@@ -1,0 +1,174 @@
+"""geoseg convert: inputs to chunked Zarr, checked with nibabel, rioxarray and a job on it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import fsspec
+import nibabel as nib
+import numpy as np
+import pytest
+import rasterio
+import rioxarray
+import xarray as xr
+import zarr
+from rasterio.enums import Resampling
+
+import geoseg
+from geoseg.errors import OutputExistsError, UnsupportedFormatError
+from geoseg.io.convert import convert
+from geoseg.io.georef import GeoRef
+from geoseg.io.nifti import nifti_affine
+from geoseg.jobs import JobSpec, run
+from tests.conftest import textured_image, write_geotiff
+from tests.io.test_volume_inputs import oblique_affine, write_nifti
+
+
+def gzipped_nifti(tmp_path, data: np.ndarray, affine: np.ndarray, **scaling: float) -> str:
+    path = write_nifti(tmp_path / "scan.nii", data, affine, **scaling)
+    gz = tmp_path / "scan.nii.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    return str(gz)
+
+
+def test_gzipped_nifti_to_zarr_equals_nibabel_and_keeps_the_affine(tmp_path):
+    data = np.random.default_rng(0).integers(-500, 3000, size=(23, 17, 9), dtype=np.int16)
+    gz = gzipped_nifti(tmp_path, data, oblique_affine())
+    out = str(tmp_path / "scan.zarr")
+    done = convert(gz, out, chunks=[4, 8, 16])
+    assert done.shape == (1, 9, 17, 23) and done.chunks == (1, 4, 8, 16) and done.dtype == "int16"
+    raster = geoseg.open_raster(out)
+    image = nib.load(gz)
+    assert raster.dims == ("band", "z", "y", "x")
+    np.testing.assert_array_equal(raster.values[0], np.transpose(image.get_fdata(), (2, 1, 0)))
+    georef = GeoRef.from_voxel_affine(raster.attrs["voxel_affine"])
+    np.testing.assert_allclose(nifti_affine(georef), image.affine, atol=1e-6)
+    np.testing.assert_allclose(raster.attrs["spacing"], [2.5, 0.9, 0.8], rtol=1e-6)
+    assert raster.attrs["units"] == "mm"
+    assert zarr.open_group(out, mode="r")["raster"].metadata.dimension_names == (
+        "band",
+        "z",
+        "y",
+        "x",
+    )
+
+
+def test_scaled_4d_gzipped_nifti_with_band_selection(tmp_path):
+    data = np.random.default_rng(1).integers(0, 1000, size=(11, 13, 7, 3), dtype=np.int16)
+    gz = gzipped_nifti(tmp_path, data, np.diag([1.5, 1.5, 3.0, 1.0]), slope=0.5, inter=-10.0)
+    out = str(tmp_path / "dwi.zarr")
+    convert(gz, out, bands=[3, 1], chunks=3)
+    raster = geoseg.open_raster(out)
+    expected = np.transpose(nib.load(gz).get_fdata(dtype=np.float32), (3, 2, 1, 0))[[2, 0]]
+    assert raster.dtype == np.float32 and list(raster["band"].values) == ["volume_3", "volume_1"]
+    np.testing.assert_allclose(raster.values, expected, rtol=1e-6)
+
+
+def test_geotiff_to_zarr_reads_the_same_in_rioxarray_and_a_job_runs_on_it(
+    tmp_path, cluster_address
+):
+    image = textured_image(150, 170, seed=4)
+    image[:, :20, :30] = 0
+    tif = write_geotiff(tmp_path / "scene.tif", image, nodata=0)
+    with rasterio.open(tif, "r+") as ds:
+        ds.descriptions = ("red", "green", "nir")
+    out = str(tmp_path / "scene.zarr")
+    convert(tif, out, chunks=64)
+    original = rioxarray.open_rasterio(tif)
+    converted = xr.open_zarr(out)["raster"]
+    assert converted.rio.crs == original.rio.crs
+    assert converted.rio.transform() == original.rio.transform()
+    assert converted.rio.nodata == original.rio.nodata == 0
+    assert (
+        list(converted.attrs["long_name"])
+        == list(original.attrs["long_name"])
+        == ["red", "green", "nir"]
+    )
+    np.testing.assert_array_equal(converted.values, original.values)
+    np.testing.assert_array_equal(converted["x"].values, original["x"].values)
+    assert converted.dtype == np.uint8 and converted.data.chunksize == (3, 64, 64)
+    mask = str(tmp_path / "mask.zarr")
+    spec = {
+        "input": {"url": out},
+        "model": {"method": "otsu", "params": {"feature": "mean"}},
+        "output": {"url": mask, "chunks": [64, 64]},
+    }
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    classes = xr.open_zarr(mask, mask_and_scale=False)["classes"]
+    assert (
+        classes.rio.crs == original.rio.crs and classes.rio.transform() == original.rio.transform()
+    )
+    assert (classes.values[:20, :30] == 255).all() and (classes.values[20:] != 255).all()
+
+
+def test_cog_overview_level_and_bands(tmp_path):
+    data = np.random.default_rng(5).integers(0, 255, size=(3, 256, 320), dtype=np.uint8)
+    tif = write_geotiff(tmp_path / "cog.tif", data, nodata=None)
+    with rasterio.open(tif, "r+") as ds:
+        ds.build_overviews([2, 4], Resampling.nearest)
+    out = str(tmp_path / "level1.zarr")
+    convert(tif, out, level=1, bands=[2])
+    raster = geoseg.open_raster(out)
+    with rasterio.open(tif) as ds:
+        expected = ds.read(2, out_shape=(128, 160), resampling=Resampling.nearest)
+        transform = ds.transform @ ds.transform.scale(2, 2)
+    np.testing.assert_array_equal(raster.values[0], expected)
+    np.testing.assert_allclose(raster.attrs["transform"], tuple(transform)[:6])
+    assert "nodata" not in raster.attrs
+
+
+def test_existing_output_and_the_input_itself_are_refused(tmp_path):
+    gz = gzipped_nifti(tmp_path, np.ones((6, 5, 4), np.float32), np.eye(4))
+    out = tmp_path / "v.zarr"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="already exists; nothing was written"):
+        convert(gz, str(out))
+    assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(OutputExistsError, match="is the input itself"):
+        convert(gz, gz, overwrite=True)
+    with pytest.raises(UnsupportedFormatError, match="one resolution"):
+        convert(gz, str(out), level=1, overwrite=True)
+    assert (out / "keep.txt").exists()
+    convert(gz, str(out), overwrite=True)
+    assert not (out / "keep.txt").exists() and geoseg.open_raster(str(out)).shape == (1, 4, 5, 6)
+
+
+def test_gzipped_nifti_on_s3_to_zarr_on_s3(tmp_path, s3_server):
+    data = np.random.default_rng(6).normal(size=(20, 18, 6)).astype(np.float32)
+    gz = gzipped_nifti(tmp_path, data, oblique_affine())
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.put(gz, "s3://geoseg/convert/scan.nii.gz")
+    out = "s3://geoseg/convert/scan.zarr"
+    convert(
+        "s3://geoseg/convert/scan.nii.gz", out, storage_options=s3_server, out_options=s3_server
+    )
+    remote = geoseg.open_raster(out, storage_options=s3_server)
+    np.testing.assert_array_equal(remote.values[0], np.transpose(data, (2, 1, 0)))
+    stored = json.dumps(dict(zarr.open_group(out, mode="r", storage_options=s3_server).attrs))
+    assert s3_server["secret"] not in stored and s3_server["key"] not in stored
+
+
+def test_command_line_convert(tmp_path):
+    gz = gzipped_nifti(tmp_path, np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4), np.eye(4))
+    out = str(tmp_path / "v.zarr")
+
+    def geoseg_convert(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "geoseg.cli", "convert", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    done = geoseg_convert(gz, out, "--chunks", "2,5,6")
+    assert done.returncode == 0, done.stderr
+    assert zarr.open_group(out, mode="r")["raster"].chunks == (1, 2, 5, 6)
+    bad = geoseg_convert(gz, str(tmp_path / "w.zarr"), "--bands", "2")
+    assert bad.returncode == 2 and "out of range" in bad.stderr
+    assert not (tmp_path / "w.zarr").exists()

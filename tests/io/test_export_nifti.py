@@ -1,0 +1,75 @@
+"""NIfTI export of a real volume job, read back by nibabel against the input file."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import zarr
+
+from geoseg.errors import ExportError, OutputExistsError
+from geoseg.io.exports import export_nifti
+from geoseg.jobs import JobSpec, run
+from tests.io.test_volume_inputs import oblique_affine, write_nifti
+
+
+@pytest.fixture(scope="module")
+def volume_job(tmp_path_factory, cluster_address) -> tuple[str, str]:
+    """An Otsu job on an oblique, anisotropic NIfTI volume (an ellipsoid in noise)."""
+    folder = tmp_path_factory.mktemp("nifti-export")
+    i, j, k = np.mgrid[0:37, 0:29, 0:11]
+    inside = ((i - 18) / 14.0) ** 2 + ((j - 14) / 10.0) ** 2 + ((k - 5) / 4.0) ** 2 < 1
+    data = (inside * 400 + np.random.default_rng(0).normal(100, 30, inside.shape)).astype(np.int16)
+    scan = write_nifti(folder / "scan.nii", data, oblique_affine())
+    out = str(folder / "mask.zarr")
+    spec = {
+        "input": {"url": str(scan)},
+        "model": {"method": "otsu"},
+        "output": {"url": out, "chunks": [4, 16, 16]},
+    }
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    return str(scan), out
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_keeps_the_input_affine_zooms_and_voxels(volume_job, tmp_path, suffix):
+    scan, out = volume_job
+    dest = str(tmp_path / f"mask{suffix}")
+    assert export_nifti(out, dest) == dest
+    exported, original = nib.load(dest), nib.load(scan)
+    np.testing.assert_allclose(exported.affine, original.affine, atol=1e-5)
+    np.testing.assert_allclose(exported.header.get_qform(), original.affine, atol=1e-5)
+    np.testing.assert_allclose(exported.header.get_zooms(), original.header.get_zooms(), rtol=1e-6)
+    assert exported.header.get_xyzt_units()[0] == "mm"
+    classes = zarr.open_group(out, mode="r")["classes"][...]  # (z, y, x) = (k, j, i)
+    voxels = np.asarray(exported.dataobj)
+    assert voxels.dtype == np.uint8 and voxels.shape == original.shape == (37, 29, 11)
+    np.testing.assert_array_equal(voxels, np.transpose(classes, (2, 1, 0)))
+    assert 0 < voxels.mean() < 1  # both classes present: the ellipsoid and the background
+    assert exported.header.get_intent()[0] == "label"
+    names = json.loads(exported.header.extensions[0].get_content())
+    assert names["class_names"] == zarr.open_group(out, mode="r").attrs["geoseg"]["class_names"]
+
+
+def test_existing_file_is_kept_unless_overwrite(volume_job, tmp_path):
+    _, out = volume_job
+    dest = tmp_path / "mask.nii.gz"
+    dest.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="already exists; nothing was written"):
+        export_nifti(out, str(dest))
+    assert dest.read_bytes() == b"keep me"
+    export_nifti(out, str(dest), overwrite=True)
+    assert nib.load(dest).shape == (37, 29, 11)
+
+
+def test_images_and_other_suffixes_are_refused(volume_job, tmp_path):
+    from tests.io.test_export_cog import finished_output
+
+    image = finished_output(tmp_path / "image.zarr", np.zeros((20, 20), np.uint8), ["a"])
+    with pytest.raises(ExportError, match=r"\(y, x\) classes.*--cog"):
+        export_nifti(image, str(tmp_path / "mask.nii"))
+    with pytest.raises(ExportError, match=r"ending in \.nii or \.nii\.gz"):
+        export_nifti(volume_job[1], str(tmp_path / "mask.img"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.zarr"]

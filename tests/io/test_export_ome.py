@@ -1,0 +1,149 @@
+"""OME-Zarr labels written beside an image, read back with the ``ome-zarr`` package."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from ome_zarr.format import FormatV04, FormatV05
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Label, Reader
+from ome_zarr.writer import write_image
+
+from geoseg.errors import ExportError, OutputExistsError
+from geoseg.io.exports import export_ome_labels
+from geoseg.jobs import JobSpec, run
+
+FORMATS = {"0.4": (FormatV04, 2), "0.5": (FormatV05, 3)}
+
+
+def write_ome_image(
+    path, data: np.ndarray, axes: str, version: str, scale: dict[str, float]
+) -> str:
+    """An NGFF image with three levels, written by ome-zarr itself."""
+    fmt, zarr_format = FORMATS[version]
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    write_image(data, group, axes=axes, fmt=fmt(), scale_factors=[2, 4], scale={"c": 1.0, **scale})
+    return str(path)
+
+
+def segment(image_url: str, out: str, method: dict, cluster_address: str, chunks: list[int]) -> str:
+    spec = {"input": {"url": image_url}, "model": method, "output": {"url": out, "chunks": chunks}}
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    return out
+
+
+def label_node(image_url: str, name: str):
+    """The node ome-zarr's reader finds for label ``name``, walking from the image."""
+    nodes = list(Reader(parse_url(image_url))())
+    found = [n for n in nodes if n.load(Label) is not None and n.metadata.get("name") == name]
+    assert len(found) == 1, [str(n) for n in nodes]
+    return found[0]
+
+
+def image_shapes(image_url: str) -> list[tuple[int, ...]]:
+    node = next(iter(Reader(parse_url(image_url))()))
+    return [tuple(d.shape) for d in node.data]
+
+
+def ome_attrs(group: zarr.Group) -> dict:
+    attrs = dict(group.attrs)
+    return attrs.get("ome", attrs)
+
+
+def check_labels(image_url: str, out: str, name: str) -> None:
+    """Levels shaped like the image's, full resolution equal to the output, coarser levels made of
+    classes present at full resolution, colours and names for every class."""
+    node = label_node(image_url, name)
+    output = zarr.open_group(out, mode="r")
+    classes = output["classes"][...]
+    levels = [np.asarray(d) for d in node.data]
+    lead = levels[0].ndim - classes.ndim  # the image's channel axis, kept with length 1
+    assert [lv.shape for lv in levels] == [(1,) * lead + s[lead:] for s in image_shapes(image_url)]
+    np.testing.assert_array_equal(levels[0].reshape(classes.shape), classes)
+    present = set(np.unique(classes).tolist())
+    for level in levels[1:]:
+        assert set(np.unique(level).tolist()) <= present
+    names = output.attrs["geoseg"]["class_names"]
+    colors = output.attrs["geoseg"]["class_colors"]
+    assert {v: p["class"] for v, p in node.metadata["properties"].items()} == {
+        **dict(enumerate(names)),
+        255: "no data",
+    }
+    for value, color in enumerate(colors):
+        assert node.metadata["color"][value] == pytest.approx([c / 255 for c in color[:3]] + [1.0])
+    image_transforms = next(iter(Reader(parse_url(image_url))())).metadata[
+        "coordinateTransformations"
+    ]
+    assert node.metadata["coordinateTransformations"] == image_transforms
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_labels_of_a_2d_image(tmp_path, cluster_address, version):
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:130, 0:97]
+    base = (np.sin(yy / 9) * np.cos(xx / 7) * 100 + 128).astype(np.uint8)
+    data = np.stack([base, base // 2, 255 - base]) + rng.integers(
+        0, 5, (3, 130, 97), dtype=np.uint8
+    )
+    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", version, {"y": 0.5, "x": 0.5})
+    out = segment(
+        image,
+        str(tmp_path / "mask.zarr"),
+        {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
+        cluster_address,
+        [64, 64],
+    )
+    assert export_ome_labels(out, image, name="cover") == f"{image}/labels/cover"
+    check_labels(image, out, "cover")
+    labels = zarr.open_group(f"{image}/labels", mode="r")
+    assert ome_attrs(labels)["labels"] == ["cover"]
+    label_attrs = ome_attrs(zarr.open_group(f"{image}/labels/cover", mode="r"))
+    assert label_attrs["image-label"]["source"] == {"image": "../../"}
+    assert ("version" in label_attrs["image-label"]) == (version == "0.4")  # 0.5: under "ome" only
+    assert (
+        zarr.open_group(f"{image}/labels/cover", mode="r")["0"].metadata.zarr_format
+        == FORMATS[version][1]
+    )
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_labels_of_a_3d_volume_keep_other_labels(tmp_path, cluster_address, version):
+    zz, yy, xx = np.mgrid[0:12, 0:45, 0:38]
+    ball = (zz - 6) ** 2 * 4 + (yy - 22) ** 2 + (xx - 19) ** 2 < 15**2
+    noise = np.random.default_rng(2).normal(0, 8, ball.shape)
+    data = (ball * 120 + 60 + noise).clip(0, 255).astype(np.uint8)[None]  # (c, z, y, x)
+    image = write_ome_image(
+        tmp_path / "volume.ome.zarr", data, "czyx", version, {"z": 2.0, "y": 0.4, "x": 0.4}
+    )
+    out = segment(
+        image, str(tmp_path / "mask.zarr"), {"method": "otsu"}, cluster_address, [6, 32, 32]
+    )
+    export_ome_labels(out, image, name="first")
+    export_ome_labels(out, image, name="ball", resampling="nearest")
+    check_labels(image, out, "ball")
+    assert ome_attrs(zarr.open_group(f"{image}/labels", mode="r"))["labels"] == ["first", "ball"]
+    with pytest.raises(OutputExistsError, match="already has a label 'ball'"):
+        export_ome_labels(out, image, name="ball")
+    export_ome_labels(out, image, name="ball", overwrite=True)
+    assert ome_attrs(zarr.open_group(f"{image}/labels", mode="r"))["labels"] == ["first", "ball"]
+    check_labels(image, out, "ball")
+
+
+def test_output_of_another_shape_is_refused(tmp_path, cluster_address):
+    data = np.random.default_rng(3).integers(0, 255, (1, 40, 40), dtype=np.uint8)
+    other = np.random.default_rng(3).integers(0, 255, (1, 50, 40), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "a.ome.zarr", data, "cyx", "0.4", {"y": 1.0, "x": 1.0})
+    elsewhere = write_ome_image(tmp_path / "b.ome.zarr", other, "cyx", "0.4", {"y": 1.0, "x": 1.0})
+    out = segment(
+        elsewhere, str(tmp_path / "mask.zarr"), {"method": "otsu"}, cluster_address, [64, 64]
+    )
+    with pytest.raises(
+        ExportError, match=r"shape \(50, 40\).*spatial shapes \[\(40, 40\), \(20, 20\)"
+    ):
+        export_ome_labels(out, image)
+    assert "labels" not in zarr.open_group(image, mode="r")
+    with pytest.raises(ExportError, match="not an OME-Zarr image"):
+        export_ome_labels(out, out)
+    with pytest.raises(ExportError, match="one path segment"):
+        export_ome_labels(out, elsewhere, name="../x")
