@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 FORMATS = ("text", "json")
 ENV = "GEOSEG_LOG_FORMAT"
 ROOT = "geoseg"
+FOREIGN = ("distributed", "py.warnings")  # other records that reach stderr, as JSON lines too
 HIDDEN = frozenset({"storage_options", "secret", "key", "token", "password", "credentials",
                     "access_key", "secret_key", "session_token"})
 _STANDARD = (frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
@@ -49,18 +50,36 @@ def log_format(value: str | None = None) -> str:
 def setup(fmt: str | None = None, level: int | str = logging.INFO) -> str:
     """Send the ``geoseg`` loggers' records to stderr as text or JSON lines; returns the format.
 
-    Calling it again replaces the handler it installed (never anyone else's).
+    With JSON, Dask's ``distributed`` records and Python warnings that reach this
+    process's stderr become JSON lines too, so that stderr stays machine-readable.
+    Calling it again replaces the handlers it installed.
     """
     chosen = log_format(fmt)
-    logger = logging.getLogger(ROOT)
+    _install(logging.getLogger(ROOT), chosen)
+    logging.getLogger(ROOT).setLevel(level)
+    if chosen == "json":
+        logging.captureWarnings(True)
+        for name in FOREIGN:
+            foreign = logging.getLogger(name)
+            for handler in [h for h in foreign.handlers if _writes_to_stderr(h)]:
+                foreign.removeHandler(handler)
+            _install(foreign, chosen)
+    return chosen
+
+
+def _install(logger: logging.Logger, chosen: str) -> None:
+    """``logger``'s records to stderr in the ``chosen`` format, replacing a handler of ours."""
     for handler in [h for h in logger.handlers if isinstance(h, StderrHandler)]:
         logger.removeHandler(handler)
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     logger.addHandler(handler)
-    logger.setLevel(level)
     logger.propagate = False
-    return chosen
+
+
+def _writes_to_stderr(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+        sys.stderr, sys.__stderr__)
 
 
 def current_format() -> str:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -66,6 +67,31 @@ def test_json_lines_carry_time_level_logger_message_and_fields_with_secrets_hidd
     assert data["storage_options"] == data["token"] == "<hidden>" and "s3cr3t" not in line
     text = logs.TextFormatter().format(record("job started", job="demo"))
     assert text.endswith("INFO    job started (job=demo)")
+
+
+@pytest.fixture()
+def restore_logging():
+    names = ("geoseg", *logs.FOREIGN)
+    saved = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate,
+                    logging.getLogger(name).level) for name in names}
+    yield
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def test_json_setup_makes_dask_records_and_warnings_json_lines_too(capsys, restore_logging):
+    logs.setup("json")
+    logging.getLogger("geoseg.jobs").info("job started", extra={"job": "x"})
+    logging.getLogger("distributed.scheduler").warning("lost a worker")
+    warnings.warn("port 8787 is taken, using another", UserWarning, stacklevel=1)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("geoseg.jobs", "INFO"), ("distributed.scheduler", "WARNING"), ("py.warnings", "WARNING")]
+    assert "port 8787 is taken" in lines[2]["message"]
 
 
 def test_log_format_comes_from_the_option_then_the_environment(monkeypatch):

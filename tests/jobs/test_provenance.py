@@ -227,13 +227,18 @@ def test_runs_folder_comes_from_the_spec_the_environment_or_the_working_director
 
 @pytest.fixture()
 def json_logs():
+    """JSON log lines for one test; every logger setup() touches is restored afterwards."""
+    names = ("geoseg", *logs.FOREIGN)
+    saved = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate,
+                    logging.getLogger(name).level) for name in names}
     logs.setup("json")
     yield
-    logger = logging.getLogger("geoseg")
-    for handler in [h for h in logger.handlers if isinstance(h, logs.StderrHandler)]:
-        logger.removeHandler(handler)
-    logger.setLevel(logging.NOTSET)
-    logger.propagate = True
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def test_an_s3_job_leaves_no_credential_in_record_output_runs_folder_or_logs(
