@@ -82,6 +82,16 @@ def test_cog_round_trip_keeps_values_georeference_and_classes(finished, tmp_path
         assert set(np.unique(level).tolist()) <= present  # never an averaged class id
 
 
+def test_gdal_cog_validator_where_installed(finished, tmp_path):
+    """GDAL's own validate_cloud_optimized_geotiff, when GDAL's Python bindings are installed
+    (rasterio wheels do not ship them; the LAYOUT=COG check above always runs)."""
+    validator = pytest.importorskip("osgeo_utils.samples.validate_cloud_optimized_geotiff")
+    dest = str(tmp_path / "mask.tif")
+    export_cog(finished[1], dest, blocksize=64)
+    _, errors, _ = validator.validate(dest, full_check=True)
+    assert not errors
+
+
 def test_mode_overview_is_the_block_majority(tmp_path):
     """2 x 2 blocks, three pixels of class 1 and one of class 0 whose place differs from block to
     block: mode overviews are all 1, nearest ones (a fixed place per block) are not."""
