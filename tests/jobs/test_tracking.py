@@ -12,7 +12,7 @@ import zarr
 
 import geoseg
 from geoseg.errors import TrackingError
-from geoseg.jobs import JobSpec, run
+from geoseg.jobs import JobSpec, run, tracking
 from tests.conftest import job_dict, textured_image, write_zarr
 
 MlflowClient = pytest.importorskip("mlflow.tracking").MlflowClient
@@ -142,3 +142,22 @@ def test_an_s3_job_logs_no_credential_to_mlflow(tmp_path, image, model_path, s3_
     assert logged.data.params["job.input.storage_options"] == "<3 option(s) hidden>"
     for secret in (s3_server["secret"], s3_server["key"]):
         assert secret not in logged_text
+
+
+def test_a_failure_while_logging_marks_the_run_failed_and_says_the_output_is_complete(store):
+    spec = JobSpec.from_dict({**job_dict("in.zarr", "m.safetensors", "out.zarr"),
+                              "tracking": {"mlflow": {"tracking_uri": store}}})
+    tracker = tracking.open_tracker(spec)
+    record = {"started": "2026-01-02T03:04:05+00:00", "finished": "2026-01-02T03:05:05+00:00",
+              "job": {"name": "mine"}, "resolved": {"tile": [64, 64]}, "job_identity": "abc",
+              "model": {"name": "m", "sha256": "f" * 64}, "geoseg_version": "0", "pixels": 4,
+              "output": {"url": "out.zarr"}, "run_record": "runs/r.json",
+              "timings": {"total_s": 1.0, "compute_s": 0.5, "task_stage_sums_s": {"read": 0.1}},
+              "chunks": {"computed": 1, "skipped_as_done": 0}, "throughput_mpx_per_s": 0.1,
+              "class_counts": {"water": 4}}
+    run_id = tracker.start(record)["run_id"]
+    tracker.client.log_param(run_id, "job.name", "someone else's")  # MLflow params never change
+    with pytest.raises(TrackingError, match=r"logging run .* failed .*The output and its run "
+                                            r"record \(runs/r.json\) are complete"):
+        tracker.finish(record)
+    assert MlflowClient(store).get_run(run_id).info.status == "FAILED"
