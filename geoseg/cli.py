@@ -68,6 +68,9 @@ def _progress() -> Any:
 @app.command()
 def run(
     job: Annotated[Path, typer.Argument(help="YAML job spec.")],
+    cluster: Annotated[str | None, typer.Option(
+        help="local, slurm, pbs, kubernetes or a scheduler address (tcp://host:8786); "
+             "overrides the spec's cluster section.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Scheduler address, e.g. tcp://host:8786.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
@@ -75,8 +78,8 @@ def run(
     from geoseg.jobs import run as run_job
 
     with _progress() as progress:
-        report = run_job(job, scheduler=scheduler, overwrite=overwrite, on_start=progress.start,
-                         on_done=progress.done)
+        report = run_job(job, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
+                         on_start=progress.start, on_done=progress.done)
     _print_report(report)
 
 

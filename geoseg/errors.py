@@ -45,6 +45,14 @@ class ChunkResultError(GeosegError, RuntimeError):
     """A task returned a block of the wrong shape or dtype."""
 
 
+class ClusterConfigError(GeosegError, ValueError):
+    """A cluster kind or setting that cannot start or reach a cluster (``--cluster``, ``cluster:``)."""
+
+
+class MissingExtraError(GeosegError, ImportError):
+    """An optional dependency is needed; the message names the ``pip install geoseg[...]`` extra."""
+
+
 class TrainSpecError(JobSpecError):
     """A training or sweep spec that does not validate; the message lists every problem."""
 

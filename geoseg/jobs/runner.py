@@ -15,19 +15,19 @@ from typing import Any
 import numpy as np
 from distributed import Client
 
-from geoseg import config, logs
-from geoseg.errors import GeosegError, JobSpecError, OutputExistsError
+from geoseg import logs
+from geoseg.errors import ClusterConfigError, GeosegError, JobSpecError, OutputExistsError
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import provenance, tracking
-from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
+from geoseg.jobs.spec import ClusterSpec, JobSpec, ModelSpec, load_job
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.models.base import Segmenter
 from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import load_model
-from geoseg.parallel.cluster import TorchThreads, connect, scheduler_address
+from geoseg.parallel.cluster import cluster_kind, connect, with_cluster
 from geoseg.parallel.segment import default_chunk, region_work
 from geoseg.parallel.store import ReferenceLabels, RegionStats, run_regions, score_regions
 from geoseg.parallel.tasks import RegionWork
@@ -180,26 +180,23 @@ def _check_chunks(spec: JobSpec, source: RasterSource) -> None:
 def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: bool = False,
         on_start: Callable[[int], None] | None = None,
         on_done: Callable[[RegionStats], None] | None = None,
-        client: Client | None = None) -> RunReport:
+        client: Client | None = None, cluster: str | None = None) -> RunReport:
     """Run a job: read, segment and write every output chunk, then record provenance.
 
-    With no ``scheduler`` (nor ``cluster.scheduler`` in the spec, nor
-    ``DASK_SCHEDULER_ADDRESS``) a local cluster of worker processes is started;
-    a ``client`` given is used instead (jobs in threads may share one).
-    An existing output is refused unless ``overwrite``.
+    The spec's ``cluster`` section says where (``cluster.kind``: local, address, slurm, pbs,
+    kubernetes); ``cluster`` (a ``--cluster`` value: a kind or a scheduler address) or
+    ``scheduler`` (an address) overrides it. With none of them (nor ``DASK_SCHEDULER_ADDRESS``)
+    a local cluster of worker processes is started; a ``client`` given is used instead (jobs in
+    threads may share one). An existing output is refused unless ``overwrite``.
     """
     spec = job if isinstance(job, JobSpec) else load_job(job)
+    where = _where(spec, scheduler, cluster)
     started, t0 = provenance.now(), time.perf_counter()
     prepared = prepare(spec)
     out = spec.output
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
-    address = scheduler or spec.cluster.scheduler
-    with (contextlib.nullcontext(client) if client is not None else
-          connect(address, n_workers=spec.cluster.n_workers,
-                  threads_per_worker=spec.cluster.threads_per_worker)) as client:
-        if scheduler_address(address) and config.torch_threads() > 0:
-            client.register_plugin(TorchThreads(config.torch_threads()))
+    with (contextlib.nullcontext(client) if client is not None else connect(where)) as client:
         prepared = prepared.fitted()
         target, skip = _open_or_create(prepared, overwrite)
         dashboard = logs.dashboard_link(client)
@@ -211,11 +208,11 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
                             n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
                             skip=skip, on_done=on_done, reference=prepared.reference)
         compute_seconds = time.perf_counter() - t_compute
-        cluster = _cluster_info(client, address)
+        used = _cluster_info(client, cluster_kind(where))
         measured = {"devices": provenance.worker_devices(client), "dashboard": dashboard,
                     "stored_confusion": _score_skipped(client, prepared, target, skip)}
     seconds = time.perf_counter() - t0
-    report = _report(prepared, stats, seconds, compute_seconds, started, cluster, skipped=len(skip),
+    report = _report(prepared, stats, seconds, compute_seconds, started, used, skipped=len(skip),
                      **measured)
     _publish(report, spec, target, tracker)
     logs.job_finished(report)
@@ -314,10 +311,18 @@ def _model_record(prepared: PreparedJob) -> dict[str, Any]:
             "model_files": [{"name": m.info.name, "sha256": m.info.sha256} for m in _model_files(model)]}
 
 
-def _cluster_info(client: Any, address: str | None) -> dict[str, Any]:
+def _where(spec: JobSpec, scheduler: str | None, cluster: str | None) -> ClusterSpec:
+    """The spec's cluster section with ``--cluster`` or ``--scheduler`` applied."""
+    if scheduler is not None and cluster is not None:
+        raise ClusterConfigError(f"received both --cluster {cluster} and --scheduler {scheduler}; "
+                                 "expected one of them (--cluster takes addresses too).")
+    return with_cluster(spec.cluster, cluster or scheduler)
+
+
+def _cluster_info(client: Any, kind: str) -> dict[str, Any]:
     workers = client.scheduler_info(n_workers=-1)["workers"]
     return {
-        "kind": "existing" if scheduler_address(address) else "local",
+        "kind": "existing" if kind == "address" else kind,
         "workers": len(workers),
         "threads": sum(w["nthreads"] for w in workers.values()),
     }

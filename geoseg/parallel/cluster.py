@@ -1,14 +1,41 @@
-"""Where a job runs: an existing Dask cluster, or a local one started for it."""
+"""Where a job runs: a local cluster, a running scheduler, SLURM/PBS batch jobs or a Kubernetes
+DaskCluster. One function per kind; each yields a client and cleans up what it started.
+
+The kind comes from ``cluster.kind`` in the job spec or ``geoseg run --cluster VALUE`` (a kind
+name or a scheduler address). dask-jobqueue and dask-kubernetes are optional extras, imported
+only when their kind is used.
+"""
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
+import dask
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from geoseg import config
+from geoseg.errors import ClusterConfigError, MissingExtraError
+
+if TYPE_CHECKING:  # imported late at run time: geoseg.jobs imports this module
+    from geoseg.jobs.spec import ClusterSpec, JobqueueSpec, KubernetesSpec
+
+NAMED_KINDS = ("local", "slurm", "pbs", "kubernetes")
+ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$")
+MIN_LIFETIME = 60  # seconds a worker in a batch job lives at least
+POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+EXTRAS = {"dask_jobqueue": ("dask-jobqueue", "hpc"),
+          "dask_kubernetes.operator": ("dask-kubernetes", "kubernetes")}
 
 
 @dataclass
@@ -29,22 +56,275 @@ def scheduler_address(scheduler: str | None) -> str | None:
     return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
 
 
+def with_cluster(spec: ClusterSpec, value: str | None) -> ClusterSpec:
+    """``spec`` with ``--cluster VALUE`` applied: a kind name (local, slurm, pbs, kubernetes) or
+    a scheduler address (tcp://host:8786, tls://..., host:port). ``None`` changes nothing."""
+    if value is None:
+        return spec
+    if value in NAMED_KINDS:
+        return spec.model_copy(update={"kind": value, "scheduler": None})
+    if ADDRESS.match(value):
+        return spec.model_copy(update={"kind": "address", "scheduler": value})
+    raise ClusterConfigError(
+        f"--cluster: received {value!r}; expected one of {', '.join(NAMED_KINDS)} or a scheduler "
+        "address such as tcp://host:8786 or tls://host:8786.")
+
+
+def cluster_kind(spec: ClusterSpec) -> str:
+    """The kind asked for; without one, ``address`` when a scheduler is known, else ``local``."""
+    return spec.kind or ("address" if scheduler_address(spec.scheduler) else "local")
+
+
 @contextmanager
-def connect(scheduler: str | None = None, *, n_workers: int | None = None,
+def connect(cluster: ClusterSpec | str | None = None, *, n_workers: int | None = None,
             threads_per_worker: int = 1) -> Iterator[Client]:
-    """A client to ``scheduler``, or to a ``LocalCluster`` of worker processes started here."""
-    address = scheduler_address(scheduler)
-    if address:
-        with Client(address) as client:
-            yield client
-        return
-    cores = os.cpu_count() or 1
-    workers = n_workers or max(1, cores // threads_per_worker)
+    """A client on the cluster ``cluster`` describes: a :class:`ClusterSpec`, or a ``--cluster``
+    value (kind name or address; ``None``: ``DASK_SCHEDULER_ADDRESS``, else a local cluster)."""
+    if cluster is None or isinstance(cluster, str):
+        from geoseg.jobs.spec import ClusterSpec
+
+        base = ClusterSpec(n_workers=n_workers, threads_per_worker=threads_per_worker)
+        cluster = with_cluster(base, cluster)
+    with _CONNECT[cluster_kind(cluster)](cluster) as client:
+        yield client
+
+
+@contextmanager
+def _local(spec: ClusterSpec) -> Iterator[Client]:
+    """A ``LocalCluster`` of worker processes on this machine, torch threads sharing its cores."""
+    cores, threads = os.cpu_count() or 1, spec.threads_per_worker
+    workers = spec.n_workers or max(1, cores // threads)
     from importlib.util import find_spec
 
     dashboard = ":0" if find_spec("bokeh") else None  # on a free port, if bokeh can serve one
-    with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                       dashboard_address=dashboard) as cluster, Client(cluster) as client:
-        torch_threads = max(1, cores // (workers * threads_per_worker))
-        client.register_plugin(TorchThreads(torch_threads))
+        client.register_plugin(TorchThreads(max(1, cores // (workers * threads))))
         yield client
+
+
+@contextmanager
+def _address(spec: ClusterSpec) -> Iterator[Client]:
+    """A running scheduler: ``cluster.scheduler`` / ``--cluster ADDRESS``, else ``DASK_SCHEDULER_ADDRESS``."""
+    address = scheduler_address(spec.scheduler)
+    if not address:
+        raise ClusterConfigError(
+            "cluster kind address: received no scheduler address (cluster.scheduler, --cluster and "
+            "DASK_SCHEDULER_ADDRESS are all unset); give one, e.g. --cluster tcp://host:8786.")
+    with Client(address) as client:
+        _pin_torch_threads(client, config.torch_threads())
+        yield client
+
+
+@contextmanager
+def _jobqueue(spec: ClusterSpec, *, kind: str) -> Iterator[Client]:
+    """Workers in SLURM or PBS batch jobs, kept at ``jobs`` (or adapting between minimum_jobs and
+    maximum_jobs); a worker that retires before its walltime has its job replaced."""
+    kwargs = jobqueue_kwargs(spec, kind)
+    with _jobqueue_class(kind)(**kwargs) as cluster:
+        low, high = job_range(spec.jobqueue, spec.n_workers, kwargs["processes"])
+        cluster.adapt(minimum_jobs=low, maximum_jobs=high)
+        with Client(cluster) as client:
+            _pin_torch_threads(client, config.torch_threads() or 1)  # one per Dask thread
+            yield client
+
+
+@contextmanager
+def _kubernetes(spec: ClusterSpec) -> Iterator[Client]:
+    """A DaskCluster made by the Dask operator for this run (deleted afterwards), or, with
+    ``existing: true``, the running DaskCluster ``name`` through its scheduler service."""
+    settings = spec.kubernetes
+    if settings.existing:
+        with Client(kubernetes_scheduler_address(settings)) as client:
+            _pin_torch_threads(client, config.torch_threads())
+            yield client
+        return
+    operator = _optional("dask_kubernetes.operator", "kubernetes")
+    with operator.KubeCluster(custom_cluster_spec=kubernetes_cluster_spec(spec),
+                              namespace=settings.namespace, quiet=True) as cluster, \
+            Client(cluster) as client:
+        _pin_torch_threads(client, config.torch_threads())
+        yield client
+
+
+_CONNECT: dict[str, Callable[[ClusterSpec], AbstractContextManager[Client]]] = {
+    "local": _local, "address": _address, "kubernetes": _kubernetes,
+    "slurm": partial(_jobqueue, kind="slurm"), "pbs": partial(_jobqueue, kind="pbs"),
+}
+
+
+def _pin_torch_threads(client: Client, threads: int) -> None:
+    if threads > 0:
+        client.register_plugin(TorchThreads(threads))
+
+
+# --- SLURM and PBS (dask-jobqueue) ---------------------------------------------------------------
+
+
+def jobqueue_cluster(spec: ClusterSpec, kind: str) -> Any:
+    """dask-jobqueue's ``SLURMCluster`` or ``PBSCluster`` for ``spec``, its scheduler started here
+    and no job submitted yet (``.job_script()`` shows what each job will run)."""
+    return _jobqueue_class(kind)(**jobqueue_kwargs(spec, kind))
+
+
+def _jobqueue_class(kind: str) -> Any:
+    jobqueue = _optional("dask_jobqueue", kind)
+    return {"slurm": jobqueue.SLURMCluster, "pbs": jobqueue.PBSCluster}[kind]
+
+
+def jobqueue_kwargs(spec: ClusterSpec, kind: str) -> dict[str, Any]:
+    """Keyword arguments of ``SLURMCluster`` / ``PBSCluster``: the spec's values, else dask's
+    ``jobqueue.<kind>.*`` config, plus worker lifetimes that retire every worker before the
+    walltime (``--lifetime``, ``--lifetime-stagger``)."""
+    from geoseg.jobs.spec import walltime_seconds
+
+    _optional("dask_jobqueue", kind)  # registers the jobqueue.* config defaults
+    jq = spec.jobqueue
+    cores, memory = _jobqueue_setting(jq, kind, "cores"), _jobqueue_setting(jq, kind, "memory")
+    walltime = _jobqueue_walltime(jq, kind)
+    processes = jq.processes or max(1, cores // spec.threads_per_worker)
+    if processes > cores:
+        raise ClusterConfigError(f"cluster.jobqueue.processes: received {processes} for {cores} "
+                                 "cores per job; expected at most one process per core.")
+    kwargs = {
+        "cores": cores, "memory": memory, "processes": processes,
+        "walltime": walltime if kind == "slurm" else _hms(walltime_seconds(walltime)),
+        "queue": jq.queue, "account": jq.account, "interface": jq.interface,
+        "job_extra_directives": jq.job_extra_directives, "job_script_prologue": jq.job_script_prologue,
+        "python": jq.python, "local_directory": jq.local_directory, "log_directory": jq.log_directory,
+        "job_name": "geoseg-worker",
+        "worker_extra_args": _lifetime_args(jq, kind, walltime_seconds(walltime)),
+        "scheduler_options": {**(dask.config.get(f"jobqueue.{kind}.scheduler-options") or {}),
+                              **_dashboard(jq.dashboard_address)},
+    }
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def _dashboard(address: str | None) -> dict[str, Any]:
+    """Scheduler options for a dashboard at ``address``; ``None``: none (and its HTTP server on a
+    free port rather than 8787)."""
+    return {"dashboard_address": address} if address else {"dashboard": False, "dashboard_address": ":0"}
+
+
+def worker_lifetime(walltime: float, *, margin: float | None = None,
+                    stagger: float | None = None) -> tuple[int, int]:
+    """``(lifetime, stagger)`` in seconds for workers in jobs of ``walltime`` seconds.
+
+    Each worker retires at ``lifetime`` +- ``stagger``, so the last one retires ``margin``
+    before the batch system would kill its job, the first after a minute or more. Defaults: stagger 5% of the walltime (at most
+    5 min), margin 5% (1 to 10 min) — for one hour 54 min +- 3 min.
+    """
+    stagger = min(300.0, 0.05 * walltime) if stagger is None else stagger
+    margin = max(60.0, min(600.0, 0.05 * walltime)) if margin is None else margin
+    lifetime = walltime - margin - stagger
+    if lifetime - stagger < MIN_LIFETIME:
+        raise ClusterConfigError(
+            f"cluster.jobqueue.walltime: received {_hms(walltime)}, too short to retire workers "
+            f"{_hms(margin)} before it with a stagger of {_hms(stagger)} and let each live "
+            f"{MIN_LIFETIME} s; expected a longer walltime (or a smaller lifetime_margin / "
+            "lifetime_stagger).")
+    return int(lifetime), int(stagger)
+
+
+def job_range(jq: JobqueueSpec, n_workers: int | None, processes: int) -> tuple[int, int]:
+    """(minimum, maximum) jobs: adaptive bounds, else ``jobs``, else enough jobs for ``n_workers``
+    worker processes (else one job); equal bounds keep the number fixed."""
+    if jq.maximum_jobs is not None:
+        return jq.minimum_jobs or 0, jq.maximum_jobs
+    jobs = jq.jobs or math.ceil((n_workers or processes) / processes)
+    return jobs, jobs
+
+
+def _jobqueue_setting(jq: JobqueueSpec, kind: str, key: str) -> Any:
+    value = getattr(jq, key) or dask.config.get(f"jobqueue.{kind}.{key}", None)
+    if value is None:
+        raise ClusterConfigError(
+            f"cluster.jobqueue.{key}: required for cluster kind {kind}, received none (neither in "
+            f"the job spec nor in dask's config jobqueue.{kind}.{key}); set it, e.g. "
+            "cluster: {jobqueue: {cores: 32, memory: 128GiB, walltime: '04:00:00'}}.")
+    return value
+
+
+def _jobqueue_walltime(jq: JobqueueSpec, kind: str) -> str:
+    from geoseg.jobs.spec import walltime_seconds
+
+    walltime = str(_jobqueue_setting(jq, kind, "walltime"))
+    try:
+        walltime_seconds(walltime)
+    except ValueError as exc:
+        raise ClusterConfigError(f"dask config jobqueue.{kind}.walltime: received {walltime!r}; "
+                                 f"expected {exc}; or set cluster.jobqueue.walltime.") from None
+    return walltime
+
+
+def _lifetime_args(jq: JobqueueSpec, kind: str, walltime: int) -> list[str]:
+    from dask.utils import parse_timedelta
+
+    margin = parse_timedelta(jq.lifetime_margin) if jq.lifetime_margin else None
+    stagger = parse_timedelta(jq.lifetime_stagger) if jq.lifetime_stagger else None
+    lifetime, spread = worker_lifetime(walltime, margin=margin, stagger=stagger)
+    configured = list(dask.config.get(f"jobqueue.{kind}.worker-extra-args") or [])
+    return [*configured, "--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{spread}s"]
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# --- Kubernetes (Dask operator) ------------------------------------------------------------------
+
+
+def kubernetes_cluster_spec(spec: ClusterSpec) -> dict[str, Any]:
+    """The ``DaskCluster`` resource geoseg asks the Dask operator for (no cluster contacted):
+    dask-kubernetes' ``make_cluster_spec``, adapted to the geoseg image."""
+    operator = _optional("dask_kubernetes.operator", "kubernetes")
+    settings = spec.kubernetes
+    resources = {part: {k: str(v) for k, v in values.items()}
+                 for part, values in settings.resources.items()}
+    body = operator.make_cluster_spec(
+        name=settings.name, image=settings.image, n_workers=spec.n_workers or 2,
+        resources=resources or None, env=dict(settings.env) or None,
+        worker_command=["dask", "worker", "--nthreads", str(spec.threads_per_worker)])
+    if settings.namespace:
+        body["metadata"]["namespace"] = settings.namespace
+    for role in ("scheduler", "worker"):
+        for container in body["spec"][role]["spec"]["containers"]:
+            _fit_container(container, settings.secrets)
+    return body
+
+
+def _fit_container(container: dict[str, Any], secrets: list[str]) -> None:
+    """The image's entrypoint is ``geoseg``, so the Dask command becomes the container's
+    ``command`` (``dask scheduler``: distributed no longer ships a ``dask-scheduler`` script);
+    unset fields are dropped; each secret's keys become environment variables."""
+    command = container.pop("args")
+    if command[0].startswith("dask-"):
+        command = ["dask", command[0].removeprefix("dask-"), *command[1:]]
+    container["command"] = command
+    for key in [key for key, value in container.items() if value is None]:
+        del container[key]
+    if secrets:
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in secrets]
+
+
+def kubernetes_scheduler_address(settings: KubernetesSpec) -> str:
+    """The scheduler service of the DaskCluster ``settings.name``, as pods inside Kubernetes reach it."""
+    namespace = settings.namespace or _pod_namespace()
+    return f"tcp://{settings.name}-scheduler.{namespace}.svc.cluster.local:8786"
+
+
+def _pod_namespace() -> str:
+    """This pod's namespace (from its service account), else ``default``."""
+    return POD_NAMESPACE.read_text().strip() if POD_NAMESPACE.is_file() else "default"
+
+
+def _optional(module: str, kind: str) -> ModuleType:
+    """Import an optional dependency, or say which ``geoseg[...]`` extra installs it."""
+    package, extra = EXTRAS[module]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"cluster kind {kind} needs {package}, which cannot be imported here ({exc}); "
+            f"install it with: pip install 'geoseg[{extra}]'") from None
