@@ -46,7 +46,8 @@ class ChunkResultError(GeosegError, RuntimeError):
 
 
 class ClusterConfigError(GeosegError, ValueError):
-    """A cluster kind or setting that cannot start or reach a cluster (``--cluster``, ``cluster:``)."""
+    """A cluster kind or setting that cannot start or reach a cluster (``--cluster``,
+    ``cluster:``)."""
 
 
 class MissingExtraError(GeosegError, ImportError):

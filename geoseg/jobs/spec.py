@@ -182,9 +182,10 @@ class KubernetesSpec(Section):
 
     name: str = Field("geoseg", description="Name of the DaskCluster resource.")
     namespace: str | None = Field(None, description="Namespace (default: the current context's).")
-    image: str = Field("geoseg:latest", description="Image of scheduler and workers (deploy/Dockerfile).")
-    existing: bool = Field(False, description="Connect to the running DaskCluster `name` through "
-                           "its scheduler service (from inside Kubernetes) instead of creating one.")
+    image: str = Field("geoseg:latest", description="Image of scheduler and workers "
+                       "(deploy/Dockerfile).")
+    existing: bool = Field(False, description="Connect to the running DaskCluster `name` through its "
+                           "scheduler service (from inside Kubernetes) instead of creating one.")
     resources: dict[Literal["requests", "limits"], dict[str, str | int | float]] = Field(
         default_factory=dict, description="Per container, e.g. {limits: {cpu: 4, memory: 16Gi}}.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment of every container "
@@ -208,7 +209,8 @@ class ClusterSpec(Section):
     @model_validator(mode="after")
     def _scheduler_means_address(self) -> ClusterSpec:
         if self.scheduler is not None and self.kind not in (None, "address"):
-            raise ValueError(f"scheduler only with kind address (or no kind), not with kind {self.kind}")
+            raise ValueError("scheduler only with kind address (or no kind), "
+                             f"not with kind {self.kind}")
         return self
 
 
