@@ -41,7 +41,7 @@ def test_unknown_keys_and_wrong_types_name_their_key(tmp_path):
         load_train_spec(write(tmp_path, data))
     text = str(err.value)
     assert isinstance(err.value, JobSpecError) and "6 problem(s)" in text
-    assert "data.train.0.image.urll: unknown key; allowed keys here: url, variable, bands, storage_options" in text
+    assert "data.train.0.image.urll: unknown key; allowed keys here: url, variable, bands, level, storage_options" in text
     assert ("data.train.0.window: received [5, 2, 0, 9] (list); expected [row_start, row_stop, col_start, "
             "col_stop] with 0 <= start < stop") in text
     assert "training.lr: received 'fast' (str); expected a valid number" in text
