@@ -140,6 +140,13 @@ class PixelMethod(Segmenter):
         x[:, ~valid] = 0.0
         return x, valid
 
+    def check_bands(self, band_names: Sequence[str], where: str) -> None:
+        """Fail before any compute when the method's feature cannot use ``where``'s bands."""
+        super().check_bands(band_names, where)
+        feature = getattr(self, "feature", None)
+        if isinstance(feature, Feature):
+            feature.check(len(band_names), where)
+
 
 def one_hot(ids: np.ndarray, n_classes: int) -> np.ndarray:
     """Scores ``(N, n_classes, y, x)``: 1 for the class in ``ids`` (``(N, y, x)``), else 0."""

@@ -67,3 +67,14 @@ def test_ensemble_with_tta_job_equals_the_python_api(tmp_path, model_path, clust
     expected = TTA(Ensemble(members, weights=[2, 1]), transforms="flips").predict_image(image).argmax(0)
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "out.zarr"))["classes"][:], expected)
     assert [m["sha256"] for m in report.provenance["model"]["model_files"]] == [m.info.sha256 for m in members]
+
+
+def test_a_method_feature_that_does_not_fit_the_bands_fails_before_compute(tmp_path):
+    from geoseg.errors import BandMismatchError
+    from geoseg.jobs.runner import prepare
+
+    src = write_zarr(tmp_path / "rgb.zarr", textured_image(32, 32, bands=3))
+    spec = JobSpec.from_dict(method_job(src, str(tmp_path / "out.zarr"), "threshold", thresholds=[100]))
+    with pytest.raises(BandMismatchError, match=r"input.bands: .*only band.*3 bands.*feature="):
+        prepare(spec)
+    assert not (tmp_path / "out.zarr").exists()
