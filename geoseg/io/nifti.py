@@ -55,7 +55,7 @@ class NiftiSource(RasterSource):
         times = self.band_indexes or range(self.disk_shape[3])
         out = np.empty((len(times), zs.stop - zs.start, ys.stop - ys.start, xs.stop - xs.start), dtype)
         fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        with fs.open(path, "rb") as f:
+        with fs.open(path, "rb", cache_type="none") as f:  # each read one exact range request
             for band, t in enumerate(times):
                 for z, k in enumerate(range(zs.start, zs.stop)):
                     first = ((t * n_k + k) * n_j + ys.start) * n_i
@@ -95,8 +95,7 @@ def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
 
 def read_header(url: str, storage_options: dict[str, Any]) -> nib.Nifti1Header:
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    with fs.open(path, "rb") as f:
-        head = f.read(540)
+    head = fs.cat_file(path, start=0, end=540)  # one small range request, no read-ahead
     if head[:2] == GZIP_MAGIC:
         raise UnsupportedFormatError(
             f"{url} is gzip-compressed, which cannot be read window by window. Convert it once to a "
