@@ -211,13 +211,17 @@ def batch(
     spec: Annotated[Path, typer.Argument(help="BATCH.yaml (see jobs/batch-demo.yaml).")],
     dry_run: Annotated[bool, typer.Option(help="Show what would run, skip or be replaced; "
                                                "write nothing.")] = False,
-    scheduler: Annotated[str | None, typer.Option(help="Scheduler address (default: local cluster).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Also replace outputs a different job spec made.")] = False,
+    cluster: Annotated[str | None, typer.Option(
+        help="local, slurm, pbs, kubernetes or a scheduler address (tcp://host:8786); "
+             "overrides the spec's cluster section.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Scheduler address.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace outputs another job spec made.")] = False,
 ) -> None:
-    """Run a job template over many inputs: skip those done, lease those running; exit 1 if any failed."""
+    """Run a job template over many inputs: skip the done, lease the running; 1 if any failed."""
     from geoseg.jobs.batch import run_batch
 
-    report = run_batch(spec, scheduler=scheduler, overwrite=overwrite, dry_run=dry_run,
+    report = run_batch(spec, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
+                       dry_run=dry_run,
                        log=lambda message: console.print(message, markup=False, highlight=False))
     console.print(report.table())
     if report.url:

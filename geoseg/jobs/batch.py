@@ -32,7 +32,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from rich.table import Table
 
-from geoseg.errors import BatchSpecError
+from geoseg.errors import BatchSpecError, ClusterConfigError
 from geoseg.io.output import OutputTarget, output_exists
 from geoseg.jobs import provenance
 from geoseg.jobs.identity import input_identity
@@ -48,7 +48,7 @@ from geoseg.jobs.spec import (
     Section,
     format_errors,
 )
-from geoseg.parallel.cluster import connect
+from geoseg.parallel.cluster import connect, with_cluster
 
 PLACEHOLDERS = ("stem", "name", "id")
 REPORT_PLACEHOLDERS = ("run", "started")
@@ -444,9 +444,9 @@ def decide(attrs: dict[str, Any] | None, job_id: str, identity: str) -> str:
 class BatchRunner:
     """Runs a planned batch: per input, check, lease, run (or resume, or replace), release."""
 
-    def __init__(self, spec: BatchSpec, *, overwrite: bool = False, scheduler: str | None = None,
+    def __init__(self, spec: BatchSpec, *, overwrite: bool = False, cluster: str | None = None,
                  log: Callable[[str], None] | None = None) -> None:
-        self.spec, self.overwrite, self.scheduler = spec, overwrite, scheduler
+        self.spec, self.overwrite, self.cluster = spec, overwrite, cluster
         self.log = log or (lambda message: None)
         self.owner = new_owner_id()
         self._secrets = sorted(_secret_strings(spec.model_dump()), key=len, reverse=True)
@@ -505,7 +505,7 @@ class BatchRunner:
             lease.check()
             self._record(job, check.identity)
 
-        report = run(job, scheduler=self.scheduler, overwrite=replace, client=client,
+        report = run(job, cluster=self.cluster, overwrite=replace, client=client,
                      on_start=started, on_done=lambda _: lease.check())
         state = "done" if report.n_tasks else "skipped"
         state = "changed" if check.decision == "changed" else state
@@ -583,24 +583,28 @@ def _secret_strings(data: Any, inside: bool = False) -> set[str]:
 
 
 def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
-              overwrite: bool = False, dry_run: bool = False,
+              cluster: str | None = None, overwrite: bool = False, dry_run: bool = False,
               log: Callable[[str], None] | None = None) -> BatchReport:
     """Run (or, with ``dry_run``, plan) a batch; writes the JSON report unless ``dry_run``.
 
     ``overwrite`` also replaces outputs that a different job spec made (a changed
-    input's output is always replaced). The cluster is ``scheduler``, else the
-    spec's ``cluster``, else a local one started here.
+    input's output is always replaced). All jobs share one cluster: the spec's
+    ``cluster`` section, with ``cluster`` (a ``--cluster`` value: local, slurm, pbs,
+    kubernetes or an address) or ``scheduler`` (an address) applied; by default a
+    local one started here.
     """
+    if scheduler is not None and cluster is not None:
+        raise ClusterConfigError(f"received both --cluster {cluster} and --scheduler {scheduler}; "
+                                 "expected one of them (--cluster takes addresses too).")
     spec = batch if isinstance(batch, BatchSpec) else load_batch(batch)
     items = plan_items(spec)
-    runner = BatchRunner(spec, overwrite=overwrite, scheduler=scheduler, log=log)
+    where = cluster or scheduler
+    runner = BatchRunner(spec, overwrite=overwrite, cluster=where, log=log)
     report = BatchReport(spec.name, runner.owner, provenance.now(), dry_run=dry_run)
     if dry_run:
         report.items = runner.plan(items)
     else:
-        cluster = spec.cluster
-        with connect(scheduler or cluster.scheduler, n_workers=cluster.n_workers,
-                     threads_per_worker=cluster.threads_per_worker) as client:
+        with connect(with_cluster(spec.cluster, where)) as client:
             report.items = runner.run(items, client)
     report.finished = provenance.now()
     if not dry_run:

@@ -17,7 +17,7 @@ import s3fs
 import yaml
 import zarr
 
-from geoseg.errors import BatchSpecError
+from geoseg.errors import BatchSpecError, ClusterConfigError
 from geoseg.jobs.batch import BatchSpec, load_batch, plan_items, run_batch
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import Lease, LeaseRecord, lease_url
@@ -315,6 +315,13 @@ def test_two_inputs_with_one_output_are_refused_before_anything_runs(tmp_path):
     assert result.returncode == 2 and "would write the same output" in result.stderr
     assert not (tmp_path / "out").exists()
 
+
+
+def test_cluster_and_scheduler_together_are_refused(tmp_path):
+    data = batch_dict({"glob": f"{tmp_path}/*.zarr"}, f"{tmp_path}/o/{{stem}}.zarr")
+    spec = BatchSpec.from_dict(data)
+    with pytest.raises(ClusterConfigError, match="both --cluster slurm and --scheduler tcp"):
+        run_batch(spec, cluster="slurm", scheduler="tcp://127.0.0.1:1")
 
 def test_outputs_of_a_glob_in_the_input_folder_are_not_taken_as_inputs(tmp_path):
     write_zarr(tmp_path / "a.zarr", scene(1))
