@@ -15,6 +15,8 @@ DEFAULTS = {
     "GEOSEG_BATCH_SIZE": "4",
     "GEOSEG_TILE": "1024",
     "GEOSEG_VOLUME_TILE": "96",
+    "GEOSEG_RETRIES": "4",  # retries of a storage read or write after a transient error
+    "GEOSEG_RETRY_DELAY": "0.5",  # seconds before the first retry; doubles at each one
 }
 
 

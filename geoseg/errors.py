@@ -21,6 +21,23 @@ class UnsupportedFormatError(GeosegError, ValueError):
     """The input exists but is not a format geoseg reads."""
 
 
+class BucketNotFoundError(GeosegError, FileNotFoundError):
+    """The bucket (or container) an input or output URL names does not exist."""
+
+
+class StorageAccessError(GeosegError, PermissionError):
+    """The store refused access: credentials rejected, or not allowed to read or write there."""
+
+
+class StorageUnavailableError(GeosegError, ConnectionError):
+    """The store kept failing with transient errors (timeouts, resets, 5xx, throttling)
+    after every retry."""
+
+
+class ReadOnlyStorageError(GeosegError, ValueError):
+    """An output URL on a read-only protocol (``http://``, ``https://``)."""
+
+
 class BandMismatchError(GeosegError, ValueError):
     """The raster's bands do not match what the model expects."""
 

@@ -29,6 +29,7 @@ import numpy as np
 import zarr
 
 from geoseg.errors import OutputExistsError
+from geoseg.io import remote
 from geoseg.io.georef import GeoRef
 
 
@@ -43,6 +44,7 @@ class OutputTarget:
         kwargs: dict[str, Any] = {"storage_options": self.storage_options} if self.storage_options else {}
         return zarr.open_group(self.url, mode=mode, **kwargs)
 
+    @remote.retrying("Writing")
     def finalize(self, attrs: dict[str, Any]) -> None:
         """Merge ``attrs`` into the group's ``geoseg`` attributes and consolidate metadata,
         so ``xarray.open_zarr`` opens the output in one read."""
@@ -52,16 +54,19 @@ class OutputTarget:
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             zarr.consolidate_metadata(group.store)
 
+    @remote.retrying("Writing")
     def write(self, name: str, region: tuple[slice, ...], data: np.ndarray) -> None:
         """Write ``data`` at ``region`` (spatial slices) of array ``name``."""
         array = self.open_group()[name]
         lead = (slice(None),) * (array.ndim - len(region))
         array[lead + region] = data
 
+    @remote.retrying("Reading")
     def read(self, name: str, region: tuple[slice, ...]) -> np.ndarray:
         array = self.open_group(mode="r")[name]
         return np.asarray(array[(slice(None),) * (array.ndim - len(region)) + region])
 
+    @remote.retrying("Writing")
     def mark_done(self, key: str, checksum: str) -> None:
         """Record that chunk ``key`` (``"i.j"``) is written and what its bytes hash to."""
         group = self.open_group()
@@ -69,11 +74,13 @@ class OutputTarget:
         group[MANIFEST_SHA][index] = np.frombuffer(bytes.fromhex(checksum), dtype=np.uint8)
         group[MANIFEST_DONE][index] = True
 
+    @remote.retrying("Reading")
     def done_keys(self) -> set[str]:
         """Keys of every chunk a finished task recorded."""
         done = np.asarray(self.open_group(mode="r")[MANIFEST_DONE][...])
         return {".".join(map(str, index)) for index in np.argwhere(done)}
 
+    @remote.retrying("Reading")
     def checksum(self, key: str) -> str | None:
         group = self.open_group(mode="r")
         index = tuple(int(i) for i in key.split("."))
@@ -106,8 +113,14 @@ def chunk_checksum(*blocks: np.ndarray) -> str:
 
 
 def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    return bool(fs.exists(path.rstrip("/")))
+    """Whether anything is at ``url``. A missing bucket (nothing could be written there) and
+    refused access raise geoseg errors instead."""
+    with remote.storage_errors(url, storage_options, "Opening output"):
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if fs.exists(path.rstrip("/")):
+            return True
+    remote.require_bucket(url, storage_options, "Opening output")
+    return False
 
 
 def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -136,6 +149,7 @@ def create_output(
     ``chunks`` is what one task writes. With ``inner_chunks``, arrays are sharded: each
     ``chunks``-sized shard holds ``inner_chunks``-sized chunks, so tasks still never share a
     storage object."""
+    remote.check_writable(url)
     if output_exists(url, storage_options):
         if not overwrite:
             raise OutputExistsError(
@@ -144,7 +158,8 @@ def create_output(
             )
         remove_output(url, storage_options)
     target = OutputTarget(url, dict(storage_options or {}))
-    group = target.open_group(mode="w-")
+    with remote.storage_errors(url, storage_options, "Creating output"):
+        group = target.open_group(mode="w-")
     group.attrs["geoseg"] = {"class_names": class_names, "nodata_class": nodata_class, **(attrs or {})}
     layout = Layout(chunks, inner_chunks)
     _create_arrays(group, shape, layout, class_dtype, nodata_class, len(class_names), probabilities, georef)

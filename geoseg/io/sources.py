@@ -8,6 +8,8 @@ from ``repr`` and comparisons so they never reach logs or errors.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ import rasterio
 import zarr
 from rasterio.windows import Window
 
+from geoseg.io import remote
 from geoseg.io.georef import GeoRef
 
 
@@ -32,6 +35,13 @@ class RasterSource:
     georef: GeoRef
     band_names: tuple[str, ...]
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's ``read`` retries transient storage errors (:mod:`geoseg.io.remote`)."""
+        super().__init_subclass__(**kwargs)
+        read = cls.__dict__.get("read")
+        if read is not None and not getattr(read, "__geoseg_retrying__", False):
+            cls.read = remote.retrying("Reading")(read)
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:  # pragma: no cover - abstract
         """Pixels ``(band, *window_shape)`` of a window that lies inside the raster."""
@@ -92,11 +102,17 @@ class GeoTIFFSource(RasterSource):
             return ds.read(list(self.band_indexes), window=win)
 
 
-def open_rasterio(url: str, storage_options: dict[str, Any], overview_level: int | None = None) -> Any:
-    """Open with GDAL directly for local paths and GDAL URLs, through fsspec otherwise."""
+@contextlib.contextmanager
+def open_rasterio(url: str, storage_options: dict[str, Any],
+                  overview_level: int | None = None) -> Iterator[Any]:
+    """Open with GDAL directly for local paths and GDAL URLs, through fsspec otherwise: a
+    :class:`~geoseg.io.remote.GuardedContainer`, whose read errors are raised on leaving."""
     kwargs = {} if overview_level is None else {"overview_level": overview_level}
     protocol = fsspec.utils.get_protocol(url)
     if protocol in ("file", "local") or url.startswith("/vsi"):
-        return rasterio.open(fsspec.core.strip_protocol(url) if protocol == "file" else url, **kwargs)
+        with rasterio.open(fsspec.core.strip_protocol(url) if protocol == "file" else url, **kwargs) as ds:
+            yield ds
+        return
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    return rasterio.open(path, opener=fs.open, **kwargs)
+    with remote.guarded_reads(), rasterio.open(path, opener=remote.GuardedContainer(fs), **kwargs) as ds:
+        yield ds

@@ -66,10 +66,10 @@ ModelSpec.model_rebuild()
 
 class OutputSpec(Section):
     url: str = Field(description="Where to write the output Zarr group.")
-    chunks: tuple[int, int] | tuple[int, int, int] | None = Field(
+    chunks: tuple[int, ...] | None = Field(
         None, description="Output chunk per spatial axis, (y, x) or (z, y, x); one task per chunk. "
                           "Default 1024 per axis for images, 128 for volumes.")
-    shards: tuple[int, int] | tuple[int, int, int] | None = Field(
+    shards: tuple[int, ...] | None = Field(
         None, description="Zarr v3 shard per spatial axis, a multiple of chunks: each task then writes "
                           "one whole shard (many small chunks, few objects in storage).")
     probabilities: bool = False
@@ -79,8 +79,8 @@ class OutputSpec(Section):
     @field_validator("chunks", "shards")
     @classmethod
     def _positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if value is not None and min(value) < 1:
-            raise ValueError("every chunk size >= 1")
+        if value is not None and (len(value) not in (2, 3) or min(value) < 1):
+            raise ValueError("sizes >= 1, two for images (y, x) or three for volumes (z, y, x)")
         return value
 
 

@@ -18,7 +18,7 @@ def write(tmp_path, data) -> str:
 def test_valid_spec_gets_defaults(tmp_path):
     spec = load_job(write(tmp_path, {"input": {"url": "a.zarr"}, "model": {"path": "builtin:demo-unet"},
                                      "output": {"url": "o.zarr"}}))
-    assert spec.output.chunks == (1024, 1024) and spec.cluster.scheduler is None
+    assert spec.output.chunks is None and spec.cluster.scheduler is None  # per raster: runner.default_chunk
     with pytest.raises(Exception):
         spec.output.url = "x"  # frozen
 
@@ -29,12 +29,12 @@ def test_every_problem_is_named_with_key_received_and_allowed(tmp_path):
                                   "output": {"url": "o", "chunks": ["big", 2]}, "inferance": {}}))
     text = str(err.value)
     assert "4 problem(s)" in text
-    assert "input.urll: unknown key; allowed keys here: url, variable, bands, storage_options" in text
+    assert "input.urll: unknown key; allowed keys here: url, variable, bands, level, storage_options" in text
     assert ("model: received {} (dict); expected exactly one of path (a model file), method (a classical "
             "method) or ensemble (members)") in text
     assert "output.chunks.0: received 'big' (str); expected a valid integer" in text
     assert "output.chunks: both chunk sizes must be >= 1" not in text
-    assert "inferance: unknown key; allowed keys here: name, input, model, output, inference, cluster" in text
+    assert "inferance: unknown key; allowed keys here: name, input, model, output, inference, cluster," in text
 
 
 def test_storage_option_values_are_hidden_in_errors_and_redaction(tmp_path):

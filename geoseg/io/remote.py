@@ -1,0 +1,486 @@
+"""Remote storage: retries with backoff for transient errors, clear errors for the others.
+
+Object stores and web servers fail now and then: connection resets, timeouts, HTTP 5xx,
+S3 ``SlowDown`` throttling. Task reads (every :class:`~geoseg.io.sources.RasterSource`)
+and writes (:class:`~geoseg.io.output.OutputTarget`) retry those with exponential backoff
+and jitter: ``GEOSEG_RETRIES`` retries (default 4), the first after about
+``GEOSEG_RETRY_DELAY`` seconds (default 0.5), each wait twice the one before, capped at
+30 s. Permanent errors (a missing bucket or key, access denied, bad data) are never
+retried. What fails for good becomes a geoseg error that names the URL in its public form
+(no user info, no query), says what happened and what to check, and never carries storage
+options: messages are scrubbed of their values, and the library's own exception (whose text
+may hold a signed URL or request headers) is not chained.
+
+``http://`` and ``https://`` are read-only: :func:`check_writable` refuses them as outputs.
+
+GDAL reads remote GeoTIFFs through Python file objects (rasterio's opener), and cannot take
+a Python exception raised inside a read: the read fails with an unrelated message, or the
+process aborts. :class:`GuardedContainer` files therefore never raise into GDAL: they keep
+the first failure and hand GDAL an empty read, and :func:`guarded_reads` raises that failure
+once rasterio returns, so the retry loop sees the real cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import errno
+import functools
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
+
+import fsspec
+from rasterio.abc import FileContainer
+
+from geoseg import config
+from geoseg.errors import (
+    BucketNotFoundError,
+    GeosegError,
+    RasterNotFoundError,
+    ReadOnlyStorageError,
+    SettingError,
+    StorageAccessError,
+    StorageUnavailableError,
+)
+
+T = TypeVar("T")
+
+READ_ONLY_PROTOCOLS = ("http", "https")
+OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss")
+PROBE_BLOCK = 2**16  # bytes fetched at once when sniffing a file's format
+READ_BLOCK = 2**14  # read-ahead of remote files GDAL and tifffile read (what GDAL itself uses)
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_TRANSIENT_ERRNO = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT,
+                              errno.EAGAIN, errno.EBUSY, errno.EPIPE, errno.EHOSTUNREACH,
+                              errno.ENETUNREACH, errno.ENETDOWN})
+_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                              "TooManyRequestsException", "RequestTimeout", "ServiceUnavailable",
+                              "InternalError", "InternalFailure", "BandwidthLimitExceeded"})
+_TRANSIENT_CLASSES = frozenset({"ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError",
+                                "HTTPClientError", "ResponseStreamingError", "IncompleteRead",
+                                "ProtocolError", "ChunkedEncodingError"})
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+_GDAL_HTTP = re.compile(r"HTTP (?:response )?code:? *(\d{3})", re.IGNORECASE)
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)]+")
+_NOT_SECRET = frozenset({"endpoint_url", "region_name", "region"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry transient storage errors."""
+
+    retries: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    jitter: float = 0.5  # each wait is shortened by a random fraction of up to this
+
+    def delay(self, retry: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (from 1): ``base_delay * 2**(retry - 1)``,
+        at most ``max_delay``, less a random part of up to ``jitter`` of it."""
+        full = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        return full * (1.0 - self.jitter * (rng or random).random())
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """The policy ``GEOSEG_RETRIES`` and ``GEOSEG_RETRY_DELAY`` ask for (read at call time)."""
+        return cls(retries=int(_setting("GEOSEG_RETRIES", int)),
+                   base_delay=_setting("GEOSEG_RETRY_DELAY", float))
+
+
+def _setting(name: str, kind: type) -> Any:
+    text = config.get(name)
+    try:
+        value = kind(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SettingError(f"{name}: received {text!r}; expected a number >= 0 "
+                           f"({'a whole number of retries' if kind is int else 'seconds'}), "
+                           f"e.g. {config.DEFAULTS[name]}.")
+    return value
+
+
+# --- which errors are worth retrying ---------------------------------------------------------
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying may help: a connection reset or timeout, HTTP 408/425/429/5xx, S3
+    throttling. The first decisive error along the chain of causes decides; a missing object,
+    access denied, bad data or any geoseg error is permanent."""
+    for err in _chain(exc):
+        verdict = _verdict(err)
+        if verdict is not None:
+            return verdict
+    return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen and len(seen) < 16:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _verdict(err: BaseException) -> bool | None:
+    """True (transient), False (permanent) or None (this error alone does not say)."""
+    if isinstance(err, GeosegError):
+        return False
+    if isinstance(err, _PERMANENT):  # unless its cause says otherwise: fsspec's HTTP info raises
+        return False if err.__cause__ is None else None  # FileNotFoundError from a 503
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNO:
+        return True
+    status = http_status(err)
+    if status is not None:
+        return status in TRANSIENT_STATUS
+    if _error_code(err) in _TRANSIENT_CODES:
+        return True
+    return True if {c.__name__ for c in type(err).__mro__} & _TRANSIENT_CLASSES else None
+
+
+def http_status(err: BaseException) -> int | None:
+    """The HTTP status an error reports (aiohttp, botocore, requests, GDAL), if any."""
+    status = getattr(err, "status", None)
+    if isinstance(status, int):
+        return status
+    response = getattr(err, "response", None)
+    if isinstance(response, dict):
+        code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return code if isinstance(code, int) else None
+    if isinstance(getattr(response, "status_code", None), int):
+        return int(response.status_code)
+    if type(err).__module__.startswith("rasterio"):
+        match = _GDAL_HTTP.search(str(err))
+        return int(match.group(1)) if match else None
+    return None
+
+
+def _error_code(err: BaseException) -> str | None:
+    response = getattr(err, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
+# --- retrying ----------------------------------------------------------------------------------
+
+_RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar("geoseg_retrying", default=False)
+
+
+def call_with_retries(fn: Callable[..., T], *args: Any, url: str, storage_options: dict[str, Any],
+                      what: str = "Reading", policy: RetryPolicy | None = None,
+                      sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, retried on transient errors; what still fails is translated
+    (:func:`translate`). Calls nested inside another retried call run once: the outer loop
+    retries them."""
+    if _RETRYING.get():
+        return fn(*args, **kwargs)
+    policy = policy or RetryPolicy.from_env()
+    token = _RETRYING.set(True)
+    try:
+        return _retry_loop(fn, args, kwargs, policy, sleep, url, storage_options, what)
+    finally:
+        _RETRYING.reset(token)
+
+
+def _retry_loop(fn: Callable[..., T], args: tuple, kwargs: dict, policy: RetryPolicy,
+                sleep: Callable[[float], None], url: str, so: dict[str, Any], what: str) -> T:
+    started = time.monotonic()
+    for attempt in range(policy.retries + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # sorted into retry / translate below
+            if not is_transient(exc):
+                translated = translate(exc, url, so, what)
+                if translated is exc:
+                    raise
+                raise translated from None
+            if attempt == policy.retries:
+                raise _gave_up(exc, url, so, what, attempt + 1, time.monotonic() - started) from None
+            sleep(policy.delay(attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retrying(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a method of an object with ``url`` and ``storage_options`` so that each call is
+    retried on transient errors (:func:`call_with_retries`)."""
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+            return call_with_retries(method, self, *args, url=self.url,
+                                     storage_options=self.storage_options, what=what, **kwargs)
+        wrapper.__geoseg_retrying__ = True  # type: ignore[attr-defined]
+        return wrapper
+    return decorate
+
+
+# --- clear errors ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def storage_errors(url: str, storage_options: dict[str, Any] | None, what: str) -> Iterator[None]:
+    """Turn storage errors raised inside into geoseg errors about ``url`` (see :func:`translate`)."""
+    try:
+        yield
+    except GeosegError:
+        raise
+    except Exception as exc:  # translate() keeps what it does not know
+        translated = translate(exc, url, dict(storage_options or {}), what)
+        if translated is exc:
+            raise
+        raise translated from None
+
+
+def translate(exc: BaseException, url: str, storage_options: dict[str, Any], what: str) -> BaseException:
+    """A geoseg error for a storage failure (missing bucket or object, access denied, HTTP 401/403,
+    exhausted retries); any other exception is returned unchanged."""
+    if isinstance(exc, GeosegError):
+        return exc
+    if is_transient(exc):
+        return _gave_up(exc, url, storage_options, what, 1, 0.0)
+    status = next((s for s in map(http_status, _chain(exc)) if s is not None), None)
+    if isinstance(exc, PermissionError) or status in (401, 403):
+        return _access_denied(exc, url, storage_options, what)
+    if isinstance(exc, FileNotFoundError) or status == 404:
+        return not_found(url, storage_options, what)
+    return exc
+
+
+def exists(fs: Any, path: str) -> bool:
+    """``fs.exists(path)``; over HTTP a HEAD request instead of fsspec's GET (which starts a
+    download, and calls an unavailable server's 503 a missing file)."""
+    if not _is_http(fs):
+        return bool(fs.exists(path))
+    try:
+        fs.info(path)
+    except FileNotFoundError as exc:
+        if is_transient(exc):
+            raise
+        return False
+    return True
+
+
+def isfile(fs: Any, path: str) -> bool:
+    """``fs.isfile(path)``; over HTTP, where every URL is a file, whether it exists (HEAD)."""
+    return exists(fs, path) if _is_http(fs) else bool(fs.isfile(path))
+
+
+def _is_http(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in READ_ONLY_PROTOCOLS
+
+
+def not_found(url: str, storage_options: dict[str, Any] | None, what: str = "Reading") -> GeosegError:
+    """The error for a URL that names nothing: the bucket is missing, or the object in it."""
+    bucket = _missing_bucket(url, dict(storage_options or {}))
+    public = public_url(url)
+    if bucket is not None:
+        return _bucket_missing(url, bucket, what)
+    if _writing(what):
+        return RasterNotFoundError(f"{what} {public} failed: a folder or object it needs is missing. "
+                                   "Check that the URL's parent location exists and is writable.")
+    return RasterNotFoundError(
+        f"No raster at {public}: nothing exists at that path. Check the URL (spelling, folder, "
+        "file extension) and, for remote stores, the storage_options (endpoint, credentials).")
+
+
+def require_bucket(url: str, storage_options: dict[str, Any] | None, what: str) -> None:
+    """Raise :class:`BucketNotFoundError` when ``url`` is on an object store whose bucket is missing."""
+    bucket = _missing_bucket(url, dict(storage_options or {}))
+    if bucket is not None:
+        raise _bucket_missing(url, bucket, what)
+
+
+def _bucket_missing(url: str, bucket: str, what: str) -> BucketNotFoundError:
+    return BucketNotFoundError(
+        f"{what} {public_url(url)} failed: the bucket {bucket!r} does not exist (or not at this "
+        "endpoint). Check the bucket name in the URL, and the endpoint and region in storage_options "
+        "(client_kwargs.endpoint_url, region_name); create the bucket first if it is new.")
+
+
+def _writing(what: str) -> bool:
+    """Whether an operation named ``what`` ("Reading", "Writing", "Creating output", ...) writes."""
+    return what.startswith(("Writing", "Creating")) or "output" in what
+
+
+def _missing_bucket(url: str, storage_options: dict[str, Any]) -> str | None:
+    """The URL's bucket if it is on an object store and that bucket does not exist."""
+    if fsspec.utils.get_protocol(url) not in OBJECT_STORES:
+        return None
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    bucket = path.split("/", 1)[0]
+    try:
+        return None if fs.exists(bucket) else bucket
+    except Exception:  # noqa: BLE001 - the bucket cannot even be checked: say nothing about it
+        return None
+
+
+def _access_denied(exc: BaseException, url: str, so: dict[str, Any], what: str) -> StorageAccessError:
+    action = ("write (s3:PutObject, s3:DeleteObject)" if _writing(what)
+              else "read (s3:GetObject, s3:ListBucket)")
+    return StorageAccessError(
+        f"{what} {public_url(url)} failed: access denied ({reason(exc, so)}). Check the credentials "
+        "(storage_options key/secret or token, a profile, or the AWS_* / GOOGLE_* environment "
+        f"variables) and that they may {action} at this location.")
+
+
+def _gave_up(exc: BaseException, url: str, so: dict[str, Any], what: str, attempts: int,
+             seconds: float) -> StorageUnavailableError:
+    cause = next((err for err in _chain(exc) if _verdict(err)), exc)  # the 503, not its wrapper
+    return StorageUnavailableError(
+        f"{what} {public_url(url)} failed {attempts} time(s) in {seconds:.1f} s with transient errors "
+        f"(last: {reason(cause, so)}). The store may be overloaded or unreachable: check the endpoint and "
+        "the network, try again later, or allow more retries (GEOSEG_RETRIES, GEOSEG_RETRY_DELAY).")
+
+
+def reason(exc: BaseException, storage_options: dict[str, Any] | None = None) -> str:
+    """A short description of ``exc`` for messages: its type and text (an HTTP error: its status
+    and reason only), URLs in their public form, storage option values hidden."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and hasattr(exc, "message"):
+        text = f"HTTP {status} {getattr(exc, 'message', '')}".strip()
+    else:
+        text = str(exc) or type(exc).__name__
+    text = _URL.sub(lambda m: public_url(m.group(0)), text)
+    for secret in _secrets(storage_options or {}):
+        text = text.replace(secret, "<hidden>")
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _secrets(options: Any, key: str = "") -> Iterator[str]:
+    """Every string value of a storage options mapping, except endpoints and regions."""
+    if isinstance(options, dict):
+        for k, v in options.items():
+            yield from _secrets(v, str(k))
+    elif isinstance(options, (list, tuple)):
+        for v in options:
+            yield from _secrets(v, key)
+    elif isinstance(options, str) and len(options) >= 4 and key not in _NOT_SECRET:
+        yield options
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment."""
+    from geoseg.jobs.provenance import public_url as public  # here: geoseg.jobs imports geoseg.io
+
+    return public(url)
+
+
+def check_writable(url: str) -> None:
+    """Refuse an output URL whose protocol cannot be written (``http``, ``https``)."""
+    protocol = fsspec.utils.get_protocol(url)
+    if protocol in READ_ONLY_PROTOCOLS:
+        raise ReadOnlyStorageError(
+            f"Output {public_url(url)}: {protocol}:// is read-only in geoseg (HTTP has no standard way "
+            "to write objects). Write to a local path or a writable store (s3://, gs://, az://, ...), "
+            "then publish it over HTTP if you need to.")
+
+
+# --- GDAL reading through Python files -----------------------------------------------------------
+
+_FAILURES: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar(
+    "geoseg_gdal_failures", default=None)
+
+
+@contextlib.contextmanager
+def guarded_reads() -> Iterator[None]:
+    """Raise, on leaving, the first failure a :class:`GuardedContainer` file hid from GDAL inside,
+    whether or not rasterio noticed (an empty read may even go unnoticed)."""
+    failures: list[BaseException] = []
+    token = _FAILURES.set(failures)
+    try:
+        yield
+    except Exception:
+        if not failures:
+            raise
+    finally:
+        _FAILURES.reset(token)
+    if failures:
+        raise failures[0]  # as it was: its cause tells whether a retry may help
+
+
+def _hide(exc: BaseException) -> None:
+    failures = _FAILURES.get()
+    if failures is not None:
+        failures.append(exc)
+
+
+class GuardedContainer(FileContainer):
+    """An fsspec filesystem as rasterio's opener: files read ahead ``READ_BLOCK`` bytes (16 KiB,
+    like GDAL's own), and no call lets an exception reach GDAL (see :func:`guarded_reads`)."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+
+    def open(self, path: str, mode: str = "rb", **kwds: Any) -> GuardedFile:
+        try:
+            return GuardedFile(self.fs.open(path, mode, block_size=READ_BLOCK, **kwds))
+        except Exception as exc:
+            _hide(exc)
+            raise
+
+    def isfile(self, path: str) -> bool:
+        return bool(self._quietly(self.fs.isfile, path, default=False))
+
+    def isdir(self, path: str) -> bool:
+        return bool(self._quietly(self.fs.isdir, path, default=False))
+
+    def ls(self, path: str) -> list[str]:
+        names = self._quietly(self.fs.ls, path, default=[], detail=False)
+        return [str(n).rstrip("/").rsplit("/", 1)[-1] for n in names]
+
+    def mtime(self, path: str) -> int:
+        modified = self._quietly(self.fs.modified, path, default=None)
+        return int(modified.timestamp()) if modified is not None else 0
+
+    def size(self, path: str) -> int:
+        return int(self._quietly(self.fs.size, path, default=0) or 0)
+
+    def rm(self, path: str) -> None:
+        raise PermissionError(f"geoseg opens {path} read-only")
+
+    @staticmethod
+    def _quietly(fn: Callable[..., Any], path: str, *, default: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(path, **kwargs)
+        except NotImplementedError:
+            return default
+        except Exception as exc:  # noqa: BLE001 - a missing sidecar file is normal; others are kept
+            if not isinstance(exc, FileNotFoundError) or is_transient(exc):
+                _hide(exc)
+            return default
+
+
+class GuardedFile:
+    """A file whose failing reads return ``b""`` and leave their error for :func:`guarded_reads`."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._f.read(size)
+        except Exception as exc:  # noqa: BLE001 - GDAL must not see it; raised after the read
+            _hide(exc)
+            return b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)

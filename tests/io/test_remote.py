@@ -1,0 +1,584 @@
+"""Remote storage: http(s) reads, retries of transient errors, clear errors for missing buckets,
+missing keys and refused access (moto's S3 server with IAM checks), and http outputs refused.
+
+Transient failures come from real servers and real filesystems: a local HTTP server that answers
+503 to the next requests it is told to fail, and an fsspec filesystem over the local disk that
+raises ConnectionResetError on its next reads or writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import http.server
+import json
+import random
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import boto3
+import fsspec
+import numpy as np
+import pytest
+import rasterio
+import zarr
+from fsspec.implementations.local import LocalFileSystem
+from moto.core.authorization import enable_iam_authentication
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+import geoseg
+from geoseg.errors import (
+    BucketNotFoundError,
+    JobSpecError,
+    RasterNotFoundError,
+    ReadOnlyStorageError,
+    SettingError,
+    StorageAccessError,
+    StorageUnavailableError,
+)
+from geoseg.io import remote
+from geoseg.io.georef import GeoRef
+from geoseg.io.output import create_output
+from geoseg.jobs import JobSpec
+from tests.conftest import CRS, TRANSFORM, textured_image, write_geotiff, write_zarr
+
+SECRET = "SUPER-SECRET-VALUE-123"  # the s3_server fixture's secret
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOSEG_RETRY_DELAY", "0.01")
+    monkeypatch.setenv("GEOSEG_RETRIES", "4")
+
+
+# --- a real HTTP server with byte ranges, byte counts and injected 503s -----------------------
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single byte ranges (206), folder listings, and 503 on demand."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def _serve(self, body: bool) -> None:
+        if self.server.take_failure():
+            self.send_response(503, "Slow Down")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path = Path(self.translate_path(self.path))
+        if path.is_dir():
+            listing = self.send_head()  # a folder listing, or a redirect to "folder/"
+            if listing is not None:
+                with listing:
+                    self._send(listing.read() if body else b"")
+            return
+        if not path.is_file():
+            self.send_error(404)
+            return
+        start, stop = self._range(path.stat().st_size)
+        self.send_header("Content-Length", str(stop - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if body:
+            with open(path, "rb") as f:
+                f.seek(start)
+                self._send(f.read(stop - start))
+
+    def _range(self, size: int) -> tuple[int, int]:
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+        if match is None:
+            self.send_response(200)
+            return 0, size
+        first, last = match.groups()
+        start = int(first) if first else max(size - int(last), 0)
+        stop = min(int(last) + 1, size) if first and last else size
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+        return start, stop
+
+    def _send(self, data: bytes) -> None:
+        for i in range(0, len(data), 2**16):  # counted as sent, piece by piece
+            self.wfile.write(data[i : i + 2**16])
+            self.server.count(len(data[i : i + 2**16]))
+
+
+class CountingServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(root)))
+        self.lock = threading.Lock()
+        self.bytes_sent = self.fail_next = self.failed = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def take_failure(self) -> bool:
+        with self.lock:
+            if self.fail_next <= 0:
+                return False
+            self.fail_next -= 1
+            self.failed += 1
+            return True
+
+    def count(self, n: int) -> None:
+        with self.lock:
+            self.bytes_sent += n
+
+    def reset(self) -> None:
+        with self.lock:
+            self.bytes_sent = self.fail_next = self.failed = 0
+
+
+@pytest.fixture(scope="module")
+def http_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("www")
+
+
+@pytest.fixture(scope="module")
+def http_server(http_root: Path) -> Iterator[CountingServer]:
+    server = CountingServer(http_root)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def served(http_server: CountingServer) -> CountingServer:
+    http_server.reset()
+    return http_server
+
+
+def write_big_geotiff(path: Path) -> np.ndarray:
+    """A 3 x 2048 x 2048 uncompressed, 256-tiled GeoTIFF of incompressible noise (12 MiB)."""
+    image = np.random.default_rng(0).integers(0, 255, size=(3, 2048, 2048), dtype=np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=2048, height=2048, count=3, dtype="uint8",
+                       crs=CRS, transform=TRANSFORM, tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(image)
+    return image
+
+
+@pytest.fixture(scope="module")
+def big_tif(http_root: Path) -> np.ndarray:
+    return write_big_geotiff(http_root / "big.tif")
+
+
+def test_http_geotiff_window_reads_a_small_part_of_the_file(served, big_tif, http_root):
+    url = f"{served.url}/big.tif"
+    raster = geoseg.open_raster(url, chunks=256)  # one 256 x 256 tile per task
+    metadata = served.bytes_sent
+    window = raster[:, 256:512, 512:768].values
+    np.testing.assert_array_equal(window, big_tif[:, 256:512, 512:768])
+    size = (http_root / "big.tif").stat().st_size
+    assert 0 < metadata < 0.1 * size, (metadata, size)
+    assert served.bytes_sent - metadata < 0.1 * size, (served.bytes_sent - metadata, size)
+    with rasterio.open(http_root / "big.tif") as ds:
+        assert rasterio.crs.CRS.from_wkt(raster.attrs["crs"]) == ds.crs
+        assert tuple(raster.attrs["transform"]) == tuple(ds.transform)[:6]
+
+
+def test_http_zarr_array_and_group(served, http_root):
+    image = textured_image(300, 260, seed=2)
+    write_zarr(http_root / "scene.zarr", image, chunks=(64, 64))
+    group = zarr.open_group(str(http_root / "g.zarr"), mode="w")
+    group.create_array("image", shape=image.shape, chunks=(3, 100, 100), dtype="uint8",
+                       dimension_names=["band", "y", "x"])[:] = image
+    raster = geoseg.open_raster(f"{served.url}/scene.zarr", chunks=64)
+    np.testing.assert_array_equal(raster[:, 64:128, :64].values, image[:, 64:128, :64])
+    one_chunk = served.bytes_sent
+    assert one_chunk < image.nbytes / 4  # metadata and one of 25 chunks, not the array
+    np.testing.assert_array_equal(raster.values, image)
+    grouped = geoseg.open_raster(f"{served.url}/g.zarr", variable="image")
+    np.testing.assert_array_equal(grouped.values, image)
+
+
+def test_http_missing_file_is_a_clear_error(served):
+    with pytest.raises(RasterNotFoundError, match=r"No raster at http://127\.0\.0\.1:\d+/missing\.tif"):
+        geoseg.open_raster(f"{served.url}/missing.tif")
+
+
+def test_http_503s_are_retried_on_open_and_on_window_reads(served, big_tif):
+    url = f"{served.url}/big.tif"
+    served.fail_next = 2
+    raster = geoseg.open_raster(url)
+    assert served.failed == 2
+    served.fail_next = 3
+    np.testing.assert_array_equal(raster[:, :300, 1800:].values, big_tif[:, :300, 1800:])
+    assert served.failed == 5 and served.fail_next == 0
+
+
+def test_http_zarr_chunk_503s_are_retried(served, http_root):
+    image = textured_image(128, 128, seed=5)
+    write_zarr(http_root / "retry.zarr", image, chunks=(64, 64))
+    raster = geoseg.open_raster(f"{served.url}/retry.zarr")
+    served.fail_next = 2
+    np.testing.assert_array_equal(raster.values, image)
+    assert served.failed == 2
+
+
+def test_a_server_that_keeps_failing_gives_up_with_the_url(served, big_tif, monkeypatch):
+    raster = geoseg.open_raster(f"{served.url}/big.tif")
+    monkeypatch.setenv("GEOSEG_RETRIES", "2")
+    served.fail_next = 1000
+    with pytest.raises(StorageUnavailableError, match=r"Reading http://127\.0\.0\.1:\d+/big\.tif failed "
+                                                      r"3 time\(s\).*503.*GEOSEG_RETRIES") as info:
+        raster[:, :10, :10].compute()
+    assert isinstance(info.value, ConnectionError) and info.value.__cause__ is None
+
+
+def test_http_output_is_refused_before_anything_runs(served, tmp_path, model_path):
+    src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64))
+    spec = {"input": {"url": src}, "model": {"path": model_path},
+            "output": {"url": f"{served.url}/out.zarr"}}
+    with pytest.raises(JobSpecError, match=r"output\.url: received 'http://.*read-only"):
+        JobSpec.from_dict(spec)
+    with pytest.raises(ReadOnlyStorageError, match=r"Output http://127\.0\.0\.1:\d+/out\.zarr: http:// "
+                                                   r"is read-only"):
+        create_output(f"{served.url}/out.zarr", shape=(8, 8), chunks=(8, 8), georef=GeoRef(),
+                      class_names=["a", "b"], class_dtype="uint8", nodata_class=255)
+    assert served.bytes_sent == 0
+
+
+# --- a filesystem that fails its next reads or writes ------------------------------------------
+
+class FlakyFileSystem(LocalFileSystem):
+    """The local disk under ``flaky://``, raising ConnectionResetError on the next reads or
+    writes it is told to fail (whole-object reads and writes, and reads of open files)."""
+
+    protocol = ("flaky",)
+    lock = threading.Lock()
+    pending: ClassVar[dict[str, int]] = {"read": 0, "write": 0}
+    calls: ClassVar[dict[str, int]] = {"read": 0, "write": 0}
+    error: type[Exception] = ConnectionResetError
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(auto_mkdir=True, **kwargs)
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        path = str(path)
+        return LocalFileSystem._strip_protocol(path.removeprefix("flaky://"))
+
+    @classmethod
+    def fail(cls, reads: int = 0, writes: int = 0, error: type[Exception] = ConnectionResetError) -> None:
+        with cls.lock:
+            cls.pending.update(read=reads, write=writes)
+            cls.calls.update(read=0, write=0)
+            cls.error = error
+
+    @classmethod
+    def fault(cls, kind: str) -> None:
+        with cls.lock:
+            cls.calls[kind] += 1
+            if cls.pending[kind] > 0:
+                cls.pending[kind] -= 1
+                raise cls.error(f"injected {kind} failure")
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: object) -> bytes:
+        self.fault("read")
+        return super().cat_file(path, start=start, end=end, **kwargs)
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: object) -> None:
+        self.fault("write")
+        return super().pipe_file(path, value, mode=mode, **kwargs)
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: object) -> Any:
+        f = super()._open(path, mode, **kwargs)
+        if "r" in mode:
+            read = f.read
+            f.read = lambda *args: (self.fault("read"), read(*args))[1]
+        return f
+
+
+@pytest.fixture
+def flaky() -> Iterator[type[FlakyFileSystem]]:
+    fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+    FlakyFileSystem.fail()
+    yield FlakyFileSystem
+    FlakyFileSystem.fail()
+
+
+def test_output_writes_retry_connection_resets(tmp_path, flaky):
+    url = f"flaky://{tmp_path}/out.zarr"
+    target = create_output(url, shape=(20, 30), chunks=(10, 10), georef=GeoRef(), class_names=["a", "b"],
+                           class_dtype="uint8", nodata_class=255)
+    block = np.arange(100, dtype=np.uint8).reshape(10, 10)
+    flaky.fail(writes=2)
+    target.write("classes", (slice(10, 20), slice(0, 10)), block)
+    target.mark_done("1.0", "ab" * 32)
+    assert flaky.pending["write"] == 0 and flaky.calls["write"] > 2
+    on_disk = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    np.testing.assert_array_equal(on_disk["classes"][10:20, :10], block)
+    assert target.done_keys() == {"1.0"}
+
+
+def test_permanent_errors_are_not_retried(tmp_path, flaky):
+    target = create_output(f"flaky://{tmp_path}/out.zarr", shape=(10, 10), chunks=(10, 10), georef=GeoRef(),
+                           class_names=["a", "b"], class_dtype="uint8", nodata_class=255)
+    flaky.fail(writes=1, error=PermissionError)
+    with pytest.raises(StorageAccessError, match=r"Writing flaky:.*/out\.zarr failed: access denied"):
+        target.write("classes", (slice(0, 10), slice(0, 10)), np.zeros((10, 10), np.uint8))
+    assert flaky.calls["write"] == 1
+
+
+def test_zarr_reads_retry_connection_resets(tmp_path, flaky):
+    image = textured_image(100, 90, seed=7)
+    write_zarr(tmp_path / "in.zarr", image, chunks=(32, 32))
+    raster = geoseg.open_raster(f"flaky://{tmp_path}/in.zarr")
+    flaky.fail(reads=3)
+    np.testing.assert_array_equal(raster.values, image)
+    assert flaky.pending["read"] == 0
+
+
+def test_geotiff_reads_inside_gdal_retry_without_crashing(tmp_path, flaky):
+    """GDAL reads remote GeoTIFFs through Python files; an error raised inside such a read must
+    come back as the original error (and be retried), not abort the process."""
+    image = textured_image(256, 256, seed=8)
+    write_geotiff(tmp_path / "a.tif", image)  # 64 x 64 tiles
+    raster = geoseg.open_raster(f"flaky://{tmp_path}/a.tif", chunks=128)
+    for failures in (1, 2, 4):
+        flaky.fail(reads=failures)
+        np.testing.assert_array_equal(raster.values, image)
+        assert flaky.pending["read"] == 0
+    flaky.fail(reads=10**6)
+    with pytest.raises(StorageUnavailableError, match=r"failed 5 time\(s\).*ConnectionResetError"):
+        raster[:, :64, :64].compute()
+
+
+# --- the retry policy and what counts as transient ----------------------------------------------
+
+def test_backoff_doubles_is_capped_and_jittered():
+    policy = remote.RetryPolicy(retries=6, base_delay=0.5, max_delay=3.0, jitter=0.5)
+    rng = random.Random(0)
+    delays = [[policy.delay(r, rng) for r in range(1, 7)] for _ in range(200)]
+    for retry, full in enumerate([0.5, 1.0, 2.0, 3.0, 3.0, 3.0]):
+        column = [d[retry] for d in delays]
+        assert min(column) >= full * 0.5 and max(column) <= full
+        assert max(column) - min(column) > 0.3 * full  # jittered, not constant
+    assert remote.RetryPolicy(jitter=0.0).delay(3) == 2.0
+
+
+def test_retry_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GEOSEG_RETRIES", "7")
+    monkeypatch.setenv("GEOSEG_RETRY_DELAY", "0.25")
+    assert remote.RetryPolicy.from_env() == remote.RetryPolicy(retries=7, base_delay=0.25)
+    monkeypatch.setenv("GEOSEG_RETRIES", "many")
+    with pytest.raises(SettingError, match=r"GEOSEG_RETRIES: received 'many'; expected a number >= 0"):
+        remote.RetryPolicy.from_env()
+
+
+def test_retry_loop_sleeps_between_attempts_and_stops_at_permanent_errors():
+    outcomes = [ConnectionResetError("reset"), TimeoutError("slow"), "done"]
+    slept: list[float] = []
+
+    def flaky_call() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    policy = remote.RetryPolicy(retries=3, base_delay=1.0, jitter=0.0)
+    assert remote.call_with_retries(flaky_call, url="s3://b/k", storage_options={}, policy=policy,
+                                    sleep=slept.append) == "done"
+    assert slept == [1.0, 2.0]
+    calls = []
+
+    def bad_data() -> None:
+        calls.append(1)
+        raise ValueError("corrupt chunk")
+
+    with pytest.raises(ValueError, match="corrupt chunk"):
+        remote.call_with_retries(bad_data, url="s3://b/k", storage_options={}, policy=policy,
+                                 sleep=slept.append)
+    assert calls == [1]
+
+
+def _response_error(status: int, url: str = "http://h/x?sig=abc") -> aiohttp.ClientResponseError:
+    headers = CIMultiDictProxy(CIMultiDict({"Authorization": "Bearer TOKEN-123"}))
+    info = aiohttp.RequestInfo(URL(url), "GET", headers, URL(url))
+    return aiohttp.ClientResponseError(info, (), status=status, message="Service Unavailable")
+
+
+def _s3_error(code: str, status: int) -> Exception:
+    """The exception s3fs raises for an S3 error response (its own translation of botocore's)."""
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    response = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return translate_boto_error(ClientError(response, "GetObject"))
+
+
+@pytest.mark.parametrize(("make", "transient"), [
+    (lambda: ConnectionResetError(errno.ECONNRESET, "reset"), True),
+    (lambda: TimeoutError("read timed out"), True),
+    (lambda: _response_error(503), True),
+    (lambda: _response_error(429), True),
+    (lambda: _response_error(500), True),
+    (lambda: _s3_error("SlowDown", 503), True),
+    (lambda: _s3_error("InternalError", 500), True),
+    (lambda: aiohttp.ServerDisconnectedError(), True),
+    (lambda: _response_error(403), False),
+    (lambda: _response_error(404), False),
+    (lambda: _s3_error("AccessDenied", 403), False),
+    (lambda: _s3_error("NoSuchKey", 404), False),
+    (lambda: _s3_error("NoSuchBucket", 404), False),
+    (lambda: FileNotFoundError("gone"), False),
+    (lambda: ValueError("bad data"), False),
+    (lambda: KeyError("band"), False),
+    (lambda: StorageUnavailableError("already gave up"), False),
+])
+def test_transient_or_permanent(make, transient):
+    assert remote.is_transient(make()) is transient
+
+
+def test_causes_decide_for_wrappers():
+    try:
+        try:
+            raise _response_error(503)
+        except aiohttp.ClientResponseError as exc:
+            raise FileNotFoundError("http://h/x") from exc  # what fsspec's HTTP info raises
+    except FileNotFoundError as wrapped:
+        assert remote.is_transient(wrapped)
+    try:
+        try:
+            raise ConnectionResetError("reset")
+        except ConnectionResetError as exc:
+            raise RuntimeError("read failed") from exc
+    except RuntimeError as wrapped:
+        assert remote.is_transient(wrapped)
+
+
+def test_reasons_hide_signed_urls_headers_and_option_values():
+    text = remote.reason(_response_error(503, "https://bucket.example.com/k.tif?X-Amz-Signature=abc"))
+    assert text == "ClientResponseError: HTTP 503 Service Unavailable"
+    assert "TOKEN-123" not in str(remote.translate(_response_error(403), "https://u:pw@h/x?sig=1", {}, "Reading"))
+    leaky = OSError(f"failed with key={SECRET} at https://user:pw@host/path?token=t")
+    shown = remote.reason(leaky, {"secret": SECRET, "client_kwargs": {"endpoint_url": "http://e"}})
+    assert SECRET not in shown and "pw" not in shown and "token=t" not in shown
+    assert "https://host/path" in shown
+
+
+# --- S3: missing buckets and keys, refused access -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_cog(s3_server: dict, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("s3") / "scene.tif"
+    image = textured_image(64, 64)
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs=CRS,
+                       transform=TRANSFORM) as dst:
+        dst.write(image)
+    url = "s3://geoseg/errors/scene.tif"
+    fsspec.filesystem("s3", skip_instance_cache=True, **s3_server).put(str(path), url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def reader_without_get(s3_server: dict) -> dict:
+    """Storage options of an IAM user that may list the bucket but not get objects."""
+    endpoint = s3_server["client_kwargs"]["endpoint_url"]
+    kwargs = {"endpoint_url": endpoint, "region_name": "us-east-1",
+              "aws_access_key_id": s3_server["key"], "aws_secret_access_key": s3_server["secret"]}
+    iam = boto3.client("iam", **kwargs)
+    iam.create_user(UserName="no-get")
+    key = iam.create_access_key(UserName="no-get")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:PutObject"], "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "*"}]}
+    iam.put_user_policy(UserName="no-get", PolicyName="no-get", PolicyDocument=json.dumps(policy))
+    return {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"], "skip_instance_cache": True,
+            "client_kwargs": dict(s3_server["client_kwargs"])}
+
+
+def assert_clean(exc: BaseException, *secrets: str) -> None:
+    """The error names no secret, and chains no library exception that could."""
+    for secret in secrets:
+        assert secret not in str(exc) and secret not in repr(exc)
+    assert exc.__cause__ is None
+
+
+def test_missing_bucket_on_open(s3_server):
+    with pytest.raises(BucketNotFoundError, match=r"Reading s3://no-such-bucket-1/scene\.tif failed: "
+                                                  r"the bucket 'no-such-bucket-1' does not exist") as info:
+        geoseg.open_raster("s3://no-such-bucket-1/scene.tif", storage_options=s3_server)
+    assert isinstance(info.value, FileNotFoundError)
+    assert "endpoint" in str(info.value)
+    assert_clean(info.value, SECRET)
+
+
+def test_missing_key_on_open(s3_server, s3_cog):
+    with pytest.raises(RasterNotFoundError, match=r"No raster at s3://geoseg/errors/nope\.tif") as info:
+        geoseg.open_raster("s3://geoseg/errors/nope.tif", storage_options=s3_server)
+    assert_clean(info.value, SECRET)
+
+
+def test_access_denied_on_open(s3_server, s3_cog, reader_without_get):
+    with enable_iam_authentication(), pytest.raises(StorageAccessError) as info:
+        geoseg.open_raster(s3_cog, storage_options=reader_without_get)
+    message = str(info.value)
+    assert message.startswith("Reading s3://geoseg/errors/scene.tif failed: access denied")
+    assert "s3:GetObject" in message and "credentials" in message
+    assert isinstance(info.value, PermissionError)
+    assert_clean(info.value, SECRET, reader_without_get["secret"])
+
+
+def test_rejected_credentials_on_open(s3_server, s3_cog):
+    """With IAM checks on, the fixture's made-up key is unknown to the server."""
+    with enable_iam_authentication(), pytest.raises(StorageAccessError, match="access denied") as info:
+        geoseg.open_raster(s3_cog, storage_options={**s3_server, "skip_instance_cache": True})
+    assert_clean(info.value, SECRET)
+
+
+def test_output_on_a_missing_bucket_or_without_permission(s3_server, reader_without_get, tmp_path,
+                                                          model_path):
+    kwargs = {"shape": (16, 16), "chunks": (16, 16), "georef": GeoRef(), "class_names": ["a", "b"],
+              "class_dtype": "uint8", "nodata_class": 255}
+    with pytest.raises(BucketNotFoundError, match=r"s3://no-such-bucket-2/out\.zarr failed: the bucket") as info:
+        create_output("s3://no-such-bucket-2/out.zarr", storage_options=s3_server, **kwargs)
+    assert_clean(info.value, SECRET)
+    with enable_iam_authentication(), pytest.raises(StorageAccessError, match="access denied") as info:
+        create_output("s3://geoseg/denied/out.zarr", storage_options={**s3_server, "skip_instance_cache": True},
+                      **kwargs)
+    assert "s3:PutObject" in str(info.value)
+    assert_clean(info.value, SECRET)
+
+
+def test_job_with_an_output_on_a_missing_bucket_fails_before_any_compute(s3_server, tmp_path, model_path):
+    src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64))
+    spec = JobSpec.from_dict({"input": {"url": src}, "model": {"path": model_path},
+                              "output": {"url": "s3://no-such-bucket-3/mask.zarr", "storage_options": s3_server}})
+    with pytest.raises(BucketNotFoundError, match="no-such-bucket-3"):
+        geoseg.jobs.run(spec, scheduler="tcp://127.0.0.1:9")  # unreachable: must fail before
+
+
+def test_credentials_from_a_profile(s3_server, s3_cog, tmp_path, monkeypatch):
+    """Keys in a shared credentials file, named by profile: nothing secret in the storage options."""
+    endpoint = s3_server["client_kwargs"]["endpoint_url"]
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id=s3_server["key"], aws_secret_access_key=s3_server["secret"])
+    iam.create_user(UserName="reader")
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="reader", PolicyName="all", PolicyDocument=json.dumps(policy))
+    (tmp_path / "credentials").write_text(
+        f"[geoseg-reader]\naws_access_key_id = {key['AccessKeyId']}\n"
+        f"aws_secret_access_key = {key['SecretAccessKey']}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    options = {"profile": "geoseg-reader", "skip_instance_cache": True, "client_kwargs": s3_server["client_kwargs"]}
+    with enable_iam_authentication():
+        raster = geoseg.open_raster(s3_cog, storage_options=options)
+        np.testing.assert_array_equal(raster.values, textured_image(64, 64))
+    assert key["SecretAccessKey"] not in repr(raster.encoding["geoseg_source"])
