@@ -16,8 +16,9 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
-from geoseg.io import omezarr
+from geoseg.io import images, omezarr, remote
 from geoseg.io.georef import GeoRef
+from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
 from geoseg.io.nifti import GZIP_MAGIC, NiftiSource, is_nifti, nifti_source
 from geoseg.io.sources import (
     BAND,
@@ -34,7 +35,8 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".gtiff", ".cog")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _COORD_NAMES = {"x", "y", "band", "spatial_ref", "lat", "lon", "latitude", "longitude", "time"}
 SUPPORTED = ("Zarr v2/v3 (an array or a group holding one), OME-Zarr (NGFF 0.4/0.5), GeoTIFF/COG "
-             "(.tif, .tiff), NIfTI (.nii)")
+             "(.tif, .tiff), NIfTI (.nii), TIFF stacks (ImageJ, OME-TIFF, multi-page), PNG, JPEG, GIF, "
+             "BMP, WebP")
 
 
 def open_raster(
@@ -45,6 +47,7 @@ def open_raster(
     bands: Sequence[int] | None = None,
     level: int | None = None,
     chunks: int | Sequence[int] | None = None,
+    pages: str | None = None,
 ) -> xr.DataArray:
     """Open a raster lazily as a dask-backed ``DataArray`` with dims ``("band", "y", "x")``,
     or ``("band", "z", "y", "x")`` for a volume.
@@ -53,7 +56,8 @@ def open_raster(
     ----------
     url
         A path or fsspec URL (``file://``, ``s3://``, ``http://``, ``memory://``, ...) of a
-        Zarr array or group, an OME-Zarr image, a GeoTIFF/COG or an uncompressed NIfTI file.
+        Zarr array or group, an OME-Zarr image, a GeoTIFF/COG, an uncompressed NIfTI file, a
+        TIFF stack or a PNG/JPEG/GIF/BMP/WebP image. ``http(s)://`` URLs are read-only.
     storage_options
         Passed to fsspec (credentials, endpoint); never stored in attributes.
     variable
@@ -62,46 +66,68 @@ def open_raster(
         1-based band numbers to keep, in order (default: all).
     level
         Resolution level: 0 is full resolution; for a GeoTIFF/COG, 1 is its first
-        overview; for OME-Zarr, the multiscale dataset of that index.
+        overview; for OME-Zarr, the multiscale dataset of that index; for a TIFF stack, its
+        pyramid level.
     chunks
         Spatial chunk size of the dask array (default: the file's own chunking,
-        grown to at least 512 pixels, or 128 voxels, per axis).
+        grown to at least 512 pixels, or 128 voxels, per axis). A PNG/JPEG image is one
+        chunk: it cannot be read by window, so every task decodes it whole (once per process).
+    pages
+        What the pages of a non-georeferenced TIFF stack are when its metadata does not say:
+        ``"z"`` (the default: a volume) or ``"band"``.
 
     Each chunk is read by its own task, which opens the file on the worker and
     reads its window; this function reads only metadata.
     """
-    source = open_source(url, storage_options, variable=variable, bands=bands, level=level)
+    source = open_source(url, storage_options, variable=variable, bands=bands, level=level, pages=pages)
     return source_to_dataarray(source, chunks)
 
 
 def open_source(url: str, storage_options: dict[str, Any] | None = None, *,
                 variable: str | None = None, bands: Sequence[int] | None = None,
-                level: int | None = None) -> RasterSource:
-    """Inspect ``url`` (metadata only) and describe it as a :class:`RasterSource`."""
+                level: int | None = None, pages: str | None = None) -> RasterSource:
+    """Inspect ``url`` (metadata only) and describe it as a :class:`RasterSource`. Transient
+    storage errors are retried; a missing bucket or object and access denied raise geoseg errors."""
     so = dict(storage_options or {})
+    with remote.storage_errors(url, so, "Reading"):
+        return remote.call_with_retries(_open_source, url, so, variable, bands, level, pages,
+                                        url=url, storage_options=so)
+
+
+def _open_source(url: str, so: dict[str, Any], variable: str | None, bands: Sequence[int] | None,
+                 level: int | None, pages: str | None) -> RasterSource:
     kind = detect_format(url, so)
+    if pages is not None and kind != "tiff":
+        raise UnsupportedFormatError(f"pages={pages!r} was given for {remote.public_url(url)}, which is "
+                                     f"not a TIFF stack ({kind}); drop pages.")
     if kind == "zarr":
         return _zarr_source(url, so, variable, bands, level)
     if kind == "nifti":
         _refuse_level(url, level, "NIfTI")
         return _with_bands(nifti_source(url, so), bands)
+    if kind == "tiff":
+        return _with_bands(images.tiff_source(url, so, pages=pages, level=level), bands)
+    if kind == "image":
+        _refuse_level(url, level, "a PNG/JPEG image")
+        return _with_bands(images.image_source(url, so), bands)
     return _geotiff_source(url, so, bands, level)
 
 
 def detect_format(url: str, storage_options: dict[str, Any]) -> str:
-    """``"zarr"``, ``"geotiff"`` or ``"nifti"``; raises when the URL is missing or none of them."""
+    """``"zarr"``, ``"geotiff"``, ``"nifti"``, ``"tiff"`` (a stack for tifffile) or ``"image"``
+    (PNG/JPEG/...); raises when the URL is missing or none of them."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     path = path.rstrip("/")
-    if not fs.exists(path):
-        raise RasterNotFoundError(f"No raster at {url}: nothing exists at that path. "
-                                  "Check the URL (and storage_options for remote stores).")
-    if any(fs.exists(f"{path}/{marker}") for marker in ("zarr.json", ".zarray", ".zgroup")):
-        return "zarr"
-    if fs.isfile(path):
-        with fs.open(path, "rb") as f:
-            head = f.read(348)
+    if any(remote.exists(fs, f"{path}/{marker}") for marker in ("zarr.json", ".zarray", ".zgroup")):
+        return "zarr"  # checked first: a web server may have no page for the store's folder itself
+    if not remote.exists(fs, path):
+        raise remote.not_found(url, storage_options)
+    if remote.isfile(fs, path):
+        head = fs.cat_file(path, start=0, end=348)  # one small range request, no read-ahead
         if head[:4] in _TIFF_MAGIC:
-            return "geotiff"
+            return images.tiff_kind(url, storage_options)
+        if images.image_kind(head):
+            return "image"
         if is_nifti(head) or (head[:2] == GZIP_MAGIC and path.endswith(".nii.gz")):
             return "nifti"  # a gzipped one gets its own error (convert it) from the reader
     raise UnsupportedFormatError(
@@ -119,7 +145,7 @@ def _zarr_source(url: str, so: dict[str, Any], variable: str | None,
     _refuse_level(url, level, "a plain Zarr array")
     array_path = _pick_variable(node, url, variable) if group is not None else ""
     arr = group[array_path] if group is not None else node
-    roles = axis_roles(arr.shape, _dimension_names(arr), url)
+    roles = axis_roles(arr.shape, geozarr_dimension_names(arr, group, _dimension_names(arr)), url)
     return zarr_array_source(url, so, arr, array_path, roles, bands, _zarr_georef(arr, group, roles))
 
 
@@ -268,6 +294,9 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
     mapping = attrs.get("grid_mapping", "spatial_ref")
     if group is not None and mapping in group:
         return GeoRef.from_spatial_ref_attrs(dict(group[mapping].attrs), nodata)
+    geozarr = geozarr_georef(attrs, dict(group.attrs) if group is not None else {}, nodata)
+    if geozarr is not None:
+        return geozarr
     if "crs" in attrs or "transform" in attrs:
         return GeoRef.from_crs(attrs.get("crs"), attrs.get("transform"), nodata)
     return GeoRef(nodata=None if nodata is None else float(nodata))
