@@ -11,10 +11,12 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+import fsspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import JobSpecError
+from geoseg.io.remote import READ_ONLY_PROTOCOLS
 
 
 class Section(BaseModel):
@@ -81,6 +83,14 @@ class OutputSpec(Section):
     def _positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if value is not None and (len(value) not in (2, 3) or min(value) < 1):
             raise ValueError("sizes >= 1, two for images (y, x) or three for volumes (z, y, x)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _writable(cls, value: str) -> str:
+        if fsspec.utils.get_protocol(value) in READ_ONLY_PROTOCOLS:
+            raise ValueError("a location geoseg can write to: a local path or a store URL such as "
+                             "s3://bucket/out.zarr (http:// and https:// are read-only)")
         return value
 
 
