@@ -115,7 +115,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """
     with _key("input.url"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
-                             bands=spec.input.bands, level=spec.input.level)
+                             bands=spec.input.bands, level=spec.input.level, pages=spec.input.pages)
     model = _build(spec.model, source, fit=False)
     prepared = PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
     prepared.reference  # noqa: B018 - opens and checks the reference labels now, before any compute

@@ -34,6 +34,8 @@ class InputSpec(Section):
     level: int | None = Field(None, ge=0, description="Resolution level: 0 full resolution; a COG's "
                                                        "overview or an OME-Zarr multiscale level.")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+    pages: Literal["z", "band"] | None = Field(None, description="What the pages of a TIFF stack "
+                                               "without axis metadata are (default z).")
 
 
 class ModelSpec(Section):

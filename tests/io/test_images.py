@@ -16,7 +16,7 @@ from fsspec.implementations.local import LocalFileSystem
 from skimage.filters import threshold_otsu
 
 import geoseg
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import JobSpecError, UnsupportedFormatError
 from geoseg.io import images, open_source
 from geoseg.io.images import ImageSource, TiffStackSource
 from geoseg.io.sources import GeoTIFFSource
@@ -247,3 +247,15 @@ def test_otsu_job_on_a_tiff_stack_equals_scikit_image(tmp_path, cluster_address)
     np.testing.assert_array_equal(classes[...], reference > threshold_otsu(reference))
     assert report.n_tasks == 2 * 2 * 2
     assert classes.attrs["spacing"] == pytest.approx([2.0, 1.0, 1.0])
+
+
+def test_job_reads_tiff_pages_as_bands_when_asked(tmp_path, model_path, cluster_address):
+    tifffile.imwrite(tmp_path / "pages.tif", textured_image(90, 80, seed=11), photometric="minisblack")
+    spec = {"input": {"url": str(tmp_path / "pages.tif"), "pages": "band"}, "model": {"path": model_path},
+            "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [64, 64]}}
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    expected = geoseg.load_model(model_path).predict_image(tifffile.imread(tmp_path / "pages.tif")).argmax(0)
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "mask.zarr"), mode="r")["classes"][...],
+                                  expected)
+    with pytest.raises(JobSpecError, match=r"input\.pages: received 'time'"):
+        JobSpec.from_dict({**spec, "input": {"url": str(tmp_path / "pages.tif"), "pages": "time"}})
