@@ -33,8 +33,9 @@ from geoseg.io.georef import GeoRef
 _CRS_KEYS = ("wkt2", "projjson", "code", "epsg")
 
 
-def geozarr_georef(array_attrs: dict[str, Any], group_attrs: dict[str, Any],
-                   nodata: Any = None) -> GeoRef | None:
+def geozarr_georef(
+    array_attrs: dict[str, Any], group_attrs: dict[str, Any], nodata: Any = None
+) -> GeoRef | None:
     """CRS and transform from GeoZarr-style attributes, or ``None`` when there are none."""
     crs = _crs(array_attrs) or _crs(group_attrs)
     transform = _transform(array_attrs) or _transform(group_attrs)
@@ -43,8 +44,9 @@ def geozarr_georef(array_attrs: dict[str, Any], group_attrs: dict[str, Any],
     return GeoRef.from_crs(crs, transform, None if nodata is None else float(nodata))
 
 
-def geozarr_dimension_names(arr: zarr.Array, group: zarr.Group | None,
-                            dims: Sequence[str | None] | None) -> tuple[str | None, ...] | None:
+def geozarr_dimension_names(
+    arr: zarr.Array, group: zarr.Group | None, dims: Sequence[str | None] | None
+) -> tuple[str | None, ...] | None:
     """``dims`` with the dimensions ``spatial:dimensions`` names renamed to z, y and x, so that an
     array with dimensions ``("band", "Y", "X")`` and ``spatial:dimensions: ["Y", "X"]`` reads."""
     named = _spatial_dimensions(dict(arr.attrs))
@@ -52,12 +54,12 @@ def geozarr_dimension_names(arr: zarr.Array, group: zarr.Group | None,
         named = _spatial_dimensions(dict(group.attrs))
     if not dims or named is None or len(named) not in (2, 3) or not set(named) <= set(dims):
         return None if dims is None else tuple(dims)
-    rename = dict(zip(named, ("z", "y", "x")[-len(named):]))
+    rename = dict(zip(named, ("z", "y", "x")[-len(named) :]))
     return tuple(rename.get(d, d) if d is not None else None for d in dims)
 
 
 def _proj(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Convention keys without their prefix: ``proj:code`` and ``geo.proj.code`` both give ``code``."""
+    """Convention keys without their prefix: ``proj:code`` and ``geo.proj.code`` give ``code``."""
     nested = attrs.get("geo", {}).get("proj", {}) if isinstance(attrs.get("geo"), dict) else {}
     flat = {k.removeprefix("proj:"): v for k, v in attrs.items() if k.startswith("proj:")}
     return {**(nested if isinstance(nested, dict) else {}), **flat}
@@ -70,18 +72,25 @@ def _crs(attrs: dict[str, Any]) -> str | None:
     if key is None:
         return None
     value = proj[key]
-    text = json.dumps(value) if isinstance(value, dict) else f"EPSG:{value}" if key == "epsg" else str(value)
+    text = (
+        json.dumps(value)
+        if isinstance(value, dict)
+        else f"EPSG:{value}"
+        if key == "epsg"
+        else str(value)
+    )
     try:
         return CRS.from_user_input(text).to_wkt()
     except CRSError as exc:
         raise UnsupportedFormatError(
-            f"The Zarr attribute proj:{key} = {_short(value)} is not a CRS PROJ knows ({exc}); expected "
-            "an authority code such as 'EPSG:32618', WKT2 text or a PROJJSON object. Fix the attribute "
-            "(or remove it to read the array without a CRS).") from None
+            f"The Zarr attribute proj:{key} = {_short(value)} is not a CRS PROJ knows ({exc}); "
+            "expected an authority code such as 'EPSG:32618', WKT2 text or a PROJJSON object. Fix "
+            "the attribute (or remove it to read the array without a CRS)."
+        ) from None
 
 
 def _transform(attrs: dict[str, Any]) -> tuple[float, ...] | None:
-    """The affine (a, b, c, d, e, f) of the pixel corners, from spatial:transform or proj:transform."""
+    """The affine (a, b, c, d, e, f) of pixel corners, from spatial:transform or proj:transform."""
     if attrs.get("spatial:transform") is not None:
         if attrs.get("spatial:transform_type", "affine") != "affine":
             return None
@@ -98,9 +107,10 @@ def _six(value: Any, key: str) -> tuple[float, ...]:
         numbers = []
     if len(numbers) not in (6, 9) or (len(numbers) == 9 and numbers[6:] != [0.0, 0.0, 1.0]):
         raise UnsupportedFormatError(
-            f"The Zarr attribute {key} = {_short(value)} is not an affine transform; expected 6 numbers "
-            "[a, b, c, d, e, f] in rasterio's order (or 9, ending 0, 0, 1), e.g. "
-            "[10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0].")
+            f"The Zarr attribute {key} = {_short(value)} is not an affine transform; expected 6 "
+            "numbers [a, b, c, d, e, f] in rasterio's order (or 9, ending 0, 0, 1), e.g. "
+            "[10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0]."
+        )
     return tuple(numbers[:6])
 
 

@@ -40,12 +40,26 @@ from geoseg.io.georef import GeoRef
 from geoseg.io.sources import BAND, DROP, SPACE, RasterSource
 
 MAX_IMAGE_BYTES = 2**29  # decoded size of the largest plain image read whole (512 MiB)
-IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF",
-                    b"GIF89a": "GIF", b"BM": "BMP"}
-GEOTIFF_TAGS = (33550, 33922, 34264, 34735)  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeys
+IMAGE_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+}
+GEOTIFF_TAGS = (
+    33550,
+    33922,
+    34264,
+    34735,
+)  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeys
 PAGES = ("z", "band")
-_CHANNEL_NAMES = {1: ("gray",), 2: ("gray", "alpha"), 3: ("red", "green", "blue"),
-                  4: ("red", "green", "blue", "alpha")}
+_CHANNEL_NAMES = {
+    1: ("gray",),
+    2: ("gray", "alpha"),
+    3: ("red", "green", "blue"),
+    4: ("red", "green", "blue", "alpha"),
+}
 
 
 def image_kind(head: bytes) -> str | None:
@@ -76,7 +90,9 @@ def decoded(url: str, storage_options: dict[str, Any]) -> np.ndarray:
     size and modification time (or ETag) are unchanged."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     info = fs.info(path)
-    version = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")
+    version = (
+        info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")
+    )
     key = (url, info.get("size"), str(version or ""))
     with _LOCK:
         if key not in _LAST:
@@ -86,8 +102,9 @@ def decoded(url: str, storage_options: dict[str, Any]) -> np.ndarray:
         return _LAST[key]
 
 
-def image_source(url: str, storage_options: dict[str, Any], *,
-                 max_bytes: int | None = MAX_IMAGE_BYTES) -> ImageSource:
+def image_source(
+    url: str, storage_options: dict[str, Any], *, max_bytes: int | None = MAX_IMAGE_BYTES
+) -> ImageSource:
     """Describe the image at ``url`` from its header (no pixels decoded); refuse one whose
     decoded pixels exceed ``max_bytes`` (``None``: no limit)."""
     shape, dtype, mode = _image_header(url, storage_options)
@@ -96,17 +113,26 @@ def image_source(url: str, storage_options: dict[str, Any], *,
     if max_bytes is not None and nbytes > max_bytes:
         raise UnsupportedFormatError(
             f"{remote.public_url(url)} is a {shape[1]} x {shape[0]} image with {bands} band(s): "
-            f"{nbytes / 2**20:.0f} MiB decoded, over the {max_bytes / 2**20:.0f} MiB geoseg decodes whole "
-            "(PNG/JPEG cannot be read by window). Convert it once to a chunked Zarr or a tiled GeoTIFF "
-            "(`geoseg convert IN OUT.zarr`, or `gdal_translate -of COG IN OUT.tif`) and use that.")
+            f"{nbytes / 2**20:.0f} MiB decoded, over the {max_bytes / 2**20:.0f} MiB geoseg "
+            "decodes whole (PNG/JPEG cannot be read by window). Convert it once to a chunked Zarr "
+            "or a tiled GeoTIFF (`geoseg convert IN OUT.zarr`, or `gdal_translate -of COG IN "
+            "OUT.tif`) and use that."
+        )
     names = ("cyan", "magenta", "yellow", "black") if mode == "CMYK" else _CHANNEL_NAMES.get(bands)
     return ImageSource(
-        url=url, shape=(bands, shape[0], shape[1]), dtype=str(np.dtype(dtype)), chunks=(shape[0], shape[1]),
-        georef=GeoRef(), band_names=tuple(names or (f"band_{i + 1}" for i in range(bands))),
-        storage_options=storage_options)
+        url=url,
+        shape=(bands, shape[0], shape[1]),
+        dtype=str(np.dtype(dtype)),
+        chunks=(shape[0], shape[1]),
+        georef=GeoRef(),
+        band_names=tuple(names or (f"band_{i + 1}" for i in range(bands))),
+        storage_options=storage_options,
+    )
 
 
-def _image_header(url: str, storage_options: dict[str, Any]) -> tuple[tuple[int, ...], Any, str | None]:
+def _image_header(
+    url: str, storage_options: dict[str, Any]
+) -> tuple[tuple[int, ...], Any, str | None]:
     """Shape ``(y, x[, band])``, dtype and colour mode of the image's first frame."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     try:
@@ -119,17 +145,22 @@ def _image_header(url: str, storage_options: dict[str, Any]) -> tuple[tuple[int,
         from geoseg.io.readers import SUPPORTED  # here: readers imports this module
 
         raise UnsupportedFormatError(
-            f"Cannot read {remote.public_url(url)}: it starts like an image file, but imageio cannot "
-            f"decode it ({remote.reason(exc, storage_options)}). Check that the file is complete. "
-            f"Supported: {SUPPORTED}.") from None
+            f"Cannot read {remote.public_url(url)}: it starts like an image file, but imageio "
+            f"cannot decode it ({remote.reason(exc, storage_options)}). Check that the file is "
+            "complete. "
+            f"Supported: {SUPPORTED}."
+        ) from None
     shape = tuple(int(n) for n in props.shape)
     if len(shape) not in (2, 3):
-        raise UnsupportedFormatError(f"{remote.public_url(url)}: an image of shape {shape}; expected "
-                                     "(y, x) or (y, x, channel).")
+        raise UnsupportedFormatError(
+            f"{remote.public_url(url)}: an image of shape {shape}; expected "
+            "(y, x) or (y, x, channel)."
+        )
     return shape, props.dtype, mode
 
 
 # --- TIFF stacks -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TiffStackSource(RasterSource):
@@ -143,10 +174,14 @@ class TiffStackSource(RasterSource):
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:
         spatial = iter(window)
-        index = tuple(0 if role == DROP else slice(None) if role == BAND else next(spatial)
-                      for role in self.roles)
-        with _open_tiff(self.url, self.storage_options) as tif, _zarr_view(tif, self.series,
-                                                                           self.level) as array:
+        index = tuple(
+            0 if role == DROP else slice(None) if role == BAND else next(spatial)
+            for role in self.roles
+        )
+        with (
+            _open_tiff(self.url, self.storage_options) as tif,
+            _zarr_view(tif, self.series, self.level) as array,
+        ):
             data = np.asarray(array[index])
         kept = [role for role in self.roles if role != DROP]
         if BAND not in kept:
@@ -180,14 +215,17 @@ def tiff_kind(url: str, storage_options: dict[str, Any]) -> str:
             if any(tag in tif.pages.first.tags for tag in GEOTIFF_TAGS):
                 return "geotiff"
             series = tif.series[0]
-            stacked = [n for axis, n in zip(series.axes, series.shape) if axis not in "YXS" and n > 1]
+            stacked = [
+                n for axis, n in zip(series.axes, series.shape) if axis not in "YXS" and n > 1
+            ]
     except (tifffile.TiffFileError, IndexError, ValueError, KeyError):
         return "geotiff"  # tifffile cannot make sense of it; GDAL may
     return "tiff" if stacked else "geotiff"
 
 
-def tiff_source(url: str, storage_options: dict[str, Any], *, pages: str | None = None,
-                level: int | None = None) -> TiffStackSource:
+def tiff_source(
+    url: str, storage_options: dict[str, Any], *, pages: str | None = None, level: int | None = None
+) -> TiffStackSource:
     """Describe the first series of a TIFF stack from its metadata (no pixels read)."""
     with _open_tiff(url, storage_options) as tif:
         series = tif.series[0]
@@ -200,32 +238,44 @@ def tiff_source(url: str, storage_options: dict[str, Any], *, pages: str | None 
         names = _tiff_band_names(tif, axes, shape, roles)
     spatial = [i for i, role in enumerate(roles) if role == SPACE]
     return TiffStackSource(
-        url=url, shape=(len(names), *(shape[i] for i in spatial)), dtype=dtype,
-        chunks=tuple(chunks[i] for i in spatial), georef=georef, band_names=names,
-        storage_options=storage_options, level=index, roles=roles)
+        url=url,
+        shape=(len(names), *(shape[i] for i in spatial)),
+        dtype=dtype,
+        chunks=tuple(chunks[i] for i in spatial),
+        georef=georef,
+        band_names=names,
+        storage_options=storage_options,
+        level=index,
+        roles=roles,
+    )
 
 
 def _level_index(n_levels: int, level: int | None, url: str) -> int:
     index = int(level or 0)
     if not 0 <= index < n_levels:
         raise UnsupportedFormatError(
-            f"TIFF {remote.public_url(url)} has {n_levels} resolution level(s), 0 to {n_levels - 1}; "
-            f"received level={level}. Pick one of those (0 is full resolution).")
+            f"TIFF {remote.public_url(url)} has {n_levels} resolution level(s), 0 to "
+            f"{n_levels - 1}; received level={level}. Pick one of those (0 is full resolution)."
+        )
     return index
 
 
 def tiff_roles(axes: str, shape: tuple[int, ...], pages: str | None, url: str) -> tuple[str, ...]:
     """The geoseg role of each axis of a tifffile series (``axes`` like ``"ZCYX"``)."""
     if pages not in (None, *PAGES):
-        raise UnsupportedFormatError(f"pages={pages!r} for {remote.public_url(url)}; expected one of "
-                                     f"{', '.join(PAGES)} (what the pages of a TIFF stack are).")
+        raise UnsupportedFormatError(
+            f"pages={pages!r} for {remote.public_url(url)}; expected one of "
+            f"{', '.join(PAGES)} (what the pages of a TIFF stack are)."
+        )
     kinds = [_axis_kind(axis, n, pages or "z") for axis, n in zip(axes, shape)]
     taken = [k for k in kinds if k != DROP]
     if len(set(taken)) != len(taken) or not {"y", "x"} <= set(taken):
         raise UnsupportedFormatError(
-            f"TIFF stack {remote.public_url(url)} has axes {axes!r} with shape {tuple(shape)}, read as "
-            f"{tuple(kinds)}: geoseg reads one band axis plus z, y, x, and drops only axes of length 1. "
-            "Say what the pages are (pages='z' or pages='band'), or save one stack per file.")
+            f"TIFF stack {remote.public_url(url)} has axes {axes!r} with shape {tuple(shape)}, "
+            f"read as {tuple(kinds)}: geoseg reads one band axis plus z, y, x, and drops only "
+            "axes of length 1. Say what the pages are (pages='z' or pages='band'), or save one "
+            "stack per file."
+        )
     return tuple(SPACE if k in ("z", "y", "x") else k for k in kinds)
 
 
@@ -241,8 +291,9 @@ def _axis_kind(axis: str, n: int, pages: str) -> str:
     return "z" if pages == "z" else BAND
 
 
-def _tiff_band_names(tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...],
-                     roles: tuple[str, ...]) -> tuple[str, ...]:
+def _tiff_band_names(
+    tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...], roles: tuple[str, ...]
+) -> tuple[str, ...]:
     if BAND not in roles:
         return ("intensity",)
     axis = roles.index(BAND)
@@ -253,8 +304,12 @@ def _tiff_band_names(tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...],
     return tuple(f"band_{i + 1}" for i in range(n))
 
 
-def _tiff_georef(tif: tifffile.TiffFile, roles: tuple[str, ...], shape: tuple[int, ...],
-                 full_shape: tuple[int, ...]) -> GeoRef:
+def _tiff_georef(
+    tif: tifffile.TiffFile,
+    roles: tuple[str, ...],
+    shape: tuple[int, ...],
+    full_shape: tuple[int, ...],
+) -> GeoRef:
     """Volumes: a diagonal voxel affine from ImageJ or OME spacing (1 where none is recorded),
     scaled for a reduced level. Images: no georeference."""
     if roles.count(SPACE) != 3:
@@ -291,4 +346,6 @@ def _ome_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], st
     except (KeyError, IndexError, TypeError, ValueError):
         return None
     size = tuple(float(pixels.get(f"PhysicalSize{a}", 1.0)) for a in "ZYX")
-    return (size[0], size[1], size[2]), pixels.get("PhysicalSizeXUnit", "µm" if "PhysicalSizeX" in pixels else None)
+    return (size[0], size[1], size[2]), pixels.get(
+        "PhysicalSizeXUnit", "µm" if "PhysicalSizeX" in pixels else None
+    )

@@ -54,16 +54,53 @@ OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss")
 PROBE_BLOCK = 2**16  # bytes fetched at once when sniffing a file's format
 READ_BLOCK = 2**14  # read-ahead of remote files GDAL and tifffile read (what GDAL itself uses)
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_TRANSIENT_ERRNO = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT,
-                              errno.EAGAIN, errno.EBUSY, errno.EPIPE, errno.EHOSTUNREACH,
-                              errno.ENETUNREACH, errno.ENETDOWN})
-_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-                              "TooManyRequestsException", "RequestTimeout", "ServiceUnavailable",
-                              "InternalError", "InternalFailure", "BandwidthLimitExceeded"})
-_TRANSIENT_CLASSES = frozenset({"ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError",
-                                "HTTPClientError", "ResponseStreamingError", "IncompleteRead",
-                                "ProtocolError", "ChunkedEncodingError"})
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+_TRANSIENT_ERRNO = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ECONNREFUSED,
+        errno.ETIMEDOUT,
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.EPIPE,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "BandwidthLimitExceeded",
+    }
+)
+_TRANSIENT_CLASSES = frozenset(
+    {
+        "ClientConnectionError",
+        "ClientPayloadError",
+        "ServerDisconnectedError",
+        "HTTPClientError",
+        "ResponseStreamingError",
+        "IncompleteRead",
+        "ProtocolError",
+        "ChunkedEncodingError",
+    }
+)
+_PERMANENT = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    FileExistsError,
+)
 _GDAL_HTTP = re.compile(r"HTTP (?:response )?code:? *(\d{3})", re.IGNORECASE)
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)]+")
 _NOT_SECRET = frozenset({"endpoint_url", "region_name", "region"})
@@ -87,8 +124,10 @@ class RetryPolicy:
     @classmethod
     def from_env(cls) -> RetryPolicy:
         """The policy ``GEOSEG_RETRIES`` and ``GEOSEG_RETRY_DELAY`` ask for (read at call time)."""
-        return cls(retries=int(_setting("GEOSEG_RETRIES", int)),
-                   base_delay=_setting("GEOSEG_RETRY_DELAY", float))
+        return cls(
+            retries=int(_setting("GEOSEG_RETRIES", int)),
+            base_delay=_setting("GEOSEG_RETRY_DELAY", float),
+        )
 
 
 def _setting(name: str, kind: type) -> Any:
@@ -98,13 +137,16 @@ def _setting(name: str, kind: type) -> Any:
     except ValueError:
         value = -1
     if value < 0:
-        raise SettingError(f"{name}: received {text!r}; expected a number >= 0 "
-                           f"({'a whole number of retries' if kind is int else 'seconds'}), "
-                           f"e.g. {config.DEFAULTS[name]}.")
+        raise SettingError(
+            f"{name}: received {text!r}; expected a number >= 0 "
+            f"({'a whole number of retries' if kind is int else 'seconds'}), "
+            f"e.g. {config.DEFAULTS[name]}."
+        )
     return value
 
 
 # --- which errors are worth retrying ---------------------------------------------------------
+
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying may help: a connection reset or timeout, HTTP 408/425/429/5xx, S3
@@ -171,9 +213,16 @@ def _error_code(err: BaseException) -> str | None:
 _RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar("geoseg_retrying", default=False)
 
 
-def call_with_retries(fn: Callable[..., T], *args: Any, url: str, storage_options: dict[str, Any],
-                      what: str = "Reading", policy: RetryPolicy | None = None,
-                      sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> T:
+def call_with_retries(
+    fn: Callable[..., T],
+    *args: Any,
+    url: str,
+    storage_options: dict[str, Any],
+    what: str = "Reading",
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs: Any,
+) -> T:
     """``fn(*args, **kwargs)``, retried on transient errors; what still fails is translated
     (:func:`translate`). Calls nested inside another retried call run once: the outer loop
     retries them."""
@@ -187,8 +236,16 @@ def call_with_retries(fn: Callable[..., T], *args: Any, url: str, storage_option
         _RETRYING.reset(token)
 
 
-def _retry_loop(fn: Callable[..., T], args: tuple, kwargs: dict, policy: RetryPolicy,
-                sleep: Callable[[float], None], url: str, so: dict[str, Any], what: str) -> T:
+def _retry_loop(
+    fn: Callable[..., T],
+    args: tuple,
+    kwargs: dict,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+    url: str,
+    so: dict[str, Any],
+    what: str,
+) -> T:
     started = time.monotonic()
     for attempt in range(policy.retries + 1):
         try:
@@ -200,7 +257,9 @@ def _retry_loop(fn: Callable[..., T], args: tuple, kwargs: dict, policy: RetryPo
                     raise
                 raise translated from None
             if attempt == policy.retries:
-                raise _gave_up(exc, url, so, what, attempt + 1, time.monotonic() - started) from None
+                raise _gave_up(
+                    exc, url, so, what, attempt + 1, time.monotonic() - started
+                ) from None
             sleep(policy.delay(attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -208,21 +267,32 @@ def _retry_loop(fn: Callable[..., T], args: tuple, kwargs: dict, policy: RetryPo
 def retrying(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorate a method of an object with ``url`` and ``storage_options`` so that each call is
     retried on transient errors (:func:`call_with_retries`)."""
+
     def decorate(method: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(method)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
-            return call_with_retries(method, self, *args, url=self.url,
-                                     storage_options=self.storage_options, what=what, **kwargs)
+            return call_with_retries(
+                method,
+                self,
+                *args,
+                url=self.url,
+                storage_options=self.storage_options,
+                what=what,
+                **kwargs,
+            )
+
         wrapper.__geoseg_retrying__ = True  # type: ignore[attr-defined]
         return wrapper
+
     return decorate
 
 
 # --- clear errors ------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def storage_errors(url: str, storage_options: dict[str, Any] | None, what: str) -> Iterator[None]:
-    """Turn storage errors raised inside into geoseg errors about ``url`` (see :func:`translate`)."""
+    """Turn storage errors raised inside into geoseg errors about ``url`` (:func:`translate`)."""
     try:
         yield
     except GeosegError:
@@ -234,7 +304,9 @@ def storage_errors(url: str, storage_options: dict[str, Any] | None, what: str) 
         raise translated from None
 
 
-def translate(exc: BaseException, url: str, storage_options: dict[str, Any], what: str) -> BaseException:
+def translate(
+    exc: BaseException, url: str, storage_options: dict[str, Any], what: str
+) -> BaseException:
     """A geoseg error for a storage failure (missing bucket or object, access denied, HTTP 401/403,
     exhausted retries); any other exception is returned unchanged."""
     if isinstance(exc, GeosegError):
@@ -273,22 +345,27 @@ def _is_http(fs: Any) -> bool:
     return protocol in READ_ONLY_PROTOCOLS
 
 
-def not_found(url: str, storage_options: dict[str, Any] | None, what: str = "Reading") -> GeosegError:
+def not_found(
+    url: str, storage_options: dict[str, Any] | None, what: str = "Reading"
+) -> GeosegError:
     """The error for a URL that names nothing: the bucket is missing, or the object in it."""
     bucket = _missing_bucket(url, dict(storage_options or {}))
     public = public_url(url)
     if bucket is not None:
         return _bucket_missing(url, bucket, what)
     if _writing(what):
-        return RasterNotFoundError(f"{what} {public} failed: a folder or object it needs is missing. "
-                                   "Check that the URL's parent location exists and is writable.")
+        return RasterNotFoundError(
+            f"{what} {public} failed: a folder or object it needs is missing. "
+            "Check that the URL's parent location exists and is writable."
+        )
     return RasterNotFoundError(
         f"No raster at {public}: nothing exists at that path. Check the URL (spelling, folder, "
-        "file extension) and, for remote stores, the storage_options (endpoint, credentials).")
+        "file extension) and, for remote stores, the storage_options (endpoint, credentials)."
+    )
 
 
 def require_bucket(url: str, storage_options: dict[str, Any] | None, what: str) -> None:
-    """Raise :class:`BucketNotFoundError` when ``url`` is on an object store whose bucket is missing."""
+    """Raise :class:`BucketNotFoundError` when ``url`` is on an object store without its bucket."""
     bucket = _missing_bucket(url, dict(storage_options or {}))
     if bucket is not None:
         raise _bucket_missing(url, bucket, what)
@@ -296,9 +373,11 @@ def require_bucket(url: str, storage_options: dict[str, Any] | None, what: str) 
 
 def _bucket_missing(url: str, bucket: str, what: str) -> BucketNotFoundError:
     return BucketNotFoundError(
-        f"{what} {public_url(url)} failed: the bucket {bucket!r} does not exist (or not at this "
-        "endpoint). Check the bucket name in the URL, and the endpoint and region in storage_options "
-        "(client_kwargs.endpoint_url, region_name); create the bucket first if it is new.")
+        f"{what} {public_url(url)} failed: the bucket {bucket!r} does not exist (or not at "
+        "this endpoint). Check the bucket name in the URL, and the endpoint and region in "
+        "storage_options (client_kwargs.endpoint_url, region_name); create the bucket first if "
+        "it is new."
+    )
 
 
 def _writing(what: str) -> bool:
@@ -318,22 +397,31 @@ def _missing_bucket(url: str, storage_options: dict[str, Any]) -> str | None:
         return None
 
 
-def _access_denied(exc: BaseException, url: str, so: dict[str, Any], what: str) -> StorageAccessError:
-    action = ("write (s3:PutObject, s3:DeleteObject)" if _writing(what)
-              else "read (s3:GetObject, s3:ListBucket)")
+def _access_denied(
+    exc: BaseException, url: str, so: dict[str, Any], what: str
+) -> StorageAccessError:
+    action = (
+        "write (s3:PutObject, s3:DeleteObject)"
+        if _writing(what)
+        else "read (s3:GetObject, s3:ListBucket)"
+    )
     return StorageAccessError(
-        f"{what} {public_url(url)} failed: access denied ({reason(exc, so)}). Check the credentials "
-        "(storage_options key/secret or token, a profile, or the AWS_* / GOOGLE_* environment "
-        f"variables) and that they may {action} at this location.")
+        f"{what} {public_url(url)} failed: access denied ({reason(exc, so)}). Check the "
+        "credentials (storage_options key/secret or token, a profile, or the AWS_* / GOOGLE_* "
+        f"environment variables) and that they may {action} at this location."
+    )
 
 
-def _gave_up(exc: BaseException, url: str, so: dict[str, Any], what: str, attempts: int,
-             seconds: float) -> StorageUnavailableError:
+def _gave_up(
+    exc: BaseException, url: str, so: dict[str, Any], what: str, attempts: int, seconds: float
+) -> StorageUnavailableError:
     cause = next((err for err in _chain(exc) if _verdict(err)), exc)  # the 503, not its wrapper
     return StorageUnavailableError(
-        f"{what} {public_url(url)} failed {attempts} time(s) in {seconds:.1f} s with transient errors "
-        f"(last: {reason(cause, so)}). The store may be overloaded or unreachable: check the endpoint and "
-        "the network, try again later, or allow more retries (GEOSEG_RETRIES, GEOSEG_RETRY_DELAY).")
+        f"{what} {public_url(url)} failed {attempts} time(s) in {seconds:.1f} s with transient "
+        f"errors (last: {reason(cause, so)}). The store may be overloaded or unreachable: check "
+        "the endpoint and the network, try again later, or allow more retries (GEOSEG_RETRIES, "
+        "GEOSEG_RETRY_DELAY)."
+    )
 
 
 def reason(exc: BaseException, storage_options: dict[str, Any] | None = None) -> str:
@@ -374,15 +462,17 @@ def check_writable(url: str) -> None:
     protocol = fsspec.utils.get_protocol(url)
     if protocol in READ_ONLY_PROTOCOLS:
         raise ReadOnlyStorageError(
-            f"Output {public_url(url)}: {protocol}:// is read-only in geoseg (HTTP has no standard way "
-            "to write objects). Write to a local path or a writable store (s3://, gs://, az://, ...), "
-            "then publish it over HTTP if you need to.")
+            f"Output {public_url(url)}: {protocol}:// is read-only in geoseg (HTTP has no "
+            "standard way to write objects). Write to a local path or a writable store (s3://, "
+            "gs://, az://, ...), then publish it over HTTP if you need to."
+        )
 
 
 # --- GDAL reading through Python files -----------------------------------------------------------
 
 _FAILURES: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar(
-    "geoseg_gdal_failures", default=None)
+    "geoseg_gdal_failures", default=None
+)
 
 
 @contextlib.contextmanager

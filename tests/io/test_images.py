@@ -33,16 +33,24 @@ def rgb() -> np.ndarray:
     return np.moveaxis(textured_image(150, 130, seed=5), 0, -1).copy()  # (y, x, 3)
 
 
-@pytest.mark.parametrize(("name", "names"), [
-    ("rgb.png", ("red", "green", "blue")),
-    ("rgba.png", ("red", "green", "blue", "alpha")),
-    ("gray.png", ("gray",)),
-    ("gray16.png", ("gray",)),
-    ("photo.jpg", ("red", "green", "blue")),
-])
+@pytest.mark.parametrize(
+    ("name", "names"),
+    [
+        ("rgb.png", ("red", "green", "blue")),
+        ("rgba.png", ("red", "green", "blue", "alpha")),
+        ("gray.png", ("gray",)),
+        ("gray16.png", ("gray",)),
+        ("photo.jpg", ("red", "green", "blue")),
+    ],
+)
 def test_plain_images_equal_imageio(tmp_path, rgb, name, names):
-    pixels = {"rgb.png": rgb, "rgba.png": np.dstack([rgb, rgb[..., :1]]), "gray.png": rgb[..., 1],
-              "gray16.png": rgb[..., 0].astype(np.uint16) * 250, "photo.jpg": rgb}[name]
+    pixels = {
+        "rgb.png": rgb,
+        "rgba.png": np.dstack([rgb, rgb[..., :1]]),
+        "gray.png": rgb[..., 1],
+        "gray16.png": rgb[..., 0].astype(np.uint16) * 250,
+        "photo.jpg": rgb,
+    }[name]
     iio.imwrite(tmp_path / name, pixels)
     raster = geoseg.open_raster(str(tmp_path / name))
     expected = channels_first(iio.imread(tmp_path / name))
@@ -58,7 +66,9 @@ def test_palette_png_reads_as_its_colours(tmp_path, rgb):
 
     Image.fromarray(rgb).quantize(colors=16).save(tmp_path / "palette.png")
     raster = geoseg.open_raster(str(tmp_path / "palette.png"))
-    np.testing.assert_array_equal(raster.values, channels_first(iio.imread(tmp_path / "palette.png")))
+    np.testing.assert_array_equal(
+        raster.values, channels_first(iio.imread(tmp_path / "palette.png"))
+    )
     assert raster.sizes["band"] == 3
 
 
@@ -88,7 +98,9 @@ def test_png_on_s3(tmp_path, rgb, s3_server):
 
 def test_too_large_images_are_refused_with_advice(tmp_path, rgb):
     iio.imwrite(tmp_path / "a.png", rgb)
-    with pytest.raises(UnsupportedFormatError, match=r"130 x 150 image with 3 band\(s\).*geoseg convert"):
+    with pytest.raises(
+        UnsupportedFormatError, match=r"130 x 150 image with 3 band\(s\).*geoseg convert"
+    ):
         images.image_source(str(tmp_path / "a.png"), {}, max_bytes=10_000)
     assert images.image_source(str(tmp_path / "a.png"), {}, max_bytes=None).shape == (3, 150, 130)
 
@@ -103,14 +115,20 @@ def test_level_and_pages_are_refused_for_plain_images(tmp_path, rgb):
 
 # --- TIFF stacks --------------------------------------------------------------------------------
 
+
 def stack(shape: tuple[int, ...], seed: int = 0, dtype: str = "uint16") -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 4000, size=shape).astype(dtype)
 
 
 def test_imagej_stack_is_a_volume_with_its_spacing(tmp_path):
     volume = stack((9, 70, 80))
-    tifffile.imwrite(tmp_path / "cells.tif", volume, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
-                     metadata={"axes": "ZYX", "spacing": 2.0, "unit": "um"})
+    tifffile.imwrite(
+        tmp_path / "cells.tif",
+        volume,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"axes": "ZYX", "spacing": 2.0, "unit": "um"},
+    )
     raster = geoseg.open_raster(str(tmp_path / "cells.tif"))
     source = raster.encoding["geoseg_source"]
     assert isinstance(source, TiffStackSource) and source.format == "tiffstack"
@@ -122,8 +140,12 @@ def test_imagej_stack_is_a_volume_with_its_spacing(tmp_path):
 
 def test_ome_tiff_channels_become_bands(tmp_path):
     data = stack((6, 2, 40, 50), seed=1)  # (z, c, y, x)
-    tifffile.imwrite(tmp_path / "two.ome.tif", data, ome=True,
-                     metadata={"axes": "ZCYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 3.0})
+    tifffile.imwrite(
+        tmp_path / "two.ome.tif",
+        data,
+        ome=True,
+        metadata={"axes": "ZCYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 3.0},
+    )
     raster = geoseg.open_raster(str(tmp_path / "two.ome.tif"), bands=[2])
     expected = np.moveaxis(tifffile.imread(tmp_path / "two.ome.tif"), 1, 0)  # (c, z, y, x)
     assert raster.shape == (1, 6, 40, 50)
@@ -136,7 +158,9 @@ def test_rgb_page_stack_has_colour_band_names(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", data, photometric="rgb")
     raster = geoseg.open_raster(str(tmp_path / "rgb.tif"))
     assert tuple(raster.band.values) == ("red", "green", "blue") and raster.shape == (3, 4, 30, 20)
-    np.testing.assert_array_equal(raster.values, np.moveaxis(tifffile.imread(tmp_path / "rgb.tif"), -1, 0))
+    np.testing.assert_array_equal(
+        raster.values, np.moveaxis(tifffile.imread(tmp_path / "rgb.tif"), -1, 0)
+    )
 
 
 def test_pages_are_z_or_bands_as_asked(tmp_path):
@@ -212,8 +236,12 @@ def test_georeferenced_tiffs_stay_geotiffs(tmp_path):
     data = stack((3, 40, 30), seed=7)
     scale = (TRANSFORM.a, -TRANSFORM.e, 0.0)
     tiepoint = (0.0, 0.0, 0.0, TRANSFORM.c, TRANSFORM.f, 0.0)
-    tifffile.imwrite(tmp_path / "geo.tif", data, photometric="minisblack",
-                     extratags=[(33550, "d", 3, scale, True), (33922, "d", 6, tiepoint, True)])
+    tifffile.imwrite(
+        tmp_path / "geo.tif",
+        data,
+        photometric="minisblack",
+        extratags=[(33550, "d", 3, scale, True), (33922, "d", 6, tiepoint, True)],
+    )
     source = open_source(str(tmp_path / "geo.tif"))
     assert isinstance(source, GeoTIFFSource)
     assert source.georef.transform == tuple(TRANSFORM)[:6]
@@ -221,15 +249,22 @@ def test_georeferenced_tiffs_stay_geotiffs(tmp_path):
 
 # --- jobs ---------------------------------------------------------------------------------------
 
+
 def test_job_on_a_png_equals_whole_image_inference(tmp_path, rgb, model_path, cluster_address):
     iio.imwrite(tmp_path / "photo.png", rgb)
-    spec = JobSpec.from_dict({"input": {"url": str(tmp_path / "photo.png")}, "model": {"path": model_path},
-                              "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [64, 64]}})
+    spec = JobSpec.from_dict(
+        {
+            "input": {"url": str(tmp_path / "photo.png")},
+            "model": {"path": model_path},
+            "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [64, 64]},
+        }
+    )
     report = run(spec, scheduler=cluster_address)
     pixels = channels_first(iio.imread(tmp_path / "photo.png"))
     expected = geoseg.load_model(model_path).predict_image(pixels).argmax(0)
-    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "mask.zarr"), mode="r")["classes"][...],
-                                  expected)
+    np.testing.assert_array_equal(
+        zarr.open_group(str(tmp_path / "mask.zarr"), mode="r")["classes"][...], expected
+    )
     assert report.n_tasks == 9 and report.provenance["input"]["format"] == "image"
 
 
@@ -237,10 +272,17 @@ def test_otsu_job_on_a_tiff_stack_equals_scikit_image(tmp_path, cluster_address)
     z, y, x = np.mgrid[0:12, 0:60, 0:50]
     cells = (np.sin(z / 3) + np.cos(y / 7) * np.sin(x / 5)) * 900 + 2000
     volume = (cells + np.random.default_rng(9).normal(0, 150, cells.shape)).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "cells.tif", volume, imagej=True, metadata={"axes": "ZYX", "spacing": 2.0})
+    tifffile.imwrite(
+        tmp_path / "cells.tif", volume, imagej=True, metadata={"axes": "ZYX", "spacing": 2.0}
+    )
     out = str(tmp_path / "cells-mask.zarr")
-    spec = JobSpec.from_dict({"input": {"url": str(tmp_path / "cells.tif")}, "model": {"method": "otsu"},
-                              "output": {"url": out, "chunks": [8, 32, 32]}})
+    spec = JobSpec.from_dict(
+        {
+            "input": {"url": str(tmp_path / "cells.tif")},
+            "model": {"method": "otsu"},
+            "output": {"url": out, "chunks": [8, 32, 32]},
+        }
+    )
     report = run(spec, scheduler=cluster_address)
     reference = tifffile.imread(tmp_path / "cells.tif")
     classes = zarr.open_group(out, mode="r")["classes"]
@@ -250,12 +292,22 @@ def test_otsu_job_on_a_tiff_stack_equals_scikit_image(tmp_path, cluster_address)
 
 
 def test_job_reads_tiff_pages_as_bands_when_asked(tmp_path, model_path, cluster_address):
-    tifffile.imwrite(tmp_path / "pages.tif", textured_image(90, 80, seed=11), photometric="minisblack")
-    spec = {"input": {"url": str(tmp_path / "pages.tif"), "pages": "band"}, "model": {"path": model_path},
-            "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [64, 64]}}
+    tifffile.imwrite(
+        tmp_path / "pages.tif", textured_image(90, 80, seed=11), photometric="minisblack"
+    )
+    spec = {
+        "input": {"url": str(tmp_path / "pages.tif"), "pages": "band"},
+        "model": {"path": model_path},
+        "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [64, 64]},
+    }
     run(JobSpec.from_dict(spec), scheduler=cluster_address)
-    expected = geoseg.load_model(model_path).predict_image(tifffile.imread(tmp_path / "pages.tif")).argmax(0)
-    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "mask.zarr"), mode="r")["classes"][...],
-                                  expected)
+    expected = (
+        geoseg.load_model(model_path)
+        .predict_image(tifffile.imread(tmp_path / "pages.tif"))
+        .argmax(0)
+    )
+    np.testing.assert_array_equal(
+        zarr.open_group(str(tmp_path / "mask.zarr"), mode="r")["classes"][...], expected
+    )
     with pytest.raises(JobSpecError, match=r"input\.pages: received 'time'"):
         JobSpec.from_dict({**spec, "input": {"url": str(tmp_path / "pages.tif"), "pages": "time"}})

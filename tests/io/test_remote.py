@@ -58,6 +58,7 @@ def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- a real HTTP server with byte ranges, byte counts and injected 503s -----------------------
 
+
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with single byte ranges (206), folder listings, and 503 on demand."""
 
@@ -166,8 +167,20 @@ def served(http_server: CountingServer) -> CountingServer:
 def write_big_geotiff(path: Path) -> np.ndarray:
     """A 3 x 2048 x 2048 uncompressed, 256-tiled GeoTIFF of incompressible noise (12 MiB)."""
     image = np.random.default_rng(0).integers(0, 255, size=(3, 2048, 2048), dtype=np.uint8)
-    with rasterio.open(path, "w", driver="GTiff", width=2048, height=2048, count=3, dtype="uint8",
-                       crs=CRS, transform=TRANSFORM, tiled=True, blockxsize=256, blockysize=256) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=2048,
+        height=2048,
+        count=3,
+        dtype="uint8",
+        crs=CRS,
+        transform=TRANSFORM,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    ) as dst:
         dst.write(image)
     return image
 
@@ -195,8 +208,13 @@ def test_http_zarr_array_and_group(served, http_root):
     image = textured_image(300, 260, seed=2)
     write_zarr(http_root / "scene.zarr", image, chunks=(64, 64))
     group = zarr.open_group(str(http_root / "g.zarr"), mode="w")
-    group.create_array("image", shape=image.shape, chunks=(3, 100, 100), dtype="uint8",
-                       dimension_names=["band", "y", "x"])[:] = image
+    group.create_array(
+        "image",
+        shape=image.shape,
+        chunks=(3, 100, 100),
+        dtype="uint8",
+        dimension_names=["band", "y", "x"],
+    )[:] = image
     raster = geoseg.open_raster(f"{served.url}/scene.zarr", chunks=64)
     np.testing.assert_array_equal(raster[:, 64:128, :64].values, image[:, 64:128, :64])
     one_chunk = served.bytes_sent
@@ -207,7 +225,9 @@ def test_http_zarr_array_and_group(served, http_root):
 
 
 def test_http_missing_file_is_a_clear_error(served):
-    with pytest.raises(RasterNotFoundError, match=r"No raster at http://127\.0\.0\.1:\d+/missing\.tif"):
+    with pytest.raises(
+        RasterNotFoundError, match=r"No raster at http://127\.0\.0\.1:\d+/missing\.tif"
+    ):
         geoseg.open_raster(f"{served.url}/missing.tif")
 
 
@@ -234,26 +254,43 @@ def test_a_server_that_keeps_failing_gives_up_with_the_url(served, big_tif, monk
     raster = geoseg.open_raster(f"{served.url}/big.tif")
     monkeypatch.setenv("GEOSEG_RETRIES", "2")
     served.fail_next = 1000
-    with pytest.raises(StorageUnavailableError, match=r"Reading http://127\.0\.0\.1:\d+/big\.tif failed "
-                                                      r"3 time\(s\).*503.*GEOSEG_RETRIES") as info:
+    with pytest.raises(
+        StorageUnavailableError,
+        match=r"Reading http://127\.0\.0\.1:\d+/big\.tif failed "
+        r"3 time\(s\).*503.*GEOSEG_RETRIES",
+    ) as info:
         raster[:, :10, :10].compute()
     assert isinstance(info.value, ConnectionError) and info.value.__cause__ is None
 
 
 def test_http_output_is_refused_before_anything_runs(served, tmp_path, model_path):
     src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64))
-    spec = {"input": {"url": src}, "model": {"path": model_path},
-            "output": {"url": f"{served.url}/out.zarr"}}
+    spec = {
+        "input": {"url": src},
+        "model": {"path": model_path},
+        "output": {"url": f"{served.url}/out.zarr"},
+    }
     with pytest.raises(JobSpecError, match=r"output\.url: received 'http://.*read-only"):
         JobSpec.from_dict(spec)
-    with pytest.raises(ReadOnlyStorageError, match=r"Output http://127\.0\.0\.1:\d+/out\.zarr: http:// "
-                                                   r"is read-only"):
-        create_output(f"{served.url}/out.zarr", shape=(8, 8), chunks=(8, 8), georef=GeoRef(),
-                      class_names=["a", "b"], class_dtype="uint8", nodata_class=255)
+    with pytest.raises(
+        ReadOnlyStorageError,
+        match=r"Output http://127\.0\.0\.1:\d+/out\.zarr: http:// "
+        r"is read-only",
+    ):
+        create_output(
+            f"{served.url}/out.zarr",
+            shape=(8, 8),
+            chunks=(8, 8),
+            georef=GeoRef(),
+            class_names=["a", "b"],
+            class_dtype="uint8",
+            nodata_class=255,
+        )
     assert served.bytes_sent == 0
 
 
 # --- a filesystem that fails its next reads or writes ------------------------------------------
+
 
 class FlakyFileSystem(LocalFileSystem):
     """The local disk under ``flaky://``, raising ConnectionResetError on the next reads or
@@ -274,7 +311,9 @@ class FlakyFileSystem(LocalFileSystem):
         return LocalFileSystem._strip_protocol(path.removeprefix("flaky://"))
 
     @classmethod
-    def fail(cls, reads: int = 0, writes: int = 0, error: type[Exception] = ConnectionResetError) -> None:
+    def fail(
+        cls, reads: int = 0, writes: int = 0, error: type[Exception] = ConnectionResetError
+    ) -> None:
         with cls.lock:
             cls.pending.update(read=reads, write=writes)
             cls.calls.update(read=0, write=0)
@@ -288,7 +327,9 @@ class FlakyFileSystem(LocalFileSystem):
                 cls.pending[kind] -= 1
                 raise cls.error(f"injected {kind} failure")
 
-    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: object) -> bytes:
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: object
+    ) -> bytes:
         self.fault("read")
         return super().cat_file(path, start=start, end=end, **kwargs)
 
@@ -314,8 +355,15 @@ def flaky() -> Iterator[type[FlakyFileSystem]]:
 
 def test_output_writes_retry_connection_resets(tmp_path, flaky):
     url = f"flaky://{tmp_path}/out.zarr"
-    target = create_output(url, shape=(20, 30), chunks=(10, 10), georef=GeoRef(), class_names=["a", "b"],
-                           class_dtype="uint8", nodata_class=255)
+    target = create_output(
+        url,
+        shape=(20, 30),
+        chunks=(10, 10),
+        georef=GeoRef(),
+        class_names=["a", "b"],
+        class_dtype="uint8",
+        nodata_class=255,
+    )
     block = np.arange(100, dtype=np.uint8).reshape(10, 10)
     flaky.fail(writes=2)
     target.write("classes", (slice(10, 20), slice(0, 10)), block)
@@ -327,10 +375,19 @@ def test_output_writes_retry_connection_resets(tmp_path, flaky):
 
 
 def test_permanent_errors_are_not_retried(tmp_path, flaky):
-    target = create_output(f"flaky://{tmp_path}/out.zarr", shape=(10, 10), chunks=(10, 10), georef=GeoRef(),
-                           class_names=["a", "b"], class_dtype="uint8", nodata_class=255)
+    target = create_output(
+        f"flaky://{tmp_path}/out.zarr",
+        shape=(10, 10),
+        chunks=(10, 10),
+        georef=GeoRef(),
+        class_names=["a", "b"],
+        class_dtype="uint8",
+        nodata_class=255,
+    )
     flaky.fail(writes=1, error=PermissionError)
-    with pytest.raises(StorageAccessError, match=r"Writing flaky:.*/out\.zarr failed: access denied"):
+    with pytest.raises(
+        StorageAccessError, match=r"Writing flaky:.*/out\.zarr failed: access denied"
+    ):
         target.write("classes", (slice(0, 10), slice(0, 10)), np.zeros((10, 10), np.uint8))
     assert flaky.calls["write"] == 1
 
@@ -361,6 +418,7 @@ def test_geotiff_reads_inside_gdal_retry_without_crashing(tmp_path, flaky):
 
 # --- the retry policy and what counts as transient ----------------------------------------------
 
+
 def test_backoff_doubles_is_capped_and_jittered():
     policy = remote.RetryPolicy(retries=6, base_delay=0.5, max_delay=3.0, jitter=0.5)
     rng = random.Random(0)
@@ -377,7 +435,9 @@ def test_retry_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("GEOSEG_RETRY_DELAY", "0.25")
     assert remote.RetryPolicy.from_env() == remote.RetryPolicy(retries=7, base_delay=0.25)
     monkeypatch.setenv("GEOSEG_RETRIES", "many")
-    with pytest.raises(SettingError, match=r"GEOSEG_RETRIES: received 'many'; expected a number >= 0"):
+    with pytest.raises(
+        SettingError, match=r"GEOSEG_RETRIES: received 'many'; expected a number >= 0"
+    ):
         remote.RetryPolicy.from_env()
 
 
@@ -392,8 +452,12 @@ def test_retry_loop_sleeps_between_attempts_and_stops_at_permanent_errors():
         return outcome
 
     policy = remote.RetryPolicy(retries=3, base_delay=1.0, jitter=0.0)
-    assert remote.call_with_retries(flaky_call, url="s3://b/k", storage_options={}, policy=policy,
-                                    sleep=slept.append) == "done"
+    assert (
+        remote.call_with_retries(
+            flaky_call, url="s3://b/k", storage_options={}, policy=policy, sleep=slept.append
+        )
+        == "done"
+    )
     assert slept == [1.0, 2.0]
     calls = []
 
@@ -402,8 +466,9 @@ def test_retry_loop_sleeps_between_attempts_and_stops_at_permanent_errors():
         raise ValueError("corrupt chunk")
 
     with pytest.raises(ValueError, match="corrupt chunk"):
-        remote.call_with_retries(bad_data, url="s3://b/k", storage_options={}, policy=policy,
-                                 sleep=slept.append)
+        remote.call_with_retries(
+            bad_data, url="s3://b/k", storage_options={}, policy=policy, sleep=slept.append
+        )
     assert calls == [1]
 
 
@@ -418,29 +483,35 @@ def _s3_error(code: str, status: int) -> Exception:
     from botocore.exceptions import ClientError
     from s3fs.errors import translate_boto_error
 
-    response = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    response = {
+        "Error": {"Code": code, "Message": code},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
     return translate_boto_error(ClientError(response, "GetObject"))
 
 
-@pytest.mark.parametrize(("make", "transient"), [
-    (lambda: ConnectionResetError(errno.ECONNRESET, "reset"), True),
-    (lambda: TimeoutError("read timed out"), True),
-    (lambda: _response_error(503), True),
-    (lambda: _response_error(429), True),
-    (lambda: _response_error(500), True),
-    (lambda: _s3_error("SlowDown", 503), True),
-    (lambda: _s3_error("InternalError", 500), True),
-    (lambda: aiohttp.ServerDisconnectedError(), True),
-    (lambda: _response_error(403), False),
-    (lambda: _response_error(404), False),
-    (lambda: _s3_error("AccessDenied", 403), False),
-    (lambda: _s3_error("NoSuchKey", 404), False),
-    (lambda: _s3_error("NoSuchBucket", 404), False),
-    (lambda: FileNotFoundError("gone"), False),
-    (lambda: ValueError("bad data"), False),
-    (lambda: KeyError("band"), False),
-    (lambda: StorageUnavailableError("already gave up"), False),
-])
+@pytest.mark.parametrize(
+    ("make", "transient"),
+    [
+        (lambda: ConnectionResetError(errno.ECONNRESET, "reset"), True),
+        (lambda: TimeoutError("read timed out"), True),
+        (lambda: _response_error(503), True),
+        (lambda: _response_error(429), True),
+        (lambda: _response_error(500), True),
+        (lambda: _s3_error("SlowDown", 503), True),
+        (lambda: _s3_error("InternalError", 500), True),
+        (lambda: aiohttp.ServerDisconnectedError(), True),
+        (lambda: _response_error(403), False),
+        (lambda: _response_error(404), False),
+        (lambda: _s3_error("AccessDenied", 403), False),
+        (lambda: _s3_error("NoSuchKey", 404), False),
+        (lambda: _s3_error("NoSuchBucket", 404), False),
+        (lambda: FileNotFoundError("gone"), False),
+        (lambda: ValueError("bad data"), False),
+        (lambda: KeyError("band"), False),
+        (lambda: StorageUnavailableError("already gave up"), False),
+    ],
+)
 def test_transient_or_permanent(make, transient):
     assert remote.is_transient(make()) is transient
 
@@ -463,9 +534,13 @@ def test_causes_decide_for_wrappers():
 
 
 def test_reasons_hide_signed_urls_headers_and_option_values():
-    text = remote.reason(_response_error(503, "https://bucket.example.com/k.tif?X-Amz-Signature=abc"))
+    text = remote.reason(
+        _response_error(503, "https://bucket.example.com/k.tif?X-Amz-Signature=abc")
+    )
     assert text == "ClientResponseError: HTTP 503 Service Unavailable"
-    assert "TOKEN-123" not in str(remote.translate(_response_error(403), "https://u:pw@h/x?sig=1", {}, "Reading"))
+    assert "TOKEN-123" not in str(
+        remote.translate(_response_error(403), "https://u:pw@h/x?sig=1", {}, "Reading")
+    )
     leaky = OSError(f"failed with key={SECRET} at https://user:pw@host/path?token=t")
     shown = remote.reason(leaky, {"secret": SECRET, "client_kwargs": {"endpoint_url": "http://e"}})
     assert SECRET not in shown and "pw" not in shown and "token=t" not in shown
@@ -474,12 +549,22 @@ def test_reasons_hide_signed_urls_headers_and_option_values():
 
 # --- S3: missing buckets and keys, refused access -------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def s3_cog(s3_server: dict, tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("s3") / "scene.tif"
     image = textured_image(64, 64)
-    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs=CRS,
-                       transform=TRANSFORM) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=64,
+        height=64,
+        count=3,
+        dtype="uint8",
+        crs=CRS,
+        transform=TRANSFORM,
+    ) as dst:
         dst.write(image)
     url = "s3://geoseg/errors/scene.tif"
     fsspec.filesystem("s3", skip_instance_cache=True, **s3_server).put(str(path), url)
@@ -490,17 +575,31 @@ def s3_cog(s3_server: dict, tmp_path_factory: pytest.TempPathFactory) -> str:
 def reader_without_get(s3_server: dict) -> dict:
     """Storage options of an IAM user that may list the bucket but not get objects."""
     endpoint = s3_server["client_kwargs"]["endpoint_url"]
-    kwargs = {"endpoint_url": endpoint, "region_name": "us-east-1",
-              "aws_access_key_id": s3_server["key"], "aws_secret_access_key": s3_server["secret"]}
+    kwargs = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": s3_server["key"],
+        "aws_secret_access_key": s3_server["secret"],
+    }
     iam = boto3.client("iam", **kwargs)
-    iam.create_user(UserName="no-get")
-    key = iam.create_access_key(UserName="no-get")["AccessKey"]
-    policy = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:PutObject"], "Resource": "*"},
-        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "*"}]}
-    iam.put_user_policy(UserName="no-get", PolicyName="no-get", PolicyDocument=json.dumps(policy))
-    return {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"], "skip_instance_cache": True,
-            "client_kwargs": dict(s3_server["client_kwargs"])}
+    iam.create_user(UserName="geoseg-no-get")
+    key = iam.create_access_key(UserName="geoseg-no-get")["AccessKey"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:PutObject"], "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "*"},
+        ],
+    }
+    iam.put_user_policy(
+        UserName="geoseg-no-get", PolicyName="geoseg-no-get", PolicyDocument=json.dumps(policy)
+    )
+    return {
+        "key": key["AccessKeyId"],
+        "secret": key["SecretAccessKey"],
+        "skip_instance_cache": True,
+        "client_kwargs": dict(s3_server["client_kwargs"]),
+    }
 
 
 def assert_clean(exc: BaseException, *secrets: str) -> None:
@@ -511,8 +610,11 @@ def assert_clean(exc: BaseException, *secrets: str) -> None:
 
 
 def test_missing_bucket_on_open(s3_server):
-    with pytest.raises(BucketNotFoundError, match=r"Reading s3://no-such-bucket-1/scene\.tif failed: "
-                                                  r"the bucket 'no-such-bucket-1' does not exist") as info:
+    with pytest.raises(
+        BucketNotFoundError,
+        match=r"Reading s3://no-such-bucket-1/scene\.tif failed: "
+        r"the bucket 'no-such-bucket-1' does not exist",
+    ) as info:
         geoseg.open_raster("s3://no-such-bucket-1/scene.tif", storage_options=s3_server)
     assert isinstance(info.value, FileNotFoundError)
     assert "endpoint" in str(info.value)
@@ -520,7 +622,9 @@ def test_missing_bucket_on_open(s3_server):
 
 
 def test_missing_key_on_open(s3_server, s3_cog):
-    with pytest.raises(RasterNotFoundError, match=r"No raster at s3://geoseg/errors/nope\.tif") as info:
+    with pytest.raises(
+        RasterNotFoundError, match=r"No raster at s3://geoseg/errors/nope\.tif"
+    ) as info:
         geoseg.open_raster("s3://geoseg/errors/nope.tif", storage_options=s3_server)
     assert_clean(info.value, SECRET)
 
@@ -537,47 +641,87 @@ def test_access_denied_on_open(s3_server, s3_cog, reader_without_get):
 
 def test_rejected_credentials_on_open(s3_server, s3_cog):
     """With IAM checks on, the fixture's made-up key is unknown to the server."""
-    with enable_iam_authentication(), pytest.raises(StorageAccessError, match="access denied") as info:
+    with (
+        enable_iam_authentication(),
+        pytest.raises(StorageAccessError, match="access denied") as info,
+    ):
         geoseg.open_raster(s3_cog, storage_options={**s3_server, "skip_instance_cache": True})
     assert_clean(info.value, SECRET)
 
 
-def test_output_on_a_missing_bucket_or_without_permission(s3_server, reader_without_get, tmp_path,
-                                                          model_path):
-    kwargs = {"shape": (16, 16), "chunks": (16, 16), "georef": GeoRef(), "class_names": ["a", "b"],
-              "class_dtype": "uint8", "nodata_class": 255}
-    with pytest.raises(BucketNotFoundError, match=r"s3://no-such-bucket-2/out\.zarr failed: the bucket") as info:
+def test_output_on_a_missing_bucket_or_without_permission(
+    s3_server, reader_without_get, tmp_path, model_path
+):
+    kwargs = {
+        "shape": (16, 16),
+        "chunks": (16, 16),
+        "georef": GeoRef(),
+        "class_names": ["a", "b"],
+        "class_dtype": "uint8",
+        "nodata_class": 255,
+    }
+    with pytest.raises(
+        BucketNotFoundError, match=r"s3://no-such-bucket-2/out\.zarr failed: the bucket"
+    ) as info:
         create_output("s3://no-such-bucket-2/out.zarr", storage_options=s3_server, **kwargs)
     assert_clean(info.value, SECRET)
-    with enable_iam_authentication(), pytest.raises(StorageAccessError, match="access denied") as info:
-        create_output("s3://geoseg/denied/out.zarr", storage_options={**s3_server, "skip_instance_cache": True},
-                      **kwargs)
+    with (
+        enable_iam_authentication(),
+        pytest.raises(StorageAccessError, match="access denied") as info,
+    ):
+        create_output(
+            "s3://geoseg/denied/out.zarr",
+            storage_options={**s3_server, "skip_instance_cache": True},
+            **kwargs,
+        )
     assert "s3:PutObject" in str(info.value)
     assert_clean(info.value, SECRET)
 
 
-def test_job_with_an_output_on_a_missing_bucket_fails_before_any_compute(s3_server, tmp_path, model_path):
+def test_job_with_an_output_on_a_missing_bucket_fails_before_any_compute(
+    s3_server, tmp_path, model_path
+):
     src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64))
-    spec = JobSpec.from_dict({"input": {"url": src}, "model": {"path": model_path},
-                              "output": {"url": "s3://no-such-bucket-3/mask.zarr", "storage_options": s3_server}})
+    spec = JobSpec.from_dict(
+        {
+            "input": {"url": src},
+            "model": {"path": model_path},
+            "output": {"url": "s3://no-such-bucket-3/mask.zarr", "storage_options": s3_server},
+        }
+    )
     with pytest.raises(BucketNotFoundError, match="no-such-bucket-3"):
         geoseg.jobs.run(spec, scheduler="tcp://127.0.0.1:9")  # unreachable: must fail before
 
 
 def test_credentials_from_a_profile(s3_server, s3_cog, tmp_path, monkeypatch):
-    """Keys in a shared credentials file, named by profile: nothing secret in the storage options."""
+    """Keys in a shared credentials file, named by profile: no secret in the storage options."""
     endpoint = s3_server["client_kwargs"]["endpoint_url"]
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id=s3_server["key"], aws_secret_access_key=s3_server["secret"])
-    iam.create_user(UserName="reader")
-    key = iam.create_access_key(UserName="reader")["AccessKey"]
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-    iam.put_user_policy(UserName="reader", PolicyName="all", PolicyDocument=json.dumps(policy))
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=s3_server["key"],
+        aws_secret_access_key=s3_server["secret"],
+    )
+    iam.create_user(UserName="geoseg-profile-reader")
+    key = iam.create_access_key(UserName="geoseg-profile-reader")["AccessKey"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }
+    iam.put_user_policy(
+        UserName="geoseg-profile-reader", PolicyName="all", PolicyDocument=json.dumps(policy)
+    )
     (tmp_path / "credentials").write_text(
         f"[geoseg-reader]\naws_access_key_id = {key['AccessKeyId']}\n"
-        f"aws_secret_access_key = {key['SecretAccessKey']}\n")
+        f"aws_secret_access_key = {key['SecretAccessKey']}\n"
+    )
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    options = {"profile": "geoseg-reader", "skip_instance_cache": True, "client_kwargs": s3_server["client_kwargs"]}
+    options = {
+        "profile": "geoseg-reader",
+        "skip_instance_cache": True,
+        "client_kwargs": s3_server["client_kwargs"],
+    }
     with enable_iam_authentication():
         raster = geoseg.open_raster(s3_cog, storage_options=options)
         np.testing.assert_array_equal(raster.values, textured_image(64, 64))
