@@ -55,8 +55,8 @@ def test_bad_input_exits_nonzero_with_a_clear_message_and_writes_nothing(inputs,
     if case == "missing-input":
         data["input"]["url"] = str(tmp_path / "nope.zarr")
     elif case == "unsupported":
-        (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
-        data["input"]["url"] = str(tmp_path / "photo.jpg")
+        (tmp_path / "scene.zip").write_bytes(b"PK\x03\x04" + b"\0" * 64)
+        data["input"]["url"] = str(tmp_path / "scene.zip")
     elif case == "bands":
         data["input"]["url"] = write_zarr(tmp_path / "two.zarr", textured_image(30, 30, bands=2))
     elif case == "bad-key":
