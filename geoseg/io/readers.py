@@ -16,7 +16,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
-from geoseg.io import images, omezarr, remote
+from geoseg.io import images, mosaic, omezarr, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
 from geoseg.io.nifti import GZIP_MAGIC, NiftiSource, is_nifti, nifti_source
@@ -40,7 +40,7 @@ SUPPORTED = ("Zarr v2/v3 (an array or a group holding one), OME-Zarr (NGFF 0.4/0
 
 
 def open_raster(
-    url: str,
+    url: str | Sequence[str],
     storage_options: dict[str, Any] | None = None,
     *,
     variable: str | None = None,
@@ -83,15 +83,36 @@ def open_raster(
     return source_to_dataarray(source, chunks)
 
 
-def open_source(url: str, storage_options: dict[str, Any] | None = None, *,
+def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None = None, *,
                 variable: str | None = None, bands: Sequence[int] | None = None,
                 level: int | None = None, pages: str | None = None) -> RasterSource:
     """Inspect ``url`` (metadata only) and describe it as a :class:`RasterSource`. Transient
-    storage errors are retried; a missing bucket or object and access denied raise geoseg errors."""
+    storage errors are retried; a missing bucket or object and access denied raise geoseg errors.
+
+    A glob pattern (``s3://bucket/scenes/*.tif``) or a list of URLs is read as one mosaic of
+    scenes on a common grid (:mod:`geoseg.io.mosaic`)."""
     so = dict(storage_options or {})
+    if not isinstance(url, str) or mosaic.is_glob(url):
+        return _mosaic(url, so, variable=variable, bands=bands, level=level)
     with remote.storage_errors(url, so, "Reading"):
         return remote.call_with_retries(_open_source, url, so, variable, bands, level, pages,
                                         url=url, storage_options=so)
+
+
+def _mosaic(urls: str | Sequence[str], so: dict[str, Any], **options: Any) -> RasterSource:
+    if isinstance(urls, str):
+        fs, _ = fsspec.core.url_to_fs(urls, **so)
+        found = sorted(fs.unstrip_protocol(p) if "://" in urls else p for p in fs.glob(urls))
+        if not found:
+            raise RasterNotFoundError(f"No raster matches {remote.public_url(urls)}; check the pattern "
+                                      "(and storage_options for remote stores).")
+        name, listed = urls, found
+    else:
+        if not urls:
+            raise RasterNotFoundError("An empty list of rasters was given; give at least one URL.")
+        name, listed = f"{urls[0]} (+{len(urls) - 1} more)", list(urls)
+    sources = [open_source(u, so, **options) for u in listed]
+    return sources[0] if len(sources) == 1 else mosaic.mosaic_source(sources, name)
 
 
 def _open_source(url: str, so: dict[str, Any], variable: str | None, bands: Sequence[int] | None,

@@ -1,0 +1,132 @@
+"""Mosaics: many georeferenced scenes on one pixel grid, read as one raster.
+
+Scenes must share CRS, pixel size, band count and dtype, and sit on the same
+grid (offsets of whole pixels). The mosaic covers their union; a window reads
+only the scenes it overlaps. Where scenes overlap, the first one listed that has
+data wins; pixels no scene covers are nodata.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+
+from geoseg.errors import UnsupportedFormatError
+from geoseg.io.georef import GeoRef
+from geoseg.io.sources import RasterSource
+
+GLOB_CHARS = "*?["
+GRID_TOLERANCE = 1e-6  # of a pixel
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A scene and the mosaic pixel of its first pixel."""
+
+    source: RasterSource
+    row: int
+    col: int
+
+    def overlap(self, window: tuple[slice, slice]) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+        """(slices in the window, slices in the scene) of their intersection, or ``None``."""
+        _, height, width = self.source.shape
+        ys, xs = window
+        y0, y1 = max(ys.start, self.row), min(ys.stop, self.row + height)
+        x0, x1 = max(xs.start, self.col), min(xs.stop, self.col + width)
+        if y0 >= y1 or x0 >= x1:
+            return None
+        local = (slice(y0 - ys.start, y1 - ys.start), slice(x0 - xs.start, x1 - xs.start))
+        scene = (slice(y0 - self.row, y1 - self.row), slice(x0 - self.col, x1 - self.col))
+        return local, scene
+
+
+@dataclass(frozen=True)
+class MosaicSource(RasterSource):
+    """Scenes placed on one grid; ``georef.nodata`` marks pixels without data."""
+
+    scenes: tuple[Placed, ...] = ()
+
+    def read(self, window: tuple[slice, ...]) -> np.ndarray:
+        ys, xs = window
+        out = np.full((self.shape[0], ys.stop - ys.start, xs.stop - xs.start), self._fill, self.dtype)
+        empty = np.ones(out.shape[1:], bool)
+        for placed in self.scenes:
+            hit = placed.overlap((ys, xs))
+            if hit is None:
+                continue
+            local, scene = hit
+            data = placed.source.read(scene)
+            take = empty[local] & _has_data(data, placed.source.georef.nodata)
+            out[(slice(None), *local)][:, take] = data[:, take]
+            empty[local] &= ~take
+        return out
+
+    @property
+    def _fill(self) -> float:
+        return self.georef.nodata if self.georef.nodata is not None else 0
+
+    @property
+    def format(self) -> str:
+        return "mosaic"
+
+
+def is_glob(url: str) -> bool:
+    return any(c in url for c in GLOB_CHARS)
+
+
+def mosaic_source(sources: Sequence[RasterSource], url: str) -> MosaicSource:
+    """Place ``sources`` on their common grid (checked) as one :class:`MosaicSource`."""
+    first = sources[0]
+    for other in sources[1:]:
+        _check_compatible(first, other)
+    transform = Affine(*first.georef.transform)
+    corners = [_offset(transform, Affine(*s.georef.transform), s.url) for s in sources]
+    top, left = min(r for r, _ in corners), min(c for _, c in corners)
+    bottom = max(r + s.shape[1] for (r, _), s in zip(corners, sources))
+    right = max(c + s.shape[2] for (_, c), s in zip(corners, sources))
+    origin = transform @ Affine.translation(left, top)
+    nodata = first.georef.nodata
+    if nodata is None:
+        nodata = float("nan") if np.dtype(first.dtype).kind == "f" else 0.0
+    georef = GeoRef(first.georef.crs_wkt, tuple(origin)[:6], nodata)
+    placed = tuple(Placed(s, r - top, c - left) for s, (r, c) in zip(sources, corners))
+    return MosaicSource(url=url, shape=(first.shape[0], bottom - top, right - left), dtype=first.dtype,
+                        chunks=first.chunks, georef=georef, band_names=first.band_names,
+                        storage_options=first.storage_options, scenes=placed)
+
+
+def _check_compatible(first: RasterSource, other: RasterSource) -> None:
+    what = {"CRS": (first.georef.crs_wkt, other.georef.crs_wkt), "band count": (first.shape[0], other.shape[0]),
+            "dtype": (first.dtype, other.dtype), "nodata": (first.georef.nodata, other.georef.nodata)}
+    if first.georef.transform is None or other.georef.transform is None:
+        raise UnsupportedFormatError(f"Cannot mosaic {other.url} with {first.url}: both need a geotransform.")
+    a, b = Affine(*first.georef.transform), Affine(*other.georef.transform)
+    what["pixel size and rotation"] = ((a.a, a.b, a.d, a.e), (b.a, b.b, b.d, b.e))
+    for name, (x, y) in what.items():
+        if x != y and not (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)):
+            raise UnsupportedFormatError(
+                f"Cannot mosaic {other.url} with {first.url}: their {name} differ ({y!r} vs {x!r}). "
+                "Scenes of one mosaic share CRS, pixel grid, bands, dtype and nodata; reproject or "
+                "convert them first, or run them as separate jobs (geoseg batch).")
+
+
+def _offset(grid: Affine, scene: Affine, url: str) -> tuple[int, int]:
+    """The (row, col) of a scene's first pixel on ``grid``; whole pixels only."""
+    col, row = ~grid @ (scene.c, scene.f)
+    if abs(col - round(col)) > GRID_TOLERANCE or abs(row - round(row)) > GRID_TOLERANCE:
+        raise UnsupportedFormatError(
+            f"Cannot mosaic {url}: it is offset by a fraction of a pixel ({row:.4f}, {col:.4f}) from the "
+            "first scene's grid. Resample it onto that grid first.")
+    return round(row), round(col)
+
+
+def _has_data(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Pixels where some band holds data (not nodata, not NaN)."""
+    valid = ~np.isnan(data).all(axis=0) if data.dtype.kind == "f" else np.ones(data.shape[1:], bool)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= ~(data == nodata).all(axis=0)
+    return valid

@@ -1,0 +1,98 @@
+"""Many scenes as one raster: a glob or a list of GeoTIFFs on one grid, read as a mosaic."""
+
+from __future__ import annotations
+
+import itertools
+
+import fsspec
+import numpy as np
+import pytest
+import rasterio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+import geoseg
+from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
+from geoseg.jobs import JobSpec, run
+from tests.conftest import CRS, TRANSFORM, job_dict, textured_image
+
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
+
+def write_scene(path, data: np.ndarray, row: int, col: int, *, nodata=0, crs=CRS, transform=TRANSFORM) -> str:
+    """``data`` as a GeoTIFF whose first pixel is at (row, col) of the ``transform`` grid."""
+    placed = window_transform(Window(col, row, data.shape[2], data.shape[1]), transform)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=placed, nodata=nodata) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def cut(tmp_path, image: np.ndarray, rows: list[int], cols: list[int]) -> list[str]:
+    """Cut ``image`` into scenes at the given row and column boundaries."""
+    paths = []
+    for i, (r0, r1) in enumerate(itertools.pairwise(rows)):
+        for j, (c0, c1) in enumerate(itertools.pairwise(cols)):
+            paths.append(write_scene(tmp_path / f"scene_{i}_{j}.tif", image[:, r0:r1, c0:c1], r0, c0))
+    return paths
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.data())
+def test_scenes_cut_anywhere_mosaic_back_to_the_image(tmp_path_factory, data):
+    height, width = data.draw(st.integers(20, 90)), data.draw(st.integers(20, 90))
+    rows = sorted({0, height, *data.draw(st.lists(st.integers(1, height - 1), max_size=3))})
+    cols = sorted({0, width, *data.draw(st.lists(st.integers(1, width - 1), max_size=3))})
+    image = textured_image(height, width, bands=2, seed=height * width)
+    paths = cut(tmp_path_factory.mktemp("scenes"), image, rows, cols)
+    order = data.draw(st.permutations(paths))
+    raster = geoseg.open_raster(order, chunks=(32, 32))
+    np.testing.assert_array_equal(raster.values, image)
+    assert tuple(raster.attrs["transform"]) == tuple(TRANSFORM)[:6]
+
+
+def test_a_glob_reads_the_union_first_scene_wins_and_gaps_are_nodata(tmp_path):
+    a = np.full((1, 30, 40), 10, np.uint8)
+    b = np.full((1, 30, 40), 20, np.uint8)
+    b[:, :, :5] = 0  # nodata: the scene below shows through
+    write_scene(tmp_path / "a.tif", a, 0, 0)
+    write_scene(tmp_path / "b.tif", b, 20, 30)  # overlaps a's corner; leaves two corners uncovered
+    raster = geoseg.open_raster(str(tmp_path / "*.tif"))
+    values = raster.values[0]
+    assert raster.shape == (1, 50, 70)
+    assert (values[:30, :40] == 10).all()  # a is listed first (sorted) and wins the overlap
+    assert (values[30:, 35:] == 20).all() and (values[20:30, 40:] == 20).all()
+    assert (values[30:, :30] == 0).all() and (values[:20, 40:] == 0).all()  # uncovered: nodata
+    assert raster.attrs["nodata"] == 0
+    assert raster.attrs["transform"] == list(TRANSFORM)[:6]
+
+
+def test_scenes_off_the_grid_or_in_another_crs_are_refused(tmp_path):
+    image = textured_image(20, 20, bands=1)
+    first = write_scene(tmp_path / "a.tif", image, 0, 0)
+    shifted = TRANSFORM @ TRANSFORM.translation(0.5, 0)
+    half = write_scene(tmp_path / "half.tif", image, 0, 20, transform=shifted)
+    with pytest.raises(UnsupportedFormatError, match="fraction of a pixel"):
+        geoseg.open_raster([first, half])
+    other = write_scene(tmp_path / "utm19.tif", image, 0, 20, crs="EPSG:32619")
+    with pytest.raises(UnsupportedFormatError, match="CRS differ"):
+        geoseg.open_raster([first, other])
+    with pytest.raises(RasterNotFoundError, match="No raster matches"):
+        geoseg.open_raster(str(tmp_path / "nothing-*.tif"))
+
+
+def test_a_job_over_a_mosaic_on_s3_equals_whole_image_inference(tmp_path, model_path, s3_server, cluster_address):
+    image = textured_image(120, 100, seed=9)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **s3_server)
+    for path in cut(tmp_path, image, [0, 50, 120], [0, 64, 100]):
+        fs.put(path, f"s3://geoseg/mosaic/{path.rsplit('/', 1)[-1]}")
+    data = job_dict("s3://geoseg/mosaic/scene_*.tif", model_path, str(tmp_path / "out.zarr"))
+    data["input"]["storage_options"] = s3_server
+    report = run(JobSpec.from_dict(data), scheduler=cluster_address)
+    import zarr
+
+    classes = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["classes"][...]
+    np.testing.assert_array_equal(classes, geoseg.load_model(model_path).predict_image(image).argmax(0))
+    assert report.provenance["input"]["format"] == "mosaic"
