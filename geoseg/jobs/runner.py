@@ -68,16 +68,12 @@ class PreparedJob:
     def chunks(self) -> tuple[int, ...]:
         """Task regions: the output chunks, or the shards when sharding, clipped to the raster
         (a small raster is one region)."""
-        inner = self.inner_chunks
-        shards = self.spec.output.shards or inner
-        return tuple(min(s, round_up(n, i)) for s, n, i in zip(shards, self.source.shape[1:], inner))
+        return task_regions(self.spec, self.source)
 
     @property
     def inner_chunks(self) -> tuple[int, ...]:
         """The Zarr chunks of the output arrays, clipped to the raster."""
-        shape = self.source.shape[1:]
-        chunks = self.spec.output.chunks or (default_chunk(len(shape)),) * len(shape)
-        return tuple(min(c, n) for c, n in zip(chunks, shape))
+        return zarr_chunks(self.spec, self.source)
 
     @functools.cached_property
     def reference(self) -> ReferenceLabels | None:
@@ -157,9 +153,24 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
     inf = spec.inference
     with _key("inference"):
         work = region_work(model, source.shape[1:], tile=inf.tile, halo=inf.halo,
+                           regions=task_regions(spec, source),
                            batch_size=inf.batch_size, nodata=source.georef.nodata,
                            nodata_class=spec.output.nodata_class, blend=inf.blend, overlap=inf.overlap)
     return PreparedJob(spec, source, model, work)
+
+
+def zarr_chunks(spec: JobSpec, source: RasterSource) -> tuple[int, ...]:
+    """The output's Zarr chunks: ``output.chunks`` (default by dimensionality), clipped to the raster."""
+    shape = source.shape[1:]
+    chunks = spec.output.chunks or (default_chunk(len(shape)),) * len(shape)
+    return tuple(min(c, n) for c, n in zip(chunks, shape))
+
+
+def task_regions(spec: JobSpec, source: RasterSource) -> tuple[int, ...]:
+    """What one task writes: a chunk, or a shard when sharding, clipped to the raster."""
+    inner = zarr_chunks(spec, source)
+    shards = spec.output.shards or inner
+    return tuple(min(s, round_up(n, i)) for s, n, i in zip(shards, source.shape[1:], inner))
 
 
 def _check_chunks(spec: JobSpec, source: RasterSource) -> None:

@@ -71,10 +71,10 @@ def segment(
     segmenter = load_model(model) if isinstance(model, str) else model
     raster = _band_first(raster)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
+    out_chunks = _output_chunks(raster, chunks)
     work = region_work(segmenter, raster.shape[1:], tile=tile, halo=halo, batch_size=batch_size,
                        nodata=raster.attrs.get("nodata"), nodata_class=nodata_class, blend=blend,
-                       overlap=overlap)
-    out_chunks = _output_chunks(raster, chunks)
+                       overlap=overlap, regions=out_chunks)
     source = storage_source(raster)
     blocks = [_region_block(work, raster, source, region, output, segmenter.n_classes)
               for region in regions(raster.shape[1:], out_chunks)]
@@ -85,9 +85,19 @@ def segment(
 def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None, halo: Any = None,
                 batch_size: int | None = None, nodata: float | None = None,
                 nodata_class: int | None = None, blend: str | None = None,
-                overlap: float | None = None) -> RegionWork:
-    """Everything the regions of one run share, with defaults filled in."""
+                overlap: float | None = None, regions: Sequence[int] | None = None) -> RegionWork:
+    """Everything the regions of one run share, with defaults filled in.
+
+    Without a ``tile``, cropped tiles are ``GEOSEG_TILE`` (``GEOSEG_VOLUME_TILE``) long, or as long
+    as the ``regions`` tasks write when those are smaller: a 512-pixel region then reads and
+    infers 512 pixels plus halos, not a 1024-pixel tile of which it keeps a quarter. (Blended
+    windows keep their size: it sets the blend, which must not depend on chunking.)"""
     ndim = len(shape)
+    if tile is None:
+        tile = config.tile_size(ndim)
+        cropped = blend in (None, "crop") and not getattr(segmenter, "global_context", False)
+        if regions is not None and cropped:
+            tile = tuple(min(tile, r) for r in regions)
     global_context = getattr(segmenter, "global_context", False)
     blend = blend or ("gaussian" if global_context else "crop")
     if global_context and blend == "crop":
@@ -95,7 +105,7 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
                       "equal whole-image inference; blend='gaussian' hides the seams.", stacklevel=3)
     spec = TilingSpec.create(
         shape,
-        tile=tile if tile is not None else config.tile_size(ndim),
+        tile=tile,
         halo=halo if halo is not None else _isotropic(segmenter.halo, ndim),
         stride=coerce_per_axis(_isotropic(segmenter.stride, ndim), ndim, "stride"),
         blend=blend,
