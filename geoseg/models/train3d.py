@@ -4,8 +4,8 @@ The training data never runs out: patches come from a pool of small synthetic
 volumes (:func:`geoseg.synth.volumes.make_volume`) whose oldest member is
 replaced by a freshly generated one every few steps, so the network sees
 hundreds of different bodies rather than memorising three. Patches are centred
-on a foreground voxel (of a class drawn uniformly) with some probability, so the
-small kidneys and lesions are seen often; the loss is cross-entropy plus a soft
+on a foreground voxel (of a class drawn with ``class_weights``) with some probability, so
+the small kidneys and lesions are seen often; the loss is cross-entropy plus a soft
 Dice over the foreground classes; AdamW with a linear warm-up and a cosine decay.
 
 Training volumes use seeds from ``cfg.seed * 100_000 + 1000`` upwards; the
@@ -60,6 +60,7 @@ class Volume3DConfig:
     warmup: float = 0.05  # fraction of the steps with a linear warm-up
     dice_weight: float = 1.0  # loss = cross-entropy + dice_weight * (1 - soft Dice)
     foreground: float = 0.5  # probability that a patch is centred on a foreground voxel
+    class_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # odds of centring on organ_a, organ_b, lesion
     flips: tuple[int, ...] = (0, 1, 2)  # patch axes (z, y, x) flipped at random
     gain: float = 0.1  # intensities scaled by a random factor in [1 - gain, 1 + gain]
     pool: int = 24  # volumes held at once
@@ -143,6 +144,9 @@ def _check_config(cfg: Volume3DConfig, stride: Triple) -> None:
     if not 0.0 <= cfg.foreground <= 1.0 or not 0.0 <= cfg.gain < 1.0:
         problems.append(f"foreground must be in [0, 1] and gain in [0, 1), got {cfg.foreground} "
                         f"and {cfg.gain}")
+    if len(cfg.class_weights) != len(VOLUME_CLASSES) - 1 or min(cfg.class_weights) <= 0:
+        problems.append(f"class_weights must be {len(VOLUME_CLASSES) - 1} positive numbers (one per "
+                        f"foreground class), got {cfg.class_weights}")
     if any(a not in (0, 1, 2) for a in cfg.flips):
         problems.append(f"flips are axes 0 (z), 1 (y), 2 (x); got {cfg.flips}")
     if problems:
@@ -150,12 +154,13 @@ def _check_config(cfg: Volume3DConfig, stride: Triple) -> None:
                              + ". Change these fields of Volume3DConfig.")
 
 
-def _origin(rng: np.random.Generator, item: _Item, patch: Triple, foreground: float) -> list[int]:
+def _origin(rng: np.random.Generator, item: _Item, cfg: Volume3DConfig) -> list[int]:
     """Patch corner: around a voxel of a random foreground class, or anywhere."""
-    shape = item.labels.shape
-    present = [idx for idx in item.foreground if idx.size]
-    if present and rng.random() < foreground:
-        idx = present[rng.integers(len(present))]
+    shape, patch = item.labels.shape, cfg.patch
+    present = [c for c, idx in enumerate(item.foreground) if idx.size]
+    if present and rng.random() < cfg.foreground:
+        odds = np.array([cfg.class_weights[c] for c in present])
+        idx = item.foreground[present[rng.choice(len(present), p=odds / odds.sum())]]
         centre = np.unravel_index(idx[rng.integers(idx.size)], shape)
         corner = [int(c) - int(rng.integers(p // 4, p - p // 4 + 1)) for c, p in zip(centre, patch)]
         return [min(max(c, 0), n - p) for c, n, p in zip(corner, shape, patch)]
@@ -168,7 +173,7 @@ def _sample(rng: np.random.Generator, pool: _VolumePool, cfg: Volume3DConfig, me
     xs, ys = [], []
     for _ in range(cfg.batch):
         item = pool.items[int(rng.integers(len(pool.items)))]
-        corner = _origin(rng, item, cfg.patch, cfg.foreground)
+        corner = _origin(rng, item, cfg)
         window = tuple(slice(c, c + p) for c, p in zip(corner, cfg.patch))
         x, y = item.image[(0,) + window], item.labels[window]
         axes = tuple(a for a in cfg.flips if rng.random() < 0.5)

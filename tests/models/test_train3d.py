@@ -64,6 +64,17 @@ def test_foreground_patches_contain_foreground():
         assert bool((labels.flatten(1) > 0).any(dim=1).all())
 
 
+def test_class_weights_choose_the_centre_class():
+    cfg = Volume3DConfig(**{**TINY, "foreground": 1.0, "patch": (8, 8, 8), "yx_range": (48, 48),
+                            "z_range": (16, 16), "class_weights": (1e-9, 1e-9, 1.0), "pool": 4})
+    rng = np.random.default_rng(3)
+    pool = _VolumePool(cfg, rng)
+    assert all(item.foreground[2].size for item in pool.items)  # every volume has a lesion
+    for _ in range(10):
+        labels = _sample(rng, pool, cfg, 0.0, 1.0)[1]
+        assert bool((labels.flatten(1) == 3).any(dim=1).all())
+
+
 def test_pool_refresh_generates_new_seeds():
     cfg = Volume3DConfig(**TINY)
     pool = _VolumePool(cfg, np.random.default_rng(0))
@@ -78,6 +89,7 @@ def test_pool_refresh_generates_new_seeds():
     ({"patch": (12, 16, 16)}, "patch[0] = 12"),
     ({"foreground": 1.5}, "foreground"),
     ({"flips": (3,)}, "flips"),
+    ({"class_weights": (1.0, 0.0, 1.0)}, "class_weights"),
 ])
 def test_bad_config_is_refused_with_the_field(change, field):
     with pytest.raises(TrainSpecError, match="invalid 3D training config: .*" + re.escape(field)):
