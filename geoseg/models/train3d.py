@@ -60,7 +60,7 @@ class Volume3DConfig:
     warmup: float = 0.05  # fraction of the steps with a linear warm-up
     dice_weight: float = 1.0  # loss = cross-entropy + dice_weight * (1 - soft Dice)
     foreground: float = 0.5  # probability that a patch is centred on a foreground voxel
-    class_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # odds of centring on organ_a, organ_b, lesion
+    class_weights: tuple[float, ...] = (1.0, 1.0, 2.0)  # odds of centring on organ_a, organ_b, lesion
     flips: tuple[int, ...] = (0, 1, 2)  # patch axes (z, y, x) flipped at random
     gain: float = 0.1  # intensities scaled by a random factor in [1 - gain, 1 + gain]
     pool: int = 24  # volumes held at once
