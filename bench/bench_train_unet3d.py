@@ -12,12 +12,13 @@ segmented through geoseg.segment (chunks 20 x 56 x 60, tiles 16 x 48 x 48, halo 
 field), so the figure covers the executor too. Dice is per foreground class and their mean.
 
 Measured with the default config (depth 3, width 8, pool_z 2, batch 4 x 24 x 64 x 64, 1500
-steps, one thread; about 940 s of CPU for training, 20 minutes wall on a shared 2-core machine):
+steps, one thread; about 945 s of CPU for training, plus about 37 s per evaluation volume):
 mean foreground Dice on seed 123 of 0.974 (organ_a 0.964, organ_b 0.979, lesion 0.980) for
---seed 0 and 0.982 for --seed 2. On the six volumes 123 1 3 5 7 9 the mean is 0.96 (0.931 to
-0.985 per volume); the weakest class is the bright lesion of seeds 3, 5 and 7 (Dice 0.85-0.92),
-which a run that draws lesions no more often than the organs missed entirely in one training
-seed of three. Before (3 fixed training volumes, cross-entropy only): 0.621 after 1500 steps.
+--seed 0, 0.968 for --seed 1 and 0.982 for --seed 2. Over the six volumes 123 1 3 5 7 9 the
+means are 0.961, 0.950 and 0.966 (0.908 to 0.985 per volume); the weakest are the bright
+lesions of seeds 3, 5 and 7 (Dice 0.85-0.93): drawing lesions no more often than the organs,
+one training seed of three missed them entirely. Before (3 fixed training volumes,
+cross-entropy only): 0.621 after 1500 steps.
 tests/training/test_unet3d_quality.py (pytest -m slow) trains the --seed 0 config and asserts a
 mean of at least 0.75 on seed 123.
 """
