@@ -400,6 +400,12 @@ def _missing_bucket(url: str, storage_options: dict[str, Any]) -> str | None:
 def _access_denied(
     exc: BaseException, url: str, so: dict[str, Any], what: str
 ) -> StorageAccessError:
+    if fsspec.utils.get_protocol(url) in READ_ONLY_PROTOCOLS:
+        return StorageAccessError(
+            f"{what} {public_url(url)} failed: access denied ({reason(exc, so)}). Check that the "
+            "server serves this URL to you: the address, and any headers or credentials it needs "
+            "(storage_options client_kwargs, e.g. headers or auth)."
+        )
     action = (
         "write (s3:PutObject, s3:DeleteObject)"
         if _writing(what)
@@ -519,7 +525,15 @@ class GuardedContainer(FileContainer):
         return bool(self._quietly(self.fs.isdir, path, default=False))
 
     def ls(self, path: str) -> list[str]:
-        names = self._quietly(self.fs.ls, path, default=[], detail=False)
+        """The names in a folder, or none where the store will not list it: a web server without
+        an index page (HTTP 403/404) or a bucket readable without s3:ListBucket still serves its
+        files. Only a transient failure is kept, to be retried."""
+        try:
+            names = self.fs.ls(path, detail=False)
+        except Exception as exc:  # noqa: BLE001 - listing is optional: GDAL only looks for sidecars
+            if is_transient(exc):
+                _hide(exc)
+            return []
         return [str(n).rstrip("/").rsplit("/", 1)[-1] for n in names]
 
     def mtime(self, path: str) -> int:

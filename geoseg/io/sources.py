@@ -114,5 +114,8 @@ def open_rasterio(url: str, storage_options: dict[str, Any],
             yield ds
         return
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    with remote.guarded_reads(), rasterio.open(path, opener=remote.GuardedContainer(fs), **kwargs) as ds:
+    # no sidecar search (.aux.xml, .ovr, .msk ...): on a store it costs a listing or a dozen
+    # requests each time a task opens the file
+    with (remote.guarded_reads(), rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"),
+          rasterio.open(path, opener=remote.GuardedContainer(fs), **kwargs) as ds):
         yield ds

@@ -78,6 +78,10 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             return
         path = Path(self.translate_path(self.path))
+        self.server.record(self.path)
+        if path.is_dir() and not self.server.listings:
+            self.send_error(403)  # like a web server without an index page
+            return
         if path.is_dir():
             listing = self.send_head()  # a folder listing, or a redirect to "folder/"
             if listing is not None:
@@ -121,6 +125,7 @@ class CountingServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(root)))
         self.lock = threading.Lock()
         self.bytes_sent = self.fail_next = self.failed = 0
+        self.listings, self.paths = True, []
 
     @property
     def url(self) -> str:
@@ -134,6 +139,10 @@ class CountingServer(http.server.ThreadingHTTPServer):
             self.failed += 1
             return True
 
+    def record(self, path: str) -> None:
+        with self.lock:
+            self.paths.append(path)
+
     def count(self, n: int) -> None:
         with self.lock:
             self.bytes_sent += n
@@ -141,6 +150,7 @@ class CountingServer(http.server.ThreadingHTTPServer):
     def reset(self) -> None:
         with self.lock:
             self.bytes_sent = self.fail_next = self.failed = 0
+            self.listings, self.paths = True, []
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +212,20 @@ def test_http_geotiff_window_reads_a_small_part_of_the_file(served, big_tif, htt
     with rasterio.open(http_root / "big.tif") as ds:
         assert rasterio.crs.CRS.from_wkt(raster.attrs["crs"]) == ds.crs
         assert tuple(raster.attrs["transform"]) == tuple(ds.transform)[:6]
+
+
+def test_http_geotiff_from_a_server_that_refuses_folder_listings(served, big_tif):
+    """Many servers (and buckets readable without s3:ListBucket) refuse to list a folder but
+    serve its files; GDAL's search for sidecar files must neither fail on that nor cost a
+    request per task."""
+    served.listings = False
+    raster = geoseg.open_raster(f"{served.url}/big.tif", chunks=256)
+    np.testing.assert_array_equal(raster[:, 256:512, 512:768].values, big_tif[:, 256:512, 512:768])
+    assert set(served.paths) <= {"/big.tif", "/big.tif/zarr.json", "/big.tif/.zarray",
+                                 "/big.tif/.zgroup"}, served.paths  # format sniffing only
+    container = remote.GuardedContainer(fsspec.filesystem("http", skip_instance_cache=True))
+    with remote.guarded_reads():
+        assert container.ls(f"{served.url}/") == []  # refused: no names, and no error kept
 
 
 def test_http_zarr_array_and_group(served, http_root):
@@ -538,9 +562,9 @@ def test_reasons_hide_signed_urls_headers_and_option_values():
         _response_error(503, "https://bucket.example.com/k.tif?X-Amz-Signature=abc")
     )
     assert text == "ClientResponseError: HTTP 503 Service Unavailable"
-    assert "TOKEN-123" not in str(
-        remote.translate(_response_error(403), "https://u:pw@h/x?sig=1", {}, "Reading")
-    )
+    refused = str(remote.translate(_response_error(403), "https://u:pw@h/x?sig=1", {}, "Reading"))
+    assert "TOKEN-123" not in refused and "pw" not in refused
+    assert "access denied" in refused and "s3:" not in refused and "headers" in refused
     leaky = OSError(f"failed with key={SECRET} at https://user:pw@host/path?token=t")
     shown = remote.reason(leaky, {"secret": SECRET, "client_kwargs": {"endpoint_url": "http://e"}})
     assert SECRET not in shown and "pw" not in shown and "token=t" not in shown
