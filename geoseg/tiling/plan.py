@@ -9,8 +9,10 @@ Vocabulary, per spatial axis of length ``n``:
   output chunks, so writes never straddle a chunk and need no lock;
 * a **tile** is one network input inside a region. Its *core* lies on a grid
   aligned to the model's total stride, its *window* is the core grown by the halo
-  and shifted inward to stay inside ``[0, P)``. Every window of an image has the
-  same length, so tiles batch together.
+  and shifted inward to stay inside ``[0, P)``. Every window of a region has the
+  same length, so its tiles batch together. A region shorter than a tile (the
+  last one along an axis, say) gets a tile no longer than itself: a whole tile
+  would only grow inward, to be read and inferred and then thrown away.
 
 Because windows start on multiples of the stride and never leave ``[0, P)``,
 each tile sees the same pixel grid and the same border padding as the whole
@@ -115,7 +117,7 @@ class TilingSpec:
 
     @property
     def window_shape(self) -> tuple[int, ...]:
-        """The length of every tile window, per axis."""
+        """The length of a tile window, per axis (a region shorter than a tile has shorter ones)."""
         return tuple(min(t + 2 * h, p) for t, h, p in zip(self.tile, self.halo, self.padded_shape))
 
     @property
@@ -179,13 +181,16 @@ def axis_tiles(start: int, stop: int, spec_axis: tuple[int, int, int, int]) -> l
 
     ``spec_axis`` is ``(n, tile, halo, stride)`` for that axis. Cores lie on a
     stride-aligned grid starting at ``round_down(start, stride)``; the last one
-    may be shorter, none is dropped.
+    may be shorter, none is dropped. Tiles are no longer than the region (rounded
+    out to the stride, and at least two strides so border padding sees enough pixels).
     """
     n, tile, halo, stride = spec_axis
     padded = round_up(n, stride)
+    first = round_down(start, stride)
+    tile = min(tile, max(round_up(stop, stride) - first, 2 * stride))  # never past the region
     length = min(tile + 2 * halo, padded)
     tiles = []
-    for core in range(round_down(start, stride), stop, tile):
+    for core in range(first, stop, tile):
         win_start = min(max(core - halo, 0), padded - length)
         tiles.append(AxisTile(max(core, start), min(core + tile, stop), win_start, win_start + length))
     return tiles

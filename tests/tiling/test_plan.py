@@ -43,17 +43,34 @@ def test_windows_are_aligned_equal_sized_and_hold_core_plus_halo(
     spec, chunks = plan
     for region in regions(spec.shape, chunks):
         tiles = region_tiles(spec, region)
+        lengths = {tuple(a.win_stop - a.win_start for a in t.axes) for t in tiles}
+        assert len(lengths) == 1  # one window shape per region: its tiles batch together
         for tile in tiles:
             for axis, p, s, h, length in zip(tile.axes, spec.padded_shape, spec.stride, spec.halo,
                                               spec.window_shape):
                 assert axis.win_start % s == 0 and axis.win_stop % s == 0
                 assert 0 <= axis.win_start and axis.win_stop <= p
-                assert axis.win_stop - axis.win_start == length
+                assert axis.win_stop - axis.win_start <= length
                 assert axis.win_start <= max(axis.out_start - h, 0)
                 assert axis.win_stop >= min(axis.out_stop + h, p)
         window = read_window(tiles)
         assert all(w.start <= t.window[i].start and t.window[i].stop <= w.stop
                    for t in tiles for i, w in enumerate(window))
+
+
+@settings(max_examples=200, deadline=None)
+@given(plans())
+def test_a_region_shorter_than_a_tile_reads_little_more_than_itself(
+        plan: tuple[TilingSpec, tuple[int, int]]) -> None:
+    """The last region along an axis is often short; its window is its own stride-rounded span
+    plus halos (at least two strides), not a whole tile grown inward."""
+    spec, chunks = plan
+    for region in regions(spec.shape, chunks):
+        window = read_window(region_tiles(spec, region))
+        for r, w, t, h, s in zip(region, window, spec.tile, spec.halo, spec.stride):
+            span = -(-r.stop // s) * s - r.start // s * s
+            if span < t:
+                assert w.stop - w.start <= max(span, 2 * s) + 2 * h, (region, window)
 
 
 def test_edge_tiles_are_kept_and_shifted_inward() -> None:
@@ -62,6 +79,13 @@ def test_edge_tiles_are_kept_and_shifted_inward() -> None:
     assert [(t.axes[0].out_start, t.axes[0].out_stop) for t in tiles] == [(64, 96), (96, 100)]
     last = tiles[-1].axes[0]
     assert (last.win_start, last.win_stop) == (104 - 48, 104)  # padded extent is 104
+
+
+def test_a_short_last_region_gets_a_short_tile() -> None:
+    spec = TilingSpec.create((1000,), tile=512, halo=16, stride=16)
+    (tile,) = region_tiles(spec, (slice(960, 1000),))  # 40 pixels, 48 with the stride
+    assert (tile.axes[0].out_start, tile.axes[0].out_stop) == (960, 1000)
+    assert (tile.axes[0].win_start, tile.axes[0].win_stop) == (928, 1008)  # 48 + 2 halos, not 544
 
 
 def test_tile_and_halo_are_rounded_up_to_the_stride() -> None:
