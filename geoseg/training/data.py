@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.errors import TrainingDataError
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
 from geoseg.models.base import valid_mask
-from geoseg.errors import TrainingDataError
 from geoseg.training.spec import PairSpec, RasterSpec
 
 Window = tuple[slice, slice]
@@ -91,7 +91,7 @@ def open_pairs(specs: Sequence[PairSpec], where: str) -> list[RasterPair]:
 
 def open_pair(spec: PairSpec, name: str) -> RasterPair:
     """Open one image/labels pair and check that the labels are one band on the same grid."""
-    image, labels = _open(spec.image), _open(spec.labels)
+    image, labels = _open(spec.image, f"{name}.image"), _open(spec.labels, f"{name}.labels")
     if labels.shape[0] != 1:
         raise TrainingDataError(
             f"{name}.labels: {spec.labels.url} has {labels.shape[0]} bands; labels must be one band of "
@@ -109,8 +109,16 @@ def open_pair(spec: PairSpec, name: str) -> RasterPair:
     return RasterPair(name, image, labels, Region(r0, r1, c0, c1))
 
 
-def _open(spec: RasterSpec) -> RasterSource:
-    return open_source(spec.url, spec.storage_options, variable=spec.variable, bands=spec.bands)
+def _open(spec: RasterSpec, name: str) -> RasterSource:
+    """A training raster, read as a job reads its input (variable, bands, level, pages); 2D only."""
+    source = open_source(spec.url, spec.storage_options, variable=spec.variable, bands=spec.bands,
+                         level=spec.level, pages=spec.pages)
+    if len(source.shape) != 3:
+        raise TrainingDataError(
+            f"{name}: {spec.url} is a volume of shape {source.shape} (band, z, y, x); geoseg train "
+            "expects (band, y, x) rasters. For a TIFF stack whose pages are bands, set pages: band; "
+            "3D networks are trained with geoseg.models.train3d.")
+    return source
 
 
 def split_holdout(pairs: Sequence[RasterPair],
@@ -121,7 +129,7 @@ def split_holdout(pairs: Sequence[RasterPair],
     train, val = [], []
     for pair in pairs:
         reg = pair.region
-        cut = reg.row_start + int(round(reg.height * (1 - fraction)))
+        cut = reg.row_start + round(reg.height * (1 - fraction))
         if not reg.row_start < cut < reg.row_stop:
             raise TrainingDataError(
                 f"{pair.name}: {reg.height} rows cannot be split by data.holdout = {fraction}; "

@@ -70,3 +70,44 @@ def test_zarr_checksum_changes_with_data(tmp_path):
     assert first == source_checksum(open_source(url)) and first["method"] == "content" and first["files"] == 10
     zarr.open_array(url, mode="r+")[0, 0, 0] = 255
     assert source_checksum(open_source(url))["sha256"] != first["sha256"]
+
+
+def test_training_pairs_read_levels_and_pages_as_jobs_do(tmp_path):
+    """A pair's rasters honour level and pages like a job's input; a volume is refused clearly."""
+    import pytest
+    import rasterio
+    import tifffile
+    from rasterio.enums import Resampling
+
+    from geoseg.errors import TrainingDataError
+    from geoseg.training.data import open_pair
+    from geoseg.training.spec import PairSpec
+    from tests.conftest import CRS, TRANSFORM
+
+    rng = np.random.default_rng(0)
+    pages = rng.integers(0, 4000, size=(4, 256, 320)).astype("uint16")
+    tifffile.imwrite(tmp_path / "pages.tif", pages, photometric="minisblack")  # four plain pages: bands, if asked
+    labels = rng.integers(0, 3, size=(1, 256, 320)).astype("uint8")
+    profile = {"driver": "COG", "width": 320, "height": 256, "count": 1, "dtype": "uint8", "crs": CRS,
+               "transform": TRANSFORM, "blocksize": 128, "overview_resampling": Resampling.nearest}
+    with rasterio.open(tmp_path / "labels.tif", "w", **profile) as dst:
+        dst.write(labels)
+    pair = open_pair(PairSpec.model_validate({
+        "image": {"url": str(tmp_path / "pages.tif"), "pages": "band"},
+        "labels": {"url": str(tmp_path / "labels.tif")}}), "data.train.0")
+    assert pair.image.shape == (4, 256, 320) and pair.bands == 4
+    np.testing.assert_array_equal(pair.image.read((slice(0, 256), slice(0, 320))), pages)
+
+    with rasterio.open(tmp_path / "labels.tif") as ds:
+        overview = ds.read(out_shape=(1, 128, 160), resampling=Resampling.nearest)
+    level = open_pair(PairSpec.model_validate({
+        "image": {"url": str(tmp_path / "labels.tif"), "level": 1},
+        "labels": {"url": str(tmp_path / "labels.tif"), "level": 1}}), "data.train.0")
+    assert level.labels.shape == (1, 128, 160)
+    np.testing.assert_array_equal(level.labels.read((slice(0, 128), slice(0, 160))), overview)
+
+    with pytest.raises(TrainingDataError, match=r"data\.train\.0\.image: .*pages\.tif is a volume of "
+                                                r"shape \(1, 4, 256, 320\).*pages: band"):
+        open_pair(PairSpec.model_validate({
+            "image": {"url": str(tmp_path / "pages.tif")},
+            "labels": {"url": str(tmp_path / "labels.tif")}}), "data.train.0")
