@@ -18,6 +18,7 @@ demo: setup
 	$(VENV)/bin/geoseg demo --overwrite
 
 test: setup
+	$(VENV)/bin/ruff check geoseg tests bench
 	$(PY) -m pytest
 
 test-slow: setup

@@ -8,12 +8,12 @@ from geoseg.parallel import segment
 __version__ = "0.1.0"
 
 __all__ = [
+    "TTA",
     "ClassInfo",
     "Ensemble",
     "ModelInfo",
     "SegmentationModel",
     "Segmenter",
-    "TTA",
     "__version__",
     "load_model",
     "open_raster",

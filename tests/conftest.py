@@ -85,8 +85,8 @@ def write_zarr(path: Path | str, image: np.ndarray, chunks: tuple[int, int] = (6
 
 def write_geotiff(path: Path | str, image: np.ndarray, *, nodata: float | None = 0,
                   tiled: bool = True) -> str:
-    profile = dict(driver="GTiff", width=image.shape[2], height=image.shape[1], count=image.shape[0],
-                   dtype=image.dtype, crs=CRS, transform=TRANSFORM, nodata=nodata)
+    profile = {"driver": "GTiff", "width": image.shape[2], "height": image.shape[1], "count": image.shape[0],
+                   "dtype": image.dtype, "crs": CRS, "transform": TRANSFORM, "nodata": nodata}
     if tiled:
         profile.update(tiled=True, blockxsize=64, blockysize=64)
     with rasterio.open(path, "w", **profile) as dst:

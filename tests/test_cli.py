@@ -12,7 +12,7 @@ from tests.conftest import job_dict, textured_image, write_zarr
 
 
 def geoseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False, capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
 

@@ -16,13 +16,13 @@ import numpy as np
 from distributed import Client
 
 from geoseg import logs
+from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import ClusterConfigError, GeosegError, JobSpecError, OutputExistsError
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import provenance, tracking
 from geoseg.jobs.spec import ClusterSpec, JobSpec, ModelSpec, load_job
-from geoseg.ensembles import TTA, Ensemble
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.models.base import Segmenter
 from geoseg.models.model import SegmentationModel
@@ -207,21 +207,21 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     out = spec.output
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
-    with (contextlib.nullcontext(client) if client is not None else connect(where)) as client:
+    with (contextlib.nullcontext(client) if client is not None else connect(where)) as active:
         prepared = prepared.fitted()
         target, skip = _open_or_create(prepared, overwrite)
-        dashboard = logs.dashboard_link(client)
+        dashboard = logs.dashboard_link(active)
         logs.job_started(spec, prepared.n_tasks, len(skip), dashboard)
         if on_start is not None:
             on_start(prepared.n_tasks - len(skip))
         t_compute = time.perf_counter()
-        stats = run_regions(client, prepared.work, prepared.source, target, chunks=prepared.chunks,
+        stats = run_regions(active, prepared.work, prepared.source, target, chunks=prepared.chunks,
                             n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
                             skip=skip, on_done=on_done, reference=prepared.reference)
         compute_seconds = time.perf_counter() - t_compute
-        used = _cluster_info(client, cluster_kind(where))
-        measured = {"devices": provenance.worker_devices(client), "dashboard": dashboard,
-                    "stored_confusion": _score_skipped(client, prepared, target, skip)}
+        used = _cluster_info(active, cluster_kind(where))
+        measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
+                    "stored_confusion": _score_skipped(active, prepared, target, skip)}
     seconds = time.perf_counter() - t0
     report = _report(prepared, stats, seconds, compute_seconds, started, used, skipped=len(skip),
                      **measured)

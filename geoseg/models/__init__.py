@@ -12,8 +12,8 @@ from geoseg.models.modelfile import (
     save_model,
     weights_sha256,
 )
-from geoseg.models.slicewise import SliceWise
 from geoseg.models.registry import architectures, build_network, register_architecture
+from geoseg.models.slicewise import SliceWise
 from geoseg.models.unet import UNet2D
 
 __all__ = [
@@ -21,13 +21,13 @@ __all__ = [
     "ModelInfo",
     "ModelRef",
     "SegmentationModel",
-    "SliceWise",
     "Segmenter",
+    "SliceWise",
     "UNet2D",
     "architectures",
     "build_network",
-    "export_torchscript",
     "builtin_models",
+    "export_torchscript",
     "load_counts",
     "load_model",
     "register_architecture",

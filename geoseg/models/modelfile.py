@@ -21,9 +21,9 @@ from typing import Any
 
 import fsspec
 import torch
-from torch import nn
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
+from torch import nn
 
 from geoseg.errors import ModelFileError
 from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel

@@ -20,6 +20,7 @@ in ``1..255``: ``0`` stays free as the project's nodata value.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from skimage import draw
 
 from geoseg.models.base import ClassInfo
 
-__all__ = ["Scene", "SCENE_CLASSES", "make_scene"]
+__all__ = ["SCENE_CLASSES", "Scene", "make_scene"]
 
 WATER, VEGETATION, BARE_SOIL, ROAD, BUILDING = range(5)
 
@@ -159,7 +160,7 @@ def _transform(seed: int) -> tuple[float, float, float, float, float, float]:
 
 def _interp_matrix(n_out: int, cell: float, shift: float) -> FloatArray:
     """Weights that smoothly interpolate nodes spaced `cell` px onto `n_out` px."""
-    n_low = int(math.ceil(n_out / cell)) + 6
+    n_low = math.ceil(n_out / cell) + 6
     nodes = (np.arange(n_low, dtype=np.float32) - 3.0 + shift) * cell
     pos = np.arange(n_out, dtype=np.float32)
     dist = (pos[:, None] - nodes[None, :]) / np.float32(0.75 * cell)
@@ -506,7 +507,7 @@ def _urbanize(cover: _Cover, towns: list[_Town]) -> None:
 def _draw_polyline(mask: NDArray[np.bool_], points: NDArray[np.float64], width: float) -> None:
     """Set the pixels of a thick polyline in `mask` (quads per segment, discs at joints)."""
     radius = width / 2.0
-    for p0, p1 in zip(points[:-1], points[1:]):
+    for p0, p1 in itertools.pairwise(points):
         length = float(np.hypot(*(p1 - p0)))
         if length == 0.0:
             continue

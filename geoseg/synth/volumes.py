@@ -267,7 +267,7 @@ class _Noise:
 
     @classmethod
     def make(cls, rng: np.random.Generator, fov: tuple[float, float, float], cell: float) -> _Noise:
-        counts = tuple(int(math.ceil(f / cell)) + 7 for f in fov)
+        counts = tuple(math.ceil(f / cell) + 7 for f in fov)
         start = -np.asarray(fov) / 2.0 - (3.0 - rng.random(3)) * cell
         return cls(rng.standard_normal(counts, dtype=np.float32), start, float(cell))
 

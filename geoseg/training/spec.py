@@ -26,9 +26,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from geoseg.errors import TrainSpecError
 from geoseg.jobs.provenance import public_url
 from geoseg.jobs.spec import InputSpec, Section, format_errors
-from geoseg.errors import TrainSpecError
 
 #: Spec keys that do not change what a run computes (ignored when resuming).
 NEUTRAL_KEYS = ("output.overwrite", "training.loader_threads")

@@ -41,11 +41,11 @@ from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from geoseg.jobs.provenance import now, public_url
-from geoseg.parallel.cluster import connect, scheduler_address
 from geoseg.errors import TrainSpecError
-from geoseg.training.record import write_json
+from geoseg.jobs.provenance import now, public_url
 from geoseg.jobs.spec import Section, format_errors
+from geoseg.parallel.cluster import connect, scheduler_address
+from geoseg.training.record import write_json
 from geoseg.training.spec import TrainSpec, read_yaml, redact
 
 Log = Callable[[str], Any]
@@ -249,7 +249,7 @@ def _draw(rng: np.random.Generator, choices: list[Any] | RangeSpec) -> Any:
         value = math.exp(rng.uniform(math.log(low), math.log(high)))
     else:
         value = float(rng.uniform(low, high))
-    return int(round(value)) if choices.integer else float(f"{value:.6g}")
+    return round(value) if choices.integer else float(f"{value:.6g}")
 
 
 def _number(value: Any) -> Any:
@@ -434,7 +434,7 @@ def _gather(client: Client, trials: list[Trial], resume: bool, gpu: bool, log: L
         trial = futures[future]
         try:
             results.append(_trial_result(trial, future.result()))
-        except Exception as exc:  # one failed trial must not lose the others
+        except Exception as exc:  # noqa: BLE001 - one failed trial must not lose the others
             results.append(TrialResult(trial.index, trial.name, trial.params, "failed",
                                        error=f"{type(exc).__name__}: {exc}"))
         done = results[-1]

@@ -29,18 +29,40 @@ import torch
 from torch import nn
 
 from geoseg import config
-from geoseg.errors import OutputExistsError
+from geoseg.errors import (
+    CheckpointError,
+    OutputExistsError,
+    TrainingDataError,
+    TrainingDivergedError,
+    TrainSpecError,
+)
 from geoseg.jobs.provenance import now, package_versions, public_url
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
 from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, build_network, save_model
 from geoseg.models.base import pad_end
 from geoseg.tiling.plan import round_up
-from geoseg.training.checkpoint import (Checkpoint, TrainState, load_checkpoint, remove_checkpoints,
-                                        restore, save_checkpoint)
-from geoseg.training.data import (ChipLoader, DataStats, Preprocess, RasterPair, ValidationSet, check_pairs,
-                                  class_weights, draw_plan, measure_stats, open_pairs, read_validation,
-                                  split_holdout)
-from geoseg.errors import CheckpointError, TrainingDataError, TrainingDivergedError, TrainSpecError
+from geoseg.training.checkpoint import (
+    Checkpoint,
+    TrainState,
+    load_checkpoint,
+    remove_checkpoints,
+    restore,
+    save_checkpoint,
+)
+from geoseg.training.data import (
+    ChipLoader,
+    DataStats,
+    Preprocess,
+    RasterPair,
+    ValidationSet,
+    check_pairs,
+    class_weights,
+    draw_plan,
+    measure_stats,
+    open_pairs,
+    read_validation,
+    split_holdout,
+)
 from geoseg.training.record import FORMAT, SourceCatalog, read_json, write_json
 from geoseg.training.spec import TrainSpec, changed_keys, comparable, load_train_spec
 
@@ -386,7 +408,7 @@ def _static_record(spec: TrainSpec, train_pairs: list[RasterPair], val_pairs: li
 
 
 def _warmup_steps(spec: TrainSpec) -> int:
-    return int(round(spec.training.warmup * spec.training.epochs * spec.training.steps_per_epoch))
+    return round(spec.training.warmup * spec.training.epochs * spec.training.steps_per_epoch)
 
 
 def new_session(spec: TrainSpec, setup: Setup, checkpoint: Checkpoint | None,

@@ -240,7 +240,7 @@ def test_bytes_read_do_not_grow_with_members(tmp_path, monkeypatch, unet, image)
         counts.update(bytes=0, reads=0)
         ens = Ensemble([random_unet(seed=s, depth=1, width=4) for s in range(n)])
         with dask.config.set(scheduler="sync"):
-            geoseg.segment(raster, ens, chunks=(50, 44), tile=32).values
+            geoseg.segment(raster, ens, chunks=(50, 44), tile=32).compute()
         measured.append(dict(counts))
     assert measured[0] == measured[1]
     assert measured[0]["reads"] == 6  # one read per output chunk (3 x 2)

@@ -78,7 +78,7 @@ def test_client_reads_no_pixels(tmp_path, image, monkeypatch):
     monkeypatch.setattr(sources.GeoTIFFSource, "read", lambda self, w: calls.append(w) or original(self, w))
     raster = geoseg.open_raster(write_geotiff(tmp_path / "a.tif", image), chunks=(32, 32))
     assert calls == []
-    raster.values
+    raster.compute()
     assert len(calls) == 3 * 3
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 import yaml
 
@@ -19,7 +20,7 @@ def test_valid_spec_gets_defaults(tmp_path):
     spec = load_job(write(tmp_path, {"input": {"url": "a.zarr"}, "model": {"path": "builtin:demo-unet"},
                                      "output": {"url": "o.zarr"}}))
     assert spec.output.chunks is None and spec.cluster.scheduler is None  # per raster: runner.default_chunk
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         spec.output.url = "x"  # frozen
 
 

@@ -116,8 +116,9 @@ def test_torchscript_model_with_metadata_loads_and_predicts_the_same(tmp_path):
 
 
 def test_torchscript_without_metadata_is_refused(tmp_path):
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning):  # TorchScript is deprecated in torch 2.13
         traced = torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.zeros(1, 3, 4, 4))
+    with pytest.warns(DeprecationWarning):
         torch.jit.save(traced, str(tmp_path / "bare.pt"))
     with pytest.raises(ModelFileError, match="TorchScript without geoseg.json"):
         load_model(str(tmp_path / "bare.pt"))

@@ -94,9 +94,9 @@ def test_tile_and_halo_are_rounded_up_to_the_stride() -> None:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(tile=0, halo=0, stride=1), "positive"),
-    (dict(tile=8, halo=0, stride=8), "twice the stride"),
-    (dict(tile=(8, 8, 8), halo=0, stride=1), "3 values"),
+    ({"tile": 0, "halo": 0, "stride": 1}, "positive"),
+    ({"tile": 8, "halo": 0, "stride": 8}, "twice the stride"),
+    ({"tile": (8, 8, 8), "halo": 0, "stride": 1}, "3 values"),
 ])
 def test_invalid_plans_say_what_is_wrong(kwargs: dict, match: str) -> None:
     with pytest.raises(PlanError, match=match):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -30,7 +31,7 @@ def test_minimal_spec_gets_defaults(tmp_path):
     assert spec.model.architecture == "unet" and spec.training.keep == "best"
     assert spec.data.holdout_fraction == 0.2 and spec.output.run_url == "runs/m.run"
     assert [c.name for c in spec.data.classes] == ["a", "b"]
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         spec.training.lr = 1.0  # frozen
 
 
