@@ -139,22 +139,30 @@ def detect_format(url: str, storage_options: dict[str, Any]) -> str:
     (PNG/JPEG/...); raises when the URL is missing or none of them."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     path = path.rstrip("/")
+    if not path.endswith(".zarr") and remote.isfile(fs, path):
+        kind = _file_kind(fs, path, url, storage_options)  # a file: no Zarr probes
+        if kind is not None:
+            return kind
     if any(remote.exists(fs, f"{path}/{marker}") for marker in ("zarr.json", ".zarray", ".zgroup")):
-        return "zarr"  # checked first: a web server may have no page for the store's folder itself
+        return "zarr"  # by its markers: a web server may have no page for the store's folder itself
     if not remote.exists(fs, path):
         raise remote.not_found(url, storage_options)
-    if remote.isfile(fs, path):
-        head = fs.cat_file(path, start=0, end=348)  # one small range request, no read-ahead
-        if head[:4] in _TIFF_MAGIC:
-            return images.tiff_kind(url, storage_options)
-        if images.image_kind(head):
-            return "image"
-        if is_nifti(head) or (head[:2] == GZIP_MAGIC and path.endswith(".nii.gz")):
-            return "nifti"  # a gzipped one gets its own error (convert it) from the reader
     raise UnsupportedFormatError(
         f"Cannot read {url}: it is not a format geoseg reads (found neither Zarr metadata "
         f"nor a TIFF header). Supported: {SUPPORTED}. Convert other formats to GeoTIFF or Zarr first."
     )
+
+
+def _file_kind(fs: Any, path: str, url: str, storage_options: dict[str, Any]) -> str | None:
+    """What a file's first bytes say it is, if geoseg reads it."""
+    head = fs.cat_file(path, start=0, end=348)  # one small range request, no read-ahead
+    if head[:4] in _TIFF_MAGIC:
+        return images.tiff_kind(url, storage_options)
+    if images.image_kind(head):
+        return "image"
+    if is_nifti(head) or (head[:2] == GZIP_MAGIC and path.endswith(".nii.gz")):
+        return "nifti"  # a gzipped one gets its own error (convert it) from the reader
+    return None
 
 
 def _zarr_source(url: str, so: dict[str, Any], variable: str | None,
