@@ -281,7 +281,8 @@ def convert(
     """Copy a raster into an analysis-ready chunked Zarr that keeps its georeference."""
     from geoseg.io.convert import convert as convert_raster
 
-    done = convert_raster(source, out, chunks=_int_list(chunks, "--chunks"), level=level,
+    sizes = _int_list(chunks, "--chunks")
+    done = convert_raster(source, out, chunks=sizes[0] if sizes and len(sizes) == 1 else sizes, level=level,
                           bands=_int_list(bands, "--bands"), variable=variable, overwrite=overwrite)
     console.print(f"wrote {done.url}: {done.input_format} {done.shape} {done.dtype}, "
                   f"chunks {done.chunks}", markup=False, highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -172,3 +173,32 @@ def test_command_line_convert(tmp_path):
     bad = geoseg_convert(gz, str(tmp_path / "w.zarr"), "--bands", "2")
     assert bad.returncode == 2 and "out of range" in bad.stderr
     assert not (tmp_path / "w.zarr").exists()
+
+
+def test_command_line_convert_and_export_with_s3_credentials_from_the_environment(
+        tmp_path, s3_server, cluster_address):
+    """No storage options on the command line: key, secret and endpoint come from AWS_* variables,
+    and the secret is printed nowhere."""
+    image = textured_image(96, 80, seed=3)
+    fsspec.filesystem("s3", **s3_server).put(write_geotiff(tmp_path / "s.tif", image), "s3://geoseg/cli/s.tif")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"],
+           "AWS_ENDPOINT_URL": s3_server["client_kwargs"]["endpoint_url"], "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def geoseg_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False, capture_output=True,
+                              text=True, timeout=300, env=env)
+
+    done = geoseg_cli("convert", "s3://geoseg/cli/s.tif", "s3://geoseg/cli/s.zarr", "--chunks", "32")
+    assert done.returncode == 0, done.stderr
+    converted = geoseg.open_raster("s3://geoseg/cli/s.zarr", storage_options=s3_server)
+    np.testing.assert_array_equal(converted.values, image)
+    spec = {"input": {"url": "s3://geoseg/cli/s.zarr", "storage_options": s3_server},
+            "model": {"method": "threshold", "params": {"thresholds": [128], "feature": 1}},
+            "output": {"url": "s3://geoseg/cli/mask.zarr", "storage_options": s3_server, "chunks": [32, 32]}}
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    exported = geoseg_cli("export", "s3://geoseg/cli/mask.zarr", "--cog", str(tmp_path / "mask.tif"))
+    assert exported.returncode == 0, exported.stderr
+    with rasterio.open(tmp_path / "mask.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), (image[0] > 128).astype(np.uint8))
+    for result in (done, exported):
+        assert s3_server["secret"] not in result.stdout + result.stderr
