@@ -282,7 +282,8 @@ def convert(
     from geoseg.io.convert import convert as convert_raster
 
     sizes = _int_list(chunks, "--chunks")
-    done = convert_raster(source, out, chunks=sizes[0] if sizes and len(sizes) == 1 else sizes, level=level,
+    per_axis = sizes[0] if sizes and len(sizes) == 1 else sizes  # one value: every axis
+    done = convert_raster(source, out, chunks=per_axis, level=level,
                           bands=_int_list(bands, "--bands"), variable=variable, overwrite=overwrite)
     console.print(f"wrote {done.url}: {done.input_format} {done.shape} {done.dtype}, "
                   f"chunks {done.chunks}", markup=False, highlight=False)
