@@ -240,7 +240,8 @@ def _pick_variable(group: zarr.Group, url: str, variable: str | None) -> str:
     if len(candidates) != 1:
         raise UnsupportedFormatError(
             f"Zarr group {url} holds {len(candidates)} raster-like arrays ({', '.join(candidates) or 'none'}); "
-            "name the one to read with variable= (or input.variable in a job spec)."
+            "name the one to read: input.variable in a job spec, --variable on the command line, "
+            "variable= in Python."
         )
     return candidates[0]
 

@@ -122,3 +122,15 @@ def test_file_url(tmp_path, image):
     np.testing.assert_array_equal(geoseg.open_raster(f"file://{path}").values, image)
     tif = write_geotiff(tmp_path / "f.tif", image)
     np.testing.assert_array_equal(geoseg.open_raster(f"file://{tif}").values, image)
+
+
+def test_a_group_of_several_rasters_asks_which_one(tmp_path):
+    group = zarr.open_group(str(tmp_path / "two.zarr"), mode="w")
+    image = textured_image(20, 30)
+    group.create_array("image", data=image, dimension_names=["band", "y", "x"])
+    group.create_array("labels", data=image[0], dimension_names=["y", "x"])
+    with pytest.raises(UnsupportedFormatError, match=r"holds 2 raster-like arrays \(image, labels\); .*"
+                                                     r"input\.variable .*--variable .*variable="):
+        geoseg.open_raster(str(tmp_path / "two.zarr"))
+    np.testing.assert_array_equal(geoseg.open_raster(str(tmp_path / "two.zarr"), variable="labels").values[0],
+                                  image[0])
