@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import rasterio
+import tifffile
 import zarr
+from rasterio.enums import Resampling
 
+from geoseg.errors import TrainingDataError
 from geoseg.io.readers import open_source
 from geoseg.training.checksums import source_checksum
-from geoseg.training.data import Region, augment, class_weights, draw_plan, validation_windows
-from tests.conftest import write_zarr
+from geoseg.training.data import (
+    Region,
+    augment,
+    class_weights,
+    draw_plan,
+    open_pair,
+    validation_windows,
+)
+from geoseg.training.spec import PairSpec
+from tests.conftest import CRS, TRANSFORM, write_zarr
 
 
 def test_augment_keeps_pixels_and_labels_aligned():
@@ -74,16 +87,6 @@ def test_zarr_checksum_changes_with_data(tmp_path):
 
 def test_training_pairs_read_levels_and_pages_as_jobs_do(tmp_path):
     """A pair's rasters honour level and pages like a job's input; a volume is refused clearly."""
-    import pytest
-    import rasterio
-    import tifffile
-    from rasterio.enums import Resampling
-
-    from geoseg.errors import TrainingDataError
-    from geoseg.training.data import open_pair
-    from geoseg.training.spec import PairSpec
-    from tests.conftest import CRS, TRANSFORM
-
     rng = np.random.default_rng(0)
     pages = rng.integers(0, 4000, size=(4, 256, 320)).astype("uint16")
     tifffile.imwrite(tmp_path / "pages.tif", pages, photometric="minisblack")  # four plain pages: bands, if asked
