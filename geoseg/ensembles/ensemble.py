@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from geoseg.errors import BandMismatchError, EnsembleError
-from geoseg.models.base import ClassInfo, Segmenter, valid_mask
+from geoseg.models.base import ClassInfo, Segmenter, valid_mask, valid_mask_tensor
 
 COMBINES = ("mean", "vote", "max")
 
@@ -69,7 +69,8 @@ class Ensemble(Segmenter):
         self._orders = tuple(channel_order(m, self.classes, i) for i, m in enumerate(self.members))
         self.bands = _common_bands(self.members)
         self.stride, self.halo = _geometry(self.members)
-        self.global_context = any(getattr(m, "global_context", False) for m in self.members)
+        self.global_context = any(m.global_context for m in self.members)
+        self.device = next((m.device for m in self.members if m.device.type != "cpu"), torch.device("cpu"))
         self.name = f"ensemble[{combine}]({', '.join(m.name for m in self.members)})"
 
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -79,28 +80,35 @@ class Ensemble(Segmenter):
         x[:, ~valid] = np.nan
         return x, valid
 
+    def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`prepare` on the device of ``raw``."""
+        exact32 = raw.dtype.itemsize <= (4 if raw.is_floating_point() else 2)
+        x = raw.to(torch.float32 if exact32 else torch.float64)
+        valid = valid_mask_tensor(raw, nodata)
+        return x.masked_fill(~valid, float("nan")), valid
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`predict_tensor` for a host batch; one array comes back."""
+        return self.predict_tensor(torch.from_numpy(np.ascontiguousarray(batch))).numpy(force=True)
+
+    def predict_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         """Combined scores ``(N, classes, *spatial)`` for raw tiles ``(N, bands, *spatial)``.
 
-        Member scores stay on :attr:`device` (a GPU when a deep member runs on one) and are
-        combined there; one array comes back to the host."""
+        Member scores are moved to :attr:`device` (the first member's off the CPU, a GPU when a
+        deep member runs on one; else the CPU) and combined there."""
         scores = [self.member_scores(i, batch) for i in range(len(self.members))]
-        return combine_scores(scores, self.weights, self.combine).cpu().numpy()
+        return combine_scores(scores, self.weights, self.combine)
 
-    @property
-    def device(self) -> torch.device:
-        """Where scores are combined: the first deep member's device, else the CPU."""
-        return next((m.device for m in self.members if isinstance(getattr(m, "device", None), torch.device)),
-                    torch.device("cpu"))
+    def member_scores(self, index: int, batch: Any) -> torch.Tensor:
+        """Member ``index``'s scores for raw tiles on :attr:`device`, in the ensemble's class order.
 
-    def member_scores(self, index: int, batch: np.ndarray) -> torch.Tensor:
-        """Member ``index``'s scores for raw tiles on :attr:`device`, in the ensemble's class order."""
+        Each tile is prepared by the member itself on the member's device, so per-model
+        normalization holds and no-data pixels (NaN here) reach it as it expects them."""
         member = self.members[index]
-        prepared = np.stack([member.prepare(tile)[0] for tile in batch])
-        if callable(getattr(member, "predict_tensor", None)):
-            scores = member.predict_tensor(prepared).to(self.device, torch.float32)
-        else:
-            scores = torch.from_numpy(np.asarray(member.predict(prepared), dtype=np.float32)).to(self.device)
+        tiles = torch.as_tensor(batch).to(member.device)
+        prepared = torch.stack([member.prepare_tensor(tile)[0] for tile in tiles])
+        scores = member.predict_tensor(prepared).to(self.device, torch.float32)
         return scores[:, list(self._orders[index])]
 
     def ref(self) -> EnsembleRef:

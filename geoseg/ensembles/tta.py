@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from geoseg.models.base import Segmenter
 
@@ -29,20 +30,22 @@ class Transform:
     flips: tuple[int, ...] = ()
     k: int = 0
 
-    def apply(self, batch: np.ndarray) -> np.ndarray:
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        """The transformed batch ``(N, C, *spatial)``, on its device."""
         out = batch
         if self.flips:
-            out = np.flip(out, axis=tuple(2 + a for a in self.flips))
+            out = torch.flip(out, dims=tuple(2 + a for a in self.flips))
         if self.k:
-            out = np.rot90(out, self.k, axes=(-2, -1))
-        return np.ascontiguousarray(out)
+            out = torch.rot90(out, self.k, dims=(-2, -1))
+        return out.contiguous()
 
-    def undo(self, scores: np.ndarray) -> np.ndarray:
+    def undo(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scores of a transformed batch mapped back to the batch's own orientation."""
         out = scores
         if self.k:
-            out = np.rot90(out, -self.k, axes=(-2, -1))
+            out = torch.rot90(out, -self.k, dims=(-2, -1))
         if self.flips:
-            out = np.flip(out, axis=tuple(2 + a for a in self.flips))
+            out = torch.flip(out, dims=tuple(2 + a for a in self.flips))
         return out
 
 
@@ -85,7 +88,8 @@ class TTA(Segmenter):
         self.name = f"{self.member.name} (TTA {transforms})"
         self.classes = self.member.classes
         self.bands = self.member.bands
-        self.global_context = bool(getattr(self.member, "global_context", False))
+        self.global_context = self.member.global_context
+        self.device = self.member.device
         stride, halo = tuple(self.member.stride), tuple(self.member.halo)
         if any(t.k for t in self.transforms):
             stride = stride[:-2] + (math.lcm(*stride[-2:]),) * 2
@@ -95,13 +99,19 @@ class TTA(Segmenter):
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.member.prepare(raw, nodata)
 
+    def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.member.prepare_tensor(raw, nodata)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        total: np.ndarray | None = None
+        return self.predict_tensor(torch.from_numpy(np.ascontiguousarray(batch))).numpy(force=True)
+
+    def predict_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """The mean of the member's scores over the transforms, summed in float64 on the device."""
+        total = torch.zeros((), dtype=torch.float64, device=batch.device)
         for t in self.transforms:
-            scores = t.undo(np.asarray(self.member.predict(t.apply(batch)), dtype=np.float64))
-            total = scores if total is None else total + scores
-        assert total is not None
-        return (total / len(self.transforms)).astype(np.float32)
+            total = total + t.undo(self.member.predict_tensor(t.apply(batch)).to(batch.device, torch.float64))
+        return (total / len(self.transforms)).float()
 
     def ref(self) -> TTARef:
         return TTARef(self.member.ref(), self.transforms_name)

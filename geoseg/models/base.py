@@ -1,8 +1,19 @@
 """What every segmenter offers the tiled executor, and the whole-image reference.
 
-A segmenter turns a batch of equally shaped windows ``(N, bands, *spatial)``
-into per-class scores ``(N, classes, *spatial)``. The executor never asks more
-of it, so deep models, classical methods and ensembles plug in alike.
+The contract, in tensors on the segmenter's :attr:`~Segmenter.device`:
+
+* :meth:`~Segmenter.prepare_tensor` turns a raw window ``(bands, *spatial)`` in its stored
+  dtype into the network input and a validity mask;
+* :meth:`~Segmenter.predict_tensor` turns a batch of equally shaped windows
+  ``(N, bands, *spatial)`` into per-class scores ``(N, classes, *spatial)``, left on the device.
+
+The executor copies a region's raw pixels to :attr:`~Segmenter.device` once, cuts, blends and
+takes the arg-max there, and brings back only class ids. Segmenters that compute in torch
+(deep models, ensembles, TTA) override the tensor methods; host methods written in numpy
+(thresholds, k-means, edges) implement :meth:`~Segmenter.prepare` and
+:meth:`~Segmenter.predict` and run on the CPU, where the default tensor methods wrap them
+without copying. ``global_context`` says the segmenter pools over its whole input, so cropped
+tiles cannot equal whole-image inference and windows are blended instead.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from geoseg.errors import BandMismatchError
 from geoseg.tiling.plan import round_up
@@ -37,8 +49,8 @@ class Segmenter(ABC):
     """Base class of everything that can segment a window.
 
     Subclasses set ``classes``, ``bands`` (expected band names, or ``None`` for
-    any), ``stride`` and ``halo`` (per spatial axis), and implement
-    :meth:`predict`.
+    any), ``stride`` and ``halo`` (per spatial axis), ``device`` and ``global_context``,
+    and implement :meth:`predict` (numpy) or override :meth:`predict_tensor` (torch).
     """
 
     name: str = "segmenter"
@@ -46,10 +58,26 @@ class Segmenter(ABC):
     bands: tuple[str, ...] | None = None
     stride: tuple[int, ...] = (1, 1)
     halo: tuple[int, ...] = (0, 0)
+    device: torch.device = torch.device("cpu")
+    global_context: bool = False
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Scores ``(N, classes, *spatial)`` for prepared inputs ``(N, bands, *spatial)``."""
+
+    def predict_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N, classes, *spatial)`` on :attr:`device` for a prepared batch there.
+
+        The default runs :meth:`predict` on the host (a CPU tensor shares its memory with numpy)."""
+        scores = self.predict(batch.numpy(force=True))
+        return torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)).to(batch.device)
+
+    def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw pixels ``(bands, *spatial)`` on :attr:`device` to network input and validity mask
+        (as :meth:`prepare`); the default runs :meth:`prepare` on the host."""
+        x, valid = self.prepare(raw.numpy(force=True), nodata)
+        return torch.from_numpy(x).to(raw.device), torch.from_numpy(valid).to(raw.device)
 
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw pixels ``(bands, *spatial)`` to network input and a validity mask.
@@ -106,8 +134,23 @@ def pad_end(x: np.ndarray, spatial_shape: Sequence[int]) -> np.ndarray:
     return np.pad(x, pad, mode="reflect")
 
 
-def class_ids(scores: np.ndarray, valid: np.ndarray, nodata_class: int, dtype: Any) -> np.ndarray:
-    """Arg-max over the class axis, ``nodata_class`` where the input had no data."""
-    ids = np.argmax(scores, axis=0).astype(dtype)
-    ids[~valid] = nodata_class
-    return ids
+def valid_mask_tensor(raw: torch.Tensor, nodata: float | None) -> torch.Tensor:
+    """:func:`valid_mask` for a tensor, computed on its device."""
+    valid = torch.ones(raw.shape[1:], dtype=torch.bool, device=raw.device)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~torch.all(raw == nodata, dim=0)
+    if raw.is_floating_point():
+        valid &= ~torch.any(torch.isnan(raw), dim=0)
+    return valid
+
+
+def pad_end_tensor(x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """:func:`pad_end` on the device: reflect-pad the spatial axes of ``(bands, *spatial)``.
+
+    Gathers with numpy's reflect indices, so a pad longer than the axis reflects again as
+    ``np.pad`` does (torch's own reflect padding refuses that)."""
+    for axis, (n, target) in enumerate(zip(x.shape[1:], spatial_shape), start=1):
+        if int(target) > n:
+            index = np.pad(np.arange(n), (0, int(target) - n), mode="reflect")
+            x = x.index_select(axis, torch.from_numpy(index).to(x.device))
+    return x

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from geoseg import config
-from geoseg.models.base import ClassInfo, Segmenter
+from geoseg.models.base import ClassInfo, Segmenter, valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
 
 
@@ -90,7 +90,8 @@ class SegmentationModel(Segmenter):
     """A network in eval mode with its :class:`ModelInfo`.
 
     Runs on ``device`` (default: CUDA when available, else CPU); on CUDA under
-    bf16 autocast. :meth:`predict` returns softmax probabilities in float32.
+    bf16 autocast with channels-last memory. :meth:`predict_tensor` returns softmax
+    probabilities in float32 on the device; :meth:`predict` is its host (numpy) form.
     """
 
     def __init__(self, net: nn.Module, info: ModelInfo, *, source: ModelRef | None = None,
@@ -107,26 +108,45 @@ class SegmentationModel(Segmenter):
         self.global_context = bool(getattr(net, "global_context", False))
         self.device = torch.device(device or config.device())
         self.net.to(self.device)
+        if self.device.type == "cuda" and ndim == 2:
+            self.net.to(memory_format=torch.channels_last)
+        self._forward: Any = self.net
         self._mean = np.asarray(info.mean, dtype=np.float32).reshape((-1,) + (1,) * ndim)
         self._std = np.asarray(info.std, dtype=np.float32).reshape((-1,) + (1,) * ndim)
+        self._mean_t = torch.from_numpy(self._mean).to(self.device)
+        self._std_t = torch.from_numpy(self._std).to(self.device)
 
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        x, valid = super().prepare(raw, nodata)
-        x -= self._mean
-        x /= self._std
-        x[:, ~valid] = 0.0
-        return x, valid
+        x, valid = self.prepare_tensor(torch.from_numpy(np.ascontiguousarray(raw)), nodata)
+        return x.numpy(force=True), valid.numpy(force=True)
+
+    def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float32 input and validity mask, on the device of ``raw``; no-data
+        pixels are fed to the network as zeros."""
+        valid = valid_mask_tensor(raw, nodata)
+        mean, std = self._mean_t.to(raw.device), self._std_t.to(raw.device)
+        x = (raw.to(torch.float32) - mean) / std
+        return x.masked_fill_(~valid, 0.0), valid
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.predict_tensor(batch).cpu().numpy()
+        return self.predict_tensor(torch.from_numpy(np.ascontiguousarray(batch))).numpy(force=True)
 
-    def predict_tensor(self, batch: np.ndarray) -> torch.Tensor:
-        """Probabilities ``(N, classes, *spatial)`` as a float32 tensor left on the model's device
-        (an ensemble combines its members there)."""
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+    def predict_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(N, classes, *spatial)`` as a float32 tensor on the model's device."""
+        x = batch.to(self.device, torch.float32)
+        if self.device.type == "cuda" and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
-            logits = self.net(x)
+            logits = self._forward(x)
         return torch.softmax(logits.float(), dim=1)
+
+    def compile(self) -> SegmentationModel:
+        """Run the network through ``torch.compile`` from now on (compiled at its first call,
+        once per input shape; idempotent)."""
+        if self._forward is self.net:
+            self._forward = torch.compile(self.net, dynamic=False)
+        return self
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda":

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from geoseg.models.base import Segmenter
 
@@ -24,16 +25,26 @@ class SliceWise(Segmenter):
         self.bands = inner.bands
         self.stride = (1, *inner.stride)
         self.halo = (0, *inner.halo)
+        self.device = inner.device
+        self.global_context = inner.global_context
 
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         slices = [self.inner.prepare(raw[:, z], nodata) for z in range(raw.shape[1])]
         return np.stack([x for x, _ in slices], axis=1), np.stack([v for _, v in slices])
 
+    def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        slices = [self.inner.prepare_tensor(raw[:, z], nodata) for z in range(raw.shape[1])]
+        return torch.stack([x for x, _ in slices], dim=1), torch.stack([v for _, v in slices])
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.predict_tensor(torch.from_numpy(np.ascontiguousarray(batch))).numpy(force=True)
+
+    def predict_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         n, c, z, y, x = batch.shape
-        flat = batch.transpose(0, 2, 1, 3, 4).reshape(n * z, c, y, x)
-        scores = self.inner.predict(flat)
-        return scores.reshape(n, z, -1, y, x).transpose(0, 2, 1, 3, 4)
+        flat = batch.permute(0, 2, 1, 3, 4).reshape(n * z, c, y, x)
+        scores = self.inner.predict_tensor(flat)
+        return scores.reshape(n, z, -1, y, x).permute(0, 2, 1, 3, 4)
 
     def ref(self) -> SliceWiseRef:
         return SliceWiseRef(self.inner.ref())

@@ -1,96 +1,215 @@
-"""One task's work: read a window, run the segmenter tile by tile, crop into the region.
+"""One task's work: read a window, segment it tile by tile on the segmenter's device, keep class ids.
 
-Pure compute given a reader; the same function serves the lazy ``segment`` graph
-and the store-to-store job, on a laptop or a cluster.
+The region's raw pixels cross to the segmenter's device once, in their stored dtype (through
+pinned memory on a GPU). Normalisation, tile cutting, blending and the arg-max happen there;
+only class ids come back to the host (and probabilities, when asked for). The CPU runs the
+same code with torch on the CPU. Pure compute given a reader: the same function serves the
+lazy ``segment`` graph and the store-to-store job, on a laptop or a cluster.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from geoseg.errors import ChunkResultError
-from geoseg.models.base import Segmenter, pad_end
+from geoseg.models.base import Segmenter, pad_end_tensor
 from geoseg.tiling.blend import blend_weights
 from geoseg.tiling.plan import Tile, TilingSpec, read_window, region_tiles
 
 Reader = Callable[[tuple[slice, ...]], np.ndarray]
 
 
+@dataclass(frozen=True)
+class RegionOutput:
+    """What a region hands back: class ids of ``class_dtype`` (``nodata_class`` where the input
+    has no data) and, with ``probabilities`` set to a float dtype name, the class scores too."""
+
+    nodata_class: int
+    class_dtype: str
+    probabilities: str | None = None
+
+
 @dataclass
 class RegionResult:
-    """Scores ``(classes, *region)`` and validity ``(*region)`` for one region, plus timings.
+    """Class ids ``(*region)``, validity ``(*region)`` and, when asked for, probabilities
+    ``(classes, *region)`` (NaN where no data) of one region, on the host, plus timings.
     ``empty``: the region had no valid input pixel, so the segmenter was not run."""
 
-    scores: np.ndarray
+    classes: np.ndarray
     valid: np.ndarray
+    probabilities: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     empty: bool = False
 
 
 def segment_region(segmenter: Segmenter, read: Reader, spec: TilingSpec, region: tuple[slice, ...],
-                   *, nodata: float | None = None, batch_size: int = 4) -> RegionResult:
+                   *, output: RegionOutput, nodata: float | None = None,
+                   batch_size: int = 4) -> RegionResult:
     """Segment ``region`` of an image whose pixels ``read(window)`` returns.
 
     ``read`` gets windows inside the image; the part of a window past the image
-    end (up to the padded extent) is reflect-padded here, as the whole-image
-    reference does.
+    end (up to the padded extent) is reflect-padded on the device, as the whole-image
+    reference does. Reading happens before this thread takes its turn on a GPU
+    (:func:`device_turn`), so a worker's other threads read the next regions meanwhile.
     """
     t0 = time.perf_counter()
     tiles = region_tiles(spec, region)
     window = read_window(tiles)
-    inside = tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, spec.shape))
-    raw = read(inside)
+    raw = read(tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, spec.shape)))
     t1 = time.perf_counter()
-    x, valid = segmenter.prepare(raw, nodata)
-    local = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, window))
-    if not valid[local].any():  # every output pixel is nodata whatever the model says
-        scores = np.zeros((segmenter.n_classes, *valid[local].shape), np.float32)
-        return RegionResult(scores, valid[local], {"read": t1 - t0, "infer": 0.0}, empty=True)
-    x = pad_end(x, [w.stop - w.start for w in window])
-    scores = _run_tiles(segmenter, x, tiles, window, region, spec, batch_size)
-    t2 = time.perf_counter()
-    return RegionResult(scores, valid[local], {"read": t1 - t0, "infer": t2 - t1})
+    with device_turn(segmenter.device):
+        result = _on_device(segmenter, raw, tiles, window, region, spec, output, nodata, batch_size)
+    result.timings = {"read": t1 - t0, "infer": time.perf_counter() - t1}
+    return result
 
 
-def _run_tiles(segmenter: Segmenter, x: np.ndarray, tiles: list[Tile], window: tuple[slice, ...],
-               region: tuple[slice, ...], spec: TilingSpec, batch_size: int) -> np.ndarray:
-    """Scores of the region: cropped tile cores, or the weighted mean of blended windows."""
-    shape = tuple(r.stop - r.start for r in region)
-    out = np.zeros((segmenter.n_classes,) + shape, np.float32)
-    blended = spec.blend != "crop"
-    if blended:
-        ramp = [w - s for w, s in zip(spec.window_shape, spec.steps)]
-        weights = blend_weights(spec.blend, spec.window_shape, ramp)
-        total = np.zeros(shape, np.float32)
-    for start in range(0, len(tiles), max(1, batch_size)):
-        batch = tiles[start : start + batch_size]
-        inputs = np.stack([x[(slice(None),) + _shift(t.window, window)] for t in batch])
-        scores = segmenter.predict(inputs)
-        _check_scores(scores, inputs, segmenter, region)
-        for tile, tile_scores in zip(batch, scores):
-            part = _shift(tile.output, tile.window)
-            target = (slice(None),) + _shift(tile.output, region)
-            if blended:
-                out[target] += weights[part] * tile_scores[(slice(None),) + part]
-                total[target[1:]] += weights[part]
-            else:
-                out[target] = tile_scores[(slice(None),) + part]
-    if blended:
-        out /= total
-    return out
+def _on_device(segmenter: Segmenter, raw: np.ndarray, tiles: list[Tile], window: tuple[slice, ...],
+               region: tuple[slice, ...], spec: TilingSpec, output: RegionOutput,
+               nodata: float | None, batch_size: int) -> RegionResult:
+    x, valid = segmenter.prepare_tensor(to_device(raw, segmenter.device), nodata)
+    local = _shift(region, window)
+    valid = valid[local]
+    if not bool(valid.any()):  # every output pixel is nodata whatever the model says
+        return _empty(segmenter, valid.numpy(force=True), output)
+    x = pad_end_tensor(x, [w.stop - w.start for w in window])
+    run = _Run(segmenter, x, window, region, batch_size)
+    keep_scores = spec.blend != "crop" or output.probabilities is not None
+    scores = run.blended(tiles, spec) if spec.blend != "crop" else run.cropped(tiles, keep_scores)
+    ids = run.ids if scores is None else scores.argmax(dim=0)
+    return RegionResult(_class_ids(ids, valid, output), valid.numpy(force=True),
+                        _probabilities(scores, valid, output))
 
 
-def _check_scores(scores: np.ndarray, inputs: np.ndarray, segmenter: Segmenter,
+@dataclass
+class _Run:
+    """Tiles of one region through the segmenter in batches, results kept on the device."""
+
+    segmenter: Segmenter
+    x: torch.Tensor  # the prepared read window (bands, *window)
+    window: tuple[slice, ...]
+    region: tuple[slice, ...]
+    batch_size: int
+    ids: torch.Tensor | None = None
+
+    def batches(self, tiles: list[Tile]) -> Iterator[tuple[list[Tile], torch.Tensor]]:
+        """Each batch of tiles with its scores ``(N, classes, *window)``."""
+        step = max(1, self.batch_size)
+        for start in range(0, len(tiles), step):
+            batch = tiles[start : start + step]
+            inputs = torch.stack([self.x[(slice(None),) + _shift(t.window, self.window)] for t in batch])
+            scores = self.segmenter.predict_tensor(inputs)
+            _check_scores(scores, inputs, self.segmenter, self.region)
+            yield batch, scores
+
+    def cropped(self, tiles: list[Tile], keep_scores: bool) -> torch.Tensor | None:
+        """Tile cores written into the region: their scores when ``keep_scores``, else only
+        their arg-max (in :attr:`ids`), which needs no region-sized float buffer."""
+        shape = tuple(r.stop - r.start for r in self.region)
+        device = self.x.device
+        out = (torch.empty((self.segmenter.n_classes,) + shape, dtype=torch.float32, device=device)
+               if keep_scores else None)
+        self.ids = None if keep_scores else torch.empty(shape, dtype=torch.int64, device=device)
+        for batch, scores in self.batches(tiles):
+            ids = None if keep_scores else scores.argmax(dim=1)
+            for i, tile in enumerate(batch):
+                part, target = _shift(tile.output, tile.window), _shift(tile.output, self.region)
+                if out is not None:
+                    out[(slice(None),) + target] = scores[(i, slice(None)) + part]
+                else:
+                    self.ids[target] = ids[(i,) + part]
+        return out
+
+    def blended(self, tiles: list[Tile], spec: TilingSpec) -> torch.Tensor:
+        """The weighted mean of the blended windows' scores over the region."""
+        shape = tuple(r.stop - r.start for r in self.region)
+        device = self.x.device
+        ramp = tuple(w - s for w, s in zip(spec.window_shape, spec.steps))
+        weights = _weights(spec.blend, spec.window_shape, ramp, str(device))
+        out = torch.zeros((self.segmenter.n_classes,) + shape, dtype=torch.float32, device=device)
+        total = torch.zeros(shape, dtype=torch.float32, device=device)
+        for batch, scores in self.batches(tiles):
+            for i, tile in enumerate(batch):
+                part, target = _shift(tile.output, tile.window), _shift(tile.output, self.region)
+                out[(slice(None),) + target] += weights[part] * scores[(i, slice(None)) + part]
+                total[target] += weights[part]
+        return out.div_(total)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights(mode: str, shape: tuple[int, ...], ramp: tuple[int, ...], device: str) -> torch.Tensor:
+    return torch.from_numpy(blend_weights(mode, shape, ramp)).to(device)
+
+
+def to_device(raw: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``raw`` as a tensor on ``device``, in its own dtype: shared with numpy on the CPU, copied
+    once through pinned memory to a GPU."""
+    native = np.ascontiguousarray(raw).astype(raw.dtype.newbyteorder("="), copy=False)
+    tensor = torch.from_numpy(native)
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+_turns: dict[str, threading.Lock] = {}
+_turns_lock = threading.Lock()
+
+
+@contextmanager
+def device_turn(device: torch.device) -> Iterator[None]:
+    """One region at a time per GPU in this process; on the CPU no waiting.
+
+    A GPU worker runs a few threads: while one holds the GPU, the others read and decode
+    the next regions (a prefetch bounded by the worker's thread count), and the GPU never
+    holds more than one region's buffers per process."""
+    if device.type != "cuda":
+        yield
+        return
+    with _turns_lock:
+        lock = _turns.setdefault(str(device), threading.Lock())
+    with lock:
+        yield
+
+
+def _class_ids(ids: torch.Tensor, valid: torch.Tensor, output: RegionOutput) -> np.ndarray:
+    """Arg-max ids as ``output.class_dtype`` on the host, ``nodata_class`` where no data; they
+    cross the bus as uint8 when they fit."""
+    ids = ids.masked_fill(~valid, output.nodata_class)
+    small = torch.uint8 if np.dtype(output.class_dtype).itemsize == 1 else torch.int32
+    return ids.to(small).numpy(force=True).astype(output.class_dtype, copy=False)
+
+
+def _probabilities(scores: torch.Tensor | None, valid: torch.Tensor,
+                   output: RegionOutput) -> np.ndarray | None:
+    if output.probabilities is None or scores is None:
+        return None
+    dtype = getattr(torch, output.probabilities)
+    return scores.masked_fill(~valid, float("nan")).to(dtype).numpy(force=True)
+
+
+def _empty(segmenter: Segmenter, valid: np.ndarray, output: RegionOutput) -> RegionResult:
+    classes = np.full(valid.shape, output.nodata_class, dtype=output.class_dtype)
+    probabilities = None
+    if output.probabilities is not None:
+        probabilities = np.full((segmenter.n_classes, *valid.shape), np.nan, output.probabilities)
+    return RegionResult(classes, valid, probabilities, empty=True)
+
+
+def _check_scores(scores: torch.Tensor, inputs: torch.Tensor, segmenter: Segmenter,
                   region: tuple[slice, ...]) -> None:
-    expected = (inputs.shape[0], segmenter.n_classes) + inputs.shape[2:]
-    if scores.shape != expected:
+    expected = (inputs.shape[0], segmenter.n_classes) + tuple(inputs.shape[2:])
+    if tuple(scores.shape) != expected:
         raise ChunkResultError(
-            f"{segmenter.name} returned scores of shape {scores.shape} for a batch of shape "
-            f"{inputs.shape} in region {_fmt(region)}; expected {expected} (batch, classes, *window)."
+            f"{segmenter.name} returned scores of shape {tuple(scores.shape)} for a batch of shape "
+            f"{tuple(inputs.shape)} in region {_fmt(region)}; expected {expected} "
+            "(batch, classes, *window)."
         )
 
 

@@ -12,7 +12,7 @@ from distributed import Client, as_completed
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
 from geoseg.io.sources import RasterSource
 from geoseg.metrics import confusion_matrix
-from geoseg.parallel.tasks import RegionWork, probabilities
+from geoseg.parallel.tasks import RegionWork
 from geoseg.tiling.plan import regions
 
 
@@ -50,13 +50,13 @@ def segment_to_store(region: tuple[slice, ...], work: RegionWork, source: Raster
     """Segment one region, write it, then record it in the manifest; the task run on a worker.
 
     With ``reference``, also score the region against its window of the reference labels."""
-    result = work.run(source.read, region)
+    result = work.run(source.read, region, probabilities="float16" if with_probabilities else None)
     t0 = time.perf_counter()
-    classes = work.classes(result)
+    classes = result.classes
     blocks = [classes]
     target.write("classes", region, classes)
-    if with_probabilities:
-        blocks.append(probabilities(result).astype(np.float16))
+    if result.probabilities is not None:
+        blocks.append(result.probabilities)
         target.write("probabilities", region, blocks[-1])
     target.mark_done(chunk_key(region, chunks), chunk_checksum(*blocks))
     timings = {**result.timings, "write": time.perf_counter() - t0}

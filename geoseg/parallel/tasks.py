@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.models.base import class_ids
 from geoseg.models.cache import resolve
-from geoseg.parallel.region import Reader, RegionResult, segment_region
+from geoseg.parallel.region import Reader, RegionOutput, RegionResult, segment_region
 from geoseg.tiling.plan import TilingSpec
 
 OUTPUTS = ("classes", "probabilities")
@@ -22,7 +21,10 @@ OUTPUTS = ("classes", "probabilities")
 
 @dataclass(frozen=True)
 class RegionWork:
-    """What every region of one segmentation shares."""
+    """What every region of one segmentation shares.
+
+    ``region`` is what one task computes and writes (whole output chunks); ``compile`` runs
+    deep networks through ``torch.compile`` on the workers."""
 
     model: Any  # a ModelRef, or a small segmenter that travels as itself
     spec: TilingSpec
@@ -30,33 +32,32 @@ class RegionWork:
     batch_size: int
     nodata_class: int
     class_dtype: str
+    region: tuple[int, ...] = ()
+    compile: bool = False
 
-    def run(self, read: Reader, region: tuple[slice, ...]) -> RegionResult:
+    def segmenter(self) -> Any:
         segmenter = resolve(self.model)
-        return segment_region(segmenter, read, self.spec, region, nodata=self.nodata,
-                              batch_size=self.batch_size)
+        if self.compile and callable(getattr(segmenter, "compile", None)):
+            segmenter.compile()
+        return segmenter
 
-    def classes(self, result: RegionResult) -> np.ndarray:
-        return class_ids(result.scores, result.valid, self.nodata_class, np.dtype(self.class_dtype))
+    def run(self, read: Reader, region: tuple[slice, ...],
+            probabilities: str | None = None) -> RegionResult:
+        """Class ids of ``region`` (and probabilities of dtype ``probabilities``, if given)."""
+        output = RegionOutput(self.nodata_class, self.class_dtype, probabilities)
+        return segment_region(self.segmenter(), read, self.spec, region, output=output,
+                              nodata=self.nodata, batch_size=self.batch_size)
 
     def block(self, read: Reader, region: tuple[slice, ...], output: str) -> np.ndarray:
-        """The ``output`` ("classes" or "probabilities") of one region."""
-        result = self.run(read, region)
+        """The ``output`` ("classes" or "probabilities", float32) of one region."""
         if output == "classes":
-            return self.classes(result)
-        return probabilities(result)
+            return self.run(read, region).classes
+        return self.run(read, region, probabilities="float32").probabilities
 
     def block_from_array(self, data: np.ndarray, origin: tuple[int, ...], region: tuple[slice, ...],
                          output: str) -> np.ndarray:
         """Like :meth:`block`, with pixels already in memory starting at ``origin``."""
         return self.block(ArrayReader(data, origin), region, output)
-
-
-def probabilities(result: RegionResult) -> np.ndarray:
-    """Scores with NaN where the input had no data."""
-    scores = result.scores.copy()
-    scores[:, ~result.valid] = np.nan
-    return scores
 
 
 @dataclass(frozen=True)
