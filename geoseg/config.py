@@ -15,6 +15,8 @@ DEFAULTS = {
     "GEOSEG_BATCH_SIZE": "4",
     "GEOSEG_TILE": "1024",
     "GEOSEG_VOLUME_TILE": "96",
+    "GEOSEG_REGION_BYTES": str(1 << 30),  # bound on a task's region buffers (scores, ids)
+    "GEOSEG_READ_CACHE_BYTES": str(512 << 20),  # decoded input chunks kept per process
     "GEOSEG_RETRIES": "4",  # retries of a storage read or write after a transient error
     "GEOSEG_RETRY_DELAY": "0.5",  # seconds before the first retry; doubles at each one
 }
@@ -44,6 +46,17 @@ def batch_size() -> int:
     return int(get("GEOSEG_BATCH_SIZE"))
 
 
+def region_bytes() -> int:
+    """Bytes a task's region buffers may take (class scores, ids): bounds how far a task's
+    region grows past one output chunk."""
+    return int(get("GEOSEG_REGION_BYTES"))
+
+
 def tile_size(ndim: int = 2) -> int:
     """Default tile core per axis: ``GEOSEG_TILE`` for images, ``GEOSEG_VOLUME_TILE`` for volumes."""
     return int(get("GEOSEG_TILE" if ndim == 2 else "GEOSEG_VOLUME_TILE"))
+
+
+def read_cache_bytes() -> int:
+    """Bytes of decoded input chunks each process keeps for neighbouring windows (0: none)."""
+    return int(get("GEOSEG_READ_CACHE_BYTES"))

@@ -121,6 +121,14 @@ def cluster_address() -> str:
         yield cluster.scheduler_address
 
 
-def job_dict(input_url: str, model: str, output_url: str, **output: object) -> dict:
-    return {"input": {"url": input_url}, "model": {"path": model},
+def job_dict(input_url: str, model: str, output_url: str, *, tile: int | None | str = "chunk",
+             **output: object) -> dict:
+    """A job spec. ``tile`` defaults to the output chunk, so that each task writes exactly one
+    chunk, as tests of resuming, sharding and manifests need; ``tile=None`` leaves geoseg's
+    default tile, with which tasks grow past small output chunks."""
+    spec = {"input": {"url": input_url}, "model": {"path": model},
             "output": {"url": output_url, "chunks": [64, 64], **output}}
+    if tile is not None:
+        shards, chunks = output.get("shards"), spec["output"]["chunks"]
+        spec["inference"] = {"tile": min(shards or chunks) if tile == "chunk" else tile}
+    return spec

@@ -140,15 +140,17 @@ def create_output(
     nodata_class: int,
     probabilities: bool = False,
     inner_chunks: tuple[int, ...] | None = None,
+    task_region: tuple[int, ...] | None = None,
     attrs: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> OutputTarget:
     """Create the output group with empty arrays; refuse an existing one unless ``overwrite``.
 
-    ``chunks`` is what one task writes. With ``inner_chunks``, arrays are sharded: each
+    ``chunks`` is the arrays' chunk size. With ``inner_chunks``, arrays are sharded: each
     ``chunks``-sized shard holds ``inner_chunks``-sized chunks, so tasks still never share a
-    storage object."""
+    storage object. ``task_region`` (whole ``chunks`` per axis; default ``chunks``) is what
+    one task writes, and what the manifest records; it is kept in the group's attributes."""
     remote.check_writable(url)
     if output_exists(url, storage_options):
         if not overwrite:
@@ -160,8 +162,9 @@ def create_output(
     target = OutputTarget(url, dict(storage_options or {}))
     with remote.storage_errors(url, storage_options, "Creating output"):
         group = target.open_group(mode="w-")
-    group.attrs["geoseg"] = {"class_names": class_names, "nodata_class": nodata_class, **(attrs or {})}
-    layout = Layout(chunks, inner_chunks)
+    layout = Layout(chunks, inner_chunks, task_region or chunks)
+    group.attrs["geoseg"] = {"class_names": class_names, "nodata_class": nodata_class,
+                             "task_region": list(layout.task), **(attrs or {})}
     _create_arrays(group, shape, layout, class_dtype, nodata_class, len(class_names), probabilities, georef)
     if len(shape) == 2:
         write_georef(group, georef, shape)
@@ -170,10 +173,12 @@ def create_output(
 
 @dataclass(frozen=True)
 class Layout:
-    """What a task writes (``region``) and, when sharding, the chunks inside it."""
+    """The arrays' chunks (``region``; shards when sharding, holding ``inner`` chunks) and what
+    one task writes (``task``: whole ``region``s)."""
 
     region: tuple[int, ...]
     inner: tuple[int, ...] | None = None
+    task: tuple[int, ...] = ()
 
     def kwargs(self, lead: tuple[int, ...] = ()) -> dict[str, Any]:
         if self.inner is None:
@@ -192,7 +197,7 @@ def _create_arrays(group: zarr.Group, shape: tuple[int, ...], layout: Layout, cl
         group.create_array("probabilities", shape=(n_classes, *shape), **layout.kwargs((n_classes,)),
                            dtype="float16", fill_value=np.nan, dimension_names=["class", *dims],
                            attributes=geo)
-    counts = tuple(-(-n // c) for n, c in zip(shape, layout.region))
+    counts = tuple(-(-n // c) for n, c in zip(shape, layout.task or layout.region))
     names = [f"chunk_{d}" for d in dims]
     ones = (1,) * len(counts)
     group.create_array(MANIFEST_DONE, shape=counts, chunks=ones, dtype="bool", fill_value=False,

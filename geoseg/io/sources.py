@@ -9,6 +9,8 @@ from ``repr`` and comparisons so they never reach logs or errors.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ import zarr
 from rasterio.windows import Window
 
 from geoseg.io import remote
+from geoseg.io.blockcache import read_blocks
 from geoseg.io.georef import GeoRef
 
 
@@ -35,6 +38,13 @@ class RasterSource:
     georef: GeoRef
     band_names: tuple[str, ...]
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    read_cache: str | None = field(default=None, compare=False, repr=False)
+
+    def with_read_cache(self) -> RasterSource:
+        """This source reading through the per-process cache of decoded chunks
+        (:mod:`geoseg.io.blockcache`) under a new name: one run's reads share chunks, and no
+        run sees blocks an earlier run cached (the data may have changed since)."""
+        return dataclasses.replace(self, read_cache=uuid.uuid4().hex)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every subclass's ``read`` retries transient storage errors (:mod:`geoseg.io.remote`)."""
@@ -77,10 +87,16 @@ class ZarrSource(RasterSource):
         return zarr.open_array(self.url, **kwargs)
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:
+        array = self.open_array()
         spatial = iter(window)
-        index = tuple(0 if role == DROP else slice(None) if role == BAND else next(spatial)
-                      for role in self.roles)
-        data = np.asarray(self.open_array()[index])
+        index = tuple(slice(0, 1) if role == DROP else slice(0, n) if role == BAND else next(spatial)
+                      for role, n in zip(self.roles, array.shape))
+        if self.read_cache is None:
+            data = np.asarray(array[index])
+        else:
+            data = read_blocks(self.read_cache, index, array.shape, array.chunks, array.dtype,
+                               lambda part: array[part])
+        data = data[tuple(0 if role == DROP else slice(None) for role in self.roles)]
         kept = [role for role in self.roles if role != DROP]
         if BAND not in kept:
             return data[None]

@@ -25,9 +25,10 @@ from geoseg.jobs import provenance, tracking
 from geoseg.jobs.spec import ClusterSpec, JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.models.base import Segmenter
-from geoseg.models.model import SegmentationModel
-from geoseg.models.modelfile import load_model
+from geoseg.models.model import ModelHeader
+from geoseg.models.modelfile import read_header
 from geoseg.parallel.cluster import cluster_kind, connect, with_cluster
+from geoseg.parallel.plugins import load_models, unload_models
 from geoseg.parallel.segment import default_chunk, region_work
 from geoseg.parallel.store import ReferenceLabels, RegionStats, run_regions, score_regions
 from geoseg.parallel.tasks import RegionWork
@@ -51,7 +52,7 @@ class PreparedJob:
     def model_id(self) -> str:
         """The weights' sha256 for a model file; else a hash of the model spec and of every
         model file's weights inside it."""
-        if isinstance(self.model, SegmentationModel):
+        if isinstance(self.model, ModelHeader):
             return self.model.info.sha256
         what = {"model": self.spec.model.model_dump(mode="json", exclude={"storage_options"}),
                 "weights": [m.info.sha256 for m in _model_files(self.model)]}
@@ -66,9 +67,10 @@ class PreparedJob:
 
     @property
     def chunks(self) -> tuple[int, ...]:
-        """Task regions: the output chunks, or the shards when sharding, clipped to the raster
-        (a small raster is one region)."""
-        return task_regions(self.spec, self.source)
+        """What one task computes and writes: whole output chunks (or shards when sharding),
+        as many as keep halos cheap (:func:`~geoseg.parallel.segment.region_work`); one
+        chunk or shard while a classical method still has to be fitted."""
+        return self.work.region if self.work is not None else task_regions(self.spec, self.source)
 
     @property
     def inner_chunks(self) -> tuple[int, ...]:
@@ -123,8 +125,7 @@ def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | N
     fitted and ``fit`` is false (fitting computes on the active cluster)."""
     if spec.path is not None:
         with _key("model.path"):
-            model: Segmenter | None = load_model(spec.path, storage_options=spec.storage_options,
-                                                 device="cpu")
+            model: Segmenter | None = read_header(spec.path, storage_options=spec.storage_options)
     elif spec.method is not None:
         if needs_fit(spec.method) and not fit:
             return None
@@ -138,9 +139,9 @@ def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | N
     return TTA(model, transforms=spec.tta) if spec.tta else model
 
 
-def _model_files(segmenter: Any) -> list[SegmentationModel]:
+def _model_files(segmenter: Any) -> list[ModelHeader]:
     """Every model file inside an ensemble or TTA wrapper, depth first."""
-    if isinstance(segmenter, SegmentationModel):
+    if isinstance(segmenter, ModelHeader):
         return [segmenter]
     inner = list(getattr(segmenter, "members", ())) + [getattr(segmenter, "member", None)]
     return [m for part in inner if part is not None for m in _model_files(part)]
@@ -153,7 +154,7 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
     inf = spec.inference
     with _key("inference"):
         work = region_work(model, source.shape[1:], tile=inf.tile, halo=inf.halo,
-                           regions=task_regions(spec, source),
+                           regions=task_regions(spec, source), compile=inf.compile,
                            batch_size=inf.batch_size, nodata=source.georef.nodata,
                            nodata_class=spec.output.nodata_class, blend=inf.blend, overlap=inf.overlap)
     return PreparedJob(spec, source, model, work)
@@ -167,7 +168,7 @@ def zarr_chunks(spec: JobSpec, source: RasterSource) -> tuple[int, ...]:
 
 
 def task_regions(spec: JobSpec, source: RasterSource) -> tuple[int, ...]:
-    """What one task writes: a chunk, or a shard when sharding, clipped to the raster."""
+    """The unit tasks write whole: a chunk, or a shard when sharding, clipped to the raster."""
     inner = zarr_chunks(spec, source)
     shards = spec.output.shards or inner
     return tuple(min(s, round_up(n, i)) for s, n, i in zip(shards, source.shape[1:], inner))
@@ -215,9 +216,10 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
         if on_start is not None:
             on_start(prepared.n_tasks - len(skip))
         t_compute = time.perf_counter()
-        stats = run_regions(active, prepared.work, prepared.source, target, chunks=prepared.chunks,
-                            n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
-                            skip=skip, on_done=on_done, reference=prepared.reference)
+        with models_on_workers(active, prepared.work):
+            stats = run_regions(active, prepared.work, prepared.source, target, chunks=prepared.chunks,
+                                n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
+                                skip=skip, on_done=on_done, reference=prepared.reference)
         compute_seconds = time.perf_counter() - t_compute
         used = _cluster_info(active, cluster_kind(where))
         measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
@@ -228,6 +230,17 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     _publish(report, spec, target, tracker)
     logs.job_finished(report)
     return report
+
+
+@contextlib.contextmanager
+def models_on_workers(client: Client, work: RegionWork) -> Iterator[None]:
+    """The job's model files loaded on every worker (once per worker, by a worker plugin)
+    while the job runs, and freed after it."""
+    plugin = load_models(client, work.model, compile=work.compile)
+    try:
+        yield
+    finally:
+        unload_models(client, plugin)
 
 
 def _score_skipped(client: Client, prepared: PreparedJob, target: OutputTarget,
@@ -300,8 +313,8 @@ def _key(key: str) -> Iterator[None]:
 def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
     out, model = prepared.spec.output, prepared.model
     return create_output(
-        out.url, shape=prepared.source.shape[1:], chunks=prepared.chunks,
-        inner_chunks=prepared.inner_chunks if out.shards else None,
+        out.url, shape=prepared.source.shape[1:], chunks=task_regions(prepared.spec, prepared.source),
+        inner_chunks=prepared.inner_chunks if out.shards else None, task_region=prepared.chunks,
         georef=prepared.source.georef, class_names=[c.name for c in model.classes],
         class_dtype=prepared.work.class_dtype, nodata_class=prepared.work.nodata_class,
         probabilities=out.probabilities, storage_options=out.storage_options, overwrite=overwrite,
@@ -313,7 +326,7 @@ def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
 
 def _model_record(prepared: PreparedJob) -> dict[str, Any]:
     model, spec = prepared.model, prepared.spec.model
-    if isinstance(model, SegmentationModel):
+    if isinstance(model, ModelHeader):
         return {"name": model.info.name, "architecture": model.info.architecture,
                 "sha256": model.info.sha256, "url": provenance.public_url(spec.path or "")}
     fitted = {k: v for k, v in vars(model).items() if isinstance(v, (int, float, str, tuple, list))}

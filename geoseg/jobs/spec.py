@@ -103,6 +103,7 @@ class InferenceSpec(Section):
     blend: Literal["crop", "gaussian", "constant", "linear", "cosine"] | None = Field(
         None, description="crop (exact with a halo) or a blend of overlapping windows.")
     overlap: float | None = Field(None, ge=0.0, lt=1.0, description="Overlap fraction when blending.")
+    compile: bool = Field(False, description="Run deep networks through torch.compile (once per worker).")
 
 
 ClusterKind = Literal["local", "address", "slurm", "pbs", "kubernetes"]

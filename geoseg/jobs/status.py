@@ -52,12 +52,12 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
 
 def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> VerifyReport:
     """Check that every chunk is recorded and its bytes hash to the recorded sha256."""
-    target, _ = _target(url, storage_options)
+    target, attrs = _target(url, storage_options)
     group = target.open_group(mode="r")
     classes = group["classes"]
     names = ["classes"] + (["probabilities"] if "probabilities" in group else [])
     report = VerifyReport(url, 0)
-    written = classes.shards or classes.chunks  # what one task wrote
+    written = tuple(attrs.get("task_region") or classes.shards or classes.chunks)  # what one task wrote
     for region in regions(classes.shape, written):
         key = chunk_key(region, written)
         recorded = target.checksum(key)

@@ -56,6 +56,18 @@ def register(model: SegmentationModel) -> ModelRef:
     return ModelRef(f"{IN_MEMORY}{model.name}", sha)
 
 
+def release(sha256: str) -> None:
+    """Forget the model with weights ``sha256`` (a worker plugin's teardown frees it)."""
+    with _lock:
+        _models.pop(sha256, None)
+
+
+def loaded() -> set[str]:
+    """The weights hashes of the models this process holds now."""
+    with _lock:
+        return set(_models)
+
+
 def load_counts() -> dict[str, int]:
     """How many times this process loaded each model (by weights hash)."""
     with _lock:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from geoseg import config
+from geoseg.errors import ModelFileError
 from geoseg.models.base import ClassInfo, Segmenter, valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
 
@@ -86,6 +87,32 @@ class ModelRef:
         return resolve(self)
 
 
+class ModelHeader(Segmenter):
+    """A model file as the job's client sees it: metadata and tiling geometry, no network.
+
+    Classes, bands, stride, receptive field and the weights' hash come from the file's
+    header (:func:`geoseg.models.modelfile.read_header`); the workers load the weights
+    (:class:`geoseg.parallel.plugins.ModelPlugin`). It plans and checks, it never predicts.
+    """
+
+    def __init__(self, info: ModelInfo, source: ModelRef, *, stride: tuple[int, ...],
+                 halo: tuple[int, ...], global_context: bool):
+        self.info, self.source = info, source
+        self.name, self.classes, self.bands = info.name, info.classes, info.bands
+        self.stride, self.halo, self.global_context = stride, halo, global_context
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        raise ModelFileError(f"{self.name} was read for its header only; load its weights with "
+                             f"geoseg.load_model({self.source.url!r}) to predict.")
+
+    def ref(self) -> ModelRef:
+        return self.source
+
+    def __repr__(self) -> str:
+        return (f"ModelHeader(name={self.name!r}, architecture={self.info.architecture!r}, "
+                f"stride={self.stride}, halo={self.halo}, sha256={self.info.sha256[:12]})")
+
+
 class SegmentationModel(Segmenter):
     """A network in eval mode with its :class:`ModelInfo`.
 
@@ -147,6 +174,10 @@ class SegmentationModel(Segmenter):
         if self._forward is self.net:
             self._forward = torch.compile(self.net, dynamic=False)
         return self
+
+    @property
+    def compiled(self) -> bool:
+        return self._forward is not self.net
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda":

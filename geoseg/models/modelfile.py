@@ -26,14 +26,15 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from geoseg.errors import ModelFileError
-from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel
+from geoseg.models.model import ModelHeader, ModelInfo, ModelRef, SegmentationModel
 from geoseg.models.registry import build_network
-from geoseg.tiling.plan import round_up
+from geoseg.tiling.plan import coerce_per_axis, round_up
 
 FORMAT = "geoseg-model/1"
 TORCHSCRIPT_META = "geoseg.json"
 BUILTIN_PREFIX = "builtin:"
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, zip (torch.save)
+MAX_HEADER = 100 << 20  # safetensors refuses headers over 100 MB
 
 
 def builtin_models() -> list[str]:
@@ -106,6 +107,44 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
         raise ModelFileError(f"Weights in {url} do not fit architecture {info.architecture!r}: {exc}") from None
     ref = ModelRef(url, actual, dict(storage_options or {}))
     return SegmentationModel(net, info, source=ref, device=device)
+
+
+def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> ModelHeader:
+    """What a model file says of itself, without its weights: for a safetensors file only its
+    header is read, and stride and receptive field come from the architecture built on torch's
+    ``meta`` device (no memory, no weights). Workers check the weights against the recorded
+    sha256 when they load them."""
+    options = dict(storage_options or {})
+    head = _read_head(url, options)
+    if is_torchscript(head):
+        model = _load_torchscript(_read_bytes(url, options), url, options, "cpu", None)
+        return ModelHeader(model.info, model.source, stride=model.stride, halo=model.halo,
+                           global_context=model.global_context)
+    info = _parse_header(head, url)
+    if not info.sha256:
+        raise ModelFileError(f"{url} records no sha256 of its weights; re-save it with geoseg.save_model().")
+    with torch.device("meta"):
+        net = build_network(info.architecture, info.config)
+    ndim = getattr(net, "spatial_dims", 2)
+    return ModelHeader(info, ModelRef(url, info.sha256, options),
+                       stride=coerce_per_axis(net.stride, ndim, "stride"),
+                       halo=coerce_per_axis(net.receptive_radius, ndim, "receptive_radius"),
+                       global_context=bool(getattr(net, "global_context", False)))
+
+
+def _read_head(url: str, storage_options: dict[str, Any]) -> bytes:
+    """The first bytes of a model file: a safetensors file's length prefix and JSON header, or a
+    whole zip archive (TorchScript, or a pickle refused later)."""
+    try:
+        with fsspec.open(resolve_url(url), "rb", **storage_options) as f:
+            prefix = f.read(8)
+            if prefix.startswith(b"PK"):
+                return prefix + f.read()
+            length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else 0
+            return prefix + f.read(min(length, MAX_HEADER))
+    except FileNotFoundError:
+        raise ModelFileError(f"No model file at {url}. Check the path, or use one of: "
+                             + ", ".join(BUILTIN_PREFIX + n for n in builtin_models())) from None
 
 
 def _check_hash(url: str, actual: str, recorded: str, expected: str | None) -> None:
@@ -192,7 +231,7 @@ def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
 def _parse_header(data: bytes, url: str) -> ModelInfo:
     try:
         (length,) = struct.unpack("<Q", data[:8])
-        if not 0 < length <= len(data) - 8:
+        if not 0 < length <= min(len(data) - 8, MAX_HEADER):
             raise ValueError(f"header length {length} does not fit a file of {len(data)} bytes")
         meta = json.loads(data[8 : 8 + length])["__metadata__"]
         if meta.get("format") != FORMAT:

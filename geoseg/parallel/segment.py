@@ -1,4 +1,4 @@
-"""``segment``: a lazy DataArray of class ids (or probabilities), one task per output chunk."""
+"""``segment``: a lazy DataArray of class ids (or probabilities), one task per region of whole output chunks."""
 
 from __future__ import annotations
 
@@ -17,10 +17,19 @@ from geoseg.io.sources import RasterSource
 from geoseg.models.base import Segmenter
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
-from geoseg.tiling.plan import TilingSpec, coerce_per_axis, read_window, region_tiles, regions
+from geoseg.tiling.plan import (
+    TilingSpec,
+    coerce_per_axis,
+    inference_cost,
+    read_window,
+    region_tiles,
+    regions,
+    task_region,
+)
 
 NODATA_CLASS = 255
 DEFAULT_OVERLAP = 0.5
+MAX_COST = 1.25  # pixels inferred per pixel of one pass over the image, above which we warn
 
 
 def segment(
@@ -37,6 +46,9 @@ def segment(
     overlap: float | None = None,
 ) -> xr.DataArray:
     """Segment ``raster`` lazily; nothing is computed until you ask.
+
+    Each task computes whole output chunks (several when they are small next to the
+    network's tiles, see :func:`region_work`) and the result comes in ``chunks``.
 
     Parameters
     ----------
@@ -76,34 +88,54 @@ def segment(
                        nodata=raster.attrs.get("nodata"), nodata_class=nodata_class, blend=blend,
                        overlap=overlap, regions=out_chunks)
     source = storage_source(raster)
+    source = source.with_read_cache() if source is not None else None
     blocks = [_region_block(work, raster, source, region, output, segmenter.n_classes)
-              for region in regions(raster.shape[1:], out_chunks)]
-    data = da.block(_nest(blocks, raster.shape[1:], out_chunks))
+              for region in regions(raster.shape[1:], work.region)]
+    data = da.block(_nest(blocks, raster.shape[1:], work.region))
+    if work.region != out_chunks:  # a task computes several output chunks: split its block
+        lead = data.shape[:1] if output == "probabilities" else ()
+        data = data.rechunk((*lead, *out_chunks))
     return _wrap(data, raster, segmenter, work, output)
 
 
 def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None, halo: Any = None,
                 batch_size: int | None = None, nodata: float | None = None,
                 nodata_class: int | None = None, blend: str | None = None,
-                overlap: float | None = None, regions: Sequence[int] | None = None) -> RegionWork:
+                overlap: float | None = None, regions: Sequence[int] | None = None,
+                compile: bool = False) -> RegionWork:
     """Everything the regions of one run share, with defaults filled in.
 
-    Without a ``tile``, cropped tiles are ``GEOSEG_TILE`` (``GEOSEG_VOLUME_TILE``) long, or as long
-    as the ``regions`` tasks write when those are smaller: a 512-pixel region then reads and
-    infers 512 pixels plus halos, not a 1024-pixel tile of which it keeps a quarter. (Blended
-    windows keep their size: it sets the blend, which must not depend on chunking.)"""
+    ``regions`` is the unit a task writes (output chunks or shards; default: one default
+    chunk). A task computes a region of whole units grown until halos and overlaps cost at
+    most about 1.25x one pass over the image (:func:`~geoseg.tiling.plan.task_region`), so
+    small output chunks neither shrink tiles nor make neighbouring tasks rerun the same
+    blended windows. A warning gives the factor when the region cannot grow enough
+    (``GEOSEG_REGION_BYTES`` bounds it). Without a ``tile``, cropped tiles are
+    ``GEOSEG_TILE`` (``GEOSEG_VOLUME_TILE``) long, or as long as the region when it is
+    shorter (blended windows keep their size: it sets the blend)."""
     ndim = len(shape)
-    if tile is None:
-        tile = config.tile_size(ndim)
-        cropped = blend in (None, "crop") and not getattr(segmenter, "global_context", False)
-        if regions is not None and cropped:
-            tile = tuple(min(tile, r) for r in regions)
-    global_context = getattr(segmenter, "global_context", False)
+    global_context = segmenter.global_context
     blend = blend or ("gaussian" if global_context else "crop")
     if global_context and blend == "crop":
         warnings.warn(f"{segmenter.name} pools over its whole input (global context): cropped tiles cannot "
                       "equal whole-image inference; blend='gaussian' hides the seams.", stacklevel=3)
-    spec = TilingSpec.create(
+    spec = _tiling(segmenter, shape, tile if tile is not None else config.tile_size(ndim), halo, blend, overlap)
+    unit = tuple(regions) if regions is not None else tuple(min(default_chunk(ndim), n) for n in shape)
+    region = task_region(spec, unit, max_pixels=config.region_bytes() // (4 * segmenter.n_classes + 16))
+    if tile is None and blend == "crop":
+        spec = _tiling(segmenter, shape, tuple(min(t, r) for t, r in zip(spec.tile, region)), halo, blend,
+                       overlap)
+    _warn_recompute(spec, unit, region)
+    dtype = "uint8" if segmenter.n_classes <= 255 else "uint16"
+    default_nodata = NODATA_CLASS if dtype == "uint8" else 65535
+    return RegionWork(segmenter.ref(), spec, nodata, batch_size or config.batch_size(),
+                      default_nodata if nodata_class is None else int(nodata_class), dtype, region, compile)
+
+
+def _tiling(segmenter: Segmenter, shape: Sequence[int], tile: Any, halo: Any, blend: str,
+            overlap: float | None) -> TilingSpec:
+    ndim = len(shape)
+    return TilingSpec.create(
         shape,
         tile=tile,
         halo=halo if halo is not None else _isotropic(segmenter.halo, ndim),
@@ -111,10 +143,23 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
         blend=blend,
         overlap=DEFAULT_OVERLAP if overlap is None and blend != "crop" else (overlap or 0.0),
     )
-    dtype = "uint8" if segmenter.n_classes <= 255 else "uint16"
-    default_nodata = NODATA_CLASS if dtype == "uint8" else 65535
-    return RegionWork(segmenter.ref(), spec, nodata, batch_size or config.batch_size(),
-                      default_nodata if nodata_class is None else int(nodata_class), dtype)
+
+
+def _warn_recompute(spec: TilingSpec, unit: Sequence[int], region: Sequence[int]) -> None:
+    cost = inference_cost(spec, region)
+    if cost > MAX_COST:
+        warnings.warn(
+            f"Output chunks {tuple(unit)} make tasks of {tuple(region)} pixels infer {cost:.2f}x the pixels "
+            f"of one pass over the image (halos and overlapping windows computed again by neighbouring "
+            f"tasks). Use output chunks (or shards) of at least {_advice(spec)} pixels per axis, or raise "
+            "GEOSEG_REGION_BYTES so tasks may compute larger regions.", stacklevel=3)
+
+
+def _advice(spec: TilingSpec) -> int:
+    """A per-axis region length that keeps the recompute cost low for ``spec``."""
+    if spec.blend == "crop":
+        return max(spec.tile)
+    return 8 * max(w - s for w, s in zip(spec.window_shape, spec.steps))
 
 
 def _isotropic(value: Sequence[int], ndim: int) -> Sequence[int] | int:

@@ -94,7 +94,9 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
                 skip: Collection[str] = frozenset(),
                 on_done: Callable[[RegionStats], None] | None = None,
                 reference: ReferenceLabels | None = None) -> list[RegionStats]:
-    """Submit one task per output chunk not in ``skip`` and wait for all of them."""
+    """Submit one task per region (``chunks``: what one task writes) not in ``skip`` and wait for
+    all of them. Tasks read through each worker's cache of decoded input chunks."""
+    source = source.with_read_cache()
     todo = [r for r in regions(source.shape[1:], chunks) if chunk_key(r, chunks) not in skip]
     futures = client.map(segment_to_store, todo, work=work, source=source, target=target,
                          n_classes=n_classes, with_probabilities=with_probabilities, chunks=chunks,

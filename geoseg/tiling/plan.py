@@ -244,3 +244,63 @@ def regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice
 
 def n_regions(shape: Sequence[int], chunks: Sequence[int]) -> int:
     return math.prod(-(-n // c) for n, c in zip(shape, chunks))
+
+
+def inference_cost(spec: TilingSpec, region: Sequence[int]) -> float:
+    """Pixels inferred when tasks of ``region`` size each run their own tiles, per pixel inferred
+    by one pass of the same tiling over the whole image (1.0: no window runs twice).
+
+    Per axis the windows of every region are summed and divided by the windows of the whole
+    axis; the axes multiply. Pure arithmetic, cheap for any image size."""
+    cost = 1.0
+    for axis, length in enumerate(region):
+        cost *= _axis_cost(spec, axis, int(length))
+    return cost
+
+
+def _axis_cost(spec: TilingSpec, axis: int, length: int) -> float:
+    n = spec.shape[axis]
+    starts = range(0, n, length)
+    inferred = sum(_axis_windows(spec, axis, s, min(s + length, n)) for s in starts)
+    return inferred / _axis_windows(spec, axis, 0, n)
+
+
+def _axis_windows(spec: TilingSpec, axis: int, start: int, stop: int) -> int:
+    """Summed window length of the tiles covering ``[start, stop)`` along ``axis``."""
+    if spec.blend == "crop":
+        tiles = axis_tiles(start, stop, (spec.shape[axis], spec.tile[axis], spec.halo[axis],
+                                         spec.stride[axis]))
+    else:
+        tiles = blended_axis_tiles(start, stop, spec.padded_shape[axis], spec.window_shape[axis],
+                                   spec.steps[axis])
+    return sum(t.win_stop - t.win_start for t in tiles)
+
+
+def task_region(spec: TilingSpec, unit: Sequence[int], *, max_cost: float = 1.25,
+                max_pixels: int | None = None) -> tuple[int, ...]:
+    """What one task computes: whole ``unit``s (output chunks or shards) per axis, grown until
+    :func:`inference_cost` is at most ``max_cost`` (halos and overlaps then cost little
+    whatever the output chunking), the region spans the image, or it would exceed ``max_pixels``.
+
+    Each step grows, by one unit, the axis whose own cost is highest."""
+    units = [1] * len(unit)
+    limits = [max(1, -(-n // u)) for n, u in zip(spec.shape, unit)]
+
+    def region(counts: Sequence[int]) -> tuple[int, ...]:
+        return tuple(c * u for c, u in zip(counts, unit))
+
+    while inference_cost(spec, region(units)) > max_cost:
+        costs = sorted(((_axis_cost(spec, a, region(units)[a]), a) for a in range(len(unit))
+                        if units[a] < limits[a]), reverse=True)
+        grown = next((a for cost, a in costs if cost > 1.0 and _fits(region(units), unit, a, max_pixels)),
+                     None)
+        if grown is None:
+            break
+        units[grown] += 1
+    return region(units)
+
+
+def _fits(region: Sequence[int], unit: Sequence[int], axis: int, max_pixels: int | None) -> bool:
+    grown = list(region)
+    grown[axis] += unit[axis]
+    return max_pixels is None or math.prod(grown) <= max_pixels

@@ -257,6 +257,7 @@ def test_job_on_a_png_equals_whole_image_inference(tmp_path, rgb, model_path, cl
             "input": {"url": str(tmp_path / "photo.png")},
             "model": {"path": model_path},
             "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [64, 64]},
+            "inference": {"tile": 64},
         }
     )
     report = run(spec, scheduler=cluster_address)

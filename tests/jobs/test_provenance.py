@@ -72,7 +72,7 @@ def test_record_has_resolved_settings_identities_git_scores_and_a_runs_file(
     truth = labels_for(image)
     reference = write_labels(str(tmp_path / "labels.zarr"), truth)
     data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
-    data.update(name="scored run", runs_dir=str(tmp_path / "runs"), inference={"batch_size": 2},
+    data.update(name="scored run", runs_dir=str(tmp_path / "runs"), inference={"batch_size": 2, "tile": 64},
                 evaluate={"reference": {"url": reference}, "ignore": [3]})
     report = run(JobSpec.from_dict(data), scheduler=cluster_address)
 

@@ -85,7 +85,7 @@ def test_rerun_with_another_spec_is_refused_unless_overwrite(tmp_path, model_pat
     out = str(tmp_path / "out.zarr")
     run(JobSpec.from_dict(job_dict(src, model_path, out, chunks=[32, 32])), scheduler=cluster_address)
     other = job_dict(src, model_path, out, chunks=[32, 32])
-    other["inference"] = {"batch_size": 2}
+    other["inference"] = {"batch_size": 2, "tile": 32}
     with pytest.raises(OutputExistsError, match="made by a different job"):
         run(JobSpec.from_dict(other), scheduler=cluster_address)
     assert run(JobSpec.from_dict(other), scheduler=cluster_address, overwrite=True).n_tasks == 4

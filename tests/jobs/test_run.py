@@ -14,6 +14,8 @@ import zarr
 import geoseg
 from geoseg.errors import BandMismatchError, OutputExistsError, RasterNotFoundError
 from geoseg.jobs import JobSpec, run
+from geoseg.jobs.status import verify_output
+from geoseg.tiling.plan import n_regions
 from tests.conftest import SHARED_DATA, job_dict, textured_image, write_geotiff, write_zarr
 
 
@@ -25,14 +27,17 @@ def image() -> np.ndarray:
 def test_zarr_job_equals_whole_image_inference(tmp_path, image, model_path, cluster_address):
     src = write_zarr(tmp_path / "in.zarr", image, chunks=(50, 50))
     spec = JobSpec.from_dict(job_dict(src, model_path, str(tmp_path / "out.zarr"), probabilities=True,
-                                      chunks=[64, 48]))
+                                      chunks=[64, 48], tile=None))
     report = run(spec, scheduler=cluster_address)
     reference = geoseg.load_model(model_path).predict_image(image)
     out = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
     np.testing.assert_array_equal(out["classes"][:], reference.argmax(0))
+    assert verify_output(str(tmp_path / "out.zarr")).ok
     np.testing.assert_allclose(out["probabilities"][:].astype(np.float32), reference, atol=2e-3)
     assert out["classes"].chunks == (64, 48) and out["classes"].dtype == np.uint8
-    assert report.n_tasks == 3 * 3 and report.pixels == 150 * 130
+    region = tuple(out.attrs["geoseg"]["task_region"])  # whole chunks, grown past the small ones
+    assert region[0] % 64 == 0 and region[1] % 48 == 0 and region != (64, 48)
+    assert report.n_tasks == n_regions((150, 130), region) and report.pixels == 150 * 130
     record = out.attrs["geoseg"]["provenance"]
     assert out.attrs["geoseg"]["status"] == "complete"
     assert record["model"]["sha256"] == geoseg.load_model(model_path).info.sha256

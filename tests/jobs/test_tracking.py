@@ -50,7 +50,7 @@ def test_a_job_logs_params_metrics_tags_and_its_record_to_mlflow(tmp_path, image
                                                                  cluster_address):
     src = write_zarr(tmp_path / "in.zarr", image)
     labels = write_labels(str(tmp_path / "labels.zarr"), (image[1] // 64).astype(np.uint8))
-    data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
+    data = job_dict(src, model_path, str(tmp_path / "out.zarr"), tile=None)
     data.update(name="tracked", runs_dir=str(tmp_path / "runs"),
                 evaluate={"reference": {"url": labels}},
                 tracking={"mlflow": {"tracking_uri": store, "experiment": "geoseg-tests"}})
@@ -73,7 +73,7 @@ def test_a_job_logs_params_metrics_tags_and_its_record_to_mlflow(tmp_path, image
     assert metrics["seconds_total"] == pytest.approx(record["timings"]["total_s"])
     stages = record["timings"]["task_stage_sums_s"]
     assert metrics["seconds_infer"] == pytest.approx(stages["infer"])
-    assert metrics["pixels"] == 96 * 80 and metrics["chunks_computed"] == 4
+    assert metrics["pixels"] == 96 * 80 and metrics["chunks_computed"] == record["chunks"]["computed"] == 1
     assert metrics["miou"] == pytest.approx(evaluation["miou"])
     for name, iou in evaluation["iou"].items():
         assert (f"iou/{name}" in metrics) == (iou is not None)

@@ -53,3 +53,37 @@ def test_ensemble_combines_member_scores_on_the_gpu():
     assert gpu.member_scores(1, batch).device.type == "cuda"
     np.testing.assert_allclose(gpu.predict(batch), cpu.predict(batch), atol=0.05)
     assert torch.cuda.is_available()
+
+
+def test_cuda_class_ids_agree_with_cpu_float32_on_a_photograph():
+    """The whole device path (bf16, channels-last, device tiles and arg-max) against float32 on the
+    CPU, on a real photograph, chunked as a job would."""
+    import dask
+    import xarray as xr
+    from skimage import data
+
+    raster = xr.DataArray(np.moveaxis(data.astronaut(), -1, 0), dims=("band", "y", "x"))
+    ids = {}
+    for device in ("cpu", "cuda"):
+        model = geoseg.load_model("builtin:demo-unet", device=device)
+        with dask.config.set(scheduler="sync"):
+            ids[device] = geoseg.segment(raster, model, chunks=128).values
+    assert (ids["cuda"] == ids["cpu"]).mean() >= 0.999
+
+
+def test_a_tta_ensemble_runs_on_the_gpu_and_agrees_with_the_cpu():
+    import dask
+    import xarray as xr
+
+    from geoseg import TTA, Ensemble
+
+    image = textured_image(300, 260, seed=8)
+    raster = xr.DataArray(image, dims=("band", "y", "x"))
+    ids = {}
+    for device in ("cpu", "cuda"):
+        model = geoseg.load_model("builtin:demo-unet", device=device)
+        segmenter = Ensemble([TTA(model, "flips"), model])
+        assert segmenter.device.type == device
+        with dask.config.set(scheduler="sync"):
+            ids[device] = geoseg.segment(raster, segmenter, chunks=128).values
+    assert (ids["cuda"] == ids["cpu"]).mean() >= 0.995

@@ -13,6 +13,7 @@ import torch
 import geoseg
 from geoseg.errors import ModelFileError
 from geoseg.models import builtin_models, load_model, save_model
+from geoseg.models.modelfile import export_torchscript, read_header
 from tests.conftest import random_unet, textured_image
 
 
@@ -122,3 +123,31 @@ def test_torchscript_without_metadata_is_refused(tmp_path):
         torch.jit.save(traced, str(tmp_path / "bare.pt"))
     with pytest.raises(ModelFileError, match="TorchScript without geoseg.json"):
         load_model(str(tmp_path / "bare.pt"))
+
+
+def test_the_header_gives_what_the_client_plans_with_and_no_weights(tmp_path):
+    path = str(tmp_path / "m.safetensors")
+    save_model(random_unet(depth=3), path)
+    header, model = read_header(path), load_model(path, device="cpu")
+    assert (header.stride, header.halo, header.global_context) == (model.stride, model.halo, False)
+    assert header.classes == model.classes and header.bands == model.bands
+    assert header.ref() == model.ref()  # url and the weights' sha256: what tasks carry
+    with pytest.raises(ModelFileError, match="header only"):
+        header.predict(np.zeros((1, 3, 8, 8), np.float32))
+    scripted = str(tmp_path / "m.pt")
+    export_torchscript(model, scripted)
+    assert read_header(scripted).halo == model.halo
+
+
+def test_reading_a_header_never_builds_the_weights_it_declares(tmp_path):
+    """A small file whose metadata declares a network of about 10^12 parameters: the client
+    reads its geometry from a weightless (meta-device) network, so nothing is allocated."""
+    info = random_unet().info.to_dict()
+    info.update(config={"in_channels": 3, "num_classes": 4, "depth": 12, "width": 64}, sha256="ab" * 32)
+    from safetensors.torch import save
+
+    data = save({"w": torch.zeros(1)}, metadata={"format": "geoseg-model/1", "model": json.dumps(info)})
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(data)
+    header = read_header(str(path))
+    assert header.stride == (4096, 4096) and header.ref().sha256 == "ab" * 32

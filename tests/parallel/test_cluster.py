@@ -55,7 +55,8 @@ def test_job_on_an_existing_cluster_loads_the_model_once_per_worker(tmp_path, mo
     result = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", str(job), "--scheduler", dask_cluster],
                             check=False, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "64/64" in result.stderr, result.stderr  # the progress bar reached every task
+    tasks = len(zarr.open_group(str(tmp_path / "out.zarr"))["manifest_done"][:].ravel())
+    assert f"{tasks}/{tasks}" in result.stderr, result.stderr  # the progress bar reached every task
     expected = geoseg.load_model(model_path).predict_image(image).argmax(0)
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "out.zarr"))["classes"][:], expected)
     with Client(dask_cluster) as client:
@@ -63,3 +64,6 @@ def test_job_on_an_existing_cluster_loads_the_model_once_per_worker(tmp_path, mo
     sha = geoseg.load_model(model_path).info.sha256
     assert len(counts) == 2, counts
     assert all(c == {sha: 1} for c in counts.values()), counts
+    with Client(dask_cluster) as client:  # the job's worker plugin freed the model at its end
+        held = client.run(lambda: __import__("geoseg").models.cache.loaded())
+    assert list(held.values()) == [set(), set()], held

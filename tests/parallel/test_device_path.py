@@ -1,0 +1,193 @@
+"""The region executor on the segmenter's device: what crosses back, padding and masks in torch,
+one region at a time per GPU, and the region a task computes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import dask
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import geoseg
+from geoseg.models.base import pad_end, pad_end_tensor, valid_mask, valid_mask_tensor
+from geoseg.parallel.region import RegionOutput, device_turn, segment_region, to_device
+from geoseg.parallel.segment import region_work
+from geoseg.parallel.tasks import ArrayReader
+from geoseg.tiling import TilingSpec, region_tiles, regions
+from geoseg.tiling.plan import inference_cost, n_regions, task_region
+from tests.conftest import random_unet, textured_image
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(0, 25), st.integers(0, 25))
+def test_reflect_padding_on_the_device_equals_numpy_even_past_the_axis_length(h, w, dh, dw):
+    x = np.arange(2 * h * w, dtype=np.float32).reshape(2, h, w)
+    expected = pad_end(x, (h + dh, w + dw))
+    np.testing.assert_array_equal(pad_end_tensor(torch.from_numpy(x), (h + dh, w + dw)).numpy(), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["uint8", "uint16", "int16", "float32", "float64"]),
+       st.sampled_from([None, 0.0, 7.0, float("nan")]), st.integers(0, 2**32 - 1))
+def test_validity_on_the_device_equals_numpy(dtype, nodata, seed):
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 9, size=(3, 6, 5)).astype(dtype)
+    raw[:, rng.random((6, 5)) < 0.3] = 7
+    if raw.dtype.kind == "f":
+        raw[rng.integers(0, 3), rng.random((6, 5)) < 0.2] = np.nan
+    np.testing.assert_array_equal(valid_mask_tensor(torch.from_numpy(raw), nodata).numpy(),
+                                  valid_mask(raw, nodata))
+
+
+def test_a_big_endian_window_reaches_the_device_in_native_order():
+    raw = np.arange(12, dtype=">u2").reshape(1, 3, 4)
+    tensor = to_device(raw, torch.device("cpu"))
+    assert tensor.dtype == torch.uint16
+    np.testing.assert_array_equal(tensor.numpy(), raw.astype("<u2"))
+
+
+def test_only_class_ids_come_back_unless_probabilities_are_asked_for():
+    model = random_unet(depth=2, width=4)
+    image = textured_image(96, 80, seed=3)
+    spec = TilingSpec.create(image.shape[1:], tile=32, halo=16, stride=4)
+    region = (slice(0, 96), slice(0, 80))
+    read = ArrayReader(image, (0, 0))
+    ids = segment_region(model, read, spec, region, output=RegionOutput(255, "uint8"))
+    assert ids.probabilities is None and ids.classes.dtype == np.uint8
+    both = segment_region(model, read, spec, region, output=RegionOutput(255, "uint8", "float16"))
+    assert both.probabilities.dtype == np.float16
+    np.testing.assert_array_equal(ids.classes, both.classes)
+    whole = model.predict_image(image)
+    np.testing.assert_array_equal(ids.classes, whole.argmax(0))
+    np.testing.assert_allclose(both.probabilities, whole, atol=1e-3)
+
+
+def test_one_region_at_a_time_holds_a_gpu_and_none_the_cpu():
+    """Threads of a GPU worker take turns on the device (the others read meanwhile)."""
+    inside, overlap = [0], [False]
+
+    def work(device: torch.device) -> None:
+        with device_turn(device):
+            inside[0] += 1
+            overlap[0] |= inside[0] > 1
+            time.sleep(0.05)
+            inside[0] -= 1
+
+    for device, overlapped in ((torch.device("cuda:0"), False), (torch.device("cpu"), True)):
+        inside[0], overlap[0] = 0, False
+        threads = [threading.Thread(target=work, args=(device,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert overlap[0] is overlapped, device
+
+
+@st.composite
+def tilings(draw: st.DrawFn) -> tuple[TilingSpec, tuple[int, int]]:
+    stride = draw(st.sampled_from([1, 2, 4, 8]))
+    shape = (draw(st.integers(1, 400)), draw(st.integers(1, 400)))
+    blend = draw(st.sampled_from(["crop", "gaussian"]))
+    tile = draw(st.integers(2, 12)) * stride
+    halo = draw(st.integers(0, 4)) * stride
+    spec = TilingSpec.create(shape, tile=tile, halo=halo, stride=stride, blend=blend,
+                             overlap=draw(st.sampled_from([0.0, 0.25, 0.5])))
+    return spec, (draw(st.integers(1, 150)), draw(st.integers(1, 150)))
+
+
+def _brute_cost(spec: TilingSpec, region: tuple[int, ...]) -> float:
+    def volume(chunks: tuple[int, ...]) -> int:
+        return sum(int(np.prod([s.stop - s.start for s in t.window]))
+                   for r in regions(spec.shape, chunks) for t in region_tiles(spec, r))
+    return volume(region) / volume(spec.shape)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tilings())
+def test_inference_cost_counts_every_window_every_task_runs(plan):
+    spec, chunks = plan
+    assert inference_cost(spec, chunks) == pytest.approx(_brute_cost(spec, chunks))
+
+
+@settings(max_examples=150, deadline=None)
+@given(tilings(), st.sampled_from([None, 4000, 40000]))
+def test_task_regions_are_whole_chunks_grown_until_cheap_or_bounded(plan, max_pixels):
+    spec, unit = plan
+    region = task_region(spec, unit, max_pixels=max_pixels)
+    assert all(r % u == 0 and u <= r <= max(u, -(-n // u) * u) for r, u, n in zip(region, unit, spec.shape))
+    if inference_cost(spec, region) > 1.25:  # then no axis that costs could grow further
+        for axis in range(2):
+            grown = list(region)
+            grown[axis] += unit[axis]
+            spans = region[axis] >= spec.shape[axis]
+            too_big = max_pixels is not None and np.prod(grown) > max_pixels
+            assert spans or too_big or _axis_is_free(spec, region, axis)
+
+
+def _axis_is_free(spec: TilingSpec, region: tuple[int, ...], axis: int) -> bool:
+    """The axis costs nothing extra (its own factor is at most 1)."""
+    alone = tuple(r if a == axis else n for a, (r, n) in enumerate(zip(region, spec.shape)))
+    return inference_cost(spec, alone) <= 1.0 + 1e-9
+
+
+def test_small_output_chunks_no_longer_shrink_tiles_or_multiply_tasks(tmp_path):
+    model = random_unet(depth=3, width=4)
+    image = textured_image(300, 260, seed=5)
+    work = region_work(model, image.shape[1:], regions=(32, 32), tile=64)
+    assert work.region[0] % 32 == 0 and work.region[0] >= 64
+    assert inference_cost(work.spec, work.region) <= 1.25
+    raster = geoseg.open_raster(_zarr(tmp_path, image))
+    with dask.config.set(scheduler="sync"):
+        mask = geoseg.segment(raster, model, chunks=32, tile=64)
+        assert mask.data.chunksize == (32, 32)
+        np.testing.assert_array_equal(mask.values, model.predict_image(image).argmax(0))
+    tasks = n_regions(image.shape[1:], work.region)
+    assert tasks <= n_regions(image.shape[1:], (32, 32)) / 3
+
+
+def test_chunking_that_forces_recomputation_warns_with_the_factor():
+    model = random_unet(depth=2, width=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        region_work(model, (4096, 4096), regions=(100, 100), tile=256, blend="gaussian", overlap=0.5)
+    assert not caught, [str(w.message) for w in caught]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEOSEG_REGION_BYTES", str(100 * 100 * (4 * model.n_classes + 16)))
+        with pytest.warns(UserWarning, match=r"infer \d+\.\d\dx the pixels"):
+            region_work(model, (4096, 4096), regions=(100, 100), tile=256, blend="gaussian", overlap=0.5)
+
+
+def _zarr(tmp_path, image):
+    from tests.conftest import write_zarr
+
+    return write_zarr(tmp_path / "in.zarr", image, chunks=(64, 64))
+
+
+def test_inference_compile_compiles_the_workers_network_once():
+    model = random_unet(depth=2, width=4)
+    work = region_work(model, (64, 64), compile=True)
+    segmenter = work.segmenter()
+    assert segmenter is model and model.compiled
+    forward = model._forward
+    assert work.segmenter()._forward is forward  # once per worker, not per task
+    assert not region_work(random_unet(depth=2, width=4), (64, 64)).segmenter().compiled
+
+
+@pytest.mark.slow
+def test_a_compiled_network_segments_like_the_eager_one():
+    image = textured_image(96, 80, seed=9)
+    eager = random_unet(depth=2, width=4)
+    compiled = random_unet(depth=2, width=4).compile()
+    spec = TilingSpec.create(image.shape[1:], tile=32, halo=16, stride=4)
+    region, read = (slice(0, 96), slice(0, 80)), ArrayReader(image, (0, 0))
+    out = RegionOutput(255, "uint8", "float32")
+    a = segment_region(eager, read, spec, region, output=out)
+    b = segment_region(compiled, read, spec, region, output=out)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
+    assert (a.classes == b.classes).mean() > 0.999
