@@ -8,6 +8,9 @@ own environment.
 from __future__ import annotations
 
 import os
+import re
+
+from geoseg.errors import ClusterConfigError
 
 DEFAULTS = {
     "GEOSEG_DEVICE": "auto",
@@ -19,7 +22,10 @@ DEFAULTS = {
     "GEOSEG_READ_CACHE_BYTES": str(512 << 20),  # decoded input chunks kept per process
     "GEOSEG_RETRIES": "4",  # retries of a storage read or write after a transient error
     "GEOSEG_RETRY_DELAY": "0.5",  # seconds before the first retry; doubles at each one
+    "GEOSEG_GPUS": "auto",  # GPUs of a local cluster: auto, none, or ids such as 0,1
+    "GEOSEG_GPU_THREADS": "4",  # threads per GPU worker: they read the next regions meanwhile
 }
+GPU_ID = re.compile(r"^\d+$|^(GPU|MIG)-[\w/-]+$")  # what CUDA_VISIBLE_DEVICES accepts
 
 
 def get(name: str) -> str:
@@ -60,3 +66,46 @@ def tile_size(ndim: int = 2) -> int:
 def read_cache_bytes() -> int:
     """Bytes of decoded input chunks each process keeps for neighbouring windows (0: none)."""
     return int(get("GEOSEG_READ_CACHE_BYTES"))
+def gpu_ids() -> list[str]:
+    """GPUs a local cluster gives one worker process each: ``GEOSEG_GPUS`` (comma-separated ids,
+    or ``none``) when set, else the GPUs torch counts, named as ``CUDA_VISIBLE_DEVICES`` names
+    them. ``GEOSEG_DEVICE=cpu`` means none. Counting calls ``torch.cuda.device_count()`` only."""
+    if get("GEOSEG_DEVICE").lower() == "cpu":
+        return []
+    wanted = get("GEOSEG_GPUS").strip().lower()
+    if wanted == "none":
+        return []
+    if wanted != "auto":
+        return parse_gpu_ids(get("GEOSEG_GPUS"))
+    return _visible_gpus()
+
+
+def parse_gpu_ids(text: str) -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]``; ids are integers or ``GPU-``/``MIG-`` UUIDs, each once."""
+    ids = [part.strip() for part in text.split(",")]
+    bad = [part for part in ids if not GPU_ID.match(part)]
+    if bad or len(set(ids)) != len(ids):
+        raise ClusterConfigError(
+            f"GEOSEG_GPUS: received {text!r}; expected auto, none, or distinct GPU ids separated "
+            "by commas (integers or GPU-/MIG- UUIDs as CUDA_VISIBLE_DEVICES takes them), "
+            "e.g. GEOSEG_GPUS=0,1.")
+    return ids
+
+
+def _visible_gpus() -> list[str]:
+    import torch
+
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [str(i) for i in range(count)]
+    return [part.strip() for part in visible.split(",")][:count]
+
+
+def gpu_threads() -> int:
+    """Threads per GPU worker process (``GEOSEG_GPU_THREADS``, default 4)."""
+    text = get("GEOSEG_GPU_THREADS")
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ClusterConfigError(f"GEOSEG_GPU_THREADS: received {text!r}; expected an integer "
+                                 ">= 1 (threads per GPU worker), e.g. GEOSEG_GPU_THREADS=4.")
+    return int(text)

@@ -215,7 +215,9 @@ class ClusterSpec(Section):
     kind: ClusterKind | None = Field(None, description="local, address, slurm, pbs or kubernetes.")
     scheduler: str | None = Field(None, description="Address of a running scheduler; none starts a local cluster.")
     n_workers: int | None = Field(None, ge=1)
-    threads_per_worker: int = Field(1, ge=1)
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="Threads per worker process; default 1 on CPU workers, "
+                                "GEOSEG_GPU_THREADS (4) on a local cluster's GPU workers.")
     jobqueue: JobqueueSpec = Field(JobqueueSpec(), description="Settings of kinds slurm and pbs.")
     kubernetes: KubernetesSpec = Field(KubernetesSpec(), description="Settings of kind kubernetes.")
 

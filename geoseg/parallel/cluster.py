@@ -1,5 +1,7 @@
 """Where a job runs: a local cluster, a running scheduler, SLURM/PBS batch jobs or a Kubernetes
 DaskCluster. One function per kind; each yields a client and cleans up what it started.
+A local cluster with GPUs runs one worker process per GPU, pinned by ``CUDA_VISIBLE_DEVICES``
+(as dask-cuda's ``LocalCUDACluster`` does), its threads reading the next regions meanwhile.
 
 The kind comes from ``cluster.kind`` in the job spec or ``geoseg run --cluster VALUE`` (a kind
 name or a scheduler address). dask-jobqueue and dask-kubernetes are optional extras, imported
@@ -8,13 +10,14 @@ only when their kind is used.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +37,7 @@ NAMED_KINDS = ("local", "slurm", "pbs", "kubernetes")
 ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$")
 MIN_LIFETIME = 60  # seconds a worker in a batch job lives at least
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_THREADS = 1  # threads per CPU worker when the spec gives none
 EXTRAS = {"dask_jobqueue": ("dask-jobqueue", "hpc"),
           "dask_kubernetes.operator": ("dask-kubernetes", "kubernetes")}
 
@@ -77,9 +81,10 @@ def cluster_kind(spec: ClusterSpec) -> str:
 
 @contextmanager
 def connect(cluster: ClusterSpec | str | None = None, *, n_workers: int | None = None,
-            threads_per_worker: int = 1) -> Iterator[Client]:
+            threads_per_worker: int | None = None) -> Iterator[Client]:
     """A client on the cluster ``cluster`` describes: a :class:`ClusterSpec`, or a ``--cluster``
-    value (kind name or address; ``None``: ``DASK_SCHEDULER_ADDRESS``, else a local cluster)."""
+    value (kind name or address; ``None``: ``DASK_SCHEDULER_ADDRESS``, else a local cluster).
+    ``threads_per_worker=None``: 1 per CPU worker, ``GEOSEG_GPU_THREADS`` per local GPU worker."""
     if cluster is None or isinstance(cluster, str):
         from geoseg.jobs.spec import ClusterSpec
 
@@ -89,17 +94,69 @@ def connect(cluster: ClusterSpec | str | None = None, *, n_workers: int | None =
         yield client
 
 
+@dataclass(frozen=True)
+class WorkerLayout:
+    """One local worker process: its Dask threads, the environment it starts with (a GPU worker's
+    ``CUDA_VISIBLE_DEVICES``) and the intra-op threads torch may use in each of its tasks."""
+
+    nthreads: int
+    torch_threads: int
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def local_layout(cores: int, gpu_ids: list[str], n_workers: int | None = None,
+                 threads_per_worker: int | None = None, *, gpu_threads: int = 4) -> list[WorkerLayout]:
+    """The worker processes of a local cluster on ``cores`` cores and the GPUs ``gpu_ids``.
+
+    Without GPUs: ``cores // threads`` processes of ``threads`` threads (default 1), torch
+    threads sharing the cores. With GPUs: one process per GPU (``n_workers`` given: that many, the
+    GPUs taken in turn), each seeing only its GPU and running ``gpu_threads`` threads that read
+    and decode while the GPU computes, with one torch thread each. Explicit values win.
+    """
+    if not gpu_ids:
+        threads = threads_per_worker or DEFAULT_THREADS
+        workers = n_workers or max(1, cores // threads)
+        return [WorkerLayout(threads, max(1, cores // (workers * threads)))] * workers
+    threads = threads_per_worker or gpu_threads
+    return [WorkerLayout(threads, 1, {"CUDA_VISIBLE_DEVICES": gpu_ids[i % len(gpu_ids)]})
+            for i in range(n_workers or len(gpu_ids))]
+
+
+class PinnedLocalCluster(LocalCluster):
+    """A ``LocalCluster`` of Nanny worker processes named 0, 1, ..., one per layout, each with
+    that layout's threads and environment (set in the process before it imports torch)."""
+
+    def __init__(self, layouts: list[WorkerLayout], **kwargs: Any) -> None:
+        self.layouts = layouts
+        super().__init__(n_workers=0, threads_per_worker=layouts[0].nthreads, processes=True,
+                         memory_limit=1 / len(layouts), **kwargs)  # a share of memory each
+        self.scale(len(layouts))
+
+    def new_worker_spec(self) -> dict[int, dict[str, Any]]:
+        free = sorted(set(range(len(self.layouts))) - set(self.worker_spec))
+        if not free:
+            raise ClusterConfigError(
+                f"local cluster: received a request for worker {len(self.worker_spec) + 1}; "
+                f"expected at most {len(self.layouts)}, one per layout; start a new cluster with "
+                "more n_workers instead of scaling this one.")
+        spec = copy.deepcopy(self.new_spec)
+        layout = self.layouts[free[0]]
+        spec["options"].update(nthreads=layout.nthreads, env=dict(layout.env))
+        return {free[0]: spec}
+
+
 @contextmanager
 def _local(spec: ClusterSpec) -> Iterator[Client]:
-    """A ``LocalCluster`` of worker processes on this machine, torch threads sharing its cores."""
-    cores, threads = os.cpu_count() or 1, spec.threads_per_worker
-    workers = spec.n_workers or max(1, cores // threads)
+    """Worker processes on this machine: one per GPU, else processes x threads on its cores."""
+    layouts = local_layout(os.cpu_count() or 1, config.gpu_ids(), spec.n_workers,
+                           spec.threads_per_worker, gpu_threads=config.gpu_threads())
     from importlib.util import find_spec
 
-    dashboard = ":0" if find_spec("bokeh") else None  # on a free port, if bokeh can serve one
-    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                      dashboard_address=dashboard) as cluster, Client(cluster) as client:
-        client.register_plugin(TorchThreads(max(1, cores // (workers * threads))))
+    dashboard = {"dashboard": find_spec("bokeh") is not None}  # if bokeh can serve one
+    with PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard) as cluster, \
+            Client(cluster) as client:  # the scheduler's HTTP server on a free port, not 8787
+        client.wait_for_workers(len(layouts))
+        client.register_plugin(TorchThreads(max(layout.torch_threads for layout in layouts)))
         yield client
 
 
@@ -182,7 +239,7 @@ def jobqueue_kwargs(spec: ClusterSpec, kind: str) -> dict[str, Any]:
     jq = spec.jobqueue
     cores, memory = _jobqueue_setting(jq, kind, "cores"), _jobqueue_setting(jq, kind, "memory")
     walltime = _jobqueue_walltime(jq, kind)
-    processes = jq.processes or max(1, cores // spec.threads_per_worker)
+    processes = jq.processes or max(1, cores // (spec.threads_per_worker or DEFAULT_THREADS))
     if processes > cores:
         raise ClusterConfigError(f"cluster.jobqueue.processes: received {processes} for {cores} "
                                  "cores per job; expected at most one process per core.")
@@ -285,7 +342,8 @@ def kubernetes_cluster_spec(spec: ClusterSpec) -> dict[str, Any]:
     body = operator.make_cluster_spec(
         name=settings.name, image=settings.image, n_workers=spec.n_workers or 2,
         resources=resources or None, env=dict(settings.env) or None,
-        worker_command=["dask", "worker", "--nthreads", str(spec.threads_per_worker)])
+        worker_command=["dask", "worker", "--nthreads",
+                        str(spec.threads_per_worker or DEFAULT_THREADS)])
     if settings.namespace:
         body["metadata"]["namespace"] = settings.namespace
     for role in ("scheduler", "worker"):
