@@ -66,6 +66,8 @@ def tile_size(ndim: int = 2) -> int:
 def read_cache_bytes() -> int:
     """Bytes of decoded input chunks each process keeps for neighbouring windows (0: none)."""
     return int(get("GEOSEG_READ_CACHE_BYTES"))
+
+
 def gpu_ids() -> list[str]:
     """GPUs a local cluster gives one worker process each: ``GEOSEG_GPUS`` (comma-separated ids,
     or ``none``) when set, else the GPUs torch counts, named as ``CUDA_VISIBLE_DEVICES`` names
