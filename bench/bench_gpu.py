@@ -1,6 +1,6 @@
 """GPU throughput of the network alone, a geoseg job and a plain Dask script, side by side.
 
-    python bench/bench_gpu.py                                         # on a GPU (one H200)
+    python bench/bench_gpu.py --gpu-threads 1,2,4 --check            # on a GPU (one H200)
     python bench/bench_gpu.py --device cpu --size 2048 --models unet  # CPU smoke run
 
 Setting: a ``--size`` x ``--size`` x 3 uint8 Zarr v3 array, zstd, ``--chunk`` pixel chunks
@@ -19,8 +19,10 @@ Each network, measured in one run, best of ``--repeats``, alternating the paths:
    normalised float32; bf16 autocast + channels_last on CUDA, float32 on CPU; inference mode,
    warm-up first, synchronised timing. Counted in output core pixels (core area per tile; the
    window step squared when blending), so comparable to the job's output pixels.
-2. geoseg job: ``geoseg.jobs.run`` Zarr to Zarr (local cluster, default layout, output chunks =
-   input chunks, default batch size): compute inside the job and wall clock with cluster start.
+2. geoseg job: ``geoseg.jobs.run`` Zarr to Zarr (local cluster: one worker per GPU, with each
+   of ``--gpu-threads`` threads per worker in turn, e.g. ``1,2,4``, to see how many reading
+   threads keep the GPU busy; output chunks = input chunks, default batch size; ``--compile``
+   adds ``inference.compile: true``): compute inside the job and wall clock with cluster start.
 3. plain script: ``da.from_zarr`` -> ``map_overlap(depth=halo, boundary="reflect")`` running the
    same network on each block on the device (normalise, autocast, argmax there, uint8 back) ->
    ``to_zarr``, threaded scheduler with ``--script-threads`` threads.
@@ -41,7 +43,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,8 @@ import geoseg
 from geoseg.jobs import JobSpec, RunReport, run
 from geoseg.models.model import ModelInfo, SegmentationModel
 from geoseg.models.registry import build_network
-from geoseg.tiling.plan import TilingSpec
+from geoseg.parallel.segment import region_work
+from geoseg.tiling.plan import round_up
 
 NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
     "unet": ("unet", {"depth": 4, "width": 32}),
@@ -86,16 +89,12 @@ class Geometry:
 
 
 def geometry(model: SegmentationModel, size: int, chunk: int) -> Geometry:
-    """Tile geometry as geoseg's ``region_work`` picks it with no tile, halo or blend given."""
-    stride, radius = max(model.stride), max(model.halo)
-    halo = -(-radius // stride) * stride
-    tile = int(os.environ.get("GEOSEG_TILE", "1024"))
-    if model.global_context:  # blended windows keep GEOSEG_TILE whatever the chunks
-        spec = TilingSpec.create((size, size), tile=tile, halo=0, stride=stride, blend="gaussian",
-                                 overlap=0.5)
+    """Tile geometry as the job plans it (``region_work`` with no tile, halo or blend given)."""
+    spec = region_work(model, (size, size), regions=(chunk, chunk)).spec
+    halo = round_up(max(model.halo), max(model.stride))
+    if spec.blend != "crop":
         return Geometry(spec.window_shape[0], spec.steps[0], halo, spec.blend)
-    spec = TilingSpec.create((size, size), tile=min(tile, chunk, size), halo=radius, stride=stride)
-    return Geometry(spec.window_shape[0], min(spec.tile[0], size), spec.halo[0], spec.blend)
+    return Geometry(spec.window_shape[0], spec.tile[0], spec.halo[0], spec.blend)
 
 
 # --- data and models ---------------------------------------------------------------------------
@@ -211,13 +210,15 @@ def time_network(net: nn.Module, batch: torch.Tensor, *, n_batches: int,
     return time.perf_counter() - start
 
 
-def run_job(src: str, out: str, model_url: str, *, chunk: int, runs_dir: str) -> RunReport:
-    """The geoseg job: local cluster, default layout and batch size, output chunks = input
-    chunks."""
+def run_job(src: str, out: str, model_url: str, *, chunk: int, runs_dir: str, threads: int,
+            compile: bool) -> RunReport:
+    """The geoseg job: local cluster (one worker per GPU with ``threads`` threads), default batch
+    size, output chunks = input chunks."""
     spec = JobSpec.from_dict({
         "name": "bench-gpu", "input": {"url": src}, "model": {"path": model_url},
         "output": {"url": out, "chunks": [chunk, chunk]}, "cluster": {"kind": "local"},
-        "runs_dir": runs_dir})
+        "inference": {"compile": compile}, "runs_dir": runs_dir})
+    os.environ["GEOSEG_GPU_THREADS"] = str(threads)  # read when the local cluster starts
     return run(spec)
 
 
@@ -268,8 +269,7 @@ class Best:
 
     network_s: float = math.inf
     network_px: int = 0
-    compute_s: float = math.inf
-    job_s: float = math.inf
+    jobs: dict[int, tuple[float, float]] = field(default_factory=dict)  # threads: compute, wall
     job_px: int = 0
     script_s: float = math.inf
     script_px: int = 0
@@ -301,11 +301,14 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
         best.network_s = min(best.network_s, seconds)
         best.network_px = n_batches * batch_size * geo.core**2
 
-    def job() -> None:
+    def job(threads: int) -> None:
         shutil.rmtree(job_out, ignore_errors=True)
-        report = run_job(src, job_out, model_url, chunk=args.chunk, runs_dir=str(folder / "runs"))
-        best.compute_s = min(best.compute_s, report.provenance["timings"]["compute_s"])
-        best.job_s, best.job_px = min(best.job_s, report.seconds), report.pixels
+        report = run_job(src, job_out, model_url, chunk=args.chunk, runs_dir=str(folder / "runs"),
+                         threads=threads, compile=args.compile)
+        compute, wall = best.jobs.get(threads, (math.inf, math.inf))
+        best.jobs[threads] = (min(compute, report.provenance["timings"]["compute_s"]),
+                              min(wall, report.seconds))
+        best.job_px = report.pixels
 
     def script() -> None:
         shutil.rmtree(script_out, ignore_errors=True)
@@ -313,7 +316,7 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
                              threads=args.script_threads)
         best.script_s, best.script_px = min(best.script_s, seconds), size * size
 
-    _alternate([network, job, script], args.repeats)
+    _alternate([network, *(partial(job, t) for t in args.gpu_threads), script], args.repeats)
     if args.check:
         best.agreement = agreement(job_out, script_out, size=size)
     return geo, best
@@ -340,21 +343,22 @@ def print_model(name: str, geo: Geometry, best: Best, args: argparse.Namespace) 
     arch, extra = NETWORKS[name]
     print(f"{name}: {arch} {extra}; {geo.describe()}")
     precision = "bf16, channels_last" if args.device == "cuda" else "float32"
-    rows = [
-        (f"network alone ({precision}, batch {args.batch_size})", best.network_s, best.network_px),
-        ("job compute (read + infer + write)", best.compute_s, best.job_px),
-        ("job end to end (with cluster start)", best.job_s, best.job_px),
-        (f"plain script (map_overlap, {args.script_threads} threads)", best.script_s,
-         best.script_px),
-    ]
+    rows = [(f"network alone ({precision}, batch {args.batch_size})", best.network_s, best.network_px),
+            (f"plain script (map_overlap, {args.script_threads} threads)", best.script_s,
+             best.script_px)]
+    for threads, (compute_s, wall_s) in sorted(best.jobs.items()):
+        rows += [(f"job compute, {threads} thread(s)/GPU worker", compute_s, best.job_px),
+                 (f"job end to end, {threads} thread(s) (cluster start)", wall_s, best.job_px)]
     for label, seconds, pixels in rows:
         rate = pixels / 1e6 / seconds
         print(f"  {label:<44}: {seconds:8.2f} s {rate:9.2f} Mpx/s {rate * 3.6:8.2f} Gpx/h")
-    network, compute, job, script = (pixels / 1e6 / seconds for _, seconds, pixels in rows)
-    print(f"  {'ratio job compute / network alone':<44}: {compute / network:5.2f}  (target >= 0.8)")
-    print(f"  {'ratio job end to end / network alone':<44}: {job / network:5.2f}")
-    print(f"  {'ratio job compute / plain script':<44}: {compute / script:5.2f}  (target >= 1.2)")
-    print(f"  {'ratio job end to end / plain script':<44}: {job / script:5.2f}")
+    network, script = (pixels / 1e6 / seconds for _, seconds, pixels in rows[:2])
+    for threads, (compute_s, wall_s) in sorted(best.jobs.items()):
+        compute, job = best.job_px / 1e6 / compute_s, best.job_px / 1e6 / wall_s
+        print(f"  {threads} thread(s): job compute / network alone  : {compute / network:5.2f}  (>= 0.8); "
+              f"end to end {job / network:5.2f}")
+        print(f"  {threads} thread(s): job compute / plain script   : {compute / script:5.2f}  (>= 1.2); "
+              f"end to end {job / script:5.2f}")
     if best.agreement is not None:
         where = f"{CHECK_WINDOWS} windows of {min(CHECK_WINDOW, args.size)}^2"
         print(f"  {'agreement job vs script (' + where + ')':<44}: {best.agreement:.4f}")
@@ -370,12 +374,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None,
                         help="best of this many runs per path (default 1 at size >= 16384, else 2)")
     parser.add_argument("--script-threads", type=int, default=4)
+    parser.add_argument("--gpu-threads", default="4",
+                        help="comma-separated threads per GPU worker to measure (reads overlap "
+                             "compute: how many are needed to keep the GPU busy), e.g. 1,2,4")
+    parser.add_argument("--compile", action="store_true", help="inference.compile: true in the job")
     parser.add_argument("--check", action="store_true", help="compare job and script class ids")
     parser.add_argument("--workdir", default=None,
                         help="folder for the temporary data (default: TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
     args = parser.parse_args()
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.gpu_threads = [int(t) for t in args.gpu_threads.split(",") if t.strip()]
     unknown = sorted(set(args.models) - set(NETWORKS))
     if unknown:
         parser.error(f"--models: received {', '.join(unknown)}; "
