@@ -111,6 +111,11 @@ class Ensemble(Segmenter):
         scores = member.predict_tensor(prepared).to(self.device, torch.float32)
         return scores[:, list(self._orders[index])]
 
+    def compile(self) -> Ensemble:
+        for member in self.members:
+            member.compile()
+        return self
+
     def ref(self) -> EnsembleRef:
         return EnsembleRef(tuple(m.ref() for m in self.members), self.weights, self.combine,
                            self.classes)

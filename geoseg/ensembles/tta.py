@@ -113,6 +113,10 @@ class TTA(Segmenter):
             total = total + t.undo(self.member.predict_tensor(t.apply(batch)).to(batch.device, torch.float64))
         return (total / len(self.transforms)).float()
 
+    def compile(self) -> TTA:
+        self.member.compile()
+        return self
+
     def ref(self) -> TTARef:
         return TTARef(self.member.ref(), self.transforms_name)
 

@@ -90,6 +90,11 @@ class Segmenter(ABC):
         x[:, ~valid] = 0.0
         return x, valid
 
+    def compile(self) -> Segmenter:
+        """Compile what can be compiled (a deep model's network, with ``torch.compile``); a
+        no-op for host methods. Returns the segmenter."""
+        return self
+
     def ref(self) -> Any:
         """A small picklable handle that :func:`geoseg.models.resolve` turns back into this."""
         return self

@@ -46,6 +46,10 @@ class SliceWise(Segmenter):
         scores = self.inner.predict_tensor(flat)
         return scores.reshape(n, z, -1, y, x).permute(0, 2, 1, 3, 4)
 
+    def compile(self) -> SliceWise:
+        self.inner.compile()
+        return self
+
     def ref(self) -> SliceWiseRef:
         return SliceWiseRef(self.inner.ref())
 

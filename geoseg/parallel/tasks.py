@@ -37,9 +37,7 @@ class RegionWork:
 
     def segmenter(self) -> Any:
         segmenter = resolve(self.model)
-        if self.compile and callable(getattr(segmenter, "compile", None)):
-            segmenter.compile()
-        return segmenter
+        return segmenter.compile() if self.compile else segmenter
 
     def run(self, read: Reader, region: tuple[slice, ...],
             probabilities: str | None = None) -> RegionResult:
