@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
-from distributed import Client, as_completed
+from distributed import Client, Future, as_completed
 
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
 from geoseg.io.sources import RasterSource
@@ -89,6 +89,22 @@ def score_regions(client: Client, target: OutputTarget, reference: ReferenceLabe
     return total
 
 
+def submit_in_stripes(client: Client, fn: Callable[..., RegionStats], todo: list[tuple[slice, ...]],
+                      **kwargs: object) -> list[Future]:
+    """``fn`` on every region of ``todo`` (in raster order), each worker preferring one stripe of
+    consecutive regions: neighbours then run on one worker, one after the other, and share
+    the input chunks their halos reach into (the worker's read cache). The preference is
+    loose: an idle worker still takes others' tasks."""
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if len(workers) < 2 or len(todo) < 2:
+        return client.map(fn, todo, pure=False, **kwargs)
+    futures: list[Future] = []
+    for worker, part in zip(workers, np.array_split(np.arange(len(todo)), len(workers))):
+        futures += client.map(fn, [todo[i] for i in part], workers=[worker], allow_other_workers=True,
+                              pure=False, **kwargs)
+    return futures
+
+
 def run_regions(client: Client, work: RegionWork, source: RasterSource, target: OutputTarget,
                 *, chunks: tuple[int, int], n_classes: int, with_probabilities: bool,
                 skip: Collection[str] = frozenset(),
@@ -98,9 +114,9 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
     all of them. Tasks read through each worker's cache of decoded input chunks."""
     source = source.with_read_cache()
     todo = [r for r in regions(source.shape[1:], chunks) if chunk_key(r, chunks) not in skip]
-    futures = client.map(segment_to_store, todo, work=work, source=source, target=target,
-                         n_classes=n_classes, with_probabilities=with_probabilities, chunks=chunks,
-                         reference=reference, pure=False)
+    futures = submit_in_stripes(client, segment_to_store, todo, work=work, source=source,
+                                target=target, n_classes=n_classes, chunks=chunks, reference=reference,
+                                with_probabilities=with_probabilities)
     stats = []
     try:
         for future in as_completed(futures):

@@ -191,3 +191,25 @@ def test_a_compiled_network_segments_like_the_eager_one():
     b = segment_region(compiled, read, spec, region, output=out)
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
     assert (a.classes == b.classes).mean() > 0.999
+
+
+def _region_id(region: tuple[slice, ...]) -> int:
+    return region[0].start
+
+
+def test_neighbouring_regions_prefer_one_worker_in_stripes():
+    from distributed import Client, LocalCluster
+
+    from geoseg.parallel.store import submit_in_stripes
+
+    todo = list(regions((8, 3), (1, 1)))  # 24 regions in raster order
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        futures = submit_in_stripes(client, _region_id, todo)
+        assert client.gather(futures) == [r[0].start for r in todo]
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        keys = [f.key for f in futures]
+        placed = client.run_on_scheduler(lambda dask_scheduler: [
+            (sorted(dask_scheduler.tasks[k].worker_restrictions), dask_scheduler.tasks[k].loose_restrictions)
+            for k in keys])
+    assert placed == [([workers[0]], True)] * 12 + [([workers[1]], True)] * 12
