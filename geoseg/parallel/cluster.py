@@ -156,7 +156,8 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
     with PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard) as cluster, \
             Client(cluster) as client:  # the scheduler's HTTP server on a free port, not 8787
         client.wait_for_workers(len(layouts))
-        client.register_plugin(TorchThreads(max(layout.torch_threads for layout in layouts)))
+        threads = config.torch_threads() or max(layout.torch_threads for layout in layouts)
+        client.register_plugin(TorchThreads(threads))  # GEOSEG_TORCH_THREADS, when set, wins
         yield client
 
 

@@ -111,8 +111,10 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
                 on_done: Callable[[RegionStats], None] | None = None,
                 reference: ReferenceLabels | None = None) -> list[RegionStats]:
     """Submit one task per region (``chunks``: what one task writes) not in ``skip`` and wait for
-    all of them. Tasks read through each worker's cache of decoded input chunks."""
-    source = source.with_read_cache()
+    all of them. When windows reach past their regions (halos, blended windows), tasks read
+    through each worker's cache of decoded input chunks."""
+    if work.spec.blend != "crop" or any(work.spec.halo):
+        source = source.with_read_cache()
     todo = [r for r in regions(source.shape[1:], chunks) if chunk_key(r, chunks) not in skip]
     futures = submit_in_stripes(client, segment_to_store, todo, work=work, source=source,
                                 target=target, n_classes=n_classes, chunks=chunks, reference=reference,

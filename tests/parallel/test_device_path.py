@@ -108,14 +108,14 @@ def _brute_cost(spec: TilingSpec, region: tuple[int, ...]) -> float:
     return volume(region) / volume(spec.shape)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(tilings())
 def test_inference_cost_counts_every_window_every_task_runs(plan):
     spec, chunks = plan
     assert inference_cost(spec, chunks) == pytest.approx(_brute_cost(spec, chunks))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(tilings(), st.sampled_from([None, 4000, 40000]))
 def test_task_regions_are_whole_chunks_grown_until_cheap_or_bounded(plan, max_pixels):
     spec, unit = plan
