@@ -88,7 +88,8 @@ def segment(
                        nodata=raster.attrs.get("nodata"), nodata_class=nodata_class, blend=blend,
                        overlap=overlap, regions=out_chunks)
     source = storage_source(raster)
-    source = source.with_read_cache() if source is not None else None
+    if source is not None and work.windows_reach_past_regions:
+        source = source.with_read_cache()
     blocks = [_region_block(work, raster, source, region, output, segmenter.n_classes)
               for region in regions(raster.shape[1:], work.region)]
     data = da.block(_nest(blocks, raster.shape[1:], work.region))

@@ -113,7 +113,7 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
     """Submit one task per region (``chunks``: what one task writes) not in ``skip`` and wait for
     all of them. When windows reach past their regions (halos, blended windows), tasks read
     through each worker's cache of decoded input chunks."""
-    if work.spec.blend != "crop" or any(work.spec.halo):
+    if work.windows_reach_past_regions:
         source = source.with_read_cache()
     todo = [r for r in regions(source.shape[1:], chunks) if chunk_key(r, chunks) not in skip]
     futures = submit_in_stripes(client, segment_to_store, todo, work=work, source=source,

@@ -35,6 +35,12 @@ class RegionWork:
     region: tuple[int, ...] = ()
     compile: bool = False
 
+    @property
+    def windows_reach_past_regions(self) -> bool:
+        """Halos or blended windows: neighbouring regions read some of the same input chunks
+        (worth a read cache)."""
+        return self.spec.blend != "crop" or any(self.spec.halo)
+
     def segmenter(self) -> Any:
         segmenter = resolve(self.model)
         return segmenter.compile() if self.compile else segmenter

@@ -213,3 +213,10 @@ def test_neighbouring_regions_prefer_one_worker_in_stripes():
             (sorted(dask_scheduler.tasks[k].worker_restrictions), dask_scheduler.tasks[k].loose_restrictions)
             for k in keys])
     assert placed == [([workers[0]], True)] * 12 + [([workers[1]], True)] * 12
+
+
+def test_only_windows_that_reach_past_their_regions_use_the_read_cache():
+    from geoseg.methods import Threshold
+
+    assert region_work(random_unet(depth=2, width=4), (300, 300)).windows_reach_past_regions
+    assert not region_work(Threshold(thresholds=(100,)), (300, 300)).windows_reach_past_regions
