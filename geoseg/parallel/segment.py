@@ -122,7 +122,8 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
                       "equal whole-image inference; blend='gaussian' hides the seams.", stacklevel=3)
     spec = _tiling(segmenter, shape, tile if tile is not None else config.tile_size(ndim), halo, blend, overlap)
     unit = tuple(regions) if regions is not None else tuple(min(default_chunk(ndim), n) for n in shape)
-    region = task_region(spec, unit, max_pixels=config.region_bytes() // (4 * segmenter.n_classes + 16))
+    region = task_region(spec, unit, max_cost=MAX_COST,
+                         max_pixels=config.region_bytes() // (4 * segmenter.n_classes + 16))
     if tile is None and blend == "crop":
         spec = _tiling(segmenter, shape, tuple(min(t, r) for t, r in zip(spec.tile, region)), halo, blend,
                        overlap)
