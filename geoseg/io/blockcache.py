@@ -30,7 +30,6 @@ class BlockCache:
         self._blocks: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.misses = 0
 
     def get(self, key: Hashable, fetch: Callable[[], np.ndarray]) -> np.ndarray:
         with self._lock:
@@ -38,7 +37,6 @@ class BlockCache:
             if block is not None:
                 self._blocks.move_to_end(key)
                 return block
-            self.misses += 1
         block = fetch()  # outside the lock: other threads read other blocks meanwhile
         block.flags.writeable = False
         self._put(key, block)
@@ -55,11 +53,6 @@ class BlockCache:
             while self._bytes > self.max_bytes:
                 _, old = self._blocks.popitem(last=False)
                 self._bytes -= old.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._blocks.clear()
-            self._bytes = 0
 
 
 _cache: BlockCache | None = None
