@@ -9,13 +9,16 @@ seed, so a seed always gives the same scene:
 2. roads: gently bent polylines across the scene, branches, and street grids
    around a few towns; roads skip water pixels (no bridges);
 3. buildings: small rotated rectangles lined up along the streets, dense near
-   town centres and sparse in the countryside, on free land only;
+   town centres and sparse in the countryside, on free land only; on request
+   some get touching neighbours (semi-detached pairs, short terraces) that
+   share a wall, drawn from a fifth stream so the default scene is unchanged;
 4. rendering: per-class colours with texture at several scales, roof colours
    and gable shading, cast shadows, a slight blur, haze, sensor noise.
 
 Every class is recognisable from its colour and the texture or shape within
 about 100 px, which keeps the scenes learnable by a small CNN. Pixel values lie
-in ``1..255``: ``0`` stays free as the project's nodata value.
+in ``1..255``: ``0`` stays free as the project's nodata value. Every building
+also has its own instance id, for instance segmentation.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ class Scene:
     labels : numpy.ndarray
         ``uint8`` array of shape ``(H, W)`` with class ids ``0..4`` indexing
         `classes`.
+    instances : numpy.ndarray
+        ``uint32`` array of shape ``(H, W)``: ``0`` off buildings, else the
+        building's id, ids contiguous from ``1``. Each building is one
+        4-connected region; touching buildings share a wall but keep their ids.
     crs : str
         Coordinate reference system, ``"EPSG:32618"`` (UTM 18N).
     transform : tuple of float
@@ -78,6 +85,7 @@ class Scene:
 
     image: NDArray[np.uint8]
     labels: NDArray[np.uint8]
+    instances: NDArray[np.uint32]
     crs: str
     transform: tuple[float, float, float, float, float, float]
     classes: tuple[ClassInfo, ...]
@@ -94,7 +102,7 @@ class Scene:
         return int(self.labels.shape[1])
 
 
-def make_scene(height: int, width: int, *, seed: int = 0) -> Scene:
+def make_scene(height: int, width: int, *, seed: int = 0, touching: float = 0.0) -> Scene:
     """Generate a synthetic satellite-like scene with ground truth.
 
     Parameters
@@ -103,30 +111,40 @@ def make_scene(height: int, width: int, *, seed: int = 0) -> Scene:
         Scene size in pixels, each at least 16.
     seed : int, optional
         Non-negative seed; the same seed gives the same scene.
+    touching : float, optional
+        Probability, per building, of giving it touching neighbours along its
+        street (a semi-detached partner, sometimes a third house making a short
+        terrace) that share a wall with it, each with its own instance id. A
+        neighbour is only built where its plot is free, so the realised share is
+        lower. ``0`` (the default) gives exactly the scene of earlier versions.
 
     Returns
     -------
     Scene
-        The image, labels and georeferencing.
+        The image, labels, building instances and georeferencing.
 
     Raises
     ------
     ValueError
-        If a size is below 16 or the seed is negative.
+        If a size is below 16, the seed is negative or `touching` is outside
+        ``[0, 1]``.
     """
     shape = _check_args(height, width, seed)
-    cover_rng, road_rng, building_rng, render_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    touching = _check_share(touching, "touching")
+    cover_rng, road_rng, building_rng, render_rng, touch_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
     )
     cover = _land_cover(cover_rng, shape)
     roads, towns = _road_layout(road_rng, shape, cover.labels == WATER)
     _urbanize(cover, towns)
     _burn_roads(cover.labels, roads)
-    buildings = _place_buildings(building_rng, cover.labels, roads, towns)
+    neighbours = _Neighbours(touch_rng, touching) if touching > 0 else None
+    buildings = _place_buildings(building_rng, cover.labels, roads, towns, neighbours)
     image = _render(render_rng, cover, buildings)
     return Scene(
         image=image,
         labels=cover.labels,
+        instances=_instances(shape, buildings),
         crs=CRS,
         transform=_transform(seed),
         classes=SCENE_CLASSES,
@@ -144,6 +162,13 @@ def _check_args(height: int, width: int, seed: int) -> tuple[int, int]:
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return int(height), int(width)
+
+
+def _check_share(value: float, name: str) -> float:
+    """Validate a probability argument of `make_scene`."""
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _transform(seed: int) -> tuple[float, float, float, float, float, float]:
@@ -555,20 +580,54 @@ class _Building:
     color: FloatArray
 
 
+@dataclass(frozen=True)
+class _Footprint:
+    """A placed rectangle: its pixels, centre, unit axis and size along and across it."""
+
+    rows: NDArray[np.intp]
+    cols: NDArray[np.intp]
+    centre: Point
+    along: Point
+    size: float
+    depth: float
+
+
+@dataclass(frozen=True)
+class _Neighbours:
+    """How touching neighbours are added: their own random stream and probability."""
+
+    rng: np.random.Generator
+    share: float
+
+
 def _place_buildings(
-    rng: np.random.Generator, labels: NDArray[np.uint8], roads: list[_Road], towns: list[_Town]
+    rng: np.random.Generator,
+    labels: NDArray[np.uint8],
+    roads: list[_Road],
+    towns: list[_Town],
+    neighbours: _Neighbours | None = None,
 ) -> list[_Building]:
     """Line buildings up along every road segment; label them in `labels`."""
     centres = np.array([t.center for t in towns]).reshape(-1, 2)
     radii = np.array([t.radius for t in towns])
-    buildings = []
+    buildings: list[_Building] = []
     for road in roads:
         for p0, p1 in zip(road.points[:-1], road.points[1:]):
             for spec in _segment_plots(rng, p0, p1, road.width, centres, radii):
-                building = _build(rng, labels, *spec)
-                if building is not None:
-                    buildings.append(building)
+                placed = _build(rng, labels, *spec)
+                if placed is not None:
+                    buildings.append(placed[0])
+                    if neighbours is not None:
+                        buildings += _attach_neighbours(neighbours, labels, placed[1])
     return buildings
+
+
+def _instances(shape: tuple[int, int], buildings: list[_Building]) -> NDArray[np.uint32]:
+    """Instance ids ``1..N`` in placement order (footprints are disjoint and never empty)."""
+    ids = np.zeros(shape, dtype=np.uint32)
+    for i, b in enumerate(buildings, start=1):
+        ids[b.rows, b.cols] = i
+    return ids
 
 
 def _urban_density(
@@ -630,15 +689,20 @@ def _build(
     size: float,
     depth: float,
 ) -> _Building | None:
-    """Place one building if its plot is clear; return it, or ``None``."""
+    """Place one building if its plot is clear; return it and its footprint, or ``None``."""
     aligned = rng.random() < 0.9
     angle = _heading(along) + (rng.normal(0.0, 0.03) if aligned else rng.uniform(0, math.pi))
     along = np.array([math.sin(angle), math.cos(angle)])
     footprint = _free_footprint(labels, centre, along, size, depth)
     if footprint is None:
         return None
-    rr, cc = footprint
-    labels[rr, cc] = BUILDING
+    labels[footprint.rows, footprint.cols] = BUILDING
+    return _roof(rng, footprint), footprint
+
+
+def _roof(rng: np.random.Generator, footprint: _Footprint) -> _Building:
+    """Roof colour and gable shading of a footprint."""
+    rr, cc, centre, along = footprint.rows, footprint.cols, footprint.centre, footprint.along
     kind = int(rng.choice(len(_ROOF_COLORS), p=_ROOF_PROBS))
     tint = rng.normal(0.0, 6.0) + rng.normal(0.0, 3.0, 3)
     color = _ROOF_COLORS[kind] + tint.astype(np.float32)
@@ -653,9 +717,9 @@ def _build(
 
 def _free_footprint(
     labels: NDArray[np.uint8], centre: Point, along: Point, size: float, depth: float
-) -> tuple[NDArray[np.intp], NDArray[np.intp]] | None:
-    """Pixels of the rectangle, shrunk once if needed to keep 1 px clear of roads,
-    water and other buildings; ``None`` if no such footprint of at least 6 x 6 px."""
+) -> _Footprint | None:
+    """The rectangle, shrunk once if needed to keep 1 px clear of roads, water and
+    other buildings; ``None`` if no such footprint of at least 6 x 6 px."""
     for scale in (1.0, 0.65):
         a, b = size * scale, depth * scale
         if min(a, b) < 6.0:
@@ -665,8 +729,85 @@ def _free_footprint(
             continue
         rr, cc = _rectangle(centre, along, a, b, labels.shape)
         if rr.size >= 12:
-            return rr, cc
+            return _Footprint(rr, cc, centre, along, a, b)
     return None
+
+
+# Touching neighbours: their size relative to the first house, how often a pair
+# grows into a terrace of three, and how dark the shared wall (a parapet) is drawn.
+_NEIGHBOUR_SIZE = (0.75, 1.15)
+_TERRACE = 0.35
+_PARTY_WALL_SHADE = 0.72
+
+
+def _attach_neighbours(
+    neighbours: _Neighbours, labels: NDArray[np.uint8], first: _Footprint
+) -> list[_Building]:
+    """Maybe add houses touching `first` end to end along its street, each sharing a wall."""
+    rng = neighbours.rng
+    if rng.random() >= neighbours.share:
+        return []
+    sides = [1.0, -1.0] if rng.random() < 0.5 else [-1.0, 1.0]
+    if rng.random() >= _TERRACE:
+        sides = sides[:1]
+    placed = []
+    for side in sides:
+        size = first.size * rng.uniform(*_NEIGHBOUR_SIZE)
+        footprint = _touching_footprint(labels, first, side, max(size, 6.0))
+        if footprint is not None:
+            labels[footprint.rows, footprint.cols] = BUILDING
+            placed.append(_party_wall(_roof(rng, footprint), first, labels.shape))
+    return placed
+
+
+def _touching_footprint(
+    labels: NDArray[np.uint8], first: _Footprint, side: float, size: float
+) -> _Footprint | None:
+    """A rectangle of `size` x ``first.depth`` sharing `first`'s end wall on `side`.
+
+    It is drawn 1 px into `first` and `first`'s pixels are removed, so the two
+    tile the union without a gap. ``None`` unless its plot keeps 1 px clear of
+    everything but `first` and it is one 4-connected region of >= 12 px.
+    """
+    shape = labels.shape
+    centre = first.centre + side * first.along * ((first.size + size) / 2.0)
+    inner = centre - side * first.along * 0.5  # 1 px longer, reaching into `first`
+    own = _flat(first.rows, first.cols, shape)
+    rr, cc = _rectangle(inner, first.along, size + 3.0, first.depth + 2.0, shape)
+    keep = ~np.isin(_flat(rr, cc, shape), own)
+    if rr.size == 0 or _BLOCKS_BUILDING[labels[rr[keep], cc[keep]]].any():
+        return None
+    rr, cc = _rectangle(inner, first.along, size + 1.0, first.depth, shape)
+    keep = ~np.isin(_flat(rr, cc, shape), own)
+    rr, cc = rr[keep], cc[keep]
+    if rr.size < 12 or not _one_region(rr, cc):
+        return None
+    return _Footprint(rr, cc, centre, first.along, size, first.depth)
+
+
+def _one_region(rows: NDArray[np.intp], cols: NDArray[np.intp]) -> bool:
+    """Whether pixels form a single 4-connected region."""
+    r0, c0 = rows.min(), cols.min()
+    mask = np.zeros((rows.max() - r0 + 1, cols.max() - c0 + 1), dtype=bool)
+    mask[rows - r0, cols - c0] = True
+    return ndimage.label(mask)[1] == 1
+
+
+def _flat(rows: NDArray[np.intp], cols: NDArray[np.intp], shape: tuple[int, int]) -> NDArray[np.intp]:
+    """Flat indices of pixels."""
+    return rows * shape[1] + cols
+
+
+def _party_wall(building: _Building, first: _Footprint, shape: tuple[int, int]) -> _Building:
+    """Darken the pixels of `building` that are 4-adjacent to `first`: the shared wall."""
+    own = _flat(first.rows, first.cols, shape)
+    rr, cc = building.rows, building.cols
+    wall = np.zeros(rr.size, dtype=bool)
+    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        r, c = np.clip(rr + dr, 0, shape[0] - 1), np.clip(cc + dc, 0, shape[1] - 1)
+        wall |= np.isin(_flat(r, c, shape), own)
+    shade = np.where(wall, building.shade * np.float32(_PARTY_WALL_SHADE), building.shade)
+    return _Building(building.rows, building.cols, shade.astype(np.float32), building.color)
 
 
 # --------------------------------------------------------------------------
