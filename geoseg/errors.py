@@ -115,3 +115,7 @@ class TrackingError(GeosegError, RuntimeError):
 
 class SettingError(GeosegError, ValueError):
     """A runtime setting (a ``GEOSEG_*`` variable or a command-line option) with a bad value."""
+
+
+class InstanceError(GeosegError, ValueError):
+    """A mask, connectivity or instance setting that cannot give instances (dimensions, dtype)."""

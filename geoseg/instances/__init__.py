@@ -1,0 +1,1 @@
+"""Instances at raster scale: one id per object across every chunk, tables and polygons."""
