@@ -1,0 +1,185 @@
+"""One polygon feature per instance of a 2-D label raster, however many chunks it spans.
+
+Each chunk is polygonised on its own (:func:`rasterio.features.shapes`, 4-connected) in
+global pixel coordinates: the chunk's transform is a translation by its offset, so every
+vertex is an exact integer and pieces of one instance cut by a chunk border share their
+edges exactly. Pieces of the same id are then dissolved (:func:`shapely.union_all`, only for
+ids with more than one piece) and the raster's affine transform is applied once, at the
+end. An instance that is 8- but not 4-connected comes out as one MultiPolygon feature.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import fsspec
+import geopandas as gpd
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+
+from geoseg.errors import InstanceError
+from geoseg.instances.table import (
+    aligned_classes,
+    check_labels,
+    chunk_offsets,
+    delayed_partial,
+    majority_class,
+    run_starts,
+)
+from geoseg.io import remote
+from geoseg.io.georef import GeoRef
+
+FORMATS = ("geoparquet", "geojson")
+INT32_MIN, INT32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+
+
+def chunk_pieces(block: np.ndarray, offset: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, polygons)``: each 4-connected part of each id in one chunk, in global pixel
+    coordinates (``x`` = column, ``y`` = row, pixel corners at integers)."""
+    local, ids = _as_int32(block)
+    transform = Affine.translation(offset[1], offset[0])
+    with warnings.catch_warnings():  # the first chunk's transform is the identity
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        found = list(rasterio.features.shapes(local, mask=block > 0, transform=transform,
+                                              connectivity=4))
+    values = np.array([int(value) for _, value in found], dtype=np.int64)
+    geoms = np.empty(len(found), dtype=object)
+    geoms[:] = [shapely.geometry.shape(geom) for geom, _ in found]
+    return (values if ids is None else ids[values]).astype(np.uint64), geoms
+
+
+def _as_int32(block: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The block as int32 (what GDAL polygonises) and, when its ids do not fit in int32, the
+    id of each int32 value (``None`` when the values are the ids)."""
+    if block.size == 0 or (INT32_MIN <= block.min() and block.max() <= INT32_MAX):
+        return block.astype(np.int32), None
+    ids, local = np.unique(block, return_inverse=True)
+    return local.reshape(block.shape).astype(np.int32), ids
+
+
+def dissolve(ids: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One geometry per id: the union of its pieces (sorted by id)."""
+    order = np.argsort(ids, kind="stable")
+    ids, geoms = ids[order], geoms[order]
+    starts = run_starts(ids)
+    ends = np.append(starts[1:], ids.size)
+    merged = geoms[starts]
+    for k in np.flatnonzero(ends - starts > 1):
+        merged[k] = shapely.union_all(geoms[starts[k]:ends[k]])
+    return ids[starts], merged
+
+
+def to_map(geoms: np.ndarray, georef: GeoRef | None) -> np.ndarray:
+    """Pixel-coordinate geometries placed by ``georef``'s transform (unchanged without one);
+    exterior rings counter-clockwise, as GeoJSON asks."""
+    transform = None if georef is None else georef.affine
+    if transform is not None:
+        t = transform
+        matrix = np.array([[t.a, t.b], [t.d, t.e]])
+        shift = np.array([t.c, t.f])
+        geoms = shapely.transform(geoms, lambda xy: xy @ matrix.T + shift)
+    if hasattr(shapely, "orient_polygons"):  # shapely >= 2.1
+        geoms = shapely.orient_polygons(geoms, exterior_cw=False)
+    return geoms
+
+
+def instance_polygons(labels: da.Array, georef: GeoRef | None, *,
+                      classes: da.Array | None = None) -> gpd.GeoDataFrame:
+    """Polygons of the instances of a 2-D label raster, one feature per id.
+
+    Parameters
+    ----------
+    labels
+        Instance ids ``(y, x)``, any integer dtype; 0 (and negative values) is background.
+    georef
+        The raster's CRS and transform. ``None`` (or no transform) gives pixel coordinates:
+        ``x`` = column, ``y`` = row, the raster's top-left corner at ``(0, 0)``.
+    classes
+        Class ids, same shape as ``labels``: adds ``class``, the most frequent class of the
+        instance's pixels (ties go to the smallest class id).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Sorted by id: ``id``, [``class``], ``area_px`` (pixels), ``geometry`` (Polygon, or
+        MultiPolygon for an instance whose parts touch only at corners), in ``georef``'s CRS.
+    """
+    labels = check_labels(labels, dims=(2,))
+    classes = aligned_classes(classes, labels)
+    blocks = labels.to_delayed().ravel()
+    tasks = [dask.delayed(chunk_pieces)(block, offset)
+             for block, offset in zip(blocks, chunk_offsets(labels.chunks))]
+    partial = None if classes is None else delayed_partial(labels, classes, blocks=blocks)
+    pieces, partial = dask.compute(tasks, partial)
+    ids, geoms = dissolve(*_concatenated(pieces))
+    columns: dict[str, Any] = {"id": ids.astype(np.int64)}
+    if partial is not None:
+        columns["class"] = majority_class(partial)
+    columns["area_px"] = np.rint(shapely.area(geoms)).astype(np.int64)
+    crs = georef.crs_wkt if georef is not None and georef.transform is not None else None
+    return gpd.GeoDataFrame(columns, geometry=to_map(geoms, georef), crs=crs)
+
+
+def _concatenated(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.concatenate([np.zeros(0, np.uint64)] + [i for i, _ in pieces])
+    geoms = np.concatenate([np.empty(0, dtype=object)] + [g for _, g in pieces])
+    return ids, geoms
+
+
+def write_polygons(polygons: gpd.GeoDataFrame, url: str,
+                   format: Literal["geoparquet", "geojson"] = "geoparquet", *,
+                   storage_options: dict[str, Any] | None = None) -> None:
+    """Write instance polygons to a path or fsspec URL, replacing any file there.
+
+    Parameters
+    ----------
+    polygons
+        What :func:`instance_polygons` returned.
+    url
+        Where to write.
+    format
+        ``"geoparquet"`` (GeoParquet, CRS as PROJJSON in its metadata) or ``"geojson"``: a
+        FeatureCollection in the raster's CRS (not reprojected to WGS 84, so not strictly
+        RFC 7946), which it names in a top-level ``"crs"`` member of the 2008 GeoJSON form
+        (``{"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}}``, or
+        the WKT when the CRS has no authority code; no member in pixel coordinates), as
+        GDAL and QGIS read it. Each feature's ``id`` is the instance id.
+    storage_options
+        Passed to fsspec.
+    """
+    if format not in FORMATS:
+        raise InstanceError(f"Polygon format {format!r} is not one geoseg writes; choose one of "
+                            f"{', '.join(FORMATS)}.")
+    remote.check_writable(url)
+    with remote.storage_errors(url, storage_options, "Writing instance polygons"):
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        with fs.open(path, "wb") as file:
+            if format == "geoparquet":
+                polygons.to_parquet(file, index=False)
+            else:
+                file.write(geojson_text(polygons).encode())
+
+
+def geojson_text(polygons: gpd.GeoDataFrame) -> str:
+    """A GeoJSON FeatureCollection of ``polygons`` with a ``"crs"`` member naming their CRS."""
+    collection = json.loads(polygons.to_json(drop_id=True))
+    for feature in collection["features"]:
+        feature["id"] = feature["properties"]["id"]
+    if polygons.crs is not None:
+        collection = {"type": collection.pop("type"), "crs": crs_member(polygons.crs),
+                      **collection}
+    return json.dumps(collection)
+
+
+def crs_member(crs: Any) -> dict[str, Any]:
+    """The 2008 GeoJSON ``"crs"`` member: an OGC URN when ``crs`` has an authority code."""
+    authority = crs.to_authority()
+    name = crs.to_wkt() if authority is None else "urn:ogc:def:crs:{}::{}".format(*authority)
+    return {"type": "name", "properties": {"name": name}}
