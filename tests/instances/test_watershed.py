@@ -1,0 +1,108 @@
+"""Chunked seeded watershed against the same watershed on the whole image."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
+from skimage import draw, morphology, segmentation
+
+from geoseg.errors import InstanceError
+from geoseg.instances.watershed import distance_watershed, flood_order, instances_from_classes
+from tests.instances.test_components import assert_contiguous, assert_same_partition
+
+
+def touching_discs(seed: int, shape: tuple[int, int] = (160, 200), cell: int = 40) -> np.ndarray:
+    """Clusters of 1-3 overlapping discs (radius 5-9), each cluster inside its own grid cell.
+
+    Every connected component fits in ``cell`` pixels, the extent a halo must cover.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(shape, bool)
+    for top in range(0, shape[0] - cell + 1, cell):
+        for left in range(0, shape[1] - cell + 1, cell):
+            for _ in range(int(rng.integers(1, 4))):
+                r = int(rng.integers(5, 10))
+                centre = rng.integers(r + 1, cell - r - 1, 2) + (top, left)
+                rr, cc = draw.disk(tuple(centre), r, shape=shape)
+                mask[rr, cc] = True
+    return mask
+
+
+def whole_distance_watershed(mask: np.ndarray, h: float) -> np.ndarray:
+    distance = ndi.distance_transform_edt(mask)
+    peaks = morphology.h_maxima(distance, h).astype(bool) & mask
+    seeds, _ = ndi.label(peaks, np.ones((3,) * mask.ndim))
+    return segmentation.watershed(flood_order(-distance), seeds, mask=mask)
+
+
+@given(st.integers(0, 10_000), st.sampled_from([(40, 40), (33, 71), (160, 17)]))
+@settings(max_examples=12, deadline=None)
+def test_distance_watershed_equals_whole_image(seed: int, chunks: tuple[int, int]) -> None:
+    mask = touching_discs(seed)
+    ref = whole_distance_watershed(mask, 2.0)
+    labels, count = distance_watershed(da.from_array(mask, chunks=chunks), h=2.0, halo=40)
+    got = labels.compute()
+    assert count == ref.max()
+    assert_same_partition(got, ref)
+    assert_contiguous(got, count)
+    assert count > ndi.label(mask)[1]  # it does split touching discs
+
+
+def test_distance_watershed_in_3d() -> None:
+    mask = np.zeros((30, 40, 40), bool)
+    zz, yy, xx = np.mgrid[:30, :40, :40]
+    for c in ((15, 12, 12), (15, 12, 26), (15, 28, 20)):
+        mask |= (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < 64
+    labels, count = distance_watershed(da.from_array(mask, chunks=(10, 13, 17)), h=1.0, halo=24)
+    ref = whole_distance_watershed(mask, 1.0)
+    assert count == ref.max() == 3
+    assert_same_partition(labels.compute(), ref)
+
+
+def interior_boundary(instances: np.ndarray) -> np.ndarray:
+    """0 background, 1 interior, 2 boundary (pixels 4-adjacent to another id or background)."""
+    padded = np.pad(instances, 1, mode="edge")
+    core = padded[1:-1, 1:-1]
+    edge = np.zeros(instances.shape, bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        edge |= padded[dy:dy + instances.shape[0], dx:dx + instances.shape[1]] != core
+    return np.where(instances == 0, 0, np.where(edge, 2, 1)).astype(np.uint8)
+
+
+def whole_decode(classes: np.ndarray) -> np.ndarray:
+    seeds, _ = ndi.label(classes == 1)
+    return segmentation.watershed(flood_order(ndi.distance_transform_edt(classes != 1)), seeds,
+                                  mask=classes > 0)
+
+
+def test_interior_and_boundary_classes_separate_touching_buildings() -> None:
+    """Rows of buildings sharing walls, across chunk borders; a 1-pixel object has no interior."""
+    truth = np.zeros((90, 120), np.int32)
+    next_id = 1
+    for top in (5, 40, 70):
+        for left in range(3, 110, 13):
+            truth[top:top + 14, left:left + 13] = next_id
+            next_id += 1
+    truth[88, 118] = next_id
+    classes = interior_boundary(truth)
+    labels, count = instances_from_classes(da.from_array(classes, chunks=(23, 31)), interior=1,
+                                           boundary=[2], halo=8)
+    got = labels.compute()
+    assert count == next_id
+    assert_same_partition(got, truth)
+    whole = whole_decode(classes)  # the same flood on the whole image, without the seedless pixel
+    seeded = whole > 0
+    assert_same_partition(np.where(seeded, got, 0), whole)
+    assert not seeded[88, 118] and got[88, 118] == count
+
+
+def test_grow_rejects_mismatched_shapes() -> None:
+    from geoseg.instances.watershed import grow
+
+    with pytest.raises(InstanceError, match="differ in shape"):
+        grow(da.zeros((4, 4), dtype=np.uint32, chunks=2), da.zeros((4, 5), dtype=bool, chunks=2),
+             halo=1)
