@@ -52,6 +52,8 @@ class OutputTarget:
         group.attrs["geoseg"] = {**group.attrs["geoseg"], **attrs}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            # the instance stage's Parquet and GeoJSON files live in the group, beside its arrays
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
             zarr.consolidate_metadata(group.store)
 
     @remote.retrying("Writing")

@@ -18,6 +18,7 @@ from distributed import Client
 from geoseg import logs
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import ClusterConfigError, GeosegError, JobSpecError, OutputExistsError
+from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
@@ -99,6 +100,7 @@ class RunReport:
     provenance: dict[str, Any] = field(repr=False)
     skipped: int = 0  # chunks an earlier run of the same job had finished
     record_url: str | None = None  # where the run record was written in the runs folder
+    instances: InstanceReport | None = None  # the instance stage, when the spec asks for it
 
     @property
     def mpx_per_s(self) -> float:
@@ -157,7 +159,23 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
                            regions=task_regions(spec, source), compile=inf.compile,
                            batch_size=inf.batch_size, nodata=source.georef.nodata,
                            nodata_class=spec.output.nodata_class, blend=inf.blend, overlap=inf.overlap)
-    return PreparedJob(spec, source, model, work)
+    prepared = PreparedJob(spec, source, model, work)
+    _check_instances(prepared)
+    return prepared
+
+
+def _check_instances(prepared: PreparedJob) -> None:
+    """Resolve the instance stage's classes now, so a bad name fails before any compute."""
+    if prepared.spec.instances is not None:
+        with _key("instances"):
+            routes(_instance_settings(prepared.spec), [c.name for c in prepared.model.classes],
+                   prepared.work.nodata_class, _decoding(prepared.model))
+
+
+def _instance_settings(spec: JobSpec) -> InstanceSettings:
+    s = spec.instances
+    return InstanceSettings(s.method, None if s.classes is None else tuple(s.classes),
+                            s.connectivity, s.halo, s.h, s.table, s.polygons)
 
 
 def zarr_chunks(spec: JobSpec, source: RasterSource) -> tuple[int, ...]:
@@ -221,12 +239,16 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
                                 n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
                                 skip=skip, on_done=on_done, reference=prepared.reference)
         compute_seconds = time.perf_counter() - t_compute
+        instances = instance_stage(prepared, target)
         used = _cluster_info(active, cluster_kind(where))
         measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
                     "stored_confusion": _score_skipped(active, prepared, target, skip)}
     seconds = time.perf_counter() - t0
     report = _report(prepared, stats, seconds, compute_seconds, started, used, skipped=len(skip),
                      **measured)
+    if instances is not None:
+        report.instances = instances
+        report.provenance["instances"] = instances.record()
     _publish(report, spec, target, tracker)
     logs.job_finished(report)
     return report
@@ -241,6 +263,14 @@ def models_on_workers(client: Client, work: RegionWork) -> Iterator[None]:
         yield
     finally:
         unload_models(client, plugin)
+
+
+def instance_stage(prepared: PreparedJob, target: OutputTarget) -> InstanceReport | None:
+    """Instance labels, table and polygons of the written classes, if the spec asks for them."""
+    if prepared.spec.instances is None:
+        return None
+    with _key("instances"):
+        return label_output(target, _instance_settings(prepared.spec), georef=prepared.source.georef)
 
 
 def _score_skipped(client: Client, prepared: PreparedJob, target: OutputTarget,
@@ -320,8 +350,14 @@ def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
         probabilities=out.probabilities, storage_options=out.storage_options, overwrite=overwrite,
         attrs={"class_colors": [list(c.color) for c in model.classes], "model": model.name,
                "model_sha256": prepared.model_id, "status": "running",
-               "job_identity": job_identity(prepared), "n_chunks": prepared.n_tasks},
+               "job_identity": job_identity(prepared), "n_chunks": prepared.n_tasks,
+               "instances_decoding": _decoding(model)},
     )
+
+
+def _decoding(model: Segmenter) -> list[dict[str, Any]]:
+    """How a model file's classes make instances (interior, boundary), if it says."""
+    return list(model.info.extra.get("instances", [])) if isinstance(model, ModelHeader) else []
 
 
 def _model_record(prepared: PreparedJob) -> dict[str, Any]:

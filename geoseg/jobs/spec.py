@@ -106,6 +106,27 @@ class InferenceSpec(Section):
     compile: bool = Field(False, description="Run deep networks through torch.compile (once per worker).")
 
 
+class InstancesSpec(Section):
+    """Instance labels (one id per object over the whole raster), an object table and polygons,
+    written into the output beside ``classes`` once it is complete."""
+
+    method: Literal["auto", "components", "watershed", "decode"] = Field(
+        "auto", description="decode: an instance model's interior and boundary classes; components: "
+                            "connected components of classes; watershed: a distance-transform "
+                            "watershed splitting touching objects; auto: decode when the model "
+                            "declares a decoding, else components.")
+    classes: list[str | int] | None = Field(
+        None, description="Class names or ids that are objects (default: all but the nodata class).")
+    connectivity: int = Field(1, ge=1, le=3, description="1: faces only (4 neighbours in 2D); "
+                              "the number of axes: also edges and corners (8 in 2D, 26 in 3D).")
+    halo: int | None = Field(None, ge=0, description="Pixels around a chunk a watershed sees "
+                             "(default 16 for decode, 32 for watershed): the largest object's extent.")
+    h: float = Field(2.0, gt=0, description="watershed: depth in pixels of a distance maximum "
+                     "that seeds an object; larger merges more.")
+    table: bool = Field(True, description="Write the object table (instances.parquet).")
+    polygons: bool = Field(True, description="Write polygons (GeoParquet and GeoJSON; images only).")
+
+
 ClusterKind = Literal["local", "address", "slurm", "pbs", "kubernetes"]
 WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
 
@@ -264,6 +285,7 @@ class JobSpec(Section):
     inference: InferenceSpec = InferenceSpec()
     cluster: ClusterSpec = ClusterSpec()
     evaluate: EvaluateSpec | None = None
+    instances: InstancesSpec | None = None
     tracking: TrackingSpec = TrackingSpec()
     runs_dir: str | None = Field(None, description="Folder of run records (default "
                                                    "GEOSEG_RUNS_DIR, else ./geoseg-runs).")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geoseg.errors import RasterNotFoundError
+from geoseg.instances.stage import verify_instances
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, output_exists
 from geoseg.tiling.plan import regions
 
@@ -66,4 +67,5 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
             report.missing.append(key)
         elif recorded != chunk_checksum(*(target.read(n, region) for n in names)):
             report.mismatched.append(key)
+    report.mismatched.extend(verify_instances(target))
     return report

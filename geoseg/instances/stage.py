@@ -1,0 +1,310 @@
+"""The instance stage of a job: instance labels, object table and polygons beside a class mask.
+
+Reads a finished output's ``classes`` (a geoseg output group), and writes into
+the same group::
+
+    instances                 (y, x) or (z, y, x) uint32/uint64, 0 outside objects
+    manifest_instances_sha256 one sha256 per instances chunk (what ``verify`` checks)
+    instances.parquet         the object table
+    polygons.parquet          GeoParquet, one feature per instance (2D outputs)
+    polygons.geojson          the same as GeoJSON, in the raster's CRS
+
+``attrs["geoseg"]["instances"]`` records the settings, the count, the files'
+sha256 and ``status``: ``complete`` only once everything is written, so a
+rerun with the same settings skips the stage and any other state redoes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import fsspec
+import numpy as np
+
+from geoseg.errors import InstanceError
+from geoseg.instances.components import label, label_dtype
+from geoseg.instances.polygons import instance_polygons, write_polygons
+from geoseg.instances.table import object_table, write_table
+from geoseg.instances.watershed import distance_watershed, instances_from_classes
+from geoseg.io.georef import GeoRef
+from geoseg.io.output import OutputTarget
+
+METHODS = ("auto", "components", "watershed", "decode")
+HASHES = "manifest_instances_sha256"
+FILES = {"table": "instances.parquet", "polygons": "polygons.parquet",
+         "geojson": "polygons.geojson"}
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """What the stage does; the job spec's ``instances`` section.
+
+    ``method``: ``decode`` (an instance-aware model's interior and boundary
+    classes, as its ``decoding`` declares), ``components`` (connected components
+    of ``classes``), ``watershed`` (a distance-transform watershed of each of
+    ``classes``), or ``auto``: ``decode`` when the model declares a decoding,
+    else ``components``. ``classes``: class names or ids that are objects
+    (default: every class but the nodata class; for ``decode`` the declared
+    ones). ``halo``: pixels around each chunk a watershed sees (default 16 for
+    ``decode``, 32 for ``watershed``); at least the largest object's extent for
+    results equal to the whole image.
+    """
+
+    method: str = "auto"
+    classes: tuple[str | int, ...] | None = None
+    connectivity: int = 1
+    halo: int | None = None
+    h: float = 2.0
+    table: bool = True
+    polygons: bool = True
+
+    def record(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["classes"] = None if self.classes is None else list(self.classes)
+        return data
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to objects: ``kind`` with class ids; ``decode`` also names interior and boundary."""
+
+    kind: str
+    classes: tuple[int, ...]
+    interior: int | None = None
+    boundary: tuple[int, ...] = ()
+
+
+def routes(settings: InstanceSettings, class_names: Sequence[str], nodata_class: int | None,
+           decoding: Sequence[dict[str, Any]] = ()) -> list[Route]:
+    """The routes ``settings`` ask for, with class names resolved to ids (pure)."""
+    if settings.method not in METHODS:
+        raise InstanceError(f"instances.method: received {settings.method!r}; expected one of "
+                            f"{', '.join(METHODS)}.")
+    method = settings.method
+    if method == "auto":
+        method = "decode" if decoding else "components"
+    if method == "decode":
+        return _decode_routes(settings, class_names, decoding)
+    ids = (_class_ids(settings.classes, class_names) if settings.classes is not None
+           else tuple(i for i in range(len(class_names)) if i != nodata_class))
+    if method == "components":
+        return [Route("components", ids)]
+    return [Route("watershed", (i,)) for i in ids]
+
+
+def _decode_routes(settings: InstanceSettings, class_names: Sequence[str],
+                   decoding: Sequence[dict[str, Any]]) -> list[Route]:
+    if not decoding:
+        raise InstanceError(
+            "instances.method: decode needs a model that declares its instance decoding (interior "
+            "and boundary classes, as builtin:demo-instances does); this output's model declares "
+            "none. Use method components or watershed.")
+    wanted = None if settings.classes is None else set(map(str, settings.classes))
+    found = []
+    for entry in decoding:
+        if wanted is not None and entry["class"] not in wanted:
+            continue
+        interior, *boundary = _class_ids([entry["interior"], *_listed(entry["boundary"])],
+                                         class_names)
+        found.append(Route("decode", (interior, *boundary), interior, tuple(boundary)))
+    return found
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _class_ids(classes: Sequence[str | int], class_names: Sequence[str]) -> tuple[int, ...]:
+    ids = []
+    for c in classes:
+        if isinstance(c, int) and 0 <= c < len(class_names):
+            ids.append(c)
+        elif str(c) in class_names:
+            ids.append(list(class_names).index(str(c)))
+        else:
+            raise InstanceError(
+                f"instances.classes: received {c!r}, which is not a class of this output; "
+                f"expected names from {list(class_names)} or ids 0..{len(class_names) - 1}.")
+    return tuple(ids)
+
+
+def _halo(settings: InstanceSettings, kind: str) -> int:
+    return settings.halo if settings.halo is not None else (16 if kind == "decode" else 32)
+
+
+def instance_labels(classes: da.Array, route_list: Sequence[Route],
+                    settings: InstanceSettings) -> tuple[da.Array, int]:
+    """Instance ids of ``classes`` by every route, numbered one after another from 1."""
+    parts = []
+    for route in route_list:
+        if route.kind == "components":
+            parts.append(label(classes, classes=route.classes, connectivity=settings.connectivity))
+        elif route.kind == "watershed":
+            parts.append(distance_watershed(classes == route.classes[0], h=settings.h,
+                                            halo=_halo(settings, "watershed"),
+                                            connectivity=settings.connectivity))
+        else:
+            parts.append(instances_from_classes(classes, interior=route.interior,
+                                                boundary=route.boundary,
+                                                halo=_halo(settings, "decode")))
+    return stacked(parts, classes)
+
+
+def stacked(parts: Sequence[tuple[da.Array, int]], like: da.Array) -> tuple[da.Array, int]:
+    """Several label rasters over disjoint pixels as one, each after the previous ones' ids."""
+    total = sum(count for _, count in parts)
+    dtype = label_dtype(total)
+    result, offset = da.zeros(like.shape, dtype=dtype, chunks=like.chunks), 0
+    for labels, count in parts:
+        shifted = labels.astype(dtype) + dtype.type(offset)
+        result = da.where(labels > 0, shifted, result)
+        offset += count
+    return result, total
+
+
+@dataclass
+class InstanceReport:
+    """What the stage wrote: counts, seconds, files and their sha256."""
+
+    count: int
+    seconds: float
+    routes: list[dict[str, Any]]
+    files: dict[str, str] = field(default_factory=dict)
+    skipped: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def label_output(target: OutputTarget, settings: InstanceSettings, *,
+                 georef: GeoRef | None = None) -> InstanceReport:
+    """Run the instance stage on a written output group (skipped when already complete)."""
+    attrs = target.attrs()
+    done = attrs.get("instances", {})
+    if done.get("status") == "complete" and done.get("settings") == settings.record():
+        return InstanceReport(done["count"], 0.0, done["routes"], done["files"], skipped=True)
+    t0 = time.perf_counter()
+    _mark(target, {"status": "running", "settings": settings.record()})
+    group = target.open_group()
+    classes = da.from_zarr(group["classes"])
+    route_list = routes(settings, attrs["class_names"], attrs.get("nodata_class"),
+                        attrs.get("instances_decoding", ()))
+    labels, count = instance_labels(classes, route_list, settings)
+    hashes = _store(target, labels)
+    stored = da.from_zarr(target.open_group(mode="r")["instances"])
+    files = _write_files(target, stored, count, classes, settings, georef)
+    report = InstanceReport(count, time.perf_counter() - t0, [asdict(r) for r in route_list],
+                            files)
+    _mark(target, {"status": "complete", "settings": settings.record(), "count": count,
+                   "routes": report.routes, "files": files, "chunks_sha256": hashes})
+    return report
+
+
+def _mark(target: OutputTarget, instances: dict[str, Any]) -> None:
+    group = target.open_group()
+    group.attrs["geoseg"] = {**group.attrs["geoseg"], "instances": instances}
+
+
+def _store(target: OutputTarget, labels: da.Array) -> str:
+    """Write ``labels`` as the ``instances`` array, chunk by chunk; returns the sha256 of the
+    chunks' sha256s (each also kept in ``manifest_instances_sha256``)."""
+    group = target.open_group()
+    classes = group["classes"]
+    for name in ("instances", HASHES):
+        if name in group:
+            del group[name]
+    geo = {k: v for k, v in classes.attrs.items() if k != "nodata"}
+    group.create_array("instances", shape=labels.shape, chunks=classes.chunks, dtype=labels.dtype,
+                       fill_value=0, dimension_names=list(classes.metadata.dimension_names or ()),
+                       attributes=geo)
+    grid = tuple(-(-n // c) for n, c in zip(labels.shape, classes.chunks))
+    group.create_array(HASHES, shape=(*grid, 32), chunks=(*(1,) * len(grid), 32), dtype="uint8",
+                       fill_value=0)
+    labels = labels.rechunk(classes.chunks)
+    blocks = labels.to_delayed()
+    writes = [dask.delayed(_write_block)(blocks[b], target, b, classes.chunks)
+              for b in np.ndindex(*blocks.shape)]
+    digests = dask.compute(*writes)
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def _write_block(block: np.ndarray, target: OutputTarget, index: tuple[int, ...],
+                 chunks: tuple[int, ...]) -> str:
+    region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, chunks, block.shape))
+    target.write("instances", region, block)
+    digest = block_sha256(block)
+    target.open_group()[HASHES][index] = np.frombuffer(bytes.fromhex(digest), dtype=np.uint8)
+    return digest
+
+
+def block_sha256(block: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(block).tobytes()).hexdigest()
+
+
+def _write_files(target: OutputTarget, labels: da.Array, count: int, classes: da.Array,
+                 settings: InstanceSettings, georef: GeoRef | None) -> dict[str, str]:
+    """Table and polygons beside the arrays; returns each file's sha256 by name."""
+    written = []
+    group = target.open_group(mode="r")
+    if settings.table:
+        probabilities = da.from_zarr(group["probabilities"]) if "probabilities" in group else None
+        table = object_table(labels, count=count, classes=classes, probabilities=probabilities,
+                             georef=georef)
+        write_table(table, _file_url(target, "table"), storage_options=target.storage_options)
+        written.append("table")
+    if settings.polygons and labels.ndim == 2:
+        polygons = instance_polygons(labels, georef, classes=classes)
+        for name, fmt in (("polygons", "geoparquet"), ("geojson", "geojson")):
+            write_polygons(polygons, _file_url(target, name), fmt,
+                           storage_options=target.storage_options)
+            written.append(name)
+    return {FILES[name]: file_sha256(_file_url(target, name), target.storage_options)
+            for name in written}
+
+
+def _file_url(target: OutputTarget, name: str) -> str:
+    return target.url.rstrip("/") + "/" + FILES[name]
+
+
+def file_sha256(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    digest = hashlib.sha256()
+    with fsspec.open(url, "rb", **(storage_options or {})) as file:
+        for piece in iter(lambda: file.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def verify_instances(target: OutputTarget) -> list[str]:
+    """What no longer matches the instance stage's record: chunk keys and file names."""
+    record = target.attrs().get("instances")
+    if not record:
+        return []
+    if record.get("status") != "complete":
+        return ["instances (stage not complete)"]
+    group = target.open_group(mode="r")
+    if "instances" not in group or HASHES not in group:
+        return ["instances (array missing)"]
+    bad = _bad_chunks(da.from_zarr(group["instances"]), np.asarray(group[HASHES][...]))
+    for name, digest in record["files"].items():
+        url = target.url.rstrip("/") + "/" + name
+        try:
+            same = file_sha256(url, target.storage_options) == digest
+        except FileNotFoundError:
+            same = False
+        if not same:
+            bad.append(name)
+    return bad
+
+
+def _bad_chunks(labels: da.Array, recorded: np.ndarray) -> list[str]:
+    blocks = labels.to_delayed()
+    index = list(np.ndindex(*blocks.shape))
+    digests = dask.compute(*[dask.delayed(block_sha256)(blocks[b]) for b in index])
+    return [f"instances:{'.'.join(map(str, b))}" for b, d in zip(index, digests)
+            if bytes(recorded[b]).hex() != d]

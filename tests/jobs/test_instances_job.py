@@ -1,0 +1,112 @@
+"""The instance stage of a job: labels, table and polygons beside the classes, on a real cluster."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from scipy import ndimage as ndi
+from skimage import data, measure
+from skimage.filters import threshold_otsu
+
+from geoseg.errors import JobSpecError
+from geoseg.jobs import JobSpec, run
+from geoseg.jobs.status import verify_output
+from tests.conftest import TRANSFORM, write_geotiff
+from tests.instances.test_components import assert_same_partition
+
+
+def coins_job(tmp_path, instances: dict) -> tuple[dict, np.ndarray]:
+    coins = data.coins()
+    src = write_geotiff(tmp_path / "coins.tif", coins[None], nodata=None)
+    spec = {"input": {"url": src}, "model": {"method": "otsu"},
+            "output": {"url": str(tmp_path / "out.zarr"), "chunks": [64, 96]},
+            "inference": {"tile": 64}, "instances": instances}
+    return spec, coins > threshold_otsu(coins)
+
+
+def test_components_job_writes_labels_table_and_polygons(tmp_path, cluster_address):
+    spec, mask = coins_job(tmp_path, {"classes": [1], "connectivity": 2})
+    report = run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    out = tmp_path / "out.zarr"
+    group = zarr.open_group(str(out), mode="r")
+    np.testing.assert_array_equal(group["classes"][:], mask)
+    labels = group["instances"][:]
+    ref, n = ndi.label(mask, np.ones((3, 3)))
+    assert report.instances.count == n and labels.dtype == np.uint32
+    assert_same_partition(labels, ref)
+
+    table = pd.read_parquet(out / "instances.parquet")
+    props = {p.label: p for p in measure.regionprops(labels)}
+    assert len(table) == n and (table["class"] == 1).all()
+    for row in table.itertuples():
+        assert row.area_px == props[row.id].area
+        assert (row.min_y, row.min_x, row.max_y, row.max_x) == props[row.id].bbox
+
+    polygons = gpd.read_parquet(out / "polygons.parquet")
+    pixel_area = abs(TRANSFORM.a * TRANSFORM.e)
+    assert sorted(polygons["id"]) == list(range(1, n + 1))
+    np.testing.assert_allclose(polygons.area.to_numpy(),
+                               polygons["area_px"].to_numpy() * pixel_area, rtol=1e-9)
+    assert polygons.crs.to_epsg() is not None
+    geojson = json.loads((out / "polygons.geojson").read_text())
+    assert len(geojson["features"]) == n and "crs" in geojson
+
+    record = report.provenance["instances"]
+    assert record["count"] == n and set(record["files"]) == {
+        "instances.parquet", "polygons.parquet", "polygons.geojson"}
+    assert verify_output(str(out)).ok
+
+
+def test_rerun_skips_a_complete_stage_and_verify_catches_changes(tmp_path, cluster_address):
+    spec, _ = coins_job(tmp_path, {"classes": [1]})
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    again = run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    assert again.instances.skipped and again.n_tasks == 0 and again.skipped > 0
+
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r+")
+    block = group["instances"][:64, :96]
+    block[block > 0] += 1
+    group["instances"][:64, :96] = block
+    (tmp_path / "out.zarr" / "polygons.geojson").write_text("{}")
+    report = verify_output(str(tmp_path / "out.zarr"))
+    assert not report.ok and "instances:0.0" in report.mismatched
+    assert "polygons.geojson" in report.mismatched and "instances:0.1" not in report.mismatched
+
+
+def test_watershed_job_splits_touching_discs(tmp_path, cluster_address):
+    from tests.instances.test_watershed import touching_discs, whole_distance_watershed
+
+    mask = touching_discs(7, shape=(160, 200))
+    image = np.where(mask, 200, 20).astype(np.uint8)[None]
+    src = write_geotiff(tmp_path / "discs.tif", image, nodata=None)
+    spec = {"input": {"url": src}, "model": {"method": "otsu"},
+            "output": {"url": str(tmp_path / "out.zarr"), "chunks": [48, 64]},
+            "inference": {"tile": 48},
+            "instances": {"method": "watershed", "classes": [1], "halo": 40, "h": 2.0,
+                          "polygons": False}}
+    report = run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    labels = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["instances"][:]
+    ref = whole_distance_watershed(mask, 2.0)
+    assert report.instances.count == ref.max() > ndi.label(mask)[1]
+    assert_same_partition(labels, ref)
+    assert not (tmp_path / "out.zarr" / "polygons.parquet").exists()
+
+
+def test_unknown_instance_class_fails_before_any_compute(tmp_path):
+    spec, _ = coins_job(tmp_path, {"classes": ["buildings"]})
+    spec["model"] = {"path": "builtin:demo-unet"}
+    spec["input"]["url"] = write_geotiff(tmp_path / "rgb.tif", np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(Exception, match=r"instances.*'buildings'.*expected names from \[.*building"):
+        run(JobSpec.from_dict(spec))
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_spec_rejects_a_bad_instances_section():
+    with pytest.raises(JobSpecError, match="instances.method"):
+        JobSpec.from_dict({"input": {"url": "a"}, "model": {"method": "otsu"},
+                           "output": {"url": "o"}, "instances": {"method": "magic"}})
