@@ -231,6 +231,43 @@ def batch(
 
 
 @app.command()
+def instances(
+    mask: Annotated[str, typer.Argument(help="A finished geoseg output (OUT.zarr), or any "
+                                             "single-band integer mask with --out.")],
+    out: Annotated[str | None, typer.Option(help="For a mask geoseg did not write: the output "
+                                                 "group to create.")] = None,
+    method: Annotated[str, typer.Option(help="auto, components, watershed or decode.")] = "auto",
+    classes: Annotated[str | None, typer.Option(help="Class names or ids that are objects, "
+                                                     "e.g. building,2 (default: all but nodata).")] = None,
+    connectivity: Annotated[int, typer.Option(help="1: faces only; 2 (3 in 3D): also edges "
+                                                   "and corners.")] = 1,
+    halo: Annotated[int | None, typer.Option(help="Watershed halo in pixels (the largest "
+                                                  "object's extent).")] = None,
+    h: Annotated[float, typer.Option(help="watershed: depth of a distance maximum that seeds an "
+                                          "object.")] = 2.0,
+    table: Annotated[bool, typer.Option(help="Write the object table.")] = True,
+    polygons: Annotated[bool, typer.Option(help="Write polygons (images).")] = True,
+    variable: Annotated[str | None, typer.Option(help="Array inside a Zarr group (with --out).")] = None,
+    cluster: Annotated[str | None, typer.Option(help="local, slurm, pbs, kubernetes or a "
+                                                     "scheduler address.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Label the objects of a mask: one id per object over the whole raster, a table, polygons."""
+    from geoseg.instances.adopt import label_mask
+    from geoseg.instances.stage import InstanceSettings
+    from geoseg.parallel.cluster import connect
+
+    names = None if classes is None else tuple(
+        int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",") if c.strip())
+    settings = InstanceSettings(method, names, connectivity, halo, h, table, polygons)
+    with connect(cluster):
+        target, report = label_mask(mask, settings, out=out, variable=variable,
+                                    overwrite=overwrite)
+    console.print(f"{report.count} instance(s) in {target.url} ({report.seconds:.1f} s); files: "
+                  f"{', '.join(report.files) or 'none'}", markup=False, highlight=False)
+
+
+@app.command()
 def export(
     output: Annotated[str, typer.Argument(help="A finished output (OUT.zarr) a job wrote.")],
     cog: Annotated[str | None, typer.Option(help="Write the classes as a Cloud-Optimized GeoTIFF "

@@ -226,6 +226,7 @@ def _store(target: OutputTarget, labels: da.Array) -> str:
     grid = tuple(-(-n // c) for n, c in zip(labels.shape, classes.chunks))
     group.create_array(HASHES, shape=(*grid, 32), chunks=(*(1,) * len(grid), 32), dtype="uint8",
                        fill_value=0)
+    target.finalize({})  # consolidated metadata that lists the new arrays, for every later open
     labels = labels.rechunk(classes.chunks)
     blocks = labels.to_delayed()
     writes = [dask.delayed(_write_block)(blocks[b], target, b, classes.chunks)
