@@ -15,11 +15,19 @@ than one chunk per task; the result is a small frozen segmenter that
 Methods: :class:`Threshold` (manual) and :func:`fit_threshold` (Otsu, multi-Otsu,
 Li, Yen, triangle, isodata, minimum, mean), :class:`LocalThreshold`,
 :func:`fit_histogram_modes`, :func:`fit_kmeans` (+ :func:`with_position`),
-:class:`EdgeMagnitude` (Sobel, Scharr, Prewitt), :class:`Canny`, and the
+:class:`EdgeMagnitude` (Sobel, Scharr, Prewitt), :class:`Canny` (exact at any chunking
+with :func:`canny_edges`, or :func:`hysteresis` after ``hysteresis="deferred"``), and the
 morphological clean-up :class:`Cleaned` / :func:`clean_mask` / :func:`clean`.
 """
 
-from geoseg.methods.edges import Canny, EdgeMagnitude, canny_min_halo
+from geoseg.methods.edges import (
+    Canny,
+    EdgeMagnitude,
+    canny_classes,
+    canny_edges,
+    canny_min_halo,
+    hysteresis,
+)
 from geoseg.methods.features import Feature, as_feature
 from geoseg.methods.histogram import HistogramModes, find_modes, fit_histogram_modes
 from geoseg.methods.kmeans import KMeans, fit_kmeans, kmeans_plusplus, with_position
@@ -46,6 +54,8 @@ __all__ = [
     "LocalThreshold",
     "Threshold",
     "as_feature",
+    "canny_classes",
+    "canny_edges",
     "canny_min_halo",
     "clean",
     "clean_mask",
@@ -54,6 +64,7 @@ __all__ = [
     "fit_kmeans",
     "fit_threshold",
     "global_histogram",
+    "hysteresis",
     "kmeans_plusplus",
     "raster_data",
     "thresholds_from_histogram",

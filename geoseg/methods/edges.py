@@ -5,6 +5,15 @@ to [0, 1] first; here ``sobel(x.astype(float))`` is the reference). Without a
 threshold the segmenter has one "class", ``edge``, whose score is the magnitude:
 ask :func:`geoseg.segment` for ``output="probabilities"``. With a threshold it
 is a two-class mask, ``edge`` where the magnitude is above it.
+
+Canny is exact at any chunking in two steps: the local steps (smoothing,
+gradient, non-maximum suppression, the two thresholds) give each pixel a class,
+none, weak or strong, from a window grown by :func:`canny_min_halo`
+(:func:`canny_classes`, or ``Canny(..., hysteresis="deferred")`` in
+:func:`geoseg.segment` and jobs); :func:`hysteresis` then keeps the weak edges
+connected to a strong one over the whole raster, with global connected
+components. :func:`canny_edges` does both and equals ``skimage.feature.canny``
+on the whole image, pixel for pixel.
 """
 
 from __future__ import annotations
@@ -12,15 +21,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
+from scipy import ndimage as ndi
 from skimage import feature as skfeature
 from skimage import filters
+from skimage.util import dtype_limits
 
-from geoseg.methods.features import PixelMethod, as_feature, class_infos, one_hot
+from geoseg.instances.components import label
+from geoseg.methods.features import FeatureLike, PixelMethod, as_feature, class_infos, one_hot
 from geoseg.models.base import ClassInfo
 
 OPERATORS = {"sobel": filters.sobel, "scharr": filters.scharr, "prewitt": filters.prewitt}
 GAUSSIAN_TRUNCATE = 4.0
+HYSTERESIS = ("window", "deferred")
+STRONG = 2  # Canny classes: 0 none, 1 weak edge, 2 strong edge
 
 
 @dataclass(frozen=True)
@@ -82,16 +98,136 @@ def canny_min_halo(sigma: float) -> int:
     """The least halo for which Canny's local steps are exact: gaussian radius + 2.
 
     ``int(4 * sigma + 0.5)`` for the smoothing, 1 for the Sobel gradient, 1 for
-    non-maximum suppression. Hysteresis follows weak edges arbitrarily far, so
-    even at this halo a few pixels (weak edges whose strong seed is outside the
-    window) can differ from the whole-image result; a larger halo makes that rarer.
+    non-maximum suppression. At this halo the per-pixel classes of
+    :func:`canny_classes` (none, weak, strong) equal the whole image's; hysteresis
+    is not local (a weak edge can be followed arbitrarily far), which is why
+    :func:`hysteresis` finishes it with global connected components.
     """
     return int(GAUSSIAN_TRUNCATE * float(sigma) + 0.5) + 2
 
 
+# -- Canny's local steps: one window in, classes none / weak / strong out -------------------
+
+
+def canny_thresholds(dtype: np.dtype, low: float | None, high: float | None) -> tuple[float, float]:
+    """Hysteresis thresholds in the raster's units, ``None`` meaning skimage's default.
+
+    ``skimage.feature.canny`` defaults to 10% and 20% of the dtype's maximum
+    (1 for floats, 255 for ``uint8``); here the same fractions are turned into
+    raster units, so ``None`` on a ``uint8`` raster means 25.5 and 51.
+    """
+    top = float(dtype_limits(np.zeros((), dtype), clip_negative=False)[1])
+    low = 0.1 * top if low is None else float(low)
+    high = 0.2 * top if high is None else float(high)
+    if not 0 <= low <= high:
+        raise ValueError(f"Canny needs 0 <= low_threshold <= high_threshold, got {low} and {high}.")
+    return low, high
+
+
+def canny_smoothed(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing as ``skimage.feature.canny`` does it (float64, ``mode="constant"``).
+
+    Zeros beyond the edge would darken the border, so the result is divided by
+    the smoothing of an all-ones image (plus ``eps``): the border is an average
+    of the pixels inside only.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    kwargs: dict[str, Any] = {"sigma": sigma, "mode": "constant", "cval": 0.0}
+    bleed_over = filters.gaussian(np.ones_like(image), **kwargs) + np.finfo(np.float64).eps
+    smoothed = filters.gaussian(image, **kwargs)
+    smoothed /= bleed_over
+    return smoothed
+
+
+def canny_gradients(smoothed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sobel gradients along rows and columns and their magnitude, as skimage computes them."""
+    jsobel = ndi.sobel(smoothed, axis=1)
+    isobel = ndi.sobel(smoothed, axis=0)
+    magnitude = isobel * isobel
+    magnitude += jsobel * jsobel
+    np.sqrt(magnitude, out=magnitude)
+    return isobel, jsobel, magnitude
+
+
+def nms_threshold(low: float) -> float:
+    """skimage's non-maximum suppression compares to the low threshold as a C ``float``.
+
+    So ``low`` is rounded to float32, and 0 becomes ``1e-14`` (in float32) so
+    that flat pixels (magnitude 0) never survive.
+    """
+    threshold = np.float32(low)
+    if threshold == 0:
+        threshold = np.float32(1e-14)
+    return float(threshold)
+
+
+# Interpolation neighbours (row, column offsets) of non-maximum suppression, per case of the
+# gradient direction: (first, second) on the "plus" side, then (first, second) on the "minus" side.
+NMS_NEIGHBOURS = (
+    ((1, 0), (1, 1), (-1, 0), (-1, -1)),  # gradient signs agree, |di| > |dj|
+    ((0, 1), (1, 1), (0, -1), (-1, -1)),  # gradient signs agree, |di| <= |dj|
+    ((0, 1), (-1, 1), (0, -1), (1, -1)),  # signs differ, |di| < |dj|
+    ((-1, 0), (-1, 1), (1, 0), (1, -1)),  # signs differ, |di| >= |dj|
+)
+
+
+def nms_survivors(
+    isobel: np.ndarray, jsobel: np.ndarray, magnitude: np.ndarray, low: float
+) -> np.ndarray:
+    """Pixels that are local maxima across the edge and at least ``low``: the weak edges.
+
+    A vectorized copy of skimage's bilinear non-maximum suppression
+    (``_nonmaximum_suppression_bilinear``), same arithmetic in the same order,
+    so the result is bit-identical. The outer ring of pixels is never an edge
+    (skimage's eroded border mask).
+    """
+    out = np.zeros(magnitude.shape, dtype=bool)
+    if min(magnitude.shape) < 3:
+        return out
+    di, dj, m = isobel[1:-1, 1:-1], jsobel[1:-1, 1:-1], magnitude[1:-1, 1:-1]
+    ai, aj = np.abs(di), np.abs(dj)
+    agree = (di > 0) == (dj > 0)
+    cases = np.select([agree & (ai > aj), agree, ai < aj], [0, 1, 2], 3)
+    swap = (cases == 0) | (cases == 3)  # these divide |dj| by |di|, the others |di| by |dj|
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(swap, aj / ai, ai / aj)
+    keep = m >= nms_threshold(low)
+    for side in (0, 2):
+        first = _neighbour(magnitude, cases, side)
+        second = _neighbour(magnitude, cases, side + 1)
+        keep &= (second * w + first * (1.0 - w)) <= m
+    out[1:-1, 1:-1] = keep
+    return out
+
+
+def _neighbour(magnitude: np.ndarray, cases: np.ndarray, which: int) -> np.ndarray:
+    """``magnitude`` at each inner pixel's ``which``-th interpolation neighbour."""
+    rows, cols = magnitude.shape
+    shifted = [
+        magnitude[1 + di : rows - 1 + di, 1 + dj : cols - 1 + dj]
+        for di, dj in (case[which] for case in NMS_NEIGHBOURS)
+    ]
+    return np.choose(cases, shifted)
+
+
+def canny_local(image: np.ndarray, sigma: float, low: float, high: float) -> np.ndarray:
+    """Canny's local steps on one 2D window: ``uint8`` classes 0 none, 1 weak, 2 strong.
+
+    Weak pixels survive non-maximum suppression with a magnitude at least
+    ``low`` (as float32); strong ones are weak pixels with a magnitude at least
+    ``high``. On the whole image, the edges of ``skimage.feature.canny(image,
+    sigma, low, high)`` are the 8-connected components of ``classes > 0`` that
+    hold a strong pixel. On a window, pixels at least :func:`canny_min_halo`
+    from every window edge that is not an image edge get the whole image's class.
+    """
+    isobel, jsobel, magnitude = canny_gradients(canny_smoothed(image, sigma))
+    weak = nms_survivors(isobel, jsobel, magnitude, low)
+    return (weak.astype(np.uint8) + (weak & (magnitude >= high))).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Canny(PixelMethod):
-    """Canny edges (gaussian smoothing, non-maximum suppression, hysteresis) as a two-class mask.
+    """Canny edges (gaussian smoothing, non-maximum suppression, hysteresis) per window.
 
     Same parameters as ``skimage.feature.canny`` with thresholds in the
     raster's units (the gradient magnitude of the smoothed feature).
@@ -105,8 +241,16 @@ class Canny(PixelMethod):
     feature
         See :func:`geoseg.methods.as_feature`.
     context
-        Halo in pixels (default ``2 * canny_min_halo(sigma)``); must be at least
-        :func:`canny_min_halo`.
+        Halo in pixels; must be at least :func:`canny_min_halo`, the default
+        with ``hysteresis="deferred"`` and twice it with ``"window"``.
+    hysteresis
+        ``"window"``: two classes, ``background`` and ``edge``, with hysteresis
+        inside each window, so an edge whose strong seed lies outside the window
+        can be missed (and a halo pixel can seed a spurious one): close to, not
+        equal to, the whole-image result. ``"deferred"``: three classes,
+        ``background``, ``weak edge`` and ``strong edge`` (ids 0, 1, 2), exact
+        for every pixel; :func:`hysteresis` on the class raster then gives
+        exactly ``skimage.feature.canny`` of the whole image.
     """
 
     low_threshold: float
@@ -114,15 +258,17 @@ class Canny(PixelMethod):
     sigma: float = 1.0
     feature: Any = None
     context: int | None = None
+    hysteresis: str = "window"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.low_threshold <= self.high_threshold:
-            raise ValueError(
-                f"Canny needs 0 <= low_threshold <= high_threshold, got "
-                f"{self.low_threshold} and {self.high_threshold}."
-            )
+        canny_thresholds(np.dtype(np.float64), self.low_threshold, self.high_threshold)
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma}.")
+        if self.hysteresis not in HYSTERESIS:
+            raise ValueError(
+                f"hysteresis={self.hysteresis!r}; expected one of {HYSTERESIS} ('deferred' "
+                "emits weak and strong edges for geoseg.methods.hysteresis to finish exactly)."
+            )
         minimum = canny_min_halo(self.sigma)
         if self.context is not None and self.context < minimum:
             raise ValueError(
@@ -137,15 +283,23 @@ class Canny(PixelMethod):
 
     @property
     def classes(self) -> tuple[ClassInfo, ...]:
+        if self.hysteresis == "deferred":
+            return class_infos(("background", "weak edge", "strong edge"))
         return class_infos(("background", "edge"))
 
     @property
     def halo(self) -> tuple[int, int]:
-        h = 2 * canny_min_halo(self.sigma) if self.context is None else int(self.context)
+        minimum = canny_min_halo(self.sigma)
+        default = minimum if self.hysteresis == "deferred" else 2 * minimum
+        h = default if self.context is None else int(self.context)
         return (h, h)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         values = self.feature.compute(batch, band_axis=1)
+        if self.hysteresis == "deferred":
+            low, high = float(self.low_threshold), float(self.high_threshold)
+            found = np.stack([canny_local(image, self.sigma, low, high) for image in values])
+            return one_hot(found.astype(np.int64), 3)
         edges = np.stack(
             [
                 skfeature.canny(image, self.sigma, self.low_threshold, self.high_threshold)
@@ -153,3 +307,165 @@ class Canny(PixelMethod):
             ]
         )
         return one_hot(edges.astype(np.int64), 2)
+
+
+# -- chunked: the local steps with a halo, then hysteresis as global connected components ---
+
+
+def canny_classes(
+    image: da.Array,
+    sigma: float = 1.0,
+    low_threshold: float | None = None,
+    high_threshold: float | None = None,
+    *,
+    feature: FeatureLike = None,
+) -> da.Array:
+    """Lazy Canny classes of a chunked raster: ``uint8`` 0 none, 1 weak edge, 2 strong edge.
+
+    Each chunk is computed from a window grown by :func:`canny_min_halo` and
+    cropped at the image's edges, which reproduces the whole-image border
+    treatment, so every pixel equals :func:`canny_local` on the whole image.
+    Parameters as in :func:`canny_edges`; chunked like the image's spatial axes.
+    """
+    values, dtype = _feature_of(image, feature)
+    low, high = canny_thresholds(dtype, low_threshold, high_threshold)
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}.")
+    halo = canny_min_halo(sigma)
+    classes = values.map_overlap(
+        canny_local,
+        depth=halo,
+        boundary="none",
+        dtype=np.uint8,
+        meta=np.empty((0, 0), np.uint8),
+        sigma=float(sigma),
+        low=low,
+        high=high,
+    )
+    return classes.rechunk(values.chunks)
+
+
+def _feature_of(image: da.Array, feature: FeatureLike) -> tuple[da.Array, np.dtype]:
+    """The 2D float64 feature of a ``(y, x)`` or ``(band, y, x)`` raster, and the dtype whose
+    maximum scales the default thresholds (the raster's, a float for a normalized difference)."""
+    if not isinstance(image, da.Array):
+        image = da.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(
+            f"Canny needs a 2D image (y, x) or a raster (band, y, x); got shape {image.shape}."
+        )
+    chosen = as_feature(feature)
+    chosen.check(image.shape[0])
+    image = image.rechunk({0: -1})
+    values = image.map_blocks(
+        chosen.compute, band_axis=0, drop_axis=0, dtype=np.float64, meta=np.empty((0, 0))
+    )
+    return values, np.dtype(np.float64) if chosen.kind == "ndiff" else image.dtype
+
+
+def hysteresis(classes: da.Array) -> da.Array:
+    """Canny's edges from its classes (0 none, 1 weak, 2 strong): the exact hysteresis.
+
+    Edges are the 8-connected components of ``classes > 0`` that hold a strong
+    pixel, found over the whole raster with
+    :func:`geoseg.instances.components.label`, so the result does not depend on
+    the chunking, however far an edge runs.
+
+    Parameters
+    ----------
+    classes
+        Integer raster ``(y, x)`` (or ``(1, y, x)``) of Canny classes, lazy or
+        stored, e.g. from :func:`canny_classes` or a ``Canny(...,
+        hysteresis="deferred")`` segmentation.
+
+    Returns
+    -------
+    edges
+        Lazy boolean edges, shaped and chunked like ``classes``.
+
+    Notes
+    -----
+    The connected components' border pass and the collection of the ids that
+    touch a strong pixel run now; each chunk's edges are computed when the
+    result is (reading ``classes`` a third time).
+    """
+    classes = _checked_classes(classes)
+    labels, count = label(classes > 0, connectivity=classes.ndim)
+    if count == 0:
+        return da.zeros_like(classes, dtype=bool)
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[strong_ids(labels, classes)] = True
+    lookup = dask.delayed(keep, pure=True)  # one graph node, not a copy per task
+    return labels.map_blocks(_lookup, lookup, dtype=bool, meta=np.empty((0,) * labels.ndim, bool))
+
+
+def strong_ids(labels: da.Array, classes: da.Array) -> np.ndarray:
+    """The component ids (sorted, unique) that hold at least one strong pixel (class 2)."""
+    pairs = zip(labels.to_delayed().ravel(), classes.to_delayed().ravel())
+    found = dask.compute(*[dask.delayed(_strong_in_block)(ids, c) for ids, c in pairs])
+    return np.unique(np.concatenate(found)) if found else np.zeros(0, labels.dtype)
+
+
+def _strong_in_block(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    return np.unique(labels[classes == STRONG])
+
+
+def _lookup(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    return keep[labels]
+
+
+def _checked_classes(classes: da.Array) -> da.Array:
+    if not isinstance(classes, da.Array):
+        classes = da.asarray(classes)
+    if classes.ndim not in (2, 3) or (classes.ndim == 3 and classes.shape[0] != 1):
+        raise ValueError(
+            f"hysteresis needs Canny classes of shape (y, x) or (1, y, x); got {classes.shape}."
+        )
+    if not np.issubdtype(classes.dtype, np.integer):
+        raise ValueError(
+            f"hysteresis needs integer Canny classes (0 none, 1 weak, 2 strong); got dtype "
+            f"{classes.dtype}. Pass the class ids of a Canny(hysteresis='deferred') output."
+        )
+    return classes
+
+
+def canny_edges(
+    image: da.Array,
+    sigma: float = 1.0,
+    low_threshold: float | None = None,
+    high_threshold: float | None = None,
+    *,
+    feature: FeatureLike = None,
+) -> da.Array:
+    """Canny edges of a chunked raster, equal to scikit-image's on the whole image.
+
+    Exactly ``skimage.feature.canny(x, sigma, low_threshold, high_threshold)``
+    with ``x`` the feature as float64 (``image.astype(np.float64)`` for one
+    band), at any chunking: the local steps run per chunk with a halo
+    (:func:`canny_classes`), hysteresis over the whole raster (:func:`hysteresis`).
+
+    Parameters
+    ----------
+    image
+        ``(y, x)`` or ``(band, y, x)`` Dask array.
+    sigma
+        Gaussian smoothing (``>= 0``).
+    low_threshold, high_threshold
+        Hysteresis thresholds on the gradient magnitude of the smoothed
+        feature, in the raster's units. ``None``: 10% and 20% of the dtype's
+        maximum (1 for floats, 255 for ``uint8``), as skimage's defaults.
+        skimage takes thresholds in the same units but first scales integer
+        images to [0, 1], so on them it may differ where a magnitude rounds
+        across a threshold.
+    feature
+        See :func:`geoseg.methods.as_feature` (default: the only band).
+
+    Returns
+    -------
+    edges
+        Lazy boolean edges ``(y, x)``, chunked like the image's spatial axes.
+        The hysteresis passes (see :func:`hysteresis`) run now.
+    """
+    return hysteresis(canny_classes(image, sigma, low_threshold, high_threshold, feature=feature))
