@@ -59,7 +59,8 @@ def canny_agreement(image: np.ndarray, sigma: float, context: int, quantiles=(0.
 
 
 @pytest.mark.parametrize("name, sigma", [("camera", 1.0), ("coins", 2.0), ("coins", 3.0)])
-def test_canny_agrees_with_scikit_image_above_the_minimum_halo(name, sigma):
+def test_window_hysteresis_canny_is_close_to_scikit_image_above_the_minimum_halo(name, sigma):
+    """Hysteresis inside each window: close, not exact (test_canny_exact.py has the exact path)."""
     image = photo(name)
     minimum = canny_min_halo(sigma)
     for context in (minimum, 2 * minimum):
@@ -88,4 +89,7 @@ def test_canny_parameters_are_checked():
         Canny(1.0, 2.0, sigma=2.0, context=4)
     with pytest.raises(ValueError, match="low_threshold <= high_threshold"):
         Canny(3.0, 2.0)
+    with pytest.raises(ValueError, match="expected one of"):
+        Canny(1.0, 2.0, hysteresis="global")
     assert Canny(1.0, 2.0, sigma=2.0).halo == (2 * canny_min_halo(2.0),) * 2
+    assert Canny(1.0, 2.0, sigma=2.0, hysteresis="deferred").halo == (canny_min_halo(2.0),) * 2
