@@ -331,10 +331,12 @@ def canny_classes(
     low, high = canny_thresholds(dtype, low_threshold, high_threshold)
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}.")
-    halo = canny_min_halo(sigma)
-    classes = values.map_overlap(
+    depth = {axis: canny_min_halo(sigma) for axis in range(2)}
+    short = {axis: -1 for axis, n in enumerate(values.shape) if n <= depth[axis]}
+    depth.update({axis: 0 for axis in short})  # an axis within the halo is one whole window
+    classes = values.rechunk(short).map_overlap(
         canny_local,
-        depth=halo,
+        depth=depth,
         boundary="none",
         dtype=np.uint8,
         meta=np.empty((0, 0), np.uint8),
