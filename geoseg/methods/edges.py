@@ -179,35 +179,30 @@ def nms_survivors(
     A vectorized copy of skimage's bilinear non-maximum suppression
     (``_nonmaximum_suppression_bilinear``), same arithmetic in the same order,
     so the result is bit-identical. The outer ring of pixels is never an edge
-    (skimage's eroded border mask).
+    (skimage's eroded border mask). Only pixels at least ``low`` are examined.
     """
-    out = np.zeros(magnitude.shape, dtype=bool)
-    if min(magnitude.shape) < 3:
-        return out
-    di, dj, m = isobel[1:-1, 1:-1], jsobel[1:-1, 1:-1], magnitude[1:-1, 1:-1]
+    rows, cols = magnitude.shape
+    out = np.zeros(rows * cols, dtype=bool)
+    if min(rows, cols) < 3:
+        return out.reshape(rows, cols)
+    inner = np.zeros((rows, cols), dtype=bool)
+    inner[1:-1, 1:-1] = True
+    at = np.flatnonzero(inner & (magnitude >= nms_threshold(low)))
+    di, dj, m = isobel.ravel()[at], jsobel.ravel()[at], magnitude.ravel()[at]
     ai, aj = np.abs(di), np.abs(dj)
     agree = (di > 0) == (dj > 0)
     cases = np.select([agree & (ai > aj), agree, ai < aj], [0, 1, 2], 3)
     swap = (cases == 0) | (cases == 3)  # these divide |dj| by |di|, the others |di| by |dj|
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.where(swap, aj / ai, ai / aj)
-    keep = m >= nms_threshold(low)
+    offsets = np.array([[r * cols + c for r, c in case] for case in NMS_NEIGHBOURS])[cases]
+    flat = magnitude.ravel()
+    keep = np.ones(at.shape, dtype=bool)
     for side in (0, 2):
-        first = _neighbour(magnitude, cases, side)
-        second = _neighbour(magnitude, cases, side + 1)
+        first, second = flat[at + offsets[:, side]], flat[at + offsets[:, side + 1]]
         keep &= (second * w + first * (1.0 - w)) <= m
-    out[1:-1, 1:-1] = keep
-    return out
-
-
-def _neighbour(magnitude: np.ndarray, cases: np.ndarray, which: int) -> np.ndarray:
-    """``magnitude`` at each inner pixel's ``which``-th interpolation neighbour."""
-    rows, cols = magnitude.shape
-    shifted = [
-        magnitude[1 + di : rows - 1 + di, 1 + dj : cols - 1 + dj]
-        for di, dj in (case[which] for case in NMS_NEIGHBOURS)
-    ]
-    return np.choose(cases, shifted)
+    out[at[keep]] = True
+    return out.reshape(rows, cols)
 
 
 def canny_local(image: np.ndarray, sigma: float, low: float, high: float) -> np.ndarray:
@@ -405,13 +400,22 @@ def hysteresis(classes: da.Array) -> da.Array:
 
 def strong_ids(labels: da.Array, classes: da.Array) -> np.ndarray:
     """The component ids (sorted, unique) that hold at least one strong pixel (class 2)."""
-    pairs = zip(labels.to_delayed().ravel(), classes.to_delayed().ravel())
-    found = dask.compute(*[dask.delayed(_strong_in_block)(ids, c) for ids, c in pairs])
-    return np.unique(np.concatenate(found)) if found else np.zeros(0, labels.dtype)
+    per_block = da.map_blocks(
+        _strong_in_block,
+        labels,
+        classes,
+        dtype=object,
+        chunks=tuple((1,) * len(c) for c in labels.chunks),
+        meta=np.empty((0,) * labels.ndim, object),
+    ).compute()
+    return np.unique(np.concatenate([np.zeros(0, labels.dtype), *per_block.ravel()]))
 
 
 def _strong_in_block(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    return np.unique(labels[classes == STRONG])
+    """A block's strong ids, as a one-element object array (so blocks of any count concatenate)."""
+    found = np.empty((1,) * labels.ndim, dtype=object)
+    found.flat[0] = np.unique(labels[classes == STRONG])
+    return found
 
 
 def _lookup(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
