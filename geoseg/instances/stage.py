@@ -4,7 +4,7 @@ Reads a finished output's ``classes`` (a geoseg output group), and writes into
 the same group::
 
     instances                 (y, x) or (z, y, x) uint32/uint64, 0 outside objects
-    manifest_instances_sha256 one sha256 per instances chunk (what ``verify`` checks)
+    manifest_instances_sha256 one sha256 per instances chunk (:mod:`geoseg.io.stages`)
     instances.parquet         the object table
     polygons.parquet          GeoParquet, one feature per instance (2D outputs)
     polygons.geojson          the same as GeoJSON, in the raster's CRS
@@ -16,16 +16,12 @@ rerun with the same settings skips the stage and any other state redoes it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import dask
 import dask.array as da
-import fsspec
-import numpy as np
 
 from geoseg.errors import InstanceError
 from geoseg.instances.components import label, label_dtype
@@ -34,9 +30,9 @@ from geoseg.instances.table import object_table, write_table
 from geoseg.instances.watershed import distance_watershed, instances_from_classes
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import OutputTarget
+from geoseg.io.stages import file_sha256, file_url, mark_stage, stage_record, store_hashed
 
 METHODS = ("auto", "components", "watershed", "decode")
-HASHES = "manifest_instances_sha256"
 FILES = {"table": "instances.parquet", "polygons": "polygons.parquet",
          "geojson": "polygons.geojson"}
 
@@ -186,66 +182,24 @@ def label_output(target: OutputTarget, settings: InstanceSettings, *,
                  georef: GeoRef | None = None) -> InstanceReport:
     """Run the instance stage on a written output group (skipped when already complete)."""
     attrs = target.attrs()
-    done = attrs.get("instances", {})
+    done = stage_record(target, "instances")
     if done.get("status") == "complete" and done.get("settings") == settings.record():
         return InstanceReport(done["count"], 0.0, done["routes"], done["files"], skipped=True)
     t0 = time.perf_counter()
-    _mark(target, {"status": "running", "settings": settings.record()})
+    mark_stage(target, "instances", {"status": "running", "settings": settings.record()})
     group = target.open_group()
     classes = da.from_zarr(group["classes"])
     route_list = routes(settings, attrs["class_names"], attrs.get("nodata_class"),
                         attrs.get("instances_decoding", ()))
     labels, count = instance_labels(classes, route_list, settings)
-    hashes = _store(target, labels)
+    hashes = store_hashed(target, "instances", labels)
     stored = da.from_zarr(target.open_group(mode="r")["instances"])
     files = _write_files(target, stored, count, classes, settings, georef)
     report = InstanceReport(count, time.perf_counter() - t0, [asdict(r) for r in route_list],
                             files)
-    _mark(target, {"status": "complete", "settings": settings.record(), "count": count,
+    mark_stage(target, "instances", {"status": "complete", "settings": settings.record(), "count": count,
                    "routes": report.routes, "files": files, "chunks_sha256": hashes})
     return report
-
-
-def _mark(target: OutputTarget, instances: dict[str, Any]) -> None:
-    group = target.open_group()
-    group.attrs["geoseg"] = {**group.attrs["geoseg"], "instances": instances}
-
-
-def _store(target: OutputTarget, labels: da.Array) -> str:
-    """Write ``labels`` as the ``instances`` array, chunk by chunk; returns the sha256 of the
-    chunks' sha256s (each also kept in ``manifest_instances_sha256``)."""
-    group = target.open_group()
-    classes = group["classes"]
-    for name in ("instances", HASHES):
-        if name in group:
-            del group[name]
-    geo = {k: v for k, v in classes.attrs.items() if k != "nodata"}
-    group.create_array("instances", shape=labels.shape, chunks=classes.chunks, dtype=labels.dtype,
-                       fill_value=0, dimension_names=list(classes.metadata.dimension_names or ()),
-                       attributes=geo)
-    grid = tuple(-(-n // c) for n, c in zip(labels.shape, classes.chunks))
-    group.create_array(HASHES, shape=(*grid, 32), chunks=(*(1,) * len(grid), 32), dtype="uint8",
-                       fill_value=0)
-    target.finalize({})  # consolidated metadata that lists the new arrays, for every later open
-    labels = labels.rechunk(classes.chunks)
-    blocks = labels.to_delayed()
-    writes = [dask.delayed(_write_block)(blocks[b], target, b, classes.chunks)
-              for b in np.ndindex(*blocks.shape)]
-    digests = dask.compute(*writes)
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
-
-
-def _write_block(block: np.ndarray, target: OutputTarget, index: tuple[int, ...],
-                 chunks: tuple[int, ...]) -> str:
-    region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, chunks, block.shape))
-    target.write("instances", region, block)
-    digest = block_sha256(block)
-    target.open_group()[HASHES][index] = np.frombuffer(bytes.fromhex(digest), dtype=np.uint8)
-    return digest
-
-
-def block_sha256(block: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(block).tobytes()).hexdigest()
 
 
 def _write_files(target: OutputTarget, labels: da.Array, count: int, classes: da.Array,
@@ -257,55 +211,13 @@ def _write_files(target: OutputTarget, labels: da.Array, count: int, classes: da
         probabilities = da.from_zarr(group["probabilities"]) if "probabilities" in group else None
         table = object_table(labels, count=count, classes=classes, probabilities=probabilities,
                              georef=georef)
-        write_table(table, _file_url(target, "table"), storage_options=target.storage_options)
+        write_table(table, file_url(target, FILES["table"]), storage_options=target.storage_options)
         written.append("table")
     if settings.polygons and labels.ndim == 2:
         polygons = instance_polygons(labels, georef, classes=classes)
         for name, fmt in (("polygons", "geoparquet"), ("geojson", "geojson")):
-            write_polygons(polygons, _file_url(target, name), fmt,
+            write_polygons(polygons, file_url(target, FILES[name]), fmt,
                            storage_options=target.storage_options)
             written.append(name)
-    return {FILES[name]: file_sha256(_file_url(target, name), target.storage_options)
+    return {FILES[name]: file_sha256(file_url(target, FILES[name]), target.storage_options)
             for name in written}
-
-
-def _file_url(target: OutputTarget, name: str) -> str:
-    return target.url.rstrip("/") + "/" + FILES[name]
-
-
-def file_sha256(url: str, storage_options: dict[str, Any] | None = None) -> str:
-    digest = hashlib.sha256()
-    with fsspec.open(url, "rb", **(storage_options or {})) as file:
-        for piece in iter(lambda: file.read(1 << 20), b""):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
-def verify_instances(target: OutputTarget) -> list[str]:
-    """What no longer matches the instance stage's record: chunk keys and file names."""
-    record = target.attrs().get("instances")
-    if not record:
-        return []
-    if record.get("status") != "complete":
-        return ["instances (stage not complete)"]
-    group = target.open_group(mode="r")
-    if "instances" not in group or HASHES not in group:
-        return ["instances (array missing)"]
-    bad = _bad_chunks(da.from_zarr(group["instances"]), np.asarray(group[HASHES][...]))
-    for name, digest in record["files"].items():
-        url = target.url.rstrip("/") + "/" + name
-        try:
-            same = file_sha256(url, target.storage_options) == digest
-        except FileNotFoundError:
-            same = False
-        if not same:
-            bad.append(name)
-    return bad
-
-
-def _bad_chunks(labels: da.Array, recorded: np.ndarray) -> list[str]:
-    blocks = labels.to_delayed()
-    index = list(np.ndindex(*blocks.shape))
-    digests = dask.compute(*[dask.delayed(block_sha256)(blocks[b]) for b in index])
-    return [f"instances:{'.'.join(map(str, b))}" for b, d in zip(index, digests)
-            if bytes(recorded[b]).hex() != d]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 from distributed import Client
 
@@ -19,12 +20,14 @@ from geoseg import logs
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import ClusterConfigError, GeosegError, JobSpecError, OutputExistsError
 from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
+from geoseg.io import stages
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import provenance, tracking
 from geoseg.jobs.spec import ClusterSpec, JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
+from geoseg.methods.edges import Canny, hysteresis
 from geoseg.models.base import Segmenter
 from geoseg.models.model import ModelHeader
 from geoseg.models.modelfile import read_header
@@ -239,6 +242,7 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
                                 n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
                                 skip=skip, on_done=on_done, reference=prepared.reference)
         compute_seconds = time.perf_counter() - t_compute
+        finish_edges(prepared, target)
         instances = instance_stage(prepared, target)
         used = _cluster_info(active, cluster_kind(where))
         measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
@@ -263,6 +267,20 @@ def models_on_workers(client: Client, work: RegionWork) -> Iterator[None]:
         yield
     finally:
         unload_models(client, plugin)
+
+
+def finish_edges(prepared: PreparedJob, target: OutputTarget) -> None:
+    """Exact Canny: a ``hysteresis="deferred"`` Canny writes none/weak/strong classes per
+    region; the ``edges`` array keeps the weak edges connected to a strong one over the
+    whole raster (:func:`geoseg.methods.hysteresis`)."""
+    if not (isinstance(prepared.model, Canny) and prepared.model.hysteresis == "deferred"):
+        return
+    if stages.stage_record(target, "edges").get("status") == "complete":
+        return
+    stages.mark_stage(target, "edges", {"status": "running"})
+    classes = da.from_zarr(target.open_group(mode="r")["classes"])
+    digest = stages.store_hashed(target, "edges", hysteresis(classes).astype(np.uint8))
+    stages.mark_stage(target, "edges", {"status": "complete", "chunks_sha256": digest})
 
 
 def instance_stage(prepared: PreparedJob, target: OutputTarget) -> InstanceReport | None:

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geoseg.errors import RasterNotFoundError
-from geoseg.instances.stage import verify_instances
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, output_exists
+from geoseg.io.stages import verify_stage
 from geoseg.tiling.plan import regions
+
+STAGES = ("instances", "edges")  # arrays added once the chunks are complete
 
 
 @dataclass
@@ -67,5 +69,6 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
             report.missing.append(key)
         elif recorded != chunk_checksum(*(target.read(n, region) for n in names)):
             report.mismatched.append(key)
-    report.mismatched.extend(verify_instances(target))
+    for stage in STAGES:
+        report.mismatched.extend(verify_stage(target, stage))
     return report

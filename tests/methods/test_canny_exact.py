@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 from skimage import color, data, feature
 
 from geoseg.jobs import JobSpec, run
+from geoseg.jobs.status import verify_output
 from geoseg.methods import Canny, canny_classes, canny_edges, canny_min_halo, hysteresis
 from geoseg.methods.edges import canny_local
 from tests.conftest import write_zarr
@@ -159,7 +160,7 @@ def test_parameters_are_checked():
 
 
 def test_a_deferred_canny_job_finishes_exactly_with_hysteresis(tmp_path, cluster_address):
-    """What the job runner does after writing a deferred Canny's classes: hysteresis on the store."""
+    """A job with a deferred Canny writes the exact edges as its ``edges`` array, verified."""
     image = data.camera()[100:300, 150:380]
     src = write_zarr(tmp_path / "in.zarr", image[None], chunks=(40, 40))
     params = {"low_threshold": 10.0, "high_threshold": 30.0, "hysteresis": "deferred"}
@@ -170,8 +171,11 @@ def test_a_deferred_canny_job_finishes_exactly_with_hysteresis(tmp_path, cluster
         "inference": {"tile": 40},
     }
     run(JobSpec.from_dict(spec), scheduler=cluster_address)
-    stored = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["classes"]
-    with dask.config.set(scheduler="sync"):
-        edges = hysteresis(da.from_zarr(stored)).compute()
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
     expected = feature.canny(image.astype(np.float64), 1.0, 10.0, 30.0)
+    np.testing.assert_array_equal(group["edges"][...], expected)
+    assert group.attrs["geoseg"]["edges"]["status"] == "complete"
+    assert verify_output(str(tmp_path / "out.zarr")).ok
+    with dask.config.set(scheduler="sync"):  # the same step on the stored classes, by hand
+        edges = hysteresis(da.from_zarr(group["classes"])).compute()
     np.testing.assert_array_equal(edges, expected)

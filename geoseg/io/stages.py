@@ -1,0 +1,109 @@
+"""Arrays a job adds once its chunks are complete (instance ids, exact Canny edges).
+
+A stage writes one array beside ``classes``, chunk by chunk, each chunk's sha256
+in ``manifest_<name>_sha256``, and records itself in ``attrs["geoseg"][name]``:
+``status`` (``running``, then ``complete`` only when everything is written),
+its settings, and the sha256 of any files it wrote into the group. ``verify``
+checks all of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import dask
+import dask.array as da
+import fsspec
+import numpy as np
+
+from geoseg.io.output import OutputTarget
+
+
+def hashes_name(name: str) -> str:
+    return f"manifest_{name}_sha256"
+
+
+def stage_record(target: OutputTarget, name: str) -> dict[str, Any]:
+    return dict(target.attrs().get(name) or {})
+
+
+def mark_stage(target: OutputTarget, name: str, record: dict[str, Any]) -> None:
+    group = target.open_group()
+    group.attrs["geoseg"] = {**group.attrs["geoseg"], name: record}
+
+
+def store_hashed(target: OutputTarget, name: str, data: da.Array, *, fill_value: int = 0) -> str:
+    """Write ``data`` as array ``name`` chunked like ``classes``, chunk by chunk; returns the
+    sha256 of the chunks' sha256s (each kept in ``manifest_<name>_sha256``)."""
+    group = target.open_group()
+    classes = group["classes"]
+    for old in (name, hashes_name(name)):
+        if old in group:
+            del group[old]
+    geo = {k: v for k, v in classes.attrs.items() if k != "nodata"}
+    group.create_array(name, shape=data.shape, chunks=classes.chunks, dtype=data.dtype,
+                       fill_value=fill_value, attributes=geo,
+                       dimension_names=list(classes.metadata.dimension_names or ()))
+    grid = tuple(-(-n // c) for n, c in zip(data.shape, classes.chunks))
+    group.create_array(hashes_name(name), shape=(*grid, 32), chunks=(*(1,) * len(grid), 32),
+                       dtype="uint8", fill_value=0)
+    target.finalize({})  # consolidated metadata that lists the new arrays, for every later open
+    blocks = data.rechunk(classes.chunks).to_delayed()
+    writes = [dask.delayed(_write_block)(blocks[b], target, name, b, classes.chunks)
+              for b in np.ndindex(*blocks.shape)]
+    return hashlib.sha256("".join(dask.compute(*writes)).encode()).hexdigest()
+
+
+def _write_block(block: np.ndarray, target: OutputTarget, name: str, index: tuple[int, ...],
+                 chunks: tuple[int, ...]) -> str:
+    region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, chunks, block.shape))
+    target.write(name, region, block)
+    digest = block_sha256(block)
+    target.open_group()[hashes_name(name)][index] = np.frombuffer(bytes.fromhex(digest), np.uint8)
+    return digest
+
+
+def block_sha256(block: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(block).tobytes()).hexdigest()
+
+
+def file_url(target: OutputTarget, filename: str) -> str:
+    return target.url.rstrip("/") + "/" + filename
+
+
+def file_sha256(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    digest = hashlib.sha256()
+    with fsspec.open(url, "rb", **(storage_options or {})) as file:
+        for piece in iter(lambda: file.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def verify_stage(target: OutputTarget, name: str) -> list[str]:
+    """What no longer matches stage ``name``'s record: ``name:i.j`` chunk keys and file names."""
+    record = stage_record(target, name)
+    if not record:
+        return []
+    if record.get("status") != "complete":
+        return [f"{name} (stage not complete)"]
+    group = target.open_group(mode="r")
+    if name not in group or hashes_name(name) not in group:
+        return [f"{name} (array missing)"]
+    bad = _bad_chunks(name, da.from_zarr(group[name]), np.asarray(group[hashes_name(name)][...]))
+    for filename, digest in record.get("files", {}).items():
+        try:
+            same = file_sha256(file_url(target, filename), target.storage_options) == digest
+        except FileNotFoundError:
+            same = False
+        if not same:
+            bad.append(filename)
+    return bad
+
+
+def _bad_chunks(name: str, data: da.Array, recorded: np.ndarray) -> list[str]:
+    blocks = data.to_delayed()
+    index = list(np.ndindex(*blocks.shape))
+    digests = dask.compute(*[dask.delayed(block_sha256)(blocks[b]) for b in index])
+    return [f"{name}:{'.'.join(map(str, b))}" for b, d in zip(index, digests)
+            if bytes(recorded[b]).hex() != d]
