@@ -24,11 +24,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cc3d
-import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from scipy import sparse
 from scipy.sparse import csgraph
 
@@ -233,23 +236,46 @@ def label(mask: da.Array, *, connectivity: int = 1,
     computed when ``labels`` is, labelling each chunk again.
     """
     mask = _checked(mask, connectivity)
-    blocks = mask.to_delayed()
-    shape = blocks.shape
-    border = dask.delayed(border_of, pure=True)
-    borders = {b: border(blocks[b], classes, connectivity) for b in np.ndindex(*shape)}
+    classes = None if classes is None else [int(c) for c in classes]
+    shape = mask.numblocks
     touching = touching_blocks(shape, connectivity)
-    pair_tasks = [dask.delayed(border_pairs, pure=True)(
-        borders[b], borders[tuple(np.add(b, o))], o, connectivity) for b, o in touching]
-    counts, found = dask.compute([d.count for d in borders.values()], pair_tasks)
+    counts, found = _border_pass(mask, classes, connectivity, touching).compute()
     counts = np.asarray(counts, dtype=np.int64)
     plans, count = relabel_plan(counts, _provisional(found, touching, counts, shape))
-    dtype = label_dtype(count)
-    pieces = np.empty(shape, dtype=object)
-    for i, b in enumerate(np.ndindex(*shape)):
-        task = dask.delayed(_relabelled, pure=True)(blocks[b], classes, connectivity, plans[i], dtype)
-        block_shape = tuple(c[j] for c, j in zip(mask.chunks, b))
-        pieces[b] = da.from_delayed(task, block_shape, dtype=dtype)
-    return da.block(pieces.tolist()), count
+    return _relabel_pass(mask, classes, connectivity, plans, label_dtype(count)), count
+
+
+# Both passes are one graph layer each (a task per chunk or per touching pair): a Delayed per
+# task would make dask cull one layer per task, quadratic in the number of chunks.
+
+
+def _border_pass(mask: da.Array, classes: list[int] | None, connectivity: int,
+                 touching: list[tuple[Offset, Offset]]) -> Delayed:
+    """One task per chunk (its :class:`Border`), one per touching pair (their border pairs),
+    and one collecting ``(counts in C order, pairs in touching order)``."""
+    token = tokenize(mask, classes, connectivity)
+    border, count, pair = (f"cc-{step}-{token}" for step in ("border", "count", "pairs"))
+    graph: dict[Any, Any] = {}
+    for b in np.ndindex(*mask.numblocks):
+        graph[(border, *b)] = (border_of, (mask.name, *b), classes, connectivity)
+        graph[(count, *b)] = (getattr, (border, *b), "count")
+    for i, (b, o) in enumerate(touching):
+        graph[(pair, i)] = (border_pairs, (border, *b), (border, *np.add(b, o).tolist()), list(o),
+                            connectivity)
+    collect = f"cc-collect-{token}"
+    graph[collect] = (tuple, [[(count, *b) for b in np.ndindex(*mask.numblocks)],
+                              [(pair, i) for i in range(len(touching))]])
+    return Delayed(collect, HighLevelGraph.from_collections(collect, graph, dependencies=[mask]))
+
+
+def _relabel_pass(mask: da.Array, classes: list[int] | None, connectivity: int,
+                  plans: list[Relabel], dtype: np.dtype) -> da.Array:
+    name = f"cc-relabel-{tokenize(mask, classes, connectivity, plans, dtype)}"
+    graph = {(name, *b): (_relabelled, (mask.name, *b), classes, connectivity, plan, dtype)
+             for b, plan in zip(np.ndindex(*mask.numblocks), plans)}
+    layer = HighLevelGraph.from_collections(name, graph, dependencies=[mask])
+    return da.Array(layer, name, chunks=mask.chunks, dtype=dtype,
+                    meta=np.empty((0,) * mask.ndim, dtype))
 
 
 def _provisional(found: list[np.ndarray], touching: list[tuple[Offset, Offset]],
