@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import dask
 import dask.array as da
 import fsspec
 import numpy as np
@@ -49,23 +48,30 @@ def store_hashed(target: OutputTarget, name: str, data: da.Array, *, fill_value:
     group.create_array(hashes_name(name), shape=(*grid, 32), chunks=(*(1,) * len(grid), 32),
                        dtype="uint8", fill_value=0)
     target.finalize({})  # consolidated metadata that lists the new arrays, for every later open
-    blocks = data.rechunk(classes.chunks).to_delayed()
-    writes = [dask.delayed(_write_block)(blocks[b], target, name, b, classes.chunks)
-              for b in np.ndindex(*blocks.shape)]
-    return hashlib.sha256("".join(dask.compute(*writes)).encode()).hexdigest()
+    data = data.rechunk(classes.chunks)
+    digests = data.map_blocks(_write_block, target, name, classes.chunks,
+                              **_digest_blocks(data)).compute()
+    return hashlib.sha256(digests.tobytes()).hexdigest()
 
 
-def _write_block(block: np.ndarray, target: OutputTarget, name: str, index: tuple[int, ...],
-                 chunks: tuple[int, ...]) -> str:
+def _digest_blocks(data: da.Array) -> dict[str, Any]:
+    """``map_blocks`` arguments for a function that turns each chunk into its 32-byte sha256."""
+    return {"chunks": (*((1,) * n for n in data.numblocks), (32,)), "new_axis": data.ndim,
+            "dtype": np.uint8}
+
+
+def _write_block(block: np.ndarray, target: OutputTarget, name: str, chunks: tuple[int, ...],
+                 block_id: tuple[int, ...]) -> np.ndarray:
+    index = block_id[:block.ndim]  # the digest axis is the output's last
     region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, chunks, block.shape))
     target.write(name, region, block)
-    digest = block_sha256(block)
-    target.open_group()[hashes_name(name)][index] = np.frombuffer(bytes.fromhex(digest), np.uint8)
-    return digest
+    digest = _sha256(block)
+    target.open_group()[hashes_name(name)][index] = digest
+    return digest.reshape((1,) * block.ndim + (32,))
 
 
-def block_sha256(block: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(block).tobytes()).hexdigest()
+def _sha256(block: np.ndarray) -> np.ndarray:
+    return np.frombuffer(hashlib.sha256(np.ascontiguousarray(block).tobytes()).digest(), np.uint8)
 
 
 def file_url(target: OutputTarget, filename: str) -> str:
@@ -102,8 +108,7 @@ def verify_stage(target: OutputTarget, name: str) -> list[str]:
 
 
 def _bad_chunks(name: str, data: da.Array, recorded: np.ndarray) -> list[str]:
-    blocks = data.to_delayed()
-    index = list(np.ndindex(*blocks.shape))
-    digests = dask.compute(*[dask.delayed(block_sha256)(blocks[b]) for b in index])
-    return [f"{name}:{'.'.join(map(str, b))}" for b, d in zip(index, digests)
-            if bytes(recorded[b]).hex() != d]
+    digests = data.map_blocks(lambda b: _sha256(b).reshape((1,) * b.ndim + (32,)),
+                              **_digest_blocks(data)).compute()
+    differ = (digests != recorded).any(axis=-1)
+    return [f"{name}:{'.'.join(map(str, b))}" for b in np.argwhere(differ).tolist()]
