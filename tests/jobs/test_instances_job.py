@@ -31,6 +31,7 @@ def coins_job(tmp_path, instances: dict) -> tuple[dict, np.ndarray]:
 
 def test_components_job_writes_labels_table_and_polygons(tmp_path, cluster_address):
     spec, mask = coins_job(tmp_path, {"classes": [1], "connectivity": 2})
+    spec["output"]["probabilities"] = True
     report = run(JobSpec.from_dict(spec), scheduler=cluster_address)
     out = tmp_path / "out.zarr"
     group = zarr.open_group(str(out), mode="r")
@@ -43,6 +44,10 @@ def test_components_job_writes_labels_table_and_polygons(tmp_path, cluster_addre
     table = pd.read_parquet(out / "instances.parquet")
     props = {p.label: p for p in measure.regionprops(labels)}
     assert len(table) == n and (table["class"] == 1).all()
+    np.testing.assert_array_equal(table["mean_probability"], 1.0)  # Otsu's classes are certain
+    world = np.array([TRANSFORM @ (c + 0.5, r + 0.5)
+                      for r, c in zip(table["centroid_y"], table["centroid_x"])])
+    np.testing.assert_allclose(table[["x", "y"]].to_numpy(), world)
     for row in table.itertuples():
         assert row.area_px == props[row.id].area
         assert (row.min_y, row.min_x, row.max_y, row.max_x) == props[row.id].bbox
