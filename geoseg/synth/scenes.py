@@ -793,7 +793,9 @@ def _one_region(rows: NDArray[np.intp], cols: NDArray[np.intp]) -> bool:
     return ndimage.label(mask)[1] == 1
 
 
-def _flat(rows: NDArray[np.intp], cols: NDArray[np.intp], shape: tuple[int, int]) -> NDArray[np.intp]:
+def _flat(
+    rows: NDArray[np.intp], cols: NDArray[np.intp], shape: tuple[int, int]
+) -> NDArray[np.intp]:
     """Flat indices of pixels."""
     return rows * shape[1] + cols
 
