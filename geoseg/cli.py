@@ -161,7 +161,13 @@ def demo(
     _print_report(result.report)
     console.print(f"mIoU against ground truth: [bold]{result.miou:.3f}[/] "
                   f"(per class: {', '.join(f'{k} {v:.3f}' for k, v in result.per_class_iou.items())})")
-    console.print(f"scene: {result.scene_url}\nmask:  {result.report.output_url}")
+    for route, score in result.panoptic.items():
+        console.print(f"buildings, {route}: panoptic quality [bold]{score['PQ']:.3f}[/] "
+                      f"(SQ {score['SQ']:.3f}, RQ {score['RQ']:.3f})")
+    instances = result.instance_report.output_url if result.instance_report else "-"
+    console.print(f"scene: {result.scene_url}\nmask:  {result.report.output_url}\n"
+                  f"instances: {instances} (labels, instances.parquet, polygons.parquet, "
+                  "polygons.geojson)")
 
 
 @app.command()
@@ -173,11 +179,20 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = True,
     max_epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs (resumable).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model / run.")] = False,
+    instances: Annotated[bool, typer.Option(help="Without SPEC: re-train the instance model "
+                                                 "(builtin:demo-instances) instead.")] = False,
 ) -> None:
-    """Train a model from a spec (rasters read lazily), or the demo U-Net on synthetic scenes."""
+    """Train a model from a spec (rasters read lazily), or the demo models on synthetic scenes."""
     if spec is None:
         if out is None:
             raise typer.BadParameter("give a TRAIN.yaml, or --out FILE to re-train the demo U-Net")
+        if instances:
+            from geoseg.models.train_instances import InstanceTrainConfig, train_instance_model
+
+            figures = train_instance_model(InstanceTrainConfig(), out, overwrite=overwrite,
+                                           log=console.print)
+            console.print(f"wrote {out} (validation: {figures})", markup=False, highlight=False)
+            return
         from geoseg.models.train import TrainConfig, train_demo_model
 
         result = train_demo_model(TrainConfig(steps=steps, seed=seed), out, overwrite=overwrite,

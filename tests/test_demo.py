@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import zarr
 from sklearn.metrics import jaccard_score
+
+from geoseg.instances import panoptic_quality
 
 
 def geoseg(*args: str, runs: Path) -> subprocess.CompletedProcess:
@@ -31,7 +34,17 @@ def test_demo_segments_a_scene_and_reports_its_miou(tmp_path):
     assert printed == round(miou, 3)
     assert miou > 0.9  # the bundled model scores 0.976 on an unseen scene of 1024 x 1024
     assert dict(mask["spatial_ref"].attrs) == dict(scene["spatial_ref"].attrs)
-    assert len(list(runs.glob("*-demo-*.json"))) == 1  # its run record
+    assert len(list(runs.glob("*-demo-*.json"))) == 2  # the semantic and the instance job's records
+
+    said = " ".join((result.stderr + result.stdout).split())
+    pq = float(re.search(r"buildings, instance model: panoptic quality ([0-9.]+)", said).group(1))
+    plain = float(re.search(r"components of the U-Net's buildings: panoptic quality ([0-9.]+)",
+                            said).group(1))
+    instances = zarr.open_group(str(out / "instances.zarr"), mode="r")["instances"][...]
+    score = panoptic_quality(scene["instances"][...], instances)[1]
+    assert pq == round(score.pq, 3) and pq > 0.8 > plain  # what the boundary class buys
+    polygons = gpd.read_parquet(out / "instances.zarr" / "polygons.parquet")
+    assert sorted(polygons["id"]) == list(range(1, int(instances.max()) + 1))
 
     again = geoseg("demo", "--size", "1024", "--out", str(out), runs=runs)  # nothing overwritten silently
     assert again.returncode != 0 and "already exists; pass --overwrite" in " ".join(again.stderr.split())

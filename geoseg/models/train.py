@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geoseg.errors import OutputExistsError
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
 from geoseg.models.base import ClassInfo
 from geoseg.models.model import ModelInfo, SegmentationModel
@@ -47,7 +48,7 @@ def train_demo_model(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
     from geoseg.synth import SCENE_CLASSES, make_scene
 
     if Path(out).exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
+        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it.")
     _seed_everything(cfg)
     scenes = [make_scene(cfg.scene_size, cfg.scene_size, seed=cfg.seed * 1000 + i) for i in range(cfg.scenes)]
     val = make_scene(cfg.val_size, cfg.val_size, seed=cfg.seed * 1000 + 999)

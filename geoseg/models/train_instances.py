@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
+from geoseg.errors import OutputExistsError
 from geoseg.instances.panoptic import PanopticScore, panoptic_quality
 from geoseg.models.base import ClassInfo
 from geoseg.models.model import ModelInfo, SegmentationModel
@@ -151,7 +152,7 @@ def train_instance_model(cfg: InstanceTrainConfig, out: str | Path, overwrite: b
     from geoseg.synth import make_scene
 
     if Path(out).exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True to replace it.")
+        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it.")
     start = time.perf_counter()
     _seed_everything(cfg)
     images, targets = _training_tiles(cfg, log)
