@@ -70,6 +70,21 @@ def test_bundled_model_reaches_pq_080_on_a_fresh_scene(model, fresh, classes) ->
     assert score.pq >= 0.8
 
 
+def test_chunked_job_decoder_reaches_pq_080_at_small_chunks(model, fresh, classes) -> None:
+    """What jobs run: seeds labelled over the whole raster, grown in 96 x 80 chunks + halo,
+    seedless edge pixels kept as objects of their own."""
+    import dask.array as da
+
+    from geoseg.instances import instances_from_classes
+
+    labels, _ = instances_from_classes(da.from_array(classes, chunks=(96, 80)),
+                                       interior=_ids(model, "building"),
+                                       boundary=[_ids(model, "building_edge")], halo=16)
+    score = panoptic_quality(fresh.instances, labels.compute())[1]
+    print(f"chunked decoder: PQ {score.pq:.4f} SQ {score.sq:.4f} RQ {score.rq:.4f}")
+    assert score.pq >= 0.8
+
+
 def test_edges_beat_connected_components(model, fresh, classes) -> None:
     network = decode_instances_whole(classes, _ids(model, "building"),
                                      _ids(model, "building_edge"))
