@@ -115,3 +115,22 @@ def test_spec_rejects_a_bad_instances_section():
     with pytest.raises(JobSpecError, match="instances.method"):
         JobSpec.from_dict({"input": {"url": "a"}, "model": {"method": "otsu"},
                            "output": {"url": "o"}, "instances": {"method": "magic"}})
+
+
+def test_an_interrupted_stage_is_redone_on_rerun(tmp_path, cluster_address):
+    """A run killed inside the instance stage leaves it 'running': verify says so, and the
+    next run redoes the stage (its chunks are all skipped) and ends complete."""
+    from geoseg.io.output import OutputTarget
+    from geoseg.io.stages import mark_stage, stage_record
+
+    spec, _ = coins_job(tmp_path, {"classes": [1]})
+    first = run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    target = OutputTarget(str(tmp_path / "out.zarr"))
+    mark_stage(target, "instances", {**stage_record(target, "instances"), "status": "running"})
+    (tmp_path / "out.zarr" / "polygons.parquet").unlink()
+    assert verify_output(target.url).mismatched == ["instances (stage not complete)"]
+
+    again = run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    assert again.n_tasks == 0 and not again.instances.skipped
+    assert again.instances.count == first.instances.count
+    assert (tmp_path / "out.zarr" / "polygons.parquet").exists() and verify_output(target.url).ok
