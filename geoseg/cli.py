@@ -105,8 +105,9 @@ def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
     from geoseg.jobs.status import output_status
 
     st = output_status(url)
+    stages = "".join(f", {name} {state}" for name, state in st.stages.items())
     Console().print(f"{url}: {st.status}, {st.done}/{st.n_chunks} chunks done ({st.fraction:.0%}), "
-                    f"model {st.model}")
+                    f"model {st.model}{stages}")
 
 
 @app.command()

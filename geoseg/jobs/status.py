@@ -20,6 +20,7 @@ class OutputStatus:
     n_chunks: int
     done: int
     model: str | None = None
+    stages: dict[str, str] = field(default_factory=dict)  # instances, edges: their status
 
     @property
     def fraction(self) -> float:
@@ -49,8 +50,9 @@ def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTar
 def output_status(url: str, storage_options: dict[str, Any] | None = None) -> OutputStatus:
     """Progress of the run that writes ``url``, from its manifest."""
     target, attrs = _target(url, storage_options)
+    stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
     return OutputStatus(url, attrs.get("status", "unknown"), int(attrs["n_chunks"]), len(target.done_keys()),
-                        attrs.get("model"))
+                        attrs.get("model"), stages)
 
 
 def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> VerifyReport:

@@ -15,7 +15,7 @@ from skimage.filters import threshold_otsu
 
 from geoseg.errors import JobSpecError
 from geoseg.jobs import JobSpec, run
-from geoseg.jobs.status import verify_output
+from geoseg.jobs.status import output_status, verify_output
 from tests.conftest import TRANSFORM, write_geotiff
 from tests.instances.test_components import assert_same_partition
 
@@ -129,6 +129,7 @@ def test_an_interrupted_stage_is_redone_on_rerun(tmp_path, cluster_address):
     mark_stage(target, "instances", {**stage_record(target, "instances"), "status": "running"})
     (tmp_path / "out.zarr" / "polygons.parquet").unlink()
     assert verify_output(target.url).mismatched == ["instances (stage not complete)"]
+    assert output_status(target.url).stages == {"instances": "running"}
 
     again = run(JobSpec.from_dict(spec), scheduler=cluster_address)
     assert again.n_tasks == 0 and not again.instances.skipped
