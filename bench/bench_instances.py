@@ -1,8 +1,8 @@
 """Connected components at scale: geoseg's chunked ``label`` against dask-image's, on one cluster.
 
     python bench/bench_instances.py [--size 20000] [--chunk 1000] [--objects 150000]
-        [--connectivity 1] [--workers 2] [--memory-limit 4GiB] [--timeout 3600]
-        [--client-memory-limit 10GiB] [--out DIR]
+        [--connectivity 1] [--workers 2] [--memory-limit 4GiB] [--peer-chunk 4000]
+        [--timeout 3600] [--client-memory-limit 10GiB] [--out DIR]
 
 Target (issue 13): dask-image time / geoseg time >= 1.5 on a 20000 x 20000 mask of at least
 100k objects in at least 400 chunks, worker memory bounded by a few chunks.
@@ -17,21 +17,23 @@ The raster does not depend on the chunking. With ``--out`` the mask is kept ther
 later run with the same parameters.
 
 A ``LocalCluster`` of ``--workers`` processes x 1 thread (``--memory-limit`` each) then labels
-the stored mask twice, trimming the workers' heaps (``malloc_trim``) before each run:
+the stored mask, trimming the workers' heaps (``malloc_trim``) before each run:
 
 ``geoseg``: ``geoseg.instances.components.label`` (border pass on the cluster, one union-find on
   the client) then ``labels.to_zarr``; wall time of both, split into phases: border pass, client
   union-find (``_provisional`` and ``relabel_plan``), relabel and write.
-``dask-image``: ``dask_image.ndmeasure.label`` with the same structure, ``labels.to_zarr`` and
-  its count computed together.
+``dask-image @4000``: ``dask_image.ndmeasure.label`` with the same structure on the mask read in
+  ``--peer-chunk`` chunks, ``labels.to_zarr`` and its count computed together: the peer where its
+  graph stays small (it grows with the square of the chunks: 1.44 million tasks for 400).
+``dask-image``: the same on the stored chunks. Last, because a run that fails is left running.
 
 Each worker samples its own resident memory every 20 ms (a worker plugin); the peak per run is
-reported, with the client's. Worker seconds per task kind come from the task stream. The two
-label stores are then compared chunk by chunk: labels are nonzero exactly on the mask, and the
-unique (geoseg id, dask-image id) pairs gathered over all chunks map one to one. If a run fails
-(a worker killed for memory, ``--timeout`` seconds passed, the client process, which holds the
-scheduler, grew past ``--client-memory-limit``) its error is reported instead, with a lower bound
-on the ratio when dask-image is the one that failed. Prints a table and one JSON line.
+reported, with the client's (which holds the scheduler). Worker seconds per task kind come from
+the task stream. geoseg's labels are then compared with each peer's that finished, window by
+window: labels are nonzero exactly on the mask, and the unique (geoseg id, peer id) pairs gathered
+over all windows map one to one. If a run fails (a worker killed for memory, ``--timeout``
+seconds passed, the client process grew past ``--client-memory-limit``) its error is reported
+instead, with a lower bound on the ratio. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -246,12 +248,25 @@ def _worker_peak(dask_worker: object) -> int:
 # -- runs -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Setup:
+    """How the mask is labelled: chunks, structure, cluster, the peer's coarser chunks, limits."""
+
+    chunk: int = 1000
+    connectivity: int = 1
+    workers: int = 2
+    memory_limit: str = "4GiB"  # per worker
+    peer_chunk: int | None = 4000  # dask-image also reads the mask in chunks this large
+    timeout: float = 3600  # seconds per run
+    client_limit: float | None = None  # bytes: the client process holds the scheduler too
+
+
 @dataclass
 class Run:
     """One method's run: seconds, objects, memory and where the time went (or its error)."""
 
     method: str
-    seconds: float = math.nan
+    seconds: float | None = None
     count: int | None = None
     peak_rss: dict[str, int] = field(default_factory=dict)  # worker address -> bytes
     idle_rss: dict[str, int] = field(default_factory=dict)  # before the run, heap trimmed
@@ -308,7 +323,23 @@ def label_dask_image(mask: da.Array, out: str, connectivity: int, phases: dict[s
 
 
 Labeller = Callable[[da.Array, str, int, dict[str, float]], int]
-METHODS: dict[str, Labeller] = {"geoseg": label_geoseg, "dask-image": label_dask_image}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A labeller and the chunks it reads the mask in (None: the stored chunks)."""
+
+    name: str
+    labeller: Labeller
+    chunk: int | None = None
+
+
+def methods(setup: Setup) -> list[Method]:
+    """geoseg, dask-image on coarser chunks, dask-image on the same chunks: last, because a run
+    that times out keeps running (and dask-image's graph grows with the square of the chunks)."""
+    coarse = [Method(f"dask-image @{setup.peer_chunk}", label_dask_image, setup.peer_chunk)]
+    return [Method("geoseg", label_geoseg), *(coarse if setup.peer_chunk else []),
+            Method("dask-image", label_dask_image)]
 
 
 def task_seconds(stream: list[dict]) -> dict[str, float]:
@@ -348,25 +379,29 @@ def call_with_timeout(fn: Callable[[], int], timeout: float,
     return box["value"]
 
 
-def measure(client: Client, method: str, mask_url: str, out: str, connectivity: int,
-            timeout: float, client_limit: float = math.inf) -> Run:
+def measure(client: Client, method: Method, mask_url: str, out: str, setup: Setup) -> Run:
     """Label and write with ``method`` on the cluster, sampling memory."""
-    run = Run(method)
+    run = Run(method.name)
     shutil.rmtree(out, ignore_errors=True)
-    # same worker processes for both methods (restarting them proved flaky here): hand the
+    # same worker processes for every method (restarting them proved flaky here): hand the
     # previous run's freed heap back to the system, then sample from the current resident size
     client.run(_trim_heap)
     run.idle_rss = client.run(_worker_reset)
     client_rss = PeakRss()
-    mask = da.from_zarr(mask_url)
+    mask = da.from_zarr(mask_url, chunks=method.chunk)
+
+    def too_big() -> str | None:
+        if setup.client_limit is None or client_rss.peak <= setup.client_limit:
+            return None
+        return (f"the client process (with the scheduler) passed {setup.client_limit / MIB:.0f} "
+                f"MiB after {time.perf_counter() - t0:.0f} s")
+
     stream, t0 = None, time.perf_counter()
     try:
         with get_task_stream(client) as stream:
             run.count = call_with_timeout(
-                lambda: METHODS[method](mask, out, connectivity, run.phases), timeout,
-                lambda: client_rss.peak > client_limit and (
-                    f"the client process (with the scheduler) passed {client_limit / MIB:.0f} MiB "
-                    f"after {time.perf_counter() - t0:.0f} s"))
+                lambda: method.labeller(mask, out, setup.connectivity, run.phases),
+                setup.timeout, too_big)
             run.seconds = time.perf_counter() - t0
     except Exception as error:  # noqa: BLE001 - a peer failing or running out of memory is a result
         run.error = f"{type(error).__name__}: {error}"[:2000]
@@ -403,11 +438,12 @@ class Agreement:
 
 
 def agree(mask_url: str, ours_url: str, theirs_url: str) -> Agreement:
-    """Same objects up to renumbering, chunk by chunk (threads; one chunk per task in memory)."""
-    mask, ours, theirs = (zarr.open_array(u, mode="r") for u in (mask_url, ours_url, theirs_url))
-    chunks = da.core.normalize_chunks(mask.chunks, mask.shape)
-    tasks = [dask.delayed(chunk_pairs)(mask, ours, theirs, w)
-             for w in da.core.slices_from_chunks(chunks)]
+    """Same objects up to renumbering, window by window (threads; a window is the largest chunk
+    of the three stores, so memory is bounded by a few of those)."""
+    arrays = [zarr.open_array(u, mode="r") for u in (mask_url, ours_url, theirs_url)]
+    window = tuple(max(sides) for sides in zip(*(a.chunks for a in arrays)))
+    chunks = da.core.normalize_chunks(window, arrays[0].shape)
+    tasks = [dask.delayed(chunk_pairs)(*arrays, w) for w in da.core.slices_from_chunks(chunks)]
     parts = dask.compute(*tasks, scheduler="threads")
     pairs = np.unique(np.concatenate([p[0] for p in parts]))
     a, b = pairs >> np.uint64(32), pairs & np.uint64(2**32 - 1)
@@ -420,57 +456,54 @@ def agree(mask_url: str, ours_url: str, theirs_url: str) -> Agreement:
 # -- the benchmark ------------------------------------------------------------------------------
 
 
-def benchmark(folder: Path, scene: Scene, chunk: int, connectivity: int, workers: int,
-              memory_limit: str, timeout: float = 3600, client_limit: float = math.inf) -> dict:
-    """Write (or reuse) the mask, label it both ways on one cluster, compare the results."""
-    mask_url, written = stored_mask(folder, scene, chunk)
-    outs = {m: str(folder / f"labels-{m}.zarr") for m in METHODS}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      memory_limit=memory_limit, dashboard_address=None,
+def benchmark(folder: Path, scene: Scene, setup: Setup) -> dict:
+    """Write (or reuse) the mask, label it every way on one cluster, compare the results."""
+    mask_url, written = stored_mask(folder, scene, setup.chunk)
+    todo = methods(setup)
+    outs = {m.name: str(folder / f"labels-{m.name.replace(' @', '-')}.zarr") for m in todo}
+    with LocalCluster(n_workers=setup.workers, threads_per_worker=1, processes=True,
+                      memory_limit=setup.memory_limit, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         client.register_plugin(WorkerPeakRss())
-        runs = {m: measure(client, m, mask_url, outs[m], connectivity, timeout, client_limit)
-                for m in METHODS}
-    ok = all(r.error is None for r in runs.values())
-    agreement = agree(mask_url, outs["geoseg"], outs["dask-image"]) if ok else None
-    ours, theirs = runs["geoseg"], runs["dask-image"]
-    return {"size": scene.size, "chunk": chunk, "chunks": (-(-scene.size // chunk)) ** 2,
-            "ellipses": scene.objects, "connectivity": connectivity, "workers": workers,
-            "memory_limit": memory_limit, "mask_written_s": written,
-            "runs": {m: asdict(r) for m, r in runs.items()},
-            "ratio": theirs.seconds / ours.seconds if ok else None,
-            "ratio_at_least": theirs.failed_after / ours.seconds
-            if theirs.failed_after and ours.error is None else None,
-            "agreement": asdict(agreement) if agreement else None}
+        runs = {m.name: measure(client, m, mask_url, outs[m.name], setup) for m in todo}
+    ours = runs.pop("geoseg")
+    done = [name for name, r in runs.items() if r.error is None and ours.error is None]
+    return {"size": scene.size, "chunks": (-(-scene.size // setup.chunk)) ** 2,
+            "ellipses": scene.objects, **asdict(setup), "mask_written_s": written,
+            "runs": {"geoseg": asdict(ours), **{n: asdict(r) for n, r in runs.items()}},
+            "ratios": {n: r.seconds / ours.seconds for n, r in runs.items() if n in done},
+            "ratios_at_least": {n: r.failed_after / ours.seconds for n, r in runs.items()
+                                if r.error and ours.error is None},
+            "agreement": {n: asdict(agree(mask_url, outs["geoseg"], outs[n])) for n in done}}
 
 
 def report(result: dict) -> None:
     print(f"\nmask {result['size']}^2, {result['chunks']} chunks of {result['chunk']}, "
           f"connectivity {result['connectivity']}, {result['workers']} workers x 1 thread, "
           f"memory limit {result['memory_limit']} each")
-    print(f"{'method':<11} {'s':>8} {'objects':>9} {'peak worker RSS MiB':>22} "
+    print(f"{'method':<18} {'s':>8} {'objects':>9} {'peak worker RSS MiB':>20} "
           f"{'idle MiB':>10} {'client MiB':>11}")
     for name, r in result["runs"].items():
         peaks = "/".join(f"{v / MIB:.0f}" for v in r["peak_rss"].values()) or "-"
         idle = "/".join(f"{v / MIB:.0f}" for v in r["idle_rss"].values()) or "-"
-        print(f"{name:<11} {r['seconds']:8.2f} {r['count'] or '-':>9} {peaks:>22} {idle:>10} "
+        seconds = "failed" if r["seconds"] is None else f"{r['seconds']:.2f}"
+        print(f"{name:<18} {seconds:>8} {r['count'] or '-':>9} {peaks:>20} {idle:>10} "
               f"{r['client_peak_rss'] / MIB:11.0f}")
         print("    phases (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()))
         print("    worker s by task: " + ", ".join(
             f"{k[:40]} {v:.1f}" for k, v in list(r["task_seconds"].items())[:6]))
         if r["error"]:
-            print(f"    FAILED: {r['error'][:500]}")
-    if result["ratio"] is not None:
-        met = "met" if result["ratio"] >= TARGET else "missed"
-        print(f"dask-image / geoseg time: {result['ratio']:.2f} (target >= {TARGET}: {met})")
-    if result["ratio_at_least"] is not None:
-        print(f"dask-image failed after {result['runs']['dask-image']['failed_after']:.0f} s: "
-              f"dask-image / geoseg time >= {result['ratio_at_least']:.2f}")
-    if result["agreement"]:
-        a = result["agreement"]
-        print(f"same objects up to renumbering: {a['same_partition']} ({a['objects']} id pairs, "
-              f"{a['wrong_pixels']} pixels off the mask, largest ids {a['max_ids']})")
-    print(json.dumps(result))
+            print(f"    FAILED after {r['failed_after']:.0f} s: {r['error'][:500]}")
+    for name, ratio in result["ratios"].items():
+        met = "met" if ratio >= TARGET else "missed"
+        print(f"{name} / geoseg time: {ratio:.2f} (target >= {TARGET}: {met})")
+    for name, ratio in result["ratios_at_least"].items():
+        print(f"{name} / geoseg time: >= {ratio:.2f} ({name} failed)")
+    for name, a in result["agreement"].items():
+        print(f"geoseg and {name}, same objects up to renumbering: {a['same_partition']} "
+              f"({a['objects']} id pairs, {a['wrong_pixels']} pixels off the mask, "
+              f"largest ids {a['max_ids']})")
+    print(json.dumps(result, allow_nan=False))
 
 
 def main() -> None:
@@ -484,6 +517,9 @@ def main() -> None:
                         help="1: faces (4 neighbours), 2: faces and corners (8)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="4GiB", help="per worker")
+    parser.add_argument("--peer-chunk", type=int, default=4000,
+                        help="dask-image also runs on the mask read in chunks this large "
+                             "(0: not)")
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds after which a method's run is reported as not finished")
     parser.add_argument("--client-memory-limit", default="10GiB",
@@ -495,9 +531,9 @@ def main() -> None:
     folder = Path(args.out or tempfile.mkdtemp(prefix="geoseg-bench-instances-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        result = benchmark(folder, Scene(args.size, args.objects, args.seed), args.chunk,
-                           args.connectivity, args.workers, args.memory_limit, args.timeout,
-                           parse_bytes(args.client_memory_limit))
+        setup = Setup(args.chunk, args.connectivity, args.workers, args.memory_limit,
+                      args.peer_chunk or None, args.timeout, parse_bytes(args.client_memory_limit))
+        result = benchmark(folder, Scene(args.size, args.objects, args.seed), setup)
     finally:
         if args.out is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -35,21 +35,27 @@ def test_mask_is_the_same_whatever_the_chunking_with_objects_across_chunks(tmp_p
     assert across.size > 5  # objects on chunk borders
 
 
-def test_benchmark_labels_both_ways_and_they_agree(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture) -> None:
-    result = bench.benchmark(tmp_path, SMALL, 64, connectivity=2, workers=2,
-                             memory_limit="1GiB", timeout=120)
-    ours, theirs = result["runs"]["geoseg"], result["runs"]["dask-image"]
-    assert ours["error"] is None and theirs["error"] is None
-    assert ours["count"] == theirs["count"] > 10
-    assert result["agreement"] == {"same_partition": True, "objects": ours["count"],
-                                   "wrong_pixels": 0, "max_ids": (ours["count"],) * 2}
-    assert result["ratio"] > 0 and result["chunks"] == 9
+def test_benchmark_labels_every_way_and_they_agree(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    setup = bench.Setup(chunk=64, connectivity=2, workers=2, memory_limit="1GiB", peer_chunk=128,
+                        timeout=120)
+    result = bench.benchmark(tmp_path, SMALL, setup)
+    runs = result["runs"]
+    assert list(runs) == ["geoseg", "dask-image @128", "dask-image"]
+    assert all(r["error"] is None for r in runs.values())
+    count = runs["geoseg"]["count"]
+    assert count > 10 and all(r["count"] == count for r in runs.values())
+    for peer in ("dask-image @128", "dask-image"):
+        assert result["agreement"][peer] == {"same_partition": True, "objects": count,
+                                             "wrong_pixels": 0, "max_ids": (count, count)}
+        assert result["ratios"][peer] > 0
+    assert result["chunks"] == 9 and result["ratios_at_least"] == {}
+    ours = runs["geoseg"]
     assert set(ours["phases"]) == {"border pass", "union-find (client)", "relabel + write"}
-    assert ours["task_seconds"] and theirs["task_seconds"]
-    assert all(peak > 0 for peak in ours["peak_rss"].values()) and len(ours["peak_rss"]) == 2
+    assert ours["task_seconds"] and runs["dask-image"]["task_seconds"]
+    assert len(ours["peak_rss"]) == 2 and all(peak > 0 for peak in ours["peak_rss"].values())
     bench.report(result)
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["ratio"] == result["ratio"]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["ratios"] == result["ratios"]
 
 
 def test_agreement_sees_a_merge_and_pixels_off_the_mask(tmp_path: Path) -> None:
@@ -70,8 +76,7 @@ def test_agreement_sees_a_merge_and_pixels_off_the_mask(tmp_path: Path) -> None:
     assert not spill.same_partition and spill.wrong_pixels == 1
 
 
-def test_a_failing_or_slow_method_is_reported_not_raised(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_or_slow_method_is_reported_not_raised(tmp_path: Path) -> None:
     with pytest.raises(TimeoutError, match="did not finish within"):
         bench.call_with_timeout(lambda: time.sleep(2) or 0, 0.05)
     with pytest.raises(MemoryError, match="too big"):
@@ -81,11 +86,12 @@ def test_a_failing_or_slow_method_is_reported_not_raised(tmp_path: Path,
     def out_of_memory(*args: object) -> int:
         raise MemoryError("no room")
 
-    monkeypatch.setitem(bench.METHODS, "failing", out_of_memory)
     url = str(tmp_path / "mask.zarr")
     bench.write_mask(url, SCENE, 100)
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         client.register_plugin(bench.WorkerPeakRss())
-        run = bench.measure(client, "failing", url, str(tmp_path / "out.zarr"), 1, timeout=60)
-    assert run.error == "MemoryError: no room" and run.count is None and np.isnan(run.seconds)
+        run = bench.measure(client, bench.Method("failing", out_of_memory), url,
+                            str(tmp_path / "out.zarr"), bench.Setup(timeout=60))
+    assert run.error == "MemoryError: no room" and run.count is None and run.seconds is None
+    assert run.failed_after is not None
