@@ -24,6 +24,12 @@ DEFAULTS = {
     "GEOSEG_RETRY_DELAY": "0.5",  # seconds before the first retry; doubles at each one
     "GEOSEG_GPUS": "auto",  # GPUs of a local cluster: auto, none, or ids such as 0,1
     "GEOSEG_GPU_THREADS": "4",  # threads per GPU worker: they read the next regions meanwhile
+    # budgets (geoseg.budgets), checked from metadata before any read or allocation
+    "GEOSEG_MAX_PIXELS": "1e11",  # spatial pixels (voxels) of one input
+    "GEOSEG_MAX_TASKS": "1e6",  # tasks (output chunks or shards) of one job or output
+    "GEOSEG_MAX_WINDOW_BYTES": str(2 << 30),  # input bytes one task reads
+    "GEOSEG_MAX_MODEL_PARAMETERS": "1e9",  # values in a model file's network
+    "GEOSEG_MAX_MODEL_BYTES": str(8 << 30),  # memory the network's weights take
 }
 GPU_ID = re.compile(r"^\d+$|^(GPU|MIG)-[\w/-]+$")  # what CUDA_VISIBLE_DEVICES accepts
 

@@ -119,3 +119,9 @@ class SettingError(GeosegError, ValueError):
 
 class InstanceError(GeosegError, ValueError):
     """A mask, connectivity or instance setting that cannot give instances (dimensions, dtype)."""
+
+
+class BudgetError(GeosegError, ValueError):
+    """A figure an input, a job or a model file declares (pixels, tasks, bytes per read window,
+    model parameters or memory) over its limit; the message names the ``GEOSEG_*`` setting
+    that raises it."""

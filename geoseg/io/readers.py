@@ -15,6 +15,7 @@ import zarr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from geoseg import budgets
 from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import images, mosaic, omezarr, remote
 from geoseg.io.georef import GeoRef
@@ -90,13 +91,19 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
     storage errors are retried; a missing bucket or object and access denied raise geoseg errors.
 
     A glob pattern (``s3://bucket/scenes/*.tif``) or a list of URLs is read as one mosaic of
-    scenes on a common grid (:mod:`geoseg.io.mosaic`)."""
+    scenes on a common grid (:mod:`geoseg.io.mosaic`).
+
+    A raster declaring more pixels than ``GEOSEG_MAX_PIXELS`` raises
+    :class:`~geoseg.errors.BudgetError` (:mod:`geoseg.budgets`) before any pixel is read."""
     so = dict(storage_options or {})
     if not isinstance(url, str) or mosaic.is_glob(url):
-        return _mosaic(url, so, variable=variable, bands=bands, level=level)
-    with remote.storage_errors(url, so, "Reading"):
-        return remote.call_with_retries(_open_source, url, so, variable, bands, level, pages,
-                                        url=url, storage_options=so)
+        source = _mosaic(url, so, variable=variable, bands=bands, level=level)
+    else:
+        with remote.storage_errors(url, so, "Reading"):
+            source = remote.call_with_retries(_open_source, url, so, variable, bands, level, pages,
+                                              url=url, storage_options=so)
+    budgets.check_pixels(source.shape[1:], f"input {remote.public_url(source.url)}")
+    return source
 
 
 def _mosaic(urls: str | Sequence[str], so: dict[str, Any], **options: Any) -> RasterSource:

@@ -1,0 +1,177 @@
+"""Budgets: limits on what an input, a job or a model file may declare, checked before any
+read or allocation.
+
+A file's header costs nothing to write and can declare anything: a 10 KB TIFF declaring
+10**12 pixels, a 2 MB model file whose config builds a network of 10**13 parameters. Each
+figure is checked here, from metadata alone, against a limit that a ``GEOSEG_*`` setting
+raises (see :data:`geoseg.config.DEFAULTS`):
+
+==============================  =========================================  ================
+setting                         bounds                                     default
+==============================  =========================================  ================
+``GEOSEG_MAX_PIXELS``           spatial pixels (or voxels) of one input    ``1e11``
+``GEOSEG_MAX_TASKS``            tasks (output chunks or shards) of a job   ``1e6``
+``GEOSEG_MAX_WINDOW_BYTES``     bytes of the input window one task reads   ``2 GiB``
+``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
+``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
+==============================  =========================================  ================
+
+Every refusal is a :class:`~geoseg.errors.BudgetError` that says the figure, the limit and
+the setting that raises it. The checks are pure arithmetic on figures; this module imports
+neither dask nor torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from geoseg import config
+from geoseg.errors import BudgetError, SettingError
+from geoseg.tiling.plan import read_window, region_tiles
+
+if TYPE_CHECKING:
+    from geoseg.jobs.runner import PreparedJob
+
+MAX_PIXELS = "GEOSEG_MAX_PIXELS"
+MAX_TASKS = "GEOSEG_MAX_TASKS"
+MAX_WINDOW_BYTES = "GEOSEG_MAX_WINDOW_BYTES"
+MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
+MAX_MODEL_BYTES = "GEOSEG_MAX_MODEL_BYTES"
+
+
+def limit(setting: str) -> int:
+    """The limit ``setting`` (e.g. ``"GEOSEG_MAX_PIXELS"``) holds now: a whole number > 0,
+    written as digits or in exponent form (``100000000000``, ``1e11``).
+
+    Raises
+    ------
+    SettingError
+        When the value is not a whole number > 0.
+    """
+    text = config.get(setting)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1 and value == int(value)):
+        raise SettingError(f"{setting}: received {text!r}; expected a whole number > 0, such as "
+                           f"{config.DEFAULTS[setting]} (the default) or 1e12.")
+    return int(value)
+
+
+def figure(n: float) -> str:
+    """``n`` as the messages write it: digits below a million, else ``1e12``, ``1.53e7``."""
+    if n < 1e6:
+        return str(int(n))
+    mantissa, exponent = f"{n:.3g}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def size(n_bytes: float) -> str:
+    """Bytes in binary units: ``512 MiB``, ``2 GiB``, ``3.73 TiB``."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{int(n_bytes)} B"
+
+
+def check(value: int, setting: str, said: str, advice: str) -> None:
+    """Raise :class:`BudgetError` when ``value`` exceeds the limit ``setting`` holds.
+
+    Parameters
+    ----------
+    value
+        The figure declared or implied.
+    setting
+        The ``GEOSEG_*`` setting that holds its limit.
+    said
+        What declares the figure and the figure itself, e.g. ``"input x declares 3 x 4 = 12
+        pixels"``; the limit and the setting follow it in the message.
+    advice
+        What to do instead of (or besides) raising the limit.
+    """
+    allowed = limit(setting)
+    if value > allowed:
+        raise BudgetError(f"{said}; the limit is {figure(allowed)} ({setting}). {advice}")
+
+
+def check_pixels(shape: Sequence[int], what: str) -> None:
+    """Refuse an input whose spatial ``shape`` (``(y, x)`` or ``(z, y, x)``) holds more pixels
+    than ``GEOSEG_MAX_PIXELS``; ``what`` names the input (a public URL)."""
+    pixels = math.prod(int(n) for n in shape)
+    unit = "voxels" if len(shape) == 3 else "pixels"
+    declared = " x ".join(str(int(n)) for n in shape)
+    check(pixels, MAX_PIXELS, f"{what} declares {declared} = {figure(pixels)} {unit}",
+          "Raise it if the raster is real: a header can declare any size, and one this "
+          "large is more often a corrupt or hostile file.")
+
+
+def check_tasks(n_tasks: int, what: str) -> None:
+    """Refuse a job, or an output, of more than ``GEOSEG_MAX_TASKS`` tasks (chunks)."""
+    check(n_tasks, MAX_TASKS, f"{what} has {figure(n_tasks)} tasks (chunks)",
+          "Use larger output.chunks (or output.shards) so each task writes more, or raise "
+          "the limit if the scheduler has the memory for so many tasks.")
+
+
+def window_bytes(window: Sequence[int], n_bands: int, dtype: str) -> int:
+    """Bytes of a ``(n_bands, *window)`` block of ``dtype``."""
+    return n_bands * math.prod(int(n) for n in window) * np.dtype(dtype).itemsize
+
+
+def check_window(window: Sequence[int], n_bands: int, dtype: str, what: str) -> None:
+    """Refuse a read window of ``n_bands`` x ``window`` values of ``dtype`` over
+    ``GEOSEG_MAX_WINDOW_BYTES``."""
+    n_bytes = window_bytes(window, n_bands, dtype)
+    shape = " x ".join(str(int(n)) for n in (n_bands, *window))
+    check(n_bytes, MAX_WINDOW_BYTES,
+          f"{what} reads windows of {shape} {dtype} = {size(n_bytes)} ({figure(n_bytes)} bytes)",
+          "Use smaller output.chunks, inference.tile or inference.halo, select fewer "
+          "bands, or raise the limit if the workers have the memory.")
+
+
+def check_model(n_parameters: int, n_bytes: int, what: str) -> None:
+    """Refuse a network of more than ``GEOSEG_MAX_MODEL_PARAMETERS`` values or whose weights
+    take more than ``GEOSEG_MAX_MODEL_BYTES``, before it is built.
+
+    Parameters
+    ----------
+    n_parameters
+        Values in the network's parameters and buffers, counted on torch's meta device.
+    n_bytes
+        Bytes those values take once built (each at its dtype's size).
+    what
+        Names the model file and its architecture and config.
+    """
+    advice = "Check the file's config; raise the limit only if the network is meant to be that large."
+    check(n_parameters, MAX_MODEL_PARAMETERS,
+          f"{what} builds a network of {figure(n_parameters)} parameters", advice)
+    check(n_bytes, MAX_MODEL_BYTES,
+          f"{what} builds a network whose weights take {size(n_bytes)} ({figure(n_bytes)} bytes)",
+          advice)
+
+
+def largest_window(prepared: PreparedJob) -> tuple[int, ...]:
+    """The input window one task of ``prepared`` reads: a region in the middle of the raster
+    with its halo or blended windows (edge regions read less)."""
+    shape, region = prepared.source.shape[1:], prepared.chunks
+    middle = tuple(slice(s, min(s + r, n))
+                   for n, r in zip(shape, region) for s in [(n // r // 2) * r if n > r else 0])
+    if prepared.work is None:  # a method to be fitted: no tiling yet, its region is what it reads
+        return tuple(s.stop - s.start for s in middle)
+    window = read_window(region_tiles(prepared.work.spec, middle))
+    return tuple(min(w.stop, n) - w.start for w, n in zip(window, shape))
+
+
+def check_job(prepared: PreparedJob) -> None:
+    """Refuse a prepared job of more tasks than ``GEOSEG_MAX_TASKS``, or whose tasks each read
+    more than ``GEOSEG_MAX_WINDOW_BYTES``; from its plan alone, before anything is read."""
+    from geoseg.jobs.provenance import public_url  # a layer above: only its URL helper
+
+    what = f"the job on {public_url(prepared.spec.input.url)}"
+    check_tasks(prepared.n_tasks, what)
+    check_window(largest_window(prepared), prepared.source.shape[0], prepared.source.dtype, what)
+
