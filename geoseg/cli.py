@@ -120,7 +120,8 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
         Console().print(f"ok: {report.checked} chunks match their checksums")
         return
     console.print(f"[red]{len(report.missing)} chunk(s) missing[/] {report.missing[:10]}, "
-                  f"[red]{len(report.mismatched)} mismatched[/] {report.mismatched[:10]}")
+                  f"[red]{len(report.mismatched)} mismatched[/] {report.mismatched[:10]}, "
+                  f"[red]{len(report.undecodable)} undecodable[/] {report.undecodable[:10]}")
     raise typer.Exit(1)
 
 

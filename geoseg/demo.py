@@ -35,7 +35,7 @@ class DemoResult:
 
 def write_scene(scene: Any, url: str, *, chunks: int = 1024) -> str:
     """Write a :class:`~geoseg.synth.Scene` as a georeferenced Zarr group (``image``, ``labels``)."""
-    group = zarr.open_group(url, mode="w-")
+    group = zarr.open_group(url, mode="w-", attributes={"geoseg": {"demo_scene": True}})
     height, width = scene.labels.shape
     grid = {"grid_mapping": "spatial_ref", "nodata": 0, "band_names": list(scene.bands)}
     image = group.create_array("image", shape=scene.image.shape, dtype="uint8", chunks=(3, chunks, chunks),

@@ -121,6 +121,10 @@ class InstanceError(GeosegError, ValueError):
     """A mask, connectivity or instance setting that cannot give instances (dimensions, dtype)."""
 
 
+class OutputBusyError(GeosegError, RuntimeError):
+    """Another live run holds the lease on the output this run would write."""
+
+
 class BudgetError(GeosegError, ValueError):
     """A figure an input, a job or a model file declares (pixels, tasks, bytes per read window,
     model parameters or memory) over its limit; the message names the ``GEOSEG_*`` setting

@@ -125,10 +125,28 @@ def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bo
     return False
 
 
+def written_by_geoseg(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether ``url`` holds a Zarr group that geoseg wrote (it has ``geoseg`` attributes)."""
+    kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options else {}
+    try:
+        return "geoseg" in zarr.open_group(url, mode="r", **kwargs).attrs
+    except Exception:  # noqa: BLE001 - anything unreadable as a geoseg group is not one
+        return False
+
+
 def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Delete what geoseg wrote at ``url``; refuse (deleting nothing) anything else there."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    if fs.exists(path.rstrip("/")):
-        fs.rm(path.rstrip("/"), recursive=True)
+    if not fs.exists(path.rstrip("/")):
+        return
+    if not written_by_geoseg(url, storage_options):
+        from geoseg.jobs.provenance import public_url
+
+        raise OutputExistsError(
+            f"{public_url(url)} exists and is not something geoseg wrote (no Zarr group with "
+            "geoseg attributes there); nothing was deleted, even with --overwrite. Choose "
+            "another output URL, or remove it yourself if it is really to go.")
+    fs.rm(path.rstrip("/"), recursive=True)
 
 
 def create_output(

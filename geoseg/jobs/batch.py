@@ -506,7 +506,7 @@ class BatchRunner:
             self._record(job, check.identity)
 
         report = run(job, cluster=self.cluster, overwrite=replace, client=client,
-                     on_start=started, on_done=lambda _: lease.check())
+                     on_start=started, on_done=lambda _: lease.check(), lease=lease)
         state = "done" if report.n_tasks else "skipped"
         state = "changed" if check.decision == "changed" else state
         return self._result(item, state, identity=check.identity, chunks=report.n_tasks)
@@ -515,7 +515,7 @@ class BatchRunner:
         job = self.job_spec(item)
         check = self._check(job)
         holder = read_lease(item.output, job.output.storage_options)
-        if check.decision != "skipped" and holder is not None and not holder.expired():
+        if check.decision != "skipped" and holder is not None and not holder.stale():
             return self._result(item, "leased", identity=check.identity, holder=holder.owner)
         return self._result(item, check.decision, identity=check.identity,
                             chunks=self._chunks_to_compute(job, check))

@@ -69,6 +69,25 @@ class LeaseRecord:
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires
 
+    def owner_gone(self) -> bool:
+        """Whether the owner is a process of this machine that no longer exists (killed, or
+        crashed without releasing): its lease need not be waited out."""
+        host, _, rest = self.owner.rpartition("-")[0].rpartition("-")
+        pid = int(rest) if rest.isdigit() else 0
+        if host != socket.gethostname() or pid <= 0 or pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+        return False
+
+    def stale(self) -> bool:
+        """Expired, or held by a process of this machine that is gone."""
+        return self.expired() or self.owner_gone()
+
     def to_bytes(self) -> bytes:
         return json.dumps({"owner": self.owner, "batch": self.batch, "output": self.output,
                            "created": _iso(self.created), "expires": _iso(self.expires),
@@ -341,7 +360,7 @@ class Lease:
             if current is None:
                 continue
             self.holder = LeaseRecord.from_bytes(current[0])
-            if not self.holder.expired():
+            if not self.holder.stale():
                 return False
             token = self._store.swap(record.to_bytes(), current[1])
             if token is not None:

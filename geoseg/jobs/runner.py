@@ -16,15 +16,22 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
-from geoseg import budgets, logs
+from geoseg import logs
 from geoseg.ensembles import TTA, Ensemble
-from geoseg.errors import ClusterConfigError, GeosegError, JobSpecError, OutputExistsError
+from geoseg.errors import (
+    ClusterConfigError,
+    GeosegError,
+    JobSpecError,
+    OutputBusyError,
+    OutputExistsError,
+)
 from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
 from geoseg.io import stages
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import provenance, tracking
+from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.spec import ClusterSpec, JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.methods.edges import Canny, hysteresis
@@ -37,6 +44,8 @@ from geoseg.parallel.segment import default_chunk, region_work
 from geoseg.parallel.store import ReferenceLabels, RegionStats, run_regions, score_regions
 from geoseg.parallel.tasks import RegionWork
 from geoseg.tiling.plan import n_regions, round_up
+
+LEASE_SECONDS = 600.0  # renewed every third; a killed run's lease on this machine is taken at once
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """Open the input's metadata, load the model (or check the method) and check they fit.
 
     Writes nothing and computes nothing; a classical method that needs global
-    statistics is fitted later, by :meth:`PreparedJob.fitted`. A job over its budgets
-    (:mod:`geoseg.budgets`) raises :class:`~geoseg.errors.BudgetError`.
+    statistics is fitted later, by :meth:`PreparedJob.fitted`.
     """
     with _key("input.url"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
@@ -123,7 +131,6 @@ def prepare(spec: JobSpec) -> PreparedJob:
     model = _build(spec.model, source, fit=False)
     prepared = PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
     prepared.reference  # noqa: B018 - opens and checks the reference labels now, before any compute
-    budgets.check_job(prepared)  # tasks and bytes per read window, from the plan alone
     return prepared
 
 
@@ -215,7 +222,8 @@ def _check_chunks(spec: JobSpec, source: RasterSource) -> None:
 def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: bool = False,
         on_start: Callable[[int], None] | None = None,
         on_done: Callable[[RegionStats], None] | None = None,
-        client: Client | None = None, cluster: str | None = None) -> RunReport:
+        client: Client | None = None, cluster: str | None = None,
+        lease: Lease | None = None) -> RunReport:
     """Run a job: read, segment and write every output chunk, then record provenance.
 
     The spec's ``cluster`` section says where (``cluster.kind``: local, address, slurm, pbs,
@@ -223,6 +231,10 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     ``scheduler`` (an address) overrides it. With none of them (nor ``DASK_SCHEDULER_ADDRESS``)
     a local cluster of worker processes is started; a ``client`` given is used instead (jobs in
     threads may share one). An existing output is refused unless ``overwrite``.
+
+    The run writes under a lease on the output (:mod:`geoseg.jobs.lease`; a batch passes the
+    one it holds), so two runs never write one output at once; the output's status says
+    ``failed`` or ``interrupted`` when the run ends that way.
     """
     spec = job if isinstance(job, JobSpec) else load_job(job)
     where = _where(spec, scheduler, cluster)
@@ -231,33 +243,86 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     out = spec.output
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
-    with (contextlib.nullcontext(client) if client is not None else connect(where)) as active:
+    with _leased(out.url, out.storage_options, lease), \
+            (contextlib.nullcontext(client) if client is not None else connect(where)) as active:
         prepared = prepared.fitted()
         target, skip = _open_or_create(prepared, overwrite)
-        dashboard = logs.dashboard_link(active)
-        logs.job_started(spec, prepared.n_tasks, len(skip), dashboard)
-        if on_start is not None:
-            on_start(prepared.n_tasks - len(skip))
-        t_compute = time.perf_counter()
-        with models_on_workers(active, prepared.work):
-            stats = run_regions(active, prepared.work, prepared.source, target, chunks=prepared.chunks,
-                                n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
-                                skip=skip, on_done=on_done, reference=prepared.reference)
-        compute_seconds = time.perf_counter() - t_compute
-        finish_edges(prepared, target)
-        instances = instance_stage(prepared, target)
-        used = _cluster_info(active, cluster_kind(where))
-        measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
-                    "stored_confusion": _score_skipped(active, prepared, target, skip)}
-    seconds = time.perf_counter() - t0
-    report = _report(prepared, stats, seconds, compute_seconds, started, used, skipped=len(skip),
-                     **measured)
-    if instances is not None:
-        report.instances = instances
-        report.provenance["instances"] = instances.record()
+        with _failure_recorded(target):
+            report = _compute(prepared, target, skip, active, where, on_start, on_done, started, t0)
     _publish(report, spec, target, tracker)
     logs.job_finished(report)
     return report
+
+
+def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active: Client,
+             where: ClusterSpec, on_start: Callable[[int], None] | None,
+             on_done: Callable[[RegionStats], None] | None, started: str,
+             t0: float) -> RunReport:
+    """Segment every chunk not in ``skip``, then the stages; the run's report."""
+    spec, out = prepared.spec, prepared.spec.output
+    dashboard = logs.dashboard_link(active)
+    logs.job_started(spec, prepared.n_tasks, len(skip), dashboard)
+    if on_start is not None:
+        on_start(prepared.n_tasks - len(skip))
+    t_compute = time.perf_counter()
+    with models_on_workers(active, prepared.work):
+        stats = run_regions(active, prepared.work, prepared.source, target, chunks=prepared.chunks,
+                            n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
+                            skip=skip, on_done=on_done, reference=prepared.reference)
+    compute_seconds = time.perf_counter() - t_compute
+    finish_edges(prepared, target)
+    instances = instance_stage(prepared, target)
+    used = _cluster_info(active, cluster_kind(where))
+    measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
+                "stored_confusion": _score_skipped(active, prepared, target, skip)}
+    report = _report(prepared, stats, time.perf_counter() - t0, compute_seconds, started, used,
+                     skipped=len(skip), **measured)
+    if instances is not None:
+        report.instances = instances
+        report.provenance["instances"] = instances.record()
+    return report
+
+
+@contextlib.contextmanager
+def _leased(url: str, storage_options: dict[str, Any], lease: Lease | None) -> Iterator[None]:
+    """Hold ``lease`` (a batch's), or take one on the output for this run and renew it."""
+    if lease is not None:
+        yield
+        return
+    own = Lease(url, storage_options, owner=new_owner_id(), seconds=LEASE_SECONDS)
+    if not own.acquire():
+        holder = own.holder
+        raise OutputBusyError(
+            f"Another run is writing {provenance.public_url(url)} (lease held by "
+            f"{holder.owner if holder else 'unknown'}, until {_when(holder)}); nothing was "
+            "written. Wait for it (geoseg status shows it), or write elsewhere.")
+    with own.renewing():
+        yield
+
+
+def _when(holder: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.expires)) if holder else "?"
+
+
+@contextlib.contextmanager
+def _failure_recorded(target: OutputTarget) -> Iterator[None]:
+    """Mark the output ``interrupted`` or ``failed`` (with the error's type) if the run ends so."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        target.finalize({"status": "interrupted"})
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the store itself may be what failed
+            target.finalize({"status": "failed", "error": _error_summary(exc)})
+        raise
+
+
+def _error_summary(exc: BaseException) -> str:
+    """The error's type, and for geoseg's own errors (public URLs only) its first line."""
+    if isinstance(exc, GeosegError):
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    return type(exc).__name__
 
 
 @contextlib.contextmanager

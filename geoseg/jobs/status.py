@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
+
+import fsspec
 
 from geoseg.errors import RasterNotFoundError
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, output_exists
 from geoseg.io.stages import verify_stage
+from geoseg.jobs.lease import read_lease
 from geoseg.tiling.plan import regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
@@ -31,12 +35,13 @@ class OutputStatus:
 class VerifyReport:
     url: str
     checked: int
-    missing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # not recorded, or its stored objects gone
     mismatched: list[str] = field(default_factory=list)
+    undecodable: list[str] = field(default_factory=list)  # stored bytes that no longer decode
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.mismatched
+        return not self.missing and not self.mismatched and not self.undecodable
 
 
 def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTarget, dict[str, Any]]:
@@ -51,8 +56,35 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     """Progress of the run that writes ``url``, from its manifest."""
     target, attrs = _target(url, storage_options)
     stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
-    return OutputStatus(url, attrs.get("status", "unknown"), int(attrs["n_chunks"]), len(target.done_keys()),
-                        attrs.get("model"), stages)
+    return OutputStatus(url, run_state(url, storage_options, attrs), int(attrs["n_chunks"]),
+                        len(target.done_keys()), attrs.get("model"), stages)
+
+
+def _absent_objects(target: OutputTarget, array: Any, region: tuple[slice, ...]) -> bool:
+    """Whether a storage object (chunk or shard) of ``array`` inside ``region`` is gone. A
+    chunk of the fill value is never stored, so absence alone is no fault: only together
+    with a checksum that no longer matches."""
+    fs, root = fsspec.core.url_to_fs(target.url, **target.storage_options)
+    grid = array.shards or array.chunks
+    ranges = [range(r.start // g, -(-r.stop // g)) for r, g in zip(region, grid)]
+    return any(not fs.exists(f"{root.rstrip('/')}/{array.path}/"
+                             f"{array.metadata.encode_chunk_key(coords)}")
+               for coords in itertools.product(*ranges))
+
+
+def run_state(url: str, storage_options: dict[str, Any] | None, attrs: dict[str, Any]) -> str:
+    """What the output says, checked against its lease: ``running`` only while a run holds a
+    live lease on it; a ``running`` output without one was ``interrupted`` (its run was killed
+    or lost); ``failed`` with the error's type."""
+    status = attrs.get("status", "unknown")
+    if status == "failed":
+        return f"failed ({attrs.get('error', 'no error recorded')})"
+    if status != "running":
+        return status
+    holder = read_lease(url, storage_options)
+    if holder is None or holder.stale():
+        return "interrupted (no run holds it now; run the job again to resume)"
+    return f"running (lease held by {holder.owner})"
 
 
 def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> VerifyReport:
@@ -69,8 +101,15 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
         report.checked += 1
         if recorded is None:
             report.missing.append(key)
-        elif recorded != chunk_checksum(*(target.read(n, region) for n in names)):
-            report.mismatched.append(key)
+            continue
+        try:
+            actual = chunk_checksum(*(target.read(n, region) for n in names))
+        except Exception:  # noqa: BLE001 - any codec's complaint: the stored bytes do not decode
+            report.undecodable.append(key)
+            continue
+        if recorded != actual:
+            absent = _absent_objects(target, classes, region)
+            (report.missing if absent else report.mismatched).append(key)
     for stage in STAGES:
         report.mismatched.extend(verify_stage(target, stage))
     return report

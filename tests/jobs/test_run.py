@@ -63,7 +63,7 @@ def test_geotiff_job_keeps_crs_transform_and_nodata(tmp_path, image, model_path,
     assert ds["classes"].attrs["nodata"] == 255
 
 
-def test_existing_output_is_refused_untouched_then_replaced_with_overwrite(
+def test_a_folder_geoseg_did_not_write_is_never_deleted_even_with_overwrite(
         tmp_path, image, model_path, cluster_address):
     src = write_zarr(tmp_path / "in.zarr", image)
     out = tmp_path / "out.zarr"
@@ -73,8 +73,17 @@ def test_existing_output_is_refused_untouched_then_replaced_with_overwrite(
     with pytest.raises(OutputExistsError, match="nothing was written.*--overwrite"):
         run(spec, scheduler=cluster_address)
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
-    run(spec, scheduler=cluster_address, overwrite=True)
-    assert not (out / "precious.txt").exists()
+    with pytest.raises(OutputExistsError, match="not something geoseg wrote.*nothing was deleted"):
+        run(spec, scheduler=cluster_address, overwrite=True)
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_an_output_geoseg_wrote(tmp_path, image, model_path, cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", image)
+    out = tmp_path / "out.zarr"
+    run(JobSpec.from_dict(job_dict(src, model_path, str(out), tile=None)), scheduler=cluster_address)
+    run(JobSpec.from_dict(job_dict(src, model_path, str(out))), scheduler=cluster_address,
+        overwrite=True)
     assert zarr.open_group(str(out), mode="r")["classes"].shape == image.shape[1:]
 
 
