@@ -110,11 +110,12 @@ def check_pixels(shape: Sequence[int], what: str) -> None:
           "large is more often a corrupt or hostile file.")
 
 
-def check_tasks(n_tasks: int, what: str) -> None:
-    """Refuse a job, or an output, of more than ``GEOSEG_MAX_TASKS`` tasks (chunks)."""
+def check_tasks(n_tasks: int, what: str, advice: str = "") -> None:
+    """Refuse a job, or an output, of more than ``GEOSEG_MAX_TASKS`` tasks (chunks); ``advice``
+    replaces the default (larger chunks, or a higher limit)."""
     check(n_tasks, MAX_TASKS, f"{what} has {figure(n_tasks)} tasks (chunks)",
-          "Use larger output.chunks (or output.shards) so each task writes more, or raise "
-          "the limit if the scheduler has the memory for so many tasks.")
+          advice or "Use larger output.chunks (or output.shards) so each task writes more, or "
+          "raise the limit if the scheduler has the memory for so many tasks.")
 
 
 def window_bytes(window: Sequence[int], n_bands: int, dtype: str) -> int:

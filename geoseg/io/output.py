@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from geoseg.errors import OutputExistsError
 from geoseg.io import remote
@@ -78,9 +80,14 @@ class OutputTarget:
 
     @remote.retrying("Reading")
     def done_keys(self) -> set[str]:
-        """Keys of every chunk a finished task recorded."""
-        done = np.asarray(self.open_group(mode="r")[MANIFEST_DONE][...])
-        return {".".join(map(str, index)) for index in np.argwhere(done)}
+        """Keys of every chunk a finished task recorded (:func:`stored_chunks` of the manifest)."""
+        return sync(_collect(stored_chunks(self.open_group(mode="r")[MANIFEST_DONE]), set()))
+
+    @remote.retrying("Reading")
+    def count_done(self) -> int:
+        """How many chunks a finished task recorded, counted as the manifest is listed: time and
+        memory grow with what was written, not with the chunks the output declares."""
+        return sync(_count(stored_chunks(self.open_group(mode="r")[MANIFEST_DONE])))
 
     @remote.retrying("Reading")
     def checksum(self, key: str) -> str | None:
@@ -100,6 +107,45 @@ class OutputTarget:
 
 MANIFEST_DONE = "manifest_done"
 MANIFEST_SHA = "manifest_sha256"
+
+
+async def stored_chunks(array: zarr.Array) -> AsyncIterator[str]:
+    """Keys (``"i.j"``) of the chunks of ``array`` that are stored, as the store lists them.
+
+    A chunk holding only the fill value is never stored, so in the manifest a stored chunk is
+    a chunk marked done. Reading the manifest instead costs one request per chunk the output
+    declares (hours for 10**7 chunks), whether or not any was written."""
+    prefix = f"{array.store_path.path}/"
+    encoding = array.metadata.chunk_key_encoding
+    async for name in array.store_path.store.list_prefix(prefix):
+        coords = _chunk_coords(name.removeprefix(prefix), encoding)
+        if coords is not None and len(coords) == array.ndim:
+            yield ".".join(map(str, coords))
+
+
+def _chunk_coords(name: str, encoding: Any) -> tuple[int, ...] | None:
+    """The grid coordinates a stored chunk's ``name`` encodes (``c/0/1`` or ``0.1``), or
+    ``None`` for anything else (metadata)."""
+    separator = encoding.separator
+    if getattr(encoding, "name", "default") == "default":
+        if not name.startswith(f"c{separator}"):
+            return None
+        name = name[2:]
+    parts = name.split(separator)
+    return tuple(map(int, parts)) if all(part.isdigit() for part in parts) else None
+
+
+async def _collect(keys: AsyncIterator[str], into: set[str]) -> set[str]:
+    async for key in keys:
+        into.add(key)
+    return into
+
+
+async def _count(keys: AsyncIterator[str]) -> int:
+    n = 0
+    async for _ in keys:
+        n += 1
+    return n
 
 
 def chunk_key(region: tuple[slice, ...], chunks: tuple[int, ...]) -> str:

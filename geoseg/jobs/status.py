@@ -8,11 +8,13 @@ from typing import Any
 
 import fsspec
 
+from geoseg.budgets import check_tasks
 from geoseg.errors import RasterNotFoundError
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, output_exists
 from geoseg.io.stages import verify_stage
 from geoseg.jobs.lease import read_lease
-from geoseg.tiling.plan import regions
+from geoseg.jobs.provenance import public_url
+from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
 
@@ -57,7 +59,7 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     target, attrs = _target(url, storage_options)
     stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
     return OutputStatus(url, run_state(url, storage_options, attrs), int(attrs["n_chunks"]),
-                        len(target.done_keys()), attrs.get("model"), stages)
+                        target.count_done(), attrs.get("model"), stages)
 
 
 def _absent_objects(target: OutputTarget, array: Any, region: tuple[slice, ...]) -> bool:
@@ -95,6 +97,9 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
     names = ["classes"] + (["probabilities"] if "probabilities" in group else [])
     report = VerifyReport(url, 0)
     written = tuple(attrs.get("task_region") or classes.shards or classes.chunks)  # what one task wrote
+    check_tasks(n_regions(classes.shape, written), f"output {public_url(url)}",
+                "verify reads and hashes every chunk, one at a time; raise the limit to verify "
+                "an output this large (memory stays bounded, time grows with the chunks).")
     for region in regions(classes.shape, written):
         key = chunk_key(region, written)
         recorded = target.checksum(key)
