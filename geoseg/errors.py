@@ -129,3 +129,12 @@ class BudgetError(GeosegError, ValueError):
     """A figure an input, a job or a model file declares (pixels, tasks, bytes per read window,
     model parameters or memory) over its limit; the message names the ``GEOSEG_*`` setting
     that raises it."""
+
+
+class CorruptInputError(GeosegError, ValueError):
+    """Input pixels or metadata that cannot be decoded (a truncated file, a corrupt chunk, broken
+    metadata); the message names the file and the chunk or window."""
+
+
+class StorageIOError(GeosegError, OSError):
+    """The store failed a read or write for good: disk full, quota exceeded, an I/O error."""

@@ -6,6 +6,15 @@ every record of the ``geoseg`` loggers one JSON object per line on stderr: ``tim
 ``output``, ``chunks_done``, ...). The default, ``text``, is one readable line per
 record. Fields never hold credentials: URLs are logged in their public form, and a
 field named like a secret (``storage_options``, ``secret``, ``token``, ...) is hidden.
+
+:func:`scrub` is the one place messages lose their secrets: a URL's user info and query, the
+values of storage options (:func:`remember_secrets`, which ``load_job`` calls) and of
+credential environment variables (``AWS_SECRET_ACCESS_KEY``, ...). Log records and the
+command line's error messages pass through it.
+
+Dask's workers log every failed task ("Compute Failed" and its traceback); geoseg reports the
+failure itself, so :func:`quiet_task_errors` (the command line's default, off with
+``--debug``) drops those records in this process and in a local cluster's workers.
 """
 
 from __future__ import annotations
@@ -14,10 +23,13 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import quote, unquote
 
 from geoseg.errors import SettingError
 
@@ -33,8 +45,112 @@ HIDDEN = frozenset({"storage_options", "secret", "key", "token", "password", "cr
                     "access_key", "secret_key", "session_token"})
 _STANDARD = (frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
              | {"message", "asctime"})
+HIDE = "<hidden>"
+NOT_SECRET = frozenset({"endpoint_url", "region_name", "region", "anon", "use_ssl"})
+SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|ACCOUNT_KEY|"
+                        r"SAS|SIGNATURE|API_KEY|AUTH", re.IGNORECASE)
+MIN_SECRET = 4  # shorter strings are not hidden: they would blank out ordinary words
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_secrets: set[str] = set()
 
 log = logging.getLogger("geoseg.jobs")
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every URL in it stripped of user info, query and fragment, and every
+    secret (``secrets``, those remembered, those in credential environment variables) hidden,
+    as is and percent-encoded, longest first."""
+    text = _URL.sub(lambda m: public_url(m.group(0)), str(text))
+    known = {*secrets, *_secrets, *env_secrets()}
+    for secret in sorted({f for s in known for f in _forms(s)}, key=len, reverse=True):
+        text = text.replace(secret, HIDE)
+    return text
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment; never fails, even on a malformed URL (a
+    secret with ``/`` or ``:`` in its user info)."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest = rest.split("#", 1)[0].split("?", 1)[0]
+    return f"{head}://{rest.rsplit('@', 1)[-1]}"
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """Hide ``values`` from every message :func:`scrub` cleans in this process from now on."""
+    _secrets.update(v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET)
+
+
+def secrets_in(data: Any, inside: bool = False, key: str = "") -> set[str]:
+    """The secrets in a job spec (or any nested mapping): every string under a
+    ``storage_options`` key (endpoints and regions excepted), and the user info and query values
+    of every URL."""
+    if isinstance(data, dict):
+        return {s for k, v in data.items()
+                for s in secrets_in(v, inside or k == "storage_options", str(k))}
+    if isinstance(data, (list, tuple)):
+        return {s for v in data for s in secrets_in(v, inside, key)}
+    if not isinstance(data, str):
+        return set()
+    if inside and key not in NOT_SECRET:
+        return {data}
+    return url_secrets(data)
+
+
+def url_secrets(url: str) -> set[str]:
+    """The credentials a URL carries: its user info (each part) and its query's values."""
+    found: set[str] = set()
+    for match in _URL.finditer(url):
+        rest = match.group(0).split("://", 1)[1]
+        query = rest.partition("?")[2].split("#", 1)[0]
+        found.update(v for pair in query.split("&") for v in pair.split("=", 1)[1:])
+        authority = rest.split("?", 1)[0]
+        if "@" in authority:
+            info = authority.rsplit("@", 1)[0]
+            found.update([info, *info.split(":", 1)])
+    return {s for s in found if len(s) >= MIN_SECRET}
+
+
+def env_secrets() -> set[str]:
+    """Values of environment variables named like credentials (``AWS_SECRET_ACCESS_KEY``, ...)."""
+    return {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_SECRET}
+
+
+def _forms(secret: str) -> Iterator[str]:
+    """A secret as it may appear: as is, percent-encoded, decoded, and each part of it a parser
+    may quote on its own (split at ``/`` and ``:``)."""
+    yield from (secret, quote(secret, safe=""), quote(secret), unquote(secret))
+    yield from (part for part in re.split(r"[/:@]", secret) if len(part) >= 8 and part != secret)
+
+
+class DropTaskErrors(logging.Filter):
+    """Drops the records a Dask worker logs about a failed task (the task's error reaches geoseg,
+    which reports it once); CRITICAL records still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL
+
+
+TASK_LOGGERS = ("distributed.worker",)  # its own records only: distributed.worker.memory still logs
+_quiet = {"tasks": False}
+
+
+def quiet_task_errors(on: bool = True) -> None:
+    """Drop (``on``) or keep Dask's worker-side records of failed tasks in this process; also
+    what a local cluster started afterwards asks of its workers (:func:`task_errors_quiet`)."""
+    _quiet["tasks"] = on
+    for name in TASK_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, DropTaskErrors)]:
+            logger.removeFilter(old)
+        if on:
+            logger.addFilter(DropTaskErrors())
+
+
+def task_errors_quiet() -> bool:
+    """Whether :func:`quiet_task_errors` is on in this process."""
+    return _quiet["tasks"]
 
 
 def log_format(value: str | None = None) -> str:
@@ -47,14 +163,17 @@ def log_format(value: str | None = None) -> str:
     return chosen.lower()
 
 
-def setup(fmt: str | None = None, level: int | str = logging.INFO) -> str:
+def setup(fmt: str | None = None, level: int | str = logging.INFO, *,
+          quiet_tasks: bool = False) -> str:
     """Send the ``geoseg`` loggers' records to stderr as text or JSON lines; returns the format.
 
     With JSON, Dask's ``distributed`` records and Python warnings that reach this
     process's stderr become JSON lines too, so that stderr stays machine-readable.
-    Calling it again replaces the handlers it installed.
+    ``quiet_tasks``: :func:`quiet_task_errors`. Calling it again replaces the handlers it
+    installed.
     """
     chosen = log_format(fmt)
+    quiet_task_errors(quiet_tasks)
     _install(logging.getLogger(ROOT), chosen)
     logging.getLogger(ROOT).setLevel(level)
     if chosen == "json":
@@ -107,7 +226,8 @@ class StderrHandler(logging.StreamHandler):
 def fields(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a record carries besides the standard ones (``extra=``), secrets hidden."""
     extra = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
-    return {key: "<hidden>" if key.lower() in HIDDEN else value for key, value in extra.items()}
+    return {key: HIDE if key.lower() in HIDDEN else scrub(value) if isinstance(value, str) else value
+            for key, value in extra.items()}
 
 
 class JsonFormatter(logging.Formatter):
@@ -116,9 +236,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         data = {"time": stamp, "level": record.levelname, "logger": record.name,
-                "message": record.getMessage(), **fields(record)}
+                "message": scrub(record.getMessage()), **fields(record)}
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+            data["exception"] = scrub(self.formatException(record.exc_info))
         return json.dumps(data, default=str)
 
 
@@ -127,12 +247,12 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        message = record.getMessage()
+        message = scrub(record.getMessage())
         extra = ", ".join(f"{k}={v}" for k, v in fields(record).items() if str(v) not in message)
         text = f"{stamp} {record.levelname:<7} {message}"
         text += f" ({extra})" if extra else ""
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            text += "\n" + scrub(self.formatException(record.exc_info))
         return text
 
 

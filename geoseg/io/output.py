@@ -31,7 +31,7 @@ import zarr
 from zarr.core.sync import sync
 
 from geoseg.errors import OutputExistsError
-from geoseg.io import remote
+from geoseg.io import faults, remote
 from geoseg.io.georef import GeoRef
 
 
@@ -58,6 +58,7 @@ class OutputTarget:
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
             zarr.consolidate_metadata(group.store)
 
+    @faults.locating(faults.output_chunk)
     @remote.retrying("Writing")
     def write(self, name: str, region: tuple[slice, ...], data: np.ndarray) -> None:
         """Write ``data`` at ``region`` (spatial slices) of array ``name``."""
@@ -70,6 +71,7 @@ class OutputTarget:
         array = self.open_group(mode="r")[name]
         return np.asarray(array[(slice(None),) * (array.ndim - len(region)) + region])
 
+    @faults.locating(faults.manifest_entry)
     @remote.retrying("Writing")
     def mark_done(self, key: str, checksum: str) -> None:
         """Record that chunk ``key`` (``"i.j"``) is written and what its bytes hash to."""

@@ -17,7 +17,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
 from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
-from geoseg.io import images, mosaic, omezarr, remote
+from geoseg.io import faults, images, mosaic, omezarr, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
 from geoseg.io.nifti import GZIP_MAGIC, NiftiSource, is_nifti, nifti_source
@@ -99,7 +99,7 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
     if not isinstance(url, str) or mosaic.is_glob(url):
         source = _mosaic(url, so, variable=variable, bands=bands, level=level)
     else:
-        with remote.storage_errors(url, so, "Reading"):
+        with remote.storage_errors(url, so, "Reading"), faults.metadata_errors(url, so):
             source = remote.call_with_retries(_open_source, url, so, variable, bands, level, pages,
                                               url=url, storage_options=so)
     budgets.check_pixels(source.shape[1:], f"input {remote.public_url(source.url)}")

@@ -36,7 +36,7 @@ from typing import Any, Self, TypeVar
 import fsspec
 from rasterio.abc import FileContainer
 
-from geoseg import config
+from geoseg import config, logs
 from geoseg.errors import (
     BucketNotFoundError,
     GeosegError,
@@ -44,6 +44,7 @@ from geoseg.errors import (
     ReadOnlyStorageError,
     SettingError,
     StorageAccessError,
+    StorageIOError,
     StorageUnavailableError,
 )
 
@@ -94,6 +95,7 @@ _TRANSIENT_CLASSES = frozenset(
         "ChunkedEncodingError",
     }
 )
+_DISK_ERRNO = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 _PERMANENT = (
     FileNotFoundError,
     PermissionError,
@@ -102,7 +104,6 @@ _PERMANENT = (
     FileExistsError,
 )
 _GDAL_HTTP = re.compile(r"HTTP (?:response )?code:? *(\d{3})", re.IGNORECASE)
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)]+")
 _NOT_SECRET = frozenset({"endpoint_url", "region_name", "region"})
 
 
@@ -314,10 +315,13 @@ def translate(
     if is_transient(exc):
         return _gave_up(exc, url, storage_options, what, 1, 0.0)
     status = next((s for s in map(http_status, _chain(exc)) if s is not None), None)
-    if isinstance(exc, PermissionError) or status in (401, 403):
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if isinstance(exc, PermissionError) or status in (401, 403) or code == errno.EROFS:
         return _access_denied(exc, url, storage_options, what)
     if isinstance(exc, FileNotFoundError) or status == 404:
         return not_found(url, storage_options, what)
+    if code in _DISK_ERRNO:
+        return _disk_failed(exc, url, storage_options, what)
     return exc
 
 
@@ -397,9 +401,27 @@ def _missing_bucket(url: str, storage_options: dict[str, Any]) -> str | None:
         return None
 
 
+def _disk_failed(
+    exc: BaseException, url: str, so: dict[str, Any], what: str
+) -> StorageIOError:
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    fix = ("free space there (or raise the quota), or choose another location; a rerun resumes "
+           "from the chunks already written" if full else "check the disk or the mount, then "
+           "run again; a rerun resumes from the chunks already written")
+    said = "the disk is full or over its quota" if full else "an input/output error"
+    return StorageIOError(f"{what} {public_url(url)} failed: {said} ({reason(exc, so)}). "
+                          f"To fix: {fix}.")
+
+
 def _access_denied(
     exc: BaseException, url: str, so: dict[str, Any], what: str
 ) -> StorageAccessError:
+    if fsspec.utils.get_protocol(url) in ("file", "local"):
+        return StorageAccessError(
+            f"{what} {public_url(url)} failed: permission denied ({reason(exc, so)}). The folder "
+            "is read-only or not writable by this user: check its permissions and mount, or "
+            "choose another location."
+        )
     if fsspec.utils.get_protocol(url) in READ_ONLY_PROTOCOLS:
         return StorageAccessError(
             f"{what} {public_url(url)} failed: access denied ({reason(exc, so)}). Check that the "
@@ -438,9 +460,7 @@ def reason(exc: BaseException, storage_options: dict[str, Any] | None = None) ->
         text = f"HTTP {status} {getattr(exc, 'message', '')}".strip()
     else:
         text = str(exc) or type(exc).__name__
-    text = _URL.sub(lambda m: public_url(m.group(0)), text)
-    for secret in _secrets(storage_options or {}):
-        text = text.replace(secret, "<hidden>")
+    text = logs.scrub(text, _secrets(storage_options or {}))
     return f"{type(exc).__name__}: {text[:300]}"
 
 

@@ -21,7 +21,7 @@ import rasterio
 import zarr
 from rasterio.windows import Window
 
-from geoseg.io import remote
+from geoseg.io import faults, remote
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.georef import GeoRef
 
@@ -51,11 +51,15 @@ class RasterSource:
         super().__init_subclass__(**kwargs)
         read = cls.__dict__.get("read")
         if read is not None and not getattr(read, "__geoseg_retrying__", False):
-            cls.read = remote.retrying("Reading")(read)
+            cls.read = faults.reading_windows(remote.retrying("Reading")(read), probe=read)
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:  # pragma: no cover - abstract
         """Pixels ``(band, *window_shape)`` of a window that lies inside the raster."""
         raise NotImplementedError
+
+    def chunk_name(self, index: tuple[int, ...]) -> str:
+        """How an error names the chunk at spatial grid ``index``."""
+        return f"block ({faults.grid_text(index)})"
 
     @property
     def format(self) -> str:
@@ -85,6 +89,16 @@ class ZarrSource(RasterSource):
         if self.array_path:
             kwargs["path"] = self.array_path
         return zarr.open_array(self.url, **kwargs)
+
+    def chunk_name(self, index: tuple[int, ...]) -> str:
+        """The storage key of the chunk at spatial grid ``index`` (its first band chunk)."""
+        array = self.open_array()
+        spatial = iter(index)
+        coords = tuple(next(spatial) if role == SPACE else 0 for role in self.roles)
+        key = array.metadata.encode_chunk_key(coords)
+        several = any(role != SPACE and n > 1 for role, n in zip(self.roles, array.cdata_shape))
+        return (f"{self.array_path}/{key}" if self.array_path else key) + (
+            " (or another band chunk there)" if several else "")
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:
         array = self.open_array()

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 import numpy as np
 
-from geoseg import config
+from geoseg import config, logs
 from geoseg.errors import EvaluationError, GeosegError
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
@@ -78,13 +78,17 @@ def package_versions() -> dict[str, str]:
 
 
 def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment (where signed URLs keep their secrets)."""
-    parts = urlsplit(url)
-    if not parts.scheme or len(parts.scheme) == 1:  # a plain path, or a Windows drive letter
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    """``url`` without user info, query or fragment (where signed URLs keep their secrets); a
+    URL too malformed to parse (a secret with ``/`` in its user info) loses them all the same."""
+    try:
+        parts = urlsplit(url)
+        if not parts.scheme or len(parts.scheme) == 1:  # a plain path, or a Windows drive letter
+            return url
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # the port is not a number, a bracket is unbalanced, ...
+        return logs.public_url(url)
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 

@@ -1,0 +1,155 @@
+"""Reads and writes that fail for good, as geoseg errors naming the file and the chunk or window.
+
+Storage failures are translated by :mod:`geoseg.io.remote`; what is left when a read fails is
+data that does not decode (a truncated GeoTIFF, a garbage Zarr chunk, broken metadata), which
+becomes :class:`~geoseg.errors.CorruptInputError`. A failed window read is probed chunk by
+chunk, so the error names the chunks that do not decode, not only the window. Library
+messages are scrubbed of secrets (:func:`geoseg.logs.scrub`) and never chained into what
+travels from a worker to the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from geoseg.errors import CorruptInputError, GeosegError
+from geoseg.io import remote
+
+T = TypeVar("T")
+MAX_PROBES = 64  # chunks of a failed window read again one by one to find the bad ones
+SHOWN = 8  # bad chunks named in a message
+AXES = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
+_LOCATED = "geoseg_located"  # set on an error that already names its chunk or window
+
+
+def window_text(window: Sequence[slice]) -> str:
+    """``"y 64:128, x 0:64"``."""
+    names = AXES.get(len(window), tuple(f"axis {i}" for i in range(len(window))))
+    return ", ".join(f"{n} {s.start}:{s.stop}" for n, s in zip(names, window))
+
+
+def grid_text(index: Sequence[int]) -> str:
+    """``"y 1, x 0"``: a chunk's place in the chunk grid."""
+    names = AXES.get(len(index), tuple(f"axis {i}" for i in range(len(index))))
+    return ", ".join(f"{n} {i}" for n, i in zip(names, index))
+
+
+def located(exc: GeosegError, where: str) -> GeosegError:
+    """``exc`` with ``where`` in front of its message (once: an error already located stays)."""
+    if getattr(exc, _LOCATED, False):
+        return exc
+    moved = type(exc)(f"{where}: {exc}")
+    setattr(moved, _LOCATED, True)
+    return moved
+
+
+def reading_windows(read: Callable[..., T], probe: Callable[..., Any]) -> Callable[..., T]:
+    """Wrap a source's ``read(self, window)``: a failure becomes a geoseg error naming the
+    window; one that is not a storage failure (undecodable data) also names the bad chunks,
+    found by reading each chunk of the window with ``probe(self, chunk_window)``."""
+
+    @functools.wraps(read)
+    def wrapper(self: Any, window: tuple[slice, ...]) -> T:
+        try:
+            return read(self, window)
+        except GeosegError as exc:
+            raise located(exc, f"input window {window_text(window)}") from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a decoder raises: a corrupt input
+            bad = failing_chunks(window, self.shape[1:], self.chunks, lambda w: probe(self, w))
+            raise undecodable(self, window, exc, bad) from None
+
+    return wrapper
+
+
+def failing_chunks(window: Sequence[slice], shape: Sequence[int], chunks: Sequence[int],
+                   read: Callable[[tuple[slice, ...]], Any]) -> list[tuple[int, ...]]:
+    """Grid indexes of the chunks (up to :data:`MAX_PROBES` tried) of ``window`` whose read
+    fails on its own."""
+    spans = [range(s.start // c, -(-s.stop // c)) for s, c in zip(window, chunks)]
+    bad = []
+    for index in itertools.islice(itertools.product(*spans), MAX_PROBES):
+        block = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, chunks, shape))
+        try:
+            read(block)
+        except Exception:  # noqa: BLE001 - a chunk that fails is what we are looking for
+            bad.append(index)
+    return bad
+
+
+def undecodable(source: Any, window: Sequence[slice], exc: BaseException,
+                bad: list[tuple[int, ...]]) -> CorruptInputError:
+    """The error for a window of ``source`` that does not decode."""
+    url = remote.public_url(source.url)
+    names = [_chunk_name(source, index) for index in bad[:SHOWN]]
+    more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    which = f"; chunk(s) that fail on their own: {', '.join(names)}{more}" if bad else ""
+    error = CorruptInputError(
+        f"input window {window_text(window)}: cannot decode {url}{which} "
+        f"({remote.reason(exc, source.storage_options)}). The file is corrupt or truncated: "
+        "re-download or re-write it, then run again (finished chunks are kept).")
+    setattr(error, _LOCATED, True)
+    return error
+
+
+def _chunk_name(source: Any, index: tuple[int, ...]) -> str:
+    try:
+        return str(source.chunk_name(index))
+    except Exception:  # noqa: BLE001 - the metadata itself may be what fails
+        return f"chunk ({grid_text(index)})"
+
+
+@contextlib.contextmanager
+def metadata_errors(url: str, storage_options: dict[str, Any]) -> Iterator[None]:
+    """Opening ``url``'s metadata: what is not a storage failure nor a geoseg error (a broken
+    ``zarr.json``, a header that does not parse) becomes :class:`CorruptInputError`."""
+    try:
+        yield
+    except (GeosegError, MemoryError, ImportError):
+        raise
+    except OSError as exc:
+        if exc.errno is not None:  # the operating system's failure, not the file's content
+            raise
+        raise _bad_metadata(url, storage_options, exc) from None
+    except Exception as exc:  # noqa: BLE001 - whatever a metadata parser raises
+        raise _bad_metadata(url, storage_options, exc) from None
+
+
+def _bad_metadata(url: str, storage_options: dict[str, Any], exc: BaseException) -> CorruptInputError:
+    return CorruptInputError(
+        f"Cannot read the metadata of {remote.public_url(url)} "
+        f"({remote.reason(exc, storage_options)}): it is corrupt, truncated or not what its name "
+        "says. Re-download or re-write it (for Zarr: its zarr.json, .zarray or .zattrs), or check "
+        "the URL.")
+
+
+def locating(where: Callable[..., str]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a method of an output so that a geoseg error raised inside starts with
+    ``where(*args)``: the array and chunk it was writing."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+            try:
+                return method(self, *args, **kwargs)
+            except GeosegError as exc:
+                raise located(exc, where(*args, **kwargs)) from None
+
+        return wrapper
+
+    return decorate
+
+
+def output_chunk(name: str, region: Sequence[slice], *_: Any) -> str:
+    """``"output classes chunk y 0:64, x 0:64"``."""
+    return f"output {name} chunk {window_text(region)}"
+
+
+def manifest_entry(key: str, *_: Any) -> str:
+    """``"output manifest entry of chunk 0.1"``."""
+    return f"output manifest entry of chunk {key}"
