@@ -147,7 +147,7 @@ def check_model(n_parameters: int, n_bytes: int, what: str) -> None:
     what
         Names the model file and its architecture and config.
     """
-    advice = "Check the file's config; raise the limit only if the network is meant to be that large."
+    advice = "Check the file's config; raise the limit only if the network is meant to be so large."
     check(n_parameters, MAX_MODEL_PARAMETERS,
           f"{what} builds a network of {figure(n_parameters)} parameters", advice)
     check(n_bytes, MAX_MODEL_BYTES,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import struct
 import warnings
 import zipfile
@@ -25,7 +26,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from geoseg.errors import ModelFileError
+from geoseg import budgets
+from geoseg.errors import BudgetError, GeosegError, ModelFileError
 from geoseg.models.model import ModelHeader, ModelInfo, ModelRef, SegmentationModel
 from geoseg.models.registry import build_network
 from geoseg.tiling.plan import coerce_per_axis, round_up
@@ -35,6 +37,7 @@ TORCHSCRIPT_META = "geoseg.json"
 BUILTIN_PREFIX = "builtin:"
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, zip (torch.save)
 MAX_HEADER = 100 << 20  # safetensors refuses headers over 100 MB
+Shapes = dict[str, tuple[int, ...]]  # tensor name -> shape
 
 
 def builtin_models() -> list[str]:
@@ -90,13 +93,16 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
     """Load a model file (a path, an fsspec URL, or ``builtin:NAME``).
 
     Raises :class:`~geoseg.errors.ModelFileError` when the file is missing, is a
-    pickle, lacks geoseg metadata, or its weights do not match their hash (or
-    ``expected_sha256``).
+    pickle, lacks geoseg metadata, declares tensors its config does not build, or its
+    weights do not match their hash (or ``expected_sha256``), and
+    :class:`~geoseg.errors.BudgetError` when its config builds a network over the model
+    budgets (:func:`meta_network`), before the network is built.
     """
     data = _read_bytes(url, storage_options or {})
     if is_torchscript(data):
         return _load_torchscript(data, url, storage_options or {}, device, expected_sha256)
     info = _parse_header(data, url)
+    meta_network(info, data, url)  # budgets and tensor shapes, before any weight is allocated
     state = load_tensors(data)
     actual = weights_sha256(state)
     _check_hash(url, actual, info.sha256, expected_sha256)
@@ -112,7 +118,8 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
 def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> ModelHeader:
     """What a model file says of itself, without its weights: for a safetensors file only its
     header is read, and stride and receptive field come from the architecture built on torch's
-    ``meta`` device (no memory, no weights). Workers check the weights against the recorded
+    ``meta`` device (no memory, no weights), checked against the model budgets and the tensors
+    the header declares (:func:`meta_network`). Workers check the weights against the recorded
     sha256 when they load them."""
     options = dict(storage_options or {})
     head = _read_head(url, options)
@@ -123,13 +130,90 @@ def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> M
     info = _parse_header(head, url)
     if not info.sha256:
         raise ModelFileError(f"{url} records no sha256 of its weights; re-save it with geoseg.save_model().")
-    with torch.device("meta"):
-        net = build_network(info.architecture, info.config)
+    net = meta_network(info, head, url)
     ndim = getattr(net, "spatial_dims", 2)
     return ModelHeader(info, ModelRef(url, info.sha256, options),
                        stride=coerce_per_axis(net.stride, ndim, "stride"),
                        halo=coerce_per_axis(net.receptive_radius, ndim, "receptive_radius"),
                        global_context=bool(getattr(net, "global_context", False)))
+
+
+def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:
+    """The network ``info`` describes, built on torch's ``meta`` device (shapes, no memory),
+    once its size is within the budgets and its tensors are those ``data``'s header declares.
+
+    Raises
+    ------
+    BudgetError
+        When the network has more than ``GEOSEG_MAX_MODEL_PARAMETERS`` values (parameters and
+        buffers) or they take more than ``GEOSEG_MAX_MODEL_BYTES``: a header's config can ask
+        for any size, and building it for real would allocate it all.
+    ModelFileError
+        When the config does not build, or builds tensors other than those the file holds.
+    """
+    what = f"model file {url} ({info.architecture}, config {_short(info.config)})"
+    net = _build_on_meta(info, what)
+    state = net.state_dict()
+    budgets.check_model(sum(t.numel() for t in state.values()),
+                        sum(t.numel() * t.element_size() for t in state.values()), what)
+    built = {name: tuple(t.shape) for name, t in state.items()}
+    _check_tensors(what, built, _declared_tensors(data, what))
+    return net
+
+
+def _build_on_meta(info: ModelInfo, what: str) -> nn.Module:
+    try:
+        with torch.device("meta"):
+            return build_network(info.architecture, info.config)
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise ModelFileError(f"{what} does not build: {exc}") from None
+        limit = budgets.figure(budgets.limit(budgets.MAX_MODEL_PARAMETERS))
+        raise BudgetError(  # a tensor of more than 2**63 bytes: too large even to count
+            f"{what} builds a network with a tensor too large to count ({exc}); the limit "
+            f"is {limit} parameters ({budgets.MAX_MODEL_PARAMETERS}). Check the file's "
+            "config.") from None
+    except GeosegError:
+        raise
+    except ValueError as exc:
+        raise ModelFileError(f"{what} does not build: {exc}") from None
+
+
+def _declared_tensors(data: bytes, what: str) -> Shapes:
+    """Name -> shape of every tensor a safetensors header declares (``data`` holds the header,
+    already found well formed by :func:`_parse_header`)."""
+    (length,) = struct.unpack("<Q", data[:8])
+    table = json.loads(data[8 : 8 + length])
+    try:
+        return {name: tuple(int(n) for n in entry["shape"]) for name, entry in table.items()
+                if name != "__metadata__"}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{what}: its safetensors header lists a tensor without a valid shape "
+                             f"({type(exc).__name__}: {exc}); the file is corrupt.") from None
+
+
+def _check_tensors(what: str, built: Shapes, declared: Shapes) -> None:
+    """Refuse a file whose tensors are not those its config builds (names and shapes)."""
+    if built == declared:
+        return
+    differ = sorted(n for n in built.keys() | declared.keys() if built.get(n) != declared.get(n))
+    shown = ", ".join(f"{n}: builds {built.get(n, 'none')}, file holds {declared.get(n, 'none')}"
+                      for n in differ[:3])
+    raise ModelFileError(
+        f"{what} builds {len(built)} tensors of {budgets.figure(_values(built))} values but the "
+        f"file holds {len(declared)} of {budgets.figure(_values(declared))}; {len(differ)} differ "
+        f"({shown}). The metadata was edited or the weights belong to another network; "
+        "re-save the model with geoseg.save_model().")
+
+
+def _values(shapes: Shapes) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def _short(config: dict[str, Any], most: int = 200) -> str:
+    """A config as JSON, cut to ``most`` characters (a hostile one may be long)."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def _read_head(url: str, storage_options: dict[str, Any]) -> bytes:
