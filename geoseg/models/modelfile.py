@@ -9,6 +9,7 @@ with the same metadata in their ``geoseg.json`` extra file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import math
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from torch import nn
 
 from geoseg import budgets
 from geoseg.errors import BudgetError, GeosegError, ModelFileError
+from geoseg.io import remote
 from geoseg.models.model import ModelHeader, ModelInfo, ModelRef, SegmentationModel
 from geoseg.models.registry import build_network
 from geoseg.tiling.plan import coerce_per_axis, round_up
@@ -103,7 +106,7 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
         return _load_torchscript(data, url, storage_options or {}, device, expected_sha256)
     info = _parse_header(data, url)
     meta_network(info, data, url)  # budgets and tensor shapes, before any weight is allocated
-    state = load_tensors(data)
+    state = _tensors(data, url)
     actual = weights_sha256(state)
     _check_hash(url, actual, info.sha256, expected_sha256)
     net = build_network(info.architecture, info.config)
@@ -131,6 +134,7 @@ def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> M
     if not info.sha256:
         raise ModelFileError(f"{url} records no sha256 of its weights; re-save it with geoseg.save_model().")
     net = meta_network(info, head, url)
+    _check_complete(url, options, head)
     ndim = getattr(net, "spatial_dims", 2)
     return ModelHeader(info, ModelRef(url, info.sha256, options),
                        stride=coerce_per_axis(net.stride, ndim, "stride"),
@@ -219,16 +223,55 @@ def _short(config: dict[str, Any], most: int = 200) -> str:
 def _read_head(url: str, storage_options: dict[str, Any]) -> bytes:
     """The first bytes of a model file: a safetensors file's length prefix and JSON header, or a
     whole zip archive (TorchScript, or a pickle refused later)."""
+    with _opened(url, storage_options) as f:
+        prefix = f.read(8)
+        if prefix.startswith(b"PK"):
+            return prefix + f.read()
+        length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else 0
+        return prefix + f.read(min(length, MAX_HEADER))
+
+
+@contextlib.contextmanager
+def _opened(url: str, storage_options: dict[str, Any]) -> Iterator[Any]:
+    """The model file open for reading; a missing file or a storage failure (refused, denied,
+    unreachable) raises a geoseg error naming it."""
+    with remote.storage_errors(url, storage_options, "Reading model file"):
+        try:
+            with fsspec.open(resolve_url(url), "rb", **storage_options) as f:
+                yield f
+        except FileNotFoundError:
+            raise ModelFileError(f"No model file at {url}. Check the path, or use one of: "
+                                 + ", ".join(BUILTIN_PREFIX + n for n in builtin_models())) from None
+
+
+def _tensors(data: bytes, url: str) -> dict[str, torch.Tensor]:
+    """The weights of a safetensors file; a truncated or corrupt one raises ModelFileError."""
     try:
-        with fsspec.open(resolve_url(url), "rb", **storage_options) as f:
-            prefix = f.read(8)
-            if prefix.startswith(b"PK"):
-                return prefix + f.read()
-            length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else 0
-            return prefix + f.read(min(length, MAX_HEADER))
-    except FileNotFoundError:
-        raise ModelFileError(f"No model file at {url}. Check the path, or use one of: "
-                             + ", ".join(BUILTIN_PREFIX + n for n in builtin_models())) from None
+        return load_tensors(data)
+    except Exception as exc:  # noqa: BLE001 - safetensors' own error types vary by version
+        raise ModelFileError(
+            f"Model file {remote.public_url(url)} is truncated or corrupt: its weights cannot be read "
+            f"({remote.reason(exc)}). Re-download or re-export it.") from None
+
+
+def _check_complete(url: str, storage_options: dict[str, Any], head: bytes) -> None:
+    """Refuse a safetensors file shorter than its header says (truncated by a failed copy)."""
+    (length,) = struct.unpack("<Q", head[:8])
+    try:
+        table = json.loads(head[8 : 8 + length])
+        ends = [int(e["data_offsets"][1]) for n, e in table.items() if n != "__metadata__"]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelFileError(f"Model file {remote.public_url(url)}: its safetensors header lists a "
+                             f"tensor without valid data_offsets ({type(exc).__name__}); the file "
+                             "is corrupt. Re-download or re-export it.") from None
+    expected = 8 + length + max(ends, default=0)
+    with remote.storage_errors(url, storage_options, "Reading model file"):
+        fs, path = fsspec.core.url_to_fs(resolve_url(url), **storage_options)
+        size = fs.size(path)
+    if size is not None and size < expected:
+        raise ModelFileError(
+            f"Model file {remote.public_url(url)} is truncated: its header declares {expected} "
+            f"bytes but the file holds {size}. Re-download or re-export it.")
 
 
 def _check_hash(url: str, actual: str, recorded: str, expected: str | None) -> None:
@@ -242,10 +285,18 @@ def _check_hash(url: str, actual: str, recorded: str, expected: str | None) -> N
 
 def is_torchscript(data: bytes) -> bool:
     """A TorchScript archive: a zip holding compiled ``code/``, unlike a pickled torch.save file."""
+    return any("/code/" in name for name in _zip_names(data))
+
+
+def _zip_names(data: bytes) -> list[str]:
+    """The names in a zip archive; none when ``data`` is not one (or a broken one)."""
     if not data.startswith(b"PK\x03\x04"):
-        return False
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        return any("/code/" in name for name in archive.namelist())
+        return []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        return []
 
 
 def export_torchscript(model: SegmentationModel, url: str, *, overwrite: bool = False) -> ModelRef:
@@ -288,13 +339,20 @@ class _Scripted(nn.Module):
 def _load_torchscript(data: bytes, url: str, storage_options: dict[str, Any], device: str | None,
                       expected_sha256: str | None) -> SegmentationModel:
     extra = {TORCHSCRIPT_META: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        scripted = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, or worse, for a bad archive
+        said = remote.reason(exc).split("  (Could this")[0][:200]  # not torch's plea for reports
+        raise ModelFileError(
+            f"Model file {remote.public_url(url)} is a zip archive with code/ like TorchScript, but "
+            f"torch cannot load it ({said}): it is truncated, corrupt or not TorchScript. "
+            "Re-export it with geoseg.models.export_torchscript().") from None
     if not extra[TORCHSCRIPT_META]:
         raise ModelFileError(f"{url} is TorchScript without {TORCHSCRIPT_META}; export it with "
                              "geoseg.models.export_torchscript() so classes, bands and normalization travel.")
-    meta = json.loads(extra[TORCHSCRIPT_META])
+    meta = _torchscript_meta(extra[TORCHSCRIPT_META], url)
     actual = weights_sha256(scripted.state_dict())
     _check_hash(url, actual, meta.get("sha256", ""), expected_sha256)
     info = ModelInfo.from_dict(meta)
@@ -302,14 +360,21 @@ def _load_torchscript(data: bytes, url: str, storage_options: dict[str, Any], de
     return SegmentationModel(_Scripted(scripted, meta), info, source=ref, device=device)
 
 
-def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
-    path_url = resolve_url(url)
+def _torchscript_meta(text: str, url: str) -> dict[str, Any]:
     try:
-        with fsspec.open(path_url, "rb", **storage_options) as f:
-            return f.read()
-    except FileNotFoundError:
-        raise ModelFileError(f"No model file at {url}. Check the path, or use one of: "
-                             + ", ".join(BUILTIN_PREFIX + n for n in builtin_models())) from None
+        meta = json.loads(text)
+        if not isinstance(meta, dict) or not {"stride", "receptive_radius"} <= meta.keys():
+            raise ValueError("expected an object with stride and receptive_radius")
+        return meta
+    except ValueError as exc:
+        raise ModelFileError(f"Model file {remote.public_url(url)}: its {TORCHSCRIPT_META} is not "
+                             f"geoseg metadata ({exc}); re-export it with "
+                             "geoseg.models.export_torchscript().") from None
+
+
+def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
+    with _opened(url, storage_options) as f:
+        return f.read()
 
 
 def _parse_header(data: bytes, url: str) -> ModelInfo:
@@ -322,6 +387,11 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
             raise KeyError("format")
         return ModelInfo.from_dict(json.loads(meta["model"]))
     except (struct.error, ValueError, KeyError, TypeError) as exc:
+        if data.startswith(b"PK") and not any(n.endswith("data.pkl") for n in _zip_names(data)):
+            raise ModelFileError(
+                f"{url} is a zip archive but not a model: neither TorchScript (no code/ folder) "
+                "nor a geoseg model file (safetensors). Give the model file itself, not an "
+                "archive holding it; unzip it first.") from None
         if data.startswith(_PICKLE_MAGIC):
             raise ModelFileError(
                 f"{url} is a pickle or torch.save checkpoint; geoseg never unpickles files because that "
