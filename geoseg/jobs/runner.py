@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
-from geoseg import logs
+from geoseg import budgets, logs
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
     ClusterConfigError,
@@ -123,7 +123,8 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """Open the input's metadata, load the model (or check the method) and check they fit.
 
     Writes nothing and computes nothing; a classical method that needs global
-    statistics is fitted later, by :meth:`PreparedJob.fitted`.
+    statistics is fitted later, by :meth:`PreparedJob.fitted`. A job over its budgets
+    (:mod:`geoseg.budgets`) raises :class:`~geoseg.errors.BudgetError`.
     """
     with _key("input.url"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
@@ -131,6 +132,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     model = _build(spec.model, source, fit=False)
     prepared = PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
     prepared.reference  # noqa: B018 - opens and checks the reference labels now, before any compute
+    budgets.check_job(prepared)  # tasks and bytes per read window, from the plan alone
     return prepared
 
 
