@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -19,31 +20,73 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(stderr=True)
 
 
+BAD_INPUT = (ValueError, LookupError, TypeError, ImportError, FileNotFoundError, FileExistsError,
+             PermissionError)  # what a geoseg error refines when the user's input is at fault
+_debug = {"on": False}
+
+
 def main() -> None:
-    """Entry point that turns geoseg errors into a message and exit code 2."""
+    """Entry point: one clean message per failure, exit 2 for bad input (a geoseg error refining
+    ``ValueError``, ``FileNotFoundError``, ...), 1 for a failed run or an internal error; the
+    traceback only with ``--debug``."""
     try:
         code = app(standalone_mode=False)  # click returns the code of typer.Exit here
-    except GeosegError as exc:
-        _show_error(exc)
-        sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except Exception as exc:  # usage errors (click's, vendored by typer) show themselves
+    except KeyboardInterrupt as exc:
+        _show_error(exc)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one message; usage errors
+        # (click's, vendored by typer) show themselves
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        typed = _typed(exc)
+        _show_error(typed)
+        sys.exit(exit_code(typed))
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _show_error(exc: GeosegError) -> None:
-    """The error on stderr: a red line, or one JSON log record with ``--log-format json``."""
+SYSTEM_FAULTS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT,
+                           errno.EFBIG, errno.EIO})
+
+
+def _typed(exc: BaseException) -> BaseException:
+    """A file system's refusal (read-only, permission denied, disk full) that escaped every
+    conversion point, as the geoseg storage error it means; anything else unchanged."""
+    if not isinstance(exc, OSError) or exc.errno not in SYSTEM_FAULTS or exc.filename is None:
+        return exc
+    from geoseg.io import remote
+
+    return remote.translate(exc, str(exc.filename), {}, "Writing")
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 when a geoseg error says the input is at fault, 1 for anything else that failed."""
+    return 2 if isinstance(exc, GeosegError) and isinstance(exc, BAD_INPUT) else 1
+
+
+def _show_error(exc: BaseException) -> None:
+    """The error on stderr, secrets scrubbed: a red line, or one JSON log record with
+    ``--log-format json``; with ``--debug``, the traceback before it. An error geoseg did not
+    raise on purpose is an internal error."""
     from geoseg import logs
 
-    if logs.current_format() == "json":
-        logs.log.error(str(exc), extra={"error": type(exc).__name__})
+    if _debug["on"]:
+        import traceback
+
+        print(logs.scrub("".join(traceback.format_exception(exc))), file=sys.stderr)
+    if isinstance(exc, GeosegError):
+        message = str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        message = "interrupted; a rerun resumes from the chunks already written"
     else:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        message = f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+    message = logs.scrub(message)
+    if logs.current_format() == "json":
+        logs.log.error(message, extra={"error": type(exc).__name__})
+    else:
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
 @app.callback()
@@ -51,11 +94,15 @@ def _options(
     log_format: Annotated[str | None, typer.Option(
         "--log-format", help="text (default) or json: geoseg's log records as one JSON object per "
                              "line on stderr. Also GEOSEG_LOG_FORMAT.")] = None,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="On failure, show the traceback; keep Dask's worker-side records of "
+                        "failed tasks.")] = False,
 ) -> None:
     """Segment rasters far larger than memory on Dask clusters."""
     from geoseg import logs
 
-    logs.setup(log_format)
+    _debug["on"] = debug
+    logs.setup(log_format, quiet_tasks=not debug)
 
 
 def _progress() -> Any:

@@ -132,7 +132,8 @@ class DropTaskErrors(logging.Filter):
         return record.levelno >= logging.CRITICAL
 
 
-TASK_LOGGERS = ("distributed.worker",)  # its own records only: distributed.worker.memory still logs
+# their own records only: distributed.worker.memory still logs
+TASK_LOGGERS = ("distributed.worker", "distributed.worker.state_machine")
 _quiet = {"tasks": False}
 
 

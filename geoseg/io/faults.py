@@ -57,14 +57,24 @@ def reading_windows(read: Callable[..., T], probe: Callable[..., Any]) -> Callab
         try:
             return read(self, window)
         except GeosegError as exc:
-            raise located(exc, f"input window {window_text(window)}") from None
+            error = located(exc, f"input window {window_text(window)}")
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever a decoder raises: a corrupt input
             bad = failing_chunks(window, self.shape[1:], self.chunks, lambda w: probe(self, w))
-            raise undecodable(self, window, exc, bad) from None
+            error = undecodable(self, window, exc, bad)
+        raise bare(error)  # out of the except: nothing of the library's error travels with it
 
     return wrapper
+
+
+def bare(error: GeosegError) -> GeosegError:
+    """``error`` without the exceptions it was raised from or while handling: a worker sends
+    its error to the client pickled, and a library's exception may not unpickle (rasterio's
+    do not) or may quote a secret."""
+    error.__cause__ = error.__context__ = None
+    error.__suppress_context__ = True
+    return error
 
 
 def failing_chunks(window: Sequence[slice], shape: Sequence[int], chunks: Sequence[int],
@@ -138,7 +148,8 @@ def locating(where: Callable[..., str]) -> Callable[[Callable[..., T]], Callable
             try:
                 return method(self, *args, **kwargs)
             except GeosegError as exc:
-                raise located(exc, where(*args, **kwargs)) from None
+                error = located(exc, where(*args, **kwargs))
+            raise bare(error)
 
         return wrapper
 

@@ -10,11 +10,13 @@ import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import fsspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from geoseg import logs
 from geoseg.errors import JobSpecError
 from geoseg.io.remote import READ_ONLY_PROTOCOLS
 
@@ -306,15 +308,67 @@ class JobSpec(Section):
 
 
 def load_job(path: str | Path) -> JobSpec:
-    """Read and validate a YAML job spec (``yaml.safe_load``: no tags, no code)."""
+    """Read and validate a YAML job spec (``yaml.safe_load``: no tags, no code).
+
+    Its secrets (storage options, credentials in URLs) are remembered, so that no message
+    shows them (:func:`geoseg.logs.scrub`); a YAML error quotes no line of the file."""
     path = Path(path)
     if not path.is_file():
         raise JobSpecError(f"No job spec at {path}; give the path of a YAML file (see jobs/ for examples).")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise JobSpecError(f"{path} is not valid YAML: {exc}") from None
+    data = _parse_yaml(path, _read_text(path))
+    logs.remember_secrets(logs.secrets_in(data))
+    _check_urls(data, str(path))
     return JobSpec.from_dict(data, str(path))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise JobSpecError(
+            f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} cannot be "
+            "decoded. Save the job spec as UTF-8 (most editors: File > Save with encoding).") from None
+    except OSError as exc:
+        raise JobSpecError(f"Cannot read the job spec {path}: {exc.strerror or exc}. Check that the "
+                           "file is readable (permissions) and try again.") from None
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    """The YAML document in ``text``; an error says where, but quotes no line (secrets live there)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        context = f" ({exc.context}{_mark(exc.context_mark, ' at ')})" if exc.context else ""
+        raise JobSpecError(f"{path} is not valid YAML: {_mark(exc.problem_mark, '', ': ')}"
+                           f"{exc.problem}{context}. Fix the spec (see jobs/ for examples).") from None
+    except yaml.YAMLError as exc:
+        raise JobSpecError(f"{path} is not valid YAML ({type(exc).__name__}).") from None
+
+
+def _mark(mark: Any, before: str, after: str = "") -> str:
+    return f"{before}line {mark.line + 1}, column {mark.column + 1}{after}" if mark is not None else ""
+
+
+def _check_urls(data: Any, source: str, key: str = "") -> None:
+    """Refuse a URL that cannot be parsed (a secret with ``/`` in its user info, a port that
+    is not a number) before any library parses it and quotes part of it."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k != "storage_options":
+                _check_urls(v, source, f"{key}.{k}" if key else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _check_urls(v, source, f"{key}.{i}")
+    elif isinstance(data, str) and "://" in data:
+        try:
+            urlsplit(data).port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise JobSpecError(
+                f"{source}: {key}: received a URL that cannot be parsed ({logs.public_url(data)} "
+                "with its user info hidden); expected scheme://bucket/path. Put credentials in "
+                "storage_options (key, secret, token) rather than in the URL, or percent-encode "
+                "'/' and ':' in them (%2F, %3A).") from None
 
 
 def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> str:

@@ -249,9 +249,10 @@ def _tensors(data: bytes, url: str) -> dict[str, torch.Tensor]:
     try:
         return load_tensors(data)
     except Exception as exc:  # noqa: BLE001 - safetensors' own error types vary by version
-        raise ModelFileError(
-            f"Model file {remote.public_url(url)} is truncated or corrupt: its weights cannot be read "
-            f"({remote.reason(exc)}). Re-download or re-export it.") from None
+        said = remote.reason(exc)
+    raise ModelFileError(  # out of the except: a worker's error travels without safetensors'
+        f"Model file {remote.public_url(url)} is truncated or corrupt: its weights cannot be read "
+        f"({said}). Re-download or re-export it.")
 
 
 def _check_complete(url: str, storage_options: dict[str, Any], head: bytes) -> None:

@@ -27,7 +27,7 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from geoseg import config
+from geoseg import config, logs
 from geoseg.errors import ClusterConfigError, MissingExtraError
 
 if TYPE_CHECKING:  # imported late at run time: geoseg.jobs imports this module
@@ -53,6 +53,17 @@ class TorchThreads(WorkerPlugin):
         import torch
 
         torch.set_num_threads(self.threads)
+
+
+@dataclass
+class QuietTaskErrors(WorkerPlugin):
+    """Drop the worker's own records of failed tasks ("Compute Failed" and their tracebacks):
+    the command line reports each failure once (:func:`geoseg.logs.quiet_task_errors`)."""
+
+    name: str = "geoseg-quiet-task-errors"
+
+    def setup(self, worker: object) -> None:
+        logs.quiet_task_errors()
 
 
 def scheduler_address(scheduler: str | None) -> str | None:
@@ -158,6 +169,8 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
         client.wait_for_workers(len(layouts))
         threads = config.torch_threads() or max(layout.torch_threads for layout in layouts)
         client.register_plugin(TorchThreads(threads))  # GEOSEG_TORCH_THREADS, when set, wins
+        if logs.task_errors_quiet():  # these workers write to this terminal
+            client.register_plugin(QuietTaskErrors())
         yield client
 
 
@@ -169,8 +182,24 @@ def _address(spec: ClusterSpec) -> Iterator[Client]:
         raise ClusterConfigError(
             "cluster kind address: received no scheduler address (cluster.scheduler, --cluster and "
             "DASK_SCHEDULER_ADDRESS are all unset); give one, e.g. --cluster tcp://host:8786.")
-    with Client(address) as client:
+    with connected(address) as client:
         _pin_torch_threads(client, config.torch_threads())
+        yield client
+
+
+@contextmanager
+def connected(address: str) -> Iterator[Client]:
+    """A client of the scheduler at ``address``; one that cannot be reached (refused, timed out,
+    a bad address) raises :class:`ClusterConfigError` naming it."""
+    try:
+        client = Client(address)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterConfigError(
+            f"Cannot reach the Dask scheduler at {logs.public_url(address)} "
+            f"({type(exc).__name__}: {logs.scrub(str(exc))}). Check that it is running and that "
+            "the address and port are right (dask scheduler prints them), or drop --cluster / "
+            "cluster.scheduler to start a local cluster.") from None
+    with client:
         yield client
 
 
@@ -193,7 +222,7 @@ def _kubernetes(spec: ClusterSpec) -> Iterator[Client]:
     ``existing: true``, the running DaskCluster ``name`` through its scheduler service."""
     settings = spec.kubernetes
     if settings.existing:
-        with Client(kubernetes_scheduler_address(settings)) as client:
+        with connected(kubernetes_scheduler_address(settings)) as client:
             _pin_torch_threads(client, config.torch_threads())
             yield client
         return
