@@ -1,0 +1,367 @@
+"""Budgets against hostile headers, on real files: a few-KB GeoTIFF declaring 10**12 pixels, a
+model file whose metadata asks for a network of depth 30, an output declaring 10**8 chunks.
+
+Whatever could allocate or run for hours without its protection runs in a subprocess with
+its address space, CPU time and wall time capped (:func:`run_bounded`), so removing a
+protection fails the test instead of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import rasterio
+import yaml
+from affine import Affine
+
+from geoseg import budgets
+from geoseg.errors import BudgetError, ModelFileError, SettingError
+from geoseg.io.georef import GeoRef
+from geoseg.io.output import OutputTarget, create_output
+from geoseg.io.readers import open_source
+from geoseg.jobs import prepare
+from geoseg.jobs.spec import JobSpec
+from geoseg.models.modelfile import read_header, save_model
+from tests.conftest import job_dict, random_unet, textured_image, write_zarr
+
+HUGE = 1_000_000  # pixels per side the hostile TIFF declares
+ADDRESS_SPACE = 6 << 30  # what a bounded subprocess may map (torch alone maps about 1 GiB)
+REPO = Path(__file__).resolve().parents[1]
+NORTH_UP = Affine(10.0, 0.0, 0.0, 0.0, -10.0, 0.0)  # 10 m pixels
+
+
+# --- a bounded subprocess ---------------------------------------------------------------------
+
+
+@dataclass
+class Finished:
+    """A subprocess's exit code, output, wall time and peak resident memory."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss: int  # bytes
+
+    @property
+    def said(self) -> str:
+        return " ".join((self.stdout + self.stderr).split())
+
+
+LIMITED = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]),) * 2)
+resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
+os.execv(sys.argv[2], sys.argv[2:])
+"""  # caps the child's memory and CPU time, then becomes it (same pid, for wait4)
+
+
+def run_bounded(args: list[str], *, env: dict[str, str] | None = None,
+                timeout: float = 120) -> Finished:
+    """Run ``args`` with its memory and CPU time capped; kill it after ``timeout`` seconds.
+    The peak RSS is this child's own (``wait4``), not the largest of every child so far."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", LIMITED, str(ADDRESS_SPACE), *args],
+                                stdout=out, stderr=err, env={**os.environ, **(env or {})},
+                                cwd=REPO, text=True)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                pytest.fail(f"{args[2:]} ran past {timeout} s: unbounded")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Finished(proc.returncode, out.read(), err.read(), time.perf_counter() - t0,
+                        usage.ru_maxrss * 1024)
+
+
+def geoseg(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Finished:
+    return run_bounded([sys.executable, "-m", "geoseg.cli", *args], env=env, timeout=timeout)
+
+
+def python(code: str, *args: str, env: dict[str, str] | None = None) -> Finished:
+    return run_bounded([sys.executable, "-c", code, *args], env=env)
+
+
+# --- the settings themselves ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, value", [("1e11", 10**11), ("2147483648", 2**31), ("1E6", 10**6)])
+def test_a_limit_is_a_whole_number_in_digits_or_exponent_form(monkeypatch, text, value):
+    monkeypatch.setenv("GEOSEG_MAX_PIXELS", text)
+    assert budgets.limit("GEOSEG_MAX_PIXELS") == value
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "-5", "1.5", "inf", "nan", ""])
+def test_a_bad_limit_names_the_setting_and_what_it_takes(monkeypatch, text):
+    monkeypatch.setenv("GEOSEG_MAX_TASKS", text)
+    with pytest.raises(SettingError, match=r"GEOSEG_MAX_TASKS: received .*; expected a whole "
+                                           r"number > 0"):
+        budgets.check_tasks(1, "a job")
+
+
+def test_figures_read_as_the_messages_write_them():
+    assert [budgets.figure(n) for n in (12, 999_999, 10**12, 15_264_649)] == [
+        "12", "999999", "1e12", "1.53e7"]
+    assert [budgets.size(n) for n in (100, 1_048_320, 2 << 30)] == ["100 B", "1023.8 KiB", "2 GiB"]
+
+
+# --- a TIFF declaring 10**12 pixels -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def huge_tiff(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real GeoTIFF of a few KB whose header declares 1,000,000 x 1,000,000 x 3 pixels:
+    tiled, compressed, sparse (no tile written)."""
+    path = tmp_path_factory.mktemp("hostile") / "huge.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=HUGE, height=HUGE, count=3, dtype="uint8",
+                       tiled=True, blockxsize=32768, blockysize=32768, compress="deflate",
+                       sparse_ok=True, crs="EPSG:32633", transform=NORTH_UP):
+        pass
+    assert path.stat().st_size < 20_000
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("models") / "unet.safetensors"
+    save_model(random_unet(), str(path))
+    return str(path)
+
+
+def _job(input_url: str, model: str, tmp_path: Path) -> Path:
+    path = tmp_path / "job.yaml"
+    spec = job_dict(input_url, model, str(tmp_path / "out.zarr"), tile=None)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+PIXELS_REFUSED = f"declares {HUGE} x {HUGE} = 1e12 pixels; the limit is 1e11 (GEOSEG_MAX_PIXELS)"
+
+
+def test_reading_the_huge_tiffs_metadata_refuses_it(huge_tiff):
+    t0 = time.perf_counter()
+    with pytest.raises(BudgetError, match=PIXELS_REFUSED.replace("(", r"\(").replace(")", r"\)")):
+        open_source(huge_tiff)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_prepare_refuses_the_huge_tiff_and_names_the_key(huge_tiff, small_model, tmp_path):
+    spec = JobSpec.model_validate(job_dict(huge_tiff, small_model, str(tmp_path / "out.zarr")))
+    with pytest.raises(BudgetError) as caught:
+        prepare(spec)
+    assert str(caught.value).startswith("input.url: input ") and PIXELS_REFUSED in str(caught.value)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_validate_refuses_the_huge_tiff_quickly_with_the_limit_and_the_setting(
+        huge_tiff, small_model, tmp_path):
+    job = _job(huge_tiff, small_model, tmp_path)
+    result = geoseg("validate", str(job))
+    assert result.returncode == 2, result.said
+    assert PIXELS_REFUSED in result.said and "raise it if the raster is real" in result.said.lower()
+    assert "Traceback" not in result.stderr and "task(s)" not in result.said
+    assert result.seconds < 60
+    assert result.peak_rss < 1 << 30, result.peak_rss
+
+
+def test_raising_the_limits_lets_validate_pass(huge_tiff, small_model, tmp_path):
+    """Past the pixel budget the job's plan meets the task budget; past both, validate says
+    ok. The output would be planned, never written, by validate."""
+    job = _job(huge_tiff, small_model, tmp_path)
+    pixels_only = geoseg("validate", str(job), env={"GEOSEG_MAX_PIXELS": "1e12"})
+    assert pixels_only.returncode == 2, pixels_only.said
+    assert "tasks (chunks); the limit is 1e6 (GEOSEG_MAX_TASKS)" in pixels_only.said
+    both = geoseg("validate", str(job),
+                  env={"GEOSEG_MAX_PIXELS": "1e12", "GEOSEG_MAX_TASKS": "1e7"})
+    assert both.returncode == 0, both.said
+    assert both.said.startswith("ok:") and "(3, 1000000, 1000000)" in both.said
+    assert not (tmp_path / "out.zarr").exists()
+
+
+# --- a job's tasks and read windows -----------------------------------------------------------
+
+
+@pytest.fixture()
+def small_job(tmp_path, small_model) -> JobSpec:
+    src = write_zarr(tmp_path / "in.zarr", textured_image(200, 180))
+    return JobSpec.model_validate(job_dict(src, small_model, str(tmp_path / "out.zarr")))
+
+
+def test_a_job_of_more_tasks_than_the_budget_is_refused(small_job, monkeypatch):
+    assert prepare(small_job).n_tasks == 12  # 4 x 3 chunks of 64
+    monkeypatch.setenv("GEOSEG_MAX_TASKS", "11")
+    with pytest.raises(BudgetError,
+                       match=r"has 12 tasks \(chunks\); the limit is 11 \(GEOSEG_MAX_TASKS\)"):
+        prepare(small_job)
+    monkeypatch.setenv("GEOSEG_MAX_TASKS", "12")
+    prepare(small_job)
+
+
+def test_a_job_whose_tasks_read_more_than_the_window_budget_is_refused(small_job, monkeypatch):
+    prepared = prepare(small_job)
+    window = budgets.largest_window(prepared)
+    assert all(w > c for w, c in zip(window, prepared.chunks))  # the region and its halo
+    n_bytes = budgets.window_bytes(window, 3, "uint8")
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(n_bytes - 1))
+    with pytest.raises(BudgetError, match=rf"reads windows of 3 x {window[0]} x {window[1]} uint8 "
+                       rf".*the limit is {n_bytes - 1} \(GEOSEG_MAX_WINDOW_BYTES\)"):
+        prepare(small_job)
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(n_bytes))
+    prepare(small_job)
+
+
+# --- a model file whose metadata asks for depth 30 --------------------------------------------
+
+
+def with_config(path: str, out: Path, **config: int) -> str:
+    """A copy of model file ``path`` whose header's config has ``config`` merged in, its weights
+    and their sha256 untouched (the hash covers weights, not metadata)."""
+    data = Path(path).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    model = json.loads(header["__metadata__"]["model"])
+    model["config"].update(config)
+    header["__metadata__"]["model"] = json.dumps(model, sort_keys=True)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data after the header
+    out.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length :])
+    return str(out)
+
+
+LOAD = """
+import sys, time
+from geoseg.models.modelfile import load_model
+t0 = time.perf_counter()
+try:
+    load_model(sys.argv[1])
+    print("loaded")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+print(f"after {time.perf_counter() - t0:.1f} s")
+"""
+
+
+def test_a_model_file_declaring_depth_30_is_refused_in_seconds_and_bounded_memory(
+        small_model, tmp_path):
+    deep = with_config(small_model, tmp_path / "deep.safetensors", depth=30)
+    assert Path(deep).stat().st_size < 1 << 20
+    result = python(LOAD, deep)
+    assert result.returncode == 0, result.said
+    assert result.said.startswith("BudgetError model file "), result.said
+    assert '"depth": 30' in result.said and "(GEOSEG_MAX_MODEL_PARAMETERS)" in result.said
+    assert result.seconds < 60
+    assert result.peak_rss < 1 << 30, result.peak_rss
+
+
+def test_validate_refuses_a_model_declaring_depth_30(small_model, tmp_path):
+    deep = with_config(small_model, tmp_path / "deep.safetensors", depth=30)
+    src = write_zarr(tmp_path / "in.zarr", textured_image(70, 60))
+    result = geoseg("validate", str(_job(src, deep, tmp_path)))
+    assert result.returncode == 2, result.said
+    assert "model.path: model file" in result.said and "GEOSEG_MAX_MODEL_PARAMETERS" in result.said
+    assert "Traceback" not in result.stderr
+    assert result.peak_rss < 1 << 30
+
+
+def test_a_network_counted_on_the_meta_device_past_the_budget_is_refused(small_model, tmp_path):
+    """Depth 14 builds on the meta device (depth 30 overflows even there): 5.1e11 values."""
+    deep = with_config(small_model, tmp_path / "deep.safetensors", depth=14)
+    with pytest.raises(BudgetError, match=r"builds a network of 5.1e11 parameters; the limit is "
+                                          r"1e9 \(GEOSEG_MAX_MODEL_PARAMETERS\)"):
+        read_header(deep)
+    result = python(LOAD, deep)
+    assert "GEOSEG_MAX_MODEL_PARAMETERS" in result.said and result.peak_rss < 1 << 30, result.said
+
+
+def test_the_model_budgets_are_settings(small_model, monkeypatch):
+    header = read_header(small_model)
+    n_values = _n_values(small_model)
+    monkeypatch.setenv("GEOSEG_MAX_MODEL_PARAMETERS", str(n_values - 1))
+    with pytest.raises(BudgetError,
+                       match=rf"of {n_values} parameters; the limit is {n_values - 1}"):
+        read_header(small_model)
+    monkeypatch.setenv("GEOSEG_MAX_MODEL_PARAMETERS", str(n_values))
+    monkeypatch.setenv("GEOSEG_MAX_MODEL_BYTES", "1000")
+    with pytest.raises(BudgetError,
+                       match=r"weights take .* the limit is 1000 \(GEOSEG_MAX_MODEL_BYTES\)"):
+        read_header(small_model)
+    monkeypatch.setenv("GEOSEG_MAX_MODEL_BYTES", str(8 * n_values))
+    assert read_header(small_model).info == header.info
+
+
+def _n_values(path: str) -> int:
+    """How many values the tensors of a safetensors file hold, from its header."""
+    data = Path(path).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    table = json.loads(data[8 : 8 + length])
+    return sum(math.prod(entry["shape"]) for name, entry in table.items() if name != "__metadata__")
+
+
+def test_a_header_whose_config_does_not_build_its_tensors_is_refused(small_model, tmp_path):
+    edited = with_config(small_model, tmp_path / "deeper.safetensors", depth=4)
+    with pytest.raises(ModelFileError, match=r"builds 118 tensors .* but the file holds 92 .* "
+                                             r"metadata was edited"):
+        read_header(edited)
+
+
+# --- an output declaring 10**8 chunks ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vast_output(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real output whose manifest declares 10**4 x 10**4 chunks, three of them done: what a
+    run of a 10**6 x 10**6 job leaves after its first chunks."""
+    url = str(tmp_path_factory.mktemp("vast") / "out.zarr")
+    target = create_output(url, shape=(HUGE, HUGE), chunks=(100, 100), georef=_georef(),
+                           class_names=["a", "b"], class_dtype="uint8", nodata_class=255,
+                           attrs={"job_identity": "x", "n_chunks": 10**8, "status": "complete",
+                                  "model": "m"})
+    for key in ("0.0", "5000.17", "9999.9999"):
+        target.mark_done(key, "ab" * 32)
+    return url
+
+
+def _georef() -> GeoRef:
+    return GeoRef.from_crs("EPSG:32633", NORTH_UP, None)
+
+
+def test_status_on_an_output_declaring_1e8_chunks_is_bounded(vast_output):
+    result = geoseg("status", vast_output, timeout=60)
+    assert result.returncode == 0, result.said
+    assert "3/100000000 chunks done" in result.said
+    assert result.peak_rss < 1 << 30, result.peak_rss
+
+
+@pytest.mark.timeout(60)  # read chunk by chunk, the manifest takes hours
+def test_the_manifest_is_listed_not_read_chunk_by_chunk(vast_output):
+    target = OutputTarget(vast_output)
+    t0 = time.perf_counter()
+    assert target.done_keys() == {"0.0", "5000.17", "9999.9999"}
+    assert target.count_done() == 3
+    assert time.perf_counter() - t0 < 10
+
+
+def test_verify_refuses_an_output_past_the_task_budget_at_once(vast_output):
+    result = geoseg("verify", vast_output, timeout=60)
+    assert result.returncode == 2, result.said
+    assert (f"output {vast_output} has 1e8 tasks (chunks); the limit is 1e6 (GEOSEG_MAX_TASKS)"
+            in result.said), result.said
+    assert "verify reads and hashes every chunk" in result.said
+    assert result.peak_rss < 1 << 30
