@@ -49,7 +49,13 @@ def test_distance_watershed_equals_whole_image(seed: int, chunks: tuple[int, int
     assert count == ref.max()
     assert_same_partition(got, ref)
     assert_contiguous(got, count)
-    assert count > ndi.label(mask)[1]  # it does split touching discs
+    assert count >= ndi.label(mask)[1]  # it splits, never merges
+
+
+def test_distance_watershed_splits_touching_discs() -> None:
+    mask = touching_discs(5)
+    _, count = distance_watershed(da.from_array(mask, chunks=(40, 40)), h=2.0, halo=40)
+    assert count > ndi.label(mask)[1]
 
 
 def test_distance_watershed_in_3d() -> None:
