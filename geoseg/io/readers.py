@@ -108,8 +108,9 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
 
 def _mosaic(urls: str | Sequence[str], so: dict[str, Any], **options: Any) -> RasterSource:
     if isinstance(urls, str):
-        fs, _ = fsspec.core.url_to_fs(urls, **so)
-        found = sorted(fs.unstrip_protocol(p) if "://" in urls else p for p in fs.glob(urls))
+        with remote.storage_errors(urls, so, "Listing"), faults.metadata_errors(urls, so):
+            fs, _ = fsspec.core.url_to_fs(urls, **so)
+            found = sorted(fs.unstrip_protocol(p) if "://" in urls else p for p in fs.glob(urls))
         if not found:
             raise RasterNotFoundError(f"No raster matches {remote.public_url(urls)}; check the pattern "
                                       "(and storage_options for remote stores).")
