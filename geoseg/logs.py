@@ -60,11 +60,18 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every URL in it stripped of user info, query and fragment, and every
     secret (``secrets``, those remembered, those in credential environment variables) hidden,
     as is and percent-encoded, longest first."""
-    text = _URL.sub(lambda m: public_url(m.group(0)), str(text))
+    text = _URL.sub(_public_match, str(text))
     known = {*secrets, *_secrets, *env_secrets()}
     for secret in sorted({f for s in known for f in _forms(s)}, key=len, reverse=True):
         text = text.replace(secret, HIDE)
     return text
+
+
+def _public_match(match: re.Match[str]) -> str:
+    """A URL found in a message, made public; punctuation that ends the sentence is kept."""
+    url = match.group(0)
+    core = url.rstrip(".,;:)")
+    return public_url(core) + url[len(core):]
 
 
 def public_url(url: str) -> str:

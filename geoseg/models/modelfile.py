@@ -10,6 +10,7 @@ with the same metadata in their ``geoseg.json`` extra file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -17,10 +18,10 @@ import math
 import struct
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 import torch
@@ -28,13 +29,14 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from geoseg import budgets
+from geoseg import budgets, logs
 from geoseg.errors import BudgetError, GeosegError, ModelFileError
 from geoseg.io import remote
 from geoseg.models.model import ModelHeader, ModelInfo, ModelRef, SegmentationModel
 from geoseg.models.registry import build_network
 from geoseg.tiling.plan import coerce_per_axis, round_up
 
+T = TypeVar("T")
 FORMAT = "geoseg-model/1"
 TORCHSCRIPT_META = "geoseg.json"
 BUILTIN_PREFIX = "builtin:"
@@ -91,6 +93,22 @@ def save_model(model: SegmentationModel, url: str, *, storage_options: dict[str,
     return ModelRef(url, info.sha256, dict(storage_options or {}))
 
 
+def _public_errors(load: Callable[..., T]) -> Callable[..., T]:
+    """A geoseg error from loading a model file names it in its public form: a signed URL's
+    query and user info never reach a message, whichever helper raised it."""
+
+    @functools.wraps(load)
+    def wrapper(url: str, *args: Any, **kwargs: Any) -> T:
+        try:
+            return load(url, *args, **kwargs)
+        except GeosegError as exc:
+            error = type(exc)(logs.scrub(str(exc), logs.url_secrets(url)))
+        raise error  # out of the except: nothing else travels from a worker with it
+
+    return wrapper
+
+
+@_public_errors
 def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
                device: str | None = None, expected_sha256: str | None = None) -> SegmentationModel:
     """Load a model file (a path, an fsspec URL, or ``builtin:NAME``).
@@ -118,6 +136,7 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
     return SegmentationModel(net, info, source=ref, device=device)
 
 
+@_public_errors
 def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> ModelHeader:
     """What a model file says of itself, without its weights: for a safetensors file only its
     header is read, and stride and receptive field come from the architecture built on torch's
