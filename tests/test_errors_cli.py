@@ -1,0 +1,346 @@
+"""Real faults through the geoseg command: one clean message naming the file and the chunk or
+window, exit 2 for bad input and 1 for a failed run, no traceback, no Dask "Compute Failed" dump,
+and no secret anywhere in what a job prints or stores."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from urllib.parse import quote
+
+import fsspec
+import pytest
+import yaml
+
+from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
+
+QUICK = {"COLUMNS": "1000"}  # rich wraps nothing: a message is one line to search
+
+
+def geoseg(*args: str, env: dict[str, str] | None = None,
+           prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "geoseg.cli", *args], check=False,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **QUICK, **(env or {})})
+
+
+def said(result: subprocess.CompletedProcess) -> str:
+    return " ".join(result.stderr.split())
+
+
+def assert_clean(result: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    """Exit ``code``, one message holding every needle, and nothing a user should not see."""
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert "Traceback" not in output and "Compute Failed" not in output, output
+    assert "internal error" not in output, output
+    for needle in needles:
+        assert needle in said(result), output
+
+
+def run_job(tmp_path: Path, data: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(data))
+    return geoseg("run", str(job), *args, **kwargs)
+
+
+@pytest.fixture()
+def scene(tmp_path) -> Path:
+    return Path(write_zarr(tmp_path / "scene.zarr", textured_image(130, 120)))
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def test_a_truncated_geotiff_names_the_file_window_and_blocks(tmp_path, model_path):
+    full = write_geotiff(tmp_path / "full.tif", textured_image(130, 120))
+    data = Path(full).read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    result = run_job(tmp_path, job_dict(str(tmp_path / "cut.tif"), model_path,
+                                        str(tmp_path / "out.zarr")))
+    assert_clean(result, 2, f"cannot decode {tmp_path / 'cut.tif'}", "input window y ",
+                 "block (y 1, x 0)", "corrupt or truncated")
+
+
+def test_a_garbage_zarr_chunk_is_named_by_its_key(tmp_path, model_path, scene):
+    (scene / "c" / "0" / "1" / "1").write_bytes(os.urandom(100))
+    result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")))
+    assert_clean(result, 2, f"cannot decode {scene}", "fail on their own: c/0/1/1",
+                 "Zstd decompression error")
+
+
+def test_a_broken_zarr_json_is_bad_metadata(tmp_path, model_path, scene):
+    text = (scene / "zarr.json").read_text()
+    (scene / "zarr.json").write_text(text[: len(text) // 2])
+    result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")))
+    assert_clean(result, 2, f"input.url: Cannot read the metadata of {scene}", "JSONDecodeError")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+# --- model files -----------------------------------------------------------------------------
+
+
+def truncated_safetensors(tmp_path: Path, model_path: str) -> Path:
+    data = Path(model_path).read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def a_zip(tmp_path: Path, model_path: str) -> Path:
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(model_path, "random-unet.safetensors")
+    return path
+
+
+def fake_torchscript(tmp_path: Path, model_path: str) -> Path:
+    path = tmp_path / "fake.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("fake/code/__torch__.py", "def forward(self, x): return x\n")
+        archive.writestr("fake/data.pkl", b"\x80\x02garbage")
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (truncated_safetensors, "is truncated: its header declares"),
+    (a_zip, "is a zip archive but not a model"),
+    (fake_torchscript, "torch cannot load it"),
+])
+def test_a_broken_model_file_is_named_before_any_compute(tmp_path, model_path, scene, make,
+                                                         message):
+    model = make(tmp_path, model_path)
+    result = run_job(tmp_path, job_dict(str(scene), str(model), str(tmp_path / "out.zarr")))
+    assert_clean(result, 2, "model.path: ", str(model), message)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_truncated_safetensors_fails_on_the_worker_too(tmp_path, model_path):
+    from geoseg.errors import ModelFileError
+    from geoseg.models.modelfile import load_model
+
+    with pytest.raises(ModelFileError, match=r"cut.safetensors is truncated or corrupt: its weights"):
+        load_model(str(truncated_safetensors(tmp_path, model_path)))
+
+
+def test_an_unreachable_s3_model_is_a_storage_error(tmp_path, scene):
+    data = job_dict(str(scene), "s3://geoseg/model.safetensors", str(tmp_path / "out.zarr"))
+    data["model"]["storage_options"] = {"key": "k", "secret": "s",
+                                        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}
+    result = run_job(tmp_path, data)
+    assert_clean(result, 1, "model.path: Reading model file s3://geoseg/model.safetensors failed",
+                 "Cannot connect to host 127.0.0.1:9")
+
+
+# --- the job spec --------------------------------------------------------------------------
+
+
+def test_a_non_utf8_job_spec_names_the_byte_and_line(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_bytes(b"name: demo\ninput: {url: caf\xe9.zarr}\n")
+    result = geoseg("validate", str(job))
+    assert_clean(result, 2, f"{job} is not UTF-8 text: byte 0xe9 on line 2")
+
+
+def test_a_yaml_error_says_where_without_quoting_the_line(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("input: {url: x, storage_options: {secret: QUOTED-SECRET-9f2}\nmodel: [1\n")
+    result = geoseg("validate", str(job))
+    assert_clean(result, 2, f"{job} is not valid YAML: line ")
+    assert "QUOTED-SECRET-9f2" not in result.stdout + result.stderr
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def mount_prefix(folder: Path, mount: str) -> list[str]:
+    """``unshare -m sh -c 'MOUNT && exec "$@"'``: the command runs with ``folder`` mounted as asked,
+    in a mount namespace of its own; skipped where namespaces cannot be made."""
+    unshare = shutil.which("unshare")
+    flags = ["-m"] if os.geteuid() == 0 else ["-r", "-m"]
+    if unshare is None or subprocess.run([unshare, *flags, "true"], check=False,
+                                         capture_output=True).returncode != 0:
+        pytest.skip("cannot make a mount namespace here (unshare missing or not permitted)")
+    return [unshare, *flags, "sh", "-c", f'{mount} && exec "$@"', str(folder)]
+
+
+def test_a_read_only_output_folder_is_refused_cleanly(tmp_path, model_path, scene):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root ignores permissions: bind the folder read-only instead
+        prefix = mount_prefix(folder, 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"')
+    else:
+        folder.chmod(0o555)
+        prefix = []
+    try:
+        result = run_job(tmp_path, job_dict(str(scene), model_path, str(folder / "out.zarr")),
+                         prefix=prefix)
+    finally:
+        folder.chmod(0o755)
+    assert_clean(result, 2, f"{folder}/out.zarr", "failed: permission denied",
+                 "read-only or not writable")
+
+
+def test_a_full_disk_names_the_chunk_and_fails_the_run(tmp_path, model_path, scene):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    prefix = mount_prefix(folder, 'mount -t tmpfs -o size=96k tmpfs "$0"')
+    data = job_dict(str(scene), model_path, str(folder / "out.zarr"), probabilities=True)
+    result = run_job(tmp_path, data, prefix=prefix)
+    assert_clean(result, 1, f"Writing {folder}/out.zarr failed: the disk is full",
+                 "No space left on device", "a rerun resumes")
+    assert re.search(r"output (\w+ chunk y \d+:\d+|manifest entry of chunk \d)", said(result))
+
+
+# --- the cluster -----------------------------------------------------------------------------
+
+
+def test_an_unreachable_scheduler_is_named(tmp_path, model_path, scene):
+    result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")),
+                     "--cluster", "tcp://127.0.0.1:9",
+                     env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})  # not 30 s
+    assert_clean(result, 2, "Cannot reach the Dask scheduler at tcp://127.0.0.1:9",
+                 "Check that it is running")
+
+
+# --- the command line itself -------------------------------------------------------------
+
+
+@pytest.fixture()
+def in_process(monkeypatch):
+    """Run ``geoseg.cli.main`` here; leaves logging as it found it."""
+    from geoseg import logs
+
+    yield monkeypatch
+    logs.quiet_task_errors(False)
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path, in_process,
+                                                                      capsys):
+    from geoseg import jobs
+    from geoseg.cli import main
+
+    def broken(spec):  # a library's error quoting a signed URL
+        raise KeyError(f"a bug near s3://{SECRETS['url user']}:{SECRETS['url password']}@b/k"
+                       f"?X-Amz-Signature={SECRETS['url signature']}")
+
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_dict("in.zarr", "m.safetensors", "out.zarr")))
+    in_process.setattr(jobs, "prepare", broken)
+    for debug in ([], ["--debug"]):
+        in_process.setattr(sys, "argv", ["geoseg", *debug, "validate", str(job)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        assert exit_.value.code == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert "internal error: KeyError: 'a bug near s3://b/k' (rerun with --debug" in err
+        assert ("Traceback" in err) == bool(debug)
+        assert leaks(err) == []
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+SECRETS = {
+    "input key": "AKIAINPUTKEY7Q2W", "input secret": "in/Secret+Value/77aa", "input token": "INTOKEN9x8y7",
+    "model header": "MODELHEADERSECRET55", "model user": "MODELUSER31",
+    "model password": "MODELPASSWD/62x", "model signature": "MODELSIG0a1b2c3d",
+    "model credential": "MODELCRED9z8y",
+    "output key": "AKIAOUTPUTKEY3E4R", "output secret": "out/Secret+Value/88bb", "output token": "OUTTOKEN6u5t",
+    "env secret": "ENVSECRET/44ab+cd", "env session": "ENVSESSION3344",
+    "url user": "AKIAURLUSER5T6Y", "url password": "URLPASSWORD44zz", "url signature": "URLSIGNATURE9k8j",
+}
+SECRET_ENV = {"AWS_SECRET_ACCESS_KEY": SECRETS["env secret"],
+              "AWS_SESSION_TOKEN": SECRETS["env session"]}
+
+
+def s3(server: dict, who: str) -> dict:
+    return {"key": SECRETS[f"{who} key"], "secret": SECRETS[f"{who} secret"],
+            "token": SECRETS[f"{who} token"], "client_kwargs": server["client_kwargs"]}
+
+
+def secret_job(tmp_path: Path, server: dict, model_path: str, *, garbage: bool = False) -> dict:
+    """A job with a secret in every place a credential can go: the storage options of input,
+    model and output, and the model's URL (user info and a signed query)."""
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **server)
+    local = Path(write_zarr(tmp_path / "scene.zarr", textured_image(130, 120)))
+    if garbage:
+        (local / "c" / "0" / "1" / "1").write_bytes(os.urandom(100))
+    folder = f"geoseg/{tmp_path.name}"  # the server is shared by the session's tests
+    for file in (f for f in local.rglob("*") if f.is_file()):
+        fs.put_file(str(file), f"{folder}/scene.zarr/{file.relative_to(local).as_posix()}")
+    fs.put_file(model_path, f"{folder}/model.safetensors")
+    endpoint = server["client_kwargs"]["endpoint_url"].removeprefix("http://")
+    model = (f"http://{SECRETS['model user']}:{SECRETS['model password'].replace('/', '%2F')}@"
+             f"{endpoint}/{folder}/model.safetensors?X-Amz-Signature="
+             f"{SECRETS['model signature']}&X-Amz-Credential={SECRETS['model credential']}")
+    data = job_dict(f"s3://{folder}/scene.zarr", model, f"s3://{folder}/out.zarr")
+    data["input"]["storage_options"] = s3(server, "input")
+    data["output"]["storage_options"] = s3(server, "output")
+    data["model"]["storage_options"] = {"headers": {"X-Api-Key": SECRETS["model header"]}}
+    data["runs_dir"] = str(tmp_path / "runs")
+    return data
+
+
+def leaks(text: str) -> list[str]:
+    """The secrets in ``text``, as they are or percent-encoded."""
+    return [name for name, secret in SECRETS.items()
+            if secret in text or quote(secret, safe="") in text]
+
+
+def stored_text(tmp_path: Path, server: dict) -> str:
+    """Every run record and every metadata document of the output."""
+    runs = "".join(p.read_text() for p in (tmp_path / "runs").rglob("*") if p.is_file())
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **server)
+    docs = [p for p in fs.find(f"geoseg/{tmp_path.name}") if "/c/" not in p
+            and not p.endswith(".safetensors")]  # metadata, attributes, leases: not pixels
+    return runs + "".join(fs.cat_file(p).decode(errors="replace") for p in docs)
+
+
+def test_no_secret_in_anything_a_succeeding_job_prints_or_stores(tmp_path, model_path, s3_server):
+    data = secret_job(tmp_path, s3_server, model_path)
+    result = run_job(tmp_path, data, env={**SECRET_ENV, "GEOSEG_LOG_FORMAT": "json"})
+    assert result.returncode == 0, result.stderr
+    stored = stored_text(tmp_path, s3_server)
+    assert '"status": "complete"' in stored.replace('":"', '": "') and "run_record" in stored
+    assert leaks(result.stdout + result.stderr + stored) == []
+
+
+def test_no_secret_in_anything_a_failing_job_prints_or_stores(tmp_path, model_path, s3_server):
+    data = secret_job(tmp_path, s3_server, model_path, garbage=True)
+    result = run_job(tmp_path, data, env=SECRET_ENV)
+    assert_clean(result, 2, f"cannot decode s3://geoseg/{tmp_path.name}/scene.zarr", "c/0/1/1")
+    assert leaks(result.stdout + result.stderr + stored_text(tmp_path, s3_server)) == []
+
+
+def test_no_secret_from_a_url_a_library_quotes(tmp_path, model_path, s3_server):
+    """botocore quotes a bucket name it refuses, user info included; fsspec quotes the part of
+    a malformed URL's user info it took for a port."""
+    data = secret_job(tmp_path, s3_server, model_path)
+    data["input"]["url"] = (f"s3://{SECRETS['url user']}:{SECRETS['url password']}@geoseg/"
+                            f"{tmp_path.name}/scene.zarr?X-Amz-Signature={SECRETS['url signature']}")
+    result = run_job(tmp_path, data, env=SECRET_ENV)
+    assert_clean(result, 2, f"input.url: Cannot read the metadata of s3://geoseg/{tmp_path.name}/",
+                 "Invalid bucket name")
+    assert leaks(result.stdout + result.stderr) == []
+    data["input"]["url"] = f"s3://{SECRETS['url user']}:wJalrXUtnFEMI/{SECRETS['url password']}@geoseg/x"
+    result = run_job(tmp_path, data, env=SECRET_ENV)
+    assert_clean(result, 2, "input.url: received a URL that cannot be parsed (s3://geoseg/x ")
+    assert leaks(result.stdout + result.stderr) == [] and "wJalrXUtnFEMI" not in result.stderr
+
+
+def test_scrub_hides_every_form_of_a_secret():
+    from geoseg import logs
+
+    url = "s3://AKIAUSER:wJalrXUtnFEMI/K7MDENG@bucket/key?X-Amz-Signature=abc123"
+    text = (f"{url} Port could not be cast to integer value as 'wJalrXUtnFEMI' "
+            "token=s3cr3t%2Fx s3cr3t/x")
+    scrubbed = logs.scrub(text, ["s3cr3t/x", *logs.url_secrets(url)])
+    for part in ("AKIAUSER", "wJalrXUtnFEMI", "K7MDENG", "abc123", "s3cr3t"):
+        assert part not in scrubbed, scrubbed
+    assert scrubbed.startswith("s3://bucket/key Port could not be cast")
+    assert {"AKIAUSER", "wJalrXUtnFEMI/K7MDENG", "abc123"} <= logs.url_secrets(url)
