@@ -46,10 +46,12 @@ HIDDEN = frozenset({"storage_options", "secret", "key", "token", "password", "cr
 _STANDARD = (frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
              | {"message", "asctime"})
 HIDE = "<hidden>"
-NOT_SECRET = frozenset({"endpoint_url", "region_name", "region", "anon", "use_ssl"})
+NOT_SECRET = frozenset({"endpoint_url", "region_name", "region", "profile", "signature_version",
+                        "addressing_style", "anon", "use_ssl"})  # storage options hiding nothing
 SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|ACCOUNT_KEY|"
                         r"SAS|SIGNATURE|API_KEY|AUTH", re.IGNORECASE)
 MIN_SECRET = 4  # shorter strings are not hidden: they would blank out ordinary words
+MIN_ENV_SECRET = 8  # an environment variable named like a credential may hold "true" or "1"
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _secrets: set[str] = set()
 
@@ -121,7 +123,7 @@ def url_secrets(url: str) -> set[str]:
 
 def env_secrets() -> set[str]:
     """Values of environment variables named like credentials (``AWS_SECRET_ACCESS_KEY``, ...)."""
-    return {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_SECRET}
+    return {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_ENV_SECRET}
 
 
 def _forms(secret: str) -> Iterator[str]:
