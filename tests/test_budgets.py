@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -62,33 +63,39 @@ LIMITED = """
 import os, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]),) * 2)
 resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
-os.execv(sys.argv[2], sys.argv[2:])
-"""  # caps the child's memory and CPU time, then becomes it (same pid, for wait4)
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[3], sys.argv[3:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[2], "w") as peak:
+    peak.write(str(usage.ru_maxrss * 1024))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""  # caps memory and CPU time, then runs the command as its own child and records its peak RSS
 
 
 def run_bounded(args: list[str], *, env: dict[str, str] | None = None,
                 timeout: float = 120) -> Finished:
     """Run ``args`` with its memory and CPU time capped; kill it after ``timeout`` seconds.
-    The peak RSS is this child's own (``wait4``), not the largest of every child so far."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+
+    The peak RSS is the command's own: it is forked by a small wrapper process, because a
+    child forked by this (large, long-lived) test process starts with this process's
+    high-water mark, which ``ru_maxrss`` keeps across ``exec``."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r") as peak:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", LIMITED, str(ADDRESS_SPACE), *args],
-                                stdout=out, stderr=err, env={**os.environ, **(env or {})},
-                                cwd=REPO, text=True)
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - t0 > timeout:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                pytest.fail(f"{args[2:]} ran past {timeout} s: unbounded")
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.Popen([sys.executable, "-c", LIMITED, str(ADDRESS_SPACE), peak.name,
+                                 *args], stdout=out, stderr=err, env={**os.environ, **(env or {})},
+                                cwd=REPO, text=True, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"{args[2:]} ran past {timeout} s: unbounded")
         out.seek(0)
         err.seek(0)
         return Finished(proc.returncode, out.read(), err.read(), time.perf_counter() - t0,
-                        usage.ru_maxrss * 1024)
+                        int(peak.read() or 0))
 
 
 def geoseg(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Finished:

@@ -134,9 +134,13 @@ def test_existing_output_and_the_input_itself_are_refused(tmp_path):
         convert(gz, gz, overwrite=True)
     with pytest.raises(UnsupportedFormatError, match="one resolution"):
         convert(gz, str(out), level=1, overwrite=True)
-    assert (out / "keep.txt").exists()
-    convert(gz, str(out), overwrite=True)
-    assert not (out / "keep.txt").exists() and geoseg.open_raster(str(out)).shape == (1, 4, 5, 6)
+    with pytest.raises(OutputExistsError, match="not something geoseg wrote.*nothing was deleted"):
+        convert(gz, str(out), overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    done = tmp_path / "done.zarr"
+    convert(gz, str(done))
+    convert(gz, str(done), overwrite=True)  # what geoseg wrote, it may replace
+    assert geoseg.open_raster(str(done)).shape == (1, 4, 5, 6)
 
 
 def test_gzipped_nifti_on_s3_to_zarr_on_s3(tmp_path, s3_server):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import geoseg
-from geoseg.errors import ModelFileError
+from geoseg.errors import BudgetError, ModelFileError
 from geoseg.models import builtin_models, load_model, save_model
 from geoseg.models.modelfile import export_torchscript, read_header
 from tests.conftest import random_unet, textured_image
@@ -141,7 +141,7 @@ def test_the_header_gives_what_the_client_plans_with_and_no_weights(tmp_path):
 
 def test_reading_a_header_never_builds_the_weights_it_declares(tmp_path):
     """A small file whose metadata declares a network of about 10^12 parameters: the client
-    reads its geometry from a weightless (meta-device) network, so nothing is allocated."""
+    counts it on a weightless (meta-device) network, allocating nothing, and refuses it."""
     info = random_unet().info.to_dict()
     info.update(config={"in_channels": 3, "num_classes": 4, "depth": 12, "width": 64}, sha256="ab" * 32)
     from safetensors.torch import save
@@ -149,5 +149,5 @@ def test_reading_a_header_never_builds_the_weights_it_declares(tmp_path):
     data = save({"w": torch.zeros(1)}, metadata={"format": "geoseg-model/1", "model": json.dumps(info)})
     path = tmp_path / "huge.safetensors"
     path.write_bytes(data)
-    header = read_header(str(path))
-    assert header.stride == (4096, 4096) and header.ref().sha256 == "ab" * 32
+    with pytest.raises(BudgetError, match=r"2.04e12 parameters.*GEOSEG_MAX_MODEL_PARAMETERS"):
+        read_header(str(path))
