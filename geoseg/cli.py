@@ -460,5 +460,74 @@ def _short_crs(wkt: str | None) -> str:
     return crs.to_string() if crs.to_epsg() else wkt[:80] + "..."
 
 
+@app.command(name="eval")
+def eval_command(
+    pred: Annotated[str, typer.Argument(help="Predicted labels: a geoseg output or any "
+                                             "single-band integer raster.")],
+    ref: Annotated[str, typer.Argument(help="Reference labels on the same pixel grid.")],
+    pred_variable: Annotated[str | None, typer.Option(help="Array in PRED (default: classes "
+                                                           "of a geoseg output).")] = None,
+    ref_variable: Annotated[str | None, typer.Option(help="Array in REF.")] = None,
+    ignore: Annotated[str | None, typer.Option(help="Reference labels not scored, e.g. 0,255.")] = None,
+    mapping: Annotated[str | None, typer.Option(
+        "--map", help="Reference id=predicted id pairs when the label sets differ, e.g. "
+                      "3=1,4=1 (default: by class name when both name them, else by id).")] = None,
+    window: Annotated[str | None, typer.Option(help="Pixel window row0,row1,col0,col1.")] = None,
+    bbox: Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in the raster's CRS.")] = None,
+    instances: Annotated[bool, typer.Option(help="Also match instances: PRED's 'instances' "
+                                                 "against REF's --ref-instances.")] = False,
+    ref_instances: Annotated[str, typer.Option(help="Instance array in REF.")] = "instances",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores here.")] = None,
+    min_miou: Annotated[float | None, typer.Option(help="Exit 1 below this mIoU.")] = None,
+    cluster: Annotated[str | None, typer.Option(help="local, slurm, pbs, kubernetes or a scheduler "
+                                                     "address (default: threads here).")] = None,
+) -> None:
+    """Score PRED against REF chunk by chunk: IoU, Dice/F1, precision, recall, mIoU, (PQ)."""
+    import contextlib
+    import json
+
+    from geoseg.parallel.cluster import connect
+    from geoseg.report.eval import evaluate, open_labels
+    from geoseg.report.tables import instances_table, scores_table
+
+    p, r = open_labels(pred, pred_variable), open_labels(ref, ref_variable)
+    pairs = (open_labels(pred, "instances"), open_labels(ref, ref_instances)) if instances else None
+    with connect(cluster) if cluster else contextlib.nullcontext():
+        found = evaluate(p, r, ignore=_int_list(ignore, "--ignore") or (), mapping=_pairs(mapping),
+                         window=_int_list(window, "--window"), bbox=_float_list(bbox, "--bbox"),
+                         instances=pairs)
+    found.update(prediction=pred, reference=ref)
+    Console().print(scores_table(found))
+    if "instances" in found:
+        Console().print(instances_table(found["instances"]))
+    if json_out is not None:
+        json_out.write_text(json.dumps(found, indent=1))
+    if min_miou is not None and (found["miou"] is None or found["miou"] < min_miou):
+        console.print(f"mIoU {found['miou']} is below --min-miou {min_miou}")
+        raise typer.Exit(1)
+
+
+def _float_list(value: str | None, option: str) -> list[float] | None:
+    """``"1,2.5"`` as ``[1.0, 2.5]``."""
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option}: received {value!r}; expected numbers separated by "
+                                 "commas, e.g. 500000,4490000,510000,4500000") from None
+
+
+def _pairs(value: str | None) -> dict[int, int] | None:
+    """``"3=1,4=1"`` as ``{3: 1, 4: 1}``."""
+    if value is None:
+        return None
+    try:
+        return {int(a): int(b) for a, b in (item.split("=") for item in value.split(",") if item)}
+    except ValueError:
+        raise typer.BadParameter(f"--map: received {value!r}; expected reference=predicted id "
+                                 "pairs separated by commas, e.g. 3=1,4=1") from None
+
+
 if __name__ == "__main__":
     main()

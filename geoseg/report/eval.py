@@ -1,0 +1,352 @@
+"""Score a segmentation against reference labels at raster scale, chunk by chunk.
+
+Semantic scores come from one confusion matrix summed over chunks
+(:func:`geoseg.metrics.confusion_matrix_dask`: a small matrix per chunk pair, tree-summed),
+never from a whole array in memory. Both label sets are first mapped into one list of
+scored classes (:class:`ClassMap`): reference pixels whose label is ignored, or where either
+side holds its nodata value, are not scored; a predicted label outside the list counts as
+wrong (the matrix's last column, ``other``).
+
+Instance scores match objects across the whole raster: each chunk reports its objects'
+areas and the overlaps of (reference, predicted) object pairs; the tables are merged in a
+tree and matched by :mod:`geoseg.instances.panoptic` (PQ, SQ, RQ, TP/FP/FN per class and
+IoU threshold), so an object split by chunk borders is scored whole.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from geoseg.errors import EvaluationError
+from geoseg.instances.panoptic import DEFAULT_THRESHOLDS, _Overlaps, _Side
+from geoseg.metrics import confusion_matrix_dask, dice_per_class, iou_per_class
+
+__all__ = ["ClassMap", "Labels", "confusion", "evaluate", "instance_scores", "open_labels",
+           "region_slices", "scores"]
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """The scored classes (``names``, in matrix order) and how each side's labels map to them."""
+
+    names: tuple[str, ...]
+    ref: dict[int, int]
+    pred: dict[int, int]
+
+    @property
+    def other(self) -> int:
+        """Column of predicted labels outside the scored classes."""
+        return len(self.names)
+
+    @property
+    def dropped(self) -> int:
+        """Value of pixels that are not scored (out of the matrix's range)."""
+        return len(self.names) + 1
+
+    @classmethod
+    def build(cls, pred_names: Sequence[str] | None, ref_names: Sequence[str] | None,
+              n_ids: int, mapping: dict[int, int] | None = None) -> ClassMap:
+        """Classes named by the prediction (else the reference, else ids ``0..n_ids-1``).
+
+        Reference labels map by ``mapping`` (reference id -> predicted id) when given, else by
+        name when both sides name their classes (reference-only names become extra classes,
+        scored 0 where predicted never), else by id."""
+        names = list(pred_names or ref_names or [str(i) for i in range(n_ids)])
+        pred = {i: i for i in range(len(names))}
+        if mapping:
+            ids = set(range(max(n_ids, len(ref_names or ())))) | set(mapping)
+            ref = {v: mapping.get(v, v) for v in ids if mapping.get(v, v) < len(names)}
+        elif pred_names and ref_names and list(pred_names) != list(ref_names):
+            for name in ref_names:
+                if name not in names:
+                    names.append(name)
+            ref = {i: names.index(name) for i, name in enumerate(ref_names)}
+        else:
+            ref = {i: i for i in range(len(names))}
+        return cls(tuple(names), ref, pred)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A lazily read label raster: its dask array and what its store says about it."""
+
+    data: da.Array
+    names: tuple[str, ...] | None = None
+    nodata: int | None = None
+    transform: tuple[float, ...] | None = None
+    url: str = ""
+    colors: tuple[tuple[int, ...], ...] | None = field(default=None, repr=False)
+
+
+def open_labels(url: str, variable: str | None = None,
+                storage_options: dict[str, Any] | None = None) -> Labels:
+    """One band of integer labels: a geoseg output's ``classes`` (unless ``variable`` says
+    otherwise), a Zarr array or any single-band raster geoseg reads."""
+    from geoseg.io.output import OutputTarget
+    from geoseg.io.readers import open_source, source_to_dataarray
+
+    attrs = OutputTarget(url, dict(storage_options or {})).attrs()
+    if attrs and variable is None:
+        variable = "classes"
+    source = open_source(url, storage_options, variable=variable)
+    if source.shape[0] != 1 or not np.issubdtype(np.dtype(source.dtype), np.integer):
+        raise EvaluationError(
+            f"{url}: received {source.shape[0]} band(s) of {source.dtype}; expected one band of "
+            "integer labels. Name the label array with --pred-variable / --ref-variable.")
+    names = attrs.get("class_names") or _array_attr(url, variable, "class_names", storage_options)
+    nodata = attrs.get("nodata_class", source.georef.nodata)
+    colors = attrs.get("class_colors")
+    return Labels(source_to_dataarray(source).data[0], tuple(names) if names else None,
+                  None if nodata is None else int(nodata), source.georef.transform, url,
+                  tuple(tuple(c) for c in colors) if colors else None)
+
+
+def _array_attr(url: str, variable: str | None, key: str,
+                storage_options: dict[str, Any] | None) -> Any:
+    """An attribute of a Zarr array (``None`` for anything else)."""
+    import zarr
+
+    try:
+        node = zarr.open(url, mode="r", storage_options=storage_options or None)
+        if variable is not None:
+            node = node[variable]
+        return node.attrs.get(key)
+    except Exception:  # noqa: BLE001 - not Zarr, or no such attribute: nothing to say
+        return None
+
+
+def region_slices(shape: Sequence[int], *, window: Sequence[int] | None = None,
+                  bbox: Sequence[float] | None = None,
+                  transform: Sequence[float] | None = None) -> tuple[slice, ...]:
+    """The pixels to score: a ``window`` ``(row0, row1, col0, col1)``, or a ``bbox``
+    ``(minx, miny, maxx, maxy)`` in the raster's CRS (needs its ``transform``); all without."""
+    if window is not None and bbox is not None:
+        raise EvaluationError("received both a window and a bbox; expected one of them.")
+    if bbox is not None:
+        window = _bbox_window(bbox, transform)
+    full = tuple(slice(0, n) for n in shape)
+    if window is None:
+        return full
+    r0, r1, c0, c1 = (int(v) for v in window)
+    rows, cols = shape[-2:]
+    if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
+        raise EvaluationError(
+            f"region: window rows {r0}:{r1}, cols {c0}:{c1} is empty or outside the raster of "
+            f"{rows} x {cols} pixels; give 0 <= row0 < row1 <= {rows} and 0 <= col0 < col1 <= {cols}.")
+    return (*full[:-2], slice(r0, r1), slice(c0, c1))
+
+
+def _bbox_window(bbox: Sequence[float], transform: Sequence[float] | None) -> tuple[int, ...]:
+    if transform is None:
+        raise EvaluationError("region: a bbox needs a georeferenced raster; this one has no "
+                              "transform. Give a pixel window instead.")
+    from affine import Affine
+
+    inverse = ~Affine(*transform[:6])
+    minx, miny, maxx, maxy = bbox
+    xs, ys = zip(*(inverse @ (x, y) for x in (minx, maxx) for y in (miny, maxy)))
+    return (max(0, math.floor(min(ys))), math.ceil(max(ys)),
+            max(0, math.floor(min(xs))), math.ceil(max(xs)))
+
+
+def _remap(block: np.ndarray, table: dict[int, int], default: int) -> np.ndarray:
+    """``table[v]`` for every value ``v`` of ``block``, ``default`` where it has none."""
+    keys = np.array(sorted(table), dtype=np.int64)
+    values = np.array([table[k] for k in keys.tolist()], dtype=np.int64)
+    flat = block.astype(np.int64)
+    at = np.clip(np.searchsorted(keys, flat), 0, max(len(keys) - 1, 0))
+    hit = (keys[at] == flat) if len(keys) else np.zeros(flat.shape, bool)
+    return np.where(hit, values[at] if len(keys) else default, default)
+
+
+def _mapped_block(ref: np.ndarray, pred: np.ndarray, cmap: ClassMap, ignore: tuple[int, ...],
+                  nodata: tuple[int | None, int | None], side: str) -> np.ndarray:
+    """One side of a chunk in class indexes; unscored pixels get ``cmap.dropped``."""
+    drop = np.isin(ref, ignore) if ignore else np.zeros(ref.shape, bool)
+    if nodata[0] is not None:
+        drop |= ref == nodata[0]
+    if nodata[1] is not None:
+        drop |= pred == nodata[1]
+    if side == "ref":
+        mapped = _remap(ref, cmap.ref, cmap.dropped)
+    else:
+        mapped = _remap(pred, cmap.pred, cmap.other)
+    return np.where(drop, cmap.dropped, mapped)
+
+
+def _mapped(ref: da.Array, pred: da.Array, cmap: ClassMap, ignore: tuple[int, ...],
+            nodata: tuple[int | None, int | None]) -> tuple[da.Array, da.Array]:
+    pred = pred.rechunk(ref.chunks)
+    return tuple(da.map_blocks(_mapped_block, ref, pred, cmap=cmap, ignore=ignore, nodata=nodata,
+                               side=side, dtype=np.int64) for side in ("ref", "pred"))
+
+
+def confusion(ref: da.Array, pred: da.Array, cmap: ClassMap, *, ignore: Sequence[int] = (),
+              nodata: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
+    """The ``(K+1, K+1)`` confusion matrix (reference rows, predicted columns) of ``K`` scored
+    classes plus ``other`` (predicted labels outside them), summed over chunks.
+
+    ``ignore``: reference labels not scored; ``nodata``: (reference, predicted) nodata values,
+    pixels holding either are not scored."""
+    if ref.shape != pred.shape:
+        raise EvaluationError(f"the prediction has shape {pred.shape} but the reference has "
+                              f"{ref.shape}; both must lie on one pixel grid. Crop or resample first.")
+    t, p = _mapped(ref, pred, cmap, tuple(int(i) for i in ignore), nodata)
+    return confusion_matrix_dask(t, p, cmap.other + 1)
+
+
+def scores(matrix: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Per-class IoU, Dice/F1, precision, recall; overall accuracy, mIoU, frequency-weighted IoU.
+    ``None`` where a class is absent from both sides (or a ratio has no denominator)."""
+    k = len(names)
+    tp = np.diag(matrix)[:k].astype(np.float64)
+    ref_total, pred_total = matrix.sum(1)[:k], matrix.sum(0)[:k]
+    total = int(matrix.sum())
+    iou = iou_per_class(matrix)[:k]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(pred_total > 0, tp / pred_total, np.nan)
+        recall = np.where(ref_total > 0, tp / ref_total, np.nan)
+    present = ~np.isnan(iou)
+    per_class = {name: {"iou": _num(iou[i]), "dice": _num(dice_per_class(matrix)[i]),
+                        "f1": _num(dice_per_class(matrix)[i]), "precision": _num(precision[i]),
+                        "recall": _num(recall[i]), "support": int(ref_total[i]),
+                        "predicted": int(pred_total[i])} for i, name in enumerate(names)}
+    return {
+        "classes": list(names), "pixels_scored": total,
+        "overall_accuracy": _num(tp.sum() / total) if total else None,
+        "miou": _num(iou[present].mean()) if present.any() else None,
+        "fwiou": _num((ref_total[present] * iou[present]).sum() / total) if total else None,
+        "predicted_other": int(matrix[:, k].sum()) if matrix.shape[0] > k else 0,
+        "per_class": per_class, "confusion": matrix[:k, :k].astype(np.int64).tolist(),
+    }
+
+
+def _num(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 6)
+
+
+def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
+             mapping: dict[int, int] | None = None, window: Sequence[int] | None = None,
+             bbox: Sequence[float] | None = None,
+             instances: tuple[Labels, Labels] | None = None) -> dict[str, Any]:
+    """Semantic scores of ``pred`` against ``ref`` over the whole raster or a region; with
+    ``instances`` (predicted, reference instance labels), instance scores too."""
+    region = region_slices(ref.data.shape, window=window, bbox=bbox,
+                           transform=ref.transform or pred.transform)
+    r, p = ref.data[region], pred.data[region]
+    n_ids = 0
+    if not (pred.names or ref.names):
+        n_ids = int(max(da.compute(r.max(), p.max()))) + 1
+    cmap = ClassMap.build(pred.names, ref.names, n_ids, mapping)
+    matrix = confusion(r, p, cmap, ignore=ignore, nodata=(ref.nodata, pred.nodata))
+    found = scores(matrix, cmap.names)
+    found["region"] = [[s.start, s.stop] for s in region]
+    found["ignored_labels"] = sorted(int(i) for i in ignore)
+    found["nodata"] = {"reference": ref.nodata, "prediction": pred.nodata}
+    if instances is not None:
+        t, p = _mapped(r, p, cmap, tuple(int(i) for i in ignore), (ref.nodata, pred.nodata))
+        found["instances"] = _instance_summary(instance_scores(
+            instances[1].data[region], instances[0].data[region], ref_classes=t, pred_classes=p,
+            valid=t != cmap.dropped), cmap.names)
+    return found
+
+
+def _instance_summary(found: dict[int, dict[float, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Per class: every threshold's counts and scores, and their mean over the thresholds."""
+    out: dict[str, Any] = {}
+    for cls, by_threshold in found.items():
+        rows = {f"{t:.2f}": score.to_dict() for t, score in by_threshold.items()}
+        mean = {k: round(float(np.mean([r[k] for r in rows.values()])), 6)
+                for k in ("pq", "sq", "rq", "precision", "recall")}
+        out[names[cls] if cls < len(names) else str(cls)] = {"thresholds": rows, "mean": mean}
+    return out
+
+
+# --- instances ------------------------------------------------------------------------------
+
+
+def _side_table(ids: np.ndarray, cls: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows ``(id, class, valid pixels, ignored pixels)`` of the objects in one chunk."""
+    objects = ids > 0
+    pairs = np.stack([ids[objects], cls[objects]], axis=1).astype(np.int64)
+    keys, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    area = np.bincount(inverse, weights=valid[objects], minlength=len(keys))
+    total = np.bincount(inverse, minlength=len(keys))
+    return np.column_stack([keys.reshape(-1, 2), area.astype(np.int64), total - area.astype(np.int64)])
+
+
+def _pair_table(t: np.ndarray, p: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows ``(reference id, predicted id, overlapping valid pixels)``."""
+    both = valid & (t > 0) & (p > 0)
+    pairs = np.stack([t[both], p[both]], axis=1).astype(np.int64)
+    keys, counts = np.unique(pairs, axis=0, return_counts=True)
+    return np.column_stack([keys.reshape(-1, 2), counts])
+
+
+def _chunk_tables(t: np.ndarray, p: np.ndarray, tc: np.ndarray, pc: np.ndarray,
+                  valid: np.ndarray) -> tuple[np.ndarray, ...]:
+    t, p, tc, pc, valid = (np.asarray(a).reshape(-1) for a in (t, p, tc, pc, valid))
+    return _side_table(t, tc, valid), _side_table(p, pc, valid), _pair_table(t, p, valid)
+
+
+def _merge(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Two chunks' tables as one: rows of one key summed."""
+    return tuple(_sum_rows(np.concatenate([x, y])) for x, y in zip(a, b))
+
+
+def _sum_rows(rows: np.ndarray, n_keys: int = 2) -> np.ndarray:
+    keys, inverse = np.unique(rows[:, :n_keys], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = [np.bincount(inverse, weights=rows[:, c], minlength=len(keys)).astype(np.int64)
+            for c in range(n_keys, rows.shape[1])]
+    return np.column_stack([keys.reshape(-1, n_keys), *sums])
+
+
+def _tree(items: list[Any]) -> Any:
+    """Pairwise merges, ``log2(n)`` deep, as one dask graph."""
+    while len(items) > 1:
+        items = [dask.delayed(_merge)(*items[i:i + 2]) if i + 1 < len(items) else items[i]
+                 for i in range(0, len(items), 2)]
+    return items[0]
+
+
+def _side(rows: np.ndarray) -> _Side:
+    """One side's objects from its merged rows; an object whose pixels disagree on the class
+    takes the class of most of them."""
+    order = np.lexsort((-(rows[:, 2] + rows[:, 3]), rows[:, 0]))
+    rows = rows[order]
+    ids, first = np.unique(rows[:, 0], return_index=True)
+    index = np.searchsorted(ids, rows[:, 0])
+    area = np.bincount(index, weights=rows[:, 2], minlength=len(ids)).astype(np.int64)
+    ignored = np.bincount(index, weights=rows[:, 3], minlength=len(ids)).astype(np.int64)
+    return _Side(ids.astype(np.int64), area, ignored, rows[first, 1].astype(np.int64))
+
+
+def instance_scores(ref_ids: da.Array, pred_ids: da.Array, *, ref_classes: da.Array | None = None,
+                    pred_classes: da.Array | None = None, valid: da.Array | None = None,
+                    thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict[int, dict[float, Any]]:
+    """Matching of instance label rasters at each IoU threshold, per class, chunk by chunk:
+    ``{class: {threshold: PanopticScore}}`` exactly as :func:`~geoseg.instances.match_scores`
+    gives on the whole arrays (objects of class ``1`` without class rasters)."""
+    ones = da.ones_like(ref_ids, dtype=np.int64)
+    arrays = [ref_ids, pred_ids, ones if ref_classes is None else ref_classes,
+              ones if pred_classes is None else pred_classes,
+              da.ones_like(ref_ids, dtype=bool) if valid is None else valid]
+    arrays = [a.rechunk(ref_ids.chunks) for a in arrays]
+    blocks = zip(*(a.to_delayed().ravel() for a in arrays))
+    tables = _tree([dask.delayed(_chunk_tables)(*b) for b in blocks])
+    truth_rows, pred_rows, pair_rows = dask.compute(tables)[0]
+    truth, pred = _side(truth_rows), _side(pred_rows)
+    ti, pi = truth.lookup(pair_rows[:, 0]), pred.lookup(pair_rows[:, 1])
+    inter = pair_rows[:, 2]
+    overlaps = _Overlaps(truth, pred, ti, pi, inter / (truth.area[ti] + pred.area[pi] - inter))
+    return {int(c): {float(t): overlaps.score(int(c), float(t)) for t in thresholds}
+            for c in overlaps.classes()}

@@ -1,0 +1,45 @@
+"""Scores as rich tables for the command line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+METRICS = ("iou", "dice", "precision", "recall", "support", "predicted")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def scores_table(found: dict[str, Any]) -> Table:
+    """Per-class scores, then the summary figures, of :func:`geoseg.report.evaluate`."""
+    table = Table(title="semantic scores", title_justify="left")
+    table.add_column("class")
+    for name in METRICS:
+        table.add_column(name, justify="right")
+    for name, row in found["per_class"].items():
+        table.add_row(name, *(_fmt(row[m]) for m in METRICS))
+    table.add_section()
+    for key in ("miou", "fwiou", "overall_accuracy", "pixels_scored", "predicted_other"):
+        table.add_row(key, _fmt(found[key]))
+    return table
+
+
+def instances_table(found: dict[str, Any]) -> Table:
+    """Instance scores per class: at IoU 0.5, and the mean over the thresholds."""
+    table = Table(title="instance scores (IoU 0.5; mean over 0.50..0.95)", title_justify="left")
+    for column in ("class", "TP", "FP", "FN", "precision", "recall", "F1", "PQ", "SQ", "RQ",
+                   "mean PQ"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in found.items():
+        first = next(iter(row["thresholds"].values()))
+        table.add_row(name, *(_fmt(first[k]) for k in ("tp", "fp", "fn", "precision", "recall")),
+                      _fmt(first["rq"]), *(_fmt(first[k]) for k in ("pq", "sq", "rq")),
+                      _fmt(row["mean"]["pq"]))
+    return table

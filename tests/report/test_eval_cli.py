@@ -1,0 +1,65 @@
+"""``geoseg eval`` on real Zarr stores: a table, JSON, and the exit code by --min-miou."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from geoseg.cli import app
+from geoseg.io.georef import GeoRef
+from geoseg.io.output import create_output
+
+NAMES = ["water", "land", "building"]
+
+
+def _write(tmp_path, pred: np.ndarray, ref: np.ndarray, instances=None):
+    target = create_output(str(tmp_path / "out.zarr"), shape=pred.shape, chunks=(24, 40),
+                           georef=GeoRef.from_crs("EPSG:32618", (10, 0, 5e5, 0, -10, 4.5e6)),
+                           class_names=NAMES, class_dtype="uint8", nodata_class=255,
+                           attrs={"class_colors": [[0, 0, 255], [0, 255, 0], [255, 0, 0]]})
+    group = target.open_group()
+    group["classes"][...] = pred
+    reference = zarr.open_group(str(tmp_path / "ref.zarr"), mode="w")
+    labels = reference.create_array("labels", shape=ref.shape, dtype="uint8", chunks=(17, 33),
+                                    attributes={"class_names": NAMES})
+    labels[...] = ref
+    if instances is not None:
+        full = {"write_empty_chunks": True}  # every chunk stored, as a finished run leaves them
+        group.create_array("instances", shape=pred.shape, dtype="uint32", chunks=(24, 40),
+                           config=full)[...] = instances[0]
+        reference.create_array("instances", shape=ref.shape, dtype="uint32", chunks=(17, 33),
+                               config=full)[...] = instances[1]
+    return str(tmp_path / "out.zarr"), str(tmp_path / "ref.zarr")
+
+
+@pytest.mark.timeout(60)
+def test_eval_prints_a_table_writes_json_and_exits_by_min_miou(tmp_path):
+    rng = np.random.default_rng(1)
+    ref = rng.integers(0, 3, (70, 90)).astype(np.uint8)
+    pred = np.where(rng.random(ref.shape) < 0.8, ref, (ref + 1) % 3).astype(np.uint8)
+    pred[:5] = 255  # no data in the prediction: not scored
+    truth = np.zeros(ref.shape, np.uint32)
+    truth[10:30, 10:30], truth[40:60, 50:80] = 1, 2
+    ref[truth > 0], pred[truth > 0] = 2, 2
+    found = np.zeros(ref.shape, np.uint32)
+    found[12:30, 10:30] = 7  # IoU 0.9 with object 1; object 2 missed; one false positive:
+    found[0:4, 0:4] = 8
+    pred[0:4, 0:4] = 2
+    out, labels = _write(tmp_path, pred, ref, (found, truth))
+    runner = CliRunner()
+    done = runner.invoke(app, ["eval", out, labels, "--ref-variable", "labels", "--instances",
+                               "--json", str(tmp_path / "s.json"), "--min-miou", "0.5"])
+    assert done.exit_code == 0, done.output
+    assert "miou" in done.output and "building" in done.output and "PQ" in done.output
+    scores = json.loads((tmp_path / "s.json").read_text())
+    keep = pred != 255
+    assert scores["pixels_scored"] == keep.sum()
+    assert scores["overall_accuracy"] == pytest.approx((pred[keep] == ref[keep]).mean(), abs=1e-6)
+    building = scores["instances"]["building"]["thresholds"]["0.50"]
+    assert (building["tp"], building["fp"], building["fn"]) == (1, 1, 1)
+    low = runner.invoke(app, ["eval", out, labels, "--ref-variable", "labels", "--min-miou", "0.99"])
+    assert low.exit_code == 1 and "below --min-miou" in low.output
