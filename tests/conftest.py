@@ -22,7 +22,7 @@ TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0)
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_run_records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Jobs run by the suite (and the geoseg commands it starts) write their run records to a
-    temporary folder, not ./geoseg-runs, and log to no MLflow store the environment names."""
+    temporary folder, not the user data folder, and log to no MLflow store the environment names."""
     patch = pytest.MonkeyPatch()
     patch.setenv("GEOSEG_RUNS_DIR", str(tmp_path_factory.mktemp("geoseg-runs")))
     patch.delenv("MLFLOW_TRACKING_URI", raising=False)

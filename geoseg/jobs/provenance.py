@@ -45,7 +45,7 @@ URL_KEYS = ("url", "path", "tracking_uri", "runs_dir")
 # fsspec ``info`` fields that tell one version of a stored object from another
 VERSION_KEYS = ("ETag", "etag", "mtime", "LastModified", "last_modified", "generation",
                 "version_id", "VersionId", "md5Hash", "crc32c", "created")
-DEFAULT_RUNS_DIR = "geoseg-runs"
+RUNS_SUBDIR = ("geoseg", "runs")  # under the user's data folder
 
 
 @dataclass(frozen=True)
@@ -284,10 +284,18 @@ def _evaluation(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts
             "ignored_labels": list(prepared.reference.ignore), **scores(confusion, names)}
 
 
-def runs_dir(spec: JobSpec) -> str:
-    """Where run records go: ``runs_dir`` in the spec, else ``GEOSEG_RUNS_DIR``, else
-    ``./geoseg-runs``."""
-    return spec.runs_dir or os.environ.get("GEOSEG_RUNS_DIR") or DEFAULT_RUNS_DIR
+def runs_dir(spec: JobSpec | None = None) -> str:
+    """Where run records go: ``runs_dir`` in the spec, else ``GEOSEG_RUNS_DIR``, else the user's
+    data folder (``$XDG_DATA_HOME/geoseg/runs``, by default ``~/.local/share/geoseg/runs``):
+    never the working directory, so a run leaves nothing where it was started."""
+    chosen = spec.runs_dir if spec is not None else None
+    return chosen or os.environ.get("GEOSEG_RUNS_DIR") or default_runs_dir()
+
+
+def default_runs_dir() -> str:
+    """The user's runs folder: ``$XDG_DATA_HOME/geoseg/runs``, else ``~/.local/share/geoseg/runs``."""
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, *RUNS_SUBDIR)
 
 
 def save_record(record: dict[str, Any], folder: str) -> str:

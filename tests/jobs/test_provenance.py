@@ -205,7 +205,7 @@ def test_git_state_follows_the_checkout_and_is_none_elsewhere(tmp_path, monkeypa
     assert provenance.git_state(repo) is None
 
 
-def test_runs_folder_comes_from_the_spec_the_environment_or_the_working_directory(
+def test_runs_folder_comes_from_the_spec_the_environment_or_the_user_data_folder(
         tmp_path, monkeypatch):
     spec = JobSpec.from_dict(job_dict("in.zarr", "m.safetensors", "out.zarr"))
     monkeypatch.setenv("GEOSEG_RUNS_DIR", str(tmp_path / "env-runs"))
@@ -214,13 +214,18 @@ def test_runs_folder_comes_from_the_spec_the_environment_or_the_working_director
                                   "runs_dir": str(tmp_path / "spec-runs")})
     assert provenance.runs_dir(with_dir) == str(tmp_path / "spec-runs")
     monkeypatch.delenv("GEOSEG_RUNS_DIR")
-    monkeypatch.chdir(tmp_path)
-    assert provenance.runs_dir(spec) == "geoseg-runs"
+    monkeypatch.chdir(tmp_path / "..")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert provenance.runs_dir(spec) == str(tmp_path / "data" / "geoseg" / "runs")
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert provenance.runs_dir(spec) == str(tmp_path / ".local" / "share" / "geoseg" / "runs")
 
     record = {"job": {"name": "same name / twice"}, "value": np.int64(3)}
     first = provenance.save_record(dict(record), provenance.runs_dir(spec))
     second = provenance.save_record(dict(record), provenance.runs_dir(spec))
-    assert first != second and Path(first).parent == tmp_path / "geoseg-runs"
+    assert first != second and Path(first).parent == tmp_path / ".local" / "share" / "geoseg" / "runs"
+    assert not (tmp_path / ".." / "geoseg-runs").exists()
     assert all(RECORD_NAME.match(Path(p).name) and "same-name-twice" in p for p in (first, second))
     assert json.loads(Path(first).read_text())["value"] == 3
 
