@@ -6,9 +6,12 @@ frozen segmenter holding a few numbers. For integer bands the histogram has one
 bin per value, exactly what scikit-image builds for an integer image, so the
 thresholds are identical to ``skimage.filters.threshold_*`` on the whole image.
 
-Classes follow ``x > t``: a pixel is in class ``i`` when exactly ``i``
-thresholds are strictly below its value (class 1 is ``image > threshold_otsu``;
-for several thresholds this is ``np.digitize(x, thresholds, right=True)``).
+Classes follow scikit-image's conventions. By default ``x > t``: a pixel is in
+class ``i`` when exactly ``i`` thresholds are strictly below its value (class 1
+is ``image > threshold_otsu``; for several thresholds this is
+``np.digitize(x, thresholds, right=True)``). Multi-Otsu follows
+``skimage.filters.threshold_multiotsu``'s ``np.digitize(x, thresholds)``: a pixel
+equal to a threshold goes to the class above (``equal_to_upper=True``).
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ class Threshold(PixelMethod):
     band_names
         The bands of the raster it was fitted on, so a raster with another band
         count is refused before any compute (``None``: any).
+    equal_to_upper
+        Where a pixel equal to a threshold goes: ``False`` (default) the class
+        below (``x > t``, as ``image > threshold_otsu``), ``True`` the class above
+        (``x >= t``, ``np.digitize(x, thresholds)``, as scikit-image's multi-Otsu).
     """
 
     thresholds: tuple[float, ...]
@@ -62,6 +69,7 @@ class Threshold(PixelMethod):
     method: str = "manual"
     class_names: tuple[str, ...] | None = None
     band_names: tuple[str, ...] | None = None
+    equal_to_upper: bool = False
 
     def __post_init__(self) -> None:
         values = _check_thresholds(self.thresholds)
@@ -94,10 +102,12 @@ class Threshold(PixelMethod):
         return (0, 0)
 
     def labels(self, values: np.ndarray) -> np.ndarray:
-        """Class ids of feature ``values``: how many thresholds are strictly below each."""
+        """Class ids of feature ``values``: how many thresholds are below each (strictly,
+        unless ``equal_to_upper``)."""
         ids = np.zeros(values.shape, np.int16)
+        above = np.greater_equal if self.equal_to_upper else np.greater
         for t in self.thresholds:
-            ids += values > t
+            ids += above(values, t)
         return ids
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -276,7 +286,9 @@ def fit_threshold(
     Returns
     -------
     Threshold
-        A small frozen segmenter; use it with :func:`geoseg.segment`.
+        A small frozen segmenter; use it with :func:`geoseg.segment`. Its classes
+        follow scikit-image's use of each method: ``x > t`` for the single
+        thresholds, ``np.digitize(x, thresholds)`` (equal goes up) for multi-Otsu.
     """
     feat = as_feature(feature)
     rd = raster_data(raster, nodata)
@@ -289,7 +301,11 @@ def fit_threshold(
         method,
         None if class_names is None else tuple(class_names),
         rd.band_names,
+        equal_to_upper=method in EQUAL_TO_UPPER,
     )
+
+
+EQUAL_TO_UPPER = {"multiotsu"}  # scikit-image applies these with np.digitize(x, thresholds)
 
 
 def _dedupe(values: tuple[float, ...]) -> tuple[float, ...]:
