@@ -1,0 +1,176 @@
+"""Quicklooks: a small picture of a chunked output, never read whole.
+
+The classes are read with a stride (every ``step``-th pixel of every chunk, chunk by chunk:
+nearest-neighbour downsampling, so class ids stay ids); the input's chosen bands the same way,
+stretched between their 2nd and 98th percentiles. The mask lies over the picture in the
+model's class colours (the output's ``class_colors``), the nodata class left clear, with a
+legend. A volume gets three orthogonal slices through its middle. Memory is bounded by the
+chunks in flight plus the small picture, whatever the raster's size.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+DEFAULT_SIZE = 1024  # longest side of the picture, in pixels
+PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+                    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34],
+                    [23, 190, 207]], np.uint8)
+
+
+@dataclass(frozen=True)
+class Quicklook:
+    """What a quicklook shows: one or three views (``rgb`` may be ``None``) and the legend."""
+
+    views: tuple[tuple[str, np.ndarray | None, np.ndarray], ...]  # (title, rgb, classes)
+    names: tuple[str, ...]
+    colors: np.ndarray  # (n_classes, 3) uint8
+    nodata: int | None
+    step: int
+    note: str = ""
+
+
+def step_for(shape: Sequence[int], size: int = DEFAULT_SIZE) -> int:
+    """The stride that brings the longest side of ``shape`` to at most ``size`` pixels."""
+    return max(1, math.ceil(max(shape) / size))
+
+
+def coarse(array: da.Array, step: int) -> np.ndarray:
+    """Every ``step``-th pixel of ``array``'s last two axes, each chunk read on its own."""
+    index = (slice(None),) * (array.ndim - 2) + (slice(None, None, step),) * 2
+    return np.asarray(array[index].compute())
+
+
+def stretch(rgb: np.ndarray, low: float = 2, high: float = 98,
+            valid: np.ndarray | None = None) -> np.ndarray:
+    """``(band, y, x)`` to ``(y, x, 3)`` floats in [0, 1], each band stretched between its
+    ``low`` and ``high`` percentiles (of ``valid`` pixels); one band is shown grey."""
+    bands = rgb.astype(np.float64)
+    out = np.zeros(bands.shape, np.float64)
+    for i, band in enumerate(bands):
+        values = band[valid] if valid is not None and valid.any() else band.ravel()
+        lo, hi = np.percentile(values, [low, high]) if values.size else (0.0, 1.0)
+        out[i] = np.clip((band - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    if out.shape[0] < 3:
+        out = np.repeat(out[:1], 3, axis=0)
+    return np.moveaxis(out[:3], 0, -1)
+
+
+def class_colors(colors: Sequence[Sequence[int]] | None, n: int) -> np.ndarray:
+    """``(n, 3)`` uint8 colours: the model's where it gives them, a fixed palette else."""
+    out = np.array([PALETTE[i % len(PALETTE)] for i in range(n)], np.uint8).reshape(n, 3)
+    for i, color in enumerate(list(colors or [])[:n]):
+        out[i] = np.asarray(color, np.uint8)[:3]
+    return out
+
+
+def overlay(rgb: np.ndarray | None, classes: np.ndarray, colors: np.ndarray,
+            nodata: int | None, alpha: float = 0.45) -> np.ndarray:
+    """``(y, x, 3)`` floats: the class colours blended over ``rgb`` (grey without it); pixels
+    of the nodata class, or of ids without a colour, show the picture alone."""
+    base = np.full((*classes.shape, 3), 0.5) if rgb is None else rgb
+    known = classes < len(colors)
+    if nodata is not None:
+        known &= classes != nodata
+    paint = colors[np.where(known, classes, 0)].astype(np.float64) / 255
+    weight = np.where(known, alpha if rgb is not None else 1.0, 0.0)[..., None]
+    return base * (1 - weight) + paint * weight
+
+
+def build(output_url: str, *, image_url: str | None = None, variable: str | None = None,
+          bands: Sequence[int] | None = None, size: int = DEFAULT_SIZE,
+          storage_options: dict[str, Any] | None = None) -> Quicklook:
+    """The quicklook of a geoseg output: its classes over the input's bands (the input the run
+    record names, unless ``image_url`` is given; none when it cannot be read)."""
+    from geoseg.io.output import OutputTarget
+
+    target = OutputTarget(output_url, dict(storage_options or {}))
+    attrs = target.attrs()
+    classes = da.from_zarr(target.open_group(mode="r")["classes"])
+    image, note = _image(attrs, image_url, variable, bands, storage_options)
+    step = step_for(classes.shape, size)
+    views = _views(classes, image, step)
+    names = attrs.get("class_names") or range(max(int(v[2].max()) for v in views) + 1)
+    return Quicklook(views, tuple(str(n) for n in names),
+                     class_colors(attrs.get("class_colors"), len(names)),
+                     attrs.get("nodata_class"), step, note)
+
+
+def _image(attrs: dict[str, Any], url: str | None, variable: str | None,
+           bands: Sequence[int] | None, storage_options: dict[str, Any] | None,
+           ) -> tuple[da.Array | None, str]:
+    """The input's bands to draw under the mask, lazily; ``(None, why)`` when there are none."""
+    from geoseg.io.readers import open_source, source_to_dataarray
+
+    job = (attrs.get("provenance") or {}).get("job", {}).get("input", {})
+    url = url or job.get("url")
+    if url is None:
+        return None, "no input named: the mask alone"
+    try:
+        source = open_source(url, storage_options, variable=variable or (
+            job.get("variable") if url == job.get("url") else None), bands=bands)
+    except Exception as exc:  # noqa: BLE001 - the picture is drawn without it, and says so
+        return None, f"input {url} not readable ({type(exc).__name__}): the mask alone"
+    data = source_to_dataarray(source).data
+    if bands is None:
+        data = data[:3]
+    return data, ""
+
+
+def _views(classes: da.Array, image: da.Array | None, step: int) -> tuple[Any, ...]:
+    """One view of an image; three orthogonal middle slices of a volume."""
+    if classes.ndim == 2:
+        picture = None if image is None or image.shape[-2:] != classes.shape else coarse(image, step)
+        return (("", picture, coarse(classes, step)),)
+    z, y, x = (n // 2 for n in classes.shape)
+    cuts = ((f"axial z={z}", (z, slice(None), slice(None))),
+            (f"coronal y={y}", (slice(None), y, slice(None))),
+            (f"sagittal x={x}", (slice(None), slice(None), x)))
+    same = image is not None and image.shape[1:] == classes.shape
+    return tuple((title, coarse(image[(slice(None), *cut)], step) if same else None,
+                  coarse(classes[cut], step)) for title, cut in cuts)
+
+
+def render(look: Quicklook, *, dpi: int = 100) -> bytes:
+    """The quicklook as PNG bytes: views side by side, a legend of the classes shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    n = len(look.views)
+    height, width = look.views[0][2].shape
+    scale = 8 / max(width * n, height)
+    fig = Figure(figsize=(max(width * n * scale, 4), max(height * scale, 3) + 0.8), dpi=dpi)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (title, rgb, classes) in zip(axes, look.views):
+        picture = rgb if rgb is None else stretch(rgb, valid=classes != look.nodata)
+        ax.imshow(overlay(picture, classes, look.colors, look.nodata), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    handles = [Patch(color=look.colors[i] / 255, label=name) for i, name in enumerate(look.names)
+               if i != look.nodata]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8,
+               frameon=False)
+    fig.suptitle(f"1 pixel = {look.step} x {look.step} output pixels"
+                 + (f"; {look.note}" if look.note else ""), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def write_quicklook(output_url: str, png: str | Path, **options: Any) -> Path:
+    """Build and write the quicklook of ``output_url`` as a PNG file (options of :func:`build`)."""
+    path = Path(png)
+    path.write_bytes(render(build(output_url, **options)))
+    return path

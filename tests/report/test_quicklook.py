@@ -1,0 +1,114 @@
+"""Quicklooks: strided reads per chunk, the stretch, the overlay, bounded memory, volumes."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+from geoseg.io.georef import GeoRef
+from geoseg.io.output import create_output
+from geoseg.report.quicklook import build, class_colors, coarse, overlay, render, step_for, stretch
+
+NAMES = ["water", "land", "building"]
+COLORS = [[0, 0, 255], [0, 255, 0], [255, 0, 0]]
+
+
+def _output(tmp_path, shape, chunks, *, image: bool = True) -> str:
+    rng = np.random.default_rng(0)
+    attrs = {"class_colors": COLORS}
+    if image:
+        group = zarr.open_group(str(tmp_path / "image.zarr"), mode="w")
+        bands = group.create_array("image", shape=(3, *shape), dtype="uint8", chunks=(3, *chunks))
+        bands[...] = rng.integers(0, 255, (3, *shape), dtype=np.uint8)
+        attrs["provenance"] = {"job": {"input": {"url": str(tmp_path / "image.zarr"),
+                                                 "variable": "image"}}}
+    georef = GeoRef.from_crs("EPSG:32618", (10, 0, 5e5, 0, -10, 4.5e6)) if len(shape) == 2 \
+        else GeoRef()
+    target = create_output(str(tmp_path / "out.zarr"), shape=shape, chunks=chunks, georef=georef,
+                           class_names=NAMES, class_dtype="uint8", nodata_class=255, attrs=attrs)
+    target.open_group()["classes"][...] = rng.integers(0, 3, shape, dtype=np.uint8)
+    return str(tmp_path / "out.zarr")
+
+
+@pytest.mark.parametrize("chunks", [(7, 5), (13, 40), (1, 64)])
+@pytest.mark.parametrize("step", [1, 3, 8])
+def test_coarse_is_the_strided_array_for_any_chunking(chunks, step):
+    array = np.arange(50 * 61).reshape(50, 61)
+    np.testing.assert_array_equal(coarse(da.from_array(array, chunks=chunks), step),
+                                  array[::step, ::step])
+
+
+def test_step_brings_the_longest_side_under_the_size():
+    assert step_for((20000, 15000), 1024) == 20
+    assert -(-20000 // step_for((20000, 15000), 1024)) <= 1024
+    assert step_for((100, 80), 1024) == 1
+
+
+def test_stretch_maps_the_2_and_98_percentiles_to_black_and_white():
+    band = np.arange(10000, dtype=np.float64).reshape(1, 100, 100)
+    out = stretch(np.concatenate([band, band * 2, band + 5]))
+    assert out.shape == (100, 100, 3)
+    lo, hi = np.percentile(band, [2, 98])
+    assert out[..., 0][band[0] <= lo].max() == 0 and out[..., 0][band[0] >= hi].min() == 1
+    grey = stretch(band)
+    np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
+
+
+def test_overlay_paints_classes_and_leaves_nodata_clear():
+    rgb = np.full((2, 2, 3), 0.2)
+    classes = np.array([[0, 2], [255, 1]])
+    colors = class_colors(COLORS, 3)
+    out = overlay(rgb, classes, colors, 255, alpha=0.5)
+    np.testing.assert_allclose(out[0, 0], 0.5 * 0.2 + 0.5 * np.array([0, 0, 1.0]))
+    np.testing.assert_allclose(out[0, 1], 0.5 * 0.2 + 0.5 * np.array([1.0, 0, 0]))
+    np.testing.assert_allclose(out[1, 0], rgb[1, 0])  # nodata: the picture alone
+    assert class_colors(None, 12).shape == (12, 3)
+
+
+def test_a_quicklook_png_with_the_model_colours(tmp_path):
+    look = build(_output(tmp_path, (300, 200), (64, 64)), size=100)
+    assert look.step == 3 and look.names == tuple(NAMES) and look.note == ""
+    _, rgb, classes = look.views[0]
+    assert rgb.shape == (3, 100, 67) and classes.shape == (100, 67)
+    picture = Image.open(io.BytesIO(render(look)))
+    assert picture.format == "PNG" and picture.width > 200
+    pixels = np.asarray(picture.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 50  # the image, not a blank page
+
+
+def test_an_unreadable_input_leaves_the_mask_alone_and_says_so(tmp_path):
+    out = _output(tmp_path, (64, 64), (32, 32))
+    import shutil
+
+    shutil.rmtree(tmp_path / "image.zarr")
+    look = build(out, size=32)
+    assert look.views[0][1] is None and "not readable" in look.note
+
+
+def test_a_volume_gets_three_orthogonal_slices(tmp_path):
+    look = build(_output(tmp_path, (20, 30, 40), (8, 16, 16), image=False), size=16)
+    assert [v[0].split()[0] for v in look.views] == ["axial", "coronal", "sagittal"]
+    # step 3 (40 / 16 rounded up): z 20 -> 7, y 30 -> 10, x 40 -> 14
+    assert [v[2].shape for v in look.views] == [(10, 14), (7, 14), (7, 10)]
+    render(look)
+
+
+@pytest.mark.timeout(60)
+def test_memory_stays_far_below_the_raster(tmp_path):
+    out = _output(tmp_path, (2048, 2048), (256, 256))  # 4 MiB of classes, 12 MiB of bands
+    build(out, size=8)  # imports and caches first: they are no part of the picture's cost
+    tracemalloc.start()
+    try:
+        look = build(out, size=128)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert look.views[0][2].shape == (128, 128)
+    # about 5 MiB (a few chunks in flight); reading the raster whole peaks at 28 MiB
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB: the raster was read whole"
