@@ -3,12 +3,16 @@
 * **Initialization**: one map-reduce pass draws a sample of valid pixels (a
   pixel is kept when a hash of its global index and the seed falls below
   ``sample_size / pixels``, so the sample does not depend on the chunking) and
-  the feature moments; greedy k-means++ (as scikit-learn's) runs on the sample.
+  the feature moments; greedy k-means++ (as scikit-learn's) runs on the sample,
+  once per start (``n_init`` starts, each with its own seed drawn from ``seed``).
 * **Lloyd iterations**: each one is a map-reduce over chunks (per-chunk sums
   and counts per cluster, tree-summed); the new centroids are the means, an
-  empty cluster keeps its centroid. Stops when the squared centroid shift is at
-  most ``tol`` times the mean feature variance (scikit-learn's rule) or after
-  ``max_iter`` iterations; a last pass measures the inertia.
+  empty cluster keeps its centroid. All starts that have not converged advance
+  together: one pass over the chunks computes the sums and counts of every
+  start, so ``n_init`` starts cost one data pass per iteration, not ``n_init``.
+  A start stops when its squared centroid shift is at most ``tol`` times the
+  mean feature variance (scikit-learn's rule) or after ``max_iter`` iterations;
+  a last pass measures every start's inertia and the lowest is kept.
 * **Assignment** is per pixel, in :meth:`KMeans.predict`, through
   :func:`geoseg.segment`.
 
@@ -67,6 +71,7 @@ class KMeans(PixelMethod):
     converged: bool = False
     init_centroids: tuple[tuple[float, ...], ...] | None = None
     band_names: tuple[str, ...] | None = None
+    n_init: int = 1
 
     def __post_init__(self) -> None:
         centroids = _as_centroids(self.centroids)
@@ -136,9 +141,10 @@ def _as_centroids(centroids: Any) -> tuple[tuple[float, ...], ...]:
 
 def squared_distances(x: np.ndarray, centroid: np.ndarray, axis: int) -> np.ndarray:
     """``sum((x - centroid)^2)`` over the feature ``axis`` (float64, one feature at a time)."""
-    total = np.zeros(np.delete(x.shape, axis), np.float64)
+    rows = np.moveaxis(x, axis, 0)  # a view: rows[f] is feature f
+    total = np.zeros(rows.shape[1:], np.float64)
     for f, value in enumerate(np.asarray(centroid, np.float64)):
-        diff = np.take(x, f, axis=axis) - value
+        diff = rows[f] - value
         diff *= diff
         total += diff
     return total
@@ -210,20 +216,24 @@ def _combine_init(parts: list[InitSummary]) -> InitSummary:
 
 @dataclass(frozen=True)
 class StepSummary:
-    """Per-cluster feature sums and counts, and the inertia, for one set of centroids."""
+    """Per start ``s`` and cluster ``j``: feature sums ``(S, k, F)``, counts ``(S, k)``, and
+    each start's inertia ``(S,)``."""
 
     sums: np.ndarray
     counts: np.ndarray
-    inertia: float
+    inertia: np.ndarray
 
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of each column of ``x`` (``(F, n)``) and the squared distance to it."""
-    d2 = np.stack([squared_distances(x, c, axis=0) for c in centroids])
-    if x.shape[1] == 0:
-        return np.zeros(0, np.int64), np.zeros(0)
-    labels = np.argmin(d2, axis=0)
-    return labels, np.take_along_axis(d2, labels[None], axis=0)[0]
+    labels = np.zeros(x.shape[1], np.int64)
+    best = squared_distances(x, centroids[0], axis=0)
+    for j in range(1, len(centroids)):  # a running minimum: the first nearest wins ties
+        d2 = squared_distances(x, centroids[j], axis=0)
+        closer = d2 < best
+        labels[closer] = j
+        np.minimum(best, d2, out=best)
+    return labels, best
 
 
 def _chunk_step(
@@ -233,18 +243,26 @@ def _chunk_step(
     nodata: float | None,
     centroids: np.ndarray,
 ) -> StepSummary:
+    """One chunk's sums, counts and inertia for every start of ``centroids`` ``(S, k, F)``."""
     x, _ = chunk_features(block, index, nodata)
-    k = len(centroids)
-    labels, d2 = assign(x, centroids)
-    sums = np.stack([np.bincount(labels, weights=feature, minlength=k) for feature in x], axis=1)
-    return StepSummary(sums, np.bincount(labels, minlength=k), float(d2.sum()))
+    n_starts, k, n_features = centroids.shape
+    sums = np.zeros((n_starts, k, n_features))
+    counts = np.zeros((n_starts, k), np.int64)
+    inertia = np.zeros(n_starts)
+    for s, start in enumerate(centroids):  # one start at a time: memory (k, pixels) at most
+        labels, d2 = assign(x, start)
+        for f, feature in enumerate(x):
+            sums[s, :, f] = np.bincount(labels, weights=feature, minlength=k)
+        counts[s] = np.bincount(labels, minlength=k)
+        inertia[s] = d2.sum()
+    return StepSummary(sums, counts, inertia)
 
 
 def _combine_steps(parts: list[StepSummary]) -> StepSummary:
     return StepSummary(
         np.sum([p.sums for p in parts], axis=0),
         np.sum([p.counts for p in parts], axis=0),
-        float(sum(p.inertia for p in parts)),
+        np.sum([p.inertia for p in parts], axis=0),
     )
 
 
@@ -261,8 +279,11 @@ def init_task(
 def step_task(
     rd: RasterData, index: Sequence[int], centroids: np.ndarray, split_every: int = 8
 ) -> Any:
-    """Lazy :class:`StepSummary` for ``centroids``: one Lloyd iteration's map-reduce."""
-    parts = map_chunks(rd, _chunk_step, list(index), rd.nodata, np.asarray(centroids, np.float64))
+    """Lazy :class:`StepSummary` for ``centroids`` ``(S, k, F)`` (or ``(k, F)``, one start): one
+    Lloyd iteration of every start in a single map-reduce."""
+    starts = np.asarray(centroids, np.float64)
+    starts = starts[None] if starts.ndim == 2 else starts
+    parts = map_chunks(rd, _chunk_step, list(index), rd.nodata, starts)
     return tree_reduce(parts, _combine_steps, split_every)
 
 
@@ -271,13 +292,12 @@ def step_task(
 
 def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Greedy k-means++ centroids ``(k, F)`` from the rows of ``x``, deterministic for ``seed``."""
+    check_distinct(x, k)
+    return _plusplus(x, k, seed)
+
+
+def _plusplus(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     n = len(x)
-    distinct = len(np.unique(x, axis=0)) if n else 0
-    if distinct < k:
-        raise PlanError(
-            f"k-means++ needs at least k={k} distinct pixels in its sample, found {distinct} "
-            f"(of {n} sampled). Increase sample_size, lower k, or check the nodata value."
-        )
     rng = np.random.default_rng(seed)
     trials = 2 + int(np.log(k))
     centers = np.empty((k, x.shape[1]))
@@ -292,6 +312,17 @@ def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return centers
 
 
+def check_distinct(x: np.ndarray, k: int) -> None:
+    """Refuse a sample with fewer than ``k`` distinct rows (k-means++ could not place ``k``)."""
+    n = len(x)
+    distinct = len(np.unique(x, axis=0)) if n else 0
+    if distinct < k:
+        raise PlanError(
+            f"k-means++ needs at least k={k} distinct pixels in its sample, found {distinct} "
+            f"(of {n} sampled). Increase sample_size, lower k, or check the nodata value."
+        )
+
+
 def lloyd(
     rd: RasterData,
     index: Sequence[int],
@@ -300,17 +331,27 @@ def lloyd(
     max_iter: int,
     tolerance: float,
     split_every: int = 8,
-) -> tuple[np.ndarray, int, bool]:
-    """Distributed Lloyd iterations from ``centroids``: (centroids, iterations, converged)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distributed Lloyd iterations of every start of ``centroids`` ``(S, k, F)`` together.
+
+    Each iteration is one map-reduce over the chunks for all starts still running.
+    Returns the centroids ``(S, k, F)``, each start's iteration count and whether it converged.
+    """
+    centroids = np.array(centroids, np.float64)
+    n_iter = np.zeros(len(centroids), np.int64)
+    converged = np.zeros(len(centroids), bool)
     for iteration in range(1, max_iter + 1):
-        (step,) = dask.compute(step_task(rd, index, centroids, split_every))
-        counts = step.counts[:, None]
-        new = np.where(counts > 0, step.sums / np.maximum(counts, 1), centroids)
-        shift = float(np.sum((new - centroids) ** 2))
-        centroids = new
-        if shift <= tolerance:
-            return centroids, iteration, True
-    return centroids, max_iter, False
+        active = np.flatnonzero(~converged)
+        if active.size == 0:
+            break
+        (step,) = dask.compute(step_task(rd, index, centroids[active], split_every))
+        counts = step.counts[:, :, None]
+        new = np.where(counts > 0, step.sums / np.maximum(counts, 1), centroids[active])
+        shift = np.sum((new - centroids[active]) ** 2, axis=(1, 2))
+        centroids[active] = new
+        n_iter[active] = iteration
+        converged[active] = shift <= tolerance
+    return centroids, n_iter, converged
 
 
 def fit_kmeans(
@@ -319,6 +360,7 @@ def fit_kmeans(
     *,
     bands: Sequence[int] | None = None,
     init: Any = "k-means++",
+    n_init: int | None = None,
     max_iter: int = 100,
     tol: float = 1e-4,
     seed: int = 0,
@@ -326,7 +368,8 @@ def fit_kmeans(
     nodata: float | None = None,
     split_every: int = 8,
 ) -> KMeans:
-    """Fit k-means with global centroids on a whole raster: one map-reduce per iteration.
+    """Fit k-means with global centroids on a whole raster: one map-reduce per iteration,
+    shared by all starts.
 
     Parameters
     ----------
@@ -340,6 +383,11 @@ def fit_kmeans(
     init
         ``"k-means++"`` (on a sample of about ``sample_size`` pixels, seeded by
         ``seed``) or explicit ``(k, F)`` initial centroids.
+    n_init
+        Number of k-means++ starts; the one with the lowest inertia is kept. Default
+        10 (scikit-learn's for several starts) with ``"k-means++"``, 1 with explicit centroids
+        (which allow no other). The starts run their iterations together, so more starts
+        cost more arithmetic per pass but no extra passes over the raster.
     max_iter, tol
         Lloyd stops after ``max_iter`` iterations or once the summed squared
         centroid shift is at most ``tol`` times the mean feature variance.
@@ -354,25 +402,27 @@ def fit_kmeans(
     summary = dask.compute(init_task(rd, index, sample_size, seed, split_every))[0]
     if summary.count == 0:
         raise PlanError("The raster has no valid pixel (all no-data or NaN); nothing to cluster.")
-    start = _initial_centroids(init, summary.sample, k, len(index), seed)
+    starts = _initial_centroids(init, summary.sample, k, len(index), seed, n_init)
     variance = np.maximum(summary.squares / summary.count - (summary.total / summary.count) ** 2, 0)
     centroids, n_iter, converged = lloyd(
         rd,
         index,
-        start,
+        starts,
         max_iter=max_iter,
         tolerance=float(np.mean(variance)) * tol,
         split_every=split_every,
     )
     (final,) = dask.compute(step_task(rd, index, centroids, split_every))
+    best = int(np.argmin(final.inertia))
     return KMeans(
-        centroids,
+        centroids[best],
         None if bands is None else tuple(int(b) for b in bands),
-        final.inertia,
-        n_iter,
-        converged,
-        _as_centroids(start),
+        float(final.inertia[best]),
+        int(n_iter[best]),
+        bool(converged[best]),
+        _as_centroids(starts[best]),
         rd.band_names,
+        len(starts),
     )
 
 
@@ -389,21 +439,46 @@ def _band_index(bands: Sequence[int] | None, n_bands: int) -> list[int]:
 
 
 def _initial_centroids(
-    init: Any, sample: np.ndarray, k: int, n_features: int, seed: int
+    init: Any, sample: np.ndarray, k: int, n_features: int, seed: int, n_init: int | None
 ) -> np.ndarray:
+    """The starts ``(S, k, F)``: ``n_init`` k-means++ draws on ``sample``, or ``init`` itself."""
     if isinstance(init, str):
         if init != "k-means++":
             raise ValueError(
                 f"init={init!r}; expected 'k-means++' or a (k, features) array of centroids."
             )
-        return kmeans_plusplus(sample, k, seed)
+        seeds = start_seeds(seed, _parse_n_init(n_init, DEFAULT_N_INIT))
+        check_distinct(sample, k)
+        return np.stack([_plusplus(sample, k, s) for s in seeds])
+    if _parse_n_init(n_init, 1) != 1:
+        raise ValueError(
+            f"n_init={n_init} with explicit init centroids; they make a single start. Give "
+            f"n_init=1 (or leave it out), or init='k-means++' for several starts."
+        )
     start = np.asarray(init, dtype=np.float64)
     if start.shape != (k, n_features):
         raise ValueError(
             f"init centroids have shape {start.shape}; expected (k, features) = "
             f"({k}, {n_features})."
         )
-    return start
+    return start[None]
+
+
+DEFAULT_N_INIT = 10
+
+
+def _parse_n_init(n_init: Any, default: int) -> int:
+    if n_init is None:
+        return default
+    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
+        raise ValueError(f"n_init={n_init!r}; expected an integer >= 1 (number of starts).")
+    return int(n_init)
+
+
+def start_seeds(seed: int, n_init: int) -> list[int]:
+    """One k-means++ seed per start, derived from ``seed`` (the first start uses ``seed``)."""
+    extra = np.random.SeedSequence(int(seed)).generate_state(max(n_init - 1, 0), np.uint64)
+    return [int(seed)] + [int(s) for s in extra]
 
 
 # -- position features -----------------------------------------------------------------------------
