@@ -21,7 +21,7 @@ import rasterio
 import zarr
 from rasterio.windows import Window
 
-from geoseg.io import faults, remote
+from geoseg.io import faults, missing, remote
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.georef import GeoRef
 
@@ -81,6 +81,7 @@ class ZarrSource(RasterSource):
     array_path: str = ""
     band_indexes: tuple[int, ...] | None = None  # 0-based, into the array's band axis
     roles: tuple[str, ...] = (BAND, SPACE, SPACE)
+    missing_chunks: str = "auto"  # chunks the store lacks: "error", "fill", "auto" (geoseg.io.missing)
 
     def open_array(self) -> zarr.Array:
         kwargs: dict[str, Any] = {"mode": "r"}
@@ -105,6 +106,8 @@ class ZarrSource(RasterSource):
         spatial = iter(window)
         index = tuple(slice(0, 1) if role == DROP else slice(0, n) if role == BAND else next(spatial)
                       for role, n in zip(self.roles, array.shape))
+        if not missing.fills(self.missing_chunks, array, self.georef.nodata):
+            missing.refuse_absent(self.url, array, index)
         if self.read_cache is None:
             data = np.asarray(array[index])
         else:

@@ -30,7 +30,7 @@ from geoseg.io import stages
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
-from geoseg.jobs import provenance, tracking
+from geoseg.jobs import checks, provenance, tracking
 from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.spec import ClusterSpec, JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
@@ -129,10 +129,12 @@ def prepare(spec: JobSpec) -> PreparedJob:
     with _key("input.url"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
                              bands=spec.input.bands, level=spec.input.level, pages=spec.input.pages)
+    source = checks.with_missing_chunks(source, spec.input.missing_chunks)
     model = _build(spec.model, source, fit=False)
     prepared = PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
     prepared.reference  # noqa: B018 - opens and checks the reference labels now, before any compute
     budgets.check_job(prepared)  # tasks and bytes per read window, from the plan alone
+    checks.check_job(prepared)  # what else a run would fail on: input chunks, methods, output
     return prepared
 
 
@@ -386,7 +388,7 @@ def job_identity(prepared: PreparedJob) -> str:
     """What makes two runs write the same output: input, model weights, output layout, inference."""
     spec = prepared.spec
     what = {
-        "input": spec.input.model_dump(mode="json", exclude={"storage_options"}),
+        "input": spec.input.model_dump(mode="json", exclude={"storage_options", "missing_chunks"}),
         "model_sha256": prepared.model_id,
         "output": spec.output.model_dump(mode="json", include={"chunks", "probabilities", "nodata_class"}),
         "inference": spec.inference.model_dump(mode="json"),

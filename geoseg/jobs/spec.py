@@ -38,6 +38,9 @@ class InputSpec(Section):
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
     pages: Literal["z", "band"] | None = Field(None, description="What the pages of a TIFF stack "
                                                "without axis metadata are (default z).")
+    missing_chunks: Literal["auto", "error", "fill"] = Field(
+        "auto", description="Zarr chunks the store lacks: error, fill (read as the fill value, "
+                            "counted in the log) or auto (fill where the fill value is the nodata).")
 
 
 class ModelSpec(Section):

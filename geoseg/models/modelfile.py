@@ -181,7 +181,24 @@ def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:
                         sum(t.numel() * t.element_size() for t in state.values()), what)
     built = {name: tuple(t.shape) for name, t in state.items()}
     _check_tensors(what, built, _declared_tensors(data, what))
+    _check_classes(what, info)
     return net
+
+
+def _check_classes(what: str, info: ModelInfo) -> None:
+    """Refuse a file whose network scores another number of classes than its metadata names
+    (the config's ``num_classes``, which built the tensors just checked, against the classes)."""
+    channels = info.config.get("num_classes")
+    if isinstance(channels, int) and channels != len(info.classes):
+        names = [c.name for c in info.classes]
+        raise ModelFileError(
+            f"{what} scores {channels} classes but its metadata names {len(names)} "
+            f"({_short_list(names)}); the class list was edited or belongs to another network. "
+            "Re-save the model with one class per output channel (geoseg.save_model()).")
+
+
+def _short_list(names: list[str], most: int = 8) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _build_on_meta(info: ModelInfo, what: str) -> nn.Module:

@@ -1,0 +1,191 @@
+"""What a job is checked for before it computes, beyond keys, types, bands and budgets.
+
+:func:`geoseg.jobs.prepare` (and so ``geoseg validate``) calls :func:`check_job`, which
+checks everything that can be checked without computing, so that a job ``validate`` passes
+does not fail on it later:
+
+* the input: a Zarr array's absent chunks (one listing; :mod:`geoseg.io.missing`) and its
+  first chunk decoding as its metadata says (dtype, chunk shape, codecs);
+* the model: a classical method's parameters and feature bands against the input (fitted
+  methods are otherwise first built when the job runs);
+* the output: a local folder that can be written, a ``nodata_class`` the class array can hold.
+
+A model file's classes are checked against its network's outputs when its header is read
+(:func:`geoseg.models.modelfile.meta_network`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import inspect
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+import numpy as np
+
+from geoseg import logs
+from geoseg.errors import BandMismatchError, GeosegError, JobSpecError, StorageAccessError
+from geoseg.io import missing
+from geoseg.io.sources import RasterSource, ZarrSource
+from geoseg.methods.features import as_feature
+from geoseg.methods.histogram import fit_histogram_modes
+from geoseg.methods.kmeans import fit_kmeans
+from geoseg.methods.threshold import METHODS, fit_threshold
+
+if TYPE_CHECKING:
+    from geoseg.jobs.runner import PreparedJob
+    from geoseg.jobs.spec import ModelSpec, OutputSpec
+
+MAX_PROBE_BYTES = 64 << 20  # the first input chunk is decoded when it is at most this large
+FITS: dict[str, tuple[Any, tuple[Any, ...]]] = {  # fitted method -> its fit function, leading args
+    **{name: (fit_threshold, (name,)) for name in METHODS},
+    "kmeans": (fit_kmeans, ()),
+    "histogram": (fit_histogram_modes, ()),
+}
+
+
+def with_missing_chunks(source: RasterSource, mode: str) -> RasterSource:
+    """``source`` reading absent Zarr chunks as ``input.missing_chunks`` says."""
+    if isinstance(source, ZarrSource):
+        return dataclasses.replace(source, missing_chunks=missing.check_mode(mode))
+    return source
+
+
+def check_job(prepared: PreparedJob) -> None:
+    """Raise the geoseg error a run of ``prepared`` would meet, found without computing."""
+    spec, source = prepared.spec, prepared.source
+    if isinstance(source, ZarrSource):
+        with _key("input.url"):
+            check_first_chunk(source)
+            check_missing_chunks(source)
+    check_methods(spec.model, source)
+    with _key("output.url"):
+        check_writable(spec.output.url)
+    check_nodata_class(spec.output, prepared)
+
+
+# --- the input -----------------------------------------------------------------------------
+
+
+def check_missing_chunks(source: ZarrSource) -> None:
+    """Refuse (or, when filling them is meant, log the count of) chunks the store lacks."""
+    array = source.open_array()
+    found = missing.count_missing(array)
+    if found is None or not found[0]:
+        return
+    absent, total = found
+    if not missing.fills(source.missing_chunks, array, source.georef.nodata):
+        raise missing.missing_error(source.url, absent, array.fill_value, len(absent), total)
+    logs.log.warning(
+        f"input {logs.public_url(source.url)}: {len(absent)} of {total} chunks are absent from "
+        f"the store and read as the fill value {array.fill_value} (input.missing_chunks: "
+        f"{source.missing_chunks})", extra={"missing_chunks": len(absent), "chunks_total": total})
+
+
+def check_first_chunk(source: RasterSource) -> None:
+    """Decode the input's first stored chunk: metadata that parses but does not describe the
+    chunks (another dtype, chunk shape or codec) fails here, not in the middle of a run."""
+    window = tuple(slice(0, min(c, n)) for c, n in zip(source.chunks, source.shape[1:]))
+    size = math.prod(s.stop for s in window) * source.shape[0] * np.dtype(source.dtype).itemsize
+    if size <= MAX_PROBE_BYTES:
+        source.read(window)
+
+
+# --- the model -----------------------------------------------------------------------------
+
+
+def check_methods(spec: ModelSpec, source: RasterSource, key: str = "model") -> None:
+    """A fitted classical method's parameters and feature bands (every member of an ensemble)."""
+    if spec.ensemble is not None:
+        for i, member in enumerate(spec.ensemble.members):
+            check_methods(member, source, f"{key}.ensemble.members.{i}")
+        return
+    if spec.method not in FITS:
+        return  # a model file, or a method built (and so checked) by prepare
+    fit, leading = FITS[spec.method]
+    try:
+        inspect.signature(fit).bind(None, *leading, **spec.params)
+    except TypeError as exc:
+        allowed = [p for p in inspect.signature(fit).parameters if p not in ("raster", "method")]
+        raise JobSpecError(f"{key}.params: {spec.method} does not accept {sorted(spec.params)} ({exc}); "
+                           f"its parameters are {', '.join(allowed)}.") from None
+    with _key(f"{key}.params"):
+        check_bands(spec.method, spec.params, source.shape[0])
+
+
+def check_bands(method: str, params: dict[str, Any], n_bands: int) -> None:
+    """The bands ``feature`` (or k-means' ``bands``) names exist in an input of ``n_bands``."""
+    where = "the input"
+    if method != "kmeans":
+        try:
+            feature = as_feature(params.get("feature"))
+        except (TypeError, ValueError) as exc:
+            raise JobSpecError(f"feature: {exc}") from None
+        feature.check(n_bands, where)
+        return
+    bands = params.get("bands")
+    bad = None if bands is None else [b for b in bands if not 1 <= int(b) <= n_bands] or (
+        [] if bands else ["none"])
+    if bad:
+        raise BandMismatchError(f"bands: received {list(bands)}, but {where} has bands "
+                                f"1 to {n_bands} (1-based); {bad} are not among them.")
+
+
+# --- the output ----------------------------------------------------------------------------
+
+
+def check_writable(url: str) -> None:
+    """A local output can be created (or resumed): its nearest existing folder is a folder this
+    process may write. Remote stores are not probed (that would write)."""
+    if fsspec.utils.get_protocol(url) not in ("file", "local"):
+        return
+    path = Path(fsspec.core.strip_protocol(url))
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise JobSpecError(f"cannot write {url}: {existing} is a file, not a folder. Choose an "
+                           "output path inside a folder.")
+    if os.access(existing, os.W_OK | os.X_OK):
+        return
+    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    why = "is on a read-only file system" if read_only else "is not writable by this user"
+    raise StorageAccessError(
+        f"cannot write {url}: {existing} {why} ({os.strerror(errno.EROFS if read_only else errno.EACCES)}); "
+        "nothing was written. Choose a writable location, or make the folder writable.")
+
+
+def check_nodata_class(out: OutputSpec, prepared: PreparedJob) -> None:
+    """``output.nodata_class`` fits the class array (uint8 up to 255 classes, else uint16)."""
+    if out.nodata_class is None:
+        return
+    n_classes = prepared.model.n_classes if prepared.model is not None else _method_classes(
+        prepared.spec.model)
+    dtype = prepared.work.class_dtype if prepared.work is not None else (
+        "uint8" if n_classes is not None and n_classes <= 255 else "uint16")
+    top = np.iinfo(dtype).max
+    if not 0 <= out.nodata_class <= top:
+        classes = f"{n_classes} classes" if n_classes is not None else "its classes"
+        raise JobSpecError(
+            f"output.nodata_class: received {out.nodata_class}, but the model's {classes} are "
+            f"stored as {dtype}, which holds 0 to {top}; give an id from 0 to {top} (by default "
+            f"{top}), above the class ids.")
+
+
+def _method_classes(spec: ModelSpec) -> int | None:
+    """How many classes a fitted method gives, from its parameters (``None``: not known)."""
+    n = spec.params.get("k") if spec.method == "kmeans" else spec.params.get("classes", 2)
+    return n if spec.method in FITS and isinstance(n, int) else None
+
+
+@contextlib.contextmanager
+def _key(key: str) -> Iterator[None]:
+    """Prefix a geoseg error raised inside with the job-spec key it concerns."""
+    try:
+        yield
+    except GeosegError as exc:
+        raise type(exc)(f"{key}: {exc}") from None

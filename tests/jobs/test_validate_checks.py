@@ -1,0 +1,172 @@
+"""``geoseg validate`` catches what a run would fail on, without computing: feature bands of a
+fitted method, an output that cannot be written, array metadata that does not describe its
+chunks, a model whose classes disagree with its network or with the output's nodata class.
+Each case is real (real stores, real model files, a real read-only mount) and exits 2 with
+one clean message."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import job_dict, textured_image, write_zarr
+from tests.test_errors_cli import assert_clean, geoseg, mount_prefix
+
+
+@pytest.fixture()
+def scene(tmp_path) -> Path:
+    return Path(write_zarr(tmp_path / "scene.zarr", textured_image(130, 120)))
+
+
+@pytest.fixture()
+def cli(monkeypatch, capsys):
+    """``geoseg ARGS`` in this process: (exit code, stderr as one line)."""
+    from geoseg import logs
+    from geoseg.cli import main
+
+    def call(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["geoseg", *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out = capsys.readouterr()
+        return exit_.value.code, " ".join((out.out + out.err).split())
+
+    yield call
+    logs.quiet_task_errors(False)
+
+
+def write_job(tmp_path: Path, data: dict) -> str:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def method_job(tmp_path: Path, scene: Path, method: str, **params) -> str:
+    return write_job(tmp_path, {"input": {"url": str(scene)},
+                                "model": {"method": method, "params": params},
+                                "output": {"url": str(tmp_path / "out.zarr"), "chunks": [64, 64]}})
+
+
+def test_a_valid_job_still_validates(tmp_path, scene, model_path, cli):
+    code, said = cli("validate", write_job(tmp_path, job_dict(str(scene), model_path,
+                                                               str(tmp_path / "out.zarr"))))
+    assert code == 0 and "ok:" in said, said
+    code, said = cli("validate", method_job(tmp_path, scene, "otsu", feature=3))
+    assert code == 0 and "method otsu" in said, said
+    assert not (tmp_path / "out.zarr").exists()
+
+
+# --- methods' feature bands --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("otsu", {"feature": 5}, "model.params: Feature band 5 uses band(s) [5] but the input has 3"),
+    ("multiotsu", {"feature": [4, 1], "classes": 3}, "uses band(s) [4] but the input has 3"),
+    ("otsu", {}, "No feature was given, which means the raster's only band, but the input has 3"),
+    ("histogram", {"feature": 9}, "Feature band 9 uses band(s) [9]"),
+    ("kmeans", {"k": 3, "bands": [1, 4]}, "model.params: bands: received [1, 4], but the input has"),
+    ("kmeans", {"k": 3, "feature": 2}, "model.params: kmeans does not accept ['feature', 'k']"),
+])
+def test_fitted_method_bands_and_params_are_checked(tmp_path, scene, cli, method, params, message):
+    code, said = cli("validate", method_job(tmp_path, scene, method, **params))
+    assert code == 2 and message in said, said
+
+
+def test_a_member_of_an_ensemble_is_checked_too(tmp_path, scene, cli):
+    data = {"input": {"url": str(scene)},
+            "model": {"ensemble": {"members": [{"method": "otsu", "params": {"feature": 1}},
+                                               {"method": "li", "params": {"feature": 7}}]}},
+            "output": {"url": str(tmp_path / "out.zarr"), "chunks": [64, 64]}}
+    code, said = cli("validate", write_job(tmp_path, data))
+    assert code == 2 and "model.ensemble.members.1.params: Feature band 7" in said, said
+
+
+# --- the output folder ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_read_only_output_folder_fails_validate(tmp_path, model_path, scene):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root ignores permissions: bind the folder read-only instead
+        prefix = mount_prefix(folder, 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"')
+    else:
+        folder.chmod(0o555)
+        prefix = []
+    job = write_job(tmp_path, job_dict(str(scene), model_path, str(folder / "sub" / "out.zarr")))
+    try:
+        result = geoseg("validate", job, prefix=prefix)
+    finally:
+        folder.chmod(0o755)
+    reason = "is on a read-only file system" if os.geteuid() == 0 else "is not writable"
+    assert_clean(result, 2, f"output.url: cannot write {folder}/sub/out.zarr: {folder} {reason}")
+
+
+def test_a_file_where_the_output_folder_should_be_fails_validate(tmp_path, model_path, scene,
+                                                                  cli):
+    (tmp_path / "taken").write_text("a thesis")
+    out = tmp_path / "taken" / "out.zarr"
+    code, said = cli("validate", write_job(tmp_path, job_dict(str(scene), model_path, str(out))))
+    assert code == 2 and f"cannot write {out}: {tmp_path / 'taken'} is a file" in said, said
+
+
+# --- array metadata ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(data_type="float64"), "cannot reshape array"),
+    (lambda m: m["chunk_grid"]["configuration"].update(chunk_shape=[3, 50, 50]), "cannot reshape"),
+])
+def test_array_metadata_that_does_not_describe_its_chunks_fails_validate(tmp_path, scene,
+                                                                         model_path, cli, edit,
+                                                                         message):
+    meta = json.loads((scene / "zarr.json").read_text())
+    edit(meta)
+    (scene / "zarr.json").write_text(json.dumps(meta))
+    code, said = cli("validate", write_job(tmp_path, job_dict(str(scene), model_path,
+                                                               str(tmp_path / "out.zarr"))))
+    assert code == 2, said
+    assert "input.url: input window y 0:" in said and f"cannot decode {scene}" in said, said
+    assert "c/0/0/0" in said and message in said, said
+
+
+# --- classes -----------------------------------------------------------------------------
+
+
+def with_classes(path: str, out: Path, keep: int) -> str:
+    """A copy of model file ``path`` whose metadata names only its first ``keep`` classes."""
+    data = Path(path).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    model = json.loads(header["__metadata__"]["model"])
+    model["classes"] = model["classes"][:keep]
+    header["__metadata__"]["model"] = json.dumps(model)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    out.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
+    return str(out)
+
+
+def test_a_model_whose_classes_disagree_with_its_network_fails_validate(tmp_path, scene,
+                                                                        model_path, cli):
+    model = with_classes(model_path, tmp_path / "three.safetensors", 3)
+    code, said = cli("validate", write_job(tmp_path, job_dict(str(scene), model,
+                                                               str(tmp_path / "out.zarr"))))
+    assert code == 2, said
+    assert "model.path: model file" in said and "scores 4 classes but its metadata names 3" in said
+
+
+@pytest.mark.parametrize("nodata_class", [300, -1])
+def test_a_nodata_class_the_class_array_cannot_hold_fails_validate(tmp_path, scene, model_path,
+                                                                   cli, nodata_class):
+    data = job_dict(str(scene), model_path, str(tmp_path / "out.zarr"), nodata_class=nodata_class)
+    code, said = cli("validate", write_job(tmp_path, data))
+    assert code == 2, said
+    assert (f"output.nodata_class: received {nodata_class}, but the model's 4 classes are stored "
+            "as uint8, which holds 0 to 255") in said
