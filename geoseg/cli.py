@@ -128,6 +128,7 @@ def run(
         report = run_job(job, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
                          on_start=progress.start, on_done=progress.done)
     _print_report(report)
+    _html_report(report.record_url)
 
 
 @app.command()
@@ -217,6 +218,7 @@ def demo(
     console.print(f"scene: {result.scene_url}\nmask:  {result.report.output_url}\n"
                   f"instances: {instances} (labels, instances.parquet, polygons.parquet, "
                   "polygons.geojson)")
+    _html_report(result.report.record_url)
 
 
 @app.command()
@@ -290,6 +292,7 @@ def batch(
     console.print(report.table())
     if report.url:
         console.print(f"report: {report.url}", markup=False, highlight=False)
+        _html_report(None, batch=report)
     if report.failed:
         raise typer.Exit(1)
 
@@ -458,6 +461,41 @@ def _short_crs(wkt: str | None) -> str:
 
     crs = CRS.from_wkt(wkt)
     return crs.to_string() if crs.to_epsg() else wkt[:80] + "..."
+
+
+def _html_report(record_url: str | None, batch: Any = None) -> None:
+    """Write the HTML report of a run (beside its record) or a batch's index; say where. A
+    report that cannot be written is a warning: the run itself is complete."""
+    from geoseg.report.html import write_batch_index, write_report
+
+    try:
+        where = write_batch_index(batch) if batch is not None else (
+            write_report(record_url) if record_url else None)
+    except Exception as exc:  # noqa: BLE001 - the output and its record stand without a report
+        console.print(f"[yellow]warning:[/] no HTML report ({type(exc).__name__}: "
+                      f"{escape(str(exc)[:300])})")
+        return
+    if where:
+        console.print(f"html report: {where}", markup=False, highlight=False)
+
+
+@app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="A run record (.json in the runs folder) or an "
+                                            "output a finished job wrote.")],
+    out: Annotated[str | None, typer.Option(help="Where to write the page (default: beside "
+                                                 "the run record, .html).")] = None,
+    scores: Annotated[Path | None, typer.Option(help="Scores from geoseg eval --json to show "
+                                                     "instead of the run's own.")] = None,
+) -> None:
+    """Write a run's static HTML report: quicklook, metrics, confusion, chunk maps, provenance."""
+    import json
+
+    from geoseg.report.html import record_of, write_report
+
+    found = json.loads(scores.read_text()) if scores is not None else None
+    where = write_report(record_of(run), out, found)
+    console.print(f"html report: {where}", markup=False, highlight=False)
 
 
 @app.command(name="eval")

@@ -61,6 +61,7 @@ class RunFacts:
     devices: tuple[str, ...] = ()
     dashboard: str | None = None
     stored_confusion: np.ndarray | None = None  # of chunks an earlier run wrote, when scoring
+    done_at: tuple[float, ...] = ()  # seconds into the compute when each region came back
 
 
 def now() -> str:
@@ -264,10 +265,20 @@ def run_record(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts,
         "throughput_mpx_per_s": (round(pixels / 1e6 / facts.compute_seconds, 4)
                                  if facts.compute_seconds else None),
         "class_counts": {name: int(n) for name, n in zip(names, counts)},
+        "regions": region_records(stats, facts.done_at),
     }
     if prepared.reference is not None:
         record["evaluation"] = _evaluation(prepared, stats, facts, names)
     return record
+
+
+def region_records(stats: list[RegionStats], done_at: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Per computed region, for the run report's maps and throughput: its window, its tasks'
+    seconds (read + infer + write ...), when it came back, its pixels and class counts."""
+    return [{"window": [[s.region[i].start, s.region[i].stop] for i in range(len(s.region))],
+             "seconds": round(sum(s.timings.values()), 4),
+             "done_s": done_at[k] if k < len(done_at) else None, "pixels": int(s.pixels),
+             "class_counts": [int(n) for n in s.class_counts]} for k, s in enumerate(stats)]
 
 
 def _evaluation(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts,

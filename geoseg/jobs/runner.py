@@ -269,22 +269,35 @@ def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active
     if on_start is not None:
         on_start(prepared.n_tasks - len(skip))
     t_compute = time.perf_counter()
+    done_at: list[float] = []  # seconds into the compute when each region came back (run report)
     with models_on_workers(active, prepared.work):
         stats = run_regions(active, prepared.work, prepared.source, target, chunks=prepared.chunks,
                             n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
-                            skip=skip, on_done=on_done, reference=prepared.reference)
+                            skip=skip, on_done=_stamped(on_done, done_at, t_compute),
+                            reference=prepared.reference)
     compute_seconds = time.perf_counter() - t_compute
     finish_edges(prepared, target)
     instances = instance_stage(prepared, target)
     used = _cluster_info(active, cluster_kind(where))
     measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
-                "stored_confusion": _score_skipped(active, prepared, target, skip)}
+                "stored_confusion": _score_skipped(active, prepared, target, skip),
+                "done_at": tuple(done_at)}
     report = _report(prepared, stats, time.perf_counter() - t0, compute_seconds, started, used,
                      skipped=len(skip), **measured)
     if instances is not None:
         report.instances = instances
         report.provenance["instances"] = instances.record()
     return report
+
+
+def _stamped(on_done: Callable[[RegionStats], None] | None, done_at: list[float],
+             t0: float) -> Callable[[RegionStats], None]:
+    """``on_done``, also noting when each region came back (seconds since ``t0``)."""
+    def done(stats: RegionStats) -> None:
+        done_at.append(round(time.perf_counter() - t0, 3))
+        if on_done is not None:
+            on_done(stats)
+    return done
 
 
 @contextlib.contextmanager
@@ -379,7 +392,9 @@ def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
     if tracker is not None:
         record["tracking"] = {"mlflow": tracker.start(record)}
     report.record_url = provenance.save_record(record, provenance.runs_dir(spec))
-    target.finalize({"status": "complete", "provenance": record})
+    # per-region figures stay in the runs folder: thousands of them would swell the output's metadata
+    target.finalize({"status": "complete",
+                     "provenance": {k: v for k, v in record.items() if k != "regions"}})
     if tracker is not None:
         tracker.finish(record)
 

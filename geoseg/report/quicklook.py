@@ -141,10 +141,7 @@ def _views(classes: da.Array, image: da.Array | None, step: int) -> tuple[Any, .
 
 def render(look: Quicklook, *, dpi: int = 100) -> bytes:
     """The quicklook as PNG bytes: views side by side, a legend of the classes shown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no display, no global state
     from matplotlib.patches import Patch
 
     n = len(look.views)

@@ -1,0 +1,302 @@
+"""The run report: one static, self-contained HTML page per run, and an index per batch.
+
+Everything is inside the page (pictures as base64 ``data:`` URIs, styles inline): it opens
+from a file, a bucket or a mail, offline. It shows the output's quicklook, the metrics (the
+run's own scores against its reference, when it had one), the confusion matrix, maps of each
+chunk's compute time and main class, throughput over time, and the provenance (spec, model
+hash, input identity, versions). Built from the run record (:mod:`geoseg.jobs.provenance`)
+and the output it names; nothing is computed again but the quicklook's strided read.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th:first-child,td:first-child{text-align:left}img{max-width:100%}
+pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}.note{color:#777}"""
+
+
+def load_record(url: str) -> dict[str, Any]:
+    """A run record (JSON) from a path or fsspec URL."""
+    with fsspec.open(url, "r") as f:
+        return json.load(f)
+
+
+def report_path(record_url: str) -> str:
+    """Where a run's report goes: beside its record, ``.html`` for ``.json``."""
+    return record_url[:-5] + ".html" if record_url.endswith(".json") else record_url + ".html"
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(data: str, alt: str, element_id: str = "") -> str:
+    ident = f' id="{element_id}"' if element_id else ""
+    return f'<img{ident} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _figure(width: float = 6, height: float = 4, ncols: int = 1) -> tuple[Any, Any]:
+    """A figure drawn without a display (no pyplot state), and its axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(1, ncols)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], element_id: str = "") -> str:
+    ident = f' id="{element_id}"' if element_id else ""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    return f"<table{ident}><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def metrics_section(record: dict[str, Any], scores: dict[str, Any] | None = None) -> str:
+    """The run's figures, and per-class scores (a ``geoseg eval`` result, else the run's own)."""
+    rows = [("pixels", record.get("pixels")), ("throughput (Mpx/s)", record.get("throughput_mpx_per_s")),
+            ("seconds (total)", record["timings"]["total_s"]),
+            ("seconds (compute)", record["timings"]["compute_s"]),
+            ("chunks computed", record["chunks"]["computed"]),
+            ("chunks skipped as done", record["chunks"]["skipped_as_done"])]
+    out = "<h2>Metrics</h2>" + _table(("run", "value"), rows, "run-table")
+    if scores is not None:
+        per = scores["per_class"]
+        out += _table(("class", "IoU", "Dice/F1", "precision", "recall", "support"),
+                      [(n, r["iou"], r["dice"], r["precision"], r["recall"], r["support"])
+                       for n, r in per.items()], "metrics-table")
+        out += _table(("summary", "value"), [(k, scores.get(k)) for k in
+                                             ("miou", "fwiou", "overall_accuracy", "pixels_scored")])
+        return out
+    evaluation = record.get("evaluation")
+    if evaluation is None:
+        return out + '<p class="note">No reference labels: no scores (geoseg eval scores any output).</p>'
+    out += _table(("class", "IoU", "Dice"), [(n, evaluation["iou"][n], evaluation["dice"][n])
+                                             for n in evaluation["classes"]], "metrics-table")
+    return out + _table(("summary", "value"), [("mIoU", evaluation["miou"]),
+                                               ("pixels scored", evaluation["pixels_scored"])])
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> str:
+    """Heatmap of the row-normalised confusion matrix (reference rows), counts written in."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.nan_to_num(counts / counts.sum(1, keepdims=True))
+    n = len(names)
+    fig, ax = _figure(1.2 + 0.7 * n, 1 + 0.6 * n)
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, label="share of the reference class")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def chunk_maps(regions: list[dict[str, Any]], names: Sequence[str],
+               colors: Sequence[Sequence[int]] | None) -> str | None:
+    """Two maps on the chunk grid: seconds per chunk, and each chunk's main class (its share
+    as the colour's strength). ``None`` without regions (or for volumes)."""
+    if not regions or len(regions[0]["window"]) != 2:
+        return None
+    from geoseg.report.quicklook import class_colors
+
+    tops = sorted({r["window"][0][0] for r in regions})
+    lefts = sorted({r["window"][1][0] for r in regions})
+    seconds = np.full((len(tops), len(lefts)), np.nan)
+    main = np.ones((len(tops), len(lefts), 3))
+    palette = class_colors(colors, len(names)) / 255
+    for r in regions:
+        i, j = tops.index(r["window"][0][0]), lefts.index(r["window"][1][0])
+        seconds[i, j] = r["seconds"]
+        counts = np.asarray(r["class_counts"], dtype=np.float64)
+        if counts.sum():
+            k = int(counts.argmax())
+            main[i, j] = 1 - (1 - palette[k]) * counts[k] / counts.sum()
+    fig, (left, right) = _figure(11, 4.5, ncols=2)
+    shown = left.imshow(seconds, cmap="viridis")
+    for ax in (left, right):
+        ax.set_xticks(range(len(lefts)))
+        ax.set_yticks(range(len(tops)))
+    fig.colorbar(shown, ax=left, label="seconds (read + infer + write)")
+    left.set_title("compute time per chunk")
+    right.imshow(main)
+    right.set_title("main class per chunk (paler: a smaller share)")
+    from matplotlib.patches import Patch
+
+    right.legend(handles=[Patch(color=palette[k], label=n) for k, n in enumerate(names)],
+                 loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    for ax in (left, right):
+        ax.set_xlabel("chunk column")
+        ax.set_ylabel("chunk row")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def throughput_figure(regions: list[dict[str, Any]]) -> str | None:
+    """Megapixels done against seconds into the compute, and the rate between returns."""
+    done = sorted((r["done_s"], r["pixels"]) for r in regions if r.get("done_s") is not None)
+    if not done:
+        return None
+    t = np.array([0.0] + [d[0] for d in done])
+    mpx = np.cumsum([0.0] + [d[1] / 1e6 for d in done])
+    fig, ax = _figure(7, 3.5)
+    ax.plot(t, mpx, drawstyle="steps-post")
+    ax.set_xlabel("seconds into the compute")
+    ax.set_ylabel("Mpx written")
+    ax.set_title(f"{mpx[-1]:.1f} Mpx in {t[-1]:.1f} s")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def provenance_section(record: dict[str, Any]) -> str:
+    """Model, input identity, git, versions and the job spec as the record holds them."""
+    model = record.get("model", {})
+    rows = [("model", model.get("name")), ("model hash", model.get("sha256") or model.get("id")),
+            ("job identity", record.get("job_identity")), ("input", record["input"]["url"]),
+            ("input identity", json.dumps(record["input"].get("identity"))),
+            ("output", record["output"]["url"]), ("git", json.dumps(record.get("git"))),
+            ("cluster", json.dumps(record.get("cluster"))), ("run record", record.get("run_record"))]
+    versions = record.get("packages", {})
+    return ("<h2>Provenance</h2>" + _table(("what", "value"), rows, "provenance-table")
+            + _table(("package", "version"), sorted(versions.items()))
+            + "<h3>Job spec</h3><pre>" + html.escape(json.dumps(record.get("job"), indent=1))
+            + "</pre><h3>Settings in effect</h3><pre>"
+            + html.escape(json.dumps(record.get("resolved"), indent=1)) + "</pre>")
+
+
+def _quicklook(record: dict[str, Any]) -> tuple[str | None, str]:
+    from geoseg.report.quicklook import build, render
+
+    try:
+        return base64.b64encode(render(build(record["output"]["url"], size=800))).decode(), ""
+    except Exception as exc:  # noqa: BLE001 - the rest of the report stands without it
+        return None, f"quicklook unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _output_attrs(record: dict[str, Any]) -> dict[str, Any]:
+    from geoseg.io.output import OutputTarget
+
+    return OutputTarget(record["output"]["url"]).attrs()
+
+
+def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None) -> str:
+    """The whole page of one run, as HTML text."""
+    name = html.escape(str(record["job"].get("name", "job")))
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>geoseg run {name}</title>"
+             f"<style>{STYLE}</style></head><body><h1>geoseg run: {name}</h1>"),
+             (f"<p>{html.escape(record['started'])} to {html.escape(record['finished'])}; output "
+             f"<code>{html.escape(record['output']['url'])}</code></p>")]
+    picture, why = _quicklook(record)
+    parts.append("<h2>Quicklook</h2>" + (_img(picture, "quicklook", "quicklook") if picture
+                                        else f'<p class="note">{html.escape(why)}</p>'))
+    parts.append(metrics_section(record, scores))
+    source = scores if scores is not None else record.get("evaluation")
+    if source is not None:
+        parts.append("<h2>Confusion matrix</h2>"
+                     + _img(confusion_figure(source["confusion"], source["classes"]), "confusion"))
+    names = list(record.get("class_counts", {}))
+    maps = chunk_maps(record.get("regions", []), names, _output_attrs(record).get("class_colors"))
+    if maps:
+        parts.append("<h2>Chunks</h2>" + _img(maps, "chunk maps"))
+    speed = throughput_figure(record.get("regions", []))
+    if speed:
+        parts.append("<h2>Throughput</h2>" + _img(speed, "throughput"))
+    parts.append(provenance_section(record) + "</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(record_url: str, out: str | None = None,
+                 scores: dict[str, Any] | None = None) -> str:
+    """Write the report of the run recorded at ``record_url`` (beside it unless ``out``)."""
+    target = out or report_path(record_url)
+    page = render_report(load_record(record_url), scores)
+    with fsspec.open(target, "w", encoding="utf-8") as f:
+        f.write(page)
+    return target
+
+
+def record_of(run: str) -> str:
+    """The run record of ``run``: a record itself (``.json``), or an output a job finished
+    (its attributes name the record)."""
+    if run.endswith(".json"):
+        return run
+    from geoseg.errors import EvaluationError
+    from geoseg.io.output import OutputTarget
+
+    record = (OutputTarget(run).attrs().get("provenance") or {}).get("run_record")
+    if not record:
+        raise EvaluationError(f"{run}: received neither a run record (.json) nor an output a "
+                              "finished job wrote (its attributes name no run record); give the "
+                              "record from the runs folder (geoseg runs lists them).")
+    return record
+
+
+def write_batch_index(report: Any) -> str | None:
+    """Each finished job's report, and an index page of them beside the batch's report."""
+    if not report.url or report.dry_run:
+        return None
+    rows = []
+    for item in report.items:
+        try:
+            record_url = record_of(item.output)
+            rows.append((item.input, load_record(record_url), write_report(record_url)))
+        except Exception:  # noqa: BLE001 - a failed or foreign output: listed without a report
+            rows.append((f"{item.input} ({item.state})", None, None))
+    return write_index(rows, report_path(report.url), f"geoseg batch {report.name}")
+
+
+def write_index(reports: Sequence[tuple[str, dict[str, Any] | None, str | None]], out: str,
+                title: str) -> str:
+    """An index page: one row per job (input, state, mIoU, throughput) linking its report.
+    ``reports``: (input, run record or ``None``, report location or ``None``)."""
+    rows = []
+    for what, record, link in reports:
+        anchor = (f'<a href="{html.escape(_relative(link, out))}">{html.escape(what)}</a>'
+                  if link else html.escape(what))
+        record = record or {}
+        miou = (record.get("evaluation") or {}).get("miou")
+        rows.append(f"<tr><td>{anchor}</td><td>{_fmt(record.get('model', {}).get('name'))}</td>"
+                    f"<td>{_fmt(miou)}</td><td>{_fmt(record.get('throughput_mpx_per_s'))}</td>"
+                    f"<td>{_fmt(record.get('pixels'))}</td></tr>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table id='jobs'>"
+            "<tr><th>job</th><th>model</th><th>mIoU</th><th>Mpx/s</th><th>pixels</th></tr>"
+            + "".join(rows) + "</table></body></html>")
+    with fsspec.open(out, "w", encoding="utf-8") as f:
+        f.write(page)
+    return out
+
+
+def _relative(link: str, index: str) -> str:
+    """``link`` relative to the index's folder when both are local files."""
+    import os
+
+    if "://" in link or "://" in index:
+        return link
+    return os.path.relpath(link, Path(index).resolve().parent)

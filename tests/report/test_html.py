@@ -1,0 +1,68 @@
+"""The HTML run report of a real run: self-contained, every section, written by the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from geoseg.cli import app
+from geoseg.report.html import load_record, record_of, render_report, report_path, write_index
+
+
+@pytest.mark.timeout(120)
+def test_the_run_record_keeps_each_region(finished_run):
+    record = load_record(finished_run.record_url)
+    regions = record["regions"]
+    assert len(regions) == finished_run.n_tasks == 12
+    assert sum(r["pixels"] for r in regions) == 384 * 512
+    assert all(r["seconds"] > 0 and r["done_s"] is not None for r in regions)
+    assert max(r["done_s"] for r in regions) <= record["timings"]["compute_s"] + 0.01
+    from geoseg.io.output import OutputTarget
+
+    stored = OutputTarget(finished_run.output_url).attrs()["provenance"]
+    assert "regions" not in stored and stored["run_record"] == finished_run.record_url
+
+
+@pytest.mark.timeout(120)
+def test_the_page_is_self_contained_and_has_every_section(finished_run):
+    page = render_report(load_record(finished_run.record_url))
+    for heading in ("Quicklook", "Metrics", "Confusion matrix", "Chunks", "Throughput",
+                    "Provenance"):
+        assert f"<h2>{heading}</h2>" in page
+    assert 'id="metrics-table"' in page and "mIoU" in page
+    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page  # nothing fetched from a network
+    assert finished_run.provenance["model"]["sha256"] in page
+
+
+@pytest.mark.timeout(120)
+def test_geoseg_report_writes_beside_the_record_and_shows_eval_scores(finished_run, tmp_path):
+    runner = CliRunner()
+    scores = tmp_path / "scores.json"
+    done = runner.invoke(app, ["eval", finished_run.output_url, finished_run.output_url.replace(
+        "mask.zarr", "scene.zarr"), "--ref-variable", "labels", "--json", str(scores)])
+    assert done.exit_code == 0, done.output
+    made = runner.invoke(app, ["report", finished_run.output_url, "--scores", str(scores)])
+    assert made.exit_code == 0, made.output
+    where = report_path(finished_run.record_url)
+    assert f"html report: {where}" in made.output.replace("\n", "")
+    page = Path(where).read_text(encoding="utf-8")
+    assert "fwiou" in page and "precision" in page
+    # the run scored itself with the same reference: one confusion matrix, two ways
+    assert json.loads(scores.read_text())["confusion"] == \
+        load_record(finished_run.record_url)["evaluation"]["confusion"]
+    assert record_of(finished_run.record_url) == finished_run.record_url
+
+
+def test_index_links_reports_relative_to_itself(tmp_path):
+    (tmp_path / "runs").mkdir()
+    rows = [("a.tif", {"evaluation": {"miou": 0.5}, "pixels": 4}, str(tmp_path / "runs" / "a.html")),
+            ("b.tif (failed)", None, None)]
+    index = write_index(rows, str(tmp_path / "index.html"), "batch x")
+    page = Path(index).read_text(encoding="utf-8")
+    assert 'href="runs/a.html"' in page and "b.tif (failed)" in page and "0.5000" in page
