@@ -30,6 +30,9 @@ DEFAULTS = {
     "GEOSEG_MAX_WINDOW_BYTES": str(2 << 30),  # input bytes one task reads
     "GEOSEG_MAX_MODEL_PARAMETERS": "1e9",  # values in a model file's network
     "GEOSEG_MAX_MODEL_BYTES": str(8 << 30),  # memory the network's weights take
+    # where outputs may be written (geoseg.io.allow): schemes, and buckets (empty: any)
+    "GEOSEG_OUTPUT_SCHEMES": "file,local,memory,s3,s3a,gs,gcs,az,abfs,abfss,adl,hdfs",
+    "GEOSEG_OUTPUT_BUCKETS": "",
 }
 GPU_ID = re.compile(r"^\d+$|^(GPU|MIG)-[\w/-]+$")  # what CUDA_VISIBLE_DEVICES accepts
 

@@ -138,3 +138,8 @@ class CorruptInputError(GeosegError, ValueError):
 
 class StorageIOError(GeosegError, OSError):
     """The store failed a read or write for good: disk full, quota exceeded, an I/O error."""
+
+
+class OutputLocationError(GeosegError, ValueError):
+    """An output URL outside the allowed places: a ``..`` segment, a scheme not in
+    ``GEOSEG_OUTPUT_SCHEMES``, a bucket not in ``GEOSEG_OUTPUT_BUCKETS``."""

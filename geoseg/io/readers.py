@@ -17,7 +17,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
 from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
-from geoseg.io import faults, images, mosaic, omezarr, remote
+from geoseg.io import allow, faults, images, mosaic, omezarr, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
 from geoseg.io.nifti import GZIP_MAGIC, NiftiSource, is_nifti, nifti_source
@@ -170,6 +170,7 @@ def _file_kind(fs: Any, path: str, url: str, storage_options: dict[str, Any]) ->
         return "image"
     if is_nifti(head) or (head[:2] == GZIP_MAGIC and path.endswith(".nii.gz")):
         return "nifti"  # a gzipped one gets its own error (convert it) from the reader
+    allow.refuse_gdal_format(url, head)  # a VRT (or WMS ...) named .tif: say what it is
     return None
 
 

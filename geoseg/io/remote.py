@@ -5,11 +5,20 @@ S3 ``SlowDown`` throttling. Task reads (every :class:`~geoseg.io.sources.RasterS
 and writes (:class:`~geoseg.io.output.OutputTarget`) retry those with exponential backoff
 and jitter: ``GEOSEG_RETRIES`` retries (default 4), the first after about
 ``GEOSEG_RETRY_DELAY`` seconds (default 0.5), each wait twice the one before, capped at
-30 s. Permanent errors (a missing bucket or key, access denied, bad data) are never
-retried. What fails for good becomes a geoseg error that names the URL in its public form
+30 s. Permanent errors (a missing bucket or key, access denied, a refused connection, bad
+data) are never retried: they fail in seconds. What fails for good becomes a geoseg error that names the URL in its public form
 (no user info, no query), says what happened and what to check, and never carries storage
 options: messages are scrubbed of their values, and the library's own exception (whose text
 may hold a signed URL or request headers) is not chained.
+
+Every request has a timeout, so nothing hangs: ``GEOSEG_CONNECT_TIMEOUT`` seconds to connect
+(default 10) and ``GEOSEG_READ_TIMEOUT`` seconds for each next part of the answer (default 20).
+:class:`RequestDefaults` puts them, read at each use, under fsspec's configuration, so every
+filesystem a process makes (zarr's, GDAL's opener, a lease's) has them unless its storage
+options say otherwise (``config_kwargs`` for S3, ``client_kwargs.timeout`` for HTTP). The
+libraries underneath barely retry (botocore two attempts, s3fs one): this module's loop is the
+one that does, so their retries cannot multiply it into minutes. A request that hangs fails
+after at most ``(GEOSEG_RETRIES + 1) * 2 * GEOSEG_READ_TIMEOUT`` seconds plus the backoff.
 
 ``http://`` and ``https://`` are read-only: :func:`check_writable` refuses them as outputs.
 
@@ -28,8 +37,10 @@ import errno
 import functools
 import random
 import re
+import sys
 import time
-from collections.abc import Callable, Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -59,7 +70,6 @@ _TRANSIENT_ERRNO = frozenset(
     {
         errno.ECONNRESET,
         errno.ECONNABORTED,
-        errno.ECONNREFUSED,
         errno.ETIMEDOUT,
         errno.EAGAIN,
         errno.EBUSY,
@@ -105,6 +115,7 @@ _PERMANENT = (
 )
 _GDAL_HTTP = re.compile(r"HTTP (?:response )?code:? *(\d{3})", re.IGNORECASE)
 _NOT_SECRET = frozenset({"endpoint_url", "region_name", "region"})
+LIBRARY_ATTEMPTS = 2  # botocore's attempts at one request, inside each of geoseg's
 
 
 @dataclass(frozen=True)
@@ -131,15 +142,15 @@ class RetryPolicy:
         )
 
 
-def _setting(name: str, kind: type) -> Any:
+def _setting(name: str, kind: type, *, least: float = 0) -> Any:
     text = config.get(name)
     try:
         value = kind(text)
     except ValueError:
         value = -1
-    if value < 0:
+    if not value >= least or value == float("inf"):
         raise SettingError(
-            f"{name}: received {text!r}; expected a number >= 0 "
+            f"{name}: received {text!r}; expected a number {'>' if least else '>='} 0 "
             f"({'a whole number of retries' if kind is int else 'seconds'}), "
             f"e.g. {config.DEFAULTS[name]}."
         )
@@ -171,7 +182,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _verdict(err: BaseException) -> bool | None:
     """True (transient), False (permanent) or None (this error alone does not say)."""
-    if isinstance(err, GeosegError):
+    if isinstance(err, GeosegError) or refused(err):
         return False
     if isinstance(err, _PERMANENT):  # unless its cause says otherwise: fsspec's HTTP info raises
         return False if err.__cause__ is None else None  # FileNotFoundError from a 503
@@ -185,6 +196,12 @@ def _verdict(err: BaseException) -> bool | None:
     if _error_code(err) in _TRANSIENT_CODES:
         return True
     return True if {c.__name__ for c in type(err).__mro__} & _TRANSIENT_CLASSES else None
+
+
+def refused(err: BaseException) -> bool:
+    """Whether ``err`` is a refused connection: nothing listens at that host and port, which
+    retrying will not change (a wrong endpoint, a stopped server)."""
+    return isinstance(err, OSError) and err.errno == errno.ECONNREFUSED
 
 
 def http_status(err: BaseException) -> int | None:
@@ -314,6 +331,8 @@ def translate(
         return exc
     if is_transient(exc):
         return _gave_up(exc, url, storage_options, what, 1, 0.0)
+    if any(map(refused, _chain(exc))):
+        return _connection_refused(exc, url, storage_options, what)
     status = next((s for s in map(http_status, _chain(exc)) if s is not None), None)
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
     if isinstance(exc, PermissionError) or status in (401, 403) or code == errno.EROFS:
@@ -452,6 +471,38 @@ def _gave_up(
     )
 
 
+def _connection_refused(
+    exc: BaseException, url: str, so: dict[str, Any], what: str
+) -> StorageUnavailableError:
+    errors = list(_chain(exc))
+    cause = next((e for e in errors if hasattr(e, "host") and refused(e)), None)  # aiohttp's
+    cause = cause or next(e for e in errors if refused(e))
+    where = (f"{cause.host}:{cause.port}" if hasattr(cause, "host") else _endpoint(url, so))
+    return StorageUnavailableError(
+        f"{what} {public_url(url)} failed: the storage server at {where} refused the connection "
+        f"({reason(cause, so)}); nothing listens there, so geoseg did not retry. Check "
+        f"{_endpoint_setting(url)}, that the server is running, and any proxy or firewall in "
+        "between."
+    )
+
+
+def _endpoint(url: str, so: dict[str, Any]) -> str:
+    """The endpoint ``url`` is served from, in public form."""
+    client = so.get("client_kwargs") if isinstance(so.get("client_kwargs"), dict) else {}
+    endpoint = client.get("endpoint_url") or so.get("endpoint_url")
+    if isinstance(endpoint, str):
+        return public_url(endpoint)
+    host = urllib.parse.urlsplit(public_url(url)).netloc
+    return host or public_url(url)
+
+
+def _endpoint_setting(url: str) -> str:
+    if fsspec.utils.get_protocol(url) in OBJECT_STORES:
+        return ("the endpoint's host and port (storage_options client_kwargs.endpoint_url, or "
+                "AWS_ENDPOINT_URL)")
+    return "the URL's host and port"
+
+
 def reason(exc: BaseException, storage_options: dict[str, Any] | None = None) -> str:
     """A short description of ``exc`` for messages: its type and text (an HTTP error: its status
     and reason only), URLs in their public form, storage option values hidden."""
@@ -484,7 +535,8 @@ def public_url(url: str) -> str:
 
 
 def check_writable(url: str) -> None:
-    """Refuse an output URL whose protocol cannot be written (``http``, ``https``)."""
+    """Refuse an output URL whose protocol cannot be written (``http``, ``https``), or outside
+    the allowed places (:func:`geoseg.io.allow.check_output_url`)."""
     protocol = fsspec.utils.get_protocol(url)
     if protocol in READ_ONLY_PROTOCOLS:
         raise ReadOnlyStorageError(
@@ -492,6 +544,9 @@ def check_writable(url: str) -> None:
             "standard way to write objects). Write to a local path or a writable store (s3://, "
             "gs://, az://, ...), then publish it over HTTP if you need to."
         )
+    from geoseg.io import allow  # here: importing the geoseg.io package from remote would cycle
+
+    allow.check_output_url(url)  # no '..', allowed schemes and buckets only
 
 
 # --- GDAL reading through Python files -----------------------------------------------------------
@@ -608,3 +663,78 @@ class GuardedFile:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._f, name)
+
+
+# --- request timeouts ---------------------------------------------------------------------------
+
+
+def request_options(protocol: str) -> dict[str, Any]:
+    """Storage options geoseg gives every filesystem of ``protocol``, as the settings ask now:
+    S3 connect and read timeouts with botocore's retries down to ``LIBRARY_ATTEMPTS``; for HTTP
+    an aiohttp client whose socket connect and read have timeouts (no limit on a whole download).
+    Others: none."""
+    if protocol not in ("s3", "s3a", "http", "https"):
+        return {}
+    connect = _setting("GEOSEG_CONNECT_TIMEOUT", float, least=1e-3)
+    read = _setting("GEOSEG_READ_TIMEOUT", float, least=1e-3)
+    if protocol in ("s3", "s3a"):
+        _one_s3fs_attempt()
+        retries = {"mode": "standard", "total_max_attempts": LIBRARY_ATTEMPTS}
+        return {"config_kwargs": {"connect_timeout": connect, "read_timeout": read,
+                                  "retries": retries}}
+    return {"get_client": functools.partial(_http_client, connect=connect, read=read)}
+
+
+def _one_s3fs_attempt() -> None:
+    """s3fs retries timeouts and throttling five times on its own, and knows no option for it:
+    the loop here retries instead (its class is loaded, since a filesystem is being made)."""
+    s3fs = sys.modules.get("s3fs")
+    if s3fs is not None:
+        s3fs.S3FileSystem.retries = 1
+
+
+async def _http_client(*, connect: float, read: float, **kwargs: Any) -> Any:
+    """fsspec's HTTP client, with socket timeouts unless ``client_kwargs`` brings its own."""
+    import aiohttp
+
+    kwargs.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=connect,
+                                                       sock_read=read))
+    return aiohttp.ClientSession(**kwargs)
+
+
+class RequestDefaults(MutableMapping):
+    """fsspec's configuration of one protocol (``fsspec.config.conf[protocol]``) over
+    :func:`request_options`, computed at each use: what the user configured for fsspec, and
+    what a caller passes, still win."""
+
+    def __init__(self, protocol: str, configured: dict[str, Any]) -> None:
+        self.protocol, self.configured = protocol, configured
+
+    def _merged(self) -> dict[str, Any]:
+        return {**request_options(self.protocol), **self.configured}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._merged()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._merged())
+
+    def __len__(self) -> int:
+        return len(self._merged())
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.configured[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.configured[key]
+
+
+def install_request_defaults() -> None:
+    """Give every S3 and HTTP filesystem this process makes geoseg's timeouts (idempotent)."""
+    for protocol in ("s3", "s3a", "http", "https"):
+        current = fsspec.config.conf.get(protocol)
+        if not isinstance(current, RequestDefaults):
+            fsspec.config.conf[protocol] = RequestDefaults(protocol, dict(current or {}))
+
+
+install_request_defaults()

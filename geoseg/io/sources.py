@@ -18,10 +18,11 @@ from typing import Any
 import fsspec
 import numpy as np
 import rasterio
+import rasterio.errors
 import zarr
 from rasterio.windows import Window
 
-from geoseg.io import faults, missing, remote
+from geoseg.io import allow, faults, missing, remote
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.georef import GeoRef
 
@@ -139,16 +140,45 @@ class GeoTIFFSource(RasterSource):
 def open_rasterio(url: str, storage_options: dict[str, Any],
                   overview_level: int | None = None) -> Iterator[Any]:
     """Open with GDAL directly for local paths and GDAL URLs, through fsspec otherwise: a
-    :class:`~geoseg.io.remote.GuardedContainer`, whose read errors are raised on leaving."""
-    kwargs = {} if overview_level is None else {"overview_level": overview_level}
+    :class:`~geoseg.io.remote.GuardedContainer`, whose read errors are raised on leaving.
+    Only GDAL's GTiff driver may open it and no sidecar file is looked for (:mod:`~geoseg.io.allow`):
+    a VRT named ``.tif`` is refused, never followed to the files or URLs it names."""
+    kwargs = {"driver": allow.GDAL_DRIVERS[0]}
+    if overview_level is not None:
+        kwargs["overview_level"] = overview_level
     protocol = fsspec.utils.get_protocol(url)
-    if protocol in ("file", "local") or url.startswith("/vsi"):
-        with rasterio.open(fsspec.core.strip_protocol(url) if protocol == "file" else url, **kwargs) as ds:
+    # no sidecar search (.aux.xml, .ovr, .msk ...): GDAL opens those with any driver, and on a
+    # store the search costs a listing or a dozen requests each time a task opens the file
+    with rasterio.Env(**allow.GDAL_OPTIONS):
+        if protocol in ("file", "local") or url.startswith("/vsi"):
+            path = fsspec.core.strip_protocol(url) if protocol == "file" else url
+            with _open_allowed(url, storage_options, path, **kwargs) as ds:
+                yield ds
+            return
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        with (remote.guarded_reads(),
+              _open_allowed(url, storage_options, path, opener=remote.GuardedContainer(fs), **kwargs) as ds):
             yield ds
-        return
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    # no sidecar search (.aux.xml, .ovr, .msk ...): on a store it costs a listing or a dozen
-    # requests each time a task opens the file
-    with (remote.guarded_reads(), rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"),
-          rasterio.open(path, opener=remote.GuardedContainer(fs), **kwargs) as ds):
-        yield ds
+
+
+def _open_allowed(url: str, storage_options: dict[str, Any], path: str, **kwargs: Any) -> Any:
+    """``rasterio.open``; a file the allowed drivers do not recognise because it is no TIFF at all
+    (a VRT, a WMS description ...) raises :class:`~geoseg.errors.UnsupportedFormatError` naming it."""
+    try:
+        return rasterio.open(path, **kwargs)
+    except rasterio.errors.RasterioIOError:
+        head = _head(url, storage_options)
+        if head is None or head[:4] in allow.TIFF_MAGIC:
+            raise  # a TIFF GDAL cannot open: corrupt, reported as such by the caller
+        raise faults.bare(allow.unknown_refused(url, head)) from None
+
+
+def _head(url: str, storage_options: dict[str, Any]) -> bytes | None:
+    """The first bytes of ``url``, to name what it is; ``None`` when they cannot be read."""
+    if url.startswith("/vsi"):
+        return None
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        return fs.cat_file(path, start=0, end=64)
+    except Exception:  # noqa: BLE001 - only to name the format; the open's own error stands
+        return None

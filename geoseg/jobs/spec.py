@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg import logs
-from geoseg.errors import JobSpecError
+from geoseg.errors import JobSpecError, OutputLocationError
+from geoseg.io import allow
 from geoseg.io.remote import READ_ONLY_PROTOCOLS
 
 
@@ -98,6 +99,10 @@ class OutputSpec(Section):
         if fsspec.utils.get_protocol(value) in READ_ONLY_PROTOCOLS:
             raise ValueError("a location geoseg can write to: a local path or a store URL such as "
                              "s3://bucket/out.zarr (http:// and https:// are read-only)")
+        try:
+            allow.check_output_url(value)  # no '..', allowed schemes and buckets only
+        except OutputLocationError as exc:
+            raise ValueError(f"an allowed output location; {exc}") from None
         return value
 
 
