@@ -22,6 +22,8 @@ DEFAULTS = {
     "GEOSEG_READ_CACHE_BYTES": str(512 << 20),  # decoded input chunks kept per process
     "GEOSEG_RETRIES": "4",  # retries of a storage read or write after a transient error
     "GEOSEG_RETRY_DELAY": "0.5",  # seconds before the first retry; doubles at each one
+    "GEOSEG_CONNECT_TIMEOUT": "10",  # seconds a storage request waits for its connection
+    "GEOSEG_READ_TIMEOUT": "20",  # seconds a storage request waits for the next bytes of its answer
     "GEOSEG_GPUS": "auto",  # GPUs of a local cluster: auto, none, or ids such as 0,1
     "GEOSEG_GPU_THREADS": "4",  # threads per GPU worker: they read the next regions meanwhile
     # budgets (geoseg.budgets), checked from metadata before any read or allocation
