@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +34,8 @@ from geoseg.io.sources import (
 )
 from geoseg.tiling.plan import coerce_per_axis, round_up
 
+log = logging.getLogger("geoseg.io")
+
 TIFF_SUFFIXES = (".tif", ".tiff", ".gtiff", ".cog")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _COORD_NAMES = {"x", "y", "band", "spatial_ref", "lat", "lon", "latitude", "longitude", "time"}
@@ -47,7 +51,7 @@ def open_raster(
     variable: str | None = None,
     bands: Sequence[int] | None = None,
     level: int | None = None,
-    chunks: int | Sequence[int] | None = None,
+    chunks: int | str | Sequence[int] | None = None,
     pages: str | None = None,
 ) -> xr.DataArray:
     """Open a raster lazily as a dask-backed ``DataArray`` with dims ``("band", "y", "x")``,
@@ -70,9 +74,13 @@ def open_raster(
         overview; for OME-Zarr, the multiscale dataset of that index; for a TIFF stack, its
         pyramid level.
     chunks
-        Spatial chunk size of the dask array (default: the file's own chunking,
-        grown to at least 512 pixels, or 128 voxels, per axis). A PNG/JPEG image is one
-        chunk: it cannot be read by window, so every task decodes it whole (once per process).
+        Spatial chunk size of the dask array. Default: the file's own chunking, one
+        task per stored chunk (grouped into whole multiples of it only when there would
+        be more than ``GEOSEG_MAX_TASKS`` chunks, with a log line giving the figures).
+        ``"grouped"``: whole multiples of the stored chunks, at least 512 pixels (or 128
+        voxels) per axis, so small stored chunks make fewer, larger tasks (logged). A
+        PNG/JPEG image is one chunk: it cannot be read by window, so every task decodes it
+        whole (once per process).
     pages
         What the pages of a non-georeferenced TIFF stack are when its metadata does not say:
         ``"z"`` (the default: a volume) or ``"band"``.
@@ -378,10 +386,11 @@ def _tiff_band_names(ds: Any) -> list[str]:
     return [f"band_{i + 1}" for i in range(ds.count)]
 
 
-def source_to_dataarray(source: RasterSource, chunks: int | Sequence[int] | None = None) -> xr.DataArray:
+def source_to_dataarray(source: RasterSource, chunks: int | str | Sequence[int] | None = None
+                        ) -> xr.DataArray:
     """A dask-backed DataArray whose every chunk is one ``source.read(window)`` task."""
     spatial = source.shape[1:]
-    sizes = _default_chunks(source) if chunks is None else coerce_per_axis(chunks, len(spatial), "chunks")
+    sizes = dask_chunks(source, chunks)
     axis_chunks = [_split(n, c) for n, c in zip(spatial, sizes)]
     name = "open_raster-" + tokenize(source, sizes)
     dsk = {}
@@ -399,11 +408,49 @@ def source_to_dataarray(source: RasterSource, chunks: int | Sequence[int] | None
     return out
 
 
-def _default_chunks(source: RasterSource) -> tuple[int, ...]:
-    """The file's chunks, whole multiples of them up to at least 512 pixels (images) or
-    128 voxels (volumes) per axis."""
-    least = 512 if len(source.chunks) == 2 else 128
-    return tuple(round_up(least, c) if c < least else c for c in source.chunks)
+GROUPED = "grouped"
+
+
+def dask_chunks(source: RasterSource, chunks: int | str | Sequence[int] | None) -> tuple[int, ...]:
+    """Spatial dask chunks for ``source``: ``chunks`` as given, ``"grouped"`` (whole multiples
+    of the stored chunks, at least 512 pixels or 128 voxels per axis), or ``None``: the stored
+    chunks, grouped only as far as ``GEOSEG_MAX_TASKS`` requires. Any grouping is logged."""
+    stored = tuple(int(c) for c in source.chunks)
+    if isinstance(chunks, str):
+        if chunks != GROUPED:
+            raise ValueError(f"chunks={chunks!r}; expected None (the stored chunks), "
+                             f"{GROUPED!r}, or a size in pixels per axis.")
+        least = 512 if len(stored) == 2 else 128
+        return _grouping(source, tuple(round_up(least, c) if c < least else c for c in stored),
+                         "as asked (chunks='grouped')")
+    if chunks is not None:
+        return coerce_per_axis(chunks, len(stored), "chunks")
+    limit = budgets.limit(budgets.MAX_TASKS)
+    factor = max(1, math.isqrt(_n_chunks(source.shape[1:], stored) // limit))
+    while _n_chunks(source.shape[1:], tuple(c * factor for c in stored)) > limit:
+        factor += 1  # the least whole multiple of the stored chunks that fits
+    return _grouping(source, tuple(c * factor for c in stored),
+                     f"to stay within GEOSEG_MAX_TASKS={budgets.figure(limit)}")
+
+
+def _n_chunks(shape: Sequence[int], chunks: Sequence[int]) -> int:
+    return int(np.prod([-(-int(n) // c) for n, c in zip(shape, chunks)]))
+
+
+def _grouping(source: RasterSource, sizes: tuple[int, ...], why: str) -> tuple[int, ...]:
+    """``sizes``, logged when they group several stored chunks into one dask chunk."""
+    stored = tuple(int(c) for c in source.chunks)
+    spatial = source.shape[1:]
+    if _n_chunks(spatial, sizes) < _n_chunks(spatial, stored):
+        level = logging.INFO if why.startswith("as asked") else logging.WARNING
+        log.log(level, "%s: stored chunks %s grouped into %s %s: %s tasks instead of %s.",
+                remote.public_url(source.url), _by(stored), _by(sizes), why,
+                budgets.figure(_n_chunks(spatial, sizes)), budgets.figure(_n_chunks(spatial, stored)))
+    return sizes
+
+
+def _by(sizes: Sequence[int]) -> str:
+    return " x ".join(str(int(c)) for c in sizes)
 
 
 def _split(n: int, c: int) -> tuple[int, ...]:
