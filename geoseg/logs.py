@@ -141,6 +141,22 @@ class DropTaskErrors(logging.Filter):
         return record.levelno >= logging.CRITICAL
 
 
+class DropShutdownKills(logging.Filter):
+    """Drops a nanny's "Worker process still alive after N seconds, killing" when a local cluster
+    closes: everything is written by then, and a worker that has imported torch often takes longer
+    than the nanny's grace period to exit on its own, so the kill is routine, not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Worker process still alive after")
+
+
+def quiet_shutdown_kills() -> None:
+    """Install :class:`DropShutdownKills` on ``distributed.nanny`` (once) in this process."""
+    logger = logging.getLogger("distributed.nanny")
+    if not any(isinstance(f, DropShutdownKills) for f in logger.filters):
+        logger.addFilter(DropShutdownKills())
+
+
 # their own records only: distributed.worker.memory still logs
 TASK_LOGGERS = ("distributed.worker", "distributed.worker.state_machine")
 _quiet = {"tasks": False}

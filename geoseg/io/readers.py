@@ -18,7 +18,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
-from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
+from geoseg.errors import BandMismatchError, RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import allow, faults, images, mosaic, omezarr, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
@@ -316,7 +316,7 @@ def _band_indexes(bands: Sequence[int] | None, n_bands: int, url: str) -> list[i
         return list(range(n_bands))
     bad = [b for b in bands if not 1 <= int(b) <= n_bands]
     if bad:
-        raise UnsupportedFormatError(
+        raise BandMismatchError(
             f"Band numbers {bad} are out of range for {url}, which has {n_bands} band(s); "
             f"bands are numbered from 1 to {n_bands}."
         )

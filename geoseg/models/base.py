@@ -116,9 +116,22 @@ class Segmenter(ABC):
             return
         raise BandMismatchError(
             f"{self.name} expects {len(self.bands)} band(s) ({', '.join(self.bands)}) but {where} has "
-            f"{len(band_names)} ({', '.join(band_names)}). Select the bands to use, 1-based and in the "
-            f"model's order, e.g. bands: {list(range(1, len(self.bands) + 1))} (input.bands in a job spec)."
+            f"{len(band_names)} ({', '.join(band_names)}). {_band_advice(self.bands, band_names)}"
         )
+
+
+def _band_advice(wanted: Sequence[str], have: Sequence[str]) -> str:
+    """What to do about a band count mismatch, fitted to the input: pick bands when it has more
+    (by name where the names match), else another model or input."""
+    if len(have) < len(wanted):
+        return (f"The input has too few bands for this model: use a model trained on "
+                f"{len(have)} band(s), or an input holding {', '.join(wanted)}.")
+    lower = [name.lower() for name in have]
+    picks = [lower.index(name.lower()) + 1 for name in wanted if name.lower() in lower]
+    if len(picks) != len(wanted):
+        picks = list(range(1, len(wanted) + 1))
+    return ("Select the bands to use, 1-based and in the model's order, e.g. "
+            f"bands: {picks} (input.bands in a job spec).")
 
 
 def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:

@@ -96,8 +96,8 @@ class ModelHeader(Segmenter):
     """
 
     def __init__(self, info: ModelInfo, source: ModelRef, *, stride: tuple[int, ...],
-                 halo: tuple[int, ...], global_context: bool):
-        self.info, self.source = info, source
+                 halo: tuple[int, ...], global_context: bool, parameters: int = 0):
+        self.info, self.source, self.parameters = info, source, parameters
         self.name, self.classes, self.bands = info.name, info.classes, info.bands
         self.stride, self.halo, self.global_context = stride, halo, global_context
 

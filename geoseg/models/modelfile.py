@@ -148,7 +148,8 @@ def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> M
     if is_torchscript(head):
         model = _load_torchscript(_read_bytes(url, options), url, options, "cpu", None)
         return ModelHeader(model.info, model.source, stride=model.stride, halo=model.halo,
-                           global_context=model.global_context)
+                           global_context=model.global_context,
+                           parameters=sum(p.numel() for p in model.net.parameters()))
     info = _parse_header(head, url)
     if not info.sha256:
         raise ModelFileError(f"{url} records no sha256 of its weights; re-save it with geoseg.save_model().")
@@ -158,7 +159,8 @@ def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> M
     return ModelHeader(info, ModelRef(url, info.sha256, options),
                        stride=coerce_per_axis(net.stride, ndim, "stride"),
                        halo=coerce_per_axis(net.receptive_radius, ndim, "receptive_radius"),
-                       global_context=bool(getattr(net, "global_context", False)))
+                       global_context=bool(getattr(net, "global_context", False)),
+                       parameters=sum(p.numel() for p in net.parameters()))
 
 
 def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:
