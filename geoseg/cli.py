@@ -567,5 +567,51 @@ def _pairs(value: str | None) -> dict[int, int] | None:
                                  "pairs separated by commas, e.g. 3=1,4=1") from None
 
 
+runs_app = typer.Typer(help="List the runs folder's runs; compare two of them.",
+                       no_args_is_help=False)
+app.add_typer(runs_app, name="runs")
+RunsDir = Annotated[str | None, typer.Option("--dir", help="Runs folder (default: "
+                                                           "GEOSEG_RUNS_DIR, else where runs "
+                                                           "write by default).")]
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs(
+    ctx: typer.Context,
+    folder: RunsDir = None,
+    html: Annotated[str | None, typer.Option(help="Also write an index page here linking "
+                                                  "each run's report.")] = None,
+) -> None:
+    """Every run of the runs folder: model, data, the settings that differ, mIoU, throughput."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from geoseg.report.html import report_path, write_index
+    from geoseg.report.runs import list_runs, runs_table
+
+    found = list_runs(folder)
+    Console().print(runs_table(found))
+    if html:
+        import fsspec
+
+        rows = [(f"{r['job'].get('name')} {r.get('started', '')}", r,
+                 report_path(w) if fsspec.core.url_to_fs(report_path(w))[0].exists(report_path(w))
+                 else None) for w, r in found]
+        console.print(f"index: {write_index(rows, html, 'geoseg runs')}", markup=False,
+                      highlight=False)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    a: Annotated[str, typer.Argument(help="A run: record path, number from geoseg runs, or part "
+                                          "of its file name.")],
+    b: Annotated[str, typer.Argument(help="The other run.")],
+    folder: RunsDir = None,
+) -> None:
+    """Every field two run records disagree on: settings, model, data, scores, speed."""
+    from geoseg.report.runs import compare_table, find_run
+
+    Console().print(compare_table(find_run(a, folder), find_run(b, folder)))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,140 @@
+"""Runs compared: the run records of a runs folder as one table, and two of them side by side.
+
+A runs folder (``runs_dir`` in a job spec, ``GEOSEG_RUNS_DIR``, else the user's data folder:
+:func:`geoseg.jobs.provenance.runs_dir`)
+holds one JSON record per run (:mod:`geoseg.jobs.provenance`). The table shows each run's
+model, data, the settings that differ between the runs listed (those all runs share say
+nothing), its scores and its throughput; :func:`differences` lists every field two records
+disagree on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import fsspec
+from rich.table import Table
+
+from geoseg.errors import EvaluationError
+from geoseg.jobs.provenance import FORMAT, runs_dir
+
+SETTINGS = ("resolved", "job.inference", "job.output.chunks", "job.model", "job.evaluate.ignore")
+NOISE = ("started", "finished", "run_record", "regions", "evaluation.confusion", "dashboard",
+         "timings.task_stage_sums_s", "chunks.all_nodata", "input.identity.created")
+
+
+def default_folder() -> str:
+    """Where runs write their records when their spec names no folder."""
+    return runs_dir()
+
+
+def list_runs(folder: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """``(location, record)`` of every run record in ``folder``, oldest first."""
+    folder = folder or default_folder()
+    fs, path = fsspec.core.url_to_fs(folder)
+    if not fs.exists(path):
+        raise EvaluationError(f"runs folder {folder} does not exist; runs write their records to "
+                              "runs_dir in the job spec, else GEOSEG_RUNS_DIR, else "
+                              f"{runs_dir()}. Give the folder with --dir.")
+    found = []
+    for name in sorted(fs.glob(f"{path.rstrip('/')}/*.json")):
+        with fs.open(name, "r") as f:
+            try:
+                record = json.load(f)
+            except ValueError:
+                continue  # a half-written or foreign file: not a run
+        if isinstance(record, dict) and record.get("format") == FORMAT:
+            found.append((fs.unstrip_protocol(name) if "://" in folder else name, record))
+    return found
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys; lists as JSON text."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: json.dumps(value) if isinstance(value, list) else value}
+
+
+def _settings(record: dict[str, Any]) -> dict[str, Any]:
+    flat = flatten(record)
+    return {k: v for k, v in flat.items() if k.startswith(SETTINGS) and "storage_options" not in k}
+
+
+def differing(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Settings whose values are not the same in every record."""
+    flats = [_settings(r) for r in records]
+    keys = sorted(set().union(*flats)) if flats else []
+    return [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
+
+
+def runs_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> Table:
+    """One row per run: when, job, model, data, differing settings, mIoU, throughput."""
+    keys = differing([r for _, r in runs])
+    table = Table(title=f"{len(runs)} run(s)", title_justify="left",
+                  caption=f"settings that differ: {', '.join(keys) or 'none'}",
+                  caption_justify="left")
+    for column in ("#", "started", "job", "model", "data", "settings", "mIoU", "Mpx/s", "record"):
+        table.add_column(column, overflow="fold")
+    for i, (where, record) in enumerate(runs):
+        flat = _settings(record)
+        model = record.get("model", {})
+        digest = (model.get("sha256") or model.get("id") or "")[:10]
+        miou = (record.get("evaluation") or {}).get("miou")
+        table.add_row(str(i), record.get("started", ""), str(record["job"].get("name")),
+                      f"{model.get('name')} {digest}", _data(record),
+                      "; ".join(f"{k.split('.', 1)[-1]}={flat.get(k)}" for k in keys),
+                      "-" if miou is None else f"{miou:.4f}",
+                      str(record.get("throughput_mpx_per_s")), os.path.basename(where))
+    return table
+
+
+def _data(record: dict[str, Any]) -> str:
+    source = record.get("input", {})
+    return f"{os.path.basename(str(source.get('url', '')).rstrip('/'))} {source.get('shape')}"
+
+
+def find_run(key: str, folder: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A run by record path, by its number in :func:`list_runs`, or by a unique part of its
+    record's file name (its short id, say)."""
+    if key.endswith(".json") and fsspec.core.url_to_fs(key)[0].exists(key):
+        with fsspec.open(key, "r") as f:
+            return key, json.load(f)
+    runs = list_runs(folder)
+    if key.isdigit() and int(key) < len(runs):
+        return runs[int(key)]
+    hits = [run for run in runs if key in os.path.basename(run[0])]
+    if len(hits) != 1:
+        names = ", ".join(os.path.basename(w) for w, _ in hits[:5]) or "none"
+        raise EvaluationError(f"run {key!r} matches {len(hits)} record(s) in "
+                              f"{folder or default_folder()} ({names}); give a record path, a "
+                              "number from geoseg runs, or a part of one file name.")
+    return hits[0]
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, a's value, b's value)`` for every field the two records disagree on (times,
+    per-region figures and the raw confusion matrix left out)."""
+    fa, fb = flatten(a), flatten(b)
+    keys = sorted(k for k in set(fa) | set(fb) if not k.startswith(NOISE))
+    return [(k, fa.get(k), fb.get(k)) for k in keys if fa.get(k) != fb.get(k)]
+
+
+def compare_table(a: tuple[str, dict[str, Any]], b: tuple[str, dict[str, Any]]) -> Table:
+    table = Table(title="runs compared", title_justify="left")
+    table.add_column("field")
+    table.add_column(f"A {os.path.basename(a[0])}", overflow="fold")
+    table.add_column(f"B {os.path.basename(b[0])}", overflow="fold")
+    for key, left, right in differences(a[1], b[1]):
+        table.add_row(key, _short(left), _short(right))
+    return table
+
+
+def _short(value: Any) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
