@@ -18,14 +18,15 @@ on the whole image, pixel for pixel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
+import torch
 from scipy import ndimage as ndi
-from skimage import feature as skfeature
 from skimage import filters
 from skimage.util import dtype_limits
 
@@ -241,8 +242,14 @@ class Canny(PixelMethod):
     hysteresis
         ``"window"``: two classes, ``background`` and ``edge``, with hysteresis
         inside each window, so an edge whose strong seed lies outside the window
-        can be missed (and a halo pixel can seed a spurious one): close to, not
-        equal to, the whole-image result. ``"deferred"``: three classes,
+        can be missed: close to the whole-image result, and never more. Within
+        :func:`canny_min_halo` of a window side that is not the image's, the
+        smoothing sees a border the image does not have, so those pixels take no
+        part in the window's hysteresis (:func:`window_edges`); otherwise one could
+        seed an edge the whole image lacks. :func:`geoseg.segment` tells Canny where
+        its windows lie; called without positions (:meth:`predict`, inside an
+        ensemble or test-time augmentation), each window is taken as a whole image.
+        ``"deferred"``: three classes,
         ``background``, ``weak edge`` and ``strong edge`` (ids 0, 1, 2), exact
         for every pixel; :func:`hysteresis` on the class raster then gives
         exactly ``skimage.feature.canny`` of the whole image.
@@ -290,18 +297,72 @@ class Canny(PixelMethod):
         return (h, h)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Scores of windows taken each as a whole image (see :meth:`predict_at`)."""
+        return self.predict_at(batch, None, None)
+
+    def predict_at(
+        self,
+        batch: np.ndarray,
+        windows: Sequence[tuple[slice, ...]] | None,
+        shape: Sequence[int] | None,
+    ) -> np.ndarray:
+        """Scores of windows ``windows`` (image coordinates) of an image of ``shape``; with
+        ``"window"`` hysteresis, the pixels near a window side inside the image are distrusted."""
         values = self.feature.compute(batch, band_axis=1)
+        low, high = float(self.low_threshold), float(self.high_threshold)
+        found = [canny_local(image, self.sigma, low, high) for image in values]
         if self.hysteresis == "deferred":
-            low, high = float(self.low_threshold), float(self.high_threshold)
-            found = np.stack([canny_local(image, self.sigma, low, high) for image in values])
-            return one_hot(found.astype(np.int64), 3)
-        edges = np.stack(
-            [
-                skfeature.canny(image, self.sigma, self.low_threshold, self.high_threshold)
-                for image in values
-            ]
-        )
-        return one_hot(edges.astype(np.int64), 2)
+            return one_hot(np.stack(found).astype(np.int64), 3)
+        margin = canny_min_halo(self.sigma)
+        edges = [
+            window_edges(classes, inner_sides(None if windows is None else windows[i], shape),
+                         margin)
+            for i, classes in enumerate(found)
+        ]
+        return one_hot(np.stack(edges).astype(np.int64), 2)
+
+    def predict_tensor_at(
+        self, batch: torch.Tensor, windows: Sequence[tuple[slice, ...]], shape: Sequence[int]
+    ) -> torch.Tensor:
+        """:meth:`predict_at` for the tiled runner, which says where each window lies."""
+        scores = self.predict_at(batch.numpy(force=True), windows, shape)
+        return torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)).to(batch.device)
+
+
+def inner_sides(
+    window: tuple[slice, ...] | None, shape: Sequence[int] | None
+) -> tuple[tuple[bool, bool], ...]:
+    """Per axis, whether the window's start and stop sides lie inside the image (not on its
+    border). No window: a whole image, no inner side."""
+    if window is None or shape is None:
+        return ((False, False), (False, False))
+    return tuple((w.start > 0, w.stop < n) for w, n in zip(window, shape))
+
+
+def window_edges(
+    classes: np.ndarray, inner: Sequence[tuple[bool, bool]], margin: int
+) -> np.ndarray:
+    """Canny's edges from one window's classes, with hysteresis inside the window.
+
+    Pixels closer than ``margin`` (:func:`canny_min_halo`) to an ``inner`` side are
+    set to "none" first: their classes may differ from the whole image's (a spurious
+    strong pixel there could seed an edge the whole image lacks). The rest hold the
+    whole image's classes, so every edge found here is an edge of the whole image.
+    """
+    trusted = classes.copy()
+    for axis, (start, stop) in enumerate(inner):
+        index = [slice(None)] * trusted.ndim
+        if start:
+            index[axis] = slice(0, margin)
+            trusted[tuple(index)] = 0
+        if stop:
+            index[axis] = slice(max(trusted.shape[axis] - margin, 0), None)
+            trusted[tuple(index)] = 0
+    labels, count = ndi.label(trusted > 0, np.ones((3,) * trusted.ndim, bool))
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[np.unique(labels[trusted == STRONG])] = True
+    keep[0] = False
+    return keep[labels]
 
 
 # -- chunked: the local steps with a halo, then hysteresis as global connected components ---

@@ -80,7 +80,7 @@ def _on_device(segmenter: Segmenter, raw: np.ndarray, tiles: list[Tile], window:
     if not bool(valid.any()):  # every output pixel is nodata whatever the model says
         return _empty(segmenter, valid.numpy(force=True), output)
     x = pad_end_tensor(x, [w.stop - w.start for w in window])
-    run = _Run(segmenter, x, window, region, batch_size)
+    run = _Run(segmenter, x, window, region, batch_size, shape=tuple(spec.shape))
     keep_scores = spec.blend != "crop" or output.probabilities is not None
     scores = run.blended(tiles, spec) if spec.blend != "crop" else run.cropped(tiles, keep_scores)
     ids = run.ids if scores is None else scores.argmax(dim=0)
@@ -98,6 +98,7 @@ class _Run:
     region: tuple[slice, ...]
     batch_size: int
     ids: torch.Tensor | None = None
+    shape: tuple[int, ...] = ()  # the image's, for segmenters told where their windows lie
 
     def batches(self, tiles: list[Tile]) -> Iterator[tuple[list[Tile], torch.Tensor]]:
         """Each batch of tiles with its scores ``(N, classes, *window)``."""
@@ -105,7 +106,7 @@ class _Run:
         for start in range(0, len(tiles), step):
             batch = tiles[start : start + step]
             inputs = torch.stack([self.x[(slice(None),) + _shift(t.window, self.window)] for t in batch])
-            scores = self.segmenter.predict_tensor(inputs)
+            scores = _predict(self.segmenter, inputs, [t.window for t in batch], self.shape)
             _check_scores(scores, inputs, self.segmenter, self.region)
             yield batch, scores
 
@@ -141,6 +142,14 @@ class _Run:
                 out[(slice(None),) + target] += weights[part] * scores[(i, slice(None)) + part]
                 total[target] += weights[part]
         return out.div_(total)
+
+
+def _predict(segmenter: Segmenter, inputs: torch.Tensor, windows: list[tuple[slice, ...]],
+             shape: tuple[int, ...]) -> torch.Tensor:
+    """Scores of a batch. A segmenter with ``predict_tensor_at`` (Canny) is also told where each
+    window lies in an image of ``shape``, so it can tell a window's edge from the image's."""
+    at = getattr(segmenter, "predict_tensor_at", None)
+    return segmenter.predict_tensor(inputs) if at is None else at(inputs, windows, shape)
 
 
 @functools.lru_cache(maxsize=16)

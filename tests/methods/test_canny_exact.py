@@ -110,7 +110,7 @@ def test_chunked_canny_equals_scikit_image_on_random_images(scene):
 
 
 def test_deferred_segmenter_and_hysteresis_are_exact_where_window_hysteresis_is_not():
-    """The issue's case: per-window hysteresis misses edges (and can add one); deferred does not."""
+    """The issue's case: per-window hysteresis misses edges; deferred does not."""
     camera = data.camera()
     as_float = camera.astype(np.float64)
     magnitude = np.hypot(*np.gradient(ndi.gaussian_filter(as_float, 1.0)))
