@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,27 @@ def test_compare_shows_every_difference_and_nothing_else(second_run, finished_ru
     assert "resolved.batch_size" in done.output and "mask-b.zarr" in done.output
     missing = CliRunner().invoke(app, ["runs", "compare", "0", "nothing-like-it", "--dir", folder])
     assert missing.exit_code != 0
+
+
+@pytest.mark.timeout(180)
+def test_geoseg_batch_writes_an_index_linking_each_jobs_report(tmp_path, client):
+    from geoseg.demo import write_scene
+    from geoseg.synth import make_scene
+
+    for i in (1, 2):
+        write_scene(make_scene(96, 128, seed=i), str(tmp_path / f"scene{i}.zarr"), chunks=64)
+    spec = {"name": "nightly", "inputs": {"glob": str(tmp_path / "scene*.zarr")},
+            "job": {"input": {"variable": "image"}, "model": {"path": "builtin:demo-unet"},
+                    "output": {"chunks": [64, 64]}},
+            "output": {"url_template": str(tmp_path / "out" / "{stem}-mask.zarr")},
+            "concurrency": 1}  # two jobs of one model at once race on its worker plugin's name
+    path = tmp_path / "batch.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    done = CliRunner().invoke(app, ["batch", str(path), "--cluster", client.scheduler.address])
+    assert done.exit_code == 0, done.output
+    index = next((tmp_path / "out").glob("batch-nightly-*.html"))
+    assert f"html report: {index}" in done.output.replace("\n", "")
+    page = index.read_text(encoding="utf-8")
+    links = re.findall(r'<a href="([^"]+)">', page)
+    assert len(links) == 2 and all((index.parent / link).is_file() for link in links)
+    assert "scene1.zarr" in page and "scene2.zarr" in page
