@@ -221,6 +221,22 @@ class JobqueueSpec(Section):
         return self
 
 
+class TlsSpec(Section):
+    """Certificates for a ``tls://`` scheduler (distributed's ``Security``); with them the client
+    requires encryption, so a plain ``tcp://`` address is refused."""
+
+    ca_file: str = Field(description="CA certificate (PEM) that signed the scheduler's and workers'.")
+    cert: str = Field(description="This client's certificate (PEM), signed by that CA.")
+    key: str | None = Field(None, description="Its private key (PEM), unless cert holds it.")
+
+    @field_validator("ca_file", "cert", "key")
+    @classmethod
+    def _exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError("the path of an existing PEM file (relative to the working directory)")
+        return value
+
+
 class KubernetesSpec(Section):
     """A DaskCluster made by the Dask Kubernetes operator for the run, or an existing one."""
 
@@ -251,12 +267,18 @@ class ClusterSpec(Section):
                                 "GEOSEG_GPU_THREADS (4) on a local cluster's GPU workers.")
     jobqueue: JobqueueSpec = Field(JobqueueSpec(), description="Settings of kinds slurm and pbs.")
     kubernetes: KubernetesSpec = Field(KubernetesSpec(), description="Settings of kind kubernetes.")
+    tls: TlsSpec | None = Field(None, description="Certificates for a tls:// scheduler (kind address).")
 
     @model_validator(mode="after")
     def _scheduler_means_address(self) -> ClusterSpec:
         if self.scheduler is not None and self.kind not in (None, "address"):
             raise ValueError("scheduler only with kind address (or no kind), "
                              f"not with kind {self.kind}")
+        if self.tls is not None and self.kind not in (None, "address"):
+            raise ValueError(f"tls only with kind address (or no kind), not with kind {self.kind}")
+        if self.tls is not None and self.scheduler and not self.scheduler.startswith("tls://"):
+            raise ValueError(f"a tls:// scheduler address with tls, not {self.scheduler!r}: "
+                             "encryption is required, plain tcp:// is refused")
         return self
 
 

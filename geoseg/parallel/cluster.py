@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Security
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg import config, logs
@@ -182,22 +182,44 @@ def _address(spec: ClusterSpec) -> Iterator[Client]:
         raise ClusterConfigError(
             "cluster kind address: received no scheduler address (cluster.scheduler, --cluster and "
             "DASK_SCHEDULER_ADDRESS are all unset); give one, e.g. --cluster tcp://host:8786.")
-    with connected(address) as client:
+    with connected(address, tls_security(spec, address)) as client:
         _pin_torch_threads(client, config.torch_threads())
         yield client
 
 
+def tls_security(spec: ClusterSpec, address: str) -> Security | None:
+    """distributed's ``Security`` from ``cluster.tls``, requiring encryption (a ``tcp://`` address
+    is refused); ``None`` without it, when dask's own ``distributed.comm.tls.*`` configuration
+    (``DASK_DISTRIBUTED__COMM__TLS__*`` variables) applies as it would to any client."""
+    if spec.tls is None:
+        if address.startswith("tls://") and not dask.config.get("distributed.comm.tls.ca-file", None):
+            raise ClusterConfigError(
+                f"The scheduler at {logs.public_url(address)} speaks TLS, but no certificates were "
+                "given; expected cluster.tls (ca_file, cert, key) in the job spec, or dask's "
+                "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, __CLIENT__CERT and __CLIENT__KEY variables.")
+        return None
+    if not address.startswith("tls://"):
+        raise ClusterConfigError(
+            f"cluster.tls is set, so encryption is required, but the scheduler address is "
+            f"{logs.public_url(address)}; expected its tls:// address (tls://host:8786). Plain "
+            "tcp:// is refused: nothing would be encrypted.")
+    return Security(tls_ca_file=spec.tls.ca_file, tls_client_cert=spec.tls.cert,
+                    tls_client_key=spec.tls.key, require_encryption=True)
+
+
 @contextmanager
-def connected(address: str) -> Iterator[Client]:
-    """A client of the scheduler at ``address``; one that cannot be reached (refused, timed out,
-    a bad address) raises :class:`ClusterConfigError` naming it."""
+def connected(address: str, security: Security | None = None) -> Iterator[Client]:
+    """A client of the scheduler at ``address`` (over TLS with ``security``); one that cannot be
+    reached (refused, timed out, a bad address, a TLS handshake refused) raises
+    :class:`ClusterConfigError` naming it."""
     try:
-        client = Client(address)
+        client = Client(address, **({"security": security} if security is not None else {}))
     except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterConfigError(
             f"Cannot reach the Dask scheduler at {logs.public_url(address)} "
             f"({type(exc).__name__}: {logs.scrub(str(exc))}). Check that it is running and that "
-            "the address and port are right (dask scheduler prints them), or drop --cluster / "
+            "the address and port are right (dask scheduler prints them; one started with TLS "
+            "takes only its tls:// address and certificates, cluster.tls), or drop --cluster / "
             "cluster.scheduler to start a local cluster.") from None
     with client:
         yield client
