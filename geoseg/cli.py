@@ -567,6 +567,25 @@ def _pairs(value: str | None) -> dict[int, int] | None:
                                  "pairs separated by commas, e.g. 3=1,4=1") from None
 
 
+@app.command()
+def quicklook(
+    output: Annotated[str, typer.Argument(help="An output a job wrote (OUT.zarr).")],
+    png: Annotated[Path, typer.Argument(help="PNG file to write.")],
+    image: Annotated[str | None, typer.Option(help="Raster to draw under the mask (default: "
+                                                   "the run's input).")] = None,
+    variable: Annotated[str | None, typer.Option(help="Array inside --image's Zarr group.")] = None,
+    bands: Annotated[str | None, typer.Option(help="1-based bands shown as red, green, blue, "
+                                                   "e.g. 4,3,2 (default: the first three).")] = None,
+    size: Annotated[int, typer.Option(help="Longest side of the picture in pixels.")] = 1024,
+) -> None:
+    """A small picture of an output: its classes over the input's bands, read with a stride."""
+    from geoseg.report.quicklook import write_quicklook
+
+    write_quicklook(output, png, image_url=image, variable=variable,
+                    bands=_int_list(bands, "--bands"), size=size)
+    console.print(f"wrote {png}", markup=False, highlight=False)
+
+
 runs_app = typer.Typer(help="List the runs folder's runs; compare two of them.",
                        no_args_is_help=False)
 app.add_typer(runs_app, name="runs")

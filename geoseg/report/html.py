@@ -127,11 +127,12 @@ def chunk_maps(regions: list[dict[str, Any]], names: Sequence[str],
 
     tops = sorted({r["window"][0][0] for r in regions})
     lefts = sorted({r["window"][1][0] for r in regions})
+    row, col = {t: i for i, t in enumerate(tops)}, {t: j for j, t in enumerate(lefts)}
     seconds = np.full((len(tops), len(lefts)), np.nan)
     main = np.ones((len(tops), len(lefts), 3))
     palette = class_colors(colors, len(names)) / 255
     for r in regions:
-        i, j = tops.index(r["window"][0][0]), lefts.index(r["window"][1][0])
+        i, j = row[r["window"][0][0]], col[r["window"][1][0]]
         seconds[i, j] = r["seconds"]
         counts = np.asarray(r["class_counts"], dtype=np.float64)
         if counts.sum():

@@ -112,3 +112,18 @@ def test_memory_stays_far_below_the_raster(tmp_path):
     assert look.views[0][2].shape == (128, 128)
     # about 5 MiB (a few chunks in flight); reading the raster whole peaks at 28 MiB
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB: the raster was read whole"
+
+
+@pytest.mark.timeout(60)
+def test_geoseg_quicklook_writes_the_png_with_chosen_bands(tmp_path):
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app
+
+    out = _output(tmp_path, (90, 120), (32, 32))
+    done = CliRunner().invoke(app, ["quicklook", out, str(tmp_path / "q.png"), "--bands", "3,1",
+                                    "--size", "60"])
+    assert done.exit_code == 0, done.output
+    assert Image.open(tmp_path / "q.png").format == "PNG"
+    look = build(out, bands=[3, 1], size=60)
+    assert look.views[0][1].shape == (2, 45, 60)  # two bands, shown grey
