@@ -20,7 +20,8 @@ PRED_NODATA = 255
 
 
 @st.composite
-def scenes(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
+def scenes(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int],
+                                    list[int], int]:
     rows, cols = draw(st.integers(3, 40)), draw(st.integers(3, 40))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -33,7 +34,10 @@ def scenes(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tu
     # odd chunkings, different on each side, at most ~36 chunks (dask's overhead per chunk)
     chunks_ref = (draw(st.integers(-(-rows // 6), rows)), draw(st.integers(-(-cols // 6), cols)))
     chunks_pred = (draw(st.integers(-(-rows // 6), rows)), draw(st.integers(-(-cols // 6), cols)))
-    return ref, pred, chunks_ref, chunks_pred
+    # an ignored label outside the classes, and sometimes a class itself (background, say)
+    ignore = draw(st.sampled_from([[IGNORE], [IGNORE, 0], [IGNORE, 3]]))
+    nodata = draw(st.sampled_from([REF_NODATA, 1]))  # the reference's nodata: maybe a class id
+    return ref, pred, chunks_ref, chunks_pred, ignore, nodata
 
 
 def _labels(array: np.ndarray, chunks: tuple[int, int], nodata: int) -> Labels:
@@ -43,10 +47,10 @@ def _labels(array: np.ndarray, chunks: tuple[int, int], nodata: int) -> Labels:
 @settings(max_examples=25, deadline=None)
 @given(scenes())
 def test_scores_equal_sklearn_on_the_whole_array(scene):
-    ref, pred, chunks_ref, chunks_pred = scene
-    got = evaluate(_labels(pred, chunks_pred, PRED_NODATA), _labels(ref, chunks_ref, REF_NODATA),
-                   ignore=[IGNORE])
-    keep = (ref != IGNORE) & (ref != REF_NODATA) & (pred != PRED_NODATA)
+    ref, pred, chunks_ref, chunks_pred, ignore, nodata = scene
+    got = evaluate(_labels(pred, chunks_pred, PRED_NODATA), _labels(ref, chunks_ref, nodata),
+                   ignore=ignore)
+    keep = ~np.isin(ref, [*ignore, REF_NODATA, nodata]) & (pred != PRED_NODATA)
     t, p = ref[keep], pred[keep]
     labels = list(range(K))
     np.testing.assert_array_equal(got["confusion"], confusion_matrix(t, p, labels=labels))
