@@ -143,3 +143,13 @@ class StorageIOError(GeosegError, OSError):
 class OutputLocationError(GeosegError, ValueError):
     """An output URL outside the allowed places: a ``..`` segment, a scheme not in
     ``GEOSEG_OUTPUT_SCHEMES``, a bucket not in ``GEOSEG_OUTPUT_BUCKETS``."""
+
+
+class WorkerCrashError(GeosegError, RuntimeError):
+    """Output chunks whose task killed every worker process that ran it (out of memory, a crash in
+    native code, ``os._exit``); the message names the chunks. Every other chunk was written."""
+
+
+class ClusterLostError(GeosegError, ConnectionError):
+    """The client lost its Dask scheduler during a run (killed, restarted or unreachable); the
+    chunks already written are kept and a rerun resumes."""

@@ -6,6 +6,10 @@ becomes :class:`~geoseg.errors.CorruptInputError`. A failed window read is probe
 chunk, so the error names the chunks that do not decode, not only the window. Library
 messages are scrubbed of secrets (:func:`geoseg.logs.scrub`) and never chained into what
 travels from a worker to the client.
+
+Processes that die are faults too: output chunks whose task kills every worker that runs it
+become :class:`~geoseg.errors.WorkerCrashError` (:func:`crashed_chunks`), a scheduler lost
+mid-run :class:`~geoseg.errors.ClusterLostError` (:func:`scheduler_lost`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from geoseg.errors import CorruptInputError, GeosegError
+from geoseg.errors import ClusterLostError, CorruptInputError, GeosegError, WorkerCrashError
 from geoseg.io import remote
 
 T = TypeVar("T")
@@ -164,3 +168,30 @@ def output_chunk(name: str, region: Sequence[slice], *_: Any) -> str:
 def manifest_entry(key: str, *_: Any) -> str:
     """``"output manifest entry of chunk 0.1"``."""
     return f"output manifest entry of chunk {key}"
+
+
+def crashed_chunks(chunks: Sequence[tuple[str, Sequence[slice]]], deaths: int,
+                   not_retried: int = 0) -> WorkerCrashError:
+    """The error for output chunks (``(key, region)``) whose task killed ``deaths`` worker
+    processes in a row, the last time running alone; ``not_retried`` other chunks lost with
+    crashed workers were left for a rerun."""
+    names = [f"chunk {key} ({window_text(region)})" for key, region in chunks[:SHOWN]]
+    more = f" and {len(chunks) - SHOWN} more" if len(chunks) > SHOWN else ""
+    left = (f"; {not_retried} other chunk(s) lost with the crashed workers were not retried"
+            if not_retried else "")
+    return WorkerCrashError(
+        f"output {', '.join(names)}{more}: every worker process that ran it died ({deaths} in a "
+        f"row, the last running it alone); every other chunk was written{left}. A worker dies so "
+        "when it runs out of memory (raise the workers' memory limit: cluster.jobqueue.memory, "
+        "fewer threads_per_worker; or lower inference.batch_size / inference.tile, "
+        "GEOSEG_BATCH_SIZE, GEOSEG_TILE, or output.chunks), or on a crash in native code. Rerun "
+        "with --debug to keep the workers' logs; a rerun computes only the chunks not written.")
+
+
+def scheduler_lost(address: str, done: int, total: int) -> ClusterLostError:
+    """The error for a run whose client lost the scheduler at ``address``."""
+    return ClusterLostError(
+        f"Lost the Dask scheduler at {remote.public_url(address)} during the run ({done} of "
+        f"{total} chunk(s) this run computed were written and kept). Check that the scheduler is "
+        "running (it may have been killed, run out of memory or hit its walltime), then run the "
+        "job again: it computes only the chunks not written.")

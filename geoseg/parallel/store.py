@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from distributed import Client, Future, as_completed
+from distributed import Client, Future, KilledWorker, SchedulerPlugin, as_completed
 
+from geoseg.io import faults
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
 from geoseg.io.sources import RasterSource
 from geoseg.metrics import confusion_matrix
 from geoseg.parallel.tasks import RegionWork
 from geoseg.tiling.plan import regions
+
+CRASH_CULPRITS = 3  # chunks found killing workers on their own before the others are left to a rerun
 
 
 @dataclass(frozen=True)
@@ -98,11 +104,40 @@ def submit_in_stripes(client: Client, fn: Callable[..., RegionStats], todo: list
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     if len(workers) < 2 or len(todo) < 2:
         return client.map(fn, todo, pure=False, **kwargs)
+    _forget_lost_stripes(client)
     futures: list[Future] = []
     for worker, part in zip(workers, np.array_split(np.arange(len(todo)), len(workers))):
         futures += client.map(fn, [todo[i] for i in part], workers=[worker], allow_other_workers=True,
                               pure=False, **kwargs)
     return futures
+
+
+class ForgetLostStripes(SchedulerPlugin):
+    """Let tasks that preferred workers now all gone run anywhere once a worker joins.
+
+    Dask keeps a task that lost every worker it preferred waiting for those very workers, even
+    with ``allow_other_workers`` (``bulk_schedule_unrunnable_after_adding_worker`` ignores loose
+    restrictions), so a run whose workers all died and were restarted under new addresses would
+    wait forever."""
+
+    name = "geoseg-forget-lost-stripes"
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        for ts in scheduler.unrunnable:
+            if ts.loose_restrictions and ts.worker_restrictions and \
+                    not ts.worker_restrictions & scheduler.workers.keys():
+                ts.worker_restrictions = None
+
+
+def _forget_lost_stripes(client: Client) -> None:
+    """:class:`ForgetLostStripes` on the scheduler, once (best effort: its scheduler may lack geoseg)."""
+    with contextlib.suppress(Exception):
+        if ForgetLostStripes.name not in client.run_on_scheduler(_scheduler_plugins):
+            client.register_plugin(ForgetLostStripes(), name=ForgetLostStripes.name)
+
+
+def _scheduler_plugins(dask_scheduler: Any) -> list[str]:
+    return list(dask_scheduler.plugins)
 
 
 def run_regions(client: Client, work: RegionWork, source: RasterSource, target: OutputTarget,
@@ -116,17 +151,68 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
     if work.windows_reach_past_regions:
         source = source.with_read_cache()
     todo = [r for r in regions(source.shape[1:], chunks) if chunk_key(r, chunks) not in skip]
-    futures = submit_in_stripes(client, segment_to_store, todo, work=work, source=source,
-                                target=target, n_classes=n_classes, chunks=chunks, reference=reference,
-                                with_probabilities=with_probabilities)
-    stats = []
+    kwargs = {"work": work, "source": source, "target": target, "n_classes": n_classes,
+              "chunks": chunks, "reference": reference, "with_probabilities": with_probabilities}
+    futures = submit_in_stripes(client, segment_to_store, todo, **kwargs)
+    stats: list[RegionStats] = []
+
+    def done(result: RegionStats) -> None:
+        stats.append(result)
+        if on_done is not None:
+            on_done(result)
+
     try:
-        for future in as_completed(futures):
-            result = future.result()
-            stats.append(result)
-            if on_done is not None:
-                on_done(result)
+        crashed = _gather(client, dict(zip((f.key for f in futures), todo)), futures, done)
     except BaseException:
         client.cancel(futures)
         raise
+    if crashed:  # tasks that were on a dying worker: the one that killed it, and bystanders
+        _retry_alone(client, crashed, done, **kwargs)
     return stats
+
+
+def _gather(client: Client, region_of: dict[str, tuple[slice, ...]], futures: list[Future],
+            done: Callable[[RegionStats], None]) -> list[tuple[slice, ...]]:
+    """Wait for every future; the regions of those that failed because workers died (Dask's
+    ``KilledWorker``). A lost scheduler raises :class:`~geoseg.errors.ClusterLostError`."""
+    crashed, written = [], 0
+    for future in as_completed(futures):
+        try:
+            with _scheduler_kept(client, written, len(futures)):
+                done(future.result())
+            future.release()  # its result is in: a worker dying now does not recompute it
+            written += 1
+        except KilledWorker:
+            crashed.append(region_of[future.key])
+    return crashed
+
+
+@contextlib.contextmanager
+def _scheduler_kept(client: Client, written: int, total: int) -> Iterator[None]:
+    """A future cancelled because the client lost its scheduler becomes
+    :class:`~geoseg.errors.ClusterLostError`."""
+    try:
+        yield
+    except CancelledError as exc:
+        if getattr(exc, "reason", None) != "scheduler-connection-lost":
+            raise
+        raise faults.scheduler_lost(client.scheduler.address, written, total) from None
+
+
+def _retry_alone(client: Client, crashed: list[tuple[slice, ...]],
+                 done: Callable[[RegionStats], None], **kwargs: Any) -> None:
+    """Run each region again, one at a time: a worker dying now was killed by that region's own
+    task. Raise :class:`~geoseg.errors.WorkerCrashError` naming those (after
+    :data:`CRASH_CULPRITS` of them the rest are left to a rerun)."""
+    culprits, deaths = [], 0
+    for i, region in enumerate(crashed):
+        try:
+            with _scheduler_kept(client, i - len(culprits), len(crashed)):
+                done(client.submit(segment_to_store, region, pure=False, **kwargs).result())
+        except KilledWorker as exc:
+            culprits.append((chunk_key(region, kwargs["chunks"]), region))
+            deaths = exc.allowed_failures + 1
+            if len(culprits) == CRASH_CULPRITS:
+                raise faults.crashed_chunks(culprits, deaths, len(crashed) - i - 1) from None
+    if culprits:
+        raise faults.crashed_chunks(culprits, deaths)
