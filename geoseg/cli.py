@@ -135,8 +135,11 @@ def run(
 def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> None:
     """Check a job spec, its input and its model without writing anything."""
     from geoseg.jobs import load_job, prepare
+    from geoseg.jobs.runner import input_warnings
 
     prepared = prepare(load_job(job))
+    for text in input_warnings(prepared):
+        console.print(f"[yellow]warning[/]: {text}")
     src, model, work = prepared.source, prepared.model, prepared.work
     said = f"[green]ok[/]: {job}: input {src.format} {src.shape} {src.dtype}, {prepared.n_tasks} task(s), "
     if model is None:
@@ -175,12 +178,17 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
 
 @app.command()
 def info(
-    url: Annotated[str, typer.Argument(help="Raster path or URL (Zarr or GeoTIFF).")],
+    url: Annotated[str, typer.Argument(help="Raster path or URL (Zarr, GeoTIFF, ...), or a model "
+                                            "file (.safetensors, .pt, builtin:NAME).")],
     variable: Annotated[str | None, typer.Option(help="Array inside a Zarr group.")] = None,
 ) -> None:
-    """Show a raster's shape, dtype, chunks, bands and georeferencing."""
+    """Show a raster's shape, dtype, chunks, bands and georeferencing, or a model's card."""
     from geoseg.io.readers import open_source
+    from geoseg.models.card import is_model_url
 
+    if is_model_url(url):
+        _print_model_card(url)
+        return
     src = open_source(url, variable=variable)
     table = Table(show_header=False, box=None)
     rows: list[tuple[str, Any]] = [
@@ -192,6 +200,27 @@ def info(
     for key, value in rows:
         table.add_row(key, str(value))
     Console().print(table)
+
+
+def _print_model_card(url: str) -> None:
+    """A model's card: its facts, its classes with colour swatches, its training record."""
+    from geoseg.models.card import model_card
+
+    card = model_card(url)
+    out = Console()
+    facts = Table(show_header=False, box=None)
+    for key, value in card.rows:
+        facts.add_row(key, value)
+    out.print(facts)
+    classes = Table("id", "class", "colour", box=None)
+    for i, (name, (r, g, b)) in enumerate(card.classes):
+        classes.add_row(str(i), name, f"[on rgb({r},{g},{b})]    [/] #{r:02x}{g:02x}{b:02x}")
+    out.print(classes)
+    if card.training:
+        record = Table(show_header=False, box=None, title="training record", title_justify="left")
+        for key, value in card.training:
+            record.add_row(key, value)
+        out.print(record)
 
 
 @app.command()
@@ -565,6 +594,7 @@ def _pairs(value: str | None) -> dict[int, int] | None:
     except ValueError:
         raise typer.BadParameter(f"--map: received {value!r}; expected reference=predicted id "
                                  "pairs separated by commas, e.g. 3=1,4=1") from None
+
 
 
 @app.command()

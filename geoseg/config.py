@@ -24,6 +24,7 @@ DEFAULTS = {
     "GEOSEG_RETRY_DELAY": "0.5",  # seconds before the first retry; doubles at each one
     "GEOSEG_CONNECT_TIMEOUT": "10",  # seconds a storage request waits for its connection
     "GEOSEG_READ_TIMEOUT": "20",  # seconds a storage request waits for the next bytes of its answer
+    "GEOSEG_INPROCESS_PIXELS": "8e6",  # a local job this small runs on threads, no worker processes
     "GEOSEG_GPUS": "auto",  # GPUs of a local cluster: auto, none, or ids such as 0,1
     "GEOSEG_GPU_THREADS": "4",  # threads per GPU worker: they read the next regions meanwhile
     # budgets (geoseg.budgets), checked from metadata before any read or allocation
@@ -77,6 +78,20 @@ def tile_size(ndim: int = 2) -> int:
 def read_cache_bytes() -> int:
     """Bytes of decoded input chunks each process keeps for neighbouring windows (0: none)."""
     return int(get("GEOSEG_READ_CACHE_BYTES"))
+
+
+def inprocess_pixels() -> float:
+    """Pixels (voxels) up to which a local CPU job runs on threads in this process: starting
+    worker processes and loading the model in each costs more than it saves on such a job."""
+    text = get("GEOSEG_INPROCESS_PIXELS")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ClusterConfigError(f"GEOSEG_INPROCESS_PIXELS: received {text!r}; expected a number "
+                                 ">= 0 of pixels (0: always start worker processes), e.g. 8e6.")
+    return value
 
 
 def gpu_ids() -> list[str]:

@@ -17,10 +17,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from geoseg.errors import ClusterLostError, CorruptInputError, GeosegError, WorkerCrashError
+from geoseg.errors import (
+    ClusterLostError,
+    CorruptInputError,
+    GeosegError,
+    RasterNotFoundError,
+    WorkerCrashError,
+)
 from geoseg.io import remote
 
 T = TypeVar("T")
@@ -65,8 +72,11 @@ def reading_windows(read: Callable[..., T], probe: Callable[..., Any]) -> Callab
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever a decoder raises: a corrupt input
-            bad = failing_chunks(window, self.shape[1:], self.chunks, lambda w: probe(self, w))
-            error = undecodable(self, window, exc, bad)
+            if _file_missing(exc):  # gone since it was opened, or not on this worker's disk
+                error = not_visible(self, window)
+            else:
+                bad = failing_chunks(window, self.shape[1:], self.chunks, lambda w: probe(self, w))
+                error = undecodable(self, window, exc, bad)
         raise bare(error)  # out of the except: nothing of the library's error travels with it
 
     return wrapper
@@ -94,6 +104,28 @@ def failing_chunks(window: Sequence[slice], shape: Sequence[int], chunks: Sequen
         except Exception:  # noqa: BLE001 - a chunk that fails is what we are looking for
             bad.append(index)
     return bad
+
+
+def _file_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it came from) says a file does not exist: GDAL says so in
+    its message only."""
+    while exc is not None:
+        if isinstance(exc, FileNotFoundError) or "No such file or directory" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def not_visible(source: Any, window: Sequence[slice]) -> RasterNotFoundError:
+    """The error for an input that this process cannot find, though the job's client opened it."""
+    error = RasterNotFoundError(
+        f"input window {window_text(window)}: {remote.public_url(source.url)} does not exist on "
+        f"{socket.gethostname()}, where this task ran. Every worker reads the input itself: on a "
+        "cluster, put it on a disk all workers mount at the same path, or in object storage "
+        "(s3://, gs://, ...); if it was moved or deleted during the run, restore it and run again "
+        "(finished chunks are kept).")
+    setattr(error, _LOCATED, True)
+    return error
 
 
 def undecodable(source: Any, window: Sequence[slice], exc: BaseException,

@@ -47,6 +47,7 @@ from geoseg.jobs.spec import (
     OutputSpec,
     Section,
     format_errors,
+    relative_to_spec,
 )
 from geoseg.parallel.cluster import connect, with_cluster
 
@@ -189,7 +190,7 @@ def load_batch(path: str | Path) -> BatchSpec:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise BatchSpecError(f"{path} is not valid YAML: {exc}") from None
-    return BatchSpec.from_dict(data, str(path))
+    return BatchSpec.from_dict(relative_to_spec(data, path.parent), str(path))
 
 
 # ------------------------------------------------------------------------------------- the inputs

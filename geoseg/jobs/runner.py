@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from distributed import Client
 from geoseg import budgets, logs
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
+    BandMismatchError,
     ClusterConfigError,
     GeosegError,
     JobSpecError,
@@ -30,7 +32,7 @@ from geoseg.io import stages
 from geoseg.io.output import OutputTarget, create_output, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
-from geoseg.jobs import checks, provenance, tracking
+from geoseg.jobs import checks, provenance, ranges, tracking
 from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.spec import ClusterSpec, JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
@@ -38,7 +40,7 @@ from geoseg.methods.edges import Canny, hysteresis
 from geoseg.models.base import Segmenter
 from geoseg.models.model import ModelHeader
 from geoseg.models.modelfile import read_header
-from geoseg.parallel.cluster import cluster_kind, connect, with_cluster
+from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster
 from geoseg.parallel.plugins import load_models, unload_models
 from geoseg.parallel.segment import default_chunk, region_work
 from geoseg.parallel.store import ReferenceLabels, RegionStats, run_regions, score_regions
@@ -126,7 +128,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     statistics is fitted later, by :meth:`PreparedJob.fitted`. A job over its budgets
     (:mod:`geoseg.budgets`) raises :class:`~geoseg.errors.BudgetError`.
     """
-    with _key("input.url"):
+    with _key("input.url", bands="input.bands"):
         source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
                              bands=spec.input.bands, level=spec.input.level, pages=spec.input.pages)
     source = checks.with_missing_chunks(source, spec.input.missing_chunks)
@@ -155,6 +157,15 @@ def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | N
         with _key("model.ensemble"):
             model = Ensemble(members, weights=spec.ensemble.weights, combine=spec.ensemble.combine)
     return TTA(model, transforms=spec.tta) if spec.tta else model
+
+
+def input_warnings(prepared: PreparedJob) -> list[str]:
+    """Warnings about the input a run would go on with: its sampled value range far from the
+    model file's normalisation statistics (:mod:`geoseg.jobs.ranges`)."""
+    if not isinstance(prepared.model, ModelHeader):
+        return []
+    what = f"input {provenance.public_url(prepared.spec.input.url)}"
+    return ranges.range_warnings(prepared.source, prepared.model.info, what)
 
 
 def _model_files(segmenter: Any) -> list[ModelHeader]:
@@ -244,6 +255,10 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     where = _where(spec, scheduler, cluster)
     started, t0 = provenance.now(), time.perf_counter()
     prepared = prepare(spec)
+    if client is None:
+        where = for_job_size(where, math.prod(prepared.source.shape[1:]), prepared.n_tasks)
+    for text in input_warnings(prepared):
+        logs.log.warning(text)
     out = spec.output
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
@@ -436,12 +451,14 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
 
 
 @contextlib.contextmanager
-def _key(key: str) -> Iterator[None]:
-    """Prefix a geoseg error raised inside with the job-spec key it concerns."""
+def _key(key: str, *, bands: str | None = None) -> Iterator[None]:
+    """Prefix a geoseg error raised inside with the job-spec key it concerns (``bands`` for a
+    :class:`BandMismatchError`, when given)."""
     try:
         yield
     except GeosegError as exc:
-        raise type(exc)(f"{key}: {exc}") from None
+        named = bands if bands is not None and isinstance(exc, BandMismatchError) else key
+        raise type(exc)(f"{named}: {exc}") from None
 
 
 def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:

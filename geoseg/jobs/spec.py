@@ -6,6 +6,7 @@ what is allowed. Relative paths are relative to the working directory.
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from pathlib import Path
@@ -137,7 +138,7 @@ class InstancesSpec(Section):
     polygons: bool = Field(True, description="Write polygons (GeoParquet and GeoJSON; images only).")
 
 
-ClusterKind = Literal["local", "address", "slurm", "pbs", "kubernetes"]
+ClusterKind = Literal["local", "threads", "address", "slurm", "pbs", "kubernetes"]
 WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
 
 
@@ -259,7 +260,9 @@ class ClusterSpec(Section):
     ``DASK_SCHEDULER_ADDRESS``), else ``local``; ``jobqueue`` and ``kubernetes`` hold the settings
     of those kinds (a spec may carry both, ``--cluster`` picks one)."""
 
-    kind: ClusterKind | None = Field(None, description="local, address, slurm, pbs or kubernetes.")
+    kind: ClusterKind | None = Field(
+        None, description="local (worker processes; small jobs on threads), threads (this process), "
+                          "address, slurm, pbs or kubernetes.")
     scheduler: str | None = Field(None, description="Address of a running scheduler; none starts a local cluster.")
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int | None = Field(
@@ -320,7 +323,7 @@ class JobSpec(Section):
     instances: InstancesSpec | None = None
     tracking: TrackingSpec = TrackingSpec()
     runs_dir: str | None = Field(None, description="Folder of run records (default "
-                                                   "GEOSEG_RUNS_DIR, else ./geoseg-runs).")
+                                                   "GEOSEG_RUNS_DIR, else ~/.local/share/geoseg/runs).")
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "job spec") -> JobSpec:
@@ -348,7 +351,33 @@ def load_job(path: str | Path) -> JobSpec:
     data = _parse_yaml(path, _read_text(path))
     logs.remember_secrets(logs.secrets_in(data))
     _check_urls(data, str(path))
-    return JobSpec.from_dict(data, str(path))
+    return JobSpec.from_dict(relative_to_spec(data, path.parent), str(path))
+
+
+PATH_KEYS = frozenset({"url", "path", "runs_dir", "glob", "catalog", "url_template", "report"})
+PATH_LISTS = frozenset({"urls"})
+
+
+def relative_to_spec(data: Any, folder: Path, key: str = "") -> Any:
+    """``data`` with every relative local path under a path key (``url``, ``path``,
+    ``runs_dir``, ``glob``, ...) joined to ``folder``, the spec file's folder, as an absolute
+    normalised path: a spec means the
+    same files wherever it is run from. URLs with a scheme, ``builtin:`` models and absolute
+    paths are kept; so is everything under ``storage_options``."""
+    if isinstance(data, dict):
+        return {k: v if k == "storage_options" else relative_to_spec(v, folder, str(k))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        inner = key if key in PATH_LISTS else ""
+        return [relative_to_spec(v, folder, inner) for v in data]
+    if isinstance(data, str) and (key in PATH_KEYS or key in PATH_LISTS) and _relative_local(data):
+        return os.path.abspath(folder / data)  # normalised: no '..' left to refuse
+    return data
+
+
+def _relative_local(text: str) -> bool:
+    return bool(text) and "://" not in text and ":" not in text.split("/", 1)[0] \
+        and not Path(text).expanduser().is_absolute() and not text.startswith("~")
 
 
 def _read_text(path: Path) -> str:

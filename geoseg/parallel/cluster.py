@@ -33,7 +33,7 @@ from geoseg.errors import ClusterConfigError, MissingExtraError
 if TYPE_CHECKING:  # imported late at run time: geoseg.jobs imports this module
     from geoseg.jobs.spec import ClusterSpec, JobqueueSpec, KubernetesSpec
 
-NAMED_KINDS = ("local", "slurm", "pbs", "kubernetes")
+NAMED_KINDS = ("local", "threads", "slurm", "pbs", "kubernetes")
 ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$")
 MIN_LIFETIME = 60  # seconds a worker in a batch job lives at least
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -88,6 +88,22 @@ def with_cluster(spec: ClusterSpec, value: str | None) -> ClusterSpec:
 def cluster_kind(spec: ClusterSpec) -> str:
     """The kind asked for; without one, ``address`` when a scheduler is known, else ``local``."""
     return spec.kind or ("address" if scheduler_address(spec.scheduler) else "local")
+
+
+def for_job_size(spec: ClusterSpec, pixels: int, tasks: int) -> ClusterSpec:
+    """``spec``, or kind ``threads`` for a small job on a local CPU cluster: at most
+    ``GEOSEG_INPROCESS_PIXELS`` pixels, no layout asked for (n_workers, threads_per_worker) and
+    no GPU. Starting worker processes and loading the model in each would cost more than the job.
+    One thread per task (at most one per core); torch's threads share the rest."""
+    small = (cluster_kind(spec) == "local" and spec.n_workers is None
+             and spec.threads_per_worker is None and pixels <= config.inprocess_pixels())
+    if not small or config.gpu_ids():
+        return spec
+    threads = max(1, min(os.cpu_count() or 1, tasks))
+    logs.log.info("small job: %.1f Mpx, %d task(s), at most GEOSEG_INPROCESS_PIXELS=%s: running on "
+                  "%d thread(s) in this process, no worker processes", pixels / 1e6, tasks,
+                  config.get("GEOSEG_INPROCESS_PIXELS"), threads)
+    return spec.model_copy(update={"kind": "threads", "threads_per_worker": threads})
 
 
 @contextmanager
@@ -164,6 +180,7 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
     from importlib.util import find_spec
 
     dashboard = {"dashboard": find_spec("bokeh") is not None}  # if bokeh can serve one
+    logs.quiet_shutdown_kills()  # the nannies live in this process
     with PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard) as cluster, \
             Client(cluster) as client:  # the scheduler's HTTP server on a free port, not 8787
         client.wait_for_workers(len(layouts))
@@ -171,6 +188,18 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
         client.register_plugin(TorchThreads(threads))  # GEOSEG_TORCH_THREADS, when set, wins
         if logs.task_errors_quiet():  # these workers write to this terminal
             client.register_plugin(QuietTaskErrors())
+        yield client
+
+
+@contextmanager
+def _threads(spec: ClusterSpec) -> Iterator[Client]:
+    """One worker in this process, its threads sharing the cores (torch threads too): no process
+    start, no model copy per process. A small job's cluster; also ``--cluster threads``."""
+    cores = os.cpu_count() or 1
+    threads = spec.threads_per_worker or cores
+    with LocalCluster(n_workers=1, threads_per_worker=threads, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        _pin_torch_threads(client, config.torch_threads() or max(1, cores // threads))
         yield client
 
 
@@ -257,7 +286,7 @@ def _kubernetes(spec: ClusterSpec) -> Iterator[Client]:
 
 
 _CONNECT: dict[str, Callable[[ClusterSpec], AbstractContextManager[Client]]] = {
-    "local": _local, "address": _address, "kubernetes": _kubernetes,
+    "local": _local, "threads": _threads, "address": _address, "kubernetes": _kubernetes,
     "slurm": partial(_jobqueue, kind="slurm"), "pbs": partial(_jobqueue, kind="pbs"),
 }
 

@@ -1,0 +1,125 @@
+"""What a newcomer sees before running: a model's card, a warning when the input's values are
+far from what the model was trained on, and band advice that fits the input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from geoseg.demo import write_scene
+from geoseg.jobs.ranges import sample_windows
+from geoseg.models.modelfile import load_model, read_header
+from geoseg.synth import make_scene
+from tests.conftest import CRS, TRANSFORM
+
+
+def geoseg(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": "1000"})
+
+
+def test_info_prints_a_models_card():
+    result = geoseg("info", "builtin:demo-unet")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    header = read_header("builtin:demo-unet")
+    network = load_model("builtin:demo-unet").net  # the real network, built with its weights
+    parameters = sum(p.numel() for p in network.parameters())
+    assert f"parameters {parameters:,}" in text
+    assert f"sha256 {header.info.sha256}" in text
+    assert "architecture unet (depth=3, in_channels=3, num_classes=5, width=16)" in text
+    assert f"red (mean {header.info.mean[0]:.4g}, std {header.info.std[0]:.4g})" in text
+    assert "receptive field 51 x 51 pixels" in text and "stride 8 x 8" in text
+    for i, c in enumerate(header.info.classes):
+        assert f"{i} {c.name} #{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}" in text
+    assert "training record" in text and "validation val_miou 0.972" in text
+
+
+def test_info_on_an_unknown_builtin_lists_the_real_ones():
+    result = geoseg("info", "builtin:nope")
+    assert result.returncode == 2
+    assert "built-in models: demo-instances, demo-unet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _geotiff(path: Path, image: np.ndarray, names: list[str] | None = None) -> str:
+    profile = {"driver": "GTiff", "width": image.shape[2], "height": image.shape[1],
+               "count": image.shape[0], "dtype": image.dtype, "crs": CRS, "transform": TRANSFORM,
+               "tiled": True, "blockxsize": 64, "blockysize": 64}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(image)
+        for i, name in enumerate(names or []):
+            dst.set_band_description(i + 1, name)
+    return str(path)
+
+
+def _validate(tmp_path: Path, url: str, **input_keys: object) -> subprocess.CompletedProcess:
+    job = {"input": {"url": url, **input_keys}, "model": {"path": "builtin:demo-unet"},
+           "output": {"url": str(tmp_path / "out.zarr")}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    return geoseg("validate", str(tmp_path / "job.yaml"))
+
+
+def test_an_int16_input_far_from_the_models_range_is_warned_about_with_figures(tmp_path):
+    image = np.random.default_rng(0).integers(-2000, 8000, (3, 256, 256)).astype(np.int16)
+    result = _validate(tmp_path, _geotiff(tmp_path / "int16.tif", image))
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, result.stderr
+    assert said.count("warning:") == 3, said
+    assert "band 1 (band_1): sampled values" in said and "demo-unet was trained on band red" in said
+    assert "model stds away" in said and "rescale the input" in said
+
+
+def test_the_demo_scene_draws_no_range_warning(tmp_path):
+    url = write_scene(make_scene(384, 384, seed=7), str(tmp_path / "scene.zarr"), chunks=128)
+    result = _validate(tmp_path, url, variable="image")
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stdout + result.stderr, result.stdout
+
+
+def test_too_few_bands_get_advice_that_fits_the_input(tmp_path):
+    image = np.full((2, 64, 64), 90, np.uint8)
+    result = _validate(tmp_path, _geotiff(tmp_path / "two.tif", image))
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2
+    assert "input.bands: demo-unet expects 3 band(s)" in said and "has 2" in said
+    assert "too few bands" in said and "bands: [" not in said
+
+
+def test_extra_bands_are_picked_by_name_in_the_models_order(tmp_path):
+    image = np.full((4, 64, 64), 90, np.uint8)
+    url = _geotiff(tmp_path / "four.tif", image, ["nir", "blue", "green", "red"])
+    said = " ".join(_validate(tmp_path, url).stderr.split())
+    assert "bands: [4, 3, 2]" in said
+
+
+def test_band_numbers_out_of_range_are_reported_under_input_bands(tmp_path):
+    image = np.full((3, 64, 64), 90, np.uint8)
+    result = _validate(tmp_path, _geotiff(tmp_path / "three.tif", image), bands=[1, 2, 9])
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2
+    assert said.startswith("error: input.bands: Band numbers [9] are out of range"), said
+
+
+@given(shape=st.tuples(st.integers(1, 3000), st.integers(1, 3000)),
+       chunks=st.tuples(st.integers(1, 700), st.integers(1, 700)), n=st.integers(1, 6))
+def test_sampled_windows_are_chunk_starts_inside_the_raster(shape, chunks, n):
+    windows = sample_windows(shape, chunks, n)
+    grid = [-(-s // c) for s, c in zip(shape, chunks)]
+    assert 1 <= len(windows) <= min(n, grid[0] * grid[1]) 
+    starts = [tuple(w.start for w in window) for window in windows]
+    assert len(set(starts)) == len(starts)
+    for window in windows:
+        for w, size, chunk in zip(window, shape, chunks):
+            assert w.start % chunk == 0 and w.start < w.stop <= min(size, w.start + chunk)
+    assert windows[0] == tuple(slice(0, min(c, s, 512)) for c, s in zip(chunks, shape))
+    last = tuple((g - 1) * c for g, c in zip(grid, chunks))
+    assert tuple(w.start for w in windows[-1]) == (last if n > 1 else (0, 0))
