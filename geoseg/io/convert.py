@@ -38,6 +38,7 @@ from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import GZIP_MAGIC, header_georef, is_nifti, is_scaled
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
+from geoseg.io.remote import check_writable
 from geoseg.io.sources import RasterSource
 from geoseg.tiling.plan import coerce_per_axis
 
@@ -257,7 +258,9 @@ def _refuse_output(
     out_options: dict[str, Any] | None,
     overwrite: bool,
 ) -> None:
-    """Refuse writing over the input, or over anything without ``overwrite``."""
+    """Refuse writing over the input, outside the allowed places, or over anything without
+    ``overwrite``."""
+    check_writable(out_url)  # not http(s); no '..', allowed schemes and buckets (geoseg.io.allow)
     if _same_place(input_url, in_options, out_url, out_options):
         raise OutputExistsError(
             f"The output {_shown(out_url)} is the input itself; nothing was written. "

@@ -18,6 +18,8 @@ import yaml
 
 import geoseg
 from geoseg.errors import JobSpecError, OutputLocationError, UnsupportedFormatError
+from geoseg.io.convert import convert
+from geoseg.io.exports.common import refuse_existing
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import create_output
 from geoseg.jobs.spec import JobSpec
@@ -184,6 +186,19 @@ def test_bad_output_urls_are_refused_where_the_output_is_created(tmp_path, monke
         create_output(url, shape=(1, 64, 64), chunks=(32, 32), georef=GeoRef(), class_names=["a", "b"],
                       class_dtype="uint8", nodata_class=255)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b"]
+
+
+@pytest.mark.parametrize("url", list(BAD_OUTPUTS))
+def test_convert_and_exports_refuse_bad_destinations(tmp_path, monkeypatch, url):
+    tif = write_geotiff(tmp_path / "in.tif", textured_image(64, 64))
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    with pytest.raises(OutputLocationError, match=BAD_OUTPUTS[url].replace("'", ".")):
+        convert(tif, url)
+    with pytest.raises(OutputLocationError, match=BAD_OUTPUTS[url].replace("'", ".")):
+        refuse_existing(url.replace(".zarr", ".tif"), None, False, "COG")  # what every export checks
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "in.tif"]
 
 
 @pytest.mark.timeout(120)

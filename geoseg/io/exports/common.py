@@ -21,6 +21,7 @@ from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import output_exists
 from geoseg.io.readers import open_source
+from geoseg.io.remote import check_writable
 from geoseg.io.sources import ZarrSource
 
 
@@ -149,7 +150,8 @@ def _default_color(index: int) -> tuple[int, int, int]:
 
 
 def refuse_existing(dest: str, options: dict[str, Any] | None, overwrite: bool, what: str) -> None:
-    """Refuse to replace ``dest`` unless ``overwrite``."""
+    """Refuse to replace ``dest`` unless ``overwrite``, and a ``dest`` outside the allowed places."""
+    check_writable(dest)  # not http(s); no '..', allowed schemes and buckets (geoseg.io.allow)
     if not overwrite and output_exists(dest, options):
         raise OutputExistsError(
             f"{what} {shown(dest)} already exists; nothing was written. Choose "
