@@ -103,7 +103,7 @@ class OutputSpec(Section):
         try:
             allow.check_output_url(value)  # no '..', allowed schemes and buckets only
         except OutputLocationError as exc:
-            raise ValueError(f"an allowed output location; {exc}") from None
+            raise ValueError(f"an allowed output location; {str(exc).rstrip('.')}") from None
         return value
 
 
