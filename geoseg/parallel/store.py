@@ -112,32 +112,43 @@ def submit_in_stripes(client: Client, fn: Callable[..., RegionStats], todo: list
     return futures
 
 
-class ForgetLostStripes(SchedulerPlugin):
-    """Let tasks that preferred workers now all gone run anywhere once a worker joins.
+FORGET_LOST_STRIPES = "geoseg-forget-lost-stripes"
+
+
+def forget_lost_stripes_plugin() -> SchedulerPlugin:
+    """A scheduler plugin that lets tasks whose preferred workers are all gone run anywhere once a
+    worker joins.
 
     Dask keeps a task that lost every worker it preferred waiting for those very workers, even
     with ``allow_other_workers`` (``bulk_schedule_unrunnable_after_adding_worker`` ignores loose
     restrictions), so a run whose workers all died and were restarted under new addresses would
-    wait forever."""
+    wait forever. The class is made here so that it travels by value: the scheduler never
+    imports geoseg (nor torch) for it."""
 
-    name = "geoseg-forget-lost-stripes"
+    class ForgetLostStripes(SchedulerPlugin):
+        name = FORGET_LOST_STRIPES
 
-    def add_worker(self, scheduler: Any, worker: str) -> None:
-        for ts in scheduler.unrunnable:
-            if ts.loose_restrictions and ts.worker_restrictions and \
-                    not ts.worker_restrictions & scheduler.workers.keys():
-                ts.worker_restrictions = None
+        def add_worker(self, scheduler: Any, worker: str) -> None:
+            for ts in scheduler.unrunnable:
+                if ts.loose_restrictions and ts.worker_restrictions and \
+                        not ts.worker_restrictions & scheduler.workers.keys():
+                    ts.worker_restrictions = None
+
+    return ForgetLostStripes()
 
 
 def _forget_lost_stripes(client: Client) -> None:
-    """:class:`ForgetLostStripes` on the scheduler, once (best effort: its scheduler may lack geoseg)."""
-    with contextlib.suppress(Exception):
-        if ForgetLostStripes.name not in client.run_on_scheduler(_scheduler_plugins):
-            client.register_plugin(ForgetLostStripes(), name=ForgetLostStripes.name)
+    """The plugin of :func:`forget_lost_stripes_plugin` on the scheduler, once."""
+    with contextlib.suppress(Exception):  # best effort: never fail a job for it
+        if FORGET_LOST_STRIPES not in client.run_on_scheduler(_plugin_names()):
+            client.register_plugin(forget_lost_stripes_plugin(), name=FORGET_LOST_STRIPES)
 
 
-def _scheduler_plugins(dask_scheduler: Any) -> list[str]:
-    return list(dask_scheduler.plugins)
+def _plugin_names() -> Callable[..., list[str]]:
+    def names(dask_scheduler: Any) -> list[str]:  # local: travels by value
+        return list(dask_scheduler.plugins)
+
+    return names
 
 
 def run_regions(client: Client, work: RegionWork, source: RasterSource, target: OutputTarget,
