@@ -203,14 +203,23 @@ def test_convert_and_exports_refuse_bad_destinations(tmp_path, monkeypatch, url)
 
 @pytest.mark.timeout(120)
 def test_run_refuses_a_climbing_output_before_writing_anything(tmp_path, model_path):
+    """A relative path in a spec file means the same place wherever geoseg runs: it is joined to
+    the spec's folder and normalised first. An absolute path or a URL keeps its '..' as given."""
     tif = write_geotiff(tmp_path / "in.tif", textured_image(64, 64))
     work = tmp_path / "work"
     work.mkdir()
-    (work / "job.yaml").write_text(yaml.safe_dump(job_dict(tif, model_path, "out/../../x.zarr")))
+    climbing = f"{work}/out/../../x.zarr"
+    (work / "job.yaml").write_text(yaml.safe_dump(job_dict(tif, model_path, climbing)))
     result = geoseg_cli("run", "job.yaml", cwd=work)
-    assert_clean(result, 2, "output.url", "out/../../x.zarr", "'..' segment")
+    assert_clean(result, 2, "output.url", climbing, "'..' segment")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "work"]
     assert sorted(p.name for p in work.iterdir()) == ["job.yaml"]
+
+
+def test_a_climbing_object_store_url_is_refused(tmp_path, model_path):
+    for url in ("s3://geoseg/jobs/../other/x.zarr", "s3://geoseg/jobs/%2e%2e/x.zarr", "gs://b/a/..\\x.zarr"):
+        with pytest.raises(JobSpecError, match="'..' segment"):
+            JobSpec.from_dict(job_dict(str(tmp_path / "in.tif"), model_path, url))
 
 
 @pytest.mark.timeout(120)
