@@ -234,7 +234,7 @@ class TlsSpec(Section):
     @classmethod
     def _exists(cls, value: str | None) -> str | None:
         if value is not None and not Path(value).is_file():
-            raise ValueError("the path of an existing PEM file (relative to the working directory)")
+            raise ValueError("the path of an existing PEM file (relative to the spec file's folder)")
         return value
 
 
@@ -354,7 +354,8 @@ def load_job(path: str | Path) -> JobSpec:
     return JobSpec.from_dict(relative_to_spec(data, path.parent), str(path))
 
 
-PATH_KEYS = frozenset({"url", "path", "runs_dir", "glob", "catalog", "url_template", "report"})
+PATH_KEYS = frozenset({"url", "path", "runs_dir", "glob", "catalog", "url_template", "report",
+                       "ca_file", "cert", "key"})  # the last three: cluster.tls files
 PATH_LISTS = frozenset({"urls"})
 
 

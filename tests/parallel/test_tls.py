@@ -194,3 +194,18 @@ def test_the_cluster_section_in_deploy_readme_validates(tmp_path, monkeypatch):
         (tmp_path / name).write_text("")
     cluster = ClusterSpec.model_validate(yaml.safe_load(block)["cluster"])
     assert cluster.scheduler == "tls://A:8786" and cluster.tls.cert == "client.pem"
+
+
+def test_certificate_paths_are_relative_to_the_spec_file(tmp_path, monkeypatch):
+    from geoseg.jobs.spec import load_job
+
+    (tmp_path / "jobs" / "certs").mkdir(parents=True)
+    make_certificates(tmp_path / "jobs" / "certs")
+    spec = {**job_dict("in.zarr", "builtin:demo-unet", "out.zarr"),
+            "cluster": {"scheduler": "tls://127.0.0.1:8786",
+                        "tls": {"ca_file": "certs/ca.pem", "cert": "certs/cert.pem", "key": "certs/key.pem"}}}
+    (tmp_path / "jobs" / "job.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(tmp_path)  # not the spec's folder
+    tls = load_job(tmp_path / "jobs" / "job.yaml").cluster.tls
+    assert tls.ca_file == str(tmp_path / "jobs" / "certs" / "ca.pem")
+    assert Path(tls.key).is_file()
