@@ -18,6 +18,7 @@ IN_MEMORY = "in-memory:"
 _lock = threading.Lock()
 _models: dict[str, SegmentationModel] = {}
 _loads: dict[str, int] = {}
+_holds: dict[str, int] = {}  # worker plugins (jobs) holding each model
 
 
 def resolve(ref: Any) -> Any:
@@ -56,9 +57,24 @@ def register(model: SegmentationModel) -> ModelRef:
     return ModelRef(f"{IN_MEMORY}{model.name}", sha)
 
 
-def release(sha256: str) -> None:
-    """Forget the model with weights ``sha256`` (a worker plugin's teardown frees it)."""
+def hold(ref: ModelRef) -> Any:
+    """Load (or reuse) the model behind ``ref`` and count one more holder of it: a job's
+    worker plugin holds its models while the job runs (:func:`release` lets go)."""
+    model = resolve(ref)
     with _lock:
+        _holds[ref.sha256] = _holds.get(ref.sha256, 0) + 1
+    return model
+
+
+def release(sha256: str) -> None:
+    """One holder less of the model with weights ``sha256``; the last one frees it, so jobs
+    sharing a cluster and a model never free it under each other."""
+    with _lock:
+        left = _holds.get(sha256, 0) - 1
+        if left > 0:
+            _holds[sha256] = left
+            return
+        _holds.pop(sha256, None)
         _models.pop(sha256, None)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +29,16 @@ class ModelPlugin(WorkerPlugin):
 
     refs: tuple[ModelRef, ...]
     compile: bool = False
+    job: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property
-    def name(self) -> str:  # one per set of models: jobs sharing a cluster do not replace each other's
+    def name(self) -> str:  # one per job: jobs sharing a cluster (and a model) keep their own
         digest = hashlib.sha256("".join(r.sha256 for r in self.refs).encode()).hexdigest()
-        return f"geoseg-models-{digest[:16]}"
+        return f"geoseg-models-{digest[:16]}-{self.job}"
 
     def setup(self, worker: object) -> None:
         for ref in self.refs:
-            model = cache.resolve(ref)
+            model = cache.hold(ref)
             if self.compile:
                 model.compile()
 

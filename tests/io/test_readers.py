@@ -8,7 +8,7 @@ import rasterio
 import zarr
 
 import geoseg
-from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
+from geoseg.errors import BandMismatchError, RasterNotFoundError, UnsupportedFormatError
 from tests.conftest import CRS, SHARED_DATA, TRANSFORM, textured_image, write_geotiff, write_zarr
 
 
@@ -104,7 +104,7 @@ def test_unsupported_format(tmp_path):
 
 
 def test_band_numbers_out_of_range(tmp_path, image):
-    with pytest.raises(UnsupportedFormatError, match="numbered from 1 to 3"):
+    with pytest.raises(BandMismatchError, match="numbered from 1 to 3"):
         geoseg.open_raster(write_geotiff(tmp_path / "a.tif", image), bands=[0, 4])
 
 

@@ -369,8 +369,9 @@ class FlakyFileSystem(LocalFileSystem):
 
 
 @pytest.fixture
-def flaky() -> Iterator[type[FlakyFileSystem]]:
+def flaky(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FlakyFileSystem]]:
     fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+    monkeypatch.setenv("GEOSEG_OUTPUT_SCHEMES", "file,flaky")  # as a user allows their own scheme
     FlakyFileSystem.fail()
     yield FlakyFileSystem
     FlakyFileSystem.fail()

@@ -67,3 +67,22 @@ def test_job_on_an_existing_cluster_loads_the_model_once_per_worker(tmp_path, mo
     with Client(dask_cluster) as client:  # the job's worker plugin freed the model at its end
         held = client.run(lambda: __import__("geoseg").models.cache.loaded())
     assert list(held.values()) == [set(), set()], held
+
+
+def test_two_jobs_sharing_a_model_on_one_cluster_never_free_it_under_each_other(model_path,
+                                                                                 cluster_address):
+    """A batch runs jobs of one model side by side: each job's plugin holds the model, the
+    first to finish lets go of it, the last one frees it."""
+    from geoseg.models.modelfile import read_header
+    from geoseg.parallel.plugins import load_models, unload_models
+
+    ref = read_header(model_path).ref()
+    with Client(cluster_address) as client:
+        first, second = load_models(client, ref), load_models(client, ref)
+        assert first.name != second.name
+        unload_models(client, first)
+        held = client.run(lambda: __import__("geoseg").models.cache.loaded())
+        assert all(h == {ref.sha256} for h in held.values()), held
+        unload_models(client, second)
+        held = client.run(lambda: __import__("geoseg").models.cache.loaded())
+        assert all(h == set() for h in held.values()), held

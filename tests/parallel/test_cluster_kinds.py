@@ -90,7 +90,7 @@ def test_cluster_option_picks_a_kind_or_an_address(value, kind, scheduler):
 def test_an_unknown_cluster_option_says_what_is_allowed(value):
     with pytest.raises(ClusterConfigError) as err:
         with_cluster(cluster(), value)
-    assert repr(value) in str(err.value) and "local, slurm, pbs, kubernetes" in str(err.value)
+    assert repr(value) in str(err.value) and "local, threads, slurm, pbs, kubernetes" in str(err.value)
 
 
 def test_a_scheduler_means_an_address_and_nothing_means_local(monkeypatch):
