@@ -67,6 +67,9 @@ def figure(n: float) -> str:
     """``n`` as the messages write it: digits below a million, else ``1e12``, ``1.53e7``."""
     if n < 1e6:
         return str(int(n))
+    if isinstance(n, int) and n.bit_length() > 1000:  # too large for a float ('g' overflows)
+        digits = str(n)
+        return f"{int(digits[:3]) / 100:.3g}e{len(digits) - 1}"
     mantissa, exponent = f"{n:.3g}".split("e")
     return f"{mantissa}e{int(exponent)}"
 

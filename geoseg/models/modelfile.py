@@ -425,7 +425,7 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
         if meta.get("format") != FORMAT:
             raise KeyError("format")
         return ModelInfo.from_dict(json.loads(meta["model"]))
-    except (struct.error, ValueError, KeyError, TypeError) as exc:
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
         if data.startswith(b"PK") and not any(n.endswith("data.pkl") for n in _zip_names(data)):
             raise ModelFileError(
                 f"{url} is a zip archive but not a model: neither TorchScript (no code/ folder) "

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -103,8 +104,13 @@ class TilingSpec:
         With a ``blend`` mode other than ``"crop"``, windows are ``tile`` long, overlap
         their neighbours by the fraction ``overlap`` and the halo is not used.
         """
-        ndim = len(shape)
+        shape = coerce_per_axis(shape, len(shape), "shape") if _sized(shape) else shape
+        ndim = len(shape) if _sized(shape) else 0
         stride_ = coerce_per_axis(stride, ndim, "stride")
+        if any(s < 1 for s in stride_):
+            raise PlanError(f"stride must be positive on every axis, got {stride_}.")
+        if not 0.0 <= _fraction(overlap) < 1.0:
+            raise PlanError(f"overlap={overlap} must be a fraction in [0, 1), e.g. 0.25.")
         tile_ = tuple(round_up(t, s) for t, s in zip(coerce_per_axis(tile, ndim, "tile"), stride_))
         halo_ = tuple(round_up(h, s) for h, s in zip(coerce_per_axis(halo, ndim, "halo"), stride_))
         if blend != "crop":
@@ -129,15 +135,29 @@ class TilingSpec:
 
 def coerce_per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
     """Turn an int or a per-axis sequence into a tuple of ``ndim`` ints."""
-    if isinstance(value, int):
-        return (int(value),) * ndim
-    values = tuple(int(v) for v in value)
+    try:
+        if not _sized(value):
+            return (operator.index(value),) * ndim
+        values = tuple(operator.index(v) for v in value)
+    except TypeError:
+        raise PlanError(f"{name}={value!r}: expected an int, or one int per axis.") from None
     if len(values) != ndim:
         raise PlanError(
             f"{name} has {len(values)} values {values} but the image has {ndim} spatial axes; "
             f"give one int, or one per axis."
         )
     return values
+
+
+def _sized(value: object) -> bool:
+    return hasattr(value, "__len__") and hasattr(value, "__iter__")
+
+
+def _fraction(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise PlanError(f"overlap={value!r}: expected a fraction in [0, 1), e.g. 0.25.") from None
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -151,6 +171,8 @@ def round_down(n: int, multiple: int) -> int:
 def _check_spec(spec: TilingSpec) -> None:
     fields = {"shape": spec.shape, "tile": spec.tile, "halo": spec.halo, "stride": spec.stride}
     ndim = len(spec.shape)
+    if ndim == 0:
+        raise PlanError("shape=() has no axes; expected the spatial shape, (y, x) or (z, y, x).")
     for name, values in fields.items():
         if len(values) != ndim:
             raise PlanError(f"{name}={values} has {len(values)} axes, expected {ndim}.")
@@ -234,15 +256,32 @@ def read_window(tiles: Sequence[Tile]) -> tuple[slice, ...]:
 
 def regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice, ...]]:
     """The chunk grid of an array: one region per output chunk, edge chunks clipped."""
-    if len(shape) != len(chunks) or any(c < 1 for c in chunks):
-        raise PlanError(f"chunks {tuple(chunks)} do not fit shape {tuple(shape)}.")
-    ranges = [
-        [slice(i, min(i + c, n)) for i in range(0, n, c)] for n, c in zip(shape, chunks)
-    ]
-    return (tuple(combo) for combo in itertools.product(*ranges))
+    _check_grid(shape, chunks)
+    starts = [range(0, n, c) for n, c in zip(shape, chunks)]  # lazy: a grid may be huge
+    return (tuple(slice(i, min(i + c, n)) for i, c, n in zip(combo, chunks, shape))
+            for combo in _lazy_product(starts))
+
+
+def _lazy_product(ranges: Sequence[range]) -> Iterator[tuple[int, ...]]:
+    """``itertools.product`` without first copying each range into a tuple."""
+    if not ranges:
+        yield ()
+        return
+    if not all(ranges):  # an empty axis: no combination, however long the others
+        return
+    for i in ranges[0]:
+        for rest in _lazy_product(ranges[1:]):
+            yield (i, *rest)
+
+
+def _check_grid(shape: Sequence[int], chunks: Sequence[int]) -> None:
+    if len(shape) != len(chunks) or any(c < 1 for c in chunks) or any(n < 0 for n in shape):
+        raise PlanError(f"chunks {tuple(chunks)} do not fit shape {tuple(shape)}: expected one "
+                        "chunk size >= 1 per axis of a shape >= 0.")
 
 
 def n_regions(shape: Sequence[int], chunks: Sequence[int]) -> int:
+    _check_grid(shape, chunks)
     return math.prod(-(-n // c) for n, c in zip(shape, chunks))
 
 
