@@ -8,8 +8,11 @@ What a job does with absent chunks is ``input.missing_chunks``:
   :class:`~geoseg.errors.CorruptInputError` naming the store and the chunk key;
 * ``fill``: absent chunks read as the fill value (a writer that skips empty chunks, as
   zarr-python does by default, leaves them out on purpose); the job logs how many there are;
-* ``auto`` (the default): ``fill`` when the array's fill value is the raster's declared
+* ``auto`` (a job's default): ``fill`` when the array's fill value is the raster's declared
   nodata (absent chunks then read as nodata, which is what the store says), else ``error``.
+
+Readers outside a job (:func:`geoseg.open_raster`, exports, reports) keep zarr's way, ``fill``:
+a source's ``missing_chunks`` is set by :func:`geoseg.jobs.checks.with_missing_chunks`.
 
 A read checks the storage keys of its window (one existence check each, concurrently;
 keys found once are remembered per process). Before a job, :func:`count_missing` lists the

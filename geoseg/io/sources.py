@@ -82,7 +82,8 @@ class ZarrSource(RasterSource):
     array_path: str = ""
     band_indexes: tuple[int, ...] | None = None  # 0-based, into the array's band axis
     roles: tuple[str, ...] = (BAND, SPACE, SPACE)
-    missing_chunks: str = "auto"  # chunks the store lacks: "error", "fill", "auto" (geoseg.io.missing)
+    missing_chunks: str = "fill"  # chunks the store lacks: "error", "fill" (zarr's own way), "auto";
+    # a job sets its input's from input.missing_chunks (geoseg.io.missing)
 
     def open_array(self) -> zarr.Array:
         kwargs: dict[str, Any] = {"mode": "r"}

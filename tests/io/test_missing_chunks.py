@@ -1,7 +1,8 @@
-"""A Zarr input with a chunk file deleted: an error naming the store and the chunk key, on the
-client before a job (one listing) and in every read (the worker's own check), unless
+"""A job's Zarr input with a chunk file deleted: an error naming the store and the chunk key, on
+the client before a job (one listing) and in every read (the worker's own check), unless
 ``input.missing_chunks`` (or a fill value that is the declared nodata) says absent chunks
-are meant; then they read as the fill value and the job logs how many there are."""
+are meant; then they read as the fill value and the job logs how many there are. Readers
+outside a job (open_raster, exports) keep zarr's way: absent chunks read as the fill value."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def holed_store(path: Path, zarr_format: int, *, shards: bool = False, fill: int
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_reading_a_window_over_an_absent_chunk_names_it(tmp_path, zarr_format):
     url, key = holed_store(tmp_path / "in.zarr", zarr_format)
-    source = open_source(url)
+    source = checks.with_missing_chunks(open_source(url), "auto")
     np.testing.assert_array_equal(source.read((slice(0, 64), slice(0, 120))), IMAGE[:, :64])
     with pytest.raises(CorruptInputError) as err:
         source.read((slice(32, 100), slice(32, 100)))
@@ -53,12 +54,14 @@ def test_reading_a_window_over_an_absent_chunk_names_it(tmp_path, zarr_format):
 def test_an_absent_shard_is_named_by_its_key(tmp_path):
     url, key = holed_store(tmp_path / "in.zarr", 3, shards=True)
     with pytest.raises(CorruptInputError, match=f"absent from the store \\({key}\\)"):
-        open_source(url).read((slice(64, 128), slice(64, 120)))
+        checks.with_missing_chunks(open_source(url), "error").read((slice(64, 128), slice(64, 120)))
 
 
 def test_fill_reads_the_fill_value_where_asked(tmp_path):
+    """As zarr does, and as geoseg's readers outside a job do (open_raster, exports)."""
     url, _ = holed_store(tmp_path / "in.zarr", 3, fill=7)
-    source = checks.with_missing_chunks(open_source(url), "fill")
+    source = open_source(url)
+    assert source.missing_chunks == "fill"
     block = source.read((slice(64, 128), slice(64, 120)))
     assert (block == 7).all()
     with pytest.raises(CorruptInputError):
@@ -67,7 +70,7 @@ def test_fill_reads_the_fill_value_where_asked(tmp_path):
 
 def test_a_fill_value_that_is_the_nodata_means_absent_chunks_are_nodata(tmp_path):
     url, _ = holed_store(tmp_path / "in.zarr", 3, fill=0, nodata=0)
-    source = open_source(url)  # "auto"
+    source = checks.with_missing_chunks(open_source(url), "auto")
     assert (source.read((slice(64, 128), slice(64, 120))) == 0).all()
     with pytest.raises(CorruptInputError):
         checks.with_missing_chunks(source, "error").read((slice(64, 128), slice(64, 120)))
@@ -78,7 +81,8 @@ def test_a_group_array_lists_and_checks_its_own_keys(tmp_path):
     array = group.create_array("image", shape=IMAGE.shape, chunks=(3, 64, 64), dtype="uint8")
     array[:] = IMAGE
     os.remove(tmp_path / "g.zarr" / "image" / "c" / "0" / "2" / "0")
-    source = open_source(str(tmp_path / "g.zarr"), variable="image")
+    source = checks.with_missing_chunks(open_source(str(tmp_path / "g.zarr"), variable="image"),
+                                        "error")
     assert missing.count_missing(source.open_array()) == (["image/c/0/2/0"], 6)
     with pytest.raises(CorruptInputError, match=r"\(image/c/0/2/0\)"):
         source.read((slice(100, 130), slice(0, 10)))
