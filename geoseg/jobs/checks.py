@@ -30,8 +30,8 @@ import fsspec
 import numpy as np
 
 from geoseg import logs
-from geoseg.errors import BandMismatchError, GeosegError, JobSpecError, StorageAccessError
-from geoseg.io import missing
+from geoseg.errors import BandMismatchError, GeosegError, JobSpecError
+from geoseg.io import missing, remote
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.methods.features import as_feature
 from geoseg.methods.histogram import fit_histogram_modes
@@ -152,11 +152,9 @@ def check_writable(url: str) -> None:
                            "output path inside a folder.")
     if os.access(existing, os.W_OK | os.X_OK):
         return
-    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-    why = "is on a read-only file system" if read_only else "is not writable by this user"
-    raise StorageAccessError(
-        f"cannot write {url}: {existing} {why} ({os.strerror(errno.EROFS if read_only else errno.EACCES)}); "
-        "nothing was written. Choose a writable location, or make the folder writable.")
+    code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+    # the error a run would meet when it writes there, named the same way
+    raise remote.translate(OSError(code, os.strerror(code), str(existing)), url, {}, "Writing")
 
 
 def check_nodata_class(out: OutputSpec, prepared: PreparedJob) -> None:

@@ -104,8 +104,9 @@ def test_a_read_only_output_folder_fails_validate(tmp_path, model_path, scene):
         result = geoseg("validate", job, prefix=prefix)
     finally:
         folder.chmod(0o755)
-    reason = "is on a read-only file system" if os.geteuid() == 0 else "is not writable"
-    assert_clean(result, 2, f"output.url: cannot write {folder}/sub/out.zarr: {folder} {reason}")
+    reason = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+    assert_clean(result, 2, f"output.url: Writing {folder}/sub/out.zarr failed: permission denied",
+                 f"{reason}: '{folder}'", "read-only or not writable")
 
 
 def test_a_file_where_the_output_folder_should_be_fails_validate(tmp_path, model_path, scene,
