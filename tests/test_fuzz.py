@@ -269,6 +269,7 @@ def test_header_mutations_hypothesis_found(model_bytes, place, value):
     lambda: TilingSpec.create((), tile=64, halo=0),  # a plan of no axes
     lambda: n_regions((64, 64), (0, 64)),  # ZeroDivisionError
     lambda: regions((64,), (64, 64)),
+    lambda: n_regions((64, -1), (64, 64)),
 ])
 def test_plan_inputs_hypothesis_found(call):
     with pytest.raises(GeosegError):

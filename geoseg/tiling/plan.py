@@ -274,14 +274,15 @@ def _lazy_product(ranges: Sequence[range]) -> Iterator[tuple[int, ...]]:
             yield (i, *rest)
 
 
-def _check_grid(shape: Sequence[int], chunks: Sequence[int]) -> None:
-    if len(shape) != len(chunks) or any(c < 1 for c in chunks) or any(n < 0 for n in shape):
+def _check_grid(shape: Sequence[int], chunks: Sequence[int], *, same_length: bool = True) -> None:
+    if ((same_length and len(shape) != len(chunks)) or any(c < 1 for c in chunks)
+            or any(n < 0 for n in shape)):
         raise PlanError(f"chunks {tuple(chunks)} do not fit shape {tuple(shape)}: expected one "
                         "chunk size >= 1 per axis of a shape >= 0.")
 
 
 def n_regions(shape: Sequence[int], chunks: Sequence[int]) -> int:
-    _check_grid(shape, chunks)
+    _check_grid(shape, chunks, same_length=False)  # callers check lengths with a better message
     return math.prod(-(-n // c) for n, c in zip(shape, chunks))
 
 
