@@ -1,0 +1,75 @@
+"""Import weight: the light layers and ``geoseg --help`` load no torch, dask or zarr.
+
+Each check runs in a fresh interpreter, since this test process has imported everything
+already (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "dask", "zarr", "distributed")
+
+
+def python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], check=False, capture_output=True,
+                          text=True, timeout=60)
+
+
+def heavy_loaded_by(statement: str) -> list[str]:
+    result = python(f"import json, sys\n{statement}\n"
+                    f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("module", ["geoseg", "geoseg.tiling", "geoseg.tiling.plan", "geoseg.errors",
+                                    "geoseg.config", "geoseg.cli"])
+def test_light_modules_load_no_heavy_library(module):
+    assert heavy_loaded_by(f"import {module}") == [], f"import {module} loads them"
+
+
+@pytest.mark.timeout(120)
+def test_every_public_name_resolves_to_its_definition():
+    code = """
+import importlib, json, geoseg
+out = {}
+for name in set(geoseg.__all__) - {"__version__"}:
+    value = getattr(geoseg, name)
+    home = getattr(value, "__module__", None)
+    out[name] = home is not None and getattr(importlib.import_module(home), name, None) is value
+from geoseg import segment, load_model
+out["from-import"] = segment is geoseg.segment and load_model is geoseg.load_model
+out["dir"] = set(geoseg.__all__) <= set(dir(geoseg))
+out["version"] = isinstance(geoseg.__version__, str)
+out["table"] = set(geoseg._LAZY) | {"__version__"} == set(geoseg.__all__)
+print(json.dumps(out))
+"""
+    result = python(code)
+    assert result.returncode == 0, result.stderr
+    checks = json.loads(result.stdout.splitlines()[-1])
+    assert checks == dict.fromkeys(checks, True)
+
+
+def test_unknown_name_is_an_attribute_error():
+    import geoseg
+
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        geoseg.no_such_name  # noqa: B018
+    assert not hasattr(geoseg, "no_such_name")
+
+
+@pytest.mark.timeout(120)
+def test_help_exits_zero_without_heavy_libraries():
+    code = ("import atexit, sys\n"
+            f"atexit.register(lambda: print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules]))\n"
+            "from geoseg.cli import main\nmain()")
+    result = python(code, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout and "run" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1] == "HEAVY []"
