@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from geoseg.errors import GeosegError
 from geoseg.io.sources import RasterSource
 from geoseg.models.base import valid_mask
 from geoseg.models.model import ModelInfo
@@ -39,10 +40,15 @@ def sample_windows(shape: Sequence[int], chunks: Sequence[int], n: int = SAMPLES
 
 
 def band_samples(source: RasterSource, windows: Sequence[tuple[slice, ...]]) -> list[np.ndarray]:
-    """Per band, the valid values (not nodata, not NaN) of ``windows``, as float64."""
+    """Per band, the valid values (not nodata, not NaN) of ``windows``, as float64. A window
+    that cannot be read is left out: a check that only warns never fails a job (the run meets
+    that chunk, reports it and records its state)."""
     parts = []
     for window in windows:
-        raw = np.asarray(source.read(window))
+        try:
+            raw = np.asarray(source.read(window))
+        except GeosegError:
+            continue
         valid = valid_mask(raw, source.georef.nodata)
         parts.append(raw[:, valid].astype(np.float64))
     values = np.concatenate(parts, axis=1) if parts else np.zeros((len(source.band_names), 0))
