@@ -7,11 +7,14 @@ module-level ``__getattr__`` and ``__dir__`` that import the submodule on first 
     __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 so importing the package (or a light sibling module) never loads torch or dask by itself.
+A subpackage or submodule not yet imported is imported on access too, so ``import geoseg``
+then ``geoseg.io.open_source(...)`` works as it did when ``geoseg`` imported ``geoseg.io``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,11 +26,9 @@ def lazy_exports(
     """Return ``(__getattr__, __dir__)`` for ``package`` resolving ``table``'s names lazily."""
 
     def __getattr__(name: str) -> Any:
-        try:
-            where = table[name]
-        except KeyError:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(where), name)
+        if name not in table:
+            return _submodule(package, name)
+        value = getattr(importlib.import_module(table[name]), name)
         setattr(sys.modules[package], name, value)  # later lookups skip __getattr__
         return value
 
@@ -35,3 +36,10 @@ def lazy_exports(
         return sorted({*vars(sys.modules[package]), *table})
 
     return __getattr__, __dir__
+
+
+def _submodule(package: str, name: str) -> Any:
+    """``package.name`` imported, if it is a module; else the usual AttributeError."""
+    if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+        return importlib.import_module(f"{package}.{name}")
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")
