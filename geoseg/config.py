@@ -25,6 +25,7 @@ DEFAULTS = {
     "GEOSEG_CONNECT_TIMEOUT": "10",  # seconds a storage request waits for its connection
     "GEOSEG_READ_TIMEOUT": "20",  # seconds a storage request waits for the next bytes of its answer
     "GEOSEG_INPROCESS_PIXELS": "8e6",  # a local job this small runs on threads, no worker processes
+    "GEOSEG_WORKER_WAIT": "120",  # seconds a job waits for a worker on a running scheduler
     "GEOSEG_GPUS": "auto",  # GPUs of a local cluster: auto, none, or ids such as 0,1
     "GEOSEG_GPU_THREADS": "4",  # threads per GPU worker: they read the next regions meanwhile
     # budgets (geoseg.budgets), checked from metadata before any read or allocation
@@ -91,6 +92,19 @@ def inprocess_pixels() -> float:
     if not value >= 0:
         raise ClusterConfigError(f"GEOSEG_INPROCESS_PIXELS: received {text!r}; expected a number "
                                  ">= 0 of pixels (0: always start worker processes), e.g. 8e6.")
+    return value
+
+
+def worker_wait() -> float:
+    """Seconds a job waits for its running scheduler to have a worker (``GEOSEG_WORKER_WAIT``)."""
+    text = get("GEOSEG_WORKER_WAIT")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ClusterConfigError(f"GEOSEG_WORKER_WAIT: received {text!r}; expected seconds > 0 "
+                                 "to wait for a worker on a running scheduler, e.g. 120.")
     return value
 
 

@@ -212,8 +212,23 @@ def _address(spec: ClusterSpec) -> Iterator[Client]:
             "cluster kind address: received no scheduler address (cluster.scheduler, --cluster and "
             "DASK_SCHEDULER_ADDRESS are all unset); give one, e.g. --cluster tcp://host:8786.")
     with connected(address, tls_security(spec, address)) as client:
+        _await_a_worker(client, address)
         _pin_torch_threads(client, config.torch_threads())
         yield client
+
+
+def _await_a_worker(client: Client, address: str) -> None:
+    """Wait (at most ``GEOSEG_WORKER_WAIT`` seconds) for the scheduler to have a worker: a
+    scheduler without any would hold the job's tasks forever."""
+    wait = config.worker_wait()
+    try:
+        client.wait_for_workers(1, timeout=wait)
+    except TimeoutError:
+        raise ClusterConfigError(
+            f"The Dask scheduler at {logs.public_url(address)} has no worker (waited {wait:g} s, "
+            "GEOSEG_WORKER_WAIT). Start workers with `dask worker ADDRESS` (deploy/README.md), "
+            "wait for a scaled-down cluster to scale up and raise GEOSEG_WORKER_WAIT, or drop "
+            "--cluster to run on a local cluster.") from None
 
 
 def tls_security(spec: ClusterSpec, address: str) -> Security | None:

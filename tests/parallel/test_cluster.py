@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -86,3 +87,24 @@ def test_two_jobs_sharing_a_model_on_one_cluster_never_free_it_under_each_other(
         unload_models(client, second)
         held = client.run(lambda: __import__("geoseg").models.cache.loaded())
         assert all(h == set() for h in held.values()), held
+
+
+@pytest.mark.timeout(120)
+def test_a_scheduler_without_workers_fails_the_job_in_bounded_time(tmp_path, model_path):
+    port = free_port()
+    scheduler = subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64), chunks=(32, 32))
+        job = tmp_path / "job.yaml"
+        job.write_text(yaml.safe_dump(job_dict(src, model_path, str(tmp_path / "out.zarr"))))
+        result = subprocess.run(
+            [sys.executable, "-m", "geoseg.cli", "run", str(job), "--cluster", f"tcp://127.0.0.1:{port}"],
+            check=False, capture_output=True, text=True, timeout=100,
+            env={**os.environ, "GEOSEG_WORKER_WAIT": "3", "COLUMNS": "1000"})
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"scheduler at tcp://127.0.0.1:{port} has no worker (waited 3 s" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out.zarr").exists()
