@@ -153,3 +153,19 @@ class WorkerCrashError(GeosegError, RuntimeError):
 class ClusterLostError(GeosegError, ConnectionError):
     """The client lost its Dask scheduler during a run (killed, restarted or unreachable); the
     chunks already written are kept and a rerun resumes."""
+
+
+class ParameterError(GeosegError, ValueError):
+    """An argument of a public function outside what it accepts (an output kind, a chunking, a
+    synthetic scene's size or seed); the message names the argument, the value and what is
+    allowed."""
+
+
+class MethodParameterError(ParameterError):
+    """A classical method's parameter outside what it accepts (thresholds not increasing, a
+    k-means ``n_init`` below 1, an unknown operator, a negative sigma)."""
+
+
+class ModelConfigError(GeosegError, ValueError):
+    """A network or model description that cannot be built as given (depth, width, backbone,
+    one normalisation mean and std per band, an architecture name taken twice)."""

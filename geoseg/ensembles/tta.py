@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geoseg.errors import EnsembleError
 from geoseg.models.base import Segmenter
 
 TRANSFORMS = ("d4", "flips", "identity")
@@ -56,7 +57,7 @@ def transform_set(name: str, ndim: int) -> tuple[Transform, ...]:
     voxels need not be cubes): the 8 axis-flip combinations, as ``"flips"``.
     """
     if name not in TRANSFORMS:
-        raise ValueError(f"transforms={name!r}; expected one of {TRANSFORMS}.")
+        raise EnsembleError(f"transforms={name!r}; expected one of {TRANSFORMS}.")
     if name == "identity":
         return (Transform(),)
     if name == "d4" and ndim == 2:

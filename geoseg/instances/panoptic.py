@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from geoseg.errors import EvaluationError
+
 __all__ = ["DEFAULT_THRESHOLDS", "PanopticScore", "match_scores", "panoptic_quality"]
 
 DEFAULT_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
@@ -78,8 +80,8 @@ class PanopticScore:
         if not isinstance(other, PanopticScore):
             return NotImplemented
         if other.threshold != self.threshold:
-            raise ValueError(f"cannot add scores at IoU thresholds {self.threshold} and "
-                             f"{other.threshold}; add scores of one threshold only.")
+            raise EvaluationError(f"cannot add scores at IoU thresholds {self.threshold} and "
+                                  f"{other.threshold}; add scores of one threshold only.")
         return PanopticScore(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
                              self.iou_sum + other.iou_sum, self.threshold)
 
@@ -156,7 +158,7 @@ def match_scores(
 
 def _check_threshold(value: float) -> float:
     if not 0.5 <= value < 1.0:  # also refuses NaN
-        raise ValueError(f"IoU threshold must be in [0.5, 1), got {value!r}; below 0.5 a segment "
+        raise EvaluationError(f"IoU threshold must be in [0.5, 1), got {value!r}; below 0.5 a segment "
                          "could match several others.")
     return float(value)
 
@@ -164,11 +166,11 @@ def _check_threshold(value: float) -> float:
 def _check_labels(name: str, array: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
     array = np.asarray(array)
     if shape is not None and array.shape != shape:
-        raise ValueError(f"{name} has shape {array.shape}, expected {shape} like truth_instances.")
+        raise EvaluationError(f"{name} has shape {array.shape}, expected {shape} like truth_instances.")
     if array.dtype.kind not in "iub":
-        raise ValueError(f"{name} must hold integer labels, got dtype {array.dtype}.")
+        raise EvaluationError(f"{name} must hold integer labels, got dtype {array.dtype}.")
     if array.dtype.kind == "i" and array.size and array.min() < 0:
-        raise ValueError(f"{name} has negative labels (min {array.min()}); use 0 for no object.")
+        raise EvaluationError(f"{name} has negative labels (min {array.min()}); use 0 for no object.")
     return array.reshape(-1)
 
 
@@ -207,8 +209,8 @@ def _object_classes(name: str, ids: np.ndarray, index: np.ndarray, classes: np.n
     obj, cls = pairs // span, pairs % span
     if obj.size != ids.size:
         first = obj[np.flatnonzero(np.diff(obj) == 0)[0]]
-        raise ValueError(f"{name}: object {ids[first]} has pixels of classes "
-                         f"{cls[obj == first].tolist()}; give each object a single class.")
+        raise EvaluationError(f"{name}: object {ids[first]} has pixels of classes "
+                              f"{cls[obj == first].tolist()}; give each object a single class.")
     return cls
 
 
@@ -229,7 +231,7 @@ class _Overlaps:
         t = _check_labels("truth_instances", truth, None)
         p = _check_labels("pred_instances", pred, shape)
         if (truth_classes is None) != (pred_classes is None):
-            raise ValueError("give both truth_classes and pred_classes, or neither.")
+            raise EvaluationError("give both truth_classes and pred_classes, or neither.")
         tc = None if truth_classes is None else _check_labels("truth_classes", truth_classes, shape)
         pc = None if pred_classes is None else _check_labels("pred_classes", pred_classes, shape)
         valid = np.ones(t.size, dtype=bool)

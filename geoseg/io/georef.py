@@ -19,6 +19,8 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
+from geoseg.errors import ParameterError
+
 
 @dataclass(frozen=True)
 class GeoRef:
@@ -36,7 +38,7 @@ class GeoRef:
         """A volume's georeference from a 4 x 4 matrix over ``(z, y, x, 1)`` indices."""
         matrix = np.asarray(affine, dtype=float)
         if matrix.shape != (4, 4):
-            raise ValueError(f"a voxel affine is a 4 x 4 matrix; got shape {matrix.shape}.")
+            raise ParameterError(f"a voxel affine is a 4 x 4 matrix; got shape {matrix.shape}.")
         return cls(voxel_affine=tuple(float(v) for v in matrix.ravel()),
                    nodata=None if nodata is None else float(nodata), units=units)
 

@@ -18,7 +18,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
-from geoseg.errors import BandMismatchError, RasterNotFoundError, UnsupportedFormatError
+from geoseg.errors import BandMismatchError, PlanError, RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import allow, faults, images, mosaic, omezarr, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
@@ -418,8 +418,8 @@ def dask_chunks(source: RasterSource, chunks: int | str | Sequence[int] | None) 
     stored = tuple(int(c) for c in source.chunks)
     if isinstance(chunks, str):
         if chunks != GROUPED:
-            raise ValueError(f"chunks={chunks!r}; expected None (the stored chunks), "
-                             f"{GROUPED!r}, or a size in pixels per axis.")
+            raise PlanError(f"chunks={chunks!r}; expected None (the stored chunks), "
+                            f"{GROUPED!r}, or a size in pixels per axis.")
         least = 512 if len(stored) == 2 else 128
         return _grouping(source, tuple(round_up(least, c) if c < least else c for c in stored),
                          "as asked (chunks='grouped')")

@@ -619,7 +619,7 @@ class GuardedContainer(FileContainer):
         return int(self._quietly(self.fs.size, path, default=0) or 0)
 
     def rm(self, path: str) -> None:
-        raise PermissionError(f"geoseg opens {path} read-only")
+        raise StorageAccessError(f"geoseg opens {path} read-only")
 
     @staticmethod
     def _quietly(fn: Callable[..., Any], path: str, *, default: Any, **kwargs: Any) -> Any:

@@ -173,11 +173,11 @@ def check_template(value: str, allowed: tuple[str, ...]) -> None:
     try:
         parts = list(string.Formatter().parse(value))
     except ValueError as exc:
-        raise ValueError(f"a template with placeholders in braces ({exc})") from None
+        raise BatchSpecError(f"a template with placeholders in braces ({exc})") from None
     for _, name, spec, conversion in parts:
         if name is not None and (name not in allowed or spec or conversion):
             shown = ", ".join("{" + a + "}" for a in allowed)
-            raise ValueError(f"placeholders {shown} only (found {{{name}}})")
+            raise BatchSpecError(f"placeholders {shown} only (found {{{name}}})")
 
 
 def load_batch(path: str | Path) -> BatchSpec:

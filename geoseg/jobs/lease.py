@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import fsspec
 from s3fs.utils import FileExpired
 
-from geoseg.errors import LeaseLostError
+from geoseg.errors import LeaseLostError, SettingError, StorageUnavailableError
 from geoseg.jobs.provenance import public_url
 
 SUFFIX = ".lease"
@@ -229,7 +229,8 @@ class S3Store:
                 return None
             except FileExpired:
                 continue
-        raise OSError(f"the lease {self.path} keeps changing while it is read; try again later")
+        raise StorageUnavailableError(f"the lease {self.path} kept changing while it was read "
+                                      "(another run renewing it); try again later")
 
     def swap(self, data: bytes, token: Token) -> Token | None:
         try:
@@ -319,7 +320,7 @@ class Lease:
     def __init__(self, output_url: str, storage_options: dict[str, Any] | None = None, *,
                  owner: str, seconds: float, batch: str = "") -> None:
         if seconds <= 0:
-            raise ValueError(f"a lease lasts a positive number of seconds; received {seconds}")
+            raise SettingError(f"a lease lasts a positive number of seconds; received {seconds}")
         self.url = lease_url(output_url)
         self.output = public_url(output_url)
         self.owner, self.seconds, self.batch = owner, seconds, batch

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg import logs
-from geoseg.errors import JobSpecError, OutputLocationError
+from geoseg.errors import ClusterConfigError, JobSpecError, OutputLocationError
 from geoseg.io import allow
 from geoseg.io.remote import READ_ONLY_PROTOCOLS
 
@@ -146,7 +146,7 @@ def walltime_seconds(text: str) -> int:
     """Seconds in a batch-system time limit, ``HH:MM:SS`` or ``D-HH:MM:SS``."""
     match = WALLTIME.match(text.strip())
     if match is None:
-        raise ValueError("a time limit as HH:MM:SS or D-HH:MM:SS, e.g. 01:30:00")
+        raise ClusterConfigError("a time limit as HH:MM:SS or D-HH:MM:SS, e.g. 01:30:00")
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 

@@ -135,8 +135,9 @@ def _experiment_id(client: Any, name: str) -> str:
             if found is None:
                 raise
     if found.lifecycle_stage == "deleted":
-        raise ValueError(f"experiment {name!r} is deleted; restore it in MLflow or choose another "
-                         "tracking.mlflow.experiment")
+        # a TrackingError passes _call unchanged, so it says itself what is left
+        raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it in MLflow or "
+                            f"choose another tracking.mlflow.experiment; {BEFORE_RUN}")
     return found.experiment_id
 
 

@@ -30,6 +30,7 @@ from scipy import ndimage as ndi
 from skimage import filters
 from skimage.util import dtype_limits
 
+from geoseg.errors import MethodParameterError
 from geoseg.instances.components import label
 from geoseg.methods.features import FeatureLike, PixelMethod, as_feature, class_infos, one_hot
 from geoseg.models.base import ClassInfo
@@ -64,7 +65,7 @@ class EdgeMagnitude(PixelMethod):
 
     def __post_init__(self) -> None:
         if self.operator not in OPERATORS:
-            raise ValueError(f"operator={self.operator!r}; expected one of {sorted(OPERATORS)}.")
+            raise MethodParameterError(f"operator={self.operator!r}; expected one of {sorted(OPERATORS)}.")
         object.__setattr__(self, "feature", as_feature(self.feature))
         if self.threshold is not None:
             object.__setattr__(self, "threshold", float(self.threshold))
@@ -121,7 +122,7 @@ def canny_thresholds(dtype: np.dtype, low: float | None, high: float | None) -> 
     low = 0.1 * top if low is None else float(low)
     high = 0.2 * top if high is None else float(high)
     if not 0 <= low <= high:
-        raise ValueError(f"Canny needs 0 <= low_threshold <= high_threshold, got {low} and {high}.")
+        raise MethodParameterError(f"Canny needs 0 <= low_threshold <= high_threshold, got {low} and {high}.")
     return low, high
 
 
@@ -265,15 +266,15 @@ class Canny(PixelMethod):
     def __post_init__(self) -> None:
         canny_thresholds(np.dtype(np.float64), self.low_threshold, self.high_threshold)
         if self.sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {self.sigma}.")
+            raise MethodParameterError(f"sigma must be >= 0, got {self.sigma}.")
         if self.hysteresis not in HYSTERESIS:
-            raise ValueError(
+            raise MethodParameterError(
                 f"hysteresis={self.hysteresis!r}; expected one of {HYSTERESIS} ('deferred' "
                 "emits weak and strong edges for geoseg.methods.hysteresis to finish exactly)."
             )
         minimum = canny_min_halo(self.sigma)
         if self.context is not None and self.context < minimum:
-            raise ValueError(
+            raise MethodParameterError(
                 f"context={self.context} is below the minimum halo {minimum} for sigma="
                 f"{self.sigma} (gaussian radius + 2); use at least {minimum}."
             )
@@ -386,7 +387,7 @@ def canny_classes(
     values, dtype = _feature_of(image, feature)
     low, high = canny_thresholds(dtype, low_threshold, high_threshold)
     if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}.")
+        raise MethodParameterError(f"sigma must be >= 0, got {sigma}.")
     depth = {axis: canny_min_halo(sigma) for axis in range(2)}
     short = {axis: -1 for axis, n in enumerate(values.shape) if n <= depth[axis]}
     depth.update({axis: 0 for axis in short})  # an axis within the halo is one whole window
@@ -411,7 +412,7 @@ def _feature_of(image: da.Array, feature: FeatureLike) -> tuple[da.Array, np.dty
     if image.ndim == 2:
         image = image[None]
     if image.ndim != 3:
-        raise ValueError(
+        raise MethodParameterError(
             f"Canny needs a 2D image (y, x) or a raster (band, y, x); got shape {image.shape}."
         )
     chosen = as_feature(feature)
@@ -487,11 +488,11 @@ def _checked_classes(classes: da.Array) -> da.Array:
     if not isinstance(classes, da.Array):
         classes = da.asarray(classes)
     if classes.ndim not in (2, 3) or (classes.ndim == 3 and classes.shape[0] != 1):
-        raise ValueError(
+        raise MethodParameterError(
             f"hysteresis needs Canny classes of shape (y, x) or (1, y, x); got {classes.shape}."
         )
     if not np.issubdtype(classes.dtype, np.integer):
-        raise ValueError(
+        raise MethodParameterError(
             f"hysteresis needs integer Canny classes (0 none, 1 weak, 2 strong); got dtype "
             f"{classes.dtype}. Pass the class ids of a Canny(hysteresis='deferred') output."
         )

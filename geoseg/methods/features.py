@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import BandMismatchError
+from geoseg.errors import BandMismatchError, MethodParameterError
 from geoseg.models.base import Segmenter, valid_mask
 
 KINDS = ("single", "band", "ndiff", "mean")
@@ -42,9 +42,9 @@ class Feature:
     def __post_init__(self) -> None:
         expected = {"single": 0, "band": 1, "ndiff": 2, "mean": 0}
         if self.kind not in expected:
-            raise ValueError(f"Feature kind {self.kind!r} is not one of {KINDS}.")
+            raise MethodParameterError(f"Feature kind {self.kind!r} is not one of {KINDS}.")
         if len(self.bands) != expected[self.kind] or any(int(b) < 1 for b in self.bands):
-            raise ValueError(
+            raise MethodParameterError(
                 f"Feature {self.kind!r} takes {expected[self.kind]} band number(s) >= 1 (1-based), "
                 f"got {self.bands}."
             )
@@ -120,7 +120,7 @@ def as_feature(spec: FeatureLike) -> Feature:
         return Feature.band(int(spec))
     if isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == 2:
         return Feature.ndiff(int(spec[0]), int(spec[1]))
-    raise ValueError(
+    raise MethodParameterError(
         f"feature={spec!r} is not understood; use None (the raster's only band), an int (a 1-based "
         f"band number), a pair (a, b) for (a - b) / (a + b), or 'mean'."
     )

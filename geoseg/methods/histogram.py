@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from geoseg.errors import MethodParameterError
 from geoseg.methods.features import FeatureLike, as_feature
 from geoseg.methods.stats import Histogram, global_histogram, raster_data
 from geoseg.methods.threshold import Threshold
@@ -60,7 +61,7 @@ def find_modes(
         if len(peaks) <= classes:
             break
     if len(peaks) != classes:
-        raise ValueError(
+        raise MethodParameterError(
             f"The histogram has {len(peaks)} mode(s) after smoothing, not the {classes} asked for "
             f"(after up to {max_smoothing} smoothing passes). Ask for fewer classes, or use a "
             f"threshold method such as fit_threshold(raster, 'otsu')."
@@ -100,7 +101,7 @@ class HistogramModes(Threshold):
     def object_level(self) -> float:
         """Grey level of the other mode (two classes only)."""
         if len(self.levels) != 2:
-            raise ValueError(f"object_level needs 2 modes; this segmenter has {len(self.levels)}.")
+            raise MethodParameterError(f"object_level needs 2 modes; this segmenter has {len(self.levels)}.")
         return self.levels[1 - int(np.argmax(self.fractions))]
 
 
@@ -128,7 +129,7 @@ def fit_histogram_modes(
     ``[min, max]``. No-data and NaN pixels are ignored.
     """
     if classes < 2:
-        raise ValueError(f"classes must be >= 2, got {classes}.")
+        raise MethodParameterError(f"classes must be >= 2, got {classes}.")
     feat = as_feature(feature)
     rd = raster_data(raster, nodata)
     feat.check(rd.n_bands, "the raster")

@@ -30,7 +30,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from geoseg.errors import BandMismatchError, PlanError
+from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods.features import PixelMethod
 from geoseg.methods.stats import RasterData, map_chunks, raster_data, tree_reduce
 from geoseg.models.base import ClassInfo, valid_mask
@@ -79,7 +79,7 @@ class KMeans(PixelMethod):
         if self.features is not None:
             feats = tuple(int(b) for b in self.features)
             if len(feats) != len(centroids[0]) or any(b < 1 for b in feats):
-                raise ValueError(
+                raise MethodParameterError(
                     f"features={feats} must be {len(centroids[0])} band number(s) >= 1 "
                     f"(1-based), one per centroid coordinate."
                 )
@@ -133,7 +133,7 @@ def _as_centroids(centroids: Any) -> tuple[tuple[float, ...], ...]:
         or array.shape[1] < 1
         or not np.all(np.isfinite(array))
     ):
-        raise ValueError(
+        raise MethodParameterError(
             f"centroids must be a finite (k, features) array, got shape {array.shape}."
         )
     return tuple(tuple(float(v) for v in row) for row in array)
@@ -444,20 +444,20 @@ def _initial_centroids(
     """The starts ``(S, k, F)``: ``n_init`` k-means++ draws on ``sample``, or ``init`` itself."""
     if isinstance(init, str):
         if init != "k-means++":
-            raise ValueError(
+            raise MethodParameterError(
                 f"init={init!r}; expected 'k-means++' or a (k, features) array of centroids."
             )
         seeds = start_seeds(seed, _parse_n_init(n_init, DEFAULT_N_INIT))
         check_distinct(sample, k)
         return np.stack([_plusplus(sample, k, s) for s in seeds])
     if _parse_n_init(n_init, 1) != 1:
-        raise ValueError(
+        raise MethodParameterError(
             f"n_init={n_init} with explicit init centroids; they make a single start. Give "
             f"n_init=1 (or leave it out), or init='k-means++' for several starts."
         )
     start = np.asarray(init, dtype=np.float64)
     if start.shape != (k, n_features):
-        raise ValueError(
+        raise MethodParameterError(
             f"init centroids have shape {start.shape}; expected (k, features) = "
             f"({k}, {n_features})."
         )
@@ -471,7 +471,7 @@ def _parse_n_init(n_init: Any, default: int) -> int:
     if n_init is None:
         return default
     if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
-        raise ValueError(f"n_init={n_init!r}; expected an integer >= 1 (number of starts).")
+        raise MethodParameterError(f"n_init={n_init!r}; expected an integer >= 1 (number of starts).")
     return int(n_init)
 
 

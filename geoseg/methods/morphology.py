@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 from skimage import morphology
 
+from geoseg.errors import MethodParameterError
 from geoseg.methods.features import PixelMethod, class_infos, one_hot
 from geoseg.models.base import ClassInfo, Segmenter
 from geoseg.models.cache import resolve
@@ -46,9 +47,9 @@ class Cleanup:
     def __post_init__(self) -> None:
         for name in ("opening", "closing", "max_object_size", "max_hole_size"):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0 pixels, got {getattr(self, name)}.")
+                raise MethodParameterError(f"{name} must be >= 0 pixels, got {getattr(self, name)}.")
         if self.connectivity not in (1, 2):
-            raise ValueError(
+            raise MethodParameterError(
                 f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got "
                 f"{self.connectivity}."
             )
@@ -109,7 +110,7 @@ class Cleaned(Segmenter):
     def __post_init__(self) -> None:
         n = self.segmenter.n_classes
         if not 0 <= self.target < n:
-            raise ValueError(
+            raise MethodParameterError(
                 f"target={self.target} is not a class of {self.segmenter.name}, which has "
                 f"classes 0..{n - 1}."
             )
@@ -211,7 +212,7 @@ def clean_mask(
     from geoseg.parallel.segment import segment
 
     if classes.ndim != 2:
-        raise ValueError(
+        raise MethodParameterError(
             f"clean_mask takes a (y, x) class map, got dims {classes.dims}; select one class "
             f"map (e.g. the output of geoseg.segment(..., output='classes'))."
         )

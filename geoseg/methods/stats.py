@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 from dask.delayed import Delayed
 
-from geoseg.errors import PlanError
+from geoseg.errors import MethodParameterError, PlanError
 from geoseg.methods.features import Feature
 from geoseg.models.base import valid_mask
 
@@ -95,7 +95,7 @@ def tree_reduce(
 ) -> Delayed:
     """Combine ``parts`` ``split_every`` at a time (``combine(list) -> summary``) down to one."""
     if split_every < 2:
-        raise ValueError(f"split_every must be >= 2, got {split_every}.")
+        raise MethodParameterError(f"split_every must be >= 2, got {split_every}.")
     level = list(parts)
     call = dask.delayed(combine, pure=True)
     while len(level) > 1:
@@ -189,7 +189,7 @@ class Binning:
         if integer and high - low + 1 <= MAX_INTEGER_BINS:
             return cls(low, high, int(high - low + 1), True)
         if nbins < 2:
-            raise ValueError(f"nbins must be >= 2, got {nbins}.")
+            raise MethodParameterError(f"nbins must be >= 2, got {nbins}.")
         return cls(low, high, int(nbins), False)
 
     @property

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters
 
+from geoseg.errors import MethodParameterError
 from geoseg.methods.features import (
     FeatureLike,
     PixelMethod,
@@ -79,7 +80,7 @@ class Threshold(PixelMethod):
             _default_names(len(values) + 1) if self.class_names is None else tuple(self.class_names)
         )
         if len(names) != len(values) + 1:
-            raise ValueError(
+            raise MethodParameterError(
                 f"{len(values)} threshold(s) make {len(values) + 1} classes but "
                 f"{len(names)} class_names were given: {names}."
             )
@@ -117,7 +118,7 @@ class Threshold(PixelMethod):
 def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
     values = tuple(float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)))
     if not values or any(np.isnan(values)) or any(b <= a for a, b in pairwise(values)):
-        raise ValueError(
+        raise MethodParameterError(
             f"thresholds must be one or more strictly increasing numbers, got {values}; "
             f"sort them and drop duplicates."
         )
@@ -241,17 +242,17 @@ def thresholds_from_histogram(
 ) -> tuple[float, ...]:
     """Thresholds of ``method`` (a key of :data:`METHODS`) from a global histogram."""
     if method not in METHODS:
-        raise ValueError(
+        raise MethodParameterError(
             f"Unknown threshold method {method!r}; choose one of {sorted(METHODS)}, or "
             f"build Threshold(thresholds=...) for manual values."
         )
     if method != "multiotsu" and classes != 2:
-        raise ValueError(
+        raise MethodParameterError(
             f"method {method!r} finds one threshold (2 classes); for {classes} classes "
             f"use method='multiotsu'."
         )
     if classes < 2:
-        raise ValueError(f"classes must be >= 2, got {classes}.")
+        raise MethodParameterError(f"classes must be >= 2, got {classes}.")
     return METHODS[method](hist, classes)
 
 
@@ -345,15 +346,15 @@ class LocalThreshold(PixelMethod):
 
     def __post_init__(self) -> None:
         if int(self.block_size) < 1 or int(self.block_size) % 2 == 0:
-            raise ValueError(
+            raise MethodParameterError(
                 f"block_size must be a positive odd number of pixels, got {self.block_size}."
             )
         if self.method not in LOCAL_METHODS:
-            raise ValueError(
+            raise MethodParameterError(
                 f"Local threshold method {self.method!r} is not one of {LOCAL_METHODS}."
             )
         if self.param is not None and self.method != "gaussian":
-            raise ValueError(
+            raise MethodParameterError(
                 f"param (the gaussian sigma) only applies to method='gaussian', not "
                 f"{self.method!r}."
             )

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoseg.errors import ModelConfigError
 from geoseg.models.fcn import conv_bn_relu
 from geoseg.models.probe import Span
 from geoseg.models.registry import register_architecture
@@ -276,8 +277,8 @@ class DeepLabV3Plus(nn.Module):
 
 def _check_config(backbone: str, output_stride: int, width: int) -> None:
     if backbone not in RESNETS:
-        raise ValueError(f"backbone must be one of {sorted(RESNETS)}, got {backbone!r}.")
+        raise ModelConfigError(f"backbone must be one of {sorted(RESNETS)}, got {backbone!r}.")
     if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}.")
+        raise ModelConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}.")
     if width < 1:
-        raise ValueError(f"width must be >= 1, got {width}.")
+        raise ModelConfigError(f"width must be >= 1, got {width}.")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geoseg.errors import ModelConfigError
 from geoseg.models.probe import Span
 from geoseg.models.registry import register_architecture
 
@@ -79,8 +80,8 @@ class FCN8s(nn.Module):
                  convs: int = 2, fc_channels: int | None = None, fc_kernel: int = 3):
         super().__init__()
         if depth < 3 or width < 1 or convs < 1 or fc_kernel < 1 or fc_kernel % 2 == 0:
-            raise ValueError(f"need depth >= 3, width >= 1, convs >= 1 and an odd fc_kernel; got "
-                             f"depth={depth}, width={width}, convs={convs}, fc_kernel={fc_kernel}.")
+            raise ModelConfigError(f"need depth >= 3, width >= 1, convs >= 1 and an odd fc_kernel; got "
+                                   f"depth={depth}, width={width}, convs={convs}, fc_kernel={fc_kernel}.")
         self.in_channels, self.depth = in_channels, depth
         self.convs, self.fc_kernel = convs, fc_kernel
         chans = [width * 2 ** min(level, 3) for level in range(depth)]

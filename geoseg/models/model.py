@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from geoseg import config
-from geoseg.errors import ModelFileError
+from geoseg.errors import ModelConfigError, ModelFileError
 from geoseg.models.base import ClassInfo, Segmenter, valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
 
@@ -33,12 +33,12 @@ class ModelInfo:
     def __post_init__(self) -> None:
         n = len(self.bands)
         if len(self.mean) != n or len(self.std) != n:
-            raise ValueError(
+            raise ModelConfigError(
                 f"normalization has {len(self.mean)} means and {len(self.std)} stds "
                 f"for {n} bands {self.bands}; give one of each per band."
             )
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"every std must be > 0, got {self.std}.")
+            raise ModelConfigError(f"every std must be > 0, got {self.std}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {

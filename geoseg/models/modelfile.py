@@ -30,7 +30,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from geoseg import budgets, logs
-from geoseg.errors import BudgetError, GeosegError, ModelFileError
+from geoseg.errors import BudgetError, GeosegError, ModelFileError, OutputExistsError
 from geoseg.io import remote
 from geoseg.models.model import ModelHeader, ModelInfo, ModelRef, SegmentationModel
 from geoseg.models.registry import build_network
@@ -86,7 +86,7 @@ def save_model(model: SegmentationModel, url: str, *, storage_options: dict[str,
     """Write ``model`` to ``url`` (any fsspec URL) and return a reference workers can load."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if fs.exists(path) and not overwrite:
-        raise FileExistsError(f"{url} already exists; pass overwrite=True to replace it.")
+        raise OutputExistsError(f"{url} already exists; pass overwrite=True to replace it.")
     data, info = model_to_bytes(model)
     with fs.open(path, "wb") as f:
         f.write(data)
@@ -342,7 +342,7 @@ def export_torchscript(model: SegmentationModel, url: str, *, overwrite: bool = 
     """Save ``model`` as TorchScript (traced) with its metadata in the archive's ``geoseg.json``."""
     fs, path = fsspec.core.url_to_fs(url)
     if fs.exists(path) and not overwrite:
-        raise FileExistsError(f"{url} already exists; pass overwrite=True to replace it.")
+        raise OutputExistsError(f"{url} already exists; pass overwrite=True to replace it.")
     net = model.net.cpu().eval()
     sha = weights_sha256(net.state_dict())
     meta = {**model.info.to_dict(), "sha256": sha, "stride": list(model.stride),

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from geoseg.errors import ModelConfigError, ParameterError
 from geoseg.tiling.plan import coerce_per_axis
 
 Method = Literal["gradient", "impulse", "both"]
@@ -95,13 +96,13 @@ class Span:
         """Hull of spans of feature maps with the same stride (concatenation, addition)."""
         if any(o.step != self.step for o in others):
             steps = [self.step] + [o.step for o in others]
-            raise ValueError(f"cannot join spans of steps {steps}.")
+            raise ModelConfigError(f"cannot join spans of steps {steps}.")
         spans = (self, *others)
         return Span(min(s.lo for s in spans), max(s.hi for s in spans), self.step)
 
     def _fine_step(self, factor: int) -> int:
         if factor < 1 or self.step % factor:
-            raise ValueError(f"cannot upsample a map of stride {self.step} by {factor}.")
+            raise ModelConfigError(f"cannot upsample a map of stride {self.step} by {factor}.")
         return self.step // factor
 
 
@@ -130,8 +131,8 @@ def input_channels(net: nn.Module) -> int:
     for module in net.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return module.in_channels
-    raise ValueError(f"cannot tell how many input channels {type(net).__name__} takes; "
-                     "pass in_channels.")
+    raise ModelConfigError(f"cannot tell how many input channels {type(net).__name__} takes; "
+                           "pass in_channels.")
 
 
 def gradient_support(net: nn.Module, x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
@@ -249,7 +250,7 @@ def measure_receptive_radius(net: nn.Module, spatial_dims: int | None = None,
 def _supports(net: nn.Module, x: torch.Tensor, centre: tuple[int, ...], method: Method,
               seed: int) -> list[torch.Tensor]:
     if method not in ("gradient", "impulse", "both"):
-        raise ValueError(f"method must be 'gradient', 'impulse' or 'both', got {method!r}.")
+        raise ParameterError(f"method must be 'gradient', 'impulse' or 'both', got {method!r}.")
     masks = []
     if method in ("gradient", "both"):
         masks.append(gradient_support(net, x, centre))

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from geoseg.errors import ModelFileError
+from geoseg.errors import ModelConfigError, ModelFileError
 
 ENTRY_POINT_GROUP = "geoseg.models"
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
@@ -29,7 +29,7 @@ def register_architecture(name: str) -> Callable[[type[nn.Module]], type[nn.Modu
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _ARCHITECTURES and _ARCHITECTURES[name] is not cls:
-            raise ValueError(f"architecture {name!r} is already registered to {_ARCHITECTURES[name]}")
+            raise ModelConfigError(f"architecture {name!r} is already registered to {_ARCHITECTURES[name]}")
         _ARCHITECTURES[name] = cls
         return cls
 

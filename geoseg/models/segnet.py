@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geoseg.errors import ModelConfigError
 from geoseg.models.fcn import conv_bn_relu, vgg_stage
 from geoseg.models.probe import Span
 from geoseg.models.registry import register_architecture
@@ -54,8 +55,8 @@ class SegNet(nn.Module):
                  convs: int = 2):
         super().__init__()
         if depth < 1 or width < 1 or convs < 1:
-            raise ValueError(f"depth, width and convs must be >= 1, got depth={depth}, "
-                             f"width={width}, convs={convs}.")
+            raise ModelConfigError(f"depth, width and convs must be >= 1, got depth={depth}, "
+                                   f"width={width}, convs={convs}.")
         self.in_channels, self.depth, self.convs = in_channels, depth, convs
         chans = [width * 2 ** min(level, 3) for level in range(depth)]
         self.encoders = nn.ModuleList([vgg_stage(([in_channels] + chans)[lv], chans[lv], convs)

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from geoseg.errors import OutputExistsError
+from geoseg.errors import ModelFileError, OutputExistsError, TrainingDataError
 from geoseg.instances.panoptic import PanopticScore, panoptic_quality
 from geoseg.models.base import ClassInfo
 from geoseg.models.model import ModelInfo, SegmentationModel
@@ -199,8 +199,9 @@ def _training_tiles(cfg: InstanceTrainConfig, log: Callable[[str], Any]
                     images.append(scene.image[(slice(None), *window)])
                     targets.append(target[window])
     if not images:
-        raise ValueError(f"no {cfg.tile} px tile of the training scenes has >= {cfg.min_building} "
-                         "building pixels; lower min_building or use larger scenes.")
+        raise TrainingDataError(f"no {cfg.tile} px tile of the training scenes has >= "
+                                f"{cfg.min_building} building pixels; lower min_building or use "
+                                "larger scenes.")
     log(f"{len(images)} training tiles of {cfg.tile} px with buildings")
     return np.stack(images).astype(np.float32), np.stack(targets).astype(np.int64)
 
@@ -216,8 +217,8 @@ def _initial_network(cfg: InstanceTrainConfig, log: Callable[[str], Any]
     state = {k: v for k, v in source.net.state_dict().items() if not k.startswith("head.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("head.") for k in missing):
-        raise ValueError(f"{cfg.init} does not fit a U-Net of depth {cfg.depth} and width "
-                         f"{cfg.width}: missing {missing}, unexpected {unexpected}.")
+        raise ModelFileError(f"{cfg.init} does not fit a U-Net of depth {cfg.depth} and width "
+                             f"{cfg.width}: missing {missing}, unexpected {unexpected}.")
     log(f"started from {cfg.init} (all but its output layer)")
     return net, (source.info.mean, source.info.std)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geoseg.errors import ModelConfigError
 from geoseg.models.registry import register_architecture
 
 
@@ -46,7 +47,7 @@ class UNet2D(nn.Module):
     def __init__(self, in_channels: int = 3, num_classes: int = 2, depth: int = 3, width: int = 16):
         super().__init__()
         if depth < 1 or width < 1:
-            raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}.")
+            raise ModelConfigError(f"depth and width must be >= 1, got depth={depth}, width={width}.")
         self.depth = depth
         chans = [width * 2**level for level in range(depth + 1)]
         self.encoders = nn.ModuleList(

@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from geoseg.errors import ModelConfigError
 from geoseg.models.probe import Span
 from geoseg.models.registry import register_architecture
 
@@ -75,8 +76,8 @@ class UNet3D(nn.Module):
         super().__init__()
         z_levels = depth if pool_z is True else 0 if pool_z is False else int(pool_z)
         if depth < 1 or width < 1 or not 0 <= z_levels <= depth:
-            raise ValueError(f"need depth >= 1, width >= 1 and 0 <= pool_z <= depth; got "
-                             f"depth={depth}, width={width}, pool_z={pool_z}.")
+            raise ModelConfigError(f"need depth >= 1, width >= 1 and 0 <= pool_z <= depth; got "
+                                   f"depth={depth}, width={width}, pool_z={pool_z}.")
         self.in_channels, self.depth = in_channels, depth
         self.factors = [(2 if level >= depth - z_levels else 1, 2, 2) for level in range(depth)]
         chans = [width * 2**level for level in range(depth + 1)]

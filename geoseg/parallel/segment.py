@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from geoseg import config
-from geoseg.errors import PlanError
+from geoseg.errors import ParameterError, PlanError
 from geoseg.io.sources import RasterSource
 from geoseg.models.base import Segmenter
 from geoseg.models.modelfile import load_model
@@ -79,7 +79,7 @@ def segment(
         fraction ``overlap`` (default 0.5).
     """
     if output not in OUTPUTS:
-        raise ValueError(f"output={output!r}; expected one of {OUTPUTS}.")
+        raise ParameterError(f"output={output!r}; expected one of {OUTPUTS}.")
     segmenter = load_model(model) if isinstance(model, str) else model
     raster = _band_first(raster)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from skimage import draw
 
+from geoseg.errors import ParameterError
 from geoseg.models.base import ClassInfo
 
 __all__ = ["SCENE_CLASSES", "Scene", "make_scene"]
@@ -154,20 +155,20 @@ def make_scene(height: int, width: int, *, seed: int = 0, touching: float = 0.0)
 def _check_args(height: int, width: int, seed: int) -> tuple[int, int]:
     """Validate the arguments of `make_scene`; return the shape."""
     if int(height) != height or int(width) != width:
-        raise ValueError(f"height and width must be integers, got {height!r} x {width!r}")
+        raise ParameterError(f"height and width must be integers, got {height!r} x {width!r}")
     if height < MIN_SIZE or width < MIN_SIZE:
-        raise ValueError(
+        raise ParameterError(
             f"scene size {height} x {width} is too small: height and width must be >= {MIN_SIZE}"
         )
     if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
     return int(height), int(width)
 
 
 def _check_share(value: float, name: str) -> float:
     """Validate a probability argument of `make_scene`."""
     if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+        raise ParameterError(f"{name} must be a probability in [0, 1], got {value!r}")
     return float(value)
 
 

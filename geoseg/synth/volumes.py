@@ -50,6 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from geoseg.errors import ParameterError
 from geoseg.models.base import ClassInfo
 
 __all__ = ["VOLUME_CLASSES", "Volume", "make_volume"]
@@ -186,14 +187,14 @@ def _check_args(
 ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Validate the arguments of `make_volume`; return the shape and spacing."""
     if any(int(n) != n for n in shape):
-        raise ValueError(f"depth, height and width must be integers, got {shape!r}")
+        raise ParameterError(f"depth, height and width must be integers, got {shape!r}")
     if min(shape) < MIN_SIZE:
-        raise ValueError(f"volume size {shape} is too small: every axis must be >= {MIN_SIZE}")
+        raise ParameterError(f"volume size {shape} is too small: every axis must be >= {MIN_SIZE}")
     if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be three positive millimetre sizes, got {spacing!r}")
+        raise ParameterError(f"spacing must be three positive millimetre sizes, got {spacing!r}")
     return tuple(int(n) for n in shape), values  # type: ignore[return-value]
 
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from geoseg.errors import PlanError
+
 BLEND_MODES = ("crop", "gaussian", "constant", "linear", "cosine")
 FLOOR = 1e-3
 
@@ -43,4 +45,4 @@ def _axis_weights(mode: str, n: int, ramp: int) -> np.ndarray:
         i = np.arange(n, dtype=np.float64)
         t = np.clip(np.minimum(i + 0.5, n - i - 0.5) / max(1, ramp), 0.0, 1.0)
         return t if mode == "linear" else 0.5 - 0.5 * np.cos(np.pi * t)
-    raise ValueError(f"blend mode {mode!r} has no weight map; expected one of {BLEND_MODES[1:]}.")
+    raise PlanError(f"blend mode {mode!r} has no weight map; expected one of {BLEND_MODES[1:]}.")
