@@ -53,6 +53,8 @@ ALLOWED_SITES = {
     ("geoseg/io/remote.py", "guarded_reads", "failures[0]"),
     # re-raises the OSError its caller caught, when it is not a failed write condition
     ("geoseg/jobs/lease.py", "_precondition_failed", "exc"),
+    # the AttributeError of a module's __getattr__ (PEP 562), raised by its helper
+    ("geoseg/_lazy.py", "_submodule", "AttributeError"),
     # after a loop that always returns or raises
     ("geoseg/io/remote.py", "_retry_loop", "AssertionError"),
 }
