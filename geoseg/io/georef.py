@@ -38,7 +38,8 @@ class GeoRef:
         """A volume's georeference from a 4 x 4 matrix over ``(z, y, x, 1)`` indices."""
         matrix = np.asarray(affine, dtype=float)
         if matrix.shape != (4, 4):
-            raise ParameterError(f"a voxel affine is a 4 x 4 matrix; got shape {matrix.shape}.")
+            raise ParameterError(f"a voxel affine is a 4 x 4 matrix; got shape {matrix.shape}. Pass "
+                                 "the voxel-to-world matrix over (z, y, x, 1) indices.")
         return cls(voxel_affine=tuple(float(v) for v in matrix.ravel()),
                    nodata=None if nodata is None else float(nodata), units=units)
 

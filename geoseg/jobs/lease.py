@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import fsspec
 from s3fs.utils import FileExpired
 
-from geoseg.errors import LeaseLostError, SettingError, StorageUnavailableError
+from geoseg.errors import LeaseLostError, ParameterError, StorageUnavailableError
 from geoseg.jobs.provenance import public_url
 
 SUFFIX = ".lease"
@@ -320,7 +320,8 @@ class Lease:
     def __init__(self, output_url: str, storage_options: dict[str, Any] | None = None, *,
                  owner: str, seconds: float, batch: str = "") -> None:
         if seconds <= 0:
-            raise SettingError(f"a lease lasts a positive number of seconds; received {seconds}")
+            raise ParameterError(f"a lease lasts a positive number of seconds; received {seconds}. "
+                                 "Give seconds > 0 (a batch spec's lease_seconds).")
         self.url = lease_url(output_url)
         self.output = public_url(output_url)
         self.owner, self.seconds, self.batch = owner, seconds, batch
