@@ -122,13 +122,15 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Run a job: read the input, segment it on the cluster, write the output store."""
+    from geoseg.jobs import load_job
     from geoseg.jobs import run as run_job
 
+    spec = load_job(job)
     with _progress() as progress:
-        report = run_job(job, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
+        report = run_job(spec, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
                          on_start=progress.start, on_done=progress.done)
     _print_report(report)
-    _html_report(report.record_url)
+    _html_report(report.record_url, storage_options=spec.output.storage_options)
 
 
 @app.command()
@@ -492,19 +494,26 @@ def _short_crs(wkt: str | None) -> str:
     return crs.to_string() if crs.to_epsg() else wkt[:80] + "..."
 
 
-def _html_report(record_url: str | None, batch: Any = None) -> None:
+def _html_report(record_url: str | None, batch: Any = None,
+                 storage_options: dict[str, Any] | None = None) -> None:
     """Write the HTML report of a run (beside its record) or a batch's index; say where. A
     report that cannot be written is a warning: the run itself is complete."""
+    from geoseg import logs
     from geoseg.report.html import write_batch_index, write_report
 
     try:
         where = write_batch_index(batch) if batch is not None else (
-            write_report(record_url) if record_url else None)
+            write_report(record_url, storage_options=storage_options) if record_url else None)
     except Exception as exc:  # noqa: BLE001 - the output and its record stand without a report
-        console.print(f"[yellow]warning:[/] no HTML report ({type(exc).__name__}: "
-                      f"{escape(str(exc)[:300])})")
+        said = f"no HTML report ({type(exc).__name__}: {logs.scrub(str(exc)[:300])})"
+        if logs.current_format() == "json":
+            logs.log.warning(said)
+        else:
+            console.print(f"[yellow]warning:[/] {escape(said)}")
         return
-    if where:
+    if where and logs.current_format() == "json":  # stderr stays JSON lines
+        logs.log.info("html report", extra={"report": where})
+    elif where:
         console.print(f"html report: {where}", markup=False, highlight=False)
 
 

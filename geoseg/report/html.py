@@ -191,29 +191,37 @@ def provenance_section(record: dict[str, Any]) -> str:
             + html.escape(json.dumps(record.get("resolved"), indent=1)) + "</pre>")
 
 
-def _quicklook(record: dict[str, Any]) -> tuple[str | None, str]:
+def _quicklook(record: dict[str, Any], options: dict[str, Any]) -> tuple[str | None, str]:
     from geoseg.report.quicklook import build, render
 
     try:
-        return base64.b64encode(render(build(record["output"]["url"], size=800))).decode(), ""
+        look = build(record["output"]["url"], size=800, storage_options=options)
+        return base64.b64encode(render(look)).decode(), ""
     except Exception as exc:  # noqa: BLE001 - the rest of the report stands without it
         return None, f"quicklook unavailable: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _output_attrs(record: dict[str, Any]) -> dict[str, Any]:
+def _output_attrs(record: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The output's attributes; none when it cannot be read (the page stands without colours)."""
     from geoseg.io.output import OutputTarget
 
-    return OutputTarget(record["output"]["url"]).attrs()
+    try:
+        return OutputTarget(record["output"]["url"], dict(options)).attrs()
+    except Exception:  # noqa: BLE001 - gone, or not readable with these storage options
+        return {}
 
 
-def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None) -> str:
-    """The whole page of one run, as HTML text."""
+def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
+                  storage_options: dict[str, Any] | None = None) -> str:
+    """The whole page of one run, as HTML text (``storage_options``: the output's, which a
+    record never holds)."""
+    options = dict(storage_options or {})
     name = html.escape(str(record["job"].get("name", "job")))
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>geoseg run {name}</title>"
              f"<style>{STYLE}</style></head><body><h1>geoseg run: {name}</h1>"),
              (f"<p>{html.escape(record['started'])} to {html.escape(record['finished'])}; output "
              f"<code>{html.escape(record['output']['url'])}</code></p>")]
-    picture, why = _quicklook(record)
+    picture, why = _quicklook(record, options)
     parts.append("<h2>Quicklook</h2>" + (_img(picture, "quicklook", "quicklook") if picture
                                         else f'<p class="note">{html.escape(why)}</p>'))
     parts.append(metrics_section(record, scores))
@@ -222,7 +230,7 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None) 
         parts.append("<h2>Confusion matrix</h2>"
                      + _img(confusion_figure(source["confusion"], source["classes"]), "confusion"))
     names = list(record.get("class_counts", {}))
-    maps = chunk_maps(record.get("regions", []), names, _output_attrs(record).get("class_colors"))
+    maps = chunk_maps(record.get("regions", []), names, _output_attrs(record, options).get("class_colors"))
     if maps:
         parts.append("<h2>Chunks</h2>" + _img(maps, "chunk maps"))
     speed = throughput_figure(record.get("regions", []))
@@ -232,11 +240,12 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None) 
     return "\n".join(parts)
 
 
-def write_report(record_url: str, out: str | None = None,
-                 scores: dict[str, Any] | None = None) -> str:
-    """Write the report of the run recorded at ``record_url`` (beside it unless ``out``)."""
+def write_report(record_url: str, out: str | None = None, scores: dict[str, Any] | None = None,
+                 storage_options: dict[str, Any] | None = None) -> str:
+    """Write the report of the run recorded at ``record_url`` (beside it unless ``out``);
+    ``storage_options`` read the output for its quicklook."""
     target = out or report_path(record_url)
-    page = render_report(load_record(record_url), scores)
+    page = render_report(load_record(record_url), scores, storage_options)
     with fsspec.open(target, "w", encoding="utf-8") as f:
         f.write(page)
     return target

@@ -20,7 +20,7 @@ from geoseg.parallel.cluster import for_job_size
 from tests.conftest import job_dict, textured_image, write_zarr
 
 # geoseg's own lines: its text log format, the progress bar and the closing summary
-OWN_LINE = re.compile(r"^(\d\d:\d\d:\d\d (INFO|WARNING) |segmenting |wrote |run record: |$)")
+OWN_LINE = re.compile(r"^(\d\d:\d\d:\d\d (INFO|WARNING) |segmenting |wrote |run record: |html report: |$)")
 
 
 def test_a_small_local_cpu_job_runs_on_threads_one_per_task(monkeypatch):
