@@ -290,6 +290,7 @@ def test_a_bad_kmeans_n_init_is_one_clean_message_from_run(tmp_path):
     job = _job(tmp_path, {"method": "kmeans", "params": {"k": 2, "n_init": 0}})
     _assert_clean(_geoseg("run", str(job)), "n_init=0", "expected an integer >= 1")
     assert not (tmp_path / "mask.zarr").exists()
+    _assert_clean(_geoseg("validate", str(job)), "model.params: n_init=0", "expected an integer >= 1")
 
 
 def test_the_new_errors_still_are_the_built_ins_they_replace():

@@ -35,7 +35,7 @@ from geoseg.io import missing, remote
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.methods.features import as_feature
 from geoseg.methods.histogram import fit_histogram_modes
-from geoseg.methods.kmeans import fit_kmeans
+from geoseg.methods.kmeans import DEFAULT_N_INIT, fit_kmeans, parse_n_init
 from geoseg.methods.threshold import METHODS, fit_threshold
 
 if TYPE_CHECKING:
@@ -120,7 +120,8 @@ def check_methods(spec: ModelSpec, source: RasterSource, key: str = "model") -> 
 
 
 def check_bands(method: str, params: dict[str, Any], n_bands: int) -> None:
-    """The bands ``feature`` (or k-means' ``bands``) names exist in an input of ``n_bands``."""
+    """The bands ``feature`` (or k-means' ``bands``) names exist in an input of ``n_bands``;
+    k-means' ``n_init`` is a number of starts."""
     where = "the input"
     if method != "kmeans":
         try:
@@ -129,6 +130,7 @@ def check_bands(method: str, params: dict[str, Any], n_bands: int) -> None:
             raise JobSpecError(f"feature: {exc}") from None
         feature.check(n_bands, where)
         return
+    parse_n_init(params.get("n_init"), DEFAULT_N_INIT)  # starts: a whole number >= 1
     bands = params.get("bands")
     bad = None if bands is None else [b for b in bands if not 1 <= int(b) <= n_bands] or (
         [] if bands else ["none"])

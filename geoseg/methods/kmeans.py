@@ -447,10 +447,10 @@ def _initial_centroids(
             raise MethodParameterError(
                 f"init={init!r}; expected 'k-means++' or a (k, features) array of centroids."
             )
-        seeds = start_seeds(seed, _parse_n_init(n_init, DEFAULT_N_INIT))
+        seeds = start_seeds(seed, parse_n_init(n_init, DEFAULT_N_INIT))
         check_distinct(sample, k)
         return np.stack([_plusplus(sample, k, s) for s in seeds])
-    if _parse_n_init(n_init, 1) != 1:
+    if parse_n_init(n_init, 1) != 1:
         raise MethodParameterError(
             f"n_init={n_init} with explicit init centroids; they make a single start. Give "
             f"n_init=1 (or leave it out), or init='k-means++' for several starts."
@@ -467,7 +467,7 @@ def _initial_centroids(
 DEFAULT_N_INIT = 10
 
 
-def _parse_n_init(n_init: Any, default: int) -> int:
+def parse_n_init(n_init: Any, default: int) -> int:
     if n_init is None:
         return default
     if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
