@@ -100,16 +100,27 @@ class Ensemble(Segmenter):
         scores = [self.member_scores(i, batch) for i in range(len(self.members))]
         return combine_scores(scores, self.weights, self.combine)
 
-    def member_scores(self, index: int, batch: Any) -> torch.Tensor:
+    def predict_tensor_at(self, batch: torch.Tensor, windows: Sequence[tuple[slice, ...]],
+                          shape: Sequence[int]) -> torch.Tensor:
+        """:meth:`predict_tensor` for the tiled runner, which says where each window lies in
+        an image of ``shape``; members that use it (Canny) are told."""
+        scores = [self.member_scores(i, batch, (windows, shape)) for i in range(len(self.members))]
+        return combine_scores(scores, self.weights, self.combine)
+
+    def member_scores(self, index: int, batch: Any,
+                      where: tuple[Sequence[tuple[slice, ...]], Sequence[int]] | None = None
+                      ) -> torch.Tensor:
         """Member ``index``'s scores for raw tiles on :attr:`device`, in the ensemble's class order.
 
         Each tile is prepared by the member itself on the member's device, so per-model
-        normalization holds and no-data pixels (NaN here) reach it as it expects them."""
+        normalization holds and no-data pixels (NaN here) reach it as it expects them.
+        ``where`` (windows, image shape) reaches members that take it."""
         member = self.members[index]
         tiles = torch.as_tensor(batch).to(member.device)
         prepared = torch.stack([member.prepare_tensor(tile)[0] for tile in tiles])
-        scores = member.predict_tensor(prepared).to(self.device, torch.float32)
-        return scores[:, list(self._orders[index])]
+        at = getattr(member, "predict_tensor_at", None)
+        scores = member.predict_tensor(prepared) if at is None or where is None else at(prepared, *where)
+        return scores.to(self.device, torch.float32)[:, list(self._orders[index])]
 
     def compile(self) -> Ensemble:
         for member in self.members:

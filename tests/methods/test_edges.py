@@ -96,6 +96,18 @@ def test_the_issue_s_extra_edge_pixel_is_gone():
     assert np.sum(expected & ~edges.astype(bool)) < 0.05 * expected.sum()
 
 
+def test_canny_inside_an_ensemble_is_told_where_its_windows_lie():
+    """The ensemble passes window positions on: the issue's case adds no edge there either."""
+    from geoseg.ensembles import Ensemble
+
+    image = photo("camera")
+    expected = feature.canny(image[0].astype(np.float64), 2.0, 5.0, 15.0)
+    canny = Canny(5.0, 15.0, sigma=2.0, context=10)
+    edges = run_segment(memory_raster(image), Ensemble([canny, canny]))
+    assert not np.any(edges.astype(bool) & ~expected)
+    np.testing.assert_array_equal(edges, run_segment(memory_raster(image), canny))
+
+
 PHOTOS = {
     "camera": skdata.camera(),
     "coins": skdata.coins(),
