@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+import dask
 import numpy as np
 import psutil
 import pytest
@@ -42,7 +43,12 @@ def test_jobs_submitted_at_once_to_one_cluster_all_finish_with_correct_outputs(t
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    # Each job's Client makes itself dask's default and restores the setting it found when it
+    # closes; clients of threads close in any order, so the last restore may leave this process
+    # pointing at a closed client. Later tests compute with dask's default scheduler.
+    before = dask.config.get("scheduler", None)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            dask.config.set(scheduler=before):
         address = cluster.scheduler_address
         threads = [threading.Thread(target=submit, args=(job,)) for _, job in jobs]
         for thread in threads:

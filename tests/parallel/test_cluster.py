@@ -81,12 +81,12 @@ def test_two_jobs_sharing_a_model_on_one_cluster_never_free_it_under_each_other(
     with Client(cluster_address) as client:
         first, second = load_models(client, ref), load_models(client, ref)
         assert first.name != second.name
-        unload_models(client, first)
+        unload_models(client, first)  # (other tests' models may be held on this shared cluster)
         held = client.run(lambda: __import__("geoseg").models.cache.loaded())
-        assert all(h == {ref.sha256} for h in held.values()), held
+        assert all(ref.sha256 in h for h in held.values()), held
         unload_models(client, second)
         held = client.run(lambda: __import__("geoseg").models.cache.loaded())
-        assert all(h == set() for h in held.values()), held
+        assert all(ref.sha256 not in h for h in held.values()), held
 
 
 @pytest.mark.timeout(120)
