@@ -169,14 +169,19 @@ def mount_prefix(folder: Path, mount: str) -> list[str]:
     return [unshare, *flags, "sh", "-c", f'{mount} && exec "$@"', str(folder)]
 
 
+def read_only(folder: Path) -> list[str]:
+    """A command prefix under which ``folder`` cannot be written: its permission bits, or for
+    root (who ignores them) a read-only bind mount in a mount namespace of its own."""
+    if os.geteuid() == 0:
+        return mount_prefix(folder, 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"')
+    folder.chmod(0o555)
+    return []
+
+
 def test_a_read_only_output_folder_is_refused_cleanly(tmp_path, model_path, scene):
     folder = tmp_path / "ro"
     folder.mkdir()
-    if os.geteuid() == 0:  # root ignores permissions: bind the folder read-only instead
-        prefix = mount_prefix(folder, 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"')
-    else:
-        folder.chmod(0o555)
-        prefix = []
+    prefix = read_only(folder)
     try:
         result = run_job(tmp_path, job_dict(str(scene), model_path, str(folder / "out.zarr")),
                          prefix=prefix)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import job_dict, textured_image, write_zarr
-from tests.test_errors_cli import assert_clean, geoseg, mount_prefix
+from tests.test_errors_cli import assert_clean, geoseg, read_only
 
 
 @pytest.fixture()
@@ -94,11 +94,7 @@ def test_a_member_of_an_ensemble_is_checked_too(tmp_path, scene, cli):
 def test_a_read_only_output_folder_fails_validate(tmp_path, model_path, scene):
     folder = tmp_path / "ro"
     folder.mkdir()
-    if os.geteuid() == 0:  # root ignores permissions: bind the folder read-only instead
-        prefix = mount_prefix(folder, 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"')
-    else:
-        folder.chmod(0o555)
-        prefix = []
+    prefix = read_only(folder)
     job = write_job(tmp_path, job_dict(str(scene), model_path, str(folder / "sub" / "out.zarr")))
     try:
         result = geoseg("validate", job, prefix=prefix)
