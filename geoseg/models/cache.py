@@ -78,6 +78,12 @@ def release(sha256: str) -> None:
         _models.pop(sha256, None)
 
 
+def holds() -> dict[str, int]:
+    """How many worker plugins (jobs) hold each model now (by weights hash)."""
+    with _lock:
+        return dict(_holds)
+
+
 def loaded() -> set[str]:
     """The weights hashes of the models this process holds now."""
     with _lock:

@@ -78,15 +78,22 @@ def test_two_jobs_sharing_a_model_on_one_cluster_never_free_it_under_each_other(
     from geoseg.parallel.plugins import load_models, unload_models
 
     ref = read_header(model_path).ref()
+
+    def holders(client: Client) -> dict[str, tuple[int, bool]]:  # per worker: holds, loaded
+        return client.run(lambda sha: (__import__("geoseg").models.cache.holds().get(sha, 0),
+                                       sha in __import__("geoseg").models.cache.loaded()), ref.sha256)
+
     with Client(cluster_address) as client:
+        before = holders(client)  # this cluster is shared: earlier tests' jobs may hold it too
         first, second = load_models(client, ref), load_models(client, ref)
         assert first.name != second.name
-        unload_models(client, first)  # (other tests' models may be held on this shared cluster)
-        held = client.run(lambda: __import__("geoseg").models.cache.loaded())
-        assert all(ref.sha256 in h for h in held.values()), held
+        assert holders(client) == {w: (n + 2, True) for w, (n, _) in before.items()}
+        unload_models(client, first)
+        assert holders(client) == {w: (n + 1, True) for w, (n, _) in before.items()}
         unload_models(client, second)
-        held = client.run(lambda: __import__("geoseg").models.cache.loaded())
-        assert all(ref.sha256 not in h for h in held.values()), held
+        after = holders(client)
+    assert {w: n for w, (n, _) in after.items()} == {w: n for w, (n, _) in before.items()}
+    assert all(loaded == (n > 0) for n, loaded in after.values()), after
 
 
 @pytest.mark.timeout(120)
