@@ -17,7 +17,7 @@ from affine import Affine
 
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io.georef import GeoRef
-from geoseg.io.sources import RasterSource
+from geoseg.io.readers.base import RasterSource
 
 GLOB_CHARS = "*?["
 GRID_TOLERANCE = 1e-6  # of a pixel

@@ -18,7 +18,7 @@ import zarr
 
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io.georef import GeoRef
-from geoseg.io.sources import BAND, DROP, SPACE
+from geoseg.io.readers.base import BAND, DROP, SPACE
 
 
 def multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:

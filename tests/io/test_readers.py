@@ -97,9 +97,9 @@ def test_missing_url(tmp_path):
         geoseg.open_raster(str(tmp_path / "nope.zarr"))
 
 
-def test_unsupported_format(tmp_path):
+def test_a_broken_image_says_it_is_one(tmp_path):
     (tmp_path / "notes.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
-    with pytest.raises(UnsupportedFormatError, match="Supported: Zarr"):
+    with pytest.raises(UnsupportedFormatError, match="starts like an image file, but imageio cannot"):
         geoseg.open_raster(str(tmp_path / "notes.png"))
 
 

@@ -1,0 +1,35 @@
+"""Readers: one module per raster format, found through the entry-point group ``geoseg.readers``.
+
+:func:`open_source` asks each installed reader in turn (most specific first) whether a URL is
+its format, and the first that claims it describes it as a :class:`RasterSource`;
+:func:`open_raster` makes that a lazy ``DataArray``. A format is added by one module holding a
+:class:`Reader` (see :mod:`geoseg.io.readers.base` and ``docs/examples/reader_npy.py``) and one
+line in its package's entry points::
+
+    [project.entry-points."geoseg.readers"]
+    npy = "my_package.reader:NpyReader"
+
+Built in: ``geotiff``, ``tiff-stack``, ``nifti``, ``image``, ``zarr``, ``ome-zarr``
+(the private modules ``_geotiff`` ... ``_omezarr`` here).
+"""
+
+from geoseg.io.readers._open import (
+    GROUPED,
+    dask_chunks,
+    installed_readers,
+    open_raster,
+    open_source,
+    source_to_dataarray,
+)
+from geoseg.io.readers.base import RasterSource, Reader
+
+__all__ = [
+    "GROUPED",
+    "RasterSource",
+    "Reader",
+    "dask_chunks",
+    "installed_readers",
+    "open_raster",
+    "open_source",
+    "source_to_dataarray",
+]

@@ -1,0 +1,106 @@
+"""NIfTI volumes (``.nii``), read window by window without loading the file.
+
+An uncompressed NIfTI-1/2 file is a header followed by the voxels in Fortran order
+``(i, j, k[, t])``. Read as C order, each ``k`` plane is a ``(j, i)`` block, so geoseg presents
+the volume as ``(band, z, y, x) = (t, k, j, i)`` and a task reads only the rows of the planes
+its window covers. The header's affine becomes a voxel affine in ``(z, y, x)`` order
+(:mod:`geoseg.io.nifti`). Gzipped files (``.nii.gz``) are claimed too, to be refused with
+advice: they cannot be read by window (``geoseg convert`` turns them into a chunked Zarr).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import nibabel as nib
+import numpy as np
+
+from geoseg.errors import UnsupportedFormatError
+from geoseg.io.nifti import GZIP_MAGIC, NIFTI2_MAGIC, header_georef, is_nifti, scaling
+from geoseg.io.readers import probe
+from geoseg.io.readers.base import RasterSource, Reader, refuse_level, select_bands
+
+
+@dataclass(frozen=True)
+class NiftiSource(RasterSource):
+    """A single-file NIfTI; ``disk_shape`` is ``(i, j, k, t)`` as stored."""
+
+    offset: int = 352
+    disk_dtype: str = "<f4"  # with byte order
+    disk_shape: tuple[int, int, int, int] = (1, 1, 1, 1)
+    slope: float = 1.0
+    inter: float = 0.0
+    band_indexes: tuple[int, ...] | None = None  # 0-based t indexes; None: all
+
+    def read(self, window: tuple[slice, ...]) -> np.ndarray:
+        zs, ys, xs = window
+        n_i, n_j, n_k, _ = self.disk_shape
+        dtype = np.dtype(self.disk_dtype)
+        times = self.band_indexes or range(self.disk_shape[3])
+        out = np.empty((len(times), zs.stop - zs.start, ys.stop - ys.start, xs.stop - xs.start), dtype)
+        fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        with fs.open(path, "rb", cache_type="none") as f:  # each read one exact range request
+            for band, t in enumerate(times):
+                for z, k in enumerate(range(zs.start, zs.stop)):
+                    first = ((t * n_k + k) * n_j + ys.start) * n_i
+                    f.seek(self.offset + first * dtype.itemsize)
+                    rows = np.frombuffer(f.read((ys.stop - ys.start) * n_i * dtype.itemsize), dtype)
+                    out[band, z] = rows.reshape(-1, n_i)[:, xs]
+        return self._scaled(out)
+
+    def _scaled(self, raw: np.ndarray) -> np.ndarray:
+        if self.slope == 1.0 and self.inter == 0.0:
+            return raw.astype(self.dtype, copy=False)
+        return (raw * np.float32(self.slope) + np.float32(self.inter)).astype(self.dtype)
+
+
+class NiftiReader(Reader):
+    name = "nifti"
+    description = "a NIfTI-1/2 volume (.nii)"
+    priority = 40
+
+    def guess_can_open(self, url: str, storage_options: dict[str, Any]) -> bool:
+        head = probe.head(url, storage_options)
+        return is_nifti(head) or (head[:2] == GZIP_MAGIC and url.rstrip("/").endswith(".nii.gz"))
+
+    def open(self, url: str, storage_options: dict[str, Any], *, bands: Sequence[int] | None = None,
+             level: int | None = None) -> NiftiSource:
+        refuse_level(url, level, "NIfTI")
+        return select_bands(nifti_source(url, storage_options), bands)
+
+
+def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
+    """Describe the NIfTI file at ``url`` from its header alone."""
+    header = read_header(url, storage_options)
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if not 3 <= len(shape) <= 4:
+        raise UnsupportedFormatError(
+            f"NIfTI file {url} has data shape {shape}; geoseg reads 3D volumes (i, j, k) and 4D ones "
+            "(i, j, k, t), whose t axis becomes bands.")
+    n_i, n_j, n_k = shape[:3]
+    n_t = shape[3] if len(shape) == 4 else 1
+    slope, inter = scaling(header)
+    disk = header.get_data_dtype()
+    scaled = slope != 1.0 or inter != 0.0
+    return NiftiSource(
+        url=url, shape=(n_t, n_k, n_j, n_i), dtype="float32" if scaled else disk.newbyteorder("=").name,
+        chunks=(1, n_j, n_i), georef=header_georef(header),
+        band_names=tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",),
+        storage_options=storage_options, offset=int(header.get_data_offset()),
+        disk_dtype=disk.str, disk_shape=(n_i, n_j, n_k, n_t), slope=slope, inter=inter,
+    )
+
+
+def read_header(url: str, storage_options: dict[str, Any]) -> nib.Nifti1Header:
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    head = fs.cat_file(path, start=0, end=540)  # one small range request, no read-ahead
+    if head[:2] == GZIP_MAGIC:
+        raise UnsupportedFormatError(
+            f"{url} is gzip-compressed, which cannot be read window by window. Convert it once to a "
+            f"chunked Zarr: `geoseg convert {url} OUT.zarr`, then use OUT.zarr as the input.")
+    klass = nib.Nifti2Header if head[4:8] == NIFTI2_MAGIC[0] else nib.Nifti1Header
+    return klass.from_fileobj(io.BytesIO(head))

@@ -1,0 +1,48 @@
+"""OME-Zarr (NGFF 0.4 and 0.5) images: a Zarr group whose ``multiscales`` metadata names its
+resolution levels, axes, scale and translation (read by :mod:`geoseg.io.omezarr`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import zarr
+
+from geoseg.io import omezarr
+from geoseg.io.readers import probe
+from geoseg.io.readers._zarr import ZarrReader, zarr_array_source
+from geoseg.io.readers.base import BAND, RasterSource
+
+
+class OmeZarrReader(ZarrReader):
+    """Level ``level`` of an OME-Zarr image; given a ``variable``, that array of the group is
+    read as plain Zarr instead."""
+
+    name = "ome-zarr"
+    description = "an OME-Zarr image (NGFF 0.4/0.5)"
+    priority = 20
+
+    def guess_can_open(self, url: str, storage_options: dict[str, Any]) -> bool:
+        """A group whose attributes hold ``multiscales`` (v3: ``zarr.json``, v2: ``.zattrs``)."""
+        v3 = probe.read_json(url, storage_options, "zarr.json")
+        if v3 is not None:
+            return v3.get("node_type") == "group" and _multiscale(v3.get("attributes"))
+        return _multiscale(probe.read_json(url, storage_options, ".zattrs"))
+
+    def open(self, url: str, storage_options: dict[str, Any], *, variable: str | None = None,
+             bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
+        if variable is not None:
+            return super().open(url, storage_options, variable=variable, bands=bands, level=level)
+        group = zarr.open_group(url, mode="r", **({"storage_options": storage_options}
+                                                  if storage_options else {}))
+        path, image = omezarr.level_path(group, level, url)
+        arr = group[path]
+        roles = omezarr.roles(image, arr.shape, url)
+        n_bands = arr.shape[roles.index(BAND)] if BAND in roles else 1
+        georef = omezarr.georef(image, level or 0, roles, arr.attrs.get("nodata"))
+        return zarr_array_source(url, storage_options, arr, path, roles, bands, georef,
+                                 omezarr.channel_names(dict(group.attrs), n_bands))
+
+
+def _multiscale(attrs: Any) -> bool:
+    return isinstance(attrs, dict) and omezarr.multiscales(attrs) is not None

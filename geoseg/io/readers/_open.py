@@ -1,0 +1,214 @@
+"""Opening rasters: a URL to a :class:`RasterSource` through the reader that claims it, and a
+source to a lazy, georeferenced ``xarray.DataArray`` whose every chunk is one read task."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import fsspec
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from geoseg import budgets
+from geoseg.core.urls import public_url
+from geoseg.errors import PlanError, RasterNotFoundError
+from geoseg.io import faults, mosaic, remote
+from geoseg.io.readers import _registry, probe
+from geoseg.io.readers.base import RasterSource, Reader
+from geoseg.tiling.plan import coerce_per_axis, round_up
+
+log = logging.getLogger("geoseg.io")
+
+
+def open_raster(
+    url: str | Sequence[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    variable: str | None = None,
+    bands: Sequence[int] | None = None,
+    level: int | None = None,
+    chunks: int | str | Sequence[int] | None = None,
+    pages: str | None = None,
+    reader: str | None = None,
+) -> xr.DataArray:
+    """Open a raster lazily as a dask-backed ``DataArray`` with dims ``("band", "y", "x")``,
+    or ``("band", "z", "y", "x")`` for a volume.
+
+    Parameters
+    ----------
+    url
+        A path or fsspec URL (``file://``, ``s3://``, ``http://``, ``memory://``, ...) of a
+        Zarr array or group, an OME-Zarr image, a GeoTIFF/COG, an uncompressed NIfTI file, a
+        TIFF stack or a PNG/JPEG/GIF/BMP/WebP image. ``http(s)://`` URLs are read-only.
+    storage_options
+        Passed to fsspec (credentials, endpoint); never stored in attributes.
+    variable
+        The array inside a Zarr group, when the group holds several.
+    bands
+        1-based band numbers to keep, in order (default: all).
+    level
+        Resolution level: 0 is full resolution; for a GeoTIFF/COG, 1 is its first
+        overview; for OME-Zarr, the multiscale dataset of that index; for a TIFF stack, its
+        pyramid level.
+    chunks
+        Spatial chunk size of the dask array. Default: the file's own chunking, one
+        task per stored chunk (grouped into whole multiples of it only when there would
+        be more than ``GEOSEG_MAX_TASKS`` chunks, with a log line giving the figures).
+        ``"grouped"``: whole multiples of the stored chunks, at least 512 pixels (or 128
+        voxels) per axis, so small stored chunks make fewer, larger tasks (logged). A
+        PNG/JPEG image is one chunk: it cannot be read by window, so every task decodes it
+        whole (once per process).
+    pages
+        What the pages of a non-georeferenced TIFF stack are when its metadata does not say:
+        ``"z"`` (the default: a volume) or ``"band"``.
+    reader
+        The name of the reader to open ``url`` with (:func:`installed_readers`); by default
+        each installed reader is asked in turn whether the URL is its format.
+
+    Each chunk is read by its own task, which opens the file on the worker and
+    reads its window; this function reads only metadata.
+    """
+    source = open_source(url, storage_options, variable=variable, bands=bands, level=level,
+                         pages=pages, reader=reader)
+    return source_to_dataarray(source, chunks)
+
+
+def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None = None, *,
+                variable: str | None = None, bands: Sequence[int] | None = None,
+                level: int | None = None, pages: str | None = None,
+                reader: str | None = None) -> RasterSource:
+    """Inspect ``url`` (metadata only) and describe it as a :class:`RasterSource`. Transient
+    storage errors are retried; a missing bucket or object and access denied raise geoseg errors.
+
+    The reader named ``reader`` opens it; without one, the installed readers are asked in turn
+    (:func:`installed_readers`) and the first that claims the URL opens it. An option the
+    reader does not take (``pages`` for a GeoTIFF, ``level`` for a reader without levels) is
+    refused, naming the formats that take it.
+
+    A glob pattern (``s3://bucket/scenes/*.tif``) or a list of URLs is read as one mosaic of
+    scenes on a common grid (:mod:`geoseg.io.mosaic`).
+
+    A raster declaring more pixels than ``GEOSEG_MAX_PIXELS`` raises
+    :class:`~geoseg.errors.BudgetError` (:mod:`geoseg.budgets`) before any pixel is read."""
+    so = dict(storage_options or {})
+    options = {"variable": variable, "bands": bands, "level": level, "pages": pages}
+    if not isinstance(url, str) or mosaic.is_glob(url):
+        source = _mosaic(url, so, reader=reader, **options)
+    else:
+        with remote.storage_errors(url, so, "Reading"), faults.metadata_errors(url, so):
+            source = remote.call_with_retries(_open_one, url, so, reader, options,
+                                              url=url, storage_options=so)
+    budgets.check_pixels(source.shape[1:], f"input {public_url(source.url)}")
+    return source
+
+
+def installed_readers() -> dict[str, Reader]:
+    """The installed readers by name, in the order they are asked: geoseg's own and those other
+    packages register under the entry-point group ``geoseg.readers``."""
+    return dict(_registry.installed())
+
+
+def _open_one(url: str, so: dict[str, Any], name: str | None, options: dict[str, Any]) -> RasterSource:
+    given = {key: value for key, value in options.items() if value is not None}
+    with probe.sharing():
+        if name is None:
+            name, reader = _registry.claim(url, so)
+        else:
+            reader = _registry.named(name)
+        _registry.refuse_options(reader, name, url, given)
+        return reader.open(url, so, **given)
+
+
+def _mosaic(urls: str | Sequence[str], so: dict[str, Any], **options: Any) -> RasterSource:
+    if isinstance(urls, str):
+        with remote.storage_errors(urls, so, "Listing"), faults.metadata_errors(urls, so):
+            fs, _ = fsspec.core.url_to_fs(urls, **so)
+            found = sorted(fs.unstrip_protocol(p) if "://" in urls else p for p in fs.glob(urls))
+        if not found:
+            raise RasterNotFoundError(f"No raster matches {public_url(urls)}; check the pattern "
+                                      "(and storage_options for remote stores).")
+        name, listed = urls, found
+    else:
+        if not urls:
+            raise RasterNotFoundError("An empty list of rasters was given; give at least one URL.")
+        name, listed = f"{urls[0]} (+{len(urls) - 1} more)", list(urls)
+    sources = [open_source(u, so, **options) for u in listed]
+    return sources[0] if len(sources) == 1 else mosaic.mosaic_source(sources, name)
+
+
+def source_to_dataarray(source: RasterSource, chunks: int | str | Sequence[int] | None = None
+                        ) -> xr.DataArray:
+    """A dask-backed DataArray whose every chunk is one ``source.read(window)`` task."""
+    spatial = source.shape[1:]
+    sizes = dask_chunks(source, chunks)
+    axis_chunks = [_split(n, c) for n, c in zip(spatial, sizes)]
+    name = "open_raster-" + tokenize(source, sizes)
+    dsk = {}
+    for index in itertools.product(*(range(len(c)) for c in axis_chunks)):
+        window = tuple(slice(sum(c[:i]), sum(c[: i + 1])) for c, i in zip(axis_chunks, index))
+        dsk[(name, 0, *index)] = (source.read, window)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    data = da.Array(graph, name, ((source.shape[0],), *axis_chunks), dtype=np.dtype(source.dtype))
+    coords: dict[str, Any] = {"band": ("band", list(source.band_names))}
+    if len(spatial) == 2:
+        coords.update(source.georef.coords(*spatial))
+    out = xr.DataArray(data, dims=("band", *source.spatial_dims), coords=coords,
+                       attrs=source.georef.attrs(), name="raster")
+    out.encoding["geoseg_source"] = source
+    return out
+
+
+GROUPED = "grouped"
+
+
+def dask_chunks(source: RasterSource, chunks: int | str | Sequence[int] | None) -> tuple[int, ...]:
+    """Spatial dask chunks for ``source``: ``chunks`` as given, ``"grouped"`` (whole multiples
+    of the stored chunks, at least 512 pixels or 128 voxels per axis), or ``None``: the stored
+    chunks, grouped only as far as ``GEOSEG_MAX_TASKS`` requires. Any grouping is logged."""
+    stored = tuple(int(c) for c in source.chunks)
+    if isinstance(chunks, str):
+        if chunks != GROUPED:
+            raise PlanError(f"chunks={chunks!r}; expected None (the stored chunks), "
+                            f"{GROUPED!r}, or a size in pixels per axis.")
+        least = 512 if len(stored) == 2 else 128
+        return _grouping(source, tuple(round_up(least, c) if c < least else c for c in stored),
+                         "as asked (chunks='grouped')")
+    if chunks is not None:
+        return coerce_per_axis(chunks, len(stored), "chunks")
+    limit = budgets.limit(budgets.MAX_TASKS)
+    factor = max(1, math.isqrt(_n_chunks(source.shape[1:], stored) // limit))
+    while _n_chunks(source.shape[1:], tuple(c * factor for c in stored)) > limit:
+        factor += 1  # the least whole multiple of the stored chunks that fits
+    return _grouping(source, tuple(c * factor for c in stored),
+                     f"to stay within GEOSEG_MAX_TASKS={budgets.figure(limit)}")
+
+
+def _n_chunks(shape: Sequence[int], chunks: Sequence[int]) -> int:
+    return int(np.prod([-(-int(n) // c) for n, c in zip(shape, chunks)]))
+
+
+def _grouping(source: RasterSource, sizes: tuple[int, ...], why: str) -> tuple[int, ...]:
+    """``sizes``, logged when they group several stored chunks into one dask chunk."""
+    stored = tuple(int(c) for c in source.chunks)
+    spatial = source.shape[1:]
+    if _n_chunks(spatial, sizes) < _n_chunks(spatial, stored):
+        level = logging.INFO if why.startswith("as asked") else logging.WARNING
+        log.log(level, "%s: stored chunks %s grouped into %s %s: %s tasks instead of %s.",
+                public_url(source.url), _by(stored), _by(sizes), why,
+                budgets.figure(_n_chunks(spatial, sizes)), budgets.figure(_n_chunks(spatial, stored)))
+    return sizes
+
+
+def _by(sizes: Sequence[int]) -> str:
+    return " x ".join(str(int(c)) for c in sizes)
+
+
+def _split(n: int, c: int) -> tuple[int, ...]:
+    return tuple(min(c, n - i) for i in range(0, n, c))

@@ -1,0 +1,122 @@
+"""The installed readers: those registered under the entry-point group ``geoseg.readers``, plus
+geoseg's own (listed here too, so a checkout that was not reinstalled still reads every format).
+
+The group is read once per process (:func:`installed`; ``installed.cache_clear()`` reads it
+again). A registered name replaces a built-in reader of that name; a reader that fails to
+import is logged and left out, so one broken plugin never stops the others.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import logging
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from geoseg.core.urls import public_url
+from geoseg.errors import UnsupportedFormatError
+from geoseg.io import allow, remote
+from geoseg.io.readers import probe
+from geoseg.io.readers.base import Reader
+
+GROUP = "geoseg.readers"
+BUILT_IN = {  # the same as pyproject.toml's [project.entry-points."geoseg.readers"]
+    "geotiff": "geoseg.io.readers._geotiff:GeoTIFFReader",
+    "tiff-stack": "geoseg.io.readers._tiffstack:TiffStackReader",
+    "nifti": "geoseg.io.readers._nifti:NiftiReader",
+    "image": "geoseg.io.readers._image:ImageReader",
+    "zarr": "geoseg.io.readers._zarr:ZarrReader",
+    "ome-zarr": "geoseg.io.readers._omezarr:OmeZarrReader",
+}
+log = logging.getLogger("geoseg.io")
+
+
+@functools.cache
+def installed() -> dict[str, Reader]:
+    """Every reader by name, in the order they are asked (highest ``priority`` first)."""
+    found = {name: EntryPoint(name, value, GROUP) for name, value in BUILT_IN.items()}
+    found.update(_registered())
+    loaded = [(name, _load(point)) for name, point in found.items()]
+    ordered = sorted(((n, r) for n, r in loaded if r is not None), key=lambda nr: (-nr[1].priority, nr[0]))
+    return dict(ordered)
+
+
+def _registered() -> dict[str, EntryPoint]:
+    """The group's entry points by name; of several distinct ones of a name, the first by value."""
+    points = sorted(set(entry_points(group=GROUP)), key=lambda p: (p.name, p.value))
+    chosen = {}
+    for name, same in itertools.groupby(points, key=lambda p: p.name):
+        same = list(same)
+        if len(same) > 1:
+            log.warning("%d readers are registered as %r (%s); using %s.", len(same), name,
+                        ", ".join(p.value for p in same), same[0].value)
+        chosen[name] = same[0]
+    return chosen
+
+
+def _load(point: EntryPoint) -> Reader | None:
+    try:
+        found = point.load()
+        return found() if isinstance(found, type) else found
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the other readers
+        log.warning("The reader %r (%s) could not be loaded and is left out: %s: %s",
+                    point.name, point.value, type(exc).__name__, exc)
+        return None
+
+
+def named(name: str) -> Reader:
+    """The reader called ``name``."""
+    readers = installed()
+    if name not in readers:
+        raise UnsupportedFormatError(
+            f"No reader is called {name!r}; the installed readers are: {listing()}. Give one of "
+            f"those names, leave the reader out to let geoseg guess it from the URL, or install "
+            f"the package that provides {name!r} (it registers it under the entry-point group "
+            f"{GROUP!r}).")
+    return readers[name]
+
+
+def claim(url: str, storage_options: dict[str, Any]) -> tuple[str, Reader]:
+    """The first reader (and its name) whose guess claims ``url``; raises when none does, or
+    when ``url`` is missing. Run it inside :func:`probe.sharing` to share what the guesses read."""
+    for name, reader in installed().items():
+        if reader.guess_can_open(url, storage_options):
+            return name, reader
+    raise _unclaimed(url, storage_options)
+
+
+def _unclaimed(url: str, storage_options: dict[str, Any]) -> Exception:
+    fs, path = probe.location(url, storage_options)
+    if not probe.is_file(url, storage_options) and not remote.exists(fs, path):
+        return remote.not_found(url, storage_options)
+    allow.refuse_gdal_format(url, probe.head(url, storage_options))  # a VRT named .tif: say so
+    return UnsupportedFormatError(
+        f"Cannot read {public_url(url)}: it is not a format geoseg reads (no installed reader "
+        f"claims it). The installed readers are: {listing()}. Convert other formats to GeoTIFF "
+        f"or Zarr first, or install a package with a reader for it (entry-point group {GROUP!r}).")
+
+
+def listing() -> str:
+    """``"geotiff (a GeoTIFF or COG), zarr (...)"``: the installed readers, in asking order."""
+    return "; ".join(f"{name} ({reader.description})" for name, reader in installed().items())
+
+
+def refuse_options(reader: Reader, name: str, url: str, options: dict[str, Any]) -> None:
+    """Refuse an option (``level``, ``pages`` ...) that ``reader``, which reads ``url``, does not take."""
+    for key, value in options.items():
+        if not takes(reader, key):
+            others = [r.description for r in installed().values() if takes(r, key)]
+            which = " or ".join(others) or "any installed format"
+            raise UnsupportedFormatError(
+                f"{key}={value!r} was given for {public_url(url)}, which is not {which} but "
+                f"{reader.description} (the {name!r} reader takes no {key}); drop {key}.")
+
+
+def takes(reader: Reader, option: str) -> bool:
+    """Whether ``reader.open`` takes the keyword ``option`` (any, when it takes ``**options``)."""
+    parameters = inspect.signature(reader.open).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return True
+    return option in parameters and parameters[option].kind is inspect.Parameter.KEYWORD_ONLY

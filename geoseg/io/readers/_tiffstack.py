@@ -1,0 +1,244 @@
+"""TIFF stacks that are not georeferenced (ImageJ hyperstacks, OME-TIFF, plain page stacks from
+microscopes or cameras), read through tifffile window by window.
+
+The series' zarr view (``series.aszarr()``) reads only the pages, strips or tiles a window
+covers. The series' axes decide the roles: ``Y``, ``X`` and ``Z`` are spatial, ``S`` (samples,
+e.g. RGB) or ``C`` (channels) is the band axis, axes of length 1 are dropped, and a generic
+page axis (``I``, ``Q``, ``T``, ...) becomes ``z`` or the band axis as the ``pages`` option
+says (default ``"z"``). Volumes keep the voxel spacing ImageJ or OME metadata record. A TIFF
+with GeoTIFF tags is left to the GeoTIFF reader (rasterio), and so is a single page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import tifffile
+import zarr
+
+from geoseg.core.urls import public_url
+from geoseg.errors import UnsupportedFormatError
+from geoseg.io import allow, remote
+from geoseg.io.georef import GeoRef
+from geoseg.io.readers import probe
+from geoseg.io.readers._image import CHANNEL_NAMES
+from geoseg.io.readers.base import BAND, DROP, SPACE, RasterSource, Reader, select_bands
+
+GEOTIFF_TAGS = (
+    33550,
+    33922,
+    34264,
+    34735,
+)  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeys
+PAGES = ("z", "band")
+
+
+@dataclass(frozen=True)
+class TiffStackSource(RasterSource):
+    """A non-georeferenced multi-page TIFF read by window through tifffile's zarr view of a
+    series; ``roles`` has one entry per axis of the series (``space``, ``band`` or ``drop``)."""
+
+    series: int = 0
+    level: int = 0
+    roles: tuple[str, ...] = (SPACE, SPACE, SPACE)
+    band_indexes: tuple[int, ...] | None = None  # 0-based, into the band axis
+
+    def read(self, window: tuple[slice, ...]) -> np.ndarray:
+        spatial = iter(window)
+        index = tuple(
+            0 if role == DROP else slice(None) if role == BAND else next(spatial)
+            for role in self.roles
+        )
+        with (
+            _open_tiff(self.url, self.storage_options) as tif,
+            _zarr_view(tif, self.series, self.level) as array,
+        ):
+            data = np.asarray(array[index])
+        kept = [role for role in self.roles if role != DROP]
+        if BAND not in kept:
+            return data[None]
+        data = np.moveaxis(data, kept.index(BAND), 0)
+        return data if self.band_indexes is None else data[list(self.band_indexes)]
+
+
+class TiffStackReader(Reader):
+    name = "tiff-stack"
+    description = "a TIFF stack (ImageJ, OME-TIFF or multi-page, not georeferenced)"
+    priority = 60
+
+    def guess_can_open(self, url: str, storage_options: dict[str, Any]) -> bool:
+        """A TIFF (by its first bytes) of several pages and no GeoTIFF tags."""
+        is_tiff = probe.head(url, storage_options)[:4] in allow.TIFF_MAGIC
+        return is_tiff and tiff_kind(url, storage_options) == "tiff"
+
+    def open(self, url: str, storage_options: dict[str, Any], *, bands: Sequence[int] | None = None,
+             level: int | None = None, pages: str | None = None) -> TiffStackSource:
+        """``level``: the pyramid level; ``pages``: ``"z"`` or ``"band"``, when the metadata
+        does not say what the pages are."""
+        return select_bands(tiff_source(url, storage_options, pages=pages, level=level), bands)
+
+
+@contextlib.contextmanager
+def _open_tiff(url: str, storage_options: dict[str, Any]) -> Iterator[tifffile.TiffFile]:
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    with fs.open(path, "rb", block_size=remote.READ_BLOCK) as f, tifffile.TiffFile(f) as tif:
+        yield tif
+
+
+@contextlib.contextmanager
+def _zarr_view(tif: tifffile.TiffFile, series: int, level: int) -> Iterator[zarr.Array]:
+    """The zarr array over one level of a series: reading an index reads only its pages/tiles."""
+    store = tif.series[series].aszarr(level=level)
+    try:
+        yield zarr.open_array(store, mode="r", zarr_format=2)
+    finally:
+        store.close()
+
+
+def tiff_kind(url: str, storage_options: dict[str, Any]) -> str:
+    """``"geotiff"`` (read by rasterio) for a georeferenced or single-image TIFF, ``"tiff"`` (read
+    by tifffile) for a stack of pages that is not georeferenced."""
+    try:
+        with _open_tiff(url, storage_options) as tif:
+            if any(tag in tif.pages.first.tags for tag in GEOTIFF_TAGS):
+                return "geotiff"
+            series = tif.series[0]
+            stacked = [
+                n for axis, n in zip(series.axes, series.shape) if axis not in "YXS" and n > 1
+            ]
+    except (tifffile.TiffFileError, IndexError, ValueError, KeyError):
+        return "geotiff"  # tifffile cannot make sense of it; GDAL may
+    return "tiff" if stacked else "geotiff"
+
+
+def tiff_source(
+    url: str, storage_options: dict[str, Any], *, pages: str | None = None, level: int | None = None
+) -> TiffStackSource:
+    """Describe the first series of a TIFF stack from its metadata (no pixels read)."""
+    with _open_tiff(url, storage_options) as tif:
+        series = tif.series[0]
+        index = _level_index(len(series.levels), level, url)
+        axes, shape = series.levels[index].axes, series.levels[index].shape
+        roles = tiff_roles(axes, shape, pages, url)
+        with _zarr_view(tif, 0, index) as array:
+            chunks, dtype = array.chunks, str(array.dtype)
+        georef = _tiff_georef(tif, roles, shape, series.shape)
+        names = _tiff_band_names(tif, axes, shape, roles)
+    spatial = [i for i, role in enumerate(roles) if role == SPACE]
+    return TiffStackSource(
+        url=url,
+        shape=(len(names), *(shape[i] for i in spatial)),
+        dtype=dtype,
+        chunks=tuple(chunks[i] for i in spatial),
+        georef=georef,
+        band_names=names,
+        storage_options=storage_options,
+        level=index,
+        roles=roles,
+    )
+
+
+def _level_index(n_levels: int, level: int | None, url: str) -> int:
+    index = int(level or 0)
+    if not 0 <= index < n_levels:
+        raise UnsupportedFormatError(
+            f"TIFF {public_url(url)} has {n_levels} resolution level(s), 0 to "
+            f"{n_levels - 1}; received level={level}. Pick one of those (0 is full resolution)."
+        )
+    return index
+
+
+def tiff_roles(axes: str, shape: tuple[int, ...], pages: str | None, url: str) -> tuple[str, ...]:
+    """The geoseg role of each axis of a tifffile series (``axes`` like ``"ZCYX"``)."""
+    if pages not in (None, *PAGES):
+        raise UnsupportedFormatError(
+            f"pages={pages!r} for {public_url(url)}; expected one of "
+            f"{', '.join(PAGES)} (what the pages of a TIFF stack are)."
+        )
+    kinds = [_axis_kind(axis, n, pages or "z") for axis, n in zip(axes, shape)]
+    taken = [k for k in kinds if k != DROP]
+    if len(set(taken)) != len(taken) or not {"y", "x"} <= set(taken):
+        raise UnsupportedFormatError(
+            f"TIFF stack {public_url(url)} has axes {axes!r} with shape {tuple(shape)}, "
+            f"read as {tuple(kinds)}: geoseg reads one band axis plus z, y, x, and drops only "
+            "axes of length 1. Say what the pages are (pages='z' or pages='band'), or save one "
+            "stack per file."
+        )
+    return tuple(SPACE if k in ("z", "y", "x") else k for k in kinds)
+
+
+def _axis_kind(axis: str, n: int, pages: str) -> str:
+    if axis in "YX":
+        return axis.lower()
+    if n == 1:
+        return DROP
+    if axis == "Z":
+        return "z"
+    if axis in "SC":
+        return BAND
+    return "z" if pages == "z" else BAND
+
+
+def _tiff_band_names(
+    tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...], roles: tuple[str, ...]
+) -> tuple[str, ...]:
+    if BAND not in roles:
+        return ("intensity",)
+    axis = roles.index(BAND)
+    n = shape[axis]
+    rgb = tif.pages.first.photometric == tifffile.PHOTOMETRIC.RGB
+    if axes[axis] == "S" and rgb and n in (3, 4):
+        return CHANNEL_NAMES[n]
+    return tuple(f"band_{i + 1}" for i in range(n))
+
+
+def _tiff_georef(
+    tif: tifffile.TiffFile,
+    roles: tuple[str, ...],
+    shape: tuple[int, ...],
+    full_shape: tuple[int, ...],
+) -> GeoRef:
+    """Volumes: a diagonal voxel affine from ImageJ or OME spacing (1 where none is recorded),
+    scaled for a reduced level. Images: no georeference."""
+    if roles.count(SPACE) != 3:
+        return GeoRef()
+    spatial = [i for i, role in enumerate(roles) if role == SPACE]
+    spacing, units = _imagej_spacing(tif) or _ome_spacing(tif) or ((1.0, 1.0, 1.0), None)
+    scaled = [s * full_shape[i] / shape[i] for s, i in zip(spacing, spatial)]
+    return GeoRef.from_voxel_affine(np.diag([*scaled, 1.0]), units=units)
+
+
+def _imagej_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], str | None] | None:
+    meta = tif.imagej_metadata
+    if not meta:
+        return None
+    tags = tif.pages.first.tags
+    y, x = (_per_pixel(tags.get(name)) for name in ("YResolution", "XResolution"))
+    return (float(meta.get("spacing", 1.0)), y, x), meta.get("unit")
+
+
+def _per_pixel(tag: Any) -> float:
+    """Pixel size from a resolution tag (pixels per unit, as a fraction)."""
+    if tag is None or not tag.value[0]:
+        return 1.0
+    numerator, denominator = tag.value
+    return float(denominator) / float(numerator)
+
+
+def _ome_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], str | None] | None:
+    if not tif.ome_metadata:
+        return None
+    try:
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    size = tuple(float(pixels.get(f"PhysicalSize{a}", 1.0)) for a in "ZYX")
+    return (size[0], size[1], size[2]), pixels.get(
+        "PhysicalSizeXUnit", "µm" if "PhysicalSizeX" in pixels else None
+    )

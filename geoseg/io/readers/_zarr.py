@@ -1,0 +1,219 @@
+"""Zarr v2/v3: an array, or a group holding one, whose axes are named or read in a default order.
+
+Named dimensions (Zarr v3 ``dimension_names``, xarray's ``_ARRAY_DIMENSIONS``, or GeoZarr's
+``spatial:dimensions``) decide which axis is which; unnamed arrays are read as ``(y, x)``,
+``(band, y, x)`` or ``(band, z, y, x)``. The georeference comes from a CF ``spatial_ref``
+variable, GeoZarr attributes (:mod:`geoseg.io.geozarr`), plain ``crs``/``transform``
+attributes, or for volumes a ``voxel_affine`` or ``spacing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
+from geoseg.io import missing
+from geoseg.io.blockcache import read_blocks
+from geoseg.io.georef import GeoRef
+from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
+from geoseg.io.readers import probe
+from geoseg.io.readers.base import (
+    BAND,
+    DROP,
+    SPACE,
+    RasterSource,
+    Reader,
+    band_indexes,
+    refuse_level,
+)
+
+MARKERS = ("zarr.json", ".zarray", ".zgroup")  # a store's metadata documents (v3, v2 array, v2 group)
+_COORD_NAMES = {"x", "y", "band", "spatial_ref", "lat", "lon", "latitude", "longitude", "time"}
+_SPATIAL_NAMES = ("z", "y", "x")
+_BAND_NAMES = ("band", "bands", "c", "channel", "channels")
+_TIME_NAMES = ("t", "time")
+
+
+@dataclass(frozen=True)
+class ZarrSource(RasterSource):
+    """A Zarr array (v2 or v3), possibly inside a group, whose axes each play a role:
+    ``"space"`` (z, y, x in order), ``"band"`` (at most one) or ``"drop"`` (length 1, e.g. time)."""
+
+    array_path: str = ""
+    band_indexes: tuple[int, ...] | None = None  # 0-based, into the array's band axis
+    roles: tuple[str, ...] = (BAND, SPACE, SPACE)
+    missing_chunks: str = "fill"  # chunks the store lacks: "error", "fill" (zarr's own way), "auto";
+    # a job sets its input's from input.missing_chunks (geoseg.io.missing)
+
+    def open_array(self) -> zarr.Array:
+        kwargs: dict[str, Any] = {"mode": "r"}
+        if self.storage_options:
+            kwargs["storage_options"] = self.storage_options
+        if self.array_path:
+            kwargs["path"] = self.array_path
+        return zarr.open_array(self.url, **kwargs)
+
+    def chunk_name(self, index: tuple[int, ...]) -> str:
+        """The storage key of the chunk at spatial grid ``index`` (its first band chunk)."""
+        array = self.open_array()
+        spatial = iter(index)
+        coords = tuple(next(spatial) if role == SPACE else 0 for role in self.roles)
+        key = array.metadata.encode_chunk_key(coords)
+        several = any(role != SPACE and n > 1 for role, n in zip(self.roles, array.cdata_shape))
+        return (f"{self.array_path}/{key}" if self.array_path else key) + (
+            " (or another band chunk there)" if several else "")
+
+    def read(self, window: tuple[slice, ...]) -> np.ndarray:
+        array = self.open_array()
+        spatial = iter(window)
+        index = tuple(slice(0, 1) if role == DROP else slice(0, n) if role == BAND else next(spatial)
+                      for role, n in zip(self.roles, array.shape))
+        if not missing.fills(self.missing_chunks, array, self.georef.nodata):
+            missing.refuse_absent(self.url, array, index)
+        if self.read_cache is None:
+            data = np.asarray(array[index])
+        else:
+            data = read_blocks(self.read_cache, index, array.shape, array.chunks, array.dtype,
+                               lambda part: array[part])
+        data = data[tuple(0 if role == DROP else slice(None) for role in self.roles)]
+        kept = [role for role in self.roles if role != DROP]
+        if BAND not in kept:
+            return data[None]
+        data = np.moveaxis(data, kept.index(BAND), 0)
+        return data if self.band_indexes is None else data[list(self.band_indexes)]
+
+
+class ZarrReader(Reader):
+    name = "zarr"
+    description = "a Zarr v2/v3 array, or a group holding one"
+    priority = 10
+
+    def guess_can_open(self, url: str, storage_options: dict[str, Any]) -> bool:
+        """By its metadata documents: a web server may have no page for the store's folder."""
+        return any(probe.has_key(url, storage_options, key) for key in MARKERS)
+
+    def open(self, url: str, storage_options: dict[str, Any], *, variable: str | None = None,
+             bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
+        node = zarr.open(url, mode="r", **({"storage_options": storage_options} if storage_options else {}))
+        group = node if isinstance(node, zarr.Group) else None
+        refuse_level(url, level, "a plain Zarr array")
+        array_path = _pick_variable(node, url, variable) if group is not None else ""
+        arr = group[array_path] if group is not None else node
+        roles = axis_roles(arr.shape, geozarr_dimension_names(arr, group, _dimension_names(arr)), url)
+        return zarr_array_source(url, storage_options, arr, array_path, roles, bands,
+                                 _zarr_georef(arr, group, roles))
+
+
+def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path: str,
+                      roles: tuple[str, ...], bands: Sequence[int] | None, georef: GeoRef,
+                      band_names: Sequence[str] | None = None) -> ZarrSource:
+    """A :class:`ZarrSource` for ``arr`` whose axes play ``roles``."""
+    spatial = [i for i, r in enumerate(roles) if r == SPACE]
+    band_axis = roles.index(BAND) if BAND in roles else None
+    n_bands = 1 if band_axis is None else arr.shape[band_axis]
+    indexes = band_indexes(bands, n_bands, url)
+    names = list(band_names) if band_names is not None else _zarr_band_names(arr, n_bands)
+    return ZarrSource(
+        url=url,
+        shape=(len(indexes), *(arr.shape[i] for i in spatial)),
+        dtype=str(arr.dtype),
+        chunks=tuple(arr.chunks[i] for i in spatial),
+        georef=georef,
+        band_names=tuple(names[i] for i in indexes),
+        storage_options=so,
+        array_path=array_path,
+        band_indexes=None if bands is None or band_axis is None else tuple(indexes),
+        roles=roles,
+    )
+
+
+def _pick_variable(group: zarr.Group, url: str, variable: str | None) -> str:
+    arrays = {name: a for name, a in group.arrays()}
+    if variable is not None:
+        if variable not in arrays:
+            raise RasterNotFoundError(
+                f"Zarr group {url} has no array {variable!r}; it has: {', '.join(sorted(arrays)) or 'none'}."
+            )
+        return variable
+    candidates = sorted(n for n, a in arrays.items() if a.ndim in (2, 3, 4) and n not in _COORD_NAMES)
+    if len(candidates) != 1:
+        raise UnsupportedFormatError(
+            f"Zarr group {url} holds {len(candidates)} raster-like arrays ({', '.join(candidates) or 'none'}); "
+            "name the one to read: input.variable in a job spec, --variable on the command line, "
+            "variable= in Python."
+        )
+    return candidates[0]
+
+
+def _dimension_names(arr: zarr.Array) -> tuple[str | None, ...] | None:
+    if arr.metadata.zarr_format == 3:
+        return arr.metadata.dimension_names
+    dims = arr.attrs.get("_ARRAY_DIMENSIONS")
+    return tuple(dims) if dims else None
+
+
+def axis_roles(shape: Sequence[int], dims: Sequence[str | None] | None, url: str) -> tuple[str, ...]:
+    """The role of each axis of an array: named dims decide; unnamed ones are read as
+    ``(y, x)``, ``(band, y, x)`` or ``(band, z, y, x)``."""
+    if dims and all(dims) and {"y", "x"} <= set(dims):
+        return _named_roles(shape, [str(d) for d in dims], url)
+    unnamed = {2: (SPACE, SPACE), 3: (BAND, SPACE, SPACE), 4: (BAND, SPACE, SPACE, SPACE)}
+    if len(shape) not in unnamed:
+        raise UnsupportedFormatError(
+            f"Array at {url} has {len(shape)} dimensions and no dimension names; expected 2 (y, x), "
+            "3 (band, y, x) or 4 (band, z, y, x). Name its dimensions (Zarr v3 dimension_names or "
+            "xarray's _ARRAY_DIMENSIONS) so geoseg knows which axis is which."
+        )
+    return unnamed[len(shape)]
+
+
+def _named_roles(shape: Sequence[int], dims: list[str], url: str) -> tuple[str, ...]:
+    roles = []
+    for name, size in zip(dims, shape):
+        if name in _SPATIAL_NAMES:
+            roles.append(SPACE)
+        elif size == 1 and (name in _TIME_NAMES or BAND in roles or name not in _BAND_NAMES):
+            roles.append(DROP)
+        elif name in _BAND_NAMES or BAND not in roles:
+            roles.append(BAND)
+        else:
+            raise UnsupportedFormatError(
+                f"Array at {url} has dimensions {tuple(dims)} with shape {tuple(shape)}: geoseg reads "
+                "one band axis plus z/y/x, and drops only axes of length 1. Select one time step or "
+                "band set first (e.g. write it with xarray's .isel)."
+            )
+    if dims.index("y") > dims.index("x") or ("z" in dims and dims.index("z") > dims.index("y")):
+        raise UnsupportedFormatError(f"Array at {url} has dimensions {tuple(dims)}; geoseg expects the "
+                                     "spatial axes in the order z, y, x. Transpose it first.")
+    return tuple(roles)
+
+
+def _zarr_band_names(arr: zarr.Array, n_bands: int) -> list[str]:
+    names = arr.attrs.get("band_names")
+    if isinstance(names, list) and len(names) == n_bands:
+        return [str(n) for n in names]
+    return [f"band_{i + 1}" for i in range(n_bands)]
+
+
+def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str] = ()) -> GeoRef:
+    attrs = dict(arr.attrs)
+    nodata = attrs.get("nodata")
+    if roles.count(SPACE) == 3:
+        affine = attrs.get("voxel_affine")
+        if affine is None and "spacing" in attrs:
+            affine = np.diag([*map(float, attrs["spacing"]), 1.0])
+        return GeoRef.from_voxel_affine(np.eye(4) if affine is None else affine, nodata, attrs.get("units"))
+    mapping = attrs.get("grid_mapping", "spatial_ref")
+    if group is not None and mapping in group:
+        return GeoRef.from_spatial_ref_attrs(dict(group[mapping].attrs), nodata)
+    geozarr = geozarr_georef(attrs, dict(group.attrs) if group is not None else {}, nodata)
+    if geozarr is not None:
+        return geozarr
+    if "crs" in attrs or "transform" in attrs:
+        return GeoRef.from_crs(attrs.get("crs"), attrs.get("transform"), nodata)
+    return GeoRef(nodata=None if nodata is None else float(nodata))

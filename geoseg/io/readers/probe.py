@@ -1,0 +1,94 @@
+"""Cheap looks at a URL for :meth:`Reader.guess_can_open`: whether it is a file, its first
+bytes, whether a key inside it exists, a small JSON document in it.
+
+Within one :func:`sharing` block (``open_source`` opens one around the guesses and the open),
+each look is made at most once whichever readers ask, so asking every reader costs about
+what one chain of format checks did: a file costs a stat and one small range request, a
+Zarr store a few existence checks. Outside such a block nothing is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import fsspec
+
+from geoseg.io import remote
+
+HEAD_BYTES = 540  # enough for a NIfTI-2 header, a TIFF or image signature, a GDAL format's text
+T = TypeVar("T")
+_SHARED: ContextVar[dict[tuple[str, ...], Any] | None] = ContextVar("geoseg_probe", default=None)
+
+
+@contextlib.contextmanager
+def sharing() -> Iterator[None]:
+    """Looks made inside are made once (per URL and key) and shared."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _once(key: tuple[str, ...], compute: Callable[[], T]) -> T:
+    memo = _SHARED.get()
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
+def location(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
+    """The fsspec filesystem and path of ``url`` (no trailing slash)."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    return fs, path.rstrip("/")
+
+
+def is_file(url: str, storage_options: dict[str, Any]) -> bool:
+    """Whether ``url`` is a file; a path ending ``.zarr`` is taken for a store without asking.
+    Over HTTP every URL that exists is a file (a store's folder may be a page, or nothing)."""
+    fs, path = location(url, storage_options)
+    if path.endswith(".zarr"):
+        return False
+    return _once(("file", url), lambda: remote.isfile(fs, path))
+
+
+def head(url: str, storage_options: dict[str, Any]) -> bytes:
+    """The first :data:`HEAD_BYTES` bytes of the file ``url`` (one range request, no read-ahead);
+    ``b""`` when ``url`` is not a file."""
+    if not is_file(url, storage_options):
+        return b""
+    fs, path = location(url, storage_options)
+    return _once(("head", url), lambda: bytes(fs.cat_file(path, start=0, end=HEAD_BYTES)))
+
+
+def has_key(url: str, storage_options: dict[str, Any], key: str) -> bool:
+    """Whether ``url/key`` exists (a store's metadata document: ``zarr.json``, ``.zarray`` ...)."""
+    memo = _SHARED.get() or {}
+    if isinstance(memo.get(("json", url, key)), dict):
+        return True
+    fs, path = location(url, storage_options)
+    return _once(("key", url, key), lambda: remote.exists(fs, f"{path}/{key}"))
+
+
+def read_json(url: str, storage_options: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The JSON object stored at ``url/key``; ``None`` when it is absent or not a JSON object."""
+    fs, path = location(url, storage_options)
+    return _once(("json", url, key), lambda: _json_object(fs, f"{path}/{key}"))
+
+
+def _json_object(fs: Any, path: str) -> dict[str, Any] | None:
+    try:
+        found = json.loads(fs.cat_file(path))
+    except FileNotFoundError as exc:
+        if remote.is_transient(exc):  # an unavailable web server's 503, not an absent key
+            raise
+        return None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
