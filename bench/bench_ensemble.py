@@ -20,8 +20,8 @@ import torch
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.metrics import confusion_matrix, mean_iou
 from geoseg.models import Segmenter, load_model
-from geoseg.models.train import TrainConfig, train_demo_model
 from geoseg.synth import make_scene
+from geoseg.training.demo_unet import TrainConfig, train_demo_model
 
 MEMBERS = ((0, 8), (1, 8), (2, 12))  # (seed, width)
 

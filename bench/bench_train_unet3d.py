@@ -3,7 +3,7 @@
     python bench/bench_train_unet3d.py [--steps 1500] [--threads 1] [--eval-seeds 123 1 3 5 7 9]
 
 Not a test: it takes about 16 CPU minutes on one thread. Training
-(geoseg.models.train3d.train_unet3d) draws patches from a pool of 24 small volumes, one replaced
+(geoseg.training.unet3d.train_unet3d) draws patches from a pool of 24 small volumes, one replaced
 by a freshly generated volume every 5 steps (seeds from 1000 up, never an evaluation seed), half
 the patches centred on a foreground voxel (lesions drawn twice as often as either organ), random
 flips on every axis, cross-entropy plus soft Dice, AdamW with a warm-up and a cosine decay.
@@ -31,8 +31,8 @@ import time
 import numpy as np
 
 from geoseg.models import save_model
-from geoseg.models.train3d import Volume3DConfig, evaluate_volume, train_unet3d
 from geoseg.synth.volumes import VOLUME_CLASSES
+from geoseg.training.unet3d import Volume3DConfig, evaluate_volume, train_unet3d
 
 
 def _config(args: argparse.Namespace) -> Volume3DConfig:

@@ -269,13 +269,13 @@ def train(
         if out is None:
             raise typer.BadParameter("give a TRAIN.yaml, or --out FILE to re-train the demo U-Net")
         if instances:
-            from geoseg.models.train_instances import InstanceTrainConfig, train_instance_model
+            from geoseg.training.demo_instances import InstanceTrainConfig, train_instance_model
 
             figures = train_instance_model(InstanceTrainConfig(), out, overwrite=overwrite,
                                            log=console.print)
             console.print(f"wrote {out} (validation: {figures})", markup=False, highlight=False)
             return
-        from geoseg.models.train import TrainConfig, train_demo_model
+        from geoseg.training.demo_unet import TrainConfig, train_demo_model
 
         result = train_demo_model(TrainConfig(steps=steps, seed=seed), out, overwrite=overwrite,
                                   log=console.print)

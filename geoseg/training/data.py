@@ -117,7 +117,7 @@ def _open(spec: RasterSpec, name: str) -> RasterSource:
         raise TrainingDataError(
             f"{name}: {spec.url} is a volume of shape {source.shape} (band, z, y, x); geoseg train "
             "expects (band, y, x) rasters. For a TIFF stack whose pages are bands, set pages: band; "
-            "3D networks are trained with geoseg.models.train3d.")
+            "3D networks are trained with geoseg.training.unet3d.")
     return source
 
 

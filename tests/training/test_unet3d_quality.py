@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoseg.models.train3d import Volume3DConfig, evaluate_volume, train_unet3d
+from geoseg.training.unet3d import Volume3DConfig, evaluate_volume, train_unet3d
 
 
 @pytest.mark.slow

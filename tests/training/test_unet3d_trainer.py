@@ -10,7 +10,7 @@ import torch
 
 from geoseg.errors import TrainingDataError, TrainSpecError
 from geoseg.metrics import confusion_matrix, dice_per_class
-from geoseg.models.train3d import (
+from geoseg.training.unet3d import (
     Volume3DConfig,
     _sample,
     _VolumePool,

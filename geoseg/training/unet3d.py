@@ -12,17 +12,19 @@ Training volumes use seeds from ``cfg.seed * 100_000 + 1000`` upwards; the
 range is recorded in the model's ``extra["training"]["seeds"]`` and
 :func:`evaluate_volume` refuses a volume of a seed in it.
 
-    from geoseg.models.train3d import Volume3DConfig, evaluate_volume, train_unet3d
+    from geoseg.training.unet3d import Volume3DConfig, evaluate_volume, train_unet3d
     model = train_unet3d(Volume3DConfig())         # about 16 CPU minutes, one thread
     dice = evaluate_volume(model, seed=123)        # per class, background first
+
+The optimisation is the shared loop's (:mod:`geoseg.training.loop`); what is
+3D here is the data (the pool, the patches) and the Dice term of the loss.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,6 +41,7 @@ from geoseg.models.model import ModelInfo, SegmentationModel
 from geoseg.models.registry import build_network
 from geoseg.synth.volumes import VOLUME_CLASSES, Volume, make_volume
 from geoseg.tiling.plan import coerce_per_axis
+from geoseg.training.loop import Loop, adamw, seed_torch, warmup_cosine
 
 Triple = tuple[int, int, int]
 SEED_OFFSET = 1000  # training seeds start here (times 100_000 * cfg.seed): small seeds stay unseen
@@ -202,18 +205,6 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float 
     return 1.0 - ((2.0 * inter + smooth) / (sizes + smooth)).mean()
 
 
-def _schedule(cfg: Volume3DConfig) -> Callable[[int], float]:
-    """Learning-rate factor: linear warm-up, then a cosine down to zero."""
-    warm = max(1, round(cfg.warmup * cfg.steps))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
-
-    return factor
-
-
 def _statistics(pool: _VolumePool) -> tuple[float, float]:
     """Intensity mean and std over the initial pool's voxels."""
     values = np.concatenate([item.image.ravel() for item in pool.items])
@@ -230,9 +221,7 @@ def train_unet3d(cfg: Volume3DConfig = Volume3DConfig(), *,
         If the patch does not fit the volumes or the network's stride, or a
         count or probability is out of range.
     """
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    seed_torch(cfg.seed, cfg.threads)
     net = build_network("unet3d", cfg.network_config())
     _check_config(cfg, coerce_per_axis(net.stride, 3, "stride"))
     rng = np.random.default_rng(cfg.seed)
@@ -242,7 +231,7 @@ def train_unet3d(cfg: Volume3DConfig = Volume3DConfig(), *,
     net = net.to(memory_format=torch.contiguous_format).eval()
     first, last = pool.seeds()
     extra = {"training": {**asdict(cfg), "seeds": [first, last],
-                          "command": "geoseg.models.train3d.train_unet3d"}}
+                          "command": "geoseg.training.unet3d.train_unet3d"}}
     info = ModelInfo("synthetic-unet3d", "unet3d", cfg.network_config(), VOLUME_CLASSES,
                      ("intensity",), (mean,), (std,), extra=extra)
     return SegmentationModel(net, info, device="cpu")
@@ -250,30 +239,41 @@ def train_unet3d(cfg: Volume3DConfig = Volume3DConfig(), *,
 
 def _fit(net: nn.Module, pool: _VolumePool, cfg: Volume3DConfig, norm: tuple[float, float],
          log: Callable[[str], Any]) -> None:
-    """The training loop."""
-    rng = np.random.default_rng(cfg.seed + 1)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
+    """Fit on patches of the pool (refreshed every ``cfg.refresh`` steps); logs mean losses."""
+    opt = adamw(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ce = nn.CrossEntropyLoss()
-    net.train()
-    start, running = time.perf_counter(), 0.0
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ce(logits, y) + cfg.dice_weight * soft_dice_loss(logits, y)
+
+    loop = Loop(net, opt, warmup_cosine(opt, warmup=max(1, round(cfg.warmup * cfg.steps)),
+                                        total=cfg.steps), loss_fn)
+    loop.run(_patches(np.random.default_rng(cfg.seed + 1), pool, cfg, norm), on_step=_Report(cfg, log))
+    net.eval()
+
+
+def _patches(rng: np.random.Generator, pool: _VolumePool, cfg: Volume3DConfig,
+             norm: tuple[float, float]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for step in range(cfg.steps):
         if step and step % cfg.refresh == 0:
             pool.refresh()
-        x, y = _sample(rng, pool, cfg, *norm)
-        logits = net(x)
-        loss = ce(logits, y) + cfg.dice_weight * soft_dice_loss(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running += loss.item()
-        if (step + 1) % cfg.log_every == 0 or step == cfg.steps - 1:
-            done = (step % cfg.log_every) + 1
-            log(f"step {step + 1}/{cfg.steps} loss {running / done:.4f} "
-                f"({time.perf_counter() - start:.0f} s)")
-            running = 0.0
-    net.eval()
+        yield _sample(rng, pool, cfg, *norm)
+
+
+class _Report:
+    """Logs the mean loss every ``cfg.log_every`` steps and at the last."""
+
+    def __init__(self, cfg: Volume3DConfig, log: Callable[[str], Any]):
+        self.cfg, self.log = cfg, log
+        self.start, self.running = time.perf_counter(), 0.0
+
+    def __call__(self, step: int, loss: float) -> None:
+        self.running += loss
+        if (step + 1) % self.cfg.log_every == 0 or step == self.cfg.steps - 1:
+            done = (step % self.cfg.log_every) + 1
+            self.log(f"step {step + 1}/{self.cfg.steps} loss {self.running / done:.4f} "
+                     f"({time.perf_counter() - self.start:.0f} s)")
+            self.running = 0.0
 
 
 def evaluate_volume(model: SegmentationModel, *, seed: int = 123, shape: Triple = EVAL_SHAPE,

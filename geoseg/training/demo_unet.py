@@ -1,13 +1,15 @@
-"""A minimal trainer for the demo U-Net on synthetic scenes (CPU-friendly, seeded).
+"""The demo U-Net on synthetic scenes (CPU-friendly, seeded): ``builtin:demo-unet``.
 
-``geoseg train --out FILE`` reproduces the bundled model. The general trainer
-(job specs, rasters from storage, resumable checkpoints) builds on this.
+``geoseg train --out FILE`` reproduces the bundled model. Chips with random flips
+and quarter turns are fitted by the shared loop (:mod:`geoseg.training.loop`)
+under a one-cycle schedule; :mod:`geoseg.training.demo_instances` fits the same
+way.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,17 +18,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import OutputExistsError
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
-from geoseg.models.base import ClassInfo
 from geoseg.models.model import ModelInfo, SegmentationModel
 from geoseg.models.modelfile import save_model
 from geoseg.models.unet import UNet2D
+from geoseg.training.loop import Loop, adamw, seed_torch
+
+__all__ = ["ChipRecipe", "TrainConfig", "fit_chips", "train_demo_model"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of the demo model; defaults reproduce the bundled file."""
+class ChipRecipe:
+    """How chips are drawn and fitted: the first fields of both demo configs, in their order."""
 
     steps: int = 1500
     seed: int = 0
@@ -34,6 +39,12 @@ class TrainConfig:
     batch: int = 8
     lr: float = 3e-3
     weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class TrainConfig(ChipRecipe):
+    """Hyperparameters of the demo model; defaults reproduce the bundled file."""
+
     scenes: int = 4
     scene_size: int = 1024
     val_size: int = 768
@@ -49,7 +60,7 @@ def train_demo_model(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
 
     if Path(out).exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it.")
-    _seed_everything(cfg)
+    seed_torch(cfg.seed, cfg.threads)
     scenes = [make_scene(cfg.scene_size, cfg.scene_size, seed=cfg.seed * 1000 + i) for i in range(cfg.scenes)]
     val = make_scene(cfg.val_size, cfg.val_size, seed=cfg.seed * 1000 + 999)
     images = np.stack([s.image for s in scenes]).astype(np.float32)
@@ -57,7 +68,7 @@ def train_demo_model(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
     mean, std = images.mean(axis=(0, 2, 3)), images.std(axis=(0, 2, 3))
     classes = tuple(ClassInfo(c.name, tuple(c.color)) for c in SCENE_CLASSES)
     net = UNet2D(3, len(classes), depth=cfg.depth, width=cfg.width)
-    _fit(net, (images - mean[:, None, None]) / std[:, None, None], labels, cfg, log)
+    fit_chips(net, (images - mean[:, None, None]) / std[:, None, None], labels, cfg, log)
     info = ModelInfo("demo-unet", "unet", {"in_channels": 3, "num_classes": len(classes), "depth": cfg.depth,
                                            "width": cfg.width},
                      classes, ("red", "green", "blue"), tuple(map(float, mean)), tuple(map(float, std)),
@@ -72,31 +83,27 @@ def train_demo_model(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
     return metrics
 
 
-def _seed_everything(cfg: TrainConfig) -> None:
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-
-
-def _fit(net: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
-         log: Callable[[str], Any]) -> None:
-    rng = np.random.default_rng(cfg.seed)
+def fit_chips(net: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: ChipRecipe,
+              log: Callable[[str], Any]) -> None:
+    """Fit ``net`` on random chips of normalized ``images`` under a one-cycle schedule."""
     weights = _class_weights(labels, net.head.out_channels)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    net.train()
+    loop = Loop(net, opt, sched, nn.CrossEntropyLoss(weight=torch.from_numpy(weights)))
     start = time.perf_counter()
-    for step in range(cfg.steps):
-        x, y = _sample_batch(rng, images, labels, cfg.chip, cfg.batch)
-        loss = loss_fn(net(torch.from_numpy(x)), torch.from_numpy(y))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+
+    def report(step: int, loss: float) -> None:
         if step % 100 == 0 or step == cfg.steps - 1:
-            log(f"step {step:5d}/{cfg.steps} loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)")
+            log(f"step {step:5d}/{cfg.steps} loss {loss:.4f} ({time.perf_counter() - start:.0f} s)")
+
+    loop.run(_chips(np.random.default_rng(cfg.seed), images, labels, cfg), on_step=report)
     net.eval()
+
+
+def _chips(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
+           cfg: ChipRecipe) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for _ in range(cfg.steps):
+        yield _sample_batch(rng, images, labels, cfg.chip, cfg.batch)
 
 
 def _class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -26,13 +26,14 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import ModelFileError, OutputExistsError, TrainingDataError
 from geoseg.instances.panoptic import PanopticScore, panoptic_quality
-from geoseg.models.base import ClassInfo
 from geoseg.models.model import ModelInfo, SegmentationModel
 from geoseg.models.modelfile import load_model, save_model
-from geoseg.models.train import _fit, _seed_everything
 from geoseg.models.unet import UNet2D
+from geoseg.training.demo_unet import ChipRecipe, fit_chips
+from geoseg.training.loop import seed_torch
 
 __all__ = [
     "INSTANCE_CLASSES",
@@ -50,20 +51,16 @@ INSTANCE_CLASSES: tuple[ClassInfo, ...] = (
     ClassInfo("building_edge", (255, 255, 153)),
 )
 DECODING = [{"class": "building", "interior": "building", "boundary": "building_edge"}]
-COMMAND = "python -m geoseg.models.train_instances"
+COMMAND = "python -m geoseg.training.demo_instances"
 _FOUR = ndimage.generate_binary_structure(2, 1)
 
 
 @dataclass(frozen=True)
-class InstanceTrainConfig:
+class InstanceTrainConfig(ChipRecipe):
     """Hyperparameters of the instance model; defaults reproduce the bundled file."""
 
     steps: int = 1200
-    seed: int = 0
-    chip: int = 128
-    batch: int = 8
     lr: float = 2e-3
-    weight_decay: float = 1e-4
     scenes: int = 8
     scene_size: int = 1024
     touching: float = 0.5
@@ -154,12 +151,12 @@ def train_instance_model(cfg: InstanceTrainConfig, out: str | Path, overwrite: b
     if Path(out).exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it.")
     start = time.perf_counter()
-    _seed_everything(cfg)
+    seed_torch(cfg.seed, cfg.threads)
     images, targets = _training_tiles(cfg, log)
     net, norm = _initial_network(cfg, log)
     mean, std = norm or (images.mean(axis=(0, 2, 3)), images.std(axis=(0, 2, 3)))
     mean, std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
-    _fit(net, (images - mean[:, None, None]) / std[:, None, None], targets, cfg, log)
+    fit_chips(net, (images - mean[:, None, None]) / std[:, None, None], targets, cfg, log)
     train_s = time.perf_counter() - start
     info = ModelInfo("demo-instances", "unet",
                      {"in_channels": 3, "num_classes": len(INSTANCE_CLASSES), "depth": cfg.depth,
@@ -224,14 +221,14 @@ def _initial_network(cfg: InstanceTrainConfig, log: Callable[[str], Any]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m geoseg.models.train_instances --out FILE``: train (defaults reproduce the
+    """``python -m geoseg.training.demo_instances --out FILE``: train (defaults reproduce the
     bundled file); ``--evaluate MODEL``: only score a model on the validation scenes."""
     import argparse
     import json
 
     from geoseg.synth import make_scene
 
-    parser = argparse.ArgumentParser(prog="python -m geoseg.models.train_instances",
+    parser = argparse.ArgumentParser(prog="python -m geoseg.training.demo_instances",
                                      description=main.__doc__)
     parser.add_argument("--out", help="model file to write")
     parser.add_argument("--overwrite", action="store_true")
