@@ -107,11 +107,12 @@ def refuse_options(reader: Reader, name: str, url: str, options: dict[str, Any])
     """Refuse an option (``level``, ``pages`` ...) that ``reader``, which reads ``url``, does not take."""
     for key, value in options.items():
         if not takes(reader, key):
-            others = [r.description for r in installed().values() if takes(r, key)]
-            which = " or ".join(others) or "any installed format"
+            takers = {n: r for n, r in installed().items() if takes(r, key)}
+            which = (" or ".join(r.description for r in takers.values()) if 0 < len(takers) <= 2
+                     else f"a format that takes {key} ({', '.join(takers) or 'none installed'})")
             raise UnsupportedFormatError(
-                f"{key}={value!r} was given for {public_url(url)}, which is not {which} but "
-                f"{reader.description} (the {name!r} reader takes no {key}); drop {key}.")
+                f"{key}={value!r} was given for {public_url(url)}, which is {reader.description}, "
+                f"not {which}: the {name!r} reader takes no {key}; drop {key}.")
 
 
 def takes(reader: Reader, option: str) -> bool:

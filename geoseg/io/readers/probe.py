@@ -70,8 +70,8 @@ def head(url: str, storage_options: dict[str, Any]) -> bytes:
 def has_key(url: str, storage_options: dict[str, Any], key: str) -> bool:
     """Whether ``url/key`` exists (a store's metadata document: ``zarr.json``, ``.zarray`` ...)."""
     memo = _SHARED.get() or {}
-    if isinstance(memo.get(("json", url, key)), dict):
-        return True
+    if ("doc", url, key) in memo:  # already read by read_json
+        return bool(memo["doc", url, key][0])
     fs, path = location(url, storage_options)
     return _once(("key", url, key), lambda: remote.exists(fs, f"{path}/{key}"))
 
@@ -79,16 +79,21 @@ def has_key(url: str, storage_options: dict[str, Any], key: str) -> bool:
 def read_json(url: str, storage_options: dict[str, Any], key: str) -> dict[str, Any] | None:
     """The JSON object stored at ``url/key``; ``None`` when it is absent or not a JSON object."""
     fs, path = location(url, storage_options)
-    return _once(("json", url, key), lambda: _json_object(fs, f"{path}/{key}"))
+    return _once(("doc", url, key), lambda: _document(fs, f"{path}/{key}"))[1]
 
 
-def _json_object(fs: Any, path: str) -> dict[str, Any] | None:
+def _document(fs: Any, path: str) -> tuple[bool, dict[str, Any] | None]:
+    """Whether ``path`` exists, and the JSON object it holds (``None``: none)."""
     try:
-        found = json.loads(fs.cat_file(path))
+        text = fs.cat_file(path)
     except FileNotFoundError as exc:
         if remote.is_transient(exc):  # an unavailable web server's 503, not an absent key
             raise
-        return None
+        return False, None
+    except NotADirectoryError:  # a "key" under a local file
+        return False, None
+    try:
+        found = json.loads(text)
     except (ValueError, UnicodeDecodeError):
-        return None
-    return found if isinstance(found, dict) else None
+        return True, None
+    return True, found if isinstance(found, dict) else None
