@@ -16,7 +16,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from geoseg.core.urls import public_url
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import GeosegError, UnsupportedFormatError
 from geoseg.io import allow, remote
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import Reader
@@ -87,7 +87,7 @@ def claim(url: str, storage_options: dict[str, Any]) -> tuple[str, Reader]:
     raise _unclaimed(url, storage_options)
 
 
-def _unclaimed(url: str, storage_options: dict[str, Any]) -> Exception:
+def _unclaimed(url: str, storage_options: dict[str, Any]) -> GeosegError:
     fs, path = probe.location(url, storage_options)
     if not probe.is_file(url, storage_options) and not remote.exists(fs, path):
         return remote.not_found(url, storage_options)
