@@ -45,14 +45,8 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 if TYPE_CHECKING:
+    from geoseg.core.classes import ClassInfo
     from geoseg.ensembles import TTA, Ensemble
     from geoseg.io import open_raster
-    from geoseg.models import (
-        ClassInfo,
-        ModelInfo,
-        SegmentationModel,
-        Segmenter,
-        load_model,
-        save_model,
-    )
+    from geoseg.models import ModelInfo, SegmentationModel, Segmenter, load_model, save_model
     from geoseg.parallel import segment

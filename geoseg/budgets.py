@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from geoseg import config
+from geoseg.core.urls import public_url
 from geoseg.errors import BudgetError, SettingError
 from geoseg.tiling.plan import read_window, region_tiles
 
@@ -173,7 +174,6 @@ def largest_window(prepared: PreparedJob) -> tuple[int, ...]:
 def check_job(prepared: PreparedJob) -> None:
     """Refuse a prepared job of more tasks than ``GEOSEG_MAX_TASKS``, or whose tasks each read
     more than ``GEOSEG_MAX_WINDOW_BYTES``; from its plan alone, before anything is read."""
-    from geoseg.jobs.provenance import public_url  # a layer above: only its URL helper
 
     what = f"the job on {public_url(prepared.spec.input.url)}"
     check_tasks(prepared.n_tasks, what)

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, unquote
 
+from geoseg.core.urls import public_url
 from geoseg.errors import SettingError
 
 if TYPE_CHECKING:
@@ -74,16 +75,6 @@ def _public_match(match: re.Match[str]) -> str:
     url = match.group(0)
     core = url.rstrip(".,;:)")
     return public_url(core) + url[len(core):]
-
-
-def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment; never fails, even on a malformed URL (a
-    secret with ``/`` or ``:`` in its user info)."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    rest = rest.split("#", 1)[0].split("?", 1)[0]
-    return f"{head}://{rest.rsplit('@', 1)[-1]}"
 
 
 def remember_secrets(values: Iterable[str]) -> None:
@@ -365,7 +356,6 @@ class ProgressLog:
 
 def job_started(spec: JobSpec, total: int, skipped: int, dashboard: str | None) -> None:
     """Log the start of a job (and the chunks an earlier run finished, and the dashboard)."""
-    from geoseg.jobs.provenance import public_url
 
     log.info("job started", extra={"job": spec.name, "input": public_url(spec.input.url),
                                    "output": public_url(spec.output.url), "chunks_total": total,

@@ -12,7 +12,8 @@ import torch
 import zarr
 from affine import Affine
 
-from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, UNet2D, save_model
+from geoseg.core.classes import ClassInfo
+from geoseg.models import ModelInfo, SegmentationModel, UNet2D, save_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CRS = "EPSG:32618"

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import BandMismatchError, EnsembleError
-from geoseg.models.base import ClassInfo, Segmenter, valid_mask, valid_mask_tensor
+from geoseg.models.base import Segmenter, valid_mask, valid_mask_tensor
 
 COMBINES = ("mean", "vote", "max")
 

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import fsspec
 
 from geoseg import config
+from geoseg.core.urls import public_url
 from geoseg.errors import OutputLocationError, UnsupportedFormatError
 
 GDAL_DRIVERS = ("GTiff",)  # the drivers geoseg lets GDAL open an input with
@@ -66,7 +67,6 @@ def refuse_gdal_format(url: str, head: bytes) -> None:
 
 def driver_refused(url: str, driver: str, description: str) -> UnsupportedFormatError:
     """The error for an input GDAL would open with ``driver``, which geoseg does not accept."""
-    from geoseg.io.remote import public_url
 
     return UnsupportedFormatError(
         f"Cannot read {public_url(url)}: it is {description}, GDAL driver {driver}, whatever its "
@@ -81,7 +81,6 @@ def unknown_refused(url: str, head: bytes) -> UnsupportedFormatError:
     found = gdal_driver(head)
     if found is not None:
         return driver_refused(url, *found)
-    from geoseg.io.remote import public_url
 
     return UnsupportedFormatError(
         f"Cannot read {public_url(url)}: GDAL's {', '.join(GDAL_DRIVERS)} driver does not "
@@ -147,6 +146,5 @@ def _check_bucket(url: str, bucket: str) -> None:
 
 
 def _public(url: str) -> str:
-    from geoseg.io.remote import public_url
 
     return public_url(url)

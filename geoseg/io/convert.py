@@ -33,6 +33,7 @@ import nibabel as nib
 import numpy as np
 import zarr
 
+from geoseg.core.urls import public_url
 from geoseg.errors import OutputExistsError, UnsupportedFormatError
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import GZIP_MAGIC, header_georef, is_nifti, is_scaled
@@ -351,6 +352,5 @@ def _fill_value(nodata: float | None, dtype: str) -> Any:
 
 
 def _shown(url: str) -> str:
-    from geoseg.jobs.provenance import public_url
 
     return public_url(url)

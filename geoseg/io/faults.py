@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from geoseg.core.urls import public_url
 from geoseg.errors import (
     ClusterLostError,
     CorruptInputError,
@@ -119,7 +120,7 @@ def _file_missing(exc: BaseException) -> bool:
 def not_visible(source: Any, window: Sequence[slice]) -> RasterNotFoundError:
     """The error for an input that this process cannot find, though the job's client opened it."""
     error = RasterNotFoundError(
-        f"input window {window_text(window)}: {remote.public_url(source.url)} does not exist on "
+        f"input window {window_text(window)}: {public_url(source.url)} does not exist on "
         f"{socket.gethostname()}, where this task ran. Every worker reads the input itself: on a "
         "cluster, put it on a disk all workers mount at the same path, or in object storage "
         "(s3://, gs://, ...); if it was moved or deleted during the run, restore it and run again "
@@ -131,7 +132,7 @@ def not_visible(source: Any, window: Sequence[slice]) -> RasterNotFoundError:
 def undecodable(source: Any, window: Sequence[slice], exc: BaseException,
                 bad: list[tuple[int, ...]]) -> CorruptInputError:
     """The error for a window of ``source`` that does not decode."""
-    url = remote.public_url(source.url)
+    url = public_url(source.url)
     names = [_chunk_name(source, index) for index in bad[:SHOWN]]
     more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
     which = f"; chunk(s) that fail on their own: {', '.join(names)}{more}" if bad else ""
@@ -168,7 +169,7 @@ def metadata_errors(url: str, storage_options: dict[str, Any]) -> Iterator[None]
 
 def _bad_metadata(url: str, storage_options: dict[str, Any], exc: BaseException) -> CorruptInputError:
     return CorruptInputError(
-        f"Cannot read the metadata of {remote.public_url(url)} "
+        f"Cannot read the metadata of {public_url(url)} "
         f"({remote.reason(exc, storage_options)}): it is corrupt, truncated or not what its name "
         "says. Re-download or re-write it (for Zarr: its zarr.json, .zarray or .zattrs), or check "
         "the URL.")
@@ -223,7 +224,7 @@ def crashed_chunks(chunks: Sequence[tuple[str, Sequence[slice]]], deaths: int,
 def scheduler_lost(address: str, done: int, total: int) -> ClusterLostError:
     """The error for a run whose client lost the scheduler at ``address``."""
     return ClusterLostError(
-        f"Lost the Dask scheduler at {remote.public_url(address)} during the run ({done} of "
+        f"Lost the Dask scheduler at {public_url(address)} during the run ({done} of "
         f"{total} chunk(s) this run computed were written and kept). Check that the scheduler is "
         "running (it may have been killed, run out of memory or hit its walltime), then run the "
         "job again: it computes only the chunks not written.")

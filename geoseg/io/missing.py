@@ -31,8 +31,8 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
+from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, JobSpecError
-from geoseg.io import remote
 
 MODES = ("auto", "error", "fill")
 SHOWN = 8  # absent chunk keys named in a message
@@ -119,7 +119,7 @@ def missing_error(url: str, missing: Sequence[str], fill: Any, total: int | None
     more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
     count = f"{total} of its {of} chunks are" if total is not None else "chunk(s)"
     return CorruptInputError(
-        f"{remote.public_url(url)}: {count} absent from the store ({names}{more}): they would "
+        f"{public_url(url)}: {count} absent from the store ({names}{more}): they would "
         f"read as the fill value {_fill_text(fill)}, not as data. Restore them (copy the input "
         "again), or, if the store leaves out chunks on purpose (e.g. zarr's write_empty_chunks="
         "False), set input.missing_chunks: fill in the job spec.")

@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
+from geoseg.core.urls import public_url
 from geoseg.errors import OutputExistsError
 from geoseg.io import faults, remote
 from geoseg.io.georef import GeoRef
@@ -188,7 +189,6 @@ def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> No
     if not fs.exists(path.rstrip("/")):
         return
     if not written_by_geoseg(url, storage_options):
-        from geoseg.jobs.provenance import public_url
 
         raise OutputExistsError(
             f"{public_url(url)} exists and is not something geoseg wrote (no Zarr group with "

@@ -48,6 +48,7 @@ import fsspec
 from rasterio.abc import FileContainer
 
 from geoseg import config, logs
+from geoseg.core.urls import public_url
 from geoseg.errors import (
     BucketNotFoundError,
     GeosegError,
@@ -525,13 +526,6 @@ def _secrets(options: Any, key: str = "") -> Iterator[str]:
             yield from _secrets(v, key)
     elif isinstance(options, str) and len(options) >= 4 and key not in _NOT_SECRET:
         yield options
-
-
-def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment."""
-    from geoseg.jobs.provenance import public_url as public  # here: geoseg.jobs imports geoseg.io
-
-    return public(url)
 
 
 def check_writable(url: str) -> None:

@@ -25,31 +25,31 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import fsspec
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from rich.table import Table
 
-from geoseg.errors import BatchSpecError, ClusterConfigError
+from geoseg.core.records import now
+from geoseg.core.spec import Document, Section
+from geoseg.core.urls import public_url
+from geoseg.errors import BatchSpecError, ClusterConfigError, GeosegError
 from geoseg.io.output import OutputTarget, output_exists
-from geoseg.jobs import provenance
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
 from geoseg.jobs.runner import PreparedJob, job_identity, prepare, run
 from geoseg.jobs.spec import (
-    ClusterSpec,
     InferenceSpec,
     InputSpec,
     JobSpec,
     ModelSpec,
     OutputSpec,
-    Section,
-    format_errors,
     relative_to_spec,
 )
 from geoseg.parallel.cluster import connect, with_cluster
+from geoseg.parallel.cluster_spec import ClusterSpec
 
 PLACEHOLDERS = ("stem", "name", "id")
 REPORT_PLACEHOLDERS = ("run", "started")
@@ -128,8 +128,12 @@ class BatchOutput(Section):
         return value
 
 
-class BatchSpec(Section):
+class BatchSpec(Document):
     """A whole batch: inputs, the job template, where outputs go, how many jobs at once."""
+
+    document: ClassVar[str] = "batch spec"
+    sections: ClassVar[str] = "sections (inputs, job, output, ...)"
+    error: ClassVar[type[GeosegError]] = BatchSpecError
 
     name: str = "batch"
     inputs: BatchInputs
@@ -151,21 +155,12 @@ class BatchSpec(Section):
             check_template(value, REPORT_PLACEHOLDERS)
         return value
 
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "batch spec") -> BatchSpec:
-        if not isinstance(data, dict):
-            raise BatchSpecError(f"{source}: expected a mapping of sections (inputs, job, output, "
-                                 f"...), received {type(data).__name__}.")
-        try:
-            spec = cls.model_validate(data)
-        except ValidationError as exc:
-            raise BatchSpecError(format_errors(exc, source, cls)) from None
-        template = spec.output.url_template
-        if "{id}" in template and spec.inputs.catalog is None:
+    def check(self, source: str) -> None:
+        template = self.output.url_template
+        if "{id}" in template and self.inputs.catalog is None:
             raise BatchSpecError(f"{source}: output.url_template {template!r} uses {{id}}, "
                                  "which only catalog items have; use {stem} or {name}, or "
                                  "inputs.catalog.")
-        return spec
 
 
 def check_template(value: str, allowed: tuple[str, ...]) -> None:
@@ -222,7 +217,7 @@ def _glob(pattern: str, storage_options: dict[str, Any]) -> list[str]:
     fs.invalidate_cache()
     found = sorted(p for p in fs.glob(path) if not p.endswith(SUFFIX))
     if not found:
-        raise BatchSpecError(f"inputs.glob: {provenance.public_url(pattern)} matches nothing; "
+        raise BatchSpecError(f"inputs.glob: {public_url(pattern)} matches nothing; "
                              "check the pattern (and job.input.storage_options for remote "
                              "stores).")
     return [fs.unstrip_protocol(p) for p in found] if "://" in pattern else found
@@ -230,7 +225,7 @@ def _glob(pattern: str, storage_options: dict[str, Any]) -> list[str]:
 
 def _catalog_items(url: str, asset: str, storage_options: dict[str, Any]) -> list[Source]:
     """Each feature's ``asset`` href (relative hrefs resolved against the catalog's location)."""
-    shown = provenance.public_url(url)
+    shown = public_url(url)
     try:
         with fsspec.open(url, "rb", **storage_options) as f:
             data = json.load(f)
@@ -286,7 +281,7 @@ def _output_url(template: str, url: str, item_id: str | None) -> str:
         unusable = not value or "/" in value or "\\" in value or value in (".", "..")
         if f"{{{key}}}" in template and unusable:
             raise BatchSpecError(f"output.url_template: {{{key}}} of input "
-                                 f"{provenance.public_url(url)} is {value!r}, which cannot name an "
+                                 f"{public_url(url)} is {value!r}, which cannot name an "
                                  "output; use another placeholder.")
     return template.format(**fields)
 
@@ -308,14 +303,14 @@ def _check_collisions(items: list[BatchItem]) -> None:
     by_output: dict[str, list[BatchItem]] = {}
     for item in items:
         if _same(item.output) == _same(item.url):
-            shown = provenance.public_url(item.url)
+            shown = public_url(item.url)
             raise BatchSpecError(f"output.url_template maps input {shown} onto itself; choose a "
                                  "template that writes elsewhere (e.g. masks/{stem}.zarr).")
         by_output.setdefault(_same(item.output), []).append(item)
     clashes = [group for group in by_output.values() if len(group) > 1]
     if clashes:
-        lines = [f"  - {', '.join(provenance.public_url(i.url) for i in g)} -> "
-                 f"{provenance.public_url(g[0].output)}" for g in clashes[:10]]
+        lines = [f"  - {', '.join(public_url(i.url) for i in g)} -> "
+                 f"{public_url(g[0].output)}" for g in clashes[:10]]
         raise BatchSpecError("output.url_template: inputs would write the same output; nothing "
                              "was run. Make the template tell them apart ({stem}, {name}, {id}):\n"
                              + "\n".join(lines))
@@ -562,7 +557,7 @@ class BatchRunner:
 
     def _result(self, item: BatchItem, state: str, *, identity: str | None = None, chunks: int = 0,
                 error: str | None = None, holder: str | None = None) -> ItemResult:
-        return ItemResult(provenance.public_url(item.url), provenance.public_url(item.output),
+        return ItemResult(public_url(item.url), public_url(item.output),
                           state, chunks_computed=chunks, error=error, input_identity=identity,
                           lease_holder=holder)
 
@@ -601,13 +596,13 @@ def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
     items = plan_items(spec)
     where = cluster or scheduler
     runner = BatchRunner(spec, overwrite=overwrite, cluster=where, log=log)
-    report = BatchReport(spec.name, runner.owner, provenance.now(), dry_run=dry_run)
+    report = BatchReport(spec.name, runner.owner, now(), dry_run=dry_run)
     if dry_run:
         report.items = runner.plan(items)
     else:
         with connect(with_cluster(spec.cluster, where)) as client:
             report.items = runner.run(items, client)
-    report.finished = provenance.now()
+    report.finished = now()
     if not dry_run:
         report.url = write_report(report, spec)
     return report

@@ -30,6 +30,7 @@ import fsspec
 import numpy as np
 
 from geoseg import logs
+from geoseg.core.urls import public_url
 from geoseg.errors import BandMismatchError, GeosegError, JobSpecError
 from geoseg.io import missing, remote
 from geoseg.io.sources import RasterSource, ZarrSource
@@ -83,7 +84,7 @@ def check_missing_chunks(source: ZarrSource) -> None:
     if not missing.fills(source.missing_chunks, array, source.georef.nodata):
         raise missing.missing_error(source.url, absent, array.fill_value, len(absent), total)
     logs.log.warning(
-        f"input {logs.public_url(source.url)}: {len(absent)} of {total} chunks are absent from "
+        f"input {public_url(source.url)}: {len(absent)} of {total} chunks are absent from "
         f"the store and read as the fill value {array.fill_value} (input.missing_chunks: "
         f"{source.missing_chunks})", extra={"missing_chunks": len(absent), "chunks_total": total})
 

@@ -40,8 +40,8 @@ from typing import Any, Protocol
 import fsspec
 from s3fs.utils import FileExpired
 
+from geoseg.core.urls import public_url
 from geoseg.errors import LeaseLostError, ParameterError, StorageUnavailableError
-from geoseg.jobs.provenance import public_url
 
 SUFFIX = ".lease"
 

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 import numpy as np
 
-from geoseg import config, logs
+from geoseg import config
+from geoseg.core.records import now, package_versions, plain
+from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
     from geoseg.jobs.spec import JobSpec
 
 FORMAT = "geoseg-run/1"
-PACKAGES = ("geoseg", "dask", "distributed", "zarr", "xarray", "rasterio", "fsspec", "numpy",
-            "torch", "safetensors", "pydantic")
 URL_KEYS = ("url", "path", "tracking_uri", "runs_dir")
 # fsspec ``info`` fields that tell one version of a stored object from another
 VERSION_KEYS = ("ETag", "etag", "mtime", "LastModified", "last_modified", "generation",
@@ -62,35 +58,6 @@ class RunFacts:
     dashboard: str | None = None
     stored_confusion: np.ndarray | None = None  # of chunks an earlier run wrote, when scoring
     done_at: tuple[float, ...] = ()  # seconds into the compute when each region came back
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment (where signed URLs keep their secrets); a
-    URL too malformed to parse (a secret with ``/`` in its user info) loses them all the same."""
-    try:
-        parts = urlsplit(url)
-        if not parts.scheme or len(parts.scheme) == 1:  # a plain path, or a Windows drive letter
-            return url
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-    except ValueError:  # the port is not a number, a bracket is unbalanced, ...
-        return logs.public_url(url)
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def redact_urls(spec: Any) -> Any:
@@ -321,7 +288,7 @@ def save_record(record: dict[str, Any], folder: str) -> str:
     local = fsspec.utils.get_protocol(folder) in ("file", "local")
     record["run_record"] = (os.path.abspath(target) if local
                             else public_url(f"{folder.rstrip('/')}/{name}"))
-    text = json.dumps(record, indent=1, default=_plain)
+    text = json.dumps(record, indent=1, default=plain)
     with fs.open(target, "xb" if local else "wb") as f:  # a new file; never replaces another run's
         f.write(text.encode())
     return record["run_record"]
@@ -330,8 +297,3 @@ def save_record(record: dict[str, Any], folder: str) -> str:
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.")[:60] or "job"
 
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in a run record")

@@ -18,6 +18,8 @@ import numpy as np
 from distributed import Client
 
 from geoseg import budgets, logs
+from geoseg.core.records import now
+from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
     BandMismatchError,
@@ -34,13 +36,14 @@ from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import checks, provenance, ranges, tracking
 from geoseg.jobs.lease import Lease, new_owner_id
-from geoseg.jobs.spec import ClusterSpec, JobSpec, ModelSpec, load_job
+from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.methods.edges import Canny, hysteresis
 from geoseg.models.base import Segmenter
 from geoseg.models.model import ModelHeader
 from geoseg.models.modelfile import read_header
 from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster
+from geoseg.parallel.cluster_spec import ClusterSpec
 from geoseg.parallel.plugins import load_models, unload_models
 from geoseg.parallel.segment import default_chunk, region_work
 from geoseg.parallel.store import ReferenceLabels, RegionStats, run_regions, score_regions
@@ -164,7 +167,7 @@ def input_warnings(prepared: PreparedJob) -> list[str]:
     model file's normalisation statistics (:mod:`geoseg.jobs.ranges`)."""
     if not isinstance(prepared.model, ModelHeader):
         return []
-    what = f"input {provenance.public_url(prepared.spec.input.url)}"
+    what = f"input {public_url(prepared.spec.input.url)}"
     return ranges.range_warnings(prepared.source, prepared.model.info, what)
 
 
@@ -179,7 +182,7 @@ def _model_files(segmenter: Any) -> list[ModelHeader]:
 def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:
     _check_chunks(spec, source)
     with _key("input.bands"):
-        model.check_bands(source.band_names, f"input {provenance.public_url(spec.input.url)}")
+        model.check_bands(source.band_names, f"input {public_url(spec.input.url)}")
     inf = spec.inference
     with _key("inference"):
         work = region_work(model, source.shape[1:], tile=inf.tile, halo=inf.halo,
@@ -220,7 +223,7 @@ def task_regions(spec: JobSpec, source: RasterSource) -> tuple[int, ...]:
 
 
 def _check_chunks(spec: JobSpec, source: RasterSource) -> None:
-    dims, url = source.spatial_dims, provenance.public_url(spec.input.url)
+    dims, url = source.spatial_dims, public_url(spec.input.url)
     for key in ("chunks", "shards"):
         value = getattr(spec.output, key)
         if value is not None and len(value) != len(dims):
@@ -253,7 +256,7 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     """
     spec = job if isinstance(job, JobSpec) else load_job(job)
     where = _where(spec, scheduler, cluster)
-    started, t0 = provenance.now(), time.perf_counter()
+    started, t0 = now(), time.perf_counter()
     prepared = prepare(spec)
     if client is None:
         where = for_job_size(where, math.prod(prepared.source.shape[1:]), prepared.n_tasks)
@@ -325,7 +328,7 @@ def _leased(url: str, storage_options: dict[str, Any], lease: Lease | None) -> I
     if not own.acquire():
         holder = own.holder
         raise OutputBusyError(
-            f"Another run is writing {provenance.public_url(url)} (lease held by "
+            f"Another run is writing {public_url(url)} (lease held by "
             f"{holder.owner if holder else 'unknown'}, until {_when(holder)}); nothing was "
             "written. Wait for it (geoseg status shows it), or write elsewhere.")
     with own.renewing():
@@ -485,7 +488,7 @@ def _model_record(prepared: PreparedJob) -> dict[str, Any]:
     model, spec = prepared.model, prepared.spec.model
     if isinstance(model, ModelHeader):
         return {"name": model.info.name, "architecture": model.info.architecture,
-                "sha256": model.info.sha256, "url": provenance.public_url(spec.path or "")}
+                "sha256": model.info.sha256, "url": public_url(spec.path or "")}
     fitted = {k: v for k, v in vars(model).items() if isinstance(v, (int, float, str, tuple, list))}
     return {"name": model.name, "spec": provenance.redact_urls(prepared.spec.redacted()["model"]),
             "id": prepared.model_id, "fitted": json.loads(json.dumps(fitted, default=str)),

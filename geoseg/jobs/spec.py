@@ -7,26 +7,21 @@ what is allowed. Relative paths are relative to the working directory.
 from __future__ import annotations
 
 import os
-import re
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import fsspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from geoseg import logs
-from geoseg.errors import ClusterConfigError, JobSpecError, OutputLocationError
+from geoseg.core.spec import Document, Section
+from geoseg.core.urls import public_url
+from geoseg.errors import GeosegError, JobSpecError, OutputLocationError
 from geoseg.io import allow
 from geoseg.io.remote import READ_ONLY_PROTOCOLS
-
-
-class Section(BaseModel):
-    """Base of every spec section: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from geoseg.parallel.cluster_spec import ClusterSpec
 
 
 class InputSpec(Section):
@@ -138,153 +133,6 @@ class InstancesSpec(Section):
     polygons: bool = Field(True, description="Write polygons (GeoParquet and GeoJSON; images only).")
 
 
-ClusterKind = Literal["local", "threads", "address", "slurm", "pbs", "kubernetes"]
-WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
-
-
-def walltime_seconds(text: str) -> int:
-    """Seconds in a batch-system time limit, ``HH:MM:SS`` or ``D-HH:MM:SS``."""
-    match = WALLTIME.match(text.strip())
-    if match is None:
-        raise ClusterConfigError("a time limit as HH:MM:SS or D-HH:MM:SS, e.g. 01:30:00")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-
-
-class JobqueueSpec(Section):
-    """Batch jobs of Dask workers (SLURM or PBS, through dask-jobqueue). Unset values come from
-    dask's ``jobqueue.slurm.*`` / ``jobqueue.pbs.*`` configuration."""
-
-    cores: int | None = Field(None, ge=1, description="Cores per batch job.")
-    memory: str | None = Field(None, description="Memory per batch job, e.g. 64GiB.")
-    processes: int | None = Field(None, ge=1, description="Worker processes per job "
-                                  "(default cores / threads_per_worker).")
-    walltime: str | None = Field(None, description="Job time limit, HH:MM:SS or D-HH:MM:SS.")
-    queue: str | None = Field(None, description="SLURM partition or PBS queue.")
-    account: str | None = Field(None, description="Account charged for the jobs.")
-    interface: str | None = Field(None, description="Network interface of workers and scheduler, "
-                                  "e.g. ib0.")
-    job_extra_directives: list[str] | None = Field(None, description="More #SBATCH / #PBS lines.")
-    job_script_prologue: list[str] | None = Field(None, description="Setup lines run before the "
-                                                  "worker, e.g. source .venv/bin/activate.")
-    python: str | None = Field(None, description="Python of the workers (default: this one).")
-    local_directory: str | None = Field(None, description="Worker scratch space, e.g. $TMPDIR.")
-    log_directory: str | None = Field(None, description="Where the jobs write their logs.")
-    jobs: int | None = Field(None, ge=1, description="Fixed number of jobs (default: enough for "
-                             "n_workers, else 1); retired workers' jobs are replaced.")
-    minimum_jobs: int | None = Field(None, ge=0, description="Adaptive: fewest jobs.")
-    maximum_jobs: int | None = Field(None, ge=1, description="Adaptive: most jobs.")
-    lifetime_margin: str | None = Field(None, description="Time between the last worker's "
-                                        "retirement and the walltime (default 5%, 1 to 10 min).")
-    lifetime_stagger: str | None = Field(None, description="Spread of worker retirements "
-                                         "(default 5% of the walltime, at most 5 min).")
-    dashboard_address: str | None = Field(":8787", description="Scheduler dashboard; null: none.")
-
-    @field_validator("walltime")
-    @classmethod
-    def _walltime(cls, value: str | None) -> str | None:
-        if value is not None:
-            walltime_seconds(value)
-        return value
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str | None) -> str | None:
-        from dask.utils import parse_bytes
-
-        if value is not None:
-            try:
-                parse_bytes(value)
-            except ValueError:
-                raise ValueError("an amount of memory such as 64GiB or 16GB") from None
-        return value
-
-    @field_validator("lifetime_margin", "lifetime_stagger")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        from dask.utils import parse_timedelta
-
-        if value is not None:
-            try:
-                parse_timedelta(value)
-            except (ValueError, KeyError):
-                raise ValueError("a duration such as 5m or 300s") from None
-        return value
-
-    @model_validator(mode="after")
-    def _one_scaling(self) -> JobqueueSpec:
-        if self.jobs is not None and (self.minimum_jobs, self.maximum_jobs) != (None, None):
-            raise ValueError("either jobs (a fixed number) or minimum_jobs/maximum_jobs (adaptive)")
-        if self.minimum_jobs is not None and self.maximum_jobs is None:
-            raise ValueError("maximum_jobs together with minimum_jobs")
-        if self.maximum_jobs is not None and (self.minimum_jobs or 0) > self.maximum_jobs:
-            raise ValueError("minimum_jobs <= maximum_jobs")
-        return self
-
-
-class TlsSpec(Section):
-    """Certificates for a ``tls://`` scheduler (distributed's ``Security``); with them the client
-    requires encryption, so a plain ``tcp://`` address is refused."""
-
-    ca_file: str = Field(description="CA certificate (PEM) that signed the scheduler's and workers'.")
-    cert: str = Field(description="This client's certificate (PEM), signed by that CA.")
-    key: str | None = Field(None, description="Its private key (PEM), unless cert holds it.")
-
-    @field_validator("ca_file", "cert", "key")
-    @classmethod
-    def _exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).is_file():
-            raise ValueError("the path of an existing PEM file (relative to the spec file's folder)")
-        return value
-
-
-class KubernetesSpec(Section):
-    """A DaskCluster made by the Dask Kubernetes operator for the run, or an existing one."""
-
-    name: str = Field("geoseg", description="Name of the DaskCluster resource.")
-    namespace: str | None = Field(None, description="Namespace (default: the current context's).")
-    image: str = Field("geoseg:latest", description="Image of scheduler and workers "
-                       "(deploy/Dockerfile).")
-    existing: bool = Field(False, description="Connect to the running DaskCluster `name` through its "
-                           "scheduler service (from inside Kubernetes) instead of creating one.")
-    resources: dict[Literal["requests", "limits"], dict[str, str | int | float]] = Field(
-        default_factory=dict, description="Per container, e.g. {limits: {cpu: 4, memory: 16Gi}}.")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment of every container "
-                                "(recorded in provenance: no credentials here, use secrets).")
-    secrets: list[str] = Field(default_factory=list, description="Kubernetes Secrets whose keys "
-                               "become environment variables (credentials).")
-
-
-class ClusterSpec(Section):
-    """Where the job runs. ``kind`` defaults to ``address`` when a scheduler is given (here or in
-    ``DASK_SCHEDULER_ADDRESS``), else ``local``; ``jobqueue`` and ``kubernetes`` hold the settings
-    of those kinds (a spec may carry both, ``--cluster`` picks one)."""
-
-    kind: ClusterKind | None = Field(
-        None, description="local (worker processes; small jobs on threads), threads (this process), "
-                          "address, slurm, pbs or kubernetes.")
-    scheduler: str | None = Field(None, description="Address of a running scheduler; none starts a local cluster.")
-    n_workers: int | None = Field(None, ge=1)
-    threads_per_worker: int | None = Field(
-        None, ge=1, description="Threads per worker process; default 1 on CPU workers, "
-                                "GEOSEG_GPU_THREADS (4) on a local cluster's GPU workers.")
-    jobqueue: JobqueueSpec = Field(JobqueueSpec(), description="Settings of kinds slurm and pbs.")
-    kubernetes: KubernetesSpec = Field(KubernetesSpec(), description="Settings of kind kubernetes.")
-    tls: TlsSpec | None = Field(None, description="Certificates for a tls:// scheduler (kind address).")
-
-    @model_validator(mode="after")
-    def _scheduler_means_address(self) -> ClusterSpec:
-        if self.scheduler is not None and self.kind not in (None, "address"):
-            raise ValueError("scheduler only with kind address (or no kind), "
-                             f"not with kind {self.kind}")
-        if self.tls is not None and self.kind not in (None, "address"):
-            raise ValueError(f"tls only with kind address (or no kind), not with kind {self.kind}")
-        if self.tls is not None and self.scheduler and not self.scheduler.startswith("tls://"):
-            raise ValueError(f"a tls:// scheduler address with tls, not {self.scheduler!r}: "
-                             "encryption is required, plain tcp:// is refused")
-        return self
-
-
 class ReferenceSpec(Section):
     """A label raster on the input's grid (one band of integer class ids) to score the output."""
 
@@ -310,8 +158,12 @@ class TrackingSpec(Section):
     mlflow: MlflowSpec | None = Field(None, description="Log every run to MLflow.")
 
 
-class JobSpec(Section):
+class JobSpec(Document):
     """A whole job: what to read, which model, where to write, how to run."""
+
+    document: ClassVar[str] = "job spec"
+    sections: ClassVar[str] = "sections (input, model, output, ...)"
+    error: ClassVar[type[GeosegError]] = JobSpecError
 
     name: str = "segmentation"
     input: InputSpec
@@ -324,16 +176,6 @@ class JobSpec(Section):
     tracking: TrackingSpec = TrackingSpec()
     runs_dir: str | None = Field(None, description="Folder of run records (default "
                                                    "GEOSEG_RUNS_DIR, else ~/.local/share/geoseg/runs).")
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "job spec") -> JobSpec:
-        if not isinstance(data, dict):
-            raise JobSpecError(f"{source}: expected a mapping of sections (input, model, output, ...), "
-                               f"received {type(data).__name__}.")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise JobSpecError(format_errors(exc, source, cls)) from None
 
     def redacted(self) -> dict[str, Any]:
         """The spec as plain data with every storage option's value hidden."""
@@ -425,59 +267,10 @@ def _check_urls(data: Any, source: str, key: str = "") -> None:
             urlsplit(data).port  # noqa: B018 - parsing is the check
         except ValueError:
             raise JobSpecError(
-                f"{source}: {key}: received a URL that cannot be parsed ({logs.public_url(data)} "
+                f"{source}: {key}: received a URL that cannot be parsed ({public_url(data)} "
                 "with its user info hidden); expected scheme://bucket/path. Put credentials in "
                 "storage_options (key, secret, token) rather than in the URL, or percent-encode "
                 "'/' and ':' in them (%2F, %3A).") from None
-
-
-def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> str:
-    """One line per problem: ``key: what was received; what is expected``."""
-    lines = [f"{source}: {exc.error_count()} problem(s):"]
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  - {key}: {_describe(err, root)}")
-    return "\n".join(lines)
-
-
-def _describe(err: Any, root: type[BaseModel]) -> str:
-    received = err.get("input")
-    if err["type"] == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(root, err["loc"][:-1]))
-        return f"unknown key; allowed keys here: {allowed}."
-    if err["type"] == "missing":
-        return "required but missing."
-    shown = "<hidden>" if "storage_options" in map(str, err["loc"]) else _short(received)
-    expected = err["msg"].removeprefix("Value error, ").replace("Input should be ", "")
-    return f"received {shown} ({type(received).__name__}); expected {expected}."
-
-
-def _short(value: Any, limit: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] | None = root
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part)) if model is not None else None
-        model = _model_in(field.annotation) if field is not None else None
-        if model is None:
-            return []
-    return list(model.model_fields) if model is not None else []
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``X``, ``list[X]``, ``X | None``; None if there is none."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _redact(data: Any) -> Any:

@@ -9,11 +9,11 @@ from typing import Any
 import fsspec
 
 from geoseg.budgets import check_tasks
+from geoseg.core.urls import public_url
 from geoseg.errors import RasterNotFoundError
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, output_exists
 from geoseg.io.stages import verify_stage
 from geoseg.jobs.lease import read_lease
-from geoseg.jobs.provenance import public_url
 from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from geoseg.core.urls import public_url
 from geoseg.errors import TrackingError
-from geoseg.jobs.provenance import public_url
 
 if TYPE_CHECKING:
     from geoseg.jobs.spec import JobSpec

@@ -17,7 +17,7 @@ Li, Yen, triangle, isodata, minimum, mean), :class:`LocalThreshold`,
 :func:`fit_histogram_modes`, :func:`fit_kmeans` (+ :func:`with_position`),
 :class:`EdgeMagnitude` (Sobel, Scharr, Prewitt), :class:`Canny` (exact at any chunking
 with :func:`canny_edges`, or :func:`hysteresis` after ``hysteresis="deferred"``), and the
-morphological clean-up :class:`Cleaned` / :func:`clean_mask` / :func:`clean`.
+morphological clean-up :class:`Cleaned` / :func:`clean` (and :func:`geoseg.parallel.cleanup.clean_mask` for lazy maps).
 """
 
 from geoseg.methods.edges import (
@@ -31,7 +31,7 @@ from geoseg.methods.edges import (
 from geoseg.methods.features import Feature, as_feature
 from geoseg.methods.histogram import HistogramModes, find_modes, fit_histogram_modes
 from geoseg.methods.kmeans import KMeans, fit_kmeans, kmeans_plusplus, with_position
-from geoseg.methods.morphology import Cleaned, Cleanup, clean, clean_mask
+from geoseg.methods.morphology import Cleaned, Cleanup, clean
 from geoseg.methods.stats import Histogram, global_histogram, raster_data
 from geoseg.methods.threshold import (
     METHODS,
@@ -58,7 +58,6 @@ __all__ = [
     "canny_edges",
     "canny_min_halo",
     "clean",
-    "clean_mask",
     "find_modes",
     "fit_histogram_modes",
     "fit_kmeans",

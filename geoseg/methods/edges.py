@@ -30,10 +30,10 @@ from scipy import ndimage as ndi
 from skimage import filters
 from skimage.util import dtype_limits
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import MethodParameterError
 from geoseg.instances.components import label
 from geoseg.methods.features import FeatureLike, PixelMethod, as_feature, class_infos, one_hot
-from geoseg.models.base import ClassInfo
 
 OPERATORS = {"sobel": filters.sobel, "scharr": filters.scharr, "prewitt": filters.prewitt}
 GAUSSIAN_TRUNCATE = 4.0

@@ -158,7 +158,7 @@ def one_hot(ids: np.ndarray, n_classes: int) -> np.ndarray:
 
 def class_infos(names: Sequence[str]) -> tuple[Any, ...]:
     """ClassInfo tuples with a grey ramp of colours, dark to bright."""
-    from geoseg.models.base import ClassInfo
+    from geoseg.core.classes import ClassInfo
 
     n = len(names)
     grey = [round(255 * i / max(1, n - 1)) for i in range(n)]

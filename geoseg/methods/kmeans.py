@@ -30,10 +30,11 @@ import dask
 import numpy as np
 import xarray as xr
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods.features import PixelMethod
 from geoseg.methods.stats import RasterData, map_chunks, raster_data, tree_reduce
-from geoseg.models.base import ClassInfo, valid_mask
+from geoseg.models.base import valid_mask
 
 PALETTE = (
     (31, 119, 180),

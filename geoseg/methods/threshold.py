@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import MethodParameterError
 from geoseg.methods.features import (
     FeatureLike,
@@ -34,7 +35,6 @@ from geoseg.methods.features import (
     one_hot,
 )
 from geoseg.methods.stats import Histogram, global_histogram, raster_data
-from geoseg.models.base import ClassInfo
 
 LOCAL_METHODS = ("gaussian", "mean", "median")
 GAUSSIAN_TRUNCATE = 4.0  # what scikit-image's gaussian passes to scipy.ndimage

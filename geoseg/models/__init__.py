@@ -1,16 +1,16 @@
 """Segmenters: deep models (architectures, model files, per-process cache)."""
 
 # Importing the architecture modules registers them by name.
+from geoseg.core.classes import ClassInfo
 from geoseg.models import deeplab, fcn, segnet, unet, unet3d  # noqa: F401
-from geoseg.models.base import ClassInfo, Segmenter
+from geoseg.models.base import Segmenter
 from geoseg.models.cache import load_counts, resolve
-from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel
+from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel, weights_sha256
 from geoseg.models.modelfile import (
     builtin_models,
     export_torchscript,
     load_model,
     save_model,
-    weights_sha256,
 )
 from geoseg.models.registry import architectures, build_network, register_architecture
 from geoseg.models.slicewise import SliceWise

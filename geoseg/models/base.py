@@ -20,29 +20,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import BandMismatchError
 from geoseg.tiling.plan import round_up
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """One output class: its name and a display colour (RGB, 0-255)."""
-
-    name: str
-    color: tuple[int, int, int] = (128, 128, 128)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClassInfo:
-        return cls(str(data["name"]), tuple(int(c) for c in data.get("color", (128, 128, 128))))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "color": list(self.color)}
 
 
 class Segmenter(ABC):

@@ -11,9 +11,8 @@ import threading
 from typing import Any
 
 from geoseg.errors import ModelFileError
-from geoseg.models.model import ModelRef, SegmentationModel
-
-IN_MEMORY = "in-memory:"
+from geoseg.models.model import BUILT_IN_MEMORY, IN_MEMORY, ModelRef, SegmentationModel
+from geoseg.models.modelfile import load_model
 
 _lock = threading.Lock()
 _models: dict[str, SegmentationModel] = {}
@@ -31,7 +30,7 @@ def resolve(ref: Any) -> Any:
     if not isinstance(ref, ModelRef):
         return ref.resolve() if callable(getattr(ref, "resolve", None)) else ref
     with _lock:
-        model = _models.get(ref.sha256)
+        model = _models.get(ref.sha256) or BUILT_IN_MEMORY.get(ref.sha256)
         if model is None and ref.url.startswith(IN_MEMORY):
             raise ModelFileError(
                 f"model {ref.url.removeprefix(IN_MEMORY)!r} was built in memory in another process, so this "
@@ -39,22 +38,10 @@ def resolve(ref: Any) -> Any:
                 "geoseg.load_model(path) before computing on a cluster."
             )
         if model is None:
-            from geoseg.models.modelfile import load_model
-
             model = load_model(ref.url, storage_options=ref.storage_options, expected_sha256=ref.sha256)
             _models[ref.sha256] = model
             _loads[ref.sha256] = _loads.get(ref.sha256, 0) + 1
         return model
-
-
-def register(model: SegmentationModel) -> ModelRef:
-    """Cache a model built in memory; its reference resolves in this process only."""
-    from geoseg.models.modelfile import weights_sha256
-
-    sha = weights_sha256(model.net.state_dict())
-    with _lock:
-        _models[sha] = model
-    return ModelRef(f"{IN_MEMORY}{model.name}", sha)
 
 
 def hold(ref: ModelRef) -> Any:
@@ -101,3 +88,4 @@ def clear() -> None:
     with _lock:
         _models.clear()
         _loads.clear()
+        BUILT_IN_MEMORY.clear()

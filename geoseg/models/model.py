@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,9 +13,24 @@ import torch
 from torch import nn
 
 from geoseg import config
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import ModelConfigError, ModelFileError
-from geoseg.models.base import ClassInfo, Segmenter, valid_mask_tensor
+from geoseg.models.base import Segmenter, valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
+
+IN_MEMORY = "in-memory:"
+# Models built in this process, by weights hash, while their users hold them.
+BUILT_IN_MEMORY: weakref.WeakValueDictionary[str, SegmentationModel] = weakref.WeakValueDictionary()
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of the weights that does not depend on file layout: names, dtypes, shapes, bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -80,11 +97,6 @@ class ModelRef:
     url: str
     sha256: str
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def resolve(self) -> SegmentationModel:
-        from geoseg.models.cache import resolve
-
-        return resolve(self)
 
 
 class ModelHeader(Segmenter):
@@ -185,12 +197,13 @@ class SegmentationModel(Segmenter):
         return contextlib.nullcontext()
 
     def ref(self) -> ModelRef:
-        """The model's file reference; a model built in memory is registered in this
-        process's cache and usable by in-process schedulers only."""
+        """The model's file reference. A model built in memory gets an ``in-memory:``
+        reference that resolves in this process only (in-process schedulers): it is found
+        in :data:`BUILT_IN_MEMORY` while the model lives."""
         if self.source is None:
-            from geoseg.models.cache import register
-
-            self.source = register(self)
+            sha = weights_sha256(self.net.state_dict())
+            BUILT_IN_MEMORY[sha] = self
+            self.source = ModelRef(f"{IN_MEMORY}{self.name}", sha)
         return self.source
 
     def __repr__(self) -> str:

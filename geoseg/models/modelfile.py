@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import math
@@ -30,9 +29,10 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from geoseg import budgets, logs
+from geoseg.core.urls import public_url
 from geoseg.errors import BudgetError, GeosegError, ModelFileError, OutputExistsError
 from geoseg.io import remote
-from geoseg.models.model import ModelHeader, ModelInfo, ModelRef, SegmentationModel
+from geoseg.models.model import ModelHeader, ModelInfo, ModelRef, SegmentationModel, weights_sha256
 from geoseg.models.registry import build_network
 from geoseg.tiling.plan import coerce_per_axis, round_up
 
@@ -61,16 +61,6 @@ def resolve_url(url: str) -> str:
     if not path.exists():
         raise ModelFileError(f"No built-in model {name!r}; built-in models: {', '.join(builtin_models())}.")
     return str(path)
-
-
-def weights_sha256(state: dict[str, torch.Tensor]) -> str:
-    """A hash of the weights that does not depend on file layout: names, dtypes, shapes, bytes."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def model_to_bytes(model: SegmentationModel) -> tuple[bytes, ModelInfo]:
@@ -289,7 +279,7 @@ def _tensors(data: bytes, url: str) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - safetensors' own error types vary by version
         said = remote.reason(exc)
     raise ModelFileError(  # out of the except: a worker's error travels without safetensors'
-        f"Model file {remote.public_url(url)} is truncated or corrupt: its weights cannot be read "
+        f"Model file {public_url(url)} is truncated or corrupt: its weights cannot be read "
         f"({said}). Re-download or re-export it.")
 
 
@@ -300,7 +290,7 @@ def _check_complete(url: str, storage_options: dict[str, Any], head: bytes) -> N
         table = json.loads(head[8 : 8 + length])
         ends = [int(e["data_offsets"][1]) for n, e in table.items() if n != "__metadata__"]
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ModelFileError(f"Model file {remote.public_url(url)}: its safetensors header lists a "
+        raise ModelFileError(f"Model file {public_url(url)}: its safetensors header lists a "
                              f"tensor without valid data_offsets ({type(exc).__name__}); the file "
                              "is corrupt. Re-download or re-export it.") from None
     expected = 8 + length + max(ends, default=0)
@@ -309,7 +299,7 @@ def _check_complete(url: str, storage_options: dict[str, Any], head: bytes) -> N
         size = fs.size(path)
     if size is not None and size < expected:
         raise ModelFileError(
-            f"Model file {remote.public_url(url)} is truncated: its header declares {expected} "
+            f"Model file {public_url(url)} is truncated: its header declares {expected} "
             f"bytes but the file holds {size}. Re-download or re-export it.")
 
 
@@ -385,7 +375,7 @@ def _load_torchscript(data: bytes, url: str, storage_options: dict[str, Any], de
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, or worse, for a bad archive
         said = remote.reason(exc).split("  (Could this")[0][:200]  # not torch's plea for reports
         raise ModelFileError(
-            f"Model file {remote.public_url(url)} is a zip archive with code/ like TorchScript, but "
+            f"Model file {public_url(url)} is a zip archive with code/ like TorchScript, but "
             f"torch cannot load it ({said}): it is truncated, corrupt or not TorchScript. "
             "Re-export it with geoseg.models.export_torchscript().") from None
     if not extra[TORCHSCRIPT_META]:
@@ -406,7 +396,7 @@ def _torchscript_meta(text: str, url: str) -> dict[str, Any]:
             raise ValueError("expected an object with stride and receptive_radius")
         return meta
     except ValueError as exc:
-        raise ModelFileError(f"Model file {remote.public_url(url)}: its {TORCHSCRIPT_META} is not "
+        raise ModelFileError(f"Model file {public_url(url)}: its {TORCHSCRIPT_META} is not "
                              f"geoseg metadata ({exc}); re-export it with "
                              "geoseg.models.export_torchscript().") from None
 

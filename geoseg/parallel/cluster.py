@@ -21,17 +21,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, Security
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg import config, logs
+from geoseg.core.urls import public_url
 from geoseg.errors import ClusterConfigError, MissingExtraError
-
-if TYPE_CHECKING:  # imported late at run time: geoseg.jobs imports this module
-    from geoseg.jobs.spec import ClusterSpec, JobqueueSpec, KubernetesSpec
+from geoseg.parallel.cluster_spec import ClusterSpec, JobqueueSpec, KubernetesSpec, walltime_seconds
 
 NAMED_KINDS = ("local", "threads", "slurm", "pbs", "kubernetes")
 ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$")
@@ -113,8 +112,6 @@ def connect(cluster: ClusterSpec | str | None = None, *, n_workers: int | None =
     value (kind name or address; ``None``: ``DASK_SCHEDULER_ADDRESS``, else a local cluster).
     ``threads_per_worker=None``: 1 per CPU worker, ``GEOSEG_GPU_THREADS`` per local GPU worker."""
     if cluster is None or isinstance(cluster, str):
-        from geoseg.jobs.spec import ClusterSpec
-
         base = ClusterSpec(n_workers=n_workers, threads_per_worker=threads_per_worker)
         cluster = with_cluster(base, cluster)
     with _CONNECT[cluster_kind(cluster)](cluster) as client:
@@ -225,7 +222,7 @@ def _await_a_worker(client: Client, address: str) -> None:
         client.wait_for_workers(1, timeout=wait)
     except TimeoutError:
         raise ClusterConfigError(
-            f"The Dask scheduler at {logs.public_url(address)} has no worker (waited {wait:g} s, "
+            f"The Dask scheduler at {public_url(address)} has no worker (waited {wait:g} s, "
             "GEOSEG_WORKER_WAIT). Start workers with `dask worker ADDRESS` (deploy/README.md), "
             "wait for a scaled-down cluster to scale up and raise GEOSEG_WORKER_WAIT, or drop "
             "--cluster to run on a local cluster.") from None
@@ -238,14 +235,14 @@ def tls_security(spec: ClusterSpec, address: str) -> Security | None:
     if spec.tls is None:
         if address.startswith("tls://") and not dask.config.get("distributed.comm.tls.ca-file", None):
             raise ClusterConfigError(
-                f"The scheduler at {logs.public_url(address)} speaks TLS, but no certificates were "
+                f"The scheduler at {public_url(address)} speaks TLS, but no certificates were "
                 "given; expected cluster.tls (ca_file, cert, key) in the job spec, or dask's "
                 "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, __CLIENT__CERT and __CLIENT__KEY variables.")
         return None
     if not address.startswith("tls://"):
         raise ClusterConfigError(
             f"cluster.tls is set, so encryption is required, but the scheduler address is "
-            f"{logs.public_url(address)}; expected its tls:// address (tls://host:8786). Plain "
+            f"{public_url(address)}; expected its tls:// address (tls://host:8786). Plain "
             "tcp:// is refused: nothing would be encrypted.")
     return Security(tls_ca_file=spec.tls.ca_file, tls_client_cert=spec.tls.cert,
                     tls_client_key=spec.tls.key, require_encryption=True)
@@ -260,7 +257,7 @@ def connected(address: str, security: Security | None = None) -> Iterator[Client
         client = Client(address, **({"security": security} if security is not None else {}))
     except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterConfigError(
-            f"Cannot reach the Dask scheduler at {logs.public_url(address)} "
+            f"Cannot reach the Dask scheduler at {public_url(address)} "
             f"({type(exc).__name__}: {logs.scrub(str(exc))}). Check that it is running and that "
             "the address and port are right (dask scheduler prints them; one started with TLS "
             "takes only its tls:// address and certificates, cluster.tls), or drop --cluster / "
@@ -329,7 +326,6 @@ def jobqueue_kwargs(spec: ClusterSpec, kind: str) -> dict[str, Any]:
     """Keyword arguments of ``SLURMCluster`` / ``PBSCluster``: the spec's values, else dask's
     ``jobqueue.<kind>.*`` config, plus worker lifetimes that retire every worker before the
     walltime (``--lifetime``, ``--lifetime-stagger``)."""
-    from geoseg.jobs.spec import walltime_seconds
 
     _optional("dask_jobqueue", kind)  # registers the jobqueue.* config defaults
     jq = spec.jobqueue
@@ -399,7 +395,6 @@ def _jobqueue_setting(jq: JobqueueSpec, kind: str, key: str) -> Any:
 
 
 def _jobqueue_walltime(jq: JobqueueSpec, kind: str) -> str:
-    from geoseg.jobs.spec import walltime_seconds
 
     walltime = str(_jobqueue_setting(jq, kind, "walltime"))
     try:

@@ -32,8 +32,8 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from skimage import draw
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import ParameterError
-from geoseg.models.base import ClassInfo
 
 __all__ = ["SCENE_CLASSES", "Scene", "make_scene"]
 

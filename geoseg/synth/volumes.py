@@ -50,8 +50,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import ParameterError
-from geoseg.models.base import ClassInfo
 
 __all__ = ["VOLUME_CLASSES", "Volume", "make_volume"]
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import fsspec
 
+from geoseg.core.records import plain
+from geoseg.core.urls import public_url
 from geoseg.io.sources import RasterSource, ZarrSource
-from geoseg.jobs.provenance import public_url
 from geoseg.training.checksums import source_checksum
 from geoseg.training.data import RasterPair
 
@@ -37,13 +38,8 @@ def write_json(url: str, data: dict[str, Any], storage_options: dict[str, Any] |
     if parent and parent != path:
         fs.makedirs(parent, exist_ok=True)
     with fs.open(path, "w") as f:
-        f.write(json.dumps(data, indent=1, default=_plain))
+        f.write(json.dumps(data, indent=1, default=plain))
 
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in a run record")
 
 
 class SourceCatalog:

@@ -21,14 +21,15 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from geoseg.errors import TrainSpecError
-from geoseg.jobs.provenance import public_url
-from geoseg.jobs.spec import InputSpec, Section, format_errors
+from geoseg.core.spec import Document, Section
+from geoseg.core.urls import public_url
+from geoseg.errors import GeosegError, TrainSpecError
+from geoseg.jobs.spec import InputSpec
 
 #: Spec keys that do not change what a run computes (ignored when resuming).
 NEUTRAL_KEYS = ("output.overwrite", "training.loader_threads")
@@ -243,8 +244,12 @@ class OutputSpec(Section):
         return f"{head}/{stem}.run" if head else f"{stem}.run"
 
 
-class TrainSpec(Section):
+class TrainSpec(Document):
     """A whole training run: data, network, optimisation, validation, outputs."""
+
+    document: ClassVar[str] = "training spec"
+    sections: ClassVar[str] = "sections (data, model, training, validation, output)"
+    error: ClassVar[type[GeosegError]] = TrainSpecError
 
     name: str = "training"
     seed: int = Field(0, ge=0)
@@ -253,17 +258,6 @@ class TrainSpec(Section):
     training: TrainingSpec = TrainingSpec()
     validation: ValidationSpec = ValidationSpec()
     output: OutputSpec
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "training spec") -> TrainSpec:
-        """Validate plain data; raises :class:`TrainSpecError` listing every problem."""
-        if not isinstance(data, dict):
-            raise TrainSpecError(f"{source}: expected a mapping of sections (data, model, training, "
-                                 f"validation, output), received {type(data).__name__}.")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise TrainSpecError(format_errors(exc, source, cls)) from None
 
     @property
     def model_name(self) -> str:

@@ -33,17 +33,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import fsspec
 import numpy as np
 from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from geoseg.errors import TrainSpecError
-from geoseg.jobs.provenance import now, public_url
-from geoseg.jobs.spec import Section, format_errors
+from geoseg.core.records import now
+from geoseg.core.spec import Document, Section
+from geoseg.core.urls import public_url
+from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.parallel.cluster import connect, scheduler_address
 from geoseg.training.record import write_json
 from geoseg.training.spec import TrainSpec, read_yaml, redact
@@ -90,8 +91,12 @@ class SweepClusterSpec(Section):
     threads_per_worker: int = Field(1, ge=1)
 
 
-class SweepSpec(Section):
+class SweepSpec(Document):
     """A grid or random search over training hyperparameters."""
+
+    document: ClassVar[str] = "sweep spec"
+    sections: ClassVar[str] = "keys (name, base, method, parameters, output, cluster)"
+    error: ClassVar[type[GeosegError]] = TrainSpecError
 
     name: str = "sweep"
     base: str | dict[str, Any] = Field(description="Training spec: a YAML path, or the spec inline.")
@@ -121,19 +126,10 @@ class SweepSpec(Section):
             raise ValueError("a number of trials, required with method: random")
         return value
 
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "sweep spec") -> SweepSpec:
-        if not isinstance(data, dict):
-            raise TrainSpecError(f"{source}: expected a mapping (name, base, method, parameters, output, "
-                                 f"cluster), received {type(data).__name__}.")
-        try:
-            spec = cls.model_validate(data)
-        except ValidationError as exc:
-            raise TrainSpecError(format_errors(exc, source, cls)) from None
-        if spec.method == "grid" and any(isinstance(v, RangeSpec) for v in spec.parameters.values()):
+    def check(self, source: str) -> None:
+        if self.method == "grid" and any(isinstance(v, RangeSpec) for v in self.parameters.values()):
             raise TrainSpecError(f"{source}: parameters: ranges ({{low, high}}) need method: random; "
                                  "give grid values as lists.")
-        return spec
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:

@@ -29,6 +29,9 @@ import torch
 from torch import nn
 
 from geoseg import config
+from geoseg.core.classes import ClassInfo
+from geoseg.core.records import now, package_versions
+from geoseg.core.urls import public_url
 from geoseg.errors import (
     CheckpointError,
     OutputExistsError,
@@ -36,9 +39,8 @@ from geoseg.errors import (
     TrainingDivergedError,
     TrainSpecError,
 )
-from geoseg.jobs.provenance import now, package_versions, public_url
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
-from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, build_network, save_model
+from geoseg.models import ModelInfo, SegmentationModel, build_network, save_model
 from geoseg.models.base import pad_end
 from geoseg.tiling.plan import round_up
 from geoseg.training.checkpoint import (

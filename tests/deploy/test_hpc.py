@@ -9,8 +9,9 @@ from pathlib import Path
 
 from dask.utils import parse_bytes, parse_timedelta
 
-from geoseg.jobs.spec import load_job, walltime_seconds
+from geoseg.jobs.spec import load_job
 from geoseg.parallel.cluster import jobqueue_cluster
+from geoseg.parallel.cluster_spec import walltime_seconds
 
 HPC = Path(__file__).resolve().parents[2] / "deploy" / "hpc"
 

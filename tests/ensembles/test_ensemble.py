@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import geoseg
+from geoseg.core.classes import ClassInfo
 from geoseg.ensembles import TTA, Ensemble, EnsembleError, EnsembleRef, normalize_weights
 from geoseg.errors import BandMismatchError
 from geoseg.io.sources import ZarrSource
-from geoseg.models import ClassInfo, SegmentationModel, Segmenter
+from geoseg.models import SegmentationModel, Segmenter
 from geoseg.parallel.segment import region_work
 from geoseg.tiling.plan import n_regions
 from tests.conftest import random_unet, textured_image, write_zarr

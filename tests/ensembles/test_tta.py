@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import geoseg
+from geoseg.core.classes import ClassInfo
 from geoseg.ensembles import TTA, TTARef, transform_set
-from geoseg.models import ClassInfo, Segmenter
+from geoseg.models import Segmenter
 from tests.conftest import random_unet, textured_image, write_zarr
 
 

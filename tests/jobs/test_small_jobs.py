@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from geoseg.errors import ClusterConfigError
-from geoseg.jobs.spec import ClusterSpec
 from geoseg.parallel.cluster import for_job_size
+from geoseg.parallel.cluster_spec import ClusterSpec
 from tests.conftest import job_dict, textured_image, write_zarr
 
 # geoseg's own lines: its text log format, the progress bar and the closing summary

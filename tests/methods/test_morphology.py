@@ -17,9 +17,9 @@ from geoseg.methods import (
     LocalThreshold,
     Threshold,
     clean,
-    clean_mask,
     fit_threshold,
 )
+from geoseg.parallel.cleanup import clean_mask
 from tests.conftest import textured_image
 from tests.methods.rasters import memory_raster, photo, run_segment
 

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoseg.core.classes import ClassInfo
+
 # Imported directly so that the architectures register themselves.
 from geoseg.models import deeplab, fcn, segnet, unet3d  # noqa: F401
-from geoseg.models.base import ClassInfo
 from geoseg.models.deeplab import DeepLabV3Plus, ResNetBackbone
 from geoseg.models.model import ModelInfo, SegmentationModel
 from geoseg.models.probe import (

@@ -43,7 +43,8 @@ def test_entry_point_architecture_round_trips_through_a_model_file(plugin_dist, 
         sys.path.insert(0, {str(plugin_dist)!r})
         import numpy as np
         import geoseg
-        from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, architectures, build_network
+        from geoseg.core.classes import ClassInfo
+        from geoseg.models import ModelInfo, SegmentationModel, architectures, build_network
         assert "tiny" in architectures(), architectures()
         net = build_network("tiny", {{"in_channels": 3, "num_classes": 2}})
         info = ModelInfo("tiny", "tiny", {{"in_channels": 3, "num_classes": 2}},

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import geoseg
 from geoseg.errors import ClusterConfigError, JobSpecError, MissingExtraError
-from geoseg.jobs.spec import ClusterSpec, JobSpec, walltime_seconds
+from geoseg.jobs.spec import JobSpec
 from geoseg.parallel.cluster import (
     cluster_kind,
     connect,
@@ -35,6 +35,7 @@ from geoseg.parallel.cluster import (
     with_cluster,
     worker_lifetime,
 )
+from geoseg.parallel.cluster_spec import ClusterSpec, walltime_seconds
 from tests.conftest import job_dict, textured_image, write_zarr
 from tests.deploy.commands import check_command
 from tests.deploy.k8s_schema import manifest_errors

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from geoseg import config
 from geoseg.errors import ClusterConfigError
-from geoseg.jobs.spec import ClusterSpec
 from geoseg.parallel.cluster import PinnedLocalCluster, WorkerLayout, connect, local_layout
+from geoseg.parallel.cluster_spec import ClusterSpec
 from tests.deploy.commands import check_command
 
 README = Path(__file__).parents[2] / "deploy" / "README.md"

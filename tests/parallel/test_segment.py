@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import geoseg
+from geoseg.core.classes import ClassInfo
 from geoseg.errors import BandMismatchError
-from geoseg.models import ClassInfo, Segmenter
+from geoseg.models import Segmenter
 from tests.conftest import random_unet, textured_image, write_zarr
 
 HEIGHT, WIDTH = 203, 157  # multiples of nothing useful

@@ -27,8 +27,9 @@ from distributed import Client, Security
 
 import geoseg
 from geoseg.errors import ClusterConfigError, JobSpecError
-from geoseg.jobs.spec import ClusterSpec, JobSpec
+from geoseg.jobs.spec import JobSpec
 from geoseg.parallel.cluster import connect, connected, with_cluster
+from geoseg.parallel.cluster_spec import ClusterSpec
 from tests.conftest import job_dict, textured_image, write_zarr
 from tests.parallel.test_cluster import free_port
 

@@ -9,7 +9,8 @@ import torch
 import xarray as xr
 
 import geoseg
-from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, SliceWise, build_network
+from geoseg.core.classes import ClassInfo
+from geoseg.models import ModelInfo, SegmentationModel, SliceWise, build_network
 from tests.conftest import random_unet
 
 

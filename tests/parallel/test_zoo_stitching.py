@@ -9,7 +9,8 @@ import torch
 import xarray as xr
 
 import geoseg
-from geoseg.models import ClassInfo, ModelInfo, SegmentationModel, build_network
+from geoseg.core.classes import ClassInfo
+from geoseg.models import ModelInfo, SegmentationModel, build_network
 
 CASES = {
     "fcn": ("fcn", {"depth": 3, "width": 4, "convs": 1, "fc_kernel": 3}),

@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 
+from geoseg.core.urls import public_url
 from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import output_exists
@@ -27,7 +28,6 @@ from geoseg.io.sources import ZarrSource
 
 def shown(url: str) -> str:
     """``url`` as it may appear in messages: without user info, query or fragment."""
-    from geoseg.jobs.provenance import public_url
 
     return public_url(url)
 
