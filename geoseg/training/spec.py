@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationInfo, field_validator
@@ -33,6 +34,8 @@ from geoseg.jobs.spec import InputSpec
 
 #: Spec keys that do not change what a run computes (ignored when resuming).
 NEUTRAL_KEYS = ("output.overwrite", "training.loader_threads")
+
+D = TypeVar("D", bound=Document)
 
 
 RasterSpec = InputSpec  # a training raster is described exactly like a job's input
@@ -282,6 +285,15 @@ def load_train_spec(path: str | Path) -> TrainSpec:
         names every bad key with what was received and what is expected.
     """
     return TrainSpec.from_dict(read_yaml(path, "training spec"), str(path))
+
+
+def as_spec(spec: Any, cls: type[D], load: Callable[[str | Path], D]) -> D:
+    """``spec`` as a ``cls``: itself, its plain-data form, or the path of a YAML file (read by ``load``)."""
+    if isinstance(spec, cls):
+        return spec
+    if isinstance(spec, dict):
+        return cls.from_dict(spec)
+    return load(spec)
 
 
 def read_yaml(path: str | Path, what: str) -> Any:

@@ -47,7 +47,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.parallel.cluster import connect, scheduler_address
 from geoseg.training.record import write_json
-from geoseg.training.spec import TrainSpec, read_yaml, redact
+from geoseg.training.spec import TrainSpec, as_spec, read_yaml, redact
 
 Log = Callable[[str], Any]
 logger = logging.getLogger("geoseg.training")
@@ -413,11 +413,7 @@ def sweep(spec: SweepSpec | dict[str, Any] | str | Path, *, scheduler: str | Non
 
 def as_sweep_spec(spec: SweepSpec | dict[str, Any] | str | Path) -> SweepSpec:
     """A :class:`SweepSpec` from itself, plain data, or the path of a YAML file."""
-    if isinstance(spec, SweepSpec):
-        return spec
-    if isinstance(spec, dict):
-        return SweepSpec.from_dict(spec)
-    return load_sweep_spec(spec)
+    return as_spec(spec, SweepSpec, load_sweep_spec)
 
 
 def _gather(client: Client, trials: list[Trial], resume: bool, gpu: bool, log: Log) -> list[TrialResult]:

@@ -2,10 +2,11 @@
 
 :func:`train` draws random chips from one or more (image, labels) raster pairs
 read lazily through their sources (one windowed read per chip), flips and turns
-them, and fits any registered 2D architecture with AdamW under a warmup+cosine
-schedule (bf16 autocast on CUDA), with optional class weights and an ignore
-index. After every epoch it scores validation mIoU on held-out windows, writes a
-checkpoint (safetensors + JSON) and the run record, and applies early stopping.
+them, and fits any registered 2D architecture with the shared loop
+(:mod:`geoseg.training.loop`: AdamW under a warmup+cosine schedule, bf16 autocast
+on CUDA), with optional class weights and an ignore index. After every epoch it
+scores validation mIoU on held-out windows, writes a checkpoint (safetensors +
+JSON) and the run record, and applies early stopping.
 Per-band mean/std are measured on sampled training windows and stored in the
 model file, which :func:`geoseg.load_model` loads like any other.
 
@@ -16,9 +17,8 @@ ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,6 @@ from geoseg.errors import (
     CheckpointError,
     OutputExistsError,
     TrainingDataError,
-    TrainingDivergedError,
     TrainSpecError,
 )
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
@@ -65,8 +64,9 @@ from geoseg.training.data import (
     read_validation,
     split_holdout,
 )
+from geoseg.training.loop import Loop, adamw, autocast, autocast_dtype, finite_mean, warmup_cosine
 from geoseg.training.record import FORMAT, SourceCatalog, read_json, write_json
-from geoseg.training.spec import TrainSpec, changed_keys, comparable, load_train_spec
+from geoseg.training.spec import TrainSpec, as_spec, changed_keys, comparable, load_train_spec
 
 Log = Callable[[str], Any]
 
@@ -149,37 +149,15 @@ class Setup:
 class Session:
     """Everything that changes as a run trains (all of it goes into checkpoints)."""
 
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loop: Loop
     rng: np.random.Generator
-    loss_fn: nn.Module
     state: TrainState
     best: dict[str, torch.Tensor] | None = None
 
 
-class WarmupCosine:
-    """Learning-rate factor: linear warmup over ``warmup`` steps, then cosine decay to ``floor``.
-
-    A plain object with int/float attributes, so the scheduler's state is JSON.
-    """
-
-    def __init__(self, warmup: int, total: int, floor: float):
-        self.warmup, self.total, self.floor = warmup, total, floor
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + float(np.cos(np.pi * t)))
-
-
 def as_train_spec(spec: TrainSpec | dict[str, Any] | str | Path) -> TrainSpec:
     """A :class:`TrainSpec` from itself, plain data, or the path of a YAML file."""
-    if isinstance(spec, TrainSpec):
-        return spec
-    if isinstance(spec, dict):
-        return TrainSpec.from_dict(spec)
-    return load_train_spec(spec)
+    return as_spec(spec, TrainSpec, load_train_spec)
 
 
 def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
@@ -298,7 +276,7 @@ def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log) -> Setup:
                       len(classes), spec.data.ignore_index)
     validation = read_validation(val_pairs, prep, spec.validation.tile, spec.validation.max_windows)
     device = torch.device(config.device() if spec.training.device == "auto" else spec.training.device)
-    amp = _autocast_dtype(spec, device)
+    amp = autocast_dtype(spec.training.mixed_precision, device)
     catalog = SourceCatalog()
     record = _static_record(spec, train_pairs, val_pairs, catalog, stats, net_config, device, amp,
                             validation)
@@ -382,13 +360,6 @@ def _weights(spec: TrainSpec, stats: DataStats) -> np.ndarray | None:
     return np.asarray(given, np.float32)
 
 
-def _autocast_dtype(spec: TrainSpec, device: torch.device) -> torch.dtype | None:
-    mode = spec.training.mixed_precision
-    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
 def _static_record(spec: TrainSpec, train_pairs: list[RasterPair], val_pairs: list[RasterPair],
                    catalog: SourceCatalog, stats: dict[str, Any], net_config: dict[str, Any],
                    device: torch.device, amp: torch.dtype | None,
@@ -416,25 +387,33 @@ def _warmup_steps(spec: TrainSpec) -> int:
 def new_session(spec: TrainSpec, setup: Setup, checkpoint: Checkpoint | None,
                 log: Log = print) -> Session:
     """Optimizer, schedule, sampling generator and loss; restored from ``checkpoint`` when given."""
-    t = spec.training
-    optimizer = torch.optim.AdamW(setup.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    schedule = WarmupCosine(_warmup_steps(spec), t.epochs * t.steps_per_epoch, t.final_lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    loop = _loop(spec, setup)
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(2)[1])
-    weight = None if setup.weights is None else torch.from_numpy(setup.weights).to(setup.device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight, ignore_index=spec.data.ignore_index)
     checksums = data_checksums(setup.record)
     if checkpoint is None:
         state = TrainState(data={**_stats_of(setup), "started": now(), "checksums": checksums})
-        return Session(optimizer, scheduler, rng, loss_fn, state)
-    restore(checkpoint, model=setup.net, optimizer=optimizer, scheduler=scheduler, rng=rng)
+        return Session(loop, rng, state)
+    restore(checkpoint, model=setup.net, optimizer=loop.optimizer, scheduler=loop.scheduler, rng=rng)
     state = checkpoint.state
+    loop.step = state.step
     changed = sorted(k for k, v in checksums.items() if state.data.get("checksums", {}).get(k) != v)
     if changed:
         log(f"{spec.name}: warning: data changed since epoch 1 ({', '.join(changed)}); resuming anyway")
     state.resumes.append({"after_epoch": state.epoch, "at": now(), "data_changed": changed})
     best = {k: v.to(setup.device) for k, v in checkpoint.best.items()} or None
-    return Session(optimizer, scheduler, rng, loss_fn, state, best)
+    return Session(loop, rng, state, best)
+
+
+def _loop(spec: TrainSpec, setup: Setup) -> Loop:
+    """AdamW, warm-up and cosine to ``training.final_lr``, cross-entropy (class weights, ignore index)."""
+    t = spec.training
+    optimizer = adamw(setup.net, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = warmup_cosine(optimizer, warmup=_warmup_steps(spec), total=t.epochs * t.steps_per_epoch,
+                              floor=t.final_lr)
+    weight = None if setup.weights is None else torch.from_numpy(setup.weights).to(setup.device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, ignore_index=spec.data.ignore_index)
+    return Loop(setup.net, optimizer, scheduler, loss_fn, setup.device, setup.amp, spec.data.ignore_index,
+                f"lower training.lr (now {t.lr}) or raise training.warmup.")
 
 
 def data_checksums(record: dict[str, Any]) -> dict[str, str]:
@@ -491,50 +470,19 @@ def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int) -> di
     plan = draw_plan(session.rng, setup.train_pairs, t.steps_per_epoch * t.batch_size, t.chip,
                      t.augment.flips, t.augment.rot90)
     loader = ChipLoader(setup.train_pairs, setup.prep, t.chip, threads=t.loader_threads)
-    loss = train_steps(setup, session, loader.batches(plan, t.batch_size), spec.data.ignore_index)
+    loss = finite_mean(session.loop.run(loader.batches(plan, t.batch_size)))
+    session.state.step = session.loop.step
     confusion = evaluate(setup.net, setup.validation, len(spec.data.classes), setup.device, setup.amp)
     miou = mean_iou(confusion)
     ious = {c.name: (None if np.isnan(v) else round(float(v), 6))
             for c, v in zip(spec.data.classes, iou_per_class(confusion))}
     metrics = {"epoch": epoch, "step": session.state.step, "train_loss": loss, "val_miou": miou,
-               "val_iou": ious, "lr": session.scheduler.get_last_lr()[0],
+               "val_iou": ious, "lr": session.loop.scheduler.get_last_lr()[0],
                "seconds": round(time.perf_counter() - start, 3)}
     _update_best(spec, setup, session, metrics)
     session.state.epoch = epoch
     session.state.history.append(metrics)
     return metrics
-
-
-def train_steps(setup: Setup, session: Session, batches: Iterator[tuple[np.ndarray, np.ndarray]],
-                ignore_index: int) -> float:
-    """Optimizer steps over ``batches``; returns the mean loss."""
-    setup.net.train()
-    losses = []
-    for x_np, y_np in batches:
-        x = torch.from_numpy(x_np).to(setup.device)
-        y = torch.from_numpy(y_np).to(setup.device)
-        with _autocast(setup.device, setup.amp):
-            logits = setup.net(x)
-        loss = session.loss_fn(logits.float(), y)
-        if not torch.isfinite(loss):
-            if bool((y != ignore_index).any()):
-                raise TrainingDivergedError(
-                    f"the loss became {loss.item()} at step {session.state.step + 1}; lower training.lr "
-                    f"(now {session.optimizer.param_groups[0]['initial_lr']}) or raise training.warmup.")
-        else:
-            session.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            session.optimizer.step()
-            losses.append(loss.item())
-        session.scheduler.step()
-        session.state.step += 1
-    return float(np.mean(losses)) if losses else float("nan")
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def evaluate(net: nn.Module, validation: ValidationSet, n_classes: int, device: torch.device,
@@ -546,7 +494,7 @@ def evaluate(net: nn.Module, validation: ValidationSet, n_classes: int, device: 
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, x in enumerate(validation.inputs):
         by_shape.setdefault(x.shape, []).append(i)
-    with torch.inference_mode(), _autocast(device, amp):
+    with torch.inference_mode(), autocast(device, amp):
         for shape, indices in by_shape.items():
             padded_shape = tuple(round_up(n, stride) for n in shape[1:])
             for start in range(0, len(indices), batch_size):
@@ -595,7 +543,7 @@ def save_progress(spec: TrainSpec, setup: Setup, session: Session, outputs: Outp
     state = session.state
     if status == "running":
         save_checkpoint(outputs.checkpoint_dir, state=state, model=setup.net, best=session.best,
-                        optimizer=session.optimizer, scheduler=session.scheduler, rng=session.rng,
+                        optimizer=session.loop.optimizer, scheduler=session.loop.scheduler, rng=session.rng,
                         spec=comparable(spec), fingerprint=spec.fingerprint(), storage_options=so)
     record = {**setup.record, "status": status, "started": state.data.get("started"), "updated": now(),
               "run_dir": public_url(outputs.run_dir), "record_url": public_url(outputs.record_url),
