@@ -31,7 +31,7 @@ import numpy as np
 
 from geoseg import config
 from geoseg.core.urls import public_url
-from geoseg.errors import BudgetError, SettingError
+from geoseg.errors import BudgetError
 from geoseg.tiling.plan import read_window, region_tiles
 
 if TYPE_CHECKING:
@@ -53,15 +53,7 @@ def limit(setting: str) -> int:
     SettingError
         When the value is not a whole number > 0.
     """
-    text = config.get(setting)
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 1 and value == int(value)):
-        raise SettingError(f"{setting}: received {text!r}; expected a whole number > 0, such as "
-                           f"{config.DEFAULTS[setting]} (the default) or 1e12.")
-    return int(value)
+    return config.whole(setting, "a limit; raise it for larger inputs", least=1)
 
 
 def figure(n: float) -> str:

@@ -2,15 +2,18 @@
 
 The job spec says *what* to compute; these say how: which device, how many torch
 threads, how many tiles per batch. Read at call time, so workers honour their
-own environment.
+own environment. Every ``GEOSEG_*`` variable geoseg reads is listed in :data:`DEFAULTS`
+and read here (tests/test_config.py checks); a value that does not parse is a
+:class:`~geoseg.errors.SettingError` naming the variable, what it holds and what it takes.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
-from geoseg.errors import ClusterConfigError
+from geoseg.errors import ClusterConfigError, SettingError
 
 DEFAULTS = {
     "GEOSEG_DEVICE": "auto",
@@ -37,6 +40,8 @@ DEFAULTS = {
     # where outputs may be written (geoseg.io.allow): schemes, and buckets (empty: any)
     "GEOSEG_OUTPUT_SCHEMES": "file,local,memory,s3,s3a,gs,gcs,az,abfs,abfss,adl,hdfs",
     "GEOSEG_OUTPUT_BUCKETS": "",
+    "GEOSEG_LOG_FORMAT": "text",  # text or json (geoseg.logs)
+    "GEOSEG_RUNS_DIR": "",  # run records; empty: $XDG_DATA_HOME/geoseg/runs
 }
 GPU_ID = re.compile(r"^\d+$|^(GPU|MIG)-[\w/-]+$")  # what CUDA_VISIBLE_DEVICES accepts
 
@@ -44,6 +49,29 @@ GPU_ID = re.compile(r"^\d+$|^(GPU|MIG)-[\w/-]+$")  # what CUDA_VISIBLE_DEVICES a
 def get(name: str) -> str:
     """The value of setting ``name`` (e.g. ``"GEOSEG_DEVICE"``): environment first, then default."""
     return os.environ.get(name, DEFAULTS[name])
+
+
+def number(name: str, what: str, *, least: float = 0, above: bool = False,
+           whole: bool = False) -> float:
+    """Setting ``name`` as a finite number ``>= least`` (``> least`` with ``above``), a whole
+    one with ``whole`` (digits or exponent form: ``8e6``); ``what`` says what it counts, for
+    the message that names the variable when it holds anything else."""
+    text = get(name)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    fits = value > least if above else value >= least
+    if not (math.isfinite(value) and fits and (not whole or value == int(value))):
+        kind = "a whole number" if whole else "a number"
+        raise SettingError(f"{name}: received {text!r}; expected {kind} {'>' if above else '>='} "
+                           f"{least:g} ({what}), e.g. {DEFAULTS[name]} (the default).")
+    return value
+
+
+def whole(name: str, what: str, *, least: int = 0) -> int:
+    """Setting ``name`` as a whole number ``>= least`` (see :func:`number`)."""
+    return int(number(name, what, least=least, whole=True))
 
 
 def device() -> str:
@@ -58,54 +86,40 @@ def device() -> str:
 
 def torch_threads() -> int:
     """Threads torch may use per process; 0 leaves torch's own default."""
-    return int(get("GEOSEG_TORCH_THREADS"))
+    return whole("GEOSEG_TORCH_THREADS", "torch threads per process, 0: torch's default")
 
 
 def batch_size() -> int:
-    return int(get("GEOSEG_BATCH_SIZE"))
+    """Tiles per network call (``GEOSEG_BATCH_SIZE``)."""
+    return whole("GEOSEG_BATCH_SIZE", "tiles per network call", least=1)
 
 
 def region_bytes() -> int:
     """Bytes a task's region buffers may take (class scores, ids): bounds how far a task's
     region grows past one output chunk."""
-    return int(get("GEOSEG_REGION_BYTES"))
+    return whole("GEOSEG_REGION_BYTES", "bytes of a task's region buffers", least=1)
 
 
 def tile_size(ndim: int = 2) -> int:
     """Default tile core per axis: ``GEOSEG_TILE`` for images, ``GEOSEG_VOLUME_TILE`` for volumes."""
-    return int(get("GEOSEG_TILE" if ndim == 2 else "GEOSEG_VOLUME_TILE"))
+    return whole("GEOSEG_TILE" if ndim == 2 else "GEOSEG_VOLUME_TILE", "tile core per axis", least=1)
 
 
 def read_cache_bytes() -> int:
     """Bytes of decoded input chunks each process keeps for neighbouring windows (0: none)."""
-    return int(get("GEOSEG_READ_CACHE_BYTES"))
+    return whole("GEOSEG_READ_CACHE_BYTES", "bytes of decoded input chunks kept, 0: none")
 
 
 def inprocess_pixels() -> float:
     """Pixels (voxels) up to which a local CPU job runs on threads in this process: starting
     worker processes and loading the model in each costs more than it saves on such a job."""
-    text = get("GEOSEG_INPROCESS_PIXELS")
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ClusterConfigError(f"GEOSEG_INPROCESS_PIXELS: received {text!r}; expected a number "
-                                 ">= 0 of pixels (0: always start worker processes), e.g. 8e6.")
-    return value
+    return number("GEOSEG_INPROCESS_PIXELS", "pixels; 0: always start worker processes")
 
 
 def worker_wait() -> float:
     """Seconds a job waits for its running scheduler to have a worker (``GEOSEG_WORKER_WAIT``)."""
-    text = get("GEOSEG_WORKER_WAIT")
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ClusterConfigError(f"GEOSEG_WORKER_WAIT: received {text!r}; expected seconds > 0 "
-                                 "to wait for a worker on a running scheduler, e.g. 120.")
-    return value
+    return number("GEOSEG_WORKER_WAIT", "seconds to wait for a worker on a running scheduler",
+                  above=True)
 
 
 def gpu_ids() -> list[str]:
@@ -146,8 +160,14 @@ def _visible_gpus() -> list[str]:
 
 def gpu_threads() -> int:
     """Threads per GPU worker process (``GEOSEG_GPU_THREADS``, default 4)."""
-    text = get("GEOSEG_GPU_THREADS")
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ClusterConfigError(f"GEOSEG_GPU_THREADS: received {text!r}; expected an integer "
-                                 ">= 1 (threads per GPU worker), e.g. GEOSEG_GPU_THREADS=4.")
-    return int(text)
+    return whole("GEOSEG_GPU_THREADS", "threads per GPU worker", least=1)
+
+
+def log_format() -> str:
+    """``GEOSEG_LOG_FORMAT`` as given; :func:`geoseg.logs.log_format` checks it."""
+    return get("GEOSEG_LOG_FORMAT")
+
+
+def runs_dir() -> str | None:
+    """``GEOSEG_RUNS_DIR``, or None when unset or empty."""
+    return get("GEOSEG_RUNS_DIR") or None

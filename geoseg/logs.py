@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, unquote
 
+from geoseg import config
 from geoseg.core.urls import public_url
 from geoseg.errors import SettingError
 
@@ -172,7 +173,7 @@ def task_errors_quiet() -> bool:
 
 def log_format(value: str | None = None) -> str:
     """``value``, else ``GEOSEG_LOG_FORMAT``, else ``"text"``; checked against :data:`FORMATS`."""
-    chosen = value if value is not None else os.environ.get(ENV) or "text"
+    chosen = value if value is not None else config.log_format() or "text"
     if chosen.lower() not in FORMATS:
         source = "--log-format" if value is not None else ENV
         raise SettingError(f"{source}: received {chosen!r}; expected one of {', '.join(FORMATS)}. "

@@ -119,7 +119,7 @@ def test_a_limit_is_a_whole_number_in_digits_or_exponent_form(monkeypatch, text,
 def test_a_bad_limit_names_the_setting_and_what_it_takes(monkeypatch, text):
     monkeypatch.setenv("GEOSEG_MAX_TASKS", text)
     with pytest.raises(SettingError, match=r"GEOSEG_MAX_TASKS: received .*; expected a whole "
-                                           r"number > 0"):
+                                           r"number >= 1"):
         budgets.check_tasks(1, "a job")
 
 

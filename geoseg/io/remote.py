@@ -54,7 +54,6 @@ from geoseg.errors import (
     GeosegError,
     RasterNotFoundError,
     ReadOnlyStorageError,
-    SettingError,
     StorageAccessError,
     StorageIOError,
     StorageUnavailableError,
@@ -138,24 +137,9 @@ class RetryPolicy:
     def from_env(cls) -> RetryPolicy:
         """The policy ``GEOSEG_RETRIES`` and ``GEOSEG_RETRY_DELAY`` ask for (read at call time)."""
         return cls(
-            retries=int(_setting("GEOSEG_RETRIES", int)),
-            base_delay=_setting("GEOSEG_RETRY_DELAY", float),
+            retries=config.whole("GEOSEG_RETRIES", "retries of a storage request"),
+            base_delay=config.number("GEOSEG_RETRY_DELAY", "seconds before the first retry"),
         )
-
-
-def _setting(name: str, kind: type, *, least: float = 0) -> Any:
-    text = config.get(name)
-    try:
-        value = kind(text)
-    except ValueError:
-        value = -1
-    if not value >= least or value == float("inf"):
-        raise SettingError(
-            f"{name}: received {text!r}; expected a number {'>' if least else '>='} 0 "
-            f"({'a whole number of retries' if kind is int else 'seconds'}), "
-            f"e.g. {config.DEFAULTS[name]}."
-        )
-    return value
 
 
 # --- which errors are worth retrying ---------------------------------------------------------
@@ -669,8 +653,8 @@ def request_options(protocol: str) -> dict[str, Any]:
     Others: none."""
     if protocol not in ("s3", "s3a", "http", "https"):
         return {}
-    connect = _setting("GEOSEG_CONNECT_TIMEOUT", float, least=1e-3)
-    read = _setting("GEOSEG_READ_TIMEOUT", float, least=1e-3)
+    connect = config.number("GEOSEG_CONNECT_TIMEOUT", "seconds to wait for a connection", above=True)
+    read = config.number("GEOSEG_READ_TIMEOUT", "seconds to wait for the next bytes", above=True)
     if protocol in ("s3", "s3a"):
         _one_s3fs_attempt()
         retries = {"mode": "standard", "total_max_attempts": LIBRARY_ATTEMPTS}

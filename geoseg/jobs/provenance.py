@@ -267,7 +267,7 @@ def runs_dir(spec: JobSpec | None = None) -> str:
     data folder (``$XDG_DATA_HOME/geoseg/runs``, by default ``~/.local/share/geoseg/runs``):
     never the working directory, so a run leaves nothing where it was started."""
     chosen = spec.runs_dir if spec is not None else None
-    return chosen or os.environ.get("GEOSEG_RUNS_DIR") or default_runs_dir()
+    return chosen or config.runs_dir() or default_runs_dir()
 
 
 def default_runs_dir() -> str:

@@ -460,7 +460,7 @@ def test_retry_settings_from_the_environment(monkeypatch):
     assert remote.RetryPolicy.from_env() == remote.RetryPolicy(retries=7, base_delay=0.25)
     monkeypatch.setenv("GEOSEG_RETRIES", "many")
     with pytest.raises(
-        SettingError, match=r"GEOSEG_RETRIES: received 'many'; expected a number >= 0"
+        SettingError, match=r"GEOSEG_RETRIES: received 'many'; expected a whole number >= 0"
     ):
         remote.RetryPolicy.from_env()
 

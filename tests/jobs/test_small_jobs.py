@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geoseg.errors import ClusterConfigError
+from geoseg.errors import SettingError
 from geoseg.parallel.cluster import for_job_size
 from geoseg.parallel.cluster_spec import ClusterSpec
 from tests.conftest import job_dict, textured_image, write_zarr
@@ -46,7 +46,7 @@ def test_other_jobs_keep_the_cluster_they_asked_for(monkeypatch, spec, pixels, s
 
 def test_a_bad_setting_says_what_it_expects(monkeypatch):
     monkeypatch.setenv("GEOSEG_INPROCESS_PIXELS", "many")
-    with pytest.raises(ClusterConfigError, match="GEOSEG_INPROCESS_PIXELS: received 'many'; expected"):
+    with pytest.raises(SettingError, match="GEOSEG_INPROCESS_PIXELS: received 'many'; expected"):
         for_job_size(ClusterSpec(), 100, tasks=1)
 
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geoseg import config
-from geoseg.errors import ClusterConfigError
+from geoseg.errors import ClusterConfigError, SettingError
 from geoseg.parallel.cluster import PinnedLocalCluster, WorkerLayout, connect, local_layout
 from geoseg.parallel.cluster_spec import ClusterSpec
 from tests.deploy.commands import check_command
@@ -108,9 +108,9 @@ def test_a_bad_geoseg_gpus_says_what_is_allowed(monkeypatch, value):
 @pytest.mark.parametrize("value", ["0", "four", "-2", ""])
 def test_a_bad_geoseg_gpu_threads_says_what_is_allowed(monkeypatch, value):
     monkeypatch.setenv("GEOSEG_GPU_THREADS", value)
-    with pytest.raises(ClusterConfigError) as err:
+    with pytest.raises(SettingError) as err:
         config.gpu_threads()
-    assert f"GEOSEG_GPU_THREADS: received {value!r}; expected an integer >= 1" in str(err.value)
+    assert f"GEOSEG_GPU_THREADS: received {value!r}; expected a whole number >= 1" in str(err.value)
 
 
 def test_threads_per_worker_defaults_to_auto():

@@ -1,0 +1,85 @@
+"""Every GEOSEG_* variable is read in geoseg/config.py, and a bad value names itself."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import geoseg
+from geoseg import config
+from geoseg.errors import SettingError
+
+PACKAGE = Path(geoseg.__file__).parent
+NAME = re.compile(r"GEOSEG_[A-Z][A-Z0-9_]*")
+
+# (accessor, variable): each parses its variable as a number of some kind.
+NUMERIC = [
+    (config.torch_threads, "GEOSEG_TORCH_THREADS"),
+    (config.batch_size, "GEOSEG_BATCH_SIZE"),
+    (config.region_bytes, "GEOSEG_REGION_BYTES"),
+    (config.tile_size, "GEOSEG_TILE"),
+    (lambda: config.tile_size(3), "GEOSEG_VOLUME_TILE"),
+    (config.read_cache_bytes, "GEOSEG_READ_CACHE_BYTES"),
+    (config.inprocess_pixels, "GEOSEG_INPROCESS_PIXELS"),
+    (config.worker_wait, "GEOSEG_WORKER_WAIT"),
+    (config.gpu_threads, "GEOSEG_GPU_THREADS"),
+]
+
+
+def _environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """``os.environ[...]``, ``os.environ.get(...)`` and ``os.getenv(...)`` with a GEOSEG_ literal."""
+    found = []
+    for node in ast.walk(tree):
+        text = ast.unparse(node) if isinstance(node, (ast.Call, ast.Subscript)) else ""
+        if re.match(r"os\.(environ(\.get)?|getenv)\b", text) and NAME.search(text):
+            found.append((node.lineno, text))
+    return found
+
+
+def test_settings_are_read_only_in_config():
+    outside = [f"{path.relative_to(PACKAGE.parent)}:{line}: {text}"
+               for path in PACKAGE.rglob("*.py") if path.name != "config.py"
+               for line, text in _environment_reads(ast.parse(path.read_text()))]
+    assert not outside, "\n".join(outside)
+
+
+def test_every_setting_named_in_the_code_has_a_default():
+    named = {m for path in PACKAGE.rglob("*.py") for m in NAME.findall(path.read_text())}
+    assert named - set(config.DEFAULTS) == set()
+
+
+@pytest.mark.parametrize(("read", "variable"), NUMERIC, ids=[v for _, v in NUMERIC])
+@pytest.mark.parametrize("value", ["many", "-3", "nan", "inf", ""])
+def test_a_bad_number_names_its_variable(monkeypatch, read, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingError, match=rf"^{variable}: received {re.escape(repr(value))}; "
+                                           r"expected a (whole )?number"):
+        read()
+
+
+@pytest.mark.parametrize(("read", "variable"), NUMERIC, ids=[v for _, v in NUMERIC])
+def test_defaults_parse(monkeypatch, read, variable):
+    monkeypatch.delenv(variable, raising=False)
+    assert read() == float(config.DEFAULTS[variable])
+
+
+def test_whole_numbers_take_exponent_form_but_not_fractions(monkeypatch):
+    monkeypatch.setenv("GEOSEG_REGION_BYTES", "1e9")
+    assert config.region_bytes() == 10**9
+    monkeypatch.setenv("GEOSEG_REGION_BYTES", "1.5")
+    with pytest.raises(SettingError, match="expected a whole number >= 1"):
+        config.region_bytes()
+
+
+def test_runs_dir_and_log_format_come_from_config(monkeypatch, tmp_path):
+    from geoseg import logs
+    from geoseg.jobs.provenance import runs_dir
+
+    monkeypatch.setenv("GEOSEG_RUNS_DIR", str(tmp_path))
+    assert runs_dir() == str(tmp_path)
+    monkeypatch.setenv("GEOSEG_LOG_FORMAT", "yaml")
+    with pytest.raises(SettingError, match="GEOSEG_LOG_FORMAT: received 'yaml'"):
+        logs.log_format()
