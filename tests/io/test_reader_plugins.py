@@ -140,3 +140,14 @@ def test_the_guesses_share_one_look_at_the_file(tmp_path, monkeypatch):
         key, lambda: looks.append(key) or compute()))
     assert open_source(tif).format == "geotiff"
     assert looks.count(("head", tif)) == 1, looks
+
+
+def test_a_registered_name_replaces_a_built_in_and_duplicates_are_logged(plugins, caplog):
+    install(plugins, "image = reader_npy:NpyReader")
+    install(plugins, "image = reader_npy:NpyReaderCopy", name="another_copy")
+    (plugins / "reader_npy.py").write_text((plugins / "reader_npy.py").read_text()
+                                           + "\n\nclass NpyReaderCopy(NpyReader):\n    pass\n")
+    with caplog.at_level(logging.WARNING, logger="geoseg.io"):
+        readers = installed_readers()
+    assert type(readers["image"]).__name__ == "NpyReader"  # a site may swap a built-in reader
+    assert "2 readers are registered as 'image'" in caplog.text  # and two of a name are told
