@@ -53,7 +53,6 @@ from distributed import Client
 
 from geoseg.io.output import chunk_key, create_output
 from geoseg.jobs import JobSpec, prepare
-from geoseg.jobs.runner import task_regions
 from geoseg.parallel.store import run_regions
 from geoseg.tiling.plan import regions
 
@@ -170,7 +169,7 @@ def main() -> None:
         t0 = time.perf_counter()
         work = prepared.work
         target = create_output(out, shape=prepared.source.shape[1:],
-                               chunks=task_regions(spec, prepared.source),
+                               chunks=prepared.layout.shards,
                                task_region=prepared.chunks, georef=prepared.source.georef,
                                class_names=[c.name for c in prepared.model.classes],
                                class_dtype=work.class_dtype, nodata_class=work.nodata_class)

@@ -41,10 +41,9 @@ from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_g
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.remote import check_writable
 from geoseg.io.sources import RasterSource
-from geoseg.tiling.plan import coerce_per_axis
+from geoseg.tiling import INPUT_CHUNK, Layout
 
 ARRAY = "raster"
-DEFAULT_CHUNK = {2: 512, 3: 128}  # per spatial axis, for images and volumes
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def convert(
         input_url, dict(storage_options or {}), level=level, bands=bands, variable=variable
     )
     _refuse_output(input_url, storage_options, out_url, out_options, overwrite)
-    sizes = _chunk_sizes(reader.shape[1:], chunks)
+    sizes = Layout.create(reader.shape[1:], chunks, default=INPUT_CHUNK).chunks
     if overwrite:
         remove_output(out_url, out_options)
     group = _create_group(out_url, out_options, reader, sizes, input_url)
@@ -280,15 +279,6 @@ def _same_place(
     fs_a, path_a = fsspec.core.url_to_fs(a, **(a_options or {}))
     fs_b, path_b = fsspec.core.url_to_fs(b, **(b_options or {}))
     return type(fs_a) is type(fs_b) and path_a.rstrip("/") == path_b.rstrip("/")
-
-
-def _chunk_sizes(spatial: tuple[int, ...], chunks: int | Sequence[int] | None) -> tuple[int, ...]:
-    wanted = (
-        (DEFAULT_CHUNK[len(spatial)],) * len(spatial)
-        if chunks is None
-        else coerce_per_axis(chunks, len(spatial), "chunks")
-    )
-    return tuple(max(1, min(int(c), n)) for c, n in zip(wanted, spatial))
 
 
 def _create_group(

@@ -45,10 +45,11 @@ from geoseg.models.modelfile import read_header
 from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster
 from geoseg.parallel.cluster_spec import ClusterSpec
 from geoseg.parallel.plugins import load_models, unload_models
-from geoseg.parallel.segment import default_chunk, region_work
+from geoseg.parallel.segment import plan_work
 from geoseg.parallel.store import ReferenceLabels, RegionStats, run_regions, score_regions
 from geoseg.parallel.tasks import RegionWork
-from geoseg.tiling.plan import n_regions, round_up
+from geoseg.tiling import DEFAULT_CHUNK, Geometry, InferenceSettings, Layout, Plan
+from geoseg.tiling.plan import n_regions
 
 LEASE_SECONDS = 600.0  # renewed every third; a killed run's lease on this machine is taken at once
 
@@ -86,14 +87,19 @@ class PreparedJob:
     @property
     def chunks(self) -> tuple[int, ...]:
         """What one task computes and writes: whole output chunks (or shards when sharding),
-        as many as keep halos cheap (:func:`~geoseg.parallel.segment.region_work`); one
+        as many as keep halos cheap (:meth:`~geoseg.tiling.Plan.create`); one
         chunk or shard while a classical method still has to be fitted."""
-        return self.work.region if self.work is not None else task_regions(self.spec, self.source)
+        return self.work.region if self.work is not None else self.layout.shards
 
     @property
     def inner_chunks(self) -> tuple[int, ...]:
         """The Zarr chunks of the output arrays, clipped to the raster."""
-        return zarr_chunks(self.spec, self.source)
+        return self.layout.chunks
+
+    @property
+    def layout(self) -> Layout:
+        """The output's Zarr chunks and the shards (or chunks) tasks write whole."""
+        return _layout(self.spec, self.source)
 
     @functools.cached_property
     def reference(self) -> ReferenceLabels | None:
@@ -136,6 +142,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
                              bands=spec.input.bands, level=spec.input.level, pages=spec.input.pages)
     source = checks.with_missing_chunks(source, spec.input.missing_chunks)
     model = _build(spec.model, source, fit=False)
+    _check_chunks(spec, source)  # before the layout of a method still to be fitted is used
     prepared = PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
     prepared.reference  # noqa: B018 - opens and checks the reference labels now, before any compute
     budgets.check_job(prepared)  # tasks and bytes per read window, from the plan alone
@@ -180,15 +187,15 @@ def _model_files(segmenter: Any) -> list[ModelHeader]:
 
 
 def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:
-    _check_chunks(spec, source)
     with _key("input.bands"):
         model.check_bands(source.band_names, f"input {public_url(spec.input.url)}")
     inf = spec.inference
     with _key("inference"):
-        work = region_work(model, source.shape[1:], tile=inf.tile, halo=inf.halo,
-                           regions=task_regions(spec, source), compile=inf.compile,
-                           batch_size=inf.batch_size, nodata=source.georef.nodata,
-                           nodata_class=spec.output.nodata_class, blend=inf.blend, overlap=inf.overlap)
+        plan = Plan.create(source.shape[1:], Geometry.of(model),
+                           InferenceSettings(inf.tile, inf.halo, inf.blend, inf.overlap, inf.batch_size),
+                           _layout(spec, source))
+        work = plan_work(model, plan, nodata=source.georef.nodata, nodata_class=spec.output.nodata_class,
+                         compile=inf.compile)
     prepared = PreparedJob(spec, source, model, work)
     _check_instances(prepared)
     return prepared
@@ -208,18 +215,8 @@ def _instance_settings(spec: JobSpec) -> InstanceSettings:
                             s.connectivity, s.halo, s.h, s.table, s.polygons)
 
 
-def zarr_chunks(spec: JobSpec, source: RasterSource) -> tuple[int, ...]:
-    """The output's Zarr chunks: ``output.chunks`` (default by dimensionality), clipped to the raster."""
-    shape = source.shape[1:]
-    chunks = spec.output.chunks or (default_chunk(len(shape)),) * len(shape)
-    return tuple(min(c, n) for c, n in zip(chunks, shape))
-
-
-def task_regions(spec: JobSpec, source: RasterSource) -> tuple[int, ...]:
-    """The unit tasks write whole: a chunk, or a shard when sharding, clipped to the raster."""
-    inner = zarr_chunks(spec, source)
-    shards = spec.output.shards or inner
-    return tuple(min(s, round_up(n, i)) for s, n, i in zip(shards, source.shape[1:], inner))
+def _layout(spec: JobSpec, source: RasterSource) -> Layout:
+    return Layout.create(source.shape[1:], spec.output.chunks, spec.output.shards)
 
 
 def _check_chunks(spec: JobSpec, source: RasterSource) -> None:
@@ -229,8 +226,8 @@ def _check_chunks(spec: JobSpec, source: RasterSource) -> None:
         if value is not None and len(value) != len(dims):
             raise JobSpecError(
                 f"output.{key}: received {list(value)} ({len(value)} values) but the input {url} has "
-                f"spatial axes {dims}; give one size per axis, e.g. {[default_chunk(len(dims))] * len(dims)}.")
-    chunks = spec.output.chunks or (default_chunk(len(dims)),) * len(dims)
+                f"spatial axes {dims}; give one size per axis, e.g. {[DEFAULT_CHUNK[len(dims)]] * len(dims)}.")
+    chunks = spec.output.chunks or (DEFAULT_CHUNK[len(dims)],) * len(dims)
     if spec.output.shards is not None and any(s % c for s, c in zip(spec.output.shards, chunks)):
         raise JobSpecError(
             f"output.shards: received {list(spec.output.shards)}, which is not a whole number of chunks "
@@ -467,7 +464,7 @@ def _key(key: str, *, bands: str | None = None) -> Iterator[None]:
 def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
     out, model = prepared.spec.output, prepared.model
     return create_output(
-        out.url, shape=prepared.source.shape[1:], chunks=task_regions(prepared.spec, prepared.source),
+        out.url, shape=prepared.source.shape[1:], chunks=prepared.layout.shards,
         inner_chunks=prepared.inner_chunks if out.shards else None, task_region=prepared.chunks,
         georef=prepared.source.georef, class_names=[c.name for c in model.classes],
         class_dtype=prepared.work.class_dtype, nodata_class=prepared.work.nodata_class,

@@ -103,13 +103,29 @@ class OutputSpec(Section):
 
 
 class InferenceSpec(Section):
-    tile: int | None = Field(None, ge=1, description="Tile core size (default GEOSEG_TILE).")
-    halo: int | None = Field(None, ge=0, description="Halo per side (default: the receptive field).")
+    tile: int | tuple[int, ...] | None = Field(
+        None, description="Tile core size: one int, or one per spatial axis, (y, x) or (z, y, x) "
+                          "(default GEOSEG_TILE, GEOSEG_VOLUME_TILE for volumes).")
+    halo: int | tuple[int, ...] | None = Field(
+        None, description="Context per side: one int, or one per spatial axis (default: the receptive "
+                          "field). Only with blend crop: blended windows overlap instead.")
     batch_size: int | None = Field(None, ge=1)
     blend: Literal["crop", "gaussian", "constant", "linear", "cosine"] | None = Field(
         None, description="crop (exact with a halo) or a blend of overlapping windows.")
     overlap: float | None = Field(None, ge=0.0, lt=1.0, description="Overlap fraction when blending.")
     compile: bool = Field(False, description="Run deep networks through torch.compile (once per worker).")
+
+    @field_validator("tile", "halo")
+    @classmethod
+    def _per_axis(cls, value: int | tuple[int, ...] | None, info: Any) -> int | tuple[int, ...] | None:
+        low = 1 if info.field_name == "tile" else 0
+        if value is None:
+            return value
+        values = (value,) if isinstance(value, int) else value
+        if len(values) not in (1, 2, 3) or (len(values) == 1 and values is value) or min(values) < low:
+            raise ValueError(f"an int >= {low}, or one per spatial axis: two for images (y, x), three "
+                             "for volumes (z, y, x)")
+        return value
 
 
 class InstancesSpec(Section):

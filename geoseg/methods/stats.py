@@ -23,9 +23,9 @@ from dask.delayed import Delayed
 from geoseg.errors import MethodParameterError, PlanError
 from geoseg.methods.features import Feature
 from geoseg.models.base import valid_mask
+from geoseg.tiling import default_chunks
 
 SPLIT_EVERY = 8
-DEFAULT_CHUNK = 1024
 MAX_INTEGER_BINS = 1 << 20
 
 
@@ -47,7 +47,7 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
     NumPy array, for fits.
 
     ``nodata`` defaults to ``raster.attrs["nodata"]``; 2-D inputs get a band axis.
-    NumPy inputs are cut into ``DEFAULT_CHUNK`` square chunks.
+    NumPy inputs are chunked on their last two axes as outputs are (:func:`~geoseg.tiling.default_chunks`).
     """
     names: tuple[str, ...] | None = None
     if isinstance(raster, xr.DataArray):
@@ -72,7 +72,7 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
 
 def _from_numpy(array: Any) -> da.Array:
     array = np.asarray(array)
-    spatial = (DEFAULT_CHUNK,) * min(array.ndim, 2)
+    spatial = default_chunks(array.shape[-2:])
     return da.from_array(array, chunks=(-1,) * (array.ndim - 2) + spatial)
 
 

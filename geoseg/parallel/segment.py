@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,25 +10,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from geoseg import config
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.sources import RasterSource
 from geoseg.models.base import Segmenter
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
-from geoseg.tiling.plan import (
-    TilingSpec,
-    coerce_per_axis,
-    inference_cost,
-    read_window,
-    region_tiles,
-    regions,
-    task_region,
-)
+from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
 
 NODATA_CLASS = 255
-DEFAULT_OVERLAP = 0.5
-MAX_COST = 1.25  # pixels inferred per pixel of one pass over the image, above which we warn
 
 
 def segment(
@@ -48,7 +36,7 @@ def segment(
     """Segment ``raster`` lazily; nothing is computed until you ask.
 
     Each task computes whole output chunks (several when they are small next to the
-    network's tiles, see :func:`region_work`) and the result comes in ``chunks``.
+    network's tiles, see :meth:`geoseg.tiling.Plan.create`) and the result comes in ``chunks``.
 
     Parameters
     ----------
@@ -60,12 +48,13 @@ def segment(
     output
         ``"classes"`` (class ids, ``(y, x)``) or ``"probabilities"`` (``(class, y, x)``).
     chunks
-        Output chunk size per spatial axis; one task per chunk (default: the
+        Output chunk size, one int or one per spatial axis (default: the
         raster's chunks).
     tile, halo
-        Network tile core size and context per side (default: ``GEOSEG_TILE`` and
-        the model's receptive field). A halo below the receptive field trades
-        exactness for speed.
+        Network tile core size and context per side, one int or one per spatial
+        axis (default: ``GEOSEG_TILE`` and the model's receptive field). A halo
+        below the receptive field trades exactness for speed; a halo with a blend
+        other than ``"crop"`` is an error (:meth:`~geoseg.tiling.Plan.create`).
     batch_size
         Tiles per network call (default ``GEOSEG_BATCH_SIZE``).
     nodata_class
@@ -83,19 +72,20 @@ def segment(
     segmenter = load_model(model) if isinstance(model, str) else model
     raster = _band_first(raster)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
-    out_chunks = _output_chunks(raster, chunks)
-    work = region_work(segmenter, raster.shape[1:], tile=tile, halo=halo, batch_size=batch_size,
-                       nodata=raster.attrs.get("nodata"), nodata_class=nodata_class, blend=blend,
-                       overlap=overlap, regions=out_chunks)
+    like = None if raster.chunks is None else tuple(c[0] for c in raster.chunks[1:])
+    plan = Plan.create(raster.shape[1:], Geometry.of(segmenter),
+                       InferenceSettings(tile, halo, blend, overlap, batch_size),
+                       Layout.create(raster.shape[1:], chunks, like=like))
+    work = plan_work(segmenter, plan, nodata=raster.attrs.get("nodata"), nodata_class=nodata_class)
     source = storage_source(raster)
-    if source is not None and work.windows_reach_past_regions:
+    if source is not None and plan.windows_reach_past_regions:
         source = source.with_read_cache()
-    blocks = [_region_block(work, raster, source, region, output, segmenter.n_classes)
-              for region in regions(raster.shape[1:], work.region)]
-    data = da.block(_nest(blocks, raster.shape[1:], work.region))
-    if work.region != out_chunks:  # a task computes several output chunks: split its block
+    blocks = [_region_block(work, plan, raster, source, region, output, segmenter.n_classes)
+              for region in plan.regions()]
+    data = da.block(_nest(blocks, plan.shape, plan.region))
+    if plan.region != plan.chunks:  # a task computes several output chunks: split its block
         lead = data.shape[:1] if output == "probabilities" else ()
-        data = data.rechunk((*lead, *out_chunks))
+        data = data.rechunk((*lead, *plan.chunks))
     return _wrap(data, raster, segmenter, work, output)
 
 
@@ -104,71 +94,23 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
                 nodata_class: int | None = None, blend: str | None = None,
                 overlap: float | None = None, regions: Sequence[int] | None = None,
                 compile: bool = False) -> RegionWork:
-    """Everything the regions of one run share, with defaults filled in.
+    """The work of :func:`plan_work` for a :class:`~geoseg.tiling.Plan` of these settings;
+    ``regions`` is the unit a task writes whole (output chunks or shards; default: one
+    default output chunk)."""
+    plan = Plan.create(shape, Geometry.of(segmenter), InferenceSettings(tile, halo, blend, overlap, batch_size),
+                       Layout.create(shape, regions))
+    return plan_work(segmenter, plan, nodata=nodata, nodata_class=nodata_class, compile=compile)
 
-    ``regions`` is the unit a task writes (output chunks or shards; default: one default
-    chunk). A task computes a region of whole units grown until halos and overlaps cost at
-    most about 1.25x one pass over the image (:func:`~geoseg.tiling.plan.task_region`), so
-    small output chunks neither shrink tiles nor make neighbouring tasks rerun the same
-    blended windows. A warning gives the factor when the region cannot grow enough
-    (``GEOSEG_REGION_BYTES`` bounds it). Without a ``tile``, cropped tiles are
-    ``GEOSEG_TILE`` (``GEOSEG_VOLUME_TILE``) long, or as long as the region when it is
-    shorter (blended windows keep their size: it sets the blend)."""
-    ndim = len(shape)
-    global_context = segmenter.global_context
-    blend = blend or ("gaussian" if global_context else "crop")
-    if global_context and blend == "crop":
-        warnings.warn(f"{segmenter.name} pools over its whole input (global context): cropped tiles cannot "
-                      "equal whole-image inference; blend='gaussian' hides the seams.", stacklevel=3)
-    spec = _tiling(segmenter, shape, tile if tile is not None else config.tile_size(ndim), halo, blend, overlap)
-    unit = tuple(regions) if regions is not None else tuple(min(default_chunk(ndim), n) for n in shape)
-    region = task_region(spec, unit, max_cost=MAX_COST,
-                         max_pixels=config.region_bytes() // (4 * segmenter.n_classes + 16))
-    if tile is None and blend == "crop":
-        spec = _tiling(segmenter, shape, tuple(min(t, r) for t, r in zip(spec.tile, region)), halo, blend,
-                       overlap)
-    _warn_recompute(spec, unit, region)
+
+def plan_work(segmenter: Segmenter, plan: Plan, *, nodata: float | None = None,
+              nodata_class: int | None = None, compile: bool = False) -> RegionWork:
+    """Everything the regions of ``plan`` share: the segmenter's reference, the tiling, the
+    input's ``nodata`` and the class ids written (``nodata_class`` where the input has no
+    data; default 255, or 65535 beyond 255 classes)."""
     dtype = "uint8" if segmenter.n_classes <= 255 else "uint16"
     default_nodata = NODATA_CLASS if dtype == "uint8" else 65535
-    return RegionWork(segmenter.ref(), spec, nodata, batch_size or config.batch_size(),
-                      default_nodata if nodata_class is None else int(nodata_class), dtype, region, compile)
-
-
-def _tiling(segmenter: Segmenter, shape: Sequence[int], tile: Any, halo: Any, blend: str,
-            overlap: float | None) -> TilingSpec:
-    ndim = len(shape)
-    return TilingSpec.create(
-        shape,
-        tile=tile,
-        halo=halo if halo is not None else _isotropic(segmenter.halo, ndim),
-        stride=coerce_per_axis(_isotropic(segmenter.stride, ndim), ndim, "stride"),
-        blend=blend,
-        overlap=DEFAULT_OVERLAP if overlap is None and blend != "crop" else (overlap or 0.0),
-    )
-
-
-def _warn_recompute(spec: TilingSpec, unit: Sequence[int], region: Sequence[int]) -> None:
-    cost = inference_cost(spec, region)
-    if cost > MAX_COST:
-        warnings.warn(
-            f"Output chunks {tuple(unit)} make tasks of {tuple(region)} pixels infer {cost:.2f}x the pixels "
-            f"of one pass over the image (halos and overlapping windows computed again by neighbouring "
-            f"tasks). Use output chunks (or shards) of at least {_advice(spec)} pixels per axis, or raise "
-            "GEOSEG_REGION_BYTES so tasks may compute larger regions.", stacklevel=3)
-
-
-def _advice(spec: TilingSpec) -> int:
-    """A per-axis region length that keeps the recompute cost low for ``spec``."""
-    if spec.blend == "crop":
-        return max(spec.tile)
-    return 8 * max(w - s for w, s in zip(spec.window_shape, spec.steps))
-
-
-def _isotropic(value: Sequence[int], ndim: int) -> Sequence[int] | int:
-    """A segmenter's per-axis geometry; one value repeated on every axis (a pixel-wise method's
-    ``(1, 1)`` stride, say) applies to any number of axes."""
-    values = tuple(value)
-    return values[0] if len(values) != ndim and len(set(values)) == 1 else values
+    return RegionWork(segmenter.ref(), plan.tiling, nodata, plan.batch_size,
+                      default_nodata if nodata_class is None else int(nodata_class), dtype, plan.region, compile)
 
 
 SPATIAL_DIMS = (("y", "x"), ("z", "y", "x"))
@@ -196,7 +138,7 @@ def storage_source(raster: xr.DataArray) -> RasterSource | None:
     return source if raster.data.name.startswith("open_raster-") and raster.shape == source.shape else None
 
 
-def _region_block(work: RegionWork, raster: xr.DataArray, source: RasterSource | None,
+def _region_block(work: RegionWork, plan: Plan, raster: xr.DataArray, source: RasterSource | None,
                   region: tuple[slice, ...], output: str, n_classes: int) -> da.Array:
     shape = tuple(r.stop - r.start for r in region)
     if output == "probabilities":
@@ -205,29 +147,11 @@ def _region_block(work: RegionWork, raster: xr.DataArray, source: RasterSource |
     if source is not None:
         task = dask.delayed(work.block, pure=True)(source.read, region, output)
     else:
-        window = tuple(slice(w.start, min(w.stop, n)) for w, n in
-                       zip(read_window(region_tiles(work.spec, region)), work.spec.shape))
+        window = plan.read_window(region)
         pixels = raster.data[(slice(None),) + window]
         task = dask.delayed(work.block_from_array, pure=True)(
             pixels, tuple(w.start for w in window), region, output)
     return da.from_delayed(task, shape, dtype=dtype)
-
-
-def _output_chunks(raster: xr.DataArray, chunks: int | Sequence[int] | None) -> tuple[int, ...]:
-    if chunks is not None:
-        out = coerce_per_axis(chunks, raster.ndim - 1, "chunks")
-    elif raster.chunks is not None:
-        out = tuple(c[0] for c in raster.chunks[1:])
-    else:
-        out = tuple(min(default_chunk(raster.ndim - 1), n) for n in raster.shape[1:])
-    if any(c < 1 for c in out):
-        raise PlanError(f"chunks must be positive, got {out}.")
-    return out
-
-
-def default_chunk(ndim: int) -> int:
-    """Output chunk per axis when none is given: 1024 for images, 128 for volumes."""
-    return 1024 if ndim == 2 else 128
 
 
 def _nest(blocks: list[Any], shape: Sequence[int], chunks: Sequence[int]) -> list[Any]:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from geoseg.errors import PlanError
+from geoseg.tiling.plan import BLEND_MODES
 
-BLEND_MODES = ("crop", "gaussian", "constant", "linear", "cosine")
 FLOOR = 1e-3
 
 

@@ -29,7 +29,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from geoseg.errors import PlanError
-from geoseg.tiling.blend import BLEND_MODES
+
+BLEND_MODES = ("crop", "gaussian", "constant", "linear", "cosine")  # crop: tile cores with a halo
 
 
 @dataclass(frozen=True)

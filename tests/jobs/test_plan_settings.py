@@ -1,0 +1,43 @@
+"""The job spec's tiling settings reach the Plan per axis; a halo with a blend fails before any compute."""
+
+from __future__ import annotations
+
+import pytest
+
+from geoseg.errors import JobSpecError, PlanError
+from geoseg.jobs import JobSpec, prepare
+from tests.conftest import textured_image, write_zarr
+
+
+def _spec(tmp_path, inference: dict) -> JobSpec:
+    url = str(tmp_path / "in.zarr")
+    if not (tmp_path / "in.zarr").exists():
+        write_zarr(url, textured_image(96, 80, seed=2), chunks=(32, 32))
+    return JobSpec.from_dict({"input": {"url": url}, "model": {"method": "threshold",
+                                                               "params": {"thresholds": [100], "feature": 1}},
+                              "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]},
+                              "inference": inference})
+
+
+def test_a_per_axis_halo_and_tile_reach_the_plan_per_axis(tmp_path):
+    prepared = prepare(_spec(tmp_path, {"tile": [32, 48], "halo": [3, 5]}))
+    assert prepared.work.spec.halo == (3, 5) and prepared.work.spec.tile == (32, 48)
+    assert prepared.inner_chunks == (32, 32) and prepared.layout.shards == (32, 32)
+    assert prepare(_spec(tmp_path, {"halo": 4})).work.spec.halo == (4, 4)
+
+
+@pytest.mark.parametrize("halo", [-1, [1, 2, 3, 4], [], [4]])
+def test_a_halo_that_is_no_int_per_axis_is_a_spec_error(tmp_path, halo):
+    with pytest.raises(JobSpecError, match="halo"):
+        _spec(tmp_path, {"halo": halo})
+
+
+def test_a_halo_of_the_wrong_axis_count_names_the_key(tmp_path):
+    with pytest.raises(PlanError, match=r"inference: halo has 3 values .* 2 spatial axes"):
+        prepare(_spec(tmp_path, {"halo": [1, 2, 3]}))
+
+
+def test_a_halo_with_a_blend_fails_before_any_compute(tmp_path):
+    with pytest.raises(PlanError, match=r"inference: halo=8 was given with blend='gaussian'"):
+        prepare(_spec(tmp_path, {"halo": 8, "blend": "gaussian"}))
+    assert prepare(_spec(tmp_path, {"halo": 0, "blend": "gaussian"})).work.spec.blend == "gaussian"
