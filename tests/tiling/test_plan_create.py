@@ -103,6 +103,14 @@ def test_a_per_axis_halo_reaches_the_plan_per_axis() -> None:
     assert default.halo == (1, 12, 12)  # the segmenter's own, axis by axis
 
 
+def test_a_default_tile_shortened_to_a_tiny_region_keeps_two_strides() -> None:
+    """Found by the Hypothesis plans above: a region of one stride used to shorten the default
+    tile below the two strides border padding needs, and the plan refused itself."""
+    plan = Plan.create((40, 2), Geometry(halo=0, stride=2))
+    assert plan.tile == (40, 4) and plan.region == (40, 2)
+    assert [t.window for t in plan.windows((slice(0, 40), slice(0, 2)))] == [(slice(0, 40), slice(0, 2))]
+
+
 def test_a_uniform_segmenter_geometry_fits_any_number_of_axes() -> None:
     plan = Plan.create((10, 20, 30), Geometry(halo=(3, 3), stride=(1, 1)))  # a 2D method on a volume
     assert plan.halo == (3, 3, 3) and plan.tiling.stride == (1, 1, 1)
