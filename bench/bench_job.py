@@ -26,7 +26,7 @@ import zarr
 import geoseg
 from geoseg.demo import write_scene
 from geoseg.jobs import JobSpec, run
-from geoseg.models.base import pad_end_tensor
+from geoseg.models.tensors import pad_end_tensor
 from geoseg.parallel.segment import region_work
 from geoseg.synth import make_scene
 from geoseg.tiling import region_tiles, regions

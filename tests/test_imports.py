@@ -28,7 +28,8 @@ def heavy_loaded_by(statement: str) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("module", ["geoseg", "geoseg.tiling", "geoseg.tiling.plan", "geoseg.errors",
+@pytest.mark.parametrize("module", ["geoseg", "geoseg.tiling", "geoseg.tiling.plan", "geoseg.errors", "geoseg.core.segmenter",
+                                    "geoseg.core.spec", "geoseg.core.urls", "geoseg.core.records",
                                     "geoseg.config", "geoseg.cli"])
 def test_light_modules_load_no_heavy_library(module):
     assert heavy_loaded_by(f"import {module}") == [], f"import {module} loads them"

@@ -1,6 +1,6 @@
 """Ensembles: several segmenters on the same tiles, their scores combined per pixel.
 
-An :class:`Ensemble` is itself a :class:`~geoseg.models.base.Segmenter`, so
+An :class:`Ensemble` is itself a :class:`~geoseg.core.segmenter.Segmenter`, so
 :func:`geoseg.segment` runs it like any model: each task reads its window once
 and every member sees the same batch of tiles. Members travel to workers as
 their references (:class:`EnsembleRef`), never as weights.
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from geoseg.core.classes import ClassInfo
+from geoseg.core.segmenter import Segmenter, valid_mask
 from geoseg.errors import BandMismatchError, EnsembleError
-from geoseg.models.base import Segmenter, valid_mask, valid_mask_tensor
+from geoseg.models.tensors import valid_mask_tensor
 
 COMBINES = ("mean", "vote", "max")
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from geoseg.core.segmenter import Segmenter
 from geoseg.errors import EnsembleError
-from geoseg.models.base import Segmenter
 
 TRANSFORMS = ("d4", "flips", "identity")
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from geoseg.core.segmenter import valid_mask
 from geoseg.errors import GeosegError
 from geoseg.io.sources import RasterSource
-from geoseg.models.base import valid_mask
 from geoseg.models.model import ModelInfo
 
 SAMPLES = 4  # chunks read, spread over the raster

@@ -19,6 +19,7 @@ from distributed import Client
 
 from geoseg import budgets, logs
 from geoseg.core.records import now
+from geoseg.core.segmenter import Segmenter
 from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
@@ -39,7 +40,6 @@ from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.methods.edges import Canny, hysteresis
-from geoseg.models.base import Segmenter
 from geoseg.models.model import ModelHeader
 from geoseg.models.modelfile import read_header
 from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.core.segmenter import Segmenter, valid_mask
 from geoseg.errors import BandMismatchError, MethodParameterError
-from geoseg.models.base import Segmenter, valid_mask
 
 KINDS = ("single", "band", "ndiff", "mean")
 FeatureLike = Any  # None | int | (int, int) | "mean" | Feature

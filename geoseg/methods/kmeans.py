@@ -31,10 +31,10 @@ import numpy as np
 import xarray as xr
 
 from geoseg.core.classes import ClassInfo
+from geoseg.core.segmenter import valid_mask
 from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods.features import PixelMethod
 from geoseg.methods.stats import RasterData, map_chunks, raster_data, tree_reduce
-from geoseg.models.base import valid_mask
 
 PALETTE = (
     (31, 119, 180),

@@ -28,9 +28,9 @@ import numpy as np
 from skimage import morphology
 
 from geoseg.core.classes import ClassInfo
+from geoseg.core.segmenter import Segmenter
 from geoseg.errors import MethodParameterError
 from geoseg.methods.features import PixelMethod, class_infos, one_hot
-from geoseg.models.base import Segmenter
 from geoseg.models.cache import resolve
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import xarray as xr
 from dask.delayed import Delayed
 
+from geoseg.core.segmenter import valid_mask
 from geoseg.errors import MethodParameterError, PlanError
 from geoseg.methods.features import Feature
-from geoseg.models.base import valid_mask
 from geoseg.tiling import default_chunks
 
 SPLIT_EVERY = 8

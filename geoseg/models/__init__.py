@@ -2,8 +2,8 @@
 
 # Importing the architecture modules registers them by name.
 from geoseg.core.classes import ClassInfo
+from geoseg.core.segmenter import Segmenter
 from geoseg.models import deeplab, fcn, segnet, unet, unet3d  # noqa: F401
-from geoseg.models.base import Segmenter
 from geoseg.models.cache import load_counts, resolve
 from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel, weights_sha256
 from geoseg.models.modelfile import (

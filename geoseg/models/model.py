@@ -14,8 +14,9 @@ from torch import nn
 
 from geoseg import config
 from geoseg.core.classes import ClassInfo
+from geoseg.core.segmenter import Segmenter
 from geoseg.errors import ModelConfigError, ModelFileError
-from geoseg.models.base import Segmenter, valid_mask_tensor
+from geoseg.models.tensors import valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
 
 IN_MEMORY = "in-memory:"

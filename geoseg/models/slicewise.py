@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geoseg.models.base import Segmenter
+from geoseg.core.segmenter import Segmenter
 
 
 class SliceWise(Segmenter):

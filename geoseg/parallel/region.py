@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geoseg.core.segmenter import Segmenter
 from geoseg.errors import ChunkResultError
-from geoseg.models.base import Segmenter, pad_end_tensor
+from geoseg.models.tensors import pad_end_tensor
 from geoseg.tiling.blend import blend_weights
 from geoseg.tiling.plan import Tile, TilingSpec, read_window, region_tiles
 

@@ -10,9 +10,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from geoseg.core.segmenter import Segmenter
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.sources import RasterSource
-from geoseg.models.base import Segmenter
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
 from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.core.segmenter import valid_mask
 from geoseg.errors import TrainingDataError
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
-from geoseg.models.base import valid_mask
 from geoseg.training.spec import PairSpec, RasterSpec
 
 Window = tuple[slice, slice]

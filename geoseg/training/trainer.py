@@ -31,6 +31,7 @@ from torch import nn
 from geoseg import config
 from geoseg.core.classes import ClassInfo
 from geoseg.core.records import now, package_versions
+from geoseg.core.segmenter import pad_end
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     CheckpointError,
@@ -40,7 +41,6 @@ from geoseg.errors import (
 )
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
 from geoseg.models import ModelInfo, SegmentationModel, build_network, save_model
-from geoseg.models.base import pad_end
 from geoseg.tiling.plan import round_up
 from geoseg.training.checkpoint import (
     Checkpoint,

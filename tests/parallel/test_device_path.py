@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import geoseg
-from geoseg.models.base import pad_end, pad_end_tensor, valid_mask, valid_mask_tensor
+from geoseg.core.segmenter import pad_end, valid_mask
+from geoseg.models.tensors import pad_end_tensor, valid_mask_tensor
 from geoseg.parallel.region import RegionOutput, device_turn, segment_region, to_device
 from geoseg.parallel.segment import region_work
 from geoseg.parallel.tasks import ArrayReader

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import BandMismatchError
-from geoseg.tiling.plan import round_up
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Segmenter(ABC):
@@ -43,8 +44,21 @@ class Segmenter(ABC):
     bands: tuple[str, ...] | None = None
     stride: tuple[int, ...] = (1, 1)
     halo: tuple[int, ...] = (0, 0)
-    device: torch.device = torch.device("cpu")
     global_context: bool = False
+    _device: torch.device | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the tensor methods compute: the CPU unless the segmenter was placed elsewhere."""
+        if self._device is None:
+            import torch
+
+            return torch.device("cpu")
+        return self._device
+
+    @device.setter
+    def device(self, value: torch.device) -> None:
+        self._device = value
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -54,6 +68,8 @@ class Segmenter(ABC):
         """Scores ``(N, classes, *spatial)`` on :attr:`device` for a prepared batch there.
 
         The default runs :meth:`predict` on the host (a CPU tensor shares its memory with numpy)."""
+        import torch
+
         scores = self.predict(batch.numpy(force=True))
         return torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)).to(batch.device)
 
@@ -61,6 +77,8 @@ class Segmenter(ABC):
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw pixels ``(bands, *spatial)`` on :attr:`device` to network input and validity mask
         (as :meth:`prepare`); the default runs :meth:`prepare` on the host."""
+        import torch
+
         x, valid = self.prepare(raw.numpy(force=True), nodata)
         return torch.from_numpy(x).to(raw.device), torch.from_numpy(valid).to(raw.device)
 
@@ -87,7 +105,7 @@ class Segmenter(ABC):
     def predict_image(self, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
         """Scores for a whole in-memory image at once: the reference tiling must match."""
         x, _ = self.prepare(image, nodata)
-        padded = pad_end(x, tuple(round_up(n, s) for n, s in zip(x.shape[1:], self.stride)))
+        padded = pad_end(x, tuple(n + -n % s for n, s in zip(x.shape[1:], self.stride)))
         scores = self.predict(padded[None])[0]
         return scores[(slice(None),) + tuple(slice(0, n) for n in x.shape[1:])]
 
@@ -135,25 +153,3 @@ def pad_end(x: np.ndarray, spatial_shape: Sequence[int]) -> np.ndarray:
     if not any(after for _, after in pad):
         return x
     return np.pad(x, pad, mode="reflect")
-
-
-def valid_mask_tensor(raw: torch.Tensor, nodata: float | None) -> torch.Tensor:
-    """:func:`valid_mask` for a tensor, computed on its device."""
-    valid = torch.ones(raw.shape[1:], dtype=torch.bool, device=raw.device)
-    if nodata is not None and not np.isnan(nodata):
-        valid &= ~torch.all(raw == nodata, dim=0)
-    if raw.is_floating_point():
-        valid &= ~torch.any(torch.isnan(raw), dim=0)
-    return valid
-
-
-def pad_end_tensor(x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
-    """:func:`pad_end` on the device: reflect-pad the spatial axes of ``(bands, *spatial)``.
-
-    Gathers with numpy's reflect indices, so a pad longer than the axis reflects again as
-    ``np.pad`` does (torch's own reflect padding refuses that)."""
-    for axis, (n, target) in enumerate(zip(x.shape[1:], spatial_shape), start=1):
-        if int(target) > n:
-            index = np.pad(np.arange(n), (0, int(target) - n), mode="reflect")
-            x = x.index_select(axis, torch.from_numpy(index).to(x.device))
-    return x

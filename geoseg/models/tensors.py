@@ -1,0 +1,30 @@
+"""The tensor forms of the contract's helpers (:mod:`geoseg.core.segmenter`), on any device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def valid_mask_tensor(raw: torch.Tensor, nodata: float | None) -> torch.Tensor:
+    """:func:`valid_mask` for a tensor, computed on its device."""
+    valid = torch.ones(raw.shape[1:], dtype=torch.bool, device=raw.device)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~torch.all(raw == nodata, dim=0)
+    if raw.is_floating_point():
+        valid &= ~torch.any(torch.isnan(raw), dim=0)
+    return valid
+
+
+def pad_end_tensor(x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """:func:`pad_end` on the device: reflect-pad the spatial axes of ``(bands, *spatial)``.
+
+    Gathers with numpy's reflect indices, so a pad longer than the axis reflects again as
+    ``np.pad`` does (torch's own reflect padding refuses that)."""
+    for axis, (n, target) in enumerate(zip(x.shape[1:], spatial_shape), start=1):
+        if int(target) > n:
+            index = np.pad(np.arange(n), (0, int(target) - n), mode="reflect")
+            x = x.index_select(axis, torch.from_numpy(index).to(x.device))
+    return x
