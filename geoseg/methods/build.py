@@ -1,17 +1,30 @@
-"""Classical methods by name, so a job spec can ask for one: ``model: {method: otsu, params: {...}}``."""
+"""Classical methods by name, so a job spec can ask for one: ``model: {method: otsu, params: {...}}``.
+
+Other packages add methods through the ``geoseg.methods`` entry-point group. An entry point
+names a :class:`~geoseg.core.segmenter.Segmenter` class, built as ``cls(**params)``; a class
+that learns from the raster (as Otsu or k-means do) has a classmethod
+``fit(raster, **params)`` that returns the fitted segmenter. docs/examples/method_ndvi.py is
+one, in one file::
+
+    [project.entry-points."geoseg.methods"]
+    ndvi = "method_ndvi:NdviThreshold"
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
-from geoseg.errors import JobSpecError
+from geoseg.core.segmenter import Segmenter
+from geoseg.errors import JobSpecError, MethodParameterError
 from geoseg.methods.edges import Canny, EdgeMagnitude
 from geoseg.methods.histogram import fit_histogram_modes
 from geoseg.methods.kmeans import fit_kmeans
 from geoseg.methods.threshold import METHODS, LocalThreshold, Threshold, fit_threshold
-from geoseg.models.base import Segmenter
 
+ENTRY_POINT_GROUP = "geoseg.methods"
 Builder = Callable[[Any, dict[str, Any]], Segmenter]
 
 FITTED: dict[str, Builder] = {
@@ -27,17 +40,43 @@ DIRECT: dict[str, Builder] = {
 }
 
 
+@functools.cache
+def plugins() -> dict[str, tuple[Builder, bool]]:
+    """The methods other packages register: name -> (builder, whether it fits). Read once."""
+    found: dict[str, tuple[Builder, bool]] = {}
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        cls = _load(entry)
+        fit = getattr(cls, "fit", None)
+        if callable(fit):
+            found[entry.name] = (lambda raster, p, _fit=fit: _fit(raster, **p), True)
+        else:
+            found[entry.name] = (lambda _, p, _cls=cls: _cls(**p), False)
+    return found
+
+
+def _load(entry: metadata.EntryPoint) -> type[Segmenter]:
+    try:
+        cls = entry.load()
+    except Exception as exc:  # a third-party import error must say whose it is
+        raise MethodParameterError(f"geoseg.methods plugin {entry.name!r} ({entry.value}) failed to "
+                                   f"load: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Segmenter)):
+        raise MethodParameterError(f"geoseg.methods plugin {entry.name!r} names {entry.value}, which "
+                                   "is not a Segmenter class; point the entry point at one.")
+    return cls
+
+
 def method_names() -> list[str]:
-    return sorted({*FITTED, *DIRECT})
+    return sorted({*FITTED, *DIRECT, *plugins()})
 
 
 def needs_fit(name: str) -> bool:
     check_method(name)
-    return name in FITTED
+    return name in FITTED or plugins().get(name, (None, False))[1]
 
 
 def check_method(name: str) -> None:
-    if name not in FITTED and name not in DIRECT:
+    if name not in FITTED and name not in DIRECT and name not in plugins():
         raise JobSpecError(f"model.method: unknown method {name!r}; known methods: {', '.join(method_names())}.")
 
 
@@ -45,7 +84,7 @@ def build_method(name: str, params: dict[str, Any], raster: Any = None) -> Segme
     """The segmenter for ``name``; fitted methods compute their statistics on ``raster`` (on the
     active Dask scheduler, chunk by chunk)."""
     check_method(name)
-    builder = FITTED.get(name) or DIRECT[name]
+    builder = FITTED.get(name) or DIRECT.get(name) or plugins()[name][0]
     try:
         return builder(raster, dict(params))
     except TypeError as exc:
