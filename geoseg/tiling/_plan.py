@@ -195,11 +195,6 @@ class Plan:
         window = read_window(self.windows(region))
         return tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, self.shape))
 
-    @property
-    def windows_reach_past_regions(self) -> bool:
-        """Halos or blended windows: neighbouring regions read some of the same input."""
-        return self.tiling.blend != "crop" or any(self.tiling.halo)
-
 
 def _shape(shape: Sequence[int]) -> tuple[int, ...]:
     try:
