@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geoseg.errors import ModelConfigError
-from geoseg.models.fcn import conv_bn_relu
+from geoseg.models._blocks import conv_bn_relu
 from geoseg.models.probe import Span
 from geoseg.models.registry import register_architecture
 
@@ -203,10 +203,8 @@ class DeepLabV3Plus(nn.Module):
 
     Parameters
     ----------
-    in_channels
-        Number of input bands.
-    num_classes
-        Number of output classes (logit channels).
+    in_channels, num_classes
+        Input bands and output classes.
     backbone
         ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
     output_stride

@@ -19,46 +19,19 @@ import torch
 from torch import nn
 
 from geoseg.errors import ModelConfigError
+from geoseg.models._blocks import Halving, conv_bn_relu, conv_chain, nearest_upsampler
 from geoseg.models.probe import Span
 from geoseg.models.registry import register_architecture
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3,
-                 dilation: int = 1) -> nn.Sequential:
-    """A zero-padded ("same") convolution, batch norm and ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel, padding=(kernel - 1) // 2 * dilation,
-                  dilation=dilation, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def vgg_stage(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
-    """``convs`` 3x3 conv-BN-ReLU layers."""
-    return nn.Sequential(*[conv_bn_relu(in_channels if i == 0 else out_channels, out_channels)
-                           for i in range(convs)])
-
-
-def nearest_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
-    """A ``kernel == stride`` transposed convolution initialised to nearest-neighbour upsampling."""
-    up = nn.ConvTranspose2d(channels, channels, factor, stride=factor, bias=False)
-    with torch.no_grad():
-        up.weight.zero_()
-        up.weight[range(channels), range(channels)] = 1.0
-    return up
-
-
 @register_architecture("fcn")
-class FCN8s(nn.Module):
+class FCN8s(Halving, nn.Module):
     """FCN-8s with a small VGG-style encoder.
 
     Parameters
     ----------
-    in_channels
-        Number of input bands.
-    num_classes
-        Number of output classes (logit channels).
+    in_channels, num_classes
+        Input bands and output classes.
     depth
         Number of 2x downsamplings (>= 3); the total stride is ``2 ** depth`` and
         scores are fused at strides ``2 ** (depth - 2)``, ``2 ** (depth - 1)``
@@ -86,7 +59,7 @@ class FCN8s(nn.Module):
         self.convs, self.fc_kernel = convs, fc_kernel
         chans = [width * 2 ** min(level, 3) for level in range(depth)]
         fc_channels = fc_channels or 16 * width
-        self.stages = nn.ModuleList([vgg_stage(([in_channels] + chans)[lv], chans[lv], convs)
+        self.stages = nn.ModuleList([conv_chain([([in_channels] + chans)[lv]] + [chans[lv]] * convs)
                                      for lv in range(depth)])
         self.pool = nn.MaxPool2d(2)
         self.fc = nn.Sequential(conv_bn_relu(chans[-1], fc_channels, fc_kernel),
@@ -97,16 +70,6 @@ class FCN8s(nn.Module):
         self.up_mid = nearest_upsampler(num_classes, 2)
         self.up_fine = nearest_upsampler(num_classes, 2)
         self.up_full = nearest_upsampler(num_classes, 2 ** (depth - 2))
-
-    @property
-    def stride(self) -> int:
-        """Total downsampling: inputs must be multiples of this on every axis."""
-        return 2**self.depth
-
-    @property
-    def receptive_radius(self) -> int:
-        """Largest distance from an output pixel to an input pixel it depends on."""
-        return self.span().radius
 
     def span(self) -> Span:
         """Dependency interval of an output pixel (see :class:`~geoseg.models.probe.Span`)."""

@@ -18,28 +18,19 @@ import torch
 from torch import nn
 
 from geoseg.errors import ModelConfigError
-from geoseg.models.fcn import conv_bn_relu, vgg_stage
+from geoseg.models._blocks import Halving, conv_chain
 from geoseg.models.probe import Span
 from geoseg.models.registry import register_architecture
 
 
-def decoder_stage(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
-    """``convs`` 3x3 conv-BN-ReLU layers, the last one changing the width."""
-    last = convs - 1
-    return nn.Sequential(*[conv_bn_relu(in_channels, out_channels if i == last else in_channels)
-                           for i in range(convs)])
-
-
 @register_architecture("segnet")
-class SegNet(nn.Module):
+class SegNet(Halving, nn.Module):
     """SegNet: an encoder-decoder that upsamples with the encoder's max-pooling indices.
 
     Parameters
     ----------
-    in_channels
-        Number of input bands.
-    num_classes
-        Number of output classes (logit channels).
+    in_channels, num_classes
+        Input bands and output classes.
     depth
         Number of 2x poolings (and unpoolings); the total stride is ``2 ** depth``.
     width
@@ -59,23 +50,14 @@ class SegNet(nn.Module):
                                    f"width={width}, convs={convs}.")
         self.in_channels, self.depth, self.convs = in_channels, depth, convs
         chans = [width * 2 ** min(level, 3) for level in range(depth)]
-        self.encoders = nn.ModuleList([vgg_stage(([in_channels] + chans)[lv], chans[lv], convs)
+        self.encoders = nn.ModuleList([conv_chain([([in_channels] + chans)[lv]] + [chans[lv]] * convs)
                                        for lv in range(depth)])
-        self.decoders = nn.ModuleList([decoder_stage(chans[lv], chans[max(lv - 1, 0)], convs)
+        # each decoder stage keeps its width until its last convolution
+        self.decoders = nn.ModuleList([conv_chain([chans[lv]] * convs + [chans[max(lv - 1, 0)]])
                                        for lv in range(depth)])
         self.pool = nn.MaxPool2d(2, return_indices=True)
         self.unpool = nn.MaxUnpool2d(2)
         self.head = nn.Conv2d(chans[0], num_classes, 1)
-
-    @property
-    def stride(self) -> int:
-        """Total downsampling: inputs must be multiples of this on every axis."""
-        return 2**self.depth
-
-    @property
-    def receptive_radius(self) -> int:
-        """Largest distance from an output pixel to an input pixel it depends on."""
-        return self.span().radius
 
     def span(self) -> Span:
         """Dependency interval of an output pixel (see :class:`~geoseg.models.probe.Span`).

@@ -8,34 +8,19 @@ is exact enough to size halos for seamless chunked inference.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from geoseg.errors import ModelConfigError
+from geoseg.models._blocks import UNetBody
 from geoseg.models.registry import register_architecture
 
 
-def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
 @register_architecture("unet")
-class UNet2D(nn.Module):
+class UNet2D(UNetBody):
     """A 2D U-Net.
 
     Parameters
     ----------
-    in_channels
-        Number of input bands.
-    num_classes
-        Number of output classes (logit channels).
+    in_channels, num_classes
+        Input bands and output classes.
     depth
         Number of 2x downsamplings; the total stride is ``2 ** depth``.
     width
@@ -45,41 +30,9 @@ class UNet2D(nn.Module):
     spatial_dims = 2
 
     def __init__(self, in_channels: int = 3, num_classes: int = 2, depth: int = 3, width: int = 16):
-        super().__init__()
         if depth < 1 or width < 1:
             raise ModelConfigError(f"depth and width must be >= 1, got depth={depth}, width={width}.")
-        self.depth = depth
-        chans = [width * 2**level for level in range(depth + 1)]
-        self.encoders = nn.ModuleList(
-            [_double_conv(in_channels, chans[0])]
-            + [_double_conv(chans[lv - 1], chans[lv]) for lv in range(1, depth + 1)]
-        )
-        self.pool = nn.MaxPool2d(2)
-        self.upsamplers = nn.ModuleList(
-            [nn.ConvTranspose2d(chans[lv + 1], chans[lv], 2, stride=2) for lv in range(depth)]
-        )
-        self.decoders = nn.ModuleList([_double_conv(2 * chans[lv], chans[lv]) for lv in range(depth)])
-        self.head = nn.Conv2d(chans[0], num_classes, 1)
-
-    @property
-    def stride(self) -> int:
-        """Total downsampling: inputs must be multiples of this on every axis."""
-        return 2**self.depth
-
-    @property
-    def receptive_radius(self) -> int:
-        """Largest distance from an output pixel to an input pixel it depends on."""
-        return unet_receptive_radius(self.depth)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for level, encoder in enumerate(self.encoders):
-            x = encoder(x if level == 0 else self.pool(x))
-            skips.append(x)
-        for level in reversed(range(self.depth)):
-            x = self.upsamplers[level](x)
-            x = self.decoders[level](torch.cat([skips[level], x], dim=1))
-        return self.head(x)
+        super().__init__(in_channels, num_classes, width, [(2, 2)] * depth)
 
 
 def unet_receptive_radius(depth: int, convs: int = 2, kernel: int = 3) -> int:
