@@ -60,7 +60,7 @@ import geoseg
 from geoseg.jobs import JobSpec, RunReport, run
 from geoseg.models.model import ModelInfo, SegmentationModel
 from geoseg.models.registry import build_network
-from geoseg.parallel.segment import region_work
+from geoseg.parallel.lazy import region_work
 from geoseg.tiling.plan import round_up
 
 NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -27,7 +27,7 @@ import geoseg
 from geoseg.demo import write_scene
 from geoseg.jobs import JobSpec, run
 from geoseg.models.tensors import pad_end_tensor
-from geoseg.parallel.segment import region_work
+from geoseg.parallel.lazy import region_work
 from geoseg.synth import make_scene
 from geoseg.tiling import region_tiles, regions
 

@@ -53,7 +53,7 @@ from distributed import Client
 
 from geoseg.io.output import chunk_key, create_output
 from geoseg.jobs import JobSpec, prepare
-from geoseg.parallel.store import run_regions
+from geoseg.parallel.executor import run_regions
 from geoseg.tiling.plan import regions
 
 THRESHOLD = 128

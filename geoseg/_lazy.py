@@ -3,7 +3,7 @@
 A package lists its public names once, as a table name -> defining submodule, and gets a
 module-level ``__getattr__`` and ``__dir__`` that import the submodule on first access::
 
-    _LAZY = {"segment": "geoseg.parallel.segment"}
+    _LAZY = {"segment": "geoseg.parallel.lazy"}
     __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 so importing the package (or a light sibling module) never loads torch or dask by itself.

@@ -30,7 +30,7 @@ from geoseg.errors import EvaluationError, GeosegError
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.metrics import dice_per_class, iou_per_class
-from geoseg.parallel.store import ReferenceLabels, RegionStats
+from geoseg.parallel.executor import ReferenceLabels, RegionStats
 
 if TYPE_CHECKING:
     from geoseg.jobs.runner import PreparedJob

@@ -44,9 +44,9 @@ from geoseg.models.model import ModelHeader
 from geoseg.models.modelfile import read_header
 from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster
 from geoseg.parallel.cluster_spec import ClusterSpec
+from geoseg.parallel.executor import ReferenceLabels, RegionStats, run_regions, score_regions
+from geoseg.parallel.lazy import plan_work
 from geoseg.parallel.plugins import load_models, unload_models
-from geoseg.parallel.segment import plan_work
-from geoseg.parallel.store import ReferenceLabels, RegionStats, run_regions, score_regions
 from geoseg.parallel.tasks import RegionWork
 from geoseg.tiling import DEFAULT_CHUNK, Geometry, InferenceSettings, Layout, Plan
 from geoseg.tiling.plan import n_regions

@@ -1,5 +1,6 @@
-"""Parallel execution: region tasks, the lazy segment graph, clusters."""
+"""Parallel execution: the lazy segment graph (lazy.py), store-to-store jobs (executor.py),
+region tasks, worker plugins and clusters."""
 
-from geoseg.parallel.segment import segment
+from geoseg.parallel.lazy import segment
 
 __all__ = ["segment"]

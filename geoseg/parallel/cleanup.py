@@ -9,7 +9,7 @@ import xarray as xr
 
 from geoseg.errors import MethodParameterError
 from geoseg.methods.morphology import Cleanup, MaskCleanup
-from geoseg.parallel.segment import segment
+from geoseg.parallel.lazy import segment
 
 
 def clean_mask(

@@ -299,7 +299,7 @@ def evaluate_volume(model: SegmentationModel, *, seed: int = 123, shape: Triple 
 def dice_of(model: SegmentationModel, volume: Volume, *, chunks: Triple = EVAL_CHUNKS,
             tile: Triple = EVAL_TILE) -> NDArray[np.float64]:
     """Dice per class of ``model`` on ``volume``, segmented through ``geoseg.segment``."""
-    from geoseg.parallel.segment import segment
+    from geoseg.parallel.lazy import segment
 
     image = xr.DataArray(volume.image, dims=("band", "z", "y", "x"))
     with dask.config.set(scheduler="sync"):

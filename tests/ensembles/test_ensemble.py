@@ -17,7 +17,7 @@ from geoseg.ensembles import TTA, Ensemble, EnsembleError, EnsembleRef, normaliz
 from geoseg.errors import BandMismatchError
 from geoseg.io.sources import ZarrSource
 from geoseg.models import SegmentationModel, Segmenter
-from geoseg.parallel.segment import region_work
+from geoseg.parallel.lazy import region_work
 from geoseg.tiling.plan import n_regions
 from tests.conftest import random_unet, textured_image, write_zarr
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import geoseg
 from geoseg.core.segmenter import pad_end, valid_mask
 from geoseg.models.tensors import pad_end_tensor, valid_mask_tensor
+from geoseg.parallel.lazy import region_work
 from geoseg.parallel.region import RegionOutput, device_turn, segment_region, to_device
-from geoseg.parallel.segment import region_work
 from geoseg.parallel.tasks import ArrayReader
 from geoseg.tiling import TilingSpec, region_tiles, regions
 from geoseg.tiling.plan import inference_cost, n_regions, task_region
@@ -201,7 +201,7 @@ def _region_id(region: tuple[slice, ...]) -> int:
 def test_neighbouring_regions_prefer_one_worker_in_stripes():
     from distributed import Client, LocalCluster
 
-    from geoseg.parallel.store import submit_in_stripes
+    from geoseg.parallel.executor import submit_in_stripes
 
     todo = list(regions((8, 3), (1, 1)))  # 24 regions in raster order
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \

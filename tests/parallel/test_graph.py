@@ -8,8 +8,8 @@ import pytest
 import geoseg
 from geoseg.io.output import OutputTarget
 from geoseg.models import save_model
-from geoseg.parallel.segment import region_work
-from geoseg.parallel.store import segment_to_store
+from geoseg.parallel.executor import segment_to_store
+from geoseg.parallel.lazy import region_work
 from tests.conftest import random_unet, textured_image, write_zarr
 
 BOUND = 4096  # bytes per task

@@ -1,4 +1,4 @@
-"""Store to store: each task reads its window, segments its region, writes its own chunk(s)."""
+"""The executor of store-to-store jobs: each task reads its window, segments its region, writes its own chunk(s)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,176 @@
+"""``segment``: a lazy DataArray of class ids (or probabilities), one task per region of whole output chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from geoseg.core.segmenter import Segmenter
+from geoseg.errors import ParameterError, PlanError
+from geoseg.io.sources import RasterSource
+from geoseg.models.modelfile import load_model
+from geoseg.parallel.tasks import OUTPUTS, RegionWork
+from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
+
+NODATA_CLASS = 255
+
+
+def segment(
+    raster: xr.DataArray,
+    model: Segmenter | str,
+    *,
+    output: str = "classes",
+    chunks: int | Sequence[int] | None = None,
+    tile: int | Sequence[int] | None = None,
+    halo: int | Sequence[int] | None = None,
+    batch_size: int | None = None,
+    nodata_class: int | None = None,
+    blend: str | None = None,
+    overlap: float | None = None,
+) -> xr.DataArray:
+    """Segment ``raster`` lazily; nothing is computed until you ask.
+
+    Each task computes whole output chunks (several when they are small next to the
+    network's tiles, see :meth:`geoseg.tiling.Plan.create`) and the result comes in ``chunks``.
+
+    Parameters
+    ----------
+    raster
+        ``("band", "y", "x")`` DataArray, ideally from :func:`geoseg.open_raster`, in
+        which case each task reads its own window from storage.
+    model
+        A segmenter (e.g. from :func:`geoseg.load_model`) or a model path/URL.
+    output
+        ``"classes"`` (class ids, ``(y, x)``) or ``"probabilities"`` (``(class, y, x)``).
+    chunks
+        Output chunk size, one int or one per spatial axis (default: the
+        raster's chunks).
+    tile, halo
+        Network tile core size and context per side, one int or one per spatial
+        axis (default: ``GEOSEG_TILE`` and the model's receptive field). A halo
+        below the receptive field trades exactness for speed; a halo with a blend
+        other than ``"crop"`` is an error (:meth:`~geoseg.tiling.Plan.create`).
+    batch_size
+        Tiles per network call (default ``GEOSEG_BATCH_SIZE``).
+    nodata_class
+        Class id written where the input has no data (default 255, or 65535
+        beyond 255 classes).
+    blend, overlap
+        ``"crop"`` (tile cores with a halo; exact when the halo covers the receptive
+        field; the default for local models) or a blend of overlapping windows,
+        ``"gaussian"`` (the default for models with global context), ``"constant"``,
+        ``"linear"`` or ``"cosine"``, with neighbouring windows overlapping by the
+        fraction ``overlap`` (default 0.5).
+    """
+    if output not in OUTPUTS:
+        raise ParameterError(f"output={output!r}; expected one of {OUTPUTS}.")
+    segmenter = load_model(model) if isinstance(model, str) else model
+    raster = _band_first(raster)
+    segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
+    like = None if raster.chunks is None else tuple(c[0] for c in raster.chunks[1:])
+    plan = Plan.create(raster.shape[1:], Geometry.of(segmenter),
+                       InferenceSettings(tile, halo, blend, overlap, batch_size),
+                       Layout.create(raster.shape[1:], chunks, like=like))
+    work = plan_work(segmenter, plan, nodata=raster.attrs.get("nodata"), nodata_class=nodata_class)
+    source = storage_source(raster)
+    if source is not None and work.windows_reach_past_regions:
+        source = source.with_read_cache()
+    blocks = [_region_block(work, plan, raster, source, region, output, segmenter.n_classes)
+              for region in plan.regions()]
+    data = da.block(_nest(blocks, plan.shape, plan.region))
+    if plan.region != plan.chunks:  # a task computes several output chunks: split its block
+        lead = data.shape[:1] if output == "probabilities" else ()
+        data = data.rechunk((*lead, *plan.chunks))
+    return _wrap(data, raster, segmenter, work, output)
+
+
+def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None, halo: Any = None,
+                batch_size: int | None = None, nodata: float | None = None,
+                nodata_class: int | None = None, blend: str | None = None,
+                overlap: float | None = None, regions: Sequence[int] | None = None,
+                compile: bool = False) -> RegionWork:
+    """The work of :func:`plan_work` for a :class:`~geoseg.tiling.Plan` of these settings;
+    ``regions`` is the unit a task writes whole (output chunks or shards; default: one
+    default output chunk)."""
+    plan = Plan.create(shape, Geometry.of(segmenter), InferenceSettings(tile, halo, blend, overlap, batch_size),
+                       Layout.create(shape, regions))
+    return plan_work(segmenter, plan, nodata=nodata, nodata_class=nodata_class, compile=compile)
+
+
+def plan_work(segmenter: Segmenter, plan: Plan, *, nodata: float | None = None,
+              nodata_class: int | None = None, compile: bool = False) -> RegionWork:
+    """Everything the regions of ``plan`` share: the segmenter's reference, the tiling, the
+    input's ``nodata`` and the class ids written (``nodata_class`` where the input has no
+    data; default 255, or 65535 beyond 255 classes)."""
+    dtype = "uint8" if segmenter.n_classes <= 255 else "uint16"
+    default_nodata = NODATA_CLASS if dtype == "uint8" else 65535
+    return RegionWork(segmenter.ref(), plan.tiling, nodata, plan.batch_size,
+                      default_nodata if nodata_class is None else int(nodata_class), dtype, plan.region, compile)
+
+
+SPATIAL_DIMS = (("y", "x"), ("z", "y", "x"))
+
+
+def _band_first(raster: xr.DataArray) -> xr.DataArray:
+    """``(band, y, x)`` or ``(band, z, y, x)``, adding a band axis to single-band input."""
+    spatial = next((d for d in SPATIAL_DIMS if set(raster.dims) - {"band"} == set(d)), None)
+    if spatial is None:
+        raise PlanError(
+            f"segment() needs a DataArray with dims (band, y, x), (band, z, y, x) or those without band; "
+            f"got {raster.dims}. Rename the spatial dimensions to z, y and x (DataArray.rename)."
+        )
+    if "band" not in raster.dims:
+        raster = raster.expand_dims(band=["band_1"])
+    return raster if raster.dims == ("band", *spatial) else raster.transpose("band", *spatial)
+
+
+def storage_source(raster: xr.DataArray) -> RasterSource | None:
+    """The source behind an unmodified :func:`open_raster` result, else ``None``."""
+    source = raster.encoding.get("geoseg_source")
+    if source is None or not isinstance(raster.data, da.Array):
+        return None
+    # Any selection or arithmetic gives a new dask name; only the original reads from storage.
+    return source if raster.data.name.startswith("open_raster-") and raster.shape == source.shape else None
+
+
+def _region_block(work: RegionWork, plan: Plan, raster: xr.DataArray, source: RasterSource | None,
+                  region: tuple[slice, ...], output: str, n_classes: int) -> da.Array:
+    shape = tuple(r.stop - r.start for r in region)
+    if output == "probabilities":
+        shape = (n_classes,) + shape
+    dtype = np.float32 if output == "probabilities" else np.dtype(work.class_dtype)
+    if source is not None:
+        task = dask.delayed(work.block, pure=True)(source.read, region, output)
+    else:
+        window = plan.read_window(region)
+        pixels = raster.data[(slice(None),) + window]
+        task = dask.delayed(work.block_from_array, pure=True)(
+            pixels, tuple(w.start for w in window), region, output)
+    return da.from_delayed(task, shape, dtype=dtype)
+
+
+def _nest(blocks: list[Any], shape: Sequence[int], chunks: Sequence[int]) -> list[Any]:
+    """Row-major flat list of blocks to the nested lists ``da.block`` wants, any number of axes."""
+    counts = [-(-n // c) for n, c in zip(shape, chunks)]
+    nested: list[Any] = list(blocks)
+    for count in reversed(counts[1:]):
+        nested = [nested[i : i + count] for i in range(0, len(nested), count)]
+    return nested
+
+
+def _wrap(data: da.Array, raster: xr.DataArray, segmenter: Segmenter, work: RegionWork,
+          output: str) -> xr.DataArray:
+    coords = {k: v for k, v in raster.coords.items() if "band" not in v.dims}
+    attrs = {k: v for k, v in raster.attrs.items() if k != "nodata"}
+    attrs["class_names"] = [c.name for c in segmenter.classes]
+    spatial = raster.dims[1:]
+    if output == "classes":
+        attrs["nodata"] = work.nodata_class
+        return xr.DataArray(data, dims=spatial, coords=coords, attrs=attrs, name="classes")
+    coords["class"] = ("class", attrs["class_names"])
+    return xr.DataArray(data, dims=("class", *spatial), coords=coords, attrs=attrs, name="probabilities")
