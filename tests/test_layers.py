@@ -158,3 +158,14 @@ def test_function_level_imports_count(tmp_path):
     tree = ast.parse("def f():\n    from geoseg.jobs import spec\n")
     names = [n for node in ast.walk(tree) for n in _imported_names(node, "geoseg.io")]
     assert "geoseg.jobs.spec" in names
+
+
+def test_the_architecture_page_shows_this_table():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in page.splitlines() if line.startswith("| ")}
+    for index, (name, members) in enumerate(LAYERS):
+        row = rows.get(f"{index} {name}")
+        assert row is not None, f"docs/architecture.md has no row '| {index} {name} |'"
+        for member in members:
+            shown = f"`{member}/`" if (PACKAGE / member).is_dir() else f"`{member}.py`"
+            assert shown in row, f"docs/architecture.md: layer {name} does not show {shown}"
