@@ -1,7 +1,8 @@
 """Input identity: a short string that changes when an input's bytes change.
 
 ``auto`` asks the store, reading no data: the ETag and size of an object (S3 and
-other object stores), else its size and modification time (local files). A Zarr
+other object stores), else its size and version id or modification time (local
+files), from the fields :data:`geoseg.io.identity.VERSION_KEYS` lists. A Zarr
 store (a folder or prefix) is identified by all of its objects' paths and
 stamps, so rewriting one chunk changes it. Where a store reports neither an
 ETag nor a modification time, ``auto`` falls back to ``checksum``: the sha256
@@ -16,11 +17,9 @@ from typing import Any, Literal
 
 import fsspec
 
-IdentityMethod = Literal["auto", "checksum"]
+from geoseg.io.identity import file_stamp, sha256_file
 
-_ETAG_KEYS = ("ETag", "etag", "md5Hash", "content_md5")
-_MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified")
-_BLOCK = 1 << 20
+IdentityMethod = Literal["auto", "checksum"]
 
 
 def input_identity(url: str, storage_options: dict[str, Any] | None = None, *,
@@ -33,21 +32,7 @@ def input_identity(url: str, storage_options: dict[str, Any] | None = None, *,
     if info.get("type") == "directory":
         return _tree_identity(fs, path, method)
     stamp = None if method == "checksum" else file_stamp(info)
-    return stamp if stamp is not None else f"sha256:{_sha256(fs, path)}"
-
-
-def file_stamp(info: dict[str, Any]) -> str | None:
-    """``etag:...`` or ``stat:...`` from a store's file info; ``None`` if it has neither."""
-    size = info.get("size")
-    for key in _ETAG_KEYS:
-        if info.get(key):
-            return f"etag:{str(info[key]).strip(chr(34))};size={size}"
-    for key in _MTIME_KEYS:
-        if info.get(key) is not None:
-            mtime = info[key]
-            shown = repr(mtime) if isinstance(mtime, float) else str(mtime)
-            return f"stat:size={size};mtime={shown}"
-    return None
+    return stamp if stamp is not None else f"sha256:{sha256_file(fs, path)}"
 
 
 def _tree_identity(fs: Any, path: str, method: IdentityMethod) -> str:
@@ -57,13 +42,6 @@ def _tree_identity(fs: Any, path: str, method: IdentityMethod) -> str:
     for name in sorted(files):
         relative = name[len(path):].lstrip("/")
         stamp = None if method == "checksum" else file_stamp(files[name])
-        digest.update(f"{relative}\t{stamp or _sha256(fs, name)}\n".encode())
+        digest.update(f"{relative}\t{stamp or sha256_file(fs, name)}\n".encode())
     return f"tree:{digest.hexdigest()}"
 
-
-def _sha256(fs: Any, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()

@@ -8,7 +8,8 @@
   the same size does not).
 * Single files (GeoTIFF/COG): sha256 of the bytes up to :data:`CONTENT_LIMIT`
   (``method: content``), else of ``size`` plus whatever identifies a version
-  in fsspec ``info`` (ETag, mtime, LastModified, ...) (``method: info``).
+  in fsspec ``info`` (:func:`geoseg.io.identity.version_marks`: ETag, mtime, ...)
+  (``method: info``).
 
 Everything goes through fsspec, so the same code serves local files and object
 stores; nothing here ever reads storage options into the result.
@@ -20,23 +21,18 @@ import hashlib
 import json
 from typing import Any
 
-import fsspec
-
+from geoseg.io.identity import sha256_file, stored_path, version_marks
 from geoseg.io.sources import RasterSource, ZarrSource
 
 CONTENT_LIMIT = 64 * 2**20
 METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
-VERSION_KEYS = ("ETag", "etag", "mtime", "LastModified", "last_modified", "generation", "version_id",
-                "md5Hash", "crc32c", "created")
 
 
 def source_checksum(source: RasterSource) -> dict[str, Any]:
     """``{"method", "sha256", "bytes", "files"}`` describing the stored data of ``source``."""
-    fs, path = fsspec.core.url_to_fs(source.url, **source.storage_options)
-    path = path.rstrip("/")
+    fs, path = stored_path(source)
     if isinstance(source, ZarrSource):
-        root = f"{path}/{source.array_path}" if source.array_path else path
-        return _folder_checksum(fs, root)
+        return _folder_checksum(fs, path)
     return _file_checksum(fs, path)
 
 
@@ -58,12 +54,8 @@ def _file_checksum(fs: Any, path: str) -> dict[str, Any]:
     info = fs.info(path)
     size = int(info.get("size") or 0)
     if size <= CONTENT_LIMIT:
-        digest = hashlib.sha256()
-        with fs.open(path, "rb") as f:
-            while block := f.read(2**20):
-                digest.update(block)
-        return {"method": "content", "sha256": digest.hexdigest(), "bytes": size, "files": 1}
-    version = {k: str(info[k]) for k in VERSION_KEYS if info.get(k) is not None}
+        return {"method": "content", "sha256": sha256_file(fs, path), "bytes": size, "files": 1}
+    version = version_marks(info)
     text = json.dumps({"size": size, **version}, sort_keys=True)
     return {"method": "info", "sha256": hashlib.sha256(text.encode()).hexdigest(), "bytes": size,
             "files": 1, "info": version}
