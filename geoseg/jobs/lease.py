@@ -205,11 +205,25 @@ class LocalStore:
         return tmp
 
 
-class S3Store:
-    """Lease objects in S3, written with conditional requests; the token is the ETag."""
+class _FsspecStore:
+    """A lease object at ``path`` in an fsspec store; subclasses say how it is written."""
 
     def __init__(self, fs: Any, path: str) -> None:
         self.fs, self.path = fs, path
+
+    def read(self) -> tuple[bytes, Token] | None:
+        raise NotImplementedError
+
+    def delete(self, token: Token) -> None:
+        """Remove the lease only while it still holds ``token`` (not one a newer run took over)."""
+        current = self.read()
+        if current is not None and current[1] == token:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self.path)
+
+
+class S3Store(_FsspecStore):
+    """Lease objects in S3, written with conditional requests; the token is the ETag."""
 
     def create(self, data: bytes) -> Token | None:
         try:
@@ -242,12 +256,6 @@ class S3Store:
 
     renew = swap
 
-    def delete(self, token: Token) -> None:
-        current = self.read()
-        if current is not None and current[1] == token:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(self.path)
-
 
 def _precondition_failed(exc: OSError) -> None:
     """Return (``None``: not written) on a failed condition (412, or 409 for two conditional
@@ -256,12 +264,9 @@ def _precondition_failed(exc: OSError) -> None:
         raise exc
 
 
-class BestEffortStore:
+class BestEffortStore(_FsspecStore):
     """Any other fsspec store: check, write, read back. Two runs at the same instant may both
     believe they hold the lease; use local files or S3 where that matters."""
-
-    def __init__(self, fs: Any, path: str) -> None:
-        self.fs, self.path = fs, path
 
     def create(self, data: bytes) -> Token | None:
         if self.read() is not None:
@@ -283,12 +288,6 @@ class BestEffortStore:
         return self._write_checked(data)
 
     renew = swap
-
-    def delete(self, token: Token) -> None:
-        current = self.read()
-        if current is not None and current[1] == token:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(self.path)
 
     def _write_checked(self, data: bytes) -> Token | None:
         self.fs.pipe_file(self.path, data)

@@ -144,3 +144,19 @@ def test_s3_takeover_is_a_compare_and_swap_on_the_etag(s3_server):
     assert a.read()[0] == taken
     late = Lease(out, s3_server, owner="run-c", seconds=60)
     assert not late.acquire() and late.holder.owner == "run-a"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["s3", "memory"])
+def test_release_on_an_object_store_never_deletes_a_lease_another_owner_took(s3_server, where):
+    out, options = ("s3://geoseg/leases/taken.zarr", s3_server) if where == "s3" else (
+        "memory://geoseg-leases/taken.zarr", {})
+    mine = Lease(out, options, owner="run-a", seconds=60)
+    assert mine.acquire()
+    store = store_for(lease_url(out), options)
+    _, token = store.read()
+    assert store.swap(LeaseRecord("run-b", time.time(), time.time() + 60).to_bytes(), token)
+    mine.release()
+    assert read_lease(out, options).owner == "run-b"
+    store.delete(store.read()[1])
+    assert read_lease(out, options) is None
