@@ -127,9 +127,16 @@ def as_feature(spec: FeatureLike) -> Feature:
 
 
 class PixelMethod(Segmenter):
-    """Base of the classical methods: float64 inputs, no stride, travels as itself."""
+    """Base of the classical methods: float64 inputs, no stride, no halo unless a method needs
+    one, travels as itself."""
 
     stride: tuple[int, ...] = (1, 1)
+    halo: tuple[int, ...] = (0, 0)
+
+    @property
+    def bands(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        """The bands of the raster it was fitted on (its ``band_names``), or ``None`` for any."""
+        return getattr(self, "band_names", None)
 
     def prepare(
         self, raw: np.ndarray, nodata: float | None = None

@@ -96,14 +96,6 @@ class KMeans(PixelMethod):
             ClassInfo(f"cluster_{j}", PALETTE[j % len(PALETTE)]) for j in range(len(self.centroids))
         )
 
-    @property
-    def bands(self) -> tuple[str, ...] | None:
-        return self.band_names
-
-    @property
-    def halo(self) -> tuple[int, int]:
-        return (0, 0)
-
     def _describe_features(self) -> str:
         return "all bands" if self.features is None else f"bands {list(self.features)}"
 

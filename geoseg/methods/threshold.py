@@ -94,14 +94,6 @@ class Threshold(PixelMethod):
     def classes(self) -> tuple[ClassInfo, ...]:
         return class_infos(self.class_names)
 
-    @property
-    def bands(self) -> tuple[str, ...] | None:
-        return self.band_names
-
-    @property
-    def halo(self) -> tuple[int, int]:
-        return (0, 0)
-
     def labels(self, values: np.ndarray) -> np.ndarray:
         """Class ids of feature ``values``: how many thresholds are below each (strictly,
         unless ``equal_to_upper``)."""

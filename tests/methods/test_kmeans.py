@@ -206,3 +206,10 @@ def test_errors_are_explained(rgb):
         fit(raster, 3, init=np.zeros((2, 3)))
     with pytest.raises(BandMismatchError, match="3 feature.*has 1 band"):
         run_segment(memory_raster(photo("coins")), KMeans(np.zeros((2, 3))))
+
+
+def test_kmeans_fitted_on_named_bands_refuses_another_band_count_and_has_no_halo():
+    model = KMeans(np.zeros((2, 3)), band_names=("red", "green", "blue"))
+    assert model.bands == ("red", "green", "blue") and model.halo == (0, 0)
+    with pytest.raises(BandMismatchError, match="expects 3 band"):
+        model.check_bands(["gray"], "the input")
