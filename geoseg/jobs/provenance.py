@@ -27,6 +27,7 @@ from geoseg import config
 from geoseg.core.records import now, package_versions, plain
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
+from geoseg.io.identity import stored_path, version_marks
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.metrics import dice_per_class, iou_per_class
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
 
 FORMAT = "geoseg-run/1"
 URL_KEYS = ("url", "path", "tracking_uri", "runs_dir")
-# fsspec ``info`` fields that tell one version of a stored object from another
-VERSION_KEYS = ("ETag", "etag", "mtime", "LastModified", "last_modified", "generation",
-                "version_id", "VersionId", "md5Hash", "crc32c", "created")
 RUNS_SUBDIR = ("geoseg", "runs")  # under the user's data folder
 
 
@@ -106,19 +104,14 @@ def identity(source: RasterSource) -> dict[str, Any]:
     each run. Never storage options; ``{"unavailable": reason}`` when ``info`` fails.
     """
     try:
-        fs, path = fsspec.core.url_to_fs(source.url, **source.storage_options)
-        path = path.rstrip("/")
-        target, name = path, None
-        if isinstance(source, ZarrSource):
-            root = f"{path}/{source.array_path}" if source.array_path else path
-            name = next((f"{source.array_path}/{m}".lstrip("/") for m in ("zarr.json", ".zarray")
-                         if fs.exists(f"{root}/{m}")), None)
-            target = f"{path}/{name}" if name else root
-        info = fs.info(target)
+        fs, root = stored_path(source)
+        zarr = isinstance(source, ZarrSource)
+        doc = next((m for m in ("zarr.json", ".zarray") if zarr and fs.exists(f"{root}/{m}")), None)
+        info = fs.info(f"{root}/{doc}" if doc else root)
     except (OSError, ValueError) as exc:
         return {"unavailable": type(exc).__name__}
-    marks = {key: str(info[key]) for key in VERSION_KEYS if info.get(key) is not None}
-    return {"object": name, "size": info.get("size"), **marks}
+    name = f"{source.array_path}/{doc}".lstrip("/") if doc else None
+    return {"object": name, "size": info.get("size"), **version_marks(info)}
 
 
 def open_reference(spec: JobSpec, source: RasterSource) -> ReferenceLabels | None:
