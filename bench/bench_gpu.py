@@ -58,7 +58,8 @@ from torch import nn
 
 import geoseg
 from geoseg.jobs import JobSpec, RunReport, run
-from geoseg.models.model import ModelInfo, SegmentationModel
+from geoseg.models.header import ModelInfo
+from geoseg.models.model import SegmentationModel
 from geoseg.models.registry import build_network
 from geoseg.parallel.lazy import region_work
 from geoseg.tiling.plan import round_up

@@ -74,3 +74,29 @@ def test_help_exits_zero_without_heavy_libraries():
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout and "run" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1] == "HEAVY []"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("model", ["file", "method"])
+def test_a_scheduler_unpickling_a_job_graph_loads_no_torch(tmp_path, model_path, model):
+    """What a task carries (the function, its RegionWork with a model reference or a small
+    method, the raster source) unpickles without torch: a scheduler holds graphs of thousands
+    of tasks and should not pay torch's memory for them."""
+    import cloudpickle
+
+    from geoseg.jobs import JobSpec, prepare
+    from geoseg.parallel.executor import segment_to_store
+    from tests.conftest import textured_image, write_zarr
+
+    url = write_zarr(tmp_path / "in.zarr", textured_image(64, 64))
+    chosen = {"path": model_path} if model == "file" else {"method": "threshold",
+                                                            "params": {"thresholds": [100], "feature": "mean"}}
+    spec = JobSpec.from_dict({"input": {"url": url}, "model": chosen,
+                              "output": {"url": str(tmp_path / "out.zarr")}})
+    prepared = prepare(spec)
+    payload = tmp_path / "task.pickle"
+    payload.write_bytes(cloudpickle.dumps((segment_to_store, prepared.work, prepared.source)))
+    result = python(f"import pickle, sys\npickle.loads(open({str(payload)!r}, 'rb').read())\n"
+                    "print([m for m in ('torch', 'geoseg.models.model') if m in sys.modules])")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "[]", result.stdout

@@ -16,7 +16,7 @@ import numpy as np
 from geoseg.core.segmenter import valid_mask
 from geoseg.errors import GeosegError
 from geoseg.io.sources import RasterSource
-from geoseg.models.model import ModelInfo
+from geoseg.models.header import ModelInfo
 
 SAMPLES = 4  # chunks read, spread over the raster
 SIDE = 512  # at most this many pixels per axis of each sampled chunk

@@ -40,7 +40,7 @@ from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.methods.edges import Canny, hysteresis
-from geoseg.models.model import ModelHeader
+from geoseg.models.header import ModelHeader
 from geoseg.models.modelfile import read_header
 from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster
 from geoseg.parallel.cluster_spec import ClusterSpec

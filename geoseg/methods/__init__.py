@@ -20,26 +20,37 @@ with :func:`canny_edges`, or :func:`hysteresis` after ``hysteresis="deferred"``)
 morphological clean-up :class:`Cleaned` / :func:`clean` (and :func:`geoseg.parallel.cleanup.clean_mask` for lazy maps).
 """
 
-from geoseg.methods.edges import (
-    Canny,
-    EdgeMagnitude,
-    canny_classes,
-    canny_edges,
-    canny_min_halo,
-    hysteresis,
-)
-from geoseg.methods.features import Feature, as_feature
-from geoseg.methods.histogram import HistogramModes, find_modes, fit_histogram_modes
-from geoseg.methods.kmeans import KMeans, fit_kmeans, kmeans_plusplus, with_position
-from geoseg.methods.morphology import Cleaned, Cleanup, clean
-from geoseg.methods.stats import Histogram, global_histogram, raster_data
-from geoseg.methods.threshold import (
-    METHODS,
-    LocalThreshold,
-    Threshold,
-    fit_threshold,
-    thresholds_from_histogram,
-)
+from geoseg._lazy import lazy_exports
+
+# Public name -> the module that defines it, imported on first use.
+_LAZY = {
+    "METHODS": "geoseg.methods.threshold",
+    "Canny": "geoseg.methods.edges",
+    "Cleaned": "geoseg.methods.morphology",
+    "Cleanup": "geoseg.methods.morphology",
+    "EdgeMagnitude": "geoseg.methods.edges",
+    "Feature": "geoseg.methods.features",
+    "Histogram": "geoseg.methods.stats",
+    "HistogramModes": "geoseg.methods.histogram",
+    "KMeans": "geoseg.methods.kmeans",
+    "LocalThreshold": "geoseg.methods.threshold",
+    "Threshold": "geoseg.methods.threshold",
+    "as_feature": "geoseg.methods.features",
+    "canny_classes": "geoseg.methods.edges",
+    "canny_edges": "geoseg.methods.edges",
+    "canny_min_halo": "geoseg.methods.edges",
+    "clean": "geoseg.methods.morphology",
+    "find_modes": "geoseg.methods.histogram",
+    "fit_histogram_modes": "geoseg.methods.histogram",
+    "fit_kmeans": "geoseg.methods.kmeans",
+    "fit_threshold": "geoseg.methods.threshold",
+    "global_histogram": "geoseg.methods.stats",
+    "hysteresis": "geoseg.methods.edges",
+    "kmeans_plusplus": "geoseg.methods.kmeans",
+    "raster_data": "geoseg.methods.stats",
+    "thresholds_from_histogram": "geoseg.methods.threshold",
+    "with_position": "geoseg.methods.kmeans",
+}
 
 __all__ = [
     "METHODS",
@@ -69,3 +80,5 @@ __all__ = [
     "thresholds_from_histogram",
     "with_position",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

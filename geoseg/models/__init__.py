@@ -1,20 +1,27 @@
 """Segmenters: deep models (architectures, model files, per-process cache)."""
 
-# Importing the architecture modules registers them by name.
-from geoseg.core.classes import ClassInfo
-from geoseg.core.segmenter import Segmenter
-from geoseg.models import deeplab, fcn, segnet, unet, unet3d  # noqa: F401
-from geoseg.models.cache import load_counts, resolve
-from geoseg.models.model import ModelInfo, ModelRef, SegmentationModel, weights_sha256
-from geoseg.models.modelfile import (
-    builtin_models,
-    export_torchscript,
-    load_model,
-    save_model,
-)
-from geoseg.models.registry import architectures, build_network, register_architecture
-from geoseg.models.slicewise import SliceWise
-from geoseg.models.unet import UNet2D
+from geoseg._lazy import lazy_exports
+
+# Public name -> the module that defines it, imported on first use.
+_LAZY = {
+    "ClassInfo": "geoseg.core.classes",
+    "ModelInfo": "geoseg.models.header",
+    "ModelRef": "geoseg.models.header",
+    "SegmentationModel": "geoseg.models.model",
+    "Segmenter": "geoseg.core.segmenter",
+    "SliceWise": "geoseg.models.slicewise",
+    "UNet2D": "geoseg.models.unet",
+    "architectures": "geoseg.models.registry",
+    "build_network": "geoseg.models.registry",
+    "builtin_models": "geoseg.models.modelfile",
+    "export_torchscript": "geoseg.models.modelfile",
+    "load_counts": "geoseg.models.cache",
+    "load_model": "geoseg.models.modelfile",
+    "register_architecture": "geoseg.models.registry",
+    "resolve": "geoseg.models.cache",
+    "save_model": "geoseg.models.modelfile",
+    "weights_sha256": "geoseg.models.model",
+}
 
 __all__ = [
     "ClassInfo",
@@ -35,3 +42,5 @@ __all__ = [
     "save_model",
     "weights_sha256",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -11,7 +11,8 @@ import threading
 from typing import Any
 
 from geoseg.errors import ModelFileError
-from geoseg.models.model import BUILT_IN_MEMORY, IN_MEMORY, ModelRef, SegmentationModel
+from geoseg.models.header import IN_MEMORY, ModelRef
+from geoseg.models.model import BUILT_IN_MEMORY, SegmentationModel
 from geoseg.models.modelfile import load_model
 
 _lock = threading.Lock()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from geoseg.models.model import ModelHeader
+from geoseg.models.header import ModelHeader
 from geoseg.models.modelfile import read_header
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import weakref
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,13 +12,11 @@ import torch
 from torch import nn
 
 from geoseg import config
-from geoseg.core.classes import ClassInfo
 from geoseg.core.segmenter import Segmenter
-from geoseg.errors import ModelConfigError, ModelFileError
+from geoseg.models.header import IN_MEMORY, ModelInfo, ModelRef
 from geoseg.models.tensors import valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
 
-IN_MEMORY = "in-memory:"
 # Models built in this process, by weights hash, while their users hold them.
 BUILT_IN_MEMORY: weakref.WeakValueDictionary[str, SegmentationModel] = weakref.WeakValueDictionary()
 
@@ -32,98 +29,6 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Everything a model file says about its network besides the weights."""
-
-    name: str
-    architecture: str
-    config: dict[str, Any]
-    classes: tuple[ClassInfo, ...]
-    bands: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    sha256: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = len(self.bands)
-        if len(self.mean) != n or len(self.std) != n:
-            raise ModelConfigError(
-                f"normalization has {len(self.mean)} means and {len(self.std)} stds "
-                f"for {n} bands {self.bands}; give one of each per band."
-            )
-        if any(s <= 0 for s in self.std):
-            raise ModelConfigError(f"every std must be > 0, got {self.std}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "architecture": self.architecture,
-            "config": self.config,
-            "classes": [c.to_dict() for c in self.classes],
-            "bands": list(self.bands),
-            "normalization": {"mean": list(self.mean), "std": list(self.std)},
-            "sha256": self.sha256,
-            "extra": self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        norm = data["normalization"]
-        return cls(
-            name=str(data["name"]),
-            architecture=str(data["architecture"]),
-            config=dict(data["config"]),
-            classes=tuple(ClassInfo.from_dict(c) for c in data["classes"]),
-            bands=tuple(str(b) for b in data["bands"]),
-            mean=tuple(float(m) for m in norm["mean"]),
-            std=tuple(float(s) for s in norm["std"]),
-            sha256=str(data.get("sha256", "")),
-            extra=dict(data.get("extra", {})),
-        )
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What a task carries instead of a model: where it lives and its weights' hash.
-
-    Workers turn it into a loaded model once per process
-    (:func:`geoseg.models.cache.resolve`). Storage options are neither compared
-    nor printed.
-    """
-
-    url: str
-    sha256: str
-    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-
-class ModelHeader(Segmenter):
-    """A model file as the job's client sees it: metadata and tiling geometry, no network.
-
-    Classes, bands, stride, receptive field and the weights' hash come from the file's
-    header (:func:`geoseg.models.modelfile.read_header`); the workers load the weights
-    (:class:`geoseg.parallel.plugins.ModelPlugin`). It plans and checks, it never predicts.
-    """
-
-    def __init__(self, info: ModelInfo, source: ModelRef, *, stride: tuple[int, ...],
-                 halo: tuple[int, ...], global_context: bool, parameters: int = 0):
-        self.info, self.source, self.parameters = info, source, parameters
-        self.name, self.classes, self.bands = info.name, info.classes, info.bands
-        self.stride, self.halo, self.global_context = stride, halo, global_context
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        raise ModelFileError(f"{self.name} was read for its header only; load its weights with "
-                             f"geoseg.load_model({self.source.url!r}) to predict.")
-
-    def ref(self) -> ModelRef:
-        return self.source
-
-    def __repr__(self) -> str:
-        return (f"ModelHeader(name={self.name!r}, architecture={self.info.architecture!r}, "
-                f"stride={self.stride}, halo={self.halo}, sha256={self.info.sha256[:12]})")
 
 
 class SegmentationModel(Segmenter):

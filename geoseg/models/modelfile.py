@@ -32,7 +32,8 @@ from geoseg import budgets, logs
 from geoseg.core.urls import public_url
 from geoseg.errors import BudgetError, GeosegError, ModelFileError, OutputExistsError
 from geoseg.io import remote
-from geoseg.models.model import ModelHeader, ModelInfo, ModelRef, SegmentationModel, weights_sha256
+from geoseg.models.header import ModelHeader, ModelInfo, ModelRef
+from geoseg.models.model import SegmentationModel, weights_sha256
 from geoseg.models.registry import build_network
 from geoseg.tiling.plan import coerce_per_axis, round_up
 

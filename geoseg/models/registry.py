@@ -7,6 +7,7 @@ decorators run) or a class (registered under the entry point's name).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -16,6 +17,7 @@ from torch import nn
 from geoseg.errors import ModelConfigError, ModelFileError
 
 ENTRY_POINT_GROUP = "geoseg.models"
+BUILT_IN = ("deeplab", "fcn", "segnet", "unet", "unet3d")  # modules of geoseg.models that register
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
 _plugins_loaded = False
 
@@ -37,11 +39,14 @@ def register_architecture(name: str) -> Callable[[type[nn.Module]], type[nn.Modu
 
 
 def load_plugins() -> None:
-    """Import every ``geoseg.models`` entry point once; a broken plugin names itself."""
+    """Import the built-in architecture modules and every ``geoseg.models`` entry point, once;
+    a broken plugin names itself."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
+    for module in BUILT_IN:  # by name: importing them registers them (and they import this module)
+        importlib.import_module(f"geoseg.models.{module}")
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry.load()

@@ -1,6 +1,15 @@
 """Parallel execution: the lazy segment graph (lazy.py), store-to-store jobs (executor.py),
 region tasks, worker plugins and clusters."""
 
-from geoseg.parallel.lazy import segment
+from geoseg._lazy import lazy_exports
 
-__all__ = ["segment"]
+# Public name -> the module that defines it, imported on first use.
+_LAZY = {
+    "segment": "geoseg.parallel.lazy",
+}
+
+__all__ = [
+    "segment",
+]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

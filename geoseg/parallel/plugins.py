@@ -19,7 +19,7 @@ from distributed import Client
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg.models import cache
-from geoseg.models.model import ModelRef
+from geoseg.models.header import ModelRef
 
 
 @dataclass

@@ -8,13 +8,14 @@ pixels are read from storage inside the task.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg.models.cache import resolve
-from geoseg.parallel.region import Reader, RegionOutput, RegionResult, segment_region
 from geoseg.tiling.plan import TilingSpec
+
+if TYPE_CHECKING:
+    from geoseg.parallel.region import Reader, RegionResult
 
 OUTPUTS = ("classes", "probabilities")
 
@@ -42,12 +43,17 @@ class RegionWork:
         return self.spec.blend != "crop" or any(self.spec.halo)
 
     def segmenter(self) -> Any:
+        # imported here, on the worker that runs the task: a scheduler unpickling it loads no torch
+        from geoseg.models.cache import resolve
+
         segmenter = resolve(self.model)
         return segmenter.compile() if self.compile else segmenter
 
     def run(self, read: Reader, region: tuple[slice, ...],
             probabilities: str | None = None) -> RegionResult:
         """Class ids of ``region`` (and probabilities of dtype ``probabilities``, if given)."""
+        from geoseg.parallel.region import RegionOutput, segment_region
+
         output = RegionOutput(self.nodata_class, self.class_dtype, probabilities)
         return segment_region(self.segmenter(), read, self.spec, region, output=output,
                               nodata=self.nodata, batch_size=self.batch_size)

@@ -29,7 +29,8 @@ from skimage.segmentation import watershed
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import ModelFileError, OutputExistsError, TrainingDataError
 from geoseg.instances.panoptic import PanopticScore, panoptic_quality
-from geoseg.models.model import ModelInfo, SegmentationModel
+from geoseg.models.header import ModelInfo
+from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import load_model, save_model
 from geoseg.models.unet import UNet2D
 from geoseg.training.demo_unet import ChipRecipe, fit_chips

@@ -21,7 +21,8 @@ from torch import nn
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import OutputExistsError
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
-from geoseg.models.model import ModelInfo, SegmentationModel
+from geoseg.models.header import ModelInfo
+from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import save_model
 from geoseg.models.unet import UNet2D
 from geoseg.training.loop import Loop, adamw, seed_torch

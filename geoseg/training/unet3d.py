@@ -37,7 +37,8 @@ from torch import nn
 
 from geoseg.errors import TrainingDataError, TrainSpecError
 from geoseg.metrics import confusion_matrix, dice_per_class
-from geoseg.models.model import ModelInfo, SegmentationModel
+from geoseg.models.header import ModelInfo
+from geoseg.models.model import SegmentationModel
 from geoseg.models.registry import build_network
 from geoseg.synth.volumes import VOLUME_CLASSES, Volume, make_volume
 from geoseg.tiling.plan import coerce_per_axis

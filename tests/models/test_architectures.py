@@ -17,7 +17,8 @@ from geoseg.core.classes import ClassInfo
 # Imported directly so that the architectures register themselves.
 from geoseg.models import deeplab, fcn, segnet, unet3d  # noqa: F401
 from geoseg.models.deeplab import DeepLabV3Plus, ResNetBackbone
-from geoseg.models.model import ModelInfo, SegmentationModel
+from geoseg.models.header import ModelInfo
+from geoseg.models.model import SegmentationModel
 from geoseg.models.probe import (
     Span,
     gradient_support,
