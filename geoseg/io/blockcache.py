@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 
 from geoseg import config
+from geoseg.tiling.plan import ceil_div
 
 Fetch = Callable[[tuple[slice, ...]], np.ndarray]
 
@@ -77,7 +78,7 @@ def read_blocks(key: Hashable, index: Sequence[slice], shape: Sequence[int], chu
     if cache.max_bytes <= 0:
         return np.asarray(fetch(tuple(index)))
     out = np.empty(tuple(s.stop - s.start for s in index), dtype=dtype)
-    spans = [range(s.start // c, -(-s.stop // c)) for s, c in zip(index, chunks)]
+    spans = [range(s.start // c, ceil_div(s.stop, c)) for s, c in zip(index, chunks)]
     for coords in itertools.product(*spans):
         bounds = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, chunks, shape))
         block = cache.get((key, coords), lambda b=bounds: np.asarray(fetch(b)))

@@ -30,6 +30,7 @@ from geoseg.errors import (
     WorkerCrashError,
 )
 from geoseg.io import remote
+from geoseg.tiling.plan import ceil_div
 
 T = TypeVar("T")
 MAX_PROBES = 64  # chunks of a failed window read again one by one to find the bad ones
@@ -96,7 +97,7 @@ def failing_chunks(window: Sequence[slice], shape: Sequence[int], chunks: Sequen
                    read: Callable[[tuple[slice, ...]], Any]) -> list[tuple[int, ...]]:
     """Grid indexes of the chunks (up to :data:`MAX_PROBES` tried) of ``window`` whose read
     fails on its own."""
-    spans = [range(s.start // c, -(-s.stop // c)) for s, c in zip(window, chunks)]
+    spans = [range(s.start // c, ceil_div(s.stop, c)) for s, c in zip(window, chunks)]
     bad = []
     for index in itertools.islice(itertools.product(*spans), MAX_PROBES):
         block = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, chunks, shape))

@@ -33,6 +33,7 @@ from zarr.core.sync import sync
 
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, JobSpecError
+from geoseg.tiling.plan import ceil_div
 
 MODES = ("auto", "error", "fill")
 SHOWN = 8  # absent chunk keys named in a message
@@ -70,13 +71,13 @@ def storage_grid(array: zarr.Array) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The shape of what the store holds as one object (a shard, else a chunk) and how many
     there are per axis."""
     unit = tuple(array.shards or array.chunks)
-    return unit, tuple(-(-n // u) for n, u in zip(array.shape, unit))
+    return unit, tuple(ceil_div(n, u) for n, u in zip(array.shape, unit))
 
 
 def window_keys(array: zarr.Array, index: Sequence[slice]) -> list[str]:
     """Store keys (with the array's path) of the objects a selection of ``array`` touches."""
     unit, _ = storage_grid(array)
-    spans = [range(s.start // u, -(-s.stop // u)) if s.stop > s.start else range(0)
+    spans = [range(s.start // u, ceil_div(s.stop, u)) if s.stop > s.start else range(0)
              for s, u in zip(index, unit)]
     return [_full_key(array, array.metadata.encode_chunk_key(c)) for c in itertools.product(*spans)]
 

@@ -34,6 +34,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import OutputExistsError
 from geoseg.io import faults, remote
 from geoseg.io.georef import GeoRef
+from geoseg.tiling.plan import ceil_div
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def _create_arrays(group: zarr.Group, shape: tuple[int, ...], layout: Layout, cl
         group.create_array("probabilities", shape=(n_classes, *shape), **layout.kwargs((n_classes,)),
                            dtype="float16", fill_value=np.nan, dimension_names=["class", *dims],
                            attributes=geo)
-    counts = tuple(-(-n // c) for n, c in zip(shape, layout.task or layout.region))
+    counts = tuple(ceil_div(n, c) for n, c in zip(shape, layout.task or layout.region))
     names = [f"chunk_{d}" for d in dims]
     ones = (1,) * len(counts)
     group.create_array(MANIFEST_DONE, shape=counts, chunks=ones, dtype="bool", fill_value=False,

@@ -17,6 +17,7 @@ import fsspec
 import numpy as np
 
 from geoseg.io.output import OutputTarget
+from geoseg.tiling.plan import ceil_div
 
 
 def hashes_name(name: str) -> str:
@@ -44,7 +45,7 @@ def store_hashed(target: OutputTarget, name: str, data: da.Array, *, fill_value:
     group.create_array(name, shape=data.shape, chunks=classes.chunks, dtype=data.dtype,
                        fill_value=fill_value, attributes=geo,
                        dimension_names=list(classes.metadata.dimension_names or ()))
-    grid = tuple(-(-n // c) for n, c in zip(data.shape, classes.chunks))
+    grid = tuple(ceil_div(n, c) for n, c in zip(data.shape, classes.chunks))
     group.create_array(hashes_name(name), shape=(*grid, 32), chunks=(*(1,) * len(grid), 32),
                        dtype="uint8", fill_value=0)
     target.finalize({})  # consolidated metadata that lists the new arrays, for every later open

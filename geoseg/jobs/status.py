@@ -14,7 +14,7 @@ from geoseg.errors import RasterNotFoundError
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, output_exists
 from geoseg.io.stages import verify_stage
 from geoseg.jobs.lease import read_lease
-from geoseg.tiling.plan import n_regions, regions
+from geoseg.tiling.plan import ceil_div, n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
 
@@ -68,7 +68,7 @@ def _absent_objects(target: OutputTarget, array: Any, region: tuple[slice, ...])
     with a checksum that no longer matches."""
     fs, root = fsspec.core.url_to_fs(target.url, **target.storage_options)
     grid = array.shards or array.chunks
-    ranges = [range(r.start // g, -(-r.stop // g)) for r, g in zip(region, grid)]
+    ranges = [range(r.start // g, ceil_div(r.stop, g)) for r, g in zip(region, grid)]
     return any(not fs.exists(f"{root.rstrip('/')}/{array.path}/"
                              f"{array.metadata.encode_chunk_key(coords)}")
                for coords in itertools.product(*ranges))

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from geoseg.errors import ModelConfigError, ParameterError
-from geoseg.tiling.plan import coerce_per_axis
+from geoseg.tiling.plan import coerce_per_axis, round_up
 
 Method = Literal["gradient", "impulse", "both"]
 
@@ -230,7 +230,7 @@ def measure_receptive_radius(net: nn.Module, spatial_dims: int | None = None,
     strides = coerce_per_axis(getattr(net, "stride", 1) if stride is None else stride, ndim, "stride")
     if size is None:
         size = probe_size(net.receptive_radius, strides, ndim)
-    sizes = tuple(-(-n // s) * s for n, s in zip(coerce_per_axis(size, ndim, "size"), strides))
+    sizes = tuple(round_up(n, s) for n, s in zip(coerce_per_axis(size, ndim, "size"), strides))
     channels = in_channels or input_channels(net)
     generator = torch.Generator().manual_seed(seed)
     was_training = net.training

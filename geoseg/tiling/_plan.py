@@ -28,6 +28,7 @@ from geoseg.errors import PlanError
 from geoseg.tiling.plan import (
     Tile,
     TilingSpec,
+    ceil_div,
     coerce_per_axis,
     inference_cost,
     read_window,
@@ -179,7 +180,7 @@ class Plan:
 
     @property
     def n_tasks(self) -> int:
-        return math.prod(-(-n // r) for n, r in zip(self.shape, self.region))
+        return math.prod(ceil_div(n, r) for n, r in zip(self.shape, self.region))
 
     def regions(self) -> Iterator[tuple[slice, ...]]:
         """Every task's region, in raster order (edge regions clipped)."""

@@ -161,8 +161,13 @@ def _fraction(value: object) -> float:
         raise PlanError(f"overlap={value!r}: expected a fraction in [0, 1), e.g. 0.25.") from None
 
 
+def ceil_div(n: int, d: int) -> int:
+    """``n / d`` rounded up: how many blocks of ``d`` it takes to cover ``n``."""
+    return -(-n // d)
+
+
 def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+    return ceil_div(n, multiple) * multiple
 
 
 def round_down(n: int, multiple: int) -> int:
@@ -284,7 +289,7 @@ def _check_grid(shape: Sequence[int], chunks: Sequence[int], *, same_length: boo
 
 def n_regions(shape: Sequence[int], chunks: Sequence[int]) -> int:
     _check_grid(shape, chunks, same_length=False)  # callers check lengths with a better message
-    return math.prod(-(-n // c) for n, c in zip(shape, chunks))
+    return math.prod(ceil_div(n, c) for n, c in zip(shape, chunks))
 
 
 def inference_cost(spec: TilingSpec, region: Sequence[int]) -> float:
@@ -325,7 +330,7 @@ def task_region(spec: TilingSpec, unit: Sequence[int], *, max_cost: float = 1.25
 
     Each step grows, by one unit, the axis whose own cost is highest."""
     units = [1] * len(unit)
-    limits = [max(1, -(-n // u)) for n, u in zip(spec.shape, unit)]
+    limits = [max(1, ceil_div(n, u)) for n, u in zip(spec.shape, unit)]
 
     def region(counts: Sequence[int]) -> tuple[int, ...]:
         return tuple(c * u for c, u in zip(counts, unit))

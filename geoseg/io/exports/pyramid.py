@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from geoseg.errors import ExportError
+from geoseg.tiling.plan import ceil_div
 
 METHODS = ("mode", "nearest")
 
@@ -70,7 +71,7 @@ def _nearest(
     out = np.full(tuple(shape), nodata, dtype=block.dtype)
     index = [np.arange(n) * f + f // 2 for n, f in zip(shape, factors)]
     index = [np.minimum(i, max(size - 1, 0)) for i, size in zip(index, block.shape)]
-    covered = tuple(slice(0, -(-size // f)) for size, f in zip(block.shape, factors))
+    covered = tuple(slice(0, ceil_div(size, f)) for size, f in zip(block.shape, factors))
     if all(size > 0 for size in block.shape):
         out[covered] = block[np.ix_(*index)][covered]
     return out
