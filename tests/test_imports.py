@@ -100,3 +100,24 @@ def test_a_scheduler_unpickling_a_job_graph_loads_no_torch(tmp_path, model_path,
                     "print([m for m in ('torch', 'geoseg.models.model') if m in sys.modules])")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "[]", result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_every_package_lists_its_public_names_and_they_resolve():
+    code = """
+import importlib, json, pkgutil, geoseg
+bad = []
+for info in pkgutil.walk_packages(geoseg.__path__, "geoseg."):
+    if not info.ispkg:
+        continue
+    package = importlib.import_module(info.name)
+    names = getattr(package, "__all__", None)
+    if not names:
+        bad.append(f"{info.name}: no __all__")
+        continue
+    bad += [f"{info.name}.{n} does not resolve" for n in names if not hasattr(package, n)]
+print(json.dumps(bad))
+"""
+    result = python(code)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == []

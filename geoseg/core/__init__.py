@@ -9,3 +9,9 @@
 The errors (:mod:`geoseg.errors`), the settings (:mod:`geoseg.config`) and the log
 (:mod:`geoseg.logs`) belong to this layer too; tests/test_layers.py lists the layers.
 """
+
+from geoseg._lazy import lazy_exports
+
+__all__ = ["classes", "records", "segmenter", "spec", "urls"]  # its modules, imported on first use
+
+__getattr__, __dir__ = lazy_exports(__name__, {})
