@@ -16,6 +16,7 @@ from geoseg.io.sources import RasterSource
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
 from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
+from geoseg.tiling.plan import ceil_div
 
 NODATA_CLASS = 255
 
@@ -156,7 +157,7 @@ def _region_block(work: RegionWork, plan: Plan, raster: xr.DataArray, source: Ra
 
 def _nest(blocks: list[Any], shape: Sequence[int], chunks: Sequence[int]) -> list[Any]:
     """Row-major flat list of blocks to the nested lists ``da.block`` wants, any number of axes."""
-    counts = [-(-n // c) for n, c in zip(shape, chunks)]
+    counts = [ceil_div(n, c) for n, c in zip(shape, chunks)]
     nested: list[Any] = list(blocks)
     for count in reversed(counts[1:]):
         nested = [nested[i : i + count] for i in range(0, len(nested), count)]

@@ -9,11 +9,12 @@ from rich.table import Table
 METRICS = ("iou", "dice", "precision", "recall", "support", "predicted")
 
 
-def _fmt(value: Any) -> str:
+def cell(value: Any, float_format: str = ".4f") -> str:
+    """A table cell: ``-`` for nothing, floats as ``float_format``, anything else as text."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return format(value, float_format)
     return str(value)
 
 
@@ -24,10 +25,10 @@ def scores_table(found: dict[str, Any]) -> Table:
     for name in METRICS:
         table.add_column(name, justify="right")
     for name, row in found["per_class"].items():
-        table.add_row(name, *(_fmt(row[m]) for m in METRICS))
+        table.add_row(name, *(cell(row[m]) for m in METRICS))
     table.add_section()
     for key in ("miou", "fwiou", "overall_accuracy", "pixels_scored", "predicted_other"):
-        table.add_row(key, _fmt(found[key]))
+        table.add_row(key, cell(found[key]))
     return table
 
 
@@ -39,7 +40,7 @@ def instances_table(found: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in found.items():
         first = next(iter(row["thresholds"].values()))
-        table.add_row(name, *(_fmt(first[k]) for k in ("tp", "fp", "fn", "precision", "recall")),
-                      _fmt(first["rq"]), *(_fmt(first[k]) for k in ("pq", "sq", "rq")),
-                      _fmt(row["mean"]["pq"]))
+        table.add_row(name, *(cell(first[k]) for k in ("tp", "fp", "fn", "precision", "recall")),
+                      cell(first["rq"]), *(cell(first[k]) for k in ("pq", "sq", "rq")),
+                      cell(row["mean"]["pq"]))
     return table

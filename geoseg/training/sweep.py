@@ -46,6 +46,7 @@ from geoseg.core.spec import Document, Section
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.parallel.cluster import connect, scheduler_address
+from geoseg.report.tables import cell
 from geoseg.training.record import write_json
 from geoseg.training.spec import TrainSpec, as_spec, read_yaml, redact
 
@@ -454,7 +455,7 @@ def format_table(ranked: list[TrialResult], keys: list[str]) -> str:
     """A plain-text table: rank, trial, validation mIoU, best epoch, epochs, each parameter, status."""
     header = ["rank", "trial", "val mIoU", "best epoch", "epochs", *keys, "status"]
     rows = [[str(i + 1), r.name, "-" if r.val_miou is None else f"{r.val_miou:.4f}",
-             _cell(r.best_epoch), _cell(r.epochs_run), *(_cell(r.params.get(k)) for k in keys),
+             cell(r.best_epoch), cell(r.epochs_run), *(cell(r.params.get(k), ".6g") for k in keys),
              r.status if r.error is None else f"{r.status}: {r.error.splitlines()[0][:60]}"]
             for i, r in enumerate(ranked)]
     widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
@@ -462,14 +463,6 @@ def format_table(ranked: list[TrialResult], keys: list[str]) -> str:
                        for c, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def _write_outputs(spec: SweepSpec, ranked: list[TrialResult], table: str, best: str | None,

@@ -22,7 +22,7 @@ from geoseg.errors import PlanError, RasterNotFoundError
 from geoseg.io import faults, mosaic, remote
 from geoseg.io.readers import _registry, probe
 from geoseg.io.readers.base import RasterSource, Reader
-from geoseg.tiling.plan import coerce_per_axis, round_up
+from geoseg.tiling.plan import ceil_div, coerce_per_axis, round_up
 
 log = logging.getLogger("geoseg.io")
 
@@ -191,7 +191,7 @@ def dask_chunks(source: RasterSource, chunks: int | str | Sequence[int] | None) 
 
 
 def _n_chunks(shape: Sequence[int], chunks: Sequence[int]) -> int:
-    return int(np.prod([-(-int(n) // c) for n, c in zip(shape, chunks)]))
+    return int(np.prod([ceil_div(int(n), c) for n, c in zip(shape, chunks)]))
 
 
 def _grouping(source: RasterSource, sizes: tuple[int, ...], why: str) -> tuple[int, ...]:
