@@ -926,6 +926,21 @@ def _parcel_colors(
     return (palette[picks] + rng.normal(0.0, jitter, (count, 3)).astype(np.float32)).T
 
 
+def _fields(
+    rng: np.random.Generator,
+    palette: FloatArray,
+    idx: NDArray[np.intp],
+    cover: _Cover,
+    tex: _Textures,
+) -> tuple[FloatArray, NDArray[np.intp], FloatArray, NDArray[np.bool_]]:
+    """At the pixels ``idx``: a colour per parcel from ``palette``, the parcel of each pixel,
+    its furrow streaks and whether it is natural ground (drawn from ``rng`` in that order)."""
+    colors = _parcel_colors(rng, palette, cover.n_parcels, 5.0)
+    parcels = _at(cover.parcels, idx)
+    streaks = _parcel_streaks(rng, idx, parcels, cover.n_parcels, tex)
+    return colors, parcels, streaks, _at(cover.natural, idx)
+
+
 def _paint_vegetation(
     rng: np.random.Generator,
     image: FloatArray,
@@ -934,10 +949,7 @@ def _paint_vegetation(
     tex: _Textures,
 ) -> None:
     """Crop parcels in farmland; forest canopy and grass in natural areas; lawns in towns."""
-    crops = _parcel_colors(rng, _CROPS, cover.n_parcels, 5.0)
-    parcels = _at(cover.parcels, idx)
-    streaks = _parcel_streaks(rng, idx, parcels, cover.n_parcels, tex)
-    natural = _at(cover.natural, idx)
+    crops, parcels, streaks, natural = _fields(rng, _CROPS, idx, cover, tex)
     forest = np.clip(0.55 + 0.7 * _at(tex.coarse, idx), 0.0, 1.0)
     forest *= np.where(_at(cover.urban, idx), np.float32(0.35), np.float32(1.0))  # lawns, few trees
     wild = _GRASS[:, None] + forest[None, :] * (_FOREST - _GRASS)[:, None]
@@ -957,10 +969,7 @@ def _paint_soil(
     tex: _Textures,
 ) -> None:
     """Ploughed brown parcels with furrows; mottled tan bare ground elsewhere."""
-    soils = _parcel_colors(rng, _SOILS, cover.n_parcels, 5.0)
-    parcels = _at(cover.parcels, idx)
-    streaks = _parcel_streaks(rng, idx, parcels, cover.n_parcels, tex)
-    natural = _at(cover.natural, idx)
+    soils, parcels, streaks, natural = _fields(rng, _SOILS, idx, cover, tex)
     base = np.where(natural[None, :], _DRY_SOIL[:, None], soils[:, parcels])
     fine = _at(tex.fine, idx)
     farm_grain = 0.08 * streaks + 0.03 * fine
