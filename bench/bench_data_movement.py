@@ -105,7 +105,7 @@ def window_floor(spec: JobSpec) -> tuple[float, int]:
     shape = prepared.source.shape[1:]
     total = 0
     for region in regions(shape, prepared.chunks):
-        window = read_window(region_tiles(prepared.work.spec, region))
+        window = read_window(region_tiles(prepared.work.tiling, region))
         total += np.prod([min(w.stop, n) - max(w.start, 0) for w, n in zip(window, shape)])
     return total / np.prod(shape), prepared.n_tasks
 

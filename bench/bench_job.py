@@ -35,8 +35,8 @@ from geoseg.tiling import region_tiles, regions
 def network_on_job_tiles(model: geoseg.SegmentationModel, image: torch.Tensor, work) -> float:
     """Seconds for the network over every tile the job runs, batched as the job batches them."""
     x, _ = model.prepare_tensor(image)
-    windows = [t.window for r in regions(work.spec.shape, work.region) for t in region_tiles(work.spec, r)]
-    x = pad_end_tensor(x, work.spec.padded_shape)
+    windows = [t.window for r in regions(work.tiling.shape, work.region) for t in region_tiles(work.tiling, r)]
+    x = pad_end_tensor(x, work.tiling.padded_shape)
     start = time.perf_counter()
     for i in range(0, len(windows), work.batch_size):
         batch = torch.stack([x[(slice(None),) + w] for w in windows[i : i + work.batch_size]])
@@ -73,7 +73,7 @@ def main() -> None:
         best["whole"] = min(best["whole"], time.perf_counter() - start)
     mpx = args.size * args.size / 1e6
     print(f"scene {args.size} x {args.size} ({mpx:.1f} Mpx), {args.workers} cores, best of {args.repeats}; "
-          f"tasks of {work.region}, tiles {work.spec.tile} + halo {work.spec.halo}, batch {work.batch_size}")
+          f"tasks of {work.region}, tiles {work.tiling.tile} + halo {work.tiling.halo}, batch {work.batch_size}")
     rows = [("network alone on the job's tiles", "tiles"), ("network alone, whole image at once", "whole"),
             ("job compute (tasks: read+infer+write)", "compute"), ("job end to end (with cluster start)", "job")]
     for label, key in rows:

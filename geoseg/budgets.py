@@ -159,7 +159,7 @@ def largest_window(prepared: PreparedJob) -> tuple[int, ...]:
                    for n, r in zip(shape, region) for s in [(n // r // 2) * r if n > r else 0])
     if prepared.work is None:  # a method to be fitted: no tiling yet, its region is what it reads
         return tuple(s.stop - s.start for s in middle)
-    window = read_window(region_tiles(prepared.work.spec, middle))
+    window = read_window(region_tiles(prepared.work.tiling, middle))
     return tuple(min(w.stop, n) - w.start for w, n in zip(window, shape))
 
 

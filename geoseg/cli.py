@@ -148,7 +148,7 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
         said += f"method {prepared.spec.model.method} (its statistics are fitted when the job runs)"
     else:
         kind = getattr(getattr(model, "info", None), "architecture", "classical method")
-        said += f"model {model.name} ({kind}), tile {work.spec.tile}, halo {work.spec.halo}"
+        said += f"model {model.name} ({kind}), tile {work.tiling.tile}, halo {work.tiling.halo}"
     console.print(said)
 
 

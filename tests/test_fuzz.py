@@ -23,7 +23,7 @@ from geoseg.errors import GeosegError
 from geoseg.jobs.spec import JobSpec, load_job
 from geoseg.models.modelfile import read_header
 from geoseg.tiling.plan import (
-    TilingSpec,
+    Tiling,
     inference_cost,
     n_regions,
     read_window,
@@ -220,7 +220,7 @@ PER_AXIS = SIZES | st.lists(SIZES, min_size=0, max_size=4)
        st.sampled_from(["crop", "gaussian", "linear", "nope"]),
        st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, 0.5, 0.99]))
 def test_any_tiling_parameters(shape, tile, halo, stride, blend, overlap):
-    spec = only_geoseg_errors(TilingSpec.create, shape, tile=tile, halo=halo, stride=stride,
+    spec = only_geoseg_errors(Tiling.create, shape, tile=tile, halo=halo, stride=stride,
                               blend=blend, overlap=overlap)
     if spec is None or math.prod(spec.shape) > 10**6:
         return  # what is planned below is bounded by the budgets in a job
@@ -262,11 +262,11 @@ def test_header_mutations_hypothesis_found(model_bytes, place, value):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("call", [
-    lambda: TilingSpec.create((64, 64), tile=64, halo=0, stride=0),  # ZeroDivisionError
-    lambda: TilingSpec.create((64, 64), tile=64.5, halo=0),  # TypeError
-    lambda: TilingSpec.create((64, 64), tile="64", halo=0),  # per character
-    lambda: TilingSpec.create((64, 64), tile=64, halo=0, overlap="half"),  # ValueError
-    lambda: TilingSpec.create((), tile=64, halo=0),  # a plan of no axes
+    lambda: Tiling.create((64, 64), tile=64, halo=0, stride=0),  # ZeroDivisionError
+    lambda: Tiling.create((64, 64), tile=64.5, halo=0),  # TypeError
+    lambda: Tiling.create((64, 64), tile="64", halo=0),  # per character
+    lambda: Tiling.create((64, 64), tile=64, halo=0, overlap="half"),  # ValueError
+    lambda: Tiling.create((), tile=64, halo=0),  # a plan of no axes
     lambda: n_regions((64, 64), (0, 64)),  # ZeroDivisionError
     lambda: regions((64,), (64, 64)),
     lambda: n_regions((64, -1), (64, 64)),

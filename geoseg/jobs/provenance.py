@@ -175,9 +175,9 @@ def _finite(values: np.ndarray) -> list[float | None]:
 def resolved_settings(prepared: PreparedJob, devices: tuple[str, ...]) -> dict[str, Any]:
     """The settings in effect once every default is applied (what the spec left out included)."""
     work = prepared.work
-    return {"tile": list(work.spec.tile), "halo": list(work.spec.halo),
-            "stride": list(work.spec.stride), "batch_size": work.batch_size,
-            "blend": work.spec.blend, "overlap": work.spec.overlap,
+    return {"tile": list(work.tiling.tile), "halo": list(work.tiling.halo),
+            "stride": list(work.tiling.stride), "batch_size": work.batch_size,
+            "blend": work.tiling.blend, "overlap": work.tiling.overlap,
             "chunks": list(prepared.chunks), "nodata_class": work.nodata_class,
             "class_dtype": work.class_dtype, "device": list(devices),
             "torch_threads": config.torch_threads() or None}

@@ -23,7 +23,7 @@ from geoseg.core.segmenter import Segmenter
 from geoseg.errors import ChunkResultError
 from geoseg.models.tensors import pad_end_tensor
 from geoseg.tiling.blend import blend_weights
-from geoseg.tiling.plan import Tile, TilingSpec, read_window, region_tiles
+from geoseg.tiling.plan import Tile, Tiling, read_window, region_tiles
 
 Reader = Callable[[tuple[slice, ...]], np.ndarray]
 
@@ -51,7 +51,7 @@ class RegionResult:
     empty: bool = False
 
 
-def segment_region(segmenter: Segmenter, read: Reader, spec: TilingSpec, region: tuple[slice, ...],
+def segment_region(segmenter: Segmenter, read: Reader, tiling: Tiling, region: tuple[slice, ...],
                    *, output: RegionOutput, nodata: float | None = None,
                    batch_size: int = 4) -> RegionResult:
     """Segment ``region`` of an image whose pixels ``read(window)`` returns.
@@ -62,18 +62,18 @@ def segment_region(segmenter: Segmenter, read: Reader, spec: TilingSpec, region:
     (:func:`device_turn`), so a worker's other threads read the next regions meanwhile.
     """
     t0 = time.perf_counter()
-    tiles = region_tiles(spec, region)
+    tiles = region_tiles(tiling, region)
     window = read_window(tiles)
-    raw = read(tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, spec.shape)))
+    raw = read(tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, tiling.shape)))
     t1 = time.perf_counter()
     with device_turn(segmenter.device):
-        result = _on_device(segmenter, raw, tiles, window, region, spec, output, nodata, batch_size)
+        result = _on_device(segmenter, raw, tiles, window, region, tiling, output, nodata, batch_size)
     result.timings = {"read": t1 - t0, "infer": time.perf_counter() - t1}
     return result
 
 
 def _on_device(segmenter: Segmenter, raw: np.ndarray, tiles: list[Tile], window: tuple[slice, ...],
-               region: tuple[slice, ...], spec: TilingSpec, output: RegionOutput,
+               region: tuple[slice, ...], tiling: Tiling, output: RegionOutput,
                nodata: float | None, batch_size: int) -> RegionResult:
     x, valid = segmenter.prepare_tensor(to_device(raw, segmenter.device), nodata)
     local = _shift(region, window)
@@ -81,9 +81,9 @@ def _on_device(segmenter: Segmenter, raw: np.ndarray, tiles: list[Tile], window:
     if not bool(valid.any()):  # every output pixel is nodata whatever the model says
         return _empty(segmenter, valid.numpy(force=True), output)
     x = pad_end_tensor(x, [w.stop - w.start for w in window])
-    run = _Run(segmenter, x, window, region, batch_size, shape=tuple(spec.shape))
-    keep_scores = spec.blend != "crop" or output.probabilities is not None
-    scores = run.blended(tiles, spec) if spec.blend != "crop" else run.cropped(tiles, keep_scores)
+    run = _Run(segmenter, x, window, region, batch_size, shape=tuple(tiling.shape))
+    keep_scores = tiling.blend != "crop" or output.probabilities is not None
+    scores = run.blended(tiles, tiling) if tiling.blend != "crop" else run.cropped(tiles, keep_scores)
     ids = run.ids if scores is None else scores.argmax(dim=0)
     return RegionResult(_class_ids(ids, valid, output), valid.numpy(force=True),
                         _probabilities(scores, valid, output))
@@ -129,12 +129,12 @@ class _Run:
                     self.ids[target] = ids[(i,) + part]
         return out
 
-    def blended(self, tiles: list[Tile], spec: TilingSpec) -> torch.Tensor:
+    def blended(self, tiles: list[Tile], tiling: Tiling) -> torch.Tensor:
         """The weighted mean of the blended windows' scores over the region."""
         shape = tuple(r.stop - r.start for r in self.region)
         device = self.x.device
-        ramp = tuple(w - s for w, s in zip(spec.window_shape, spec.steps))
-        weights = _weights(spec.blend, spec.window_shape, ramp, str(device))
+        ramp = tuple(w - s for w, s in zip(tiling.window_shape, tiling.steps))
+        weights = _weights(tiling.blend, tiling.window_shape, ramp, str(device))
         out = torch.zeros((self.segmenter.n_classes,) + shape, dtype=torch.float32, device=device)
         total = torch.zeros(shape, dtype=torch.float32, device=device)
         for batch, scores in self.batches(tiles):

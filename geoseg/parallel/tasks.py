@@ -1,7 +1,7 @@
 """The task payloads: small, picklable descriptions of a region's work.
 
-A task carries a model *reference*, a raster *source* and arithmetic (the tiling
-spec, a region); the model is resolved from the worker's per-process cache and
+A task carries a model *reference*, a raster *source* and arithmetic (the
+:class:`~geoseg.tiling.plan.Tiling`, a region); the model is resolved from the worker's per-process cache and
 pixels are read from storage inside the task.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg.tiling.plan import TilingSpec
+from geoseg.tiling.plan import Tiling
 
 if TYPE_CHECKING:
     from geoseg.parallel.region import Reader, RegionResult
@@ -28,7 +28,7 @@ class RegionWork:
     deep networks through ``torch.compile`` on the workers."""
 
     model: Any  # a ModelRef, or a small segmenter that travels as itself
-    spec: TilingSpec
+    tiling: Tiling
     nodata: float | None
     batch_size: int
     nodata_class: int
@@ -40,7 +40,7 @@ class RegionWork:
     def windows_reach_past_regions(self) -> bool:
         """Halos or blended windows: neighbouring regions read some of the same input chunks
         (worth a read cache)."""
-        return self.spec.blend != "crop" or any(self.spec.halo)
+        return self.tiling.blend != "crop" or any(self.tiling.halo)
 
     def segmenter(self) -> Any:
         # imported here, on the worker that runs the task: a scheduler unpickling it loads no torch
@@ -55,7 +55,7 @@ class RegionWork:
         from geoseg.parallel.region import RegionOutput, segment_region
 
         output = RegionOutput(self.nodata_class, self.class_dtype, probabilities)
-        return segment_region(self.segmenter(), read, self.spec, region, output=output,
+        return segment_region(self.segmenter(), read, self.tiling, region, output=output,
                               nodata=self.nodata, batch_size=self.batch_size)
 
     def block(self, read: Reader, region: tuple[slice, ...], output: str) -> np.ndarray:

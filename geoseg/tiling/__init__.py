@@ -16,7 +16,7 @@ from geoseg.tiling._plan import (
 from geoseg.tiling.plan import (
     AxisTile,
     Tile,
-    TilingSpec,
+    Tiling,
     axis_tiles,
     n_regions,
     read_window,
@@ -33,7 +33,7 @@ __all__ = [
     "Layout",
     "Plan",
     "Tile",
-    "TilingSpec",
+    "Tiling",
     "axis_tiles",
     "default_chunks",
     "n_regions",

@@ -27,7 +27,7 @@ from geoseg import config
 from geoseg.errors import PlanError
 from geoseg.tiling.plan import (
     Tile,
-    TilingSpec,
+    Tiling,
     ceil_div,
     coerce_per_axis,
     inference_cost,
@@ -128,7 +128,7 @@ class Plan:
     writes (whole ``layout.shards``); ``batch_size`` tiles go through the network at once."""
 
     shape: tuple[int, ...]
-    tiling: TilingSpec
+    tiling: Tiling
     layout: Layout
     region: tuple[int, ...]
     batch_size: int
@@ -228,10 +228,10 @@ def _blend(geometry: Geometry, inference: InferenceSettings, ndim: int) -> str:
 
 
 def _tiling(shape: tuple[int, ...], geometry: Geometry, inference: InferenceSettings, blend: str,
-            tile: tuple[int, ...] | None) -> TilingSpec:
+            tile: tuple[int, ...] | None) -> Tiling:
     ndim = len(shape)
     overlap = inference.overlap
-    return TilingSpec.create(
+    return Tiling.create(
         shape,
         tile=tile or (inference.tile if inference.tile is not None else config.tile_size(ndim)),
         halo=geometry.per_axis("halo", ndim) if inference.halo is None else inference.halo,
@@ -241,7 +241,7 @@ def _tiling(shape: tuple[int, ...], geometry: Geometry, inference: InferenceSett
     )
 
 
-def _warn_recompute(spec: TilingSpec, unit: Sequence[int], region: Sequence[int]) -> None:
+def _warn_recompute(spec: Tiling, unit: Sequence[int], region: Sequence[int]) -> None:
     cost = inference_cost(spec, region)
     if cost > MAX_COST:
         warnings.warn(
@@ -251,7 +251,7 @@ def _warn_recompute(spec: TilingSpec, unit: Sequence[int], region: Sequence[int]
             "GEOSEG_REGION_BYTES so tasks may compute larger regions.", stacklevel=4)
 
 
-def _advice(spec: TilingSpec) -> int:
+def _advice(spec: Tiling) -> int:
     """A per-axis region length that keeps the recompute cost low for ``spec``."""
     if spec.blend == "crop":
         return max(spec.tile)

@@ -64,7 +64,7 @@ class Tile:
 
 
 @dataclass(frozen=True)
-class TilingSpec:
+class Tiling:
     """How one image is cut into tiles; validated on construction.
 
     Parameters
@@ -99,7 +99,7 @@ class TilingSpec:
         stride: int | Sequence[int] = 1,
         blend: str = "crop",
         overlap: float = 0.0,
-    ) -> TilingSpec:
+    ) -> Tiling:
         """Build a spec, rounding ``tile`` and ``halo`` up to multiples of ``stride``.
 
         With a ``blend`` mode other than ``"crop"``, windows are ``tile`` long, overlap
@@ -174,7 +174,7 @@ def round_down(n: int, multiple: int) -> int:
     return (n // multiple) * multiple
 
 
-def _check_spec(spec: TilingSpec) -> None:
+def _check_spec(spec: Tiling) -> None:
     fields = {"shape": spec.shape, "tile": spec.tile, "halo": spec.halo, "stride": spec.stride}
     ndim = len(spec.shape)
     if ndim == 0:
@@ -191,7 +191,7 @@ def _check_spec(spec: TilingSpec) -> None:
         if any(v % s for v, s in zip(fields[name], spec.stride)):
             raise PlanError(
                 f"{name}={fields[name]} is not a multiple of the model stride {spec.stride}; "
-                f"use TilingSpec.create(), which rounds up."
+                f"use Tiling.create(), which rounds up."
             )
     if spec.blend not in BLEND_MODES:
         raise PlanError(f"blend={spec.blend!r} is not a blend mode; expected one of {BLEND_MODES}.")
@@ -236,7 +236,7 @@ def blended_axis_tiles(start: int, stop: int, padded: int, length: int, step: in
             for w in starts if w < stop and w + length > start]
 
 
-def region_tiles(spec: TilingSpec, region: Sequence[slice]) -> list[Tile]:
+def region_tiles(spec: Tiling, region: Sequence[slice]) -> list[Tile]:
     """All tiles of one region (a tuple of slices inside the image)."""
     if spec.blend == "crop":
         per_axis = [
@@ -292,7 +292,7 @@ def n_regions(shape: Sequence[int], chunks: Sequence[int]) -> int:
     return math.prod(ceil_div(n, c) for n, c in zip(shape, chunks))
 
 
-def inference_cost(spec: TilingSpec, region: Sequence[int]) -> float:
+def inference_cost(spec: Tiling, region: Sequence[int]) -> float:
     """Pixels inferred when tasks of ``region`` size each run their own tiles, per pixel inferred
     by one pass of the same tiling over the whole image (1.0: no window runs twice).
 
@@ -304,14 +304,14 @@ def inference_cost(spec: TilingSpec, region: Sequence[int]) -> float:
     return cost
 
 
-def _axis_cost(spec: TilingSpec, axis: int, length: int) -> float:
+def _axis_cost(spec: Tiling, axis: int, length: int) -> float:
     n = spec.shape[axis]
     starts = range(0, n, length)
     inferred = sum(_axis_windows(spec, axis, s, min(s + length, n)) for s in starts)
     return inferred / _axis_windows(spec, axis, 0, n)
 
 
-def _axis_windows(spec: TilingSpec, axis: int, start: int, stop: int) -> int:
+def _axis_windows(spec: Tiling, axis: int, start: int, stop: int) -> int:
     """Summed window length of the tiles covering ``[start, stop)`` along ``axis``."""
     if spec.blend == "crop":
         tiles = axis_tiles(start, stop, (spec.shape[axis], spec.tile[axis], spec.halo[axis],
@@ -322,7 +322,7 @@ def _axis_windows(spec: TilingSpec, axis: int, start: int, stop: int) -> int:
     return sum(t.win_stop - t.win_start for t in tiles)
 
 
-def task_region(spec: TilingSpec, unit: Sequence[int], *, max_cost: float = 1.25,
+def task_region(spec: Tiling, unit: Sequence[int], *, max_cost: float = 1.25,
                 max_pixels: int | None = None) -> tuple[int, ...]:
     """What one task computes: whole ``unit``s (output chunks or shards) per axis, grown until
     :func:`inference_cost` is at most ``max_cost`` (halos and overlaps then cost little

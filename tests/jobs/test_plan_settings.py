@@ -21,9 +21,9 @@ def _spec(tmp_path, inference: dict) -> JobSpec:
 
 def test_a_per_axis_halo_and_tile_reach_the_plan_per_axis(tmp_path):
     prepared = prepare(_spec(tmp_path, {"tile": [32, 48], "halo": [3, 5]}))
-    assert prepared.work.spec.halo == (3, 5) and prepared.work.spec.tile == (32, 48)
+    assert prepared.work.tiling.halo == (3, 5) and prepared.work.tiling.tile == (32, 48)
     assert prepared.inner_chunks == (32, 32) and prepared.layout.shards == (32, 32)
-    assert prepare(_spec(tmp_path, {"halo": 4})).work.spec.halo == (4, 4)
+    assert prepare(_spec(tmp_path, {"halo": 4})).work.tiling.halo == (4, 4)
 
 
 @pytest.mark.parametrize("halo", [-1, [1, 2, 3, 4], [], [4]])
@@ -40,4 +40,4 @@ def test_a_halo_of_the_wrong_axis_count_names_the_key(tmp_path):
 def test_a_halo_with_a_blend_fails_before_any_compute(tmp_path):
     with pytest.raises(PlanError, match=r"inference: halo=8 was given with blend='gaussian'"):
         prepare(_spec(tmp_path, {"halo": 8, "blend": "gaussian"}))
-    assert prepare(_spec(tmp_path, {"halo": 0, "blend": "gaussian"})).work.spec.blend == "gaussian"
+    assert prepare(_spec(tmp_path, {"halo": 0, "blend": "gaussian"})).work.tiling.blend == "gaussian"

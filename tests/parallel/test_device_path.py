@@ -20,7 +20,7 @@ from geoseg.models.tensors import pad_end_tensor, valid_mask_tensor
 from geoseg.parallel.lazy import region_work
 from geoseg.parallel.region import RegionOutput, device_turn, segment_region, to_device
 from geoseg.parallel.tasks import ArrayReader
-from geoseg.tiling import TilingSpec, region_tiles, regions
+from geoseg.tiling import Tiling, region_tiles, regions
 from geoseg.tiling.plan import inference_cost, n_regions, task_region
 from tests.conftest import random_unet, textured_image
 
@@ -56,7 +56,7 @@ def test_a_big_endian_window_reaches_the_device_in_native_order():
 def test_only_class_ids_come_back_unless_probabilities_are_asked_for():
     model = random_unet(depth=2, width=4)
     image = textured_image(96, 80, seed=3)
-    spec = TilingSpec.create(image.shape[1:], tile=32, halo=16, stride=4)
+    spec = Tiling.create(image.shape[1:], tile=32, halo=16, stride=4)
     region = (slice(0, 96), slice(0, 80))
     read = ArrayReader(image, (0, 0))
     ids = segment_region(model, read, spec, region, output=RegionOutput(255, "uint8"))
@@ -91,18 +91,18 @@ def test_one_region_at_a_time_holds_a_gpu_and_none_the_cpu():
 
 
 @st.composite
-def tilings(draw: st.DrawFn) -> tuple[TilingSpec, tuple[int, int]]:
+def tilings(draw: st.DrawFn) -> tuple[Tiling, tuple[int, int]]:
     stride = draw(st.sampled_from([1, 2, 4, 8]))
     shape = (draw(st.integers(1, 400)), draw(st.integers(1, 400)))
     blend = draw(st.sampled_from(["crop", "gaussian"]))
     tile = draw(st.integers(2, 12)) * stride
     halo = draw(st.integers(0, 4)) * stride
-    spec = TilingSpec.create(shape, tile=tile, halo=halo, stride=stride, blend=blend,
+    spec = Tiling.create(shape, tile=tile, halo=halo, stride=stride, blend=blend,
                              overlap=draw(st.sampled_from([0.0, 0.25, 0.5])))
     return spec, (draw(st.integers(1, 150)), draw(st.integers(1, 150)))
 
 
-def _brute_cost(spec: TilingSpec, region: tuple[int, ...]) -> float:
+def _brute_cost(spec: Tiling, region: tuple[int, ...]) -> float:
     def volume(chunks: tuple[int, ...]) -> int:
         return sum(int(np.prod([s.stop - s.start for s in t.window]))
                    for r in regions(spec.shape, chunks) for t in region_tiles(spec, r))
@@ -131,7 +131,7 @@ def test_task_regions_are_whole_chunks_grown_until_cheap_or_bounded(plan, max_pi
             assert spans or too_big or _axis_is_free(spec, region, axis)
 
 
-def _axis_is_free(spec: TilingSpec, region: tuple[int, ...], axis: int) -> bool:
+def _axis_is_free(spec: Tiling, region: tuple[int, ...], axis: int) -> bool:
     """The axis costs nothing extra (its own factor is at most 1)."""
     alone = tuple(r if a == axis else n for a, (r, n) in enumerate(zip(region, spec.shape)))
     return inference_cost(spec, alone) <= 1.0 + 1e-9
@@ -142,7 +142,7 @@ def test_small_output_chunks_no_longer_shrink_tiles_or_multiply_tasks(tmp_path):
     image = textured_image(300, 260, seed=5)
     work = region_work(model, image.shape[1:], regions=(32, 32), tile=64)
     assert work.region[0] % 32 == 0 and work.region[0] >= 64
-    assert inference_cost(work.spec, work.region) <= 1.25
+    assert inference_cost(work.tiling, work.region) <= 1.25
     raster = geoseg.open_raster(_zarr(tmp_path, image))
     with dask.config.set(scheduler="sync"):
         mask = geoseg.segment(raster, model, chunks=32, tile=64)
@@ -185,7 +185,7 @@ def test_a_compiled_network_segments_like_the_eager_one():
     image = textured_image(96, 80, seed=9)
     eager = random_unet(depth=2, width=4)
     compiled = random_unet(depth=2, width=4).compile()
-    spec = TilingSpec.create(image.shape[1:], tile=32, halo=16, stride=4)
+    spec = Tiling.create(image.shape[1:], tile=32, halo=16, stride=4)
     region, read = (slice(0, 96), slice(0, 80)), ArrayReader(image, (0, 0))
     out = RegionOutput(255, "uint8", "float32")
     a = segment_region(eager, read, spec, region, output=out)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geoseg.errors import PlanError
-from geoseg.tiling import TilingSpec, region_tiles, regions
+from geoseg.tiling import Tiling, region_tiles, regions
 from geoseg.tiling.blend import blend_weights
 
 
@@ -16,7 +16,7 @@ from geoseg.tiling.blend import blend_weights
 @given(n=st.integers(1, 400), tile=st.integers(1, 12), stride=st.sampled_from([1, 2, 8]),
        overlap=st.sampled_from([0.0, 0.25, 0.5, 0.75]), chunk=st.integers(3, 150))
 def test_blended_windows_cover_every_pixel_and_match_across_regions(n, tile, stride, overlap, chunk):
-    spec = TilingSpec.create((n,), tile=max(2, tile) * stride, halo=0, stride=stride, blend="gaussian",
+    spec = Tiling.create((n,), tile=max(2, tile) * stride, halo=0, stride=stride, blend="gaussian",
                              overlap=overlap)
     whole = {(t.axes[0].win_start, t.axes[0].win_stop) for t in region_tiles(spec, (slice(0, n),))}
     covered = np.zeros(n, dtype=int)
@@ -31,7 +31,7 @@ def test_blended_windows_cover_every_pixel_and_match_across_regions(n, tile, str
 
 
 def test_windows_follow_the_sliding_window_grid():
-    spec = TilingSpec.create((100,), tile=40, halo=0, blend="constant", overlap=0.25)
+    spec = Tiling.create((100,), tile=40, halo=0, blend="constant", overlap=0.25)
     starts = [t.window[0].start for t in region_tiles(spec, (slice(0, 100),))]
     assert starts == [0, 30, 60]  # step int(40 * 0.75) = 30; last ends at 100
 
@@ -52,6 +52,6 @@ def test_gaussian_weights_follow_the_formula():
 
 def test_bad_blend_settings():
     with pytest.raises(PlanError, match="not a blend mode"):
-        TilingSpec.create((10,), tile=4, halo=0, blend="average")
+        Tiling.create((10,), tile=4, halo=0, blend="average")
     with pytest.raises(PlanError, match=r"fraction in \[0, 1\)"):
-        TilingSpec.create((10,), tile=4, halo=0, blend="gaussian", overlap=1.0)
+        Tiling.create((10,), tile=4, halo=0, blend="gaussian", overlap=1.0)

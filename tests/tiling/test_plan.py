@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geoseg.errors import PlanError
-from geoseg.tiling import TilingSpec, read_window, region_tiles, regions
+from geoseg.tiling import Tiling, read_window, region_tiles, regions
 
 
 @st.composite
-def plans(draw: st.DrawFn) -> tuple[TilingSpec, tuple[int, int]]:
+def plans(draw: st.DrawFn) -> tuple[Tiling, tuple[int, int]]:
     stride = draw(st.sampled_from([1, 2, 4, 8, 16]))
     shape = (draw(st.integers(1, 300)), draw(st.integers(1, 300)))
     tile = draw(st.integers(1, 10)) * stride
@@ -20,12 +20,12 @@ def plans(draw: st.DrawFn) -> tuple[TilingSpec, tuple[int, int]]:
     if tile + 2 * halo < 2 * stride:
         tile = 2 * stride
     chunks = (draw(st.integers(1, 120)), draw(st.integers(1, 120)))
-    return TilingSpec.create(shape, tile=tile, halo=halo, stride=stride), chunks
+    return Tiling.create(shape, tile=tile, halo=halo, stride=stride), chunks
 
 
 @settings(max_examples=200, deadline=None)
 @given(plans())
-def test_every_output_pixel_is_written_exactly_once(plan: tuple[TilingSpec, tuple[int, int]]) -> None:
+def test_every_output_pixel_is_written_exactly_once(plan: tuple[Tiling, tuple[int, int]]) -> None:
     spec, chunks = plan
     written = np.zeros(spec.shape, dtype=np.int32)
     for region in regions(spec.shape, chunks):
@@ -39,7 +39,7 @@ def test_every_output_pixel_is_written_exactly_once(plan: tuple[TilingSpec, tupl
 @settings(max_examples=200, deadline=None)
 @given(plans())
 def test_windows_are_aligned_equal_sized_and_hold_core_plus_halo(
-        plan: tuple[TilingSpec, tuple[int, int]]) -> None:
+        plan: tuple[Tiling, tuple[int, int]]) -> None:
     spec, chunks = plan
     for region in regions(spec.shape, chunks):
         tiles = region_tiles(spec, region)
@@ -61,7 +61,7 @@ def test_windows_are_aligned_equal_sized_and_hold_core_plus_halo(
 @settings(max_examples=200, deadline=None)
 @given(plans())
 def test_a_region_shorter_than_a_tile_reads_little_more_than_itself(
-        plan: tuple[TilingSpec, tuple[int, int]]) -> None:
+        plan: tuple[Tiling, tuple[int, int]]) -> None:
     """The last region along an axis is often short; its window is its own stride-rounded span
     plus halos (at least two strides), not a whole tile grown inward."""
     spec, chunks = plan
@@ -74,7 +74,7 @@ def test_a_region_shorter_than_a_tile_reads_little_more_than_itself(
 
 
 def test_edge_tiles_are_kept_and_shifted_inward() -> None:
-    spec = TilingSpec.create((100,), tile=32, halo=8, stride=8)
+    spec = Tiling.create((100,), tile=32, halo=8, stride=8)
     tiles = region_tiles(spec, (slice(64, 100),))
     assert [(t.axes[0].out_start, t.axes[0].out_stop) for t in tiles] == [(64, 96), (96, 100)]
     last = tiles[-1].axes[0]
@@ -82,14 +82,14 @@ def test_edge_tiles_are_kept_and_shifted_inward() -> None:
 
 
 def test_a_short_last_region_gets_a_short_tile() -> None:
-    spec = TilingSpec.create((1000,), tile=512, halo=16, stride=16)
+    spec = Tiling.create((1000,), tile=512, halo=16, stride=16)
     (tile,) = region_tiles(spec, (slice(960, 1000),))  # 40 pixels, 48 with the stride
     assert (tile.axes[0].out_start, tile.axes[0].out_stop) == (960, 1000)
     assert (tile.axes[0].win_start, tile.axes[0].win_stop) == (928, 1008)  # 48 + 2 halos, not 544
 
 
 def test_tile_and_halo_are_rounded_up_to_the_stride() -> None:
-    spec = TilingSpec.create((50, 60), tile=100, halo=51, stride=8)
+    spec = Tiling.create((50, 60), tile=100, halo=51, stride=8)
     assert spec.tile == (104, 104) and spec.halo == (56, 56)
 
 
@@ -100,4 +100,4 @@ def test_tile_and_halo_are_rounded_up_to_the_stride() -> None:
 ])
 def test_invalid_plans_say_what_is_wrong(kwargs: dict, match: str) -> None:
     with pytest.raises(PlanError, match=match):
-        TilingSpec.create((10, 10), **kwargs)
+        Tiling.create((10, 10), **kwargs)
