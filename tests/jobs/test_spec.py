@@ -19,7 +19,7 @@ def write(tmp_path, data) -> str:
 def test_valid_spec_gets_defaults(tmp_path):
     spec = load_job(write(tmp_path, {"input": {"url": "a.zarr"}, "model": {"path": "builtin:demo-unet"},
                                      "output": {"url": "o.zarr"}}))
-    assert spec.output.chunks is None and spec.cluster.scheduler is None  # per raster: runner.default_chunk
+    assert spec.output.chunks is None and spec.cluster.scheduler is None  # per raster: geoseg.tiling.DEFAULT_CHUNK
     with pytest.raises(pydantic.ValidationError):
         spec.output.url = "x"  # frozen
 
