@@ -25,17 +25,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from geoseg import config
-from geoseg.core.urls import public_url
 from geoseg.errors import BudgetError
-from geoseg.tiling.plan import read_window, region_tiles
-
-if TYPE_CHECKING:
-    from geoseg.jobs.runner import PreparedJob
 
 MAX_PIXELS = "GEOSEG_MAX_PIXELS"
 MAX_TASKS = "GEOSEG_MAX_TASKS"
@@ -149,25 +143,3 @@ def check_model(n_parameters: int, n_bytes: int, what: str) -> None:
     check(n_bytes, MAX_MODEL_BYTES,
           f"{what} builds a network whose weights take {size(n_bytes)} ({figure(n_bytes)} bytes)",
           advice)
-
-
-def largest_window(prepared: PreparedJob) -> tuple[int, ...]:
-    """The input window one task of ``prepared`` reads: a region in the middle of the raster
-    with its halo or blended windows (edge regions read less)."""
-    shape, region = prepared.source.shape[1:], prepared.chunks
-    middle = tuple(slice(s, min(s + r, n))
-                   for n, r in zip(shape, region) for s in [(n // r // 2) * r if n > r else 0])
-    if prepared.work is None:  # a method to be fitted: no tiling yet, its region is what it reads
-        return tuple(s.stop - s.start for s in middle)
-    window = read_window(region_tiles(prepared.work.tiling, middle))
-    return tuple(min(w.stop, n) - w.start for w, n in zip(window, shape))
-
-
-def check_job(prepared: PreparedJob) -> None:
-    """Refuse a prepared job of more tasks than ``GEOSEG_MAX_TASKS``, or whose tasks each read
-    more than ``GEOSEG_MAX_WINDOW_BYTES``; from its plan alone, before anything is read."""
-
-    what = f"the job on {public_url(prepared.spec.input.url)}"
-    check_tasks(prepared.n_tasks, what)
-    check_window(largest_window(prepared), prepared.source.shape[0], prepared.source.dtype, what)
-

@@ -28,16 +28,12 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 from urllib.parse import quote, unquote
 
 from geoseg import config
 from geoseg.core.urls import public_url
 from geoseg.errors import SettingError
-
-if TYPE_CHECKING:
-    from geoseg.jobs.runner import RunReport
-    from geoseg.jobs.spec import JobSpec
 
 FORMATS = ("text", "json")
 ENV = "GEOSEG_LOG_FORMAT"
@@ -353,30 +349,3 @@ class ProgressLog:
         log.info("progress", extra={"chunks_done": rate.done, "chunks_total": rate.total,
                                     "mpx_per_s": round(rate.mpx_per_s, 3),
                                     "eta_s": None if eta is None else round(eta, 1)})
-
-
-def job_started(spec: JobSpec, total: int, skipped: int, dashboard: str | None) -> None:
-    """Log the start of a job (and the chunks an earlier run finished, and the dashboard)."""
-
-    log.info("job started", extra={"job": spec.name, "input": public_url(spec.input.url),
-                                   "output": public_url(spec.output.url), "chunks_total": total,
-                                   "chunks_to_compute": total - skipped})
-    if skipped:
-        log.info(f"resuming: {skipped} of {total} chunk(s) already done, skipped",
-                 extra={"job": spec.name, "chunks_skipped": skipped, "chunks_total": total})
-    if dashboard:
-        log.info(f"dashboard: {dashboard}", extra={"dashboard": dashboard})
-
-
-def job_finished(report: RunReport) -> None:
-    """Log the end of a job: output, chunks, time, throughput, run record (and mIoU if scored)."""
-    record = report.provenance
-    extra = {"job": record["job"].get("name"), "output": record["output"]["url"],
-             "chunks_done": report.n_tasks, "chunks_skipped": report.skipped,
-             "seconds": round(report.seconds, 3), "mpx_per_s": record["throughput_mpx_per_s"],
-             "run_record": record.get("run_record")}
-    if "evaluation" in record:
-        extra["miou"] = record["evaluation"]["miou"]
-    if "tracking" in record:
-        extra["mlflow_run_id"] = record["tracking"]["mlflow"]["run_id"]
-    log.info("job finished", extra=extra)

@@ -30,7 +30,7 @@ from geoseg.errors import BudgetError, ModelFileError, SettingError
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import OutputTarget, create_output
 from geoseg.io.readers import open_source
-from geoseg.jobs import prepare
+from geoseg.jobs import checks, prepare
 from geoseg.jobs.spec import JobSpec
 from geoseg.models.modelfile import read_header, save_model
 from tests.conftest import job_dict, random_unet, textured_image, write_zarr
@@ -223,7 +223,7 @@ def test_a_job_of_more_tasks_than_the_budget_is_refused(small_job, monkeypatch):
 
 def test_a_job_whose_tasks_read_more_than_the_window_budget_is_refused(small_job, monkeypatch):
     prepared = prepare(small_job)
-    window = budgets.largest_window(prepared)
+    window = checks.largest_window(prepared)
     assert all(w > c for w, c in zip(window, prepared.chunks))  # the region and its halo
     n_bytes = budgets.window_bytes(window, 3, "uint8")
     monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(n_bytes - 1))

@@ -39,7 +39,8 @@ from geoseg.errors import BatchSpecError, ClusterConfigError, GeosegError
 from geoseg.io.output import OutputTarget, output_exists
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
-from geoseg.jobs.runner import PreparedJob, job_identity, prepare, run
+from geoseg.jobs.prepared import PreparedJob
+from geoseg.jobs.runner import job_identity, prepare, run
 from geoseg.jobs.spec import (
     InferenceSpec,
     InputSpec,

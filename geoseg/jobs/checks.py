@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 import numpy as np
 
-from geoseg import logs
+from geoseg import budgets, logs
 from geoseg.core.urls import public_url
 from geoseg.errors import BandMismatchError, GeosegError, JobSpecError
 from geoseg.io import missing, remote
@@ -38,9 +38,10 @@ from geoseg.methods.features import as_feature
 from geoseg.methods.histogram import fit_histogram_modes
 from geoseg.methods.kmeans import DEFAULT_N_INIT, fit_kmeans, parse_n_init
 from geoseg.methods.threshold import METHODS, fit_threshold
+from geoseg.tiling.plan import read_window, region_tiles
 
 if TYPE_CHECKING:
-    from geoseg.jobs.runner import PreparedJob
+    from geoseg.jobs.prepared import PreparedJob
     from geoseg.jobs.spec import ModelSpec, OutputSpec
 
 MAX_PROBE_BYTES = 64 << 20  # the first input chunk is decoded when it is at most this large
@@ -56,6 +57,27 @@ def with_missing_chunks(source: RasterSource, mode: str) -> RasterSource:
     if isinstance(source, ZarrSource):
         return dataclasses.replace(source, missing_chunks=missing.check_mode(mode))
     return source
+
+
+def largest_window(prepared: PreparedJob) -> tuple[int, ...]:
+    """The input window one task of ``prepared`` reads: a region in the middle of the raster
+    with its halo or blended windows (edge regions read less)."""
+    shape, region = prepared.source.shape[1:], prepared.chunks
+    middle = tuple(slice(s, min(s + r, n))
+                   for n, r in zip(shape, region) for s in [(n // r // 2) * r if n > r else 0])
+    if prepared.work is None:  # a method to be fitted: no tiling yet, its region is what it reads
+        return tuple(s.stop - s.start for s in middle)
+    window = read_window(region_tiles(prepared.work.tiling, middle))
+    return tuple(min(w.stop, n) - w.start for w, n in zip(window, shape))
+
+
+def check_budgets(prepared: PreparedJob) -> None:
+    """Refuse a prepared job of more tasks than ``GEOSEG_MAX_TASKS``, or whose tasks each read
+    more than ``GEOSEG_MAX_WINDOW_BYTES``; from its plan alone, before anything is read."""
+
+    what = f"the job on {public_url(prepared.spec.input.url)}"
+    budgets.check_tasks(prepared.n_tasks, what)
+    budgets.check_window(largest_window(prepared), prepared.source.shape[0], prepared.source.dtype, what)
 
 
 def check_job(prepared: PreparedJob) -> None:

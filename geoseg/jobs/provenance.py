@@ -34,7 +34,7 @@ from geoseg.metrics import dice_per_class, iou_per_class
 from geoseg.parallel.executor import ReferenceLabels, RegionStats
 
 if TYPE_CHECKING:
-    from geoseg.jobs.runner import PreparedJob
+    from geoseg.jobs.prepared import PreparedJob
     from geoseg.jobs.spec import JobSpec
 
 FORMAT = "geoseg-run/1"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import hashlib
 import json
 import math
@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
-from geoseg import budgets, logs
+from geoseg import logs
 from geoseg.core.records import now
 from geoseg.core.segmenter import Segmenter
 from geoseg.core.urls import public_url
@@ -37,6 +37,7 @@ from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import checks, provenance, ranges, tracking
 from geoseg.jobs.lease import Lease, new_owner_id
+from geoseg.jobs.prepared import PreparedJob, model_files, output_layout
 from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit
 from geoseg.methods.edges import Canny, hysteresis
@@ -44,71 +45,13 @@ from geoseg.models.header import ModelHeader
 from geoseg.models.modelfile import read_header
 from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster
 from geoseg.parallel.cluster_spec import ClusterSpec
-from geoseg.parallel.executor import ReferenceLabels, RegionStats, run_regions, score_regions
+from geoseg.parallel.executor import RegionStats, run_regions, score_regions
 from geoseg.parallel.lazy import plan_work
 from geoseg.parallel.plugins import load_models, unload_models
 from geoseg.parallel.tasks import RegionWork
-from geoseg.tiling import DEFAULT_CHUNK, Geometry, InferenceSettings, Layout, Plan
-from geoseg.tiling.plan import n_regions
+from geoseg.tiling import DEFAULT_CHUNK, Geometry, InferenceSettings, Plan
 
 LEASE_SECONDS = 600.0  # renewed every third; a killed run's lease on this machine is taken at once
-
-
-@dataclass(frozen=True)
-class PreparedJob:
-    """A job checked against its data and segmenter, before anything is written.
-
-    ``model`` and ``work`` are ``None`` while a classical method still has to be
-    fitted on the input (:meth:`fitted` does that, on the active cluster).
-    """
-
-    spec: JobSpec
-    source: RasterSource
-    model: Segmenter | None
-    work: RegionWork | None
-
-    @property
-    def model_id(self) -> str:
-        """The weights' sha256 for a model file; else a hash of the model spec and of every
-        model file's weights inside it."""
-        if isinstance(self.model, ModelHeader):
-            return self.model.info.sha256
-        what = {"model": self.spec.model.model_dump(mode="json", exclude={"storage_options"}),
-                "weights": [m.info.sha256 for m in _model_files(self.model)]}
-        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-
-    def fitted(self) -> PreparedJob:
-        """Fit classical methods' global statistics on the input (no-op without them)."""
-        if self.model is not None:
-            return self
-        model = _build(self.spec.model, self.source, fit=True)
-        return _with_segmenter(self.spec, self.source, model)
-
-    @property
-    def chunks(self) -> tuple[int, ...]:
-        """What one task computes and writes: whole output chunks (or shards when sharding),
-        as many as keep halos cheap (:meth:`~geoseg.tiling.Plan.create`); one
-        chunk or shard while a classical method still has to be fitted."""
-        return self.work.region if self.work is not None else self.layout.shards
-
-    @property
-    def inner_chunks(self) -> tuple[int, ...]:
-        """The Zarr chunks of the output arrays, clipped to the raster."""
-        return self.layout.chunks
-
-    @property
-    def layout(self) -> Layout:
-        """The output's Zarr chunks and the shards (or chunks) tasks write whole."""
-        return _layout(self.spec, self.source)
-
-    @functools.cached_property
-    def reference(self) -> ReferenceLabels | None:
-        """The labels ``evaluate.reference`` names (metadata only, checked against the input)."""
-        return provenance.open_reference(self.spec, self.source)
-
-    @property
-    def n_tasks(self) -> int:
-        return n_regions(self.source.shape[1:], self.chunks)
 
 
 @dataclass
@@ -144,8 +87,9 @@ def prepare(spec: JobSpec) -> PreparedJob:
     model = _build(spec.model, source, fit=False)
     _check_chunks(spec, source)  # before the layout of a method still to be fitted is used
     prepared = PreparedJob(spec, source, None, None) if model is None else _with_segmenter(spec, source, model)
-    prepared.reference  # noqa: B018 - opens and checks the reference labels now, before any compute
-    budgets.check_job(prepared)  # tasks and bytes per read window, from the plan alone
+    # opens and checks the reference labels now, before any compute
+    prepared = dataclasses.replace(prepared, reference=provenance.open_reference(spec, source))
+    checks.check_budgets(prepared)  # tasks and bytes per read window, from the plan alone
     checks.check_job(prepared)  # what else a run would fail on: input chunks, methods, output
     return prepared
 
@@ -169,6 +113,15 @@ def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | N
     return TTA(model, transforms=spec.tta) if spec.tta else model
 
 
+def fit_methods(prepared: PreparedJob) -> PreparedJob:
+    """Fit classical methods' global statistics on the input (no-op without them)."""
+    if prepared.model is not None:
+        return prepared
+    model = _build(prepared.spec.model, prepared.source, fit=True)
+    fitted = _with_segmenter(prepared.spec, prepared.source, model)
+    return dataclasses.replace(fitted, reference=prepared.reference)
+
+
 def input_warnings(prepared: PreparedJob) -> list[str]:
     """Warnings about the input a run would go on with: its sampled value range far from the
     model file's normalisation statistics (:mod:`geoseg.jobs.ranges`)."""
@@ -178,14 +131,6 @@ def input_warnings(prepared: PreparedJob) -> list[str]:
     return ranges.range_warnings(prepared.source, prepared.model.info, what)
 
 
-def _model_files(segmenter: Any) -> list[ModelHeader]:
-    """Every model file inside an ensemble or TTA wrapper, depth first."""
-    if isinstance(segmenter, ModelHeader):
-        return [segmenter]
-    inner = list(getattr(segmenter, "members", ())) + [getattr(segmenter, "member", None)]
-    return [m for part in inner if part is not None for m in _model_files(part)]
-
-
 def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:
     with _key("input.bands"):
         model.check_bands(source.band_names, f"input {public_url(spec.input.url)}")
@@ -193,7 +138,7 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
     with _key("inference"):
         plan = Plan.create(source.shape[1:], Geometry.of(model),
                            InferenceSettings(inf.tile, inf.halo, inf.blend, inf.overlap, inf.batch_size),
-                           _layout(spec, source))
+                           output_layout(spec, source))
         work = plan_work(model, plan, nodata=source.georef.nodata, nodata_class=spec.output.nodata_class,
                          compile=inf.compile)
     prepared = PreparedJob(spec, source, model, work)
@@ -213,10 +158,6 @@ def _instance_settings(spec: JobSpec) -> InstanceSettings:
     s = spec.instances
     return InstanceSettings(s.method, None if s.classes is None else tuple(s.classes),
                             s.connectivity, s.halo, s.h, s.table, s.polygons)
-
-
-def _layout(spec: JobSpec, source: RasterSource) -> Layout:
-    return Layout.create(source.shape[1:], spec.output.chunks, spec.output.shards)
 
 
 def _check_chunks(spec: JobSpec, source: RasterSource) -> None:
@@ -264,12 +205,12 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
     with _leased(out.url, out.storage_options, lease), \
             (contextlib.nullcontext(client) if client is not None else connect(where)) as active:
-        prepared = prepared.fitted()
+        prepared = fit_methods(prepared)
         target, skip = _open_or_create(prepared, overwrite)
         with _failure_recorded(target):
             report = _compute(prepared, target, skip, active, where, on_start, on_done, started, t0)
     _publish(report, spec, target, tracker)
-    logs.job_finished(report)
+    _log_finished(report)
     return report
 
 
@@ -280,7 +221,7 @@ def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active
     """Segment every chunk not in ``skip``, then the stages; the run's report."""
     spec, out = prepared.spec, prepared.spec.output
     dashboard = logs.dashboard_link(active)
-    logs.job_started(spec, prepared.n_tasks, len(skip), dashboard)
+    _log_started(spec, prepared.n_tasks, len(skip), dashboard)
     if on_start is not None:
         on_start(prepared.n_tasks - len(skip))
     t_compute = time.perf_counter()
@@ -489,7 +430,7 @@ def _model_record(prepared: PreparedJob) -> dict[str, Any]:
     fitted = {k: v for k, v in vars(model).items() if isinstance(v, (int, float, str, tuple, list))}
     return {"name": model.name, "spec": provenance.redact_urls(prepared.spec.redacted()["model"]),
             "id": prepared.model_id, "fitted": json.loads(json.dumps(fitted, default=str)),
-            "model_files": [{"name": m.info.name, "sha256": m.info.sha256} for m in _model_files(model)]}
+            "model_files": [{"name": m.info.name, "sha256": m.info.sha256} for m in model_files(model)]}
 
 
 def _where(spec: JobSpec, scheduler: str | None, cluster: str | None) -> ClusterSpec:
@@ -516,3 +457,29 @@ def _report(prepared: PreparedJob, stats: list[RegionStats], seconds: float, com
     record = provenance.run_record(prepared, stats, facts, _model_record(prepared))
     return RunReport(prepared.spec.output.url, len(stats), record["pixels"], seconds,
                      record["class_counts"], record, skipped)
+
+
+def _log_started(spec: JobSpec, total: int, skipped: int, dashboard: str | None) -> None:
+    """Log the start of a job (and the chunks an earlier run finished, and the dashboard)."""
+    logs.log.info("job started", extra={"job": spec.name, "input": public_url(spec.input.url),
+                                   "output": public_url(spec.output.url), "chunks_total": total,
+                                   "chunks_to_compute": total - skipped})
+    if skipped:
+        logs.log.info(f"resuming: {skipped} of {total} chunk(s) already done, skipped",
+                 extra={"job": spec.name, "chunks_skipped": skipped, "chunks_total": total})
+    if dashboard:
+        logs.log.info(f"dashboard: {dashboard}", extra={"dashboard": dashboard})
+
+
+def _log_finished(report: RunReport) -> None:
+    """Log the end of a job: output, chunks, time, throughput, run record (and mIoU if scored)."""
+    record = report.provenance
+    extra = {"job": record["job"].get("name"), "output": record["output"]["url"],
+             "chunks_done": report.n_tasks, "chunks_skipped": report.skipped,
+             "seconds": round(report.seconds, 3), "mpx_per_s": record["throughput_mpx_per_s"],
+             "run_record": record.get("run_record")}
+    if "evaluation" in record:
+        extra["miou"] = record["evaluation"]["miou"]
+    if "tracking" in record:
+        extra["mlflow_run_id"] = record["tracking"]["mlflow"]["run_id"]
+    logs.log.info("job finished", extra=extra)
