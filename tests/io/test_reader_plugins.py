@@ -151,3 +151,10 @@ def test_a_registered_name_replaces_a_built_in_and_duplicates_are_logged(plugins
         readers = installed_readers()
     assert type(readers["image"]).__name__ == "NpyReader"  # a site may swap a built-in reader
     assert "2 readers are registered as 'image'" in caplog.text  # and two of a name are told
+
+
+def test_the_built_in_table_is_what_pyproject_registers():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"]["geoseg.readers"] == _registry.BUILT_IN

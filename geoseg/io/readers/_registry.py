@@ -44,8 +44,10 @@ def installed() -> dict[str, Reader]:
 
 
 def _registered() -> dict[str, EntryPoint]:
-    """The group's entry points by name; of several distinct ones of a name, the first by value."""
-    points = sorted(set(entry_points(group=GROUP)), key=lambda p: (p.name, p.value))
+    """Other packages' entry points by name (geoseg's own are :data:`BUILT_IN`, which they
+    replace); of several distinct ones of a name, the first by value."""
+    others = {p for p in entry_points(group=GROUP) if BUILT_IN.get(p.name) != p.value}
+    points = sorted(others, key=lambda p: (p.name, p.value))
     chosen = {}
     for name, same in itertools.groupby(points, key=lambda p: p.name):
         same = list(same)
