@@ -80,9 +80,10 @@ def prepare(spec: JobSpec) -> PreparedJob:
     statistics is fitted later, by :meth:`PreparedJob.fitted`. A job over its budgets
     (:mod:`geoseg.budgets`) raises :class:`~geoseg.errors.BudgetError`.
     """
+    inp = spec.input
     with _key("input.url", bands="input.bands"):
-        source = open_source(spec.input.url, spec.input.storage_options, variable=spec.input.variable,
-                             bands=spec.input.bands, level=spec.input.level, pages=spec.input.pages)
+        source = open_source(inp.url, inp.storage_options, variable=inp.variable, bands=inp.bands,
+                             level=inp.level, pages=inp.pages, reader=inp.reader)
     source = checks.with_missing_chunks(source, spec.input.missing_chunks)
     model = _build(spec.model, source, fit=False)
     _check_chunks(spec, source)  # before the layout of a method still to be fitted is used

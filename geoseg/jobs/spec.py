@@ -20,6 +20,7 @@ from geoseg.core.spec import Document, Section
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, JobSpecError, OutputLocationError
 from geoseg.io import allow
+from geoseg.io.readers import installed_readers
 from geoseg.io.remote import READ_ONLY_PROTOCOLS
 from geoseg.parallel.cluster_spec import ClusterSpec
 
@@ -38,6 +39,15 @@ class InputSpec(Section):
     missing_chunks: Literal["auto", "error", "fill"] = Field(
         "auto", description="Zarr chunks the store lacks: error, fill (read as the fill value, "
                             "counted in the log) or auto (fill where the fill value is the nodata).")
+    reader: str | None = Field(None, description="The reader to open it with, by name (geotiff, zarr, "
+                               "nifti, ... or a plugin's); default: the first that claims the URL.")
+
+    @field_validator("reader")
+    @classmethod
+    def _installed(cls, value: str | None) -> str | None:
+        if value is not None and value not in installed_readers():
+            raise ValueError(f"the name of an installed reader: {', '.join(installed_readers())}")
+        return value
 
 
 class ModelSpec(Section):

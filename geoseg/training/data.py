@@ -112,7 +112,7 @@ def open_pair(spec: PairSpec, name: str) -> RasterPair:
 def _open(spec: RasterSpec, name: str) -> RasterSource:
     """A training raster, read as a job reads its input (variable, bands, level, pages); 2D only."""
     source = open_source(spec.url, spec.storage_options, variable=spec.variable, bands=spec.bands,
-                         level=spec.level, pages=spec.pages)
+                         level=spec.level, pages=spec.pages, reader=spec.reader)
     if len(source.shape) != 3:
         raise TrainingDataError(
             f"{name}: {spec.url} is a volume of shape {source.shape} (band, z, y, x); geoseg train "

@@ -120,10 +120,14 @@ def _open_one(url: str, so: dict[str, Any], name: str | None, options: dict[str,
     with probe.sharing():
         if name is None:
             name, reader = _registry.claim(url, so)
-        else:
-            reader = _registry.named(name)
+            _registry.refuse_options(reader, name, url, given)
+            return reader.open(url, so, **given)
+        reader = _registry.named(name)
         _registry.refuse_options(reader, name, url, given)
-        return reader.open(url, so, **given)
+        try:
+            return reader.open(url, so, **given)
+        except (RasterNotFoundError, FileNotFoundError):  # none of its files there: is anything?
+            raise _registry.not_its_format(name, reader, url, so) from None
 
 
 def _mosaic(urls: str | Sequence[str], so: dict[str, Any], **options: Any) -> RasterSource:

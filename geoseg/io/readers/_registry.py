@@ -89,6 +89,21 @@ def claim(url: str, storage_options: dict[str, Any]) -> tuple[str, Reader]:
     raise _unclaimed(url, storage_options)
 
 
+def not_its_format(name: str, reader: Reader, url: str, storage_options: dict[str, Any]) -> GeosegError:
+    """The error for a reader named by the user that finds nothing of its format at ``url``:
+    not found when nothing is there, else which installed readers would claim it."""
+    fs, path = probe.location(url, storage_options)
+    if not probe.is_file(url, storage_options) and not remote.exists(fs, path):
+        return remote.not_found(url, storage_options)
+    claiming = [n for n, r in installed().items() if r.guess_can_open(url, storage_options)]
+    hint = (f"the installed readers that claim it: {', '.join(claiming)}" if claiming
+            else "no installed reader claims it")
+    return UnsupportedFormatError(
+        f"The reader {name!r} ({reader.description}) cannot read {public_url(url)}: something is "
+        f"there, but not in its format ({hint}). Name another reader, or leave the reader out to "
+        "let geoseg pick one.")
+
+
 def _unclaimed(url: str, storage_options: dict[str, Any]) -> GeosegError:
     fs, path = probe.location(url, storage_options)
     if not probe.is_file(url, storage_options) and not remote.exists(fs, path):
