@@ -91,7 +91,7 @@ class Geometry:
 
 def geometry(model: SegmentationModel, size: int, chunk: int) -> Geometry:
     """Tile geometry as the job plans it (``region_work`` with no tile, halo or blend given)."""
-    spec = region_work(model, (size, size), regions=(chunk, chunk)).spec
+    spec = region_work(model, (size, size), regions=(chunk, chunk)).tiling
     halo = round_up(max(model.halo), max(model.stride))
     if spec.blend != "crop":
         return Geometry(spec.window_shape[0], spec.steps[0], halo, spec.blend)
