@@ -17,8 +17,9 @@ from skimage.filters import threshold_otsu
 
 import geoseg
 from geoseg.errors import JobSpecError, UnsupportedFormatError
-from geoseg.io import images, open_source
-from geoseg.io.images import ImageSource, TiffStackSource
+from geoseg.io import open_source
+from geoseg.io.readers._image import ImageSource, image_source
+from geoseg.io.readers._tiffstack import TiffStackSource
 from geoseg.io.sources import GeoTIFFSource
 from geoseg.jobs import JobSpec, run
 from tests.conftest import TRANSFORM, textured_image
@@ -101,8 +102,8 @@ def test_too_large_images_are_refused_with_advice(tmp_path, rgb):
     with pytest.raises(
         UnsupportedFormatError, match=r"130 x 150 image with 3 band\(s\).*geoseg convert"
     ):
-        images.image_source(str(tmp_path / "a.png"), {}, max_bytes=10_000)
-    assert images.image_source(str(tmp_path / "a.png"), {}, max_bytes=None).shape == (3, 150, 130)
+        image_source(str(tmp_path / "a.png"), {}, max_bytes=10_000)
+    assert image_source(str(tmp_path / "a.png"), {}, max_bytes=None).shape == (3, 150, 130)
 
 
 def test_level_and_pages_are_refused_for_plain_images(tmp_path, rgb):
