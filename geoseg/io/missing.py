@@ -96,13 +96,27 @@ def absent(array: zarr.Array, keys: Sequence[str]) -> list[str]:
         return []
 
     async def exist() -> list[bool]:
-        return list(await asyncio.gather(*(store.exists(k) for k in todo)))
+        return list(await asyncio.gather(*(_exists(store, k) for k in todo)))
 
     found = sync(exist())
     if len(_present) > MAX_REMEMBERED:
         _present.clear()
     _present.update((where, k) for k, ok in zip(todo, found) if ok)
     return [k for k, ok in zip(todo, found) if not ok]
+
+
+async def _exists(store: Any, key: str) -> bool:
+    """Whether ``store`` holds ``key``, without fetching it. fsspec's HTTP ``exists`` is a GET
+    whose body the server sends until the client hangs up (about a chunk more per chunk
+    read); a HEAD (``info``) answers the same question with headers only."""
+    fs = getattr(store, "fs", None)
+    if "http" not in getattr(fs, "protocol", ()):
+        return bool(await store.exists(key))
+    try:
+        await fs._info(f"{store.path.rstrip('/')}/{key}")
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def refuse_absent(url: str, array: zarr.Array, index: Sequence[slice]) -> None:

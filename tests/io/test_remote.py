@@ -34,6 +34,7 @@ from yarl import URL
 import geoseg
 from geoseg.errors import (
     BucketNotFoundError,
+    CorruptInputError,
     JobSpecError,
     RasterNotFoundError,
     ReadOnlyStorageError,
@@ -750,3 +751,34 @@ def test_credentials_from_a_profile(s3_server, s3_cog, tmp_path, monkeypatch):
         raster = geoseg.open_raster(s3_cog, storage_options=options)
         np.testing.assert_array_equal(raster.values, textured_image(64, 64))
     assert key["SecretAccessKey"] not in repr(raster.encoding["geoseg_source"])
+
+
+def test_http_zarr_job_downloads_each_chunk_about_once(served, http_root, tmp_path):
+    """A job checks that its windows' chunks exist (absent chunks are an error by default). On
+    HTTP that check must not start a download: fsspec's ``exists`` there is a GET, whose body
+    the server sends until the client hangs up, so every chunk crossed about twice."""
+    image = np.random.default_rng(3).integers(1, 255, size=(3, 1024, 1024), dtype=np.uint8)
+    write_zarr(http_root / "noise.zarr", image, chunks=(256, 256))  # incompressible: stored ~ raw
+    stored = sum(f.stat().st_size for f in (http_root / "noise.zarr").rglob("*") if f.is_file())
+    spec = JobSpec.from_dict({
+        "input": {"url": f"{served.url}/noise.zarr", "missing_chunks": "error"},
+        "model": {"method": "threshold", "params": {"thresholds": [128], "feature": 1}},
+        "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [512, 512]}})
+    geoseg.jobs.run(spec)
+    mask = zarr.open_group(str(tmp_path / "mask.zarr"), mode="r")["classes"][...]
+    np.testing.assert_array_equal(mask, (image[0] > 128).astype(np.uint8))
+    assert served.bytes_sent < 1.1 * stored, (served.bytes_sent, stored)
+
+
+def test_http_zarr_job_refuses_an_absent_chunk(served, http_root, tmp_path):
+    image = textured_image(512, 512, seed=4)
+    write_zarr(http_root / "holed.zarr", image, chunks=(256, 256))
+    chunk = next(p for p in (http_root / "holed.zarr").rglob("*") if p.is_file() and p.name == "1"
+                 and p.parent.name == "1")
+    chunk.unlink()
+    spec = JobSpec.from_dict({
+        "input": {"url": f"{served.url}/holed.zarr", "missing_chunks": "error"},
+        "model": {"method": "threshold", "params": {"thresholds": [128], "feature": 1}},
+        "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [256, 256]}})
+    with pytest.raises(CorruptInputError, match="absent from the store"):
+        geoseg.jobs.run(spec)
