@@ -26,10 +26,11 @@ cluster: bytes each worker sent to other workers (``Worker.transfer_outgoing_byt
 models each worker process loaded (``geoseg.models.load_counts()``). Printed against the targets,
 with the floor that halos set: the pixels the tasks' read windows cover / the raster's pixels.
 
-Measured on 2 shared cores (commit 9de64a9): default (unet, 4096^2, 16 tasks) 1.50 read / stored
-(each worker 75%), 0.00% between workers, 2 model loads on 2 workers, 37 s; ``--size 32768
---segmenter local`` (1024 tasks) 2.02 read / stored (workers 112% and 90%), 0.00% between workers,
-265 s. The halos alone set a floor of 1.23 (unet) and 1.13 (local) at 1024-pixel output chunks.
+Measured on 2 shared cores: ``--size 32768 --segmenter local`` (1024 tasks) 1.079 read / stored
+(workers 54.6% and 53.2%), 0.00% between workers, 153 s; default (unet, 4096^2, 16 tasks) 1.81
+(workers 75% each; the client's input checks read 5 of the 16 chunks), 2 model loads on 2
+workers. The halos alone set a floor of 1.23 (unet) and 1.13 (local) at 1024-pixel output
+chunks; a worker's read cache brings each stripe of regions below it.
 """
 
 from __future__ import annotations
