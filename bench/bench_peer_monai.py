@@ -26,8 +26,9 @@ B: geoseg jobs (``inference: {blend: gaussian, overlap, tile, batch_size: 4}``) 
 The machine is noisy: paths alternate and each keeps its best of ``--repeats``. The class ids of
 each geoseg output are compared with MONAI's (fraction of equal pixels).
 
-Measured on 2 shared cores (commit 9de64a9): MONAI 23.2 s; geoseg 1x2 30.6 s (ratio 1.31, infer
-30.1 s of it), 2x1 26.2 s (1.13; 22.4 s, 0.96, at 32b4d8f); class ids 100% equal.
+Measured on 2 cores: MONAI 12.80 s; geoseg 1x2 13.04 s (ratio 1.02, infer 12.88 s of it), 2x1
+12.66 s (0.99); class ids 100% equal. Before workers that load a network raised their mmap
+threshold (``geoseg/parallel/malloc.py``): 1.21 and 1.13 against MONAI's 14.10 s.
 """
 
 from __future__ import annotations

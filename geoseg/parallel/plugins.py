@@ -3,7 +3,8 @@
 The client reads only model headers; tasks carry :class:`~geoseg.models.model.ModelRef`\\ s
 (a URL and a hash). :class:`ModelPlugin` loads the weights into each worker's model cache at
 setup (workers that join later load them as they join) and frees them at teardown, so a
-long-lived cluster does not keep one job's networks after it.
+long-lived cluster does not keep one job's networks after it. It also lets the worker's malloc
+reuse the memory of the networks' activations (:mod:`geoseg.parallel.malloc`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg.models import cache
 from geoseg.models.header import ModelRef
+from geoseg.parallel.malloc import MMAP_THRESHOLD, set_mmap_threshold
 
 
 @dataclass
 class ModelPlugin(WorkerPlugin):
     """Loads ``refs`` into the worker's model cache (compiled with ``compile``), frees them at
-    teardown. A model that cannot load on a worker fails the registration, with its error."""
+    teardown. A model that cannot load on a worker fails the registration, with its error.
+    Setup also raises the worker's mmap threshold (:mod:`geoseg.parallel.malloc`)."""
 
     refs: tuple[ModelRef, ...]
     compile: bool = False
@@ -37,6 +40,7 @@ class ModelPlugin(WorkerPlugin):
         return f"geoseg-models-{digest[:16]}-{self.job}"
 
     def setup(self, worker: object) -> None:
+        set_mmap_threshold(MMAP_THRESHOLD)
         for ref in self.refs:
             model = cache.hold(ref)
             if self.compile:

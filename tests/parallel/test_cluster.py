@@ -115,3 +115,43 @@ def test_a_scheduler_without_workers_fails_the_job_in_bounded_time(tmp_path, mod
     assert result.returncode == 2, result.stderr
     assert f"scheduler at tcp://127.0.0.1:{port} has no worker (waited 3 s" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out.zarr").exists()
+
+
+def mmapped_by_an_8_mib_array() -> int:
+    """Bytes glibc maps afresh to hold a new 8 MiB array in this process (its ``hblkhd``)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                          "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                          "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    before = libc.mallinfo2().hblkhd
+    block = np.empty(8 << 20, np.uint8)
+    grown = libc.mallinfo2().hblkhd - before
+    del block
+    return grown
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_workers_that_load_a_network_reuse_heap_memory_for_its_buffers(model_path):
+    """Dask's worker processes start with MALLOC_TRIM_THRESHOLD_ set, which pins glibc's mmap
+    threshold at 128 KiB: every activation tensor would be a fresh mapping. Loading a job's
+    model raises it, so an 8 MiB buffer comes from the heap."""
+    import logging
+
+    from distributed import LocalCluster
+
+    from geoseg.models.modelfile import read_header
+    from geoseg.parallel.plugins import load_models, unload_models
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        assert list(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == ["65536"]
+        before = list(client.run(mmapped_by_an_8_mib_array).values())
+        plugin = load_models(client, read_header(model_path).ref())
+        after = list(client.run(mmapped_by_an_8_mib_array).values())
+        unload_models(client, plugin)
+    assert before[0] >= 8 << 20 and after == [0], (before, after)
