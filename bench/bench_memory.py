@@ -15,9 +15,9 @@ resident memory (``ru_maxrss``); its resident memory before the job (after start
 and so is the per-worker cache of decoded input chunks in effect (``--read-cache-bytes`` sets it).
 The mask is checked on a few random windows. Data are deleted at the end unless ``--keep``.
 
-Measured on 2 shared cores (commit 9de64a9, default sizes): peaks 573 MiB (0.27 Gpx) and 986 MiB
-(1.07 Gpx), ratio 1.72, the growth being the 512 MiB read cache filling up; with
-``--read-cache-bytes 0`` 443 and 455 MiB (ratio 1.03).
+Measured on 2 cores: ``--full`` peaks 496 MiB (1.07 Gpx) and 520 MiB (4.29 Gpx), ratio 1.050;
+default sizes 488 and 495 MiB (1.014). Workers start at 432 MiB. (When threshold jobs still read
+through the 512 MiB cache of decoded chunks: 573 and 986 MiB at the default sizes.)
 """
 
 from __future__ import annotations
