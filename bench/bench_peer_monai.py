@@ -27,8 +27,8 @@ The machine is noisy: paths alternate and each keeps its best of ``--repeats``. 
 each geoseg output are compared with MONAI's (fraction of equal pixels).
 
 Measured on 2 cores: MONAI 12.80 s; geoseg 1x2 13.04 s (ratio 1.02, infer 12.88 s of it), 2x1
-12.66 s (0.99); class ids 100% equal. Before workers that load a network raised their mmap
-threshold (``geoseg/parallel/malloc.py``): 1.21 and 1.13 against MONAI's 14.10 s.
+12.66 s (0.99); class ids 100% equal. Before worker processes running a network raised their
+mmap threshold (``geoseg/parallel/malloc.py``): 1.21 and 1.13 against MONAI's 14.10 s.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ load it either.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,3 +113,15 @@ class ModelHeader(Segmenter):
     def __repr__(self) -> str:
         return (f"ModelHeader(name={self.name!r}, architecture={self.info.architecture!r}, "
                 f"stride={self.stride}, halo={self.halo}, sha256={self.info.sha256[:12]})")
+
+
+def model_refs(ref: Any) -> Iterator[ModelRef]:
+    """Every model file reference inside a task's segmenter reference (ensembles, wrappers)."""
+    if isinstance(ref, ModelRef):
+        yield ref
+    elif isinstance(ref, (tuple, list)):
+        for item in ref:
+            yield from model_refs(item)
+    elif dataclasses.is_dataclass(ref) and not isinstance(ref, type):
+        for item in dataclasses.fields(ref):
+            yield from model_refs(getattr(ref, item.name))

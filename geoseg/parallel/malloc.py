@@ -9,15 +9,19 @@ cost MONAI's sliding window with the demo U-Net 13-20% of its time (16.3-16.5 s 
 at :data:`MMAP_THRESHOLD`, smaller buffers are reused from malloc's heap; larger ones still get
 mappings of their own, and the trim still hands the heap's free top back to the system.
 
-The model plugin sets it in each worker that loads a network (:mod:`geoseg.parallel.plugins`).
-The price is memory kept for reuse: a threshold job's workers peaked 88 MiB higher with it
-(576-584 against 488-495 MiB, ``bench/bench_memory.py``), which is why jobs without a network
-leave malloc as Dask set it.
+A task that runs a network file raises it in its process (:func:`for_networks`), in a job as in
+a lazy ``segment`` on a cluster, when the process started with ``MALLOC_TRIM_THRESHOLD_`` set:
+a plain process keeps glibc's own adaptive threshold. The price is memory kept for reuse: a
+threshold job's workers peaked 88 MiB higher with it set at their start (576-584 against
+488-495 MiB, ``bench/bench_memory.py``), which is why tasks without a network leave malloc as
+Dask set it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import platform
 
 MMAP_THRESHOLD = 64 << 20  # bytes: smaller allocations come from malloc's heap
@@ -32,3 +36,10 @@ def set_mmap_threshold(threshold: int) -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):
         return False
+
+
+@functools.cache
+def for_networks() -> bool:
+    """Raise this process's mmap threshold to :data:`MMAP_THRESHOLD` if it started with
+    ``MALLOC_TRIM_THRESHOLD_`` set (as Dask's worker processes do), once; whether it did."""
+    return "MALLOC_TRIM_THRESHOLD_" in os.environ and set_mmap_threshold(MMAP_THRESHOLD)

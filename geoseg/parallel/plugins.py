@@ -3,8 +3,7 @@
 The client reads only model headers; tasks carry :class:`~geoseg.models.model.ModelRef`\\ s
 (a URL and a hash). :class:`ModelPlugin` loads the weights into each worker's model cache at
 setup (workers that join later load them as they join) and frees them at teardown, so a
-long-lived cluster does not keep one job's networks after it. It also lets the worker's malloc
-reuse the memory of the networks' activations (:mod:`geoseg.parallel.malloc`).
+long-lived cluster does not keep one job's networks after it.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +18,13 @@ from distributed import Client
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg.models import cache
-from geoseg.models.header import ModelRef
-from geoseg.parallel.malloc import MMAP_THRESHOLD, set_mmap_threshold
+from geoseg.models.header import ModelRef, model_refs
 
 
 @dataclass
 class ModelPlugin(WorkerPlugin):
     """Loads ``refs`` into the worker's model cache (compiled with ``compile``), frees them at
-    teardown. A model that cannot load on a worker fails the registration, with its error.
-    Setup also raises the worker's mmap threshold (:mod:`geoseg.parallel.malloc`)."""
+    teardown. A model that cannot load on a worker fails the registration, with its error."""
 
     refs: tuple[ModelRef, ...]
     compile: bool = False
@@ -40,7 +36,6 @@ class ModelPlugin(WorkerPlugin):
         return f"geoseg-models-{digest[:16]}-{self.job}"
 
     def setup(self, worker: object) -> None:
-        set_mmap_threshold(MMAP_THRESHOLD)
         for ref in self.refs:
             model = cache.hold(ref)
             if self.compile:
@@ -49,18 +44,6 @@ class ModelPlugin(WorkerPlugin):
     def teardown(self, worker: object) -> None:
         for ref in self.refs:
             cache.release(ref.sha256)
-
-
-def model_refs(ref: Any) -> Iterator[ModelRef]:
-    """Every model file reference inside a task's segmenter reference (ensembles, wrappers)."""
-    if isinstance(ref, ModelRef):
-        yield ref
-    elif isinstance(ref, (tuple, list)):
-        for item in ref:
-            yield from model_refs(item)
-    elif dataclasses.is_dataclass(ref) and not isinstance(ref, type):
-        for item in dataclasses.fields(ref):
-            yield from model_refs(getattr(ref, item.name))
 
 
 def load_models(client: Client, ref: Any, *, compile: bool = False) -> ModelPlugin | None:

@@ -45,7 +45,11 @@ class RegionWork:
     def segmenter(self) -> Any:
         # imported here, on the worker that runs the task: a scheduler unpickling it loads no torch
         from geoseg.models.cache import resolve
+        from geoseg.models.header import model_refs
+        from geoseg.parallel import malloc
 
+        if any(model_refs(self.model)):  # a network's activations: see geoseg.parallel.malloc
+            malloc.for_networks()
         segmenter = resolve(self.model)
         return segmenter.compile() if self.compile else segmenter
 

@@ -136,22 +136,26 @@ def mmapped_by_an_8_mib_array() -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_workers_that_load_a_network_reuse_heap_memory_for_its_buffers(model_path):
+@pytest.mark.parametrize("path", ["job", "lazy"])
+def test_workers_running_a_network_reuse_heap_memory_for_its_buffers(tmp_path, model_path, path):
     """Dask's worker processes start with MALLOC_TRIM_THRESHOLD_ set, which pins glibc's mmap
-    threshold at 128 KiB: every activation tensor would be a fresh mapping. Loading a job's
-    model raises it, so an 8 MiB buffer comes from the heap."""
+    threshold at 128 KiB: every activation tensor would be a fresh mapping. A task that runs a
+    network raises it, so an 8 MiB buffer then comes from the heap: in a job as in a lazy
+    ``segment`` computed on the cluster."""
     import logging
 
     from distributed import LocalCluster
 
-    from geoseg.models.modelfile import read_header
-    from geoseg.parallel.plugins import load_models, unload_models
-
+    image = textured_image(128, 128, seed=3)
+    src = write_zarr(tmp_path / "in.zarr", image, chunks=(64, 64))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         assert list(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == ["65536"]
         before = list(client.run(mmapped_by_an_8_mib_array).values())
-        plugin = load_models(client, read_header(model_path).ref())
+        if path == "job":
+            spec = geoseg.jobs.JobSpec.from_dict(job_dict(src, model_path, str(tmp_path / "out.zarr")))
+            geoseg.jobs.run(spec, client=client)
+        else:
+            geoseg.segment(geoseg.open_raster(src), model_path).compute()
         after = list(client.run(mmapped_by_an_8_mib_array).values())
-        unload_models(client, plugin)
     assert before[0] >= 8 << 20 and after == [0], (before, after)
