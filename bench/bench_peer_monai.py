@@ -26,8 +26,8 @@ B: geoseg jobs (``inference: {blend: gaussian, overlap, tile, batch_size: 4}``) 
 The machine is noisy: paths alternate and each keeps its best of ``--repeats``. The class ids of
 each geoseg output are compared with MONAI's (fraction of equal pixels).
 
-Measured on 2 cores: MONAI 12.80 s; geoseg 1x2 13.04 s (ratio 1.02, infer 12.88 s of it), 2x1
-12.66 s (0.99); class ids 100% equal. Before worker processes running a network raised their
+Measured on 2 cores, two runs: MONAI 12.80 and 12.81 s; geoseg 1x2 13.04 and 12.69 s (ratios
+1.02 and 0.99), 2x1 12.66 and 12.79 s (0.99 and 1.00); class ids 100% equal. Before worker processes running a network raised their
 mmap threshold (``geoseg/parallel/malloc.py``): 1.21 and 1.13 against MONAI's 14.10 s.
 """
 
