@@ -21,10 +21,8 @@ compute time (``provenance.timings.compute_s``: all tasks, read + infer + write)
 speed-ups 1 worker / 2 workers, and (``pinned``) the CPU seconds the worker processes used per
 second of the run: on a shared machine, fewer than N cores means other processes took the rest.
 
-Measured on 2 shared cores (commit 9de64a9), compute speed-up 2 workers / 1: ``spec`` 1.28x (the
-local cluster gives its lone worker 2 torch threads whatever GEOSEG_TORCH_THREADS says), ``pinned``
-3.05x (2.13x to 3.05x over three runs: the lone worker's tasks took 5.5 to 9.5 CPU seconds each
-against 5 to 7 for a pair; the machine's other tenants make single runs unreliable).
+Measured on 2 cores, compute speed-up 2 workers / 1: default size (4 tasks) ``spec`` 1.80x,
+``pinned`` 1.78x; ``--size 4096`` (16 tasks) ``spec`` 1.84x, ``pinned`` 1.93x.
 """
 
 from __future__ import annotations
