@@ -3,9 +3,10 @@
 Dask starts worker processes with ``MALLOC_TRIM_THRESHOLD_=65536`` so that freed memory goes back
 to the system. Setting any malloc threshold also freezes glibc's mmap threshold at 128 KiB: each
 tensor a network allocates (its activations, megabytes per tile) then becomes a fresh ``mmap``
-whose pages fault in zero-filled and go back to the system when freed. In a Dask worker that
-cost MONAI's sliding window with the demo U-Net 13-20% of its time (16.3-16.5 s against
-13.3-14.7 s in a plain process, ``bench/bench_peer_monai.py``'s setting). With the mmap threshold
+whose pages fault in zero-filled and go back to the system when freed. MONAI's sliding window
+with the demo U-Net (``bench/bench_peer_monai.py``'s setting) took 15.8-16.0 s in a Dask worker
+process against 14.5 s in a plain one, and 16.3-16.5 s against 13.3-14.7 s in plain processes
+started with and without that variable. With the mmap threshold
 at :data:`MMAP_THRESHOLD`, smaller buffers are reused from malloc's heap; larger ones still get
 mappings of their own, and the trim still hands the heap's free top back to the system.
 
