@@ -33,6 +33,7 @@ from zarr.core.sync import sync
 
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, JobSpecError
+from geoseg.io import remote
 from geoseg.tiling.plan import ceil_div
 
 MODES = ("auto", "error", "fill")
@@ -106,17 +107,13 @@ def absent(array: zarr.Array, keys: Sequence[str]) -> list[str]:
 
 
 async def _exists(store: Any, key: str) -> bool:
-    """Whether ``store`` holds ``key``, without fetching it. fsspec's HTTP ``exists`` is a GET
-    whose body the server sends until the client hangs up (about a chunk more per chunk
-    read); a HEAD (``info``) answers the same question with headers only."""
+    """Whether ``store`` holds ``key``, without fetching it (:func:`geoseg.io.remote.exists_async`
+    for a store on fsspec: fsspec's own HTTP ``exists`` is a GET, whose body the server sends
+    until the client hangs up)."""
     fs = getattr(store, "fs", None)
-    if "http" not in getattr(fs, "protocol", ()):
+    if fs is None:
         return bool(await store.exists(key))
-    try:
-        await fs._info(f"{store.path.rstrip('/')}/{key}")
-    except FileNotFoundError:
-        return False
-    return True
+    return await remote.exists_async(fs, f"{store.path.rstrip('/')}/{key}")
 
 
 def refuse_absent(url: str, array: zarr.Array, index: Sequence[slice]) -> None:

@@ -343,6 +343,20 @@ def exists(fs: Any, path: str) -> bool:
     return True
 
 
+async def exists_async(fs: Any, path: str) -> bool:
+    """:func:`exists` for an asynchronous filesystem (a zarr store's), the same way: a HEAD
+    over HTTP, whose 503 is raised (to be retried), not taken for a missing file."""
+    if not _is_http(fs):
+        return bool(await fs._exists(path))
+    try:
+        await fs._info(path)
+    except FileNotFoundError as exc:
+        if is_transient(exc):
+            raise
+        return False
+    return True
+
+
 def isfile(fs: Any, path: str) -> bool:
     """``fs.isfile(path)``; over HTTP, where every URL is a file, whether it exists (HEAD)."""
     return exists(fs, path) if _is_http(fs) else bool(fs.isfile(path))

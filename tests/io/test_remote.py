@@ -782,3 +782,15 @@ def test_http_zarr_job_refuses_an_absent_chunk(served, http_root, tmp_path):
         "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [256, 256]}})
     with pytest.raises(CorruptInputError, match="absent from the store"):
         geoseg.jobs.run(spec)
+
+
+def test_http_chunk_check_raises_a_503_instead_of_calling_the_chunk_absent(served, http_root):
+    from geoseg.io import missing
+
+    write_zarr(http_root / "busy.zarr", textured_image(64, 64, seed=6), chunks=(64, 64))
+    array = zarr.open_array(f"{served.url}/busy.zarr", mode="r")
+    served.fail_next = 2  # the HEAD and fsspec's GET after it
+    with pytest.raises(FileNotFoundError) as caught:
+        missing.absent(array, ["c/0/0/0"])
+    assert remote.is_transient(caught.value)  # retried by the read around the check
+    assert missing.absent(array, ["c/0/0/0"]) == []  # the server is back: the chunk is there
