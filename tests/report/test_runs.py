@@ -19,7 +19,9 @@ from tests.report.conftest import job
 def second_run(finished_run, client):
     """The same scene, other inference settings, run by ``geoseg run`` on the test cluster."""
     folder = Path(finished_run.output_url).parent
-    spec = job(folder, "report-test-b", out="mask-b.zarr", inference={"batch_size": 2})
+    # not a hex digit after "report-test-": the other record is "report-test-<hash>" and a name
+    # that could begin its hash would match both records
+    spec = job(folder, "report-test-other", out="mask-b.zarr", inference={"batch_size": 2})
     path = folder / "b.yaml"
     path.write_text(yaml.safe_dump(spec.redacted()))
     done = CliRunner().invoke(app, ["run", str(path), "--cluster", client.scheduler.address])
@@ -31,7 +33,7 @@ def second_run(finished_run, client):
 def test_geoseg_run_writes_the_html_report_beside_the_record(second_run, finished_run):
     runs = Path(finished_run.record_url).parent
     printed = second_run.output.replace("\n", "")
-    reports = [p for p in runs.glob("*report-test-b*.html")]
+    reports = [p for p in runs.glob("*report-test-other*.html")]
     assert len(reports) == 1 and f"html report: {reports[0]}" in printed
     assert "<h2>Metrics</h2>" in reports[0].read_text(encoding="utf-8")
 
@@ -40,7 +42,7 @@ def test_geoseg_run_writes_the_html_report_beside_the_record(second_run, finishe
 def test_runs_lists_both_with_the_settings_that_differ(second_run, finished_run):
     folder = str(Path(finished_run.record_url).parent)
     found = list_runs(folder)
-    assert [r["job"]["name"] for _, r in found] == ["report-test", "report-test-b"]
+    assert [r["job"]["name"] for _, r in found] == ["report-test", "report-test-other"]
     keys = differing([r for _, r in found])
     assert "resolved.batch_size" in keys and "job.inference.batch_size" in keys
     assert "job.model.path" not in keys and "resolved.halo" not in keys  # the same in both
@@ -48,7 +50,7 @@ def test_runs_lists_both_with_the_settings_that_differ(second_run, finished_run)
     done = CliRunner().invoke(app, ["runs", "--dir", folder, "--html",
                                     str(Path(folder) / "index.html")], env={"COLUMNS": "250"})
     assert done.exit_code == 0, done.output
-    assert "report-test-b" in done.output and "batch_size=2" in done.output
+    assert "report-test-other" in done.output and "batch_size=2" in done.output
     index = (Path(folder) / "index.html").read_text(encoding="utf-8")
     assert index.count('<a href="') == 2  # both runs have their report
 
@@ -56,10 +58,10 @@ def test_runs_lists_both_with_the_settings_that_differ(second_run, finished_run)
 @pytest.mark.timeout(120)
 def test_compare_shows_every_difference_and_nothing_else(second_run, finished_run):
     folder = str(Path(finished_run.record_url).parent)
-    a, b = find_run("0", folder), find_run("report-test-b", folder)
+    a, b = find_run("0", folder), find_run("report-test-other", folder)
     changed = {k: (x, y) for k, x, y in differences(a[1], b[1])}
     assert changed["resolved.batch_size"][1] == 2
-    assert changed["job.name"] == ("report-test", "report-test-b")
+    assert changed["job.name"] == ("report-test", "report-test-other")
     assert not any(k.startswith(("started", "regions", "evaluation.confusion")) for k in changed)
     assert "model.sha256" not in changed  # the same model
     done = CliRunner().invoke(app, ["runs", "compare", "0", "1", "--dir", folder],
