@@ -7,10 +7,12 @@ already (tests/conftest.py).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 HEAVY = ("torch", "dask", "zarr", "distributed")
 
@@ -121,3 +123,34 @@ print(json.dumps(bad))
     result = python(code)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+INSTANCE_LIBRARIES = ("cc3d", "geopandas", "shapely", "pyproj", "pyogrio")
+
+
+@pytest.mark.timeout(300)
+def test_a_semantic_job_runs_where_the_instance_libraries_are_missing(tmp_path, model_path):
+    """A GPU node image may hold torch and dask but not cc3d or the polygon stack: a job that
+    asks for no instances must not need them, in the client or in its worker process. Each
+    library is shadowed by a module that fails to import, as an absent one does."""
+    from tests.conftest import job_dict, textured_image, write_zarr
+
+    absent = tmp_path / "absent"
+    absent.mkdir()
+    for name in INSTANCE_LIBRARIES:
+        (absent / f"{name}.py").write_text(f"raise ImportError('no module named {name}')\n")
+    write_zarr(tmp_path / "in.zarr", textured_image(96, 80), chunks=(48, 48))
+    job = {**job_dict(str(tmp_path / "in.zarr"), model_path, str(tmp_path / "out.zarr")),
+           "cluster": {"n_workers": 1, "threads_per_worker": 1}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    path = os.pathsep.join([str(absent), os.getcwd(), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "GEOSEG_DEVICE": "cpu"}
+    shadowed = subprocess.run([sys.executable, "-c", "import cc3d"], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert "no module named cc3d" in shadowed.stderr
+    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", "job.yaml"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ImportError" not in result.stderr
+    assert "running on" not in result.stderr  # worker processes, not threads in the client
+    assert (tmp_path / "out.zarr" / "classes").is_dir()

@@ -6,14 +6,25 @@
 - :func:`object_table`, :func:`instance_polygons`: per-instance measurements and polygons,
   computed chunk by chunk;
 - :func:`panoptic_quality`, :func:`match_scores`: instance scores against a truth.
+
+Names load on first use, so a job that asks for no instances needs neither ``cc3d`` nor
+the polygon libraries (``geopandas``, ``shapely``) on its machines.
 """
 
-from geoseg.instances.components import label
-from geoseg.instances.panoptic import PanopticScore, match_scores, panoptic_quality
-from geoseg.instances.polygons import instance_polygons, write_polygons
-from geoseg.instances.table import object_table, write_table
-from geoseg.instances.watershed import distance_watershed, instances_from_classes
+from geoseg._lazy import lazy_exports
 
+_LAZY = {
+    "label": "geoseg.instances.components",
+    "PanopticScore": "geoseg.instances.panoptic",
+    "match_scores": "geoseg.instances.panoptic",
+    "panoptic_quality": "geoseg.instances.panoptic",
+    "instance_polygons": "geoseg.instances.polygons",
+    "write_polygons": "geoseg.instances.polygons",
+    "object_table": "geoseg.instances.table",
+    "write_table": "geoseg.instances.table",
+    "distance_watershed": "geoseg.instances.watershed",
+    "instances_from_classes": "geoseg.instances.watershed",
+}
 __all__ = [
     "PanopticScore",
     "distance_watershed",
@@ -26,3 +37,4 @@ __all__ = [
     "write_polygons",
     "write_table",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

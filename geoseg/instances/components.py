@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cc3d
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
@@ -99,6 +98,8 @@ def objects_of(block: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
 def local_labels(block: np.ndarray, classes: Sequence[int] | None,
                  connectivity: int) -> tuple[np.ndarray, np.ndarray, int]:
     """``(objects, labels, count)`` of one chunk: cc3d's multi-label components, ids 1..count."""
+    import cc3d  # here, not at the top: a semantic job (no instances) runs without cc3d installed
+
     objects = np.ascontiguousarray(objects_of(block, classes))
     if objects.size == 0:
         return objects, np.zeros(objects.shape, np.uint32), 0

@@ -25,7 +25,6 @@ import dask.array as da
 
 from geoseg.errors import InstanceError
 from geoseg.instances.components import label, label_dtype
-from geoseg.instances.polygons import instance_polygons, write_polygons
 from geoseg.instances.table import object_table, write_table
 from geoseg.instances.watershed import distance_watershed, instances_from_classes
 from geoseg.io.georef import GeoRef
@@ -214,6 +213,9 @@ def _write_files(target: OutputTarget, labels: da.Array, count: int, classes: da
         write_table(table, file_url(target, FILES["table"]), storage_options=target.storage_options)
         written.append("table")
     if settings.polygons and labels.ndim == 2:
+        # geopandas and shapely load only here: jobs without polygons run where they are absent
+        from geoseg.instances.polygons import instance_polygons, write_polygons
+
         polygons = instance_polygons(labels, georef, classes=classes)
         for name, fmt in (("polygons", "geoparquet"), ("geojson", "geojson")):
             write_polygons(polygons, file_url(target, FILES[name]), fmt,
