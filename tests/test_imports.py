@@ -154,3 +154,18 @@ def test_a_semantic_job_runs_where_the_instance_libraries_are_missing(tmp_path, 
     assert "ImportError" not in result.stderr
     assert "running on" not in result.stderr  # worker processes, not threads in the client
     assert (tmp_path / "out.zarr" / "classes").is_dir()
+
+
+@pytest.mark.timeout(120)
+def test_the_scheduler_plugin_that_releases_models_loads_no_torch():
+    """Every job registers it on the scheduler, which unpickles it: no torch there either."""
+    code = ("import cloudpickle, pickle, sys\n"
+            "from geoseg.parallel.disconnect import ReleaseOnDisconnect\n"
+            "payload = cloudpickle.dumps(ReleaseOnDisconnect())\n"
+            "for name in [m for m in sys.modules if m.startswith('geoseg')]:\n"
+            "    del sys.modules[name]\n"
+            "plugin = pickle.loads(payload)\n"
+            "print(type(plugin).__name__, [m for m in ('torch', 'geoseg.models.model') if m in sys.modules])")
+    result = python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(maxsplit=1) == ["ReleaseOnDisconnect", "[]\n"], result.stdout

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,48 @@ def test_workers_running_a_network_reuse_heap_memory_for_its_buffers(tmp_path, m
             geoseg.segment(geoseg.open_raster(src), model_path).compute()
         after = list(client.run(mmapped_by_an_8_mib_array).values())
     assert before[0] >= 8 << 20 and after == [0], (before, after)
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_client_leaves_no_model_on_a_long_lived_cluster(model_path):
+    """A client killed mid-job never unregisters its model plugin; the scheduler does it when the
+    client's connection drops, so the workers free the model (and later workers never load it)."""
+    from distributed import LocalCluster
+
+    from geoseg.models.modelfile import read_header
+
+    sha = read_header(model_path).ref().sha256
+    code = ("import sys, time\nfrom distributed import Client\n"
+            "from geoseg.models.modelfile import read_header\n"
+            "from geoseg.parallel.plugins import load_models\n"
+            "client = Client(sys.argv[1])\nload_models(client, read_header(sys.argv[2]).ref())\n"
+            "print('held', flush=True)\ntime.sleep(120)\n")
+
+    def held(client: Client) -> list[int]:
+        return list(client.run(lambda: __import__("geoseg").models.cache.holds().get(sha, 0)).values())
+
+    def plugins(client: Client) -> list[str]:  # geoseg's model plugins registered on the scheduler
+        names = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+        return [n for n in names if n.startswith("geoseg-models-")]
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        owner = subprocess.Popen([sys.executable, "-c", code, cluster.scheduler_address, model_path],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert owner.stdout.readline().strip() == "held"
+            assert held(client) == [1]
+            assert len(plugins(client)) == 1
+        finally:
+            owner.kill()
+            owner.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while (held(client) != [0] or plugins(client)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert held(client) == [0]
+        assert plugins(client) == []
+        cluster.scale(2)  # a worker that joins now loads nothing
+        client.wait_for_workers(2, timeout=60)
+        assert held(client) == [0, 0]
+        assert all(not loaded for loaded in client.run(
+            lambda: __import__("geoseg").models.cache.loaded()).values())
