@@ -205,3 +205,16 @@ def test_a_killed_client_leaves_no_model_on_a_long_lived_cluster(model_path):
         assert held(client) == [0, 0]
         assert all(not loaded for loaded in client.run(
             lambda: __import__("geoseg").models.cache.loaded()).values())
+
+
+def test_releasing_a_plugin_the_scheduler_already_released_is_no_error(model_path, cluster_address):
+    """A client that lost its connection for a while finds its plugin gone at the job's end."""
+    from geoseg.models.modelfile import read_header
+    from geoseg.parallel.plugins import load_models, unload_models
+
+    with Client(cluster_address) as client:
+        plugin = load_models(client, read_header(model_path).ref())
+        client.unregister_worker_plugin(plugin.name)  # what the scheduler does on a disconnect
+        with pytest.raises(ValueError, match="does not exist"):
+            client.unregister_worker_plugin(plugin.name)
+        unload_models(client, plugin)
