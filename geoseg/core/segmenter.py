@@ -5,7 +5,11 @@ The contract, in tensors on the segmenter's :attr:`~Segmenter.device`:
 * :meth:`~Segmenter.prepare_tensor` turns a raw window ``(bands, *spatial)`` in its stored
   dtype into the network input and a validity mask;
 * :meth:`~Segmenter.predict_tensor` turns a batch of equally shaped windows
-  ``(N, bands, *spatial)`` into per-class scores ``(N, classes, *spatial)``, left on the device.
+  ``(N, bands, *spatial)`` into per-class scores ``(N, classes, *spatial)``, left on the device;
+* :meth:`~Segmenter.predict_tensor_at` does the same for windows the executor cut from a
+  larger image, told where each lies. Most segmenters answer the same wherever a window lies
+  and keep the default; Canny distrusts edges near a window side inside the image, and
+  wrappers (ensembles, TTA, clean-up, slice by slice) pass the positions on to their members.
 
 The executor copies a region's raw pixels to :attr:`~Segmenter.device` once, cuts, blends and
 takes the arg-max there, and brings back only class ids. Segmenters that compute in torch
@@ -72,6 +76,12 @@ class Segmenter(ABC):
 
         scores = self.predict(batch.numpy(force=True))
         return torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)).to(batch.device)
+
+    def predict_tensor_at(self, batch: torch.Tensor, windows: Sequence[tuple[slice, ...]],
+                          shape: Sequence[int]) -> torch.Tensor:
+        """:meth:`predict_tensor` for windows cut from an image of spatial ``shape``:
+        ``windows[i]`` is where ``batch[i]`` lies in it. The default ignores where."""
+        return self.predict_tensor(batch)
 
     def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -104,8 +104,7 @@ class Ensemble(Segmenter):
 
     def predict_tensor_at(self, batch: torch.Tensor, windows: Sequence[tuple[slice, ...]],
                           shape: Sequence[int]) -> torch.Tensor:
-        """:meth:`predict_tensor` for the tiled runner, which says where each window lies in
-        an image of ``shape``; members that use it (Canny) are told."""
+        """:meth:`predict_tensor` for windows of an image of ``shape``: members are told where."""
         scores = [self.member_scores(i, batch, (windows, shape)) for i in range(len(self.members))]
         return combine_scores(scores, self.weights, self.combine)
 
@@ -116,12 +115,14 @@ class Ensemble(Segmenter):
 
         Each tile is prepared by the member itself on the member's device, so per-model
         normalization holds and no-data pixels (NaN here) reach it as it expects them.
-        ``where`` (windows, image shape) reaches members that take it."""
+        ``where`` (windows, image shape) tells the member where the tiles lie."""
         member = self.members[index]
         tiles = torch.as_tensor(batch).to(member.device)
         prepared = torch.stack([member.prepare_tensor(tile)[0] for tile in tiles])
-        at = getattr(member, "predict_tensor_at", None)
-        scores = member.predict_tensor(prepared) if at is None or where is None else at(prepared, *where)
+        if where is None:
+            scores = member.predict_tensor(prepared)
+        else:
+            scores = member.predict_tensor_at(prepared, *where)
         return scores.to(self.device, torch.float32)[:, list(self._orders[index])]
 
     def compile(self) -> Ensemble:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,27 @@ class Transform:
         if self.k:
             out = torch.rot90(out, self.k, dims=(-2, -1))
         return out.contiguous()
+
+    def place(self, windows: Sequence[tuple[slice, ...]], shape: Sequence[int]
+              ) -> tuple[list[tuple[slice, ...]], tuple[int, ...]]:
+        """Where ``windows`` of an image of spatial ``shape`` lie once the image is transformed,
+        and the transformed image's shape: ``apply(image)[placed]`` is ``apply(image[window])``."""
+        placed = []
+        for window in windows:
+            spans, sizes = [(w.start, w.stop) for w in window], list(shape)
+            for a in self.flips:
+                spans[a] = (sizes[a] - spans[a][1], sizes[a] - spans[a][0])
+            for _ in range(self.k % 4):  # a quarter turn of (y, x): new y runs along old x, reversed
+                (y0, y1), (x0, x1) = spans[-2:]
+                spans[-2:] = [(sizes[-1] - x1, sizes[-1] - x0), (y0, y1)]
+                sizes[-2:] = sizes[-1], sizes[-2]
+            placed.append(tuple(slice(a, b) for a, b in spans))
+        return placed, self.shape(shape)
+
+    def shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The spatial shape of a transformed image of ``shape``."""
+        sizes = tuple(shape)
+        return (*sizes[:-2], sizes[-1], sizes[-2]) if self.k % 2 else sizes
 
     def undo(self, scores: torch.Tensor) -> torch.Tensor:
         """Scores of a transformed batch mapped back to the batch's own orientation."""
@@ -109,9 +131,24 @@ class TTA(Segmenter):
 
     def predict_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         """The mean of the member's scores over the transforms, summed in float64 on the device."""
+        return self._mean(batch)
+
+    def predict_tensor_at(self, batch: torch.Tensor, windows: Sequence[tuple[slice, ...]],
+                          shape: Sequence[int]) -> torch.Tensor:
+        """:meth:`predict_tensor` for windows of an image of ``shape``: the member is told where
+        each transformed window lies in the image transformed alike."""
+        return self._mean(batch, (windows, shape))
+
+    def _mean(self, batch: torch.Tensor,
+              where: tuple[Sequence[tuple[slice, ...]], Sequence[int]] | None = None) -> torch.Tensor:
         total = torch.zeros((), dtype=torch.float64, device=batch.device)
         for t in self.transforms:
-            total = total + t.undo(self.member.predict_tensor(t.apply(batch)).to(batch.device, torch.float64))
+            x = t.apply(batch)
+            if where is None:
+                scores = self.member.predict_tensor(x)
+            else:
+                scores = self.member.predict_tensor_at(x, *t.place(*where))
+            total = total + t.undo(scores.to(batch.device, torch.float64))
         return (total / len(self.transforms)).float()
 
     def compile(self) -> TTA:

@@ -21,10 +21,12 @@ Use :class:`Cleaned` to wrap any segmenter (its halo is added), or
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from skimage import morphology
 
 from geoseg.core.classes import ClassInfo
@@ -157,7 +159,17 @@ class Cleaned(Segmenter):
         return clone
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        ids = np.argmax(self.segmenter.predict(batch), axis=1)
+        return self._cleaned(self.segmenter.predict(batch))
+
+    def predict_tensor_at(self, batch: torch.Tensor, windows: Sequence[tuple[slice, ...]],
+                          shape: Sequence[int]) -> torch.Tensor:
+        """The inner segmenter is told where the windows lie (a Canny inside keeps its
+        window-side rule); the clean-up runs on its class map as in :meth:`predict`."""
+        scores = self.segmenter.predict_tensor_at(batch, windows, shape).numpy(force=True)
+        return torch.from_numpy(self._cleaned(scores).astype(np.float32)).to(batch.device)
+
+    def _cleaned(self, scores: np.ndarray) -> np.ndarray:
+        ids = np.argmax(scores, axis=1)
         cleaned = np.stack([self.steps.apply(m) for m in ids == self.target])
         if len(self.segmenter.classes) == 2:
             return one_hot(np.where(cleaned, self.target, 1 - self.target), 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +42,20 @@ class SliceWise(Segmenter):
         return self.predict_tensor(torch.from_numpy(np.ascontiguousarray(batch))).numpy(force=True)
 
     def predict_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._per_slice(batch, self.inner.predict_tensor)
+
+    def predict_tensor_at(self, batch: torch.Tensor, windows: Sequence[tuple[slice, ...]],
+                          shape: Sequence[int]) -> torch.Tensor:
+        """Each slice's window is its volume window's in-plane part, in a plane of ``shape[1:]``."""
+        z = batch.shape[2]
+        planes = [window[1:] for window in windows for _ in range(z)]
+        return self._per_slice(batch, lambda flat: self.inner.predict_tensor_at(flat, planes, shape[1:]))
+
+    @staticmethod
+    def _per_slice(batch: torch.Tensor, predict: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         n, c, z, y, x = batch.shape
-        flat = batch.permute(0, 2, 1, 3, 4).reshape(n * z, c, y, x)
-        scores = self.inner.predict_tensor(flat)
+        flat = batch.permute(0, 2, 1, 3, 4).reshape(n * z, c, y, x)  # item i's slices are rows i*z..
+        scores = predict(flat)
         return scores.reshape(n, z, -1, y, x).permute(0, 2, 1, 3, 4)
 
     def compile(self) -> SliceWise:

@@ -107,7 +107,7 @@ class _Run:
         for start in range(0, len(tiles), step):
             batch = tiles[start : start + step]
             inputs = torch.stack([self.x[(slice(None),) + _shift(t.window, self.window)] for t in batch])
-            scores = _predict(self.segmenter, inputs, [t.window for t in batch], self.shape)
+            scores = self.segmenter.predict_tensor_at(inputs, [t.window for t in batch], self.shape)
             _check_scores(scores, inputs, self.segmenter, self.region)
             yield batch, scores
 
@@ -143,14 +143,6 @@ class _Run:
                 out[(slice(None),) + target] += weights[part] * scores[(i, slice(None)) + part]
                 total[target] += weights[part]
         return out.div_(total)
-
-
-def _predict(segmenter: Segmenter, inputs: torch.Tensor, windows: list[tuple[slice, ...]],
-             shape: tuple[int, ...]) -> torch.Tensor:
-    """Scores of a batch. A segmenter with ``predict_tensor_at`` (Canny) is also told where each
-    window lies in an image of ``shape``, so it can tell a window's edge from the image's."""
-    at = getattr(segmenter, "predict_tensor_at", None)
-    return segmenter.predict_tensor(inputs) if at is None else at(inputs, windows, shape)
 
 
 @functools.lru_cache(maxsize=16)

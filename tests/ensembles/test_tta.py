@@ -9,6 +9,9 @@ import dask
 import numpy as np
 import pytest
 import torch
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import geoseg
 from geoseg.core.classes import ClassInfo
@@ -124,3 +127,59 @@ def test_chunked_tta_equals_whole_image_and_ref_resolves(tmp_path):
     with dask.config.set(scheduler="sync"):
         probs = geoseg.segment(raster, tta, output="probabilities", chunks=(31, 27), tile=24).values
     np.testing.assert_allclose(probs, tta.predict_image(image), atol=1e-5, rtol=0)
+
+
+@st.composite
+def placed_windows(draw: st.DrawFn) -> tuple[np.ndarray, tuple[slice, ...], str]:
+    """An image of 2 or 3 spatial axes with distinct values, and a window of it."""
+    ndim = draw(st.sampled_from([2, 3]))
+    shape = tuple(draw(st.integers(1, 9)) for _ in range(ndim))
+    window = []
+    for n in shape:
+        start = draw(st.integers(0, n - 1))
+        window.append(slice(start, draw(st.integers(start + 1, n))))
+    return np.arange(np.prod(shape)).reshape(shape), tuple(window), "d4" if ndim == 2 else "flips"
+
+
+@settings(max_examples=150, deadline=None)
+@given(placed_windows())
+def test_a_window_is_placed_where_the_transform_moves_its_pixels(case):
+    """What a member inside TTA is told (where its windows lie) matches the pixels it sees."""
+    image, window, name = case
+    whole = torch.from_numpy(image)[None, None]
+    for t in transform_set(name, image.ndim):
+        (placed,), shape = t.place([window], image.shape)
+        moved = t.apply(whole)
+        assert tuple(moved.shape[2:]) == shape
+        np.testing.assert_array_equal(moved[(..., *placed)], t.apply(whole[(..., *window)]))
+
+
+class WhereCheck(Segmenter):
+    """Checks what a member is told: each window it gets holds the pixels that lie at the place
+    it is told, in the image as one of the transforms moved it."""
+
+    name = "where-check"
+    classes = (ClassInfo("a"), ClassInfo("b"))
+    halo = (3, 3)
+
+    def __init__(self, image: np.ndarray):
+        self.moved = [t.apply(torch.from_numpy(image)[None])[0] for t in transform_set("d4", 2)]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.zeros((batch.shape[0], 2, *batch.shape[2:]), np.float32)
+
+    def predict_tensor_at(self, batch, windows, shape):
+        for tile, window in zip(batch, windows):
+            places = [m[(slice(None), *window)] for m in self.moved if tuple(m.shape[1:]) == tuple(shape)]
+            assert any(torch.equal(tile, p) for p in places if p.shape == tile.shape), window
+        return self.predict_tensor(batch)
+
+
+def test_tta_tells_its_member_where_each_transformed_window_lies():
+    """Through the executor, on a non-square image of distinct values, for all 8 transforms."""
+    image = np.arange(60 * 90, dtype=np.float32).reshape(1, 60, 90)
+    raster = xr.DataArray(image, dims=("band", "y", "x")).chunk({"y": 30, "x": 45})
+    member = WhereCheck(image)
+    with dask.config.set(scheduler="sync"):
+        classes = geoseg.segment(raster, TTA(member, "d4"), chunks=(30, 45), tile=(16, 20)).values
+    assert classes.shape == (60, 90)
