@@ -9,8 +9,9 @@ inside, the output: replacing an output must not remove its lease.
 How atomic taking it is depends on the store:
 
 - local files: created with a hard link (exclusive, and the object is complete
-  the moment it appears); an expired lease is moved aside with ``rename`` and
-  taken over only if what was moved is the expired lease that was read;
+  the moment it appears); an expired lease is taken over under a swap guard
+  (``OUT.zarr.lease.swap``, created exclusively): its holder checks that the lease
+  is still the expired one it read and replaces it with ``os.replace``;
 - S3 (s3fs): conditional writes: ``If-None-Match: *`` to create, ``If-Match``
   with the ETag read to take over or renew (AWS S3, MinIO and moto support them);
 - any other fsspec store: best effort (write, read back, check the owner).
@@ -44,6 +45,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import LeaseLostError, ParameterError, StorageUnavailableError
 
 SUFFIX = ".lease"
+GUARD_STALE = 30.0  # seconds after which a swap guard is taken to be a dead process's
 
 
 def new_owner_id() -> str:
@@ -168,20 +170,44 @@ class LocalStore:
         return data, data
 
     def swap(self, data: bytes, token: Token) -> Token | None:
-        """Move the lease aside (atomic), check it is the one read, then create the new one."""
-        aside = f"{self.path}.{uuid.uuid4().hex}.aside"
+        """Replace the lease read as ``token`` by ``data``, under the swap guard: only its
+        holder replaces a lease, so the check and the (atomic) replace see the same one, and
+        the lease never goes absent meanwhile (a plain create would slip into such a gap)."""
+        if not self._take_guard():
+            return None  # another process is taking it over right now
         try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return None
-        try:
-            if Path(aside).read_bytes() != token:  # someone else's newer lease: put it back
-                with contextlib.suppress(FileExistsError):
-                    os.link(aside, self.path)
+            current = self.read()
+            if current is None or current[1] != token:
                 return None
-            return self.create(data)
+            os.replace(self._write_tmp(data), self.path)
+            return data
         finally:
-            os.unlink(aside)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._guard)
+
+    @property
+    def _guard(self) -> str:
+        return f"{self.path}.swap"
+
+    def _take_guard(self) -> bool:
+        """Create the swap guard exclusively; a guard left by a process that died while
+        swapping (older than :data:`GUARD_STALE` seconds) is cleared first. Two processes
+        clearing the same dead guard at the same instant could both get one: that needs a
+        process to die within the microseconds a swap lasts, then two takers at once."""
+        for _ in range(2):
+            try:
+                with open(self._guard, "xb"):
+                    return True
+            except FileExistsError:
+                try:
+                    age = time.time() - os.stat(self._guard).st_mtime
+                except FileNotFoundError:
+                    continue
+                if age < GUARD_STALE:
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._guard)
+        return False
 
     def renew(self, data: bytes, token: Token) -> Token | None:
         """Rewrite this owner's lease in place (``os.replace``: never absent meanwhile)."""

@@ -50,6 +50,23 @@ def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr.lease"]  # nothing left aside
 
 
+def test_an_expired_lease_is_left_alone_while_another_process_takes_it_over(tmp_path):
+    """The swap guard: while one process checks and replaces an expired lease, the others
+    neither replace it nor find the lease absent (where a plain create would slip in)."""
+    import os
+
+    out = str(tmp_path / "out.zarr")
+    stale_lease(out)
+    guard = Path(lease_url(out) + ".swap")
+    guard.touch()  # a process is in the middle of taking it over
+    assert not Lease(out, owner="run-b", seconds=60).acquire()
+    assert read_lease(out).owner == "dead-host-1-abc"
+    old = time.time() - 120  # that process died there: its guard is cleared in time
+    os.utime(guard, (old, old))
+    assert Lease(out, owner="run-c", seconds=60).acquire()
+    assert read_lease(out).owner == "run-c" and not guard.exists()
+
+
 def test_release_never_deletes_a_lease_another_owner_took(tmp_path):
     out = str(tmp_path / "out.zarr")
     mine = Lease(out, owner="run-a", seconds=60)
@@ -72,9 +89,9 @@ def test_many_processes_at_once_exactly_one_wins(tmp_path, stale):
         out = str(tmp_path / f"out{round_}.zarr")
         if stale:
             stale_lease(out)
-        barrier, results = ctx.Barrier(6), ctx.Queue()
+        barrier, results = ctx.Barrier(8), ctx.Queue()
         procs = [ctx.Process(target=_try_take, args=(out, f"run-{i}", barrier, results))
-                 for i in range(6)]
+                 for i in range(8)]
         for p in procs:
             p.start()
         outcomes = dict(results.get(timeout=120) for _ in procs)
