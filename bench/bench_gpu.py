@@ -362,7 +362,9 @@ def print_model(name: str, geo: Geometry, best: Best, args: argparse.Namespace) 
               f"end to end {job / script:5.2f}")
     if best.agreement is not None:
         where = f"{CHECK_WINDOWS} windows of {min(CHECK_WINDOW, args.size)}^2"
-        print(f"  {'agreement job vs script (' + where + ')':<44}: {best.agreement:.4f}")
+        print(f"  {'agreement job vs script (' + where + ')':<44}: {best.agreement:.4f}"
+              + ("" if geo.blend == "crop" else "  (global context: the job blends whole windows, "
+                 "the script crops halos; not expected to agree)"))
 
 
 def parse_args() -> argparse.Namespace:
