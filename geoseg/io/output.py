@@ -14,7 +14,8 @@ Tasks write whole chunks through :class:`OutputTarget`, so no two tasks touch
 the same chunk and no lock is needed. After its chunk is written, a task leaves
 its mark in the manifest (``manifest_done`` and ``manifest_sha256``, one element
 per output chunk, each in its own Zarr chunk so tasks never share one): what
-lets a rerun skip finished chunks and ``verify`` check them.
+lets a rerun skip finished chunks and ``verify`` check them. Until every array exists the
+group's attributes say ``creating``: a run stopped then left no chunk, and a rerun creates it again.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class OutputTarget:
 
 MANIFEST_DONE = "manifest_done"
 MANIFEST_SHA = "manifest_sha256"
+CREATING = "creating"  # in the group's attributes until every array of the layout exists
 
 
 async def stored_chunks(array: zarr.Array) -> AsyncIterator[str]:
@@ -233,11 +235,18 @@ def create_output(
         group = target.open_group(mode="w-")
     layout = Layout(chunks, inner_chunks, task_region or chunks)
     group.attrs["geoseg"] = {"class_names": class_names, "nodata_class": nodata_class,
-                             "task_region": list(layout.task), **(attrs or {})}
+                             "task_region": list(layout.task), **(attrs or {}), CREATING: True}
     _create_arrays(group, shape, layout, class_dtype, nodata_class, len(class_names), probabilities, georef)
     if len(shape) == 2:
         write_georef(group, georef, shape)
+    group.attrs["geoseg"] = {k: v for k, v in group.attrs["geoseg"].items() if k != CREATING}
     return target
+
+
+def half_created(attrs: dict[str, Any]) -> bool:
+    """Whether a run was stopped while it created the output (``attrs``: its ``geoseg``
+    attributes): some arrays may be missing, and no chunk was written yet."""
+    return bool(attrs.get(CREATING))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from geoseg.core.records import now
 from geoseg.core.spec import Document, Section
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, GeosegError
-from geoseg.io.output import OutputTarget, output_exists
+from geoseg.io.output import OutputTarget, half_created, output_exists
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
 from geoseg.jobs.prepared import PreparedJob
@@ -523,7 +523,8 @@ class BatchRunner:
         if check.decision in ("new", "changed") or replaced:
             return check.prepared.n_tasks
         if check.decision == "resume":
-            done = OutputTarget(job.output.url, dict(job.output.storage_options)).done_keys()
+            target = OutputTarget(job.output.url, dict(job.output.storage_options))
+            done = set() if half_created(target.attrs()) else target.done_keys()
             return check.prepared.n_tasks - len(done)
         return 0
 

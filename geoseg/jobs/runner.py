@@ -32,7 +32,7 @@ from geoseg.errors import (
 )
 from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
 from geoseg.io import stages
-from geoseg.io.output import OutputTarget, create_output, output_exists
+from geoseg.io.output import OutputTarget, create_output, half_created, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import checks, provenance, ranges, tracking
@@ -389,6 +389,10 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
             f"Output {out.url} already exists and was made by a different job (input, model weights, "
             "output layout or inference settings differ); nothing was written. Choose another output "
             "URL, or pass --overwrite to replace it.")
+    if half_created(existing.attrs()):  # stopped before its first chunk: nothing to keep
+        logs.log.info(f"the output at {public_url(out.url)} was left half created by a stopped run; "
+                      "creating it again")
+        return _create(prepared, overwrite=True), set()
     return existing, existing.done_keys()
 
 

@@ -11,7 +11,7 @@ import fsspec
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
 from geoseg.errors import RasterNotFoundError
-from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, output_exists
+from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, half_created, output_exists
 from geoseg.io.stages import verify_stage
 from geoseg.jobs.lease import read_lease
 from geoseg.tiling.plan import ceil_div, n_regions, regions
@@ -58,8 +58,9 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     """Progress of the run that writes ``url``, from its manifest."""
     target, attrs = _target(url, storage_options)
     stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
+    done = 0 if half_created(attrs) else target.count_done()  # its manifest may not exist yet
     return OutputStatus(url, run_state(url, storage_options, attrs), int(attrs["n_chunks"]),
-                        target.count_done(), attrs.get("model"), stages)
+                        done, attrs.get("model"), stages)
 
 
 def _absent_objects(target: OutputTarget, array: Any, region: tuple[slice, ...]) -> bool:
@@ -92,6 +93,10 @@ def run_state(url: str, storage_options: dict[str, Any] | None, attrs: dict[str,
 def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> VerifyReport:
     """Check that every chunk is recorded and its bytes hash to the recorded sha256."""
     target, attrs = _target(url, storage_options)
+    if half_created(attrs):
+        raise RasterNotFoundError(
+            f"{public_url(url)}: the run that created this output stopped before it was complete, "
+            "and no chunk of it is written yet; nothing to verify. Run the job again to write it.")
     group = target.open_group(mode="r")
     classes = group["classes"]
     names = ["classes"] + (["probabilities"] if "probabilities" in group else [])

@@ -14,11 +14,11 @@ import pytest
 import yaml
 import zarr
 
-from geoseg.errors import OutputBusyError
+from geoseg.errors import OutputBusyError, RasterNotFoundError
 from geoseg.jobs import JobSpec, run
 from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.status import output_status, verify_output
-from tests.conftest import job_dict, textured_image, write_zarr
+from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
 
 
 @pytest.fixture()
@@ -78,6 +78,41 @@ def test_a_killed_run_is_interrupted_and_a_rerun_resumes(tmp_path, job, cluster_
     again = run(JobSpec.from_dict(job), scheduler=cluster_address)
     assert again.n_tasks + again.skipped == 16 and verify_output(str(out)).ok
     assert output_status(str(out)).status == "complete"
+
+
+class _Stopped(BaseException):
+    """A run stopped where it stood (as by SIGKILL): no handler of the job's catches it."""
+
+
+@pytest.mark.parametrize("stop_at", ["manifest_done", "manifest_sha256", "x"])
+def test_a_run_stopped_while_creating_its_output_is_redone_whole(tmp_path, model_path, cluster_address,
+                                                                 monkeypatch, stop_at):
+    src = write_geotiff(tmp_path / "in.tif", textured_image(128, 128))  # georeferenced: x, y arrays
+    job = job_dict(src, model_path, str(tmp_path / "out.zarr"), chunks=[32, 32])
+    clean = run(JobSpec.from_dict({**job, "output": {**job["output"], "url": str(tmp_path / "clean.zarr")}}),
+                scheduler=cluster_address)
+    create_array = zarr.Group.create_array
+
+    def stop_at_one(group, name, **kwargs):
+        if name == stop_at:
+            raise _Stopped(name)
+        return create_array(group, name, **kwargs)
+
+    monkeypatch.setattr(zarr.Group, "create_array", stop_at_one)
+    with pytest.raises(_Stopped):
+        run(JobSpec.from_dict(job), scheduler=cluster_address)
+    monkeypatch.undo()
+    out = str(tmp_path / "out.zarr")
+    state = output_status(out)
+    assert state.status.startswith("interrupted") and state.done == 0
+    with pytest.raises(RasterNotFoundError, match="stopped before it was complete"):
+        verify_output(out)
+    again = run(JobSpec.from_dict(job), scheduler=cluster_address)
+    assert again.n_tasks == clean.n_tasks == 16 and again.skipped == 0 and verify_output(out).ok
+    made, expected = zarr.open_group(out, mode="r"), zarr.open_group(str(tmp_path / "clean.zarr"), mode="r")
+    assert sorted(made.array_keys()) == sorted(expected.array_keys())
+    np.testing.assert_array_equal(made["classes"][...], expected["classes"][...])
+    np.testing.assert_array_equal(made["x"][...], expected["x"][...])
 
 
 def test_verify_names_undecodable_and_missing_chunks(tmp_path, job, cluster_address):
