@@ -72,9 +72,13 @@ def run_starts(*keys: np.ndarray) -> np.ndarray:
 
 def chunk_partial(labels: np.ndarray, offset: Sequence[int], classes: np.ndarray | None = None,
                   probabilities: np.ndarray | None = None) -> Partial:
-    """Per-id sums of one chunk whose first pixel has global index ``offset``."""
+    """Per-id sums of one chunk whose first pixel has global index ``offset``.
+
+    Only ids above 0 are instances: 0 and negative values are background, as for the
+    polygons, so a table and the polygons of the same labels list the same ids.
+    """
     flat = labels.reshape(-1)
-    where = np.flatnonzero(flat)
+    where = np.flatnonzero(flat > 0)
     keys = flat[where]
     values = None if classes is None else classes.reshape(-1)[where]
     order = np.argsort(keys, kind="stable") if values is None else np.lexsort((values, keys))
@@ -245,7 +249,8 @@ def object_table(labels: da.Array, *, count: int | None = None, classes: da.Arra
     Parameters
     ----------
     labels
-        Instance ids, ``(y, x)`` or ``(z, y, x)``, any integer dtype; 0 is background.
+        Instance ids, ``(y, x)`` or ``(z, y, x)``, any integer dtype; 0 (and negative values)
+        is background.
     count
         The number of instances (as :func:`geoseg.instances.label` returns it); an id above it
         raises :class:`~geoseg.errors.InstanceError`. Ids with no pixels have no row.

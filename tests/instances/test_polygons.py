@@ -122,6 +122,18 @@ def test_class_is_the_majority_as_in_the_table() -> None:
     np.testing.assert_array_equal(polygons["area_px"], table["area_px"])
 
 
+
+def test_negative_ids_are_background_also_with_classes() -> None:
+    labels, _ = random_labels((24, 19), 0.5, seed=6)
+    signed = np.where(labels % 3 == 1, -labels, labels).astype(np.int32)
+    classes = np.random.default_rng(7).integers(0, 4, labels.shape)
+    polygons = instance_polygons(da.from_array(signed, chunks=(7, 6)), None,
+                                 classes=da.from_array(classes, chunks=(7, 6)))
+    kept = np.where(signed > 0, signed, 0)
+    assert_matches_whole_image(polygons, kept, None)
+    expected = [np.bincount(classes[kept == i]).argmax() for i in polygons["id"]]
+    np.testing.assert_array_equal(polygons["class"], expected)
+
 def test_ids_beyond_int32() -> None:
     labels, _ = random_labels((16, 17), 0.5, seed=3)
     big = np.where(labels > 0, labels.astype(np.uint64) + 2**40, 0).astype(np.uint64)

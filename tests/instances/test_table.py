@@ -154,6 +154,14 @@ def test_large_ids_and_unsigned_dtypes() -> None:
     np.testing.assert_array_equal(table["id"], np.unique(big[big > 0]).astype(np.int64))
 
 
+
+def test_negative_ids_are_background() -> None:
+    """As regionprops on the labels with negative values set to 0: no rows for them."""
+    labels, _ = random_labels((18, 21), 0.5, seed=14)
+    signed = np.where(labels % 3 == 1, -labels, labels).astype(np.int16)
+    table = object_table(da.from_array(signed, chunks=(5, 8)))
+    assert_matches_regionprops(table, np.where(signed > 0, signed, 0))
+
 def test_no_objects_gives_an_empty_table() -> None:
     table = object_table(da.zeros((10, 12), dtype=np.uint32, chunks=5),
                          classes=da.zeros((10, 12), dtype=np.uint8, chunks=4))
