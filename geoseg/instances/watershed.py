@@ -67,6 +67,16 @@ def watershed_whole(seeds: np.ndarray, mask: np.ndarray,
     return segmentation.watershed(heights, markers=seeds, mask=mask).astype(seeds.dtype)
 
 
+def overlap_depth(shape: Sequence[int], halo: int) -> tuple[int, ...]:
+    """``halo`` on each axis, but no more than the axis's length.
+
+    A window of a chunk plus its axis's length already holds the whole axis, so a
+    larger halo sees nothing more; and dask refuses a depth beyond the array's
+    side, which the default halos are on a thin strip or a volume of few slices.
+    """
+    return tuple(min(halo, n) for n in shape)
+
+
 def grow(seeds: da.Array, mask: da.Array, *, halo: int,
          elevation: Elevation = distance_to_seeds) -> da.Array:
     """Watershed of globally labelled ``seeds`` inside ``mask``, in windows of chunk + ``halo``."""
@@ -75,8 +85,8 @@ def grow(seeds: da.Array, mask: da.Array, *, halo: int,
     if halo < 0:
         raise InstanceError(f"halo must be >= 0 pixels; got {halo}.")
     mask = mask.rechunk(seeds.chunks)
-    return da.map_overlap(watershed_whole, seeds, mask, depth=halo, boundary="none",
-                          dtype=seeds.dtype, elevation=elevation)
+    return da.map_overlap(watershed_whole, seeds, mask, depth=overlap_depth(seeds.shape, halo),
+                          boundary="none", dtype=seeds.dtype, elevation=elevation)
 
 
 def complete(grown: da.Array, mask: da.Array, count: int, *,
@@ -128,7 +138,8 @@ def distance_watershed(mask: da.Array, *, h: float = 2.0, halo: int = 32,
     mask = mask.astype(bool)
     if halo < 1:
         raise InstanceError(f"halo must be >= 1 pixel for a distance watershed; got {halo}.")
-    peaks = da.map_overlap(distance_seeds, mask, depth=halo, boundary="none", dtype=bool, h=h)
+    peaks = da.map_overlap(distance_seeds, mask, depth=overlap_depth(mask.shape, halo),
+                           boundary="none", dtype=bool, h=h)
     seeds, count = label(peaks, connectivity=mask.ndim)
     grown = grow(seeds, mask, halo=halo, elevation=depth_in_mask)
     return complete(grown, mask, count, connectivity=connectivity)

@@ -106,6 +106,46 @@ def test_interior_and_boundary_classes_separate_touching_buildings() -> None:
     assert not seeded[88, 118] and got[88, 118] == count
 
 
+
+def test_distance_watershed_with_a_halo_past_every_side() -> None:
+    """A volume of 10 slices, 30 x 34 each: the default halo (32) is longer than every side."""
+    zz, yy, xx = np.mgrid[:10, :30, :34]
+    mask = np.zeros(zz.shape, bool)
+    for c in ((5, 9, 9), (5, 9, 17), (4, 21, 24)):
+        mask |= (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < 25
+    labels, count = distance_watershed(da.from_array(mask, chunks=(4, 13, 17)), h=1.0)
+    ref = whole_distance_watershed(mask, 1.0)
+    assert count == ref.max() == 3
+    assert_same_partition(labels.compute(), ref)
+
+
+def test_decoding_a_strip_thinner_than_the_default_halo() -> None:
+    """Touching buildings in a 12-row strip, chunked in 6 x 10: the default halo is 16."""
+    truth = np.zeros((12, 60), np.int32)
+    for k, left in enumerate(range(1, 56, 11)):
+        truth[1:11, left:left + 11] = k + 1
+    classes = interior_boundary(truth)
+    labels, count = instances_from_classes(da.from_array(classes, chunks=(6, 10)), interior=1,
+                                           boundary=[2])
+    got = labels.compute()
+    assert count == truth.max()
+    assert_same_partition(got, truth)
+    assert_same_partition(got, whole_decode(classes))
+
+
+def test_watershed_stage_on_a_strip_thinner_than_the_default_halo() -> None:
+    """The job's watershed route (default halo 32) on a 24 x 100 class raster."""
+    from geoseg.instances.stage import InstanceSettings, instance_labels, routes
+
+    mask = touching_discs(3, shape=(24, 100), cell=24)  # one pair of discs to split
+    settings = InstanceSettings(method="watershed", classes=(1,))
+    route_list = routes(settings, ["background", "object"], 0)
+    labels, count = instance_labels(da.from_array(mask.astype(np.uint8), chunks=(12, 25)),
+                                    route_list, settings)
+    ref = whole_distance_watershed(mask, settings.h)
+    assert count == ref.max() > ndi.label(mask)[1]
+    assert_same_partition(labels.compute(), ref)
+
 def test_grow_rejects_mismatched_shapes() -> None:
     from geoseg.instances.watershed import grow
 
