@@ -132,8 +132,10 @@ def distance_watershed(mask: da.Array, *, h: float = 2.0, halo: int = 32,
 
     The whole-image equivalent: ``edt = distance_transform_edt(mask)``, seeds the
     8-connected (26 in 3D) components of ``h_maxima(edt, h)``, then
-    ``watershed(-edt, seeds, mask=mask)``. Equal to it when ``halo`` is at
-    least the largest object's extent. Larger ``h`` merges more.
+    ``watershed(flood_order(-edt), seeds, mask=mask)``: ``-edt`` with ties broken
+    by raster position (:func:`flood_order`), not plain ``-edt``, whose ties
+    watershed breaks in an order that differs from window to window. Equal to it
+    when ``halo`` is at least the largest object's extent. Larger ``h`` merges more.
     """
     mask = mask.astype(bool)
     if halo < 1:
