@@ -88,11 +88,26 @@ class Border:
 
 
 def objects_of(block: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
-    """Values that connect: nonzero pixels (``classes=None``), or ``class + 1`` for listed classes."""
-    if classes is None:
-        return block.astype(np.uint8) if block.dtype == bool else block
-    keep = np.isin(block, np.asarray(classes))
-    return np.where(keep, block.astype(np.int64) + 1, 0).astype(np.uint32)
+    """Values that connect: nonzero pixels (``classes=None``), or class codes (:func:`class_codes`)."""
+    if block.dtype == bool:
+        block = block.astype(np.uint8)
+    return block if classes is None else class_codes(block, classes)
+
+
+def class_codes(block: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """1 + the position of each pixel's class among the sorted listed ``classes``; 0 if unlisted.
+
+    Positions, not the values: any integer class (negative, or beyond ``uint32``) gets a
+    code of its own, and the codes are the same in every chunk. Classes the block's dtype
+    cannot hold are in no pixel.
+    """
+    info = np.iinfo(block.dtype)
+    listed = np.array(sorted({c for c in classes if info.min <= c <= info.max}), block.dtype)
+    if listed.size == 0:
+        return np.zeros(block.shape, np.uint32)
+    index = np.searchsorted(listed, block)
+    found = listed[np.minimum(index, listed.size - 1)] == block
+    return np.where(found, index + 1, 0).astype(np.uint32)
 
 
 def local_labels(block: np.ndarray, classes: Sequence[int] | None,

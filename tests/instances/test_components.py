@@ -82,6 +82,21 @@ def test_classes_pick_the_objects() -> None:
     assert len(np.unique(got[classes == 2])) == 1
 
 
+
+def test_any_integer_class_can_be_listed() -> None:
+    """A negative class, and classes 2**32 apart, are objects each of their own class."""
+    values = np.array([-1, 0, 1, 2**32 + 1, 7])
+    picked = ndi.zoom(np.random.default_rng(8).integers(0, 5, (6, 7)), 4, order=0)[:23, :26]
+    classes = values[picked]
+    listed = [-1, 1, 2**32 + 1]
+    labels, count = label(da.from_array(classes, chunks=(6, 9)), classes=listed)
+    ref = np.zeros(classes.shape, np.int64)
+    for value in listed:
+        part, _ = reference(classes == value, 1)
+        ref[part > 0] = part[part > 0] + ref.max()
+    assert count == ref.max()
+    assert_same_partition(labels.compute(), ref)
+
 def test_object_spanning_many_chunks_gets_one_id() -> None:
     """A one-pixel-wide spiral through 40 chunks, plus a dot in its middle: two objects."""
     mask = np.zeros((64, 64), bool)
