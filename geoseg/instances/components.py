@@ -91,7 +91,11 @@ def objects_of(block: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
     """Values that connect: nonzero pixels (``classes=None``), or class codes (:func:`class_codes`)."""
     if block.dtype == bool:
         block = block.astype(np.uint8)
-    return block if classes is None else class_codes(block, classes)
+    if classes is not None:
+        return class_codes(block, classes)
+    # cc3d reads some uint64 values as C longs, which fail from 2**63 on; the same bits as
+    # int64 keep equal values equal and 0 at 0, all that connecting needs
+    return block.view(np.int64) if block.dtype == np.uint64 else block
 
 
 def class_codes(block: np.ndarray, classes: Sequence[int]) -> np.ndarray:

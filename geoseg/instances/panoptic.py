@@ -178,7 +178,7 @@ def _check_labels(name: str, array: np.ndarray, shape: tuple[int, ...] | None) -
 class _Side:
     """The objects of one side: sorted ids, areas counted and ignored, classes."""
 
-    ids: IntArray
+    ids: NDArray[np.integer]
     area: IntArray
     ignored: IntArray
     cls: IntArray
@@ -190,8 +190,9 @@ class _Side:
         ids, index, total = np.unique(labels[objects], return_inverse=True, return_counts=True)
         area = np.bincount(index, weights=valid[objects].astype(np.float64),
                            minlength=ids.size).astype(np.int64)
-        return cls(ids.astype(np.int64), area, total - area,
-                   _object_classes(name, ids, index, classes, objects))
+        # ids keep the labels' dtype: uint64 ids from 2**63 on would wrap as int64, and
+        # `lookup` searches the labels' own values among them
+        return cls(ids, area, total - area, _object_classes(name, ids, index, classes, objects))
 
     def lookup(self, ids: np.ndarray) -> IntArray:
         """Positions of `ids` (all present) in `self.ids`."""

@@ -27,6 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from geoseg.errors import InstanceError
 from geoseg.instances.table import (
     aligned_classes,
+    check_ids,
     check_labels,
     chunk_offsets,
     delayed_partial,
@@ -116,7 +117,8 @@ def instance_polygons(labels: da.Array, georef: GeoRef | None, *,
     Parameters
     ----------
     labels
-        Instance ids ``(y, x)``, any integer dtype; 0 (and negative values) is background.
+        Instance ids ``(y, x)``, any integer dtype, up to 2**63 - 1 (the ``id`` column is
+        int64); 0 (and negative values) is background.
     georef
         The raster's CRS and transform. ``None`` (or no transform) gives pixel coordinates:
         ``x`` = column, ``y`` = row, the raster's top-left corner at ``(0, 0)``.
@@ -138,6 +140,7 @@ def instance_polygons(labels: da.Array, georef: GeoRef | None, *,
     partial = None if classes is None else delayed_partial(labels, classes, blocks=blocks)
     pieces, partial = dask.compute(tasks, partial)
     ids, geoms = dissolve(*_concatenated(pieces))
+    check_ids(ids)
     columns: dict[str, Any] = {"id": ids.astype(np.int64)}
     if partial is not None:
         columns["class"] = majority_class(partial)

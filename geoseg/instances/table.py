@@ -33,6 +33,7 @@ from geoseg.io.georef import GeoRef
 
 AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 SPLIT_EVERY = 8  # partials merged per task in the tree reduction
+INT64_MAX = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,18 @@ def aligned_probabilities(probabilities: da.Array | None, labels: da.Array) -> d
     return probabilities.rechunk(((probabilities.shape[0],), *labels.chunks))
 
 
+def check_ids(ids: np.ndarray) -> None:
+    """Refuse ids the ``int64`` id column of a table or polygon file cannot hold.
+
+    Only ``uint64`` labels have them (2**63 and up); ``ids`` are sorted, as in a partial.
+    """
+    if ids.size and ids[-1] > INT64_MAX:
+        raise InstanceError(
+            f"Labels hold id {int(ids[-1])}, above {INT64_MAX} (2**63 - 1), the largest id an "
+            "object table or polygon file holds (int64); renumber the instances from 1 first, "
+            "e.g. with skimage.segmentation.relabel_sequential.")
+
+
 def _check_count(ids: np.ndarray, count: int | None) -> None:
     if count is not None and ids.size and int(ids[-1]) > count:
         raise InstanceError(
@@ -249,8 +262,8 @@ def object_table(labels: da.Array, *, count: int | None = None, classes: da.Arra
     Parameters
     ----------
     labels
-        Instance ids, ``(y, x)`` or ``(z, y, x)``, any integer dtype; 0 (and negative values)
-        is background.
+        Instance ids, ``(y, x)`` or ``(z, y, x)``, any integer dtype, up to 2**63 - 1 (the
+        ``id`` column is int64); 0 (and negative values) is background.
     count
         The number of instances (as :func:`geoseg.instances.label` returns it); an id above it
         raises :class:`~geoseg.errors.InstanceError`. Ids with no pixels have no row.
@@ -281,6 +294,7 @@ def object_table(labels: da.Array, *, count: int | None = None, classes: da.Arra
         classes = probabilities.argmax(axis=0)
     classes = aligned_classes(classes, labels)
     (partial,) = dask.compute(delayed_partial(labels, classes, probabilities))
+    check_ids(partial.ids)
     _check_count(partial.ids, count)
     table = _measurements(partial, labels.ndim)
     if partial.hist_ids is not None:

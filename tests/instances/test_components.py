@@ -97,6 +97,20 @@ def test_any_integer_class_can_be_listed() -> None:
     assert count == ref.max()
     assert_same_partition(labels.compute(), ref)
 
+
+def test_uint64_values_from_2_63_on_are_classes_like_any_other() -> None:
+    """Components per value of a uint64 mask; one-row chunks take cc3d's single-row path."""
+    values = np.array([0, 1, 2**63 + 5, 2**64 - 1], np.uint64)
+    mask = values[ndi.zoom(np.random.default_rng(9).integers(0, 4, (4, 5)), 3, order=0)]
+    ref = np.zeros(mask.shape, np.int64)
+    for value in values[1:]:
+        part, _ = reference(mask == value, 1)
+        ref[part > 0] = part[part > 0] + ref.max()
+    for chunks in ((1, 5), (5, 4)):
+        labels, count = label(da.from_array(mask, chunks=chunks))
+        assert count == ref.max()
+        assert_same_partition(labels.compute(), ref)
+
 def test_object_spanning_many_chunks_gets_one_id() -> None:
     """A one-pixel-wide spiral through 40 chunks, plus a dot in its middle: two objects."""
     mask = np.zeros((64, 64), bool)

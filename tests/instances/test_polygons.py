@@ -143,6 +143,12 @@ def test_ids_beyond_int32() -> None:
                                                                  return_counts=True)[1])
 
 
+
+def test_ids_beyond_int64_are_refused() -> None:
+    labels = np.array([[1, 0], [0, 2**63 + 5]], np.uint64)
+    with pytest.raises(InstanceError, match="id 9223372036854775813, above .* renumber"):
+        instance_polygons(da.from_array(labels, chunks=1), None)
+
 def test_no_objects_gives_no_features() -> None:
     polygons = instance_polygons(da.zeros((8, 8), dtype=np.uint32, chunks=3), GEOREF)
     assert len(polygons) == 0 and polygons.crs == "EPSG:32618"

@@ -162,6 +162,15 @@ def test_negative_ids_are_background() -> None:
     table = object_table(da.from_array(signed, chunks=(5, 8)))
     assert_matches_regionprops(table, np.where(signed > 0, signed, 0))
 
+
+def test_ids_beyond_int64_are_refused() -> None:
+    """The id column is int64: a uint64 id from 2**63 on is refused, not wrapped negative."""
+    labels = np.array([[1, 0], [0, 2**63 + 5]], np.uint64)
+    with pytest.raises(InstanceError, match="id 9223372036854775813, above .* renumber"):
+        object_table(da.from_array(labels, chunks=1))
+    top = np.array([[1, 0], [0, 2**63 - 1]], np.uint64)
+    assert object_table(da.from_array(top, chunks=1))["id"].tolist() == [1, 2**63 - 1]
+
 def test_no_objects_gives_an_empty_table() -> None:
     table = object_table(da.zeros((10, 12), dtype=np.uint32, chunks=5),
                          classes=da.zeros((10, 12), dtype=np.uint8, chunks=4))
