@@ -256,13 +256,27 @@ def label(mask: da.Array, *, connectivity: int = 1,
     computed when ``labels`` is, labelling each chunk again.
     """
     mask = _checked(mask, connectivity)
+    if mask.size == 0:
+        return da.zeros(mask.shape, dtype=np.uint32, chunks=mask.chunks), 0
+    chunks, mask = mask.chunks, without_empty_chunks(mask)
     classes = None if classes is None else [int(c) for c in classes]
     shape = mask.numblocks
     touching = touching_blocks(shape, connectivity)
     counts, found = _border_pass(mask, classes, connectivity, touching).compute()
     counts = np.asarray(counts, dtype=np.int64)
     plans, count = relabel_plan(counts, _provisional(found, touching, counts, shape))
-    return _relabel_pass(mask, classes, connectivity, plans, label_dtype(count)), count
+    labels = _relabel_pass(mask, classes, connectivity, plans, label_dtype(count))
+    return (labels if labels.chunks == chunks else labels.rechunk(chunks)), count
+
+
+def without_empty_chunks(mask: da.Array) -> da.Array:
+    """``mask`` without its zero-length chunks (of a non-empty array).
+
+    Every chunk then has a first and a last slice along each axis, and the chunks
+    on either side of an empty one, whose pixels touch, are neighbours in the grid.
+    """
+    chunks = tuple(tuple(c for c in axis if c) for axis in mask.chunks)
+    return mask if chunks == mask.chunks else mask.rechunk(chunks)
 
 
 # Both passes are one graph layer each (a task per chunk or per touching pair): a Delayed per

@@ -168,6 +168,26 @@ def test_thresholded_mri_volume() -> None:
         assert_same_partition(labels.compute(), ref)
 
 
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_zero_length_chunks_are_no_border(connectivity: int) -> None:
+    """Chunks on either side of an empty one touch: their objects join, as in the whole array."""
+    mask = np.random.default_rng(10).random((9, 7)) < 0.6
+    dmask = da.from_array(mask, chunks=((3, 0, 2, 0, 4), (3, 0, 4)))
+    labels, count = label(dmask, connectivity=connectivity)
+    ref, n = reference(mask, connectivity)
+    assert count == n
+    assert labels.chunks == dmask.chunks
+    assert_same_partition(labels.compute(), ref)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0, 3)])
+def test_an_empty_mask_has_no_objects(shape: tuple[int, ...]) -> None:
+    labels, count = label(da.zeros(shape, dtype=bool, chunks=2))
+    assert count == 0
+    got = labels.compute()
+    assert got.shape == shape and got.dtype == np.uint32
+
 def test_neighbour_offsets_match_scipy_structure() -> None:
     for ndim in (2, 3):
         for connectivity in range(1, ndim + 1):
