@@ -76,7 +76,6 @@ def _copy(source: RasterSource, target: OutputTarget, window: tuple[slice, ...],
     target.mark_done(chunk_key(window, chunks), chunk_checksum(block))
 
 
-
 def label_mask(url: str, settings: InstanceSettings, *, out: str | None = None,
                variable: str | None = None, storage_options: dict[str, Any] | None = None,
                overwrite: bool = False) -> tuple[OutputTarget, InstanceReport]:

@@ -82,7 +82,6 @@ def test_classes_pick_the_objects() -> None:
     assert len(np.unique(got[classes == 2])) == 1
 
 
-
 def test_any_integer_class_can_be_listed() -> None:
     """A negative class, and classes 2**32 apart, are objects each of their own class."""
     values = np.array([-1, 0, 1, 2**32 + 1, 7])
@@ -110,6 +109,7 @@ def test_uint64_values_from_2_63_on_are_classes_like_any_other() -> None:
         labels, count = label(da.from_array(mask, chunks=chunks))
         assert count == ref.max()
         assert_same_partition(labels.compute(), ref)
+
 
 def test_object_spanning_many_chunks_gets_one_id() -> None:
     """A one-pixel-wide spiral through 40 chunks, plus a dot in its middle: two objects."""
@@ -168,7 +168,6 @@ def test_thresholded_mri_volume() -> None:
         assert_same_partition(labels.compute(), ref)
 
 
-
 @pytest.mark.parametrize("connectivity", [1, 2])
 def test_zero_length_chunks_are_no_border(connectivity: int) -> None:
     """Chunks on either side of an empty one touch: their objects join, as in the whole array."""
@@ -187,6 +186,7 @@ def test_an_empty_mask_has_no_objects(shape: tuple[int, ...]) -> None:
     assert count == 0
     got = labels.compute()
     assert got.shape == shape and got.dtype == np.uint32
+
 
 def test_neighbour_offsets_match_scipy_structure() -> None:
     for ndim in (2, 3):

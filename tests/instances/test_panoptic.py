@@ -185,13 +185,13 @@ def test_large_sparse_ids() -> None:
     assert panoptic_quality(truth, pred)[1].pq == 1.0
 
 
-
 def test_uint64_ids_from_2_63_on() -> None:
     rng = np.random.default_rng(3)
     ids = np.array([0, 1, 2**63 + 5, 2**64 - 1], np.uint64)
     truth, pred = ids[rng.integers(0, 4, (9, 9))], ids[rng.integers(0, 4, (9, 9))]
     truth[:5] = pred[:5]  # some matches
     _assert_same(panoptic_quality(truth, pred), reference(truth, pred))
+
 
 def test_scores_add_up_over_images() -> None:
     a = PanopticScore(tp=2, fp=1, fn=0, iou_sum=1.5)

@@ -122,7 +122,6 @@ def test_class_is_the_majority_as_in_the_table() -> None:
     np.testing.assert_array_equal(polygons["area_px"], table["area_px"])
 
 
-
 def test_negative_ids_are_background_also_with_classes() -> None:
     labels, _ = random_labels((24, 19), 0.5, seed=6)
     signed = np.where(labels % 3 == 1, -labels, labels).astype(np.int32)
@@ -134,6 +133,7 @@ def test_negative_ids_are_background_also_with_classes() -> None:
     expected = [np.bincount(classes[kept == i]).argmax() for i in polygons["id"]]
     np.testing.assert_array_equal(polygons["class"], expected)
 
+
 def test_ids_beyond_int32() -> None:
     labels, _ = random_labels((16, 17), 0.5, seed=3)
     big = np.where(labels > 0, labels.astype(np.uint64) + 2**40, 0).astype(np.uint64)
@@ -143,11 +143,11 @@ def test_ids_beyond_int32() -> None:
                                                                  return_counts=True)[1])
 
 
-
 def test_ids_beyond_int64_are_refused() -> None:
     labels = np.array([[1, 0], [0, 2**63 + 5]], np.uint64)
     with pytest.raises(InstanceError, match="id 9223372036854775813, above .* renumber"):
         instance_polygons(da.from_array(labels, chunks=1), None)
+
 
 def test_no_objects_gives_no_features() -> None:
     polygons = instance_polygons(da.zeros((8, 8), dtype=np.uint32, chunks=3), GEOREF)

@@ -154,7 +154,6 @@ def test_large_ids_and_unsigned_dtypes() -> None:
     np.testing.assert_array_equal(table["id"], np.unique(big[big > 0]).astype(np.int64))
 
 
-
 def test_negative_ids_are_background() -> None:
     """As regionprops on the labels with negative values set to 0: no rows for them."""
     labels, _ = random_labels((18, 21), 0.5, seed=14)
@@ -170,6 +169,7 @@ def test_ids_beyond_int64_are_refused() -> None:
         object_table(da.from_array(labels, chunks=1))
     top = np.array([[1, 0], [0, 2**63 - 1]], np.uint64)
     assert object_table(da.from_array(top, chunks=1))["id"].tolist() == [1, 2**63 - 1]
+
 
 def test_no_objects_gives_an_empty_table() -> None:
     table = object_table(da.zeros((10, 12), dtype=np.uint32, chunks=5),

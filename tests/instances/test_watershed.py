@@ -69,7 +69,6 @@ def test_distance_watershed_in_3d() -> None:
     assert_same_partition(labels.compute(), ref)
 
 
-
 def test_distance_watershed_floods_ties_in_raster_order() -> None:
     """Two overlapping discs whose edt has ties where they meet: the result is the documented
     recipe, watershed of -edt ranked with ties in raster order (scipy's ordinal ranks)."""
@@ -89,6 +88,7 @@ def test_distance_watershed_floods_ties_in_raster_order() -> None:
         labels, count = distance_watershed(da.from_array(mask, chunks=chunks), h=1.0, halo=15)
         assert count == n == 2
         assert_same_partition(labels.compute(), ref)
+
 
 def interior_boundary(instances: np.ndarray) -> np.ndarray:
     """0 background, 1 interior, 2 boundary (pixels 4-adjacent to another id or background)."""
@@ -125,7 +125,6 @@ def test_interior_and_boundary_classes_separate_touching_buildings() -> None:
     seeded = whole > 0
     assert_same_partition(np.where(seeded, got, 0), whole)
     assert not seeded[88, 118] and got[88, 118] == count
-
 
 
 def test_distance_watershed_with_a_halo_past_every_side() -> None:
@@ -166,6 +165,7 @@ def test_watershed_stage_on_a_strip_thinner_than_the_default_halo() -> None:
     ref = whole_distance_watershed(mask, settings.h)
     assert count == ref.max() > ndi.label(mask)[1]
     assert_same_partition(labels.compute(), ref)
+
 
 def test_grow_rejects_mismatched_shapes() -> None:
     from geoseg.instances.watershed import grow
