@@ -9,13 +9,16 @@ which GDAL opens with any driver. Everything else is refused, naming its real dr
 
 An output URL is refused before anything is written when a segment of its path is ``..``,
 when its scheme is not in ``GEOSEG_OUTPUT_SCHEMES``, or, when ``GEOSEG_OUTPUT_BUCKETS`` is set,
-when its bucket (container) is not one of them (shell-style patterns such as ``team-*``).
+when its bucket (container) is not one of them (shell-style patterns such as ``team-*``); and
+an output where its own input is (:func:`overlapping`), which replacing would delete.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import fsspec
@@ -116,6 +119,23 @@ def check_output_url(url: str) -> None:
     protocol = fsspec.utils.get_protocol(target)
     if protocol not in _LOCAL and output_buckets():
         _check_bucket(url, urlsplit(target).hostname or "")
+
+
+def overlapping(a: str, a_options: dict[str, Any] | None, b: str, b_options: dict[str, Any] | None) -> bool:
+    """Whether locations ``a`` and ``b`` are one, or one lies inside the other (same file
+    system, paths equal or nested): writing or replacing one would touch the other. Pure URL
+    arithmetic, nothing is read; local paths are compared absolute, symbolic links resolved."""
+    try:
+        fs_a, path_a = fsspec.core.url_to_fs(a, **(a_options or {}))
+        fs_b, path_b = fsspec.core.url_to_fs(b, **(b_options or {}))
+    except (ValueError, ImportError):  # an unknown scheme: the reader or writer says so
+        return False
+    if type(fs_a) is not type(fs_b):
+        return False
+    if fsspec.utils.get_protocol(a) in ("file", "local"):
+        path_a, path_b = os.path.realpath(path_a), os.path.realpath(path_b)
+    path_a, path_b = path_a.rstrip("/"), path_b.rstrip("/")
+    return path_a == path_b or path_a.startswith(f"{path_b}/") or path_b.startswith(f"{path_a}/")
 
 
 def _check_scheme(url: str, protocol: str) -> None:

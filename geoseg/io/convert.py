@@ -35,6 +35,7 @@ import zarr
 
 from geoseg.core.urls import public_url
 from geoseg.errors import OutputExistsError, UnsupportedFormatError
+from geoseg.io.allow import overlapping
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import GZIP_MAGIC, header_georef, is_nifti, is_scaled
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
@@ -261,24 +262,16 @@ def _refuse_output(
     """Refuse writing over the input, outside the allowed places, or over anything without
     ``overwrite``."""
     check_writable(out_url)  # not http(s); no '..', allowed schemes and buckets (geoseg.io.allow)
-    if _same_place(input_url, in_options, out_url, out_options):
+    if overlapping(input_url, in_options, out_url, out_options):
         raise OutputExistsError(
-            f"The output {_shown(out_url)} is the input itself; nothing was written. "
-            "Choose another output URL."
+            f"The output {_shown(out_url)} is the input {_shown(input_url)} itself, or one lies "
+            "inside the other; nothing was written. Choose an output URL apart from the input."
         )
     if not overwrite and output_exists(out_url, out_options):
         raise OutputExistsError(
             f"Output {_shown(out_url)} already exists; nothing was written. Choose "
             "another output URL, or pass --overwrite (overwrite=True) to replace it."
         )
-
-
-def _same_place(
-    a: str, a_options: dict[str, Any] | None, b: str, b_options: dict[str, Any] | None
-) -> bool:
-    fs_a, path_a = fsspec.core.url_to_fs(a, **(a_options or {}))
-    fs_b, path_b = fsspec.core.url_to_fs(b, **(b_options or {}))
-    return type(fs_a) is type(fs_b) and path_a.rstrip("/") == path_b.rstrip("/")
 
 
 def _create_group(

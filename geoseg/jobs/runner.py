@@ -194,6 +194,7 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     ``failed`` or ``interrupted`` when the run ends that way.
     """
     spec = job if isinstance(job, JobSpec) else load_job(job)
+    spec.check(JobSpec.document)  # a spec built in Python skipped the loader's checks
     where = _where(spec, scheduler, cluster)
     started, t0 = now(), time.perf_counter()
     prepared = prepare(spec)

@@ -203,6 +203,17 @@ class JobSpec(Document):
     runs_dir: str | None = Field(None, description="Folder of run records (default "
                                                    "GEOSEG_RUNS_DIR, else ~/.local/share/geoseg/runs).")
 
+    def check(self, source: str) -> None:
+        """Refuse an output where the input is: writing there, or replacing it with
+        ``--overwrite``, would destroy the input."""
+        inp, out = self.input, self.output
+        if allow.overlapping(inp.url, inp.storage_options, out.url, out.storage_options):
+            raise JobSpecError(
+                f"{source}: output.url: received {public_url(out.url)}, which is the input "
+                f"{public_url(inp.url)} or lies inside it (or holds it); expected a location apart "
+                "from the input, which writing the output there would destroy. Choose another "
+                "output URL.")
+
     def redacted(self) -> dict[str, Any]:
         """The spec as plain data with every storage option's value hidden."""
         return _redact(self.model_dump(mode="json"))

@@ -130,7 +130,7 @@ def test_existing_output_and_the_input_itself_are_refused(tmp_path):
     with pytest.raises(OutputExistsError, match="already exists; nothing was written"):
         convert(gz, str(out))
     assert (out / "keep.txt").read_text() == "mine"
-    with pytest.raises(OutputExistsError, match="is the input itself"):
+    with pytest.raises(OutputExistsError, match="is the input .* itself"):
         convert(gz, gz, overwrite=True)
     with pytest.raises(UnsupportedFormatError, match="one resolution"):
         convert(gz, str(out), level=1, overwrite=True)

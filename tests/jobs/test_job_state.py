@@ -14,8 +14,9 @@ import pytest
 import yaml
 import zarr
 
-from geoseg.errors import OutputBusyError, RasterNotFoundError
-from geoseg.jobs import JobSpec, run
+from geoseg.errors import JobSpecError, OutputBusyError, RasterNotFoundError
+from geoseg.io.convert import convert
+from geoseg.jobs import JobSpec, load_job, run
 from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.status import output_status, verify_output
 from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
@@ -147,3 +148,23 @@ def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):
                            check=False, capture_output=True, text=True, timeout=120)
     assert "interrupted" in " ".join(shown.stdout.split())
     assert np.asarray(group["manifest_done"][...]).all()
+
+
+@pytest.mark.parametrize("where", ["the input", "inside the input", "holding the input"])
+def test_an_output_where_its_input_is_is_refused_and_the_input_kept(tmp_path, model_path, where):
+    """The input a geoseg group (``geoseg convert`` wrote it), which --overwrite would delete."""
+    folder = tmp_path / "data"
+    scene = convert(write_geotiff(tmp_path / "in.tif", textured_image(64, 64)), str(folder / "in.zarr"))
+    before = zarr.open_array(scene.url + "/raster", mode="r")[...]
+    out = {"the input": folder / "in.zarr", "inside the input": folder / "in.zarr" / "mask.zarr",
+           "holding the input": folder}[where]
+    job = job_dict(scene.url + "/../in.zarr/", model_path, str(out), chunks=[32, 32])
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    with pytest.raises(JobSpecError, match="output.url: received .* which is the input .* apart from"):
+        load_job(spec)
+    built = JobSpec.model_validate(job)  # the Python API's way around the loader
+    with pytest.raises(JobSpecError, match="apart from the input"):
+        run(built, overwrite=True, scheduler="tcp://127.0.0.1:1")  # refused before connecting
+    np.testing.assert_array_equal(zarr.open_array(scene.url + "/raster", mode="r")[...], before)
+
