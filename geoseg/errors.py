@@ -59,7 +59,8 @@ class OutputExistsError(GeosegError, FileExistsError):
 
 
 class ChunkResultError(GeosegError, RuntimeError):
-    """A task returned a block of the wrong shape or dtype."""
+    """A task returned a block of the wrong shape or dtype, or a run ended with output chunks
+    its manifest does not record as written (the output is then not marked complete)."""
 
 
 class ClusterConfigError(GeosegError, ValueError):

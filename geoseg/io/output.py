@@ -102,6 +102,16 @@ class OutputTarget:
             return None
         return bytes(np.asarray(group[MANIFEST_SHA][index])).hex()
 
+    @remote.retrying("Reading")
+    def stored_layout(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...] | None]:
+        """``(task region, chunks, shards)`` of the output as created: the grid its manifest's
+        keys count in, and its arrays' Zarr chunks and shards (``None``: not sharded)."""
+        group = self.open_group(mode="r")
+        classes = group["classes"]
+        shards = None if classes.shards is None else tuple(classes.shards)
+        task = group.attrs["geoseg"].get("task_region") or shards or classes.chunks
+        return tuple(task), tuple(classes.chunks), shards
+
     def attrs(self) -> dict[str, Any]:
         """The group's ``geoseg`` attributes, or ``{}`` if this is not a geoseg output."""
         try:

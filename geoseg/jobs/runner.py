@@ -24,6 +24,7 @@ from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
     BandMismatchError,
+    ChunkResultError,
     ClusterConfigError,
     GeosegError,
     JobSpecError,
@@ -234,6 +235,7 @@ def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active
                             skip=skip, on_done=_stamped(on_done, done_at, t_compute),
                             reference=prepared.reference)
     compute_seconds = time.perf_counter() - t_compute
+    _check_all_recorded(target, prepared)
     finish_edges(prepared, target)
     instances = instance_stage(prepared, target)
     used = _cluster_info(active, cluster_kind(where))
@@ -246,6 +248,17 @@ def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active
         report.instances = instances
         report.provenance["instances"] = instances.record()
     return report
+
+
+def _check_all_recorded(target: OutputTarget, prepared: PreparedJob) -> None:
+    """Never go on to mark complete an output whose manifest lacks chunks: the last guard
+    against chunks skipped by mistake, for the price of one listing of the manifest."""
+    done = target.count_done()
+    if done != prepared.n_tasks:
+        raise ChunkResultError(
+            f"Output {public_url(prepared.spec.output.url)}: after the run, {done} of "
+            f"{prepared.n_tasks} chunk(s) are recorded as written; expected all of them. The output "
+            "is not marked complete: run the job again to compute the others.")
 
 
 def _stamped(on_done: Callable[[RegionStats], None] | None, done_at: list[float],
@@ -394,7 +407,30 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
         logs.log.info(f"the output at {public_url(out.url)} was left half created by a stopped run; "
                       "creating it again")
         return _create(prepared, overwrite=True), set()
+    _check_layout(existing, prepared)
     return existing, existing.done_keys()
+
+
+def _check_layout(existing: OutputTarget, prepared: PreparedJob) -> None:
+    """Refuse resuming an output laid out otherwise than this run writes: its manifest counts
+    finished tasks on the stored grid, and read on another grid it would pass unwritten chunks
+    for done."""
+    sharded = prepared.spec.output.shards is not None
+    layout = prepared.layout
+    wanted = (tuple(prepared.chunks), tuple(prepared.inner_chunks if sharded else layout.shards),
+              tuple(layout.shards) if sharded else None)
+    stored = existing.stored_layout()
+    if stored != wanted:
+        raise OutputExistsError(
+            f"Output {public_url(prepared.spec.output.url)} was started with {_grid(*stored)}; this run "
+            f"would write {_grid(*wanted)}, so it cannot resume it; nothing was written. Run it with "
+            "the settings it was started with (output.chunks, output.shards, inference.tile, "
+            "GEOSEG_REGION_BYTES), or pass --overwrite to start it again.")
+
+
+def _grid(task: tuple[int, ...], chunks: tuple[int, ...], shards: tuple[int, ...] | None) -> str:
+    sharding = f", shards {list(shards)}" if shards else ", no shards"
+    return f"tasks of {list(task)} (chunks {list(chunks)}{sharding})"
 
 
 @contextlib.contextmanager

@@ -107,3 +107,53 @@ def test_verify_finds_a_corrupted_chunk_and_status_reports_progress(tmp_path, mo
                             capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 1 and "1 mismatched" in result.stderr
+
+
+class _Stop(KeyboardInterrupt):
+    """Ctrl-C after a few chunks: the run stops, marked interrupted, with chunks left to do."""
+
+
+def interrupted_run(job: dict, address: str, after: int = 3) -> None:
+    seen = []
+
+    def stop_after(_stats) -> None:
+        seen.append(1)
+        if len(seen) == after:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run(JobSpec.from_dict(job), scheduler=address, on_done=stop_after)
+    wait_until_idle(address)
+
+
+def test_a_rerun_laid_out_otherwise_is_refused_and_the_first_layout_resumes(
+        tmp_path, model_path, cluster_address):
+    src = write_zarr(tmp_path / "in.zarr", textured_image(128, 128, seed=4), chunks=(32, 32))
+    job = job_dict(src, model_path, str(tmp_path / "out.zarr"), chunks=[32, 32])
+    interrupted_run(job, cluster_address)
+    before = chunk_files(tmp_path / "out.zarr")
+    sharded = {**job, "output": {**job["output"], "shards": [64, 64]}}
+    with pytest.raises(OutputExistsError, match=r"started with tasks of \[32, 32\] \(chunks \[32, 32\], no "
+                                                r"shards\); this run would write tasks of \[64, 64\]"):
+        run(JobSpec.from_dict(sharded), scheduler=cluster_address)
+    assert chunk_files(tmp_path / "out.zarr") == before
+    again = run(JobSpec.from_dict(job), scheduler=cluster_address)
+    assert again.skipped >= 3 and verify_output(str(tmp_path / "out.zarr")).ok
+    assert output_status(str(tmp_path / "out.zarr")).status == "complete"
+
+
+def test_an_output_whose_manifest_lacks_chunks_is_never_marked_complete(
+        tmp_path, model_path, cluster_address, monkeypatch):
+    """Whatever makes a run skip chunks it should compute, the output does not say complete."""
+    from geoseg.io.output import OutputTarget
+
+    src = write_zarr(tmp_path / "in.zarr", textured_image(128, 128, seed=5), chunks=(32, 32))
+    job = job_dict(src, model_path, str(tmp_path / "out.zarr"), chunks=[32, 32])
+    interrupted_run(job, cluster_address)
+    done = OutputTarget(job["output"]["url"]).done_keys()
+    never = set(sorted({f"{i}.{j}" for i in range(4) for j in range(4)} - done)[:2])
+    monkeypatch.setattr(OutputTarget, "done_keys", lambda self: done | never)  # 2 chunks passed for done
+    with pytest.raises(Exception, match="recorded as written; expected all of them"):
+        run(JobSpec.from_dict(job), scheduler=cluster_address)
+    state = output_status(str(tmp_path / "out.zarr"))
+    assert state.status.startswith("failed (ChunkResultError") and state.done < 16
