@@ -30,7 +30,13 @@ from torch import nn
 
 from geoseg import budgets, logs
 from geoseg.core.urls import public_url
-from geoseg.errors import BudgetError, GeosegError, ModelFileError, OutputExistsError
+from geoseg.errors import (
+    BudgetError,
+    GeosegError,
+    ModelConfigError,
+    ModelFileError,
+    OutputExistsError,
+)
 from geoseg.io import remote
 from geoseg.models.header import ModelHeader, ModelInfo, ModelRef
 from geoseg.models.model import SegmentationModel, weights_sha256
@@ -416,6 +422,10 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
         if meta.get("format") != FORMAT:
             raise KeyError("format")
         return ModelInfo.from_dict(json.loads(meta["model"]))
+    except ModelConfigError as exc:
+        raise ModelFileError(
+            f"Model file {public_url(url)} describes a model that cannot be used: {exc} Save the "
+            "model again with geoseg.save_model() once its metadata holds them.") from None
     except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
         if data.startswith(b"PK") and not any(n.endswith("data.pkl") for n in _zip_names(data)):
             raise ModelFileError(

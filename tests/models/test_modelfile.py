@@ -92,6 +92,41 @@ def test_unknown_architecture_lists_the_known_ones(tmp_path):
         load_model(str(path))
 
 
+def edited_copy(tmp_path, name: str, edit) -> str:
+    """A saved random U-Net written again with the safetensors library, as any tool would,
+    its weights kept and its metadata's model description replaced by ``edit(description)``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    source = tmp_path / "source.safetensors"
+    if not source.exists():
+        save_model(random_unet(), str(source))
+    with safe_open(str(source), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(source))
+    save_file(tensors, str(tmp_path / name), metadata={**metadata, "model": edit(metadata["model"])})
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("key, value", [("std", "nan"), ("std", "inf"), ("mean", "nan"), ("mean", "-inf")])
+def test_a_normalization_that_is_not_finite_is_refused_with_what_to_give(tmp_path, key, value):
+    def edit(description: str) -> str:
+        info = json.loads(description)
+        info["normalization"][key][1] = float(value)
+        return json.dumps(info)  # NaN and Infinity, as Python's json writes them
+
+    path = edited_copy(tmp_path, "m.safetensors", edit)
+    wrong = {"mean": [128.0, 128.0, 128.0], "std": [64.0, 64.0, 64.0]}
+    wrong[key][1] = float(value)
+    for read in (load_model, read_header):
+        with pytest.raises(ModelFileError) as raised:
+            read(path)
+        said = str(raised.value)
+        assert f"received mean {wrong['mean']} and std {wrong['std']}" in said
+        assert "expected a finite mean and a finite std > 0 per band" in said
+        assert "geoseg.save_model()" in said
+
+
 def test_missing_file_names_the_builtin_models(tmp_path):
     with pytest.raises(ModelFileError, match="No model file"):
         load_model(str(tmp_path / "nope.safetensors"))
