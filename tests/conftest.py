@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,8 @@ import rasterio
 import torch
 import zarr
 from affine import Affine
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from geoseg.core.classes import ClassInfo
 from geoseg.models import ModelInfo, SegmentationModel, UNet2D, save_model
@@ -64,6 +66,19 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("models") / "random-unet.safetensors"
     save_model(random_unet(), str(path))
     return str(path)
+
+
+def edited_model(folder: Path, name: str, edit: Callable[[str], str]) -> str:
+    """A saved random U-Net written again with the safetensors library, as any tool would,
+    its weights kept and its metadata's model description replaced by ``edit(description)``."""
+    source = folder / "source.safetensors"
+    if not source.exists():
+        save_model(random_unet(), str(source))
+    with safe_open(str(source), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(source))
+    save_file(tensors, str(folder / name), metadata={**metadata, "model": edit(metadata["model"])})
+    return str(folder / name)
 
 
 def textured_image(height: int, width: int, bands: int = 3, seed: int = 0) -> np.ndarray:

@@ -17,7 +17,7 @@ import fsspec
 import pytest
 import yaml
 
-from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
+from tests.conftest import edited_model, job_dict, textured_image, write_geotiff, write_zarr
 
 QUICK = {"COLUMNS": "1000"}  # rich wraps nothing: a message is one line to search
 
@@ -118,6 +118,26 @@ def test_a_broken_model_file_is_named_before_any_compute(tmp_path, model_path, s
     result = run_job(tmp_path, job_dict(str(scene), str(model), str(tmp_path / "out.zarr")))
     assert_clean(result, 2, "model.path: ", str(model), message)
     assert not (tmp_path / "out.zarr").exists()
+
+
+def five_component_colour(description: str) -> str:
+    return description.replace('"color": [', '"color": [1, 2, ', 1)
+
+
+def nested_too_deep(description: str) -> str:
+    return description[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (five_component_colour, "class 'class_0': received colour [1, 2, 128, 128, 128]; expected three"),
+    (nested_too_deep, "its metadata nests lists or objects deeper than"),
+])
+def test_info_on_malformed_model_metadata_is_a_model_file_error_before_any_card(tmp_path, edit,
+                                                                                message):
+    model = edited_model(tmp_path, "bad.safetensors", edit)
+    result = geoseg("info", model)
+    assert_clean(result, 2, f"Model file {model}", message)
+    assert "parameters" not in result.stdout  # no half-printed card
 
 
 def test_a_truncated_safetensors_fails_on_the_worker_too(tmp_path, model_path):

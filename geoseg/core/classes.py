@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
+
+from geoseg.errors import ModelConfigError
 
 
 @dataclass(frozen=True)
@@ -15,7 +18,25 @@ class ClassInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassInfo:
-        return cls(str(data["name"]), tuple(int(c) for c in data.get("color", (128, 128, 128))))
+        name = str(data["name"])
+        return cls(name, _color(data.get("color", (128, 128, 128)), name))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "color": list(self.color)}
+
+
+def _color(value: Any, name: str) -> tuple[int, int, int]:
+    """``value`` as an RGB triple, refused unless it is one: what a file says is drawn as is
+    (swatches, colour maps), so a colour of another length or range would fail only there."""
+    if isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_is_byte, value)):
+        return (int(value[0]), int(value[1]), int(value[2]))
+    raise ModelConfigError(
+        f"class {name!r}: received colour {reprlib.repr(value)}; expected three integers in "
+        "0..255 (red, green, blue), e.g. [128, 128, 128]. Give the class such a colour.")
+
+
+def _is_byte(value: Any) -> bool:
+    """An integer (or a float with an integer value) in 0..255; not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return float(value).is_integer() and 0 <= value <= 255

@@ -95,7 +95,7 @@ class Segmenter(ABC):
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw pixels ``(bands, *spatial)`` to network input and a validity mask.
 
-        A pixel is invalid when every band equals ``nodata`` or any band is NaN;
+        A pixel is invalid when every band equals ``nodata`` or any band is NaN or infinite;
         invalid pixels are fed to the network as zeros.
         """
         x = raw.astype(np.float32, copy=True)
@@ -148,12 +148,15 @@ def _band_advice(wanted: Sequence[str], have: Sequence[str]) -> str:
 
 
 def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
-    """True where a pixel holds data: not every band equal to ``nodata``, no NaN."""
+    """True where a pixel holds data: not every band equal to ``nodata``, every band finite.
+
+    An infinite value is no measurement either, and unlike a NaN it survives normalisation as
+    a huge number that a network spreads over its whole receptive field."""
     valid = np.ones(raw.shape[1:], dtype=bool)
     if nodata is not None and not np.isnan(nodata):
         valid &= ~np.all(raw == nodata, axis=0)
     if np.issubdtype(raw.dtype, np.floating):
-        valid &= ~np.any(np.isnan(raw), axis=0)
+        valid &= np.all(np.isfinite(raw), axis=0)
     return valid
 
 

@@ -125,8 +125,9 @@ def _offset(grid: Affine, scene: Affine, url: str) -> tuple[int, int]:
 
 
 def _has_data(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Pixels where some band holds data (not nodata, not NaN)."""
-    valid = ~np.isnan(data).all(axis=0) if data.dtype.kind == "f" else np.ones(data.shape[1:], bool)
+    """Pixels where some band holds data (not nodata, finite): a scene below shows through a
+    NaN or an infinity, as the run would treat that pixel as no data."""
+    valid = np.isfinite(data).any(axis=0) if data.dtype.kind == "f" else np.ones(data.shape[1:], bool)
     if nodata is not None and not math.isnan(nodata):
         valid &= ~(data == nodata).all(axis=0)
     return valid

@@ -40,7 +40,7 @@ def sample_windows(shape: Sequence[int], chunks: Sequence[int], n: int = SAMPLES
 
 
 def band_samples(source: RasterSource, windows: Sequence[tuple[slice, ...]]) -> list[np.ndarray]:
-    """Per band, the valid values (not nodata, not NaN) of ``windows``, as float64. A window
+    """Per band, the valid values (not nodata, finite) of ``windows``, as float64. A window
     that cannot be read is left out: a check that only warns never fails a job (the run meets
     that chunk, reports it and records its state)."""
     parts = []

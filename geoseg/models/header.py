@@ -10,6 +10,7 @@ load it either.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +45,7 @@ class ModelInfo:
                 f"normalization has {len(self.mean)} means and {len(self.std)} stds "
                 f"for {n} bands {self.bands}; give one of each per band."
             )
-        if any(s <= 0 for s in self.std):
-            raise ModelConfigError(f"every std must be > 0, got {self.std}.")
+        _check_normalization(self.mean, self.std)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +73,18 @@ class ModelInfo:
             sha256=str(data.get("sha256", "")),
             extra=dict(data.get("extra", {})),
         )
+
+
+def _check_normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Refuse a mean or std that is not a finite number, or a std that is not positive: a NaN
+    (which ``std <= 0`` lets through) or an infinity turns every input into the same value,
+    and the network then gives one class everywhere without a word."""
+    if all(math.isfinite(v) for v in (*mean, *std)) and all(s > 0 for s in std):
+        return
+    raise ModelConfigError(
+        f"normalization: received mean {list(mean)} and std {list(std)}; expected a finite mean "
+        "and a finite std > 0 per band, the statistics of the data the network was trained on. "
+        "Give those values (data.normalization in a training spec measures them).")
 
 
 @dataclass(frozen=True)

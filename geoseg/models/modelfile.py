@@ -15,6 +15,7 @@ import io
 import json
 import math
 import struct
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -30,7 +31,13 @@ from torch import nn
 
 from geoseg import budgets, logs
 from geoseg.core.urls import public_url
-from geoseg.errors import BudgetError, GeosegError, ModelFileError, OutputExistsError
+from geoseg.errors import (
+    BudgetError,
+    GeosegError,
+    ModelConfigError,
+    ModelFileError,
+    OutputExistsError,
+)
 from geoseg.io import remote
 from geoseg.models.header import ModelHeader, ModelInfo, ModelRef
 from geoseg.models.model import SegmentationModel, weights_sha256
@@ -396,10 +403,21 @@ def _torchscript_meta(text: str, url: str) -> dict[str, Any]:
         if not isinstance(meta, dict) or not {"stride", "receptive_radius"} <= meta.keys():
             raise ValueError("expected an object with stride and receptive_radius")
         return meta
+    except RecursionError:
+        raise ModelFileError(_too_deep(url)) from None
     except ValueError as exc:
         raise ModelFileError(f"Model file {public_url(url)}: its {TORCHSCRIPT_META} is not "
                              f"geoseg metadata ({exc}); re-export it with "
                              "geoseg.models.export_torchscript().") from None
+
+
+def _too_deep(url: str) -> str:
+    """Why a file whose metadata nests past Python's recursion limit is refused: its JSON
+    cannot be read at all, and no model description geoseg writes nests more than a few levels."""
+    return (f"Model file {public_url(url)}: its metadata nests lists or objects deeper than "
+            f"{sys.getrecursionlimit()} levels, which cannot be read; expected the few levels of "
+            "the model description geoseg writes. Export the model again (geoseg.save_model() "
+            "or geoseg.models.export_torchscript()).")
 
 
 def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
@@ -416,6 +434,12 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
         if meta.get("format") != FORMAT:
             raise KeyError("format")
         return ModelInfo.from_dict(json.loads(meta["model"]))
+    except ModelConfigError as exc:
+        raise ModelFileError(
+            f"Model file {public_url(url)} describes a model that cannot be used: {exc} Correct "
+            "its metadata and save the model again with geoseg.save_model().") from None
+    except RecursionError:
+        raise ModelFileError(_too_deep(url)) from None
     except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
         if data.startswith(b"PK") and not any(n.endswith("data.pkl") for n in _zip_names(data)):
             raise ModelFileError(

@@ -14,7 +14,7 @@ def valid_mask_tensor(raw: torch.Tensor, nodata: float | None) -> torch.Tensor:
     if nodata is not None and not np.isnan(nodata):
         valid &= ~torch.all(raw == nodata, dim=0)
     if raw.is_floating_point():
-        valid &= ~torch.any(torch.isnan(raw), dim=0)
+        valid &= torch.all(torch.isfinite(raw), dim=0)
     return valid
 
 

@@ -69,6 +69,19 @@ def test_a_glob_reads_the_union_first_scene_wins_and_gaps_are_nodata(tmp_path):
     assert raster.attrs["transform"] == list(TRANSFORM)[:6]
 
 
+def test_a_scene_below_shows_through_nan_and_infinite_pixels(tmp_path):
+    a = np.full((2, 30, 40), 10, np.float32)
+    a[:, 25, 35], a[:, 26, 36], a[:, 27, 37] = np.nan, np.inf, -np.inf
+    write_scene(tmp_path / "a.tif", a, 0, 0)
+    write_scene(tmp_path / "b.tif", np.full((2, 30, 40), 20, np.float32), 20, 30)
+    values = geoseg.open_raster(str(tmp_path / "*.tif")).values
+    expected = np.full((2, 50, 70), 0, np.float32)
+    expected[:, 20:, 30:] = 20
+    expected[:, :30, :40] = a
+    expected[:, 25:28, 35:38][:, [0, 1, 2], [0, 1, 2]] = 20
+    np.testing.assert_array_equal(values, expected)
+
+
 def test_scenes_off_the_grid_or_in_another_crs_are_refused(tmp_path):
     image = textured_image(20, 20, bands=1)
     first = write_scene(tmp_path / "a.tif", image, 0, 0)

@@ -15,10 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geoseg.demo import write_scene
-from geoseg.jobs.ranges import sample_windows
+from geoseg.io.readers import open_source
+from geoseg.jobs.ranges import range_warnings, sample_windows
 from geoseg.models.modelfile import load_model, read_header
 from geoseg.synth import make_scene
-from tests.conftest import CRS, TRANSFORM
+from tests.conftest import CRS, TRANSFORM, write_zarr
 
 
 def geoseg(*args: str) -> subprocess.CompletedProcess:
@@ -83,6 +84,13 @@ def test_the_demo_scene_draws_no_range_warning(tmp_path):
     result = _validate(tmp_path, url, variable="image")
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stdout + result.stderr, result.stdout
+
+
+def test_infinite_pixels_are_no_data_to_the_range_check_as_to_the_run(tmp_path):
+    image = make_scene(256, 256, seed=7).image.astype(np.float32)
+    image[0, 0, 0], image[2, 5, 9] = np.inf, -np.inf  # in the first sampled chunk
+    source = open_source(write_zarr(tmp_path / "scene.zarr", image, chunks=(128, 128)))
+    assert range_warnings(source, read_header("builtin:demo-unet").info, "input") == []
 
 
 def test_too_few_bands_get_advice_that_fits_the_input(tmp_path):

@@ -121,12 +121,13 @@ def test_multiotsu_masks_equal_scikit_image(name):
     assert [c.name for c in fitted.classes] == ["class_0", "class_1", "class_2", "class_3"]
 
 
-def test_nodata_and_nan_pixels_are_excluded_from_the_fit_and_marked_in_the_output():
+def test_nodata_nan_and_infinite_pixels_are_excluded_from_the_fit_and_marked_in_the_output():
     image = photo("coins").astype(np.float32)
     image[:, 40:90, 100:200] = -1.0  # nodata
     image[:, 200:210, :] = np.nan
+    image[:, 20, 30], image[:, 250, 40] = np.inf, -np.inf
     raster = memory_raster(image, nodata=-1.0)
-    valid = (image[0] != -1.0) & ~np.isnan(image[0])
+    valid = (image[0] != -1.0) & np.isfinite(image[0])
     fitted = fit(raster, "otsu", nbins=256)
     expected = filters.threshold_otsu(image[0][valid])
     assert fitted.thresholds == (pytest.approx(expected, abs=1e-4),)  # float32 image, float64 fit

@@ -14,7 +14,7 @@ import geoseg
 from geoseg.errors import BudgetError, ModelFileError
 from geoseg.models import builtin_models, load_model, save_model
 from geoseg.models.modelfile import export_torchscript, read_header
-from tests.conftest import random_unet, textured_image
+from tests.conftest import edited_model, random_unet, textured_image
 
 
 def test_round_trip_keeps_weights_metadata_and_predictions(tmp_path):
@@ -90,6 +90,55 @@ def test_unknown_architecture_lists_the_known_ones(tmp_path):
     path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + data[8 + length:])
     with pytest.raises(ModelFileError, match="registered architectures: .*unet"):
         load_model(str(path))
+
+
+@pytest.mark.parametrize("key, value", [("std", "nan"), ("std", "inf"), ("mean", "nan"), ("mean", "-inf")])
+def test_a_normalization_that_is_not_finite_is_refused_with_what_to_give(tmp_path, key, value):
+    def edit(description: str) -> str:
+        info = json.loads(description)
+        info["normalization"][key][1] = float(value)
+        return json.dumps(info)  # NaN and Infinity, as Python's json writes them
+
+    path = edited_model(tmp_path, "m.safetensors", edit)
+    wrong = {"mean": [128.0, 128.0, 128.0], "std": [64.0, 64.0, 64.0]}
+    wrong[key][1] = float(value)
+    for read in (load_model, read_header):
+        with pytest.raises(ModelFileError) as raised:
+            read(path)
+        said = str(raised.value)
+        assert f"received mean {wrong['mean']} and std {wrong['std']}" in said
+        assert "expected a finite mean and a finite std > 0 per band" in said
+        assert "geoseg.save_model()" in said
+
+
+def recolored(index: int, color: object):
+    """An edit giving class ``index`` the colour ``color``."""
+    def edit(description: str) -> str:
+        info = json.loads(description)
+        info["classes"][index]["color"] = color
+        return json.dumps(info)
+    return edit
+
+
+@pytest.mark.parametrize("color", [[1, 2, 3, 4, 5], [1, 2], [0, 256, 0], [-1, 0, 0], [1.5, 2, 3],
+                                   "red", [True, 0, 0], None])
+def test_a_class_colour_that_is_not_rgb_is_refused_when_the_file_is_read(tmp_path, color):
+    path = edited_model(tmp_path, "m.safetensors", recolored(2, color))
+    for read in (load_model, read_header):
+        with pytest.raises(ModelFileError) as raised:
+            read(path)
+        said = str(raised.value)
+        assert f"class 'class_2': received colour {color!r}" in said, said
+        assert "expected three integers in 0..255 (red, green, blue)" in said
+        assert "geoseg.save_model()" in said
+
+
+def test_metadata_nested_past_the_recursion_limit_is_a_model_file_error(tmp_path):
+    path = edited_model(tmp_path, "m.safetensors",
+                        lambda text: text[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    for read in (load_model, read_header):
+        with pytest.raises(ModelFileError, match="its metadata nests lists or objects deeper than"):
+            read(path)
 
 
 def test_missing_file_names_the_builtin_models(tmp_path):

@@ -42,6 +42,8 @@ def test_validity_on_the_device_equals_numpy(dtype, nodata, seed):
     raw[:, rng.random((6, 5)) < 0.3] = 7
     if raw.dtype.kind == "f":
         raw[rng.integers(0, 3), rng.random((6, 5)) < 0.2] = np.nan
+        raw[rng.integers(0, 3), rng.random((6, 5)) < 0.1] = np.inf
+        raw[rng.integers(0, 3), rng.random((6, 5)) < 0.1] = -np.inf
     np.testing.assert_array_equal(valid_mask_tensor(torch.from_numpy(raw), nodata).numpy(),
                                   valid_mask(raw, nodata))
 

@@ -75,6 +75,22 @@ def test_nodata_pixels_get_the_nodata_class(tmp_path, model_path, image):
     np.testing.assert_array_equal(classes, expected)
 
 
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_an_infinite_pixel_is_nodata_and_leaves_its_neighbours_as_a_clean_run_has_them(
+        tmp_path, model_path, image, value):
+    model = geoseg.load_model(model_path)
+    clean = image.astype(np.float32)
+    hit = clean.copy()
+    hit[1, 100, 80] = value  # one band of one pixel
+    with dask.config.set(scheduler="sync"):
+        expected = geoseg.segment(geoseg.open_raster(write_zarr(tmp_path / "clean.zarr", clean)),
+                                  model, chunks=(64, 64)).values
+        classes = geoseg.segment(geoseg.open_raster(write_zarr(tmp_path / "hit.zarr", hit)),
+                                 model, chunks=(64, 64)).values
+    expected[100, 80] = 255
+    np.testing.assert_array_equal(classes, expected)
+
+
 def test_band_mismatch_fails_before_compute(tmp_path, model_path):
     raster = geoseg.open_raster(write_zarr(tmp_path / "in.zarr", textured_image(40, 40, bands=4)))
     with pytest.raises(BandMismatchError, match="expects 3 band.*has 4"):
