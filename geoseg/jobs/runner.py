@@ -408,7 +408,28 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
                       "creating it again")
         return _create(prepared, overwrite=True), set()
     _check_layout(existing, prepared)
+    _check_input_unchanged(existing, prepared)
     return existing, existing.done_keys()
+
+
+def _check_input_unchanged(existing: OutputTarget, prepared: PreparedJob) -> None:
+    """Refuse resuming from an input that changed since the output was started (its size or
+    version marks: mtime, ETag...): the chunks already written came from the old input, and
+    the new ones would be mixed with them."""
+    then, now = existing.attrs().get("input_version"), provenance.identity(prepared.source)
+    if not then or "unavailable" in then or "unavailable" in now or then == now:
+        return
+    spec = prepared.spec
+    raise OutputExistsError(
+        f"Input {public_url(spec.input.url)} changed since output {public_url(spec.output.url)} was "
+        f"started (then {_version(then)}, now {_version(now)}): resuming would mix chunks of both; "
+        "nothing was written. Pass --overwrite to start again from the input as it is now, or "
+        "restore the input the run was started from.")
+
+
+def _version(identity: dict[str, Any]) -> str:
+    marks = [f"{k} {v}" for k, v in identity.items() if k != "object" and v is not None]
+    return ", ".join(marks[:2]) or "unknown"
 
 
 def _check_layout(existing: OutputTarget, prepared: PreparedJob) -> None:
@@ -455,7 +476,8 @@ def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
         attrs={"class_colors": [list(c.color) for c in model.classes], "model": model.name,
                "model_sha256": prepared.model_id, "status": "running",
                "job_identity": job_identity(prepared), "n_chunks": prepared.n_tasks,
-               "instances_decoding": _decoding(model)},
+               "instances_decoding": _decoding(model),
+               "input_version": provenance.identity(prepared.source)},
     )
 
 

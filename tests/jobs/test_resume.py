@@ -18,7 +18,7 @@ from distributed import Client
 from geoseg.errors import OutputExistsError
 from geoseg.jobs import JobSpec, run
 from geoseg.jobs.status import output_status, verify_output
-from tests.conftest import job_dict, textured_image, write_zarr
+from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
 
 
 def chunk_files(folder: Path) -> dict[str, bytes]:
@@ -157,3 +157,25 @@ def test_an_output_whose_manifest_lacks_chunks_is_never_marked_complete(
         run(JobSpec.from_dict(job), scheduler=cluster_address)
     state = output_status(str(tmp_path / "out.zarr"))
     assert state.status.startswith("failed (ChunkResultError") and state.done < 16
+
+
+def test_a_resume_from_a_changed_input_is_refused_and_overwrite_starts_again(
+        tmp_path, model_path, cluster_address):
+    """A new file delivered at the input's path: resuming would mix chunks of both inputs."""
+    src = tmp_path / "in.tif"
+    write_geotiff(src, textured_image(128, 128, seed=6))
+    job = job_dict(str(src), model_path, str(tmp_path / "out.zarr"), chunks=[32, 32])
+    interrupted_run(job, cluster_address)
+    stamp = src.stat().st_mtime
+    write_geotiff(src, textured_image(128, 128, seed=7))  # the same size, other pixels
+    os.utime(src, (stamp + 60, stamp + 60))
+    before = chunk_files(tmp_path / "out.zarr")
+    with pytest.raises(OutputExistsError, match=r"in.tif changed since output .* was started \(then "
+                                                r"size \d+, mtime .*, now .*mix chunks of both"):
+        run(JobSpec.from_dict(job), scheduler=cluster_address)
+    assert chunk_files(tmp_path / "out.zarr") == before
+    run(JobSpec.from_dict(job), scheduler=cluster_address, overwrite=True)
+    clean = job_dict(str(src), model_path, str(tmp_path / "clean.zarr"), chunks=[32, 32])
+    run(JobSpec.from_dict(clean), scheduler=cluster_address)
+    got, want = (zarr.open_group(str(tmp_path / n), mode="r")["classes"][...] for n in ("out.zarr", "clean.zarr"))
+    np.testing.assert_array_equal(got, want)
