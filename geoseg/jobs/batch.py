@@ -428,11 +428,11 @@ def decide(attrs: dict[str, Any] | None, job_id: str, identity: str) -> str:
         return "new"
     if "job_identity" not in attrs:
         return "foreign"  # not a geoseg output: the runner refuses it, naming the fix
+    if attrs["job_identity"] != job_id:  # first: a new input never lets one job replace another's
+        return "other-job"
     recorded = attrs.get("input_identity")
     if recorded is not None and recorded != identity:
         return "changed"
-    if attrs["job_identity"] != job_id:
-        return "other-job"
     if attrs.get("status") == "complete" and recorded == identity:
         return "skipped"
     return "resume"  # unfinished, or finished without a recorded identity: the runner resumes it

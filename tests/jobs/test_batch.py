@@ -360,3 +360,19 @@ def test_identity_follows_content_changes(tmp_path, s3_server):
     assert etag.startswith("etag:") and s3_server["key"] not in etag
     fs.put_file(write_geotiff(tmp_path / "other.tif", scene(4)), "geoseg/identity/scene.tif")
     assert input_identity("s3://geoseg/identity/scene.tif", s3_server) != etag
+
+
+@pytest.mark.parametrize(("same_job", "same_input", "status", "decision"), [
+    (True, True, "complete", "skipped"), (True, True, "interrupted", "resume"),
+    (True, False, "complete", "changed"), (False, True, "complete", "other-job"),
+    (False, False, "complete", "other-job"), (False, False, "interrupted", "other-job")])
+def test_a_changed_input_never_lets_one_job_replace_another_jobs_output(same_job, same_input, status,
+                                                                       decision):
+    """Replacing on a changed input is for the job that wrote the output; another job's output
+    is refused (other-job) unless --overwrite, whatever happened to the input."""
+    from geoseg.jobs.batch import decide
+
+    attrs = {"job_identity": "job-a", "input_identity": "stat:size=1;mtime=1", "status": status}
+    got = decide(attrs, "job-a" if same_job else "job-b",
+                 "stat:size=1;mtime=1" if same_input else "stat:size=1;mtime=2")
+    assert got == decision
