@@ -51,6 +51,7 @@ SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|ACC
 MIN_SECRET = 4  # shorter strings are not hidden: they would blank out ordinary words
 MIN_ENV_SECRET = 8  # an environment variable named like a credential may hold "true" or "1"
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_ASSIGNMENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)=([\"']?)([^\s\"';]+)\2")  # NAME=value, shell
 _secrets: set[str] = set()
 
 log = logging.getLogger("geoseg.jobs")
@@ -81,18 +82,35 @@ def remember_secrets(values: Iterable[str]) -> None:
 
 def secrets_in(data: Any, inside: bool = False, key: str = "") -> set[str]:
     """The secrets in a job spec (or any nested mapping): every string under a
-    ``storage_options`` key (endpoints and regions excepted), and the user info and query values
-    of every URL."""
+    ``storage_options`` key (endpoints and regions excepted), the user info and query values
+    of every URL, and credentials named as such elsewhere (a cluster's ``env`` entry
+    ``AWS_SECRET_ACCESS_KEY: ...``, a prologue line ``export API_TOKEN=...``)."""
     if isinstance(data, dict):
         return {s for k, v in data.items()
                 for s in secrets_in(v, inside or k == "storage_options", str(k))}
     if isinstance(data, (list, tuple)):
-        return {s for v in data for s in secrets_in(v, inside, key)}
+        return {s for v in data for s in secrets_in(v, inside, key if inside else "")}
     if not isinstance(data, str):
         return set()
-    if inside and key not in NOT_SECRET:
+    if (inside and key not in NOT_SECRET) or (SECRET_ENV.search(key) and len(data) >= MIN_ENV_SECRET):
         return {data}
-    return url_secrets(data)
+    return url_secrets(data) | {m.group(3) for m in _ASSIGNMENT.finditer(data)
+                                if SECRET_ENV.search(m.group(1)) and len(m.group(3)) >= MIN_ENV_SECRET}
+
+
+def hide_named_secrets(data: Any, key: str = "") -> Any:
+    """``data`` with credentials named as such hidden: the value of a key named like one, and
+    the value in ``NAME=value`` when NAME is (shell lines such as a job script's prologue)."""
+    if isinstance(data, dict):
+        return {k: hide_named_secrets(v, str(k)) for k, v in data.items()}
+    if isinstance(data, list):  # list items are named by nothing (Kubernetes ``secrets`` are names)
+        return [hide_named_secrets(v) for v in data]
+    if not isinstance(data, str):
+        return data
+    if SECRET_ENV.search(key) and len(data) >= MIN_ENV_SECRET:
+        return HIDE
+    return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}={HIDE}" if SECRET_ENV.search(m.group(1))
+                           and len(m.group(3)) >= MIN_ENV_SECRET else m.group(0), data)
 
 
 def url_secrets(url: str) -> set[str]:

@@ -215,8 +215,9 @@ class JobSpec(Document):
                 "output URL.")
 
     def redacted(self) -> dict[str, Any]:
-        """The spec as plain data with every storage option's value hidden."""
-        return _redact(self.model_dump(mode="json"))
+        """The spec as plain data with every storage option's value hidden, and credentials
+        given by name elsewhere (a cluster's ``env``, a job script's ``export TOKEN=...``)."""
+        return logs.hide_named_secrets(_redact(self.model_dump(mode="json")))
 
 
 def load_job(path: str | Path) -> JobSpec:

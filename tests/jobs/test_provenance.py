@@ -288,3 +288,27 @@ def test_identity_of_a_geotiff_is_its_size_and_mtime(tmp_path, image):
     identity = provenance.identity(open_source(path))
     assert identity["object"] is None and identity["size"] == os.path.getsize(path)
     assert float(identity["mtime"]) == os.stat(path).st_mtime
+
+
+def test_credentials_named_in_the_cluster_section_reach_no_record_output_or_log(
+        tmp_path, image, model_path, cluster_address, capsys):
+    """Worker credentials given by name (a Kubernetes env entry, an export in a job script's
+    prologue) are hidden like storage options; the rest of those settings stays on record."""
+    key, token = "wJalrXUtnFEMI/K7MDENG+bPxRfiCY", "ghp_16C7e42F292c6912E7710c8"
+    data = job_dict(write_zarr(tmp_path / "in.zarr", image), model_path, str(tmp_path / "out.zarr"))
+    data.update(runs_dir=str(tmp_path / "runs"), cluster={
+        "kubernetes": {"env": {"AWS_SECRET_ACCESS_KEY": key, "OMP_NUM_THREADS": "1"}},
+        "jobqueue": {"job_script_prologue": ["source .venv/bin/activate", f'export API_TOKEN="{token}"']}})
+    report = run(JobSpec.from_dict(data), scheduler=cluster_address)
+    said = capsys.readouterr()
+    traces = {"report": json.dumps(report.provenance),
+              "output attrs": json.dumps(zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs.asdict()),
+              "runs folder": "".join(p.read_text() for p in (tmp_path / "runs").iterdir()),
+              "logs": said.err + said.out}
+    for where, text in traces.items():
+        assert key not in text and token not in text, f"{where} holds a credential"
+    cluster = report.provenance["job"]["cluster"]
+    assert cluster["kubernetes"]["env"] == {"AWS_SECRET_ACCESS_KEY": "<hidden>", "OMP_NUM_THREADS": "1"}
+    assert cluster["jobqueue"]["job_script_prologue"] == ["source .venv/bin/activate",
+                                                          "export API_TOKEN=<hidden>"]
+    assert {key, token} <= logs.secrets_in(data)  # what the spec loader has every message hide
