@@ -140,18 +140,24 @@ def test_an_unreachable_s3_model_is_a_storage_error(tmp_path, scene):
 # --- the job spec --------------------------------------------------------------------------
 
 
-def test_a_non_utf8_job_spec_names_the_byte_and_line(tmp_path):
-    job = tmp_path / "job.yaml"
-    job.write_bytes(b"name: demo\ninput: {url: caf\xe9.zarr}\n")
-    result = geoseg("validate", str(job))
-    assert_clean(result, 2, f"{job} is not UTF-8 text: byte 0xe9 on line 2")
+SPEC_COMMANDS = pytest.mark.parametrize("command", [("validate",), ("batch", "--dry-run"), ("train",)],
+                                        ids=["job", "batch", "train"])  # every kind of spec
 
 
-def test_a_yaml_error_says_where_without_quoting_the_line(tmp_path):
-    job = tmp_path / "job.yaml"
-    job.write_text("input: {url: x, storage_options: {secret: QUOTED-SECRET-9f2}\nmodel: [1\n")
-    result = geoseg("validate", str(job))
-    assert_clean(result, 2, f"{job} is not valid YAML: line ")
+@SPEC_COMMANDS
+def test_a_non_utf8_spec_names_the_byte_and_line(tmp_path, command):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(b"name: demo\ninput: {url: caf\xe9.zarr}\n")
+    result = geoseg(*command, str(spec))
+    assert_clean(result, 2, f"{spec} is not UTF-8 text: byte 0xe9 on line 2")
+
+
+@SPEC_COMMANDS
+def test_a_yaml_error_says_where_without_quoting_the_line(tmp_path, command):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("input: {url: x, storage_options: {secret: QUOTED-SECRET-9f2}\nmodel: [1\n")
+    result = geoseg(*command, str(spec))
+    assert_clean(result, 2, f"{spec} is not valid YAML: line ")
     assert "QUOTED-SECRET-9f2" not in result.stdout + result.stderr
 
 

@@ -4,16 +4,20 @@ A spec is a tree of frozen pydantic :class:`Section` s that refuse unknown keys.
 a :class:`Document`, which :meth:`Document.from_dict` validates at once: every problem is
 reported together, one line each, naming its key, what was received and what is expected
 (storage options' values are never shown). Checks that span sections go in
-:meth:`Document.check`.
+:meth:`Document.check`. Every spec file is read by :func:`load_yaml`, so that all of them are
+read the same careful way.
 """
 
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from geoseg import logs
 from geoseg.errors import GeosegError, JobSpecError
 
 
@@ -98,3 +102,49 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+
+
+def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
+    """The plain data of the spec file at ``path``, a ``what`` ("job spec", "batch spec", ...).
+
+    Every spec geoseg reads comes through here, so that each is read as carefully as the
+    others: ``yaml.safe_load`` (no tags, no code); its secrets (storage options, credentials in
+    URLs) remembered at once, so that no message shows them (:func:`geoseg.logs.scrub`); every
+    problem an ``error`` naming the file, a YAML error saying where but quoting no line (secrets
+    live there)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
+    data = _parse_yaml(path, _read_text(path, what, error), error)
+    logs.remember_secrets(logs.secrets_in(data))
+    return data
+
+
+def _read_text(path: Path, what: str, error: type[GeosegError]) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} cannot be "
+            f"decoded. Save the {what} as UTF-8 (most editors: File > Save with encoding).") from None
+    except OSError as exc:
+        raise error(f"Cannot read the {what} {path}: {exc.strerror or exc}. Check that the "
+                    "file is readable (permissions) and try again.") from None
+
+
+def _parse_yaml(path: Path, text: str, error: type[GeosegError]) -> Any:
+    """The YAML document in ``text``; an error says where, but quotes no line (PyYAML's own
+    message would show the offending lines, secrets included)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        context = f" ({exc.context}{_mark(exc.context_mark, ' at ')})" if exc.context else ""
+        raise error(f"{path} is not valid YAML: {_mark(exc.problem_mark, '', ': ')}"
+                    f"{exc.problem}{context}. Fix the spec (see jobs/ for examples).") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path} is not valid YAML ({type(exc).__name__}).") from None
+
+
+def _mark(mark: Any, before: str, after: str = "") -> str:
+    return f"{before}line {mark.line + 1}, column {mark.column + 1}{after}" if mark is not None else ""
