@@ -17,7 +17,7 @@ import fsspec
 import pytest
 import yaml
 
-from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
+from tests.conftest import alias_bomb, job_dict, textured_image, write_geotiff, write_zarr
 
 QUICK = {"COLUMNS": "1000"}  # rich wraps nothing: a message is one line to search
 
@@ -159,6 +159,14 @@ def test_a_yaml_error_says_where_without_quoting_the_line(tmp_path, command):
     result = geoseg(*command, str(spec))
     assert_clean(result, 2, f"{spec} is not valid YAML: line ")
     assert "QUOTED-SECRET-9f2" not in result.stdout + result.stderr
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(alias_bomb(6))
+    result = geoseg("batch", "--dry-run", str(spec))
+    assert_clean(result, 2, f"{spec}: received YAML of ", "values once its aliases (*name) are "
+                 "expanded; expected at most 100,000")
 
 
 # --- outputs ---------------------------------------------------------------------------------

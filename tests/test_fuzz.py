@@ -13,13 +13,15 @@ import struct
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geoseg.errors import GeosegError
+from geoseg.core import spec as core_spec
+from geoseg.errors import GeosegError, JobSpecError
 from geoseg.jobs.spec import JobSpec, load_job
 from geoseg.models.modelfile import read_header
 from geoseg.tiling.plan import (
@@ -135,6 +137,42 @@ def test_random_yaml_documents(text):
         path = Path(folder) / "job.yaml"
         path.write_text(text)
         only_geoseg_errors(load_job, path)
+
+
+def alias_chain(width: int, levels: int) -> tuple[str, int]:
+    """A mapping of ``levels`` anchors, each a list of ``width`` aliases of the one before (the
+    first: of ``width`` scalars), and how many values it holds once its aliases are expanded."""
+    lines, size = [f"a0: &a0 [{', '.join(['x'] * width)}]"], 1 + width
+    total = 1 + 1 + size  # the mapping, then each key and its list
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]")
+        size = 1 + width * size
+        total += 1 + size
+    return "\n".join(lines), total
+
+
+@FUZZ
+@given(st.integers(1, 12), st.integers(1, 10), st.integers(50, 5000))
+def test_aliases_are_measured_without_being_expanded(width, levels, limit):
+    text, total = alias_chain(width, levels)
+    with tempfile.TemporaryDirectory() as folder, mock.patch.object(core_spec, "MAX_VALUES", limit):
+        path = Path(folder) / "spec.yaml"
+        path.write_text(text)
+        if total > limit:
+            with pytest.raises(JobSpecError, match=f"received YAML of {total:,} values"):
+                core_spec.load_yaml(path, "spec", JobSpecError)
+        else:
+            assert core_spec.load_yaml(path, "spec", JobSpecError) == yaml.safe_load(text)
+
+
+@FUZZ
+@given(VALUES)
+def test_shared_values_read_as_safe_load_reads_them(value):
+    text = yaml.safe_dump({"once": value, "again": [value, value]})  # anchors and aliases
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "spec.yaml"
+        path.write_text(text)
+        assert repr(core_spec.load_yaml(path, "spec", JobSpecError)) == repr(yaml.safe_load(text))
 
 
 # --- model file headers -------------------------------------------------------------------

@@ -46,6 +46,8 @@ ALLOWED_SITES = {
     ("geoseg/core/records.py", "plain", "TypeError"),
     # a spec document's own error class, typed ClassVar[type[GeosegError]]
     ("geoseg/core/spec.py", "from_dict", "cls.error"),
+    # PyYAML's own error, so that the spec loader reports it as every YAML error, with its line
+    ("geoseg/core/spec.py", "_measure", "yaml.composer.ComposerError"),
     # translate() returns a geoseg error, or the caught exception itself (re-raised bare above)
     ("geoseg/io/remote.py", "_retry_loop", "translated"),
     ("geoseg/io/remote.py", "storage_errors", "translated"),

@@ -102,8 +102,6 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-
-
 def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
     """The plain data of the spec file at ``path``, a ``what`` ("job spec", "batch spec", ...).
 
@@ -111,11 +109,12 @@ def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
     others: ``yaml.safe_load`` (no tags, no code); its secrets (storage options, credentials in
     URLs) remembered at once, so that no message shows them (:func:`geoseg.logs.scrub`); every
     problem an ``error`` naming the file, a YAML error saying where but quoting no line (secrets
-    live there)."""
+    live there); the document bounded in size once its aliases are expanded, and in depth
+    (:data:`MAX_VALUES`, :data:`MAX_LEVELS`)."""
     path = Path(path)
     if not path.is_file():
         raise error(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
-    data = _parse_yaml(path, _read_text(path, what, error), error)
+    data = _parse_yaml(path, _read_text(path, what, error), what, error)
     logs.remember_secrets(logs.secrets_in(data))
     return data
 
@@ -133,17 +132,86 @@ def _read_text(path: Path, what: str, error: type[GeosegError]) -> str:
                     "file is readable (permissions) and try again.") from None
 
 
-def _parse_yaml(path: Path, text: str, error: type[GeosegError]) -> Any:
+MAX_VALUES = 100_000  # values (scalars, lists, mappings) of a spec with its aliases expanded
+MAX_LEVELS = 100  # levels of nesting; real specs have a few hundred values and under ten levels
+
+
+def _parse_yaml(path: Path, text: str, what: str, error: type[GeosegError]) -> Any:
     """The YAML document in ``text``; an error says where, but quotes no line (PyYAML's own
     message would show the offending lines, secrets included)."""
     try:
-        return yaml.safe_load(text)
+        return _bounded_load(path, text, what, error)
     except yaml.MarkedYAMLError as exc:
         context = f" ({exc.context}{_mark(exc.context_mark, ' at ')})" if exc.context else ""
         raise error(f"{path} is not valid YAML: {_mark(exc.problem_mark, '', ': ')}"
                     f"{exc.problem}{context}. Fix the spec (see jobs/ for examples).") from None
     except yaml.YAMLError as exc:
         raise error(f"{path} is not valid YAML ({type(exc).__name__}).") from None
+    except RecursionError:  # PyYAML composes nodes recursively: far deeper than MAX_LEVELS
+        raise error(_too_deep(path, f"over {MAX_LEVELS} levels", what)) from None
+
+
+def _bounded_load(path: Path, text: str, what: str, error: type[GeosegError]) -> Any:
+    """``yaml.safe_load(text)``, its aliases expanded only once the composed document is
+    measured (:func:`_measure`): a few hundred bytes of aliases of aliases ("billion laughs")
+    would otherwise expand into billions of values, which reading, validating and scrubbing
+    the spec all walk."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        values, levels = _measure(root)
+        if values > MAX_VALUES:
+            raise error(f"{path}: received YAML of {values:,} values once its aliases (*name) are "
+                        f"expanded; expected at most {MAX_VALUES:,} (a {what} has a few hundred). "
+                        "Repeat less through aliases of large anchors (&name), or write the "
+                        "values out.")
+        if levels > MAX_LEVELS:
+            raise error(_too_deep(path, f"{levels} levels", what))
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _too_deep(path: Path, levels: str, what: str) -> str:
+    return (f"{path}: received YAML nested {levels} deep; expected at most {MAX_LEVELS} (a {what} "
+            "has under ten). Flatten the nesting.")
+
+
+def _measure(root: yaml.Node) -> tuple[int, int]:
+    """(values, levels) of the document composed at ``root`` once its aliases are expanded.
+
+    An alias is composed as the very node its anchor names, so each node is measured once,
+    from its children's measures (memoised, iteratively: no recursion limit), and the cost is
+    that of the text, however large the expansion. An alias inside its own anchor's value
+    would expand without end: a composer error at the anchor."""
+    measured: dict[yaml.Node, tuple[int, int]] = {}
+    open_nodes: set[yaml.Node] = set()  # on the path from the root: entered, not yet measured
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        children = _children(node)
+        if leaving:
+            open_nodes.discard(node)
+            measured[node] = (1 + sum(measured[c][0] for c in children),
+                              1 + max((measured[c][1] for c in children), default=0))
+        elif node in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "received an alias (*name) inside the value of its own anchor (&name), "
+                "which would repeat without end; expected aliases of values complete before them",
+                node.start_mark)
+        elif node not in measured:
+            open_nodes.add(node)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+    return measured[root]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def _mark(mark: Any, before: str, after: str = "") -> str:
