@@ -169,6 +169,15 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path):
                  "expanded; expected at most 100,000")
 
 
+def test_a_key_given_twice_is_refused(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("input: {url: in.zarr}\nmodel: {method: otsu}\noutput: {url: out.zarr}\n"
+                    "output: {url: in.zarr}\n")
+    result = geoseg("validate", str(spec))
+    assert_clean(result, 2, f"{spec} is not valid YAML: line 4, column 1: received the key "
+                 "'output' a second time (first on line 3)")
+
+
 # --- outputs ---------------------------------------------------------------------------------
 
 

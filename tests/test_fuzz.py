@@ -175,6 +175,24 @@ def test_shared_values_read_as_safe_load_reads_them(value):
         assert repr(core_spec.load_yaml(path, "spec", JobSpecError)) == repr(yaml.safe_load(text))
 
 
+PLAIN_KEYS = st.from_regex(r"[a-z_]{1,8}", fullmatch=True).filter(lambda k: yaml.safe_load(k) == k)
+
+
+@FUZZ
+@given(st.lists(PLAIN_KEYS, min_size=1, max_size=6, unique=True), st.data())
+def test_a_key_given_twice_is_refused_wherever_it_is(keys, data):
+    again = data.draw(st.sampled_from(keys))
+    lines = [f"{key}: {i}" for i, key in enumerate(keys)]
+    lines.insert(data.draw(st.integers(0, len(lines))), f"{again}: again")
+    first, second = (i + 1 for i, line in enumerate(lines) if line.split(":")[0] == again)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "spec.yaml"
+        path.write_text("\n".join(lines))
+        with pytest.raises(JobSpecError, match=rf"line {second}, column 1: received the key "
+                                               rf"'{again}' a second time \(first on line {first}\)"):
+            core_spec.load_yaml(path, "spec", JobSpecError)
+
+
 # --- model file headers -------------------------------------------------------------------
 
 

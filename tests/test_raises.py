@@ -48,6 +48,7 @@ ALLOWED_SITES = {
     ("geoseg/core/spec.py", "from_dict", "cls.error"),
     # PyYAML's own error, so that the spec loader reports it as every YAML error, with its line
     ("geoseg/core/spec.py", "_measure", "yaml.composer.ComposerError"),
+    ("geoseg/core/spec.py", "_check_unique_keys", "yaml.constructor.ConstructorError"),
     # translate() returns a geoseg error, or the caught exception itself (re-raised bare above)
     ("geoseg/io/remote.py", "_retry_loop", "translated"),
     ("geoseg/io/remote.py", "storage_errors", "translated"),

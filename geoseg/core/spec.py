@@ -109,8 +109,8 @@ def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
     others: ``yaml.safe_load`` (no tags, no code); its secrets (storage options, credentials in
     URLs) remembered at once, so that no message shows them (:func:`geoseg.logs.scrub`); every
     problem an ``error`` naming the file, a YAML error saying where but quoting no line (secrets
-    live there); the document bounded in size once its aliases are expanded, and in depth
-    (:data:`MAX_VALUES`, :data:`MAX_LEVELS`)."""
+    live there); a key given twice in one mapping refused; the document bounded in size once
+    its aliases are expanded, and in depth (:data:`MAX_VALUES`, :data:`MAX_LEVELS`)."""
     path = Path(path)
     if not path.is_file():
         raise error(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
@@ -156,7 +156,7 @@ def _bounded_load(path: Path, text: str, what: str, error: type[GeosegError]) ->
     measured (:func:`_measure`): a few hundred bytes of aliases of aliases ("billion laughs")
     would otherwise expand into billions of values, which reading, validating and scrubbing
     the spec all walk."""
-    loader = yaml.SafeLoader(text)
+    loader = _SpecLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
@@ -172,6 +172,40 @@ def _bounded_load(path: Path, text: str, what: str, error: type[GeosegError]) ->
         return loader.construct_document(root)
     finally:
         loader.dispose()
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping, which PyYAML
+    takes silently, the last one winning (a second ``output:`` would override the first)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._checked: set[yaml.Node] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Check a mapping's own keys before merge keys (``<<: *base``) add the keys they merge,
+        which the mapping's own may override; a merged mapping is flattened here first too."""
+        if node not in self._checked:
+            self._checked.add(node)
+            _check_unique_keys(self, node)
+        super().flatten_mapping(node)
+
+
+def _check_unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    first: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            earlier = first.setdefault(key, key_node)
+        except TypeError:
+            continue  # unhashable: the constructor refuses it, saying where
+        if earlier is not key_node:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"received the key {_short(key, 40)} a second time (first on line "
+                f"{earlier.start_mark.line + 1}); expected each key once in a mapping: keep the "
+                "one you mean and delete the other", key_node.start_mark)
 
 
 def _too_deep(path: Path, levels: str, what: str) -> str:

@@ -315,6 +315,14 @@ def test_a_batch_spec_is_read_as_carefully_as_a_job_spec(tmp_path):
     assert "QUOTED-SECRET-7c1" not in str(err.value)
 
 
+def test_a_batch_spec_with_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "batch.yaml"
+    path.write_text("inputs: {glob: in/*.tif}\noutput: {url_template: 'out/{stem}.zarr'}\n"
+                    "job:\n  model: {method: otsu}\n  model: {method: kmeans}\n")
+    with pytest.raises(BatchSpecError, match="line 5, column 3: received the key 'model' a second"):
+        load_batch(path)
+
+
 def test_a_batch_specs_storage_options_are_hidden_from_every_message(tmp_path):
     data = batch_dict({"glob": "s3://b/*.tif"}, "s3://b/out/{stem}.zarr",
                       storage_options={"secret": "BATCH-SECRET-4e2"}, colour="blue")

@@ -86,6 +86,20 @@ def test_deep_nesting_is_refused(tmp_path, levels, said):
         load_job(write(tmp_path, "model: {params: " + "[" * levels + "]" * levels + "}\n"))
 
 
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path):
+    with pytest.raises(JobSpecError, match=r"line 4, column 1: received the key 'output' a second "
+                                           r"time \(first on line 3\); expected each key once"):
+        load_job(write(tmp_path, "input: {url: in.zarr}\nmodel: {path: builtin:demo-unet}\n"
+                                 "output: {url: out.zarr}\noutput: {url: in.zarr}\n"))
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    spec = load_job(write(tmp_path, "input: &in {url: in.zarr, storage_options: {anon: true}}\n"
+                                    "model: {path: builtin:demo-unet}\n"
+                                    "output: {<<: *in, url: o.zarr}\n"))
+    assert spec.output.url.endswith("o.zarr") and spec.output.storage_options == {"anon": True}
+
+
 def test_missing_spec_file(tmp_path):
     with pytest.raises(JobSpecError, match="No job spec at"):
         load_job(tmp_path / "nope.yaml")

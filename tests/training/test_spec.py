@@ -117,6 +117,12 @@ def test_a_training_spec_is_read_as_carefully_as_a_job_spec(tmp_path):
     assert "TRAIN-SECRET-5d3" not in logs.scrub("a library failed with TRAIN-SECRET-5d3")
 
 
+def test_a_training_spec_with_a_key_given_twice_is_refused(tmp_path):
+    text = yaml.safe_dump(minimal()) + "output: {model: elsewhere.safetensors}\n"
+    with pytest.raises(TrainSpecError, match="received the key 'output' a second time"):
+        load_train_spec(write(tmp_path, text))
+
+
 def test_example_specs_validate(monkeypatch):
     monkeypatch.chdir(REPO)
     spec = load_train_spec("jobs/train-demo.yaml")
