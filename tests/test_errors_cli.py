@@ -178,6 +178,24 @@ def test_a_key_given_twice_is_refused(tmp_path):
                  "'output' a second time (first on line 3)")
 
 
+NOT_JSON = ("received a file that is not JSON (Expecting property name enclosed in double quotes "
+            "at line 1, column 2)")
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    ("{not json", NOT_JSON),
+    ('{"miou": 0.5}', "received a JSON object without classes, per_class, confusion"),
+    (None, "cannot read it (No such file or directory)"),
+])
+def test_report_refuses_scores_that_are_not_scores(tmp_path, content, said):
+    scores = tmp_path / "scores.json"
+    if content is not None:
+        scores.write_text(content)
+    result = geoseg("report", str(tmp_path / "run.json"), "--scores", str(scores))
+    assert_clean(result, 2, f"--scores {scores}: {said}; expected the JSON file geoseg eval PRED "
+                 "REF --json FILE writes.")
+
+
 # --- outputs ---------------------------------------------------------------------------------
 
 
