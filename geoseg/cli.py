@@ -527,13 +527,41 @@ def report(
                                                      "instead of the run's own.")] = None,
 ) -> None:
     """Write a run's static HTML report: quicklook, metrics, confusion, chunk maps, provenance."""
-    import json
-
     from geoseg.report.html import record_of, write_report
 
-    found = json.loads(scores.read_text()) if scores is not None else None
+    found = _read_scores(scores) if scores is not None else None
     where = write_report(record_of(run), out, found)
     console.print(f"html report: {where}", markup=False, highlight=False)
+
+
+SCORE_KEYS = ("classes", "per_class", "confusion")  # what a report takes from geoseg eval's scores
+
+
+def _read_scores(path: Path) -> dict[str, Any]:
+    """The scores ``geoseg eval --json`` wrote at ``path``. Any other file is refused here, naming
+    it and what is wrong, rather than failing somewhere in the report."""
+    import json
+
+    from geoseg.errors import EvaluationError
+
+    expected = "expected the JSON file geoseg eval PRED REF --json FILE writes"
+    try:
+        found = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise EvaluationError(f"--scores {path}: cannot read it ({exc.strerror or exc}); "
+                              f"{expected}.") from None
+    except UnicodeDecodeError:
+        raise EvaluationError(f"--scores {path}: received a file that is not UTF-8 text; "
+                              f"{expected}.") from None
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"--scores {path}: received a file that is not JSON ({exc.msg} at "
+                              f"line {exc.lineno}, column {exc.colno}); {expected}.") from None
+    missing = [k for k in SCORE_KEYS if not isinstance(found, dict) or k not in found]
+    if missing:
+        what = "a JSON object" if isinstance(found, dict) else "JSON that is not an object, so"
+        raise EvaluationError(f"--scores {path}: received {what} without {', '.join(missing)}; "
+                              f"{expected}.")
+    return found
 
 
 @app.command(name="eval")

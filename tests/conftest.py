@@ -137,6 +137,15 @@ def cluster_address() -> str:
         yield cluster.scheduler_address
 
 
+def alias_bomb(levels: int, width: int = 9) -> str:
+    """A "billion laughs" job spec: each anchor a list of ``width`` aliases of the one before,
+    so that a few hundred bytes expand into ``width ** levels`` values."""
+    lines = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join([*lines, "input: {url: x.zarr}", "model: {path: builtin:demo-unet}",
+                      "output: {url: o.zarr}\n"])
+
+
 def job_dict(input_url: str, model: str, output_url: str, *, tile: int | None | str = "chunk",
              **output: object) -> dict:
     """A job spec. ``tile`` defaults to the output chunk, so that each task writes exactly one

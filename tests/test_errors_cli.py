@@ -17,7 +17,14 @@ import fsspec
 import pytest
 import yaml
 
-from tests.conftest import edited_model, job_dict, textured_image, write_geotiff, write_zarr
+from tests.conftest import (
+    alias_bomb,
+    edited_model,
+    job_dict,
+    textured_image,
+    write_geotiff,
+    write_zarr,
+)
 
 QUICK = {"COLUMNS": "1000"}  # rich wraps nothing: a message is one line to search
 
@@ -160,19 +167,60 @@ def test_an_unreachable_s3_model_is_a_storage_error(tmp_path, scene):
 # --- the job spec --------------------------------------------------------------------------
 
 
-def test_a_non_utf8_job_spec_names_the_byte_and_line(tmp_path):
-    job = tmp_path / "job.yaml"
-    job.write_bytes(b"name: demo\ninput: {url: caf\xe9.zarr}\n")
-    result = geoseg("validate", str(job))
-    assert_clean(result, 2, f"{job} is not UTF-8 text: byte 0xe9 on line 2")
+SPEC_COMMANDS = pytest.mark.parametrize("command", [("validate",), ("batch", "--dry-run"), ("train",)],
+                                        ids=["job", "batch", "train"])  # every kind of spec
 
 
-def test_a_yaml_error_says_where_without_quoting_the_line(tmp_path):
-    job = tmp_path / "job.yaml"
-    job.write_text("input: {url: x, storage_options: {secret: QUOTED-SECRET-9f2}\nmodel: [1\n")
-    result = geoseg("validate", str(job))
-    assert_clean(result, 2, f"{job} is not valid YAML: line ")
+@SPEC_COMMANDS
+def test_a_non_utf8_spec_names_the_byte_and_line(tmp_path, command):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(b"name: demo\ninput: {url: caf\xe9.zarr}\n")
+    result = geoseg(*command, str(spec))
+    assert_clean(result, 2, f"{spec} is not UTF-8 text: byte 0xe9 on line 2")
+
+
+@SPEC_COMMANDS
+def test_a_yaml_error_says_where_without_quoting_the_line(tmp_path, command):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("input: {url: x, storage_options: {secret: QUOTED-SECRET-9f2}\nmodel: [1\n")
+    result = geoseg(*command, str(spec))
+    assert_clean(result, 2, f"{spec} is not valid YAML: line ")
     assert "QUOTED-SECRET-9f2" not in result.stdout + result.stderr
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(alias_bomb(6))
+    result = geoseg("batch", "--dry-run", str(spec))
+    assert_clean(result, 2, f"{spec}: received YAML of ", "values once its aliases (*name) are "
+                 "expanded; expected at most 100,000")
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("input: {url: in.zarr}\nmodel: {method: otsu}\noutput: {url: out.zarr}\n"
+                    "output: {url: in.zarr}\n")
+    result = geoseg("validate", str(spec))
+    assert_clean(result, 2, f"{spec} is not valid YAML: line 4, column 1: received the key "
+                 "'output' a second time (first on line 3)")
+
+
+NOT_JSON = ("received a file that is not JSON (Expecting property name enclosed in double quotes "
+            "at line 1, column 2)")
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    ("{not json", NOT_JSON),
+    ('{"miou": 0.5}', "received a JSON object without classes, per_class, confusion"),
+    (None, "cannot read it (No such file or directory)"),
+])
+def test_report_refuses_scores_that_are_not_scores(tmp_path, content, said):
+    scores = tmp_path / "scores.json"
+    if content is not None:
+        scores.write_text(content)
+    result = geoseg("report", str(tmp_path / "run.json"), "--scores", str(scores))
+    assert_clean(result, 2, f"--scores {scores}: {said}; expected the JSON file geoseg eval PRED "
+                 "REF --json FILE writes.")
 
 
 # --- outputs ---------------------------------------------------------------------------------

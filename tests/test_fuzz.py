@@ -13,13 +13,15 @@ import struct
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geoseg.errors import GeosegError
+from geoseg.core import spec as core_spec
+from geoseg.errors import GeosegError, JobSpecError
 from geoseg.jobs.spec import JobSpec, load_job
 from geoseg.models.modelfile import read_header
 from geoseg.tiling.plan import (
@@ -135,6 +137,60 @@ def test_random_yaml_documents(text):
         path = Path(folder) / "job.yaml"
         path.write_text(text)
         only_geoseg_errors(load_job, path)
+
+
+def alias_chain(width: int, levels: int) -> tuple[str, int]:
+    """A mapping of ``levels`` anchors, each a list of ``width`` aliases of the one before (the
+    first: of ``width`` scalars), and how many values it holds once its aliases are expanded."""
+    lines, size = [f"a0: &a0 [{', '.join(['x'] * width)}]"], 1 + width
+    total = 1 + 1 + size  # the mapping, then each key and its list
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]")
+        size = 1 + width * size
+        total += 1 + size
+    return "\n".join(lines), total
+
+
+@FUZZ
+@given(st.integers(1, 12), st.integers(1, 10), st.integers(50, 5000))
+def test_aliases_are_measured_without_being_expanded(width, levels, limit):
+    text, total = alias_chain(width, levels)
+    with tempfile.TemporaryDirectory() as folder, mock.patch.object(core_spec, "MAX_VALUES", limit):
+        path = Path(folder) / "spec.yaml"
+        path.write_text(text)
+        if total > limit:
+            with pytest.raises(JobSpecError, match=f"received YAML of {total:,} values"):
+                core_spec.load_yaml(path, "spec", JobSpecError)
+        else:
+            assert core_spec.load_yaml(path, "spec", JobSpecError) == yaml.safe_load(text)
+
+
+@FUZZ
+@given(VALUES)
+def test_shared_values_read_as_safe_load_reads_them(value):
+    text = yaml.safe_dump({"once": value, "again": [value, value]})  # anchors and aliases
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "spec.yaml"
+        path.write_text(text)
+        assert repr(core_spec.load_yaml(path, "spec", JobSpecError)) == repr(yaml.safe_load(text))
+
+
+PLAIN_KEYS = st.from_regex(r"[a-z_]{1,8}", fullmatch=True).filter(lambda k: yaml.safe_load(k) == k)
+
+
+@FUZZ
+@given(st.lists(PLAIN_KEYS, min_size=1, max_size=6, unique=True), st.data())
+def test_a_key_given_twice_is_refused_wherever_it_is(keys, data):
+    again = data.draw(st.sampled_from(keys))
+    lines = [f"{key}: {i}" for i, key in enumerate(keys)]
+    lines.insert(data.draw(st.integers(0, len(lines))), f"{again}: again")
+    first, second = (i + 1 for i, line in enumerate(lines) if line.split(":")[0] == again)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "spec.yaml"
+        path.write_text("\n".join(lines))
+        with pytest.raises(JobSpecError, match=rf"line {second}, column 1: received the key "
+                                               rf"'{again}' a second time \(first on line {first}\)"):
+            core_spec.load_yaml(path, "spec", JobSpecError)
 
 
 # --- model file headers -------------------------------------------------------------------

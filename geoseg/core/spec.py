@@ -4,16 +4,20 @@ A spec is a tree of frozen pydantic :class:`Section` s that refuse unknown keys.
 a :class:`Document`, which :meth:`Document.from_dict` validates at once: every problem is
 reported together, one line each, naming its key, what was received and what is expected
 (storage options' values are never shown). Checks that span sections go in
-:meth:`Document.check`.
+:meth:`Document.check`. Every spec file is read by :func:`load_yaml`, so that all of them are
+read the same careful way.
 """
 
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from geoseg import logs
 from geoseg.errors import GeosegError, JobSpecError
 
 
@@ -98,3 +102,151 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
+    """The plain data of the spec file at ``path``, a ``what`` ("job spec", "batch spec", ...).
+
+    Every spec geoseg reads comes through here, so that each is read as carefully as the
+    others: ``yaml.safe_load`` (no tags, no code); its secrets (storage options, credentials in
+    URLs) remembered at once, so that no message shows them (:func:`geoseg.logs.scrub`); every
+    problem an ``error`` naming the file, a YAML error saying where but quoting no line (secrets
+    live there); a key given twice in one mapping refused; the document bounded in size once
+    its aliases are expanded, and in depth (:data:`MAX_VALUES`, :data:`MAX_LEVELS`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
+    data = _parse_yaml(path, _read_text(path, what, error), what, error)
+    logs.remember_secrets(logs.secrets_in(data))
+    return data
+
+
+def _read_text(path: Path, what: str, error: type[GeosegError]) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} cannot be "
+            f"decoded. Save the {what} as UTF-8 (most editors: File > Save with encoding).") from None
+    except OSError as exc:
+        raise error(f"Cannot read the {what} {path}: {exc.strerror or exc}. Check that the "
+                    "file is readable (permissions) and try again.") from None
+
+
+MAX_VALUES = 100_000  # values (scalars, lists, mappings) of a spec with its aliases expanded
+MAX_LEVELS = 100  # levels of nesting; real specs have a few hundred values and under ten levels
+
+
+def _parse_yaml(path: Path, text: str, what: str, error: type[GeosegError]) -> Any:
+    """The YAML document in ``text``; an error says where, but quotes no line (PyYAML's own
+    message would show the offending lines, secrets included)."""
+    try:
+        return _bounded_load(path, text, what, error)
+    except yaml.MarkedYAMLError as exc:
+        context = f" ({exc.context}{_mark(exc.context_mark, ' at ')})" if exc.context else ""
+        raise error(f"{path} is not valid YAML: {_mark(exc.problem_mark, '', ': ')}"
+                    f"{exc.problem}{context}. Fix the spec (see jobs/ for examples).") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path} is not valid YAML ({type(exc).__name__}).") from None
+    except RecursionError:  # PyYAML composes nodes recursively: far deeper than MAX_LEVELS
+        raise error(_too_deep(path, f"over {MAX_LEVELS} levels", what)) from None
+
+
+def _bounded_load(path: Path, text: str, what: str, error: type[GeosegError]) -> Any:
+    """``yaml.safe_load(text)``, its aliases expanded only once the composed document is
+    measured (:func:`_measure`): a few hundred bytes of aliases of aliases ("billion laughs")
+    would otherwise expand into billions of values, which reading, validating and scrubbing
+    the spec all walk."""
+    loader = _SpecLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        values, levels = _measure(root)
+        if values > MAX_VALUES:
+            raise error(f"{path}: received YAML of {values:,} values once its aliases (*name) are "
+                        f"expanded; expected at most {MAX_VALUES:,} (a {what} has a few hundred). "
+                        "Repeat less through aliases of large anchors (&name), or write the "
+                        "values out.")
+        if levels > MAX_LEVELS:
+            raise error(_too_deep(path, f"{levels} levels", what))
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping, which PyYAML
+    takes silently, the last one winning (a second ``output:`` would override the first)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._checked: set[yaml.Node] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Check a mapping's own keys before merge keys (``<<: *base``) add the keys they merge,
+        which the mapping's own may override; a merged mapping is flattened here first too."""
+        if node not in self._checked:
+            self._checked.add(node)
+            _check_unique_keys(self, node)
+        super().flatten_mapping(node)
+
+
+def _check_unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    first: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            earlier = first.setdefault(key, key_node)
+        except TypeError:
+            continue  # unhashable: the constructor refuses it, saying where
+        if earlier is not key_node:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"received the key {_short(key, 40)} a second time (first on line "
+                f"{earlier.start_mark.line + 1}); expected each key once in a mapping: keep the "
+                "one you mean and delete the other", key_node.start_mark)
+
+
+def _too_deep(path: Path, levels: str, what: str) -> str:
+    return (f"{path}: received YAML nested {levels} deep; expected at most {MAX_LEVELS} (a {what} "
+            "has under ten). Flatten the nesting.")
+
+
+def _measure(root: yaml.Node) -> tuple[int, int]:
+    """(values, levels) of the document composed at ``root`` once its aliases are expanded.
+
+    An alias is composed as the very node its anchor names, so each node is measured once,
+    from its children's measures (memoised, iteratively: no recursion limit), and the cost is
+    that of the text, however large the expansion. An alias inside its own anchor's value
+    would expand without end: a composer error at the anchor."""
+    measured: dict[yaml.Node, tuple[int, int]] = {}
+    open_nodes: set[yaml.Node] = set()  # on the path from the root: entered, not yet measured
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        children = _children(node)
+        if leaving:
+            open_nodes.discard(node)
+            measured[node] = (1 + sum(measured[c][0] for c in children),
+                              1 + max((measured[c][1] for c in children), default=0))
+        elif node in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "received an alias (*name) inside the value of its own anchor (&name), "
+                "which would repeat without end; expected aliases of values complete before them",
+                node.start_mark)
+        elif node not in measured:
+            open_nodes.add(node)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+    return measured[root]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _mark(mark: Any, before: str, after: str = "") -> str:
+    return f"{before}line {mark.line + 1}, column {mark.column + 1}{after}" if mark is not None else ""

@@ -28,12 +28,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Literal
 
 import fsspec
-import yaml
 from pydantic import Field, field_validator, model_validator
 from rich.table import Table
 
 from geoseg.core.records import now
-from geoseg.core.spec import Document, Section
+from geoseg.core.spec import Document, Section, load_yaml
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, GeosegError
 from geoseg.io.output import OutputTarget, half_created, output_exists
@@ -177,15 +176,10 @@ def check_template(value: str, allowed: tuple[str, ...]) -> None:
 
 
 def load_batch(path: str | Path) -> BatchSpec:
-    """Read and validate a YAML batch spec (``yaml.safe_load``: no tags, no code)."""
+    """Read and validate a YAML batch spec, as :func:`~geoseg.core.spec.load_yaml` reads every
+    spec (``yaml.safe_load``, secrets remembered, no line of the file quoted in an error)."""
     path = Path(path)
-    if not path.is_file():
-        raise BatchSpecError(f"No batch spec at {path}; give the path of a YAML file "
-                             "(see jobs/batch-demo.yaml).")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise BatchSpecError(f"{path} is not valid YAML: {exc}") from None
+    data = load_yaml(path, "batch spec", BatchSpecError)
     return BatchSpec.from_dict(relative_to_spec(data, path.parent), str(path))
 
 

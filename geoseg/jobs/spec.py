@@ -12,11 +12,10 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import fsspec
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from geoseg import logs
-from geoseg.core.spec import Document, Section
+from geoseg.core.spec import Document, Section, load_yaml
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, JobSpecError, OutputLocationError
 from geoseg.io import allow
@@ -221,15 +220,10 @@ class JobSpec(Document):
 
 
 def load_job(path: str | Path) -> JobSpec:
-    """Read and validate a YAML job spec (``yaml.safe_load``: no tags, no code).
-
-    Its secrets (storage options, credentials in URLs) are remembered, so that no message
-    shows them (:func:`geoseg.logs.scrub`); a YAML error quotes no line of the file."""
+    """Read and validate a YAML job spec, as :func:`~geoseg.core.spec.load_yaml` reads every
+    spec (``yaml.safe_load``, secrets remembered, no line of the file quoted in an error)."""
     path = Path(path)
-    if not path.is_file():
-        raise JobSpecError(f"No job spec at {path}; give the path of a YAML file (see jobs/ for examples).")
-    data = _parse_yaml(path, _read_text(path))
-    logs.remember_secrets(logs.secrets_in(data))
+    data = load_yaml(path, "job spec", JobSpecError)
     _check_urls(data, str(path))
     return JobSpec.from_dict(relative_to_spec(data, path.parent), str(path))
 
@@ -259,35 +253,6 @@ def relative_to_spec(data: Any, folder: Path, key: str = "") -> Any:
 def _relative_local(text: str) -> bool:
     return bool(text) and "://" not in text and ":" not in text.split("/", 1)[0] \
         and not Path(text).expanduser().is_absolute() and not text.startswith("~")
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise JobSpecError(
-            f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} cannot be "
-            "decoded. Save the job spec as UTF-8 (most editors: File > Save with encoding).") from None
-    except OSError as exc:
-        raise JobSpecError(f"Cannot read the job spec {path}: {exc.strerror or exc}. Check that the "
-                           "file is readable (permissions) and try again.") from None
-
-
-def _parse_yaml(path: Path, text: str) -> Any:
-    """The YAML document in ``text``; an error says where, but quotes no line (secrets live there)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        context = f" ({exc.context}{_mark(exc.context_mark, ' at ')})" if exc.context else ""
-        raise JobSpecError(f"{path} is not valid YAML: {_mark(exc.problem_mark, '', ': ')}"
-                           f"{exc.problem}{context}. Fix the spec (see jobs/ for examples).") from None
-    except yaml.YAMLError as exc:
-        raise JobSpecError(f"{path} is not valid YAML ({type(exc).__name__}).") from None
-
-
-def _mark(mark: Any, before: str, after: str = "") -> str:
-    return f"{before}line {mark.line + 1}, column {mark.column + 1}{after}" if mark is not None else ""
 
 
 def _check_urls(data: Any, source: str, key: str = "") -> None:

@@ -24,10 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-import yaml
 from pydantic import Field, ValidationInfo, field_validator
 
-from geoseg.core.spec import Document, Section
+from geoseg.core.spec import Document, Section, load_yaml
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.jobs.spec import InputSpec
@@ -297,14 +296,9 @@ def as_spec(spec: Any, cls: type[D], load: Callable[[str | Path], D]) -> D:
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
-    """``yaml.safe_load`` of a file, with errors that say which file and why."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainSpecError(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise TrainSpecError(f"{path} is not valid YAML: {exc}") from None
+    """The plain data of a training or sweep spec file, read as every spec is
+    (:func:`~geoseg.core.spec.load_yaml`); its problems are :class:`TrainSpecError` s."""
+    return load_yaml(path, what, TrainSpecError)
 
 
 def two_d_architectures() -> list[str]:

@@ -17,6 +17,7 @@ import s3fs
 import yaml
 import zarr
 
+from geoseg import logs
 from geoseg.errors import BatchSpecError, ClusterConfigError
 from geoseg.jobs.batch import BatchSpec, load_batch, plan_items, run_batch
 from geoseg.jobs.identity import input_identity
@@ -301,6 +302,33 @@ def test_spec_errors_name_the_key(tmp_path, change, message):
     data = {**batch_dict({"glob": f"{tmp_path}/*.tif"}, f"{tmp_path}/out/{{stem}}.zarr"), **change}
     with pytest.raises(BatchSpecError, match=message):
         BatchSpec.from_dict(data, "batch.yaml")
+
+
+def test_a_batch_spec_is_read_as_carefully_as_a_job_spec(tmp_path):
+    path = tmp_path / "batch.yaml"
+    path.write_bytes(b"name: nightly\ninputs: {glob: caf\xe9/*.tif}\n")
+    with pytest.raises(BatchSpecError, match="is not UTF-8 text: byte 0xe9 on line 2"):
+        load_batch(path)
+    path.write_text('inputs: {glob: "s3://b/*.tif", storage_options: {secret: "QUOTED-SECRET-7c1\n')
+    with pytest.raises(BatchSpecError, match="is not valid YAML: line 2, column 1") as err:
+        load_batch(path)
+    assert "QUOTED-SECRET-7c1" not in str(err.value)
+
+
+def test_a_batch_spec_with_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "batch.yaml"
+    path.write_text("inputs: {glob: in/*.tif}\noutput: {url_template: 'out/{stem}.zarr'}\n"
+                    "job:\n  model: {method: otsu}\n  model: {method: kmeans}\n")
+    with pytest.raises(BatchSpecError, match="line 5, column 3: received the key 'model' a second"):
+        load_batch(path)
+
+
+def test_a_batch_specs_storage_options_are_hidden_from_every_message(tmp_path):
+    data = batch_dict({"glob": "s3://b/*.tif"}, "s3://b/out/{stem}.zarr",
+                      storage_options={"secret": "BATCH-SECRET-4e2"}, colour="blue")
+    with pytest.raises(BatchSpecError, match="colour: unknown key"):
+        load_batch(write_batch_yaml(tmp_path / "batch.yaml", data))
+    assert "BATCH-SECRET-4e2" not in logs.scrub("a library failed with BATCH-SECRET-4e2")
 
 
 def test_two_inputs_with_one_output_are_refused_before_anything_runs(tmp_path):

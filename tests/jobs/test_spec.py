@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pydantic
 import pytest
 import yaml
 
 from geoseg.errors import JobSpecError
 from geoseg.jobs import JobSpec, load_job
+from tests.conftest import alias_bomb
 
 
 def write(tmp_path, data) -> str:
@@ -52,6 +55,49 @@ def test_storage_option_values_are_hidden_in_errors_and_redaction(tmp_path):
 def test_yaml_goes_through_safe_load(tmp_path):
     with pytest.raises(JobSpecError, match="not valid YAML"):
         load_job(write(tmp_path, "input: !!python/object/apply:os.system ['echo hi']\n"))
+
+
+@pytest.mark.parametrize("levels", [6, 9])
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path, levels):
+    started = time.perf_counter()
+    with pytest.raises(JobSpecError, match=r"received YAML of [\d,]+ values once its aliases \(\*name\) "
+                                           r"are expanded; expected at most 100,000"):
+        load_job(write(tmp_path, alias_bomb(levels)))
+    assert time.perf_counter() - started < 2
+
+
+def test_anchors_and_aliases_of_ordinary_size_still_work(tmp_path):
+    spec = load_job(write(tmp_path, "input: {url: in.zarr, storage_options: &so {anon: true}}\n"
+                                    "model: {path: builtin:demo-unet}\n"
+                                    "output: {url: o.zarr, chunks: &c [64, 64], storage_options: *so}\n"
+                                    "inference: {tile: *c}\n"))
+    assert spec.output.storage_options == {"anon": True} and spec.inference.tile == (64, 64)
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path):
+    with pytest.raises(JobSpecError, match="line 2, column 8: received an alias .* inside the value "
+                                           "of its own anchor"):
+        load_job(write(tmp_path, "name: x\ninput: &i {url: a.zarr, again: *i}\n"))
+
+
+@pytest.mark.parametrize(("levels", "said"), [(150, "152 levels"), (2000, "over 100 levels")])
+def test_deep_nesting_is_refused(tmp_path, levels, said):
+    with pytest.raises(JobSpecError, match=f"received YAML nested {said} deep; expected at most 100"):
+        load_job(write(tmp_path, "model: {params: " + "[" * levels + "]" * levels + "}\n"))
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path):
+    with pytest.raises(JobSpecError, match=r"line 4, column 1: received the key 'output' a second "
+                                           r"time \(first on line 3\); expected each key once"):
+        load_job(write(tmp_path, "input: {url: in.zarr}\nmodel: {path: builtin:demo-unet}\n"
+                                 "output: {url: out.zarr}\noutput: {url: in.zarr}\n"))
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    spec = load_job(write(tmp_path, "input: &in {url: in.zarr, storage_options: {anon: true}}\n"
+                                    "model: {path: builtin:demo-unet}\n"
+                                    "output: {<<: *in, url: o.zarr}\n"))
+    assert spec.output.url.endswith("o.zarr") and spec.output.storage_options == {"anon": True}
 
 
 def test_missing_spec_file(tmp_path):

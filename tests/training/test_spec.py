@@ -8,6 +8,7 @@ import pydantic
 import pytest
 import yaml
 
+from geoseg import logs
 from geoseg.errors import JobSpecError
 from geoseg.training import TrainSpec, TrainSpecError, load_sweep_spec, load_train_spec
 from geoseg.training.sweep import SweepSpec, make_trials
@@ -98,6 +99,28 @@ def test_yaml_problems(tmp_path):
         load_train_spec(write(tmp_path, "data: !!python/object/apply:os.system ['echo hi']\n"))
     with pytest.raises(TrainSpecError, match="expected a mapping of sections"):
         load_train_spec(write(tmp_path, "- a\n- b\n"))
+
+
+def test_a_training_spec_is_read_as_carefully_as_a_job_spec(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_bytes(b"data:\n  classes: [caf\xe9]\n")
+    with pytest.raises(TrainSpecError, match="is not UTF-8 text: byte 0xe9 on line 2"):
+        load_train_spec(path)
+    path.write_text('data: {train: [{image: {url: s3://b/x.zarr, storage_options: {secret: "QUOTED-7c1\n')
+    with pytest.raises(TrainSpecError, match="is not valid YAML: line 2, column 1") as err:
+        load_train_spec(path)
+    assert "QUOTED-7c1" not in str(err.value)
+    data = minimal()
+    data["data"]["train"] = [{**PAIR, "image": {"url": "s3://b/x.zarr",
+                                                "storage_options": {"secret": "TRAIN-SECRET-5d3"}}}]
+    load_train_spec(write(tmp_path, data))
+    assert "TRAIN-SECRET-5d3" not in logs.scrub("a library failed with TRAIN-SECRET-5d3")
+
+
+def test_a_training_spec_with_a_key_given_twice_is_refused(tmp_path):
+    text = yaml.safe_dump(minimal()) + "output: {model: elsewhere.safetensors}\n"
+    with pytest.raises(TrainSpecError, match="received the key 'output' a second time"):
+        load_train_spec(write(tmp_path, text))
 
 
 def test_example_specs_validate(monkeypatch):
