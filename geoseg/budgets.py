@@ -10,6 +10,7 @@ raises (see :data:`geoseg.config.DEFAULTS`):
 setting                         bounds                                     default
 ==============================  =========================================  ================
 ``GEOSEG_MAX_PIXELS``           spatial pixels (or voxels) of one input    ``1e11``
+``GEOSEG_MAX_BANDS``            bands (or NIfTI volumes) of one input      ``1e5``
 ``GEOSEG_MAX_TASKS``            tasks (output chunks or shards) of a job   ``1e6``
 ``GEOSEG_MAX_WINDOW_BYTES``     bytes of the input window one task reads   ``2 GiB``
 ``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
@@ -32,6 +33,7 @@ from geoseg import config
 from geoseg.errors import BudgetError
 
 MAX_PIXELS = "GEOSEG_MAX_PIXELS"
+MAX_BANDS = "GEOSEG_MAX_BANDS"
 MAX_TASKS = "GEOSEG_MAX_TASKS"
 MAX_WINDOW_BYTES = "GEOSEG_MAX_WINDOW_BYTES"
 MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
@@ -98,6 +100,15 @@ def check_pixels(shape: Sequence[int], what: str) -> None:
     check(pixels, MAX_PIXELS, f"{what} declares {declared} = {figure(pixels)} {unit}",
           "Raise it if the raster is real: a header can declare any size, and one this "
           "large is more often a corrupt or hostile file.")
+
+
+def check_bands(n_bands: int, what: str, field: str = "bands") -> None:
+    """Refuse an input declaring more than ``GEOSEG_MAX_BANDS`` bands, before anything per band
+    (band numbers, names) is built: the pixel budget counts spatial pixels only, so a header
+    declaring 10**9 bands of 16 x 16 pixels passes it. ``field`` names what declares them."""
+    check(int(n_bands), MAX_BANDS, f"{what} declares {figure(int(n_bands))} {field}",
+          "Raise it if the input really has that many bands: a header can declare any size, "
+          "and one this large is more often a corrupt or hostile file.")
 
 
 def check_tasks(n_tasks: int, what: str, advice: str = "") -> None:

@@ -33,6 +33,7 @@ DEFAULTS = {
     "GEOSEG_GPU_THREADS": "4",  # threads per GPU worker: they read the next regions meanwhile
     # budgets (geoseg.budgets), checked from metadata before any read or allocation
     "GEOSEG_MAX_PIXELS": "1e11",  # spatial pixels (voxels) of one input
+    "GEOSEG_MAX_BANDS": "1e5",  # bands (NIfTI volumes) of one input
     "GEOSEG_MAX_TASKS": "1e6",  # tasks (output chunks or shards) of one job or output
     "GEOSEG_MAX_WINDOW_BYTES": str(2 << 30),  # input bytes one task reads
     "GEOSEG_MAX_MODEL_PARAMETERS": "1e9",  # values in a model file's network

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -20,9 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import rasterio
 import yaml
+import zarr
 from affine import Affine
 
 from geoseg import budgets
@@ -372,3 +376,58 @@ def test_verify_refuses_an_output_past_the_task_budget_at_once(vast_output):
             in result.said), result.said
     assert "verify reads and hashes every chunk" in result.said
     assert result.peak_rss < 1 << 30
+
+
+# --- bands a header declares ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_bands(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Zarr array whose 1 KB zarr.json declares 10**9 bands of 16 x 16 pixels, and no chunk."""
+    url = str(tmp_path_factory.mktemp("bands") / "bands.zarr")
+    zarr.create_array(url, shape=(10**9, 16, 16), chunks=(1, 16, 16), dtype="uint8",
+                      fill_value=0, dimension_names=["band", "y", "x"])
+    return url
+
+
+def nifti2_header(path: Path, dim: tuple[int, ...]) -> str:
+    """A NIfTI-2 file of ``dim`` float32 voxels (64-bit sizes), of its header and no voxels."""
+    header = nib.Nifti2Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(dim)
+    with open(path, "wb") as f:
+        header.write_to(f)
+    return str(path)
+
+
+BANDS_REFUSED = "declares 1e9 bands; the limit is 100000 (GEOSEG_MAX_BANDS)"
+
+
+def test_a_zarr_declaring_1e9_bands_is_refused_before_any_band_is_named(many_bands):
+    t0 = time.perf_counter()
+    with pytest.raises(BudgetError, match=re.escape(BANDS_REFUSED)):
+        open_source(many_bands)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_a_nifti2_declaring_1e9_volumes_is_refused(tmp_path):
+    url = nifti2_header(tmp_path / "volumes.nii", (16, 16, 16, 10**9))
+    with pytest.raises(BudgetError, match=re.escape(
+            "declares 1e9 volumes (header dim[4]); the limit is 100000 (GEOSEG_MAX_BANDS)")):
+        open_source(url)
+
+
+def test_info_on_1e9_bands_ends_at_once_in_bounded_memory(many_bands):
+    result = geoseg("info", many_bands, timeout=60)
+    assert result.returncode == 2, result.said
+    assert BANDS_REFUSED in result.said and "internal error" not in result.said
+    assert result.peak_rss < 1 << 30, result.peak_rss
+
+
+def test_the_band_budget_is_a_setting(tmp_path, monkeypatch):
+    url = write_zarr(tmp_path / "in.zarr", textured_image(32, 32))
+    monkeypatch.setenv("GEOSEG_MAX_BANDS", "2")
+    with pytest.raises(BudgetError, match=re.escape("declares 3 bands; the limit is 2")):
+        open_source(url)
+    monkeypatch.setenv("GEOSEG_MAX_BANDS", "3")
+    assert open_source(url).shape[0] == 3

@@ -33,6 +33,7 @@ import nibabel as nib
 import numpy as np
 import zarr
 
+from geoseg import budgets
 from geoseg.core.urls import public_url
 from geoseg.errors import OutputExistsError, UnsupportedFormatError
 from geoseg.io.georef import GeoRef
@@ -226,6 +227,7 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
         )
     n_i, n_j, n_k = shape[:3]
     n_t = shape[3] if len(shape) == 4 else 1
+    budgets.check_bands(n_t, f"input {_shown(url)}", "volumes (header dim[4])")
     names = tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",)
     times = tuple(range(n_t)) if bands is None else _band_indexes(bands, n_t, url)
     dtype = "float32" if is_scaled(header) else header.get_data_dtype().newbyteorder("=").name

@@ -19,6 +19,8 @@ import fsspec
 import nibabel as nib
 import numpy as np
 
+from geoseg import budgets
+from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io.nifti import GZIP_MAGIC, NIFTI2_MAGIC, header_georef, is_nifti, scaling
 from geoseg.io.readers import probe
@@ -83,6 +85,7 @@ def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
             "(i, j, k, t), whose t axis becomes bands.")
     n_i, n_j, n_k = shape[:3]
     n_t = shape[3] if len(shape) == 4 else 1
+    budgets.check_bands(n_t, f"input {public_url(url)}", "volumes (header dim[4])")
     slope, inter = scaling(header)
     disk = header.get_data_dtype()
     scaled = slope != 1.0 or inter != 0.0
