@@ -193,14 +193,18 @@ def test_validate_refuses_the_huge_tiff_quickly_with_the_limit_and_the_setting(
 
 
 def test_raising_the_limits_lets_validate_pass(huge_tiff, small_model, tmp_path):
-    """Past the pixel budget the job's plan meets the task budget; past both, validate says
-    ok. The output would be planned, never written, by validate."""
+    """Past the pixel budget the input's tiles meet the chunk budget, then the job's plan the
+    task budget; past all three, validate says ok. The output would be planned, never
+    written, by validate."""
     job = _job(huge_tiff, small_model, tmp_path)
     pixels_only = geoseg("validate", str(job), env={"GEOSEG_MAX_PIXELS": "1e12"})
-    assert pixels_only.returncode == 2, pixels_only.said
-    assert "tasks (chunks); the limit is 1e6 (GEOSEG_MAX_TASKS)" in pixels_only.said
-    both = geoseg("validate", str(job),
-                  env={"GEOSEG_MAX_PIXELS": "1e12", "GEOSEG_MAX_TASKS": "1e7"})
+    assert pixels_only.returncode == 2, pixels_only.said  # 32768 x 32768 x 3 bands a tile
+    assert "stores chunks of 3 x 32768 x 32768 uint8, 3 GiB" in pixels_only.said
+    raised = {"GEOSEG_MAX_PIXELS": "1e12", "GEOSEG_MAX_CHUNK_BYTES": str(3 << 30)}
+    chunks_too = geoseg("validate", str(job), env=raised)
+    assert chunks_too.returncode == 2, chunks_too.said
+    assert "tasks (chunks); the limit is 1e6 (GEOSEG_MAX_TASKS)" in chunks_too.said
+    both = geoseg("validate", str(job), env={**raised, "GEOSEG_MAX_TASKS": "1e7"})
     assert both.returncode == 0, both.said
     assert both.said.startswith("ok:") and "(3, 1000000, 1000000)" in both.said
     assert not (tmp_path / "out.zarr").exists()
@@ -431,3 +435,56 @@ def test_the_band_budget_is_a_setting(tmp_path, monkeypatch):
         open_source(url)
     monkeypatch.setenv("GEOSEG_MAX_BANDS", "3")
     assert open_source(url).shape[0] == 3
+
+
+# --- stored chunks a header declares ----------------------------------------------------------
+
+
+def declared_zarr(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...],
+                  shards: tuple[int, ...] | None = None) -> str:
+    """A zstd Zarr array of ``shape`` whose metadata declares ``chunks``, and no chunk written."""
+    zarr.create_array(str(path), shape=shape, chunks=chunks, shards=shards, dtype="uint8",
+                      fill_value=0, dimension_names=["band", "y", "x"],
+                      compressors=zarr.codecs.ZstdCodec())
+    return str(path)
+
+
+CHUNK_REFUSED = ("stores chunks of 3 x 30000 x 30000 uint8, 2.5 GiB (2.7e9 bytes) decoded, and any "
+                 "read decodes a whole chunk; the limit is 1.07e9 (GEOSEG_MAX_CHUNK_BYTES). "
+                 "Rechunk the input")
+
+
+def test_a_zarr_whose_one_chunk_decodes_to_2_5_gib_is_refused(tmp_path):
+    url = declared_zarr(tmp_path / "bomb.zarr", (3, 30000, 30000), (3, 30000, 30000))
+    with pytest.raises(BudgetError, match=re.escape(CHUNK_REFUSED)):
+        open_source(url)
+
+
+def test_validate_refuses_a_chunk_bomb_in_bounded_memory_with_a_tiny_window_budget(
+        tmp_path, small_model):
+    """The read windows are small, so the window budget passes; the stored chunk does not."""
+    url = declared_zarr(tmp_path / "bomb.zarr", (3, 30000, 30000), (3, 30000, 30000))
+    job = _job(url, small_model, tmp_path)
+    result = geoseg("validate", str(job), env={"GEOSEG_MAX_WINDOW_BYTES": str(64 << 20)})
+    assert result.returncode == 2, result.said
+    assert CHUNK_REFUSED in result.said and "internal error" not in result.said
+    assert result.peak_rss < 1 << 30, result.peak_rss
+
+
+def test_a_shard_is_budgeted_by_its_inner_chunk(tmp_path):
+    """A read decodes the inner chunks of a shard it touches, never the whole shard."""
+    url = declared_zarr(tmp_path / "sharded.zarr", (3, 30720, 30720), (3, 512, 512),
+                        shards=(3, 30720, 30720))
+    assert open_source(url).stored_chunk == (3, 512, 512)
+
+
+def test_a_geotiff_strip_of_all_its_bands_is_budgeted(tmp_path, monkeypatch):
+    path = tmp_path / "strips.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4000, height=1000, count=3, dtype="uint8",
+                       blockysize=1000, compress="deflate", sparse_ok=True, interleave="pixel"):
+        pass  # one compressed strip of 3 x 1000 x 4000 bytes, decoded whole by any read
+    monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(12_000_000 - 1))
+    with pytest.raises(BudgetError, match=re.escape("stores chunks of 3 x 1000 x 4000 uint8")):
+        open_source(str(path))
+    monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(12_000_000))
+    assert open_source(str(path)).shape == (3, 1000, 4000)

@@ -95,8 +95,9 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
     A glob pattern (``s3://bucket/scenes/*.tif``) or a list of URLs is read as one mosaic of
     scenes on a common grid (:mod:`geoseg.io.mosaic`).
 
-    A raster declaring more pixels than ``GEOSEG_MAX_PIXELS`` raises
-    :class:`~geoseg.errors.BudgetError` (:mod:`geoseg.budgets`) before any pixel is read."""
+    A raster declaring more pixels than ``GEOSEG_MAX_PIXELS``, or stored chunks that decode to
+    more than ``GEOSEG_MAX_CHUNK_BYTES``, raises :class:`~geoseg.errors.BudgetError`
+    (:mod:`geoseg.budgets`) before any pixel is read."""
     so = dict(storage_options or {})
     options = {"variable": variable, "bands": bands, "level": level, "pages": pages}
     if not isinstance(url, str) or mosaic.is_glob(url):
@@ -106,6 +107,8 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
             source = remote.call_with_retries(_open_one, url, so, reader, options,
                                               url=url, storage_options=so)
     budgets.check_pixels(source.shape[1:], f"input {public_url(source.url)}")
+    if source.stored_chunk:
+        budgets.check_chunk(source.stored_chunk, source.dtype, f"input {public_url(source.url)}")
     return source
 
 

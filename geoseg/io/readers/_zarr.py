@@ -126,6 +126,7 @@ def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path:
         georef=georef,
         band_names=tuple(names[i] for i in indexes),
         storage_options=so,
+        stored_chunk=tuple(arr.chunks),  # a shard's inner chunk when sharded: what a read decodes
         array_path=array_path,
         band_indexes=None if bands is None or band_axis is None else tuple(indexes),
         roles=roles,

@@ -41,6 +41,9 @@ class RasterSource:
     band_names: tuple[str, ...]
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     read_cache: str | None = field(default=None, compare=False, repr=False)
+    # one stored chunk's shape, every array axis it spans (a band axis too), which any read
+    # touching it decodes whole; () when unknown. Budgeted by GEOSEG_MAX_CHUNK_BYTES.
+    stored_chunk: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def with_read_cache(self) -> RasterSource:
         """This source reading through the per-process cache of decoded chunks
