@@ -37,7 +37,7 @@ from geoseg import budgets
 from geoseg.core.urls import public_url
 from geoseg.errors import OutputExistsError, UnsupportedFormatError
 from geoseg.io.georef import GeoRef
-from geoseg.io.nifti import GZIP_MAGIC, header_georef, is_nifti, is_scaled
+from geoseg.io.nifti import GZIP_MAGIC, data_shape, header_georef, is_nifti, is_scaled
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.remote import check_writable
@@ -219,7 +219,7 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
     fs, path = fsspec.core.url_to_fs(url, **so)
     with fs.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
         header = _gzip_header(stream)
-    shape = tuple(int(n) for n in header.get_data_shape())
+    shape = data_shape(header, url)
     if not 3 <= len(shape) <= 4:
         raise UnsupportedFormatError(
             f"NIfTI file {_shown(url)} has data shape {shape}; geoseg reads 3D volumes (i, j, k) "

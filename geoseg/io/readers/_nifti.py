@@ -22,7 +22,14 @@ import numpy as np
 from geoseg import budgets
 from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
-from geoseg.io.nifti import GZIP_MAGIC, NIFTI2_MAGIC, header_georef, is_nifti, scaling
+from geoseg.io.nifti import (
+    GZIP_MAGIC,
+    NIFTI2_MAGIC,
+    data_shape,
+    header_georef,
+    is_nifti,
+    scaling,
+)
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import RasterSource, Reader, refuse_level, select_bands
 
@@ -78,7 +85,7 @@ class NiftiReader(Reader):
 def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
     """Describe the NIfTI file at ``url`` from its header alone."""
     header = read_header(url, storage_options)
-    shape = tuple(int(n) for n in header.get_data_shape())
+    shape = data_shape(header, url)
     if not 3 <= len(shape) <= 4:
         raise UnsupportedFormatError(
             f"NIfTI file {url} has data shape {shape}; geoseg reads 3D volumes (i, j, k) and 4D ones "

@@ -18,7 +18,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
 from geoseg.core.urls import public_url
-from geoseg.errors import PlanError, RasterNotFoundError
+from geoseg.errors import CorruptInputError, PlanError, RasterNotFoundError
 from geoseg.io import faults, mosaic, remote
 from geoseg.io.readers import _registry, probe
 from geoseg.io.readers.base import RasterSource, Reader
@@ -106,10 +106,23 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
         with remote.storage_errors(url, so, "Reading"), faults.metadata_errors(url, so):
             source = remote.call_with_retries(_open_one, url, so, reader, options,
                                               url=url, storage_options=so)
+    _check_sizes(source)
     budgets.check_pixels(source.shape[1:], f"input {public_url(source.url)}")
     if source.stored_chunk:
         budgets.check_chunk(source.stored_chunk, source.dtype, f"input {public_url(source.url)}")
     return source
+
+
+def _check_sizes(source: RasterSource) -> None:
+    """Refuse a source whose shape or stored chunks have a size < 1, whichever reader described
+    it: planning its tasks would divide by zero, or plan none."""
+    sizes = (*source.shape, *source.chunks)
+    if sizes and min(int(n) for n in sizes) >= 1:
+        return
+    raise CorruptInputError(
+        f"input {public_url(source.url)} declares shape {tuple(source.shape)} (band, spatial "
+        f"axes) and chunks {tuple(source.chunks)}; every size must be >= 1. Its metadata is "
+        "corrupt, or the raster is empty: re-write or re-download it.")
 
 
 def installed_readers() -> dict[str, Reader]:

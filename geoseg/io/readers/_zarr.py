@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
+from geoseg.core.urls import public_url
+from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import missing
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.georef import GeoRef
@@ -113,6 +114,7 @@ def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path:
                       roles: tuple[str, ...], bands: Sequence[int] | None, georef: GeoRef,
                       band_names: Sequence[str] | None = None) -> ZarrSource:
     """A :class:`ZarrSource` for ``arr`` whose axes play ``roles``."""
+    _check_chunks(arr, url, array_path)
     spatial = [i for i, r in enumerate(roles) if r == SPACE]
     band_axis = roles.index(BAND) if BAND in roles else None
     n_bands = 1 if band_axis is None else arr.shape[band_axis]
@@ -131,6 +133,19 @@ def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path:
         band_indexes=None if bands is None or band_axis is None else tuple(indexes),
         roles=roles,
     )
+
+
+def _check_chunks(arr: zarr.Array, url: str, array_path: str) -> None:
+    """Refuse chunk sizes < 1: zarr opens such metadata, and every read or plan of it then
+    divides by zero."""
+    if all(int(c) >= 1 for c in arr.chunks):
+        return
+    where = f"{array_path}/" if array_path else ""
+    field = (f"chunk_grid.configuration.chunk_shape in {where}zarr.json"
+             if arr.metadata.zarr_format == 3 else f"chunks in {where}.zarray")
+    raise CorruptInputError(
+        f"Zarr array {public_url(url)} declares chunks {tuple(arr.chunks)} ({field}); every chunk "
+        "size must be >= 1. Its metadata is corrupt: re-write the array, or fix that field.")
 
 
 def _pick_variable(group: zarr.Group, url: str, variable: str | None) -> str:
