@@ -40,7 +40,7 @@ from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import GZIP_MAGIC, data_shape, header_georef, is_nifti, is_scaled
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
-from geoseg.io.remote import check_writable
+from geoseg.io.remote import check_writable, zarr_options
 from geoseg.io.sources import RasterSource
 from geoseg.tiling import INPUT_CHUNK, Layout
 
@@ -291,8 +291,7 @@ def _create_group(
     input_url: str,
 ) -> zarr.Group:
     """The output group with its empty raster, band and georeference arrays."""
-    kwargs: dict[str, Any] = {"storage_options": options} if options else {}
-    group = zarr.open_group(url, mode="w-", zarr_format=3, **kwargs)
+    group = zarr.open_group(url, mode="w-", zarr_format=3, **zarr_options(url, options))
     spatial = reader.shape[1:]
     nodata = reader.georef.nodata
     group.create_array(

@@ -35,6 +35,7 @@ import contextlib
 import contextvars
 import errno
 import functools
+import logging
 import random
 import re
 import sys
@@ -60,6 +61,7 @@ from geoseg.errors import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("geoseg.io")
 
 READ_ONLY_PROTOCOLS = ("http", "https")
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss")
@@ -524,6 +526,29 @@ def _secrets(options: Any, key: str = "") -> Iterator[str]:
             yield from _secrets(v, key)
     elif isinstance(options, str) and len(options) >= 4 and key not in _NOT_SECRET:
         yield options
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a local path (plain, or ``file://``)."""
+    return fsspec.utils.get_protocol(url) in ("file", "local")
+
+
+def zarr_options(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """zarr's ``storage_options`` keyword for ``url``: none for a local path. Storage options
+    are for remote stores; fsspec, and so every other reader, ignores them on a local path,
+    where zarr refuses them (and the refusal read as a corrupt file)."""
+    if not storage_options or is_local(url):
+        return {}
+    return {"storage_options": storage_options}
+
+
+def local_options_ignored(url: str, storage_options: dict[str, Any] | None, what: str) -> None:
+    """Warn that ``storage_options`` given with the local path ``url`` (``what``: "input",
+    "output") are ignored: a spec shared by local and remote runs may well carry them, so they
+    are not an error, but a user who expected them to act is told."""
+    if storage_options and is_local(url):
+        log.warning("%s %s is a local path, so its storage_options are ignored: they apply to "
+                    "remote URLs only (s3://, gs://, https://, ...).", what, public_url(url))
 
 
 def check_writable(url: str) -> None:

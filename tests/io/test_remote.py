@@ -794,3 +794,31 @@ def test_http_chunk_check_raises_a_503_instead_of_calling_the_chunk_absent(serve
         missing.absent(array, ["c/0/0/0"])
     assert remote.is_transient(caught.value)  # retried by the read around the check
     assert missing.absent(array, ["c/0/0/0"]) == []  # the server is back: the chunk is there
+
+
+# --- storage options with a local path --------------------------------------------------------
+
+LOCAL_OPTIONS = {"anon": True, "key": SECRET}  # what a spec shared with remote runs may carry
+
+
+def test_storage_options_for_a_local_zarr_input_are_ignored_with_a_warning(tmp_path, caplog):
+    """zarr refuses storage options with a local path; that refusal read as a corrupt input."""
+    image = textured_image(32, 32)
+    url = write_zarr(tmp_path / "in.zarr", image)
+    with caplog.at_level("WARNING", logger="geoseg.io"):
+        raster = geoseg.open_raster(url, LOCAL_OPTIONS)
+    np.testing.assert_array_equal(raster.values, image)
+    assert (f"input {url} is a local path, so its storage_options are ignored: they apply to "
+            "remote URLs only") in caplog.text
+    assert SECRET not in caplog.text
+
+
+def test_storage_options_for_a_local_output_are_ignored_with_a_warning(tmp_path, caplog):
+    url = str(tmp_path / "out.zarr")
+    options = {"shape": (20, 30), "chunks": (10, 10), "georef": GeoRef(), "class_names": ["a", "b"],
+               "class_dtype": "uint8", "nodata_class": 255, "storage_options": LOCAL_OPTIONS}
+    with caplog.at_level("WARNING", logger="geoseg.io"):
+        target = create_output(url, **options)
+    target.write("classes", (slice(0, 10), slice(0, 10)), np.ones((10, 10), np.uint8))
+    assert f"output {url} is a local path, so its storage_options are ignored" in caplog.text
+    create_output(url, overwrite=True, **options)  # known as geoseg's own, so replaced

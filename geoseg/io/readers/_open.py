@@ -103,6 +103,7 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
     if not isinstance(url, str) or mosaic.is_glob(url):
         source = _mosaic(url, so, reader=reader, **options)
     else:
+        remote.local_options_ignored(url, so, "input")
         with remote.storage_errors(url, so, "Reading"), faults.metadata_errors(url, so):
             source = remote.call_with_retries(_open_one, url, so, reader, options,
                                               url=url, storage_options=so)

@@ -18,7 +18,7 @@ import zarr
 
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
-from geoseg.io import missing
+from geoseg.io import missing, remote
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.georef import GeoRef
 from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
@@ -52,9 +52,7 @@ class ZarrSource(RasterSource):
     # a job sets its input's from input.missing_chunks (geoseg.io.missing)
 
     def open_array(self) -> zarr.Array:
-        kwargs: dict[str, Any] = {"mode": "r"}
-        if self.storage_options:
-            kwargs["storage_options"] = self.storage_options
+        kwargs: dict[str, Any] = {"mode": "r", **remote.zarr_options(self.url, self.storage_options)}
         if self.array_path:
             kwargs["path"] = self.array_path
         return zarr.open_array(self.url, **kwargs)
@@ -100,7 +98,7 @@ class ZarrReader(Reader):
 
     def open(self, url: str, storage_options: dict[str, Any], *, variable: str | None = None,
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
-        node = zarr.open(url, mode="r", **({"storage_options": storage_options} if storage_options else {}))
+        node = zarr.open(url, mode="r", **remote.zarr_options(url, storage_options))
         group = node if isinstance(node, zarr.Group) else None
         refuse_level(url, level, "a plain Zarr array")
         array_path = _pick_variable(node, url, variable) if group is not None else ""
