@@ -822,3 +822,11 @@ def test_storage_options_for_a_local_output_are_ignored_with_a_warning(tmp_path,
     target.write("classes", (slice(0, 10), slice(0, 10)), np.ones((10, 10), np.uint8))
     assert f"output {url} is a local path, so its storage_options are ignored" in caplog.text
     create_output(url, overwrite=True, **options)  # known as geoseg's own, so replaced
+
+
+def test_a_signed_http_url_is_one_raster_not_a_glob(served, big_tif):
+    """A '?' in an http(s) URL starts its query (a signature), not a glob: the URL was globbed,
+    matched itself and was opened as a glob again, forever."""
+    url = f"{served.url}/big.tif?X-Amz-Signature=SIGSECRET123&X-Amz-Expires=60"
+    raster = geoseg.open_raster(url, chunks=256)
+    np.testing.assert_array_equal(raster[:, :256, :256].values, big_tif[:, :256, :256])

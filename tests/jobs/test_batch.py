@@ -360,3 +360,12 @@ def test_identity_follows_content_changes(tmp_path, s3_server):
     assert etag.startswith("etag:") and s3_server["key"] not in etag
     fs.put_file(write_geotiff(tmp_path / "other.tif", scene(4)), "geoseg/identity/scene.tif")
     assert input_identity("s3://geoseg/identity/scene.tif", s3_server) != etag
+
+
+def test_outputs_named_from_a_signed_url_carry_no_query(tmp_path):
+    """A signed URL keeps its signature in the query: it must reach no output path or id."""
+    signed = "https://example.com/scenes/in.tif?X-Amz-Signature=SIGSECRET123&X-Amz-Expires=60"
+    spec = BatchSpec.from_dict(batch_dict({"urls": [signed]}, f"{tmp_path}/o/{{name}}-{{stem}}.zarr"))
+    [item] = plan_items(spec)
+    assert item.url == signed  # read as given
+    assert item.output == f"{tmp_path}/o/in.tif-in.zarr" and item.id == "in"
