@@ -107,6 +107,8 @@ _TRANSIENT_CLASSES = frozenset(
         "ChunkedEncodingError",
     }
 )
+# botocore's errors when it finds no credentials, or only part of them, anywhere it looks
+_NO_CREDENTIALS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
 _DISK_ERRNO = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 _PERMANENT = (
     FileNotFoundError,
@@ -169,7 +171,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _verdict(err: BaseException) -> bool | None:
     """True (transient), False (permanent) or None (this error alone does not say)."""
-    if isinstance(err, GeosegError) or refused(err):
+    if isinstance(err, GeosegError) or refused(err) or type(err).__name__ in _NO_CREDENTIALS:
         return False
     if isinstance(err, _PERMANENT):  # unless its cause says otherwise: fsspec's HTTP info raises
         return False if err.__cause__ is None else None  # FileNotFoundError from a 503
@@ -316,6 +318,8 @@ def translate(
     exhausted retries); any other exception is returned unchanged."""
     if isinstance(exc, GeosegError):
         return exc
+    if any(type(err).__name__ in _NO_CREDENTIALS for err in _chain(exc)):
+        return _no_credentials(exc, url, storage_options, what)
     if is_transient(exc):
         return _gave_up(exc, url, storage_options, what, 1, 0.0)
     if any(map(refused, _chain(exc))):
@@ -457,6 +461,18 @@ def _access_denied(
         f"{what} {public_url(url)} failed: access denied ({reason(exc, so)}). Check the "
         "credentials (storage_options key/secret or token, a profile, or the AWS_* / GOOGLE_* "
         f"environment variables) and that they may {action} at this location."
+    )
+
+
+def _no_credentials(exc: BaseException, url: str, so: dict[str, Any], what: str
+                    ) -> StorageAccessError:
+    """The store could not be asked at all: no credentials were found (botocore looks in
+    storage_options, the environment, the profile files and the instance metadata)."""
+    return StorageAccessError(
+        f"{what} {public_url(url)} failed: no credentials were found for it ({reason(exc, so)}). "
+        "Give them in storage_options (key and secret, or profile), in the AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY environment variables or in ~/.aws/credentials; for a public "
+        "bucket, set storage_options anon: true."
     )
 
 

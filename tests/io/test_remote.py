@@ -830,3 +830,29 @@ def test_a_signed_http_url_is_one_raster_not_a_glob(served, big_tif):
     url = f"{served.url}/big.tif?X-Amz-Signature=SIGSECRET123&X-Amz-Expires=60"
     raster = geoseg.open_raster(url, chunks=256)
     np.testing.assert_array_equal(raster[:, :256, :256].values, big_tif[:, :256, :256])
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path) -> None:
+    """No AWS credentials anywhere botocore looks."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fsspec.filesystem("s3").clear_instance_cache()
+
+
+def test_missing_s3_credentials_are_an_access_error_naming_what_to_check(s3_server, no_credentials):
+    """botocore's NoCredentialsError was an internal error (exit 1), naming nothing to check."""
+    options = {"client_kwargs": s3_server["client_kwargs"]}  # the endpoint, no key or secret
+    with pytest.raises(StorageAccessError) as read:
+        geoseg.open_raster("s3://geoseg/in.tif", options)
+    with pytest.raises(StorageAccessError) as write:
+        create_output("s3://geoseg/out.zarr", shape=(20, 30), chunks=(10, 10), georef=GeoRef(),
+                      class_names=["a", "b"], class_dtype="uint8", nodata_class=255,
+                      storage_options=options)
+    for caught, what in ((read, "Reading s3://geoseg/in.tif"), (write, "s3://geoseg/out.zarr")):
+        said = str(caught.value)
+        assert what in said and "no credentials were found" in said, said
+        assert "AWS_ACCESS_KEY_ID" in said and "anon: true" in said
