@@ -10,8 +10,10 @@ raises (see :data:`geoseg.config.DEFAULTS`):
 setting                         bounds                                     default
 ==============================  =========================================  ================
 ``GEOSEG_MAX_PIXELS``           spatial pixels (or voxels) of one input    ``1e11``
+``GEOSEG_MAX_BANDS``            bands (or NIfTI volumes) of one input      ``1e5``
 ``GEOSEG_MAX_TASKS``            tasks (output chunks or shards) of a job   ``1e6``
 ``GEOSEG_MAX_WINDOW_BYTES``     bytes of the input window one task reads   ``2 GiB``
+``GEOSEG_MAX_CHUNK_BYTES``      decoded bytes of one stored input chunk    ``1 GiB``
 ``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
 ``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
 ==============================  =========================================  ================
@@ -32,8 +34,10 @@ from geoseg import config
 from geoseg.errors import BudgetError
 
 MAX_PIXELS = "GEOSEG_MAX_PIXELS"
+MAX_BANDS = "GEOSEG_MAX_BANDS"
 MAX_TASKS = "GEOSEG_MAX_TASKS"
 MAX_WINDOW_BYTES = "GEOSEG_MAX_WINDOW_BYTES"
+MAX_CHUNK_BYTES = "GEOSEG_MAX_CHUNK_BYTES"
 MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
 MAX_MODEL_BYTES = "GEOSEG_MAX_MODEL_BYTES"
 
@@ -100,6 +104,15 @@ def check_pixels(shape: Sequence[int], what: str) -> None:
           "large is more often a corrupt or hostile file.")
 
 
+def check_bands(n_bands: int, what: str, field: str = "bands") -> None:
+    """Refuse an input declaring more than ``GEOSEG_MAX_BANDS`` bands, before anything per band
+    (band numbers, names) is built: the pixel budget counts spatial pixels only, so a header
+    declaring 10**9 bands of 16 x 16 pixels passes it. ``field`` names what declares them."""
+    check(int(n_bands), MAX_BANDS, f"{what} declares {figure(int(n_bands))} {field}",
+          "Raise it if the input really has that many bands: a header can declare any size, "
+          "and one this large is more often a corrupt or hostile file.")
+
+
 def check_tasks(n_tasks: int, what: str, advice: str = "") -> None:
     """Refuse a job, or an output, of more than ``GEOSEG_MAX_TASKS`` tasks (chunks); ``advice``
     replaces the default (larger chunks, or a higher limit)."""
@@ -122,6 +135,26 @@ def check_window(window: Sequence[int], n_bands: int, dtype: str, what: str) -> 
           f"{what} reads windows of {shape} {dtype} = {size(n_bytes)} ({figure(n_bytes)} bytes)",
           "Use smaller output.chunks, inference.tile or inference.halo, select fewer "
           "bands, or raise the limit if the workers have the memory.")
+
+
+def check_chunk(chunk: Sequence[int], dtype: str, what: str) -> None:
+    """Refuse an input whose stored chunk (a Zarr chunk, a shard's inner chunk, a GeoTIFF tile
+    or strip), ``chunk`` values of ``dtype`` with every axis it spans, decodes to more than
+    ``GEOSEG_MAX_CHUNK_BYTES``.
+
+    A read decodes every stored chunk its window touches whole, however small the window: the
+    window budget does not bound it, and a few hundred KB of zstd can declare a 10 GB chunk.
+    The default, 1 GiB, is far above the chunks tools write (a few MiB to 64 MiB) and half the
+    default window budget, so a legitimate input's decode fits the memory that budget assumes.
+    """
+    n_bytes = window_bytes(chunk[1:], int(chunk[0]), dtype) if chunk else 0
+    shape = " x ".join(str(int(n)) for n in chunk)
+    check(n_bytes, MAX_CHUNK_BYTES,
+          f"{what} stores chunks of {shape} {dtype}, {size(n_bytes)} ({figure(n_bytes)} bytes) "
+          "decoded, and any read decodes a whole chunk",
+          "Rechunk the input into smaller chunks (e.g. `geoseg convert` to a Zarr, run once with "
+          "the limit raised where the memory is), or raise the limit if the workers have the "
+          "memory to decode one chunk per thread.")
 
 
 def check_model(n_parameters: int, n_bytes: int, what: str) -> None:

@@ -33,8 +33,10 @@ DEFAULTS = {
     "GEOSEG_GPU_THREADS": "4",  # threads per GPU worker: they read the next regions meanwhile
     # budgets (geoseg.budgets), checked from metadata before any read or allocation
     "GEOSEG_MAX_PIXELS": "1e11",  # spatial pixels (voxels) of one input
+    "GEOSEG_MAX_BANDS": "1e5",  # bands (NIfTI volumes) of one input
     "GEOSEG_MAX_TASKS": "1e6",  # tasks (output chunks or shards) of one job or output
     "GEOSEG_MAX_WINDOW_BYTES": str(2 << 30),  # input bytes one task reads
+    "GEOSEG_MAX_CHUNK_BYTES": str(1 << 30),  # decoded bytes of one stored input chunk
     "GEOSEG_MAX_MODEL_PARAMETERS": "1e9",  # values in a model file's network
     "GEOSEG_MAX_MODEL_BYTES": str(8 << 30),  # memory the network's weights take
     # where outputs may be written (geoseg.io.allow): schemes, and buckets (empty: any)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -20,9 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import rasterio
 import yaml
+import zarr
 from affine import Affine
 
 from geoseg import budgets
@@ -189,14 +193,18 @@ def test_validate_refuses_the_huge_tiff_quickly_with_the_limit_and_the_setting(
 
 
 def test_raising_the_limits_lets_validate_pass(huge_tiff, small_model, tmp_path):
-    """Past the pixel budget the job's plan meets the task budget; past both, validate says
-    ok. The output would be planned, never written, by validate."""
+    """Past the pixel budget the input's tiles meet the chunk budget, then the job's plan the
+    task budget; past all three, validate says ok. The output would be planned, never
+    written, by validate."""
     job = _job(huge_tiff, small_model, tmp_path)
     pixels_only = geoseg("validate", str(job), env={"GEOSEG_MAX_PIXELS": "1e12"})
-    assert pixels_only.returncode == 2, pixels_only.said
-    assert "tasks (chunks); the limit is 1e6 (GEOSEG_MAX_TASKS)" in pixels_only.said
-    both = geoseg("validate", str(job),
-                  env={"GEOSEG_MAX_PIXELS": "1e12", "GEOSEG_MAX_TASKS": "1e7"})
+    assert pixels_only.returncode == 2, pixels_only.said  # 32768 x 32768 x 3 bands a tile
+    assert "stores chunks of 3 x 32768 x 32768 uint8, 3 GiB" in pixels_only.said
+    raised = {"GEOSEG_MAX_PIXELS": "1e12", "GEOSEG_MAX_CHUNK_BYTES": str(3 << 30)}
+    chunks_too = geoseg("validate", str(job), env=raised)
+    assert chunks_too.returncode == 2, chunks_too.said
+    assert "tasks (chunks); the limit is 1e6 (GEOSEG_MAX_TASKS)" in chunks_too.said
+    both = geoseg("validate", str(job), env={**raised, "GEOSEG_MAX_TASKS": "1e7"})
     assert both.returncode == 0, both.said
     assert both.said.startswith("ok:") and "(3, 1000000, 1000000)" in both.said
     assert not (tmp_path / "out.zarr").exists()
@@ -372,3 +380,111 @@ def test_verify_refuses_an_output_past_the_task_budget_at_once(vast_output):
             in result.said), result.said
     assert "verify reads and hashes every chunk" in result.said
     assert result.peak_rss < 1 << 30
+
+
+# --- bands a header declares ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_bands(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Zarr array whose 1 KB zarr.json declares 10**9 bands of 16 x 16 pixels, and no chunk."""
+    url = str(tmp_path_factory.mktemp("bands") / "bands.zarr")
+    zarr.create_array(url, shape=(10**9, 16, 16), chunks=(1, 16, 16), dtype="uint8",
+                      fill_value=0, dimension_names=["band", "y", "x"])
+    return url
+
+
+def nifti2_header(path: Path, dim: tuple[int, ...]) -> str:
+    """A NIfTI-2 file of ``dim`` float32 voxels (64-bit sizes), of its header and no voxels."""
+    header = nib.Nifti2Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(dim)
+    with open(path, "wb") as f:
+        header.write_to(f)
+    return str(path)
+
+
+BANDS_REFUSED = "declares 1e9 bands; the limit is 100000 (GEOSEG_MAX_BANDS)"
+
+
+def test_a_zarr_declaring_1e9_bands_is_refused_before_any_band_is_named(many_bands):
+    t0 = time.perf_counter()
+    with pytest.raises(BudgetError, match=re.escape(BANDS_REFUSED)):
+        open_source(many_bands)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_a_nifti2_declaring_1e9_volumes_is_refused(tmp_path):
+    url = nifti2_header(tmp_path / "volumes.nii", (16, 16, 16, 10**9))
+    with pytest.raises(BudgetError, match=re.escape(
+            "declares 1e9 volumes (header dim[4]); the limit is 100000 (GEOSEG_MAX_BANDS)")):
+        open_source(url)
+
+
+def test_info_on_1e9_bands_ends_at_once_in_bounded_memory(many_bands):
+    result = geoseg("info", many_bands, timeout=60)
+    assert result.returncode == 2, result.said
+    assert BANDS_REFUSED in result.said and "internal error" not in result.said
+    assert result.peak_rss < 1 << 30, result.peak_rss
+
+
+def test_the_band_budget_is_a_setting(tmp_path, monkeypatch):
+    url = write_zarr(tmp_path / "in.zarr", textured_image(32, 32))
+    monkeypatch.setenv("GEOSEG_MAX_BANDS", "2")
+    with pytest.raises(BudgetError, match=re.escape("declares 3 bands; the limit is 2")):
+        open_source(url)
+    monkeypatch.setenv("GEOSEG_MAX_BANDS", "3")
+    assert open_source(url).shape[0] == 3
+
+
+# --- stored chunks a header declares ----------------------------------------------------------
+
+
+def declared_zarr(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...],
+                  shards: tuple[int, ...] | None = None) -> str:
+    """A zstd Zarr array of ``shape`` whose metadata declares ``chunks``, and no chunk written."""
+    zarr.create_array(str(path), shape=shape, chunks=chunks, shards=shards, dtype="uint8",
+                      fill_value=0, dimension_names=["band", "y", "x"],
+                      compressors=zarr.codecs.ZstdCodec())
+    return str(path)
+
+
+CHUNK_REFUSED = ("stores chunks of 3 x 30000 x 30000 uint8, 2.5 GiB (2.7e9 bytes) decoded, and any "
+                 "read decodes a whole chunk; the limit is 1.07e9 (GEOSEG_MAX_CHUNK_BYTES). "
+                 "Rechunk the input")
+
+
+def test_a_zarr_whose_one_chunk_decodes_to_2_5_gib_is_refused(tmp_path):
+    url = declared_zarr(tmp_path / "bomb.zarr", (3, 30000, 30000), (3, 30000, 30000))
+    with pytest.raises(BudgetError, match=re.escape(CHUNK_REFUSED)):
+        open_source(url)
+
+
+def test_validate_refuses_a_chunk_bomb_in_bounded_memory_with_a_tiny_window_budget(
+        tmp_path, small_model):
+    """The read windows are small, so the window budget passes; the stored chunk does not."""
+    url = declared_zarr(tmp_path / "bomb.zarr", (3, 30000, 30000), (3, 30000, 30000))
+    job = _job(url, small_model, tmp_path)
+    result = geoseg("validate", str(job), env={"GEOSEG_MAX_WINDOW_BYTES": str(64 << 20)})
+    assert result.returncode == 2, result.said
+    assert CHUNK_REFUSED in result.said and "internal error" not in result.said
+    assert result.peak_rss < 1 << 30, result.peak_rss
+
+
+def test_a_shard_is_budgeted_by_its_inner_chunk(tmp_path):
+    """A read decodes the inner chunks of a shard it touches, never the whole shard."""
+    url = declared_zarr(tmp_path / "sharded.zarr", (3, 30720, 30720), (3, 512, 512),
+                        shards=(3, 30720, 30720))
+    assert open_source(url).stored_chunk == (3, 512, 512)
+
+
+def test_a_geotiff_strip_of_all_its_bands_is_budgeted(tmp_path, monkeypatch):
+    path = tmp_path / "strips.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4000, height=1000, count=3, dtype="uint8",
+                       blockysize=1000, compress="deflate", sparse_ok=True, interleave="pixel"):
+        pass  # one compressed strip of 3 x 1000 x 4000 bytes, decoded whole by any read
+    monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(12_000_000 - 1))
+    with pytest.raises(BudgetError, match=re.escape("stores chunks of 3 x 1000 x 4000 uint8")):
+        open_source(str(path))
+    monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(12_000_000))
+    assert open_source(str(path)).shape == (3, 1000, 4000)

@@ -128,7 +128,7 @@ def overlapping(a: str, a_options: dict[str, Any] | None, b: str, b_options: dic
     try:
         fs_a, path_a = fsspec.core.url_to_fs(a, **(a_options or {}))
         fs_b, path_b = fsspec.core.url_to_fs(b, **(b_options or {}))
-    except (ValueError, ImportError):  # an unknown scheme: the reader or writer says so
+    except (ValueError, TypeError, ImportError):  # an unknown scheme: the reader or writer says so
         return False
     if type(fs_a) is not type(fs_b):
         return False

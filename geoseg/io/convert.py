@@ -33,14 +33,15 @@ import nibabel as nib
 import numpy as np
 import zarr
 
+from geoseg import budgets
 from geoseg.core.urls import public_url
 from geoseg.errors import OutputExistsError, UnsupportedFormatError
 from geoseg.io.allow import overlapping
 from geoseg.io.georef import GeoRef
-from geoseg.io.nifti import GZIP_MAGIC, header_georef, is_nifti, is_scaled
+from geoseg.io.nifti import GZIP_MAGIC, data_shape, header_georef, is_nifti, is_scaled
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
-from geoseg.io.remote import check_writable
+from geoseg.io.remote import check_writable, zarr_options
 from geoseg.io.sources import RasterSource
 from geoseg.tiling import INPUT_CHUNK, Layout
 
@@ -219,7 +220,7 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
     fs, path = fsspec.core.url_to_fs(url, **so)
     with fs.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
         header = _gzip_header(stream)
-    shape = tuple(int(n) for n in header.get_data_shape())
+    shape = data_shape(header, url)
     if not 3 <= len(shape) <= 4:
         raise UnsupportedFormatError(
             f"NIfTI file {_shown(url)} has data shape {shape}; geoseg reads 3D volumes (i, j, k) "
@@ -227,6 +228,7 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
         )
     n_i, n_j, n_k = shape[:3]
     n_t = shape[3] if len(shape) == 4 else 1
+    budgets.check_bands(n_t, f"input {_shown(url)}", "volumes (header dim[4])")
     names = tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",)
     times = tuple(range(n_t)) if bands is None else _band_indexes(bands, n_t, url)
     dtype = "float32" if is_scaled(header) else header.get_data_dtype().newbyteorder("=").name
@@ -282,8 +284,7 @@ def _create_group(
     input_url: str,
 ) -> zarr.Group:
     """The output group with its empty raster, band and georeference arrays."""
-    kwargs: dict[str, Any] = {"storage_options": options} if options else {}
-    group = zarr.open_group(url, mode="w-", zarr_format=3, **kwargs)
+    group = zarr.open_group(url, mode="w-", zarr_format=3, **zarr_options(url, options))
     spatial = reader.shape[1:]
     nodata = reader.georef.nodata
     group.create_array(

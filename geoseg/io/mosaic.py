@@ -75,6 +75,10 @@ class MosaicSource(RasterSource):
 
 
 def is_glob(url: str) -> bool:
+    """Whether ``url`` is a glob pattern. In an ``http(s)://`` URL a ``?`` starts the query
+    string (where a signed URL keeps its signature), so only the part before it counts."""
+    if url.partition("://")[0].lower() in ("http", "https"):
+        url = url.split("#", 1)[0].split("?", 1)[0]
     return any(c in url for c in GLOB_CHARS)
 
 

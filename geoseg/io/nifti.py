@@ -13,6 +13,8 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
+from geoseg.core.urls import public_url
+from geoseg.errors import CorruptInputError
 from geoseg.io.georef import GeoRef
 
 NIFTI1_MAGIC = (b"n+1\x00", 344)
@@ -24,6 +26,19 @@ _ZYX = [2, 1, 0, 3]  # (i, j, k, 1) columns in (z, y, x, 1) order, and back
 def is_nifti(head: bytes) -> bool:
     """Whether the first 348 bytes of a file are a single-file NIfTI-1 or NIfTI-2 header."""
     return any(head[at : at + 4] == magic for magic, at in (NIFTI1_MAGIC, NIFTI2_MAGIC))
+
+
+def data_shape(header: nib.Nifti1Header, url: str) -> tuple[int, ...]:
+    """The header's data shape ``(i, j, k[, t])``, each size checked to be >= 1: a header may say
+    0 or a negative size, which would plan no task, or divide by zero, far from the file."""
+    shape = tuple(int(n) for n in header.get_data_shape())
+    for axis, n in enumerate(shape, start=1):
+        if n < 1:
+            raise CorruptInputError(
+                f"NIfTI file {public_url(url)} has dim[{axis}] = {n} in its header (data shape "
+                f"{shape}); every size must be >= 1. The header is corrupt: re-write or "
+                "re-download the file.")
+    return shape
 
 
 def voxel_affine(nifti: np.ndarray) -> np.ndarray:

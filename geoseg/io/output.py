@@ -46,8 +46,7 @@ class OutputTarget:
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def open_group(self, mode: str = "r+") -> zarr.Group:
-        kwargs: dict[str, Any] = {"storage_options": self.storage_options} if self.storage_options else {}
-        return zarr.open_group(self.url, mode=mode, **kwargs)
+        return zarr.open_group(self.url, mode=mode, **remote.zarr_options(self.url, self.storage_options))
 
     @remote.retrying("Writing")
     def finalize(self, attrs: dict[str, Any]) -> None:
@@ -189,9 +188,8 @@ def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bo
 
 def written_by_geoseg(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     """Whether ``url`` holds a Zarr group that geoseg wrote (it has ``geoseg`` attributes)."""
-    kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options else {}
     try:
-        return "geoseg" in zarr.open_group(url, mode="r", **kwargs).attrs
+        return "geoseg" in zarr.open_group(url, mode="r", **remote.zarr_options(url, storage_options)).attrs
     except Exception:  # noqa: BLE001 - anything unreadable as a geoseg group is not one
         return False
 
@@ -233,6 +231,7 @@ def create_output(
     storage object. ``task_region`` (whole ``chunks`` per axis; default ``chunks``) is what
     one task writes, and what the manifest records; it is kept in the group's attributes."""
     remote.check_writable(url)
+    remote.local_options_ignored(url, storage_options, "output")
     if output_exists(url, storage_options):
         if not overwrite:
             raise OutputExistsError(

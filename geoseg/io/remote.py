@@ -35,6 +35,7 @@ import contextlib
 import contextvars
 import errno
 import functools
+import logging
 import random
 import re
 import sys
@@ -60,6 +61,7 @@ from geoseg.errors import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("geoseg.io")
 
 READ_ONLY_PROTOCOLS = ("http", "https")
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss")
@@ -105,6 +107,8 @@ _TRANSIENT_CLASSES = frozenset(
         "ChunkedEncodingError",
     }
 )
+# botocore's errors when it finds no credentials, or only part of them, anywhere it looks
+_NO_CREDENTIALS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
 _DISK_ERRNO = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 _PERMANENT = (
     FileNotFoundError,
@@ -167,7 +171,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _verdict(err: BaseException) -> bool | None:
     """True (transient), False (permanent) or None (this error alone does not say)."""
-    if isinstance(err, GeosegError) or refused(err):
+    if isinstance(err, GeosegError) or refused(err) or type(err).__name__ in _NO_CREDENTIALS:
         return False
     if isinstance(err, _PERMANENT):  # unless its cause says otherwise: fsspec's HTTP info raises
         return False if err.__cause__ is None else None  # FileNotFoundError from a 503
@@ -314,6 +318,8 @@ def translate(
     exhausted retries); any other exception is returned unchanged."""
     if isinstance(exc, GeosegError):
         return exc
+    if any(type(err).__name__ in _NO_CREDENTIALS for err in _chain(exc)):
+        return _no_credentials(exc, url, storage_options, what)
     if is_transient(exc):
         return _gave_up(exc, url, storage_options, what, 1, 0.0)
     if any(map(refused, _chain(exc))):
@@ -458,6 +464,18 @@ def _access_denied(
     )
 
 
+def _no_credentials(exc: BaseException, url: str, so: dict[str, Any], what: str
+                    ) -> StorageAccessError:
+    """The store could not be asked at all: no credentials were found (botocore looks in
+    storage_options, the environment, the profile files and the instance metadata)."""
+    return StorageAccessError(
+        f"{what} {public_url(url)} failed: no credentials were found for it ({reason(exc, so)}). "
+        "Give them in storage_options (key and secret, or profile), in the AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY environment variables or in ~/.aws/credentials; for a public "
+        "bucket, set storage_options anon: true."
+    )
+
+
 def _gave_up(
     exc: BaseException, url: str, so: dict[str, Any], what: str, attempts: int, seconds: float
 ) -> StorageUnavailableError:
@@ -524,6 +542,29 @@ def _secrets(options: Any, key: str = "") -> Iterator[str]:
             yield from _secrets(v, key)
     elif isinstance(options, str) and len(options) >= 4 and key not in _NOT_SECRET:
         yield options
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a local path (plain, or ``file://``)."""
+    return fsspec.utils.get_protocol(url) in ("file", "local")
+
+
+def zarr_options(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """zarr's ``storage_options`` keyword for ``url``: none for a local path. Storage options
+    are for remote stores; fsspec, and so every other reader, ignores them on a local path,
+    where zarr refuses them (and the refusal read as a corrupt file)."""
+    if not storage_options or is_local(url):
+        return {}
+    return {"storage_options": storage_options}
+
+
+def local_options_ignored(url: str, storage_options: dict[str, Any] | None, what: str) -> None:
+    """Warn that ``storage_options`` given with the local path ``url`` (``what``: "input",
+    "output") are ignored: a spec shared by local and remote runs may well carry them, so they
+    are not an error, but a user who expected them to act is told."""
+    if storage_options and is_local(url):
+        log.warning("%s %s is a local path, so its storage_options are ignored: they apply to "
+                    "remote URLs only (s3://, gs://, https://, ...).", what, public_url(url))
 
 
 def check_writable(url: str) -> None:

@@ -282,7 +282,9 @@ def _output_url(template: str, url: str, item_id: str | None) -> str:
 
 
 def _name(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1]
+    """The last segment of ``url``'s path, without user info, query or fragment: a signed URL's
+    signature must never reach an output path, a table or a report."""
+    return public_url(url).rstrip("/").rsplit("/", 1)[-1]
 
 
 def _stem(url: str) -> str:

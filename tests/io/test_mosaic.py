@@ -109,3 +109,15 @@ def test_a_job_over_a_mosaic_on_s3_equals_whole_image_inference(tmp_path, model_
     classes = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["classes"][...]
     np.testing.assert_array_equal(classes, geoseg.load_model(model_path).predict_image(image).argmax(0))
     assert report.provenance["input"]["format"] == "mosaic"
+
+
+def test_a_glob_that_matches_only_itself_is_one_raster(tmp_path):
+    """A local name holding a glob character matches itself: opened once, not globbed again."""
+    image = textured_image(32, 48)
+    path = tmp_path / "scene?.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=48, height=32, count=3, dtype="uint8",
+                       crs=CRS, transform=TRANSFORM) as dst:
+        dst.write(image)
+    raster = geoseg.open_raster(str(path))
+    assert raster.encoding["geoseg_source"].format == "geotiff"
+    np.testing.assert_array_equal(raster.values, image)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
 import zarr
 
 import geoseg
-from geoseg.errors import BandMismatchError, RasterNotFoundError, UnsupportedFormatError
+from geoseg.errors import (
+    BandMismatchError,
+    CorruptInputError,
+    RasterNotFoundError,
+    UnsupportedFormatError,
+)
+from geoseg.io.readers import open_source
 from tests.conftest import CRS, SHARED_DATA, TRANSFORM, textured_image, write_geotiff, write_zarr
 
 
@@ -134,3 +142,23 @@ def test_a_group_of_several_rasters_asks_which_one(tmp_path):
         geoseg.open_raster(str(tmp_path / "two.zarr"))
     np.testing.assert_array_equal(geoseg.open_raster(str(tmp_path / "two.zarr"), variable="labels").values[0],
                                   image[0])
+
+
+def test_a_zarr_chunk_size_of_0_is_refused_naming_the_field(tmp_path):
+    """zarr opens such metadata; every read or plan of it then divided by zero."""
+    url = write_zarr(tmp_path / "zc.zarr", textured_image(64, 64))
+    meta = json.loads((tmp_path / "zc.zarr" / "zarr.json").read_text())
+    meta["chunk_grid"]["configuration"]["chunk_shape"] = [3, 0, 64]
+    (tmp_path / "zc.zarr" / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(CorruptInputError, match=rf"Zarr array {url} declares chunks \(3, 0, 64\) "
+                       r"\(chunk_grid.configuration.chunk_shape in zarr.json\); every chunk size"):
+        open_source(url)
+
+
+def test_an_empty_raster_is_refused_with_its_shape(tmp_path):
+    url = str(tmp_path / "empty.zarr")
+    zarr.create_array(url, shape=(3, 0, 64), chunks=(3, 64, 64), dtype="uint8",
+                      dimension_names=["band", "y", "x"])
+    with pytest.raises(CorruptInputError, match=rf"input {url} declares shape \(3, 0, 64\) "
+                       r"\(band, spatial axes\) and chunks \(64, 64\); every size must be >= 1"):
+        open_source(url)

@@ -794,3 +794,65 @@ def test_http_chunk_check_raises_a_503_instead_of_calling_the_chunk_absent(serve
         missing.absent(array, ["c/0/0/0"])
     assert remote.is_transient(caught.value)  # retried by the read around the check
     assert missing.absent(array, ["c/0/0/0"]) == []  # the server is back: the chunk is there
+
+
+# --- storage options with a local path --------------------------------------------------------
+
+LOCAL_OPTIONS = {"anon": True, "key": SECRET}  # what a spec shared with remote runs may carry
+
+
+def test_storage_options_for_a_local_zarr_input_are_ignored_with_a_warning(tmp_path, caplog):
+    """zarr refuses storage options with a local path; that refusal read as a corrupt input."""
+    image = textured_image(32, 32)
+    url = write_zarr(tmp_path / "in.zarr", image)
+    with caplog.at_level("WARNING", logger="geoseg.io"):
+        raster = geoseg.open_raster(url, LOCAL_OPTIONS)
+    np.testing.assert_array_equal(raster.values, image)
+    assert (f"input {url} is a local path, so its storage_options are ignored: they apply to "
+            "remote URLs only") in caplog.text
+    assert SECRET not in caplog.text
+
+
+def test_storage_options_for_a_local_output_are_ignored_with_a_warning(tmp_path, caplog):
+    url = str(tmp_path / "out.zarr")
+    options = {"shape": (20, 30), "chunks": (10, 10), "georef": GeoRef(), "class_names": ["a", "b"],
+               "class_dtype": "uint8", "nodata_class": 255, "storage_options": LOCAL_OPTIONS}
+    with caplog.at_level("WARNING", logger="geoseg.io"):
+        target = create_output(url, **options)
+    target.write("classes", (slice(0, 10), slice(0, 10)), np.ones((10, 10), np.uint8))
+    assert f"output {url} is a local path, so its storage_options are ignored" in caplog.text
+    create_output(url, overwrite=True, **options)  # known as geoseg's own, so replaced
+
+
+def test_a_signed_http_url_is_one_raster_not_a_glob(served, big_tif):
+    """A '?' in an http(s) URL starts its query (a signature), not a glob: the URL was globbed,
+    matched itself and was opened as a glob again, forever."""
+    url = f"{served.url}/big.tif?X-Amz-Signature=SIGSECRET123&X-Amz-Expires=60"
+    raster = geoseg.open_raster(url, chunks=256)
+    np.testing.assert_array_equal(raster[:, :256, :256].values, big_tif[:, :256, :256])
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path) -> None:
+    """No AWS credentials anywhere botocore looks."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fsspec.filesystem("s3").clear_instance_cache()
+
+
+def test_missing_s3_credentials_are_an_access_error_naming_what_to_check(s3_server, no_credentials):
+    """botocore's NoCredentialsError was an internal error (exit 1), naming nothing to check."""
+    options = {"client_kwargs": s3_server["client_kwargs"]}  # the endpoint, no key or secret
+    with pytest.raises(StorageAccessError) as read:
+        geoseg.open_raster("s3://geoseg/in.tif", options)
+    with pytest.raises(StorageAccessError) as write:
+        create_output("s3://geoseg/out.zarr", shape=(20, 30), chunks=(10, 10), georef=GeoRef(),
+                      class_names=["a", "b"], class_dtype="uint8", nodata_class=255,
+                      storage_options=options)
+    for caught, what in ((read, "Reading s3://geoseg/in.tif"), (write, "s3://geoseg/out.zarr")):
+        said = str(caught.value)
+        assert what in said and "no credentials were found" in said, said
+        assert "AWS_ACCESS_KEY_ID" in said and "anon: true" in said

@@ -4,6 +4,7 @@ overviews. Each is checked against an independent reader (nibabel, ome-zarr, ras
 from __future__ import annotations
 
 import gzip
+import struct
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +16,8 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
 import geoseg
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import CorruptInputError, UnsupportedFormatError
+from geoseg.io.readers import open_source
 
 ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
 
@@ -177,3 +179,17 @@ def test_cog_overview_level_matches_rasterio(tmp_path):
     np.testing.assert_allclose(level1.attrs["transform"], tuple(transform)[:6])
     with pytest.raises(UnsupportedFormatError, match="overview"):
         geoseg.open_raster(str(path), level=3)
+
+
+@pytest.mark.parametrize("size", [0, -64])
+def test_a_nifti_header_with_a_size_below_1_is_refused_naming_the_file_and_the_field(
+        tmp_path, size):
+    """dim[1] = 0 planned no task (then divided by zero); -64 failed far from the header."""
+    good = write_nifti(tmp_path / "good.nii", np.ones((64, 64, 32), np.float32), np.eye(4))
+    data = bytearray(good.read_bytes())
+    struct.pack_into("<4h", data, 40, 3, size, 64, 32)  # dim[0..3] of the NIfTI-1 header
+    bad = tmp_path / "bad.nii"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CorruptInputError, match=rf"NIfTI file {bad} has dim\[1\] = {size} in its "
+                       r"header \(data shape \(" + str(size) + r", 64, 32\)\); every size must be >= 1"):
+        open_source(str(bad))

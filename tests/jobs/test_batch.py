@@ -404,3 +404,12 @@ def test_a_changed_input_never_lets_one_job_replace_another_jobs_output(same_job
     got = decide(attrs, "job-a" if same_job else "job-b",
                  "stat:size=1;mtime=1" if same_input else "stat:size=1;mtime=2")
     assert got == decision
+
+
+def test_outputs_named_from_a_signed_url_carry_no_query(tmp_path):
+    """A signed URL keeps its signature in the query: it must reach no output path or id."""
+    signed = "https://example.com/scenes/in.tif?X-Amz-Signature=SIGSECRET123&X-Amz-Expires=60"
+    spec = BatchSpec.from_dict(batch_dict({"urls": [signed]}, f"{tmp_path}/o/{{name}}-{{stem}}.zarr"))
+    [item] = plan_items(spec)
+    assert item.url == signed  # read as given
+    assert item.output == f"{tmp_path}/o/in.tif-in.zarr" and item.id == "in"

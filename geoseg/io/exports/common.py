@@ -22,7 +22,7 @@ from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import output_exists
 from geoseg.io.readers import open_source
-from geoseg.io.remote import check_writable
+from geoseg.io.remote import check_writable, zarr_options
 from geoseg.io.sources import ZarrSource
 
 
@@ -123,7 +123,7 @@ def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> Fi
 
 def _geoseg_attrs(url: str, so: dict[str, Any]) -> dict[str, Any]:
     try:
-        group = zarr.open_group(url, mode="r", **({"storage_options": so} if so else {}))
+        group = zarr.open_group(url, mode="r", **zarr_options(url, so))
         attrs = dict(group.attrs.get("geoseg", {}))
         has_classes = "classes" in group
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.NodeTypeValidationError):

@@ -22,7 +22,7 @@ import numpy as np
 import zarr
 
 from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
-from geoseg.io import omezarr
+from geoseg.io import omezarr, remote
 from geoseg.io.exports.common import FinishedOutput, chunk_windows, open_finished, shown
 from geoseg.io.exports.pyramid import downsample_window, factors_between, parse_resampling
 from geoseg.io.output import output_exists
@@ -111,9 +111,8 @@ def _open_image(url: str, options: dict[str, Any] | None) -> zarr.Group:
         raise RasterNotFoundError(
             f"No OME-Zarr image at {shown(url)}: nothing exists at that path."
         )
-    kwargs: dict[str, Any] = {"storage_options": options} if options else {}
     try:
-        root = zarr.open_group(url, mode="r+", **kwargs)
+        root = zarr.open_group(url, mode="r+", **remote.zarr_options(url, options))
     except (FileNotFoundError, ValueError, zarr.errors.NodeTypeValidationError):
         root = None
     if root is None or not omezarr.multiscales(dict(root.attrs)):

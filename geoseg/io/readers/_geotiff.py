@@ -15,6 +15,7 @@ from typing import Any
 import fsspec
 import numpy as np
 import rasterio
+import rasterio.enums
 import rasterio.errors
 from rasterio.windows import Window
 
@@ -75,9 +76,15 @@ def _describe(ds: Any, url: str, storage_options: dict[str, Any], bands: Sequenc
         georef=GeoRef.from_crs(ds.crs, ds.transform, ds.nodata),
         band_names=tuple(names[i - 1] for i in indexes),
         storage_options=storage_options,
+        stored_chunk=(_bands_per_block(ds), block_y, block_x),
         band_indexes=tuple(indexes),
         overview_level=overview,
     )
+
+
+def _bands_per_block(ds: Any) -> int:
+    """Bands one decoded block holds: all of them when pixel-interleaved, else one."""
+    return ds.count if ds.interleaving == rasterio.enums.Interleaving.pixel else 1
 
 
 def _tiff_band_names(ds: Any) -> list[str]:

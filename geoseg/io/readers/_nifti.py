@@ -19,8 +19,17 @@ import fsspec
 import nibabel as nib
 import numpy as np
 
+from geoseg import budgets
+from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
-from geoseg.io.nifti import GZIP_MAGIC, NIFTI2_MAGIC, header_georef, is_nifti, scaling
+from geoseg.io.nifti import (
+    GZIP_MAGIC,
+    NIFTI2_MAGIC,
+    data_shape,
+    header_georef,
+    is_nifti,
+    scaling,
+)
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import RasterSource, Reader, refuse_level, select_bands
 
@@ -76,13 +85,14 @@ class NiftiReader(Reader):
 def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
     """Describe the NIfTI file at ``url`` from its header alone."""
     header = read_header(url, storage_options)
-    shape = tuple(int(n) for n in header.get_data_shape())
+    shape = data_shape(header, url)
     if not 3 <= len(shape) <= 4:
         raise UnsupportedFormatError(
             f"NIfTI file {url} has data shape {shape}; geoseg reads 3D volumes (i, j, k) and 4D ones "
             "(i, j, k, t), whose t axis becomes bands.")
     n_i, n_j, n_k = shape[:3]
     n_t = shape[3] if len(shape) == 4 else 1
+    budgets.check_bands(n_t, f"input {public_url(url)}", "volumes (header dim[4])")
     slope, inter = scaling(header)
     disk = header.get_data_dtype()
     scaled = slope != 1.0 or inter != 0.0

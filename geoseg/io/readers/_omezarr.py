@@ -8,7 +8,7 @@ from typing import Any
 
 import zarr
 
-from geoseg.io import omezarr
+from geoseg.io import omezarr, remote
 from geoseg.io.readers import probe
 from geoseg.io.readers._zarr import ZarrReader, zarr_array_source
 from geoseg.io.readers.base import BAND, RasterSource
@@ -33,8 +33,7 @@ class OmeZarrReader(ZarrReader):
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
         if variable is not None:
             return super().open(url, storage_options, variable=variable, bands=bands, level=level)
-        group = zarr.open_group(url, mode="r", **({"storage_options": storage_options}
-                                                  if storage_options else {}))
+        group = zarr.open_group(url, mode="r", **remote.zarr_options(url, storage_options))
         path, image = omezarr.level_path(group, level, url)
         arr = group[path]
         roles = omezarr.roles(image, arr.shape, url)

@@ -18,7 +18,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
 from geoseg.core.urls import public_url
-from geoseg.errors import PlanError, RasterNotFoundError
+from geoseg.errors import CorruptInputError, PlanError, RasterNotFoundError
 from geoseg.io import faults, mosaic, remote
 from geoseg.io.readers import _registry, probe
 from geoseg.io.readers.base import RasterSource, Reader
@@ -95,18 +95,46 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
     A glob pattern (``s3://bucket/scenes/*.tif``) or a list of URLs is read as one mosaic of
     scenes on a common grid (:mod:`geoseg.io.mosaic`).
 
-    A raster declaring more pixels than ``GEOSEG_MAX_PIXELS`` raises
-    :class:`~geoseg.errors.BudgetError` (:mod:`geoseg.budgets`) before any pixel is read."""
+    A raster declaring more pixels than ``GEOSEG_MAX_PIXELS``, or stored chunks that decode to
+    more than ``GEOSEG_MAX_CHUNK_BYTES``, raises :class:`~geoseg.errors.BudgetError`
+    (:mod:`geoseg.budgets`) before any pixel is read."""
     so = dict(storage_options or {})
     options = {"variable": variable, "bands": bands, "level": level, "pages": pages}
     if not isinstance(url, str) or mosaic.is_glob(url):
-        source = _mosaic(url, so, reader=reader, **options)
-    else:
-        with remote.storage_errors(url, so, "Reading"), faults.metadata_errors(url, so):
-            source = remote.call_with_retries(_open_one, url, so, reader, options,
-                                              url=url, storage_options=so)
+        return _checked(_mosaic(url, so, reader, options))
+    return _open_url(url, so, reader, options)
+
+
+def _open_url(url: str, so: dict[str, Any], reader: str | None, options: dict[str, Any]
+              ) -> RasterSource:
+    """The one raster at ``url``, never read as a pattern: what a glob found is a file, even
+    where its name holds a glob character (or the pattern matched only itself)."""
+    remote.local_options_ignored(url, so, "input")
+    with remote.storage_errors(url, so, "Reading"), faults.metadata_errors(url, so):
+        source = remote.call_with_retries(_open_one, url, so, reader, options,
+                                          url=url, storage_options=so)
+    return _checked(source)
+
+
+def _checked(source: RasterSource) -> RasterSource:
+    """``source``, its sizes and budgets checked (:mod:`geoseg.budgets`)."""
+    _check_sizes(source)
     budgets.check_pixels(source.shape[1:], f"input {public_url(source.url)}")
+    if source.stored_chunk:
+        budgets.check_chunk(source.stored_chunk, source.dtype, f"input {public_url(source.url)}")
     return source
+
+
+def _check_sizes(source: RasterSource) -> None:
+    """Refuse a source whose shape or stored chunks have a size < 1, whichever reader described
+    it: planning its tasks would divide by zero, or plan none."""
+    sizes = (*source.shape, *source.chunks)
+    if sizes and min(int(n) for n in sizes) >= 1:
+        return
+    raise CorruptInputError(
+        f"input {public_url(source.url)} declares shape {tuple(source.shape)} (band, spatial "
+        f"axes) and chunks {tuple(source.chunks)}; every size must be >= 1. Its metadata is "
+        "corrupt, or the raster is empty: re-write or re-download it.")
 
 
 def installed_readers() -> dict[str, Reader]:
@@ -130,7 +158,8 @@ def _open_one(url: str, so: dict[str, Any], name: str | None, options: dict[str,
             raise _registry.not_its_format(name, reader, url, so) from None
 
 
-def _mosaic(urls: str | Sequence[str], so: dict[str, Any], **options: Any) -> RasterSource:
+def _mosaic(urls: str | Sequence[str], so: dict[str, Any], reader: str | None,
+            options: dict[str, Any]) -> RasterSource:
     if isinstance(urls, str):
         with remote.storage_errors(urls, so, "Listing"), faults.metadata_errors(urls, so):
             fs, _ = fsspec.core.url_to_fs(urls, **so)
@@ -143,7 +172,10 @@ def _mosaic(urls: str | Sequence[str], so: dict[str, Any], **options: Any) -> Ra
         if not urls:
             raise RasterNotFoundError("An empty list of rasters was given; give at least one URL.")
         name, listed = f"{urls[0]} (+{len(urls) - 1} more)", list(urls)
-    sources = [open_source(u, so, **options) for u in listed]
+    if isinstance(urls, str):  # files found, each opened as itself
+        sources = [_open_url(u, so, reader, options) for u in listed]
+    else:  # the caller's URLs, each of which may be a pattern
+        sources = [open_source(u, so, reader=reader, **options) for u in listed]
     return sources[0] if len(sources) == 1 else mosaic.mosaic_source(sources, name)
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from geoseg.errors import RasterNotFoundError, UnsupportedFormatError
-from geoseg.io import missing
+from geoseg.core.urls import public_url
+from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
+from geoseg.io import missing, remote
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.georef import GeoRef
 from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
@@ -51,9 +52,7 @@ class ZarrSource(RasterSource):
     # a job sets its input's from input.missing_chunks (geoseg.io.missing)
 
     def open_array(self) -> zarr.Array:
-        kwargs: dict[str, Any] = {"mode": "r"}
-        if self.storage_options:
-            kwargs["storage_options"] = self.storage_options
+        kwargs: dict[str, Any] = {"mode": "r", **remote.zarr_options(self.url, self.storage_options)}
         if self.array_path:
             kwargs["path"] = self.array_path
         return zarr.open_array(self.url, **kwargs)
@@ -99,7 +98,7 @@ class ZarrReader(Reader):
 
     def open(self, url: str, storage_options: dict[str, Any], *, variable: str | None = None,
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
-        node = zarr.open(url, mode="r", **({"storage_options": storage_options} if storage_options else {}))
+        node = zarr.open(url, mode="r", **remote.zarr_options(url, storage_options))
         group = node if isinstance(node, zarr.Group) else None
         refuse_level(url, level, "a plain Zarr array")
         array_path = _pick_variable(node, url, variable) if group is not None else ""
@@ -113,6 +112,7 @@ def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path:
                       roles: tuple[str, ...], bands: Sequence[int] | None, georef: GeoRef,
                       band_names: Sequence[str] | None = None) -> ZarrSource:
     """A :class:`ZarrSource` for ``arr`` whose axes play ``roles``."""
+    _check_chunks(arr, url, array_path)
     spatial = [i for i, r in enumerate(roles) if r == SPACE]
     band_axis = roles.index(BAND) if BAND in roles else None
     n_bands = 1 if band_axis is None else arr.shape[band_axis]
@@ -126,10 +126,24 @@ def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path:
         georef=georef,
         band_names=tuple(names[i] for i in indexes),
         storage_options=so,
+        stored_chunk=tuple(arr.chunks),  # a shard's inner chunk when sharded: what a read decodes
         array_path=array_path,
         band_indexes=None if bands is None or band_axis is None else tuple(indexes),
         roles=roles,
     )
+
+
+def _check_chunks(arr: zarr.Array, url: str, array_path: str) -> None:
+    """Refuse chunk sizes < 1: zarr opens such metadata, and every read or plan of it then
+    divides by zero."""
+    if all(int(c) >= 1 for c in arr.chunks):
+        return
+    where = f"{array_path}/" if array_path else ""
+    field = (f"chunk_grid.configuration.chunk_shape in {where}zarr.json"
+             if arr.metadata.zarr_format == 3 else f"chunks in {where}.zarray")
+    raise CorruptInputError(
+        f"Zarr array {public_url(url)} declares chunks {tuple(arr.chunks)} ({field}); every chunk "
+        "size must be >= 1. Its metadata is corrupt: re-write the array, or fix that field.")
 
 
 def _pick_variable(group: zarr.Group, url: str, variable: str | None) -> str:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from geoseg import budgets
 from geoseg.core.urls import public_url
 from geoseg.errors import BandMismatchError, UnsupportedFormatError
 from geoseg.io import faults, remote
@@ -40,6 +41,9 @@ class RasterSource:
     band_names: tuple[str, ...]
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     read_cache: str | None = field(default=None, compare=False, repr=False)
+    # one stored chunk's shape, every array axis it spans (a band axis too), which any read
+    # touching it decodes whole; () when unknown. Budgeted by GEOSEG_MAX_CHUNK_BYTES.
+    stored_chunk: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def with_read_cache(self) -> RasterSource:
         """This source reading through the per-process cache of decoded chunks
@@ -101,7 +105,10 @@ class Reader:
 
 
 def band_indexes(bands: Any, n_bands: int, url: str) -> list[int]:
-    """0-based indexes of the 1-based ``bands`` (all when ``None``), checked against ``n_bands``."""
+    """0-based indexes of the 1-based ``bands`` (all when ``None``), checked against ``n_bands``,
+    which is first checked against ``GEOSEG_MAX_BANDS``: the header declared it, and everything
+    per band (these indexes, the band names) is built from it."""
+    budgets.check_bands(n_bands, f"input {public_url(url)}")
     if bands is None:
         return list(range(n_bands))
     bad = [b for b in bands if not 1 <= int(b) <= n_bands]
