@@ -417,3 +417,16 @@ def test_scrub_hides_every_form_of_a_secret():
         assert part not in scrubbed, scrubbed
     assert scrubbed.startswith("s3://bucket/key Port could not be cast")
     assert {"AKIAUSER", "wJalrXUtnFEMI/K7MDENG", "abc123"} <= logs.url_secrets(url)
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (None, "No run record at {path}; give the .json record a run wrote"),
+    ("{not json", "{path} is not a run record: not JSON (Expecting property name"),
+    ("[1, 2]", "{path} is not a run record: received JSON list, expected an object"),
+])
+def test_report_refuses_a_run_record_that_is_not_one(tmp_path, content, said):
+    record = tmp_path / "run.json"
+    if content is not None:
+        record.write_text(content)
+    assert_clean(geoseg("report", str(record)), 2, said.format(path=record))
+

@@ -21,6 +21,9 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from geoseg.core.urls import public_url
+from geoseg.errors import EvaluationError
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th:first-child,td:first-child{text-align:left}img{max-width:100%}
@@ -28,9 +31,24 @@ pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}.note{color:#777
 
 
 def load_record(url: str) -> dict[str, Any]:
-    """A run record (JSON) from a path or fsspec URL."""
-    with fsspec.open(url, "r") as f:
-        return json.load(f)
+    """A run record (JSON) from a path or fsspec URL; one that is missing, unreadable or not a
+    JSON object raises :class:`EvaluationError` naming it."""
+    advice = "give the .json record a run wrote (geoseg runs lists them)."
+    try:
+        with fsspec.open(url, "r", encoding="utf-8") as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        raise EvaluationError(f"No run record at {public_url(url)}; {advice}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"Cannot read the run record {public_url(url)} "
+                              f"({type(exc).__name__}); {advice}") from None
+    except ValueError as exc:
+        raise EvaluationError(f"{public_url(url)} is not a run record: not JSON ({exc}); "
+                              f"{advice}") from None
+    if not isinstance(record, dict):
+        raise EvaluationError(f"{public_url(url)} is not a run record: received JSON "
+                              f"{type(record).__name__}, expected an object; {advice}")
+    return record
 
 
 def report_path(record_url: str) -> str:
@@ -256,7 +274,6 @@ def record_of(run: str) -> str:
     (its attributes name the record)."""
     if run.endswith(".json"):
         return run
-    from geoseg.errors import EvaluationError
     from geoseg.io.output import OutputTarget
 
     record = (OutputTarget(run).attrs().get("provenance") or {}).get("run_record")

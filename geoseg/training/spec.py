@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,9 @@ class NormalizationSpec(Section):
             raise ValueError("mean and std given together (one value per band each), or neither")
         if value is not None and (len(value) != len(mean) or min(value) <= 0):
             raise ValueError(f"{len(mean)} positive value(s), one per mean")
+        if value is not None and not all(map(math.isfinite, [*mean, *value])):
+            raise ValueError("finite means and stds (a NaN or an infinity normalises every pixel "
+                             "to the same value)")
         return value
 
 

@@ -81,6 +81,15 @@ def test_cross_field_checks():
         TrainSpec.from_dict(minimal(training={"device": "gpu"}))
 
 
+@pytest.mark.parametrize(("mean", "std"), [([0.5, 0.5], [float("nan"), 1.0]),
+                                           ([float("inf"), 0.5], [1.0, 1.0])])
+def test_normalization_that_is_not_finite_is_refused(mean, std):
+    data = minimal()
+    data["data"]["normalization"] = {"mean": mean, "std": std}
+    with pytest.raises(TrainSpecError, match="data.normalization.std: .* expected finite means and stds"):
+        TrainSpec.from_dict(data)
+
+
 def test_storage_options_never_echoed():
     data = minimal()
     data["data"]["train"] = [{**PAIR, "image": {"url": "s3://b/x.zarr", "storage_options": 12345}}]
