@@ -488,3 +488,18 @@ def test_a_geotiff_strip_of_all_its_bands_is_budgeted(tmp_path, monkeypatch):
         open_source(str(path))
     monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(12_000_000))
     assert open_source(str(path)).shape == (3, 1000, 4000)
+
+
+def test_a_tiff_stacks_page_is_budgeted(tmp_path, monkeypatch):
+    """A read of a TIFF stack decodes whole pages (or tiles of them): each is a stored chunk."""
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((4, 300, 500), np.uint16), compression="zlib",
+                     rowsperstrip=300, metadata={"axes": "ZYX"})  # a page is one strip
+    page = 300 * 500 * 2
+    monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(page - 1))
+    with pytest.raises(BudgetError, match=re.escape("stores chunks of 1 x 1 x 300 x 500 uint16")):
+        open_source(str(path))
+    monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(page))
+    assert open_source(str(path)).shape[1:] == (4, 300, 500)

@@ -12,6 +12,7 @@ with GeoTIFF tags is left to the GeoTIFF reader (rasterio), and so is a single p
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,9 +139,16 @@ def tiff_source(
         georef=georef,
         band_names=names,
         storage_options=storage_options,
+        stored_chunk=(_planes(chunks, spatial), *(chunks[i] for i in spatial)),
         level=index,
         roles=roles,
     )
+
+
+def _planes(chunks: tuple[int, ...], spatial: list[int]) -> int:
+    """How many planes one stored chunk (a page or a tile of one) spans off the spatial axes:
+    a read decodes that many with each tile it touches."""
+    return math.prod(n for i, n in enumerate(chunks) if i not in spatial)
 
 
 def _level_index(n_levels: int, level: int | None, url: str) -> int:
