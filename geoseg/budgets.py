@@ -102,6 +102,11 @@ def check_pixels(shape: Sequence[int], what: str) -> None:
     check(pixels, MAX_PIXELS, f"{what} declares {declared} = {figure(pixels)} {unit}",
           "Raise it if the raster is real: a header can declare any size, and one this "
           "large is more often a corrupt or hostile file.")
+    side = max((int(n) for n in shape), default=0)  # a 1 x 1e11 strip passes the pixel budget,
+    check(8 * side, MAX_WINDOW_BYTES,  # but its coordinates (8 bytes a pixel) take 800 GB
+          f"{what} declares a side of {figure(side)} {unit}, whose coordinates alone (float64) "
+          f"take {size(8 * side)}", "Raise it if the raster is real: a header can declare any "
+          "size, and one this long is more often a corrupt or hostile file.")
 
 
 def check_bands(n_bands: int, what: str, field: str = "bands") -> None:

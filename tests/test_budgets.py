@@ -503,3 +503,13 @@ def test_a_tiff_stacks_page_is_budgeted(tmp_path, monkeypatch):
         open_source(str(path))
     monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(page))
     assert open_source(str(path)).shape[1:] == (4, 300, 500)
+
+
+def test_a_strip_one_pixel_high_and_1e11_long_is_refused_before_its_coordinates(tmp_path):
+    """It passes the pixel budget, but its x coordinates alone would take 800 GB."""
+    url = declared_zarr(tmp_path / "strip.zarr", (1, 1, 10**11), (1, 1, 4096))
+    zarr.open_array(url, mode="r+").attrs.update(
+        {"grid_mapping": "spatial_ref", "GeoTransform": "0 10 0 0 0 -10"})
+    with pytest.raises(BudgetError, match=re.escape("declares a side of 1e11 pixels, whose coordinates "
+                                                    "alone (float64) take 745.1 GiB")):
+        open_source(url)
