@@ -13,11 +13,13 @@ from __future__ import annotations
 import typing
 from pathlib import Path
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from geoseg import logs
+from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, JobSpecError
 
 
@@ -110,13 +112,36 @@ def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
     URLs) remembered at once, so that no message shows them (:func:`geoseg.logs.scrub`); every
     problem an ``error`` naming the file, a YAML error saying where but quoting no line (secrets
     live there); a key given twice in one mapping refused; the document bounded in size once
-    its aliases are expanded, and in depth (:data:`MAX_VALUES`, :data:`MAX_LEVELS`)."""
+    its aliases are expanded, and in depth (:data:`MAX_VALUES`, :data:`MAX_LEVELS`); a URL that
+    cannot be parsed refused before a library parses it and quotes its user info."""
     path = Path(path)
     if not path.is_file():
         raise error(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
     data = _parse_yaml(path, _read_text(path, what, error), what, error)
     logs.remember_secrets(logs.secrets_in(data))
+    _check_urls(data, str(path), error)
     return data
+
+
+def _check_urls(data: Any, source: str, error: type[GeosegError], key: str = "") -> None:
+    """Refuse a URL that cannot be parsed (a secret with ``/`` in its user info, a port that
+    is not a number) before any library parses it and quotes part of it."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k != "storage_options":
+                _check_urls(v, source, error, f"{key}.{k}" if key else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _check_urls(v, source, error, f"{key}.{i}")
+    elif isinstance(data, str) and "://" in data:
+        try:
+            urlsplit(data).port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise error(
+                f"{source}: {key}: received a URL that cannot be parsed ({public_url(data)} "
+                "with its user info hidden); expected scheme://bucket/path. Put credentials in "
+                "storage_options (key, secret, token) rather than in the URL, or percent-encode "
+                "'/' and ':' in them (%2F, %3A).") from None
 
 
 def _read_text(path: Path, what: str, error: type[GeosegError]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 import fsspec
 from pydantic import Field, field_validator, model_validator
@@ -224,7 +223,6 @@ def load_job(path: str | Path) -> JobSpec:
     spec (``yaml.safe_load``, secrets remembered, no line of the file quoted in an error)."""
     path = Path(path)
     data = load_yaml(path, "job spec", JobSpecError)
-    _check_urls(data, str(path))
     return JobSpec.from_dict(relative_to_spec(data, path.parent), str(path))
 
 
@@ -253,27 +251,6 @@ def relative_to_spec(data: Any, folder: Path, key: str = "") -> Any:
 def _relative_local(text: str) -> bool:
     return bool(text) and "://" not in text and ":" not in text.split("/", 1)[0] \
         and not Path(text).expanduser().is_absolute() and not text.startswith("~")
-
-
-def _check_urls(data: Any, source: str, key: str = "") -> None:
-    """Refuse a URL that cannot be parsed (a secret with ``/`` in its user info, a port that
-    is not a number) before any library parses it and quotes part of it."""
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if k != "storage_options":
-                _check_urls(v, source, f"{key}.{k}" if key else str(k))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            _check_urls(v, source, f"{key}.{i}")
-    elif isinstance(data, str) and "://" in data:
-        try:
-            urlsplit(data).port  # noqa: B018 - parsing is the check
-        except ValueError:
-            raise JobSpecError(
-                f"{source}: {key}: received a URL that cannot be parsed ({public_url(data)} "
-                "with its user info hidden); expected scheme://bucket/path. Put credentials in "
-                "storage_options (key, secret, token) rather than in the URL, or percent-encode "
-                "'/' and ':' in them (%2F, %3A).") from None
 
 
 def _redact(data: Any) -> Any:
