@@ -419,9 +419,9 @@ class Lease:
         if self.lost.is_set():
             raise LeaseLostError(
                 f"The lease on {self.output} was taken over by another run (it expired: this "
-                f"run could not renew it in time); stopped writing. Raise lease_seconds (now "
-                f"{self.seconds:g}) if jobs stall longer than a third of it, then run the batch "
-                "again.")
+                f"run could not renew it in time); stopped writing, and the output is that run's "
+                f"now (geoseg status shows it). In a batch, raise lease_seconds (now "
+                f"{self.seconds:g}) if jobs stall longer than a third of it, then run it again.")
 
     @contextlib.contextmanager
     def renewing(self) -> Iterator[Lease]:

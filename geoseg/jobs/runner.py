@@ -28,6 +28,7 @@ from geoseg.errors import (
     ClusterConfigError,
     GeosegError,
     JobSpecError,
+    LeaseLostError,
     OutputBusyError,
     OutputExistsError,
 )
@@ -206,12 +207,13 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     out = spec.output
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
-    with _leased(out.url, out.storage_options, lease), \
+    with _leased(out.url, out.storage_options, lease) as held, \
             (contextlib.nullcontext(client) if client is not None else connect(where)) as active:
         prepared = fit_methods(prepared)
         target, skip = _open_or_create(prepared, overwrite)
         with _failure_recorded(target):
-            report = _compute(prepared, target, skip, active, where, on_start, on_done, started, t0)
+            report = _compute(prepared, target, skip, active, where, on_start,
+                              _watching(held, on_done), started, t0)
     _publish(report, spec, target, tracker)
     _log_finished(report)
     return report
@@ -272,10 +274,10 @@ def _stamped(on_done: Callable[[RegionStats], None] | None, done_at: list[float]
 
 
 @contextlib.contextmanager
-def _leased(url: str, storage_options: dict[str, Any], lease: Lease | None) -> Iterator[None]:
+def _leased(url: str, storage_options: dict[str, Any], lease: Lease | None) -> Iterator[Lease]:
     """Hold ``lease`` (a batch's), or take one on the output for this run and renew it."""
     if lease is not None:
-        yield
+        yield lease
         return
     own = Lease(url, storage_options, owner=new_owner_id(), seconds=LEASE_SECONDS)
     if not own.acquire():
@@ -285,7 +287,17 @@ def _leased(url: str, storage_options: dict[str, Any], lease: Lease | None) -> I
             f"{holder.owner if holder else 'unknown'}, until {_when(holder)}); nothing was "
             "written. Wait for it (geoseg status shows it), or write elsewhere.")
     with own.renewing():
-        yield
+        yield own
+
+
+def _watching(lease: Lease, on_done: Callable[[RegionStats], None] | None) -> Callable[[RegionStats], None]:
+    """``on_done``, after checking that the run still holds its lease: a run that lost it
+    (stalled past its expiry, and another run took the output over) stops at its next task."""
+    def done(stats: RegionStats) -> None:
+        lease.check()
+        if on_done is not None:
+            on_done(stats)
+    return done
 
 
 def _when(holder: Any) -> str:
@@ -297,6 +309,8 @@ def _failure_recorded(target: OutputTarget) -> Iterator[None]:
     """Mark the output ``interrupted`` or ``failed`` (with the error's type) if the run ends so."""
     try:
         yield
+    except LeaseLostError:  # the output is another run's now: its status is that run's to say
+        raise
     except KeyboardInterrupt:
         target.finalize({"status": "interrupted"})
         raise

@@ -14,7 +14,7 @@ import pytest
 import yaml
 import zarr
 
-from geoseg.errors import JobSpecError, OutputBusyError, RasterNotFoundError
+from geoseg.errors import JobSpecError, LeaseLostError, OutputBusyError, RasterNotFoundError
 from geoseg.io.convert import convert
 from geoseg.jobs import JobSpec, load_job, run
 from geoseg.jobs.lease import Lease, new_owner_id
@@ -168,3 +168,29 @@ def test_an_output_where_its_input_is_is_refused_and_the_input_kept(tmp_path, mo
         run(built, overwrite=True, scheduler="tcp://127.0.0.1:1")  # refused before connecting
     np.testing.assert_array_equal(zarr.open_array(scene.url + "/raster", mode="r")[...], before)
 
+
+
+def test_a_run_that_lost_its_lease_stops_writing_and_leaves_the_output_to_its_new_holder(
+        tmp_path, job, cluster_address, monkeypatch):
+    """A run stalled past its lease's expiry while another took the output over: it stops at
+    its next finished task, and neither marks the output failed nor deletes the other's lease."""
+    from geoseg.jobs import runner
+    from geoseg.jobs.lease import LeaseRecord, read_lease
+
+    monkeypatch.setattr(runner, "LEASE_SECONDS", 0.6)  # renewed every 0.2 s
+    url = job["output"]["url"]
+    finished = []
+
+    def taken_over_after_the_first(_stats) -> None:
+        finished.append(1)
+        if len(finished) == 1:
+            now = time.time()
+            other = LeaseRecord("another-host-4242-abcdef", now, now + 600, output=url)
+            (tmp_path / "out.zarr.lease").write_bytes(other.to_bytes())
+            time.sleep(1.0)  # the renewal finds the lease is no longer this run's
+
+    with pytest.raises(LeaseLostError, match="taken over by another run"):
+        run(JobSpec.from_dict(job), scheduler=cluster_address, on_done=taken_over_after_the_first)
+    assert len(finished) == 1
+    assert zarr.open_group(url, mode="r").attrs["geoseg"]["status"] == "running"
+    assert read_lease(url).owner == "another-host-4242-abcdef"
