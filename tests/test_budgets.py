@@ -35,7 +35,7 @@ from geoseg.io.georef import GeoRef
 from geoseg.io.output import OutputTarget, create_output
 from geoseg.io.readers import open_source
 from geoseg.jobs import checks, prepare
-from geoseg.jobs.spec import JobSpec
+from geoseg.jobs.spec import JobSpec, load_job
 from geoseg.models.modelfile import read_header, save_model
 from tests.conftest import job_dict, random_unet, textured_image, write_zarr
 
@@ -192,18 +192,18 @@ def test_validate_refuses_the_huge_tiff_quickly_with_the_limit_and_the_setting(
     assert result.peak_rss < 1 << 30, result.peak_rss
 
 
-def test_raising_the_limits_lets_validate_pass(huge_tiff, small_model, tmp_path):
+def test_raising_the_limits_lets_validate_pass(huge_tiff, small_model, tmp_path, monkeypatch):
     """Past the pixel budget the input's tiles meet the chunk budget, then the job's plan the
     task budget; past all three, validate says ok. The output would be planned, never
     written, by validate."""
     job = _job(huge_tiff, small_model, tmp_path)
-    pixels_only = geoseg("validate", str(job), env={"GEOSEG_MAX_PIXELS": "1e12"})
-    assert pixels_only.returncode == 2, pixels_only.said  # 32768 x 32768 x 3 bands a tile
-    assert "stores chunks of 3 x 32768 x 32768 uint8, 3 GiB" in pixels_only.said
+    monkeypatch.setenv("GEOSEG_MAX_PIXELS", "1e12")
+    with pytest.raises(BudgetError, match="stores chunks of 3 x 32768 x 32768 uint8, 3 GiB"):
+        prepare(load_job(job))  # 32768 x 32768 x 3 bands a tile
     raised = {"GEOSEG_MAX_PIXELS": "1e12", "GEOSEG_MAX_CHUNK_BYTES": str(3 << 30)}
-    chunks_too = geoseg("validate", str(job), env=raised)
-    assert chunks_too.returncode == 2, chunks_too.said
-    assert "tasks (chunks); the limit is 1e6 (GEOSEG_MAX_TASKS)" in chunks_too.said
+    monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", raised["GEOSEG_MAX_CHUNK_BYTES"])
+    with pytest.raises(BudgetError, match=re.escape("tasks (chunks); the limit is 1e6 (GEOSEG_MAX_TASKS)")):
+        prepare(load_job(job))
     both = geoseg("validate", str(job), env={**raised, "GEOSEG_MAX_TASKS": "1e7"})
     assert both.returncode == 0, both.said
     assert both.said.startswith("ok:") and "(3, 1000000, 1000000)" in both.said
