@@ -496,7 +496,7 @@ def test_a_tiff_stacks_page_is_budgeted(tmp_path, monkeypatch):
 
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, np.zeros((4, 300, 500), np.uint16), compression="zlib",
-                     rowsperstrip=300, metadata={"axes": "ZYX"})  # a page is one strip
+                     rowsperstrip=300, photometric="minisblack", metadata={"axes": "ZYX"})  # a page: a strip
     page = 300 * 500 * 2
     monkeypatch.setenv("GEOSEG_MAX_CHUNK_BYTES", str(page - 1))
     with pytest.raises(BudgetError, match=re.escape("stores chunks of 1 x 1 x 300 x 500 uint16")):
