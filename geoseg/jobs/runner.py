@@ -412,25 +412,26 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
     if overwrite or not output_exists(out.url, out.storage_options):
         return _create(prepared, overwrite), set()
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
-    if existing.attrs()["job_identity"] != job_identity(prepared):
+    attrs = existing.attrs()
+    if attrs["job_identity"] != job_identity(prepared):
         raise OutputExistsError(
             f"Output {out.url} already exists and was made by a different job (input, model weights, "
             "output layout or inference settings differ); nothing was written. Choose another output "
             "URL, or pass --overwrite to replace it.")
-    if half_created(existing.attrs()):  # stopped before its first chunk: nothing to keep
+    if half_created(attrs):  # stopped before its first chunk: nothing to keep
         logs.log.info(f"the output at {public_url(out.url)} was left half created by a stopped run; "
                       "creating it again")
         return _create(prepared, overwrite=True), set()
     _check_layout(existing, prepared)
-    _check_input_unchanged(existing, prepared)
+    _check_input_unchanged(attrs.get("input_version"), prepared)
     return existing, existing.done_keys()
 
 
-def _check_input_unchanged(existing: OutputTarget, prepared: PreparedJob) -> None:
-    """Refuse resuming from an input that changed since the output was started (its size or
-    version marks: mtime, ETag...): the chunks already written came from the old input, and
-    the new ones would be mixed with them."""
-    then, now = existing.attrs().get("input_version"), provenance.identity(prepared.source)
+def _check_input_unchanged(then: dict[str, Any] | None, prepared: PreparedJob) -> None:
+    """Refuse resuming from an input that changed since the output was started (``then``: its
+    size and version marks, mtime, ETag..., recorded then): the chunks already written came
+    from the old input, and the new ones would be mixed with them."""
+    now = provenance.identity(prepared.source)
     if not then or "unavailable" in then or "unavailable" in now or then == now:
         return
     spec = prepared.spec
