@@ -123,9 +123,10 @@ def run(
 ) -> None:
     """Run a job: read the input, segment it on the cluster, write the output store."""
     from geoseg.jobs import load_job
+
+    spec = load_job(job)  # a wrong spec is refused before the runner loads torch and dask
     from geoseg.jobs import run as run_job
 
-    spec = load_job(job)
     with _progress() as progress:
         report = run_job(spec, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
                          on_start=progress.start, on_done=progress.done)
@@ -136,10 +137,12 @@ def run(
 @app.command()
 def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> None:
     """Check a job spec, its input and its model without writing anything."""
-    from geoseg.jobs import load_job, prepare
-    from geoseg.jobs.runner import input_warnings
+    from geoseg.jobs import load_job
 
-    prepared = prepare(load_job(job))
+    spec = load_job(job)  # a wrong spec is refused before the runner loads torch and dask
+    from geoseg.jobs.runner import input_warnings, prepare
+
+    prepared = prepare(spec)
     for text in input_warnings(prepared):
         console.print(f"[yellow]warning[/]: {text}")
     src, model, work = prepared.source, prepared.model, prepared.work

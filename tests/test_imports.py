@@ -32,7 +32,8 @@ def heavy_loaded_by(statement: str) -> list[str]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("module", ["geoseg", "geoseg.tiling", "geoseg.tiling.plan", "geoseg.errors", "geoseg.core.segmenter",
                                     "geoseg.core.spec", "geoseg.core.urls", "geoseg.core.records",
-                                    "geoseg.config", "geoseg.cli"])
+                                    "geoseg.config", "geoseg.cli", "geoseg.io", "geoseg.io.allow",
+                                    "geoseg.io.readers", "geoseg.jobs", "geoseg.jobs.spec"])
 def test_light_modules_load_no_heavy_library(module):
     assert heavy_loaded_by(f"import {module}") == [], f"import {module} loads them"
 
@@ -76,6 +77,22 @@ def test_help_exits_zero_without_heavy_libraries():
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout and "run" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1] == "HEAVY []"
+
+
+@pytest.mark.timeout(120)
+def test_a_wrong_job_spec_is_refused_before_torch_or_dask_load(tmp_path):
+    """``geoseg validate`` and ``geoseg run`` read and check the spec before loading what runs
+    it: a typo costs the user a second, not the start-up of torch and dask."""
+    (tmp_path / "job.yaml").write_text("input: {url: in.zarr}\nmodel: {path: m.safetensors}\n"
+                                       "output: {url: out.zarr, chunks: -3}\n")
+    code = ("import atexit, sys\n"
+            f"atexit.register(lambda: print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules]))\n"
+            "from geoseg.cli import main\nmain()")
+    for command in ("validate", "run"):
+        result = python(code, command, str(tmp_path / "job.yaml"))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "chunks" in result.stderr
+        assert result.stdout.rstrip().splitlines()[-1] == "HEAVY []", command
 
 
 @pytest.mark.timeout(120)

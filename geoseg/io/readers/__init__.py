@@ -13,23 +13,22 @@ Built in: ``geotiff``, ``tiff-stack``, ``nifti``, ``image``, ``zarr``, ``ome-zar
 (the private modules ``_geotiff`` ... ``_omezarr`` here).
 """
 
-from geoseg.io.readers._open import (
-    GROUPED,
-    dask_chunks,
-    installed_readers,
-    open_raster,
-    open_source,
-    source_to_dataarray,
-)
-from geoseg.io.readers.base import RasterSource, Reader
+from geoseg._lazy import lazy_exports
 
-__all__ = [
-    "GROUPED",
-    "RasterSource",
-    "Reader",
-    "dask_chunks",
-    "installed_readers",
-    "open_raster",
-    "open_source",
-    "source_to_dataarray",
-]
+# Public name -> the module that defines it, imported on first use: the job spec asks for the
+# installed readers' names without loading dask.
+_LAZY = {
+    "GROUPED": "geoseg.io.readers._open",
+    "RasterSource": "geoseg.io.readers.base",
+    "Reader": "geoseg.io.readers.base",
+    "dask_chunks": "geoseg.io.readers._open",
+    "installed_readers": "geoseg.io.readers._registry",
+    "open_raster": "geoseg.io.readers._open",
+    "open_source": "geoseg.io.readers._open",
+    "source_to_dataarray": "geoseg.io.readers._open",
+}
+
+__all__ = ["GROUPED", "RasterSource", "Reader", "dask_chunks", "installed_readers", "open_raster",
+           "open_source", "source_to_dataarray"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

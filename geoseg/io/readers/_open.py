@@ -21,7 +21,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, PlanError, RasterNotFoundError
 from geoseg.io import faults, mosaic, remote
 from geoseg.io.readers import _registry, probe
-from geoseg.io.readers.base import RasterSource, Reader
+from geoseg.io.readers.base import RasterSource
 from geoseg.tiling.plan import ceil_div, coerce_per_axis, round_up
 
 log = logging.getLogger("geoseg.io")
@@ -135,12 +135,6 @@ def _check_sizes(source: RasterSource) -> None:
         f"input {public_url(source.url)} declares shape {tuple(source.shape)} (band, spatial "
         f"axes) and chunks {tuple(source.chunks)}; every size must be >= 1. Its metadata is "
         "corrupt, or the raster is empty: re-write or re-download it.")
-
-
-def installed_readers() -> dict[str, Reader]:
-    """The installed readers by name, in the order they are asked: geoseg's own and those other
-    packages register under the entry-point group ``geoseg.readers``."""
-    return dict(_registry.installed())
 
 
 def _open_one(url: str, so: dict[str, Any], name: str | None, options: dict[str, Any]) -> RasterSource:

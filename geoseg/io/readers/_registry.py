@@ -43,6 +43,12 @@ def installed() -> dict[str, Reader]:
     return dict(ordered)
 
 
+def installed_readers() -> dict[str, Reader]:
+    """The installed readers by name, in the order they are asked: geoseg's own and those other
+    packages register under the entry-point group ``geoseg.readers``."""
+    return dict(installed())
+
+
 def _registered() -> dict[str, EntryPoint]:
     """Other packages' entry points by name (geoseg's own are :data:`BUILT_IN`, which they
     replace); of several distinct ones of a name, the first by value."""
