@@ -140,7 +140,8 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
     from geoseg.jobs import load_job
 
     spec = load_job(job)  # a wrong spec is refused before the runner loads torch and dask
-    from geoseg.jobs.runner import input_warnings, prepare
+    from geoseg.jobs import prepare
+    from geoseg.jobs.runner import input_warnings
 
     prepared = prepare(spec)
     for text in input_warnings(prepared):
@@ -284,9 +285,12 @@ def train(
                                   log=console.print)
         console.print(f"wrote {out} (validation mIoU {result['val_miou']:.3f})")
         return
+    from geoseg.training.spec import load_train_spec
+
+    loaded = load_train_spec(spec)  # a wrong spec is refused before the trainer loads torch
     from geoseg.training import train as train_spec
 
-    done = train_spec(spec, resume=resume, overwrite=True if overwrite else None, max_epochs=max_epochs,
+    done = train_spec(loaded, resume=resume, overwrite=True if overwrite else None, max_epochs=max_epochs,
                       log=console.print)
     console.print(f"{done.status}: model {done.model_url}, best validation mIoU {done.best_val_miou:.3f} "
                   f"(epoch {done.best_epoch}), run record {done.record_url}")
@@ -318,9 +322,12 @@ def batch(
     overwrite: Annotated[bool, typer.Option(help="Replace outputs another job spec made.")] = False,
 ) -> None:
     """Run a job template over many inputs: skip the done, lease the running; 1 if any failed."""
+    from geoseg.jobs.batch_spec import load_batch
+
+    batch_spec = load_batch(spec)  # a wrong spec is refused before the runner loads torch and dask
     from geoseg.jobs.batch import run_batch
 
-    report = run_batch(spec, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
+    report = run_batch(batch_spec, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
                        dry_run=dry_run,
                        log=lambda message: console.print(message, markup=False, highlight=False))
     console.print(report.table())

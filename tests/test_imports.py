@@ -33,7 +33,9 @@ def heavy_loaded_by(statement: str) -> list[str]:
 @pytest.mark.parametrize("module", ["geoseg", "geoseg.tiling", "geoseg.tiling.plan", "geoseg.errors", "geoseg.core.segmenter",
                                     "geoseg.core.spec", "geoseg.core.urls", "geoseg.core.records",
                                     "geoseg.config", "geoseg.cli", "geoseg.io", "geoseg.io.allow",
-                                    "geoseg.io.readers", "geoseg.jobs", "geoseg.jobs.spec"])
+                                    "geoseg.io.readers", "geoseg.jobs", "geoseg.jobs.spec",
+                                    "geoseg.jobs.batch_spec", "geoseg.training",
+                                    "geoseg.training.spec"])
 def test_light_modules_load_no_heavy_library(module):
     assert heavy_loaded_by(f"import {module}") == [], f"import {module} loads them"
 
@@ -81,17 +83,20 @@ def test_help_exits_zero_without_heavy_libraries():
 
 @pytest.mark.timeout(120)
 def test_a_wrong_job_spec_is_refused_before_torch_or_dask_load(tmp_path):
-    """``geoseg validate`` and ``geoseg run`` read and check the spec before loading what runs
-    it: a typo costs the user a second, not the start-up of torch and dask."""
+    """``geoseg validate``, ``run``, ``batch`` and ``train`` read and check the spec before
+    loading what runs it: a typo costs the user a second, not the start-up of torch and dask."""
     (tmp_path / "job.yaml").write_text("input: {url: in.zarr}\nmodel: {path: m.safetensors}\n"
                                        "output: {url: out.zarr, chunks: -3}\n")
     code = ("import atexit, sys\n"
             f"atexit.register(lambda: print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules]))\n"
             "from geoseg.cli import main\nmain()")
-    for command in ("validate", "run"):
-        result = python(code, command, str(tmp_path / "job.yaml"))
+    (tmp_path / "batch.yaml").write_text("inputs: {glob: '*.tif'}\njob: {model: {path: m.safetensors}}\n"
+                                         "output: {url_template: 'out/{stem}.zarr', chunks: -3}\n")
+    (tmp_path / "train.yaml").write_text("data: {}\noutput: {chunks: -3}\n")
+    for command, spec in (("validate", "job"), ("run", "job"), ("batch", "batch"), ("train", "train")):
+        result = python(code, command, str(tmp_path / f"{spec}.yaml"))
         assert result.returncode == 2, result.stdout + result.stderr
-        assert "chunks" in result.stderr
+        assert "chunks" in result.stderr, result.stderr
         assert result.stdout.rstrip().splitlines()[-1] == "HEAVY []", command
 
 

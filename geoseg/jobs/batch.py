@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import string
 import threading
 import time
 from collections import Counter
@@ -25,162 +24,24 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import fsspec
-from pydantic import Field, field_validator, model_validator
 from rich.table import Table
 
 from geoseg.core.records import now
-from geoseg.core.spec import Document, Section, load_yaml
 from geoseg.core.urls import public_url
-from geoseg.errors import BatchSpecError, ClusterConfigError, GeosegError
+from geoseg.errors import BatchSpecError, ClusterConfigError
 from geoseg.io.output import OutputTarget, half_created, output_exists
+from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
 from geoseg.jobs.prepared import PreparedJob
 from geoseg.jobs.runner import job_identity, prepare, run
-from geoseg.jobs.spec import (
-    InferenceSpec,
-    InputSpec,
-    JobSpec,
-    ModelSpec,
-    OutputSpec,
-    relative_to_spec,
-)
+from geoseg.jobs.spec import InputSpec, JobSpec, OutputSpec
 from geoseg.parallel.cluster import connect, with_cluster
-from geoseg.parallel.cluster_spec import ClusterSpec
 
-PLACEHOLDERS = ("stem", "name", "id")
-REPORT_PLACEHOLDERS = ("run", "started")
 STATES = ("done", "skipped", "changed", "failed", "leased")
-
-
-# --------------------------------------------------------------------------------------- the spec
-
-
-class BatchInputs(Section):
-    """Where the inputs come from: exactly one of ``glob``, ``urls`` and ``catalog``."""
-
-    glob: str | None = Field(None, description="fsspec URL pattern: *, ?, [...], ** for any depth.")
-    urls: list[str] | None = Field(None, min_length=1, description="Input paths or URLs.")
-    catalog: str | None = Field(
-        None, description="STAC-like JSON (FeatureCollection/ItemCollection) whose features have "
-                          "an id and assets.")
-    asset: str | None = Field(None, description="The asset of each catalog item to read: visual.")
-    identity: Literal["auto", "checksum"] = Field(
-        "auto", description="auto: ETag or size+mtime from the store; checksum: sha256 of bytes.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> BatchInputs:
-        if sum(x is not None for x in (self.glob, self.urls, self.catalog)) != 1:
-            raise ValueError("exactly one of glob (a URL pattern), urls (a list) or catalog (a "
-                             "JSON catalog of items)")
-        if (self.asset is None) != (self.catalog is None):
-            raise ValueError("asset together with catalog, and only then (the key of the asset "
-                             "to read from each item, e.g. asset: visual)")
-        return self
-
-
-class InputTemplate(InputSpec):
-    """``job.input``: a job's ``input`` without ``url`` (each job's comes from ``inputs``)."""
-
-    url: None = Field(None, description="Set per job, from inputs.")  # type: ignore[assignment]
-
-    @field_validator("url", mode="before")
-    @classmethod
-    def _no_url(cls, value: Any) -> None:
-        if value is not None:
-            raise ValueError("no url here: each job's input URL comes from inputs (glob, urls "
-                             "or catalog)")
-
-
-class OutputTemplate(OutputSpec):
-    """``job.output``: a job's ``output`` without ``url`` (from ``output.url_template``)."""
-
-    url: None = Field(None, description="Set per job.")  # type: ignore[assignment]
-
-    @field_validator("url", mode="before")
-    @classmethod
-    def _no_url(cls, value: Any) -> None:
-        if value is not None:
-            raise ValueError("no url here: each job's output URL comes from output.url_template")
-
-
-class JobTemplate(Section):
-    """What every job of the batch shares: a job spec's sections without URLs."""
-
-    input: InputTemplate = InputTemplate()
-    model: ModelSpec
-    output: OutputTemplate = OutputTemplate()
-    inference: InferenceSpec = InferenceSpec()
-
-
-class BatchOutput(Section):
-    url_template: str = Field(
-        description="Output URL per input, e.g. out/{stem}.zarr; placeholders {stem}, {name} "
-                    "and, for catalogs, {id}.")
-
-    @field_validator("url_template")
-    @classmethod
-    def _placeholders(cls, value: str) -> str:
-        check_template(value, PLACEHOLDERS)
-        return value
-
-
-class BatchSpec(Document):
-    """A whole batch: inputs, the job template, where outputs go, how many jobs at once."""
-
-    document: ClassVar[str] = "batch spec"
-    sections: ClassVar[str] = "sections (inputs, job, output, ...)"
-    error: ClassVar[type[GeosegError]] = BatchSpecError
-
-    name: str = "batch"
-    inputs: BatchInputs
-    job: JobTemplate
-    output: BatchOutput
-    concurrency: int = Field(2, ge=1, description="Jobs running at once on the cluster.")
-    report: str | None = Field(
-        None, description="Where the JSON report goes ({run}, {started} allowed); default: "
-                          "beside the outputs, one file per run.")
-    lease_seconds: float = Field(3600.0, gt=0, description="A lease not renewed this long expires.")
-    wait: float = Field(0.0, ge=0, description="Seconds to wait for an output another run holds; "
-                                               "0: report it leased and go on.")
-    cluster: ClusterSpec = ClusterSpec()
-
-    @field_validator("report")
-    @classmethod
-    def _report_placeholders(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_template(value, REPORT_PLACEHOLDERS)
-        return value
-
-    def check(self, source: str) -> None:
-        template = self.output.url_template
-        if "{id}" in template and self.inputs.catalog is None:
-            raise BatchSpecError(f"{source}: output.url_template {template!r} uses {{id}}, "
-                                 "which only catalog items have; use {stem} or {name}, or "
-                                 "inputs.catalog.")
-
-
-def check_template(value: str, allowed: tuple[str, ...]) -> None:
-    """Raise ``ValueError`` unless every ``{...}`` in ``value`` is a bare name from ``allowed``."""
-    try:
-        parts = list(string.Formatter().parse(value))
-    except ValueError as exc:
-        raise BatchSpecError(f"a template with placeholders in braces ({exc})") from None
-    for _, name, spec, conversion in parts:
-        if name is not None and (name not in allowed or spec or conversion):
-            shown = ", ".join("{" + a + "}" for a in allowed)
-            raise BatchSpecError(f"placeholders {shown} only (found {{{name}}})")
-
-
-def load_batch(path: str | Path) -> BatchSpec:
-    """Read and validate a YAML batch spec, as :func:`~geoseg.core.spec.load_yaml` reads every
-    spec (``yaml.safe_load``, secrets remembered, no line of the file quoted in an error)."""
-    path = Path(path)
-    data = load_yaml(path, "batch spec", BatchSpecError)
-    return BatchSpec.from_dict(relative_to_spec(data, path.parent), str(path))
 
 
 # ------------------------------------------------------------------------------------- the inputs

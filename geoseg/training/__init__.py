@@ -1,9 +1,26 @@
-"""Training: ``geoseg train TRAIN.yaml`` (:func:`train`) and ``geoseg sweep SWEEP.yaml`` (:func:`sweep`)."""
+"""Training: ``geoseg train TRAIN.yaml`` (:func:`train`) and ``geoseg sweep SWEEP.yaml`` (:func:`sweep`).
 
-from geoseg.errors import CheckpointError, TrainingDataError, TrainingDivergedError, TrainSpecError
-from geoseg.training.spec import TrainSpec, load_train_spec
-from geoseg.training.sweep import SweepResult, SweepSpec, TrialResult, load_sweep_spec, sweep
-from geoseg.training.trainer import TrainResult, train
+The public names are resolved on first access (PEP 562), so a training spec is read and
+checked (:mod:`geoseg.training.spec`) before the trainer loads torch.
+"""
+
+from geoseg._lazy import lazy_exports
+
+_LAZY = {
+    "CheckpointError": "geoseg.errors",
+    "SweepResult": "geoseg.training.sweep",
+    "SweepSpec": "geoseg.training.sweep",
+    "TrainResult": "geoseg.training.trainer",
+    "TrainSpec": "geoseg.training.spec",
+    "TrainSpecError": "geoseg.errors",
+    "TrainingDataError": "geoseg.errors",
+    "TrainingDivergedError": "geoseg.errors",
+    "TrialResult": "geoseg.training.sweep",
+    "load_sweep_spec": "geoseg.training.sweep",
+    "load_train_spec": "geoseg.training.spec",
+    "sweep": "geoseg.training.sweep",
+    "train": "geoseg.training.trainer",
+}
 
 __all__ = [
     "CheckpointError",
@@ -20,3 +37,5 @@ __all__ = [
     "sweep",
     "train",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -19,7 +19,8 @@ import zarr
 
 from geoseg import logs
 from geoseg.errors import BatchSpecError, ClusterConfigError
-from geoseg.jobs.batch import BatchSpec, load_batch, plan_items, run_batch
+from geoseg.jobs.batch import plan_items, run_batch
+from geoseg.jobs.batch_spec import BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import Lease, LeaseRecord, lease_url
 from geoseg.jobs.status import verify_output

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from geoseg.jobs.batch import load_batch
+from geoseg.jobs.batch_spec import load_batch
 from geoseg.jobs.spec import load_job, relative_to_spec
 
 
