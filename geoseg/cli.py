@@ -17,7 +17,9 @@ from geoseg.errors import GeosegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Segment rasters far larger than memory on Dask clusters.")
-console = Console(stderr=True)
+# soft_wrap: a message stays one line however long (a terminal wraps it on screen), so a path
+# or URL in it is copied from a log or a CI job whole, not broken at 80 columns
+console = Console(stderr=True, soft_wrap=True)
 
 
 BAD_INPUT = (ValueError, LookupError, TypeError, ImportError, FileNotFoundError, FileExistsError,

@@ -41,6 +41,20 @@ def cli(monkeypatch, capsys):
     logs.quiet_task_errors(False)
 
 
+def test_an_error_naming_a_long_path_keeps_it_on_one_line(tmp_path, monkeypatch, capsys):
+    """stderr in a log or a CI job is not a terminal: rich would fold the message at 80
+    columns, breaking the path a user copies from it."""
+    from geoseg.cli import main
+
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 4) / "job.yaml"
+    monkeypatch.setattr(sys, "argv", ["geoseg", "validate", str(deep)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()  # one line, nothing else printed
+    assert str(deep) in line and len(line) > 100
+
+
 def write_job(tmp_path: Path, data: dict) -> str:
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(data))
