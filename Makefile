@@ -20,7 +20,8 @@ demo: setup
 test: setup
 	-$(MAKE) browser
 	$(VENV)/bin/ruff check geoseg tests bench
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal  # two processes: most tests wait on one core for
+	# their subprocesses and clusters; more than the CI machine's 2 cores only oversubscribes
 
 # Headless Chromium for the HTML report's browser test (Debian's package; needs root and apt).
 # Anywhere else it says why and goes on: that test is then skipped with the reason.
