@@ -133,7 +133,8 @@ def run(
         report = run_job(spec, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
                          on_start=progress.start, on_done=progress.done)
     _print_report(report)
-    _html_report(report.record_url, storage_options=spec.output.storage_options)
+    _html_report(report.record_url, storage_options=spec.output.storage_options,
+                 input_options=spec.input.storage_options)
 
 
 @app.command()
@@ -507,7 +508,8 @@ def _short_crs(wkt: str | None) -> str:
 
 
 def _html_report(record_url: str | None, batch: Any = None,
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None,
+                 input_options: dict[str, Any] | None = None) -> None:
     """Write the HTML report of a run (beside its record) or a batch's index; say where. A
     report that cannot be written is a warning: the run itself is complete."""
     from geoseg import logs
@@ -515,7 +517,8 @@ def _html_report(record_url: str | None, batch: Any = None,
 
     try:
         where = write_batch_index(batch) if batch is not None else (
-            write_report(record_url, storage_options=storage_options) if record_url else None)
+            write_report(record_url, storage_options=storage_options, input_options=input_options)
+            if record_url else None)
     except Exception as exc:  # noqa: BLE001 - the output and its record stand without a report
         said = f"no HTML report ({type(exc).__name__}: {logs.scrub(str(exc)[:300])})"
         if logs.current_format() == "json":

@@ -209,11 +209,13 @@ def provenance_section(record: dict[str, Any]) -> str:
             + html.escape(json.dumps(record.get("resolved"), indent=1)) + "</pre>")
 
 
-def _quicklook(record: dict[str, Any], options: dict[str, Any]) -> tuple[str | None, str]:
+def _quicklook(record: dict[str, Any], options: dict[str, Any],
+               input_options: dict[str, Any] | None) -> tuple[str | None, str]:
     from geoseg.report.quicklook import build, render
 
     try:
-        look = build(record["output"]["url"], size=800, storage_options=options)
+        look = build(record["output"]["url"], size=800, storage_options=options,
+                     image_options=input_options)
         return base64.b64encode(render(look)).decode(), ""
     except Exception as exc:  # noqa: BLE001 - the rest of the report stands without it
         return None, f"quicklook unavailable: {type(exc).__name__}: {str(exc)[:200]}"
@@ -230,16 +232,18 @@ def _output_attrs(record: dict[str, Any], options: dict[str, Any]) -> dict[str, 
 
 
 def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
-                  storage_options: dict[str, Any] | None = None) -> str:
+                  storage_options: dict[str, Any] | None = None,
+                  input_options: dict[str, Any] | None = None) -> str:
     """The whole page of one run, as HTML text (``storage_options``: the output's, which a
-    record never holds)."""
+    record never holds; ``input_options``: the input's, for the quicklook, by default the
+    output's)."""
     options = dict(storage_options or {})
     name = html.escape(str(record["job"].get("name", "job")))
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>geoseg run {name}</title>"
              f"<style>{STYLE}</style></head><body><h1>geoseg run: {name}</h1>"),
              (f"<p>{html.escape(record['started'])} to {html.escape(record['finished'])}; output "
              f"<code>{html.escape(record['output']['url'])}</code></p>")]
-    picture, why = _quicklook(record, options)
+    picture, why = _quicklook(record, options, input_options)
     parts.append("<h2>Quicklook</h2>" + (_img(picture, "quicklook", "quicklook") if picture
                                         else f'<p class="note">{html.escape(why)}</p>'))
     parts.append(metrics_section(record, scores))
@@ -259,11 +263,12 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
 
 
 def write_report(record_url: str, out: str | None = None, scores: dict[str, Any] | None = None,
-                 storage_options: dict[str, Any] | None = None) -> str:
+                 storage_options: dict[str, Any] | None = None,
+                 input_options: dict[str, Any] | None = None) -> str:
     """Write the report of the run recorded at ``record_url`` (beside it unless ``out``);
-    ``storage_options`` read the output for its quicklook."""
+    ``storage_options`` read the output, ``input_options`` the input, for its quicklook."""
     target = out or report_path(record_url)
-    page = render_report(load_record(record_url), scores, storage_options)
+    page = render_report(load_record(record_url), scores, storage_options, input_options)
     with fsspec.open(target, "w", encoding="utf-8") as f:
         f.write(page)
     return target

@@ -87,15 +87,20 @@ def overlay(rgb: np.ndarray | None, classes: np.ndarray, colors: np.ndarray,
 
 def build(output_url: str, *, image_url: str | None = None, variable: str | None = None,
           bands: Sequence[int] | None = None, size: int = DEFAULT_SIZE,
-          storage_options: dict[str, Any] | None = None) -> Quicklook:
+          storage_options: dict[str, Any] | None = None,
+          image_options: dict[str, Any] | None = None) -> Quicklook:
     """The quicklook of a geoseg output: its classes over the input's bands (the input the run
-    record names, unless ``image_url`` is given; none when it cannot be read)."""
+    record names, unless ``image_url`` is given; none when it cannot be read).
+
+    ``storage_options`` read the output; ``image_options`` the image, by default the same (an
+    image in the output's bucket). A job's input has its own, which its report passes here."""
     from geoseg.io.output import OutputTarget
 
     target = OutputTarget(output_url, dict(storage_options or {}))
     attrs = target.attrs()
     classes = da.from_zarr(target.open_group(mode="r")["classes"])
-    image, note = _image(attrs, image_url, variable, bands, storage_options)
+    image, note = _image(attrs, image_url, variable, bands,
+                         storage_options if image_options is None else image_options)
     step = step_for(classes.shape, size)
     views = _views(classes, image, step)
     names = attrs.get("class_names") or range(max(int(v[2].max()) for v in views) + 1)

@@ -91,6 +91,28 @@ def test_an_unreadable_input_leaves_the_mask_alone_and_says_so(tmp_path):
     assert look.views[0][1] is None and "not readable" in look.note
 
 
+def test_an_input_in_its_own_bucket_is_read_with_its_own_options(tmp_path, s3_server):
+    """A job's input and output often live in different places with different credentials:
+    ``geoseg run``'s report passes the input's, not the output's, to draw the input."""
+    import fsspec
+
+    from geoseg.report.html import _quicklook
+
+    _output(tmp_path / "local", (60, 40), (32, 32))  # the image, then copied to the bucket
+    url = "s3://geoseg/quicklook/image.zarr"
+    fsspec.filesystem("s3", **s3_server).put(str(tmp_path / "local" / "image.zarr"), url,
+                                              recursive=True)
+    out = str(tmp_path / "out.zarr")
+    create_output(out, shape=(60, 40), chunks=(32, 32), georef=GeoRef(), class_names=NAMES,
+                  class_dtype="uint8", nodata_class=255,
+                  attrs={"provenance": {"job": {"input": {"url": url, "variable": "image"}}}})
+    assert "not readable" in build(out, storage_options={}).note  # the output's options: none
+    drawn = build(out, storage_options={}, image_options=s3_server)
+    assert drawn.note == "" and drawn.views[0][1] is not None
+    picture, why = _quicklook({"output": {"url": out}}, {}, s3_server)  # as the run's report
+    assert picture is not None and why == ""
+
+
 def test_a_volume_gets_three_orthogonal_slices(tmp_path):
     look = build(_output(tmp_path, (20, 30, 40), (8, 16, 16), image=False), size=16)
     assert [v[0].split()[0] for v in look.views] == ["axial", "coronal", "sagittal"]
