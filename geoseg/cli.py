@@ -179,6 +179,8 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
     if report.ok:
         Console().print(f"ok: {report.checked} chunks match their checksums")
         return
+    for problem in report.layout:
+        console.print(f"[red]layout:[/] {escape(problem)}", highlight=False)
     console.print(f"[red]{len(report.missing)} chunk(s) missing[/] {report.missing[:10]}, "
                   f"[red]{len(report.mismatched)} mismatched[/] {report.mismatched[:10]}, "
                   f"[red]{len(report.undecodable)} undecodable[/] {report.undecodable[:10]}")

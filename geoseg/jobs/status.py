@@ -40,10 +40,11 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)  # not recorded, or its stored objects gone
     mismatched: list[str] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)  # stored bytes that no longer decode
+    layout: list[str] = field(default_factory=list)  # array metadata unlike what the run made
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.mismatched and not self.undecodable
+        return not (self.missing or self.mismatched or self.undecodable or self.layout)
 
 
 def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTarget, dict[str, Any]]:
@@ -73,6 +74,19 @@ def _absent_objects(target: OutputTarget, array: Any, region: tuple[slice, ...])
     return any(not fs.exists(f"{root.rstrip('/')}/{array.path}/"
                              f"{array.metadata.encode_chunk_key(coords)}")
                for coords in itertools.product(*ranges))
+
+
+def _layout_changes(attrs: dict[str, Any], classes: Any, written: tuple[int, ...]) -> list[str]:
+    """What the stored array metadata says unlike the run that made the output: a shape whose
+    task grid is not the one the run recorded (an edited or replaced ``zarr.json``), which
+    would leave chunks unchecked or check chunks no run wrote."""
+    recorded, found = attrs.get("n_chunks"), n_regions(classes.shape, written)
+    if recorded is None or found == int(recorded):
+        return []
+    said = (f"classes: its metadata declares shape {tuple(classes.shape)}, a grid of {found} "
+            f"chunk(s), but the run wrote {recorded}; the array's zarr.json was changed or "
+            "replaced: restore it, or run the job again with --overwrite")
+    return [said]
 
 
 def run_state(url: str, storage_options: dict[str, Any] | None, attrs: dict[str, Any]) -> str:
@@ -105,6 +119,7 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
     check_tasks(n_regions(classes.shape, written), f"output {public_url(url)}",
                 "verify reads and hashes every chunk, one at a time; raise the limit to verify "
                 "an output this large (memory stays bounded, time grows with the chunks).")
+    report.layout = _layout_changes(attrs, classes, written)
     for region in regions(classes.shape, written):
         key = chunk_key(region, written)
         recorded = target.checksum(key)

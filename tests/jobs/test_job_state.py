@@ -3,6 +3,7 @@ verify naming undecodable and missing chunks, --overwrite never deleting foreign
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -132,6 +133,24 @@ def test_verify_names_undecodable_and_missing_chunks(tmp_path, job, cluster_addr
     assert "1.1" in report.undecodable and report.missing == ["2.2"]
     untouched = {"0.1", "0.2", "3.3"}
     assert not untouched & set(report.undecodable + report.mismatched + report.missing)
+
+
+def test_verify_notices_array_metadata_that_declares_another_shape(tmp_path, job, cluster_address):
+    """An edited or replaced zarr.json (here 96 rows instead of 128) is not the output the run
+    wrote: verify says so instead of checking the 12 chunks that shape describes."""
+    run(JobSpec.from_dict(job), scheduler=cluster_address)
+    out = tmp_path / "out.zarr"
+    for meta in (out / "zarr.json", out / "classes" / "zarr.json"):  # consolidated, and its own
+        doc = json.loads(meta.read_text())
+        node = doc.get("consolidated_metadata", {}).get("metadata", {}).get("classes", doc)
+        if node is doc and meta.parent == out:
+            continue  # not consolidated
+        node["shape"] = [96, 128]
+        meta.write_text(json.dumps(doc))
+    report = verify_output(str(out))
+    assert not report.ok and report.checked == 12
+    assert len(report.layout) == 1 and "shape (96, 128)" in report.layout[0]
+    assert "the run wrote 16" in report.layout[0]
 
 
 def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):
