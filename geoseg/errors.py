@@ -38,6 +38,11 @@ class ReadOnlyStorageError(GeosegError, ValueError):
     """An output URL on a read-only protocol (``http://``, ``https://``)."""
 
 
+class RangeRequestsError(GeosegError, ValueError):
+    """An HTTP server that answers a request for part of a file with all of it (no ``Range``
+    support): geoseg reads rasters in parts, never whole."""
+
+
 class BandMismatchError(GeosegError, ValueError):
     """The raster's bands do not match what the model expects."""
 

@@ -76,6 +76,8 @@ def reading_windows(read: Callable[..., T], probe: Callable[..., Any]) -> Callab
         except Exception as exc:  # noqa: BLE001 - whatever a decoder raises: a corrupt input
             if _file_missing(exc):  # gone since it was opened, or not on this worker's disk
                 error = not_visible(self, window)
+            elif (whole := remote.whole_files_only(exc, self.url)) is not None:
+                error = whole  # no chunk to blame, and each probe would fetch the whole file
             else:
                 bad = failing_chunks(window, self.shape[1:], self.chunks, lambda w: probe(self, w))
                 error = undecodable(self, window, exc, bad)
@@ -168,7 +170,10 @@ def metadata_errors(url: str, storage_options: dict[str, Any]) -> Iterator[None]
         raise _bad_metadata(url, storage_options, exc) from None
 
 
-def _bad_metadata(url: str, storage_options: dict[str, Any], exc: BaseException) -> CorruptInputError:
+def _bad_metadata(url: str, storage_options: dict[str, Any],
+                  exc: BaseException) -> GeosegError:
+    if (whole := remote.whole_files_only(exc, url)) is not None:
+        return whole
     return CorruptInputError(
         f"Cannot read the metadata of {public_url(url)} "
         f"({remote.reason(exc, storage_options)}): it is corrupt, truncated or not what its name "

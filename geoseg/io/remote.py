@@ -53,6 +53,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import (
     BucketNotFoundError,
     GeosegError,
+    RangeRequestsError,
     RasterNotFoundError,
     ReadOnlyStorageError,
     StorageAccessError,
@@ -320,6 +321,8 @@ def translate(
         return exc
     if any(type(err).__name__ in _NO_CREDENTIALS for err in _chain(exc)):
         return _no_credentials(exc, url, storage_options, what)
+    if (whole := whole_files_only(exc, url)) is not None:
+        return whole
     if is_transient(exc):
         return _gave_up(exc, url, storage_options, what, 1, 0.0)
     if any(map(refused, _chain(exc))):
@@ -333,6 +336,20 @@ def translate(
     if code in _DISK_ERRNO:
         return _disk_failed(exc, url, storage_options, what)
     return exc
+
+
+def whole_files_only(exc: BaseException, url: str) -> RangeRequestsError | None:
+    """The error for an HTTP server that ignored a ``Range`` request (fsspec says so with a
+    ``ValueError``), if that is what ``exc`` is; else ``None``. Not a corrupt file: the file
+    may be fine, but it cannot be read in parts from there."""
+    if not any(isinstance(err, ValueError) and "support range requests" in str(err)
+               for err in _chain(exc)):
+        return None
+    return RangeRequestsError(
+        f"{public_url(url)}: the HTTP server sends whole files only (it ignores Range requests), "
+        "and geoseg reads a raster in parts, never whole. Serve it from a web server or object "
+        "store that answers Range requests (nginx, Apache, S3, GCS and Azure do), or download it "
+        "and give its local path.")
 
 
 def exists(fs: Any, path: str) -> bool:

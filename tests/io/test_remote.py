@@ -36,6 +36,7 @@ from geoseg.errors import (
     BucketNotFoundError,
     CorruptInputError,
     JobSpecError,
+    RangeRequestsError,
     RasterNotFoundError,
     ReadOnlyStorageError,
     SettingError,
@@ -103,7 +104,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     def _range(self, size: int) -> tuple[int, int]:
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
-        if match is None:
+        if match is None or not self.server.ranges:  # no Range support: the whole file
             self.send_response(200)
             return 0, size
         first, last = match.groups()
@@ -126,7 +127,7 @@ class CountingServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(root)))
         self.lock = threading.Lock()
         self.bytes_sent = self.fail_next = self.failed = 0
-        self.listings, self.paths = True, []
+        self.listings, self.ranges, self.paths = True, True, []
 
     @property
     def url(self) -> str:
@@ -151,7 +152,7 @@ class CountingServer(http.server.ThreadingHTTPServer):
     def reset(self) -> None:
         with self.lock:
             self.bytes_sent = self.fail_next = self.failed = 0
-            self.listings, self.paths = True, []
+            self.listings, self.ranges, self.paths = True, True, []
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +227,21 @@ def test_http_geotiff_from_a_server_that_refuses_folder_listings(served, big_tif
     container = remote.GuardedContainer(fsspec.filesystem("http", skip_instance_cache=True))
     with remote.guarded_reads():
         assert container.ls(f"{served.url}/") == []  # refused: no names, and no error kept
+
+
+@pytest.mark.parametrize("part", ["metadata", "pixels"])
+def test_a_server_without_range_requests_is_named_not_the_file(served, big_tif, http_root, part):
+    """A server that answers every request with the whole file (Python's own http.server
+    does) cannot serve a raster in parts: the file is fine, so it must not be called corrupt.
+    A striped GeoTIFF keeps its metadata at its end (found while opening it); the tiled one
+    at its start (found while reading pixels)."""
+    write_geotiff(http_root / "striped.tif", textured_image(256, 256), tiled=False)
+    name = "striped.tif" if part == "metadata" else "big.tif"
+    served.ranges = False
+    with pytest.raises(RangeRequestsError, match=rf"/{name}: the HTTP server sends whole files "
+                                                 r"only \(it ignores Range requests\)") as caught:
+        geoseg.open_raster(f"{served.url}/{name}", chunks=256)[:, -256:, -256:].compute()
+    assert "corrupt" not in str(caught.value) and caught.value.__cause__ is None
 
 
 def test_http_zarr_array_and_group(served, http_root):
