@@ -338,7 +338,8 @@ def batch(
     console.print(report.table())
     if report.url:
         console.print(f"report: {report.url}", markup=False, highlight=False)
-        _html_report(None, batch=report)
+        _html_report(None, batch=report, storage_options=batch_spec.job.output.storage_options,
+                     input_options=batch_spec.job.input.storage_options)
     if report.failed:
         raise typer.Exit(1)
 
@@ -518,7 +519,7 @@ def _html_report(record_url: str | None, batch: Any = None,
     from geoseg.report.html import write_batch_index, write_report
 
     try:
-        where = write_batch_index(batch) if batch is not None else (
+        where = write_batch_index(batch, storage_options, input_options) if batch is not None else (
             write_report(record_url, storage_options=storage_options, input_options=input_options)
             if record_url else None)
     except Exception as exc:  # noqa: BLE001 - the output and its record stand without a report

@@ -274,14 +274,15 @@ def write_report(record_url: str, out: str | None = None, scores: dict[str, Any]
     return target
 
 
-def record_of(run: str) -> str:
+def record_of(run: str, storage_options: dict[str, Any] | None = None) -> str:
     """The run record of ``run``: a record itself (``.json``), or an output a job finished
-    (its attributes name the record)."""
+    (its attributes name the record; ``storage_options`` read them)."""
     if run.endswith(".json"):
         return run
     from geoseg.io.output import OutputTarget
 
-    record = (OutputTarget(run).attrs().get("provenance") or {}).get("run_record")
+    attrs = OutputTarget(run, dict(storage_options or {})).attrs()
+    record = (attrs.get("provenance") or {}).get("run_record")
     if not record:
         raise EvaluationError(f"{run}: received neither a run record (.json) nor an output a "
                               "finished job wrote (its attributes name no run record); give the "
@@ -289,24 +290,31 @@ def record_of(run: str) -> str:
     return record
 
 
-def write_batch_index(report: Any) -> str | None:
-    """Each finished job's report, and an index page of them beside the batch's report."""
+def write_batch_index(report: Any, storage_options: dict[str, Any] | None = None,
+                      input_options: dict[str, Any] | None = None) -> str | None:
+    """Each finished job's report, and an index page of them beside the batch's report
+    (``storage_options``: the outputs', where the batch's report is too; ``input_options``:
+    the inputs', for the quicklooks)."""
     if not report.url or report.dry_run:
         return None
     rows = []
     for item in report.items:
         try:
-            record_url = record_of(item.output)
-            rows.append((item.input, load_record(record_url), write_report(record_url)))
+            record_url = record_of(item.output, storage_options)
+            page = write_report(record_url, storage_options=storage_options,
+                                input_options=input_options)
+            rows.append((item.input, load_record(record_url), page))
         except Exception:  # noqa: BLE001 - a failed or foreign output: listed without a report
             rows.append((f"{item.input} ({item.state})", None, None))
-    return write_index(rows, report_path(report.url), f"geoseg batch {report.name}")
+    return write_index(rows, report_path(report.url), f"geoseg batch {report.name}",
+                       storage_options)
 
 
 def write_index(reports: Sequence[tuple[str, dict[str, Any] | None, str | None]], out: str,
-                title: str) -> str:
+                title: str, storage_options: dict[str, Any] | None = None) -> str:
     """An index page: one row per job (input, state, mIoU, throughput) linking its report.
-    ``reports``: (input, run record or ``None``, report location or ``None``)."""
+    ``reports``: (input, run record or ``None``, report location or ``None``); ``out`` is
+    written with ``storage_options``."""
     rows = []
     for what, record, link in reports:
         anchor = (f'<a href="{html.escape(_relative(link, out))}">{html.escape(what)}</a>'
@@ -320,7 +328,7 @@ def write_index(reports: Sequence[tuple[str, dict[str, Any] | None, str | None]]
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table id='jobs'>"
             "<tr><th>job</th><th>model</th><th>mIoU</th><th>Mpx/s</th><th>pixels</th></tr>"
             + "".join(rows) + "</table></body></html>")
-    with fsspec.open(out, "w", encoding="utf-8") as f:
+    with fsspec.open(out, "w", encoding="utf-8", **dict(storage_options or {})) as f:
         f.write(page)
     return out
 

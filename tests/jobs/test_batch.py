@@ -24,6 +24,7 @@ from geoseg.jobs.batch_spec import BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import Lease, LeaseRecord, lease_url
 from geoseg.jobs.status import verify_output
+from geoseg.report.html import write_batch_index
 from tests.conftest import textured_image, write_geotiff, write_zarr
 
 THRESHOLD = 128
@@ -144,7 +145,11 @@ def test_glob_over_s3_uses_etags_and_leaks_no_secret(tmp_path, s3_server, cluste
     assert states(second) == {"north": "skipped", "south": "skipped"}
     report = fs.cat_file(second.url.removeprefix("s3://")).decode()
     stored = json.dumps(attrs("s3://geoseg/batch-out/north.zarr", s3_server))
-    everything = report + "\n".join(said) + stored
+    index = write_batch_index(second, storage_options=s3_server, input_options=s3_server)
+    assert index is not None and index.startswith("s3://geoseg/batch-out/")  # beside the report
+    page = fs.cat_file(index.removeprefix("s3://")).decode()
+    assert "(skipped)" not in page and page.count(".html") == 2  # each job's report linked
+    everything = report + "\n".join(said) + stored + page
     assert s3_server["secret"] not in everything and s3_server["key"] not in everything
     assert not fs.glob("geoseg/batch-out/*.lease")
 
