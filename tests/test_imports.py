@@ -147,6 +147,24 @@ print(json.dumps(bad))
     assert json.loads(result.stdout.splitlines()[-1]) == []
 
 
+def test_no_lazy_name_is_also_a_submodule_of_its_package():
+    """Importing ``package.name`` sets the package's attribute ``name`` to that module, so a
+    lazily exported function of the same name would turn into a module once anything imports
+    the submodule (``from geoseg.training import sweep`` did)."""
+    import importlib
+    import pkgutil
+
+    import geoseg
+
+    clashes = []
+    for info in pkgutil.walk_packages(geoseg.__path__, "geoseg."):
+        if info.ispkg:
+            package = importlib.import_module(info.name)
+            modules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+            clashes += [f"{info.name}.{n}" for n in getattr(package, "_LAZY", {}) if n in modules]
+    assert clashes == []
+
+
 INSTANCE_LIBRARIES = ("cc3d", "geopandas", "shapely", "pyproj", "pyogrio")
 
 

@@ -8,17 +8,17 @@ from geoseg._lazy import lazy_exports
 
 _LAZY = {
     "CheckpointError": "geoseg.errors",
-    "SweepResult": "geoseg.training.sweep",
-    "SweepSpec": "geoseg.training.sweep",
+    "SweepResult": "geoseg.training.sweeps",
+    "SweepSpec": "geoseg.training.sweeps",
     "TrainResult": "geoseg.training.trainer",
     "TrainSpec": "geoseg.training.spec",
     "TrainSpecError": "geoseg.errors",
     "TrainingDataError": "geoseg.errors",
     "TrainingDivergedError": "geoseg.errors",
-    "TrialResult": "geoseg.training.sweep",
-    "load_sweep_spec": "geoseg.training.sweep",
+    "TrialResult": "geoseg.training.sweeps",
+    "load_sweep_spec": "geoseg.training.sweeps",
     "load_train_spec": "geoseg.training.spec",
-    "sweep": "geoseg.training.sweep",
+    "sweep": "geoseg.training.sweeps",
     "train": "geoseg.training.trainer",
 }
 

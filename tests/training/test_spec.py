@@ -11,7 +11,7 @@ import yaml
 from geoseg import logs
 from geoseg.errors import JobSpecError
 from geoseg.training import TrainSpec, TrainSpecError, load_sweep_spec, load_train_spec
-from geoseg.training.sweep import SweepSpec, make_trials
+from geoseg.training.sweeps import SweepSpec, make_trials
 
 REPO = Path(__file__).resolve().parents[2]
 PAIR = {"image": {"url": "s.zarr", "variable": "image"}, "labels": {"url": "s.zarr", "variable": "labels"}}
