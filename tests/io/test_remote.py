@@ -152,7 +152,7 @@ class CountingServer(http.server.ThreadingHTTPServer):
     def reset(self) -> None:
         with self.lock:
             self.bytes_sent = self.fail_next = self.failed = 0
-            self.listings, self.ranges, self.paths = True, True, []
+            self.listings, self.paths = True, []
 
 
 @pytest.fixture(scope="module")
@@ -229,18 +229,32 @@ def test_http_geotiff_from_a_server_that_refuses_folder_listings(served, big_tif
         assert container.ls(f"{served.url}/") == []  # refused: no names, and no error kept
 
 
+@pytest.fixture
+def whole_files_server(http_root: Path) -> Iterator[CountingServer]:
+    """A server of its own that ignores Range requests: the whole files it still sends after a
+    client gave up are not counted by the shared server the other tests measure."""
+    server = CountingServer(http_root)
+    server.ranges = False
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.mark.parametrize("part", ["metadata", "pixels"])
-def test_a_server_without_range_requests_is_named_not_the_file(served, big_tif, http_root, part):
+def test_a_server_without_range_requests_is_named_not_the_file(whole_files_server, big_tif,
+                                                                http_root, part):
     """A server that answers every request with the whole file (Python's own http.server
     does) cannot serve a raster in parts: the file is fine, so it must not be called corrupt.
     A striped GeoTIFF keeps its metadata at its end (found while opening it); the tiled one
     at its start (found while reading pixels)."""
     write_geotiff(http_root / "striped.tif", textured_image(256, 256), tiled=False)
     name = "striped.tif" if part == "metadata" else "big.tif"
-    served.ranges = False
+    url = f"{whole_files_server.url}/{name}"
     with pytest.raises(RangeRequestsError, match=rf"/{name}: the HTTP server sends whole files "
                                                  r"only \(it ignores Range requests\)") as caught:
-        geoseg.open_raster(f"{served.url}/{name}", chunks=256)[:, -256:, -256:].compute()
+        geoseg.open_raster(url, chunks=256)[:, -256:, -256:].compute()
     assert "corrupt" not in str(caught.value) and caught.value.__cause__ is None
 
 
