@@ -84,7 +84,7 @@ def _layout_changes(attrs: dict[str, Any], classes: Any, written: tuple[int, ...
     if recorded is None or found == int(recorded):
         return []
     said = (f"classes: its metadata declares shape {tuple(classes.shape)}, a grid of {found} "
-            f"chunk(s), but the run wrote {recorded}; the array's zarr.json was changed or "
+            f"chunk(s), but the run planned {recorded}; the array's zarr.json was changed or "
             "replaced: restore it, or run the job again with --overwrite")
     return [said]
 
