@@ -1,19 +1,12 @@
-"""The geoseg command, run as a real subprocess: exit codes, messages, nothing written on error."""
+"""The geoseg command: exit codes, messages, nothing written on error."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 import yaml
 
+from tests.cli import geoseg
 from tests.conftest import job_dict, textured_image, write_zarr
-
-
-def geoseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False, capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
 
 
 @pytest.fixture()

@@ -1,6 +1,7 @@
 """Real faults through the geoseg command: one clean message naming the file and the chunk or
 window, exit 2 for bad input and 1 for a failed run, no traceback, no Dask "Compute Failed" dump,
-and no secret anywhere in what a job prints or stores."""
+and no secret anywhere in what a job prints or stores. The secret tests run each command in a
+process of its own, so that everything it prints is searched."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import fsspec
 import pytest
 import yaml
 
+from tests.cli import geoseg
 from tests.conftest import (
     alias_bomb,
     edited_model,
@@ -25,15 +27,6 @@ from tests.conftest import (
     write_geotiff,
     write_zarr,
 )
-
-QUICK = {"COLUMNS": "1000"}  # rich wraps nothing: a message is one line to search
-
-
-def geoseg(*args: str, env: dict[str, str] | None = None,
-           prefix: list[str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "geoseg.cli", *args], check=False,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **QUICK, **(env or {})})
 
 
 def said(result: subprocess.CompletedProcess) -> str:
@@ -276,7 +269,8 @@ def test_a_full_disk_names_the_chunk_and_fails_the_run(tmp_path, model_path, sce
 def test_an_unreachable_scheduler_is_named(tmp_path, model_path, scene):
     result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")),
                      "--cluster", "tcp://127.0.0.1:9",
-                     env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})  # not 30 s
+                     env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"},  # not 30 s
+                     own_process=True)  # Dask reads its configuration once per process
     assert_clean(result, 2, "Cannot reach the Dask scheduler at tcp://127.0.0.1:9",
                  "Check that it is running")
 
@@ -376,7 +370,8 @@ def stored_text(tmp_path: Path, server: dict) -> str:
 
 def test_no_secret_in_anything_a_succeeding_job_prints_or_stores(tmp_path, model_path, s3_server):
     data = secret_job(tmp_path, s3_server, model_path)
-    result = run_job(tmp_path, data, env={**SECRET_ENV, "GEOSEG_LOG_FORMAT": "json"})
+    result = run_job(tmp_path, data, env={**SECRET_ENV, "GEOSEG_LOG_FORMAT": "json"},
+                     own_process=True)
     assert result.returncode == 0, result.stderr
     stored = stored_text(tmp_path, s3_server)
     assert '"status": "complete"' in stored.replace('":"', '": "') and "run_record" in stored
@@ -385,7 +380,7 @@ def test_no_secret_in_anything_a_succeeding_job_prints_or_stores(tmp_path, model
 
 def test_no_secret_in_anything_a_failing_job_prints_or_stores(tmp_path, model_path, s3_server):
     data = secret_job(tmp_path, s3_server, model_path, garbage=True)
-    result = run_job(tmp_path, data, env=SECRET_ENV)
+    result = run_job(tmp_path, data, env=SECRET_ENV, own_process=True)
     assert_clean(result, 2, f"cannot decode s3://geoseg/{tmp_path.name}/scene.zarr", "c/0/1/1")
     assert leaks(result.stdout + result.stderr + stored_text(tmp_path, s3_server)) == []
 
@@ -396,12 +391,12 @@ def test_no_secret_from_a_url_a_library_quotes(tmp_path, model_path, s3_server):
     data = secret_job(tmp_path, s3_server, model_path)
     data["input"]["url"] = (f"s3://{SECRETS['url user']}:{SECRETS['url password']}@geoseg/"
                             f"{tmp_path.name}/scene.zarr?X-Amz-Signature={SECRETS['url signature']}")
-    result = run_job(tmp_path, data, env=SECRET_ENV)
+    result = run_job(tmp_path, data, env=SECRET_ENV, own_process=True)
     assert_clean(result, 2, f"input.url: Cannot read the metadata of s3://geoseg/{tmp_path.name}/",
                  "Invalid bucket name")
     assert leaks(result.stdout + result.stderr) == []
     data["input"]["url"] = f"s3://{SECRETS['url user']}:wJalrXUtnFEMI/{SECRETS['url password']}@geoseg/x"
-    result = run_job(tmp_path, data, env=SECRET_ENV)
+    result = run_job(tmp_path, data, env=SECRET_ENV, own_process=True)
     assert_clean(result, 2, "input.url: received a URL that cannot be parsed (s3://geoseg/x ")
     assert leaks(result.stdout + result.stderr) == [] and "wJalrXUtnFEMI" not in result.stderr
 

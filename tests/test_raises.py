@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import ast
 import builtins
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ import yaml
 
 import geoseg
 from geoseg import errors
+from tests.cli import geoseg as geoseg_cli
 from tests.conftest import job_dict, textured_image, write_zarr
 
 PACKAGE = Path(geoseg.__file__).parent
@@ -275,12 +274,6 @@ def test_every_raise_in_geoseg_is_a_geoseg_error():
 # --- through the command --------------------------------------------------------------------
 
 
-def _geoseg(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False,
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "1000"})
-
-
 def _job(tmp_path: Path, model: dict) -> Path:
     scene = write_zarr(tmp_path / "scene.zarr", textured_image(130, 120))
     spec = job_dict(str(scene), "unused", str(tmp_path / "mask.zarr"))
@@ -301,16 +294,16 @@ def _assert_clean(result: subprocess.CompletedProcess, *needles: str) -> None:
 @pytest.mark.timeout(120)
 def test_unsorted_thresholds_are_one_clean_message_from_validate(tmp_path):
     job = _job(tmp_path, {"method": "threshold", "params": {"thresholds": [0.8, 0.2]}})
-    _assert_clean(_geoseg("validate", str(job)), "thresholds must be one or more strictly increasing",
+    _assert_clean(geoseg_cli("validate", str(job)), "thresholds must be one or more strictly increasing",
                   "got (0.8, 0.2)", "sort them")
 
 
 @pytest.mark.timeout(120)
 def test_a_bad_kmeans_n_init_is_one_clean_message_from_run(tmp_path):
     job = _job(tmp_path, {"method": "kmeans", "params": {"k": 2, "n_init": 0}})
-    _assert_clean(_geoseg("run", str(job)), "n_init=0", "expected an integer >= 1")
+    _assert_clean(geoseg_cli("run", str(job)), "n_init=0", "expected an integer >= 1")
     assert not (tmp_path / "mask.zarr").exists()
-    _assert_clean(_geoseg("validate", str(job)), "model.params: n_init=0", "expected an integer >= 1")
+    _assert_clean(geoseg_cli("validate", str(job)), "model.params: n_init=0", "expected an integer >= 1")
 
 
 def test_the_new_errors_still_are_the_built_ins_they_replace():

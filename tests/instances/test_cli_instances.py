@@ -1,4 +1,4 @@
-"""``geoseg instances``: label a mask geoseg did not write, or an output in place; as a subprocess."""
+"""``geoseg instances``: label a mask geoseg did not write, or an output in place."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import zarr
 from scipy import ndimage as ndi
 from skimage import filters
 
+from tests.cli import geoseg
 from tests.instances.test_components import assert_same_partition
-from tests.test_cli import geoseg
 
 
 def test_semantic_zarr_mask_gets_instances_per_class(tmp_path, cluster_address):

@@ -3,9 +3,7 @@ far from what the model was trained on, and band advice that fits the input."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +17,8 @@ from geoseg.io.readers import open_source
 from geoseg.jobs.ranges import range_warnings, sample_windows
 from geoseg.models.modelfile import load_model, read_header
 from geoseg.synth import make_scene
+from tests.cli import geoseg
 from tests.conftest import CRS, TRANSFORM, write_zarr
-
-
-def geoseg(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "COLUMNS": "1000"})
 
 
 def test_info_prints_a_models_card():

@@ -20,6 +20,7 @@ from geoseg.io.convert import convert
 from geoseg.jobs import JobSpec, load_job, run
 from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.status import output_status, verify_output
+from tests.cli import geoseg
 from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
 
 
@@ -157,14 +158,12 @@ def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):
     run(JobSpec.from_dict(job), scheduler=cluster_address)
     out = tmp_path / "out.zarr"
     (out / "classes" / "c" / "1" / "1").write_bytes(b"\x00garbage")
-    done = subprocess.run([sys.executable, "-m", "geoseg.cli", "verify", str(out)],
-                          check=False, capture_output=True, text=True, timeout=120)
+    done = geoseg("verify", str(out))
     assert done.returncode == 1 and "1 undecodable" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
     group = zarr.open_group(str(out), mode="r+")
     group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "running"}
-    shown = subprocess.run([sys.executable, "-m", "geoseg.cli", "status", str(out)],
-                           check=False, capture_output=True, text=True, timeout=120)
+    shown = geoseg("status", str(out))
     assert "interrupted" in " ".join(shown.stdout.split())
     assert np.asarray(group["manifest_done"][...]).all()
 

@@ -18,6 +18,7 @@ from distributed import Client
 from geoseg.errors import OutputExistsError
 from geoseg.jobs import JobSpec, run
 from geoseg.jobs.status import output_status, verify_output
+from tests.cli import geoseg
 from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
 
 
@@ -95,17 +96,14 @@ def test_verify_finds_a_corrupted_chunk_and_status_reports_progress(tmp_path, mo
     src = write_zarr(tmp_path / "in.zarr", textured_image(64, 96))
     out = tmp_path / "out.zarr"
     run(JobSpec.from_dict(job_dict(src, model_path, str(out), chunks=[32, 32])), scheduler=cluster_address)
-    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "status", str(out)], check=False, capture_output=True,
-                            text=True, timeout=120)
+    result = geoseg("status", str(out))
     assert "complete, 6/6 chunks done (100%)" in " ".join(result.stdout.split())
     arr = zarr.open_group(str(out))["classes"]
     block = arr[32:64, 0:32]
     arr[32:64, 0:32] = (block + 1) % 4
     report = verify_output(str(out))
     assert report.mismatched == ["1.0"] and not report.missing
-    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "verify", str(out)], check=False,
-                            capture_output=True,
-                            text=True, timeout=120)
+    result = geoseg("verify", str(out))
     assert result.returncode == 1 and "1 mismatched" in result.stderr
 
 

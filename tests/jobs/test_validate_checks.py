@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cli import geoseg
 from tests.conftest import job_dict, textured_image, write_zarr
-from tests.test_errors_cli import assert_clean, geoseg, read_only
+from tests.test_errors_cli import assert_clean, read_only
 
 
 @pytest.fixture()
@@ -25,20 +26,13 @@ def scene(tmp_path) -> Path:
 
 
 @pytest.fixture()
-def cli(monkeypatch, capsys):
-    """``geoseg ARGS`` in this process: (exit code, stderr as one line)."""
-    from geoseg import logs
-    from geoseg.cli import main
-
+def cli():
+    """``geoseg ARGS`` in this process: (exit code, what it printed as one line)."""
     def call(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["geoseg", *args])
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        out = capsys.readouterr()
-        return exit_.value.code, " ".join((out.out + out.err).split())
+        result = geoseg(*args)
+        return result.returncode, " ".join((result.stdout + result.stderr).split())
 
-    yield call
-    logs.quiet_task_errors(False)
+    return call
 
 
 def test_an_error_naming_a_long_path_keeps_it_on_one_line(tmp_path, monkeypatch, capsys):
