@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import subprocess
-import sys
 
 import fsspec
 import nibabel as nib
@@ -24,6 +21,7 @@ from geoseg.io.convert import convert
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import nifti_affine
 from geoseg.jobs import JobSpec, run
+from tests.cli import geoseg as geoseg_cli
 from tests.conftest import textured_image, write_geotiff
 from tests.io.test_volume_inputs import oblique_affine, write_nifti
 
@@ -162,19 +160,10 @@ def test_command_line_convert(tmp_path):
     gz = gzipped_nifti(tmp_path, np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4), np.eye(4))
     out = str(tmp_path / "v.zarr")
 
-    def geoseg_convert(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "geoseg.cli", "convert", *args],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    done = geoseg_convert(gz, out, "--chunks", "2,5,6")
+    done = geoseg_cli("convert", gz, out, "--chunks", "2,5,6")
     assert done.returncode == 0, done.stderr
     assert zarr.open_group(out, mode="r")["raster"].chunks == (1, 2, 5, 6)
-    bad = geoseg_convert(gz, str(tmp_path / "w.zarr"), "--bands", "2")
+    bad = geoseg_cli("convert", gz, str(tmp_path / "w.zarr"), "--bands", "2")
     assert bad.returncode == 2 and "out of range" in bad.stderr
     assert not (tmp_path / "w.zarr").exists()
 
@@ -185,14 +174,12 @@ def test_command_line_convert_and_export_with_s3_credentials_from_the_environmen
     and the secret is printed nowhere."""
     image = textured_image(96, 80, seed=3)
     fsspec.filesystem("s3", **s3_server).put(write_geotiff(tmp_path / "s.tif", image), "s3://geoseg/cli/s.tif")
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"],
+    env = {"AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"],
            "AWS_ENDPOINT_URL": s3_server["client_kwargs"]["endpoint_url"], "AWS_DEFAULT_REGION": "us-east-1"}
-
-    def geoseg_cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False, capture_output=True,
-                              text=True, timeout=300, env=env)
-
-    done = geoseg_cli("convert", "s3://geoseg/cli/s.tif", "s3://geoseg/cli/s.zarr", "--chunks", "32")
+    # processes of their own: credentials come from a new process's environment, and
+    # everything they print is searched for the secret
+    done = geoseg_cli("convert", "s3://geoseg/cli/s.tif", "s3://geoseg/cli/s.zarr", "--chunks", "32",
+                      env=env, own_process=True)
     assert done.returncode == 0, done.stderr
     converted = geoseg.open_raster("s3://geoseg/cli/s.zarr", storage_options=s3_server)
     np.testing.assert_array_equal(converted.values, image)
@@ -200,7 +187,8 @@ def test_command_line_convert_and_export_with_s3_credentials_from_the_environmen
             "model": {"method": "threshold", "params": {"thresholds": [128], "feature": 1}},
             "output": {"url": "s3://geoseg/cli/mask.zarr", "storage_options": s3_server, "chunks": [32, 32]}}
     run(JobSpec.from_dict(spec), scheduler=cluster_address)
-    exported = geoseg_cli("export", "s3://geoseg/cli/mask.zarr", "--cog", str(tmp_path / "mask.tif"))
+    exported = geoseg_cli("export", "s3://geoseg/cli/mask.zarr", "--cog", str(tmp_path / "mask.tif"),
+                          env=env, own_process=True)
     assert exported.returncode == 0, exported.stderr
     with rasterio.open(tmp_path / "mask.tif") as ds:
         np.testing.assert_array_equal(ds.read(1), (image[0] > 128).astype(np.uint8))

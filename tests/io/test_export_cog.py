@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import fsspec
 import numpy as np
@@ -18,6 +16,7 @@ from geoseg.io.exports import export_cog, open_finished
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import create_output
 from geoseg.jobs import JobSpec, run
+from tests.cli import geoseg as geoseg_cli
 from tests.conftest import textured_image, write_geotiff
 
 CLASSES = 3
@@ -232,20 +231,10 @@ def test_output_and_cog_on_s3_without_leaking_credentials(tmp_path, s3_server):
 def test_command_line_export(finished, tmp_path):
     _, out = finished
     dest = tmp_path / "mask.tif"
-    cmd = [
-        sys.executable,
-        "-m",
-        "geoseg.cli",
-        "export",
-        out,
-        "--cog",
-        str(dest),
-        "--blocksize",
-        "128",
-    ]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    cmd = ["export", out, "--cog", str(dest), "--blocksize", "128"]
+    done = geoseg_cli(*cmd)
     assert done.returncode == 0, done.stderr
     with rasterio.open(dest) as cog:
         assert cog.block_shapes == [(128, 128)] and cog.overviews(1) == [2, 4]
-    again = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    again = geoseg_cli(*cmd)
     assert again.returncode == 2 and "already exists; nothing was written" in again.stderr
