@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from geoseg.core import redact
 from geoseg.errors import GeosegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -77,14 +78,14 @@ def _show_error(exc: BaseException) -> None:
     if _debug["on"]:
         import traceback
 
-        print(logs.scrub("".join(traceback.format_exception(exc))), file=sys.stderr)
+        print(redact.scrub("".join(traceback.format_exception(exc))), file=sys.stderr)
     if isinstance(exc, GeosegError):
         message = str(exc)
     elif isinstance(exc, KeyboardInterrupt):
         message = "interrupted; a rerun resumes from the chunks already written"
     else:
         message = f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
-    message = logs.scrub(message)
+    message = redact.scrub(message)
     if logs.current_format() == "json":
         logs.log.error(message, extra={"error": type(exc).__name__})
     else:
@@ -523,7 +524,7 @@ def _html_report(record_url: str | None, batch: Any = None,
             write_report(record_url, storage_options=storage_options, input_options=input_options)
             if record_url else None)
     except Exception as exc:  # noqa: BLE001 - the output and its record stand without a report
-        said = f"no HTML report ({type(exc).__name__}: {logs.scrub(str(exc)[:300])})"
+        said = f"no HTML report ({type(exc).__name__}: {redact.scrub(str(exc)[:300])})"
         if logs.current_format() == "json":
             logs.log.warning(said)
         else:

@@ -402,16 +402,16 @@ def test_no_secret_from_a_url_a_library_quotes(tmp_path, model_path, s3_server):
 
 
 def test_scrub_hides_every_form_of_a_secret():
-    from geoseg import logs
+    from geoseg.core import redact
 
     url = "s3://AKIAUSER:wJalrXUtnFEMI/K7MDENG@bucket/key?X-Amz-Signature=abc123"
     text = (f"{url} Port could not be cast to integer value as 'wJalrXUtnFEMI' "
             "token=s3cr3t%2Fx s3cr3t/x")
-    scrubbed = logs.scrub(text, ["s3cr3t/x", *logs.url_secrets(url)])
+    scrubbed = redact.scrub(text, ["s3cr3t/x", *redact.url_secrets(url)])
     for part in ("AKIAUSER", "wJalrXUtnFEMI", "K7MDENG", "abc123", "s3cr3t"):
         assert part not in scrubbed, scrubbed
     assert scrubbed.startswith("s3://bucket/key Port could not be cast")
-    assert {"AKIAUSER", "wJalrXUtnFEMI/K7MDENG", "abc123"} <= logs.url_secrets(url)
+    assert {"AKIAUSER", "wJalrXUtnFEMI/K7MDENG", "abc123"} <= redact.url_secrets(url)
 
 
 @pytest.mark.parametrize(("content", "said"), [

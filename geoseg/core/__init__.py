@@ -1,6 +1,7 @@
 """Foundations: what every layer of geoseg may use, with no torch, dask or zarr.
 
 * :mod:`geoseg.core.urls`: URLs in their public form (no user info, query or fragment);
+* :mod:`geoseg.core.redact`: secrets kept out of messages, logs and records;
 * :mod:`geoseg.core.spec`: the base of every YAML spec, validated at once with every problem
   reported;
 * :mod:`geoseg.core.records`: timestamps, package versions and JSON for run records;
@@ -12,6 +13,6 @@ The errors (:mod:`geoseg.errors`), the settings (:mod:`geoseg.config`) and the l
 
 from geoseg._lazy import lazy_exports
 
-__all__ = ["classes", "records", "segmenter", "spec", "urls"]  # its modules, imported on first use
+__all__ = ["classes", "records", "redact", "segmenter", "spec", "urls"]  # its modules, imported on first use
 
 __getattr__, __dir__ = lazy_exports(__name__, {})

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from geoseg import logs
+from geoseg.core import redact
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, JobSpecError
 
@@ -109,7 +109,7 @@ def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
 
     Every spec geoseg reads comes through here, so that each is read as carefully as the
     others: ``yaml.safe_load`` (no tags, no code); its secrets (storage options, credentials in
-    URLs) remembered at once, so that no message shows them (:func:`geoseg.logs.scrub`); every
+    URLs) remembered at once, so that no message shows them (:func:`geoseg.core.redact.scrub`); every
     problem an ``error`` naming the file, a YAML error saying where but quoting no line (secrets
     live there); a key given twice in one mapping refused; the document bounded in size once
     its aliases are expanded, and in depth (:data:`MAX_VALUES`, :data:`MAX_LEVELS`); a URL that
@@ -118,7 +118,7 @@ def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
     if not path.is_file():
         raise error(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
     data = _parse_yaml(path, _read_text(path, what, error), what, error)
-    logs.remember_secrets(logs.secrets_in(data))
+    redact.remember_secrets(redact.secrets_in(data))
     _check_urls(data, str(path), error)
     return data
 

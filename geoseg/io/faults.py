@@ -4,7 +4,7 @@ Storage failures are translated by :mod:`geoseg.io.remote`; what is left when a 
 data that does not decode (a truncated GeoTIFF, a garbage Zarr chunk, broken metadata), which
 becomes :class:`~geoseg.errors.CorruptInputError`. A failed window read is probed chunk by
 chunk, so the error names the chunks that do not decode, not only the window. Library
-messages are scrubbed of secrets (:func:`geoseg.logs.scrub`) and never chained into what
+messages are scrubbed of secrets (:func:`geoseg.core.redact.scrub`) and never chained into what
 travels from a worker to the client.
 
 Processes that die are faults too: output chunks whose task kills every worker that runs it

@@ -48,7 +48,8 @@ from typing import Any, Self, TypeVar
 import fsspec
 from rasterio.abc import FileContainer
 
-from geoseg import config, logs
+from geoseg import config
+from geoseg.core import redact
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     BucketNotFoundError,
@@ -545,7 +546,7 @@ def reason(exc: BaseException, storage_options: dict[str, Any] | None = None) ->
         text = f"HTTP {status} {getattr(exc, 'message', '')}".strip()
     else:
         text = str(exc) or type(exc).__name__
-    text = logs.scrub(text, _secrets(storage_options or {}))
+    text = redact.scrub(text, _secrets(storage_options or {}))
     return f"{type(exc).__name__}: {text[:300]}"
 
 

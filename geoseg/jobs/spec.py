@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import fsspec
 from pydantic import Field, field_validator, model_validator
 
-from geoseg import logs
+from geoseg.core import redact
 from geoseg.core.spec import Document, Section, load_yaml
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, JobSpecError, OutputLocationError
@@ -215,7 +215,7 @@ class JobSpec(Document):
     def redacted(self) -> dict[str, Any]:
         """The spec as plain data with every storage option's value hidden, and credentials
         given by name elsewhere (a cluster's ``env``, a job script's ``export TOKEN=...``)."""
-        return logs.hide_named_secrets(_redact(self.model_dump(mode="json")))
+        return redact.hide_named_secrets(_redact(self.model_dump(mode="json")))
 
 
 def load_job(path: str | Path) -> JobSpec:

@@ -29,7 +29,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from geoseg import budgets, logs
+from geoseg import budgets
+from geoseg.core import redact
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     BudgetError,
@@ -100,7 +101,7 @@ def _public_errors(load: Callable[..., T]) -> Callable[..., T]:
         try:
             return load(url, *args, **kwargs)
         except GeosegError as exc:
-            error = type(exc)(logs.scrub(str(exc), logs.url_secrets(url)))
+            error = type(exc)(redact.scrub(str(exc), redact.url_secrets(url)))
         raise error  # out of the except: nothing else travels from a worker with it
 
     return wrapper

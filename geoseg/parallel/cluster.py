@@ -28,6 +28,7 @@ from distributed import Client, LocalCluster, Security
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg import config, logs
+from geoseg.core import redact
 from geoseg.core.urls import public_url
 from geoseg.errors import ClusterConfigError, MissingExtraError
 from geoseg.parallel.cluster_spec import ClusterSpec, JobqueueSpec, KubernetesSpec, walltime_seconds
@@ -258,7 +259,7 @@ def connected(address: str, security: Security | None = None) -> Iterator[Client
     except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterConfigError(
             f"Cannot reach the Dask scheduler at {public_url(address)} "
-            f"({type(exc).__name__}: {logs.scrub(str(exc))}). Check that it is running and that "
+            f"({type(exc).__name__}: {redact.scrub(str(exc))}). Check that it is running and that "
             "the address and port are right (dask scheduler prints them; one started with TLS "
             "takes only its tls:// address and certificates, cluster.tls), or drop --cluster / "
             "cluster.scheduler to start a local cluster.") from None

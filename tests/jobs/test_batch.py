@@ -17,7 +17,7 @@ import s3fs
 import yaml
 import zarr
 
-from geoseg import logs
+from geoseg.core import redact
 from geoseg.errors import BatchSpecError, ClusterConfigError
 from geoseg.jobs.batch import plan_items, run_batch
 from geoseg.jobs.batch_spec import BatchSpec, load_batch
@@ -344,7 +344,7 @@ def test_a_batch_specs_storage_options_are_hidden_from_every_message(tmp_path):
                       storage_options={"secret": "BATCH-SECRET-4e2"}, colour="blue")
     with pytest.raises(BatchSpecError, match="colour: unknown key"):
         load_batch(write_batch_yaml(tmp_path / "batch.yaml", data))
-    assert "BATCH-SECRET-4e2" not in logs.scrub("a library failed with BATCH-SECRET-4e2")
+    assert "BATCH-SECRET-4e2" not in redact.scrub("a library failed with BATCH-SECRET-4e2")
 
 
 def test_two_inputs_with_one_output_are_refused_before_anything_runs(tmp_path):

@@ -21,6 +21,7 @@ from sklearn.metrics import jaccard_score
 
 import geoseg
 from geoseg import config, logs
+from geoseg.core import redact
 from geoseg.errors import EvaluationError, RasterNotFoundError
 from geoseg.io.readers import open_source
 from geoseg.jobs import JobSpec, prepare, provenance, run
@@ -311,4 +312,4 @@ def test_credentials_named_in_the_cluster_section_reach_no_record_output_or_log(
     assert cluster["kubernetes"]["env"] == {"AWS_SECRET_ACCESS_KEY": "<hidden>", "OMP_NUM_THREADS": "1"}
     assert cluster["jobqueue"]["job_script_prologue"] == ["source .venv/bin/activate",
                                                           "export API_TOKEN=<hidden>"]
-    assert {key, token} <= logs.secrets_in(data)  # what the spec loader has every message hide
+    assert {key, token} <= redact.secrets_in(data)  # what the spec loader has every message hide

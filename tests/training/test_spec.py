@@ -8,7 +8,7 @@ import pydantic
 import pytest
 import yaml
 
-from geoseg import logs
+from geoseg.core import redact
 from geoseg.errors import JobSpecError
 from geoseg.training import TrainSpec, TrainSpecError, load_sweep_spec, load_train_spec
 from geoseg.training.sweeps import SweepSpec, make_trials
@@ -123,7 +123,7 @@ def test_a_training_spec_is_read_as_carefully_as_a_job_spec(tmp_path):
     data["data"]["train"] = [{**PAIR, "image": {"url": "s3://b/x.zarr",
                                                 "storage_options": {"secret": "TRAIN-SECRET-5d3"}}}]
     load_train_spec(write(tmp_path, data))
-    assert "TRAIN-SECRET-5d3" not in logs.scrub("a library failed with TRAIN-SECRET-5d3")
+    assert "TRAIN-SECRET-5d3" not in redact.scrub("a library failed with TRAIN-SECRET-5d3")
 
 
 def test_a_training_spec_with_a_key_given_twice_is_refused(tmp_path):
