@@ -52,8 +52,9 @@ def remember_secrets(values: Iterable[str]) -> None:
 
 
 def secrets_in(data: Any, inside: bool = False, key: str = "") -> set[str]:
-    """The secrets in a job spec (or any nested mapping): every string under a
-    ``storage_options`` key (endpoints and regions excepted), the user info and query values
+    """The secrets in a job spec (or any nested mapping; ``inside``: a storage options
+    mapping itself): every string under a ``storage_options`` key (endpoints and regions
+    excepted, and strings too short to hide), the user info and query values
     of every URL, and credentials named as such elsewhere (a cluster's ``env`` entry
     ``AWS_SECRET_ACCESS_KEY: ...``, a prologue line ``export API_TOKEN=...``)."""
     if isinstance(data, dict):
@@ -63,7 +64,8 @@ def secrets_in(data: Any, inside: bool = False, key: str = "") -> set[str]:
         return {s for v in data for s in secrets_in(v, inside, key if inside else "")}
     if not isinstance(data, str):
         return set()
-    if (inside and key not in NOT_SECRET) or (SECRET_ENV.search(key) and len(data) >= MIN_ENV_SECRET):
+    if ((inside and key not in NOT_SECRET and len(data) >= MIN_SECRET)
+            or (SECRET_ENV.search(key) and len(data) >= MIN_ENV_SECRET)):
         return {data}
     return url_secrets(data) | {m.group(3) for m in _ASSIGNMENT.finditer(data)
                                 if SECRET_ENV.search(m.group(1)) and len(m.group(3)) >= MIN_ENV_SECRET}

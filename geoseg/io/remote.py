@@ -120,7 +120,6 @@ _PERMANENT = (
     FileExistsError,
 )
 _GDAL_HTTP = re.compile(r"HTTP (?:response )?code:? *(\d{3})", re.IGNORECASE)
-_NOT_SECRET = frozenset({"endpoint_url", "region_name", "region"})
 LIBRARY_ATTEMPTS = 2  # botocore's attempts at one request, inside each of geoseg's
 
 
@@ -546,20 +545,8 @@ def reason(exc: BaseException, storage_options: dict[str, Any] | None = None) ->
         text = f"HTTP {status} {getattr(exc, 'message', '')}".strip()
     else:
         text = str(exc) or type(exc).__name__
-    text = redact.scrub(text, _secrets(storage_options or {}))
+    text = redact.scrub(text, redact.secrets_in(storage_options or {}, inside=True))
     return f"{type(exc).__name__}: {text[:300]}"
-
-
-def _secrets(options: Any, key: str = "") -> Iterator[str]:
-    """Every string value of a storage options mapping, except endpoints and regions."""
-    if isinstance(options, dict):
-        for k, v in options.items():
-            yield from _secrets(v, str(k))
-    elif isinstance(options, (list, tuple)):
-        for v in options:
-            yield from _secrets(v, key)
-    elif isinstance(options, str) and len(options) >= 4 and key not in _NOT_SECRET:
-        yield options
 
 
 def is_local(url: str) -> bool:

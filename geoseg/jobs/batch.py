@@ -29,6 +29,7 @@ from typing import Any
 import fsspec
 from rich.table import Table
 
+from geoseg.core import redact
 from geoseg.core.records import now
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError
@@ -303,7 +304,7 @@ class BatchRunner:
         self.spec, self.overwrite, self.cluster = spec, overwrite, cluster
         self.log = log or (lambda message: None)
         self.owner = new_owner_id()
-        self._secrets = sorted(_secret_strings(spec.model_dump()), key=len, reverse=True)
+        self._secrets = redact.secrets_in(spec.model_dump())  # a spec built in Python too
         self._log_lock = threading.Lock()
 
     def run(self, items: list[BatchItem], client: Any) -> list[ItemResult]:
@@ -421,20 +422,8 @@ class BatchRunner:
                           lease_holder=holder)
 
     def _scrub(self, message: str) -> str:
-        """``message`` without any storage option's value nor a URL's user info."""
-        for secret in self._secrets:
-            message = message.replace(secret, "<hidden>")
-        return re.sub(r"://[^/@\s]+@", "://<hidden>@", message)
-
-
-def _secret_strings(data: Any, inside: bool = False) -> set[str]:
-    """Every string (4 characters or more) found under a ``storage_options`` key."""
-    if isinstance(data, dict):
-        return {s for k, v in data.items()
-                for s in _secret_strings(v, inside or k == "storage_options")}
-    if isinstance(data, (list, tuple)):
-        return {s for v in data for s in _secret_strings(v, inside)}
-    return {data} if inside and isinstance(data, str) and len(data) >= 4 else set()
+        """``message`` without the spec's secrets, and its URLs in their public form."""
+        return redact.scrub(message, self._secrets)
 
 
 def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
