@@ -393,7 +393,10 @@ def _load_torchscript(data: bytes, url: str, storage_options: dict[str, Any], de
     meta = _torchscript_meta(extra[TORCHSCRIPT_META], url)
     actual = weights_sha256(scripted.state_dict())
     _check_hash(url, actual, meta.get("sha256", ""), expected_sha256)
-    info = ModelInfo.from_dict(meta)
+    try:
+        info = ModelInfo.from_dict(meta)
+    except ModelConfigError as exc:
+        raise _unusable(url, exc, "geoseg.models.export_torchscript()") from None
     ref = ModelRef(url, actual, dict(storage_options))
     return SegmentationModel(_Scripted(scripted, meta), info, source=ref, device=device)
 
@@ -410,6 +413,13 @@ def _torchscript_meta(text: str, url: str) -> dict[str, Any]:
         raise ModelFileError(f"Model file {public_url(url)}: its {TORCHSCRIPT_META} is not "
                              f"geoseg metadata ({exc}); re-export it with "
                              "geoseg.models.export_torchscript().") from None
+
+
+def _unusable(url: str, exc: ModelConfigError, saver: str) -> ModelFileError:
+    """A model file whose description cannot be built (one mean per band missing, ...): the
+    file is at fault, whichever format holds it."""
+    return ModelFileError(f"Model file {public_url(url)} describes a model that cannot be used: "
+                          f"{exc} Correct its metadata and save the model again with {saver}.")
 
 
 def _too_deep(url: str) -> str:
@@ -436,9 +446,7 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
             raise KeyError("format")
         return ModelInfo.from_dict(json.loads(meta["model"]))
     except ModelConfigError as exc:
-        raise ModelFileError(
-            f"Model file {public_url(url)} describes a model that cannot be used: {exc} Correct "
-            "its metadata and save the model again with geoseg.save_model().") from None
+        raise _unusable(url, exc, "geoseg.save_model()") from None
     except RecursionError:
         raise ModelFileError(_too_deep(url)) from None
     except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:

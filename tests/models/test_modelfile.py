@@ -174,6 +174,21 @@ def test_torchscript_without_metadata_is_refused(tmp_path):
         load_model(str(tmp_path / "bare.pt"))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TorchScript is deprecated in torch 2.13
+def test_torchscript_whose_metadata_cannot_be_used_is_a_model_file_error(tmp_path):
+    """As with a safetensors file: the file is at fault, not a spec the user wrote."""
+    path = str(tmp_path / "m.pt")
+    export_torchscript(random_unet(), path)
+    extra = {"geoseg.json": ""}
+    scripted = torch.jit.load(path, _extra_files=extra)
+    meta = json.loads(extra["geoseg.json"])
+    meta["normalization"]["mean"] = [128.0]  # one mean for three bands
+    torch.jit.save(scripted, path, _extra_files={"geoseg.json": json.dumps(meta)})
+    with pytest.raises(ModelFileError, match=r"m.pt describes a model that cannot be used: .*"
+                                             r"export_torchscript\(\)"):
+        load_model(path)
+
+
 def test_the_header_gives_what_the_client_plans_with_and_no_weights(tmp_path):
     path = str(tmp_path / "m.safetensors")
     save_model(random_unet(depth=3), path)
