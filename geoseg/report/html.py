@@ -269,9 +269,13 @@ def write_report(record_url: str, out: str | None = None, scores: dict[str, Any]
     ``storage_options`` read the output, ``input_options`` the input, for its quicklook."""
     target = out or report_path(record_url)
     page = render_report(load_record(record_url), scores, storage_options, input_options)
-    with fsspec.open(target, "w", encoding="utf-8") as f:
-        f.write(page)
-    return target
+    return _write_text(target, page)
+
+
+def _write_text(url: str, text: str, storage_options: dict[str, Any] | None = None) -> str:
+    with fsspec.open(url, "w", encoding="utf-8", **dict(storage_options or {})) as f:
+        f.write(text)
+    return url
 
 
 def record_of(run: str, storage_options: dict[str, Any] | None = None) -> str:
@@ -292,22 +296,25 @@ def record_of(run: str, storage_options: dict[str, Any] | None = None) -> str:
 
 def write_batch_index(report: Any, storage_options: dict[str, Any] | None = None,
                       input_options: dict[str, Any] | None = None) -> str | None:
-    """Each finished job's report, and an index page of them beside the batch's report
+    """Each finished job's report, and an index page linking them, beside the batch's report
     (``storage_options``: the outputs', where the batch's report is too; ``input_options``:
-    the inputs', for the quicklooks)."""
+    the inputs', for the quicklooks). The pages lie in one folder, so that the index's links
+    work wherever it is read, on object storage too, whatever folder the run records are in."""
     if not report.url or report.dry_run:
         return None
+    index = report_path(report.url)
     rows = []
     for item in report.items:
         try:
             record_url = record_of(item.output, storage_options)
-            page = write_report(record_url, storage_options=storage_options,
-                                input_options=input_options)
-            rows.append((item.input, load_record(record_url), page))
+            record = load_record(record_url)
+            page = render_report(record, None, storage_options, input_options)
+            name = report_path(record_url).rsplit("/", 1)[-1]
+            link = _write_text(f"{index.rsplit('/', 1)[0]}/{name}", page, storage_options)
+            rows.append((item.input, record, link))
         except Exception:  # noqa: BLE001 - a failed or foreign output: listed without a report
             rows.append((f"{item.input} ({item.state})", None, None))
-    return write_index(rows, report_path(report.url), f"geoseg batch {report.name}",
-                       storage_options)
+    return write_index(rows, index, f"geoseg batch {report.name}", storage_options)
 
 
 def write_index(reports: Sequence[tuple[str, dict[str, Any] | None, str | None]], out: str,
@@ -328,15 +335,17 @@ def write_index(reports: Sequence[tuple[str, dict[str, Any] | None, str | None]]
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table id='jobs'>"
             "<tr><th>job</th><th>model</th><th>mIoU</th><th>Mpx/s</th><th>pixels</th></tr>"
             + "".join(rows) + "</table></body></html>")
-    with fsspec.open(out, "w", encoding="utf-8", **dict(storage_options or {})) as f:
-        f.write(page)
-    return out
+    return _write_text(out, page, storage_options)
 
 
 def _relative(link: str, index: str) -> str:
-    """``link`` relative to the index's folder when both are local files."""
+    """``link`` relative to the index's folder: its name when it lies in that folder (a
+    batch's job reports, on object storage too), a relative path between local files."""
     import os
 
+    folder, _, name = link.rpartition("/")
+    if folder and folder == index.rpartition("/")[0]:
+        return name
     if "://" in link or "://" in index:
         return link
     return os.path.relpath(link, Path(index).resolve().parent)
