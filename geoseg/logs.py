@@ -58,11 +58,25 @@ class DropShutdownKills(logging.Filter):
         return not str(record.msg).startswith("Worker process still alive after")
 
 
-def quiet_shutdown_kills() -> None:
-    """Install :class:`DropShutdownKills` on ``distributed.nanny`` (once) in this process."""
-    logger = logging.getLogger("distributed.nanny")
-    if not any(isinstance(f, DropShutdownKills) for f in logger.filters):
-        logger.addFilter(DropShutdownKills())
+class DropAbandonedTimeouts(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" for a ``TimeoutError``: a timed
+    wait inside Dask's communication (tornado's ``with_timeout``, as a comm's background sender
+    uses) that ran out after closing the cluster had abandoned it. Nothing awaited it, so
+    nothing was lost; the job had finished and reported before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith("Future exception was never retrieved")
+                    and isinstance(error, TimeoutError))
+
+
+def quiet_cluster_shutdown() -> None:
+    """Install (once in this process) :class:`DropShutdownKills` on ``distributed.nanny`` and
+    :class:`DropAbandonedTimeouts` on ``asyncio``: what a local cluster closing may print."""
+    for name, kind in (("distributed.nanny", DropShutdownKills), ("asyncio", DropAbandonedTimeouts)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 # their own records only: distributed.worker.memory still logs

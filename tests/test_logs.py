@@ -193,3 +193,30 @@ def test_errors_are_json_lines_too_and_a_bad_format_is_refused(tmp_path):
     refused = geoseg("--log-format", "xml", "validate", str(tmp_path / "missing.yaml"))
     assert refused.returncode == 2
     assert "--log-format: received 'xml'; expected one of text, json" in refused.stderr
+
+
+def _abandon(error: BaseException) -> None:
+    """A future that gets ``error`` and that nobody awaits: asyncio logs it when collected."""
+    import asyncio
+    import gc
+
+    loop = asyncio.new_event_loop()
+    try:
+        future = loop.create_future()
+        future.set_exception(error)
+        del future
+        gc.collect()
+    finally:
+        loop.close()
+
+
+def test_a_closed_clusters_abandoned_timeout_is_not_printed_and_other_errors_are(caplog):
+    """A Dask comm's timed wait that ran out after the cluster closed is noise on stderr once
+    the job has reported; any other exception nobody retrieved still shows."""
+    logs.quiet_cluster_shutdown()
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        _abandon(TimeoutError("Timeout"))
+        _abandon(ValueError("a real fault"))
+    said = [(r.getMessage(), r.exc_info[1]) for r in caplog.records if r.name == "asyncio"]
+    assert len(said) == 1 and isinstance(said[0][1], ValueError), said
+    assert said[0][0].startswith("Future exception was never retrieved")

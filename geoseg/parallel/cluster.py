@@ -178,7 +178,7 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
     from importlib.util import find_spec
 
     dashboard = {"dashboard": find_spec("bokeh") is not None}  # if bokeh can serve one
-    logs.quiet_shutdown_kills()  # the nannies live in this process
+    logs.quiet_cluster_shutdown()  # the nannies live in this process
     with PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard) as cluster, \
             Client(cluster) as client:  # the scheduler's HTTP server on a free port, not 8787
         client.wait_for_workers(len(layouts))
@@ -195,6 +195,7 @@ def _threads(spec: ClusterSpec) -> Iterator[Client]:
     start, no model copy per process. A small job's cluster; also ``--cluster threads``."""
     cores = os.cpu_count() or 1
     threads = spec.threads_per_worker or cores
+    logs.quiet_cluster_shutdown()  # its scheduler and worker live in this process
     with LocalCluster(n_workers=1, threads_per_worker=threads, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         _pin_torch_threads(client, config.torch_threads() or max(1, cores // threads))
