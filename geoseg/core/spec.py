@@ -10,6 +10,7 @@ read the same careful way.
 
 from __future__ import annotations
 
+import os
 import typing
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -121,6 +122,36 @@ def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
     redact.remember_secrets(redact.secrets_in(data))
     _check_urls(data, str(path), error)
     return data
+
+
+PATH_KEYS = frozenset({"url", "path", "runs_dir", "glob", "catalog", "url_template", "report",
+                       "ca_file", "cert", "key"})  # a job's or batch's; the last three: cluster.tls files
+PATH_LISTS = frozenset({"urls"})
+
+
+def relative_to_spec(data: Any, folder: Path, keys: frozenset[str] = PATH_KEYS) -> Any:
+    """``data`` with every relative local path under one of ``keys`` (``url``, ``path``,
+    ``runs_dir``, ``glob``, ...) or in a list under :data:`PATH_LISTS` joined to ``folder``,
+    the spec file's folder, as an absolute normalised path: a spec means the same files
+    wherever it is run from. URLs with a scheme, ``builtin:`` models and absolute paths are
+    kept; so is everything under ``storage_options``."""
+    return _join(data, Path(folder), keys | PATH_LISTS, "")
+
+
+def _join(data: Any, folder: Path, keys: frozenset[str], key: str) -> Any:
+    if isinstance(data, dict):
+        return {k: v if k == "storage_options" else _join(v, folder, keys, str(k))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [_join(v, folder, keys, key if key in PATH_LISTS else "") for v in data]
+    if isinstance(data, str) and key in keys and _relative_local(data):
+        return os.path.abspath(folder / data)  # normalised: no '..' left to refuse
+    return data
+
+
+def _relative_local(text: str) -> bool:
+    return bool(text) and "://" not in text and ":" not in text.split("/", 1)[0] \
+        and not Path(text).expanduser().is_absolute() and not text.startswith("~")
 
 
 def _check_urls(data: Any, source: str, error: type[GeosegError], key: str = "") -> None:

@@ -13,9 +13,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from geoseg.core.spec import Document, Section, load_yaml
+from geoseg.core.spec import Document, Section, load_yaml, relative_to_spec
 from geoseg.errors import BatchSpecError, GeosegError
-from geoseg.jobs.spec import InferenceSpec, InputSpec, ModelSpec, OutputSpec, relative_to_spec
+from geoseg.jobs.spec import InferenceSpec, InputSpec, ModelSpec, OutputSpec
 from geoseg.parallel.cluster_spec import ClusterSpec
 
 PLACEHOLDERS = ("stem", "name", "id")

@@ -1,12 +1,11 @@
 """The job spec: YAML validated once into frozen, typed objects.
 
 Every problem is reported at once, each naming its key, what was received and
-what is allowed. Relative paths are relative to the working directory.
+what is allowed. Relative local paths are relative to the spec file's folder.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -14,7 +13,7 @@ import fsspec
 from pydantic import Field, field_validator, model_validator
 
 from geoseg.core import redact
-from geoseg.core.spec import Document, Section, load_yaml
+from geoseg.core.spec import Document, Section, load_yaml, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, JobSpecError, OutputLocationError
 from geoseg.io import allow
@@ -224,33 +223,6 @@ def load_job(path: str | Path) -> JobSpec:
     path = Path(path)
     data = load_yaml(path, "job spec", JobSpecError)
     return JobSpec.from_dict(relative_to_spec(data, path.parent), str(path))
-
-
-PATH_KEYS = frozenset({"url", "path", "runs_dir", "glob", "catalog", "url_template", "report",
-                       "ca_file", "cert", "key"})  # the last three: cluster.tls files
-PATH_LISTS = frozenset({"urls"})
-
-
-def relative_to_spec(data: Any, folder: Path, key: str = "") -> Any:
-    """``data`` with every relative local path under a path key (``url``, ``path``,
-    ``runs_dir``, ``glob``, ...) joined to ``folder``, the spec file's folder, as an absolute
-    normalised path: a spec means the
-    same files wherever it is run from. URLs with a scheme, ``builtin:`` models and absolute
-    paths are kept; so is everything under ``storage_options``."""
-    if isinstance(data, dict):
-        return {k: v if k == "storage_options" else relative_to_spec(v, folder, str(k))
-                for k, v in data.items()}
-    if isinstance(data, list):
-        inner = key if key in PATH_LISTS else ""
-        return [relative_to_spec(v, folder, inner) for v in data]
-    if isinstance(data, str) and (key in PATH_KEYS or key in PATH_LISTS) and _relative_local(data):
-        return os.path.abspath(folder / data)  # normalised: no '..' left to refuse
-    return data
-
-
-def _relative_local(text: str) -> bool:
-    return bool(text) and "://" not in text and ":" not in text.split("/", 1)[0] \
-        and not Path(text).expanduser().is_absolute() and not text.startswith("~")
 
 
 def _redact(data: Any) -> Any:

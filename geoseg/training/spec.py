@@ -1,8 +1,8 @@
 """The training spec: YAML validated once into frozen, typed objects.
 
 Every problem is reported at once, each naming its key (``data.train.0.image.url``),
-what was received and what is allowed. Relative paths are relative to the
-working directory, as in job specs.
+what was received and what is allowed. Relative local paths are relative to the spec
+file's folder, as in job specs.
 
 A minimal spec::
 
@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from geoseg.core.spec import Document, Section, load_yaml
+from geoseg.core.spec import PATH_KEYS, Document, Section, load_yaml, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.jobs.spec import InputSpec
@@ -278,6 +278,9 @@ class TrainSpec(Document):
         return hashlib.sha256(json.dumps(comparable(self), sort_keys=True).encode()).hexdigest()
 
 
+TRAIN_PATH_KEYS = PATH_KEYS | {"model", "run_dir"}  # rasters' url, output.model and .run_dir
+
+
 def load_train_spec(path: str | Path) -> TrainSpec:
     """Read and validate a YAML training spec (``yaml.safe_load``: no tags, no code).
 
@@ -287,7 +290,10 @@ def load_train_spec(path: str | Path) -> TrainSpec:
         When the file is missing, is not YAML, or does not validate; the message
         names every bad key with what was received and what is expected.
     """
-    return TrainSpec.from_dict(read_yaml(path, "training spec"), str(path))
+    path = Path(path)
+    data = relative_to_spec(read_yaml(path, "training spec"), path.parent, TRAIN_PATH_KEYS)
+    return TrainSpec.from_dict(data, str(path))
+
 
 
 def as_spec(spec: Any, cls: type[D], load: Callable[[str | Path], D]) -> D:

@@ -4,12 +4,16 @@ A sweep spec names a base training spec and the hyperparameters to vary, by
 dotted key (``training.lr``, ``model.config.width``, ``model.architecture``)::
 
     name: demo-sweep
-    base: jobs/train-demo.yaml        # or the training spec inline, as a mapping
+    base: train-demo.yaml             # or the training spec inline, as a mapping
     method: grid                      # every combination; or random (give trials)
     parameters:
       training.lr: [0.001, 0.003]
       model.config.width: [8, 16]
-    output: {dir: runs/demo-sweep}
+    output: {dir: ../runs/demo-sweep}
+
+Relative local paths (``base``, ``output.dir``, an inline base's rasters) are relative to the
+sweep spec's folder; those of a base spec file to that file's folder, as when it is trained
+alone.
 
 :func:`sweep` validates every trial's spec first (errors name the trial and
 key), then submits each trial as one task to the cluster: on workers that
@@ -42,13 +46,13 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from pydantic import Field, ValidationInfo, field_validator
 
 from geoseg.core.records import now
-from geoseg.core.spec import Document, Section
+from geoseg.core.spec import Document, Section, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.parallel.cluster import connect, scheduler_address
 from geoseg.report.tables import cell
 from geoseg.training.record import write_json
-from geoseg.training.spec import TrainSpec, as_spec, read_yaml, redact
+from geoseg.training.spec import TRAIN_PATH_KEYS, TrainSpec, as_spec, read_yaml, redact
 
 Log = Callable[[str], Any]
 logger = logging.getLogger("geoseg.training")
@@ -134,8 +138,13 @@ class SweepSpec(Document):
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a YAML sweep spec; ``base`` as a path is read relative to the working directory."""
-    return SweepSpec.from_dict(read_yaml(path, "sweep spec"), str(path))
+    """Read and validate a YAML sweep spec; its relative local paths join its folder."""
+    path = Path(path)
+    data = relative_to_spec(read_yaml(path, "sweep spec"), path.parent, SWEEP_PATH_KEYS)
+    return SweepSpec.from_dict(data, str(path))
+
+
+SWEEP_PATH_KEYS = TRAIN_PATH_KEYS | {"base", "dir"}
 
 
 @dataclass(frozen=True)
@@ -208,16 +217,14 @@ def make_trials(spec: SweepSpec, source: str = "sweep spec") -> list[Trial]:
 
 
 def _base_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The base training spec as plain data, its relative paths joined to its file's folder
+    (an inline base's: to the working directory, when the sweep was not read from a file),
+    so that workers started elsewhere find them."""
+    folder = Path(spec.base).parent if isinstance(spec.base, str) else Path.cwd()
     data = read_yaml(spec.base, "training spec (base)") if isinstance(spec.base, str) else spec.base
     if not isinstance(data, dict):
         raise TrainSpecError(f"base: expected a training spec mapping, received {type(data).__name__}.")
-    data = copy.deepcopy(data)
-    for split in ("train", "validation"):
-        for pair in data.get("data", {}).get(split, []) or []:
-            for role in ("image", "labels"):
-                if isinstance(pair, dict) and isinstance(pair.get(role), dict) and "url" in pair[role]:
-                    pair[role]["url"] = _absolute(pair[role]["url"])
-    return data
+    return relative_to_spec(data, folder, TRAIN_PATH_KEYS)
 
 
 def _absolute(url: Any) -> Any:

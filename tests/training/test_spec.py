@@ -30,7 +30,7 @@ def write(tmp_path: Path, data: object) -> Path:
 def test_minimal_spec_gets_defaults(tmp_path):
     spec = load_train_spec(write(tmp_path, minimal()))
     assert spec.model.architecture == "unet" and spec.training.keep == "best"
-    assert spec.data.holdout_fraction == 0.2 and spec.output.run_url == "runs/m.run"
+    assert spec.data.holdout_fraction == 0.2 and spec.output.run_url == str(tmp_path / "runs" / "m.run")
     assert [c.name for c in spec.data.classes] == ["a", "b"]
     with pytest.raises(pydantic.ValidationError):
         spec.training.lr = 1.0  # frozen
