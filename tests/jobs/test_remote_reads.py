@@ -132,7 +132,7 @@ def test_no_process_downloads_the_whole_remote_raster(tmp_path, s3_process, monk
     from distributed import Nanny, Scheduler, SpecCluster
 
     rng = np.random.default_rng(0)
-    image = rng.integers(1, 255, size=(3, 3072, 3072), dtype=np.uint8)  # 27 MiB, incompressible
+    image = rng.integers(1, 255, size=(3, 2048, 2048), dtype=np.uint8)  # 12 MiB, incompressible
     direct = {"key": "k", "secret": "s",
               "client_kwargs": {"endpoint_url": s3_process["endpoint"], "region_name": "us-east-1"}}
     url = upload(write_cog(tmp_path / "big.tif", image, nodata=None), "s3://geoseg/big/big.tif", direct)
@@ -145,7 +145,7 @@ def test_no_process_downloads_the_whole_remote_raster(tmp_path, s3_process, monk
     spec = JobSpec.from_dict({
         "input": {"url": url, "storage_options": options},
         "model": {"method": "threshold", "params": {"thresholds": [128], "feature": 1}},
-        "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [768, 768]}})
+        "output": {"url": str(tmp_path / "mask.zarr"), "chunks": [512, 512]}})
     workers = {name: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1",
                                         "env": {"AWS_ENDPOINT_URL": proxies[name].url}}}
                for name in ("worker-a", "worker-b")}
