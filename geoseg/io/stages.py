@@ -46,8 +46,9 @@ def store_hashed(target: OutputTarget, name: str, data: da.Array, *, fill_value:
                        fill_value=fill_value, attributes=geo,
                        dimension_names=list(classes.metadata.dimension_names or ()))
     grid = tuple(ceil_div(n, c) for n, c in zip(data.shape, classes.chunks))
+    dims = [f"{name}_chunk_{d}" for d in classes.metadata.dimension_names or ()]
     group.create_array(hashes_name(name), shape=(*grid, 32), chunks=(*(1,) * len(grid), 32),
-                       dtype="uint8", fill_value=0)
+                       dtype="uint8", fill_value=0, dimension_names=[*dims, "byte"] if dims else None)
     target.finalize({})  # consolidated metadata that lists the new arrays, for every later open
     data = data.rechunk(classes.chunks)
     digests = data.map_blocks(_write_block, target, name, classes.chunks,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 import zarr
 from scipy import ndimage as ndi
 from skimage import filters
@@ -35,6 +36,8 @@ def test_semantic_zarr_mask_gets_instances_per_class(tmp_path, cluster_address):
     assert len(table) == ref.max() and set(table["class"]) == {1, 2}
     assert f"{ref.max()} instance(s)" in " ".join(done.stderr.split())
     assert geoseg("verify", str(out)).returncode == 0
+    opened = xr.open_zarr(str(out), mask_and_scale=False)  # as the README says any output opens
+    np.testing.assert_array_equal(opened["instances"].values, labels)
 
 
 def test_thresholded_mri_volume_end_to_end(tmp_path, cluster_address):
@@ -58,6 +61,7 @@ def test_thresholded_mri_volume_end_to_end(tmp_path, cluster_address):
     assert len(table) == n and "area" in table and not (out / "polygons.parquet").exists()
     voxel = abs(np.linalg.det(image.affine[:3, :3]))
     np.testing.assert_allclose(table["area"], table["area_px"] * voxel)
+    assert xr.open_zarr(str(out), mask_and_scale=False)["instances"].dims == ("z", "y", "x")
 
 
 def test_a_foreign_mask_without_out_is_refused(tmp_path, cluster_address):
