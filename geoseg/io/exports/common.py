@@ -150,8 +150,15 @@ def _default_color(index: int) -> tuple[int, int, int]:
 
 
 def refuse_existing(dest: str, options: dict[str, Any] | None, overwrite: bool, what: str) -> None:
-    """Refuse to replace ``dest`` unless ``overwrite``, and a ``dest`` outside the allowed places."""
+    """Refuse to replace ``dest`` unless ``overwrite``, a ``dest`` outside the allowed places,
+    and a folder at ``dest`` (the output itself, perhaps) whatever ``overwrite`` says."""
     check_writable(dest)  # not http(s); no '..', allowed schemes and buckets (geoseg.io.allow)
+    fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
+    if fs.isdir(path):
+        raise ExportError(
+            f"{what} destination {shown(dest)} is a folder; expected the name of a file to write, "
+            f"such as {shown(dest.rstrip('/') + '/segmentation.tif')}. Nothing was written: give "
+            "a file name (--overwrite replaces files, never folders).")
     if not overwrite and output_exists(dest, options):
         raise OutputExistsError(
             f"{what} {shown(dest)} already exists; nothing was written. Choose "
