@@ -662,7 +662,8 @@ def quicklook(
     variable: Annotated[str | None, typer.Option(help="Array inside --image's Zarr group.")] = None,
     bands: Annotated[str | None, typer.Option(help="1-based bands shown as red, green, blue, "
                                                    "e.g. 4,3,2 (default: the first three).")] = None,
-    size: Annotated[int, typer.Option(help="Longest side of the picture in pixels.")] = 1024,
+    size: Annotated[int, typer.Option(min=8, help="Longest side of the mask in the picture, in "
+                                                  "pixels (title and legend come on top).")] = 1024,
 ) -> None:
     """A small picture of an output: its classes over the input's bands, read with a stride."""
     from geoseg.report.quicklook import write_quicklook

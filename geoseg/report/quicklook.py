@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dask.array as da
 import numpy as np
@@ -145,30 +145,60 @@ def _views(classes: da.Array, image: da.Array | None, step: int) -> tuple[Any, .
 
 
 def render(look: Quicklook, *, dpi: int = 100) -> bytes:
-    """The quicklook as PNG bytes: views side by side, a legend of the classes shown."""
+    """The quicklook as PNG bytes: views side by side at one picture pixel per sampled pixel
+    (so the build's ``size`` sets the picture's size), a title and a legend of the classes."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global state
     from matplotlib.patches import Patch
 
-    n = len(look.views)
-    height, width = look.views[0][2].shape
-    scale = 8 / max(width * n, height)
-    fig = Figure(figsize=(max(width * n * scale, 4), max(height * scale, 3) + 0.8), dpi=dpi)
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    for ax, (title, rgb, classes) in zip(axes, look.views):
+    handles = [Patch(color=look.colors[i] / 255, label=name) for i, name in enumerate(look.names)
+               if i != look.nodata]
+    layout = _Layout.of([v[2].shape for v in look.views], len(handles), bool(look.note))
+    fig = Figure(figsize=(layout.width / dpi, layout.height / dpi), dpi=dpi)
+    for box, (title, rgb, classes) in zip(layout.boxes(), look.views):
+        ax = fig.add_axes(box)
         picture = rgb if rgb is None else stretch(rgb, valid=classes != look.nodata)
         ax.imshow(overlay(picture, classes, look.colors, look.nodata), interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    handles = [Patch(color=look.colors[i] / 255, label=name) for i, name in enumerate(look.names)
-               if i != look.nodata]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8,
-               frameon=False)
-    fig.suptitle(f"1 pixel = {look.step} x {look.step} output pixels"
-                 + (f"; {look.note}" if look.note else ""), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.legend(handles=handles, loc="lower center", ncol=layout.columns, fontsize=8, frameon=False)
+    fig.suptitle(f"1 picture pixel = {look.step} x {look.step} output pixels"
+                 + (f"\n{look.note}" if look.note else ""), fontsize=8, wrap=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the views go, in picture pixels: side by side at their own size, centred, under
+    the title and the views' titles, over the legend's rows."""
+
+    sizes: tuple[tuple[int, int], ...]  # (height, width) per view
+    columns: int  # of the legend
+    width: int
+    height: int
+    top: int
+    gap: ClassVar[int] = 12
+
+    @classmethod
+    def of(cls, sizes: Sequence[tuple[int, ...]], n_classes: int, note: bool = False) -> _Layout:
+        sizes = tuple((int(h), int(w)) for h, w in sizes)
+        views = sum(w for _, w in sizes) + cls.gap * (len(sizes) + 1)
+        width = max(views, 360)
+        columns = max(1, min(n_classes, 6, width // 110))
+        bottom = 16 + 16 * math.ceil(n_classes / columns)
+        top = 44 + 24 * note  # the title (and a note under it), then each view's
+        return cls(sizes, columns, width, top + max(h for h, _ in sizes) + bottom, top)
+
+    def boxes(self) -> list[tuple[float, float, float, float]]:
+        """Each view's axes as figure fractions (left, bottom, width, height)."""
+        x = (self.width - sum(w for _, w in self.sizes) - self.gap * (len(self.sizes) - 1)) // 2
+        boxes = []
+        for h, w in self.sizes:
+            bottom = self.height - self.top - h
+            boxes.append((x / self.width, bottom / self.height, w / self.width, h / self.height))
+            x += w + self.gap
+        return boxes
 
 
 def write_quicklook(output_url: str, png: str | Path, **options: Any) -> Path:

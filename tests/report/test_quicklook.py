@@ -82,6 +82,25 @@ def test_a_quicklook_png_with_the_model_colours(tmp_path):
     assert len(np.unique(pixels, axis=0)) > 50  # the image, not a blank page
 
 
+@pytest.mark.parametrize("size, step", [(100, 3), (300, 1)])
+def test_the_picture_shows_the_sampled_mask_pixel_for_pixel_at_the_size_asked(tmp_path, size, step):
+    """``size`` sets the picture: its views are drawn one picture pixel per sampled pixel."""
+    look = build(_output(tmp_path, (300, 200), (64, 64)), size=size)
+    _, rgb, classes = look.views[0]
+    picture = np.asarray(Image.open(io.BytesIO(render(look))).convert("RGB")).astype(int)
+    expected = 255 * overlay(stretch(rgb, valid=classes != 255), classes, look.colors, 255)
+    h, w = classes.shape
+
+    def shown_at(y: int, x: int) -> bool:
+        part = picture[y : y + h, x : x + w]
+        return part.shape == expected.shape and np.abs(part - expected).max() <= 1
+
+    corner = np.abs(picture - expected[0, 0]).max(axis=-1) <= 1
+    found = [(y, x) for y, x in zip(*np.nonzero(corner)) if shown_at(y, x)]
+    assert look.step == step and len(found) == 1, found  # the whole mask, unscaled, in one place
+    assert picture.shape[0] < classes.shape[0] + 100  # title and legend only on top of it
+
+
 def test_an_unreadable_input_leaves_the_mask_alone_and_says_so(tmp_path):
     out = _output(tmp_path, (64, 64), (32, 32))
     import shutil
