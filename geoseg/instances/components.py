@@ -255,7 +255,7 @@ def label(mask: da.Array, *, connectivity: int = 1,
     The border pass runs now (on the current Dask scheduler); the labels are
     computed when ``labels`` is, labelling each chunk again.
     """
-    mask = _checked(mask, connectivity)
+    mask = checked_mask(mask, connectivity)
     if mask.size == 0:
         return da.zeros(mask.shape, dtype=np.uint32, chunks=mask.chunks), 0
     chunks, mask = mask.chunks, without_empty_chunks(mask)
@@ -323,7 +323,9 @@ def _provisional(found: list[np.ndarray], touching: list[tuple[Offset, Offset]],
     return np.concatenate(rows) if rows else np.zeros((0, 2), np.int64)
 
 
-def _checked(mask: da.Array, connectivity: int) -> da.Array:
+def checked_mask(mask: da.Array | np.ndarray, connectivity: int) -> da.Array:
+    """``mask`` as a Dask array (a NumPy one in one chunk), refused unless it is an integer or
+    boolean 2D or 3D mask of known chunk sizes."""
     if not isinstance(mask, da.Array):
         mask = da.asarray(mask)
     check_connectivity(mask.ndim, connectivity)

@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 from skimage import morphology, segmentation
 
 from geoseg.errors import InstanceError
-from geoseg.instances.components import label, label_dtype
+from geoseg.instances.components import checked_mask, label, label_dtype
 
 Elevation = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -126,7 +126,7 @@ def distance_seeds(mask: np.ndarray, h: float) -> np.ndarray:
     return morphology.h_maxima(distance, h).astype(bool) & mask
 
 
-def distance_watershed(mask: da.Array, *, h: float = 2.0, halo: int = 32,
+def distance_watershed(mask: da.Array | np.ndarray, *, h: float = 2.0, halo: int = 32,
                        connectivity: int = 1) -> tuple[da.Array, int]:
     """Split touching objects of a binary mask: distance-transform watershed, chunk by chunk.
 
@@ -135,9 +135,10 @@ def distance_watershed(mask: da.Array, *, h: float = 2.0, halo: int = 32,
     ``watershed(flood_order(-edt), seeds, mask=mask)``: ``-edt`` with ties broken
     by raster position (:func:`flood_order`), not plain ``-edt``, whose ties
     watershed breaks in an order that differs from window to window. Equal to it
-    when ``halo`` is at least the largest object's extent. Larger ``h`` merges more.
+    when ``halo`` is at least the largest object's extent. Larger ``h`` merges more. ``mask``
+    is an integer or boolean Dask array (a NumPy one is taken in one chunk), as for :func:`label`.
     """
-    mask = mask.astype(bool)
+    mask = checked_mask(mask, connectivity).astype(bool)
     if halo < 1:
         raise InstanceError(f"halo must be >= 1 pixel for a distance watershed; got {halo}.")
     peaks = da.map_overlap(distance_seeds, mask, depth=overlap_depth(mask.shape, halo),

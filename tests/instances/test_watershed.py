@@ -69,6 +69,18 @@ def test_distance_watershed_in_3d() -> None:
     assert_same_partition(labels.compute(), ref)
 
 
+def test_a_numpy_mask_is_taken_as_label_takes_it_and_a_float_one_refused() -> None:
+    mask = np.zeros((40, 60), bool)
+    yy, xx = np.mgrid[:40, :60]
+    mask |= ((yy - 20) ** 2 + (xx - 18) ** 2 < 144) | ((yy - 20) ** 2 + (xx - 40) ** 2 < 144)
+    labels, count = distance_watershed(mask, h=1.0)
+    ref = whole_distance_watershed(mask, 1.0)
+    assert count == ref.max() == 2
+    assert_same_partition(labels.compute(), ref)
+    with pytest.raises(InstanceError, match="integer or boolean mask; got dtype float64"):
+        distance_watershed(mask.astype(float))
+
+
 def test_distance_watershed_floods_ties_in_raster_order() -> None:
     """Two overlapping discs whose edt has ties where they meet: the result is the documented
     recipe, watershed of -edt ranked with ties in raster order (scipy's ordinal ranks)."""
