@@ -112,3 +112,20 @@ class GeoRef:
             if self.units:
                 out["units"] = self.units
         return out
+
+
+def grid_difference(shape: tuple[int, ...], georef: GeoRef, other_shape: tuple[int, ...],
+                    other: GeoRef) -> str | None:
+    """How a raster's pixel grid differs from another's (``"shape (a) against (b)"``, then
+    transform, then CRS), or ``None`` when they are one grid. A side with no transform or CRS
+    matches any: only the shape of a raster without a georeference can be checked."""
+    if tuple(shape) != tuple(other_shape):
+        return f"shape {tuple(shape)} against {tuple(other_shape)}"
+    a, b = georef.transform, other.transform
+    if a is not None and b is not None and not np.allclose(a, b, rtol=1e-9, atol=1e-9):
+        return f"transform {list(a)} against {list(b)}"
+    if georef.crs_wkt and other.crs_wkt:
+        crs, other_crs = CRS.from_wkt(georef.crs_wkt), CRS.from_wkt(other.crs_wkt)
+        if crs != other_crs:
+            return f"CRS {crs.to_string()} against {other_crs.to_string()}"
+    return None

@@ -27,6 +27,7 @@ from geoseg import config
 from geoseg.core.records import now, package_versions, plain
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
+from geoseg.io.georef import grid_difference
 from geoseg.io.identity import stored_path, version_marks
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
@@ -138,20 +139,17 @@ def _check_reference(labels: RasterSource, source: RasterSource, where: str,
         raise EvaluationError(
             f"evaluate.reference: {where} has {labels.shape[0]} bands; expected one band of class "
             "ids. Point url (or variable) at a single-band label array.")
-    if labels.shape[1:] != source.shape[1:]:
-        raise EvaluationError(
-            f"evaluate.reference: {where} has shape {labels.shape[1:]} but the input {input_url} "
-            f"has {source.shape[1:]}; the labels must lie on the input's pixel grid. Resample or "
-            "crop them to the input first.")
     if not np.issubdtype(np.dtype(labels.dtype), np.integer):
         raise EvaluationError(
             f"evaluate.reference: {where} holds {labels.dtype} values; expected integer class ids. "
             "Store the labels as an integer array (e.g. uint8).")
-    a, b = labels.georef.transform, source.georef.transform
-    if a is not None and b is not None and not np.allclose(a, b, rtol=1e-9, atol=1e-9):
+    differs = grid_difference(labels.shape[1:], labels.georef, source.shape[1:], source.georef)
+    if differs:
         raise EvaluationError(
-            f"evaluate.reference: {where} has transform {list(a)} but the input {input_url} has "
-            f"{list(b)}; the labels must lie on the input's pixel grid.")
+            f"evaluate.reference: {where} is not on the pixel grid of the input {input_url} "
+            f"({differs}); the labels must lie on the input's pixel grid. Resample or crop "
+            "them to the input first (gdalwarp -r near, with the input's CRS, extent and "
+            "resolution).")
 
 
 def scores(confusion: np.ndarray, class_names: list[str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
@@ -26,10 +26,14 @@ import numpy as np
 
 from geoseg.errors import EvaluationError
 from geoseg.instances.panoptic import DEFAULT_THRESHOLDS, _Overlaps, _Side
+from geoseg.io.georef import grid_difference
 from geoseg.metrics import confusion_matrix_dask, dice_per_class, iou_per_class
 
-__all__ = ["ClassMap", "Labels", "confusion", "evaluate", "instance_scores", "open_labels",
-           "region_slices", "scores"]
+if TYPE_CHECKING:
+    from geoseg.io.readers import RasterSource
+
+__all__ = ["ClassMap", "Labels", "check_grid", "confusion", "evaluate", "instance_scores",
+           "open_labels", "region_slices", "scores"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,12 @@ class ClassMap:
 
         Reference labels map by ``mapping`` (reference id -> predicted id) when given, else by
         name when both sides name their classes (reference-only names become extra classes,
-        scored 0 where predicted never), else by id."""
+        scored 0 where predicted never), else by id. A ``mapping`` leaves the ids it does not
+        name as they are: each scored class's id stays that class."""
         names = list(pred_names or ref_names or [str(i) for i in range(n_ids)])
         pred = {i: i for i in range(len(names))}
         if mapping:
-            ids = set(range(max(n_ids, len(ref_names or ())))) | set(mapping)
+            ids = set(range(len(names))) | set(mapping)
             ref = {v: mapping.get(v, v) for v in ids if mapping.get(v, v) < len(names)}
         elif pred_names and ref_names and list(pred_names) != list(ref_names):
             for name in ref_names:
@@ -83,6 +88,7 @@ class Labels:
     transform: tuple[float, ...] | None = None
     url: str = ""
     colors: tuple[tuple[int, ...], ...] | None = field(default=None, repr=False)
+    source: RasterSource | None = field(default=None, repr=False, compare=False)  # as opened
 
 
 def open_labels(url: str, variable: str | None = None,
@@ -100,12 +106,23 @@ def open_labels(url: str, variable: str | None = None,
         raise EvaluationError(
             f"{url}: received {source.shape[0]} band(s) of {source.dtype}; expected one band of "
             "integer labels. Name the label array with --pred-variable / --ref-variable.")
-    names = attrs.get("class_names") or _array_attr(url, variable, "class_names", storage_options)
+    names = attrs.get("class_names") or _stored_names(source, variable, storage_options)
     nodata = attrs.get("nodata_class", source.georef.nodata)
     colors = attrs.get("class_colors")
     return Labels(source_to_dataarray(source).data[0], tuple(names) if names else None,
                   None if nodata is None else int(nodata), source.georef.transform, url,
-                  tuple(tuple(c) for c in colors) if colors else None)
+                  tuple(tuple(c) for c in colors) if colors else None, source)
+
+
+def _stored_names(source: RasterSource, variable: str | None,
+                  storage_options: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """Class names stored with labels: the tags of a COG ``geoseg export`` wrote, a Zarr array's
+    ``class_names`` attribute."""
+    if source.format == "geotiff":
+        from geoseg.io.exports.cog import read_class_names
+
+        return read_class_names(source)
+    return _array_attr(source.url, variable, "class_names", storage_options)
 
 
 def _array_attr(url: str, variable: str | None, key: str,
@@ -154,6 +171,21 @@ def _bbox_window(bbox: Sequence[float], transform: Sequence[float] | None) -> tu
     xs, ys = zip(*(inverse @ (x, y) for x in (minx, maxx) for y in (miny, maxy)))
     return (max(0, math.floor(min(ys))), math.ceil(max(ys)),
             max(0, math.floor(min(xs))), math.ceil(max(xs)))
+
+
+def check_grid(pred: Labels, ref: Labels) -> None:
+    """Refuse a reference off the prediction's pixel grid (shape, transform, CRS; labels without
+    a georeference on shape alone). Labels not opened by :func:`open_labels` are left to
+    :func:`confusion`'s shape check."""
+    if pred.source is None or ref.source is None:
+        return
+    differs = grid_difference(ref.source.shape[1:], ref.source.georef, pred.source.shape[1:],
+                              pred.source.georef)
+    if differs:
+        raise EvaluationError(
+            f"REF {ref.url} is not on the pixel grid of PRED {pred.url} ({differs}); the scores "
+            "compare pixel with pixel. Resample REF onto PRED's grid first (gdalwarp -r near, "
+            "with PRED's CRS, extent and resolution as gdalinfo shows them).")
 
 
 def _remap(block: np.ndarray, table: dict[int, int], default: int) -> np.ndarray:
@@ -238,6 +270,7 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
              instances: tuple[Labels, Labels] | None = None) -> dict[str, Any]:
     """Semantic scores of ``pred`` against ``ref`` over the whole raster or a region; with
     ``instances`` (predicted, reference instance labels), instance scores too."""
+    check_grid(pred, ref)
     region = region_slices(ref.data.shape, window=window, bbox=bbox,
                            transform=ref.transform or pred.transform)
     r, p = ref.data[region], pred.data[region]

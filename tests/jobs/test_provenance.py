@@ -154,10 +154,11 @@ def test_a_resumed_run_scores_the_chunks_an_earlier_run_wrote(tmp_path, image, m
 
 
 @pytest.mark.parametrize("case, message", [
-    ("shape", r"has shape \(150, 120\) but the input .* has \(150, 130\)"),
+    ("shape", r"not on the pixel grid of the input .*\(shape \(150, 120\) against \(150, 130\)\)"),
     ("bands", "has 3 bands; expected one band of class ids"),
     ("dtype", "holds float32 values; expected integer class ids"),
-    ("transform", "has transform .* but the input .* has"),
+    ("transform", r"not on the pixel grid of the input .*\(transform .* against .*\)"),
+    ("crs", r"not on the pixel grid of the input .*\(CRS EPSG:32634 against EPSG:\d+\)"),
 ])
 def test_a_reference_that_cannot_score_the_output_fails_before_anything_is_written(
         tmp_path, image, model_path, case, message):
@@ -170,10 +171,12 @@ def test_a_reference_that_cannot_score_the_output_fails_before_anything_is_writt
     elif case == "dtype":
         reference = write_labels(str(tmp_path / "labels.zarr"), labels.astype(np.float32))
     else:
-        shifted = image[:1].copy()
-        reference = write_geotiff(tmp_path / "labels.tif", shifted)
+        reference = write_geotiff(tmp_path / "labels.tif", image[:1].copy())
         with rasterio.open(reference, "r+") as tif:
-            tif.transform = tif.transform @ Affine.translation(5, 0)
+            if case == "crs":  # the same numbers in another zone
+                tif.crs = rasterio.crs.CRS.from_epsg(32634)
+            else:
+                tif.transform = tif.transform @ Affine.translation(5, 0)
     data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
     data["evaluate"] = {"reference": {"url": reference}}
     with pytest.raises(EvaluationError, match=f"evaluate.reference: .*{message}"):

@@ -27,6 +27,7 @@ from geoseg.io.exports.common import (
     staged_file,
 )
 from geoseg.io.exports.pyramid import parse_resampling
+from geoseg.io.readers._geotiff import GeoTIFFSource, open_rasterio
 
 LOSSLESS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")
 
@@ -136,6 +137,25 @@ def write_tiled(out: FinishedOutput, path: Path, blocksize: int) -> None:
             CLASS_NAMES=json.dumps(list(out.class_names)), NODATA_CLASS=str(out.nodata_class)
         )
         ds.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(out.class_names)})
+
+
+def read_class_names(source: GeoTIFFSource) -> tuple[str, ...] | None:
+    """The class names :func:`write_tiled` tagged a GeoTIFF with: its ``CLASS_NAMES`` tag, else
+    its band's ``CLASS_<id>`` tags (ids 0, 1, ... without a gap); ``None`` without them."""
+    with open_rasterio(source.url, source.storage_options) as ds:
+        listed, band = ds.tags().get("CLASS_NAMES"), ds.tags(source.band_indexes[0])
+    try:
+        names = json.loads(listed) if listed else None
+    except ValueError:  # not written by geoseg: the band's tags may still name the classes
+        names = None
+    if isinstance(names, list) and names:
+        return tuple(str(n) for n in names)
+    return _band_class_names(band)
+
+
+def _band_class_names(tags: dict[str, str]) -> tuple[str, ...] | None:
+    ids = sorted(int(k[6:]) for k in tags if k.startswith("CLASS_") and k[6:].isdigit())
+    return tuple(tags[f"CLASS_{i}"] for i in ids) if ids and ids[-1] == len(ids) - 1 else None
 
 
 def _georeference(out: FinishedOutput) -> dict[str, Any]:
