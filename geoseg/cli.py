@@ -365,7 +365,8 @@ def instances(
     variable: Annotated[str | None, typer.Option(help="Array inside a Zarr group (with --out).")] = None,
     cluster: Annotated[str | None, typer.Option(help="local, slurm, pbs, kubernetes or a "
                                                      "scheduler address.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out, or an output's "
+                                                 "instances made with other settings.")] = False,
 ) -> None:
     """Label the objects of a mask: one id per object over the whole raster, a table, polygons."""
     from geoseg.instances.adopt import label_mask

@@ -13,11 +13,13 @@ from typing import Any
 import dask
 import numpy as np
 
-from geoseg.errors import InstanceError
+from geoseg.core.urls import public_url
+from geoseg.errors import InstanceError, OutputExistsError
 from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, create_output, output_exists
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
+from geoseg.io.stages import stage_record
 from geoseg.tiling.plan import regions
 
 MAX_CLASSES = 65536
@@ -76,6 +78,20 @@ def _copy(source: RasterSource, target: OutputTarget, window: tuple[slice, ...],
     target.mark_done(chunk_key(window, chunks), chunk_checksum(block))
 
 
+def _keep_other_instances(target: OutputTarget, settings: InstanceSettings, overwrite: bool) -> None:
+    """Refuse to replace finished instances made with other settings unless ``overwrite``."""
+    done = stage_record(target, "instances")
+    before, now = done.get("settings") or {}, settings.record()
+    if overwrite or done.get("status") != "complete" or before == now:
+        return
+    changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in now.items()
+                        if before.get(k) != v)
+    raise OutputExistsError(
+        f"{public_url(target.url)} already holds {done.get('count')} instance(s) made with other "
+        f"settings ({changed}); nothing was changed. Pass --overwrite (overwrite=True) to "
+        "replace them, or rerun with the same settings.")
+
+
 def label_mask(url: str, settings: InstanceSettings, *, out: str | None = None,
                variable: str | None = None, storage_options: dict[str, Any] | None = None,
                overwrite: bool = False) -> tuple[OutputTarget, InstanceReport]:
@@ -89,6 +105,7 @@ def label_mask(url: str, settings: InstanceSettings, *, out: str | None = None,
         if out is not None:
             raise InstanceError(f"{url} is a geoseg output: its instances are written into it; "
                                 "drop --out.")
+        _keep_other_instances(target, settings, overwrite)
     elif out is None:
         raise InstanceError(f"{url} was not written by geoseg; give --out OUT.zarr, where its "
                             "classes and instances will be written.")

@@ -40,6 +40,33 @@ def test_semantic_zarr_mask_gets_instances_per_class(tmp_path, cluster_address):
     np.testing.assert_array_equal(opened["instances"].values, labels)
 
 
+def test_instances_made_with_other_settings_are_kept_unless_overwrite(tmp_path):
+    mask = ndi.zoom(np.random.default_rng(4).integers(0, 3, (6, 5)), 8, order=0).astype(np.uint8)
+    zarr.create_array(str(tmp_path / "mask.zarr"), shape=mask.shape, chunks=(24, 24), dtype="uint8",
+                      dimension_names=["y", "x"])[:] = mask
+    out = tmp_path / "labels.zarr"
+    first = geoseg("instances", str(tmp_path / "mask.zarr"), "--out", str(out), "--cluster",
+                   "threads", "--classes", "1,2")
+    assert first.returncode == 0, first.stderr
+    kept = zarr.open_group(str(out), mode="r")["instances"][:]
+    table = (out / "instances.parquet").read_bytes()
+
+    again = geoseg("instances", str(out), "--cluster", "threads", "--classes", "1")
+    said = " ".join(again.stderr.split())
+    assert again.returncode == 2, said
+    assert "made with other settings (classes [1, 2] -> [1])" in said and "--overwrite" in said
+    np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["instances"][:], kept)
+    assert (out / "instances.parquet").read_bytes() == table
+    assert geoseg("instances", str(out), "--cluster", "threads", "--classes", "1,2").returncode == 0
+
+    replaced = geoseg("instances", str(out), "--cluster", "threads", "--classes", "1",
+                      "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    ones, n = ndi.label(mask == 1)
+    assert_same_partition(zarr.open_group(str(out), mode="r")["instances"][:], ones)
+    assert len(pd.read_parquet(out / "instances.parquet")) == n
+
+
 def test_thresholded_mri_volume_end_to_end(tmp_path, cluster_address):
     nib = pytest.importorskip("nibabel")
     from nibabel.testing import data_path
