@@ -60,8 +60,11 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     target, attrs = _target(url, storage_options)
     stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
     done = 0 if half_created(attrs) else target.count_done()  # its manifest may not exist yet
-    return OutputStatus(url, run_state(url, storage_options, attrs), int(attrs["n_chunks"]),
-                        done, attrs.get("model"), stages)
+    n_chunks, state = int(attrs["n_chunks"]), run_state(url, storage_options, attrs)
+    if state == "complete" and done != n_chunks:
+        state = (f"damaged (marked complete, but its manifest records {done} of {n_chunks} "
+                 "chunk(s): geoseg verify names the others)")
+    return OutputStatus(url, state, n_chunks, done, attrs.get("model"), stages)
 
 
 def _absent_objects(target: OutputTarget, array: Any, region: tuple[slice, ...]) -> bool:

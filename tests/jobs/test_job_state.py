@@ -162,6 +162,11 @@ def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):
     assert done.returncode == 1 and "1 undecodable" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
     group = zarr.open_group(str(out), mode="r+")
+    group["manifest_done"][0, 0] = False  # a manifest that lost a chunk (the array keeps it)
+    shown = " ".join(geoseg("status", str(out)).stdout.split())
+    n = group["manifest_done"].size
+    assert f"damaged (marked complete, but its manifest records {n - 1} of {n} chunk(s)" in shown
+    group["manifest_done"][0, 0] = True
     group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "running"}
     shown = geoseg("status", str(out))
     assert "interrupted" in " ".join(shown.stdout.split())
