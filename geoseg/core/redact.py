@@ -23,7 +23,8 @@ SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|ACC
                         r"SAS|SIGNATURE|API_KEY|AUTH", re.IGNORECASE)
 MIN_SECRET = 4  # shorter strings are not hidden: they would blank out ordinary words
 MIN_ENV_SECRET = 8  # an environment variable named like a credential may hold "true" or "1"
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+# a scheme of at most 32 characters: an unbounded one made every long word a quadratic search
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^\s'\"<>]+")
 _ASSIGNMENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)=([\"']?)([^\s\"';]+)\2")  # NAME=value, shell
 _secrets: set[str] = set()
 

@@ -177,6 +177,12 @@ def _check_urls(data: Any, source: str, error: type[GeosegError], key: str = "")
 
 def _read_text(path: Path, what: str, error: type[GeosegError]) -> str:
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise error(
+                f"{path}: received a {what} of {size:,} bytes; expected at most {MAX_BYTES:,} "
+                f"(specs are a few kilobytes). Check that {path.name} is the spec you meant; list "
+                "many inputs with a glob or a catalog rather than one by one.")
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
@@ -188,6 +194,7 @@ def _read_text(path: Path, what: str, error: type[GeosegError]) -> str:
                     "file is readable (permissions) and try again.") from None
 
 
+MAX_BYTES = 4 * 2**20  # of a spec file: its parsing time and memory stay bounded
 MAX_VALUES = 100_000  # values (scalars, lists, mappings) of a spec with its aliases expanded
 MAX_LEVELS = 100  # levels of nesting; real specs have a few hundred values and under ten levels
 

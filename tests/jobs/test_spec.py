@@ -66,6 +66,22 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path, levels):
     assert time.perf_counter() - started < 2
 
 
+def test_a_long_value_costs_linear_time_and_a_huge_file_is_refused_unread(tmp_path):
+    """Finding URLs in a 200,000-character word was quadratic (over 100 s); a spec file over
+    MAX_BYTES is refused by its size."""
+    from geoseg.core import redact
+
+    started = time.perf_counter()
+    assert redact.url_secrets("x" * 200_000) == set()
+    assert redact.scrub("a" * 200_000 + "s3://user:pw@bucket/k") == "a" * 200_000 + "s3://bucket/k"
+    assert time.perf_counter() - started < 2
+    huge = tmp_path / "job.yaml"
+    huge.write_text("name: " + "x" * (4 * 2**20) + "\n")
+    with pytest.raises(JobSpecError, match=r"received a job spec of 4,194,311 bytes; expected "
+                                           r"at most 4,194,304"):
+        load_job(huge)
+
+
 def test_anchors_and_aliases_of_ordinary_size_still_work(tmp_path):
     spec = load_job(write(tmp_path, "input: {url: in.zarr, storage_options: &so {anon: true}}\n"
                                     "model: {path: builtin:demo-unet}\n"
