@@ -9,6 +9,7 @@ all read versions through :func:`version_marks`. Nothing here ever returns stora
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
@@ -56,4 +57,14 @@ def sha256_file(fs: Any, path: str) -> str:
     with fs.open(path, "rb") as f:
         while block := f.read(_BLOCK):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_digest(fs: Any, path: str, stamp: Callable[[str, dict[str, Any]], str]) -> str:
+    """sha256 over every object under ``path``: its path relative to ``path`` and
+    ``stamp(name, info)``, in name order (one listing of the folder or prefix)."""
+    files = fs.find(path, detail=True)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name[len(path):].lstrip('/')}\t{stamp(name, files[name])}\n".encode())
     return digest.hexdigest()

@@ -12,12 +12,11 @@ URLs or credentials.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal
 
 import fsspec
 
-from geoseg.io.identity import file_stamp, sha256_file
+from geoseg.io.identity import file_stamp, sha256_file, tree_digest
 
 IdentityMethod = Literal["auto", "checksum"]
 
@@ -37,11 +36,8 @@ def input_identity(url: str, storage_options: dict[str, Any] | None = None, *,
 
 def _tree_identity(fs: Any, path: str, method: IdentityMethod) -> str:
     """One hash over every object under ``path``: its relative path and its stamp (or bytes)."""
-    files = fs.find(path, detail=True)
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        relative = name[len(path):].lstrip("/")
-        stamp = None if method == "checksum" else file_stamp(files[name])
-        digest.update(f"{relative}\t{stamp or sha256_file(fs, name)}\n".encode())
-    return f"tree:{digest.hexdigest()}"
+    def stamp(name: str, info: dict[str, Any]) -> str:
+        found = None if method == "checksum" else file_stamp(info)
+        return found or sha256_file(fs, name)
 
+    return f"tree:{tree_digest(fs, path, stamp)}"

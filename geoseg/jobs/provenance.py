@@ -11,6 +11,7 @@ names a reference, the confusion matrix with IoU per class and mIoU.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -28,7 +29,7 @@ from geoseg.core.records import now, package_versions, plain
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
 from geoseg.io.georef import grid_difference
-from geoseg.io.identity import stored_path, version_marks
+from geoseg.io.identity import file_stamp, stored_path, tree_digest, version_marks
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.metrics import dice_per_class, iou_per_class
@@ -97,22 +98,36 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+MAX_LISTED = 100_000  # chunks a Zarr input may declare for its objects to be listed each run
+
+
 def identity(source: RasterSource) -> dict[str, Any]:
     """Size and version marks (mtime, ETag, ...) of a stored raster from fsspec ``info``.
 
     For a Zarr array, those of its metadata document (``zarr.json`` or ``.zarray``,
-    named in ``object``): listing every chunk of a large array is too slow to do on
-    each run. Never storage options; ``{"unavailable": reason}`` when ``info`` fails.
+    named in ``object``), and in ``chunks`` a digest of one listing of its objects' names
+    and stamps, so that a chunk rewritten in place changes it; an array declaring more
+    than :data:`MAX_LISTED` chunks is not listed (too slow to do on each run), which
+    ``chunks`` says. Never storage options; ``{"unavailable": reason}`` when ``info`` fails.
     """
     try:
         fs, root = stored_path(source)
         zarr = isinstance(source, ZarrSource)
         doc = next((m for m in ("zarr.json", ".zarray") if zarr and fs.exists(f"{root}/{m}")), None)
         info = fs.info(f"{root}/{doc}" if doc else root)
-    except (OSError, ValueError) as exc:
+        chunks = _chunk_listing(fs, root, source) if zarr else None
+    except (OSError, ValueError, NotImplementedError) as exc:
         return {"unavailable": type(exc).__name__}
     name = f"{source.array_path}/{doc}".lstrip("/") if doc else None
-    return {"object": name, "size": info.get("size"), **version_marks(info)}
+    found = {"object": name, "size": info.get("size"), **version_marks(info)}
+    return found if chunks is None else {**found, "chunks": chunks}
+
+
+def _chunk_listing(fs: Any, root: str, source: ZarrSource) -> str:
+    declared = math.prod(source.open_array().cdata_shape)
+    if declared > MAX_LISTED:
+        return f"not listed ({declared:,} chunks declared)"
+    return tree_digest(fs, root, lambda _, info: file_stamp(info) or f"size={info.get('size')}")[:16]
 
 
 def open_reference(spec: JobSpec, source: RasterSource) -> ReferenceLabels | None:

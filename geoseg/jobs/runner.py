@@ -432,19 +432,21 @@ def _check_input_unchanged(then: dict[str, Any] | None, prepared: PreparedJob) -
     size and version marks, mtime, ETag..., recorded then): the chunks already written came
     from the old input, and the new ones would be mixed with them."""
     now = provenance.identity(prepared.source)
-    if not then or "unavailable" in then or "unavailable" in now or then == now:
+    if not then or "unavailable" in then or "unavailable" in now:
+        return
+    differs = [k for k in then if k in now and k != "object" and then[k] != now[k]]  # a mark
+    if not differs:  # an older run did not record is not compared
         return
     spec = prepared.spec
     raise OutputExistsError(
         f"Input {public_url(spec.input.url)} changed since output {public_url(spec.output.url)} was "
-        f"started (then {_version(then)}, now {_version(now)}): resuming would mix chunks of both; "
-        "nothing was written. Pass --overwrite to start again from the input as it is now, or "
-        "restore the input the run was started from.")
+        f"started (then {_marks(then, differs)}, now {_marks(now, differs)}): resuming would mix "
+        "chunks of both; nothing was written. Pass --overwrite to start again from the input as "
+        "it is now, or restore the input the run was started from.")
 
 
-def _version(identity: dict[str, Any]) -> str:
-    marks = [f"{k} {v}" for k, v in identity.items() if k != "object" and v is not None]
-    return ", ".join(marks[:2]) or "unknown"
+def _marks(identity: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k} {identity[k]}" for k in keys[:3])
 
 
 def _check_layout(existing: OutputTarget, prepared: PreparedJob) -> None:
