@@ -10,7 +10,8 @@ entry per instance, which is the table itself.
 Coordinates follow scikit-image's ``regionprops``: pixel indices, bounding boxes with an
 exclusive maximum, centroids as mean indices. World coordinates put a pixel's centre at
 ``transform * (col + 0.5, row + 0.5)`` for images; a volume's ``voxel_affine`` maps the
-voxel index ``(z, y, x, 1)`` itself (NIfTI's convention, voxel centres).
+voxel index ``(z, y, x, 1)`` itself (NIfTI's convention, voxel centres) to world
+``(x, y, z)``, the columns ``x, y, z`` (world axes, which need not follow the array's).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dask.delayed import Delayed
 
 from geoseg.errors import InstanceError
 from geoseg.io import remote
-from geoseg.io.georef import GeoRef
+from geoseg.io.georef import WORLD_AXES, GeoRef
 
 AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 SPLIT_EVERY = 8  # partials merged per task in the tree reduction
@@ -276,8 +277,9 @@ def object_table(labels: da.Array, *, count: int | None = None, classes: da.Arra
         ``classes``, the class is the per-pixel arg-max of ``probabilities``.
     georef
         Adds ``area`` (pixel area ``|det|`` of ``transform``, or voxel volume ``|det|`` of
-        ``voxel_affine``, in map units) and world centroids: ``x, y`` for images,
-        ``z, y, x`` for volumes (rows 0, 1, 2 of ``voxel_affine @ (z, y, x, 1)``).
+        ``voxel_affine``, in map units) and world centroids: ``x, y`` for images, ``x, y, z``
+        for volumes (rows 0, 1, 2 of ``voxel_affine @ (z, y, x, 1)``: scanner X, Y, Z for a
+        NIfTI input, physical x, y, z for an OME-Zarr one; see :class:`GeoRef`).
 
     Returns
     -------
@@ -363,7 +365,7 @@ def _add_world(table: pd.DataFrame, georef: GeoRef | None, ndim: int) -> None:
         table.insert(table.columns.get_loc("area_px") + 1, "area",
                      table["area_px"] * abs(np.linalg.det(matrix[:3, :3])))
         world = centroid @ matrix[:3, :3].T + matrix[:3, 3]
-        for i, a in enumerate(axes):
+        for i, a in enumerate(WORLD_AXES):
             table[a] = world[:, i]
 
 

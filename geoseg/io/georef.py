@@ -5,13 +5,20 @@ hold ``crs_wkt`` and ``GeoTransform`` (GDAL order), ``x``/``y`` pixel-centre
 coordinates for north-up grids, and the nodata value in ``attrs["nodata"]``.
 
 Volumes carry a 4 x 4 ``voxel_affine`` instead: it maps the array index
-``(z, y, x, 1)`` (the order geoseg stores volumes in) to world coordinates
-(NIfTI's scanner RAS+ millimetres, or OME-Zarr's physical units). Voxel spacing
-is the length of its first three columns.
+``(z, y, x, 1)`` (the order geoseg stores volumes in) to the world point
+``(x, y, z, 1)`` of the voxel's centre. Its columns follow the array axes, its rows the
+world axes, x first: for a NIfTI input the world is scanner RAS+ (X = left to right,
+Y = posterior to anterior, Z = inferior to superior; the file's own affine with its
+columns reordered), for an OME-Zarr input the image's physical x, y and z (its
+scale and translation, z in row 2). One convention for every volume, so a NIfTI
+export, world columns of an object table and any other reader of the matrix need not
+know where a volume came from. Voxel spacing is the length of its first three
+columns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +28,15 @@ from rasterio.crs import CRS
 
 from geoseg.errors import ParameterError
 
+INDEX_AXES = ("z", "y", "x")  # the columns of a voxel_affine: a volume's array axes
+WORLD_AXES = ("x", "y", "z")  # its rows: the world axes (scanner RAS+ for NIfTI)
+
 
 @dataclass(frozen=True)
 class GeoRef:
-    """CRS (as WKT), affine transform (rasterio order a, b, c, d, e, f) and nodata."""
+    """CRS (as WKT), affine transform (rasterio order a, b, c, d, e, f) and nodata; for volumes
+    a ``voxel_affine`` from array index ``(z, y, x, 1)`` to world ``(x, y, z, 1)``: rows x, y, z,
+    x first for every input (NIfTI's scanner RAS+, OME-Zarr's physical x, y, z)."""
 
     crs_wkt: str | None = None
     transform: tuple[float, ...] | None = None
@@ -35,13 +47,27 @@ class GeoRef:
     @classmethod
     def from_voxel_affine(cls, affine: Any, nodata: float | None = None,
                           units: str | None = None) -> GeoRef:
-        """A volume's georeference from a 4 x 4 matrix over ``(z, y, x, 1)`` indices."""
+        """A volume's georeference from a 4 x 4 matrix mapping ``(z, y, x, 1)`` indices to
+        world ``(x, y, z, 1)`` (see the module docstring)."""
         matrix = np.asarray(affine, dtype=float)
         if matrix.shape != (4, 4):
             raise ParameterError(f"a voxel affine is a 4 x 4 matrix; got shape {matrix.shape}. Pass "
                                  "the voxel-to-world matrix over (z, y, x, 1) indices.")
         return cls(voxel_affine=tuple(float(v) for v in matrix.ravel()),
                    nodata=None if nodata is None else float(nodata), units=units)
+
+    @classmethod
+    def from_axis_scales(cls, scale: Sequence[float], translation: Sequence[float] = (0, 0, 0),
+                         nodata: float | None = None, units: str | None = None) -> GeoRef:
+        """A volume's georeference from per-axis voxel sizes and voxel-centre offsets, both in
+        ``(z, y, x)`` index order (as OME-Zarr's scale and translation list them): world
+        ``x = scale[2] * x_index + translation[2]``, and so on, in rows x, y, z."""
+        rows = [WORLD_AXES.index(axis) for axis in INDEX_AXES]
+        matrix = np.zeros((4, 4))
+        matrix[rows, [0, 1, 2]] = scale
+        matrix[rows, 3] = translation
+        matrix[3, 3] = 1.0
+        return cls.from_voxel_affine(matrix, nodata, units)
 
     @property
     def affine_matrix(self) -> np.ndarray | None:

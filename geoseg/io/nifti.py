@@ -4,8 +4,10 @@ order and geoseg's ``(z, y, x)``; shared by the reader (:mod:`geoseg.io.readers.
 
 Voxels are stored in Fortran order ``(i, j, k[, t])``, so geoseg presents a volume as
 ``(band, z, y, x) = (t, k, j, i)``. The header's best affine (sform, else qform) maps
-``(i, j, k)``; :func:`voxel_affine` reorders its columns to geoseg's ``(z, y, x)`` index order,
-and :func:`nifti_affine` undoes that for output.
+``(i, j, k)`` to scanner ``(X, Y, Z)``; :func:`voxel_affine` reorders its columns to geoseg's
+``(z, y, x)`` index order and keeps its rows, world x, y, z as every ``voxel_affine`` has them
+(see :class:`~geoseg.io.georef.GeoRef`), and :func:`nifti_affine` undoes that for output: any
+volume's affine, an OME-Zarr's included, becomes an x-first NIfTI affine.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ NGFF 0.4 keeps ``multiscales`` in the group's attributes; 0.5 nests it under
 an optional translation, then the multiscale's own) map an array index to
 physical coordinates of the voxel's centre. Axes of type ``space`` become
 geoseg's z/y/x, a ``channel`` axis becomes bands, and a ``time`` axis of length
-one is dropped.
+one is dropped. A volume's ``voxel_affine`` maps ``(z, y, x, 1)`` indices to
+physical ``(x, y, z, 1)``, x first like a NIfTI's scanner coordinates (see
+:class:`~geoseg.io.georef.GeoRef`), so a NIfTI export of it is x-first too.
 """
 
 from __future__ import annotations
@@ -76,10 +78,8 @@ def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata:
     s, t = np.asarray(scale)[space], np.asarray(translation)[space]
     units = {a.get("unit") for a, r in zip(_axes(image), axis_roles) if r == SPACE} - {None}
     unit = units.pop() if len(units) == 1 else None
-    if len(space) == 3:
-        matrix = np.diag([*s, 1.0])
-        matrix[:3, 3] = t
-        return GeoRef.from_voxel_affine(matrix, nodata, unit)
+    if len(space) == 3:  # world rows x, y, z, as for NIfTI: see GeoRef
+        return GeoRef.from_axis_scales(s, t, nodata, unit)
     (sy, sx), (ty, tx) = s, t  # NGFF places pixel centres; an affine transform, pixel corners
     return GeoRef(transform=(float(sx), 0.0, float(tx - sx / 2), 0.0, float(sy), float(ty - sy / 2)),
                   nodata=None if nodata is None else float(nodata))

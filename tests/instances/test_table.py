@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dask
 import dask.array as da
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +18,9 @@ from skimage.measure import regionprops
 
 from geoseg.errors import InstanceError
 from geoseg.instances.table import chunk_partial, merge, object_table, write_table
+from geoseg.io import nifti, omezarr
 from geoseg.io.georef import GeoRef
+from geoseg.io.readers.base import SPACE
 
 TRANSFORM = (10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0)
 ROTATED = (3.0, 1.5, 100.0, -0.5, -2.0, 50.0)  # rotated and sheared: exercises b and d
@@ -135,6 +138,7 @@ def test_map_coordinates_are_the_affine_of_the_pixel_centre(transform: tuple[flo
 
 
 def test_volume_world_coordinates_are_the_voxel_affine_of_the_centroid() -> None:
+    """Rows 0, 1, 2 of ``voxel_affine @ (z, y, x, 1)`` are world x, y, z (GeoRef's convention)."""
     labels, count = random_labels((9, 11, 13), 0.3, seed=8)
     matrix = np.array([[0.0, 0.0, -1.5, 90.0], [0.0, 2.0, 0.3, -20.0],
                        [3.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 1.0]])
@@ -142,9 +146,43 @@ def test_volume_world_coordinates_are_the_voxel_affine_of_the_centroid() -> None
     table = object_table(da.from_array(labels, chunks=(4, 5, 6)), count=count, georef=georef)
     centroid = table[["centroid_z", "centroid_y", "centroid_x"]].to_numpy()
     world = (matrix @ np.column_stack([centroid, np.ones(len(table))]).T).T
-    np.testing.assert_allclose(table[["z", "y", "x"]].to_numpy(), world[:, :3])
+    np.testing.assert_allclose(table[["x", "y", "z"]].to_numpy(), world[:, :3])
     np.testing.assert_allclose(table["area"], table["area_px"] * 9.0)
     assert table.attrs["units"] == "mm"
+
+
+def nifti_case(labels: np.ndarray) -> tuple[GeoRef, np.ndarray]:
+    """A NIfTI input's GeoRef (an oblique, flipped affine) and, from nibabel, the scanner
+    ``(X, Y, Z)`` of the ``(z, y, x)`` labels' centroids (scipy's center_of_mass)."""
+    ijk = labels.transpose(2, 1, 0)  # NIfTI's voxel order
+    affine = np.array([[-0.8, 0.05, 0.0, 90.5], [0.1, 0.9, 0.0, -120.0],
+                       [0.0, -0.2, 1.5, -60.0], [0.0, 0.0, 0.0, 1.0]])
+    header = nib.Nifti1Image(ijk, affine).header
+    centroids = ndi.center_of_mass(ijk > 0, ijk, np.arange(1, ijk.max() + 1))
+    return nifti.header_georef(header), nib.affines.apply_affine(affine, centroids)
+
+
+def ome_case(labels: np.ndarray) -> tuple[GeoRef, np.ndarray]:
+    """An OME-Zarr input's GeoRef and, from its own scale and translation (z, y, x), the
+    physical ``(x, y, z)`` of the labels' centroids."""
+    scale, translation = [2.0, 0.5, 0.25], [10.0, -3.0, 7.5]
+    image = {"axes": [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"],
+             "datasets": [{"path": "0", "coordinateTransformations": [
+                 {"type": "scale", "scale": scale},
+                 {"type": "translation", "translation": translation}]}]}
+    centroids = ndi.center_of_mass(labels > 0, labels, np.arange(1, labels.max() + 1))
+    world = np.asarray(centroids) * scale + translation
+    return omezarr.georef(image, 0, (SPACE,) * 3), world[:, ::-1]
+
+
+@pytest.mark.parametrize("case", [nifti_case, ome_case])
+def test_volume_world_columns_are_named_for_the_world_axes_they_hold(case) -> None:
+    """Columns x, y, z hold world x, y, z for NIfTI (scanner X = R-L first) and OME-Zarr inputs
+    alike, as the georeference their readers make says."""
+    labels, count = random_labels((12, 14, 16), 0.3, seed=15)
+    georef, expected = case(labels)
+    table = object_table(da.from_array(labels, chunks=(5, 6, 7)), count=count, georef=georef)
+    np.testing.assert_allclose(table[["x", "y", "z"]].to_numpy(), expected, atol=1e-5)
 
 
 def test_large_ids_and_unsigned_dtypes() -> None:

@@ -12,7 +12,7 @@ import zarr
 from geoseg.errors import ExportError, OutputExistsError
 from geoseg.io.exports import export_nifti
 from geoseg.jobs import JobSpec, run
-from tests.io.test_volume_inputs import oblique_affine, write_nifti
+from tests.io.test_volume_inputs import oblique_affine, ome_world, write_nifti, write_ome_volume
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,27 @@ def test_nifti_keeps_the_input_affine_zooms_and_voxels(volume_job, tmp_path, suf
     assert exported.header.get_intent()[0] == "label"
     names = json.loads(exported.header.extensions[0].get_content())
     assert names["class_names"] == zarr.open_group(out, mode="r").attrs["geoseg"]["class_names"]
+
+
+def test_ome_zarr_volume_exports_x_first_at_its_physical_positions(tmp_path, cluster_address):
+    """An OME-Zarr's (z, y, x) volume becomes NIfTI's (i, j, k) = (x, y, z): RAS-oriented, each
+    voxel where the image's scale and translation put it (the x axis is NIfTI's first)."""
+    zz, yy, xx = np.mgrid[0:10, 0:24, 0:18]
+    blob = ((zz - 4) / 3.0) ** 2 + ((yy - 14) / 6.0) ** 2 + ((xx - 6) / 4.0) ** 2 < 1
+    image = write_ome_volume(tmp_path / "scan.ome.zarr", np.where(blob, 200, 20).astype(np.uint8))
+    out = str(tmp_path / "mask.zarr")
+    threshold = {"method": "threshold", "params": {"thresholds": [100]}}
+    spec = {"input": {"url": image}, "model": threshold,
+            "output": {"url": out, "chunks": [4, 16, 16]}}
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    exported = nib.load(export_nifti(out, str(tmp_path / "mask.nii")))
+    assert nib.aff2axcodes(exported.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(exported.header.get_zooms(), [0.25, 0.5, 2.0])
+    voxels = np.asarray(exported.dataobj)
+    np.testing.assert_array_equal(voxels, np.transpose(blob, (2, 1, 0)))
+    ijk = np.argwhere(voxels >= 0)  # every voxel
+    np.testing.assert_allclose(nib.affines.apply_affine(exported.affine, ijk),
+                               ome_world(image, ijk[:, ::-1]))
 
 
 def test_existing_file_is_kept_unless_overwrite(volume_job, tmp_path):

@@ -41,6 +41,35 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, **header: floa
     return path
 
 
+OME_SCALE, OME_TRANSLATION = [2.0, 0.5, 0.25], [10.0, -3.0, 7.5]  # (z, y, x): no axis alike
+
+
+def write_ome_volume(path: Path, data: np.ndarray, scale: list[float] = OME_SCALE,
+                     translation: list[float] = OME_TRANSLATION) -> str:
+    """A one-level NGFF 0.4 ``(c, z, y, x)`` image written by ome-zarr, whose level has this
+    ``(z, y, x)`` scale and translation (ome-zarr 0.18 writes no translation itself)."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    write_image(data[None], group, axes="czyx", fmt=FormatV04(), scale_factors=[],
+                axes_units={a: "micrometer" for a in "zyx"})
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["datasets"][0]["coordinateTransformations"] = [
+        {"type": "scale", "scale": [1.0, *scale]},
+        {"type": "translation", "translation": [0.0, *translation]}]
+    group.attrs["multiscales"] = multiscales
+    return str(path)
+
+
+def ome_world(url: str, zyx_index: np.ndarray) -> np.ndarray:
+    """Physical ``(x, y, z)`` of ``(z, y, x)`` indices, from the image's own metadata."""
+    transforms = dict(zarr.open_group(url, mode="r").attrs)["multiscales"][0]["datasets"][0][
+        "coordinateTransformations"]
+    scale, translation = (np.asarray(t[t["type"]][1:]) for t in transforms)
+    return (np.asarray(zyx_index) * scale + translation)[..., ::-1]
+
+
 def zyx(ijk: np.ndarray) -> np.ndarray:
     """nibabel's (i, j, k[, t]) array in geoseg's (band, z, y, x) order."""
     data = ijk if ijk.ndim == 4 else ijk[..., None]
@@ -138,9 +167,22 @@ def test_ome_zarr_levels_axes_and_scale(tmp_path, version):
     assert coarse.shape == (1, *reference.shape) == (1, 16, 32, 24)
     np.testing.assert_array_equal(coarse.values[0], reference)
     np.testing.assert_allclose(coarse.attrs["spacing"], scale[2:])
-    np.testing.assert_allclose(np.asarray(coarse.attrs["voxel_affine"])[:3, 3], translation[2:])
+    np.testing.assert_allclose(np.asarray(coarse.attrs["voxel_affine"])[:3, 3], translation[:1:-1])
     with pytest.raises(UnsupportedFormatError, match="resolution level"):
         geoseg.open_raster(url, level=7)
+
+
+def test_ome_zarr_voxel_affine_maps_indices_to_x_y_z_like_nifti(tmp_path):
+    """One convention for every volume: rows 0, 1, 2 of ``voxel_affine @ (z, y, x, 1)`` are
+    world x, y, z, as for a NIfTI (scanner X, Y, Z); OME-Zarr's own axes say which is which."""
+    url = write_ome_volume(tmp_path / "v.ome.zarr", np.zeros((6, 8, 10), np.uint8))
+    raster = geoseg.open_raster(url)
+    index = np.array([[0, 0, 0], [5, 7, 9], [3, 1, 8]], dtype=float)  # (z, y, x)
+    affine = np.asarray(raster.attrs["voxel_affine"])
+    world = (affine @ np.column_stack([index, np.ones(3)]).T).T[:, :3]
+    np.testing.assert_allclose(world, ome_world(url, index))
+    np.testing.assert_allclose(raster.attrs["spacing"], OME_SCALE)
+    assert nib.aff2axcodes(affine[:, [2, 1, 0, 3]]) == ("R", "A", "S")
 
 
 def test_named_zarr_volume_with_spacing(tmp_path):

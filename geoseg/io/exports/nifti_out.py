@@ -4,7 +4,8 @@ geoseg stores a NIfTI volume as ``(z, y, x) = (k, j, i)``; read in C order those
 are exactly NIfTI's voxel bytes (Fortran order over ``(i, j, k)``). So the file
 is a header followed by the output's z-slabs, streamed one chunk-row of planes
 at a time (gzip-compressed on the fly for ``.nii.gz``). The affine is the
-output's ``voxel_affine`` turned back into ``(i, j, k)`` order, set as both
+output's ``voxel_affine`` turned back into ``(i, j, k)`` order (its rows are world
+x, y, z for any input, so an OME-Zarr volume is written x-first too), set as both
 sform and qform; the intent is ``label``, and a JSON comment extension names the
 classes.
 """
