@@ -89,6 +89,14 @@ class OutputSpec(Section):
     nodata_class: int | None = None
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
+    @field_validator("chunks", "shards", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        if isinstance(value, int | float | str):
+            raise ValueError("one size per spatial axis, in a list: [1024, 1024] for an image "  # noqa: TRY004
+                             "(y, x), [64, 128, 128] for a volume (z, y, x)")
+        return value
+
     @field_validator("chunks", "shards")
     @classmethod
     def _positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:

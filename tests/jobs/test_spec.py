@@ -41,6 +41,15 @@ def test_every_problem_is_named_with_key_received_and_allowed(tmp_path):
     assert "inferance: unknown key; allowed keys here: name, input, model, output, inference, cluster," in text
 
 
+@pytest.mark.parametrize("key", ["chunks", "shards"])
+def test_one_number_for_the_output_grid_says_that_it_takes_one_per_axis(tmp_path, key):
+    with pytest.raises(JobSpecError) as err:
+        load_job(write(tmp_path, {"input": {"url": "a"}, "model": {"path": "builtin:demo-unet"},
+                                  "output": {"url": "o", key: 128}}))
+    assert (f"output.{key}: received 128 (int); expected one size per spatial axis, in a list: "
+            "[1024, 1024] for an image (y, x), [64, 128, 128] for a volume") in str(err.value)
+
+
 def test_storage_option_values_are_hidden_in_errors_and_redaction(tmp_path):
     data = {"input": {"url": "s3://b/a.zarr", "storage_options": {"secret": 12345}},
             "model": {"path": "m"}, "output": {"url": "o", "chunks": [0, 1]}}
