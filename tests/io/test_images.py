@@ -10,6 +10,7 @@ import fsspec
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import rasterio
 import tifffile
 import zarr
 from fsspec.implementations.local import LocalFileSystem
@@ -137,6 +138,7 @@ def test_imagej_stack_is_a_volume_with_its_spacing(tmp_path):
     np.testing.assert_array_equal(raster.values[0], tifffile.imread(tmp_path / "cells.tif"))
     np.testing.assert_array_equal(raster[0, 3:7, 10:33, 5:77].values, volume[3:7, 10:33, 5:77])
     assert source.georef.spacing == pytest.approx((2.0, 0.25, 0.25)) and source.georef.units == "um"
+    np.testing.assert_allclose(source.georef.affine_matrix @ [1, 2, 3, 1], [0.75, 0.5, 2.0, 1])
 
 
 def test_ome_tiff_channels_become_bands(tmp_path):
@@ -313,3 +315,34 @@ def test_job_reads_tiff_pages_as_bands_when_asked(tmp_path, model_path, cluster_
     )
     with pytest.raises(JobSpecError, match=r"input\.pages: received 'time'"):
         JobSpec.from_dict({**spec, "input": {"url": str(tmp_path / "pages.tif"), "pages": "time"}})
+
+
+def test_a_plain_tiled_tiff_is_read_by_tifffile_without_warnings(tmp_path, recwarn):
+    """One page, tiled, no GeoTIFF tags: tifffile reads it by window, as a TIFF stack."""
+    data = stack((1, 300, 410), seed=8)[0]
+    tifffile.imwrite(tmp_path / "plain.tif", data, tile=(64, 64))
+    source = open_source(str(tmp_path / "plain.tif"))
+    assert isinstance(source, TiffStackSource) and source.chunks == (64, 64)
+    assert source.georef.transform is None and source.shape == (1, 300, 410)
+    raster = geoseg.open_raster(str(tmp_path / "plain.tif"))
+    np.testing.assert_array_equal(raster.values[0], tifffile.imread(tmp_path / "plain.tif"))
+    assert not recwarn.list, [str(w.message) for w in recwarn.list]
+
+
+def test_a_plain_tiff_gdal_reads_raises_no_warning(tmp_path):
+    """Not georeferenced, but with what only GDAL reads (here its nodata tag, LZW): GDAL reads
+    it, and its NotGeoreferencedWarning stays off the terminal (a process of its own: pytest
+    records every warning its own way)."""
+    from tests.cli import geoseg as geoseg_cli
+
+    data = stack((1, 60, 70), seed=9)
+    profile = {"driver": "GTiff", "width": 70, "height": 60, "count": 1, "dtype": "uint16",
+               "nodata": 0, "compress": "lzw"}
+    with rasterio.open(tmp_path / "gdal.tif", "w", **profile) as dst:
+        dst.write(data)
+    source = open_source(str(tmp_path / "gdal.tif"))
+    assert isinstance(source, GeoTIFFSource) and source.georef.nodata == 0
+    np.testing.assert_array_equal(geoseg.open_raster(str(tmp_path / "gdal.tif")).values, data)
+    shown = geoseg_cli("info", str(tmp_path / "gdal.tif"), own_process=True)
+    assert shown.returncode == 0 and "geotiff" in shown.stdout, shown.stderr
+    assert "Warning" not in shown.stderr, shown.stderr

@@ -194,6 +194,9 @@ def test_named_zarr_volume_with_spacing(tmp_path):
     assert raster.dims == ("band", "z", "y", "x")
     np.testing.assert_array_equal(raster.values[0], data)
     assert raster.attrs["spacing"] == [3.0, 0.7, 0.7]
+    affine = np.asarray(raster.attrs["voxel_affine"])  # world rows x, y, z, as for any volume
+    np.testing.assert_allclose(affine @ [2, 5, 7, 1], [7 * 0.7, 5 * 0.7, 2 * 3.0, 1])
+    assert nib.aff2axcodes(affine[:, [2, 1, 0, 3]]) == ("R", "A", "S")
 
 
 def test_unnamed_five_dimensional_zarr_is_refused_with_advice(tmp_path):

@@ -3,11 +3,18 @@
 A TIFF is claimed by its first bytes. Multi-page TIFFs that are not georeferenced are claimed
 first by the TIFF-stack reader (:mod:`geoseg.io.readers._tiffstack`); every other TIFF is read
 here, its overviews as resolution levels.
+
+An internal (per-dataset) mask marks no data the way a nodata value does: each task reads its
+window of the mask with its pixels and writes the nodata value where the mask is 0 (NaN for
+floats; integers without a nodata value are widened to hold one below their range, so no valid
+value is taken for it). An alpha band stays a band.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +26,20 @@ import rasterio.enums
 import rasterio.errors
 from rasterio.windows import Window
 
+from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io import allow, faults, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import RasterSource, Reader, band_indexes
+
+log = logging.getLogger("geoseg.io")
+# a TIFF without a georeference is read on its pixel grid, as its user expects: no warning about
+# it reaches the terminal (a filter, not catch_warnings: reads run in many threads at once)
+warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
+# integers read with an internal mask and no nodata value: the wider type that holds one below
+# their range (exactly, as float32 too: valid pixels are compared with it on the device)
+_WIDER = {1: "int16", 2: "int32"}
 
 
 @dataclass(frozen=True)
@@ -32,12 +48,19 @@ class GeoTIFFSource(RasterSource):
 
     band_indexes: tuple[int, ...] = (1,)  # 1-based, rasterio's convention
     overview_level: int | None = None  # None: full resolution; 0: the first overview, ...
+    masked: bool = False  # an internal mask's 0s read as nodata (NaN for floats without one)
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:
         ys, xs = window
         win = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
         with open_rasterio(self.url, self.storage_options, self.overview_level) as ds:
-            return ds.read(list(self.band_indexes), window=win)
+            data = ds.read(list(self.band_indexes), window=win)
+            if not self.masked:
+                return data
+            invalid = ds.read_masks(self.band_indexes[0], window=win) == 0
+        data = data.astype(self.dtype, copy=False)
+        data[:, invalid] = np.nan if self.georef.nodata is None else self.georef.nodata
+        return data
 
 
 class GeoTIFFReader(Reader):
@@ -68,18 +91,50 @@ def _describe(ds: Any, url: str, storage_options: dict[str, Any], bands: Sequenc
     indexes = [i + 1 for i in band_indexes(bands, ds.count, url)]
     names = _tiff_band_names(ds)
     block_y, block_x = ds.block_shapes[0]
+    masked = _has_internal_mask(ds, indexes)
+    stored = str(ds.dtypes[indexes[0] - 1])
+    dtype, nodata = _masked_encoding(stored, ds.nodata, url) if masked else (stored, ds.nodata)
     return GeoTIFFSource(
         url=url,
         shape=(len(indexes), ds.height, ds.width),
-        dtype=str(ds.dtypes[indexes[0] - 1]),
+        dtype=dtype,
         chunks=(block_y, block_x),
-        georef=GeoRef.from_crs(ds.crs, ds.transform, ds.nodata),
+        georef=GeoRef.from_crs(ds.crs, ds.transform, nodata),
         band_names=tuple(names[i - 1] for i in indexes),
         storage_options=storage_options,
         stored_chunk=(_bands_per_block(ds), block_y, block_x),
         band_indexes=tuple(indexes),
         overview_level=overview,
+        masked=masked,
     )
+
+
+def _has_internal_mask(ds: Any, indexes: Sequence[int]) -> bool:
+    """Whether the bands read share a per-dataset mask that is no alpha band (an internal mask,
+    GDAL_TIFF_INTERNAL_MASK; sidecar .msk files are never opened)."""
+    flags = [ds.mask_flag_enums[i - 1] for i in indexes]
+    return all(rasterio.enums.MaskFlags.per_dataset in f and rasterio.enums.MaskFlags.alpha not in f
+               for f in flags)
+
+
+def _masked_encoding(dtype: str, nodata: float | None, url: str) -> tuple[str, float | None]:
+    """The dtype and nodata a GeoTIFF with an internal mask is read with: its own when it declares
+    a nodata value or holds floats (masked pixels: NaN), else a wider integer type and one below
+    the stored type's range."""
+    if nodata is not None or np.dtype(dtype).kind == "f":
+        return dtype, nodata
+    wider = _WIDER.get(np.dtype(dtype).itemsize)
+    if wider is None:
+        raise UnsupportedFormatError(
+            f"{public_url(url)} has an internal mask and {dtype} pixels without a nodata value; "
+            "geoseg marks masked pixels with a nodata value, and takes none from a range this wide. "
+            "Write the masked pixels as a value no valid pixel holds and declare it the nodata, "
+            "e.g. gdalwarp -dstnodata VALUE in.tif out.tif, or with rasterio: "
+            "data[:, src.read_masks(1) == 0] = VALUE; write with nodata=VALUE.")
+    fill = float(np.iinfo(dtype).min - 1)
+    log.info("%s: its internal mask's masked pixels read as nodata %g (%s pixels read as %s).",
+             public_url(url), fill, dtype, wider)
+    return wider, fill
 
 
 def _bands_per_block(ds: Any) -> int:

@@ -10,7 +10,7 @@ import zarr
 
 from geoseg.io import omezarr, remote
 from geoseg.io.readers import probe
-from geoseg.io.readers._zarr import ZarrReader, zarr_array_source
+from geoseg.io.readers._zarr import ZarrReader, declared_nodata, zarr_array_source
 from geoseg.io.readers.base import BAND, RasterSource
 
 
@@ -38,7 +38,7 @@ class OmeZarrReader(ZarrReader):
         arr = group[path]
         roles = omezarr.roles(image, arr.shape, url)
         n_bands = arr.shape[roles.index(BAND)] if BAND in roles else 1
-        georef = omezarr.georef(image, level or 0, roles, arr.attrs.get("nodata"))
+        georef = omezarr.georef(image, level or 0, roles, declared_nodata(arr, url))
         return zarr_array_source(url, storage_options, arr, path, roles, bands, georef,
                                  omezarr.channel_names(dict(group.attrs), n_bands))
 

@@ -5,8 +5,11 @@ The series' zarr view (``series.aszarr()``) reads only the pages, strips or tile
 covers. The series' axes decide the roles: ``Y``, ``X`` and ``Z`` are spatial, ``S`` (samples,
 e.g. RGB) or ``C`` (channels) is the band axis, axes of length 1 are dropped, and a generic
 page axis (``I``, ``Q``, ``T``, ...) becomes ``z`` or the band axis as the ``pages`` option
-says (default ``"z"``). Volumes keep the voxel spacing ImageJ or OME metadata record. A TIFF
-with GeoTIFF tags is left to the GeoTIFF reader (rasterio), and so is a single page.
+says (default ``"z"``). Volumes keep the voxel spacing ImageJ or OME metadata record. A single
+image (one page, a pyramid in its SubIFDs at most) is read here too when tifffile decodes its
+compression without imagecodecs and GDAL's tags say nothing. A TIFF with GeoTIFF tags is left
+to the GeoTIFF reader (rasterio), and so is a single image that only GDAL reads whole: its
+nodata or metadata tags, its mask or overview pages, or a compression such as LZW or JPEG.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ GEOTIFF_TAGS = (
     34264,
     34735,
 )  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeys
+GDAL_TAGS = (42112, 42113)  # GDAL_METADATA (band descriptions, scales ...), GDAL_NODATA
 PAGES = ("z", "band")
 
 
@@ -102,8 +106,9 @@ def _zarr_view(tif: tifffile.TiffFile, series: int, level: int) -> Iterator[zarr
 
 
 def tiff_kind(url: str, storage_options: dict[str, Any]) -> str:
-    """``"geotiff"`` (read by rasterio) for a georeferenced or single-image TIFF, ``"tiff"`` (read
-    by tifffile) for a stack of pages that is not georeferenced."""
+    """``"geotiff"`` (read by rasterio) for a georeferenced TIFF or a single image only GDAL reads
+    whole, ``"tiff"`` (read by tifffile) for a stack of pages or a plain single image that is not
+    georeferenced."""
     try:
         with _open_tiff(url, storage_options) as tif:
             if any(tag in tif.pages.first.tags for tag in GEOTIFF_TAGS):
@@ -112,9 +117,16 @@ def tiff_kind(url: str, storage_options: dict[str, Any]) -> str:
             stacked = [
                 n for axis, n in zip(series.axes, series.shape) if axis not in "YXS" and n > 1
             ]
+            return "tiff" if stacked or _plain_image(tif) else "geotiff"
     except (tifffile.TiffFileError, IndexError, ValueError, KeyError):
         return "geotiff"  # tifffile cannot make sense of it; GDAL may
-    return "tiff" if stacked else "geotiff"
+
+
+def _plain_image(tif: tifffile.TiffFile) -> bool:
+    """One page (no mask or overview pages), no GDAL tags, a compression tifffile decodes."""
+    first = tif.pages.first
+    return (len(tif.pages) == 1 and not any(tag in first.tags for tag in GDAL_TAGS)
+            and first.compression in tifffile.TIFF.DECOMPRESSORS)
 
 
 def tiff_source(
@@ -211,14 +223,15 @@ def _tiff_georef(
     shape: tuple[int, ...],
     full_shape: tuple[int, ...],
 ) -> GeoRef:
-    """Volumes: a diagonal voxel affine from ImageJ or OME spacing (1 where none is recorded),
+    """Volumes: a voxel affine from ImageJ or OME spacing (1 where none is recorded; world rows
+    x, y, z as for every volume, see GeoRef),
     scaled for a reduced level. Images: no georeference."""
     if roles.count(SPACE) != 3:
         return GeoRef()
     spatial = [i for i, role in enumerate(roles) if role == SPACE]
     spacing, units = _imagej_spacing(tif) or _ome_spacing(tif) or ((1.0, 1.0, 1.0), None)
     scaled = [s * full_shape[i] / shape[i] for s, i in zip(spacing, spatial)]
-    return GeoRef.from_voxel_affine(np.diag([*scaled, 1.0]), units=units)
+    return GeoRef.from_axis_scales(scaled, units=units)
 
 
 def _imagej_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], str | None] | None:

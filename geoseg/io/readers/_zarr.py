@@ -9,6 +9,9 @@ attributes, or for volumes a ``voxel_affine`` or ``spacing``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,10 @@ _COORD_NAMES = {"x", "y", "band", "spatial_ref", "lat", "lon", "latitude", "long
 _SPATIAL_NAMES = ("z", "y", "x")
 _BAND_NAMES = ("band", "bands", "c", "channel", "channels")
 _TIME_NAMES = ("t", "time")
+# attributes declaring the nodata of the stored values, in rioxarray's order (``rio.nodata``):
+# CF's _FillValue (xarray writes it as an attribute of Zarr v3 arrays), missing_value, then the
+# fill_value and nodata attributes. Zarr's own fill_value metadata declares no nodata.
+NODATA_ATTRS = ("_FillValue", "missing_value", "fill_value", "nodata")
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ class ZarrReader(Reader):
         arr = group[array_path] if group is not None else node
         roles = axis_roles(arr.shape, geozarr_dimension_names(arr, group, _dimension_names(arr)), url)
         return zarr_array_source(url, storage_options, arr, array_path, roles, bands,
-                                 _zarr_georef(arr, group, roles))
+                                 _zarr_georef(arr, group, roles, url))
 
 
 def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path: str,
@@ -214,14 +221,51 @@ def _zarr_band_names(arr: zarr.Array, n_bands: int) -> list[str]:
     return [f"band_{i + 1}" for i in range(n_bands)]
 
 
-def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str] = ()) -> GeoRef:
+def declared_nodata(arr: zarr.Array, url: str) -> float | None:
+    """The nodata an array's attributes declare (:data:`NODATA_ATTRS`, the first one set), or
+    ``None``. A float one may be base64-encoded as xarray writes it (8 bytes, little-endian)."""
     attrs = dict(arr.attrs)
-    nodata = attrs.get("nodata")
+    key = next((k for k in NODATA_ATTRS if attrs.get(k) is not None), None)
+    if key is None:
+        return None
+    value = attrs[key]
+    number = _attr_number(value)
+    if number is None:
+        raise CorruptInputError(
+            f"Zarr array {public_url(url)} has the attribute {key}={value!r}; expected a number "
+            "(its nodata: what xarray and rioxarray write there). Fix or delete that attribute.")
+    return number
+
+
+def _attr_number(value: Any) -> float | None:
+    """A number, a JSON name of one (``"NaN"``, ``"Infinity"``), or xarray's base64 of a
+    little-endian double, as a float; ``None`` for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return struct.unpack("<d", raw)[0] if len(raw) == 8 else None
+
+
+def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str], url: str
+                 ) -> GeoRef:
+    attrs = dict(arr.attrs)
+    nodata = declared_nodata(arr, url)
     if roles.count(SPACE) == 3:
-        affine = attrs.get("voxel_affine")
-        if affine is None and "spacing" in attrs:
-            affine = np.diag([*map(float, attrs["spacing"]), 1.0])
-        return GeoRef.from_voxel_affine(np.eye(4) if affine is None else affine, nodata, attrs.get("units"))
+        if attrs.get("voxel_affine") is not None:
+            return GeoRef.from_voxel_affine(attrs["voxel_affine"], nodata, attrs.get("units"))
+        spacing = [float(s) for s in attrs.get("spacing") or (1.0, 1.0, 1.0)]  # (z, y, x)
+        return GeoRef.from_axis_scales(spacing, nodata=nodata, units=attrs.get("units"))
     mapping = attrs.get("grid_mapping", "spatial_ref")
     if group is not None and mapping in group:
         return GeoRef.from_spatial_ref_attrs(dict(group[mapping].attrs), nodata)
