@@ -31,6 +31,7 @@ from geoseg.errors import (
     LeaseLostError,
     OutputBusyError,
     OutputExistsError,
+    PlanError,
 )
 from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
 from geoseg.io import stages
@@ -137,6 +138,7 @@ def input_warnings(prepared: PreparedJob) -> list[str]:
 def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:
     with _key("input.bands"):
         model.check_bands(source.band_names, f"input {public_url(spec.input.url)}")
+    _check_dimensions(spec, source, model)
     inf = spec.inference
     with _key("inference"):
         plan = Plan.create(source.shape[1:], Geometry.of(model),
@@ -155,6 +157,23 @@ def _check_instances(prepared: PreparedJob) -> None:
         with _key("instances"):
             routes(_instance_settings(prepared.spec), [c.name for c in prepared.model.classes],
                    prepared.work.nodata_class, _decoding(prepared.model))
+
+
+def _check_dimensions(spec: JobSpec, source: RasterSource, model: Segmenter) -> None:
+    """A model segments as many spatial axes as its halo lists: refuse one of another kind than
+    the input (a 2D network on a volume), which would fail in the first task. A pointwise
+    method (no halo, stride 1, such as a threshold) segments any number of axes."""
+    axes, dims = len(tuple(model.halo)), source.spatial_dims
+    pointwise = not any(model.halo) and all(s == 1 for s in model.stride)
+    if axes == len(dims) or pointwise:
+        return
+    kind = {2: "images (y, x)", 3: "volumes (z, y, x)"}
+    advice = ("Wrap it with geoseg.models.SliceWise to segment the volume slice by slice (Python "
+              "API), or give a 3D model." if axes == 2 else "Give a 2D model for an image.")
+    raise PlanError(
+        f"model: {model.name} segments {kind.get(axes, f'{axes} spatial axes')}, but the input "
+        f"{public_url(spec.input.url)} has spatial axes {dims}; expected a model for "
+        f"{kind.get(len(dims), f'{len(dims)} axes')}. {advice}")
 
 
 def _instance_settings(spec: JobSpec) -> InstanceSettings:

@@ -60,3 +60,29 @@ def test_image_chunks_for_a_volume_are_refused_before_anything_is_written(tmp_pa
     with pytest.raises(JobSpecError, match=r"output.chunks: received \[64, 64\].*\('z', 'y', 'x'\)"):
         run(spec)
     assert not Path(out).exists()
+
+
+def test_a_2d_model_on_a_volume_and_a_3d_one_on_an_image_are_refused_by_validate(tmp_path):
+    from geoseg.errors import PlanError
+    from geoseg.jobs import prepare
+
+    vol = zarr.create_array(str(tmp_path / "vol.zarr"), shape=(3, 8, 64, 64), chunks=(3, 8, 32, 32),
+                            dtype="uint8", dimension_names=["band", "z", "y", "x"])
+    vol[:] = 1
+    spec = JobSpec.from_dict({"input": {"url": str(tmp_path / "vol.zarr")},
+                              "model": {"path": "builtin:demo-unet"},
+                              "output": {"url": str(tmp_path / "out.zarr")}})
+    with pytest.raises(PlanError, match=r"demo-unet segments images \(y, x\), but the input .* has "
+                                        r"spatial axes \('z', 'y', 'x'\).*SliceWise"):
+        prepare(spec)
+    image = zarr.create_array(str(tmp_path / "img.zarr"), shape=(1, 64, 64), chunks=(1, 64, 64),
+                              dtype="float32", dimension_names=["band", "y", "x"])
+    image[:] = 0
+    save_model(random_unet3d(pool_z=False), str(tmp_path / "u3.safetensors"))
+    spec = JobSpec.from_dict({"input": {"url": str(tmp_path / "img.zarr")},
+                              "model": {"path": str(tmp_path / "u3.safetensors")},
+                              "output": {"url": str(tmp_path / "out.zarr")}})
+    with pytest.raises(PlanError, match=r"random-unet3d segments volumes \(z, y, x\), but the input .* has "
+                                        r"spatial axes \('y', 'x'\).*Give a 2D model"):
+        prepare(spec)
+    assert not (tmp_path / "out.zarr").exists()
