@@ -28,12 +28,11 @@ from geoseg.instances.components import label, label_dtype
 from geoseg.instances.table import object_table, write_table
 from geoseg.instances.watershed import distance_watershed, instances_from_classes
 from geoseg.io.georef import GeoRef
-from geoseg.io.output import OutputTarget
+from geoseg.io.output import INSTANCE_FILES, OutputTarget
 from geoseg.io.stages import file_sha256, file_url, mark_stage, stage_record, store_hashed
 
 METHODS = ("auto", "components", "watershed", "decode")
-FILES = {"table": "instances.parquet", "polygons": "polygons.parquet",
-         "geojson": "polygons.geojson"}
+FILES = INSTANCE_FILES
 
 
 @dataclass(frozen=True)

@@ -194,8 +194,15 @@ def written_by_geoseg(url: str, storage_options: dict[str, Any] | None = None) -
         return False
 
 
+# files geoseg writes inside an output group beside its arrays (the instance stage's)
+INSTANCE_FILES = {"table": "instances.parquet", "polygons": "polygons.parquet",
+                  "geojson": "polygons.geojson"}
+_METADATA = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zmetadata"})
+
+
 def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Delete what geoseg wrote at ``url``; refuse (deleting nothing) anything else there."""
+    """Delete what geoseg wrote at ``url``; refuse (deleting nothing) anything else there,
+    inside a geoseg group as well (a user's notes kept beside the arrays)."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if not fs.exists(path.rstrip("/")):
         return
@@ -205,7 +212,23 @@ def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> No
             f"{public_url(url)} exists and is not something geoseg wrote (no Zarr group with "
             "geoseg attributes there); nothing was deleted, even with --overwrite. Choose "
             "another output URL, or remove it yourself if it is really to go.")
+    foreign = _foreign_entries(fs, path.rstrip("/"), url, storage_options)
+    if foreign:
+        raise OutputExistsError(
+            f"{public_url(url)} is a geoseg output that also holds what geoseg did not write "
+            f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); nothing was deleted, "
+            "even with --overwrite. Move those out of it first, or choose another output URL.")
     fs.rm(path.rstrip("/"), recursive=True)
+
+
+def _foreign_entries(fs: Any, path: str, url: str,
+                     storage_options: dict[str, Any] | None) -> list[str]:
+    """Names at the top of the group at ``path`` that are neither its members, its metadata
+    nor a file geoseg writes there."""
+    group = zarr.open_group(url, mode="r", **remote.zarr_options(url, storage_options))
+    known = {*group.keys(), *_METADATA, *INSTANCE_FILES.values()}
+    names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
+    return sorted(n for n in names if n not in known)
 
 
 def create_output(

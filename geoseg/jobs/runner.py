@@ -421,7 +421,8 @@ def _refuse_foreign_output(url: str, storage_options: dict[str, Any], overwrite:
         return
     if "job_identity" not in OutputTarget(url, dict(storage_options)).attrs():
         raise OutputExistsError(f"Output {url} already exists and is not a geoseg output; nothing was "
-                                "written. Choose another output URL, or pass --overwrite to replace it.")
+                                "written. Choose another output URL: geoseg never deletes what it did "
+                                "not write, even with --overwrite (remove it yourself if it is to go).")
 
 
 def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarget, set[str]]:

@@ -70,7 +70,8 @@ def test_a_folder_geoseg_did_not_write_is_never_deleted_even_with_overwrite(
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     spec = JobSpec.from_dict(job_dict(src, model_path, str(out)))
-    with pytest.raises(OutputExistsError, match="nothing was written.*--overwrite"):
+    with pytest.raises(OutputExistsError, match="nothing was written. Choose another output URL: "
+                                                "geoseg never deletes what it did not write"):
         run(spec, scheduler=cluster_address)
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
     with pytest.raises(OutputExistsError, match="not something geoseg wrote.*nothing was deleted"):
@@ -82,8 +83,14 @@ def test_overwrite_replaces_an_output_geoseg_wrote(tmp_path, image, model_path, 
     src = write_zarr(tmp_path / "in.zarr", image)
     out = tmp_path / "out.zarr"
     run(JobSpec.from_dict(job_dict(src, model_path, str(out), tile=None)), scheduler=cluster_address)
-    run(JobSpec.from_dict(job_dict(src, model_path, str(out))), scheduler=cluster_address,
-        overwrite=True)
+    (out / "NOTES.txt").write_text("mine")  # a file of the user's inside the output
+    again = JobSpec.from_dict(job_dict(src, model_path, str(out)))
+    with pytest.raises(OutputExistsError, match=r"also holds what geoseg did not write \(NOTES.txt\); "
+                                                "nothing was deleted, even with --overwrite"):
+        run(again, scheduler=cluster_address, overwrite=True)
+    assert (out / "NOTES.txt").read_text() == "mine" and (out / "classes").is_dir()
+    (out / "NOTES.txt").unlink()
+    run(again, scheduler=cluster_address, overwrite=True)
     assert zarr.open_group(str(out), mode="r")["classes"].shape == image.shape[1:]
 
 
