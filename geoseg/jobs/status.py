@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import zarr
 
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
-from geoseg.errors import RasterNotFoundError
+from geoseg.errors import CorruptInputError, RasterNotFoundError
+from geoseg.io import remote
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, half_created, output_exists
 from geoseg.io.stages import verify_stage
 from geoseg.jobs.lease import read_lease
@@ -51,8 +53,24 @@ def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTar
     target = OutputTarget(url, dict(storage_options or {}))
     attrs = target.attrs() if output_exists(url, storage_options) else {}
     if "job_identity" not in attrs:
+        unreadable = _unreadable_group(url, storage_options) if output_exists(url, storage_options) \
+            else None
+        if unreadable:
+            raise CorruptInputError(
+                f"{url}: its Zarr group metadata cannot be read ({unreadable}), so whether a "
+                "geoseg run wrote it cannot be told. Restore its zarr.json from a copy, or remove "
+                "the output yourself and run the job again.")
         raise RasterNotFoundError(f"No geoseg output at {url}: give the URL a `geoseg run` wrote to.")
     return target, attrs
+
+
+def _unreadable_group(url: str, storage_options: dict[str, Any] | None) -> str | None:
+    """Why the group at ``url`` does not open (its metadata broken), or ``None`` when it opens."""
+    try:
+        zarr.open_group(url, mode="r", **remote.zarr_options(url, storage_options))
+    except Exception as exc:  # noqa: BLE001 - any failure to open is what is reported
+        return f"{type(exc).__name__}: {str(exc)[:160]}"
+    return None
 
 
 def output_status(url: str, storage_options: dict[str, Any] | None = None) -> OutputStatus:

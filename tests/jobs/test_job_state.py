@@ -171,6 +171,11 @@ def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):
     shown = geoseg("status", str(out))
     assert "interrupted" in " ".join(shown.stdout.split())
     assert np.asarray(group["manifest_done"][...]).all()
+    (out / "zarr.json").write_text("{")  # metadata broken: not the same as no output at all
+    for command in ("status", "verify"):
+        said = geoseg(command, str(out))
+        assert said.returncode == 2 and "Traceback" not in said.stderr
+        assert "its Zarr group metadata cannot be read (JSONDecodeError" in " ".join(said.stderr.split())
 
 
 @pytest.mark.parametrize("where", ["the input", "inside the input", "holding the input"])
