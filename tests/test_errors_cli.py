@@ -216,6 +216,22 @@ def test_report_refuses_scores_that_are_not_scores(tmp_path, content, said):
                  "REF --json FILE writes.")
 
 
+@pytest.mark.parametrize(("arrays", "said"), [
+    ({}, "holds no arrays (it may still be being written, or be the wrong path)"),
+    ({"x": (5,)}, "holds no raster-like array (2 to 4 dimensions, not a coordinate), only x (1-d)"),
+])
+def test_info_on_a_zarr_group_without_a_raster_says_so(tmp_path, arrays, said):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "empty.zarr"), mode="w")
+    for name, shape in arrays.items():
+        group.create_array(name, shape=shape, dtype="f8")
+    result = geoseg("info", str(tmp_path / "empty.zarr"))
+    assert_clean(result, 2, f"Zarr group {tmp_path / 'empty.zarr'} {said}; give the URL of the "
+                 "Zarr array, or of the group, that holds the raster.")
+    assert "input.variable" not in result.stderr
+
+
 # --- outputs ---------------------------------------------------------------------------------
 
 

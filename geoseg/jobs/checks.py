@@ -37,6 +37,7 @@ from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.methods.features import as_feature
 from geoseg.methods.histogram import fit_histogram_modes
 from geoseg.methods.kmeans import DEFAULT_N_INIT, fit_kmeans, parse_n_init
+from geoseg.methods.params import check_params
 from geoseg.methods.threshold import METHODS, fit_threshold
 from geoseg.tiling.plan import read_window, region_tiles
 
@@ -138,6 +139,7 @@ def check_methods(spec: ModelSpec, source: RasterSource, key: str = "model") -> 
         allowed = [p for p in inspect.signature(fit).parameters if p not in ("raster", "method")]
         raise JobSpecError(f"{key}.params: {spec.method} does not accept {sorted(spec.params)} ({exc}); "
                            f"its parameters are {', '.join(allowed)}.") from None
+    check_params(spec.params, f"{key}.params")
     with _key(f"{key}.params"):
         check_bands(spec.method, spec.params, source.shape[0])
 

@@ -22,6 +22,7 @@ from geoseg.errors import JobSpecError, MethodParameterError
 from geoseg.methods.edges import Canny, EdgeMagnitude
 from geoseg.methods.histogram import fit_histogram_modes
 from geoseg.methods.kmeans import fit_kmeans
+from geoseg.methods.params import check_params
 from geoseg.methods.threshold import METHODS, LocalThreshold, Threshold, fit_threshold
 
 ENTRY_POINT_GROUP = "geoseg.methods"
@@ -33,7 +34,7 @@ FITTED: dict[str, Builder] = {
     "histogram": lambda raster, p: fit_histogram_modes(raster, **p),
 }
 DIRECT: dict[str, Builder] = {
-    "threshold": lambda _, p: Threshold(**{**p, "thresholds": tuple(p.get("thresholds", ()))}),
+    "threshold": lambda _, p: Threshold(**{**p, "thresholds": p.get("thresholds", ())}),
     "local": lambda _, p: LocalThreshold(**p),
     "canny": lambda _, p: Canny(**p),
     **{op: (lambda _, p, _op=op: EdgeMagnitude(_op, **p)) for op in ("sobel", "scharr", "prewitt")},
@@ -75,6 +76,11 @@ def needs_fit(name: str) -> bool:
     return name in FITTED or plugins().get(name, (None, False))[1]
 
 
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is one of geoseg's own methods (their parameters are checked by name)."""
+    return name in FITTED or name in DIRECT
+
+
 def check_method(name: str) -> None:
     if name not in FITTED and name not in DIRECT and name not in plugins():
         raise JobSpecError(f"model.method: unknown method {name!r}; known methods: {', '.join(method_names())}.")
@@ -84,6 +90,8 @@ def build_method(name: str, params: dict[str, Any], raster: Any = None) -> Segme
     """The segmenter for ``name``; fitted methods compute their statistics on ``raster`` (on the
     active Dask scheduler, chunk by chunk)."""
     check_method(name)
+    if is_builtin(name):
+        check_params(params, "model.params")
     builder = FITTED.get(name) or DIRECT.get(name) or plugins()[name][0]
     try:
         return builder(raster, dict(params))

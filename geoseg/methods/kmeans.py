@@ -34,6 +34,7 @@ from geoseg.core.classes import ClassInfo
 from geoseg.core.segmenter import valid_mask
 from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods.features import PixelMethod
+from geoseg.methods.params import check_value
 from geoseg.methods.stats import RasterData, map_chunks, raster_data, tree_reduce
 
 PALETTE = (
@@ -390,6 +391,7 @@ def fit_kmeans(
     KMeans
         A frozen segmenter holding the centroids, inertia and iteration count.
     """
+    check_value("k", k)
     rd = raster_data(raster, nodata)
     index = _band_index(bands, rd.n_bands)
     summary = dask.compute(init_task(rd, index, sample_size, seed, split_every))[0]

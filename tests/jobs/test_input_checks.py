@@ -4,11 +4,14 @@ far from what the model was trained on, and band advice that fits the input."""
 from __future__ import annotations
 
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import yaml
+import zarr
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +22,7 @@ from geoseg.models.modelfile import load_model, read_header
 from geoseg.synth import make_scene
 from tests.cli import geoseg
 from tests.conftest import CRS, TRANSFORM, write_zarr
+from tests.test_errors_cli import assert_clean
 
 
 def test_info_prints_a_models_card():
@@ -109,6 +113,23 @@ def test_band_numbers_out_of_range_are_reported_under_input_bands(tmp_path):
     said = " ".join(result.stderr.split())
     assert result.returncode == 2
     assert said.startswith("error: input.bands: Band numbers [9] are out of range"), said
+
+
+@pytest.mark.parametrize("data, named", [
+    (np.full((3, 16, 16), "a"), "dtype <U1 (text)"),
+    (np.ones((3, 16, 16), np.complex64), "dtype complex64 (complex)"),
+])
+def test_an_input_of_text_or_complex_pixels_is_refused_naming_its_dtype(tmp_path, data, named):
+    """Not read as numbers it does not hold: text fails to convert, complex loses its imaginary
+    part silently."""
+    url = tmp_path / "odd.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr warns that text has no Zarr v3 specification
+        zarr.create_array(str(url), data=data, chunks=(3, 16, 16))
+    result = _validate(tmp_path, str(url))
+    assert_clean(result, 2, f"input.url: input {url} has pixels of {named}",
+                 "geoseg reads bool, integer and floating-point rasters", "Convert it first")
+    assert "ComplexWarning" not in result.stdout + result.stderr
 
 
 @given(shape=st.tuples(st.integers(1, 3000), st.integers(1, 3000)),

@@ -86,6 +86,37 @@ def test_fitted_method_bands_and_params_are_checked(tmp_path, scene, cli, method
     assert code == 2 and message in said, said
 
 
+@pytest.mark.parametrize("method, params, message", [
+    ("kmeans", {"k": 0}, "model.params.k: received 0; expected a whole number >= 1"),
+    ("kmeans", {"k": "3"}, "model.params.k: received '3'; expected a whole number >= 1 (this is text"),
+    ("kmeans", {"k": 3, "bands": 1}, "model.params.bands: received 1; expected a list of band"),
+    ("kmeans", {"k": 3, "tol": "1e-4"}, "model.params.tol: received '1e-4'; expected a number >= 0"),
+    ("multiotsu", {"feature": 1, "classes": 1}, "model.params.classes: received 1; expected a whole"),
+    ("otsu", {"feature": 1, "nbins": "x"}, "model.params.nbins: received 'x'"),
+    ("threshold", {"thresholds": "abc"}, "model.params.thresholds: received 'abc'; expected a number"),
+    ("threshold", {"thresholds": [1], "feature": [1, "x"]}, "model.params.feature: received [1, 'x']"),
+    ("local", {"block_size": "x", "feature": 1}, "model.params.block_size: received 'x'"),
+    ("canny", {"low_threshold": "x", "high_threshold": 1, "feature": 1},
+     "model.params.low_threshold: received 'x'; expected a number >= 0, or null"),
+    ("sobel", {"threshold": "x", "feature": 1}, "model.params.threshold: received 'x'"),
+])
+def test_method_params_of_a_wrong_type_or_value_name_their_key(tmp_path, scene, method, params,
+                                                               message):
+    result = geoseg("validate", method_job(tmp_path, scene, method, **params))
+    assert_clean(result, 2, message)
+
+
+def test_a_run_refuses_k_0_before_anything_starts(tmp_path, scene):
+    result = geoseg("run", method_job(tmp_path, scene, "kmeans", k=0), "--cluster", "threads")
+    assert_clean(result, 2, "model.params.k: received 0")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_manual_threshold_may_be_one_number(tmp_path, scene, cli):
+    code, said = cli("validate", method_job(tmp_path, scene, "threshold", thresholds=100, feature=1))
+    assert code == 0 and "manual threshold" in said, said
+
+
 def test_a_member_of_an_ensemble_is_checked_too(tmp_path, scene, cli):
     data = {"input": {"url": str(scene)},
             "model": {"ensemble": {"members": [{"method": "otsu", "params": {"feature": 1}},

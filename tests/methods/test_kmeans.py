@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 from skimage import data as skdata
 
-from geoseg.errors import BandMismatchError, PlanError
+from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods import KMeans, fit_kmeans, kmeans_plusplus, with_position
 from geoseg.methods.build import build_method
 from geoseg.methods.kmeans import init_task, start_seeds
@@ -213,3 +213,9 @@ def test_kmeans_fitted_on_named_bands_refuses_another_band_count_and_has_no_halo
     assert model.bands == ("red", "green", "blue") and model.halo == (0, 0)
     with pytest.raises(BandMismatchError, match="expects 3 band"):
         model.check_bands(["gray"], "the input")
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5])
+def test_k_below_one_or_not_whole_is_refused_before_any_compute(k):
+    with pytest.raises(MethodParameterError, match=rf"k: received {k}; expected a whole number >= 1"):
+        fit_kmeans(np.ones((1, 8, 8)), k)

@@ -18,7 +18,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
 from geoseg.core.urls import public_url
-from geoseg.errors import CorruptInputError, PlanError, RasterNotFoundError
+from geoseg.errors import CorruptInputError, PlanError, RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import faults, mosaic, remote
 from geoseg.io.readers import _registry, probe
 from geoseg.io.readers.base import RasterSource
@@ -117,7 +117,15 @@ def _open_url(url: str, so: dict[str, Any], reader: str | None, options: dict[st
 
 
 def _checked(source: RasterSource) -> RasterSource:
-    """``source``, its sizes and budgets checked (:mod:`geoseg.budgets`)."""
+    """``source``, its pixel dtype, sizes and budgets checked (:mod:`geoseg.budgets`)."""
+    dtype = np.dtype(source.dtype)
+    if dtype.kind not in "biuf":  # what models and methods compute on; nothing else converts
+        kind = {"c": "complex", "U": "text", "S": "bytes"}.get(dtype.kind, "not numbers")
+        raise UnsupportedFormatError(
+            f"input {public_url(source.url)} has pixels of dtype {dtype} ({kind}); geoseg reads "
+            "bool, integer and floating-point rasters. Convert it first to a new raster of one "
+            "of those (for complex values e.g. numpy.abs(x) or x.real as float32) and give "
+            "that as the input.")
     _check_sizes(source)
     budgets.check_pixels(source.shape[1:], f"input {public_url(source.url)}")
     if source.stored_chunk:

@@ -162,6 +162,12 @@ def _pick_variable(group: zarr.Group, url: str, variable: str | None) -> str:
             )
         return variable
     candidates = sorted(n for n, a in arrays.items() if a.ndim in (2, 3, 4) and n not in _COORD_NAMES)
+    if not candidates:
+        held = (f"no raster-like array (2 to 4 dimensions, not a coordinate), only "
+                f"{', '.join(f'{n} ({a.ndim}-d)' for n, a in sorted(arrays.items()))}"
+                if arrays else "no arrays (it may still be being written, or be the wrong path)")
+        raise UnsupportedFormatError(f"Zarr group {url} holds {held}; give the URL of the Zarr "
+                                     "array, or of the group, that holds the raster.")
     if len(candidates) != 1:
         raise UnsupportedFormatError(
             f"Zarr group {url} holds {len(candidates)} raster-like arrays ({', '.join(candidates) or 'none'}); "
