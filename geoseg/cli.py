@@ -203,12 +203,19 @@ def info(
         return
     src = open_source(url, variable=variable)
     table = Table(show_header=False, box=None)
+    axes, geo = ", ".join(src.spatial_dims), src.georef
     rows: list[tuple[str, Any]] = [
-        ("format", src.format), ("shape (band, y, x)", src.shape), ("dtype", src.dtype),
-        ("chunks (y, x)", src.chunks), ("bands", ", ".join(src.band_names)),
-        ("crs", _short_crs(src.georef.crs_wkt)), ("transform", src.georef.transform),
-        ("nodata", src.georef.nodata),
+        ("format", src.format), (f"shape (band, {axes})", src.shape), ("dtype", src.dtype),
+        (f"chunks ({axes})", src.chunks), ("bands", ", ".join(src.band_names)),
     ]
+    if geo.voxel_affine is not None:  # a volume: index (z, y, x) to world (x, y, z)
+        rows += [("voxel affine", " | ".join(" ".join(f"{v:g}" for v in row)
+                                             for row in geo.affine_matrix[:3])),
+                 ("spacing (z, y, x)", tuple(round(s, 6) for s in geo.spacing)),
+                 ("units", geo.units)]
+    else:
+        rows += [("crs", _short_crs(geo.crs_wkt)), ("transform", geo.transform)]
+    rows.append(("nodata", geo.nodata))
     for key, value in rows:
         table.add_row(key, str(value))
     Console().print(table)
@@ -442,15 +449,32 @@ def convert(
                   f"chunks {done.chunks}", markup=False, highlight=False)
 
 
-def _int_list(value: str | None, option: str) -> list[int] | None:
-    """``"4,3,2"`` as ``[4, 3, 2]``."""
+def _int_list(value: str | None, option: str, form: str = "") -> list[int] | None:
+    """``"4,3,2"`` as ``[4, 3, 2]``; with a ``form`` (``"row0,row1,col0,col1"``), exactly as many."""
+    return _numbers(value, option, int, form, "4,3,2")
+
+
+def _float_list(value: str | None, option: str, form: str = "") -> list[float] | None:
+    """``"1,2.5"`` as ``[1.0, 2.5]``; with a ``form`` (``"minx,miny,maxx,maxy"``), exactly as many."""
+    return _numbers(value, option, float, form, "500000,4490000,510000,4500000")
+
+
+def _numbers(value: str | None, option: str, kind: type, form: str, example: str) -> list | None:
+    """The comma-separated numbers of an option, or a usage error naming it, what was received
+    and the form expected."""
     if value is None:
         return None
+    count = len(form.split(",")) if form else None
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        numbers = [kind(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise typer.BadParameter(f"{option}: received {value!r}; expected integers separated by "
-                                 "commas, e.g. 4,3,2") from None
+        numbers = None
+    if numbers is not None and count in (None, len(numbers)):
+        return numbers
+    what = "integers" if kind is int else "numbers"
+    expected = f"{count} {what} separated by commas: {form}" if form else (
+        f"{what} separated by commas, e.g. {example}")
+    raise typer.BadParameter(f"{option}: received {value!r}; expected {expected}.")
 
 
 class JobProgress:
@@ -545,13 +569,33 @@ def report(
                                                  "the run record, .html).")] = None,
     scores: Annotated[Path | None, typer.Option(help="Scores from geoseg eval --json to show "
                                                      "instead of the run's own.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --out (the page "
+                                                 "beside the run record is always rewritten).")
+                         ] = False,
 ) -> None:
     """Write a run's static HTML report: quicklook, metrics, confusion, chunk maps, provenance."""
     from geoseg.report.html import record_of, write_report
 
+    if out is not None:
+        _new_file(out, overwrite)
     found = _read_scores(scores) if scores is not None else None
     where = write_report(record_of(run), out, found)
     console.print(f"html report: {where}", markup=False, highlight=False)
+
+
+def _new_file(url: str, overwrite: bool) -> None:
+    """Refuse a file path where something already is, unless ``--overwrite`` (and never a
+    folder): geoseg replaces no file it was not asked to."""
+    import fsspec
+
+    from geoseg.errors import OutputExistsError
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.isdir(path):
+        raise OutputExistsError(f"{redact.scrub(url)} is a folder; give a file path to write.")
+    if fs.exists(path) and not overwrite:
+        raise OutputExistsError(f"{redact.scrub(url)} already exists; nothing was written. Give "
+                                "--overwrite to replace it, or another path.")
 
 
 SCORE_KEYS = ("classes", "per_class", "confusion")  # what a report takes from geoseg eval's scores
@@ -584,6 +628,9 @@ def _read_scores(path: Path) -> dict[str, Any]:
     return found
 
 
+WINDOW, BBOX = "row0,row1,col0,col1", "minx,miny,maxx,maxy"  # what eval's region options hold
+
+
 @app.command(name="eval")
 def eval_command(
     pred: Annotated[str, typer.Argument(help="Predicted labels: a geoseg output or any "
@@ -596,8 +643,8 @@ def eval_command(
     mapping: Annotated[str | None, typer.Option(
         "--map", help="Reference id=predicted id pairs when the label sets differ, e.g. "
                       "3=1,4=1 (default: by class name when both name them, else by id).")] = None,
-    window: Annotated[str | None, typer.Option(help="Pixel window row0,row1,col0,col1.")] = None,
-    bbox: Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in the raster's CRS.")] = None,
+    window: Annotated[str | None, typer.Option(help=f"Pixel window {WINDOW}.")] = None,
+    bbox: Annotated[str | None, typer.Option(help=f"{BBOX} in the raster's CRS.")] = None,
     instances: Annotated[bool, typer.Option(help="Also match instances: PRED's 'instances' "
                                                  "against REF's --ref-instances.")] = False,
     ref_instances: Annotated[str, typer.Option(help="Instance array in REF.")] = "instances",
@@ -618,7 +665,8 @@ def eval_command(
     pairs = (open_labels(pred, "instances"), open_labels(ref, ref_instances)) if instances else None
     with connect(cluster) if cluster else contextlib.nullcontext():
         found = evaluate(p, r, ignore=_int_list(ignore, "--ignore") or (), mapping=_pairs(mapping),
-                         window=_int_list(window, "--window"), bbox=_float_list(bbox, "--bbox"),
+                         window=_int_list(window, "--window", WINDOW),
+                         bbox=_float_list(bbox, "--bbox", BBOX),
                          instances=pairs)
     found.update(prediction=pred, reference=ref)
     Console().print(scores_table(found))
@@ -629,17 +677,6 @@ def eval_command(
     if min_miou is not None and (found["miou"] is None or found["miou"] < min_miou):
         console.print(f"mIoU {found['miou']} is below --min-miou {min_miou}")
         raise typer.Exit(1)
-
-
-def _float_list(value: str | None, option: str) -> list[float] | None:
-    """``"1,2.5"`` as ``[1.0, 2.5]``."""
-    if value is None:
-        return None
-    try:
-        return [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"{option}: received {value!r}; expected numbers separated by "
-                                 "commas, e.g. 500000,4490000,510000,4500000") from None
 
 
 def _pairs(value: str | None) -> dict[int, int] | None:
@@ -665,10 +702,12 @@ def quicklook(
                                                    "e.g. 4,3,2 (default: the first three).")] = None,
     size: Annotated[int, typer.Option(min=8, help="Longest side of the mask in the picture, in "
                                                   "pixels (title and legend come on top).")] = 1024,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file at PNG.")] = False,
 ) -> None:
     """A small picture of an output: its classes over the input's bands, read with a stride."""
     from geoseg.report.quicklook import write_quicklook
 
+    _new_file(str(png), overwrite)
     write_quicklook(output, png, image_url=image, variable=variable,
                     bands=_int_list(bands, "--bands"), size=size)
     console.print(f"wrote {png}", markup=False, highlight=False)

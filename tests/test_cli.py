@@ -33,6 +33,21 @@ def test_validate_and_info(inputs):
     assert info.returncode == 0 and "(3, 70, 60)" in info.stdout and "uint8" in info.stdout
 
 
+def test_info_on_a_volume_names_its_axes_and_shows_its_voxel_affine(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    import numpy as np
+
+    affine = np.diag([0.8, 0.9, 2.0, 1.0])
+    affine[:3, 3] = [90, -100, -30]
+    nib.save(nib.Nifti1Image(np.zeros((40, 48, 36), np.uint8), affine), str(tmp_path / "v.nii"))
+    info = geoseg("info", str(tmp_path / "v.nii"))
+    lines = [" ".join(line.split()) for line in info.stdout.splitlines()]
+    assert info.returncode == 0, info.stderr
+    assert "shape (band, z, y, x) (1, 36, 48, 40)" in lines  # NIfTI (i, j, k) read as (z, y, x)
+    assert "voxel affine 0 0 0.8 90 | 0 0.9 0 -100 | 2 0 0 -30" in lines  # nibabel's, columns z, y, x
+    assert "spacing (z, y, x) (2.0, 0.9, 0.8)" in lines and not any("crs" in x for x in lines)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing-input", "input.url: No raster at"),
     ("unsupported", "not a format geoseg reads"),

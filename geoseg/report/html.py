@@ -48,7 +48,15 @@ def load_record(url: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise EvaluationError(f"{public_url(url)} is not a run record: received JSON "
                               f"{type(record).__name__}, expected an object; {advice}")
+    missing = [key for key in RECORD_SECTIONS if not isinstance(record.get(key), dict)]
+    if missing:
+        raise EvaluationError(f"{public_url(url)} is not a geoseg run record (no "
+                              f"{', '.join(missing)} section{'s' * (len(missing) > 1)}); give a run record from the runs "
+                              "folder (geoseg runs lists them) or an output a geoseg run wrote.")
     return record
+
+
+RECORD_SECTIONS = ("job", "input", "output", "timings", "chunks")  # what a report reads of a record
 
 
 def report_path(record_url: str) -> str:

@@ -97,7 +97,7 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
     from geoseg.io.output import OutputTarget
 
     target = OutputTarget(output_url, dict(storage_options or {}))
-    attrs = target.attrs()
+    attrs = _output_attrs(target)
     classes = da.from_zarr(target.open_group(mode="r")["classes"])
     image, note = _image(attrs, image_url, variable, bands,
                          storage_options if image_options is None else image_options)
@@ -107,6 +107,24 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
     return Quicklook(views, tuple(str(n) for n in names),
                      class_colors(attrs.get("class_colors"), len(names)),
                      attrs.get("nodata_class"), step, note)
+
+
+def _output_attrs(target: Any) -> dict[str, Any]:
+    """The ``geoseg`` attributes of the output ``target``; nothing there, or something geoseg did
+    not write (an input, say), refused naming it."""
+    from geoseg.core.urls import public_url
+    from geoseg.errors import ExportError, RasterNotFoundError
+    from geoseg.io.output import output_exists
+
+    attrs = target.attrs()
+    if attrs:
+        return attrs
+    url = public_url(target.url)
+    if not output_exists(target.url, target.storage_options):
+        raise RasterNotFoundError(f"No geoseg output at {url}: give the URL a `geoseg run` wrote "
+                                  "to.")
+    raise ExportError(f"{url} is not a geoseg output (no `geoseg` attributes): give an output a "
+                      "geoseg run wrote (its output.url), not an input.")
 
 
 def _image(attrs: dict[str, Any], url: str | None, variable: str | None,
@@ -204,5 +222,7 @@ class _Layout:
 def write_quicklook(output_url: str, png: str | Path, **options: Any) -> Path:
     """Build and write the quicklook of ``output_url`` as a PNG file (options of :func:`build`)."""
     path = Path(png)
-    path.write_bytes(render(build(output_url, **options)))
+    picture = render(build(output_url, **options))
+    path.parent.mkdir(parents=True, exist_ok=True)  # as geoseg report --out does
+    path.write_bytes(picture)
     return path

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from geoseg.cli import app
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import create_output
+from tests.cli import geoseg
+from tests.test_errors_cli import assert_clean
 
 NAMES = ["water", "land", "building"]
 
@@ -63,3 +65,16 @@ def test_eval_prints_a_table_writes_json_and_exits_by_min_miou(tmp_path):
     assert (building["tp"], building["fp"], building["fn"]) == (1, 1, 1)
     low = runner.invoke(app, ["eval", out, labels, "--ref-variable", "labels", "--min-miou", "0.99"])
     assert low.exit_code == 1 and "below --min-miou" in low.output
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--window", "0,10", "--window: received '0,10'; expected 4 integers separated by commas: row0"),
+    ("--window", "0,10,0,x", "--window: received '0,10,0,x'; expected 4 integers"),
+    ("--bbox", "1,2,3", "--bbox: received '1,2,3'; expected 4 numbers separated by commas: minx"),
+])
+def test_a_region_of_the_wrong_form_is_a_usage_error_naming_the_option(tmp_path, option, value,
+                                                                        expected):
+    ref = np.zeros((8, 8), np.uint8)
+    result = geoseg("eval", *_write(tmp_path, ref, ref), option, value)
+    assert_clean(result, 2)
+    assert expected in " ".join(result.stderr.split())

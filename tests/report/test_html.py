@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from geoseg.cli import app
 from geoseg.report.html import load_record, record_of, render_report, report_path, write_index
+from tests.cli import geoseg
+from tests.test_errors_cli import assert_clean
 
 
 @pytest.mark.timeout(120)
@@ -57,6 +59,28 @@ def test_geoseg_report_writes_beside_the_record_and_shows_eval_scores(finished_r
     assert json.loads(scores.read_text())["confusion"] == \
         load_record(finished_run.record_url)["evaluation"]["confusion"]
     assert record_of(finished_run.record_url) == finished_run.record_url
+
+
+@pytest.mark.parametrize("record", ["{}", '{"job": 5}', '{"job": {}, "input": []}'])
+def test_geoseg_report_refuses_json_that_is_not_a_run_record(tmp_path, record):
+    (tmp_path / "e.json").write_text(record)
+    result = geoseg("report", str(tmp_path / "e.json"))
+    assert_clean(result, 2, f"{tmp_path / 'e.json'} is not a geoseg run record (no ",
+                 "give a run record from the runs folder")
+
+
+@pytest.mark.timeout(120)
+def test_geoseg_report_replaces_a_file_at_out_only_with_overwrite(finished_run, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep")
+    refused = geoseg("report", finished_run.output_url, "--out", str(notes))
+    assert_clean(refused, 2, f"{notes} already exists", "--overwrite")
+    assert notes.read_text() == "keep"
+    made = geoseg("report", finished_run.output_url, "--out", str(notes), "--overwrite")
+    assert made.returncode == 0, made.stderr
+    assert "<html" in notes.read_text(encoding="utf-8")
+    again = geoseg("report", finished_run.output_url)  # its own page beside the record: rewritten
+    assert again.returncode == 0, again.stderr
 
 
 def test_index_links_reports_relative_to_itself(tmp_path):

@@ -14,6 +14,8 @@ from PIL import Image
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import create_output
 from geoseg.report.quicklook import build, class_colors, coarse, overlay, render, step_for, stretch
+from tests.cli import geoseg
+from tests.test_errors_cli import assert_clean
 
 NAMES = ["water", "land", "building"]
 COLORS = [[0, 0, 255], [0, 255, 0], [255, 0, 0]]
@@ -168,3 +170,28 @@ def test_geoseg_quicklook_writes_the_png_with_chosen_bands(tmp_path):
     assert Image.open(tmp_path / "q.png").format == "PNG"
     look = build(out, bands=[3, 1], size=60)
     assert look.views[0][1].shape == (2, 45, 60)  # two bands, shown grey
+
+
+def test_geoseg_quicklook_of_an_input_or_of_nothing_says_it_takes_an_output(tmp_path):
+    zarr.create_array(str(tmp_path / "input.zarr"), data=np.zeros((3, 8, 8), np.uint8))
+    png = str(tmp_path / "q.png")
+    assert_clean(geoseg("quicklook", str(tmp_path / "input.zarr"), png), 2,
+                 f"{tmp_path / 'input.zarr'} is not a geoseg output",
+                 "give an output a geoseg run wrote")
+    assert_clean(geoseg("quicklook", str(tmp_path / "nope.zarr"), png), 2,
+                 f"No geoseg output at {tmp_path / 'nope.zarr'}")
+    assert not (tmp_path / "q.png").exists()
+
+
+def test_geoseg_quicklook_makes_missing_folders_and_replaces_a_file_only_when_asked(tmp_path):
+    out = _output(tmp_path, (16, 16), (8, 8), image=False)
+    made = geoseg("quicklook", out, str(tmp_path / "new" / "folder" / "q.png"))
+    assert made.returncode == 0, made.stderr
+    assert Image.open(tmp_path / "new" / "folder" / "q.png").format == "PNG"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep")
+    assert_clean(geoseg("quicklook", out, str(notes)), 2, f"{notes} already exists",
+                 "--overwrite")
+    assert notes.read_text() == "keep"
+    assert geoseg("quicklook", out, str(notes), "--overwrite").returncode == 0
+    assert Image.open(notes).format == "PNG"
