@@ -16,6 +16,7 @@ import numpy as np
 from geoseg.core.urls import public_url
 from geoseg.errors import InstanceError, OutputExistsError
 from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
+from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, create_output, output_exists
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
@@ -102,6 +103,9 @@ def label_mask(url: str, settings: InstanceSettings, *, out: str | None = None,
         if attrs.get("status") != "complete":
             raise InstanceError(f"{url} is a geoseg output whose run has not finished (status "
                                 f"{attrs.get('status')!r}); finish it with geoseg run first.")
+        problem = damage(target, attrs, "no instances were labelled")
+        if problem:
+            raise InstanceError(problem)
         if out is not None:
             raise InstanceError(f"{url} is a geoseg output: its instances are written into it; "
                                 "drop --out.")

@@ -85,7 +85,12 @@ class OutputTarget:
     @remote.retrying("Reading")
     def done_keys(self) -> set[str]:
         """Keys of every chunk a finished task recorded (:func:`stored_chunks` of the manifest)."""
-        return sync(_collect(stored_chunks(self.open_group(mode="r")[MANIFEST_DONE]), set()))
+        return self.stored_keys(MANIFEST_DONE)
+
+    @remote.retrying("Reading")
+    def stored_keys(self, name: str) -> set[str]:
+        """Keys (``"i.j"``) of the stored objects of array ``name``, in one listing."""
+        return sync(_collect(stored_chunks(self.open_group(mode="r")[name]), set()))
 
     @remote.retrying("Reading")
     def count_done(self) -> int:

@@ -11,7 +11,7 @@ import rasterio
 import zarr
 from rasterio.crs import CRS
 
-from geoseg.errors import ExportError, OutputExistsError
+from geoseg.errors import ExportError, InstanceError, OutputExistsError
 from geoseg.io.exports import export_cog, open_finished
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import create_output
@@ -249,3 +249,38 @@ def test_command_line_export(finished, tmp_path):
         assert cog.block_shapes == [(128, 128)] and cog.overviews(1) == [2, 4]
     again = geoseg_cli(*cmd)
     assert again.returncode == 2 and "already exists; nothing was written" in again.stderr
+
+
+def test_a_finished_output_that_lost_a_chunk_is_refused_but_no_data_chunks_are_not(
+        tmp_path, cluster_address):
+    """A chunk of only the no-data class is never stored: its absence is no fault. A stored
+    chunk deleted afterwards would read as no-data: export and the instance stage refuse."""
+    from geoseg.instances.adopt import label_mask
+    from geoseg.instances.stage import InstanceSettings
+
+    image = textured_image(200, 160, seed=5)
+    image[:, :96, :80] = 0  # exactly the first output chunk
+    tif = write_geotiff(tmp_path / "scene.tif", image, nodata=0)
+    out = tmp_path / "mask.zarr"
+    spec = {"input": {"url": tif}, "output": {"url": str(out), "chunks": [96, 80]},
+            "model": {"method": "multiotsu", "params": {"feature": "mean", "classes": CLASSES}}}
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    stored = {p.relative_to(out / "classes").as_posix() for p in (out / "classes").rglob("*")
+              if p.is_file() and p.name != "zarr.json"}
+    assert "c/0/0" not in stored and "c/1/1" in stored
+    export_cog(str(out), str(tmp_path / "whole.tif"))  # the unstored no-data chunk is fine
+
+    (out / "classes" / "c" / "1" / "1").unlink()
+    dest = tmp_path / "damaged.tif"
+    with pytest.raises(ExportError, match=r"is damaged: 1 task region\(s\) lost stored chunks "
+                                          r"since their run recorded them \(1\.1\); nothing was "
+                                          r"exported.*geoseg verify"):
+        export_cog(str(out), str(dest))
+    assert not dest.exists()
+    with pytest.raises(InstanceError, match=r"is damaged: .*\(1\.1\); no instances were labelled"):
+        label_mask(str(out), InstanceSettings(method="components"))
+    assert not (out / "instances").exists()
+
+    (out / "manifest_done" / "c" / "0" / "0").unlink()  # and a region its manifest forgot
+    with pytest.raises(ExportError, match=r"its manifest records 5 of the 6 task region\(s\)"):
+        export_cog(str(out), str(dest))

@@ -20,7 +20,8 @@ from fsspec.implementations.local import LocalFileSystem
 from geoseg.core.urls import public_url
 from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
 from geoseg.io.georef import GeoRef
-from geoseg.io.output import output_exists
+from geoseg.io.integrity import damage
+from geoseg.io.output import OutputTarget, output_exists
 from geoseg.io.readers import open_source
 from geoseg.io.remote import check_writable, zarr_options
 from geoseg.io.sources import ZarrSource
@@ -109,6 +110,9 @@ def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> Fi
             "exported. Run its job again to finish it (finished chunks are kept), then export; "
             f"`geoseg status {shown(url)}` shows how far it got."
         )
+    problem = damage(OutputTarget(url, so), attrs, "nothing was exported")
+    if problem:
+        raise ExportError(problem)
     source = open_source(url, so, variable="classes")
     names = tuple(str(n) for n in attrs.get("class_names", []))
     colors = attrs.get("class_colors") or [_default_color(i) for i in range(len(names))]
