@@ -162,12 +162,12 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
 
 @app.command()
 def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")]) -> None:
-    """Show how far the run writing OUTPUT got (chunks done / total)."""
+    """Show how far the run writing OUTPUT got (task regions done / total)."""
     from geoseg.jobs.status import output_status
 
     st = output_status(url)
     stages = "".join(f", {name} {state}" for name, state in st.stages.items())
-    Console().print(f"{url}: {st.status}, {st.done}/{st.n_chunks} chunks done ({st.fraction:.0%}), "
+    Console().print(f"{url}: {st.status}, {st.done}/{st.n_chunks} task regions done ({st.fraction:.0%}), "
                     f"model {st.model}{stages}")
 
 
@@ -178,13 +178,15 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
 
     report = verify_output(url)
     if report.ok:
-        Console().print(f"ok: {report.checked} chunks match their checksums")
+        Console().print(f"ok: {report.checked} task regions match their checksums")
         return
     for problem in report.layout:
         console.print(f"[red]layout:[/] {escape(problem)}", highlight=False)
-    console.print(f"[red]{len(report.missing)} chunk(s) missing[/] {report.missing[:10]}, "
-                  f"[red]{len(report.mismatched)} mismatched[/] {report.mismatched[:10]}, "
-                  f"[red]{len(report.undecodable)} undecodable[/] {report.undecodable[:10]}")
+    said = [f"[red]{len(keys)} {what}[/] {', '.join(map(report.where, keys[:10]))}"
+            for keys, what in ((report.missing, "task region(s) missing"),
+                               (report.mismatched, "mismatched"),
+                               (report.undecodable, "undecodable"))]
+    console.print("; ".join(said), highlight=False)
     raise typer.Exit(1)
 
 

@@ -360,7 +360,7 @@ def _georef() -> GeoRef:
 def test_status_on_an_output_declaring_1e8_chunks_is_bounded(vast_output):
     result = geoseg("status", vast_output, timeout=60)
     assert result.returncode == 0, result.said
-    assert "3/100000000 chunks done" in result.said
+    assert "3/100000000 task regions done" in result.said
     assert result.peak_rss < 1 << 30, result.peak_rss
 
 

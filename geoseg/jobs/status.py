@@ -43,10 +43,21 @@ class VerifyReport:
     mismatched: list[str] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)  # stored bytes that no longer decode
     layout: list[str] = field(default_factory=list)  # array metadata unlike what the run made
+    shape: tuple[int, ...] = ()  # of the classes
+    task: tuple[int, ...] = ()  # the task region: one or more whole chunks one task wrote
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.mismatched or self.undecodable or self.layout)
+
+    def where(self, key: str) -> str:
+        """A task region's ``key`` with the pixels it covers: ``1.0 [256:512, 0:256]``; a
+        stage's problem (``instances (...)``) as it is."""
+        if not all(part.isdigit() for part in key.split(".")):
+            return key
+        starts = [int(i) * t for i, t in zip(key.split("."), self.task)]
+        spans = [f"{s}:{min(s + t, n)}" for s, t, n in zip(starts, self.task, self.shape)]
+        return f"{key} [{', '.join(spans)}]"
 
 
 def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTarget, dict[str, Any]]:
@@ -81,7 +92,7 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     n_chunks, state = int(attrs["n_chunks"]), run_state(url, storage_options, attrs)
     if state == "complete" and done != n_chunks:
         state = (f"damaged (marked complete, but its manifest records {done} of {n_chunks} "
-                 "chunk(s): geoseg verify names the others)")
+                 "task region(s): geoseg verify names the others)")
     return OutputStatus(url, state, n_chunks, done, attrs.get("model"), stages)
 
 
@@ -135,8 +146,8 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
     group = target.open_group(mode="r")
     classes = group["classes"]
     names = ["classes"] + (["probabilities"] if "probabilities" in group else [])
-    report = VerifyReport(url, 0)
     written = tuple(attrs.get("task_region") or classes.shards or classes.chunks)  # what one task wrote
+    report = VerifyReport(url, 0, shape=tuple(classes.shape), task=written)
     check_tasks(n_regions(classes.shape, written), f"output {public_url(url)}",
                 "verify reads and hashes every chunk, one at a time; raise the limit to verify "
                 "an output this large (memory stays bounded, time grows with the chunks).")

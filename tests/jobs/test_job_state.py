@@ -159,13 +159,13 @@ def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):
     out = tmp_path / "out.zarr"
     (out / "classes" / "c" / "1" / "1").write_bytes(b"\x00garbage")
     done = geoseg("verify", str(out))
-    assert done.returncode == 1 and "1 undecodable" in " ".join(done.stderr.split())
+    assert done.returncode == 1 and "1 undecodable 1.1 [32:64, 32:64]" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
     group = zarr.open_group(str(out), mode="r+")
     group["manifest_done"][0, 0] = False  # a manifest that lost a chunk (the array keeps it)
     shown = " ".join(geoseg("status", str(out)).stdout.split())
     n = group["manifest_done"].size
-    assert f"damaged (marked complete, but its manifest records {n - 1} of {n} chunk(s)" in shown
+    assert f"damaged (marked complete, but its manifest records {n - 1} of {n} task region(s)" in shown
     group["manifest_done"][0, 0] = True
     group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "running"}
     shown = geoseg("status", str(out))
