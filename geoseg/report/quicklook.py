@@ -130,17 +130,22 @@ def _output_attrs(target: Any) -> dict[str, Any]:
 def _image(attrs: dict[str, Any], url: str | None, variable: str | None,
            bands: Sequence[int] | None, storage_options: dict[str, Any] | None,
            ) -> tuple[da.Array | None, str]:
-    """The input's bands to draw under the mask, lazily; ``(None, why)`` when there are none."""
+    """The input's bands to draw under the mask, lazily; ``(None, why)`` when there are none.
+    The run's input may have moved since: then the mask is drawn alone and the caption says
+    why. An image or bands the caller named that cannot be read are an error instead."""
     from geoseg.io.readers import open_source, source_to_dataarray
 
     job = (attrs.get("provenance") or {}).get("job", {}).get("input", {})
+    asked = url is not None or bands is not None or variable is not None
     url = url or job.get("url")
     if url is None:
         return None, "no input named: the mask alone"
     try:
         source = open_source(url, storage_options, variable=variable or (
             job.get("variable") if url == job.get("url") else None), bands=bands)
-    except Exception as exc:  # noqa: BLE001 - the picture is drawn without it, and says so
+    except Exception as exc:  # the picture is drawn without it, and says so
+        if asked:
+            raise
         return None, f"input {url} not readable ({type(exc).__name__}): the mask alone"
     data = source_to_dataarray(source).data
     if bands is None:

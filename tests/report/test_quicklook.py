@@ -195,3 +195,14 @@ def test_geoseg_quicklook_makes_missing_folders_and_replaces_a_file_only_when_as
     assert notes.read_text() == "keep"
     assert geoseg("quicklook", out, str(notes), "--overwrite").returncode == 0
     assert Image.open(notes).format == "PNG"
+
+
+def test_bands_or_an_image_named_that_cannot_be_read_are_an_error_not_a_caption(tmp_path):
+    """The run's input may have moved (the mask is drawn alone); what the user names is read
+    or refused."""
+    out = _output(tmp_path, (40, 40), (32, 32))
+    png = tmp_path / "q.png"
+    assert_clean(geoseg("quicklook", out, str(png), "--bands", "9,9,9"), 2, "band", "9")
+    assert_clean(geoseg("quicklook", out, str(png), "--image", str(tmp_path / "nope.zarr")), 2,
+                 str(tmp_path / "nope.zarr"))
+    assert not png.exists()
