@@ -34,6 +34,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import BandMismatchError, GeosegError, JobSpecError
 from geoseg.io import missing, remote
 from geoseg.io.sources import RasterSource, ZarrSource
+from geoseg.jobs.provenance import runs_dir
 from geoseg.methods.features import as_feature
 from geoseg.methods.histogram import fit_histogram_modes
 from geoseg.methods.kmeans import DEFAULT_N_INIT, fit_kmeans, parse_n_init
@@ -91,6 +92,8 @@ def check_job(prepared: PreparedJob) -> None:
     check_methods(spec.model, source)
     with _key("output.url"):
         check_writable(spec.output.url)
+    with _key("runs_dir"):
+        check_writable(runs_dir(spec))
     check_nodata_class(spec.output, prepared)
 
 
@@ -192,13 +195,13 @@ def check_nodata_class(out: OutputSpec, prepared: PreparedJob) -> None:
         prepared.spec.model)
     dtype = prepared.work.class_dtype if prepared.work is not None else (
         "uint8" if n_classes is not None and n_classes <= 255 else "uint16")
-    top = np.iinfo(dtype).max
-    if not 0 <= out.nodata_class <= top:
-        classes = f"{n_classes} classes" if n_classes is not None else "its classes"
+    top, low = np.iinfo(dtype).max, n_classes or 0
+    if not low <= out.nodata_class <= top:
+        classes = f"{n_classes} classes (ids 0 to {n_classes - 1})" if n_classes else "its classes"
         raise JobSpecError(
             f"output.nodata_class: received {out.nodata_class}, but the model's {classes} are "
-            f"stored as {dtype}, which holds 0 to {top}; give an id from 0 to {top} (by default "
-            f"{top}), above the class ids.")
+            f"stored as {dtype}, which holds 0 to {top}; give an id from {low} to {top} (by "
+            f"default {top}), above the class ids, so no-data is never taken for a class.")
 
 
 def _method_classes(spec: ModelSpec) -> int | None:

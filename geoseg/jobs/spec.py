@@ -209,15 +209,19 @@ class JobSpec(Document):
                                                    "GEOSEG_RUNS_DIR, else ~/.local/share/geoseg/runs).")
 
     def check(self, source: str) -> None:
-        """Refuse an output where the input is: writing there, or replacing it with
-        ``--overwrite``, would destroy the input."""
-        inp, out = self.input, self.output
-        if allow.overlapping(inp.url, inp.storage_options, out.url, out.storage_options):
-            raise JobSpecError(
-                f"{source}: output.url: received {public_url(out.url)}, which is the input "
-                f"{public_url(inp.url)} or lies inside it (or holds it); expected a location apart "
-                "from the input, which writing the output there would destroy. Choose another "
-                "output URL.")
+        """Refuse an output where the input or the evaluation's reference is: writing there, or
+        replacing it with ``--overwrite``, would destroy it (and score the output against
+        itself)."""
+        out = self.output
+        kept = [("input", self.input)] + (
+            [("evaluate.reference", self.evaluate.reference)] if self.evaluate else [])
+        for what, spec in kept:
+            if allow.overlapping(spec.url, spec.storage_options, out.url, out.storage_options):
+                raise JobSpecError(
+                    f"{source}: output.url: received {public_url(out.url)}, which is the {what} "
+                    f"{public_url(spec.url)} or lies inside it (or holds it); expected a location "
+                    f"apart from the {what}, which writing the output there would destroy. Choose "
+                    "another output URL.")
 
     def redacted(self) -> dict[str, Any]:
         """The spec as plain data with every storage option's value hidden, and credentials

@@ -178,6 +178,20 @@ def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):
         assert "its Zarr group metadata cannot be read (JSONDecodeError" in " ".join(said.stderr.split())
 
 
+def test_an_output_where_the_evaluation_reference_is_is_refused_and_the_reference_kept(
+        tmp_path, job, cluster_address):
+    """--overwrite would delete the reference, and the run would score the output against
+    itself (mIoU 1.0)."""
+    run(JobSpec.from_dict(job), scheduler=cluster_address)
+    reference = tmp_path / "out.zarr"
+    before = zarr.open_group(str(reference), mode="r")["classes"][...]
+    job = {**job, "evaluate": {"reference": {"url": str(reference), "variable": "classes"}}}
+    with pytest.raises(JobSpecError, match=r"output.url: received .*, which is the "
+                                           r"evaluate.reference .* apart from the evaluate"):
+        run(JobSpec.from_dict(job), scheduler=cluster_address, overwrite=True)
+    np.testing.assert_array_equal(zarr.open_group(str(reference), mode="r")["classes"][...], before)
+
+
 @pytest.mark.parametrize("where", ["the input", "inside the input", "holding the input"])
 def test_an_output_where_its_input_is_is_refused_and_the_input_kept(tmp_path, model_path, where):
     """The input a geoseg group (``geoseg convert`` wrote it), which --overwrite would delete."""

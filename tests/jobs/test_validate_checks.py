@@ -198,11 +198,20 @@ def test_a_model_whose_classes_disagree_with_its_network_fails_validate(tmp_path
     assert "model.path: model file" in said and "scores 4 classes but its metadata names 3" in said
 
 
-@pytest.mark.parametrize("nodata_class", [300, -1])
-def test_a_nodata_class_the_class_array_cannot_hold_fails_validate(tmp_path, scene, model_path,
-                                                                   cli, nodata_class):
+@pytest.mark.parametrize("nodata_class", [300, -1, 2])
+def test_a_nodata_class_the_class_array_cannot_hold_or_a_class_uses_fails_validate(
+        tmp_path, scene, model_path, cli, nodata_class):
+    """2 is a class of the model: no-data would merge with it, and readers would mask it."""
     data = job_dict(str(scene), model_path, str(tmp_path / "out.zarr"), nodata_class=nodata_class)
     code, said = cli("validate", write_job(tmp_path, data))
     assert code == 2, said
-    assert (f"output.nodata_class: received {nodata_class}, but the model's 4 classes are stored "
-            "as uint8, which holds 0 to 255") in said
+    assert (f"output.nodata_class: received {nodata_class}, but the model's 4 classes (ids 0 to 3) "
+            "are stored as uint8, which holds 0 to 255; give an id from 4 to 255") in said
+
+
+def test_a_runs_dir_that_is_a_file_fails_validate(tmp_path, scene, model_path, cli):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a thesis")
+    data = {**job_dict(str(scene), model_path, str(tmp_path / "out.zarr")), "runs_dir": str(notes)}
+    code, said = cli("validate", write_job(tmp_path, data))
+    assert code == 2 and f"runs_dir: cannot write {notes}: {notes} is a file" in said, said
