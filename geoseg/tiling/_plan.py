@@ -224,6 +224,13 @@ def _blend(geometry: Geometry, inference: InferenceSettings, ndim: int) -> str:
             f"halo={inference.halo!r} was given with blend={blend!r}{why}; blended windows overlap by "
             "the fraction overlap and use no halo, so this halo would be ignored. Drop the halo, or "
             "set blend='crop' (inference.blend: crop) to crop tile cores with it.")
+    if blend == "crop" and inference.overlap:
+        why = "" if inference.blend else f" (the default for {geometry.name})"
+        raise PlanError(
+            f"overlap={inference.overlap!r} was given with blend='crop'{why}; cropped tiles meet "
+            "edge to edge and see their context through the halo, so this overlap would be "
+            "ignored. Drop the overlap, or set a blend (inference.blend: gaussian) to blend "
+            "overlapping windows.")
     return blend
 
 

@@ -41,6 +41,19 @@ def test_every_problem_is_named_with_key_received_and_allowed(tmp_path):
     assert "inferance: unknown key; allowed keys here: name, input, model, output, inference, cluster," in text
 
 
+def test_empty_bands_band_zero_and_an_empty_name_are_named(tmp_path):
+    with pytest.raises(JobSpecError) as err:
+        load_job(write(tmp_path, {"name": "", "input": {"url": "a", "bands": []},
+                                  "model": {"path": "builtin:demo-unet"}, "output": {"url": "o"}}))
+    text = str(err.value)
+    assert "name: received '' (str); expected String should have at least 1 character" in text
+    assert "input.bands: received [] (list); expected List should have at least 1 item" in text
+    with pytest.raises(JobSpecError, match=r"input.bands.1: received 0 \(int\); expected greater "
+                                           r"than or equal to 1"):
+        load_job(write(tmp_path, {"input": {"url": "a", "bands": [3, 0]},
+                                  "model": {"path": "builtin:demo-unet"}, "output": {"url": "o"}}))
+
+
 @pytest.mark.parametrize("key", ["chunks", "shards"])
 def test_one_number_for_the_output_grid_says_that_it_takes_one_per_axis(tmp_path, key):
     with pytest.raises(JobSpecError) as err:

@@ -31,7 +31,8 @@ def plans(draw: st.DrawFn, blends: tuple[str, ...] = ("crop",)) -> Plan:
     geometry = Geometry(halo=halo[::-1], stride=stride, n_classes=draw(st.integers(1, 300)))
     settings_ = InferenceSettings(tile=tile if draw(st.booleans()) else None,
                                   halo=halo if given_halo else None, blend=blend,
-                                  overlap=draw(st.sampled_from([None, 0.25, 0.5])))
+                                  overlap=None if blend == "crop" else draw(
+                                      st.sampled_from([None, 0.25, 0.5])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # recompute warnings: not what these tests check
         return Plan.create(shape, geometry, settings_, Layout.create(shape, chunks, shards))
@@ -127,6 +128,15 @@ def test_a_halo_with_a_blend_is_an_error_not_silently_dropped() -> None:
     blended = Plan.create((64, 64), Geometry(halo=8), InferenceSettings(halo=0, blend="gaussian"))
     assert blended.halo == (0, 0)  # a zero halo drops nothing
     assert Plan.create((64, 64), Geometry(halo=8, global_context=True)).tiling.blend == "gaussian"
+
+
+def test_an_overlap_with_crop_is_an_error_not_silently_dropped() -> None:
+    with pytest.raises(PlanError, match=r"overlap=0.25 was given with blend='crop' \(the default "
+                                        r"for unet\).*inference.blend: gaussian"):
+        Plan.create((64, 64), Geometry(halo=8, name="unet"), InferenceSettings(overlap=0.25))
+    with pytest.raises(PlanError, match=r"overlap=0.5 was given with blend='crop';"):
+        Plan.create((64, 64), Geometry(halo=8), InferenceSettings(overlap=0.5, blend="crop"))
+    assert Plan.create((64, 64), Geometry(halo=8), InferenceSettings(overlap=0.0)).halo == (8, 8)
 
 
 def test_layout_chunks_default_by_dimensionality_follow_the_input_and_clip_shards() -> None:
