@@ -7,7 +7,7 @@ what is allowed. Relative local paths are relative to the spec file's folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import fsspec
 from pydantic import Field, field_validator, model_validator
@@ -27,7 +27,8 @@ class InputSpec(Section):
 
     url: str = Field(description="Path or fsspec URL of a Zarr array/group or a GeoTIFF/COG.")
     variable: str | None = Field(None, description="Array to read inside a Zarr group.")
-    bands: list[int] | None = Field(None, description="1-based band numbers to use, in model order.")
+    bands: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, min_length=1, description="1-based band numbers to use, in model order.")
     level: int | None = Field(None, ge=0, description="Resolution level: 0 full resolution; a COG's "
                                                        "overview or an OME-Zarr multiscale level.")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
@@ -196,7 +197,7 @@ class JobSpec(Document):
     sections: ClassVar[str] = "sections (input, model, output, ...)"
     error: ClassVar[type[GeosegError]] = JobSpecError
 
-    name: str = "segmentation"
+    name: str = Field("segmentation", min_length=1)
     input: InputSpec
     model: ModelSpec
     output: OutputSpec
