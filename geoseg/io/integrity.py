@@ -1,20 +1,25 @@
-"""Whether a finished output still holds what its run recorded, checked cheaply before the
-output is read in full (exports, the instance stage).
+"""Whether an output still holds what its run recorded, checked cheaply before it is read in
+full (exports, the instance stage) or resumed (a rerun recomputes what was lost).
 
 ``geoseg verify`` re-hashes every task region: a full read. This check costs one listing of the
-manifest and one of the ``classes`` array, plus a read of only the task regions that lack a
-stored object. An absent object alone is no fault (a chunk of the fill value, the no-data
-class, is never stored), so such a region is re-hashed and compared with its recorded sha256:
-a chunk deleted from storage reads as no-data and no longer matches. Bytes changed in place are
-left to ``geoseg verify``.
+manifest and one of the ``classes`` array. An absent object alone is no fault (a chunk of the
+fill value, the no-data class, is never stored), so a recorded region that lacks one is hashed
+again and compared with its recorded sha256: a region whose objects are all absent as the fill
+values it would read (no read), one that lacks some of them as read. A chunk deleted from
+storage reads as no-data and no longer matches. Bytes changed in place are left to
+``geoseg verify``.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from typing import Any
+
 import numpy as np
 
 from geoseg.core.urls import public_url
-from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
+from geoseg.io.output import MANIFEST_SHA, OutputTarget, chunk_checksum
 from geoseg.tiling.plan import ceil_div
 
 SHOWN = 10  # region keys a message names at most
@@ -35,37 +40,64 @@ def damage(target: OutputTarget, attrs: dict, nothing: str) -> str | None:
 def _problem(target: OutputTarget, attrs: dict) -> str | None:
     """A manifest that records fewer task regions than the run planned, or regions whose
     ``classes`` objects are gone from storage; ``None`` for neither."""
-    planned, done = int(attrs.get("n_chunks", 0)), target.count_done()
-    if done < planned:
-        return (f"its manifest records {done} of the {planned} task region(s) its run planned, "
-                "though the output is marked complete")
-    changed = _regions_with_objects_gone(target)
+    planned, done = int(attrs.get("n_chunks", 0)), target.done_keys()
+    if len(done) < planned:
+        return (f"its manifest records {len(done)} of the {planned} task region(s) its run "
+                "planned, though the output is marked complete")
+    changed = lost_regions(target, done)
     if not changed:
         return None
     return (f"{len(changed)} task region(s) lost stored chunks since their run recorded them "
             f"({', '.join(changed[:SHOWN])}{', ...' if len(changed) > SHOWN else ''})")
 
 
-def _regions_with_objects_gone(target: OutputTarget) -> list[str]:
-    """Keys of the task regions with a ``classes`` object absent whose bytes no longer hash
-    to the recorded sha256."""
+def lost_regions(target: OutputTarget, done: set[str]) -> list[str]:
+    """Keys of the task regions in ``done`` (recorded in the manifest) with a ``classes``
+    object gone from storage, whose bytes no longer hash to the recorded sha256."""
     task, chunks, shards = target.stored_layout()
     group = target.open_group(mode="r")
-    classes = group["classes"]
-    names = ["classes"] + (["probabilities"] if "probabilities" in group else [])
+    arrays = {name: group[name] for name in ("classes", "probabilities") if name in group}
     grid = shards or chunks
-    shape = tuple(classes.shape[-len(grid):])
-    stored = np.zeros([ceil_div(n, g) for n, g in zip(shape, grid)], dtype=bool)
-    for key in target.stored_keys("classes"):
-        stored[tuple(int(i) for i in key.split("."))[-len(grid):]] = True
-    per_task = [t // g for t, g in zip(task, grid)]  # task regions are whole objects
-    suspects = sorted({tuple(int(c) // p for c, p in zip(coords, per_task))
-                       for coords in np.argwhere(~stored)})
+    shape = tuple(arrays["classes"].shape)
+    absent = _absent_objects(target, shape, grid, [t // g for t, g in zip(task, grid)])
+    suspects = sorted((key, n) for key, n in absent.items() if key in done)
+    recorded = _recorded(group, [key for key, _ in suspects])
     changed = []
-    for index in suspects:
-        region = tuple(slice(i * t, min((i + 1) * t, n)) for i, t, n in zip(index, task, shape))
-        key = chunk_key(region, task)
-        recorded = target.checksum(key)  # None: an output made without a manifest entry here
-        if recorded is not None and recorded != chunk_checksum(*(target.read(n, region) for n in names)):
+    for (key, n_absent), sha in zip(suspects, recorded):
+        region = tuple(slice(int(i) * t, min((int(i) + 1) * t, n))
+                       for i, t, n in zip(key.split("."), task, shape))
+        every = n_absent == math.prod(ceil_div(r.stop - r.start, g) for r, g in zip(region, grid))
+        blocks = [_fill(array, region) if every else target.read(name, region)
+                  for name, array in arrays.items()]
+        if sha != chunk_checksum(*blocks):
             changed.append(key)
     return changed
+
+
+def _absent_objects(target: OutputTarget, shape: tuple[int, ...], grid: tuple[int, ...],
+                    per_task: list[int]) -> dict[str, int]:
+    """Task region key to how many of its ``classes`` objects storage lacks, in one listing."""
+    stored = np.zeros([ceil_div(n, g) for n, g in zip(shape, grid)], dtype=bool)
+    for key in target.stored_keys("classes"):
+        stored[tuple(int(i) for i in key.split("."))] = True
+    regions = Counter(".".join(str(int(c) // p) for c, p in zip(coords, per_task))
+                      for coords in np.argwhere(~stored))
+    return dict(regions)
+
+
+def _recorded(group: Any, keys: list[str]) -> list[str]:
+    """The sha256 the manifest records for each of ``keys``, read together."""
+    if not keys:
+        return []
+    manifest = group[MANIFEST_SHA]
+    width = manifest.shape[-1]  # the bytes of one digest
+    coords = np.array([[int(i) for i in k.split(".")] for k in keys])
+    index = (*(np.repeat(axis, width) for axis in coords.T), np.tile(np.arange(width), len(keys)))
+    digests = np.asarray(manifest.vindex[index]).astype(np.uint8)
+    return [bytes(row).hex() for row in digests.reshape(len(keys), width)]
+
+
+def _fill(array: Any, region: tuple[slice, ...]) -> np.ndarray:
+    """What ``array`` reads over ``region`` where none of its objects is stored."""
+    lead = tuple(array.shape[: array.ndim - len(region)])
+    return np.full(lead + tuple(r.stop - r.start for r in region), array.fill_value, array.dtype)

@@ -35,6 +35,7 @@ from geoseg.errors import (
 )
 from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
 from geoseg.io import stages
+from geoseg.io.integrity import lost_regions
 from geoseg.io.output import OutputTarget, create_output, half_created, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
@@ -444,7 +445,18 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
         return _create(prepared, overwrite=True), set()
     _check_layout(existing, prepared)
     _check_input_unchanged(attrs.get("input_version"), prepared)
-    return existing, existing.done_keys()
+    return existing, _still_done(existing)
+
+
+def _still_done(target: OutputTarget) -> set[str]:
+    """The regions the manifest records, less those whose stored chunks were lost since (they
+    would read as no-data): those are computed again."""
+    done = target.done_keys()
+    lost = lost_regions(target, done)
+    if lost:
+        logs.log.warning(f"{len(lost)} task region(s) recorded as done lost stored chunks since "
+                         f"their run ({', '.join(lost[:10])}); computing them again")
+    return done - set(lost)
 
 
 def _check_input_unchanged(then: dict[str, Any] | None, prepared: PreparedJob) -> None:

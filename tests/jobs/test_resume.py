@@ -107,6 +107,25 @@ def test_verify_finds_a_corrupted_chunk_and_status_reports_progress(tmp_path, mo
     assert result.returncode == 1 and "1 mismatched" in result.stderr
 
 
+def test_a_rerun_computes_again_a_region_whose_stored_chunk_was_lost(tmp_path, model_path,
+                                                                     cluster_address):
+    """The manifest still records the region, but its chunk would read as no-data; a chunk
+    of only no-data, never stored, is no loss."""
+    image = textured_image(64, 96)
+    image[:, :32, :32] = 0
+    src = write_geotiff(tmp_path / "in.tif", image, nodata=0)
+    out = tmp_path / "out.zarr"
+    spec = JobSpec.from_dict(job_dict(src, model_path, str(out), chunks=[32, 32]))
+    run(spec, scheduler=cluster_address)
+    whole = zarr.open_group(str(out), mode="r")["classes"][...]
+    assert not (out / "classes" / "c" / "0" / "0").exists()
+    (out / "classes" / "c" / "1" / "2").unlink()
+    report = run(spec, scheduler=cluster_address)
+    assert (report.skipped, report.n_tasks) == (5, 1)
+    np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["classes"][...], whole)
+    assert verify_output(str(out)).ok and run(spec, scheduler=cluster_address).skipped == 6
+
+
 class _Stop(KeyboardInterrupt):
     """Ctrl-C after a few chunks: the run stops, marked interrupted, with chunks left to do."""
 
