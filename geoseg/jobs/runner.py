@@ -404,16 +404,44 @@ def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
         tracker.finish(record)
 
 
-def job_identity(prepared: PreparedJob) -> str:
+def _identity_parts(prepared: PreparedJob) -> dict[str, Any]:
     """What makes two runs write the same output: input, model weights, output layout, inference."""
     spec = prepared.spec
-    what = {
+    return {
         "input": spec.input.model_dump(mode="json", exclude={"storage_options", "missing_chunks"}),
         "model_sha256": prepared.model_id,
         "output": spec.output.model_dump(mode="json", include={"chunks", "probabilities", "nodata_class"}),
         "inference": spec.inference.model_dump(mode="json"),
     }
+
+
+def _digest(what: Any) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def job_identity(prepared: PreparedJob) -> str:
+    """One digest of :func:`_identity_parts`: equal for two runs that write the same output."""
+    return _digest(_identity_parts(prepared))
+
+
+def identity_parts(prepared: PreparedJob) -> dict[str, str]:
+    """A digest per part of the job's identity, kept in the output so that a different job's
+    refusal can name the parts that differ."""
+    return {name: _digest(part) for name, part in _identity_parts(prepared).items()}
+
+
+_PART_NAMES = {"input": "the input (url, variable, bands, level, reader)",
+               "model_sha256": "the model weights", "output": "the output layout (chunks, "
+               "probabilities, nodata_class)", "inference": "the inference settings"}
+
+
+def _what_differs(attrs: dict[str, Any], prepared: PreparedJob) -> str:
+    """The parts of the job's identity unlike the output's, as words; all four named when the
+    output predates the parts being kept."""
+    then, now = attrs.get("job_identity_parts") or {}, identity_parts(prepared)
+    differ = [name for name in now if then.get(name) != now[name]] if then else list(now)
+    said = ", ".join(_PART_NAMES[name] for name in differ)
+    return said if then else f"{said}: one or more"
 
 
 def _refuse_foreign_output(url: str, storage_options: dict[str, Any], overwrite: bool) -> None:
@@ -436,9 +464,9 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
     attrs = existing.attrs()
     if attrs["job_identity"] != job_identity(prepared):
         raise OutputExistsError(
-            f"Output {out.url} already exists and was made by a different job (input, model weights, "
-            "output layout or inference settings differ); nothing was written. Choose another output "
-            "URL, or pass --overwrite to replace it.")
+            f"Output {out.url} already exists and was made by a different job "
+            f"({_what_differs(attrs, prepared)} differ); nothing was written. Choose another "
+            "output URL, or pass --overwrite to replace it.")
     if half_created(attrs):  # stopped before its first chunk: nothing to keep
         logs.log.info(f"the output at {public_url(out.url)} was left half created by a stopped run; "
                       "creating it again")
@@ -525,6 +553,7 @@ def _create(prepared: PreparedJob, overwrite: bool) -> OutputTarget:
         attrs={"class_colors": [list(c.color) for c in model.classes], "model": model.name,
                "model_sha256": prepared.model_id, "status": "running",
                "job_identity": job_identity(prepared), "n_chunks": prepared.n_tasks,
+               "job_identity_parts": identity_parts(prepared),
                "instances_decoding": _decoding(model),
                "input_version": provenance.identity(prepared.source)},
     )

@@ -87,8 +87,14 @@ def test_rerun_with_another_spec_is_refused_unless_overwrite(tmp_path, model_pat
     run(JobSpec.from_dict(job_dict(src, model_path, out, chunks=[32, 32])), scheduler=cluster_address)
     other = job_dict(src, model_path, out, chunks=[32, 32])
     other["inference"] = {"batch_size": 2, "tile": 32}
-    with pytest.raises(OutputExistsError, match="made by a different job"):
+    with pytest.raises(OutputExistsError, match=r"made by a different job \(the inference "
+                                                r"settings differ\)"):
         run(JobSpec.from_dict(other), scheduler=cluster_address)
+    other["output"]["nodata_class"] = 200
+    with pytest.raises(OutputExistsError, match=r"job \(the output layout \(chunks, probabilities, "
+                                                r"nodata_class\), the inference settings differ\)"):
+        run(JobSpec.from_dict(other), scheduler=cluster_address)
+    del other["output"]["nodata_class"]
     assert run(JobSpec.from_dict(other), scheduler=cluster_address, overwrite=True).n_tasks == 4
 
 
