@@ -191,7 +191,8 @@ def resolved_settings(prepared: PreparedJob, devices: tuple[str, ...]) -> dict[s
     return {"tile": list(work.tiling.tile), "halo": list(work.tiling.halo),
             "stride": list(work.tiling.stride), "batch_size": work.batch_size,
             "blend": work.tiling.blend, "overlap": work.tiling.overlap,
-            "chunks": list(prepared.chunks), "nodata_class": work.nodata_class,
+            "chunks": list(prepared.inner_chunks), "task_region": list(prepared.chunks),
+            "nodata_class": work.nodata_class,
             "class_dtype": work.class_dtype, "device": list(devices),
             "torch_threads": config.torch_threads() or None}
 

@@ -95,7 +95,7 @@ def test_record_has_resolved_settings_identities_git_scores_and_a_runs_file(
     assert stored["resolved"] == {
         "tile": [min(config.tile_size(), 64)] * 2, "halo": [-(-h // stride) * stride for h in model.halo],
         "stride": [stride] * 2, "batch_size": 2, "blend": "crop", "overlap": 0.0,
-        "chunks": [64, 64],
+        "chunks": [64, 64], "task_region": [64, 64],
         "nodata_class": 255, "class_dtype": "uint8", "device": [config.device()],
         "torch_threads": config.torch_threads() or None}
     assert {k: stored["chunks"][k] for k in ("total", "computed", "skipped_as_done")} == {

@@ -42,6 +42,8 @@ def test_zarr_job_equals_whole_image_inference(tmp_path, image, model_path, clus
     assert out.attrs["geoseg"]["status"] == "complete"
     assert record["model"]["sha256"] == geoseg.load_model(model_path).info.sha256
     assert record["job"]["output"]["chunks"] == [64, 48]
+    assert (record["resolved"]["chunks"], record["resolved"]["task_region"]) == ([64, 48],
+                                                                                 list(region))
     assert set(record["timings"]["task_stage_sums_s"]) == {"read", "infer", "write"}
     assert {"dask", "zarr", "torch", "rasterio"} <= set(record["packages"])
     assert sum(record["class_counts"].values()) == 150 * 130
