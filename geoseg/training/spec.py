@@ -172,17 +172,37 @@ class ModelSpec(Section):
     @field_validator("config")
     @classmethod
     def _buildable(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        import torch
+
+        from geoseg import budgets
+        from geoseg.errors import BudgetError
         from geoseg.models import build_network
 
         fixed = sorted({"in_channels", "num_classes"} & set(value))
         if fixed:
             raise ValueError(f"no {', '.join(fixed)}: the trainer sets it from the data (bands, classes)")
         architecture = info.data.get("architecture")
-        if architecture is not None:
-            try:
-                build_network(architecture, {**value, "in_channels": 1, "num_classes": 2})
-            except (ValueError, TypeError) as exc:
+        if architecture is None:
+            return value
+        try:  # on the meta device: counted, never allocated
+            with torch.device("meta"):
+                net = build_network(architecture, {**value, "in_channels": 1, "num_classes": 2})
+        except RuntimeError as exc:
+            if "overflow" not in str(exc):
                 raise ValueError(f"arguments that {architecture!r} accepts ({exc})") from None
+            limit = budgets.figure(budgets.limit(budgets.MAX_MODEL_PARAMETERS))
+            raise ValueError(f"a network within the budget: {architecture} with config {value} "
+                             "builds a tensor too large even to count; the limit is "
+                             f"{limit} parameters ({budgets.MAX_MODEL_PARAMETERS})") from None
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"arguments that {architecture!r} accepts ({exc})") from None
+        state = net.state_dict().values()
+        try:
+            budgets.check_model(sum(t.numel() for t in state),
+                                sum(t.numel() * t.element_size() for t in state),
+                                f"{architecture} with config {value}")
+        except BudgetError as exc:
+            raise ValueError(f"a network within the budget: {str(exc).rstrip('.')}") from None
         return value
 
 
