@@ -8,6 +8,7 @@ decorators run) or a class (registered under the entry point's name).
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -19,7 +20,9 @@ from geoseg.errors import ModelConfigError, ModelFileError
 ENTRY_POINT_GROUP = "geoseg.models"
 BUILT_IN = ("deeplab", "fcn", "segnet", "unet", "unet3d")  # modules of geoseg.models that register
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
-_plugins_loaded = False
+_plugins_loaded = False  # set once every architecture is registered, never before
+_loading = False  # this thread (holding the lock) is loading: a module it imports asked again
+_load_lock = threading.RLock()  # a thread asking while another loads waits for the whole registry
 
 
 def register_architecture(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -40,11 +43,22 @@ def register_architecture(name: str) -> Callable[[type[nn.Module]], type[nn.Modu
 
 def load_plugins() -> None:
     """Import the built-in architecture modules and every ``geoseg.models`` entry point, once;
-    a broken plugin names itself."""
-    global _plugins_loaded
+    a broken plugin names itself. Thread-safe: no thread sees the registry half loaded."""
+    global _plugins_loaded, _loading
     if _plugins_loaded:
         return
-    _plugins_loaded = True
+    with _load_lock:
+        if _plugins_loaded or _loading:  # loaded meanwhile, or asked again while loading
+            return
+        _loading = True
+        try:
+            _load_architectures()
+            _plugins_loaded = True
+        finally:
+            _loading = False
+
+
+def _load_architectures() -> None:
     for module in BUILT_IN:  # by name: importing them registers them (and they import this module)
         importlib.import_module(f"geoseg.models.{module}")
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
