@@ -3,7 +3,8 @@
 :func:`scrub` is the one place messages lose their secrets: a URL's user info and query, the
 values of storage options (:func:`remember_secrets`, which the spec loader calls) and of
 credential environment variables (``AWS_SECRET_ACCESS_KEY``, ...). :func:`hide_named_secrets`
-hides the credentials a spec names as such before it is recorded.
+hides the credentials a spec names as such before it is recorded, :func:`public_urls` the user
+info and query of every URL in it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ def _public_match(match: re.Match[str]) -> str:
     url = match.group(0)
     core = url.rstrip(".,;:)")
     return public_url(core) + url[len(core):]
+
+
+def public_urls(data: Any) -> Any:
+    """``data`` (plain data such as a dumped spec, at any depth) with every URL in its strings
+    made public, as :func:`public_url` makes an input's: no user info, query or fragment."""
+    if isinstance(data, dict):
+        return {k: public_urls(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [public_urls(v) for v in data]
+    if not isinstance(data, str):
+        return data
+    return public_url(data) if _URL.match(data) else _URL.sub(_public_match, data)  # one URL: whole
 
 
 def remember_secrets(values: Iterable[str]) -> None:

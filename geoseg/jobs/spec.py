@@ -225,9 +225,10 @@ class JobSpec(Document):
                     "another output URL.")
 
     def redacted(self) -> dict[str, Any]:
-        """The spec as plain data with every storage option's value hidden, and credentials
+        """The spec as plain data with every storage option's value hidden, every URL without
+        user info or query (a scheduler's ``tcp://user:password@host:8786`` too), and credentials
         given by name elsewhere (a cluster's ``env``, a job script's ``export TOKEN=...``)."""
-        return redact.hide_named_secrets(_redact(self.model_dump(mode="json")))
+        return redact.hide_named_secrets(redact.public_urls(_redact(self.model_dump(mode="json"))))
 
 
 def load_job(path: str | Path) -> JobSpec:

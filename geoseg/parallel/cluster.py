@@ -68,7 +68,16 @@ class QuietTaskErrors(WorkerPlugin):
 
 def scheduler_address(scheduler: str | None) -> str | None:
     """The explicit address, else ``DASK_SCHEDULER_ADDRESS``, else ``None`` (start a local cluster)."""
-    return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    return _remember_secrets(scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None)
+
+
+def _remember_secrets(address: str | None) -> str | None:
+    """``address``, its user info and query values (``tcp://user:password@host:8786``) hidden from
+    now on in every message and log record (:func:`geoseg.core.redact.scrub`): an address from
+    the command line or the environment, whose secrets no spec loader has remembered."""
+    if address:
+        redact.remember_secrets(redact.url_secrets(address))
+    return address
 
 
 def with_cluster(spec: ClusterSpec, value: str | None) -> ClusterSpec:
@@ -79,7 +88,7 @@ def with_cluster(spec: ClusterSpec, value: str | None) -> ClusterSpec:
     if value in NAMED_KINDS:
         return spec.model_copy(update={"kind": value, "scheduler": None})
     if ADDRESS.match(value):
-        return spec.model_copy(update={"kind": "address", "scheduler": value})
+        return spec.model_copy(update={"kind": "address", "scheduler": _remember_secrets(value)})
     raise ClusterConfigError(
         f"--cluster: received {value!r}; expected one of {', '.join(NAMED_KINDS)} or a scheduler "
         "address such as tcp://host:8786 or tls://host:8786.")
@@ -255,6 +264,7 @@ def connected(address: str, security: Security | None = None) -> Iterator[Client
     """A client of the scheduler at ``address`` (over TLS with ``security``); one that cannot be
     reached (refused, timed out, a bad address, a TLS handshake refused) raises
     :class:`ClusterConfigError` naming it."""
+    _remember_secrets(address)  # distributed's errors quote it without its scheme: no URL to scrub
     try:
         client = Client(address, **({"security": security} if security is not None else {}))
     except (OSError, TimeoutError, ValueError) as exc:
@@ -292,6 +302,7 @@ def _kubernetes(spec: ClusterSpec) -> Iterator[Client]:
             yield client
         return
     operator = _optional("dask_kubernetes.operator", "kubernetes")
+    check_kubernetes_access()
     with operator.KubeCluster(custom_cluster_spec=kubernetes_cluster_spec(spec),
                               namespace=settings.namespace, quiet=True) as cluster, \
             Client(cluster) as client:
@@ -463,6 +474,42 @@ def kubernetes_scheduler_address(settings: KubernetesSpec) -> str:
     """The scheduler service of the DaskCluster ``settings.name``, as pods inside Kubernetes reach it."""
     namespace = settings.namespace or _pod_namespace()
     return f"tcp://{settings.name}-scheduler.{namespace}.svc.cluster.local:8786"
+
+
+def check_kubernetes_access() -> None:
+    """Refuse, before any DaskCluster is made, a machine whose Kubernetes API cannot be used: no
+    kube config nor service account, a broken kube config, an API server out of reach. (A
+    ``KubeCluster`` that fails to start leaves dask-kubernetes an exit-time clean-up that fails
+    with it, traceback and all.)"""
+    import kr8s
+
+    try:
+        kr8s.api()  # reads the credentials as the operator's client will, asks the server's version
+    except Exception as exc:  # noqa: BLE001 - whatever fails, no DaskCluster can be made from here
+        raise ClusterConfigError(
+            f"cluster kind kubernetes: {_kubernetes_failure(exc)}, looking in {_kube_config()} and "
+            f"a pod's service account {POD_NAMESPACE.parent}; expected a kube config whose "
+            "current context reaches the cluster's API server, or the service account of the pod "
+            "geoseg runs in. Set KUBECONFIG to your kube config file (`kubectl get pods` checks "
+            "it), or run on a Dask scheduler you can reach with --scheduler tcp://host:8786.") from None
+
+
+def _kubernetes_failure(exc: Exception) -> str:
+    """What went wrong in a few words; the text of a kube config's parse error is left out (it
+    quotes the file's lines, tokens included)."""
+    import httpx
+
+    if isinstance(exc, ValueError) and "credentials" in str(exc):
+        return "found no Kubernetes credentials"
+    if isinstance(exc, (OSError, httpx.TransportError)):
+        return f"cannot reach the Kubernetes API server ({type(exc).__name__}: {redact.scrub(str(exc))})"
+    return f"cannot use the Kubernetes credentials found ({type(exc).__name__}, details not shown)"
+
+
+def _kube_config() -> str:
+    """The kube config files looked for, as the Kubernetes clients look for them."""
+    given = os.environ.get("KUBECONFIG")
+    return f"KUBECONFIG={given}" if given else "~/.kube/config (KUBECONFIG unset)"
 
 
 def _pod_namespace() -> str:
