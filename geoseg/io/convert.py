@@ -35,7 +35,7 @@ import zarr
 
 from geoseg import budgets
 from geoseg.core.urls import public_url
-from geoseg.errors import OutputExistsError, UnsupportedFormatError
+from geoseg.errors import GeosegError, OutputExistsError, UnsupportedFormatError
 from geoseg.io.allow import overlapping
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import GZIP_MAGIC, data_shape, header_georef, is_nifti, is_scaled
@@ -94,13 +94,29 @@ def convert(
     sizes = Layout.create(reader.shape[1:], chunks, default=INPUT_CHUNK).chunks
     if overwrite:
         remove_output(out_url, out_options)
-    group = _create_group(out_url, out_options, reader, sizes, input_url)
-    reader.copy_into(group[ARRAY], sizes)
-    group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "complete"}
+    with _removed_on_failure(out_url, out_options):
+        group = _create_group(out_url, out_options, reader, sizes, input_url)
+        reader.copy_into(group[ARRAY], sizes)
+        group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "complete"}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(group.store)
     return Converted(out_url, reader.shape, tuple(group[ARRAY].chunks), reader.dtype, reader.format)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(url: str, options: dict[str, Any] | None) -> Iterator[None]:
+    """Remove the output this conversion started if it fails: a part-written copy reads as
+    the fill value where chunks are missing, and a rerun would be refused for it."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            remove_output(url, options)
+        if isinstance(exc, GeosegError):
+            raise type(exc)(f"{exc} Nothing was converted: the part-written output "
+                            f"{public_url(url)} was removed.") from None
+        raise
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def not_visible(source: Any, window: Sequence[slice]) -> RasterNotFoundError:
         f"{socket.gethostname()}, where this task ran. Every worker reads the input itself: on a "
         "cluster, put it on a disk all workers mount at the same path, or in object storage "
         "(s3://, gs://, ...); if it was moved or deleted during the run, restore it and run again "
-        "(finished chunks are kept).")
+        "(a job keeps its finished chunks).")
     setattr(error, _LOCATED, True)
     return error
 
@@ -142,7 +142,7 @@ def undecodable(source: Any, window: Sequence[slice], exc: BaseException,
     error = CorruptInputError(
         f"input window {window_text(window)}: cannot decode {url}{which} "
         f"({remote.reason(exc, source.storage_options)}). The file is corrupt or truncated: "
-        "re-download or re-write it, then run again (finished chunks are kept).")
+        "re-download or re-write it, then run again (a job keeps its finished chunks).")
     setattr(error, _LOCATED, True)
     return error
 
