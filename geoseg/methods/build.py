@@ -96,4 +96,13 @@ def build_method(name: str, params: dict[str, Any], raster: Any = None) -> Segme
     try:
         return builder(raster, dict(params))
     except TypeError as exc:
-        raise JobSpecError(f"model.params: {name} does not accept {sorted(params)}: {exc}") from None
+        given = f"received {sorted(params)}" if params else "received no parameters"
+        raise JobSpecError(f"model.params: {name}: {given}; {_plain(exc)}. Give the method's "
+                           "parameters under model.params (README, Classical methods).") from None
+
+
+def _plain(exc: TypeError) -> str:
+    """A constructor's complaint without its Python name: ``missing 2 required positional
+    arguments: 'low_threshold' and 'high_threshold'``."""
+    text = str(exc)
+    return text.split(") ", 1)[1] if text.split("(", 1)[0].endswith("__init__") else text

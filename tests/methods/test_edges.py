@@ -218,3 +218,13 @@ def test_canny_parameters_are_checked():
         Canny(1.0, 2.0, hysteresis="global")
     assert Canny(1.0, 2.0, sigma=2.0).halo == (2 * canny_min_halo(2.0),) * 2
     assert Canny(1.0, 2.0, sigma=2.0, hysteresis="deferred").halo == (canny_min_halo(2.0),) * 2
+
+
+def test_a_method_missing_its_required_parameters_names_them():
+    from geoseg.errors import JobSpecError
+    from geoseg.methods.build import build_method
+
+    with pytest.raises(JobSpecError, match=r"model.params: canny: received no parameters; missing 2 "
+                                           r"required positional arguments: 'low_threshold' and "
+                                           r"'high_threshold'\. Give the method's parameters"):
+        build_method("canny", {})
