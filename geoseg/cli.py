@@ -341,17 +341,38 @@ def batch(
 
     batch_spec = load_batch(spec)  # a wrong spec is refused before the runner loads torch and dask
     from geoseg.jobs.batch import run_batch
+    from geoseg.jobs.lease import Terminated, terminated_as_interrupt
 
-    report = run_batch(batch_spec, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
-                       dry_run=dry_run,
-                       log=lambda message: console.print(message, markup=False, highlight=False))
+    try:
+        with terminated_as_interrupt():  # SIGTERM stops the batch as Ctrl-C does, leases released
+            report = run_batch(batch_spec, scheduler=scheduler, cluster=cluster,
+                               overwrite=overwrite, dry_run=dry_run,
+                               log=lambda said: console.print(said, markup=False, highlight=False))
+    except KeyboardInterrupt as exc:  # before or after the jobs ran: no report to show
+        console.print("interrupted; outputs written so far are kept, and running the batch again "
+                      "resumes it", markup=False, highlight=False)
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     console.print(report.table())
     if report.url:
         console.print(f"report: {report.url}", markup=False, highlight=False)
+    if report.interrupted:
+        _batch_interrupted(report)
+    if report.url:
         _html_report(None, batch=report, storage_options=batch_spec.job.output.storage_options,
                      input_options=batch_spec.job.input.storage_options)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _batch_interrupted(report: Any) -> None:
+    """Say what an interrupted batch did and did not do; exit 130 (Ctrl-C) or 143 (SIGTERM).
+    No HTML index: what was asked for is to stop."""
+    said = ", ".join(f"{n} {k}" for k, n in report.totals.items() if n and k != "inputs")
+    again = "" if report.dry_run else ("; running the batch again resumes it (finished outputs "
+                                       "are skipped)")
+    console.print(f"interrupted ({report.interrupted}): {said or 'nothing done'}{again}",
+                  markup=False, highlight=False)
+    raise typer.Exit(143 if report.interrupted == "SIGTERM" else 130)
 
 
 @app.command()

@@ -61,6 +61,10 @@ ALLOWED_SITES = {
     ("geoseg/_lazy.py", "_submodule", "AttributeError"),
     # after a loop that always returns or raises
     ("geoseg/io/remote.py", "_retry_loop", "AssertionError"),
+    # a batch's stop, and SIGTERM, as the Ctrl-C a run already ends on (tasks cancelled, output
+    # marked interrupted, leases released)
+    ("geoseg/jobs/batch.py", "_stop_point", "KeyboardInterrupt"),
+    ("geoseg/jobs/lease.py", "raise_terminated", "Terminated"),
 }
 
 

@@ -9,7 +9,9 @@ old output replaced; anything else runs (or resumes). Up to ``concurrency`` jobs
 run at once from threads sharing one Dask client; each writes only under a lease
 on its output (:mod:`geoseg.jobs.lease`), so two overlapping batch runs never
 write the same output. The batch ends with a report: JSON beside the outputs,
-and a table.
+and a table. Ctrl-C starts no more jobs and waits for the running ones; a second
+Ctrl-C (or SIGTERM, under ``geoseg batch``) stops them once their chunks in flight
+are written. The report then says what was done and what was not started.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,7 +38,7 @@ from geoseg.errors import BatchSpecError, ClusterConfigError
 from geoseg.io.output import OutputTarget, half_created, output_exists
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
-from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
+from geoseg.jobs.lease import SUFFIX, Lease, Terminated, new_owner_id, read_lease
 from geoseg.jobs.prepared import PreparedJob
 from geoseg.jobs.runner import job_identity, prepare, run
 from geoseg.jobs.spec import InputSpec, JobSpec, OutputSpec
@@ -83,20 +85,32 @@ def _glob(pattern: str, storage_options: dict[str, Any]) -> list[str]:
 def _catalog_items(url: str, asset: str, storage_options: dict[str, Any]) -> list[Source]:
     """Each feature's ``asset`` href (relative hrefs resolved against the catalog's location)."""
     shown = public_url(url)
-    try:
-        with fsspec.open(url, "rb", **storage_options) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise BatchSpecError(f"inputs.catalog: no catalog at {shown}.") from None
-    except ValueError as exc:
-        raise BatchSpecError(f"inputs.catalog: {shown} is not JSON ({exc}).") from None
+    data = _read_catalog(url, shown, storage_options)
     features = data.get("features") if isinstance(data, dict) else None
     if not isinstance(features, list) or not features:
-        raise BatchSpecError(f"inputs.catalog: {shown} has no features; expected a "
-                             "FeatureCollection or ItemCollection with a non-empty 'features' "
-                             "list.")
+        raise BatchSpecError(f"inputs.catalog: {shown} has no features; {CATALOG_EXPECTED}.")
     return [(_resolve(url, _asset_href(item, i, asset, shown)), str(item["id"]))
             for i, item in enumerate(features)]
+
+
+CATALOG_EXPECTED = ("expected a STAC FeatureCollection or ItemCollection (a JSON object with a "
+                    "non-empty 'features' list)")
+
+
+def _read_catalog(url: str, shown: str, storage_options: dict[str, Any]) -> Any:
+    """The catalog's JSON document; one that is missing or cannot be read as JSON is refused."""
+    try:
+        with fsspec.open(url, "rb", **storage_options) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise BatchSpecError(f"inputs.catalog: no catalog at {shown}.") from None
+    except RecursionError:  # the decoder recurses once per level: a hostile file exhausts it
+        raise BatchSpecError(f"inputs.catalog: {shown} nests JSON arrays or objects too deeply "
+                             f"to be read; {CATALOG_EXPECTED}. Point inputs.catalog at such a "
+                             "file.") from None
+    except ValueError as exc:
+        raise BatchSpecError(f"inputs.catalog: {shown} is not JSON ({exc}); {CATALOG_EXPECTED}. "
+                             "Point inputs.catalog at such a file.") from None
 
 
 def _asset_href(item: Any, index: int, asset: str, shown: str) -> str:
@@ -182,7 +196,8 @@ def _check_collisions(items: list[BatchItem]) -> None:
 class ItemResult:
     """What happened to one input: ``state`` is one of :data:`STATES`; in a dry run, what would
     happen: one of :func:`decide`'s answers, ``leased`` or ``failed`` (and ``chunks_computed``
-    counts the chunks a run would compute)."""
+    counts the chunks a run would compute). An interrupted batch adds ``not-started`` and
+    ``interrupted`` (stopped after ``chunks_computed`` chunks; a rerun resumes it)."""
 
     input: str
     output: str
@@ -205,6 +220,7 @@ class BatchReport:
     dry_run: bool = False
     items: list[ItemResult] = field(default_factory=list)
     url: str | None = None
+    interrupted: str | None = None  # SIGINT (Ctrl-C) or SIGTERM when the batch was stopped
 
     @property
     def totals(self) -> dict[str, int]:
@@ -218,12 +234,14 @@ class BatchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"batch": self.name, "run": self.run, "started": self.started,
-                "finished": self.finished, "dry_run": self.dry_run, "totals": self.totals,
+                "finished": self.finished, "dry_run": self.dry_run,
+                "interrupted": self.interrupted, "totals": self.totals,
                 "items": [asdict(i) for i in self.items]}
 
     def table(self) -> Table:
         """A rich table: one row per input, totals in the caption."""
         kind = "plan" if self.dry_run else "report"
+        kind += ", interrupted" if self.interrupted else ""
         caption = ", ".join(f"{k} {v}" for k, v in self.totals.items() if v or k == "inputs")
         table = Table(title=f"batch {self.name} {kind} (run {self.run})", title_justify="left",
                       caption=caption, caption_justify="left")
@@ -237,7 +255,8 @@ class BatchReport:
         return table
 
 
-_COLOURS = {"done": "green", "changed": "cyan", "failed": "red", "leased": "yellow"}
+_COLOURS = {"done": "green", "changed": "cyan", "failed": "red", "leased": "yellow",
+            "interrupted": "magenta", "not-started": "yellow"}
 
 
 def write_report(report: BatchReport, spec: BatchSpec) -> str:
@@ -306,6 +325,8 @@ class BatchRunner:
         self.owner = new_owner_id()
         self._secrets = redact.secrets_in(spec.model_dump())  # a spec built in Python too
         self._log_lock = threading.Lock()
+        self.interrupted: str | None = None  # SIGINT or SIGTERM, once the batch is interrupted
+        self.stopping = threading.Event()  # set: running jobs stop after their chunks in flight
 
     def run(self, items: list[BatchItem], client: Any) -> list[ItemResult]:
         """Every item, up to ``concurrency`` at once, sharing ``client``."""
@@ -317,12 +338,49 @@ class BatchRunner:
 
     def _map(self, work: Callable[[BatchItem], ItemResult],
              items: list[BatchItem]) -> list[ItemResult]:
+        """``work`` on every item in a pool of ``concurrency`` threads. Interrupted (Ctrl-C or
+        SIGTERM), it starts nothing more and returns once the running jobs have ended: a job
+        left running past the batch could write an output after its lease is gone."""
         pool = ThreadPoolExecutor(self.spec.concurrency, thread_name_prefix="geoseg-batch")
+        futures = [pool.submit(self._timed, work, item) for item in items]
         try:
-            futures = [pool.submit(self._timed, work, item) for item in items]
-            return [future.result() for future in futures]
-        finally:  # interrupted: start nothing more; jobs running finish and release their leases
-            pool.shutdown(wait=True, cancel_futures=True)
+            _until_done(futures)
+        except KeyboardInterrupt as stop:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._wind_down(futures, stop)
+        pool.shutdown(wait=True)
+        return [self._result(item, "not-started") if future.cancelled() else future.result()
+                for future, item in zip(futures, items, strict=True)]
+
+    def _wind_down(self, futures: list[Future[ItemResult]], stop: KeyboardInterrupt) -> None:
+        """Wait for the running jobs after a first Ctrl-C; after a second one, or SIGTERM, stop
+        them after the chunks they are computing (:meth:`_stop_point`). Outputs resume: a chunk
+        is marked done only once it is written. A further Ctrl-C leaves at once."""
+        self.interrupted = _signal_name(stop)
+        running = [f for f in futures if not f.done()]
+        if self.interrupted == "SIGINT":
+            self._say(f"interrupted: waiting for {len(running)} running job(s) to finish; "
+                      "press Ctrl-C again to stop at once")
+            try:
+                _until_done(running)
+                return
+            except KeyboardInterrupt as again:
+                self.interrupted = _signal_name(again)
+                running = [f for f in running if not f.done()]
+        self.stopping.set()
+        self._say(f"stopping {len(running)} running job(s) as the chunks they are computing "
+                  "are written (their leases released; a rerun resumes them)")
+        _until_done(running)
+
+    def _stop_point(self) -> None:
+        """In a job's thread: raise ``KeyboardInterrupt`` once the batch is stopping, so that the
+        job ends as ``geoseg run`` does on Ctrl-C (tasks cancelled, output marked interrupted)."""
+        if self.stopping.is_set():
+            raise KeyboardInterrupt
+
+    def _say(self, message: str) -> None:
+        with self._log_lock:
+            self.log(message)
 
     def _timed(self, work: Callable[[BatchItem], ItemResult], item: BatchItem) -> ItemResult:
         t0 = time.perf_counter()
@@ -331,9 +389,8 @@ class BatchRunner:
         except Exception as exc:  # noqa: BLE001 - one input failing never stops the others
             result = self._result(item, "failed", error=self._scrub(f"{type(exc).__name__}: {exc}"))
         result.seconds = round(time.perf_counter() - t0, 3)
-        with self._log_lock:
-            said = f"{result.state}: {result.input} -> {result.output} ({result.seconds:.1f} s)"
-            self.log(said + (f": {result.error}" if result.error else ""))
+        said = f"{result.state}: {result.input} -> {result.output} ({result.seconds:.1f} s)"
+        self._say(said + (f": {result.error}" if result.error else ""))
         return result
 
     def _process(self, item: BatchItem, client: Any) -> ItemResult:
@@ -341,6 +398,8 @@ class BatchRunner:
         check = self._check(job)
         if check.decision == "skipped":
             return self._result(item, "skipped", identity=check.identity)
+        if self.stopping.is_set():
+            return self._result(item, "not-started", identity=check.identity)
         lease = Lease(item.output, job.output.storage_options, owner=self.owner,
                       seconds=self.spec.lease_seconds, batch=self.spec.name)
         if not lease.acquire(wait=self.spec.wait, poll=min(1.0, max(0.05, self.spec.wait / 20))):
@@ -355,13 +414,24 @@ class BatchRunner:
     def _run_job(self, item: BatchItem, job: JobSpec, check: _Check, lease: Lease,
                  client: Any) -> ItemResult:
         replace = check.decision == "changed" or (check.decision == "other-job" and self.overwrite)
+        written: list[Any] = []
 
         def started(_: int) -> None:
             lease.check()
+            self._stop_point()
             self._record(job, check.identity)
 
-        report = run(job, cluster=self.cluster, overwrite=replace, client=client,
-                     on_start=started, on_done=lambda _: lease.check(), lease=lease)
+        def done(region: Any) -> None:
+            lease.check()
+            written.append(region)
+            self._stop_point()
+
+        try:
+            report = run(job, cluster=self.cluster, overwrite=replace, client=client,
+                         on_start=started, on_done=done, lease=lease)
+        except KeyboardInterrupt:  # from _stop_point: the batch is stopping
+            return self._result(item, "interrupted", identity=check.identity,
+                                chunks=len(written), error="stopped; a rerun resumes it")
         state = "done" if report.n_tasks else "skipped"
         state = "changed" if check.decision == "changed" else state
         return self._result(item, state, identity=check.identity, chunks=report.n_tasks)
@@ -387,14 +457,18 @@ class BatchRunner:
         return 0
 
     def job_spec(self, item: BatchItem) -> JobSpec:
-        """The job for one input: the template with the input's and output's URLs."""
+        """The job for one input: the template with the input's and output's URLs, refused as
+        :func:`~geoseg.jobs.runner.run` refuses it (an output inside its input, say), so that a
+        dry run says what the run would, and no lease is taken inside an input."""
         template = self.spec.job
-        return JobSpec(
+        job = JobSpec(
             name=f"{self.spec.name}/{item.id}",
             input=InputSpec(url=item.url, **template.input.model_dump(exclude={"url"})),
             model=template.model,
             output=OutputSpec(url=item.output, **template.output.model_dump(exclude={"url"})),
             inference=template.inference, cluster=self.spec.cluster)
+        job.check(JobSpec.document)
+        return job
 
     def _check(self, job: JobSpec, earlier: _Check | None = None) -> _Check:
         """Compare the output with this job and input; reuses an earlier check's preparation."""
@@ -426,6 +500,18 @@ class BatchRunner:
         return redact.scrub(message, self._secrets)
 
 
+def _signal_name(stop: KeyboardInterrupt) -> str:
+    """``SIGTERM`` for :class:`~geoseg.jobs.lease.Terminated`, else ``SIGINT`` (Ctrl-C)."""
+    return "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+
+
+def _until_done(futures: list[Future[ItemResult]]) -> None:
+    """Wait for ``futures``, waking often: a signal that lands on another thread (Dask's, a
+    job's) is handled only once the main thread wakes."""
+    while wait(futures, timeout=0.2).not_done:
+        pass
+
+
 def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
               cluster: str | None = None, overwrite: bool = False, dry_run: bool = False,
               log: Callable[[str], None] | None = None) -> BatchReport:
@@ -435,7 +521,8 @@ def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
     input's output is always replaced). All jobs share one cluster: the spec's
     ``cluster`` section, with ``cluster`` (a ``--cluster`` value: local, slurm, pbs,
     kubernetes or an address) or ``scheduler`` (an address) applied; by default a
-    local one started here.
+    local one started here. Interrupted (see :meth:`BatchRunner._wind_down`), the report says
+    so (``interrupted``), with the inputs not started.
     """
     if scheduler is not None and cluster is not None:
         raise ClusterConfigError(f"received both --cluster {cluster} and --scheduler {scheduler}; "
@@ -450,7 +537,7 @@ def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
     else:
         with connect(with_cluster(spec.cluster, where)) as client:
             report.items = runner.run(items, client)
-    report.finished = now()
+    report.interrupted, report.finished = runner.interrupted, now()
     if not dry_run:
         report.url = write_report(report, spec)
     return report

@@ -1,0 +1,75 @@
+"""What a batch refuses, and how it says so: a hostile catalog, an output inside its input. Real
+files, the real command; a dry run must refuse what the run would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cli import geoseg
+from tests.conftest import textured_image, write_zarr
+
+CATALOG_SPEC = ('name: c\ninputs: {catalog: CATALOG, asset: visual}\n'
+                'job: {model: {path: "builtin:demo-unet"}}\noutput: {url_template: "o/{id}.zarr"}\n')
+
+
+@pytest.mark.parametrize(("content", "received"), [
+    ("[" * 200_000 + "]" * 200_000, "nests JSON arrays or objects too deeply"),
+    ('{"type": "FeatureCollection", "features": [', "is not JSON"),
+])
+def test_a_catalog_that_is_not_readable_json_is_refused_in_one_line(tmp_path, content, received):
+    (tmp_path / "cat.json").write_text(content)
+    spec = tmp_path / "cd.yaml"
+    spec.write_text(CATALOG_SPEC.replace("CATALOG", "cat.json"))
+
+    done = geoseg("batch", str(spec), "--dry-run")
+
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: inputs.catalog: ") and "internal error" not in line
+    assert f"{tmp_path / 'cat.json'} {received}" in line
+    assert "expected a STAC FeatureCollection or ItemCollection" in line
+    assert not (tmp_path / "o").exists()
+
+
+def batch_spec(folder: Path, template: str) -> Path:
+    spec = folder / "batch.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "inside", "inputs": {"glob": f"{folder}/in/*.zarr"},
+        "job": {"model": {"method": "threshold", "params": {"thresholds": [128]}},
+                "output": {"chunks": [32, 32]}},
+        "output": {"url_template": template}, "cluster": {"kind": "threads"}}))
+    return spec
+
+
+def failures(stderr: str) -> dict[str, str]:
+    """The error of each ``failed: INPUT -> OUTPUT (S s): ERROR`` line, by input name."""
+    lines = [line.split(": ", 1)[1] for line in stderr.splitlines() if line.startswith("failed: ")]
+    return {Path(line.split(" -> ")[0]).name: line.split("): ", 1)[1] for line in lines}
+
+
+def test_a_dry_run_refuses_an_output_inside_its_zarr_input_as_the_run_does(tmp_path):
+    for name, seed in (("a", 1), ("b", 2)):
+        write_zarr(tmp_path / "in" / f"{name}.zarr", textured_image(64, 64, bands=1, seed=seed),
+                   chunks=(32, 32))
+    spec = batch_spec(tmp_path, f"{tmp_path}/in/{{name}}/mask.zarr")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+    plan = geoseg("batch", str(spec), "--dry-run")
+
+    assert plan.returncode == 1, plan.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    planned = failures(plan.stderr)
+    assert set(planned) == {"a.zarr", "b.zarr"} and " new " not in plan.stderr
+    assert all("JobSpecError" in e and "lies inside it" in e for e in planned.values()), planned
+
+    done = geoseg("batch", str(spec))
+
+    assert done.returncode == 1, done.stderr
+    assert failures(done.stderr) == planned  # the same refusal, word for word
+    [report] = (tmp_path / "in").glob("batch-inside-*.json")
+    assert {i["state"] for i in json.loads(report.read_text())["items"]} == {"failed"}
+    assert not list((tmp_path / "in").rglob("mask.zarr*"))  # no output, no lease in an input
