@@ -11,6 +11,7 @@ disagree on.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,10 @@ from geoseg.jobs.provenance import FORMAT, runs_dir
 SETTINGS = ("resolved", "job.inference", "job.output.chunks", "job.model", "job.evaluate.ignore")
 NOISE = ("started", "finished", "run_record", "regions", "evaluation.confusion", "dashboard",
          "timings.task_stage_sums_s", "chunks.all_nodata", "input.identity.created")
+MAX_DEPTH = 32  # a run record nests a few levels; flatten recurses once per level
+EXPECTED = f"expected a run record (a JSON object with format {FORMAT}, as geoseg run writes it)"
+
+log = logging.getLogger("geoseg.report")
 
 
 def default_folder() -> str:
@@ -41,14 +46,68 @@ def list_runs(folder: str | None = None) -> list[tuple[str, dict[str, Any]]]:
                               f"{runs_dir()}. Give the folder with --dir.")
     found = []
     for name in sorted(fs.glob(f"{path.rstrip('/')}/*.json")):
-        with fs.open(name, "r") as f:
-            try:
-                record = json.load(f)
-            except ValueError:
-                continue  # a half-written or foreign file: not a run
-        if isinstance(record, dict) and record.get("format") == FORMAT:
-            found.append((fs.unstrip_protocol(name) if "://" in folder else name, record))
+        where = fs.unstrip_protocol(name) if "://" in folder else name
+        try:
+            record = _read_record(fs, name)
+        except EvaluationError as exc:  # one bad file never hides the other runs
+            log.warning(f"skipped {where}: {exc}; move it out of the runs folder, or delete it")
+            continue
+        if record is not None:
+            found.append((where, record))
     return found
+
+
+def _read_record(fs: Any, name: str) -> dict[str, Any] | None:
+    """The run record in file ``name``; ``None`` for a JSON file of another kind (no run record's
+    ``format``). Raises :class:`EvaluationError` for what cannot be read or listed."""
+    try:
+        with fs.open(name, "r") as f:
+            record = json.load(f)
+    except RecursionError:  # the decoder recurses once per level: a hostile file exhausts it
+        raise EvaluationError(f"received JSON nested too deeply to read; {EXPECTED}") from None
+    except ValueError as exc:  # half written, or not JSON (UnicodeDecodeError too)
+        raise EvaluationError(f"received a file that is not JSON ({exc}); {EXPECTED}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return None  # another tool's JSON: not a run
+    problem = _malformed(record)
+    if problem:
+        raise EvaluationError(f"received a run record whose {problem}; {EXPECTED}")
+    return record
+
+
+def _malformed(record: dict[str, Any]) -> str | None:
+    """What in ``record`` the listing cannot read (a section that is not an object, nesting no
+    run record has), or ``None``."""
+    if "job" not in record:
+        return "'job' is missing"
+    sections = {"job": record["job"], "model": record.get("model", {}),
+                "input": record.get("input", {}), "evaluation": record.get("evaluation") or {}}
+    for key, value in sections.items():
+        if not isinstance(value, dict):
+            return f"{key!r} is {_kind(value)}, not an object"
+    depth = _depth(record)
+    if depth > MAX_DEPTH:
+        return f"nesting is {depth} levels deep (a run record's is under {MAX_DEPTH})"
+    return None
+
+
+def _kind(value: Any) -> str:
+    """The JSON kind of ``value``, as a message names it."""
+    kinds = ((type(None), "null"), (bool, "true or false"), (str, "a string"), (dict, "an object"),
+             (list, "an array"), ((int, float), "a number"))
+    return next((said for kind, said in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value``'s objects and arrays nest (without recursion: the value may be a
+    hostile file's)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, level = todo.pop()
+        deepest = max(deepest, level)
+        inner = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        todo.extend((child, level + 1) for child in inner)
+    return deepest
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -84,14 +143,21 @@ def runs_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> Table:
     for i, (where, record) in enumerate(runs):
         flat = _settings(record)
         model = record.get("model", {})
-        digest = (model.get("sha256") or model.get("id") or "")[:10]
+        digest = str(model.get("sha256") or model.get("id") or "")[:10]
         miou = (record.get("evaluation") or {}).get("miou")
-        table.add_row(str(i), record.get("started", ""), str(record["job"].get("name")),
+        table.add_row(str(i), str(record.get("started", "")), str(record["job"].get("name")),
                       f"{model.get('name')} {digest}", _data(record),
                       "; ".join(f"{k.split('.', 1)[-1]}={flat.get(k)}" for k in keys),
-                      "-" if miou is None else f"{miou:.4f}",
-                      str(record.get("throughput_mpx_per_s")), os.path.basename(where))
+                      _score(miou), str(record.get("throughput_mpx_per_s")),
+                      os.path.basename(where))
     return table
+
+
+def _score(value: Any) -> str:
+    """A score as the table shows it: four decimals, ``-`` when there is none."""
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, int | float) else str(value)
 
 
 def _data(record: dict[str, Any]) -> str:
@@ -102,9 +168,10 @@ def _data(record: dict[str, Any]) -> str:
 def find_run(key: str, folder: str | None = None) -> tuple[str, dict[str, Any]]:
     """A run by record path, by its number in :func:`list_runs`, or by a unique part of its
     record's file name (its short id, say)."""
-    if key.endswith(".json") and fsspec.core.url_to_fs(key)[0].exists(key):
-        with fsspec.open(key, "r") as f:
-            return key, json.load(f)
+    if key.endswith(".json"):
+        fs, path = fsspec.core.url_to_fs(key)
+        if fs.exists(path):
+            return key, _record_at(fs, path, key)
     runs = list_runs(folder)
     if key.isdigit() and int(key) < len(runs):
         return runs[int(key)]
@@ -115,6 +182,19 @@ def find_run(key: str, folder: str | None = None) -> tuple[str, dict[str, Any]]:
                               f"{folder or default_folder()} ({names}); give a record path, a "
                               "number from geoseg runs, or a part of one file name.")
     return hits[0]
+
+
+def _record_at(fs: Any, path: str, key: str) -> dict[str, Any]:
+    """The run record at ``path``, which the user named as ``key``; anything else is refused."""
+    fix = "give a run record's path, a number from geoseg runs, or a part of one file name"
+    try:
+        record = _read_record(fs, path)
+    except EvaluationError as exc:
+        raise EvaluationError(f"run {key}: {exc}; {fix}.") from None
+    if record is None:
+        raise EvaluationError(f"run {key}: received JSON without format {FORMAT}; {EXPECTED}; "
+                              f"{fix}.")
+    return record
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -1,0 +1,54 @@
+"""A runs folder with files that are not run records geoseg can list: ``geoseg runs`` lists the
+others and names each such file in a warning; ``geoseg runs compare`` refuses one by name."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.cli import geoseg
+from tests.conftest import textured_image, write_zarr
+
+UNREADABLE = {
+    "20260101T000002Z-odd-00000002.json": ('{"format":"geoseg-run/1","job":"x"}',
+                                           "'job' is a string, not an object"),
+    "20260101T000003Z-deep-00000003.json": ("[" * 200_000 + "]" * 200_000,
+                                            "nested too deeply to read"),
+    "20260101T000004Z-half-00000004.json": ('{"format": "geoseg-run/1", "job": {"na',
+                                            "not JSON"),
+    "20260101T000005Z-nest-00000005.json": ('{"format": "geoseg-run/1", "job": {}, "resolved": '
+                                            + '{"a": ' * 500 + "1" + "}" * 501,
+                                            "nesting is 502 levels deep"),
+}
+
+
+def test_runs_lists_the_readable_records_and_names_each_unreadable_file(tmp_path):
+    runs = tmp_path / "runs"
+    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=3), chunks=(32, 32))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "name": "real", "input": {"url": str(tmp_path / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [128]}},
+        "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]},
+        "cluster": {"kind": "threads"}, "runs_dir": str(runs)}))
+    assert geoseg("run", str(job)).returncode == 0
+    [record] = runs.glob("*.json")
+    for name, (content, _) in UNREADABLE.items():
+        (runs / name).write_text(content)
+    (runs / "notes.json").write_text('{"kind": "another tool\'s file"}')  # not a run: left out
+
+    done = geoseg("runs", env={"GEOSEG_RUNS_DIR": str(runs)})
+
+    assert done.returncode == 0, done.stderr
+    assert "1 run(s)" in done.stdout and record.name in done.stdout and "real" in done.stdout
+    warnings = done.stderr.strip().splitlines()
+    assert len(warnings) == len(UNREADABLE), done.stderr
+    for line, (name, (_, received)) in zip(warnings, sorted(UNREADABLE.items()), strict=True):
+        assert "WARNING" in line and f"skipped {runs / name}: received" in line, line
+        assert received in line and "expected a run record" in line and "delete it" in line
+
+    compared = geoseg("runs", "compare", str(runs / "20260101T000002Z-odd-00000002.json"),
+                      str(record), "--dir", str(runs))
+
+    assert compared.returncode == 2, compared.stderr
+    [line] = compared.stderr.strip().splitlines()
+    assert line.startswith("error: run ") and "'job' is a string, not an object" in line
