@@ -179,17 +179,19 @@ class InitSummary:
 
 def _chunk_init(
     block: np.ndarray,
-    origin: tuple[int, int],
+    origin: tuple[int, ...],
     index: Sequence[int],
     nodata: float | None,
-    width: int,
+    shape: tuple[int, ...],
     rate: float,
     seed: int,
 ) -> InitSummary:
+    """Sample and moments of one chunk; ``shape`` is the raster's spatial shape (any rank)."""
     x, valid = chunk_features(block, index, nodata)
-    cx = block.shape[2]
-    flat = np.flatnonzero(valid)
-    global_index = (origin[0] + flat // cx) * width + origin[1] + flat % cx
+    local = np.unravel_index(np.flatnonzero(valid), block.shape[1:])
+    global_index = np.ravel_multi_index(
+        tuple(i + o for i, o in zip(local, origin)), shape
+    ).astype(np.int64)
     keep = _hash_uniform(global_index, seed) < rate
     return InitSummary(
         global_index[keep], x[:, keep].T, x.shape[1], x.sum(axis=1), (x**2).sum(axis=1)
@@ -264,9 +266,9 @@ def init_task(
     rd: RasterData, index: Sequence[int], sample_size: int, seed: int, split_every: int = 8
 ) -> Any:
     """Lazy :class:`InitSummary` (the k-means++ sample and the moments)."""
-    height, width = rd.data.shape[1:]
-    rate = min(1.0, sample_size / float(height * width))
-    parts = map_chunks(rd, _chunk_init, list(index), rd.nodata, int(width), rate, int(seed))
+    shape = tuple(int(n) for n in rd.data.shape[1:])  # (y, x) or (z, y, x): any spatial rank
+    rate = min(1.0, sample_size / float(np.prod(shape)))
+    parts = map_chunks(rd, _chunk_init, list(index), rd.nodata, shape, rate, int(seed))
     return tree_reduce(parts, _combine_init, split_every)
 
 
@@ -368,8 +370,8 @@ def fit_kmeans(
     Parameters
     ----------
     raster
-        ``(band, y, x)`` DataArray, dask or NumPy array; see :func:`with_position` to
-        add the pixel position as two features.
+        ``(band, y, x)`` or ``(band, z, y, x)`` DataArray, dask or NumPy array; see
+        :func:`with_position` (2D only) to add the pixel position as two features.
     k
         Number of clusters.
     bands

@@ -134,10 +134,17 @@ def _otsu(hist: Histogram, classes: int) -> tuple[float, ...]:
 def _multiotsu(hist: Histogram, classes: int) -> tuple[float, ...]:
     counts, centers = hist.trimmed()
     probabilities = counts / np.sum(counts)  # what scikit-image feeds its search with
-    return tuple(
-        float(t)
-        for t in filters.threshold_multiotsu(hist=(probabilities, centers), classes=classes)
-    )
+    try:
+        found = filters.threshold_multiotsu(hist=(probabilities, centers), classes=classes)
+    except ValueError as error:  # fewer occupied bins than classes
+        occupied = np.count_nonzero(counts)
+        raise MethodParameterError(
+            f"method 'multiotsu' cannot split the histogram into classes={classes}: it has "
+            f"{occupied} occupied bin(s) of {counts.size}, and each class needs at least one. "
+            f"Lower classes to at most {occupied}, or raise nbins for a non-integer feature "
+            f"(scikit-image: {error})"
+        ) from error
+    return tuple(float(t) for t in found)
 
 
 def _yen(hist: Histogram, classes: int) -> tuple[float, ...]:
@@ -149,7 +156,14 @@ def _isodata(hist: Histogram, classes: int) -> tuple[float, ...]:
 
 
 def _minimum(hist: Histogram, classes: int) -> tuple[float, ...]:
-    return (float(filters.threshold_minimum(hist=hist.trimmed())),)
+    try:
+        return (float(filters.threshold_minimum(hist=hist.trimmed())),)
+    except RuntimeError as error:  # the smoothed histogram never shows two peaks
+        raise MethodParameterError(
+            f"method 'minimum' needs a histogram with two peaks, but this one still has a "
+            f"single peak after smoothing (scikit-image: {error}). Use another method, e.g. "
+            f"'otsu', 'li' or 'triangle', or check that the image has two populations."
+        ) from error
 
 
 def _mean(hist: Histogram, classes: int) -> tuple[float, ...]:

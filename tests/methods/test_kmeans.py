@@ -219,3 +219,38 @@ def test_kmeans_fitted_on_named_bands_refuses_another_band_count_and_has_no_halo
 def test_k_below_one_or_not_whole_is_refused_before_any_compute(k):
     with pytest.raises(MethodParameterError, match=rf"k: received {k}; expected a whole number >= 1"):
         fit_kmeans(np.ones((1, 8, 8)), k)
+
+
+def test_kmeans_on_a_volume_matches_scikit_learn_and_the_2d_path(tmp_path):
+    """A (band, z, y, x) Zarr volume: fitted like the same pixels laid out in 2D, and every
+    voxel labelled as scikit-learn's predict with the same centroids (it was a ValueError)."""
+    import zarr
+
+    import geoseg
+
+    rng = np.random.default_rng(7)
+    shape = (24, 30, 20)
+    volume = np.where(rng.random(shape) < 0.4, rng.normal(60, 8, shape), rng.normal(140, 8, shape))
+    volume = volume.astype(np.float32)[None]
+    url = str(tmp_path / "vol.zarr")
+    array = zarr.create_array(url, shape=volume.shape, chunks=(1, 16, 16, 16), dtype="float32",
+                              dimension_names=["band", "z", "y", "x"])
+    array[:] = volume
+    raster = geoseg.open_raster(url)
+    assert raster.dims == ("band", "z", "y", "x")
+
+    fitted = fit(raster, 2, seed=1, sample_size=2_000)
+    flat = fit(memory_raster(volume.reshape(1, shape[0] * shape[1], shape[2])), 2, seed=1,
+               sample_size=2_000)  # the same pixels in the same (C) order: the same sample
+    np.testing.assert_allclose(fitted.centroids, flat.centroids, rtol=1e-9)
+    assert fitted.converged
+
+    with dask.config.set(scheduler="sync"):
+        labels = geoseg.segment(raster, fitted, chunks=(16, 16, 16), tile=(16, 16, 16)).values
+    assert labels.shape == shape
+    reference = sklearn_cluster.KMeans(2, init=np.asarray(fitted.centroids), n_init=1)
+    reference.fit(np.asarray(fitted.centroids))  # fitted on the centroids: they stay as given
+    np.testing.assert_allclose(reference.cluster_centers_, fitted.centroids)
+    expected = reference.predict(pixels(volume)).reshape(shape)
+    np.testing.assert_array_equal(labels, expected)
+    assert set(np.unique(labels)) == {0, 1}

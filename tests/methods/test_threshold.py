@@ -230,3 +230,42 @@ def test_local_threshold_needs_its_halo():
     assert np.any(run_segment(memory_raster(image), local, halo=8) != expected)
     with pytest.raises(ValueError, match="odd"):
         LocalThreshold(10)
+
+
+def peaked_uint16() -> np.ndarray:
+    """64 x 64 uint16 with one narrow histogram peak: 'minimum' finds no valley."""
+    return np.full((1, 64, 64), 700, np.uint16) + (np.arange(64 * 64) % 3 == 0).reshape(1, 64, 64)
+
+
+def test_thresholds_scikit_image_cannot_compute_are_method_errors():
+    """They were a RuntimeError / ValueError from scikit-image: an internal error, exit 1."""
+    from geoseg.errors import MethodParameterError
+
+    with pytest.raises(MethodParameterError, match="'minimum' needs .* two peaks.*'otsu'"):
+        fit(memory_raster(peaked_uint16()), "minimum")
+    many = np.random.default_rng(0).integers(0, 256, (1, 64, 64), dtype=np.uint8)
+    with pytest.raises(MethodParameterError, match=r"'multiotsu'.*classes=300.*Lower classes"):
+        fit(memory_raster(many), "multiotsu", classes=300)
+
+
+@pytest.mark.parametrize("method, params, image", [
+    ("minimum", {}, "peaked"),
+    ("multiotsu", {"classes": 300}, "uint8"),
+])
+def test_a_job_with_an_uncomputable_threshold_exits_2_with_the_fix(tmp_path, method, params, image):
+    import yaml
+
+    from tests.cli import geoseg as cli
+    from tests.conftest import write_zarr
+
+    data = (peaked_uint16() if image == "peaked"
+            else np.random.default_rng(0).integers(0, 256, (1, 64, 64), dtype=np.uint8))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "input": {"url": write_zarr(tmp_path / "in.zarr", data, chunks=(32, 32))},
+        "model": {"method": method, "params": params},
+        "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]}}))
+    result = cli("run", str(job), "--cluster", "threads")
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, said
+    assert "internal error" not in said and f"'{method}'" in said, said
