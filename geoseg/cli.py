@@ -152,10 +152,14 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
         console.print(f"[yellow]warning[/]: {text}")
     src, model, work = prepared.source, prepared.model, prepared.work
     said = f"[green]ok[/]: {job}: input {src.format} {src.shape} {src.dtype}, {prepared.n_tasks} task(s), "
+    spec_model = prepared.spec.model
     if model is None:
-        said += f"method {prepared.spec.model.method} (its statistics are fitted when the job runs)"
+        what = f"method {spec_model.method}" if spec_model.method else "ensemble"
+        said += f"{what} (its statistics are fitted when the job runs)"
     else:
-        kind = getattr(getattr(model, "info", None), "architecture", "classical method")
+        kind = getattr(getattr(model, "info", None), "architecture", None) or (
+            "ensemble" if spec_model.ensemble else "test-time augmentation" if spec_model.tta
+            else "classical method")
         said += f"model {model.name} ({kind}), tile {work.tiling.tile}, halo {work.tiling.halo}"
     console.print(said)
 

@@ -215,3 +215,14 @@ def test_a_runs_dir_that_is_a_file_fails_validate(tmp_path, scene, model_path, c
     data = {**job_dict(str(scene), model_path, str(tmp_path / "out.zarr")), "runs_dir": str(notes)}
     code, said = cli("validate", write_job(tmp_path, data))
     assert code == 2 and f"runs_dir: cannot write {notes}: {notes} is a file" in said, said
+
+
+def test_validate_names_an_ensemble_or_a_tta_for_what_it_is(tmp_path, scene, cli):
+    base = {"input": {"url": str(scene)}, "output": {"url": str(tmp_path / "out.zarr")}}
+    tta = {**base, "model": {"path": "builtin:demo-unet", "tta": "flips"}}
+    code, said = cli("validate", write_job(tmp_path, tta))
+    assert code == 0 and "model demo-unet (TTA flips) (test-time augmentation)" in said, said
+    members = [{"method": "otsu", "params": {"feature": b}} for b in (1, 2)]
+    code, said = cli("validate", write_job(tmp_path, {**base, "model": {"ensemble": {
+        "members": members}}}))
+    assert code == 0 and "ensemble (its statistics are fitted" in said and "None" not in said, said
