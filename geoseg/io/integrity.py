@@ -59,7 +59,7 @@ def lost_regions(target: OutputTarget, done: set[str]) -> list[str]:
     arrays = {name: group[name] for name in ("classes", "probabilities") if name in group}
     grid = shards or chunks
     shape = tuple(arrays["classes"].shape)
-    absent = _absent_objects(target, shape, grid, [t // g for t, g in zip(task, grid)])
+    absent = absent_objects(target)
     suspects = sorted((key, n) for key, n in absent.items() if key in done)
     recorded = _recorded(group, [key for key, _ in suspects])
     changed = []
@@ -74,12 +74,18 @@ def lost_regions(target: OutputTarget, done: set[str]) -> list[str]:
     return changed
 
 
-def _absent_objects(target: OutputTarget, shape: tuple[int, ...], grid: tuple[int, ...],
-                    per_task: list[int]) -> dict[str, int]:
-    """Task region key to how many of its ``classes`` objects storage lacks, in one listing."""
+def absent_objects(target: OutputTarget) -> dict[str, int]:
+    """Task region key to how many of its ``classes`` objects (chunks, or shards) storage
+    lacks, in one listing; regions that lack none are left out."""
+    task, chunks, shards = target.stored_layout()
+    grid = shards or chunks
+    shape = tuple(target.open_group(mode="r")["classes"].shape)
+    per_task = [t // g for t, g in zip(task, grid)]  # task regions are whole objects
     stored = np.zeros([ceil_div(n, g) for n, g in zip(shape, grid)], dtype=bool)
     for key in target.stored_keys("classes"):
-        stored[tuple(int(i) for i in key.split("."))] = True
+        coords = tuple(int(i) for i in key.split("."))
+        if all(c < n for c, n in zip(coords, stored.shape)):  # not past an edited shape
+            stored[coords] = True
     regions = Counter(".".join(str(int(c) // p) for c, p in zip(coords, per_task))
                       for coords in np.argwhere(~stored))
     return dict(regions)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import zarr
 
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError
 from geoseg.io import remote
+from geoseg.io.integrity import absent_objects
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, half_created, output_exists
 from geoseg.io.stages import verify_stage
 from geoseg.jobs.lease import read_lease
-from geoseg.tiling.plan import ceil_div, n_regions, regions
+from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
 
@@ -96,18 +95,6 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     return OutputStatus(url, state, n_chunks, done, attrs.get("model"), stages)
 
 
-def _absent_objects(target: OutputTarget, array: Any, region: tuple[slice, ...]) -> bool:
-    """Whether a storage object (chunk or shard) of ``array`` inside ``region`` is gone. A
-    chunk of the fill value is never stored, so absence alone is no fault: only together
-    with a checksum that no longer matches."""
-    fs, root = fsspec.core.url_to_fs(target.url, **target.storage_options)
-    grid = array.shards or array.chunks
-    ranges = [range(r.start // g, ceil_div(r.stop, g)) for r, g in zip(region, grid)]
-    return any(not fs.exists(f"{root.rstrip('/')}/{array.path}/"
-                             f"{array.metadata.encode_chunk_key(coords)}")
-               for coords in itertools.product(*ranges))
-
-
 def _layout_changes(attrs: dict[str, Any], classes: Any, written: tuple[int, ...]) -> list[str]:
     """What the stored array metadata says unlike the run that made the output: a shape whose
     task grid is not the one the run recorded (an edited or replaced ``zarr.json``), which
@@ -152,6 +139,7 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
                 "verify reads and hashes every chunk, one at a time; raise the limit to verify "
                 "an output this large (memory stays bounded, time grows with the chunks).")
     report.layout = _layout_changes(attrs, classes, written)
+    absent: dict[str, int] | None = None
     for region in regions(classes.shape, written):
         key = chunk_key(region, written)
         recorded = target.checksum(key)
@@ -165,8 +153,8 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
             report.undecodable.append(key)
             continue
         if recorded != actual:
-            absent = _absent_objects(target, classes, region)
-            (report.missing if absent else report.mismatched).append(key)
+            absent = absent_objects(target) if absent is None else absent  # listed once, if at all
+            (report.missing if key in absent else report.mismatched).append(key)
     for stage in STAGES:
         report.mismatched.extend(verify_stage(target, stage))
     return report
