@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from geoseg.core import redact
 from geoseg.core.urls import public_url
@@ -28,6 +28,18 @@ class Section(BaseModel):
     """Base of every spec section: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_stray_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true`` where a number is expected is a slip, not 1: pydantic would take it as 1."""
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if not _mentions_numbers(annotation) or _takes_booleans(annotation):
+            return value
+        items = value if isinstance(value, list | tuple) else (value,)
+        if any(isinstance(item, bool) for item in items):
+            raise ValueError("numbers, not true or false")
+        return value
 
 
 class Document(Section):
@@ -92,6 +104,24 @@ def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if model is None:
             return []
     return list(model.model_fields) if model is not None else []
+
+
+def _mentions_numbers(annotation: Any) -> bool:
+    if annotation is int or annotation is float:
+        return True
+    return any(_mentions_numbers(arg) for arg in typing.get_args(annotation))
+
+
+def _takes_booleans(annotation: Any) -> bool:
+    """Whether ``true``/``false`` is a meaning of the field (``bool``, ``Any``, a model, a mapping)."""
+    if annotation is bool or annotation is Any or annotation is dict:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is dict or origin is typing.Literal:
+        return origin is dict or any(isinstance(a, bool) for a in typing.get_args(annotation))
+    return any(_takes_booleans(arg) for arg in typing.get_args(annotation))
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -54,6 +54,20 @@ def test_empty_bands_band_zero_and_an_empty_name_are_named(tmp_path):
                                   "model": {"path": "builtin:demo-unet"}, "output": {"url": "o"}}))
 
 
+def test_true_or_false_where_a_number_is_expected_is_refused_not_taken_as_one(tmp_path):
+    with pytest.raises(JobSpecError) as err:
+        load_job(write(tmp_path, {"input": {"url": "a", "bands": [1, True]},
+                                  "model": {"path": "builtin:demo-unet"},
+                                  "output": {"url": "o", "chunks": [True, 256], "nodata_class": False,
+                                             "probabilities": True},
+                                  "inference": {"batch_size": True}}))
+    text = str(err.value)
+    assert "4 problem(s)" in text  # probabilities is a true/false setting
+    for key, shown in [("input.bands", "[1, True]"), ("output.chunks", "[True, 256]"),
+                       ("output.nodata_class", "False"), ("inference.batch_size", "True")]:
+        assert f"{key}: received {shown} (" in text and "expected numbers, not true or false" in text
+
+
 @pytest.mark.parametrize("key", ["chunks", "shards"])
 def test_one_number_for_the_output_grid_says_that_it_takes_one_per_axis(tmp_path, key):
     with pytest.raises(JobSpecError) as err:
