@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -14,10 +16,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from geoseg.core import redact
+from geoseg.core.interrupts import Terminated, exit_status, terminated_as_interrupt
 from geoseg.errors import GeosegError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Segment rasters far larger than memory on Dask clusters.")
+
+class _Commands(typer.Typer):
+    """Typer whose commands say they were interrupted (Ctrl-C, or SIGTERM while :func:`main`
+    runs) and exit 130 or 143: Typer itself turns the interrupt into a silent exit 130."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+        return lambda callback: register(_interruptible(callback))
+
+
+def _interruptible(callback: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def interruptible(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt as exc:  # the clean-up (tasks, lease, status) ran on the way here
+            _show_error(exc)
+            raise typer.Exit(exit_status(exc)) from None
+    return interruptible
+
+
+app = _Commands(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                help="Segment rasters far larger than memory on Dask clusters.")
 # soft_wrap: a message stays one line however long (a terminal wraps it on screen), so a path
 # or URL in it is copied from a log or a CI job whole, not broken at 80 columns
 console = Console(stderr=True, soft_wrap=True)
@@ -33,12 +57,13 @@ def main() -> None:
     ``ValueError``, ``FileNotFoundError``, ...), 1 for a failed run or an internal error; the
     traceback only with ``--debug``."""
     try:
-        code = app(standalone_mode=False)  # click returns the code of typer.Exit here
+        with terminated_as_interrupt():  # SIGTERM cleans up as Ctrl-C does: leases, statuses
+            code = app(standalone_mode=False)  # click returns the code of typer.Exit here
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
     except KeyboardInterrupt as exc:
         _show_error(exc)
-        sys.exit(130)
+        sys.exit(exit_status(exc))
     except Exception as exc:  # noqa: BLE001 - every failure ends in one message; usage errors
         # (click's, vendored by typer) show themselves
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
@@ -82,7 +107,8 @@ def _show_error(exc: BaseException) -> None:
     if isinstance(exc, GeosegError):
         message = str(exc)
     elif isinstance(exc, KeyboardInterrupt):
-        message = "interrupted; a rerun resumes from the chunks already written"
+        said = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        message = f"{said}; a rerun resumes from the chunks already written"
     else:
         message = f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
     message = redact.scrub(message)
@@ -345,17 +371,15 @@ def batch(
 
     batch_spec = load_batch(spec)  # a wrong spec is refused before the runner loads torch and dask
     from geoseg.jobs.batch import run_batch
-    from geoseg.jobs.lease import Terminated, terminated_as_interrupt
 
     try:
-        with terminated_as_interrupt():  # SIGTERM stops the batch as Ctrl-C does, leases released
-            report = run_batch(batch_spec, scheduler=scheduler, cluster=cluster,
-                               overwrite=overwrite, dry_run=dry_run,
-                               log=lambda said: console.print(said, markup=False, highlight=False))
+        report = run_batch(batch_spec, scheduler=scheduler, cluster=cluster,
+                           overwrite=overwrite, dry_run=dry_run,
+                           log=lambda said: console.print(said, markup=False, highlight=False))
     except KeyboardInterrupt as exc:  # before or after the jobs ran: no report to show
         console.print("interrupted; outputs written so far are kept, and running the batch again "
                       "resumes it", markup=False, highlight=False)
-        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+        raise typer.Exit(exit_status(exc)) from None
     console.print(report.table())
     if report.url:
         console.print(f"report: {report.url}", markup=False, highlight=False)
@@ -740,7 +764,7 @@ def quicklook(
     console.print(f"wrote {png}", markup=False, highlight=False)
 
 
-runs_app = typer.Typer(help="List the runs folder's runs; compare two of them.",
+runs_app = _Commands(help="List the runs folder's runs; compare two of them.",
                        no_args_is_help=False)
 app.add_typer(runs_app, name="runs")
 RunsDir = Annotated[str | None, typer.Option("--dir", help="Runs folder (default: "

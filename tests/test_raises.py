@@ -64,7 +64,7 @@ ALLOWED_SITES = {
     # a batch's stop, and SIGTERM, as the Ctrl-C a run already ends on (tasks cancelled, output
     # marked interrupted, leases released)
     ("geoseg/jobs/batch.py", "_stop_point", "KeyboardInterrupt"),
-    ("geoseg/jobs/lease.py", "raise_terminated", "Terminated"),
+    ("geoseg/core/interrupts.py", "raise_terminated", "Terminated"),
 }
 
 

@@ -32,13 +32,14 @@ import fsspec
 from rich.table import Table
 
 from geoseg.core import redact
+from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError
 from geoseg.io.output import OutputTarget, half_created, output_exists
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
-from geoseg.jobs.lease import SUFFIX, Lease, Terminated, new_owner_id, read_lease
+from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
 from geoseg.jobs.prepared import PreparedJob
 from geoseg.jobs.runner import job_identity, prepare, run
 from geoseg.jobs.spec import InputSpec, JobSpec, OutputSpec
@@ -501,7 +502,7 @@ class BatchRunner:
 
 
 def _signal_name(stop: KeyboardInterrupt) -> str:
-    """``SIGTERM`` for :class:`~geoseg.jobs.lease.Terminated`, else ``SIGINT`` (Ctrl-C)."""
+    """``SIGTERM`` for :class:`~geoseg.core.interrupts.Terminated`, else ``SIGINT`` (Ctrl-C)."""
     return "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
 
 

@@ -28,7 +28,6 @@ import contextlib
 import errno
 import json
 import os
-import signal
 import socket
 import threading
 import time
@@ -449,31 +448,6 @@ class Lease:
                 if time.time() >= expires:
                     self.lost.set()
                     return
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread while :func:`terminated_as_interrupt` is in effect."""
-
-
-@contextlib.contextmanager
-def terminated_as_interrupt() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) in the
-    main thread instead of ending the process at once: the run stops as on Ctrl-C and releases
-    the leases it holds on the way out (a killed process's lease keeps runs on other machines
-    off its output until it expires). Outside the main thread, where no signal handler can be
-    set, it changes nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def raise_terminated(signum: int, frame: Any) -> None:
-        raise Terminated(f"received signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def read_lease(output_url: str,

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +20,7 @@ from geoseg.jobs.status import output_status
 from geoseg.methods import build
 from tests.cli import geoseg
 from tests.conftest import textured_image, write_zarr
-from tests.jobs.slow_batch import register
+from tests.jobs.slow_batch import SlowGeoseg, register, slow_geoseg
 
 ROOT = Path(__file__).resolve().parents[2]
 THRESHOLD = 128
@@ -55,45 +50,10 @@ def write_batch(folder: Path) -> Path:
     return spec
 
 
-class BatchProcess:
-    """``geoseg batch SPEC`` (knowing the slow method) in a process of its own, its stderr
-    collected line by line as it comes."""
-
-    def __init__(self, spec: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.jobs.slow_batch", "batch", str(spec)], cwd=ROOT,
-            env={**os.environ, "COLUMNS": "1000", "OMP_NUM_THREADS": "1", **env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, text: str, count: int = 1, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while sum(text in line for line in self.lines) < count:
-            assert self.proc.poll() is None and time.monotonic() < deadline, "\n".join(self.lines)
-            time.sleep(0.02)
-
-    def finish(self, timeout: float = 120) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        return code
-
-
 @contextlib.contextmanager
-def batch_process(spec: Path, env: dict[str, str]) -> Iterator[BatchProcess]:
-    batch = BatchProcess(spec, env)
-    try:
+def batch_process(spec: Path, env: dict[str, str]) -> Iterator[SlowGeoseg]:
+    with slow_geoseg(["batch", str(spec)], env) as batch:
         yield batch
-    finally:
-        if batch.proc.poll() is None:
-            batch.proc.kill()
-            batch.proc.wait(30)
 
 
 def reports(folder: Path) -> list[dict]:

@@ -1,0 +1,76 @@
+"""``geoseg run`` stopped by SIGTERM (``kill``, a scheduler's time limit, a container's
+shutdown) ends as on Ctrl-C: its tasks stop, its output says ``interrupted``, its lease is
+released at once (not left to keep other machines off the output until it expires), and a
+rerun resumes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from geoseg.jobs.status import output_status
+from geoseg.methods import build
+from tests.cli import geoseg
+from tests.conftest import textured_image, write_zarr
+from tests.jobs.slow_batch import SlowGeoseg, register, slow_geoseg
+
+THRESHOLD = 128
+REGIONS = 16  # 64 x 64 pixels in 16-pixel chunks
+
+
+@pytest.fixture(autouse=True)
+def _slow_method():
+    register()  # for the rerun in this process
+    yield
+    build.DIRECT.pop("slow", None)
+
+
+def write_job(folder: Path) -> Path:
+    write_zarr(folder / "in.zarr", textured_image(64, 64, bands=1, seed=3), chunks=(32, 32))
+    job = folder / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "input": {"url": str(folder / "in.zarr")},
+        "model": {"method": "slow", "params": {"thresholds": [THRESHOLD], "delay": 0.5}},
+        "output": {"url": str(folder / "out.zarr"), "chunks": [16, 16]}, "inference": {"tile": 16},
+        "cluster": {"kind": "threads", "threads_per_worker": 2}}))
+    return job
+
+
+def wait_for_a_region(out: Path, run: SlowGeoseg, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while output_status(str(out)).done < 1:
+        assert run.proc.poll() is None and time.monotonic() < deadline, "\n".join(run.lines)
+        time.sleep(0.05)
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does_releasing_its_lease_and_a_rerun_resumes(tmp_path):
+    job = write_job(tmp_path)
+    env = {"GEOSEG_RUNS_DIR": str(tmp_path / "runs")}
+    with slow_geoseg(["run", str(job)], env) as run:
+        run.wait_for("job started")
+        assert (tmp_path / "out.zarr.lease").exists()
+        wait_for_a_region(tmp_path / "out.zarr", run)
+        run.proc.send_signal(signal.SIGTERM)
+        code = run.finish()
+
+    lines = "\n".join(run.lines)
+    assert code == 143, lines
+    assert "terminated (SIGTERM); a rerun resumes from the chunks already written" in lines
+    assert "Traceback" not in lines
+    assert not list(tmp_path.glob("out.zarr.lease*"))  # released, swap guard and all
+    status = output_status(str(tmp_path / "out.zarr"))
+    assert status.status.startswith("interrupted") and status.done < REGIONS, status
+
+    again = geoseg("run", str(job), env=env)
+
+    assert again.returncode == 0, again.stderr
+    assert f"resuming: {status.done} of {REGIONS} chunk(s) already done" in again.stderr
+    expected = (textured_image(64, 64, bands=1, seed=3)[0] > THRESHOLD).astype(np.uint8)
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "out.zarr", mode="r")["classes"][:],
+                                  expected)
