@@ -110,7 +110,7 @@ def fake_torchscript(tmp_path: Path, model_path: str) -> Path:
 @pytest.mark.parametrize("make, message", [
     (truncated_safetensors, "is truncated: its header declares"),
     (a_zip, "is a zip archive but not a model"),
-    (fake_torchscript, "torch cannot load it"),
+    (fake_torchscript, "is a TorchScript archive; geoseg does not load TorchScript"),
 ])
 def test_a_broken_model_file_is_named_before_any_compute(tmp_path, model_path, scene, make,
                                                          message):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ class ModelInfo:
                 f"for {n} bands {self.bands}; give one of each per band."
             )
         _check_normalization(self.mean, self.std)
+        _check_class_names([c.name for c in self.classes])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,38 @@ def _check_normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> Non
         f"normalization: received mean {list(mean)} and std {list(std)}; expected a finite mean "
         "and a finite std > 0 per band, the statistics of the data the network was trained on. "
         "Give those values (data.normalization in a training spec measures them).")
+
+
+def _check_class_names(names: list[str]) -> None:
+    """Refuse a class name given twice: outputs, legends and metrics name classes by it."""
+    repeats = repeated_names(names)
+    if repeats:
+        raise ModelConfigError(
+            f"classes: received {len(names)} classes in which {describe_repeats(repeats)}; "
+            "expected each class name once (outputs, legends and metrics name classes by it). "
+            "Rename or remove the duplicate.")
+
+
+def repeated_names(names: list[str]) -> dict[str, list[int]]:
+    """Each name given more than once, with the (0-based) positions it is given at."""
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        positions.setdefault(name, []).append(i)
+    return {name: at for name, at in positions.items() if len(at) > 1}
+
+
+def describe_repeats(repeats: dict[str, list[int]], most: int = 5) -> str:
+    """``'water' is given 2 times (classes 0 and 3)``, for at most ``most`` names."""
+    said = [f"{reprlib.repr(name)} is given {len(at)} times (classes {_positions(at, most)})"
+            for name, at in list(repeats.items())[:most]]
+    more = len(repeats) - most
+    return "; ".join(said) + (f"; and {more} more name(s) are given more than once" if more > 0 else "")
+
+
+def _positions(at: list[int], most: int) -> str:
+    if len(at) > most:
+        return ", ".join(map(str, at[:most])) + ", ..."
+    return f"{', '.join(map(str, at[:-1]))} and {at[-1]}"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Model files: safetensors weights with the model's JSON metadata in the header.
 
 Nothing in a model file executes: tensors are read by safetensors, metadata by
-``json``; pickled checkpoints are refused. The metadata carries a sha256 of the
-weights, checked on every load. TorchScript archives are accepted too (the
-network is the archive's compiled graph, run by torch, never Python pickle),
-with the same metadata in their ``geoseg.json`` extra file.
+``json``, and the network is built from a registered architecture's own code. Pickled
+checkpoints and TorchScript archives are refused: the one runs code when unpickled, the
+other runs the code stored in it at every forward pass. The metadata carries a sha256 of
+the weights, checked on every load.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import math
 import struct
 import sys
-import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -43,11 +42,10 @@ from geoseg.io import remote
 from geoseg.models.header import ModelHeader, ModelInfo, ModelRef
 from geoseg.models.model import SegmentationModel, weights_sha256
 from geoseg.models.registry import build_network
-from geoseg.tiling.plan import coerce_per_axis, round_up
+from geoseg.tiling.plan import coerce_per_axis
 
 T = TypeVar("T")
 FORMAT = "geoseg-model/1"
-TORCHSCRIPT_META = "geoseg.json"
 BUILTIN_PREFIX = "builtin:"
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, zip (torch.save)
 MAX_HEADER = 100 << 20  # safetensors refuses headers over 100 MB
@@ -119,8 +117,6 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
     budgets (:func:`meta_network`), before the network is built.
     """
     data = _read_bytes(url, storage_options or {})
-    if is_torchscript(data):
-        return _load_torchscript(data, url, storage_options or {}, device, expected_sha256)
     info = _parse_header(data, url)
     meta_network(info, data, url)  # budgets and tensor shapes, before any weight is allocated
     state = _tensors(data, url)
@@ -144,11 +140,6 @@ def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> M
     sha256 when they load them."""
     options = dict(storage_options or {})
     head = _read_head(url, options)
-    if is_torchscript(head):
-        model = _load_torchscript(_read_bytes(url, options), url, options, "cpu", None)
-        return ModelHeader(model.info, model.source, stride=model.stride, halo=model.halo,
-                           global_context=model.global_context,
-                           parameters=sum(p.numel() for p in model.net.parameters()))
     info = _parse_header(head, url)
     if not info.sha256:
         raise ModelFileError(f"{url} records no sha256 of its weights; re-save it with geoseg.save_model().")
@@ -175,7 +166,7 @@ def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:
     ModelFileError
         When the config does not build, or builds tensors other than those the file holds.
     """
-    what = f"model file {url} ({info.architecture}, config {_short(info.config)})"
+    what = f"model file {public_url(url)} ({info.architecture}, config {_short(info.config)})"
     net = _build_on_meta(info, what)
     state = net.state_dict()
     budgets.check_model(sum(t.numel() for t in state.values()),
@@ -203,9 +194,14 @@ def _short_list(names: list[str], most: int = 8) -> str:
 
 
 def _build_on_meta(info: ModelInfo, what: str) -> nn.Module:
+    """The network on the meta device; a config its architecture refuses (``depth: -1``, an
+    unknown argument, an unknown architecture) is the file's fault, and names the file."""
     try:
         with torch.device("meta"):
             return build_network(info.architecture, info.config)
+    except (ModelConfigError, ModelFileError) as exc:
+        raise ModelFileError(f"{what} does not build: {exc} Correct the config in the file's "
+                             "metadata, or save the model again with geoseg.save_model().") from None
     except RuntimeError as exc:
         if "overflow" not in str(exc):
             raise ModelFileError(f"{what} does not build: {exc}") from None
@@ -259,7 +255,7 @@ def _short(config: dict[str, Any], most: int = 200) -> str:
 
 def _read_head(url: str, storage_options: dict[str, Any]) -> bytes:
     """The first bytes of a model file: a safetensors file's length prefix and JSON header, or a
-    whole zip archive (TorchScript, or a pickle refused later)."""
+    whole zip archive (TorchScript or a torch.save pickle, both refused by :func:`_parse_header`)."""
     with _opened(url, storage_options) as f:
         prefix = f.read(8)
         if prefix.startswith(b"PK"):
@@ -326,6 +322,21 @@ def is_torchscript(data: bytes) -> bool:
     return any("/code/" in name for name in _zip_names(data))
 
 
+def _refuse_torchscript(data: bytes, url: str) -> None:
+    """Refuse a TorchScript archive by name, before anything in it is read as a model: its
+    ``code/`` is Python that torch compiles and runs at every forward pass."""
+    if not is_torchscript(data):
+        return
+    raise ModelFileError(
+        f"Model file {public_url(url)} is a TorchScript archive; geoseg does not load TorchScript "
+        "because it runs code stored in the file. Expected a geoseg model file (safetensors "
+        "weights and JSON metadata): load the weights into a registered architecture "
+        "(geoseg.models.architectures()) and write it with geoseg.models.save_model(); for a "
+        "network of your own, register its class first, with the "
+        "@geoseg.models.register_architecture(NAME) decorator or through the 'geoseg.models' "
+        "entry-point group.")
+
+
 def _zip_names(data: bytes) -> list[str]:
     """The names in a zip archive; none when ``data`` is not one (or a broken one)."""
     if not data.startswith(b"PK\x03\x04"):
@@ -335,84 +346,6 @@ def _zip_names(data: bytes) -> list[str]:
             return archive.namelist()
     except (zipfile.BadZipFile, ValueError, EOFError):
         return []
-
-
-def export_torchscript(model: SegmentationModel, url: str, *, overwrite: bool = False) -> ModelRef:
-    """Save ``model`` as TorchScript (traced) with its metadata in the archive's ``geoseg.json``."""
-    fs, path = fsspec.core.url_to_fs(url)
-    if fs.exists(path) and not overwrite:
-        raise OutputExistsError(f"{url} already exists; pass overwrite=True to replace it.")
-    net = model.net.cpu().eval()
-    sha = weights_sha256(net.state_dict())
-    meta = {**model.info.to_dict(), "sha256": sha, "stride": list(model.stride),
-            "receptive_radius": list(model.halo), "global_context": model.global_context}
-    size = [round_up(max(64, 2 * s), s) for s in model.stride]
-    example = torch.zeros(1, len(model.bands), *size)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        # TorchScript is deprecated upstream but still what many users ship; tracer chatter too.
-        warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.trace(net, example), buffer,
-                       _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
-    with fs.open(path, "wb") as f:
-        f.write(buffer.getvalue())
-    return ModelRef(url, sha)
-
-
-class _Scripted(nn.Module):
-    """A loaded TorchScript network with the tiling metadata its archive declared."""
-
-    def __init__(self, scripted: torch.jit.ScriptModule, meta: dict[str, Any]):
-        super().__init__()
-        self.scripted = scripted
-        self.spatial_dims = len(meta["stride"])
-        self.stride = tuple(meta["stride"])
-        self.receptive_radius = tuple(meta["receptive_radius"])
-        self.global_context = bool(meta.get("global_context", False))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scripted(x)
-
-
-def _load_torchscript(data: bytes, url: str, storage_options: dict[str, Any], device: str | None,
-                      expected_sha256: str | None) -> SegmentationModel:
-    extra = {TORCHSCRIPT_META: ""}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            scripted = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, or worse, for a bad archive
-        said = remote.reason(exc).split("  (Could this")[0][:200]  # not torch's plea for reports
-        raise ModelFileError(
-            f"Model file {public_url(url)} is a zip archive with code/ like TorchScript, but "
-            f"torch cannot load it ({said}): it is truncated, corrupt or not TorchScript. "
-            "Re-export it with geoseg.models.export_torchscript().") from None
-    if not extra[TORCHSCRIPT_META]:
-        raise ModelFileError(f"{url} is TorchScript without {TORCHSCRIPT_META}; export it with "
-                             "geoseg.models.export_torchscript() so classes, bands and normalization travel.")
-    meta = _torchscript_meta(extra[TORCHSCRIPT_META], url)
-    actual = weights_sha256(scripted.state_dict())
-    _check_hash(url, actual, meta.get("sha256", ""), expected_sha256)
-    try:
-        info = ModelInfo.from_dict(meta)
-    except ModelConfigError as exc:
-        raise _unusable(url, exc, "geoseg.models.export_torchscript()") from None
-    ref = ModelRef(url, actual, dict(storage_options))
-    return SegmentationModel(_Scripted(scripted, meta), info, source=ref, device=device)
-
-
-def _torchscript_meta(text: str, url: str) -> dict[str, Any]:
-    try:
-        meta = json.loads(text)
-        if not isinstance(meta, dict) or not {"stride", "receptive_radius"} <= meta.keys():
-            raise ValueError("expected an object with stride and receptive_radius")
-        return meta
-    except RecursionError:
-        raise ModelFileError(_too_deep(url)) from None
-    except ValueError as exc:
-        raise ModelFileError(f"Model file {public_url(url)}: its {TORCHSCRIPT_META} is not "
-                             f"geoseg metadata ({exc}); re-export it with "
-                             "geoseg.models.export_torchscript().") from None
 
 
 def _unusable(url: str, exc: ModelConfigError, saver: str) -> ModelFileError:
@@ -427,8 +360,7 @@ def _too_deep(url: str) -> str:
     cannot be read at all, and no model description geoseg writes nests more than a few levels."""
     return (f"Model file {public_url(url)}: its metadata nests lists or objects deeper than "
             f"{sys.getrecursionlimit()} levels, which cannot be read; expected the few levels of "
-            "the model description geoseg writes. Export the model again (geoseg.save_model() "
-            "or geoseg.models.export_torchscript()).")
+            "the model description geoseg writes. Export the model again with geoseg.save_model().")
 
 
 def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
@@ -437,6 +369,7 @@ def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
 
 
 def _parse_header(data: bytes, url: str) -> ModelInfo:
+    _refuse_torchscript(data, url)
     try:
         (length,) = struct.unpack("<Q", data[:8])
         if not 0 < length <= min(len(data) - 8, MAX_HEADER):
@@ -452,14 +385,13 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
     except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
         if data.startswith(b"PK") and not any(n.endswith("data.pkl") for n in _zip_names(data)):
             raise ModelFileError(
-                f"{url} is a zip archive but not a model: neither TorchScript (no code/ folder) "
-                "nor a geoseg model file (safetensors). Give the model file itself, not an "
-                "archive holding it; unzip it first.") from None
+                f"{url} is a zip archive but not a model: expected a geoseg model file "
+                "(safetensors). Give the model file itself, not an archive holding it; unzip it "
+                "first.") from None
         if data.startswith(_PICKLE_MAGIC):
             raise ModelFileError(
                 f"{url} is a pickle or torch.save checkpoint; geoseg never unpickles files because that "
-                "can run arbitrary code. Convert it to a geoseg model file with geoseg.save_model(), "
-                "or to TorchScript with geoseg.models.export_torchscript()."
+                "can run arbitrary code. Convert it to a geoseg model file with geoseg.save_model()."
             ) from None
         raise ModelFileError(
             f"{url} is not a geoseg model file (a safetensors file whose metadata has "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,8 @@ import torch
 import geoseg
 from geoseg.errors import BudgetError, ModelFileError
 from geoseg.models import builtin_models, load_model, save_model
-from geoseg.models.modelfile import export_torchscript, read_header
+from geoseg.models.modelfile import read_header
+from tests.cli import geoseg as run_cli
 from tests.conftest import edited_model, random_unet, textured_image
 
 
@@ -133,6 +136,58 @@ def test_a_class_colour_that_is_not_rgb_is_refused_when_the_file_is_read(tmp_pat
         assert "geoseg.save_model()" in said
 
 
+def configured(key: str, value: object):
+    """An edit setting ``config[key]`` of the model description to ``value``."""
+    def edit(description: str) -> str:
+        info = json.loads(description)
+        info["config"][key] = value
+        return json.dumps(info)
+    return edit
+
+
+@pytest.mark.parametrize("key, value, said", [
+    ("depth", -1, "got depth=-1"),
+    ("width", 0, "width=0"),
+    ("depth", "3", "does not accept config"),
+    ("bogus", 1, "unexpected keyword argument 'bogus'"),
+])
+def test_a_config_value_its_architecture_refuses_names_the_model_file_and_the_field(
+        tmp_path, key, value, said):
+    path = edited_model(tmp_path, "m.safetensors", configured(key, value))
+    for read in (load_model, read_header):
+        with pytest.raises(ModelFileError) as raised:
+            read(path)
+        text = str(raised.value)
+        assert text.startswith(f"model file {path} (unet, config {{"), text
+        assert f'"{key}": {json.dumps(value)}' in text and said in text
+        assert "does not build" in text and "geoseg.save_model()" in text and "\n" not in text
+    result = run_cli("info", path)
+    assert result.returncode == 2 and f"model file {path} (unet" in result.stderr, result
+
+
+def renamed(names: dict[int, str]):
+    """An edit giving class ``i`` the name ``names[i]``."""
+    def edit(description: str) -> str:
+        info = json.loads(description)
+        for index, name in names.items():
+            info["classes"][index]["name"] = name
+        return json.dumps(info)
+    return edit
+
+
+def test_a_class_name_given_twice_in_a_model_file_is_refused_naming_it_and_the_file(tmp_path):
+    path = edited_model(tmp_path, "m.safetensors", renamed({2: "class_0", 3: "class_1"}))
+    for read in (load_model, read_header):
+        with pytest.raises(ModelFileError) as raised:
+            read(path)
+        said = str(raised.value)
+        assert said.startswith(f"Model file {path} describes a model that cannot be used: "
+                               "classes: received 4 classes in which "), said
+        assert ("'class_0' is given 2 times (classes 0 and 2); 'class_1' is given 2 times "
+                "(classes 1 and 3); expected each class name once") in said
+        assert "Rename or remove the duplicate" in said and "geoseg.save_model()" in said
+
+
 def test_metadata_nested_past_the_recursion_limit_is_a_model_file_error(tmp_path):
     path = edited_model(tmp_path, "m.safetensors",
                         lambda text: text[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
@@ -153,40 +208,48 @@ def test_builtin_model_loads():
     assert [c.name for c in model.classes] == ["water", "vegetation", "bare_soil", "road", "building"]
 
 
-def test_torchscript_model_with_metadata_loads_and_predicts_the_same(tmp_path):
-    from geoseg.models import export_torchscript
-
-    model = random_unet(seed=6)
-    export_torchscript(model, str(tmp_path / "m.pt"))
-    loaded = load_model(str(tmp_path / "m.pt"))
-    assert loaded.halo == model.halo and loaded.stride == model.stride
-    assert loaded.info.classes == model.info.classes
-    image = textured_image(40, 93)  # another size than the one traced
-    np.testing.assert_allclose(loaded.predict_image(image), model.predict_image(image), atol=1e-6)
-
-
-def test_torchscript_without_metadata_is_refused(tmp_path):
-    with pytest.warns(DeprecationWarning):  # TorchScript is deprecated in torch 2.13
-        traced = torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.zeros(1, 3, 4, 4))
-    with pytest.warns(DeprecationWarning):
-        torch.jit.save(traced, str(tmp_path / "bare.pt"))
-    with pytest.raises(ModelFileError, match="TorchScript without geoseg.json"):
-        load_model(str(tmp_path / "bare.pt"))
+def traced_archive(path: Path) -> Path:
+    """A real TorchScript archive of a small net (torch.jit.trace, then torch.jit.save), with
+    geoseg metadata in its ``geoseg.json`` extra file as earlier versions exported it."""
+    net = torch.nn.Conv2d(3, 4, 1)
+    meta = {**random_unet().info.to_dict(), "sha256": "", "stride": [1, 1],
+            "receptive_radius": [0, 0], "global_context": False}
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream; tracer chatter too
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net, torch.zeros(1, 3, 4, 4))
+        torch.jit.save(traced, str(path), _extra_files={"geoseg.json": json.dumps(meta)})
+    return path
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TorchScript is deprecated in torch 2.13
-def test_torchscript_whose_metadata_cannot_be_used_is_a_model_file_error(tmp_path):
-    """As with a safetensors file: the file is at fault, not a spec the user wrote."""
-    path = str(tmp_path / "m.pt")
-    export_torchscript(random_unet(), path)
-    extra = {"geoseg.json": ""}
-    scripted = torch.jit.load(path, _extra_files=extra)
-    meta = json.loads(extra["geoseg.json"])
-    meta["normalization"]["mean"] = [128.0]  # one mean for three bands
-    torch.jit.save(scripted, path, _extra_files={"geoseg.json": json.dumps(meta)})
-    with pytest.raises(ModelFileError, match=r"m.pt describes a model that cannot be used: .*"
-                                             r"export_torchscript\(\)"):
-        load_model(path)
+def test_a_torchscript_archive_is_refused_without_loading_its_code(tmp_path, monkeypatch):
+    """TorchScript runs code stored in the file at every forward pass: geoseg never hands it
+    to torch.jit.load, and says what to give instead."""
+    path = traced_archive(tmp_path / "scripted.pt")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the archive was handed to torch to load")
+
+    monkeypatch.setattr(torch.jit, "load", never)
+    monkeypatch.setattr(torch, "load", never)
+    for read in (load_model, read_header):
+        with pytest.raises(ModelFileError) as raised:
+            read(str(path))
+        said = str(raised.value)
+        assert f"Model file {path} is a TorchScript archive" in said, said
+        assert "does not load TorchScript because it runs code stored in the file" in said
+        assert "geoseg.models.save_model()" in said
+        assert "@geoseg.models.register_architecture(NAME)" in said
+        assert "'geoseg.models' entry-point group" in said and "\n" not in said
+    result = run_cli("info", str(path))
+    assert result.returncode == 2, result
+    assert "is a TorchScript archive" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_torchscript_export_is_gone():
+    import geoseg.models
+
+    assert not hasattr(geoseg.models, "export_torchscript")
+    assert "export_torchscript" not in geoseg.models.__all__
 
 
 def test_the_header_gives_what_the_client_plans_with_and_no_weights(tmp_path):
@@ -198,9 +261,6 @@ def test_the_header_gives_what_the_client_plans_with_and_no_weights(tmp_path):
     assert header.ref() == model.ref()  # url and the weights' sha256: what tasks carry
     with pytest.raises(ModelFileError, match="header only"):
         header.predict(np.zeros((1, 3, 8, 8), np.float32))
-    scripted = str(tmp_path / "m.pt")
-    export_torchscript(model, scripted)
-    assert read_header(scripted).halo == model.halo
 
 
 def test_reading_a_header_never_builds_the_weights_it_declares(tmp_path):
