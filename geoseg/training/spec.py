@@ -124,6 +124,17 @@ class DataSpec(Section):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
+    @field_validator("classes")
+    @classmethod
+    def _distinct_names(cls, value: list[ClassSpec]) -> list[ClassSpec]:
+        from geoseg.models.header import describe_repeats, repeated_names
+
+        repeats = repeated_names([c.name for c in value])
+        if repeats:
+            raise ValueError(f"each class name once, but {describe_repeats(repeats)}; rename or "
+                             "remove the duplicate (outputs, legends and metrics name classes by it)")
+        return value
+
     @field_validator("ignore_index")
     @classmethod
     def _not_a_class(cls, value: int, info: ValidationInfo) -> int:
@@ -289,6 +300,12 @@ class TrainSpec(Document):
     def model_name(self) -> str:
         return self.model.name or self.name
 
+    def check(self, source: str) -> None:
+        """Refuse a batch whose chips would not fit the memory budget, before any data is read."""
+        selected = [len(p.image.bands) for p in self.data.train if p.image.bands]
+        check_batch(self.training, selected[0] if selected else 1, known=bool(selected),
+                    source=source)
+
     def redacted(self) -> dict[str, Any]:
         """The spec as plain data: storage option values hidden, URLs without secrets."""
         return redact(self.model_dump(mode="json"))
@@ -296,6 +313,44 @@ class TrainSpec(Document):
     def fingerprint(self) -> str:
         """sha256 of everything that changes what the run computes (see :data:`NEUTRAL_KEYS`)."""
         return hashlib.sha256(json.dumps(comparable(self), sort_keys=True).encode()).hexdigest()
+
+
+def batch_bytes(batch_size: int, chip: int, bands: int) -> int:
+    """Bytes of one training batch as the chip loader builds it: ``batch_size`` chips of
+    ``chip`` x ``chip`` pixels, float32 images of ``bands`` bands and int64 labels."""
+    return batch_size * chip * chip * (4 * bands + 8)
+
+
+def check_batch(training: TrainingSpec, bands: int, *, known: bool, source: str = "") -> None:
+    """Refuse a ``training.batch_size`` (or a ``training.chip``) whose batch of chips takes
+    more than ``GEOSEG_MAX_WINDOW_BYTES``, the budget of what one step reads at once. ``bands``
+    is the images' band count when ``known``, else a lower bound (the rasters are not open)."""
+    from geoseg import budgets
+
+    allowed = budgets.limit(budgets.MAX_WINDOW_BYTES)
+    n_bytes = batch_bytes(training.batch_size, training.chip, bands)
+    if n_bytes <= allowed:
+        return
+    key, received, expected = _batch_fix(training, bands, allowed, known)
+    least = "" if known else "at least "
+    raise TrainSpecError(
+        f"{source + ': ' if source else ''}training.{key}: received {received}; a batch of "
+        f"{training.batch_size} chip(s) of {training.chip} x {training.chip} pixels with {least}"
+        f"{bands} band(s) takes {least}{budgets.size(n_bytes)} (float32 images, int64 labels), "
+        f"over the limit of {budgets.size(allowed)} ({budgets.MAX_WINDOW_BYTES}); expected "
+        f"{expected}. Lower training.batch_size or training.chip, or raise "
+        f"{budgets.MAX_WINDOW_BYTES} if the machine has the memory.")
+
+
+def _batch_fix(training: TrainingSpec, bands: int, allowed: int, known: bool) -> tuple[str, int, str]:
+    """The key to change, its value and what it should be: the batch size, or the chip when
+    not even one chip fits."""
+    fewer = "" if known else " (fewer if the images have more bands)"
+    most = allowed // batch_bytes(1, training.chip, bands)
+    if most:
+        return "batch_size", training.batch_size, f"at most {most} chips of this size{fewer}"
+    side = math.isqrt(allowed // batch_bytes(1, 1, bands))
+    return "chip", training.chip, f"a chip of at most {side} pixels{fewer}"
 
 
 TRAIN_PATH_KEYS = PATH_KEYS | {"model", "run_dir"}  # rasters' url, output.model and .run_dir

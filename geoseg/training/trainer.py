@@ -66,7 +66,14 @@ from geoseg.training.data import (
 )
 from geoseg.training.loop import Loop, adamw, autocast, autocast_dtype, finite_mean, warmup_cosine
 from geoseg.training.record import FORMAT, SourceCatalog, read_json, write_json
-from geoseg.training.spec import TrainSpec, as_spec, changed_keys, comparable, load_train_spec
+from geoseg.training.spec import (
+    TrainSpec,
+    as_spec,
+    changed_keys,
+    check_batch,
+    comparable,
+    load_train_spec,
+)
 
 Log = Callable[[str], Any]
 
@@ -267,6 +274,7 @@ def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log) -> Setup:
     train_pairs, val_pairs = _pairs(spec)
     _warn_label_nodata(spec, [*train_pairs, *val_pairs], log)
     n_bands, classes = train_pairs[0].bands, spec.data.classes
+    check_batch(spec.training, n_bands, known=True)  # the spec's check knew no band count
     net_config = {**spec.model.config, "in_channels": n_bands, "num_classes": len(classes)}
     torch.manual_seed(spec.seed)
     net = build_network(spec.model.architecture, net_config)

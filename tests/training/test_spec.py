@@ -12,6 +12,7 @@ from geoseg.core import redact
 from geoseg.errors import JobSpecError
 from geoseg.training import TrainSpec, TrainSpecError, load_sweep_spec, load_train_spec
 from geoseg.training.sweeps import SweepSpec, make_trials
+from tests.cli import geoseg
 
 REPO = Path(__file__).resolve().parents[2]
 PAIR = {"image": {"url": "s.zarr", "variable": "image"}, "labels": {"url": "s.zarr", "variable": "labels"}}
@@ -89,6 +90,47 @@ def test_cross_field_checks():
     assert "data.holdout: received 0 (int); expected > 0 when there are no validation pairs" in text
     with pytest.raises(TrainSpecError, match="training.device: received 'gpu' .* 'cuda:N'"):
         TrainSpec.from_dict(minimal(training={"device": "gpu"}))
+
+
+def test_a_class_name_given_twice_is_refused_naming_it_and_the_field():
+    data = minimal()
+    data["data"]["classes"] = ["water", "road", {"name": "water", "color": [0, 0, 255]}, "road", "x"]
+    with pytest.raises(TrainSpecError) as err:
+        TrainSpec.from_dict(data, "train.yaml")
+    text = str(err.value)
+    assert text.startswith("train.yaml: 1 problem(s):") and "  - data.classes: received [" in text
+    assert ("expected each class name once, but 'water' is given 2 times (classes 0 and 2); 'road' "
+            "is given 2 times (classes 1 and 3); rename or remove the duplicate") in text
+
+
+@pytest.mark.timeout(30)
+def test_a_batch_past_the_memory_budget_is_refused_at_validation(tmp_path):
+    """batch_size 1e8 reached 9.9 GB before anything refused it; the spec's check is arithmetic."""
+    path = write(tmp_path, minimal(training={"batch_size": 100_000_000}))
+    result = geoseg("train", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    text = " ".join(result.stderr.split())  # as one line, however the console wraps it
+    assert (f"{path}: training.batch_size: received 100000000; a batch of 100000000 chip(s) of "
+            "128 x 128 pixels with at least 1 band(s) takes at least 17.9 TiB (float32 images, "
+            "int64 labels), over the limit of 2 GiB (GEOSEG_MAX_WINDOW_BYTES); expected at most "
+            "10922 chips of this size (fewer if the images have more bands)") in text, text
+    assert "raise GEOSEG_MAX_WINDOW_BYTES if the machine has the memory" in text
+    selected = minimal(training={"batch_size": 100_000})
+    selected["data"]["train"] = [{**PAIR, "image": {**PAIR["image"], "bands": [1, 2, 3]}}]
+    with pytest.raises(TrainSpecError, match=r"training.batch_size: received 100000; .* with 3 "
+                                             r"band\(s\) takes 30.5 GiB .* expected at most 6553 chips"):
+        TrainSpec.from_dict(selected)
+    with pytest.raises(TrainSpecError, match=r"training.chip: received 100000; .* expected a chip "
+                                             r"of at most 13377 pixels"):
+        TrainSpec.from_dict(minimal(training={"chip": 100_000}))
+
+
+def test_the_batch_budget_is_the_window_budget_and_raising_it_admits_the_batch(monkeypatch):
+    spec = minimal(training={"batch_size": 64, "chip": 256})  # 64 x 256^2 x 12 bytes = 48 MiB
+    TrainSpec.from_dict(spec)
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(32 << 20))
+    with pytest.raises(TrainSpecError, match=r"takes at least 48 MiB .* limit of 32 MiB"):
+        TrainSpec.from_dict(spec)
 
 
 @pytest.mark.parametrize(("mean", "std"), [([0.5, 0.5], [float("nan"), 1.0]),

@@ -196,6 +196,17 @@ def test_label_ids_outside_the_classes_are_named(tmp_path, scene):
         train(spec, log=quiet)
 
 
+def test_a_batch_past_the_budget_with_the_images_bands_is_refused_before_training(
+        tmp_path, scene_zarr, monkeypatch):
+    """The spec's check counts one band when it selects none; the trainer counts the images'."""
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", "60000")  # 4 chips of 32^2: 48 KiB at 1 band
+    spec = tiny_spec([zarr_pair(scene_zarr)], tmp_path)
+    with pytest.raises(TrainSpecError, match=r"training.batch_size: received 4; .* with 3 band\(s\) "
+                                             r"takes 80 KiB .* expected at most 2 chips"):
+        train(spec, log=quiet)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
 def test_chip_must_fit_the_network_stride_and_the_region(tmp_path, scene_zarr):
     with pytest.raises(TrainSpecError, match=r"training\.chip: received 34; expected a multiple of .* stride 4"):
         train(tiny_spec([zarr_pair(scene_zarr)], tmp_path, training__chip=34), log=quiet)
