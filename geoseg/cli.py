@@ -759,8 +759,10 @@ def quicklook(
     from geoseg.report.quicklook import write_quicklook
 
     _new_file(str(png), overwrite)
-    write_quicklook(output, png, image_url=image, variable=variable,
-                    bands=_int_list(bands, "--bands"), size=size)
+    look = write_quicklook(output, png, image_url=image, variable=variable,
+                           bands=_int_list(bands, "--bands"), size=size)
+    if look.note:
+        console.print(f"[yellow]warning[/]: {escape(look.note)}", highlight=False)
     console.print(f"wrote {png}", markup=False, highlight=False)
 
 

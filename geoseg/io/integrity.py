@@ -28,7 +28,7 @@ SHOWN = 10  # region keys a message names at most
 def damage(target: OutputTarget, attrs: dict, nothing: str) -> str | None:
     """Why the complete output at ``target`` cannot be read as its run wrote it, as a message
     that ends with ``nothing`` (``"nothing was exported"``) and the fix; ``None`` if it can."""
-    problem = _problem(target, attrs)
+    problem = damage_found(target, attrs)
     if problem is None:
         return None
     url = public_url(target.url)
@@ -37,7 +37,7 @@ def damage(target: OutputTarget, attrs: dict, nothing: str) -> str | None:
             "or run its job again with --overwrite.")
 
 
-def _problem(target: OutputTarget, attrs: dict) -> str | None:
+def damage_found(target: OutputTarget, attrs: dict) -> str | None:
     """A manifest that records fewer task regions than the run planned, or regions whose
     ``classes`` objects are gone from storage; ``None`` for neither."""
     planned, done = int(attrs.get("n_chunks", 0)), target.done_keys()

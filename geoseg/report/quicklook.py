@@ -88,9 +88,13 @@ def overlay(rgb: np.ndarray | None, classes: np.ndarray, colors: np.ndarray,
 def build(output_url: str, *, image_url: str | None = None, variable: str | None = None,
           bands: Sequence[int] | None = None, size: int = DEFAULT_SIZE,
           storage_options: dict[str, Any] | None = None,
-          image_options: dict[str, Any] | None = None) -> Quicklook:
+          image_options: dict[str, Any] | None = None, check: bool = True) -> Quicklook:
     """The quicklook of a geoseg output: its classes over the input's bands (the input the run
     record names, unless ``image_url`` is given; none when it cannot be read).
+
+    With ``check``, the caption says when the output is unfinished or damaged (its missing
+    regions are drawn as no-data): one listing of the output's objects
+    (:func:`state_note`). A run's own report, drawn as the run ends, skips it.
 
     ``storage_options`` read the output; ``image_options`` the image, by default the same (an
     image in the output's bucket). A job's input has its own, which its report passes here."""
@@ -101,12 +105,30 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
     classes = da.from_zarr(target.open_group(mode="r")["classes"])
     image, note = _image(attrs, image_url, variable, bands,
                          storage_options if image_options is None else image_options)
+    if check:
+        note = "; ".join(filter(None, [state_note(target, attrs), note]))
     step = step_for(classes.shape, size)
     views = _views(classes, image, step)
     names = attrs.get("class_names") or range(max(int(v[2].max()) for v in views) + 1)
     return Quicklook(views, tuple(str(n) for n in names),
                      class_colors(attrs.get("class_colors"), len(names)),
                      attrs.get("nodata_class"), step, note)
+
+
+def state_note(target: Any, attrs: dict[str, Any]) -> str:
+    """Why some of the output is drawn as no-data: its run did not finish, or regions its run
+    wrote are gone from storage; ``""`` for a complete, whole output."""
+    from geoseg.io.integrity import damage_found
+
+    status = attrs.get("status")
+    if status is None:  # no run's state recorded: nothing to say about it
+        return ""
+    if status != "complete":
+        done, planned = len(target.done_keys()), int(attrs.get("n_chunks", 0))
+        return (f"not finished (status {status}): {done} of {planned} task regions written, the "
+                "rest drawn as no-data")
+    problem = damage_found(target, attrs)
+    return f"damaged: {problem}; drawn as no-data (geoseg verify names them)" if problem else ""
 
 
 def _output_attrs(target: Any) -> dict[str, Any]:
@@ -224,10 +246,12 @@ class _Layout:
         return boxes
 
 
-def write_quicklook(output_url: str, png: str | Path, **options: Any) -> Path:
-    """Build and write the quicklook of ``output_url`` as a PNG file (options of :func:`build`)."""
+def write_quicklook(output_url: str, png: str | Path, **options: Any) -> Quicklook:
+    """Build the quicklook of ``output_url`` (options of :func:`build`), write it as a PNG file
+    and return it (its ``note`` says what the caption warns of)."""
     path = Path(png)
-    picture = render(build(output_url, **options))
+    look = build(output_url, **options)
+    picture = render(look)
     path.parent.mkdir(parents=True, exist_ok=True)  # as geoseg report --out does
     path.write_bytes(picture)
-    return path
+    return look

@@ -15,6 +15,7 @@ from geoseg.io.georef import GeoRef
 from geoseg.io.output import create_output
 from geoseg.report.quicklook import build, class_colors, coarse, overlay, render, step_for, stretch
 from tests.cli import geoseg
+from tests.conftest import textured_image, write_zarr
 from tests.test_errors_cli import assert_clean
 
 NAMES = ["water", "land", "building"]
@@ -206,3 +207,30 @@ def test_bands_or_an_image_named_that_cannot_be_read_are_an_error_not_a_caption(
     assert_clean(geoseg("quicklook", out, str(png), "--image", str(tmp_path / "nope.zarr")), 2,
                  str(tmp_path / "nope.zarr"))
     assert not png.exists()
+
+
+def test_the_caption_and_the_command_warn_of_an_unfinished_or_damaged_output(tmp_path,
+                                                                            cluster_address):
+    """Regions an output lacks are drawn as no-data: the picture must not pass for the run's."""
+    from geoseg.io.output import OutputTarget
+    from geoseg.jobs import JobSpec, run
+
+    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=2), chunks=(32, 32))
+    out = tmp_path / "out.zarr"
+    run(JobSpec.from_dict({"input": {"url": str(tmp_path / "in.zarr")},
+                           "model": {"method": "threshold", "params": {"thresholds": [128]}},
+                           "output": {"url": str(out), "chunks": [32, 32]}}),
+        scheduler=cluster_address)
+    assert build(str(out), size=32).note == ""  # complete and whole
+
+    (out / "classes" / "c" / "1" / "0").unlink()
+    png = tmp_path / "q.png"
+    said = geoseg("quicklook", str(out), str(png))
+    assert said.returncode == 0 and png.exists(), said.stderr
+    assert ("warning: damaged: 1 task region(s) lost stored chunks since their run recorded them "
+            "(1.0); drawn as no-data (geoseg verify names them)") in " ".join(said.stderr.split())
+
+    OutputTarget(str(out)).finalize({"status": "interrupted"})
+    (out / "manifest_done" / "c" / "1" / "1").unlink()
+    assert build(str(out), size=32).note == ("not finished (status interrupted): 3 of 4 task "
+                                             "regions written, the rest drawn as no-data")
