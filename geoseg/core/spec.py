@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from geoseg.core import redact
-from geoseg.core.urls import public_url
+from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import GeosegError, JobSpecError
 
 
@@ -185,8 +185,10 @@ def _relative_local(text: str) -> bool:
 
 
 def _check_urls(data: Any, source: str, error: type[GeosegError], key: str = "") -> None:
-    """Refuse a URL that cannot be parsed (a secret with ``/`` in its user info, a port that
-    is not a number) before any library parses it and quotes part of it."""
+    """Refuse a URL with credentials where its store cannot take them (``s3://KEY:SECRET@...``,
+    :func:`~geoseg.core.urls.credentials_in`), and one that cannot be parsed (a secret with ``/``
+    in its user info, a port that is not a number), before any library parses it and quotes
+    part of it."""
     if isinstance(data, dict):
         for k, v in data.items():
             if k != "storage_options":
@@ -195,6 +197,9 @@ def _check_urls(data: Any, source: str, error: type[GeosegError], key: str = "")
         for i, v in enumerate(data):
             _check_urls(v, source, error, f"{key}.{i}")
     elif isinstance(data, str) and "://" in data:
+        refused = credentials_refused(data, key)
+        if refused is not None:
+            raise error(f"{source}: {refused}")
         try:
             urlsplit(data).port  # noqa: B018 - parsing is the check
         except ValueError:

@@ -18,3 +18,52 @@ def public_url(url: str) -> str:
     if at and (":" in info or "/" not in info):
         rest = after
     return f"{scheme}://{rest.split('#', 1)[0].split('?', 1)[0]}"
+
+
+# Object stores whose bucket names hold neither '@' nor ':', and whose fsspec filesystems take no
+# credentials from a URL (s3fs, gcsfs, ossfs would send user info as part of the bucket name);
+# for each, where credentials go instead. Azure is not here: adlfs reads ``container@account``.
+_CREDENTIALS_GO = {
+    "s3": "storage_options (key and secret, or profile: NAME), the AWS_ACCESS_KEY_ID and "
+          "AWS_SECRET_ACCESS_KEY environment variables, or a profile (AWS_PROFILE, "
+          "~/.aws/credentials)",
+    "gs": "storage_options (token: the path of a service-account JSON file) or the "
+          "GOOGLE_APPLICATION_CREDENTIALS environment variable",
+    "oss": "storage_options (key and secret)",
+}
+_CREDENTIALS_GO |= {"s3a": _CREDENTIALS_GO["s3"], "gcs": _CREDENTIALS_GO["gs"]}
+
+
+def credentials_in(url: str) -> str | None:
+    """The scheme of the part of ``url`` (each part of a chained ``simplecache::s3://...`` URL)
+    that carries credentials as user info on an object store that cannot take them there
+    (``s3://KEY:SECRET@bucket/key``); ``None`` when no part does.
+
+    A bucket name holds neither ``@`` nor ``:``: user info is an ``@`` in the bucket part, or a
+    ``:`` there with an ``@`` further on (a secret holding ``/``). An ``@`` in a key
+    (``s3://bucket/a@2x.tif``) is not user info, and ``http(s)://user:password@host`` is left
+    alone: fsspec's HTTP client sends it as basic authentication."""
+    for part in url.split("::"):
+        scheme, sep, rest = part.partition("://")
+        scheme = scheme.lower()
+        if not sep or scheme not in _CREDENTIALS_GO:
+            continue
+        rest = rest.split("?", 1)[0].split("#", 1)[0]
+        bucket = rest.split("/", 1)[0]
+        if "@" in bucket or (":" in bucket and "@" in rest):
+            return scheme
+    return None
+
+
+def credentials_refused(url: str, what: str) -> str | None:
+    """The message refusing ``url`` (``what``: "Input", "Output", ...) when it carries credentials
+    as user info where they cannot go (:func:`credentials_in`); ``None`` when it does not. The
+    URL is shown without them."""
+    scheme = credentials_in(url)
+    if scheme is None:
+        return None
+    return (f"{what} {public_url(url)}: received a URL with credentials in it (user info before "
+            f"'@', not shown); expected {scheme}://bucket/path without them: geoseg does not take "
+            f"credentials from {scheme}:// URLs (the store would read them as part of the bucket "
+            "name). Remove them from the URL and give them in "
+            f"{_CREDENTIALS_GO[scheme]} instead.")

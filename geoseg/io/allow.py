@@ -7,10 +7,12 @@ whatever local file or URL its XML points at. geoseg therefore opens rasters wit
 them with ``GTiff``) and without looking for sidecar files (``.ovr``, ``.aux.xml``, ``.msk``),
 which GDAL opens with any driver. Everything else is refused, naming its real driver.
 
-An output URL is refused before anything is written when a segment of its path is ``..``,
-when its scheme is not in ``GEOSEG_OUTPUT_SCHEMES``, or, when ``GEOSEG_OUTPUT_BUCKETS`` is set,
-when its bucket (container) is not one of them (shell-style patterns such as ``team-*``); and
-an output where its own input is (:func:`overlapping`), which replacing would delete.
+An output URL is refused before anything is written when it carries credentials as user info
+where its store cannot take them (``s3://KEY:SECRET@bucket/...``), when a segment of its path
+is ``..``, when its scheme is not in ``GEOSEG_OUTPUT_SCHEMES``, or, when
+``GEOSEG_OUTPUT_BUCKETS`` is set, when its bucket (container) is not one of them (shell-style
+patterns such as ``team-*``); and an output where its own input is (:func:`overlapping`), which
+replacing would delete.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import fsspec
 
 from geoseg import config
-from geoseg.core.urls import public_url
+from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import OutputLocationError, UnsupportedFormatError
 
 GDAL_DRIVERS = ("GTiff",)  # the drivers geoseg lets GDAL open an input with
@@ -110,8 +112,12 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def check_output_url(url: str) -> None:
-    """Refuse (:class:`OutputLocationError`) an output URL with a ``..`` segment, a scheme not in
+    """Refuse (:class:`OutputLocationError`) an output URL with credentials as user info where
+    its store cannot take them (``s3://KEY:SECRET@bucket/...``), a ``..`` segment, a scheme not in
     ``GEOSEG_OUTPUT_SCHEMES`` or, when ``GEOSEG_OUTPUT_BUCKETS`` is set, a bucket not in it."""
+    refused = credentials_refused(url, "Output")
+    if refused is not None:
+        raise OutputLocationError(f"{refused} Nothing was written.")
     *wrappers, target = url.split("::")  # a chained URL (simplecache::s3://...): every protocol
     for protocol in [part.split("://", 1)[0] for part in wrappers] + [fsspec.utils.get_protocol(target)]:
         _check_scheme(url, protocol)

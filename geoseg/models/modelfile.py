@@ -30,7 +30,7 @@ from torch import nn
 
 from geoseg import budgets
 from geoseg.core import redact
-from geoseg.core.urls import public_url
+from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import (
     BudgetError,
     GeosegError,
@@ -81,6 +81,7 @@ def model_to_bytes(model: SegmentationModel) -> tuple[bytes, ModelInfo]:
 def save_model(model: SegmentationModel, url: str, *, storage_options: dict[str, Any] | None = None,
                overwrite: bool = False) -> ModelRef:
     """Write ``model`` to ``url`` (any fsspec URL) and return a reference workers can load."""
+    _refuse_credentials(url)
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if fs.exists(path) and not overwrite:
         raise OutputExistsError(f"{url} already exists; pass overwrite=True to replace it.")
@@ -264,16 +265,24 @@ def _read_head(url: str, storage_options: dict[str, Any]) -> bytes:
         return prefix + f.read(min(length, MAX_HEADER))
 
 
+def _refuse_credentials(url: str) -> None:
+    """A model URL with credentials where its store cannot take them (``s3://KEY:SECRET@...``)."""
+    refused = credentials_refused(url, "Model file")
+    if refused is not None:
+        raise ModelFileError(refused)
+
+
 @contextlib.contextmanager
 def _opened(url: str, storage_options: dict[str, Any]) -> Iterator[Any]:
     """The model file open for reading; a missing file or a storage failure (refused, denied,
     unreachable) raises a geoseg error naming it."""
+    _refuse_credentials(url)
     with remote.storage_errors(url, storage_options, "Reading model file"):
         try:
             with fsspec.open(resolve_url(url), "rb", **storage_options) as f:
                 yield f
         except FileNotFoundError:
-            raise ModelFileError(f"No model file at {url}. Check the path, or use one of: "
+            raise ModelFileError(f"No model file at {public_url(url)}. Check the path, or use one of: "
                                  + ", ".join(BUILTIN_PREFIX + n for n in builtin_models())) from None
 
 

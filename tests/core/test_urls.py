@@ -35,3 +35,21 @@ def test_malformed_url_is_cut_not_refused():
 def test_at_sign_in_a_path_is_kept():
     assert public_url("gs://bucket/tiles/a@2x.tif") == "gs://bucket/tiles/a@2x.tif"
     assert public_url("s3://Bucket/Scene.zarr") == "s3://Bucket/Scene.zarr"
+
+
+def test_credentials_are_found_in_object_store_urls_only():
+    from geoseg.core.urls import credentials_in, credentials_refused
+
+    for url in ("s3://KEY:SECRET@bucket/a.zarr", "s3://KEY@bucket/a.zarr",
+                "s3://KEY:SEC/RET@bucket/a.zarr", "S3A://K:S@bucket/a", "gs://K:S@bucket/a.tif",
+                "simplecache::s3://KEY:SECRET@bucket/a.tif"):
+        assert credentials_in(url) is not None, url
+    for url in ("s3://bucket/tiles/a@2x.tif", "s3://bucket/a.tif?sig=a@b", "/data/a@b.tif",
+                "https://user:password@host/a.tif", "http://u@host:8080/a.zarr",
+                "abfs://container@account.dfs.core.windows.net/a.zarr", "memory://a@b/c"):
+        assert credentials_in(url) is None, url
+    message = credentials_refused("s3://AKID1:Sec/Ret@bucket/a.zarr?x=1", "Input")
+    assert message.startswith("Input s3://bucket/a.zarr: received a URL with credentials")
+    assert "AKID1" not in message and "Sec" not in message and "Ret" not in message
+    assert "storage_options" in message and "AWS_PROFILE" in message
+    assert credentials_refused("s3://bucket/a.zarr", "Input") is None

@@ -17,8 +17,15 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
-from geoseg.core.urls import public_url
-from geoseg.errors import CorruptInputError, PlanError, RasterNotFoundError, UnsupportedFormatError
+from geoseg.core.urls import credentials_refused, public_url
+from geoseg.errors import (
+    CorruptInputError,
+    GeosegError,
+    PlanError,
+    RasterNotFoundError,
+    StorageAccessError,
+    UnsupportedFormatError,
+)
 from geoseg.io import faults, mosaic, remote
 from geoseg.io.readers import _registry, probe
 from geoseg.io.readers.base import RasterSource
@@ -97,7 +104,14 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
 
     A raster declaring more pixels than ``GEOSEG_MAX_PIXELS``, or stored chunks that decode to
     more than ``GEOSEG_MAX_CHUNK_BYTES``, raises :class:`~geoseg.errors.BudgetError`
-    (:mod:`geoseg.budgets`) before any pixel is read."""
+    (:mod:`geoseg.budgets`) before any pixel is read.
+
+    A URL carrying credentials where its store cannot take them (``s3://KEY:SECRET@bucket/...``)
+    raises :class:`~geoseg.errors.StorageAccessError` before anything is asked of the store."""
+    for one in [url] if isinstance(url, str) else url:
+        refused = credentials_refused(str(one), "Input")
+        if refused is not None:
+            raise StorageAccessError(refused)
     so = dict(storage_options or {})
     options = {"variable": variable, "bands": bands, "level": level, "pages": pages}
     if not isinstance(url, str) or mosaic.is_glob(url):
@@ -157,6 +171,13 @@ def _open_one(url: str, so: dict[str, Any], name: str | None, options: dict[str,
         try:
             return reader.open(url, so, **given)
         except (RasterNotFoundError, FileNotFoundError):  # none of its files there: is anything?
+            raise _registry.not_its_format(name, reader, url, so) from None
+        except Exception as exc:  # another format than the reader's? Say which, not "corrupt"
+            if remote.is_transient(exc) or (isinstance(exc, GeosegError) and not isinstance(
+                    exc, (UnsupportedFormatError, CorruptInputError))):
+                raise
+            if not _registry.another_format(reader, url, so):
+                raise
             raise _registry.not_its_format(name, reader, url, so) from None
 
 
