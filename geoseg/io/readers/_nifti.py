@@ -11,6 +11,7 @@ advice: they cannot be read by window (``geoseg convert`` turns them into a chun
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,11 +107,28 @@ def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
 
 
 def read_header(url: str, storage_options: dict[str, Any]) -> nib.Nifti1Header:
+    """The header of the single-file NIfTI at ``url``. A file without NIfTI's magic is refused
+    before nibabel parses it, and nibabel's reports on what it checks and fixes in a header go
+    nowhere (nibabel prints them on stderr itself): a header it cannot use raises."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     head = fs.cat_file(path, start=0, end=540)  # one small range request, no read-ahead
     if head[:2] == GZIP_MAGIC:
         raise UnsupportedFormatError(
             f"{url} is gzip-compressed, which cannot be read window by window. Convert it once to a "
             f"chunked Zarr: `geoseg convert {url} OUT.zarr`, then use OUT.zarr as the input.")
+    if not is_nifti(head):
+        raise UnsupportedFormatError(
+            f"Cannot read {public_url(url)} as NIfTI: received a file without a NIfTI-1/2 header "
+            f"(it starts with {head[:8]!r}); expected a single-file NIfTI (.nii, magic 'n+1' or "
+            "'n+2'). Give a NIfTI file, or leave the reader out to let geoseg pick one.")
     klass = nib.Nifti2Header if head[4:8] == NIFTI2_MAGIC[0] else nib.Nifti1Header
-    return klass.from_fileobj(io.BytesIO(head))
+    header = klass.from_fileobj(io.BytesIO(head), check=False)
+    header.check_fix(logger=_NIBABEL_REPORTS)  # raises for what it cannot fix, says nothing
+    return header
+
+
+# where nibabel's header reports go: nowhere (a handler that drops them, so that logging's last
+# resort does not print them either, and no other handler above)
+_NIBABEL_REPORTS = logging.getLogger("geoseg.io.nibabel")
+_NIBABEL_REPORTS.addHandler(logging.NullHandler())
+_NIBABEL_REPORTS.propagate = False

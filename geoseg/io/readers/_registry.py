@@ -97,17 +97,39 @@ def claim(url: str, storage_options: dict[str, Any]) -> tuple[str, Reader]:
 
 def not_its_format(name: str, reader: Reader, url: str, storage_options: dict[str, Any]) -> GeosegError:
     """The error for a reader named by the user that finds nothing of its format at ``url``:
-    not found when nothing is there, else which installed readers would claim it."""
+    not found when nothing is there, else which installed readers would claim it, and what the
+    file looks like (the first of them, the one geoseg would pick)."""
     fs, path = probe.location(url, storage_options)
     if not probe.is_file(url, storage_options) and not remote.exists(fs, path):
         return remote.not_found(url, storage_options)
-    claiming = [n for n, r in installed().items() if r.guess_can_open(url, storage_options)]
-    hint = (f"the installed readers that claim it: {', '.join(claiming)}" if claiming
-            else "no installed reader claims it")
+    claiming = _claiming(url, storage_options)
+    if not claiming:
+        return UnsupportedFormatError(
+            f"The reader {name!r} ({reader.description}) cannot read {public_url(url)}: something "
+            "is there, but not in its format (no installed reader claims it). Name another reader, "
+            "or leave the reader out to let geoseg pick one.")
+    first = claiming[0]
     return UnsupportedFormatError(
         f"The reader {name!r} ({reader.description}) cannot read {public_url(url)}: something is "
-        f"there, but not in its format ({hint}). Name another reader, or leave the reader out to "
-        "let geoseg pick one.")
+        f"there, but not in its format (the installed readers that claim it: {', '.join(claiming)}); "
+        f"it looks like {installed()[first].description}. Use reader: {first}, or leave the reader "
+        "out to let geoseg pick one.")
+
+
+def another_format(reader: Reader, url: str, storage_options: dict[str, Any]) -> bool:
+    """Whether the file at ``url``, on which ``reader`` (named by the user) failed, is another
+    installed reader's format: ``reader`` does not claim it, another does. ``False`` when that
+    cannot be told (the reader's own error then stands)."""
+    try:
+        return not reader.guess_can_open(url, storage_options) and bool(
+            _claiming(url, storage_options))
+    except Exception:  # noqa: BLE001 - the file cannot even be looked at: the first error stands
+        return False
+
+
+def _claiming(url: str, storage_options: dict[str, Any]) -> list[str]:
+    """The installed readers whose guess claims ``url``, in asking order."""
+    return [n for n, r in installed().items() if r.guess_can_open(url, storage_options)]
 
 
 def _unclaimed(url: str, storage_options: dict[str, Any]) -> GeosegError:
