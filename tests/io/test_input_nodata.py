@@ -57,6 +57,43 @@ def test_a_float_fill_value_attribute_is_decoded_as_xarray_encodes_it(tmp_path):
     assert open_source(url, variable="image").georef.nodata == rioxarray_nodata(url) == -9999.0
 
 
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint8", 0), ("float32", -9999.0)])
+def test_a_zarr_v2_written_by_rioxarray_keeps_its_nodata(tmp_path, dtype, nodata):
+    """For Zarr v2, xarray writes CF's _FillValue as the array's fill_value in .zarray, not as
+    an attribute (as for v3): geoseg read no nodata there."""
+    image = textured_image(64, 96, seed=6).astype(dtype)
+    image[:, :8, :8] = nodata
+    url = rioxarray_zarr(tmp_path, image, nodata, zarr_format=2)
+    array = zarr.open_array(url + "/image")
+    assert array.metadata.zarr_format == 2 and "_FillValue" not in array.attrs
+    assert array.metadata.fill_value == nodata
+    assert open_source(url, variable="image").georef.nodata == rioxarray_nodata(url) == nodata
+    assert geoseg.open_raster(url, variable="image").attrs["nodata"] == nodata
+
+
+def test_a_zarr_v2_fill_value_is_nodata_where_xarray_reads_it_so(tmp_path):
+    """A Zarr v2 array zarr wrote in xarray's encoding (dimension names in _ARRAY_DIMENSIONS)
+    declares its nodata by its fill_value, as a v3 one does by its _FillValue attribute; a
+    fill_value alone, v2 without that encoding or v3, is only what absent chunks read as."""
+    dims = ["band", "y", "x"]
+    v2 = zarr.create_array(str(tmp_path / "v2.zarr"), shape=(2, 16, 16), chunks=(2, 8, 8),
+                           dtype="int16", fill_value=-9999, zarr_format=2,
+                           attributes={"_ARRAY_DIMENSIONS": dims})
+    v2[:, :8, :] = 1  # the other half: chunks never written, read as the fill value
+    assert open_source(str(tmp_path / "v2.zarr")).georef.nodata == -9999
+    raster = geoseg.open_raster(str(tmp_path / "v2.zarr"))
+    valid = geoseg.core.segmenter.valid_mask(raster.values, raster.attrs["nodata"])
+    assert valid[:8].all() and not valid[8:].any()
+    zarr.create_array(str(tmp_path / "v3.zarr"), shape=(2, 16, 16), chunks=(2, 8, 8),
+                      dtype="int16", fill_value=-9999, dimension_names=dims,
+                      attributes={"_FillValue": -9999})
+    assert open_source(str(tmp_path / "v3.zarr")).georef.nodata == -9999  # v3: the attribute
+    for fmt in (2, 3):  # fill_value metadata alone: no nodata, in either format
+        zarr.create_array(str(tmp_path / f"plain{fmt}.zarr"), shape=(16, 16), chunks=(8, 8),
+                          dtype="int16", fill_value=-9999, zarr_format=fmt)
+        assert open_source(str(tmp_path / f"plain{fmt}.zarr")).georef.nodata is None, fmt
+
+
 def test_zarr_nodata_attributes_are_read_in_rioxarrays_order(tmp_path):
     """``_FillValue``, then ``missing_value``, ``fill_value`` and ``nodata`` (attributes: the
     array's own ``fill_value`` metadata declares no nodata)."""

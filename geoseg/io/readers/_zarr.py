@@ -42,8 +42,10 @@ _SPATIAL_NAMES = ("z", "y", "x")
 _BAND_NAMES = ("band", "bands", "c", "channel", "channels")
 _TIME_NAMES = ("t", "time")
 # attributes declaring the nodata of the stored values, in rioxarray's order (``rio.nodata``):
-# CF's _FillValue (xarray writes it as an attribute of Zarr v3 arrays), missing_value, then the
-# fill_value and nodata attributes. Zarr's own fill_value metadata declares no nodata.
+# CF's _FillValue (xarray writes it as an attribute of Zarr v3 arrays, and as the fill_value of
+# Zarr v2 arrays: see xarray_v2_fill_value), missing_value, then the fill_value and nodata
+# attributes. Zarr's own fill_value metadata otherwise declares no nodata: it is what zarr reads
+# where a chunk is absent, 0 unless the writer chose another.
 NODATA_ATTRS = ("_FillValue", "missing_value", "fill_value", "nodata")
 
 
@@ -229,8 +231,12 @@ def _zarr_band_names(arr: zarr.Array, n_bands: int) -> list[str]:
 
 def declared_nodata(arr: zarr.Array, url: str) -> float | None:
     """The nodata an array's attributes declare (:data:`NODATA_ATTRS`, the first one set), or
-    ``None``. A float one may be base64-encoded as xarray writes it (8 bytes, little-endian)."""
+    ``None``. A float one may be base64-encoded as xarray writes it (8 bytes, little-endian).
+    A Zarr v2 array xarray wrote keeps CF's ``_FillValue`` as its ``fill_value`` in ``.zarray``
+    (:func:`xarray_v2_fill_value`), where a v3 one has the attribute: either is read."""
     attrs = dict(arr.attrs)
+    if attrs.get("_FillValue") is None:
+        attrs["_FillValue"] = xarray_v2_fill_value(arr)
     key = next((k for k in NODATA_ATTRS if attrs.get(k) is not None), None)
     if key is None:
         return None
@@ -241,6 +247,20 @@ def declared_nodata(arr: zarr.Array, url: str) -> float | None:
             f"Zarr array {public_url(url)} has the attribute {key}={value!r}; expected a number "
             "(its nodata: what xarray and rioxarray write there). Fix or delete that attribute.")
     return number
+
+
+def xarray_v2_fill_value(arr: zarr.Array) -> Any:
+    """The CF ``_FillValue`` of a Zarr v2 array in xarray's encoding (its dimension names in
+    ``_ARRAY_DIMENSIONS``), or ``None``. xarray and rioxarray write it there as the array's own
+    ``fill_value`` (``null`` when there is none), and read every v2 fill_value back as it,
+    where for Zarr v3 they keep a ``_FillValue`` attribute apart from the fill_value. A v2 array
+    without xarray's encoding, like any v3 one, declares no nodata by its fill_value."""
+    if arr.metadata.zarr_format != 2 or "_ARRAY_DIMENSIONS" not in arr.attrs:
+        return None
+    if np.dtype(arr.dtype).kind not in "iuf":  # a bool raster's False is no nodata; other
+        return None  # dtypes are refused for what they are, not for a fill value
+    value = arr.metadata.fill_value
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _attr_number(value: Any) -> float | None:
