@@ -545,7 +545,8 @@ class JobProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
+        if self.bar.live.is_started:  # a bar never shown leaves no empty line behind
+            self.bar.stop()
 
     def start(self, n_tasks: int) -> None:
         self.rate.start(n_tasks)

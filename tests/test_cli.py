@@ -80,4 +80,5 @@ def test_bad_input_exits_nonzero_with_a_clear_message_and_writes_nothing(inputs,
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+    assert "" not in result.stderr.splitlines(), result.stderr  # no progress bar's empty line
     assert sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
