@@ -402,18 +402,23 @@ def test_no_secret_in_anything_a_failing_job_prints_or_stores(tmp_path, model_pa
 
 
 def test_no_secret_from_a_url_a_library_quotes(tmp_path, model_path, s3_server):
-    """botocore quotes a bucket name it refuses, user info included; fsspec quotes the part of
-    a malformed URL's user info it took for a port."""
+    """botocore quotes a bucket name it refuses, user info included: an object store's URL with
+    user info is refused before; fsspec quotes the part of a malformed URL's user info it took
+    for a port: such a URL is refused unparsed."""
     data = secret_job(tmp_path, s3_server, model_path)
     data["input"]["url"] = (f"s3://{SECRETS['url user']}:{SECRETS['url password']}@geoseg/"
                             f"{tmp_path.name}/scene.zarr?X-Amz-Signature={SECRETS['url signature']}")
     result = run_job(tmp_path, data, env=SECRET_ENV, own_process=True)
-    assert_clean(result, 2, f"input.url: Cannot read the metadata of s3://geoseg/{tmp_path.name}/",
-                 "Invalid bucket name")
+    assert_clean(result, 2, f"input.url s3://geoseg/{tmp_path.name}/scene.zarr: received a URL "
+                 "with credentials in it")  # refused before botocore could quote it
     assert leaks(result.stdout + result.stderr) == []
     data["input"]["url"] = f"s3://{SECRETS['url user']}:wJalrXUtnFEMI/{SECRETS['url password']}@geoseg/x"
     result = run_job(tmp_path, data, env=SECRET_ENV, own_process=True)
-    assert_clean(result, 2, "input.url: received a URL that cannot be parsed (s3://geoseg/x ")
+    assert_clean(result, 2, "input.url s3://geoseg/x: received a URL with credentials in it")
+    assert leaks(result.stdout + result.stderr) == [] and "wJalrXUtnFEMI" not in result.stderr
+    data["input"]["url"] = f"https://{SECRETS['url user']}:wJalrXUtnFEMI/{SECRETS['url password']}@h/x"
+    result = run_job(tmp_path, data, env=SECRET_ENV)  # fsspec would take the user info for a port
+    assert_clean(result, 2, "input.url: received a URL that cannot be parsed (https://h/x ")
     assert leaks(result.stdout + result.stderr) == [] and "wJalrXUtnFEMI" not in result.stderr
 
 
