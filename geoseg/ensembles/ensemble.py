@@ -68,7 +68,8 @@ class Ensemble(Segmenter):
         self.combine = combine
         self.weights = normalize_weights(weights, len(self.members))
         self.classes = _ensemble_classes(self.members, classes)
-        self._orders = tuple(channel_order(m, self.classes, i) for i, m in enumerate(self.members))
+        origin = f"member 0, {self.members[0].name}" if classes is None else "as given"
+        self._orders = tuple(channel_order(m, self.classes, i, origin) for i, m in enumerate(self.members))
         self.bands = _common_bands(self.members)
         self.stride, self.halo = _geometry(self.members)
         self.global_context = any(m.global_context for m in self.members)
@@ -220,15 +221,19 @@ def _ensemble_classes(members: Sequence[Segmenter],
     return tuple(c if isinstance(c, ClassInfo) else by_name.get(str(c), ClassInfo(str(c))) for c in classes)
 
 
-def channel_order(member: Segmenter, classes: Sequence[ClassInfo], index: int) -> tuple[int, ...]:
-    """Indexes into ``member``'s score channels giving ``classes``' order; clear error on mismatch."""
+def channel_order(member: Segmenter, classes: Sequence[ClassInfo], index: int,
+                  origin: str = "") -> tuple[int, ...]:
+    """Indexes into ``member``'s score channels giving ``classes``' order; clear error on mismatch.
+    ``origin`` says where the ensemble's classes come from (``"member 0, NAME"``)."""
     names, expected = _names(member.classes), _names(classes)
     if len(set(names)) != len(names) or sorted(names) != sorted(expected):
         missing = [n for n in expected if n not in names]
         extra = [n for n in names if n not in expected]
+        whose = f" ({origin})" if origin else ""
         raise EnsembleError(
-            f"member {index} ({member.name}) has classes {names} but the ensemble's classes are "
-            f"{expected} (missing: {missing}, extra: {extra}, duplicates: {len(set(names)) != len(names)}). "
+            f"member {index} ({member.name}) has {len(names)} classes {names} but the ensemble's "
+            f"{len(expected)} classes{whose} are {expected} (missing: {missing}, extra: {extra}, "
+            f"duplicates: {len(set(names)) != len(names)}). "
             "Ensemble members must predict the same class names (in any order); retrain or relabel the "
             "member, wrap it to map its classes, or pass classes=[...] naming the common classes."
         )

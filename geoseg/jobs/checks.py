@@ -7,7 +7,10 @@ does not fail on it later:
 * the input: a Zarr array's absent chunks (one listing; :mod:`geoseg.io.missing`) and its
   first chunk decoding as its metadata says (dtype, chunk shape, codecs);
 * the model: a classical method's parameters and feature bands against the input (fitted
-  methods are otherwise first built when the job runs);
+  methods are otherwise first built when the job runs); a manual threshold against the values
+  the input's dtype can hold; an ensemble or TTA holding a method still to be fitted built with
+  a stand-in for it (:func:`geoseg.methods.build.stand_in`: the classes, bands and geometry the
+  fit will give), so members whose classes or bands disagree are refused before any fit;
 * the output: a local folder that can be written, a ``nodata_class`` the class array can hold.
 
 A model file's classes are checked against its network's outputs when its header is read
@@ -30,16 +33,20 @@ import fsspec
 import numpy as np
 
 from geoseg import budgets, logs
+from geoseg.core.segmenter import Segmenter
 from geoseg.core.urls import public_url
+from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import BandMismatchError, GeosegError, JobSpecError
 from geoseg.io import missing, remote
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.jobs.provenance import runs_dir
+from geoseg.methods.build import build_method, stand_in
 from geoseg.methods.features import as_feature
 from geoseg.methods.histogram import fit_histogram_modes
 from geoseg.methods.kmeans import DEFAULT_N_INIT, fit_kmeans, parse_n_init
 from geoseg.methods.params import check_params
-from geoseg.methods.threshold import METHODS, fit_threshold
+from geoseg.methods.threshold import METHODS, check_in_range, fit_threshold
+from geoseg.models.modelfile import read_header
 from geoseg.tiling.plan import read_window, region_tiles
 
 if TYPE_CHECKING:
@@ -90,11 +97,13 @@ def check_job(prepared: PreparedJob) -> None:
             check_first_chunk(source)
             check_missing_chunks(source)
     check_methods(spec.model, source)
+    model = prepared.model if prepared.model is not None else planned_model(
+        spec.model, source, f"input {public_url(spec.input.url)}")
     with _key("output.url"):
         check_writable(spec.output.url)
     with _key("runs_dir"):
         check_writable(runs_dir(spec))
-    check_nodata_class(spec.output, prepared)
+    check_nodata_class(spec.output, prepared, None if model is None else model.n_classes)
 
 
 # --- the input -----------------------------------------------------------------------------
@@ -133,6 +142,9 @@ def check_methods(spec: ModelSpec, source: RasterSource, key: str = "model") -> 
         for i, member in enumerate(spec.ensemble.members):
             check_methods(member, source, f"{key}.ensemble.members.{i}")
         return
+    if spec.method == "threshold":
+        with _key(f"{key}.params"):
+            check_in_range(build_method(spec.method, spec.params), source.dtype)
     if spec.method not in FITS:
         return  # a model file, or a method built (and so checked) by prepare
     fit, leading = FITS[spec.method]
@@ -145,6 +157,34 @@ def check_methods(spec: ModelSpec, source: RasterSource, key: str = "model") -> 
     check_params(spec.params, f"{key}.params")
     with _key(f"{key}.params"):
         check_bands(spec.method, spec.params, source.shape[0])
+        stand_in(spec.method, spec.params, source.band_names)  # what the fit would refuse
+
+
+def planned_model(spec: ModelSpec, source: RasterSource, where: str) -> Segmenter | None:
+    """The segmenter a run of ``spec`` builds once its methods are fitted, with stand-ins for
+    them: built, it refuses members whose classes, bands or axes disagree, and is checked
+    against the bands of ``where`` (the input), before any fit. ``None`` when a plugin's
+    method is still to be fitted (what it gives is known only then)."""
+    model = _planned(spec, source)
+    if model is not None:
+        with _key("input.bands"):
+            model.check_bands(source.band_names, where)
+    return model
+
+
+def _planned(spec: ModelSpec, source: RasterSource) -> Segmenter | None:
+    if spec.path is not None:
+        with _key("model.path"):
+            model: Segmenter | None = read_header(spec.path, storage_options=spec.storage_options)
+    elif spec.method is not None:
+        model = stand_in(spec.method, spec.params, source.band_names)
+    else:
+        members = [_planned(m, source) for m in spec.ensemble.members]
+        if any(m is None for m in members):
+            return None
+        with _key("model.ensemble"):
+            model = Ensemble(members, weights=spec.ensemble.weights, combine=spec.ensemble.combine)
+    return TTA(model, transforms=spec.tta) if spec.tta and model is not None else model
 
 
 def check_bands(method: str, params: dict[str, Any], n_bands: int) -> None:
@@ -187,12 +227,11 @@ def check_writable(url: str) -> None:
     raise remote.translate(OSError(code, os.strerror(code), str(existing)), url, {}, "Writing")
 
 
-def check_nodata_class(out: OutputSpec, prepared: PreparedJob) -> None:
-    """``output.nodata_class`` fits the class array (uint8 up to 255 classes, else uint16)."""
+def check_nodata_class(out: OutputSpec, prepared: PreparedJob, n_classes: int | None) -> None:
+    """``output.nodata_class`` fits the class array (uint8 up to 255 classes, else uint16) of a
+    model of ``n_classes`` (``None``: not known before a fit)."""
     if out.nodata_class is None:
         return
-    n_classes = prepared.model.n_classes if prepared.model is not None else _method_classes(
-        prepared.spec.model)
     dtype = prepared.work.class_dtype if prepared.work is not None else (
         "uint8" if n_classes is not None and n_classes <= 255 else "uint16")
     top, low = np.iinfo(dtype).max, n_classes or 0
@@ -202,12 +241,6 @@ def check_nodata_class(out: OutputSpec, prepared: PreparedJob) -> None:
             f"output.nodata_class: received {out.nodata_class}, but the model's {classes} are "
             f"stored as {dtype}, which holds 0 to {top}; give an id from {low} to {top} (by "
             f"default {top}), above the class ids, so no-data is never taken for a class.")
-
-
-def _method_classes(spec: ModelSpec) -> int | None:
-    """How many classes a fitted method gives, from its parameters (``None``: not known)."""
-    n = spec.params.get("k") if spec.method == "kmeans" else spec.params.get("classes", 2)
-    return n if spec.method in FITS and isinstance(n, int) else None
 
 
 @contextlib.contextmanager

@@ -20,10 +20,16 @@ from typing import Any
 from geoseg.core.segmenter import Segmenter
 from geoseg.errors import JobSpecError, MethodParameterError
 from geoseg.methods.edges import Canny, EdgeMagnitude
-from geoseg.methods.histogram import fit_histogram_modes
-from geoseg.methods.kmeans import fit_kmeans
+from geoseg.methods.histogram import fit_histogram_modes, unfitted_modes
+from geoseg.methods.kmeans import fit_kmeans, unfitted_kmeans
 from geoseg.methods.params import check_params
-from geoseg.methods.threshold import METHODS, LocalThreshold, Threshold, fit_threshold
+from geoseg.methods.threshold import (
+    METHODS,
+    LocalThreshold,
+    Threshold,
+    fit_threshold,
+    unfitted_threshold,
+)
 
 ENTRY_POINT_GROUP = "geoseg.methods"
 Builder = Callable[[Any, dict[str, Any]], Segmenter]
@@ -32,6 +38,12 @@ FITTED: dict[str, Builder] = {
     **{name: (lambda raster, p, _m=name: fit_threshold(raster, _m, **p)) for name in METHODS},
     "kmeans": lambda raster, p: fit_kmeans(raster, **p),
     "histogram": lambda raster, p: fit_histogram_modes(raster, **p),
+}
+# what each fitted method gives, known from its parameters and the raster's band names alone
+UNFITTED: dict[str, Callable[[Any, dict[str, Any]], Segmenter]] = {
+    **{name: (lambda bands, p, _m=name: unfitted_threshold(bands, _m, **p)) for name in METHODS},
+    "kmeans": lambda bands, p: unfitted_kmeans(bands, **p),
+    "histogram": lambda bands, p: unfitted_modes(bands, **p),
 }
 DIRECT: dict[str, Builder] = {
     "threshold": lambda _, p: Threshold(**{**p, "thresholds": p.get("thresholds", ())}),
@@ -92,13 +104,30 @@ def build_method(name: str, params: dict[str, Any], raster: Any = None) -> Segme
     check_method(name)
     if is_builtin(name):
         check_params(params, "model.params")
-    builder = FITTED.get(name) or DIRECT.get(name) or plugins()[name][0]
+    return _built(name, FITTED.get(name) or DIRECT.get(name) or plugins()[name][0], raster, params)
+
+
+def _built(name: str, builder: Callable[[Any, dict[str, Any]], Segmenter], first: Any,
+           params: dict[str, Any]) -> Segmenter:
+    """``builder(first, params)``, a parameter it does not take (or lacks) named as the spec's."""
     try:
-        return builder(raster, dict(params))
+        return builder(first, dict(params))
     except TypeError as exc:
         given = f"received {sorted(params)}" if params else "received no parameters"
         raise JobSpecError(f"model.params: {name}: {given}; {_plain(exc)}. Give the method's "
                            "parameters under model.params (README, Classical methods).") from None
+
+
+def stand_in(name: str, params: dict[str, Any], band_names: Any) -> Segmenter | None:
+    """For a method fitted on a raster of ``band_names``: a segmenter with the classes, bands and
+    geometry the fit will give (its statistics placeholders), built without reading a pixel, so
+    what a fit would refuse of its parameters, and an ensemble of its classes, is refused before
+    it; a method built without fitting itself; ``None`` for a plugin's fitted method (what it
+    gives is known only once fitted)."""
+    if name in UNFITTED:
+        check_params(params, "model.params")
+        return _built(name, UNFITTED[name], tuple(band_names), params)
+    return None if needs_fit(name) else build_method(name, params)
 
 
 def _plain(exc: TypeError) -> str:

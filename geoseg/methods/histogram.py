@@ -128,8 +128,7 @@ def fit_histogram_modes(
     get one bin per value; other features ``nbins`` bins over the global
     ``[min, max]``. No-data and NaN pixels are ignored.
     """
-    if classes < 2:
-        raise MethodParameterError(f"classes must be >= 2, got {classes}.")
+    check_modes(classes, max_smoothing)
     feat = as_feature(feature)
     rd = raster_data(raster, nodata)
     feat.check(rd.n_bands, "the raster")
@@ -143,4 +142,35 @@ def fit_histogram_modes(
         rd.band_names,
         levels=modes.levels,
         fractions=modes.fractions,
+    )
+
+
+def check_modes(classes: int, max_smoothing: int) -> None:
+    """Refuse, before any pixel is read, parameters no histogram could satisfy."""
+    if classes < 2:
+        raise MethodParameterError(f"classes must be >= 2, got {classes}.")
+    if max_smoothing < 1:
+        raise MethodParameterError(
+            f"max_smoothing: received {max_smoothing}; expected a whole number >= 1 (the modes "
+            f"are counted after each smoothing pass, so at least one pass is needed)."
+        )
+
+
+def unfitted_modes(
+    band_names: Sequence[str] | None,
+    classes: int = 2,
+    *,
+    feature: FeatureLike = None,
+    max_smoothing: int = 10_000,
+    **_fit_only: Any,
+) -> HistogramModes:
+    """What :func:`fit_histogram_modes` gives on a raster of ``band_names``, as far as is known
+    before the fit: its class names (their order depends on the data), feature and bands."""
+    check_modes(classes, max_smoothing)
+    return HistogramModes(
+        tuple(float(i) for i in range(classes - 1)),
+        feature,
+        "modes",
+        mode_names((1.0 / classes,) * classes),
+        None if band_names is None else tuple(band_names),
     )

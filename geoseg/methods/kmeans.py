@@ -288,6 +288,7 @@ def step_task(
 
 def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Greedy k-means++ centroids ``(k, F)`` from the rows of ``x``, deterministic for ``seed``."""
+    check_value("k", k)
     check_distinct(x, k)
     return _plusplus(x, k, seed)
 
@@ -393,13 +394,16 @@ def fit_kmeans(
     KMeans
         A frozen segmenter holding the centroids, inertia and iteration count.
     """
-    check_value("k", k)
+    for name, value in (("k", k), ("max_iter", max_iter), ("tol", tol), ("seed", seed),
+                        ("sample_size", sample_size), ("split_every", split_every)):
+        check_value(name, value)
     rd = raster_data(raster, nodata)
     index = _band_index(bands, rd.n_bands)
+    check_init(init, k, n_init, len(index), describe_bands(bands, rd.n_bands))
     summary = dask.compute(init_task(rd, index, sample_size, seed, split_every))[0]
     if summary.count == 0:
         raise PlanError("The raster has no valid pixel (all no-data or NaN); nothing to cluster.")
-    starts = _initial_centroids(init, summary.sample, k, len(index), seed, n_init)
+    starts = _initial_centroids(init, summary.sample, k, seed, n_init)
     variance = np.maximum(summary.squares / summary.count - (summary.total / summary.count) ** 2, 0)
     centroids, n_iter, converged = lloyd(
         rd,
@@ -435,30 +439,81 @@ def _band_index(bands: Sequence[int] | None, n_bands: int) -> list[int]:
     return [int(b) - 1 for b in bands]
 
 
-def _initial_centroids(
-    init: Any, sample: np.ndarray, k: int, n_features: int, seed: int, n_init: int | None
-) -> np.ndarray:
-    """The starts ``(S, k, F)``: ``n_init`` k-means++ draws on ``sample``, or ``init`` itself."""
-    if isinstance(init, str):
-        if init != "k-means++":
-            raise MethodParameterError(
-                f"init={init!r}; expected 'k-means++' or a (k, features) array of centroids."
-            )
-        seeds = start_seeds(seed, parse_n_init(n_init, DEFAULT_N_INIT))
-        check_distinct(sample, k)
-        return np.stack([_plusplus(sample, k, s) for s in seeds])
+def describe_bands(bands: Sequence[int] | None, n_bands: int) -> str:
+    """The features k-means takes from a raster of ``n_bands``, in words."""
+    return f"all {n_bands} bands" if bands is None else f"bands {list(bands)}"
+
+
+def check_init(init: Any, k: int, n_init: Any, n_features: int, features: str) -> None:
+    """Refuse, before any pixel is read, an ``init`` that is neither ``'k-means++'`` nor ``k``
+    centres of ``n_features`` numbers each (the ``features``, in words), and several starts
+    (``n_init``) from explicit centres."""
+    if isinstance(init, str) and init == "k-means++":
+        parse_n_init(n_init, DEFAULT_N_INIT)
+        return
+    shape = f"{k} centres x {n_features} numbers ({features})"
+    rows = list(init) if isinstance(init, (list, tuple, np.ndarray)) else None
+    if rows is None or any(np.ndim(row) != 1 for row in rows):
+        raise MethodParameterError(f"init: received {init!r}; expected 'k-means++' or {shape}, "
+                                   "one list of numbers per cluster.")
+    if len(rows) != k:
+        raise MethodParameterError(
+            f"init: received {len(rows)} centre(s) for k={k}; expected {shape}. Give one centre "
+            f"per cluster, set k to {len(rows)}, or use init: k-means++.")
+    bad = next((i for i, row in enumerate(rows) if len(row) != n_features), None)
+    if bad is not None:
+        raise MethodParameterError(
+            f"init: centre {bad} has {len(rows[bad])} number(s); expected {shape}, one number per "
+            f"feature in every centre.")
+    if not _finite(rows):
+        raise MethodParameterError(f"init: received {init!r}; expected {shape}, finite numbers.")
+    _check_one_start(n_init)
+
+
+def _finite(rows: list[Any]) -> bool:
+    try:
+        return bool(np.all(np.isfinite(np.asarray(rows, dtype=np.float64))))
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_one_start(n_init: Any) -> None:
     if parse_n_init(n_init, 1) != 1:
         raise MethodParameterError(
             f"n_init={n_init} with explicit init centroids; they make a single start. Give "
             f"n_init=1 (or leave it out), or init='k-means++' for several starts."
         )
-    start = np.asarray(init, dtype=np.float64)
-    if start.shape != (k, n_features):
-        raise MethodParameterError(
-            f"init centroids have shape {start.shape}; expected (k, features) = "
-            f"({k}, {n_features})."
-        )
-    return start[None]
+
+
+def _initial_centroids(
+    init: Any, sample: np.ndarray, k: int, seed: int, n_init: int | None
+) -> np.ndarray:
+    """The starts ``(S, k, F)``: ``n_init`` k-means++ draws on ``sample``, or ``init`` itself
+    (checked by :func:`check_init`)."""
+    if isinstance(init, str):
+        seeds = start_seeds(seed, parse_n_init(n_init, DEFAULT_N_INIT))
+        check_distinct(sample, k)
+        return np.stack([_plusplus(sample, k, s) for s in seeds])
+    return np.asarray(init, dtype=np.float64)[None]
+
+
+def unfitted_kmeans(
+    band_names: Sequence[str],
+    k: int,
+    *,
+    bands: Sequence[int] | None = None,
+    init: Any = "k-means++",
+    n_init: int | None = None,
+    **_fit_only: Any,
+) -> KMeans:
+    """What :func:`fit_kmeans` with these parameters gives on a raster of ``band_names``, as far
+    as is known before the fit: ``k`` classes, its features and bands (the centroids are
+    placeholders). Checks ``k``, ``bands`` and ``init`` as the fit would, without reading a pixel."""
+    check_value("k", k)
+    index = _band_index(bands, len(band_names))
+    check_init(init, k, n_init, len(index), describe_bands(bands, len(band_names)))
+    return KMeans(np.zeros((k, len(index))), None if bands is None else tuple(int(b) for b in bands),
+                  band_names=tuple(band_names))
 
 
 DEFAULT_N_INIT = 10

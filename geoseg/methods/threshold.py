@@ -37,6 +37,9 @@ from geoseg.methods.features import (
 from geoseg.methods.stats import Histogram, global_histogram, raster_data
 
 LOCAL_METHODS = ("gaussian", "mean", "median")
+# scipy.ndimage border modes a tile applies at the image edges as the whole image would ("wrap"
+# would wrap a tile onto itself, not onto the image's far side)
+LOCAL_MODES = ("reflect", "mirror", "nearest", "constant")
 GAUSSIAN_TRUNCATE = 4.0  # what scikit-image's gaussian passes to scipy.ndimage
 
 
@@ -247,6 +250,13 @@ def thresholds_from_histogram(
     hist: Histogram, method: str = "otsu", classes: int = 2
 ) -> tuple[float, ...]:
     """Thresholds of ``method`` (a key of :data:`METHODS`) from a global histogram."""
+    check_classes(method, classes)
+    return METHODS[method](hist, classes)
+
+
+def check_classes(method: str, classes: int, class_names: Sequence[str] | None = None) -> None:
+    """Refuse, before any pixel is read, a ``method`` or number of ``classes`` that a fit could
+    not give, or ``class_names`` of another count."""
     if method not in METHODS:
         raise MethodParameterError(
             f"Unknown threshold method {method!r}; choose one of {sorted(METHODS)}, or "
@@ -259,7 +269,11 @@ def thresholds_from_histogram(
         )
     if classes < 2:
         raise MethodParameterError(f"classes must be >= 2, got {classes}.")
-    return METHODS[method](hist, classes)
+    if class_names is not None and len(class_names) != classes:
+        raise MethodParameterError(
+            f"class_names: received {len(class_names)} name(s) {list(class_names)}, but method "
+            f"{method!r} gives {classes} classes; give one name per class, or set classes."
+        )
 
 
 def fit_threshold(
@@ -297,6 +311,7 @@ def fit_threshold(
         follow scikit-image's use of each method: ``x > t`` for the single
         thresholds, ``np.digitize(x, thresholds)`` (equal goes up) for multi-Otsu.
     """
+    check_classes(method, classes, class_names)
     feat = as_feature(feature)
     rd = raster_data(raster, nodata)
     feat.check(rd.n_bands, "the raster")
@@ -313,6 +328,56 @@ def fit_threshold(
 
 
 EQUAL_TO_UPPER = {"multiotsu"}  # scikit-image applies these with np.digitize(x, thresholds)
+
+
+def unfitted_threshold(
+    band_names: Sequence[str] | None,
+    method: str = "otsu",
+    *,
+    feature: FeatureLike = None,
+    classes: int = 2,
+    class_names: Sequence[str] | None = None,
+    **_fit_only: Any,
+) -> Threshold:
+    """What :func:`fit_threshold` with these parameters gives on a raster of ``band_names``, as
+    far as is known before the fit: its classes, feature and bands (the thresholds are
+    placeholders). Checks the parameters as the fit would, without reading a pixel."""
+    check_classes(method, classes, class_names)
+    return Threshold(
+        tuple(float(i) for i in range(classes - 1)),
+        feature,
+        method,
+        None if class_names is None else tuple(class_names),
+        None if band_names is None else tuple(band_names),
+        equal_to_upper=method in EQUAL_TO_UPPER,
+    )
+
+
+def check_in_range(segmenter: Threshold, dtype: Any, where: str = "the input") -> None:
+    """Refuse thresholds outside every value ``segmenter``'s feature can take on a raster of
+    ``dtype`` (an integer band, or a normalized difference in [-1, 1]): a class would be empty
+    on any such raster, whatever its pixels."""
+    bounds = feature_range(segmenter.feature, dtype)
+    if bounds is None:
+        return
+    low, high = bounds
+    outside = [t for t in segmenter.thresholds if not low <= t <= high]
+    if outside:
+        raise MethodParameterError(
+            f"thresholds: received {list(segmenter.thresholds)}, but {segmenter.feature.describe()} "
+            f"of {where} ({np.dtype(dtype)}) lies in [{low:g}, {high:g}], so {outside} would leave "
+            f"a class empty on every pixel; give thresholds in that range (in the input's units)."
+        )
+
+
+def feature_range(feature: Any, dtype: Any) -> tuple[float, float] | None:
+    """The values ``feature`` can take on a raster of ``dtype``; ``None`` where unbounded."""
+    if feature.kind == "ndiff":
+        return (-1.0, 1.0)
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu":
+        return None
+    return (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max))
 
 
 def _dedupe(values: tuple[float, ...]) -> tuple[float, ...]:
@@ -359,10 +424,20 @@ class LocalThreshold(PixelMethod):
             raise MethodParameterError(
                 f"Local threshold method {self.method!r} is not one of {LOCAL_METHODS}."
             )
+        if self.mode not in LOCAL_MODES:
+            raise MethodParameterError(
+                f"mode: received {self.mode!r}; expected one of {LOCAL_MODES} (the border mode "
+                f"at the image edges; 'wrap' is not exact when the image is cut into tiles)."
+            )
         if self.param is not None and self.method != "gaussian":
             raise MethodParameterError(
                 f"param (the gaussian sigma) only applies to method='gaussian', not "
                 f"{self.method!r}."
+            )
+        if self.param is not None and not 0 <= self.param < np.inf:
+            raise MethodParameterError(
+                f"param: received {self.param}; expected the gaussian sigma, a finite number >= 0 "
+                f"(or none for (block_size - 1) / 6)."
             )
         object.__setattr__(self, "feature", as_feature(self.feature))
 

@@ -162,6 +162,18 @@ def test_mismatched_class_names_raise_before_compute(unet):
         Ensemble([unet, Fixed((0.5, 0.5, 0.0))])
 
 
+def test_a_class_mismatch_names_both_members_and_their_class_counts(unet):
+    """Which member set the ensemble's classes, and how many each has, in the one message."""
+    three = Fixed((0.5, 0.5, 0.0), name="three")
+    with pytest.raises(EnsembleError, match=r"member 1 \(three\) has 3 classes \['class_0', "
+                                            r"'class_1', 'class_2'\] but the ensemble's 4 classes "
+                                            r"\(member 0, random-unet\) are \['class_0'"):
+        Ensemble([unet, three])
+    with pytest.raises(EnsembleError, match=r"member 0 \(three\) has 3 classes .* 2 classes "
+                                            r"\(as given\) are \['class_0', 'class_1'\]"):
+        Ensemble([three], classes=["class_0", "class_1"])
+
+
 def test_mismatched_band_counts_raise_before_compute(unet, tmp_path):
     with pytest.raises(BandMismatchError, match=r"member 1 .* expects 4 band.*expects 3"):
         Ensemble([unet, random_unet(bands=4)])

@@ -86,3 +86,15 @@ def pixel_chunks_per_task(delayed, raster: xr.DataArray) -> dict[str, int]:
         "reading_tasks": sum(1 for c in per_task if c),
         "max_fan_in": max(fan_in),
     }
+
+
+def unreadable_raster(bands: int = 3, size: int = 64, dtype: str = "uint8") -> xr.DataArray:
+    """A ``(bands, size, size)`` raster whose every chunk fails when read: a fit refused on its
+    parameters alone, before any compute, never notices."""
+
+    def block(block_info: dict | None = None) -> np.ndarray:
+        raise AssertionError("a pixel was read")
+
+    data = da.map_blocks(block, chunks=((bands,), (size // 2,) * 2, (size // 2,) * 2),
+                         dtype=dtype, name="unreadable-raster")
+    return xr.DataArray(data, dims=("band", "y", "x"))

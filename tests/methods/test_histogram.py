@@ -60,3 +60,13 @@ def test_unimodal_histogram_is_explained():
     image = np.random.default_rng(2).permutation(values).astype(np.uint8).reshape(1, 101, 50)
     with pytest.raises(ValueError, match="1 mode.*not the 2 asked for.*fit_threshold"):
         fit(memory_raster(image))
+
+
+def test_max_smoothing_below_one_is_refused_before_a_pixel_is_read():
+    """No smoothing pass counted no mode at all: 'the histogram has 0 mode(s)', after a fit."""
+    from geoseg.errors import MethodParameterError
+    from tests.methods.rasters import unreadable_raster
+
+    with pytest.raises(MethodParameterError, match="max_smoothing: received 0; expected a whole "
+                                                   "number >= 1"):
+        fit_histogram_modes(unreadable_raster(bands=1), max_smoothing=0)

@@ -19,7 +19,13 @@ from geoseg.methods import KMeans, fit_kmeans, kmeans_plusplus, with_position
 from geoseg.methods.build import build_method
 from geoseg.methods.kmeans import init_task, start_seeds
 from geoseg.methods.stats import raster_data
-from tests.methods.rasters import memory_raster, photo, run_segment, zarr_raster
+from tests.methods.rasters import (
+    memory_raster,
+    photo,
+    run_segment,
+    unreadable_raster,
+    zarr_raster,
+)
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
@@ -202,7 +208,7 @@ def test_errors_are_explained(rgb):
         fit(raster, 2, bands=[0])
     with pytest.raises(PlanError, match="at least k=3 distinct pixels"):
         fit(memory_raster(np.zeros((1, 20, 20), np.uint8) + 5), 3)
-    with pytest.raises(ValueError, match=r"shape \(2, 3\); expected .* \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"received 2 centre\(s\) for k=3; expected 3 centres x 3"):
         fit(raster, 3, init=np.zeros((2, 3)))
     with pytest.raises(BandMismatchError, match="3 feature.*has 1 band"):
         run_segment(memory_raster(photo("coins")), KMeans(np.zeros((2, 3))))
@@ -213,6 +219,35 @@ def test_kmeans_fitted_on_named_bands_refuses_another_band_count_and_has_no_halo
     assert model.bands == ("red", "green", "blue") and model.halo == (0, 0)
     with pytest.raises(BandMismatchError, match="expects 3 band"):
         model.check_bands(["gray"], "the input")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"k": 3, "init": [[0, 0, 0], [1, 1, 1]]},
+     r"init: received 2 centre\(s\) for k=3; expected 3 centres x 3 numbers \(all 3 bands\)"),
+    ({"k": 2, "init": np.zeros((2, 2))},
+     r"init: centre 0 has 2 number\(s\); expected 2 centres x 3 numbers \(all 3 bands\)"),
+    ({"k": 2, "init": [[0, 0, 0], [1, 1]]}, r"init: centre 1 has 2 number\(s\)"),
+    ({"k": 2, "bands": [1, 3], "init": np.zeros((2, 3))},
+     r"init: centre 0 has 3 number\(s\); expected 2 centres x 2 numbers \(bands \[1, 3\]\)"),
+    ({"k": 2, "init": [[0, 0, 0], [1, 1, np.nan]]}, "finite numbers"),
+    ({"k": 2, "init": "random"}, r"init: received 'random'; expected 'k-means\+\+' or 2 centres"),
+    ({"k": 2, "init": np.zeros((2, 3)), "n_init": 3}, "n_init=3 with explicit init centroids"),
+    ({"k": 2, "max_iter": 0}, "max_iter: received 0; expected a whole number >= 1"),
+    ({"k": 2, "tol": -1.0}, "tol: received -1.0; expected a number >= 0"),
+    ({"k": 2, "seed": -1}, "seed: received -1; expected a whole number >= 0"),
+    ({"k": 2, "sample_size": 0}, "sample_size: received 0; expected a whole number >= 1"),
+])
+def test_parameters_are_refused_before_a_pixel_is_read(params, message):
+    """init of another length than k (or rows of another width than the features), and
+    numbers no fit can use (max_iter 0 returned the start unchanged, tol < 0 never converged,
+    seed < 0 was a numpy traceback), are refused on the parameters alone."""
+    with pytest.raises(MethodParameterError, match=message):
+        fit_kmeans(unreadable_raster(bands=3), **params)
+
+
+def test_kmeans_plusplus_refuses_k_below_one():
+    with pytest.raises(MethodParameterError, match="k: received 0"):  # was an OverflowError
+        kmeans_plusplus(np.random.default_rng(0).random((10, 2)), 0)
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5])

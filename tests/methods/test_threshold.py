@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import FrozenInstanceError
 
 import dask
@@ -269,3 +270,47 @@ def test_a_job_with_an_uncomputable_threshold_exits_2_with_the_fix(tmp_path, met
     said = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 2, said
     assert "internal error" not in said and f"'{method}'" in said, said
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("otsu", {"classes": 3}, "method 'otsu' finds one threshold (2 classes)"),
+    ("otsu", {"class_names": ["a", "b", "c"]},
+     "class_names: received 3 name(s) ['a', 'b', 'c'], but method 'otsu' gives 2 classes"),
+    ("multiotsu", {"classes": 4, "class_names": ["a", "b"]}, "method 'multiotsu' gives 4 classes"),
+])
+def test_classes_a_fit_cannot_give_are_refused_before_a_pixel_is_read(method, params, message):
+    from geoseg.errors import MethodParameterError
+    from tests.methods.rasters import unreadable_raster
+
+    with pytest.raises(MethodParameterError, match=re.escape(message)):
+        fit_threshold(unreadable_raster(bands=1), method, **params)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"mode": "wrap"}, "mode: received 'wrap'; expected one of ('reflect', 'mirror'"),
+    ({"mode": "bogus"}, "mode: received 'bogus'"),  # was scipy's RuntimeError in the first task
+    ({"param": -1.0}, "param: received -1.0; expected the gaussian sigma, a finite number >= 0"),
+])
+def test_local_threshold_refuses_a_mode_or_sigma_it_cannot_apply_exactly(params, message):
+    """'wrap' wraps each tile onto itself, not onto the image's far side (7 of 10,000 pixels
+    differed from scikit-image on a 100 x 100 image in 32-pixel chunks); a negative sigma made a
+    negative halo."""
+    from geoseg.errors import MethodParameterError
+
+    with pytest.raises(MethodParameterError, match=re.escape(message)):
+        LocalThreshold(7, **params)
+
+
+def test_manual_thresholds_outside_what_the_input_can_hold_are_refused():
+    from geoseg.errors import MethodParameterError
+    from geoseg.methods.threshold import check_in_range
+
+    check_in_range(Threshold([0, 255], feature=1), np.uint8)
+    check_in_range(Threshold([300.0], feature=1), np.float32)  # floats: no bound known
+    with pytest.raises(MethodParameterError, match=re.escape(
+            "thresholds: received [100.0, 300.0], but band 1 of the input (uint8) lies in [0, 255], "
+            "so [300.0] would leave a class empty")):
+        check_in_range(Threshold([100, 300], feature=1), np.uint8)
+    with pytest.raises(MethodParameterError, match=re.escape("(b4 - b3) / (b4 + b3) of the input "
+                                                             "(uint16) lies in [-1, 1]")):
+        check_in_range(Threshold([0.2, 1500], feature=(4, 3)), np.uint16)

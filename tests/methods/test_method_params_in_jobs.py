@@ -1,0 +1,76 @@
+"""``geoseg validate`` refuses the classical methods' parameters that a fit, or the first task,
+would refuse (or would silently run with): each case passed validate before, exits 2 with one
+line naming the key, what was received and what is expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cli import geoseg
+from tests.conftest import textured_image, write_zarr
+from tests.test_errors_cli import assert_clean
+
+
+@pytest.fixture()
+def scene(tmp_path) -> str:
+    return write_zarr(tmp_path / "scene.zarr", textured_image(64, 64))  # 3 bands, uint8
+
+
+def validate(tmp_path: Path, scene: str, model: dict):
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"input": {"url": scene}, "model": model,
+                                   "output": {"url": str(tmp_path / "out.zarr")}}))
+    return geoseg("validate", str(job))
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("kmeans", {"k": 3, "init": [[0, 0, 0], [9, 9, 9]]},
+     ("model.params: init: received 2 centre(s) for k=3; expected 3 centres x 3 numbers (all 3 "
+     "bands). Give one centre per cluster, set k to 2, or use init: k-means++.")),
+    ("kmeans", {"k": 2, "bands": [1, 2], "init": [[0, 0, 0], [9, 9, 9]]},
+     "model.params: init: centre 0 has 3 number(s); expected 2 centres x 2 numbers (bands [1, 2])"),
+    ("kmeans", {"k": 2, "init": [[0, 0, 0], [9, 9]]}, "init: centre 1 has 2 number(s)"),
+    ("kmeans", {"k": 2, "init": [[0, 0, 0], [9, 9, 9]], "n_init": 3},
+     "model.params: n_init=3 with explicit init centroids"),
+])
+def test_kmeans_init_of_another_shape_than_k_centres_by_bands_fails_validate(
+        tmp_path, scene, method, params, message):
+    assert_clean(validate(tmp_path, scene, {"method": method, "params": params}), 2, message)
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("otsu", {"feature": 1, "classes": 3},
+     "model.params: method 'otsu' finds one threshold (2 classes); for 3 classes use method="),
+    ("multiotsu", {"feature": 1, "classes": 3, "class_names": ["low", "high"]},
+     ("model.params: class_names: received 2 name(s) ['low', 'high'], but method 'multiotsu' "
+     "gives 3 classes")),
+    ("histogram", {"feature": 1, "max_smoothing": 0},
+     "model.params.max_smoothing: received 0; expected a whole number >= 1"),
+    ("sobel", {"feature": 1, "threshold": -1},
+     "model.params.threshold: received -1; expected a number >= 0, or null"),
+    ("local", {"feature": 1, "block_size": 5, "mode": "wrap"}, "mode: received 'wrap'"),
+    ("threshold", {"feature": 1, "thresholds": [300]},
+     ("model.params: thresholds: received [300.0], but band 1 of the input (uint8) lies in "
+     "[0, 255], so [300.0] would leave a class empty on every pixel")),
+    ("threshold", {"feature": [1, 2], "thresholds": [5]},
+     "(b1 - b2) / (b1 + b2) of the input (uint8) lies in [-1, 1]"),
+])
+def test_method_parameters_a_fit_or_a_task_would_refuse_fail_validate(
+        tmp_path, scene, method, params, message):
+    assert_clean(validate(tmp_path, scene, {"method": method, "params": params}), 2, message)
+
+
+def test_a_threshold_in_range_still_validates(tmp_path, scene):
+    result = validate(tmp_path, scene, {"method": "threshold",
+                                        "params": {"feature": 1, "thresholds": [0, 255]}})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_ensemble_member_out_of_range_is_named_by_its_key(tmp_path, scene):
+    members = [{"method": "threshold", "params": {"feature": 1, "thresholds": [100]}},
+               {"method": "threshold", "params": {"feature": 2, "thresholds": [-5]}}]
+    result = validate(tmp_path, scene, {"ensemble": {"members": members}})
+    assert_clean(result, 2, "model.ensemble.members.1.params: thresholds: received [-5.0]")
