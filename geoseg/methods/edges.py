@@ -18,6 +18,7 @@ on the whole image, pixel for pixel.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,10 @@ class EdgeMagnitude(PixelMethod):
         object.__setattr__(self, "feature", as_feature(self.feature))
         if self.threshold is not None:
             object.__setattr__(self, "threshold", float(self.threshold))
+            if not self.threshold >= 0:  # a magnitude is >= 0: every pixel would be an edge
+                raise MethodParameterError(
+                    f"threshold: received {self.threshold}; expected a number >= 0 (edges are "
+                    f"where the gradient magnitude, never negative, is above it), or none.")
 
     @property
     def name(self) -> str:
@@ -94,6 +99,12 @@ class EdgeMagnitude(PixelMethod):
         if self.threshold is None:
             return magnitude[:, None].astype(np.float32)
         return one_hot((magnitude > self.threshold).astype(np.int64), 2)
+
+
+def check_sigma(sigma: float) -> None:
+    """Canny's gaussian ``sigma``: a finite number >= 0 (its radius sets the halo)."""
+    if not 0 <= float(sigma) < math.inf:
+        raise MethodParameterError(f"sigma must be >= 0 and finite, got {sigma}.")
 
 
 def canny_min_halo(sigma: float) -> int:
@@ -265,8 +276,7 @@ class Canny(PixelMethod):
 
     def __post_init__(self) -> None:
         canny_thresholds(np.dtype(np.float64), self.low_threshold, self.high_threshold)
-        if self.sigma < 0:
-            raise MethodParameterError(f"sigma must be >= 0, got {self.sigma}.")
+        check_sigma(self.sigma)
         if self.hysteresis not in HYSTERESIS:
             raise MethodParameterError(
                 f"hysteresis={self.hysteresis!r}; expected one of {HYSTERESIS} ('deferred' "
@@ -386,8 +396,7 @@ def canny_classes(
     """
     values, dtype = _feature_of(image, feature)
     low, high = canny_thresholds(dtype, low_threshold, high_threshold)
-    if sigma < 0:
-        raise MethodParameterError(f"sigma must be >= 0, got {sigma}.")
+    check_sigma(sigma)
     depth = {axis: canny_min_halo(sigma) for axis in range(2)}
     short = {axis: -1 for axis, n in enumerate(values.shape) if n <= depth[axis]}
     depth.update({axis: 0 for axis in short})  # an axis within the halo is one whole window

@@ -228,3 +228,21 @@ def test_a_method_missing_its_required_parameters_names_them():
                                            r"required positional arguments: 'low_threshold' and "
                                            r"'high_threshold'\. Give the method's parameters"):
         build_method("canny", {})
+
+
+def test_a_negative_edge_threshold_is_refused():
+    """A magnitude is never negative: every pixel was an edge."""
+    from geoseg.errors import MethodParameterError
+
+    with pytest.raises(MethodParameterError, match=r"threshold: received -1.0; expected a number "
+                                                   r">= 0"):
+        EdgeMagnitude("sobel", threshold=-1)
+
+
+@pytest.mark.parametrize("sigma", [float("nan"), float("inf")])
+def test_canny_refuses_a_sigma_that_is_not_finite(sigma):
+    """It was numpy's 'cannot convert float NaN to integer' from the halo."""
+    from geoseg.errors import MethodParameterError
+
+    with pytest.raises(MethodParameterError, match="sigma must be >= 0 and finite"):
+        Canny(0.1, 0.2, sigma=sigma)
