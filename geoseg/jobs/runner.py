@@ -29,6 +29,7 @@ from geoseg.errors import (
     GeosegError,
     JobSpecError,
     LeaseLostError,
+    MethodParameterError,
     OutputBusyError,
     OutputExistsError,
     PlanError,
@@ -96,21 +97,27 @@ def prepare(spec: JobSpec) -> PreparedJob:
     prepared = dataclasses.replace(prepared, reference=provenance.open_reference(spec, source))
     checks.check_budgets(prepared)  # tasks and bytes per read window, from the plan alone
     checks.check_job(prepared)  # what else a run would fail on: input chunks, methods, output
+    if model is None:  # what the fit will give, checked now: its axes, plan, instance classes
+        planned = checks.planned_model(spec.model, source, f"input {public_url(inp.url)}")
+        if planned is not None:
+            _with_segmenter(spec, source, planned)
     return prepared
 
 
-def _build(spec: ModelSpec, source: RasterSource, *, fit: bool) -> Segmenter | None:
-    """The segmenter a model spec describes; ``None`` when a method in it must first be
-    fitted and ``fit`` is false (fitting computes on the active cluster)."""
+def _build(spec: ModelSpec, source: RasterSource, *, fit: bool, key: str = "model") -> Segmenter | None:
+    """The segmenter a model spec (at ``key`` in the job spec) describes; ``None`` when a method
+    in it must first be fitted and ``fit`` is false (fitting computes on the active cluster)."""
     if spec.path is not None:
-        with _key("model.path"):
+        with _key(f"{key}.path"):
             model: Segmenter | None = read_header(spec.path, storage_options=spec.storage_options)
     elif spec.method is not None:
         if needs_fit(spec.method) and not fit:
             return None
-        model = build_method(spec.method, spec.params, source_to_dataarray(source) if fit else None)
+        with _key(f"{key}.params", only=MethodParameterError):
+            model = build_method(spec.method, spec.params, source_to_dataarray(source) if fit else None)
     else:
-        members = [_build(m, source, fit=fit) for m in spec.ensemble.members]
+        members = [_build(m, source, fit=fit, key=f"{key}.ensemble.members.{i}")
+                   for i, m in enumerate(spec.ensemble.members)]
         if any(m is None for m in members):
             return None
         with _key("model.ensemble"):
@@ -532,12 +539,13 @@ def _grid(task: tuple[int, ...], chunks: tuple[int, ...], shards: tuple[int, ...
 
 
 @contextlib.contextmanager
-def _key(key: str, *, bands: str | None = None) -> Iterator[None]:
-    """Prefix a geoseg error raised inside with the job-spec key it concerns (``bands`` for a
-    :class:`BandMismatchError`, when given)."""
+def _key(key: str, *, bands: str | None = None,
+         only: type[GeosegError] = GeosegError) -> Iterator[None]:
+    """Prefix a geoseg error (of type ``only``) raised inside with the job-spec key it concerns
+    (``bands`` for a :class:`BandMismatchError`, when given)."""
     try:
         yield
-    except GeosegError as exc:
+    except only as exc:
         named = bands if bands is not None and isinstance(exc, BandMismatchError) else key
         raise type(exc)(f"{named}: {exc}") from None
 

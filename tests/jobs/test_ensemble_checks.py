@@ -97,3 +97,18 @@ def test_a_nodata_class_among_an_ensembles_classes_fails_validate(tmp_path, scen
     job = ensemble_job(tmp_path, scene, {"path": model_path}, member, nodata_class=2)
     assert_clean(geoseg("validate", job), 2, "output.nodata_class: received 2, but the model's "
                                              "4 classes (ids 0 to 3)")
+
+
+def test_an_instance_class_a_fitted_method_will_not_give_is_refused_before_the_fit(
+        tmp_path, scene, no_fit):
+    data = yaml.safe_load(Path(ensemble_job(tmp_path, scene, {"method": "kmeans",
+                                                              "params": {"k": 3}})).read_text())
+    data["instances"] = {"classes": ["building"]}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(data))
+    assert_clean(geoseg("validate", str(tmp_path / "job.yaml")), 2, "instances: ", "'building'")
+
+
+def test_a_parameter_a_direct_method_refuses_is_named_by_its_key(tmp_path, scene):
+    member = {"method": "local", "params": {"block_size": 15, "mode": "wrap"}}
+    job = ensemble_job(tmp_path, scene, {"method": "kmeans", "params": {"k": 2}}, member)
+    assert_clean(geoseg("validate", job), 2, "model.ensemble.members.1.params: mode: received 'wrap'")
