@@ -1,4 +1,5 @@
-"""The classes a segmenter outputs: a name and a display colour each."""
+"""The classes a segmenter outputs: a name and a display colour each, and the check that
+no name is given twice (model files and training specs both name classes by it)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,26 @@ def _is_byte(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return float(value).is_integer() and 0 <= value <= 255
+
+
+def repeated_names(names: list[str]) -> dict[str, list[int]]:
+    """Each name given more than once, with the (0-based) positions it is given at; used by
+    model files (:class:`~geoseg.models.ModelInfo`) and training specs (``data.classes``)."""
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        positions.setdefault(name, []).append(i)
+    return {name: at for name, at in positions.items() if len(at) > 1}
+
+
+def describe_repeats(repeats: dict[str, list[int]], most: int = 5) -> str:
+    """``'water' is given 2 times (classes 0 and 3)``, for at most ``most`` names."""
+    said = [f"{reprlib.repr(name)} is given {len(at)} times (classes {_positions(at, most)})"
+            for name, at in list(repeats.items())[:most]]
+    more = len(repeats) - most
+    return "; ".join(said) + (f"; and {more} more name(s) are given more than once" if more > 0 else "")
+
+
+def _positions(at: list[int], most: int) -> str:
+    if len(at) > most:
+        return ", ".join(map(str, at[:most])) + ", ..."
+    return f"{', '.join(map(str, at[:-1]))} and {at[-1]}"

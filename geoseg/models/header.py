@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import reprlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from geoseg.core.classes import ClassInfo
+from geoseg.core.classes import ClassInfo, describe_repeats, repeated_names
 from geoseg.core.segmenter import Segmenter
 from geoseg.errors import ModelConfigError, ModelFileError
 
@@ -97,28 +96,6 @@ def _check_class_names(names: list[str]) -> None:
             f"classes: received {len(names)} classes in which {describe_repeats(repeats)}; "
             "expected each class name once (outputs, legends and metrics name classes by it). "
             "Rename or remove the duplicate.")
-
-
-def repeated_names(names: list[str]) -> dict[str, list[int]]:
-    """Each name given more than once, with the (0-based) positions it is given at."""
-    positions: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        positions.setdefault(name, []).append(i)
-    return {name: at for name, at in positions.items() if len(at) > 1}
-
-
-def describe_repeats(repeats: dict[str, list[int]], most: int = 5) -> str:
-    """``'water' is given 2 times (classes 0 and 3)``, for at most ``most`` names."""
-    said = [f"{reprlib.repr(name)} is given {len(at)} times (classes {_positions(at, most)})"
-            for name, at in list(repeats.items())[:most]]
-    more = len(repeats) - most
-    return "; ".join(said) + (f"; and {more} more name(s) are given more than once" if more > 0 else "")
-
-
-def _positions(at: list[int], most: int) -> str:
-    if len(at) > most:
-        return ", ".join(map(str, at[:most])) + ", ..."
-    return f"{', '.join(map(str, at[:-1]))} and {at[-1]}"
 
 
 @dataclass(frozen=True)

@@ -5,26 +5,38 @@ Rasters are described by :class:`~geoseg.io.sources.RasterSource` objects
 ``source.read(window)`` straight from storage, so nothing is ever copied whole,
 to this machine or to any other.
 
-Random decisions (which pair, where, which flip and turn) are all drawn up
-front from one ``numpy.random.Generator`` per epoch (:func:`draw_plan`), so
-the threads that read chips ahead of the training step cannot change the
-result: a seed always gives the same batches.
+Random decisions (which pair, where, which flip and turn) are drawn from one
+``numpy.random.Generator`` in the training thread, :data:`PLAN_CHIPS` chips at a
+time (:func:`draw_plans`), before the threads that read chips ahead of the
+training step see them, so those threads cannot change the result: a seed always
+gives the same batches. What an epoch's plan holds does not grow with its length.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg import budgets
 from geoseg.core.segmenter import valid_mask
-from geoseg.errors import TrainingDataError
+from geoseg.errors import TrainingDataError, TrainSpecError
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
-from geoseg.training.spec import PairSpec, RasterSpec
+from geoseg.tiling.plan import round_up
+from geoseg.training.spec import (
+    PREFETCH,
+    READ_COPIES,
+    PairSpec,
+    RasterSpec,
+    ValidationSpec,
+    batch_bytes,
+    largest,
+)
 
 Window = tuple[slice, slice]
 
@@ -53,21 +65,27 @@ class Region:
 
     def tiles(self, tile: int) -> list[Window]:
         """Windows of at most ``tile`` pixels covering the region; the last row/column shifted to fit."""
-        rows = _starts(self.height, tile)
-        cols = _starts(self.width, tile)
+        return [self.tile(tile, i) for i in range(self.tile_count(tile))]
+
+    def tile_count(self, tile: int) -> int:
+        """How many windows :meth:`tiles` gives, counted without listing them."""
+        return _count(self.height, tile) * _count(self.width, tile)
+
+    def tile(self, tile: int, index: int) -> Window:
+        """Window ``index`` of :meth:`tiles` (row by row), computed alone."""
+        row, col = divmod(index, _count(self.width, tile))
         th, tw = min(tile, self.height), min(tile, self.width)
-        r0, c0 = self.row_start, self.col_start
-        return [(slice(r0 + r, r0 + r + th), slice(c0 + c, c0 + c + tw)) for r in rows for c in cols]
+        r = self.row_start + min(row * tile, self.height - th)
+        c = self.col_start + min(col * tile, self.width - tw)
+        return slice(r, r + th), slice(c, c + tw)
 
     def to_list(self) -> list[int]:
         return [self.row_start, self.row_stop, self.col_start, self.col_stop]
 
 
-def _starts(n: int, tile: int) -> list[int]:
-    if n <= tile:
-        return [0]
-    starts = list(range(0, n - tile + 1, tile))
-    return starts if starts[-1] == n - tile else starts + [n - tile]
+def _count(n: int, tile: int) -> int:
+    """Windows of ``tile`` along ``n`` pixels: one when ``n <= tile``, the last shifted to fit."""
+    return -(-n // tile) if n > tile else 1
 
 
 @dataclass(frozen=True)
@@ -215,9 +233,15 @@ def read_window(pair: RasterPair, window: Window) -> tuple[np.ndarray, np.ndarra
 # -- random chips -----------------------------------------------------------------------------
 
 
+#: Chips drawn at once (rounded to whole batches): an epoch of up to this many chips is drawn in
+#: one go, a longer one as it is read, so that its plan holds 33 bytes a chip of this many, or of
+#: a batch where that is more, however long the epoch.
+PLAN_CHIPS = 4096
+
+
 @dataclass(frozen=True)
 class ChipPlan:
-    """Where every chip of an epoch comes from, and how it is flipped and turned."""
+    """Where chips come from, and how each is flipped and turned."""
 
     pair: np.ndarray
     row: np.ndarray
@@ -227,6 +251,11 @@ class ChipPlan:
 
     def __len__(self) -> int:
         return len(self.pair)
+
+    def part(self, start: int, stop: int) -> ChipPlan:
+        """Chips ``start:stop`` of this plan (views, no copy)."""
+        return ChipPlan(self.pair[start:stop], self.row[start:stop], self.col[start:stop],
+                        self.rot[start:stop], self.flip[start:stop])
 
 
 def draw_plan(rng: np.random.Generator, pairs: Sequence[RasterPair], n: int, chip: int,
@@ -243,46 +272,97 @@ def draw_plan(rng: np.random.Generator, pairs: Sequence[RasterPair], n: int, chi
     return ChipPlan(pair, row, col, rot, flip)
 
 
+def draw_plans(rng: np.random.Generator, pairs: Sequence[RasterPair], n: int, chip: int,
+               flips: bool, rot90: bool, at_once: int = PLAN_CHIPS) -> Iterator[ChipPlan]:
+    """``n`` chips as :func:`draw_plan` draws them, ``at_once`` at a time, each part drawn when
+    it is asked for: memory does not grow with ``n``. Up to ``at_once`` chips are one
+    :func:`draw_plan` (the same chips)."""
+    for start in range(0, n, at_once):
+        yield draw_plan(rng, pairs, min(at_once, n - start), chip, flips, rot90)
+
+
+def batch_plans(rng: np.random.Generator, pairs: Sequence[RasterPair], steps: int,
+                batch_size: int, chip: int, flips: bool, rot90: bool) -> Iterator[ChipPlan]:
+    """The plans of ``steps`` batches of ``batch_size`` chips, drawn :data:`PLAN_CHIPS` (whole
+    batches) at a time as the batches are read: an epoch of any length starts at once."""
+    at_once = batch_size * max(1, PLAN_CHIPS // batch_size)
+    for plan in draw_plans(rng, pairs, steps * batch_size, chip, flips, rot90, at_once):
+        for start in range(0, len(plan), batch_size):
+            yield plan.part(start, start + batch_size)
+
+
 class ChipLoader:
-    """Reads the chips of a plan in background threads, a few batches ahead of training."""
+    """Reads the chips of batch plans in background threads, ``prefetch`` batches ahead of training.
+
+    It holds at most ``prefetch + 1`` batches at once, the one training and those being read,
+    when the caller lets go of a batch before asking for the next (as
+    :meth:`~geoseg.training.loop.Loop.run` does), and one chip per thread being read;
+    :func:`~geoseg.training.spec.loader_bytes` counts it all. Threads write each chip into its
+    place in the batch, so the batches do not depend on which thread reads what.
+    """
 
     def __init__(self, pairs: Sequence[RasterPair], prep: Preprocess, chip: int, *, threads: int = 2,
-                 prefetch: int = 2):
+                 prefetch: int = PREFETCH):
         self.pairs, self.prep, self.chip = list(pairs), prep, chip
         self.threads, self.prefetch = threads, prefetch
 
-    def chip_at(self, plan: ChipPlan, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chip ``i`` of ``plan``: read, prepared, flipped and turned."""
-        pair = self.pairs[int(plan.pair[i])]
-        window = pair.region.window(int(plan.row[i]), int(plan.col[i]), self.chip)
-        x, y = self.prep(*read_window(pair, window), pair, window)
-        return augment(x, y, int(plan.rot[i]), bool(plan.flip[i]))
+    def batches(self, plans: Iterable[ChipPlan]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(x, y)`` batches, one a plan and in plan order; ``x`` is float32 ``(N, band, chip,
+        chip)``, ``y`` int64 ``(N, chip, chip)``. Plans are taken only as their batches are read."""
+        plans, bands, side = iter(plans), self.pairs[0].bands, self.chip
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="geoseg-chips")
+        pending: deque[tuple[np.ndarray, np.ndarray, list[Future[None]]]] = deque()
 
-    def batches(self, plan: ChipPlan, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(x, y)`` batches in plan order; ``x`` is float32 ``(N, band, chip, chip)``, ``y`` int64."""
-        starts = iter(range(0, len(plan), batch_size))
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="geoseg-chips") as pool:
-            pending: deque[list[Future[tuple[np.ndarray, np.ndarray]]]] = deque()
+        def submit() -> None:
+            plan = next(plans, None)
+            if plan is None:
+                return
+            n = len(plan)
+            x = np.empty((n, bands, side, side), np.float32)
+            y = np.empty((n, side, side), np.int64)
+            tasks = min(self.threads, n)  # thread k reads chips k, k + tasks, ...
+            pending.append((x, y, [pool.submit(self._read, plan, range(k, n, tasks), x, y, stop)
+                                   for k in range(tasks)]))
 
-            def submit() -> None:
-                start = next(starts, None)
-                if start is not None:
-                    stop = min(start + batch_size, len(plan))
-                    pending.append([pool.submit(self.chip_at, plan, i) for i in range(start, stop)])
-
+        try:
             for _ in range(self.prefetch):
                 submit()
             while pending:
-                chips = [f.result() for f in pending.popleft()]
+                x, y, tasks = pending.popleft()
+                for task in tasks:
+                    task.result()
                 submit()
-                yield np.stack([c[0] for c in chips]), np.stack([c[1] for c in chips])
+                yield x, y
+                del x, y  # the caller's is then the only reference: freed when it lets go
+        finally:
+            stop.set()  # on an error or an interrupt, no thread starts another chip
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self, plan: ChipPlan, chips: range, x: np.ndarray, y: np.ndarray,
+              stop: threading.Event) -> None:
+        """Read, prepare, flip and turn ``chips`` of ``plan`` into their places in ``x`` and ``y``."""
+        for i in chips:
+            if stop.is_set():
+                return
+            pair = self.pairs[int(plan.pair[i])]
+            window = pair.region.window(int(plan.row[i]), int(plan.col[i]), self.chip)
+            prepared = self.prep(*read_window(pair, window), pair, window)
+            x[i], y[i] = turned(*prepared, int(plan.rot[i]), bool(plan.flip[i]))
 
 
-def augment(x: np.ndarray, y: np.ndarray, rot: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Quarter turns ``rot`` times, then a left-right flip when ``flip``."""
+def turned(x: np.ndarray, y: np.ndarray, rot: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Views of ``x`` ``(band, h, w)`` and ``y`` ``(h, w)`` turned a quarter ``rot`` times, then
+    flipped left-right when ``flip``."""
     x, y = np.rot90(x, rot, axes=(1, 2)), np.rot90(y, rot, axes=(0, 1))
     if flip:
         x, y = x[:, :, ::-1], y[:, ::-1]
+    return x, y
+
+
+def augment(x: np.ndarray, y: np.ndarray, rot: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Quarter turns ``rot`` times, then a left-right flip when ``flip`` (contiguous copies)."""
+    x, y = turned(x, y, rot, flip)
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
@@ -305,23 +385,23 @@ def measure_stats(rng: np.random.Generator, pairs: Sequence[RasterPair], samples
                   n_classes: int, ignore_index: int) -> DataStats:
     """Mean/std per band and class counts from ``samples`` random windows (one read each)."""
     size = min(window, *(min(p.region.height, p.region.width) for p in pairs))
-    plan = draw_plan(rng, pairs, samples, size, flips=False, rot90=False)
     bands = pairs[0].bands
     total, total_sq, count = np.zeros(bands), np.zeros(bands), 0
     classes = np.zeros(n_classes, dtype=np.int64)
     label_prep = Preprocess(np.zeros(bands, np.float32), np.ones(bands, np.float32), n_classes,
                             ignore_index)
-    for i in range(samples):
-        pair = pairs[int(plan.pair[i])]
-        win = pair.region.window(int(plan.row[i]), int(plan.col[i]), size)
-        raw, labels = read_window(pair, win)
-        valid = valid_mask(raw, pair.image.georef.nodata)
-        pixels = raw[:, valid].astype(np.float64)
-        total += pixels.sum(axis=1)
-        total_sq += (pixels**2).sum(axis=1)
-        count += pixels.shape[1]
-        y = label_prep.targets(labels[0], valid, pair, win)
-        classes += np.bincount(y[y != ignore_index].ravel(), minlength=n_classes)[:n_classes]
+    for plan in draw_plans(rng, pairs, samples, size, flips=False, rot90=False):  # as read
+        for i in range(len(plan)):
+            pair = pairs[int(plan.pair[i])]
+            win = pair.region.window(int(plan.row[i]), int(plan.col[i]), size)
+            raw, labels = read_window(pair, win)
+            valid = valid_mask(raw, pair.image.georef.nodata)
+            pixels = raw[:, valid].astype(np.float64)
+            total += pixels.sum(axis=1)
+            total_sq += (pixels**2).sum(axis=1)
+            count += pixels.shape[1]
+            y = label_prep.targets(labels[0], valid, pair, win)
+            classes += np.bincount(y[y != ignore_index].ravel(), minlength=n_classes)[:n_classes]
     return _finish_stats(total, total_sq, count, classes, samples, size, pairs)
 
 
@@ -365,14 +445,80 @@ class ValidationSet:
         return int(sum((t != self.ignore_index).sum() for t in self.targets))
 
 
+#: Validation windows scored at once (stacked into one batch for the network).
+SCORE_BATCH = 8
+
+#: Bytes a validation window holds besides its pixels: array headers, its place in the run
+#: record, its entry in the lists that hold them.
+WINDOW_BOOKKEEPING = 1024
+
+
 def validation_windows(pairs: Sequence[RasterPair], tile: int,
                        max_windows: int) -> list[tuple[int, Window]]:
-    """Tiles covering the validation regions; evenly thinned to at most ``max_windows``."""
-    tiles = [(i, w) for i, pair in enumerate(pairs) for w in pair.region.tiles(tile)]
-    if len(tiles) <= max_windows:
-        return tiles
-    keep = np.unique(np.linspace(0, len(tiles) - 1, max_windows).round().astype(int))
-    return [tiles[k] for k in keep]
+    """Tiles covering the validation regions; evenly thinned to at most ``max_windows``. Only
+    the windows kept are built (a region may hold millions of tiles)."""
+    counts = np.cumsum([pair.region.tile_count(tile) for pair in pairs])
+    total = int(counts[-1]) if len(counts) else 0
+    if total <= max_windows:
+        keep: Iterable[int] = range(total)
+    else:
+        keep = np.unique(np.linspace(0, total - 1, max_windows).round().astype(np.int64)).tolist()
+    windows = []
+    for k in keep:
+        i = int(np.searchsorted(counts, k, side="right"))
+        windows.append((i, pairs[i].region.tile(tile, k - (int(counts[i - 1]) if i else 0))))
+    return windows
+
+
+def validation_bytes(windows: int, height: int, width: int, bands: int) -> int:
+    """Bytes the validation windows hold at once, for ``windows`` of up to ``height`` x
+    ``width`` pixels (padded to the network's stride): each prepared (float32 image, int64
+    labels) and kept through training, with :data:`WINDOW_BOOKKEEPING`, and the working copies
+    of :func:`scratch_windows` more while they are read and scored."""
+    per_window = batch_bytes(1, 1, bands) * height * width
+    return (windows + scratch_windows(windows)) * per_window + windows * WINDOW_BOOKKEEPING
+
+
+def scratch_windows(windows: int) -> int:
+    """Windows' worth of working copies: one window being read (its raw read, prepared arrays
+    and masks, :data:`~geoseg.training.spec.READ_COPIES`), or, while scoring, up to
+    :data:`SCORE_BATCH` stacked images and their predicted classes, and one padded copy."""
+    return max(READ_COPIES, min(windows, SCORE_BATCH) + 1)
+
+
+def check_validation(pairs: Sequence[RasterPair], spec: ValidationSpec, bands: int,
+                     stride: int) -> None:
+    """Refuse a ``validation.tile`` or ``validation.max_windows`` whose windows, read once and
+    held through training (:func:`validation_bytes`), take more than ``GEOSEG_MAX_WINDOW_BYTES``,
+    the budget a batch of chips has too. Arithmetic on the regions: nothing is read."""
+    if not pairs:
+        return
+    allowed = budgets.limit(budgets.MAX_WINDOW_BYTES)
+    kept = min(sum(p.region.tile_count(spec.tile) for p in pairs), spec.max_windows)
+    height, width = max(((round_up(min(spec.tile, p.region.height), stride),
+                          round_up(min(spec.tile, p.region.width), stride)) for p in pairs),
+                        key=lambda hw: hw[0] * hw[1])
+    n_bytes = validation_bytes(kept, height, width, bands)
+    if n_bytes <= allowed:
+        return
+    most = largest(lambda n: validation_bytes(n, height, width, bands) <= allowed, kept)
+    if most:
+        key, received = "max_windows", spec.max_windows
+        expected = f"at most {most} window(s) of this size"
+    else:
+        key, received = "tile", spec.tile
+        side = largest(lambda n: validation_bytes(1, round_up(n, stride), round_up(n, stride),
+                                                  bands) <= allowed, spec.tile)
+        expected = f"a tile of at most {side} pixels, at which one window fits"
+    raise TrainSpecError(
+        f"validation.{key}: received {received}; {kept} validation window(s) of up to {height} x "
+        f"{width} pixels (padded to the network's stride {stride}) with {bands} band(s), held "
+        f"through training, and {scratch_windows(kept)} windows' worth more while they are read "
+        f"and scored, take {budgets.size(n_bytes)} (float32 images, int64 labels, "
+        f"{budgets.size(WINDOW_BOOKKEEPING)} of bookkeeping a window), over the limit of "
+        f"{budgets.size(allowed)} ({budgets.MAX_WINDOW_BYTES}); expected {expected}. Lower "
+        f"validation.tile or validation.max_windows, or raise {budgets.MAX_WINDOW_BYTES} if the "
+        "machine has the memory.")
 
 
 def read_validation(pairs: Sequence[RasterPair], prep: Preprocess, tile: int,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,14 +119,28 @@ class Loop:
 
     def run(self, batches: Iterable[Batch], *, on_step: StepCallback | None = None) -> list[float]:
         """One optimiser step per batch; the losses (NaN for a skipped step), in network train mode."""
+        return list(self._steps(batches, on_step))
+
+    def mean_loss(self, batches: Iterable[Batch], *, on_step: StepCallback | None = None) -> float:
+        """As :meth:`run`, but returns :func:`finite_mean` of the losses without keeping them:
+        memory does not grow with the number of batches."""
+        total, count = 0.0, 0
+        for loss in self._steps(batches, on_step):
+            if math.isfinite(loss):
+                total, count = total + loss, count + 1
+        return total / count if count else float("nan")
+
+    def _steps(self, batches: Iterable[Batch], on_step: StepCallback | None) -> Iterator[float]:
+        """Each batch's loss after its step. A batch is let go of before the next is asked for,
+        so that a loader reading ahead (:class:`~geoseg.training.data.ChipLoader`) can count on
+        holding it no longer."""
         self.net.train()
-        losses = []
         for x, y in batches:
             loss = self.train_step(x, y)
-            losses.append(loss)
+            del x, y
             if on_step is not None:
                 on_step(self.step - 1, loss)
-        return losses
+            yield loss
 
     def train_step(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
         """One optimiser step (and one schedule step) on a batch; returns its loss."""

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from geoseg.core.classes import describe_repeats, repeated_names
 from geoseg.core.spec import PATH_KEYS, Document, Section, load_yaml, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
@@ -127,8 +128,6 @@ class DataSpec(Section):
     @field_validator("classes")
     @classmethod
     def _distinct_names(cls, value: list[ClassSpec]) -> list[ClassSpec]:
-        from geoseg.models.header import describe_repeats, repeated_names
-
         repeats = repeated_names([c.name for c in value])
         if repeats:
             raise ValueError(f"each class name once, but {describe_repeats(repeats)}; rename or "
@@ -315,42 +314,83 @@ class TrainSpec(Document):
         return hashlib.sha256(json.dumps(comparable(self), sort_keys=True).encode()).hexdigest()
 
 
+#: Batches the chip loader (:class:`~geoseg.training.data.ChipLoader`) reads ahead of the one
+#: training: it holds ``PREFETCH + 1`` batches at once.
+PREFETCH = 2
+
+#: What a chip, or a validation window, holds while it is read and prepared, in chips' worth of
+#: float32 image and int64 labels: its raw read, its prepared arrays and the masks between them
+#: (the most that a raster of up to 4-byte values needs).
+READ_COPIES = 3
+
+
 def batch_bytes(batch_size: int, chip: int, bands: int) -> int:
     """Bytes of one training batch as the chip loader builds it: ``batch_size`` chips of
     ``chip`` x ``chip`` pixels, float32 images of ``bands`` bands and int64 labels."""
     return batch_size * chip * chip * (4 * bands + 8)
 
 
+def chips_being_read(batch_size: int, threads: int) -> int:
+    """Chips the loader reads at once: one a thread, and no more than the batches read ahead."""
+    return min(threads, PREFETCH * batch_size)
+
+
+def loader_bytes(batch_size: int, chip: int, bands: int, threads: int) -> int:
+    """Bytes the chip loader holds at once: ``PREFETCH + 1`` batches (the one training and those
+    read ahead), and :data:`READ_COPIES` chips' worth for each chip being read."""
+    return ((PREFETCH + 1) * batch_bytes(batch_size, chip, bands)
+            + chips_being_read(batch_size, threads) * READ_COPIES * batch_bytes(1, chip, bands))
+
+
 def check_batch(training: TrainingSpec, bands: int, *, known: bool, source: str = "") -> None:
-    """Refuse a ``training.batch_size`` (or a ``training.chip``) whose batch of chips takes
-    more than ``GEOSEG_MAX_WINDOW_BYTES``, the budget of what one step reads at once. ``bands``
-    is the images' band count when ``known``, else a lower bound (the rasters are not open)."""
+    """Refuse a ``training.batch_size`` (or a ``training.chip``) whose chips, as the loader
+    holds them (:func:`loader_bytes`), take more than ``GEOSEG_MAX_WINDOW_BYTES``, the budget
+    of what is read at once. ``bands`` is the images' band count when ``known``, else a lower
+    bound (the rasters are not open)."""
     from geoseg import budgets
 
+    t = training
     allowed = budgets.limit(budgets.MAX_WINDOW_BYTES)
-    n_bytes = batch_bytes(training.batch_size, training.chip, bands)
+    n_bytes = loader_bytes(t.batch_size, t.chip, bands, t.loader_threads)
     if n_bytes <= allowed:
         return
-    key, received, expected = _batch_fix(training, bands, allowed, known)
+    key, received, expected = _batch_fix(t, bands, allowed, known)
     least = "" if known else "at least "
     raise TrainSpecError(
-        f"{source + ': ' if source else ''}training.{key}: received {received}; a batch of "
-        f"{training.batch_size} chip(s) of {training.chip} x {training.chip} pixels with {least}"
-        f"{bands} band(s) takes {least}{budgets.size(n_bytes)} (float32 images, int64 labels), "
-        f"over the limit of {budgets.size(allowed)} ({budgets.MAX_WINDOW_BYTES}); expected "
-        f"{expected}. Lower training.batch_size or training.chip, or raise "
+        f"{source + ': ' if source else ''}training.{key}: received {received}; the chip loader "
+        f"holds {PREFETCH + 1} batches at once (one training, {PREFETCH} read ahead) of "
+        f"{t.batch_size} chip(s) of {t.chip} x {t.chip} pixels with {least}{bands} band(s), "
+        f"{least}{budgets.size(batch_bytes(t.batch_size, t.chip, bands))} each, and "
+        f"{READ_COPIES} chips' worth for each of the "
+        f"{chips_being_read(t.batch_size, t.loader_threads)} chip(s) being read "
+        f"(training.loader_threads): {least}{budgets.size(n_bytes)} in all (float32 images, "
+        f"int64 labels), over the limit of {budgets.size(allowed)} ({budgets.MAX_WINDOW_BYTES}); "
+        f"expected {expected}. Lower training.batch_size or training.chip, or raise "
         f"{budgets.MAX_WINDOW_BYTES} if the machine has the memory.")
 
 
 def _batch_fix(training: TrainingSpec, bands: int, allowed: int, known: bool) -> tuple[str, int, str]:
     """The key to change, its value and what it should be: the batch size, or the chip when
-    not even one chip fits."""
+    not even a batch of one chip fits."""
     fewer = "" if known else " (fewer if the images have more bands)"
-    most = allowed // batch_bytes(1, training.chip, bands)
+    threads, chip = training.loader_threads, training.chip
+    most = largest(lambda n: loader_bytes(n, chip, bands, threads) <= allowed,
+                   allowed // batch_bytes(1, chip, bands))
     if most:
         return "batch_size", training.batch_size, f"at most {most} chips of this size{fewer}"
-    side = math.isqrt(allowed // batch_bytes(1, 1, bands))
-    return "chip", training.chip, f"a chip of at most {side} pixels{fewer}"
+    side = largest(lambda n: loader_bytes(1, n, bands, threads) <= allowed,
+                   math.isqrt(allowed // batch_bytes(1, 1, bands)))
+    return "chip", training.chip, f"a chip of at most {side} pixels, in batches of one{fewer}"
+
+
+def largest(fits: Callable[[int], bool], high: int) -> int:
+    """The largest ``n`` in ``0..high`` for which ``fits(n)``, a test that holds up to some
+    ``n`` and fails beyond it; 0 when only 0 fits (a binary search: a few dozen calls)."""
+    low = 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 TRAIN_PATH_KEYS = PATH_KEYS | {"model", "run_dir"}  # rasters' url, output.model and .run_dir

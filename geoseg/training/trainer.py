@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +53,22 @@ from geoseg.training.checkpoint import (
     save_checkpoint,
 )
 from geoseg.training.data import (
+    SCORE_BATCH,
     ChipLoader,
     DataStats,
     Preprocess,
     RasterPair,
     ValidationSet,
+    batch_plans,
     check_pairs,
+    check_validation,
     class_weights,
-    draw_plan,
     measure_stats,
     open_pairs,
     read_validation,
     split_holdout,
 )
-from geoseg.training.loop import Loop, adamw, autocast, autocast_dtype, finite_mean, warmup_cosine
+from geoseg.training.loop import Loop, adamw, autocast, autocast_dtype, warmup_cosine
 from geoseg.training.record import FORMAT, SourceCatalog, read_json, write_json
 from geoseg.training.spec import (
     TrainSpec,
@@ -279,6 +283,7 @@ def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log) -> Setup:
     torch.manual_seed(spec.seed)
     net = build_network(spec.model.architecture, net_config)
     _check_chip(spec, net)
+    check_validation(val_pairs, spec.validation, n_bands, int(net.stride))  # before any read
     stats = _data_stats(spec, train_pairs, checkpoint, log)
     prep = Preprocess(np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32),
                       len(classes), spec.data.ignore_index)
@@ -389,7 +394,12 @@ def _static_record(spec: TrainSpec, train_pairs: list[RasterPair], val_pairs: li
 
 
 def _warmup_steps(spec: TrainSpec) -> int:
-    return round(spec.training.warmup * spec.training.epochs * spec.training.steps_per_epoch)
+    """Steps of linear warm-up; counted exactly where the float product overflows (1e308 steps)."""
+    t = spec.training
+    try:
+        return round(t.warmup * t.epochs * t.steps_per_epoch)
+    except OverflowError:
+        return round(Fraction(t.warmup) * t.epochs * t.steps_per_epoch)
 
 
 def new_session(spec: TrainSpec, setup: Setup, checkpoint: Checkpoint | None,
@@ -475,10 +485,11 @@ def run_epochs(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs
 def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int) -> dict[str, Any]:
     """One epoch of training, then validation; appends and returns the epoch's metrics."""
     t, start = spec.training, time.perf_counter()
-    plan = draw_plan(session.rng, setup.train_pairs, t.steps_per_epoch * t.batch_size, t.chip,
-                     t.augment.flips, t.augment.rot90)
+    plans = batch_plans(session.rng, setup.train_pairs, t.steps_per_epoch, t.batch_size, t.chip,
+                        t.augment.flips, t.augment.rot90)  # drawn as they are read
     loader = ChipLoader(setup.train_pairs, setup.prep, t.chip, threads=t.loader_threads)
-    loss = finite_mean(session.loop.run(loader.batches(plan, t.batch_size)))
+    with closing(loader.batches(plans)) as batches:  # on an error, its threads stop at once
+        loss = session.loop.mean_loss(batches)
     session.state.step = session.loop.step
     confusion = evaluate(setup.net, setup.validation, len(spec.data.classes), setup.device, setup.amp)
     miou = mean_iou(confusion)
@@ -494,7 +505,7 @@ def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int) -> di
 
 
 def evaluate(net: nn.Module, validation: ValidationSet, n_classes: int, device: torch.device,
-             amp: torch.dtype | None, batch_size: int = 8) -> np.ndarray:
+             amp: torch.dtype | None, batch_size: int = SCORE_BATCH) -> np.ndarray:
     """Confusion matrix of ``net`` (in eval mode) over the validation windows' labelled pixels."""
     net.eval()
     stride = int(net.stride)
@@ -507,12 +518,16 @@ def evaluate(net: nn.Module, validation: ValidationSet, n_classes: int, device: 
             padded_shape = tuple(round_up(n, stride) for n in shape[1:])
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
-                x = np.stack([pad_end(validation.inputs[i], padded_shape) for i in chunk])
+                x = np.empty((len(chunk), shape[0], *padded_shape), np.float32)
+                for j, i in enumerate(chunk):  # one padded copy at a time (scratch_windows)
+                    x[j] = pad_end(validation.inputs[i], padded_shape)
                 pred = net(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy()
+                del x
                 for i, p in zip(chunk, pred):
                     truth = validation.targets[i]
                     keep = truth != validation.ignore_index
                     confusion += confusion_matrix(truth[keep], p[: shape[1], : shape[2]][keep], n_classes)
+                del pred
     net.train()
     return confusion
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import rasterio
@@ -9,18 +13,24 @@ import tifffile
 import zarr
 from rasterio.enums import Resampling
 
-from geoseg.errors import TrainingDataError
+from geoseg.errors import TrainingDataError, TrainSpecError
 from geoseg.io.readers import open_source
 from geoseg.training.checksums import source_checksum
 from geoseg.training.data import (
+    PLAN_CHIPS,
+    ChipLoader,
+    Preprocess,
+    RasterPair,
     Region,
     augment,
+    batch_plans,
+    check_validation,
     class_weights,
     draw_plan,
     open_pair,
     validation_windows,
 )
-from geoseg.training.spec import PairSpec
+from geoseg.training.spec import PairSpec, ValidationSpec, batch_bytes, loader_bytes
 from tests.conftest import CRS, TRANSFORM, write_zarr
 
 
@@ -68,6 +78,101 @@ def test_validation_tiles_cover_the_region_and_are_thinned_evenly():
 
     picked = validation_windows([Pair()], 32, 7)
     assert len(picked) == 7 and picked[0][1][0].start == 0 and picked[-1][1][0].stop == 320
+
+
+def test_batch_plans_are_drawn_as_read_and_match_one_draw_up_to_plan_chips():
+    class Pair:
+        region = Region(0, 100, 0, 80)
+
+    one = draw_plan(np.random.default_rng(3), [Pair()], 25 * 8, 32, True, True)
+    parts = list(batch_plans(np.random.default_rng(3), [Pair()], 25, 8, 32, True, True))
+    assert [len(p) for p in parts] == [8] * 25  # the same chips as before: seeds keep their batches
+    assert all(np.array_equal(np.concatenate([getattr(p, f) for p in parts]), getattr(one, f))
+               for f in ("pair", "row", "col", "rot", "flip"))
+    start = time.perf_counter()
+    endless = batch_plans(np.random.default_rng(3), [Pair()], 10**18, 8, 32, True, True)
+    assert len(next(endless)) == 8 and time.perf_counter() - start < 1
+    longer = list(batch_plans(np.random.default_rng(3), [Pair()], PLAN_CHIPS // 5, 5, 32, True, True))
+    assert len(longer) == PLAN_CHIPS // 5 and {len(p) for p in longer} == {5}
+
+
+class _Memory:
+    """A raster held in memory, read as a source is: ``read(window)`` gives a new array."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.url = data, data.shape, "memory"
+        self.georef = SimpleNamespace(nodata=None)
+
+    def read(self, window: tuple[slice, slice]) -> np.ndarray:
+        return self.data[(slice(None), *window)].copy()
+
+
+def _memory_pair() -> RasterPair:
+    rng = np.random.default_rng(0)
+    image = _Memory(rng.integers(0, 4000, (3, 200, 200)).astype(np.uint16))
+    labels = _Memory(rng.integers(0, 5, (1, 200, 200)).astype(np.uint8))
+    return RasterPair("memory", image, labels, Region(0, 200, 0, 200))
+
+
+def test_the_chip_loader_holds_no_more_than_the_batch_budget_counts():
+    """It held about 5 batches (2 read ahead, the chips of one, that one stacked, the caller's)
+    while check_batch counted one; it now holds 3 and the chips being read, as counted."""
+    pairs, prep = [_memory_pair()], Preprocess(np.zeros(3, np.float32), np.ones(3, np.float32), 5, 255)
+    plans = list(batch_plans(np.random.default_rng(1), pairs, 6, 16, 32, True, True))
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for x, y in ChipLoader(pairs, prep, 32, threads=2).batches(plans):
+            time.sleep(0.02)  # training: the threads read ahead meanwhile
+            del x, y
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    bookkeeping = 64 << 10  # the threads' own interpreter stacks, futures, the pool
+    assert 2 * batch_bytes(16, 32, 3) < peak <= loader_bytes(16, 32, 3, threads=2) + bookkeeping, peak
+
+    one_thread = list(ChipLoader(pairs, prep, 32, threads=1).batches(plans))
+    for (x, y), plan in zip(ChipLoader(pairs, prep, 32, threads=5).batches(plans), plans):
+        expected = x.copy(), y.copy()
+        for i in range(len(plan)):  # each chip in its place, whichever thread read it
+            window = pairs[0].region.window(int(plan.row[i]), int(plan.col[i]), 32)
+            chip = prep(pairs[0].image.read(window), pairs[0].labels.read(window), pairs[0], window)
+            expected[0][i], expected[1][i] = augment(*chip, int(plan.rot[i]), bool(plan.flip[i]))
+        assert np.array_equal(x, expected[0]) and np.array_equal(y, expected[1])
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in
+               zip(one_thread, ChipLoader(pairs, prep, 32, threads=3).batches(plans)))
+
+
+@pytest.mark.timeout(10)
+def test_validation_windows_are_computed_not_listed():
+    """A region of 10**7 x 10**7 pixels holds 1.6e12 tiles of 8: only those kept are built."""
+    class Pair:
+        def __init__(self, region: Region) -> None:
+            self.region = region
+
+    pairs = [Pair(Region(0, 10**7, 0, 10**7)), Pair(Region(5, 45, 0, 70))]
+    picked = validation_windows(pairs, 8, 5)
+    assert [i for i, _ in picked] == [0, 0, 0, 0, 1]
+    assert picked[0][1] == (slice(0, 8), slice(0, 8)) and picked[-1][1] == (slice(37, 45), slice(62, 70))
+    small = [Pair(Region(3, 70, 0, 50)), Pair(Region(0, 20, 10, 90))]
+    listed = [(i, w) for i, p in enumerate(small) for w in p.region.tiles(16)]
+    assert validation_windows(small, 16, 100) == listed and len(listed) == 5 * 4 + 2 * 5
+
+
+def test_validation_windows_past_the_window_budget_are_refused_naming_the_key():
+    class Pair:
+        region = Region(0, 100_000, 0, 100_000)
+        bands = 4
+
+    check_validation([Pair()], ValidationSpec(), 4, 32)  # 32 windows of 256^2: 70 MiB
+    with pytest.raises(TrainSpecError, match=r"^validation.tile: received 1000000000000; 1 validation "
+                                             r"window\(s\) of up to 100000 x 100000 pixels .* take "
+                                             r"894.1 GiB .* expected a tile of at most 4704 pixels"):
+        check_validation([Pair()], ValidationSpec(tile=10**12), 4, 32)
+    with pytest.raises(TrainSpecError, match=r"^validation.max_windows: received 1000000000000; "
+                                             r"156250000 validation window\(s\) of up to 8 x 8 pixels "
+                                             r".* take 372.5 GiB .* expected at most 838855 window\(s\)"):
+        check_validation([Pair()], ValidationSpec(tile=8, max_windows=10**12), 4, 8)
 
 
 def test_class_weights_favour_rare_classes_and_bound_absent_ones():

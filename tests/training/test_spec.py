@@ -103,6 +103,19 @@ def test_a_class_name_given_twice_is_refused_naming_it_and_the_field():
             "is given 2 times (classes 1 and 3); rename or remove the duplicate") in text
 
 
+def test_specs_and_model_files_check_class_names_with_the_shared_helpers():
+    """The duplicate-name helpers live in the bottom layer, geoseg.core.classes, not in models."""
+    from geoseg.core import classes
+    from geoseg.models import header
+    from geoseg.training import spec
+
+    for module in (spec, header):
+        assert module.repeated_names is classes.repeated_names
+        assert module.describe_repeats is classes.describe_repeats
+    assert classes.describe_repeats(classes.repeated_names(["a", "b", "a"])) == (
+        "'a' is given 2 times (classes 0 and 2)")
+
+
 @pytest.mark.timeout(30)
 def test_a_batch_past_the_memory_budget_is_refused_at_validation(tmp_path):
     """batch_size 1e8 reached 9.9 GB before anything refused it; the spec's check is arithmetic."""
@@ -110,27 +123,38 @@ def test_a_batch_past_the_memory_budget_is_refused_at_validation(tmp_path):
     result = geoseg("train", str(path))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result
     text = " ".join(result.stderr.split())  # as one line, however the console wraps it
-    assert (f"{path}: training.batch_size: received 100000000; a batch of 100000000 chip(s) of "
-            "128 x 128 pixels with at least 1 band(s) takes at least 17.9 TiB (float32 images, "
-            "int64 labels), over the limit of 2 GiB (GEOSEG_MAX_WINDOW_BYTES); expected at most "
-            "10922 chips of this size (fewer if the images have more bands)") in text, text
+    assert (f"{path}: training.batch_size: received 100000000; the chip loader holds 3 batches "
+            "at once (one training, 2 read ahead) of 100000000 chip(s) of 128 x 128 pixels with at "
+            "least 1 band(s), at least 17.9 TiB each, and 3 chips' worth for each of the 2 chip(s) "
+            "being read (training.loader_threads): at least 53.6 TiB in all (float32 images, int64 "
+            "labels), over the limit of 2 GiB (GEOSEG_MAX_WINDOW_BYTES); expected at most 3638 "
+            "chips of this size (fewer if the images have more bands)") in text, text
     assert "raise GEOSEG_MAX_WINDOW_BYTES if the machine has the memory" in text
     selected = minimal(training={"batch_size": 100_000})
     selected["data"]["train"] = [{**PAIR, "image": {**PAIR["image"], "bands": [1, 2, 3]}}]
     with pytest.raises(TrainSpecError, match=r"training.batch_size: received 100000; .* with 3 "
-                                             r"band\(s\) takes 30.5 GiB .* expected at most 6553 chips"):
+                                             r"band\(s\), 30.5 GiB each, .*: 91.6 GiB in all .* "
+                                             r"expected at most 2182 chips"):
         TrainSpec.from_dict(selected)
     with pytest.raises(TrainSpecError, match=r"training.chip: received 100000; .* expected a chip "
-                                             r"of at most 13377 pixels"):
+                                             r"of at most 4459 pixels, in batches of one"):
         TrainSpec.from_dict(minimal(training={"chip": 100_000}))
 
 
-def test_the_batch_budget_is_the_window_budget_and_raising_it_admits_the_batch(monkeypatch):
+def test_the_batch_budget_counts_every_batch_and_chip_the_loader_holds_at_once(monkeypatch):
+    """A 48 MiB batch fits 128 MiB alone, but the loader holds 3 of them and the chips being read."""
     spec = minimal(training={"batch_size": 64, "chip": 256})  # 64 x 256^2 x 12 bytes = 48 MiB
     TrainSpec.from_dict(spec)
-    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(32 << 20))
-    with pytest.raises(TrainSpecError, match=r"takes at least 48 MiB .* limit of 32 MiB"):
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(128 << 20))
+    with pytest.raises(TrainSpecError, match=r"at least 48 MiB each, and 3 chips' worth for each "
+                                             r"of the 2 chip\(s\) being read .*: at least 148.5 MiB "
+                                             r"in all .* limit of 128 MiB .* at most 54 chips"):
         TrainSpec.from_dict(spec)
+    TrainSpec.from_dict(minimal(training={"batch_size": 54, "chip": 256}))
+    with pytest.raises(TrainSpecError, match=r"the 16 chip\(s\) being read \(training.loader_threads"):
+        TrainSpec.from_dict(minimal(training={"batch_size": 54, "chip": 256, "loader_threads": 16}))
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(150 << 20))
+    TrainSpec.from_dict(spec)
 
 
 @pytest.mark.parametrize(("mean", "std"), [([0.5, 0.5], [float("nan"), 1.0]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from geoseg.demo import write_scene
 from geoseg.errors import OutputExistsError
 from geoseg.training import CheckpointError, TrainingDataError, TrainSpecError, train
 from geoseg.training import trainer as trainer_module
+from geoseg.training.loop import Loop
 from tests.training.conftest import CHIP, SIZE, tiny_spec, zarr_pair
 
 HEX64 = set("0123456789abcdef")
@@ -199,12 +201,71 @@ def test_label_ids_outside_the_classes_are_named(tmp_path, scene):
 def test_a_batch_past_the_budget_with_the_images_bands_is_refused_before_training(
         tmp_path, scene_zarr, monkeypatch):
     """The spec's check counts one band when it selects none; the trainer counts the images'."""
-    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", "60000")  # 4 chips of 32^2: 48 KiB at 1 band
-    spec = tiny_spec([zarr_pair(scene_zarr)], tmp_path)
-    with pytest.raises(TrainSpecError, match=r"training.batch_size: received 4; .* with 3 band\(s\) "
-                                             r"takes 80 KiB .* expected at most 2 chips"):
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", "300000")  # 3 batches of 4 chips of 32^2 and
+    spec = tiny_spec([zarr_pair(scene_zarr)], tmp_path)     # 2 being read: 216 KiB at 1 band
+    with pytest.raises(TrainSpecError, match=r"training.batch_size: received 4; .* with 3 band\(s\), "
+                                             r"80 KiB each, .*: 360 KiB in all .* expected at most "
+                                             r"2 chips"):
         train(spec, log=quiet)
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_validation_windows_past_the_budget_are_refused_naming_the_key_before_any_read(
+        tmp_path, scene_zarr, monkeypatch, read_log):
+    """validation.tile was unbounded: every window is read once and held through training."""
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", "200000")  # a batch of 1 chip: 180 KiB held
+    one_chip = {"training__batch_size": 1}
+    whole = tiny_spec([zarr_pair(scene_zarr)], tmp_path, validation={"tile": 10**12}, **one_chip)
+    with pytest.raises(TrainSpecError) as err:  # the holdout is rows 128:160: one 32 x 160 window
+        train(whole, log=quiet)
+    assert (f"validation.tile: received {10**12}; 1 validation window(s) of up to 32 x 160 pixels "
+            "(padded to the network's stride 4) with 3 band(s), held through training, and 3 "
+            "windows' worth more while they are read and scored, take 401 KiB (float32 images, "
+            "int64 labels, 1 KiB of bookkeeping a window), over the limit of 195.3 KiB "
+            "(GEOSEG_MAX_WINDOW_BYTES); expected a tile of at most 48 pixels, at which one window "
+            "fits. Lower validation.tile or validation.max_windows") in str(err.value)
+    many = tiny_spec([zarr_pair(scene_zarr)], tmp_path, validation={"tile": 64, "max_windows": 5},
+                     **one_chip)
+    with pytest.raises(TrainSpecError, match=r"validation.max_windows: received 5; 3 validation "
+                                             r"window\(s\) of up to 32 x 64 pixels .* and 4 windows' worth .* take 283 KiB "
+                                             r".* expected at most 1 window\(s\) of this size"):
+        train(many, log=quiet)
+    assert read_log.calls == [] and not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("steps", [10**9, 10**400], ids=["1e9", "1e400"])
+def test_an_epoch_of_any_length_starts_at_once_in_bounded_memory(tmp_path, scene_zarr, monkeypatch,
+                                                                 steps):
+    """An epoch's chips were all drawn before its first step: 10**9 steps of 4 chips asked for
+    32 GB at once, and 10**400 overflowed. They are drawn as they are read."""
+    taken: list[int] = []
+    step = Loop.train_step
+
+    def three_steps(loop: Loop, x: np.ndarray, y: np.ndarray) -> float:
+        taken.append(len(x))
+        if len(taken) > 3:
+            raise Crash("three steps are enough")
+        return step(loop, x, y)
+
+    epoch = trainer_module.run_epoch
+
+    def traced_epoch(*args: object) -> dict:  # from the epoch's start: its plan, chips and steps
+        tracemalloc.start()
+        return epoch(*args)
+
+    monkeypatch.setattr(Loop, "train_step", three_steps)
+    monkeypatch.setattr(trainer_module, "run_epoch", traced_epoch)
+    spec = tiny_spec([zarr_pair(scene_zarr)], tmp_path, training__steps_per_epoch=steps)
+    try:
+        with pytest.raises(Crash):
+            train(spec, log=quiet)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert taken == [4, 4, 4, 4] and 0 < peak < 8 << 20, peak
+    record = json.loads((tmp_path / "model.run" / "run.json").read_text())
+    assert record["status"] == "failed" and record["resolved"]["total_steps"] == 2 * steps
 
 
 def test_chip_must_fit_the_network_stride_and_the_region(tmp_path, scene_zarr):
