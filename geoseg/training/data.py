@@ -31,6 +31,7 @@ from geoseg.tiling.plan import round_up
 from geoseg.training.spec import (
     PREFETCH,
     READ_COPIES,
+    DataSpec,
     PairSpec,
     RasterSpec,
     ValidationSpec,
@@ -381,10 +382,55 @@ class DataStats:
     window: int
 
 
+#: What a window read to measure normalization statistics holds while it is counted
+#: (:func:`measure_stats`), in windows' worth of float32 image and int64 labels: its raw read and
+#: the float64 copies of its valid pixels and of their squares (20 bytes a band), then its labels
+#: as read, as int64 and those counted, and the masks between them (the most that a raster of up
+#: to 4-byte values needs).
+STATS_COPIES = 5
+
+
+def stats_bytes(window: int, bands: int) -> int:
+    """Bytes one normalization window of ``window`` x ``window`` pixels and ``bands`` bands
+    takes while it is counted; the windows are read one at a time."""
+    return STATS_COPIES * batch_bytes(1, window, bands)
+
+
+def check_stats(pairs: Sequence[RasterPair], spec: DataSpec, chip: int) -> None:
+    """Refuse a ``data.normalization.window`` (``training.chip`` when unset) whose windows, as
+    :func:`measure_stats` reads them (:func:`stats_window`) and counts them
+    (:func:`stats_bytes`), take more than ``GEOSEG_MAX_WINDOW_BYTES``, the budget a batch of
+    chips has too. Arithmetic on the regions: nothing is read."""
+    norm, bands = spec.normalization, pairs[0].bands
+    side = stats_window(pairs, norm.window or chip)
+    allowed = budgets.limit(budgets.MAX_WINDOW_BYTES)
+    n_bytes = stats_bytes(side, bands)
+    if n_bytes <= allowed:
+        return
+    most = largest(lambda n: stats_bytes(n, bands) <= allowed, side)
+    received = norm.window if norm.window is not None else f"none (training.chip: {chip})"
+    raise TrainSpecError(
+        f"data.normalization.window: received {received}; each of the {norm.samples} window(s) "
+        "read one at a time to measure normalization statistics (data.normalization.samples), "
+        f"{side} x {side} pixels with {bands} band(s), takes {budgets.size(n_bytes)} while it is "
+        f"counted ({STATS_COPIES} windows' worth of float32 images and int64 labels: its read, "
+        "float64 copies of its pixels and their squares, its labels as int64), over the limit of "
+        f"{budgets.size(allowed)} ({budgets.MAX_WINDOW_BYTES}); expected a window of at most "
+        f"{most} pixels. Set data.normalization.window lower, or raise {budgets.MAX_WINDOW_BYTES} "
+        "if the machine has the memory.")
+
+
+def stats_window(pairs: Sequence[RasterPair], window: int) -> int:
+    """The side :func:`measure_stats` reads its windows at: ``window``, or the shortest side of
+    a region where that is less."""
+    return min(window, *(min(p.region.height, p.region.width) for p in pairs))
+
+
 def measure_stats(rng: np.random.Generator, pairs: Sequence[RasterPair], samples: int, window: int,
                   n_classes: int, ignore_index: int) -> DataStats:
-    """Mean/std per band and class counts from ``samples`` random windows (one read each)."""
-    size = min(window, *(min(p.region.height, p.region.width) for p in pairs))
+    """Mean/std per band and class counts from ``samples`` random windows (one read each, one at
+    a time: :func:`stats_bytes` counts what a window holds)."""
+    size = stats_window(pairs, window)
     bands = pairs[0].bands
     total, total_sq, count = np.zeros(bands), np.zeros(bands), 0
     classes = np.zeros(n_classes, dtype=np.int64)
@@ -394,15 +440,24 @@ def measure_stats(rng: np.random.Generator, pairs: Sequence[RasterPair], samples
         for i in range(len(plan)):
             pair = pairs[int(plan.pair[i])]
             win = pair.region.window(int(plan.row[i]), int(plan.col[i]), size)
-            raw, labels = read_window(pair, win)
-            valid = valid_mask(raw, pair.image.georef.nodata)
-            pixels = raw[:, valid].astype(np.float64)
-            total += pixels.sum(axis=1)
-            total_sq += (pixels**2).sum(axis=1)
-            count += pixels.shape[1]
-            y = label_prep.targets(labels[0], valid, pair, win)
-            classes += np.bincount(y[y != ignore_index].ravel(), minlength=n_classes)[:n_classes]
+            count += _count_window(pair, win, label_prep, total, total_sq, classes)
     return _finish_stats(total, total_sq, count, classes, samples, size, pairs)
+
+
+def _count_window(pair: RasterPair, win: Window, label_prep: Preprocess, total: np.ndarray,
+                  total_sq: np.ndarray, classes: np.ndarray) -> int:
+    """Add one window's band sums, squares and class counts; its arrays are freed on return,
+    before the next window is read. Returns its valid pixels."""
+    raw, labels = read_window(pair, win)
+    valid = valid_mask(raw, pair.image.georef.nodata)
+    pixels = raw[:, valid].astype(np.float64)
+    total += pixels.sum(axis=1)
+    total_sq += (pixels**2).sum(axis=1)
+    del raw, pixels
+    y = label_prep.targets(labels[0], valid, pair, win)
+    n_classes, ignore_index = len(classes), label_prep.ignore_index
+    classes += np.bincount(y[y != ignore_index].ravel(), minlength=n_classes)[:n_classes]
+    return int(valid.sum())
 
 
 def _finish_stats(total: np.ndarray, total_sq: np.ndarray, count: int, classes: np.ndarray, samples: int,

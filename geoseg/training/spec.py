@@ -228,6 +228,11 @@ class AugmentSpec(Section):
     rot90: bool = True
 
 
+#: Most threads ``training.loader_threads`` or ``training.torch_threads`` may ask for: more than
+#: the cores of any machine a run is given, far fewer than a typo (100000) would start.
+MAX_THREADS = 1024
+
+
 class TrainingSpec(Section):
     """Optimisation: AdamW, linear warmup then cosine decay, chips drawn at random."""
 
@@ -245,8 +250,18 @@ class TrainingSpec(Section):
     early_stopping: EarlyStoppingSpec | None = None
     keep: Literal["best", "last"] = Field(
         "best", description="Weights to save: the best validation epoch's, or the last.")
-    loader_threads: int = Field(2, ge=1, description="Threads reading chips ahead of the training step.")
-    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps the default.")
+    loader_threads: int = Field(2, ge=1, description="Threads reading chips ahead of the training "
+                                                     f"step; at most {MAX_THREADS}.")
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps the default; "
+                                                    f"at most {MAX_THREADS}.")
+
+    @field_validator("loader_threads", "torch_threads")
+    @classmethod
+    def _threads(cls, value: int) -> int:
+        if value > MAX_THREADS:
+            raise ValueError(f"at most {MAX_THREADS} threads; about the machine's cores is enough "
+                             "(each thread costs memory, and past the cores they only wait their turn)")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -61,6 +61,7 @@ from geoseg.training.data import (
     ValidationSet,
     batch_plans,
     check_pairs,
+    check_stats,
     check_validation,
     class_weights,
     measure_stats,
@@ -338,6 +339,7 @@ def _data_stats(spec: TrainSpec, pairs: list[RasterPair], checkpoint: Checkpoint
     norm, n_classes = spec.data.normalization, len(spec.data.classes)
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(2)[0])
     window = norm.window or spec.training.chip
+    check_stats(pairs, spec.data, spec.training.chip)  # before any read
     stats = measure_stats(rng, pairs, norm.samples, window, n_classes, spec.data.ignore_index)
     mean, std = _normalization(spec, stats, pairs[0].bands)
     weights = _weights(spec, stats)

@@ -24,13 +24,22 @@ from geoseg.training.data import (
     Region,
     augment,
     batch_plans,
+    check_stats,
     check_validation,
     class_weights,
     draw_plan,
+    measure_stats,
     open_pair,
+    stats_bytes,
     validation_windows,
 )
-from geoseg.training.spec import PairSpec, ValidationSpec, batch_bytes, loader_bytes
+from geoseg.training.spec import (
+    NormalizationSpec,
+    PairSpec,
+    ValidationSpec,
+    batch_bytes,
+    loader_bytes,
+)
 from tests.conftest import CRS, TRANSFORM, write_zarr
 
 
@@ -173,6 +182,43 @@ def test_validation_windows_past_the_window_budget_are_refused_naming_the_key():
                                              r"156250000 validation window\(s\) of up to 8 x 8 pixels "
                                              r".* take 372.5 GiB .* expected at most 838855 window\(s\)"):
         check_validation([Pair()], ValidationSpec(tile=8, max_windows=10**12), 4, 8)
+
+
+def test_normalization_windows_past_the_window_budget_are_refused_naming_the_key():
+    """data.normalization.window was unbounded: each window's read and float64 copies are held."""
+    class Pair:
+        def __init__(self, height: int, width: int) -> None:
+            self.region, self.bands = Region(0, height, 0, width), 4
+
+    def data(window: int | None) -> SimpleNamespace:
+        return SimpleNamespace(normalization=NormalizationSpec(window=window))
+
+    check_stats([Pair(10**5, 10**5)], data(4096), 128)  # 4096^2 x 4 bands: 1.9 GiB
+    check_stats([Pair(100, 10**6)], data(10**5), 128)  # read at the region's 100 pixels
+    with pytest.raises(TrainSpecError, match=r"^data.normalization.window: received 100000; each of "
+                                             r"the 32 window\(s\) .* 100000 x 100000 pixels with 4 "
+                                             r"band\(s\), takes 1.1 TiB .* over the limit of 2 GiB "
+                                             r"\(GEOSEG_MAX_WINDOW_BYTES\); expected a window of at "
+                                             r"most 4230 pixels\. Set data.normalization.window lower"):
+        check_stats([Pair(10**5, 10**5), Pair(10**6, 10**6)], data(10**5), 128)
+    with pytest.raises(TrainSpecError, match=r"^data.normalization.window: received none "
+                                             r"\(training.chip: 8192\); .* 8192 x 8192 pixels"):
+        check_stats([Pair(10**5, 10**5)], data(None), 8192)
+
+
+def test_measure_stats_holds_no_more_than_the_stats_budget_counts():
+    """Each window read and its float64 copies are held at once; the next window is read after."""
+    pairs = [_memory_pair()]
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        stats = measure_stats(np.random.default_rng(0), pairs, 3, 128, 5, 255)
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    assert stats.windows == 3 and stats.window == 128 and stats.pixels == 3 * 128 * 128
+    one_window = 3 * 128 * 128 * 8  # the float64 copy of its pixels alone
+    assert 2 * one_window < peak <= stats_bytes(128, 3) + (16 << 10), peak
 
 
 def test_class_weights_favour_rare_classes_and_bound_absent_ones():

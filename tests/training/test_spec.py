@@ -157,6 +157,21 @@ def test_the_batch_budget_counts_every_batch_and_chip_the_loader_holds_at_once(m
     TrainSpec.from_dict(spec)
 
 
+@pytest.mark.timeout(30)
+def test_thread_counts_past_the_cap_are_refused_naming_the_key(tmp_path):
+    """loader_threads 100000 would have started a thread for every chip read ahead."""
+    path = write(tmp_path, minimal(training={"loader_threads": 100_000}))
+    result = geoseg("train", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    text = " ".join(result.stderr.split())
+    assert "training.loader_threads: received 100000 (int); expected at most 1024 threads" in text, text
+    with pytest.raises(TrainSpecError, match=r"training.torch_threads: received 1025 \(int\); "
+                                             r"expected at most 1024 threads"):
+        TrainSpec.from_dict(minimal(training={"torch_threads": 1025}))
+    spec = TrainSpec.from_dict(minimal(training={"loader_threads": 1024, "torch_threads": 1024}))
+    assert (spec.training.loader_threads, spec.training.torch_threads) == (1024, 1024)
+
+
 @pytest.mark.parametrize(("mean", "std"), [([0.5, 0.5], [float("nan"), 1.0]),
                                            ([float("inf"), 0.5], [1.0, 1.0])])
 def test_normalization_that_is_not_finite_is_refused(mean, std):

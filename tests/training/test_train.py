@@ -233,6 +233,22 @@ def test_validation_windows_past_the_budget_are_refused_naming_the_key_before_an
     assert read_log.calls == [] and not (tmp_path / "model.safetensors").exists()
 
 
+def test_a_normalization_window_past_the_budget_is_refused_naming_the_key_before_any_read(
+        tmp_path, scene_zarr, monkeypatch, read_log):
+    """data.normalization.window was unchecked: counted with the images' 3 bands, at the side
+    the training regions (128 x 160 here) let it read, before the first window is read."""
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", "300000")  # batches and validation fit
+    spec = tiny_spec([zarr_pair(scene_zarr)], tmp_path, training__batch_size=1,
+                     data__normalization={"samples": 6, "window": 10**6})
+    with pytest.raises(TrainSpecError) as err:
+        train(spec, log=quiet)
+    assert (f"data.normalization.window: received {10**6}; each of the 6 window(s) read one at a "
+            "time to measure normalization statistics (data.normalization.samples), 128 x 128 "
+            "pixels with 3 band(s), takes 1.6 MiB while it is counted") in str(err.value)
+    assert "expected a window of at most 54 pixels" in str(err.value)
+    assert read_log.calls == [] and not (tmp_path / "model.safetensors").exists()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("steps", [10**9, 10**400], ids=["1e9", "1e400"])
 def test_an_epoch_of_any_length_starts_at_once_in_bounded_memory(tmp_path, scene_zarr, monkeypatch,
