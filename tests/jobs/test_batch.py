@@ -327,11 +327,15 @@ def test_a_batch_spec_is_read_as_carefully_as_a_job_spec(tmp_path):
 def test_a_batch_spec_refuses_a_url_that_cannot_be_parsed_without_quoting_its_secret(tmp_path):
     """A '/' in the user info makes the rest of it a path: a library would quote it."""
     path = tmp_path / "batch.yaml"
-    path.write_text("inputs: {urls: ['s3://me:wJalrXUtnFEMI/K7MDENGbPxRfi@bucket/a.tif']}\n"
-                    "output: {url_template: 'out/{stem}.zarr'}\njob: {model: {method: otsu}}\n")
-    with pytest.raises(BatchSpecError, match=r"inputs.urls.0: received a URL that cannot be parsed") as err:
-        load_batch(path)
-    assert "wJalrXUtnFEMI" not in str(err.value) and "K7MDENGbPxRfi" not in str(err.value)
+    for url, said in [("s3://me:wJalrXUtnFEMI/K7MDENGbPxRfi@bucket/a.tif",
+                       "inputs.urls.0 s3://bucket/a.tif: received a URL with credentials in it"),
+                      ("https://me:wJalrXUtnFEMI/K7MDENGbPxRfi@host/a.tif",
+                       "inputs.urls.0: received a URL that cannot be parsed")]:
+        path.write_text(f"inputs: {{urls: ['{url}']}}\n"
+                        "output: {url_template: 'out/{stem}.zarr'}\njob: {model: {method: otsu}}\n")
+        with pytest.raises(BatchSpecError, match=said) as err:
+            load_batch(path)
+        assert "wJalrXUtnFEMI" not in str(err.value) and "K7MDENGbPxRfi" not in str(err.value)
 
 
 def test_a_batch_spec_with_a_key_given_twice_is_refused(tmp_path):
