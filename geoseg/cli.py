@@ -629,9 +629,12 @@ def report(
     from geoseg.report.html import record_of, write_report
 
     if out is not None:
-        _new_file(out, overwrite)
+        _writable_file(out, overwrite, "--out")
     found = _read_scores(scores) if scores is not None else None
-    where = write_report(record_of(run), out, found)
+    record_url = record_of(run)
+    if found is not None:
+        _same_prediction(found, record_url, scores)
+    where = write_report(record_url, out, found)
     console.print(f"html report: {where}", markup=False, highlight=False)
 
 
@@ -648,6 +651,63 @@ def _new_file(url: str, overwrite: bool) -> None:
     if fs.exists(path) and not overwrite:
         raise OutputExistsError(f"{redact.scrub(url)} already exists; nothing was written. Give "
                                 "--overwrite to replace it, or another path.")
+
+
+def _writable_file(url: str, overwrite: bool, option: str) -> None:
+    """:func:`_new_file`, and a file that can be made there: its folder exists and takes files.
+    Checked before any work, so that a bad path costs nothing."""
+    import os
+
+    import fsspec
+
+    from geoseg.errors import OutputLocationError, StorageAccessError
+
+    _new_file(url, overwrite)
+    fs, path = fsspec.core.url_to_fs(url)
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return  # object stores: no folders to make, and their rights show when writing
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputLocationError(f"{option} {redact.scrub(url)}: received a path in a folder that "
+                                f"does not exist ({folder}); expected a file in an existing "
+                                "folder. Create the folder first, or give another path.")
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path)
+                                                   and not os.access(path, os.W_OK)):
+        raise StorageAccessError(f"{option} {redact.scrub(url)}: received a path geoseg may not "
+                                "write (permission denied); expected a writable place. Give "
+                                "another path.")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two URLs or paths name one file (local paths compared once resolved)."""
+    import os
+
+    import fsspec
+
+    fa, pa = fsspec.core.url_to_fs(a)
+    fb, pb = fsspec.core.url_to_fs(b)
+    if type(fa) is not type(fb):
+        return False
+    if "file" in (fa.protocol if isinstance(fa.protocol, tuple) else (fa.protocol,)):
+        return os.path.realpath(pa) == os.path.realpath(pb)
+    return pa.rstrip("/") == pb.rstrip("/")
+
+
+def _same_prediction(found: dict[str, Any], record_url: str, scores: Path) -> None:
+    """Refuse scores of another prediction than the run's output: the report would show them
+    as the run's own."""
+    from geoseg.errors import EvaluationError
+    from geoseg.report.html import load_record
+
+    output = ((load_record(record_url) or {}).get("output") or {}).get("url")
+    scored = found.get("prediction")
+    if not output or not isinstance(scored, str):
+        return
+    if not _same_file(scored, output):
+        raise EvaluationError(
+            f"--scores {scores}: received the scores of prediction {redact.scrub(scored)}, but "
+            f"the run wrote {redact.scrub(output)}; expected scores of the run's own output. "
+            f"Score it with geoseg eval {redact.scrub(output)} REF --json FILE.")
 
 
 SCORE_KEYS = ("classes", "per_class", "confusion")  # what a report takes from geoseg eval's scores
@@ -700,8 +760,11 @@ def eval_command(
     instances: Annotated[bool, typer.Option(help="Also match instances: PRED's 'instances' "
                                                  "against REF's --ref-instances.")] = False,
     ref_instances: Annotated[str, typer.Option(help="Instance array in REF.")] = "instances",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores here.")] = None,
-    min_miou: Annotated[float | None, typer.Option(help="Exit 1 below this mIoU.")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the scores here (a new "
+                                                             "file unless --overwrite).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --json.")] = False,
+    min_miou: Annotated[float | None, typer.Option(min=0.0, max=1.0,
+                                                   help="Exit 1 below this mIoU (0 to 1).")] = None,
     cluster: Annotated[str | None, typer.Option(help="local, slurm, pbs, kubernetes or a scheduler "
                                                      "address (default: threads here).")] = None,
 ) -> None:
@@ -713,6 +776,14 @@ def eval_command(
     from geoseg.report.eval import evaluate, open_labels
     from geoseg.report.tables import instances_table, scores_table
 
+    if json_out is not None:
+        _writable_file(json_out, overwrite, "--json")
+        for scored in (pred, ref):
+            if _same_file(json_out, scored):
+                from geoseg.errors import OutputExistsError
+
+                raise OutputExistsError(f"--json {json_out}: received the path of the labels "
+                                        "being scored; expected a new file. Give another path.")
     p, r = open_labels(pred, pred_variable), open_labels(ref, ref_variable)
     pairs = (open_labels(pred, "instances"), open_labels(ref, ref_instances)) if instances else None
     with connect(cluster) if cluster else contextlib.nullcontext():
@@ -725,8 +796,15 @@ def eval_command(
     if "instances" in found:
         Console().print(instances_table(found["instances"]))
     if json_out is not None:
-        json_out.write_text(json.dumps(found, indent=1))
-    if min_miou is not None and (found["miou"] is None or found["miou"] < min_miou):
+        import fsspec
+
+        with fsspec.open(json_out, "w", encoding="utf-8") as f:
+            f.write(json.dumps(found, indent=1))
+    if min_miou is not None and found["miou"] is None:
+        console.print(f"no class was scored, so there is no mIoU to hold to --min-miou {min_miou}",
+                      markup=False, highlight=False)
+        raise typer.Exit(1)
+    if min_miou is not None and found["miou"] < min_miou:
         console.print(f"mIoU {found['miou']} is below --min-miou {min_miou}")
         raise typer.Exit(1)
 
@@ -781,13 +859,17 @@ def runs(
     folder: RunsDir = None,
     html: Annotated[str | None, typer.Option(help="Also write an index page here linking "
                                                   "each run's report.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --html.")] = False,
 ) -> None:
     """Every run of the runs folder: model, data, the settings that differ, mIoU, throughput."""
+    ctx.obj = {"dir": folder}  # the group's --dir holds for compare too
     if ctx.invoked_subcommand is not None:
         return
     from geoseg.report.html import report_path, write_index
     from geoseg.report.runs import list_runs, runs_table
 
+    if html:
+        _writable_file(html, overwrite, "--html")
     found = list_runs(folder)
     Console().print(runs_table(found))
     if html:
@@ -805,10 +887,14 @@ def runs_compare(
     a: Annotated[str, typer.Argument(help="A run: record path, number from geoseg runs, or part "
                                           "of its file name.")],
     b: Annotated[str, typer.Argument(help="The other run.")],
+    ctx: typer.Context,
     folder: RunsDir = None,
 ) -> None:
     """Every field two run records disagree on: settings, model, data, scores, speed."""
     from geoseg.report.runs import compare_table, find_run
+
+    if folder is None and isinstance(ctx.obj, dict):
+        folder = ctx.obj.get("dir")
 
     Console().print(compare_table(find_run(a, folder), find_run(b, folder)))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dask.array as da
 import numpy as np
 
@@ -22,17 +24,22 @@ def confusion_matrix_dask(truth: da.Array, pred: da.Array, n_classes: int) -> np
     return blocks.sum(axis=(0, 1)).compute()
 
 
-def iou_per_class(confusion: np.ndarray) -> np.ndarray:
-    """IoU per class; NaN for a class absent from both truth and prediction."""
+def iou_per_class(confusion: np.ndarray, exclude: Sequence[int] = ()) -> np.ndarray:
+    """IoU per class; NaN for a class absent from both truth and prediction, and for the classes
+    ``exclude`` names (ignored labels: no class to score; their predictions still count as
+    wrong on the other classes' pixels)."""
     tp = np.diag(confusion).astype(np.float64)
     union = confusion.sum(0) + confusion.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / union, np.nan)
+        iou = np.where(union > 0, tp / union, np.nan)
+    gone = [int(c) for c in exclude if 0 <= int(c) < len(iou)]
+    iou[gone] = np.nan
+    return iou
 
 
-def mean_iou(confusion: np.ndarray) -> float:
-    """Mean IoU over the classes present in truth or prediction."""
-    return float(np.nanmean(iou_per_class(confusion)))
+def mean_iou(confusion: np.ndarray, exclude: Sequence[int] = ()) -> float:
+    """Mean IoU over the classes present in truth or prediction, less ``exclude``."""
+    return float(np.nanmean(iou_per_class(confusion, exclude)))
 
 
 def dice_per_class(confusion: np.ndarray) -> np.ndarray:

@@ -167,16 +167,21 @@ def _check_reference(labels: RasterSource, source: RasterSource, where: str,
             "resolution).")
 
 
-def scores(confusion: np.ndarray, class_names: list[str]) -> dict[str, Any]:
-    """Confusion matrix, IoU and Dice per class, mIoU; ``None`` for a class absent from both."""
-    iou = iou_per_class(confusion)
+def scores(confusion: np.ndarray, class_names: list[str],
+           ignored: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Confusion matrix, IoU and Dice per class, mIoU; ``None`` for a class absent from both,
+    and for the ``ignored`` labels: no class to score (their pixels were left out of the
+    reference, so predicting them counts only as wrong on the other classes)."""
+    iou = iou_per_class(confusion, exclude=ignored)
+    dice = dice_per_class(confusion)
+    dice[[c for c in ignored if 0 <= c < len(dice)]] = np.nan
     present = iou[~np.isnan(iou)]
     return {
         "classes": class_names,
         "pixels_scored": int(confusion.sum()),
         "miou": round(float(present.mean()), 6) if present.size else None,
         "iou": dict(zip(class_names, _finite(iou))),
-        "dice": dict(zip(class_names, _finite(dice_per_class(confusion)))),
+        "dice": dict(zip(class_names, _finite(dice))),
         "confusion": confusion.astype(np.int64).tolist(),
     }
 
@@ -266,7 +271,8 @@ def _evaluation(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts
     ref = prepared.spec.evaluate.reference
     return {"reference": {"url": public_url(ref.url), "variable": ref.variable,
                           "identity": identity(prepared.reference.source)},
-            "ignored_labels": list(prepared.reference.ignore), **scores(confusion, names)}
+            "ignored_labels": list(prepared.reference.ignore),
+            **scores(confusion, names, prepared.reference.ignore)}
 
 
 def runs_dir(spec: JobSpec | None = None) -> str:

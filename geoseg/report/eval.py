@@ -56,26 +56,48 @@ class ClassMap:
 
     @classmethod
     def build(cls, pred_names: Sequence[str] | None, ref_names: Sequence[str] | None,
-              n_ids: int, mapping: dict[int, int] | None = None) -> ClassMap:
-        """Classes named by the prediction (else the reference, else ids ``0..n_ids-1``).
+              n_ids: int, mapping: dict[int, int] | None = None, *,
+              ids: Sequence[int] | None = None) -> ClassMap:
+        """Classes named by the prediction (else the reference, else the label ``ids`` found,
+        else ids ``0..n_ids-1``).
 
         Reference labels map by ``mapping`` (reference id -> predicted id) when given, else by
         name when both sides name their classes (reference-only names become extra classes,
         scored 0 where predicted never), else by id. A ``mapping`` leaves the ids it does not
         name as they are: each scored class's id stays that class."""
-        names = list(pred_names or ref_names or [str(i) for i in range(n_ids)])
-        pred = {i: i for i in range(len(names))}
+        named = pred_names or ref_names
+        if named:
+            ids = range(len(named))
+        elif ids is None:
+            ids = range(n_ids)
+        ids = [int(i) for i in ids]
+        names = list(named) if named else [str(i) for i in ids]
+        pred = {v: k for k, v in enumerate(ids)}
         if mapping:
-            ids = set(range(len(names))) | set(mapping)
-            ref = {v: mapping.get(v, v) for v in ids if mapping.get(v, v) < len(names)}
+            ref = {v: pred[mapping.get(v, v)] for v in set(ids) | set(mapping)
+                   if mapping.get(v, v) in pred}
         elif pred_names and ref_names and list(pred_names) != list(ref_names):
             for name in ref_names:
                 if name not in names:
                     names.append(name)
             ref = {i: names.index(name) for i, name in enumerate(ref_names)}
         else:
-            ref = {i: i for i in range(len(names))}
+            ref = dict(pred)
         return cls(tuple(names), ref, pred)
+
+    def without(self, ignored: Sequence[int]) -> ClassMap:
+        """The classes less those only ignored reference labels map to: never in the reference's
+        scored pixels, they are no class to score (a prediction of one counts as ``other``)."""
+        ignored = {int(i) for i in ignored}
+        kept_by_ref = {c for v, c in self.ref.items() if v not in ignored}
+        gone = {c for v, c in self.ref.items() if v in ignored} - kept_by_ref
+        if not gone:
+            return self
+        keep = [c for c in range(len(self.names)) if c not in gone]
+        index = {c: k for k, c in enumerate(keep)}
+        return ClassMap(tuple(self.names[c] for c in keep),
+                        {v: index[c] for v, c in self.ref.items() if c in index},
+                        {v: index[c] for v, c in self.pred.items() if c in index})
 
 
 @dataclass(frozen=True)
@@ -98,7 +120,14 @@ def open_labels(url: str, variable: str | None = None,
     from geoseg.io.output import OutputTarget
     from geoseg.io.readers import open_source, source_to_dataarray
 
-    attrs = OutputTarget(url, dict(storage_options or {})).attrs()
+    target = OutputTarget(url, dict(storage_options or {}))
+    attrs = target.attrs()
+    if attrs.get("status") == "complete":  # a lost chunk would read as no-data, scored as such
+        from geoseg.io.integrity import damage
+
+        problem = damage(target, attrs, "nothing was scored")
+        if problem:
+            raise EvaluationError(problem)
     if attrs and variable is None:
         variable = "classes"
     source = open_source(url, storage_options, variable=variable)
@@ -274,21 +303,45 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
     region = region_slices(ref.data.shape, window=window, bbox=bbox,
                            transform=ref.transform or pred.transform)
     r, p = ref.data[region], pred.data[region]
-    n_ids = 0
-    if not (pred.names or ref.names):
-        n_ids = int(max(da.compute(r.max(), p.max()))) + 1
-    cmap = ClassMap.build(pred.names, ref.names, n_ids, mapping)
-    matrix = confusion(r, p, cmap, ignore=ignore, nodata=(ref.nodata, pred.nodata))
+    ignored = tuple(int(i) for i in ignore)
+    unscored = ignored + (() if ref.nodata is None else (ref.nodata,))
+    ids = None
+    if not (pred.names or ref.names):  # the labels found, never a no-data value or ignored one
+        pred_ids, ref_ids = dask.compute(
+            _values(p, () if pred.nodata is None else (pred.nodata,)), _values(r, unscored))
+        ids = sorted(set(pred_ids.tolist())
+                     | {int((mapping or {}).get(v, v)) for v in ref_ids.tolist()})
+    cmap = ClassMap.build(pred.names, ref.names, 0, mapping, ids=ids).without(unscored)
+    matrix = confusion(r, p, cmap, ignore=ignored, nodata=(ref.nodata, pred.nodata))
+    if not matrix.sum():
+        where = "" if region == tuple(slice(0, n) for n in ref.data.shape) else " in the region"
+        raise EvaluationError(
+            f"nothing to score: every reference pixel{where} of {ref.url} is no-data "
+            f"({ref.nodata}) or an ignored label ({list(ignored) or 'none'}), or the prediction "
+            f"{pred.url} holds its no-data ({pred.nodata}) there; expected reference labels to "
+            "score against. Check REF (and --ref-variable), --ignore, --window / --bbox.")
     found = scores(matrix, cmap.names)
     found["region"] = [[s.start, s.stop] for s in region]
     found["ignored_labels"] = sorted(int(i) for i in ignore)
     found["nodata"] = {"reference": ref.nodata, "prediction": pred.nodata}
     if instances is not None:
-        t, p = _mapped(r, p, cmap, tuple(int(i) for i in ignore), (ref.nodata, pred.nodata))
+        t, p = _mapped(r, p, cmap, ignored, (ref.nodata, pred.nodata))
         found["instances"] = _instance_summary(instance_scores(
             instances[1].data[region], instances[0].data[region], ref_classes=t, pred_classes=p,
             valid=t != cmap.dropped), cmap.names)
     return found
+
+
+def _block_values(block: np.ndarray, unscored: tuple[int, ...]) -> np.ndarray:
+    values = np.unique(block)
+    return values[~np.isin(values, unscored)] if unscored else values
+
+
+def _values(labels: da.Array, unscored: tuple[int, ...]) -> Any:
+    """The distinct values of ``labels`` but ``unscored``, one small set per chunk (delayed)."""
+    parts = [dask.delayed(_block_values)(b, unscored) for b in labels.to_delayed().ravel()]
+    return dask.delayed(lambda *found: np.unique(np.concatenate([np.zeros(0, np.int64),
+                                                                *found]).astype(np.int64)))(*parts)
 
 
 def _instance_summary(found: dict[int, dict[float, Any]], names: Sequence[str]) -> dict[str, Any]:

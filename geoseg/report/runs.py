@@ -173,8 +173,15 @@ def find_run(key: str, folder: str | None = None) -> tuple[str, dict[str, Any]]:
         if fs.exists(path):
             return key, _record_at(fs, path, key)
     runs = list_runs(folder)
-    if key.isdigit() and int(key) < len(runs):
-        return runs[int(key)]
+    if key.isdigit():  # a number is a position in geoseg runs' list, never part of a name
+        if int(key) < len(runs):
+            return runs[int(key)]
+        raise EvaluationError(f"run {key}: received a number past the end of the list; "
+                              f"{folder or default_folder()} holds {len(runs)} run(s), numbered "
+                              f"0 to {len(runs) - 1} by geoseg runs." if runs else
+                              f"run {key}: received a number, but {folder or default_folder()} "
+                              "holds no run record; give a record path, or --dir with the runs "
+                              "folder.")
     hits = [run for run in runs if key in os.path.basename(run[0])]
     if len(hits) != 1:
         names = ", ".join(os.path.basename(w) for w, _ in hits[:5]) or "none"

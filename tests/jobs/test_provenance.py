@@ -58,13 +58,15 @@ def write_labels(url: str, labels: np.ndarray, **kwargs: object) -> str:
 def expected_scores(truth: np.ndarray, pred: np.ndarray,
                     ignore: list[int]) -> tuple[np.ndarray, list]:
     """scikit-learn's confusion matrix and IoU over the pixels that should count: valid output,
-    labels neither nodata nor ignored nor outside the model's classes."""
+    labels neither nodata nor ignored nor outside the model's classes. An ignored label is no
+    class to score (NaN), though predicting it is wrong on the other classes' pixels."""
     keep = (pred != 255) & (truth != LABEL_NODATA) & ~np.isin(truth, ignore) & (truth < N_CLASSES)
     labels = list(range(N_CLASSES))
     confusion = sk_confusion(truth[keep], pred[keep], labels=labels)
     iou = jaccard_score(truth[keep], pred[keep], labels=labels, average=None, zero_division=0)
     seen = set(truth[keep].tolist()) | set(pred[keep].tolist())
-    return confusion, [v if c in seen else np.nan for c, v in zip(labels, iou.tolist())]
+    return confusion, [v if c in seen and c not in ignore else np.nan
+                       for c, v in zip(labels, iou.tolist())]
 
 
 def test_record_has_resolved_settings_identities_git_scores_and_a_runs_file(

@@ -57,7 +57,7 @@ def _geotiff(path, labels: np.ndarray, transform=TRANSFORM, crs: str = CRS) -> s
 
 
 def _eval(tmp_path, pred_url: str, ref_url: str, *args: str) -> dict:
-    done = geoseg("eval", pred_url, ref_url, *args, "--json", str(tmp_path / "s.json"))
+    done = geoseg("eval", pred_url, ref_url, *args, "--json", str(tmp_path / "s.json"), "--overwrite")
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads((tmp_path / "s.json").read_text())
 
