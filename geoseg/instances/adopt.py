@@ -13,39 +13,65 @@ from typing import Any
 import dask
 import numpy as np
 
-from geoseg.core.urls import public_url
-from geoseg.errors import InstanceError, OutputExistsError
-from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
+from geoseg.errors import InstanceError
+from geoseg.instances.stage import (
+    InstanceReport,
+    InstanceSettings,
+    label_output,
+    routes,
+)
 from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, create_output, output_exists
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
-from geoseg.io.stages import stage_record
 from geoseg.tiling.plan import regions
 
 MAX_CLASSES = 65536
 
 
 def adopt_mask(url: str, out: str, *, variable: str | None = None,
-               storage_options: dict[str, Any] | None = None,
-               overwrite: bool = False) -> OutputTarget:
-    """Copy the mask at ``url`` into a new output group at ``out``; returns its target."""
+               storage_options: dict[str, Any] | None = None, overwrite: bool = False,
+               settings: InstanceSettings | None = None) -> OutputTarget:
+    """Copy the mask at ``url`` into a new output group at ``out``; returns its target.
+
+    The mask's declared nodata (GeoTIFF nodata, a Zarr array's ``_FillValue``) becomes the
+    output's nodata class; beside it, 0 stays a class (``--classes 0``) but is background, no
+    object, by default. ``settings`` are checked against the mask's classes before anything
+    is written."""
     source = open_source(url, storage_options, variable=variable)
     _check(source, url)
-    n_classes = _n_classes(source)
+    nodata = _nodata(source)
+    n_classes = _n_classes(source, nodata)
+    nodata_class = nodata if nodata is not None else (
+        n_classes - 1 if n_classes == MAX_CLASSES else 0)
+    background = 0 if nodata_class != 0 else None
+    class_names = [str(k) for k in range(n_classes)]
+    if settings is not None:
+        routes(settings, class_names, nodata_class, (), ndim=len(source.shape) - 1,
+               background=background)
     chunks = tuple(min(c, n) for c, n in zip(source.chunks, source.shape[1:]))
     dtype = "uint8" if n_classes <= 256 else "uint16"
+    extra = {} if background is None else {"background_class": background}
     target = create_output(
         out, shape=source.shape[1:], chunks=chunks, georef=source.georef,
-        class_names=[str(k) for k in range(n_classes)], class_dtype=dtype,
-        nodata_class=n_classes - 1 if n_classes == MAX_CLASSES else 0, overwrite=overwrite,
+        class_names=class_names, class_dtype=dtype,
+        nodata_class=nodata_class, overwrite=overwrite,
         attrs={"status": "running", "job_identity": f"mask:{url}", "model": f"mask {url}",
-               "n_chunks": len(list(regions(source.shape[1:], chunks)))})
+               "n_chunks": len(list(regions(source.shape[1:], chunks))), **extra})
     copies = [dask.delayed(_copy)(source, target, window, chunks, dtype)
               for window in regions(source.shape[1:], chunks)]
     dask.compute(*copies)
     target.finalize({"status": "complete"})
     return target
+
+
+def _nodata(source: RasterSource) -> int | None:
+    """The mask's declared nodata as a class id, if it declares one that a class id can be."""
+    value = source.georef.nodata
+    if value is None or not np.isfinite(value) or float(value) != int(value) \
+            or not 0 <= int(value) < MAX_CLASSES:
+        return None
+    return int(value)
 
 
 def _check(source: RasterSource, url: str) -> None:
@@ -61,7 +87,7 @@ def _extent(source: RasterSource, window: tuple[slice, ...]) -> tuple[int, int]:
     return (int(block.min()), int(block.max())) if block.size else (0, 0)
 
 
-def _n_classes(source: RasterSource) -> int:
+def _n_classes(source: RasterSource, nodata: int | None = None) -> int:
     """One more than the largest class id (a pass over the mask, chunk by chunk)."""
     found = dask.compute(*[dask.delayed(_extent)(source, w)
                            for w in regions(source.shape[1:], source.chunks)])
@@ -69,7 +95,7 @@ def _n_classes(source: RasterSource) -> int:
     if low < 0 or high >= MAX_CLASSES:
         raise InstanceError(f"mask values run from {low} to {high}; expected class ids from 0 "
                             f"to {MAX_CLASSES - 1}.")
-    return max(high + 1, 2)
+    return max(high + 1, 2, 0 if nodata is None else nodata + 1)
 
 
 def _copy(source: RasterSource, target: OutputTarget, window: tuple[slice, ...],
@@ -77,20 +103,6 @@ def _copy(source: RasterSource, target: OutputTarget, window: tuple[slice, ...],
     block = source.read(window)[0].astype(dtype)
     target.write("classes", window, block)
     target.mark_done(chunk_key(window, chunks), chunk_checksum(block))
-
-
-def _keep_other_instances(target: OutputTarget, settings: InstanceSettings, overwrite: bool) -> None:
-    """Refuse to replace finished instances made with other settings unless ``overwrite``."""
-    done = stage_record(target, "instances")
-    before, now = done.get("settings") or {}, settings.record()
-    if overwrite or done.get("status") != "complete" or before == now:
-        return
-    changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in now.items()
-                        if before.get(k) != v)
-    raise OutputExistsError(
-        f"{public_url(target.url)} already holds {done.get('count')} instance(s) made with other "
-        f"settings ({changed}); nothing was changed. Pass --overwrite (overwrite=True) to "
-        "replace them, or rerun with the same settings.")
 
 
 def label_mask(url: str, settings: InstanceSettings, *, out: str | None = None,
@@ -109,16 +121,13 @@ def label_mask(url: str, settings: InstanceSettings, *, out: str | None = None,
         if out is not None:
             raise InstanceError(f"{url} is a geoseg output: its instances are written into it; "
                                 "drop --out.")
-        _keep_other_instances(target, settings, overwrite)
     elif out is None:
         raise InstanceError(f"{url} was not written by geoseg; give --out OUT.zarr, where its "
                             "classes and instances will be written.")
     else:
         target = adopt_mask(url, out, variable=variable, storage_options=storage_options,
-                            overwrite=overwrite)
+                            overwrite=overwrite, settings=settings)
     georef = open_source(target.url, target.storage_options, variable="classes").georef
-    routes(settings, target.attrs()["class_names"], target.attrs().get("nodata_class"),
-           target.attrs().get("instances_decoding", ()))
-    report = label_output(target, settings, georef=georef)
+    report = label_output(target, settings, georef=georef, overwrite=overwrite)
     target.finalize({})
     return target, report

@@ -16,6 +16,8 @@ rerun with the same settings skips the stage and any other state redoes it.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +25,8 @@ from typing import Any
 
 import dask.array as da
 
-from geoseg.errors import InstanceError
+from geoseg.core.urls import public_url
+from geoseg.errors import InstanceError, OutputExistsError
 from geoseg.instances.components import label, label_dtype
 from geoseg.instances.table import object_table, write_table
 from geoseg.instances.watershed import distance_watershed, instances_from_classes
@@ -75,21 +78,60 @@ class Route:
 
 
 def routes(settings: InstanceSettings, class_names: Sequence[str], nodata_class: int | None,
-           decoding: Sequence[dict[str, Any]] = ()) -> list[Route]:
-    """The routes ``settings`` ask for, with class names resolved to ids (pure)."""
+           decoding: Sequence[dict[str, Any]] = (), *, ndim: int | None = None,
+           background: int | None = None) -> list[Route]:
+    """The routes ``settings`` ask for, with class names resolved to ids (pure).
+
+    Every setting is checked here, before anything is computed or written: ``ndim`` (the
+    mask's spatial axes, when known) bounds ``connectivity``. The default classes are every
+    class but ``nodata_class`` and ``background`` (a mask's 0 beside a declared nodata)."""
+    method = check_settings(settings, ndim=ndim, decoding=decoding)
+    if method == "decode":
+        return _decode_routes(settings, class_names, decoding)
+    ids = (_class_ids(settings.classes, class_names) if settings.classes is not None
+           else tuple(i for i in range(len(class_names)) if i not in (nodata_class, background)))
+    if method == "components":
+        return [Route("components", ids)]
+    return [Route("watershed", (i,)) for i in ids]
+
+
+def check_settings(settings: InstanceSettings, *, ndim: int | None = None,
+                   decoding: Sequence[dict[str, Any]] = ()) -> str:
+    """Refuse settings the stage would fail on only after its compute; returns the method
+    ``auto`` resolves to."""
     if settings.method not in METHODS:
         raise InstanceError(f"instances.method: received {settings.method!r}; expected one of "
                             f"{', '.join(METHODS)}.")
     method = settings.method
     if method == "auto":
         method = "decode" if decoding else "components"
-    if method == "decode":
-        return _decode_routes(settings, class_names, decoding)
-    ids = (_class_ids(settings.classes, class_names) if settings.classes is not None
-           else tuple(i for i in range(len(class_names)) if i != nodata_class))
-    if method == "components":
-        return [Route("components", ids)]
-    return [Route("watershed", (i,)) for i in ids]
+    most = 3 if ndim is None else ndim
+    connectivity = settings.connectivity
+    if isinstance(connectivity, bool) or not isinstance(connectivity, int) \
+            or not 1 <= connectivity <= most:
+        where = "" if ndim is None else f" for a {ndim}D mask"
+        raise InstanceError(
+            f"instances.connectivity: received {connectivity!r}; expected an integer from 1 "
+            f"(faces only) to {most} (faces, edges and corners){where}. Give 1 or {most}.")
+    halo = settings.halo
+    if halo is not None:
+        least = 1 if method == "watershed" else 0
+        if isinstance(halo, bool) or not isinstance(halo, int) or halo < least:
+            default = "" if method == "components" else f" ({16 if method == 'decode' else 32})"
+            raise InstanceError(
+                f"instances.halo: received {halo!r}; expected a whole number of pixels >= {least} "
+                f"for method {method} (about the largest object's extent), or leave it out for "
+                f"the default{default}.")
+    h = settings.h
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
+        raise InstanceError(
+            f"instances.h: received {h!r}; expected a depth in pixels greater than 0 (default "
+            "2.0): a larger h merges more maxima into one object.")
+    if settings.classes is not None and len(settings.classes) == 0:
+        raise InstanceError(
+            "instances.classes: received an empty list; expected at least one class name or id. "
+            "Leave it out for every class but nodata.")
+    return method
 
 
 def _decode_routes(settings: InstanceSettings, class_names: Sequence[str],
@@ -130,6 +172,21 @@ def _class_ids(classes: Sequence[str | int], class_names: Sequence[str]) -> tupl
 
 def _halo(settings: InstanceSettings, kind: str) -> int:
     return settings.halo if settings.halo is not None else (16 if kind == "decode" else 32)
+
+
+def keep_other_instances(target: OutputTarget, settings: InstanceSettings,
+                         overwrite: bool) -> None:
+    """Refuse to replace finished instances made with other settings unless ``overwrite``."""
+    done = stage_record(target, "instances")
+    before, now = done.get("settings") or {}, settings.record()
+    if overwrite or done.get("status") != "complete" or before == now:
+        return
+    changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in now.items()
+                        if before.get(k) != v)
+    raise OutputExistsError(
+        f"{public_url(target.url)} already holds {done.get('count')} instance(s) made with other "
+        f"settings ({changed}); nothing was changed. Pass --overwrite (overwrite=True) to "
+        "replace them, or rerun with the same settings.")
 
 
 def instance_labels(classes: da.Array, route_list: Sequence[Route],
@@ -177,18 +234,36 @@ class InstanceReport:
 
 
 def label_output(target: OutputTarget, settings: InstanceSettings, *,
-                 georef: GeoRef | None = None) -> InstanceReport:
-    """Run the instance stage on a written output group (skipped when already complete)."""
+                 georef: GeoRef | None = None, overwrite: bool = False) -> InstanceReport:
+    """Run the instance stage on a written output group (skipped when already complete).
+
+    Finished instances made with other settings are refused unless ``overwrite``; a stage
+    that fails is recorded ``failed`` (with the error's type), never left ``running``."""
     attrs = target.attrs()
     done = stage_record(target, "instances")
     if done.get("status") == "complete" and done.get("settings") == settings.record():
         return InstanceReport(done["count"], 0.0, done["routes"], done["files"], skipped=True)
-    t0 = time.perf_counter()
-    mark_stage(target, "instances", {"status": "running", "settings": settings.record()})
     group = target.open_group()
     classes = da.from_zarr(group["classes"])
     route_list = routes(settings, attrs["class_names"], attrs.get("nodata_class"),
-                        attrs.get("instances_decoding", ()))
+                        attrs.get("instances_decoding", ()), ndim=classes.ndim,
+                        background=attrs.get("background_class"))
+    keep_other_instances(target, settings, overwrite)
+    t0 = time.perf_counter()
+    mark_stage(target, "instances", {"status": "running", "settings": settings.record()})
+    try:
+        return _label(target, settings, classes, route_list, georef, t0)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the store itself may be what failed
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            mark_stage(target, "instances", {"status": status, "settings": settings.record(),
+                                             "error": type(exc).__name__})
+        raise
+
+
+def _label(target: OutputTarget, settings: InstanceSettings, classes: da.Array,
+           route_list: list[Route], georef: GeoRef | None, t0: float) -> InstanceReport:
+    _remove_files(target)  # none of the last labels' files may stay beside the new labels
     labels, count = instance_labels(classes, route_list, settings)
     hashes = store_hashed(target, "instances", labels)
     stored = da.from_zarr(target.open_group(mode="r")["instances"])
@@ -198,6 +273,16 @@ def label_output(target: OutputTarget, settings: InstanceSettings, *,
     mark_stage(target, "instances", {"status": "complete", "settings": settings.record(), "count": count,
                    "routes": report.routes, "files": files, "chunks_sha256": hashes})
     return report
+
+
+def _remove_files(target: OutputTarget) -> None:
+    """Delete the table and polygon files an earlier instance stage wrote."""
+    import fsspec
+
+    for name in FILES.values():
+        fs, path = fsspec.core.url_to_fs(file_url(target, name), **(target.storage_options or {}))
+        if fs.exists(path):
+            fs.rm(path)
 
 
 def _write_files(target: OutputTarget, labels: da.Array, count: int, classes: da.Array,

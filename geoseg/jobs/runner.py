@@ -34,7 +34,13 @@ from geoseg.errors import (
     OutputExistsError,
     PlanError,
 )
-from geoseg.instances.stage import InstanceReport, InstanceSettings, label_output, routes
+from geoseg.instances.stage import (
+    InstanceReport,
+    InstanceSettings,
+    keep_other_instances,
+    label_output,
+    routes,
+)
 from geoseg.io import stages
 from geoseg.io.integrity import lost_regions
 from geoseg.io.output import OutputTarget, create_output, half_created, output_exists
@@ -164,7 +170,8 @@ def _check_instances(prepared: PreparedJob) -> None:
     if prepared.spec.instances is not None:
         with _key("instances"):
             routes(_instance_settings(prepared.spec), [c.name for c in prepared.model.classes],
-                   prepared.work.nodata_class, _decoding(prepared.model))
+                   prepared.work.nodata_class, _decoding(prepared.model),
+                   ndim=len(prepared.source.spatial_dims))
 
 
 def _check_dimensions(spec: JobSpec, source: RasterSource, model: Segmenter) -> None:
@@ -238,6 +245,8 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
             (contextlib.nullcontext(client) if client is not None else connect(where)) as active:
         prepared = fit_methods(prepared)
         target, skip = _open_or_create(prepared, overwrite)
+        if spec.instances is not None:  # refused before any compute, the output left as it was
+            keep_other_instances(target, _instance_settings(spec), overwrite)
         with _failure_recorded(target):
             report = _compute(prepared, target, skip, active, where, on_start,
                               _watching(held, on_done), started, t0)

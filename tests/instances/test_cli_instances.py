@@ -107,3 +107,86 @@ def test_float_mask_is_refused_with_advice(tmp_path, cluster_address):
                   "--cluster", cluster_address)
     assert done.returncode == 2 and "integer class ids" in done.stderr
     assert not (tmp_path / "o.zarr").exists()
+
+
+def nodata_mask(tmp_path) -> tuple[str, np.ndarray]:
+    """Classes 0, 1 and 2 beside a strip of the declared nodata 255, as a GeoTIFF."""
+    from tests.conftest import write_geotiff
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:20, 10:20], mask[40:50, 40:50], mask[:, :5] = 1, 2, 255
+    return write_geotiff(tmp_path / "nd.tif", mask[None], nodata=255), mask
+
+
+def objects_of(mask: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    """scipy.ndimage.label of each class, ids after the previous classes'."""
+    ref = np.zeros(mask.shape, np.int64)
+    for value in classes:
+        part, _ = ndi.label(mask == value)
+        ref[part > 0] = part[part > 0] + ref.max()
+    return ref
+
+
+def test_declared_nodata_is_no_object_class(tmp_path):
+    """GeoTIFF nodata and a Zarr array's _FillValue are the output's nodata class, not objects;
+    0 is background by default yet still a class one may ask for."""
+    src, mask = nodata_mask(tmp_path)
+    arr = zarr.create_array(str(tmp_path / "nd.zarr"), shape=mask.shape, chunks=(32, 32),
+                            dtype="uint8", dimension_names=["y", "x"],
+                            attributes={"_FillValue": 255})
+    arr[:] = mask
+    for name, url in (("tif", src), ("zarr", str(tmp_path / "nd.zarr"))):
+        out = tmp_path / f"{name}.zarr"
+        done = geoseg("instances", url, "--out", str(out), "--cluster", "threads")
+        assert done.returncode == 0, done.stderr
+        group = zarr.open_group(str(out), mode="r")
+        assert group.attrs["geoseg"]["nodata_class"] == 255, name
+        labels = group["instances"][:]
+        assert_same_partition(labels, objects_of(mask, (1, 2)))
+        table = pd.read_parquet(out / "instances.parquet")
+        assert sorted(table["class"]) == [1, 2] and 255 not in set(table["class"])
+    zero = geoseg("instances", src, "--out", str(tmp_path / "zero.zarr"), "--cluster", "threads",
+                  "--classes", "0")
+    assert zero.returncode == 0, zero.stderr
+    assert_same_partition(zarr.open_group(str(tmp_path / "zero.zarr"), mode="r")["instances"][:],
+                          objects_of(mask, (0,)))
+
+
+def test_overwrite_leaves_no_stale_table_or_polygons(tmp_path):
+    src, mask = nodata_mask(tmp_path)
+    out = tmp_path / "out.zarr"
+    assert geoseg("instances", src, "--out", str(out), "--cluster", "threads").returncode == 0
+    assert (out / "polygons.geojson").exists()
+    again = geoseg("instances", str(out), "--cluster", "threads", "--classes", "2", "--no-table",
+                   "--no-polygons", "--overwrite")
+    assert again.returncode == 0, again.stderr
+    for name in ("instances.parquet", "polygons.parquet", "polygons.geojson"):
+        assert not (out / name).exists(), name
+    assert_same_partition(zarr.open_group(str(out), mode="r")["instances"][:],
+                          objects_of(mask, (2,)))
+    assert geoseg("verify", str(out)).returncode == 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--method", "watershed", "--halo", "0"), "instances.halo: received 0"),
+    (("--connectivity", "5"), "instances.connectivity: received 5"),
+    (("--connectivity", "3"), "for a 2D mask"),
+    (("--method", "bogus"), "instances.method: received 'bogus'"),
+    (("--classes", "300"), "instances.classes: received 300"),
+    (("--classes", "building"), "instances.classes: received 'building'"),
+    (("--classes", ""), "instances.classes: received an empty list"),
+    (("--method", "decode"), "instances.method: decode needs a model"),
+    (("--method", "watershed", "--h", "-1"), "instances.h: received -1"),
+])
+def test_bad_settings_write_nothing(tmp_path, args, needle):
+    src, mask = nodata_mask(tmp_path)
+    out = tmp_path / "out.zarr"
+    bad = geoseg("instances", src, "--out", str(out), "--cluster", "threads", *args)
+    said = " ".join((bad.stdout + bad.stderr).split())
+    assert bad.returncode == 2, said
+    assert needle in said and "internal error" not in said and "Traceback" not in said, said
+    assert not out.exists()
+    good = geoseg("instances", src, "--out", str(out), "--cluster", "threads")
+    assert good.returncode == 0, good.stderr
+    assert_same_partition(zarr.open_group(str(out), mode="r")["instances"][:],
+                          objects_of(mask, (1, 2)))

@@ -135,3 +135,70 @@ def test_an_interrupted_stage_is_redone_on_rerun(tmp_path, cluster_address):
     assert again.n_tasks == 0 and not again.instances.skipped
     assert again.instances.count == first.instances.count
     assert (tmp_path / "out.zarr" / "polygons.parquet").exists() and verify_output(target.url).ok
+
+
+def small_job(tmp_path, instances: dict) -> tuple[dict, np.ndarray]:
+    """A 96 x 96 image of bright squares (otsu: class 1), on threads."""
+    image = np.full((96, 96), 10, np.uint8)
+    image[8:30, 8:30] = image[50:80, 40:70] = image[10:20, 60:90] = 200
+    src = write_geotiff(tmp_path / "small.tif", image[None], nodata=None)
+    spec = {"input": {"url": src}, "model": {"method": "otsu"},
+            "output": {"url": str(tmp_path / "out.zarr"), "chunks": [48, 48]},
+            "inference": {"tile": 48}, "instances": instances, "cluster": {"kind": "threads"}}
+    return spec, image > 100
+
+
+@pytest.mark.parametrize("instances, needle", [
+    ({"method": "watershed", "halo": 0}, "instances.halo: received 0"),
+    ({"method": "components", "classes": []}, "instances.classes: received an empty list"),
+    ({"method": "components", "connectivity": 3}, "instances.connectivity: received 3"),
+])
+def test_settings_that_would_fail_after_compute_are_refused_first(tmp_path, instances, needle):
+    from tests.cli import geoseg
+
+    spec, _ = small_job(tmp_path, instances)
+    (tmp_path / "job.yaml").write_text(json.dumps(spec))
+    checked = geoseg("validate", str(tmp_path / "job.yaml"))
+    assert checked.returncode == 2 and needle in " ".join(checked.stderr.split()), checked.stderr
+    with pytest.raises(Exception, match=needle):
+        run(JobSpec.from_dict(spec))
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_failing_stage_is_recorded_failed_not_running(tmp_path, monkeypatch):
+    from geoseg.instances import stage
+
+    spec, _ = small_job(tmp_path, {"classes": [1]})
+
+    def broken(*args, **kwargs):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(stage, "instance_labels", broken)
+    with pytest.raises(MemoryError):
+        run(JobSpec.from_dict(spec))
+    assert output_status(str(tmp_path / "out.zarr")).stages == {"instances": "failed"}
+    monkeypatch.undo()
+    again = run(JobSpec.from_dict(spec))
+    assert again.n_tasks == 0 and again.instances.count == 3
+    assert output_status(str(tmp_path / "out.zarr")).stages == {"instances": "complete"}
+
+
+def test_a_job_keeps_instances_made_with_other_settings_unless_overwrite(tmp_path):
+    from geoseg.errors import OutputExistsError
+
+    spec, mask = small_job(tmp_path, {"classes": [1]})
+    first = run(JobSpec.from_dict(spec))
+    out = tmp_path / "out.zarr"
+    kept = zarr.open_group(str(out), mode="r")["instances"][:]
+    table = (out / "instances.parquet").read_bytes()
+    assert_same_partition(kept, ndi.label(mask)[0])
+    assert first.instances.count == 3
+
+    spec["instances"] = {"classes": [1], "polygons": False}
+    with pytest.raises(OutputExistsError, match=r"made with other settings \(polygons True -> "
+                                                r"False\).*--overwrite"):
+        run(JobSpec.from_dict(spec))
+    np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["instances"][:], kept)
+    assert (out / "instances.parquet").read_bytes() == table and (out / "polygons.parquet").exists()
+    replaced = run(JobSpec.from_dict(spec), overwrite=True)
+    assert replaced.instances.count == 3 and not (out / "polygons.parquet").exists()
