@@ -37,11 +37,12 @@ from geoseg import budgets
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, OutputExistsError, UnsupportedFormatError
 from geoseg.io.allow import overlapping
+from geoseg.io.exports.common import probe_local_folder
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import GZIP_MAGIC, data_shape, header_georef, is_nifti, is_scaled
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
-from geoseg.io.remote import check_writable, zarr_options
+from geoseg.io.remote import check_writable, translate, zarr_options
 from geoseg.io.sources import RasterSource
 from geoseg.tiling import INPUT_CHUNK, Layout
 
@@ -95,7 +96,13 @@ def convert(
     if overwrite:
         remove_output(out_url, out_options)
     with _removed_on_failure(out_url, out_options):
-        group = _create_group(out_url, out_options, reader, sizes, input_url)
+        try:
+            group = _create_group(out_url, out_options, reader, sizes, input_url)
+        except OSError as exc:
+            translated = translate(exc, out_url, dict(out_options or {}), "Writing")
+            if translated is exc:
+                raise
+            raise translated from exc
         reader.copy_into(group[ARRAY], sizes)
         group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "complete"}
     with warnings.catch_warnings():
@@ -290,6 +297,7 @@ def _refuse_output(
             f"Output {_shown(out_url)} already exists; nothing was written. Choose "
             "another output URL, or pass --overwrite (overwrite=True) to replace it."
         )
+    probe_local_folder(out_url)  # a folder that takes no new files (read-only, /proc) is refused
 
 
 def _create_group(

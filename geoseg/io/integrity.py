@@ -33,8 +33,9 @@ def damage(target: OutputTarget, attrs: dict, nothing: str) -> str | None:
         return None
     url = public_url(target.url)
     return (f"{url} is damaged: {problem}; {nothing}, as those regions would read as no-data. "
-            f"`geoseg verify {url}` names every changed region; restore the output from a copy, "
-            "or run its job again with --overwrite.")
+            f"`geoseg verify {url}` names every changed region. To fix: run its job again (the "
+            "same spec, without --overwrite), which recomputes only the missing regions and keeps "
+            "the rest, or restore the output from a copy.")
 
 
 def damage_found(target: OutputTarget, attrs: dict) -> str | None:

@@ -181,9 +181,10 @@ def test_existing_file_is_kept_unless_overwrite(tmp_path):
 def test_a_folder_as_destination_is_refused_even_with_overwrite(tmp_path):
     out = finished_output(tmp_path / "out.zarr", np.ones((50, 50), np.uint8), ["a", "b"])
     before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
-    for dest in (tmp_path / "folder", tmp_path / "out.zarr"):  # a folder, and the output itself
+    for dest, said in ((tmp_path / "folder", "is a folder; expected the name of a file"),
+                       (tmp_path / "out.zarr", "is inside the output store")):  # the output itself
         dest.mkdir(exist_ok=True)
-        with pytest.raises(ExportError, match="is a folder; expected the name of a file"):
+        with pytest.raises(ExportError, match=said):
             export_cog(out, str(dest), overwrite=True)
     after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert after == sorted([*before, "folder"])  # nothing staged, nothing replaced

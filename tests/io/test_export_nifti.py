@@ -94,3 +94,25 @@ def test_images_and_other_suffixes_are_refused(volume_job, tmp_path):
     with pytest.raises(ExportError, match=r"ending in \.nii or \.nii\.gz"):
         export_nifti(volume_job[1], str(tmp_path / "mask.img"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.zarr"]
+
+
+@pytest.mark.parametrize("codes", [(1, 1), (0, 1), (1, 0)])
+def test_nifti_keeps_the_source_files_xform_codes(tmp_path, cluster_address, codes):
+    """A scanner-space input (code 1) stays scanner-space: not relabelled 'aligned' (2)."""
+    i = np.mgrid[0:12, 0:10, 0:6][0]
+    data = ((i > 5) * 300 + np.random.default_rng(1).normal(100, 20, i.shape)).astype(np.int16)
+    affine = oblique_affine()
+    image = nib.Nifti1Image(data, affine)
+    image.header.set_qform(affine, code=codes[0])
+    image.header.set_sform(affine, code=codes[1])
+    scan = tmp_path / "scan.nii"
+    nib.save(image, scan)
+    out = str(tmp_path / "mask.zarr")
+    spec = {"input": {"url": str(scan)}, "model": {"method": "otsu"},
+            "output": {"url": out, "chunks": [4, 8, 8]}}
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    dest = str(tmp_path / "mask.nii.gz")
+    export_nifti(out, dest)
+    exported = nib.load(dest)
+    assert (int(exported.header["qform_code"]), int(exported.header["sform_code"])) == codes
+    np.testing.assert_allclose(exported.affine, nib.load(scan).affine, atol=1e-4)

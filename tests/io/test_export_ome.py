@@ -143,7 +143,7 @@ def test_output_of_another_shape_is_refused(tmp_path, cluster_address):
     ):
         export_ome_labels(out, image)
     assert "labels" not in zarr.open_group(image, mode="r")
-    with pytest.raises(ExportError, match="not an OME-Zarr image"):
-        export_ome_labels(out, out)
+    with pytest.raises(ExportError, match=r"inside \(or over\) the output store"):
+        export_ome_labels(out, out)  # labels would be written into the output it reads
     with pytest.raises(ExportError, match="one path segment"):
         export_ome_labels(out, elsewhere, name="../x")

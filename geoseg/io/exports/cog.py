@@ -3,20 +3,26 @@
 The class ids are first streamed chunk by chunk into a tiled GeoTIFF (one Zarr
 chunk in memory at a time), which GDAL's COG driver then rewrites with internal
 tiles and overviews. Overviews are built by mode or nearest resampling only, so
-every overview pixel is a class id. CRS, transform and the no-data class are
+every overview pixel is a class id. Mode overviews are computed here, each level
+from the full-resolution classes (the mode of each whole block, no-data left out),
+because GDAL's ``MODE`` makes each level from the previous one (a mode of modes);
+nearest ones are GDAL's. CRS, transform and the no-data class are
 kept; class names go to the metadata tags, class colours to the colour map.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.errors import ExportError
@@ -26,7 +32,7 @@ from geoseg.io.exports.common import (
     refuse_existing,
     staged_file,
 )
-from geoseg.io.exports.pyramid import parse_resampling
+from geoseg.io.exports.pyramid import downsample, parse_resampling
 from geoseg.io.readers._geotiff import GeoTIFFSource, open_rasterio
 
 LOSSLESS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")
@@ -100,13 +106,101 @@ def export_cog(
     out.require_ndim(
         2, "a GeoTIFF", "Export a volume with --nifti, or into an OME-Zarr image with --ome-zarr."
     )
-    refuse_existing(dest, dest_options, overwrite, "COG")
+    refuse_existing(
+        dest, dest_options, overwrite, "COG", source=output_url, source_options=storage_options
+    )
     with staged_file(dest, dest_options) as staged:
         tiled = staged.with_name("tiled-" + staged.name)
         write_tiled(out, tiled, settings.blocksize)
-        rasterio.shutil.copy(str(tiled), str(staged), driver="COG", **settings.creation_options())
-        tiled.unlink()
+        options = settings.creation_options()
+        if settings.resampling == "mode":
+            source = with_mode_overviews(out, tiled, settings.blocksize)
+            options = {**options, "OVERVIEWS": "FORCE_USE_EXISTING"}
+            del options["OVERVIEW_RESAMPLING"]
+        else:
+            source = tiled
+        rasterio.shutil.copy(str(source), str(staged), driver="COG", **options)
     return dest
+
+
+def overview_factors(shape: tuple[int, ...], blocksize: int) -> list[int]:
+    """GDAL's COG overview factors: 2, 4, ... until a level fits in one tile."""
+    factors, size = [], max(shape)
+    factor = 1
+    while -(-size // factor) > blocksize:
+        factor *= 2
+        factors.append(factor)
+    return factors
+
+
+def with_mode_overviews(out: FinishedOutput, tiled: Path, blocksize: int) -> Path:
+    """A VRT over ``tiled`` whose overviews are tiled GeoTIFFs next to it, each pixel the mode of
+    its whole full-resolution block (no-data excluded; ties to the smallest id), for the COG
+    driver to copy as they are.
+
+    GDAL's ``MODE`` overviews take each level from the one before (a mode of modes), which is not
+    the mode of the block: the levels are computed here from the full-resolution classes, a
+    window of at most :data:`MODE_WINDOW` full-resolution pixels at a time (per overview pixel,
+    for factors whose block alone is larger)."""
+    vrt = tiled.with_name("source.vrt")
+    rasterio.shutil.copy(str(tiled), str(vrt), driver="VRT")
+    overviews = []
+    for factor in overview_factors(out.shape, blocksize):
+        level = tiled.with_name(f"overview-{factor}.tif")
+        _write_mode_level(out, level, factor, blocksize)
+        overviews.append(
+            f"<Overview><SourceFilename relativeToVRT=\"1\">{level.name}</SourceFilename>"
+            "<SourceBand>1</SourceBand></Overview>"
+        )
+    text = vrt.read_text()
+    head, tail = text.rsplit("</VRTRasterBand>", 1)
+    vrt.write_text(head + "".join(overviews) + "</VRTRasterBand>" + tail)
+    return vrt
+
+
+MODE_WINDOW = 4096 * 4096  # full-resolution pixels read at once for one overview window
+
+
+def _write_mode_level(out: FinishedOutput, path: Path, factor: int, blocksize: int) -> None:
+    height, width = out.shape
+    shape = (-(-height // factor), -(-width // factor))
+    side = max(1, int((MODE_WINDOW // (factor * factor)) ** 0.5))  # overview pixels per window
+    profile = {
+        "driver": "GTiff", "width": shape[1], "height": shape[0], "count": 1,
+        "dtype": out.dtype.name, "nodata": out.nodata_class, "tiled": True,
+        "blockxsize": blocksize, "blockysize": blocksize, "compress": "deflate", "zlevel": 1,
+        "bigtiff": "IF_SAFER",
+    }
+    with warnings.catch_warnings():  # a level needs no georeference: the COG takes level 0's
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        ds = rasterio.open(path, "w", **profile)
+    with ds:
+        for oy in range(0, shape[0], side):
+            for ox in range(0, shape[1], side):
+                rows, cols = min(side, shape[0] - oy), min(side, shape[1] - ox)
+                if factor * factor * rows * cols <= MODE_WINDOW:
+                    block = out.read((slice(oy * factor, min((oy + rows) * factor, height)),
+                                      slice(ox * factor, min((ox + cols) * factor, width))))
+                    modes = downsample(block, (rows, cols), (factor, factor), "mode",
+                                       out.nodata_class)
+                else:
+                    modes = np.array([[_block_mode(out, oy * factor, ox * factor, factor)]],
+                                     dtype=out.dtype)
+                ds.write(modes, 1, window=Window(ox, oy, cols, rows))
+
+
+def _block_mode(out: FinishedOutput, y0: int, x0: int, factor: int) -> int:
+    """The mode of one ``factor`` x ``factor`` block too large to read at once: class counts
+    summed over strips of the block (no-data excluded; ties to the smallest id)."""
+    height, width = out.shape
+    counts = np.zeros(int(np.iinfo(out.dtype).max) + 1, dtype=np.int64)
+    step = max(1, MODE_WINDOW // factor)
+    for y in range(y0, min(y0 + factor, height), step):
+        strip = out.read((slice(y, min(y + step, y0 + factor, height)),
+                          slice(x0, min(x0 + factor, width))))
+        counts += np.bincount(strip.ravel(), minlength=counts.size)
+    counts[out.nodata_class] = 0
+    return int(counts.argmax()) if counts.any() else out.nodata_class
 
 
 def write_tiled(out: FinishedOutput, path: Path, blocksize: int) -> None:

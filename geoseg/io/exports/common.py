@@ -18,12 +18,19 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from geoseg.core.urls import public_url
-from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
+from geoseg.errors import (
+    ExportError,
+    GeosegError,
+    OutputExistsError,
+    OutputLocationError,
+    RasterNotFoundError,
+)
+from geoseg.io.allow import overlapping
 from geoseg.io.georef import GeoRef
 from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget, output_exists
 from geoseg.io.readers import open_source
-from geoseg.io.remote import check_writable, zarr_options
+from geoseg.io.remote import check_writable, translate, zarr_options
 from geoseg.io.sources import ZarrSource
 
 
@@ -153,21 +160,93 @@ def _default_color(index: int) -> tuple[int, int, int]:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
-def refuse_existing(dest: str, options: dict[str, Any] | None, overwrite: bool, what: str) -> None:
+def refuse_existing(
+    dest: str,
+    options: dict[str, Any] | None,
+    overwrite: bool,
+    what: str,
+    *,
+    source: str | None = None,
+    source_options: dict[str, Any] | None = None,
+    suffix: str = ".tif",
+) -> None:
     """Refuse to replace ``dest`` unless ``overwrite``, a ``dest`` outside the allowed places,
-    and a folder at ``dest`` (the output itself, perhaps) whatever ``overwrite`` says."""
+    a ``dest`` inside (or holding) the output ``source`` it is exported from, a folder at
+    ``dest`` whatever ``overwrite`` says, and a local ``dest`` whose folder cannot be written."""
     check_writable(dest)  # not http(s); no '..', allowed schemes and buckets (geoseg.io.allow)
+    if source is not None:
+        refuse_inside_output(dest, options, source, source_options, what, suffix)
     fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
     if fs.isdir(path):
         raise ExportError(
             f"{what} destination {shown(dest)} is a folder; expected the name of a file to write, "
-            f"such as {shown(dest.rstrip('/') + '/segmentation.tif')}. Nothing was written: give "
-            "a file name (--overwrite replaces files, never folders).")
+            f"such as {shown(dest.rstrip('/') + '/segmentation' + suffix)}. Nothing was written: "
+            "give a file name (--overwrite replaces files, never folders).")
     if not overwrite and output_exists(dest, options):
         raise OutputExistsError(
             f"{what} {shown(dest)} already exists; nothing was written. Choose "
             "another path, or pass --overwrite (overwrite=True) to replace it."
         )
+    probe_local_folder(dest)
+
+
+def refuse_inside_output(
+    dest: str,
+    options: dict[str, Any] | None,
+    source: str,
+    source_options: dict[str, Any] | None,
+    what: str,
+    suffix: str = ".tif",
+) -> None:
+    """Refuse a destination that is the output store ``source``, lies inside it or holds it:
+    writing there would change (or replace) the store the export reads."""
+    if not overlapping(dest, options, source, source_options):
+        return
+    raise ExportError(
+        f"{what} destination {shown(dest)} is inside the output store {shown(source)} it is "
+        f"exported from, or holds it; expected a place outside the store, such as "
+        f"{shown(beside(source, dest, suffix))} beside it. Nothing was written: writing there "
+        "would change the output it reads.")
+
+
+def beside(store: str, dest: str, suffix: str) -> str:
+    """A file name next to ``store``: ``dest``'s own name when it has ``suffix``, else the
+    store's name with ``suffix`` (``mask.zarr`` -> ``mask.tif``)."""
+    trimmed = store.rstrip("/")
+    parent, _, store_name = trimmed.rpartition("/")
+    own = dest.rstrip("/").rpartition("/")[2]
+    stem = store_name.removesuffix(".zarr")
+    name = own if own.endswith(suffix) and own != store_name else stem + suffix
+    return f"{parent}/{name}" if parent or trimmed.startswith("/") else name
+
+
+def probe_local_folder(dest: str) -> None:
+    """Refuse, before any work, a local ``dest`` whose nearest existing folder does not take
+    new files (read-only, no permission, or a special file system such as ``/proc``): a scratch
+    folder is made there and removed at once. Remote destinations are not probed."""
+    if fsspec.utils.get_protocol(dest) not in ("file", "local"):
+        return
+    path = Path(fsspec.core.strip_protocol(dest))
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputLocationError(
+            f"Cannot write {shown(dest)}: {existing} is a file, not a folder; expected a path "
+            "inside a folder. Choose another path. Nothing was written.")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".geoseg-probe-"))
+    except OSError as exc:
+        raise unwritable(exc, dest, existing) from None
+
+
+def unwritable(exc: OSError, dest: str, folder: Path | str) -> GeosegError:
+    """The geoseg error for a local ``dest`` that could not be written because of ``exc``."""
+    translated = translate(exc, dest, {}, "Writing")
+    if isinstance(translated, GeosegError) and not isinstance(translated, RasterNotFoundError):
+        return translated
+    return OutputLocationError(
+        f"Cannot write {shown(dest)}: the folder {folder} does not take new files "
+        f"({exc.strerror or exc}); expected a writable folder on an ordinary disk. Choose another "
+        "path. Nothing was written.")
 
 
 @contextlib.contextmanager
@@ -179,14 +258,22 @@ def staged_file(dest: str, options: dict[str, Any] | None = None) -> Iterator[Pa
     """
     fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
     local = isinstance(fs, LocalFileSystem)
-    if local:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(
-        dir=Path(path).parent if local else None, prefix=".geoseg-export-"
-    ) as scratch:
-        staged = Path(scratch) / Path(path).name
+    folder = Path(path).parent if local else None
+    try:
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.TemporaryDirectory(dir=folder, prefix=".geoseg-export-")
+    except OSError as exc:
+        if not local:
+            raise
+        raise unwritable(exc, dest, folder) from None
+    with scratch as scratch_path:
+        staged = Path(scratch_path) / Path(path).name
         yield staged
         if local:
-            os.replace(staged, path)
+            try:
+                os.replace(staged, path)
+            except OSError as exc:
+                raise unwritable(exc, dest, folder) from None
         else:
             fs.put_file(str(staged), path)

@@ -6,7 +6,8 @@ is a header followed by the output's z-slabs, streamed one chunk-row of planes
 at a time (gzip-compressed on the fly for ``.nii.gz``). The affine is the
 output's ``voxel_affine`` turned back into ``(i, j, k)`` order (its rows are world
 x, y, z for any input, so an OME-Zarr volume is written x-first too), set as both
-sform and qform; the intent is ``label``, and a JSON comment extension names the
+sform and qform (with the codes of the NIfTI file the output came from, when its
+run's provenance names one that is still readable; else code 2, aligned); the intent is ``label``, and a JSON comment extension names the
 classes.
 """
 
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from typing import IO, Any
 
+import fsspec
 import nibabel as nib
 import numpy as np
+import zarr
 
 from geoseg.errors import ExportError
 from geoseg.io.exports.common import (
@@ -29,7 +33,8 @@ from geoseg.io.exports.common import (
     shown,
     staged_file,
 )
-from geoseg.io.nifti import nifti_affine
+from geoseg.io.nifti import GZIP_MAGIC, is_nifti, nifti_affine
+from geoseg.io.remote import zarr_options
 
 _UNITS = {
     "mm": "mm",
@@ -62,8 +67,11 @@ def export_nifti(
         raise ExportError(
             f"NIfTI destination {shown(dest)}: expected a name ending in .nii or .nii.gz."
         )
-    refuse_existing(dest, dest_options, overwrite, "NIfTI file")
-    header = nifti_header(out)
+    refuse_existing(
+        dest, dest_options, overwrite, "NIfTI file", source=output_url,
+        source_options=storage_options, suffix=".nii.gz" if dest.endswith(".gz") else ".nii",
+    )
+    header = nifti_header(out, source_codes(output_url, storage_options, out))
     with (
         staged_file(dest, dest_options) as staged,
         open(staged, "wb") as raw,
@@ -73,14 +81,16 @@ def export_nifti(
     return dest
 
 
-def nifti_header(out: FinishedOutput) -> nib.Nifti1Header:
-    """Shape ``(i, j, k)``, label dtype, sform and qform from the output's voxel affine."""
+def nifti_header(out: FinishedOutput, codes: tuple[int, int] | None = None) -> nib.Nifti1Header:
+    """Shape ``(i, j, k)``, label dtype, sform and qform from the output's voxel affine, with
+    ``codes`` (qform, sform) as their codes; :data:`ALIGNED` for both without them."""
+    qform_code, sform_code = codes or (ALIGNED, ALIGNED)
     header = nib.Nifti1Header()
     header.set_data_shape(out.shape[::-1])
     header.set_data_dtype(out.dtype)
     affine = nifti_affine(out.georef)
-    header.set_qform(affine, code=ALIGNED)
-    header.set_sform(affine, code=ALIGNED)
+    header.set_qform(affine, code=qform_code)
+    header.set_sform(affine, code=sform_code)
     header.set_xyzt_units(_UNITS.get((out.georef.units or "").lower(), "unknown"))
     header.set_intent("label")
     header["cal_min"], header["cal_max"] = 0, max(len(out.class_names) - 1, 0)
@@ -89,6 +99,33 @@ def nifti_header(out: FinishedOutput) -> nib.Nifti1Header:
     header.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(classes).encode()))
     header["vox_offset"] = 0  # let nibabel place the data after the extension
     return header
+
+
+def source_codes(
+    output_url: str, storage_options: dict[str, Any] | None, out: FinishedOutput
+) -> tuple[int, int] | None:
+    """The (qform, sform) codes of the NIfTI file the output was computed from, as its run's
+    provenance names it, when that file is still there and has the output's affine; ``None``
+    otherwise (another format, gone, unreadable, or both codes 0), for :data:`ALIGNED`."""
+    try:
+        group = zarr.open_group(output_url, mode="r", **zarr_options(output_url, storage_options))
+        provenance = dict(group.attrs.get("geoseg", {})).get("provenance") or {}
+        url = str(provenance["job"]["input"]["url"])
+        fs, path = fsspec.core.url_to_fs(url)
+        with fs.open(path, "rb") as raw:
+            head = raw.read(2)
+            raw.seek(0)
+            stream: Any = gzip.GzipFile(fileobj=raw, mode="rb") if head == GZIP_MAGIC else raw
+            head = stream.read(540)
+        klass = nib.Nifti2Header if head[4:8] == b"n+2\x00" else nib.Nifti1Header
+        header = klass.from_fileobj(io.BytesIO(head)) if is_nifti(head) else None
+    except Exception:  # noqa: BLE001 - no provenance or no readable NIfTI input: ALIGNED stands
+        return None
+    if header is None:
+        return None
+    codes = int(header["qform_code"]), int(header["sform_code"])
+    same = np.allclose(header.get_best_affine(), nifti_affine(out.georef), atol=1e-4)
+    return codes if same and any(codes) else None
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ import zarr
 
 from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
 from geoseg.io import omezarr, remote
+from geoseg.io.allow import overlapping
 from geoseg.io.exports.common import FinishedOutput, chunk_windows, open_finished, shown
 from geoseg.io.exports.pyramid import downsample_window, factors_between, parse_resampling
 from geoseg.io.output import output_exists
@@ -70,6 +71,13 @@ def export_ome_labels(
     method = parse_resampling(resampling)
     _check_name(name)
     out = open_finished(output_url, storage_options)
+    label_url = f"{image_url.rstrip('/')}/labels/{name}"
+    if overlapping(label_url, image_options, output_url, storage_options):
+        raise ExportError(
+            f"OME-Zarr labels {shown(label_url)} would be written inside (or over) the output "
+            f"store {shown(output_url)} they are exported from; expected an OME-Zarr image apart "
+            "from the output. Nothing was written: give the image the job read (--ome-zarr), or "
+            "another label name (--name).")
     root = _open_image(image_url, image_options)
     attrs = dict(root.attrs)
     image = omezarr.multiscales(attrs)[0]

@@ -16,7 +16,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from geoseg.core.urls import public_url
-from geoseg.errors import GeosegError, UnsupportedFormatError
+from geoseg.errors import CorruptInputError, GeosegError, UnsupportedFormatError
 from geoseg.io import allow, remote
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import Reader
@@ -31,6 +31,13 @@ BUILT_IN = {  # the same as pyproject.toml's [project.entry-points."geoseg.reade
     "ome-zarr": "geoseg.io.readers._omezarr:OmeZarrReader",
 }
 log = logging.getLogger("geoseg.io")
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
+# tifffile warns on stderr about files it cannot parse (a truncated TIFF's "invalid offset to
+# first page"); geoseg reports such files itself, in one line, so its warnings are left out
+# (unless an application configured that logger's level itself)
+_TIFFFILE = logging.getLogger("tifffile")
+if _TIFFFILE.level == logging.NOTSET:
+    _TIFFFILE.setLevel(logging.ERROR)
 
 
 @functools.cache
@@ -136,7 +143,18 @@ def _unclaimed(url: str, storage_options: dict[str, Any]) -> GeosegError:
     fs, path = probe.location(url, storage_options)
     if not probe.is_file(url, storage_options) and not remote.exists(fs, path):
         return remote.not_found(url, storage_options)
-    allow.refuse_gdal_format(url, probe.head(url, storage_options))  # a VRT named .tif: say so
+    head = probe.head(url, storage_options)
+    allow.refuse_gdal_format(url, head)  # a VRT named .tif: say so
+    if probe.is_file(url, storage_options) and not head:
+        return CorruptInputError(
+            f"Cannot read {public_url(url)}: the file is empty (0 bytes); expected a raster (it may not have "
+            "been written in full). Re-download or re-write it, or check the URL.")
+    name = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").lower()
+    if name.endswith(TIFF_SUFFIXES) and allow.gdal_driver(head) is None:
+        return CorruptInputError(
+            f"Cannot read {public_url(url)}: its name says TIFF, but it is not a TIFF (its first "
+            f"bytes are {head[:8]!r}, a TIFF starts with b'II*\\x00' or b'MM\\x00*'); it is "
+            "corrupt or another kind of file. Re-download or re-write it, or check the URL.")
     return UnsupportedFormatError(
         f"Cannot read {public_url(url)}: it is not a format geoseg reads (no installed reader "
         f"claims it). The installed readers are: {listing()}. Convert other formats to GeoTIFF "
