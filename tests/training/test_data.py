@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -116,6 +119,9 @@ class _Memory:
         return self.data[(slice(None), *window)].copy()
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def _memory_pair() -> RasterPair:
     rng = np.random.default_rng(0)
     image = _Memory(rng.integers(0, 4000, (3, 200, 200)).astype(np.uint16))
@@ -123,9 +129,8 @@ def _memory_pair() -> RasterPair:
     return RasterPair("memory", image, labels, Region(0, 200, 0, 200))
 
 
-def test_the_chip_loader_holds_no_more_than_the_batch_budget_counts():
-    """It held about 5 batches (2 read ahead, the chips of one, that one stacked, the caller's)
-    while check_batch counted one; it now holds 3 and the chips being read, as counted."""
+def loader_peak() -> int:
+    """Bytes allocated at most while a two-thread loader reads six batches of 16 chips of 32."""
     pairs, prep = [_memory_pair()], Preprocess(np.zeros(3, np.float32), np.ones(3, np.float32), 5, 255)
     plans = list(batch_plans(np.random.default_rng(1), pairs, 6, 16, 32, True, True))
     tracemalloc.start()
@@ -134,9 +139,22 @@ def test_the_chip_loader_holds_no_more_than_the_batch_budget_counts():
         for x, y in ChipLoader(pairs, prep, 32, threads=2).batches(plans):
             time.sleep(0.02)  # training: the threads read ahead meanwhile
             del x, y
-        peak = tracemalloc.get_traced_memory()[1] - start
+        return tracemalloc.get_traced_memory()[1] - start
     finally:
         tracemalloc.stop()
+
+
+def test_the_chip_loader_holds_no_more_than_the_batch_budget_counts():
+    """It held about 5 batches (2 read ahead, the chips of one, that one stacked, the caller's)
+    while check_batch counted one; it now holds 3 and the chips being read, as counted."""
+    pairs, prep = [_memory_pair()], Preprocess(np.zeros(3, np.float32), np.ones(3, np.float32), 5, 255)
+    plans = list(batch_plans(np.random.default_rng(1), pairs, 6, 16, 32, True, True))
+    # measured in a process of its own: tracemalloc counts every thread of a process, and a
+    # test process may hold threads of earlier tests (a cluster's, a pool's) that allocate
+    code = "from tests.training.test_data import loader_peak; print(loader_peak())"
+    measured = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                              capture_output=True, text=True, timeout=120)
+    peak = int(measured.stdout.split()[-1])
     bookkeeping = 64 << 10  # the threads' own interpreter stacks, futures, the pool
     assert 2 * batch_bytes(16, 32, 3) < peak <= loader_bytes(16, 32, 3, threads=2) + bookkeeping, peak
 
