@@ -89,8 +89,10 @@ def check_budgets(prepared: PreparedJob) -> None:
     budgets.check_window(largest_window(prepared), prepared.source.shape[0], prepared.source.dtype, what)
 
 
-def check_job(prepared: PreparedJob) -> None:
-    """Raise the geoseg error a run of ``prepared`` would meet, found without computing."""
+def check_job(prepared: PreparedJob) -> Segmenter | None:
+    """Raise the geoseg error a run of ``prepared`` would meet, found without computing; return
+    the model checked: ``prepared``'s, or the one planned with stand-ins for the methods still
+    to be fitted (:func:`planned_model`; ``None`` when a plugin's fit decides it)."""
     spec, source = prepared.spec, prepared.source
     if isinstance(source, ZarrSource):
         with _key("input.url"):
@@ -104,6 +106,7 @@ def check_job(prepared: PreparedJob) -> None:
     with _key("runs_dir"):
         check_writable(runs_dir(spec))
     check_nodata_class(spec.output, prepared, None if model is None else model.n_classes)
+    return model
 
 
 # --- the input -----------------------------------------------------------------------------

@@ -102,11 +102,9 @@ def prepare(spec: JobSpec) -> PreparedJob:
     # opens and checks the reference labels now, before any compute
     prepared = dataclasses.replace(prepared, reference=provenance.open_reference(spec, source))
     checks.check_budgets(prepared)  # tasks and bytes per read window, from the plan alone
-    checks.check_job(prepared)  # what else a run would fail on: input chunks, methods, output
-    if model is None:  # what the fit will give, checked now: its axes, plan, instance classes
-        planned = checks.planned_model(spec.model, source, f"input {public_url(inp.url)}")
-        if planned is not None:
-            _with_segmenter(spec, source, planned)
+    planned = checks.check_job(prepared)  # what else a run would fail on: input, methods, output
+    if model is None and planned is not None:  # what the fit will give: axes, plan, instances
+        _with_segmenter(spec, source, planned)
     return prepared
 
 
