@@ -360,9 +360,9 @@ class BatchRunner:
         self.interrupted = _signal_name(stop)
         running = [f for f in futures if not f.done()]
         if self.interrupted == "SIGINT":
-            self._say(f"interrupted: waiting for {len(running)} running job(s) to finish; "
-                      "press Ctrl-C again to stop at once")
-            try:
+            try:  # a second Ctrl-C right after the message below still stops the jobs
+                self._say(f"interrupted: waiting for {len(running)} running job(s) to finish; "
+                          "press Ctrl-C again to stop at once")
                 _until_done(running)
                 return
             except KeyboardInterrupt as again:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +151,29 @@ def test_sigterm_stops_the_batch_releasing_its_leases(tmp_path):
     assert sorted(i["state"] for i in report["items"]) == ["interrupted", "interrupted",
                                                            "not-started"]
     assert "interrupted (SIGTERM): 2 interrupted, 1 not-started" in lines
+
+
+def test_a_second_ctrl_c_landing_just_after_the_waiting_message_still_stops_the_jobs(tmp_path):
+    """The signal may arrive in any bytecode after the message is out: it is a second Ctrl-C,
+    not an exit that leaves the running jobs behind their released leases."""
+    from concurrent.futures import Future
+
+    from geoseg.jobs.batch import BatchRunner
+    from geoseg.jobs.batch_spec import load_batch
+
+    said: list[str] = []
+
+    def log(message: str) -> None:
+        said.append(message)
+        if message == WAITING:
+            raise KeyboardInterrupt  # as if the second Ctrl-C landed as the line was written
+
+    runner = BatchRunner(load_batch(write_batch(tmp_path)), log=log)
+    running = [Future(), Future()]
+    finishing = threading.Timer(0.3, lambda: [f.set_result(None) for f in running])
+    finishing.start()
+    runner._wind_down(running, KeyboardInterrupt())
+    finishing.join()
+
+    assert runner.stopping.is_set() and runner.interrupted == "SIGINT"
+    assert said[-1].startswith("stopping 2 running job(s)")
