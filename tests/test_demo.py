@@ -14,6 +14,7 @@ import zarr
 from sklearn.metrics import jaccard_score
 
 from geoseg.instances import panoptic_quality
+from tests.cli import geoseg as in_this_process
 
 
 def geoseg(*args: str, runs: Path) -> subprocess.CompletedProcess:
@@ -46,7 +47,8 @@ def test_demo_segments_a_scene_and_reports_its_miou(tmp_path):
     polygons = gpd.read_parquet(out / "instances.zarr" / "polygons.parquet")
     assert sorted(polygons["id"]) == list(range(1, int(instances.max()) + 1))
 
-    again = geoseg("demo", "--size", "512", "--out", str(out), runs=runs)  # nothing overwritten silently
+    # nothing overwritten silently (in this process: the refusal comes before any import of note)
+    again = in_this_process("demo", "--size", "512", "--out", str(out), env={"GEOSEG_RUNS_DIR": str(runs)})
     assert again.returncode != 0 and "already exists; pass --overwrite" in " ".join(again.stderr.split())
     np.testing.assert_array_equal(zarr.open_group(str(out / "mask.zarr"), mode="r")["classes"][...].ravel(),
                                   pred)
