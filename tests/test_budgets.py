@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -63,51 +64,100 @@ class Finished:
         return " ".join((self.stdout + self.stderr).split())
 
 
-LIMITED = """
-import os, resource, sys
+SERVER = """
+import json, os, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]),) * 2)
-resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[3], sys.argv[3:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[2], "w") as peak:
-    peak.write(str(usage.ru_maxrss * 1024))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""  # caps memory and CPU time, then runs the command as its own child and records its peak RSS
+import dask.array, distributed, rasterio, torch, zarr  # once, before any fork
+import geoseg.cli
+print("ready", flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.setpgid(0, 0)
+        resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
+        os.environ.update(job["env"])
+        for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_TRUNC), fd)
+        sys.stdin.close()
+        if job["code"] is None:
+            sys.argv = ["geoseg", *job["args"]]
+            geoseg.cli.main()
+        else:
+            sys.argv = ["-c", *job["args"]]
+            exec(compile(job["code"], "<string>", "exec"), {"__name__": "__main__"})
+        sys.exit(0)
+    print(pid, flush=True)
+    _, status, usage = os.wait4(pid, 0)
+    print(json.dumps([os.waitstatus_to_exitcode(status), time.perf_counter() - t0,
+                      usage.ru_maxrss * 1024]), flush=True)
+"""  # caps memory, imports geoseg and its libraries once, then runs each command (a JSON line
+# on stdin: argv of geoseg, or Python code and its argv) in a forked child of its own, its CPU
+# time capped; prints the child's pid, then its exit code, wall time and peak RSS
 
 
-def run_bounded(args: list[str], *, env: dict[str, str] | None = None,
+class Bounded:
+    """A server process (:data:`SERVER`) whose forked children run the commands of this module.
+
+    A child's peak RSS is its own from the fork on, counting the pages it shares with the
+    server (geoseg and torch, dask, zarr and rasterio imported, as any command imports them):
+    not this (large, long-lived) test process's high-water mark, which a child forked here
+    would start with."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(ADDRESS_SPACE)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO,
+                                     text=True, start_new_session=True)
+        assert self.proc.stdout.readline() == "ready\n", "the bounded server did not start"
+
+    def run(self, args: list[str], code: str | None, env: dict[str, str] | None,
+            timeout: float) -> Finished:
+        with tempfile.NamedTemporaryFile("r") as out, tempfile.NamedTemporaryFile("r") as err:
+            job = {"args": args, "code": code, "env": env or {}, "stdout": out.name,
+                   "stderr": err.name}
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+            pid = int(self.proc.stdout.readline())
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            if not ready:
+                os.killpg(pid, signal.SIGKILL)
+                self.proc.stdout.readline()
+                pytest.fail(f"{args} ran past {timeout} s: unbounded")
+            returncode, seconds, peak_rss = json.loads(self.proc.stdout.readline())
+            return Finished(returncode, out.read(), err.read(), seconds, peak_rss)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+_server: list[Bounded] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bounded_server():
+    """The server starts with this module's first bounded command and stops after its tests."""
+    yield
+    while _server:
+        _server.pop().close()
+
+
+def run_bounded(args: list[str], *, code: str | None = None, env: dict[str, str] | None = None,
                 timeout: float = 120) -> Finished:
-    """Run ``args`` with its memory and CPU time capped; kill it after ``timeout`` seconds.
-
-    The peak RSS is the command's own: it is forked by a small wrapper process, because a
-    child forked by this (large, long-lived) test process starts with this process's
-    high-water mark, which ``ru_maxrss`` keeps across ``exec``."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
-            tempfile.NamedTemporaryFile("r") as peak:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", LIMITED, str(ADDRESS_SPACE), peak.name,
-                                 *args], stdout=out, stderr=err, env={**os.environ, **(env or {})},
-                                cwd=REPO, text=True, start_new_session=True)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"{args[2:]} ran past {timeout} s: unbounded")
-        out.seek(0)
-        err.seek(0)
-        return Finished(proc.returncode, out.read(), err.read(), time.perf_counter() - t0,
-                        int(peak.read() or 0))
+    """Run ``geoseg ARGS`` (or Python ``code`` with ``args``) in a process of its own, its
+    memory and CPU time capped; kill it after ``timeout`` seconds."""
+    if not _server or _server[0].proc.poll() is not None:
+        _server[:] = [Bounded()]
+    return _server[0].run(args, code, env, timeout)
 
 
 def geoseg(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Finished:
-    return run_bounded([sys.executable, "-m", "geoseg.cli", *args], env=env, timeout=timeout)
+    return run_bounded(list(args), env=env, timeout=timeout)
 
 
 def python(code: str, *args: str, env: dict[str, str] | None = None) -> Finished:
-    return run_bounded([sys.executable, "-c", code, *args], env=env)
+    return run_bounded(list(args), code=code, env=env)
 
 
 # --- the settings themselves ------------------------------------------------------------------

@@ -283,10 +283,12 @@ def test_a_full_disk_names_the_chunk_and_fails_the_run(tmp_path, model_path, sce
 
 
 def test_an_unreachable_scheduler_is_named(tmp_path, model_path, scene):
-    result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")),
-                     "--cluster", "tcp://127.0.0.1:9",
-                     env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"},  # not 30 s
-                     own_process=True)  # Dask reads its configuration once per process
+    import dask
+
+    # 3 s, not 30: set in Dask's configuration here, since its environment is read once per process
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+        result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")),
+                         "--cluster", "tcp://127.0.0.1:9")
     assert_clean(result, 2, "Cannot reach the Dask scheduler at tcp://127.0.0.1:9",
                  "Check that it is running")
 

@@ -5,9 +5,7 @@ own: a ``.dist-info`` folder on ``sys.path``."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from geoseg.core.classes import ClassInfo
 from geoseg.errors import MethodParameterError
 from geoseg.methods import build
 from geoseg.models import ModelInfo, SegmentationModel, registry
+from tests.cli import geoseg as geoseg_command
 from tests.conftest import textured_image, write_zarr
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
@@ -82,9 +81,7 @@ def test_a_method_in_one_file_runs_in_a_job_by_name(site, tmp_path):
             "output": {"url": str(tmp_path / "out.zarr"), "chunks": [16, 16]},
             "cluster": {"kind": "threads"}, "runs_dir": str(tmp_path / "runs")}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", str(tmp_path / "job.yaml")],
-                            check=False, capture_output=True, text=True, env=env, timeout=120)
+    result = geoseg_command("run", str(tmp_path / "job.yaml"))  # threads: they share sys.path
     assert result.returncode == 0, result.stderr
     red, nir = image
     expected = ((nir - red) / np.maximum(nir + red, 1e-6) > 0.05).astype(np.uint8)

@@ -81,23 +81,48 @@ def test_help_exits_zero_without_heavy_libraries():
     assert result.stdout.rstrip().splitlines()[-1] == "HEAVY []"
 
 
+# Each command of argv[1] (a JSON list) in turn in this one process, its output ended by a NUL
+# line: its exit code and the heavy libraries loaded so far. Modules a command imports stay
+# imported, but none of them loaded a heavy library, or that command's line says so.
+SEVERAL_COMMANDS = f"""
+import atexit, json, sys
+atexit.register(lambda: print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules]))
+from geoseg.cli import main
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["geoseg", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]), flush=True)
+    print("\\0", flush=True)
+    print("\\0", file=sys.stderr, flush=True)
+"""
+
+
 @pytest.mark.timeout(120)
 def test_a_wrong_job_spec_is_refused_before_torch_or_dask_load(tmp_path):
     """``geoseg validate``, ``run``, ``batch`` and ``train`` read and check the spec before
     loading what runs it: a typo costs the user a second, not the start-up of torch and dask."""
     (tmp_path / "job.yaml").write_text("input: {url: in.zarr}\nmodel: {path: m.safetensors}\n"
                                        "output: {url: out.zarr, chunks: -3}\n")
-    code = ("import atexit, sys\n"
-            f"atexit.register(lambda: print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules]))\n"
-            "from geoseg.cli import main\nmain()")
     (tmp_path / "batch.yaml").write_text("inputs: {glob: '*.tif'}\njob: {model: {path: m.safetensors}}\n"
                                          "output: {url_template: 'out/{stem}.zarr', chunks: -3}\n")
     (tmp_path / "train.yaml").write_text("data: {}\noutput: {chunks: -3}\n")
-    for command, spec in (("validate", "job"), ("run", "job"), ("batch", "batch"), ("train", "train")):
-        result = python(code, command, str(tmp_path / f"{spec}.yaml"))
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert "chunks" in result.stderr, result.stderr
-        assert result.stdout.rstrip().splitlines()[-1] == "HEAVY []", command
+    commands = [[command, str(tmp_path / f"{spec}.yaml")] for command, spec in
+                (("validate", "job"), ("run", "job"), ("batch", "batch"), ("train", "train"))]
+    result = python(SEVERAL_COMMANDS, json.dumps(commands))
+    assert result.returncode == 0, result.stdout + result.stderr
+    *ran, at_exit = result.stdout.split("\0\n")
+    errors = result.stderr.split("\0\n")[:-1]
+    assert len(ran) == len(errors) == len(commands), result.stdout + result.stderr
+    for (command, _), out, err in zip(commands, ran, errors):
+        code, heavy = json.loads(out.rstrip().splitlines()[-1])
+        assert code == 2, f"{command}: {out}{err}"
+        assert "chunks" in err, f"{command}: {err}"
+        assert heavy == [], command  # of every command so far: the first it names loaded them
+    assert at_exit.rstrip().splitlines()[-1] == "HEAVY []"
 
 
 @pytest.mark.timeout(120)

@@ -21,10 +21,13 @@ from rich.console import Console
 from geoseg import logs
 from geoseg.cli import JobProgress
 from geoseg.errors import SettingError
+from tests.cli import geoseg as in_this_process
 from tests.conftest import job_dict, textured_image, write_zarr
 
 
 def geoseg(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The command in a process of its own: for the tests whose assertions cover every line it
+    prints (see tests/cli.py); the others run it here, with ``in_this_process``."""
     return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
@@ -177,7 +180,8 @@ def test_default_logs_are_readable_text_with_the_dashboard_and_the_run_record(tm
     src = write_zarr(tmp_path / "in.zarr", textured_image(40, 40))
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(job_dict(src, model_path, str(tmp_path / "out.zarr"))))
-    result = geoseg("run", str(job), "--scheduler", cluster_address, env={"GEOSEG_LOG_FORMAT": ""})
+    result = in_this_process("run", str(job), "--scheduler", cluster_address,
+                             env={"GEOSEG_LOG_FORMAT": ""})
     assert result.returncode == 0, result.stderr
     said = " ".join(result.stderr.split())
     assert "INFO job started (job=segmentation" in said and "dashboard: http" in said
@@ -190,7 +194,7 @@ def test_errors_are_json_lines_too_and_a_bad_format_is_refused(tmp_path):
     (line,) = [json.loads(x) for x in result.stderr.splitlines() if x.strip()]
     assert line["level"] == "ERROR" and line["message"].startswith("No job spec at")
     assert line["error"] == "JobSpecError"
-    refused = geoseg("--log-format", "xml", "validate", str(tmp_path / "missing.yaml"))
+    refused = in_this_process("--log-format", "xml", "validate", str(tmp_path / "missing.yaml"))
     assert refused.returncode == 2
     assert "--log-format: received 'xml'; expected one of text, json" in refused.stderr
 

@@ -23,6 +23,7 @@ from geoseg.io.exports.common import refuse_existing
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import create_output
 from geoseg.jobs.spec import JobSpec
+from tests.cli import geoseg as geoseg_here
 from tests.conftest import job_dict, textured_image, write_geotiff
 
 QUICK = {"COLUMNS": "1000"}
@@ -59,6 +60,8 @@ def web(tmp_path):
 
 
 def geoseg_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    """The command in a process of its own, for a test that searches all it prints for a
+    secret; the others run it here (``tests.cli.geoseg``)."""
     return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False, capture_output=True,
                           text=True, timeout=120, cwd=cwd,
                           env={**os.environ, **QUICK, "PYTHONPATH": str(Path(__file__).parents[2]), **env})
@@ -123,7 +126,7 @@ def test_a_vrt_named_tif_is_one_clean_error_of_the_command(tmp_path, model_path,
     vrt = vrt_for(tmp_path, points_at, port)
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(job_dict(str(vrt), model_path, str(tmp_path / "out.zarr"))))
-    result = geoseg_cli(command, str(job))
+    result = geoseg_here(command, str(job), env=QUICK)
     assert_clean(result, 2, f"Cannot read {vrt}", "GDAL driver VRT", "drivers GTiff only")
     assert not (tmp_path / "out.zarr").exists()
     assert requests() == []
@@ -210,7 +213,7 @@ def test_run_refuses_a_climbing_output_before_writing_anything(tmp_path, model_p
     work.mkdir()
     climbing = f"{work}/out/../../x.zarr"
     (work / "job.yaml").write_text(yaml.safe_dump(job_dict(tif, model_path, climbing)))
-    result = geoseg_cli("run", "job.yaml", cwd=work)
+    result = geoseg_here("run", "job.yaml", cwd=work, env=QUICK)
     assert_clean(result, 2, "output.url", climbing, "'..' segment")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "work"]
     assert sorted(p.name for p in work.iterdir()) == ["job.yaml"]
