@@ -26,6 +26,7 @@ from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import Lease, LeaseRecord, lease_url
 from geoseg.jobs.status import verify_output
 from geoseg.report.html import write_batch_index
+from tests.cli import geoseg
 from tests.conftest import textured_image, write_geotiff, write_zarr
 
 THRESHOLD = 128
@@ -274,15 +275,13 @@ def test_cli_a_corrupt_input_fails_alone_with_exit_1_and_a_dry_run_writes_nothin
         {"glob": f"{tmp_path}/in/*.tif"}, f"{tmp_path}/out/{{stem}}.zarr",
         report=f"{tmp_path}/reports/{{started}}-{{run}}.json"))
 
-    plan = cli(str(spec), "--dry-run")
-    _, err = plan.communicate(timeout=300)
-    assert plan.returncode == 1, err
-    assert "broken" in err and "new" in err and "failed" in err
+    plan = geoseg("batch", str(spec), "--dry-run")  # the command, in this process
+    assert plan.returncode == 1, plan.stderr
+    assert "broken" in plan.stderr and "new" in plan.stderr and "failed" in plan.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "reports").exists()
 
-    proc = cli(str(spec), "--scheduler", cluster_address)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1, err
+    done = geoseg("batch", str(spec), "--scheduler", cluster_address)
+    assert done.returncode == 1, done.stderr
     [report_file] = (tmp_path / "reports").glob("*.json")
     report = json.loads(report_file.read_text())
     by_stem = {Path(i["input"]).stem: i for i in report["items"]}
@@ -361,8 +360,7 @@ def test_two_inputs_with_one_output_are_refused_before_anything_runs(tmp_path):
     spec = write_batch_yaml(tmp_path / "batch.yaml", data)
     with pytest.raises(BatchSpecError, match=r"x/scene.zarr, .*y/scene.zarr -> .*out/scene.zarr"):
         run_batch(load_batch(spec))  # no scheduler: it would start a cluster, were the spec fine
-    result = subprocess.run([sys.executable, "-m", "geoseg.cli", "batch", str(spec)],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = geoseg("batch", str(spec))  # the command, in this process: refused before it starts one
     assert result.returncode == 2 and "would write the same output" in result.stderr
     assert not (tmp_path / "out").exists()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import threading
+import time
 from pathlib import Path
 
 import dask
@@ -13,7 +14,7 @@ import numpy as np
 import psutil
 import pytest
 import zarr
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from geoseg.jobs import JobSpec, run
 from geoseg.jobs.status import verify_output
@@ -28,8 +29,19 @@ def threshold_job(src: str, out: Path, threshold: float, chunk: int = 32) -> dic
             "output": {"url": str(out), "chunks": [chunk, chunk]}, "inference": {"tile": chunk}}
 
 
+def scheduler_tasks(address: str) -> int:
+    with Client(address) as client:
+        return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+
 @pytest.mark.timeout(240)
-def test_jobs_submitted_at_once_to_one_cluster_all_finish_with_correct_outputs(tmp_path):
+def test_jobs_submitted_at_once_to_one_cluster_all_finish_with_correct_outputs(tmp_path,
+                                                                                cluster_address):
+    """On the suite's shared two-process cluster, once it holds no task of an earlier test."""
+    deadline = time.monotonic() + 60
+    while scheduler_tasks(cluster_address) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert scheduler_tasks(cluster_address) == 0, "the shared cluster still holds earlier tasks"
     jobs = []
     for i in range(3):
         image = textured_image(96, 96, bands=1, seed=20 + i)
@@ -47,16 +59,14 @@ def test_jobs_submitted_at_once_to_one_cluster_all_finish_with_correct_outputs(t
     # closes; clients of threads close in any order, so the last restore may leave this process
     # pointing at a closed client. Later tests compute with dask's default scheduler.
     before = dask.config.get("scheduler", None)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            dask.config.set(scheduler=before):
-        address = cluster.scheduler_address
+    address = cluster_address
+    with dask.config.set(scheduler=before):
         threads = [threading.Thread(target=submit, args=(job,)) for _, job in jobs]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=200)
-        with Client(address) as client:
-            left = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+        left = scheduler_tasks(address)
     assert not errors, errors
     assert left == 0  # every job released what it submitted
     for i, (image, job) in enumerate(jobs):

@@ -107,6 +107,23 @@ def clean_run(src: str, tmp_path: Path, address: str, **job: object) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The input of the tests below: one pixel holds :data:`POISON` (only an armed trap minds)."""
+    return scene(tmp_path_factory.mktemp("faults-input"), poison=(40, 100))
+
+
+@pytest.fixture(scope="module")
+def clean(poisoned: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference for the tests below, computed once: the job with its trap unarmed, on
+    threads in this process. Its chunks depend on neither the trap's settings (delay, how)
+    nor where they are computed, so every faulted run must match it byte for byte."""
+    out = tmp_path_factory.mktemp("faults-clean") / "clean.zarr"
+    register_trap()  # module fixtures come before the tests' own
+    run(JobSpec.from_dict(trap_job(poisoned, out, out.parent / "never-armed")), cluster="threads")
+    return out
+
+
 def assert_same_as(out: Path, clean: Path) -> None:
     assert chunk_files(out) == chunk_files(clean)
     assert checksums(out) == checksums(clean)
@@ -145,6 +162,45 @@ def local_cluster(config: dict | None = None, **kwargs: object) -> Iterator[Loca
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                          **kwargs) as cluster:
         yield cluster
+
+
+class SharedCluster:
+    """One :func:`local_cluster` (800 MiB per worker) for the tests below, taken in turn. Killed or
+    over its memory limit, a worker is restarted by its nanny: the next test waits until both
+    are up again. A test that leaves the cluster short of a worker (one retired) says so, and
+    the next test to take it gets a fresh one."""
+
+    def __init__(self) -> None:
+        self.stack = contextlib.ExitStack()
+        self.cluster: LocalCluster | None = None
+        self.damaged = False
+
+    def take(self, *, damages: bool = False) -> LocalCluster:
+        if self.damaged:
+            self.close()
+        if self.cluster is None:
+            self.cluster = self.stack.enter_context(local_cluster(memory_limit="800MiB"))
+        cluster = self.cluster
+        with Client(cluster.scheduler_address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=300)
+        deadline = time.monotonic() + 300
+        while len(nanny_pids(cluster)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.damaged = damages
+        return cluster
+
+    def close(self) -> None:
+        self.stack.close()
+        self.stack, self.cluster, self.damaged = contextlib.ExitStack(), None, False
+
+
+@pytest.fixture(scope="module")
+def shared_cluster() -> Iterator[SharedCluster]:
+    shared = SharedCluster()
+    try:
+        yield shared
+    finally:
+        shared.close()
 
 
 CLI = ("import sys; from tests.jobs.test_worker_faults import register_trap; register_trap(); "
@@ -202,17 +258,16 @@ def nanny_pids(cluster: LocalCluster) -> list[int]:
 
 
 @pytest.mark.timeout(180)
-def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(tmp_path):
-    src = scene(tmp_path)
+def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(tmp_path, poisoned, clean,
+                                                                shared_cluster):
     out = tmp_path / "out.zarr"
-    with local_cluster() as cluster:
-        clean = clean_run(src, tmp_path, cluster.scheduler_address, delay=0.05)
-        victim = nanny_pids(cluster)[0]
-        watcher = kill_when_done(out, 8, lambda: os.kill(victim, signal.SIGKILL))
-        report = run(JobSpec.from_dict(trap_job(src, out, tmp_path / "unarmed", delay=0.05)),
-                     scheduler=cluster.scheduler_address)
-        watcher.join(timeout=5)
-        assert victim not in nanny_pids(cluster) or not _alive(victim), "the worker was not killed"
+    cluster = shared_cluster.take()
+    victim = nanny_pids(cluster)[0]
+    watcher = kill_when_done(out, 8, lambda: os.kill(victim, signal.SIGKILL))
+    report = run(JobSpec.from_dict(trap_job(poisoned, out, tmp_path / "unarmed", delay=0.05)),
+                 scheduler=cluster.scheduler_address)
+    watcher.join(timeout=5)
+    assert victim not in nanny_pids(cluster) or not _alive(victim), "the worker was not killed"
     assert report.n_tasks == 64
     assert_same_as(out, clean)
 
@@ -261,40 +316,38 @@ def test_random_worker_deaths_during_a_run_change_nothing_in_the_output(tmp_path
 
 
 @pytest.mark.timeout(180)
-def test_a_worker_over_its_memory_limit_is_restarted_and_the_output_unchanged(tmp_path):
-    src = scene(tmp_path, poison=(40, 100))
+def test_a_worker_over_its_memory_limit_is_restarted_and_the_output_unchanged(
+        tmp_path, poisoned, clean, shared_cluster):
     armed = tmp_path / "armed"
     armed.touch()
     out = tmp_path / "out.zarr"
-    with local_cluster(memory_limit="800MiB") as cluster:
-        clean = clean_run(src, tmp_path, cluster.scheduler_address, how="memory")
-        before = set(nanny_pids(cluster))
-        report = run(JobSpec.from_dict(trap_job(src, out, armed, how="memory")),
-                     scheduler=cluster.scheduler_address)
-        assert not armed.exists(), "the chunk that outgrows its worker never ran"
-        assert before - set(nanny_pids(cluster)), "no worker was restarted"
+    cluster = shared_cluster.take()  # its workers' memory limit: 800 MiB
+    before = set(nanny_pids(cluster))
+    report = run(JobSpec.from_dict(trap_job(poisoned, out, armed, how="memory")),
+                 scheduler=cluster.scheduler_address)
+    assert not armed.exists(), "the chunk that outgrows its worker never ran"
+    assert before - set(nanny_pids(cluster)), "no worker was restarted"
     assert report.n_tasks == 64
     assert_same_as(out, clean)
 
 
 @pytest.mark.timeout(180)
-def test_a_worker_retired_mid_job_as_at_a_walltime_changes_nothing_in_the_output(tmp_path):
-    src = scene(tmp_path)
+def test_a_worker_retired_mid_job_as_at_a_walltime_changes_nothing_in_the_output(
+        tmp_path, poisoned, clean, shared_cluster):
     out = tmp_path / "out.zarr"
-    with local_cluster() as cluster:
-        address = cluster.scheduler_address
-        clean = clean_run(src, tmp_path, address, delay=0.05)
-        leaving = min(cluster.scheduler.workers)
+    cluster = shared_cluster.take(damages=True)  # one worker fewer: no later test gets it
+    address = cluster.scheduler_address
+    leaving = min(cluster.scheduler.workers)
 
-        def retire() -> None:
-            with Client(address, timeout=30) as client:
-                client.retire_workers([leaving], close_workers=True)
+    def retire() -> None:
+        with Client(address, timeout=30) as client:
+            client.retire_workers([leaving], close_workers=True)
 
-        watcher = kill_when_done(out, 8, retire)
-        report = run(JobSpec.from_dict(trap_job(src, out, tmp_path / "unarmed", delay=0.05)),
-                     scheduler=address)
-        watcher.join(timeout=30)
-        assert leaving not in cluster.scheduler.workers
+    watcher = kill_when_done(out, 8, retire)
+    report = run(JobSpec.from_dict(trap_job(poisoned, out, tmp_path / "unarmed", delay=0.05)),
+                 scheduler=address)
+    watcher.join(timeout=30)
+    assert leaving not in cluster.scheduler.workers
     assert report.n_tasks == 64
     assert_same_as(out, clean)
 

@@ -50,7 +50,7 @@ def dask_cluster(tmp_path):
 
 
 def test_job_on_an_existing_cluster_loads_the_model_once_per_worker(tmp_path, model_path, dask_cluster):
-    image = textured_image(256, 256, seed=11)
+    image = textured_image(128, 128, seed=11)  # 16 chunks: tasks for both workers' four threads
     src = write_zarr(tmp_path / "in.zarr", image, chunks=(32, 32))
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(job_dict(src, model_path, str(tmp_path / "out.zarr"), chunks=[32, 32])))
