@@ -3,6 +3,7 @@ one region at a time per GPU, and the region a task computes."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -105,8 +106,8 @@ def tilings(draw: st.DrawFn) -> tuple[Tiling, tuple[int, int]]:
 
 
 def _brute_cost(spec: Tiling, region: tuple[int, ...]) -> float:
-    def volume(chunks: tuple[int, ...]) -> int:
-        return sum(int(np.prod([s.stop - s.start for s in t.window]))
+    def volume(chunks: tuple[int, ...]) -> int:  # math.prod: np.prod costs ~10 us a tile
+        return sum(math.prod(s.stop - s.start for s in t.window)
                    for r in regions(spec.shape, chunks) for t in region_tiles(spec, r))
     return volume(region) / volume(spec.shape)
 
