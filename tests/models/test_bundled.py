@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
+import torch
 
 import geoseg
 from geoseg.demo import write_scene
@@ -14,16 +15,42 @@ from geoseg.synth import make_scene
 FRESH_SEED = 4242  # training used seeds 0-3 and 999
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small nets run fastest on one thread, and the test machine's cores are shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def model():
     return geoseg.load_model("builtin:demo-unet", device="cpu")
 
 
-@pytest.mark.parametrize("chunks, tile", [((128, 128), 128), ((97, 61), 64), ((301, 277), 512)])
-def test_bundled_model_chunked_equals_whole_image(tmp_path, model, chunks, tile):
-    scene = make_scene(301, 277, seed=77)
-    raster = geoseg.open_raster(write_scene(scene, str(tmp_path / "s.zarr"), chunks=100), variable="image")
-    reference = model.predict_image(scene.image, nodata=0)
+HEIGHT, WIDTH = 211, 197  # multiples of nothing useful (primes)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A scene written once (Zarr chunks of 100) and the model on the whole of it."""
+    return make_scene(HEIGHT, WIDTH, seed=77)
+
+
+@pytest.fixture(scope="module")
+def written(scene, tmp_path_factory):
+    return write_scene(scene, str(tmp_path_factory.mktemp("bundled") / "s.zarr"), chunks=100)
+
+
+@pytest.fixture(scope="module")
+def reference(scene, model):
+    return model.predict_image(scene.image, nodata=0)
+
+
+@pytest.mark.parametrize("chunks, tile", [((128, 128), 128), ((97, 61), 64), ((HEIGHT, WIDTH), 512)])
+def test_bundled_model_chunked_equals_whole_image(written, reference, model, chunks, tile):
+    raster = geoseg.open_raster(written, variable="image")
     with dask.config.set(scheduler="sync"):
         probs = geoseg.segment(raster, model, output="probabilities", chunks=chunks, tile=tile).values
         classes = geoseg.segment(raster, model, chunks=chunks, tile=tile).values
