@@ -45,6 +45,17 @@ def _isolated_run_records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     patch.undo()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module of small nets (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): the test processes share the machine's
+    cores, and a thread pool in each only oversubscribes them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

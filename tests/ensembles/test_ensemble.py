@@ -24,13 +24,7 @@ from tests.conftest import random_unet, textured_image, write_zarr
 HEIGHT, WIDTH = 101, 87
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two shared CPU cores: torch's thread pool only oversubscribes them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Fixed(Segmenter):

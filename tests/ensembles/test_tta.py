@@ -19,14 +19,7 @@ from geoseg.ensembles import TTA, TTARef, transform_set
 from geoseg.models import Segmenter
 from tests.conftest import random_unet, textured_image, write_zarr
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two shared CPU cores: torch's thread pool only oversubscribes them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Identity(Segmenter):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -53,13 +52,7 @@ GLOBAL: dict[str, tuple[str, dict[str, Any]]] = {
 ALL = {**LOCAL, **GLOBAL}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny nets run fastest on one thread, and the test machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(case: str, bands: int = 3, classes: int = 3, seed: int = 0) -> nn.Module:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
-import torch
 
 import geoseg
 from geoseg.demo import write_scene
@@ -15,13 +14,7 @@ from geoseg.synth import make_scene
 FRESH_SEED = 4242  # training used seeds 0-3 and 999
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small nets run fastest on one thread, and the test machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

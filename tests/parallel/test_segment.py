@@ -5,7 +5,6 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,13 +18,7 @@ from tests.conftest import random_unet, textured_image, write_zarr
 HEIGHT, WIDTH = 131, 101  # multiples of nothing useful (primes)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small nets run fastest on one thread, and the test machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Identity(Segmenter):

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from geoseg.demo import write_scene
 from geoseg.io.sources import GeoTIFFSource, ZarrSource
@@ -22,8 +21,8 @@ CLASSES = [c.name for c in SCENE_CLASSES]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every training test: torch on one thread (restored after the module)."""
 
 
 @pytest.fixture(scope="session")
