@@ -35,6 +35,8 @@ def test_mask_is_the_same_whatever_the_chunking_with_objects_across_chunks(tmp_p
     assert across.size > 5  # objects on chunk borders
 
 
+@pytest.mark.slow  # a cluster of two processes and a peer library: the labelling itself is
+# checked against scipy at any chunking in test_components.py; this keeps the script running
 def test_benchmark_labels_every_way_and_they_agree(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     setup = bench.Setup(chunk=64, connectivity=2, workers=2, memory_limit="1GiB", peer_chunk=128,
