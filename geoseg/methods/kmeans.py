@@ -34,7 +34,7 @@ from geoseg.core.classes import ClassInfo
 from geoseg.core.segmenter import valid_mask
 from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods.features import PixelMethod
-from geoseg.methods.params import check_value
+from geoseg.methods.params import check_class_names, check_value
 from geoseg.methods.stats import RasterData, map_chunks, raster_data, tree_reduce
 
 PALETTE = (
@@ -64,6 +64,9 @@ class KMeans(PixelMethod):
         ``k`` centroids of ``F`` features each.
     features
         1-based band numbers the features are taken from (``None``: all bands, in order).
+    class_names
+        One name per centroid, in order (default ``cluster_0`` .. ``cluster_{k-1}``); the
+        colours stay the palette's.
     """
 
     centroids: tuple[tuple[float, ...], ...]
@@ -74,10 +77,14 @@ class KMeans(PixelMethod):
     init_centroids: tuple[tuple[float, ...], ...] | None = None
     band_names: tuple[str, ...] | None = None
     n_init: int = 1
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         centroids = _as_centroids(self.centroids)
         object.__setattr__(self, "centroids", centroids)
+        if self.class_names is not None:
+            check_names(self.class_names, len(centroids))
+            object.__setattr__(self, "class_names", tuple(map(str, self.class_names)))
         if self.features is not None:
             feats = tuple(int(b) for b in self.features)
             if len(feats) != len(centroids[0]) or any(b < 1 for b in feats):
@@ -93,9 +100,9 @@ class KMeans(PixelMethod):
 
     @property
     def classes(self) -> tuple[ClassInfo, ...]:
-        return tuple(
-            ClassInfo(f"cluster_{j}", PALETTE[j % len(PALETTE)]) for j in range(len(self.centroids))
-        )
+        k = len(self.centroids)
+        names = self.class_names or tuple(f"cluster_{j}" for j in range(k))
+        return tuple(ClassInfo(name, PALETTE[j % len(PALETTE)]) for j, name in enumerate(names))
 
     def _describe_features(self) -> str:
         return "all bands" if self.features is None else f"bands {list(self.features)}"
@@ -117,6 +124,13 @@ class KMeans(PixelMethod):
         x = batch[:, self.feature_index(batch.shape[1])]
         d2 = np.stack([squared_distances(x, c, axis=1) for c in np.asarray(self.centroids)], axis=1)
         return -(d2 - d2.min(axis=1, keepdims=True)).astype(np.float32)
+
+
+def check_names(class_names: Sequence[str] | None, k: int) -> None:
+    """Refuse ``class_names`` of another count than the ``k`` clusters, before any pixel is read."""
+    given = 0 if class_names is None else len(class_names)
+    fix = f"set k to {given}" if given else "leave class_names out"
+    check_class_names(class_names, k, f"k-means with k={k}", fix)
 
 
 def _as_centroids(centroids: Any) -> tuple[tuple[float, ...], ...]:
@@ -364,6 +378,7 @@ def fit_kmeans(
     sample_size: int = 100_000,
     nodata: float | None = None,
     split_every: int = 8,
+    class_names: Sequence[str] | None = None,
 ) -> KMeans:
     """Fit k-means with global centroids on a whole raster: one map-reduce per iteration,
     shared by all starts.
@@ -388,6 +403,10 @@ def fit_kmeans(
     max_iter, tol
         Lloyd stops after ``max_iter`` iterations or once the summed squared
         centroid shift is at most ``tol`` times the mean feature variance.
+    class_names
+        One name per cluster, in the order of the clusters (of ``init`` when it gives the
+        centroids); default ``cluster_0`` .. ``cluster_{k-1}``. Another count than ``k`` is
+        refused before any pixel is read.
 
     Returns
     -------
@@ -397,6 +416,7 @@ def fit_kmeans(
     for name, value in (("k", k), ("max_iter", max_iter), ("tol", tol), ("seed", seed),
                         ("sample_size", sample_size), ("split_every", split_every)):
         check_value(name, value)
+    check_names(class_names, k)
     rd = raster_data(raster, nodata)
     index = _band_index(bands, rd.n_bands)
     check_init(init, k, n_init, len(index), describe_bands(bands, rd.n_bands))
@@ -424,6 +444,7 @@ def fit_kmeans(
         _as_centroids(starts[best]),
         rd.band_names,
         len(starts),
+        None if class_names is None else tuple(class_names),
     )
 
 
@@ -504,16 +525,20 @@ def unfitted_kmeans(
     bands: Sequence[int] | None = None,
     init: Any = "k-means++",
     n_init: int | None = None,
+    class_names: Sequence[str] | None = None,
     **_fit_only: Any,
 ) -> KMeans:
     """What :func:`fit_kmeans` with these parameters gives on a raster of ``band_names``, as far
-    as is known before the fit: ``k`` classes, its features and bands (the centroids are
-    placeholders). Checks ``k``, ``bands`` and ``init`` as the fit would, without reading a pixel."""
+    as is known before the fit: ``k`` classes (named), its features and bands (the centroids are
+    placeholders). Checks ``k``, ``class_names``, ``bands`` and ``init`` as the fit would,
+    without reading a pixel."""
     check_value("k", k)
+    check_names(class_names, k)
     index = _band_index(bands, len(band_names))
     check_init(init, k, n_init, len(index), describe_bands(bands, len(band_names)))
     return KMeans(np.zeros((k, len(index))), None if bands is None else tuple(int(b) for b in bands),
-                  band_names=tuple(band_names))
+                  band_names=tuple(band_names),
+                  class_names=None if class_names is None else tuple(class_names))
 
 
 DEFAULT_N_INIT = 10

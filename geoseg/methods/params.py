@@ -13,7 +13,7 @@ method checks beyond this (increasing thresholds, an odd ``block_size``) stays w
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -117,6 +117,21 @@ def check_value(name: str, value: Any, key: str | None = None) -> None:
             if isinstance(value, str) and _parses_as_number(value) else "")
     raise MethodParameterError(f"{key or name}: received {value!r}; expected {kind.expected}"
                                f"{hint}.")
+
+
+def check_class_names(class_names: Sequence[str] | None, classes: int, gives: str,
+                      fix: str) -> None:
+    """Refuse ``class_names`` (when given) of another count than the ``classes`` that ``gives``
+    (the method, in words) makes; ``fix`` says how to change that count instead. One string is
+    refused too: it would be taken as one name per letter."""
+    if isinstance(class_names, str):
+        raise MethodParameterError(
+            f"class_names: received the string {class_names!r}; expected a list of {classes} "
+            f"names, one per class, e.g. {[class_names] + ['...'] * (classes - 1)}.")
+    if class_names is not None and len(class_names) != classes:
+        raise MethodParameterError(
+            f"class_names: received {len(class_names)} name(s) {list(class_names)}, but {gives} "
+            f"gives {classes} classes; give one name per class, or {fix}.")
 
 
 def check_params(params: Mapping[str, Any], key: str) -> None:

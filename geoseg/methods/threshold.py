@@ -34,6 +34,7 @@ from geoseg.methods.features import (
     class_infos,
     one_hot,
 )
+from geoseg.methods.params import check_class_names
 from geoseg.methods.stats import Histogram, global_histogram, raster_data
 
 LOCAL_METHODS = ("gaussian", "mean", "median")
@@ -269,11 +270,7 @@ def check_classes(method: str, classes: int, class_names: Sequence[str] | None =
         )
     if classes < 2:
         raise MethodParameterError(f"classes must be >= 2, got {classes}.")
-    if class_names is not None and len(class_names) != classes:
-        raise MethodParameterError(
-            f"class_names: received {len(class_names)} name(s) {list(class_names)}, but method "
-            f"{method!r} gives {classes} classes; give one name per class, or set classes."
-        )
+    check_class_names(class_names, classes, f"method {method!r}", "set classes")
 
 
 def fit_threshold(

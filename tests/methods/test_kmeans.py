@@ -17,7 +17,7 @@ from skimage import data as skdata
 from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods import KMeans, fit_kmeans, kmeans_plusplus, with_position
 from geoseg.methods.build import build_method
-from geoseg.methods.kmeans import init_task, start_seeds
+from geoseg.methods.kmeans import PALETTE, init_task, start_seeds, unfitted_kmeans
 from geoseg.methods.stats import raster_data
 from tests.methods.rasters import (
     memory_raster,
@@ -247,6 +247,12 @@ def test_kmeans_fitted_on_named_bands_refuses_another_band_count_and_has_no_halo
     ({"k": 2, "tol": -1.0}, "tol: received -1.0; expected a number >= 0"),
     ({"k": 2, "seed": -1}, "seed: received -1; expected a whole number >= 0"),
     ({"k": 2, "sample_size": 0}, "sample_size: received 0; expected a whole number >= 1"),
+    ({"k": 3, "class_names": ["water", "forest"]},
+     (r"class_names: received 2 name\(s\) \['water', 'forest'\], but k-means with k=3 gives "
+      r"3 classes; give one name per class, or set k to 2\.")),
+    ({"k": 2, "class_names": []}, r"received 0 name\(s\) \[\].*or leave class_names out\."),
+    ({"k": 2, "class_names": "ab"}, (r"class_names: received the string 'ab'; expected a list "
+                                    r"of 2 names, one per class, e.g. \['ab', '\.\.\.'\]\.")),
 ])
 def test_parameters_are_refused_before_a_pixel_is_read(params, message):
     """init of another length than k (or rows of another width than the features), and
@@ -254,6 +260,29 @@ def test_parameters_are_refused_before_a_pixel_is_read(params, message):
     seed < 0 was a numpy traceback), are refused on the parameters alone."""
     with pytest.raises(MethodParameterError, match=message):
         fit_kmeans(unreadable_raster(bands=3), **params)
+
+
+def test_class_names_name_the_clusters_in_order_and_change_nothing_else(rgb):
+    """Names given with explicit init centroids (a known order) name the classes; the
+    centroids, and so the labels, are those of the same fit without names."""
+    raster = memory_raster(rgb, chunks=(64, 64))
+    init = [[40.0] * 3, [128.0] * 3, [220.0] * 3]
+    named = fit(raster, 3, init=init, max_iter=5, class_names=("water", "forest", "urban"))
+    plain = fit(raster, 3, init=init, max_iter=5)
+    assert named.centroids == plain.centroids and named.inertia == plain.inertia
+    assert [c.name for c in named.classes] == ["water", "forest", "urban"]
+    assert [c.name for c in plain.classes] == ["cluster_0", "cluster_1", "cluster_2"]
+    assert [c.color for c in named.classes] == [c.color for c in plain.classes] == list(PALETTE[:3])
+
+
+def test_class_names_of_another_count_are_refused_by_the_segmenter_and_the_stand_in():
+    with pytest.raises(MethodParameterError, match=r"received 1 name\(s\) \['a'\], but k-means "
+                                                   r"with k=2 gives 2 classes"):
+        KMeans(np.zeros((2, 3)), class_names=("a",))
+    with pytest.raises(MethodParameterError, match=r"k-means with k=3 gives 3 classes.*set k to 2"):
+        unfitted_kmeans(("r", "g", "b"), 3, class_names=["a", "b"])
+    stand_in = unfitted_kmeans(("r", "g", "b"), 2, class_names=["a", "b"])
+    assert [c.name for c in stand_in.classes] == ["a", "b"]
 
 
 def test_kmeans_plusplus_refuses_k_below_one():

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+import zarr
 
+from geoseg.methods.kmeans import PALETTE
 from tests.cli import geoseg
 from tests.conftest import textured_image, write_zarr
 from tests.test_errors_cli import assert_clean
@@ -19,11 +21,15 @@ def scene(tmp_path) -> str:
     return write_zarr(tmp_path / "scene.zarr", textured_image(64, 64))  # 3 bands, uint8
 
 
-def validate(tmp_path: Path, scene: str, model: dict):
+def write_job(tmp_path: Path, scene: str, model: dict, **more: object) -> str:
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"input": {"url": scene}, "model": model,
-                                   "output": {"url": str(tmp_path / "out.zarr")}}))
-    return geoseg("validate", str(job))
+                                   "output": {"url": str(tmp_path / "out.zarr")}, **more}))
+    return str(job)
+
+
+def validate(tmp_path: Path, scene: str, model: dict):
+    return geoseg("validate", write_job(tmp_path, scene, model))
 
 
 @pytest.mark.parametrize("method, params, message", [
@@ -47,6 +53,9 @@ def test_kmeans_init_of_another_shape_than_k_centres_by_bands_fails_validate(
     ("multiotsu", {"feature": 1, "classes": 3, "class_names": ["low", "high"]},
      ("model.params: class_names: received 2 name(s) ['low', 'high'], but method 'multiotsu' "
      "gives 3 classes")),
+    ("kmeans", {"k": 3, "class_names": ["water", "forest"]},
+     ("model.params: class_names: received 2 name(s) ['water', 'forest'], but k-means with k=3 "
+      "gives 3 classes; give one name per class, or set k to 2.")),
     ("histogram", {"feature": 1, "max_smoothing": 0},
      "model.params.max_smoothing: received 0; expected a whole number >= 1"),
     ("sobel", {"feature": 1, "threshold": -1},
@@ -74,3 +83,15 @@ def test_an_ensemble_member_out_of_range_is_named_by_its_key(tmp_path, scene):
                {"method": "threshold", "params": {"feature": 2, "thresholds": [-5]}}]
     result = validate(tmp_path, scene, {"ensemble": {"members": members}})
     assert_clean(result, 2, "model.ensemble.members.1.params: thresholds: received [-5.0]")
+
+
+def test_kmeans_class_names_in_a_job_spec_name_the_output_classes(tmp_path, scene):
+    """The names a spec gives k-means reach the output's attributes, in the clusters' order (of
+    init); the colours stay the palette's."""
+    model = {"method": "kmeans", "params": {"k": 3, "init": [[40] * 3, [128] * 3, [220] * 3],
+                                            "class_names": ["water", "forest", "urban"]}}
+    result = geoseg("run", write_job(tmp_path, scene, model, cluster={"kind": "threads"}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    attrs = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs["geoseg"]
+    assert attrs["class_names"] == ["water", "forest", "urban"]
+    assert [tuple(c[:3]) for c in attrs["class_colors"]] == list(PALETTE[:3])
