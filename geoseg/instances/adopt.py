@@ -3,7 +3,7 @@
 Any single-band integer raster geoseg reads (Zarr, GeoTIFF/COG, NIfTI, ...)
 becomes the ``classes`` of a new output group, chunk by chunk, with its
 georeference, each chunk recorded in the manifest like a job's; class ``k`` is
-named ``"k"``.
+named ``"k"``, but for the mask's declared nodata, named ``"nodata"``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def adopt_mask(url: str, out: str, *, variable: str | None = None,
     nodata_class = nodata if nodata is not None else (
         n_classes - 1 if n_classes == MAX_CLASSES else 0)
     background = 0 if nodata_class != 0 else None
-    class_names = [str(k) for k in range(n_classes)]
+    class_names = _class_names(n_classes, nodata)
     if settings is not None:
         routes(settings, class_names, nodata_class, (), ndim=len(source.shape) - 1,
                background=background)
@@ -63,6 +63,11 @@ def adopt_mask(url: str, out: str, *, variable: str | None = None,
     dask.compute(*copies)
     target.finalize({"status": "complete"})
     return target
+
+
+def _class_names(n_classes: int, nodata: int | None) -> list[str]:
+    """Class ``k`` named ``"k"``, the declared nodata ``"nodata"`` (``--classes`` takes ids too)."""
+    return ["nodata" if k == nodata else str(k) for k in range(n_classes)]
 
 
 def _nodata(source: RasterSource) -> int | None:

@@ -4,8 +4,9 @@ The classes are read with a stride (every ``step``-th pixel of every chunk, chun
 nearest-neighbour downsampling, so class ids stay ids); the input's chosen bands the same way,
 stretched between their 2nd and 98th percentiles. The mask lies over the picture in the
 model's class colours (the output's ``class_colors``), the nodata class left clear, with a
-legend. A volume gets three orthogonal slices through its middle. Memory is bounded by the
-chunks in flight plus the small picture, whatever the raster's size.
+legend of the classes the picture shows (the most frequent :data:`LEGEND_MAX` of them, the
+rest counted in a last entry). A volume gets three orthogonal slices through its middle. Memory
+is bounded by the chunks in flight plus the small picture, whatever the raster's size.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dask.array as da
 import numpy as np
 
 DEFAULT_SIZE = 1024  # longest side of the picture, in pixels
+LEGEND_MAX = 24  # classes the legend names at most; any others it counts in one last entry
 PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
                     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34],
                     [23, 190, 207]], np.uint8)
@@ -83,6 +85,30 @@ def overlay(rgb: np.ndarray | None, classes: np.ndarray, colors: np.ndarray,
     paint = colors[np.where(known, classes, 0)].astype(np.float64) / 255
     weight = np.where(known, alpha if rgb is not None else 1.0, 0.0)[..., None]
     return base * (1 - weight) + paint * weight
+
+
+def legend(look: Quicklook, most: int = LEGEND_MAX) -> tuple[tuple[int, ...], int]:
+    """The class ids the legend names, and how many more classes it only counts.
+
+    Only classes in the drawn views count (never the nodata class, nor ids without a name),
+    in id order; of more than ``most``, the ``most`` most frequent, most frequent first (ties
+    in id order), the others counted."""
+    counts = _counts(look)
+    present = np.flatnonzero(counts)
+    if len(present) <= most:
+        return tuple(int(i) for i in present), 0
+    order = np.argsort(-counts[present], kind="stable")
+    return tuple(int(i) for i in present[order[:most]]), len(present) - most
+
+
+def _counts(look: Quicklook) -> np.ndarray:
+    """Sampled pixels of each named class in the views; 0 for the nodata class."""
+    n = len(look.names)
+    ids = np.concatenate([classes.ravel() for _, _, classes in look.views]).astype(np.int64)
+    counts = np.bincount(ids[(ids >= 0) & (ids < n)], minlength=n)
+    if look.nodata is not None and 0 <= look.nodata < n:
+        counts[look.nodata] = 0
+    return counts
 
 
 def build(output_url: str, *, image_url: str | None = None, variable: str | None = None,
@@ -193,11 +219,10 @@ def render(look: Quicklook, *, dpi: int = 100) -> bytes:
     """The quicklook as PNG bytes: views side by side at one picture pixel per sampled pixel
     (so the build's ``size`` sets the picture's size), a title and a legend of the classes."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global state
-    from matplotlib.patches import Patch
 
-    handles = [Patch(color=look.colors[i] / 255, label=name) for i, name in enumerate(look.names)
-               if i != look.nodata]
-    layout = _Layout.of([v[2].shape for v in look.views], len(handles), bool(look.note))
+    handles = _handles(look)
+    layout = _Layout.of([v[2].shape for v in look.views], [h.get_label() for h in handles],
+                        bool(look.note))
     fig = Figure(figsize=(layout.width / dpi, layout.height / dpi), dpi=dpi)
     for box, (title, rgb, classes) in zip(layout.boxes(), look.views):
         ax = fig.add_axes(box)
@@ -205,12 +230,27 @@ def render(look: Quicklook, *, dpi: int = 100) -> bytes:
         ax.imshow(overlay(picture, classes, look.colors, look.nodata), interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    fig.legend(handles=handles, loc="lower center", ncol=layout.columns, fontsize=8, frameon=False)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=layout.columns, fontsize=8,
+                   frameon=False)
     fig.suptitle(f"1 picture pixel = {look.step} x {look.step} output pixels"
                  + (f"\n{look.note}" if look.note else ""), fontsize=8, wrap=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _handles(look: Quicklook) -> list[Any]:
+    """The legend's entries (:func:`legend`): each class in its own colour, then, when some
+    are left out, one uncoloured entry counting them."""
+    from matplotlib.patches import Patch
+
+    shown, more = legend(look)
+    handles = [Patch(color=look.colors[i] / 255, label=look.names[i]) for i in shown]
+    if more:
+        handles.append(Patch(facecolor="none", edgecolor="none",
+                             label=f"+ {more} more class{'es' * (more > 1)}"))
+    return handles
 
 
 @dataclass(frozen=True)
@@ -226,12 +266,17 @@ class _Layout:
     gap: ClassVar[int] = 12
 
     @classmethod
-    def of(cls, sizes: Sequence[tuple[int, ...]], n_classes: int, note: bool = False) -> _Layout:
+    def of(cls, sizes: Sequence[tuple[int, ...]], labels: Sequence[str],
+           note: bool = False) -> _Layout:
+        """The layout of views of ``sizes`` over a legend of ``labels`` (under a ``note``): as
+        many columns as the longest label leaves room for, at most 6, and as many rows as
+        they need."""
         sizes = tuple((int(h), int(w)) for h, w in sizes)
         views = sum(w for _, w in sizes) + cls.gap * (len(sizes) + 1)
         width = max(views, 360)
-        columns = max(1, min(n_classes, 6, width // 110))
-        bottom = 16 + 16 * math.ceil(n_classes / columns)
+        column = max(110, 56 + 7 * max(map(len, labels), default=0))  # patch, gaps, ~7 px a char
+        columns = max(1, min(len(labels), 6, width // column))
+        bottom = 16 + 16 * math.ceil(len(labels) / columns)
         top = 44 + 24 * note  # the title (and a note under it), then each view's
         return cls(sizes, columns, width, top + max(h for h, _ in sizes) + bottom, top)
 

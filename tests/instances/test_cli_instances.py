@@ -141,6 +141,8 @@ def test_declared_nodata_is_no_object_class(tmp_path):
         assert done.returncode == 0, done.stderr
         group = zarr.open_group(str(out), mode="r")
         assert group.attrs["geoseg"]["nodata_class"] == 255, name
+        names = group.attrs["geoseg"]["class_names"]
+        assert names[255] == "nodata" and names[:3] == ["0", "1", "2"], name  # ids stay ids
         labels = group["instances"][:]
         assert_same_partition(labels, objects_of(mask, (1, 2)))
         table = pd.read_parquet(out / "instances.parquet")

@@ -1,0 +1,109 @@
+"""The quicklook's legend: the classes the picture shows, a bounded number of them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from geoseg.instances.adopt import adopt_mask
+from geoseg.instances.stage import InstanceSettings, routes
+from geoseg.io.georef import GeoRef
+from geoseg.io.output import OutputTarget, create_output
+from geoseg.report.quicklook import (
+    LEGEND_MAX,
+    Quicklook,
+    _handles,
+    _Layout,
+    build,
+    class_colors,
+    legend,
+    render,
+)
+from tests.conftest import write_geotiff
+
+
+def _binary_mask() -> np.ndarray:
+    """0/1 with a strip of nodata 255, as GIS tools write masks."""
+    mask = np.zeros((48, 64), np.uint8)
+    mask[8:30, 10:40] = 1
+    mask[:, :6] = 255
+    return mask
+
+
+def _height(look: Quicklook) -> int:
+    return Image.open(io.BytesIO(render(look))).height
+
+
+def _output(path, classes: np.ndarray, names: list[str]) -> str:
+    target = create_output(str(path), shape=classes.shape, chunks=(32, 32), georef=GeoRef(),
+                           class_names=names, class_dtype="uint8", nodata_class=255)
+    target.open_group()["classes"][...] = classes
+    return str(path)
+
+
+def test_an_adopted_0_1_geotiff_lists_its_two_classes_at_the_height_of_two_classes(tmp_path):
+    mask = _binary_mask()
+    src = write_geotiff(tmp_path / "mask.tif", mask[None], nodata=255)
+    adopted = build(str(adopt_mask(src, str(tmp_path / "adopted.zarr")).url))
+    assert len(adopted.names) == 256 and adopted.nodata == 255  # ids reach the nodata id
+    assert legend(adopted) == ((0, 1), 0)
+    assert [h.get_label() for h in _handles(adopted)] == ["0", "1"]
+
+    two = build(_output(tmp_path / "two.zarr", mask, ["0", "1"]))
+    assert two.note == adopted.note  # both: the mask alone, so one caption's height
+    assert _height(adopted) == _height(two)
+    sizes = [v[2].shape for v in adopted.views]
+    every = _Layout.of(sizes, adopted.names[:255], bool(adopted.note)).height
+    assert _height(adopted) < every - 300  # a legend of every class but nodata: ~43 rows
+
+
+def test_the_legend_names_the_most_frequent_classes_up_to_the_cap_and_counts_the_rest(tmp_path):
+    rng = np.random.default_rng(5)
+    ids = np.arange(40) * 3 + 1  # 40 classes present of 150 named, the rest absent
+    weights = np.arange(1, 41, dtype=np.float64)
+    classes = rng.choice(ids, size=(90, 120), p=weights / weights.sum()).astype(np.uint8)
+    classes[:40] = 255  # nodata: the most frequent of all, never listed
+    names = [f"class {i}" for i in range(150)]
+    look = build(_output(tmp_path / "many.zarr", classes, names))
+    assert look.step == 1  # the views hold every pixel: np.unique's counts are theirs
+
+    values, counts = np.unique(classes[classes != 255], return_counts=True)
+    ranked = sorted(zip(-counts, values))  # most frequent first, ties in id order
+    assert len(values) == 40
+    expected = tuple(int(v) for _, v in ranked[:LEGEND_MAX])
+    assert legend(look) == (expected, 40 - LEGEND_MAX)
+
+    handles = _handles(look)
+    assert [h.get_label() for h in handles] == [names[i] for i in expected] + [
+        f"+ {40 - LEGEND_MAX} more classes"]
+    for i, handle in zip(expected, handles):
+        np.testing.assert_allclose(handle.get_facecolor()[:3], look.colors[i] / 255)
+    labels = [h.get_label() for h in handles]
+    assert _height(look) == _Layout.of([classes.shape], labels, bool(look.note)).height
+
+
+def test_only_named_classes_in_the_views_are_listed_in_id_order():
+    """An id without a name (drawn clear) and the nodata class are never listed; a class
+    named but absent from every view neither."""
+    views = (("axial", None, np.array([[3, 3, 1], [255, 9, 3]], np.uint8)),
+             ("coronal", None, np.array([[0, 3]], np.uint8)))
+    look = Quicklook(views, ("a", "b", "c", "d", "e"), class_colors(None, 5), 255, 1)
+    assert legend(look) == ((0, 1, 3), 0)
+    assert legend(look, most=2) == ((3, 0), 1)  # 3 is the most frequent; 0 before 1 on a tie
+    assert [h.get_label() for h in _handles(look)] == ["a", "b", "d"]
+
+
+def test_an_adopted_mask_names_its_declared_nodata_and_ids_still_select_classes(tmp_path):
+    src = write_geotiff(tmp_path / "mask.tif", _binary_mask()[None], nodata=255)
+    attrs = OutputTarget(str(adopt_mask(src, str(tmp_path / "a.zarr")).url)).attrs()
+    names = attrs["class_names"]
+    assert names[255] == "nodata" and attrs["nodata_class"] == 255
+    assert names[:2] == ["0", "1"] and names[254] == "254"
+    picked = routes(InstanceSettings(classes=(1, "1", 255, "nodata")), names, 255)
+    assert picked[0].classes == (1, 1, 255, 255)
+
+    undeclared = write_geotiff(tmp_path / "plain.tif", np.ones((1, 16, 16), np.uint8), nodata=None)
+    plain = OutputTarget(str(adopt_mask(undeclared, str(tmp_path / "p.zarr")).url)).attrs()
+    assert plain["class_names"] == ["0", "1"]  # no nodata declared: no class named so
