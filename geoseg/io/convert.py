@@ -6,7 +6,8 @@ rioxarray read with the input's georeference::
     OUT.zarr/
       raster        (band, y, x) or (band, z, y, x), the input's dtype, regular chunks;
                     attrs band_names (and long_name), nodata; for volumes voxel_affine,
-                    spacing, units; for images grid_mapping -> spatial_ref
+                    spacing, units (and nifti_codes, a NIfTI input's qform and sform
+                    codes); for images grid_mapping -> spatial_ref
       band          1..n, like rioxarray's band coordinate
       spatial_ref, x, y   CRS (crs_wkt) and GeoTransform, pixel centres (images)
       attrs["geoseg"]     converted_from (URL without credentials), input_format, status
@@ -339,9 +340,7 @@ def _raster_attrs(georef: GeoRef, band_names: Sequence[str], ndim: int) -> dict[
     if georef.nodata is not None:
         attrs["nodata"] = georef.nodata
     if ndim == 3:
-        attrs.update(
-            {k: v for k, v in georef.attrs().items() if k in ("voxel_affine", "spacing", "units")}
-        )
+        attrs.update(georef.volume_attrs())
     elif georef.crs_wkt or georef.transform:
         attrs.update(grid_mapping="spatial_ref", coordinates="spatial_ref")
     return attrs

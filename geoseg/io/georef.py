@@ -36,25 +36,30 @@ WORLD_AXES = ("x", "y", "z")  # its rows: the world axes (scanner RAS+ for NIfTI
 class GeoRef:
     """CRS (as WKT), affine transform (rasterio order a, b, c, d, e, f) and nodata; for volumes
     a ``voxel_affine`` from array index ``(z, y, x, 1)`` to world ``(x, y, z, 1)``: rows x, y, z,
-    x first for every input (NIfTI's scanner RAS+, OME-Zarr's physical x, y, z)."""
+    x first for every input (NIfTI's scanner RAS+, OME-Zarr's physical x, y, z); for a volume read
+    from NIfTI, ``nifti_codes``: the file's ``(qform_code, sform_code)``, the space its affine is in
+    (``None`` for other inputs, and where the file says neither, ``(0, 0)``)."""
 
     crs_wkt: str | None = None
     transform: tuple[float, ...] | None = None
     nodata: float | None = None
     voxel_affine: tuple[float, ...] | None = None  # 16 values, row-major; volumes only
     units: str | None = None  # of the world coordinates a voxel_affine maps to
+    nifti_codes: tuple[int, int] | None = None  # (qform_code, sform_code); volumes only
 
     @classmethod
     def from_voxel_affine(cls, affine: Any, nodata: float | None = None,
-                          units: str | None = None) -> GeoRef:
+                          units: str | None = None, nifti_codes: Any = None) -> GeoRef:
         """A volume's georeference from a 4 x 4 matrix mapping ``(z, y, x, 1)`` indices to
-        world ``(x, y, z, 1)`` (see the module docstring)."""
+        world ``(x, y, z, 1)`` (see the module docstring), with the NIfTI xform codes of the file
+        it came from, if any (see :func:`as_nifti_codes`)."""
         matrix = np.asarray(affine, dtype=float)
         if matrix.shape != (4, 4):
             raise ParameterError(f"a voxel affine is a 4 x 4 matrix; got shape {matrix.shape}. Pass "
                                  "the voxel-to-world matrix over (z, y, x, 1) indices.")
         return cls(voxel_affine=tuple(float(v) for v in matrix.ravel()),
-                   nodata=None if nodata is None else float(nodata), units=units)
+                   nodata=None if nodata is None else float(nodata), units=units,
+                   nifti_codes=as_nifti_codes(nifti_codes))
 
     @classmethod
     def from_axis_scales(cls, scale: Sequence[float], translation: Sequence[float] = (0, 0, 0),
@@ -137,7 +142,30 @@ class GeoRef:
             out["spacing"] = list(self.spacing)
             if self.units:
                 out["units"] = self.units
+            if self.nifti_codes is not None:
+                out["nifti_codes"] = list(self.nifti_codes)
         return out
+
+    def volume_attrs(self) -> dict[str, Any]:
+        """A volume's voxel affine, spacing, units and NIfTI xform codes, as array attributes
+        (what a volume output or a converted volume stores; the Zarr reader reads them back)."""
+        return {k: v for k, v in self.attrs().items() if k in VOLUME_ATTRS}
+
+
+VOLUME_ATTRS = ("voxel_affine", "spacing", "units", "nifti_codes")
+
+
+def as_nifti_codes(codes: Any) -> tuple[int, int] | None:
+    """NIfTI ``(qform_code, sform_code)`` as two ints; ``None`` for none, and for ``(0, 0)``:
+    a file that names no space for its affine says nothing a code could carry on."""
+    if codes is None:
+        return None
+    try:
+        qform, sform = (int(c) for c in codes)
+    except (TypeError, ValueError):
+        raise ParameterError(f"NIfTI xform codes are two integers (qform_code, sform_code); got "
+                             f"{codes!r}. Pass them as read from a NIfTI header.") from None
+    return (qform, sform) if qform or sform else None
 
 
 def grid_difference(shape: tuple[int, ...], georef: GeoRef, other_shape: tuple[int, ...],

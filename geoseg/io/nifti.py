@@ -7,7 +7,9 @@ Voxels are stored in Fortran order ``(i, j, k[, t])``, so geoseg presents a volu
 ``(i, j, k)`` to scanner ``(X, Y, Z)``; :func:`voxel_affine` reorders its columns to geoseg's
 ``(z, y, x)`` index order and keeps its rows, world x, y, z as every ``voxel_affine`` has them
 (see :class:`~geoseg.io.georef.GeoRef`), and :func:`nifti_affine` undoes that for output: any
-volume's affine, an OME-Zarr's included, becomes an x-first NIfTI affine.
+volume's affine, an OME-Zarr's included, becomes an x-first NIfTI affine. The header's qform
+and sform codes travel beside the affine (``GeoRef.nifti_codes``), to be written back by the
+export.
 """
 
 from __future__ import annotations
@@ -67,9 +69,33 @@ def _units(header: nib.Nifti1Header) -> str | None:
     return None if space == "unknown" else space
 
 
+def xform_codes(header: nib.Nifti1Header) -> tuple[int, int] | None:
+    """The header's ``(qform_code, sform_code)``: the spaces its affines are in (scanner,
+    aligned, Talairach, MNI, ...); ``None`` when it names neither, or a code NIfTI does not
+    define (nothing an export could write back).
+
+    Only the best affine (the sform's, when it has a code) travels with the data, and the
+    export writes it as both forms. A qform of another matrix keeps its code only where it is
+    the affine carried: beside a coded sform of another matrix its code becomes 0, so no
+    export says the sform's matrix is in the qform's space."""
+    qform, sform = int(header["qform_code"]), int(header["sform_code"])
+    if qform and sform and not np.allclose(header.get_qform(), header.get_sform(), atol=1e-4):
+        qform = 0
+    codes = qform, sform
+    return codes if any(codes) and known_codes(codes) else None
+
+
+def known_codes(codes: tuple[int, int]) -> bool:
+    """Whether both codes are NIfTI xform codes (0 unknown, 1 scanner, ... 4 MNI, ...)."""
+    return all(code in nib.nifti1.xform_codes.value_set() for code in codes)
+
+
 def header_georef(header: nib.Nifti1Header) -> GeoRef:
-    """The georeference of a file with this header: its voxel affine in ``(z, y, x)`` order."""
-    return GeoRef.from_voxel_affine(voxel_affine(header.get_best_affine()), units=_units(header))
+    """The georeference of a file with this header: its voxel affine in ``(z, y, x)`` order,
+    with the header's xform codes, so that an export can say which space that affine is in
+    without the file."""
+    return GeoRef.from_voxel_affine(voxel_affine(header.get_best_affine()), units=_units(header),
+                                    nifti_codes=xform_codes(header))
 
 
 def is_scaled(header: nib.Nifti1Header) -> bool:

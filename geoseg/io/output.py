@@ -4,7 +4,8 @@ Layout (readable by ``xarray.open_zarr`` and rioxarray)::
 
     OUT.zarr/
       classes        (y, x) uint8/uint16, fill value = nodata class; (z, y, x) for volumes,
-                     with ``voxel_affine`` and ``spacing`` attributes
+                     with ``voxel_affine`` and ``spacing`` attributes (and ``units``,
+                     and ``nifti_codes`` for a NIfTI input)
       probabilities  (class, y, x) float16, NaN where the input had no data (optional)
       spatial_ref    scalar; attrs crs_wkt, GeoTransform
       x, y           pixel-centre coordinates (north-up inputs)
@@ -325,8 +326,8 @@ SPATIAL_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
 def _volume_attrs(georef: GeoRef) -> dict[str, Any]:
-    """A volume's voxel affine, spacing and units, as array attributes."""
-    return {k: v for k, v in georef.attrs().items() if k in ("voxel_affine", "spacing", "units")}
+    """A volume's voxel affine, spacing, units and NIfTI xform codes, as array attributes."""
+    return georef.volume_attrs()
 
 
 def write_georef(group: zarr.Group, georef: GeoRef, shape: tuple[int, int]) -> None:

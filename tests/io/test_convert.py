@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 
 import fsspec
 import nibabel as nib
@@ -18,11 +19,13 @@ from rasterio.enums import Resampling
 import geoseg
 from geoseg.errors import OutputExistsError, UnsupportedFormatError
 from geoseg.io.convert import convert
+from geoseg.io.exports import export_nifti
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import nifti_affine
 from geoseg.jobs import JobSpec, run
 from tests.cli import geoseg as geoseg_cli
 from tests.conftest import textured_image, write_geotiff
+from tests.io.test_export_nifti import coded_nifti, otsu_job
 from tests.io.test_volume_inputs import oblique_affine, write_nifti
 
 
@@ -210,3 +213,32 @@ def test_a_conversion_that_fails_midway_leaves_nothing_and_can_be_run_again(tmp_
         assert done.returncode == 2 and "cannot decode" in said, said
         assert f"Nothing was converted: the part-written output {out} was removed." in said
         assert not out.exists()
+
+
+@pytest.mark.parametrize("klass", [nib.Nifti1Image, nib.Nifti2Image])
+def test_converted_nifti_keeps_the_xform_codes_through_a_job_and_its_export(
+        tmp_path, cluster_address, klass):
+    """A gzipped NIfTI in scanner (qform) and MNI (sform) space: the converted Zarr carries the
+    codes, a job on it hands them to its output, and the export writes them back, with neither
+    the NIfTI file nor the converted Zarr there any more."""
+    scan = coded_nifti(tmp_path / "scan.nii.gz", klass, (1, 4))
+    affine = nib.load(scan).affine
+    converted = str(tmp_path / "scan.zarr")
+    convert(str(scan), converted, chunks=[4, 8, 8])
+    assert zarr.open_group(converted, mode="r")["raster"].attrs["nifti_codes"] == [1, 4]
+    assert geoseg.open_raster(converted).attrs["nifti_codes"] == [1, 4]
+    out = otsu_job(converted, tmp_path / "mask.zarr", cluster_address)
+    scan.unlink()
+    shutil.rmtree(converted)
+    exported = nib.load(export_nifti(out, str(tmp_path / "mask.nii")))
+    assert (int(exported.header["qform_code"]), int(exported.header["sform_code"])) == (1, 4)
+    np.testing.assert_allclose(exported.affine, affine, atol=1e-4)
+
+
+def test_converting_a_nifti_that_names_no_space_stores_no_xform_codes(tmp_path):
+    """Codes (0, 0) say nothing: no attribute, as for any other input."""
+    scan = coded_nifti(tmp_path / "scan.nii.gz", codes=(0, 0))
+    out = str(tmp_path / "scan.zarr")
+    convert(str(scan), out)
+    assert "nifti_codes" not in zarr.open_group(out, mode="r")["raster"].attrs
+    assert "voxel_affine" in zarr.open_group(out, mode="r")["raster"].attrs

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import zarr
 
+import geoseg
 from geoseg.errors import ExportError, OutputExistsError
 from geoseg.io.exports import export_nifti
+from geoseg.io.readers import open_source
 from geoseg.jobs import JobSpec, run
 from tests.io.test_volume_inputs import oblique_affine, ome_world, write_nifti, write_ome_volume
 
@@ -116,3 +118,84 @@ def test_nifti_keeps_the_source_files_xform_codes(tmp_path, cluster_address, cod
     exported = nib.load(dest)
     assert (int(exported.header["qform_code"]), int(exported.header["sform_code"])) == codes
     np.testing.assert_allclose(exported.affine, nib.load(scan).affine, atol=1e-4)
+
+
+def coded_nifti(path, klass=nib.Nifti1Image, codes=(1, 4), qform=None):
+    """A small NIfTI volume (a slab brighter than the rest) written by nibabel, its qform and
+    sform the same oblique affine (or the qform ``qform``) with these codes: (1, 4) says
+    scanner and MNI space."""
+    i = np.mgrid[0:12, 0:10, 0:6][0]
+    data = ((i > 5) * 300 + np.random.default_rng(2).normal(100, 20, i.shape)).astype(np.int16)
+    image = klass(data, None)  # the image's own affine is the header's: saved as set here
+    image.set_qform(oblique_affine() if qform is None else qform, code=codes[0])
+    image.set_sform(oblique_affine(), code=codes[1])
+    nib.save(image, str(path))
+    return path
+
+
+def otsu_job(input_url, out, cluster_address) -> str:
+    spec = {"input": {"url": str(input_url)}, "model": {"method": "otsu"},
+            "output": {"url": str(out), "chunks": [4, 8, 8]}}
+    run(JobSpec.from_dict(spec), scheduler=cluster_address)
+    return str(out)
+
+
+def header_codes(path) -> tuple[int, int]:
+    header = nib.load(path).header
+    return int(header["qform_code"]), int(header["sform_code"])
+
+
+@pytest.mark.parametrize("klass", [nib.Nifti1Image, nib.Nifti2Image])
+@pytest.mark.parametrize("codes", [(1, 4), (0, 0)])
+def test_the_nifti_reader_keeps_the_headers_xform_codes(tmp_path, klass, codes):
+    """(0, 0) names no space: nothing to keep, and no attribute for it."""
+    scan = coded_nifti(tmp_path / "scan.nii", klass, codes)
+    assert header_codes(scan) == codes  # as nibabel reads them back
+    kept = None if codes == (0, 0) else codes
+    assert open_source(str(scan)).georef.nifti_codes == kept
+    assert geoseg.open_raster(str(scan)).attrs.get("nifti_codes") == (kept and list(kept))
+
+
+@pytest.mark.parametrize("klass", [nib.Nifti1Image, nib.Nifti2Image])
+def test_the_xform_codes_travel_with_the_output_when_the_input_is_gone(
+        tmp_path, cluster_address, klass):
+    """The export no longer needs the input file: the codes are in the output's attributes
+    (they used to be re-read from the file, and fell back to 2, aligned, once it was gone)."""
+    scan = coded_nifti(tmp_path / "scan.nii", klass, (1, 4))
+    affine = nib.load(scan).affine
+    out = otsu_job(scan, tmp_path / "mask.zarr", cluster_address)
+    assert zarr.open_group(out, mode="r")["classes"].attrs["nifti_codes"] == [1, 4]
+    scan.unlink()
+    dest = export_nifti(out, str(tmp_path / "mask.nii.gz"))
+    assert header_codes(dest) == (1, 4)
+    np.testing.assert_allclose(nib.load(dest).affine, affine, atol=1e-4)
+    np.testing.assert_allclose(nib.load(dest).header.get_qform(), affine, atol=1e-4)
+
+
+def test_an_output_without_xform_codes_exports_as_before(tmp_path, cluster_address):
+    """An output written before the codes travelled with it: the input file's codes while that
+    file is there (and has the output's affine), then 2, aligned."""
+    scan = coded_nifti(tmp_path / "scan.nii", codes=(1, 4))
+    out = otsu_job(scan, tmp_path / "mask.zarr", cluster_address)
+    del zarr.open_array(f"{out}/classes", mode="r+").attrs["nifti_codes"]
+    zarr.consolidate_metadata(out)  # as such an output was finalized: without them
+    assert "nifti_codes" not in geoseg.open_raster(out, variable="classes").attrs
+    assert header_codes(export_nifti(out, str(tmp_path / "before.nii"))) == (1, 4)
+    scan.unlink()
+    assert header_codes(export_nifti(out, str(tmp_path / "after.nii"))) == (2, 2)
+
+
+def test_a_qform_of_another_matrix_loses_its_code_as_only_the_sforms_matrix_travels(
+        tmp_path, cluster_address):
+    """Scanner qform and MNI sform of different matrices: the sform's is the affine kept and
+    exported as both forms, so the export's qform says no space (0) rather than scanner space
+    for the MNI matrix; the sform keeps MNI."""
+    scanner = np.diag([2.0, 2.0, 2.0, 1.0])
+    scan = coded_nifti(tmp_path / "scan.nii", codes=(1, 4), qform=scanner)
+    header = nib.load(scan).header
+    assert not np.allclose(header.get_qform(), header.get_sform())  # nibabel: two matrices
+    assert open_source(str(scan)).georef.nifti_codes == (0, 4)
+    out = otsu_job(scan, tmp_path / "mask.zarr", cluster_address)
+    dest = export_nifti(out, str(tmp_path / "mask.nii"))
+    assert header_codes(dest) == (0, 4)
+    np.testing.assert_allclose(nib.load(dest).affine, header.get_sform(), atol=1e-4)

@@ -6,8 +6,11 @@ is a header followed by the output's z-slabs, streamed one chunk-row of planes
 at a time (gzip-compressed on the fly for ``.nii.gz``). The affine is the
 output's ``voxel_affine`` turned back into ``(i, j, k)`` order (its rows are world
 x, y, z for any input, so an OME-Zarr volume is written x-first too), set as both
-sform and qform (with the codes of the NIfTI file the output came from, when its
-run's provenance names one that is still readable; else code 2, aligned); the intent is ``label``, and a JSON comment extension names the
+sform and qform, with the qform and sform codes of the NIfTI file the output came from:
+they travel with the data (read from its header when the input was opened, kept in the
+output's attributes), so the file itself is not needed. An output written before they did
+has them from that file, when its run's provenance names one that is still readable; any
+other gets code 2, aligned. The intent is ``label``, and a JSON comment extension names the
 classes.
 """
 
@@ -33,7 +36,7 @@ from geoseg.io.exports.common import (
     shown,
     staged_file,
 )
-from geoseg.io.nifti import GZIP_MAGIC, is_nifti, nifti_affine
+from geoseg.io.nifti import GZIP_MAGIC, is_nifti, known_codes, nifti_affine
 from geoseg.io.remote import zarr_options
 
 _UNITS = {
@@ -71,7 +74,7 @@ def export_nifti(
         dest, dest_options, overwrite, "NIfTI file", source=output_url,
         source_options=storage_options, suffix=".nii.gz" if dest.endswith(".gz") else ".nii",
     )
-    header = nifti_header(out, source_codes(output_url, storage_options, out))
+    header = nifti_header(out, output_codes(output_url, storage_options, out))
     with (
         staged_file(dest, dest_options) as staged,
         open(staged, "wb") as raw,
@@ -101,12 +104,26 @@ def nifti_header(out: FinishedOutput, codes: tuple[int, int] | None = None) -> n
     return header
 
 
+def output_codes(
+    output_url: str, storage_options: dict[str, Any] | None, out: FinishedOutput
+) -> tuple[int, int] | None:
+    """The (qform, sform) codes to write: those the output carries from its NIfTI input
+    (``GeoRef.nifti_codes``); for an output that carries none (written before the codes
+    travelled with the data, or from another format), :func:`source_codes`; ``None`` for
+    :data:`ALIGNED`."""
+    carried = out.georef.nifti_codes
+    if carried is not None:
+        return carried if known_codes(carried) else None
+    return source_codes(output_url, storage_options, out)
+
+
 def source_codes(
     output_url: str, storage_options: dict[str, Any] | None, out: FinishedOutput
 ) -> tuple[int, int] | None:
     """The (qform, sform) codes of the NIfTI file the output was computed from, as its run's
     provenance names it, when that file is still there and has the output's affine; ``None``
-    otherwise (another format, gone, unreadable, or both codes 0), for :data:`ALIGNED`."""
+    otherwise (another format, gone, unreadable, or both codes 0), for :data:`ALIGNED`. Only
+    for outputs whose attributes do not carry the codes themselves."""
     try:
         group = zarr.open_group(output_url, mode="r", **zarr_options(output_url, storage_options))
         provenance = dict(group.attrs.get("geoseg", {})).get("provenance") or {}
@@ -125,7 +142,7 @@ def source_codes(
         return None
     codes = int(header["qform_code"]), int(header["sform_code"])
     same = np.allclose(header.get_best_affine(), nifti_affine(out.georef), atol=1e-4)
-    return codes if same and any(codes) else None
+    return codes if same and any(codes) and known_codes(codes) else None
 
 
 @contextlib.contextmanager

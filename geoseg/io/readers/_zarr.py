@@ -289,7 +289,8 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
     nodata = declared_nodata(arr, url)
     if roles.count(SPACE) == 3:
         if attrs.get("voxel_affine") is not None:
-            return GeoRef.from_voxel_affine(attrs["voxel_affine"], nodata, attrs.get("units"))
+            return GeoRef.from_voxel_affine(attrs["voxel_affine"], nodata, attrs.get("units"),
+                                            attrs.get("nifti_codes"))
         spacing = [float(s) for s in attrs.get("spacing") or (1.0, 1.0, 1.0)]  # (z, y, x)
         return GeoRef.from_axis_scales(spacing, nodata=nodata, units=attrs.get("units"))
     mapping = attrs.get("grid_mapping", "spatial_ref")
