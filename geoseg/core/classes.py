@@ -1,5 +1,6 @@
-"""The classes a segmenter outputs: a name and a display colour each, and the check that
-no name is given twice (model files and training specs both name classes by it)."""
+"""The classes a segmenter outputs: a name and a display colour each, the check that no name
+is given twice (model files and training specs both name classes by it), and a class list
+short enough for a message."""
 
 from __future__ import annotations
 
@@ -64,3 +65,9 @@ def _positions(at: list[int], most: int) -> str:
     if len(at) > most:
         return ", ".join(map(str, at[:most])) + ", ..."
     return f"{', '.join(map(str, at[:-1]))} and {at[-1]}"
+
+
+def short_list(names: list[str], most: int = 8) -> str:
+    """The first ``most`` of ``names``, comma-separated, and how many more there are: a message
+    about an output of 256 classes should not list them all."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")

@@ -25,6 +25,7 @@ from typing import Any
 
 import dask.array as da
 
+from geoseg.core.classes import short_list
 from geoseg.core.urls import public_url
 from geoseg.errors import InstanceError, OutputExistsError
 from geoseg.instances.components import label, label_dtype
@@ -166,7 +167,8 @@ def _class_ids(classes: Sequence[str | int], class_names: Sequence[str]) -> tupl
         else:
             raise InstanceError(
                 f"instances.classes: received {c!r}, which is not a class of this output; "
-                f"expected names from {list(class_names)} or ids 0..{len(class_names) - 1}.")
+                f"expected a name ({short_list(list(class_names))}) or an id 0.."
+                f"{len(class_names) - 1}.")
     return tuple(ids)
 
 

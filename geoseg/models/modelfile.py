@@ -30,6 +30,7 @@ from torch import nn
 
 from geoseg import budgets
 from geoseg.core import redact
+from geoseg.core.classes import short_list
 from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import (
     BudgetError,
@@ -186,12 +187,8 @@ def _check_classes(what: str, info: ModelInfo) -> None:
         names = [c.name for c in info.classes]
         raise ModelFileError(
             f"{what} scores {channels} classes but its metadata names {len(names)} "
-            f"({_short_list(names)}); the class list was edited or belongs to another network. "
+            f"({short_list(names)}); the class list was edited or belongs to another network. "
             "Re-save the model with one class per output channel (geoseg.save_model()).")
-
-
-def _short_list(names: list[str], most: int = 8) -> str:
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _build_on_meta(info: ModelInfo, what: str) -> nn.Module:

@@ -106,7 +106,7 @@ def test_unknown_instance_class_fails_before_any_compute(tmp_path):
     spec, _ = coins_job(tmp_path, {"classes": ["buildings"]})
     spec["model"] = {"path": "builtin:demo-unet"}
     spec["input"]["url"] = write_geotiff(tmp_path / "rgb.tif", np.zeros((3, 8, 8), np.uint8))
-    with pytest.raises(Exception, match=r"instances.*'buildings'.*expected names from \[.*building"):
+    with pytest.raises(Exception, match=r"instances.*'buildings'.*expected a name \(.*building"):
         run(JobSpec.from_dict(spec))
     assert not (tmp_path / "out.zarr").exists()
 

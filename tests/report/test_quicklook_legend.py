@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from geoseg.errors import InstanceError
 from geoseg.instances.adopt import adopt_mask
 from geoseg.instances.stage import InstanceSettings, routes
 from geoseg.io.georef import GeoRef
@@ -103,6 +105,10 @@ def test_an_adopted_mask_names_its_declared_nodata_and_ids_still_select_classes(
     assert names[:2] == ["0", "1"] and names[254] == "254"
     picked = routes(InstanceSettings(classes=(1, "1", 255, "nodata")), names, 255)
     assert picked[0].classes == (1, 1, 255, 255)
+    with pytest.raises(InstanceError) as refused:  # names a few of the 256, not all
+        routes(InstanceSettings(classes=("roads",)), names, 255)
+    assert str(refused.value).endswith("expected a name (0, 1, 2, 3, 4, 5, 6, 7 and 248 more) "
+                                       "or an id 0..255.")
 
     undeclared = write_geotiff(tmp_path / "plain.tif", np.ones((1, 16, 16), np.uint8), nodata=None)
     plain = OutputTarget(str(adopt_mask(undeclared, str(tmp_path / "p.zarr")).url)).attrs()
