@@ -28,6 +28,8 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100p
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th:first-child,td:first-child{text-align:left}img{max-width:100%}
 pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}.note{color:#777}"""
+CONFUSION_MAX = 20  # classes the confusion figure draws at most; the run record holds them all
+ABSENT_NAMED = 10  # absent classes the metrics note names at most; more it only counts
 
 
 def load_record(url: str) -> dict[str, Any]:
@@ -107,26 +109,103 @@ def metrics_section(record: dict[str, Any], scores: dict[str, Any] | None = None
     out = "<h2>Metrics</h2>" + _table(("run", "value"), rows, "run-table")
     if scores is not None:
         per = scores["per_class"]
+        absent = [n for n, r in per.items() if r.get("support") == 0 and r.get("predicted") == 0]
         out += _table(("class", "IoU", "Dice/F1", "precision", "recall", "support"),
                       [(n, r["iou"], r["dice"], r["precision"], r["recall"], r["support"])
-                       for n, r in per.items()], "metrics-table")
+                       for n, r in per.items() if n not in absent], "metrics-table")
+        out += _absent_note(absent)
         out += _table(("summary", "value"), [(k, scores.get(k)) for k in
                                              ("miou", "fwiou", "overall_accuracy", "pixels_scored")])
         return out
     evaluation = record.get("evaluation")
     if evaluation is None:
         return out + '<p class="note">No reference labels: no scores (geoseg eval scores any output).</p>'
+    absent = _absent_classes(evaluation["confusion"], evaluation["classes"])
     out += _table(("class", "IoU", "Dice"), [(n, evaluation["iou"][n], evaluation["dice"][n])
-                                             for n in evaluation["classes"]], "metrics-table")
+                                             for n in evaluation["classes"] if n not in absent],
+                  "metrics-table")
+    out += _absent_note(absent)
     return out + _table(("summary", "value"), [("mIoU", evaluation["miou"]),
                                                ("pixels scored", evaluation["pixels_scored"])])
 
 
-def confusion_figure(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> str:
-    """Heatmap of the row-normalised confusion matrix (reference rows), counts written in."""
+def _totals(matrix: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Reference (row sums) and predicted (column sums) pixels of each class of a confusion
+    matrix."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    if counts.ndim != 2:  # no classes
+        counts = counts.reshape(0, 0)
+    return counts.sum(1), counts.sum(0)
+
+
+def present_classes(matrix: Sequence[Sequence[int]]) -> np.ndarray:
+    """The ids of the classes in the reference or the prediction (a nonzero row or column)."""
+    ref, pred = _totals(matrix)
+    return np.flatnonzero((ref > 0) | (pred > 0))
+
+
+def _absent_classes(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> list[str]:
+    """The names of the classes in neither the reference nor the prediction; none when the
+    matrix does not match the names."""
+    if len(matrix) != len(names):
+        return []
+    present = set(present_classes(matrix).tolist())
+    return [n for i, n in enumerate(names) if i not in present]
+
+
+def _absent_note(names: Sequence[str]) -> str:
+    """One line after the scores: how many classes were in neither the reference nor the
+    prediction (not listed), and which when they are few (:data:`ABSENT_NAMED`)."""
+    if not names:
+        return ""
+    which = f": {', '.join(names)}" if len(names) <= ABSENT_NAMED else ""
+    return (f'<p class="note" id="absent-classes">{len(names)} class{"es" * (len(names) > 1)} '
+            f"in neither the reference nor the prediction, not listed{html.escape(which)}.</p>")
+
+
+def drawn_classes(matrix: Sequence[Sequence[int]], most: int = CONFUSION_MAX) -> tuple[int, ...]:
+    """The class ids the confusion figure draws, in id order: those in the reference or the
+    prediction (:func:`present_classes`); of more than ``most``, the ``most`` with the most
+    reference pixels, then predicted pixels (ties in id order)."""
+    ref, pred = _totals(matrix)
+    present = present_classes(matrix)
+    if len(present) > most:
+        order = np.lexsort((present, -pred[present], -ref[present]))  # last key first
+        present = np.sort(present[order[:most]])
+    return tuple(int(i) for i in present)
+
+
+def confusion_section(matrix: Sequence[Sequence[int]], names: Sequence[str],
+                      whole: str = "the run record (evaluation, confusion)") -> str:
+    """The confusion matrix's heading, figure (:func:`confusion_figure`) and, when it leaves
+    classes out, a line under it saying how many, and that the ``whole`` matrix is elsewhere."""
+    shown = drawn_classes(matrix)
+    if not shown:
+        return ('<h2>Confusion matrix</h2><p class="note">No pixels scored: no confusion '
+                "matrix.</p>")
+    out = "<h2>Confusion matrix</h2>" + _img(confusion_figure(matrix, names, shown), "confusion")
+    left = len(names) - len(shown)
+    if not left:
+        return out
+    absent = len(names) - len(present_classes(matrix))
+    why = [f"{absent} in neither the reference nor the prediction" * bool(absent),
+           f"{left - absent} with fewer pixels than those drawn" * bool(left - absent)]
+    return (out + f'<p class="note" id="confusion-note">{len(shown)} of the {len(names)} classes '
+            f"drawn; {left} class{'es' * (left > 1)} left out ({', '.join(filter(None, why))}). "
+            f"The full matrix is in {html.escape(whole)}.</p>")
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], names: Sequence[str],
+                     shown: Sequence[int] | None = None) -> str:
+    """Heatmap of the row-normalised confusion matrix (reference rows), counts written in, of
+    the classes ``shown`` (by default :func:`drawn_classes`: at most :data:`CONFUSION_MAX`);
+    a row's shares are of all its reference pixels, those predicted as classes not drawn
+    included."""
     counts = np.asarray(matrix, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.nan_to_num(counts / counts.sum(1, keepdims=True))
+    ids = list(drawn_classes(matrix) if shown is None else shown)
+    share, names = share[np.ix_(ids, ids)], [names[i] for i in ids]
     n = len(names)
     fig, ax = _figure(1.2 + 0.7 * n, 1 + 0.6 * n)
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -173,15 +252,33 @@ def chunk_maps(regions: list[dict[str, Any]], names: Sequence[str],
     left.set_title("compute time per chunk")
     right.imshow(main)
     right.set_title("main class per chunk (paler: a smaller share)")
-    from matplotlib.patches import Patch
-
-    right.legend(handles=[Patch(color=palette[k], label=n) for k, n in enumerate(names)],
-                 loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    handles = _map_legend(regions, names, palette)
+    if handles:  # some chunk has a main class
+        right.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     for ax in (left, right):
         ax.set_xlabel("chunk column")
         ax.set_ylabel("chunk row")
     fig.tight_layout()
     return _png(fig)
+
+
+def main_classes(regions: list[dict[str, Any]], n: int) -> np.ndarray:
+    """How many chunks each of the ``n`` classes is the main class of (the classes the chunk
+    map shows)."""
+    mains = [int(np.argmax(r["class_counts"])) for r in regions if sum(r["class_counts"])]
+    return np.bincount([k for k in mains if k < n], minlength=n)[:n]
+
+
+def _map_legend(regions: list[dict[str, Any]], names: Sequence[str],
+                palette: np.ndarray) -> list[Any]:
+    """The chunk map's legend: the classes it shows, ranked as the quicklook's legend
+    (:func:`geoseg.report.quicklook.ranked`: in id order; of more than
+    :data:`~geoseg.report.quicklook.LEGEND_MAX`, the main class of the most chunks first), then
+    one uncoloured entry counting the others."""
+    from geoseg.report.quicklook import legend_handles, ranked
+
+    shown, more = ranked(main_classes(regions, len(names)))
+    return legend_handles(shown, more, names, palette)
 
 
 def throughput_figure(regions: list[dict[str, Any]]) -> str | None:
@@ -257,8 +354,9 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
     parts.append(metrics_section(record, scores))
     source = scores if scores is not None else record.get("evaluation")
     if source is not None:
-        parts.append("<h2>Confusion matrix</h2>"
-                     + _img(confusion_figure(source["confusion"], source["classes"]), "confusion"))
+        whole = ("the scores (confusion) geoseg eval --json wrote" if scores is not None else
+                 "the run record (evaluation, confusion), and in what geoseg eval --json writes")
+        parts.append(confusion_section(source["confusion"], source["classes"], whole))
     names = list(record.get("class_counts", {}))
     maps = chunk_maps(record.get("regions", []), names, _output_attrs(record, options).get("class_colors"))
     if maps:

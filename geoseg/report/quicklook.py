@@ -88,12 +88,14 @@ def overlay(rgb: np.ndarray | None, classes: np.ndarray, colors: np.ndarray,
 
 
 def legend(look: Quicklook, most: int = LEGEND_MAX) -> tuple[tuple[int, ...], int]:
-    """The class ids the legend names, and how many more classes it only counts.
+    """The class ids the legend names, and how many more classes it only counts: the classes
+    in the drawn views (never the nodata class, nor ids without a name), :func:`ranked`."""
+    return ranked(_counts(look), most)
 
-    Only classes in the drawn views count (never the nodata class, nor ids without a name),
-    in id order; of more than ``most``, the ``most`` most frequent, most frequent first (ties
-    in id order), the others counted."""
-    counts = _counts(look)
+
+def ranked(counts: np.ndarray, most: int = LEGEND_MAX) -> tuple[tuple[int, ...], int]:
+    """The ids of nonzero ``counts`` in id order; of more than ``most``, the ``most`` largest,
+    largest first (ties in id order); and how many more ids have a nonzero count."""
     present = np.flatnonzero(counts)
     if len(present) <= most:
         return tuple(int(i) for i in present), 0
@@ -241,12 +243,18 @@ def render(look: Quicklook, *, dpi: int = 100) -> bytes:
 
 
 def _handles(look: Quicklook) -> list[Any]:
-    """The legend's entries (:func:`legend`): each class in its own colour, then, when some
-    are left out, one uncoloured entry counting them."""
+    """The legend's entries (:func:`legend`, :func:`legend_handles`)."""
+    shown, more = legend(look)
+    return legend_handles(shown, more, look.names, look.colors / 255)
+
+
+def legend_handles(shown: Sequence[int], more: int, names: Sequence[str],
+                   colors: np.ndarray) -> list[Any]:
+    """Legend entries: each class of ``shown`` in its colour (``colors`` in 0..1), then, when
+    ``more`` are left out, one uncoloured entry counting them."""
     from matplotlib.patches import Patch
 
-    shown, more = legend(look)
-    handles = [Patch(color=look.colors[i] / 255, label=look.names[i]) for i in shown]
+    handles = [Patch(color=colors[i], label=names[i]) for i in shown]
     if more:
         handles.append(Patch(facecolor="none", edgecolor="none",
                              label=f"+ {more} more class{'es' * (more > 1)}"))

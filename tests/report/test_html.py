@@ -36,6 +36,8 @@ def test_the_page_is_self_contained_and_has_every_section(finished_run):
                     "Provenance"):
         assert f"<h2>{heading}</h2>" in page
     assert 'id="metrics-table"' in page and "mIoU" in page
+    # every class of the scene scored and drawn: nothing left out, nothing to say so
+    assert 'id="confusion-note"' not in page and 'id="absent-classes"' not in page
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page  # nothing fetched from a network
