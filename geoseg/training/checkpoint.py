@@ -9,10 +9,17 @@ After epoch ``E`` a run folder's ``checkpoint/`` holds
   generator state, history, early-stopping counters, the normalization and class
   weights in use, the spec it belongs to, and the sha256 of the tensor file.
 
+With ``training.checkpoint_steps``, a checkpoint is also taken every that many
+steps inside an epoch: ``state-E-S.*`` after epoch ``E`` and ``S`` steps of the
+next. Its JSON adds ``epoch_progress`` (:class:`EpochProgress`: those steps, the
+sum and count of their losses, and the numpy generator state from before the
+epoch's chips were planned, so that a resume plans the same chips and skips the
+ones done); an epoch-end checkpoint has none, as before.
+
 The JSON file is written last and names the tensor file's hash, so it marks a
 complete checkpoint on any fsspec store (no renames needed): loading takes the
-newest JSON whose tensors match. Older epochs are deleted after a new one is
-complete.
+newest JSON whose tensors match. Older checkpoints are deleted after a new one
+is complete.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from safetensors.torch import save as save_tensors
 from geoseg.errors import CheckpointError
 
 FORMAT = "geoseg-train-checkpoint/1"
-_NAME = re.compile(r"state-(\d+)\.json$")
+_NAME = re.compile(r"state-(\d+)(?:-(\d+))?\.json$")
+_FILE = re.compile(r"state-(\d+)(?:-(\d+))?\.(json|safetensors)$")
 
 
 @dataclass
@@ -50,6 +58,16 @@ class TrainState:
 
 
 @dataclass
+class EpochProgress:
+    """How far a run got into the epoch after ``TrainState.epoch`` (a mid-epoch checkpoint)."""
+
+    step: int  # optimizer steps taken in the epoch
+    loss_sum: float  # of the finite losses of those steps
+    loss_count: int
+    numpy_rng: dict[str, Any]  # the sampling generator's state before the epoch's chips were planned
+
+
+@dataclass
 class Checkpoint:
     """A loaded checkpoint: tensors by group, and the JSON part."""
 
@@ -62,27 +80,33 @@ class Checkpoint:
     torch_rng: dict[str, torch.Tensor]
     spec: dict[str, Any]
     fingerprint: str
+    progress: EpochProgress | None = None  # None: taken at an epoch's end
 
 
 def save_checkpoint(folder: str, *, state: TrainState, model: torch.nn.Module,
                     best: dict[str, torch.Tensor] | None, optimizer: torch.optim.Optimizer,
                     scheduler: Any, rng: np.random.Generator, spec: dict[str, Any], fingerprint: str,
-                    storage_options: dict[str, Any] | None = None) -> str:
-    """Write the checkpoint of ``state.epoch`` to ``folder``; returns the JSON file's URL."""
+                    storage_options: dict[str, Any] | None = None,
+                    progress: EpochProgress | None = None) -> str:
+    """Write the checkpoint of ``state.epoch`` (and ``progress`` into the next epoch, when
+    given) to ``folder``; returns the JSON file's URL."""
     fs, path = fsspec.core.url_to_fs(folder, **(storage_options or {}))
     fs.makedirs(path, exist_ok=True)
     tensors, optim_json = _tensors(model, best, optimizer)
     data = save_tensors(tensors)
-    stem = f"state-{state.epoch:04d}"
+    key = (state.epoch, 0 if progress is None else progress.step)
+    stem = f"state-{state.epoch:04d}" + ("" if progress is None else f"-{progress.step:06d}")
     with fs.open(f"{path}/{stem}.safetensors", "wb") as f:
         f.write(data)
     meta = {"format": FORMAT, "tensors": f"{stem}.safetensors",
             "tensors_sha256": hashlib.sha256(data).hexdigest(), "state": asdict(state),
             "optimizer": optim_json, "scheduler": scheduler.state_dict(),
             "numpy_rng": rng.bit_generator.state, "spec": spec, "fingerprint": fingerprint}
+    if progress is not None:
+        meta["epoch_progress"] = asdict(progress)
     with fs.open(f"{path}/{stem}.json", "w") as f:
         f.write(json.dumps(_finite(meta), indent=1))
-    _remove_older(fs, path, state.epoch)
+    _remove_older(fs, path, key)
     return f"{folder.rstrip('/')}/{stem}.json"
 
 
@@ -106,10 +130,15 @@ def _tensors(model: torch.nn.Module, best: dict[str, torch.Tensor] | None,
     return tensors, {"param_groups": optim["param_groups"], "scalars": scalars}
 
 
-def _remove_older(fs: Any, path: str, epoch: int) -> None:
+def _key(match: re.Match[str]) -> tuple[int, int]:
+    """(epochs done, steps into the next) of a checkpoint file's name."""
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def _remove_older(fs: Any, path: str, key: tuple[int, int]) -> None:
     for name in fs.ls(path, detail=False):
-        match = re.search(r"state-(\d+)\.(json|safetensors)$", name)
-        if match and int(match.group(1)) < epoch:
+        match = _FILE.search(name)
+        if match and _key(match) < key:
             fs.rm(name)
 
 
@@ -129,7 +158,7 @@ def load_checkpoint(folder: str, storage_options: dict[str, Any] | None = None) 
     fs, path = fsspec.core.url_to_fs(folder, **(storage_options or {}))
     if not fs.exists(path):
         return None
-    found = sorted(((int(m.group(1)), name) for name in fs.ls(path, detail=False)
+    found = sorted(((_key(m), name) for name in fs.ls(path, detail=False)
                     if (m := _NAME.search(name))), reverse=True)
     for _, name in found:
         meta = json.loads(fs.cat_file(name))
@@ -160,6 +189,7 @@ def _parse(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Checkpoint
         torch_rng=_group(tensors, "rng."),
         spec=meta["spec"],
         fingerprint=meta["fingerprint"],
+        progress=EpochProgress(**meta["epoch_progress"]) if meta.get("epoch_progress") else None,
     )
 
 
@@ -180,11 +210,13 @@ def _optimizer_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> 
 
 def restore(checkpoint: Checkpoint, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: Any, rng: np.random.Generator) -> None:
-    """Load weights, optimizer, scheduler and RNG states into freshly built objects."""
+    """Load weights, optimizer, scheduler and RNG states into freshly built objects; ``rng``
+    as it was before the chips of the epoch under way were planned, for a mid-epoch checkpoint."""
     model.load_state_dict(checkpoint.model, strict=True)
     optimizer.load_state_dict(checkpoint.optimizer)
     scheduler.load_state_dict(checkpoint.scheduler)
-    rng.bit_generator.state = checkpoint.numpy_rng
+    progress = checkpoint.progress
+    rng.bit_generator.state = checkpoint.numpy_rng if progress is None else progress.numpy_rng
     torch.set_rng_state(checkpoint.torch_rng["torch"])
     cuda = [checkpoint.torch_rng[f"cuda.{i}"] for i in range(torch.cuda.device_count())
             if f"cuda.{i}" in checkpoint.torch_rng]
@@ -197,5 +229,5 @@ def remove_checkpoints(folder: str, storage_options: dict[str, Any] | None = Non
     fs, path = fsspec.core.url_to_fs(folder, **(storage_options or {}))
     if fs.exists(path):
         for name in fs.ls(path, detail=False):
-            if re.search(r"state-\d+\.(json|safetensors)$", name):
+            if _FILE.search(name):
                 fs.rm(name)

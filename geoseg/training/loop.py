@@ -35,6 +35,7 @@ from geoseg.errors import TrainingDivergedError
 
 __all__ = [
     "Loop",
+    "LossSum",
     "WarmupCosine",
     "adamw",
     "autocast",
@@ -99,6 +100,23 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 @dataclass
+class LossSum:
+    """Sum and count of the finite losses of some steps (a skipped step's NaN is left out)."""
+
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, loss: float) -> None:
+        if math.isfinite(loss):
+            self.total, self.count = self.total + loss, self.count + 1
+
+    @property
+    def mean(self) -> float:
+        """Their mean; NaN when there is none."""
+        return self.total / self.count if self.count else float("nan")
+
+
+@dataclass
 class Loop:
     """A network and what fits it; ``step`` counts the optimiser steps taken (skipped ones too).
 
@@ -121,14 +139,18 @@ class Loop:
         """One optimiser step per batch; the losses (NaN for a skipped step), in network train mode."""
         return list(self._steps(batches, on_step))
 
-    def mean_loss(self, batches: Iterable[Batch], *, on_step: StepCallback | None = None) -> float:
+    def mean_loss(self, batches: Iterable[Batch], *, on_step: StepCallback | None = None,
+                  sums: LossSum | None = None) -> float:
         """As :meth:`run`, but returns :func:`finite_mean` of the losses without keeping them:
-        memory does not grow with the number of batches."""
-        total, count = 0.0, 0
-        for loss in self._steps(batches, on_step):
-            if math.isfinite(loss):
-                total, count = total + loss, count + 1
-        return total / count if count else float("nan")
+        memory does not grow with the number of batches. The losses are added to ``sums`` (a
+        fresh :class:`LossSum` by default; pass one to go on from earlier steps), each before
+        ``on_step`` is called with it."""
+        sums = LossSum() if sums is None else sums
+        for loss in self._steps(batches, None):
+            sums.add(loss)
+            if on_step is not None:
+                on_step(self.step - 1, loss)
+        return sums.mean
 
     def _steps(self, batches: Iterable[Batch], on_step: StepCallback | None) -> Iterator[float]:
         """Each batch's loss after its step. A batch is let go of before the next is asked for,

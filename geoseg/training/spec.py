@@ -34,7 +34,7 @@ from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.jobs.spec import InputSpec
 
 #: Spec keys that do not change what a run computes (ignored when resuming).
-NEUTRAL_KEYS = ("output.overwrite", "training.loader_threads")
+NEUTRAL_KEYS = ("output.overwrite", "training.loader_threads", "training.checkpoint_steps")
 
 D = TypeVar("D", bound=Document)
 
@@ -254,6 +254,9 @@ class TrainingSpec(Section):
                                                      f"step; at most {MAX_THREADS}.")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps the default; "
                                                     f"at most {MAX_THREADS}.")
+    checkpoint_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every this many steps inside an epoch, to resume "
+                                "from (default: at epoch ends only).")
 
     @field_validator("loader_threads", "torch_threads")
     @classmethod

@@ -6,13 +6,15 @@ them, and fits any registered 2D architecture with the shared loop
 (:mod:`geoseg.training.loop`: AdamW under a warmup+cosine schedule, bf16 autocast
 on CUDA), with optional class weights and an ignore index. After every epoch it
 scores validation mIoU on held-out windows, writes a checkpoint (safetensors +
-JSON) and the run record, and applies early stopping.
+JSON) and the run record, and applies early stopping; with ``training.checkpoint_steps``
+it also writes a checkpoint every that many steps inside an epoch.
 Per-band mean/std are measured on sampled training windows and stored in the
 model file, which :func:`geoseg.load_model` loads like any other.
 
 Runs are deterministic on CPU: a seed fixes the weights' initialisation, every
 chip and every augmentation; an interrupted run restarted from its checkpoint
-ends with the same weights as an uninterrupted one.
+(taken at an epoch's end or inside one) ends with the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ from geoseg.models import ModelInfo, SegmentationModel, build_network, save_mode
 from geoseg.tiling.plan import round_up
 from geoseg.training.checkpoint import (
     Checkpoint,
+    EpochProgress,
     TrainState,
     load_checkpoint,
     remove_checkpoints,
@@ -69,7 +73,7 @@ from geoseg.training.data import (
     read_validation,
     split_holdout,
 )
-from geoseg.training.loop import Loop, adamw, autocast, autocast_dtype, warmup_cosine
+from geoseg.training.loop import Loop, LossSum, adamw, autocast, autocast_dtype, warmup_cosine
 from geoseg.training.record import FORMAT, SourceCatalog, read_json, write_json
 from geoseg.training.spec import (
     TrainSpec,
@@ -88,7 +92,7 @@ class TrainResult:
     """What a call to :func:`train` did.
 
     ``status`` is ``"complete"`` (model written) or ``"interrupted"`` (stopped by
-    ``max_epochs``; call :func:`train` again to continue). ``resumed_from`` is the
+    ``max_epochs`` or ``max_steps``; call :func:`train` again to continue). ``resumed_from`` is the
     number of epochs already done when this call started (``None``: a fresh run).
     """
 
@@ -159,12 +163,20 @@ class Setup:
 
 @dataclass
 class Session:
-    """Everything that changes as a run trains (all of it goes into checkpoints)."""
+    """Everything that changes as a run trains (all of it goes into checkpoints).
+
+    ``progress`` is the part of the next epoch done before a resume from a mid-epoch
+    checkpoint, until that epoch starts again."""
 
     loop: Loop
     rng: np.random.Generator
     state: TrainState
     best: dict[str, torch.Tensor] | None = None
+    progress: EpochProgress | None = None
+
+
+class _StepLimit(Exception):
+    """Raised after the step ``max_steps`` of :func:`train` asks to stop at."""
 
 
 def as_train_spec(spec: TrainSpec | dict[str, Any] | str | Path) -> TrainSpec:
@@ -173,7 +185,7 @@ def as_train_spec(spec: TrainSpec | dict[str, Any] | str | Path) -> TrainSpec:
 
 
 def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
-          overwrite: bool | None = None, max_epochs: int | None = None,
+          overwrite: bool | None = None, max_epochs: int | None = None, max_steps: int | None = None,
           on_epoch: Callable[[dict[str, Any]], Any] | None = None, log: Log = print) -> TrainResult:
     """Train a segmentation model as ``spec`` says; write the model file and the run record.
 
@@ -191,6 +203,10 @@ def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
     max_epochs
         Stop after this epoch (counting from 1) as if interrupted; the result's
         status is then ``"interrupted"`` and a later call resumes.
+    max_steps
+        Stop right after this optimizer step (counting from 1, over all epochs) as if killed
+        there: nothing is saved but the run record, so a later call resumes from the last
+        checkpoint, redoing the steps since.
     on_epoch
         Called with each epoch's metrics after its checkpoint is written.
     log
@@ -213,7 +229,8 @@ def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
         return start
     setup = prepare(spec, start, log)
     session = new_session(spec, setup, start, log)
-    return run_epochs(spec, setup, session, outputs, max_epochs=max_epochs, on_epoch=on_epoch, log=log)
+    return run_epochs(spec, setup, session, outputs, max_epochs=max_epochs, max_steps=max_steps,
+                      on_epoch=on_epoch, log=log)
 
 
 # -- existing outputs -------------------------------------------------------------------------
@@ -240,13 +257,18 @@ def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite:
         if resume:
             return checkpoint
         raise CheckpointError(
-            f"{outputs.run_dir} holds a checkpoint after epoch {checkpoint.state.epoch}, and resume is "
-            "off; resume it, or start over with overwrite (output.overwrite: true / --overwrite).")
+            f"{outputs.run_dir} holds a checkpoint after epoch {checkpoint.state.epoch}"
+            f"{_steps_into(checkpoint.progress)}, and resume is off; resume it, or start over with "
+            "overwrite (output.overwrite: true / --overwrite).")
     if outputs.exists(outputs.model_url):
         raise OutputExistsError(
             f"{outputs.model_url} already exists and {outputs.run_dir} has no checkpoint to resume; "
             "choose another output.model, or set output.overwrite: true (--overwrite) to replace it.")
     return None
+
+
+def _steps_into(progress: EpochProgress | None) -> str:
+    return "" if progress is None else f" and {progress.step} step(s) into the next"
 
 
 def _check_same_spec(recorded: dict[str, Any], spec: TrainSpec, run_dir: str) -> None:
@@ -419,9 +441,12 @@ def new_session(spec: TrainSpec, setup: Setup, checkpoint: Checkpoint | None,
     changed = sorted(k for k, v in checksums.items() if state.data.get("checksums", {}).get(k) != v)
     if changed:
         log(f"{spec.name}: warning: data changed since epoch 1 ({', '.join(changed)}); resuming anyway")
-    state.resumes.append({"after_epoch": state.epoch, "at": now(), "data_changed": changed})
+    resume = {"after_epoch": state.epoch, "at": now(), "data_changed": changed}
+    if checkpoint.progress is not None:  # at the next epoch's first step not done
+        resume.update(epoch=state.epoch + 1, step=checkpoint.progress.step + 1)
+    state.resumes.append(resume)
     best = {k: v.to(setup.device) for k, v in checkpoint.best.items()} or None
-    return Session(loop, rng, state, best)
+    return Session(loop, rng, state, best, checkpoint.progress)
 
 
 def _loop(spec: TrainSpec, setup: Setup) -> Loop:
@@ -456,16 +481,18 @@ def _stats_of(setup: Setup) -> dict[str, Any]:
 
 def run_epochs(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs, *,
                max_epochs: int | None, on_epoch: Callable[[dict[str, Any]], Any] | None,
-               log: Log) -> TrainResult:
-    """Train epoch after epoch until done, stopped early, or ``max_epochs``; record failures."""
+               log: Log, max_steps: int | None = None) -> TrainResult:
+    """Train epoch after epoch until done, stopped early, ``max_epochs`` or ``max_steps``;
+    record failures."""
     resumed_from = session.state.epoch if session.state.resumes else None
     if resumed_from is not None:
-        log(f"{spec.name}: resuming after epoch {resumed_from} of {spec.training.epochs}")
+        log(_resume_line(spec, session))
     stopped_early = _early_stop(spec, session)  # a resumed run may have stopped already
     first = spec.training.epochs + 1 if stopped_early else session.state.epoch + 1
+    after_step = _after_step(spec, setup, session, outputs, max_steps)
     try:
         for epoch in range(first, spec.training.epochs + 1):
-            metrics = run_epoch(spec, setup, session, epoch)
+            metrics = run_epoch(spec, setup, session, epoch, after_step)
             stopped_early = _early_stop(spec, session)
             save_progress(spec, setup, session, outputs, "running")
             log(_epoch_line(spec, metrics, session.state))
@@ -477,6 +504,9 @@ def run_epochs(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs
             if max_epochs is not None and epoch >= max_epochs and epoch < spec.training.epochs:
                 save_progress(spec, setup, session, outputs, "interrupted")
                 return _result(spec, session, outputs, "interrupted", None, "", False, resumed_from)
+    except _StepLimit:
+        save_progress(spec, setup, session, outputs, "interrupted")
+        return _result(spec, session, outputs, "interrupted", None, "", False, resumed_from)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         save_progress(spec, setup, session, outputs, status, error=f"{type(exc).__name__}: {exc}")
@@ -484,14 +514,52 @@ def run_epochs(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs
     return finish(spec, setup, session, outputs, stopped_early, resumed_from, log)
 
 
-def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int) -> dict[str, Any]:
-    """One epoch of training, then validation; appends and returns the epoch's metrics."""
+def _resume_line(spec: TrainSpec, session: Session) -> str:
+    t, done = spec.training, session.state.epoch
+    if session.progress is None:
+        return f"{spec.name}: resuming after epoch {done} of {t.epochs}"
+    return (f"{spec.name}: resuming at epoch {done + 1} of {t.epochs}, step "
+            f"{session.progress.step + 1} of {t.steps_per_epoch}")
+
+
+def _after_step(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs,
+                max_steps: int | None) -> Callable[[EpochProgress], None]:
+    """What follows each step: a checkpoint every ``training.checkpoint_steps`` steps inside an
+    epoch (its end has its own), and the stop at ``max_steps``."""
+    every, steps = spec.training.checkpoint_steps, spec.training.steps_per_epoch
+
+    def after_step(progress: EpochProgress) -> None:
+        if every and progress.step % every == 0 and progress.step < steps:
+            session.state.step = session.loop.step
+            _save_checkpoint(spec, setup, session, outputs, progress)
+        if max_steps is not None and session.loop.step >= max_steps:
+            raise _StepLimit(f"stopped after step {session.loop.step} (max_steps)")
+
+    return after_step
+
+
+def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int,
+              after_step: Callable[[EpochProgress], Any] | None = None) -> dict[str, Any]:
+    """One epoch of training, then validation; appends and returns the epoch's metrics.
+
+    The epoch goes on from ``session.progress`` when a resume left one (its chips planned
+    again, those of the steps done skipped unread). ``after_step`` is called after each step
+    with the epoch's progress so far."""
     t, start = spec.training, time.perf_counter()
+    done = session.progress or EpochProgress(0, 0.0, 0, session.rng.bit_generator.state)
+    session.progress = None
     plans = batch_plans(session.rng, setup.train_pairs, t.steps_per_epoch, t.batch_size, t.chip,
                         t.augment.flips, t.augment.rot90)  # drawn as they are read
     loader = ChipLoader(setup.train_pairs, setup.prep, t.chip, threads=t.loader_threads)
-    with closing(loader.batches(plans)) as batches:  # on an error, its threads stop at once
-        loss = session.loop.mean_loss(batches)
+    sums, first = LossSum(done.loss_sum, done.loss_count), session.loop.step - done.step
+
+    def on_step(step: int, loss: float) -> None:
+        if after_step is not None:
+            after_step(EpochProgress(step + 1 - first, sums.total, sums.count, done.numpy_rng))
+
+    batches = loader.batches(islice(plans, done.step, None))  # the steps done are skipped, unread
+    with closing(batches):  # on an error, its threads stop at once
+        loss = session.loop.mean_loss(batches, on_step=on_step, sums=sums)
     session.state.step = session.loop.step
     confusion = evaluate(setup.net, setup.validation, len(spec.data.classes), setup.device, setup.amp)
     miou = mean_iou(confusion)
@@ -567,9 +635,7 @@ def save_progress(spec: TrainSpec, setup: Setup, session: Session, outputs: Outp
     so = outputs.storage_options
     state = session.state
     if status == "running":
-        save_checkpoint(outputs.checkpoint_dir, state=state, model=setup.net, best=session.best,
-                        optimizer=session.loop.optimizer, scheduler=session.loop.scheduler, rng=session.rng,
-                        spec=comparable(spec), fingerprint=spec.fingerprint(), storage_options=so)
+        _save_checkpoint(spec, setup, session, outputs)
     record = {**setup.record, "status": status, "started": state.data.get("started"), "updated": now(),
               "run_dir": public_url(outputs.run_dir), "record_url": public_url(outputs.record_url),
               "checkpoint": public_url(outputs.checkpoint_dir), "epochs": state.history,
@@ -577,6 +643,15 @@ def save_progress(spec: TrainSpec, setup: Setup, session: Session, outputs: Outp
     if error:
         record["error"] = error
     write_json(outputs.record_url, _json_safe(record), so)
+
+
+def _save_checkpoint(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs,
+                     progress: EpochProgress | None = None) -> None:
+    """The checkpoint after ``session.state.epoch`` epochs, and ``progress`` into the next."""
+    save_checkpoint(outputs.checkpoint_dir, state=session.state, model=setup.net, best=session.best,
+                    optimizer=session.loop.optimizer, scheduler=session.loop.scheduler, rng=session.rng,
+                    spec=comparable(spec), fingerprint=spec.fingerprint(),
+                    storage_options=outputs.storage_options, progress=progress)
 
 
 def finish(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs, stopped_early: bool,
