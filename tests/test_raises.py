@@ -66,6 +66,8 @@ ALLOWED_SITES = {
     # marked interrupted, leases released)
     ("geoseg/jobs/batch.py", "_stop_point", "KeyboardInterrupt"),
     ("geoseg/core/interrupts.py", "raise_terminated", "Terminated"),
+    # train(max_steps=N)'s stop after step N, caught in run_epochs: it never leaves train()
+    ("geoseg/training/trainer.py", "after_step", "_StepLimit"),
 }
 
 
