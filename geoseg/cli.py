@@ -245,12 +245,21 @@ def info(
                                              for row in geo.affine_matrix[:3])),
                  ("spacing (z, y, x)", tuple(round(s, 6) for s in geo.spacing)),
                  ("units", geo.units)]
+        if geo.nifti_codes is not None:  # the spaces a NIfTI file's qform and sform are in
+            rows.append(("NIfTI codes (qform, sform)", _xform_names(geo.nifti_codes)))
     else:
         rows += [("crs", _short_crs(geo.crs_wkt)), ("transform", geo.transform)]
     rows.append(("nodata", geo.nodata))
     for key, value in rows:
         table.add_row(key, str(value))
     Console().print(table)
+
+
+def _xform_names(codes: tuple[int, int]) -> str:
+    """NIfTI xform codes with their names, e.g. ``1 scanner, 4 mni``."""
+    import nibabel as nib
+
+    return ", ".join(f"{c} {nib.nifti1.xform_codes.label[c]}" for c in codes)
 
 
 def _print_model_card(url: str) -> None:

@@ -46,6 +46,10 @@ def test_info_on_a_volume_names_its_axes_and_shows_its_voxel_affine(tmp_path):
     assert "shape (band, z, y, x) (1, 36, 48, 40)" in lines  # NIfTI (i, j, k) read as (z, y, x)
     assert "voxel affine 0 0 0.8 90 | 0 0.9 0 -100 | 2 0 0 -30" in lines  # nibabel's, columns z, y, x
     assert "spacing (z, y, x) (2.0, 0.9, 0.8)" in lines and not any("crs" in x for x in lines)
+    header = nib.load(str(tmp_path / "v.nii")).header  # nibabel's codes for an affine it was given
+    codes = int(header["qform_code"]), int(header["sform_code"])
+    named = ", ".join(f"{c} {nib.nifti1.xform_codes.label[c]}" for c in codes)
+    assert f"NIfTI codes (qform, sform) {named}" in lines and codes != (0, 0)
 
 
 @pytest.mark.parametrize("case, message", [
