@@ -142,11 +142,13 @@ def _multiotsu(hist: Histogram, classes: int) -> tuple[float, ...]:
         found = filters.threshold_multiotsu(hist=(probabilities, centers), classes=classes)
     except ValueError as error:  # fewer occupied bins than classes
         occupied = np.count_nonzero(counts)
+        fix = (f"Lower classes to at most {occupied}, or raise nbins for a non-integer feature"
+               if occupied >= 2 else "The feature holds one value on every valid pixel: check the "
+               "input's nodata and band, or give fixed thresholds (method: threshold)")
         raise MethodParameterError(
             f"method 'multiotsu' cannot split the histogram into classes={classes}: it has "
             f"{occupied} occupied bin(s) of {counts.size}, and each class needs at least one. "
-            f"Lower classes to at most {occupied}, or raise nbins for a non-integer feature "
-            f"(scikit-image: {error})"
+            f"{fix} (scikit-image: {error})"
         ) from error
     return tuple(float(t) for t in found)
 

@@ -247,6 +247,11 @@ def test_thresholds_scikit_image_cannot_compute_are_method_errors():
     many = np.random.default_rng(0).integers(0, 256, (1, 64, 64), dtype=np.uint8)
     with pytest.raises(MethodParameterError, match=r"'multiotsu'.*classes=300.*Lower classes"):
         fit(memory_raster(many), "multiotsu", classes=300)
+    constant = np.full((1, 16, 16), 7, np.uint8)  # one value: no class count would do
+    with pytest.raises(MethodParameterError, match=r"1 occupied bin\(s\).*holds one value on every "
+                                                   r"valid pixel: check the input's nodata") as err:
+        fit(memory_raster(constant), "multiotsu", classes=3)
+    assert "Lower classes" not in str(err.value)
 
 
 @pytest.mark.parametrize("method, params, image", [
