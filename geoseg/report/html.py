@@ -23,6 +23,7 @@ import numpy as np
 
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
+from geoseg.report.tables import absent_classes
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
@@ -109,7 +110,7 @@ def metrics_section(record: dict[str, Any], scores: dict[str, Any] | None = None
     out = "<h2>Metrics</h2>" + _table(("run", "value"), rows, "run-table")
     if scores is not None:
         per = scores["per_class"]
-        absent = [n for n, r in per.items() if r.get("support") == 0 and r.get("predicted") == 0]
+        absent = absent_classes(per)
         out += _table(("class", "IoU", "Dice/F1", "precision", "recall", "support"),
                       [(n, r["iou"], r["dice"], r["precision"], r["recall"], r["support"])
                        for n, r in per.items() if n not in absent], "metrics-table")

@@ -18,14 +18,26 @@ def cell(value: Any, float_format: str = ".4f") -> str:
     return str(value)
 
 
+def absent_classes(per_class: dict[str, dict[str, Any]]) -> list[str]:
+    """The classes of ``per_class`` scores in neither the reference nor the prediction: with
+    nothing to score, a table lists them by count rather than row by row."""
+    return [n for n, r in per_class.items() if r.get("support") == 0 and r.get("predicted") == 0]
+
+
 def scores_table(found: dict[str, Any]) -> Table:
-    """Per-class scores, then the summary figures, of :func:`geoseg.report.evaluate`."""
-    table = Table(title="semantic scores", title_justify="left")
+    """Per-class scores of the classes present, then the summary figures, of
+    :func:`geoseg.report.evaluate`; a caption counts the classes left out (:func:`absent_classes`)."""
+    absent = absent_classes(found["per_class"])
+    caption = (f"{len(absent)} class{'es' * (len(absent) > 1)} in neither the reference nor the "
+               "prediction, not listed" if absent else None)
+    table = Table(title="semantic scores", title_justify="left", caption=caption,
+                  caption_justify="left")
     table.add_column("class")
     for name in METRICS:
         table.add_column(name, justify="right")
     for name, row in found["per_class"].items():
-        table.add_row(name, *(cell(row[m]) for m in METRICS))
+        if name not in absent:
+            table.add_row(name, *(cell(row[m]) for m in METRICS))
     table.add_section()
     for key in ("miou", "fwiou", "overall_accuracy", "pixels_scored", "predicted_other"):
         table.add_row(key, cell(found[key]))

@@ -78,3 +78,26 @@ def test_a_region_of_the_wrong_form_is_a_usage_error_naming_the_option(tmp_path,
     result = geoseg("eval", *_write(tmp_path, ref, ref), option, value)
     assert_clean(result, 2)
     assert expected in " ".join(result.stderr.split())
+
+
+def test_the_scores_table_lists_the_classes_present_and_counts_the_others():
+    """A class in neither the reference nor the prediction has nothing to score: the table of a
+    150-class model's scores on a scene of three would be mostly empty rows."""
+    from rich.console import Console
+
+    from geoseg.report.tables import scores_table
+
+    row = {"iou": 0.5, "dice": 0.6, "precision": 0.7, "recall": 0.8}
+    per_class = {"water": {**row, "support": 10, "predicted": 12},
+                 "snow": {**row, "iou": None, "support": 0, "predicted": 0},
+                 "land": {**row, "support": 0, "predicted": 3},  # only predicted: a row
+                 "ice": {**row, "iou": None, "support": 0, "predicted": 0}}
+    found = {"per_class": per_class, "miou": 0.5, "fwiou": 0.5, "overall_accuracy": 0.9,
+             "pixels_scored": 13, "predicted_other": 0}
+    console = Console(record=True, width=200)
+    console.print(scores_table(found))
+    lines = [line.split() for line in console.export_text().splitlines()]
+    listed = [w[1] for w in lines if len(w) > 2 and w[0] == "│" and w[1] in per_class]
+    assert listed == ["water", "land"]
+    assert ["2", "classes", "in", "neither", "the", "reference", "nor", "the", "prediction,",
+            "not", "listed"] in lines
