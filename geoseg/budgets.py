@@ -16,11 +16,15 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_CHUNK_BYTES``      decoded bytes of one stored input chunk    ``1 GiB``
 ``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
 ``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
+``GEOSEG_MAX_FIT_CACHE_BYTES``  raster bytes a fit keeps in memory         ``2 GiB``
 ==============================  =========================================  ================
 
 Every refusal is a :class:`~geoseg.errors.BudgetError` that says the figure, the limit and
-the setting that raises it. The checks are pure arithmetic on figures; this module imports
-neither dask nor torch.
+the setting that raises it. ``GEOSEG_MAX_FIT_CACHE_BYTES`` is a threshold as much as a limit:
+a k-means fit whose features take at most that many bytes reads the raster once and keeps it
+in memory (the workers' under a distributed client) for its passes; a larger one reads it
+once per pass, and only a fit that asks for the cache (``cache=True``) is refused. The checks
+are pure arithmetic on figures; this module imports neither dask nor torch.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ MAX_WINDOW_BYTES = "GEOSEG_MAX_WINDOW_BYTES"
 MAX_CHUNK_BYTES = "GEOSEG_MAX_CHUNK_BYTES"
 MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
 MAX_MODEL_BYTES = "GEOSEG_MAX_MODEL_BYTES"
+MAX_FIT_CACHE_BYTES = "GEOSEG_MAX_FIT_CACHE_BYTES"
 
 
 def limit(setting: str) -> int:
@@ -181,3 +186,18 @@ def check_model(n_parameters: int, n_bytes: int, what: str) -> None:
     check(n_bytes, MAX_MODEL_BYTES,
           f"{what} builds a network whose weights take {size(n_bytes)} ({figure(n_bytes)} bytes)",
           advice)
+
+
+def fits_cache(n_bytes: int) -> bool:
+    """Whether a fit's features of ``n_bytes`` may be kept in memory for all its passes
+    (at most ``GEOSEG_MAX_FIT_CACHE_BYTES``)."""
+    return n_bytes <= limit(MAX_FIT_CACHE_BYTES)
+
+
+def check_fit_cache(n_bytes: int, what: str) -> None:
+    """Refuse a fit asked to keep its features in memory (``cache=True``) when they take more
+    than ``GEOSEG_MAX_FIT_CACHE_BYTES``; ``what`` names the fit and its features."""
+    check(n_bytes, MAX_FIT_CACHE_BYTES,
+          f"{what} would keep {size(n_bytes)} ({figure(n_bytes)} bytes) in memory (cache=True)",
+          "Leave cache out (or false) to read the raster once per pass instead, select fewer "
+          "bands, or raise the limit if the workers have the memory to hold it.")

@@ -13,6 +13,11 @@
   A start stops when its squared centroid shift is at most ``tol`` times the
   mean feature variance (scikit-learn's rule) or after ``max_iter`` iterations;
   a last pass measures every start's inertia and the lowest is kept.
+* **Reads**: a fit makes ``n_iter + 2`` passes. When the bands it depends on take at most
+  ``GEOSEG_MAX_FIT_CACHE_BYTES`` (default 2 GiB), they are read once and kept in memory (the
+  workers', under a distributed client) for every pass, then released when the fit returns;
+  a larger raster is read again by each pass (``cache`` decides otherwise). The chunks are the
+  same either way, so are the centroids and the inertia.
 * **Assignment** is per pixel, in :meth:`KMeans.predict`, through
   :func:`geoseg.segment`.
 
@@ -35,7 +40,13 @@ from geoseg.core.segmenter import valid_mask
 from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods.features import PixelMethod
 from geoseg.methods.params import check_class_names, check_value
-from geoseg.methods.stats import RasterData, map_chunks, raster_data, tree_reduce
+from geoseg.methods.stats import (
+    RasterData,
+    cached_for_fit,
+    map_chunks,
+    raster_data,
+    tree_reduce,
+)
 
 PALETTE = (
     (31, 119, 180),
@@ -379,6 +390,7 @@ def fit_kmeans(
     nodata: float | None = None,
     split_every: int = 8,
     class_names: Sequence[str] | None = None,
+    cache: bool | None = None,
 ) -> KMeans:
     """Fit k-means with global centroids on a whole raster: one map-reduce per iteration,
     shared by all starts.
@@ -407,6 +419,13 @@ def fit_kmeans(
         One name per cluster, in the order of the clusters (of ``init`` when it gives the
         centroids); default ``cluster_0`` .. ``cluster_{k-1}``. Another count than ``k`` is
         refused before any pixel is read.
+    cache
+        Whether the fit reads the raster once and keeps it in memory for all its passes
+        (persisted: on the workers under a distributed client), instead of reading it once per
+        pass. ``None`` (default): when the bands it uses take at most
+        ``GEOSEG_MAX_FIT_CACHE_BYTES`` (every band when a nodata value or a float dtype makes
+        them all decide which pixels are valid). ``True`` over that limit raises
+        :class:`~geoseg.errors.BudgetError` before any pixel is read. Results are identical.
 
     Returns
     -------
@@ -414,12 +433,15 @@ def fit_kmeans(
         A frozen segmenter holding the centroids, inertia and iteration count.
     """
     for name, value in (("k", k), ("max_iter", max_iter), ("tol", tol), ("seed", seed),
-                        ("sample_size", sample_size), ("split_every", split_every)):
+                        ("sample_size", sample_size), ("split_every", split_every),
+                        ("cache", cache)):
         check_value(name, value)
     check_names(class_names, k)
-    rd = raster_data(raster, nodata)
-    index = _band_index(bands, rd.n_bands)
-    check_init(init, k, n_init, len(index), describe_bands(bands, rd.n_bands))
+    source = raster_data(raster, nodata)
+    index = _band_index(bands, source.n_bands)
+    features = describe_bands(bands, source.n_bands)
+    check_init(init, k, n_init, len(index), features)
+    rd, index = cached_for_fit(source, index, cache, f"k-means on {features}")
     summary = dask.compute(init_task(rd, index, sample_size, seed, split_every))[0]
     if summary.count == 0:
         raise PlanError("The raster has no valid pixel (all no-data or NaN); nothing to cluster.")
@@ -442,7 +464,7 @@ def fit_kmeans(
         int(n_iter[best]),
         bool(converged[best]),
         _as_centroids(starts[best]),
-        rd.band_names,
+        source.band_names,
         len(starts),
         None if class_names is None else tuple(class_names),
     )

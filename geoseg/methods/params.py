@@ -66,6 +66,7 @@ def either(*kinds: Kind) -> Kind:
 
 
 TEXT = Kind("a string", lambda v: isinstance(v, str))
+BOOLEAN = Kind("true or false", lambda v: isinstance(v, bool))
 BAND = whole(1)
 BANDS = list_of(BAND, "band numbers (1-based)")
 PAIR = list_of(BAND, "band numbers", size=2)
@@ -102,7 +103,8 @@ PARAMS: dict[str, Kind] = {
     "method": TEXT,
     "mode": TEXT,
     "hysteresis": TEXT,
-    "equal_to_upper": Kind("true or false", lambda v: isinstance(v, bool)),
+    "equal_to_upper": BOOLEAN,
+    "cache": optional(BOOLEAN),
 }
 
 

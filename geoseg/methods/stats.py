@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 from dask.delayed import Delayed
 
+from geoseg import budgets
 from geoseg.core.segmenter import valid_mask
 from geoseg.errors import MethodParameterError, PlanError
 from geoseg.methods.features import Feature
@@ -74,6 +75,49 @@ def _from_numpy(array: Any) -> da.Array:
     array = np.asarray(array)
     spatial = default_chunks(array.shape[-2:])
     return da.from_array(array, chunks=(-1,) * (array.ndim - 2) + spatial)
+
+
+# -- keeping a fit's pixels in memory -----------------------------------------------------------
+
+
+def fit_bands(rd: RasterData, index: Sequence[int]) -> list[int]:
+    """The bands (0-based, in order) whose pixels a fit on the features ``index`` depends on:
+    the selected ones, or every band when a pixel's validity depends on them all (a nodata
+    value, or a float dtype whose NaN or infinite values mark no data)."""
+    independent = not np.issubdtype(rd.data.dtype, np.floating) and (
+        rd.nodata is None or np.isnan(rd.nodata))
+    return sorted(set(index)) if independent else list(range(rd.n_bands))
+
+
+def fit_bytes(rd: RasterData, bands: Sequence[int]) -> int:
+    """Bytes of ``bands`` of the whole raster, in its dtype."""
+    return budgets.window_bytes(rd.data.shape[1:], len(bands), rd.data.dtype)
+
+
+def cached_for_fit(
+    rd: RasterData, index: Sequence[int], cache: bool | None, what: str
+) -> tuple[RasterData, list[int]]:
+    """The raster and feature ``index`` a fit of several passes runs them on.
+
+    With ``cache`` (``None``: when the bands the fit depends on, :func:`fit_bands`, take at
+    most ``GEOSEG_MAX_FIT_CACHE_BYTES``), those bands are persisted: read once, and kept in
+    memory (the workers' under a distributed client, else this process's) for as long as the
+    returned raster is referenced; the chunks stay the same, so every pass computes the same
+    numbers. Without it, ``rd`` and ``index`` are returned unchanged and each pass reads the
+    raster again. ``cache=True`` over the limit raises :class:`~geoseg.errors.BudgetError`
+    naming ``what``.
+    """
+    bands = fit_bands(rd, index)
+    n_bytes = fit_bytes(rd, bands)
+    if cache:
+        budgets.check_fit_cache(n_bytes, what)
+    elif cache is None:
+        cache = budgets.fits_cache(n_bytes)
+    if not cache:
+        return rd, list(index)
+    data = rd.data if bands == list(range(rd.n_bands)) else rd.data[bands]
+    names = tuple(rd.band_names[b] for b in bands)
+    return RasterData(data.persist(), rd.nodata, names), [bands.index(i) for i in index]
 
 
 def chunk_offsets(data: da.Array) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:

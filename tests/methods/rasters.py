@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+import zarr.storage
 from dask.core import get_dependencies
 from skimage import data as skdata
 
@@ -98,3 +104,37 @@ def unreadable_raster(bands: int = 3, size: int = 64, dtype: str = "uint8") -> x
     data = da.map_blocks(block, chunks=((bands,), (size // 2,) * 2, (size // 2,) * 2),
                          dtype=dtype, name="unreadable-raster")
     return xr.DataArray(data, dims=("band", "y", "x"))
+
+
+METADATA_KEYS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+
+
+@dataclass
+class StoreReads:
+    """What zarr fetched from local stores: times each chunk key was read, and their bytes."""
+
+    chunks: Counter = field(default_factory=Counter)
+    bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@contextlib.contextmanager
+def counted_reads() -> Iterator[StoreReads]:
+    """Count, in this process, every chunk that zarr reads from a local store (its own storage
+    layer, below every decoder and cache), by key; metadata documents are not counted."""
+    reads = StoreReads()
+    original = zarr.storage.LocalStore.get
+
+    async def get(self, key, prototype=None, byte_range=None):
+        buffer = await original(self, key, prototype, byte_range)
+        if buffer is not None and not key.endswith(METADATA_KEYS):
+            with reads.lock:
+                reads.chunks[key] += 1
+                reads.bytes += len(buffer)
+        return buffer
+
+    zarr.storage.LocalStore.get = get
+    try:
+        yield reads
+    finally:
+        zarr.storage.LocalStore.get = original

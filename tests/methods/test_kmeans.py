@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 from skimage import data as skdata
 
-from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
+from geoseg.errors import BandMismatchError, BudgetError, MethodParameterError, PlanError
 from geoseg.methods import KMeans, fit_kmeans, kmeans_plusplus, with_position
 from geoseg.methods.build import build_method
 from geoseg.methods.kmeans import PALETTE, init_task, start_seeds, unfitted_kmeans
-from geoseg.methods.stats import raster_data
+from geoseg.methods.stats import fit_bands, raster_data
 from tests.methods.rasters import (
+    counted_reads,
     memory_raster,
     photo,
     run_segment,
@@ -329,3 +330,69 @@ def test_kmeans_on_a_volume_matches_scikit_learn_and_the_2d_path(tmp_path):
     expected = reference.predict(pixels(volume)).reshape(shape)
     np.testing.assert_array_equal(labels, expected)
     assert set(np.unique(labels)) == {0, 1}
+
+
+# -- reads: once when the raster fits GEOSEG_MAX_FIT_CACHE_BYTES, else once per pass -------------
+
+
+def counted_fit(raster, **kwargs):
+    """A fit of 3 iterations (tol 0 runs them all) on threads, and the chunks it read."""
+    with dask.config.set(scheduler="threads"), counted_reads() as reads:
+        fitted = fit_kmeans(raster, 4, seed=1, n_init=2, max_iter=3, tol=0, **kwargs)
+    return fitted, reads
+
+
+@pytest.mark.parametrize("uncached", ["cache=False", "limit one byte below"])
+def test_a_fit_reads_each_chunk_once_when_the_raster_fits_the_cache(tmp_path, rgb, monkeypatch,
+                                                                      uncached):
+    raster = zarr_raster(tmp_path, rgb)  # 16 stored chunks of 3 x 40 x 40 uint8
+    monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", str(rgb.nbytes))  # just fits
+    cached, once = counted_fit(raster)
+    if uncached == "cache=False":
+        plain, each = counted_fit(raster, cache=False)
+    else:
+        monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", str(rgb.nbytes - 1))
+        plain, each = counted_fit(raster)
+    passes = plain.n_iter + 2  # the sample, one per iteration, the inertia
+    assert plain.n_iter == cached.n_iter == 3 and len(once.chunks) == len(each.chunks) == 16
+    assert set(once.chunks.values()) == {1}
+    assert set(each.chunks.values()) == {passes}
+    assert each.bytes == passes * once.bytes
+    assert cached.centroids == plain.centroids and cached.inertia == plain.inertia
+    assert cached.init_centroids == plain.init_centroids
+
+
+def test_the_cache_keeps_the_nodata_handling_of_a_band_selection():
+    """A pixel is no data when every band is: with a nodata value the cache keeps every band,
+    and the fit is the same as without it."""
+    image = photo("coins")[:, ::2, ::2].repeat(3, axis=0)  # 152 x 192
+    image[1] = 255 - image[1]
+    image[0, :30, :40] = image[2, :30, :40] = 0  # no data only where band 2 is 0 too
+    image[1, :20, :20] = 0
+    raster = memory_raster(image, nodata=0)
+    assert fit_bands(raster_data(raster), [1]) == [0, 1, 2]
+    assert fit_bands(raster_data(memory_raster(image)), [2, 1, 1]) == [1, 2]
+    for bands in ([2], [3, 1]):
+        cached = fit(raster, 2, bands=bands, seed=1, n_init=1, cache=True)
+        plain = fit(raster, 2, bands=bands, seed=1, n_init=1, cache=False)
+        assert (cached.centroids, cached.inertia) == (plain.centroids, plain.inertia)
+
+
+def test_cache_true_over_the_limit_is_refused_before_a_pixel_is_read(monkeypatch):
+    monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", "1000")
+    with pytest.raises(BudgetError, match=(
+            r"^k-means on all 3 bands would keep 12 KiB \(12288 bytes\) in memory \(cache=True\); "
+            r"the limit is 1000 \(GEOSEG_MAX_FIT_CACHE_BYTES\)\. Leave cache out")):
+        fit_kmeans(unreadable_raster(bands=3), 2, cache=True)
+    with pytest.raises(MethodParameterError, match=r"cache: received 'yes'; expected true or "
+                                                   r"false, or null"):
+        fit_kmeans(unreadable_raster(bands=3), 2, cache="yes")
+
+
+def test_cache_in_a_job_spec(rgb):
+    raster = memory_raster(rgb)
+    with dask.config.set(scheduler="sync"):
+        fitted = build_method("kmeans", {"k": 3, "n_init": 1, "cache": False}, raster)
+        assert fitted == build_method("kmeans", {"k": 3, "n_init": 1, "cache": True}, raster)
+    with pytest.raises(MethodParameterError, match=r"model\.params\.cache: received 1"):
+        build_method("kmeans", {"k": 3, "cache": 1}, raster)
