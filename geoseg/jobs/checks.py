@@ -43,7 +43,7 @@ from geoseg.jobs.provenance import runs_dir
 from geoseg.methods.build import build_method, stand_in
 from geoseg.methods.features import as_feature
 from geoseg.methods.histogram import fit_histogram_modes
-from geoseg.methods.kmeans import DEFAULT_N_INIT, fit_kmeans, parse_n_init
+from geoseg.methods.kmeans import DEFAULT_N_INIT, check_cache, fit_kmeans, parse_n_init
 from geoseg.methods.params import check_params
 from geoseg.methods.threshold import METHODS, check_in_range, fit_threshold
 from geoseg.models.modelfile import read_header
@@ -161,6 +161,8 @@ def check_methods(spec: ModelSpec, source: RasterSource, key: str = "model") -> 
     with _key(f"{key}.params"):
         check_bands(spec.method, spec.params, source.shape[0])
         stand_in(spec.method, spec.params, source.band_names)  # what the fit would refuse
+        if spec.method == "kmeans" and spec.params.get("cache") is True:
+            check_cache(source.shape, source.dtype, source.georef.nodata, spec.params.get("bands"))
 
 
 def planned_model(spec: ModelSpec, source: RasterSource, where: str) -> Segmenter | None:

@@ -43,6 +43,7 @@ from geoseg.methods.params import check_class_names, check_value
 from geoseg.methods.stats import (
     RasterData,
     cached_for_fit,
+    check_fit_cache,
     map_chunks,
     raster_data,
     tree_reduce,
@@ -135,6 +136,15 @@ class KMeans(PixelMethod):
         x = batch[:, self.feature_index(batch.shape[1])]
         d2 = np.stack([squared_distances(x, c, axis=1) for c in np.asarray(self.centroids)], axis=1)
         return -(d2 - d2.min(axis=1, keepdims=True)).astype(np.float32)
+
+
+def check_cache(shape: Sequence[int], dtype: Any, nodata: float | None,
+                bands: Sequence[int] | None = None) -> None:
+    """Refuse ``cache=True`` for a fit on ``bands`` of a raster ``(band, y, x)`` of ``dtype``
+    whose kept bands would pass ``GEOSEG_MAX_FIT_CACHE_BYTES``: from its shape alone, so that a
+    job's check says so before any read (the fit checks the same)."""
+    check_fit_cache(shape, dtype, nodata, _band_index(bands, shape[0]),
+                    f"k-means on {describe_bands(bands, shape[0])}")
 
 
 def check_names(class_names: Sequence[str] | None, k: int) -> None:

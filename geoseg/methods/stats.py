@@ -80,18 +80,31 @@ def _from_numpy(array: Any) -> da.Array:
 # -- keeping a fit's pixels in memory -----------------------------------------------------------
 
 
-def fit_bands(rd: RasterData, index: Sequence[int]) -> list[int]:
-    """The bands (0-based, in order) whose pixels a fit on the features ``index`` depends on:
-    the selected ones, or every band when a pixel's validity depends on them all (a nodata
-    value, or a float dtype whose NaN or infinite values mark no data)."""
-    independent = not np.issubdtype(rd.data.dtype, np.floating) and (
-        rd.nodata is None or np.isnan(rd.nodata))
-    return sorted(set(index)) if independent else list(range(rd.n_bands))
+def fit_bands(dtype: Any, nodata: float | None, n_bands: int, index: Sequence[int]) -> list[int]:
+    """The bands (0-based, in order) whose pixels a fit on the features ``index`` of a raster of
+    ``n_bands`` depends on: the selected ones, or every band when a pixel's validity depends on
+    them all (a ``nodata`` value, or a float ``dtype`` whose NaN or infinite values mark no
+    data)."""
+    independent = not np.issubdtype(np.dtype(dtype), np.floating) and (
+        nodata is None or np.isnan(nodata))
+    return sorted(set(index)) if independent else list(range(n_bands))
 
 
-def fit_bytes(rd: RasterData, bands: Sequence[int]) -> int:
-    """Bytes of ``bands`` of the whole raster, in its dtype."""
-    return budgets.window_bytes(rd.data.shape[1:], len(bands), rd.data.dtype)
+def fit_bytes(shape: Sequence[int], dtype: Any, nodata: float | None,
+              index: Sequence[int]) -> int:
+    """Bytes a fit on the features ``index`` of a raster ``(band, *spatial)`` keeps in memory
+    with its cache: the whole raster's :func:`fit_bands`, in its dtype. From the shape alone."""
+    kept = fit_bands(dtype, nodata, shape[0], index)
+    return budgets.window_bytes(tuple(shape[1:]), len(kept), np.dtype(dtype))
+
+
+def check_fit_cache(shape: Sequence[int], dtype: Any, nodata: float | None,
+                    index: Sequence[int], what: str) -> int:
+    """:func:`fit_bytes`, refused (:class:`~geoseg.errors.BudgetError` naming ``what``) over
+    ``GEOSEG_MAX_FIT_CACHE_BYTES``: what asking for the cache costs, known before a read."""
+    n_bytes = fit_bytes(shape, dtype, nodata, index)
+    budgets.check_fit_cache(n_bytes, what)
+    return n_bytes
 
 
 def cached_for_fit(
@@ -107,12 +120,12 @@ def cached_for_fit(
     raster again. ``cache=True`` over the limit raises :class:`~geoseg.errors.BudgetError`
     naming ``what``.
     """
-    bands = fit_bands(rd, index)
-    n_bytes = fit_bytes(rd, bands)
+    shape, dtype = rd.data.shape, rd.data.dtype
+    bands = fit_bands(dtype, rd.nodata, rd.n_bands, index)
     if cache:
-        budgets.check_fit_cache(n_bytes, what)
+        check_fit_cache(shape, dtype, rd.nodata, index, what)
     elif cache is None:
-        cache = budgets.fits_cache(n_bytes)
+        cache = budgets.fits_cache(fit_bytes(shape, dtype, rd.nodata, index))
     if not cache:
         return rd, list(index)
     data = rd.data if bands == list(range(rd.n_bands)) else rd.data[bands]

@@ -370,8 +370,10 @@ def test_the_cache_keeps_the_nodata_handling_of_a_band_selection():
     image[0, :30, :40] = image[2, :30, :40] = 0  # no data only where band 2 is 0 too
     image[1, :20, :20] = 0
     raster = memory_raster(image, nodata=0)
-    assert fit_bands(raster_data(raster), [1]) == [0, 1, 2]
-    assert fit_bands(raster_data(memory_raster(image)), [2, 1, 1]) == [1, 2]
+    rd = raster_data(raster)
+    assert fit_bands(rd.data.dtype, rd.nodata, rd.n_bands, [1]) == [0, 1, 2]
+    plain = raster_data(memory_raster(image))
+    assert fit_bands(plain.data.dtype, plain.nodata, plain.n_bands, [2, 1, 1]) == [1, 2]
     for bands in ([2], [3, 1]):
         cached = fit(raster, 2, bands=bands, seed=1, n_init=1, cache=True)
         plain = fit(raster, 2, bands=bands, seed=1, n_init=1, cache=False)

@@ -95,3 +95,13 @@ def test_kmeans_class_names_in_a_job_spec_name_the_output_classes(tmp_path, scen
     attrs = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs["geoseg"]
     assert attrs["class_names"] == ["water", "forest", "urban"]
     assert [tuple(c[:3]) for c in attrs["class_colors"]] == list(PALETTE[:3])
+
+
+def test_kmeans_cache_over_its_budget_fails_validate_naming_the_key(tmp_path, scene):
+    """cache: true on a raster whose bands pass GEOSEG_MAX_FIT_CACHE_BYTES is refused by the
+    job's checks, before any read or cluster, rather than once the fit starts."""
+    model = {"method": "kmeans", "params": {"k": 2, "cache": True}}
+    result = geoseg("validate", write_job(tmp_path, scene, model),
+                    env={"GEOSEG_MAX_FIT_CACHE_BYTES": "1000"})
+    assert_clean(result, 2, "model.params: k-means on all 3 bands would keep 12 KiB (12288 bytes) "
+                            "in memory (cache=True); the limit is 1000 (GEOSEG_MAX_FIT_CACHE_BYTES)")
