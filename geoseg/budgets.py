@@ -21,10 +21,11 @@ setting                         bounds                                     defau
 
 Every refusal is a :class:`~geoseg.errors.BudgetError` that says the figure, the limit and
 the setting that raises it. ``GEOSEG_MAX_FIT_CACHE_BYTES`` is a threshold as much as a limit:
-a k-means fit whose features take at most that many bytes reads the raster once and keeps it
-in memory (the workers' under a distributed client) for its passes; a larger one reads it
-once per pass, and only a fit that asks for the cache (``cache=True``) is refused. The checks
-are pure arithmetic on figures; this module imports neither dask nor torch.
+a fit (k-means, a global threshold, histogram modes) whose features take at most that many
+bytes reads the raster once and keeps it in memory (the workers' under a distributed client)
+for its passes; a larger one reads it once per pass, and only a fit that asks for the cache
+(``cache=True``) is refused. The checks are pure arithmetic on figures; this module imports
+neither dask nor torch.
 """
 
 from __future__ import annotations

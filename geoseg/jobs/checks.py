@@ -42,10 +42,13 @@ from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.jobs.provenance import runs_dir
 from geoseg.methods.build import build_method, stand_in
 from geoseg.methods.features import as_feature
+from geoseg.methods.histogram import check_cache as check_modes_cache
 from geoseg.methods.histogram import fit_histogram_modes
-from geoseg.methods.kmeans import DEFAULT_N_INIT, check_cache, fit_kmeans, parse_n_init
+from geoseg.methods.kmeans import DEFAULT_N_INIT, fit_kmeans, parse_n_init
+from geoseg.methods.kmeans import check_cache as check_kmeans_cache
 from geoseg.methods.params import check_params
 from geoseg.methods.threshold import METHODS, check_in_range, fit_threshold
+from geoseg.methods.threshold import check_cache as check_threshold_cache
 from geoseg.models.modelfile import read_header
 from geoseg.tiling.plan import read_window, region_tiles
 
@@ -161,8 +164,20 @@ def check_methods(spec: ModelSpec, source: RasterSource, key: str = "model") -> 
     with _key(f"{key}.params"):
         check_bands(spec.method, spec.params, source.shape[0])
         stand_in(spec.method, spec.params, source.band_names)  # what the fit would refuse
-        if spec.method == "kmeans" and spec.params.get("cache") is True:
-            check_cache(source.shape, source.dtype, source.georef.nodata, spec.params.get("bands"))
+        if spec.params.get("cache") is True:
+            check_cache(spec.method, spec.params, source)
+
+
+def check_cache(method: str, params: dict[str, Any], source: RasterSource) -> None:
+    """A fit asked to keep its bands in memory (``cache: true``) fits
+    ``GEOSEG_MAX_FIT_CACHE_BYTES``, from the input's shape alone."""
+    shape, dtype, nodata = source.shape, source.dtype, source.georef.nodata
+    if method == "kmeans":
+        check_kmeans_cache(shape, dtype, nodata, params.get("bands"))
+    elif method == "histogram":
+        check_modes_cache(shape, dtype, nodata, params.get("feature"))
+    else:
+        check_threshold_cache(shape, dtype, nodata, method, params.get("feature"))
 
 
 def planned_model(spec: ModelSpec, source: RasterSource, where: str) -> Segmenter | None:

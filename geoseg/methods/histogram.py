@@ -19,8 +19,15 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from geoseg.errors import MethodParameterError
-from geoseg.methods.features import FeatureLike, as_feature
-from geoseg.methods.stats import Histogram, global_histogram, raster_data
+from geoseg.methods.features import Feature, FeatureLike, as_feature
+from geoseg.methods.params import check_value
+from geoseg.methods.stats import (
+    Histogram,
+    cached_feature,
+    check_feature_cache,
+    global_histogram,
+    raster_data,
+)
 from geoseg.methods.threshold import Threshold
 
 
@@ -121,18 +128,22 @@ def fit_histogram_modes(
     nbins: int = 256,
     nodata: float | None = None,
     max_smoothing: int = 10_000,
+    cache: bool | None = None,
 ) -> HistogramModes:
     """Fit object/background grey levels (or ``classes`` modes) on a whole raster, chunk by chunk.
 
-    Parameters are those of :func:`geoseg.methods.fit_threshold`. Integer bands
+    Parameters are those of :func:`geoseg.methods.fit_threshold`, ``cache`` included (the
+    histogram takes the same two passes, value range then counts). Integer bands
     get one bin per value; other features ``nbins`` bins over the global
     ``[min, max]``. No-data and NaN pixels are ignored.
     """
     check_modes(classes, max_smoothing)
+    check_value("cache", cache)
     feat = as_feature(feature)
     rd = raster_data(raster, nodata)
     feat.check(rd.n_bands, "the raster")
-    hist: Histogram = global_histogram(rd, feat, nbins)
+    source, on = cached_feature(rd, feat, cache, fit_name(feat))
+    hist: Histogram = global_histogram(source, on, nbins)
     modes = find_modes(*hist.trimmed(), classes=classes, max_smoothing=max_smoothing)
     return HistogramModes(
         modes.thresholds,
@@ -143,6 +154,20 @@ def fit_histogram_modes(
         levels=modes.levels,
         fractions=modes.fractions,
     )
+
+
+def fit_name(feature: Feature) -> str:
+    """A histogram-modes fit, in words, as a refused cache names it."""
+    return f"the histogram modes of {feature.describe()}"
+
+
+def check_cache(shape: Sequence[int], dtype: Any, nodata: float | None,
+                feature: FeatureLike = None) -> None:
+    """Refuse ``cache=True`` for a fit on ``feature`` of a raster ``(band, y, x)`` of ``dtype``
+    whose kept bands would pass ``GEOSEG_MAX_FIT_CACHE_BYTES``: from its shape alone, so that a
+    job's check says so before any read (the fit checks the same)."""
+    feat = as_feature(feature)
+    check_feature_cache(shape, dtype, nodata, feat, fit_name(feat))
 
 
 def check_modes(classes: int, max_smoothing: int) -> None:

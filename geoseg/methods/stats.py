@@ -133,6 +133,32 @@ def cached_for_fit(
     return RasterData(data.persist(), rd.nodata, names), [bands.index(i) for i in index]
 
 
+def feature_index(feature: Feature, n_bands: int) -> list[int]:
+    """The bands (0-based) ``feature`` reads on a raster of ``n_bands``."""
+    if feature.kind == "single":
+        return [0]
+    if feature.kind == "mean":
+        return list(range(n_bands))
+    return [b - 1 for b in feature.bands]
+
+
+def check_feature_cache(shape: Sequence[int], dtype: Any, nodata: float | None,
+                        feature: Feature, what: str) -> int:
+    """:func:`check_fit_cache` for a fit on ``feature`` of a raster ``(band, *spatial)``."""
+    return check_fit_cache(shape, dtype, nodata, feature_index(feature, shape[0]), what)
+
+
+def cached_feature(
+    rd: RasterData, feature: Feature, cache: bool | None, what: str
+) -> tuple[RasterData, Feature]:
+    """:func:`cached_for_fit` for a fit on ``feature``: the raster its passes run on, and the
+    feature renumbered to that raster's bands (the same values on every pixel)."""
+    cached, index = cached_for_fit(rd, feature_index(feature, rd.n_bands), cache, what)
+    if feature.kind in ("single", "mean"):  # every band is kept: nothing to renumber
+        return cached, feature
+    return cached, Feature(feature.kind, tuple(i + 1 for i in index))
+
+
 def chunk_offsets(data: da.Array) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """Block index and first pixel of every spatial chunk, any number of spatial axes."""
     starts = [np.cumsum((0,) + c[:-1]).tolist() for c in data.chunks[1:]]

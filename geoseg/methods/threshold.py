@@ -1,7 +1,8 @@
 """Thresholding: manual, global (Otsu, multi-Otsu, Li, Yen, triangle, ...) and local.
 
 Global methods are fitted in two distributed passes (value range, then
-histogram; see :mod:`geoseg.methods.stats`) and give a :class:`Threshold`, a
+histogram; see :mod:`geoseg.methods.stats`; the raster is read once for both when
+it fits ``GEOSEG_MAX_FIT_CACHE_BYTES``) and give a :class:`Threshold`, a
 frozen segmenter holding a few numbers. For integer bands the histogram has one
 bin per value, exactly what scikit-image builds for an integer image, so the
 thresholds are identical to ``skimage.filters.threshold_*`` on the whole image.
@@ -28,14 +29,21 @@ from skimage import filters
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import MethodParameterError
 from geoseg.methods.features import (
+    Feature,
     FeatureLike,
     PixelMethod,
     as_feature,
     class_infos,
     one_hot,
 )
-from geoseg.methods.params import check_class_names
-from geoseg.methods.stats import Histogram, global_histogram, raster_data
+from geoseg.methods.params import check_class_names, check_value
+from geoseg.methods.stats import (
+    Histogram,
+    cached_feature,
+    check_feature_cache,
+    global_histogram,
+    raster_data,
+)
 
 LOCAL_METHODS = ("gaussian", "mean", "median")
 # scipy.ndimage border modes a tile applies at the image edges as the whole image would ("wrap"
@@ -284,6 +292,7 @@ def fit_threshold(
     nbins: int = 256,
     nodata: float | None = None,
     class_names: Sequence[str] | None = None,
+    cache: bool | None = None,
 ) -> Threshold:
     """Fit a global threshold on a whole raster, chunk by chunk.
 
@@ -302,6 +311,13 @@ def fit_threshold(
         bin per value, like scikit-image).
     nodata
         Overrides ``raster.attrs["nodata"]``; no-data and NaN pixels are ignored.
+    cache
+        Whether the fit reads the raster once and keeps it in memory for its two passes
+        (persisted: on the workers under a distributed client), instead of reading it once per
+        pass. ``None`` (default): when the bands the feature uses take at most
+        ``GEOSEG_MAX_FIT_CACHE_BYTES`` (every band when a nodata value or a float dtype makes
+        them all decide which pixels are valid). ``True`` over that limit raises
+        :class:`~geoseg.errors.BudgetError` before any pixel is read. Results are identical.
 
     Returns
     -------
@@ -311,10 +327,12 @@ def fit_threshold(
         thresholds, ``np.digitize(x, thresholds)`` (equal goes up) for multi-Otsu.
     """
     check_classes(method, classes, class_names)
+    check_value("cache", cache)
     feat = as_feature(feature)
     rd = raster_data(raster, nodata)
     feat.check(rd.n_bands, "the raster")
-    hist = global_histogram(rd, feat, nbins)
+    source, on = cached_feature(rd, feat, cache, fit_name(method, feat))
+    hist = global_histogram(source, on, nbins)
     values = thresholds_from_histogram(hist, method, classes)
     return Threshold(
         _dedupe(values),
@@ -327,6 +345,20 @@ def fit_threshold(
 
 
 EQUAL_TO_UPPER = {"multiotsu"}  # scikit-image applies these with np.digitize(x, thresholds)
+
+
+def fit_name(method: str, feature: Feature) -> str:
+    """A threshold fit, in words, as a refused cache names it."""
+    return f"the {method} threshold on {feature.describe()}"
+
+
+def check_cache(shape: Sequence[int], dtype: Any, nodata: float | None, method: str = "otsu",
+                feature: FeatureLike = None) -> None:
+    """Refuse ``cache=True`` for a ``method`` fit on ``feature`` of a raster ``(band, y, x)`` of
+    ``dtype`` whose kept bands would pass ``GEOSEG_MAX_FIT_CACHE_BYTES``: from its shape alone,
+    so that a job's check says so before any read (the fit checks the same)."""
+    feat = as_feature(feature)
+    check_feature_cache(shape, dtype, nodata, feat, fit_name(method, feat))
 
 
 def unfitted_threshold(

@@ -70,3 +70,37 @@ def test_max_smoothing_below_one_is_refused_before_a_pixel_is_read():
     with pytest.raises(MethodParameterError, match="max_smoothing: received 0; expected a whole "
                                                    "number >= 1"):
         fit_histogram_modes(unreadable_raster(bands=1), max_smoothing=0)
+
+
+@pytest.mark.parametrize("uncached", ["cache=False", "limit one byte below"])
+def test_a_modes_fit_reads_each_chunk_once_when_the_raster_fits_the_cache(tmp_path, monkeypatch,
+                                                                          uncached):
+    from tests.methods.rasters import counted_reads
+
+    image = photo("coins")[:, ::2, ::2]  # (1, 152, 192) uint8: 20 stored chunks of 40 x 40
+    raster = zarr_raster(tmp_path, image)
+    monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", str(image.nbytes))  # just fits
+    kwargs = {"cache": False} if uncached == "cache=False" else {}
+    with dask.config.set(scheduler="threads"), counted_reads() as once:
+        cached = fit_histogram_modes(raster)
+    if not kwargs:
+        monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", str(image.nbytes - 1))
+    with dask.config.set(scheduler="threads"), counted_reads() as each:
+        plain = fit_histogram_modes(raster, **kwargs)
+    assert len(once.chunks) == len(each.chunks) == 20
+    assert set(once.chunks.values()) == {1}
+    assert set(each.chunks.values()) == {2}  # the value range, then the histogram
+    assert cached == plain
+
+
+def test_a_modes_fit_asked_for_a_cache_over_the_limit_is_refused_before_a_read(monkeypatch):
+    from geoseg.errors import BudgetError
+    from geoseg.methods.histogram import check_cache
+    from tests.methods.rasters import unreadable_raster
+
+    monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", "1000")
+    message = "the histogram modes of mean of the bands would keep 12 KiB"
+    with pytest.raises(BudgetError, match=message):
+        fit_histogram_modes(unreadable_raster(), feature="mean", cache=True)
+    with pytest.raises(BudgetError, match=message):
+        check_cache((3, 64, 64), "uint8", None, "mean")  # what a job's validate checks

@@ -97,11 +97,19 @@ def test_kmeans_class_names_in_a_job_spec_name_the_output_classes(tmp_path, scen
     assert [tuple(c[:3]) for c in attrs["class_colors"]] == list(PALETTE[:3])
 
 
-def test_kmeans_cache_over_its_budget_fails_validate_naming_the_key(tmp_path, scene):
+@pytest.mark.parametrize("model, fit", [
+    ({"method": "kmeans", "params": {"k": 2, "cache": True}},
+     "k-means on all 3 bands would keep 12 KiB (12288 bytes)"),
+    ({"method": "otsu", "params": {"feature": 2, "cache": True}},
+     "the otsu threshold on band 2 would keep 4 KiB (4096 bytes)"),
+    ({"method": "histogram", "params": {"feature": "mean", "cache": True}},
+     "would keep 12 KiB (12288 bytes)"),
+])
+def test_a_fit_cache_over_its_budget_fails_validate_naming_the_key(tmp_path, scene, model, fit):
     """cache: true on a raster whose bands pass GEOSEG_MAX_FIT_CACHE_BYTES is refused by the
     job's checks, before any read or cluster, rather than once the fit starts."""
-    model = {"method": "kmeans", "params": {"k": 2, "cache": True}}
     result = geoseg("validate", write_job(tmp_path, scene, model),
                     env={"GEOSEG_MAX_FIT_CACHE_BYTES": "1000"})
-    assert_clean(result, 2, "model.params: k-means on all 3 bands would keep 12 KiB (12288 bytes) "
-                            "in memory (cache=True); the limit is 1000 (GEOSEG_MAX_FIT_CACHE_BYTES)")
+    assert_clean(result, 2, "model.params: ")
+    assert f"{fit} in memory (cache=True); the limit is 1000 (GEOSEG_MAX_FIT_CACHE_BYTES)" in (
+        result.stdout + result.stderr)

@@ -19,6 +19,7 @@ from geoseg.methods import (
     Feature,
     LocalThreshold,
     Threshold,
+    as_feature,
     fit_threshold,
     global_histogram,
     thresholds_from_histogram,
@@ -319,3 +320,44 @@ def test_manual_thresholds_outside_what_the_input_can_hold_are_refused():
     with pytest.raises(MethodParameterError, match=re.escape("(b4 - b3) / (b4 + b3) of the input "
                                                              "(uint16) lies in [-1, 1]")):
         check_in_range(Threshold([0.2, 1500], feature=(4, 3)), np.uint16)
+
+
+def counted_threshold(raster, **kwargs) -> tuple[Threshold, object]:
+    """An Otsu fit on the threads scheduler, with the chunks it read from the store."""
+    from tests.methods.rasters import counted_reads
+
+    with dask.config.set(scheduler="threads"), counted_reads() as reads:
+        fitted = fit_threshold(raster, "otsu", **kwargs)
+    return fitted, reads
+
+
+@pytest.mark.parametrize("feature, kept, attrs", [
+    (2, 1, {}),  # one band kept, the feature renumbered to it
+    ((3, 1), 2, {}),  # two bands kept, in another order than the feature's
+    ("mean", 3, {}),
+    (2, 3, {"nodata": 0}),  # a nodata value: every band decides validity, so all are kept
+])
+def test_a_threshold_fit_reads_each_chunk_once_when_its_bands_fit_the_cache(
+        tmp_path, monkeypatch, feature, kept, attrs):
+    image = textured_image(120, 120)  # 3 bands uint8: 9 stored chunks of 3 x 40 x 40
+    raster = zarr_raster(tmp_path, image, **attrs)
+    monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", str(kept * 120 * 120))  # just fits
+    cached, once = counted_threshold(raster, feature=feature)
+    plain, each = counted_threshold(raster, feature=feature, cache=False)
+    assert len(once.chunks) == len(each.chunks) == 9
+    assert set(once.chunks.values()) == {1}
+    assert set(each.chunks.values()) == {2}  # the value range, then the histogram
+    assert cached == plain and cached.feature == as_feature(feature)
+
+
+def test_a_threshold_fit_asked_for_a_cache_over_the_limit_is_refused_before_a_read(monkeypatch):
+    from geoseg.errors import BudgetError
+    from geoseg.methods.threshold import check_cache
+    from tests.methods.rasters import unreadable_raster
+
+    monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", str(64 * 64 - 1))  # one band, one byte over
+    message = "the otsu threshold on band 2 would keep 4 KiB"
+    with pytest.raises(BudgetError, match=message):
+        fit_threshold(unreadable_raster(), "otsu", feature=2, cache=True)
+    with pytest.raises(BudgetError, match=message):
+        check_cache((3, 64, 64), "uint8", None, "otsu", 2)  # what a job's validate checks
