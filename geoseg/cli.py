@@ -635,10 +635,11 @@ def report(
                          ] = False,
 ) -> None:
     """Write a run's static HTML report: quicklook, metrics, confusion, chunk maps, provenance."""
+    from geoseg.io.files import writable_file
     from geoseg.report.html import record_of, write_report
 
     if out is not None:
-        _writable_file(out, overwrite, "--out")
+        writable_file(out, overwrite, "--out")
     found = _read_scores(scores) if scores is not None else None
     record_url = record_of(run)
     if found is not None:
@@ -647,72 +648,18 @@ def report(
     console.print(f"html report: {where}", markup=False, highlight=False)
 
 
-def _new_file(url: str, overwrite: bool) -> None:
-    """Refuse a file path where something already is, unless ``--overwrite`` (and never a
-    folder): geoseg replaces no file it was not asked to."""
-    import fsspec
-
-    from geoseg.errors import OutputExistsError
-
-    fs, path = fsspec.core.url_to_fs(url)
-    if fs.isdir(path):
-        raise OutputExistsError(f"{redact.scrub(url)} is a folder; give a file path to write.")
-    if fs.exists(path) and not overwrite:
-        raise OutputExistsError(f"{redact.scrub(url)} already exists; nothing was written. Give "
-                                "--overwrite to replace it, or another path.")
-
-
-def _writable_file(url: str, overwrite: bool, option: str) -> None:
-    """:func:`_new_file`, and a file that can be made there: its folder exists and takes files.
-    Checked before any work, so that a bad path costs nothing."""
-    import os
-
-    import fsspec
-
-    from geoseg.errors import OutputLocationError, StorageAccessError
-
-    _new_file(url, overwrite)
-    fs, path = fsspec.core.url_to_fs(url)
-    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        return  # object stores: no folders to make, and their rights show when writing
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OutputLocationError(f"{option} {redact.scrub(url)}: received a path in a folder that "
-                                f"does not exist ({folder}); expected a file in an existing "
-                                "folder. Create the folder first, or give another path.")
-    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path)
-                                                   and not os.access(path, os.W_OK)):
-        raise StorageAccessError(f"{option} {redact.scrub(url)}: received a path geoseg may not "
-                                "write (permission denied); expected a writable place. Give "
-                                "another path.")
-
-
-def _same_file(a: str, b: str) -> bool:
-    """Whether two URLs or paths name one file (local paths compared once resolved)."""
-    import os
-
-    import fsspec
-
-    fa, pa = fsspec.core.url_to_fs(a)
-    fb, pb = fsspec.core.url_to_fs(b)
-    if type(fa) is not type(fb):
-        return False
-    if "file" in (fa.protocol if isinstance(fa.protocol, tuple) else (fa.protocol,)):
-        return os.path.realpath(pa) == os.path.realpath(pb)
-    return pa.rstrip("/") == pb.rstrip("/")
-
-
 def _same_prediction(found: dict[str, Any], record_url: str, scores: Path) -> None:
     """Refuse scores of another prediction than the run's output: the report would show them
     as the run's own."""
     from geoseg.errors import EvaluationError
+    from geoseg.io.files import same_file
     from geoseg.report.html import load_record
 
     output = ((load_record(record_url) or {}).get("output") or {}).get("url")
     scored = found.get("prediction")
     if not output or not isinstance(scored, str):
         return
-    if not _same_file(scored, output):
+    if not same_file(scored, output):
         raise EvaluationError(
             f"--scores {scores}: received the scores of prediction {redact.scrub(scored)}, but "
             f"the run wrote {redact.scrub(output)}; expected scores of the run's own output. "
@@ -781,14 +728,15 @@ def eval_command(
     import contextlib
     import json
 
+    from geoseg.io.files import same_file, writable_file
     from geoseg.parallel.cluster import connect
     from geoseg.report.eval import evaluate, open_labels
     from geoseg.report.tables import instances_table, scores_table
 
     if json_out is not None:
-        _writable_file(json_out, overwrite, "--json")
+        writable_file(json_out, overwrite, "--json")
         for scored in (pred, ref):
-            if _same_file(json_out, scored):
+            if same_file(json_out, scored):
                 from geoseg.errors import OutputExistsError
 
                 raise OutputExistsError(f"--json {json_out}: received the path of the labels "
@@ -844,9 +792,10 @@ def quicklook(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file at PNG.")] = False,
 ) -> None:
     """A small picture of an output: its classes over the input's bands, read with a stride."""
+    from geoseg.io.files import new_file
     from geoseg.report.quicklook import write_quicklook
 
-    _new_file(str(png), overwrite)
+    new_file(str(png), overwrite)
     look = write_quicklook(output, png, image_url=image, variable=variable,
                            bands=_int_list(bands, "--bands"), size=size)
     if look.note:
@@ -874,11 +823,12 @@ def runs(
     ctx.obj = {"dir": folder}  # the group's --dir holds for compare too
     if ctx.invoked_subcommand is not None:
         return
+    from geoseg.io.files import writable_file
     from geoseg.report.html import report_path, write_index
     from geoseg.report.runs import list_runs, runs_table
 
     if html:
-        _writable_file(html, overwrite, "--html")
+        writable_file(html, overwrite, "--html")
     found = list_runs(folder)
     Console().print(runs_table(found))
     if html:

@@ -101,3 +101,19 @@ def test_the_scores_table_lists_the_classes_present_and_counts_the_others():
     assert listed == ["water", "land"]
     assert ["2", "classes", "in", "neither", "the", "reference", "nor", "the", "prediction,",
             "not", "listed"] in lines
+
+
+@pytest.mark.parametrize("command, where, expected", [
+    (["eval", "pred.zarr", "ref.zarr", "--json"], "s3://elsewhere/scores.json",
+     "received bucket 'elsewhere'; expected one of results (GEOSEG_OUTPUT_BUCKETS)"),
+    (["runs", "--html"], "s3://elsewhere/index.html",
+     "received bucket 'elsewhere'; expected one of results (GEOSEG_OUTPUT_BUCKETS)"),
+    (["report", "run.json", "--out"], "pages/../../page.html", "received a path with a '..' segment"),
+    (["quicklook", "out.zarr"], "pics/../../q.png", "received a path with a '..' segment"),
+])
+def test_files_the_command_line_writes_keep_to_the_output_rules(tmp_path, command, where,
+                                                                 expected):
+    """Scores, report pages, indexes and pictures go only where outputs may go: the allow-lists
+    an operator sets for jobs hold for them too, checked before anything is read."""
+    result = geoseg(*command, where, cwd=tmp_path, env={"GEOSEG_OUTPUT_BUCKETS": "results"})
+    assert_clean(result, 2, expected, "Nothing was written.")
