@@ -42,13 +42,14 @@ from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.jobs.provenance import runs_dir
 from geoseg.methods.build import build_method, stand_in
 from geoseg.methods.features import as_feature
-from geoseg.methods.histogram import check_cache as check_modes_cache
 from geoseg.methods.histogram import fit_histogram_modes
+from geoseg.methods.histogram import fit_name as modes_fit_name
 from geoseg.methods.kmeans import DEFAULT_N_INIT, fit_kmeans, parse_n_init
 from geoseg.methods.kmeans import check_cache as check_kmeans_cache
 from geoseg.methods.params import check_params
+from geoseg.methods.stats import check_feature_cache
 from geoseg.methods.threshold import METHODS, check_in_range, fit_threshold
-from geoseg.methods.threshold import check_cache as check_threshold_cache
+from geoseg.methods.threshold import fit_name as threshold_fit_name
 from geoseg.models.modelfile import read_header
 from geoseg.tiling.plan import read_window, region_tiles
 
@@ -174,10 +175,10 @@ def check_cache(method: str, params: dict[str, Any], source: RasterSource) -> No
     shape, dtype, nodata = source.shape, source.dtype, source.georef.nodata
     if method == "kmeans":
         check_kmeans_cache(shape, dtype, nodata, params.get("bands"))
-    elif method == "histogram":
-        check_modes_cache(shape, dtype, nodata, params.get("feature"))
-    else:
-        check_threshold_cache(shape, dtype, nodata, method, params.get("feature"))
+        return
+    feature = as_feature(params.get("feature"))  # a threshold's or the histogram modes'
+    what = modes_fit_name(feature) if method == "histogram" else threshold_fit_name(method, feature)
+    check_feature_cache(shape, dtype, nodata, feature, what)
 
 
 def planned_model(spec: ModelSpec, source: RasterSource, where: str) -> Segmenter | None:

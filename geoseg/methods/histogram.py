@@ -24,7 +24,6 @@ from geoseg.methods.params import check_value
 from geoseg.methods.stats import (
     Histogram,
     cached_feature,
-    check_feature_cache,
     global_histogram,
     raster_data,
 )
@@ -159,15 +158,6 @@ def fit_histogram_modes(
 def fit_name(feature: Feature) -> str:
     """A histogram-modes fit, in words, as a refused cache names it."""
     return f"the histogram modes of {feature.describe()}"
-
-
-def check_cache(shape: Sequence[int], dtype: Any, nodata: float | None,
-                feature: FeatureLike = None) -> None:
-    """Refuse ``cache=True`` for a fit on ``feature`` of a raster ``(band, y, x)`` of ``dtype``
-    whose kept bands would pass ``GEOSEG_MAX_FIT_CACHE_BYTES``: from its shape alone, so that a
-    job's check says so before any read (the fit checks the same)."""
-    feat = as_feature(feature)
-    check_feature_cache(shape, dtype, nodata, feat, fit_name(feat))
 
 
 def check_modes(classes: int, max_smoothing: int) -> None:

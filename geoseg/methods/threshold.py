@@ -40,7 +40,6 @@ from geoseg.methods.params import check_class_names, check_value
 from geoseg.methods.stats import (
     Histogram,
     cached_feature,
-    check_feature_cache,
     global_histogram,
     raster_data,
 )
@@ -350,15 +349,6 @@ EQUAL_TO_UPPER = {"multiotsu"}  # scikit-image applies these with np.digitize(x,
 def fit_name(method: str, feature: Feature) -> str:
     """A threshold fit, in words, as a refused cache names it."""
     return f"the {method} threshold on {feature.describe()}"
-
-
-def check_cache(shape: Sequence[int], dtype: Any, nodata: float | None, method: str = "otsu",
-                feature: FeatureLike = None) -> None:
-    """Refuse ``cache=True`` for a ``method`` fit on ``feature`` of a raster ``(band, y, x)`` of
-    ``dtype`` whose kept bands would pass ``GEOSEG_MAX_FIT_CACHE_BYTES``: from its shape alone,
-    so that a job's check says so before any read (the fit checks the same)."""
-    feat = as_feature(feature)
-    check_feature_cache(shape, dtype, nodata, feat, fit_name(method, feat))
 
 
 def unfitted_threshold(

@@ -95,12 +95,9 @@ def test_a_modes_fit_reads_each_chunk_once_when_the_raster_fits_the_cache(tmp_pa
 
 def test_a_modes_fit_asked_for_a_cache_over_the_limit_is_refused_before_a_read(monkeypatch):
     from geoseg.errors import BudgetError
-    from geoseg.methods.histogram import check_cache
     from tests.methods.rasters import unreadable_raster
 
     monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", "1000")
     message = "the histogram modes of mean of the bands would keep 12 KiB"
     with pytest.raises(BudgetError, match=message):
         fit_histogram_modes(unreadable_raster(), feature="mean", cache=True)
-    with pytest.raises(BudgetError, match=message):
-        check_cache((3, 64, 64), "uint8", None, "mean")  # what a job's validate checks

@@ -352,12 +352,9 @@ def test_a_threshold_fit_reads_each_chunk_once_when_its_bands_fit_the_cache(
 
 def test_a_threshold_fit_asked_for_a_cache_over_the_limit_is_refused_before_a_read(monkeypatch):
     from geoseg.errors import BudgetError
-    from geoseg.methods.threshold import check_cache
     from tests.methods.rasters import unreadable_raster
 
     monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", str(64 * 64 - 1))  # one band, one byte over
     message = "the otsu threshold on band 2 would keep 4 KiB"
     with pytest.raises(BudgetError, match=message):
         fit_threshold(unreadable_raster(), "otsu", feature=2, cache=True)
-    with pytest.raises(BudgetError, match=message):
-        check_cache((3, 64, 64), "uint8", None, "otsu", 2)  # what a job's validate checks
