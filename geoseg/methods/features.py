@@ -67,7 +67,7 @@ class Feature:
         if self.kind == "ndiff":
             a, b = self.bands
             return f"(b{a} - b{b}) / (b{a} + b{b})"
-        return "mean of the bands" if self.kind == "mean" else "the only band"
+        return "the mean of the bands" if self.kind == "mean" else "the only band"
 
     def check(self, n_bands: int, where: str = "the input") -> None:
         """Raise :class:`BandMismatchError` when ``n_bands`` cannot feed this feature."""

@@ -98,6 +98,6 @@ def test_a_modes_fit_asked_for_a_cache_over_the_limit_is_refused_before_a_read(m
     from tests.methods.rasters import unreadable_raster
 
     monkeypatch.setenv("GEOSEG_MAX_FIT_CACHE_BYTES", "1000")
-    message = "the histogram modes of mean of the bands would keep 12 KiB"
+    message = "the histogram modes of the mean of the bands would keep 12 KiB"
     with pytest.raises(BudgetError, match=message):
         fit_histogram_modes(unreadable_raster(), feature="mean", cache=True)
