@@ -87,3 +87,28 @@ def test_a_tta_ensemble_runs_on_the_gpu_and_agrees_with_the_cpu():
         with dask.config.set(scheduler="sync"):
             ids[device] = geoseg.segment(raster, segmenter, chunks=128).values
     assert (ids["cuda"] == ids["cpu"]).mean() >= 0.995
+
+
+@pytest.mark.parametrize("dtype, nodata", [("uint16", 0.0), ("int16", -1024.0), ("float32", float("nan"))])
+def test_stored_dtypes_and_nodata_cross_to_the_gpu(dtype, nodata):
+    """Windows cross the bus in their stored dtype (uint16 has only basic CUDA kernels) and the
+    no-data test runs there, with nodata as a float as readers report it."""
+    assert ids_by_device(dtype, nodata, ("cpu", "cuda")) >= 0.999
+
+
+def ids_by_device(dtype: str, nodata: float, devices: tuple[str, str]) -> float:
+    """Segment one image stored as ``dtype`` on both ``devices``; return the share of pixels
+    whose ids agree, after checking the no-data corner is ``nodata_class`` on both."""
+    import dask
+    import xarray as xr
+
+    image = textured_image(256, 256, seed=3).astype(dtype)
+    image[:, :40, :40] = nodata
+    raster = xr.DataArray(image, dims=("band", "y", "x"), attrs={"nodata": nodata})
+    ids = []
+    for device in devices:
+        model = geoseg.load_model("builtin:demo-unet", device=device)
+        with dask.config.set(scheduler="sync"):
+            ids.append(geoseg.segment(raster, model, chunks=128).values)
+        assert (ids[-1][:40, :40] == 255).all() and (ids[-1][40:, 40:] != 255).all()
+    return float((ids[0] == ids[1]).mean())
