@@ -40,7 +40,7 @@ from geoseg.errors import BandMismatchError, GeosegError, JobSpecError
 from geoseg.io import missing, remote
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.jobs.provenance import runs_dir
-from geoseg.methods.build import build_method, stand_in
+from geoseg.methods.build import build_method, params_for_input, stand_in
 from geoseg.methods.features import as_feature
 from geoseg.methods.histogram import fit_histogram_modes
 from geoseg.methods.histogram import fit_name as modes_fit_name
@@ -198,7 +198,8 @@ def _planned(spec: ModelSpec, source: RasterSource) -> Segmenter | None:
         with _key("model.path"):
             model: Segmenter | None = read_header(spec.path, storage_options=spec.storage_options)
     elif spec.method is not None:
-        model = stand_in(spec.method, spec.params, source.band_names)
+        model = stand_in(spec.method, params_for_input(spec.method, spec.params, source.dtype),
+                         source.band_names)
     else:
         members = [_planned(m, source) for m in spec.ensemble.members]
         if any(m is None for m in members):

@@ -50,7 +50,7 @@ from geoseg.jobs import checks, provenance, ranges, tracking
 from geoseg.jobs.lease import Lease, new_owner_id
 from geoseg.jobs.prepared import PreparedJob, model_files, output_layout
 from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
-from geoseg.methods.build import build_method, needs_fit
+from geoseg.methods.build import build_method, needs_fit, params_for_input
 from geoseg.methods.edges import Canny, hysteresis
 from geoseg.models.header import ModelHeader
 from geoseg.models.modelfile import read_header
@@ -118,7 +118,8 @@ def _build(spec: ModelSpec, source: RasterSource, *, fit: bool, key: str = "mode
         if needs_fit(spec.method) and not fit:
             return None
         with _key(f"{key}.params", only=MethodParameterError):
-            model = build_method(spec.method, spec.params, source_to_dataarray(source) if fit else None)
+            params = params_for_input(spec.method, spec.params, source.dtype)
+            model = build_method(spec.method, params, source_to_dataarray(source) if fit else None)
     else:
         members = [_build(m, source, fit=fit, key=f"{key}.ensemble.members.{i}")
                    for i, m in enumerate(spec.ensemble.members)]

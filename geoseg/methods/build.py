@@ -19,7 +19,7 @@ from typing import Any
 
 from geoseg.core.segmenter import Segmenter
 from geoseg.errors import JobSpecError, MethodParameterError
-from geoseg.methods.edges import Canny, EdgeMagnitude
+from geoseg.methods.edges import Canny, EdgeMagnitude, canny_params
 from geoseg.methods.histogram import fit_histogram_modes, unfitted_modes
 from geoseg.methods.kmeans import fit_kmeans, unfitted_kmeans
 from geoseg.methods.params import check_params
@@ -116,6 +116,13 @@ def _built(name: str, builder: Callable[[Any, dict[str, Any]], Segmenter], first
         given = f"received {sorted(params)}" if params else "received no parameters"
         raise JobSpecError(f"model.params: {name}: {given}; {_plain(exc)}. Give the method's "
                            "parameters under model.params (README, Classical methods).") from None
+
+
+def params_for_input(name: str, params: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    """``params`` with what the input's ``dtype`` decides filled in: Canny's thresholds left
+    out or null become skimage's defaults in the raster's units (10% and 20% of the dtype's
+    maximum). Other methods' parameters come back as given."""
+    return canny_params(params, dtype) if name == "canny" else params
 
 
 def stand_in(name: str, params: dict[str, Any], band_names: Any) -> Segmenter | None:

@@ -130,11 +130,31 @@ def canny_thresholds(dtype: np.dtype, low: float | None, high: float | None) -> 
     raster units, so ``None`` on a ``uint8`` raster means 25.5 and 51.
     """
     top = float(dtype_limits(np.zeros((), dtype), clip_negative=False)[1])
+    default = "" if low is not None and high is not None else (
+        f" (a threshold left out is skimage's default for {np.dtype(dtype)}: 10% (low) or 20% "
+        f"(high) of {top:g})")
     low = 0.1 * top if low is None else float(low)
     high = 0.2 * top if high is None else float(high)
     if not 0 <= low <= high:
-        raise MethodParameterError(f"Canny needs 0 <= low_threshold <= high_threshold, got {low} and {high}.")
+        raise MethodParameterError(
+            f"Canny needs 0 <= low_threshold <= high_threshold, got {low:g} and {high:g}{default}; "
+            "give both thresholds, low below high.")
     return low, high
+
+
+def threshold_dtype(feature: FeatureLike, dtype: Any) -> np.dtype:
+    """The dtype whose maximum scales Canny's default thresholds: the raster's, a float for a
+    normalized difference (values in -1..1)."""
+    return np.dtype(np.float64) if as_feature(feature).kind == "ndiff" else np.dtype(dtype)
+
+
+def canny_params(params: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    """A job's :class:`Canny` parameters for an input of ``dtype``: thresholds left out or null
+    become skimage's defaults in the raster's units (:func:`canny_thresholds`), as
+    :func:`canny_edges` takes them."""
+    scale = threshold_dtype(params.get("feature"), dtype)
+    low, high = canny_thresholds(scale, params.get("low_threshold"), params.get("high_threshold"))
+    return {**params, "low_threshold": low, "high_threshold": high}
 
 
 def canny_smoothed(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -430,7 +450,7 @@ def _feature_of(image: da.Array, feature: FeatureLike) -> tuple[da.Array, np.dty
     values = image.map_blocks(
         chosen.compute, band_axis=0, drop_axis=0, dtype=np.float64, meta=np.empty((0, 0))
     )
-    return values, np.dtype(np.float64) if chosen.kind == "ndiff" else image.dtype
+    return values, threshold_dtype(chosen, image.dtype)
 
 
 def hysteresis(classes: da.Array) -> da.Array:

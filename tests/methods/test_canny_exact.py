@@ -180,3 +180,29 @@ def test_a_deferred_canny_job_finishes_exactly_with_hysteresis(tmp_path, cluster
     with dask.config.set(scheduler="sync"):  # the same step on the stored classes, by hand
         edges = hysteresis(da.from_zarr(group["classes"])).compute()
     np.testing.assert_array_equal(edges, expected)
+
+
+@pytest.mark.parametrize("thresholds", [{}, {"low_threshold": None, "high_threshold": None}])
+def test_a_canny_job_without_thresholds_takes_skimage_defaults_in_raster_units(tmp_path, thresholds):
+    """Thresholds left out or null in a job mean skimage's defaults, 10% and 20% of the input
+    dtype's maximum, in the raster's units (25.5 and 51 on uint8), as ``canny_edges`` takes them."""
+    image = data.camera()[100:300, 150:380]
+    src = write_zarr(tmp_path / "in.zarr", image[None], chunks=(40, 40))
+    spec = {"input": {"url": src}, "output": {"url": str(tmp_path / "out.zarr")},
+            "model": {"method": "canny", "params": {**thresholds, "hysteresis": "deferred"}}}
+    with dask.config.set(scheduler="sync"):
+        run(JobSpec.from_dict(spec))
+    edges = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["edges"][...]
+    np.testing.assert_array_equal(edges, feature.canny(image.astype(np.float64), 1.0, 25.5, 51.0))
+    assert (edges == feature.canny(image)).mean() > 0.999  # skimage's own defaults, on [0, 1]
+
+
+def test_a_default_low_threshold_above_the_given_high_one_fails_validate(tmp_path):
+    from tests.cli import geoseg
+    from tests.methods.test_method_params_in_jobs import write_job
+    from tests.test_errors_cli import assert_clean
+
+    src = write_zarr(tmp_path / "in.zarr", data.camera()[None, :64, :64])
+    job = write_job(tmp_path, src, {"method": "canny", "params": {"high_threshold": 10}})
+    assert_clean(geoseg("validate", job), 2, "got 25.5 and 10 (a threshold left out is skimage's "
+                 "default for uint8: 10% (low) or 20% (high) of 255)")
