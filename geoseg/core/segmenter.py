@@ -147,6 +147,19 @@ def _band_advice(wanted: Sequence[str], have: Sequence[str]) -> str:
             f"bands: {picks} (input.bands in a job spec).")
 
 
+def band_order(wanted: Sequence[str] | None, have: Sequence[str]) -> list[int] | None:
+    """When the bands named ``have`` are the segmenter's ``wanted`` bands in another order or
+    with some repeated (names compared without case): the positions (0-based, in ``have``) that
+    give ``wanted``'s order, ``[]`` when some are repeated and no order gives it; else
+    ``None`` (the right order, or names that say nothing, as ``band_1``)."""
+    if wanted is None or len(wanted) != len(have):
+        return None
+    want, got = [n.lower() for n in wanted], [n.lower() for n in have]
+    if got == want or not set(got) <= set(want):
+        return None
+    return [got.index(n) for n in want] if sorted(got) == sorted(want) else []
+
+
 def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
     """True where a pixel holds data: not every band equal to ``nodata``, every band finite.
 

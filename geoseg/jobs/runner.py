@@ -19,7 +19,7 @@ from distributed import Client
 
 from geoseg import logs
 from geoseg.core.records import now
-from geoseg.core.segmenter import Segmenter
+from geoseg.core.segmenter import Segmenter, band_order
 from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
@@ -140,12 +140,30 @@ def fit_methods(prepared: PreparedJob) -> PreparedJob:
 
 
 def input_warnings(prepared: PreparedJob) -> list[str]:
-    """Warnings about the input a run would go on with: its sampled value range far from the
-    model file's normalisation statistics (:mod:`geoseg.jobs.ranges`)."""
-    if not isinstance(prepared.model, ModelHeader):
-        return []
+    """Warnings about the input a run would go on with: its bands named as the model's but in
+    another order (:func:`band_order_warning`), its sampled value range far from the model
+    file's normalisation statistics (:mod:`geoseg.jobs.ranges`)."""
     what = f"input {public_url(prepared.spec.input.url)}"
-    return ranges.range_warnings(prepared.source, prepared.model.info, what)
+    said = band_order_warning(prepared, what)
+    if isinstance(prepared.model, ModelHeader):
+        said += ranges.range_warnings(prepared.source, prepared.model.info, what)
+    return said
+
+
+def band_order_warning(prepared: PreparedJob, what: str) -> list[str]:
+    """A warning when the input's bands reach the model named as its own bands but reordered
+    or repeated: the model would read each as another band."""
+    model, names = prepared.model, prepared.source.band_names
+    wanted = None if model is None else model.bands
+    order = band_order(wanted, names)
+    if order is None:
+        return []
+    chosen = prepared.spec.input.bands or list(range(1, len(names) + 1))
+    fix = (f"Select them in the model's order: input.bands: {[chosen[i] for i in order]}." if order
+           else f"Select bands holding {', '.join(wanted)} (input.bands).")
+    said = (f"{what}: bands reach {model.name} as {', '.join(names)}, but it expects "
+            f"{', '.join(wanted)} in that order, so it would read each band as another. {fix}")
+    return [said]
 
 
 def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:

@@ -107,6 +107,39 @@ def test_extra_bands_are_picked_by_name_in_the_models_order(tmp_path):
     assert "bands: [4, 3, 2]" in said
 
 
+@pytest.mark.parametrize("bands, fix", [
+    ([3, 2, 4], "as green, blue, red, but it expects red, green, blue in that order, so it would "
+                "read each band as another. Select them in the model's order: input.bands: [4, 3, 2]."),
+    ([4, 4, 3], "as red, red, green, but it expects red, green, blue in that order, so it would "
+                "read each band as another. Select bands holding red, green, blue (input.bands)."),
+    ([4, 3, 2], None), ([1, 3, 2], None),  # the model's order; nir is a name the model lacks
+])
+def test_bands_named_as_the_models_in_another_order_are_warned_about(tmp_path, bands, fix):
+    image = np.random.default_rng(0).integers(60, 200, (4, 64, 64)).astype(np.uint8)
+    url = _geotiff(tmp_path / "four.tif", image, ["nir", "blue", "green", "red"])
+    result = _validate(tmp_path, url, bands=bands)
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, said
+    assert ("warning" in said) == (fix is not None), said
+    assert fix is None or f"bands reach demo-unet {fix}" in said
+
+
+@pytest.mark.parametrize("wanted, have, order", [
+    (["red", "green", "blue"], ["Blue", "green", "RED"], [2, 1, 0]),
+    (["red", "green", "blue"], ["red", "green", "blue"], None),
+    (["red", "green", "blue"], ["red", "red", "green"], []),
+    (["red", "green", "blue"], ["band_1", "band_2", "band_3"], None),
+    (["red", "green", "blue"], ["green", "red", "nir"], None),
+    (None, ["b", "a"], None), (["a", "b"], ["b"], None),
+])
+def test_band_order_finds_the_permutation_back_to_the_models_order(wanted, have, order):
+    from geoseg.core.segmenter import band_order
+
+    assert band_order(wanted, have) == order
+    if order:
+        assert [have[i].lower() for i in order] == wanted
+
+
 def test_band_numbers_out_of_range_are_reported_under_input_bands(tmp_path):
     image = np.full((3, 64, 64), 90, np.uint8)
     result = _validate(tmp_path, _geotiff(tmp_path / "three.tif", image), bands=[1, 2, 9])
