@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import errno
 import inspect
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -125,10 +126,15 @@ def check_missing_chunks(source: ZarrSource) -> None:
     absent, total = found
     if not missing.fills(source.missing_chunks, array, source.georef.nodata):
         raise missing.missing_error(source.url, absent, array.fill_value, len(absent), total)
-    logs.log.warning(
+    # absent chunks whose fill value is the nodata are no data by the store's own convention
+    # (a sparse mosaic, geoseg convert skipping empty chunks): worth a line, not an alarm
+    sparse = missing.fill_is_nodata(array.fill_value, source.georef.nodata)
+    logs.log.log(
+        logging.INFO if sparse else logging.WARNING,
         f"input {public_url(source.url)}: {len(absent)} of {total} chunks are absent from "
-        f"the store and read as the fill value {array.fill_value} (input.missing_chunks: "
-        f"{source.missing_chunks})", extra={"missing_chunks": len(absent), "chunks_total": total})
+        f"the store and read as the fill value {array.fill_value}"
+        f"{', its nodata' if sparse else ''} (input.missing_chunks: {source.missing_chunks})",
+        extra={"missing_chunks": len(absent), "chunks_total": total})
 
 
 def check_first_chunk(source: RasterSource) -> None:

@@ -137,3 +137,42 @@ def test_fill_logs_how_many_chunks_are_absent(tmp_path, model_path, caplog):
         JobSpec.from_dict(data)
 
 
+
+
+def test_chunks_absent_as_nodata_are_a_line_not_a_warning(tmp_path, model_path, caplog):
+    """A store whose fill value is its nodata (a sparse mosaic) holds no data where chunks are
+    absent, by its own convention: logged at INFO, where a fill that is not nodata warns."""
+    from geoseg.jobs import JobSpec, prepare
+
+    for nodata, level in ((0, logging.INFO), (None, logging.WARNING)):
+        url, _ = holed_store(tmp_path / f"in-{nodata}.zarr", 3, nodata=nodata)
+        data = job_dict(url, model_path, str(tmp_path / "out.zarr"))
+        data["input"]["missing_chunks"] = "fill"
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="geoseg"):
+            prepare(JobSpec.from_dict(data))
+        [record] = [r for r in caplog.records if "are absent from the store" in r.message]
+        assert record.levelno == level, record.message
+        assert ("its nodata" in record.message) == (nodata is not None)
+
+
+def test_validate_on_a_converted_geotiff_with_empty_blocks_warns_of_nothing(tmp_path):
+    """geoseg convert skips chunks that are all nodata; a job on its output is not alarmed."""
+    import rasterio
+    import yaml
+
+    from tests.cli import geoseg
+    from tests.conftest import CRS, TRANSFORM
+
+    image = np.full((1, 128, 128), 50, np.uint8)
+    image[:, :64, :64] = 0
+    tif = tmp_path / "in.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=128, height=128, count=1, dtype="uint8",
+                       crs=CRS, transform=TRANSFORM, nodata=0) as dst:
+        dst.write(image)
+    assert geoseg("convert", str(tif), str(tmp_path / "in.zarr"), "--chunks", "64").returncode == 0
+    job = {"input": {"url": str(tmp_path / "in.zarr")}, "output": {"url": str(tmp_path / "o.zarr")},
+           "model": {"method": "threshold", "params": {"thresholds": [40]}}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    result = geoseg("validate", str(tmp_path / "job.yaml"))
+    assert result.returncode == 0 and "warning" not in result.stdout + result.stderr, result.stderr
