@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import fsspec
+import numpy as np
 import pytest
 import yaml
 
@@ -170,6 +171,17 @@ def test_a_non_utf8_spec_names_the_byte_and_line(tmp_path, command):
     spec.write_bytes(b"name: demo\ninput: {url: caf\xe9.zarr}\n")
     result = geoseg(*command, str(spec))
     assert_clean(result, 2, f"{spec} is not UTF-8 text: byte 0xe9 on line 2")
+
+
+@SPEC_COMMANDS
+def test_a_raster_given_as_a_spec_is_named_as_one(tmp_path, command):
+    import rasterio
+
+    tif = tmp_path / "scene.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.zeros((1, 8, 8), np.uint8))
+    assert_clean(geoseg(*command, str(tif)), 2, f"{tif} is a TIFF (GeoTIFF) raster, not a ",
+                 "is a YAML text file", "Name this file in the spec instead")
 
 
 @SPEC_COMMANDS

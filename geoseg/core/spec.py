@@ -210,8 +210,28 @@ def _check_urls(data: Any, source: str, error: type[GeosegError], key: str = "")
                 "'/' and ':' in them (%2F, %3A).") from None
 
 
+BINARY_KINDS = {  # first bytes of files given as a spec by mistake -> what they are
+    b"II*\x00": "a TIFF (GeoTIFF) raster", b"MM\x00*": "a TIFF (GeoTIFF) raster",
+    b"II+\x00": "a BigTIFF raster", b"MM\x00+": "a BigTIFF raster",
+    b"\x1f\x8b": "gzip-compressed data (a .nii.gz volume?)", b"\x89HDF": "an HDF5/NetCDF file",
+    b"PK\x03\x04": "a zip archive", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image",
+}
+
+
+def _binary_kind(path: Path) -> str | None:
+    """What ``path`` holds when its first bytes say it is a raster or archive, not text."""
+    with path.open("rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in BINARY_KINDS.items() if head.startswith(magic)), None)
+
+
 def _read_text(path: Path, what: str, error: type[GeosegError]) -> str:
     try:
+        kind = _binary_kind(path)
+        if kind is not None:
+            raise error(
+                f"{path} is {kind}, not a {what}: a {what} is a YAML text file (see jobs/ for "
+                "examples). Name this file in the spec instead (input.url in a job spec).")
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise error(
