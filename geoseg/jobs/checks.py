@@ -160,19 +160,29 @@ def check_methods(spec: ModelSpec, source: RasterSource, key: str = "model") -> 
             check_in_range(build_method(spec.method, spec.params), source.dtype)
     if spec.method not in FITS:
         return  # a model file, or a method built (and so checked) by prepare
-    fit, leading = FITS[spec.method]
-    try:
-        inspect.signature(fit).bind(None, *leading, **spec.params)
-    except TypeError as exc:
-        allowed = [p for p in inspect.signature(fit).parameters if p not in ("raster", "method")]
-        raise JobSpecError(f"{key}.params: {spec.method} does not accept {sorted(spec.params)} ({exc}); "
-                           f"its parameters are {', '.join(allowed)}.") from None
+    check_signature(spec.method, spec.params, f"{key}.params")
     check_params(spec.params, f"{key}.params")
     with _key(f"{key}.params"):
         check_bands(spec.method, spec.params, source.shape[0])
         stand_in(spec.method, spec.params, source.band_names)  # what the fit would refuse
         if spec.params.get("cache") is True:
             check_cache(spec.method, spec.params, source)
+
+
+def check_signature(method: str, params: dict[str, Any], key: str) -> None:
+    """Refuse parameters a fitted method does not take, or lacking one it needs, naming each."""
+    fit, _ = FITS[method]
+    taken = {name: p for name, p in inspect.signature(fit).parameters.items()
+             if name not in ("raster", "method")}
+    unknown = sorted(set(params) - set(taken))
+    needed = [name for name, p in taken.items() if p.default is p.empty and name not in params]
+    if not unknown and not needed:
+        return
+    given = f"received {sorted(params)}" if params else "received no parameters"
+    problems = ([f"unknown: {', '.join(unknown)}"] if unknown else []) + (
+        [f"missing, and required: {', '.join(needed)}"] if needed else [])
+    raise JobSpecError(f"{key}: {method}: {given}; {'; '.join(problems)}. Its parameters are "
+                       f"{', '.join(taken)} (README, Classical methods).")
 
 
 def check_cache(method: str, params: dict[str, Any], source: RasterSource) -> None:

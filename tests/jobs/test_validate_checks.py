@@ -79,7 +79,10 @@ def test_a_valid_job_still_validates(tmp_path, scene, model_path, cli):
     ("otsu", {}, "No feature was given, which means the raster's only band, but the input has 3"),
     ("histogram", {"feature": 9}, "Feature band 9 uses band(s) [9]"),
     ("kmeans", {"k": 3, "bands": [1, 4]}, "model.params: bands: received [1, 4], but the input has"),
-    ("kmeans", {"k": 3, "feature": 2}, "model.params: kmeans does not accept ['feature', 'k']"),
+    ("kmeans", {"k": 3, "feature": 2},
+     "model.params: kmeans: received ['feature', 'k']; unknown: feature. Its parameters are k, bands"),
+    ("kmeans", {}, "model.params: kmeans: received no parameters; missing, and required: k. Its"),
+    ("otsu", {"feature": 1, "k": 2}, "model.params: otsu: received ['feature', 'k']; unknown: k."),
 ])
 def test_fitted_method_bands_and_params_are_checked(tmp_path, scene, cli, method, params, message):
     code, said = cli("validate", method_job(tmp_path, scene, method, **params))
