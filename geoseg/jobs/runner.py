@@ -134,7 +134,8 @@ def fit_methods(prepared: PreparedJob) -> PreparedJob:
     """Fit classical methods' global statistics on the input (no-op without them)."""
     if prepared.model is not None:
         return prepared
-    model = _build(prepared.spec.model, prepared.source, fit=True)
+    with _key(f"input {public_url(prepared.spec.input.url)}", only=PlanError):  # no valid pixel
+        model = _build(prepared.spec.model, prepared.source, fit=True)
     fitted = _with_segmenter(prepared.spec, prepared.source, model)
     return dataclasses.replace(fitted, reference=prepared.reference)
 

@@ -113,3 +113,13 @@ def test_a_fit_cache_over_its_budget_fails_validate_naming_the_key(tmp_path, sce
     assert_clean(result, 2, "model.params: ")
     assert f"{fit} in memory (cache=True); the limit is 1000 (GEOSEG_MAX_FIT_CACHE_BYTES)" in (
         result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("model", [{"method": "kmeans", "params": {"k": 2}},
+                                   {"method": "otsu", "params": {"feature": "mean"}}])
+def test_a_fit_on_an_input_without_valid_pixels_names_the_input(tmp_path, model):
+    import numpy as np
+
+    url = write_zarr(tmp_path / "empty.zarr", np.zeros((3, 64, 64), np.uint8), nodata=0)
+    result = geoseg("run", write_job(tmp_path, url, model, cluster={"kind": "threads"}))
+    assert_clean(result, 2, f"input {url}: The raster has no valid pixel")
