@@ -115,7 +115,26 @@ class OutputSpec(Section):
             allow.check_output_url(value)  # no '..', allowed schemes and buckets only
         except OutputLocationError as exc:
             raise ValueError(f"an allowed output location; {str(exc).rstrip('.')}") from None
+        problem = _file_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+FILE_SUFFIXES = {".tif": "--cog", ".tiff": "--cog", ".nii": "--nifti", ".nii.gz": "--nifti"}
+
+
+def _file_name_problem(url: str) -> str | None:
+    """What to expect instead of a GeoTIFF or NIfTI file name: a job writes a Zarr store, a
+    folder, and a file's name would mislead every tool that opens it by its suffix."""
+    name = url.rstrip("/").rpartition("/")[2].lower()
+    suffix = next((s for s in sorted(FILE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+    if suffix is None:
+        return None
+    stem = url.rstrip("/")[: -len(suffix)]
+    return (f"a Zarr store's URL, such as {stem}.zarr: a job writes a Zarr store (a folder of "
+            f"chunks), not a {suffix} file; write {stem}.zarr, then run geoseg export {stem}.zarr "
+            f"{FILE_SUFFIXES[suffix]} {url} for the file")
 
 
 class InferenceSpec(Section):

@@ -77,6 +77,20 @@ def test_one_number_for_the_output_grid_says_that_it_takes_one_per_axis(tmp_path
             "[1024, 1024] for an image (y, x), [64, 128, 128] for a volume") in str(err.value)
 
 
+@pytest.mark.parametrize("url, stem, flag", [("/out/mask.nii.gz", "/out/mask", "--nifti"),
+                                              ("s3://b/scene.TIF", "s3://b/scene", "--cog"),
+                                              ("/mask.nii/", "/mask", "--nifti")])
+def test_an_output_named_as_a_file_points_at_export(tmp_path, url, stem, flag):
+    """Relative URLs are resolved against the spec's folder first; these are absolute."""
+    with pytest.raises(JobSpecError) as err:
+        load_job(write(tmp_path, {"input": {"url": "a"}, "model": {"path": "builtin:demo-unet"},
+                                  "output": {"url": url}}))
+    assert f"expected a Zarr store's URL, such as {stem}.zarr: a job writes a Zarr store" in str(err.value)
+    assert f"geoseg export {stem}.zarr {flag} {url}" in str(err.value)
+    load_job(write(tmp_path, {"input": {"url": "a"}, "model": {"path": "builtin:demo-unet"},
+                              "output": {"url": "out/tiff_masks"}}))  # a name, not a suffix
+
+
 def test_storage_option_values_are_hidden_in_errors_and_redaction(tmp_path):
     data = {"input": {"url": "s3://b/a.zarr", "storage_options": {"secret": 12345}},
             "model": {"path": "m"}, "output": {"url": "o", "chunks": [0, 1]}}
