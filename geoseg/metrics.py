@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import dask.array as da
 import numpy as np
 
+from geoseg.errors import EvaluationError
+
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     """``C[i, j]`` = pixels of true class ``i`` predicted as ``j``; ids >= ``n_classes`` are ignored."""
@@ -16,12 +18,23 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.
 
 
 def confusion_matrix_dask(truth: da.Array, pred: da.Array, n_classes: int) -> np.ndarray:
-    """:func:`confusion_matrix` over two chunked arrays, one small matrix per chunk pair."""
+    """:func:`confusion_matrix` over two chunked arrays of any number of dimensions (2D images,
+    3D volumes), one small matrix per chunk pair, summed."""
+    if truth.shape != pred.shape:
+        raise EvaluationError(f"confusion_matrix_dask: truth has shape {truth.shape} but pred has "
+                         f"{pred.shape}; expected one shape.")
     pred = pred.rechunk(truth.chunks)
-    blocks = da.map_blocks(lambda t, p: confusion_matrix(t, p, n_classes)[None, None],
-                           truth, pred, new_axis=[2, 3], chunks=(1, 1, n_classes, n_classes),
-                           dtype=np.int64)
-    return blocks.sum(axis=(0, 1)).compute()
+    lead = truth.ndim  # one matrix per block: a block of ones on these axes, then (K, K)
+    blocks = da.map_blocks(_block_confusion, truth, pred, n_classes=n_classes,
+                           new_axis=[lead, lead + 1],
+                           chunks=(1,) * lead + (n_classes, n_classes), dtype=np.int64)
+    return blocks.sum(axis=tuple(range(lead))).compute()
+
+
+def _block_confusion(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """The confusion matrix of one chunk pair, with a length-1 axis per array dimension first."""
+    matrix = confusion_matrix(np.asarray(truth).ravel(), np.asarray(pred).ravel(), n_classes)
+    return matrix.reshape((1,) * np.ndim(truth) + matrix.shape)
 
 
 def iou_per_class(confusion: np.ndarray, exclude: Sequence[int] = ()) -> np.ndarray:

@@ -15,6 +15,7 @@ IoU threshold), so an object split by chunk borders is scored whole.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,10 @@ from geoseg.io.georef import grid_difference
 from geoseg.metrics import confusion_matrix_dask, dice_per_class, iou_per_class
 
 if TYPE_CHECKING:
+    from geoseg.io.output import OutputTarget
     from geoseg.io.readers import RasterSource
+
+log = logging.getLogger("geoseg.report")
 
 __all__ = ["ClassMap", "Labels", "check_grid", "confusion", "evaluate", "instance_scores",
            "open_labels", "region_slices", "scores"]
@@ -116,19 +120,22 @@ class Labels:
 def open_labels(url: str, variable: str | None = None,
                 storage_options: dict[str, Any] | None = None) -> Labels:
     """One band of integer labels: a geoseg output's ``classes`` (unless ``variable`` says
-    otherwise), a Zarr array or any single-band raster geoseg reads."""
-    from geoseg.io.output import OutputTarget
+    otherwise), a ``geoseg convert`` output's ``raster``, a Zarr array or any single-band
+    raster geoseg reads. Only a segmentation output (one with a manifest) is checked for lost
+    chunks."""
+    from geoseg.io.output import MANIFEST_DONE, OutputTarget
     from geoseg.io.readers import open_source, source_to_dataarray
 
     target = OutputTarget(url, dict(storage_options or {}))
     attrs = target.attrs()
-    if attrs.get("status") == "complete":  # a lost chunk would read as no-data, scored as such
-        from geoseg.io.integrity import damage
+    arrays = _group_arrays(target) if attrs else set()
+    if attrs.get("status") == "complete" and MANIFEST_DONE in arrays:
+        from geoseg.io.integrity import damage  # a lost chunk would read as no-data
 
         problem = damage(target, attrs, "nothing was scored")
         if problem:
             raise EvaluationError(problem)
-    if attrs and variable is None:
+    if "classes" in arrays and variable is None:  # a segmentation output, not `geoseg convert`'s
         variable = "classes"
     source = open_source(url, storage_options, variable=variable)
     if source.shape[0] != 1 or not np.issubdtype(np.dtype(source.dtype), np.integer):
@@ -141,6 +148,15 @@ def open_labels(url: str, variable: str | None = None,
     return Labels(source_to_dataarray(source).data[0], tuple(names) if names else None,
                   None if nodata is None else int(nodata), source.georef.transform, url,
                   tuple(tuple(c) for c in colors) if colors else None, source)
+
+
+def _group_arrays(target: OutputTarget) -> set[str]:
+    """Names of the arrays in the Zarr group at ``target``: a segmentation output holds
+    ``classes`` and its manifest, a ``geoseg convert`` output (or any plain Zarr) neither."""
+    try:
+        return set(target.open_group(mode="r").array_keys())
+    except Exception:  # noqa: BLE001 - no group to list: not an output either
+        return set()
 
 
 def _stored_names(source: RasterSource, variable: str | None,
@@ -170,14 +186,16 @@ def _array_attr(url: str, variable: str | None, key: str,
 
 def region_slices(shape: Sequence[int], *, window: Sequence[int] | None = None,
                   bbox: Sequence[float] | None = None,
-                  transform: Sequence[float] | None = None) -> tuple[slice, ...]:
+                  transform: Sequence[float] | None = None,
+                  crs_wkt: str | None = None) -> tuple[slice, ...]:
     """The pixels to score: a ``window`` ``(row0, row1, col0, col1)``, or a ``bbox``
-    ``(minx, miny, maxx, maxy)`` in the raster's CRS (needs its ``transform``); all without."""
+    ``(minx, miny, maxx, maxy)`` in the raster's CRS (needs its ``transform``; ``crs_wkt``
+    names the CRS in errors), clipped to the raster; all without."""
     if window is not None and bbox is not None:
         raise EvaluationError("received both a window and a bbox; expected one of them.")
-    if bbox is not None:
-        window = _bbox_window(bbox, transform)
     full = tuple(slice(0, n) for n in shape)
+    if bbox is not None:
+        return (*full[:-2], *_bbox_slices(bbox, tuple(shape[-2:]), transform, crs_wkt))
     if window is None:
         return full
     r0, r1, c0, c1 = (int(v) for v in window)
@@ -189,7 +207,10 @@ def region_slices(shape: Sequence[int], *, window: Sequence[int] | None = None,
     return (*full[:-2], slice(r0, r1), slice(c0, c1))
 
 
-def _bbox_window(bbox: Sequence[float], transform: Sequence[float] | None) -> tuple[int, ...]:
+def _bbox_slices(bbox: Sequence[float], size: tuple[int, int], transform: Sequence[float] | None,
+                 crs_wkt: str | None) -> tuple[slice, slice]:
+    """The rows and columns of the pixels ``bbox`` touches, clipped to a raster of ``size``;
+    an error naming the bbox, the CRS and the raster's bounds where it touches none."""
     if transform is None:
         raise EvaluationError("region: a bbox needs a georeferenced raster; this one has no "
                               "transform. Give a pixel window instead.")
@@ -198,8 +219,43 @@ def _bbox_window(bbox: Sequence[float], transform: Sequence[float] | None) -> tu
     inverse = ~Affine(*transform[:6])
     minx, miny, maxx, maxy = bbox
     xs, ys = zip(*(inverse @ (x, y) for x in (minx, maxx) for y in (miny, maxy)))
-    return (max(0, math.floor(min(ys))), math.ceil(max(ys)),
-            max(0, math.floor(min(xs))), math.ceil(max(xs)))
+    rows, cols = size
+    r0, r1 = max(0, math.floor(min(ys))), min(rows, math.ceil(max(ys)))
+    c0, c1 = max(0, math.floor(min(xs))), min(cols, math.ceil(max(xs)))
+    if r0 < r1 and c0 < c1:
+        return slice(r0, r1), slice(c0, c1)
+    raise EvaluationError(_bbox_outside(bbox, size, transform, crs_wkt))
+
+
+def _bbox_outside(bbox: Sequence[float], size: tuple[int, int], transform: Sequence[float],
+                  crs_wkt: str | None) -> str:
+    """Why ``bbox`` selects no pixel: what was received, the raster's CRS and bounds, the fix."""
+    from affine import Affine
+
+    forward = Affine(*transform[:6])
+    rows, cols = size
+    xs, ys = zip(*(forward @ (c, r) for c in (0, cols) for r in (0, rows)))
+    bounds = ",".join(f"{v:.10g}" for v in (min(xs), min(ys), max(xs), max(ys)))
+    crs, geographic = _crs_text(crs_wkt)
+    lonlat = all(-180 <= x <= 180 for x in bbox[::2]) and all(-90 <= y <= 90 for y in bbox[1::2])
+    hint = (" It looks like longitude/latitude: transform it to the raster's CRS first (e.g. "
+            f"gdaltransform -s_srs EPSG:4326 -t_srs {crs}).")
+    return (f"region: the bbox minx,miny,maxx,maxy {','.join(f'{v:.10g}' for v in bbox)} does not "
+            f"overlap the raster: its CRS is {crs} and its bounds in that CRS are {bounds} "
+            f"(minx,miny,maxx,maxy). A bbox must be in the raster's CRS; give one that overlaps "
+            f"those bounds.{hint if lonlat and not geographic else ''}")
+
+
+def _crs_text(crs_wkt: str | None) -> tuple[str, bool]:
+    """A short name of a CRS (``EPSG:32618``, else the start of its WKT) and whether it is
+    geographic (longitude/latitude)."""
+    if not crs_wkt:
+        return "unknown (the raster names none)", False
+    from rasterio.crs import CRS
+
+    crs = CRS.from_wkt(crs_wkt)
+    name = crs.to_string() if crs.to_epsg() else crs_wkt[:80] + "..."
+    return name, bool(crs.is_geographic)
 
 
 def check_grid(pred: Labels, ref: Labels) -> None:
@@ -301,7 +357,7 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
     ``instances`` (predicted, reference instance labels), instance scores too."""
     check_grid(pred, ref)
     region = region_slices(ref.data.shape, window=window, bbox=bbox,
-                           transform=ref.transform or pred.transform)
+                           transform=ref.transform or pred.transform, crs_wkt=_crs_wkt(ref, pred))
     r, p = ref.data[region], pred.data[region]
     ignored = tuple(int(i) for i in ignore)
     unscored = ignored + (() if ref.nodata is None else (ref.nodata,))
@@ -311,6 +367,8 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
             _values(p, () if pred.nodata is None else (pred.nodata,)), _values(r, unscored))
         ids = sorted(set(pred_ids.tolist())
                      | {int((mapping or {}).get(v, v)) for v in ref_ids.tolist()})
+    _check_mapping(pred, ref, mapping, None if ids is None else (pred_ids, ref_ids))
+    _warn_disjoint_names(pred, ref, mapping)
     cmap = ClassMap.build(pred.names, ref.names, 0, mapping, ids=ids).without(unscored)
     matrix = confusion(r, p, cmap, ignore=ignored, nodata=(ref.nodata, pred.nodata))
     if not matrix.sum():
@@ -330,6 +388,83 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
             instances[1].data[region], instances[0].data[region], ref_classes=t, pred_classes=p,
             valid=t != cmap.dropped), cmap.names)
     return found
+
+
+def _brief(values: Sequence[Any], shown: int = 6) -> str:
+    """``a, b, c, ...`` : the first ``shown`` of ``values``, and how many more."""
+    items = [str(v) for v in values]
+    more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def _warn_disjoint_names(pred: Labels, ref: Labels, mapping: dict[int, int] | None) -> None:
+    """Warn when both sides name their classes, no name is shared and no ``--map`` pairs them:
+    every reference pixel then lands on a class the prediction never holds (IoU 0 throughout)."""
+    if mapping or not (pred.names and ref.names) or set(pred.names) & set(ref.names):
+        return
+    log.warning(
+        f"PRED {pred.url or '(prediction)'} and REF {ref.url or '(reference)'} share no class "
+        f"name (PRED: {_brief(pred.names)}; REF: {_brief(ref.names)}), so no reference pixel can "
+        "be predicted right and every IoU is 0. If their ids mean the same classes, pair them "
+        "with --map REF_ID=PRED_ID,... (e.g. --map 0=0,1=1; in Python, mapping={0: 0, 1: 1}).")
+
+
+def _check_mapping(pred: Labels, ref: Labels, mapping: dict[int, int] | None,
+                   found: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Refuse a ``mapping`` onto an id that is no scored class (its reference pixels would go
+    unscored); warn of pairs whose ids the labels never hold. ``found``: the (predicted,
+    reference) label values read, when neither side names its classes."""
+    if not mapping:
+        return
+    named = pred.names or ref.names
+    if named:
+        wrong = {v: t for v, t in mapping.items() if not 0 <= t < len(named)}
+        if wrong:
+            raise EvaluationError(
+                f"--map: received {_pairs_text(wrong)}, onto predicted id(s) that are no class "
+                f"of {pred.url if pred.names else ref.url or 'the labels'}: its classes are ids "
+                f"0..{len(named) - 1} ({_brief(named)}); expected each REF_ID=PRED_ID pair to "
+                "name one of those ids, or those reference pixels would silently go unscored. "
+                "Fix the pair, or leave those reference labels out with --ignore.")
+        unknown = [v for v in mapping if ref.names and not 0 <= v < len(ref.names)]
+        if unknown:
+            _warn_unused(mapping, unknown, f"is no class of REF {ref.url or '(reference)'} "
+                         f"(its classes are ids 0..{len(ref.names) - 1})")
+        return
+    pred_ids, ref_ids = ({int(v) for v in ids.tolist()} for ids in found)
+    unknown = [v for v in mapping if v not in ref_ids]
+    if unknown:
+        _warn_unused(mapping, unknown, f"is no scored label of REF {ref.url or '(reference)'} "
+                     f"(it holds {_brief(sorted(ref_ids)) or 'none'})")
+    absent = sorted({t for v, t in mapping.items() if t not in pred_ids and v not in unknown})
+    if absent:
+        log.warning(
+            f"--map: PRED {pred.url or '(prediction)'} never holds the predicted id(s) "
+            f"{_brief(absent)} that --map maps onto (it holds {_brief(sorted(pred_ids)) or 'none'}); "
+            "those classes are scored with no pixel predicted right. Check the pairs "
+            "(REF_ID=PRED_ID).")
+
+
+def _warn_unused(mapping: dict[int, int], unknown: list[int], why: str) -> None:
+    """Warn that the pairs of ``mapping`` from the reference ids ``unknown`` map no scored
+    pixel, and ``why``."""
+    log.warning(
+        f"--map: {_pairs_text({v: mapping[v] for v in unknown})} will map no scored pixel: "
+        f"reference id {_brief(unknown)} {why}. Check the pairs: each is REF_ID=PRED_ID, the "
+        "reference's id first.")
+
+
+def _pairs_text(pairs: dict[int, int]) -> str:
+    """``{3: 7}`` as ``3=7``, as --map spells it."""
+    return ",".join(f"{v}={t}" for v, t in sorted(pairs.items()))
+
+
+def _crs_wkt(*labels: Labels) -> str | None:
+    """The CRS of the first of ``labels`` opened from a store that names one."""
+    for one in labels:
+        if one.source is not None and one.source.georef.crs_wkt:
+            return one.source.georef.crs_wkt
+    return None
 
 
 def _block_values(block: np.ndarray, unscored: tuple[int, ...]) -> np.ndarray:
