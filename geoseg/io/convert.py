@@ -15,7 +15,9 @@ rioxarray read with the input's georeference::
 Window-readable inputs are copied chunk by chunk by dask tasks, each reading its own
 window and writing whole Zarr chunks, so no task holds more than a chunk. A gzipped
 NIfTI file cannot be read by window: it is decompressed once, front to back, a slab of
-planes at a time (nibabel's array proxy), and never held whole.
+planes at a time (nibabel's array proxy), and never held whole. A gzip stream that breaks off,
+fails its checksum or ends before the voxels its header declares is refused as a truncated or
+corrupt input (:class:`~geoseg.errors.CorruptInputError`), and the part-written output removed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import gzip
 import io
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +39,24 @@ import zarr
 
 from geoseg import budgets
 from geoseg.core.urls import public_url
-from geoseg.errors import GeosegError, OutputExistsError, UnsupportedFormatError
+from geoseg.errors import (
+    CorruptInputError,
+    GeosegError,
+    OutputExistsError,
+    UnsupportedFormatError,
+)
 from geoseg.io.allow import overlapping
 from geoseg.io.exports.common import probe_local_folder
 from geoseg.io.georef import GeoRef
-from geoseg.io.nifti import GZIP_MAGIC, data_shape, header_georef, is_nifti, is_scaled
+from geoseg.io.nifti import (
+    GZIP_MAGIC,
+    data_shape,
+    declared,
+    header_georef,
+    is_nifti,
+    is_scaled,
+    voxel_dtype,
+)
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.remote import check_writable, translate, zarr_options
@@ -191,13 +207,52 @@ class GzipNiftiInput:
 
 @contextlib.contextmanager
 def _gzip_image(url: str, storage_options: dict[str, Any]) -> Iterator[nib.Nifti1Image]:
-    """The nibabel image of a gzipped NIfTI file, its data left in the file behind a proxy."""
+    """The nibabel image of a gzipped NIfTI file, its data left in the file behind a proxy.
+    What breaks while its voxels are decompressed (a truncated or corrupt gzip stream, fewer
+    voxels than the header declares) raises :class:`~geoseg.errors.CorruptInputError`."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     with fs.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-        klass = nib.Nifti2Image if _gzip_header(stream).sizeof_hdr == 540 else nib.Nifti1Image
+        header = _gzip_header(stream)
+        klass = nib.Nifti2Image if header.sizeof_hdr == 540 else nib.Nifti1Image
         stream.seek(0)
         holder = nib.FileHolder(fileobj=stream)
-        yield klass.from_file_map({"image": holder, "header": holder}, keep_file_open=True)
+        try:
+            yield klass.from_file_map({"image": holder, "header": holder}, keep_file_open=True)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise _broken_gzip(url, exc, fs.size(path),
+                               f"Uncompressed, {declared(header, _shape(header))}.") from None
+        except ValueError as exc:
+            if "not enough data" not in str(exc):  # nibabel's words for a short read
+                raise
+            raise _short_gzip(url, stream.tell(), header) from None
+
+
+def _shape(header: nib.Nifti1Header) -> tuple[int, ...]:
+    return tuple(int(n) for n in header.get_data_shape())
+
+
+def _broken_gzip(url: str, exc: BaseException, size: int | None, detail: str) -> CorruptInputError:
+    """The error for a gzip stream of ``size`` compressed bytes that cannot be decompressed;
+    ``detail``, a sentence, says what the NIfTI header declares (or where the stream broke)."""
+    if isinstance(exc, EOFError):
+        fault = "truncated: its gzip stream breaks off before its end marker"
+    elif "CRC check failed" in str(exc):
+        fault = "corrupt: its gzip checksum (CRC) does not match the decompressed bytes"
+    else:
+        fault = f"corrupt: its gzip data does not decompress ({type(exc).__name__}: {exc})"
+    held = "" if size is None else f" The file holds {int(size):,} compressed bytes."
+    return CorruptInputError(
+        f"NIfTI file {_shown(url)} is {fault}.{held} {detail} Re-download or re-export the file, "
+        "then convert it again.")
+
+
+def _short_gzip(url: str, size: int, header: nib.Nifti1Header) -> CorruptInputError:
+    """The error for a gzipped NIfTI file that decompresses to ``size`` bytes, fewer than its
+    header declares."""
+    return CorruptInputError(
+        f"NIfTI file {_shown(url)} is truncated or corrupt: it decompresses to {size:,} bytes, "
+        f"but {declared(header, _shape(header))}. Re-download or re-export the file, then "
+        "convert it again.")
 
 
 def _gzip_header(stream: gzip.GzipFile) -> nib.Nifti1Header:
@@ -226,6 +281,9 @@ def _open_input(
 
 
 def _is_gzip_nifti(url: str, so: dict[str, Any]) -> bool:
+    """Whether ``url`` is a gzip file holding a NIfTI volume. A gzip file whose stream breaks
+    before 540 bytes (a NIfTI-2 header; what :func:`_gzip_header` reads) decompress, or one
+    named ``.nii.gz`` that holds no NIfTI header, is refused as truncated or corrupt."""
     fs, path = fsspec.core.url_to_fs(url, **so)
     if not fs.isfile(path):
         return False
@@ -235,9 +293,19 @@ def _is_gzip_nifti(url: str, so: dict[str, Any]) -> bool:
         f.seek(0)
         try:
             with gzip.GzipFile(fileobj=f, mode="rb") as stream:
-                return is_nifti(stream.read(348))
-        except (OSError, EOFError):
-            return False
+                head = stream.read(540)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise _broken_gzip(url, exc, fs.size(path), "It breaks within the first 540 "
+                               "decompressed bytes, where the NIfTI header is.") from None
+    if is_nifti(head):
+        return True
+    if url.rstrip("/").endswith(".nii.gz"):
+        raise CorruptInputError(
+            f"NIfTI file {_shown(url)} is truncated or corrupt: it decompresses to "
+            f"{'only ' + str(len(head)) + ' bytes' if len(head) < 348 else 'data'} without a "
+            f"NIfTI-1/2 header (it starts with {head[:8]!r}; expected magic 'n+1' or 'n+2'). "
+            "Re-download or re-export the file, then convert it again.")
+    return False
 
 
 def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None) -> GzipNiftiInput:
@@ -255,7 +323,8 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
     budgets.check_bands(n_t, f"input {_shown(url)}", "volumes (header dim[4])")
     names = tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",)
     times = tuple(range(n_t)) if bands is None else _band_indexes(bands, n_t, url)
-    dtype = "float32" if is_scaled(header) else header.get_data_dtype().newbyteorder("=").name
+    stored = voxel_dtype(header, url)  # refuses RGB voxels
+    dtype = "float32" if is_scaled(header) else stored.newbyteorder("=").name
     return GzipNiftiInput(
         url=url,
         shape=(len(times), n_k, n_j, n_i),

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from geoseg.core.urls import public_url
-from geoseg.errors import CorruptInputError
+from geoseg.errors import CorruptInputError, UnsupportedFormatError
 from geoseg.io.georef import GeoRef
 
 NIFTI1_MAGIC = (b"n+1\x00", 344)
@@ -43,6 +43,56 @@ def data_shape(header: nib.Nifti1Header, url: str) -> tuple[int, ...]:
                 f"{shape}); every size must be >= 1. The header is corrupt: re-write or "
                 "re-download the file.")
     return shape
+
+
+def voxel_dtype(header: nib.Nifti1Header, url: str) -> np.dtype:
+    """The header's stored voxel dtype (with byte order). RGB24 and RGBA32 voxels, several
+    ``uint8`` channels packed in one voxel, are refused with a way to split them: geoseg reads
+    one number per voxel, and numpy names such a dtype ``void24``, which nothing computes on."""
+    dtype = header.get_data_dtype()
+    if dtype.fields is None and dtype.kind != "V":
+        return dtype
+    code = int(header["datatype"])
+    label = nib.nifti1.data_type_codes.label.get(code, "packed")
+    channels = list(dtype.names or ())
+    name = public_url(url)
+    raise UnsupportedFormatError(
+        f"NIfTI file {name} stores {label} voxels (datatype code {code}: {len(channels) or 'several'} "
+        f"uint8 channels {', '.join(channels)} in each voxel); geoseg reads volumes of one number "
+        "per voxel (integer or floating point). Split the channels into the volumes of a 4D file, "
+        f"whose volumes geoseg reads as bands, e.g. with nibabel: `img = nibabel.load({name!r}); "
+        "v = numpy.asanyarray(img.dataobj); nibabel.save(nibabel.Nifti1Image(numpy.stack("
+        f"[v[c] for c in {channels!r}], axis=-1), img.affine), 'bands.nii')`, then give "
+        "bands.nii as the input.")
+
+
+def data_bytes(header: nib.Nifti1Header, shape: tuple[int, ...]) -> int:
+    """How many bytes the header says the file holds: its voxel offset and the voxels after it."""
+    return int(header.get_data_offset()) + int(np.prod(shape, dtype=object)) * voxel_size(header)
+
+
+def voxel_size(header: nib.Nifti1Header) -> int:
+    """Bytes per stored voxel."""
+    return int(header.get_data_dtype().itemsize)
+
+
+def check_file_size(url: str, size: int | None, header: nib.Nifti1Header,
+                    shape: tuple[int, ...]) -> None:
+    """Refuse an uncompressed NIfTI file of ``size`` bytes, shorter than its header declares
+    (a failed download or copy): without this check it opens as the full volume and fails only
+    when a task reads past its end. A size the store does not say (``None``) is not checked."""
+    if size is None or int(size) >= data_bytes(header, shape):
+        return
+    raise CorruptInputError(
+        f"NIfTI file {public_url(url)} is truncated or corrupt: it holds {int(size):,} bytes, but "
+        f"{declared(header, shape)}. Re-download or re-export the file, then try again.")
+
+
+def declared(header: nib.Nifti1Header, shape: tuple[int, ...]) -> str:
+    """What the header declares the file holds, for messages: bytes, offset, shape, dtype."""
+    return (f"its header declares {data_bytes(header, shape):,} bytes (voxels from byte "
+            f"{int(header.get_data_offset())} on, data shape {shape} of "
+            f"{header.get_data_dtype()}, {voxel_size(header)} byte(s) each)")
 
 
 def voxel_affine(nifti: np.ndarray) -> np.ndarray:

@@ -200,17 +200,18 @@ def test_command_line_convert_and_export_with_s3_credentials_from_the_environmen
 
 
 def test_a_conversion_that_fails_midway_leaves_nothing_and_can_be_run_again(tmp_path):
-    """A truncated NIfTI decodes its first planes only: the part-written copy read as zeros
-    where its chunks were missing, and a rerun was refused because it existed."""
-    data = (np.arange(40 * 50 * 30, dtype=np.uint16).reshape(40, 50, 30) % 900 + 100)
-    whole = write_nifti(tmp_path / "vol.nii", data, np.eye(4))
-    truncated = tmp_path / "trunc.nii"
-    truncated.write_bytes(whole.read_bytes()[:60000])
+    """A truncated gzipped NIfTI decodes its first planes only: the part-written copy read as
+    zeros where its chunks were missing, and a rerun was refused because it existed. (A
+    truncated .nii is refused when opened, before anything is written.)"""
+    data = np.random.default_rng(1).integers(100, 1000, (40, 50, 30)).astype(np.uint16)
+    whole = gzip.compress(write_nifti(tmp_path / "vol.nii", data, np.eye(4)).read_bytes())
+    truncated = tmp_path / "trunc.nii.gz"
+    truncated.write_bytes(whole[: len(whole) * 2 // 3])
     out = tmp_path / "c.zarr"
     for _ in range(2):  # the same error again, not "already exists"
         done = geoseg_cli("convert", str(truncated), str(out), "--chunks", "8,64,64")
         said = " ".join(done.stderr.split())
-        assert done.returncode == 2 and "cannot decode" in said, said
+        assert done.returncode == 2 and "is truncated" in said, said
         assert f"Nothing was converted: the part-written output {out} was removed." in said
         assert not out.exists()
 

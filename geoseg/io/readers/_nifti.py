@@ -4,8 +4,9 @@ An uncompressed NIfTI-1/2 file is a header followed by the voxels in Fortran ord
 ``(i, j, k[, t])``. Read as C order, each ``k`` plane is a ``(j, i)`` block, so geoseg presents
 the volume as ``(band, z, y, x) = (t, k, j, i)`` and a task reads only the rows of the planes
 its window covers. The header's affine becomes a voxel affine in ``(z, y, x)`` order
-(:mod:`geoseg.io.nifti`). Gzipped files (``.nii.gz``) are claimed too, to be refused with
-advice: they cannot be read by window (``geoseg convert`` turns them into a chunked Zarr).
+(:mod:`geoseg.io.nifti`). Gzipped files (``.nii.gz``, or gzip data misnamed ``.nii``) are
+claimed too, to be refused with advice: they cannot be read by window (``geoseg convert`` turns
+them into a chunked Zarr). A file shorter than its header declares is refused when opened.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from geoseg.errors import UnsupportedFormatError
 from geoseg.io.nifti import (
     GZIP_MAGIC,
     NIFTI2_MAGIC,
+    check_file_size,
     data_shape,
     header_georef,
     is_nifti,
     scaling,
+    voxel_dtype,
 )
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import RasterSource, Reader, refuse_level, select_bands
@@ -75,7 +78,7 @@ class NiftiReader(Reader):
 
     def guess_can_open(self, url: str, storage_options: dict[str, Any]) -> bool:
         head = probe.head(url, storage_options)
-        return is_nifti(head) or (head[:2] == GZIP_MAGIC and url.rstrip("/").endswith(".nii.gz"))
+        return is_nifti(head) or (head[:2] == GZIP_MAGIC and _named_nifti(url))
 
     def open(self, url: str, storage_options: dict[str, Any], *, bands: Sequence[int] | None = None,
              level: int | None = None) -> NiftiSource:
@@ -83,8 +86,15 @@ class NiftiReader(Reader):
         return select_bands(nifti_source(url, storage_options), bands)
 
 
+def _named_nifti(url: str) -> bool:
+    """Whether the file name ends in ``.nii`` or ``.nii.gz``."""
+    return url.rstrip("/").endswith((".nii", ".nii.gz"))
+
+
 def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
-    """Describe the NIfTI file at ``url`` from its header alone."""
+    """Describe the NIfTI file at ``url`` from its header and its size: a file shorter than its
+    header declares is refused here, not when a task reads past its end."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
     header = read_header(url, storage_options)
     shape = data_shape(header, url)
     if not 3 <= len(shape) <= 4:
@@ -94,8 +104,9 @@ def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
     n_i, n_j, n_k = shape[:3]
     n_t = shape[3] if len(shape) == 4 else 1
     budgets.check_bands(n_t, f"input {public_url(url)}", "volumes (header dim[4])")
+    disk = voxel_dtype(header, url)
+    check_file_size(url, fs.size(path), header, shape)
     slope, inter = scaling(header)
-    disk = header.get_data_dtype()
     scaled = slope != 1.0 or inter != 0.0
     return NiftiSource(
         url=url, shape=(n_t, n_k, n_j, n_i), dtype="float32" if scaled else disk.newbyteorder("=").name,
@@ -113,9 +124,7 @@ def read_header(url: str, storage_options: dict[str, Any]) -> nib.Nifti1Header:
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     head = fs.cat_file(path, start=0, end=540)  # one small range request, no read-ahead
     if head[:2] == GZIP_MAGIC:
-        raise UnsupportedFormatError(
-            f"{url} is gzip-compressed, which cannot be read window by window. Convert it once to a "
-            f"chunked Zarr: `geoseg convert {url} OUT.zarr`, then use OUT.zarr as the input.")
+        raise _gzipped(url)
     if not is_nifti(head):
         raise UnsupportedFormatError(
             f"Cannot read {public_url(url)} as NIfTI: received a file without a NIfTI-1/2 header "
@@ -125,6 +134,20 @@ def read_header(url: str, storage_options: dict[str, Any]) -> nib.Nifti1Header:
     header = klass.from_fileobj(io.BytesIO(head), check=False)
     header.check_fix(logger=_NIBABEL_REPORTS)  # raises for what it cannot fix, says nothing
     return header
+
+
+def _gzipped(url: str) -> UnsupportedFormatError:
+    """The refusal of a gzip-compressed file: convert it (a ``.nii`` name: rename it first)."""
+    shown = public_url(url)
+    if not url.rstrip("/").endswith(".gz"):
+        return UnsupportedFormatError(
+            f"{shown} holds gzip-compressed data (it starts with the gzip magic bytes 1f 8b), but "
+            "its name ends in .nii, which is for uncompressed NIfTI. Rename it to end in .nii.gz, "
+            "then convert it once to a chunked Zarr: `geoseg convert NAME.nii.gz OUT.zarr`, and "
+            "use OUT.zarr as the input.")
+    return UnsupportedFormatError(
+        f"{shown} is gzip-compressed, which cannot be read window by window. Convert it once to a "
+        f"chunked Zarr: `geoseg convert {shown} OUT.zarr`, then use OUT.zarr as the input.")
 
 
 # where nibabel's header reports go: nowhere (a handler that drops them, so that logging's last
