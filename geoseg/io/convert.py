@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import math
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -194,15 +195,33 @@ class GzipNiftiInput:
     band_chunk: int = 1  # bands are read one after the other
 
     def copy_into(self, target: zarr.Array, sizes: tuple[int, ...]) -> None:
-        """Slabs of ``sizes[0]`` planes, band by band in file order (forward reads only)."""
-        depth, n_k = sizes[0], self.shape[1]
+        """Slabs of ``sizes[0]`` planes (fewer where that many pass the window budget: see
+        :meth:`slab_depth`), band by band in file order (forward reads only)."""
+        n_k = self.shape[1]
         with _gzip_image(self.url, self.storage_options) as image:
+            scaled = self.dtype == "float32"  # or stored so: nibabel may scale to float64
+            depth = self.slab_depth(sizes[0], np.float64 if scaled else image.dataobj.dtype)
             proxy = image.dataobj
             for t, band in sorted((t, b) for b, t in enumerate(self.times)):
                 for k in range(0, n_k, depth):
                     ks = slice(k, min(k + depth, n_k))
                     slab = proxy[:, :, ks, t] if self.four_d else proxy[:, :, ks]
                     target[band, ks] = np.transpose(np.asarray(slab), (2, 1, 0)).astype(self.dtype)
+
+    def slab_depth(self, depth: int, read_dtype: np.dtype) -> int:
+        """How many planes to decompress at once: ``depth`` (the output chunk's), fewer when
+        that many would hold more than ``GEOSEG_MAX_WINDOW_BYTES`` as read (scaled voxels come
+        as float64) and copied into the output's dtype; refused when one plane would. What a
+        header declares, not the file's size, decides a plane's bytes, so this bounds the
+        memory a hostile header can ask for."""
+        plane = math.prod(self.shape[2:]) * (np.dtype(read_dtype).itemsize + np.dtype(self.dtype).itemsize)
+        budgets.check(plane, budgets.MAX_WINDOW_BYTES,
+                      f"input {_shown(self.url)} has planes of {self.shape[3]} x {self.shape[2]} "
+                      f"voxels, {budgets.size(plane)} ({budgets.figure(plane)} bytes) each as "
+                      f"read and converted to {self.dtype}",
+                      "A gzipped NIfTI file is decompressed a plane at a time at least; raise the "
+                      "limit if this machine has the memory.")
+        return max(1, min(depth, budgets.limit(budgets.MAX_WINDOW_BYTES) // plane))
 
 
 @contextlib.contextmanager

@@ -161,3 +161,36 @@ def test_gzip_data_named_nii_says_to_rename_it(tmp_path):
            in message, message
     assert "Rename it to end in .nii.gz" in message and "not a format" not in message, message
     assert convert(str(path), str(tmp_path / "out.zarr")).shape == (1, 30, 40, 40)
+
+
+def test_a_header_declaring_huge_planes_is_read_within_the_window_budget(tmp_path):
+    """4000^3 int16 declared in a 1 KB .nii.gz: 128 planes at once (the default chunk) would
+    ask for 4 GB as read; slabs held to GEOSEG_MAX_WINDOW_BYTES fit under a 4 GB address space
+    and the short stream is refused as such (was: MemoryError, an internal error)."""
+    path = tmp_path / "huge.nii.gz"
+    path.write_bytes(gzip.compress(header_only((4000, 4000, 4000))))
+    result = geoseg_cli("convert", str(path), str(tmp_path / "out.zarr"),
+                        prefix=["prlimit", "--as=4000000000"], timeout=120)
+    assert result.returncode == 2, said(result)
+    assert "is truncated or corrupt: it decompresses to 1,352 bytes" in said(result)
+
+
+def test_slabs_over_the_window_budget_are_read_in_fewer_planes_with_the_same_result(
+        tmp_path, monkeypatch):
+    data = np.random.default_rng(1).integers(-500, 500, (40, 36, 30)).astype(np.int16)
+    nii = write_nifti(tmp_path / "ct.nii", data, np.diag([1.0, 1.0, 2.0, 1.0]))
+    gz = tmp_path / "ct.nii.gz"
+    gz.write_bytes(gzip.compress(nii.read_bytes()))
+    plane = 40 * 36 * (2 + 2)  # a plane as read (int16) and as written (int16)
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(3 * plane))  # 3 planes of the 16 a chunk has
+    convert(str(gz), str(tmp_path / "out.zarr"), chunks=16)
+    import zarr
+
+    stored = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["raster"][0]
+    np.testing.assert_array_equal(stored, np.transpose(data, (2, 1, 0)))  # (z, y, x)
+    monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(plane - 1))
+    from geoseg.errors import BudgetError
+
+    with pytest.raises(BudgetError, match=r"has planes of 40 x 36 voxels, 5.6 KiB \(5760 bytes\) "
+                                          r"each as read and converted to int16; the limit is 5759"):
+        convert(str(gz), str(tmp_path / "out2.zarr"), chunks=16)
