@@ -247,6 +247,9 @@ def info(
                  ("units", geo.units)]
         if geo.nifti_codes is not None:  # the spaces a NIfTI file's qform and sform are in
             rows.append(("NIfTI codes (qform, sform)", _xform_names(geo.nifti_codes)))
+        if geo.nifti_qform is not None:  # the affine above is the sform's
+            rows.append(("NIfTI qform (another matrix)", " | ".join(
+                " ".join(f"{v:g}" for v in geo.nifti_qform[4 * r : 4 * r + 4]) for r in range(3))))
     else:
         rows += [("crs", _short_crs(geo.crs_wkt)), ("transform", geo.transform)]
     rows.append(("nodata", geo.nodata))

@@ -38,7 +38,9 @@ class GeoRef:
     a ``voxel_affine`` from array index ``(z, y, x, 1)`` to world ``(x, y, z, 1)``: rows x, y, z,
     x first for every input (NIfTI's scanner RAS+, OME-Zarr's physical x, y, z); for a volume read
     from NIfTI, ``nifti_codes``: the file's ``(qform_code, sform_code)``, the space its affine is in
-    (``None`` for other inputs, and where the file says neither, ``(0, 0)``)."""
+    (``None`` for other inputs, and where the file says neither, ``(0, 0)``), and
+    ``nifti_qform``: its qform in the ``voxel_affine`` convention, where the file has a coded
+    qform of another matrix than its sform (``voxel_affine``)."""
 
     crs_wkt: str | None = None
     transform: tuple[float, ...] | None = None
@@ -46,20 +48,20 @@ class GeoRef:
     voxel_affine: tuple[float, ...] | None = None  # 16 values, row-major; volumes only
     units: str | None = None  # of the world coordinates a voxel_affine maps to
     nifti_codes: tuple[int, int] | None = None  # (qform_code, sform_code); volumes only
+    nifti_qform: tuple[float, ...] | None = None  # the file's qform where it is another matrix
 
     @classmethod
     def from_voxel_affine(cls, affine: Any, nodata: float | None = None,
-                          units: str | None = None, nifti_codes: Any = None) -> GeoRef:
+                          units: str | None = None, nifti_codes: Any = None,
+                          nifti_qform: Any = None) -> GeoRef:
         """A volume's georeference from a 4 x 4 matrix mapping ``(z, y, x, 1)`` indices to
         world ``(x, y, z, 1)`` (see the module docstring), with the NIfTI xform codes of the file
-        it came from, if any (see :func:`as_nifti_codes`)."""
-        matrix = np.asarray(affine, dtype=float)
-        if matrix.shape != (4, 4):
-            raise ParameterError(f"a voxel affine is a 4 x 4 matrix; got shape {matrix.shape}. Pass "
-                                 "the voxel-to-world matrix over (z, y, x, 1) indices.")
-        return cls(voxel_affine=tuple(float(v) for v in matrix.ravel()),
+        it came from, if any (see :func:`as_nifti_codes`), and its qform, in the same
+        convention, where that is another matrix than ``affine`` (the sform's)."""
+        qform = None if nifti_qform is None else _matrix16(nifti_qform, "a NIfTI qform")
+        return cls(voxel_affine=_matrix16(affine, "a voxel affine"),
                    nodata=None if nodata is None else float(nodata), units=units,
-                   nifti_codes=as_nifti_codes(nifti_codes))
+                   nifti_codes=as_nifti_codes(nifti_codes), nifti_qform=qform)
 
     @classmethod
     def from_axis_scales(cls, scale: Sequence[float], translation: Sequence[float] = (0, 0, 0),
@@ -144,6 +146,8 @@ class GeoRef:
                 out["units"] = self.units
             if self.nifti_codes is not None:
                 out["nifti_codes"] = list(self.nifti_codes)
+            if self.nifti_qform is not None:
+                out["nifti_qform"] = np.asarray(self.nifti_qform).reshape(4, 4).tolist()
         return out
 
     def volume_attrs(self) -> dict[str, Any]:
@@ -152,7 +156,16 @@ class GeoRef:
         return {k: v for k, v in self.attrs().items() if k in VOLUME_ATTRS}
 
 
-VOLUME_ATTRS = ("voxel_affine", "spacing", "units", "nifti_codes")
+VOLUME_ATTRS = ("voxel_affine", "spacing", "units", "nifti_codes", "nifti_qform")
+
+
+def _matrix16(values: Any, what: str) -> tuple[float, ...]:
+    """A 4 x 4 matrix over ``(z, y, x, 1)`` indices as 16 floats, row-major."""
+    matrix = np.asarray(values, dtype=float)
+    if matrix.shape != (4, 4):
+        raise ParameterError(f"{what} is a 4 x 4 matrix; got shape {matrix.shape}. Pass the "
+                             "voxel-to-world matrix over (z, y, x, 1) indices.")
+    return tuple(float(v) for v in matrix.ravel())
 
 
 def as_nifti_codes(codes: Any) -> tuple[int, int] | None:

@@ -8,11 +8,14 @@ Voxels are stored in Fortran order ``(i, j, k[, t])``, so geoseg presents a volu
 ``(z, y, x)`` index order and keeps its rows, world x, y, z as every ``voxel_affine`` has them
 (see :class:`~geoseg.io.georef.GeoRef`), and :func:`nifti_affine` undoes that for output: any
 volume's affine, an OME-Zarr's included, becomes an x-first NIfTI affine. The header's qform
-and sform codes travel beside the affine (``GeoRef.nifti_codes``), to be written back by the
+and sform codes travel beside the affine (``GeoRef.nifti_codes``), with a qform of another
+matrix than the sform (``GeoRef.nifti_qform``), to be written back by the
 export.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -102,8 +105,13 @@ def voxel_affine(nifti: np.ndarray) -> np.ndarray:
 
 def nifti_affine(georef: GeoRef) -> np.ndarray:
     """The NIfTI ``(i, j, k)`` affine of a geoseg volume (identity if it has none)."""
-    matrix = georef.affine_matrix
-    return np.eye(4) if matrix is None else matrix[:, _ZYX]
+    return np.eye(4) if georef.voxel_affine is None else nifti_order(georef.voxel_affine)
+
+
+def nifti_order(matrix: Any) -> np.ndarray:
+    """A geoseg voxel affine (16 values or 4 x 4, over ``(z, y, x, 1)``) as a NIfTI
+    ``(i, j, k)`` affine: :func:`voxel_affine` undone."""
+    return np.asarray(matrix, dtype=float).reshape(4, 4)[:, _ZYX]
 
 
 def scaling(header: nib.Nifti1Header) -> tuple[float, float]:
@@ -122,17 +130,20 @@ def _units(header: nib.Nifti1Header) -> str | None:
 def xform_codes(header: nib.Nifti1Header) -> tuple[int, int] | None:
     """The header's ``(qform_code, sform_code)``: the spaces its affines are in (scanner,
     aligned, Talairach, MNI, ...); ``None`` when it names neither, or a code NIfTI does not
-    define (nothing an export could write back).
-
-    Only the best affine (the sform's, when it has a code) travels with the data, and the
-    export writes it as both forms. A qform of another matrix keeps its code only where it is
-    the affine carried: beside a coded sform of another matrix its code becomes 0, so no
-    export says the sform's matrix is in the qform's space."""
-    qform, sform = int(header["qform_code"]), int(header["sform_code"])
-    if qform and sform and not np.allclose(header.get_qform(), header.get_sform(), atol=1e-4):
-        qform = 0
-    codes = qform, sform
+    define (nothing an export could write back). The best affine (the sform's, when it has a
+    code) travels with the data; a coded qform of another matrix travels beside it
+    (:func:`distinct_qform`), so each code is written back with its own matrix."""
+    codes = int(header["qform_code"]), int(header["sform_code"])
     return codes if any(codes) and known_codes(codes) else None
+
+
+def distinct_qform(header: nib.Nifti1Header) -> np.ndarray | None:
+    """The header's qform as a geoseg voxel affine, where both forms are coded and the qform
+    is another matrix than the sform (the best affine); ``None`` otherwise."""
+    qform, sform = int(header["qform_code"]), int(header["sform_code"])
+    if not (qform and sform) or np.allclose(header.get_qform(), header.get_sform(), atol=1e-4):
+        return None
+    return voxel_affine(header.get_qform())
 
 
 def known_codes(codes: tuple[int, int]) -> bool:
@@ -144,8 +155,10 @@ def header_georef(header: nib.Nifti1Header) -> GeoRef:
     """The georeference of a file with this header: its voxel affine in ``(z, y, x)`` order,
     with the header's xform codes, so that an export can say which space that affine is in
     without the file."""
+    codes = xform_codes(header)
     return GeoRef.from_voxel_affine(voxel_affine(header.get_best_affine()), units=_units(header),
-                                    nifti_codes=xform_codes(header))
+                                    nifti_codes=codes,
+                                    nifti_qform=None if codes is None else distinct_qform(header))
 
 
 def is_scaled(header: nib.Nifti1Header) -> bool:

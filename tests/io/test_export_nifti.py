@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -185,17 +186,36 @@ def test_an_output_without_xform_codes_exports_as_before(tmp_path, cluster_addre
     assert header_codes(export_nifti(out, str(tmp_path / "after.nii"))) == (2, 2)
 
 
-def test_a_qform_of_another_matrix_loses_its_code_as_only_the_sforms_matrix_travels(
-        tmp_path, cluster_address):
-    """Scanner qform and MNI sform of different matrices: the sform's is the affine kept and
-    exported as both forms, so the export's qform says no space (0) rather than scanner space
-    for the MNI matrix; the sform keeps MNI."""
+@pytest.mark.parametrize("via", ["job", "convert"])
+def test_a_qform_of_another_matrix_travels_with_its_code(tmp_path, cluster_address, via):
+    """Scanner qform and MNI sform of different matrices: both forms are written back, each
+    with its own code and matrix, once the input file is gone, through a job's output and a
+    converted store alike (the qform used to take the sform's matrix and code 0)."""
     scanner = np.diag([2.0, 2.0, 2.0, 1.0])
     scan = coded_nifti(tmp_path / "scan.nii", codes=(1, 4), qform=scanner)
     header = nib.load(scan).header
     assert not np.allclose(header.get_qform(), header.get_sform())  # nibabel: two matrices
-    assert open_source(str(scan)).georef.nifti_codes == (0, 4)
+    assert open_source(str(scan)).georef.nifti_codes == (1, 4)
+    if via == "convert":
+        from geoseg.io.convert import convert
+
+        scan = convert(str(scan), str(tmp_path / "scan.zarr")).url
     out = otsu_job(scan, tmp_path / "mask.zarr", cluster_address)
-    dest = export_nifti(out, str(tmp_path / "mask.nii"))
-    assert header_codes(dest) == (0, 4)
-    np.testing.assert_allclose(nib.load(dest).affine, header.get_sform(), atol=1e-4)
+    for path in (tmp_path / "scan.nii", tmp_path / "scan.zarr"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    dest = nib.load(export_nifti(out, str(tmp_path / "mask.nii")))
+    assert header_codes(dest.get_filename()) == (1, 4)
+    np.testing.assert_allclose(dest.header.get_sform(), header.get_sform(), atol=1e-5)
+    np.testing.assert_allclose(dest.header.get_qform(), scanner, atol=1e-5)
+
+
+def test_an_older_output_of_a_two_matrix_input_exports_no_space_for_its_qform(
+        tmp_path, cluster_address):
+    """An output without the carried codes and qform, its input still there: the input's qform
+    is another matrix than the one the output holds, so its code is not written beside it."""
+    scan = coded_nifti(tmp_path / "scan.nii", codes=(1, 4), qform=np.diag([2.0, 2.0, 2.0, 1.0]))
+    out = otsu_job(scan, tmp_path / "mask.zarr", cluster_address)
+    attrs = zarr.open_array(f"{out}/classes", mode="r+").attrs
+    del attrs["nifti_codes"], attrs["nifti_qform"]
+    zarr.consolidate_metadata(out)
+    assert header_codes(export_nifti(out, str(tmp_path / "old.nii"))) == (0, 4)

@@ -36,7 +36,14 @@ from geoseg.io.exports.common import (
     shown,
     staged_file,
 )
-from geoseg.io.nifti import GZIP_MAGIC, is_nifti, known_codes, nifti_affine
+from geoseg.io.nifti import (
+    GZIP_MAGIC,
+    distinct_qform,
+    is_nifti,
+    known_codes,
+    nifti_affine,
+    nifti_order,
+)
 from geoseg.io.remote import zarr_options
 
 _UNITS = {
@@ -92,7 +99,8 @@ def nifti_header(out: FinishedOutput, codes: tuple[int, int] | None = None) -> n
     header.set_data_shape(out.shape[::-1])
     header.set_data_dtype(out.dtype)
     affine = nifti_affine(out.georef)
-    header.set_qform(affine, code=qform_code)
+    qform = out.georef.nifti_qform  # the input's own qform, where it was another matrix
+    header.set_qform(affine if qform is None else nifti_order(qform), code=qform_code)
     header.set_sform(affine, code=sform_code)
     header.set_xyzt_units(_UNITS.get((out.georef.units or "").lower(), "unknown"))
     header.set_intent("label")
@@ -141,6 +149,8 @@ def source_codes(
     if header is None:
         return None
     codes = int(header["qform_code"]), int(header["sform_code"])
+    if distinct_qform(header) is not None:  # its matrix is not the output's: no space for it
+        codes = 0, codes[1]
     same = np.allclose(header.get_best_affine(), nifti_affine(out.georef), atol=1e-4)
     return codes if same and any(codes) and known_codes(codes) else None
 

@@ -290,7 +290,7 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
     if roles.count(SPACE) == 3:
         if attrs.get("voxel_affine") is not None:
             return GeoRef.from_voxel_affine(attrs["voxel_affine"], nodata, attrs.get("units"),
-                                            attrs.get("nifti_codes"))
+                                            attrs.get("nifti_codes"), attrs.get("nifti_qform"))
         spacing = [float(s) for s in attrs.get("spacing") or (1.0, 1.0, 1.0)]  # (z, y, x)
         return GeoRef.from_axis_scales(spacing, nodata=nodata, units=attrs.get("units"))
     mapping = attrs.get("grid_mapping", "spatial_ref")
