@@ -245,8 +245,7 @@ def label_output(target: OutputTarget, settings: InstanceSettings, *,
     done = stage_record(target, "instances")
     if done.get("status") == "complete" and done.get("settings") == settings.record():
         return InstanceReport(done["count"], 0.0, done["routes"], done["files"], skipped=True)
-    group = target.open_group()
-    classes = da.from_zarr(group["classes"])
+    classes = stored_array(target, "classes")
     route_list = routes(settings, attrs["class_names"], attrs.get("nodata_class"),
                         attrs.get("instances_decoding", ()), ndim=classes.ndim,
                         background=attrs.get("background_class"))
@@ -261,6 +260,18 @@ def label_output(target: OutputTarget, settings: InstanceSettings, *,
             mark_stage(target, "instances", {"status": status, "settings": settings.record(),
                                              "error": type(exc).__name__})
         raise
+
+
+def stored_array(target: OutputTarget, name: str) -> da.Array:
+    """The output's array ``name`` (``classes``: its spatial axes; ``probabilities``: class
+    first), lazily, one task per stored chunk. Each chunk is read through the output's raster
+    source, as ``geoseg export`` reads it: a chunk that does not decode raises
+    :class:`~geoseg.errors.CorruptInputError` naming the window and the chunk's storage key."""
+    from geoseg.io.readers import open_source, source_to_dataarray
+
+    source = open_source(target.url, target.storage_options, variable=name)
+    data = source_to_dataarray(source, chunks=source.chunks).data
+    return data[0] if name == "classes" else data
 
 
 def _label(target: OutputTarget, settings: InstanceSettings, classes: da.Array,
@@ -293,7 +304,7 @@ def _write_files(target: OutputTarget, labels: da.Array, count: int, classes: da
     written = []
     group = target.open_group(mode="r")
     if settings.table:
-        probabilities = da.from_zarr(group["probabilities"]) if "probabilities" in group else None
+        probabilities = stored_array(target, "probabilities") if "probabilities" in group else None
         table = object_table(labels, count=count, classes=classes, probabilities=probabilities,
                              georef=georef)
         write_table(table, file_url(target, FILES["table"]), storage_options=target.storage_options)

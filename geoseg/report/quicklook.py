@@ -12,12 +12,14 @@ is bounded by the chunks in flight plus the small picture, whatever the raster's
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -122,7 +124,9 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
 
     With ``check``, the caption says when the output is unfinished or damaged (its missing
     regions are drawn as no-data): one listing of the output's objects
-    (:func:`state_note`). A run's own report, drawn as the run ends, skips it.
+    (:func:`state_note`). A run's own report, drawn as the run ends, skips it. Stored chunks
+    of ``classes`` that do not decode are drawn as no-data too, and the caption names them
+    (:func:`undecodable_note`), checked or not.
 
     ``storage_options`` read the output; ``image_options`` the image, by default the same (an
     image in the output's bucket). A job's input has its own, which its report passes here."""
@@ -130,13 +134,15 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
 
     target = OutputTarget(output_url, dict(storage_options or {}))
     attrs = _output_attrs(target)
-    classes = da.from_zarr(target.open_group(mode="r")["classes"])
+    classes = _classes_source(target)
     image, note = _image(attrs, image_url, variable, bands,
                          storage_options if image_options is None else image_options)
     if check:
         note = "; ".join(filter(None, [state_note(target, attrs), note]))
-    step = step_for(classes.shape, size)
-    views = _views(classes, image, step)
+    step = step_for(classes.shape[1:], size)
+    fill = attrs.get("nodata_class")
+    views, bad = _views(classes, image, step, np.iinfo(classes.dtype).max if fill is None else fill)
+    note = "; ".join(filter(None, [undecodable_note(bad), note]))
     names = attrs.get("class_names") or range(max(int(v[2].max()) for v in views) + 1)
     return Quicklook(views, tuple(str(n) for n in names),
                      class_colors(attrs.get("class_colors"), len(names)),
@@ -203,18 +209,102 @@ def _image(attrs: dict[str, Any], url: str | None, variable: str | None,
     return data, ""
 
 
-def _views(classes: da.Array, image: da.Array | None, step: int) -> tuple[Any, ...]:
-    """One view of an image; three orthogonal middle slices of a volume."""
-    if classes.ndim == 2:
-        picture = None if image is None or image.shape[-2:] != classes.shape else coarse(image, step)
-        return (("", picture, coarse(classes, step)),)
-    z, y, x = (n // 2 for n in classes.shape)
+def _views(classes: Any, image: da.Array | None, step: int,
+           fill: int) -> tuple[tuple[Any, ...], list[str]]:
+    """One view of an image; three orthogonal middle slices of a volume. ``classes`` is the
+    output's raster source; also returns the names of its chunks that do not decode."""
+    shape = tuple(classes.shape[1:])
+    if len(shape) == 2:
+        mask, bad = sampled(classes, (slice(None),) * 2, step, fill)
+        picture = None if image is None or image.shape[-2:] != shape else coarse(image, step)
+        return (("", picture, mask),), bad
+    z, y, x = (n // 2 for n in shape)
     cuts = ((f"axial z={z}", (z, slice(None), slice(None))),
             (f"coronal y={y}", (slice(None), y, slice(None))),
             (f"sagittal x={x}", (slice(None), slice(None), x)))
-    same = image is not None and image.shape[1:] == classes.shape
-    return tuple((title, coarse(image[(slice(None), *cut)], step) if same else None,
-                  coarse(classes[cut], step)) for title, cut in cuts)
+    same = image is not None and image.shape[1:] == shape
+    views, bad = [], []
+    for title, cut in cuts:
+        mask, failed = sampled(classes, cut, step, fill)
+        bad += [name for name in failed if name not in bad]
+        views.append((title, coarse(image[(slice(None), *cut)], step) if same else None, mask))
+    return tuple(views), bad
+
+
+def sampled(source: Any, cut: Sequence[int | slice], step: int,
+            fill: int) -> tuple[np.ndarray, list[str]]:
+    """Every ``step``-th pixel of the plane ``cut`` (an index on at most one spatial axis,
+    ``slice(None)`` on the others) of a one-band raster ``source``, read chunk by chunk through
+    ``source.read`` (:mod:`geoseg.io.faults`). A chunk that does not decode
+    (:class:`~geoseg.errors.CorruptInputError`) is drawn as ``fill``; the names of those
+    chunks (their storage keys) come back beside the picture."""
+    shape, chunks = tuple(source.shape[1:]), tuple(source.chunks)
+    spans = [[(i, i + 1)] if isinstance(i, int) else
+             [(s, min(s + c, n)) for s in range(0, n, c)] for i, c, n in zip(cut, chunks, shape)]
+    cells = list(itertools.product(*spans))
+    found = dask.compute(*[dask.delayed(_sample_chunk)(source, cell, cut, step)
+                           for cell in cells])
+    out = np.full([-(-n // step) for i, n in zip(cut, shape) if not isinstance(i, int)], fill,
+                  np.dtype(source.dtype))
+    bad = []
+    for cell, (block, name) in zip(cells, found):
+        place = tuple(slice(-(-a // step), -(-b // step))
+                      for (a, b), i in zip(cell, cut) if not isinstance(i, int))
+        if name is None:
+            out[place] = block
+        elif name not in bad:
+            bad.append(name)
+    return out, bad
+
+
+def _sample_chunk(source: Any, cell: Sequence[tuple[int, int]], cut: Sequence[int | slice],
+                  step: int) -> tuple[np.ndarray | None, str | None]:
+    """The sampled pixels of one chunk's part of the plane ``cut``; ``(None, the chunk's
+    name)`` when it does not decode."""
+    from geoseg.errors import CorruptInputError
+
+    window = tuple(slice(a, b) for a, b in cell)
+    try:
+        block = source.read(window)[0]
+    except CorruptInputError:
+        return None, _chunk_name(source, cell, cut)
+    index = tuple(0 if isinstance(i, int) else slice((-a) % step, None, step)
+                  for (a, _), i in zip(cell, cut))
+    return block[index], None
+
+
+def _chunk_name(source: Any, cell: Sequence[tuple[int, int]], cut: Sequence[int | slice]) -> str:
+    """The storage key of the chunk at ``cell``, with its pixel window."""
+    from geoseg.io.faults import window_text
+
+    index = tuple(a // c for (a, _), c in zip(cell, source.chunks))
+    full = tuple(slice(i * c, min((i + 1) * c, n))
+                 for i, c, n in zip(index, source.chunks, source.shape[1:]))
+    try:
+        key = str(source.chunk_name(index))
+    except Exception:  # noqa: BLE001 - the metadata itself may be what fails
+        key = "chunk"
+    return f"{key} at {window_text(full)}"
+
+
+def undecodable_note(bad: Sequence[str]) -> str:
+    """What the caption says of ``classes`` chunks that did not decode; ``""`` for none."""
+    if not bad:
+        return ""
+    from geoseg.io.faults import SHOWN
+
+    more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    return (f"undecodable: {len(bad)} stored chunk(s) of classes do not decode "
+            f"({', '.join(bad[:SHOWN])}{more}); drawn as no-data. To fix: delete those chunk "
+            "files and run the job again (it recomputes only the missing regions), or restore "
+            "the output from a copy; geoseg verify names every such region")
+
+
+def _classes_source(target: Any) -> Any:
+    """The output's ``classes`` as a raster source, whose reads name a chunk that fails."""
+    from geoseg.io.readers import open_source
+
+    return open_source(target.url, target.storage_options, variable="classes")
 
 
 def render(look: Quicklook, *, dpi: int = 100) -> bytes:

@@ -12,8 +12,18 @@ import zarr
 from PIL import Image
 
 from geoseg.io.georef import GeoRef
-from geoseg.io.output import create_output
-from geoseg.report.quicklook import build, class_colors, coarse, overlay, render, step_for, stretch
+from geoseg.io.output import OutputTarget, create_output
+from geoseg.report.quicklook import (
+    _classes_source,
+    build,
+    class_colors,
+    coarse,
+    overlay,
+    render,
+    sampled,
+    step_for,
+    stretch,
+)
 from tests.cli import geoseg
 from tests.conftest import textured_image, write_zarr
 from tests.test_errors_cli import assert_clean
@@ -234,3 +244,58 @@ def test_the_caption_and_the_command_warn_of_an_unfinished_or_damaged_output(tmp
     (out / "manifest_done" / "c" / "1" / "1").unlink()
     assert build(str(out), size=32).note == ("not finished (status interrupted): 3 of 4 task "
                                              "regions written, the rest drawn as no-data")
+
+
+def test_a_classes_chunk_that_does_not_decode_is_drawn_as_no_data_and_named(tmp_path):
+    """The README's quicklook warns of lost regions: a chunk whose bytes no longer decode is
+    one, named by its storage key and window, as ``geoseg export`` names it; the rest is drawn."""
+    from geoseg.jobs import JobSpec, run
+
+    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=2), chunks=(32, 32))
+    out = tmp_path / "out.zarr"
+    run(JobSpec.from_dict({"input": {"url": str(tmp_path / "in.zarr")},
+                           "model": {"method": "threshold", "params": {"thresholds": [128]}},
+                           "output": {"url": str(out), "chunks": [32, 32]}}),
+        scheduler="threads")
+    whole = zarr.open_group(str(out), mode="r")["classes"][:]
+    (out / "classes" / "c" / "0" / "1").write_bytes(b"garbage")
+
+    look = build(str(out), size=64)
+    drawn = look.views[0][2]
+    assert (drawn[:32, 32:] == 255).all()  # the nodata class: drawn clear
+    np.testing.assert_array_equal(drawn[:, :32], whole[:, :32])
+    np.testing.assert_array_equal(drawn[32:], whole[32:])
+    assert look.note.startswith("undecodable: 1 stored chunk(s) of classes do not decode "
+                                "(classes/c/0/1 at y 0:32, x 32:64); drawn as no-data")
+
+    png = tmp_path / "q.png"
+    said = geoseg("quicklook", str(out), str(png))
+    assert said.returncode == 0 and Image.open(png).format == "PNG", said.stderr
+    assert "Traceback" not in said.stderr and "internal error" not in said.stderr
+    assert "warning: undecodable: 1 stored chunk(s) of classes do not decode (classes/c/0/1 " \
+           "at y 0:32, x 32:64)" in " ".join(said.stderr.split())
+
+
+def test_undecodable_chunks_of_a_volume_are_named_once_across_its_slices(tmp_path):
+    out = _output(tmp_path, (20, 30, 40), (10, 16, 16), image=False)
+    (tmp_path / "out.zarr" / "classes" / "c" / "1" / "0" / "1").write_bytes(b"garbage")
+    look = build(out, size=40)  # the cuts z 10, y 15 and x 20 all cross that chunk
+    assert look.note.count("classes/c/1/0/1") == 1
+    assert "1 stored chunk(s)" in look.note and "z 10:20, y 0:16, x 16:32" in look.note
+    axial, coronal, sagittal = (v[2] for v in look.views)
+    assert (axial[:16, 16:32] == 255).all() and (axial[16:] != 255).all()
+    assert (coronal[10:, 16:32] == 255).all() and (coronal[:10] != 255).all()
+    assert (sagittal[10:, :16] == 255).all() and (sagittal[:10] != 255).all()
+
+
+@pytest.mark.parametrize("step", [1, 3, 7])
+def test_sampled_planes_are_the_strided_array(tmp_path, step):
+    out = _output(tmp_path, (20, 30, 41), (6, 7, 16), image=False)
+    whole = zarr.open_group(out, mode="r")["classes"][:]
+    source = _classes_source(OutputTarget(out))
+    for cut in [(4, slice(None), slice(None)), (slice(None), 13, slice(None)),
+                (slice(None), slice(None), 40)]:
+        plane, bad = sampled(source, cut, step, 255)
+        expected = whole[cut][::step, ::step]
+        assert bad == [] and plane.shape == expected.shape
+        np.testing.assert_array_equal(plane, expected)
