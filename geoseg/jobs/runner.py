@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,7 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
         model.check_bands(source.band_names, f"input {public_url(spec.input.url)}")
     _check_dimensions(spec, source, model)
     inf = spec.inference
-    with _key("inference"):
+    with _key("inference"), _warnings_logged():
         plan = Plan.create(source.shape[1:], Geometry.of(model),
                            InferenceSettings(inf.tile, inf.halo, inf.blend, inf.overlap, inf.batch_size),
                            output_layout(spec, source))
@@ -181,6 +182,21 @@ def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> Pr
     prepared = PreparedJob(spec, source, model, work)
     _check_instances(prepared)
     return prepared
+
+
+@contextlib.contextmanager
+def _warnings_logged() -> Iterator[None]:
+    """The tiling plan's warnings (:meth:`Plan.create` warns Python callers with
+    ``warnings.warn``) as geoseg log warnings: one plain line each on a job's stderr, as the
+    input's warnings, not a Python warning with a source line. Other warnings pass on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    for found in caught:
+        if issubclass(found.category, UserWarning):
+            logs.log.warning(str(found.message))
+        else:
+            warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
 
 
 def _check_instances(prepared: PreparedJob) -> None:

@@ -249,17 +249,40 @@ def _tiling(shape: tuple[int, ...], geometry: Geometry, inference: InferenceSett
 
 
 def _warn_recompute(spec: Tiling, unit: Sequence[int], region: Sequence[int]) -> None:
+    """Warn (a Python warning, for the library's callers; a job logs it) when tasks of
+    ``region`` infer more than :data:`MAX_COST` times one pass over the image."""
     cost = inference_cost(spec, region)
     if cost > MAX_COST:
         warnings.warn(
-            f"Output chunks {tuple(unit)} make tasks of {tuple(region)} pixels infer {cost:.2f}x the pixels "
-            f"of one pass over the image (halos and overlapping windows computed again by neighbouring "
-            f"tasks). Use output chunks (or shards) of at least {_advice(spec)} pixels per axis, or raise "
-            "GEOSEG_REGION_BYTES so tasks may compute larger regions.", stacklevel=4)
+            f"Output chunks {tuple(unit)} make tasks of {tuple(region)} pixels infer {cost:.2f}x "
+            f"the pixels of one pass over the image ({_cause(spec, unit)}). {_advice(spec, unit)}, or "
+            "raise GEOSEG_REGION_BYTES so tasks may compute larger regions.", stacklevel=4)
 
 
-def _advice(spec: Tiling) -> int:
-    """A per-axis region length that keeps the recompute cost low for ``spec``."""
-    if spec.blend == "crop":
-        return max(spec.tile)
-    return 8 * max(w - s for w, s in zip(spec.window_shape, spec.steps))
+def _cause(spec: Tiling, unit: Sequence[int]) -> str:
+    """What tasks infer again, in words."""
+    if spec.blend != "crop":
+        return "overlapping windows computed again by neighbouring tasks"
+    if any(spec.halo) and any(u < t for u, t in zip(unit, spec.tile)):
+        return (f"halos of {_axes(spec.halo)} pixels around tiles shortened to a task's region, "
+                "read and computed again by neighbouring tasks")
+    halos = f"halos of {_axes(spec.halo)} pixels and " if any(spec.halo) else ""
+    return (f"{halos}tiles of {_axes(spec.tile)} pixels that reach past a task's region, computed "
+            "again by neighbouring tasks")
+
+
+def _axes(values: Sequence[int]) -> str:
+    return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
+
+
+def _advice(spec: Tiling, unit: Sequence[int]) -> str:
+    """The output chunking that keeps the recompute cost low for ``spec``. Cropped tiles cost
+    nothing extra in regions that are whole tiles long: chunks shorter than a tile grow
+    halos' share, chunks that are not whole tiles make a last tile reach past each region."""
+    if spec.blend != "crop":
+        least = 8 * max(w - s for w, s in zip(spec.window_shape, spec.steps))
+        return f"Use output chunks (or shards) of at least {least} pixels per axis"
+    if any(u < t for u, t in zip(unit, spec.tile)):
+        return f"Use output chunks (or shards) of at least {_axes(spec.tile)} pixels per axis"
+    return (f"Use output chunks (or shards) that are whole multiples of the tile, "
+            f"{_axes(spec.tile)} pixels per axis, or an inference.tile that divides them")

@@ -211,17 +211,30 @@ def axis_tiles(start: int, stop: int, spec_axis: tuple[int, int, int, int]) -> l
     stride-aligned grid starting at ``round_down(start, stride)``; the last one
     may be shorter, none is dropped. Tiles are no longer than the region (rounded
     out to the stride, and at least two strides so border padding sees enough pixels).
+    Without a halo, the tiles split the region evenly (:func:`fitted_tile`): a tile that
+    reached past the region would infer pixels its neighbouring task infers again.
     """
     n, tile, halo, stride = spec_axis
     padded = round_up(n, stride)
     first = round_down(start, stride)
-    tile = min(tile, max(round_up(stop, stride) - first, 2 * stride))  # never past the region
+    span = round_up(stop, stride) - first
+    tile = min(tile, max(span, 2 * stride))  # never past the region
+    if halo == 0:
+        tile = fitted_tile(tile, span, stride)
     length = min(tile + 2 * halo, padded)
     tiles = []
     for core in range(first, stop, tile):
         win_start = min(max(core - halo, 0), padded - length)
         tiles.append(AxisTile(max(core, start), min(core + tile, stop), win_start, win_start + length))
     return tiles
+
+
+def fitted_tile(tile: int, span: int, stride: int) -> int:
+    """The shortest stride-aligned tile, at most ``tile``, that covers ``span`` pixels in as
+    few tiles as ``tile`` does (``span`` 256 with ``tile`` 96: three of 86, not a third that
+    reaches 32 pixels past the span); never under two strides, as ``tile`` is not."""
+    even = round_up(ceil_div(span, ceil_div(span, tile)), stride)
+    return tile if even > tile else max(even, min(tile, 2 * stride))
 
 
 def blended_axis_tiles(start: int, stop: int, padded: int, length: int, step: int) -> list[AxisTile]:

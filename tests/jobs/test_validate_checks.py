@@ -229,3 +229,37 @@ def test_validate_names_an_ensemble_or_a_tta_for_what_it_is(tmp_path, scene, cli
     code, said = cli("validate", write_job(tmp_path, {**base, "model": {"ensemble": {
         "members": members}}}))
     assert code == 0 and "ensemble (its statistics are fitted" in said and "None" not in said, said
+
+
+def _volume_job(tmp_path: Path, shape: tuple[int, ...], **inference: object) -> Path:
+    """A job thresholding a declared (empty) int16 volume into 256-voxel output chunks."""
+    import zarr
+
+    zarr.create_array(str(tmp_path / "vol.zarr"), shape=(1, *shape), chunks=(1, 500, 500, 500),
+                      dtype="int16", dimension_names=["band", "z", "y", "x"])
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "input": {"url": str(tmp_path / "vol.zarr"), "missing_chunks": "fill"},
+        "model": {"method": "threshold", "params": {"thresholds": [400]}},
+        "inference": inference, "output": {"url": str(tmp_path / "out.zarr"),
+                                           "chunks": [256, 256, 256]}}))
+    return job
+
+
+def test_a_halo_free_method_is_not_warned_of_recomputation(tmp_path):
+    """The audit's case: a threshold (no halo) on 4000^3 voxels in 256-voxel chunks was told
+    it infers 1.40x and to use chunks of at least 96."""
+    said = geoseg("validate", str(_volume_job(tmp_path, (4000, 4000, 4000))), own_process=True)
+    assert said.returncode == 0, said.stderr
+    assert "infer" not in said.stderr and "Warning" not in said.stderr, said.stderr
+
+
+def test_a_recompute_warning_is_one_log_line_not_a_python_warning(tmp_path):
+    job = _volume_job(tmp_path, (1000, 1000, 1000), halo=8)
+    said = geoseg("validate", str(job), env={"GEOSEG_REGION_BYTES": str(256**3 * 24)},
+                  own_process=True)
+    assert said.returncode == 0, said.stderr
+    lines = [line for line in said.stderr.splitlines() if "infer 1.30x" in line]
+    assert len(lines) == 1 and " WARNING Output chunks (256, 256, 256) make tasks" in lines[0]
+    assert "UserWarning" not in said.stderr and "runner.py" not in said.stderr, said.stderr
+    assert "whole multiples of the tile, 96 pixels per axis" in lines[0]
