@@ -85,12 +85,14 @@ def routes(settings: InstanceSettings, class_names: Sequence[str], nodata_class:
 
     Every setting is checked here, before anything is computed or written: ``ndim`` (the
     mask's spatial axes, when known) bounds ``connectivity``. The default classes are every
-    class but ``nodata_class`` and ``background`` (a mask's 0 beside a declared nodata)."""
+    class but ``nodata_class``, ``background`` (a mask's 0 beside a declared nodata) and a
+    class named ``background``: the ground objects stand on is no object."""
     method = check_settings(settings, ndim=ndim, decoding=decoding)
     if method == "decode":
         return _decode_routes(settings, class_names, decoding)
     ids = (_class_ids(settings.classes, class_names) if settings.classes is not None
-           else tuple(i for i in range(len(class_names)) if i not in (nodata_class, background)))
+           else tuple(i for i, name in enumerate(class_names)
+                      if i not in (nodata_class, background) and name.lower() != "background"))
     if method == "components":
         return [Route("components", ids)]
     return [Route("watershed", (i,)) for i in ids]

@@ -212,3 +212,34 @@ def test_a_classes_chunk_that_does_not_decode_is_named_by_its_key_as_a_data_faul
                  "chunk(s) that fail on their own: classes/c/0/1", "corrupt or truncated")
     stage = zarr.open_group(str(out), mode="r").attrs["geoseg"]["instances"]
     assert stage["status"] == "failed" and stage["error"] == "CorruptInputError"
+
+
+@pytest.mark.parametrize("names, ids", [(["background", "building", "road"], (1, 2)),
+                                        (["Background", "water"], (1,)),
+                                        (["class_0", "class_1"], (0, 1))])
+def test_default_classes_leave_out_nodata_and_a_class_named_background(names, ids):
+    from geoseg.instances.stage import InstanceSettings, routes
+
+    [route] = routes(InstanceSettings(method="components"), names, nodata_class=255)
+    assert route.classes == ids
+
+
+def test_instances_of_a_job_output_leave_its_background_class_out(tmp_path):
+    """The audit's case: a job's classes named background, building; only buildings are objects
+    (background used to become one more object), as scipy labels the building mask."""
+    import yaml
+
+    from tests.conftest import write_zarr
+
+    image = np.full((1, 64, 64), 20, np.uint8)
+    image[:, 5:15, 5:20], image[:, 30:50, 40:60] = 200, 200
+    job = {"input": {"url": write_zarr(tmp_path / "in.zarr", image, chunks=(32, 32))},
+           "output": {"url": str(tmp_path / "out.zarr")}, "cluster": {"kind": "threads"},
+           "model": {"method": "threshold",
+                     "params": {"thresholds": [100], "class_names": ["background", "building"]}}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    assert geoseg("run", str(tmp_path / "job.yaml")).returncode == 0
+    done = geoseg("instances", str(tmp_path / "out.zarr"), "--cluster", "threads")
+    assert done.returncode == 0, done.stderr
+    labels = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["instances"][:]
+    assert_same_partition(labels, ndi.label(image[0] > 100)[0])
