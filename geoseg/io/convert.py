@@ -51,6 +51,7 @@ from geoseg.io.exports.common import probe_local_folder
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import (
     GZIP_MAGIC,
+    check_dimensions,
     data_shape,
     declared,
     header_georef,
@@ -332,11 +333,7 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
     with fs.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
         header = _gzip_header(stream)
     shape = data_shape(header, url)
-    if not 3 <= len(shape) <= 4:
-        raise UnsupportedFormatError(
-            f"NIfTI file {_shown(url)} has data shape {shape}; geoseg reads 3D volumes (i, j, k) "
-            "and 4D ones (i, j, k, t), whose t axis becomes bands."
-        )
+    check_dimensions(shape, url)
     n_i, n_j, n_k = shape[:3]
     n_t = shape[3] if len(shape) == 4 else 1
     budgets.check_bands(n_t, f"input {_shown(url)}", "volumes (header dim[4])")

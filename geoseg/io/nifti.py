@@ -15,6 +15,7 @@ export.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import nibabel as nib
@@ -46,6 +47,24 @@ def data_shape(header: nib.Nifti1Header, url: str) -> tuple[int, ...]:
                 f"{shape}); every size must be >= 1. The header is corrupt: re-write or "
                 "re-download the file.")
     return shape
+
+
+def check_dimensions(shape: tuple[int, ...], url: str) -> None:
+    """Refuse a data shape that is not 3D ``(i, j, k)`` or 4D ``(i, j, k, t)``, with the
+    nibabel line that makes one of it (a 2D image as one slice, axes after the third as bands)."""
+    if 3 <= len(shape) <= 4:
+        return
+    if len(shape) < 3:
+        sizes, what = (*shape, 1, 1)[:3], "a one-slice volume"
+    else:
+        sizes, what = (*shape[:3], -1), f"a 4D volume of {math.prod(shape[3:])} bands"
+    name = public_url(url)
+    raise UnsupportedFormatError(
+        f"NIfTI file {name} has data shape {shape}; geoseg reads 3D volumes (i, j, k) and 4D ones "
+        f"(i, j, k, t), whose t axis becomes bands. Save it as {what}, e.g. with nibabel: "
+        f"`img = nibabel.load({name!r}); v = numpy.asanyarray(img.dataobj).reshape({sizes}, "
+        "order='F'); nibabel.save(nibabel.Nifti1Image(v, img.affine), 'volume.nii')`, then give "
+        "volume.nii as the input.")
 
 
 def voxel_dtype(header: nib.Nifti1Header, url: str) -> np.dtype:

@@ -194,3 +194,29 @@ def test_slabs_over_the_window_budget_are_read_in_fewer_planes_with_the_same_res
     with pytest.raises(BudgetError, match=r"has planes of 40 x 36 voxels, 5.6 KiB \(5760 bytes\) "
                                           r"each as read and converted to int16; the limit is 5759"):
         convert(str(gz), str(tmp_path / "out2.zarr"), chunks=16)
+
+
+@pytest.mark.parametrize("shape", [(8, 6, 4, 1, 3), (8, 6)])
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_volume_of_other_dimensions_is_refused_with_a_line_that_fixes_it(tmp_path, shape, gz):
+    """The nibabel line the message gives makes a file geoseg reads: the 5D file's trailing
+    axes become bands in file order, the 2D image one slice."""
+    import re
+    import subprocess
+    import sys
+
+    data = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
+    name = "odd.nii.gz" if gz else "odd.nii"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / name))
+    result = geoseg_cli("convert" if gz else "info", str(tmp_path / name),
+                        *([str(tmp_path / "o.zarr")] if gz else []))
+    assert result.returncode == 2 and f"has data shape {shape}; geoseg reads 3D" in said(result)
+    line = re.search(r"`(img = .*?)`", said(result)).group(1)
+    ran = subprocess.run([sys.executable, "-c", f"import nibabel, numpy; {line}"], cwd=tmp_path,
+                         capture_output=True, text=True, check=False)  # as a user would
+    assert ran.returncode == 0, ran.stderr
+    volume = open_source(str(tmp_path / "volume.nii"))
+    fixed = data.reshape((*shape[:3], -1) if len(shape) > 3 else (*shape, 1, 1), order="F")
+    expected = np.transpose(fixed, (3, 2, 1, 0))  # (t, k, j, i): bands, z, y, x
+    assert volume.shape == expected.shape
+    np.testing.assert_array_equal(volume.read(tuple(slice(0, n) for n in expected.shape[1:])), expected)

@@ -27,6 +27,7 @@ from geoseg.errors import UnsupportedFormatError
 from geoseg.io.nifti import (
     GZIP_MAGIC,
     NIFTI2_MAGIC,
+    check_dimensions,
     check_file_size,
     data_shape,
     header_georef,
@@ -97,10 +98,7 @@ def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     header = read_header(url, storage_options)
     shape = data_shape(header, url)
-    if not 3 <= len(shape) <= 4:
-        raise UnsupportedFormatError(
-            f"NIfTI file {url} has data shape {shape}; geoseg reads 3D volumes (i, j, k) and 4D ones "
-            "(i, j, k, t), whose t axis becomes bands.")
+    check_dimensions(shape, url)
     n_i, n_j, n_k = shape[:3]
     n_t = shape[3] if len(shape) == 4 else 1
     budgets.check_bands(n_t, f"input {public_url(url)}", "volumes (header dim[4])")
