@@ -199,6 +199,9 @@ def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
     stages = "".join(f", {name} {state}" for name, state in st.stages.items())
     Console().print(f"{url}: {st.status}, {st.done}/{st.n_chunks} task regions done ({st.fraction:.0%}), "
                     f"model {st.model}{stages}")
+    if st.status == "complete":  # what the run recorded; the chunks may have changed since
+        Console().print(f"(from the run's record: `geoseg verify {url}` checks every chunk against "
+                        "its checksum)", highlight=False)
 
 
 @app.command()

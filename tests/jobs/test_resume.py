@@ -104,6 +104,7 @@ def test_verify_finds_a_corrupted_chunk_and_status_reports_progress(tmp_path, mo
     run(JobSpec.from_dict(job_dict(src, model_path, str(out), chunks=[32, 32])), scheduler=cluster_address)
     result = geoseg("status", str(out))
     assert "complete, 6/6 task regions done (100%)" in " ".join(result.stdout.split())
+    assert f"`geoseg verify {out}` checks every chunk" in " ".join(result.stdout.split())
     arr = zarr.open_group(str(out))["classes"]
     block = arr[32:64, 0:32]
     arr[32:64, 0:32] = (block + 1) % 4
