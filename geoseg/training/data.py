@@ -24,7 +24,9 @@ import numpy as np
 
 from geoseg import budgets
 from geoseg.core.segmenter import valid_mask
+from geoseg.core.urls import public_url
 from geoseg.errors import TrainingDataError, TrainSpecError
+from geoseg.io.georef import grid_difference
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
 from geoseg.tiling.plan import round_up
@@ -119,6 +121,7 @@ def open_pair(spec: PairSpec, name: str) -> RasterPair:
         raise TrainingDataError(
             f"{name}: image {spec.image.url} is {image.shape[1]} x {image.shape[2]} pixels but labels "
             f"{spec.labels.url} are {labels.shape[1]} x {labels.shape[2]}; they must share one grid.")
+    _check_grid(image, labels, spec, name)
     height, width = image.shape[1:]
     r0, r1, c0, c1 = spec.window or (0, height, 0, width)
     if r1 > height or c1 > width:
@@ -126,6 +129,32 @@ def open_pair(spec: PairSpec, name: str) -> RasterPair:
             f"{name}.window: received {[r0, r1, c0, c1]}, but the rasters have {height} rows and {width} "
             f"columns; expected row_stop <= {height} and col_stop <= {width}.")
     return RasterPair(name, image, labels, Region(r0, r1, c0, c1))
+
+
+def _check_grid(image: RasterSource, labels: RasterSource, spec: PairSpec, name: str) -> None:
+    """Refuse labels whose transform or CRS differ from the image's: of the same shape, they
+    would label other ground than the pixels they sit beside. A raster without a georeference
+    (a PNG, a plain array) matches any."""
+    difference = grid_difference(image.shape[1:], image.georef, labels.shape[1:], labels.georef)
+    if difference is None:
+        return
+    raise TrainingDataError(
+        f"{name}: image {public_url(spec.image.url)} and labels {public_url(spec.labels.url)} are "
+        f"not on one grid: {difference} (image against labels){_pixel_offset(image, labels)}; "
+        "expected labels on the image's grid, pixel for pixel. Resample the labels onto it with "
+        "nearest neighbour (e.g. gdalwarp -r near with the image's extent, resolution and CRS), "
+        "or give the labels' own image.")
+
+
+def _pixel_offset(image: RasterSource, labels: RasterSource) -> str:
+    """``, labels shifted by (rows, columns) pixels`` where the two grids differ by a shift only."""
+    a, b = image.georef.affine, labels.georef.affine
+    if a is None or b is None or (a.a, a.b, a.d, a.e) != (b.a, b.b, b.d, b.e) or a.b or a.d:
+        return ""
+    if image.georef.crs_wkt != labels.georef.crs_wkt:
+        return ""
+    rows, cols = (b.f - a.f) / a.e + 0.0, (b.c - a.c) / a.a + 0.0  # + 0.0: no "-0"
+    return f", the labels shifted by {rows:g} rows and {cols:g} columns"
 
 
 def _open(spec: RasterSpec, name: str) -> RasterSource:

@@ -283,3 +283,38 @@ def test_training_pairs_read_levels_and_pages_as_jobs_do(tmp_path):
         open_pair(PairSpec.model_validate({
             "image": {"url": str(tmp_path / "pages.tif")},
             "labels": {"url": str(tmp_path / "labels.tif")}}), "data.train.0")
+
+
+def _geotiff(path: Path, data: np.ndarray, **georef: object) -> str:
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
+               "count": data.shape[0], "dtype": data.dtype, **georef}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def test_labels_on_another_grid_of_the_same_shape_are_refused(tmp_path):
+    """Labels 10 pixels east of the image, or in another CRS, would label other ground than
+    the pixels beside them: refused with both grids; no georeference on one side matches any."""
+    from rasterio.transform import Affine
+
+    image = _geotiff(tmp_path / "image.tif", np.ones((3, 64, 80), np.uint8), crs=CRS,
+                     transform=TRANSFORM)
+    labels = np.zeros((1, 64, 80), np.uint8)
+    shifted = TRANSFORM * Affine.translation(10, 0)
+    cases = {"shifted": ({"crs": CRS, "transform": shifted},
+                         (r"not on one grid: transform .* \(image against labels\), the labels "
+                         r"shifted by 0 rows and 10 columns; expected labels on the image's grid")),
+             "wgs84": ({"crs": "EPSG:4326", "transform": Affine(0.001, 0, 10, 0, -0.001, 50)},
+                       r"not on one grid: transform .*gdalwarp -r near")}
+    for name, (georef, message) in cases.items():
+        url = _geotiff(tmp_path / f"{name}.tif", labels, **georef)
+        with pytest.raises(TrainingDataError, match=rf"data\.train\.0: image .*image\.tif and labels "
+                                                    rf".*{name}\.tif are {message}"):
+            open_pair(PairSpec.model_validate({"image": {"url": image}, "labels": {"url": url}}),
+                      "data.train.0")
+    for name, georef in (("same", {"crs": CRS, "transform": TRANSFORM}), ("plain", {})):
+        url = _geotiff(tmp_path / f"{name}.tif", labels, **georef)
+        pair = open_pair(PairSpec.model_validate({"image": {"url": image}, "labels": {"url": url}}),
+                         "data.train.0")
+        assert pair.labels.shape == (1, 64, 80)
