@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 
-from geoseg.errors import ClusterConfigError, SettingError
+from geoseg.errors import ClusterConfigError, ParameterError, SettingError
 
 DEFAULTS = {
     "GEOSEG_DEVICE": "auto",
@@ -85,6 +86,30 @@ def device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # as a training spec's device field takes them
+
+
+def resolve_device(value: object, what: str = "device") -> str:
+    """``value`` (``None``, ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``) as a
+    device torch takes: ``None`` and ``auto`` resolve through :func:`device`. Anything else is a
+    :class:`~geoseg.errors.ParameterError` naming ``what``."""
+    if value is None:
+        return device()
+    text = value if isinstance(value, str) else _torch_device_name(value)
+    if text is None or not DEVICE.fullmatch(text.strip().lower()):
+        raise ParameterError(
+            f"{what}: received {value!r}; expected 'auto' (CUDA when present), 'cpu', 'cuda' or "
+            "'cuda:N' (N: a GPU index, e.g. 'cuda:0'), or None for GEOSEG_DEVICE.")
+    text = text.strip().lower()
+    return device() if text == "auto" else text
+
+
+def _torch_device_name(value: object) -> str | None:
+    """``str(value)`` for a ``torch.device``, else ``None`` (torch is imported only if loaded)."""
+    torch = sys.modules.get("torch")
+    return str(value) if torch is not None and isinstance(value, torch.device) else None
 
 
 def torch_threads() -> int:

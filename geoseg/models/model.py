@@ -13,6 +13,7 @@ from torch import nn
 
 from geoseg import config
 from geoseg.core.segmenter import Segmenter
+from geoseg.errors import ParameterError
 from geoseg.models.header import IN_MEMORY, ModelInfo, ModelRef
 from geoseg.models.tensors import valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
@@ -34,7 +35,8 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
 class SegmentationModel(Segmenter):
     """A network in eval mode with its :class:`ModelInfo`.
 
-    Runs on ``device`` (default: CUDA when available, else CPU); on CUDA under
+    Runs on ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``; default ``GEOSEG_DEVICE``:
+    CUDA when available, else CPU); on CUDA under
     bf16 autocast with channels-last memory. :meth:`predict_tensor` returns softmax
     probabilities in float32 on the device; :meth:`predict` is its host (numpy) form.
     """
@@ -51,7 +53,7 @@ class SegmentationModel(Segmenter):
         self.stride = coerce_per_axis(net.stride, ndim, "stride")
         self.halo = coerce_per_axis(net.receptive_radius, ndim, "receptive_radius")
         self.global_context = bool(getattr(net, "global_context", False))
-        self.device = torch.device(device or config.device())
+        self.device = torch.device(config.resolve_device(device))
         self.net.to(self.device)
         if self.device.type == "cuda" and ndim == 2:
             self.net.to(memory_format=torch.channels_last)
@@ -73,6 +75,31 @@ class SegmentationModel(Segmenter):
         mean, std = self._mean_t.to(raw.device), self._std_t.to(raw.device)
         x = (raw.to(torch.float32) - mean) / std
         return x.masked_fill_(~valid, 0.0), valid
+
+    def predict_image(self, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
+        """Scores ``(classes, *spatial)`` for a whole in-memory image ``(bands, *spatial)``, its
+        layout and band count checked first (:meth:`check_image`)."""
+        self.check_image(image)
+        return super().predict_image(image, nodata)
+
+    def check_image(self, image: Any) -> None:
+        """Refuse an image that is not ``(bands, y, x)`` (``(bands, z, y, x)`` for a volume
+        model), bands last, or with a band count other than the model's (as :meth:`check_bands`)."""
+        ndim = len(self.stride)
+        layout = "(bands, z, y, x)" if ndim == 3 else "(bands, y, x)"
+        shape = tuple(getattr(image, "shape", ()))
+        if len(shape) != ndim + 1:
+            one = " For a one-band image add the band axis: image[None]." if len(shape) == ndim else ""
+            raise ParameterError(
+                f"predict_image(): received an image of shape {shape} ({len(shape)} axes); "
+                f"expected {ndim + 1} axes, {layout}, bands first.{one}")
+        n = len(self.bands) if self.bands is not None else None
+        if n is not None and shape[0] != n and shape[-1] == n:
+            raise ParameterError(
+                f"predict_image(): received an image of shape {shape}, which looks bands-last; "
+                f"expected {layout} with the {n} bands first. Move the band axis first: "
+                "np.moveaxis(image, -1, 0).")
+        self.check_bands([f"band_{i + 1}" for i in range(shape[0])], f"the image of shape {shape}")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.predict_tensor(torch.from_numpy(np.ascontiguousarray(batch))).numpy(force=True)

@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import math
+import os
 import struct
 import sys
 import zipfile
@@ -28,7 +29,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from geoseg import budgets
+from geoseg import budgets, config
 from geoseg.core import redact
 from geoseg.core.classes import short_list
 from geoseg.core.urls import credentials_refused, public_url
@@ -38,6 +39,7 @@ from geoseg.errors import (
     ModelConfigError,
     ModelFileError,
     OutputExistsError,
+    ParameterError,
 )
 from geoseg.io import remote
 from geoseg.models.header import ModelHeader, ModelInfo, ModelRef
@@ -98,6 +100,7 @@ def _public_errors(load: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(load)
     def wrapper(url: str, *args: Any, **kwargs: Any) -> T:
+        url = model_url(url, load.__name__)
         try:
             return load(url, *args, **kwargs)
         except GeosegError as exc:
@@ -107,10 +110,23 @@ def _public_errors(load: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def model_url(url: Any, caller: str = "load_model") -> str:
+    """``url`` as a string: a path or URL string, or an ``os.PathLike`` (its path); anything else
+    is a :class:`~geoseg.errors.ParameterError` saying what is taken."""
+    text = os.fspath(url) if isinstance(url, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise ParameterError(
+            f"{caller}(): url: received {url!r:.80} (of type {type(url).__name__}); expected a model "
+            "file's path or URL string (or os.PathLike such as pathlib.Path), e.g. "
+            "'builtin:demo-unet', 'model.safetensors' or 's3://bucket/model.safetensors'.")
+    return text
+
+
 @_public_errors
 def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
                device: str | None = None, expected_sha256: str | None = None) -> SegmentationModel:
-    """Load a model file (a path, an fsspec URL, or ``builtin:NAME``).
+    """Load a model file (a path or ``os.PathLike``, an fsspec URL, or ``builtin:NAME``) onto
+    ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``; default ``GEOSEG_DEVICE``).
 
     Raises :class:`~geoseg.errors.ModelFileError` when the file is missing, is a
     pickle, lacks geoseg metadata, declares tensors its config does not build, or its
@@ -118,6 +134,7 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
     :class:`~geoseg.errors.BudgetError` when its config builds a network over the model
     budgets (:func:`meta_network`), before the network is built.
     """
+    device = config.resolve_device(device, "load_model(): device")
     data = _read_bytes(url, storage_options or {})
     info = _parse_header(data, url)
     meta_network(info, data, url)  # budgets and tensor shapes, before any weight is allocated

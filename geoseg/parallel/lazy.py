@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +18,7 @@ from geoseg.io.sources import RasterSource
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
 from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
-from geoseg.tiling.plan import ceil_div
+from geoseg.tiling.plan import ceil_div, coerce_per_axis
 
 NODATA_CLASS = 255
 
@@ -43,9 +45,11 @@ def segment(
     ----------
     raster
         ``("band", "y", "x")`` DataArray, ideally from :func:`geoseg.open_raster`, in
-        which case each task reads its own window from storage.
+        which case each task reads its own window from storage; wrap an in-memory array as
+        ``xr.DataArray(arr, dims=("band", "y", "x"))``.
     model
-        A segmenter (e.g. from :func:`geoseg.load_model`) or a model path/URL.
+        A segmenter (e.g. from :func:`geoseg.load_model`) or a model path/URL (or
+        ``os.PathLike``).
     output
         ``"classes"`` (class ids, ``(y, x)``) or ``"probabilities"`` (``(class, y, x)``).
     chunks
@@ -57,10 +61,11 @@ def segment(
         below the receptive field trades exactness for speed; a halo with a blend
         other than ``"crop"`` is an error (:meth:`~geoseg.tiling.Plan.create`).
     batch_size
-        Tiles per network call (default ``GEOSEG_BATCH_SIZE``).
+        Tiles per network call, a whole number >= 1 (default ``GEOSEG_BATCH_SIZE``).
     nodata_class
         Class id written where the input has no data (default 255, or 65535
-        beyond 255 classes).
+        beyond 255 classes): above the model's class ids and within the class array's
+        dtype, as ``output.nodata_class`` in a job.
     blend, overlap
         ``"crop"`` (tile cores with a halo; exact when the halo covers the receptive
         field; the default for local models) or a blend of overlapping windows,
@@ -70,12 +75,13 @@ def segment(
     """
     if output not in OUTPUTS:
         raise ParameterError(f"output={output!r}; expected one of {OUTPUTS}.")
-    segmenter = load_model(model) if isinstance(model, str) else model
-    raster = _band_first(raster)
+    raster = _band_first(_checked_raster(raster))
+    segmenter = _segmenter(model)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
+    check_nodata_class(nodata_class, segmenter.n_classes)
     like = None if raster.chunks is None else tuple(c[0] for c in raster.chunks[1:])
     plan = Plan.create(raster.shape[1:], Geometry.of(segmenter),
-                       InferenceSettings(tile, halo, blend, overlap, batch_size),
+                       inference_settings(len(raster.shape) - 1, tile, halo, blend, overlap, batch_size),
                        Layout.create(raster.shape[1:], chunks, like=like))
     work = plan_work(segmenter, plan, nodata=raster.attrs.get("nodata"), nodata_class=nodata_class)
     source = storage_source(raster)
@@ -98,8 +104,8 @@ def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None,
     """The work of :func:`plan_work` for a :class:`~geoseg.tiling.Plan` of these settings;
     ``regions`` is the unit a task writes whole (output chunks or shards; default: one
     default output chunk)."""
-    plan = Plan.create(shape, Geometry.of(segmenter), InferenceSettings(tile, halo, blend, overlap, batch_size),
-                       Layout.create(shape, regions))
+    settings = inference_settings(len(shape), tile, halo, blend, overlap, batch_size)
+    plan = Plan.create(shape, Geometry.of(segmenter), settings, Layout.create(shape, regions))
     return plan_work(segmenter, plan, nodata=nodata, nodata_class=nodata_class, compile=compile)
 
 
@@ -112,6 +118,81 @@ def plan_work(segmenter: Segmenter, plan: Plan, *, nodata: float | None = None,
     default_nodata = NODATA_CLASS if dtype == "uint8" else 65535
     return RegionWork(segmenter.ref(), plan.tiling, nodata, plan.batch_size,
                       default_nodata if nodata_class is None else int(nodata_class), dtype, plan.region, compile)
+
+
+def _checked_raster(raster: Any) -> xr.DataArray:
+    """``raster`` when it is a DataArray; anything else (a numpy or dask array, a path) is refused
+    with what segment() takes."""
+    if isinstance(raster, xr.DataArray):
+        return raster
+    shape = getattr(raster, "shape", None)
+    what = f"value of type {type(raster).__name__}" + ("" if shape is None else f" of shape {tuple(shape)}")
+    if isinstance(raster, (str, os.PathLike)):
+        fix = f"open it first: segment(geoseg.open_raster({os.fspath(raster)!r}), model)"
+    else:
+        fix = ('wrap an array in one, naming its axes: xr.DataArray(arr, dims=("band", "y", "x")), '
+               "or open a file with geoseg.open_raster(url)")
+    raise ParameterError(
+        f"segment(): raster: received a {what}; expected an xarray.DataArray with dims (band, y, x) "
+        f"or (band, z, y, x). To fix, {fix}.")
+
+
+def _segmenter(model: Any) -> Segmenter:
+    """``model`` as a segmenter: one already, or a model path/URL loaded with :func:`load_model`."""
+    if isinstance(model, Segmenter):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(os.fspath(model))
+    raise ParameterError(
+        f"segment(): model: received {model!r:.80} (of type {type(model).__name__}); expected a segmenter "
+        "(e.g. from geoseg.load_model) or a model path/URL string such as 'builtin:demo-unet'. "
+        "Pass geoseg.load_model(url) or the URL itself.")
+
+
+def inference_settings(ndim: int, tile: Any, halo: Any, blend: str | None, overlap: float | None,
+                       batch_size: Any) -> InferenceSettings:
+    """The settings, ``halo`` (>= 0 on each of the ``ndim`` spatial axes) and ``batch_size`` (a
+    whole number >= 1) checked here: the plan would round a negative halo up to 0 and fall back
+    to the default for a batch size of 0."""
+    if halo is not None and any(h < 0 for h in coerce_per_axis(halo, ndim, "halo")):
+        raise PlanError(f"halo={halo!r}: expected sizes >= 0 on every axis (pixels of context per "
+                        "side; 0 for none); give halo=0 or more, or leave it out for the model's "
+                        "receptive field.")
+    return InferenceSettings(tile, halo, blend, overlap, _batch_size(batch_size))
+
+
+def _batch_size(value: Any) -> int | None:
+    """``value`` as a whole number >= 1 (``None``: the default, ``GEOSEG_BATCH_SIZE``)."""
+    if value is None:
+        return None
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise PlanError(f"batch_size={value!r}: expected a whole number >= 1 (tiles per network "
+                        "call), e.g. batch_size=4; leave it out for GEOSEG_BATCH_SIZE.")
+    return number
+
+
+def check_nodata_class(nodata_class: Any, n_classes: int) -> None:
+    """``nodata_class`` fits the class array (uint8 up to 255 classes, else uint16) and is above
+    the class ids ``0 .. n_classes - 1``, as ``output.nodata_class`` must be in a job
+    (:func:`geoseg.jobs.checks.check_nodata_class`): no-data is never taken for a class."""
+    if nodata_class is None:
+        return
+    dtype = "uint8" if n_classes <= 255 else "uint16"
+    top = int(np.iinfo(dtype).max)
+    try:
+        value = None if isinstance(nodata_class, bool) else operator.index(nodata_class)
+    except TypeError:
+        value = None
+    if value is None or not n_classes <= value <= top:
+        raise ParameterError(
+            f"nodata_class: received {nodata_class!r}, but the model's {n_classes} classes (ids 0 to "
+            f"{n_classes - 1}) are stored as {dtype}, which holds 0 to {top}; give a whole number "
+            f"from {n_classes} to {top} (by default {top}), above the class ids, so no-data is "
+            "never taken for a class.")
 
 
 SPATIAL_DIMS = (("y", "x"), ("z", "y", "x"))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+import operator
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -21,6 +23,7 @@ from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import (
     CorruptInputError,
     GeosegError,
+    ParameterError,
     PlanError,
     RasterNotFoundError,
     StorageAccessError,
@@ -35,7 +38,7 @@ log = logging.getLogger("geoseg.io")
 
 
 def open_raster(
-    url: str | Sequence[str],
+    url: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     storage_options: dict[str, Any] | None = None,
     *,
     variable: str | None = None,
@@ -54,12 +57,15 @@ def open_raster(
         A path or fsspec URL (``file://``, ``s3://``, ``http://``, ``memory://``, ...) of a
         Zarr array or group, an OME-Zarr image, a GeoTIFF/COG, an uncompressed NIfTI file, a
         TIFF stack or a PNG/JPEG/GIF/BMP/WebP image. ``http(s)://`` URLs are read-only.
+        A :class:`pathlib.Path` (any ``os.PathLike``) is taken as its path; a list of them
+        (or a glob pattern) is read as one mosaic. An array already in memory does not go
+        here: give it to :func:`geoseg.segment` as a DataArray with dims ``(band, y, x)``.
     storage_options
         Passed to fsspec (credentials, endpoint); never stored in attributes.
     variable
         The array inside a Zarr group, when the group holds several.
     bands
-        1-based band numbers to keep, in order (default: all).
+        1-based band numbers to keep, in order (default: all); one int keeps one band.
     level
         Resolution level: 0 is full resolution; for a GeoTIFF/COG, 1 is its first
         overview; for OME-Zarr, the multiscale dataset of that index; for a TIFF stack, its
@@ -107,16 +113,77 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
     (:mod:`geoseg.budgets`) before any pixel is read.
 
     A URL carrying credentials where its store cannot take them (``s3://KEY:SECRET@bucket/...``)
-    raises :class:`~geoseg.errors.StorageAccessError` before anything is asked of the store."""
+    raises :class:`~geoseg.errors.StorageAccessError` before anything is asked of the store.
+
+    ``url`` may be an ``os.PathLike`` (a :class:`pathlib.Path`), or a list of them; ``bands``
+    one band number or a list of them."""
+    url = input_urls(url)
     for one in [url] if isinstance(url, str) else url:
         refused = credentials_refused(str(one), "Input")
         if refused is not None:
             raise StorageAccessError(refused)
-    so = dict(storage_options or {})
-    options = {"variable": variable, "bands": bands, "level": level, "pages": pages}
+    so = _storage_options(storage_options)
+    options = {"variable": variable, "bands": band_numbers(bands), "level": level, "pages": pages}
     if not isinstance(url, str) or mosaic.is_glob(url):
         return _checked(_mosaic(url, so, reader, options))
     return _open_url(url, so, reader, options)
+
+
+def input_urls(url: Any) -> str | list[str]:
+    """``url`` as a string, or a list of them: an ``os.PathLike`` becomes its path string. An
+    in-memory array (numpy, dask, xarray) or anything else is refused, saying what goes where."""
+    if isinstance(url, (str, os.PathLike)):
+        return _url(url)
+    if isinstance(url, (list, tuple)):
+        return [_url(one) for one in url]
+    raise ParameterError(_not_a_url(url))
+
+
+def _url(one: Any) -> str:
+    text = os.fspath(one) if isinstance(one, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise ParameterError(_not_a_url(one))
+    return text
+
+
+def _not_a_url(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    what = f"value of type {type(value).__name__}" + ("" if shape is None else f" of shape {tuple(shape)}")
+    advice = ("To segment an array already in memory, skip open_raster and give geoseg.segment a "
+              'DataArray with dims (band, y, x), e.g. xr.DataArray(arr, dims=("band", "y", "x")).'
+              if shape is not None else "Give the raster's path or URL as a string.")
+    return (f"open_raster(): url: received a {what}; expected a path or URL string (or "
+            f"os.PathLike such as pathlib.Path), or a list of them. {advice}")
+
+
+def _storage_options(storage_options: Any) -> dict[str, Any]:
+    """``storage_options`` as a new dict (``None``: empty); anything but a mapping is refused."""
+    if storage_options is None:
+        return {}
+    if not isinstance(storage_options, Mapping):
+        raise ParameterError(
+            f"storage_options: received {storage_options!r:.80} (of type {type(storage_options).__name__}); "
+            "expected a dict of fsspec options, e.g. {'anon': True} or {'key': ..., 'secret': ...}, "
+            "or None.")
+    return dict(storage_options)
+
+
+def band_numbers(bands: Any) -> list[int] | None:
+    """``bands`` as a list of band numbers: one int is one band (``2`` -> ``[2]``); ``None`` is
+    every band. Anything but whole numbers is refused; the reader checks their range."""
+    if bands is None:
+        return None
+    values = [bands] if not isinstance(bands, (str, bytes, Mapping)) and not hasattr(
+        bands, "__iter__") else bands
+    try:
+        numbers = [None if isinstance(b, bool) else operator.index(b) for b in values]
+    except TypeError:
+        numbers = [None]
+    if isinstance(values, (str, bytes, Mapping)) or not numbers or None in numbers:
+        raise ParameterError(
+            f"bands: received {bands!r}; expected a list of 1-based band numbers, e.g. [2] or "
+            "[3, 2, 1] (or one number for one band).")
+    return numbers
 
 
 def _open_url(url: str, so: dict[str, Any], reader: str | None, options: dict[str, Any]
@@ -240,7 +307,11 @@ def dask_chunks(source: RasterSource, chunks: int | str | Sequence[int] | None) 
         return _grouping(source, tuple(round_up(least, c) if c < least else c for c in stored),
                          "as asked (chunks='grouped')")
     if chunks is not None:
-        return coerce_per_axis(chunks, len(stored), "chunks")
+        sizes = coerce_per_axis(chunks, len(stored), "chunks")
+        if min(sizes) < 1:
+            raise PlanError(f"chunks={chunks!r}: expected sizes >= 1 on every axis (pixels per "
+                            f"chunk), e.g. chunks=512, or None for the stored chunks {stored}.")
+        return sizes
     limit = budgets.limit(budgets.MAX_TASKS)
     factor = max(1, math.isqrt(_n_chunks(source.shape[1:], stored) // limit))
     while _n_chunks(source.shape[1:], tuple(c * factor for c in stored)) > limit:

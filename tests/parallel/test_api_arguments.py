@@ -1,0 +1,129 @@
+"""segment() and open_raster() refuse arguments they cannot use with a geoseg error that says
+what was received and what is expected, before anything is computed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+import geoseg
+from geoseg.errors import ParameterError, PlanError
+from tests.conftest import textured_image, write_geotiff
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def model(model_path: str):
+    """The random U-Net of the test suite: 3 bands, 4 classes."""
+    return geoseg.load_model(model_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tif(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return write_geotiff(tmp_path_factory.mktemp("api") / "a.tif", textured_image(64, 64))
+
+
+@pytest.fixture(scope="module")
+def raster(tif: str) -> xr.DataArray:
+    return geoseg.open_raster(tif)
+
+
+# --- open_raster ---------------------------------------------------------------------------
+
+
+def test_open_raster_takes_a_pathlib_path(tif):
+    assert geoseg.open_raster(Path(tif)).shape == (3, 64, 64)
+    assert geoseg.open_raster([Path(tif)]).shape == (3, 64, 64)
+
+
+def test_open_raster_refuses_a_numpy_array_and_says_it_goes_to_segment(raster):
+    with pytest.raises(ParameterError, match=r"received a value of type ndarray of shape \(3, 64, 64\); "
+                                             r"expected a path or URL.*geoseg.segment a DataArray"):
+        geoseg.open_raster(raster.values)
+
+
+def test_open_raster_refuses_a_dataarray(raster):
+    with pytest.raises(ParameterError, match=r"received a value of type DataArray.*dims \(band, y, x\)"):
+        geoseg.open_raster(raster)
+
+
+def test_open_raster_takes_one_band_number_as_an_int(tif):
+    one = geoseg.open_raster(tif, bands=2)
+    assert one.shape == (1, 64, 64)
+    np.testing.assert_array_equal(one.values, geoseg.open_raster(tif, bands=[2]).values)
+
+
+def test_open_raster_refuses_bands_that_are_not_numbers(tif):
+    with pytest.raises(ParameterError, match=r"bands: received '2'; expected a list of 1-based band "
+                                             r"numbers, e.g. \[2\]"):
+        geoseg.open_raster(tif, bands="2")
+
+
+def test_open_raster_refuses_chunks_of_zero(tif):
+    with pytest.raises(PlanError, match=r"chunks=0: expected sizes >= 1"):
+        geoseg.open_raster(tif, chunks=0)
+
+
+def test_open_raster_refuses_storage_options_that_are_not_a_dict(tif):
+    with pytest.raises(ParameterError, match=r"storage_options: received \[1\].*expected a dict"):
+        geoseg.open_raster(tif, storage_options=[1])
+
+
+# --- segment -------------------------------------------------------------------------------
+
+
+def test_segment_refuses_a_numpy_array(raster, model):
+    with pytest.raises(ParameterError, match=r"raster: received a value of type ndarray.*expected an "
+                                             r"xarray.DataArray with dims \(band, y, x\).*xr.DataArray\(arr"):
+        geoseg.segment(raster.values, model)
+
+
+def test_segment_refuses_a_dask_array(raster, model):
+    with pytest.raises(ParameterError, match=r"raster: received a value of type Array.*expected an "
+                                             r"xarray.DataArray"):
+        geoseg.segment(da.from_array(raster.values), model)
+
+
+def test_segment_refuses_a_model_that_is_neither_a_segmenter_nor_a_url(raster):
+    with pytest.raises(ParameterError, match=r"model: received 5 \(of type int\); expected a segmenter "
+                                             r".*or a model path/URL"):
+        geoseg.segment(raster, 5)
+
+
+def test_segment_takes_a_model_path(raster, model_path):
+    assert geoseg.segment(raster, Path(model_path)).shape == (64, 64)
+
+
+@pytest.mark.parametrize("batch_size", ["4", 0, -2, 1.5, True])
+def test_segment_checks_batch_size_when_called(raster, model, batch_size):
+    with pytest.raises(PlanError, match=rf"batch_size={batch_size!r}: expected a whole number >= 1"):
+        geoseg.segment(raster, model, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("nodata_class", [300, -1])
+def test_segment_refuses_a_nodata_class_the_class_array_cannot_hold(raster, model, nodata_class):
+    with pytest.raises(ParameterError, match=rf"nodata_class: received {nodata_class}.*stored as uint8, "
+                                             r"which holds 0 to 255; give a whole number from 4 to 255"):
+        geoseg.segment(raster, model, nodata_class=nodata_class)
+
+
+def test_segment_refuses_a_nodata_class_equal_to_a_class_id(raster, model):
+    with pytest.raises(ParameterError, match=r"nodata_class: received 2, but the model's 4 classes "
+                                             r"\(ids 0 to 3\).*above the class ids"):
+        geoseg.segment(raster, model, nodata_class=2)
+
+
+def test_segment_takes_a_nodata_class_above_the_class_ids(raster, model):
+    assert geoseg.segment(raster, model, nodata_class=np.int64(4)).attrs["nodata"] == 4
+
+
+def test_segment_refuses_a_negative_halo(raster, model):
+    with pytest.raises(PlanError, match=r"halo=-1: expected sizes >= 0 on every axis"):
+        geoseg.segment(raster, model, chunks=32, tile=32, halo=-1)
+    with pytest.raises(PlanError, match=r"halo=\(2, -1\): expected sizes >= 0"):
+        geoseg.segment(raster, model, chunks=32, tile=32, halo=(2, -1))
