@@ -2,7 +2,8 @@
 
 ::
 
-    ens = Ensemble([model_a, model_b, otsu], weights=(2, 1, 1), combine="mean")
+    ndwi = fit_threshold(raster, "otsu", feature=(2, 4), class_names=("land", "water"))
+    ens = Ensemble([model_a, model_b, ndwi], weights=(2, 1, 1), combine="mean")  # same class names
     classes = geoseg.segment(raster, ens)            # each window is read once
     tta = TTA(model_a, transforms="d4")               # 8 flips/rotations, averaged
 """

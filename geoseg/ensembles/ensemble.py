@@ -9,7 +9,8 @@ their references (:class:`EnsembleRef`), never as weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +31,11 @@ class Ensemble(Segmenter):
     Parameters
     ----------
     members
-        Segmenters (deep models of any architecture, classical methods, wrappers)
-        or references that :func:`geoseg.models.resolve` turns into segmenters.
+        A list (or tuple) of segmenters: deep models of any architecture, classical
+        methods, wrappers; model file references (a path, an fsspec URL or
+        ``builtin:NAME``, as ``str`` or :class:`os.PathLike`), loaded with
+        :func:`geoseg.load_model`; or task references that :func:`geoseg.models.resolve`
+        turns into segmenters.
     weights
         Non-negative weight per member, not all zero; normalized to sum 1
         (default: equal weights).
@@ -58,9 +62,8 @@ class Ensemble(Segmenter):
 
     def __init__(self, members: Sequence[Any], weights: Sequence[float] | None = None,
                  combine: str = "mean", *, classes: Sequence[str | ClassInfo] | None = None):
-        from geoseg.models.cache import resolve
-
-        self.members: tuple[Segmenter, ...] = tuple(resolve(m) for m in members)
+        self.members: tuple[Segmenter, ...] = tuple(
+            _member(m, i) for i, m in enumerate(_member_list(members)))
         if not self.members:
             raise EnsembleError("an Ensemble needs at least one member; got none.")
         if combine not in COMBINES:
@@ -200,6 +203,43 @@ def _vote(scores: Sequence[torch.Tensor], weights: Sequence[float], mean: torch.
     out = votes.float()
     bumped = torch.nextafter(out.amax(dim=1, keepdim=True), torch.tensor(math.inf, device=out.device))
     return out.scatter(1, winner, bumped)
+
+
+def _member_list(members: Any) -> list[Any]:
+    """``members`` as a list; a single segmenter or reference, or what is not iterable, is refused."""
+    single = isinstance(members, (str, bytes, os.PathLike, Segmenter)) or hasattr(members, "classes")
+    if not single and isinstance(members, Iterable):
+        return list(members)
+    raise EnsembleError(
+        f"members: a list of segmenters (or model file references) was expected; got "
+        f"{type(members).__name__} {_short(members)}. Pass the members in a list, e.g. "
+        "Ensemble([model_a, model_b]), even for one member: Ensemble([model])."
+    )
+
+
+def _member(member: Any, index: int) -> Segmenter:
+    """Member ``index`` as a segmenter: a model file reference (``str``, ``os.PathLike``) is
+    loaded with :func:`geoseg.load_model`, a task reference resolved; what has no classes is
+    refused."""
+    from geoseg.models.cache import resolve
+    from geoseg.models.modelfile import load_model
+
+    if isinstance(member, (str, os.PathLike)):
+        return load_model(os.fspath(member))
+    resolved = resolve(member)
+    if not isinstance(resolved, Segmenter) and not hasattr(resolved, "classes"):
+        raise EnsembleError(
+            f"member {index}: a segmenter was expected; got {type(resolved).__name__} "
+            f"{_short(resolved)}. Pass segmenters (geoseg.load_model(...), a method from "
+            "geoseg.methods, a wrapper) or model file references (a path, URL or 'builtin:NAME')."
+        )
+    return resolved
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _raw_float(dtype: np.dtype) -> type:

@@ -126,6 +126,18 @@ def distance_seeds(mask: np.ndarray, h: float) -> np.ndarray:
     return morphology.h_maxima(distance, h).astype(bool) & mask
 
 
+def _check_h(h: object) -> None:
+    """Refuse an ``h`` that is not a finite number > 0 (scikit-image's ``h_maxima`` raises on 0
+    and on negative values, and never returns on NaN)."""
+    number = isinstance(h, (int, float, np.integer, np.floating)) and not isinstance(h, (bool, np.bool_))
+    if not number or not np.isfinite(h) or h <= 0:
+        raise InstanceError(
+            f"h={h!r} ({type(h).__name__}); expected a finite number > 0, the least height (in pixels "
+            "of distance) of a seed above its surroundings. Pass e.g. h=2.0 (the default); larger h "
+            "merges more objects."
+        )
+
+
 def distance_watershed(mask: da.Array | np.ndarray, *, h: float = 2.0, halo: int = 32,
                        connectivity: int = 1) -> tuple[da.Array, int]:
     """Split touching objects of a binary mask: distance-transform watershed, chunk by chunk.
@@ -135,12 +147,16 @@ def distance_watershed(mask: da.Array | np.ndarray, *, h: float = 2.0, halo: int
     ``watershed(flood_order(-edt), seeds, mask=mask)``: ``-edt`` with ties broken
     by raster position (:func:`flood_order`), not plain ``-edt``, whose ties
     watershed breaks in an order that differs from window to window. Equal to it
-    when ``halo`` is at least the largest object's extent. Larger ``h`` merges more. ``mask``
-    is an integer or boolean Dask array (a NumPy one is taken in one chunk), as for :func:`label`.
+    when ``halo`` is at least the largest object's extent. ``h`` (a finite number > 0, in
+    pixels of distance) is the least height of a seed above its surroundings: larger ``h``
+    merges more. ``mask`` is an integer or boolean Dask array (a NumPy one is taken in one
+    chunk), as for :func:`label`.
     """
+    _check_h(h)
     mask = checked_mask(mask, connectivity).astype(bool)
     if halo < 1:
-        raise InstanceError(f"halo must be >= 1 pixel for a distance watershed; got {halo}.")
+        raise InstanceError(f"halo must be >= 1 pixel for a distance watershed; got {halo}. "
+                            "Pass halo of at least the largest object's extent (default 32).")
     peaks = da.map_overlap(distance_seeds, mask, depth=overlap_depth(mask.shape, halo),
                            boundary="none", dtype=bool, h=h)
     seeds, count = label(peaks, connectivity=mask.ndim)

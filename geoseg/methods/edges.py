@@ -538,10 +538,15 @@ def canny_edges(
 ) -> da.Array:
     """Canny edges of a chunked raster, equal to scikit-image's on the whole image.
 
-    Exactly ``skimage.feature.canny(x, sigma, low_threshold, high_threshold)``
-    with ``x`` the feature as float64 (``image.astype(np.float64)`` for one
-    band), at any chunking: the local steps run per chunk with a halo
-    (:func:`canny_classes`), hysteresis over the whole raster (:func:`hysteresis`).
+    Exactly ``skimage.feature.canny(x, sigma, low, high)`` with ``x`` the feature
+    as float64 (``image.astype(np.float64)`` for one band) and ``low``, ``high``
+    the thresholds in raster units (a threshold left ``None`` is resolved from the
+    raster's dtype first, see below), at any chunking: the local steps run per
+    chunk with a halo (:func:`canny_classes`), hysteresis over the whole raster
+    (:func:`hysteresis`). With both ``None`` on one band of an integer raster this
+    is ``skimage.feature.canny(image, sigma)`` on the integer image itself, not
+    ``skimage.feature.canny(x, sigma)`` on the float64 one (whose defaults are 0.1
+    and 0.2).
 
     Parameters
     ----------
@@ -551,11 +556,9 @@ def canny_edges(
         Gaussian smoothing (``>= 0``).
     low_threshold, high_threshold
         Hysteresis thresholds on the gradient magnitude of the smoothed
-        feature, in the raster's units. ``None``: 10% and 20% of the dtype's
-        maximum (1 for floats, 255 for ``uint8``), as skimage's defaults.
-        skimage takes thresholds in the same units but first scales integer
-        images to [0, 1], so on them it may differ where a magnitude rounds
-        across a threshold.
+        feature, in the raster's units. ``None``: 10% (low) and 20% (high) of
+        the raster dtype's maximum (1 for floats and for a normalized difference,
+        255 for ``uint8``: 25.5 and 51), as skimage's defaults for that dtype.
     feature
         See :func:`geoseg.methods.as_feature` (default: the only band).
 
