@@ -108,7 +108,7 @@ def _show_error(exc: BaseException) -> None:
         message = str(exc)
     elif isinstance(exc, KeyboardInterrupt):
         said = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        message = f"{said}; a rerun resumes from the chunks already written"
+        message = f"{said}; {RESUMES.get(_command(sys.argv[1:]), 'run the command again to finish it')}"
     else:
         message = f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
     message = redact.scrub(message)
@@ -116,6 +116,26 @@ def _show_error(exc: BaseException) -> None:
         logs.log.error(message, extra={"error": type(exc).__name__})
     else:
         console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
+RESUMES = {  # what a rerun of an interrupted command picks up
+    "run": "a rerun resumes from the chunks already written",
+    "batch": "a rerun skips the jobs done and resumes the others from the chunks already written",
+    "train": "a rerun resumes from the run's last checkpoint (each epoch's end, and every "
+             "training.checkpoint_steps steps)",
+    "sweep": "a rerun skips the trials done and resumes the others from their last checkpoints",
+}
+
+
+def _command(args: list[str]) -> str | None:
+    """The geoseg command in ``args`` (the first word after the global options)."""
+    words = iter(args)
+    for word in words:
+        if word == "--log-format":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 @app.callback()
@@ -345,6 +365,10 @@ def train(
                                   log=console.print)
         console.print(f"wrote {out} (validation mIoU {result['val_miou']:.3f})")
         return
+    if out is not None or instances:
+        raise typer.BadParameter(f"received {spec} with {'--out' if out is not None else '--instances'}, "
+                                 "which are for the demo models without a SPEC; a spec names its "
+                                 "model file in output.model. Drop the option, or the SPEC.")
     from geoseg.training.spec import load_train_spec
 
     loaded = load_train_spec(spec)  # a wrong spec is refused before the trainer loads torch
@@ -352,7 +376,8 @@ def train(
 
     done = train_spec(loaded, resume=resume, overwrite=True if overwrite else None, max_epochs=max_epochs,
                       log=console.print)
-    console.print(f"{done.status}: model {done.model_url}, best validation mIoU {done.best_val_miou:.3f} "
+    model = done.model_url or "not written yet (rerun the same command to continue)"
+    console.print(f"{done.status}: model {model}, best validation mIoU {done.best_val_miou:.3f} "
                   f"(epoch {done.best_epoch}), run record {done.record_url}")
 
 

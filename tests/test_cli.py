@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import yaml
 
@@ -86,3 +88,19 @@ def test_bad_input_exits_nonzero_with_a_clear_message_and_writes_nothing(inputs,
     assert "Traceback" not in result.stderr
     assert "" not in result.stderr.splitlines(), result.stderr  # no progress bar's empty line
     assert sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["geoseg", "run", "job.yaml"], "interrupted; a rerun resumes from the chunks already written"),
+    (["geoseg", "--log-format", "text", "train", "t.yaml"],
+     "interrupted; a rerun resumes from the run's last checkpoint"),
+    (["geoseg", "--debug", "sweep", "s.yaml"], "interrupted; a rerun skips the trials done"),
+    (["geoseg", "convert", "a.nii.gz", "b.zarr"], "interrupted; run the command again to finish it"),
+])
+def test_an_interrupt_says_what_a_rerun_of_that_command_picks_up(monkeypatch, capsys, argv, said):
+    """Training has checkpoints, not chunks: the line after Ctrl-C names what each command resumes."""
+    from geoseg import cli
+
+    monkeypatch.setattr(sys, "argv", argv)
+    cli._show_error(KeyboardInterrupt())
+    assert said in " ".join(capsys.readouterr().err.split())

@@ -290,3 +290,23 @@ def test_chip_must_fit_the_network_stride_and_the_region(tmp_path, scene_zarr):
     small = tiny_spec([zarr_pair(scene_zarr, [0, 24, 0, 24])], tmp_path, data__holdout=0.5)
     with pytest.raises(TrainingDataError, match=r"data\.train\.0: the training region is 12 x 24 pixels, smaller than training\.chip = 32"):
         train(small, log=quiet)
+
+
+def test_the_command_line_says_when_no_model_is_written_yet_and_refuses_out_with_a_spec(
+        tmp_path, scene_zarr):
+    """--max-epochs stops before the last epoch: 'model None' read like a bug. --out beside a
+    spec was ignored without a word."""
+    import yaml
+
+    from tests.cli import geoseg
+    from tests.training.conftest import tiny_spec, zarr_pair
+
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec([zarr_pair(scene_zarr)], tmp_path / "run")))
+    stopped = geoseg("train", str(path), "--max-epochs", "1")
+    said = " ".join((stopped.stdout + stopped.stderr).split())
+    assert stopped.returncode == 0, stopped.stderr
+    assert "interrupted: model not written yet (rerun the same command to continue)" in said, said
+    refused = geoseg("train", str(path), "--out", str(tmp_path / "other.safetensors"))
+    assert refused.returncode == 2 and "which are for the demo models without a SPEC" in refused.stderr
+    assert not (tmp_path / "other.safetensors").exists()
