@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import sys
 import zipfile
@@ -340,6 +341,27 @@ def _check_hash(url: str, actual: str, recorded: str, expected: str | None) -> N
             )
 
 
+CHECKPOINT_NAME = re.compile(r"state-\d+(-\d+)?\.safetensors$")  # geoseg train's checkpoints
+
+
+def _not_a_model(url: str, exc: Exception) -> str:
+    """Why the safetensors file at ``url`` is no model file: a training checkpoint by its name,
+    else what its metadata lacks."""
+    if CHECKPOINT_NAME.search(url.rstrip("/")):
+        return (f"{url} is a checkpoint of a geoseg train run (its weights and optimizer state "
+                "between epochs), not a model file. The model file is the training spec's "
+                "output.model, written when training ends; for a run that stopped early, rerun "
+                "the same geoseg train command to finish it and write the model.")
+    if isinstance(exc, KeyError) and exc.args:
+        key = exc.args[0]
+        missing = "metadata" if key == "__metadata__" else f"valid {key!r} entry in its metadata"
+    else:
+        missing = f"readable metadata ({type(exc).__name__}: {exc})"
+    return (f"{url} is not a geoseg model file: expected a safetensors file whose metadata has "
+            f"format={FORMAT!r} and a 'model' entry, but it has no {missing}. Save models with "
+            "geoseg.save_model(), or give the model file a geoseg train run wrote.")
+
+
 def is_torchscript(data: bytes) -> bool:
     """A TorchScript archive: a zip holding compiled ``code/``, unlike a pickled torch.save file."""
     return any("/code/" in name for name in _zip_names(data))
@@ -416,7 +438,4 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
                 f"{url} is a pickle or torch.save checkpoint; geoseg never unpickles files because that "
                 "can run arbitrary code. Convert it to a geoseg model file with geoseg.save_model()."
             ) from None
-        raise ModelFileError(
-            f"{url} is not a geoseg model file (a safetensors file whose metadata has "
-            f"format={FORMAT!r} and a 'model' entry): {type(exc).__name__}: {exc}"
-        ) from None
+        raise ModelFileError(_not_a_model(url, exc)) from None

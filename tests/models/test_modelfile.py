@@ -76,8 +76,14 @@ def test_safetensors_without_geoseg_metadata_is_refused(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
-    with pytest.raises(ModelFileError, match="not a geoseg model file"):
+    with pytest.raises(ModelFileError, match="not a geoseg model file: expected a safetensors file "
+                                             "whose metadata .* but it has no metadata. Save") as err:
         load_model(str(tmp_path / "plain.safetensors"))
+    assert "KeyError" not in str(err.value)
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "state-0003-000005.safetensors"))
+    with pytest.raises(ModelFileError, match="is a checkpoint of a geoseg train run .* The model "
+                                             "file is the training spec's output.model"):
+        load_model(str(tmp_path / "state-0003-000005.safetensors"))
 
 
 def test_unknown_architecture_lists_the_known_ones(tmp_path):
