@@ -393,6 +393,11 @@ def sweep(
     result = run_sweep(spec, scheduler=scheduler, overwrite=True if overwrite else None, log=console.print)
     print(result.table)
     console.print(f"best model: {result.best_model}")
+    failed = [t.name for t in result.trials if t.status == "failed"]
+    if failed:  # the others are ranked; a nightly script must still see the failure
+        console.print(f"[red]{len(failed)} trial(s) failed[/]: {', '.join(failed)}; a rerun "
+                      "resumes them (their errors are in the table and sweep.json)", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import logging
 import math
 import os
@@ -52,7 +53,15 @@ from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.parallel.cluster import connect, scheduler_address
 from geoseg.report.tables import cell
 from geoseg.training.record import write_json
-from geoseg.training.spec import TRAIN_PATH_KEYS, TrainSpec, as_spec, read_yaml, redact
+from geoseg.training.spec import (
+    TRAIN_PATH_KEYS,
+    TrainSpec,
+    as_spec,
+    changed_keys,
+    comparable,
+    read_yaml,
+    redact,
+)
 
 Log = Callable[[str], Any]
 logger = logging.getLogger("geoseg.training")
@@ -407,6 +416,8 @@ def sweep(spec: SweepSpec | dict[str, Any] | str | Path, *, scheduler: str | Non
     if overwrite is not None:
         spec = spec.model_copy(update={"output": spec.output.model_copy(update={"overwrite": overwrite})})
     trials = make_trials(spec)
+    if not spec.output.overwrite:
+        check_trial_folders(spec, trials)
     started, clock = now(), time.perf_counter()
     log(f"{spec.name}: {len(trials)} trial(s), {spec.method} search over {', '.join(spec.parameters)}")
     with cluster_client(spec, scheduler) as (client, gpu):
@@ -417,6 +428,38 @@ def sweep(spec: SweepSpec | dict[str, Any] | str | Path, *, scheduler: str | Non
     best = ranked[0].model_url if ranked and ranked[0].val_miou is not None else None
     _write_outputs(spec, ranked, table, best, record_url, started, time.perf_counter() - clock, gpu)
     return SweepResult(spec.name, ranked, table, best, record_url, gpu)
+
+
+def check_trial_folders(spec: SweepSpec, trials: list[Trial]) -> None:
+    """Refuse, before any trial runs, trial folders that hold runs of other values than the
+    trials now numbered alike: trials are numbered by their place in the grid, so a value added,
+    removed or moved in a list renumbers them, and each such trial would fail to resume."""
+    clashes = []
+    for trial in trials:
+        record = _run_record(f"{trial.spec.output.run_dir}/run.json", spec.output.storage_options)
+        changed = [] if record is None else changed_keys(comparable(record.get("spec", {})),
+                                                         comparable(trial.spec))
+        if changed:
+            clashes.append(f"trial-{trial.index:03d} (its run differs in {', '.join(changed[:4])}; "
+                           f"trial {trial.index} is now {trial.params})")
+    if clashes:
+        raise TrainSpecError(
+            f"output.dir {public_url(spec.output.dir)}: {len(clashes)} trial folder(s) hold runs of "
+            f"other values than this spec's trials of the same number: {'; '.join(clashes[:3])}"
+            f"{' ...' if len(clashes) > 3 else ''}. Trials are numbered by their place in the grid, "
+            "so adding, removing or reordering values renumbers them. Give this grid a new "
+            "output.dir, or start every trial over with --overwrite (output.overwrite: true); "
+            "nothing was run.")
+
+
+def _run_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any] | None:
+    """The run record at ``url``, or ``None`` where there is none (or it cannot be read: the
+    trial's own resume then says why)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+    except (OSError, ValueError):
+        return None
 
 
 def as_sweep_spec(spec: SweepSpec | dict[str, Any] | str | Path) -> SweepSpec:

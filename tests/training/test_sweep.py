@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import yaml
+
 import geoseg
+from geoseg.errors import TrainSpecError
 from geoseg.training import sweep
 from tests.training.conftest import tiny_spec, zarr_pair
 
@@ -44,6 +48,15 @@ def test_grid_sweep_runs_each_trial_as_a_task_and_ranks_them(tmp_path, scene_zar
     again = sweep(spec, scheduler=cluster_address, log=lines.append)  # finished trials are reused
     assert [t.model_sha256 for t in again.trials] == [t.model_sha256 for t in result.trials]
 
+    before = Path(result.record_url).read_text()
+    inserted = {**spec, "parameters": {**spec["parameters"], "training.lr": [0.002, 0.01, 0.02]}}
+    with pytest.raises(TrainSpecError, match=r"2 trial folder\(s\) hold runs of other values than "
+                                             r"this spec's trials of the same number: trial-002 \(its "
+                                             r"run differs in training.lr; trial 2 is now"):
+        sweep(inserted, scheduler=cluster_address, log=lines.append)  # values renumber the trials
+    assert not (tmp_path / "sweep" / "trial-004").exists()  # nothing ran
+    assert Path(result.record_url).read_text() == before  # nor was sweep.json rewritten
+
 
 def _workers(address: str) -> list[str]:
     from distributed import Client
@@ -63,3 +76,17 @@ def test_a_failed_trial_is_listed_last_with_its_error(tmp_path, scene_zarr, clus
     assert "TrainSpecError" in failed.error and "training.chip: received 34" in failed.error
     assert result.table.splitlines()[-1].split()[2] == "-" and "failed: TrainSpecError" in result.table
     assert result.best_model == result.trials[0].model_url
+
+
+def test_the_command_exits_1_when_a_trial_failed(tmp_path, scene_zarr, cluster_address):
+    """The failed trial is ranked last, and a nightly script still sees the failure."""
+    from tests.cli import geoseg as geoseg_cli
+
+    base = tiny_spec([zarr_pair(scene_zarr)], tmp_path / "unused", training__epochs=1)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "half-broken", "base": base,
+                                    "parameters": {"training.chip": [34, 32]},
+                                    "output": {"dir": str(tmp_path / "sweep")}}))
+    result = geoseg_cli("sweep", str(path), "--scheduler", cluster_address)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 trial(s) failed: half-broken-000; a rerun resumes them" in " ".join(result.stderr.split())
