@@ -122,7 +122,10 @@ def params_for_input(name: str, params: dict[str, Any], dtype: Any) -> dict[str,
     """``params`` with what the input's ``dtype`` decides filled in: Canny's thresholds left
     out or null become skimage's defaults in the raster's units (10% and 20% of the dtype's
     maximum). Other methods' parameters come back as given."""
-    return canny_params(params, dtype) if name == "canny" else params
+    if name != "canny":
+        return params
+    check_params(params, "model.params")  # a threshold of another type is named as such first
+    return canny_params(params, dtype)
 
 
 def stand_in(name: str, params: dict[str, Any], band_names: Any) -> Segmenter | None:
