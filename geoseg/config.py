@@ -78,17 +78,21 @@ def whole(name: str, what: str, *, least: int = 0) -> int:
     return int(number(name, what, least=least, whole=True))
 
 
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # as a training spec's device field takes them
+
+
 def device() -> str:
-    """``cuda`` when asked for or when ``auto`` finds a GPU, else ``cpu``."""
-    wanted = get("GEOSEG_DEVICE").lower()
+    """``GEOSEG_DEVICE``: ``cpu``, ``cuda`` or ``cuda:N`` as set, ``auto`` resolved to ``cuda``
+    when torch finds a GPU, else ``cpu``."""
+    wanted = get("GEOSEG_DEVICE").strip().lower()
+    if not DEVICE.fullmatch(wanted):
+        raise SettingError(f"GEOSEG_DEVICE: received {get('GEOSEG_DEVICE')!r}; expected auto (CUDA "
+                           "when present), cpu, cuda or cuda:N (N: a GPU index, e.g. cuda:0).")
     if wanted != "auto":
         return wanted
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # as a training spec's device field takes them
 
 
 def resolve_device(value: object, what: str = "device") -> str:

@@ -83,3 +83,17 @@ def test_runs_dir_and_log_format_come_from_config(monkeypatch, tmp_path):
     monkeypatch.setenv("GEOSEG_LOG_FORMAT", "yaml")
     with pytest.raises(SettingError, match="GEOSEG_LOG_FORMAT: received 'yaml'"):
         logs.log_format()
+
+
+@pytest.mark.parametrize("value, resolved", [("cpu", "cpu"), (" CUDA:1 ", "cuda:1"), ("cuda", "cuda")])
+def test_geoseg_device_takes_what_a_training_spec_takes(monkeypatch, value, resolved):
+    monkeypatch.setenv("GEOSEG_DEVICE", value)
+    assert config.device() == resolved
+
+
+@pytest.mark.parametrize("value", [pytest.param("gpu", id="a-card-name"), "cuda:x", "mps0", ""])
+def test_a_bad_geoseg_device_is_named_before_torch_sees_it(monkeypatch, value):
+    monkeypatch.setenv("GEOSEG_DEVICE", value)
+    with pytest.raises(SettingError, match=rf"GEOSEG_DEVICE: received {re.escape(repr(value))}; "
+                                           r"expected auto \(CUDA when present\), cpu, cuda or cuda:N"):
+        config.device()
