@@ -70,8 +70,10 @@ def test_open_raster_refuses_chunks_of_zero(tif):
 
 
 def test_open_raster_refuses_storage_options_that_are_not_a_dict(tif):
-    with pytest.raises(ParameterError, match=r"storage_options: received \[1\].*expected a dict"):
-        geoseg.open_raster(tif, storage_options=[1])
+    with pytest.raises(ParameterError, match=r"storage_options: received a value of type list "
+                                             r"\(its contents not shown.*expected a dict") as err:
+        geoseg.open_raster(tif, storage_options=[("secret", "S3CR3T-VALUE")])
+    assert "S3CR3T-VALUE" not in str(err.value)  # a misshapen option list may hold credentials
 
 
 # --- segment -------------------------------------------------------------------------------

@@ -162,8 +162,8 @@ def _storage_options(storage_options: Any) -> dict[str, Any]:
         return {}
     if not isinstance(storage_options, Mapping):
         raise ParameterError(
-            f"storage_options: received {storage_options!r:.80} (of type {type(storage_options).__name__}); "
-            "expected a dict of fsspec options, e.g. {'anon': True} or {'key': ..., 'secret': ...}, "
+            f"storage_options: received a value of type {type(storage_options).__name__} (its "
+            "contents not shown: they may hold credentials); expected a dict of fsspec options, e.g. {'anon': True} or {'key': ..., 'secret': ...}, "
             "or None.")
     return dict(storage_options)
 
