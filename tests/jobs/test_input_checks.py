@@ -108,10 +108,10 @@ def test_extra_bands_are_picked_by_name_in_the_models_order(tmp_path):
 
 
 @pytest.mark.parametrize("bands, fix", [
-    ([3, 2, 4], "as green, blue, red, but it expects red, green, blue in that order, so it would "
-                "read each band as another. Select them in the model's order: input.bands: [4, 3, 2]."),
-    ([4, 4, 3], "as red, red, green, but it expects red, green, blue in that order, so it would "
-                "read each band as another. Select bands holding red, green, blue (input.bands)."),
+    ([3, 2, 4], ("as green, blue, red, but it expects red, green, blue in that order, so it would "
+                "read each band as another. Select them in the model's order: input.bands: [4, 3, 2].")),
+    ([4, 4, 3], ("as red, red, green, but it expects red, green, blue in that order, so it would "
+                "read each band as another. Select bands holding red, green, blue (input.bands).")),
     ([4, 3, 2], None), ([1, 3, 2], None),  # the model's order; nir is a name the model lacks
 ])
 def test_bands_named_as_the_models_in_another_order_are_warned_about(tmp_path, bands, fix):
