@@ -180,3 +180,19 @@ def job_dict(input_url: str, model: str, output_url: str, *, tile: int | None | 
         shards, chunks = output.get("shards"), spec["output"]["chunks"]
         spec["inference"] = {"tile": min(shards or chunks) if tile == "chunk" else tile}
     return spec
+
+
+def output_with_a_bad_chunk(folder: Path) -> tuple[Path, np.ndarray]:
+    """A finished 64 x 64 threshold job output in 32-pixel chunks whose chunk at y 0:32, x 32:64
+    holds bytes that do not decode; (the output, its classes before the damage)."""
+    from geoseg.jobs import JobSpec, run
+
+    write_zarr(folder / "in.zarr", textured_image(64, 64, bands=1, seed=2), chunks=(32, 32))
+    out = folder / "out.zarr"
+    run(JobSpec.from_dict({"input": {"url": str(folder / "in.zarr")},
+                           "model": {"method": "threshold", "params": {"thresholds": [128]}},
+                           "output": {"url": str(out), "chunks": [32, 32]}}),
+        scheduler="threads")
+    whole = zarr.open_group(str(out), mode="r")["classes"][:]
+    (out / "classes" / "c" / "0" / "1").write_bytes(b"garbage")
+    return out, whole

@@ -196,17 +196,10 @@ def test_bad_settings_write_nothing(tmp_path, args, needle):
 
 def test_a_classes_chunk_that_does_not_decode_is_named_by_its_key_as_a_data_fault(tmp_path):
     """As ``geoseg export`` and ``geoseg eval`` say it: the window, the chunk's key, exit 2."""
-    from geoseg.jobs import JobSpec, run
-    from tests.conftest import textured_image, write_zarr
+    from tests.conftest import output_with_a_bad_chunk
     from tests.test_errors_cli import assert_clean
 
-    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=2), chunks=(32, 32))
-    out = tmp_path / "out.zarr"
-    run(JobSpec.from_dict({"input": {"url": str(tmp_path / "in.zarr")},
-                           "model": {"method": "threshold", "params": {"thresholds": [128]}},
-                           "output": {"url": str(out), "chunks": [32, 32]}}),
-        scheduler="threads")
-    (out / "classes" / "c" / "0" / "1").write_bytes(b"garbage")
+    out, _ = output_with_a_bad_chunk(tmp_path)
     said = geoseg("instances", str(out), "--classes", "foreground", "--cluster", "threads")
     assert_clean(said, 2, f"input window y 0:32, x 32:64: cannot decode {out}",
                  "chunk(s) that fail on their own: classes/c/0/1", "corrupt or truncated")

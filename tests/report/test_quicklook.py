@@ -249,16 +249,9 @@ def test_the_caption_and_the_command_warn_of_an_unfinished_or_damaged_output(tmp
 def test_a_classes_chunk_that_does_not_decode_is_drawn_as_no_data_and_named(tmp_path):
     """The README's quicklook warns of lost regions: a chunk whose bytes no longer decode is
     one, named by its storage key and window, as ``geoseg export`` names it; the rest is drawn."""
-    from geoseg.jobs import JobSpec, run
+    from tests.conftest import output_with_a_bad_chunk
 
-    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=2), chunks=(32, 32))
-    out = tmp_path / "out.zarr"
-    run(JobSpec.from_dict({"input": {"url": str(tmp_path / "in.zarr")},
-                           "model": {"method": "threshold", "params": {"thresholds": [128]}},
-                           "output": {"url": str(out), "chunks": [32, 32]}}),
-        scheduler="threads")
-    whole = zarr.open_group(str(out), mode="r")["classes"][:]
-    (out / "classes" / "c" / "0" / "1").write_bytes(b"garbage")
+    out, whole = output_with_a_bad_chunk(tmp_path)
 
     look = build(str(out), size=64)
     drawn = look.views[0][2]
