@@ -238,6 +238,7 @@ class Preprocess:
         if np.issubdtype(labels.dtype, np.floating):
             ignored |= np.isnan(labels)
             labels = np.nan_to_num(labels, nan=0.0)
+            _check_whole(labels, ignored, pair, window)
         y = labels.astype(np.int64)
         nodata = pair.labels.georef.nodata
         if nodata is not None and not np.isnan(nodata):
@@ -253,6 +254,19 @@ class Preprocess:
                 "data.ignore_index to that id.")
         y[ignored] = self.ignore_index
         return y
+
+
+def _check_whole(labels: np.ndarray, ignored: np.ndarray, pair: RasterPair, window: Window) -> None:
+    """Refuse float labels holding a value that is no class id (1.6 would train as class 1)."""
+    frac = ~ignored & (labels != np.floor(labels))
+    if not frac.any():
+        return
+    raise TrainingDataError(
+        f"{pair.name}.labels ({pair.labels.url}) holds the value {float(labels[frac][0]):g}, which "
+        f"is no class id, in window rows {window[0].start}:{window[0].stop}, columns "
+        f"{window[1].start}:{window[1].stop}; expected whole class ids (NaN for no label). Labels "
+        "resampled with a smoothing method blend classes: resample them with nearest neighbour, "
+        "or round them on purpose before training.")
 
 
 def read_window(pair: RasterPair, window: Window) -> tuple[np.ndarray, np.ndarray]:

@@ -318,3 +318,24 @@ def test_labels_on_another_grid_of_the_same_shape_are_refused(tmp_path):
         pair = open_pair(PairSpec.model_validate({"image": {"url": image}, "labels": {"url": url}}),
                          "data.train.0")
         assert pair.labels.shape == (1, 64, 80)
+
+
+def test_float_labels_that_are_no_class_ids_are_refused_where_nan_and_whole_values_train():
+    """1.6 would train as class 1: labels resampled with a smoothing method are refused."""
+    from geoseg.training.data import Preprocess
+
+    prep = Preprocess(np.zeros(1, np.float32), np.ones(1, np.float32), 3, 255)
+    pair = SimpleNamespace(name="data.train.0", labels=SimpleNamespace(
+        url="labels.tif", georef=SimpleNamespace(nodata=None)))
+    window = (slice(0, 2), slice(0, 3))
+    labels = np.array([[0.0, 1.0, np.nan], [2.0, 1.0, 0.0]])
+    valid = np.ones(labels.shape, bool)
+    np.testing.assert_array_equal(prep.targets(labels, valid, pair, window),
+                                  [[0, 1, 255], [2, 1, 0]])
+    labels[1, 1] = 1.6
+    with pytest.raises(TrainingDataError, match=r"data\.train\.0\.labels \(labels\.tif\) holds the "
+                                                r"value 1\.6, which is no class id, in window rows "
+                                                r"0:2, columns 0:3; .* nearest neighbour"):
+        prep.targets(labels, valid, pair, window)
+    valid[1, 1] = False  # under no-data in the image: never trained on, so not checked
+    assert prep.targets(labels, valid, pair, window)[1, 1] == 255
