@@ -160,6 +160,13 @@ def band_order(wanted: Sequence[str] | None, have: Sequence[str]) -> list[int] |
     return [got.index(n) for n in want] if sorted(got) == sorted(want) else []
 
 
+def bands_last(shape: Sequence[int]) -> bool:
+    """Whether a 3-axis array read as ``(band, y, x)`` looks like ``(y, x, band)``: an image
+    with its bands last (RGB, RGBA), which would read as hundreds of bands of a raster at most 4
+    pixels wide."""
+    return len(shape) == 3 and shape[2] <= 4 and min(shape[0], shape[1]) > 16
+
+
 def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
     """True where a pixel holds data: not every band equal to ``nodata``, every band finite.
 

@@ -21,7 +21,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from geoseg import budgets
-from geoseg.core.segmenter import valid_mask
+from geoseg.core.segmenter import bands_last, valid_mask
 from geoseg.errors import MethodParameterError, PlanError
 from geoseg.methods.features import Feature
 from geoseg.tiling import default_chunks
@@ -64,6 +64,13 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
         raise PlanError(
             f"A raster has dims (band, y, x), (band, z, y, x) or (y, x); got an array of shape "
             f"{data.shape}. Give a band axis first to volumes."
+        )
+    if names is None and bands_last(data.shape):
+        raise PlanError(
+            f"A raster has dims (band, y, x); got an array of shape {data.shape}, which would be "
+            f"{data.shape[0]} bands of {data.shape[1]} x {data.shape[2]} pixels. Its last axis looks "
+            "like its bands: move them first (np.moveaxis(array, -1, 0)), or pass "
+            "xr.DataArray(array, dims=(\"y\", \"x\", \"band\"))."
         )
     if len(data.chunks[0]) > 1:
         data = data.rechunk({0: -1})  # all bands of one spatial chunk in one task

@@ -12,7 +12,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from geoseg.core.segmenter import Segmenter
+from geoseg.core.segmenter import Segmenter, bands_last
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.sources import RasterSource
 from geoseg.models.modelfile import load_model
@@ -46,12 +46,15 @@ def segment(
     raster
         ``("band", "y", "x")`` DataArray, ideally from :func:`geoseg.open_raster`, in
         which case each task reads its own window from storage; wrap an in-memory array as
-        ``xr.DataArray(arr, dims=("band", "y", "x"))``.
+        ``xr.DataArray(arr, dims=("band", "y", "x"))`` (an image with its bands last, as
+        numpy and PIL hold RGB: ``dims=("y", "x", "band")``).
     model
         A segmenter (e.g. from :func:`geoseg.load_model`) or a model path/URL (or
         ``os.PathLike``).
     output
-        ``"classes"`` (class ids, ``(y, x)``) or ``"probabilities"`` (``(class, y, x)``).
+        ``"classes"`` (class ids, ``(y, x)``, uint8, or uint16 beyond 255 classes) or
+        ``"probabilities"`` (``(class, y, x)`` float32, NaN where the input has no data; a
+        job stores them as float16).
     chunks
         Output chunk size, one int or one per spatial axis (default: the
         raster's chunks).
@@ -208,6 +211,12 @@ def _band_first(raster: xr.DataArray) -> xr.DataArray:
         )
     if "band" not in raster.dims:
         raster = raster.expand_dims(band=["band_1"])
+    if raster.dims[-1] == "x" and bands_last(raster.shape):
+        raise ParameterError(
+            f"segment(): raster: received dims {raster.dims} with shape {raster.shape}: "
+            f"{raster.shape[0]} bands of {raster.shape[1]} x {raster.shape[2]} pixels. Its last axis "
+            "looks like its bands: name the axes as they are, xr.DataArray(array, dims=(\"y\", "
+            "\"x\", \"band\")), or move the bands first (np.moveaxis(array, -1, 0)).")
     return raster if raster.dims == ("band", *spatial) else raster.transpose("band", *spatial)
 
 

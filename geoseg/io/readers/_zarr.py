@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from geoseg.core.segmenter import bands_last
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import missing, remote
@@ -197,6 +198,13 @@ def axis_roles(shape: Sequence[int], dims: Sequence[str | None] | None, url: str
             f"Array at {url} has {len(shape)} dimensions and no dimension names; expected 2 (y, x), "
             "3 (band, y, x) or 4 (band, z, y, x). Name its dimensions (Zarr v3 dimension_names or "
             "xarray's _ARRAY_DIMENSIONS) so geoseg knows which axis is which."
+        )
+    if bands_last(shape):
+        raise UnsupportedFormatError(
+            f"Array at {url} has shape {tuple(shape)} and no dimension names, so it would read as "
+            f"(band, y, x): {shape[0]} bands of {shape[1]} x {shape[2]} pixels. Its last axis looks "
+            "like its bands: name its dimensions [\"y\", \"x\", \"band\"] (Zarr v3 dimension_names "
+            "or xarray's _ARRAY_DIMENSIONS), or write it band first."
         )
     return unnamed[len(shape)]
 
