@@ -17,6 +17,7 @@ rerun with the same settings skips the stage and any other state redoes it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -33,10 +34,18 @@ from geoseg.instances.table import object_table, write_table
 from geoseg.instances.watershed import distance_watershed, instances_from_classes
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import INSTANCE_FILES, OutputTarget
-from geoseg.io.stages import file_sha256, file_url, mark_stage, stage_record, store_hashed
+from geoseg.io.stages import (
+    file_sha256,
+    file_url,
+    lost_since_written,
+    mark_stage,
+    stage_record,
+    store_hashed,
+)
 
 METHODS = ("auto", "components", "watershed", "decode")
 FILES = INSTANCE_FILES
+log = logging.getLogger("geoseg.instances")
 
 
 @dataclass(frozen=True)
@@ -246,7 +255,11 @@ def label_output(target: OutputTarget, settings: InstanceSettings, *,
     attrs = target.attrs()
     done = stage_record(target, "instances")
     if done.get("status") == "complete" and done.get("settings") == settings.record():
-        return InstanceReport(done["count"], 0.0, done["routes"], done["files"], skipped=True)
+        lost = lost_since_written(target, "instances")
+        if not lost:
+            return InstanceReport(done["count"], 0.0, done["routes"], done["files"], skipped=True)
+        log.warning("%s: the instances written with these settings lost %s since they were written: "
+                    "labelling again", public_url(target.url), short_list(lost))
     classes = stored_array(target, "classes")
     route_list = routes(settings, attrs["class_names"], attrs.get("nodata_class"),
                         attrs.get("instances_decoding", ()), ndim=classes.ndim,

@@ -99,11 +99,42 @@ def verify_stage(target: OutputTarget, name: str) -> list[str]:
     if name not in group or hashes_name(name) not in group:
         return [f"{name} (array missing)"]
     bad = _bad_chunks(name, da.from_zarr(group[name]), np.asarray(group[hashes_name(name)][...]))
+    return bad + changed_files(target, record)
+
+
+def lost_since_written(target: OutputTarget, name: str) -> list[str]:
+    """What a complete stage ``name`` lost since it was written, found cheaply: its array or
+    chunks gone from storage (one listing; a chunk of only the fill value is never stored, so an
+    absent one counts when its recorded sha256 is another's) and its files gone or changed
+    (re-hashed: they are small beside the arrays). Bytes changed in place inside a stored chunk
+    are left to :func:`verify_stage`, a full read."""
+    group = target.open_group(mode="r")
+    if name not in group or hashes_name(name) not in group:
+        return [f"{name} (array missing)"]
+    array, recorded = group[name], np.asarray(group[hashes_name(name)][...])
+    stored = np.zeros(recorded.shape[:-1], dtype=bool)
+    for key in target.stored_keys(name):
+        coords = tuple(int(i) for i in key.split("."))
+        if all(c < n for c, n in zip(coords, stored.shape)):
+            stored[coords] = True
+    lost = []
+    for index in map(tuple, np.argwhere(~stored).tolist()):
+        shape = tuple(min(c, n - i * c) for i, c, n in zip(index, array.chunks, array.shape))
+        empty = _sha256(np.full(shape, array.fill_value, array.dtype))
+        if not np.array_equal(empty, recorded[index]):
+            lost.append(f"{name}:{'.'.join(map(str, index))} (absent)")
+    return lost + changed_files(target, stage_record(target, name))
+
+
+def changed_files(target: OutputTarget, record: dict[str, Any]) -> list[str]:
+    """The files a stage ``record`` lists that are gone, or no longer hash to their sha256."""
+    bad = []
     for filename, digest in record.get("files", {}).items():
         try:
             same = file_sha256(file_url(target, filename), target.storage_options) == digest
         except FileNotFoundError:
-            same = False
+            bad.append(f"{filename} (absent)")
+            continue
         if not same:
             bad.append(filename)
     return bad

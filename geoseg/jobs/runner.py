@@ -414,7 +414,8 @@ def finish_edges(prepared: PreparedJob, target: OutputTarget) -> None:
     whole raster (:func:`geoseg.methods.hysteresis`)."""
     if not (isinstance(prepared.model, Canny) and prepared.model.hysteresis == "deferred"):
         return
-    if stages.stage_record(target, "edges").get("status") == "complete":
+    if (stages.stage_record(target, "edges").get("status") == "complete"
+            and not stages.lost_since_written(target, "edges")):
         return
     stages.mark_stage(target, "edges", {"status": "running"})
     classes = da.from_zarr(target.open_group(mode="r")["classes"])

@@ -236,3 +236,33 @@ def test_instances_of_a_job_output_leave_its_background_class_out(tmp_path):
     assert done.returncode == 0, done.stderr
     labels = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["instances"][:]
     assert_same_partition(labels, ndi.label(image[0] > 100)[0])
+
+
+def test_a_rerun_labels_again_what_the_instances_lost_since_they_were_written(tmp_path):
+    """A rerun with the same settings skips finished instances only while their chunks and
+    files are all there as written: a deleted chunk, a deleted or changed file is labelled
+    again, never reported done."""
+    _, mask = nodata_mask(tmp_path)
+    zarr.create_array(str(tmp_path / "m.zarr"), shape=mask.shape, chunks=(16, 16), dtype="uint8",
+                      dimension_names=["y", "x"], attributes={"_FillValue": 255})[:] = mask
+    out = tmp_path / "out.zarr"
+    assert geoseg("instances", str(tmp_path / "m.zarr"), "--out", str(out), "--cluster",
+                  "threads").returncode == 0
+    skipped = geoseg("instances", str(out), "--cluster", "threads")
+    assert skipped.returncode == 0 and "labelling again" not in skipped.stderr, skipped.stderr
+    assert not (out / "instances" / "c" / "3" / "0").exists()  # chunks without objects: not stored
+
+    damages = {"instances:0.0 (absent)": lambda: (out / "instances" / "c" / "0" / "0").unlink(),
+               "polygons.geojson (absent)": lambda: (out / "polygons.geojson").unlink(),
+               "instances.parquet": lambda: (out / "instances.parquet").open("ab").write(b"junk")}
+    for name, damage in damages.items():
+        assert geoseg("verify", str(out)).returncode == 0
+        damage()
+        assert geoseg("verify", str(out)).returncode == 1, name
+        again = geoseg("instances", str(out), "--cluster", "threads")
+        said = " ".join(again.stderr.split())
+        assert again.returncode == 0 and f"lost {name} since they were written" in said, said
+        assert geoseg("verify", str(out)).returncode == 0, name
+        assert_same_partition(zarr.open_group(str(out), mode="r")["instances"][:],
+                              objects_of(mask, (1, 2)))
+        assert len(pd.read_parquet(out / "instances.parquet")) == 2
