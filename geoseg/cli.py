@@ -334,6 +334,8 @@ def demo(
                   f"instances: {instances} (labels, instances.parquet, polygons.parquet, "
                   "polygons.geojson)")
     _html_report(result.report.record_url)
+    if result.instance_report is not None:
+        _html_report(result.instance_report.record_url)
 
 
 @app.command()

@@ -72,9 +72,10 @@ def run_demo(out: str | Path, *, size: int = 4096, seed: int = 2026, overwrite: 
     log(f"generating a {size} x {size} synthetic scene (seed {seed})")
     scene = make_scene(size, size, seed=seed, touching=TOUCHING)
     write_scene(scene, urls["scene"])
-    semantic, instances = (_demo_job(urls["scene"], urls[name], model, classes)
-                           for name, model, classes in (("mask", MODEL, ["building"]),
-                                                        ("instances", INSTANCE_MODEL, None)))
+    semantic, instances = (_demo_job(urls["scene"], urls[name], model, classes, scored)
+                           for name, model, classes, scored in (
+                               ("mask", MODEL, ["building"], True),
+                               ("instances", INSTANCE_MODEL, None, False)))
     with connect(scheduler) as client:
         report = run(semantic, client=client, overwrite=overwrite, on_start=on_start, on_done=on_done)
         log("instances: the bundled instance model on the same scene")
@@ -88,11 +89,17 @@ def run_demo(out: str | Path, *, size: int = 4096, seed: int = 2026, overwrite: 
     return DemoResult(report, mean_iou(confusion), ious, urls["scene"], instance_report, panoptic)
 
 
-def _demo_job(scene_url: str, out_url: str, model: str, classes: list[str] | None) -> JobSpec:
-    return JobSpec.from_dict({"name": "demo", "input": {"url": scene_url, "variable": "image"},
-                              "model": {"path": model},
-                              "output": {"url": out_url, "chunks": [1024, 1024]},
-                              "instances": {"classes": classes}})
+def _demo_job(scene_url: str, out_url: str, model: str, classes: list[str] | None,
+              scored: bool) -> JobSpec:
+    """A job of the demo; ``scored``: its tasks also score their chunks against the scene's
+    labels, so that its run record and report hold the confusion matrix and the IoUs."""
+    spec: dict[str, Any] = {"name": "demo", "input": {"url": scene_url, "variable": "image"},
+                            "model": {"path": model},
+                            "output": {"url": out_url, "chunks": [1024, 1024]},
+                            "instances": {"classes": classes}}
+    if scored:
+        spec["evaluate"] = {"reference": {"url": scene_url, "variable": "labels"}}
+    return JobSpec.from_dict(spec)
 
 
 def _building_pq(scene: Any, output_url: str) -> dict[str, float]:

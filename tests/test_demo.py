@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import zarr
-from sklearn.metrics import jaccard_score
+from sklearn.metrics import confusion_matrix, jaccard_score
 
 from geoseg.instances import panoptic_quality
 from tests.cli import geoseg as in_this_process
@@ -36,6 +37,13 @@ def test_demo_segments_a_scene_and_reports_its_miou(tmp_path):
     assert miou > 0.9  # the bundled model scores 0.978 on this unseen 512 x 512 scene
     assert dict(mask["spatial_ref"].attrs) == dict(scene["spatial_ref"].attrs)
     assert len(list(runs.glob("*-demo-*.json"))) == 2  # the semantic and the instance job's records
+    assert len(list(runs.glob("*-demo-*.html"))) == 2  # and their reports
+    record = next(p for p in runs.glob("*-demo-*.json") if json.loads(p.read_text()).get("evaluation"))
+    evaluation = json.loads(record.read_text())["evaluation"]
+    assert round(evaluation["miou"], 3) == printed  # the report's scores are the printed ones
+    assert np.array_equal(evaluation["confusion"],
+                          confusion_matrix(truth, pred, labels=range(len(evaluation["confusion"]))))
+    assert "confusion" in record.with_suffix(".html").read_text().lower()
 
     said = " ".join((result.stderr + result.stdout).split())
     pq = float(re.search(r"buildings, instance model: panoptic quality ([0-9.]+)", said).group(1))
