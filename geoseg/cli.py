@@ -500,7 +500,7 @@ def export(
                                                    "(volumes).")] = None,
     resampling: Annotated[str, typer.Option(help="Coarser levels by mode or nearest (never "
                                                  "averaged).")] = "mode",
-    blocksize: Annotated[int, typer.Option(help="COG tile size (a multiple of 16).")] = 512,
+    blocksize: Annotated[int, typer.Option(help="COG tile size (a multiple of 16, 16 to 4096).")] = 512,
     compress: Annotated[str, typer.Option(help="COG compression (lossless: deflate, lzw, zstd, "
                                                "lzma, packbits, none).")] = "deflate",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file or label.")] = False,

@@ -197,6 +197,7 @@ def test_a_folder_as_destination_is_refused_even_with_overwrite(tmp_path):
         ({"resampling": "bilinear"}, "not allowed for class ids"),
         ({"compress": "jpeg"}, "expected a lossless one"),
         ({"blocksize": 100}, "multiple of 16"),
+        ({"blocksize": 65536}, "from 16 to 4096"),  # a tile GDAL would buffer whole: gigabytes
     ],
 )
 def test_settings_that_would_alter_class_ids_are_refused(tmp_path, kwargs, message):

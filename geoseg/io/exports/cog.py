@@ -38,6 +38,9 @@ from geoseg.io.readers._geotiff import GeoTIFFSource, open_rasterio
 LOSSLESS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")
 
 
+MAX_BLOCKSIZE = 4096  # a tile of 4096^2 uint16 is 32 MiB; GDAL buffers whole tiles
+
+
 @dataclass(frozen=True)
 class CogSettings:
     """Tile size, compression and overview resampling of a COG of class ids."""
@@ -52,10 +55,11 @@ class CogSettings:
     ) -> CogSettings:
         """Validated settings; lossy compression and averaging resampling are refused."""
         size = int(blocksize)
-        if size < 16 or size % 16:
+        if size < 16 or size % 16 or size > MAX_BLOCKSIZE:
             raise ExportError(
-                f"COG blocksize {blocksize!r}: expected a multiple of 16 of at least 16 "
-                "(GeoTIFF tiles), such as 256 or 512 (the default)."
+                f"COG blocksize {blocksize!r}: expected a multiple of 16 from 16 to "
+                f"{MAX_BLOCKSIZE} (GeoTIFF tiles, each compressed whole in memory), such as 256 "
+                "or 512 (the default)."
             )
         codec = str(compress).strip().lower()
         if codec not in LOSSLESS:
