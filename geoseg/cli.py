@@ -191,11 +191,14 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
 
     spec = load_job(job)  # a wrong spec is refused before the runner loads torch and dask
     from geoseg.jobs import prepare
-    from geoseg.jobs.runner import input_warnings
+    from geoseg.jobs.runner import existing_output, input_warnings
 
     prepared = prepare(spec)
     for text in input_warnings(prepared):
         console.print(f"[yellow]warning[/]: {text}")
+    found = existing_output(prepared)
+    if found:
+        console.print(f"note: {escape(found)}", highlight=False)
     src, model, work = prepared.source, prepared.model, prepared.work
     said = f"[green]ok[/]: {job}: input {src.format} {src.shape} {src.dtype}, {prepared.n_tasks} task(s), "
     spec_model = prepared.spec.model

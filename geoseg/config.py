@@ -195,6 +195,19 @@ def gpu_threads() -> int:
     return whole("GEOSEG_GPU_THREADS", "threads per GPU worker", least=1)
 
 
+def check_settings() -> None:
+    """Parse every setting of this module now, so that ``geoseg validate`` and a job's start
+    name a bad ``GEOSEG_*`` value before anything runs, not a task or a worker minutes later.
+    ``GEOSEG_DEVICE`` is checked as written, without asking torch for a GPU."""
+    for read in (torch_threads, batch_size, region_bytes, tile_size, lambda: tile_size(3),
+                 read_cache_bytes, inprocess_pixels, worker_wait, gpu_threads):
+        read()
+    if get("GEOSEG_DEVICE").strip().lower() != "auto":
+        device()
+    if get("GEOSEG_GPUS").strip().lower() not in ("auto", "none"):
+        parse_gpu_ids(get("GEOSEG_GPUS"))
+
+
 def log_format() -> str:
     """``GEOSEG_LOG_FORMAT`` as given; :func:`geoseg.logs.log_format` checks it."""
     return get("GEOSEG_LOG_FORMAT")

@@ -97,3 +97,18 @@ def test_a_bad_geoseg_device_is_named_before_torch_sees_it(monkeypatch, value):
     with pytest.raises(SettingError, match=rf"GEOSEG_DEVICE: received {re.escape(repr(value))}; "
                                            r"expected auto \(CUDA when present\), cpu, cuda or cuda:N"):
         config.device()
+
+
+@pytest.mark.parametrize("variable, value", [
+    *((variable, "abc") for _, variable in NUMERIC), ("GEOSEG_DEVICE", "gpu"), ("GEOSEG_GPUS", "0,0"),
+])
+def test_validate_names_a_bad_setting_before_anything_runs(tmp_path, variable, value):
+    """As a run would, once its tasks or workers read it: here before any input is opened."""
+    from tests.cli import geoseg as cli
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input: {{url: {tmp_path / 'absent.tif'}}}\nmodel: {{method: otsu}}\n"
+                   f"output: {{url: {tmp_path / 'out.zarr'}}}\n")
+    result = cli("validate", str(job), env={variable: value})
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and said.startswith(f"error: {variable}: received {value!r}"), said

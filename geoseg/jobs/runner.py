@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
-from geoseg import logs
+from geoseg import config, logs
 from geoseg.core.records import now
 from geoseg.core.segmenter import Segmenter, band_order
 from geoseg.core.urls import public_url
@@ -92,6 +92,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     statistics is fitted later, by :meth:`PreparedJob.fitted`. A job over its budgets
     (:mod:`geoseg.budgets`) raises :class:`~geoseg.errors.BudgetError`.
     """
+    config.check_settings()  # a bad GEOSEG_* value is named now, not by a task
     inp = spec.input
     with _key("input.url", bands="input.bands"):
         source = open_source(inp.url, inp.storage_options, variable=inp.variable, bands=inp.bands,
@@ -503,6 +504,20 @@ def _refuse_foreign_output(url: str, storage_options: dict[str, Any], overwrite:
         raise OutputExistsError(f"Output {url} already exists and is not a geoseg output; nothing was "
                                 "written. Choose another output URL: geoseg never deletes what it did "
                                 "not write, even with --overwrite (remove it yourself if it is to go).")
+
+
+def existing_output(prepared: PreparedJob) -> str | None:
+    """What ``geoseg run`` will do with an output already at the job's URL, for ``validate``:
+    ``None`` when there is none; raises as the run would for one that no geoseg job wrote."""
+    out = prepared.spec.output
+    if not output_exists(out.url, out.storage_options):
+        return None
+    _refuse_foreign_output(out.url, out.storage_options, overwrite=False)
+    attrs = OutputTarget(out.url, dict(out.storage_options)).attrs()
+    if attrs["job_identity"] != job_identity(prepared):
+        return (f"output {out.url} exists, made by a different job ({_what_differs(attrs, prepared)} "
+                "differ): `geoseg run` refuses it unless --overwrite, which replaces it")
+    return f"output {out.url} exists, written by this job: `geoseg run` resumes it"
 
 
 def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarget, set[str]]:

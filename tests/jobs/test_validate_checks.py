@@ -155,6 +155,26 @@ def test_a_file_where_the_output_folder_should_be_fails_validate(tmp_path, model
     assert code == 2 and f"cannot write {out}: {tmp_path / 'taken'} is a file" in said, said
 
 
+def test_validate_says_what_run_will_do_with_an_existing_output(tmp_path, scene, cli):
+    """A folder of the user's is refused as the run refuses it; a geoseg output is resumed by
+    the same job and refused, unless --overwrite, by another."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    job = method_job(tmp_path, scene, "threshold", thresholds=[100], feature=1)
+    spec = yaml.safe_load(Path(job).read_text())
+    code, said = cli("validate", write_job(tmp_path, {**spec, "output": {**spec["output"],
+                                                                          "url": str(tmp_path / "mine")}}))
+    assert code == 2 and "already exists and is not a geoseg output" in said, said
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+    job = method_job(tmp_path, scene, "threshold", thresholds=[100], feature=1)
+    assert geoseg("run", job, "--cluster", "threads").returncode == 0
+    code, said = cli("validate", job)
+    assert code == 0 and "written by this job: `geoseg run` resumes it" in said, said
+    code, said = cli("validate", method_job(tmp_path, scene, "threshold", thresholds=[90], feature=1))
+    assert code == 0 and "made by a different job" in said and "unless --overwrite" in said, said
+
+
 # --- array metadata ----------------------------------------------------------------------
 
 
