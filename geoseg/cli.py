@@ -165,7 +165,7 @@ def _progress() -> Any:
 def run(
     job: Annotated[Path, typer.Argument(help="YAML job spec.")],
     cluster: Annotated[str | None, typer.Option(
-        help="local, slurm, pbs, kubernetes or a scheduler address (tcp://host:8786); "
+        help="local, threads, slurm, pbs, kubernetes or a scheduler address (tcp://host:8786); "
              "overrides the spec's cluster section.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Scheduler address, e.g. tcp://host:8786.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
@@ -411,7 +411,7 @@ def batch(
     dry_run: Annotated[bool, typer.Option(help="Show what would run, skip or be replaced; "
                                                "write nothing.")] = False,
     cluster: Annotated[str | None, typer.Option(
-        help="local, slurm, pbs, kubernetes or a scheduler address (tcp://host:8786); "
+        help="local, threads, slurm, pbs, kubernetes or a scheduler address (tcp://host:8786); "
              "overrides the spec's cluster section.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Scheduler address.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace outputs another job spec made.")] = False,
