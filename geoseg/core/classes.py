@@ -27,6 +27,15 @@ class ClassInfo:
         return {"name": self.name, "color": list(self.color)}
 
 
+def default_color(index: int) -> tuple[int, int, int]:
+    """The colour of class ``index`` of an output that names none, the same in quicklooks,
+    reports and exported colour maps: hues a golden angle apart, distinct for any class count."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.65, 0.95)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
 def _color(value: Any, name: str) -> tuple[int, int, int]:
     """``value`` as an RGB triple, refused unless it is one: what a file says is drawn as is
     (swatches, colour maps), so a colour of another length or range would fail only there."""

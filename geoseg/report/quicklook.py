@@ -23,11 +23,10 @@ import dask
 import dask.array as da
 import numpy as np
 
+from geoseg.core.classes import default_color
+
 DEFAULT_SIZE = 1024  # longest side of the picture, in pixels
 LEGEND_MAX = 24  # classes the legend names at most; any others it counts in one last entry
-PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-                    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34],
-                    [23, 190, 207]], np.uint8)
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,9 @@ def stretch(rgb: np.ndarray, low: float = 2, high: float = 98,
 
 
 def class_colors(colors: Sequence[Sequence[int]] | None, n: int) -> np.ndarray:
-    """``(n, 3)`` uint8 colours: the model's where it gives them, a fixed palette else."""
-    out = np.array([PALETTE[i % len(PALETTE)] for i in range(n)], np.uint8).reshape(n, 3)
+    """``(n, 3)`` uint8 colours: the model's where it gives them, else those exports give the
+    classes (:func:`~geoseg.core.classes.default_color`)."""
+    out = np.array([default_color(i) for i in range(n)], np.uint8).reshape(n, 3)
     for i, color in enumerate(list(colors or [])[:n]):
         out[i] = np.asarray(color, np.uint8)[:3]
     return out
@@ -136,7 +136,7 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
     attrs = _output_attrs(target)
     classes = _classes_source(target)
     image, note = _image(attrs, image_url, variable, bands,
-                         storage_options if image_options is None else image_options)
+                         storage_options if image_options is None else image_options, classes)
     if check:
         note = "; ".join(filter(None, [state_note(target, attrs), note]))
     step = step_for(classes.shape[1:], size)
@@ -185,10 +185,14 @@ def _output_attrs(target: Any) -> dict[str, Any]:
 
 def _image(attrs: dict[str, Any], url: str | None, variable: str | None,
            bands: Sequence[int] | None, storage_options: dict[str, Any] | None,
-           ) -> tuple[da.Array | None, str]:
-    """The input's bands to draw under the mask, lazily; ``(None, why)`` when there are none.
-    The run's input may have moved since: then the mask is drawn alone and the caption says
-    why. An image or bands the caller named that cannot be read are an error instead."""
+           classes: Any) -> tuple[da.Array | None, str]:
+    """The input's bands to draw under the mask (whose raster source is ``classes``), lazily;
+    ``(None, why)`` when there are none. The run's input may have moved or changed since: then
+    the mask is drawn alone and the caption says why. An image or bands the caller named that
+    cannot be read, or that lie on another grid than the mask, are an error instead."""
+    from geoseg.core.urls import public_url
+    from geoseg.errors import ExportError
+    from geoseg.io.georef import grid_difference
     from geoseg.io.readers import open_source, source_to_dataarray
 
     job = (attrs.get("provenance") or {}).get("job", {}).get("input", {})
@@ -203,6 +207,14 @@ def _image(attrs: dict[str, Any], url: str | None, variable: str | None,
         if asked:
             raise
         return None, f"input {url} not readable ({type(exc).__name__}): the mask alone"
+    differs = grid_difference(source.shape[1:], source.georef, classes.shape[1:], classes.georef)
+    if differs is not None:
+        if asked:
+            raise ExportError(
+                f"--image {public_url(url)} is not on the output's grid ({differs}, the image's "
+                "first): the mask cannot be drawn over it. Give the raster the job read, or one "
+                "on its grid.")
+        return None, f"input {public_url(url)} is on another grid now ({differs}): the mask alone"
     data = source_to_dataarray(source).data
     if bands is None:
         data = data[:3]
@@ -216,18 +228,18 @@ def _views(classes: Any, image: da.Array | None, step: int,
     shape = tuple(classes.shape[1:])
     if len(shape) == 2:
         mask, bad = sampled(classes, (slice(None),) * 2, step, fill)
-        picture = None if image is None or image.shape[-2:] != shape else coarse(image, step)
+        picture = None if image is None else coarse(image, step)
         return (("", picture, mask),), bad
     z, y, x = (n // 2 for n in shape)
     cuts = ((f"axial z={z}", (z, slice(None), slice(None))),
             (f"coronal y={y}", (slice(None), y, slice(None))),
             (f"sagittal x={x}", (slice(None), slice(None), x)))
-    same = image is not None and image.shape[1:] == shape
     views, bad = [], []
     for title, cut in cuts:
         mask, failed = sampled(classes, cut, step, fill)
         bad += [name for name in failed if name not in bad]
-        views.append((title, coarse(image[(slice(None), *cut)], step) if same else None, mask))
+        views.append((title, None if image is None else coarse(image[(slice(None), *cut)], step),
+                      mask))
     return tuple(views), bad
 
 
@@ -314,7 +326,7 @@ def render(look: Quicklook, *, dpi: int = 100) -> bytes:
 
     handles = _handles(look)
     layout = _Layout.of([v[2].shape for v in look.views], [h.get_label() for h in handles],
-                        bool(look.note))
+                        bool(look.note), [v[0] for v in look.views])
     fig = Figure(figsize=(layout.width / dpi, layout.height / dpi), dpi=dpi)
     for box, (title, rgb, classes) in zip(layout.boxes(), look.views):
         ax = fig.add_axes(box)
@@ -357,6 +369,7 @@ class _Layout:
     the title and the views' titles, over the legend's rows."""
 
     sizes: tuple[tuple[int, int], ...]  # (height, width) per view
+    slots: tuple[int, ...]  # the width each view takes: its own, or its title's when wider
     columns: int  # of the legend
     width: int
     height: int
@@ -365,27 +378,30 @@ class _Layout:
 
     @classmethod
     def of(cls, sizes: Sequence[tuple[int, ...]], labels: Sequence[str],
-           note: bool = False) -> _Layout:
-        """The layout of views of ``sizes`` over a legend of ``labels`` (under a ``note``): as
-        many columns as the longest label leaves room for, at most 6, and as many rows as
-        they need."""
+           note: bool = False, titles: Sequence[str] = ()) -> _Layout:
+        """The layout of views of ``sizes`` (under their ``titles``) over a legend of
+        ``labels`` (under a ``note``): as many columns as the longest label leaves room for,
+        at most 6, and as many rows as they need."""
         sizes = tuple((int(h), int(w)) for h, w in sizes)
-        views = sum(w for _, w in sizes) + cls.gap * (len(sizes) + 1)
+        titles = tuple(titles) or ("",) * len(sizes)
+        slots = tuple(max(w, 7 * len(t)) for (_, w), t in zip(sizes, titles))  # ~7 px a char
+        views = sum(slots) + cls.gap * (len(sizes) + 1)
         width = max(views, 360)
         column = max(110, 56 + 7 * max(map(len, labels), default=0))  # patch, gaps, ~7 px a char
         columns = max(1, min(len(labels), 6, width // column))
         bottom = 16 + 16 * math.ceil(len(labels) / columns)
         top = 44 + 24 * note  # the title (and a note under it), then each view's
-        return cls(sizes, columns, width, top + max(h for h, _ in sizes) + bottom, top)
+        return cls(sizes, slots, columns, width, top + max(h for h, _ in sizes) + bottom, top)
 
     def boxes(self) -> list[tuple[float, float, float, float]]:
-        """Each view's axes as figure fractions (left, bottom, width, height)."""
-        x = (self.width - sum(w for _, w in self.sizes) - self.gap * (len(self.sizes) - 1)) // 2
+        """Each view's axes as figure fractions (left, bottom, width, height), centred in its
+        slot."""
+        x = (self.width - sum(self.slots) - self.gap * (len(self.sizes) - 1)) // 2
         boxes = []
-        for h, w in self.sizes:
-            bottom = self.height - self.top - h
-            boxes.append((x / self.width, bottom / self.height, w / self.width, h / self.height))
-            x += w + self.gap
+        for (h, w), slot in zip(self.sizes, self.slots):
+            bottom, left = self.height - self.top - h, x + (slot - w) // 2
+            boxes.append((left / self.width, bottom / self.height, w / self.width, h / self.height))
+            x += slot + self.gap
         return boxes
 
 

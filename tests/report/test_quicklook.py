@@ -219,6 +219,57 @@ def test_bands_or_an_image_named_that_cannot_be_read_are_an_error_not_a_caption(
     assert not png.exists()
 
 
+def test_an_image_on_another_grid_is_never_drawn_under_the_mask(tmp_path):
+    """Another size, or the same size elsewhere on the map: named by --image, an error naming
+    the difference; the run's input grown since, the mask alone with a caption saying why."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from tests.conftest import write_geotiff  # on the grid _output gives the mask
+
+    out = _output(tmp_path, (40, 40), (32, 32))
+    png = tmp_path / "q.png"
+    image = textured_image(40, 40)
+    elsewhere = str(tmp_path / "far.tif")
+    with rasterio.open(elsewhere, "w", driver="GTiff", width=40, height=40, count=3, dtype="uint8",
+                       crs="EPSG:32618", transform=from_origin(1e5, 4.5e6, 10, 10)) as dst:
+        dst.write(image)
+    bigger = write_geotiff(tmp_path / "big.tif", textured_image(50, 40))
+    assert_clean(geoseg("quicklook", out, str(png), "--image", elsewhere), 2,
+                 "is not on the output's grid (transform", "Give the raster the job read")
+    assert_clean(geoseg("quicklook", out, str(png), "--image", bigger), 2,
+                 "is not on the output's grid (shape (50, 40) against (40, 40)")
+    assert not png.exists()
+    same = write_geotiff(tmp_path / "same.tif", image)
+    assert build(out, image_url=same, size=40).views[0][1] is not None
+
+    zarr.open_group(str(tmp_path / "image.zarr"), mode="w").create_array(
+        "image", shape=(3, 50, 40), dtype="uint8", chunks=(3, 32, 32))
+    look = build(out, size=40)
+    assert look.views[0][1] is None and "is on another grid now (shape (50, 40)" in look.note
+
+
+def test_an_output_without_class_colours_is_drawn_in_the_colours_its_cog_gets(tmp_path):
+    """A mask geoseg adopted names no colours: the quicklook, the report and the exported colour
+    map must still agree on which colour is which class."""
+    import rasterio
+
+    from geoseg.io.exports import export_cog
+
+    target = create_output(str(tmp_path / "out.zarr"), shape=(40, 40), chunks=(40, 40),
+                           georef=GeoRef.from_crs("EPSG:32618", (10, 0, 5e5, 0, -10, 4.5e6)),
+                           class_names=NAMES, class_dtype="uint8", nodata_class=255,
+                           attrs={"status": "running"})
+    target.open_group()["classes"][...] = np.arange(40 * 40).reshape(40, 40) % 3
+    target.finalize({"status": "complete"})
+    look = build(target.url, size=40)
+    export_cog(target.url, str(tmp_path / "m.tif"))
+    with rasterio.open(tmp_path / "m.tif") as cog:
+        exported = [cog.colormap(1)[i][:3] for i in range(3)]
+    assert [tuple(c) for c in look.colors.tolist()] == exported
+    assert len(set(exported)) == 3
+
+
 def test_the_caption_and_the_command_warn_of_an_unfinished_or_damaged_output(tmp_path,
                                                                             cluster_address):
     """Regions an output lacks are drawn as no-data: the picture must not pass for the run's."""

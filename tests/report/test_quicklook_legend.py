@@ -113,3 +113,15 @@ def test_an_adopted_mask_names_its_declared_nodata_and_ids_still_select_classes(
     undeclared = write_geotiff(tmp_path / "plain.tif", np.ones((1, 16, 16), np.uint8), nodata=None)
     plain = OutputTarget(str(adopt_mask(undeclared, str(tmp_path / "p.zarr")).url)).attrs()
     assert plain["class_names"] == ["0", "1"]  # no nodata declared: no class named so
+
+
+def test_the_titles_of_narrow_volume_slices_do_not_run_into_each_other():
+    """Three slices 40 pixels wide under titles twice as long: each title's width is the view's
+    slot, so neighbouring titles stay apart."""
+    titles = ("axial z=20", "coronal y=25", "sagittal x=30")
+    layout = _Layout.of([(50, 40), (40, 40), (40, 50)], ["a", "b"], False, titles)
+    centres = [(left + width / 2) * layout.width for left, _, width, _ in layout.boxes()]
+    half = [7 * len(t) / 2 for t in titles]  # what a title takes at ~7 px a character
+    for i in range(2):
+        assert centres[i + 1] - centres[i] >= half[i] + half[i + 1]
+    assert all(0 <= left and left + width <= 1 for left, _, width, _ in layout.boxes())

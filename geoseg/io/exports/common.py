@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 
+from geoseg.core.classes import default_color
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     ExportError,
@@ -122,7 +123,7 @@ def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> Fi
         raise ExportError(problem)
     source = open_source(url, so, variable="classes")
     names = tuple(str(n) for n in attrs.get("class_names", []))
-    colors = attrs.get("class_colors") or [_default_color(i) for i in range(len(names))]
+    colors = attrs.get("class_colors") or [default_color(i) for i in range(len(names))]
     return FinishedOutput(
         url=url,
         source=source,
@@ -150,14 +151,6 @@ def _geoseg_attrs(url: str, so: dict[str, Any]) -> dict[str, Any]:
 def _rgba(color: Any) -> tuple[int, int, int, int]:
     values = [int(v) for v in color][:4]
     return tuple(values + [255] * (4 - len(values)))  # type: ignore[return-value]
-
-
-def _default_color(index: int) -> tuple[int, int, int]:
-    """A stable colour per class id when the output names none (golden-angle hues)."""
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.65, 0.95)
-    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def refuse_existing(
