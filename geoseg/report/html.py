@@ -11,6 +11,7 @@ and the output it names; nothing is computed again but the quicklook's strided r
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -419,6 +420,8 @@ def write_batch_index(report: Any, storage_options: dict[str, Any] | None = None
             name = report_path(record_url).rsplit("/", 1)[-1]
             link = _write_text(f"{index.rsplit('/', 1)[0]}/{name}", page, storage_options)
             rows.append((item.input, record, link))
+            with contextlib.suppress(Exception):  # and beside its record, as `geoseg run` does,
+                _write_text(report_path(record_url), page)  # for `geoseg runs --html` to link
         except Exception:  # noqa: BLE001 - a failed or foreign output: listed without a report
             rows.append((f"{item.input} ({item.state})", None, None))
     return write_index(rows, index, f"geoseg batch {report.name}", storage_options)

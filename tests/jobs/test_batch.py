@@ -25,7 +25,7 @@ from geoseg.jobs.batch_spec import BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import Lease, LeaseRecord, lease_url
 from geoseg.jobs.status import verify_output
-from geoseg.report.html import write_batch_index
+from geoseg.report.html import record_of, report_path, write_batch_index
 from tests.cli import geoseg
 from tests.conftest import textured_image, write_geotiff, write_zarr
 
@@ -153,6 +153,8 @@ def test_glob_over_s3_uses_etags_and_leaks_no_secret(tmp_path, s3_server, cluste
     assert "(skipped)" not in page
     links = re.findall(r'<a href="([^"]+)">', page)  # each job's report, beside the index
     assert len(links) == 2 and all(fs.exists(f"geoseg/batch-out/{link}") for link in links)
+    beside = [report_path(record_of(i.output, s3_server)) for i in second.items]  # as runs do:
+    assert all(Path(page).read_text().startswith("<!doctype html>") for page in beside)  # runs --html links them
     everything = report + "\n".join(said) + stored + page
     assert s3_server["secret"] not in everything and s3_server["key"] not in everything
     assert not fs.glob("geoseg/batch-out/*.lease")
