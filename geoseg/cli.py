@@ -228,22 +228,73 @@ def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
 
 
 @app.command()
-def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")]) -> None:
+def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")],
+           repair: Annotated[bool, typer.Option(
+               "--repair", help="Mark the regions found damaged as not done, so that running the "
+                                "job again (same spec, without --overwrite) recomputes them.")] = False,
+           ) -> None:
     """Check every chunk of OUTPUT exists and matches its recorded checksum; exit 1 if not."""
-    from geoseg.jobs.status import verify_output
+    from geoseg.core.urls import public_url
+    from geoseg.jobs.status import repair_output, verify_output
 
+    if repair:
+        _print_repair(url, repair_output(url))
+        return
     report = verify_output(url)
     if report.ok:
         Console().print(f"ok: {report.checked} task regions match their checksums")
         return
+    _print_problems(report)
+    if report.bad_regions or report.stages:
+        console.print(f"To fix: `geoseg verify {escape(public_url(url))} --repair` marks them as not done, then "
+                      "run the job again (the same spec, without --overwrite) to recompute them.",
+                      highlight=False)
+    raise typer.Exit(1)
+
+
+def _print_problems(report: Any) -> None:
+    """What verify found: layout changes, then the regions missing, mismatched, undecodable."""
     for problem in report.layout:
         console.print(f"[red]layout:[/] {escape(problem)}", highlight=False)
     said = [f"[red]{len(keys)} {what}[/] {', '.join(map(report.where, keys[:10]))}"
             for keys, what in ((report.missing, "task region(s) missing"),
                                (report.mismatched, "mismatched"),
-                               (report.undecodable, "undecodable"))]
-    console.print("; ".join(said), highlight=False)
-    raise typer.Exit(1)
+                               (report.undecodable, "undecodable")) if keys]
+    if said:  # none when only the layout differs
+        console.print("; ".join(said), highlight=False)
+
+
+def _print_repair(url: str, repaired: Any) -> None:
+    """What ``verify --repair`` changed and what to run next; exit 1 if it could not repair."""
+    report = repaired.verify
+    if report.ok:
+        Console().print(f"ok: {report.checked} task regions match their checksums; nothing to "
+                        "repair, nothing was changed")
+        return
+    _print_problems(report)
+    if report.layout:
+        console.print("Nothing was repaired: the array metadata is not what the run wrote, so which "
+                      "regions to recompute cannot be told. Restore its zarr.json from a copy, or run "
+                      "the job again with --overwrite.", highlight=False)
+        raise typer.Exit(1)
+    shown = ", ".join(map(report.where, repaired.unmarked[:10]))
+    more = ", ..." if len(repaired.unmarked) > 10 else ""
+    if repaired.unmarked:
+        Console().print(f"un-marked {len(repaired.unmarked)} task region(s) in the manifest: "
+                        f"{shown}{more}", highlight=False)
+    if repaired.unrecorded:
+        Console().print(f"{len(repaired.unrecorded)} task region(s) were not recorded as done; "
+                        "they are computed too", highlight=False)
+    for stage, problems in repaired.stages.items():
+        again = "its job or `geoseg instances`" if stage == "instances" else "its job"
+        Console().print(f"marked the {stage} stage damaged ({', '.join(problems[:10])}): it is made "
+                        f"again when {again} runs again", highlight=False)
+    if repaired.unmarked or repaired.unrecorded:
+        Console().print("Run the job again (the same spec, without --overwrite) to recompute them.",
+                        highlight=False)
+    elif not repaired.changed:
+        Console().print("Nothing was un-marked: none of it is recorded as done, so running the job "
+                        "again (or `geoseg instances` for a stage) makes it anyway.", highlight=False)
 
 
 @app.command()

@@ -12,11 +12,14 @@ storage reads as no-data and no longer matches. Bytes changed in place are left 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
+from collections.abc import Container
 from typing import Any
 
 import numpy as np
+from zarr.core.sync import sync
 
 from geoseg.core.urls import public_url
 from geoseg.io.output import MANIFEST_SHA, OutputTarget, chunk_checksum
@@ -52,15 +55,17 @@ def damage_found(target: OutputTarget, attrs: dict) -> str | None:
             f"({', '.join(changed[:SHOWN])}{', ...' if len(changed) > SHOWN else ''})")
 
 
-def lost_regions(target: OutputTarget, done: set[str]) -> list[str]:
+def lost_regions(target: OutputTarget, done: Container[str],
+                 absent: dict[str, int] | None = None) -> list[str]:
     """Keys of the task regions in ``done`` (recorded in the manifest) with a ``classes``
-    object gone from storage, whose bytes no longer hash to the recorded sha256."""
+    object gone from storage, whose bytes no longer hash to the recorded sha256; ``absent``
+    is :func:`absent_objects` when the caller has listed it already."""
     task, chunks, shards = target.stored_layout()
     group = target.open_group(mode="r")
     arrays = {name: group[name] for name in ("classes", "probabilities") if name in group}
     grid = shards or chunks
     shape = tuple(arrays["classes"].shape)
-    absent = absent_objects(target)
+    absent = absent_objects(target) if absent is None else absent
     suspects = sorted((key, n) for key, n in absent.items() if key in done)
     recorded = _recorded(group, [key for key, _ in suspects])
     changed = []
@@ -73,6 +78,48 @@ def lost_regions(target: OutputTarget, done: set[str]) -> list[str]:
         if sha != chunk_checksum(*blocks):
             changed.append(key)
     return changed
+
+
+def lost_from_complete(target: OutputTarget) -> list[str]:
+    """Keys of the task regions that lost stored ``classes`` objects since the run of an output
+    whose manifest records every region: one listing of ``classes``, and a re-hash only of the
+    regions that lack objects. Cheap enough for ``geoseg status``, which must not read it all."""
+    absent = absent_objects(target)
+    if not absent:
+        return []
+    return lost_regions(target, set(absent), absent)  # every region is recorded: all suspects
+
+
+def drop_region(target: OutputTarget, key: str) -> int:
+    """Delete the stored ``classes`` and ``probabilities`` objects of task region ``key`` (their
+    chunks, or shards); how many were stored. For a region whose bytes no longer decode, about
+    to be computed again: a write that does not cover a whole object (a shard at the array's
+    edge) merges into the stored one, so it would read, and fail on, the broken bytes."""
+    task, chunks, shards = target.stored_layout()
+    per_task = [t // g for t, g in zip(task, shards or chunks)]  # task regions are whole objects
+    group = target.open_group()
+    dropped = 0
+    for name in ("classes", "probabilities"):
+        if name in group:
+            dropped += _drop_objects(group[name], key, per_task)
+    return dropped
+
+
+def _drop_objects(array: Any, key: str, per_task: list[int]) -> int:
+    """Delete the objects of ``array`` inside task region ``key`` (every index of any leading
+    axis, the probabilities' classes); how many were stored."""
+    grid = array.cdata_shape
+    lead = len(grid) - len(per_task)
+    spans = [range(n) for n in grid[:lead]] + [
+        range(int(i) * p, min((int(i) + 1) * p, n))
+        for i, p, n in zip(key.split("."), per_task, grid[lead:])]
+    store, prefix, dropped = array.store_path.store, array.store_path.path, 0
+    for coords in itertools.product(*spans):
+        name = f"{prefix}/{array.metadata.encode_chunk_key(coords)}"
+        if sync(store.exists(name)):
+            sync(store.delete(name))
+            dropped += 1
+    return dropped
 
 
 def absent_objects(target: OutputTarget) -> dict[str, int]:

@@ -1,4 +1,9 @@
-"""``status`` and ``verify``: what an output's manifest says, and whether its chunks still match it."""
+"""``status`` and ``verify``: what an output's manifest says, and whether its chunks still match it.
+
+``verify --repair`` un-marks in the manifest the task regions verify finds missing, changed or
+undecodable (and marks a damaged stage so), so that a rerun of the same job, which skips only
+what the manifest records, recomputes exactly those: a rerun alone notices lost chunks but not
+bytes changed in place, which only verify's full read finds."""
 
 from __future__ import annotations
 
@@ -9,15 +14,25 @@ import zarr
 
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
-from geoseg.errors import CorruptInputError, RasterNotFoundError
+from geoseg.errors import CorruptInputError, OutputBusyError, RasterNotFoundError
 from geoseg.io import remote
-from geoseg.io.integrity import absent_objects
-from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, half_created, output_exists
-from geoseg.io.stages import verify_stage
-from geoseg.jobs.lease import read_lease
+from geoseg.io.integrity import SHOWN, absent_objects, drop_region, lost_from_complete
+from geoseg.io.output import (
+    MANIFEST_DONE,
+    MANIFEST_SHA,
+    OutputTarget,
+    chunk_checksum,
+    chunk_key,
+    half_created,
+    output_exists,
+)
+from geoseg.io.stages import mark_stage, stage_record, verify_stage
+from geoseg.jobs.lease import Lease, new_owner_id, read_lease
 from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
+REPAIRED = "repaired"  # the status verify --repair leaves: not complete, a rerun recomputes
+REPAIR_LEASE_SECONDS = 120.0  # renewed while verify --repair reads and edits the output
 
 
 @dataclass
@@ -44,19 +59,46 @@ class VerifyReport:
     layout: list[str] = field(default_factory=list)  # array metadata unlike what the run made
     shape: tuple[int, ...] = ()  # of the classes
     task: tuple[int, ...] = ()  # the task region: one or more whole chunks one task wrote
+    stages: dict[str, list[str]] = field(default_factory=dict)  # a stage's problems (also in mismatched)
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.mismatched or self.undecodable or self.layout)
 
+    @property
+    def bad_regions(self) -> list[str]:
+        """The task regions (``i.j`` keys) found missing, mismatched or undecodable, sorted."""
+        found = {k for k in self.missing + self.mismatched + self.undecodable if _is_region(k)}
+        return sorted(found, key=lambda k: tuple(int(i) for i in k.split(".")))
+
     def where(self, key: str) -> str:
         """A task region's ``key`` with the pixels it covers: ``1.0 [256:512, 0:256]``; a
         stage's problem (``instances (...)``) as it is."""
-        if not all(part.isdigit() for part in key.split(".")):
+        if not _is_region(key):
             return key
         starts = [int(i) * t for i, t in zip(key.split("."), self.task)]
         spans = [f"{s}:{min(s + t, n)}" for s, t, n in zip(starts, self.task, self.shape)]
         return f"{key} [{', '.join(spans)}]"
+
+
+@dataclass
+class RepairReport:
+    """What ``verify --repair`` found and changed."""
+
+    verify: VerifyReport
+    unmarked: list[str] = field(default_factory=list)  # regions the manifest recorded, now not
+    unrecorded: list[str] = field(default_factory=list)  # bad regions the manifest never recorded
+    stages: dict[str, list[str]] = field(default_factory=dict)  # stages now marked damaged
+    status: str | None = None  # the output's status after the repair, if it changed it
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.unmarked or self.stages or self.status)
+
+
+def _is_region(key: str) -> bool:
+    """Whether ``key`` names a task region (``1.0``) rather than a stage's problem."""
+    return all(part.isdigit() for part in key.split("."))
 
 
 def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTarget, dict[str, Any]]:
@@ -92,7 +134,22 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     if state == "complete" and done != n_chunks:
         state = (f"damaged (marked complete, but its manifest records {done} of {n_chunks} "
                  "task region(s): geoseg verify names the others)")
+    elif state == "complete":
+        state = _lost_since(target) or state
     return OutputStatus(url, state, n_chunks, done, attrs.get("model"), stages)
+
+
+def _lost_since(target: OutputTarget) -> str | None:
+    """What status says of a complete output whose stored chunks were deleted since its run (a
+    rerun recomputes those regions), found by one listing; ``None`` if none was. Bytes changed
+    in place are left to verify, a full read that status must not pay."""
+    lost = lost_from_complete(target)
+    if not lost:
+        return None
+    more = ", ..." if len(lost) > SHOWN else ""
+    return (f"complete per its record, but {len(lost)} task region(s) lost stored chunks since "
+            f"({', '.join(lost[:SHOWN])}{more}): run the job again (the same spec, without "
+            "--overwrite) to recompute them")
 
 
 def _layout_changes(attrs: dict[str, Any], classes: Any, written: tuple[int, ...]) -> list[str]:
@@ -115,6 +172,9 @@ def run_state(url: str, storage_options: dict[str, Any] | None, attrs: dict[str,
     status = attrs.get("status", "unknown")
     if status == "failed":
         return f"failed ({attrs.get('error', 'no error recorded')})"
+    if status == REPAIRED:
+        return ("incomplete (geoseg verify --repair un-marked its damaged task regions; run the "
+                "job again, the same spec without --overwrite, to recompute them)")
     if status != "running":
         return status
     holder = read_lease(url, storage_options)
@@ -156,5 +216,75 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
             absent = absent_objects(target) if absent is None else absent  # listed once, if at all
             (report.missing if key in absent else report.mismatched).append(key)
     for stage in STAGES:
-        report.mismatched.extend(verify_stage(target, stage))
+        problems = verify_stage(target, stage)
+        if problems:
+            report.stages[stage] = problems
+            report.mismatched.extend(problems)
     return report
+
+
+def repair_output(url: str, storage_options: dict[str, Any] | None = None) -> RepairReport:
+    """Verify ``url`` and un-mark what it finds damaged, under the output's lease (no run may
+    write it meanwhile): each bad task region's manifest entries are cleared, a damaged stage
+    is marked ``damaged``, and a complete output becomes ``repaired`` (not complete), so that a
+    rerun of its job recomputes exactly those. An output whose array metadata changed (a layout
+    problem) is left as it is: its grid cannot be trusted to say which entries to clear."""
+    target, _ = _target(url, storage_options)
+    lease = Lease(url, storage_options, owner=new_owner_id(), seconds=REPAIR_LEASE_SECONDS)
+    if not lease.acquire():
+        holder = lease.holder
+        raise OutputBusyError(
+            f"A run is writing {public_url(url)} (lease held by "
+            f"{holder.owner if holder else 'unknown'}); nothing was repaired. Wait for it to end "
+            "(geoseg status shows it), then run geoseg verify --repair again.")
+    with lease.renewing():
+        report = RepairReport(verify_output(url, storage_options))
+        if report.verify.layout:
+            return report
+        _unmark_regions(target, report)
+        _mark_damaged_stages(target, report)
+        if report.changed or report.unrecorded:
+            _leave_incomplete(target, report)
+    return report
+
+
+def _unmark_regions(target: OutputTarget, report: RepairReport) -> None:
+    """Clear the manifest entries (done flag and sha256) of the bad regions it records."""
+    bad = report.verify.bad_regions
+    if not bad:
+        return
+    recorded = target.done_keys()
+    report.unmarked = [k for k in bad if k in recorded]
+    report.unrecorded = [k for k in bad if k not in recorded]
+    group = target.open_group()
+    done, sha = group[MANIFEST_DONE], group[MANIFEST_SHA]
+    for key in report.unmarked:
+        index = tuple(int(i) for i in key.split("."))
+        done[index] = False  # the fill value: the entry's object is removed, as listings count
+        sha[index] = 0
+    for key in report.verify.undecodable:  # unreadable anyway; a rerun must not merge into them
+        if _is_region(key):
+            drop_region(target, key)
+
+
+def _mark_damaged_stages(target: OutputTarget, report: RepairReport) -> None:
+    """Mark each complete stage verify found damaged ``damaged``, keeping its settings: its
+    next run (the job's, or ``geoseg instances``) redoes a stage that is not complete."""
+    for stage, problems in report.verify.stages.items():
+        record = stage_record(target, stage)
+        if record.get("status") != "complete":
+            continue  # not complete already: its next run redoes it anyway
+        mark_stage(target, stage, {**record, "status": "damaged", "damaged": problems[:SHOWN]})
+        report.stages[stage] = problems
+
+
+def _leave_incomplete(target: OutputTarget, report: RepairReport) -> None:
+    """A complete output whose regions were un-marked (or never all recorded) is ``repaired``;
+    metadata is consolidated again either way, so readers see the new attributes."""
+    attrs = target.attrs()
+    if attrs.get("status") == "complete" and (report.unmarked or report.unrecorded):
+        report.status = REPAIRED
+        target.finalize({"status": REPAIRED, "repaired_regions": len(report.unmarked)
+                         + len(report.unrecorded)})
+    else:
+        target.finalize({})

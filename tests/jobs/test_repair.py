@@ -1,0 +1,158 @@
+"""Repairing an output whose chunks changed after its run: ``geoseg verify --repair`` un-marks
+the damaged regions, a rerun recomputes exactly those; ``geoseg status`` notices deleted chunks."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+import zarr
+
+from geoseg.jobs import JobSpec, run
+from geoseg.jobs.status import output_status, repair_output, verify_output
+from tests.cli import geoseg
+from tests.conftest import textured_image, write_zarr
+
+
+def threshold_job(folder: Path) -> tuple[Path, Path]:
+    """A finished 96 x 96 threshold job in 32-pixel chunks (9 task regions), run through the
+    CLI on threads; (its spec file, its output)."""
+    write_zarr(folder / "in.zarr", textured_image(96, 96, bands=1, seed=3), chunks=(32, 32))
+    out = folder / "out.zarr"
+    spec = folder / "job.yaml"
+    spec.write_text(yaml.safe_dump({
+        "input": {"url": str(folder / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [128]}},
+        "output": {"url": str(out), "chunks": [32, 32]}}))
+    ran = geoseg("run", str(spec), "--scheduler", "threads")
+    assert ran.returncode == 0, ran.stderr
+    return spec, out
+
+
+def classes(out: Path) -> np.ndarray:
+    return zarr.open_group(str(out), mode="r")["classes"][:]
+
+
+def files(out: Path) -> dict[str, str]:
+    """Every file of the output folder and the sha256 of its bytes."""
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_verify_repair_then_a_rerun_recomputes_exactly_the_damaged_regions(tmp_path):
+    spec, out = threshold_job(tmp_path)
+    whole = classes(out)  # the uninterrupted run's output: the reference
+    chunk = out / "classes" / "c"
+    flipped = bytearray((chunk / "0" / "0").read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    (chunk / "0" / "0").write_bytes(bytes(flipped))
+    assert (chunk / "1" / "1").read_bytes() != (chunk / "1" / "2").read_bytes()
+    shutil.copyfile(chunk / "1" / "1", chunk / "1" / "2")  # a neighbour's chunk in its place
+    (chunk / "2" / "0").write_bytes(b"\x00garbage")  # bytes that do not decode
+
+    found = geoseg("verify", str(out))
+    assert found.returncode == 1
+    said = flat(found.stderr)
+    assert "1.2 [32:64, 64:96]" in said and "2.0 [64:96, 0:32]" in said and "0.0 [0:32, 0:32]" in said
+    assert "missing" not in said  # no empty category named
+    assert said.endswith("run the job again (the same spec, without --overwrite) to recompute them.")
+    assert "--repair" in said
+
+    repaired = geoseg("verify", str(out), "--repair")
+    assert repaired.returncode == 0, repaired.stderr
+    told = flat(repaired.stdout)
+    assert "un-marked 3 task region(s)" in told and "Run the job again" in told
+    for key in ("0.0", "1.2", "2.0"):
+        assert key in told
+    manifest = zarr.open_group(str(out), mode="r")["manifest_done"][...]
+    assert [".".join(map(str, i)) for i in np.argwhere(~manifest)] == ["0.0", "1.2", "2.0"]
+    state = output_status(str(out))
+    assert state.status.startswith("incomplete") and state.done == 6 and state.n_chunks == 9
+    shown = flat(geoseg("status", str(out)).stdout)
+    assert "incomplete" in shown and "6/9 task regions done" in shown
+
+    again = geoseg("run", str(spec), "--scheduler", "threads")
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 6 of 9 chunk(s) already done" in flat(again.stderr + again.stdout)
+    assert geoseg("verify", str(out)).returncode == 0
+    np.testing.assert_array_equal(classes(out), whole)
+    assert output_status(str(out)).status == "complete"
+
+
+def test_repair_of_an_intact_output_changes_nothing_and_says_so(tmp_path):
+    _, out = threshold_job(tmp_path)
+    before = files(out)
+    said = geoseg("verify", str(out), "--repair")
+    assert said.returncode == 0
+    assert "nothing to repair, nothing was changed" in flat(said.stdout)
+    assert files(out) == before
+    assert not Path(str(out) + ".lease").exists()  # the lease taken for the repair is given back
+
+
+def test_status_names_a_region_whose_stored_chunk_was_deleted(tmp_path):
+    _, out = threshold_job(tmp_path)
+    (out / "classes" / "c" / "1" / "2").unlink()
+    state = output_status(str(out))
+    assert state.status.startswith("complete per its record, but 1 task region(s) lost stored "
+                                   "chunks since (1.2): run the job again")
+    shown = flat(geoseg("status", str(out)).stdout)
+    assert "lost stored chunks since (1.2)" in shown
+    assert not verify_output(str(out)).ok  # what status said agrees with the full check
+
+
+def test_repair_marks_a_damaged_stage_so_its_next_run_redoes_it(tmp_path):
+    """Instance labels changed in place: the stage is marked damaged (classes left recorded)
+    and the next run of the job labels again, after which verify passes."""
+    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=2), chunks=(32, 32))
+    spec = JobSpec.from_dict({
+        "input": {"url": str(tmp_path / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [128]}},
+        "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]},
+        "instances": {"classes": [1]}})
+    run(spec, scheduler="threads")
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r+")
+    labels = group["instances"][:]
+    block = labels[:32, :32].copy()
+    block[block > 0] += 1
+    group["instances"][:32, :32] = block
+
+    repaired = repair_output(str(tmp_path / "out.zarr"))
+    assert repaired.unmarked == [] and list(repaired.stages) == ["instances"]
+    assert "instances:0.0" in repaired.stages["instances"]
+    state = output_status(str(tmp_path / "out.zarr"))
+    assert state.status == "complete" and state.stages == {"instances": "damaged"}
+    again = run(spec, scheduler="threads")
+    assert not again.instances.skipped and again.skipped == 4
+    assert verify_output(str(tmp_path / "out.zarr")).ok
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "out.zarr"))["instances"][:],
+                                  labels)
+
+
+def test_a_shard_at_the_edge_that_no_longer_decodes_is_recomputed_after_repair(tmp_path):
+    """A write into a shard the array's edge cuts merges into the stored shard: repair deletes
+    the undecodable one, or the rerun would fail reading it."""
+    write_zarr(tmp_path / "in.zarr", textured_image(80, 80, bands=1, seed=2), chunks=(32, 32))
+    out = tmp_path / "out.zarr"
+    spec = JobSpec.from_dict({
+        "input": {"url": str(tmp_path / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [128]}},
+        "output": {"url": str(out), "chunks": [32, 32], "shards": [64, 64],
+                   "probabilities": True}})
+    run(spec, scheduler="threads")
+    whole = classes(out)
+    (out / "classes" / "c" / "1" / "1").write_bytes(b"garbage")
+    assert verify_output(str(out)).undecodable == ["1.1"]
+    repaired = repair_output(str(out))
+    assert repaired.unmarked == ["1.1"] and repaired.status == "repaired"
+    assert not (out / "classes" / "c" / "1" / "1").exists()
+    again = run(spec, scheduler="threads")
+    assert again.skipped == 3 and again.n_tasks == 1
+    assert verify_output(str(out)).ok
+    np.testing.assert_array_equal(classes(out), whole)
