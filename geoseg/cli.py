@@ -515,10 +515,13 @@ def instances(
                                                      "e.g. building,2 (default: all but nodata).")] = None,
     connectivity: Annotated[int, typer.Option(help="1: faces only; 2 (3 in 3D): also edges "
                                                    "and corners.")] = 1,
-    halo: Annotated[int | None, typer.Option(help="Watershed halo in pixels (the largest "
-                                                  "object's extent).")] = None,
+    halo: Annotated[int | None, typer.Option(help="Pixels around each chunk a watershed sees: "
+                                                  "default 32 (decode: 16), whatever the objects' "
+                                                  "size; watershed needs the largest object's "
+                                                  "extent, decode the boundary's thickness.")
+                    ] = None,
     h: Annotated[float, typer.Option(help="watershed: depth of a distance maximum that seeds an "
-                                          "object.")] = 2.0,
+                                          "object (not used by components).")] = 2.0,
     table: Annotated[bool, typer.Option(help="Write the object table.")] = True,
     polygons: Annotated[bool, typer.Option(help="Write polygons (images).")] = True,
     variable: Annotated[str | None, typer.Option(help="Array inside a Zarr group (with --out).")] = None,

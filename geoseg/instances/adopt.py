@@ -2,17 +2,23 @@
 
 Any single-band integer raster geoseg reads (Zarr, GeoTIFF/COG, NIfTI, ...)
 becomes the ``classes`` of a new output group, chunk by chunk, with its
-georeference, each chunk recorded in the manifest like a job's; class ``k`` is
-named ``"k"``, but for the mask's declared nodata, named ``"nodata"``.
+georeference, each chunk recorded in the manifest like a job's. Classes keep the
+names a GeoTIFF geoseg exported was tagged with (``CLASS_NAMES``, ``CLASS_<id>``);
+otherwise class ``k`` is named ``"k"``, but for the mask's declared nodata, named
+``"nodata"``. A mask that declares no nodata gets a nodata class no pixel has (255,
+or 65535 beyond 255 classes, as a job's output), so no class reads as no-data in
+its exports.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dask
 import numpy as np
 
+from geoseg.core.urls import public_url
 from geoseg.errors import InstanceError
 from geoseg.instances.stage import (
     InstanceReport,
@@ -27,6 +33,7 @@ from geoseg.io.sources import RasterSource
 from geoseg.tiling.plan import regions
 
 MAX_CLASSES = 65536
+log = logging.getLogger("geoseg.instances")
 
 
 def adopt_mask(url: str, out: str, *, variable: str | None = None,
@@ -41,16 +48,15 @@ def adopt_mask(url: str, out: str, *, variable: str | None = None,
     source = open_source(url, storage_options, variable=variable)
     _check(source, url)
     nodata = _nodata(source)
-    n_classes = _n_classes(source, nodata)
-    nodata_class = nodata if nodata is not None else (
-        n_classes - 1 if n_classes == MAX_CLASSES else 0)
+    n_classes = _n_classes(source, url, nodata)
+    nodata_class = nodata if nodata is not None else _free_nodata(n_classes)
     background = 0 if nodata_class != 0 else None
-    class_names = _class_names(n_classes, nodata)
+    class_names = _class_names(n_classes, nodata, _tagged_names(source))
     if settings is not None:
         routes(settings, class_names, nodata_class, (), ndim=len(source.shape) - 1,
                background=background)
     chunks = tuple(min(c, n) for c, n in zip(source.chunks, source.shape[1:]))
-    dtype = "uint8" if n_classes <= 256 else "uint16"
+    dtype = "uint8" if max(n_classes - 1, nodata_class) <= 255 else "uint16"
     extra = {} if background is None else {"background_class": background}
     target = create_output(
         out, shape=source.shape[1:], chunks=chunks, georef=source.georef,
@@ -65,9 +71,36 @@ def adopt_mask(url: str, out: str, *, variable: str | None = None,
     return target
 
 
-def _class_names(n_classes: int, nodata: int | None) -> list[str]:
-    """Class ``k`` named ``"k"``, the declared nodata ``"nodata"`` (``--classes`` takes ids too)."""
-    return ["nodata" if k == nodata else str(k) for k in range(n_classes)]
+def _class_names(n_classes: int, nodata: int | None,
+                 tagged: tuple[str, ...] | None = None) -> list[str]:
+    """Class ``k`` named as the mask's tags name it, else ``"k"``; the declared nodata
+    ``"nodata"`` (``--classes`` takes ids too)."""
+    named = list(tagged or ())
+    return ["nodata" if k == nodata else named[k] if k < len(named) else str(k)
+            for k in range(n_classes)]
+
+
+def _tagged_names(source: RasterSource) -> tuple[str, ...] | None:
+    """The class names a GeoTIFF's tags give (as ``geoseg export --cog`` writes them)."""
+    from geoseg.io.readers._geotiff import GeoTIFFSource
+
+    if not isinstance(source, GeoTIFFSource):
+        return None
+    from geoseg.io.exports.cog import read_class_names
+
+    return read_class_names(source)
+
+
+def _free_nodata(n_classes: int) -> int:
+    """A nodata class for a mask that declares none: the top of its class dtype (255, or 65535
+    beyond 255 classes), which no pixel holds, as a job's default. A mask whose ids reach 65535
+    has no free id: its top id is then taken as nodata (and a warning says so)."""
+    top = 255 if n_classes <= 255 else MAX_CLASSES - 1
+    if n_classes > top:
+        log.warning("the mask declares no nodata and its class ids reach %d: class %d is taken "
+                    "as the nodata class (declare a nodata value in the mask to choose another)",
+                    top, top)
+    return top
 
 
 def _nodata(source: RasterSource) -> int | None:
@@ -92,14 +125,17 @@ def _extent(source: RasterSource, window: tuple[slice, ...]) -> tuple[int, int]:
     return (int(block.min()), int(block.max())) if block.size else (0, 0)
 
 
-def _n_classes(source: RasterSource, nodata: int | None = None) -> int:
+def _n_classes(source: RasterSource, url: str, nodata: int | None = None) -> int:
     """One more than the largest class id (a pass over the mask, chunk by chunk)."""
     found = dask.compute(*[dask.delayed(_extent)(source, w)
                            for w in regions(source.shape[1:], source.chunks)])
     low, high = min((f[0] for f in found), default=0), max((f[1] for f in found), default=0)
     if low < 0 or high >= MAX_CLASSES:
-        raise InstanceError(f"mask values run from {low} to {high}; expected class ids from 0 "
-                            f"to {MAX_CLASSES - 1}.")
+        raise InstanceError(
+            f"{public_url(url)}: received mask values from {low} to {high}; expected class ids "
+            f"from 0 to {MAX_CLASSES - 1}. Remap the classes into that range first (e.g. "
+            "numpy.where(mask < 0, 255, mask) if negative values mark no data, declaring 255 "
+            "as the nodata value), then rerun.")
     return max(high + 1, 2, 0 if nodata is None else nodata + 1)
 
 

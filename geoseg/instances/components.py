@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
@@ -255,18 +256,28 @@ def label(mask: da.Array, *, connectivity: int = 1,
     The border pass runs now (on the current Dask scheduler); the labels are
     computed when ``labels`` is, labelling each chunk again.
     """
+    labels, count, _ = label_with(mask, connectivity=connectivity, classes=classes)
+    return labels, count
+
+
+def label_with(mask: da.Array, *, connectivity: int = 1, classes: Sequence[int] | None = None,
+               also: Sequence[Delayed] = ()) -> tuple[da.Array, int, list[Any]]:
+    """:func:`label`, computing ``also`` in the same call as the border pass: what they share
+    with ``mask`` (a watershed's windows) is then computed once; returns their results last."""
     mask = checked_mask(mask, connectivity)
     if mask.size == 0:
-        return da.zeros(mask.shape, dtype=np.uint32, chunks=mask.chunks), 0
+        return da.zeros(mask.shape, dtype=np.uint32, chunks=mask.chunks), 0, \
+            list(dask.compute(*also))
     chunks, mask = mask.chunks, without_empty_chunks(mask)
     classes = None if classes is None else [int(c) for c in classes]
     shape = mask.numblocks
     touching = touching_blocks(shape, connectivity)
-    counts, found = _border_pass(mask, classes, connectivity, touching).compute()
+    (counts, found), *extra = dask.compute(_border_pass(mask, classes, connectivity, touching),
+                                           *also)
     counts = np.asarray(counts, dtype=np.int64)
     plans, count = relabel_plan(counts, _provisional(found, touching, counts, shape))
     labels = _relabel_pass(mask, classes, connectivity, plans, label_dtype(count))
-    return (labels if labels.chunks == chunks else labels.rechunk(chunks)), count
+    return (labels if labels.chunks == chunks else labels.rechunk(chunks)), count, extra
 
 
 def without_empty_chunks(mask: da.Array) -> da.Array:

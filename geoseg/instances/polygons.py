@@ -170,9 +170,10 @@ def write_polygons(polygons: gpd.GeoDataFrame, url: str,
         ``"geoparquet"`` (GeoParquet, CRS as PROJJSON in its metadata) or ``"geojson"``: a
         FeatureCollection in the raster's CRS (not reprojected to WGS 84, so not strictly
         RFC 7946), which it names in a top-level ``"crs"`` member of the 2008 GeoJSON form
-        (``{"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}}``, or
-        the WKT when the CRS has no authority code; no member in pixel coordinates), as
-        GDAL and QGIS read it. Each feature's ``id`` is the instance id.
+        (``{"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}}``;
+        ``urn:ogc:def:crs:OGC:1.3:CRS84`` for EPSG:4326, whose coordinates are written
+        longitude first; the WKT when the CRS has no authority code; no member in pixel
+        coordinates), as GDAL and QGIS read it. Each feature's ``id`` is the instance id.
     storage_options
         Passed to fsspec.
     """
@@ -200,8 +201,17 @@ def geojson_text(polygons: gpd.GeoDataFrame) -> str:
     return json.dumps(collection)
 
 
+CRS84 = "urn:ogc:def:crs:OGC:1.3:CRS84"
+
+
 def crs_member(crs: Any) -> dict[str, Any]:
-    """The 2008 GeoJSON ``"crs"`` member: an OGC URN when ``crs`` has an authority code."""
+    """The 2008 GeoJSON ``"crs"`` member: an OGC URN when ``crs`` has an authority code.
+
+    EPSG:4326 (and CRS84) is named CRS84, as GDAL writes it: geoseg writes longitude,
+    latitude (x, y) as RFC 7946 does, and ``urn:ogc:def:crs:EPSG::4326`` would declare
+    latitude first, so readers that honour the URN would swap the axes."""
     authority = crs.to_authority()
+    if authority in (("EPSG", "4326"), ("OGC", "CRS84")):
+        return {"type": "name", "properties": {"name": CRS84}}
     name = crs.to_wkt() if authority is None else "urn:ogc:def:crs:{}::{}".format(*authority)
     return {"type": "name", "properties": {"name": name}}

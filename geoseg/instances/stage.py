@@ -59,8 +59,10 @@ class InstanceSettings:
     else ``components``. ``classes``: class names or ids that are objects
     (default: every class but the nodata class; for ``decode`` the declared
     ones). ``halo``: pixels around each chunk a watershed sees (default 16 for
-    ``decode``, 32 for ``watershed``); at least the largest object's extent for
-    results equal to the whole image.
+    ``decode``, 32 for ``watershed``, whatever the objects' size); a watershed
+    equals the whole image's when the halo is at least the largest object's
+    extent, and warns, naming that extent, when an object reached the edge of
+    its window. ``halo`` and ``h`` do nothing for ``components`` (a warning says so).
     """
 
     method: str = "auto"
@@ -169,18 +171,31 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _class_ids(classes: Sequence[str | int], class_names: Sequence[str]) -> tuple[int, ...]:
-    ids = []
+    """The ids of ``classes`` (names or ids); every one that is no class is named at once."""
+    names = list(class_names)
+    ids, unknown = [], []
     for c in classes:
-        if isinstance(c, int) and 0 <= c < len(class_names):
+        if isinstance(c, int) and 0 <= c < len(names):
             ids.append(c)
-        elif str(c) in class_names:
-            ids.append(list(class_names).index(str(c)))
+        elif str(c) in names:
+            ids.append(names.index(str(c)))
         else:
-            raise InstanceError(
-                f"instances.classes: received {c!r}, which is not a class of this output; "
-                f"expected a name ({short_list(list(class_names))}) or an id 0.."
-                f"{len(class_names) - 1}.")
+            unknown.append(c)
+    if unknown:
+        what = ", ".join(repr(c) for c in unknown)
+        raise InstanceError(
+            f"instances.classes: received {what}, which {'is' if len(unknown) == 1 else 'are'} "
+            f"not a class of this output; expected {_expected_classes(names)}.")
     return tuple(ids)
+
+
+def _expected_classes(names: list[str]) -> str:
+    """What ``classes`` may name: the output's class names, or only ids when its classes are
+    unnamed (a mask's ``"0"``, ``"1"``, ...: listing them would list made-up names)."""
+    ids = f"an id from 0 to {len(names) - 1}"
+    if all(name in (str(k), "nodata") for k, name in enumerate(names)):
+        return f"{ids}: this mask has no class names, give class ids"
+    return f"a name ({short_list(names)}) or {ids}"
 
 
 def _halo(settings: InstanceSettings, kind: str) -> int:
@@ -265,6 +280,7 @@ def label_output(target: OutputTarget, settings: InstanceSettings, *,
                         attrs.get("instances_decoding", ()), ndim=classes.ndim,
                         background=attrs.get("background_class"))
     keep_other_instances(target, settings, overwrite)
+    warn_ignored(settings, route_list)
     t0 = time.perf_counter()
     mark_stage(target, "instances", {"status": "running", "settings": settings.record()})
     try:
@@ -275,6 +291,37 @@ def label_output(target: OutputTarget, settings: InstanceSettings, *,
             mark_stage(target, "instances", {"status": status, "settings": settings.record(),
                                              "error": type(exc).__name__})
         raise
+
+
+def warn_ignored(settings: InstanceSettings, route_list: Sequence[Route]) -> None:
+    """Say that ``halo`` and ``h`` do nothing for connected components (they shape a watershed),
+    rather than let a user believe they took effect."""
+    if not route_list or any(r.kind != "components" for r in route_list):
+        return
+    given = [f"{name} {value!r}" for name, value, default in
+             (("halo", settings.halo, None), ("h", settings.h, 2.0)) if value != default]
+    if given:
+        log.warning("instances: %s apply to method watershed (and halo to decode) only; method "
+                    "components ignores them. Leave them out, or use --method watershed.",
+                    " and ".join(given))
+
+
+def warn_absent(classes: da.Array, settings: InstanceSettings, route_list: Sequence[Route],
+                class_names: Sequence[str]) -> None:
+    """Warn about classes asked for by name or id that no pixel has: they give no objects,
+    which a mistyped id would otherwise give silently (one pass over the classes, only when
+    ``classes`` were given)."""
+    if settings.classes is None:
+        return
+    asked = sorted({c for r in route_list for c in r.classes})
+    present = set(da.unique(classes).compute().tolist()) if asked else set()
+    absent = [c for c in asked if c not in present]
+    if absent:
+        shown = ", ".join(f"{c} ({class_names[c]!r})" if class_names[c] != str(c) else str(c)
+                          for c in absent)
+        log.warning("instances.classes: no pixel of class %s was found in the mask; %s no "
+                    "objects. Check the class ids (geoseg info) or leave --classes out.",
+                    shown, "it gives" if len(absent) == 1 else "they give")
 
 
 def stored_array(target: OutputTarget, name: str) -> da.Array:
@@ -292,6 +339,7 @@ def stored_array(target: OutputTarget, name: str) -> da.Array:
 def _label(target: OutputTarget, settings: InstanceSettings, classes: da.Array,
            route_list: list[Route], georef: GeoRef | None, t0: float) -> InstanceReport:
     _remove_files(target)  # none of the last labels' files may stay beside the new labels
+    warn_absent(classes, settings, route_list, target.attrs()["class_names"])
     labels, count = instance_labels(classes, route_list, settings)
     hashes = store_hashed(target, "instances", labels)
     stored = da.from_zarr(target.open_group(mode="r")["instances"])

@@ -285,7 +285,8 @@ def object_table(labels: da.Array, *, count: int | None = None, classes: da.Arra
     -------
     pandas.DataFrame
         One row per id present, sorted: ``id``, [``class``], ``area_px``, [``area``],
-        ``min_[z_]y_x``/``max_...`` (bounding box, exclusive max, as regionprops' ``bbox``),
+        ``min_[z_]y_x``/``max_...`` (bounding box in pixel indices; ``max_`` is exclusive,
+        one past the object's last row/column/slice, as regionprops' ``bbox``),
         ``centroid_[z, ]y, x`` (pixel indices), [world coordinates], [``mean_probability``].
         ``attrs`` keep the CRS WKT, transform or voxel affine and units.
     """
@@ -309,6 +310,9 @@ def object_table(labels: da.Array, *, count: int | None = None, classes: da.Arra
 
 
 def _measurements(partial: Partial, ndim: int) -> pd.DataFrame:
+    """Id, pixel count, bounding box and centroid columns. ``max_[z_]y_x`` are exclusive (one
+    past the last pixel, as regionprops' ``bbox`` and Python slices): the object's rows are
+    ``min_y`` to ``max_y - 1`` and ``table[max_y] - table[min_y]`` is its height in pixels."""
     axes = AXES[ndim]
     columns: dict[str, Any] = {"id": partial.ids.astype(np.int64), "area_px": partial.counts}
     columns.update({f"min_{a}": partial.mins[:, i] for i, a in enumerate(axes)})

@@ -5,9 +5,12 @@ so a seed keeps its id in every chunk whose halo reaches it, and the growth,
 run in windows of one chunk plus ``halo``, needs no merging: a pixel takes the
 id of the seed that floods it. When each object fits in ``halo`` around any of
 its pixels, every window holds the whole object and the result equals the
-same watershed on the whole image. Mask pixels no seed reaches (objects too
-small to have an interior) become objects of their own, labelled like any
-component.
+same watershed on the whole image; an object that reaches the outer border of
+its window (where that border is not the raster's edge) may not, and
+:func:`distance_watershed` logs a warning naming how many did (:class:`Seams`).
+For the distance watershed, mask pixels no seed reaches become objects of their
+own, labelled like any component; for decoding, boundary pixels no interior
+reaches are dropped (an outline without a building is no object).
 
 Two routes use it:
 
@@ -20,17 +23,24 @@ Two routes use it:
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
+from dask.delayed import Delayed
 from scipy import ndimage as ndi
 from skimage import morphology, segmentation
 
 from geoseg.errors import InstanceError
-from geoseg.instances.components import checked_mask, label, label_dtype
+from geoseg.instances.components import checked_mask, label, label_dtype, label_with
 
 Elevation = Callable[[np.ndarray, np.ndarray], np.ndarray]
+log = logging.getLogger("geoseg.instances")
 
 
 def distance_to_seeds(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -80,23 +90,127 @@ def overlap_depth(shape: Sequence[int], halo: int) -> tuple[int, ...]:
 def grow(seeds: da.Array, mask: da.Array, *, halo: int,
          elevation: Elevation = distance_to_seeds) -> da.Array:
     """Watershed of globally labelled ``seeds`` inside ``mask``, in windows of chunk + ``halo``."""
+    return grow_watched(seeds, mask, halo=halo, elevation=elevation)[0]
+
+
+def grow_watched(seeds: da.Array, mask: da.Array, *, halo: int,
+                 elevation: Elevation = distance_to_seeds) -> tuple[da.Array, list[Delayed]]:
+    """:func:`grow`, and one lazy :class:`Seams` per window: computed with the labels (they
+    share the windows' watershed), they say whether ``halo`` was wide enough."""
     if seeds.shape != mask.shape:
         raise InstanceError(f"seeds {seeds.shape} and mask {mask.shape} differ in shape.")
     if halo < 0:
         raise InstanceError(f"halo must be >= 0 pixels; got {halo}.")
     mask = mask.rechunk(seeds.chunks)
-    return da.map_overlap(watershed_whole, seeds, mask, depth=overlap_depth(seeds.shape, halo),
-                          boundary="none", dtype=seeds.dtype, elevation=elevation)
+    depth = overlap_depth(seeds.shape, halo)
+    axes = dict(enumerate(depth))
+    masks = da.overlap.overlap(mask, axes, "none")
+    windows = da.map_blocks(watershed_whole, da.overlap.overlap(seeds, axes, "none"), masks,
+                            dtype=seeds.dtype, elevation=elevation)
+    grown = da.overlap.trim_internal(windows, axes, boundary="none")
+    inner = inner_borders(windows.chunks, depth)
+    blocks = zip(windows.to_delayed().ravel(), masks.to_delayed().ravel(), inner)
+    return grown, [dask.delayed(window_seams)(b, s, m) for b, m, s in blocks]
 
 
-def complete(grown: da.Array, mask: da.Array, count: int, *,
-             connectivity: int = 1) -> tuple[da.Array, int]:
-    """Give mask pixels no seed reached ids of their own, after ``count``."""
-    leftovers, extra = label(mask.astype(bool) & (grown == 0), connectivity=connectivity)
+def inner_borders(chunks: tuple[tuple[int, ...], ...],
+                  depth: Sequence[int]) -> list[tuple[tuple[int, int, bool, bool], ...]]:
+    """For each window (C order) and axis: the halo on its low and high side (the core, its
+    chunk, lies between), and whether each side lies inside the raster, not on its edge.
+    Window ``i`` of an axis starts ``2 * depth * i`` before its place in the overlapped array
+    (each seam between chunks adds ``depth`` on both sides)."""
+    per_axis = []
+    for sizes, d in zip(chunks, depth):
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        n, last = int(sum(sizes)) - 2 * d * (len(sizes) - 1), len(sizes) - 1
+        raster = [int(s) - 2 * d * i for i, s in enumerate(starts)]
+        per_axis.append([(d if i else 0, d if i < last else 0, lo > 0, lo + size < n)
+                         for i, (lo, size) in enumerate(zip(raster, sizes))])
+    return [tuple(sides) for sides in itertools.product(*per_axis)]
+
+
+@dataclass(frozen=True)
+class Seams:
+    """Objects of a window that reach its outer border where that border is not the raster's edge:
+    the window may not hold them whole, so their labels may differ from the whole image's.
+    ``ids``: their (global) ids; ``unseeded``: pieces of mask no seed reached in the window
+    that do the same; ``extent``: the widest of them, in pixels, as far as seen."""
+
+    ids: np.ndarray
+    extent: int
+    unseeded: int = 0
+
+    @property
+    def count(self) -> int:
+        return int(self.ids.size) + self.unseeded
+
+    @staticmethod
+    def merged(parts: Sequence[Seams]) -> Seams:
+        ids = np.unique(np.concatenate([np.zeros(0, np.int64)] + [p.ids.astype(np.int64)
+                                                                   for p in parts]))
+        return Seams(ids, max((p.extent for p in parts), default=0),
+                     sum(p.unseeded for p in parts))
+
+
+def window_seams(labels: np.ndarray, sides: Sequence[tuple[int, int, bool, bool]],
+                 mask: np.ndarray | None = None) -> Seams:
+    """The :class:`Seams` of one window's labels: objects with pixels in its core (its chunk)
+    that reach an outer border lying inside the raster (``sides``: :func:`inner_borders`);
+    with the window's ``mask``, also the pieces of it no seed reached."""
+    ids, extent = _reaching(labels, sides)
+    unseeded = 0
+    if mask is not None:
+        pieces, _ = ndi.label(mask.astype(bool) & (labels == 0))
+        found, more = _reaching(pieces, sides)
+        unseeded, extent = int(found.size), max(extent, more)
+    return Seams(ids.astype(np.int64), extent, unseeded)
+
+
+def _reaching(labels: np.ndarray, sides: Sequence[tuple[int, int, bool, bool]]
+              ) -> tuple[np.ndarray, int]:
+    """Ids of ``labels`` in the core that reach an inner side, and the widest one's extent."""
+    edges = [labels.take(i, axis=a) for a, (*_, low, high) in enumerate(sides)
+             for i, on in ((0, low), (-1, high)) if on]
+    ids = np.unique(np.concatenate([e.ravel() for e in edges])) if edges else np.zeros(0, int)
+    core = labels[tuple(slice(lo, n - hi) for (lo, hi, *_), n in zip(sides, labels.shape))]
+    ids = ids[(ids > 0) & np.isin(ids, core)]
+    if ids.size == 0:
+        return ids, 0
+    where = np.nonzero(np.isin(labels, ids))
+    _, which = np.unique(labels[where], return_inverse=True)
+    extent = 0
+    for coords in where:
+        low = np.full(ids.size, np.iinfo(np.int64).max)
+        high = np.full(ids.size, -1)
+        np.minimum.at(low, which, coords)
+        np.maximum.at(high, which, coords)
+        extent = max(extent, int((high - low).max()) + 1)
+    return ids, extent
+
+
+def warn_seams(seams: Seams, halo: int, what: str) -> None:
+    """Log a warning when objects reached the border of their window: the labels may then differ
+    from the whole image's (objects split at chunk seams), and a wider halo fixes it."""
+    if seams.count:
+        log.warning("%s: %d object(s) reach the edge of their window (chunk + halo %d pixels) "
+                    "and may be split at chunk seams or differ from the whole-image result; "
+                    "the widest spans at least %d pixels (cut off by its window, maybe more): "
+                    "rerun with a halo of at least that (--halo %d, instances.halo: %d) for "
+                    "results equal to the whole image.",
+                    what, seams.count, halo, seams.extent, seams.extent, seams.extent)
+
+
+def complete(grown: da.Array, mask: da.Array, count: int, *, connectivity: int = 1,
+             also: Sequence[Delayed] = ()) -> tuple[da.Array, int, list[Any]]:
+    """Give mask pixels no seed reached ids of their own, after ``count``; ``also`` is computed
+    with the leftovers' border pass (one pass over the windows' watershed), and returned."""
+    leftovers, extra, found = label_with(mask.astype(bool) & (grown == 0),
+                                         connectivity=connectivity, also=also)
     total = count + extra
     dtype = label_dtype(total)
     shifted = da.where(leftovers > 0, leftovers.astype(dtype) + dtype.type(count), 0)
-    return da.where(grown > 0, grown.astype(dtype), shifted).astype(dtype), total
+    labels = da.where(grown > 0, grown.astype(dtype), shifted).astype(dtype)
+    return labels, total, found
 
 
 def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequence[int],
@@ -113,11 +227,15 @@ def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequen
         Classes the seeds grow into (the object's outline, shared walls).
     halo
         Pixels around each chunk the growth may look at; at least the
-        boundary's thickness.
+        boundary's thickness (seeds are labelled over the whole raster, so an
+        object larger than the halo keeps one id).
+
+    Boundary pixels no interior reaches (1-6 pixel specks of outline without a building) are
+    dropped, not made objects of the boundary class: ids are those of the ``count`` seeds.
     """
     seeds, count = label(classes, classes=[interior])
     mask = da.isin(classes, [interior, *boundary])
-    return complete(grow(seeds, mask, halo=halo), mask, count)
+    return grow(seeds, mask, halo=halo), count
 
 
 def distance_seeds(mask: np.ndarray, h: float) -> np.ndarray:
@@ -160,5 +278,7 @@ def distance_watershed(mask: da.Array | np.ndarray, *, h: float = 2.0, halo: int
     peaks = da.map_overlap(distance_seeds, mask, depth=overlap_depth(mask.shape, halo),
                            boundary="none", dtype=bool, h=h)
     seeds, count = label(peaks, connectivity=mask.ndim)
-    grown = grow(seeds, mask, halo=halo, elevation=depth_in_mask)
-    return complete(grown, mask, count, connectivity=connectivity)
+    grown, seams = grow_watched(seeds, mask, halo=halo, elevation=depth_in_mask)
+    labels, total, found = complete(grown, mask, count, connectivity=connectivity, also=seams)
+    warn_seams(Seams.merged(found), halo, "watershed")
+    return labels, total

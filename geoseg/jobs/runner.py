@@ -606,6 +606,8 @@ def _key(key: str, *, bands: str | None = None,
         yield
     except only as exc:
         named = bands if bands is not None and isinstance(exc, BandMismatchError) else key
+        if str(exc).startswith((f"{named}:", f"{named}.")):  # it names its key already
+            raise
         raise type(exc)(f"{named}: {exc}") from None
 
 

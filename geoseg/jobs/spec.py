@@ -176,8 +176,10 @@ class InstancesSpec(Section):
         None, description="Class names or ids that are objects (default: all but the nodata class).")
     connectivity: int = Field(1, ge=1, le=3, description="1: faces only (4 neighbours in 2D); "
                               "the number of axes: also edges and corners (8 in 2D, 26 in 3D).")
-    halo: int | None = Field(None, ge=0, description="Pixels around a chunk a watershed sees "
-                             "(default 16 for decode, 32 for watershed): the largest object's extent.")
+    halo: int | None = Field(None, ge=0, description="Pixels around a chunk a watershed sees: "
+                             "default 32 (16 for decode), whatever the objects' size; watershed "
+                             "needs the largest object's extent (a warning names objects that "
+                             "reach past it), decode the boundary's thickness; unused by components.")
     h: float = Field(2.0, gt=0, description="watershed: depth in pixels of a distance maximum "
                      "that seeds an object; larger merges more.")
     table: bool = Field(True, description="Write the object table (instances.parquet).")

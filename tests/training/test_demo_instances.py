@@ -74,7 +74,7 @@ def test_bundled_model_reaches_pq_080_on_a_fresh_scene(model, fresh, classes) ->
 
 def test_chunked_job_decoder_reaches_pq_080_at_small_chunks(model, fresh, classes) -> None:
     """What jobs run: seeds labelled over the whole raster, grown in 96 x 80 chunks + halo,
-    seedless edge pixels kept as objects of their own."""
+    seedless edge pixels dropped."""
     import dask.array as da
 
     from geoseg.instances import instances_from_classes
