@@ -18,15 +18,17 @@ columns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.errors import ParameterError
+from geoseg.errors import ParameterError, UnsupportedFormatError
 
 INDEX_AXES = ("z", "y", "x")  # the columns of a voxel_affine: a volume's array axes
 WORLD_AXES = ("x", "y", "z")  # its rows: the world axes (scanner RAS+ for NIfTI)
@@ -91,9 +93,13 @@ class GeoRef:
         return z, y, x
 
     @classmethod
-    def from_crs(cls, crs: Any, transform: Any, nodata: float | None = None) -> GeoRef:
-        wkt = CRS.from_user_input(crs).to_wkt() if crs else None
-        affine = tuple(float(v) for v in tuple(transform)[:6]) if transform is not None else None
+    def from_crs(cls, crs: Any, transform: Any, nodata: float | None = None,
+                 source: str = "The transform") -> GeoRef:
+        """``source`` names where ``transform`` was read, for the error refusing it."""
+        wkt = parse_crs(crs).to_wkt() if crs else None
+        affine = None
+        if transform is not None:
+            affine = checked_transform([float(v) for v in tuple(transform)[:6]], source)
         return cls(wkt, affine, None if nodata is None else float(nodata))
 
     @property
@@ -115,8 +121,10 @@ class GeoRef:
         wkt = attrs.get("crs_wkt") or attrs.get("spatial_ref")
         transform = None
         if "GeoTransform" in attrs:
-            c, a, b, f, d, e = (float(v) for v in str(attrs["GeoTransform"]).split())
-            transform = (a, b, c, d, e, f)
+            c, a, b, f, d, e = _gdal_geotransform(attrs["GeoTransform"])
+            transform = checked_transform([a, b, c, d, e, f],
+                                          f"The spatial_ref attribute GeoTransform = "
+                                          f"{str(attrs['GeoTransform'])[:80]!r}")
         return cls(wkt, transform, nodata)
 
     def coords(self, height: int, width: int) -> dict[str, Any]:
@@ -196,3 +204,42 @@ def grid_difference(shape: tuple[int, ...], georef: GeoRef, other_shape: tuple[i
         if crs != other_crs:
             return f"CRS {crs.to_string()} against {other_crs.to_string()}"
     return None
+
+
+def _gdal_geotransform(text: Any) -> list[float]:
+    """GDAL's six numbers ``"c a b f d e"`` of a CF ``GeoTransform`` attribute."""
+    try:
+        numbers = [float(v) for v in str(text).split()]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 6:
+        raise UnsupportedFormatError(
+            f"The spatial_ref attribute GeoTransform = {str(text)[:80]!r} is not a GDAL "
+            "geotransform; expected 6 numbers \"c a b f d e\" (origin x, pixel width, row "
+            "rotation, origin y, column rotation, pixel height), e.g. \"500000 10 0 4500000 0 "
+            "-10\". Fix the attribute, or remove it to read the array without a transform.")
+    return numbers
+
+
+def checked_transform(values: Sequence[float], source: str) -> tuple[float, ...]:
+    """``values`` (an affine ``a, b, c, d, e, f``) as a tuple, or an error saying why it places
+    no pixel: a NaN or infinite term, or a singular matrix (``a*e - b*d == 0``, pixels of no
+    area), which every coordinate, resampling and export would carry on silently."""
+    a, b, c, d, e, f = values
+    if not all(math.isfinite(v) for v in values):
+        problem = "it holds a NaN or infinite number"
+    elif a * e - b * d == 0:
+        problem = "it is singular (a*e - b*d = 0: its pixels have no area)"
+    else:
+        return (a, b, c, d, e, f)
+    raise UnsupportedFormatError(
+        f"{source} is not a usable affine transform: {problem}. Expected 6 finite numbers "
+        "[a, b, c, d, e, f] in rasterio's order with a*e - b*d != 0, e.g. [10.0, 0.0, 500000.0, "
+        "0.0, -10.0, 4500000.0]. Fix it, or remove it to read the raster without a transform.")
+
+
+def parse_crs(value: Any) -> CRS:
+    """``CRS.from_user_input(value)`` inside a rasterio environment, whose error handler keeps
+    GDAL from printing ``ERROR 1: PROJ: ...`` to stderr before geoseg's own message."""
+    with rasterio.Env():
+        return CRS.from_user_input(value)

@@ -24,11 +24,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import zarr
-from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from geoseg.errors import UnsupportedFormatError
-from geoseg.io.georef import GeoRef
+from geoseg.io.georef import GeoRef, checked_transform, parse_crs
 
 _CRS_KEYS = ("wkt2", "projjson", "code", "epsg")
 
@@ -52,10 +51,24 @@ def geozarr_dimension_names(
     named = _spatial_dimensions(dict(arr.attrs))
     if named is None and group is not None:
         named = _spatial_dimensions(dict(group.attrs))
-    if not dims or named is None or len(named) not in (2, 3) or not set(named) <= set(dims):
+    if named is None:
         return None if dims is None else tuple(dims)
+    _check_spatial_dimensions(named, dims)
     rename = dict(zip(named, ("z", "y", "x")[-len(named) :]))
     return tuple(rename.get(d, d) if d is not None else None for d in dims)
+
+
+def _check_spatial_dimensions(named: list[str], dims: Sequence[str | None] | None) -> None:
+    """Refuse ``spatial:dimensions`` that do not name 2 or 3 distinct dimensions of the array:
+    ignored, they would leave the array read in a default axis order it may not have."""
+    if len(named) in (2, 3) and len(set(named)) == len(named) and dims and set(named) <= set(dims):
+        return
+    has = f"dimensions {tuple(dims)}" if dims else "no dimension names"
+    raise UnsupportedFormatError(
+        f"The Zarr attribute spatial:dimensions = {_short(named)} does not name the array's "
+        f"spatial dimensions: the array has {has}. Expected the names of its y and x (or z, y "
+        "and x) dimensions, each once, e.g. [\"Y\", \"X\"]. Fix the attribute "
+        "(and the array's dimension names), or remove it.")
 
 
 def _proj(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +93,7 @@ def _crs(attrs: dict[str, Any]) -> str | None:
         else str(value)
     )
     try:
-        return CRS.from_user_input(text).to_wkt()
+        return parse_crs(text).to_wkt()
     except CRSError as exc:
         raise UnsupportedFormatError(
             f"The Zarr attribute proj:{key} = {_short(value)} is not a CRS PROJ knows ({exc}); "
@@ -94,13 +107,15 @@ def _transform(attrs: dict[str, Any]) -> tuple[float, ...] | None:
     if attrs.get("spatial:transform") is not None:
         if attrs.get("spatial:transform_type", "affine") != "affine":
             return None
-        affine = _six(attrs["spatial:transform"], "spatial:transform")
-        return _node_to_pixel(affine) if attrs.get("spatial:registration") == "node" else affine
+        affine = affine_attribute(attrs["spatial:transform"], "spatial:transform")
+        return _node_to_pixel(affine) if _registration(attrs) == "node" else affine
     value = _proj(attrs).get("transform")
-    return None if value is None else _six(value, "proj:transform")
+    return None if value is None else affine_attribute(value, "proj:transform")
 
 
-def _six(value: Any, key: str) -> tuple[float, ...]:
+def affine_attribute(value: Any, key: str) -> tuple[float, ...]:
+    """The affine a Zarr attribute ``key`` holds, refused unless it is 6 (or 9) finite numbers
+    of a non-singular transform."""
     try:
         numbers = [float(v) for v in value]
     except (TypeError, ValueError):
@@ -111,7 +126,19 @@ def _six(value: Any, key: str) -> tuple[float, ...]:
             "numbers [a, b, c, d, e, f] in rasterio's order (or 9, ending 0, 0, 1), e.g. "
             "[10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0]."
         )
-    return tuple(numbers[:6])
+    return checked_transform(numbers[:6], f"The Zarr attribute {key} = {_short(value)}")
+
+
+def _registration(attrs: dict[str, Any]) -> str:
+    """``spatial:registration``: ``"pixel"`` (the default) or ``"node"``; anything else is
+    refused, since reading it as either would shift the grid by half a pixel unseen."""
+    value = attrs.get("spatial:registration", "pixel")
+    if value in ("pixel", "node"):
+        return value
+    raise UnsupportedFormatError(
+        f"The Zarr attribute spatial:registration = {_short(value)} is not a registration; "
+        "expected \"pixel\" (the transform places the first pixel's corner, the default) or "
+        "\"node\" (its centre). Fix the attribute, or remove it for \"pixel\".")
 
 
 def _node_to_pixel(affine: tuple[float, ...]) -> tuple[float, ...]:

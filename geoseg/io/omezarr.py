@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 
 from geoseg.errors import UnsupportedFormatError
-from geoseg.io.georef import GeoRef
+from geoseg.io.georef import GeoRef, checked_transform
 from geoseg.io.readers.base import BAND, DROP, SPACE
 
 
@@ -81,7 +81,9 @@ def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata:
     if len(space) == 3:  # world rows x, y, z, as for NIfTI: see GeoRef
         return GeoRef.from_axis_scales(s, t, nodata, unit)
     (sy, sx), (ty, tx) = s, t  # NGFF places pixel centres; an affine transform, pixel corners
-    return GeoRef(transform=(float(sx), 0.0, float(tx - sx / 2), 0.0, float(sy), float(ty - sy / 2)),
+    transform = (float(sx), 0.0, float(tx - sx / 2), 0.0, float(sy), float(ty - sy / 2))
+    where = f"The transform that level {level}'s scale {[float(sy), float(sx)]} (y, x) makes"
+    return GeoRef(transform=checked_transform(transform, where),
                   nodata=None if nodata is None else float(nodata))
 
 

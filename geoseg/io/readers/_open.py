@@ -197,16 +197,26 @@ def _open_url(url: str, so: dict[str, Any], reader: str | None, options: dict[st
     return _checked(source)
 
 
+# per numpy dtype kind geoseg does not read: what it is, and how to make numbers of it
+_DTYPE_HINTS = {
+    "c": ("complex", " (e.g. numpy.abs(x) or x.real as float32)"),
+    "M": ("dates and times", (" (e.g. x.astype('datetime64[s]').astype('int64'): seconds "
+                              "since 1970, or the day of year as int16)")),
+    "m": ("time spans", " (e.g. x / numpy.timedelta64(1, 's') as float32: seconds)"),
+    "U": ("text", ""),
+    "S": ("bytes", ""),
+}
+
+
 def _checked(source: RasterSource) -> RasterSource:
     """``source``, its pixel dtype, sizes and budgets checked (:mod:`geoseg.budgets`)."""
     dtype = np.dtype(source.dtype)
     if dtype.kind not in "biuf":  # what models and methods compute on; nothing else converts
-        kind = {"c": "complex", "U": "text", "S": "bytes"}.get(dtype.kind, "not numbers")
+        kind, hint = _DTYPE_HINTS.get(dtype.kind, ("not numbers", ""))
         raise UnsupportedFormatError(
             f"input {public_url(source.url)} has pixels of dtype {dtype} ({kind}); geoseg reads "
             "bool, integer and floating-point rasters. Convert it first to a new raster of one "
-            "of those (for complex values e.g. numpy.abs(x) or x.real as float32) and give "
-            "that as the input.")
+            f"of those{hint} and give that as the input.")
     _check_sizes(source)
     budgets.check_pixels(source.shape[1:], f"input {public_url(source.url)}")
     if source.stored_chunk:
@@ -228,6 +238,7 @@ def _check_sizes(source: RasterSource) -> None:
 
 def _open_one(url: str, so: dict[str, Any], name: str | None, options: dict[str, Any]) -> RasterSource:
     given = {key: value for key, value in options.items() if value is not None}
+    _registry.refuse_special_file(url, so)
     with probe.sharing():
         if name is None:
             name, reader = _registry.claim(url, so)

@@ -93,6 +93,28 @@ def named(name: str) -> Reader:
     return readers[name]
 
 
+def refuse_special_file(url: str, storage_options: dict[str, Any]) -> None:
+    """Refuse a local FIFO, socket or device before any reader opens it (opening a FIFO blocks
+    until something writes to it)."""
+    kind = probe.local_kind(url, storage_options)
+    if kind not in (None, "a folder"):
+        raise UnsupportedFormatError(
+            f"Cannot read {public_url(url)}: it is {kind}, not a file; expected a raster file "
+            "(GeoTIFF, NIfTI, ...) or a Zarr store (a folder holding zarr.json, .zarray or "
+            ".zgroup). Give the path of the file itself (copy what the pipe carries to a file "
+            "first).")
+
+
+def _folder_error(url: str, storage_options: dict[str, Any]) -> GeosegError | None:
+    """The error for a local folder no reader claims: it is no Zarr store, and no file."""
+    if probe.local_kind(url, storage_options) != "a folder":
+        return None
+    return UnsupportedFormatError(
+        f"Cannot read {public_url(url)}: it is a folder, not a file, and no Zarr store (it holds "
+        "no zarr.json, .zarray or .zgroup); expected a raster file (GeoTIFF, NIfTI, ...) or a "
+        "Zarr store. Give the path of the raster file inside it, or of the store.")
+
+
 def claim(url: str, storage_options: dict[str, Any]) -> tuple[str, Reader]:
     """The first reader (and its name) whose guess claims ``url``; raises when none does, or
     when ``url`` is missing. Run it inside :func:`probe.sharing` to share what the guesses read."""
@@ -110,6 +132,8 @@ def not_its_format(name: str, reader: Reader, url: str, storage_options: dict[st
     if not probe.is_file(url, storage_options) and not remote.exists(fs, path):
         return remote.not_found(url, storage_options)
     claiming = _claiming(url, storage_options)
+    if not claiming and (folder := _folder_error(url, storage_options)) is not None:
+        return folder
     if not claiming:
         return UnsupportedFormatError(
             f"The reader {name!r} ({reader.description}) cannot read {public_url(url)}: something "
@@ -143,6 +167,8 @@ def _unclaimed(url: str, storage_options: dict[str, Any]) -> GeosegError:
     fs, path = probe.location(url, storage_options)
     if not probe.is_file(url, storage_options) and not remote.exists(fs, path):
         return remote.not_found(url, storage_options)
+    if (folder := _folder_error(url, storage_options)) is not None:
+        return folder
     head = probe.head(url, storage_options)
     allow.refuse_gdal_format(url, head)  # a VRT named .tif: say so
     if probe.is_file(url, storage_options) and not head:

@@ -15,6 +15,7 @@ nodata or metadata tags, its mask or overview pages, or a compression such as LZ
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -91,8 +92,23 @@ class TiffStackReader(Reader):
 @contextlib.contextmanager
 def _open_tiff(url: str, storage_options: dict[str, Any]) -> Iterator[tifffile.TiffFile]:
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    with fs.open(path, "rb", block_size=remote.READ_BLOCK) as f, tifffile.TiffFile(f) as tif:
+    with _tifffile_quiet(), fs.open(path, "rb", block_size=remote.READ_BLOCK) as f, \
+            tifffile.TiffFile(f) as tif:
         yield tif
+
+
+@contextlib.contextmanager
+def _tifffile_quiet() -> Iterator[None]:
+    """tifffile's warnings off while it reads (``shaped series shape does not match page
+    shape`` ...): what they are about geoseg reads anyway or refuses in its own words, and
+    a library line on stderr before that message only confuses."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

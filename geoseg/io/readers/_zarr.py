@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import missing, remote
 from geoseg.io.blockcache import read_blocks
+from geoseg.io.chunkguard import guarded
 from geoseg.io.georef import GeoRef
-from geoseg.io.geozarr import geozarr_dimension_names, geozarr_georef
+from geoseg.io.geozarr import affine_attribute, geozarr_dimension_names, geozarr_georef
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import (
     BAND,
@@ -65,7 +67,7 @@ class ZarrSource(RasterSource):
         kwargs: dict[str, Any] = {"mode": "r", **remote.zarr_options(self.url, self.storage_options)}
         if self.array_path:
             kwargs["path"] = self.array_path
-        return zarr.open_array(self.url, **kwargs)
+        return guarded(zarr.open_array(self.url, **kwargs), self.url)
 
     def chunk_name(self, index: tuple[int, ...]) -> str:
         """The storage key of the chunk at spatial grid ``index`` (its first band chunk)."""
@@ -191,6 +193,7 @@ def axis_roles(shape: Sequence[int], dims: Sequence[str | None] | None, url: str
     """The role of each axis of an array: named dims decide; unnamed ones are read as
     ``(y, x)``, ``(band, y, x)`` or ``(band, z, y, x)``."""
     if dims and all(dims) and {"y", "x"} <= set(dims):
+        _refuse_repeated(dims, url)
         return _named_roles(shape, [str(d) for d in dims], url)
     unnamed = {2: (SPACE, SPACE), 3: (BAND, SPACE, SPACE), 4: (BAND, SPACE, SPACE, SPACE)}
     if len(shape) not in unnamed:
@@ -207,6 +210,17 @@ def axis_roles(shape: Sequence[int], dims: Sequence[str | None] | None, url: str
             "or xarray's _ARRAY_DIMENSIONS), or write it band first."
         )
     return unnamed[len(shape)]
+
+
+def _refuse_repeated(dims: Sequence[str | None], url: str) -> None:
+    """Refuse dimension names given twice (``["y", "y", "x"]``): read by name, the array would
+    pass for a volume, or an axis for another."""
+    repeated = sorted({str(d) for d in dims if list(dims).count(d) > 1})
+    if repeated:
+        raise UnsupportedFormatError(
+            f"Array at {url} has dimension names {tuple(dims)}: {', '.join(map(repr, repeated))} "
+            "named more than once; expected each dimension named once (e.g. (\"band\", \"y\", "
+            "\"x\")). Fix its dimension_names (Zarr v3) or _ARRAY_DIMENSIONS (xarray).")
 
 
 def _named_roles(shape: Sequence[int], dims: list[str], url: str) -> tuple[str, ...]:
@@ -254,7 +268,29 @@ def declared_nodata(arr: zarr.Array, url: str) -> float | None:
         raise CorruptInputError(
             f"Zarr array {public_url(url)} has the attribute {key}={value!r}; expected a number "
             "(its nodata: what xarray and rioxarray write there). Fix or delete that attribute.")
+    _check_nodata_fits(number, np.dtype(arr.dtype), key, url)
     return number
+
+
+def _check_nodata_fits(number: float, dtype: np.dtype, key: str, url: str) -> None:
+    """Refuse a nodata no value of ``dtype`` can equal (1e40 on uint8, 0.5 or NaN on integers,
+    1e40 on float32): it would mark no pixel, and nodata pixels would be segmented as data."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        fits = math.isfinite(number) and number.is_integer() and info.min <= number <= info.max
+        holds = f"whole numbers from {info.min} to {info.max}"
+    elif dtype.kind == "f":
+        largest = float(np.finfo(dtype).max)
+        fits = not math.isfinite(number) or abs(number) <= largest
+        holds = f"numbers up to +-{largest:g}, NaN and infinities"
+    else:
+        return
+    if not fits:
+        raise CorruptInputError(
+            f"Zarr array {public_url(url)} has the attribute {key}={number!r}, but its pixels are "
+            f"{dtype} ({holds}): no pixel can equal it, so it would mark no pixel as nodata. "
+            f"Expected a nodata value {dtype} can hold: fix the attribute, or delete it if the "
+            "array has no nodata.")
 
 
 def xarray_v2_fill_value(arr: zarr.Array) -> Any:
@@ -308,5 +344,8 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
     if geozarr is not None:
         return geozarr
     if "crs" in attrs or "transform" in attrs:
-        return GeoRef.from_crs(attrs.get("crs"), attrs.get("transform"), nodata)
+        transform = attrs.get("transform")
+        if transform is not None:
+            transform = affine_attribute(transform, "transform")
+        return GeoRef.from_crs(attrs.get("crs"), transform, nodata)
     return GeoRef(nodata=None if nodata is None else float(nodata))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -56,6 +58,21 @@ def is_file(url: str, storage_options: dict[str, Any]) -> bool:
     if path.endswith(".zarr"):
         return False
     return _once(("file", url), lambda: remote.isfile(fs, path))
+
+
+def local_kind(url: str, storage_options: dict[str, Any]) -> str | None:
+    """What a local path is when it is not a regular file: ``"a folder"``, ``"a FIFO (named
+    pipe)"``, ``"a socket"``, ``"a device"``; ``None`` for a regular file, a remote URL or a
+    path that does not exist. Told by ``stat`` alone: opening a FIFO to look would block."""
+    if not remote.is_local(url):
+        return None
+    try:
+        mode = os.stat(location(url, storage_options)[1]).st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    return next((name for test, name in kinds if test(mode)), None)
 
 
 def head(url: str, storage_options: dict[str, Any]) -> bytes:

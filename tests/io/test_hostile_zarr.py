@@ -1,0 +1,207 @@
+"""Hostile inputs: decompression bombs in Zarr chunks, transforms that place no pixel, GeoZarr
+side attributes that say nothing usable, FIFOs and folders given as files, and messages that
+must be geoseg's own."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+
+import numcodecs
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+import geoseg
+from geoseg.errors import CorruptInputError, UnsupportedFormatError
+from tests.cli import geoseg as geoseg_cli
+
+GIB2 = 2 * 2**30
+CHUNK = (3, 128, 128)  # 49,152 bytes of uint8
+
+
+def sized_zstd_bomb(size: int, block: int = 128 * 1024) -> bytes:
+    """A zstd frame declaring ``size`` decoded bytes, made of RLE blocks of zeros: a few bytes
+    per 128 KiB, so a 2 GiB bomb is 64 KiB, built without allocating what it declares."""
+    sizes = [block] * (size // block) + ([size % block] if size % block else [])
+    return b"\x28\xb5\x2f\xfd\x80\x58" + size.to_bytes(4, "little") + _rle_blocks(sizes)
+
+
+def unsized_zstd_frame(blocks: int, block: int, byte: int = 0) -> bytes:
+    """A zstd frame declaring no decoded size (as a streaming writer makes it)."""
+    return b"\x28\xb5\x2f\xfd\x00\x58" + _rle_blocks([block] * blocks, byte)
+
+
+def _rle_blocks(sizes: list[int], byte: int = 0) -> bytes:
+    """zstd RLE blocks (RFC 8878, 3.1.1.2) of ``sizes`` bytes each, all ``byte``, the last
+    marked last."""
+    last = len(sizes) - 1
+    return b"".join(((n << 3) | (1 << 1) | (i == last)).to_bytes(3, "little") + bytes([byte])
+                    for i, n in enumerate(sizes))
+
+
+def bombed_array(path, zarr_format: int, compressor, payload: bytes) -> str:
+    """A (band, y, x) uint8 array whose first chunk is replaced by ``payload``."""
+    array = zarr.create_array(str(path), shape=(3, 256, 256), chunks=CHUNK, dtype="uint8",
+                              compressors=compressor, zarr_format=zarr_format,
+                              **({"dimension_names": ("band", "y", "x")} if zarr_format == 3
+                                 else {}))
+    array[:] = 7
+    key = "c/0/0/0" if zarr_format == 3 else "0.0.0"
+    (path / key).write_bytes(payload)
+    return key
+
+
+def test_numcodecs_really_allocates_what_a_zstd_frame_declares():
+    """The hand-made bomb is one: zarr's codec decodes it to what it declares."""
+    assert len(numcodecs.Zstd().decode(sized_zstd_bomb(300_000))) == 300_000
+
+
+@pytest.mark.parametrize(("zarr_format", "compressor", "payload", "said"), [
+    (3, zarr.codecs.ZstdCodec(), sized_zstd_bomb(GIB2),
+     "zstd stream (65,546 bytes) declares 2,147,483,648 bytes once decoded"),
+    (2, numcodecs.Zstd(), sized_zstd_bomb(GIB2), "declares 2,147,483,648 bytes once decoded"),
+    (2, numcodecs.Blosc(), numcodecs.Blosc().encode(np.zeros(10**7, "u1")),
+     "blosc stream"),
+    (3, zarr.codecs.BloscCodec(), numcodecs.Blosc().encode(np.zeros(10**7, "u1")),
+     "declares 10,000,000 bytes once decoded"),
+    (3, zarr.codecs.GzipCodec(), gzip.compress(bytes(10**7)),
+     "decodes to more than 49,152 bytes (geoseg read it no further)"),
+    (2, numcodecs.Zlib(), numcodecs.Zlib().encode(np.zeros(10**7, "u1")),
+     "zlib stream"),
+    (3, zarr.codecs.ZstdCodec(), unsized_zstd_frame(16, 128 * 1024),
+     "declares no decoded size and does not decode to 49,152 bytes"),
+], ids=["v3-zstd", "v2-zstd", "v2-blosc", "v3-blosc", "v3-gzip", "v2-zlib", "v3-zstd-unsized"])
+def test_a_chunk_decoding_to_more_than_a_chunk_is_refused_before_decoding(
+        tmp_path, zarr_format, compressor, payload, said):
+    key = bombed_array(tmp_path / "bomb.zarr", zarr_format, compressor, payload)
+    with pytest.raises(CorruptInputError) as info:
+        geoseg.open_raster(str(tmp_path / "bomb.zarr"))[:, :64, :64].compute()
+    message = str(info.value)
+    assert f"Zarr chunk {key} of " in message and said in message, message
+    assert "holds 3 x 128 x 128 uint8 (49,152 bytes)" in message, message
+    assert "decompression bomb" in message
+
+
+def test_a_zstd_chunk_without_a_declared_size_still_reads(tmp_path):
+    """A streaming writer's frames declare no size: decoded into exactly a chunk, they pass."""
+    bombed_array(tmp_path / "ok.zarr", 3, zarr.codecs.ZstdCodec(),
+                 unsized_zstd_frame(3, 128 * 128, byte=5))
+    data = geoseg.open_raster(str(tmp_path / "ok.zarr"))[:, :128, :130].compute().values
+    assert (data[:, :, :128] == 5).all() and (data[:, :, 128:] == 7).all()
+
+
+def test_guarded_reads_match_zarr_on_every_codec(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (3, 256, 256), dtype=np.uint8)
+    for i, codec in enumerate([zarr.codecs.ZstdCodec(), zarr.codecs.GzipCodec(),
+                               zarr.codecs.BloscCodec()]):
+        path = tmp_path / f"a{i}.zarr"
+        zarr.create_array(str(path), data=image, chunks=CHUNK, compressors=codec,
+                          dimension_names=("band", "y", "x"))
+        np.testing.assert_array_equal(geoseg.open_raster(str(path)).compute().values, image)
+
+
+def test_a_two_gib_zstd_bomb_is_refused_within_bounded_memory(tmp_path):
+    """Was: 4.6 GB peak, and MemoryError (exit 1, an internal error) under a 3 GB cap."""
+    bombed_array(tmp_path / "bomb.zarr", 3, zarr.codecs.ZstdCodec(), sized_zstd_bomb(GIB2))
+    spec = {"input": {"url": str(tmp_path / "bomb.zarr")},
+            "model": {"method": "otsu", "params": {"feature": "mean"}},
+            "output": {"url": str(tmp_path / "out.zarr")}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    result = geoseg_cli("validate", str(tmp_path / "job.yaml"),
+                        prefix=["prlimit", "--as=2500000000"], timeout=120)
+    said = result.stdout + result.stderr
+    assert result.returncode == 2, said
+    assert "Zarr chunk c/0/0/0 of" in said and "declares 2,147,483,648 bytes" in said, said
+    assert "Traceback" not in said and "MemoryError" not in said
+
+
+def geozarr(path, attrs: dict, dtype: str = "uint8") -> str:
+    array = zarr.create_array(str(path), shape=(2, 32, 32), chunks=(2, 32, 32), dtype=dtype,
+                              dimension_names=("band", "Y", "X"), attributes=attrs)
+    array[:] = 1
+    return str(path)
+
+
+@pytest.mark.parametrize(("transform", "problem"), [
+    ([float("nan"), 0, 0, 0, -1, 0], "NaN or infinite"),
+    ([0, 0, 0, 0, 0, 0], "singular"),
+    ([1e309, 0, 0, 0, -1, 0], "NaN or infinite"),
+    ([1, 2, 0, 2, 4, 0], "singular"),
+])
+def test_a_geozarr_transform_that_places_no_pixel_is_refused(tmp_path, transform, problem):
+    url = geozarr(tmp_path / "a.zarr", {"proj:epsg": 4326, "spatial:transform": transform,
+                                        "spatial:dimensions": ["Y", "X"]})
+    with pytest.raises(UnsupportedFormatError, match=f"spatial:transform = .*{problem}"):
+        geoseg.open_raster(url)
+
+
+def test_plain_and_cf_transforms_that_place_no_pixel_are_refused(tmp_path):
+    plain = zarr.create_array(str(tmp_path / "p.zarr"), shape=(32, 32), chunks=(32, 32),
+                              dtype="uint8", attributes={"transform": [1, 0, 0, 0, 0, 0]})
+    plain[:] = 1
+    with pytest.raises(UnsupportedFormatError, match="attribute transform = .*singular"):
+        geoseg.open_raster(str(tmp_path / "p.zarr"))
+    group = zarr.open_group(str(tmp_path / "cf.zarr"), mode="w")
+    group.create_array("raster", shape=(32, 32), chunks=(32, 32), dtype="uint8",
+                       dimension_names=("y", "x"))[:] = 1
+    group.create_array("spatial_ref", shape=(), dtype="int64",
+                       attributes={"GeoTransform": "0 nan 0 0 0 -1"})
+    with pytest.raises(UnsupportedFormatError, match="GeoTransform = '0 nan 0 0 0 -1' .*NaN"):
+        geoseg.open_raster(str(tmp_path / "cf.zarr"))
+
+
+@pytest.mark.parametrize(("attrs", "match"), [
+    ({"spatial:dimensions": ["q", "r"]}, r"spatial:dimensions = \['q', 'r'\] does not name"),
+    ({"spatial:dimensions": ["Y", "X"], "spatial:registration": "weird",
+      "spatial:transform": [1, 0, 0, 0, -1, 0]}, "spatial:registration = 'weird' is not"),
+])
+def test_geozarr_side_attributes_that_say_nothing_usable_are_refused(tmp_path, attrs, match):
+    with pytest.raises(UnsupportedFormatError, match=match):
+        geoseg.open_raster(geozarr(tmp_path / "a.zarr", attrs))
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint8", 1e40), ("uint8", -1), ("int16", 0.5),
+                                               ("float32", 1e40)])
+def test_a_nodata_no_pixel_can_equal_is_refused(tmp_path, dtype, nodata):
+    url = geozarr(tmp_path / "a.zarr", {"nodata": nodata, "spatial:dimensions": ["Y", "X"]}, dtype)
+    said = f"nodata={float(nodata)!r}, but its pixels are {dtype}"
+    with pytest.raises(CorruptInputError, match=re.escape(said)):
+        geoseg.open_raster(url)
+
+
+def test_a_nodata_the_dtype_holds_is_read(tmp_path):
+    url = geozarr(tmp_path / "a.zarr", {"nodata": 255, "spatial:dimensions": ["Y", "X"]})
+    assert geoseg.open_raster(url).attrs["nodata"] == 255
+
+
+def test_a_fifo_or_a_folder_given_as_a_file_is_named_as_such(tmp_path):
+    os.mkfifo(tmp_path / "fifo.tif")
+    (tmp_path / "dir.tif").mkdir()
+    fifo = geoseg_cli("info", str(tmp_path / "fifo.tif"))
+    assert fifo.returncode == 2 and "it is a FIFO (named pipe), not a file" in fifo.stderr, fifo
+    folder = geoseg_cli("info", str(tmp_path / "dir.tif"))
+    assert folder.returncode == 2 and "it is a folder, not a file" in folder.stderr, folder
+
+
+def test_datetime_pixels_and_repeated_dimension_names_are_named(tmp_path):
+    zarr.create_array(str(tmp_path / "dt.zarr"), shape=(32, 32), chunks=(32, 32),
+                      dtype="M8[s]", zarr_format=2)
+    with pytest.raises(UnsupportedFormatError, match=r"datetime64\[s\] \(dates and times\).*"
+                                                     "seconds since 1970") as info:
+        geoseg.open_raster(str(tmp_path / "dt.zarr"))
+    assert "complex" not in str(info.value)
+    zarr.create_array(str(tmp_path / "yy.zarr"), shape=(2, 32, 32), chunks=(2, 32, 32),
+                      dtype="uint8", dimension_names=("y", "y", "x"))
+    with pytest.raises(UnsupportedFormatError, match="'y' named more than once"):
+        geoseg.open_raster(str(tmp_path / "yy.zarr"))
+
+
+def test_an_unknown_epsg_code_prints_only_geosegs_message(tmp_path):
+    url = geozarr(tmp_path / "a.zarr", {"proj:epsg": 99999999, "spatial:dimensions": ["Y", "X"]})
+    result = geoseg_cli("info", url, own_process=True, timeout=120)
+    assert result.returncode == 2, result
+    assert "proj:epsg = 99999999 is not a CRS PROJ knows" in result.stderr
+    assert "ERROR 1" not in result.stderr, result.stderr
