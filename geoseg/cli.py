@@ -484,18 +484,18 @@ def batch(
     console.print(report.table())
     if report.url:
         console.print(f"report: {report.url}", markup=False, highlight=False)
-    if report.interrupted:
-        _batch_interrupted(report)
-    if report.url:
+    if report.url:  # an interrupted batch's report gets its index too: it says what is left
         _html_report(None, batch=report, storage_options=batch_spec.job.output.storage_options,
                      input_options=batch_spec.job.input.storage_options)
+    if report.interrupted:
+        _batch_interrupted(report)
     if report.failed:
         raise typer.Exit(1)
 
 
 def _batch_interrupted(report: Any) -> None:
-    """Say what an interrupted batch did and did not do; exit 130 (Ctrl-C) or 143 (SIGTERM).
-    No HTML index: what was asked for is to stop."""
+    """Say what an interrupted batch did and did not do (last, below its report and HTML index);
+    exit 130 (Ctrl-C) or 143 (SIGTERM)."""
     said = ", ".join(f"{n} {k}" for k, n in report.totals.items() if n and k != "inputs")
     again = "" if report.dry_run else ("; running the batch again resumes it (finished outputs "
                                        "are skipped)")

@@ -70,6 +70,40 @@ class DropAbandonedTimeouts(logging.Filter):
                     and isinstance(error, TimeoutError))
 
 
+class DropSchedulerLoss(logging.Filter):
+    """Drops what a client logs while it loses its scheduler ("Failed to reconnect to
+    scheduler", the connection errors of its reconnection attempts): the run's own error
+    (:class:`~geoseg.errors.ClusterLostError`) names the scheduler and says what to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL or not (
+            str(record.msg).startswith("Failed to reconnect to scheduler")
+            or "_reconnect" in (record.exc_text or "") or _reconnecting(record))
+
+
+def _reconnecting(record: logging.LogRecord) -> bool:
+    """Whether the record's traceback passes through ``Client._reconnect``."""
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_reconnect":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+CLIENT_LOGGERS = ("distributed.client", "distributed.utils")  # log_errors records as utils
+
+
+def quiet_scheduler_loss(on: bool = True) -> None:
+    """Drop (``on``) or keep a client's records of losing its scheduler (:class:`DropSchedulerLoss`)."""
+    for name in CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, DropSchedulerLoss)]:
+            logger.removeFilter(old)
+        if on:
+            logger.addFilter(DropSchedulerLoss())
+
+
 def quiet_cluster_shutdown() -> None:
     """Install (once in this process) :class:`DropShutdownKills` on ``distributed.nanny`` and
     :class:`DropAbandonedTimeouts` on ``asyncio``: what a local cluster closing may print."""
@@ -117,11 +151,12 @@ def setup(fmt: str | None = None, level: int | str = logging.INFO, *,
 
     With JSON, Dask's ``distributed`` records and Python warnings that reach this
     process's stderr become JSON lines too, so that stderr stays machine-readable.
-    ``quiet_tasks``: :func:`quiet_task_errors`. Calling it again replaces the handlers it
+    ``quiet_tasks``: :func:`quiet_task_errors` and :func:`quiet_scheduler_loss`. Calling it again replaces the handlers it
     installed.
     """
     chosen = log_format(fmt)
     quiet_task_errors(quiet_tasks)
+    quiet_scheduler_loss(quiet_tasks)  # without --debug, the run's error says it once
     _install(logging.getLogger(ROOT), chosen)
     logging.getLogger(ROOT).setLevel(level)
     if chosen == "json":

@@ -513,6 +513,22 @@ def _until_done(futures: list[Future[ItemResult]]) -> None:
         pass
 
 
+def _run_on_cluster(runner: BatchRunner, items: list[BatchItem], cluster: Any) -> list[ItemResult]:
+    """Every item run on one cluster. Interrupted (Ctrl-C or SIGTERM) while the cluster starts,
+    before any job could: every item ``not-started``, so that the batch still writes its report
+    (an interrupt once the jobs run is :meth:`BatchRunner._map`'s)."""
+    results: list[ItemResult] = []
+    try:
+        with connect(cluster) as client:
+            results = runner.run(items, client)
+    except KeyboardInterrupt as stop:
+        if results:  # the jobs had all ended; the cluster was closing
+            return results
+        runner.interrupted = runner.interrupted or _signal_name(stop)
+        return [runner._result(item, "not-started") for item in items]
+    return results
+
+
 def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
               cluster: str | None = None, overwrite: bool = False, dry_run: bool = False,
               log: Callable[[str], None] | None = None) -> BatchReport:
@@ -536,8 +552,7 @@ def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
     if dry_run:
         report.items = runner.plan(items)
     else:
-        with connect(with_cluster(spec.cluster, where)) as client:
-            report.items = runner.run(items, client)
+        report.items = _run_on_cluster(runner, items, with_cluster(spec.cluster, where))
     report.interrupted, report.finished = runner.interrupted, now()
     if not dry_run:
         report.url = write_report(report, spec)

@@ -10,6 +10,7 @@ only when their kind is used.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib
 import math
@@ -32,12 +33,14 @@ from geoseg.core import redact
 from geoseg.core.urls import public_url
 from geoseg.errors import ClusterConfigError, MissingExtraError
 from geoseg.parallel.cluster_spec import ClusterSpec, JobqueueSpec, KubernetesSpec, walltime_seconds
+from geoseg.parallel.lost import scheduler_loss_said
 
 NAMED_KINDS = ("local", "threads", "slurm", "pbs", "kubernetes")
 ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$")
 MIN_LIFETIME = 60  # seconds a worker in a batch job lives at least
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_THREADS = 1  # threads per CPU worker when the spec gives none
+CLOSE_TIMEOUT = 10  # seconds to close a cluster interrupted while it starts
 EXTRAS = {"dask_jobqueue": ("dask-jobqueue", "hpc"),
           "dask_kubernetes.operator": ("dask-kubernetes", "kubernetes")}
 
@@ -124,8 +127,10 @@ def connect(cluster: ClusterSpec | str | None = None, *, n_workers: int | None =
     if cluster is None or isinstance(cluster, str):
         base = ClusterSpec(n_workers=n_workers, threads_per_worker=threads_per_worker)
         cluster = with_cluster(base, cluster)
-    with _CONNECT[cluster_kind(cluster)](cluster) as client:
+    with _CONNECT[cluster_kind(cluster)](cluster) as client, scheduler_loss_said(client):
         yield client
+
+
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,8 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
 
     dashboard = {"dashboard": find_spec("bokeh") is not None}  # if bokeh can serve one
     logs.quiet_cluster_shutdown()  # the nannies live in this process
-    with PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard) as cluster, \
+    with closed_if_interrupted(), \
+            PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard) as cluster, \
             Client(cluster) as client:  # the scheduler's HTTP server on a free port, not 8787
         client.wait_for_workers(len(layouts))
         threads = config.torch_threads() or max(layout.torch_threads for layout in layouts)
@@ -199,14 +205,48 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
 
 
 @contextmanager
+def closed_if_interrupted() -> Iterator[None]:
+    """Close, quietly, the clusters started in the block when Ctrl-C or SIGTERM interrupts it.
+
+    A signal landing while a cluster starts interrupts its constructor: the half-started cluster
+    is never entered, so nothing closes it but distributed's exit-time ``close_clusters``, which
+    then fails on the start the signal cancelled (``UnboundLocalError`` and a traceback) while
+    its workers log that they lost the scheduler. Closed here, workers first, it is gone before
+    the command says it was interrupted."""
+    from distributed.deploy.spec import SpecCluster
+
+    before = set(SpecCluster._instances)
+    try:
+        yield
+    except KeyboardInterrupt:
+        for cluster in set(SpecCluster._instances) - before:
+            _close_quietly(cluster)
+        raise
+
+
+def _close_quietly(cluster: Any) -> None:
+    """Close ``cluster`` (one a signal may have left half started) whatever state it is in; mark
+    it closed, so that distributed's exit-time clean-up leaves it alone."""
+    from distributed.core import Status
+
+    try:
+        cluster.close(timeout=CLOSE_TIMEOUT)
+    except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the interrupt is what matters
+        logs.log.debug("closing a cluster interrupted while starting failed", exc_info=True)
+    finally:
+        cluster.status = Status.closed
+
+
+@contextmanager
 def _threads(spec: ClusterSpec) -> Iterator[Client]:
     """One worker in this process, its threads sharing the cores (torch threads too): no process
     start, no model copy per process. A small job's cluster; also ``--cluster threads``."""
     cores = os.cpu_count() or 1
     threads = spec.threads_per_worker or cores
     logs.quiet_cluster_shutdown()  # its scheduler and worker live in this process
-    with LocalCluster(n_workers=1, threads_per_worker=threads, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with closed_if_interrupted(), LocalCluster(n_workers=1, threads_per_worker=threads,
+                                               processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
         _pin_torch_threads(client, config.torch_threads() or max(1, cores // threads))
         yield client
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import CancelledError
@@ -161,7 +162,12 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
     through each worker's cache of decoded input chunks."""
     if work.windows_reach_past_regions:
         source = source.with_read_cache()
-    todo = [r for r in regions(source.shape[1:], chunks) if chunk_key(r, chunks) not in skip]
+    todo, earlier = [], 0  # earlier: chunks done by earlier runs
+    for region in regions(source.shape[1:], chunks):
+        if chunk_key(region, chunks) in skip:
+            earlier += 1
+        else:
+            todo.append(region)
     kwargs = {"work": work, "source": source, "target": target, "n_classes": n_classes,
               "chunks": chunks, "reference": reference, "with_probabilities": with_probabilities}
     futures = submit_in_stripes(client, segment_to_store, todo, **kwargs)
@@ -172,53 +178,70 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
         if on_done is not None:
             on_done(result)
 
+    kept = functools.partial(_scheduler_kept, client, lambda: target.count_done() - earlier,
+                             len(todo))
     try:
-        crashed = _gather(client, dict(zip((f.key for f in futures), todo)), futures, done)
+        crashed = _gather(kept, dict(zip((f.key for f in futures), todo)), futures, done)
+        if crashed:  # tasks that were on a dying worker: the one that killed it, and bystanders
+            _retry_alone(client, kept, crashed, done, **kwargs)
     except BaseException:
-        client.cancel(futures)
+        _cancel(client, futures)
         raise
-    if crashed:  # tasks that were on a dying worker: the one that killed it, and bystanders
-        _retry_alone(client, crashed, done, **kwargs)
     return stats
 
 
-def _gather(client: Client, region_of: dict[str, tuple[slice, ...]], futures: list[Future],
+def _cancel(client: Client, futures: list[Future]) -> None:
+    """Cancel the tasks of a run that is ending early; a client that lost its scheduler has
+    nothing to cancel and must not hide why the run ended behind its own connection error."""
+    if client.status == "running":
+        with contextlib.suppress(OSError, TimeoutError):
+            client.cancel(futures)
+
+
+def _gather(kept: Callable[[], contextlib.AbstractContextManager[None]],
+            region_of: dict[str, tuple[slice, ...]], futures: list[Future],
             done: Callable[[RegionStats], None]) -> list[tuple[slice, ...]]:
     """Wait for every future; the regions of those that failed because workers died (Dask's
-    ``KilledWorker``). A lost scheduler raises :class:`~geoseg.errors.ClusterLostError`."""
-    crashed, written = [], 0
-    for future in as_completed(futures):
-        try:
-            with _scheduler_kept(client, written, len(futures)):
+    ``KilledWorker``). A lost scheduler raises :class:`~geoseg.errors.ClusterLostError` (``kept``)."""
+    crashed = []
+    with kept():
+        for future in as_completed(futures):
+            try:
                 done(future.result())
-            future.release()  # its result is in: a worker dying now does not recompute it
-            written += 1
-        except KilledWorker:
-            crashed.append(region_of[future.key])
+                future.release()  # its result is in: a worker dying now does not recompute it
+            except KilledWorker:
+                crashed.append(region_of[future.key])
     return crashed
 
 
 @contextlib.contextmanager
-def _scheduler_kept(client: Client, written: int, total: int) -> Iterator[None]:
-    """A future cancelled because the client lost its scheduler becomes
-    :class:`~geoseg.errors.ClusterLostError`."""
+def _scheduler_kept(client: Client, written: Callable[[], int], total: int) -> Iterator[None]:
+    """A future cancelled because the client lost its scheduler, or a connection error once it
+    has lost it, becomes :class:`~geoseg.errors.ClusterLostError`, counting the chunks this run
+    wrote from the output's manifest (``written``): results a worker wrote but could no longer
+    send back count too."""
     try:
         yield
     except CancelledError as exc:
         if getattr(exc, "reason", None) != "scheduler-connection-lost":
             raise
-        raise faults.scheduler_lost(client.scheduler.address, written, total) from None
+        raise faults.scheduler_lost(client.scheduler.address, written(), total) from None
+    except OSError:
+        if client.status == "running":
+            raise
+        raise faults.scheduler_lost(client.scheduler.address, written(), total) from None
 
 
-def _retry_alone(client: Client, crashed: list[tuple[slice, ...]],
-                 done: Callable[[RegionStats], None], **kwargs: Any) -> None:
+def _retry_alone(client: Client, kept: Callable[[], contextlib.AbstractContextManager[None]],
+                 crashed: list[tuple[slice, ...]], done: Callable[[RegionStats], None],
+                 **kwargs: Any) -> None:
     """Run each region again, one at a time: a worker dying now was killed by that region's own
     task. Raise :class:`~geoseg.errors.WorkerCrashError` naming those (after
     :data:`CRASH_CULPRITS` of them the rest are left to a rerun)."""
     culprits, deaths = [], 0
     for i, region in enumerate(crashed):
         try:
-            with _scheduler_kept(client, i - len(culprits), len(crashed)):
+            with kept():
                 done(client.submit(segment_to_store, region, pure=False, **kwargs).result())
         except KilledWorker as exc:
             culprits.append((chunk_key(region, kwargs["chunks"]), region))

@@ -22,6 +22,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from geoseg.models import cache
 from geoseg.models.header import ModelRef, model_refs
 from geoseg.parallel.disconnect import ReleaseOnDisconnect, plugin_name
+from geoseg.parallel.lost import scheduler_loss_said
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ def load_models(client: Client, ref: Any, *, compile: bool = False) -> ModelPlug
     refs = tuple(dict.fromkeys(model_refs(ref)))
     if not refs:
         return None
-    _release_on_disconnect(client)
     plugin = ModelPlugin(refs, compile, client=client.id)
-    client.register_plugin(plugin, name=plugin.name)
+    with scheduler_loss_said(client):  # a scheduler lost now fails the run as ClusterLostError
+        _release_on_disconnect(client)
+        client.register_plugin(plugin, name=plugin.name)
     return plugin
 
 
@@ -78,7 +80,13 @@ def unload_models(client: Client, plugin: ModelPlugin | None) -> None:
     (the scheduler released it while this client was disconnected) is no error."""
     if plugin is None:
         return
+    if client.status != "running":  # lost its scheduler: that error, not this one, says why
+        logger.info("model plugin %s left to the scheduler: this client lost it", plugin.name)
+        return
     try:
         client.unregister_worker_plugin(plugin.name)
     except ValueError:
         logger.info("model plugin %s was already released", plugin.name)
+    except OSError as exc:  # the scheduler went away meanwhile; a run's own error must show
+        logger.info("model plugin %s not released (%s): the scheduler is unreachable",
+                    plugin.name, type(exc).__name__)

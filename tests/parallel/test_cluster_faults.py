@@ -1,0 +1,123 @@
+"""A cluster that fails the command line: a scheduler killed mid-run (one message naming it, exit
+1, the status saying so, a rerun resumes) and SIGTERM while a local cluster is still starting
+(no traceback, and a batch still writes its report, every input not started)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from geoseg.jobs.status import output_status
+from tests.conftest import textured_image, write_geotiff, write_zarr
+from tests.jobs.slow_batch import slow_geoseg
+from tests.jobs.test_worker_faults import BIN, ROOT, wait_for_done
+from tests.parallel.test_cluster import free_port
+
+QUICK_RECONNECT = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3"}  # the client's reconnect wait
+
+
+def slow_job(folder: Path, address: str) -> Path:
+    """A job of 64 regions taking a fifth of a second each, on the scheduler at ``address``."""
+    write_zarr(folder / "in.zarr", textured_image(256, 256, bands=1), chunks=(32, 32))
+    job = folder / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "name": "lost", "input": {"url": str(folder / "in.zarr")},
+        "model": {"method": "slow", "params": {"thresholds": [128], "delay": 0.2}},
+        "output": {"url": str(folder / "out.zarr"), "chunks": [32, 32]},
+        "inference": {"tile": 32}, "cluster": {"scheduler": address}}))
+    return job
+
+
+def start_cluster(folder: Path, port: int) -> list[subprocess.Popen]:
+    """``dask scheduler`` and one ``dask worker`` on 127.0.0.1, the scheduler first."""
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": ROOT,
+             "env": {**os.environ, "PYTHONPATH": str(ROOT)}}  # the workers unpickle the slow method
+    address = f"tcp://127.0.0.1:{port}"
+    return [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--no-dashboard"], **quiet),
+            subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1", "--no-dashboard",
+                              "--local-directory", str(folder / "w")], **quiet)]
+
+
+@pytest.mark.timeout(120)
+def test_a_scheduler_killed_mid_run_fails_the_run_with_one_message_naming_it(tmp_path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    job = slow_job(tmp_path, address)
+    procs = start_cluster(tmp_path, port)
+    try:
+        with slow_geoseg(["run", str(job)], {"PYTHONPATH": str(ROOT), **QUICK_RECONNECT}) as run:
+            run.wait_for("job started")
+            written = wait_for_done(tmp_path / "out.zarr", 1)
+            procs[0].kill()
+            t0 = time.monotonic()
+            code = run.finish(timeout=60)
+            took = time.monotonic() - t0
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(30)
+
+    lines = "\n".join(run.lines)
+    assert code == 1, lines
+    assert took < 30, lines  # the lowered reconnect wait is honoured
+    assert "Traceback" not in lines and "distributed.client" not in lines, lines
+    [error] = [line for line in run.lines if line.startswith("error:")]
+    assert f"Lost the Dask scheduler at {address} during the run" in error
+    assert "run the job again: it computes only the chunks not written" in error
+    state = output_status(str(tmp_path / "out.zarr"))
+    assert state.status.startswith("failed (ClusterLostError"), state.status
+    assert 1 <= written <= state.done < 64
+    said = int(error.split("during the run (")[1].split(" of ")[0])
+    # the chunks in the store when the run failed (not only those whose results came back); the
+    # worker, still running, may have written one more since
+    assert written <= said <= state.done
+
+
+def write_batch(folder: Path) -> Path:
+    """Two GeoTIFF inputs, a local cluster of one worker process."""
+    (folder / "in").mkdir()
+    for i in range(2):
+        write_geotiff(folder / "in" / f"s{i}.tif", textured_image(64, 64, bands=1, seed=i))
+    spec = folder / "batch.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "early", "inputs": {"glob": f"{folder}/in/*.tif"},
+        "output": {"url_template": f"{folder}/out/{{stem}}.zarr"}, "cluster": {"n_workers": 1},
+        "job": {"model": {"method": "threshold", "params": {"thresholds": [128]}}}}))
+    return spec
+
+
+def wait_for_a_worker_process(pid: int, timeout: float = 60) -> None:
+    """Until the process ``pid`` has started a child (its local cluster's first worker)."""
+    deadline = time.monotonic() + timeout
+    while not psutil.Process(pid).children():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_while_the_local_cluster_starts_ends_the_batch_with_its_report(tmp_path):
+    spec = write_batch(tmp_path)
+    with slow_geoseg(["batch", str(spec)], {}) as batch:
+        wait_for_a_worker_process(batch.proc.pid)
+        batch.proc.send_signal(signal.SIGTERM)
+        code = batch.finish()
+
+    lines = "\n".join(batch.lines)
+    assert code == 143, lines
+    assert "Traceback" not in lines and " - ERROR - " not in lines, lines
+    [report] = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("batch-early-*.json")]
+    assert report["interrupted"] == "SIGTERM"
+    assert [i["state"] for i in report["items"]] == ["not-started", "not-started"]
+    assert "interrupted (SIGTERM): 2 not-started" in lines
+    [index] = [line.split(": ", 1)[1] for line in batch.lines if line.startswith("html report: ")]
+    assert Path(index).is_file()
+    assert not list((tmp_path / "out").glob("*.zarr"))
