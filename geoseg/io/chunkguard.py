@@ -141,8 +141,9 @@ def check_chunk(guard: ChunkGuardStore, key: str, data: np.ndarray) -> None:
     raise CorruptInputError(
         f"Zarr chunk {key} of {guard.url}: its {guard.compressor} stream ({len(data):,} bytes) "
         f"{said}, but a chunk of this array holds {guard.what}. The chunk is corrupt or a "
-        "decompression bomb, so geoseg does not decode it: re-write the array (or that chunk) "
-        "from its source.")
+        "decompression bomb, or the array's metadata (chunk shape, data type) does not describe "
+        "its chunks, so geoseg does not decode it: re-write the array (or that chunk) from its "
+        "source.")
 
 
 def zstd_content_size(data: np.ndarray) -> int | None:

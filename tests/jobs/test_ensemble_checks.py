@@ -105,7 +105,8 @@ def test_an_instance_class_a_fitted_method_will_not_give_is_refused_before_the_f
                                                               "params": {"k": 3}})).read_text())
     data["instances"] = {"classes": ["building"]}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(data))
-    assert_clean(geoseg("validate", str(tmp_path / "job.yaml")), 2, "instances: ", "'building'")
+    assert_clean(geoseg("validate", str(tmp_path / "job.yaml")), 2,
+                 "instances.classes: received 'building'")
 
 
 def test_a_parameter_a_direct_method_refuses_is_named_by_its_key(tmp_path, scene):
