@@ -103,7 +103,7 @@ def _fmt(value: Any) -> str:
 
 def metrics_section(record: dict[str, Any], scores: dict[str, Any] | None = None) -> str:
     """The run's figures, and per-class scores (a ``geoseg eval`` result, else the run's own)."""
-    rows = [("pixels", record.get("pixels")), ("throughput (Mpx/s)", record.get("throughput_mpx_per_s")),
+    rows = [("pixels computed (this run)", record.get("pixels")), ("throughput (Mpx/s)", record.get("throughput_mpx_per_s")),
             ("seconds (total)", record["timings"]["total_s"]),
             ("seconds (compute)", record["timings"]["compute_s"]),
             ("chunks computed", record["chunks"]["computed"]),
@@ -443,7 +443,7 @@ def write_index(reports: Sequence[tuple[str, dict[str, Any] | None, str | None]]
                     f"<td>{_fmt(record.get('pixels'))}</td></tr>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table id='jobs'>"
-            "<tr><th>job</th><th>model</th><th>mIoU</th><th>Mpx/s</th><th>pixels</th></tr>"
+            "<tr><th>job</th><th>model</th><th>mIoU</th><th>Mpx/s</th><th>pixels computed</th></tr>"
             + "".join(rows) + "</table></body></html>")
     return _write_text(out, page, storage_options)
 
