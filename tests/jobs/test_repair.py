@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 import zarr
 
@@ -107,9 +108,11 @@ def test_status_names_a_region_whose_stored_chunk_was_deleted(tmp_path):
     assert not verify_output(str(out)).ok  # what status said agrees with the full check
 
 
-def test_repair_marks_a_damaged_stage_so_its_next_run_redoes_it(tmp_path):
-    """Instance labels changed in place: the stage is marked damaged (classes left recorded)
-    and the next run of the job labels again, after which verify passes."""
+@pytest.mark.parametrize("damage", ["relabelled", "undecodable"])
+def test_repair_marks_a_damaged_stage_so_its_next_run_redoes_it(tmp_path, damage):
+    """Instance labels changed in place, or a chunk of them that no longer decodes: the stage is
+    marked damaged (classes left recorded) and the next run of the job labels again, after which
+    verify passes."""
     write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=2), chunks=(32, 32))
     spec = JobSpec.from_dict({
         "input": {"url": str(tmp_path / "in.zarr")},
@@ -119,13 +122,20 @@ def test_repair_marks_a_damaged_stage_so_its_next_run_redoes_it(tmp_path):
     run(spec, scheduler="threads")
     group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r+")
     labels = group["instances"][:]
-    block = labels[:32, :32].copy()
-    block[block > 0] += 1
-    group["instances"][:32, :32] = block
+    if damage == "relabelled":
+        block = labels[:32, :32].copy()
+        block[block > 0] += 1
+        group["instances"][:32, :32] = block
+    else:
+        (tmp_path / "out.zarr" / "instances" / "c" / "0" / "0").write_bytes(b"\x00garbage")
+    found = geoseg("verify", str(tmp_path / "out.zarr"))
+    said = " ".join(found.stderr.split())
+    assert found.returncode == 1 and "internal error" not in said, said
+    assert ("instances:0.0" + (" (undecodable)" if damage == "undecodable" else "")) in said, said
 
     repaired = repair_output(str(tmp_path / "out.zarr"))
     assert repaired.unmarked == [] and list(repaired.stages) == ["instances"]
-    assert "instances:0.0" in repaired.stages["instances"]
+    assert repaired.stages["instances"][0].startswith("instances:0.0")
     state = output_status(str(tmp_path / "out.zarr"))
     assert state.status == "complete" and state.stages == {"instances": "damaged"}
     again = run(spec, scheduler="threads")
