@@ -82,17 +82,42 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # as a training spec's device fiel
 
 
 def device() -> str:
-    """``GEOSEG_DEVICE``: ``cpu``, ``cuda`` or ``cuda:N`` as set, ``auto`` resolved to ``cuda``
-    when torch finds a GPU, else ``cpu``."""
+    """``GEOSEG_DEVICE``: ``cpu``, ``cuda`` or ``cuda:N`` as set (a CUDA device that torch finds
+    in this process), ``auto`` resolved to ``cuda`` when torch finds a GPU, else ``cpu``."""
+    wanted = device_setting()
+    if wanted != "auto":
+        return present(wanted, SettingError, f"GEOSEG_DEVICE={wanted}")
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_setting() -> str:
+    """``GEOSEG_DEVICE`` as written (``auto``, ``cpu``, ``cuda``, ``cuda:N``), checked for its form
+    only: whether a GPU is there is for the process that runs the model to say."""
     wanted = get("GEOSEG_DEVICE").strip().lower()
     if not DEVICE.fullmatch(wanted):
         raise SettingError(f"GEOSEG_DEVICE: received {get('GEOSEG_DEVICE')!r}; expected auto (CUDA "
                            "when present), cpu, cuda or cuda:N (N: a GPU index, e.g. cuda:0).")
-    if wanted != "auto":
+    return wanted
+
+
+def present(wanted: str, error: type[SettingError | ParameterError], what: str) -> str:
+    """``wanted`` (``cpu``, ``cuda`` or ``cuda:N``) when this process can run on it; a CUDA
+    device torch does not find here is ``error`` naming ``what`` (torch would fail later, deep
+    in a task, with an AssertionError)."""
+    if not wanted.startswith("cuda"):
         return wanted
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(wanted.partition(":")[2] or 0)
+    if index < count:
+        return wanted
+    host = os.uname().nodename
+    found = f"{count} CUDA device(s)" if count else "no CUDA device (or a torch built without CUDA)"
+    raise error(f"{what}: torch finds {found} in this process on {host}; expected a GPU it can "
+                "use. Run where one is, or use cpu (or auto: CUDA when present, else the CPU).")
 
 
 def resolve_device(value: object, what: str = "device") -> str:
@@ -107,7 +132,7 @@ def resolve_device(value: object, what: str = "device") -> str:
             f"{what}: received {value!r}; expected 'auto' (CUDA when present), 'cpu', 'cuda' or "
             "'cuda:N' (N: a GPU index, e.g. 'cuda:0'), or None for GEOSEG_DEVICE.")
     text = text.strip().lower()
-    return device() if text == "auto" else text
+    return device() if text == "auto" else present(text, ParameterError, f"{what}={text!r}")
 
 
 def _torch_device_name(value: object) -> str | None:
@@ -198,12 +223,12 @@ def gpu_threads() -> int:
 def check_settings() -> None:
     """Parse every setting of this module now, so that ``geoseg validate`` and a job's start
     name a bad ``GEOSEG_*`` value before anything runs, not a task or a worker minutes later.
-    ``GEOSEG_DEVICE`` is checked as written, without asking torch for a GPU."""
+    ``GEOSEG_DEVICE`` is checked as written: whether its GPU is there is for the workers that
+    run the model to say (:func:`present`), which on a remote cluster are other machines."""
     for read in (torch_threads, batch_size, region_bytes, tile_size, lambda: tile_size(3),
                  read_cache_bytes, inprocess_pixels, worker_wait, gpu_threads):
         read()
-    if get("GEOSEG_DEVICE").strip().lower() != "auto":
-        device()
+    device_setting()
     if get("GEOSEG_GPUS").strip().lower() not in ("auto", "none"):
         parse_gpu_ids(get("GEOSEG_GPUS"))
 

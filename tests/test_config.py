@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 import geoseg
 from geoseg import config
@@ -88,7 +90,31 @@ def test_runs_dir_and_log_format_come_from_config(monkeypatch, tmp_path):
 @pytest.mark.parametrize("value, resolved", [("cpu", "cpu"), (" CUDA:1 ", "cuda:1"), ("cuda", "cuda")])
 def test_geoseg_device_takes_what_a_training_spec_takes(monkeypatch, value, resolved):
     monkeypatch.setenv("GEOSEG_DEVICE", value)
-    assert config.device() == resolved
+    assert config.device_setting() == resolved
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_cuda_device_this_machine_lacks_is_named_where_the_model_would_run(monkeypatch, tmp_path,
+                                                                            model_path):
+    """Not torch's AssertionError from inside a task (an internal error, exit 1), and not at
+    validate, whose process need not be where the workers run."""
+    from tests.cli import geoseg as cli
+    from tests.conftest import job_dict, textured_image, write_zarr
+
+    monkeypatch.setenv("GEOSEG_DEVICE", "cuda")
+    with pytest.raises(SettingError, match="GEOSEG_DEVICE=cuda: torch finds no CUDA device"):
+        config.device()
+    with pytest.raises(geoseg.errors.ParameterError, match=r"device='cuda:1': torch finds no CUDA"):
+        config.resolve_device("cuda:1")
+    job = tmp_path / "job.yaml"
+    spec = job_dict(write_zarr(tmp_path / "in.zarr", textured_image(32, 32)), model_path,
+                    str(tmp_path / "out.zarr"))
+    job.write_text(yaml.safe_dump(spec))
+    assert cli("validate", str(job), env={"GEOSEG_DEVICE": "cuda"}).returncode == 0
+    ran = cli("run", str(job), "--cluster", "threads", env={"GEOSEG_DEVICE": "cuda"})
+    said = " ".join(ran.stderr.split())
+    assert ran.returncode == 2 and "GEOSEG_DEVICE=cuda: torch finds no CUDA device" in said, said
+    assert "internal error" not in said
 
 
 @pytest.mark.parametrize("value", [pytest.param("gpu", id="a-card-name"), "cuda:x", "mps0", ""])
