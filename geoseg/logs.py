@@ -104,10 +104,21 @@ def quiet_scheduler_loss(on: bool = True) -> None:
             logger.addFilter(DropSchedulerLoss())
 
 
+class DropShuffleNotices(logging.Filter):
+    """Drops the scheduler's shuffle plugin notices ("Shuffle ... initialized by task ...",
+    "... deactivated due to stimulus ..."), logged as warnings for every peer-to-peer rechunk
+    the instance stage runs: routine work, not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not str(record.msg).startswith("Shuffle ")
+
+
 def quiet_cluster_shutdown() -> None:
-    """Install (once in this process) :class:`DropShutdownKills` on ``distributed.nanny`` and
-    :class:`DropAbandonedTimeouts` on ``asyncio``: what a local cluster closing may print."""
-    for name, kind in (("distributed.nanny", DropShutdownKills), ("asyncio", DropAbandonedTimeouts)):
+    """Install (once in this process) :class:`DropShutdownKills` on ``distributed.nanny``,
+    :class:`DropAbandonedTimeouts` on ``asyncio`` and :class:`DropShuffleNotices` on the
+    shuffle plugin: what a local cluster, whose scheduler lives here, prints as noise."""
+    for name, kind in (("distributed.nanny", DropShutdownKills), ("asyncio", DropAbandonedTimeouts),
+                       ("distributed.shuffle._scheduler_plugin", DropShuffleNotices)):
         logger = logging.getLogger(name)
         if not any(isinstance(f, kind) for f in logger.filters):
             logger.addFilter(kind())

@@ -314,7 +314,9 @@ def warn_absent(classes: da.Array, settings: InstanceSettings, route_list: Seque
     if settings.classes is None:
         return
     asked = sorted({c for r in route_list for c in r.classes})
-    present = set(da.unique(classes).compute().tolist()) if asked else set()
+    # unoptimized, as the labelling passes after it build their graphs: the same keys, the
+    # same tasks (an optimized graph would alias them, and the scheduler warns of the change)
+    present = set(da.unique(classes).compute(optimize_graph=False).tolist()) if asked else set()
     absent = [c for c in asked if c not in present]
     if absent:
         shown = ", ".join(f"{c} ({class_names[c]!r})" if class_names[c] != str(c) else str(c)

@@ -109,7 +109,10 @@ def grow_watched(seeds: da.Array, mask: da.Array, *, halo: int,
                             dtype=seeds.dtype, elevation=elevation)
     grown = da.overlap.trim_internal(windows, axes, boundary="none")
     inner = inner_borders(windows.chunks, depth)
-    blocks = zip(windows.to_delayed().ravel(), masks.to_delayed().ravel(), inner)
+    # unoptimized, as the other passes over these windows build theirs: an optimized graph
+    # would alias shared keys, and the scheduler warns of a key whose task changed
+    blocks = zip(windows.to_delayed(optimize_graph=False).ravel(),
+                 masks.to_delayed(optimize_graph=False).ravel(), inner)
     return grown, [dask.delayed(window_seams)(b, s, m) for b, m, s in blocks]
 
 

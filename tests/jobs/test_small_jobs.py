@@ -67,11 +67,13 @@ def _record(result: subprocess.CompletedProcess) -> dict:
 @pytest.mark.parametrize("cluster, kind", [({}, "threads"), ({"n_workers": 2}, "local")])
 def test_a_clean_local_run_prints_only_geoseg_lines_on_stderr(tmp_path, model_path, cluster, kind):
     """The small job runs on threads; the one that asks for two worker processes gets them,
-    and neither leaves Dask's port, shutdown or task noise on stderr nor files in the folder."""
+    and neither leaves Dask's port, shutdown, task or shuffle noise on stderr nor files in the
+    folder, its watershed instances included (their rechunks shuffle peer to peer)."""
     folder = tmp_path / "here"
     folder.mkdir()
     write_zarr(folder / "in.zarr", textured_image(96, 80), chunks=(48, 48))
-    data = {**job_dict("in.zarr", model_path, "out.zarr"), "cluster": cluster}
+    data = {**job_dict("in.zarr", model_path, "out.zarr"), "cluster": cluster,
+            "instances": {"method": "watershed", "classes": [1, 2], "halo": 8}}
     result = _run(folder, data)
     assert result.returncode == 0, result.stdout + result.stderr
     foreign = [line for line in result.stderr.splitlines() if not OWN_LINE.match(line)]
