@@ -132,6 +132,9 @@ def _checked_raster(raster: Any) -> xr.DataArray:
     what = f"value of type {type(raster).__name__}" + ("" if shape is None else f" of shape {tuple(shape)}")
     if isinstance(raster, (str, os.PathLike)):
         fix = f"open it first: segment(geoseg.open_raster({os.fspath(raster)!r}), model)"
+    elif shape is not None and bands_last(tuple(shape)):
+        fix = ('wrap it in one naming its axes; its last axis looks like its bands: '
+               'xr.DataArray(arr, dims=("y", "x", "band"))')
     else:
         fix = ('wrap an array in one, naming its axes: xr.DataArray(arr, dims=("band", "y", "x")), '
                "or open a file with geoseg.open_raster(url)")

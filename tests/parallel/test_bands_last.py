@@ -54,6 +54,12 @@ def test_segment_refuses_bands_last_data_named_band_first(image, model_path):
         geoseg.segment(wrong, model_path)
 
 
+def test_segment_given_the_bare_array_names_the_bands_last_fix(image, model_path):
+    with pytest.raises(ParameterError, match=r"its last axis looks like its bands: "
+                                             r"xr\.DataArray\(arr, dims=\(\"y\", \"x\", \"band\"\)\)"):
+        geoseg.segment(image, model_path)
+
+
 def test_segment_reads_named_axes_with_the_bands_last(image, model_path):
     model = geoseg.load_model(model_path, device="cpu")
     last = geoseg.segment(xr.DataArray(image, dims=("y", "x", "band")), model).values
