@@ -86,7 +86,10 @@ def device() -> str:
     in this process), ``auto`` resolved to ``cuda`` when torch finds a GPU, else ``cpu``."""
     wanted = device_setting()
     if wanted != "auto":
-        return present(wanted, SettingError, f"GEOSEG_DEVICE={wanted}")
+        missing = absent_device(wanted)
+        if missing:
+            raise SettingError(f"GEOSEG_DEVICE={wanted}: {missing}")
+        return wanted
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -102,22 +105,20 @@ def device_setting() -> str:
     return wanted
 
 
-def present(wanted: str, error: type[SettingError | ParameterError], what: str) -> str:
-    """``wanted`` (``cpu``, ``cuda`` or ``cuda:N``) when this process can run on it; a CUDA
-    device torch does not find here is ``error`` naming ``what`` (torch would fail later, deep
-    in a task, with an AssertionError)."""
+def absent_device(wanted: str) -> str | None:
+    """Why this process cannot run on ``wanted`` (``cpu``, ``cuda`` or ``cuda:N``): a CUDA device
+    torch does not find here, which torch would report later, deep in a task, as an
+    AssertionError; ``None`` when it can."""
     if not wanted.startswith("cuda"):
-        return wanted
+        return None
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    index = int(wanted.partition(":")[2] or 0)
-    if index < count:
-        return wanted
-    host = os.uname().nodename
+    if int(wanted.partition(":")[2] or 0) < count:
+        return None
     found = f"{count} CUDA device(s)" if count else "no CUDA device (or a torch built without CUDA)"
-    raise error(f"{what}: torch finds {found} in this process on {host}; expected a GPU it can "
-                "use. Run where one is, or use cpu (or auto: CUDA when present, else the CPU).")
+    return (f"torch finds {found} in this process on {os.uname().nodename}; expected a GPU it can "
+            "use. Run where one is, or use cpu (or auto: CUDA when present, else the CPU).")
 
 
 def resolve_device(value: object, what: str = "device") -> str:
@@ -132,7 +133,12 @@ def resolve_device(value: object, what: str = "device") -> str:
             f"{what}: received {value!r}; expected 'auto' (CUDA when present), 'cpu', 'cuda' or "
             "'cuda:N' (N: a GPU index, e.g. 'cuda:0'), or None for GEOSEG_DEVICE.")
     text = text.strip().lower()
-    return device() if text == "auto" else present(text, ParameterError, f"{what}={text!r}")
+    if text == "auto":
+        return device()
+    missing = absent_device(text)
+    if missing:
+        raise ParameterError(f"{what}={text!r}: {missing}")
+    return text
 
 
 def _torch_device_name(value: object) -> str | None:
@@ -224,7 +230,7 @@ def check_settings() -> None:
     """Parse every setting of this module now, so that ``geoseg validate`` and a job's start
     name a bad ``GEOSEG_*`` value before anything runs, not a task or a worker minutes later.
     ``GEOSEG_DEVICE`` is checked as written: whether its GPU is there is for the workers that
-    run the model to say (:func:`present`), which on a remote cluster are other machines."""
+    run the model to say (:func:`absent_device`), which on a remote cluster are other machines."""
     for read in (torch_threads, batch_size, region_bytes, tile_size, lambda: tile_size(3),
                  read_cache_bytes, inprocess_pixels, worker_wait, gpu_threads):
         read()
