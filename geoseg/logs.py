@@ -96,12 +96,17 @@ CLIENT_LOGGERS = ("distributed.client", "distributed.utils")  # log_errors recor
 
 def quiet_scheduler_loss(on: bool = True) -> None:
     """Drop (``on``) or keep a client's records of losing its scheduler (:class:`DropSchedulerLoss`)."""
-    for name in CLIENT_LOGGERS:
+    _filtered(CLIENT_LOGGERS, DropSchedulerLoss, on)
+
+
+def _filtered(names: tuple[str, ...], kind: type[logging.Filter], on: bool) -> None:
+    """Loggers ``names`` with one filter of ``kind`` (``on``) or none."""
+    for name in names:
         logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, DropSchedulerLoss)]:
+        for old in [f for f in logger.filters if isinstance(f, kind)]:
             logger.removeFilter(old)
         if on:
-            logger.addFilter(DropSchedulerLoss())
+            logger.addFilter(kind())
 
 
 class DropShuffleNotices(logging.Filter):
@@ -133,12 +138,7 @@ def quiet_task_errors(on: bool = True) -> None:
     """Drop (``on``) or keep Dask's worker-side records of failed tasks in this process; also
     what a local cluster started afterwards asks of its workers (:func:`task_errors_quiet`)."""
     _quiet["tasks"] = on
-    for name in TASK_LOGGERS:
-        logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, DropTaskErrors)]:
-            logger.removeFilter(old)
-        if on:
-            logger.addFilter(DropTaskErrors())
+    _filtered(TASK_LOGGERS, DropTaskErrors, on)
 
 
 def task_errors_quiet() -> bool:
