@@ -69,12 +69,33 @@ class Document(Section):
 
 
 def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> str:
-    """One line per problem: ``key: what was received; what is expected``."""
-    lines = [f"{source}: {exc.error_count()} problem(s):"]
+    """One line per problem: ``key: what was received; what is expected``. A value that fits
+    none of a field's alternatives (``int | tuple[int, ...]``) is one problem, its expectations
+    joined by "or", not one line per alternative named by pydantic's type tags."""
+    problems: dict[str, list[Any]] = {}
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  - {key}: {_describe(err, root)}")
+        key = ".".join(str(p) for p in err["loc"] if not _type_tag(p)) or "(top level)"
+        problems.setdefault(key, []).append(err)
+    lines = [f"{source}: {len(problems)} problem(s):"]
+    for key, errs in problems.items():
+        said = [_describe(e, root) for e in errs]
+        lines.append(f"  - {key}: {said[0] if len(said) == 1 else _alternatives(said)}")
     return "\n".join(lines)
+
+
+def _type_tag(part: Any) -> bool:
+    """Whether a pydantic error location part names a union's alternative (``int``,
+    ``tuple[int, ...]``, ``function-after[...]``), not a key or an index."""
+    return isinstance(part, str) and (part in {"int", "float", "str", "bool", "none"}
+                                      or "[" in part or part.startswith("function-"))
+
+
+def _alternatives(said: list[str]) -> str:
+    """``received X (t); expected A.`` and ``... expected B.`` as one: ``expected A, or B.``
+    (the value first received, as the first alternative saw it)."""
+    received = said[0].split("; expected ", 1)[0]
+    wanted = list(dict.fromkeys(s.split("; expected ", 1)[-1].rstrip(".") for s in said))
+    return f"{received}; expected {', or '.join(wanted)}."
 
 
 def _describe(err: Any, root: type[BaseModel]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import typing
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -91,7 +92,23 @@ def architecture_class(name: str) -> type[nn.Module]:
 def build_network(name: str, config: dict[str, Any]) -> nn.Module:
     """Instantiate architecture ``name`` with keyword arguments ``config``."""
     cls = architecture_class(name)
+    _check_numbers(name, cls, config)
     try:
         return cls(**config)
     except TypeError as exc:
         raise ModelFileError(f"Architecture {name!r} does not accept config {config}: {exc}") from None
+
+
+def _check_numbers(name: str, cls: type, config: dict[str, Any]) -> None:
+    """Refuse a config value of another type than a whole number where the architecture's
+    ``__init__`` annotates ``int`` (``depth: "3"`` in a hand-edited file), which would fail
+    deep in the constructor as a comparison of a string with an int."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - a plugin's annotations that do not resolve: not checked
+        return
+    for key, value in config.items():
+        if hints.get(key) is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ModelFileError(f"Architecture {name!r} does not accept config {config}: "
+                                 f"{key}={value!r} ({type(value).__name__}); expected a whole "
+                                 "number.")

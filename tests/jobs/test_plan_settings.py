@@ -41,3 +41,21 @@ def test_a_halo_with_a_blend_fails_before_any_compute(tmp_path):
     with pytest.raises(PlanError, match=r"inference: halo=8 was given with blend='gaussian'"):
         prepare(_spec(tmp_path, {"halo": 8, "blend": "gaussian"}))
     assert prepare(_spec(tmp_path, {"halo": 0, "blend": "gaussian"})).work.tiling.blend == "gaussian"
+
+
+@pytest.mark.parametrize("tile, said", [
+    (".inf", "inference.tile: received inf (float); expected a finite number, or a valid tuple."),
+    ("[512, abc]", "inference.tile.1: received 'abc' (str)"),
+])
+def test_a_value_fitting_no_alternative_of_a_field_is_one_problem_under_its_key(tmp_path, tile, said):
+    """Not one line per alternative of ``int | tuple[int, ...]``, keyed by pydantic's type tags
+    (``inference.tile.int``, ``inference.tile.tuple[int, ...]``)."""
+    from geoseg.jobs import load_job
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input: {{url: in.zarr}}\nmodel: {{method: otsu}}\noutput: {{url: out.zarr}}\n"
+                   f"inference: {{tile: {tile}}}\n")
+    with pytest.raises(JobSpecError) as refused:
+        load_job(job)
+    text = str(refused.value)
+    assert said in text and "tile.int" not in text and "tuple[int" not in text, text

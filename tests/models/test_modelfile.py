@@ -154,7 +154,7 @@ def configured(key: str, value: object):
 @pytest.mark.parametrize("key, value, said", [
     ("depth", -1, "got depth=-1"),
     ("width", 0, "width=0"),
-    ("depth", "3", "does not accept config"),
+    ("depth", "3", "depth='3' (str); expected a whole number"),
     ("bogus", 1, "unexpected keyword argument 'bogus'"),
 ])
 def test_a_config_value_its_architecture_refuses_names_the_model_file_and_the_field(
