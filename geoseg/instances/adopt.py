@@ -30,6 +30,7 @@ from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, create_output, output_exists
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
+from geoseg.tiling import default_chunks
 from geoseg.tiling.plan import regions
 
 MAX_CLASSES = 65536
@@ -55,7 +56,7 @@ def adopt_mask(url: str, out: str, *, variable: str | None = None,
     if settings is not None:
         routes(settings, class_names, nodata_class, (), ndim=len(source.shape) - 1,
                background=background)
-    chunks = tuple(min(c, n) for c, n in zip(source.chunks, source.shape[1:]))
+    chunks = output_chunks(source)
     dtype = "uint8" if max(n_classes - 1, nodata_class) <= 255 else "uint16"
     extra = {} if background is None else {"background_class": background}
     target = create_output(
@@ -69,6 +70,18 @@ def adopt_mask(url: str, out: str, *, variable: str | None = None,
     dask.compute(*copies)
     target.finalize({"status": "complete"})
     return target
+
+
+def output_chunks(source: RasterSource) -> tuple[int, ...]:
+    """The chunks of the adopted classes: the source's own (one read each), unless they are
+    single planes or rows on a longer axis (an uncompressed NIfTI's planes, a one-row-strip
+    GeoTIFF), which would make every object span thousands of chunks: then the output default,
+    128 per axis for volumes, 1024 for images, each read as a window."""
+    shape = source.shape[1:]
+    own = tuple(min(c, n) for c, n in zip(source.chunks, shape))
+    if any(c == 1 < n for c, n in zip(own, shape)):
+        return default_chunks(shape)
+    return own
 
 
 def _class_names(n_classes: int, nodata: int | None,

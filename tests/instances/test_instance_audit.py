@@ -254,3 +254,22 @@ def test_geojson_in_epsg_4326_names_crs84_with_lon_lat_coordinates():
     utm = gpd.GeoDataFrame({"id": [1]}, geometry=[square], crs="EPSG:32618")
     assert json.loads(geojson_text(utm))["crs"]["properties"]["name"] == \
         "urn:ogc:def:crs:EPSG::32618"
+
+
+def test_a_nifti_mask_read_plane_by_plane_gets_volume_chunks(tmp_path):
+    """An uncompressed NIfTI is read a plane at a time; its instances are not stored one plane
+    per chunk (every object would span dozens of chunks), and stay scipy's partition."""
+    import nibabel as nib
+
+    mask = np.zeros((40, 50, 60), np.uint8)
+    mask[5:20, 10:30, 10:40] = 1
+    mask[25:35, 30:45, 20:55] = 1
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(mask.transpose(2, 1, 0)), np.eye(4)),
+             str(tmp_path / "mask.nii"))
+    out = tmp_path / "out.zarr"
+    done = geoseg("instances", str(tmp_path / "mask.nii"), "--out", str(out), "--cluster", "threads")
+    assert done.returncode == 0, done.stderr
+    group = zarr.open_group(str(out), mode="r")
+    assert group["classes"].chunks == group["instances"].chunks == (40, 50, 60)
+    ref, _ = ndi.label(group["classes"][:] == 1)
+    assert_same_partition(group["instances"][:], ref)
