@@ -29,7 +29,7 @@ from geoseg.instances.stage import (
 from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, create_output, output_exists
 from geoseg.io.readers import open_source
-from geoseg.io.sources import RasterSource
+from geoseg.io.sources import GeoTIFFSource, RasterSource
 from geoseg.tiling import default_chunks
 from geoseg.tiling.plan import regions
 
@@ -95,8 +95,6 @@ def _class_names(n_classes: int, nodata: int | None,
 
 def _tagged_names(source: RasterSource) -> tuple[str, ...] | None:
     """The class names a GeoTIFF's tags give (as ``geoseg export --cog`` writes them)."""
-    from geoseg.io.readers._geotiff import GeoTIFFSource
-
     if not isinstance(source, GeoTIFFSource):
         return None
     from geoseg.io.exports.cog import read_class_names
