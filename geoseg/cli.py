@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from geoseg.core import redact
-from geoseg.core.interrupts import Terminated, exit_status, terminated_as_interrupt
+from geoseg.core.interrupts import Terminated, exit_status, exit_within, terminated_as_interrupt
 from geoseg.errors import GeosegError
 
 
@@ -36,8 +36,16 @@ def _interruptible(callback: Callable[..., Any]) -> Callable[..., Any]:
             return callback(*args, **kwargs)
         except KeyboardInterrupt as exc:  # the clean-up (tasks, lease, status) ran on the way here
             _show_error(exc)
-            raise typer.Exit(exit_status(exc)) from None
+            raise typer.Exit(_interrupted_status(exc)) from None
     return interruptible
+
+
+def _interrupted_status(interrupt: KeyboardInterrupt) -> int:
+    """The exit status of an interrupted command, whose clean-up has run: it exits with it now,
+    or at the latest :data:`~geoseg.core.interrupts.EXIT_GRACE` seconds from now."""
+    code = exit_status(interrupt)
+    exit_within(code)
+    return code
 
 
 app = _Commands(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -63,7 +71,7 @@ def main() -> None:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
     except KeyboardInterrupt as exc:
         _show_error(exc)
-        sys.exit(exit_status(exc))
+        sys.exit(_interrupted_status(exc))
     except Exception as exc:  # noqa: BLE001 - every failure ends in one message; usage errors
         # (click's, vendored by typer) show themselves
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
@@ -480,7 +488,7 @@ def batch(
     except KeyboardInterrupt as exc:  # before or after the jobs ran: no report to show
         console.print("interrupted; outputs written so far are kept, and running the batch again "
                       "resumes it", markup=False, highlight=False)
-        raise typer.Exit(exit_status(exc)) from None
+        raise typer.Exit(_interrupted_status(exc)) from None
     console.print(report.table())
     if report.url:
         console.print(f"report: {report.url}", markup=False, highlight=False)

@@ -11,10 +11,14 @@ Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+EXIT_GRACE = 5  # seconds an interrupted command may take to exit once its clean-up has run
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,3 +47,24 @@ def terminated_as_interrupt() -> Iterator[None]:
 def exit_status(interrupt: KeyboardInterrupt) -> int:
     """The shell's status for a process ended by the signal: 143 for SIGTERM, 130 for SIGINT."""
     return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
+
+
+def exit_within(code: int, seconds: float = EXIT_GRACE) -> None:
+    """End the process with ``code`` if it has not ended ``seconds`` from now.
+
+    Called once an interrupted command's clean-up has run (tasks cancelled, lease released,
+    status written). A task of an in-process cluster blocked where no signal reaches it (a read
+    from a FIFO or a hung network file system) would otherwise keep the interpreter waiting at
+    exit, in the thread pools' exit-time joins, until the reader returns: a container would then
+    be killed at the end of its grace period and a terminal would hang. The timer's thread is a
+    daemon thread: a process that exits in time ends it unseen."""
+    def force() -> None:
+        print(f"geoseg: a thread of this process was still busy {seconds:g} s after the "
+              "interrupt (a read that never returns?); exiting without waiting for it",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()

@@ -26,6 +26,7 @@ from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, Security
+from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg import config, logs
@@ -41,6 +42,7 @@ MIN_LIFETIME = 60  # seconds a worker in a batch job lives at least
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_THREADS = 1  # threads per CPU worker when the spec gives none
 CLOSE_TIMEOUT = 10  # seconds to close a cluster interrupted while it starts
+INTERRUPTED_CLOSE = 3  # seconds to close an in-process cluster whose run was interrupted
 EXTRAS = {"dask_jobqueue": ("dask-jobqueue", "hpc"),
           "dask_kubernetes.operator": ("dask-kubernetes", "kubernetes")}
 
@@ -224,13 +226,12 @@ def closed_if_interrupted() -> Iterator[None]:
         raise
 
 
-def _close_quietly(cluster: Any) -> None:
-    """Close ``cluster`` (one a signal may have left half started) whatever state it is in; mark
-    it closed, so that distributed's exit-time clean-up leaves it alone."""
-    from distributed.core import Status
-
+def _close_quietly(cluster: Any, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Close ``cluster`` (one a signal may have left half started) whatever state it is in,
+    waiting at most ``timeout`` seconds; mark it closed, so that distributed's exit-time clean-up
+    leaves it alone."""
     try:
-        cluster.close(timeout=CLOSE_TIMEOUT)
+        cluster.close(timeout=timeout)
     except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the interrupt is what matters
         logs.log.debug("closing a cluster interrupted while starting failed", exc_info=True)
     finally:
@@ -244,11 +245,21 @@ def _threads(spec: ClusterSpec) -> Iterator[Client]:
     cores = os.cpu_count() or 1
     threads = spec.threads_per_worker or cores
     logs.quiet_cluster_shutdown()  # its scheduler and worker live in this process
-    with closed_if_interrupted(), LocalCluster(n_workers=1, threads_per_worker=threads,
-                                               processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        _pin_torch_threads(client, config.torch_threads() or max(1, cores // threads))
-        yield client
+    with closed_if_interrupted():
+        cluster = LocalCluster(n_workers=1, threads_per_worker=threads, processes=False,
+                               dashboard_address=":0")
+    try:
+        with Client(cluster) as client:
+            _pin_torch_threads(client, config.torch_threads() or max(1, cores // threads))
+            yield client
+    except KeyboardInterrupt:
+        # its tasks are abandoned: waiting for them (distributed waits 30 s) would only delay the
+        # clean-up, forever for a task blocked in a read no signal reaches (a FIFO, a hung mount)
+        _close_quietly(cluster, INTERRUPTED_CLOSE)
+        raise
+    finally:
+        if cluster.status != Status.closed:  # closed above: its loop may still be busy closing
+            cluster.close()
 
 
 @contextmanager

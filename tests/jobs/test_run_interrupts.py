@@ -5,8 +5,11 @@ rerun resumes."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +77,56 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_releasing_its_lease_and_a_rerun_resum
     expected = (textured_image(64, 64, bands=1, seed=3)[0] > THRESHOLD).astype(np.uint8)
     np.testing.assert_array_equal(zarr.open_group(tmp_path / "out.zarr", mode="r")["classes"][:],
                                   expected)
+
+
+@contextlib.contextmanager
+def fifo_in_place_of_a_chunk(store: Path) -> Iterator[Callable[[], bool]]:
+    """One chunk file of ``store`` replaced by a FIFO; yields a check saying whether a reader has
+    opened it. Once one has, this end stays open unwritten, so that reader waits in ``read()``
+    for good: a read no signal interrupts in a worker thread, as from a hung mount."""
+    chunk = [p for p in sorted((store / "c").rglob("*")) if p.is_file()][-1]  # not the first,
+    # which opening the input reads
+    chunk.unlink()
+    os.mkfifo(chunk)
+    held: list[int] = []
+
+    def opened() -> bool:
+        if not held:
+            with contextlib.suppress(OSError):  # ENXIO: no reader yet
+                held.append(os.open(chunk, os.O_WRONLY | os.O_NONBLOCK))
+        return bool(held)
+
+    try:
+        yield opened
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_sigterm_ends_an_in_process_run_whose_task_is_stuck_in_a_read(tmp_path):
+    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=3), chunks=(32, 32))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "input": {"url": str(tmp_path / "in.zarr"), "missing_chunks": "fill"},
+        "model": {"method": "threshold", "params": {"thresholds": [THRESHOLD]}},
+        "output": {"url": str(tmp_path / "out.zarr")}}))
+    env = {"GEOSEG_RUNS_DIR": str(tmp_path / "runs")}
+    with fifo_in_place_of_a_chunk(tmp_path / "in.zarr") as opened, \
+            slow_geoseg(["run", str(job)], env) as run:
+        run.wait_for("running on 1 thread(s) in this process")  # the small-job cluster
+        deadline = time.monotonic() + 120
+        while not opened():
+            assert run.proc.poll() is None and time.monotonic() < deadline, "\n".join(run.lines)
+            time.sleep(0.05)
+        run.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        code = run.finish(timeout=60)  # distributed alone waits 30 s for the task, then forever
+        took = time.monotonic() - t0
+
+    lines = "\n".join(run.lines)
+    assert code == 143, lines
+    assert "terminated (SIGTERM); a rerun resumes from the chunks already written" in lines
+    assert "exiting without waiting for it" in lines and "Traceback" not in lines, lines
+    assert took < 30, f"took {took:.0f} s to end\n{lines}"
+    assert not list(tmp_path.glob("out.zarr.lease*"))
+    assert output_status(str(tmp_path / "out.zarr")).status.startswith("interrupted")
