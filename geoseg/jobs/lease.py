@@ -42,7 +42,7 @@ import fsspec
 from s3fs.utils import FileExpired
 
 from geoseg.core.urls import public_url
-from geoseg.errors import LeaseLostError, ParameterError, StorageUnavailableError
+from geoseg.errors import LeaseLostError, OutputBusyError, ParameterError, StorageUnavailableError
 
 SUFFIX = ".lease"
 GUARD_STALE = 30.0  # seconds after which a swap guard is taken to be a dead process's
@@ -448,6 +448,22 @@ class Lease:
                 if time.time() >= expires:
                     self.lost.set()
                     return
+
+
+@contextlib.contextmanager
+def taken(output_url: str, storage_options: dict[str, Any] | None, *, seconds: float,
+          refused: str) -> Iterator[Lease]:
+    """A lease of a new owner on ``output_url``, renewed while the block runs and released at
+    its end. When another run holds it, :class:`OutputBusyError` names that run and until when,
+    then says ``refused``: what was not done and what to do."""
+    lease = Lease(output_url, storage_options, owner=new_owner_id(), seconds=seconds)
+    if not lease.acquire():
+        holder = lease.holder
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.expires)) if holder else "?"
+        raise OutputBusyError(f"Another run is writing {lease.output} (lease held by "
+                              f"{holder.owner if holder else 'unknown'}, until {until}); {refused}")
+    with lease.renewing():
+        yield lease
 
 
 def read_lease(output_url: str,

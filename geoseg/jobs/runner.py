@@ -31,7 +31,6 @@ from geoseg.errors import (
     JobSpecError,
     LeaseLostError,
     MethodParameterError,
-    OutputBusyError,
     OutputExistsError,
     PlanError,
 )
@@ -48,7 +47,7 @@ from geoseg.io.output import OutputTarget, create_output, half_created, output_e
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import checks, provenance, ranges, tracking
-from geoseg.jobs.lease import Lease, new_owner_id
+from geoseg.jobs.lease import Lease, taken
 from geoseg.jobs.prepared import PreparedJob, model_files, output_layout
 from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit, params_for_input
@@ -350,14 +349,9 @@ def _leased(url: str, storage_options: dict[str, Any], lease: Lease | None) -> I
     if lease is not None:
         yield lease
         return
-    own = Lease(url, storage_options, owner=new_owner_id(), seconds=LEASE_SECONDS)
-    if not own.acquire():
-        holder = own.holder
-        raise OutputBusyError(
-            f"Another run is writing {public_url(url)} (lease held by "
-            f"{holder.owner if holder else 'unknown'}, until {_when(holder)}); nothing was "
-            "written. Wait for it (geoseg status shows it), or write elsewhere.")
-    with own.renewing():
+    with taken(url, storage_options, seconds=LEASE_SECONDS,
+               refused="nothing was written. Wait for it (geoseg status shows it), or write "
+                       "elsewhere.") as own:
         yield own
 
 
@@ -369,10 +363,6 @@ def _watching(lease: Lease, on_done: Callable[[RegionStats], None] | None) -> Ca
         if on_done is not None:
             on_done(stats)
     return done
-
-
-def _when(holder: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.expires)) if holder else "?"
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import zarr
 
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
-from geoseg.errors import CorruptInputError, OutputBusyError, RasterNotFoundError
+from geoseg.errors import CorruptInputError, RasterNotFoundError
 from geoseg.io import remote
 from geoseg.io.integrity import SHOWN, absent_objects, drop_region, lost_from_complete
 from geoseg.io.output import (
@@ -27,7 +27,7 @@ from geoseg.io.output import (
     output_exists,
 )
 from geoseg.io.stages import mark_stage, stage_record, verify_stage
-from geoseg.jobs.lease import Lease, new_owner_id, read_lease
+from geoseg.jobs.lease import read_lease, taken
 from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
@@ -230,14 +230,9 @@ def repair_output(url: str, storage_options: dict[str, Any] | None = None) -> Re
     rerun of its job recomputes exactly those. An output whose array metadata changed (a layout
     problem) is left as it is: its grid cannot be trusted to say which entries to clear."""
     target, _ = _target(url, storage_options)
-    lease = Lease(url, storage_options, owner=new_owner_id(), seconds=REPAIR_LEASE_SECONDS)
-    if not lease.acquire():
-        holder = lease.holder
-        raise OutputBusyError(
-            f"A run is writing {public_url(url)} (lease held by "
-            f"{holder.owner if holder else 'unknown'}); nothing was repaired. Wait for it to end "
-            "(geoseg status shows it), then run geoseg verify --repair again.")
-    with lease.renewing():
+    with taken(url, storage_options, seconds=REPAIR_LEASE_SECONDS,
+               refused="nothing was repaired. Wait for it to end (geoseg status shows it), then "
+                       "run geoseg verify --repair again."):
         report = RepairReport(verify_output(url, storage_options))
         if report.verify.layout:
             return report

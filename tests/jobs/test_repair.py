@@ -13,6 +13,7 @@ import yaml
 import zarr
 
 from geoseg.jobs import JobSpec, run
+from geoseg.jobs.lease import Lease
 from geoseg.jobs.status import output_status, repair_output, verify_output
 from tests.cli import geoseg
 from tests.conftest import textured_image, write_zarr
@@ -95,6 +96,24 @@ def test_repair_of_an_intact_output_changes_nothing_and_says_so(tmp_path):
     assert "nothing to repair, nothing was changed" in flat(said.stdout)
     assert files(out) == before
     assert not Path(str(out) + ".lease").exists()  # the lease taken for the repair is given back
+
+
+def test_repair_of_an_output_a_run_is_writing_is_refused_and_changes_nothing(tmp_path):
+    _, out = threshold_job(tmp_path)
+    (out / "classes" / "c" / "0" / "0").unlink()
+    before = files(out)
+    other = Lease(str(out), owner="another-host-4242-abcdef", seconds=60)
+    assert other.acquire()
+    try:
+        said = geoseg("verify", str(out), "--repair")
+    finally:
+        other.release()
+    assert said.returncode == 1, said.stderr
+    assert "Another run is writing" in flat(said.stderr)
+    assert "another-host-4242-abcdef" in flat(said.stderr)
+    assert "nothing was repaired" in flat(said.stderr) and "Traceback" not in said.stderr
+    assert files(out) == before
+    assert output_status(str(out)).status.startswith("complete per its record")  # not un-marked
 
 
 def test_status_names_a_region_whose_stored_chunk_was_deleted(tmp_path):
