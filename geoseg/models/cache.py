@@ -1,4 +1,5 @@
-"""Per-process model cache: each worker process loads a model once, keyed by weights hash.
+"""Per-process model cache: each worker process loads a model once per device (``GEOSEG_DEVICE``
+when it loads), keyed by weights hash.
 
 Tasks carry a :class:`~geoseg.models.model.ModelRef` (a URL and a hash), never
 weights. The first task on a process to need a model loads it; the others, on
@@ -10,13 +11,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from geoseg import config
 from geoseg.errors import ModelFileError
 from geoseg.models.header import IN_MEMORY, ModelRef
 from geoseg.models.model import BUILT_IN_MEMORY, SegmentationModel
 from geoseg.models.modelfile import load_model
 
 _lock = threading.Lock()
-_models: dict[str, SegmentationModel] = {}
+_models: dict[tuple[str, str], SegmentationModel] = {}  # by weights hash and device
 _loads: dict[str, int] = {}
 _holds: dict[str, int] = {}  # worker plugins (jobs) holding each model
 
@@ -30,8 +32,9 @@ def resolve(ref: Any) -> Any:
     """
     if not isinstance(ref, ModelRef):
         return ref.resolve() if callable(getattr(ref, "resolve", None)) else ref
+    key = (ref.sha256, config.device())  # a process may change GEOSEG_DEVICE between loads
     with _lock:
-        model = _models.get(ref.sha256) or BUILT_IN_MEMORY.get(ref.sha256)
+        model = _models.get(key) or BUILT_IN_MEMORY.get(ref.sha256)
         if model is None and ref.url.startswith(IN_MEMORY):
             raise ModelFileError(
                 f"model {ref.url.removeprefix(IN_MEMORY)!r} was built in memory in another process, so this "
@@ -40,7 +43,7 @@ def resolve(ref: Any) -> Any:
             )
         if model is None:
             model = load_model(ref.url, storage_options=ref.storage_options, expected_sha256=ref.sha256)
-            _models[ref.sha256] = model
+            _models[key] = model
             _loads[ref.sha256] = _loads.get(ref.sha256, 0) + 1
         return model
 
@@ -63,7 +66,8 @@ def release(sha256: str) -> None:
             _holds[sha256] = left
             return
         _holds.pop(sha256, None)
-        _models.pop(sha256, None)
+        for key in [k for k in _models if k[0] == sha256]:
+            del _models[key]
 
 
 def holds() -> dict[str, int]:
@@ -75,7 +79,7 @@ def holds() -> dict[str, int]:
 def loaded() -> set[str]:
     """The weights hashes of the models this process holds now."""
     with _lock:
-        return set(_models)
+        return {sha256 for sha256, _ in _models}
 
 
 def load_counts() -> dict[str, int]:
