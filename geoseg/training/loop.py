@@ -121,8 +121,9 @@ class Loop:
     """A network and what fits it; ``step`` counts the optimiser steps taken (skipped ones too).
 
     ``ignore_index`` is the target value that is never trained on: a batch holding
-    only that value has no loss, and its step is skipped. Any other non-finite loss
-    raises :class:`TrainingDivergedError` ending with ``diverged_hint``.
+    only that value, or only classes the loss weighs 0, has no loss, and its step is
+    skipped. Any other non-finite loss raises :class:`TrainingDivergedError` ending
+    with ``diverged_hint``.
     """
 
     net: nn.Module
@@ -176,12 +177,21 @@ class Loop:
             loss.backward()
             self.optimizer.step()
             value = loss.item()
-        elif bool((y != self.ignore_index).any()):
+        elif self._counted(y):
             raise TrainingDivergedError(f"the loss became {loss.item()} at step {self.step + 1}; "
                                         f"{self.diverged_hint}")
         self.scheduler.step()
         self.step += 1
         return value
+
+    def _counted(self, y: torch.Tensor) -> bool:
+        """Whether some target of ``y`` counts in the loss: neither ``ignore_index`` nor a class
+        the loss weighs 0 (a weighted cross-entropy over none of those is 0 / 0)."""
+        counted = y != self.ignore_index
+        weight = getattr(self.loss_fn, "weight", None)  # nn.CrossEntropyLoss's class weights
+        if weight is not None:
+            counted &= weight.to(y.device)[torch.where(counted, y, 0)] > 0
+        return bool(counted.any())
 
     def _tensor(self, a: np.ndarray | torch.Tensor) -> torch.Tensor:
         return (a if isinstance(a, torch.Tensor) else torch.from_numpy(a)).to(self.device)

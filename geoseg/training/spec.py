@@ -148,11 +148,13 @@ class DataSpec(Section):
         n = len(info.data.get("classes") or [])
         if isinstance(value, str) and value in ("auto", "none"):
             return value
-        if (isinstance(value, list) and all(isinstance(v, int | float) and v >= 0 for v in value)
-                and (not n or len(value) == n)):
+        if (isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                            and 0 <= v < math.inf for v in value)
+                and any(v > 0 for v in value) and (not n or len(value) == n)):
             return value
         raise ValueError(f"'auto' (inverse sqrt frequency), 'none', or a list of {n or 'N'} "
-                         "non-negative weights, one per class")
+                         "finite non-negative weights, one per class, at least one above 0 (a "
+                         "class weighted 0 is never trained on)")
 
     @property
     def holdout_fraction(self) -> float:

@@ -58,6 +58,25 @@ def test_a_batch_of_ignored_targets_skips_its_step():
     assert loop.scheduler.last_epoch == 1  # the schedule still moves on
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_a_batch_of_only_classes_weighted_zero_skips_its_step_and_others_train():
+    """torch's weighted cross-entropy over targets all weighted 0 is 0 / 0: no loss, not a
+    divergence that a lower learning rate would cure."""
+    torch.manual_seed(0)
+    net = nn.Conv2d(1, 3, 1)
+    opt = adamw(net, lr=0.05, weight_decay=0.0)
+    loss = nn.CrossEntropyLoss(weight=torch.tensor([0.0, 1.0, 1.0]), ignore_index=255)
+    loop = Loop(net, opt, warmup_cosine(opt, warmup=2, total=4), loss, ignore_index=255)
+    x = np.ones((2, 1, 4, 4), np.float32)
+    zeros_and_ignored = np.zeros((2, 4, 4), np.int64)
+    zeros_and_ignored[0] = 255
+    assert torch.isnan(loss(net(torch.from_numpy(x)), torch.from_numpy(zeros_and_ignored)))
+    mixed = zeros_and_ignored.copy()
+    mixed[1, 0, 0] = 2
+    losses = loop.run([(x, zeros_and_ignored), (x, mixed)])
+    assert np.isnan(losses[0]) and np.isfinite(losses[1]) and loop.step == 2
+
+
 def test_a_non_finite_loss_on_labelled_targets_says_how_to_fix_it():
     loop = _loop(nn.Conv2d(1, 2, 1), diverged_hint="lower training.lr.")
     x = np.full((2, 1, 4, 4), np.inf, np.float32)

@@ -88,6 +88,11 @@ def test_cross_field_checks():
     assert "data.ignore_index: received 1 (int); expected a value that is not a class id (0..1)" in text
     assert "data.class_weights: received [1.0] (list); expected 'auto'" in text and "list of 2" in text
     assert "data.holdout: received 0 (int); expected > 0 when there are no validation pairs" in text
+    for weights in ([0.0, 0.0], [1.0, float("inf")], [True, 1.0]):
+        with pytest.raises(TrainSpecError, match=r"data.class_weights: received .*finite "
+                                                 r"non-negative weights.*at least one above 0"):
+            TrainSpec.from_dict(minimal(data={**minimal()["data"], "class_weights": weights}))
+    assert TrainSpec.from_dict(minimal(data={**minimal()["data"], "class_weights": [0, 1]}))
     with pytest.raises(TrainSpecError, match="training.device: received 'gpu' .* 'cuda:N'"):
         TrainSpec.from_dict(minimal(training={"device": "gpu"}))
 
