@@ -199,9 +199,11 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
 
     spec = load_job(job)  # a wrong spec is refused before the runner loads torch and dask
     from geoseg.jobs import prepare
+    from geoseg.jobs.checks import check_model_weights
     from geoseg.jobs.runner import existing_output, input_warnings
 
     prepared = prepare(spec)
+    check_model_weights(spec.model)
     for text in input_warnings(prepared):
         console.print(f"[yellow]warning[/]: {text}")
     found = existing_output(prepared)

@@ -51,7 +51,7 @@ from geoseg.methods.params import check_params
 from geoseg.methods.stats import check_feature_cache
 from geoseg.methods.threshold import METHODS, check_in_range, fit_threshold
 from geoseg.methods.threshold import fit_name as threshold_fit_name
-from geoseg.models.modelfile import read_header
+from geoseg.models.modelfile import check_weights, read_header
 from geoseg.tiling.plan import read_window, region_tiles
 
 if TYPE_CHECKING:
@@ -223,6 +223,18 @@ def _planned(spec: ModelSpec, source: RasterSource) -> Segmenter | None:
         with _key("model.ensemble"):
             model = Ensemble(members, weights=spec.ensemble.weights, combine=spec.ensemble.combine)
     return TTA(model, transforms=spec.tta) if spec.tta and model is not None else model
+
+
+def check_model_weights(spec: ModelSpec, key: str = "model") -> None:
+    """Hash the weights of every model file ``spec`` names (ensemble members too) against the
+    sha256 its header records, as a run's workers do when they load it: ``geoseg validate``
+    then finds a damaged file before a run does. Reads each file whole, a tensor at a time;
+    a run's client reads only the headers."""
+    if spec.path is not None:
+        with _key(f"{key}.path"):
+            check_weights(spec.path, storage_options=spec.storage_options)
+    for i, member in enumerate(spec.ensemble.members if spec.ensemble else ()):
+        check_model_weights(member, f"{key}.ensemble.members.{i}")
 
 
 def check_bands(method: str, params: dict[str, Any], n_bands: int) -> None:

@@ -1,4 +1,5 @@
-"""A model's card: what a model file says about itself, read from its header only.
+"""A model's card: what a model file says about itself, read from its header, with its weights
+checked against the sha256 the header records.
 
 ``geoseg info MODEL`` prints it, so a user can see which bands a model expects, in which
 order and scale, which classes it draws in which colours, how far it looks (receptive field)
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geoseg.models.header import ModelHeader
-from geoseg.models.modelfile import read_header
+from geoseg.models.modelfile import check_weights, read_header
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts")
 
@@ -35,6 +36,7 @@ class ModelCard:
 def model_card(url: str, storage_options: dict[str, Any] | None = None) -> ModelCard:
     """The card of the model file at ``url`` (a path, an fsspec URL or ``builtin:NAME``)."""
     header = read_header(url, storage_options=storage_options)
+    check_weights(url, storage_options=storage_options)  # the card of a damaged file would mislead
     return ModelCard(url, _rows(header), [(c.name, c.color) for c in header.info.classes],
                      _training(header.info.extra.get("training")))
 
@@ -54,7 +56,7 @@ def _rows(header: ModelHeader) -> list[tuple[str, str]]:
         ("stride", f"{_axes(header.stride)} (tiles are multiples of it)"),
         ("global context", "yes: needs the whole image in one tile" if header.global_context else "no"),
         ("parameters", f"{header.parameters:,}"),
-        ("sha256", info.sha256),
+        ("sha256", f"{info.sha256} (of the weights: checked)"),
     ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import math
@@ -171,6 +172,48 @@ def read_header(url: str, *, storage_options: dict[str, Any] | None = None) -> M
                        halo=coerce_per_axis(net.receptive_radius, ndim, "receptive_radius"),
                        global_context=bool(getattr(net, "global_context", False)),
                        parameters=sum(p.numel() for p in net.parameters()))
+
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                      "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+                      "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+@_public_errors
+def check_weights(url: str, *, storage_options: dict[str, Any] | None = None) -> str:
+    """The sha256 of a model file's weights, computed as :func:`load_model` computes it but
+    read one tensor at a time, without building the network: memory stays that of its largest
+    tensor. Raises :class:`~geoseg.errors.ModelFileError` when it differs from the one its
+    metadata records (the file was damaged or its weights replaced), as a run's workers would
+    when they load it. Call it after :func:`read_header` has found the header sound."""
+    options = dict(storage_options or {})
+    head = _read_head(url, options)
+    info = _parse_header(head, url)
+    (length,) = struct.unpack("<Q", head[:8])
+    table = json.loads(head[8 : 8 + length])
+    digest = hashlib.sha256()
+    with _opened(url, options) as f:
+        for name in sorted(n for n in table if n != "__metadata__"):
+            entry = table[name]
+            begin, end = (int(v) for v in entry["data_offsets"])
+            f.seek(8 + length + begin)
+            data = f.read(end - begin)
+            if len(data) != end - begin or entry.get("dtype") not in SAFETENSORS_DTYPES:
+                return _check_loaded(url, options, info)  # load_model's own words for it
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            digest.update(f"{name}|{dtype}|{tuple(int(n) for n in entry['shape'])}|".encode())
+            digest.update(data)
+    actual = digest.hexdigest()
+    _check_hash(public_url(url), actual, info.sha256, None)
+    return actual
+
+
+def _check_loaded(url: str, options: dict[str, Any], info: ModelInfo) -> str:
+    """The weights' sha256 as :func:`load_model` reads them all (a file :func:`check_weights`
+    cannot read tensor by tensor: truncated, or a dtype it does not list)."""
+    actual = weights_sha256(_tensors(_read_bytes(url, options), url))
+    _check_hash(public_url(url), actual, info.sha256, None)
+    return actual
 
 
 def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:

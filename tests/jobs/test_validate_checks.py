@@ -222,6 +222,36 @@ def test_a_model_whose_classes_disagree_with_its_network_fails_validate(tmp_path
     assert "model.path: model file" in said and "scores 4 classes but its metadata names 3" in said
 
 
+def with_a_weight_changed(model_path: str, out: Path) -> str:
+    """The model file with one byte of its weights flipped: its header is intact."""
+    data = bytearray(Path(model_path).read_bytes())
+    (length,) = struct.unpack("<Q", data[:8])
+    data[8 + length + 100] ^= 0xFF
+    out.write_bytes(bytes(data))
+    return str(out)
+
+
+def test_a_model_file_whose_weights_changed_fails_validate_and_info_as_it_would_a_run(
+        tmp_path, scene, model_path, cli):
+    """A run's client reads the header alone; its workers refuse the weights when they load
+    them. validate and info read the weights too, so that they do not pass such a file."""
+    model = with_a_weight_changed(model_path, tmp_path / "flipped.safetensors")
+    code, said = cli("validate", write_job(tmp_path, job_dict(str(scene), model,
+                                                               str(tmp_path / "out.zarr"))))
+    assert code == 2, said
+    assert f"model.path: Model file {model} has weights with sha256" in said
+    assert "but its metadata expects" in said and "Traceback" not in said
+    member = {"input": {"url": str(scene)},
+              "model": {"ensemble": {"members": [{"path": model_path}, {"path": model}]}},
+              "output": {"url": str(tmp_path / "out.zarr"), "chunks": [64, 64]}}
+    code, said = cli("validate", write_job(tmp_path, member))
+    assert code == 2 and "model.ensemble.members.1.path: Model file" in said, said
+    code, said = cli("info", model)
+    assert code == 2 and "but its metadata expects" in said and "parameters" not in said, said
+    code, said = cli("info", model_path)
+    assert code == 0 and "(of the weights: checked)" in said, said
+
+
 @pytest.mark.parametrize("nodata_class", [300, -1, 2])
 def test_a_nodata_class_the_class_array_cannot_hold_or_a_class_uses_fails_validate(
         tmp_path, scene, model_path, cli, nodata_class):
