@@ -192,8 +192,9 @@ def as_nifti_codes(codes: Any) -> tuple[int, int] | None:
 def grid_difference(shape: tuple[int, ...], georef: GeoRef, other_shape: tuple[int, ...],
                     other: GeoRef) -> str | None:
     """How a raster's pixel grid differs from another's (``"shape (a) against (b)"``, then
-    transform, then CRS), or ``None`` when they are one grid. A side with no transform or CRS
-    matches any: only the shape of a raster without a georeference can be checked."""
+    transform, then CRS, then a volume's voxel affine), or ``None`` when they are one grid. A
+    side with no transform, CRS or voxel affine matches any: only the shape of a raster without
+    a georeference can be checked."""
     if tuple(shape) != tuple(other_shape):
         return f"shape {tuple(shape)} against {tuple(other_shape)}"
     a, b = georef.transform, other.transform
@@ -203,7 +204,51 @@ def grid_difference(shape: tuple[int, ...], georef: GeoRef, other_shape: tuple[i
         crs, other_crs = CRS.from_wkt(georef.crs_wkt), CRS.from_wkt(other.crs_wkt)
         if crs != other_crs:
             return f"CRS {crs.to_string()} against {other_crs.to_string()}"
-    return None
+    return voxel_grid_difference(georef, other)
+
+
+AFFINE_TOLERANCE = 1e-6  # of a voxel's size and of each term: float32 NIfTI headers round both
+
+
+def voxel_grid_difference(georef: GeoRef, other: GeoRef) -> str | None:
+    """How two volumes' voxel affines differ (``"voxel affine ... against ..."``: orientation,
+    spacing and origin of each), or ``None`` when they place every voxel at one world point, up to
+    :data:`AFFINE_TOLERANCE`. A side with no voxel affine matches any."""
+    a, b = georef.affine_matrix, other.affine_matrix
+    if a is None or b is None or same_voxel_grid(a, b):
+        return None
+    return f"voxel affine {describe_voxel_grid(georef)} against {describe_voxel_grid(other)}"
+
+
+def same_voxel_grid(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two 4 x 4 voxel affines agree term by term within :data:`AFFINE_TOLERANCE` of the
+    larger voxel size plus that fraction of the term (float32 rounding of a far origin)."""
+    voxel = max(float(np.linalg.norm(m[:3, i])) for m in (a, b) for i in range(3))
+    limit = AFFINE_TOLERANCE * (voxel + np.maximum(np.abs(a), np.abs(b)))
+    return bool(np.all(np.abs(a - b) <= limit))
+
+
+def describe_voxel_grid(georef: GeoRef) -> str:
+    """A volume's grid in words: the world axis each array axis runs along, its spacing and the
+    world point of voxel ``(0, 0, 0)``, e.g. ``(z, y, x) along (+z, -y, -x), spacing (2.5, 0.7,
+    0.7), origin (x, y, z) (40, 30, -50)``."""
+    matrix = georef.affine_matrix
+    if matrix is None:
+        return "none"
+    spacing = ", ".join(f"{v:.6g}" for v in georef.spacing)
+    origin = ", ".join(f"{v:.6g}" for v in matrix[:3, 3])
+    return (f"(z, y, x) along ({axis_directions(matrix)}), spacing ({spacing}), "
+            f"origin (x, y, z) ({origin})")
+
+
+def axis_directions(matrix: np.ndarray) -> str:
+    """The world axis (with its sign) each index axis ``z, y, x`` of a voxel affine mostly runs
+    along: ``+z, -y, -x`` for a volume stored LPS-like, ``+z, +y, +x`` for RAS."""
+    words = []
+    for column in matrix[:3, :3].T:
+        row = int(np.argmax(np.abs(column)))
+        words.append(f"{'+' if column[row] >= 0 else '-'}{WORLD_AXES[row]}")
+    return ", ".join(words)
 
 
 def _gdal_geotransform(text: Any) -> list[float]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from geoseg.errors import EvaluationError
 from geoseg.instances.panoptic import DEFAULT_THRESHOLDS, _Overlaps, _Side
-from geoseg.io.georef import grid_difference
+from geoseg.io.georef import GeoRef, grid_difference
 from geoseg.metrics import confusion_matrix_dask, dice_per_class, iou_per_class
 
 if TYPE_CHECKING:
@@ -259,18 +259,37 @@ def _crs_text(crs_wkt: str | None) -> tuple[str, bool]:
 
 
 def check_grid(pred: Labels, ref: Labels) -> None:
-    """Refuse a reference off the prediction's pixel grid (shape, transform, CRS; labels without
-    a georeference on shape alone). Labels not opened by :func:`open_labels` are left to
-    :func:`confusion`'s shape check."""
+    """Refuse a reference off the prediction's pixel grid (shape, transform, CRS, a volume's voxel
+    affine; labels without a georeference on shape alone). Labels not opened by
+    :func:`open_labels` are left to :func:`confusion`'s shape check."""
     if pred.source is None or ref.source is None:
         return
     differs = grid_difference(ref.source.shape[1:], ref.source.georef, pred.source.shape[1:],
                               pred.source.georef)
-    if differs:
-        raise EvaluationError(
-            f"REF {ref.url} is not on the pixel grid of PRED {pred.url} ({differs}); the scores "
-            "compare pixel with pixel. Resample REF onto PRED's grid first (gdalwarp -r near, "
-            "with PRED's CRS, extent and resolution as gdalinfo shows them).")
+    if not differs:
+        return
+    georefs = (ref.source.georef, pred.source.georef)
+    kind = "voxel" if any(g.voxel_affine is not None for g in georefs) else "pixel"
+    raise EvaluationError(
+        f"REF {ref.url} is not on the {kind} grid of PRED {pred.url} ({differs}, REF's first); "
+        f"the scores compare {kind} with {kind}. "
+        f"{_VOLUME_ADVICE + _unit_grid_hint(georefs) if kind == 'voxel' else _IMAGE_ADVICE}")
+
+
+def _unit_grid_hint(georefs: Sequence[GeoRef]) -> str:
+    """Where a side is on the grid geoseg gives a Zarr volume that names none, how to name one."""
+    if not any(g.voxel_affine == GeoRef.from_axis_scales((1, 1, 1)).voxel_affine for g in georefs):
+        return ""
+    return (" A Zarr volume without voxel_affine or spacing attributes is read at spacing 1 from "
+            "origin 0: if one side is such an array, give it the other's voxel_affine attribute.")
+
+
+_IMAGE_ADVICE = ("Resample REF onto PRED's grid first (gdalwarp -r near, with PRED's CRS, extent "
+                 "and resolution as gdalinfo shows them).")
+_VOLUME_ADVICE = ("Resample REF onto PRED's voxel grid first with nearest neighbour, e.g. "
+                  "nibabel.processing.resample_from_to(ref_img, pred_img, order=0) with PRED's "
+                  "input volume (or `geoseg export PRED --nifti`) as the target; "
+                  "`geoseg info` shows each side's voxel affine.")
 
 
 def _remap(block: np.ndarray, table: dict[int, int], default: int) -> np.ndarray:

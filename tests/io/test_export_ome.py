@@ -147,3 +147,50 @@ def test_output_of_another_shape_is_refused(tmp_path, cluster_address):
         export_ome_labels(out, out)  # labels would be written into the output it reads
     with pytest.raises(ExportError, match="one path segment"):
         export_ome_labels(out, elsewhere, name="../x")
+
+
+def _move(image_url: str, translation: list[float]) -> None:
+    """Give every level of an NGFF 0.4 image a translation after its scale (physical units)."""
+    group = zarr.open_group(image_url, mode="r+")
+    multiscales = group.attrs["multiscales"]
+    for dataset in multiscales[0]["datasets"]:
+        dataset["coordinateTransformations"].append(
+            {"type": "translation", "translation": translation})
+    group.attrs["multiscales"] = multiscales
+
+
+def test_labels_of_a_volume_on_another_physical_grid_are_refused(tmp_path, cluster_address):
+    """Same shape, other voxel spacing or origin: the labels would take the image's transforms
+    and lie on other physical points than the voxels they classify. Nothing is written."""
+    data = np.random.default_rng(4).integers(0, 255, (1, 12, 40, 36), dtype=np.uint8)
+    scale = {"z": 2.0, "y": 0.4, "x": 0.4}
+    image = write_ome_image(tmp_path / "read.ome.zarr", data, "czyx", "0.4", scale)
+    out = segment(image, str(tmp_path / "mask.zarr"), {"method": "otsu"}, cluster_address,
+                  [6, 32, 32])
+    coarser = write_ome_image(tmp_path / "coarser.ome.zarr", data, "czyx", "0.4",
+                              {**scale, "y": 0.5})
+    with pytest.raises(ExportError, match=(
+            r"not on the physical grid of level 0 of .*coarser.ome.zarr.*spacing \(2, 0.4, 0.4\), "
+            r"origin \(x, y, z\) \(0, 0, 0\); the level's scale \(z, y, x\) is \(2, 0.5, 0.4\) "
+            r"and its translation \(z, y, x\) \(0, 0, 0\)")):
+        export_ome_labels(out, coarser)
+    moved = write_ome_image(tmp_path / "moved.ome.zarr", data, "czyx", "0.4", scale)
+    _move(moved, [0.0, 100.0, 0.0, 0.0])
+    with pytest.raises(ExportError, match=r"translation \(z, y, x\) \(100, 0, 0\)"):
+        export_ome_labels(out, moved)
+    for other in (coarser, moved):
+        assert "labels" not in zarr.open_group(other, mode="r")
+    export_ome_labels(out, image, name="ball")  # the image the job read: one grid
+    check_labels(image, out, "ball")
+
+
+def test_a_2d_output_takes_the_image_transforms_as_before(tmp_path, cluster_address):
+    """An output without a voxel affine has no physical grid to compare: its labels take the
+    image's placement, as they always did."""
+    data = np.random.default_rng(5).integers(0, 255, (1, 40, 40), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "a.ome.zarr", data, "cyx", "0.4", {"y": 1.0, "x": 1.0})
+    other = write_ome_image(tmp_path / "b.ome.zarr", data, "cyx", "0.4", {"y": 0.5, "x": 0.5})
+    out = segment(image, str(tmp_path / "mask.zarr"), {"method": "otsu"}, cluster_address,
+                  [64, 64])
+    export_ome_labels(out, other, name="cover")
+    check_labels(other, out, "cover")

@@ -26,6 +26,7 @@ from geoseg.io import omezarr, remote
 from geoseg.io.allow import overlapping
 from geoseg.io.exports.common import FinishedOutput, chunk_windows, open_finished, shown
 from geoseg.io.exports.pyramid import downsample_window, factors_between, parse_resampling
+from geoseg.io.georef import describe_voxel_grid, voxel_grid_difference
 from geoseg.io.output import output_exists
 from geoseg.io.sources import SPACE
 
@@ -82,6 +83,7 @@ def export_ome_labels(
     attrs = dict(root.attrs)
     image = omezarr.multiscales(attrs)[0]
     levels = _matching_levels(root, image, out, image_url)
+    _check_placement(out, image, levels, image_url)
     labels = root.require_group("labels")
     if name in labels:
         if not overwrite:
@@ -147,6 +149,30 @@ def _matching_levels(
             "a job that read this image (input.level picks a level)."
         )
     return levels[shapes.index(out.shape) :]
+
+
+def _check_placement(
+    out: FinishedOutput, image: dict[str, Any], levels: list[ImageLevel], url: str
+) -> None:
+    """Refuse an output whose voxel affine places its voxels elsewhere than the image level of
+    its shape does: the labels take that level's scale and translation, so they would lie on
+    other physical points than the voxels they classify. An output without a voxel affine (no
+    physical grid: 2-D, or an array that had none) is placed by the image alone."""
+    index = len(image["datasets"]) - len(levels)
+    level = omezarr.georef(image, index, levels[0].roles)
+    if out.georef.voxel_affine is None or voxel_grid_difference(out.georef, level) is None:
+        return
+    scale = ", ".join(f"{v:.6g}" for v in level.affine_matrix[[2, 1, 0], [0, 1, 2]])
+    translation = ", ".join(f"{v:.6g}" for v in level.affine_matrix[2::-1, 3])
+    raise ExportError(
+        f"{shown(out.url)} is not on the physical grid of level {index} of {shown(url)}, though "
+        f"both are {out.shape} voxels: the output's voxel affine has "
+        f"{describe_voxel_grid(out.georef)}; the level's scale (z, y, x) is ({scale}) and its "
+        f"translation (z, y, x) ({translation}). Labels take the image's coordinate "
+        "transformations, so they would sit on other physical points than the voxels they "
+        "classify. Nothing was written: export into the OME-Zarr image the job read (or one on "
+        "its grid), or write the labels as NIfTI (--nifti), which keeps the output's own affine."
+    )
 
 
 def _create_level(
