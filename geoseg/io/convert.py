@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import math
 import warnings
 import zlib
@@ -57,6 +56,7 @@ from geoseg.io.nifti import (
     header_georef,
     is_nifti,
     is_scaled,
+    parse_header,
     voxel_dtype,
 )
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
@@ -232,7 +232,7 @@ def _gzip_image(url: str, storage_options: dict[str, Any]) -> Iterator[nib.Nifti
     voxels than the header declares) raises :class:`~geoseg.errors.CorruptInputError`."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     with fs.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-        header = _gzip_header(stream)
+        header = _gzip_header(stream, url)
         klass = nib.Nifti2Image if header.sizeof_hdr == 540 else nib.Nifti1Image
         stream.seek(0)
         holder = nib.FileHolder(fileobj=stream)
@@ -275,11 +275,17 @@ def _short_gzip(url: str, size: int, header: nib.Nifti1Header) -> CorruptInputEr
         "convert it again.")
 
 
-def _gzip_header(stream: gzip.GzipFile) -> nib.Nifti1Header:
-    """The header as stored (nibabel's image moves the scaling out of its own header copy)."""
+def _gzip_header(stream: gzip.GzipFile, url: str) -> nib.Nifti1Header:
+    """The header as stored (nibabel's image moves the scaling out of its own header copy),
+    with its extensions up to the voxel offset, at most ``MAX_HEADER_BYTES`` decompressed
+    (:func:`~geoseg.io.nifti.parse_header`): nibabel reads the same extensions again when it
+    opens the image, and never more than this check did."""
     head = stream.read(540)
-    klass = nib.Nifti2Header if head[4:8] == b"n+2\x00" else nib.Nifti1Header
-    return klass.from_fileobj(io.BytesIO(head))
+    try:
+        return parse_header(head, stream.read, url)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise _broken_gzip(url, exc, None, "It breaks within the header extensions, before "
+                           "the voxels.") from None
 
 
 def _open_input(
@@ -331,7 +337,7 @@ def _is_gzip_nifti(url: str, so: dict[str, Any]) -> bool:
 def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None) -> GzipNiftiInput:
     fs, path = fsspec.core.url_to_fs(url, **so)
     with fs.open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-        header = _gzip_header(stream)
+        header = _gzip_header(stream, url)
     shape = data_shape(header, url)
     check_dimensions(shape, url)
     n_i, n_j, n_k = shape[:3]

@@ -15,7 +15,9 @@ export.
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Callable
 from typing import Any
 
 import nibabel as nib
@@ -28,12 +30,83 @@ from geoseg.io.georef import GeoRef
 NIFTI1_MAGIC = (b"n+1\x00", 344)
 NIFTI2_MAGIC = (b"n+2\x00", 4)
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_HEADER_BYTES = 64 * 2**20  # header and extensions read at most (CIfTI/AFNI XML: a few MiB)
 _ZYX = [2, 1, 0, 3]  # (i, j, k, 1) columns in (z, y, x, 1) order, and back
 
 
 def is_nifti(head: bytes) -> bool:
     """Whether the first 348 bytes of a file are a single-file NIfTI-1 or NIfTI-2 header."""
     return any(head[at : at + 4] == magic for magic, at in (NIFTI1_MAGIC, NIFTI2_MAGIC))
+
+
+def header_class(head: bytes) -> type[nib.Nifti1Header]:
+    """nibabel's header class for a file starting with ``head``: NIfTI-2 or NIfTI-1."""
+    return nib.Nifti2Header if head[4:8] == NIFTI2_MAGIC[0] else nib.Nifti1Header
+
+
+def parse_header(head: bytes, more: Callable[[int], bytes], url: str, *,
+                 check: bool = True) -> nib.Nifti1Header:
+    """The header, with its extensions, of a single-file NIfTI starting with ``head`` (its
+    first 540 bytes, or all of a shorter file). ``more(n)`` returns the next ``n`` bytes after
+    ``head``; it is called once, for the bytes up to the voxel offset, only when the header
+    says extensions follow it. nibabel parses exactly those bytes, as it parses a whole file,
+    so what a header declares never makes it read further: extensions ending past
+    :data:`MAX_HEADER_BYTES` are refused before any read, and extensions that break off
+    (a truncated file) or run past the voxel offset raise :class:`CorruptInputError`."""
+    klass = header_class(head)
+    end = extensions_end(head, url)
+    if end is None:  # no extension to read: the fixed header (and the 4 extension flag bytes)
+        return klass.from_fileobj(io.BytesIO(head[: klass.template_dtype.itemsize + 4]),
+                                  check=check)
+    klass.from_fileobj(io.BytesIO(head[: klass.template_dtype.itemsize]), check=check)
+    block = head[:end] if end <= len(head) else head + more(end - len(head))
+    try:
+        return klass.from_fileobj(io.BytesIO(block), check=check)
+    except nib.spatialimages.HeaderDataError as exc:
+        raise _broken_extensions(url, len(block), end, exc) from None
+
+
+def extensions_end(head: bytes, url: str) -> int | None:
+    """Where the extensions of the header ``head`` end: its voxel offset, when the extension
+    flag after the header is set and there is room for an extension (16 bytes) before the
+    voxels; else ``None``. A voxel offset past :data:`MAX_HEADER_BYTES`, or one inside the
+    header itself while extensions are flagged (nibabel would read them to the end of the
+    file), is refused."""
+    klass = header_class(head)
+    size = klass.template_dtype.itemsize
+    if len(head) < size + 4 or head[size] == 0:
+        return None
+    offset = float(klass(head[:size], check=False)["vox_offset"])
+    if math.isfinite(offset) and size + 4 <= offset < size + 4 + 16:
+        return None  # room for no extension: nibabel reads none
+    if not math.isfinite(offset) or offset < size + 4:
+        raise CorruptInputError(
+            f"NIfTI file {public_url(url)} is corrupt: its header says extensions follow it, but "
+            f"its voxel offset (vox_offset) is {offset:g}, not past the header's {size + 4} "
+            "bytes, so nothing says where the extensions end. Re-download or re-export the file.")
+    end = math.ceil(offset)
+    if end > MAX_HEADER_BYTES:
+        raise UnsupportedFormatError(
+            f"NIfTI file {public_url(url)} declares header extensions up to byte {end:,} (its "
+            f"vox_offset, where the voxels start): {end - size - 4:,} bytes of extensions; "
+            f"geoseg reads at most {MAX_HEADER_BYTES:,} bytes of header and extensions. A header "
+            "this large is more often corrupt or hostile. If the file is genuine, save it without "
+            "its extensions, e.g. with nibabel: `img = nibabel.load(NAME); "
+            "img.header.extensions.clear(); nibabel.save(img, 'plain.nii')`, and give plain.nii.")
+    return end
+
+
+def _broken_extensions(url: str, held: int, end: int, exc: Exception) -> CorruptInputError:
+    """The error for header extensions nibabel cannot read from the ``held`` bytes before the
+    voxel offset ``end``: the file stops short of it, or its extensions do not fit before it."""
+    if held < end:
+        fault = (f"truncated: it holds {held:,} bytes, but its header declares extensions up to "
+                 f"byte {end:,} (vox_offset, where the voxels start)")
+    else:
+        fault = (f"corrupt: its header extensions do not fit in the {end:,} bytes before its "
+                 f"voxels (vox_offset) ({exc})")
+    return CorruptInputError(f"NIfTI file {public_url(url)} is {fault}. Re-download or "
+                             "re-export the file, then try again.")
 
 
 def data_shape(header: nib.Nifti1Header, url: str) -> tuple[int, ...]:

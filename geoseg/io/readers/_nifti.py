@@ -11,7 +11,6 @@ them into a chunked Zarr). A file shorter than its header declares is refused wh
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io.nifti import (
     GZIP_MAGIC,
-    NIFTI2_MAGIC,
     check_dimensions,
     check_file_size,
     data_shape,
     header_georef,
     is_nifti,
+    parse_header,
     scaling,
     voxel_dtype,
 )
@@ -117,8 +116,9 @@ def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
 
 def read_header(url: str, storage_options: dict[str, Any]) -> nib.Nifti1Header:
     """The header of the single-file NIfTI at ``url``. A file without NIfTI's magic is refused
-    before nibabel parses it, and nibabel's reports on what it checks and fixes in a header go
-    nowhere (nibabel prints them on stderr itself): a header it cannot use raises."""
+    before nibabel parses it; its extensions, up to the voxel offset, are read with it (at
+    most :data:`~geoseg.io.nifti.MAX_HEADER_BYTES`). nibabel's reports on what it checks and
+    fixes in a header go nowhere (nibabel prints them on stderr itself): a header it cannot use raises."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     head = fs.cat_file(path, start=0, end=540)  # one small range request, no read-ahead
     if head[:2] == GZIP_MAGIC:
@@ -128,8 +128,8 @@ def read_header(url: str, storage_options: dict[str, Any]) -> nib.Nifti1Header:
             f"Cannot read {public_url(url)} as NIfTI: received a file without a NIfTI-1/2 header "
             f"(it starts with {head[:8]!r}); expected a single-file NIfTI (.nii, magic 'n+1' or "
             "'n+2'). Give a NIfTI file, or leave the reader out to let geoseg pick one.")
-    klass = nib.Nifti2Header if head[4:8] == NIFTI2_MAGIC[0] else nib.Nifti1Header
-    header = klass.from_fileobj(io.BytesIO(head), check=False)
+    header = parse_header(head, lambda n: fs.cat_file(path, start=len(head), end=len(head) + n),
+                          url, check=False)  # extensions: up to vox_offset, bounded
     header.check_fix(logger=_NIBABEL_REPORTS)  # raises for what it cannot fix, says nothing
     return header
 
