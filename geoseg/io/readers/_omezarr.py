@@ -3,15 +3,27 @@ resolution levels, axes, scale and translation (read by :mod:`geoseg.io.omezarr`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import zarr
 
 from geoseg.io import omezarr, remote
 from geoseg.io.readers import probe
-from geoseg.io.readers._zarr import ZarrReader, declared_nodata, zarr_array_source
+from geoseg.io.readers._zarr import ZarrReader, ZarrSource, declared_nodata, zarr_array_source
 from geoseg.io.readers.base import BAND, RasterSource
+
+
+@dataclass(frozen=True)
+class OmeZarrSource(ZarrSource):
+    """A resolution level of an OME-Zarr image: read as any Zarr array, but named for what it
+    is (``geoseg info``'s format, a conversion's ``input_format``)."""
+
+    @property
+    def format(self) -> str:
+        return OmeZarrReader.name
 
 
 class OmeZarrReader(ZarrReader):
@@ -39,8 +51,9 @@ class OmeZarrReader(ZarrReader):
         roles = omezarr.roles(image, arr.shape, url)
         n_bands = arr.shape[roles.index(BAND)] if BAND in roles else 1
         georef = omezarr.georef(image, level or 0, roles, declared_nodata(arr, url))
-        return zarr_array_source(url, storage_options, arr, path, roles, bands, georef,
-                                 omezarr.channel_names(dict(group.attrs), n_bands))
+        source = zarr_array_source(url, storage_options, arr, path, roles, bands, georef,
+                                   omezarr.channel_names(dict(group.attrs), n_bands))
+        return OmeZarrSource(**{f.name: getattr(source, f.name) for f in dataclasses.fields(source)})
 
 
 def _multiscale(attrs: Any) -> bool:
