@@ -5,7 +5,9 @@ nearest-neighbour downsampling, so class ids stay ids); the input's chosen bands
 stretched between their 2nd and 98th percentiles. The mask lies over the picture in the
 model's class colours (the output's ``class_colors``), the nodata class left clear, with a
 legend of the classes the picture shows (the most frequent :data:`LEGEND_MAX` of them, the
-rest counted in a last entry). A volume gets three orthogonal slices through its middle. Memory
+rest counted in a last entry). A volume gets three orthogonal slices through its middle, each
+drawn in the proportions of its voxel spacing (an anisotropic CT's coronal and sagittal slices
+as tall as the anatomy, like a radiology viewer's), when the output records a voxel affine. Memory
 is bounded by the chunks in flight plus the small picture, whatever the raster's size.
 """
 
@@ -27,6 +29,7 @@ from geoseg.core.classes import default_color
 
 DEFAULT_SIZE = 1024  # longest side of the picture, in pixels
 LEGEND_MAX = 24  # classes the legend names at most; any others it counts in one last entry
+SWATCH_EDGE = "#555555"  # the outline of every legend swatch: a white class shows too
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,27 @@ class Quicklook:
     nodata: int | None
     step: int
     note: str = ""
+    aspects: tuple[float, ...] = ()  # per view: a row's length over a column's; () all 1
+
+
+def view_aspects(spacing: Sequence[float] | None) -> tuple[float, ...]:
+    """A volume's three views' aspects (row spacing over column spacing) from its ``(z, y, x)``
+    spacing: axial ``y / x``, coronal ``z / x``, sagittal ``z / y``; ``()`` (square pixels)
+    without a spacing, or with one that is not positive and finite."""
+    if spacing is None or not all(math.isfinite(s) and s > 0 for s in spacing):
+        return ()
+    z, y, x = (float(s) for s in spacing)
+    return y / x, z / x, z / y
+
+
+def display_size(shape: Sequence[int], aspect: float = 1.0,
+                 most: int = 2 * DEFAULT_SIZE) -> tuple[int, int]:
+    """The ``(height, width)`` in picture pixels of a view of ``shape`` sampled pixels whose rows
+    are ``aspect`` times as long as its columns: the shorter side stretched, then both shrunk
+    to at most ``most`` pixels a side (a 1:1000 spacing draws no 10**6-pixel picture)."""
+    height, width = shape[0] * max(aspect, 1.0), shape[1] / min(aspect, 1.0)
+    shrink = max(1.0, height / most, width / most)
+    return max(1, round(height / shrink)), max(1, round(width / shrink))
 
 
 def step_for(shape: Sequence[int], size: int = DEFAULT_SIZE) -> int:
@@ -144,9 +168,10 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
     views, bad = _views(classes, image, step, np.iinfo(classes.dtype).max if fill is None else fill)
     note = "; ".join(filter(None, [undecodable_note(bad), note]))
     names = attrs.get("class_names") or range(max(int(v[2].max()) for v in views) + 1)
+    aspects = view_aspects(classes.georef.spacing) if len(views) == 3 else ()
     return Quicklook(views, tuple(str(n) for n in names),
                      class_colors(attrs.get("class_colors"), len(names)),
-                     attrs.get("nodata_class"), step, note)
+                     attrs.get("nodata_class"), step, note, aspects)
 
 
 def state_note(target: Any, attrs: dict[str, Any]) -> str:
@@ -321,27 +346,38 @@ def _classes_source(target: Any) -> Any:
 
 def render(look: Quicklook, *, dpi: int = 100) -> bytes:
     """The quicklook as PNG bytes: views side by side at one picture pixel per sampled pixel
-    (so the build's ``size`` sets the picture's size), a title and a legend of the classes."""
+    (so the build's ``size`` sets the picture's size), a volume's slices stretched to the
+    proportions of its voxel spacing (:func:`display_size`), a title and a legend of the
+    classes."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
     handles = _handles(look)
-    layout = _Layout.of([v[2].shape for v in look.views], [h.get_label() for h in handles],
+    aspects = look.aspects or (1.0,) * len(look.views)
+    sizes = [display_size(v[2].shape, a) for v, a in zip(look.views, aspects)]
+    layout = _Layout.of(sizes, [h.get_label() for h in handles],
                         bool(look.note), [v[0] for v in look.views])
     fig = Figure(figsize=(layout.width / dpi, layout.height / dpi), dpi=dpi)
     for box, (title, rgb, classes) in zip(layout.boxes(), look.views):
         ax = fig.add_axes(box)
         picture = rgb if rgb is None else stretch(rgb, valid=classes != look.nodata)
-        ax.imshow(overlay(picture, classes, look.colors, look.nodata), interpolation="nearest")
+        ax.imshow(overlay(picture, classes, look.colors, look.nodata), interpolation="nearest",
+                  aspect="auto")  # the box has the view's physical proportions
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=layout.columns, fontsize=8,
                    frameon=False)
-    fig.suptitle(f"1 picture pixel = {look.step} x {look.step} output pixels"
-                 + (f"\n{look.note}" if look.note else ""), fontsize=8, wrap=True)
+    fig.suptitle(_title(look) + (f"\n{look.note}" if look.note else ""), fontsize=8, wrap=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _title(look: Quicklook) -> str:
+    """What one picture pixel is; for a volume of unequal spacing, that it is drawn to scale."""
+    if any(not math.isclose(a, 1.0, rel_tol=1e-3) for a in look.aspects):
+        return f"1 sample = {look.step} x {look.step} output voxels, drawn to voxel spacing"
+    return f"1 picture pixel = {look.step} x {look.step} output pixels"
 
 
 def _handles(look: Quicklook) -> list[Any]:
@@ -352,11 +388,13 @@ def _handles(look: Quicklook) -> list[Any]:
 
 def legend_handles(shown: Sequence[int], more: int, names: Sequence[str],
                    colors: np.ndarray) -> list[Any]:
-    """Legend entries: each class of ``shown`` in its colour (``colors`` in 0..1), then, when
+    """Legend entries: each class of ``shown`` in its colour (``colors`` in 0..1), outlined in
+    grey so that a white (or very light) class shows on the white background, then, when
     ``more`` are left out, one uncoloured entry counting them."""
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=colors[i], label=names[i]) for i in shown]
+    handles = [Patch(facecolor=colors[i], edgecolor=SWATCH_EDGE, linewidth=0.8, label=names[i])
+               for i in shown]
     if more:
         handles.append(Patch(facecolor="none", edgecolor="none",
                              label=f"+ {more} more class{'es' * (more > 1)}"))
