@@ -25,6 +25,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
 from geoseg.instances.panoptic import DEFAULT_THRESHOLDS, _Overlaps, _Side
 from geoseg.io.georef import GeoRef, grid_difference
@@ -139,9 +140,7 @@ def open_labels(url: str, variable: str | None = None,
         variable = "classes"
     source = open_source(url, storage_options, variable=variable)
     if source.shape[0] != 1 or not np.issubdtype(np.dtype(source.dtype), np.integer):
-        raise EvaluationError(
-            f"{url}: received {source.shape[0]} band(s) of {source.dtype}; expected one band of "
-            "integer labels. Name the label array with --pred-variable / --ref-variable.")
+        raise _not_labels(url, source)
     names = attrs.get("class_names") or _stored_names(source, variable, storage_options)
     nodata = attrs.get("nodata_class", source.georef.nodata)
     colors = attrs.get("class_colors")
@@ -256,6 +255,21 @@ def _crs_text(crs_wkt: str | None) -> tuple[str, bool]:
     crs = CRS.from_wkt(crs_wkt)
     name = crs.to_string() if crs.to_epsg() else crs_wkt[:80] + "..."
     return name, bool(crs.is_geographic)
+
+
+def _not_labels(url: str, source: Any) -> EvaluationError:
+    """The refusal of a raster that is not one band of integer labels, with the fix for its kind."""
+    received = (f"{public_url(url)}: received {source.shape[0]} band(s) of {source.dtype}; "
+                "expected one band of integer labels.")
+    if source.format in ("zarr", "ome-zarr"):
+        return EvaluationError(f"{received} Name the label array with --pred-variable / --ref-variable.")
+    if source.shape[0] == 1 and np.issubdtype(np.dtype(source.dtype), np.floating):
+        return EvaluationError(
+            f"{received} A mask stored as floating point (common for NIfTI masks) is not read as "
+            "labels: save it with an integer dtype, e.g. with nibabel: img = nibabel.load(NAME); "
+            "img.set_data_dtype(numpy.uint8); nibabel.save(img, 'mask.nii') (rasterio: "
+            "dtype='uint8'), then give that file.")
+    return EvaluationError(f"{received} Give a single-band label raster (or select one band).")
 
 
 def check_grid(pred: Labels, ref: Labels) -> None:

@@ -124,3 +124,19 @@ def test_eval_command_bbox_in_lon_lat_on_a_utm_raster(tmp_path):
     assert_clean(geoseg("eval", out, out, "--bbox", "-80,20,-70,30"), 2,
                  "bbox minx,miny,maxx,maxy -80,20,-70,30", "EPSG:32618",
                  "500000,4499900,500120,4500000", "must be in the raster's CRS")
+
+
+def test_a_floating_point_nifti_mask_is_refused_with_how_to_store_it_as_labels(tmp_path):
+    """Medical pipelines often store masks as float32; a NIfTI file has no array to name, so the
+    advice is to store integers."""
+    import nibabel as nib
+
+    mask = np.zeros((6, 7, 5), np.float32)
+    mask[2:4, 3:5, 1:3] = 1.0
+    affine = np.diag([0.7, 0.7, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "ref.nii")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp_path / "pred.nii")
+    result = geoseg("eval", str(tmp_path / "pred.nii"), str(tmp_path / "ref.nii"))
+    assert_clean(result, 2, "ref.nii: received 1 band(s) of float32; expected one band of integer "
+                 "labels", "save it with an integer dtype", "set_data_dtype(numpy.uint8)")
+    assert "--ref-variable" not in said(result)
