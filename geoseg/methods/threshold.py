@@ -413,6 +413,7 @@ def _dedupe(values: tuple[float, ...]) -> tuple[float, ...]:
 class LocalThreshold(PixelMethod):
     """``x > threshold_local(x, block_size, method, offset)``, per pixel, with the halo it needs.
 
+    On an image (y, x) or a volume (z, y, x), the neighbourhood spanning every axis.
     For ``"gaussian"`` and ``"median"``, the same mask as ``image >
     skimage.filters.threshold_local(image, ...)`` on the whole image (``mode`` is
     any scipy.ndimage border mode; tile windows end at the image edges, where
@@ -486,8 +487,14 @@ class LocalThreshold(PixelMethod):
             radius = self.block_size // 2
         return (radius, radius)
 
+    @property
+    def spatial_axes(self) -> None:
+        """Any: the filters work along every axis of an image (y, x) or a volume (z, y, x),
+        with the halo on each."""
+        return None
+
     def local_threshold(self, image: np.ndarray) -> np.ndarray:
-        """The threshold of every pixel of a 2-D float64 ``image``."""
+        """The threshold of every pixel of a float64 ``image`` (y, x) or volume (z, y, x)."""
         if self.method == "mean":
             return box_mean(image, self.block_size, self.mode) - self.offset
         return filters.threshold_local(
@@ -501,17 +508,20 @@ class LocalThreshold(PixelMethod):
 
 
 def box_mean(image: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:
-    """Mean over a ``size`` x ``size`` box, summed directly around each pixel.
+    """Mean over a box of ``size`` pixels along every axis of ``image`` (an image or a volume),
+    summed directly around each pixel.
 
     ``scipy.ndimage.uniform_filter`` (what scikit-image uses) keeps a running sum
     along each line, so its rounding depends on where the line starts: a tile
     would round differently from the whole image. Here each box is summed
-    directly and divided once, so every value is independent of the tiling, and
-    for integer-valued data the sums, hence the means, are exact. The masks then
-    equal scikit-image's except at pixels exactly at their threshold
-    (``x == mean - offset``), which the rule ``x > threshold`` makes background
-    and scikit-image's rounded mean puts on either side.
+    directly, one axis after another, and divided once, so every value is
+    independent of the tiling, and for integer-valued data the sums, hence the
+    means, are exact. The masks then equal scikit-image's except at pixels exactly
+    at their threshold (``x == mean - offset``), which the rule ``x > threshold``
+    makes background and scikit-image's rounded mean puts on either side.
     """
     ones = np.ones(size)
-    rows = ndi.correlate1d(image, ones, axis=0, mode=mode)
-    return ndi.correlate1d(rows, ones, axis=1, mode=mode) / float(size * size)
+    sums = image
+    for axis in range(image.ndim):
+        sums = ndi.correlate1d(sums, ones, axis=axis, mode=mode)
+    return sums / float(size**image.ndim)

@@ -9,6 +9,10 @@ from dataclasses import FrozenInstanceError
 import dask
 import numpy as np
 import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
 from skimage import color, filters
 from skimage import data as skdata
 from skimage.util import img_as_ubyte
@@ -24,6 +28,7 @@ from geoseg.methods import (
     global_histogram,
     thresholds_from_histogram,
 )
+from geoseg.methods.threshold import LOCAL_METHODS, box_mean
 from tests.conftest import textured_image
 from tests.methods.rasters import memory_raster, photo, run_segment, zarr_raster
 
@@ -358,3 +363,38 @@ def test_a_threshold_fit_asked_for_a_cache_over_the_limit_is_refused_before_a_re
     message = "the otsu threshold on band 2 would keep 4 KiB"
     with pytest.raises(BudgetError, match=message):
         fit_threshold(unreadable_raster(), "otsu", feature=2, cache=True)
+
+
+def smooth_noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Smooth float64 noise: no two local means tie with a pixel, so masks compare exactly."""
+    rng = np.random.default_rng(seed)
+    return filters.gaussian(rng.normal(size=shape), 1.5) * 100
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    shape=st.sampled_from([(31, 37), (9, 23, 29), (13, 17, 11)]),
+    chunk=st.tuples(st.integers(4, 13), st.integers(5, 19), st.integers(5, 19)),
+    method=st.sampled_from(LOCAL_METHODS),
+    block_size=st.sampled_from([3, 5, 7]),
+    offset=st.floats(-2, 2),
+)
+def test_chunked_local_threshold_equals_scikit_image_on_images_and_volumes(
+    seed, shape, chunk, method, block_size, offset
+):
+    """Every local method spans every axis, as scikit-image's, and tiles equal the whole."""
+    image = smooth_noise(shape, seed)
+    chunks = chunk[-len(shape):]
+    raster = xr.DataArray(image[None], dims=("band", *("z", "y", "x")[-len(shape):]))
+    local = LocalThreshold(block_size, method, offset=offset)
+    mask = run_segment(raster, local, chunks=chunks, tile=chunks)
+    expected = image > filters.threshold_local(image, block_size, method, offset=offset)
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_local_mean_box_spans_every_axis_of_a_volume():
+    volume = smooth_noise((9, 12, 14), 0)
+    expected = ndi.uniform_filter(volume, 5, mode="reflect")
+    np.testing.assert_allclose(box_mean(volume, 5), expected, rtol=1e-12)
+    assert LocalThreshold(5, "mean").spatial_axes is None  # any: images and volumes
