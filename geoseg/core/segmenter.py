@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.core.classes import ClassInfo
-from geoseg.errors import BandMismatchError
+from geoseg.errors import BandMismatchError, PlanError
 
 if TYPE_CHECKING:
     import torch
@@ -123,6 +123,15 @@ class Segmenter(ABC):
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def spatial_axes(self) -> int | None:
+        """How many spatial axes it segments: 2 for images (y, x), 3 for volumes (z, y, x),
+        ``None`` for any. By default as many as :attr:`halo` lists, or any for a pointwise
+        segmenter (no halo, stride 1, as a threshold); a method whose filters work on any number
+        of axes (a local threshold, a Sobel magnitude) says ``None``."""
+        pointwise = not any(self.halo) and all(s == 1 for s in self.stride)
+        return None if pointwise else len(tuple(self.halo))
+
     def check_bands(self, band_names: Sequence[str], where: str) -> None:
         """Fail before any compute when ``where`` has a band count this segmenter cannot use."""
         if self.bands is None or len(self.bands) == len(band_names):
@@ -131,6 +140,29 @@ class Segmenter(ABC):
             f"{self.name} expects {len(self.bands)} band(s) ({', '.join(self.bands)}) but {where} has "
             f"{len(band_names)} ({', '.join(band_names)}). {_band_advice(self.bands, band_names)}"
         )
+
+
+SPATIAL_KINDS = {2: "images (y, x)", 3: "volumes (z, y, x)"}
+
+
+def check_dimensions(segmenter: Segmenter, spatial_dims: Sequence[str], where: str,
+                     key: str = "model") -> None:
+    """Fail before any compute when ``segmenter`` segments another number of spatial axes
+    (:attr:`~Segmenter.spatial_axes`) than ``where`` has (``spatial_dims``): a 2D network or
+    method on a volume would fail in the first task. ``key`` names the setting in the message
+    (``"model"`` in a job spec)."""
+    axes = segmenter.spatial_axes
+    if axes is None or axes == len(spatial_dims):
+        return
+    advice = ("Wrap it with geoseg.models.SliceWise to segment the volume slice by slice (Python "
+              "API), or give a 3D model." if axes == 2 else "Give a 2D model for an image.")
+    raise PlanError(
+        f"{key}: {segmenter.name} segments {_spatial_kind(axes)}, but {where} has spatial axes "
+        f"{tuple(spatial_dims)}; expected a model for {_spatial_kind(len(spatial_dims))}. {advice}")
+
+
+def _spatial_kind(axes: int) -> str:
+    return SPATIAL_KINDS.get(axes, f"{axes} spatial axes")
 
 
 def _band_advice(wanted: Sequence[str], have: Sequence[str]) -> str:

@@ -79,6 +79,14 @@ class Ensemble(Segmenter):
         self.device = next((m.device for m in self.members if m.device.type != "cpu"), torch.device("cpu"))
         self.name = f"ensemble[{combine}]({', '.join(m.name for m in self.members)})"
 
+    @property
+    def spatial_axes(self) -> int | None:
+        """Any when every member segments any number of axes (thresholds, local thresholds, edge
+        magnitudes), else as many as the members' halos list (they share it)."""
+        if all(m.spatial_axes is None for m in self.members):
+            return None
+        return len(tuple(self.halo))
+
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw values as floats and the validity mask; no-data pixels become NaN."""
         x = raw.astype(_raw_float(raw.dtype), copy=True)

@@ -20,7 +20,7 @@ from distributed import Client
 
 from geoseg import config, logs
 from geoseg.core.records import now
-from geoseg.core.segmenter import Segmenter, band_order
+from geoseg.core.segmenter import Segmenter, band_order, check_dimensions
 from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
@@ -209,20 +209,9 @@ def _check_instances(prepared: PreparedJob) -> None:
 
 
 def _check_dimensions(spec: JobSpec, source: RasterSource, model: Segmenter) -> None:
-    """A model segments as many spatial axes as its halo lists: refuse one of another kind than
-    the input (a 2D network on a volume), which would fail in the first task. A pointwise
-    method (no halo, stride 1, such as a threshold) segments any number of axes."""
-    axes, dims = len(tuple(model.halo)), source.spatial_dims
-    pointwise = not any(model.halo) and all(s == 1 for s in model.stride)
-    if axes == len(dims) or pointwise:
-        return
-    kind = {2: "images (y, x)", 3: "volumes (z, y, x)"}
-    advice = ("Wrap it with geoseg.models.SliceWise to segment the volume slice by slice (Python "
-              "API), or give a 3D model." if axes == 2 else "Give a 2D model for an image.")
-    raise PlanError(
-        f"model: {model.name} segments {kind.get(axes, f'{axes} spatial axes')}, but the input "
-        f"{public_url(spec.input.url)} has spatial axes {dims}; expected a model for "
-        f"{kind.get(len(dims), f'{len(dims)} axes')}. {advice}")
+    """Refuse a model of another kind than the input (a 2D network on a volume), which would
+    fail in the first task (:func:`geoseg.core.segmenter.check_dimensions`)."""
+    check_dimensions(model, source.spatial_dims, f"the input {public_url(spec.input.url)}")
 
 
 def _instance_settings(spec: JobSpec) -> InstanceSettings:

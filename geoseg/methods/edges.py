@@ -46,7 +46,7 @@ STRONG = 2  # Canny classes: 0 none, 1 weak edge, 2 strong edge
 class EdgeMagnitude(PixelMethod):
     """Gradient magnitude of one feature (``"sobel"``, ``"scharr"`` or ``"prewitt"``).
 
-    Identical to ``skimage.filters.<operator>(feature)`` on the whole image
+    Identical to ``skimage.filters.<operator>(feature)`` on the whole image or volume
     (``mode="reflect"``), with a halo of 1 pixel.
 
     Parameters
@@ -89,8 +89,14 @@ class EdgeMagnitude(PixelMethod):
     def halo(self) -> tuple[int, int]:
         return (1, 1)
 
+    @property
+    def spatial_axes(self) -> None:
+        """Any: scikit-image's operators take the magnitude over every axis of an image or a
+        volume."""
+        return None
+
     def magnitude(self, batch: np.ndarray) -> np.ndarray:
-        """Magnitudes ``(N, y, x)`` (float64) of the feature of each window."""
+        """Magnitudes ``(N, *spatial)`` (float64) of the feature of each window."""
         values = self.feature.compute(batch, band_axis=1)
         return np.stack([OPERATORS[self.operator](image, mode="reflect") for image in values])
 
@@ -319,6 +325,12 @@ class Canny(PixelMethod):
         if self.hysteresis == "deferred":
             return class_infos(("background", "weak edge", "strong edge"))
         return class_infos(("background", "edge"))
+
+    @property
+    def spatial_axes(self) -> int:
+        """2: Canny segments images (y, x); wrap it in :class:`geoseg.models.SliceWise` for a
+        volume."""
+        return 2
 
     @property
     def halo(self) -> tuple[int, int]:

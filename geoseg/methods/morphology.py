@@ -116,6 +116,13 @@ class Cleaned(Segmenter):
                 f"target={self.target} is not a class of {self.segmenter.name}, which has "
                 f"classes 0..{n - 1}."
             )
+        axes = self.segmenter.spatial_axes
+        if self.steps.halo and axes not in (None, 2):
+            raise MethodParameterError(
+                f"inner: received {self.segmenter.name}, which segments {axes} spatial axes, but "
+                f"the clean-up steps work on images (y, x); expected a 2D segmenter. For a "
+                f"volume, clean slice by slice: SliceWise(Cleaned(model_2d, ...))."
+            )
 
     @property
     def segmenter(self) -> Segmenter:
@@ -143,6 +150,11 @@ class Cleaned(Segmenter):
     @property
     def halo(self) -> tuple[int, ...]:
         return tuple(h + self.steps.halo for h in self.segmenter.halo)
+
+    @property
+    def spatial_axes(self) -> int | None:
+        """2 when there are clean-up steps (they work on images (y, x)), else the inner's."""
+        return 2 if self.steps.halo else self.segmenter.spatial_axes
 
     def prepare(
         self, raw: np.ndarray, nodata: float | None = None
@@ -194,6 +206,11 @@ class MaskCleanup(PixelMethod):
     @property
     def halo(self) -> tuple[int, int]:
         return (self.steps.halo, self.steps.halo)
+
+    @property
+    def spatial_axes(self) -> int | None:
+        """2 when there are clean-up steps (they work on images (y, x)), else any."""
+        return 2 if self.steps.halo else None
 
     def prepare(
         self, raw: np.ndarray, nodata: float | None = None

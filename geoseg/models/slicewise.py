@@ -29,6 +29,11 @@ class SliceWise(Segmenter):
         self.device = inner.device
         self.global_context = inner.global_context
 
+    @property
+    def spatial_axes(self) -> int:
+        """3: it takes volumes (z, y, x) apart into slices; an image has none to take apart."""
+        return 3
+
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         slices = [self.inner.prepare(raw[:, z], nodata) for z in range(raw.shape[1])]
         return np.stack([x for x, _ in slices], axis=1), np.stack([v for _, v in slices])

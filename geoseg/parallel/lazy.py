@@ -12,7 +12,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from geoseg.core.segmenter import Segmenter, bands_last
+from geoseg.core.segmenter import Segmenter, bands_last, check_dimensions
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.sources import RasterSource
 from geoseg.models.modelfile import load_model
@@ -81,6 +81,7 @@ def segment(
     raster = _band_first(_checked_raster(raster))
     segmenter = _segmenter(model)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
+    check_dimensions(segmenter, raster.dims[1:], "the raster", key="segment(): model")
     check_nodata_class(nodata_class, segmenter.n_classes)
     like = None if raster.chunks is None else tuple(c[0] for c in raster.chunks[1:])
     plan = Plan.create(raster.shape[1:], Geometry.of(segmenter),
