@@ -165,9 +165,15 @@ class DataSpec(Section):
 
 
 class ModelSpec(Section):
-    """Which network to train: any registered 2D architecture and its keyword arguments."""
+    """Which network to train: any registered 2D architecture and its keyword arguments, from
+    random weights or, with ``init``, from a model file's (fine-tuning)."""
 
     name: str | None = Field(None, description="Model name in its metadata (default: the spec's name).")
+    init: str | None = Field(
+        None, min_length=1,
+        description="Model file to start from (path, URL or builtin:NAME; a relative path is "
+                    "relative to the spec's folder): its weights are fine-tuned, and architecture "
+                    "and config default to its own.")
     architecture: str = "unet"
     config: dict[str, Any] = Field(default_factory=dict,
                                    description="Keyword arguments of the architecture, except "
@@ -194,7 +200,8 @@ class ModelSpec(Section):
         if fixed:
             raise ValueError(f"no {', '.join(fixed)}: the trainer sets it from the data (bands, classes)")
         architecture = info.data.get("architecture")
-        if architecture is None:
+        if architecture is None or info.data.get("init") is not None:
+            # with init, the trainer refuses any config but the file's, which its header checks
             return value
         try:  # on the meta device: counted, never allocated
             with torch.device("meta"):
@@ -413,7 +420,8 @@ def largest(fits: Callable[[int], bool], high: int) -> int:
     return low
 
 
-TRAIN_PATH_KEYS = PATH_KEYS | {"model", "run_dir"}  # rasters' url, output.model and .run_dir
+# rasters' url, output.model and .run_dir, model.init
+TRAIN_PATH_KEYS = PATH_KEYS | {"model", "run_dir", "init"}
 
 
 def load_train_spec(path: str | Path) -> TrainSpec:
@@ -472,13 +480,14 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def redact(data: Any) -> Any:
-    """Hide storage option values and strip secrets from ``url``/``model``/``run_dir`` strings."""
+    """Hide storage option values and strip secrets from ``url``/``model``/``run_dir``/``init``
+    strings."""
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
             if key == "storage_options" and isinstance(value, dict):
                 out[key] = f"<{len(value)} option(s) hidden>" if value else {}
-            elif key in ("url", "model", "run_dir", "base", "dir") and isinstance(value, str):
+            elif key in ("url", "model", "run_dir", "init", "base", "dir") and isinstance(value, str):
                 out[key] = public_url(value)
             else:
                 out[key] = redact(value)

@@ -11,6 +11,13 @@ it also writes a checkpoint every that many steps inside an epoch.
 Per-band mean/std are measured on sampled training windows and stored in the
 model file, which :func:`geoseg.load_model` loads like any other.
 
+With ``model.init`` a run fine-tunes a model file: the network (the file's architecture and
+config) is built for the data's bands and classes, then every tensor of the file is loaded
+into it but those that depend on the number of classes (when the file's classes are not
+data.classes, in order) or of bands (when their number differs), which keep their seeded
+initialisation; the file's mean/std are used when its first layer was loaded. A resume
+takes the checkpoint's weights, and refuses an init file whose weights changed since.
+
 Runs are deterministic on CPU: a seed fixes the weights' initialisation, every
 chip and every augmentation; an interrupted run restarted from its checkpoint
 (taken at an epoch's end or inside one) ends with the same weights as an
@@ -72,6 +79,14 @@ from geoseg.training.data import (
     open_pairs,
     read_validation,
     split_holdout,
+)
+from geoseg.training.finetune import (
+    InitModel,
+    Started,
+    check_same_init,
+    network_of,
+    read_init,
+    start_from,
 )
 from geoseg.training.loop import Loop, LossSum, adamw, autocast, autocast_dtype, warmup_cosine
 from geoseg.training.record import FORMAT, SourceCatalog, read_json, write_json
@@ -159,6 +174,7 @@ class Setup:
     amp: torch.dtype | None
     bands: tuple[str, ...]
     record: dict[str, Any]
+    architecture: str = ""  # in effect: the spec's, or model.init's file's
 
 
 @dataclass
@@ -220,14 +236,18 @@ def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
     ------
     TrainSpecError, TrainingDataError, CheckpointError, OutputExistsError, TrainingDivergedError
         Each says what was received, what was expected and how to fix it.
+    ModelFileError
+        When ``model.init`` names no readable geoseg model file (missing, a pickle, damaged).
     """
     spec = as_train_spec(spec)
+    init = read_init(spec)
     outputs = Outputs.of(spec)
     start = check_outputs(spec, outputs, resume=resume,
-                          overwrite=spec.output.overwrite if overwrite is None else overwrite, log=log)
+                          overwrite=spec.output.overwrite if overwrite is None else overwrite, log=log,
+                          init=init)
     if isinstance(start, TrainResult):
         return start
-    setup = prepare(spec, start, log)
+    setup = prepare(spec, start, log, init)
     session = new_session(spec, setup, start, log)
     return run_epochs(spec, setup, session, outputs, max_epochs=max_epochs, max_steps=max_steps,
                       on_epoch=on_epoch, log=log)
@@ -237,8 +257,9 @@ def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
 
 
 def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite: bool,
-                  log: Log) -> Checkpoint | TrainResult | None:
-    """What to start from: a checkpoint, a finished run's result, or nothing (a fresh run)."""
+                  log: Log, init: InitModel | None = None) -> Checkpoint | TrainResult | None:
+    """What to start from: a checkpoint, a finished run's result, or nothing (a fresh run).
+    A run that started from ``init``'s file goes on only while that file holds the same weights."""
     so = outputs.storage_options
     if overwrite:
         remove_checkpoints(outputs.checkpoint_dir, so)
@@ -248,12 +269,14 @@ def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite:
     record = read_json(outputs.record_url, so)
     if record is not None:
         _check_same_spec(comparable(record.get("spec", {})), spec, outputs.run_dir)
+        check_same_init(record.get("init"), init, outputs.run_dir)
         if record.get("status") == "complete" and outputs.exists(outputs.model_url) and resume:
             log(f"{spec.name}: already complete ({outputs.record_url}); returning its result")
             return result_from_record(record, outputs)
     checkpoint = load_checkpoint(outputs.checkpoint_dir, so)
     if checkpoint is not None:
         _check_same_spec(checkpoint.spec, spec, outputs.run_dir)
+        check_same_init(checkpoint.state.data.get("init"), init, outputs.run_dir)
         if resume:
             return checkpoint
         raise CheckpointError(
@@ -294,20 +317,25 @@ def result_from_record(record: dict[str, Any], outputs: Outputs) -> TrainResult:
 # -- setup ------------------------------------------------------------------------------------
 
 
-def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log) -> Setup:
-    """Open the data, fix normalization and class weights, build the network, read validation."""
+def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log,
+            init: InitModel | None = None) -> Setup:
+    """Open the data, fix normalization and class weights, build the network (and load
+    ``model.init``'s weights into it, read here unless given as ``init``), read validation."""
     if spec.training.torch_threads:
         torch.set_num_threads(spec.training.torch_threads)
+    init = init or read_init(spec)
+    architecture, arch_config = network_of(spec, init)
     train_pairs, val_pairs = _pairs(spec)
     _warn_label_nodata(spec, [*train_pairs, *val_pairs], log)
     n_bands, classes = train_pairs[0].bands, spec.data.classes
     check_batch(spec.training, n_bands, known=True)  # the spec's check knew no band count
-    net_config = {**spec.model.config, "in_channels": n_bands, "num_classes": len(classes)}
+    net_config = {**arch_config, "in_channels": n_bands, "num_classes": len(classes)}
     torch.manual_seed(spec.seed)
-    net = build_network(spec.model.architecture, net_config)
-    _check_chip(spec, net)
+    net = build_network(architecture, net_config)
+    _check_chip(spec, net, architecture, arch_config)
     check_validation(val_pairs, spec.validation, n_bands, int(net.stride))  # before any read
-    stats = _data_stats(spec, train_pairs, checkpoint, log)
+    started = start_from(spec, init, net, architecture, net_config, checkpoint, log)
+    stats = _data_stats(spec, train_pairs, checkpoint, log, started)
     prep = Preprocess(np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32),
                       len(classes), spec.data.ignore_index)
     validation = read_validation(val_pairs, prep, spec.validation.tile, spec.validation.max_windows)
@@ -315,13 +343,15 @@ def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log) -> Setup:
     amp = autocast_dtype(spec.training.mixed_precision, device)
     catalog = SourceCatalog()
     record = _static_record(spec, train_pairs, val_pairs, catalog, stats, net_config, device, amp,
-                            validation)
-    log(f"{spec.name}: {spec.model.architecture} {net_config} on {device}"
+                            validation, architecture)
+    if started is not None:
+        record["init"] = started.record
+    log(f"{spec.name}: {architecture} {net_config} on {device}"
         f"{' (bf16 autocast)' if amp else ''}; {len(train_pairs)} training pair(s), "
         f"{len(validation.inputs)} validation window(s)")
     weights = np.asarray(stats["class_weights"], np.float32) if stats["class_weights"] is not None else None
     return Setup(train_pairs, val_pairs, prep, validation, weights, net.to(device), net_config, device, amp,
-                 train_pairs[0].image.band_names, record)
+                 train_pairs[0].image.band_names, record, architecture)
 
 
 def _pairs(spec: TrainSpec) -> tuple[list[RasterPair], list[RasterPair]]:
@@ -344,18 +374,20 @@ def _warn_label_nodata(spec: TrainSpec, pairs: list[RasterPair], log: Log) -> No
             f"{spec.data.classes[int(nodata)].name!r}; those pixels are neither trained on nor scored")
 
 
-def _check_chip(spec: TrainSpec, net: nn.Module) -> None:
+def _check_chip(spec: TrainSpec, net: nn.Module, architecture: str,
+                arch_config: dict[str, Any]) -> None:
     stride = int(net.stride)
     if spec.training.chip % stride:
         raise TrainSpecError(
             f"training.chip: received {spec.training.chip}; expected a multiple of the network's "
-            f"stride {stride} ({spec.model.architecture} {spec.model.config}), e.g. "
+            f"stride {stride} ({architecture} {arch_config}), e.g. "
             f"{round_up(spec.training.chip, stride)}.")
 
 
 def _data_stats(spec: TrainSpec, pairs: list[RasterPair], checkpoint: Checkpoint | None,
-                log: Log) -> dict[str, Any]:
-    """Normalization and class weights: from the checkpoint, else the spec and sampled windows."""
+                log: Log, started: Started | None = None) -> dict[str, Any]:
+    """Normalization and class weights: from the checkpoint, else the spec (or the model.init
+    file whose first layer was loaded) and sampled windows."""
     if checkpoint is not None:
         return checkpoint.state.data
     norm, n_classes = spec.data.normalization, len(spec.data.classes)
@@ -363,29 +395,37 @@ def _data_stats(spec: TrainSpec, pairs: list[RasterPair], checkpoint: Checkpoint
     window = norm.window or spec.training.chip
     check_stats(pairs, spec.data, spec.training.chip)  # before any read
     stats = measure_stats(rng, pairs, norm.samples, window, n_classes, spec.data.ignore_index)
-    mean, std = _normalization(spec, stats, pairs[0].bands)
+    mean, std, source = _normalization(spec, stats, pairs[0].bands, started)
     weights = _weights(spec, stats)
     absent = [c.name for c, n in zip(spec.data.classes, stats.class_counts) if n == 0]
     if absent:
         log(f"{spec.name}: warning: no pixel of {', '.join(absent)} in the {stats.windows} sampled "
             "window(s); raise data.normalization.samples for better class weights, or check data.classes")
-    log(f"{spec.name}: normalization from {stats.windows} window(s) of {stats.window} px: mean "
+    origin = {"init": f"model.init {started.public_url if started else ''}", "spec": "the spec",
+              "measured": f"{stats.windows} window(s) of {stats.window} px"}[source]
+    log(f"{spec.name}: normalization from {origin}: mean "
         f"{np.round(mean, 2).tolist()}, std {np.round(std, 2).tolist()}")
     return {"mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "measured_mean": stats.mean.tolist(), "measured_std": stats.std.tolist(),
-            "source": "spec" if norm.mean is not None else "measured", "windows": stats.windows,
+            "source": source, "windows": stats.windows,
             "window": stats.window, "pixels": stats.pixels, "class_counts": stats.class_counts.tolist(),
             "class_weights": None if weights is None else weights.tolist()}
 
 
-def _normalization(spec: TrainSpec, stats: DataStats, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
+def _normalization(spec: TrainSpec, stats: DataStats, n_bands: int,
+                   started: Started | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Mean, std and where they come from: the spec, else the model.init file when its first
+    layer was loaded (it expects the file's), else the sampled windows."""
     norm = spec.data.normalization
+    if norm.mean is None and started is not None and started.bands_loaded:
+        info = started.info
+        return np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32), "init"
     if norm.mean is None:
-        return stats.mean, stats.std
+        return stats.mean, stats.std, "measured"
     if len(norm.mean) != n_bands:
         raise TrainingDataError(f"data.normalization.mean: received {len(norm.mean)} value(s); expected "
                                 f"{n_bands}, one per band of the images.")
-    return np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
+    return np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32), "spec"
 
 
 def _weights(spec: TrainSpec, stats: DataStats) -> np.ndarray | None:
@@ -400,12 +440,12 @@ def _weights(spec: TrainSpec, stats: DataStats) -> np.ndarray | None:
 def _static_record(spec: TrainSpec, train_pairs: list[RasterPair], val_pairs: list[RasterPair],
                    catalog: SourceCatalog, stats: dict[str, Any], net_config: dict[str, Any],
                    device: torch.device, amp: torch.dtype | None,
-                   validation: ValidationSet) -> dict[str, Any]:
+                   validation: ValidationSet, architecture: str) -> dict[str, Any]:
     total = spec.training.epochs * spec.training.steps_per_epoch
     return {
         "format": FORMAT, "name": spec.name, "spec": spec.redacted(),
         "fingerprint": spec.fingerprint(),
-        "resolved": {"architecture": spec.model.architecture, "config": net_config, "device": str(device),
+        "resolved": {"architecture": architecture, "config": net_config, "device": str(device),
                      "autocast": str(amp).removeprefix("torch.") if amp else None, "total_steps": total,
                      "warmup_steps": _warmup_steps(spec), "torch_threads": torch.get_num_threads(),
                      "holdout": spec.data.holdout_fraction},
@@ -433,7 +473,8 @@ def new_session(spec: TrainSpec, setup: Setup, checkpoint: Checkpoint | None,
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(2)[1])
     checksums = data_checksums(setup.record)
     if checkpoint is None:
-        state = TrainState(data={**_stats_of(setup), "started": now(), "checksums": checksums})
+        state = TrainState(data={**_stats_of(setup), "started": now(), "checksums": checksums,
+                                 "init": setup.record.get("init")})
         return Session(loop, rng, state)
     restore(checkpoint, model=setup.net, optimizer=loop.optimizer, scheduler=loop.scheduler, rng=rng)
     state = checkpoint.state
@@ -661,7 +702,7 @@ def finish(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs, st
     if spec.training.keep == "best" and session.best is not None:
         setup.net.load_state_dict(session.best)
     final = _final_metrics(spec, state, stopped_early)
-    info = ModelInfo(spec.model_name, spec.model.architecture, setup.net_config,
+    info = ModelInfo(spec.model_name, setup.architecture, setup.net_config,
                      tuple(ClassInfo(c.name, tuple(c.color)) for c in spec.data.classes), setup.bands,
                      tuple(state.data["mean"]), tuple(state.data["std"]),
                      extra={"training": _model_summary(spec, setup, outputs, final)})
@@ -695,6 +736,7 @@ def _model_summary(spec: TrainSpec, setup: Setup, outputs: Outputs,
         "normalization": {k: setup.record["normalization"][k]
                           for k in ("source", "windows", "window", "pixels")},
         "class_weights": setup.record["class_weights"], "ignore_index": spec.data.ignore_index,
+        **({"init": setup.record["init"]} if setup.record.get("init") else {}),
         "data": {split: [{"pair": e["pair"], "image": e["image"]["url"], "labels": e["labels"]["url"],
                           "image_sha256": e["image"]["checksum"]["sha256"],
                           "labels_sha256": e["labels"]["checksum"]["sha256"]} for e in data[split]]
