@@ -207,6 +207,15 @@ def grid_difference(shape: tuple[int, ...], georef: GeoRef, other_shape: tuple[i
     return voxel_grid_difference(georef, other)
 
 
+def resample_hint(labels: GeoRef, target: GeoRef, name: str) -> str:
+    """How to put labels onto ``name``'s grid (``target``) with nearest neighbour: nibabel for
+    volumes (either side has a voxel affine), gdalwarp for georeferenced images."""
+    if labels.voxel_affine is not None or target.voxel_affine is not None:
+        return (f"nibabel.processing.resample_from_to(labels_img, {name}_img, order=0) "
+                "(geoseg info shows each side's voxel affine)")
+    return f"gdalwarp -r near, with the {name}'s CRS, extent and resolution"
+
+
 AFFINE_TOLERANCE = 1e-6  # of a voxel's size and of each term: float32 NIfTI headers round both
 
 

@@ -28,7 +28,7 @@ from geoseg import config
 from geoseg.core.records import now, package_versions, plain
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
-from geoseg.io.georef import grid_difference
+from geoseg.io.georef import grid_difference, resample_hint
 from geoseg.io.identity import file_stamp, stored_path, tree_digest, version_marks
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
@@ -163,8 +163,7 @@ def _check_reference(labels: RasterSource, source: RasterSource, where: str,
         raise EvaluationError(
             f"evaluate.reference: {where} is not on the pixel grid of the input {input_url} "
             f"({differs}); the labels must lie on the input's pixel grid. Resample or crop "
-            "them to the input first (gdalwarp -r near, with the input's CRS, extent and "
-            "resolution).")
+            f"them to the input first ({resample_hint(labels.georef, source.georef, 'input')}).")
 
 
 def scores(confusion: np.ndarray, class_names: list[str],

@@ -26,7 +26,7 @@ from geoseg import budgets
 from geoseg.core.segmenter import valid_mask
 from geoseg.core.urls import public_url
 from geoseg.errors import TrainingDataError, TrainSpecError
-from geoseg.io.georef import grid_difference
+from geoseg.io.georef import grid_difference, resample_hint
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource
 from geoseg.tiling.plan import round_up
@@ -142,8 +142,8 @@ def _check_grid(image: RasterSource, labels: RasterSource, spec: PairSpec, name:
         f"{name}: image {public_url(spec.image.url)} and labels {public_url(spec.labels.url)} are "
         f"not on one grid: {difference} (image against labels){_pixel_offset(image, labels)}; "
         "expected labels on the image's grid, pixel for pixel. Resample the labels onto it with "
-        "nearest neighbour (e.g. gdalwarp -r near with the image's extent, resolution and CRS), "
-        "or give the labels' own image.")
+        f"nearest neighbour (e.g. {resample_hint(labels.georef, image.georef, 'image')}), or "
+        "give the labels' own image.")
 
 
 def _pixel_offset(image: RasterSource, labels: RasterSource) -> str:

@@ -99,5 +99,7 @@ def test_a_job_refuses_an_evaluate_reference_on_another_voxel_grid(ct_run):
     job = _job(ct_run, "ras-job", evaluate={"reference": {"url": str(ct_run / "ras.nii")}})
     done = geoseg("run", str(job))
     _refused(done, "evaluate.reference", "is not on the pixel grid of the input",
-             "voxel affine (z, y, x) along (+z, +y, +x)")
+             "voxel affine (z, y, x) along (+z, +y, +x)",
+             "nibabel.processing.resample_from_to(labels_img, input_img, order=0)")
+    assert "gdalwarp" not in done.stderr  # no GIS advice for a CT volume
     assert not (ct_run / "ras-job.zarr" / "classes").exists()
