@@ -18,7 +18,7 @@ from geoseg.models.model import BUILT_IN_MEMORY, SegmentationModel
 from geoseg.models.modelfile import load_model
 
 _lock = threading.Lock()
-_models: dict[tuple[str, str], SegmentationModel] = {}  # by weights hash and device
+_models: dict[tuple[str, str, str], SegmentationModel] = {}  # by URL, weights hash, device
 _loads: dict[str, int] = {}
 _holds: dict[str, int] = {}  # worker plugins (jobs) holding each model
 
@@ -32,15 +32,20 @@ def resolve(ref: Any) -> Any:
     """
     if not isinstance(ref, ModelRef):
         return ref.resolve() if callable(getattr(ref, "resolve", None)) else ref
-    key = (ref.sha256, config.device())  # a process may change GEOSEG_DEVICE between loads
-    with _lock:
-        model = _models.get(key) or BUILT_IN_MEMORY.get(ref.sha256)
-        if model is None and ref.url.startswith(IN_MEMORY):
+    if ref.url.startswith(IN_MEMORY):
+        model = BUILT_IN_MEMORY.get(ref.url)
+        if model is None:
             raise ModelFileError(
-                f"model {ref.url.removeprefix(IN_MEMORY)!r} was built in memory in another process, so this "
-                "worker cannot load it. Save it with geoseg.save_model(model, path) and load it with "
+                f"model {ref.url.removeprefix(IN_MEMORY).rpartition('#')[0]!r} was built in memory "
+                "(or its weights changed since it was read) in another process, so this worker "
+                "cannot load it. Save it with geoseg.save_model(model, path) and load it with "
                 "geoseg.load_model(path) before computing on a cluster."
             )
+        return model
+    # a file's: by where it is and its weights, and by device (GEOSEG_DEVICE may change)
+    key = (ref.url, ref.sha256, config.device())
+    with _lock:
+        model = _models.get(key)
         if model is None:
             model = load_model(ref.url, storage_options=ref.storage_options, expected_sha256=ref.sha256)
             _models[key] = model
@@ -66,7 +71,7 @@ def release(sha256: str) -> None:
             _holds[sha256] = left
             return
         _holds.pop(sha256, None)
-        for key in [k for k in _models if k[0] == sha256]:
+        for key in [k for k in _models if k[1] == sha256]:
             del _models[key]
 
 
@@ -79,7 +84,7 @@ def holds() -> dict[str, int]:
 def loaded() -> set[str]:
     """The weights hashes of the models this process holds now."""
     with _lock:
-        return {sha256 for sha256, _ in _models}
+        return {sha256 for _, sha256, _ in _models}
 
 
 def load_counts() -> dict[str, int]:

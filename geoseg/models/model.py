@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import uuid
 import weakref
 from typing import Any
 
@@ -18,7 +19,8 @@ from geoseg.models.header import IN_MEMORY, ModelInfo, ModelRef
 from geoseg.models.tensors import valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
 
-# Models built in this process, by weights hash, while their users hold them.
+# Models built in this process (or changed since they were read), by their in-memory URL,
+# while their users hold them.
 BUILT_IN_MEMORY: weakref.WeakValueDictionary[str, SegmentationModel] = weakref.WeakValueDictionary()
 
 
@@ -49,6 +51,7 @@ class SegmentationModel(Segmenter):
         self.classes = info.classes
         self.bands = info.bands
         self.source = source
+        self._token = uuid.uuid4().hex[:12]  # names this very model in an in-memory reference
         ndim = getattr(net, "spatial_dims", 2)
         self.stride = coerce_per_axis(net.stride, ndim, "stride")
         self.halo = coerce_per_axis(net.receptive_radius, ndim, "receptive_radius")
@@ -130,14 +133,20 @@ class SegmentationModel(Segmenter):
         return contextlib.nullcontext()
 
     def ref(self) -> ModelRef:
-        """The model's file reference. A model built in memory gets an ``in-memory:``
-        reference that resolves in this process only (in-process schedulers): it is found
-        in :data:`BUILT_IN_MEMORY` while the model lives."""
-        if self.source is None:
-            sha = weights_sha256(self.net.state_dict())
-            BUILT_IN_MEMORY[sha] = self
-            self.source = ModelRef(f"{IN_MEMORY}{self.name}", sha)
-        return self.source
+        """The reference tasks carry. The model file's while the weights are still the file's;
+        otherwise (built in memory, or its weights changed in place since it was read) an
+        ``in-memory:`` reference naming this very model, with the weights' hash as they are
+        now: it resolves in this process only (in-process schedulers), found in
+        :data:`BUILT_IN_MEMORY` while the model lives. The weights are hashed at every call
+        (once per :func:`geoseg.segment`), so that no changed network is taken for the one a
+        file, another model of the same weights or an earlier graph stands for."""
+        sha = weights_sha256(self.net.state_dict())
+        source = self.source
+        if source is not None and not source.url.startswith(IN_MEMORY) and source.sha256 == sha:
+            return source
+        url = f"{IN_MEMORY}{self.name}#{self._token}"
+        BUILT_IN_MEMORY[url] = self
+        return ModelRef(url, sha)
 
     def __repr__(self) -> str:
         return (f"SegmentationModel(name={self.name!r}, architecture={self.info.architecture!r}, "

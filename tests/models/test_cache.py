@@ -3,6 +3,7 @@ a task asks for it."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,3 +46,82 @@ def test_a_model_is_loaded_again_for_another_device(ref, monkeypatch):
     assert cache.load_counts()[ref.sha256] == 2
     cache.release(ref.sha256)
     assert ref.sha256 not in cache.loaded()
+
+
+# --- segment() runs the model it is given --------------------------------------------------
+
+
+def _segmented(model, image):
+    import dask
+    import xarray as xr
+
+    import geoseg
+
+    raster = xr.DataArray(image, dims=("band", "y", "x"))
+    with dask.config.set(scheduler="threads"):
+        return geoseg.segment(raster, model, output="probabilities", chunks=48).values
+
+
+@pytest.fixture()
+def loaded(model_path):
+    import geoseg
+
+    cache.clear()
+    yield geoseg.load_model(model_path, device="cpu")
+    cache.clear()
+
+
+def test_models_sharing_weights_but_not_normalisation_or_classes_each_run_as_themselves(loaded):
+    """The cache keyed models by their weights alone: a copy with other normalisation (or its
+    classes in another order), segmented after the file's model, ran as that model, and the
+    file's model, segmented after the copy, ran as the copy."""
+    import dataclasses
+
+    from geoseg import Ensemble, SegmentationModel
+    from tests.conftest import textured_image
+
+    image = textured_image(96, 112, seed=9).astype(np.float32)
+    renormalised = SegmentationModel(loaded.net, dataclasses.replace(
+        loaded.info, mean=(0.0,) * 3, std=(255.0,) * 3), device="cpu")
+    reversed_classes = SegmentationModel(loaded.net, dataclasses.replace(
+        loaded.info, classes=tuple(reversed(loaded.info.classes))), device="cpu")
+    back_in_order = Ensemble([reversed_classes], classes=[c.name for c in loaded.classes])
+    for model, expected in [(renormalised, renormalised.predict_image(image)),
+                            (loaded, loaded.predict_image(image)),
+                            (back_in_order, reversed_classes.predict_image(image)[::-1]),
+                            (renormalised, renormalised.predict_image(image))]:
+        np.testing.assert_allclose(_segmented(model, image), expected, atol=1e-5)
+    assert np.abs(renormalised.predict_image(image) - loaded.predict_image(image)).max() > 1e-3
+
+
+def test_a_loaded_model_whose_weights_changed_in_place_runs_with_its_new_weights(loaded, model_path):
+    import geoseg
+    from tests.conftest import textured_image
+
+    image = textured_image(96, 112, seed=9).astype(np.float32)
+    before = _segmented(loaded, image)
+    with torch.no_grad():
+        for p in loaded.net.parameters():
+            p.mul_(1.5)
+    after = _segmented(loaded, image)
+    np.testing.assert_allclose(after, loaded.predict_image(image), atol=1e-5)
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(_segmented(model_path, image),  # the file itself is unchanged
+                               geoseg.load_model(model_path, device="cpu").predict_image(image),
+                               atol=1e-5)
+
+
+def test_a_changed_model_on_worker_processes_is_refused_saying_to_save_it(loaded, cluster_address):
+    import xarray as xr
+    from distributed import Client
+
+    import geoseg
+    from geoseg.errors import ModelFileError
+    from tests.conftest import textured_image
+
+    with torch.no_grad():
+        next(loaded.net.parameters()).add_(1.0)
+    raster = xr.DataArray(textured_image(64, 64, seed=2).astype(np.float32), dims=("band", "y", "x"))
+    with Client(cluster_address), pytest.raises(ModelFileError, match=r"was built in memory \(or "
+                                                r"its weights changed since it was read\).*save_model"):
+        geoseg.segment(raster, loaded, chunks=32).compute()

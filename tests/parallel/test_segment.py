@@ -136,5 +136,6 @@ def test_in_memory_model_runs_in_process_and_says_to_save_it_on_a_cluster(cluste
     with dask.config.set(scheduler="sync"):
         np.testing.assert_array_equal(geoseg.segment(raster, model, chunks=100).values,
                                       model.predict_image(image).argmax(0))
-    with Client(cluster_address), pytest.raises(ModelFileError, match="built in memory in another process"):
+    with Client(cluster_address), pytest.raises(
+            ModelFileError, match=r"built in memory \(or its weights changed since it was read\) in another"):
         geoseg.segment(raster, model, chunks=100).compute()
