@@ -226,9 +226,13 @@ def _member_list(members: Any) -> list[Any]:
 
 
 def _member(member: Any, index: int) -> Segmenter:
-    """Member ``index`` as a segmenter: a model file reference (``str``, ``os.PathLike``) is
-    loaded with :func:`geoseg.load_model`, a task reference resolved; what has no classes is
-    refused."""
+    return as_segmenter(member, f"member {index}")
+
+
+def as_segmenter(member: Any, where: str) -> Segmenter:
+    """``member`` (what ``where`` names) as a segmenter: a model file reference (``str``,
+    ``os.PathLike``) is loaded with :func:`geoseg.load_model`, a task reference resolved; what
+    has no classes is refused."""
     from geoseg.models.cache import resolve
     from geoseg.models.modelfile import load_model
 
@@ -237,7 +241,7 @@ def _member(member: Any, index: int) -> Segmenter:
     resolved = resolve(member)
     if not isinstance(resolved, Segmenter) and not hasattr(resolved, "classes"):
         raise EnsembleError(
-            f"member {index}: a segmenter was expected; got {type(resolved).__name__} "
+            f"{where}: a segmenter was expected; got {type(resolved).__name__} "
             f"{_short(resolved)}. Pass segmenters (geoseg.load_model(...), a method from "
             "geoseg.methods, a wrapper) or model file references (a path, URL or 'builtin:NAME')."
         )

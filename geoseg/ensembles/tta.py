@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from geoseg.core.segmenter import Segmenter
+from geoseg.ensembles.ensemble import as_segmenter
 from geoseg.errors import EnsembleError
 
 TRANSFORMS = ("d4", "flips", "identity")
@@ -95,16 +96,15 @@ class TTA(Segmenter):
     Parameters
     ----------
     member
-        Any segmenter (or a reference :func:`geoseg.models.resolve` accepts).
+        Any segmenter, a model file reference (a path, URL or ``builtin:NAME``), or a reference
+        :func:`geoseg.models.resolve` accepts.
     transforms
         ``"d4"`` (default; 8 flips/rotations in 2D, 8 axis flips in 3D),
         ``"flips"`` (axis flips only) or ``"identity"``.
     """
 
     def __init__(self, member: Any, transforms: str = "d4"):
-        from geoseg.models.cache import resolve
-
-        self.member: Segmenter = resolve(member)
+        self.member: Segmenter = as_segmenter(member, "TTA(member)")
         self.transforms_name = transforms
         ndim = len(tuple(self.member.stride))
         self.transforms = transform_set(transforms, ndim)

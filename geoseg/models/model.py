@@ -34,6 +34,19 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _check_classes(net: nn.Module, info: ModelInfo) -> None:
+    """Refuse metadata naming another number of classes than the network scores (its config's
+    ``num_classes``): a saved file would be refused when loaded, and a task would fail."""
+    channels = info.config.get("num_classes", getattr(net, "num_classes", None))
+    if isinstance(channels, int) and not isinstance(channels, bool) and channels != len(info.classes):
+        names = ", ".join(c.name for c in info.classes[:8])
+        raise ParameterError(
+            f"SegmentationModel: info names {len(info.classes)} class(es) ({names}) but the "
+            f"network scores {channels} (num_classes in its config); expected one class per "
+            f"output channel. Give a ModelInfo with {channels} classes, or the network they "
+            "belong to.")
+
+
 class SegmentationModel(Segmenter):
     """A network in eval mode with its :class:`ModelInfo`.
 
@@ -45,6 +58,7 @@ class SegmentationModel(Segmenter):
 
     def __init__(self, net: nn.Module, info: ModelInfo, *, source: ModelRef | None = None,
                  device: str | None = None):
+        _check_classes(net, info)
         self.net = net.eval()
         self.info = info
         self.name = info.name

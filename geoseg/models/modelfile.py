@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import posixpath
 import re
 import struct
 import sys
@@ -83,17 +84,33 @@ def model_to_bytes(model: SegmentationModel) -> tuple[bytes, ModelInfo]:
     return save_tensors(state, metadata=header), info
 
 
-def save_model(model: SegmentationModel, url: str, *, storage_options: dict[str, Any] | None = None,
-               overwrite: bool = False) -> ModelRef:
-    """Write ``model`` to ``url`` (any fsspec URL) and return a reference workers can load."""
+def save_model(model: SegmentationModel, url: str | os.PathLike[str], *,
+               storage_options: dict[str, Any] | None = None, overwrite: bool = False) -> ModelRef:
+    """Write ``model`` to ``url`` (a path or ``os.PathLike``, or any fsspec URL; a local
+    folder is created as needed) and return a reference workers can load."""
+    if not isinstance(model, SegmentationModel):
+        raise ParameterError(
+            f"save_model(): model: received {type(model).__name__} {model!r:.60}; expected a "
+            "SegmentationModel (a network with its metadata, e.g. from geoseg.load_model). An "
+            "Ensemble, TTA or classical method has no weights file of its own: save each network "
+            "it holds, and rebuild the wrapper from them.")
+    url = model_url(url, "save_model")
     _refuse_credentials(url)
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    if fs.exists(path) and not overwrite:
-        raise OutputExistsError(f"{url} already exists; pass overwrite=True to replace it.")
-    data, info = model_to_bytes(model)
-    with fs.open(path, "wb") as f:
-        f.write(data)
-    return ModelRef(url, info.sha256, dict(storage_options or {}))
+    options = dict(storage_options or {})
+    with remote.storage_errors(url, options, "Writing model file"):
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        if fs.isdir(path):
+            raise OutputExistsError(f"{public_url(url)} is a folder; expected the path of a file "
+                                    "to write, e.g. a name ending in .safetensors inside it.")
+        if fs.exists(path) and not overwrite:
+            raise OutputExistsError(f"{public_url(url)} already exists; pass overwrite=True to "
+                                    "replace it.")
+        data, info = model_to_bytes(model)
+        if posixpath.dirname(path):
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with fs.open(path, "wb") as f:
+            f.write(data)
+    return ModelRef(url, info.sha256, options)
 
 
 def _public_errors(load: Callable[..., T]) -> Callable[..., T]:
@@ -375,8 +392,16 @@ def _check_complete(url: str, storage_options: dict[str, Any], head: bytes) -> N
             f"bytes but the file holds {size}. Re-download or re-export it.")
 
 
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def _check_hash(url: str, actual: str, recorded: str, expected: str | None) -> None:
-    for label, wanted in (("its metadata", recorded), ("the job", expected)):
+    if expected is not None and not SHA256.fullmatch(str(expected)):
+        raise ParameterError(
+            f"expected_sha256: received {str(expected)[:80]!r}; expected the 64 lowercase hex "
+            "digits of a model's weights hash, as geoseg info MODEL or load_model(url).info.sha256 "
+            "gives it (or None not to check).")
+    for label, wanted in (("its metadata", recorded), ("the job (expected_sha256)", expected)):
         if wanted and wanted != actual:
             raise ModelFileError(
                 f"Model file {url} has weights with sha256 {actual[:16]}... but {label} expects "

@@ -92,3 +92,13 @@ def test_distance_watershed_takes_an_integer_h():
 def test_members_may_come_from_any_iterable():
     unet = random_unet(depth=1, width=4)
     assert len(Ensemble(m for m in (unet, unet)).members) == 2
+
+
+def test_tta_of_what_is_not_a_segmenter_is_an_ensemble_error_and_of_a_path_loads_it(model_path):
+    import geoseg
+    from geoseg import TTA
+
+    with pytest.raises(EnsembleError, match=r"TTA\(member\): a segmenter was expected; got NoneType"):
+        TTA(None)
+    assert TTA(model_path, transforms="flips").member.info.sha256 == \
+        geoseg.load_model(model_path).info.sha256

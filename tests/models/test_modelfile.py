@@ -52,8 +52,50 @@ def test_tampered_weights_are_refused(tmp_path):
 def test_expected_hash_mismatch_is_refused(tmp_path):
     path = str(tmp_path / "m.safetensors")
     save_model(random_unet(), path)
-    with pytest.raises(ModelFileError, match="the job expects"):
+    with pytest.raises(ModelFileError, match=r"the job \(expected_sha256\) expects 0000"):
         load_model(path, expected_sha256="0" * 64)
+
+
+def test_a_malformed_expected_hash_is_named_as_such_not_as_a_corrupt_file(tmp_path):
+    from geoseg.errors import ParameterError
+
+    path = str(tmp_path / "m.safetensors")
+    save_model(random_unet(), path)
+    with pytest.raises(ParameterError, match=r"expected_sha256: received 'abc'; expected the 64"):
+        load_model(path, expected_sha256="abc")
+
+
+def test_save_model_takes_a_path_object_makes_its_folder_and_refuses_what_it_cannot_save(tmp_path):
+    """As load_model and open_raster take os.PathLike; every refusal a geoseg error."""
+    from pathlib import Path
+
+    from geoseg import Ensemble
+    from geoseg.errors import GeosegError, OutputExistsError, ParameterError
+
+    model = random_unet()
+    ref = save_model(model, Path(tmp_path) / "new" / "m.safetensors")
+    assert load_model(tmp_path / "new" / "m.safetensors").info.sha256 == ref.sha256
+    with pytest.raises(ParameterError, match="expected a SegmentationModel .* save each network"):
+        save_model(Ensemble([model]), tmp_path / "e.safetensors")
+    with pytest.raises(ParameterError, match="received str"):
+        save_model("not a model", tmp_path / "s.safetensors")
+    with pytest.raises(OutputExistsError, match="is a folder; expected the path of a file"):
+        save_model(model, tmp_path / "new", overwrite=True)
+    with pytest.raises(GeosegError, match="already exists; pass overwrite=True"):
+        save_model(model, tmp_path / "new" / "m.safetensors")
+
+
+def test_metadata_naming_other_classes_than_the_network_scores_is_refused_at_once():
+    import dataclasses
+
+    from geoseg import SegmentationModel
+    from geoseg.errors import ParameterError
+
+    model = random_unet()
+    two = dataclasses.replace(model.info, classes=model.info.classes[:2])
+    with pytest.raises(ParameterError, match=rf"info names 2 class\(es\) .* but the network "
+                                             rf"scores {model.n_classes}"):
+        SegmentationModel(model.net, two)
 
 
 def test_pickle_checkpoints_are_refused_without_unpickling(tmp_path):
