@@ -113,11 +113,18 @@ class Segmenter(ABC):
         return self
 
     def predict_image(self, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
-        """Scores for a whole in-memory image at once: the reference tiling must match."""
-        x, _ = self.prepare(image, nodata)
+        """Scores for a whole in-memory image at once: the reference tiling must match. Pixels
+        that are no-data (every band ``nodata``, or not finite) score NaN, as in
+        :func:`geoseg.segment`'s probabilities."""
+        x, valid = self.prepare(image, nodata)
         padded = pad_end(x, tuple(n + -n % s for n, s in zip(x.shape[1:], self.stride)))
         scores = self.predict(padded[None])[0]
-        return scores[(slice(None),) + tuple(slice(0, n) for n in x.shape[1:])]
+        scores = scores[(slice(None),) + tuple(slice(0, n) for n in x.shape[1:])]
+        if np.all(valid):
+            return scores
+        scores = scores.astype(np.result_type(scores.dtype, np.float32))
+        scores[:, ~np.asarray(valid, bool)] = np.nan
+        return scores
 
     @property
     def n_classes(self) -> int:

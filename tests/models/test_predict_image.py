@@ -1,0 +1,31 @@
+"""``predict_image``, the whole-image reference a chunked ``segment`` reproduces, treats
+no-data as ``segment`` does: those pixels score NaN."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import xarray as xr
+
+import geoseg
+from geoseg.methods import Threshold
+from tests.conftest import random_unet, textured_image
+
+
+def _probabilities(model, image, nodata):
+    raster = xr.DataArray(image, dims=("band", "y", "x"), attrs={"nodata": nodata})
+    with dask.config.set(scheduler="sync"):
+        return geoseg.segment(raster, model, output="probabilities", chunks=40).values
+
+
+def test_no_data_pixels_score_nan_as_in_segment():
+    image = textured_image(80, 72, seed=3).astype(np.float32)
+    image[:, 10:20, 30:50] = 0  # every band no-data there
+    image[0, 50, 5] = 0  # one band only: still data
+    for model in (random_unet(), Threshold((100.0,), feature="mean")):
+        whole = model.predict_image(image, nodata=0)
+        hole = np.zeros(image.shape[1:], bool)
+        hole[10:20, 30:50] = True
+        assert np.isnan(whole[:, hole]).all() and np.isfinite(whole[:, ~hole]).all()
+        np.testing.assert_allclose(whole, _probabilities(model, image, 0), atol=1e-5)
+        assert np.isfinite(model.predict_image(image)).all()  # without nodata: all scored
