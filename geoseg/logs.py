@@ -118,6 +118,22 @@ class DropShuffleNotices(logging.Filter):
         return record.levelno >= logging.ERROR or not str(record.msg).startswith("Shuffle ")
 
 
+class DropLostHeartbeats(logging.Filter):
+    """Drops a local worker's "Failed to communicate with scheduler during heartbeat" and its
+    traceback: its scheduler lives in the command's process, so the worker cannot outlive it
+    but for the moment the command, interrupted or done, takes to close the cluster, and the
+    command says what happened to the run itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to communicate with scheduler during heartbeat")
+
+
+def quiet_lost_heartbeats() -> None:
+    """Install (once in this process) :class:`DropLostHeartbeats` on ``distributed.worker``: what
+    a local cluster's worker process runs first (:mod:`geoseg.parallel.local_worker`)."""
+    _filtered(("distributed.worker",), DropLostHeartbeats, True)
+
+
 def quiet_cluster_shutdown() -> None:
     """Install (once in this process) :class:`DropShutdownKills` on ``distributed.nanny``,
     :class:`DropAbandonedTimeouts` on ``asyncio`` and :class:`DropShuffleNotices` on the

@@ -163,6 +163,9 @@ def local_layout(cores: int, gpu_ids: list[str], n_workers: int | None = None,
             for i in range(n_workers or len(gpu_ids))]
 
 
+LOCAL_WORKER = "geoseg.parallel.local_worker"  # preloaded by each local worker process
+
+
 class PinnedLocalCluster(LocalCluster):
     """A ``LocalCluster`` of Nanny worker processes named 0, 1, ..., one per layout, each with
     that layout's threads and environment (set in the process before it imports torch)."""
@@ -182,7 +185,8 @@ class PinnedLocalCluster(LocalCluster):
                 "more n_workers instead of scaling this one.")
         spec = copy.deepcopy(self.new_spec)
         layout = self.layouts[free[0]]
-        spec["options"].update(nthreads=layout.nthreads, env=dict(layout.env))
+        spec["options"].update(nthreads=layout.nthreads, env=dict(layout.env),
+                               preload=[*(spec["options"].get("preload") or ()), LOCAL_WORKER])
         return {free[0]: spec}
 
 

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from distributed import Client
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -162,3 +163,34 @@ def test_the_readme_gpu_worker_command_parses_with_dask():
     assert env == ["CUDA_VISIBLE_DEVICES=$gpu", "GEOSEG_DEVICE=cuda"]
     assert command[:2] == ["dask", "worker"] and command[command.index("--nthreads") + 1] == "4"
     check_command(command)
+
+
+def _heartbeat_filtered() -> bool:
+    import logging
+
+    from geoseg.logs import DropLostHeartbeats
+
+    return any(isinstance(f, DropLostHeartbeats) for f in logging.getLogger("distributed.worker").filters)
+
+
+def test_local_workers_drop_lost_heartbeats_from_their_start():
+    """Preloaded, so in place before the first heartbeat: a command interrupted while its
+    cluster starts closes the scheduler under workers still starting, whose heartbeat failure
+    printed a traceback of their own."""
+    with PinnedLocalCluster([WorkerLayout(1, 1)], dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert set(client.run(_heartbeat_filtered).values()) == {True}
+
+
+def test_the_lost_heartbeat_filter_keeps_every_other_worker_record(caplog):
+    import logging
+
+    from geoseg.logs import quiet_lost_heartbeats
+
+    quiet_lost_heartbeats()
+    worker = logging.getLogger("distributed.worker")
+    with caplog.at_level(logging.INFO, logger="distributed.worker"):
+        worker.error("Failed to communicate with scheduler during heartbeat.")
+        worker.error("Unexpected exception during heartbeat. Closing worker.")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Unexpected exception during heartbeat. Closing worker."]
