@@ -297,3 +297,51 @@ def parse_crs(value: Any) -> CRS:
     GDAL from printing ``ERROR 1: PROJ: ...`` to stderr before geoseg's own message."""
     with rasterio.Env():
         return CRS.from_user_input(value)
+
+
+NODATA_ATTRS = ("_FillValue", "missing_value", "fill_value", "nodata")  # in the order read
+
+
+def coords_transform(transform: Affine | None, y: np.ndarray, x: np.ndarray,
+                     size: tuple[int, int] | None = None) -> Affine | None:
+    """The transform of a north-up grid whose pixel centres are ``y`` and ``x``, as rioxarray's
+    ``rio.transform()`` gives it: the origin from the coordinates, the resolution from
+    ``transform`` (or from the coordinates, when evenly spaced by another step, as a strided
+    selection gives); a window's origin on ``transform``'s grid is exactly
+    ``rasterio.windows.transform``'s. A rotated ``transform`` is kept as is, and so is one the
+    coordinates cannot place (one pixel with no transform, uneven steps with none)."""
+    if transform is not None and (transform.b or transform.d):
+        return transform
+    res_x = _axis_step(x, None if transform is None else transform.a, size and size[1])
+    res_y = _axis_step(y, None if transform is None else transform.e, size and size[0])
+    if res_x is None or res_y is None:
+        return transform
+    origin = _grid_origin(transform, res_x, res_y, float(x[0]) - res_x / 2, float(y[0]) - res_y / 2)
+    return Affine(res_x, 0.0, origin[0], 0.0, res_y, origin[1])
+
+
+def _axis_step(values: np.ndarray, declared: float | None, n: int | None) -> float | None:
+    """The pixel size along one axis: ``declared`` unless the coordinates are evenly spaced by
+    another step (then that step); ``None`` when neither says (uneven, or one value, and no
+    ``declared``). ``n`` is the axis length when ``values`` holds its ends only."""
+    n = len(values) if n is None else n
+    if n < 2:
+        return declared
+    step = (float(values[-1]) - float(values[0])) / (n - 1)
+    even = step != 0 and np.allclose(np.diff(values[:-1] if len(values) < n else values), step,
+                                     rtol=1e-6, atol=0)
+    if not even or (declared is not None and math.isclose(step, declared, rel_tol=1e-6)):
+        return declared
+    return step
+
+
+def _grid_origin(transform: Affine | None, res_x: float, res_y: float, left: float, top: float
+                 ) -> tuple[float, float]:
+    """``(left, top)``, or the corner of the pixel of ``transform``'s grid there when it lies
+    within a millionth of a pixel of one (so float noise in the coordinates does not move it)."""
+    if transform is None:
+        return left, top
+    col, row = ~transform @ (left, top)
+    if abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6:
+        return transform @ (round(col), round(row))
+    return left, top

@@ -11,9 +11,12 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from affine import Affine
 
 from geoseg.core.segmenter import Segmenter, bands_last, check_dimensions
 from geoseg.errors import ParameterError, PlanError
+from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform
+from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
@@ -79,15 +82,16 @@ def segment(
     if output not in OUTPUTS:
         raise ParameterError(f"output={output!r}; expected one of {OUTPUTS}.")
     raster = _band_first(_checked_raster(raster))
+    check_pixel_dtype(raster.dtype, "segment(): raster", "the raster")
     segmenter = _segmenter(model)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
     check_dimensions(segmenter, raster.dims[1:], "the raster", key="segment(): model")
     check_nodata_class(nodata_class, segmenter.n_classes)
-    like = None if raster.chunks is None else tuple(c[0] for c in raster.chunks[1:])
+    like = default_chunks(raster)
     plan = Plan.create(raster.shape[1:], Geometry.of(segmenter),
                        inference_settings(len(raster.shape) - 1, tile, halo, blend, overlap, batch_size),
                        Layout.create(raster.shape[1:], chunks, like=like))
-    work = plan_work(segmenter, plan, nodata=raster.attrs.get("nodata"), nodata_class=nodata_class)
+    work = plan_work(segmenter, plan, nodata=raster_nodata(raster), nodata_class=nodata_class)
     source = storage_source(raster)
     if source is not None and work.windows_reach_past_regions:
         source = source.with_read_cache()
@@ -142,6 +146,33 @@ def _checked_raster(raster: Any) -> xr.DataArray:
     raise ParameterError(
         f"segment(): raster: received a {what}; expected an xarray.DataArray with dims (band, y, x) "
         f"or (band, z, y, x). To fix, {fix}.")
+
+
+def default_chunks(raster: xr.DataArray) -> tuple[int, ...] | None:
+    """The output chunks a dask-backed raster suggests: its largest chunk per spatial axis.
+    A window of a chunked raster starts and ends with partial chunks, and uneven chunks
+    (13, 200, 77) are common after a selection: their first would make tiny output chunks
+    (and a task graph of millions), where the largest is the size it was chunked at."""
+    return None if raster.chunks is None else tuple(max(c) for c in raster.chunks[1:])
+
+
+def raster_nodata(raster: xr.DataArray) -> float | None:
+    """The nodata a DataArray's attributes declare, by the Zarr reader's rules
+    (:data:`~geoseg.io.georef.NODATA_ATTRS`, the first one set): ``_FillValue`` (where
+    rioxarray's ``open_rasterio`` keeps it), ``missing_value``, ``fill_value``, then ``nodata``
+    (where :func:`~geoseg.open_raster` sets it). A masked raster (``mask_and_scale=True``) holds NaN there, its fill value only
+    in ``encoding``, which describes the stored values and is not read."""
+    key = next((k for k in NODATA_ATTRS if raster.attrs.get(k) is not None), None)
+    if key is None:
+        return None
+    value = raster.attrs[key]
+    number = np.asarray(value)
+    if number.shape == () and number.dtype.kind in "iuf":
+        return float(number)
+    raise ParameterError(
+        f"segment(): raster: attrs[{key!r}] = {value!r:.80}; expected a number, the value of "
+        f"its pixels with no data. Set it to one (raster.attrs[{key!r}] = 0), or delete it if "
+        "the raster has no nodata.")
 
 
 def _segmenter(model: Any) -> Segmenter:
@@ -261,7 +292,8 @@ def _nest(blocks: list[Any], shape: Sequence[int], chunks: Sequence[int]) -> lis
 def _wrap(data: da.Array, raster: xr.DataArray, segmenter: Segmenter, work: RegionWork,
           output: str) -> xr.DataArray:
     coords = {k: v for k, v in raster.coords.items() if "band" not in v.dims}
-    attrs = {k: v for k, v in raster.attrs.items() if k != "nodata"}
+    attrs = {k: v for k, v in raster.attrs.items() if k not in NODATA_ATTRS}
+    _place_window(raster, coords, attrs)
     attrs["class_names"] = [c.name for c in segmenter.classes]
     spatial = raster.dims[1:]
     if output == "classes":
@@ -269,3 +301,37 @@ def _wrap(data: da.Array, raster: xr.DataArray, segmenter: Segmenter, work: Regi
         return xr.DataArray(data, dims=spatial, coords=coords, attrs=attrs, name="classes")
     coords["class"] = ("class", attrs["class_names"])
     return xr.DataArray(data, dims=("class", *spatial), coords=coords, attrs=attrs, name="probabilities")
+
+
+def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Set the result's ``transform`` attribute and ``spatial_ref`` ``GeoTransform`` (those the
+    raster has) to the transform its ``x``/``y`` coordinates give, as rioxarray's
+    ``rio.transform()`` does (:func:`~geoseg.io.georef.coords_transform`): a window
+    selected with ``.isel``/``.sel`` keeps its whole image's transform, and its coordinates say
+    where it lies. Images only; a raster without a transform or coordinates is left as it is."""
+    mapping = raster.attrs.get("grid_mapping") or raster.encoding.get("grid_mapping") or "spatial_ref"
+    transform = declared_transform(raster, mapping)
+    yx = [raster.coords.get(d) for d in ("y", "x")]
+    if transform is None or raster.dims[1:] != ("y", "x") or any(
+            c is None or c.dims != (d,) or c.dtype.kind not in "iuf" for c, d in zip(yx, ("y", "x"))):
+        return
+    window = coords_transform(transform, yx[0].values, yx[1].values)
+    if window is None or window == transform:
+        return
+    if "transform" in attrs:
+        attrs["transform"] = list(window)[:6]
+    if mapping in coords:
+        spatial_ref = coords[mapping].copy()
+        spatial_ref.attrs["GeoTransform"] = " ".join(repr(float(v)) for v in window.to_gdal())
+        coords[mapping] = spatial_ref
+
+
+def declared_transform(raster: xr.DataArray, mapping: str) -> Affine | None:
+    """The transform a DataArray declares, in rioxarray's order: its grid mapping's
+    ``GeoTransform``, else its ``transform`` attribute (as :func:`~geoseg.open_raster` sets)."""
+    if mapping in raster.coords and "GeoTransform" in raster.coords[mapping].attrs:
+        return GeoRef.from_spatial_ref_attrs(dict(raster.coords[mapping].attrs)).affine
+    if raster.attrs.get("transform") is not None:
+        return GeoRef.from_crs(None, raster.attrs["transform"],
+                               source="segment(): raster: attrs['transform']").affine
+    return None

@@ -21,6 +21,7 @@ _LAZY = {
     "GROUPED": "geoseg.io.readers._open",
     "RasterSource": "geoseg.io.readers.base",
     "Reader": "geoseg.io.readers.base",
+    "check_pixel_dtype": "geoseg.io.readers._open",
     "dask_chunks": "geoseg.io.readers._open",
     "installed_readers": "geoseg.io.readers._registry",
     "open_raster": "geoseg.io.readers._open",
@@ -28,7 +29,7 @@ _LAZY = {
     "source_to_dataarray": "geoseg.io.readers._open",
 }
 
-__all__ = ["GROUPED", "RasterSource", "Reader", "dask_chunks", "installed_readers", "open_raster",
+__all__ = ["GROUPED", "RasterSource", "Reader", "check_pixel_dtype", "dask_chunks", "installed_readers", "open_raster",
            "open_source", "source_to_dataarray"]
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -208,15 +208,23 @@ _DTYPE_HINTS = {
 }
 
 
+def check_pixel_dtype(dtype: Any, what: str, given_as: str) -> None:
+    """Refuse pixels no model or method computes on (complex, text, objects, dates): torch would
+    drop a complex raster's imaginary part silently and fail on text only when computed.
+    ``what`` names the raster (``"input URL"``), ``given_as`` where to give a converted one."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biuf":
+        return
+    kind, hint = _DTYPE_HINTS.get(dtype.kind, ("not numbers", ""))
+    raise UnsupportedFormatError(
+        f"{what} has pixels of dtype {dtype} ({kind}); geoseg reads bool, integer and "
+        f"floating-point rasters. Convert it first to a new raster of one of those{hint} and "
+        f"give that as {given_as}.")
+
+
 def _checked(source: RasterSource) -> RasterSource:
     """``source``, its pixel dtype, sizes and budgets checked (:mod:`geoseg.budgets`)."""
-    dtype = np.dtype(source.dtype)
-    if dtype.kind not in "biuf":  # what models and methods compute on; nothing else converts
-        kind, hint = _DTYPE_HINTS.get(dtype.kind, ("not numbers", ""))
-        raise UnsupportedFormatError(
-            f"input {public_url(source.url)} has pixels of dtype {dtype} ({kind}); geoseg reads "
-            "bool, integer and floating-point rasters. Convert it first to a new raster of one "
-            f"of those{hint} and give that as the input.")
+    check_pixel_dtype(source.dtype, f"input {public_url(source.url)}", "the input")
     _check_sizes(source)
     budgets.check_pixels(source.shape[1:], f"input {public_url(source.url)}")
     if source.stored_chunk:

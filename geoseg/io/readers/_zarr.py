@@ -14,7 +14,7 @@ import binascii
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFor
 from geoseg.io import missing, remote
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.chunkguard import guarded
-from geoseg.io.georef import GeoRef
+from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform
 from geoseg.io.geozarr import affine_attribute, geozarr_dimension_names, geozarr_georef
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import (
@@ -49,7 +49,6 @@ _TIME_NAMES = ("t", "time")
 # Zarr v2 arrays: see xarray_v2_fill_value), missing_value, then the fill_value and nodata
 # attributes. Zarr's own fill_value metadata otherwise declares no nodata: it is what zarr reads
 # where a chunk is absent, 0 unless the writer chose another.
-NODATA_ATTRS = ("_FillValue", "missing_value", "fill_value", "nodata")
 
 
 @dataclass(frozen=True)
@@ -337,6 +336,13 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
                                             attrs.get("nifti_codes"), attrs.get("nifti_qform"))
         spacing = [float(s) for s in attrs.get("spacing") or (1.0, 1.0, 1.0)]  # (z, y, x)
         return GeoRef.from_axis_scales(spacing, nodata=nodata, units=attrs.get("units"))
+    return at_stored_coords(_declared_georef(arr, group, nodata), arr, group, roles)
+
+
+def _declared_georef(arr: zarr.Array, group: zarr.Group | None, nodata: float | None) -> GeoRef:
+    """An image's georeference as its metadata declares it: a CF ``spatial_ref`` variable,
+    GeoZarr attributes, or plain ``crs``/``transform`` attributes."""
+    attrs = dict(arr.attrs)
     mapping = attrs.get("grid_mapping", "spatial_ref")
     if group is not None and mapping in group:
         return GeoRef.from_spatial_ref_attrs(dict(group[mapping].attrs), nodata)
@@ -349,3 +355,52 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
             transform = affine_attribute(transform, "transform")
         return GeoRef.from_crs(attrs.get("crs"), transform, nodata)
     return GeoRef(nodata=None if nodata is None else float(nodata))
+
+
+MAX_COORD_READ = 1 << 20  # values of a 1-D coordinate read whole; beyond, its ends only (8 MiB)
+
+
+def at_stored_coords(georef: GeoRef, arr: zarr.Array, group: zarr.Group | None,
+                     roles: Sequence[str]) -> GeoRef:
+    """``georef`` with the transform the group's 1-D ``y``/``x`` coordinate arrays give, as
+    rioxarray reads it (:func:`coords_transform`): a window written by xarray keeps its whole
+    image's ``GeoTransform``, and its coordinates say where it lies."""
+    coords = _stored_coords(arr, group, roles)
+    if coords is None:
+        return georef
+    transform = coords_transform(georef.affine, *coords, size=_yx_size(arr, roles))
+    if transform is None or transform == georef.affine:
+        return georef
+    return replace(georef, transform=tuple(transform)[:6])
+
+
+def _yx_size(arr: zarr.Array, roles: Sequence[str]) -> tuple[int, int]:
+    """The sizes of an image array's y and x axes."""
+    ny, nx = (n for n, role in zip(arr.shape, roles) if role == SPACE)
+    return ny, nx
+
+
+def _stored_coords(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``y`` and ``x`` coordinate values stored beside a 2-D image ``arr`` (1-D arrays of
+    its sizes, named as its axes), or ``None``."""
+    dims = _dimension_names(arr)
+    if group is None or roles.count(SPACE) != 2 or not dims or not {"y", "x"} <= set(dims):
+        return None
+    values = []
+    for name in ("y", "x"):
+        coord = group.get(name)
+        size = arr.shape[list(dims).index(name)]
+        if not isinstance(coord, zarr.Array) or coord.shape != (size,) or coord.dtype.kind not in "iuf":
+            return None
+        values.append(_coord_values(coord))
+    return values[0], values[1]
+
+
+def _coord_values(coord: zarr.Array) -> np.ndarray:
+    """A 1-D coordinate's values as float64: whole up to :data:`MAX_COORD_READ` values, else its
+    first two and its last (enough for :func:`coords_transform`)."""
+    if coord.shape[0] <= MAX_COORD_READ:
+        return np.asarray(coord[:], dtype=float)
+    n = coord.shape[0]
+    return np.asarray([coord[0], coord[1], coord[n - 1]], dtype=float)

@@ -1,0 +1,224 @@
+"""segment() on DataArrays as xarray users hold them: windows selected with ``.isel``/``.sel``,
+uneven dask chunks, rioxarray's nodata, and pixel types no model computes on."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+import geoseg
+from geoseg.core.classes import ClassInfo
+from geoseg.errors import UnsupportedFormatError
+from geoseg.models import Segmenter
+from tests.conftest import textured_image, write_zarr
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0)
+
+
+class Identity(Segmenter):
+    """Stand-in "model": scores are the input bands themselves."""
+
+    name = "identity"
+
+    def __init__(self, bands: int, halo: int = 0):
+        self.classes = tuple(ClassInfo(f"b{i}") for i in range(bands))
+        self.stride = (1, 1)
+        self.halo = (halo, halo)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return batch.copy()
+
+
+def write_tif(path, image: np.ndarray, nodata=None) -> str:
+    with rasterio.open(path, "w", driver="GTiff", width=image.shape[2], height=image.shape[1],
+                       count=image.shape[0], dtype=image.dtype, crs="EPSG:32633", transform=TRANSFORM,
+                       nodata=nodata, tiled=True, blockxsize=64, blockysize=64) as dst:
+        dst.write(image)
+        dst.descriptions = ("red", "green", "blue")[:image.shape[0]]
+    return str(path)
+
+
+# --- default output chunks: the raster's largest chunk per axis, not its first ---
+
+def test_a_window_of_a_chunked_raster_gets_its_chunk_size_not_its_first_partial_chunk():
+    image = np.zeros((1, 1024, 1024), np.uint8)
+    sub = xr.DataArray(image, dims=("band", "y", "x")).chunk({"y": 128, "x": 128}).isel(
+        y=slice(127, None), x=slice(127, None))
+    assert sub.chunks[1][0] == 1
+    out = geoseg.segment(sub, Identity(1))
+    assert out.data.chunks == ((128,) * 7 + (1,), (128,) * 7 + (1,))
+    assert len(out.data.dask) < 10_000  # 1.6 million when taken from the first chunk (1 x 1)
+
+
+def test_uneven_chunks_give_the_largest_as_the_default():
+    raster = xr.DataArray(np.zeros((1, 290, 290), np.uint8), dims=("band", "y", "x")).chunk(
+        {"y": (13, 200, 77), "x": (13, 200, 77)})
+    assert geoseg.segment(raster, Identity(1)).data.chunksize == (200, 200)
+
+
+def test_chunks_given_still_win():
+    raster = xr.DataArray(np.zeros((1, 290, 290), np.uint8), dims=("band", "y", "x")).chunk(50)
+    assert geoseg.segment(raster, Identity(1), chunks=(30, 70)).data.chunksize == (30, 70)
+
+
+@st.composite
+def uneven_chunks(draw, n: int) -> tuple[int, ...]:
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(min(draw(st.integers(1, 60)), n - sum(sizes)))
+    return tuple(sizes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), height=st.integers(1, 100), width=st.integers(1, 100), halo=st.integers(0, 3))
+def test_identity_model_reproduces_any_window_of_unevenly_chunked_input(data, height, width, halo):
+    image = np.random.default_rng(height * width).integers(1, 255, (2, height, width)).astype(np.uint8)
+    raster = xr.DataArray(image, dims=("band", "y", "x")).chunk(
+        {"y": data.draw(uneven_chunks(height)), "x": data.draw(uneven_chunks(width))})
+    y0, x0 = data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1))
+    y1, x1 = data.draw(st.integers(y0 + 1, height)), data.draw(st.integers(x0 + 1, width))
+    sub = raster.isel(y=slice(y0, y1), x=slice(x0, x1))
+    with dask.config.set(scheduler="sync"):
+        out = geoseg.segment(sub, Identity(2, halo), output="probabilities", tile=8)
+        np.testing.assert_array_equal(out.values, image[:, y0:y1, x0:x1].astype(np.float32))
+    assert out.data.chunks[1][0] == max(sub.chunks[1])
+    assert out.data.chunks[2][0] == max(sub.chunks[2])
+
+
+def test_a_window_of_a_stored_raster_equals_the_model_on_that_window(tmp_path, model_path):
+    image = textured_image(150, 130, seed=5)
+    raster = geoseg.open_raster(write_zarr(tmp_path / "in.zarr", image, chunks=(40, 40)))
+    model = geoseg.load_model(model_path)
+    sub = raster.isel(y=slice(39, 141), x=slice(1, 121))
+    reference = model.predict_image(image[:, 39:141, 1:121])
+    with dask.config.set(scheduler="sync"):
+        probs = geoseg.segment(sub, model, output="probabilities", tile=32)
+        classes = geoseg.segment(sub, model, tile=32)
+        np.testing.assert_allclose(probs.values, reference, atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(classes.values, reference.argmax(0))
+    assert classes.data.chunksize == (40, 40)
+
+
+# --- a window's georeference: its own transform, as rasterio and rioxarray give it ---
+
+def _gdal(transform) -> str:
+    return " ".join(repr(float(v)) for v in transform.to_gdal())
+
+
+@pytest.mark.parametrize("rows, cols", [(slice(37, 237), slice(51, 311)), (slice(0, 10), slice(5, 400)),
+                                        (slice(299, 300), slice(399, 400))])
+def test_a_window_selected_with_isel_gets_its_own_transform(tmp_path, rows, cols):
+    path = write_tif(tmp_path / "img.tif", textured_image(300, 400))
+    sub = geoseg.open_raster(path).isel(y=rows, x=cols)
+    out = geoseg.segment(sub, Identity(3), output="probabilities")
+    expected = window_transform(Window.from_slices(rows, cols), TRANSFORM)
+    assert out.attrs["transform"] == list(expected)[:6]
+    assert out.spatial_ref.attrs["GeoTransform"] == _gdal(expected)
+    assert out.attrs["crs"] == sub.attrs["crs"]
+
+
+def test_a_window_selected_with_sel_agrees_with_rioxarray(tmp_path):
+    rioxarray = pytest.importorskip("rioxarray")
+    path = write_tif(tmp_path / "img.tif", textured_image(300, 400))
+    x, y = slice(500600.0, 502000.0), slice(4499000.0, 4498000.0)
+    sub = geoseg.open_raster(path).sel(x=x, y=y)
+    expected = rioxarray.open_rasterio(path).sel(x=x, y=y).rio.transform()
+    out = geoseg.segment(sub, Identity(3))
+    assert out.attrs["transform"] == list(expected)[:6]
+    assert out.spatial_ref.attrs["GeoTransform"] == _gdal(expected)
+    np.testing.assert_array_equal(out.x, sub.x)
+
+
+def test_a_rioxarray_window_segmented_and_written_reads_back_where_it_lies(tmp_path):
+    rioxarray = pytest.importorskip("rioxarray")
+    path = write_tif(tmp_path / "img.tif", textured_image(300, 400))
+    sub = rioxarray.open_rasterio(path).isel(y=slice(37, 237), x=slice(51, 311)).assign_coords(
+        band=["red", "green", "blue"])
+    out = geoseg.segment(sub, Identity(3))
+    with dask.config.set(scheduler="sync"):
+        out.to_dataset().to_zarr(tmp_path / "out.zarr")
+    back = geoseg.open_raster(str(tmp_path / "out.zarr"), variable="classes")
+    expected = window_transform(Window.from_slices((37, 237), (51, 311)), TRANSFORM)
+    assert back.attrs["transform"] == list(expected)[:6]
+    assert "transform" not in out.attrs  # rioxarray keeps it in spatial_ref only; none is added
+
+
+def test_the_whole_image_keeps_its_transform_exactly(tmp_path):
+    path = write_tif(tmp_path / "img.tif", textured_image(30, 40))
+    raster = geoseg.open_raster(path)
+    out = geoseg.segment(raster, Identity(3))
+    assert out.attrs["transform"] == raster.attrs["transform"]
+    assert out.spatial_ref.attrs["GeoTransform"] == raster.spatial_ref.attrs["GeoTransform"]
+
+
+def test_a_rotated_transform_is_kept_as_is():
+    rotated = [10.0, 2.0, 500000.0, 1.0, -10.0, 4500000.0]
+    raster = xr.DataArray(np.zeros((1, 20, 30), np.uint8), dims=("band", "y", "x"),
+                          coords={"y": np.arange(20.0), "x": np.arange(30.0)},
+                          attrs={"transform": rotated}).isel(x=slice(5, None))
+    assert geoseg.segment(raster, Identity(1)).attrs["transform"] == rotated
+
+
+# --- nodata: rioxarray's _FillValue, by the Zarr reader's rules ---
+
+def test_rioxarray_fill_value_marks_nodata(tmp_path, model_path):
+    rioxarray = pytest.importorskip("rioxarray")
+    image = textured_image(90, 110, seed=3)
+    image[image == 0] = 1
+    image[:, 20:50, 30:70] = 0
+    path = write_tif(tmp_path / "nd.tif", image, nodata=0)
+    raster = rioxarray.open_rasterio(path).assign_coords(band=["red", "green", "blue"])
+    assert raster.attrs["_FillValue"] == 0 and "nodata" not in raster.attrs
+    model = geoseg.load_model(model_path)
+    with dask.config.set(scheduler="sync"):
+        out = geoseg.segment(raster, model, chunks=64)
+        classes = out.values
+    expected = model.predict_image(image, nodata=0).argmax(0)
+    expected[20:50, 30:70] = 255
+    np.testing.assert_array_equal(classes, expected)
+    assert out.attrs["nodata"] == 255 and "_FillValue" not in out.attrs  # the input's 0 is a class
+
+
+@pytest.mark.parametrize("key", ["_FillValue", "missing_value", "fill_value", "nodata"])
+def test_each_nodata_attribute_is_read(key):
+    image = np.full((1, 20, 20), 7, np.uint8)
+    image[0, :5] = 3
+    raster = xr.DataArray(image, dims=("band", "y", "x"), attrs={key: 3})
+    with dask.config.set(scheduler="sync"):
+        classes = geoseg.segment(raster, Identity(1)).values
+    assert (classes[:5] == 255).all() and (classes[5:] == 0).all()
+
+
+def test_a_nodata_attribute_that_is_no_number_is_refused():
+    raster = xr.DataArray(np.zeros((1, 8, 8), np.uint8), dims=("band", "y", "x"),
+                          attrs={"_FillValue": "none"})
+    with pytest.raises(ValueError, match=r"attrs\['_FillValue'\] = 'none'; expected a number"):
+        geoseg.segment(raster, Identity(1))
+
+
+# --- pixel types: refused as open_raster refuses them ---
+
+@pytest.mark.parametrize("dtype, kind", [(np.complex64, "complex"), (str, "text"), (object, "not numbers"),
+                                         ("datetime64[s]", "dates and times")])
+def test_pixels_no_model_computes_on_are_refused_at_segment_time(dtype, kind):
+    raster = xr.DataArray(np.ones((3, 16, 16), np.uint8), dims=("band", "y", "x")).astype(dtype)
+    with pytest.raises(UnsupportedFormatError, match=f"dtype .*\\({kind}\\); geoseg reads bool, integer "
+                                                     "and floating-point rasters. Convert it first"):
+        geoseg.segment(raster, Identity(3))
+
+
+@pytest.mark.parametrize("dtype", [bool, np.int16, np.uint32, np.float16, np.float64])
+def test_numbers_and_bools_are_accepted(dtype):
+    raster = xr.DataArray(np.ones((1, 16, 16)), dims=("band", "y", "x")).astype(dtype)
+    with dask.config.set(scheduler="sync"):
+        assert geoseg.segment(raster, Identity(1)).values.shape == (16, 16)
