@@ -65,7 +65,7 @@ class GeoTIFFSource(RasterSource):
 
 class GeoTIFFReader(Reader):
     name = "geotiff"
-    description = "a GeoTIFF or COG (.tif, .tiff)"
+    description = "a GeoTIFF or COG, or a TIFF only GDAL reads (.tif, .tiff)"
     priority = 50
 
     def guess_can_open(self, url: str, storage_options: dict[str, Any]) -> bool:

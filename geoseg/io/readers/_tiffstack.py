@@ -10,6 +10,11 @@ image (one page, a pyramid in its SubIFDs at most) is read here too when tifffil
 compression without imagecodecs and GDAL's tags say nothing. A TIFF with GeoTIFF tags is left
 to the GeoTIFF reader (rasterio), and so is a single image that only GDAL reads whole: its
 nodata or metadata tags, its mask or overview pages, or a compression such as LZW or JPEG.
+
+A plain TIFF written page by page (``tifffile.TiffWriter.write`` once per page, so each page is
+a series of its own) is read as one stack of all its data pages when they are alike (same
+shape, data type and storage: tifffile's page hash); overview and mask pages are not data
+pages. Data pages that differ are refused, never read as the first one only (GDAL would).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class TiffStackSource(RasterSource):
     level: int = 0
     roles: tuple[str, ...] = (SPACE, SPACE, SPACE)
     band_indexes: tuple[int, ...] | None = None  # 0-based, into the band axis
+    all_pages: bool = False  # every data page, one series each, read as one stack (IYX[S])
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:
         spatial = iter(window)
@@ -62,7 +68,7 @@ class TiffStackSource(RasterSource):
         )
         with (
             _open_tiff(self.url, self.storage_options) as tif,
-            _zarr_view(tif, self.series, self.level) as array,
+            _zarr_view(_series_of(tif, self.series, self.all_pages), self.level) as array,
         ):
             data = np.asarray(array[index])
         kept = [role for role in self.roles if role != DROP]
@@ -112,9 +118,9 @@ def _tifffile_quiet() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _zarr_view(tif: tifffile.TiffFile, series: int, level: int) -> Iterator[zarr.Array]:
+def _zarr_view(series: tifffile.TiffPageSeries, level: int) -> Iterator[zarr.Array]:
     """The zarr array over one level of a series: reading an index reads only its pages/tiles."""
-    store = tif.series[series].aszarr(level=level)
+    store = series.aszarr(level=level)
     try:
         yield zarr.open_array(store, mode="r", zarr_format=2)
     finally:
@@ -129,6 +135,8 @@ def tiff_kind(url: str, storage_options: dict[str, Any]) -> str:
         with _open_tiff(url, storage_options) as tif:
             if any(tag in tif.pages.first.tags for tag in GEOTIFF_TAGS):
                 return "geotiff"
+            if len(_data_series(tif)) > 1:
+                return "tiff"  # one page per series (read as a stack), or unlike pages (refused)
             series = tif.series[0]
             stacked = [
                 n for axis, n in zip(series.axes, series.shape) if axis not in "YXS" and n > 1
@@ -145,16 +153,73 @@ def _plain_image(tif: tifffile.TiffFile) -> bool:
             and first.compression in tifffile.TIFF.DECOMPRESSORS)
 
 
+def _data_series(tif: tifffile.TiffFile) -> list[tuple[int, tifffile.TiffPageSeries]]:
+    """The series of image data (by index): not those of reduced-resolution (overview) or mask
+    pages, which tifffile sets apart by their NewSubfileType."""
+    return [(i, s) for i, s in enumerate(tif.series)
+            if not (s.keyframe.is_reduced or s.keyframe.is_mask)]
+
+
+def _series_of(tif: tifffile.TiffFile, index: int, all_pages: bool) -> tifffile.TiffPageSeries:
+    """The series a source reads: the one at ``index``, or every data page as one stack."""
+    if not all_pages:
+        return tif.series[index]
+    pages = [page for _, series in _data_series(tif) for page in series.pages]
+    key = pages[0].keyframe
+    return tifffile.TiffPageSeries(pages, (len(pages), *key.shape), key.dtype, "I" + key.axes,
+                                   kind="generic", parent=tif)
+
+
+def _main_series(tif: tifffile.TiffFile, url: str) -> tuple[int, bool]:
+    """Which series to read: ``(index, False)`` for the one series of image data, ``(0, True)``
+    for a file of several one-page series with alike pages (a stack written page by page)."""
+    found = _data_series(tif)
+    if len(found) <= 1:
+        return (found[0][0] if found else 0), False
+    pages = [page for _, series in found for page in series.pages]
+    if len(pages) == len(found) and None not in pages and len({p.hash for p in pages}) == 1:
+        return 0, True
+    raise _unlike_pages(found, url)
+
+
+def _unlike_pages(
+    found: list[tuple[int, tifffile.TiffPageSeries]], url: str
+) -> UnsupportedFormatError:
+    n_pages = sum(len(series.pages) for _, series in found)
+    listing = "; ".join(_series_text(series) for _, series in found[:8])
+    more = f"; and {len(found) - 8} more" if len(found) > 8 else ""
+    return UnsupportedFormatError(
+        f"TIFF {public_url(url)} holds {n_pages} pages of image data in {len(found)} separate "
+        f"images: {listing}{more}. geoseg reads several images of a TIFF as one stack only when "
+        "each is one page and all have the same shape, data type and storage (compression, "
+        "tiling), and reads no single page or image of a file on its own (GDAL would read only "
+        "the first). Split the file into one TIFF per image (e.g. tifffile.imread(path, "
+        "series=i) or key=i, then tifffile.imwrite), or write the pages again alike, in one stack.")
+
+
+def _series_text(series: tifffile.TiffPageSeries) -> str:
+    """``"page 2: 150 x 250 uint8, uncompressed"``, or ``"pages 1-3: 3 x 200 x 300 ..."``."""
+    numbers = [page.index + 1 for page in series.pages if page is not None] or [0]
+    where = (f"page {numbers[0]}" if len(series.pages) == 1
+             else f"pages {numbers[0]}-{numbers[-1]}")
+    shape = " x ".join(str(n) for n in series.shape)
+    compression = tifffile.COMPRESSION(series.keyframe.compression)
+    stored = "uncompressed" if compression == 1 else compression.name.lower()
+    return f"{where}: {shape} {series.dtype}, {stored}"
+
+
 def tiff_source(
     url: str, storage_options: dict[str, Any], *, pages: str | None = None, level: int | None = None
 ) -> TiffStackSource:
-    """Describe the first series of a TIFF stack from its metadata (no pixels read)."""
+    """Describe the series of image data of a TIFF stack (every page of a stack written page
+    by page) from its metadata (no pixels read)."""
     with _open_tiff(url, storage_options) as tif:
-        series = tif.series[0]
+        number, all_pages = _main_series(tif, url)
+        series = _series_of(tif, number, all_pages)
         index = _level_index(len(series.levels), level, url)
         axes, shape = series.levels[index].axes, series.levels[index].shape
         roles = tiff_roles(axes, shape, pages, url)
-        with _zarr_view(tif, 0, index) as array:
+        with _zarr_view(series, index) as array:
             chunks, dtype = array.chunks, str(array.dtype)
         georef = _tiff_georef(tif, roles, shape, series.shape)
         names = _tiff_band_names(tif, axes, shape, roles)
@@ -168,8 +233,10 @@ def tiff_source(
         band_names=names,
         storage_options=storage_options,
         stored_chunk=(_planes(chunks, spatial), *(chunks[i] for i in spatial)),
+        series=number,
         level=index,
         roles=roles,
+        all_pages=all_pages,
     )
 
 
