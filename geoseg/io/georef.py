@@ -300,6 +300,40 @@ def parse_crs(value: Any) -> CRS:
 
 
 NODATA_ATTRS = ("_FillValue", "missing_value", "fill_value", "nodata")  # in the order read
+VOXEL_INDEX = "voxel index"  # long_name of a volume's z/y/x coordinates: the file's voxel indices
+
+
+def voxel_index_coords(dims: Sequence[str], shape: Sequence[int]) -> dict[str, Any]:
+    """A volume's coordinates: each axis's voxel indices in the file, so that a window cut
+    from it (``.isel``) still says where it lies (:func:`window_affines`)."""
+    return {d: (d, np.arange(n), {"long_name": VOXEL_INDEX}) for d, n in zip(dims, shape)}
+
+
+def window_affines(attrs: dict[str, Any], coords: Sequence[Any]) -> dict[str, Any]:
+    """The ``voxel_affine``, ``nifti_qform`` and ``spacing`` attributes of a window of a volume
+    whose attributes are ``attrs``, from its z/y/x voxel-index coordinates (``coords``, as
+    :func:`voxel_index_coords` made them, then cut): its first voxel's index and the step
+    between voxels move and scale the affines. Empty when the coordinates are not voxel
+    indices, evenly spaced, or say the window is the whole volume's grid."""
+    steps, starts = [], []
+    for coord in coords:
+        values = None if coord is None else np.asarray(coord.values)
+        if values is None or coord.attrs.get("long_name") != VOXEL_INDEX or values.dtype.kind not in "iu":
+            return {}
+        step = int(values[1] - values[0]) if len(values) > 1 else 1
+        if step < 1 or np.any(np.diff(values) != step):
+            return {}
+        steps.append(step)
+        starts.append(int(values[0]))
+    if starts == [0, 0, 0] and steps == [1, 1, 1]:
+        return {}
+    shift = np.diag([*steps, 1]).astype(float)
+    shift[:3, 3] = starts
+    out = {key: (np.asarray(attrs[key], float).reshape(4, 4) @ shift).tolist()
+           for key in ("voxel_affine", "nifti_qform") if attrs.get(key) is not None}
+    if "voxel_affine" in out and attrs.get("spacing") is not None:
+        out["spacing"] = [float(v) * s for v, s in zip(attrs["spacing"], steps)]
+    return out
 
 
 def coords_transform(transform: Affine | None, y: np.ndarray, x: np.ndarray,

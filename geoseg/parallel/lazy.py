@@ -15,7 +15,7 @@ from affine import Affine
 
 from geoseg.core.segmenter import Segmenter, bands_last, check_dimensions
 from geoseg.errors import ParameterError, PlanError
-from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform
+from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, window_affines
 from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.models.modelfile import load_model
@@ -308,7 +308,12 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
     raster has) to the transform its ``x``/``y`` coordinates give, as rioxarray's
     ``rio.transform()`` does (:func:`~geoseg.io.georef.coords_transform`): a window
     selected with ``.isel``/``.sel`` keeps its whole image's transform, and its coordinates say
-    where it lies. Images only; a raster without a transform or coordinates is left as it is."""
+    where it lies. A volume's ``voxel_affine`` (and NIfTI qform) moves by the voxel indices its
+    z/y/x coordinates hold (:func:`~geoseg.io.georef.window_affines`); a raster without a
+    transform or coordinates is left as it is."""
+    if "voxel_affine" in attrs:
+        attrs.update(window_affines(attrs, [raster.coords.get(d) for d in raster.dims[1:]]))
+        return
     mapping = raster.attrs.get("grid_mapping") or raster.encoding.get("grid_mapping") or "spatial_ref"
     transform = declared_transform(raster, mapping)
     yx = [raster.coords.get(d) for d in ("y", "x")]

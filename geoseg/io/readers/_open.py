@@ -30,6 +30,7 @@ from geoseg.errors import (
     UnsupportedFormatError,
 )
 from geoseg.io import faults, mosaic, remote
+from geoseg.io.georef import voxel_index_coords
 from geoseg.io.readers import _registry, probe
 from geoseg.io.readers.base import RasterSource
 from geoseg.tiling.plan import ceil_div, coerce_per_axis, round_up
@@ -304,6 +305,8 @@ def source_to_dataarray(source: RasterSource, chunks: int | str | Sequence[int] 
     coords: dict[str, Any] = {"band": ("band", list(source.band_names))}
     if len(spatial) == 2:
         coords.update(source.georef.coords(*spatial))
+    elif source.georef.voxel_affine is not None:
+        coords.update(voxel_index_coords(source.spatial_dims, spatial))
     out = xr.DataArray(data, dims=("band", *source.spatial_dims), coords=coords,
                        attrs=source.georef.attrs(), name="raster")
     out.encoding["geoseg_source"] = source
