@@ -17,6 +17,7 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
 ``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
 ``GEOSEG_MAX_FIT_CACHE_BYTES``  raster bytes a fit keeps in memory         ``2 GiB``
+``GEOSEG_MAX_MULTIOTSU_BINS``   histogram bins a multi-Otsu search takes   ``8192``
 ==============================  =========================================  ================
 
 Every refusal is a :class:`~geoseg.errors.BudgetError` that says the figure, the limit and
@@ -46,6 +47,7 @@ MAX_CHUNK_BYTES = "GEOSEG_MAX_CHUNK_BYTES"
 MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
 MAX_MODEL_BYTES = "GEOSEG_MAX_MODEL_BYTES"
 MAX_FIT_CACHE_BYTES = "GEOSEG_MAX_FIT_CACHE_BYTES"
+MAX_MULTIOTSU_BINS = "GEOSEG_MAX_MULTIOTSU_BINS"
 
 
 def limit(setting: str) -> int:
@@ -202,3 +204,21 @@ def check_fit_cache(n_bytes: int, what: str) -> None:
           f"{what} would keep {size(n_bytes)} ({figure(n_bytes)} bytes) in memory (cache=True)",
           "Leave cache out (or false) to read the raster once per pass instead, select fewer "
           "bands, or raise the limit if the workers have the memory to hold it.")
+
+
+def multiotsu_table_bytes(n_bins: int) -> int:
+    """Bytes of the lookup table scikit-image's multi-Otsu search builds for ``n_bins`` bins: one
+    float32 per pair of bins, ``n_bins * (n_bins + 1) / 2``."""
+    return n_bins * (n_bins + 1) // 2 * 4
+
+
+def check_multiotsu_bins(n_bins: int, what: str, advice: str) -> None:
+    """Refuse a multi-Otsu search over more than ``GEOSEG_MAX_MULTIOTSU_BINS`` histogram bins,
+    before scikit-image allocates its table (memory grows as ``n_bins ** 2``, time as
+    ``n_bins ** (classes - 1)``, in the process that fits). ``what`` names the histogram (the
+    method and its feature); ``advice`` says how to bin the values coarser."""
+    table = multiotsu_table_bytes(n_bins)
+    check(n_bins, MAX_MULTIOTSU_BINS,
+          f"{what} has {figure(n_bins)} bins, and scikit-image's multi-Otsu search over them "
+          f"builds a table of {size(table)} ({figure(table)} bytes) in this process, its time "
+          f"growing with the square of the bins or faster", advice)

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters
 
+from geoseg import budgets
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import MethodParameterError
 from geoseg.methods.features import (
@@ -143,7 +144,23 @@ def _otsu(hist: Histogram, classes: int) -> tuple[float, ...]:
 
 
 def _multiotsu(hist: Histogram, classes: int) -> tuple[float, ...]:
+    return multiotsu_from_histogram(hist, classes)
+
+
+def multiotsu_from_histogram(
+    hist: Histogram, classes: int, nbins: int | None = None, what: str = "method 'multiotsu'"
+) -> tuple[float, ...]:
+    """Multi-Otsu thresholds, as ``skimage.filters.threshold_multiotsu`` on ``hist``'s bins.
+
+    With ``nbins`` an integer histogram (one bin per value) has its values grouped into at most
+    ``nbins`` bins of equal whole width first (none when it has at most ``nbins`` values). More
+    bins than ``GEOSEG_MAX_MULTIOTSU_BINS`` are refused (:class:`~geoseg.errors.BudgetError`
+    naming ``what``) before scikit-image allocates its bins x bins table.
+    """
     counts, centers = hist.trimmed()
+    if nbins is not None and hist.binning.integer:
+        counts, centers = group_values(counts, centers, nbins)
+    budgets.check_multiotsu_bins(counts.size, what, _coarser_advice(hist))
     probabilities = counts / np.sum(counts)  # what scikit-image feeds its search with
     try:
         found = filters.threshold_multiotsu(hist=(probabilities, centers), classes=classes)
@@ -158,6 +175,34 @@ def _multiotsu(hist: Histogram, classes: int) -> tuple[float, ...]:
             f"{fix} (scikit-image: {error})"
         ) from error
     return tuple(float(t) for t in found)
+
+
+def group_values(
+    counts: np.ndarray, values: np.ndarray, nbins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts per consecutive integer ``values`` summed into at most ``nbins`` bins of equal whole
+    width, and those bins' centres; unchanged when there are at most ``nbins`` values."""
+    width = -(-counts.size // nbins)
+    if width == 1:
+        return counts, values
+    padded = np.pad(counts, (0, -counts.size % width))
+    grouped = padded.reshape(-1, width).sum(axis=1)
+    return grouped, values[0] + width * np.arange(grouped.size) + (width - 1) / 2
+
+
+def _coarser_advice(hist: Histogram) -> str:
+    """How to give a multi-Otsu fit on ``hist`` fewer bins, and what it costs."""
+    if not hist.binning.integer:
+        return ("Lower nbins (e.g. nbins=256; model.params.nbins in a job), or raise the limit "
+                "if this process has the memory.")
+    low, high = int(hist.value_range.low), int(hist.value_range.high)
+    values = high - low + 1
+    return (f"Its integer band gets one bin per value: {values} values from {low} to {high}. "
+            f"Pass nbins (e.g. nbins=256; model.params.nbins in a job) to group the values into "
+            f"at most that many bins of equal whole width: the thresholds are then bin centres "
+            f"and may move from scikit-image's exact one-bin-per-value ones by about a bin's "
+            f"width ({-(-values // 256)} values at nbins=256). Or raise the limit, for exact "
+            f"thresholds, if this process has the memory.")
 
 
 def _yen(hist: Histogram, classes: int) -> tuple[float, ...]:
@@ -257,10 +302,15 @@ METHODS: dict[str, Callable[[Histogram, int], tuple[float, ...]]] = {
 
 
 def thresholds_from_histogram(
-    hist: Histogram, method: str = "otsu", classes: int = 2
+    hist: Histogram, method: str = "otsu", classes: int = 2, nbins: int | None = None,
+    what: str | None = None,
 ) -> tuple[float, ...]:
-    """Thresholds of ``method`` (a key of :data:`METHODS`) from a global histogram."""
+    """Thresholds of ``method`` (a key of :data:`METHODS`) from a global histogram; ``nbins``
+    groups an integer histogram's values for multi-Otsu (see :func:`multiotsu_from_histogram`),
+    ``what`` names the fit in a refusal."""
     check_classes(method, classes)
+    if method == "multiotsu":
+        return multiotsu_from_histogram(hist, classes, nbins, what or f"method {method!r}")
     return METHODS[method](hist, classes)
 
 
@@ -288,7 +338,7 @@ def fit_threshold(
     *,
     feature: FeatureLike = None,
     classes: int = 2,
-    nbins: int = 256,
+    nbins: int | None = None,
     nodata: float | None = None,
     class_names: Sequence[str] | None = None,
     cache: bool | None = None,
@@ -306,8 +356,13 @@ def fit_threshold(
         What to threshold: ``None`` (the only band), a 1-based band number, a pair
         ``(a, b)`` for ``(a - b) / (a + b)``, or ``"mean"``.
     nbins
-        Bins of the histogram for non-integer features (integer bands get one
-        bin per value, like scikit-image).
+        Bins of the histogram for non-integer features (``None``: 256). Integer bands get
+        one bin per value, like scikit-image; for ``"multiotsu"`` only, an ``nbins``
+        given groups their values into at most that many bins of equal whole width
+        (thresholds at bin centres, within about a bin's width of the exact ones), for
+        value ranges wider than ``GEOSEG_MAX_MULTIOTSU_BINS``: multi-Otsu's table grows
+        with the square of the bins, and more bins than that limit are refused with
+        :class:`~geoseg.errors.BudgetError` before it is allocated.
     nodata
         Overrides ``raster.attrs["nodata"]``; no-data and NaN pixels are ignored.
     cache
@@ -331,8 +386,8 @@ def fit_threshold(
     rd = raster_data(raster, nodata)
     feat.check(rd.n_bands, "the raster")
     source, on = cached_feature(rd, feat, cache, fit_name(method, feat))
-    hist = global_histogram(source, on, nbins)
-    values = thresholds_from_histogram(hist, method, classes)
+    hist = global_histogram(source, on, 256 if nbins is None else nbins)
+    values = thresholds_from_histogram(hist, method, classes, nbins, fit_name(method, feat))
     return Threshold(
         _dedupe(values),
         feat,
@@ -382,13 +437,31 @@ def check_in_range(segmenter: Threshold, dtype: Any, where: str = "the input") -
     if bounds is None:
         return
     low, high = bounds
-    outside = [t for t in segmenter.thresholds if not low <= t <= high]
+    if segmenter.equal_to_upper:  # x >= t: t == low leaves the class below empty
+        outside = [t for t in segmenter.thresholds if not low < t <= high]
+        rule, allowed = "x >= t", f"({low:g}, {high:g}]"
+    else:  # x > t: t == high leaves the class above empty
+        outside = [t for t in segmenter.thresholds if not low <= t < high]
+        rule, allowed = "x > t", f"[{low:g}, {high:g})"
     if outside:
         raise MethodParameterError(
             f"thresholds: received {list(segmenter.thresholds)}, but {segmenter.feature.describe()} "
             f"of {where} ({np.dtype(dtype)}) lies in [{low:g}, {high:g}], so {outside} would leave "
-            f"a class empty on every pixel; give thresholds in that range (in the input's units)."
+            f"a class empty on every pixel (a pixel is above a threshold t when {rule}); give "
+            f"thresholds in {allowed} (in the input's units)."
         )
+
+
+def check_manual_in_range(segmenter: Any, dtype: Any, where: str = "the raster") -> None:
+    """:func:`check_in_range` on every manual :class:`Threshold` of ``segmenter``: itself, an
+    ensemble's members, a clean-up's inner segmenter (when held, not a reference). What
+    :func:`geoseg.segment` checks against its raster's ``dtype``, as a job does; fitted
+    thresholds come from the data and are left as they are."""
+    if isinstance(segmenter, Threshold) and segmenter.method == "manual":
+        check_in_range(segmenter, dtype, where)
+    for part in (*getattr(segmenter, "members", ()), getattr(segmenter, "inner", None)):
+        if part is not None:
+            check_manual_in_range(part, dtype, where)
 
 
 def feature_range(feature: Any, dtype: Any) -> tuple[float, float] | None:
@@ -444,7 +517,8 @@ class LocalThreshold(PixelMethod):
     class_names: tuple[str, ...] = field(default=("background", "foreground"))
 
     def __post_init__(self) -> None:
-        if int(self.block_size) < 1 or int(self.block_size) % 2 == 0:
+        check_value("block_size", self.block_size)
+        if self.block_size % 2 == 0:
             raise MethodParameterError(
                 f"block_size must be a positive odd number of pixels, got {self.block_size}."
             )

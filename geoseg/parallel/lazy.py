@@ -18,6 +18,7 @@ from geoseg.errors import ParameterError, PlanError
 from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, window_affines
 from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
+from geoseg.methods.threshold import check_manual_in_range
 from geoseg.models.modelfile import load_model
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
 from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
@@ -85,6 +86,7 @@ def segment(
     check_pixel_dtype(raster.dtype, "segment(): raster", "the raster")
     segmenter = _segmenter(model)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
+    check_manual_in_range(segmenter, raster.dtype, "the raster")  # as a job checks its spec
     check_dimensions(segmenter, raster.dims[1:], "the raster", key="segment(): model")
     check_nodata_class(nodata_class, segmenter.n_classes)
     like = default_chunks(raster)

