@@ -18,6 +18,7 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
 ``GEOSEG_MAX_FIT_CACHE_BYTES``  raster bytes a fit keeps in memory         ``2 GiB``
 ``GEOSEG_MAX_MULTIOTSU_BINS``   histogram bins a multi-Otsu search takes   ``8192``
+``GEOSEG_MAX_MULTIOTSU_SEARCH`` threshold combinations multi-Otsu tries    ``1e10``
 ==============================  =========================================  ================
 
 Every refusal is a :class:`~geoseg.errors.BudgetError` that says the figure, the limit and
@@ -48,6 +49,7 @@ MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
 MAX_MODEL_BYTES = "GEOSEG_MAX_MODEL_BYTES"
 MAX_FIT_CACHE_BYTES = "GEOSEG_MAX_FIT_CACHE_BYTES"
 MAX_MULTIOTSU_BINS = "GEOSEG_MAX_MULTIOTSU_BINS"
+MAX_MULTIOTSU_SEARCH = "GEOSEG_MAX_MULTIOTSU_SEARCH"
 
 
 def limit(setting: str) -> int:
@@ -222,3 +224,14 @@ def check_multiotsu_bins(n_bins: int, what: str, advice: str) -> None:
           f"{what} has {figure(n_bins)} bins, and scikit-image's multi-Otsu search over them "
           f"builds a table of {size(table)} ({figure(table)} bytes) in this process, its time "
           f"growing with the square of the bins or faster", advice)
+
+
+def check_multiotsu_search(n_bins: int, classes: int, what: str, advice: str) -> None:
+    """Refuse a multi-Otsu search that would try more than ``GEOSEG_MAX_MULTIOTSU_SEARCH``
+    threshold combinations: scikit-image tries every choice of ``classes - 1`` of the ``n_bins``
+    bins (about 1e8 a second), so 4 classes over 8192 bins would run for a quarter of an hour
+    and 7 classes over 256 bins for hours."""
+    tries = math.comb(n_bins, classes - 1)
+    check(tries, MAX_MULTIOTSU_SEARCH,
+          f"{what}: a multi-Otsu search for {classes} classes over {figure(n_bins)} bins tries "
+          f"{figure(tries)} threshold combinations (about 1e8 a second)", advice)

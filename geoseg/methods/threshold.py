@@ -17,6 +17,7 @@ equal to a threshold goes to the class above (``equal_to_upper=True``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -161,6 +162,7 @@ def multiotsu_from_histogram(
     if nbins is not None and hist.binning.integer:
         counts, centers = group_values(counts, centers, nbins)
     budgets.check_multiotsu_bins(counts.size, what, _coarser_advice(hist))
+    budgets.check_multiotsu_search(counts.size, classes, what, _shorter_search_advice(classes))
     probabilities = counts / np.sum(counts)  # what scikit-image feeds its search with
     try:
         found = filters.threshold_multiotsu(hist=(probabilities, centers), classes=classes)
@@ -203,6 +205,17 @@ def _coarser_advice(hist: Histogram) -> str:
             f"and may move from scikit-image's exact one-bin-per-value ones by about a bin's "
             f"width ({-(-values // 256)} values at nbins=256). Or raise the limit, for exact "
             f"thresholds, if this process has the memory.")
+
+
+def _shorter_search_advice(classes: int) -> str:
+    """How to make a multi-Otsu search for ``classes`` classes short enough: the most bins (a
+    power of two) whose search the limit allows."""
+    allowed, nbins = budgets.limit(budgets.MAX_MULTIOTSU_SEARCH), 2
+    while nbins < 2**16 and math.comb(nbins * 2, classes - 1) <= allowed:
+        nbins *= 2
+    return (f"Pass nbins (e.g. nbins={nbins}; model.params.nbins in a job) to group the values "
+            "into fewer bins (the thresholds then move by up to about a bin's width), ask for "
+            "fewer classes, or raise the limit if a longer fit is acceptable.")
 
 
 def _yen(hist: Histogram, classes: int) -> tuple[float, ...]:

@@ -160,3 +160,19 @@ def test_segment_refuses_a_manual_threshold_outside_the_rasters_range_as_a_job_d
                                                        r"\[0, 255\)"):
             geoseg.segment(image, Threshold(thresholds))  # before any compute
     assert geoseg.segment(image, Threshold((254.0,))).values.max() == 0  # 254 < x: none here
+
+
+def test_a_multiotsu_search_of_too_many_combinations_is_refused_before_it_runs(monkeypatch):
+    """scikit-image tries every choice of classes - 1 bins: 6 classes over uint8's 256 bins is
+    8.8e9 tries (minutes), 7 classes hours. Grouped into fewer bins, the search is small."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(60, 70)).astype(np.uint8)
+    image[0, :2] = 0, 255
+    monkeypatch.setenv("GEOSEG_MAX_MULTIOTSU_SEARCH", "1e7")
+    with pytest.raises(BudgetError, match=r"search for 5 classes over 256 bins tries 1.75e8 "
+                                          r"threshold combinations.*GEOSEG_MAX_MULTIOTSU_SEARCH"
+                                          r".*Pass nbins \(e.g. nbins=64"):
+        fit_threshold(raster(image), "multiotsu", classes=5)
+    assert len(fit_threshold(raster(image), "multiotsu", classes=5, nbins=32).thresholds) == 4
+    assert fit_threshold(raster(image), "multiotsu", classes=3).thresholds == \
+        tuple(threshold_multiotsu(image, classes=3))
