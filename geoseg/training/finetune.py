@@ -10,8 +10,9 @@ and one band, more. The file is read as any model file (safetensors, its sha256 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ class InitModel:
 
     url: str
     header: ModelHeader
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def info(self) -> ModelInfo:
@@ -77,7 +79,9 @@ def read_init(spec: TrainSpec) -> InitModel | None:
     if spec.model.init is None:
         return None
     try:
-        return InitModel(spec.model.init, read_header(spec.model.init))
+        options = dict(spec.model.storage_options)
+        return InitModel(spec.model.init, read_header(spec.model.init, storage_options=options),
+                         options)
     except GeosegError as exc:
         raise _init_error(exc) from None
 
@@ -110,7 +114,8 @@ def network_of(spec: TrainSpec, init: InitModel | None) -> tuple[str, dict[str, 
 
 
 def start_from(spec: TrainSpec, init: InitModel | None, net: nn.Module, architecture: str,
-                net_config: dict[str, Any], checkpoint: Checkpoint | None, log: Log) -> Started | None:
+               net_config: dict[str, Any], checkpoint: Checkpoint | None, log: Log,
+               band_names: Sequence[str] = ()) -> Started | None:
     """Load ``init``'s weights into ``net`` (freshly built from the seed): all but the tensors
     that depend on the classes when the file's are not data.classes, and on the bands when their
     number differs, which keep their fresh values. Resuming, the checkpoint's weights win: the
@@ -133,7 +138,24 @@ def start_from(spec: TrainSpec, init: InitModel | None, net: nn.Module, architec
         names = group["tensors"]
         log(f"{spec.name}: {len(names)} tensor(s) that depend on the number of {group['depends_on']} "
             f"({short_list(names, 4)}) start fresh: {group['reason']}")
+    if not any(group["depends_on"] == "bands" for group in fresh):
+        _warn_band_names(spec, init.info.bands, band_names, log)
     return Started(init, record)
+
+
+GENERIC_BAND = re.compile(r"band_?\d+", re.IGNORECASE)  # names that say nothing of a band
+
+
+def _warn_band_names(spec: TrainSpec, theirs: Sequence[str], ours: Sequence[str], log: Log) -> None:
+    """Say when the first layer, loaded band for band, meets bands named otherwise than the
+    file's (both named, not band_1, band_2...): the same bands in another order, or others."""
+    named = [list(names) for names in (theirs, ours)
+             if names and not any(GENERIC_BAND.fullmatch(str(n)) for n in names)]
+    if len(named) == 2 and named[0] != named[1]:
+        log(f"{spec.name}: warning: model.init's network was trained on bands "
+            f"[{short_list(named[0])}], in that order, and the images' bands are "
+            f"[{short_list(named[1])}]; its first layer takes them in the images' order. If they "
+            "are the same bands, select them in the file's order (data.train[].image.bands).")
 
 
 def init_weights(init: InitModel) -> dict[str, torch.Tensor]:
@@ -141,7 +163,8 @@ def init_weights(init: InitModel) -> dict[str, torch.Tensor]:
     sha256 checked against the header read first), leaving torch's random state as it was."""
     try:
         with torch.random.fork_rng(devices=[]):  # building the file's network draws weights
-            model = load_model(init.url, device="cpu", expected_sha256=init.sha256)
+            model = load_model(init.url, storage_options=init.storage_options, device="cpu",
+                               expected_sha256=init.sha256)
     except GeosegError as exc:
         raise _init_error(exc) from None
     return model.net.state_dict()

@@ -174,6 +174,8 @@ class ModelSpec(Section):
         description="Model file to start from (path, URL or builtin:NAME; a relative path is "
                     "relative to the spec's folder): its weights are fine-tuned, and architecture "
                     "and config default to its own.")
+    storage_options: dict[str, Any] = Field(default_factory=dict,
+                                            description="fsspec options for reading model.init.")
     architecture: str = "unet"
     config: dict[str, Any] = Field(default_factory=dict,
                                    description="Keyword arguments of the architecture, except "

@@ -334,7 +334,8 @@ def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log,
     net = build_network(architecture, net_config)
     _check_chip(spec, net, architecture, arch_config)
     check_validation(val_pairs, spec.validation, n_bands, int(net.stride))  # before any read
-    started = start_from(spec, init, net, architecture, net_config, checkpoint, log)
+    started = start_from(spec, init, net, architecture, net_config, checkpoint, log,
+                         train_pairs[0].image.band_names)
     stats = _data_stats(spec, train_pairs, checkpoint, log, started)
     prep = Preprocess(np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32),
                       len(classes), spec.data.ignore_index)

@@ -195,3 +195,29 @@ def test_fine_tuning_a_model_of_similar_data_scores_at_least_as_well_as_training
     scratch = train(tiny_spec([zarr_pair(scene_zarr)], tmp_path / "scratch",
                               model={"architecture": "unet", "config": config}, **steps), log=quiet)
     assert tuned.best_val_miou >= scratch.best_val_miou
+
+
+def test_an_init_file_in_object_storage_is_read_with_the_models_storage_options(
+        tmp_path, scene_zarr, base_model, s3_server):
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.put(base_model, "geoseg/models/base.safetensors")
+    spec = as_train_spec(tiny_spec([zarr_pair(scene_zarr)], tmp_path / "run", model={
+        "init": "s3://geoseg/models/base.safetensors", "storage_options": s3_server}))
+    setup = prepare(spec, None, quiet)
+    file = load_model(base_model)
+    assert all(_same(setup.net.state_dict()[k], v) for k, v in file.net.state_dict().items())
+    assert "SUPER-SECRET" not in json.dumps(setup.record)
+
+
+def test_bands_named_otherwise_than_the_files_are_warned_of(tmp_path, scene_zarr, base_model):
+    from geoseg.training.finetune import _warn_band_names
+
+    spec = as_train_spec(_fine_tune(scene_zarr, tmp_path / "run", base_model))
+    said: list[str] = []
+    _warn_band_names(spec, ("red", "green", "blue"), ("nir", "red", "green"), said.append)
+    _warn_band_names(spec, ("red", "green", "blue"), ("band_1", "band_2", "band_3"), said.append)
+    _warn_band_names(spec, ("red", "green", "blue"), ("red", "green", "blue"), said.append)
+    assert len(said) == 1 and "trained on bands [red, green, blue]" in said[0], said
+    assert "the images' bands are [nir, red, green]" in said[0]
