@@ -50,6 +50,7 @@ from geoseg.io.exports.common import probe_local_folder
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import (
     GZIP_MAGIC,
+    HEAD_BYTES,
     check_dimensions,
     data_shape,
     declared,
@@ -241,8 +242,8 @@ def _gzip_image(url: str, storage_options: dict[str, Any]) -> Iterator[nib.Nifti
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise _broken_gzip(url, exc, fs.size(path),
                                f"Uncompressed, {declared(header, _shape(header))}.") from None
-        except ValueError as exc:
-            if "not enough data" not in str(exc):  # nibabel's words for a short read
+        except (ValueError, OSError) as exc:  # nibabel's words for a short read, by version
+            if "not enough data" not in str(exc) and "could the file be damaged" not in str(exc):
                 raise
             raise _short_gzip(url, stream.tell(), header) from None
 
@@ -280,7 +281,7 @@ def _gzip_header(stream: gzip.GzipFile, url: str) -> nib.Nifti1Header:
     with its extensions up to the voxel offset, at most ``MAX_HEADER_BYTES`` decompressed
     (:func:`~geoseg.io.nifti.parse_header`): nibabel reads the same extensions again when it
     opens the image, and never more than this check did."""
-    head = stream.read(540)
+    head = stream.read(HEAD_BYTES)
     try:
         return parse_header(head, stream.read, url)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:

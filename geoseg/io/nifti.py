@@ -30,6 +30,7 @@ from geoseg.io.georef import GeoRef
 NIFTI1_MAGIC = (b"n+1\x00", 344)
 NIFTI2_MAGIC = (b"n+2\x00", 4)
 GZIP_MAGIC = b"\x1f\x8b"
+HEAD_BYTES = 544  # read first: a NIfTI-2 header (540 bytes) and its extension flag (4)
 MAX_HEADER_BYTES = 64 * 2**20  # header and extensions read at most (CIfTI/AFNI XML: a few MiB)
 _ZYX = [2, 1, 0, 3]  # (i, j, k, 1) columns in (z, y, x, 1) order, and back
 
@@ -47,7 +48,7 @@ def header_class(head: bytes) -> type[nib.Nifti1Header]:
 def parse_header(head: bytes, more: Callable[[int], bytes], url: str, *,
                  check: bool = True) -> nib.Nifti1Header:
     """The header, with its extensions, of a single-file NIfTI starting with ``head`` (its
-    first 540 bytes, or all of a shorter file). ``more(n)`` returns the next ``n`` bytes after
+    first :data:`HEAD_BYTES`, or all of a shorter file). ``more(n)`` returns the next ``n`` bytes after
     ``head``; it is called once, for the bytes up to the voxel offset, only when the header
     says extensions follow it. nibabel parses exactly those bytes, as it parses a whole file,
     so what a header declares never makes it read further: extensions ending past

@@ -96,14 +96,21 @@ def test_an_export_of_many_classes_reads_back(many_classes, tmp_path, suffix):
 
 
 def set_vox_offset(path: Path, offset: int) -> None:
-    """Rewrite a NIfTI-1 file's vox_offset (a float32 at byte 108)."""
+    """Rewrite a file's vox_offset: a NIfTI-1's float32 at byte 108, a NIfTI-2's int64 at 168."""
     raw = bytearray(path.read_bytes())
-    raw[108:112] = np.float32(offset).tobytes()
+    if raw[4:8] == b"n+2\x00":
+        raw[168:176] = np.int64(offset).tobytes()
+    else:
+        raw[108:112] = np.float32(offset).tobytes()
     path.write_bytes(bytes(raw))
 
 
-def test_extensions_declared_past_the_limit_are_refused_before_any_read(tmp_path, monkeypatch):
-    path = with_extension(tmp_path / "x.nii", 200)
+BOTH = pytest.mark.parametrize("klass", [nib.Nifti1Image, nib.Nifti2Image], ids=["nifti1", "nifti2"])
+
+
+@BOTH
+def test_extensions_declared_past_the_limit_are_refused_before_any_read(tmp_path, monkeypatch, klass):
+    path = with_extension(tmp_path / "x.nii", 200, klass)
     set_vox_offset(path, 2**33)
     with path.open("r+b") as f:  # a sparse file as long as its header says: nothing is short
         f.truncate(2**33 + volume().nbytes)
@@ -120,11 +127,12 @@ def test_extensions_declared_past_the_limit_are_refused_before_any_read(tmp_path
     message = str(caught.value)
     assert "8,589,934,592" in message and f"{MAX_HEADER_BYTES:,}" in message
     assert "extensions.clear()" in message
-    assert all(end is not None and end - start <= 540 for start, end in asked)
+    assert all(end is not None and end - start <= 544 for start, end in asked)
 
 
-def test_gzipped_extensions_declared_past_the_limit_are_refused(tmp_path):
-    path = with_extension(tmp_path / "x.nii", 200)
+@BOTH
+def test_gzipped_extensions_declared_past_the_limit_are_refused(tmp_path, klass):
+    path = with_extension(tmp_path / "x.nii", 200, klass)
     set_vox_offset(path, 2**33)
     gz = tmp_path / "x.nii.gz"
     gz.write_bytes(gzip.compress(path.read_bytes()))
@@ -133,23 +141,37 @@ def test_gzipped_extensions_declared_past_the_limit_are_refused(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
-def test_a_nifti_cut_within_its_extensions_is_refused_as_truncated(tmp_path):
-    path = with_extension(tmp_path / "x.nii", 5000)
+@BOTH
+def test_a_nifti_cut_within_its_extensions_is_refused_as_truncated(tmp_path, klass):
+    path = with_extension(tmp_path / "x.nii", 5000, klass)
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(CorruptInputError, match=r"truncated: it holds 2,000 bytes.*up to byte"):
         open_source(str(path))
 
 
-def test_a_gzipped_nifti_cut_within_its_extensions_is_refused_as_truncated(tmp_path):
-    path = with_extension(tmp_path / "x.nii", 5000)
+@BOTH
+def test_a_gzipped_nifti_cut_within_its_extensions_is_refused_as_truncated(tmp_path, klass):
+    path = with_extension(tmp_path / "x.nii", 5000, klass)
     gz = tmp_path / "x.nii.gz"
     gz.write_bytes(gzip.compress(path.read_bytes()[:2000]))
     with pytest.raises(CorruptInputError, match="truncated"):
         convert(str(gz), str(tmp_path / "x.zarr"))
 
 
-def test_extensions_that_run_past_the_voxel_offset_are_refused_as_corrupt(tmp_path):
-    path = with_extension(tmp_path / "x.nii", 5000)
+@BOTH
+def test_extensions_that_run_past_the_voxel_offset_are_refused_as_corrupt(tmp_path, klass):
+    path = with_extension(tmp_path / "x.nii", 5000, klass)
     set_vox_offset(path, 1024)
     with pytest.raises(CorruptInputError, match="do not fit in the 1,024 bytes"):
         open_source(str(path))
+
+
+@BOTH
+def test_a_gzipped_nifti_whose_voxels_stop_short_is_refused_as_truncated(tmp_path, klass):
+    path = tmp_path / "x.nii"
+    nib.save(klass(volume(), SPACING), path)
+    gz = tmp_path / "x.nii.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()[:-100]))
+    with pytest.raises(CorruptInputError, match="truncated or corrupt: it decompresses to"):
+        convert(str(gz), str(tmp_path / "x.zarr"))
+    assert not (tmp_path / "x.zarr").exists()

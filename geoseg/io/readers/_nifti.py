@@ -25,6 +25,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io.nifti import (
     GZIP_MAGIC,
+    HEAD_BYTES,
     check_dimensions,
     check_file_size,
     data_shape,
@@ -120,7 +121,7 @@ def read_header(url: str, storage_options: dict[str, Any]) -> nib.Nifti1Header:
     most :data:`~geoseg.io.nifti.MAX_HEADER_BYTES`). nibabel's reports on what it checks and
     fixes in a header go nowhere (nibabel prints them on stderr itself): a header it cannot use raises."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    head = fs.cat_file(path, start=0, end=540)  # one small range request, no read-ahead
+    head = fs.cat_file(path, start=0, end=HEAD_BYTES)  # one small range request, no read-ahead
     if head[:2] == GZIP_MAGIC:
         raise _gzipped(url)
     if not is_nifti(head):
