@@ -41,8 +41,14 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, (list, tuple))
 
 
-def whole(minimum: int) -> Kind:
-    return Kind(f"a whole number >= {minimum}", lambda v: _is_whole(v) and v >= minimum)
+def whole(minimum: int, maximum: int | None = None) -> Kind:
+    if maximum is None:
+        return Kind(f"a whole number >= {minimum}", lambda v: _is_whole(v) and v >= minimum)
+    return Kind(f"a whole number from {minimum} to {maximum}",
+                lambda v: _is_whole(v) and minimum <= v <= maximum)
+
+
+MAX_HISTOGRAM_BINS = 1 << 20  # a histogram's bins: 8 MiB of counts per chunk task at most
 
 
 def number(minimum: float | None = None) -> Kind:
@@ -83,7 +89,7 @@ PARAMS: dict[str, Kind] = {
     "sample_size": whole(1),
     "seed": whole(0),
     "split_every": whole(2),
-    "nbins": whole(2),
+    "nbins": whole(2, MAX_HISTOGRAM_BINS),
     "max_smoothing": whole(1),
     "block_size": whole(1),
     "context": optional(whole(0)),

@@ -396,6 +396,7 @@ def fit_threshold(
     check_classes(method, classes, class_names)
     check_value("cache", cache)
     feat = as_feature(feature)
+    _check_nbins(nbins, method, fit_name(method, feat))
     rd = raster_data(raster, nodata)
     feat.check(rd.n_bands, "the raster")
     source, on = cached_feature(rd, feat, cache, fit_name(method, feat))
@@ -409,6 +410,18 @@ def fit_threshold(
         rd.band_names,
         equal_to_upper=method in EQUAL_TO_UPPER,
     )
+
+
+def _check_nbins(nbins: Any, method: str, what: str) -> None:
+    """``nbins`` (when given) a whole number from 2 to the histogram limit, and for multi-Otsu
+    within ``GEOSEG_MAX_MULTIOTSU_BINS``: before a histogram of that many bins is built."""
+    if nbins is None:
+        return
+    check_value("nbins", nbins)
+    if method == "multiotsu":
+        budgets.check_multiotsu_bins(int(nbins), f"{what} (nbins={nbins})",
+                                     "Give fewer bins (e.g. nbins=256), or raise the limit if "
+                                     "this process has the memory.")
 
 
 EQUAL_TO_UPPER = {"multiotsu"}  # scikit-image applies these with np.digitize(x, thresholds)

@@ -176,3 +176,19 @@ def test_a_multiotsu_search_of_too_many_combinations_is_refused_before_it_runs(m
     assert len(fit_threshold(raster(image), "multiotsu", classes=5, nbins=32).thresholds) == 4
     assert fit_threshold(raster(image), "multiotsu", classes=3).thresholds == \
         tuple(threshold_multiotsu(image, classes=3))
+
+
+@pytest.mark.parametrize("nbins", [0, 1, -3, 2.5, True, "abc", 10**11])
+def test_nbins_that_is_no_bin_count_or_too_many_is_refused_before_any_histogram(nbins):
+    image = np.arange(1000, dtype=np.uint16).reshape(25, 40)
+    for method in ("otsu", "multiotsu"):
+        with pytest.raises(MethodParameterError, match=r"nbins: received .*; expected a whole "
+                                                       r"number from 2 to 1048576"):
+            fit_threshold(raster(image), method, nbins=nbins)
+
+
+def test_multiotsu_nbins_over_its_budget_is_refused_before_the_histogram(monkeypatch):
+    monkeypatch.setenv("GEOSEG_MAX_MULTIOTSU_BINS", "512")
+    image = np.linspace(0, 1, 1000, dtype=np.float32).reshape(25, 40)
+    with pytest.raises(BudgetError, match=r"\(nbins=1000\) has 1000 bins.*the limit is 512"):
+        fit_threshold(raster(image), "multiotsu", nbins=1000)
