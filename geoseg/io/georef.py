@@ -346,11 +346,24 @@ def coords_transform(transform: Affine | None, y: np.ndarray, x: np.ndarray,
     coordinates cannot place (one pixel with no transform, uneven steps with none)."""
     if transform is not None and (transform.b or transform.d):
         return transform
+    for name, values in (("y", y), ("x", x)):
+        if not np.all(np.isfinite(values)):
+            raise UnsupportedFormatError(
+                f"the {name} coordinates hold a value that is not a finite number "
+                f"({np.asarray(values)[~np.isfinite(values)][0]}); expected the pixel centres "
+                f"along {name}, from which the raster's place is read. Fix or delete the {name} "
+                "coordinate array (the transform attributes then place the raster).")
     res_x = _axis_step(x, None if transform is None else transform.a, size and size[1])
     res_y = _axis_step(y, None if transform is None else transform.e, size and size[0])
     if res_x is None or res_y is None:
         return transform
-    origin = _grid_origin(transform, res_x, res_y, float(x[0]) - res_x / 2, float(y[0]) - res_y / 2)
+    left, top = float(x[0]) - res_x / 2, float(y[0]) - res_y / 2
+    if not all(math.isfinite(v) for v in (res_x, res_y, left, top)):
+        raise UnsupportedFormatError(
+            f"the x/y coordinates (from {float(x[0]):g}, {float(y[0]):g}) place the raster "
+            f"beyond any finite number (pixel size {res_x:g} x {res_y:g}); expected pixel "
+            "centres a transform can hold. Fix or delete the x/y coordinate arrays.")
+    origin = _grid_origin(transform, res_x, res_y, left, top)
     return Affine(res_x, 0.0, origin[0], 0.0, res_y, origin[1])
 
 
@@ -362,8 +375,9 @@ def _axis_step(values: np.ndarray, declared: float | None, n: int | None) -> flo
     if n < 2:
         return declared
     step = (float(values[-1]) - float(values[0])) / (n - 1)
-    even = step != 0 and np.allclose(np.diff(values[:-1] if len(values) < n else values), step,
-                                     rtol=1e-6, atol=0)
+    with np.errstate(over="ignore", invalid="ignore"):  # steps past any float: refused after
+        even = step != 0 and np.allclose(np.diff(values[:-1] if len(values) < n else values), step,
+                                         rtol=1e-6, atol=0)
     if not even or (declared is not None and math.isclose(step, declared, rel_tol=1e-6)):
         return declared
     return step

@@ -213,10 +213,12 @@ def check_weights(url: str, *, storage_options: dict[str, Any] | None = None) ->
         for name in sorted(n for n in table if n != "__metadata__"):
             entry = table[name]
             begin, end = (int(v) for v in entry["data_offsets"])
+            if not 0 <= begin <= end or entry.get("dtype") not in SAFETENSORS_DTYPES:
+                return _check_loaded(url, options, info)  # load_model's own words for it
             f.seek(8 + length + begin)
             data = f.read(end - begin)
-            if len(data) != end - begin or entry.get("dtype") not in SAFETENSORS_DTYPES:
-                return _check_loaded(url, options, info)  # load_model's own words for it
+            if len(data) != end - begin:
+                return _check_loaded(url, options, info)
             dtype = SAFETENSORS_DTYPES[entry["dtype"]]
             digest.update(f"{name}|{dtype}|{tuple(int(n) for n in entry['shape'])}|".encode())
             digest.update(data)

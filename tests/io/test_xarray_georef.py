@@ -104,3 +104,20 @@ def test_coordinates_of_other_lengths_or_types_are_not_read(tmp_path):
     xr.Dataset({"raster": (("y", "x"), np.zeros((20, 30), np.uint8), {"transform": list(TRANSFORM)[:6]}),
                 "y": ("y", np.array([f"r{i}" for i in range(20)]))}).to_zarr(out)
     assert geoseg.open_raster(str(out), variable="raster").attrs["transform"] == list(TRANSFORM)[:6]
+
+
+def test_coordinates_that_are_not_finite_numbers_are_refused_naming_the_axis():
+    from affine import Affine
+
+    from geoseg.errors import UnsupportedFormatError
+    from geoseg.io.georef import coords_transform
+
+    grid = Affine(10, 0, 500000, 0, -10, 4500000)
+    y = 4500000 - 10 * (np.arange(4) + 0.5)
+    for x, said in ((np.array([np.nan, 15.0, 25.0]), ("x coordinates hold a value that is not a "
+                                                      "finite number \\(nan\\)")),
+                    (np.array([1e308, np.inf, np.inf]), "x coordinates hold .*\\(inf\\)")):
+        with pytest.raises(UnsupportedFormatError, match=said):
+            coords_transform(grid, y, x)
+    with pytest.raises(UnsupportedFormatError, match="beyond any finite number"):
+        coords_transform(grid, y, np.array([-1.7e308, 1.7e308]))  # a step past any float

@@ -314,3 +314,19 @@ def test_a_recompute_warning_is_one_log_line_not_a_python_warning(tmp_path):
     assert len(lines) == 1 and " WARNING Output chunks (256, 256, 256) make tasks" in lines[0]
     assert "UserWarning" not in said.stderr and "runner.py" not in said.stderr, said.stderr
     assert "whole multiples of the tile, 96 pixels per axis" in lines[0]
+
+
+def test_a_model_file_whose_tensor_offsets_run_backwards_is_a_model_file_error(tmp_path, model_path,
+                                                                               cli):
+    data = Path(model_path).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    first = next(k for k in sorted(header) if k != "__metadata__")
+    header[first]["data_offsets"] = header[first]["data_offsets"][::-1]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    model = tmp_path / "backwards.safetensors"
+    model.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
+    code, said = cli("info", str(model))
+    assert code == 2 and f"Model file {model} is truncated or corrupt" in said, said
+    assert "internal error" not in said
