@@ -14,7 +14,8 @@ Layout (readable by ``xarray.open_zarr`` and rioxarray)::
 Tasks write whole chunks through :class:`OutputTarget`, so no two tasks touch
 the same chunk and no lock is needed. After its chunk is written, a task leaves
 its mark in the manifest (``manifest_done`` and ``manifest_sha256``, one element
-per output chunk, each in its own Zarr chunk so tasks never share one): what
+per task region (the ``task_region`` attribute: one or more output chunks), each in its own
+Zarr chunk so tasks never share one): what
 lets a rerun skip finished chunks and ``verify`` check them. Until every array exists the
 group's attributes say ``creating``: a run stopped then left no chunk, and a rerun creates it again.
 """
