@@ -480,12 +480,13 @@ def check_in_range(segmenter: Threshold, dtype: Any, where: str = "the input") -
 
 def check_manual_in_range(segmenter: Any, dtype: Any, where: str = "the raster") -> None:
     """:func:`check_in_range` on every manual :class:`Threshold` of ``segmenter``: itself, an
-    ensemble's members, a clean-up's inner segmenter (when held, not a reference). What
-    :func:`geoseg.segment` checks against its raster's ``dtype``, as a job does; fitted
-    thresholds come from the data and are left as they are."""
+    ensemble's members, a test-time augmentation's member, a wrapper's inner segmenter (when
+    held, not a reference). What :func:`geoseg.segment` checks against its raster's ``dtype``,
+    as a job does; fitted thresholds come from the data and are left as they are."""
     if isinstance(segmenter, Threshold) and segmenter.method == "manual":
         check_in_range(segmenter, dtype, where)
-    for part in (*getattr(segmenter, "members", ()), getattr(segmenter, "inner", None)):
+    for part in (*getattr(segmenter, "members", ()), getattr(segmenter, "inner", None),
+                 getattr(segmenter, "member", None)):
         if part is not None:
             check_manual_in_range(part, dtype, where)
 

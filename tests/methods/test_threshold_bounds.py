@@ -126,13 +126,15 @@ def test_the_range_follows_the_rule_that_places_equal_pixels():
     check_manual_in_range(Threshold((300,), method="otsu"), np.uint8)  # fitted: from the data
 
 
-def test_manual_thresholds_inside_an_ensemble_are_checked():
-    from geoseg.ensembles import Ensemble
+def test_manual_thresholds_inside_an_ensemble_or_a_tta_are_checked():
+    from geoseg.ensembles import TTA, Ensemble
 
     inside = Threshold((10,), class_names=("a", "b"))
-    with pytest.raises(MethodParameterError, match=r"received \[300.0\]"):
-        check_manual_in_range(Ensemble([inside, Threshold((300,), class_names=("a", "b"))]),
-                              np.uint8)
+    outside = Threshold((300,), class_names=("a", "b"))
+    for wrapped in (Ensemble([inside, outside]), TTA(outside), TTA(Ensemble([inside, outside]))):
+        with pytest.raises(MethodParameterError, match=r"received \[300.0\]"):
+            check_manual_in_range(wrapped, np.uint8)
+    check_manual_in_range(TTA(inside), np.uint8)
 
 
 # -- LocalThreshold's block_size -------------------------------------------------------------
