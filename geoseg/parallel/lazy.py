@@ -89,7 +89,7 @@ def segment(
     check_manual_in_range(segmenter, raster.dtype, "the raster")  # as a job checks its spec
     check_dimensions(segmenter, raster.dims[1:], "the raster", key="segment(): model")
     check_nodata_class(nodata_class, segmenter.n_classes)
-    like = default_chunks(raster)
+    like = largest_chunks(raster)
     plan = Plan.create(raster.shape[1:], Geometry.of(segmenter),
                        inference_settings(len(raster.shape) - 1, tile, halo, blend, overlap, batch_size),
                        Layout.create(raster.shape[1:], chunks, like=like))
@@ -150,7 +150,7 @@ def _checked_raster(raster: Any) -> xr.DataArray:
         f"or (band, z, y, x). To fix, {fix}.")
 
 
-def default_chunks(raster: xr.DataArray) -> tuple[int, ...] | None:
+def largest_chunks(raster: xr.DataArray) -> tuple[int, ...] | None:
     """The output chunks a dask-backed raster suggests: its largest chunk per spatial axis.
     A window of a chunked raster starts and ends with partial chunks, and uneven chunks
     (13, 200, 77) are common after a selection: their first would make tiny output chunks
