@@ -16,6 +16,7 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_CHUNK_BYTES``      decoded bytes of one stored input chunk    ``1 GiB``
 ``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
 ``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
+``GEOSEG_MAX_MODEL_TENSORS``    tensors a model file's header lists        ``1e5``
 ``GEOSEG_MAX_FIT_CACHE_BYTES``  raster bytes a fit keeps in memory         ``2 GiB``
 ``GEOSEG_MAX_MULTIOTSU_BINS``   histogram bins a multi-Otsu search takes   ``8192``
 ``GEOSEG_MAX_MULTIOTSU_SEARCH`` threshold combinations multi-Otsu tries    ``1e10``
@@ -47,6 +48,7 @@ MAX_WINDOW_BYTES = "GEOSEG_MAX_WINDOW_BYTES"
 MAX_CHUNK_BYTES = "GEOSEG_MAX_CHUNK_BYTES"
 MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
 MAX_MODEL_BYTES = "GEOSEG_MAX_MODEL_BYTES"
+MAX_MODEL_TENSORS = "GEOSEG_MAX_MODEL_TENSORS"
 MAX_FIT_CACHE_BYTES = "GEOSEG_MAX_FIT_CACHE_BYTES"
 MAX_MULTIOTSU_BINS = "GEOSEG_MAX_MULTIOTSU_BINS"
 MAX_MULTIOTSU_SEARCH = "GEOSEG_MAX_MULTIOTSU_SEARCH"
@@ -191,6 +193,17 @@ def check_model(n_parameters: int, n_bytes: int, what: str) -> None:
     check(n_bytes, MAX_MODEL_BYTES,
           f"{what} builds a network whose weights take {size(n_bytes)} ({figure(n_bytes)} bytes)",
           advice)
+
+
+def check_model_tensors(n_tensors: int, what: str) -> None:
+    """Refuse a model file whose header lists more than ``GEOSEG_MAX_MODEL_TENSORS`` tensors
+    (``n_tensors`` bounds them: the JSON objects in the header),
+    before that header is parsed: each entry costs about a kilobyte to read into Python, where
+    the largest networks of the zoo hold a few hundred tensors."""
+    check(n_tensors, MAX_MODEL_TENSORS,
+          f"{what}: its header holds {figure(n_tensors)} JSON objects, one per tensor",
+          "Check that the file is the model itself; raise the limit only if its network is "
+          "meant to hold so many tensors.")
 
 
 def fits_cache(n_bytes: int) -> bool:

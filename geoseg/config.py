@@ -40,6 +40,7 @@ DEFAULTS = {
     "GEOSEG_MAX_CHUNK_BYTES": str(1 << 30),  # decoded bytes of one stored input chunk
     "GEOSEG_MAX_MODEL_PARAMETERS": "1e9",  # values in a model file's network
     "GEOSEG_MAX_MODEL_BYTES": str(8 << 30),  # memory the network's weights take
+    "GEOSEG_MAX_MODEL_TENSORS": "1e5",  # tensors a model file's header lists
     "GEOSEG_MAX_FIT_CACHE_BYTES": str(2 << 30),  # raster bytes a fit keeps in memory for its passes
     "GEOSEG_MAX_MULTIOTSU_BINS": "8192",  # histogram bins of a multi-Otsu search (table: bins**2)
     "GEOSEG_MAX_MULTIOTSU_SEARCH": "1e10",  # threshold combinations a multi-Otsu search tries

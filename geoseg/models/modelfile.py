@@ -483,8 +483,20 @@ def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
         return f.read()
 
 
+def _check_entries(data: bytes, url: str) -> None:
+    """Refuse a safetensors header listing more tensors than ``GEOSEG_MAX_MODEL_TENSORS``
+    before it is parsed. Each JSON object needs a ``{`` byte, so their count bounds the tensors
+    whatever escapes the header's keys use; a pickle or an archive is refused by its own name."""
+    if len(data) < 8 or data.startswith(_PICKLE_MAGIC):
+        return
+    (length,) = struct.unpack("<Q", data[:8])
+    budgets.check_model_tensors(data.count(b"{", 8, 8 + min(length, MAX_HEADER)),
+                                f"Model file {public_url(url)}")
+
+
 def _parse_header(data: bytes, url: str) -> ModelInfo:
     _refuse_torchscript(data, url)
+    _check_entries(data, url)
     try:
         (length,) = struct.unpack("<Q", data[:8])
         if not 0 < length <= min(len(data) - 8, MAX_HEADER):

@@ -323,3 +323,32 @@ def test_reading_a_header_never_builds_the_weights_it_declares(tmp_path):
     path.write_bytes(data)
     with pytest.raises(BudgetError, match=r"2.04e12 parameters.*GEOSEG_MAX_MODEL_PARAMETERS"):
         read_header(str(path))
+
+
+def test_a_header_listing_more_tensors_than_the_limit_is_refused_before_it_is_parsed(
+        tmp_path, monkeypatch):
+    """Each header entry costs about a kilobyte once parsed (1e6 of them took 1.1 GB and 14 s
+    before this check): the entries are counted on the bytes, escaped key names included."""
+    path = tmp_path / "m.safetensors"
+    save_model(random_unet(depth=3), str(path))
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    table = json.loads(data[8 : 8 + length])
+    n_listed = len(table) - 1  # the network's tensors, besides __metadata__
+    extra = "".join(f', "x{i}": {{"dtype": "F32", "shape": [1], "data\\u005foffsets": [0, 4]}}'
+                    for i in range(50))
+    header = data[8 : 8 + length].decode().rstrip()
+    header = (header[:-1] + extra + "}").encode()
+    header += b" " * (-len(header) % 8)
+    hostile = tmp_path / "many.safetensors"
+    hostile.write_bytes(struct.pack("<Q", len(header)) + header + data[8 + length :])
+    monkeypatch.setenv("GEOSEG_MAX_MODEL_TENSORS", str(n_listed + 40))
+    parsed = []
+    monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(a) or {})
+    with pytest.raises(BudgetError, match=r"many.safetensors: its header holds \d+ JSON objects.*"
+                                          r"GEOSEG_MAX_MODEL_TENSORS"):
+        read_header(str(hostile))
+    assert not parsed
+    monkeypatch.undo()
+    monkeypatch.setenv("GEOSEG_MAX_MODEL_TENSORS", str(n_listed + 10))  # the metadata's own braces
+    assert read_header(str(path)).classes == load_model(str(path), device="cpu").classes
