@@ -162,3 +162,26 @@ def test_an_empty_raster_is_refused_with_its_shape(tmp_path):
     with pytest.raises(CorruptInputError, match=rf"input {url} declares shape \(3, 0, 64\) "
                        r"\(band, spatial axes\) and chunks \(64, 64\); every size must be >= 1"):
         open_source(url)
+
+
+def test_an_overview_of_a_tiff_without_georeference_lies_on_its_pixel_grid(tmp_path):
+    """GDAL gives the overviews of a TIFF without a georeference an all-zero transform: the
+    overview is read on the full image's pixel grid, scaled as GDAL scales a georeferenced
+    twin's (here translated by (100, 200) so that GDAL keeps it)."""
+    from affine import Affine
+    from rasterio.enums import Resampling
+
+    data = textured_image(255, 321)
+    paths = {}
+    for name, georef in (("plain", {}), ("twin", {"crs": CRS, "transform": Affine.translation(100, 200)})):
+        paths[name] = str(tmp_path / f"{name}.tif")
+        with rasterio.open(paths[name], "w", driver="GTiff", height=255, width=321, count=3,
+                           dtype="uint8", **georef) as ds:
+            ds.write(data)
+            ds.build_overviews([2, 4], Resampling.average)
+    with rasterio.open(paths["twin"], overview_level=1) as ds:
+        expected, twin = ds.read(), ds.transform
+    raster = geoseg.open_raster(paths["plain"], level=2)
+    np.testing.assert_array_equal(raster.values, expected)
+    np.testing.assert_allclose(raster.attrs["transform"],
+                               tuple(Affine.translation(-100, -200) * twin)[:6])

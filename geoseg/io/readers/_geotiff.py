@@ -24,6 +24,7 @@ import numpy as np
 import rasterio
 import rasterio.enums
 import rasterio.errors
+from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.core.urls import public_url
@@ -77,17 +78,28 @@ class GeoTIFFReader(Reader):
         overview = None if not level else int(level) - 1
         with open_rasterio(url, storage_options) as ds:
             n_overviews = len(ds.overviews(1))
+            full = (ds.transform, ds.width, ds.height)
         if overview is not None and not 0 <= overview < n_overviews:
             raise UnsupportedFormatError(
                 f"{url} has {n_overviews} overview(s), so levels 0 (full resolution) to {n_overviews}; "
                 f"received level={level}." + (" Build overviews (gdaladdo, or a COG) to read a coarser "
                                               "level." if not n_overviews else ""))
         with open_rasterio(url, storage_options, overview) as ds:
-            return _describe(ds, url, storage_options, bands, overview)
+            transform = ds.transform if overview is None else _overview_transform(ds, *full)
+            return _describe(ds, url, storage_options, bands, overview, transform)
+
+
+def _overview_transform(ds: Any, transform: Affine, width: int, height: int) -> Affine:
+    """An overview's transform: GDAL's, or for a TIFF without a georeference (whose overviews
+    GDAL gives an all-zero transform) its pixel grid scaled to the overview, as GDAL scales a
+    georeferenced one."""
+    if ds.transform.determinant != 0:
+        return ds.transform
+    return transform * Affine.scale(width / ds.width, height / ds.height)
 
 
 def _describe(ds: Any, url: str, storage_options: dict[str, Any], bands: Sequence[int] | None,
-              overview: int | None) -> GeoTIFFSource:
+              overview: int | None, transform: Affine) -> GeoTIFFSource:
     indexes = [i + 1 for i in band_indexes(bands, ds.count, url)]
     names = _tiff_band_names(ds)
     block_y, block_x = ds.block_shapes[0]
@@ -99,7 +111,7 @@ def _describe(ds: Any, url: str, storage_options: dict[str, Any], bands: Sequenc
         shape=(len(indexes), ds.height, ds.width),
         dtype=dtype,
         chunks=(block_y, block_x),
-        georef=GeoRef.from_crs(ds.crs, ds.transform, nodata,
+        georef=GeoRef.from_crs(ds.crs, transform, nodata,
                                source=f"The geotransform of GeoTIFF {public_url(url)}"),
         band_names=tuple(names[i - 1] for i in indexes),
         storage_options=storage_options,
