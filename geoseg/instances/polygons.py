@@ -43,7 +43,10 @@ INT32_MIN, INT32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
 
 def chunk_pieces(block: np.ndarray, offset: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, polygons)``: each 4-connected part of each id in one chunk, in global pixel
-    coordinates (``x`` = column, ``y`` = row, pixel corners at integers)."""
+    coordinates (``x`` = column, ``y`` = row, pixel corners at integers). A chunk without
+    pixels (a zero-length chunk, an empty raster) has none, where GDAL refuses its size."""
+    if block.size == 0:
+        return np.zeros(0, np.uint64), np.empty(0, dtype=object)
     local, ids = _as_int32(block)
     transform = Affine.translation(offset[1], offset[0])
     with warnings.catch_warnings():  # the first chunk's transform is the identity

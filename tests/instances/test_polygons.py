@@ -73,7 +73,11 @@ def test_one_feature_per_instance_equal_to_the_whole_image(height: int, width: i
     labels, count = random_labels((height, width), data.draw(st.floats(0.05, 0.9)),
                                   data.draw(st.integers(0, 2**32 - 1)))
     georef = data.draw(st.sampled_from([None, GEOREF, GeoRef.from_crs(None, ROTATED)]))
-    polygons = instance_polygons(da.from_array(labels, chunks=chunks), georef)
+    array = da.from_array(labels, chunks=chunks)
+    if data.draw(st.booleans()):  # a zero-length chunk, as a rechunk or a concatenate leaves
+        at = [data.draw(st.integers(0, len(axis))) for axis in array.chunks]
+        array = array.rechunk(tuple(axis[:i] + (0,) + axis[i:] for axis, i in zip(array.chunks, at)))
+    polygons = instance_polygons(array, georef)
     assert len(polygons) == count
     assert_matches_whole_image(polygons, labels, georef)
 
@@ -149,8 +153,9 @@ def test_ids_beyond_int64_are_refused() -> None:
         instance_polygons(da.from_array(labels, chunks=1), None)
 
 
-def test_no_objects_gives_no_features() -> None:
-    polygons = instance_polygons(da.zeros((8, 8), dtype=np.uint32, chunks=3), GEOREF)
+@pytest.mark.parametrize("shape", [(8, 8), (0, 5)])
+def test_no_objects_gives_no_features(shape: tuple[int, int]) -> None:
+    polygons = instance_polygons(da.zeros(shape, dtype=np.uint32, chunks=3), GEOREF)
     assert len(polygons) == 0 and polygons.crs == "EPSG:32618"
 
 
