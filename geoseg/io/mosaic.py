@@ -3,11 +3,16 @@
 Scenes must share CRS, pixel size, band count and dtype, and sit on the same
 grid (offsets of whole pixels). The mosaic covers their union; a window reads
 only the scenes it overlaps. Where scenes overlap, the first one listed that has
-data wins; pixels no scene covers are nodata.
+data wins (data as the run counts it: not every band the nodata value, every band
+finite); pixels no scene covers are nodata. Integer scenes that declare no nodata
+value hold data in every pixel, 0 included: where they leave gaps, the mosaic is read
+in a wider type whose nodata lies below theirs (uint8 as int16, nodata -1).
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,12 +20,17 @@ from dataclasses import dataclass
 import numpy as np
 from affine import Affine
 
+from geoseg.core.segmenter import valid_mask
+from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io.georef import GeoRef
-from geoseg.io.readers.base import RasterSource
+from geoseg.io.readers.base import RasterSource, widened
+
+log = logging.getLogger("geoseg.io")
 
 GLOB_CHARS = "*?["
 GRID_TOLERANCE = 1e-6  # of a pixel
+MAX_COVER_CELLS = 10_000_000  # cells between scene edges checked for gaps; more: taken to have some
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ class MosaicSource(RasterSource):
                 continue
             local, scene = hit
             data = placed.source.read(scene)
-            take = empty[local] & _has_data(data, placed.source.georef.nodata)
+            take = empty[local] & valid_mask(data, placed.source.georef.nodata)
             out[(slice(None), *local)][:, take] = data[:, take]
             empty[local] &= ~take
         return out
@@ -93,14 +103,51 @@ def mosaic_source(sources: Sequence[RasterSource], url: str) -> MosaicSource:
     bottom = max(r + s.shape[1] for (r, _), s in zip(corners, sources))
     right = max(c + s.shape[2] for (_, c), s in zip(corners, sources))
     origin = transform @ Affine.translation(left, top)
-    nodata = first.georef.nodata
-    if nodata is None:
-        nodata = float("nan") if np.dtype(first.dtype).kind == "f" else 0.0
-    georef = GeoRef(first.georef.crs_wkt, tuple(origin)[:6], nodata)
     placed = tuple(Placed(s, r - top, c - left) for s, (r, c) in zip(sources, corners))
-    return MosaicSource(url=url, shape=(first.shape[0], bottom - top, right - left), dtype=first.dtype,
+    dtype, nodata = _gap_encoding(first, placed, (bottom - top, right - left), url)
+    georef = GeoRef(first.georef.crs_wkt, tuple(origin)[:6], nodata)
+    return MosaicSource(url=url, shape=(first.shape[0], bottom - top, right - left), dtype=dtype,
                         chunks=first.chunks, georef=georef, band_names=first.band_names,
                         storage_options=first.storage_options, scenes=placed)
+
+
+def _gap_encoding(first: RasterSource, placed: Sequence[Placed], shape: tuple[int, int],
+                  url: str) -> tuple[str, float | None]:
+    """The mosaic's dtype and nodata: the scenes' own when they declare a nodata value, NaN in
+    the gaps between float scenes, none when the scenes leave no gap, else a wider integer
+    type and a nodata value below the scenes' range (their pixels all hold data, 0 included)."""
+    dtype, nodata = first.dtype, first.georef.nodata
+    if nodata is not None:
+        return dtype, nodata
+    if np.dtype(dtype).kind == "f":
+        return dtype, float("nan")
+    if _covered(placed, shape):
+        return dtype, None
+    encoding = widened(dtype)
+    if encoding is None:
+        raise UnsupportedFormatError(
+            f"The scenes of {public_url(url)} leave gaps in the mosaic, and their {dtype} pixels "
+            "declare no nodata value to mark them with; geoseg takes none from a range this wide. "
+            "Declare the scenes' nodata value (a value no valid pixel holds), e.g. "
+            "gdal_edit.py -a_nodata VALUE scene.tif, or with rasterio: ds.nodata = VALUE in r+ mode.")
+    log.info("%s: its %s scenes declare no nodata value; the gaps between them read as nodata "
+             "%g (pixels read as %s).", public_url(url), dtype, encoding[1], encoding[0])
+    return encoding
+
+
+def _covered(placed: Sequence[Placed], shape: tuple[int, int]) -> bool:
+    """Whether the scenes cover every pixel of a mosaic of ``shape``, checked on the cells
+    between their edges (taken as not covered when there are over :data:`MAX_COVER_CELLS`)."""
+    rows = [(p.row, p.row + p.source.shape[1]) for p in placed]
+    cols = [(p.col, p.col + p.source.shape[2]) for p in placed]
+    edges = [np.unique([0, n, *itertools.chain(*spans)]) for spans, n in zip((rows, cols), shape)]
+    if (len(edges[0]) - 1) * (len(edges[1]) - 1) > MAX_COVER_CELLS:
+        return False
+    covered = np.zeros((len(edges[0]) - 1, len(edges[1]) - 1), bool)
+    for row, col in zip(rows, cols):
+        (r0, r1), (c0, c1) = np.searchsorted(edges[0], row), np.searchsorted(edges[1], col)
+        covered[r0:r1, c0:c1] = True
+    return bool(covered.all())
 
 
 def _check_compatible(first: RasterSource, other: RasterSource) -> None:
@@ -126,12 +173,3 @@ def _offset(grid: Affine, scene: Affine, url: str) -> tuple[int, int]:
             f"Cannot mosaic {url}: it is offset by a fraction of a pixel ({row:.4f}, {col:.4f}) from the "
             "first scene's grid. Resample it onto that grid first.")
     return round(row), round(col)
-
-
-def _has_data(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Pixels where some band holds data (not nodata, finite): a scene below shows through a
-    NaN or an infinity, as the run would treat that pixel as no data."""
-    valid = np.isfinite(data).any(axis=0) if data.dtype.kind == "f" else np.ones(data.shape[1:], bool)
-    if nodata is not None and not math.isnan(nodata):
-        valid &= ~(data == nodata).all(axis=0)
-    return valid

@@ -72,14 +72,53 @@ def test_a_glob_reads_the_union_first_scene_wins_and_gaps_are_nodata(tmp_path):
 def test_a_scene_below_shows_through_nan_and_infinite_pixels(tmp_path):
     a = np.full((2, 30, 40), 10, np.float32)
     a[:, 25, 35], a[:, 26, 36], a[:, 27, 37] = np.nan, np.inf, -np.inf
+    a[0, 24, 34] = np.nan  # one band: no data for the run, which leaves such a pixel nodata
     write_scene(tmp_path / "a.tif", a, 0, 0)
     write_scene(tmp_path / "b.tif", np.full((2, 30, 40), 20, np.float32), 20, 30)
     values = geoseg.open_raster(str(tmp_path / "*.tif")).values
     expected = np.full((2, 50, 70), 0, np.float32)
     expected[:, 20:, 30:] = 20
     expected[:, :30, :40] = a
-    expected[:, 25:28, 35:38][:, [0, 1, 2], [0, 1, 2]] = 20
+    expected[:, 24:28, 34:38][:, [0, 1, 2, 3], [0, 1, 2, 3]] = 20  # b's whole pixel, every band
     np.testing.assert_array_equal(values, expected)
+
+
+def test_scenes_without_a_nodata_value_keep_their_zeros_and_mark_only_the_gaps(tmp_path):
+    """Integer scenes declaring no nodata hold data in every pixel: a 0 is a value. Gaps
+    between them read as a nodata value below the scenes' range, in a wider type."""
+    a = textured_image(30, 40, bands=2, seed=1)
+    a[:, :8, :8] = 0
+    b = textured_image(30, 40, bands=2, seed=2)
+    write_scene(tmp_path / "a.tif", a, 0, 0, nodata=None)
+    write_scene(tmp_path / "b.tif", b, 20, 30, nodata=None)
+    raster = geoseg.open_raster(str(tmp_path / "*.tif"))
+    expected = np.full((2, 50, 70), -1, np.int16)
+    expected[:, 20:, 30:] = b
+    expected[:, :30, :40] = a
+    assert raster.dtype == np.int16 and raster.attrs["nodata"] == -1
+    np.testing.assert_array_equal(raster.values, expected)
+    mask = geoseg.segment(raster, geoseg.methods.Threshold((100,), feature=1)).values
+    assert (mask[:8, :8] == 0).all() and (mask[30:, :30] == 255).all()
+    assert (mask[expected[0] >= 0] != 255).all()
+
+
+def test_scenes_without_a_nodata_value_and_no_gap_keep_their_type(tmp_path):
+    image = textured_image(40, 50, bands=1, seed=3)
+    image[:, 10:20] = 0
+    paths = [write_scene(tmp_path / "top.tif", image[:, :25], 0, 0, nodata=None),
+             write_scene(tmp_path / "bottom.tif", image[:, 25:], 25, 0, nodata=None)]
+    raster = geoseg.open_raster(paths)
+    assert raster.dtype == np.uint8 and "nodata" not in raster.attrs
+    np.testing.assert_array_equal(raster.values, image)
+
+
+def test_wide_integer_scenes_without_a_nodata_value_and_a_gap_are_refused(tmp_path):
+    scene = np.ones((1, 10, 10), np.int32)
+    paths = [write_scene(tmp_path / "a.tif", scene, 0, 0, nodata=None),
+             write_scene(tmp_path / "b.tif", scene, 20, 20, nodata=None)]
+    with pytest.raises(UnsupportedFormatError, match=r"leave gaps in the mosaic, and their int32 "
+                                                     r"pixels declare no nodata value.*a_nodata"):
+        geoseg.open_raster(paths)
 
 
 def test_scenes_off_the_grid_or_in_another_crs_are_refused(tmp_path):

@@ -184,4 +184,4 @@ def test_an_overview_of_a_tiff_without_georeference_lies_on_its_pixel_grid(tmp_p
     raster = geoseg.open_raster(paths["plain"], level=2)
     np.testing.assert_array_equal(raster.values, expected)
     np.testing.assert_allclose(raster.attrs["transform"],
-                               tuple(Affine.translation(-100, -200) * twin)[:6])
+                               tuple(Affine.translation(-100, -200) @ twin)[:6])

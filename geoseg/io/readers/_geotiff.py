@@ -32,15 +32,12 @@ from geoseg.errors import UnsupportedFormatError
 from geoseg.io import allow, faults, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.readers import probe
-from geoseg.io.readers.base import RasterSource, Reader, band_indexes
+from geoseg.io.readers.base import RasterSource, Reader, band_indexes, widened
 
 log = logging.getLogger("geoseg.io")
 # a TIFF without a georeference is read on its pixel grid, as its user expects: no warning about
 # it reaches the terminal (a filter, not catch_warnings: reads run in many threads at once)
 warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
-# integers read with an internal mask and no nodata value: the wider type that holds one below
-# their range (exactly, as float32 too: valid pixels are compared with it on the device)
-_WIDER = {1: "int16", 2: "int32"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ def _overview_transform(ds: Any, transform: Affine, width: int, height: int) -> 
     georeferenced one."""
     if ds.transform.determinant != 0:
         return ds.transform
-    return transform * Affine.scale(width / ds.width, height / ds.height)
+    return transform @ Affine.scale(width / ds.width, height / ds.height)
 
 
 def _describe(ds: Any, url: str, storage_options: dict[str, Any], bands: Sequence[int] | None,
@@ -136,15 +133,15 @@ def _masked_encoding(dtype: str, nodata: float | None, url: str) -> tuple[str, f
     the stored type's range."""
     if nodata is not None or np.dtype(dtype).kind == "f":
         return dtype, nodata
-    wider = _WIDER.get(np.dtype(dtype).itemsize)
-    if wider is None:
+    encoding = widened(dtype)
+    if encoding is None:
         raise UnsupportedFormatError(
             f"{public_url(url)} has an internal mask and {dtype} pixels without a nodata value; "
             "geoseg marks masked pixels with a nodata value, and takes none from a range this wide. "
             "Write the masked pixels as a value no valid pixel holds and declare it the nodata, "
             "e.g. gdalwarp -dstnodata VALUE in.tif out.tif, or with rasterio: "
             "data[:, src.read_masks(1) == 0] = VALUE; write with nodata=VALUE.")
-    fill = float(np.iinfo(dtype).min - 1)
+    wider, fill = encoding
     log.info("%s: its internal mask's masked pixels read as nodata %g (%s pixels read as %s).",
              public_url(url), fill, dtype, wider)
     return wider, fill

@@ -130,6 +130,20 @@ def select_bands(source: Any, bands: Any) -> Any:
                                band_names=tuple(source.band_names[i] for i in indexes))
 
 
+# integers read with a nodata value below their range: the wider type that holds it (exactly,
+# as float32 too: valid pixels are compared with it on the device)
+_WIDER = {1: "int16", 2: "int32"}
+
+
+def widened(dtype: str) -> tuple[str, float] | None:
+    """The dtype and nodata that mark pixels without data in an integer raster declaring no
+    nodata value, without taking a value a pixel may hold: a wider integer type and one below
+    ``dtype``'s range. ``None`` for integers of 4 bytes or more, whose wider types float32
+    does not hold exactly."""
+    wider = _WIDER.get(np.dtype(dtype).itemsize)
+    return None if wider is None else (wider, float(np.iinfo(dtype).min - 1))
+
+
 def refuse_level(url: str, level: int | None, what: str) -> None:
     """Refuse a resolution level above 0 for a format of one resolution, ``what``."""
     if level:
