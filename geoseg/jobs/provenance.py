@@ -10,6 +10,7 @@ names a reference, the confusion matrix with IoU per class and mIoU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
 from geoseg.io.georef import grid_difference, resample_hint
 from geoseg.io.identity import file_stamp, stored_path, tree_digest, version_marks
+from geoseg.io.mosaic import MosaicSource
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.metrics import dice_per_class, iou_per_class
@@ -108,8 +110,12 @@ def identity(source: RasterSource) -> dict[str, Any]:
     named in ``object``), and in ``chunks`` a digest of one listing of its objects' names
     and stamps, so that a chunk rewritten in place changes it; an array declaring more
     than :data:`MAX_LISTED` chunks is not listed (too slow to do on each run), which
-    ``chunks`` says. Never storage options; ``{"unavailable": reason}`` when ``info`` fails.
+    ``chunks`` says. For a mosaic, in ``scenes`` a digest of each scene's URL and identity,
+    so that a scene replaced, added or removed changes it. Never storage options;
+    ``{"unavailable": reason}`` when ``info`` fails.
     """
+    if isinstance(source, MosaicSource):
+        return _mosaic_identity(source)
     try:
         fs, root = stored_path(source)
         zarr = isinstance(source, ZarrSource)
@@ -121,6 +127,15 @@ def identity(source: RasterSource) -> dict[str, Any]:
     name = f"{source.array_path}/{doc}".lstrip("/") if doc else None
     found = {"object": name, "size": info.get("size"), **version_marks(info)}
     return found if chunks is None else {**found, "chunks": chunks}
+
+
+def _mosaic_identity(source: MosaicSource) -> dict[str, Any]:
+    scenes = [(public_url(p.source.url), identity(p.source)) for p in source.scenes]
+    failed = next((found for _, found in scenes if "unavailable" in found), None)
+    if failed is not None:
+        return failed
+    listed = json.dumps(scenes, sort_keys=True, default=str).encode()
+    return {"object": f"{len(scenes)} scenes", "scenes": hashlib.sha256(listed).hexdigest()[:16]}
 
 
 def _chunk_listing(fs: Any, root: str, source: ZarrSource) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import yaml
 import zarr
 from distributed import Client
@@ -200,6 +201,28 @@ def test_a_zarr_input_with_a_chunk_rewritten_in_place_is_not_taken_for_the_same(
                                                 r"[0-9a-f]{16}, now chunks [0-9a-f]{16}\)"):
         run(JobSpec.from_dict(job), scheduler=cluster_address)
     assert chunk_files(tmp_path / "out.zarr") == before
+
+
+def test_a_mosaic_with_a_scene_replaced_is_not_taken_for_the_same(tmp_path, model_path,
+                                                                   cluster_address):
+    """A glob's scenes: one rewritten with other pixels, the finished output is not reported
+    done from the old scenes."""
+    image = textured_image(96, 96, seed=6)
+    write_geotiff(tmp_path / "scene_top.tif", image[:, :48])
+    with rasterio.open(tmp_path / "scene_top.tif") as top:
+        profile = {**top.profile, "transform": top.transform @ top.transform.translation(0, 48)}
+    with rasterio.open(tmp_path / "scene_bottom.tif", "w", **profile) as bottom:
+        bottom.write(image[:, 48:])
+    job = job_dict(str(tmp_path / "scene_*.tif"), model_path, str(tmp_path / "out.zarr"),
+                   chunks=[48, 48])
+    run(JobSpec.from_dict(job), scheduler=cluster_address)
+    assert run(JobSpec.from_dict(job), scheduler=cluster_address).skipped == 4
+    stamp = (tmp_path / "scene_top.tif").stat().st_mtime
+    write_geotiff(tmp_path / "scene_top.tif", 255 - image[:, :48])
+    os.utime(tmp_path / "scene_top.tif", (stamp + 60, stamp + 60))
+    with pytest.raises(OutputExistsError, match=r"scene_\*.tif changed since output .* \(then "
+                                                r"scenes [0-9a-f]{16}, now scenes [0-9a-f]{16}\)"):
+        run(JobSpec.from_dict(job), scheduler=cluster_address)
 
 
 def test_a_resume_from_a_changed_input_is_refused_and_overwrite_starts_again(
