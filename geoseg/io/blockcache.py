@@ -14,6 +14,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -29,19 +30,40 @@ class BlockCache:
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._blocks: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._fetching: dict[Hashable, Future[np.ndarray]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, fetch: Callable[[], np.ndarray]) -> np.ndarray:
+        """The block under ``key``; ``fetch()`` reads it when it is not held. A block another
+        thread is reading is waited for, not read again (neighbouring tasks running at once
+        want the same blocks); other blocks are read meanwhile."""
         with self._lock:
             block = self._blocks.get(key)
             if block is not None:
                 self._blocks.move_to_end(key)
                 return block
-        block = fetch()  # outside the lock: other threads read other blocks meanwhile
-        block.flags.writeable = False
+            pending = self._fetching.get(key)
+            reading = pending is None
+            if reading:
+                pending = self._fetching[key] = Future()
+        if not reading:
+            return pending.result()
+        try:
+            block = fetch()
+            block.flags.writeable = False
+        except BaseException as exc:
+            self._done(key)
+            pending.set_exception(exc)
+            raise
         self._put(key, block)
+        self._done(key)
+        pending.set_result(block)
         return block
+
+    def _done(self, key: Hashable) -> None:
+        with self._lock:
+            del self._fetching[key]
 
     def _put(self, key: Hashable, block: np.ndarray) -> None:
         if block.nbytes > self.max_bytes:

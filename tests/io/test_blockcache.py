@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+import pytest
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,3 +67,37 @@ def test_a_job_source_reads_through_the_cache_under_its_own_name(tmp_path):
     zarr.open_array(url, mode="r+")[:] = 0  # the data changes between runs
     assert not again.read(window).any()
     assert geoseg.open_raster(url).shape == image.shape
+
+
+def test_a_block_being_read_is_waited_for_not_read_again():
+    """Neighbouring tasks running at once want the same blocks: the second waits for the
+    first's read; a failed read fails both, and the next get reads again."""
+    cache, started, release, calls = BlockCache(1 << 20), threading.Event(), threading.Event(), []
+
+    def slow(value: int):
+        def fetch() -> np.ndarray:
+            calls.append(value)
+            started.set()
+            release.wait(10)
+            if value < 0:
+                raise OSError("storage went away")
+            return np.full(4, value)
+        return fetch
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(cache.get, "a", slow(1))
+        started.wait(10)
+        waiting = [pool.submit(cache.get, "a", slow(2)) for _ in range(2)]
+        time.sleep(0.2)
+        release.set()
+        assert [f.result()[0] for f in (first, *waiting)] == [1, 1, 1] and calls == [1]
+        started.clear(), release.clear()
+        failing = pool.submit(cache.get, "b", slow(-1))
+        started.wait(10)
+        waiting = pool.submit(cache.get, "b", slow(3))
+        time.sleep(0.2)
+        release.set()
+        for future in (failing, waiting):
+            with pytest.raises(OSError, match="storage went away"):
+                future.result()
+    assert cache.get("b", lambda: np.full(4, 5))[0] == 5 and calls == [1, -1]
