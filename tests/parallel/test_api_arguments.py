@@ -3,6 +3,7 @@ what was received and what is expected, before anything is computed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dask.array as da
@@ -62,6 +63,14 @@ def test_open_raster_refuses_bands_that_are_not_numbers(tif):
     with pytest.raises(ParameterError, match=r"bands: received '2'; expected a list of 1-based band "
                                              r"numbers, e.g. \[2\]"):
         geoseg.open_raster(tif, bands="2")
+
+
+@pytest.mark.parametrize("level", [1.5, 1.0, -1, True, "1"])
+def test_open_raster_refuses_a_level_that_is_not_a_whole_number_at_least_0(tif, level):
+    """1.5 was read as level 1; what a reader cannot take is refused, never rounded."""
+    with pytest.raises(ParameterError, match=rf"level: received {re.escape(repr(level))}; expected "
+                                             r"a resolution level, a whole number >= 0"):
+        geoseg.open_raster(tif, level=level)
 
 
 def test_open_raster_refuses_chunks_of_zero(tif):

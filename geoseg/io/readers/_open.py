@@ -124,7 +124,8 @@ def open_source(url: str | Sequence[str], storage_options: dict[str, Any] | None
         if refused is not None:
             raise StorageAccessError(refused)
     so = _storage_options(storage_options)
-    options = {"variable": variable, "bands": band_numbers(bands), "level": level, "pages": pages}
+    options = {"variable": variable, "bands": band_numbers(bands), "level": level_number(level),
+               "pages": pages}
     if not isinstance(url, str) or mosaic.is_glob(url):
         return _checked(_mosaic(url, so, reader, options))
     return _open_url(url, so, reader, options)
@@ -185,6 +186,24 @@ def band_numbers(bands: Any) -> list[int] | None:
             f"bands: received {bands!r}; expected a list of 1-based band numbers, e.g. [2] or "
             "[3, 2, 1] (or one number for one band).")
     return numbers
+
+
+def level_number(level: Any) -> int | None:
+    """``level`` as a whole number >= 0 (``None``: full resolution); anything else is refused,
+    not cut to a whole number. The reader checks it against the levels the raster has."""
+    number = None if isinstance(level, bool) or level is None else _whole(level)
+    if level is not None and (number is None or number < 0):
+        raise ParameterError(
+            f"level: received {level!r}; expected a resolution level, a whole number >= 0 "
+            "(0: full resolution, 1: the first overview or pyramid level, ...).")
+    return number
+
+
+def _whole(value: Any) -> int | None:
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def _open_url(url: str, so: dict[str, Any], reader: str | None, options: dict[str, Any]
