@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,14 @@ class OutputTarget:
 
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # called before each chunk or manifest write: raises when this run no longer owns the
+    # output (its lease taken over), so that tasks still running write nothing into the next
+    # owner's output (a run's :meth:`geoseg.jobs.lease.Lease.fence`)
+    fence: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+    def _fenced(self) -> None:
+        if self.fence is not None:
+            self.fence()
 
     def open_group(self, mode: str = "r+") -> zarr.Group:
         return zarr.open_group(self.url, mode=mode, **remote.zarr_options(self.url, self.storage_options))
@@ -66,6 +74,7 @@ class OutputTarget:
     @remote.retrying("Writing")
     def write(self, name: str, region: tuple[slice, ...], data: np.ndarray) -> None:
         """Write ``data`` at ``region`` (spatial slices) of array ``name``."""
+        self._fenced()
         array = self.open_group()[name]
         lead = (slice(None),) * (array.ndim - len(region))
         array[lead + region] = data
@@ -79,6 +88,7 @@ class OutputTarget:
     @remote.retrying("Writing")
     def mark_done(self, key: str, checksum: str) -> None:
         """Record that chunk ``key`` (``"i.j"``) is written and what its bytes hash to."""
+        self._fenced()
         group = self.open_group()
         index = tuple(int(i) for i in key.split("."))
         group[MANIFEST_SHA][index] = np.frombuffer(bytes.fromhex(checksum), dtype=np.uint8)

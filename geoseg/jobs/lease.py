@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -352,6 +352,7 @@ class Lease:
         self.owner, self.seconds, self.batch = owner, seconds, batch
         self.holder: LeaseRecord | None = None
         self.lost = threading.Event()
+        self._storage_options = dict(storage_options or {})
         self._store = store_for(self.url, storage_options)
         self._token: Token | None = None
         self._created = 0.0
@@ -417,11 +418,11 @@ class Lease:
     def check(self) -> None:
         """Raise :class:`LeaseLostError` if another run has taken the lease over."""
         if self.lost.is_set():
-            raise LeaseLostError(
-                f"The lease on {self.output} was taken over by another run (it expired: this "
-                f"run could not renew it in time); stopped writing, and the output is that run's "
-                f"now (geoseg status shows it). In a batch, raise lease_seconds (now "
-                f"{self.seconds:g}) if jobs stall longer than a third of it, then run it again.")
+            raise LeaseLostError(_lost(self.output, self.seconds))
+
+    def fence(self) -> Fence:
+        """What this run's tasks call before each write (:attr:`OutputTarget.fence`)."""
+        return Fence(self.url, self.owner, self.output, self.seconds, self._storage_options)
 
     @contextlib.contextmanager
     def renewing(self) -> Iterator[Lease]:
@@ -448,6 +449,32 @@ class Lease:
                 if time.time() >= expires:
                     self.lost.set()
                     return
+
+
+def _lost(output: str, seconds: float) -> str:
+    return (f"The lease on {output} was taken over by another run (it expired: this run could "
+            f"not renew it in time); stopped writing, and the output is that run's now (geoseg "
+            f"status shows it). In a batch, raise lease_seconds (now {seconds:g}) if jobs stall "
+            "longer than a third of it, then run it again.")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A run's check, made by its tasks on the workers before each write, that the lease on
+    the output is still its own: a run that lost it while tasks were in flight (stalled, then
+    taken over) must write nothing into the next owner's output, nor mark anything done there.
+    One small read of the lease object per write."""
+
+    url: str
+    owner: str
+    output: str
+    seconds: float
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __call__(self) -> None:
+        current = store_for(self.url, self.storage_options).read()
+        if current is None or LeaseRecord.from_bytes(current[0]).owner != self.owner:
+            raise LeaseLostError(_lost(self.output, self.seconds))
 
 
 @contextlib.contextmanager

@@ -268,6 +268,7 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
             (contextlib.nullcontext(client) if client is not None else connect(where)) as active:
         prepared = fit_methods(prepared)
         target, skip = _open_or_create(prepared, overwrite)
+        target = dataclasses.replace(target, fence=held.fence())
         if spec.instances is not None:  # refused before any compute, the output left as it was
             keep_other_instances(target, _instance_settings(spec), overwrite)
         with _failure_recorded(target):

@@ -177,3 +177,27 @@ def test_release_on_an_object_store_never_deletes_a_lease_another_owner_took(s3_
     assert read_lease(out, options).owner == "run-b"
     store.delete(store.read()[1])
     assert read_lease(out, options) is None
+
+
+def test_tasks_of_a_run_whose_lease_was_taken_over_write_nothing(tmp_path):
+    """A run stalled past its lease's expiry (stopped, swapped out) while another run took the
+    output over: its tasks check the lease before each write, so none of them writes a chunk
+    or marks one done in the other run's output."""
+    from geoseg.io.output import OutputTarget
+    from geoseg.jobs import JobSpec, run
+    from tests.conftest import textured_image, write_zarr
+
+    src = write_zarr(tmp_path / "in.zarr", textured_image(128, 128, bands=1), chunks=(32, 32))
+    out = str(tmp_path / "out.zarr")
+    spec = JobSpec.from_dict({"input": {"url": src},
+                              "model": {"method": "threshold", "params": {"thresholds": [128]}},
+                              "output": {"url": out, "chunks": [32, 32]}})
+    lease = Lease(out, owner="run-a", seconds=600)
+    assert lease.acquire()
+    taken = LeaseRecord("run-b", time.time(), time.time() + 600)
+    Path(lease_url(out)).write_bytes(taken.to_bytes())
+    with pytest.raises(LeaseLostError, match="taken over by another run"):
+        run(spec, scheduler="threads", lease=lease)
+    assert OutputTarget(out).done_keys() == set()
+    assert not list((tmp_path / "out.zarr" / "classes").rglob("c/*/*"))
+    assert read_lease(out).owner == "run-b"
