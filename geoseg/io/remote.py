@@ -5,8 +5,8 @@ S3 ``SlowDown`` throttling. Task reads (every :class:`~geoseg.io.sources.RasterS
 and writes (:class:`~geoseg.io.output.OutputTarget`) retry those with exponential backoff
 and jitter: ``GEOSEG_RETRIES`` retries (default 4), the first after about
 ``GEOSEG_RETRY_DELAY`` seconds (default 0.5), each wait twice the one before, capped at
-30 s. Permanent errors (a missing bucket or key, access denied, a refused connection, bad
-data) are never retried: they fail in seconds. What fails for good becomes a geoseg error that names the URL in its public form
+30 s. Permanent errors (a missing bucket or key, access denied, a request refused as bad, a
+refused connection, storage options the S3 client refuses, bad data) are never retried: they fail in seconds. What fails for good becomes a geoseg error that names the URL in its public form
 (no user info, no query), says what happened and what to check, and never carries storage
 options: messages are scrubbed of their values, and the library's own exception (whose text
 may hold a signed URL or request headers) is not chained.
@@ -40,6 +40,7 @@ import random
 import re
 import sys
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import (
     BucketNotFoundError,
     GeosegError,
+    ParameterError,
     RangeRequestsError,
     RasterNotFoundError,
     ReadOnlyStorageError,
@@ -315,8 +317,9 @@ def storage_errors(url: str, storage_options: dict[str, Any] | None, what: str) 
 def translate(
     exc: BaseException, url: str, storage_options: dict[str, Any], what: str
 ) -> BaseException:
-    """A geoseg error for a storage failure (missing bucket or object, access denied, HTTP 401/403,
-    exhausted retries); any other exception is returned unchanged."""
+    """A geoseg error for a storage failure (missing bucket or object, access denied, HTTP 400/401/
+    403, exhausted retries, storage options the S3 client refuses); any other exception is
+    returned unchanged."""
     if isinstance(exc, GeosegError):
         return exc
     if any(type(err).__name__ in _NO_CREDENTIALS for err in _chain(exc)):
@@ -327,10 +330,14 @@ def translate(
         return _gave_up(exc, url, storage_options, what, 1, 0.0)
     if any(map(refused, _chain(exc))):
         return _connection_refused(exc, url, storage_options, what)
+    if (client := next(filter(_making_client, _chain(exc)), None)) is not None:
+        return _options_refused(client, url, storage_options, what)
     status = next((s for s in map(http_status, _chain(exc)) if s is not None), None)
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
     if isinstance(exc, PermissionError) or status in (401, 403) or code == errno.EROFS:
         return _access_denied(exc, url, storage_options, what)
+    if status == 400:
+        return _bad_request(exc, url, storage_options, what)
     if isinstance(exc, FileNotFoundError) or status == 404:
         return not_found(url, storage_options, what)
     if code in _DISK_ERRNO:
@@ -479,6 +486,56 @@ def _access_denied(
         "credentials (storage_options key/secret or token, a profile, or the AWS_* / GOOGLE_* "
         f"environment variables) and that they may {action} at this location."
     )
+
+
+def _bad_request(exc: BaseException, url: str, so: dict[str, Any], what: str
+                 ) -> StorageAccessError:
+    """The store refused the request itself as bad (HTTP 400). S3 answers so, without a body
+    to a HEAD, a session token that is expired or not its own (s3fs: ``OSError`` EINVAL)."""
+    cause = next((err for err in _chain(exc) if http_status(err) == 400), exc)
+    http = fsspec.utils.get_protocol(url) in READ_ONLY_PROTOCOLS
+    said = (f"{what} {public_url(url)} failed: the {'server' if http else 'store'} refused the "
+            f"request as bad (HTTP 400; {reason(cause, so)}).")
+    if http:
+        return StorageAccessError(
+            f"{said} Check the URL (an expired or altered signature in its query?) and any "
+            "headers or credentials the server needs (storage_options client_kwargs).")
+    return StorageAccessError(
+        f"{said} Check the credentials: a session token (storage_options token, "
+        "AWS_SESSION_TOKEN) may have expired, or not go with the key and secret: renew it, or "
+        "drop it for long-term keys. Check too the endpoint (client_kwargs.endpoint_url, "
+        "AWS_ENDPOINT_URL) and the region (client_kwargs.region_name, AWS_REGION).")
+
+
+def _making_client(err: BaseException) -> bool:
+    """Whether ``err`` was raised while s3fs made its botocore client from the storage options
+    (``S3FileSystem.set_session``: an unknown profile, an option or a value botocore does not
+    take), not by a request to the store."""
+    return not isinstance(err, OSError) and any(
+        frame.f_code.co_name == "set_session" and frame.f_globals.get("__name__") == "s3fs.core"
+        for frame, _ in traceback.walk_tb(err.__traceback__))
+
+
+def _options_refused(err: BaseException, url: str, so: dict[str, Any], what: str
+                     ) -> ParameterError:
+    """The storage options could not make an S3 client (:func:`_making_client`); the error
+    names the option or profile, never a value that may be secret."""
+    said = (f"{what} {public_url(url)} failed: its storage options could not make an S3 client "
+            f"({reason(err, so)}).")
+    if type(err).__name__ == "ProfileNotFound":
+        name = getattr(err, "kwargs", {}).get("profile")
+        where = "storage_options profile" if so.get("profile") else "AWS_PROFILE"
+        return ParameterError(
+            f"{said} The profile {name!r} ({where}) is in none of the AWS configuration files. "
+            "Give the name of a profile in ~/.aws/credentials or ~/.aws/config (or the files "
+            "AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE name), or drop the profile and "
+            "give key and secret.")
+    return ParameterError(
+        f"{said} An option has a name s3fs or botocore does not know, or a value it does not "
+        "take: check its spelling and value. Top-level options are s3fs's (key, secret, token, "
+        "profile, anon, endpoint_url, ...), config_kwargs botocore.config.Config's "
+        "(connect_timeout, read_timeout, retries, s3, ...), client_kwargs the client's "
+        "(endpoint_url, region_name, ...).")
 
 
 def _no_credentials(exc: BaseException, url: str, so: dict[str, Any], what: str

@@ -36,6 +36,7 @@ from geoseg.errors import (
     BucketNotFoundError,
     CorruptInputError,
     JobSpecError,
+    ParameterError,
     RangeRequestsError,
     RasterNotFoundError,
     ReadOnlyStorageError,
@@ -886,3 +887,106 @@ def test_missing_s3_credentials_are_an_access_error_naming_what_to_check(s3_serv
         said = str(caught.value)
         assert what in said and "no credentials were found" in said, said
         assert "AWS_ACCESS_KEY_ID" in said and "anon: true" in said
+
+
+# --- S3: a session token the store refuses, storage options botocore refuses ------------------
+
+BOGUS_TOKEN = "BOGUS-SESSION-TOKEN-456"
+
+
+@pytest.fixture(scope="module")
+def iam_reader(s3_server: dict) -> dict:
+    """Storage options of an IAM user that may do anything with S3 (valid key and secret)."""
+    client = dict(s3_server["client_kwargs"])
+    iam = boto3.client("iam", **client, aws_access_key_id=s3_server["key"],
+                       aws_secret_access_key=s3_server["secret"])
+    iam.create_user(UserName="geoseg-token-reader")
+    key = iam.create_access_key(UserName="geoseg-token-reader")["AccessKey"]
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="geoseg-token-reader", PolicyName="all",
+                        PolicyDocument=json.dumps(policy))
+    return {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"],
+            "skip_instance_cache": True, "client_kwargs": client}
+
+
+@pytest.mark.parametrize("given", ["storage_options", "environment"])
+def test_a_bogus_session_token_is_a_bad_request_naming_the_token(
+        s3_cog, iam_reader, given, monkeypatch):
+    """With a session token that is not its own (or expired), S3 answers the HEAD with HTTP 400
+    and no body; s3fs makes that ``OSError(EINVAL, "Bad Request")``: an internal error (exit 1)."""
+    options = {**iam_reader, "token": BOGUS_TOKEN}
+    if given == "environment":
+        options = {"client_kwargs": iam_reader["client_kwargs"], "skip_instance_cache": True}
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", iam_reader["key"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", iam_reader["secret"])
+        monkeypatch.setenv("AWS_SESSION_TOKEN", BOGUS_TOKEN)
+    with enable_iam_authentication():
+        geoseg.open_raster(s3_cog, storage_options=iam_reader)  # the key and secret are valid
+        with pytest.raises(StorageAccessError) as info:
+            geoseg.open_raster(s3_cog, storage_options=options)
+    message = str(info.value)
+    assert message.startswith(f"Reading {s3_cog} failed: the store refused the request as bad "
+                              "(HTTP 400"), message
+    assert "session token" in message and "AWS_SESSION_TOKEN" in message, message
+    assert "endpoint" in message and "region" in message, message
+    assert not remote.is_transient(info.value)
+    assert_clean(info.value, SECRET, iam_reader["secret"], BOGUS_TOKEN)
+
+
+@pytest.fixture
+def no_aws_files(monkeypatch, tmp_path) -> None:
+    """No AWS profile anywhere botocore looks, so none can be found by name."""
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+
+OPTION_FAULTS = {  # storage options botocore refuses, and what the error must name
+    "profile": ({"profile": "nosuchprofile"},
+                "The profile 'nosuchprofile' (storage_options profile) is in none of the AWS"),
+    "config_kwargs": ({"config_kwargs": {"bogus": 1}}, "Got unexpected keyword argument 'bogus'"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(OPTION_FAULTS))
+def test_storage_options_botocore_refuses_are_named_not_called_a_corrupt_file(
+        s3_server, s3_cog, no_aws_files, fault):
+    """An unknown profile (ProfileNotFound) or config_kwargs key (TypeError) was reported as a
+    corrupt input file, on reads; on writes as whatever came of it."""
+    extra, named = OPTION_FAULTS[fault]
+    options = {**s3_server, **extra, "skip_instance_cache": True}
+    with pytest.raises(ParameterError) as read:
+        geoseg.open_raster(s3_cog, storage_options=options)
+    with pytest.raises(ParameterError) as write:
+        create_output("s3://geoseg/options/out.zarr", shape=(20, 30), chunks=(10, 10),
+                      georef=GeoRef(), class_names=["a", "b"], class_dtype="uint8",
+                      nodata_class=255, storage_options=options)
+    for caught in (read, write):
+        message = str(caught.value)
+        assert "failed: its storage options could not make an S3 client" in message, message
+        assert named in message and "corrupt" not in message, message
+        assert_clean(caught.value, SECRET)
+    assert str(read.value).startswith(f"Reading {s3_cog} failed")
+
+
+@pytest.mark.parametrize("fault", ["token", *sorted(OPTION_FAULTS)])
+def test_validate_reports_storage_option_faults_as_bad_input(
+        s3_cog, iam_reader, no_aws_files, tmp_path, fault):
+    """``geoseg validate`` on a spec with these storage options: exit 2 and what to fix, not an
+    internal error (exit 1) nor a corrupt file."""
+    from tests.cli import geoseg as command
+
+    extra, named = OPTION_FAULTS.get(fault, ({"token": BOGUS_TOKEN}, "(HTTP 400"))
+    spec = {"input": {"url": s3_cog, "storage_options": {**iam_reader, **extra}},
+            "model": {"method": "threshold", "params": {"thresholds": [128], "feature": 1}},
+            "output": {"url": str(tmp_path / "out.zarr")}}
+    (tmp_path / "job.yaml").write_text(json.dumps(spec))
+    with enable_iam_authentication():
+        result = command("validate", str(tmp_path / "job.yaml"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert f"error: input.url: Reading {s3_cog} failed: " in output and named in output, output
+    assert "internal error" not in output and "corrupt" not in output, output
+    for secret in (iam_reader["secret"], BOGUS_TOKEN):
+        assert secret not in output, output
