@@ -519,6 +519,8 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
         return _create(prepared, overwrite=True), set()
     _check_layout(existing, prepared)
     _check_input_unchanged(attrs.get("input_version"), prepared)
+    if attrs.get("status") != "running":  # resumed: no longer what the last run left it as
+        existing.finalize({"status": "running"})
     return existing, _still_done(existing)
 
 

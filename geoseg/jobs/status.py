@@ -166,21 +166,23 @@ def _layout_changes(attrs: dict[str, Any], classes: Any, written: tuple[int, ...
 
 
 def run_state(url: str, storage_options: dict[str, Any] | None, attrs: dict[str, Any]) -> str:
-    """What the output says, checked against its lease: ``running`` only while a run holds a
-    live lease on it; a ``running`` output without one was ``interrupted`` (its run was killed
-    or lost); ``failed`` with the error's type."""
+    """What the output says, checked against its lease: ``running`` while a run holds a live
+    lease on an output not complete (a resume, whatever the last run left it as); a ``running``
+    output without one was ``interrupted`` (its run was killed or lost); ``failed`` with the
+    error's type."""
     status = attrs.get("status", "unknown")
+    if status != "complete":
+        holder = read_lease(url, storage_options)
+        if holder is not None and not holder.stale():
+            return f"running (lease held by {holder.owner})"
     if status == "failed":
         return f"failed ({attrs.get('error', 'no error recorded')})"
     if status == REPAIRED:
         return ("incomplete (geoseg verify --repair un-marked its damaged task regions; run the "
                 "job again, the same spec without --overwrite, to recompute them)")
-    if status != "running":
-        return status
-    holder = read_lease(url, storage_options)
-    if holder is None or holder.stale():
+    if status == "running":
         return "interrupted (no run holds it now; run the job again to resume)"
-    return f"running (lease held by {holder.owner})"
+    return status
 
 
 def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> VerifyReport:

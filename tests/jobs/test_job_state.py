@@ -236,3 +236,21 @@ def test_a_run_that_lost_its_lease_stops_writing_and_leaves_the_output_to_its_ne
     assert len(finished) == 1
     assert zarr.open_group(url, mode="r").attrs["geoseg"]["status"] == "running"
     assert read_lease(url).owner == "another-host-4242-abcdef"
+
+
+def test_a_resumed_run_says_running_while_it_writes(tmp_path, job):
+    """Resuming an interrupted output: status says running (lease held by the run), not what
+    the run before left it as."""
+    def stop_after_three(stats, seen=[]):  # noqa: B006 - counts this run's regions
+        seen.append(stats)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run(JobSpec.from_dict(job), scheduler="threads", on_done=stop_after_three)
+    out = job["output"]["url"]
+    assert output_status(out).status.startswith("interrupted")
+    states = []
+    run(JobSpec.from_dict(job), scheduler="threads",
+        on_done=lambda _: states.append(output_status(out).status))
+    assert states and all(s.startswith("running (lease held by ") for s in states), states
+    assert output_status(out).status == "complete"
