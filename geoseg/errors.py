@@ -142,6 +142,11 @@ class CorruptInputError(GeosegError, ValueError):
     metadata); the message names the file and the chunk or window."""
 
 
+class CorruptOutputError(GeosegError, ValueError):
+    """A stored chunk of an output that no longer decodes; the message names the array and
+    chunk, and how to recompute it (``geoseg verify --repair``, then the job again)."""
+
+
 class StorageIOError(GeosegError, OSError):
     """The store failed a read or write for good: disk full, quota exceeded, an I/O error."""
 

@@ -34,7 +34,7 @@ import zarr
 from zarr.core.sync import sync
 
 from geoseg.core.urls import public_url
-from geoseg.errors import OutputExistsError
+from geoseg.errors import CorruptOutputError, GeosegError, OutputExistsError
 from geoseg.io import faults, remote
 from geoseg.io.georef import GeoRef
 from geoseg.tiling.plan import ceil_div
@@ -79,10 +79,21 @@ class OutputTarget:
         lead = (slice(None),) * (array.ndim - len(region))
         array[lead + region] = data
 
+    @faults.locating(faults.output_chunk)
     @remote.retrying("Reading")
     def read(self, name: str, region: tuple[slice, ...]) -> np.ndarray:
+        """``region`` of array ``name``; stored bytes that do not decode raise
+        :class:`CorruptOutputError` naming the chunk and how to recompute it."""
         array = self.open_group(mode="r")[name]
-        return np.asarray(array[(slice(None),) * (array.ndim - len(region)) + region])
+        try:
+            return np.asarray(array[(slice(None),) * (array.ndim - len(region)) + region])
+        except (OSError, GeosegError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a codec raises on damaged bytes
+            raise CorruptOutputError(
+                f"its stored bytes do not decode ({remote.reason(exc, self.storage_options)}). "
+                f"Run geoseg verify {public_url(self.url)} --repair, then the job again: it "
+                "recomputes the damaged task regions.") from None
 
     @faults.locating(faults.manifest_entry)
     @remote.retrying("Writing")

@@ -15,7 +15,13 @@ import pytest
 import yaml
 import zarr
 
-from geoseg.errors import JobSpecError, LeaseLostError, OutputBusyError, RasterNotFoundError
+from geoseg.errors import (
+    CorruptOutputError,
+    JobSpecError,
+    LeaseLostError,
+    OutputBusyError,
+    RasterNotFoundError,
+)
 from geoseg.io.convert import convert
 from geoseg.jobs import JobSpec, load_job, run
 from geoseg.jobs.lease import Lease, new_owner_id
@@ -254,3 +260,28 @@ def test_a_resumed_run_says_running_while_it_writes(tmp_path, job):
         on_done=lambda _: states.append(output_status(out).status))
     assert states and all(s.startswith("running (lease held by ") for s in states), states
     assert output_status(out).status == "complete"
+
+
+def test_scoring_a_resumed_output_names_a_chunk_that_no_longer_decodes(tmp_path):
+    """A rerun with evaluate scores the chunks an earlier run wrote: one whose bytes were
+    damaged since is named, with how to recompute it, not an internal codec error."""
+    src = write_zarr(tmp_path / "in.zarr", textured_image(128, 128, bands=1), chunks=(32, 32))
+    ref = write_zarr(tmp_path / "ref.zarr", (textured_image(128, 128, bands=1) > 128).astype(np.uint8),
+                     chunks=(32, 32))
+    job = {"input": {"url": src}, "model": {"method": "threshold", "params": {"thresholds": [128]}},
+           "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]},
+           "evaluate": {"reference": {"url": ref}}}
+    run(JobSpec.from_dict(job), scheduler="threads")
+    (tmp_path / "out.zarr" / "classes" / "c" / "1" / "2").write_bytes(b"\x00garbage")
+    with pytest.raises(CorruptOutputError, match=r"output classes chunk y 32:64, x 64:96: its stored "
+                                                 r"bytes do not decode .*geoseg verify .*out.zarr "
+                                                 r"--repair, then the job again"):
+        run(JobSpec.from_dict(job), scheduler="threads")
+    result = geoseg("run", str(_written(tmp_path / "job.yaml", job)))
+    assert result.returncode == 2 and "internal error" not in result.stderr, result.stderr
+    assert "chunk y 32:64, x 64:96: its stored bytes do not decode" in result.stderr
+
+
+def _written(path, job: dict):
+    path.write_text(yaml.safe_dump(job))
+    return path
