@@ -38,6 +38,7 @@ from geoseg.parallel.lost import scheduler_loss_said
 
 NAMED_KINDS = ("local", "threads", "slurm", "pbs", "kubernetes")
 ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$")
+ACTIVATE = re.compile(r"\bactivate\b")  # a prologue line that activates an environment
 MIN_LIFETIME = 60  # seconds a worker in a batch job lives at least
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_THREADS = 1  # threads per CPU worker when the spec gives none
@@ -408,13 +409,26 @@ def jobqueue_kwargs(spec: ClusterSpec, kind: str) -> dict[str, Any]:
         "walltime": walltime if kind == "slurm" else _hms(walltime_seconds(walltime)),
         "queue": jq.queue, "account": jq.account, "interface": jq.interface,
         "job_extra_directives": jq.job_extra_directives, "job_script_prologue": jq.job_script_prologue,
-        "python": jq.python, "local_directory": jq.local_directory, "log_directory": jq.log_directory,
+        "python": _worker_python(jq, kind), "local_directory": jq.local_directory,
+        "log_directory": jq.log_directory,
         "job_name": "geoseg-worker",
         "worker_extra_args": _lifetime_args(jq, kind, walltime_seconds(walltime)),
         "scheduler_options": {**(dask.config.get(f"jobqueue.{kind}.scheduler-options") or {}),
                               **_dashboard(jq.dashboard_address)},
     }
     return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def _worker_python(jq: JobqueueSpec, kind: str) -> str | None:
+    """The workers' Python: the spec's ``python``, else dask's ``jobqueue.<kind>.python``, else
+    ``python`` as found on the node's PATH after a prologue that activates an environment
+    (``source .../bin/activate``, ``conda activate ...``), else ``None``: dask-jobqueue's default,
+    this process's interpreter, which is right only where the nodes see it at the same path."""
+    if jq.python or dask.config.get(f"jobqueue.{kind}.python", None):
+        return jq.python
+    prologue = jq.job_script_prologue or dask.config.get(f"jobqueue.{kind}.job-script-prologue", None)
+    activates = any(ACTIVATE.search(line) for line in prologue or [])
+    return "python" if activates else None
 
 
 def _dashboard(address: str | None) -> dict[str, Any]:

@@ -44,7 +44,9 @@ class JobqueueSpec(Section):
     job_extra_directives: list[str] | None = Field(None, description="More #SBATCH / #PBS lines.")
     job_script_prologue: list[str] | None = Field(None, description="Setup lines run before the "
                                                   "worker, e.g. source .venv/bin/activate.")
-    python: str | None = Field(None, description="Python of the workers (default: this one).")
+    python: str | None = Field(None, description="Python of the workers (default: `python` on "
+                               "the PATH a prologue that activates an environment sets, else "
+                               "this one).")
     local_directory: str | None = Field(None, description="Worker scratch space, e.g. $TMPDIR.")
     log_directory: str | None = Field(None, description="Where the jobs write their logs.")
     jobs: int | None = Field(None, ge=1, description="Fixed number of jobs (default: enough for "

@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from urllib.parse import urlsplit
 
@@ -41,7 +41,8 @@ def mounts(service: dict) -> dict[str, Path]:
     found = {}
     for volume in service.get("volumes", []):
         source, target = volume.split(":")[:2]
-        found[target] = (COMPOSE.parent / source).resolve()
+        if source.startswith((".", "/")):  # not a named volume
+            found[target] = (COMPOSE.parent / source).resolve()
     return found
 
 
@@ -88,6 +89,23 @@ def test_addresses_point_at_the_services_that_listen():
     assert (endpoint.hostname, str(endpoint.port)) == ("s3", s3[s3.index("--port") + 1])
 
 
+def test_run_records_are_kept_in_a_volume_that_outlives_the_containers():
+    """Every service that runs ``geoseg run`` / ``geoseg batch`` writes its run records (and
+    their HTML reports) into a writable named volume, not the container's home."""
+    spec = compose()
+    found = []
+    for name, service in spec["services"].items():
+        if command(service)[:2] not in (["geoseg", "run"], ["geoseg", "batch"]):
+            continue
+        runs = PurePosixPath(service["environment"].get("GEOSEG_RUNS_DIR", "~"))
+        volumes = [volume.split(":") for volume in service.get("volumes", [])]
+        (volume,) = [v for v in volumes if runs.is_relative_to(v[1])] or [None]
+        assert volume is not None, f"{name}: GEOSEG_RUNS_DIR {runs} is on no volume"
+        assert volume[0] in spec.get("volumes", {}) and volume[2:] != ["ro"], (name, volume)
+        found.append(name)
+    assert found == ["job"]
+
+
 def test_credentials_come_from_the_environment_with_dummies_for_the_local_server():
     for name, service in compose()["services"].items():
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -131,6 +149,7 @@ def test_seed_and_job_run_against_s3_with_the_compose_environment(tmp_path, s3_s
     with pytest.raises(SystemExit) as done:
         main()
     assert done.value.code == 0
+    assert list((tmp_path / "runs").glob("*.json"))  # the record, where GEOSEG_RUNS_DIR says
     job = load_job(config / "job.yaml")
     scene = zarr.open_group(job.input.url, mode="r", storage_options=s3_server)
     mask = zarr.open_group(job.output.url, mode="r", storage_options=s3_server)

@@ -4,14 +4,21 @@ job scripts whose directives, setup lines and worker command follow what the rec
 from __future__ import annotations
 
 import math
+import os
 import shlex
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import dask
+import pytest
 from dask.utils import parse_bytes, parse_timedelta
+from distributed import Client
 
 from geoseg.jobs.spec import load_job
-from geoseg.parallel.cluster import jobqueue_cluster
-from geoseg.parallel.cluster_spec import walltime_seconds
+from geoseg.parallel.cluster import jobqueue_cluster, jobqueue_kwargs
+from geoseg.parallel.cluster_spec import ClusterSpec, walltime_seconds
 
 HPC = Path(__file__).resolve().parents[2] / "deploy" / "hpc"
 
@@ -76,3 +83,54 @@ def test_pbs_recipe_job_script():
     command = worker(script)
     assert option(command, "--nthreads") == str(cluster.threads_per_worker)
     assert parse_timedelta(option(command, "--lifetime")) < walltime_seconds(jq.walltime)
+
+
+@pytest.mark.parametrize("name", ["slurm.yaml", "pbs.yaml"])
+def test_recipe_workers_run_the_python_their_prologue_activates(name):
+    cluster, script = job_script(name)
+    assert any(line.endswith("/bin/activate") for line in cluster.jobqueue.job_script_prologue)
+    assert cluster.jobqueue.python is None
+    assert worker(script)[0] == "python"  # found on PATH after the prologue, not this interpreter
+
+
+def test_worker_python_an_explicit_one_wins_and_no_activation_keeps_this_one():
+    def python(config: dict | None = None, **jobqueue) -> str | None:
+        jq = {"cores": 2, "memory": "2GiB", "walltime": "01:00:00", **jobqueue}
+        with dask.config.set(config or {}):
+            return jobqueue_kwargs(ClusterSpec(kind="slurm", jobqueue=jq), "slurm").get("python")
+
+    activate = ["source envs/geoseg/bin/activate"]
+    assert python(job_script_prologue=activate) == "python"
+    assert python(job_script_prologue=["conda activate geoseg"]) == "python"
+    assert python(job_script_prologue=activate, python="/opt/py/bin/python3") == "/opt/py/bin/python3"
+    assert python({"jobqueue.slurm.python": "python3.12"}, job_script_prologue=activate) is None
+    assert python({"jobqueue.slurm.job-script-prologue": activate}) == "python"
+    assert python(job_script_prologue=["module load cuda/12"]) is None  # dask-jobqueue: this one
+    assert python() is None
+
+
+def test_a_job_script_runs_its_worker_with_the_activated_environments_python(tmp_path):
+    """Outside SLURM, #SBATCH lines are comments: bash runs the prologue, which activates an
+    environment other than this process's, and the worker command, which must use it."""
+    env = tmp_path / "env" / "bin"
+    env.mkdir(parents=True)
+    (env / "activate").write_text(f'export PATH="{env}:$PATH"\n')
+    (env / "python").write_text(f'#!/bin/sh\nexport GEOSEG_WORKER_PYTHON=activated\n'
+                                f'exec {shlex.quote(sys.executable)} "$@"\n')
+    (env / "python").chmod(0o755)
+    jq = {"cores": 1, "memory": "2GiB", "processes": 1, "walltime": "00:20:00", "interface": "lo",
+          "dashboard_address": None, "local_directory": str(tmp_path),
+          "job_script_prologue": [f"source {shlex.quote(str(env / 'activate'))}"]}
+    spec = ClusterSpec(kind="slurm", jobqueue=jq)
+    with jobqueue_cluster(spec, "slurm") as slurm, Client(slurm) as client:
+        (tmp_path / "job.sh").write_text(slurm.job_script())
+        with open(tmp_path / "job.log", "w") as log:
+            job = subprocess.Popen(["bash", str(tmp_path / "job.sh")], stdout=log, stderr=log,
+                                   start_new_session=True)
+        try:
+            client.wait_for_workers(1, timeout=120)
+            marks = client.run(lambda: os.environ.get("GEOSEG_WORKER_PYTHON"))
+        finally:
+            os.killpg(job.pid, signal.SIGTERM)
+            job.wait(timeout=60)
+    assert list(marks.values()) == ["activated"]

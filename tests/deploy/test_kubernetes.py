@@ -8,6 +8,7 @@ import copy
 import os
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -130,6 +131,36 @@ def test_the_config_map_carries_a_valid_job_and_batch_spec():
     batch = pytest.importorskip("geoseg.jobs.batch", reason="geoseg batch is not in this checkout")
     spec = batch.BatchSpec.from_dict(yaml.safe_load(data["batch.yaml"]), "configmap batch.yaml")
     assert spec.cluster.scheduler is None
+
+
+def env_value(entry: dict) -> str:
+    """A container's environment entry: its value, or the ConfigMap key it names."""
+    if "value" in entry:
+        return entry["value"]
+    ref = entry["valueFrom"]["configMapKeyRef"]
+    return resource("ConfigMap", ref["name"])["data"][ref["key"]]
+
+
+def test_run_records_go_where_the_outputs_go_not_into_the_pod():
+    """Every container that runs ``geoseg run`` / ``geoseg batch`` keeps its run records (and
+    their HTML reports) in the object store its spec writes outputs to: the pod's own
+    ``~/.local/share/geoseg/runs`` is gone when the pod ends."""
+    data = resource("ConfigMap", "geoseg-config")["data"]
+    found = []
+    for _, _, doc in DOCUMENTS:
+        for pod in pod_specs(doc):
+            for container in pod["containers"]:
+                command = container_command(container)
+                if command[:2] not in (["geoseg", "run"], ["geoseg", "batch"]):
+                    continue
+                env = {e["name"]: env_value(e) for e in container.get("env", [])}
+                assert "GEOSEG_RUNS_DIR" in env, (doc["metadata"]["name"], container["name"])
+                spec = yaml.safe_load(data[Path(command[2]).name])
+                runs = urlsplit(spec.get("runs_dir") or env["GEOSEG_RUNS_DIR"])
+                output = urlsplit(spec["output"].get("url") or spec["output"]["url_template"])
+                assert runs.scheme not in ("", "file") and runs[:2] == output[:2], runs
+                found.append(command[1])
+    assert sorted(found) == ["batch", "run"]
 
 
 def test_no_credentials_in_the_manifests():
