@@ -29,7 +29,8 @@ from geoseg.report.tables import absent_classes
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th:first-child,td:first-child{text-align:left}img{max-width:100%}
-pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}.note{color:#777}"""
+pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}.note{color:#777}
+.warn{color:#a00;font-weight:bold}"""
 CONFUSION_MAX = 20  # classes the confusion figure draws at most; the run record holds them all
 ABSENT_NAMED = 10  # absent classes the metrics note names at most; more it only counts
 
@@ -224,44 +225,84 @@ def confusion_figure(matrix: Sequence[Sequence[int]], names: Sequence[str],
     return _png(fig)
 
 
-def chunk_maps(regions: list[dict[str, Any]], names: Sequence[str],
-               colors: Sequence[Sequence[int]] | None) -> str | None:
-    """Two maps on the chunk grid: seconds per chunk, and each chunk's main class (its share
-    as the colour's strength). ``None`` without regions (or for volumes)."""
+def task_grid(record: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The run's task grid: the size of a task region and the regions along each axis, from
+    the record's task region and input shape (a record without them: from its regions' extents
+    and ends). ``None`` without regions (or for volumes)."""
+    regions = record.get("regions") or []
     if not regions or len(regions[0]["window"]) != 2:
         return None
+    windows = [r["window"] for r in regions]
+    ends = [max(w[axis][1] for w in windows) for axis in (0, 1)]
+    size = (record.get("resolved") or {}).get("task_region") or \
+        [max(w[axis][1] - w[axis][0] for w in windows) for axis in (0, 1)]
+    shape = ((record.get("input") or {}).get("shape") or ends)[-2:]
+    n = [-(-max(s, e) // c) for s, e, c in zip(shape, ends, size)]
+    return (int(size[0]), int(size[1])), (int(n[0]), int(n[1]))
+
+
+def chunk_maps(regions: list[dict[str, Any]], names: Sequence[str],
+               colors: Sequence[Sequence[int]] | None,
+               grid: tuple[tuple[int, int], tuple[int, int]]) -> str:
+    """Two maps of the whole task grid (``grid``: :func:`task_grid`), axes labelled with the
+    regions' real row and column: seconds per region, and each region's main class (its share
+    as the colour's strength); regions this run did not compute (done by an earlier run of a
+    resumed output) hatched."""
+    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.ticker import MaxNLocator
+
     from geoseg.report.quicklook import class_colors
 
-    tops = sorted({r["window"][0][0] for r in regions})
-    lefts = sorted({r["window"][1][0] for r in regions})
-    row, col = {t: i for i, t in enumerate(tops)}, {t: j for j, t in enumerate(lefts)}
-    seconds = np.full((len(tops), len(lefts)), np.nan)
-    main = np.ones((len(tops), len(lefts), 3))
+    (height, width), (rows, cols) = grid
+    seconds = np.full((rows, cols), np.nan)
+    main = np.zeros((rows, cols, 4))  # transparent where not computed: the hatching shows
     palette = class_colors(colors, len(names)) / 255
     for r in regions:
-        i, j = row[r["window"][0][0]], col[r["window"][1][0]]
+        i, j = r["window"][0][0] // height, r["window"][1][0] // width
         seconds[i, j] = r["seconds"]
+        main[i, j] = 1
         counts = np.asarray(r["class_counts"], dtype=np.float64)
         if counts.sum():
             k = int(counts.argmax())
-            main[i, j] = 1 - (1 - palette[k]) * counts[k] / counts.sum()
+            main[i, j, :3] = 1 - (1 - palette[k]) * counts[k] / counts.sum()
     fig, (left, right) = _figure(11, 4.5, ncols=2)
-    shown = left.imshow(seconds, cmap="viridis")
+    shown = left.imshow(seconds, cmap="viridis", zorder=1)
+    right.imshow(main, zorder=1)
     for ax in (left, right):
-        ax.set_xticks(range(len(lefts)))
-        ax.set_yticks(range(len(tops)))
-    fig.colorbar(shown, ax=left, label="seconds (read + infer + write)")
-    left.set_title("compute time per chunk")
-    right.imshow(main)
-    right.set_title("main class per chunk (paler: a smaller share)")
-    handles = _map_legend(regions, names, palette)
-    if handles:  # some chunk has a main class
-        right.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    for ax in (left, right):
+        ax.add_patch(Rectangle((-0.5, -0.5), cols, rows, hatch="///", fill=False,
+                               edgecolor="#bbb", linewidth=0, zorder=0))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("chunk column")
         ax.set_ylabel("chunk row")
+    fig.colorbar(shown, ax=left, label="seconds (read + infer + write)")
+    left.set_title("compute time per chunk")
+    right.set_title("main class per chunk (paler: a smaller share)")
+    handles = _map_legend(regions, names, palette)
+    if len(regions) < rows * cols:
+        handles.append(Patch(hatch="///", fill=False, edgecolor="#bbb",
+                             label="not computed by this run"))
+    if handles:  # some chunk has a main class, or some was not computed
+        right.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     return _png(fig)
+
+
+def chunks_section(record: dict[str, Any], colors: Sequence[Sequence[int]] | None) -> str:
+    """The chunk maps (:func:`chunk_maps`) and a line saying how many of the task grid's
+    regions this run computed; ``""`` without regions (or for volumes)."""
+    grid = task_grid(record)
+    if grid is None:
+        return ""
+    regions = record["regions"]
+    (rows, cols), computed = grid[1], len(regions)
+    names = list(record.get("class_counts", {}))
+    rest = rows * cols - computed
+    said = f"{rows} x {cols} task regions; {computed} computed by this run" + (
+        f", {rest} not (done before this run, or not recorded): hatched" if rest else "")
+    return ("<h2>Chunks</h2>" + _img(chunk_maps(regions, names, colors, grid), "chunk maps",
+                                     "chunk-maps")
+            + f'<p class="note" id="chunk-note">{html.escape(said)}.</p>')
 
 
 def main_classes(regions: list[dict[str, Any]], n: int) -> np.ndarray:
@@ -338,6 +379,19 @@ def _output_attrs(record: dict[str, Any], options: dict[str, Any]) -> dict[str, 
         return {}
 
 
+def replaced_note(record: dict[str, Any], attrs: dict[str, Any]) -> str:
+    """A warning when the output (its attributes ``attrs``) now holds another job's result: its
+    job identity is not the record's; ``""`` when it is, or when either does not say."""
+    held, own = attrs.get("job_identity"), record.get("job_identity")
+    if not held or not own or held == own:
+        return ""
+    other = (attrs.get("provenance") or {}).get("job", {}).get("name")
+    by = f" (job {other})" if other else ""
+    return (f"The output {record['output']['url']} now holds another job's result{by}, not this "
+            "run's: it was overwritten after this run. No quicklook is drawn, and the chunk map "
+            "has no class colours; the figures below are this run's own, from its record.")
+
+
 def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
                   storage_options: dict[str, Any] | None = None,
                   input_options: dict[str, Any] | None = None) -> str:
@@ -350,19 +404,20 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
              f"<style>{STYLE}</style></head><body><h1>geoseg run: {name}</h1>"),
              (f"<p>{html.escape(record['started'])} to {html.escape(record['finished'])}; output "
              f"<code>{html.escape(record['output']['url'])}</code></p>")]
-    picture, why = _quicklook(record, options, input_options)
-    parts.append("<h2>Quicklook</h2>" + (_img(picture, "quicklook", "quicklook") if picture
-                                        else f'<p class="note">{html.escape(why)}</p>'))
+    attrs = _output_attrs(record, options)
+    replaced = replaced_note(record, attrs)
+    picture, why = (None, "") if replaced else _quicklook(record, options, input_options)
+    parts.append("<h2>Quicklook</h2>" + (
+        f'<p class="warn" id="output-replaced">{html.escape(replaced)}</p>' if replaced else
+        _img(picture, "quicklook", "quicklook") if picture else
+        f'<p class="note">{html.escape(why)}</p>'))
     parts.append(metrics_section(record, scores))
     source = scores if scores is not None else record.get("evaluation")
     if source is not None:
         whole = ("the scores (confusion) geoseg eval --json wrote" if scores is not None else
                  "the run record (evaluation, confusion), and in what geoseg eval --json writes")
         parts.append(confusion_section(source["confusion"], source["classes"], whole))
-    names = list(record.get("class_counts", {}))
-    maps = chunk_maps(record.get("regions", []), names, _output_attrs(record, options).get("class_colors"))
-    if maps:
-        parts.append("<h2>Chunks</h2>" + _img(maps, "chunk maps"))
+    parts.append(chunks_section(record, None if replaced else attrs.get("class_colors")))
     speed = throughput_figure(record.get("regions", []))
     if speed:
         parts.append("<h2>Throughput</h2>" + _img(speed, "throughput"))
@@ -404,48 +459,100 @@ def record_of(run: str, storage_options: dict[str, Any] | None = None) -> str:
 
 def write_batch_index(report: Any, storage_options: dict[str, Any] | None = None,
                       input_options: dict[str, Any] | None = None) -> str | None:
-    """Each finished job's report, and an index page linking them, beside the batch's report
-    (``storage_options``: the outputs', where the batch's report is too; ``input_options``:
-    the inputs', for the quicklooks). The pages lie in one folder, so that the index's links
-    work wherever it is read, on object storage too, whatever folder the run records are in."""
+    """An index page beside the batch's report: per input its state, as the batch's JSON report
+    says, and the figures and report of the run this batch made of it (a skipped input: a link
+    to the report of the earlier run that made its output, labelled so). ``storage_options``:
+    the outputs', where the batch's report is too; ``input_options``: the inputs', for the
+    quicklooks. The job reports lie beside the index, so that its links work wherever it is
+    read, on object storage too, whatever folder the run records are in."""
     if not report.url or report.dry_run:
         return None
     index = report_path(report.url)
     rows = []
     for item in report.items:
+        record, link, label, note = None, None, "report", item.error or ""
+        if item.state == "leased" and item.lease_holder:
+            note = f"leased by {item.lease_holder}"
         try:
-            record_url = record_of(item.output, storage_options)
-            record = load_record(record_url)
+            found = batch_item_record(item, report.run, storage_options)
+        except Exception:  # noqa: BLE001 - a record gone or unreadable: listed without a report
+            found, note = None, note or "its run record is not readable"
+        if found is None and item.state in ("done", "changed"):
+            note = note or "no report: its output no longer names this batch's run record"
+        if found is not None:
+            record_url, record, ours = found
             page = render_report(record, None, storage_options, input_options)
             name = report_path(record_url).rsplit("/", 1)[-1]
             link = _write_text(f"{index.rsplit('/', 1)[0]}/{name}", page, storage_options)
-            rows.append((item.input, record, link))
             with contextlib.suppress(Exception):  # and beside its record, as `geoseg run` does,
                 _write_text(report_path(record_url), page)  # for `geoseg runs --html` to link
-        except Exception:  # noqa: BLE001 - a failed or foreign output: listed without a report
-            rows.append((f"{item.input} ({item.state})", None, None))
-    return write_index(rows, index, f"geoseg batch {report.name}", storage_options)
+            if not ours:  # its figures are not this batch's
+                label, note = "earlier run's report", ("already done by an earlier run "
+                                                       f"(started {record.get('started')})")
+                record = None
+        cells = [html.escape(item.input), html.escape(item.state), str(item.chunks_computed)]
+        cells += [html.escape(_fmt(v)) for v in _figures(record or {})]
+        cells += [f'<a href="{html.escape(_relative(link, index))}">{label}</a>' if link else "-",
+                  html.escape(note)]
+        rows.append(cells)
+    said = (f"run {report.run}, {report.started} to {report.finished}"
+            + (f", interrupted ({report.interrupted})" if report.interrupted else "") + "; "
+            + ", ".join(f"{k} {v}" for k, v in report.totals.items() if v or k == "inputs"))
+    header = ("input", "state", "chunks computed", "model", "mIoU", "Mpx/s", "pixels computed",
+              "report", "note")
+    return _write_text(index, _index_page(f"geoseg batch {report.name}", header, rows, said),
+                       storage_options)
+
+
+def batch_item_record(item: Any, run: str, storage_options: dict[str, Any] | None = None
+                      ) -> tuple[str, dict[str, Any], bool] | None:
+    """The run record of a batch item's output (``item``: a batch report's), and whether the
+    batch run ``run`` made it: the run record the output names, when the item is ``done`` or
+    ``changed`` and this batch's run wrote the output, or ``skipped`` (as done by an earlier
+    run, unless this batch's run found nothing left to compute). ``None`` for other states
+    (failed, leased, interrupted...: the output, if any, is another run's) and for an output
+    since replaced by another run."""
+    if item.state not in ("done", "changed", "skipped"):
+        return None
+    from geoseg.io.output import OutputTarget
+
+    attrs = OutputTarget(item.output, dict(storage_options or {})).attrs()
+    record_url = (attrs.get("provenance") or {}).get("run_record")
+    ours = (attrs.get("batch") or {}).get("run") == run
+    if not record_url or not (ours or item.state == "skipped"):
+        return None
+    return record_url, load_record(record_url), ours
+
+
+def _figures(record: dict[str, Any]) -> list[Any]:
+    """A run's model, mIoU, throughput and pixels computed, as an index lists them."""
+    return [record.get("model", {}).get("name"), (record.get("evaluation") or {}).get("miou"),
+            record.get("throughput_mpx_per_s"), record.get("pixels")]
 
 
 def write_index(reports: Sequence[tuple[str, dict[str, Any] | None, str | None]], out: str,
                 title: str, storage_options: dict[str, Any] | None = None) -> str:
-    """An index page: one row per job (input, state, mIoU, throughput) linking its report.
-    ``reports``: (input, run record or ``None``, report location or ``None``); ``out`` is
+    """An index page: one row per run (what, model, mIoU, throughput, pixels) linking its
+    report. ``reports``: (what, run record or ``None``, report location or ``None``); ``out`` is
     written with ``storage_options``."""
     rows = []
     for what, record, link in reports:
         anchor = (f'<a href="{html.escape(_relative(link, out))}">{html.escape(what)}</a>'
                   if link else html.escape(what))
-        record = record or {}
-        miou = (record.get("evaluation") or {}).get("miou")
-        rows.append(f"<tr><td>{anchor}</td><td>{_fmt(record.get('model', {}).get('name'))}</td>"
-                    f"<td>{_fmt(miou)}</td><td>{_fmt(record.get('throughput_mpx_per_s'))}</td>"
-                    f"<td>{_fmt(record.get('pixels'))}</td></tr>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table id='jobs'>"
-            "<tr><th>job</th><th>model</th><th>mIoU</th><th>Mpx/s</th><th>pixels computed</th></tr>"
-            + "".join(rows) + "</table></body></html>")
-    return _write_text(out, page, storage_options)
+        rows.append([anchor] + [html.escape(_fmt(v)) for v in _figures(record or {})])
+    header = ("job", "model", "mIoU", "Mpx/s", "pixels computed")
+    return _write_text(out, _index_page(title, header, rows), storage_options)
+
+
+def _index_page(title: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+                said: str = "") -> str:
+    """An index page: ``rows`` of cells already HTML, under ``header``, after a line ``said``."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    line = f"<p>{html.escape(said)}</p>" if said else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{line}"
+            f"<table id='jobs'><tr>{head}</tr>{body}</table></body></html>")
 
 
 def _relative(link: str, index: str) -> str:
