@@ -291,6 +291,21 @@ def test_a_full_disk_names_the_chunk_and_fails_the_run(tmp_path, model_path, sce
     assert re.search(r"output (\w+ chunk y \d+:\d+|manifest entry of chunk \d)", said(result))
 
 
+def test_a_full_runs_folder_is_named_and_the_finished_output_kept(tmp_path, model_path, scene):
+    """The run record is written last: a full runs folder fails the run naming that folder,
+    and the output, every chunk computed, is complete, not left interrupted."""
+    from geoseg.jobs.status import output_status
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    prefix = mount_prefix(runs, 'mount -t tmpfs -o size=8k tmpfs "$0" && '
+                                '(head -c 65536 /dev/zero > "$0/fill" 2>/dev/null; true)')
+    data = {**job_dict(str(scene), model_path, str(tmp_path / "out.zarr")), "runs_dir": str(runs)}
+    result = run_job(tmp_path, data, prefix=prefix)
+    assert_clean(result, 1, f"Writing the run record into runs folder {runs} failed: the disk is full")
+    assert output_status(str(tmp_path / "out.zarr")).status == "complete"
+
+
 # --- the cluster -----------------------------------------------------------------------------
 
 

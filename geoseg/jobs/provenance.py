@@ -29,6 +29,7 @@ from geoseg import config
 from geoseg.core.records import now, package_versions, plain
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
+from geoseg.io import remote
 from geoseg.io.georef import grid_difference, resample_hint
 from geoseg.io.identity import file_stamp, stored_path, tree_digest, version_marks
 from geoseg.io.mosaic import MosaicSource
@@ -306,19 +307,35 @@ def default_runs_dir() -> str:
 def save_record(record: dict[str, Any], folder: str) -> str:
     """Write ``record`` as a new JSON file in ``folder`` (path or fsspec URL; created if needed),
     named ``<UTC time>-<job name>-<short id>.json``; stores and returns its location."""
+    write_record(record, folder, name_record(record, folder))
+    return record["run_record"]
+
+
+def name_record(record: dict[str, Any], folder: str) -> str:
+    """Name ``record``'s new file in ``folder`` (its location stored in ``record["run_record"]``)
+    before it is written: the output's attributes name it too. Returns its path in ``folder``'s
+    filesystem, for :func:`write_record`."""
     name = "{}-{}-{}.json".format(datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
                                   _slug(record["job"].get("name", "job")), uuid.uuid4().hex[:8])
-    fs, path = fsspec.core.url_to_fs(folder)
-    path = path.rstrip("/") or "/"
-    fs.makedirs(path, exist_ok=True)
-    target = f"{path}/{name}"
+    _, path = fsspec.core.url_to_fs(folder)
+    target = f"{path.rstrip('/') or '/'}/{name}"
     local = fsspec.utils.get_protocol(folder) in ("file", "local")
     record["run_record"] = (os.path.abspath(target) if local
                             else public_url(f"{folder.rstrip('/')}/{name}"))
+    return target
+
+
+def write_record(record: dict[str, Any], folder: str, target: str) -> None:
+    """Write ``record`` at ``target`` (:func:`name_record`) in ``folder``, a new file that never
+    replaces another run's; a store that fails (full, read-only) raises a geoseg error naming
+    the runs folder."""
+    fs, path = fsspec.core.url_to_fs(folder)
+    local = fsspec.utils.get_protocol(folder) in ("file", "local")
     text = json.dumps(record, indent=1, default=plain)
-    with fs.open(target, "xb" if local else "wb") as f:  # a new file; never replaces another run's
-        f.write(text.encode())
-    return record["run_record"]
+    with remote.storage_errors(folder, {}, "Writing the run record into runs folder"):
+        fs.makedirs(path.rstrip("/") or "/", exist_ok=True)
+        with fs.open(target, "xb" if local else "wb") as f:
+            f.write(text.encode())
 
 
 def _slug(name: str) -> str:

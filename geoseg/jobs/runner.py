@@ -428,10 +428,14 @@ def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
     record = report.provenance
     if tracker is not None:
         record["tracking"] = {"mlflow": tracker.start(record)}
-    report.record_url = provenance.save_record(record, provenance.runs_dir(spec))
-    # per-region figures stay in the runs folder: thousands of them would swell the output's metadata
+    folder = provenance.runs_dir(spec)
+    path = provenance.name_record(record, folder)
+    # per-region figures stay in the runs folder: thousands of them would swell the output's
+    # metadata. The output first: a runs folder that fails (full, gone) loses no finished output
     target.finalize({"status": "complete",
                      "provenance": {k: v for k, v in record.items() if k != "regions"}})
+    provenance.write_record(record, folder, path)
+    report.record_url = record["run_record"]
     if tracker is not None:
         tracker.finish(record)
 
