@@ -133,6 +133,17 @@ def test_the_config_map_carries_a_valid_job_and_batch_spec():
     assert spec.cluster.scheduler is None
 
 
+def test_a_retried_batch_pod_waits_out_the_leases_of_the_pod_that_died():
+    """Its leases name another host, so they are not known dead: a retry that did not wait
+    past their expiry would report every input leased, exit 0 and leave the night undone."""
+    data = resource("ConfigMap", "geoseg-config")["data"]
+    batch = pytest.importorskip("geoseg.jobs.batch", reason="geoseg batch is not in this checkout")
+    spec = batch.BatchSpec.from_dict(yaml.safe_load(data["batch.yaml"]), "configmap batch.yaml")
+    cron = resource("CronJob", "geoseg-nightly")["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid" and cron["jobTemplate"]["spec"]["backoffLimit"] >= 1
+    assert spec.wait > spec.lease_seconds
+
+
 def env_value(entry: dict) -> str:
     """A container's environment entry: its value, or the ConfigMap key it names."""
     if "value" in entry:
