@@ -255,7 +255,11 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
         Console().print(f"ok: {report.checked} task regions match their checksums")
         return
     _print_problems(report)
-    if report.bad_regions or report.stages:
+    if report.not_done:
+        console.print(f"{len(report.not_done)} of the missing task regions were never computed (the "
+                      "output is unfinished): run the job again (the same spec, without --overwrite) "
+                      "to finish it.", highlight=False)
+    if set(report.bad_regions) - set(report.not_done) or report.stages:
         console.print(f"To fix: `geoseg verify {escape(public_url(url))} --repair` marks them as not done, then "
                       "run the job again (the same spec, without --overwrite) to recompute them.",
                       highlight=False)

@@ -54,6 +54,7 @@ class VerifyReport:
     url: str
     checked: int
     missing: list[str] = field(default_factory=list)  # not recorded, or its stored objects gone
+    not_done: list[str] = field(default_factory=list)  # of those, never recorded done: unfinished
     mismatched: list[str] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)  # stored bytes that no longer decode
     layout: list[str] = field(default_factory=list)  # array metadata unlike what the run made
@@ -208,6 +209,7 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
         report.checked += 1
         if recorded is None:
             report.missing.append(key)
+            report.not_done.append(key)
             continue
         try:
             actual = chunk_checksum(*(target.read(n, region) for n in names))

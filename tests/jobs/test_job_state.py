@@ -285,3 +285,24 @@ def test_scoring_a_resumed_output_names_a_chunk_that_no_longer_decodes(tmp_path)
 def _written(path, job: dict):
     path.write_text(yaml.safe_dump(job))
     return path
+
+
+def test_verify_of_an_unfinished_output_says_to_finish_it_not_to_repair_it(tmp_path, job):
+    """Regions never computed are not damage: --repair would find nothing to un-mark, and
+    advising it again after would loop."""
+    def stop_after_two(stats, seen=[]):  # noqa: B006 - counts this run's regions
+        seen.append(stats)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run(JobSpec.from_dict(job), scheduler="threads", on_done=stop_after_two)
+    out = job["output"]["url"]
+    said = " ".join(geoseg("verify", out).stderr.split())
+    assert "were never computed (the output is unfinished): run the job again" in said, said
+    assert "--repair" not in said
+    from geoseg.io.output import OutputTarget
+
+    row, col = min(OutputTarget(out).done_keys()).split(".")  # a region the run did compute
+    (tmp_path / "out.zarr" / "classes" / "c" / row / col).write_bytes(b"\x00garbage")
+    said = " ".join(geoseg("verify", out).stderr.split())
+    assert "never computed" in said and f"geoseg verify {out} --repair" in said, said
