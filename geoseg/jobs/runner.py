@@ -575,7 +575,8 @@ def _check_layout(existing: OutputTarget, prepared: PreparedJob) -> None:
             f"Output {public_url(prepared.spec.output.url)} was started with {_grid(*stored)}; this run "
             f"would write {_grid(*wanted)}, so it cannot resume it; nothing was written. Run it with "
             "the settings it was started with (output.chunks, output.shards, inference.tile, "
-            "GEOSEG_REGION_BYTES), or pass --overwrite to start it again.")
+            "or when the spec gives no tile GEOSEG_TILE/GEOSEG_VOLUME_TILE; GEOSEG_REGION_BYTES), "
+            "or pass --overwrite to start it again.")
 
 
 def _grid(task: tuple[int, ...], chunks: tuple[int, ...], shards: tuple[int, ...] | None) -> str:
