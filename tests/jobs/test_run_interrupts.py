@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from geoseg.jobs.status import output_status
 from geoseg.methods import build
 from tests.cli import geoseg
 from tests.conftest import textured_image, write_zarr
-from tests.jobs.slow_batch import SlowGeoseg, register, slow_geoseg
+from tests.jobs.slow_batch import ROOT, SlowGeoseg, register, slow_geoseg
 
 THRESHOLD = 128
 REGIONS = 16  # 64 x 64 pixels in 16-pixel chunks
@@ -130,3 +132,30 @@ def test_sigterm_ends_an_in_process_run_whose_task_is_stuck_in_a_read(tmp_path):
     assert took < 30, f"took {took:.0f} s to end\n{lines}"
     assert not list(tmp_path.glob("out.zarr.lease*"))
     assert output_status(str(tmp_path / "out.zarr")).status.startswith("interrupted")
+
+
+def test_ctrl_c_in_a_terminal_stops_a_run_on_worker_processes_without_their_tracebacks(tmp_path):
+    """A terminal's Ctrl-C signals the whole process group: the local cluster's worker
+    processes too, which printed the traceback of their interrupted event loops."""
+    job = write_job(tmp_path)
+    spec = yaml.safe_load(job.read_text())
+    spec["cluster"] = {"kind": "local", "n_workers": 2, "threads_per_worker": 1}
+    job.write_text(yaml.safe_dump(spec))
+    proc = subprocess.Popen([sys.executable, "-m", "tests.jobs.slow_batch", "run", str(job)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # its own process group, as a terminal's
+                            env={**os.environ, "GEOSEG_INPROCESS_PIXELS": "1",
+                                 "GEOSEG_RUNS_DIR": str(tmp_path / "runs")})
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "out.zarr").exists() or output_status(str(tmp_path / "out.zarr")).done < 1:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        said = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert proc.returncode == 130, said
+    assert "interrupted; a rerun resumes" in said and "Traceback" not in said, said
