@@ -235,6 +235,7 @@ def run_record(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts,
     stages = {k: round(sum(s.timings.get(k, 0.0) for s in stats), 3) for k in kinds}
     record = {
         "format": FORMAT,
+        "status": "complete",
         "geoseg_version": package_versions()["geoseg"],
         "started": facts.started,
         "finished": now(),
@@ -264,6 +265,28 @@ def run_record(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts,
     if prepared.reference is not None:
         record["evaluation"] = _evaluation(prepared, stats, facts, names)
     return record
+
+
+def failure_record(prepared: PreparedJob, *, status: str, error: str, started: str,
+                   seconds: float, computed: int, skipped: int, identity: str,
+                   model: dict[str, Any]) -> dict[str, Any]:
+    """The run record of a run that ended ``failed`` or ``interrupted`` (``error``: what ended
+    it), so that the runs folder lists it: what was asked, and how far it got (``computed``
+    regions came back, ``skipped`` were done before); no figures, no scores."""
+    spec = prepared.spec
+    return {
+        "format": FORMAT, "status": status, "error": error,
+        "geoseg_version": package_versions()["geoseg"], "started": started, "finished": now(),
+        "job": redact_urls(spec.redacted()), "job_identity": identity,
+        "model": model,
+        "input": {"url": public_url(spec.input.url), "format": prepared.source.format,
+                  "shape": list(prepared.source.shape), "dtype": prepared.source.dtype},
+        "output": {"url": public_url(spec.output.url)},
+        "chunks": {"total": prepared.n_tasks, "computed": computed, "skipped_as_done": skipped},
+        "git": git_state(), "packages": package_versions(),
+        "timings": {"total_s": round(seconds, 3), "compute_s": None},
+        "pixels": None, "throughput_mpx_per_s": None, "regions": [],
+    }
 
 
 def region_records(stats: list[RegionStats], done_at: tuple[float, ...]) -> list[dict[str, Any]]:

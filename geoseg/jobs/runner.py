@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -19,6 +20,7 @@ import numpy as np
 from distributed import Client
 
 from geoseg import config, logs
+from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
 from geoseg.core.segmenter import Segmenter, band_order, check_dimensions
 from geoseg.core.urls import public_url
@@ -271,9 +273,11 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
         target = dataclasses.replace(target, fence=held.fence())
         if spec.instances is not None:  # refused before any compute, the output left as it was
             keep_other_instances(target, _instance_settings(spec), overwrite)
-        with _failure_recorded(target):
+        came_back: list[RegionStats] = []
+        ended = functools.partial(_record_failure, prepared, started, t0, came_back, len(skip))
+        with _failure_recorded(target, ended):
             report = _compute(prepared, target, skip, active, where, on_start,
-                              _watching(held, on_done), started, t0)
+                              _watching(held, _kept(on_done, came_back)), started, t0)
     _publish(report, spec, target, tracker)
     _log_finished(report)
     return report
@@ -356,19 +360,52 @@ def _watching(lease: Lease, on_done: Callable[[RegionStats], None] | None) -> Ca
 
 
 @contextlib.contextmanager
-def _failure_recorded(target: OutputTarget) -> Iterator[None]:
-    """Mark the output ``interrupted`` or ``failed`` (with the error's type) if the run ends so."""
+def _failure_recorded(target: OutputTarget,
+                      ended: Callable[[str, BaseException], None]) -> Iterator[None]:
+    """Mark the output ``interrupted`` or ``failed`` (with the error's type) if the run ends so,
+    and tell ``ended`` (which writes the run's record) how it ended."""
     try:
         yield
-    except LeaseLostError:  # the output is another run's now: its status is that run's to say
+    except LeaseLostError as exc:  # the output is another run's now: its status is that run's
+        ended("failed", exc)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         target.finalize({"status": "interrupted"})
+        ended("interrupted", exc)
         raise
     except BaseException as exc:
         with contextlib.suppress(Exception):  # the store itself may be what failed
             target.finalize({"status": "failed", "error": _error_summary(exc)})
+        ended("failed", exc)
         raise
+
+
+def _kept(on_done: Callable[[RegionStats], None] | None,
+          came_back: list[RegionStats]) -> Callable[[RegionStats], None]:
+    """``on_done``, also keeping each region's figures in ``came_back``."""
+    def done(stats: RegionStats) -> None:
+        came_back.append(stats)
+        if on_done is not None:
+            on_done(stats)
+    return done
+
+
+def _record_failure(prepared: PreparedJob, started: str, t0: float, came_back: list[RegionStats],
+                    skipped: int, status: str, exc: BaseException) -> None:
+    """Write the run record of a run that ended ``status``, into its runs folder: the night's
+    failures are listed with its successes (``geoseg runs``). Never raises: the runs folder
+    may be what failed, and the run's own error is the one to show."""
+    error = (("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (SIGINT)")
+             if isinstance(exc, KeyboardInterrupt) else _error_summary(exc))
+    record = provenance.failure_record(
+        prepared, status=status, error=error, started=started, seconds=time.perf_counter() - t0,
+        computed=len(came_back), skipped=skipped, identity=job_identity(prepared),
+        model=_model_record(prepared))
+    try:
+        provenance.save_record(record, provenance.runs_dir(prepared.spec))
+    except Exception as failed:  # noqa: BLE001 - logged, the run's error raised as it is
+        logs.log.warning(f"the record of this {status} run could not be written into "
+                         f"{public_url(provenance.runs_dir(prepared.spec))} ({type(failed).__name__})")
 
 
 def _error_summary(exc: BaseException) -> str:

@@ -404,6 +404,13 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
              f"<style>{STYLE}</style></head><body><h1>geoseg run: {name}</h1>"),
              (f"<p>{html.escape(record['started'])} to {html.escape(record['finished'])}; output "
              f"<code>{html.escape(record['output']['url'])}</code></p>")]
+    status = record.get("status", "complete")
+    if status != "complete":
+        parts.append(f'<p class="warn" id="run-status">This run ended {html.escape(str(status))}: '
+                     f'{html.escape(str(record.get("error", "")))}. It computed '
+                     f'{html.escape(str(record["chunks"]["computed"]))} of '
+                     f'{html.escape(str(record["chunks"]["total"]))} task regions; running the '
+                     'job again resumes it.</p>')
     attrs = _output_attrs(record, options)
     replaced = replaced_note(record, attrs)
     picture, why = (None, "") if replaced else _quicklook(record, options, input_options)

@@ -23,7 +23,7 @@ from geoseg.errors import EvaluationError
 from geoseg.jobs.provenance import FORMAT, runs_dir
 
 SETTINGS = ("resolved", "job.inference", "job.output.chunks", "job.model", "job.evaluate.ignore")
-NOISE = ("started", "finished", "run_record", "regions", "evaluation.confusion", "dashboard",
+NOISE = ("started", "finished", "run_record", "status", "error", "regions", "evaluation.confusion", "dashboard",
          "timings.task_stage_sums_s", "chunks.all_nodata", "input.identity.created")
 MAX_DEPTH = 32  # a run record nests a few levels; flatten recurses once per level
 EXPECTED = f"expected a run record (a JSON object with format {FORMAT}, as geoseg run writes it)"
@@ -138,7 +138,8 @@ def runs_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> Table:
     table = Table(title=f"{len(runs)} run(s)", title_justify="left",
                   caption=f"settings that differ: {', '.join(keys) or 'none'}",
                   caption_justify="left")
-    for column in ("#", "started", "job", "model", "data", "settings", "mIoU", "Mpx/s", "record"):
+    for column in ("#", "started", "job", "status", "model", "data", "settings", "mIoU", "Mpx/s",
+                   "record"):
         table.add_column(column, overflow="fold")
     for i, (where, record) in enumerate(runs):
         flat = _settings(record)
@@ -146,11 +147,18 @@ def runs_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> Table:
         digest = str(model.get("sha256") or model.get("id") or "")[:10]
         miou = (record.get("evaluation") or {}).get("miou")
         table.add_row(str(i), str(record.get("started", "")), str(record["job"].get("name")),
-                      f"{model.get('name')} {digest}", _data(record),
+                      _status(record), f"{model.get('name')} {digest}", _data(record),
                       "; ".join(f"{k.split('.', 1)[-1]}={flat.get(k)}" for k in keys),
                       _score(miou), str(record.get("throughput_mpx_per_s")),
                       os.path.basename(where))
     return table
+
+
+def _status(record: dict[str, Any]) -> str:
+    """How the run ended: ``complete`` (records written before runs said so too), else
+    ``failed`` or ``interrupted`` and what ended it."""
+    status = str(record.get("status", "complete"))
+    return status if status == "complete" else f"{status}: {record.get('error', '?')}"
 
 
 def _score(value: Any) -> str:

@@ -1,0 +1,52 @@
+"""Failed and interrupted runs leave a run record too: the runs folder lists the night's
+failures beside its successes, and their report says how they ended."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geoseg.errors import CorruptInputError
+from geoseg.jobs import JobSpec, run
+from geoseg.report.html import render_report
+from geoseg.report.runs import list_runs
+from tests.cli import geoseg
+from tests.conftest import textured_image, write_zarr
+
+
+def spec(folder: Path, name: str) -> JobSpec:
+    return JobSpec.from_dict({
+        "name": name, "input": {"url": str(folder / f"{name}.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [128]}},
+        "output": {"url": str(folder / f"{name}-out.zarr"), "chunks": [32, 32]},
+        "runs_dir": str(folder / "runs")})
+
+
+def test_failed_and_interrupted_runs_are_listed_with_how_they_ended(tmp_path):
+    for name in ("ok", "broken", "stopped"):
+        write_zarr(tmp_path / f"{name}.zarr", textured_image(128, 128, bands=1), chunks=(32, 32))
+    run(spec(tmp_path, "ok"), scheduler="threads")
+    (tmp_path / "broken.zarr" / "c" / "0" / "2" / "3").write_bytes(b"not zstd at all" * 10)
+    with pytest.raises(CorruptInputError):
+        run(spec(tmp_path, "broken"), scheduler="threads")
+
+    def stop_after_two(stats, seen=[]):  # noqa: B006 - counts this run's regions
+        seen.append(stats)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run(spec(tmp_path, "stopped"), scheduler="threads", on_done=stop_after_two)
+
+    records = {r["job"]["name"]: r for _, r in list_runs(str(tmp_path / "runs"))}
+    assert set(records) == {"ok", "broken", "stopped"}
+    assert records["ok"]["status"] == "complete" and records["ok"]["chunks"]["computed"] == 16
+    assert records["broken"]["status"] == "failed"
+    assert records["broken"]["error"].startswith("CorruptInputError: input window")
+    assert records["stopped"]["status"] == "interrupted"
+    assert records["stopped"]["error"] == "interrupted (SIGINT)"
+    assert records["stopped"]["chunks"] == {"total": 16, "computed": 2, "skipped_as_done": 0}
+    listed = " ".join(geoseg("runs", "--dir", str(tmp_path / "runs")).stdout.split())
+    assert "failed: CorruptInputError" in listed and "interrupted: interrupted (SIGINT)" in listed
+    page = render_report(records["stopped"])
+    assert 'id="run-status"' in page and "computed 2 of 16 task regions" in page
