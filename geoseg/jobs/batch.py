@@ -16,6 +16,7 @@ are written. The report then says what was done and what was not started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -416,8 +417,10 @@ class BatchRunner:
                  client: Any) -> ItemResult:
         replace = check.decision == "changed" or (check.decision == "other-job" and self.overwrite)
         written: list[Any] = []
+        to_compute: list[int] = []
 
-        def started(_: int) -> None:
+        def started(n: int) -> None:
+            to_compute.append(n)
             lease.check()
             self._stop_point()
             self._record(job, check.identity)
@@ -431,11 +434,24 @@ class BatchRunner:
             report = run(job, cluster=self.cluster, overwrite=replace, client=client,
                          on_start=started, on_done=done, lease=lease)
         except KeyboardInterrupt:  # from _stop_point: the batch is stopping
+            computed = self._computed(job, check.prepared.n_tasks, to_compute, len(written))
             return self._result(item, "interrupted", identity=check.identity,
-                                chunks=len(written), error="stopped; a rerun resumes it")
+                                chunks=computed, error="stopped; a rerun resumes it")
         state = "done" if report.n_tasks else "skipped"
         state = "changed" if check.decision == "changed" else state
         return self._result(item, state, identity=check.identity, chunks=report.n_tasks)
+
+    @staticmethod
+    def _computed(job: JobSpec, n_tasks: int, to_compute: list[int], came_back: int) -> int:
+        """Chunks an interrupted run wrote: those its manifest records less those done before
+        it started (tasks running when it stopped write theirs after their results stop coming
+        back), at least the ``came_back`` counted."""
+        if not to_compute:
+            return came_back
+        with contextlib.suppress(Exception):  # a store that fails: what came back is known
+            done = OutputTarget(job.output.url, dict(job.output.storage_options)).count_done()
+            return max(came_back, done - (n_tasks - to_compute[0]))
+        return came_back
 
     def _plan_one(self, item: BatchItem) -> ItemResult:
         job = self.job_spec(item)

@@ -151,6 +151,10 @@ def test_sigterm_stops_the_batch_releasing_its_leases(tmp_path):
     assert sorted(i["state"] for i in report["items"]) == ["interrupted", "interrupted",
                                                            "not-started"]
     assert "interrupted (SIGTERM): 2 interrupted, 1 not-started" in lines
+    for stem, item in by_input(report).items():  # what each run wrote, its tasks running
+        if item["state"] == "interrupted":        # when it stopped included
+            done = output_status(str(tmp_path / "out" / f"{stem}.zarr")).done
+            assert item["chunks_computed"] == done, (item, done)
 
 
 def test_a_second_ctrl_c_landing_just_after_the_waiting_message_still_stops_the_jobs(tmp_path):
