@@ -359,6 +359,26 @@ def whole_files_only(exc: BaseException, url: str) -> RangeRequestsError | None:
         "and give its local path.")
 
 
+def check_ranges(url: str, storage_options: dict[str, Any]) -> None:
+    """Refuse an ``http(s)://`` raster whose server ignores ``Range`` requests, before a job
+    starts: opening it may read only its start, which such a server sends too, and the run
+    would fail at its first window. One ranged read of a byte past the start; fsspec refuses
+    a whole-file answer to it before reading its body."""
+    if fsspec.utils.get_protocol(url) not in READ_ONLY_PROTOCOLS:
+        return
+    with storage_errors(url, storage_options, "Reading"):
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        try:
+            with fs.open(path, "rb", block_size=1) as f:
+                f.seek(1)
+                f.read(1)
+        except ValueError as exc:
+            whole = whole_files_only(exc, url)
+            if whole is None:
+                raise
+            raise whole from None
+
+
 def exists(fs: Any, path: str) -> bool:
     """``fs.exists(path)``; over HTTP a HEAD request instead of fsspec's GET (which starts a
     download, and calls an unavailable server's 503 a missing file)."""

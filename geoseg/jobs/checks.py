@@ -99,6 +99,9 @@ def check_job(prepared: PreparedJob) -> Segmenter | None:
     the model checked: ``prepared``'s, or the one planned with stand-ins for the methods still
     to be fitted (:func:`planned_model`; ``None`` when a plugin's fit decides it)."""
     spec, source = prepared.spec, prepared.source
+    if source.format == "geotiff":  # read by ranges of one file (a Zarr: whole objects)
+        with _key("input.url"):
+            remote.check_ranges(spec.input.url, spec.input.storage_options)
     if isinstance(source, ZarrSource):
         with _key("input.url"):
             check_first_chunk(source)
