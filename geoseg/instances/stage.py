@@ -231,7 +231,8 @@ def instance_labels(classes: da.Array, route_list: Sequence[Route],
         else:
             parts.append(instances_from_classes(classes, interior=route.interior,
                                                 boundary=route.boundary,
-                                                halo=_halo(settings, "decode")))
+                                                halo=_halo(settings, "decode"),
+                                                connectivity=settings.connectivity))
     return stacked(parts, classes)
 
 

@@ -217,7 +217,7 @@ def complete(grown: da.Array, mask: da.Array, count: int, *, connectivity: int =
 
 
 def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequence[int],
-                           halo: int = 16) -> tuple[da.Array, int]:
+                           halo: int = 16, connectivity: int = 1) -> tuple[da.Array, int]:
     """Instances from an interior/boundary class raster: interior components grown over the boundary.
 
     Parameters
@@ -225,18 +225,21 @@ def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequen
     classes
         Class ids from an instance-aware network (2D or 3D, chunked).
     interior
-        The class whose 4-connected (6 in 3D) components are the seeds.
+        The class whose components are the seeds.
     boundary
         Classes the seeds grow into (the object's outline, shared walls).
     halo
         Pixels around each chunk the growth may look at; at least the
         boundary's thickness (seeds are labelled over the whole raster, so an
         object larger than the halo keeps one id).
+    connectivity
+        Of the seeds: 1 joins interior pixels that share a face (4 neighbours in 2D, 6 in
+        3D), up to the number of axes (8 in 2D, 26 in 3D), as in ``scipy.ndimage.label``.
 
     Boundary pixels no interior reaches (1-6 pixel specks of outline without a building) are
     dropped, not made objects of the boundary class: ids are those of the ``count`` seeds.
     """
-    seeds, count = label(classes, classes=[interior])
+    seeds, count = label(classes, classes=[interior], connectivity=connectivity)
     mask = da.isin(classes, [interior, *boundary])
     return grow(seeds, mask, halo=halo), count
 

@@ -206,3 +206,24 @@ def test_scene_buildings_are_the_same_partition_at_two_chunkings() -> None:
     from geoseg.instances import panoptic_quality
 
     assert panoptic_quality(truth, results[0])[1].pq > 0.95  # a boundary pixel may change hands
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_decoding_seeds_interiors_with_the_connectivity_asked(connectivity: int) -> None:
+    """Interiors touching only at corners, on chunk corners: one seed each with
+    connectivity 1, one seed for both with 2, as scipy labels the interior class; the job's
+    decode route passes its connectivity on (it was always 1)."""
+    from geoseg.instances.stage import InstanceSettings, Route, instance_labels
+
+    classes = np.zeros((24, 24), np.uint8)
+    classes[1:21, 1:21] = 2  # boundary around ...
+    for corner in (3, 7, 11, 15):  # ... interiors meeting at corners, (7, 7) and (14, 14) chunks'
+        classes[corner:corner + 4, corner:corner + 4] = 1
+    structure = ndi.generate_binary_structure(2, connectivity)
+    seeds, expected = ndi.label(classes == 1, structure)
+    route = Route("decode", (1, 2), interior=1, boundary=(2,))
+    labels, count = instance_labels(da.from_array(classes, chunks=7), [route],
+                                    InstanceSettings(connectivity=connectivity))
+    got = labels.compute()
+    assert count == expected == len(np.unique(got[got > 0])) and expected == (4 if connectivity == 1 else 1)
+    assert_same_partition(np.where(classes == 1, got, 0), seeds)
