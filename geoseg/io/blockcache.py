@@ -61,6 +61,19 @@ class BlockCache:
         pending.set_result(block)
         return block
 
+    def peek(self, key: Hashable) -> np.ndarray | None:
+        """The block under ``key`` when it is held; nothing is read."""
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is not None:
+                self._blocks.move_to_end(key)
+            return block
+
+    def put(self, key: Hashable, block: np.ndarray) -> None:
+        """Keep ``block`` under ``key`` (read-only from now on), unless it is larger than the cache."""
+        block.flags.writeable = False
+        self._put(key, block)
+
     def _done(self, key: Hashable) -> None:
         with self._lock:
             del self._fetching[key]

@@ -11,6 +11,7 @@ in a wider type whose nodata lies below theirs (uint8 as int16, nodata -1).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -74,6 +75,11 @@ class MosaicSource(RasterSource):
             out[(slice(None), *local)][:, take] = data[:, take]
             empty[local] &= ~take
         return out
+
+    def with_read_cache(self) -> MosaicSource:
+        """The mosaic whose scenes read through the per-process cache of decoded blocks."""
+        scenes = tuple(Placed(p.source.with_read_cache(), p.row, p.col) for p in self.scenes)
+        return dataclasses.replace(super().with_read_cache(), scenes=scenes)  # type: ignore[return-value]
 
     @property
     def _fill(self) -> float:

@@ -13,11 +13,12 @@ value is taken for it). An alpha band stays a band.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import fsspec
 import numpy as np
@@ -29,12 +30,14 @@ from rasterio.windows import Window
 
 from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
-from geoseg.io import allow, faults, remote
+from geoseg.io import allow, blockcache, faults, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import RasterSource, Reader, band_indexes, widened
 
 log = logging.getLogger("geoseg.io")
+MIN_CACHE_BLOCK = 256  # pixels per axis of a cached block, at least (whole stored blocks)
+CACHE_SHARE = 16  # a cached block takes at most 1/CACHE_SHARE of the read cache, else windows are read directly
 # a TIFF without a georeference is read on its pixel grid, as its user expects: no warning about
 # it reaches the terminal (a filter, not catch_warnings: reads run in many threads at once)
 warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
@@ -49,16 +52,49 @@ class GeoTIFFSource(RasterSource):
     masked: bool = False  # an internal mask's 0s read as nodata (NaN for floats without one)
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:
+        """Pixels of ``window``. With a read cache (:meth:`with_read_cache`), assembled from whole
+        blocks of the file's own tiles (or strips), each read once per process while the cache
+        holds it (:mod:`geoseg.io.blockcache`); the file is opened only when a block is missing,
+        its header bytes then taken from the cache too."""
         ys, xs = window
+        cache = blockcache.process_cache() if self.read_cache is not None else None
+        grid = self._cache_blocks()
+        if cache is None or cache.max_bytes <= 0 or self._block_bytes(grid) * CACHE_SHARE > cache.max_bytes:
+            with open_rasterio(self.url, self.storage_options, self.overview_level) as ds:
+                return self._window(ds, ys, xs)
+        with contextlib.ExitStack() as stack:
+            opened: list[Any] = []
+
+            def fetch(bounds: tuple[slice, ...]) -> np.ndarray:
+                if not opened:  # rasterio datasets are not shared between threads: one per read
+                    opened.append(stack.enter_context(open_rasterio(
+                        self.url, self.storage_options, self.overview_level,
+                        store=_task_bytes(self.url, self.storage_options, self.read_cache))))
+                return self._window(opened[0], *bounds[1:])
+
+            key = (self.read_cache, self.url, self.overview_level, self.band_indexes, self.masked)
+            bands = self.shape[0]
+            return blockcache.read_blocks(key, (slice(0, bands), ys, xs), self.shape, (bands, *grid),
+                                          np.dtype(self.dtype), fetch, cache)
+
+    def _window(self, ds: Any, ys: slice, xs: slice) -> np.ndarray:
         win = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
-        with open_rasterio(self.url, self.storage_options, self.overview_level) as ds:
-            data = ds.read(list(self.band_indexes), window=win)
-            if not self.masked:
-                return data
-            invalid = ds.read_masks(self.band_indexes[0], window=win) == 0
+        data = ds.read(list(self.band_indexes), window=win)
+        if not self.masked:
+            return data
+        invalid = ds.read_masks(self.band_indexes[0], window=win) == 0
         data = data.astype(self.dtype, copy=False)
         data[:, invalid] = np.nan if self.georef.nodata is None else self.georef.nodata
         return data
+
+    def _cache_blocks(self) -> tuple[int, int]:
+        """The cache's blocks: the stored blocks, grouped into whole multiples of them of at least
+        :data:`MIN_CACHE_BLOCK` pixels per axis (a strip of one row is no block to cache alone)."""
+        return tuple(min(size, c * -(-MIN_CACHE_BLOCK // c))  # type: ignore[return-value]
+                     for c, size in zip(self.chunks, self.shape[1:]))
+
+    def _block_bytes(self, grid: tuple[int, int]) -> int:
+        return grid[0] * grid[1] * self.shape[0] * np.dtype(self.dtype).itemsize
 
 
 class GeoTIFFReader(Reader):
@@ -71,19 +107,22 @@ class GeoTIFFReader(Reader):
 
     def open(self, url: str, storage_options: dict[str, Any], *, bands: Sequence[int] | None = None,
              level: int | None = None) -> GeoTIFFSource:
-        """Level 0 is full resolution, 1 the first overview."""
+        """Level 0 is full resolution, 1 the first overview. The file's bytes are fetched once
+        for the whole open (those the format guess read included), however often GDAL reads them."""
         overview = None if not level else int(level) - 1
-        with open_rasterio(url, storage_options) as ds:
+        store = _open_bytes(url, storage_options)
+        with open_rasterio(url, storage_options, store=store) as ds:
             n_overviews = len(ds.overviews(1))
             full = (ds.transform, ds.width, ds.height)
-        if overview is not None and not 0 <= overview < n_overviews:
+            if overview is None:
+                return _describe(ds, url, storage_options, bands, overview, ds.transform)
+        if not 0 <= overview < n_overviews:
             raise UnsupportedFormatError(
                 f"{url} has {n_overviews} overview(s), so levels 0 (full resolution) to {n_overviews}; "
                 f"received level={level}." + (" Build overviews (gdaladdo, or a COG) to read a coarser "
                                               "level." if not n_overviews else ""))
-        with open_rasterio(url, storage_options, overview) as ds:
-            transform = ds.transform if overview is None else _overview_transform(ds, *full)
-            return _describe(ds, url, storage_options, bands, overview, transform)
+        with open_rasterio(url, storage_options, overview, store=store) as ds:
+            return _describe(ds, url, storage_options, bands, overview, _overview_transform(ds, *full))
 
 
 def _overview_transform(ds: Any, transform: Affine, width: int, height: int) -> Affine:
@@ -163,10 +202,10 @@ def _tiff_band_names(ds: Any) -> list[str]:
 
 
 @contextlib.contextmanager
-def open_rasterio(url: str, storage_options: dict[str, Any],
-                  overview_level: int | None = None) -> Iterator[Any]:
+def open_rasterio(url: str, storage_options: dict[str, Any], overview_level: int | None = None,
+                  *, store: FileBytes | None = None) -> Iterator[Any]:
     """Open with GDAL directly for local paths and GDAL URLs, through fsspec otherwise: a
-    :class:`~geoseg.io.remote.GuardedContainer`, whose read errors are raised on leaving.
+    :class:`FileOpener` on ``store`` (by default a new one), whose read errors are raised on leaving.
     Only GDAL's GTiff driver may open it and no sidecar file is looked for (:mod:`~geoseg.io.allow`):
     a VRT named ``.tif`` is refused, never followed to the files or URLs it names."""
     kwargs = {"driver": allow.GDAL_DRIVERS[0]}
@@ -176,15 +215,170 @@ def open_rasterio(url: str, storage_options: dict[str, Any],
     # no sidecar search (.aux.xml, .ovr, .msk ...): GDAL opens those with any driver, and on a
     # store the search costs a listing or a dozen requests each time a task opens the file
     with rasterio.Env(**allow.GDAL_OPTIONS):
-        if protocol in ("file", "local") or url.startswith("/vsi"):
+        if _gdal_reads(url):
             path = fsspec.core.strip_protocol(url) if protocol == "file" else url
             with _open_allowed(url, storage_options, path, **kwargs) as ds:
                 yield ds
             return
-        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        if store is None:
+            fs, path = fsspec.core.url_to_fs(url, **storage_options)
+            store = FileBytes(fs, path)
         with (remote.guarded_reads(),
-              _open_allowed(url, storage_options, path, opener=remote.GuardedContainer(fs), **kwargs) as ds):
+              _open_allowed(url, storage_options, store.path, opener=FileOpener(store), **kwargs) as ds):
+            store.keep = None  # what the header held is kept; pixels go to the decoded-block cache
             yield ds
+
+
+def _gdal_reads(url: str) -> bool:
+    """Whether GDAL reads ``url`` itself: a local path or a GDAL ``/vsi`` path."""
+    return fsspec.utils.get_protocol(url) in ("file", "local") or url.startswith("/vsi")
+
+
+def _open_bytes(url: str, storage_options: dict[str, Any]) -> FileBytes | None:
+    """Bytes of ``url`` for one open, starting with those the format guess read."""
+    if _gdal_reads(url):
+        return None
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    return FileBytes(fs, path, seed=probe.first_block(url))
+
+
+def _task_bytes(url: str, storage_options: dict[str, Any], token: str | None) -> FileBytes | None:
+    """Bytes of ``url`` for a task's open: those read while opening (its header) are kept in the
+    process's block cache under the run's ``token``, so later tasks' opens do not fetch them."""
+    if _gdal_reads(url):
+        return None
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    return FileBytes(fs, path, keep=("geotiff-bytes", token, url))
+
+
+class FileBytes:
+    """One file's bytes, fetched in :data:`~geoseg.io.remote.READ_BLOCK` blocks each at most once
+    (a run of missing blocks in one range request), for every file object GDAL opens on it.
+
+    ``seed``: the file's first block (all of a shorter file), already read. ``keep``: a key under
+    which blocks read are also kept in the process's block cache (and looked for there) until
+    ``keep`` is set to ``None``; its size is kept there too. Used by one thread at a time."""
+
+    def __init__(self, fs: Any, path: str, *, seed: bytes | None = None,
+                 keep: Hashable | None = None) -> None:
+        self.fs, self.path, self.keep = fs, path, keep
+        self._blocks: dict[int, bytes] = {}
+        self._size: int | None = None
+        if seed is not None:
+            self._blocks[0] = seed[:remote.READ_BLOCK]
+            if len(seed) < remote.READ_BLOCK:  # the whole file
+                self._size = len(seed)
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            kept = self._cached("size")
+            self._size = int(kept[0]) if kept is not None else int(self.fs.size(self.path))
+            self._keep("size", np.array([self._size], np.int64))
+        return self._size
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Bytes ``start`` to ``stop`` (fewer at the end of the file)."""
+        stop = min(stop, self.size)
+        if start >= stop:
+            return b""
+        step = remote.READ_BLOCK
+        first, last = start // step, (stop - 1) // step
+        missing = [i for i in range(first, last + 1) if not self._held(i)]
+        for _, run in itertools.groupby(enumerate(missing), lambda pair: pair[1] - pair[0]):
+            ids = [i for _, i in run]
+            begin, end = ids[0] * step, min((ids[-1] + 1) * step, self.size)
+            data = bytes(self.fs.cat_file(self.path, start=begin, end=end))
+            if len(data) > end - begin:  # fsspec's words, which geoseg names (remote.whole_files_only)
+                raise ValueError(f"{self.path}: {len(data)} bytes sent for a range of {end - begin}: "
+                                 "the server does not appear to support range requests")
+            for i in ids:
+                part = data[(i - ids[0]) * step:(i - ids[0] + 1) * step]
+                self._blocks[i] = part
+                self._keep(i, np.frombuffer(part, np.uint8))
+        data = b"".join(self._blocks[i] for i in range(first, last + 1))
+        return data[start - first * step:stop - first * step]
+
+    def _held(self, i: int) -> bool:
+        if i in self._blocks:
+            return True
+        kept = self._cached(i)
+        if kept is not None:
+            self._blocks[i] = kept.tobytes()
+        return kept is not None
+
+    def _cached(self, part: Hashable) -> np.ndarray | None:
+        return None if self.keep is None else blockcache.process_cache().peek((self.keep, part))
+
+    def _keep(self, part: Hashable, value: np.ndarray) -> None:
+        if self.keep is not None:
+            blockcache.process_cache().put((self.keep, part), value)
+
+
+class _File:
+    """A file object on a :class:`FileBytes`."""
+
+    def __init__(self, store: FileBytes) -> None:
+        self._store, self._pos = store, 0
+
+    def read(self, size: int = -1) -> bytes:
+        stop = self._store.size if size is None or size < 0 else self._pos + size
+        data = self._store.read(self._pos, stop)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset + (self._pos if whence == 1 else self._store.size if whence == 2 else 0)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FileOpener(remote.GuardedContainer):
+    """rasterio's opener for one file: its reads go through a :class:`FileBytes`, and any other
+    path rasterio or GDAL asks about is answered as absent without asking the store (rasterio
+    checks a new opener with ``size("test")``: on S3 a signed request to a bucket named ``test``,
+    somebody else's; sidecar files are never looked for, see :mod:`~geoseg.io.allow`)."""
+
+    def __init__(self, store: FileBytes) -> None:
+        super().__init__(store.fs)
+        self.store = store
+
+    def _ours(self, path: str) -> bool:
+        return path.rstrip("/") == self.store.path.rstrip("/")
+
+    def open(self, path: str, mode: str = "rb", **kwds: Any) -> Any:
+        if not self._ours(path) or "r" not in mode or self._quietly(
+                lambda _: self.store.size, path, default=None) is None:
+            return super().open(path, mode, **kwds)  # which raises (and keeps) its own error
+        return remote.GuardedFile(_File(self.store))
+
+    def isfile(self, path: str) -> bool:
+        return self._ours(path) and self._quietly(lambda _: self.store.size, path, default=None) is not None
+
+    def isdir(self, path: str) -> bool:
+        return False
+
+    def ls(self, path: str) -> list[str]:
+        return []
+
+    def mtime(self, path: str) -> int:
+        return super().mtime(path) if self._ours(path) else 0
+
+    def size(self, path: str) -> int:
+        if not self._ours(path):
+            return 0
+        return int(self._quietly(lambda _: self.store.size, path, default=0) or 0)
 
 
 def _open_allowed(url: str, storage_options: dict[str, Any], path: str, **kwargs: Any) -> Any:

@@ -3,12 +3,13 @@ source to a lazy, georeferenced ``xarray.DataArray`` whose every chunk is one re
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import math
 import operator
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -36,6 +37,7 @@ from geoseg.io.readers.base import RasterSource
 from geoseg.tiling.plan import ceil_div, coerce_per_axis, round_up
 
 log = logging.getLogger("geoseg.io")
+OPEN_THREADS = 8  # scenes of a mosaic opened at once
 
 
 def open_raster(
@@ -302,10 +304,26 @@ def _mosaic(urls: str | Sequence[str], so: dict[str, Any], reader: str | None,
             raise RasterNotFoundError("An empty list of rasters was given; give at least one URL.")
         name, listed = f"{urls[0]} (+{len(urls) - 1} more)", list(urls)
     if isinstance(urls, str):  # files found, each opened as itself
-        sources = [_open_url(u, so, reader, options) for u in listed]
+        sources = _each(lambda u: _open_url(u, so, reader, options), listed)
     else:  # the caller's URLs, each of which may be a pattern
-        sources = [open_source(u, so, reader=reader, **options) for u in listed]
+        sources = _each(lambda u: open_source(u, so, reader=reader, **options), listed)
     return sources[0] if len(sources) == 1 else mosaic.mosaic_source(sources, name)
+
+
+def _each(open_one: Callable[[str], RasterSource], urls: Sequence[str]) -> list[RasterSource]:
+    """``open_one`` of every URL, in their order, up to :data:`OPEN_THREADS` at once (opening a
+    remote scene mostly waits on the store). The first URL in order whose open fails raises its
+    error; scenes not yet started are then not opened."""
+    if len(urls) <= 1:
+        return [open_one(u) for u in urls]
+    with concurrent.futures.ThreadPoolExecutor(min(OPEN_THREADS, len(urls)),
+                                               thread_name_prefix="geoseg-open") as pool:
+        futures = [pool.submit(open_one, u) for u in urls]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
 
 
 def source_to_dataarray(source: RasterSource, chunks: int | str | Sequence[int] | None = None

@@ -76,12 +76,21 @@ def local_kind(url: str, storage_options: dict[str, Any]) -> str | None:
 
 
 def head(url: str, storage_options: dict[str, Any]) -> bytes:
-    """The first :data:`HEAD_BYTES` bytes of the file ``url`` (one range request, no read-ahead);
-    ``b""`` when ``url`` is not a file."""
+    """The first :data:`HEAD_BYTES` bytes of the file ``url`` (one range request; on a remote
+    store of its first :data:`~geoseg.io.remote.READ_BLOCK` bytes, kept for the reader that opens
+    it, see :func:`first_block`); ``b""`` when ``url`` is not a file."""
     if not is_file(url, storage_options):
         return b""
     fs, path = location(url, storage_options)
-    return _once(("head", url), lambda: bytes(fs.cat_file(path, start=0, end=HEAD_BYTES)))
+    size = HEAD_BYTES if remote.is_local(url) else remote.READ_BLOCK
+    return _once(("head", url), lambda: bytes(fs.cat_file(path, start=0, end=size)))[:HEAD_BYTES]
+
+
+def first_block(url: str) -> bytes | None:
+    """The first :data:`~geoseg.io.remote.READ_BLOCK` bytes of the remote file ``url`` (all of a
+    shorter file) as :func:`head` read them inside this :func:`sharing` block; ``None`` when it
+    did not (or ``url`` is local)."""
+    return None if remote.is_local(url) else (_SHARED.get() or {}).get(("head", url))
 
 
 def has_key(url: str, storage_options: dict[str, Any], key: str) -> bool:
