@@ -753,7 +753,7 @@ def report(
     record_url = record_of(run)
     if found is not None:
         _same_prediction(found, record_url, scores)
-    where = write_report(record_url, out, found)
+    where = write_report(record_url, out, found, quicklook_pixels=None)  # asked: drawn whatever its size
     console.print(f"html report: {where}", markup=False, highlight=False)
 
 

@@ -15,6 +15,7 @@ import contextlib
 import html
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 text-align:right}th:first-child,td:first-child{text-align:left}img{max-width:100%}
 pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}.note{color:#777}
 .warn{color:#a00;font-weight:bold}"""
+# pixels up to which a report draws its quicklook by itself, as `geoseg run` and `geoseg batch`
+# write it: the picture reads every chunk of the output and of the input (about 25 s a Gpx on
+# two cores); past it, `geoseg report` or `geoseg quicklook` draws it when asked
+QUICKLOOK_PIXELS = 10**9
 CONFUSION_MAX = 20  # classes the confusion figure draws at most; the run record holds them all
 ABSENT_NAMED = 10  # absent classes the metrics note names at most; more it only counts
 
@@ -358,9 +363,17 @@ def provenance_section(record: dict[str, Any]) -> str:
 
 
 def _quicklook(record: dict[str, Any], options: dict[str, Any],
-               input_options: dict[str, Any] | None) -> tuple[str | None, str]:
+               input_options: dict[str, Any] | None, most: int | None) -> tuple[str | None, str]:
     from geoseg.report.quicklook import build, render
 
+    pixels = math.prod((record.get("input") or {}).get("shape", [0])[1:])
+    if most is not None and pixels > most:
+        url = record["output"]["url"]
+        return None, (f"quicklook not drawn: the output holds {pixels:.3g} pixels, more than the "
+                      f"{most:.3g} a run's report reads back by itself (the picture reads every "
+                      f"chunk of the output and of the input). Draw it with geoseg report "
+                      f"{record.get('run_record', 'RUN.json')}, or geoseg quicklook {url} "
+                      "quicklook.png.")
     try:
         look = build(record["output"]["url"], size=800, storage_options=options,
                      image_options=input_options, check=False)  # as its run just left it
@@ -394,10 +407,12 @@ def replaced_note(record: dict[str, Any], attrs: dict[str, Any]) -> str:
 
 def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
                   storage_options: dict[str, Any] | None = None,
-                  input_options: dict[str, Any] | None = None) -> str:
+                  input_options: dict[str, Any] | None = None, *,
+                  quicklook_pixels: int | None = QUICKLOOK_PIXELS) -> str:
     """The whole page of one run, as HTML text (``storage_options``: the output's, which a
     record never holds; ``input_options``: the input's, for the quicklook, by default the
-    output's)."""
+    output's). The quicklook is drawn for outputs of at most ``quicklook_pixels`` pixels
+    (``None``: any), else the page says how to draw it."""
     options = dict(storage_options or {})
     name = html.escape(str(record["job"].get("name", "job")))
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>geoseg run {name}</title>"
@@ -413,7 +428,8 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
                      'job again resumes it.</p>')
     attrs = _output_attrs(record, options)
     replaced = replaced_note(record, attrs)
-    picture, why = (None, "") if replaced else _quicklook(record, options, input_options)
+    picture, why = (None, "") if replaced else _quicklook(record, options, input_options,
+                                                             quicklook_pixels)
     parts.append("<h2>Quicklook</h2>" + (
         f'<p class="warn" id="output-replaced">{html.escape(replaced)}</p>' if replaced else
         _img(picture, "quicklook", "quicklook") if picture else
@@ -434,11 +450,14 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
 
 def write_report(record_url: str, out: str | None = None, scores: dict[str, Any] | None = None,
                  storage_options: dict[str, Any] | None = None,
-                 input_options: dict[str, Any] | None = None) -> str:
+                 input_options: dict[str, Any] | None = None, *,
+                 quicklook_pixels: int | None = QUICKLOOK_PIXELS) -> str:
     """Write the report of the run recorded at ``record_url`` (beside it unless ``out``);
-    ``storage_options`` read the output, ``input_options`` the input, for its quicklook."""
+    ``storage_options`` read the output, ``input_options`` the input, for its quicklook
+    (drawn up to ``quicklook_pixels``, see :func:`render_report`)."""
     target = out or report_path(record_url)
-    page = render_report(load_record(record_url), scores, storage_options, input_options)
+    page = render_report(load_record(record_url), scores, storage_options, input_options,
+                         quicklook_pixels=quicklook_pixels)
     return _write_text(target, page)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -27,6 +28,24 @@ def test_the_run_record_keeps_each_region(finished_run):
 
     stored = OutputTarget(finished_run.output_url).attrs()["provenance"]
     assert "regions" not in stored and stored["run_record"] == finished_run.record_url
+
+
+@pytest.mark.timeout(120)
+def test_a_run_s_own_report_draws_no_quicklook_past_its_pixel_budget(finished_run, monkeypatch):
+    """The picture reads every chunk of the output and the input: a run's report (as geoseg
+    run writes it) leaves it out past the budget, saying how to draw it; asked, it is drawn."""
+    from geoseg.report import quicklook
+
+    record = load_record(finished_run.record_url)
+    pixels = math.prod(record["input"]["shape"][1:])
+    built = []
+    monkeypatch.setattr(quicklook, "build", lambda *a, **k: built.append(a) or pytest.fail("read"))
+    page = render_report(record, quicklook_pixels=pixels - 1)
+    assert not built and 'id="quicklook"' not in page
+    assert f"geoseg quicklook {record['output']['url']} quicklook.png" in page
+    monkeypatch.undo()
+    assert 'id="quicklook"' in render_report(record, quicklook_pixels=pixels)
+    assert 'id="quicklook"' in render_report(record, quicklook_pixels=None)
 
 
 @pytest.mark.timeout(120)
