@@ -58,16 +58,18 @@ class DropShutdownKills(logging.Filter):
         return not str(record.msg).startswith("Worker process still alive after")
 
 
-class DropAbandonedTimeouts(logging.Filter):
-    """Drops asyncio's "Future exception was never retrieved" for a ``TimeoutError``: a timed
-    wait inside Dask's communication (tornado's ``with_timeout``, as a comm's background sender
-    uses) that ran out after closing the cluster had abandoned it. Nothing awaited it, so
-    nothing was lost; the job had finished and reported before."""
+class DropAbandonedWaits(logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" for a wait Dask abandoned: a
+    ``TimeoutError`` of a timed wait inside its communication (tornado's ``with_timeout``, as a
+    comm's background sender uses) that ran out after closing the cluster had abandoned it, and
+    the ``AllExit`` of a gather's inner wait when the command was interrupted (the command says
+    so itself). Nothing awaited them, so nothing was lost."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not (str(record.msg).startswith("Future exception was never retrieved")
-                    and isinstance(error, TimeoutError))
+        first = str(record.msg).split("\n", 1)[0]  # "Future (or Task) exception was never ..."
+        return not (first.endswith("exception was never retrieved")
+                    and (isinstance(error, TimeoutError) or type(error).__name__ == "AllExit"))
 
 
 class DropSchedulerLoss(logging.Filter):
@@ -136,9 +138,9 @@ def quiet_lost_heartbeats() -> None:
 
 def quiet_cluster_shutdown() -> None:
     """Install (once in this process) :class:`DropShutdownKills` on ``distributed.nanny``,
-    :class:`DropAbandonedTimeouts` on ``asyncio`` and :class:`DropShuffleNotices` on the
+    :class:`DropAbandonedWaits` on ``asyncio`` and :class:`DropShuffleNotices` on the
     shuffle plugin: what a local cluster, whose scheduler lives here, prints as noise."""
-    for name, kind in (("distributed.nanny", DropShutdownKills), ("asyncio", DropAbandonedTimeouts),
+    for name, kind in (("distributed.nanny", DropShutdownKills), ("asyncio", DropAbandonedWaits),
                        ("distributed.shuffle._scheduler_plugin", DropShuffleNotices)):
         logger = logging.getLogger(name)
         if not any(isinstance(f, kind) for f in logger.filters):

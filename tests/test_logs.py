@@ -217,9 +217,12 @@ def _abandon(error: BaseException) -> None:
 def test_a_closed_clusters_abandoned_timeout_is_not_printed_and_other_errors_are(caplog):
     """A Dask comm's timed wait that ran out after the cluster closed is noise on stderr once
     the job has reported; any other exception nobody retrieved still shows."""
+    from distributed.client import AllExit  # a gather's inner wait, abandoned on Ctrl-C
+
     logs.quiet_cluster_shutdown()
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         _abandon(TimeoutError("Timeout"))
+        _abandon(AllExit())
         _abandon(ValueError("a real fault"))
     said = [(r.getMessage(), r.exc_info[1]) for r in caplog.records if r.name == "asyncio"]
     assert len(said) == 1 and isinstance(said[0][1], ValueError), said
