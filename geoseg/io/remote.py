@@ -352,6 +352,11 @@ def whole_files_only(exc: BaseException, url: str) -> RangeRequestsError | None:
     if not any(isinstance(err, ValueError) and "support range requests" in str(err)
                for err in _chain(exc)):
         return None
+    return whole_files(url)
+
+
+def whole_files(url: str) -> RangeRequestsError:
+    """The error for ``url`` on an HTTP server that sends whole files only."""
     return RangeRequestsError(
         f"{public_url(url)}: the HTTP server sends whole files only (it ignores Range requests), "
         "and geoseg reads a raster in parts, never whole. Serve it from a web server or object "
@@ -373,10 +378,9 @@ def check_ranges(url: str, storage_options: dict[str, Any]) -> None:
                 f.seek(1)
                 f.read(1)
         except ValueError as exc:
-            whole = whole_files_only(exc, url)
-            if whole is None:
+            if whole_files_only(exc, url) is None:
                 raise
-            raise whole from None
+            raise whole_files(url) from None
 
 
 def exists(fs: Any, path: str) -> bool:

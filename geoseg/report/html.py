@@ -363,7 +363,8 @@ def provenance_section(record: dict[str, Any]) -> str:
 
 
 def _quicklook(record: dict[str, Any], options: dict[str, Any],
-               input_options: dict[str, Any] | None, most: int | None) -> tuple[str | None, str]:
+               input_options: dict[str, Any] | None,
+               most: int | None = None) -> tuple[str | None, str]:
     from geoseg.report.quicklook import build, render
 
     pixels = math.prod((record.get("input") or {}).get("shape", [0])[1:])

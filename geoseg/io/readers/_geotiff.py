@@ -289,9 +289,8 @@ class FileBytes:
             ids = [i for _, i in run]
             begin, end = ids[0] * step, min((ids[-1] + 1) * step, self.size)
             data = bytes(self.fs.cat_file(self.path, start=begin, end=end))
-            if len(data) > end - begin:  # fsspec's words, which geoseg names (remote.whole_files_only)
-                raise ValueError(f"{self.path}: {len(data)} bytes sent for a range of {end - begin}: "
-                                 "the server does not appear to support range requests")
+            if len(data) > end - begin:  # a whole file sent for a range
+                raise remote.whole_files(self.fs.unstrip_protocol(self.path))
             for i in ids:
                 part = data[(i - ids[0]) * step:(i - ids[0] + 1) * step]
                 self._blocks[i] = part
