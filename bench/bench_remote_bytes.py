@@ -1,6 +1,7 @@
 """Bytes each process downloads while a job segments a multi-gigabyte remote COG.
 
     python bench/bench_remote_bytes.py [--size 27000] [--workers 2] [--via http|s3]
+                                       [--chunks 2048] [--halo 0]
 
 A synthetic 3-band uint8 COG (uncompressed random pixels, so its bytes are its pixels: 2.99 GB
 with overviews at the default size) is served from a process of its own: aiohttp's static file
@@ -18,6 +19,11 @@ Measured on 2 cores (default size, HTTP): 196 tasks in 69 s; client 0.1 MB (0.0%
 and 37.9% of the file, together 75.9%, where the full-resolution tiles are 73.9% and the 16 KiB
 read-ahead of geoseg's remote files adds 2.1% to each tile read. ``--size 4096 --via s3``: client
 0.1%, workers 37.9% each.
+
+``--halo`` makes every task read its region plus that many pixels around it, as a network's
+receptive field does, so that neighbouring tasks want the same stored tiles; each worker's read
+cache of decoded tiles serves them. Measured (``--size 4096 --chunks 512 --halo 56``, HTTP): see
+docs/performance.md, section 5.
 """
 
 from __future__ import annotations
@@ -123,6 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=27000, help="pixels per side")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunks", type=int, default=2048, help="output chunks per side")
+    parser.add_argument("--halo", type=int, default=0, help="pixels each task reads around its region")
     parser.add_argument("--via", choices=("http", "s3"), default="http",
                         help="the server: aiohttp over HTTP (default), or moto's S3 server, which reads "
                              "the whole object for every range request and so suits small sizes only")
@@ -145,7 +153,8 @@ def main() -> None:
             spec = JobSpec.from_dict({
                 "input": {"url": url, "storage_options": options},
                 "model": {"method": "threshold", "params": {"thresholds": [128], "feature": 1}},
-                "output": {"url": f"{tmp}/mask.zarr", "chunks": [2048, 2048]}})
+                "output": {"url": f"{tmp}/mask.zarr", "chunks": [args.chunks, args.chunks]},
+                **({"inference": {"halo": args.halo}} if args.halo else {})})
             workers = {n: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1",
                                                      "env": {env_var: proxies[n].url}}}
                        for n in names[1:]}
