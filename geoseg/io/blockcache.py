@@ -30,35 +30,38 @@ class BlockCache:
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._blocks: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-        self._fetching: dict[Hashable, Future[np.ndarray]] = {}
+        self._fetching: dict[Hashable, Future[np.ndarray | None]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, fetch: Callable[[], np.ndarray]) -> np.ndarray:
         """The block under ``key``; ``fetch()`` reads it when it is not held. A block another
         thread is reading is waited for, not read again (neighbouring tasks running at once
-        want the same blocks); other blocks are read meanwhile."""
-        with self._lock:
-            block = self._blocks.get(key)
+        want the same blocks); other blocks are read meanwhile. A read that fails fails its
+        own thread only (its error is told apart in that thread's context, a transient one
+        retried there): a thread that waited for it reads the block itself. A ``fetch`` must
+        not get blocks of this cache itself (two such reads could wait for each other)."""
+        while True:
+            with self._lock:
+                block = self._blocks.get(key)
+                if block is not None:
+                    self._blocks.move_to_end(key)
+                    return block
+                pending = self._fetching.get(key)
+                if pending is None:
+                    pending = self._fetching[key] = Future()
+                    break
+            block = pending.result()  # None: its reader failed, so read it here
             if block is not None:
-                self._blocks.move_to_end(key)
                 return block
-            pending = self._fetching.get(key)
-            reading = pending is None
-            if reading:
-                pending = self._fetching[key] = Future()
-        if not reading:
-            return pending.result()
         try:
             block = fetch()
             block.flags.writeable = False
-        except BaseException as exc:
-            self._done(key)
-            pending.set_exception(exc)
+        except BaseException:
+            self._done(key, pending, None)
             raise
         self._put(key, block)
-        self._done(key)
-        pending.set_result(block)
+        self._done(key, pending, block)
         return block
 
     def peek(self, key: Hashable) -> np.ndarray | None:
@@ -74,9 +77,11 @@ class BlockCache:
         block.flags.writeable = False
         self._put(key, block)
 
-    def _done(self, key: Hashable) -> None:
+    def _done(self, key: Hashable, pending: Future[np.ndarray | None],
+              block: np.ndarray | None) -> None:
         with self._lock:
             del self._fetching[key]
+        pending.set_result(block)
 
     def _put(self, key: Hashable, block: np.ndarray) -> None:
         if block.nbytes > self.max_bytes:
