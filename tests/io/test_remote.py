@@ -75,7 +75,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self._serve(body=False)
 
     def _serve(self, body: bool) -> None:
-        if self.server.take_failure():
+        start = re.fullmatch(r"bytes=(\d*)-\d*", self.headers.get("Range", ""))
+        if self.server.take_failure(int(start.group(1) or 0) if start else None):
             self.send_response(503, "Slow Down")
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -94,7 +95,9 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         if not path.is_file():
             self.send_error(404)
             return
-        start, stop = self._range(path.stat().st_size)
+        stat = path.stat()
+        start, stop = self._range(stat.st_size)
+        self.send_header("ETag", f'"{stat.st_mtime_ns}-{stat.st_size}"')  # as web servers send it
         self.send_header("Content-Length", str(stop - start))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
@@ -128,15 +131,17 @@ class CountingServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(root)))
         self.lock = threading.Lock()
         self.bytes_sent = self.fail_next = self.failed = 0
+        self.fail_from: int | None = None  # fail only ranges starting there or past it
         self.listings, self.ranges, self.paths = True, True, []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def take_failure(self) -> bool:
+    def take_failure(self, start: int | None = None) -> bool:
         with self.lock:
-            if self.fail_next <= 0:
+            if self.fail_next <= 0 or (self.fail_from is not None
+                                       and (start is None or start < self.fail_from)):
                 return False
             self.fail_next -= 1
             self.failed += 1
@@ -153,7 +158,7 @@ class CountingServer(http.server.ThreadingHTTPServer):
     def reset(self) -> None:
         with self.lock:
             self.bytes_sent = self.fail_next = self.failed = 0
-            self.listings, self.paths = True, []
+            self.fail_from, self.listings, self.paths = None, True, []
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +314,45 @@ def test_http_503s_are_retried_on_open_and_on_window_reads(served, big_tif):
     served.fail_next = 3
     np.testing.assert_array_equal(raster[:, :300, 1800:].values, big_tif[:, :300, 1800:])
     assert served.failed == 5 and served.fail_next == 0
+
+
+def test_a_503_on_a_tile_many_threads_wait_for_is_retried_by_each(served, big_tif):
+    """Threads reading one window wait for the tile one of them fetches: when that fetch meets
+    a 503, the waiters read the tile themselves (the error is told apart as transient in the
+    thread that met it only), rather than calling the file corrupt."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geoseg.io.readers import open_source
+
+    source = open_source(f"{served.url}/big.tif", {}).with_read_cache()
+    np.testing.assert_array_equal(source.read((slice(0, 256), slice(0, 256))), big_tif[:, :256, :256])
+    served.fail_from, served.fail_next = 1 << 20, 1  # the next pixel range past the header
+    window = (slice(1024, 1280), slice(1024, 1280))
+    with ThreadPoolExecutor(8) as pool:
+        reads = [pool.submit(source.read, window) for _ in range(8)]
+        for read in reads:
+            np.testing.assert_array_equal(read.result(), big_tif[:, 1024:1280, 1024:1280])
+    assert served.failed == 1
+
+
+def test_a_geotiff_replaced_during_a_run_is_read_as_it_is_now(served, http_root):
+    """Tasks keep a file's header for the next ones under its version (ETag): a file replaced
+    meanwhile, by one tiled otherwise, is read whole again, never its new bytes through its
+    old header (which decoded noise)."""
+    import os
+
+    from geoseg.io.readers import open_source
+
+    path = http_root / "moving.tif"
+    first, second = textured_image(512, 512, seed=1), textured_image(512, 512, seed=2)
+    write_geotiff(path, first)
+    source = open_source(f"{served.url}/moving.tif", {}).with_read_cache()
+    np.testing.assert_array_equal(source.read((slice(0, 64), slice(0, 64))), first[:, :64, :64])
+    write_geotiff(path, second, tiled=False)
+    later = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(later, later))
+    window = (slice(256, 320), slice(256, 320))
+    np.testing.assert_array_equal(source.read(window), second[:, 256:320, 256:320])
 
 
 def test_http_zarr_chunk_503s_are_retried(served, http_root):

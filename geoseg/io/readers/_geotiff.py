@@ -29,7 +29,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.core.urls import public_url
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import CorruptInputError, UnsupportedFormatError
 from geoseg.io import allow, blockcache, faults, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.readers import probe
@@ -244,11 +244,19 @@ def _open_bytes(url: str, storage_options: dict[str, Any]) -> FileBytes | None:
 
 def _task_bytes(url: str, storage_options: dict[str, Any], token: str | None) -> FileBytes | None:
     """Bytes of ``url`` for a task's open: those read while opening (its header) are kept in the
-    process's block cache under the run's ``token``, so later tasks' opens do not fetch them."""
+    process's block cache under the run's ``token`` and the file's version (ETag, or size and
+    mtime: one request), so later tasks' opens of the same file do not fetch them, and a file
+    replaced meanwhile is read whole again, never its new pixels through its old header. A
+    store that reports no version keeps nothing."""
     if _gdal_reads(url):
         return None
+    from geoseg.io.identity import file_stamp  # here: identity imports the readers
+
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    return FileBytes(fs, path, keep=("geotiff-bytes", token, url))
+    info = fs.info(path)
+    stamp = file_stamp(info)
+    keep = None if stamp is None else ("geotiff-bytes", token, url, stamp)
+    return FileBytes(fs, path, keep=keep, size=info.get("size"))
 
 
 class FileBytes:
@@ -260,10 +268,10 @@ class FileBytes:
     ``keep`` is set to ``None``; its size is kept there too. Used by one thread at a time."""
 
     def __init__(self, fs: Any, path: str, *, seed: bytes | None = None,
-                 keep: Hashable | None = None) -> None:
+                 keep: Hashable | None = None, size: int | None = None) -> None:
         self.fs, self.path, self.keep = fs, path, keep
         self._blocks: dict[int, bytes] = {}
-        self._size: int | None = None
+        self._size: int | None = None if size is None else int(size)
         if seed is not None:
             self._blocks[0] = seed[:remote.READ_BLOCK]
             if len(seed) < remote.READ_BLOCK:  # the whole file
@@ -291,6 +299,12 @@ class FileBytes:
             data = bytes(self.fs.cat_file(self.path, start=begin, end=end))
             if len(data) > end - begin:  # a whole file sent for a range
                 raise remote.whole_files(self.fs.unstrip_protocol(self.path))
+            if len(data) < end - begin:  # shorter than it was when its size was taken
+                raise CorruptInputError(
+                    f"{public_url(self.fs.unstrip_protocol(self.path))}: {len(data)} bytes came "
+                    f"back for bytes {begin} to {end}; the file is shorter than when it was opened, "
+                    "so it changed (or was truncated) while it was read. Run again once it is "
+                    "complete.")
             for i in ids:
                 part = data[(i - ids[0]) * step:(i - ids[0] + 1) * step]
                 self._blocks[i] = part
