@@ -31,7 +31,8 @@ log = logging.getLogger("geoseg.io")
 
 GLOB_CHARS = "*?["
 GRID_TOLERANCE = 1e-6  # of a pixel
-MAX_COVER_CELLS = 10_000_000  # cells between scene edges checked for gaps; more: taken to have some
+MAX_COVER_CELLS = 10_000_000  # cells between scene edges checked for gaps at once (a band of rows)
+MAX_COVER_WORK = 2_000_000_000  # cells checked in all; more: not checked, taken to leave gaps
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,14 @@ def _gap_encoding(first: RasterSource, placed: Sequence[Placed], shape: tuple[in
         return dtype, nodata
     if np.dtype(dtype).kind == "f":
         return dtype, float("nan")
-    if _covered(placed, shape):
+    covered = _covered(placed, shape)
+    if covered:
         return dtype, None
     encoding = widened(dtype)
     if encoding is None:
+        leave = "leave gaps" if covered is False else "may leave gaps (too many scene edges to check)"
         raise UnsupportedFormatError(
-            f"The scenes of {public_url(url)} leave gaps in the mosaic, and their {dtype} pixels "
+            f"The scenes of {public_url(url)} {leave} in the mosaic, and their {dtype} pixels "
             "declare no nodata value to mark them with; geoseg takes none from a range this wide. "
             "Declare the scenes' nodata value (a value no valid pixel holds), e.g. "
             "gdal_edit.py -a_nodata VALUE scene.tif, or with rasterio: ds.nodata = VALUE in r+ mode.")
@@ -141,19 +144,27 @@ def _gap_encoding(first: RasterSource, placed: Sequence[Placed], shape: tuple[in
     return encoding
 
 
-def _covered(placed: Sequence[Placed], shape: tuple[int, int]) -> bool:
+def _covered(placed: Sequence[Placed], shape: tuple[int, int]) -> bool | None:
     """Whether the scenes cover every pixel of a mosaic of ``shape``, checked on the cells
-    between their edges (taken as not covered when there are over :data:`MAX_COVER_CELLS`)."""
+    between their edges, a band of rows at a time (at most :data:`MAX_COVER_CELLS` cells in
+    memory); ``None`` when there are more than :data:`MAX_COVER_WORK` cells to check."""
     rows = [(p.row, p.row + p.source.shape[1]) for p in placed]
     cols = [(p.col, p.col + p.source.shape[2]) for p in placed]
     edges = [np.unique([0, n, *itertools.chain(*spans)]) for spans, n in zip((rows, cols), shape)]
-    if (len(edges[0]) - 1) * (len(edges[1]) - 1) > MAX_COVER_CELLS:
-        return False
-    covered = np.zeros((len(edges[0]) - 1, len(edges[1]) - 1), bool)
-    for row, col in zip(rows, cols):
-        (r0, r1), (c0, c1) = np.searchsorted(edges[0], row), np.searchsorted(edges[1], col)
-        covered[r0:r1, c0:c1] = True
-    return bool(covered.all())
+    n_rows, n_cols = len(edges[0]) - 1, len(edges[1]) - 1
+    if n_rows * n_cols > MAX_COVER_WORK:
+        return None
+    cells = list(zip(np.searchsorted(edges[0], rows), np.searchsorted(edges[1], cols)))
+    band = max(1, MAX_COVER_CELLS // n_cols)
+    for top in range(0, n_rows, band):
+        bottom = min(top + band, n_rows)
+        covered = np.zeros((bottom - top, n_cols), bool)
+        for (r0, r1), (c0, c1) in cells:
+            if r0 < bottom and r1 > top:
+                covered[max(r0, top) - top:min(r1, bottom) - top, c0:c1] = True
+        if not covered.all():
+            return False
+    return True
 
 
 def _check_compatible(first: RasterSource, other: RasterSource) -> None:

@@ -160,3 +160,28 @@ def test_a_glob_that_matches_only_itself_is_one_raster(tmp_path):
     raster = geoseg.open_raster(str(path))
     assert raster.encoding["geoseg_source"].format == "geotiff"
     np.testing.assert_array_equal(raster.values, image)
+
+
+@pytest.mark.parametrize("gap", [False, True])
+def test_coverage_is_checked_band_by_band_past_the_cells_checked_at_once(tmp_path, monkeypatch, gap):
+    """Scenes at unaligned offsets make many cells between their edges: checked a band of rows
+    at a time, a mosaic without gaps keeps its type (it was taken to have gaps and widened, or
+    refused for 4-byte integers)."""
+    from geoseg.io import mosaic
+
+    monkeypatch.setattr(mosaic, "MAX_COVER_CELLS", 5)
+    image = textured_image(40, 60, bands=1, seed=4)
+    paths = []
+    for k, (top, bottom) in enumerate(itertools.pairwise([0, 7, 19, 26, 40])):
+        for left, right in itertools.pairwise([0, 11 + 3 * k, 60]):  # cut at another column each
+            if gap and (k, left) == (2, 0):
+                continue
+            paths.append(write_scene(tmp_path / f"s{k}_{left}.tif", image[:, top:bottom, left:right],
+                                     top, left, nodata=None))
+    raster = geoseg.open_raster(paths)
+    if gap:
+        assert raster.dtype == np.int16 and raster.attrs["nodata"] == -1
+        assert (raster.values[:, 19:26, :17] == -1).all()
+    else:
+        assert raster.dtype == np.uint8 and "nodata" not in raster.attrs
+        np.testing.assert_array_equal(raster.values, image)
