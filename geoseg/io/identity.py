@@ -1,9 +1,11 @@
-"""What identifies a stored input, read from the store: one list of the ``info`` fields that tell
-one version of an object from another, the folder that holds a Zarr array, a file's sha256.
+"""What identifies a stored input, read from the store: the folder that holds a Zarr array, a
+digest of a folder's listing, a file's sha256. The fields that tell one version of an object
+from another are :mod:`geoseg.io.versions`'.
 
 Run records (:mod:`geoseg.jobs.provenance`), training checksums
 (:mod:`geoseg.training.checksums`) and batch input identities (:mod:`geoseg.jobs.identity`)
-all read versions through :func:`version_marks`. Nothing here ever returns storage options.
+all read versions through :func:`geoseg.io.versions.version_marks`. Nothing here ever returns
+storage options.
 """
 
 from __future__ import annotations
@@ -16,30 +18,7 @@ import fsspec
 
 from geoseg.io.sources import RasterSource, ZarrSource
 
-# fsspec ``info`` fields that tell one version of a stored object from another, strongest
-# first: hashes of the content, then version ids, then times.
-CONTENT_KEYS = ("ETag", "etag", "md5Hash", "content_md5", "crc32c")
-VERSION_ID_KEYS = ("generation", "version_id", "VersionId")
-TIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "created")
-VERSION_KEYS = CONTENT_KEYS + VERSION_ID_KEYS + TIME_KEYS
 _BLOCK = 1 << 20
-
-
-def version_marks(info: dict[str, Any]) -> dict[str, str]:
-    """The version fields of a store's file ``info``, as text, strongest first."""
-    return {key: str(info[key]) for key in VERSION_KEYS if info.get(key) not in (None, "")}
-
-
-def file_stamp(info: dict[str, Any]) -> str | None:
-    """``etag:...`` (a content hash) or ``stat:...`` (a version id or time) from file ``info``,
-    with its size; ``None`` when the store reports no version at all."""
-    marks, size = version_marks(info), info.get("size")
-    key = next(iter(marks), None)
-    if key is None:
-        return None
-    if key in CONTENT_KEYS:
-        return f"etag:{marks[key].strip(chr(34))};size={size}"
-    return f"stat:size={size};{'mtime' if key in TIME_KEYS else key}={marks[key]}"
 
 
 def stored_path(source: RasterSource) -> tuple[Any, str]:

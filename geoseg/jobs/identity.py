@@ -2,7 +2,7 @@
 
 ``auto`` asks the store, reading no data: the ETag and size of an object (S3 and
 other object stores), else its size and version id or modification time (local
-files), from the fields :data:`geoseg.io.identity.VERSION_KEYS` lists. A Zarr
+files), from the fields :data:`geoseg.io.versions.VERSION_KEYS` lists. A Zarr
 store (a folder or prefix) is identified by all of its objects' paths and
 stamps, so rewriting one chunk changes it. Where a store reports neither an
 ETag nor a modification time, ``auto`` falls back to ``checksum``: the sha256
@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import fsspec
 
-from geoseg.io.identity import file_stamp, sha256_file, tree_digest
+from geoseg.io.identity import sha256_file, tree_digest
+from geoseg.io.versions import file_stamp
 
 IdentityMethod = Literal["auto", "checksum"]
 

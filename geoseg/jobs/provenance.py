@@ -31,10 +31,11 @@ from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
 from geoseg.io import remote
 from geoseg.io.georef import grid_difference, resample_hint
-from geoseg.io.identity import file_stamp, stored_path, tree_digest, version_marks
+from geoseg.io.identity import stored_path, tree_digest
 from geoseg.io.mosaic import MosaicSource
 from geoseg.io.readers import open_source
 from geoseg.io.sources import RasterSource, ZarrSource
+from geoseg.io.versions import file_stamp, version_marks
 from geoseg.metrics import dice_per_class, iou_per_class
 from geoseg.parallel.executor import ReferenceLabels, RegionStats
 

@@ -8,7 +8,7 @@
   the same size does not).
 * Single files (GeoTIFF/COG): sha256 of the bytes up to :data:`CONTENT_LIMIT`
   (``method: content``), else of ``size`` plus whatever identifies a version
-  in fsspec ``info`` (:func:`geoseg.io.identity.version_marks`: ETag, mtime, ...)
+  in fsspec ``info`` (:func:`geoseg.io.versions.version_marks`: ETag, mtime, ...)
   (``method: info``).
 
 Everything goes through fsspec, so the same code serves local files and object
@@ -21,8 +21,9 @@ import hashlib
 import json
 from typing import Any
 
-from geoseg.io.identity import sha256_file, stored_path, version_marks
+from geoseg.io.identity import sha256_file, stored_path
 from geoseg.io.sources import RasterSource, ZarrSource
+from geoseg.io.versions import version_marks
 
 CONTENT_LIMIT = 64 * 2**20
 METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}

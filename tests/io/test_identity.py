@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import s3fs
 
-from geoseg.io.identity import file_stamp, stored_path, version_marks
+from geoseg.io.identity import stored_path
 from geoseg.io.readers import open_source
+from geoseg.io.versions import file_stamp, version_marks
 from geoseg.jobs import provenance
 from geoseg.jobs.identity import input_identity
 from geoseg.training import checksums

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, UnsupportedFormatError
-from geoseg.io import allow, blockcache, faults, remote
+from geoseg.io import allow, blockcache, faults, remote, versions
 from geoseg.io.georef import GeoRef
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import RasterSource, Reader, band_indexes, widened
@@ -250,11 +250,9 @@ def _task_bytes(url: str, storage_options: dict[str, Any], token: str | None) ->
     store that reports no version keeps nothing."""
     if _gdal_reads(url):
         return None
-    from geoseg.io.identity import file_stamp  # here: identity imports the readers
-
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     info = fs.info(path)
-    stamp = file_stamp(info)
+    stamp = versions.file_stamp(info)
     keep = None if stamp is None else ("geotiff-bytes", token, url, stamp)
     return FileBytes(fs, path, keep=keep, size=info.get("size"))
 
