@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -196,3 +199,27 @@ def output_with_a_bad_chunk(folder: Path) -> tuple[Path, np.ndarray]:
     whole = zarr.open_group(str(out), mode="r")["classes"][:]
     (out / "classes" / "c" / "0" / "1").write_bytes(b"garbage")
     return out, whole
+
+
+@contextlib.contextmanager
+def slurm_job_script_worker(jobqueue: dict, folder: Path) -> Iterator[object]:
+    """A client of a SLURM cluster spec'd by ``jobqueue`` whose one job script runs here under
+    bash (its #SBATCH lines are comments: the prologue, then the worker), its worker joined;
+    the job is stopped on the way out."""
+    from distributed import Client
+
+    from geoseg.parallel.cluster import jobqueue_cluster
+    from geoseg.parallel.cluster_spec import ClusterSpec
+
+    with jobqueue_cluster(ClusterSpec(kind="slurm", jobqueue=jobqueue), "slurm") as slurm, \
+            Client(slurm) as client:
+        (folder / "job.sh").write_text(slurm.job_script())
+        with open(folder / "job.log", "w") as log:
+            job = subprocess.Popen(["bash", str(folder / "job.sh")], stdout=log, stderr=log,
+                                   start_new_session=True)
+        try:
+            client.wait_for_workers(1, timeout=120)
+            yield client
+        finally:
+            os.killpg(job.pid, signal.SIGTERM)
+            job.wait(timeout=60)

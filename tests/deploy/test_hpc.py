@@ -6,19 +6,17 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import dask
 import pytest
 from dask.utils import parse_bytes, parse_timedelta
-from distributed import Client
 
 from geoseg.jobs.spec import load_job
 from geoseg.parallel.cluster import jobqueue_cluster, jobqueue_kwargs
 from geoseg.parallel.cluster_spec import ClusterSpec, walltime_seconds
+from tests.conftest import slurm_job_script_worker
 
 HPC = Path(__file__).resolve().parents[2] / "deploy" / "hpc"
 
@@ -121,16 +119,6 @@ def test_a_job_script_runs_its_worker_with_the_activated_environments_python(tmp
     jq = {"cores": 1, "memory": "2GiB", "processes": 1, "walltime": "00:20:00", "interface": "lo",
           "dashboard_address": None, "local_directory": str(tmp_path),
           "job_script_prologue": [f"source {shlex.quote(str(env / 'activate'))}"]}
-    spec = ClusterSpec(kind="slurm", jobqueue=jq)
-    with jobqueue_cluster(spec, "slurm") as slurm, Client(slurm) as client:
-        (tmp_path / "job.sh").write_text(slurm.job_script())
-        with open(tmp_path / "job.log", "w") as log:
-            job = subprocess.Popen(["bash", str(tmp_path / "job.sh")], stdout=log, stderr=log,
-                                   start_new_session=True)
-        try:
-            client.wait_for_workers(1, timeout=120)
-            marks = client.run(lambda: os.environ.get("GEOSEG_WORKER_PYTHON"))
-        finally:
-            os.killpg(job.pid, signal.SIGTERM)
-            job.wait(timeout=60)
+    with slurm_job_script_worker(jq, tmp_path) as client:
+        marks = client.run(lambda: os.environ.get("GEOSEG_WORKER_PYTHON"))
     assert list(marks.values()) == ["activated"]

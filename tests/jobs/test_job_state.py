@@ -247,12 +247,7 @@ def test_a_run_that_lost_its_lease_stops_writing_and_leaves_the_output_to_its_ne
 def test_a_resumed_run_says_running_while_it_writes(tmp_path, job):
     """Resuming an interrupted output: status says running (lease held by the run), not what
     the run before left it as."""
-    def stop_after_three(stats, seen=[]):  # noqa: B006 - counts this run's regions
-        seen.append(stats)
-        if len(seen) == 3:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        run(JobSpec.from_dict(job), scheduler="threads", on_done=stop_after_three)
+    interrupted_after(job, 3)
     out = job["output"]["url"]
     assert output_status(out).status.startswith("interrupted")
     states = []
@@ -290,12 +285,7 @@ def _written(path, job: dict):
 def test_verify_of_an_unfinished_output_says_to_finish_it_not_to_repair_it(tmp_path, job):
     """Regions never computed are not damage: --repair would find nothing to un-mark, and
     advising it again after would loop."""
-    def stop_after_two(stats, seen=[]):  # noqa: B006 - counts this run's regions
-        seen.append(stats)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        run(JobSpec.from_dict(job), scheduler="threads", on_done=stop_after_two)
+    interrupted_after(job, 2)
     out = job["output"]["url"]
     said = " ".join(geoseg("verify", out).stderr.split())
     assert "were never computed (the output is unfinished): run the job again" in said, said
@@ -306,3 +296,15 @@ def test_verify_of_an_unfinished_output_says_to_finish_it_not_to_repair_it(tmp_p
     (tmp_path / "out.zarr" / "classes" / "c" / row / col).write_bytes(b"\x00garbage")
     said = " ".join(geoseg("verify", out).stderr.split())
     assert "never computed" in said and f"geoseg verify {out} --repair" in said, said
+
+
+def interrupted_after(job: dict, regions: int) -> None:
+    """Run ``job`` on threads and interrupt it (as Ctrl-C does) once ``regions`` came back."""
+    seen = []
+
+    def stop(stats) -> None:
+        seen.append(stats)
+        if len(seen) == regions:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run(JobSpec.from_dict(job), scheduler="threads", on_done=stop)

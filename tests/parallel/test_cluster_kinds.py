@@ -9,7 +9,6 @@ import os
 import shlex
 import signal
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import pytest
 import yaml
 import zarr
 from dask.utils import parse_bytes, parse_timedelta
-from distributed import Client
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,7 +34,7 @@ from geoseg.parallel.cluster import (
     worker_lifetime,
 )
 from geoseg.parallel.cluster_spec import ClusterSpec, walltime_seconds
-from tests.conftest import job_dict, textured_image, write_zarr
+from tests.conftest import job_dict, slurm_job_script_worker, textured_image, write_zarr
 from tests.deploy.commands import check_command
 from tests.deploy.k8s_schema import manifest_errors
 
@@ -256,19 +254,10 @@ def test_the_slurm_job_script_starts_a_worker_that_retires_before_the_walltime(t
     jq = {"cores": 2, "memory": "2GiB", "processes": 1, "walltime": "00:20:00", "interface": "lo",
           "dashboard_address": None, "local_directory": str(tmp_path),
           "job_script_prologue": ["export GEOSEG_PROLOGUE_MARK=ran-before-the-worker"]}
-    with jobqueue_cluster(cluster(kind="slurm", jobqueue=jq), "slurm") as slurm, Client(slurm) as client:
-        (tmp_path / "job.sh").write_text(slurm.job_script())
-        with open(tmp_path / "job.log", "w") as log:
-            job = subprocess.Popen(["bash", str(tmp_path / "job.sh")], stdout=log, stderr=log,
-                                   start_new_session=True)
-        try:
-            client.wait_for_workers(1, timeout=120)
-            marks = client.run(lambda: os.environ.get("GEOSEG_PROLOGUE_MARK"))  # the worker's
-            lifetimes = client.run(lambda dask_worker: dask_worker.lifetime)
-            threads = [w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
-        finally:
-            os.killpg(job.pid, signal.SIGTERM)
-            job.wait(timeout=60)
+    with slurm_job_script_worker(jq, tmp_path) as client:
+        marks = client.run(lambda: os.environ.get("GEOSEG_PROLOGUE_MARK"))  # the worker's
+        lifetimes = client.run(lambda dask_worker: dask_worker.lifetime)
+        threads = [w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
     assert list(marks.values()) == ["ran-before-the-worker"]
     assert threads == [2]
     (lifetime,) = lifetimes.values()  # drawn by the worker within lifetime +- stagger
