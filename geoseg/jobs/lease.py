@@ -472,8 +472,12 @@ class Fence:
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self) -> None:
-        current = store_for(self.url, self.storage_options).read()
-        if current is None or LeaseRecord.from_bytes(current[0]).owner != self.owner:
+        fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        try:
+            current = fs.cat_file(path, start=0)  # one GET (from byte 0: no size asked first)
+        except FileNotFoundError:
+            current = None
+        if current is None or LeaseRecord.from_bytes(current).owner != self.owner:
             raise LeaseLostError(_lost(self.output, self.seconds))
 
 
