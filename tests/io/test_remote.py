@@ -920,6 +920,9 @@ def test_a_signed_http_url_is_one_raster_not_a_glob(served, big_tif):
     url = f"{served.url}/big.tif?X-Amz-Signature=SIGSECRET123&X-Amz-Expires=60"
     raster = geoseg.open_raster(url, chunks=256)
     np.testing.assert_array_equal(raster[:, :256, :256].values, big_tif[:, :256, :256])
+    source = raster.encoding["geoseg_source"]  # its repr reaches logs: a failed task's arguments
+    assert source.url == url and "SIGSECRET123" not in repr(source) and "/big.tif" in repr(source)
+    assert "SIGSECRET123" not in repr(geoseg.open_raster([url, url]).encoding["geoseg_source"])
 
 
 @pytest.fixture

@@ -51,9 +51,19 @@ class RasterSource:
         run sees blocks an earlier run cached (the data may have changed since)."""
         return dataclasses.replace(self, read_cache=uuid.uuid4().hex)
 
+    def __repr__(self) -> str:
+        """The fields, the URL in its public form: a signed URL's query is a credential, and a
+        source's repr may reach a log (a worker's report of a failed task shows its arguments)."""
+        shown = (f"{f.name}={public_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+                 for f in dataclasses.fields(self) if f.repr)
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every subclass's ``read`` retries transient storage errors (:mod:`geoseg.io.remote`)."""
+        """Every subclass's ``read`` retries transient storage errors (:mod:`geoseg.io.remote`),
+        and its repr is this one (set before ``@dataclass``, which then keeps it)."""
         super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = RasterSource.__repr__  # type: ignore[method-assign]
         read = cls.__dict__.get("read")
         if read is not None and not getattr(read, "__geoseg_retrying__", False):
             cls.read = faults.reading_windows(remote.retrying("Reading")(read), probe=read)
