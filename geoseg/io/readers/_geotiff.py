@@ -263,7 +263,7 @@ class FileBytes:
 
     ``seed``: the file's first block (all of a shorter file), already read. ``keep``: a key under
     which blocks read are also kept in the process's block cache (and looked for there) until
-    ``keep`` is set to ``None``; its size is kept there too. Used by one thread at a time."""
+    ``keep`` is set to ``None``. ``size``: the file's, when known. Used by one thread at a time."""
 
     def __init__(self, fs: Any, path: str, *, seed: bytes | None = None,
                  keep: Hashable | None = None, size: int | None = None) -> None:
@@ -278,9 +278,7 @@ class FileBytes:
     @property
     def size(self) -> int:
         if self._size is None:
-            kept = self._cached("size")
-            self._size = int(kept[0]) if kept is not None else int(self.fs.size(self.path))
-            self._keep("size", np.array([self._size], np.int64))
+            self._size = int(self.fs.size(self.path))
         return self._size
 
     def read(self, start: int, stop: int) -> bytes:
