@@ -397,11 +397,11 @@ def _record_failure(prepared: PreparedJob, started: str, t0: float, came_back: l
     may be what failed, and the run's own error is the one to show."""
     error = (("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (SIGINT)")
              if isinstance(exc, KeyboardInterrupt) else _error_summary(exc))
-    record = provenance.failure_record(
-        prepared, status=status, error=error, started=started, seconds=time.perf_counter() - t0,
-        computed=len(came_back), skipped=skipped, identity=job_identity(prepared),
-        model=_model_record(prepared))
     try:
+        record = provenance.failure_record(
+            prepared, status=status, error=error, started=started, seconds=time.perf_counter() - t0,
+            computed=len(came_back), skipped=skipped, identity=job_identity(prepared),
+            model=_model_record(prepared))
         provenance.save_record(record, provenance.runs_dir(prepared.spec))
     except Exception as failed:  # noqa: BLE001 - logged, the run's error raised as it is
         logs.log.warning(f"the record of this {status} run could not be written into "
