@@ -85,11 +85,20 @@ class DropSchedulerLoss(logging.Filter):
 
 def _reconnecting(record: logging.LogRecord) -> bool:
     """Whether the record's traceback passes through ``Client._reconnect``."""
-    tb = record.exc_info[2] if record.exc_info else None
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "_reconnect":
-            return True
-        tb = tb.tb_next
+    return _passes_through(record, "_reconnect")
+
+
+def _passes_through(record: logging.LogRecord, function: str) -> bool:
+    """Whether the record's traceback, or that of an exception it was raised from, passes
+    through a function named ``function``."""
+    error = record.exc_info[1] if record.exc_info else None
+    while error is not None:
+        tb = error.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == function:
+                return True
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
     return False
 
 
@@ -134,6 +143,22 @@ def quiet_lost_heartbeats() -> None:
     """Install (once in this process) :class:`DropLostHeartbeats` on ``distributed.worker``: what
     a local cluster's worker process runs first (:mod:`geoseg.parallel.local_worker`)."""
     _filtered(("distributed.worker",), DropLostHeartbeats, True)
+
+
+class DropCancelledStarts(logging.Filter):
+    """Drops tornado's "Exception in callback" for a local cluster's background start of its
+    workers (``SpecCluster._correct_state_internal``) that failed because Ctrl-C or SIGTERM
+    closed the cluster while a worker process was starting ("Nanny failed to start"): the
+    command says it was interrupted, and nothing was running yet."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _passes_through(record, "_correct_state_internal")
+
+
+def quiet_cancelled_starts() -> None:
+    """Install (once in this process) :class:`DropCancelledStarts` on ``tornado.application``:
+    what closing a cluster interrupted while it starts (:mod:`geoseg.parallel.cluster`) calls."""
+    _filtered(("tornado.application",), DropCancelledStarts, True)
 
 
 def quiet_cluster_shutdown() -> None:

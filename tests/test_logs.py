@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
@@ -227,3 +228,39 @@ def test_a_closed_clusters_abandoned_timeout_is_not_printed_and_other_errors_are
     said = [(r.getMessage(), r.exc_info[1]) for r in caplog.records if r.name == "asyncio"]
     assert len(said) == 1 and isinstance(said[0][1], ValueError), said
     assert said[0][0].startswith("Future exception was never retrieved")
+
+
+def _fail_in_a_callback(coroutine: Any) -> None:
+    """Run ``coroutine`` as a tornado loop's callback, as Dask runs a cluster's background start
+    of its workers; tornado logs its exception ("Exception in callback")."""
+    import asyncio
+
+    from tornado.ioloop import IOLoop
+
+    async def main() -> None:
+        IOLoop.current().add_callback(coroutine)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+
+def test_a_worker_start_cut_short_by_an_interrupt_is_not_printed_and_other_callbacks_are(caplog):
+    """Closing a cluster that Ctrl-C or SIGTERM interrupted while a worker process started fails
+    the cluster's background start ("Nanny failed to start"), which tornado printed with its
+    traceback after the command said it was interrupted; a failure of any other callback shows."""
+
+    async def _correct_state_internal() -> None:  # SpecCluster's, by name
+        try:
+            raise RuntimeError("Nanny failed to start worker process")
+        except RuntimeError as exc:
+            raise RuntimeError("Nanny failed to start.") from exc
+
+    async def another_callback() -> None:
+        raise RuntimeError("a real fault")
+
+    logs.quiet_cancelled_starts()
+    with caplog.at_level(logging.ERROR, logger="tornado.application"):
+        _fail_in_a_callback(_correct_state_internal)
+        _fail_in_a_callback(another_callback)
+    said = [r.exc_info[1] for r in caplog.records if r.name == "tornado.application"]
+    assert [str(e) for e in said] == ["a real fault"], said
