@@ -58,6 +58,7 @@ from geoseg.io.nifti import (
     is_nifti,
     is_scaled,
     parse_header,
+    read_dtype,
     voxel_dtype,
 )
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
@@ -201,7 +202,7 @@ class GzipNiftiInput:
         :meth:`slab_depth`), band by band in file order (forward reads only)."""
         n_k = self.shape[1]
         with _gzip_image(self.url, self.storage_options) as image:
-            scaled = self.dtype == "float32"  # or stored so: nibabel may scale to float64
+            scaled = is_scaled(image.header)  # nibabel scales to float64 (or wider)
             depth = self.slab_depth(sizes[0], np.float64 if scaled else image.dataobj.dtype)
             proxy = image.dataobj
             for t, band in sorted((t, b) for b, t in enumerate(self.times)):
@@ -210,13 +211,13 @@ class GzipNiftiInput:
                     slab = proxy[:, :, ks, t] if self.four_d else proxy[:, :, ks]
                     target[band, ks] = np.transpose(np.asarray(slab), (2, 1, 0)).astype(self.dtype)
 
-    def slab_depth(self, depth: int, read_dtype: np.dtype) -> int:
+    def slab_depth(self, depth: int, read_as: np.dtype) -> int:
         """How many planes to decompress at once: ``depth`` (the output chunk's), fewer when
         that many would hold more than ``GEOSEG_MAX_WINDOW_BYTES`` as read (scaled voxels come
         as float64) and copied into the output's dtype; refused when one plane would. What a
         header declares, not the file's size, decides a plane's bytes, so this bounds the
         memory a hostile header can ask for."""
-        plane = math.prod(self.shape[2:]) * (np.dtype(read_dtype).itemsize + np.dtype(self.dtype).itemsize)
+        plane = math.prod(self.shape[2:]) * (np.dtype(read_as).itemsize + np.dtype(self.dtype).itemsize)
         budgets.check(plane, budgets.MAX_WINDOW_BYTES,
                       f"input {_shown(self.url)} has planes of {self.shape[3]} x {self.shape[2]} "
                       f"voxels, {budgets.size(plane)} ({budgets.figure(plane)} bytes) each as "
@@ -347,12 +348,12 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
     names = tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",)
     times = tuple(range(n_t)) if bands is None else _band_indexes(bands, n_t, url)
     stored = voxel_dtype(header, url)  # refuses RGB voxels
-    dtype = "float32" if is_scaled(header) else stored.newbyteorder("=").name
+    dtype = read_dtype(header, stored)
     return GzipNiftiInput(
         url=url,
         shape=(len(times), n_k, n_j, n_i),
         dtype=dtype,
-        georef=header_georef(header),
+        georef=header_georef(header, url),
         band_names=tuple(names[t] for t in times),
         times=times,
         four_d=len(shape) == 4,

@@ -55,28 +55,40 @@ class GeoRef:
     @classmethod
     def from_voxel_affine(cls, affine: Any, nodata: float | None = None,
                           units: str | None = None, nifti_codes: Any = None,
-                          nifti_qform: Any = None) -> GeoRef:
+                          nifti_qform: Any = None, source: str | None = None,
+                          fix: str = "Fix it where it is stored") -> GeoRef:
         """A volume's georeference from a 4 x 4 matrix mapping ``(z, y, x, 1)`` indices to
         world ``(x, y, z, 1)`` (see the module docstring), with the NIfTI xform codes of the file
         it came from, if any (see :func:`as_nifti_codes`), and its qform, in the same
-        convention, where that is another matrix than ``affine`` (the sform's)."""
+        convention, where that is another matrix than ``affine`` (the sform's).
+
+        An ``affine`` that places no voxel (a NaN or infinite term, or voxels of no volume) is
+        refused: as :class:`~geoseg.errors.UnsupportedFormatError` naming ``source`` (where a
+        file's metadata held it) and saying ``fix``, else as a
+        :class:`~geoseg.errors.ParameterError` (an affine passed in)."""
         qform = None if nifti_qform is None else _matrix16(nifti_qform, "a NIfTI qform")
-        return cls(voxel_affine=_matrix16(affine, "a voxel affine"),
+        matrix = _matrix16(affine, "a voxel affine")
+        if not places_voxels(matrix):
+            _refuse_voxel_affine(matrix, source, fix)
+        return cls(voxel_affine=matrix,
                    nodata=None if nodata is None else float(nodata), units=units,
                    nifti_codes=as_nifti_codes(nifti_codes), nifti_qform=qform)
 
     @classmethod
     def from_axis_scales(cls, scale: Sequence[float], translation: Sequence[float] = (0, 0, 0),
-                         nodata: float | None = None, units: str | None = None) -> GeoRef:
+                         nodata: float | None = None, units: str | None = None,
+                         source: str | None = None, fix: str = "Fix it where it is stored"
+                         ) -> GeoRef:
         """A volume's georeference from per-axis voxel sizes and voxel-centre offsets, both in
         ``(z, y, x)`` index order (as OME-Zarr's scale and translation list them): world
-        ``x = scale[2] * x_index + translation[2]``, and so on, in rows x, y, z."""
+        ``x = scale[2] * x_index + translation[2]``, and so on, in rows x, y, z. A zero, NaN or
+        infinite term is refused as :meth:`from_voxel_affine` says (``source``, ``fix``)."""
         rows = [WORLD_AXES.index(axis) for axis in INDEX_AXES]
         matrix = np.zeros((4, 4))
         matrix[rows, [0, 1, 2]] = scale
         matrix[rows, 3] = translation
         matrix[3, 3] = 1.0
-        return cls.from_voxel_affine(matrix, nodata, units)
+        return cls.from_voxel_affine(matrix, nodata, units, source=source, fix=fix)
 
     @property
     def affine_matrix(self) -> np.ndarray | None:
@@ -174,6 +186,33 @@ def _matrix16(values: Any, what: str) -> tuple[float, ...]:
         raise ParameterError(f"{what} is a 4 x 4 matrix; got shape {matrix.shape}. Pass the "
                              "voxel-to-world matrix over (z, y, x, 1) indices.")
     return tuple(float(v) for v in matrix.ravel())
+
+
+def places_voxels(matrix: Any) -> bool:
+    """Whether a voxel affine (16 values or 4 x 4) maps voxels to world boxes of some volume:
+    every term finite, and its 3 x 3 part of nonzero determinant."""
+    m = np.asarray(matrix, dtype=float).reshape(4, 4)
+    if not np.isfinite(m).all():
+        return False
+    with np.errstate(all="ignore"):
+        det = np.linalg.det(m[:3, :3])
+    return bool(np.isfinite(det) and det != 0)
+
+
+def _refuse_voxel_affine(matrix: tuple[float, ...], source: str | None, fix: str) -> None:
+    """Raise the error :meth:`GeoRef.from_voxel_affine` gives for an affine placing no voxel."""
+    finite = all(math.isfinite(v) for v in matrix)
+    problem = ("it holds a NaN or infinite number" if not finite else
+               "its voxels have no volume (the determinant of its 3 x 3 part is 0: a zero voxel "
+               "size, or two axes along one direction)")
+    rows = "[" + ", ".join("[" + ", ".join(f"{v:.6g}" for v in row) + "]"
+                           for row in np.asarray(matrix).reshape(4, 4)) + "]"
+    said = (f"is not a usable voxel-to-world affine: {problem}; got {rows}. Expected a 4 x 4 "
+            "matrix of finite numbers whose first three columns (the z, y, x voxel steps) span a "
+            "volume, e.g. the voxel sizes on the diagonal")
+    if source is None:
+        raise ParameterError(f"The voxel affine {said}. Pass one that places every voxel.")
+    raise UnsupportedFormatError(f"{source[:1].upper()}{source[1:]} {said}. {fix}.")
 
 
 def as_nifti_codes(codes: Any) -> tuple[int, int] | None:

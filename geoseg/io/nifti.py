@@ -25,7 +25,7 @@ import numpy as np
 
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, UnsupportedFormatError
-from geoseg.io.georef import GeoRef
+from geoseg.io.georef import GeoRef, places_voxels
 
 NIFTI1_MAGIC = (b"n+1\x00", 344)
 NIFTI2_MAGIC = (b"n+2\x00", 4)
@@ -236,7 +236,16 @@ def distinct_qform(header: nib.Nifti1Header) -> np.ndarray | None:
     qform, sform = int(header["qform_code"]), int(header["sform_code"])
     if not (qform and sform) or np.allclose(header.get_qform(), header.get_sform(), atol=1e-4):
         return None
-    return voxel_affine(header.get_qform())
+    matrix = voxel_affine(header.get_qform())  # one no export could write is not carried on
+    return matrix if places_voxels(matrix) else None
+
+
+def _best_affine_name(header: nib.Nifti1Header) -> str:
+    """Which of the header's affines ``get_best_affine`` returns: the sform, the qform, or the
+    one made of the voxel sizes (pixdim) where neither is coded."""
+    if int(header["sform_code"]) > 0:
+        return "sform"
+    return "qform" if int(header["qform_code"]) > 0 else "pixdim"
 
 
 def known_codes(codes: tuple[int, int]) -> bool:
@@ -244,16 +253,35 @@ def known_codes(codes: tuple[int, int]) -> bool:
     return all(code in nib.nifti1.xform_codes.value_set() for code in codes)
 
 
-def header_georef(header: nib.Nifti1Header) -> GeoRef:
+def header_georef(header: nib.Nifti1Header, url: str = "the NIfTI file") -> GeoRef:
     """The georeference of a file with this header: its voxel affine in ``(z, y, x)`` order,
     with the header's xform codes, so that an export can say which space that affine is in
-    without the file."""
+    without the file. An affine that places no voxel (a NaN, or a zero volume) is refused."""
     codes = xform_codes(header)
-    return GeoRef.from_voxel_affine(voxel_affine(header.get_best_affine()), units=_units(header),
-                                    nifti_codes=codes,
-                                    nifti_qform=None if codes is None else distinct_qform(header))
+    return GeoRef.from_voxel_affine(
+        voxel_affine(header.get_best_affine()), units=_units(header), nifti_codes=codes,
+        nifti_qform=None if codes is None else distinct_qform(header),
+        source=f"the {_best_affine_name(header)} of NIfTI file {public_url(url)}",
+        fix="Set a valid one, e.g. with nibabel: img.set_sform(affine, code=1) and "
+            "img.set_qform(affine, code=1), then save the file")
 
 
 def is_scaled(header: nib.Nifti1Header) -> bool:
-    """Whether the header's slope and intercept change the stored values (read as float32)."""
+    """Whether the header's slope and intercept change the stored values (read as
+    :func:`scaled_dtype`)."""
     return scaling(header) != (1.0, 0.0)
+
+
+def scaled_dtype(stored: np.dtype) -> str:
+    """The dtype scaled voxels stored as ``stored`` are read as: float32 where it holds every
+    stored value exactly (integers of up to 16 bits, float32 and narrower), else float64, as
+    nibabel's ``get_fdata`` gives (a 32-bit integer above 2**24 would be rounded)."""
+    stored = np.dtype(stored)
+    exact = stored.itemsize <= 2 if stored.kind in "iub" else stored.itemsize <= 4
+    return "float32" if exact else "float64"
+
+
+def read_dtype(header: nib.Nifti1Header, stored: np.dtype) -> str:
+    """The dtype voxels stored as ``stored`` under ``header`` are read as: the stored one (in
+    native byte order), or :func:`scaled_dtype` where the header scales them."""
+    return scaled_dtype(stored) if is_scaled(header) else np.dtype(stored).newbyteorder("=").name

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io.georef import GeoRef, checked_transform
 from geoseg.io.readers.base import BAND, DROP, SPACE
@@ -71,15 +72,21 @@ def roles(image: dict[str, Any], shape: Sequence[int], url: str) -> tuple[str, .
     return tuple(out)
 
 
-def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata: Any = None) -> GeoRef:
-    """Physical placement of level ``level``: a voxel affine for volumes, a transform for images."""
+def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata: Any = None,
+           url: str = "the OME-Zarr image") -> GeoRef:
+    """Physical placement of level ``level``: a voxel affine for volumes, a transform for images;
+    a scale that places no voxel (zero, NaN, infinite) is refused, naming the image at ``url``."""
     scale, translation = _scale_translation(image, level)
     space = [i for i, r in enumerate(axis_roles) if r == SPACE]
     s, t = np.asarray(scale)[space], np.asarray(translation)[space]
     units = {a.get("unit") for a, r in zip(_axes(image), axis_roles) if r == SPACE} - {None}
     unit = units.pop() if len(units) == 1 else None
     if len(space) == 3:  # world rows x, y, z, as for NIfTI: see GeoRef
-        return GeoRef.from_axis_scales(s, t, nodata, unit)
+        return GeoRef.from_axis_scales(
+            s, t, nodata, unit,
+            source=f"level {level}'s coordinateTransformations (scale {s.tolist()}, translation "
+                   f"{t.tolist()}) of OME-Zarr image {public_url(url)}",
+            fix="Fix that level's scale and translation in the image's multiscales metadata")
     (sy, sx), (ty, tx) = s, t  # NGFF places pixel centres; an affine transform, pixel corners
     transform = (float(sx), 0.0, float(tx - sx / 2), 0.0, float(sy), float(ty - sy / 2))
     where = f"The transform that level {level}'s scale {[float(sy), float(sx)]} (y, x) makes"

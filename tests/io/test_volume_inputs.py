@@ -238,3 +238,62 @@ def test_a_nifti_header_with_a_size_below_1_is_refused_naming_the_file_and_the_f
     with pytest.raises(CorruptInputError, match=rf"NIfTI file {bad} has dim\[1\] = {size} in its "
                        r"header \(data shape \(" + str(size) + r", 64, 32\)\); every size must be >= 1"):
         open_source(str(bad))
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_scaled_32_bit_voxels_read_as_nibabel_scales_them(tmp_path, suffix):
+    """int32 voxels above 2**24 with a slope and intercept: float32 rounded every one of them
+    (by up to 1.5), so a threshold between two stored values cut rounded data; nibabel's
+    ``get_fdata`` is float64, as they are read now. int16 ones stay float32 (exact there)."""
+    from geoseg.io.convert import convert
+
+    data = np.random.default_rng(2).integers(2**24, 2**26, size=(20, 16, 5), dtype=np.int32)
+    path = write_nifti(tmp_path / f"big{suffix}", data, np.eye(4), slope=1.0, inter=0.5)
+    expected = zyx(nib.load(path).get_fdata())
+    url = str(path)
+    if suffix == ".nii.gz":
+        url = str(tmp_path / "big.zarr")
+        convert(str(path), url)
+    raster = geoseg.open_raster(url)
+    assert raster.dtype == np.float64
+    np.testing.assert_array_equal(raster.values, expected)
+    small = write_nifti(tmp_path / "ct.nii", data.astype(np.int16), np.eye(4), slope=0.5, inter=-1.0)
+    assert geoseg.open_raster(str(small)).dtype == np.float32
+
+
+def _singular(affine: np.ndarray) -> np.ndarray:
+    affine = affine.copy()
+    affine[:3, 2] = 0.0  # the k axis takes no step: voxels of no volume
+    return affine
+
+
+@pytest.mark.parametrize("broken, said", [(_singular, "its voxels have no volume"),
+                                          (lambda a: a * np.where(np.eye(4) == 1, np.nan, 1),
+                                           "NaN or infinite")])
+def test_a_nifti_sform_that_places_no_voxel_is_refused_naming_the_file(tmp_path, broken, said):
+    """A singular or NaN sform was read as given: object volumes came out 0 or NaN mm^3 and
+    only the NIfTI export failed, as an internal error."""
+    image = nib.Nifti1Image(np.ones((8, 8, 4), np.int16), None)
+    image.header.set_sform(broken(oblique_affine()), code=1)
+    path = tmp_path / "bad.nii"
+    nib.save(image, str(path))
+    with pytest.raises(UnsupportedFormatError, match=rf"The sform of NIfTI file {path} .*{said}.*"
+                                                     r"img\.set_sform"):
+        geoseg.open_raster(str(path))
+
+
+@pytest.mark.parametrize("scale", [[0.0, 0.5, 0.25], [2.0, float("nan"), 0.25]])
+def test_an_ome_zarr_scale_that_places_no_voxel_is_refused_naming_the_level(tmp_path, scale):
+    url = write_ome_volume(tmp_path / "v.ome.zarr", np.ones((4, 8, 8), np.uint8), scale=scale)
+    with pytest.raises(UnsupportedFormatError, match=r"Level 0's coordinateTransformations "
+                       rf"\(scale .*\) of OME-Zarr image {url} is not a usable voxel-to-world"):
+        geoseg.open_raster(url)
+
+
+def test_a_voxel_affine_passed_in_that_places_no_voxel_is_a_parameter_error():
+    from geoseg.errors import ParameterError
+    from geoseg.io.georef import GeoRef
+
+    with pytest.raises(ParameterError, match="voxels have no volume"):
+        GeoRef.from_voxel_affine(_singular(np.eye(4)))
+    assert GeoRef.from_voxel_affine(np.diag([2.0, 1.0, 0.5, 1.0])).voxel_affine[0] == 2.0

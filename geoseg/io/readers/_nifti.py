@@ -32,6 +32,7 @@ from geoseg.io.nifti import (
     header_georef,
     is_nifti,
     parse_header,
+    read_dtype,
     scaling,
     voxel_dtype,
 )
@@ -69,7 +70,8 @@ class NiftiSource(RasterSource):
     def _scaled(self, raw: np.ndarray) -> np.ndarray:
         if self.slope == 1.0 and self.inter == 0.0:
             return raw.astype(self.dtype, copy=False)
-        return (raw * np.float32(self.slope) + np.float32(self.inter)).astype(self.dtype)
+        kind = np.dtype(self.dtype).type  # float32, or float64 where float32 would round
+        return (raw * kind(self.slope) + kind(self.inter)).astype(self.dtype, copy=False)
 
 
 class NiftiReader(Reader):
@@ -105,10 +107,9 @@ def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
     disk = voxel_dtype(header, url)
     check_file_size(url, fs.size(path), header, shape)
     slope, inter = scaling(header)
-    scaled = slope != 1.0 or inter != 0.0
     return NiftiSource(
-        url=url, shape=(n_t, n_k, n_j, n_i), dtype="float32" if scaled else disk.newbyteorder("=").name,
-        chunks=(1, n_j, n_i), georef=header_georef(header),
+        url=url, shape=(n_t, n_k, n_j, n_i), dtype=read_dtype(header, disk),
+        chunks=(1, n_j, n_i), georef=header_georef(header, url),
         band_names=tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",),
         storage_options=storage_options, offset=int(header.get_data_offset()),
         disk_dtype=disk.str, disk_shape=(n_i, n_j, n_k, n_t), slope=slope, inter=inter,

@@ -221,7 +221,7 @@ def tiff_source(
         roles = tiff_roles(axes, shape, pages, url)
         with _zarr_view(series, index) as array:
             chunks, dtype = array.chunks, str(array.dtype)
-        georef = _tiff_georef(tif, roles, shape, series.shape)
+        georef = _tiff_georef(tif, roles, shape, series.shape, url)
         names = _tiff_band_names(tif, axes, shape, roles)
     spatial = [i for i, role in enumerate(roles) if role == SPACE]
     return TiffStackSource(
@@ -305,6 +305,7 @@ def _tiff_georef(
     roles: tuple[str, ...],
     shape: tuple[int, ...],
     full_shape: tuple[int, ...],
+    url: str,
 ) -> GeoRef:
     """Volumes: a voxel affine from ImageJ or OME spacing (1 where none is recorded; world rows
     x, y, z as for every volume, see GeoRef),
@@ -314,7 +315,9 @@ def _tiff_georef(
     spatial = [i for i, role in enumerate(roles) if role == SPACE]
     spacing, units = _imagej_spacing(tif) or _ome_spacing(tif) or ((1.0, 1.0, 1.0), None)
     scaled = [s * full_shape[i] / shape[i] for s, i in zip(spacing, spatial)]
-    return GeoRef.from_axis_scales(scaled, units=units)
+    return GeoRef.from_axis_scales(
+        scaled, units=units, source=f"the voxel spacing {scaled} recorded in TIFF {public_url(url)}",
+        fix="Fix the spacing in its ImageJ or OME metadata, or remove it to read on a unit grid")
 
 
 def _imagej_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], str | None] | None:

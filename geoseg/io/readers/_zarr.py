@@ -332,10 +332,15 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
     nodata = declared_nodata(arr, url)
     if roles.count(SPACE) == 3:
         if attrs.get("voxel_affine") is not None:
-            return GeoRef.from_voxel_affine(attrs["voxel_affine"], nodata, attrs.get("units"),
-                                            attrs.get("nifti_codes"), attrs.get("nifti_qform"))
+            return GeoRef.from_voxel_affine(
+                attrs["voxel_affine"], nodata, attrs.get("units"), attrs.get("nifti_codes"),
+                attrs.get("nifti_qform"), source=f"the voxel_affine attribute of {public_url(url)}",
+                fix="Fix the attribute, or remove it to read the volume on a unit grid")
         spacing = [float(s) for s in attrs.get("spacing") or (1.0, 1.0, 1.0)]  # (z, y, x)
-        return GeoRef.from_axis_scales(spacing, nodata=nodata, units=attrs.get("units"))
+        return GeoRef.from_axis_scales(
+            spacing, nodata=nodata, units=attrs.get("units"),
+            source=f"the spacing attribute {spacing} of {public_url(url)}",
+            fix="Fix the attribute, or remove it to read the volume on a unit grid")
     return at_stored_coords(_declared_georef(arr, group, nodata), arr, group, roles)
 
 
