@@ -339,6 +339,22 @@ def parse_crs(value: Any) -> CRS:
 
 
 NODATA_ATTRS = ("_FillValue", "missing_value", "fill_value", "nodata")  # in the order read
+# what describes an input's values or its bands, not its grid (CF, rioxarray, GDAL's
+# STATISTICS_*): on a class map, xarray would decode class ids through scale_factor/add_offset
+VALUE_ATTRS = frozenset({"scale_factor", "add_offset", "scales", "offsets", "units",
+                         "valid_range", "valid_min", "valid_max", "actual_range", "long_name",
+                         "standard_name", "flag_values", "flag_meanings", "flag_masks",
+                         "_Unsigned", "description"})
+
+
+def grid_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """An input raster's ``attrs`` a result computed from it keeps: all but its nodata
+    (:data:`NODATA_ATTRS`) and what describes its values (:data:`VALUE_ATTRS`, ``STATISTICS_*``);
+    a volume's ``units`` (of its voxel affine's world) stay."""
+    volume = "voxel_affine" in attrs
+    return {k: v for k, v in attrs.items()
+            if k not in NODATA_ATTRS and not k.startswith("STATISTICS_")
+            and (k not in VALUE_ATTRS or (volume and k == "units"))}
 VOXEL_INDEX = "voxel index"  # long_name of a volume's z/y/x coordinates: the file's voxel indices
 
 

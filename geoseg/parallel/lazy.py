@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,9 +14,9 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
-from geoseg.core.segmenter import Segmenter, bands_last, check_dimensions
+from geoseg.core.segmenter import Segmenter, band_order, bands_last, check_dimensions
 from geoseg.errors import ParameterError, PlanError
-from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, window_affines
+from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, grid_attrs, window_affines
 from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.methods.threshold import check_manual_in_range
@@ -86,6 +87,7 @@ def segment(
     check_pixel_dtype(raster.dtype, "segment(): raster", "the raster")
     segmenter = _segmenter(model)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
+    _warn_band_order(segmenter, _band_names(raster))
     check_manual_in_range(segmenter, raster.dtype, "the raster")  # as a job checks its spec
     check_dimensions(segmenter, raster.dims[1:], "the raster", key="segment(): model")
     check_nodata_class(nodata_class, segmenter.n_classes)
@@ -104,6 +106,30 @@ def segment(
         lead = data.shape[:1] if output == "probabilities" else ()
         data = data.rechunk((*lead, *plan.chunks))
     return _wrap(data, raster, segmenter, work, output)
+
+
+def _band_names(raster: xr.DataArray) -> list[str]:
+    """The names of ``raster``'s bands: its ``band`` coordinate where that holds names, else
+    rioxarray's ``long_name`` (a GeoTIFF's band descriptions) where it names every band."""
+    coord = [str(v) for v in raster["band"].values]
+    long_name = raster.attrs.get("long_name")
+    if all(isinstance(v, str) for v in raster["band"].values) or not isinstance(long_name, (list, tuple)):
+        return coord
+    return [str(n) for n in long_name] if len(long_name) == len(coord) else coord
+
+
+def _warn_band_order(segmenter: Segmenter, names: list[str]) -> None:
+    """Warn when the raster's bands are named as the segmenter's but in another order or some
+    repeated (:func:`~geoseg.core.segmenter.band_order`): it would read each as another band."""
+    order = band_order(segmenter.bands, names)
+    if order is None:
+        return
+    wanted = ", ".join(segmenter.bands or ())
+    fix = (f"Select them in its order: raster.isel(band={order})." if order
+           else f"Select bands holding {wanted}.")
+    warnings.warn(f"segment(): the raster's bands reach {segmenter.name} as {', '.join(names)}, "
+                  f"but it expects {wanted} in that order, so it would read each band as "
+                  f"another. {fix}", UserWarning, stacklevel=3)
 
 
 def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None, halo: Any = None,
@@ -294,7 +320,7 @@ def _nest(blocks: list[Any], shape: Sequence[int], chunks: Sequence[int]) -> lis
 def _wrap(data: da.Array, raster: xr.DataArray, segmenter: Segmenter, work: RegionWork,
           output: str) -> xr.DataArray:
     coords = {k: v for k, v in raster.coords.items() if "band" not in v.dims}
-    attrs = {k: v for k, v in raster.attrs.items() if k not in NODATA_ATTRS}
+    attrs = grid_attrs(raster.attrs)
     _place_window(raster, coords, attrs)
     attrs["class_names"] = [c.name for c in segmenter.classes]
     spatial = raster.dims[1:]

@@ -3,6 +3,8 @@ uneven dask chunks, rioxarray's nodata, and pixel types no model computes on."""
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import numpy as np
 import pytest
@@ -222,3 +224,56 @@ def test_numbers_and_bools_are_accepted(dtype):
     raster = xr.DataArray(np.ones((1, 16, 16)), dims=("band", "y", "x")).astype(dtype)
     with dask.config.set(scheduler="sync"):
         assert geoseg.segment(raster, Identity(1)).values.shape == (16, 16)
+
+
+# --- what a result keeps of its input's attributes, and its bands' names ---
+
+def test_a_class_map_of_a_scaled_geotiff_saves_and_reads_back_as_its_class_ids(tmp_path):
+    """rioxarray puts a reflectance GeoTIFF's scale and offset (and band names) in ``attrs``;
+    the class map carried them, so ``to_zarr`` then ``open_zarr`` decoded the ids 0..2 as
+    -0.1, -0.0999, ... and ``rio.to_raster`` refused the three band names for one band."""
+    rioxarray = pytest.importorskip("rioxarray")
+    image = textured_image(128, 160, seed=5)
+    path = write_tif(tmp_path / "refl.tif", image)
+    with rasterio.open(path, "r+") as dst:
+        dst.scales, dst.offsets = (0.0001,) * 3, (-0.1,) * 3
+    raster = rioxarray.open_rasterio(path, chunks={"x": 64, "y": 64})
+    assert raster.attrs["scale_factor"] == 0.0001 and len(raster.attrs["long_name"]) == 3
+    expected = image.argmax(0)  # Identity's scores are the bands: the class is the largest
+    out = geoseg.segment(raster, Identity(3))
+    assert not {"scale_factor", "add_offset", "long_name"} & set(out.attrs)
+    with dask.config.set(scheduler="sync"):
+        out.to_dataset().to_zarr(tmp_path / "out.zarr")
+        out.rio.to_raster(tmp_path / "out.tif")
+    back = xr.open_zarr(tmp_path / "out.zarr")["classes"].values
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, expected)
+    with rasterio.open(tmp_path / "out.tif") as written:
+        np.testing.assert_array_equal(written.read(1), expected)
+
+
+class RGB(Identity):
+    bands = ("red", "green", "blue")
+
+
+@pytest.mark.parametrize("names, attrs, said", [
+    (["blue", "green", "red"], {}, r"isel\(band=\[2, 1, 0\]\)"),
+    ([1, 2, 3], {"long_name": ("blue", "green", "red")}, r"isel\(band=\[2, 1, 0\]\)"),
+    (["red", "red", "blue"], {}, "Select bands holding red, green, blue")])
+def test_bands_named_as_the_models_in_another_order_are_warned_about(names, attrs, said):
+    """The model read BGR as RGB without a word (a job warns): 0.57 of pixels agreed."""
+    raster = xr.DataArray(np.zeros((3, 16, 16), np.uint8), dims=("band", "y", "x"),
+                          coords={"band": names}, attrs=attrs)
+    with pytest.warns(UserWarning, match=rf"bands reach identity as .*expects red, green, blue .*{said}"):
+        geoseg.segment(raster, RGB(3))
+
+
+@pytest.mark.parametrize("names, attrs", [(["red", "green", "blue"], {}),
+                                          ([1, 2, 3], {"long_name": ("red", "green", "blue")}),
+                                          ([1, 2, 3], {})])
+def test_bands_in_the_models_order_or_unnamed_give_no_warning(names, attrs):
+    raster = xr.DataArray(np.zeros((3, 16, 16), np.uint8), dims=("band", "y", "x"),
+                          coords={"band": names}, attrs=attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        geoseg.segment(raster, RGB(3))
