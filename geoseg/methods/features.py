@@ -74,8 +74,7 @@ class Feature:
         if self.kind == "single" and n_bands != 1:
             raise BandMismatchError(
                 f"No feature was given, which means the raster's only band, but {where} has "
-                f"{n_bands} bands. Pass feature=2 (band 2, 1-based), feature=(4, 3) for "
-                f"(b4 - b3) / (b4 + b3), or feature='mean'."
+                f"{n_bands} bands. {_feature_advice(n_bands)}"
             )
         too_high = [b for b in self.bands if b > n_bands]
         if too_high:
@@ -170,3 +169,12 @@ def class_infos(names: Sequence[str]) -> tuple[Any, ...]:
     n = len(names)
     grey = [round(255 * i / max(1, n - 1)) for i in range(n)]
     return tuple(ClassInfo(str(name), (g, g, g)) for name, g in zip(names, grey))
+
+
+def _feature_advice(n_bands: int) -> str:
+    """Which features an input of ``n_bands`` (>= 2) bands can give, by its own band numbers."""
+    pairs = "feature=(2, 1) for (b2 - b1) / (b2 + b1)"
+    alpha = (" (a grey image with an alpha channel, as PNG and TIFF hold it, has its values in "
+             "band 1)" if n_bands == 2 else "")
+    return (f"Pass feature=N for band N (1-based, 1 to {n_bands}), e.g. feature=1{alpha}, "
+            f"{pairs}, or feature='mean'.")

@@ -59,6 +59,13 @@ def find_modes(
     ``counts``/``centers`` should have no empty bins at the ends (as
     :meth:`Histogram.trimmed` gives them).
     """
+    if np.count_nonzero(counts) == 1:  # no smoothing makes a peak of a lone bin (skimage's rule)
+        value = float(centers[int(np.flatnonzero(counts)[0])])
+        raise MethodParameterError(
+            f"Every valid pixel has the value {value:g}: the histogram is one spike, with no "
+            f"modes to separate into {classes} classes. Segment an image whose values vary, or "
+            "use a threshold method such as fit_threshold(raster, 'otsu'), which puts a constant "
+            "image in one class.")
     smooth = counts.astype("float32", copy=False)
     peaks: list[int] = []
     for _ in range(max_smoothing):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
+import xarray as xr
 from skimage import filters
 
+from geoseg.errors import MethodParameterError
 from geoseg.methods import HistogramModes, find_modes, fit_histogram_modes
 from tests.methods.rasters import memory_raster, photo, run_segment, zarr_raster
 
@@ -101,3 +103,14 @@ def test_a_modes_fit_asked_for_a_cache_over_the_limit_is_refused_before_a_read(m
     message = "the histogram modes of the mean of the bands would keep 12 KiB"
     with pytest.raises(BudgetError, match=message):
         fit_histogram_modes(unreadable_raster(), feature="mean", cache=True)
+
+
+def test_a_constant_image_is_refused_as_one_spike_not_as_zero_modes():
+    """scikit-image finds no two maxima either; the message said "0 mode(s)" for one population."""
+    image = np.full((1, 64, 64), 100, np.uint8)
+    with pytest.raises(RuntimeError):
+        filters.threshold_minimum(image[0])
+    with dask.config.set(scheduler="sync"), \
+            pytest.raises(MethodParameterError, match="Every valid pixel has the value 100: the "
+                                                      "histogram is one spike"):
+        fit_histogram_modes(xr.DataArray(image, dims=("band", "y", "x")))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dask
 import dask.array as da
 import numpy as np
@@ -141,8 +143,12 @@ def test_no_valid_pixel_and_bad_bands_fail_with_clear_messages():
     ):
         fit_threshold(xr.DataArray(empty, dims=("band", "y", "x"), attrs={"nodata": 7}))
     three = xr.DataArray(np.zeros((3, 8, 8), np.uint8), dims=("band", "y", "x"))
-    with pytest.raises(BandMismatchError, match="only band.*has 3 bands.*feature=2"):
+    with pytest.raises(BandMismatchError, match=r"only band.*has 3 bands.*1 to 3.*feature=\(2, 1\)"):
         fit_threshold(three)
+    grey_alpha = xr.DataArray(np.zeros((2, 8, 8), np.uint8), dims=("band", "y", "x"))
+    with pytest.raises(BandMismatchError, match="alpha channel.*values in band 1") as refused:
+        fit_threshold(grey_alpha)  # the advice named bands 4 and 3 whatever the input had
+    assert not re.search(r"b[3-9]|feature=[3-9]", str(refused.value))
     with pytest.raises(BandMismatchError, match=r"band\(s\) \[5\].*has 3 band"):
         fit_threshold(three, feature=(5, 1))
     with pytest.raises(ValueError, match="feature='nir' is not understood"):
