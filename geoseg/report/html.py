@@ -2,7 +2,8 @@
 
 Everything is inside the page (pictures as base64 ``data:`` URIs, styles inline): it opens
 from a file, a bucket or a mail, offline. It shows the output's quicklook, the metrics (the
-run's own scores against its reference, when it had one), the confusion matrix, maps of each
+run's own scores against its reference, when it had one), pixels per class and the objects
+found (their number, and sizes per class from the object table), the confusion matrix, maps of each
 chunk's compute time and main class, throughput over time, and the provenance (spec, model
 hash, input identity, versions). Built from the run record (:mod:`geoseg.jobs.provenance`)
 and the output it names; nothing is computed again but the quicklook's strided read.
@@ -38,6 +39,7 @@ pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}.note{color:#777
 QUICKLOOK_PIXELS = 10**9
 CONFUSION_MAX = 20  # classes the confusion figure draws at most; the run record holds them all
 ABSENT_NAMED = 10  # absent classes the metrics note names at most; more it only counts
+OBJECT_SIZES_MAX = 10**6  # objects up to which a report reads their sizes from the object table
 
 
 def load_record(url: str) -> dict[str, Any]:
@@ -135,6 +137,50 @@ def metrics_section(record: dict[str, Any], scores: dict[str, Any] | None = None
     out += _absent_note(absent)
     return out + _table(("summary", "value"), [("mIoU", evaluation["miou"]),
                                                ("pixels scored", evaluation["pixels_scored"])])
+
+
+def results_section(record: dict[str, Any], options: dict[str, Any], replaced: bool) -> str:
+    """What the run found: pixels per class in the regions it computed, and with an instance
+    stage its objects, with their sizes per class from the object table (up to
+    :data:`OBJECT_SIZES_MAX` objects; not for an output another job has ``replaced`` since)."""
+    counts = record.get("class_counts") or {}
+    total = sum(counts.values())
+    out = "<h2>Results</h2>" + _table(
+        ("class", "pixels", "share"),
+        [(name, n, f"{n / total:.2%}" if total else "-") for name, n in counts.items()],
+        "classes-table")
+    skipped = record["chunks"]["skipped_as_done"]
+    if skipped:
+        out += (f'<p class="note">Pixels of the {record["chunks"]["computed"]} task regions this '
+                f"run computed; the {skipped} it skipped as done are not counted.</p>")
+    objects = record.get("instances")
+    if not objects:
+        return out
+    out += _table(("objects", "value"), [("objects (instances)", objects["count"])], "objects-table")
+    sizes = None if replaced else _object_sizes(record, objects, options, list(counts))
+    return out + (sizes or "")
+
+
+def _object_sizes(record: dict[str, Any], objects: dict[str, Any], options: dict[str, Any],
+                  names: Sequence[str]) -> str | None:
+    """Per class: objects and their areas in pixels (total, median, largest), from the output's
+    object table; ``None`` without one, or with more than :data:`OBJECT_SIZES_MAX` objects."""
+    import pyarrow.parquet as pq
+
+    if "instances.parquet" not in objects.get("files", {}) or objects["count"] > OBJECT_SIZES_MAX:
+        return None
+    url = record["output"]["url"].rstrip("/") + "/instances.parquet"
+    try:
+        with fsspec.open(url, "rb", **options) as f:
+            table = pq.read_table(f, columns=["class", "area_px"]).to_pydict()
+    except Exception:  # noqa: BLE001 - gone, or unreadable: the count above stands
+        return None
+    classes, areas = np.asarray(table["class"]), np.asarray(table["area_px"])
+    rows = [(names[c] if 0 <= c < len(names) else str(c), int(np.sum(classes == c)),
+             int(areas[classes == c].sum()), float(np.median(areas[classes == c])),
+             int(areas[classes == c].max())) for c in np.unique(classes)]
+    return _table(("class", "objects", "area (px)", "median area (px)", "largest (px)"), rows,
+                  "object-sizes-table")
 
 
 def _totals(matrix: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -436,6 +482,7 @@ def render_report(record: dict[str, Any], scores: dict[str, Any] | None = None,
         _img(picture, "quicklook", "quicklook") if picture else
         f'<p class="note">{html.escape(why)}</p>'))
     parts.append(metrics_section(record, scores))
+    parts.append(results_section(record, options, bool(replaced)))
     source = scores if scores is not None else record.get("evaluation")
     if source is not None:
         whole = ("the scores (confusion) geoseg eval --json wrote" if scores is not None else
