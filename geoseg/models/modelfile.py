@@ -35,6 +35,7 @@ from torch import nn
 from geoseg import budgets, config
 from geoseg.core import redact
 from geoseg.core.classes import short_list
+from geoseg.core.text import brief
 from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import (
     BudgetError,
@@ -90,7 +91,7 @@ def save_model(model: SegmentationModel, url: str | os.PathLike[str], *,
     folder is created as needed) and return a reference workers can load."""
     if not isinstance(model, SegmentationModel):
         raise ParameterError(
-            f"save_model(): model: received {type(model).__name__} {model!r:.60}; expected a "
+            f"save_model(): model: received {type(model).__name__} {brief(model, 60)}; expected a "
             "SegmentationModel (a network with its metadata, e.g. from geoseg.load_model). An "
             "Ensemble, TTA or classical method has no weights file of its own: save each network "
             "it holds, and rebuild the wrapper from them.")
@@ -135,7 +136,7 @@ def model_url(url: Any, caller: str = "load_model") -> str:
     text = os.fspath(url) if isinstance(url, (str, os.PathLike)) else None
     if not isinstance(text, str):
         raise ParameterError(
-            f"{caller}(): url: received {url!r:.80} (of type {type(url).__name__}); expected a model "
+            f"{caller}(): url: received {brief(url)} (of type {type(url).__name__}); expected a model "
             "file's path or URL string (or os.PathLike such as pathlib.Path), e.g. "
             "'builtin:demo-unet', 'model.safetensors' or 's3://bucket/model.safetensors'.")
     return text

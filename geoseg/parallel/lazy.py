@@ -15,6 +15,7 @@ import xarray as xr
 from affine import Affine
 
 from geoseg.core.segmenter import Segmenter, band_order, bands_last, check_dimensions
+from geoseg.core.text import brief
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, grid_attrs, window_affines
 from geoseg.io.readers import check_pixel_dtype
@@ -165,6 +166,9 @@ def _checked_raster(raster: Any) -> xr.DataArray:
     what = f"value of type {type(raster).__name__}" + ("" if shape is None else f" of shape {tuple(shape)}")
     if isinstance(raster, (str, os.PathLike)):
         fix = f"open it first: segment(geoseg.open_raster({os.fspath(raster)!r}), model)"
+    elif shape is not None and len(shape) < 2:
+        fix = ("give it its rows and columns: an image has at least two axes (y, x), e.g. "
+               "xr.DataArray(arr.reshape(height, width), dims=(\"y\", \"x\"))")
     elif shape is not None and bands_last(tuple(shape)):
         fix = ('wrap it in one naming its axes; its last axis looks like its bands: '
                'xr.DataArray(arr, dims=("y", "x", "band"))')
@@ -198,7 +202,7 @@ def raster_nodata(raster: xr.DataArray) -> float | None:
     if number.shape == () and number.dtype.kind in "iuf":
         return float(number)
     raise ParameterError(
-        f"segment(): raster: attrs[{key!r}] = {value!r:.80}; expected a number, the value of "
+        f"segment(): raster: attrs[{key!r}] = {brief(value)}; expected a number, the value of "
         f"its pixels with no data. Set it to one (raster.attrs[{key!r}] = 0), or delete it if "
         "the raster has no nodata.")
 
@@ -210,9 +214,20 @@ def _segmenter(model: Any) -> Segmenter:
     if isinstance(model, (str, os.PathLike)):
         return load_model(os.fspath(model))
     raise ParameterError(
-        f"segment(): model: received {model!r:.80} (of type {type(model).__name__}); expected a segmenter "
-        "(e.g. from geoseg.load_model) or a model path/URL string such as 'builtin:demo-unet'. "
-        "Pass geoseg.load_model(url) or the URL itself.")
+        f"segment(): model: received {brief(model)} (of type {type(model).__name__}); expected a "
+        "segmenter (e.g. from geoseg.load_model) or a model path/URL string such as "
+        f"'builtin:demo-unet'. {_model_advice(model)}")
+
+
+def _model_advice(model: Any) -> str:
+    """How to turn ``model`` into what segment() takes: a torch network needs its metadata."""
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        return ("A torch network needs its classes, bands and receptive field: wrap it as "
+                "geoseg.SegmentationModel(net, geoseg.ModelInfo(...)), or save it with "
+                "geoseg.save_model and pass the file.")
+    return "Pass geoseg.load_model(url) or the URL itself."
 
 
 def inference_settings(ndim: int, tile: Any, halo: Any, blend: str | None, overlap: float | None,
@@ -267,6 +282,14 @@ SPATIAL_DIMS = (("y", "x"), ("z", "y", "x"))
 def _band_first(raster: xr.DataArray) -> xr.DataArray:
     """``(band, y, x)`` or ``(band, z, y, x)``, adding a band axis to single-band input."""
     spatial = next((d for d in SPATIAL_DIMS if set(raster.dims) - {"band"} == set(d)), None)
+    extra = [d for d in raster.dims if d not in ("band", "z", "y", "x")]
+    if spatial is None and extra and {"y", "x"} <= set(raster.dims):
+        picks = ", ".join(f"{d}=0" for d in extra)
+        raise PlanError(
+            f"segment(): raster: received dims {raster.dims} with shape {raster.shape}; expected "
+            f"(band, y, x) or (band, z, y, x): {', '.join(map(repr, extra))} is not an axis a "
+            f"model segments. Select one image along it, e.g. raster.isel({picks}), or "
+            "segment each in turn.")
     if spatial is None:
         raise PlanError(
             f"segment() needs a DataArray with dims (band, y, x), (band, z, y, x) or those without band; "
@@ -274,6 +297,11 @@ def _band_first(raster: xr.DataArray) -> xr.DataArray:
         )
     if "band" not in raster.dims:
         raster = raster.expand_dims(band=["band_1"])
+    if 0 in raster.shape:
+        raise ParameterError(
+            f"segment(): raster: received dims {raster.dims} with shape {raster.shape}: no "
+            f"{'bands' if raster.sizes['band'] == 0 else 'pixels'}. Pass a raster with at least "
+            "one band and one pixel (check the selection that made it).")
     if raster.dims[-1] == "x" and bands_last(raster.shape):
         raise ParameterError(
             f"segment(): raster: received dims {raster.dims} with shape {raster.shape}: "

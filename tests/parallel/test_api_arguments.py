@@ -138,3 +138,38 @@ def test_segment_refuses_a_negative_halo(raster, model):
         geoseg.segment(raster, model, chunks=32, tile=32, halo=-1)
     with pytest.raises(PlanError, match=r"halo=\(2, -1\): expected sizes >= 0"):
         geoseg.segment(raster, model, chunks=32, tile=32, halo=(2, -1))
+
+
+def test_a_torch_network_or_an_array_is_named_on_one_line_with_what_to_do(raster):
+    """Their repr ran over several lines of the one-line message."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.ReLU())
+    with pytest.raises(ParameterError, match=r"received Sequential\(.*of type Sequential.*"
+                                             r"geoseg.SegmentationModel\(net") as refused:
+        geoseg.segment(raster, net)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ParameterError, match=r"url: received array\(.*\.\.\. \(of type ndarray\)") as refused:
+        geoseg.load_model(np.zeros((50, 50)))
+    assert "\n" not in str(refused.value)
+
+
+def test_an_axis_beyond_band_and_space_is_named_with_the_selection_that_removes_it(raster):
+    """A time series got "rename the spatial dimensions", which were already named right."""
+    series = xr.concat([raster, raster], dim="time")
+    with pytest.raises(PlanError, match=r"'time' is not an axis a model segments.*"
+                                        r"raster\.isel\(time=0\)"):
+        geoseg.segment(series, "builtin:demo-unet")
+
+
+@pytest.mark.parametrize("shape, said", [((0, 8, 8), "no bands"), ((3, 0, 8), "no pixels")])
+def test_a_raster_with_no_bands_or_no_pixels_is_refused_saying_so(shape, said):
+    """No bands was told to "use a model trained on 0 band(s)"."""
+    empty = xr.DataArray(np.zeros(shape, np.uint8), dims=("band", "y", "x"))
+    with pytest.raises(ParameterError, match=rf"shape \({shape[0]}, {shape[1]}, 8\): {said}"):
+        geoseg.segment(empty, "builtin:demo-unet")
+
+
+def test_a_one_axis_array_is_told_to_take_rows_and_columns():
+    with pytest.raises(ParameterError, match=r"shape \(5,\).*at least two axes \(y, x\)"):
+        geoseg.segment(np.zeros(5), "builtin:demo-unet")
