@@ -375,7 +375,11 @@ def fit_threshold(
         (thresholds at bin centres, within about a bin's width of the exact ones), for
         value ranges wider than ``GEOSEG_MAX_MULTIOTSU_BINS``: multi-Otsu's table grows
         with the square of the bins, and more bins than that limit are refused with
-        :class:`~geoseg.errors.BudgetError` before it is allocated.
+        :class:`~geoseg.errors.BudgetError` before it is allocated. scikit-image computes
+        Otsu, Yen, triangle, isodata and minimum from a 256-bin histogram too, so those
+        equal its results on floats; its Li iterates over the pixels themselves, which a
+        histogram cannot do: on non-integer features ``"li"`` is within about a bin width
+        of scikit-image's (more ``nbins``, closer).
     nodata
         Overrides ``raster.attrs["nodata"]``; no-data and NaN pixels are ignored.
     cache
