@@ -161,6 +161,8 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
     state = _tensors(data, url)
     actual = weights_sha256(state)
     _check_hash(url, actual, info.sha256, expected_sha256)
+    for name, tensor in state.items():
+        _check_finite(url, name, tensor)
     net = build_network(info.architecture, info.config)
     try:
         net.load_state_dict(state, strict=True)
@@ -223,6 +225,9 @@ def check_weights(url: str, *, storage_options: dict[str, Any] | None = None) ->
             dtype = SAFETENSORS_DTYPES[entry["dtype"]]
             digest.update(f"{name}|{dtype}|{tuple(int(n) for n in entry['shape'])}|".encode())
             digest.update(data)
+            if dtype.is_floating_point and entry["shape"]:
+                shape = tuple(int(n) for n in entry["shape"])
+                _check_finite(url, name, torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape))
     actual = digest.hexdigest()
     _check_hash(public_url(url), actual, info.sha256, None)
     return actual
@@ -256,6 +261,7 @@ def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:
                         sum(t.numel() * t.element_size() for t in state.values()), what)
     built = {name: tuple(t.shape) for name, t in state.items()}
     _check_tensors(what, built, _declared_tensors(data, what))
+    _check_dtypes(what, state, data)
     _check_classes(what, info)
     return net
 
@@ -320,6 +326,34 @@ def _check_tensors(what: str, built: Shapes, declared: Shapes) -> None:
         f"file holds {len(declared)} of {budgets.figure(_values(declared))}; {len(differ)} differ "
         f"({shown}). The metadata was edited or the weights belong to another network; "
         "re-save the model with geoseg.save_model().")
+
+
+def _check_dtypes(what: str, built: dict[str, torch.Tensor], data: bytes) -> None:
+    """Refuse a file holding a tensor in another kind of type than the network's (integer
+    weights of a float layer: loaded, they were cast and scored class 0 everywhere); a float
+    of another width (float16 or float64 for float32) is cast, as intended."""
+    (length,) = struct.unpack("<Q", data[:8])
+    table = json.loads(data[8 : 8 + length])
+    for name, tensor in built.items():
+        stored = SAFETENSORS_DTYPES.get(table[name].get("dtype"))
+        if stored is not None and stored.is_floating_point != tensor.is_floating_point():
+            raise ModelFileError(
+                f"{what}: tensor {name} is stored as {stored} but the network holds it as "
+                f"{tensor.dtype}; the weights were converted to another kind of number. Save the "
+                "model again from its trained network with geoseg.save_model().")
+
+
+def _check_finite(url: str, name: str, tensor: torch.Tensor) -> None:
+    """Refuse weights holding NaN or infinite values: the network would score NaN everywhere,
+    which class ids would show as class 0 and probabilities as no data."""
+    if not tensor.is_floating_point():
+        return
+    bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+    if bad:
+        raise ModelFileError(
+            f"Model file {public_url(url)}: tensor {name} holds {bad} NaN or infinite value(s) "
+            f"of {tensor.numel()}; training diverged, or the file was damaged before it was "
+            "saved. Use a checkpoint from before the divergence.")
 
 
 def _values(shapes: Shapes) -> int:

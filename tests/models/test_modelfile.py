@@ -352,3 +352,46 @@ def test_a_header_listing_more_tensors_than_the_limit_is_refused_before_it_is_pa
     monkeypatch.undo()
     monkeypatch.setenv("GEOSEG_MAX_MODEL_TENSORS", str(n_listed + 10))  # the metadata's own braces
     assert read_header(str(path)).classes == load_model(str(path), device="cpu").classes
+
+
+def _saved_with(tmp_path: Path, change) -> str:
+    """A random U-Net saved after ``change(first conv weight)`` replaced that weight's data."""
+    model = random_unet(classes=3, seed=2)
+    conv = model.net.encoders[0][0]
+    conv.weight = torch.nn.Parameter(change(conv.weight.data), requires_grad=False)
+    path = str(tmp_path / "m.safetensors")
+    save_model(model, path)
+    return path
+
+
+def test_weights_holding_nan_are_refused_naming_the_tensor(tmp_path):
+    """A diverged model loaded: its probabilities were all NaN (no data) and its class ids all
+    0, and validate passed it."""
+    from geoseg.models.modelfile import check_weights
+
+    def poisoned(w):
+        w = w.clone()
+        w[0, 0, 0, 0] = float("nan")
+        return w
+    path = _saved_with(tmp_path, poisoned)
+    said = r"tensor encoders\.0\.0\.weight holds 1 NaN or infinite value\(s\) of 216; training diverged"
+    with pytest.raises(ModelFileError, match=said):
+        load_model(path)
+    with pytest.raises(ModelFileError, match=said):
+        check_weights(path)  # what validate runs: every tensor read, one at a time
+
+
+def test_integer_weights_of_a_float_layer_are_refused_from_the_header(tmp_path):
+    """int32 weights were cast on loading, and the network scored class 0 everywhere."""
+    path = _saved_with(tmp_path, lambda w: (w * 100).to(torch.int32))
+    said = r"tensor encoders\.0\.0\.weight is stored as torch\.int32 but the network holds it as torch\.float32"
+    with pytest.raises(ModelFileError, match=said):
+        read_header(path)  # the client refuses it before any worker loads it
+    with pytest.raises(ModelFileError, match=said):
+        load_model(path)
+
+
+def test_float16_weights_load_as_the_float32_they_were_saved_from(tmp_path):
+    path = _saved_with(tmp_path, lambda w: w.half())
+    loaded = load_model(path)
+    assert loaded.net.encoders[0][0].weight.dtype == torch.float32
