@@ -4,6 +4,10 @@ An :class:`Ensemble` is itself a :class:`~geoseg.core.segmenter.Segmenter`, so
 :func:`geoseg.segment` runs it like any model: each task reads its window once
 and every member sees the same batch of tiles. Members travel to workers as
 their references (:class:`EnsembleRef`), never as weights.
+
+The same tiles: padded at the image's far end to a multiple of the least common multiple of
+the members' strides, so a member of a smaller stride sees more padding there than alone, and
+on an image of another size its scores near that end may differ from its own.
 """
 
 from __future__ import annotations

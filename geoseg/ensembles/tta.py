@@ -6,6 +6,11 @@ non-square (a quarter turn swaps y and x, so the stride and halo of the wrapper
 are the same on both axes). For 3D tiles ``(N, C, z, y, x)`` the transforms are
 the 8 combinations of z, y and x flips. Each output is mapped back (the inverse
 transform) before averaging.
+
+The transforms apply to the network's input as geoseg pads it, reflected at the image's far
+end up to a multiple of the stride: on an image whose size is not such a multiple, a flipped
+copy has its padding at its start, and differs from a copy of the image flipped first and
+padded after (as a network that is not shift-invariant sees them).
 """
 
 from __future__ import annotations
