@@ -3,9 +3,10 @@
 Any single-band integer raster geoseg reads (Zarr, GeoTIFF/COG, NIfTI, ...)
 becomes the ``classes`` of a new output group, chunk by chunk, with its
 georeference, each chunk recorded in the manifest like a job's. Classes keep the
-names a GeoTIFF geoseg exported was tagged with (``CLASS_NAMES``, ``CLASS_<id>``);
+names a GeoTIFF geoseg exported was tagged with (``CLASS_NAMES``, ``CLASS_<id>``), as the
+output it came from (nodata no class of them, every class an object class by default);
 otherwise class ``k`` is named ``"k"``, but for the mask's declared nodata, named
-``"nodata"``. A mask that declares no nodata gets a nodata class no pixel has (255,
+``"nodata"``, and 0 is background by default. A mask that declares no nodata gets a nodata class no pixel has (255,
 or 65535 beyond 255 classes, as a job's output), so no class reads as no-data in
 its exports.
 """
@@ -43,16 +44,19 @@ def adopt_mask(url: str, out: str, *, variable: str | None = None,
     """Copy the mask at ``url`` into a new output group at ``out``; returns its target.
 
     The mask's declared nodata (GeoTIFF nodata, a Zarr array's ``_FillValue``) becomes the
-    output's nodata class; beside it, 0 stays a class (``--classes 0``) but is background, no
-    object, by default. ``settings`` are checked against the mask's classes before anything
-    is written."""
+    output's nodata class; beside it, in a mask whose classes are not named, 0 stays a class
+    (``--classes 0``) but is background, no object, by default. A mask whose tags name its
+    classes (as ``geoseg export --cog`` writes them) has the default of a job's output: every
+    class but nodata and one named ``background``. ``settings`` are checked against the
+    mask's classes before anything is written."""
     source = open_source(url, storage_options, variable=variable)
     _check(source, url)
     nodata = _nodata(source)
-    n_classes = _n_classes(source, url, nodata)
+    tagged = _tagged_names(source)
+    n_classes = _n_classes(source, url, nodata, tagged or ())
     nodata_class = nodata if nodata is not None else _free_nodata(n_classes)
-    background = 0 if nodata_class != 0 else None
-    class_names = _class_names(n_classes, nodata, _tagged_names(source))
+    background = 0 if nodata_class != 0 and not tagged else None
+    class_names = _class_names(n_classes, nodata, tagged)
     if settings is not None:
         routes(settings, class_names, nodata_class, (), ndim=len(source.shape) - 1,
                background=background)
@@ -131,14 +135,21 @@ def _check(source: RasterSource, url: str) -> None:
             "with --variable.")
 
 
-def _extent(source: RasterSource, window: tuple[slice, ...]) -> tuple[int, int]:
+def _extent(source: RasterSource, window: tuple[slice, ...], nodata: int | None) -> tuple[int, int]:
+    """The smallest and largest class id of the window, its ``nodata`` pixels left out."""
     block = source.read(window)
+    if nodata is not None:
+        block = block[block != nodata]
     return (int(block.min()), int(block.max())) if block.size else (0, 0)
 
 
-def _n_classes(source: RasterSource, url: str, nodata: int | None = None) -> int:
-    """One more than the largest class id (a pass over the mask, chunk by chunk)."""
-    found = dask.compute(*[dask.delayed(_extent)(source, w)
+def _n_classes(source: RasterSource, url: str, nodata: int | None = None,
+               named: tuple[str, ...] = ()) -> int:
+    """One more than the largest class id (a pass over the mask, chunk by chunk). A mask whose
+    tags name its classes has those (and any id beyond them), its nodata none of them, as the
+    job's output it was exported from; one without names has every id up to its nodata (named
+    ``"nodata"``), so that ids select its classes."""
+    found = dask.compute(*[dask.delayed(_extent)(source, w, nodata if named else None)
                            for w in regions(source.shape[1:], source.chunks)])
     low, high = min((f[0] for f in found), default=0), max((f[1] for f in found), default=0)
     if low < 0 or high >= MAX_CLASSES:
@@ -147,6 +158,8 @@ def _n_classes(source: RasterSource, url: str, nodata: int | None = None) -> int
             f"from 0 to {MAX_CLASSES - 1}. Remap the classes into that range first (e.g. "
             "numpy.where(mask < 0, 255, mask) if negative values mark no data, declaring 255 "
             "as the nodata value), then rerun.")
+    if named:
+        return max(high + 1, len(named), 2)
     return max(high + 1, 2, 0 if nodata is None else nodata + 1)
 
 

@@ -266,3 +266,33 @@ def test_a_rerun_labels_again_what_the_instances_lost_since_they_were_written(tm
         assert_same_partition(zarr.open_group(str(out), mode="r")["instances"][:],
                               objects_of(mask, (1, 2)))
         assert len(pd.read_parquet(out / "instances.parquet")) == 2
+
+
+def test_a_cog_geoseg_exported_keeps_its_classes_and_class_0_s_objects(tmp_path):
+    """Its tags name class 0 ("water"), yet 0 was taken as background and its objects dropped
+    without a word; and the nodata id 255 made 256 classes ('5' ... '254')."""
+    import yaml
+
+    from tests.conftest import write_geotiff
+
+    rng = np.random.default_rng(8)
+    image = ndi.zoom(rng.integers(0, 256, (10, 12)), 8, order=0).astype(np.uint8)
+    write_geotiff(tmp_path / "scene.tif", image[None], nodata=None)
+    spec = tmp_path / "job.yaml"
+    names = ["water", "land", "cloud"]
+    spec.write_text(yaml.safe_dump({
+        "name": "cog", "input": {"url": str(tmp_path / "scene.tif")},
+        "model": {"method": "threshold", "params": {"thresholds": [85, 170], "class_names": names}},
+        "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]},
+        "cluster": {"kind": "threads"}, "runs_dir": str(tmp_path / "runs")}))
+    assert geoseg("run", str(spec)).returncode == 0
+    assert geoseg("export", str(tmp_path / "out.zarr"), "--cog", str(tmp_path / "m.tif")).returncode == 0
+
+    done = geoseg("instances", str(tmp_path / "m.tif"), "--out", str(tmp_path / "objects.zarr"),
+                  "--cluster", "threads")
+    assert done.returncode == 0, done.stderr
+    group = zarr.open_group(str(tmp_path / "objects.zarr"), mode="r")
+    assert group.attrs["geoseg"]["class_names"] == names
+    classes = np.digitize(image, [85.5, 170.5])  # x > t, as the threshold's rule
+    assert_same_partition(group["instances"][:], objects_of(classes, (0, 1, 2)))
+    assert set(pd.read_parquet(tmp_path / "objects.zarr" / "instances.parquet")["class"]) == {0, 1, 2}
