@@ -286,3 +286,33 @@ def test_a_finished_output_that_lost_a_chunk_is_refused_but_no_data_chunks_are_n
     (out / "manifest_done" / "c" / "0" / "0").unlink()  # and a region its manifest forgot
     with pytest.raises(ExportError, match=r"its manifest records 5 of the 6 task region\(s\)"):
         export_cog(str(out), str(dest))
+
+
+def test_a_file_written_at_the_destination_during_the_export_is_kept(tmp_path, monkeypatch):
+    """Two exports to one new name both said "wrote" and the later replaced the other's file
+    without --overwrite: only the first look refused an existing file."""
+    from geoseg.io.exports import cog
+
+    out = finished_output(tmp_path / "out.zarr", np.ones((50, 50), np.uint8), ["a", "b"])
+    dest = tmp_path / "race.tif"
+    tiled = cog.write_tiled
+
+    def another_export_finishes_first(*args, **kwargs):
+        dest.write_bytes(b"the other export's file")
+        return tiled(*args, **kwargs)
+
+    monkeypatch.setattr(cog, "write_tiled", another_export_finishes_first)
+    with pytest.raises(OutputExistsError, match="was written by something else while this export ran"):
+        export_cog(out, str(dest))
+    assert dest.read_bytes() == b"the other export's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr", "race.tif"]  # no scratch left
+    export_cog(out, str(dest), overwrite=True)  # asked to, it replaces it
+    with rasterio.open(dest) as written:
+        assert written.read(1).shape == (50, 50)
+
+
+def test_a_cog_named_as_another_format_is_refused(tmp_path):
+    out = finished_output(tmp_path / "out.zarr", np.ones((50, 50), np.uint8), ["a", "b"])
+    with pytest.raises(ExportError, match=r"x\.png: expected a name ending in \.tif or \.tiff"):
+        export_cog(out, str(tmp_path / "x.png"))
+    assert not (tmp_path / "x.png").exists()

@@ -30,6 +30,7 @@ from geoseg.io.exports.common import (
     FinishedOutput,
     open_finished,
     refuse_existing,
+    shown,
     staged_file,
 )
 from geoseg.io.exports.pyramid import downsample, parse_resampling
@@ -113,7 +114,10 @@ def export_cog(
     refuse_existing(
         dest, dest_options, overwrite, "COG", source=output_url, source_options=storage_options
     )
-    with staged_file(dest, dest_options) as staged:
+    if not dest.lower().endswith((".tif", ".tiff")):
+        raise ExportError(f"COG destination {shown(dest)}: expected a name ending in .tif or "
+                          ".tiff, as a GeoTIFF's, e.g. segmentation.tif. Nothing was written.")
+    with staged_file(dest, dest_options, overwrite) as staged:
         tiled = staged.with_name("tiled-" + staged.name)
         write_tiled(out, tiled, settings.blocksize)
         options = settings.creation_options()

@@ -243,11 +243,15 @@ def unwritable(exc: OSError, dest: str, folder: Path | str) -> GeosegError:
 
 
 @contextlib.contextmanager
-def staged_file(dest: str, options: dict[str, Any] | None = None) -> Iterator[Path]:
-    """A local scratch path named like ``dest``; it replaces ``dest`` only if the block succeeds.
+def staged_file(dest: str, options: dict[str, Any] | None = None,
+                overwrite: bool = True) -> Iterator[Path]:
+    """A local scratch path named like ``dest``; it becomes ``dest`` only if the block succeeds.
 
     Local destinations are staged in their own folder (so the final move is a rename on one
-    disk); remote ones in the system's temporary folder, then uploaded with fsspec.
+    disk); remote ones in the system's temporary folder, then uploaded with fsspec. Unless
+    ``overwrite``, a ``dest`` that appeared meanwhile (another export to the same name) is kept
+    and this one refused: locally by a hard link, which no existing file survives being the
+    target of; remotely by a last look before the upload.
     """
     fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
     local = isinstance(fs, LocalFileSystem)
@@ -264,9 +268,35 @@ def staged_file(dest: str, options: dict[str, Any] | None = None) -> Iterator[Pa
         staged = Path(scratch_path) / Path(path).name
         yield staged
         if local:
-            try:
-                os.replace(staged, path)
-            except OSError as exc:
-                raise unwritable(exc, dest, folder) from None
+            _publish(staged, path, dest, folder, overwrite)
         else:
+            if not overwrite and fs.exists(path):
+                raise _appeared(dest)
             fs.put_file(str(staged), path)
+
+
+def _publish(staged: Path, path: str, dest: str, folder: Path | None, overwrite: bool) -> None:
+    """Move ``staged`` to ``path``: replacing what is there when ``overwrite``, else never."""
+    try:
+        if overwrite:
+            os.replace(staged, path)
+            return
+        try:
+            os.link(staged, path)  # FileExistsError when another export got there first
+        except FileExistsError:
+            raise _appeared(dest) from None
+        except OSError:  # a file system without hard links: the last look, then the rename
+            if os.path.lexists(path):
+                raise _appeared(dest) from None
+            os.replace(staged, path)
+    except OutputExistsError:
+        raise
+    except OSError as exc:
+        raise unwritable(exc, dest, folder) from None
+
+
+def _appeared(dest: str) -> OutputExistsError:
+    return OutputExistsError(
+        f"{shown(dest)} was written by something else while this export ran (another export to "
+        "the same name?); it was kept, and this export discarded. Choose another path, or pass "
+        "--overwrite (overwrite=True) to replace it.")

@@ -83,7 +83,7 @@ def export_nifti(
     )
     header = nifti_header(out, output_codes(output_url, storage_options, out))
     with (
-        staged_file(dest, dest_options) as staged,
+        staged_file(dest, dest_options, overwrite) as staged,
         open(staged, "wb") as raw,
         _compressed(raw, dest.endswith(".gz")) as stream,
     ):
