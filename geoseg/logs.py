@@ -22,7 +22,10 @@ import json
 import logging
 import sys
 import time
+import weakref
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any, Self
 
 from geoseg import config
@@ -85,21 +88,21 @@ class DropSchedulerLoss(logging.Filter):
 
 def _reconnecting(record: logging.LogRecord) -> bool:
     """Whether the record's traceback passes through ``Client._reconnect``."""
-    return _passes_through(record, "_reconnect")
+    return any(_frames(record, "_reconnect"))
 
 
-def _passes_through(record: logging.LogRecord, function: str) -> bool:
-    """Whether the record's traceback, or that of an exception it was raised from, passes
-    through a function named ``function``."""
-    error = record.exc_info[1] if record.exc_info else None
-    while error is not None:
+def _frames(record: logging.LogRecord, function: str) -> Iterator[FrameType]:
+    """The frames of a function named ``function`` in the record's traceback and in those of
+    the exceptions it was raised from (each exception once: a chain may loop)."""
+    error, seen = (record.exc_info[1] if record.exc_info else None), set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
         tb = error.__traceback__
         while tb is not None:
             if tb.tb_frame.f_code.co_name == function:
-                return True
+                yield tb.tb_frame
             tb = tb.tb_next
         error = error.__cause__ or error.__context__
-    return False
 
 
 CLIENT_LOGGERS = ("distributed.client", "distributed.utils")  # log_errors records as utils
@@ -149,16 +152,28 @@ class DropCancelledStarts(logging.Filter):
     """Drops tornado's "Exception in callback" for a local cluster's background start of its
     workers (``SpecCluster._correct_state_internal``) that failed because Ctrl-C or SIGTERM
     closed the cluster while a worker process was starting ("Nanny failed to start"): the
-    command says it was interrupted, and nothing was running yet."""
+    command says it was interrupted, and nothing was running yet. Only the starts of the
+    clusters it was given (:func:`quiet_cancelled_start`): any other cluster's failure shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clusters: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _passes_through(record, "_correct_state_internal")
+        return not any(frame.f_locals.get("self") in self.clusters
+                       for frame in _frames(record, "_correct_state_internal"))
 
 
-def quiet_cancelled_starts() -> None:
-    """Install (once in this process) :class:`DropCancelledStarts` on ``tornado.application``:
-    what closing a cluster interrupted while it starts (:mod:`geoseg.parallel.cluster`) calls."""
-    _filtered(("tornado.application",), DropCancelledStarts, True)
+def quiet_cancelled_start(cluster: Any) -> None:
+    """Drop the records of ``cluster``'s cut-short start of workers (:class:`DropCancelledStarts`
+    on ``tornado.application``): what closing a cluster interrupted while it starts calls
+    (:mod:`geoseg.parallel.cluster`)."""
+    logger = logging.getLogger("tornado.application")
+    kept = next((f for f in logger.filters if isinstance(f, DropCancelledStarts)), None)
+    if kept is None:
+        kept = DropCancelledStarts()
+        logger.addFilter(kept)
+    kept.clusters.add(cluster)
 
 
 def quiet_cluster_shutdown() -> None:

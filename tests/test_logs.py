@@ -244,23 +244,46 @@ def _fail_in_a_callback(coroutine: Any) -> None:
     asyncio.run(main())
 
 
-def test_a_worker_start_cut_short_by_an_interrupt_is_not_printed_and_other_callbacks_are(caplog):
-    """Closing a cluster that Ctrl-C or SIGTERM interrupted while a worker process started fails
-    the cluster's background start ("Nanny failed to start"), which tornado printed with its
-    traceback after the command said it was interrupted; a failure of any other callback shows."""
+class _Cluster:
+    """A stand-in for distributed's SpecCluster, whose background start of workers tornado runs
+    as a callback; ``broken`` fails it as a nanny that could not start does."""
 
-    async def _correct_state_internal() -> None:  # SpecCluster's, by name
+    async def _correct_state_internal(self) -> None:  # SpecCluster's, by name
         try:
             raise RuntimeError("Nanny failed to start worker process")
         except RuntimeError as exc:
             raise RuntimeError("Nanny failed to start.") from exc
 
+
+def test_a_worker_start_cut_short_by_an_interrupt_is_not_printed_and_other_failures_are(caplog):
+    """Closing a cluster that Ctrl-C or SIGTERM interrupted while a worker process started fails
+    the cluster's background start ("Nanny failed to start"), which tornado printed with its
+    traceback after the command said it was interrupted. Another cluster's failed start (a
+    later one in a notebook) and any other callback's failure still show."""
+    closed, later = _Cluster(), _Cluster()
+
     async def another_callback() -> None:
         raise RuntimeError("a real fault")
 
-    logs.quiet_cancelled_starts()
+    logs.quiet_cancelled_start(closed)
     with caplog.at_level(logging.ERROR, logger="tornado.application"):
-        _fail_in_a_callback(_correct_state_internal)
+        _fail_in_a_callback(closed._correct_state_internal)
+        _fail_in_a_callback(later._correct_state_internal)
         _fail_in_a_callback(another_callback)
-    said = [r.exc_info[1] for r in caplog.records if r.name == "tornado.application"]
-    assert [str(e) for e in said] == ["a real fault"], said
+    said = [str(r.exc_info[1]) for r in caplog.records if r.name == "tornado.application"]
+    assert said == ["Nanny failed to start.", "a real fault"], said
+
+
+def test_an_exception_raised_from_itself_is_logged_not_looped_over(caplog):
+    """The filters walk an exception's causes: one raised ``from`` itself made a loop."""
+    logs.quiet_cancelled_start(_Cluster())
+    logs.quiet_scheduler_loss()
+    error = RuntimeError("its own cause")
+    error.__cause__ = error
+    try:
+        with caplog.at_level(logging.ERROR):
+            for name in ("tornado.application", "distributed.client"):
+                logging.getLogger(name).error("failed", exc_info=(RuntimeError, error, None))
+    finally:
+        logs.quiet_scheduler_loss(False)
+    assert len([r for r in caplog.records if r.getMessage() == "failed"]) == 2

@@ -235,7 +235,7 @@ def _close_quietly(cluster: Any, timeout: float = CLOSE_TIMEOUT) -> None:
     """Close ``cluster`` (one a signal may have left half started) whatever state it is in,
     waiting at most ``timeout`` seconds; mark it closed, so that distributed's exit-time clean-up
     leaves it alone. Its background start of workers, cut short, is not reported as an error."""
-    logs.quiet_cancelled_starts()
+    logs.quiet_cancelled_start(cluster)
     try:
         cluster.close(timeout=timeout)
     except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the interrupt is what matters
