@@ -111,12 +111,15 @@ def segment(
 
 def _band_names(raster: xr.DataArray) -> list[str]:
     """The names of ``raster``'s bands: its ``band`` coordinate where that holds names, else
-    rioxarray's ``long_name`` (a GeoTIFF's band descriptions) where it names every band."""
-    coord = [str(v) for v in raster["band"].values]
+    rioxarray's ``long_name`` (a GeoTIFF's band descriptions) looked up by band number (1-based,
+    which ``isel`` keeps with each band while ``long_name`` stays in file order)."""
+    values = list(raster["band"].values)
+    coord = [str(v) for v in values]
     long_name = raster.attrs.get("long_name")
-    if all(isinstance(v, str) for v in raster["band"].values) or not isinstance(long_name, (list, tuple)):
+    if not isinstance(long_name, (list, tuple)) or not all(
+            isinstance(v, (int, np.integer)) and 1 <= v <= len(long_name) for v in values):
         return coord
-    return [str(n) for n in long_name] if len(long_name) == len(coord) else coord
+    return [str(long_name[int(v) - 1]) for v in values]
 
 
 def _warn_band_order(segmenter: Segmenter, names: list[str]) -> None:

@@ -277,3 +277,15 @@ def test_bands_in_the_models_order_or_unnamed_give_no_warning(names, attrs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         geoseg.segment(raster, RGB(3))
+
+
+def test_a_rioxarray_raster_reordered_as_the_warning_says_warns_no_more():
+    """isel keeps long_name in file order: the reordered raster warned again, and following that
+    advice swapped the bands back."""
+    raster = xr.DataArray(np.zeros((3, 16, 16), np.uint8), dims=("band", "y", "x"),
+                          coords={"band": [1, 2, 3]}, attrs={"long_name": ("blue", "green", "red")})
+    with pytest.warns(UserWarning, match=r"isel\(band=\[2, 1, 0\]\)"):
+        geoseg.segment(raster, RGB(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        geoseg.segment(raster.isel(band=[2, 1, 0]), RGB(3))
