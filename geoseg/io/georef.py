@@ -56,19 +56,21 @@ class GeoRef:
     def from_voxel_affine(cls, affine: Any, nodata: float | None = None,
                           units: str | None = None, nifti_codes: Any = None,
                           nifti_qform: Any = None, source: str | None = None,
-                          fix: str = "Fix it where it is stored") -> GeoRef:
+                          fix: str = "Fix it where it is stored",
+                          shape: Sequence[int] | None = None) -> GeoRef:
         """A volume's georeference from a 4 x 4 matrix mapping ``(z, y, x, 1)`` indices to
         world ``(x, y, z, 1)`` (see the module docstring), with the NIfTI xform codes of the file
         it came from, if any (see :func:`as_nifti_codes`), and its qform, in the same
         convention, where that is another matrix than ``affine`` (the sform's).
 
-        An ``affine`` that places no voxel (a NaN or infinite term, or voxels of no volume) is
-        refused: as :class:`~geoseg.errors.UnsupportedFormatError` naming ``source`` (where a
-        file's metadata held it) and saying ``fix``, else as a
-        :class:`~geoseg.errors.ParameterError` (an affine passed in)."""
+        An ``affine`` that places no voxel (a NaN or infinite term, or voxels of no volume along
+        the axes of ``shape``, ``(z, y, x)``, longer than one voxel) is refused: as
+        :class:`~geoseg.errors.UnsupportedFormatError` naming ``source`` (where a file's
+        metadata held it) and saying ``fix``, else as a :class:`~geoseg.errors.ParameterError`
+        (an affine passed in)."""
         qform = None if nifti_qform is None else _matrix16(nifti_qform, "a NIfTI qform")
         matrix = _matrix16(affine, "a voxel affine")
-        if not places_voxels(matrix):
+        if not places_voxels(matrix, shape):
             _refuse_voxel_affine(matrix, source, fix)
         return cls(voxel_affine=matrix,
                    nodata=None if nodata is None else float(nodata), units=units,
@@ -77,8 +79,8 @@ class GeoRef:
     @classmethod
     def from_axis_scales(cls, scale: Sequence[float], translation: Sequence[float] = (0, 0, 0),
                          nodata: float | None = None, units: str | None = None,
-                         source: str | None = None, fix: str = "Fix it where it is stored"
-                         ) -> GeoRef:
+                         source: str | None = None, fix: str = "Fix it where it is stored",
+                         shape: Sequence[int] | None = None) -> GeoRef:
         """A volume's georeference from per-axis voxel sizes and voxel-centre offsets, both in
         ``(z, y, x)`` index order (as OME-Zarr's scale and translation list them): world
         ``x = scale[2] * x_index + translation[2]``, and so on, in rows x, y, z. A zero, NaN or
@@ -88,7 +90,7 @@ class GeoRef:
         matrix[rows, [0, 1, 2]] = scale
         matrix[rows, 3] = translation
         matrix[3, 3] = 1.0
-        return cls.from_voxel_affine(matrix, nodata, units, source=source, fix=fix)
+        return cls.from_voxel_affine(matrix, nodata, units, source=source, fix=fix, shape=shape)
 
     @property
     def affine_matrix(self) -> np.ndarray | None:
@@ -188,15 +190,15 @@ def _matrix16(values: Any, what: str) -> tuple[float, ...]:
     return tuple(float(v) for v in matrix.ravel())
 
 
-def places_voxels(matrix: Any) -> bool:
+def places_voxels(matrix: Any, shape: Sequence[int] | None = None) -> bool:
     """Whether a voxel affine (16 values or 4 x 4) maps voxels to world boxes of some volume:
-    every term finite, and its 3 x 3 part of nonzero determinant."""
+    every term finite, and its steps along the axes (of ``shape``, ``(z, y, x)``, those longer
+    than one voxel: a single plane's step places nothing) independent."""
     m = np.asarray(matrix, dtype=float).reshape(4, 4)
     if not np.isfinite(m).all():
         return False
-    with np.errstate(all="ignore"):
-        det = np.linalg.det(m[:3, :3])
-    return bool(np.isfinite(det) and det != 0)
+    axes = [a for a in range(3) if shape is None or shape[a] > 1]
+    return int(np.linalg.matrix_rank(m[:3, axes])) == len(axes)
 
 
 def _refuse_voxel_affine(matrix: tuple[float, ...], source: str | None, fix: str) -> None:

@@ -262,6 +262,7 @@ def header_georef(header: nib.Nifti1Header, url: str = "the NIfTI file") -> GeoR
         voxel_affine(header.get_best_affine()), units=_units(header), nifti_codes=codes,
         nifti_qform=None if codes is None else distinct_qform(header),
         source=f"the {_best_affine_name(header)} of NIfTI file {public_url(url)}",
+        shape=tuple(reversed((tuple(header.get_data_shape()[:3]) + (1, 1, 1))[:3])),
         fix="Set a valid one, e.g. with nibabel: img.set_sform(affine, code=1) and "
             "img.set_qform(affine, code=1), then save the file")
 

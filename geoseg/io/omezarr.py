@@ -73,9 +73,10 @@ def roles(image: dict[str, Any], shape: Sequence[int], url: str) -> tuple[str, .
 
 
 def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata: Any = None,
-           url: str = "the OME-Zarr image") -> GeoRef:
+           url: str = "the OME-Zarr image", shape: Sequence[int] | None = None) -> GeoRef:
     """Physical placement of level ``level``: a voxel affine for volumes, a transform for images;
-    a scale that places no voxel (zero, NaN, infinite) is refused, naming the image at ``url``."""
+    a scale that places no voxel (zero, NaN, infinite; zero allowed along a space axis of
+    ``shape``, the level's, of one voxel) is refused, naming the image at ``url``."""
     scale, translation = _scale_translation(image, level)
     space = [i for i, r in enumerate(axis_roles) if r == SPACE]
     s, t = np.asarray(scale)[space], np.asarray(translation)[space]
@@ -86,7 +87,8 @@ def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata:
             s, t, nodata, unit,
             source=f"level {level}'s coordinateTransformations (scale {s.tolist()}, translation "
                    f"{t.tolist()}) of OME-Zarr image {public_url(url)}",
-            fix="Fix that level's scale and translation in the image's multiscales metadata")
+            fix="Fix that level's scale and translation in the image's multiscales metadata",
+            shape=None if shape is None else [shape[i] for i in space])
     (sy, sx), (ty, tx) = s, t  # NGFF places pixel centres; an affine transform, pixel corners
     transform = (float(sx), 0.0, float(tx - sx / 2), 0.0, float(sy), float(ty - sy / 2))
     where = f"The transform that level {level}'s scale {[float(sy), float(sx)]} (y, x) makes"

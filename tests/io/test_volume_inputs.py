@@ -297,3 +297,14 @@ def test_a_voxel_affine_passed_in_that_places_no_voxel_is_a_parameter_error():
     with pytest.raises(ParameterError, match="voxels have no volume"):
         GeoRef.from_voxel_affine(_singular(np.eye(4)))
     assert GeoRef.from_voxel_affine(np.diag([2.0, 1.0, 0.5, 1.0])).voxel_affine[0] == 2.0
+
+
+def test_a_single_plane_with_no_step_across_the_plane_still_opens(tmp_path):
+    """One plane places nothing by its z step: such files opened before affines were checked,
+    and a zero step there is no fault (nibabel loads them too)."""
+    image = nib.Nifti1Image(np.ones((5, 4, 1), np.int16), None)
+    image.header.set_sform(np.diag([0.5, 0.5, 0.0, 1.0]), code=2)
+    nib.save(image, str(tmp_path / "slice.nii"))
+    assert geoseg.open_raster(str(tmp_path / "slice.nii")).shape == (1, 1, 4, 5)
+    url = write_ome_volume(tmp_path / "plane.ome.zarr", np.ones((1, 8, 8), np.uint8), scale=[0.0, 0.5, 0.5])
+    assert geoseg.open_raster(url).shape == (1, 1, 8, 8)

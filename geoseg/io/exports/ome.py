@@ -159,7 +159,7 @@ def _check_placement(
     other physical points than the voxels they classify. An output without a voxel affine (no
     physical grid: 2-D, or an array that had none) is placed by the image alone."""
     index = len(image["datasets"]) - len(levels)
-    level = omezarr.georef(image, index, levels[0].roles, url=url)
+    level = omezarr.georef(image, index, levels[0].roles, url=url, shape=levels[0].array.shape)
     if out.georef.voxel_affine is None or voxel_grid_difference(out.georef, level) is None:
         return
     scale = ", ".join(f"{v:.6g}" for v in level.affine_matrix[[2, 1, 0], [0, 1, 2]])

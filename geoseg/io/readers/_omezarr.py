@@ -50,7 +50,7 @@ class OmeZarrReader(ZarrReader):
         arr = group[path]
         roles = omezarr.roles(image, arr.shape, url)
         n_bands = arr.shape[roles.index(BAND)] if BAND in roles else 1
-        georef = omezarr.georef(image, level or 0, roles, declared_nodata(arr, url), url)
+        georef = omezarr.georef(image, level or 0, roles, declared_nodata(arr, url), url, arr.shape)
         source = zarr_array_source(url, storage_options, arr, path, roles, bands, georef,
                                    omezarr.channel_names(dict(group.attrs), n_bands))
         return OmeZarrSource(**{f.name: getattr(source, f.name) for f in dataclasses.fields(source)})

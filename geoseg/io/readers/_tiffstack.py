@@ -316,7 +316,8 @@ def _tiff_georef(
     spacing, units = _imagej_spacing(tif) or _ome_spacing(tif) or ((1.0, 1.0, 1.0), None)
     scaled = [s * full_shape[i] / shape[i] for s, i in zip(spacing, spatial)]
     return GeoRef.from_axis_scales(
-        scaled, units=units, source=f"the voxel spacing {scaled} recorded in TIFF {public_url(url)}",
+        scaled, units=units, shape=[shape[i] for i in spatial],
+        source=f"the voxel spacing {scaled} recorded in TIFF {public_url(url)}",
         fix="Fix the spacing in its ImageJ or OME metadata, or remove it to read on a unit grid")
 
 

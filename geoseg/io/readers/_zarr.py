@@ -326,6 +326,11 @@ def _attr_number(value: Any) -> float | None:
     return struct.unpack("<d", raw)[0] if len(raw) == 8 else None
 
 
+def _space_shape(shape: Sequence[int], roles: Sequence[str]) -> tuple[int, ...]:
+    """The sizes of the space axes (``z, y, x``) of an array of ``shape`` with these roles."""
+    return tuple(n for n, role in zip(shape, roles) if role == SPACE)
+
+
 def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str], url: str
                  ) -> GeoRef:
     attrs = dict(arr.attrs)
@@ -335,12 +340,14 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
             return GeoRef.from_voxel_affine(
                 attrs["voxel_affine"], nodata, attrs.get("units"), attrs.get("nifti_codes"),
                 attrs.get("nifti_qform"), source=f"the voxel_affine attribute of {public_url(url)}",
-                fix="Fix the attribute, or remove it to read the volume on a unit grid")
+                fix="Fix the attribute, or remove it to read the volume on a unit grid",
+                shape=_space_shape(arr.shape, roles))
         spacing = [float(s) for s in attrs.get("spacing") or (1.0, 1.0, 1.0)]  # (z, y, x)
         return GeoRef.from_axis_scales(
             spacing, nodata=nodata, units=attrs.get("units"),
             source=f"the spacing attribute {spacing} of {public_url(url)}",
-            fix="Fix the attribute, or remove it to read the volume on a unit grid")
+            fix="Fix the attribute, or remove it to read the volume on a unit grid",
+            shape=_space_shape(arr.shape, roles))
     return at_stored_coords(_declared_georef(arr, group, nodata), arr, group, roles)
 
 
