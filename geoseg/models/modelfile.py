@@ -20,6 +20,7 @@ import posixpath
 import re
 import struct
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -225,9 +226,8 @@ def check_weights(url: str, *, storage_options: dict[str, Any] | None = None) ->
             dtype = SAFETENSORS_DTYPES[entry["dtype"]]
             digest.update(f"{name}|{dtype}|{tuple(int(n) for n in entry['shape'])}|".encode())
             digest.update(data)
-            if dtype.is_floating_point and entry["shape"]:
-                shape = tuple(int(n) for n in entry["shape"])
-                _check_finite(url, name, torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape))
+            if dtype.is_floating_point and data:
+                _check_finite(url, name, _view(data, dtype))
     actual = digest.hexdigest()
     _check_hash(public_url(url), actual, info.sha256, None)
     return actual
@@ -341,6 +341,14 @@ def _check_dtypes(what: str, built: dict[str, torch.Tensor], data: bytes) -> Non
                 f"{what}: tensor {name} is stored as {stored} but the network holds it as "
                 f"{tensor.dtype}; the weights were converted to another kind of number. Save the "
                 "model again from its trained network with geoseg.save_model().")
+
+
+def _view(data: bytes, dtype: torch.dtype) -> torch.Tensor:
+    """``data`` as a flat tensor of ``dtype``, without a copy (read only: torch warns that the
+    buffer cannot be written, which nothing here does)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(data, dtype=dtype)
 
 
 def _check_finite(url: str, name: str, tensor: torch.Tensor) -> None:

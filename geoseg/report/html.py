@@ -143,7 +143,9 @@ def results_section(record: dict[str, Any], options: dict[str, Any], replaced: b
     """What the run found: pixels per class in the regions it computed, and with an instance
     stage its objects, with their sizes per class from the object table (up to
     :data:`OBJECT_SIZES_MAX` objects; not for an output another job has ``replaced`` since)."""
-    counts = record.get("class_counts") or {}
+    counts = record.get("class_counts")
+    if counts is None:  # a failed or interrupted run's record counts nothing
+        return ""
     total = sum(counts.values())
     out = "<h2>Results</h2>" + _table(
         ("class", "pixels", "share"),

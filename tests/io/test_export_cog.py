@@ -316,3 +316,13 @@ def test_a_cog_named_as_another_format_is_refused(tmp_path):
     with pytest.raises(ExportError, match=r"x\.png: expected a name ending in \.tif or \.tiff"):
         export_cog(out, str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_dangling_link_at_the_destination_is_refused_before_any_work(tmp_path):
+    """Its target does not exist, so the first look passed it, and the finished export was then
+    refused as if another export had written it meanwhile."""
+    out = finished_output(tmp_path / "out.zarr", np.ones((50, 50), np.uint8), ["a", "b"])
+    (tmp_path / "link.tif").symlink_to(tmp_path / "nowhere.tif")
+    with pytest.raises(OutputExistsError, match="link.tif already exists; nothing was written"):
+        export_cog(out, str(tmp_path / "link.tif"))
+    assert (tmp_path / "link.tif").is_symlink()

@@ -51,3 +51,12 @@ def test_the_report_counts_each_class_and_sizes_the_objects_as_scipy_does(tmp_pa
     assert _rows(page, "object-sizes-table") == [
         ["defect", str(count), str(int(areas.sum())), f"{float(np.median(areas)):.4f}",
          str(int(areas.max()))]]
+
+
+def test_a_run_that_ended_early_counts_nothing_and_says_nothing_of_counts():
+    """A failed or interrupted run's record holds no pixel counts: no empty table, no note."""
+    from geoseg.report.html import results_section
+
+    record = {"status": "failed", "chunks": {"total": 8, "computed": 3, "skipped_as_done": 2},
+              "output": {"url": "/nowhere/out.zarr"}}
+    assert results_section(record, {}, False) == ""

@@ -175,12 +175,18 @@ def refuse_existing(
             f"{what} destination {shown(dest)} is a folder; expected the name of a file to write, "
             f"such as {shown(dest.rstrip('/') + '/segmentation' + suffix)}. Nothing was written: "
             "give a file name (--overwrite replaces files, never folders).")
-    if not overwrite and output_exists(dest, options):
+    if not overwrite and (output_exists(dest, options) or _dangling_link(dest, fs, path)):
         raise OutputExistsError(
             f"{what} {shown(dest)} already exists; nothing was written. Choose "
             "another path, or pass --overwrite (overwrite=True) to replace it."
         )
     probe_local_folder(dest)
+
+
+def _dangling_link(dest: str, fs: Any, path: str) -> bool:
+    """Whether a local ``dest`` is a symbolic link to nothing: it exists as a name, which the
+    export would not replace, though no file is there."""
+    return isinstance(fs, LocalFileSystem) and os.path.islink(path)
 
 
 def refuse_inside_output(
