@@ -335,8 +335,13 @@ def _check_dtypes(what: str, built: dict[str, torch.Tensor], data: bytes) -> Non
     (length,) = struct.unpack("<Q", data[:8])
     table = json.loads(data[8 : 8 + length])
     for name, tensor in built.items():
-        stored = SAFETENSORS_DTYPES.get(table[name].get("dtype"))
-        if stored is not None and stored.is_floating_point != tensor.is_floating_point():
+        named = table[name].get("dtype")  # what a header says: any JSON value
+        stored = SAFETENSORS_DTYPES.get(named) if isinstance(named, str) else None
+        if stored is None:
+            raise ModelFileError(
+                f"{what}: tensor {name} has dtype {brief(named, 40)}; expected one of "
+                f"{', '.join(SAFETENSORS_DTYPES)}. The file is corrupt: re-download or re-export it.")
+        if stored.is_floating_point != tensor.is_floating_point():
             raise ModelFileError(
                 f"{what}: tensor {name} is stored as {stored} but the network holds it as "
                 f"{tensor.dtype}; the weights were converted to another kind of number. Save the "

@@ -395,3 +395,20 @@ def test_float16_weights_load_as_the_float32_they_were_saved_from(tmp_path):
     path = _saved_with(tmp_path, lambda w: w.half())
     loaded = load_model(path)
     assert loaded.net.encoders[0][0].weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [["F32"], {"F": 32}, 7, None])
+def test_a_header_dtype_that_is_no_name_is_a_model_file_error(tmp_path, dtype):
+    """A list there raised TypeError (unhashable) from the dtype check (found by the fuzz test)."""
+    path = tmp_path / "m.safetensors"
+    save_model(random_unet(classes=3, seed=2), str(path))
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    table = json.loads(data[8 : 8 + length])
+    table["encoders.0.0.weight"]["dtype"] = dtype
+    head = json.dumps(table).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + data[8 + length :])
+    with pytest.raises(ModelFileError):
+        read_header(str(path))
+    with pytest.raises(ModelFileError):
+        load_model(str(path))
