@@ -85,8 +85,9 @@ class TrainingDataError(GeosegError, ValueError):
     """Training rasters that cannot be used as given (shapes, bands, label values, sizes)."""
 
 
-class CheckpointError(GeosegError, RuntimeError):
-    """A run folder whose checkpoint is corrupt, or belongs to a different spec."""
+class CheckpointError(GeosegError, ValueError):
+    """A run folder whose checkpoint is corrupt, or belongs to a different spec: the input is at
+    fault (the command exits 2), as for a job's output made by another job."""
 
 
 class TrainingDivergedError(GeosegError, RuntimeError):

@@ -176,8 +176,11 @@ def test_existing_outputs_and_changed_specs_are_refused(tmp_path, scene_zarr):
     spec = tiny_spec([zarr_pair(scene_zarr)], tmp_path, training__epochs=1)
     train(spec, log=quiet)
     changed = tiny_spec([zarr_pair(scene_zarr)], tmp_path, training__epochs=1, training__lr=0.02)
-    with pytest.raises(CheckpointError, match=r"different spec \(changed: training\.lr\)"):
+    with pytest.raises(CheckpointError, match=r"different spec \(changed: training\.lr\)") as refused:
         train(changed, log=quiet)
+    from geoseg.cli import exit_code
+
+    assert exit_code(refused.value) == 2  # the user's choice of folder, as for a job's output (was 1)
     with pytest.raises(CheckpointError, match="resume is off"):
         train(spec, resume=False, log=quiet)
     fresh = train(changed, overwrite=True, log=quiet)
