@@ -30,7 +30,7 @@ from dask.delayed import Delayed
 
 from geoseg.errors import InstanceError
 from geoseg.io import remote
-from geoseg.io.georef import WORLD_AXES, GeoRef
+from geoseg.io.georef import WORLD_AXES, GeoRef, spanning
 
 AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 SPLIT_EVERY = 8  # partials merged per task in the tree reduction
@@ -367,7 +367,7 @@ def _add_world(table: pd.DataFrame, georef: GeoRef | None, ndim: int) -> None:
     elif ndim == 3 and georef.affine_matrix is not None:
         matrix = georef.affine_matrix
         table.insert(table.columns.get_loc("area_px") + 1, "area",
-                     table["area_px"] * abs(np.linalg.det(matrix[:3, :3])))
+                     table["area_px"] * abs(np.linalg.det(spanning(matrix)[:3, :3])))
         world = centroid @ matrix[:3, :3].T + matrix[:3, 3]
         for i, a in enumerate(WORLD_AXES):
             table[a] = world[:, i]

@@ -201,6 +201,20 @@ def places_voxels(matrix: Any, shape: Sequence[int] | None = None) -> bool:
     return int(np.linalg.matrix_rank(m[:3, axes])) == len(axes)
 
 
+def spanning(matrix: Any) -> np.ndarray:
+    """A voxel affine (16 values or 4 x 4) as a 4 x 4 matrix whose zero steps (along axes of
+    one voxel, which :func:`places_voxels` allows: a single plane's step places nothing) are
+    unit steps across the others: what a NIfTI qform (rotation and voxel sizes) and a voxel's
+    volume (a plane's voxels one unit thick) need. Unchanged without a zero step."""
+    m = np.array(matrix, dtype=float).reshape(4, 4)
+    zero = [a for a in range(3) if not np.any(m[:3, a])]
+    if zero:
+        kept = m[:3, [a for a in range(3) if a not in zero]]
+        across = np.linalg.svd(kept if kept.size else np.zeros((3, 1)))[0][:, kept.shape[1]:]
+        m[:3, zero] = across[:, : len(zero)]
+    return m
+
+
 def _refuse_voxel_affine(matrix: tuple[float, ...], source: str | None, fix: str) -> None:
     """Raise the error :meth:`GeoRef.from_voxel_affine` gives for an affine placing no voxel."""
     finite = all(math.isfinite(v) for v in matrix)

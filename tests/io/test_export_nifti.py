@@ -219,3 +219,28 @@ def test_an_older_output_of_a_two_matrix_input_exports_no_space_for_its_qform(
     del attrs["nifti_codes"], attrs["nifti_qform"]
     zarr.consolidate_metadata(out)
     assert header_codes(export_nifti(out, str(tmp_path / "old.nii"))) == (0, 4)
+
+
+def test_a_single_plane_with_no_step_across_it_exports_and_its_objects_have_an_area(tmp_path):
+    """It opens (one plane's step places nothing), but nibabel could not make a qform of its
+    zero step, so the export ended as an internal error; its objects' areas came out 0."""
+    import pandas as pd
+
+    data = np.zeros((6, 5, 1), np.int16)
+    data[1:3, 1:4, 0] = 500  # one object of 6 voxels
+    sform = np.diag([0.5, 0.25, 0.0, 1.0])
+    image = nib.Nifti1Image(data, None)
+    image.header.set_sform(sform, code=2)
+    nib.save(image, str(tmp_path / "slice.nii"))
+    spec = JobSpec.model_validate({
+        "input": {"url": str(tmp_path / "slice.nii")},
+        "model": {"method": "threshold", "params": {"thresholds": [100]}},
+        "output": {"url": str(tmp_path / "out.zarr")},
+        "instances": {"method": "components", "classes": [1]}, "cluster": {"kind": "threads"}})
+    run(spec)
+    export_nifti(str(tmp_path / "out.zarr"), str(tmp_path / "mask.nii"))
+    written = nib.load(str(tmp_path / "mask.nii"))
+    np.testing.assert_allclose(written.header.get_sform(), sform)  # the file's own, zero step kept
+    np.testing.assert_array_equal(np.asarray(written.dataobj), (data > 100).astype(np.uint8))
+    table = pd.read_parquet(tmp_path / "out.zarr" / "instances.parquet")
+    assert list(table["area_px"]) == [6] and table["area"].tolist() == pytest.approx([6 * 0.5 * 0.25])

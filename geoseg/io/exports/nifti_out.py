@@ -36,6 +36,7 @@ from geoseg.io.exports.common import (
     shown,
     staged_file,
 )
+from geoseg.io.georef import spanning
 from geoseg.io.nifti import (
     GZIP_MAGIC,
     distinct_qform,
@@ -100,7 +101,8 @@ def nifti_header(out: FinishedOutput, codes: tuple[int, int] | None = None) -> n
     header.set_data_dtype(out.dtype)
     affine = nifti_affine(out.georef)
     qform = out.georef.nifti_qform  # the input's own qform, where it was another matrix
-    header.set_qform(affine if qform is None else nifti_order(qform), code=qform_code)
+    # a qform is a rotation and voxel sizes: a single plane's zero step becomes a unit one
+    header.set_qform(spanning(affine if qform is None else nifti_order(qform)), code=qform_code)
     header.set_sform(affine, code=sform_code)
     header.set_xyzt_units(_UNITS.get((out.georef.units or "").lower(), "unknown"))
     header.set_intent("label")
