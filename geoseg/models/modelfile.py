@@ -217,7 +217,8 @@ def check_weights(url: str, *, storage_options: dict[str, Any] | None = None) ->
         for name in sorted(n for n in table if n != "__metadata__"):
             entry = table[name]
             begin, end = (int(v) for v in entry["data_offsets"])
-            if not 0 <= begin <= end or entry.get("dtype") not in SAFETENSORS_DTYPES:
+            if not 0 <= begin <= end or not isinstance(entry.get("dtype"), str) \
+                    or entry["dtype"] not in SAFETENSORS_DTYPES:
                 return _check_loaded(url, options, info)  # load_model's own words for it
             f.seek(8 + length + begin)
             data = f.read(end - begin)
@@ -339,8 +340,9 @@ def _check_dtypes(what: str, built: dict[str, torch.Tensor], data: bytes) -> Non
         stored = SAFETENSORS_DTYPES.get(named) if isinstance(named, str) else None
         if stored is None:
             raise ModelFileError(
-                f"{what}: tensor {name} has dtype {brief(named, 40)}; expected one of "
-                f"{', '.join(SAFETENSORS_DTYPES)}. The file is corrupt: re-download or re-export it.")
+                f"{what}: tensor {name} has dtype {brief(named, 40)}; geoseg reads "
+                f"{', '.join(SAFETENSORS_DTYPES)}. Save the model again from its network with "
+                "geoseg.save_model() (float32), or re-download the file if it is damaged.")
         if stored.is_floating_point != tensor.is_floating_point():
             raise ModelFileError(
                 f"{what}: tensor {name} is stored as {stored} but the network holds it as "

@@ -111,15 +111,17 @@ def segment(
 
 def _band_names(raster: xr.DataArray) -> list[str]:
     """The names of ``raster``'s bands: its ``band`` coordinate where that holds names, else
-    rioxarray's ``long_name`` (a GeoTIFF's band descriptions) looked up by band number (1-based,
-    which ``isel`` keeps with each band while ``long_name`` stays in file order)."""
+    rioxarray's ``long_name`` (a GeoTIFF's band descriptions): looked up by band number where
+    the coordinate holds rioxarray's 1-based numbers (``isel`` keeps them with each band while
+    ``long_name`` stays in file order), else in order where it names every band."""
     values = list(raster["band"].values)
     coord = [str(v) for v in values]
     long_name = raster.attrs.get("long_name")
-    if not isinstance(long_name, (list, tuple)) or not all(
-            isinstance(v, (int, np.integer)) and 1 <= v <= len(long_name) for v in values):
+    if not isinstance(long_name, (list, tuple)) or any(isinstance(v, str) for v in values):
         return coord
-    return [str(long_name[int(v) - 1]) for v in values]
+    if all(isinstance(v, (int, np.integer)) and 1 <= v <= len(long_name) for v in values):
+        return [str(long_name[int(v) - 1]) for v in values]
+    return [str(n) for n in long_name] if len(long_name) == len(values) else coord
 
 
 def _warn_band_order(segmenter: Segmenter, names: list[str]) -> None:

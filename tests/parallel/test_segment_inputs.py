@@ -289,3 +289,12 @@ def test_a_rioxarray_raster_reordered_as_the_warning_says_warns_no_more():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         geoseg.segment(raster.isel(band=[2, 1, 0]), RGB(3))
+
+
+@pytest.mark.parametrize("coords", [{}, {"band": [1.0, 2.0, 3.0]}])
+def test_long_name_without_rioxarray_s_band_numbers_names_the_bands_in_order(coords):
+    """Without a band coordinate, or with float numbers, long_name was no longer read."""
+    raster = xr.DataArray(np.zeros((3, 16, 16), np.uint8), dims=("band", "y", "x"),
+                          coords=coords, attrs={"long_name": ("blue", "green", "red")})
+    with pytest.warns(UserWarning, match="bands reach identity as blue, green, red"):
+        geoseg.segment(raster, RGB(3))
