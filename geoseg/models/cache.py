@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import torch
+
 from geoseg import config
 from geoseg.errors import ModelFileError
 from geoseg.models.header import IN_MEMORY, ModelRef
-from geoseg.models.model import BUILT_IN_MEMORY, SegmentationModel
+from geoseg.models.model import BUILT_IN_MEMORY, LOADED, SegmentationModel
 from geoseg.models.modelfile import load_model
 
 _lock = threading.Lock()
@@ -42,12 +44,18 @@ def resolve(ref: Any) -> Any:
                 "geoseg.load_model(path) before computing on a cluster."
             )
         return model
-    # a file's: by where it is and its weights, and by device (GEOSEG_DEVICE may change)
-    key = (ref.url, ref.sha256, config.device())
+    # a file's: by where it is and its weights, and by device: the one the model was placed on,
+    # else GEOSEG_DEVICE (which may change); one this process already holds is used as it is
+    device = config.resolve_device(ref.device, "the model's device")
+    key = (ref.url, ref.sha256, str(torch.device(device)))
+    held = LOADED.get(key)
+    if held is not None:
+        return held
     with _lock:
         model = _models.get(key)
         if model is None:
-            model = load_model(ref.url, storage_options=ref.storage_options, expected_sha256=ref.sha256)
+            model = load_model(ref.url, storage_options=ref.storage_options, device=device,
+                               expected_sha256=ref.sha256)
             _models[key] = model
             _loads[ref.sha256] = _loads.get(ref.sha256, 0) + 1
         return model

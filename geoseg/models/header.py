@@ -103,13 +103,15 @@ class ModelRef:
     """What a task carries instead of a model: where it lives and its weights' hash.
 
     Workers turn it into a loaded model once per process
-    (:func:`geoseg.models.cache.resolve`). Storage options are neither compared
-    nor printed.
+    (:func:`geoseg.models.cache.resolve`), on ``device`` where the model was placed on one
+    on purpose (``load_model(..., device="cpu")``), else on the worker's ``GEOSEG_DEVICE``.
+    Storage options are neither compared nor printed.
     """
 
     url: str
     sha256: str
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    device: str | None = None
 
 
 class ModelHeader(Segmenter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import uuid
 import weakref
@@ -22,6 +23,9 @@ from geoseg.tiling.plan import coerce_per_axis
 # Models built in this process (or changed since they were read), by their in-memory URL,
 # while their users hold them.
 BUILT_IN_MEMORY: weakref.WeakValueDictionary[str, SegmentationModel] = weakref.WeakValueDictionary()
+# models of files loaded in this process, by (url, weights hash, device): tasks in this process
+# (an in-process scheduler) use the model itself rather than load the file again
+LOADED: weakref.WeakValueDictionary[tuple[str, str, str], SegmentationModel] = weakref.WeakValueDictionary()
 
 
 def weights_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -71,6 +75,8 @@ class SegmentationModel(Segmenter):
         self.halo = coerce_per_axis(net.receptive_radius, ndim, "receptive_radius")
         self.global_context = bool(getattr(net, "global_context", False))
         self.device = torch.device(config.resolve_device(device))
+        # a device asked for (not GEOSEG_DEVICE's default) travels with the model's reference
+        self._placed = None if device is None or device == "auto" else str(self.device)
         self.net.to(self.device)
         if self.device.type == "cuda" and ndim == 2:
             self.net.to(memory_format=torch.channels_last)
@@ -157,7 +163,9 @@ class SegmentationModel(Segmenter):
         sha = weights_sha256(self.net.state_dict())
         source = self.source
         if source is not None and not source.url.startswith(IN_MEMORY) and source.sha256 == sha:
-            return source
+            ref = dataclasses.replace(source, device=self._placed)
+            LOADED[(ref.url, ref.sha256, str(self.device))] = self  # this process needs no copy
+            return ref
         url = f"{IN_MEMORY}{self.name}#{self._token}"
         BUILT_IN_MEMORY[url] = self
         return ModelRef(url, sha)

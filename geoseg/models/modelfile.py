@@ -155,7 +155,7 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
     :class:`~geoseg.errors.BudgetError` when its config builds a network over the model
     budgets (:func:`meta_network`), before the network is built.
     """
-    device = config.resolve_device(device, "load_model(): device")
+    config.resolve_device(device, "load_model(): device")  # refused before the file is read
     data = _read_bytes(url, storage_options or {})
     info = _parse_header(data, url)
     meta_network(info, data, url)  # budgets and tensor shapes, before any weight is allocated

@@ -125,3 +125,19 @@ def test_a_changed_model_on_worker_processes_is_refused_saying_to_save_it(loaded
     with Client(cluster_address), pytest.raises(ModelFileError, match=r"was built in memory \(or "
                                                 r"its weights changed since it was read\).*save_model"):
         geoseg.segment(raster, loaded, chunks=32).compute()
+
+
+def test_tasks_run_the_model_given_on_the_device_it_was_placed_on(loaded, model_path, monkeypatch):
+    """A model loaded with device="cpu" was loaded again by its tasks on GEOSEG_DEVICE (CUDA
+    where there is one): a second copy, on another device than asked, so that the GPU tests
+    compared CUDA with CUDA. Its reference carries the device, and this process's tasks use the
+    model itself."""
+    import geoseg
+
+    ref = loaded.ref()
+    assert ref.device == "cpu"
+    monkeypatch.setenv("GEOSEG_DEVICE", "cuda")  # as on a GPU machine; none here
+    assert cache.resolve(ref) is loaded and not cache.load_counts()
+    monkeypatch.delenv("GEOSEG_DEVICE")
+    default = geoseg.load_model(model_path)  # GEOSEG_DEVICE's choice: the workers' own
+    assert default.ref().device is None and cache.resolve(default.ref()) is default

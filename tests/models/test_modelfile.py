@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import struct
@@ -306,7 +307,9 @@ def test_the_header_gives_what_the_client_plans_with_and_no_weights(tmp_path):
     header, model = read_header(path), load_model(path, device="cpu")
     assert (header.stride, header.halo, header.global_context) == (model.stride, model.halo, False)
     assert header.classes == model.classes and header.bands == model.bands
-    assert header.ref() == model.ref()  # url and the weights' sha256: what tasks carry
+    # url and the weights' sha256: what tasks carry, and the device the model was placed on
+    assert header.ref() == dataclasses.replace(model.ref(), device=None)
+    assert model.ref().device == "cpu"
     with pytest.raises(ModelFileError, match="header only"):
         header.predict(np.zeros((1, 3, 8, 8), np.float32))
 
