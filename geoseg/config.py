@@ -191,15 +191,19 @@ def worker_wait() -> float:
 def gpu_ids() -> list[str]:
     """GPUs a local cluster gives one worker process each: ``GEOSEG_GPUS`` (comma-separated ids,
     or ``none``) when set, else the GPUs torch counts, named as ``CUDA_VISIBLE_DEVICES`` names
-    them. ``GEOSEG_DEVICE=cpu`` means none. Counting calls ``torch.cuda.device_count()`` only."""
-    if get("GEOSEG_DEVICE").lower() == "cpu":
+    them. ``GEOSEG_DEVICE=cpu`` means none, ``GEOSEG_DEVICE=cuda:N`` the N-th of those torch
+    counts. Counting calls ``torch.cuda.device_count()`` only."""
+    device = get("GEOSEG_DEVICE").strip().lower()
+    if device == "cpu":
         return []
     wanted = get("GEOSEG_GPUS").strip().lower()
     if wanted == "none":
         return []
     if wanted != "auto":
         return parse_gpu_ids(get("GEOSEG_GPUS"))
-    return _visible_gpus()
+    visible = _visible_gpus()
+    index = device.partition("cuda:")[2]
+    return visible[int(index):int(index) + 1] if index.isdigit() else visible
 
 
 def parse_gpu_ids(text: str) -> list[str]:

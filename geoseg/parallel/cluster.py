@@ -160,7 +160,9 @@ def local_layout(cores: int, gpu_ids: list[str], n_workers: int | None = None,
         workers = n_workers or max(1, cores // threads)
         return [WorkerLayout(threads, max(1, cores // (workers * threads)))] * workers
     threads = threads_per_worker or gpu_threads
-    return [WorkerLayout(threads, 1, {"CUDA_VISIBLE_DEVICES": gpu_ids[i % len(gpu_ids)]})
+    # each sees its GPU alone, as cuda:0: a GEOSEG_DEVICE=cuda:N of this process means no GPU there
+    return [WorkerLayout(threads, 1, {"CUDA_VISIBLE_DEVICES": gpu_ids[i % len(gpu_ids)],
+                                      "GEOSEG_DEVICE": "cuda"})
             for i in range(n_workers or len(gpu_ids))]
 
 

@@ -51,7 +51,9 @@ def test_without_gpus_the_layout_is_processes_times_threads_as_before(cores, n_w
 @given(cores=st.integers(1, 256), gpu_ids=GPU_IDS, gpu_threads=st.integers(1, 16))
 def test_one_worker_per_gpu_each_seeing_only_its_own(cores, gpu_ids, gpu_threads):
     layouts = local_layout(cores, gpu_ids, gpu_threads=gpu_threads)
-    assert [layout.env for layout in layouts] == [{"CUDA_VISIBLE_DEVICES": i} for i in gpu_ids]
+    # each sees its own GPU as cuda:0, whatever GEOSEG_DEVICE=cuda:N said in the client's process
+    assert [layout.env for layout in layouts] == [{"CUDA_VISIBLE_DEVICES": i, "GEOSEG_DEVICE": "cuda"}
+                                                  for i in gpu_ids]
     assert {layout.nthreads for layout in layouts} == {gpu_threads}
     assert {layout.torch_threads for layout in layouts} == {1}  # the GPU computes, not torch's CPU threads
 
@@ -87,6 +89,17 @@ def test_without_geoseg_gpus_the_gpus_are_those_torch_counts(monkeypatch):
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     expected = visible.split(",")[:len(ids)] if visible is not None else [str(i) for i in range(len(ids))]
     assert ids == [i.strip() for i in expected]
+
+
+def test_device_cuda_n_means_the_n_th_gpu_alone(monkeypatch):
+    """GEOSEG_DEVICE=cuda:1 made a worker per GPU, each told to run on a cuda:1 it cannot see."""
+    monkeypatch.delenv("GEOSEG_GPUS", raising=False)
+    monkeypatch.setenv("GEOSEG_DEVICE", "cuda:1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    monkeypatch.setattr(config, "_visible_gpus", lambda: ["4", "5", "6"])  # torch counts 3 here
+    assert config.gpu_ids() == ["5"]
+    monkeypatch.setenv("GEOSEG_DEVICE", "cuda:7")
+    assert config.gpu_ids() == []
 
 
 def test_device_cpu_means_no_gpu_workers(monkeypatch):
