@@ -304,6 +304,8 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
 
     def job(threads: int) -> None:
         shutil.rmtree(job_out, ignore_errors=True)
+        if device.type == "cuda":  # the job's worker shares the GPU with this process's cache
+            torch.cuda.empty_cache()
         report = run_job(src, job_out, model_url, chunk=args.chunk, runs_dir=str(folder / "runs"),
                          threads=threads, compile=args.compile)
         compute, wall = best.jobs.get(threads, (math.inf, math.inf))
