@@ -236,6 +236,17 @@ def instance_labels(classes: da.Array, route_list: Sequence[Route],
     return stacked(parts, classes)
 
 
+def object_classes(classes: da.Array, route_list: Sequence[Route]) -> da.Array:
+    """The class each pixel of an object counts for in its table and polygons (the most frequent
+    one): a decode route's boundary pixels count for its interior class, as the object they
+    outline is one of that class (a small building has more outline than inside)."""
+    out = classes
+    for route in route_list:
+        if route.kind == "decode" and route.boundary:
+            out = da.where(da.isin(classes, list(route.boundary)), classes.dtype.type(route.interior), out)
+    return out
+
+
 def stacked(parts: Sequence[tuple[da.Array, int]], like: da.Array) -> tuple[da.Array, int]:
     """Several label rasters over disjoint pixels as one, each after the previous ones' ids."""
     total = sum(count for _, count in parts)
@@ -346,7 +357,8 @@ def _label(target: OutputTarget, settings: InstanceSettings, classes: da.Array,
     labels, count = instance_labels(classes, route_list, settings)
     hashes = store_hashed(target, "instances", labels)
     stored = da.from_zarr(target.open_group(mode="r")["instances"])
-    files = _write_files(target, stored, count, classes, settings, georef)
+    files = _write_files(target, stored, count, object_classes(classes, route_list), settings,
+                         georef)
     report = InstanceReport(count, time.perf_counter() - t0, [asdict(r) for r in route_list],
                             files)
     mark_stage(target, "instances", {"status": "complete", "settings": settings.record(), "count": count,
