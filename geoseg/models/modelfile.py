@@ -261,8 +261,10 @@ def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:
     budgets.check_model(sum(t.numel() for t in state.values()),
                         sum(t.numel() * t.element_size() for t in state.values()), what)
     built = {name: tuple(t.shape) for name, t in state.items()}
-    _check_tensors(what, built, _declared_tensors(data, what))
-    _check_dtypes(what, state, data)
+    (length,) = struct.unpack("<Q", data[:8])
+    table = json.loads(data[8 : 8 + length])  # found well formed by _parse_header
+    _check_tensors(what, built, _declared_tensors(table, what))
+    _check_dtypes(what, state, table)
     _check_classes(what, info)
     return net
 
@@ -302,11 +304,8 @@ def _build_on_meta(info: ModelInfo, what: str) -> nn.Module:
         raise ModelFileError(f"{what} does not build: {exc}") from None
 
 
-def _declared_tensors(data: bytes, what: str) -> Shapes:
-    """Name -> shape of every tensor a safetensors header declares (``data`` holds the header,
-    already found well formed by :func:`_parse_header`)."""
-    (length,) = struct.unpack("<Q", data[:8])
-    table = json.loads(data[8 : 8 + length])
+def _declared_tensors(table: dict[str, Any], what: str) -> Shapes:
+    """Name -> shape of every tensor a safetensors header ``table`` declares."""
     try:
         return {name: tuple(int(n) for n in entry["shape"]) for name, entry in table.items()
                 if name != "__metadata__"}
@@ -329,12 +328,11 @@ def _check_tensors(what: str, built: Shapes, declared: Shapes) -> None:
         "re-save the model with geoseg.save_model().")
 
 
-def _check_dtypes(what: str, built: dict[str, torch.Tensor], data: bytes) -> None:
+def _check_dtypes(what: str, built: dict[str, torch.Tensor], table: dict[str, Any]) -> None:
     """Refuse a file holding a tensor in another kind of type than the network's (integer
     weights of a float layer: loaded, they were cast and scored class 0 everywhere); a float
-    of another width (float16 or float64 for float32) is cast, as intended."""
-    (length,) = struct.unpack("<Q", data[:8])
-    table = json.loads(data[8 : 8 + length])
+    of another width (float16 or float64 for float32) is cast, as intended. ``table``: the
+    safetensors header, its tensors those ``built`` (:func:`_check_tensors`)."""
     for name, tensor in built.items():
         named = table[name].get("dtype")  # what a header says: any JSON value
         stored = SAFETENSORS_DTYPES.get(named) if isinstance(named, str) else None
