@@ -199,6 +199,13 @@ def band_order(wanted: Sequence[str] | None, have: Sequence[str]) -> list[int] |
     return [got.index(n) for n in want] if sorted(got) == sorted(want) else []
 
 
+def band_order_said(model: str, wanted: Sequence[str], names: Sequence[str]) -> str:
+    """What a warning about bands named as the model's but in another order says first
+    (:func:`band_order`); the caller adds how to select them, in its own terms."""
+    return (f"bands reach {model} as {', '.join(names)}, but it expects {', '.join(wanted)} in "
+            "that order, so it would read each band as another.")
+
+
 def bands_last(shape: Sequence[int]) -> bool:
     """Whether a 3-axis array read as ``(band, y, x)`` looks like ``(y, x, band)``: an image
     with its bands last (RGB, RGBA), which would read as hundreds of bands of a raster at most 4

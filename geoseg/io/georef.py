@@ -219,8 +219,8 @@ def _refuse_voxel_affine(matrix: tuple[float, ...], source: str | None, fix: str
     """Raise the error :meth:`GeoRef.from_voxel_affine` gives for an affine placing no voxel."""
     finite = all(math.isfinite(v) for v in matrix)
     problem = ("it holds a NaN or infinite number" if not finite else
-               "its voxels have no volume (the determinant of its 3 x 3 part is 0: a zero voxel "
-               "size, or two axes along one direction)")
+               "its voxels have no volume (its steps along the axes of more than one voxel do "
+               "not span one: a zero voxel size, or two axes along one direction)")
     rows = "[" + ", ".join("[" + ", ".join(f"{v:.6g}" for v in row) + "]"
                            for row in np.asarray(matrix).reshape(4, 4)) + "]"
     said = (f"is not a usable voxel-to-world affine: {problem}; got {rows}. Expected a 4 x 4 "

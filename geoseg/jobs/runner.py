@@ -22,7 +22,7 @@ from distributed import Client
 from geoseg import config, logs
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
-from geoseg.core.segmenter import Segmenter, band_order, check_dimensions
+from geoseg.core.segmenter import Segmenter, band_order, band_order_said, check_dimensions
 from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
@@ -165,9 +165,7 @@ def band_order_warning(prepared: PreparedJob, what: str) -> list[str]:
     chosen = prepared.spec.input.bands or list(range(1, len(names) + 1))
     fix = (f"Select them in the model's order: input.bands: {[chosen[i] for i in order]}." if order
            else f"Select bands holding {', '.join(wanted)} (input.bands).")
-    said = (f"{what}: bands reach {model.name} as {', '.join(names)}, but it expects "
-            f"{', '.join(wanted)} in that order, so it would read each band as another. {fix}")
-    return [said]
+    return [f"{what}: {band_order_said(model.name, wanted, names)} {fix}"]
 
 
 def _with_segmenter(spec: JobSpec, source: RasterSource, model: Segmenter) -> PreparedJob:

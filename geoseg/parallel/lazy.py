@@ -14,7 +14,13 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
-from geoseg.core.segmenter import Segmenter, band_order, bands_last, check_dimensions
+from geoseg.core.segmenter import (
+    Segmenter,
+    band_order,
+    band_order_said,
+    bands_last,
+    check_dimensions,
+)
 from geoseg.core.text import brief
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, grid_attrs, window_affines
@@ -133,9 +139,8 @@ def _warn_band_order(segmenter: Segmenter, names: list[str]) -> None:
     wanted = ", ".join(segmenter.bands or ())
     fix = (f"Select them in its order: raster.isel(band={order})." if order
            else f"Select bands holding {wanted}.")
-    warnings.warn(f"segment(): the raster's bands reach {segmenter.name} as {', '.join(names)}, "
-                  f"but it expects {wanted} in that order, so it would read each band as "
-                  f"another. {fix}", UserWarning, stacklevel=3)
+    said = band_order_said(segmenter.name, segmenter.bands or (), names)
+    warnings.warn(f"segment(): the raster's {said} {fix}", UserWarning, stacklevel=3)
 
 
 def region_work(segmenter: Segmenter, shape: Sequence[int], *, tile: Any = None, halo: Any = None,
