@@ -783,17 +783,20 @@ def _read_scores(path: Path) -> dict[str, Any]:
     it and what is wrong, rather than failing somewhere in the report."""
     import json
 
-    from geoseg.errors import EvaluationError
+    from geoseg.core import jsontext
+    from geoseg.errors import EvaluationError, NestingError
 
     expected = "expected the JSON file geoseg eval PRED REF --json FILE writes"
     try:
-        found = json.loads(path.read_bytes().decode("utf-8"))
+        found = jsontext.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise EvaluationError(f"--scores {path}: cannot read it ({exc.strerror or exc}); "
                               f"{expected}.") from None
     except UnicodeDecodeError:
         raise EvaluationError(f"--scores {path}: received a file that is not UTF-8 text; "
                               f"{expected}.") from None
+    except NestingError as exc:
+        raise EvaluationError(f"--scores {path}: received JSON that {exc}; {expected}.") from None
     except json.JSONDecodeError as exc:
         raise EvaluationError(f"--scores {path}: received a file that is not JSON ({exc.msg} at "
                               f"line {exc.lineno}, column {exc.colno}); {expected}.") from None

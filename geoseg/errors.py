@@ -143,6 +143,11 @@ class CorruptInputError(GeosegError, ValueError):
     metadata); the message names the file and the chunk or window."""
 
 
+class NestingError(GeosegError, ValueError):
+    """A JSON document nested deeper than geoseg decodes (:mod:`geoseg.core.jsontext`); the
+    message says how deep. Callers name the file it came from."""
+
+
 class CorruptOutputError(GeosegError, ValueError):
     """A stored chunk of an output that no longer decodes; the message names the array and
     chunk, and how to recompute it (``geoseg verify --repair``, then the job again)."""

@@ -83,6 +83,15 @@ def test_a_broken_zarr_json_is_bad_metadata(tmp_path, model_path, scene):
     assert not (tmp_path / "out.zarr").exists()
 
 
+def test_a_zarr_json_nested_too_deeply_is_refused_before_it_is_decoded(tmp_path, model_path, scene):
+    text = (scene / "zarr.json").read_text().rstrip()
+    (scene / "zarr.json").write_text(text[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")))
+    assert_clean(result, 2, f"input.url: The metadata of {scene} (zarr.json) nests arrays or "
+                 "objects 100001 levels deep; expected at most 256")
+    assert "RecursionError" not in said(result) and not (tmp_path / "out.zarr").exists()
+
+
 # --- model files -----------------------------------------------------------------------------
 
 
@@ -131,7 +140,7 @@ def nested_too_deep(description: str) -> str:
 
 @pytest.mark.parametrize("edit, message", [
     (five_component_colour, "class 'class_0': received colour [1, 2, 128, 128, 128]; expected three"),
-    (nested_too_deep, "its metadata nests lists or objects deeper than"),
+    (nested_too_deep, "its metadata nests arrays or objects 100001 levels deep; expected at most"),
 ])
 def test_info_on_malformed_model_metadata_is_a_model_file_error_before_any_card(tmp_path, edit,
                                                                                 message):

@@ -5,6 +5,7 @@
 * :mod:`geoseg.core.spec`: the base of every YAML spec, validated at once with every problem
   reported;
 * :mod:`geoseg.core.records`: timestamps, package versions and JSON for run records;
+* :mod:`geoseg.core.jsontext`: JSON from files geoseg did not write, its nesting bounded;
 * :mod:`geoseg.core.segmenter`: the contract every segmenter implements, and its classes.
 
 The errors (:mod:`geoseg.errors`), the settings (:mod:`geoseg.config`) and the log
@@ -13,6 +14,6 @@ The errors (:mod:`geoseg.errors`), the settings (:mod:`geoseg.config`) and the l
 
 from geoseg._lazy import lazy_exports
 
-__all__ = ["classes", "records", "redact", "segmenter", "spec", "urls"]  # its modules, imported on first use
+__all__ = ["classes", "jsontext", "records", "redact", "segmenter", "spec", "urls"]  # its modules, imported on first use
 
 __getattr__, __dir__ = lazy_exports(__name__, {})

@@ -286,7 +286,7 @@ def _parse_yaml(path: Path, text: str, what: str, error: type[GeosegError]) -> A
                     f"{exc.problem}{context}. Fix the spec (see jobs/ for examples).") from None
     except yaml.YAMLError as exc:
         raise error(f"{path} is not valid YAML ({type(exc).__name__}).") from None
-    except RecursionError:  # PyYAML composes nodes recursively: far deeper than MAX_LEVELS
+    except _TooDeep:
         raise error(_too_deep(path, f"over {MAX_LEVELS} levels", what)) from None
 
 
@@ -320,6 +320,19 @@ class _SpecLoader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._checked: set[yaml.Node] = set()
+        self._levels = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """PyYAML composes a node inside its parent's composition, one level of Python's stack
+        per level of nesting: stop past :data:`MAX_LEVELS`, long before the recursion limit
+        (where anything the garbage collector runs fails too, and prints on stderr)."""
+        self._levels += 1
+        try:
+            if self._levels > MAX_LEVELS:
+                raise _TooDeep
+            return super().compose_node(parent, index)
+        finally:
+            self._levels -= 1
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         """Check a mapping's own keys before merge keys (``<<: *base``) add the keys they merge,
@@ -328,6 +341,10 @@ class _SpecLoader(yaml.SafeLoader):
             self._checked.add(node)
             _check_unique_keys(self, node)
         super().flatten_mapping(node)
+
+
+class _TooDeep(Exception):
+    """Raised by :class:`_SpecLoader` where a document nests deeper than :data:`MAX_LEVELS`."""
 
 
 def _check_unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:

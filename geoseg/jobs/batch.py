@@ -32,11 +32,11 @@ from typing import Any
 import fsspec
 from rich.table import Table
 
-from geoseg.core import redact
+from geoseg.core import jsontext, redact
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
 from geoseg.core.urls import public_url
-from geoseg.errors import BatchSpecError, ClusterConfigError
+from geoseg.errors import BatchSpecError, ClusterConfigError, NestingError
 from geoseg.io.output import OutputTarget, half_created, output_exists
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
@@ -103,13 +103,12 @@ def _read_catalog(url: str, shown: str, storage_options: dict[str, Any]) -> Any:
     """The catalog's JSON document; one that is missing or cannot be read as JSON is refused."""
     try:
         with fsspec.open(url, "rb", **storage_options) as f:
-            return json.load(f)
+            return jsontext.loads(f.read())
     except FileNotFoundError:
         raise BatchSpecError(f"inputs.catalog: no catalog at {shown}.") from None
-    except RecursionError:  # the decoder recurses once per level: a hostile file exhausts it
-        raise BatchSpecError(f"inputs.catalog: {shown} nests JSON arrays or objects too deeply "
-                             f"to be read; {CATALOG_EXPECTED}. Point inputs.catalog at such a "
-                             "file.") from None
+    except NestingError as exc:
+        raise BatchSpecError(f"inputs.catalog: {shown} {exc}; {CATALOG_EXPECTED}. Point "
+                             "inputs.catalog at such a file.") from None
     except ValueError as exc:
         raise BatchSpecError(f"inputs.catalog: {shown} is not JSON ({exc}); {CATALOG_EXPECTED}. "
                              "Point inputs.catalog at such a file.") from None

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import fsspec
 from s3fs.utils import FileExpired
 
+from geoseg.core import jsontext
 from geoseg.core.urls import public_url
 from geoseg.errors import LeaseLostError, OutputBusyError, ParameterError, StorageUnavailableError
 
@@ -99,7 +100,7 @@ class LeaseRecord:
     def from_bytes(cls, data: bytes) -> LeaseRecord:
         """The record in ``data``; an unreadable object counts as an expired lease of nobody."""
         try:
-            raw = json.loads(data)
+            raw = jsontext.loads(data)
             return cls(str(raw["owner"]), _epoch(raw["created"]), _epoch(raw["expires"]),
                        str(raw.get("batch", "")), str(raw.get("output", "")))
         except (ValueError, KeyError, TypeError):

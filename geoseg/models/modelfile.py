@@ -19,7 +19,6 @@ import os
 import posixpath
 import re
 import struct
-import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from geoseg import budgets, config
-from geoseg.core import redact
+from geoseg.core import jsontext, redact
 from geoseg.core.classes import short_list
 from geoseg.core.text import brief
 from geoseg.core.urls import credentials_refused, public_url
@@ -43,6 +42,7 @@ from geoseg.errors import (
     GeosegError,
     ModelConfigError,
     ModelFileError,
+    NestingError,
     OutputExistsError,
     ParameterError,
 )
@@ -211,7 +211,7 @@ def check_weights(url: str, *, storage_options: dict[str, Any] | None = None) ->
     head = _read_head(url, options)
     info = _parse_header(head, url)
     (length,) = struct.unpack("<Q", head[:8])
-    table = json.loads(head[8 : 8 + length])
+    table = jsontext.loads(head[8 : 8 + length])
     digest = hashlib.sha256()
     with _opened(url, options) as f:
         for name in sorted(n for n in table if n != "__metadata__"):
@@ -262,7 +262,7 @@ def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:
                         sum(t.numel() * t.element_size() for t in state.values()), what)
     built = {name: tuple(t.shape) for name, t in state.items()}
     (length,) = struct.unpack("<Q", data[:8])
-    table = json.loads(data[8 : 8 + length])  # found well formed by _parse_header
+    table = jsontext.loads(data[8 : 8 + length])  # found well formed by _parse_header
     _check_tensors(what, built, _declared_tensors(table, what))
     _check_dtypes(what, state, table)
     _check_classes(what, info)
@@ -426,7 +426,7 @@ def _check_complete(url: str, storage_options: dict[str, Any], head: bytes) -> N
     """Refuse a safetensors file shorter than its header says (truncated by a failed copy)."""
     (length,) = struct.unpack("<Q", head[:8])
     try:
-        table = json.loads(head[8 : 8 + length])
+        table = jsontext.loads(head[8 : 8 + length])
         ends = [int(e["data_offsets"][1]) for n, e in table.items() if n != "__metadata__"]
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ModelFileError(f"Model file {public_url(url)}: its safetensors header lists a "
@@ -518,12 +518,11 @@ def _unusable(url: str, exc: ModelConfigError, saver: str) -> ModelFileError:
                           f"{exc} Correct its metadata and save the model again with {saver}.")
 
 
-def _too_deep(url: str) -> str:
-    """Why a file whose metadata nests past Python's recursion limit is refused: its JSON
-    cannot be read at all, and no model description geoseg writes nests more than a few levels."""
-    return (f"Model file {public_url(url)}: its metadata nests lists or objects deeper than "
-            f"{sys.getrecursionlimit()} levels, which cannot be read; expected the few levels of "
-            "the model description geoseg writes. Export the model again with geoseg.save_model().")
+def _too_deep(url: str, exc: NestingError) -> str:
+    """Why a file whose metadata nests too deeply to decode is refused: no model description
+    geoseg writes nests more than a few levels."""
+    return (f"Model file {public_url(url)}: its metadata {exc} (the few levels of the model "
+            "description geoseg writes). Export the model again with geoseg.save_model().")
 
 
 def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
@@ -549,14 +548,14 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
         (length,) = struct.unpack("<Q", data[:8])
         if not 0 < length <= min(len(data) - 8, MAX_HEADER):
             raise ValueError(f"header length {length} does not fit a file of {len(data)} bytes")
-        meta = json.loads(data[8 : 8 + length])["__metadata__"]
+        meta = jsontext.loads(data[8 : 8 + length])["__metadata__"]
         if meta.get("format") != FORMAT:
             raise KeyError("format")
-        return ModelInfo.from_dict(json.loads(meta["model"]))
+        return ModelInfo.from_dict(jsontext.loads(meta["model"]))
     except ModelConfigError as exc:
         raise _unusable(url, exc, "geoseg.save_model()") from None
-    except RecursionError:
-        raise ModelFileError(_too_deep(url)) from None
+    except NestingError as exc:
+        raise ModelFileError(_too_deep(url, exc)) from None
     except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
         if data.startswith(b"PK") and not any(n.endswith("data.pkl") for n in _zip_names(data)):
             raise ModelFileError(

@@ -24,6 +24,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from geoseg.core import jsontext
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
 from geoseg.report.tables import absent_classes
@@ -48,7 +49,7 @@ def load_record(url: str) -> dict[str, Any]:
     advice = "give the .json record a run wrote (geoseg runs lists them)."
     try:
         with fsspec.open(url, "r", encoding="utf-8") as f:
-            record = json.load(f)
+            record = jsontext.loads(f.read())
     except FileNotFoundError:
         raise EvaluationError(f"No run record at {public_url(url)}; {advice}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -19,7 +19,8 @@ from typing import Any
 import fsspec
 from rich.table import Table
 
-from geoseg.errors import EvaluationError
+from geoseg.core import jsontext
+from geoseg.errors import EvaluationError, NestingError
 from geoseg.jobs.provenance import FORMAT, runs_dir
 
 SETTINGS = ("resolved", "job.inference", "job.output.chunks", "job.model", "job.evaluate.ignore")
@@ -62,9 +63,9 @@ def _read_record(fs: Any, name: str) -> dict[str, Any] | None:
     ``format``). Raises :class:`EvaluationError` for what cannot be read or listed."""
     try:
         with fs.open(name, "r") as f:
-            record = json.load(f)
-    except RecursionError:  # the decoder recurses once per level: a hostile file exhausts it
-        raise EvaluationError(f"received JSON nested too deeply to read; {EXPECTED}") from None
+            record = jsontext.loads(f.read())
+    except NestingError as exc:
+        raise EvaluationError(f"received JSON that {exc}; {EXPECTED}") from None
     except ValueError as exc:  # half written, or not JSON (UnicodeDecodeError too)
         raise EvaluationError(f"received a file that is not JSON ({exc}); {EXPECTED}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:

@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from geoseg.core import jsontext
 from geoseg.errors import CheckpointError
 
 FORMAT = "geoseg-train-checkpoint/1"
@@ -161,7 +162,7 @@ def load_checkpoint(folder: str, storage_options: dict[str, Any] | None = None) 
     found = sorted(((_key(m), name) for name in fs.ls(path, detail=False)
                     if (m := _NAME.search(name))), reverse=True)
     for _, name in found:
-        meta = json.loads(fs.cat_file(name))
+        meta = jsontext.loads(fs.cat_file(name))
         tensor_path = f"{path}/{meta['tensors']}"
         data = fs.cat_file(tensor_path) if fs.exists(tensor_path) else b""
         if hashlib.sha256(data).hexdigest() == meta.get("tensors_sha256"):

@@ -14,6 +14,7 @@ from typing import Any
 
 import fsspec
 
+from geoseg.core import jsontext
 from geoseg.core.records import plain
 from geoseg.core.urls import public_url
 from geoseg.io.sources import RasterSource, ZarrSource
@@ -28,7 +29,7 @@ def read_json(url: str, storage_options: dict[str, Any] | None = None) -> dict[s
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if not fs.exists(path):
         return None
-    return json.loads(fs.cat_file(path))
+    return jsontext.loads(fs.cat_file(path))
 
 
 def write_json(url: str, data: dict[str, Any], storage_options: dict[str, Any] | None = None) -> None:

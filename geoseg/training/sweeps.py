@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import logging
 import math
 import os
@@ -46,6 +45,7 @@ from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 from pydantic import Field, ValidationInfo, field_validator
 
+from geoseg.core import jsontext
 from geoseg.core.records import now
 from geoseg.core.spec import Document, Section, relative_to_spec
 from geoseg.core.urls import public_url
@@ -457,7 +457,7 @@ def _run_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any] | N
     trial's own resume then says why)."""
     try:
         fs, path = fsspec.core.url_to_fs(url, **storage_options)
-        return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+        return jsontext.loads(fs.cat_file(path)) if fs.exists(path) else None
     except (OSError, ValueError):
         return None
 

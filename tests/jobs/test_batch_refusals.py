@@ -17,7 +17,7 @@ CATALOG_SPEC = ('name: c\ninputs: {catalog: CATALOG, asset: visual}\n'
 
 
 @pytest.mark.parametrize(("content", "received"), [
-    ("[" * 200_000 + "]" * 200_000, "nests JSON arrays or objects too deeply"),
+    ("[" * 200_000 + "]" * 200_000, "nests arrays or objects 200000 levels deep; expected at most 256"),
     ('{"type": "FeatureCollection", "features": [', "is not JSON"),
 ])
 def test_a_catalog_that_is_not_readable_json_is_refused_in_one_line(tmp_path, content, received):

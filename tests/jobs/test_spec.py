@@ -146,7 +146,7 @@ def test_an_alias_inside_its_own_anchor_is_refused(tmp_path):
         load_job(write(tmp_path, "name: x\ninput: &i {url: a.zarr, again: *i}\n"))
 
 
-@pytest.mark.parametrize(("levels", "said"), [(150, "152 levels"), (2000, "over 100 levels")])
+@pytest.mark.parametrize(("levels", "said"), [(150, "over 100 levels"), (200_000, "over 100 levels")])
 def test_deep_nesting_is_refused(tmp_path, levels, said):
     with pytest.raises(JobSpecError, match=f"received YAML nested {said} deep; expected at most 100"):
         load_job(write(tmp_path, "model: {params: " + "[" * levels + "]" * levels + "}\n"))

@@ -12,12 +12,12 @@ UNREADABLE = {
     "20260101T000002Z-odd-00000002.json": ('{"format":"geoseg-run/1","job":"x"}',
                                            "'job' is a string, not an object"),
     "20260101T000003Z-deep-00000003.json": ("[" * 200_000 + "]" * 200_000,
-                                            "nested too deeply to read"),
+                                            "nests arrays or objects 200000 levels deep"),
     "20260101T000004Z-half-00000004.json": ('{"format": "geoseg-run/1", "job": {"na',
                                             "not JSON"),
     "20260101T000005Z-nest-00000005.json": ('{"format": "geoseg-run/1", "job": {}, "resolved": '
-                                            + '{"a": ' * 500 + "1" + "}" * 501,
-                                            "nesting is 502 levels deep"),
+                                            + '{"a": ' * 100 + "1" + "}" * 101,
+                                            "nesting is 102 levels deep"),
 }
 
 

@@ -25,6 +25,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from geoseg.core import jsontext
 from geoseg.errors import ExportError
 from geoseg.io.exports.common import (
     FinishedOutput,
@@ -247,7 +248,7 @@ def read_class_names(source: GeoTIFFSource) -> tuple[str, ...] | None:
     with open_rasterio(source.url, source.storage_options) as ds:
         listed, band = ds.tags().get("CLASS_NAMES"), ds.tags(source.band_indexes[0])
     try:
-        names = json.loads(listed) if listed else None
+        names = jsontext.loads(listed) if listed else None
     except ValueError:  # not written by geoseg: the band's tags may still name the classes
         names = None
     if isinstance(names, list) and names:

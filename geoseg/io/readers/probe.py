@@ -10,7 +10,6 @@ Zarr store a few existence checks. Outside such a block nothing is kept.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -19,6 +18,9 @@ from typing import Any, TypeVar
 
 import fsspec
 
+from geoseg.core import jsontext
+from geoseg.core.urls import public_url
+from geoseg.errors import CorruptInputError, NestingError
 from geoseg.io import remote
 
 HEAD_BYTES = 540  # enough for a NIfTI-2 header, a TIFF or image signature, a GDAL format's text
@@ -103,9 +105,15 @@ def has_key(url: str, storage_options: dict[str, Any], key: str) -> bool:
 
 
 def read_json(url: str, storage_options: dict[str, Any], key: str) -> dict[str, Any] | None:
-    """The JSON object stored at ``url/key``; ``None`` when it is absent or not a JSON object."""
+    """The JSON object stored at ``url/key``; ``None`` when it is absent or not a JSON object.
+    Raises :class:`~geoseg.errors.CorruptInputError` for one nested too deeply to decode."""
     fs, path = location(url, storage_options)
-    return _once(("doc", url, key), lambda: _document(fs, f"{path}/{key}"))[1]
+    try:
+        return _once(("doc", url, key), lambda: _document(fs, f"{path}/{key}"))[1]
+    except NestingError as exc:
+        raise CorruptInputError(f"The metadata of {public_url(url)} ({key}) {exc}, as no Zarr "
+                                "metadata does: it is corrupt or hostile. Re-write it, or check "
+                                "the URL.") from None
 
 
 def _document(fs: Any, path: str) -> tuple[bool, dict[str, Any] | None]:
@@ -119,7 +127,9 @@ def _document(fs: Any, path: str) -> tuple[bool, dict[str, Any] | None]:
     except NotADirectoryError:  # a "key" under a local file
         return False, None
     try:
-        found = json.loads(text)
+        found = jsontext.loads(text)
+    except NestingError:
+        raise
     except (ValueError, UnicodeDecodeError):
         return True, None
     return True, found if isinstance(found, dict) else None
