@@ -3,6 +3,7 @@ one region at a time per GPU, and the region a task computes."""
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -181,6 +182,35 @@ def test_inference_compile_compiles_the_workers_network_once():
     forward = model._forward
     assert work.segmenter()._forward is forward  # once per worker, not per task
     assert not region_work(random_unet(depth=2, width=4), (64, 64)).segmenter().compiled
+
+
+def test_a_regions_smaller_last_batch_reuses_the_full_batches_compilation(monkeypatch):
+    """9 tiles in batches of 4: the last batch of 1 is padded, so the network is compiled for
+    one input shape, not two; the padding changes no score of the eager network's."""
+    compiled_for = []
+
+    def counting(graph, inputs):  # a torch.compile backend that runs the captured graph as is
+        compiled_for.append(tuple(inputs[0].shape) if inputs else ())
+        return graph.forward
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counting))
+    image = textured_image(96, 80, seed=9)
+    spec = Tiling.create(image.shape[1:], tile=32, halo=16, stride=4)
+    region, read = (slice(0, 96), slice(0, 80)), ArrayReader(image, (0, 0))
+    assert len(region_tiles(spec, region)) == 9
+    out = RegionOutput(255, "uint8", "float32")
+
+    eager = segment_region(random_unet(depth=2, width=4), read, spec, region, output=out,
+                           batch_size=4)
+    model = random_unet(depth=2, width=4).compile()
+    once = segment_region(model, read, spec, region, output=out, batch_size=4)
+
+    assert len(compiled_for) == 1, compiled_for
+    np.testing.assert_allclose(once.probabilities, eager.probabilities, atol=1e-6)
+    np.testing.assert_array_equal(once.classes, eager.classes)
+    whole = model.predict_image(image)  # another input shape: its own batch of one, not padded
+    np.testing.assert_allclose(whole, random_unet(depth=2, width=4).predict_image(image), atol=1e-6)
+    assert len(compiled_for) == 2
 
 
 @pytest.mark.slow
