@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import fsspec
-from s3fs.utils import FileExpired
 
 from geoseg.core import jsontext
 from geoseg.core.urls import public_url
@@ -261,6 +260,8 @@ class S3Store(_FsspecStore):
             return _precondition_failed(exc)
 
     def read(self) -> tuple[bytes, Token] | None:
+        from s3fs.utils import FileExpired  # here, not at import: s3fs brings botocore (0.3 s)
+
         for _ in range(10):  # s3fs reads with If-Match on the ETag it saw: retry if it changed
             self.fs.invalidate_cache(self.path)
             try:
