@@ -15,7 +15,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 # a torch without CUDA would skip every gpu test and exit 0: stop here instead
 python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else
             f'torch {torch.__version__} finds no CUDA device: nothing here would test the GPU')" || exit 1
-timeout "${TEST_TIMEOUT:-120}" python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/models/test_gpu.py \
+timeout "${TEST_TIMEOUT:-120}" python3 -m pytest -q -rs -p no:cacheprovider -m gpu \
+  tests/models/test_gpu.py tests/models/test_cache.py \
   >"$out/tests.txt" 2>&1
 echo "gpu tests: exit $?"; tail -n 8 "$out/tests.txt"
 if grep -q "SKIPPED" "$out/tests.txt"; then echo "gpu tests: some were skipped (see above): not a pass"; fi

@@ -71,16 +71,19 @@ def hold(ref: ModelRef) -> Any:
 
 
 def release(sha256: str) -> None:
-    """One holder less of the model with weights ``sha256``; the last one frees it, so jobs
-    sharing a cluster and a model never free it under each other."""
+    """One holder less of the model with weights ``sha256``; the last one frees it (and the GPU
+    memory torch kept for it), so jobs sharing a cluster and a model never free it under each
+    other."""
     with _lock:
         left = _holds.get(sha256, 0) - 1
         if left > 0:
             _holds[sha256] = left
             return
         _holds.pop(sha256, None)
-        for key in [k for k in _models if k[1] == sha256]:
-            del _models[key]
+        freed = [_models.pop(k) for k in [k for k in _models if k[1] == sha256]]
+    if any(model.device.type == "cuda" for model in freed):
+        del freed  # the last references: the weights' blocks go back to torch's allocator...
+        torch.cuda.empty_cache()  # ...which hands them back to the GPU, for other processes
 
 
 def holds() -> dict[str, int]:

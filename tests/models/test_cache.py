@@ -48,6 +48,20 @@ def test_a_model_is_loaded_again_for_another_device(ref, monkeypatch):
     assert ref.sha256 not in cache.loaded()
 
 
+@pytest.mark.gpu
+def test_the_last_release_of_a_gpu_model_hands_its_memory_back_to_the_gpu(ref, monkeypatch):
+    monkeypatch.setenv("GEOSEG_DEVICE", "cuda")
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_reserved()
+    cache.hold(ref)
+    cache.hold(ref)  # a second job holding the same model
+    assert torch.cuda.memory_reserved() > before
+    cache.release(ref.sha256)
+    assert ref.sha256 in cache.loaded() and torch.cuda.memory_reserved() > before
+    cache.release(ref.sha256)
+    assert ref.sha256 not in cache.loaded() and torch.cuda.memory_reserved() == before
+
+
 # --- segment() runs the model it is given --------------------------------------------------
 
 
