@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from geoseg.core import jsontext
 from geoseg.errors import NestingError
 
-TRICKY_TEXT = st.text(alphabet=st.sampled_from('[]{}"\\/ab\n\té€\U0001f600'), max_size=12)
+TRICKY_TEXT = st.text(alphabet=st.sampled_from('[]{}"\\/ab\n\té€\U0001f600丢小山∀'), max_size=12)
 VALUES = st.recursive(st.none() | st.booleans() | st.integers() | TRICKY_TEXT,
                       lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(TRICKY_TEXT, inner, max_size=3), max_leaves=30)
@@ -29,11 +29,17 @@ def depth(value) -> int:
     return 0
 
 
-@given(VALUES, st.sampled_from([None, 0, 2]), st.booleans(), st.booleans())
+ENCODINGS = (None, "utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
+             "utf-32-le", "utf-32-be")  # None: a str; the others: bytes json.loads reads
+
+
+@given(VALUES, st.sampled_from([None, 0, 2]), st.booleans(), st.sampled_from(ENCODINGS))
 def test_levels_are_those_of_the_decoded_value_whatever_its_strings_hold(value, indent, ascii_,
-                                                                          as_bytes):
+                                                                          encoding):
+    """In UTF-16 and UTF-32 a character's bytes may hold a quote's or a bracket's (丢 is
+    U+4E22, 小 U+5C0F): bytes are measured as the decoder reads them."""
     text = json.dumps(value, indent=indent, ensure_ascii=ascii_)
-    data = text.encode() if as_bytes else text
+    data = text if encoding is None else text.encode(encoding)
 
     assert jsontext.levels(data) == depth(value)
     assert jsontext.loads(data) == value
@@ -78,3 +84,15 @@ def test_a_hostile_document_is_refused_far_from_the_recursion_limit():
 ])
 def test_a_truncated_document_is_measured_as_far_as_it_goes(document, levels):
     assert jsontext.levels(document) == levels
+
+
+def test_a_utf16_document_deeper_than_its_bytes_look_is_refused():
+    deep = '["丢", ' + "[" * 100_000 + "]" * 100_000 + "]"
+    with pytest.raises(NestingError, match="100001 levels deep"):
+        jsontext.loads(deep.encode("utf-16-le"))
+
+
+@pytest.mark.parametrize("value", [3_000_000_000, 10**15, None, ["a"]])
+def test_what_is_not_text_is_a_type_error_as_for_json_loads(value):
+    with pytest.raises(TypeError, match="must be str, bytes or bytearray"):
+        jsontext.loads(value)
