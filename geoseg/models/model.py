@@ -81,7 +81,6 @@ class SegmentationModel(Segmenter):
         if self.device.type == "cuda" and ndim == 2:
             self.net.to(memory_format=torch.channels_last)
         self._forward: Any = self.net
-        self._batch_sizes: dict[tuple[int, ...], int] = {}  # of a compiled network, per tile shape
         self._mean = np.asarray(info.mean, dtype=np.float32).reshape((-1,) + (1,) * ndim)
         self._std = np.asarray(info.std, dtype=np.float32).reshape((-1,) + (1,) * ndim)
         self._mean_t = torch.from_numpy(self._mean).to(self.device)
@@ -131,25 +130,11 @@ class SegmentationModel(Segmenter):
     def predict_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, classes, *spatial)`` as a float32 tensor on the model's device."""
         x = batch.to(self.device, torch.float32)
-        n = x.shape[0]
-        if self.compiled:
-            x = self._full_batch(x)
         if self.device.type == "cuda" and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
             logits = self._forward(x)
-        return torch.softmax(logits[:n].float(), dim=1)
-
-    def _full_batch(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` with zero tiles appended up to the largest batch of its tile shape seen so far.
-        A compiled network compiles again for each new input shape (and runs uncompiled past
-        torch's limit of recompilations); a region's last batch, usually smaller, then reuses
-        the full batches' compilation. The network scores each tile on its own (eval mode)."""
-        shape = tuple(x.shape[1:])
-        full = self._batch_sizes[shape] = max(self._batch_sizes.get(shape, 0), x.shape[0])
-        if x.shape[0] == full:
-            return x
-        return torch.cat([x, x.new_zeros((full - x.shape[0], *shape))])
+        return torch.softmax(logits.float(), dim=1)
 
     def compile(self) -> SegmentationModel:
         """Run the network through ``torch.compile`` from now on (compiled at its first call,

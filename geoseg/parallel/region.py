@@ -10,6 +10,7 @@ lazy ``segment`` graph and the store-to-store job, on a laptop or a cluster.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,13 +54,18 @@ class RegionResult:
 
 def segment_region(segmenter: Segmenter, read: Reader, tiling: Tiling, region: tuple[slice, ...],
                    *, output: RegionOutput, nodata: float | None = None,
-                   batch_size: int = 4) -> RegionResult:
+                   batch_size: int = 4, full_batches: bool = False) -> RegionResult:
     """Segment ``region`` of an image whose pixels ``read(window)`` returns.
 
     ``read`` gets windows inside the image; the part of a window past the image
     end (up to the padded extent) is reflect-padded on the device, as the whole-image
     reference does. Reading happens before this thread takes its turn on a GPU
     (:func:`device_turn`), so a worker's other threads read the next regions meanwhile.
+    ``full_batches`` cuts the region's tiles into batches of one size (as few as ``batch_size``
+    allows, as even as can be), the last one padded with zero tiles whose scores are dropped:
+    a compiled network then meets one batch shape per count of tiles in a region (interior,
+    edge and corner regions), not one per remainder, and no batch is padded by more than
+    a tile per batch.
     """
     t0 = time.perf_counter()
     tiles = region_tiles(tiling, region)
@@ -67,21 +73,22 @@ def segment_region(segmenter: Segmenter, read: Reader, tiling: Tiling, region: t
     raw = read(tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, tiling.shape)))
     t1 = time.perf_counter()
     with device_turn(segmenter.device):
-        result = _on_device(segmenter, raw, tiles, window, region, tiling, output, nodata, batch_size)
+        result = _on_device(segmenter, raw, tiles, window, region, tiling, output, nodata,
+                            batch_size, full_batches)
     result.timings = {"read": t1 - t0, "infer": time.perf_counter() - t1}
     return result
 
 
 def _on_device(segmenter: Segmenter, raw: np.ndarray, tiles: list[Tile], window: tuple[slice, ...],
                region: tuple[slice, ...], tiling: Tiling, output: RegionOutput,
-               nodata: float | None, batch_size: int) -> RegionResult:
+               nodata: float | None, batch_size: int, full_batches: bool) -> RegionResult:
     x, valid = segmenter.prepare_tensor(to_device(raw, segmenter.device), nodata)
     local = _shift(region, window)
     valid = valid[local]
     if not bool(valid.any()):  # every output pixel is nodata whatever the model says
         return _empty(segmenter, valid.numpy(force=True), output)
     x = pad_end_tensor(x, [w.stop - w.start for w in window])
-    run = _Run(segmenter, x, window, region, batch_size, shape=tuple(tiling.shape))
+    run = _Run(segmenter, x, window, region, batch_size, full_batches, shape=tuple(tiling.shape))
     keep_scores = tiling.blend != "crop" or output.probabilities is not None
     scores = run.blended(tiles, tiling) if tiling.blend != "crop" else run.cropped(tiles, keep_scores)
     ids = run.ids if scores is None else scores.argmax(dim=0)
@@ -98,18 +105,25 @@ class _Run:
     window: tuple[slice, ...]
     region: tuple[slice, ...]
     batch_size: int
+    full_batches: bool = False  # pad the last batch to batch_size (see segment_region)
     ids: torch.Tensor | None = None
     shape: tuple[int, ...] = ()  # the image's, for segmenters told where their windows lie
 
     def batches(self, tiles: list[Tile]) -> Iterator[tuple[list[Tile], torch.Tensor]]:
         """Each batch of tiles with its scores ``(N, classes, *window)``."""
         step = max(1, self.batch_size)
+        if self.full_batches:
+            step = math.ceil(len(tiles) / math.ceil(len(tiles) / step))
         for start in range(0, len(tiles), step):
             batch = tiles[start : start + step]
             inputs = torch.stack([self.x[(slice(None),) + _shift(t.window, self.window)] for t in batch])
-            scores = self.segmenter.predict_tensor_at(inputs, [t.window for t in batch], self.shape)
+            windows = [t.window for t in batch]
+            if self.full_batches and len(batch) < step:  # the padding repeats the last window's place
+                inputs = torch.cat([inputs, inputs.new_zeros((step - len(batch), *inputs.shape[1:]))])
+                windows += windows[-1:] * (step - len(batch))
+            scores = self.segmenter.predict_tensor_at(inputs, windows, self.shape)
             _check_scores(scores, inputs, self.segmenter, self.region)
-            yield batch, scores
+            yield batch, scores[: len(batch)]
 
     def cropped(self, tiles: list[Tile], keep_scores: bool) -> torch.Tensor | None:
         """Tile cores written into the region: their scores when ``keep_scores``, else only

@@ -60,7 +60,8 @@ class RegionWork:
 
         output = RegionOutput(self.nodata_class, self.class_dtype, probabilities)
         return segment_region(self.segmenter(), read, self.tiling, region, output=output,
-                              nodata=self.nodata, batch_size=self.batch_size)
+                              nodata=self.nodata, batch_size=self.batch_size,
+                              full_batches=self.compile)
 
     def block(self, read: Reader, region: tuple[slice, ...], output: str) -> np.ndarray:
         """The ``output`` ("classes" or "probabilities", float32) of one region."""

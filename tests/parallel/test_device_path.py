@@ -184,10 +184,12 @@ def test_inference_compile_compiles_the_workers_network_once():
     assert not region_work(random_unet(depth=2, width=4), (64, 64)).segmenter().compiled
 
 
-def test_a_regions_smaller_last_batch_reuses_the_full_batches_compilation(monkeypatch):
-    """9 tiles in batches of 4: the last batch of 1 is padded, so the network is compiled for
-    one input shape, not two; the padding changes no score of the eager network's."""
-    compiled_for = []
+@pytest.mark.parametrize(("batch_size", "sizes"), [(4, [3, 3, 3]), (8, [5, 5]), (9, [9]), (16, [9])])
+def test_a_compiled_job_cuts_a_region_into_batches_of_one_size(monkeypatch, batch_size, sizes):
+    """9 tiles in batches of at most 4 ran as 4, 4 and 1: two shapes, two compilations. Even
+    batches (the last padded with zero tiles) give one, and the kept scores are the eager
+    network's, batch by batch as before."""
+    compiled_for, seen = [], []
 
     def counting(graph, inputs):  # a torch.compile backend that runs the captured graph as is
         compiled_for.append(tuple(inputs[0].shape) if inputs else ())
@@ -201,16 +203,29 @@ def test_a_regions_smaller_last_batch_reuses_the_full_batches_compilation(monkey
     out = RegionOutput(255, "uint8", "float32")
 
     eager = segment_region(random_unet(depth=2, width=4), read, spec, region, output=out,
-                           batch_size=4)
+                           batch_size=batch_size)
     model = random_unet(depth=2, width=4).compile()
-    once = segment_region(model, read, spec, region, output=out, batch_size=4)
+    forward = model.predict_tensor_at
+    monkeypatch.setattr(model, "predict_tensor_at", lambda x, *a: seen.append(len(x)) or forward(x, *a))
+    once = segment_region(model, read, spec, region, output=out, batch_size=batch_size,
+                          full_batches=True)
 
-    assert len(compiled_for) == 1, compiled_for
+    assert seen == sizes and len(compiled_for) == 1, (seen, compiled_for)
     np.testing.assert_allclose(once.probabilities, eager.probabilities, atol=1e-6)
     np.testing.assert_array_equal(once.classes, eager.classes)
-    whole = model.predict_image(image)  # another input shape: its own batch of one, not padded
-    np.testing.assert_allclose(whole, random_unet(depth=2, width=4).predict_image(image), atol=1e-6)
-    assert len(compiled_for) == 2
+
+
+def test_only_a_compiled_job_pads_its_batches(monkeypatch):
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    image, region = textured_image(96, 80, seed=9), (slice(0, 96), slice(0, 80))
+    for compile, sizes in ((False, [8, 1]), (True, [5, 5])):
+        seen, model = [], random_unet(depth=2, width=4)
+        forward = model.predict_tensor_at
+        monkeypatch.setattr(model, "predict_tensor_at", lambda x, *a, f=forward, s=seen:
+                            s.append(len(x)) or f(x, *a))
+        work = region_work(model, (96, 80), tile=32, batch_size=8, compile=compile)
+        work.run(ArrayReader(image, (0, 0)), region)
+        assert seen == sizes and model.compiled == compile
 
 
 @pytest.mark.slow
