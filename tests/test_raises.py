@@ -43,6 +43,10 @@ VALIDATOR_EXCEPTIONS = {"ValueError", "AssertionError"}
 ALLOWED_SITES = {
     # json.dumps(default=...) must raise TypeError for a value it cannot store
     ("geoseg/core/records.py", "plain", "TypeError"),
+    # json.loads's own answer to an argument that is not text, which callers catch as such
+    ("geoseg/core/jsontext.py", "_utf8", "TypeError"),
+    # the spec loader's stop past MAX_LEVELS, caught in _parse_yaml: it never leaves it
+    ("geoseg/core/spec.py", "compose_node", "_TooDeep"),
     # a spec document's own error class, typed ClassVar[type[GeosegError]]
     ("geoseg/core/spec.py", "from_dict", "cls.error"),
     # PyYAML's own error, so that the spec loader reports it as every YAML error, with its line
