@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from geoseg.core import redact
 from geoseg.core.interrupts import Terminated, exit_status, exit_within, terminated_as_interrupt
@@ -52,7 +53,15 @@ app = _Commands(add_completion=False, no_args_is_help=True, pretty_exceptions_en
                 help="Segment rasters far larger than memory on Dask clusters.")
 # soft_wrap: a message stays one line however long (a terminal wraps it on screen), so a path
 # or URL in it is copied from a log or a CI job whole, not broken at 80 columns
-console = Console(stderr=True, soft_wrap=True)
+# Messages hold what files and users name (paths, band and class names): no markup is read in
+# them, so "[/]" prints as itself; a message styled on purpose says markup=True and escapes
+# what it quotes.
+console = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def _stdout() -> Console:
+    """A console on this moment's stdout, reading no markup (as :data:`console`)."""
+    return Console(markup=False)
 
 
 BAD_INPUT = (ValueError, LookupError, TypeError, ImportError, FileNotFoundError, FileExistsError,
@@ -123,7 +132,7 @@ def _show_error(exc: BaseException) -> None:
     if logs.current_format() == "json":
         logs.log.error(message, extra={"error": type(exc).__name__})
     else:
-        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
 
 
 RESUMES = {  # what a rerun of an interrupted command picks up
@@ -205,12 +214,12 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
     prepared = prepare(spec)
     check_model_weights(spec.model)
     for text in input_warnings(prepared):
-        console.print(f"[yellow]warning[/]: {text}")
+        console.print(f"[yellow]warning[/]: {escape(text)}", markup=True)
     found = existing_output(prepared)
     if found:
-        console.print(f"note: {escape(found)}", highlight=False)
+        console.print(f"note: {found}", highlight=False)
     src, model, work = prepared.source, prepared.model, prepared.work
-    said = f"[green]ok[/]: {job}: input {src.format} {src.shape} {src.dtype}, {prepared.n_tasks} task(s), "
+    said = f"{job}: input {src.format} {src.shape} {src.dtype}, {prepared.n_tasks} task(s), "
     spec_model = prepared.spec.model
     if model is None:
         what = f"method {spec_model.method}" if spec_model.method else "ensemble"
@@ -220,7 +229,7 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
             "ensemble" if spec_model.ensemble else "test-time augmentation" if spec_model.tta
             else "classical method")
         said += f"model {model.name} ({kind}), tile {work.tiling.tile}, halo {work.tiling.halo}"
-    console.print(said)
+    console.print(f"[green]ok[/]: {escape(said)}", markup=True)
 
 
 @app.command()
@@ -230,10 +239,10 @@ def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
 
     st = output_status(url)
     stages = "".join(f", {name} {state}" for name, state in st.stages.items())
-    Console().print(f"{url}: {st.status}, {st.done}/{st.n_chunks} task regions done ({st.fraction:.0%}), "
+    _stdout().print(f"{url}: {st.status}, {st.done}/{st.n_chunks} task regions done ({st.fraction:.0%}), "
                     f"model {st.model}{stages}")
     if st.status == "complete":  # what the run recorded; the chunks may have changed since
-        Console().print(f"(from the run's record: `geoseg verify {url}` checks every chunk against "
+        _stdout().print(f"(from the run's record: `geoseg verify {url}` checks every chunk against "
                         "its checksum)", highlight=False)
 
 
@@ -252,7 +261,7 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
         return
     report = verify_output(url)
     if report.ok:
-        Console().print(f"ok: {report.checked} task regions match their checksums")
+        _stdout().print(f"ok: {report.checked} task regions match their checksums")
         return
     _print_problems(report)
     if report.not_done:
@@ -260,7 +269,7 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
                       "output is unfinished): run the job again (the same spec, without --overwrite) "
                       "to finish it.", highlight=False)
     if set(report.bad_regions) - set(report.not_done) or report.stages:
-        console.print(f"To fix: `geoseg verify {escape(public_url(url))} --repair` marks them as not done, then "
+        console.print(f"To fix: `geoseg verify {public_url(url)} --repair` marks them as not done, then "
                       "run the job again (the same spec, without --overwrite) to recompute them.",
                       highlight=False)
     raise typer.Exit(1)
@@ -269,20 +278,20 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
 def _print_problems(report: Any) -> None:
     """What verify found: layout changes, then the regions missing, mismatched, undecodable."""
     for problem in report.layout:
-        console.print(f"[red]layout:[/] {escape(problem)}", highlight=False)
-    said = [f"[red]{len(keys)} {what}[/] {', '.join(map(report.where, keys[:10]))}"
+        console.print(f"[red]layout:[/] {escape(problem)}", markup=True, highlight=False)
+    said = [f"[red]{len(keys)} {what}[/] {escape(', '.join(map(report.where, keys[:10])))}"
             for keys, what in ((report.missing, "task region(s) missing"),
                                (report.mismatched, "mismatched"),
                                (report.undecodable, "undecodable")) if keys]
     if said:  # none when only the layout differs
-        console.print("; ".join(said), highlight=False)
+        console.print("; ".join(said), markup=True, highlight=False)
 
 
 def _print_repair(url: str, repaired: Any) -> None:
     """What ``verify --repair`` changed and what to run next; exit 1 if it could not repair."""
     report = repaired.verify
     if report.ok:
-        Console().print(f"ok: {report.checked} task regions match their checksums; nothing to "
+        _stdout().print(f"ok: {report.checked} task regions match their checksums; nothing to "
                         "repair, nothing was changed")
         return
     _print_problems(report)
@@ -294,20 +303,20 @@ def _print_repair(url: str, repaired: Any) -> None:
     shown = ", ".join(map(report.where, repaired.unmarked[:10]))
     more = ", ..." if len(repaired.unmarked) > 10 else ""
     if repaired.unmarked:
-        Console().print(f"un-marked {len(repaired.unmarked)} task region(s) in the manifest: "
+        _stdout().print(f"un-marked {len(repaired.unmarked)} task region(s) in the manifest: "
                         f"{shown}{more}", highlight=False)
     if repaired.unrecorded:
-        Console().print(f"{len(repaired.unrecorded)} task region(s) were not recorded as done; "
+        _stdout().print(f"{len(repaired.unrecorded)} task region(s) were not recorded as done; "
                         "they are computed too", highlight=False)
     for stage, problems in repaired.stages.items():
         again = "its job or `geoseg instances`" if stage == "instances" else "its job"
-        Console().print(f"marked the {stage} stage damaged ({', '.join(problems[:10])}): it is made "
+        _stdout().print(f"marked the {stage} stage damaged ({', '.join(problems[:10])}): it is made "
                         f"again when {again} runs again", highlight=False)
     if repaired.unmarked or repaired.unrecorded:
-        Console().print("Run the job again (the same spec, without --overwrite) to recompute them.",
+        _stdout().print("Run the job again (the same spec, without --overwrite) to recompute them.",
                         highlight=False)
     elif not repaired.changed:
-        Console().print("Nothing was un-marked: none of it is recorded as done, so running the job "
+        _stdout().print("Nothing was un-marked: none of it is recorded as done, so running the job "
                         "again (or `geoseg instances` for a stage) makes it anyway.", highlight=False)
 
 
@@ -346,7 +355,7 @@ def info(
     rows.append(("nodata", geo.nodata))
     for key, value in rows:
         table.add_row(key, str(value))
-    Console().print(table)
+    _stdout().print(table)
 
 
 def _xform_names(codes: tuple[int, int]) -> str:
@@ -361,14 +370,15 @@ def _print_model_card(url: str) -> None:
     from geoseg.models.card import model_card
 
     card = model_card(url)
-    out = Console()
+    out = _stdout()
     facts = Table(show_header=False, box=None)
     for key, value in card.rows:
         facts.add_row(key, value)
     out.print(facts)
     classes = Table("id", "class", "colour", box=None)
     for i, (name, (r, g, b)) in enumerate(card.classes):
-        classes.add_row(str(i), name, f"[on rgb({r},{g},{b})]    [/] #{r:02x}{g:02x}{b:02x}")
+        classes.add_row(str(i), name, Text.assemble(("    ", f"on rgb({r},{g},{b})"),
+                                                   f" #{r:02x}{g:02x}{b:02x}"))
     out.print(classes)
     if card.training:
         record = Table(show_header=False, box=None, title="training record", title_justify="left")
@@ -392,11 +402,12 @@ def demo(
         result = run_demo(out, size=size, seed=seed, overwrite=overwrite, scheduler=scheduler,
                           on_start=progress.start, on_done=progress.done, log=console.print)
     _print_report(result.report)
+    per_class = ", ".join(f"{k} {v:.3f}" for k, v in result.per_class_iou.items())
     console.print(f"mIoU against ground truth: [bold]{result.miou:.3f}[/] "
-                  f"(per class: {', '.join(f'{k} {v:.3f}' for k, v in result.per_class_iou.items())})")
+                  f"(per class: {escape(per_class)})", markup=True)
     for route, score in result.panoptic.items():
         console.print(f"buildings, {route}: panoptic quality [bold]{score['PQ']:.3f}[/] "
-                      f"(SQ {score['SQ']:.3f}, RQ {score['RQ']:.3f})")
+                      f"(SQ {score['SQ']:.3f}, RQ {score['RQ']:.3f})", markup=True)
     instances = result.instance_report.output_url if result.instance_report else "-"
     console.print(f"scene: {result.scene_url}\nmask:  {result.report.output_url}\n"
                   f"instances: {instances} (labels, instances.parquet, polygons.parquet, "
@@ -465,8 +476,9 @@ def sweep(
     console.print(f"best model: {result.best_model}")
     failed = [t.name for t in result.trials if t.status == "failed"]
     if failed:  # the others are ranked; a nightly script must still see the failure
-        console.print(f"[red]{len(failed)} trial(s) failed[/]: {', '.join(failed)}; a rerun "
-                      "resumes them (their errors are in the table and sweep.json)", highlight=False)
+        console.print(f"[red]{len(failed)} trial(s) failed[/]: {escape(', '.join(failed))}; a rerun "
+                      "resumes them (their errors are in the table and sweep.json)", markup=True,
+                      highlight=False)
         raise typer.Exit(1)
 
 
@@ -723,7 +735,7 @@ def _html_report(record_url: str | None, batch: Any = None,
         if logs.current_format() == "json":
             logs.log.warning(said)
         else:
-            console.print(f"[yellow]warning:[/] {escape(said)}")
+            console.print(f"[yellow]warning:[/] {escape(said)}", markup=True)
         return
     if where and logs.current_format() == "json":  # stderr stays JSON lines
         logs.log.info("html report", extra={"report": where})
@@ -861,9 +873,9 @@ def eval_command(
                          bbox=_float_list(bbox, "--bbox", BBOX),
                          instances=pairs)
     found.update(prediction=pred, reference=ref)
-    Console().print(scores_table(found))
+    _stdout().print(scores_table(found))
     if "instances" in found:
-        Console().print(instances_table(found["instances"]))
+        _stdout().print(instances_table(found["instances"]))
     if json_out is not None:
         import fsspec
 
@@ -911,7 +923,7 @@ def quicklook(
     look = write_quicklook(output, png, image_url=image, variable=variable,
                            bands=_int_list(bands, "--bands"), size=size)
     if look.note:
-        console.print(f"[yellow]warning[/]: {escape(look.note)}", highlight=False)
+        console.print(f"[yellow]warning[/]: {escape(look.note)}", markup=True, highlight=False)
     console.print(f"wrote {png}", markup=False, highlight=False)
 
 
@@ -942,7 +954,7 @@ def runs(
     if html:
         writable_file(html, overwrite, "--html")
     found = list_runs(folder)
-    Console().print(runs_table(found))
+    _stdout().print(runs_table(found))
     if html:
         import fsspec
 
@@ -967,7 +979,7 @@ def runs_compare(
     if folder is None and isinstance(ctx.obj, dict):
         folder = ctx.obj.get("dir")
 
-    Console().print(compare_table(find_run(a, folder), find_run(b, folder)))
+    _stdout().print(compare_table(find_run(a, folder), find_run(b, folder)))
 
 
 if __name__ == "__main__":

@@ -104,3 +104,30 @@ def test_an_interrupt_says_what_a_rerun_of_that_command_picks_up(monkeypatch, ca
     monkeypatch.setattr(sys, "argv", argv)
     cli._show_error(KeyboardInterrupt())
     assert said in " ".join(capsys.readouterr().err.split())
+
+
+NAMES_LIKE_MARKUP = ("[/]", "[bold]red[/bold]", "scene[a]")
+
+
+def test_names_from_files_print_as_they_are_not_as_markup(tmp_path):
+    """Band names and class names come from the files: "[/]" ended `geoseg info` and `eval` with
+    an internal error (rich read it as a closing tag), and "scene[a]" printed as "scene"."""
+    import numpy as np
+    import rasterio
+
+    from tests.conftest import CRS, TRANSFORM
+
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "dtype": "uint8", "crs": CRS,
+               "transform": TRANSFORM}
+    bands, labels = tmp_path / "bands.tif", tmp_path / "labels.tif"
+    with rasterio.open(bands, "w", count=3, **profile) as ds:
+        ds.write(textured_image(64, 64))
+        ds.descriptions = NAMES_LIKE_MARKUP
+    with rasterio.open(labels, "w", count=1, **profile) as ds:
+        ds.write((np.arange(64 * 64).reshape(1, 64, 64) % 3).astype("uint8"))
+        ds.update_tags(CLASS_NAMES='["[/]", "[bold]red[/bold]", "scene[a]"]')
+
+    for args in (("info", str(bands)), ("eval", str(labels), str(labels))):
+        done = geoseg(*args)
+        assert done.returncode == 0, done.stderr
+        assert all(name in done.stdout for name in NAMES_LIKE_MARKUP), done.stdout

@@ -31,6 +31,7 @@ from typing import Any
 
 import fsspec
 from rich.table import Table
+from rich.text import Text
 
 from geoseg.core import jsontext, redact
 from geoseg.core.interrupts import Terminated
@@ -249,8 +250,7 @@ class BatchReport:
         for column in ("input", "state", "output", "chunks", "seconds", "error"):
             table.add_column(column, overflow="fold")
         for i in self.items:
-            colour = _COLOURS.get(i.state)
-            state = f"[{colour}]{i.state}[/]" if colour else i.state
+            state = Text(i.state, style=_COLOURS.get(i.state, ""))
             table.add_row(i.input, state, i.output, str(i.chunks_computed), f"{i.seconds:.1f}",
                           (i.error or "")[:200])
         return table
