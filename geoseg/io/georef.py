@@ -28,6 +28,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from geoseg.core import jsontext
 from geoseg.errors import ParameterError, UnsupportedFormatError
 
 INDEX_AXES = ("z", "y", "x")  # the columns of a voxel_affine: a volume's array axes
@@ -349,7 +350,14 @@ def checked_transform(values: Sequence[float], source: str) -> tuple[float, ...]
 
 def parse_crs(value: Any) -> CRS:
     """``CRS.from_user_input(value)`` inside a rasterio environment, whose error handler keeps
-    GDAL from printing ``ERROR 1: PROJ: ...`` to stderr before geoseg's own message."""
+    GDAL from printing ``ERROR 1: PROJ: ...`` to stderr before geoseg's own message. A PROJJSON
+    string nested too deeply for Python's decoder (which rasterio runs on it) is refused first."""
+    if isinstance(value, str) and value.lstrip().startswith(("{", "[")) \
+            and (levels := jsontext.levels(value)) > jsontext.MAX_LEVELS:
+        raise UnsupportedFormatError(
+            f"received a CRS written as PROJJSON that nests {levels} levels deep; expected a CRS "
+            f"(an EPSG code, WKT, or PROJJSON of at most {jsontext.MAX_LEVELS} levels). Fix the "
+            "raster's crs, or remove it to read the raster without one.")
     with rasterio.Env():
         return CRS.from_user_input(value)
 

@@ -185,3 +185,19 @@ def test_an_overview_of_a_tiff_without_georeference_lies_on_its_pixel_grid(tmp_p
     np.testing.assert_array_equal(raster.values, expected)
     np.testing.assert_allclose(raster.attrs["transform"],
                                tuple(Affine.translation(-100, -200) @ twin)[:6])
+
+
+@pytest.mark.parametrize("levels", [300, 100_000])
+def test_a_projjson_crs_nested_too_deeply_is_refused_before_rasterio_decodes_it(tmp_path, image,
+                                                                                 levels):
+    """rasterio decodes a PROJJSON string with Python's json: 990 levels already reached the
+    recursion limit (a RecursionError, with whatever the garbage collector runs then failing)."""
+    crs = '{"type": ' + "[" * levels + "]" * levels + "}"
+    url = write_zarr(tmp_path / "a.zarr", image, crs=crs, transform=list(TRANSFORM)[:6])
+    with pytest.raises(UnsupportedFormatError, match=f"received a CRS written as PROJJSON that "
+                                                     f"nests {levels + 1} levels deep; expected"):
+        geoseg.open_raster(url)
+    projjson = json.dumps(rasterio.crs.CRS.from_string(CRS).to_dict(projjson=True))
+    raster = geoseg.open_raster(write_zarr(tmp_path / "b.zarr", image, crs=projjson,
+                                           transform=list(TRANSFORM)[:6]))
+    assert rasterio.crs.CRS.from_wkt(raster.attrs["crs"]) == rasterio.crs.CRS.from_string(CRS)
