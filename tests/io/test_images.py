@@ -17,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 from skimage.filters import threshold_otsu
 
 import geoseg
-from geoseg.errors import JobSpecError, UnsupportedFormatError
+from geoseg.errors import CorruptInputError, JobSpecError, UnsupportedFormatError
 from geoseg.io import open_source
 from geoseg.io.readers._image import ImageSource, image_source
 from geoseg.io.readers._tiffstack import TiffStackSource
@@ -154,6 +154,32 @@ def test_ome_tiff_channels_become_bands(tmp_path):
     assert raster.shape == (1, 6, 40, 50)
     np.testing.assert_array_equal(raster.values, expected[[1]])
     assert raster.encoding["geoseg_source"].georef.spacing == pytest.approx((3.0, 0.5, 0.5))
+
+
+def hostile_ome(tmp_path, edit) -> str:
+    """An OME-TIFF of 8 pages whose OME-XML ``edit`` changes, written as its description."""
+    data = stack((8, 32, 32), seed=3, dtype="uint8")
+    tifffile.imwrite(tmp_path / "ok.ome.tif", data, ome=True, metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(tmp_path / "ok.ome.tif") as tif:
+        xml = tif.ome_metadata
+    path = tmp_path / "bad.ome.tif"
+    tifffile.imwrite(path, data, description=edit(xml), metadata=None)
+    return str(path)
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda xml: xml.replace('SizeZ="8"', 'SizeZ="2000000000"').replace(
+        'PlaneCount="8"', 'PlaneCount="2000000000"'),
+     r"declares 2,000,000,000 planes \(SizeZ x SizeC x SizeT\) but the file holds 8 "),
+    (lambda xml: xml.replace("</OME>", "<a>" * 20_000 + "</a>" * 20_000 + "</OME>"),
+     "nests elements over 100 levels deep"),
+])
+def test_ome_xml_that_tifffile_would_trust_past_memory_or_stack_is_refused(tmp_path, edit, said):
+    """tifffile lists every plane the OME-XML declares before reading a pixel (2e9 planes: about
+    16 GB) and converts it to a dict recursively, once per level of nesting."""
+    path = hostile_ome(tmp_path, edit)
+    with pytest.raises(CorruptInputError, match=f"bad.ome.tif: its OME-XML {said}"):
+        geoseg.open_raster(path)
 
 
 def test_rgb_page_stack_has_colour_band_names(tmp_path):

@@ -20,11 +20,13 @@ pages. Data pages that differ are refused, never read as the first one only (GDA
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 
 import fsspec
 import numpy as np
@@ -32,7 +34,7 @@ import tifffile
 import zarr
 
 from geoseg.core.urls import public_url
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import CorruptInputError, UnsupportedFormatError
 from geoseg.io import allow, remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.readers import probe
@@ -100,7 +102,46 @@ def _open_tiff(url: str, storage_options: dict[str, Any]) -> Iterator[tifffile.T
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     with _tifffile_quiet(), fs.open(path, "rb", block_size=remote.READ_BLOCK) as f, \
             tifffile.TiffFile(f) as tif:
+        if tif.ome_metadata:
+            _check_ome(tif.ome_metadata, len(tif.pages) * tif.pages.first.samplesperpixel, url)
         yield tif
+
+
+OME_MAX_LEVELS = 100  # of OME-XML elements; OME's own schema nests under ten
+
+
+def _check_ome(xml: str, channel_planes: int, url: str) -> None:
+    """Refuse OME-XML that tifffile would trust to exhaust the stack or memory: elements nested
+    past :data:`OME_MAX_LEVELS` (``xml2dict`` recurses once per level), or images declaring more
+    planes (SizeZ x SizeC x SizeT) than the file's pages hold (``channel_planes``: pages times
+    samples per pixel), for which tifffile builds a list entry per plane before any pixel is
+    read. Measured with expat's incremental parser, which neither recurses nor expands."""
+    depth = deepest = planes = 0
+    try:
+        for event, element in ElementTree.iterparse(io.StringIO(xml), events=("start", "end")):
+            depth += 1 if event == "start" else -1
+            deepest = max(deepest, depth)
+            if deepest > OME_MAX_LEVELS:
+                raise CorruptInputError(
+                    f"{public_url(url)}: its OME-XML nests elements over {OME_MAX_LEVELS} levels "
+                    "deep; expected OME metadata (a few levels). Rewrite the file's metadata, "
+                    "e.g. with tifffile or bfconvert.")
+            if event == "end" and element.tag.rpartition("}")[2] == "Pixels":
+                planes += math.prod(_ome_size(element, a) for a in "ZCT")
+                element.clear()
+    except ElementTree.ParseError:
+        return  # not XML tifffile reads as OME either
+    if planes > channel_planes:
+        raise CorruptInputError(
+            f"{public_url(url)}: its OME-XML declares {planes:,} planes (SizeZ x SizeC x SizeT) "
+            f"but the file holds {channel_planes:,} (its pages times samples per pixel); expected "
+            "a single-file OME-TIFF whose metadata describes its pages. Rewrite the metadata, or "
+            "convert the dataset to one file (e.g. with bfconvert).")
+
+
+def _ome_size(pixels: ElementTree.Element, axis: str) -> int:
+    value = pixels.get(f"Size{axis}", "1")
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 20 else 1
 
 
 @contextlib.contextmanager
@@ -142,6 +183,8 @@ def tiff_kind(url: str, storage_options: dict[str, Any]) -> str:
                 n for axis, n in zip(series.axes, series.shape) if axis not in "YXS" and n > 1
             ]
             return "tiff" if stacked or _plain_image(tif) else "geotiff"
+    except CorruptInputError:
+        raise
     except (tifffile.TiffFileError, IndexError, ValueError, KeyError):
         return "geotiff"  # tifffile cannot make sense of it; GDAL may
 
