@@ -167,18 +167,21 @@ def results_section(record: dict[str, Any], options: dict[str, Any], replaced: b
 def _object_sizes(record: dict[str, Any], objects: dict[str, Any], options: dict[str, Any],
                   names: Sequence[str]) -> str | None:
     """Per class: objects and their areas in pixels (total, median, largest), from the output's
-    object table; ``None`` without one, or with more than :data:`OBJECT_SIZES_MAX` objects."""
+    object table; ``None`` without one, with more than :data:`OBJECT_SIZES_MAX` objects, or with
+    another number of rows than the record counts (its footer says, before any row is read)."""
     import pyarrow.parquet as pq
 
     if "instances.parquet" not in objects.get("files", {}) or objects["count"] > OBJECT_SIZES_MAX:
         return None
     url = record["output"]["url"].rstrip("/") + "/instances.parquet"
     try:
-        with fsspec.open(url, "rb", **options) as f:
-            table = pq.read_table(f, columns=["class", "area_px"]).to_pydict()
+        with fsspec.open(url, "rb", **options) as f, pq.ParquetFile(f) as parquet:
+            if parquet.metadata.num_rows != objects["count"]:
+                return None  # not the table the run wrote: a few KB may hold 1e8 rows
+            table = parquet.read(columns=["class", "area_px"])
+            classes, areas = (table.column(c).to_numpy() for c in ("class", "area_px"))
     except Exception:  # noqa: BLE001 - gone, or unreadable: the count above stands
         return None
-    classes, areas = np.asarray(table["class"]), np.asarray(table["area_px"])
     rows = [(names[c] if 0 <= c < len(names) else str(c), int(np.sum(classes == c)),
              int(areas[classes == c].sum()), float(np.median(areas[classes == c])),
              int(areas[classes == c].max())) for c in np.unique(classes)]
