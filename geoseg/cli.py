@@ -562,7 +562,7 @@ def instances(
     from geoseg.parallel.cluster import connect
 
     names = None if classes is None else tuple(
-        int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",") if c.strip())
+        _id_or_name(c.strip()) for c in classes.split(",") if c.strip())
     settings = InstanceSettings(method, names, connectivity, halo, h, table, polygons)
     with connect(cluster):
         target, report = label_mask(mask, settings, out=out, variable=variable,
@@ -570,6 +570,14 @@ def instances(
     console.print(f"{report.count} instance(s) in {target.url} ({report.seconds:.1f} s); files: "
                   f"{', '.join(report.files) or 'none'}", markup=False, highlight=False)
 
+
+
+def _id_or_name(text: str) -> int | str:
+    """A class given as its id (digits) or its name."""
+    from geoseg.core.text import whole_number
+
+    number = whole_number(text)
+    return text if number is None else number
 
 @app.command()
 def export(

@@ -14,6 +14,7 @@ import os
 import re
 import sys
 
+from geoseg.core.text import whole_number
 from geoseg.errors import ClusterConfigError, ParameterError, SettingError
 
 DEFAULTS = {
@@ -203,7 +204,8 @@ def gpu_ids() -> list[str]:
         return parse_gpu_ids(get("GEOSEG_GPUS"))
     visible = _visible_gpus()
     index = device.partition("cuda:")[2]
-    return visible[int(index):int(index) + 1] if index.isdigit() else visible
+    number = whole_number(index)
+    return visible[number : number + 1] if number is not None else visible
 
 
 def parse_gpu_ids(text: str) -> list[str]:

@@ -131,3 +131,22 @@ def test_names_from_files_print_as_they_are_not_as_markup(tmp_path):
         done = geoseg(*args)
         assert done.returncode == 0, done.stderr
         assert all(name in done.stdout for name in NAMES_LIKE_MARKUP), done.stdout
+
+
+@pytest.mark.parametrize("tag", ["CLASS_\u00b2", "CLASS_" + "1" * 5000])
+def test_a_class_tag_whose_id_int_cannot_read_is_not_a_class_name(tmp_path, tag):
+    """"²" passes str.isdigit() and 5,000 digits pass it too; int() refused both, and `eval`
+    ended with an internal error."""
+    import numpy as np
+    import rasterio
+
+    from tests.conftest import CRS, TRANSFORM
+
+    labels = tmp_path / "labels.tif"
+    with rasterio.open(labels, "w", driver="GTiff", width=32, height=32, count=1, dtype="uint8",
+                       crs=CRS, transform=TRANSFORM) as ds:
+        ds.write((np.arange(32 * 32).reshape(1, 32, 32) % 2).astype("uint8"))
+        ds.update_tags(1, CLASS_0="sea", CLASS_1="land", **{tag: "odd"})
+    done = geoseg("eval", str(labels), str(labels))
+    assert done.returncode == 0, done.stderr
+    assert "sea" in done.stdout and "land" in done.stdout and "odd" not in done.stdout

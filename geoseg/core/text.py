@@ -1,4 +1,5 @@
-"""What an error message shows of a value it received: one line, bounded."""
+"""Text received from files and users: what an error message shows of a value (one line,
+bounded), and whole numbers written in it."""
 
 from __future__ import annotations
 
@@ -10,3 +11,10 @@ def brief(value: Any, width: int = 80) -> str:
     repr runs over many lines, which a one-line message must not."""
     text = " ".join(repr(value).split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def whole_number(text: str) -> int | None:
+    """The number ``text`` writes in ASCII digits (at most 18: no overflow, and none of the
+    thousands of digits ``int()`` refuses), else ``None``. ``str.isdigit()`` alone takes "²"
+    and other digits ``int()`` cannot read."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None

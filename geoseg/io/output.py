@@ -33,6 +33,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
+from geoseg.core.text import whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptOutputError, GeosegError, OutputExistsError
 from geoseg.io import faults, remote
@@ -174,8 +175,8 @@ def _chunk_coords(name: str, encoding: Any) -> tuple[int, ...] | None:
         if not name.startswith(f"c{separator}"):
             return None
         name = name[2:]
-    parts = name.split(separator)
-    return tuple(map(int, parts)) if all(part.isdigit() for part in parts) else None
+    parts = [whole_number(part) for part in name.split(separator)]
+    return None if None in parts else tuple(parts)
 
 
 async def _collect(keys: AsyncIterator[str], into: set[str]) -> set[str]:

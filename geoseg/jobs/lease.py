@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import fsspec
 
 from geoseg.core import jsontext
+from geoseg.core.text import whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import LeaseLostError, OutputBusyError, ParameterError, StorageUnavailableError
 
@@ -75,7 +76,7 @@ class LeaseRecord:
         """Whether the owner is a process of this machine that no longer exists (killed, or
         crashed without releasing): its lease need not be waited out."""
         host, _, rest = self.owner.rpartition("-")[0].rpartition("-")
-        pid = int(rest) if rest.isdigit() else 0
+        pid = whole_number(rest) or 0
         if host != socket.gethostname() or pid <= 0 or pid == os.getpid():
             return False
         try:

@@ -13,6 +13,7 @@ from typing import Any
 import zarr
 
 from geoseg.budgets import check_tasks
+from geoseg.core.text import whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError
 from geoseg.io import remote
@@ -99,7 +100,7 @@ class RepairReport:
 
 def _is_region(key: str) -> bool:
     """Whether ``key`` names a task region (``1.0``) rather than a stage's problem."""
-    return all(part.isdigit() for part in key.split("."))
+    return all(whole_number(part) is not None for part in key.split("."))
 
 
 def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTarget, dict[str, Any]]:

@@ -20,6 +20,7 @@ import fsspec
 from rich.table import Table
 
 from geoseg.core import jsontext
+from geoseg.core.text import whole_number
 from geoseg.errors import EvaluationError, NestingError
 from geoseg.jobs.provenance import FORMAT, runs_dir
 
@@ -182,9 +183,9 @@ def find_run(key: str, folder: str | None = None) -> tuple[str, dict[str, Any]]:
         if fs.exists(path):
             return key, _record_at(fs, path, key)
     runs = list_runs(folder)
-    if key.isdigit():  # a number is a position in geoseg runs' list, never part of a name
-        if int(key) < len(runs):
-            return runs[int(key)]
+    if (position := whole_number(key)) is not None:  # a position in geoseg runs' list, not a name
+        if position < len(runs):
+            return runs[position]
         raise EvaluationError(f"run {key}: received a number past the end of the list; "
                               f"{folder or default_folder()} holds {len(runs)} run(s), numbered "
                               f"0 to {len(runs) - 1} by geoseg runs." if runs else

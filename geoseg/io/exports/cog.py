@@ -26,6 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.core import jsontext
+from geoseg.core.text import whole_number
 from geoseg.errors import ExportError
 from geoseg.io.exports.common import (
     FinishedOutput,
@@ -257,7 +258,7 @@ def read_class_names(source: GeoTIFFSource) -> tuple[str, ...] | None:
 
 
 def _band_class_names(tags: dict[str, str]) -> tuple[str, ...] | None:
-    ids = sorted(int(k[6:]) for k in tags if k.startswith("CLASS_") and k[6:].isdigit())
+    ids = sorted(i for k in tags if k.startswith("CLASS_") and (i := whole_number(k[6:])) is not None)
     return tuple(tags[f"CLASS_{i}"] for i in ids) if ids and ids[-1] == len(ids) - 1 else None
 
 

@@ -1,0 +1,24 @@
+"""Whole numbers written in text from files and users: what ``int()`` reads, never an error."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from geoseg.core.text import whole_number
+
+
+@given(st.text(max_size=25))
+def test_a_whole_number_is_read_only_from_ascii_digits_and_never_raises(text):
+    found = whole_number(text)
+    plain = text.isascii() and text.isdigit() and len(text) <= 18
+    assert found == (int(text) if plain else None)
+
+
+@given(st.integers(0, 10**18 - 1))
+def test_every_number_of_up_to_18_digits_reads_back(n):
+    assert whole_number(str(n)) == n and whole_number(f"{n:018d}") == n
+
+
+def test_digits_int_cannot_read_are_none():
+    assert [whole_number(t) for t in ("²", "1²", "٣", "1" * 5000, "", "-1", " 1")] == [None] * 7
