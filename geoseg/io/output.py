@@ -33,7 +33,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from geoseg.core.text import whole_number
+from geoseg.core.text import brief, whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptOutputError, GeosegError, OutputExistsError
 from geoseg.io import faults, remote
@@ -137,15 +137,73 @@ class OutputTarget:
         group = self.open_group(mode="r")
         classes = group["classes"]
         shards = None if classes.shards is None else tuple(classes.shards)
-        task = group.attrs["geoseg"].get("task_region") or shards or classes.chunks
-        return tuple(task), tuple(classes.chunks), shards
+        task = geoseg_attrs(group.attrs.get("geoseg"), self.url).get("task_region")
+        task, chunks = tuple(task or shards or classes.chunks), tuple(classes.chunks)
+        if len(task) != len(chunks) or any(t % c for t, c in zip(task, chunks)):
+            raise CorruptOutputError(
+                f"{public_url(self.url)}: its 'geoseg' attribute has task_region = {list(task)}, "
+                f"expected whole numbers of its chunks {list(chunks)}, as geoseg writes it. It was "
+                "changed after the run, or by another tool: run the job again with --overwrite "
+                "to rewrite it.")
+        return task, chunks, shards
 
     def attrs(self) -> dict[str, Any]:
-        """The group's ``geoseg`` attributes, or ``{}`` if this is not a geoseg output."""
+        """The group's ``geoseg`` attributes, or ``{}`` if this is not a geoseg output; raises
+        :class:`CorruptOutputError` where they are not what geoseg writes (:func:`geoseg_attrs`)."""
         try:
-            return dict(self.open_group(mode="r").attrs.get("geoseg", {}))
+            found = self.open_group(mode="r").attrs.get("geoseg")
         except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError, KeyError):
             return {}
+        return geoseg_attrs(found, self.url)
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _whole(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < 2**63
+
+
+def _colour(value: Any) -> bool:
+    return isinstance(value, list) and 3 <= len(value) <= 4 and all(
+        _whole(v) and v <= 255 for v in value)
+
+
+# What geoseg reads back from an output's ``geoseg`` attribute, and the kind it wrote there.
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "class_names": (_names, "a list of class names (strings)"),
+    "class_colors": (lambda v: isinstance(v, list) and all(map(_colour, v)),
+                     "a list of [r, g, b] colours of whole numbers 0..255"),
+    "nodata_class": (lambda v: _whole(v) and v < 2**32, "a class id (a whole number >= 0)"),
+    "task_region": (lambda v: isinstance(v, list) and len(v) in (2, 3)
+                    and all(_whole(n, 1) for n in v), "2 or 3 whole numbers >= 1"),
+    "n_chunks": (_whole, "a whole number >= 0"),
+    "status": (lambda v: isinstance(v, str), "a string"),
+    "run_record": (lambda v: isinstance(v, str), "a string (a URL)"),
+    "provenance": (lambda v: isinstance(v, dict), "an object"),
+    "instances": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def geoseg_attrs(found: Any, url: str) -> dict[str, Any]:
+    """An output's ``geoseg`` attribute (``found``; ``None``: absent), every key geoseg reads
+    back checked against the kind it writes. Raises :class:`CorruptOutputError` naming the key
+    for one that is not: edited, or written by another tool, it would fail wherever it is read."""
+    if found is None:
+        return {}
+    said = None
+    if not isinstance(found, dict):
+        said = f"is {type(found).__name__} {brief(found, 40)}, expected an object"
+    else:
+        wrong = next((k for k, (ok, _) in _KINDS.items() if k in found and not ok(found[k])), None)
+        if wrong is not None:
+            said = (f"has {wrong} = {brief(found[wrong], 40)}, expected {_KINDS[wrong][1]}")
+    if said is None:
+        return dict(found)
+    raise CorruptOutputError(
+        f"{public_url(url)}: its 'geoseg' attribute {said}, as geoseg writes it. It was changed "
+        "after the run, or by another tool: run the job again with --overwrite to rewrite it.")
 
 
 MANIFEST_DONE = "manifest_done"

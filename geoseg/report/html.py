@@ -530,7 +530,7 @@ def record_of(run: str, storage_options: dict[str, Any] | None = None) -> str:
 
     attrs = OutputTarget(run, dict(storage_options or {})).attrs()
     record = (attrs.get("provenance") or {}).get("run_record")
-    if not record:
+    if not isinstance(record, str) or not record:
         raise EvaluationError(f"{run}: received neither a run record (.json) nor an output a "
                               "finished job wrote (its attributes name no run record); give the "
                               "record from the runs folder (geoseg runs lists them).")

@@ -29,7 +29,7 @@ from geoseg.errors import (
 from geoseg.io.allow import overlapping
 from geoseg.io.georef import GeoRef
 from geoseg.io.integrity import damage
-from geoseg.io.output import OutputTarget, output_exists
+from geoseg.io.output import OutputTarget, geoseg_attrs, output_exists
 from geoseg.io.readers import open_source
 from geoseg.io.remote import check_writable, translate, zarr_options
 from geoseg.io.sources import ZarrSource
@@ -136,10 +136,10 @@ def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> Fi
 def _geoseg_attrs(url: str, so: dict[str, Any]) -> dict[str, Any]:
     try:
         group = zarr.open_group(url, mode="r", **zarr_options(url, so))
-        attrs = dict(group.attrs.get("geoseg", {}))
-        has_classes = "classes" in group
+        found, has_classes = group.attrs.get("geoseg"), "classes" in group
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.NodeTypeValidationError):
-        attrs, has_classes = {}, False
+        found, has_classes = None, False
+    attrs = geoseg_attrs(found, url)
     if not attrs or not has_classes:
         raise ExportError(
             f"{shown(url)} is not a geoseg output (no `geoseg` attributes or no "
