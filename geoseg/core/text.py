@@ -18,3 +18,10 @@ def whole_number(text: str) -> int | None:
     thousands of digits ``int()`` refuses), else ``None``. ``str.isdigit()`` alone takes "²"
     and other digits ``int()`` cannot read."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+def json_kind(value: Any) -> str:
+    """The JSON kind of ``value`` as a message names it: "a string", "an object", "null"..."""
+    kinds = ((type(None), "null"), (bool, "true or false"), (str, "a string"), (dict, "an object"),
+             (list, "an array"), ((int, float), "a number"))
+    return next((said for kind, said in kinds if isinstance(value, kind)), type(value).__name__)

@@ -25,6 +25,7 @@ import fsspec
 import numpy as np
 
 from geoseg.core import jsontext
+from geoseg.core.text import brief, json_kind
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
 from geoseg.report.tables import absent_classes
@@ -66,10 +67,61 @@ def load_record(url: str) -> dict[str, Any]:
         raise EvaluationError(f"{public_url(url)} is not a geoseg run record (no "
                               f"{', '.join(missing)} section{'s' * (len(missing) > 1)}); give a run record from the runs "
                               "folder (geoseg runs lists them) or an output a geoseg run wrote.")
+    for path, (ok, expected) in RECORD_KINDS.items():
+        value = _field(record, path)
+        if value is not _ABSENT and not ok(value):
+            raise EvaluationError(f"{public_url(url)} is not a run record geoseg wrote: its "
+                                  f"{'.'.join(path)} is {json_kind(value)} {brief(value, 40)}, "
+                                  f"expected {expected}; {advice}")
     return record
 
 
 RECORD_SECTIONS = ("job", "input", "output", "timings", "chunks")  # what a report reads of a record
+_ABSENT = object()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _mapping(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_COUNT = (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number")
+# The fields of a record the report reads, where present, and the kind a run writes there.
+RECORD_KINDS: dict[tuple[str, ...], tuple[Any, str]] = {
+    ("started",): _TEXT, ("finished",): _TEXT, ("status",): _TEXT, ("output", "url"): _TEXT,
+    ("input", "url"): _TEXT,
+    ("input", "shape"): (lambda v: isinstance(v, list) and all(map(_number, v)), "a list of sizes"),
+    ("chunks", "computed"): _COUNT, ("chunks", "total"): _COUNT,
+    ("chunks", "skipped_as_done"): _COUNT,
+    ("timings", "total_s"): (_number, "a number"), ("timings", "compute_s"): (_number, "a number"),
+    ("model",): (_mapping, "an object"), ("resolved",): (_mapping, "an object"),
+    ("packages",): (_mapping, "an object"), ("class_counts",): (_mapping, "an object"),
+    ("instances",): (_mapping, "an object"),
+    ("regions",): (lambda v: isinstance(v, list) and all(map(_mapping, v)), "a list of objects"),
+    ("evaluation",): (lambda v: v is None or _evaluation(v), "the scores geoseg eval computes"),
+}
+
+
+def _evaluation(value: Any) -> bool:
+    """Whether ``value`` holds the scores a report reads as a run's evaluation writes them."""
+    return (_mapping(value) and isinstance(value.get("classes"), list)
+            and all(isinstance(n, str) for n in value["classes"])
+            and all(_mapping(value.get(k)) for k in ("iou", "dice"))
+            and isinstance(value.get("confusion"), list) and _number(value.get("pixels_scored"))
+            and (value.get("miou") is None or _number(value.get("miou"))))
+
+
+def _field(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = record
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return _ABSENT
+        value = value[key]
+    return value
 
 
 def report_path(record_url: str) -> str:

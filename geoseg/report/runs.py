@@ -20,7 +20,7 @@ import fsspec
 from rich.table import Table
 
 from geoseg.core import jsontext
-from geoseg.core.text import whole_number
+from geoseg.core.text import json_kind, whole_number
 from geoseg.errors import EvaluationError, NestingError
 from geoseg.jobs.provenance import FORMAT, runs_dir
 
@@ -86,18 +86,11 @@ def _malformed(record: dict[str, Any]) -> str | None:
                 "input": record.get("input", {}), "evaluation": record.get("evaluation") or {}}
     for key, value in sections.items():
         if not isinstance(value, dict):
-            return f"{key!r} is {_kind(value)}, not an object"
+            return f"{key!r} is {json_kind(value)}, not an object"
     depth = _depth(record)
     if depth > MAX_DEPTH:
         return f"nesting is {depth} levels deep (a run record's is under {MAX_DEPTH})"
     return None
-
-
-def _kind(value: Any) -> str:
-    """The JSON kind of ``value``, as a message names it."""
-    kinds = ((type(None), "null"), (bool, "true or false"), (str, "a string"), (dict, "an object"),
-             (list, "an array"), ((int, float), "a number"))
-    return next((said for kind, said in kinds if isinstance(value, kind)), type(value).__name__)
 
 
 def _depth(value: Any) -> int:

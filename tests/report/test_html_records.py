@@ -129,3 +129,28 @@ def test_the_report_of_a_run_whose_output_another_job_overwrote_draws_no_quicklo
     warning = re.search(r'<p class="warn" id="output-replaced">([^<]*)</p>', stale).group(1)
     assert "now holds another job's result (job second), not this run's" in html.unescape(warning)
     assert 'id="quicklook"' in render_report(load_record(second.record_url))  # its own: drawn
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda r: r.update(started=5), "its started is a number 5, expected a string"),
+    (lambda r: r["output"].update(url=5), "its output.url is a number 5, expected a string"),
+    (lambda r: r["input"].update(shape="[/]"), "its input.shape is a string '[/]', expected a list"),
+    (lambda r: r.update(evaluation={"miou": "x"}), "its evaluation is an object"),
+    (lambda r: r.update(regions=["x"]), "its regions is an array ['x'], expected a list of objects"),
+])
+def test_a_record_whose_fields_are_not_what_a_run_writes_is_refused_naming_the_field(
+        tmp_path, edit, said):
+    """An edited record ended `geoseg report` with an internal error (AttributeError: 'int' has no
+    attribute 'replace', KeyError: 'classes', ...) wherever the page first used the field."""
+    import json
+
+    from geoseg.errors import EvaluationError
+
+    report = run(JobSpec.model_validate({**threshold_job(tmp_path, 128), "cluster": {"kind": "threads"},
+                                         "runs_dir": str(tmp_path / "runs")}))
+    render_report(load_record(report.record_url))  # the record as the run wrote it is read
+    record = json.loads(Path(report.record_url).read_text())
+    edit(record)
+    Path(report.record_url).write_text(json.dumps(record))
+    with pytest.raises(EvaluationError, match=re.escape(said)):
+        load_record(report.record_url)
