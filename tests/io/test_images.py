@@ -23,6 +23,7 @@ from geoseg.io.readers._image import ImageSource, image_source
 from geoseg.io.readers._tiffstack import TiffStackSource
 from geoseg.io.sources import GeoTIFFSource
 from geoseg.jobs import JobSpec, run
+from tests.cli import geoseg as geoseg_cli
 from tests.conftest import TRANSFORM, textured_image
 
 
@@ -180,6 +181,31 @@ def test_ome_xml_that_tifffile_would_trust_past_memory_or_stack_is_refused(tmp_p
     path = hostile_ome(tmp_path, edit)
     with pytest.raises(CorruptInputError, match=f"bad.ome.tif: its OME-XML {said}"):
         geoseg.open_raster(path)
+
+
+def test_metadata_tifffile_or_pillow_complain_of_prints_no_library_line(tmp_path):
+    """tifffile logged "ImageJ series metadata invalid" as an error, and Pillow warned of a
+    decompression bomb, on stderr before (or instead of) geoseg's own answer."""
+    import struct
+    import zlib
+
+    data = stack((8, 32, 32), seed=4, dtype="uint8")
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(tmp_path / "ij.tif") as tif:
+        said = tif.pages.first.description.replace("images=8", "images=2000000000")
+    tifffile.imwrite(tmp_path / "odd.tif", data, description=said, metadata=None)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+    (tmp_path / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))
+
+    listed = geoseg_cli("info", str(tmp_path / "odd.tif"), own_process=True)
+    assert listed.returncode == 0 and listed.stderr == "" and "(1, 8, 32, 32)" in listed.stdout
+    refused = geoseg_cli("info", str(tmp_path / "big.png"), own_process=True)
+    [line] = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and line.startswith("error: "), refused.stderr
 
 
 def test_rgb_page_stack_has_colour_band_names(tmp_path):

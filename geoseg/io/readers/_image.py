@@ -12,6 +12,7 @@ is read. Band names come from the channels: gray, gray + alpha, red/green/blue(/
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import fsspec
 import imageio.v3 as iio
 import numpy as np
+from PIL import Image
 
 from geoseg.core.urls import public_url
 from geoseg.errors import UnsupportedFormatError
@@ -131,9 +133,12 @@ def _image_header(
     """Shape ``(y, x[, band])``, dtype and colour mode of the image's first frame."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     try:
-        with fs.open(path, "rb", block_size=remote.PROBE_BLOCK) as f, iio.imopen(f, "r") as image:
-            props = image.properties(index=0)
-            mode = image.metadata(index=0, exclude_applied=False).get("mode")
+        with warnings.catch_warnings():  # Pillow's warning of a large image, on stderr before
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # geoseg's size check
+            with fs.open(path, "rb", block_size=remote.PROBE_BLOCK) as f, \
+                    iio.imopen(f, "r") as image:
+                props = image.properties(index=0)
+                mode = image.metadata(index=0, exclude_applied=False).get("mode")
     except Exception as exc:  # whatever imageio's plugins raise on a bad file
         if remote.is_transient(exc) or isinstance(exc, (FileNotFoundError, PermissionError)):
             raise

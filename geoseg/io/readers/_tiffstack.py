@@ -146,12 +146,12 @@ def _ome_size(pixels: ElementTree.Element, axis: str) -> int:
 
 @contextlib.contextmanager
 def _tifffile_quiet() -> Iterator[None]:
-    """tifffile's warnings off while it reads (``shaped series shape does not match page
-    shape`` ...): what they are about geoseg reads anyway or refuses in its own words, and
+    """tifffile's warnings and errors off while it reads (``shaped series shape does not match
+    page shape``, ``ImageJ series metadata invalid`` ...): what they are about geoseg reads anyway or refuses in its own words, and
     a library line on stderr before that message only confuses."""
     logger = logging.getLogger("tifffile")
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)  # it logs metadata it cannot parse as errors too
     try:
         yield
     finally:
