@@ -13,6 +13,7 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_BANDS``            bands (or NIfTI volumes) of one input      ``1e5``
 ``GEOSEG_MAX_TASKS``            tasks (output chunks or shards) of a job   ``1e6``
 ``GEOSEG_MAX_WINDOW_BYTES``     bytes of the input window one task reads   ``2 GiB``
+``GEOSEG_MAX_WINDOW_CHUNKS``    stored input chunks one task's window reads ``1e5``
 ``GEOSEG_MAX_CHUNK_BYTES``      decoded bytes of one stored input chunk    ``1 GiB``
 ``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
 ``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
@@ -45,6 +46,7 @@ MAX_PIXELS = "GEOSEG_MAX_PIXELS"
 MAX_BANDS = "GEOSEG_MAX_BANDS"
 MAX_TASKS = "GEOSEG_MAX_TASKS"
 MAX_WINDOW_BYTES = "GEOSEG_MAX_WINDOW_BYTES"
+MAX_WINDOW_CHUNKS = "GEOSEG_MAX_WINDOW_CHUNKS"
 MAX_CHUNK_BYTES = "GEOSEG_MAX_CHUNK_BYTES"
 MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
 MAX_MODEL_BYTES = "GEOSEG_MAX_MODEL_BYTES"
@@ -152,6 +154,18 @@ def check_window(window: Sequence[int], n_bands: int, dtype: str, what: str) -> 
           f"{what} reads windows of {shape} {dtype} = {size(n_bytes)} ({figure(n_bytes)} bytes)",
           "Use smaller output.chunks, inference.tile or inference.halo, select fewer "
           "bands, or raise the limit if the workers have the memory.")
+
+
+def check_window_chunks(window: Sequence[int], chunks: Sequence[int], what: str) -> None:
+    """Refuse a read window that spans more stored input chunks (of spatial size ``chunks``)
+    than ``GEOSEG_MAX_WINDOW_CHUNKS``: each is a request and a decode, whatever its size. A
+    window of ``w`` pixels spans at most ``(w + c - 2) // c + 1`` chunks of ``c`` on an axis."""
+    n = math.prod((int(w) + int(c) - 2) // int(c) + 1 for w, c in zip(window, chunks))
+    shape = " x ".join(str(int(c)) for c in chunks)
+    check(n, MAX_WINDOW_CHUNKS,
+          f"{what} reads windows that span up to {figure(n)} stored chunks of {shape} pixels",
+          "Rechunk the input into larger chunks once (geoseg convert IN OUT.zarr), or raise the "
+          "limit if its store answers so many requests per task quickly.")
 
 
 def check_chunk(chunk: Sequence[int], dtype: str, what: str) -> None:

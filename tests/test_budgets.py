@@ -29,6 +29,8 @@ import rasterio
 import yaml
 import zarr
 from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geoseg import budgets
 from geoseg.errors import BudgetError, ModelFileError, SettingError
@@ -290,6 +292,38 @@ def test_a_job_whose_tasks_read_more_than_the_window_budget_is_refused(small_job
         prepare(small_job)
     monkeypatch.setenv("GEOSEG_MAX_WINDOW_BYTES", str(n_bytes))
     prepare(small_job)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 64))
+def test_the_chunks_a_window_spans_at_most_are_counted_over_every_placement(window, chunk):
+    spans = {(start + window - 1) // chunk - start // chunk + 1 for start in range(chunk)}
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("GEOSEG_MAX_WINDOW_CHUNKS", str(max(spans) ** 2))
+    try:
+        budgets.check_window_chunks((window, window), (chunk, chunk), "w")
+        if max(spans) == 1:
+            return  # no limit below one chunk
+        monkey.setenv("GEOSEG_MAX_WINDOW_CHUNKS", str(max(spans) ** 2 - 1))
+        with pytest.raises(BudgetError, match=f"span up to {budgets.figure(max(spans) ** 2)} "):
+            budgets.check_window_chunks((window, window), (chunk, chunk), "w")
+    finally:
+        monkey.undo()
+
+
+def test_a_job_whose_windows_span_too_many_stored_chunks_is_refused(tmp_path, small_model):
+    """An input stored in 1 x 1 chunks passed validate, and each task then read about 3 million
+    of them; the run showed no task done after minutes."""
+    src = write_zarr(tmp_path / "in.zarr", textured_image(200, 180), chunks=(2, 2))
+    job = JobSpec.model_validate(job_dict(src, small_model, str(tmp_path / "out.zarr")))
+    window = checks.largest_window(prepare(job))
+    spans = math.prod(w // 2 + 1 for w in window)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEOSEG_MAX_WINDOW_CHUNKS", str(spans - 1))
+        with pytest.raises(BudgetError, match=rf"span up to {spans} stored chunks of 2 x 2 pixels; "
+                                              rf"the limit is {spans - 1} \(GEOSEG_MAX_WINDOW_CHUNKS"
+                                              r"\)\. Rechunk the input"):
+            prepare(job)
 
 
 # --- a model file whose metadata asks for depth 30 --------------------------------------------

@@ -87,11 +87,14 @@ def largest_window(prepared: PreparedJob) -> tuple[int, ...]:
 
 def check_budgets(prepared: PreparedJob) -> None:
     """Refuse a prepared job of more tasks than ``GEOSEG_MAX_TASKS``, or whose tasks each read
-    more than ``GEOSEG_MAX_WINDOW_BYTES``; from its plan alone, before anything is read."""
+    more than ``GEOSEG_MAX_WINDOW_BYTES`` or ``GEOSEG_MAX_WINDOW_CHUNKS``; from its plan alone,
+    before anything is read."""
 
     what = f"the job on {public_url(prepared.spec.input.url)}"
     budgets.check_tasks(prepared.n_tasks, what)
-    budgets.check_window(largest_window(prepared), prepared.source.shape[0], prepared.source.dtype, what)
+    window = largest_window(prepared)
+    budgets.check_window(window, prepared.source.shape[0], prepared.source.dtype, what)
+    budgets.check_window_chunks(window, prepared.source.chunks, what)
 
 
 def check_job(prepared: PreparedJob) -> Segmenter | None:
