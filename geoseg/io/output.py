@@ -57,7 +57,14 @@ class OutputTarget:
             self.fence()
 
     def open_group(self, mode: str = "r+") -> zarr.Group:
-        return zarr.open_group(self.url, mode=mode, **remote.zarr_options(self.url, self.storage_options))
+        try:
+            return zarr.open_group(self.url, mode=mode,
+                                   **remote.zarr_options(self.url, self.storage_options))
+        except RecursionError:  # zarr decodes metadata with Python's json, one level per level
+            raise CorruptOutputError(
+                f"{public_url(self.url)}: its group metadata (zarr.json, .zattrs or .zgroup) "
+                "nests arrays or objects too deeply to read, as no geoseg output does. Write the "
+                "output again (--overwrite), or give another URL.") from None
 
     @remote.retrying("Writing")
     def finalize(self, attrs: dict[str, Any]) -> None:
@@ -152,6 +159,8 @@ class OutputTarget:
         :class:`CorruptOutputError` where they are not what geoseg writes (:func:`geoseg_attrs`)."""
         try:
             found = self.open_group(mode="r").attrs.get("geoseg")
+        except CorruptOutputError:
+            raise
         except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError, KeyError):
             return {}
         return geoseg_attrs(found, self.url)

@@ -63,3 +63,22 @@ def test_an_attribute_that_is_not_an_object_is_refused(tmp_path, finished):
     done = geoseg("status", str(out))
     assert done.returncode == 2 and "its 'geoseg' attribute is list [1, 2, 3], expected an " \
                                     "object" in done.stderr, done.stderr
+
+
+def test_group_metadata_nested_too_deeply_is_refused_by_every_command(tmp_path, finished):
+    """zarr decodes it with Python's json: an internal RecursionError for export, "not written
+    by geoseg" or "no run record" for others. In a process of its own: at the recursion limit
+    whatever the garbage collector runs fails too."""
+    import json
+
+    out = tmp_path / "out.zarr"
+    shutil.copytree(finished, out)
+    meta = json.loads((out / "zarr.json").read_text())
+    meta["attributes"]["deep"] = "@@"
+    (out / "zarr.json").write_text(json.dumps(meta).replace('"@@"', "[" * 200_000 + "]" * 200_000))
+    for args in (("status", str(out)), ("export", str(out), "--cog", str(tmp_path / "x.tif")),
+                 ("report", str(out))):
+        done = geoseg(*args, own_process=True)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"error: {out}: its group metadata (zarr.json, .zattrs or .zgroup) nests arrays " \
+               "or objects too deeply to read" in done.stderr and "internal" not in done.stderr

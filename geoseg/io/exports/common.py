@@ -20,6 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 from geoseg.core.classes import default_color
 from geoseg.core.urls import public_url
 from geoseg.errors import (
+    CorruptOutputError,
     ExportError,
     GeosegError,
     OutputExistsError,
@@ -31,7 +32,7 @@ from geoseg.io.georef import GeoRef
 from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget, geoseg_attrs, output_exists
 from geoseg.io.readers import open_source
-from geoseg.io.remote import check_writable, translate, zarr_options
+from geoseg.io.remote import check_writable, translate
 from geoseg.io.sources import ZarrSource
 
 
@@ -135,8 +136,10 @@ def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> Fi
 
 def _geoseg_attrs(url: str, so: dict[str, Any]) -> dict[str, Any]:
     try:
-        group = zarr.open_group(url, mode="r", **zarr_options(url, so))
+        group = OutputTarget(url, dict(so)).open_group(mode="r")
         found, has_classes = group.attrs.get("geoseg"), "classes" in group
+    except CorruptOutputError:
+        raise
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.NodeTypeValidationError):
         found, has_classes = None, False
     attrs = geoseg_attrs(found, url)
