@@ -406,7 +406,7 @@ def demo(
     console.print(f"mIoU against ground truth: [bold]{result.miou:.3f}[/] "
                   f"(per class: {escape(per_class)})", markup=True)
     for route, score in result.panoptic.items():
-        console.print(f"buildings, {route}: panoptic quality [bold]{score['PQ']:.3f}[/] "
+        console.print(f"buildings, {escape(route)}: panoptic quality [bold]{score['PQ']:.3f}[/] "
                       f"(SQ {score['SQ']:.3f}, RQ {score['RQ']:.3f})", markup=True)
     instances = result.instance_report.output_url if result.instance_report else "-"
     console.print(f"scene: {result.scene_url}\nmask:  {result.report.output_url}\n"

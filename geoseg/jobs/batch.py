@@ -37,7 +37,7 @@ from geoseg.core import jsontext, redact
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
 from geoseg.core.urls import public_url
-from geoseg.errors import BatchSpecError, ClusterConfigError, NestingError
+from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
 from geoseg.io.output import OutputTarget, half_created, output_exists
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
@@ -495,8 +495,13 @@ class BatchRunner:
         else:
             prepared, identity = earlier.prepared, earlier.identity
         out = job.output
-        attrs = (OutputTarget(out.url, dict(out.storage_options)).attrs()
-                 if output_exists(out.url, out.storage_options) else None)
+        try:
+            attrs = (OutputTarget(out.url, dict(out.storage_options)).attrs()
+                     if output_exists(out.url, out.storage_options) else None)
+        except CorruptOutputError:
+            if not self.overwrite:
+                raise
+            return _Check("other-job", identity, prepared)  # damaged: --overwrite replaces it too
         return _Check(decide(attrs, job_identity(prepared), identity), identity, prepared)
 
     def _record(self, job: JobSpec, identity: str) -> None:

@@ -71,7 +71,7 @@ def load_record(url: str) -> dict[str, Any]:
         value = _field(record, path)
         if value is not _ABSENT and not ok(value):
             raise EvaluationError(f"{public_url(url)} is not a run record geoseg wrote: its "
-                                  f"{'.'.join(path)} is {json_kind(value)} {brief(value, 40)}, "
+                                  f"{'.'.join(path)} is {_shown(value)}, "
                                   f"expected {expected}; {advice}")
     return record
 
@@ -97,7 +97,8 @@ RECORD_KINDS: dict[tuple[str, ...], tuple[Any, str]] = {
     ("input", "shape"): (lambda v: isinstance(v, list) and all(map(_number, v)), "a list of sizes"),
     ("chunks", "computed"): _COUNT, ("chunks", "total"): _COUNT,
     ("chunks", "skipped_as_done"): _COUNT,
-    ("timings", "total_s"): (_number, "a number"), ("timings", "compute_s"): (_number, "a number"),
+    ("timings", "total_s"): (_number, "a number"),
+    ("timings", "compute_s"): (lambda v: v is None or _number(v), "a number (null: not computed)"),
     ("model",): (_mapping, "an object"), ("resolved",): (_mapping, "an object"),
     ("packages",): (_mapping, "an object"), ("class_counts",): (_mapping, "an object"),
     ("instances",): (_mapping, "an object"),
@@ -113,6 +114,11 @@ def _evaluation(value: Any) -> bool:
             and all(_mapping(value.get(k)) for k in ("iou", "dice"))
             and isinstance(value.get("confusion"), list) and _number(value.get("pixels_scored"))
             and (value.get("miou") is None or _number(value.get("miou"))))
+
+
+def _shown(value: Any) -> str:
+    """A field's kind and value as a refusal shows them: ``a number 5``, ``null``."""
+    return "null" if value is None else f"{json_kind(value)} {brief(value, 40)}"
 
 
 def _field(record: dict[str, Any], path: tuple[str, ...]) -> Any:

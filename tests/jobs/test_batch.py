@@ -128,6 +128,22 @@ def test_a_changed_job_spec_is_refused_unless_overwrite(tmp_path, cluster_addres
                                   (scene(1)[0] > 100).astype(np.uint8))
 
 
+def test_an_output_whose_attributes_were_changed_fails_alone_unless_overwrite(tmp_path,
+                                                                             cluster_address):
+    """The refusal says to run again with --overwrite: in a batch that must work too."""
+    write_zarr(tmp_path / "in" / "a.zarr", scene(1), chunks=(32, 32))
+    data = batch_dict({"urls": [str(tmp_path / "in" / "a.zarr")]}, f"{tmp_path}/out/{{stem}}.zarr")
+    run_batch(BatchSpec.from_dict(data), scheduler=cluster_address)
+    group = zarr.open_group(f"{tmp_path}/out/a.zarr", mode="r+")
+    group.attrs["geoseg"] = {**group.attrs["geoseg"], "class_names": 5}
+    refused = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address)
+    assert refused.failed and "class_names = 5" in refused.items[0].error
+    assert "--overwrite" in refused.items[0].error
+    replaced = run_batch(BatchSpec.from_dict(data), scheduler=cluster_address, overwrite=True)
+    assert states(replaced) == {"a": "done"}
+    np.testing.assert_array_equal(classes(f"{tmp_path}/out/a.zarr"), expected(scene(1)))
+
+
 def test_glob_over_s3_uses_etags_and_leaks_no_secret(tmp_path, s3_server, cluster_address):
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server)
     images = {name: scene(seed) for seed, name in enumerate(("north", "south"), start=20)}

@@ -9,7 +9,7 @@ import pytest
 
 from geoseg.errors import CorruptInputError
 from geoseg.jobs import JobSpec, run
-from geoseg.report.html import render_report
+from geoseg.report.html import load_record, render_report
 from geoseg.report.runs import list_runs
 from tests.cli import geoseg
 from tests.conftest import textured_image, write_zarr
@@ -50,3 +50,7 @@ def test_failed_and_interrupted_runs_are_listed_with_how_they_ended(tmp_path):
     assert "failed: CorruptInputError" in listed and "interrupted: interrupted (SIGINT)" in listed
     page = render_report(records["stopped"])
     assert 'id="run-status"' in page and "computed 2 of 16 task regions" in page
+    for name in ("broken", "stopped"):  # the records as read from their files, as `report` reads
+        [record] = (tmp_path / "runs").glob(f"*-{name}-*.json")
+        assert records[name]["timings"]["compute_s"] is None
+        assert 'id="run-status"' in render_report(load_record(str(record)))

@@ -33,6 +33,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from geoseg.core.text import whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, UnsupportedFormatError
 from geoseg.io import allow, remote
@@ -103,19 +104,21 @@ def _open_tiff(url: str, storage_options: dict[str, Any]) -> Iterator[tifffile.T
     with _tifffile_quiet(), fs.open(path, "rb", block_size=remote.READ_BLOCK) as f, \
             tifffile.TiffFile(f) as tif:
         if tif.ome_metadata:
-            _check_ome(tif.ome_metadata, len(tif.pages) * tif.pages.first.samplesperpixel, url)
+            _check_ome(tif.ome_metadata, len(tif.pages), url)
         yield tif
 
 
 OME_MAX_LEVELS = 100  # of OME-XML elements; OME's own schema nests under ten
+OME_MAX_PLANES = 10**6  # declared past the file's own: tifffile's lists of them stay a few MB
 
 
-def _check_ome(xml: str, channel_planes: int, url: str) -> None:
+def _check_ome(xml: str, pages: int, url: str) -> None:
     """Refuse OME-XML that tifffile would trust to exhaust the stack or memory: elements nested
-    past :data:`OME_MAX_LEVELS` (``xml2dict`` recurses once per level), or images declaring more
-    planes (SizeZ x SizeC x SizeT) than the file's pages hold (``channel_planes``: pages times
-    samples per pixel), for which tifffile builds a list entry per plane before any pixel is
-    read. Measured with expat's incremental parser, which neither recurses nor expands."""
+    past :data:`OME_MAX_LEVELS` (``xml2dict`` recurses once per level), or images declaring
+    more planes (SizeZ x SizeC x SizeT) than four per page of the file (RGBA) and than
+    :data:`OME_MAX_PLANES`, for which tifffile builds a list entry per plane before any pixel
+    is read. (A multi-file dataset's XML lists other files' planes too, so fewer is no fault.)
+    Measured with expat's incremental parser, which neither recurses nor expands."""
     depth = deepest = planes = 0
     try:
         for event, element in ElementTree.iterparse(io.StringIO(xml), events=("start", "end")):
@@ -127,28 +130,23 @@ def _check_ome(xml: str, channel_planes: int, url: str) -> None:
                     "deep; expected OME metadata (a few levels). Rewrite the file's metadata, "
                     "e.g. with tifffile or bfconvert.")
             if event == "end" and element.tag.rpartition("}")[2] == "Pixels":
-                planes += math.prod(_ome_size(element, a) for a in "ZCT")
+                planes += math.prod(whole_number(element.get(f"Size{a}", "1")) or 1 for a in "ZCT")
                 element.clear()
     except ElementTree.ParseError:
         return  # not XML tifffile reads as OME either
-    if planes > channel_planes:
+    if planes > max(4 * pages, OME_MAX_PLANES):
         raise CorruptInputError(
             f"{public_url(url)}: its OME-XML declares {planes:,} planes (SizeZ x SizeC x SizeT) "
-            f"but the file holds {channel_planes:,} (its pages times samples per pixel); expected "
-            "a single-file OME-TIFF whose metadata describes its pages. Rewrite the metadata, or "
-            "convert the dataset to one file (e.g. with bfconvert).")
-
-
-def _ome_size(pixels: ElementTree.Element, axis: str) -> int:
-    value = pixels.get(f"Size{axis}", "1")
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 20 else 1
+            f"for a file of {pages:,} pages; expected OME metadata that describes its pages. "
+            "Rewrite the metadata, e.g. with tifffile or bfconvert.")
 
 
 @contextlib.contextmanager
 def _tifffile_quiet() -> Iterator[None]:
     """tifffile's warnings and errors off while it reads (``shaped series shape does not match
-    page shape``, ``ImageJ series metadata invalid`` ...): what they are about geoseg reads anyway or refuses in its own words, and
-    a library line on stderr before that message only confuses."""
+    page shape``, ``ImageJ series metadata invalid`` ...): what they are about geoseg reads
+    anyway or refuses in its own words, and a library line on stderr before that message only
+    confuses."""
     logger = logging.getLogger("tifffile")
     level = logger.level
     logger.setLevel(logging.CRITICAL)  # it logs metadata it cannot parse as errors too
