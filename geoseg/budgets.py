@@ -156,11 +156,14 @@ def check_window(window: Sequence[int], n_bands: int, dtype: str, what: str) -> 
           "bands, or raise the limit if the workers have the memory.")
 
 
-def check_window_chunks(window: Sequence[int], chunks: Sequence[int], what: str) -> None:
-    """Refuse a read window that spans more stored input chunks (of spatial size ``chunks``)
-    than ``GEOSEG_MAX_WINDOW_CHUNKS``: each is a request and a decode, whatever its size. A
-    window of ``w`` pixels spans at most ``(w + c - 2) // c + 1`` chunks of ``c`` on an axis."""
-    n = math.prod((int(w) + int(c) - 2) // int(c) + 1 for w, c in zip(window, chunks))
+def check_window_chunks(window: Sequence[int], chunks: Sequence[int], shape: Sequence[int],
+                        what: str) -> None:
+    """Refuse a read window that spans more stored input chunks (of spatial size ``chunks``, of
+    an image of spatial ``shape``) than ``GEOSEG_MAX_WINDOW_CHUNKS``: each is a request and a
+    decode, whatever its size. A window of ``w`` pixels spans at most ``(w + c - 2) // c + 1``
+    chunks of ``c`` on an axis, and no more than the axis holds."""
+    n = math.prod(min((int(w) + int(c) - 2) // int(c) + 1, -(-int(n) // int(c)))
+                  for w, c, n in zip(window, chunks, shape))
     shape = " x ".join(str(int(c)) for c in chunks)
     check(n, MAX_WINDOW_CHUNKS,
           f"{what} reads windows that span up to {figure(n)} stored chunks of {shape} pixels",

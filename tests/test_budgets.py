@@ -301,14 +301,24 @@ def test_the_chunks_a_window_spans_at_most_are_counted_over_every_placement(wind
     monkey = pytest.MonkeyPatch()
     monkey.setenv("GEOSEG_MAX_WINDOW_CHUNKS", str(max(spans) ** 2))
     try:
-        budgets.check_window_chunks((window, window), (chunk, chunk), "w")
+        budgets.check_window_chunks((window, window), (chunk, chunk), (10**6, 10**6), "w")
         if max(spans) == 1:
             return  # no limit below one chunk
         monkey.setenv("GEOSEG_MAX_WINDOW_CHUNKS", str(max(spans) ** 2 - 1))
         with pytest.raises(BudgetError, match=f"span up to {budgets.figure(max(spans) ** 2)} "):
-            budgets.check_window_chunks((window, window), (chunk, chunk), "w")
+            budgets.check_window_chunks((window, window), (chunk, chunk), (10**6, 10**6), "w")
     finally:
         monkey.undo()
+
+
+def test_a_chunk_as_wide_as_the_image_counts_once_across():
+    """A window of 60,000 rows of 1-row strips as wide as the image reads 60,000 strips."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEOSEG_MAX_WINDOW_CHUNKS", "60000")
+        budgets.check_window_chunks((60_000, 500), (1, 500), (100_000, 500), "strips")
+        mp.setenv("GEOSEG_MAX_WINDOW_CHUNKS", "59999")
+        with pytest.raises(BudgetError, match="span up to 60000 stored chunks of 1 x 500 pixels"):
+            budgets.check_window_chunks((60_000, 500), (1, 500), (100_000, 500), "strips")
 
 
 def test_a_job_whose_windows_span_too_many_stored_chunks_is_refused(tmp_path, small_model):

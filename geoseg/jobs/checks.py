@@ -94,7 +94,7 @@ def check_budgets(prepared: PreparedJob) -> None:
     budgets.check_tasks(prepared.n_tasks, what)
     window = largest_window(prepared)
     budgets.check_window(window, prepared.source.shape[0], prepared.source.dtype, what)
-    budgets.check_window_chunks(window, prepared.source.chunks, what)
+    budgets.check_window_chunks(window, prepared.source.chunks, prepared.source.shape[1:], what)
 
 
 def check_job(prepared: PreparedJob) -> Segmenter | None:
