@@ -33,7 +33,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from geoseg.core.text import brief, whole_number
+from geoseg.core.text import brief, json_kind, whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptOutputError, GeosegError, OutputExistsError
 from geoseg.io import faults, remote
@@ -147,11 +147,8 @@ class OutputTarget:
         task = geoseg_attrs(group.attrs.get("geoseg"), self.url).get("task_region")
         task, chunks = tuple(task or shards or classes.chunks), tuple(classes.chunks)
         if len(task) != len(chunks) or any(t % c for t, c in zip(task, chunks)):
-            raise CorruptOutputError(
-                f"{public_url(self.url)}: its 'geoseg' attribute has task_region = {list(task)}, "
-                f"expected whole numbers of its chunks {list(chunks)}, as geoseg writes it. It was "
-                "changed after the run, or by another tool: run the job again with --overwrite "
-                "to rewrite it.")
+            raise _changed(self.url, f"has task_region = {list(task)}, expected whole numbers of "
+                                     f"its chunks {list(chunks)}")
         return task, chunks, shards
 
     def attrs(self) -> dict[str, Any]:
@@ -201,16 +198,16 @@ def geoseg_attrs(found: Any, url: str) -> dict[str, Any]:
     for one that is not: edited, or written by another tool, it would fail wherever it is read."""
     if found is None:
         return {}
-    said = None
     if not isinstance(found, dict):
-        said = f"is {type(found).__name__} {brief(found, 40)}, expected an object"
-    else:
-        wrong = next((k for k, (ok, _) in _KINDS.items() if k in found and not ok(found[k])), None)
-        if wrong is not None:
-            said = (f"has {wrong} = {brief(found[wrong], 40)}, expected {_KINDS[wrong][1]}")
-    if said is None:
-        return dict(found)
-    raise CorruptOutputError(
+        raise _changed(url, f"is {json_kind(found)} {brief(found, 40)}, expected an object")
+    for key, (ok, expected) in _KINDS.items():
+        if key in found and not ok(found[key]):
+            raise _changed(url, f"has {key} = {brief(found[key], 40)}, expected {expected}")
+    return dict(found)
+
+
+def _changed(url: str, said: str) -> CorruptOutputError:
+    return CorruptOutputError(
         f"{public_url(url)}: its 'geoseg' attribute {said}, as geoseg writes it. It was changed "
         "after the run, or by another tool: run the job again with --overwrite to rewrite it.")
 

@@ -61,7 +61,7 @@ def test_an_attribute_that_is_not_an_object_is_refused(tmp_path, finished):
     shutil.copytree(finished, out)
     zarr.open_group(str(out), mode="r+").attrs["geoseg"] = [1, 2, 3]
     done = geoseg("status", str(out))
-    assert done.returncode == 2 and "its 'geoseg' attribute is list [1, 2, 3], expected an " \
+    assert done.returncode == 2 and "its 'geoseg' attribute is an array [1, 2, 3], expected an " \
                                     "object" in done.stderr, done.stderr
 
 
