@@ -13,7 +13,7 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_BANDS``            bands (or NIfTI volumes) of one input      ``1e5``
 ``GEOSEG_MAX_TASKS``            tasks (output chunks or shards) of a job   ``1e6``
 ``GEOSEG_MAX_WINDOW_BYTES``     bytes of the input window one task reads   ``2 GiB``
-``GEOSEG_MAX_WINDOW_CHUNKS``    stored input chunks one task's window reads ``1e5``
+``GEOSEG_MAX_WINDOW_CHUNKS``    stored chunks one task's window spans      ``1e5``
 ``GEOSEG_MAX_CHUNK_BYTES``      decoded bytes of one stored input chunk    ``1 GiB``
 ``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
 ``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
@@ -162,11 +162,11 @@ def check_window_chunks(window: Sequence[int], chunks: Sequence[int], shape: Seq
     an image of spatial ``shape``) than ``GEOSEG_MAX_WINDOW_CHUNKS``: each is a request and a
     decode, whatever its size. A window of ``w`` pixels spans at most ``(w + c - 2) // c + 1``
     chunks of ``c`` on an axis, and no more than the axis holds."""
-    n = math.prod(min((int(w) + int(c) - 2) // int(c) + 1, -(-int(n) // int(c)))
-                  for w, c, n in zip(window, chunks, shape))
-    shape = " x ".join(str(int(c)) for c in chunks)
-    check(n, MAX_WINDOW_CHUNKS,
-          f"{what} reads windows that span up to {figure(n)} stored chunks of {shape} pixels",
+    spanned = math.prod(min((int(w) + int(c) - 2) // int(c) + 1, -(-int(size) // int(c)))
+                        for w, c, size in zip(window, chunks, shape))
+    chunk = " x ".join(str(int(c)) for c in chunks)
+    check(spanned, MAX_WINDOW_CHUNKS,
+          f"{what} reads windows that span up to {figure(spanned)} stored chunks of {chunk} pixels",
           "Rechunk the input into larger chunks once (geoseg convert IN OUT.zarr), or raise the "
           "limit if its store answers so many requests per task quickly.")
 
