@@ -338,6 +338,9 @@ def _mapped(ref: da.Array, pred: da.Array, cmap: ClassMap, ignore: tuple[int, ..
                                side=side, dtype=np.int64) for side in ("ref", "pred"))
 
 
+MAX_CLASSES = 2048  # rows of a confusion matrix: 32 MiB of counts per chunk pair
+
+
 def confusion(ref: da.Array, pred: da.Array, cmap: ClassMap, *, ignore: Sequence[int] = (),
               nodata: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
     """The ``(K+1, K+1)`` confusion matrix (reference rows, predicted columns) of ``K`` scored
@@ -348,6 +351,12 @@ def confusion(ref: da.Array, pred: da.Array, cmap: ClassMap, *, ignore: Sequence
     if ref.shape != pred.shape:
         raise EvaluationError(f"the prediction has shape {pred.shape} but the reference has "
                               f"{ref.shape}; both must lie on one pixel grid. Crop or resample first.")
+    if cmap.other + 1 > MAX_CLASSES:
+        raise EvaluationError(
+            f"received labels of {cmap.other:,} classes to score; expected at most "
+            f"{MAX_CLASSES - 1:,}: each chunk's confusion matrix holds (classes + 1)^2 counts "
+            f"({(cmap.other + 1) ** 2 * 8 / 2**30:,.1f} GiB here). For object ids (one per "
+            "instance) score them with --instances; otherwise merge classes with --map.")
     t, p = _mapped(ref, pred, cmap, tuple(int(i) for i in ignore), nodata)
     return confusion_matrix_dask(t, p, cmap.other + 1)
 

@@ -117,3 +117,15 @@ def test_files_the_command_line_writes_keep_to_the_output_rules(tmp_path, comman
     an operator sets for jobs hold for them too, checked before anything is read."""
     result = geoseg(*command, where, cwd=tmp_path, env={"GEOSEG_OUTPUT_BUCKETS": "results"})
     assert_clean(result, 2, expected, "Nothing was written.")
+
+
+def test_labels_of_more_classes_than_a_confusion_matrix_holds_are_refused_at_once(tmp_path):
+    """Random int32 ids (an instance map scored as classes) made eval allocate a 128 GiB matrix:
+    a MemoryError, reported as an internal error."""
+    ids = np.random.default_rng(0).integers(0, 2**31 - 1, size=(64, 64), dtype=np.int32)
+    url = str(tmp_path / "ids.zarr")
+    zarr.create_array(url, shape=ids.shape, chunks=(32, 32), dtype="int32")[:] = ids
+    done = geoseg("eval", url, url)
+    assert done.returncode == 2, done.stderr
+    assert f"received labels of {len(np.unique(ids)):,} classes to score; expected at most " \
+           "2,047" in done.stderr and "--instances" in done.stderr
