@@ -144,6 +144,17 @@ class SweepSpec(Document):
         if self.method == "grid" and any(isinstance(v, RangeSpec) for v in self.parameters.values()):
             raise TrainSpecError(f"{source}: parameters: ranges ({{low, high}}) need method: random; "
                                  "give grid values as lists.")
+        count = self.trials if self.method == "random" else math.prod(
+            len(v) for v in self.parameters.values() if isinstance(v, list))
+        if count and count > MAX_TRIALS:
+            said = "trials" if self.method == "random" else "parameters: the grid's combinations"
+            raise TrainSpecError(f"{source}: {said}: received {count:,} trials; expected at most "
+                                 f"{MAX_TRIALS:,} (each trains a network, and every trial's spec "
+                                 "is checked before the first runs). Sweep fewer values, or use "
+                                 "method: random with fewer trials.")
+
+
+MAX_TRIALS = 10_000  # of one sweep: their specs are built and checked before any runs
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:

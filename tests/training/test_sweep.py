@@ -90,3 +90,20 @@ def test_the_command_exits_1_when_a_trial_failed(tmp_path, scene_zarr, cluster_a
     result = geoseg_cli("sweep", str(path), "--scheduler", cluster_address)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 trial(s) failed: half-broken-000; a rerun resumes them" in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize(("search", "said"), [
+    ({"method": "random", "trials": 10**12, "parameters": {"training.lr": {"low": 1e-4, "high": 1e-2}}},
+     "trials: received 1,000,000,000,000 trials; expected at most 10,000"),
+    ({"method": "grid", "parameters": {f"model.config.p{i}": list(range(10)) for i in range(5)}},
+     "parameters: the grid's combinations: received 100,000 trials; expected at most 10,000"),
+])
+def test_a_sweep_of_more_trials_than_it_could_run_is_refused_before_any_is_built(tmp_path, search,
+                                                                                  said):
+    """Every trial's spec was built (a network each) before the first ran: 1e12 random trials
+    printed nothing for minutes while memory grew."""
+    from geoseg.training.sweeps import SweepSpec
+
+    spec = {"name": "huge", "base": {"model": {}}, "output": {"dir": str(tmp_path)}, **search}
+    with pytest.raises(TrainSpecError, match=said):
+        SweepSpec.from_dict(spec, "sweep.yaml")
