@@ -114,6 +114,10 @@ def convert(
     )
     _refuse_output(input_url, storage_options, out_url, out_options, overwrite)
     sizes = Layout.create(reader.shape[1:], chunks, default=INPUT_CHUNK).chunks
+    n_chunks = math.prod(-(-n // c) for n, c in zip(reader.shape[1:], sizes))
+    budgets.check_tasks(n_chunks, f"converting {public_url(input_url)} into chunks of "
+                        f"{' x '.join(map(str, sizes))}", "Give larger --chunks (each chunk is a "
+                        "file or object, written and later read one by one), or raise the limit.")
     if overwrite:
         remove_output(out_url, out_options)
     with _removed_on_failure(out_url, out_options):

@@ -243,3 +243,17 @@ def test_converting_a_nifti_that_names_no_space_stores_no_xform_codes(tmp_path):
     convert(str(scan), out)
     assert "nifti_codes" not in zarr.open_group(out, mode="r")["raster"].attrs
     assert "voxel_affine" in zarr.open_group(out, mode="r")["raster"].attrs
+
+
+def test_chunks_past_the_task_budget_are_refused_before_anything_is_written(tmp_path,
+                                                                            monkeypatch):
+    """--chunks 1 on a 1 MB image made a million chunk files: 1.7 GB and still writing."""
+    from geoseg.errors import BudgetError
+
+    src = write_geotiff(tmp_path / "in.tif", textured_image(64, 48, bands=1, seed=5))
+    monkeypatch.setenv("GEOSEG_MAX_TASKS", str(64 * 48 // 4 - 1))
+    with pytest.raises(BudgetError, match=r"into chunks of 2 x 2 has 768 tasks \(chunks\); the "
+                                          r"limit is 767 \(GEOSEG_MAX_TASKS\)\. Give larger --chunks"):
+        convert(src, str(tmp_path / "out.zarr"), chunks=2)
+    assert not (tmp_path / "out.zarr").exists()
+    convert(src, str(tmp_path / "out.zarr"), chunks=4)  # 192 chunks
