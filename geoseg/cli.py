@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -658,9 +659,9 @@ def _numbers(value: str | None, option: str, kind: type, form: str, example: str
         numbers = [kind(v) for v in value.split(",") if v.strip()]
     except ValueError:
         numbers = None
-    if numbers is not None and count in (None, len(numbers)):
+    if numbers is not None and count in (None, len(numbers)) and all(map(math.isfinite, numbers)):
         return numbers
-    what = "integers" if kind is int else "numbers"
+    what = "integers" if kind is int else "finite numbers"
     expected = f"{count} {what} separated by commas: {form}" if form else (
         f"{what} separated by commas, e.g. {example}")
     raise typer.BadParameter(f"{option}: received {value!r}; expected {expected}.")
@@ -903,10 +904,17 @@ def _pairs(value: str | None) -> dict[int, int] | None:
     if value is None:
         return None
     try:
-        return {int(a): int(b) for a, b in (item.split("=") for item in value.split(",") if item)}
+        pairs = [(int(a), int(b)) for a, b in (item.split("=") for item in value.split(",") if item)]
     except ValueError:
+        pairs = None
+    if pairs is None or not all(-(2**63) <= v < 2**63 for pair in pairs for v in pair):
         raise typer.BadParameter(f"--map: received {value!r}; expected reference=predicted id "
-                                 "pairs separated by commas, e.g. 3=1,4=1") from None
+                                 "pairs (64-bit integers) separated by commas, e.g. 3=1,4=1")
+    twice = next((a for i, (a, _) in enumerate(pairs) if a in dict(pairs[:i])), None)
+    if twice is not None:
+        raise typer.BadParameter(f"--map: received reference id {twice} twice in {value!r}; "
+                                 "expected each reference id once, mapped to one predicted id.")
+    return dict(pairs)
 
 
 

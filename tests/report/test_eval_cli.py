@@ -70,7 +70,7 @@ def test_eval_prints_a_table_writes_json_and_exits_by_min_miou(tmp_path):
 @pytest.mark.parametrize("option, value, expected", [
     ("--window", "0,10", "--window: received '0,10'; expected 4 integers separated by commas: row0"),
     ("--window", "0,10,0,x", "--window: received '0,10,0,x'; expected 4 integers"),
-    ("--bbox", "1,2,3", "--bbox: received '1,2,3'; expected 4 numbers separated by commas: minx"),
+    ("--bbox", "1,2,3", "--bbox: received '1,2,3'; expected 4 finite numbers separated by commas: minx"),
 ])
 def test_a_region_of_the_wrong_form_is_a_usage_error_naming_the_option(tmp_path, option, value,
                                                                         expected):
@@ -129,3 +129,18 @@ def test_labels_of_more_classes_than_a_confusion_matrix_holds_are_refused_at_onc
     assert done.returncode == 2, done.stderr
     assert f"received labels of {len(np.unique(ids)):,} classes to score; expected at most " \
            "2,047" in done.stderr and "--instances" in done.stderr
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--bbox", "nan,0,1,1", "expected 4 finite numbers separated by commas"),
+    ("--bbox", "0,0,inf,1", "expected 4 finite numbers separated by commas"),
+    ("--map", "99999999999999999999=1", "expected reference=predicted id pairs (64-bit integers)"),
+    ("--map", "3=1,3=2", "received reference id 3 twice in '3=1,3=2'"),
+])
+def test_a_bbox_or_map_no_place_or_label_can_be_is_a_usage_error(tmp_path, option, value, said):
+    """NaN or an infinite bbox, and an id past 64 bits, ended eval with internal errors
+    (ValueError, OverflowError); a reference id mapped twice kept the last silently."""
+    url = str(tmp_path / "labels.zarr")
+    zarr.create_array(url, shape=(32, 32), chunks=(32, 32), dtype="uint8")[:] = 1
+    done = geoseg("eval", url, url, option, value)
+    assert done.returncode == 2 and said in done.stderr and "internal" not in done.stderr, done.stderr
