@@ -659,7 +659,8 @@ def _numbers(value: str | None, option: str, kind: type, form: str, example: str
         numbers = [kind(v) for v in value.split(",") if v.strip()]
     except ValueError:
         numbers = None
-    if numbers is not None and count in (None, len(numbers)) and all(map(math.isfinite, numbers)):
+    if numbers is not None and count in (None, len(numbers)) and (
+            kind is int or all(map(math.isfinite, numbers))):
         return numbers
     what = "integers" if kind is int else "finite numbers"
     expected = f"{count} {what} separated by commas: {form}" if form else (
