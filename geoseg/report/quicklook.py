@@ -79,13 +79,16 @@ def coarse(array: da.Array, step: int) -> np.ndarray:
 def stretch(rgb: np.ndarray, low: float = 2, high: float = 98,
             valid: np.ndarray | None = None) -> np.ndarray:
     """``(band, y, x)`` to ``(y, x, 3)`` floats in [0, 1], each band stretched between its
-    ``low`` and ``high`` percentiles (of ``valid`` pixels); one band is shown grey."""
+    ``low`` and ``high`` percentiles (of ``valid`` pixels, finite ones); one band is shown grey,
+    NaN as 0 and infinities at the ends."""
     bands = rgb.astype(np.float64)
     out = np.zeros(bands.shape, np.float64)
     for i, band in enumerate(bands):
         values = band[valid] if valid is not None and valid.any() else band.ravel()
+        values = values[np.isfinite(values)]
         lo, hi = np.percentile(values, [low, high]) if values.size else (0.0, 1.0)
-        out[i] = np.clip((band - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+        scaled = (np.nan_to_num(band, nan=lo) - lo) / (hi - lo if hi > lo else 1.0)
+        out[i] = np.clip(scaled, 0, 1)
     if out.shape[0] < 3:
         out = np.repeat(out[:1], 3, axis=0)
     return np.moveaxis(out[:3], 0, -1)

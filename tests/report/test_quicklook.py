@@ -343,3 +343,24 @@ def test_sampled_planes_are_the_strided_array(tmp_path, step):
         expected = whole[cut][::step, ::step]
         assert bad == [] and plane.shape == expected.shape
         np.testing.assert_array_equal(plane, expected)
+
+
+def test_a_background_with_nan_and_infinities_is_stretched_by_its_finite_values():
+    """np.percentile over inf warned "invalid value encountered in subtract" on stderr, and
+    one inf made the whole band's stretch NaN."""
+    import warnings
+
+    from geoseg.report.quicklook import stretch
+
+    band = np.arange(100, dtype=np.float32).reshape(1, 10, 10)
+    odd = band.copy()
+    odd[0, 0, :3] = [np.inf, -np.inf, np.nan]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shown = stretch(odd)
+    finite = odd[np.isfinite(odd)]
+    lo, hi = np.percentile(finite, [2, 98])
+    expected = np.clip((odd[0] - lo) / (hi - lo), 0, 1)
+    assert np.isfinite(shown).all() and shown.min() >= 0 and shown.max() <= 1
+    np.testing.assert_allclose(shown[1:, :, 0], expected[1:], rtol=1e-6)  # as numpy's percentiles
+    assert shown[0, 0, 0] == 1 and shown[0, 1, 0] == 0 and shown[0, 2, 0] == 0
