@@ -149,6 +149,25 @@ def test_output_of_another_shape_is_refused(tmp_path, cluster_address):
         export_ome_labels(out, elsewhere, name="../x")
 
 
+def test_a_target_that_is_a_file_or_names_missing_levels_is_refused(tmp_path, cluster_address):
+    """A plain file as --ome-zarr, or multiscales naming a level array that is not there, ended
+    the export with internal errors (FileExistsError, KeyError)."""
+    data = np.random.default_rng(4).integers(0, 255, (1, 40, 40), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "a.ome.zarr", data, "cyx", "0.4", {"y": 1.0, "x": 1.0})
+    out = segment(image, str(tmp_path / "mask.zarr"), {"method": "otsu"}, cluster_address, [64, 64])
+    (tmp_path / "plain.tif").write_bytes(b"II*\x00")
+    with pytest.raises(ExportError, match="plain.tif is not an OME-Zarr image"):
+        export_ome_labels(out, str(tmp_path / "plain.tif"))
+    group = zarr.open_group(image, mode="r+")
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["datasets"][0]["path"] = "nope"
+    group.attrs["multiscales"] = multiscales
+    with pytest.raises(ExportError, match=r"its multiscales metadata does not name the arrays of "
+                                          r"its levels \(KeyError: 'nope'\)"):
+        export_ome_labels(out, image)
+    assert "labels" not in zarr.open_group(image, mode="r")
+
+
 def _move(image_url: str, translation: list[float]) -> None:
     """Give every level of an NGFF 0.4 image a translation after its scale (physical units)."""
     group = zarr.open_group(image_url, mode="r+")

@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from geoseg.core.text import brief
 from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
 from geoseg.io import omezarr, remote
 from geoseg.io.allow import overlapping
@@ -123,7 +124,8 @@ def _open_image(url: str, options: dict[str, Any] | None) -> zarr.Group:
         )
     try:
         root = zarr.open_group(url, mode="r+", **remote.zarr_options(url, options))
-    except (FileNotFoundError, ValueError, zarr.errors.NodeTypeValidationError):
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError,
+            zarr.errors.NodeTypeValidationError):  # a plain file there: FileExistsError
         root = None
     if root is None or not omezarr.multiscales(dict(root.attrs)):
         raise ExportError(
@@ -138,9 +140,16 @@ def _matching_levels(
 ) -> list[ImageLevel]:
     """The image levels from the one shaped like the output down to the coarsest."""
     levels = []
-    for dataset in image["datasets"]:
-        array = root[str(dataset["path"])]
-        levels.append(ImageLevel(dataset, array, omezarr.roles(image, array.shape, url)))
+    try:
+        for dataset in image["datasets"]:
+            array = root[str(dataset["path"])]
+            levels.append(ImageLevel(dataset, array, omezarr.roles(image, array.shape, url)))
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ExportError(
+            f"{shown(url)}: its multiscales metadata does not name the arrays of its levels "
+            f"({type(exc).__name__}: {brief(exc.args[0] if exc.args else exc, 60)}); expected "
+            "'datasets' with each level's 'path' in the image group, as OME-Zarr writers write "
+            "them. Fix the image's metadata, or export next to another image.") from None
     shapes = [level.spatial_shape for level in levels]
     if out.shape not in shapes:
         raise ExportError(
