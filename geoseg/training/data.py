@@ -237,8 +237,8 @@ class Preprocess:
         ignored = ~valid
         if np.issubdtype(labels.dtype, np.floating):
             ignored |= np.isnan(labels)
-            labels = np.nan_to_num(labels, nan=0.0)
             _check_whole(labels, ignored, pair, window)
+            labels = np.nan_to_num(labels, nan=0.0)
         y = labels.astype(np.int64)
         nodata = pair.labels.georef.nodata
         if nodata is not None and not np.isnan(nodata):
@@ -257,8 +257,11 @@ class Preprocess:
 
 
 def _check_whole(labels: np.ndarray, ignored: np.ndarray, pair: RasterPair, window: Window) -> None:
-    """Refuse float labels holding a value that is no class id (1.6 would train as class 1)."""
-    frac = ~ignored & (labels != np.floor(labels))
+    """Refuse float labels holding a value that is no class id (1.6 would train as class 1;
+    an infinity, or 1e30, would become an arbitrary int64); NaN is no label, left to ``ignored``."""
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(labels) & (labels == np.floor(labels)) & (np.abs(labels) < 2.0**62)
+    frac = ~ignored & ~whole
     if not frac.any():
         return
     raise TrainingDataError(

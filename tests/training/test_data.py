@@ -339,3 +339,8 @@ def test_float_labels_that_are_no_class_ids_are_refused_where_nan_and_whole_valu
         prep.targets(labels, valid, pair, window)
     valid[1, 1] = False  # under no-data in the image: never trained on, so not checked
     assert prep.targets(labels, valid, pair, window)[1, 1] == 255
+    valid[1, 1] = True
+    for odd, said in ((np.inf, "inf"), (-np.inf, "-inf"), (1e30, "1e+30")):  # no int64 garbage id
+        labels[1, 1] = odd
+        with pytest.raises(TrainingDataError, match=f"holds the value {said}, which is no class id"):
+            prep.targets(labels, valid, pair, window)
