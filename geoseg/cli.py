@@ -6,6 +6,7 @@ import errno
 import functools
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -911,7 +912,7 @@ def _pairs(value: str | None) -> dict[int, int] | None:
     if pairs is None or not all(-(2**63) <= v < 2**63 for pair in pairs for v in pair):
         raise typer.BadParameter(f"--map: received {value!r}; expected reference=predicted id "
                                  "pairs (64-bit integers) separated by commas, e.g. 3=1,4=1")
-    twice = next((a for i, (a, _) in enumerate(pairs) if a in dict(pairs[:i])), None)
+    twice = next((a for a, n in Counter(a for a, _ in pairs).items() if n > 1), None)
     if twice is not None:
         raise typer.BadParameter(f"--map: received reference id {twice} twice in {value!r}; "
                                  "expected each reference id once, mapped to one predicted id.")

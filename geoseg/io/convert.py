@@ -66,6 +66,7 @@ from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.remote import check_writable, translate, zarr_options
 from geoseg.io.sources import RasterSource
 from geoseg.tiling import INPUT_CHUNK, Layout
+from geoseg.tiling.plan import ceil_div
 
 ARRAY = "raster"
 
@@ -114,7 +115,7 @@ def convert(
     )
     _refuse_output(input_url, storage_options, out_url, out_options, overwrite)
     sizes = Layout.create(reader.shape[1:], chunks, default=INPUT_CHUNK).chunks
-    n_chunks = math.prod(-(-n // c) for n, c in zip(reader.shape[1:], sizes))
+    n_chunks = math.prod(ceil_div(n, c) for n, c in zip(reader.shape[1:], sizes))
     budgets.check_tasks(n_chunks, f"converting {public_url(input_url)} into chunks of "
                         f"{' x '.join(map(str, sizes))}", "Give larger --chunks (each chunk is a "
                         "file or object, written and later read one by one), or raise the limit.")
