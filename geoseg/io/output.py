@@ -291,6 +291,9 @@ def written_by_geoseg(url: str, storage_options: dict[str, Any] | None = None) -
 INSTANCE_FILES = {"table": "instances.parquet", "polygons": "polygons.parquet",
                   "geojson": "polygons.geojson"}
 _METADATA = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zmetadata"})
+# the arrays create_output makes (:func:`_create_arrays`, :func:`write_georef`)
+LAYOUT_ARRAYS = frozenset({"classes", "probabilities", MANIFEST_DONE, MANIFEST_SHA, "x", "y",
+                           "spatial_ref"})
 
 
 def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -320,6 +323,8 @@ def _foreign_entries(fs: Any, path: str, url: str,
     nor a file geoseg writes there."""
     group = zarr.open_group(url, mode="r", **remote.zarr_options(url, storage_options))
     known = {*group.keys(), *_METADATA, *INSTANCE_FILES.values()}
+    if half_created(dict(group.attrs.get("geoseg") or {})):  # an array stopped mid-creation:
+        known |= LAYOUT_ARRAYS  # its folder may be there without its metadata
     names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
     return sorted(n for n in names if n not in known)
 
