@@ -27,6 +27,14 @@ class ClassInfo:
         return {"name": self.name, "color": list(self.color)}
 
 
+def is_label_dtype(dtype: Any) -> bool:
+    """Whether pixels of ``dtype`` are labels: integer class ids, or booleans read as 0 and 1."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    return dtype == bool or np.issubdtype(dtype, np.integer)
+
+
 def default_color(index: int) -> tuple[int, int, int]:
     """The colour of class ``index`` of an output that names none, the same in quicklooks,
     reports and exported colour maps: hues a golden angle apart, distinct for any class count."""

@@ -19,6 +19,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from geoseg.core.classes import is_label_dtype
 from geoseg.core.urls import public_url
 from geoseg.errors import InstanceError
 from geoseg.instances.stage import (
@@ -128,10 +129,10 @@ def _nodata(source: RasterSource) -> int | None:
 
 
 def _check(source: RasterSource, url: str) -> None:
-    if source.shape[0] != 1 or not np.issubdtype(np.dtype(source.dtype), np.integer):
+    if source.shape[0] != 1 or not is_label_dtype(source.dtype):
         raise InstanceError(
             f"{url}: received {source.shape[0]} band(s) of {source.dtype}; instances need one band "
-            "of integer class ids (or 0/1). Threshold a score raster first, or pick one array "
+            "of integer class ids (or booleans). Threshold a score raster first, or pick one array "
             "with --variable.")
 
 

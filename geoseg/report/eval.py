@@ -25,6 +25,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from geoseg.core.classes import is_label_dtype
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
 from geoseg.instances.panoptic import DEFAULT_THRESHOLDS, _Overlaps, _Side
@@ -139,12 +140,13 @@ def open_labels(url: str, variable: str | None = None,
     if "classes" in arrays and variable is None:  # a segmentation output, not `geoseg convert`'s
         variable = "classes"
     source = open_source(url, storage_options, variable=variable)
-    if source.shape[0] != 1 or not np.issubdtype(np.dtype(source.dtype), np.integer):
+    if source.shape[0] != 1 or not is_label_dtype(source.dtype):
         raise _not_labels(url, source)
     names = attrs.get("class_names") or _stored_names(source, variable, storage_options)
     nodata = attrs.get("nodata_class", source.georef.nodata)
     colors = attrs.get("class_colors")
-    return Labels(source_to_dataarray(source).data[0], tuple(names) if names else None,
+    data = source_to_dataarray(source).data[0]
+    return Labels(data.astype(np.uint8) if data.dtype == bool else data, tuple(names) if names else None,
                   None if nodata is None else int(nodata), source.georef.transform, url,
                   tuple(tuple(c) for c in colors) if colors else None, source)
 

@@ -109,6 +109,20 @@ def test_float_mask_is_refused_with_advice(tmp_path, cluster_address):
     assert not (tmp_path / "o.zarr").exists()
 
 
+def test_a_boolean_mask_is_read_as_0_and_1(tmp_path):
+    """A boolean Zarr array (numpy's mask, saved as is) is a mask of class 1 on background 0."""
+    rng = np.random.default_rng(5)
+    mask = ndi.zoom(rng.random((10, 12)) < 0.4, 6, order=0)
+    zarr.create_array(str(tmp_path / "m.zarr"), shape=mask.shape, chunks=(25, 31),
+                      dtype=bool)[...] = mask
+    out = tmp_path / "o.zarr"
+    done = geoseg("instances", str(tmp_path / "m.zarr"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    group = zarr.open_group(str(out), mode="r")
+    np.testing.assert_array_equal(group["classes"][:], mask.astype(np.uint8))
+    assert_same_partition(group["instances"][:], ndi.label(mask)[0])
+
+
 def nodata_mask(tmp_path) -> tuple[str, np.ndarray]:
     """Classes 0, 1 and 2 beside a strip of the declared nodata 255, as a GeoTIFF."""
     from tests.conftest import write_geotiff

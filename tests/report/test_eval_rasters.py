@@ -103,6 +103,20 @@ def test_a_reference_off_the_prediction_grid_is_refused(tmp_path, transform, crs
 
 
 @pytest.mark.timeout(60)
+def test_boolean_masks_are_scored_as_classes_0_and_1(tmp_path):
+    pred, ref = (values % 2 == 1 for values in _scene())
+    urls = []
+    for name, values in (("pred.zarr", pred), ("ref.zarr", ref)):
+        zarr.create_array(str(tmp_path / name), shape=values.shape, dtype=bool,
+                          chunks=(32, 32))[...] = values
+        urls.append(str(tmp_path / name))
+    found = _eval(tmp_path, *urls)
+    iou = jaccard_score(ref.ravel(), pred.ravel(), labels=[0, 1], average=None)
+    assert found["pixels_scored"] == pred.size
+    np.testing.assert_allclose([c["iou"] for c in found["per_class"].values()], iou, atol=1e-6)
+
+
+@pytest.mark.timeout(60)
 def test_plain_zarr_arrays_without_georeference_are_scored(tmp_path):
     pred, ref = _scene()
     urls = []
