@@ -79,8 +79,18 @@ def test_a_broken_zarr_json_is_bad_metadata(tmp_path, model_path, scene):
     text = (scene / "zarr.json").read_text()
     (scene / "zarr.json").write_text(text[: len(text) // 2])
     result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")))
-    assert_clean(result, 2, f"input.url: Cannot read the metadata of {scene}", "JSONDecodeError")
+    assert_clean(result, 2, f"input.url: Cannot read the metadata of {scene}", "JSONDecodeError",
+                 "re-write it (for Zarr: its zarr.json, .zarray or .zattrs)")
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_tiff_whose_header_does_not_parse_gets_advice_for_a_tiff(tmp_path):
+    bad = tmp_path / "scene.tif"
+    bad.write_bytes(b"II*\x00\x08\x00\x00\x00" + b"\xff" * 100)  # its first directory is garbage
+    result = geoseg("info", str(bad))
+    assert_clean(result, 2, f"Cannot read the metadata of {bad}", "Re-download or re-write it, or "
+                 "check the URL")
+    assert "zarr" not in result.stderr.lower()
 
 
 def test_a_zarr_json_nested_too_deeply_is_refused_before_it_is_decoded(tmp_path, model_path, scene):

@@ -177,8 +177,16 @@ def _bad_metadata(url: str, storage_options: dict[str, Any],
     return CorruptInputError(
         f"Cannot read the metadata of {public_url(url)} "
         f"({remote.reason(exc, storage_options)}): it is corrupt, truncated or not what its name "
-        "says. Re-download or re-write it (for Zarr: its zarr.json, .zarray or .zattrs), or check "
-        "the URL.")
+        f"says. Re-download or re-write it{_zarr_hint(url)}, or check the URL.")
+
+
+def _zarr_hint(url: str) -> str:
+    """Which documents to rewrite, for a URL that names a Zarr store (or a folder, which may be
+    one); a file's name (``scene.tif``) needs no such hint."""
+    name = public_url(url).rstrip("/").rsplit("/", 1)[-1].lower()
+    if name.endswith(".zarr") or "." not in name:
+        return " (for Zarr: its zarr.json, .zarray or .zattrs)"
+    return ""
 
 
 def locating(where: Callable[..., str]) -> Callable[[Callable[..., T]], Callable[..., T]]:
