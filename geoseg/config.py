@@ -25,6 +25,7 @@ DEFAULTS = {
     "GEOSEG_VOLUME_TILE": "96",
     "GEOSEG_REGION_BYTES": str(1 << 30),  # bound on a task's region buffers (scores, ids)
     "GEOSEG_READ_CACHE_BYTES": str(512 << 20),  # decoded input chunks kept per process
+    "GEOSEG_MODEL_CACHE": "4",  # models a process keeps loaded that no running job holds
     "GEOSEG_RETRIES": "4",  # retries of a storage read or write after a transient error
     "GEOSEG_RETRY_DELAY": "0.5",  # seconds before the first retry; doubles at each one
     "GEOSEG_CONNECT_TIMEOUT": "10",  # seconds a storage request waits for its connection
@@ -178,6 +179,12 @@ def read_cache_bytes() -> int:
     return whole("GEOSEG_READ_CACHE_BYTES", "bytes of decoded input chunks kept, 0: none")
 
 
+def model_cache() -> int:
+    """Models each process keeps loaded beyond those its running jobs hold (the lazy
+    :func:`geoseg.segment` loads them on first use): the least recently used goes first."""
+    return whole("GEOSEG_MODEL_CACHE", "models kept loaded that no job holds", least=1)
+
+
 def inprocess_pixels() -> float:
     """Pixels (voxels) up to which a local CPU job runs on threads in this process: starting
     worker processes and loading the model in each costs more than it saves on such a job."""
@@ -242,7 +249,7 @@ def check_settings() -> None:
     ``GEOSEG_DEVICE`` is checked as written: whether its GPU is there is for the workers that
     run the model to say (:func:`absent_device`), which on a remote cluster are other machines."""
     for read in (torch_threads, batch_size, region_bytes, tile_size, lambda: tile_size(3),
-                 read_cache_bytes, inprocess_pixels, worker_wait, gpu_threads):
+                 read_cache_bytes, model_cache, inprocess_pixels, worker_wait, gpu_threads):
         read()
     device_setting()
     if get("GEOSEG_GPUS").strip().lower() not in ("auto", "none"):

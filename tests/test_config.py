@@ -28,6 +28,7 @@ NUMERIC = [
     (config.tile_size, "GEOSEG_TILE"),
     (lambda: config.tile_size(3), "GEOSEG_VOLUME_TILE"),
     (config.read_cache_bytes, "GEOSEG_READ_CACHE_BYTES"),
+    (config.model_cache, "GEOSEG_MODEL_CACHE"),
     (config.inprocess_pixels, "GEOSEG_INPROCESS_PIXELS"),
     (config.worker_wait, "GEOSEG_WORKER_WAIT"),
     (config.gpu_threads, "GEOSEG_GPU_THREADS"),

@@ -1,5 +1,6 @@
 """Per-process model cache: each worker process loads a model once per device (``GEOSEG_DEVICE``
-when it loads), keyed by weights hash.
+when it loads), keyed by weights hash. Models a running job holds stay; of the others (loaded
+by the lazy :func:`geoseg.segment`), the ``GEOSEG_MODEL_CACHE`` most recently used stay.
 
 Tasks carry a :class:`~geoseg.models.model.ModelRef` (a URL and a hash), never
 weights. The first task on a process to need a model loads it; the others, on
@@ -9,6 +10,7 @@ any thread, wait for that load and reuse it.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -20,7 +22,8 @@ from geoseg.models.model import BUILT_IN_MEMORY, LOADED, SegmentationModel
 from geoseg.models.modelfile import load_model
 
 _lock = threading.Lock()
-_models: dict[tuple[str, str, str], SegmentationModel] = {}  # by URL, weights hash, device
+# by URL, weights hash and device, least recently used first
+_models: OrderedDict[tuple[str, str, str], SegmentationModel] = OrderedDict()
 _loads: dict[str, int] = {}
 _holds: dict[str, int] = {}  # worker plugins (jobs) holding each model
 
@@ -53,12 +56,17 @@ def resolve(ref: Any) -> Any:
         return held
     with _lock:
         model = _models.get(key)
-        if model is None:
-            model = load_model(ref.url, storage_options=ref.storage_options, device=device,
-                               expected_sha256=ref.sha256)
-            _models[key] = model
-            _loads[ref.sha256] = _loads.get(ref.sha256, 0) + 1
-        return model
+        if model is not None:
+            _models.move_to_end(key)
+            return model
+        model = load_model(ref.url, storage_options=ref.storage_options, device=device,
+                           expected_sha256=ref.sha256)
+        _models[key] = model
+        _loads[ref.sha256] = _loads.get(ref.sha256, 0) + 1
+        unheld = [k for k in _models if k[1] not in _holds]
+        evicted = [_models.pop(k) for k in unheld[:max(0, len(unheld) - config.model_cache())]]
+    _free(evicted)
+    return model
 
 
 def hold(ref: ModelRef) -> Any:
@@ -81,8 +89,13 @@ def release(sha256: str) -> None:
             return
         _holds.pop(sha256, None)
         freed = [_models.pop(k) for k in [k for k in _models if k[1] == sha256]]
-    if any(model.device.type == "cuda" for model in freed):
-        del freed  # the last references: the weights' blocks go back to torch's allocator...
+    _free(freed)
+
+
+def _free(models: list[SegmentationModel]) -> None:
+    """Let go of ``models`` this cache dropped, the GPU memory torch kept for them included."""
+    if any(model.device.type == "cuda" for model in models):
+        models.clear()  # the last references: the weights' blocks go back to torch's allocator...
         torch.cuda.empty_cache()  # ...which hands them back to the GPU, for other processes
 
 

@@ -27,6 +27,34 @@ def test_a_model_is_loaded_once_per_process_and_reused(ref, monkeypatch):
     assert first.device.type == "cpu"
 
 
+def test_models_no_job_holds_are_kept_up_to_the_setting_least_recently_used_out(
+        ref, tmp_path, monkeypatch):
+    """The lazy segment() loads models on the workers without a job holding them: a
+    long-lived cluster scoring many checkpoints kept every one loaded."""
+    from geoseg.models import save_model
+    from tests.conftest import random_unet
+
+    monkeypatch.setenv("GEOSEG_DEVICE", "cpu")
+    monkeypatch.setenv("GEOSEG_MODEL_CACHE", "2")
+    others = []
+    for seed in (1, 2):
+        save_model(random_unet(seed=seed), str(tmp_path / f"m{seed}.safetensors"))
+        others.append(read_header(str(tmp_path / f"m{seed}.safetensors")).ref())
+    held = cache.hold(ref)
+    first = cache.resolve(others[0])
+    cache.resolve(others[1])
+    cache.resolve(others[0])  # now the more recently used
+    assert cache.loaded() == {ref.sha256, others[0].sha256, others[1].sha256}
+    newest = str(tmp_path / "m3.safetensors")
+    save_model(random_unet(seed=3), newest)
+    cache.resolve(read_header(newest).ref())
+    assert others[1].sha256 not in cache.loaded()  # the least recently used of those unheld
+    assert cache.resolve(ref) is held and cache.resolve(others[0]) is first
+    cache.resolve(others[1])
+    assert cache.load_counts()[others[1].sha256] == 2
+    cache.release(ref.sha256)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_model_cached_on_the_cpu_is_not_handed_out_when_cuda_is_asked_for(ref, monkeypatch):
     monkeypatch.setenv("GEOSEG_DEVICE", "cpu")
