@@ -272,7 +272,8 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
         if spec.instances is not None:  # refused before any compute, the output left as it was
             keep_other_instances(target, _instance_settings(spec), overwrite)
         came_back: list[RegionStats] = []
-        ended = functools.partial(_record_failure, prepared, started, t0, came_back, len(skip))
+        ended = functools.partial(_record_failure, prepared, started, t0, came_back, len(skip),
+                                  tracker)
         with _failure_recorded(target, ended):
             report = _compute(prepared, target, skip, active, where, on_start,
                               _watching(held, _kept(on_done, came_back)), started, t0)
@@ -389,21 +390,38 @@ def _kept(on_done: Callable[[RegionStats], None] | None,
 
 
 def _record_failure(prepared: PreparedJob, started: str, t0: float, came_back: list[RegionStats],
-                    skipped: int, status: str, exc: BaseException) -> None:
-    """Write the run record of a run that ended ``status``, into its runs folder: the night's
-    failures are listed with its successes (``geoseg runs``). Never raises: the runs folder
-    may be what failed, and the run's own error is the one to show."""
+                    skipped: int, tracker: tracking.MlflowTracker | None, status: str,
+                    exc: BaseException) -> None:
+    """Write the run record of a run that ended ``status``, into its runs folder (the night's
+    failures are listed with its successes: ``geoseg runs``), and log it to MLflow if tracking.
+    Never raises: the runs folder or MLflow may be what failed, and the run's own error is the
+    one to show."""
     error = (("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (SIGINT)")
              if isinstance(exc, KeyboardInterrupt) else _error_summary(exc))
-    try:
+    folder = provenance.runs_dir(prepared.spec)
+    with _warned(f"the record of this {status} run could not be written into {public_url(folder)}"):
         record = provenance.failure_record(
-            prepared, status=status, error=error, started=started, seconds=time.perf_counter() - t0,
-            computed=len(came_back), skipped=skipped, identity=job_identity(prepared),
-            model=_model_record(prepared))
-        provenance.save_record(record, provenance.runs_dir(prepared.spec))
+            prepared, status=status, error=error, started=started,
+            seconds=time.perf_counter() - t0, computed=len(came_back), skipped=skipped,
+            identity=job_identity(prepared), model=_model_record(prepared))
+        with _warned(f"this {status} run is not logged to MLflow"):
+            if tracker is not None:
+                record["tracking"] = {"mlflow": tracker.start(record)}
+        provenance.save_record(record, folder)
+        with _warned(f"this {status} run is not logged to MLflow"):
+            if tracker is not None and tracker.run_id is not None:
+                tracker.finish(record)
+
+
+@contextlib.contextmanager
+def _warned(what: str) -> Iterator[None]:
+    """Any error inside logged as a warning saying ``what`` and why (geoseg's own message, else
+    the error's type: another's may hold a secret), not raised."""
+    try:
+        yield
     except Exception as failed:  # noqa: BLE001 - logged, the run's error raised as it is
-        logs.log.warning(f"the record of this {status} run could not be written into "
-                         f"{public_url(provenance.runs_dir(prepared.spec))} ({type(failed).__name__})")
+        why = str(failed).splitlines()[0] if isinstance(failed, GeosegError) else type(failed).__name__
+        logs.log.warning(f"{what}: {why}")
 
 
 def _error_summary(exc: BaseException) -> str:

@@ -5,7 +5,8 @@ by ``MLFLOW_TRACKING_URI`` in the environment. MLflow is imported only then
 (``pip install 'geoseg[mlflow]'``). The experiment is opened before any compute, so
 a missing package or an unreachable store fails the job before it starts; the
 MLflow run is created once the output is complete, with the run's real start and
-end times.
+end times, or once the run has failed or was interrupted (FAILED, KILLED; the error
+under the tag ``geoseg.error``).
 
 Logged: params = the job spec (storage options hidden, URLs without credentials)
 flattened to ``job.*`` keys plus the settings in effect (``resolved.*``); metrics =
@@ -37,6 +38,7 @@ ARTIFACT = "run-record.json"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter's value
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on parameters per log_batch call
 BEFORE_RUN = "nothing was computed or written."
+ENDED = {"failed": "FAILED", "interrupted": "KILLED"}  # MLflow's status of a run that ended so
 AFTER_RUN = ("the output is complete; run the job again to log it (finished chunks are not "
              "recomputed).")
 
@@ -60,21 +62,25 @@ class MlflowTracker:
                 "experiment_id": self.experiment_id, "run_id": self.run_id}
 
     def finish(self, record: dict[str, Any]) -> None:
-        """Log params, metrics, tags and the record as an artifact; end the run (FAILED if any
-        of that fails, then raise :class:`TrackingError`)."""
+        """Log params, metrics, tags and the record as an artifact; end the run as the record
+        says it ended (FINISHED; FAILED, KILLED for a run that failed or was interrupted), or
+        FAILED if any of that fails, then raise :class:`TrackingError`."""
+        status = ENDED.get(record.get("status"), "FINISHED")
         try:
             self._log(record)
-            self.client.set_terminated(self.run_id, "FINISHED", end_time=_ms(record["finished"]))
+            self.client.set_terminated(self.run_id, status, end_time=_ms(record["finished"]))
         except Exception as exc:  # noqa: BLE001 - any MLflow or transport error
             try:
                 self.client.set_terminated(self.run_id, "FAILED")
             except Exception:  # noqa: BLE001, S110 - the store is failing; the first error matters
                 pass
-            raise TrackingError(
-                f"MLflow at {public_url(self.tracking_uri)}: logging run {self.run_id} failed "
-                f"({_scrub(exc, self.tracking_uri)}). The output and its run record "
-                f"({record.get('run_record')}) are complete; run the job again to log it (finished "
-                "chunks are not recomputed).") from None
+            left = (f"The output and its run record ({record.get('run_record')}) are complete; "
+                    "run the job again to log it (finished chunks are not recomputed)."
+                    if status == "FINISHED" else
+                    f"The run's own record is {record.get('run_record')}.")
+            raise TrackingError(f"MLflow at {public_url(self.tracking_uri)}: logging run "
+                                f"{self.run_id} failed ({_scrub(exc, self.tracking_uri)}). "
+                                f"{left}") from None
 
     def _log(self, record: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -163,7 +169,7 @@ def _scrub(exc: BaseException, uri: str) -> str:
 
 def params(record: dict[str, Any]) -> dict[str, str]:
     """The redacted job spec under ``job.*`` and the settings in effect under ``resolved.*``."""
-    flat = {**flatten(record["job"], "job"), **flatten(record["resolved"], "resolved")}
+    flat = {**flatten(record["job"], "job"), **flatten(record.get("resolved", {}), "resolved")}
     return {_key(k): v[:MAX_PARAM_LENGTH] for k, v in flat.items()}
 
 
@@ -180,17 +186,18 @@ def flatten(data: dict[str, Any], prefix: str) -> dict[str, str]:
 
 
 def metrics(record: dict[str, Any]) -> dict[str, float]:
-    """Throughput, seconds, pixels, chunks, class fractions and scores, as MLflow metrics."""
+    """Throughput, seconds, pixels, chunks, class fractions and scores, as MLflow metrics; a
+    failed run's record has its seconds and chunks only."""
     timings, chunks = record["timings"], record["chunks"]
     found: dict[str, float | None] = {
         "throughput_mpx_per_s": record["throughput_mpx_per_s"],
         "seconds_total": timings["total_s"], "seconds_compute": timings["compute_s"],
-        **{f"seconds_{k}": v for k, v in timings["task_stage_sums_s"].items()},
+        **{f"seconds_{k}": v for k, v in timings.get("task_stage_sums_s", {}).items()},
         "pixels": record["pixels"], "chunks_computed": chunks["computed"],
         "chunks_skipped": chunks["skipped_as_done"],
     }
-    counted = sum(record["class_counts"].values())
-    for name, count in record["class_counts"].items():
+    counted = sum(record.get("class_counts", {}).values())
+    for name, count in record.get("class_counts", {}).items():
         found[f"class_fraction/{name}"] = count / counted if counted else None
     evaluation = record.get("evaluation")
     if evaluation is not None:
@@ -214,6 +221,7 @@ def tags(record: dict[str, Any]) -> dict[str, str]:
         "geoseg.run_record": record.get("run_record"),
         "geoseg.git_commit": git["commit"] if git else None,
         "geoseg.git_dirty": str(git["dirty"]).lower() if git else None,
+        "geoseg.error": record.get("error"),  # what ended a failed or interrupted run
     }
     return {k: str(v) for k, v in found.items() if v is not None}
 

@@ -161,3 +161,46 @@ def test_a_failure_while_logging_marks_the_run_failed_and_says_the_output_is_com
                                             r"record \(runs/r.json\) are complete"):
         tracker.finish(record)
     assert MlflowClient(store).get_run(run_id).info.status == "FAILED"
+
+
+def test_a_run_that_fails_is_logged_failed_with_its_error_and_record(tmp_path, image, model_path,
+                                                                      store):
+    """A failed run was recorded in the runs folder only: MLflow, where a team looks at the
+    night's runs, showed nothing of it."""
+    src = write_zarr(tmp_path / "in.zarr", image)
+    (Path(src) / "c" / "0" / "1" / "1").write_bytes(b"not zstd")  # the last of 2 x 2
+    data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
+    data.update(name="broken", runs_dir=str(tmp_path / "runs"),
+                tracking={"mlflow": {"tracking_uri": store}})
+    with pytest.raises(geoseg.errors.GeosegError, match="cannot decode"):
+        run(JobSpec.from_dict(data))
+    [saved] = (tmp_path / "runs").glob("*.json")
+    record = json.loads(saved.read_text())
+    client, logged = only_run(store, "geoseg")
+    assert record["status"] == "failed" and logged.info.status == "FAILED"
+    assert record["tracking"]["mlflow"]["run_id"] == logged.info.run_id
+    assert logged.info.run_name == "broken" and logged.data.params["job.name"] == "broken"
+    assert logged.data.tags["geoseg.error"] == record["error"]
+    assert "cannot decode" in record["error"]
+    assert logged.data.tags["geoseg.run_record"] == str(saved)
+    assert logged.data.metrics["chunks_computed"] == record["chunks"]["computed"]
+    artifact = client.download_artifacts(logged.info.run_id, "run-record.json", str(tmp_path))
+    assert json.loads(Path(artifact).read_text()) == record
+
+
+def test_an_interrupted_run_ends_killed_in_mlflow(store):
+    spec = JobSpec.from_dict({**job_dict("in.zarr", "m.safetensors", "out.zarr"),
+                              "tracking": {"mlflow": {"tracking_uri": store}}})
+    tracker = tracking.open_tracker(spec)
+    record = {"status": "interrupted", "error": "interrupted (SIGINT)",
+              "started": "2026-01-02T03:04:05+00:00", "finished": "2026-01-02T03:05:05+00:00",
+              "job": {"name": "mine"}, "job_identity": "abc", "geoseg_version": "0",
+              "model": {"name": "m", "sha256": "f" * 64}, "output": {"url": "out.zarr"},
+              "timings": {"total_s": 1.0, "compute_s": None}, "pixels": None,
+              "chunks": {"computed": 3, "skipped_as_done": 1}, "throughput_mpx_per_s": None}
+    run_id = tracker.start(record)["run_id"]
+    tracker.finish(record)
+    logged = MlflowClient(store).get_run(run_id)
+    assert logged.info.status == "KILLED" and logged.data.tags["geoseg.error"] == record["error"]
+    assert logged.data.metrics == {"seconds_total": 1.0, "chunks_computed": 3.0,
+                                   "chunks_skipped": 1.0}
