@@ -102,6 +102,34 @@ def test_a_zarr_json_nested_too_deeply_is_refused_before_it_is_decoded(tmp_path,
     assert "RecursionError" not in said(result) and not (tmp_path / "out.zarr").exists()
 
 
+def _deep(document: Path) -> None:
+    """``document``, a JSON object, with a member nested 100,000 levels deep."""
+    text = document.read_text().rstrip()
+    document.write_text(text[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+@pytest.mark.parametrize(("zarr_format", "key"), [
+    (3, "band/zarr.json"),  # an array of the group: zarr decoded it, past geoseg's checks
+    (2, "band/.zattrs"),
+    (2, ".zmetadata"),  # consolidated metadata
+])
+def test_deep_metadata_anywhere_in_a_zarr_group_is_refused_before_zarr_decodes_it(
+        tmp_path, zarr_format, key):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=zarr_format)
+    group.create_array("band", shape=(40, 40), chunks=(20, 20), dtype="uint8")[...] = 1
+    group["band"].attrs["units"] = "dn"
+    if key == ".zmetadata":  # zarr then reads the group's documents from it alone
+        zarr.consolidate_metadata(str(tmp_path / "g.zarr"))
+    _deep(tmp_path / "g.zarr" / key)
+    result = geoseg("info", str(tmp_path / "g.zarr"), "--variable", "band")
+    assert_clean(result, 2, f"The metadata of {tmp_path / 'g.zarr'} ({key}) nests arrays or "
+                 "objects 100001 levels deep; expected at most 256")
+    assert "Recursion" not in result.stderr and "Exception ignored" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 # --- model files -----------------------------------------------------------------------------
 
 

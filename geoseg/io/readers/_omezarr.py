@@ -10,7 +10,8 @@ from typing import Any
 
 import zarr
 
-from geoseg.io import omezarr, remote
+from geoseg.io import omezarr
+from geoseg.io.metaguard import open_store
 from geoseg.io.readers import probe
 from geoseg.io.readers._zarr import ZarrReader, ZarrSource, declared_nodata, zarr_array_source
 from geoseg.io.readers.base import BAND, RasterSource
@@ -45,7 +46,7 @@ class OmeZarrReader(ZarrReader):
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
         if variable is not None:
             return super().open(url, storage_options, variable=variable, bands=bands, level=level)
-        group = zarr.open_group(url, mode="r", **remote.zarr_options(url, storage_options))
+        group = zarr.open_group(open_store(url, storage_options), mode="r")
         path, image = omezarr.level_path(group, level, url)
         arr = group[path]
         roles = omezarr.roles(image, arr.shape, url)

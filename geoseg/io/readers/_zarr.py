@@ -23,11 +23,12 @@ import zarr
 from geoseg.core.segmenter import bands_last
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
-from geoseg.io import missing, remote
+from geoseg.io import missing
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.chunkguard import guarded
 from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform
 from geoseg.io.geozarr import affine_attribute, geozarr_dimension_names, geozarr_georef
+from geoseg.io.metaguard import open_store
 from geoseg.io.readers import probe
 from geoseg.io.readers.base import (
     BAND,
@@ -63,10 +64,8 @@ class ZarrSource(RasterSource):
     # a job sets its input's from input.missing_chunks (geoseg.io.missing)
 
     def open_array(self) -> zarr.Array:
-        kwargs: dict[str, Any] = {"mode": "r", **remote.zarr_options(self.url, self.storage_options)}
-        if self.array_path:
-            kwargs["path"] = self.array_path
-        return guarded(zarr.open_array(self.url, **kwargs), self.url)
+        store = open_store(self.url, self.storage_options)
+        return guarded(zarr.open_array(store, mode="r", path=self.array_path), self.url)
 
     def chunk_name(self, index: tuple[int, ...]) -> str:
         """The storage key of the chunk at spatial grid ``index`` (its first band chunk)."""
@@ -109,7 +108,7 @@ class ZarrReader(Reader):
 
     def open(self, url: str, storage_options: dict[str, Any], *, variable: str | None = None,
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
-        node = zarr.open(url, mode="r", **remote.zarr_options(url, storage_options))
+        node = zarr.open(open_store(url, storage_options), mode="r")
         group = node if isinstance(node, zarr.Group) else None
         refuse_level(url, level, "a plain Zarr array")
         array_path = _pick_variable(node, url, variable) if group is not None else ""
