@@ -20,7 +20,7 @@ from rich.text import Text
 
 from geoseg.core import redact
 from geoseg.core.interrupts import Terminated, exit_status, exit_within, terminated_as_interrupt
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, StorageIOError
 
 
 class _Commands(typer.Typer):
@@ -101,10 +101,14 @@ SYSTEM_FAULTS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC,
 def _typed(exc: BaseException) -> BaseException:
     """A file system's refusal (read-only, permission denied, disk full) that escaped every
     conversion point, as the geoseg storage error it means; anything else unchanged."""
-    if not isinstance(exc, OSError) or exc.errno not in SYSTEM_FAULTS or exc.filename is None:
+    if not isinstance(exc, OSError) or exc.errno not in SYSTEM_FAULTS:
         return exc
     from geoseg.io import remote
 
+    if exc.filename is None:  # a write that names no file (a full disk, mostly)
+        return StorageIOError(f"A write failed ({type(exc).__name__}: {exc}). To fix: free space "
+                              "where this command writes (or raise the quota), check that it is "
+                              "writable, or choose another location, then run again.")
     return remote.translate(exc, str(exc.filename), {}, "Writing")
 
 
@@ -124,7 +128,7 @@ def _show_error(exc: BaseException) -> None:
 
         print(redact.scrub("".join(traceback.format_exception(exc))), file=sys.stderr)
     if isinstance(exc, GeosegError):
-        message = str(exc)
+        message = str(exc) + _rerun_hint(exc)
     elif isinstance(exc, KeyboardInterrupt):
         said = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         message = f"{said}; {RESUMES.get(_command(sys.argv[1:]), 'run the command again to finish it')}"
@@ -144,6 +148,15 @@ RESUMES = {  # what a rerun of an interrupted command picks up
              "training.checkpoint_steps steps)",
     "sweep": "a rerun skips the trials done and resumes the others from their last checkpoints",
 }
+
+
+def _rerun_hint(exc: GeosegError) -> str:
+    """What a rerun of this command picks up, after a storage failure that running it again
+    once fixed overcomes (a full disk, a failing mount)."""
+    resumes = RESUMES.get(_command(sys.argv[1:]) or "")
+    if not isinstance(exc, StorageIOError) or resumes is None:
+        return ""
+    return f" {resumes[0].upper()}{resumes[1:]}."
 
 
 def _command(args: list[str]) -> str | None:
@@ -270,10 +283,15 @@ def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
         console.print(f"{len(report.not_done)} of the missing task regions were never computed (the "
                       "output is unfinished): run the job again (the same spec, without --overwrite) "
                       "to finish it.", highlight=False)
-    if set(report.bad_regions) - set(report.not_done) or report.stages:
+    if set(report.bad_regions) - set(report.not_done):
         console.print(f"To fix: `geoseg verify {public_url(url)} --repair` marks them as not done, then "
                       "run the job again (the same spec, without --overwrite) to recompute them.",
                       highlight=False)
+    elif report.stages:  # the chunks are sound: only a stage to redo
+        command = (f"`geoseg instances {public_url(url)}` again with the same options, or "
+                   if "instances" in report.stages else "")
+        console.print(f"To fix: run {command}the job again (the same spec, without --overwrite): "
+                      f"it redoes the {' and '.join(report.stages)} stage.", highlight=False)
     raise typer.Exit(1)
 
 
@@ -325,7 +343,7 @@ def _print_repair(url: str, repaired: Any) -> None:
 @app.command()
 def info(
     url: Annotated[str, typer.Argument(help="Raster path or URL (Zarr, GeoTIFF, ...), or a model "
-                                            "file (.safetensors, .pt, builtin:NAME).")],
+                                            "file (.safetensors, builtin:NAME).")],
     variable: Annotated[str | None, typer.Option(help="Array inside a Zarr group.")] = None,
 ) -> None:
     """Show a raster's shape, dtype, chunks, bands and georeferencing, or a model's card."""
@@ -540,7 +558,8 @@ def instances(
                                                  "group to create.")] = None,
     method: Annotated[str, typer.Option(help="auto, components, watershed or decode.")] = "auto",
     classes: Annotated[str | None, typer.Option(help="Class names or ids that are objects, "
-                                                     "e.g. building,2 (default: all but nodata).")] = None,
+                                                     "e.g. building,2 (default: every class but nodata and "
+                                                     "one named background).")] = None,
     connectivity: Annotated[int, typer.Option(help="1: faces only; 2 (3 in 3D): also edges "
                                                    "and corners.")] = 1,
     halo: Annotated[int | None, typer.Option(help="Pixels around each chunk a watershed sees: "
@@ -561,12 +580,17 @@ def instances(
     """Label the objects of a mask: one id per object over the whole raster, a table, polygons."""
     from geoseg.instances.adopt import label_mask
     from geoseg.instances.stage import InstanceSettings
+    from geoseg.jobs.lease import taken
+    from geoseg.jobs.runner import LEASE_SECONDS
     from geoseg.parallel.cluster import connect
 
     names = None if classes is None else tuple(
         _id_or_name(c.strip()) for c in classes.split(",") if c.strip())
     settings = InstanceSettings(method, names, connectivity, halo, h, table, polygons)
-    with connect(cluster):
+    # under the output's lease, as a run: never two writers at once, and a stage left
+    # "running" by a command that died is told from one still running
+    with taken(out or mask, None, seconds=LEASE_SECONDS, refused="nothing was labelled. Wait "
+               "for it (geoseg status shows it), or label another output."), connect(cluster):
         target, report = label_mask(mask, settings, out=out, variable=variable,
                                     overwrite=overwrite)
     console.print(f"{report.count} instance(s) in {target.url} ({report.seconds:.1f} s); files: "
@@ -863,7 +887,7 @@ def eval_command(
     import contextlib
     import json
 
-    from geoseg.io.files import same_file, writable_file
+    from geoseg.io.files import same_file, writable_file, write_whole
     from geoseg.parallel.cluster import connect
     from geoseg.report.eval import evaluate, open_labels
     from geoseg.report.tables import instances_table, scores_table
@@ -888,10 +912,7 @@ def eval_command(
     if "instances" in found:
         _stdout().print(instances_table(found["instances"]))
     if json_out is not None:
-        import fsspec
-
-        with fsspec.open(json_out, "w", encoding="utf-8") as f:
-            f.write(json.dumps(found, indent=1))
+        write_whole(json_out, json.dumps(found, indent=1), what="Writing the scores")
     if min_miou is not None and found["miou"] is None:
         console.print(f"no class was scored, so there is no mIoU to hold to --min-miou {min_miou}",
                       markup=False, highlight=False)

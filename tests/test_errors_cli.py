@@ -294,15 +294,24 @@ def test_info_on_a_zarr_group_without_a_raster_says_so(tmp_path, arrays, said):
 # --- outputs ---------------------------------------------------------------------------------
 
 
-def mount_prefix(folder: Path, mount: str) -> list[str]:
+def mount_prefix(folder: Path, mount: str, after: str = "") -> list[str]:
     """``unshare -m sh -c 'MOUNT && exec "$@"'``: the command runs with ``folder`` mounted as asked,
-    in a mount namespace of its own; skipped where namespaces cannot be made."""
+    in a mount namespace of its own; skipped where namespaces cannot be made. ``after``: a shell
+    command run in the namespace once the command ends (the mount is gone after), its exit
+    status kept."""
     unshare = shutil.which("unshare")
     flags = ["-m"] if os.geteuid() == 0 else ["-r", "-m"]
     if unshare is None or subprocess.run([unshare, *flags, "true"], check=False,
                                          capture_output=True).returncode != 0:
         pytest.skip("cannot make a mount namespace here (unshare missing or not permitted)")
-    return [unshare, *flags, "sh", "-c", f'{mount} && exec "$@"', str(folder)]
+    then = f'{mount} && {{ "$@"; code=$?; {after}; exit $code; }}' if after else f'{mount} && exec "$@"'
+    return [unshare, *flags, "sh", "-c", then, str(folder)]
+
+
+def nearly_full(folder: Path, left_kb: int, after: str = "") -> list[str]:
+    """A prefix under which ``folder`` is a 256 KiB file system with ``left_kb`` KiB free."""
+    return mount_prefix(folder, 'mount -t tmpfs -o size=256k tmpfs "$0" && '
+                                f'head -c {(256 - left_kb) * 1024} /dev/zero > "$0/fill"', after)
 
 
 def read_only(folder: Path) -> list[str]:
@@ -334,7 +343,7 @@ def test_a_full_disk_names_the_chunk_and_fails_the_run(tmp_path, model_path, sce
     data = job_dict(str(scene), model_path, str(folder / "out.zarr"), probabilities=True)
     result = run_job(tmp_path, data, prefix=prefix)
     assert_clean(result, 1, f"Writing {folder}/out.zarr failed: the disk is full",
-                 "No space left on device", "a rerun resumes")
+                 "No space left on device", "A rerun resumes from the chunks already written.")
     assert re.search(r"output (\w+ chunk y \d+:\d+|manifest entry of chunk \d)", said(result))
 
 
@@ -349,8 +358,47 @@ def test_a_full_runs_folder_is_named_and_the_finished_output_kept(tmp_path, mode
                                 '(head -c 65536 /dev/zero > "$0/fill" 2>/dev/null; true)')
     data = {**job_dict(str(scene), model_path, str(tmp_path / "out.zarr")), "runs_dir": str(runs)}
     result = run_job(tmp_path, data, prefix=prefix)
-    assert_clean(result, 1, f"Writing the run record into runs folder {runs} failed: the disk is full")
+    assert_clean(result, 1, f"Writing the run record into runs folder {runs}/", "failed: the disk "
+                 "is full", "A rerun resumes from the chunks already written")
     assert output_status(str(tmp_path / "out.zarr")).status == "complete"
+
+
+def test_a_run_record_that_does_not_fit_leaves_no_truncated_record(tmp_path, model_path, scene):
+    """A runs folder with room for part of the record kept those 4 KiB of it: a record that
+    did not parse, which the output's attributes named."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    data = {**job_dict(str(scene), model_path, str(tmp_path / "out.zarr")), "runs_dir": str(runs)}
+    listing = tmp_path / "listing.txt"
+    result = run_job(tmp_path, data, prefix=nearly_full(runs, 4, f'ls -A "$0" > {listing}'))
+    assert_clean(result, 1, "failed: the disk is full")
+    assert listing.read_text().split() == ["fill"]
+
+
+def test_a_conversion_that_does_not_fit_is_named_and_removed(tmp_path, scene):
+    small = tmp_path / "small"
+    small.mkdir()
+    listing = tmp_path / "listing.txt"
+    result = geoseg("convert", str(scene), str(small / "c.zarr"), "--chunks", "32",
+                    prefix=nearly_full(small, 8, f'ls -A "$0" > {listing}'))
+    assert_clean(result, 1, f"Writing {small / 'c.zarr'} failed: the disk is full")
+    assert "rerun resumes" not in said(result)
+    assert listing.read_text().split() == ["fill"]
+
+
+def test_scores_that_do_not_fit_leave_no_truncated_json(tmp_path, model_path, scene):
+    from tests.report.test_eval_rasters import _output, _scene
+
+    pred, _ = _scene()
+    out = _output(tmp_path, pred)
+    small = tmp_path / "small"
+    small.mkdir()
+    listing = tmp_path / "listing.txt"
+    result = geoseg("eval", out, out, "--json", str(small / "s.json"),
+                    prefix=nearly_full(small, 0, f'ls -A "$0" > {listing}'))
+    assert_clean(result, 1, f"Writing the scores {small / 's.json'} failed: the disk is full",
+                 "then run again")
+    assert listing.read_text().split() == ["fill"]
 
 
 # --- the cluster -----------------------------------------------------------------------------

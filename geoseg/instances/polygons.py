@@ -10,13 +10,13 @@ end. An instance that is 8- but not 4-connected comes out as one MultiPolygon fe
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from typing import Any, Literal
 
 import dask
 import dask.array as da
-import fsspec
 import geopandas as gpd
 import numpy as np
 import rasterio.features
@@ -35,6 +35,7 @@ from geoseg.instances.table import (
     run_starts,
 )
 from geoseg.io import remote
+from geoseg.io.files import write_whole
 from geoseg.io.georef import GeoRef
 
 FORMATS = ("geoparquet", "geojson")
@@ -184,13 +185,9 @@ def write_polygons(polygons: gpd.GeoDataFrame, url: str,
         raise InstanceError(f"Polygon format {format!r} is not one geoseg writes; choose one of "
                             f"{', '.join(FORMATS)}.")
     remote.check_writable(url)
-    with remote.storage_errors(url, storage_options, "Writing instance polygons"):
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        with fs.open(path, "wb") as file:
-            if format == "geoparquet":
-                polygons.to_parquet(file, index=False)
-            else:
-                file.write(geojson_text(polygons).encode())
+    content: Any = (functools.partial(polygons.to_parquet, index=False) if format == "geoparquet"
+                    else geojson_text(polygons))
+    write_whole(url, content, storage_options=storage_options, what="Writing instance polygons")
 
 
 def geojson_text(polygons: gpd.GeoDataFrame) -> str:

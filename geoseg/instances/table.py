@@ -16,6 +16,7 @@ voxel index ``(z, y, x, 1)`` itself (NIfTI's convention, voxel centres) to world
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -23,13 +24,13 @@ from typing import Any
 
 import dask
 import dask.array as da
-import fsspec
 import numpy as np
 import pandas as pd
 from dask.delayed import Delayed
 
 from geoseg.errors import InstanceError
 from geoseg.io import remote
+from geoseg.io.files import write_whole
 from geoseg.io.georef import WORLD_AXES, GeoRef, spanning
 
 AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
@@ -380,7 +381,5 @@ def write_table(table: pd.DataFrame, url: str, *,
     ``table.attrs`` (CRS, transform, units) travel in the file's pandas metadata.
     """
     remote.check_writable(url)
-    with remote.storage_errors(url, storage_options, "Writing the object table"):
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        with fs.open(path, "wb") as file:
-            table.to_parquet(file, engine="pyarrow", index=False)
+    write_whole(url, functools.partial(table.to_parquet, engine="pyarrow", index=False),
+                storage_options=storage_options, what="Writing the object table")

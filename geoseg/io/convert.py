@@ -23,6 +23,7 @@ corrupt input (:class:`~geoseg.errors.CorruptInputError`), and the part-written 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import math
 import warnings
@@ -46,7 +47,7 @@ from geoseg.errors import (
     UnsupportedFormatError,
 )
 from geoseg.io.allow import overlapping
-from geoseg.io.exports.common import probe_local_folder
+from geoseg.io.files import probe_local_folder
 from geoseg.io.georef import GeoRef
 from geoseg.io.nifti import (
     GZIP_MAGIC,
@@ -63,7 +64,7 @@ from geoseg.io.nifti import (
 )
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
-from geoseg.io.remote import check_writable, translate, zarr_options
+from geoseg.io.remote import check_writable, storage_errors, zarr_options
 from geoseg.io.sources import RasterSource
 from geoseg.tiling import INPUT_CHUNK, Layout
 from geoseg.tiling.plan import ceil_div
@@ -122,14 +123,10 @@ def convert(
     if overwrite:
         remove_output(out_url, out_options)
     with _removed_on_failure(out_url, out_options):
-        try:
+        with _writing(out_url, out_options):
             group = _create_group(out_url, out_options, reader, sizes, input_url)
-        except OSError as exc:
-            translated = translate(exc, out_url, dict(out_options or {}), "Writing")
-            if translated is exc:
-                raise
-            raise translated from exc
-        reader.copy_into(group[ARRAY], sizes)
+        with _writing(out_url, out_options, WRITE_ERRNOS):  # not the input's own read errors
+            reader.copy_into(group[ARRAY], sizes)
         group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "complete"}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
@@ -137,18 +134,46 @@ def convert(
     return Converted(out_url, reader.shape, tuple(group[ARRAY].chunks), reader.dtype, reader.format)
 
 
+# what writing the output meets (full, over quota, read-only, not permitted), not reading
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES})
+
+
+@contextlib.contextmanager
+def _writing(out_url: str, out_options: dict[str, Any] | None,
+             errnos: frozenset[int] | None = None) -> Iterator[None]:
+    """Storage errors inside (those of ``errnos`` only, when given) as geoseg errors about
+    writing ``out_url``."""
+    try:
+        yield
+    except OSError as exc:
+        if errnos is not None and exc.errno not in errnos:
+            raise
+        with storage_errors(out_url, out_options, "Writing"):
+            raise
+
+
 @contextlib.contextmanager
 def _removed_on_failure(url: str, options: dict[str, Any] | None) -> Iterator[None]:
     """Remove the output this conversion started if it fails: a part-written copy reads as
-    the fill value where chunks are missing, and a rerun would be refused for it."""
+    the fill value where chunks are missing, and a rerun would be refused for it. Nothing was
+    there when it started (refused, or removed with ``--overwrite``), so whatever is there now
+    is this conversion's, even a group whose attributes were never written (a full disk)."""
+    fs, path = fsspec.core.url_to_fs(url, **(options or {}))
+    path = path.rstrip("/")
+    started_empty = not fs.exists(path)
     try:
         yield
     except BaseException as exc:
+        removed = False
         with contextlib.suppress(Exception):
-            remove_output(url, options)
+            if started_empty and fs.exists(path):
+                fs.rm(path, recursive=True)
+            removed = not fs.exists(path)
         if isinstance(exc, GeosegError):
-            raise type(exc)(f"{exc} Nothing was converted: the part-written output "
-                            f"{public_url(url)} was removed.") from None
+            left = ("the part-written output {} was removed" if removed else "the part-written "
+                    "output {} could not be removed: delete it before a rerun")
+            raise type(exc)(f"{exc} Nothing was converted: "
+                            f"{left.format(public_url(url))}.") from None
         raise
 
 

@@ -1,16 +1,32 @@
-"""Single files the command line writes beside outputs (scores, report pages, pictures), each
-checked before any work: an allowed place (the outputs' own rules, :mod:`geoseg.io.allow`), no
-file replaced without ``--overwrite``, never a folder, and a folder there that takes files."""
+"""Single files geoseg writes (scores, report pages, pictures, model files, run records, tables,
+exported GeoTIFFs and NIfTI), each checked before any work: an allowed place (the outputs' own
+rules, :mod:`geoseg.io.allow`), no file replaced without ``--overwrite``, never a folder, and a
+folder there that takes files; then written whole or not at all (:func:`staged_file`,
+:func:`write_whole`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from geoseg.core import redact
-from geoseg.errors import OutputExistsError, OutputLocationError, StorageAccessError
-from geoseg.io.remote import check_writable
+from geoseg.core.urls import public_url
+from geoseg.errors import (
+    GeosegError,
+    OutputExistsError,
+    OutputLocationError,
+    RasterNotFoundError,
+    StorageAccessError,
+)
+from geoseg.io import remote
+from geoseg.io.remote import check_writable, translate
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -39,14 +55,26 @@ def writable_file(url: str, overwrite: bool, option: str) -> None:
         return  # object stores: no folders to make, and their rights show when writing
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise OutputLocationError(f"{option} {redact.scrub(url)}: received a path in a folder that "
-                                  f"does not exist ({folder}); expected a file in an existing "
-                                  "folder. Create the folder first, or give another path.")
+        said = ("a file, not a folder" if os.path.exists(folder) else "a folder that does not exist")
+        raise OutputLocationError(f"{option} {redact.scrub(url)}: received a path in {said} "
+                                  f"({folder}); expected a file in an existing folder. Create the "
+                                  "folder first, or give another path.")
     if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path)
                                                    and not os.access(path, os.W_OK)):
         raise StorageAccessError(f"{option} {redact.scrub(url)}: received a path geoseg may not "
                                  "write (permission denied); expected a writable place. Give "
                                  "another path.")
+
+
+def check_creatable(url: str, what: str) -> None:
+    """Refuse, before any long work, a ``url`` no file can be written at: outside the allowed
+    places (:func:`geoseg.io.remote.check_writable`), or locally under a file or in a folder
+    that takes no new files. ``what`` names the setting that gave it."""
+    try:
+        check_writable(url)
+        probe_local_folder(url)
+    except GeosegError as exc:
+        raise type(exc)(f"{what}: {exc}") from None
 
 
 def same_file(a: str, b: str) -> bool:
@@ -58,3 +86,110 @@ def same_file(a: str, b: str) -> bool:
     if _is_local(fa):
         return os.path.realpath(pa) == os.path.realpath(pb)
     return pa.rstrip("/") == pb.rstrip("/")
+
+
+def write_whole(url: str, content: bytes | str | Callable[[IO[bytes]], None], *,
+                storage_options: dict[str, Any] | None = None, what: str = "Writing",
+                exclusive: bool = False) -> None:
+    """Write ``content`` (bytes, text as UTF-8, or a function writing into a binary file) at
+    ``url``, whole or not at all (:func:`staged_file`), its folder created if needed: a failure
+    part-way (a full disk) leaves the file that was there, or none, never a truncated one.
+    ``exclusive``: never replace a file there. A storage failure is a geoseg error saying
+    ``what`` failed on ``url``."""
+    so = dict(storage_options or {})
+    with remote.storage_errors(url, so, what), \
+            staged_file(url, so, overwrite=not exclusive) as staged, open(staged, "wb") as file:
+        if callable(content):
+            content(file)
+        else:
+            file.write(content.encode() if isinstance(content, str) else content)
+
+
+def probe_local_folder(dest: str) -> None:
+    """Refuse, before any work, a local ``dest`` under a file, or whose nearest existing folder
+    does not take new files (read-only, no permission, or a special file system such as
+    ``/proc``): a scratch folder is made there and removed at once. Its missing folders may be
+    made later. Remote destinations are not probed (that would write)."""
+    if fsspec.utils.get_protocol(dest) not in ("file", "local"):
+        return
+    path = Path(fsspec.core.strip_protocol(dest))
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputLocationError(
+            f"Cannot write {public_url(dest)}: {existing} is a file, not a folder; expected a path "
+            "inside a folder. Choose another path. Nothing was written.")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".geoseg-probe-"))
+    except OSError as exc:
+        raise unwritable(exc, dest, existing) from None
+
+
+def unwritable(exc: OSError, dest: str, folder: Path | str) -> GeosegError:
+    """The geoseg error for a local ``dest`` that could not be written because of ``exc``."""
+    translated = translate(exc, dest, {}, "Writing")
+    if isinstance(translated, GeosegError) and not isinstance(translated, RasterNotFoundError):
+        return translated
+    return OutputLocationError(
+        f"Cannot write {public_url(dest)}: the folder {folder} does not take new files "
+        f"({exc.strerror or exc}); expected a writable folder on an ordinary disk. Choose another "
+        "path. Nothing was written.")
+
+
+@contextlib.contextmanager
+def staged_file(dest: str, options: dict[str, Any] | None = None,
+                overwrite: bool = True) -> Iterator[Path]:
+    """A local scratch path named like ``dest``; it becomes ``dest`` only if the block succeeds.
+
+    Local destinations are staged in their own folder (so the final move is a rename on one
+    disk); remote ones in the system's temporary folder, then uploaded with fsspec. Unless
+    ``overwrite``, a ``dest`` that appeared meanwhile (another export to the same name) is kept
+    and this one refused: locally by a hard link, which no existing file survives being the
+    target of; remotely by a last look before the upload.
+    """
+    fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
+    local = isinstance(fs, LocalFileSystem)
+    folder = Path(path).parent if local else None
+    try:
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.TemporaryDirectory(dir=folder, prefix=".geoseg-export-")
+    except OSError as exc:
+        if not local:
+            raise
+        raise unwritable(exc, dest, folder) from None
+    with scratch as scratch_path:
+        staged = Path(scratch_path) / Path(path).name
+        yield staged
+        if local:
+            _publish(staged, path, dest, folder, overwrite)
+        else:
+            if not overwrite and fs.exists(path):
+                raise _appeared(dest)
+            fs.put_file(str(staged), path)
+
+
+def _publish(staged: Path, path: str, dest: str, folder: Path | None, overwrite: bool) -> None:
+    """Move ``staged`` to ``path``: replacing what is there when ``overwrite``, else never."""
+    try:
+        if overwrite:
+            os.replace(staged, path)
+            return
+        try:
+            os.link(staged, path)  # FileExistsError when another export got there first
+        except FileExistsError:
+            raise _appeared(dest) from None
+        except OSError:  # a file system without hard links: the last look, then the rename
+            if os.path.lexists(path):
+                raise _appeared(dest) from None
+            os.replace(staged, path)
+    except OutputExistsError:
+        raise
+    except OSError as exc:
+        raise unwritable(exc, dest, folder) from None
+
+
+def _appeared(dest: str) -> OutputExistsError:
+    return OutputExistsError(
+        f"{public_url(dest)} was written by something else while geoseg wrote it (another command "
+        "writing the same name?); it was kept, and what geoseg wrote discarded. Choose another "
+        "path, or pass --overwrite (overwrite=True) to replace it.")

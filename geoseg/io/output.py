@@ -303,7 +303,6 @@ def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> No
     if not fs.exists(path.rstrip("/")):
         return
     if not written_by_geoseg(url, storage_options):
-
         raise OutputExistsError(
             f"{public_url(url)} exists and is not something geoseg wrote (no Zarr group with "
             "geoseg attributes there); nothing was deleted, even with --overwrite. Choose "

@@ -477,9 +477,8 @@ def _disk_failed(
     exc: BaseException, url: str, so: dict[str, Any], what: str
 ) -> StorageIOError:
     full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    fix = ("free space there (or raise the quota), or choose another location; a rerun resumes "
-           "from the chunks already written" if full else "check the disk or the mount, then "
-           "run again; a rerun resumes from the chunks already written")
+    fix = ("free space there (or raise the quota), or choose another location, then run again"
+           if full else "check the disk or the mount, then run again")
     said = "the disk is full or over its quota" if full else "an input/output error"
     return StorageIOError(f"{what} {public_url(url)} failed: {said} ({reason(exc, so)}). "
                           f"To fix: {fix}.")

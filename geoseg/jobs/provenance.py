@@ -29,7 +29,7 @@ from geoseg import config
 from geoseg.core.records import now, package_versions, plain
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
-from geoseg.io import remote
+from geoseg.io.files import write_whole
 from geoseg.io.georef import grid_difference, resample_hint
 from geoseg.io.identity import stored_path, tree_digest
 from geoseg.io.mosaic import MosaicSource
@@ -353,13 +353,10 @@ def write_record(record: dict[str, Any], folder: str, target: str) -> None:
     """Write ``record`` at ``target`` (:func:`name_record`) in ``folder``, a new file that never
     replaces another run's; a store that fails (full, read-only) raises a geoseg error naming
     the runs folder."""
-    fs, path = fsspec.core.url_to_fs(folder)
-    local = fsspec.utils.get_protocol(folder) in ("file", "local")
-    text = json.dumps(record, indent=1, default=plain)
-    with remote.storage_errors(folder, {}, "Writing the run record into runs folder"):
-        fs.makedirs(path.rstrip("/") or "/", exist_ok=True)
-        with fs.open(target, "xb" if local else "wb") as f:
-            f.write(text.encode())
+    fs, _ = fsspec.core.url_to_fs(folder)
+    write_whole(fs.unstrip_protocol(target) if "://" in folder else target,
+                json.dumps(record, indent=1, default=plain),
+                what="Writing the run record into runs folder", exclusive=True)
 
 
 def _slug(name: str) -> str:

@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import posixpath
 import re
 import struct
 import warnings
@@ -47,6 +46,7 @@ from geoseg.errors import (
     ParameterError,
 )
 from geoseg.io import remote
+from geoseg.io.files import write_whole
 from geoseg.models.header import ModelHeader, ModelInfo, ModelRef
 from geoseg.models.model import SegmentationModel, weights_sha256
 from geoseg.models.registry import build_network
@@ -108,10 +108,7 @@ def save_model(model: SegmentationModel, url: str | os.PathLike[str], *,
             raise OutputExistsError(f"{public_url(url)} already exists; pass overwrite=True to "
                                     "replace it.")
         data, info = model_to_bytes(model)
-        if posixpath.dirname(path):
-            fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with fs.open(path, "wb") as f:
-            f.write(data)
+        write_whole(url, data, storage_options=options, what="Writing model file")
     return ModelRef(url, info.sha256, options)
 
 

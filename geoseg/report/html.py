@@ -28,6 +28,7 @@ from geoseg.core import jsontext
 from geoseg.core.text import brief, json_kind
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
+from geoseg.io.files import write_whole
 from geoseg.report.tables import absent_classes
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -574,8 +575,7 @@ def write_report(record_url: str, out: str | None = None, scores: dict[str, Any]
 
 
 def _write_text(url: str, text: str, storage_options: dict[str, Any] | None = None) -> str:
-    with fsspec.open(url, "w", encoding="utf-8", **dict(storage_options or {})) as f:
-        f.write(text)
+    write_whole(url, text, storage_options=storage_options, what="Writing the report")
     return url
 
 

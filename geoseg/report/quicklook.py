@@ -26,6 +26,7 @@ import dask.array as da
 import numpy as np
 
 from geoseg.core.classes import default_color
+from geoseg.io.files import write_whole
 
 DEFAULT_SIZE = 1024  # longest side of the picture, in pixels
 LEGEND_MAX = 24  # classes the legend names at most; any others it counts in one last entry
@@ -452,6 +453,5 @@ def write_quicklook(output_url: str, png: str | Path, **options: Any) -> Quicklo
     path = Path(png)
     look = build(output_url, **options)
     picture = render(look)
-    path.parent.mkdir(parents=True, exist_ok=True)  # as geoseg report --out does
-    path.write_bytes(picture)
+    write_whole(str(path), picture, what="Writing the quicklook")  # its folder made, as report --out
     return look

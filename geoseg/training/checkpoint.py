@@ -38,6 +38,7 @@ from safetensors.torch import save as save_tensors
 
 from geoseg.core import jsontext
 from geoseg.errors import CheckpointError
+from geoseg.io.files import write_whole
 
 FORMAT = "geoseg-train-checkpoint/1"
 _NAME = re.compile(r"state-(\d+)(?:-(\d+))?\.json$")
@@ -97,16 +98,16 @@ def save_checkpoint(folder: str, *, state: TrainState, model: torch.nn.Module,
     data = save_tensors(tensors)
     key = (state.epoch, 0 if progress is None else progress.step)
     stem = f"state-{state.epoch:04d}" + ("" if progress is None else f"-{progress.step:06d}")
-    with fs.open(f"{path}/{stem}.safetensors", "wb") as f:
-        f.write(data)
+    so, url = dict(storage_options or {}), folder.rstrip("/")
+    write_whole(f"{url}/{stem}.safetensors", data, storage_options=so, what="Writing checkpoint")
     meta = {"format": FORMAT, "tensors": f"{stem}.safetensors",
             "tensors_sha256": hashlib.sha256(data).hexdigest(), "state": asdict(state),
             "optimizer": optim_json, "scheduler": scheduler.state_dict(),
             "numpy_rng": rng.bit_generator.state, "spec": spec, "fingerprint": fingerprint}
     if progress is not None:
         meta["epoch_progress"] = asdict(progress)
-    with fs.open(f"{path}/{stem}.json", "w") as f:
-        f.write(json.dumps(_finite(meta), indent=1))
+    write_whole(f"{url}/{stem}.json", json.dumps(_finite(meta), indent=1), storage_options=so,
+                what="Writing checkpoint")
     _remove_older(fs, path, key)
     return f"{folder.rstrip('/')}/{stem}.json"
 

@@ -17,6 +17,7 @@ import fsspec
 from geoseg.core import jsontext
 from geoseg.core.records import plain
 from geoseg.core.urls import public_url
+from geoseg.io.files import write_whole
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.training.checksums import source_checksum
 from geoseg.training.data import RasterPair
@@ -34,12 +35,8 @@ def read_json(url: str, storage_options: dict[str, Any] | None = None) -> dict[s
 
 def write_json(url: str, data: dict[str, Any], storage_options: dict[str, Any] | None = None) -> None:
     """Write ``data`` as indented JSON to ``url``, creating its folder."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    parent = path.rsplit("/", 1)[0]
-    if parent and parent != path:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "w") as f:
-        f.write(json.dumps(data, indent=1, default=plain))
+    write_whole(url, json.dumps(data, indent=1, default=plain), storage_options=storage_options,
+                what="Writing")
 
 
 

@@ -50,6 +50,7 @@ from geoseg.core.records import now
 from geoseg.core.spec import Document, Section, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
+from geoseg.io.files import write_whole
 from geoseg.parallel.cluster import connect, scheduler_address
 from geoseg.report.tables import cell
 from geoseg.training.record import write_json
@@ -534,6 +535,5 @@ def _write_outputs(spec: SweepSpec, ranked: list[TrialResult], table: str, best:
               "best_model": public_url(best) if best else None, "table": table.splitlines(),
               "trials": [asdict(r) for r in ranked]}
     write_json(record_url, record, so)
-    fs, path = fsspec.core.url_to_fs(record_url.rsplit("/", 1)[0] + "/table.txt", **so)
-    with fs.open(path, "w") as f:
-        f.write(table + "\n")
+    write_whole(record_url.rsplit("/", 1)[0] + "/table.txt", table + "\n", storage_options=so,
+                what="Writing the sweep's table")

@@ -302,7 +302,7 @@ def test_a_file_written_at_the_destination_during_the_export_is_kept(tmp_path, m
         return tiled(*args, **kwargs)
 
     monkeypatch.setattr(cog, "write_tiled", another_export_finishes_first)
-    with pytest.raises(OutputExistsError, match="was written by something else while this export ran"):
+    with pytest.raises(OutputExistsError, match="was written by something else while geoseg wrote it"):
         export_cog(out, str(dest))
     assert dest.read_bytes() == b"the other export's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr", "race.tif"]  # no scratch left

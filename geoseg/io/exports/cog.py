@@ -28,14 +28,9 @@ from rasterio.windows import Window
 from geoseg.core import jsontext
 from geoseg.core.text import whole_number
 from geoseg.errors import ExportError
-from geoseg.io.exports.common import (
-    FinishedOutput,
-    open_finished,
-    refuse_existing,
-    shown,
-    staged_file,
-)
+from geoseg.io.exports.common import FinishedOutput, open_finished, refuse_existing, shown
 from geoseg.io.exports.pyramid import downsample, parse_resampling
+from geoseg.io.files import staged_file
 from geoseg.io.readers._geotiff import GeoTIFFSource, open_rasterio
 
 LOSSLESS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")

@@ -3,13 +3,10 @@ written in full, or not at all."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -22,17 +19,16 @@ from geoseg.core.urls import public_url
 from geoseg.errors import (
     CorruptOutputError,
     ExportError,
-    GeosegError,
     OutputExistsError,
-    OutputLocationError,
     RasterNotFoundError,
 )
+from geoseg.io import files
 from geoseg.io.allow import overlapping
 from geoseg.io.georef import GeoRef
 from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget, geoseg_attrs, output_exists
 from geoseg.io.readers import open_source
-from geoseg.io.remote import check_writable, translate
+from geoseg.io.remote import check_writable
 from geoseg.io.sources import ZarrSource
 
 
@@ -183,7 +179,7 @@ def refuse_existing(
             f"{what} {shown(dest)} already exists; nothing was written. Choose "
             "another path, or pass --overwrite (overwrite=True) to replace it."
         )
-    probe_local_folder(dest)
+    files.probe_local_folder(dest)
 
 
 def _dangling_link(dest: str, fs: Any, path: str) -> bool:
@@ -220,92 +216,3 @@ def beside(store: str, dest: str, suffix: str) -> str:
     stem = store_name.removesuffix(".zarr")
     name = own if own.endswith(suffix) and own != store_name else stem + suffix
     return f"{parent}/{name}" if parent or trimmed.startswith("/") else name
-
-
-def probe_local_folder(dest: str) -> None:
-    """Refuse, before any work, a local ``dest`` whose nearest existing folder does not take
-    new files (read-only, no permission, or a special file system such as ``/proc``): a scratch
-    folder is made there and removed at once. Remote destinations are not probed."""
-    if fsspec.utils.get_protocol(dest) not in ("file", "local"):
-        return
-    path = Path(fsspec.core.strip_protocol(dest))
-    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise OutputLocationError(
-            f"Cannot write {shown(dest)}: {existing} is a file, not a folder; expected a path "
-            "inside a folder. Choose another path. Nothing was written.")
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".geoseg-probe-"))
-    except OSError as exc:
-        raise unwritable(exc, dest, existing) from None
-
-
-def unwritable(exc: OSError, dest: str, folder: Path | str) -> GeosegError:
-    """The geoseg error for a local ``dest`` that could not be written because of ``exc``."""
-    translated = translate(exc, dest, {}, "Writing")
-    if isinstance(translated, GeosegError) and not isinstance(translated, RasterNotFoundError):
-        return translated
-    return OutputLocationError(
-        f"Cannot write {shown(dest)}: the folder {folder} does not take new files "
-        f"({exc.strerror or exc}); expected a writable folder on an ordinary disk. Choose another "
-        "path. Nothing was written.")
-
-
-@contextlib.contextmanager
-def staged_file(dest: str, options: dict[str, Any] | None = None,
-                overwrite: bool = True) -> Iterator[Path]:
-    """A local scratch path named like ``dest``; it becomes ``dest`` only if the block succeeds.
-
-    Local destinations are staged in their own folder (so the final move is a rename on one
-    disk); remote ones in the system's temporary folder, then uploaded with fsspec. Unless
-    ``overwrite``, a ``dest`` that appeared meanwhile (another export to the same name) is kept
-    and this one refused: locally by a hard link, which no existing file survives being the
-    target of; remotely by a last look before the upload.
-    """
-    fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
-    local = isinstance(fs, LocalFileSystem)
-    folder = Path(path).parent if local else None
-    try:
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-        scratch = tempfile.TemporaryDirectory(dir=folder, prefix=".geoseg-export-")
-    except OSError as exc:
-        if not local:
-            raise
-        raise unwritable(exc, dest, folder) from None
-    with scratch as scratch_path:
-        staged = Path(scratch_path) / Path(path).name
-        yield staged
-        if local:
-            _publish(staged, path, dest, folder, overwrite)
-        else:
-            if not overwrite and fs.exists(path):
-                raise _appeared(dest)
-            fs.put_file(str(staged), path)
-
-
-def _publish(staged: Path, path: str, dest: str, folder: Path | None, overwrite: bool) -> None:
-    """Move ``staged`` to ``path``: replacing what is there when ``overwrite``, else never."""
-    try:
-        if overwrite:
-            os.replace(staged, path)
-            return
-        try:
-            os.link(staged, path)  # FileExistsError when another export got there first
-        except FileExistsError:
-            raise _appeared(dest) from None
-        except OSError:  # a file system without hard links: the last look, then the rename
-            if os.path.lexists(path):
-                raise _appeared(dest) from None
-            os.replace(staged, path)
-    except OutputExistsError:
-        raise
-    except OSError as exc:
-        raise unwritable(exc, dest, folder) from None
-
-
-def _appeared(dest: str) -> OutputExistsError:
-    return OutputExistsError(
-        f"{shown(dest)} was written by something else while this export ran (another export to "
-        "the same name?); it was kept, and this export discarded. Choose another path, or pass "
-        "--overwrite (overwrite=True) to replace it.")

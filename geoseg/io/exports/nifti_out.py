@@ -29,13 +29,8 @@ import numpy as np
 import zarr
 
 from geoseg.errors import ExportError
-from geoseg.io.exports.common import (
-    FinishedOutput,
-    open_finished,
-    refuse_existing,
-    shown,
-    staged_file,
-)
+from geoseg.io.exports.common import FinishedOutput, open_finished, refuse_existing, shown
+from geoseg.io.files import staged_file
 from geoseg.io.georef import spanning
 from geoseg.io.nifti import (
     GZIP_MAGIC,
