@@ -51,6 +51,7 @@ from geoseg.errors import (
     TrainingDataError,
     TrainSpecError,
 )
+from geoseg.io.files import check_creatable
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
 from geoseg.models import ModelInfo, SegmentationModel, build_network, save_model
 from geoseg.tiling.plan import round_up
@@ -261,10 +262,11 @@ def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite:
     """What to start from: a checkpoint, a finished run's result, or nothing (a fresh run).
     A run that started from ``init``'s file goes on only while that file holds the same weights."""
     so = outputs.storage_options
-    if overwrite:
+    check_creatable(outputs.model_url, "output.model")  # now, not after hours of training
+    check_creatable(outputs.record_url, "output.run_dir")
+    if overwrite:  # the model file stays until the new one replaces it whole
         remove_checkpoints(outputs.checkpoint_dir, so)
         outputs.remove(outputs.record_url)
-        outputs.remove(outputs.model_url)
         return None
     record = read_json(outputs.record_url, so)
     if record is not None:

@@ -192,6 +192,40 @@ def test_existing_outputs_and_changed_specs_are_refused(tmp_path, scene_zarr):
         train(other, log=quiet)
 
 
+def test_overwrite_keeps_the_old_model_until_the_new_one_replaces_it(tmp_path, scene_zarr):
+    """--overwrite deleted the model file before training: a run that then failed (a crash, a
+    full disk) left no model at all."""
+    spec = tiny_spec([zarr_pair(scene_zarr)], tmp_path, training__epochs=2)
+    train(spec, log=quiet)
+    model = tmp_path / "model.safetensors"
+    old = model.read_bytes()
+
+    def crash(metrics: dict) -> None:
+        raise Crash("simulated crash")
+
+    with pytest.raises(Crash):
+        train(spec, overwrite=True, on_epoch=crash, log=quiet)
+    assert model.read_bytes() == old
+    other = tiny_spec([zarr_pair(scene_zarr)], tmp_path, training__epochs=2, seed=1)
+    replaced = train(other, overwrite=True, log=quiet)
+    assert model.read_bytes() != old
+    assert replaced.model_sha256 == geoseg.load_model(str(model)).info.sha256
+
+
+@pytest.mark.parametrize("key", ["model", "run_dir"])
+def test_an_output_under_a_file_is_refused_before_any_training(tmp_path, scene_zarr, key):
+    """A model file under a regular file was refused only after the whole training."""
+    (tmp_path / "afile").write_text("x")
+    where = str(tmp_path / "afile" / ("m.safetensors" if key == "model" else "run"))
+    spec = tiny_spec([zarr_pair(scene_zarr)], tmp_path, output={
+        "model": str(tmp_path / "m.safetensors"), key: where})
+    epochs: list[dict] = []
+    with pytest.raises(geoseg.errors.OutputLocationError,
+                       match=f"output.{key}: Cannot write .* is a file, not a folder"):
+        train(spec, on_epoch=epochs.append, log=quiet)
+    assert epochs == [] and not (tmp_path / "m.safetensors").exists()
+
+
 def test_label_ids_outside_the_classes_are_named(tmp_path, scene):
     url = str(tmp_path / "bad.zarr")
     write_scene(scene, url, chunks=64)
