@@ -32,6 +32,9 @@ from geoseg.jobs.lease import read_lease, taken
 from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
+# a stage marked running that no run holds: its command died, or failed where it could not
+# even record so (a full disk)
+STAGE_LEFT = "interrupted (no run holds it now; run geoseg instances, or the job, again)"
 REPAIRED = "repaired"  # the status verify --repair leaves: not complete, a rerun recomputes
 REPAIR_LEASE_SECONDS = 120.0  # renewed while verify --repair reads and edits the output
 
@@ -131,6 +134,8 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     """Progress of the run that writes ``url``, from its manifest."""
     target, attrs = _target(url, storage_options)
     stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
+    if "running" in stages.values() and not _held(url, storage_options):
+        stages = {name: STAGE_LEFT if s == "running" else s for name, s in stages.items()}
     done = 0 if half_created(attrs) else target.count_done()  # its manifest may not exist yet
     n_chunks, state = int(attrs["n_chunks"]), run_state(url, storage_options, attrs)
     if state == "complete" and done != n_chunks:
@@ -167,16 +172,21 @@ def _layout_changes(attrs: dict[str, Any], classes: Any, written: tuple[int, ...
     return [said]
 
 
+def _held(url: str, storage_options: dict[str, Any] | None) -> bool:
+    """Whether a run (or command) holds a live lease on the output at ``url`` now."""
+    holder = read_lease(url, storage_options)
+    return holder is not None and not holder.stale()
+
+
 def run_state(url: str, storage_options: dict[str, Any] | None, attrs: dict[str, Any]) -> str:
     """What the output says, checked against its lease: ``running`` while a run holds a live
     lease on an output not complete (a resume, whatever the last run left it as); a ``running``
     output without one was ``interrupted`` (its run was killed or lost); ``failed`` with the
     error's type."""
     status = attrs.get("status", "unknown")
-    if status != "complete":
-        holder = read_lease(url, storage_options)
-        if holder is not None and not holder.stale():
-            return f"running (lease held by {holder.owner})"
+    holder = read_lease(url, storage_options) if status != "complete" else None
+    if holder is not None and not holder.stale():
+        return f"running (lease held by {holder.owner})"
     if status == "failed":
         return f"failed ({attrs.get('error', 'no error recorded')})"
     if status == REPAIRED:

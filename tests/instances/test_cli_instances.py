@@ -123,6 +123,42 @@ def test_a_boolean_mask_is_read_as_0_and_1(tmp_path):
     assert_same_partition(group["instances"][:], ndi.label(mask)[0])
 
 
+def test_a_stage_left_running_by_a_command_that_died_is_told_and_redone(tmp_path):
+    """A full disk stopped geoseg instances where it could not even record its failure: the
+    stage stayed "running", which status showed as if it were, and verify advised the job."""
+    from geoseg.io.output import OutputTarget
+    from geoseg.io.stages import mark_stage, stage_record
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:15, 5:15] = 1
+    zarr.create_array(str(tmp_path / "m.zarr"), shape=mask.shape, chunks=(20, 20),
+                      dtype="uint8")[...] = mask
+    out = str(tmp_path / "o.zarr")
+    assert geoseg("instances", str(tmp_path / "m.zarr"), "--out", out).returncode == 0
+    target = OutputTarget(out, {})
+    mark_stage(target, "instances", {**stage_record(target, "instances"), "status": "running"})
+    status = geoseg("status", out)
+    assert "instances interrupted (no run holds it now" in " ".join(status.stdout.split())
+    verify = geoseg("verify", out)
+    said = " ".join((verify.stdout + verify.stderr).split())
+    assert verify.returncode == 1 and f"run `geoseg instances {out}` again" in said, said
+    assert geoseg("instances", out).returncode == 0
+    assert stage_record(target, "instances")["status"] == "complete"
+
+
+def test_instances_are_not_written_while_another_run_holds_the_output(tmp_path):
+    from geoseg.jobs.lease import taken
+
+    mask = np.ones((20, 20), np.uint8)
+    zarr.create_array(str(tmp_path / "m.zarr"), shape=mask.shape, chunks=(20, 20),
+                      dtype="uint8")[...] = mask
+    out = tmp_path / "o.zarr"
+    with taken(str(out), None, seconds=60, refused="-"):
+        busy = geoseg("instances", str(tmp_path / "m.zarr"), "--out", str(out))
+    assert busy.returncode != 0 and "Another run is writing" in busy.stderr
+    assert "nothing was labelled" in " ".join(busy.stderr.split()) and not out.exists()
+
+
 def nodata_mask(tmp_path) -> tuple[str, np.ndarray]:
     """Classes 0, 1 and 2 beside a strip of the declared nodata 255, as a GeoTIFF."""
     from tests.conftest import write_geotiff
