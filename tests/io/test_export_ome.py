@@ -213,3 +213,28 @@ def test_a_2d_output_takes_the_image_transforms_as_before(tmp_path, cluster_addr
                   [64, 64])
     export_ome_labels(out, other, name="cover")
     check_labels(other, out, "cover")
+
+
+def test_a_label_that_fails_part_way_is_removed_and_a_rerun_needs_no_overwrite(
+        tmp_path, cluster_address, monkeypatch):
+    """A full disk stopped the export after its first level: the image kept a label of half
+    no-data pixels with no OME metadata, and the rerun was refused as if it existed."""
+    from geoseg.io.exports import ome
+
+    data = np.random.default_rng(2).integers(0, 255, (3, 64, 48), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", "0.5", {"y": 1.0, "x": 1.0})
+    out = segment(image, str(tmp_path / "mask.zarr"),
+                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
+                  cluster_address, [32, 32])
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ome, "_downsample_level", disk_full)
+        with pytest.raises(Exception, match=f"Writing labels {image}/labels/cover failed: the "
+                                            "disk is full"):
+            export_ome_labels(out, image, name="cover")
+    assert "cover" not in zarr.open_group(f"{image}/labels", mode="r")
+    export_ome_labels(out, image, name="cover")
+    check_labels(image, out, "cover")

@@ -12,6 +12,7 @@ its colour and name; the image's ``labels`` list gains the new name. NGFF 0.4
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,19 @@ def export_ome_labels(
                 "Choose another name (--name), or pass --overwrite (overwrite=True) to replace it."
             )
         del labels[name]
+    try:  # a label that fails part-way (a full disk) is removed: no half-written label is left
+        with remote.storage_errors(label_url, image_options, "Writing labels"):
+            _write_label(root, labels, name, image, levels, out, method)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            del labels[name]
+        raise
+    return label_url
+
+
+def _write_label(root: zarr.Group, labels: zarr.Group, name: str, image: dict[str, Any],
+                 levels: list[ImageLevel], out: FinishedOutput, method: str) -> None:
+    """Write ``labels/name``: its levels, its metadata, and its name in the labels' list."""
     group = labels.create_group(name)
     axis_names = [a["name"] if isinstance(a, dict) else str(a) for a in image.get("axes", [])]
     arrays = [
@@ -101,12 +115,11 @@ def export_ome_labels(
     _copy_classes(out, arrays[0], levels[0])
     for fine, coarse in itertools.pairwise(arrays):
         _downsample_level(fine, coarse, method, out.nodata_class)
-    version = omezarr.ome_version(attrs)
+    version = omezarr.ome_version(dict(root.attrs))
     _write_label_metadata(group, name, image, levels, out, version)
     _register(labels, name, version)
     if root.metadata.consolidated_metadata is not None:
         zarr.consolidate_metadata(root.store)
-    return f"{image_url.rstrip('/')}/labels/{name}"
 
 
 def _check_name(name: str) -> None:
