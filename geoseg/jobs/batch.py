@@ -38,6 +38,7 @@ from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
+from geoseg.io.files import check_creatable, write_whole
 from geoseg.io.output import OutputTarget, half_created, output_exists
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
@@ -263,10 +264,8 @@ _COLOURS = {"done": "green", "changed": "cyan", "failed": "red", "leased": "yell
 def write_report(report: BatchReport, spec: BatchSpec) -> str:
     """Write the JSON report (see :func:`report_url`); returns where it went."""
     url = report_url(spec, report.run, report.started)
-    fs, path = fsspec.core.url_to_fs(url, **spec.job.output.storage_options)
-    if "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
-        fs.makedirs(fs._parent(path), exist_ok=True)
-    fs.pipe_file(path, json.dumps(report.to_dict(), indent=1).encode())
+    write_whole(url, json.dumps(report.to_dict(), indent=1), what="Writing the batch report",
+                storage_options=spec.job.output.storage_options)
     return url
 
 
@@ -388,11 +387,15 @@ class BatchRunner:
         try:
             result = work(item)
         except Exception as exc:  # noqa: BLE001 - one input failing never stops the others
-            result = self._result(item, "failed", error=self._scrub(f"{type(exc).__name__}: {exc}"))
+            result = self._failed(item, exc)
         result.seconds = round(time.perf_counter() - t0, 3)
         said = f"{result.state}: {result.input} -> {result.output} ({result.seconds:.1f} s)"
         self._say(said + (f": {result.error}" if result.error else ""))
         return result
+
+    def _failed(self, item: BatchItem, exc: Exception, **facts: Any) -> ItemResult:
+        return self._result(item, "failed", error=self._scrub(f"{type(exc).__name__}: {exc}"),
+                            **facts)
 
     def _process(self, item: BatchItem, client: Any) -> ItemResult:
         job = self.job_spec(item)
@@ -436,6 +439,9 @@ class BatchRunner:
             computed = self._computed(job, check.prepared.n_tasks, to_compute, len(written))
             return self._result(item, "interrupted", identity=check.identity,
                                 chunks=computed, error="stopped; a rerun resumes it")
+        except Exception as exc:  # noqa: BLE001 - reported with the chunks it wrote first
+            computed = self._computed(job, check.prepared.n_tasks, to_compute, len(written))
+            return self._failed(item, exc, identity=check.identity, chunks=computed)
         state = "done" if report.n_tasks else "skipped"
         state = "changed" if check.decision == "changed" else state
         return self._result(item, state, identity=check.identity, chunks=report.n_tasks)
@@ -569,6 +575,8 @@ def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
     where = cluster or scheduler
     runner = BatchRunner(spec, overwrite=overwrite, cluster=where, log=log)
     report = BatchReport(spec.name, runner.owner, now(), dry_run=dry_run)
+    if not dry_run:  # a report that cannot be written is refused now, not after every job
+        check_creatable(report_url(spec, report.run, report.started), "report")
     if dry_run:
         report.items = runner.plan(items)
     else:

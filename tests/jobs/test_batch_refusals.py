@@ -73,3 +73,33 @@ def test_a_dry_run_refuses_an_output_inside_its_zarr_input_as_the_run_does(tmp_p
     [report] = (tmp_path / "in").glob("batch-inside-*.json")
     assert {i["state"] for i in json.loads(report.read_text())["items"]} == {"failed"}
     assert not list((tmp_path / "in").rglob("mask.zarr*"))  # no output, no lease in an input
+
+
+def test_outputs_under_a_file_are_refused_before_any_job_not_after_every_one(tmp_path):
+    """Each job failed on its own, then the report, written beside the outputs, ended the batch
+    in an internal error, exit 1 and no report."""
+    write_zarr(tmp_path / "in" / "a.zarr", textured_image(64, 64, bands=1, seed=1), chunks=(32, 32))
+    (tmp_path / "afile").write_text("x")
+    spec = batch_spec(tmp_path, f"{tmp_path}/afile/{{stem}}-mask.zarr")
+    done = geoseg("batch", str(spec))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "internal error" not in said, done.stderr
+    assert f"Cannot write {tmp_path}/afile/batch-inside-" in said
+    assert f"{tmp_path}/afile is a file, not a folder" in said and "failed: " not in said
+
+
+def test_a_job_that_fails_part_way_reports_the_chunks_it_wrote(tmp_path):
+    """The report said 0 chunks computed for a failed job whose output held many of them."""
+    from geoseg.io.output import OutputTarget
+
+    src = write_zarr(tmp_path / "in" / "a.zarr", textured_image(256, 256, bands=1, seed=1),
+                     chunks=(32, 32))
+    (Path(src) / "c" / "0" / "7" / "7").write_bytes(b"not zstd")  # the last of 8 x 8 chunks
+    spec = batch_spec(tmp_path, f"{tmp_path}/out/{{stem}}-mask.zarr")
+    done = geoseg("batch", str(spec))
+    assert done.returncode == 1 and "cannot decode" in done.stderr, done.stderr
+    [report] = (tmp_path / "out").glob("batch-inside-*.json")
+    [item] = json.loads(report.read_text())["items"]
+    written = OutputTarget(str(tmp_path / "out" / "a-mask.zarr"), {}).count_done()
+    assert item["state"] == "failed" and 0 < written < 64
+    assert item["chunks_computed"] == written
