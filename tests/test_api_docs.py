@@ -36,6 +36,9 @@ def test_the_api_page_names_no_section_that_is_not_public():
     assert set(sections()) <= set(PUBLIC)
 
 
-def test_the_api_page_example_runs_as_written(tmp_path, one_torch_thread):
+def test_the_api_page_example_runs_as_written(tmp_path, one_torch_thread, monkeypatch):
+    """Run in a namespace of its own, as a user pasting it runs it (it used a name ``tmp``
+    that only this test defined)."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     code = re.search(r"```python\n(.*?)```", API.read_text(), flags=re.DOTALL).group(1)
-    exec(compile(code, str(API), "exec"), {"tmp": tmp_path})  # noqa: S102 (the page's own code)
+    exec(compile(code, str(API), "exec"), {})  # noqa: S102 (the page's own code)
