@@ -36,6 +36,7 @@ import contextvars
 import errno
 import functools
 import logging
+import os
 import random
 import re
 import sys
@@ -471,6 +472,12 @@ def _missing_bucket(url: str, storage_options: dict[str, Any]) -> str | None:
         return None if fs.exists(bucket) else bucket
     except Exception:  # noqa: BLE001 - the bucket cannot even be checked: say nothing about it
         return None
+
+
+def disk_full(url: str, so: dict[str, Any], what: str) -> StorageIOError:
+    """The error for a write to ``url`` that a full disk stopped, where the library that met it
+    said so only in words (GDAL's)."""
+    return _disk_failed(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), url, so, what)
 
 
 def _disk_failed(
