@@ -67,11 +67,13 @@ class OutputTarget:
                 "output again (--overwrite), or give another URL.") from None
 
     @remote.retrying("Writing")
-    def finalize(self, attrs: dict[str, Any]) -> None:
-        """Merge ``attrs`` into the group's ``geoseg`` attributes and consolidate metadata,
-        so ``xarray.open_zarr`` opens the output in one read."""
+    def finalize(self, attrs: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
+        """Merge ``attrs`` into the group's ``geoseg`` attributes, less the keys ``drop``
+        (what an earlier run's end said), and consolidate metadata, so ``xarray.open_zarr``
+        opens the output in one read."""
         group = self.open_group()
-        group.attrs["geoseg"] = {**group.attrs["geoseg"], **attrs}
+        kept = {k: v for k, v in group.attrs["geoseg"].items() if k not in drop}
+        group.attrs["geoseg"] = {**kept, **attrs}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             # the instance stage's Parquet and GeoJSON files live in the group, beside its arrays

@@ -486,7 +486,8 @@ def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
     # per-region figures stay in the runs folder: thousands of them would swell the output's
     # metadata. The output first: a runs folder that fails (full, gone) loses no finished output
     target.finalize({"status": "complete",
-                     "provenance": {k: v for k, v in record.items() if k != "regions"}})
+                     "provenance": {k: v for k, v in record.items() if k != "regions"}},
+                    drop=("error", "repaired_regions"))  # an earlier run's failure, or repair
     provenance.write_record(record, folder, path)
     report.record_url = record["run_record"]
     if tracker is not None:

@@ -246,3 +246,23 @@ def test_a_resume_from_a_changed_input_is_refused_and_overwrite_starts_again(
     run(JobSpec.from_dict(clean), scheduler=cluster_address)
     got, want = (zarr.open_group(str(tmp_path / n), mode="r")["classes"][...] for n in ("out.zarr", "clean.zarr"))
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_resume_that_completes_leaves_no_error_of_the_failed_run(tmp_path, model_path):
+    """The output said status complete beside the error of the run that had failed."""
+    from geoseg.io.output import OutputTarget
+
+    src = write_zarr(tmp_path / "in.zarr", textured_image(128, 128))
+    spec = JobSpec.from_dict(job_dict(src, model_path, str(tmp_path / "out.zarr"),
+                                      chunks=[64, 64]))
+
+    def fail(_: object) -> None:
+        raise RuntimeError("the run fails after its first region")
+
+    with pytest.raises(RuntimeError):
+        run(spec, on_done=fail, scheduler=None, cluster="threads")
+    target = OutputTarget(str(tmp_path / "out.zarr"), {})
+    assert target.attrs()["status"] == "failed" and "error" in target.attrs()
+    report = run(spec, cluster="threads")
+    assert report.n_tasks < 4  # resumed
+    assert target.attrs()["status"] == "complete" and "error" not in target.attrs()
