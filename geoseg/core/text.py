@@ -13,6 +13,14 @@ def brief(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def clipped(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` characters at a word's end, ``...`` saying so."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 4]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " ..."
+
+
 def whole_number(text: str) -> int | None:
     """The number ``text`` writes in ASCII digits (at most 18: no overflow, and none of the
     thousands of digits ``int()`` refuses), else ``None``. ``str.isdigit()`` alone takes "²"

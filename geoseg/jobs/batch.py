@@ -36,6 +36,7 @@ from rich.text import Text
 from geoseg.core import jsontext, redact
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
+from geoseg.core.text import clipped
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
 from geoseg.io.files import check_creatable, write_whole
@@ -253,7 +254,7 @@ class BatchReport:
         for i in self.items:
             state = Text(i.state, style=_COLOURS.get(i.state, ""))
             table.add_row(i.input, state, i.output, str(i.chunks_computed), f"{i.seconds:.1f}",
-                          (i.error or "")[:200])
+                          clipped(i.error or "", 200))
         return table
 
 

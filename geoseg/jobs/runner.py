@@ -23,6 +23,7 @@ from geoseg import config, logs
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
 from geoseg.core.segmenter import Segmenter, band_order, band_order_said, check_dimensions
+from geoseg.core.text import clipped
 from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
 from geoseg.errors import (
@@ -427,7 +428,7 @@ def _warned(what: str) -> Iterator[None]:
 def _error_summary(exc: BaseException) -> str:
     """The error's type, and for geoseg's own errors (public URLs only) its first line."""
     if isinstance(exc, GeosegError):
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        return f"{type(exc).__name__}: {clipped(str(exc).splitlines()[0], 1000)}"
     return type(exc).__name__
 
 

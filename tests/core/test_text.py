@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geoseg.core.text import whole_number
+from geoseg.core.text import clipped, whole_number
 
 
 @given(st.text(max_size=25))
@@ -22,3 +22,17 @@ def test_every_number_of_up_to_18_digits_reads_back(n):
 
 def test_digits_int_cannot_read_are_none():
     assert [whole_number(t) for t in ("²", "1²", "٣", "1" * 5000, "", "-1", " 1")] == [None] * 7
+
+
+@given(st.text(alphabet="ab ", max_size=60), st.integers(8, 40))
+def test_clipped_text_ends_at_a_word_and_says_so(text, width):
+    """A run's error in the record was cut mid-word ("chunks already w")."""
+    out = clipped(text, width)
+    assert len(out) <= width
+    if len(text) <= width:
+        assert out == text
+        return
+    assert out.endswith(" ...")
+    kept = out[:-4]
+    assert text.startswith(kept)
+    assert " " not in text[: width - 4] or text[len(kept)] == " "  # cut where a word ended
