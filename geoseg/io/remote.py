@@ -495,10 +495,12 @@ def _access_denied(
     exc: BaseException, url: str, so: dict[str, Any], what: str
 ) -> StorageAccessError:
     if fsspec.utils.get_protocol(url) in ("file", "local"):
+        said = ("its file system is mounted read-only" if getattr(exc, "errno", None) == errno.EROFS
+                else "permission denied")
         return StorageAccessError(
-            f"{what} {public_url(url)} failed: permission denied ({reason(exc, so)}). The folder "
-            "is read-only or not writable by this user: check its permissions and mount, or "
-            "choose another location."
+            f"{what} {public_url(url)} failed: {said} ({reason(exc, so)}). The folder is "
+            "read-only or not writable by this user: check its permissions and mount, or choose "
+            "another location."
         )
     if fsspec.utils.get_protocol(url) in READ_ONLY_PROTOCOLS:
         return StorageAccessError(
