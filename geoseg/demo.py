@@ -11,6 +11,7 @@ import dask.array as da
 import zarr
 
 from geoseg.errors import OutputExistsError
+from geoseg.io import remote
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import output_exists, remove_output, write_georef
 from geoseg.jobs.runner import RunReport, run
@@ -71,7 +72,8 @@ def run_demo(out: str | Path, *, size: int = 4096, seed: int = 2026, overwrite: 
     remove_output(urls["scene"])
     log(f"generating a {size} x {size} synthetic scene (seed {seed})")
     scene = make_scene(size, size, seed=seed, touching=TOUCHING)
-    write_scene(scene, urls["scene"])
+    with remote.storage_errors(urls["scene"], {}, "Writing the demo scene"):
+        write_scene(scene, urls["scene"])
     semantic, instances = (_demo_job(urls["scene"], urls[name], model, classes, scored)
                            for name, model, classes, scored in (
                                ("mask", MODEL, ["building"], True),

@@ -150,3 +150,16 @@ def test_a_class_tag_whose_id_int_cannot_read_is_not_a_class_name(tmp_path, tag)
     done = geoseg("eval", str(labels), str(labels))
     assert done.returncode == 0, done.stderr
     assert "sea" in done.stdout and "land" in done.stdout and "odd" not in done.stdout
+
+
+def test_a_full_disk_that_escaped_naming_no_file_is_a_storage_error_not_an_internal_one():
+    import errno
+
+    from geoseg.cli import _typed, exit_code
+    from geoseg.errors import StorageIOError
+
+    typed = _typed(OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(typed, StorageIOError) and exit_code(typed) == 1
+    assert "No space left on device" in str(typed) and "free space where this command writes" in str(typed)
+    other = ValueError("x")
+    assert _typed(other) is other
