@@ -45,6 +45,7 @@ from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
 from geoseg.jobs.prepared import PreparedJob
+from geoseg.jobs.provenance import runs_dir
 from geoseg.jobs.runner import job_identity, prepare, run
 from geoseg.jobs.spec import InputSpec, JobSpec, OutputSpec
 from geoseg.parallel.cluster import connect, with_cluster
@@ -576,8 +577,9 @@ def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
     where = cluster or scheduler
     runner = BatchRunner(spec, overwrite=overwrite, cluster=where, log=log)
     report = BatchReport(spec.name, runner.owner, now(), dry_run=dry_run)
-    if not dry_run:  # a report that cannot be written is refused now, not after every job
+    if not dry_run:  # places that cannot be written are refused now, not at every job
         check_creatable(report_url(spec, report.run, report.started), "report")
+        check_creatable(f"{runs_dir()}/run.json", "runs_dir (GEOSEG_RUNS_DIR)")
     if dry_run:
         report.items = runner.plan(items)
     else:

@@ -103,3 +103,16 @@ def test_a_job_that_fails_part_way_reports_the_chunks_it_wrote(tmp_path):
     written = OutputTarget(str(tmp_path / "out" / "a-mask.zarr"), {}).count_done()
     assert item["state"] == "failed" and 0 < written < 64
     assert item["chunks_computed"] == written
+
+
+def test_a_runs_folder_under_a_file_is_refused_once_before_any_job(tmp_path):
+    """It was refused once per input, each job failing alike."""
+    for name in ("a", "b"):
+        write_zarr(tmp_path / "in" / f"{name}.zarr", textured_image(64, 64, bands=1), chunks=(32, 32))
+    (tmp_path / "afile").write_text("x")
+    spec = batch_spec(tmp_path, f"{tmp_path}/out/{{stem}}-mask.zarr")
+    done = geoseg("batch", str(spec), env={"GEOSEG_RUNS_DIR": str(tmp_path / "afile" / "runs")})
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and said.count("is a file, not a folder") == 1, done.stderr
+    assert said.startswith("error: runs_dir (GEOSEG_RUNS_DIR): Cannot write") and "failed: " not in said
+    assert not (tmp_path / "out").exists()
