@@ -7,7 +7,9 @@ folder there that takes files; then written whole or not at all (:func:`staged_f
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,12 +99,24 @@ def write_whole(url: str, content: bytes | str | Callable[[IO[bytes]], None], *,
     ``exclusive``: never replace a file there. A storage failure is a geoseg error saying
     ``what`` failed on ``url``."""
     so = dict(storage_options or {})
-    with remote.storage_errors(url, so, what), \
-            staged_file(url, so, overwrite=not exclusive) as staged, open(staged, "wb") as file:
-        if callable(content):
-            content(file)
-        else:
-            file.write(content.encode() if isinstance(content, str) else content)
+    with remote.storage_errors(url, so, what):
+        fs, path = fsspec.core.url_to_fs(url, **so)
+        if not isinstance(fs, LocalFileSystem):  # made whole in memory, then one put: nothing
+            buffer = io.BytesIO()  # staged on the local disk, whose space is not the store's
+            _put(buffer, content)
+            if exclusive and fs.exists(path):
+                raise _existing(url)
+            fs.pipe_file(path, buffer.getvalue())
+            return
+        with staged_file(url, so, overwrite=not exclusive) as staged, open(staged, "wb") as file:
+            _put(file, content)
+
+
+def _put(file: IO[bytes], content: bytes | str | Callable[[IO[bytes]], None]) -> None:
+    if callable(content):
+        content(file)
+    else:
+        file.write(content.encode() if isinstance(content, str) else content)
 
 
 def probe_local_folder(dest: str) -> None:
@@ -113,7 +127,12 @@ def probe_local_folder(dest: str) -> None:
     if fsspec.utils.get_protocol(dest) not in ("file", "local"):
         return
     path = Path(fsspec.core.strip_protocol(dest))
-    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    existing = next(p for p in (path.parent, *path.parent.parents) if os.path.lexists(p))
+    if existing.is_symlink() and not existing.exists():
+        raise OutputLocationError(
+            f"Cannot write {public_url(dest)}: {existing} is a link to {os.readlink(existing)}, "
+            "which does not exist (an unmounted share?); expected a path inside a folder. Mount "
+            "or create its target, or choose another path. Nothing was written.")
     if not existing.is_dir():
         raise OutputLocationError(
             f"Cannot write {public_url(dest)}: {existing} is a file, not a folder; expected a path "
@@ -129,6 +148,13 @@ def unwritable(exc: OSError, dest: str, folder: Path | str) -> GeosegError:
     translated = translate(exc, dest, {}, "Writing")
     if isinstance(translated, GeosegError) and not isinstance(translated, RasterNotFoundError):
         return translated
+    if os.path.isdir(fsspec.core.strip_protocol(dest)):
+        return OutputExistsError(f"Cannot write {public_url(dest)}: it is a folder; expected the "
+                                 "path of a file. Give a file's path. Nothing was written.")
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        return OutputLocationError(f"Cannot write {public_url(dest)}: {folder} is a file, not a "
+                                   "folder; expected a path inside a folder. Choose another path. "
+                                   "Nothing was written.")
     return OutputLocationError(
         f"Cannot write {public_url(dest)}: the folder {folder} does not take new files "
         f"({exc.strerror or exc}); expected a writable folder on an ordinary disk. Choose another "
@@ -141,13 +167,19 @@ def staged_file(dest: str, options: dict[str, Any] | None = None,
     """A local scratch path named like ``dest``; it becomes ``dest`` only if the block succeeds.
 
     Local destinations are staged in their own folder (so the final move is a rename on one
-    disk); remote ones in the system's temporary folder, then uploaded with fsspec. Unless
-    ``overwrite``, a ``dest`` that appeared meanwhile (another export to the same name) is kept
-    and this one refused: locally by a hard link, which no existing file survives being the
-    target of; remotely by a last look before the upload.
+    disk), a symbolic link's in its target's, and the new file takes the permissions of the one
+    it replaces (its other hard links keep the old content); remote ones in the system's
+    temporary folder, then uploaded with fsspec. Unless ``overwrite``, a ``dest`` that exists is
+    refused, and one that appeared meanwhile (another export to the same name) is kept and this
+    one refused: locally by a hard link, which no existing file survives being the target of;
+    remotely by a last look before the upload.
     """
     fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
     local = isinstance(fs, LocalFileSystem)
+    if local:  # a link's target is written (and replaced), not the link
+        path = os.path.realpath(path)
+    if not overwrite and fs.exists(path):
+        raise _existing(dest)
     folder = Path(path).parent if local else None
     try:
         if folder is not None:
@@ -169,9 +201,12 @@ def staged_file(dest: str, options: dict[str, Any] | None = None,
 
 
 def _publish(staged: Path, path: str, dest: str, folder: Path | None, overwrite: bool) -> None:
-    """Move ``staged`` to ``path``: replacing what is there when ``overwrite``, else never."""
+    """Move ``staged`` to ``path``: replacing what is there when ``overwrite`` (the new file
+    takes the old one's permissions), else never."""
     try:
         if overwrite:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(staged, stat.S_IMODE(os.stat(path).st_mode))
             os.replace(staged, path)
             return
         try:
@@ -186,6 +221,11 @@ def _publish(staged: Path, path: str, dest: str, folder: Path | None, overwrite:
         raise
     except OSError as exc:
         raise unwritable(exc, dest, folder) from None
+
+
+def _existing(dest: str) -> OutputExistsError:
+    return OutputExistsError(f"{public_url(dest)} already exists; nothing was written. Choose "
+                             "another path, or pass --overwrite (overwrite=True) to replace it.")
 
 
 def _appeared(dest: str) -> OutputExistsError:

@@ -5,6 +5,7 @@ file are refused before any work."""
 from __future__ import annotations
 
 import os
+import stat
 
 import fsspec
 import pytest
@@ -73,3 +74,53 @@ def test_a_folder_that_takes_no_new_files_is_refused():
 def test_a_path_whose_folders_do_not_exist_yet_is_accepted(tmp_path):
     check_creatable(str(tmp_path / "a" / "b" / "m.safetensors"), "output.model")
     check_creatable("memory://bucket/m.safetensors", "output.model")
+
+
+def test_a_link_is_written_through_and_a_replaced_file_keeps_its_permissions(tmp_path):
+    """Renaming over the destination turned a link into a file (its target never updated) and
+    gave a private file the default permissions."""
+    (tmp_path / "v3.safetensors").write_text("old")
+    (tmp_path / "current.safetensors").symlink_to("v3.safetensors")
+    write_whole(str(tmp_path / "current.safetensors"), "new")
+    assert (tmp_path / "current.safetensors").is_symlink()
+    assert (tmp_path / "v3.safetensors").read_text() == "new"
+    private = tmp_path / "scores.json"
+    private.write_text("old")
+    private.chmod(0o600)
+    write_whole(str(private), "new")
+    assert private.read_text() == "new" and stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+def test_a_folder_behind_a_dangling_link_is_refused_before_any_work(tmp_path):
+    (tmp_path / "models").symlink_to(tmp_path / "unmounted" / "models")
+    with pytest.raises(OutputLocationError, match=r"models is a link to .*unmounted/models, "
+                                                  r"which does not exist"):
+        check_creatable(str(tmp_path / "models" / "m.safetensors"), "output.model")
+
+
+def test_remote_writes_use_no_local_scratch_space(tmp_path, monkeypatch):
+    """Staged in the local temporary folder, a remote write failed when that was full, and the
+    error blamed the store."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "no-such-folder"))
+    write_whole("memory://whole/model.bin", b"\x00" * 1000)
+    assert fsspec.filesystem("memory").cat_file("/whole/model.bin") == b"\x00" * 1000
+
+
+def test_an_exclusive_write_onto_an_existing_file_says_it_exists(tmp_path):
+    from geoseg.errors import OutputExistsError
+
+    (tmp_path / "r.json").write_text("x")
+    for url in (str(tmp_path / "r.json"), "memory://whole/r.json"):
+        write_whole("memory://whole/r.json", "x")
+        with pytest.raises(OutputExistsError, match="already exists; nothing was written"):
+            write_whole(url, "y", exclusive=True)
+
+
+def test_a_file_under_a_file_or_onto_a_folder_is_named_so(tmp_path):
+    from geoseg.errors import GeosegError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(GeosegError, match="afile is a file, not a folder"):
+        write_whole(str(tmp_path / "afile" / "q.png"), b"png")
+    with pytest.raises(GeosegError, match="it is a folder; expected the path of a file"):
+        write_whole(str(tmp_path), b"png")
