@@ -238,3 +238,32 @@ def test_a_label_that_fails_part_way_is_removed_and_a_rerun_needs_no_overwrite(
     assert "cover" not in zarr.open_group(f"{image}/labels", mode="r")
     export_ome_labels(out, image, name="cover")
     check_labels(image, out, "cover")
+
+
+def test_a_replacing_label_that_fails_keeps_the_old_one(tmp_path, cluster_address, monkeypatch):
+    """--overwrite deleted the old label first: a failure then left neither, and the labels
+    list named a group that was gone."""
+    from geoseg.io.exports import ome
+
+    data = np.random.default_rng(3).integers(0, 255, (3, 64, 48), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", "0.4", {"y": 1.0, "x": 1.0})
+    out = segment(image, str(tmp_path / "mask.zarr"),
+                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
+                  cluster_address, [32, 32])
+    export_ome_labels(out, image, name="cover")
+    before = zarr.open_array(f"{image}/labels/cover/0", mode="r")[...]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ome, "_downsample_level", disk_full)
+        with pytest.raises(Exception, match="the disk is full"):
+            export_ome_labels(out, image, name="cover", overwrite=True)
+    labels = zarr.open_group(f"{image}/labels", mode="r")
+    assert sorted(labels.group_keys()) == ["cover"] and ome_attrs(labels)["labels"] == ["cover"]
+    np.testing.assert_array_equal(zarr.open_array(f"{image}/labels/cover/0", mode="r")[...], before)
+    check_labels(image, out, "cover")
+    export_ome_labels(out, image, name="cover", overwrite=True)
+    check_labels(image, out, "cover")
+    assert sorted(zarr.open_group(f"{image}/labels", mode="r").group_keys()) == ["cover"]

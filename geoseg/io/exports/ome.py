@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import dask
 import dask.array as da
+import fsspec
 import numpy as np
 import zarr
 
@@ -87,27 +89,37 @@ def export_ome_labels(
     levels = _matching_levels(root, image, out, image_url)
     _check_placement(out, image, levels, image_url)
     labels = root.require_group("labels")
-    if name in labels:
-        if not overwrite:
-            raise OutputExistsError(
-                f"{shown(image_url)} already has a label {name!r}; nothing was written. "
-                "Choose another name (--name), or pass --overwrite (overwrite=True) to replace it."
-            )
-        del labels[name]
-    try:  # a label that fails part-way (a full disk) is removed: no half-written label is left
+    if name in labels and not overwrite:
+        raise OutputExistsError(
+            f"{shown(image_url)} already has a label {name!r}; nothing was written. "
+            "Choose another name (--name), or pass --overwrite (overwrite=True) to replace it."
+        )
+    # a label replacing another is written beside it, then moved over it: the old one is kept
+    # until the new one is whole; a label that fails part-way (a full disk) is removed
+    written = f".{name}.partial-{uuid.uuid4().hex[:8]}" if name in labels else name
+    try:
         with remote.storage_errors(label_url, image_options, "Writing labels"):
-            _write_label(root, labels, name, image, levels, out, method)
+            _write_label(root, labels, written, name, image, levels, out, method)
+            if written != name:
+                del labels[name]
+                fs, path = fsspec.core.url_to_fs(f"{image_url.rstrip('/')}/labels",
+                                                 **(image_options or {}))
+                fs.mv(f"{path}/{written}", f"{path}/{name}", recursive=True)
+            _register(labels, name, omezarr.ome_version(attrs))
+            if root.metadata.consolidated_metadata is not None:
+                zarr.consolidate_metadata(root.store)
     except BaseException:
         with contextlib.suppress(Exception):
-            del labels[name]
+            del labels[written]
         raise
     return label_url
 
 
-def _write_label(root: zarr.Group, labels: zarr.Group, name: str, image: dict[str, Any],
-                 levels: list[ImageLevel], out: FinishedOutput, method: str) -> None:
-    """Write ``labels/name``: its levels, its metadata, and its name in the labels' list."""
-    group = labels.create_group(name)
+def _write_label(root: zarr.Group, labels: zarr.Group, path: str, name: str,
+                 image: dict[str, Any], levels: list[ImageLevel], out: FinishedOutput,
+                 method: str) -> None:
+    """Write the label ``name`` into ``labels/path``: its levels and its metadata."""
+    group = labels.create_group(path)
     axis_names = [a["name"] if isinstance(a, dict) else str(a) for a in image.get("axes", [])]
     arrays = [
         _create_level(group, str(j), level, out, axis_names) for j, level in enumerate(levels)
@@ -115,11 +127,7 @@ def _write_label(root: zarr.Group, labels: zarr.Group, name: str, image: dict[st
     _copy_classes(out, arrays[0], levels[0])
     for fine, coarse in itertools.pairwise(arrays):
         _downsample_level(fine, coarse, method, out.nodata_class)
-    version = omezarr.ome_version(dict(root.attrs))
-    _write_label_metadata(group, name, image, levels, out, version)
-    _register(labels, name, version)
-    if root.metadata.consolidated_metadata is not None:
-        zarr.consolidate_metadata(root.store)
+    _write_label_metadata(group, name, image, levels, out, omezarr.ome_version(dict(root.attrs)))
 
 
 def _check_name(name: str) -> None:
