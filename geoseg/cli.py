@@ -578,8 +578,9 @@ def instances(
                                                  "instances made with other settings.")] = False,
 ) -> None:
     """Label the objects of a mask: one id per object over the whole raster, a table, polygons."""
-    from geoseg.instances.adopt import label_mask
+    from geoseg.instances.adopt import destination, label_mask
     from geoseg.instances.stage import InstanceSettings
+    from geoseg.io.files import check_creatable
     from geoseg.jobs.lease import taken
     from geoseg.jobs.runner import LEASE_SECONDS
     from geoseg.parallel.cluster import connect
@@ -587,10 +588,13 @@ def instances(
     names = None if classes is None else tuple(
         _id_or_name(c.strip()) for c in classes.split(",") if c.strip())
     settings = InstanceSettings(method, names, connectivity, halo, h, table, polygons)
+    written = destination(mask, out)  # refused before a lease is taken beside a foreign mask
+    if out is not None:
+        check_creatable(out, "--out")
     # under the output's lease, as a run: never two writers at once, and a stage left
     # "running" by a command that died is told from one still running
-    with taken(out or mask, None, seconds=LEASE_SECONDS, refused="nothing was labelled. Wait "
-               "for it (geoseg status shows it), or label another output."), connect(cluster):
+    with taken(written, None, seconds=LEASE_SECONDS, refused="nothing was labelled. Wait for "
+               "it (geoseg status shows it), or label another output."), connect(cluster):
         target, report = label_mask(mask, settings, out=out, variable=variable,
                                     overwrite=overwrite)
     console.print(f"{report.count} instance(s) in {target.url} ({report.seconds:.1f} s); files: "

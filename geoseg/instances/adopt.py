@@ -171,25 +171,33 @@ def _copy(source: RasterSource, target: OutputTarget, window: tuple[slice, ...],
     target.mark_done(chunk_key(window, chunks), chunk_checksum(block))
 
 
+def destination(url: str, out: str | None, storage_options: dict[str, Any] | None = None) -> str:
+    """Where the instances of the mask at ``url`` are written: into it when geoseg wrote it
+    (then ``out`` is refused), else into ``out``, which a mask of another origin needs."""
+    written = output_exists(url, storage_options) and "job_identity" in OutputTarget(
+        url, dict(storage_options or {})).attrs()
+    if written and out is not None:
+        raise InstanceError(f"{url} is a geoseg output: its instances are written into it; "
+                            "drop --out.")
+    if not written and out is None:
+        raise InstanceError(f"{url} was not written by geoseg; give --out OUT.zarr, where its "
+                            "classes and instances will be written.")
+    return url if written else str(out)
+
+
 def label_mask(url: str, settings: InstanceSettings, *, out: str | None = None,
                variable: str | None = None, storage_options: dict[str, Any] | None = None,
                overwrite: bool = False) -> tuple[OutputTarget, InstanceReport]:
     """The instance stage on a geoseg output (in place), or on any mask copied to ``out`` first."""
     target = OutputTarget(url, dict(storage_options or {}))
-    attrs = target.attrs() if output_exists(url, storage_options) else {}
-    if "job_identity" in attrs:
+    if destination(url, out, storage_options) == url:
+        attrs = target.attrs()
         if attrs.get("status") != "complete":
             raise InstanceError(f"{url} is a geoseg output whose run has not finished (status "
                                 f"{attrs.get('status')!r}); finish it with geoseg run first.")
         problem = damage(target, attrs, "no instances were labelled")
         if problem:
             raise InstanceError(problem)
-        if out is not None:
-            raise InstanceError(f"{url} is a geoseg output: its instances are written into it; "
-                                "drop --out.")
-    elif out is None:
-        raise InstanceError(f"{url} was not written by geoseg; give --out OUT.zarr, where its "
-                            "classes and instances will be written.")
     else:
         target = adopt_mask(url, out, variable=variable, storage_options=storage_options,
                             overwrite=overwrite, settings=settings)

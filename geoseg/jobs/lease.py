@@ -44,6 +44,7 @@ from geoseg.core import jsontext
 from geoseg.core.text import whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import LeaseLostError, OutputBusyError, ParameterError, StorageUnavailableError
+from geoseg.io import remote
 
 SUFFIX = ".lease"
 GUARD_STALE = 30.0  # seconds after which a swap guard is taken to be a dead process's
@@ -491,7 +492,10 @@ def taken(output_url: str, storage_options: dict[str, Any] | None, *, seconds: f
     its end. When another run holds it, :class:`OutputBusyError` names that run and until when,
     then says ``refused``: what was not done and what to do."""
     lease = Lease(output_url, storage_options, owner=new_owner_id(), seconds=seconds)
-    if not lease.acquire():
+    with remote.storage_errors(lease_url(output_url), dict(storage_options or {}),
+                               "Taking the lease"):  # no credentials, an unreachable store...
+        acquired = lease.acquire()
+    if not acquired:
         holder = lease.holder
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.expires)) if holder else "?"
         raise OutputBusyError(f"Another run is writing {lease.output} (lease held by "

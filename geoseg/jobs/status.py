@@ -33,8 +33,9 @@ from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
 # a stage marked running that no run holds: its command died, or failed where it could not
-# even record so (a full disk)
-STAGE_LEFT = "interrupted (no run holds it now; run geoseg instances, or the job, again)"
+# even record so (a full disk); what redoes each
+STAGE_LEFT = "interrupted (no run holds it now; run {} again)"
+REDONE_BY = {"instances": "geoseg instances, or the job,"}
 REPAIRED = "repaired"  # the status verify --repair leaves: not complete, a rerun recomputes
 REPAIR_LEASE_SECONDS = 120.0  # renewed while verify --repair reads and edits the output
 
@@ -135,7 +136,8 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     target, attrs = _target(url, storage_options)
     stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
     if "running" in stages.values() and not _held(url, storage_options):
-        stages = {name: STAGE_LEFT if s == "running" else s for name, s in stages.items()}
+        stages = {name: STAGE_LEFT.format(REDONE_BY.get(name, "the job")) if s == "running" else s
+                  for name, s in stages.items()}
     done = 0 if half_created(attrs) else target.count_done()  # its manifest may not exist yet
     n_chunks, state = int(attrs["n_chunks"]), run_state(url, storage_options, attrs)
     if state == "complete" and done != n_chunks:

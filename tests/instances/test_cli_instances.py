@@ -137,8 +137,12 @@ def test_a_stage_left_running_by_a_command_that_died_is_told_and_redone(tmp_path
     assert geoseg("instances", str(tmp_path / "m.zarr"), "--out", out).returncode == 0
     target = OutputTarget(out, {})
     mark_stage(target, "instances", {**stage_record(target, "instances"), "status": "running"})
-    status = geoseg("status", out)
-    assert "instances interrupted (no run holds it now" in " ".join(status.stdout.split())
+    mark_stage(target, "edges", {"status": "running"})  # a Canny job's stage, for its own advice
+    status = " ".join(geoseg("status", out).stdout.split())
+    assert ("instances interrupted (no run holds it now; run geoseg instances, or the job, "
+            "again)") in status
+    assert "edges interrupted (no run holds it now; run the job again)" in status
+    mark_stage(target, "edges", {"status": "complete"})
     verify = geoseg("verify", out)
     said = " ".join((verify.stdout + verify.stderr).split())
     assert verify.returncode == 1 and f"run `geoseg instances {out}` again" in said, said
@@ -157,6 +161,23 @@ def test_instances_are_not_written_while_another_run_holds_the_output(tmp_path):
         busy = geoseg("instances", str(tmp_path / "m.zarr"), "--out", str(out))
     assert busy.returncode != 0 and "Another run is writing" in busy.stderr
     assert "nothing was labelled" in " ".join(busy.stderr.split()) and not out.exists()
+
+
+def test_an_out_under_a_file_is_refused_before_a_lease_is_taken(tmp_path):
+    """The lease, taken first, met the file: an internal error."""
+    zarr.create_array(str(tmp_path / "m.zarr"), shape=(8, 8), chunks=(8, 8), dtype="uint8")[...] = 1
+    (tmp_path / "afile").write_text("x")
+    done = geoseg("instances", str(tmp_path / "m.zarr"), "--out", str(tmp_path / "afile" / "i.zarr"))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "internal error" not in said, said
+    assert f"--out: Cannot write {tmp_path}/afile/i.zarr: {tmp_path}/afile is a file" in said
+
+
+def test_a_foreign_mask_without_out_leaves_no_lease_beside_it(tmp_path):
+    zarr.create_array(str(tmp_path / "m.zarr"), shape=(8, 8), chunks=(8, 8), dtype="uint8")[...] = 1
+    done = geoseg("instances", str(tmp_path / "m.zarr"))
+    assert done.returncode == 2 and "was not written by geoseg; give --out" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.zarr"]
 
 
 def nodata_mask(tmp_path) -> tuple[str, np.ndarray]:
