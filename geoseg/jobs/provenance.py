@@ -26,6 +26,7 @@ import fsspec
 import numpy as np
 
 from geoseg import config
+from geoseg.core.classes import is_label_dtype
 from geoseg.core.records import now, package_versions, plain
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
@@ -171,10 +172,10 @@ def _check_reference(labels: RasterSource, source: RasterSource, where: str,
         raise EvaluationError(
             f"evaluate.reference: {where} has {labels.shape[0]} bands; expected one band of class "
             "ids. Point url (or variable) at a single-band label array.")
-    if not np.issubdtype(np.dtype(labels.dtype), np.integer):
+    if not is_label_dtype(labels.dtype):
         raise EvaluationError(
-            f"evaluate.reference: {where} holds {labels.dtype} values; expected integer class ids. "
-            "Store the labels as an integer array (e.g. uint8).")
+            f"evaluate.reference: {where} holds {labels.dtype} values; expected integer class ids "
+            "(or booleans). Store the labels as an integer array (e.g. uint8).")
     differs = grid_difference(labels.shape[1:], labels.georef, source.shape[1:], source.georef)
     if differs:
         raise EvaluationError(

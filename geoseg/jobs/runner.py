@@ -400,7 +400,8 @@ def _record_failure(prepared: PreparedJob, started: str, t0: float, came_back: l
     error = (("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (SIGINT)")
              if isinstance(exc, KeyboardInterrupt) else _error_summary(exc))
     folder = provenance.runs_dir(prepared.spec)
-    with _warned(f"the record of this {status} run could not be written into {public_url(folder)}"):
+    unwritten = f"the record of this {status} run could not be written into {public_url(folder)}"
+    with _warned(unwritten):
         record = provenance.failure_record(
             prepared, status=status, error=error, started=started,
             seconds=time.perf_counter() - t0, computed=len(came_back), skipped=skipped,
@@ -408,8 +409,9 @@ def _record_failure(prepared: PreparedJob, started: str, t0: float, came_back: l
         with _warned(f"this {status} run is not logged to MLflow"):
             if tracker is not None:
                 record["tracking"] = {"mlflow": tracker.start(record)}
-        provenance.save_record(record, folder)
-        with _warned(f"this {status} run is not logged to MLflow"):
+        with _warned(unwritten):
+            provenance.save_record(record, folder)
+        with _warned(f"this {status} run is not logged to MLflow"):  # ended, record or not
             if tracker is not None and tracker.run_id is not None:
                 tracker.finish(record)
 

@@ -46,6 +46,8 @@ class ReferenceLabels:
                   n_classes: int) -> np.ndarray:
         """Confusion matrix of one region: valid output pixels whose label is a scored class."""
         truth = self.source.read(region)[0]
+        if truth.dtype == bool:  # a boolean mask: classes 0 and 1
+            truth = truth.view(np.uint8)
         keep = valid & (truth >= 0) & ~np.isin(truth, self.ignore)
         return confusion_matrix(truth[keep], classes[keep], n_classes)
 

@@ -318,3 +318,19 @@ def test_credentials_named_in_the_cluster_section_reach_no_record_output_or_log(
     assert cluster["jobqueue"]["job_script_prologue"] == ["source .venv/bin/activate",
                                                           "export API_TOKEN=<hidden>"]
     assert {key, token} <= redact.secrets_in(data)  # what the spec loader has every message hide
+
+
+def test_a_boolean_reference_scores_as_classes_0_and_1(tmp_path, image, model_path):
+    """geoseg eval took a boolean mask; a job's evaluate.reference refused it."""
+    src = write_zarr(tmp_path / "in.zarr", image)
+    truth = image[0] > 128
+    reference = str(tmp_path / "truth.zarr")
+    zarr.create_array(reference, shape=truth.shape, chunks=(50, 50), dtype=bool,
+                      dimension_names=["y", "x"])[...] = truth
+    data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
+    data["evaluate"] = {"reference": {"url": reference}}
+    report = run(JobSpec.from_dict(data), cluster="threads")
+    pred = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["classes"][:]
+    keep = pred != 255
+    expected = sk_confusion(truth[keep].astype(int), pred[keep], labels=list(range(N_CLASSES)))
+    np.testing.assert_array_equal(report.provenance["evaluation"]["confusion"], expected)
