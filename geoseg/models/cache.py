@@ -72,10 +72,16 @@ def resolve(ref: Any) -> Any:
 def hold(ref: ModelRef) -> Any:
     """Load (or reuse) the model behind ``ref`` and count one more holder of it: a job's
     worker plugin holds its models while the job runs (:func:`release` lets go)."""
-    model = resolve(ref)
-    with _lock:
+    with _lock:  # held before it is loaded: another thread's load never drops it meanwhile
         _holds[ref.sha256] = _holds.get(ref.sha256, 0) + 1
-    return model
+    try:
+        return resolve(ref)
+    except BaseException:
+        with _lock:
+            _holds[ref.sha256] -= 1
+            if not _holds[ref.sha256]:
+                del _holds[ref.sha256]
+        raise
 
 
 def release(sha256: str) -> None:
