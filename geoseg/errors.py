@@ -148,6 +148,11 @@ class NestingError(GeosegError, ValueError):
     message says how deep. Callers name the file it came from."""
 
 
+class NestedMetadataError(CorruptInputError):
+    """A Zarr metadata document nested deeper than any Zarr metadata is (a decoder would reach
+    the recursion limit)."""
+
+
 class CorruptOutputError(GeosegError, ValueError):
     """A stored chunk of an output that no longer decodes; the message names the array and
     chunk, and how to recompute it (``geoseg verify --repair``, then the job again)."""

@@ -21,15 +21,15 @@ from zarr.storage._common import make_store
 
 from geoseg.core import jsontext
 from geoseg.core.urls import public_url
-from geoseg.errors import CorruptInputError
+from geoseg.errors import NestedMetadataError
 from geoseg.io import remote
 
 METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 
 
 class MetadataGuardStore(WrapperStore):
-    """A read-only view of a store whose metadata documents are refused when nested deeper
-    than any Zarr metadata is."""
+    """A view of a store whose metadata documents are refused when nested deeper than any Zarr
+    metadata is."""
 
     def __init__(self, store: Any, *, url: str = ""):
         super().__init__(store)
@@ -50,14 +50,16 @@ class MetadataGuardStore(WrapperStore):
         if buffer is not None and key.rsplit("/", 1)[-1] in METADATA_KEYS:
             depth = jsontext.levels(buffer.to_bytes())
             if depth > jsontext.MAX_LEVELS:
-                raise CorruptInputError(
+                raise NestedMetadataError(
                     f"The metadata of {self.url} ({key}) nests arrays or objects {depth} levels "
                     f"deep; expected at most {jsontext.MAX_LEVELS}, as no Zarr metadata needs "
                     "more: it is corrupt or hostile. Re-write it, or check the URL.")
         return buffer
 
 
-def open_store(url: str, storage_options: dict[str, Any] | None = None) -> Store:
-    """The read-only store zarr would open for ``url``, its metadata measured before decoding."""
-    store = sync(make_store(url, mode="r", **remote.zarr_options(url, storage_options)))
+def open_store(url: str, storage_options: dict[str, Any] | None = None,
+               mode: str = "r") -> Store:
+    """The store zarr would open for ``url`` in ``mode`` (read-only by default), its metadata
+    measured before decoding."""
+    store = sync(make_store(url, mode=mode, **remote.zarr_options(url, storage_options)))  # type: ignore[arg-type]
     return MetadataGuardStore(store, url=public_url(url))

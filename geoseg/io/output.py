@@ -35,9 +35,10 @@ from zarr.core.sync import sync
 
 from geoseg.core.text import brief, json_kind, whole_number
 from geoseg.core.urls import public_url
-from geoseg.errors import CorruptOutputError, GeosegError, OutputExistsError
+from geoseg.errors import CorruptOutputError, GeosegError, NestedMetadataError, OutputExistsError
 from geoseg.io import faults, remote
 from geoseg.io.georef import GeoRef
+from geoseg.io.metaguard import open_store
 from geoseg.tiling.plan import ceil_div
 
 
@@ -57,14 +58,16 @@ class OutputTarget:
             self.fence()
 
     def open_group(self, mode: str = "r+") -> zarr.Group:
+        # through a store that measures metadata before zarr decodes it with Python's json (one
+        # frame per level: a deep document would reach the recursion limit)
         try:
-            return zarr.open_group(self.url, mode=mode,
-                                   **remote.zarr_options(self.url, self.storage_options))
-        except RecursionError:  # zarr decodes metadata with Python's json, one level per level
+            return zarr.open_group(open_store(self.url, self.storage_options, mode), mode=mode)
+        except NestedMetadataError:
             raise CorruptOutputError(
                 f"{public_url(self.url)}: its group metadata (zarr.json, .zattrs or .zgroup) "
-                "nests arrays or objects too deeply to read, as no geoseg output does. Write the "
-                "output again (--overwrite), or give another URL.") from None
+                "nests arrays or objects too deeply to read, as no geoseg output does: it is "
+                "corrupt or hostile. Write it again (a geoseg output: its job with --overwrite), "
+                "or give another URL.") from None
 
     @remote.retrying("Writing")
     def finalize(self, attrs: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
