@@ -129,7 +129,8 @@ def test_an_interrupted_stage_is_redone_on_rerun(tmp_path, cluster_address):
     mark_stage(target, "instances", {**stage_record(target, "instances"), "status": "running"})
     (tmp_path / "out.zarr" / "polygons.parquet").unlink()
     assert verify_output(target.url).mismatched == ["instances (stage not complete)"]
-    assert output_status(target.url).stages == {"instances": "running"}
+    assert output_status(target.url).stages == {  # no run holds it: the run that ran it died
+        "instances": "interrupted (no run holds it now; run geoseg instances, or the job, again)"}
 
     again = run(JobSpec.from_dict(spec), scheduler=cluster_address)
     assert again.n_tasks == 0 and not again.instances.skipped
