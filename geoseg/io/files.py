@@ -30,6 +30,10 @@ from geoseg.errors import (
 from geoseg.io import remote
 from geoseg.io.remote import check_writable, translate
 
+# a folder in which a file is written before it is renamed into place (left behind only by a
+# process killed meanwhile)
+STAGING_PREFIX = ".geoseg-staged-"
+
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
@@ -184,7 +188,7 @@ def staged_file(dest: str, options: dict[str, Any] | None = None,
     try:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-        scratch = tempfile.TemporaryDirectory(dir=folder, prefix=".geoseg-export-")
+        scratch = tempfile.TemporaryDirectory(dir=folder, prefix=STAGING_PREFIX)
     except OSError as exc:
         if not local:
             raise
