@@ -13,13 +13,10 @@ kept; class names go to the metadata tags, class colours to the colour map.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
-import sys
-import tempfile
+import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +119,7 @@ def export_cog(
         raise ExportError(f"COG destination {shown(dest)}: expected a name ending in .tif or "
                           ".tiff, as a GeoTIFF's, e.g. segmentation.tif. Nothing was written.")
     with staged_file(dest, dest_options, overwrite) as staged, \
-            _gdal_writing(dest, dest_options):
+            _gdal_writing(dest, dest_options, staged):
         tiled = staged.with_name("tiled-" + staged.name)
         write_tiled(out, tiled, settings.blocksize)
         options = settings.creation_options()
@@ -136,57 +133,30 @@ def export_cog(
     return dest
 
 
-NO_SPACE = os.strerror(errno.ENOSPC)  # what libtiff prints, through GDAL, when the disk is full
+FULL = 1 << 20  # free bytes under which a disk a GDAL write failed on is taken as full
 
 
 @contextlib.contextmanager
-def _gdal_writing(dest: str, options: dict[str, Any] | None) -> Iterator[None]:
-    """GDAL writing ``dest``: a full disk, which libtiff reports on stderr only (GDAL's own error
-    then speaks of a directory it cannot read), raised as the disk-full error it is, and
-    libtiff's lines about it kept off the terminal; anything else printed meanwhile is shown."""
-    with _stderr_kept() as said:
-        try:
-            yield
-        except Exception as exc:  # rasterio's errors, GDAL's (CPLE_*), the OS's
-            if NO_SPACE in said() or getattr(exc, "errno", None) == errno.ENOSPC:
-                raise remote.disk_full(dest, dict(options or {}), "Writing") from None
+def _gdal_writing(dest: str, options: dict[str, Any] | None, staged: Path) -> Iterator[None]:
+    """GDAL writing ``dest`` through ``staged``: a full disk, which libtiff reports on stderr
+    only (GDAL's own error then speaks of a directory it cannot read), raised as the disk-full
+    error it is, found by the free space left where ``staged`` is."""
+    try:
+        yield
+    except Exception:  # rasterio's errors, GDAL's (CPLE_*), the OS's
+        if not _full(staged.parent):
             raise
+        if remote.is_local(dest):
+            raise remote.disk_full(dest, dict(options or {}), "Writing") from None
+        raise remote.disk_full(str(staged.parent), {}, f"Staging {shown(dest)} in") from None
 
 
-@contextlib.contextmanager
-def _stderr_kept() -> Iterator[Callable[[], str]]:
-    """The process's stderr (file descriptor 2, where C libraries print) kept in a temporary
-    file inside: the callable given reads it; at the end it is printed, less the lines about a
-    full disk. Nothing is kept where no temporary file can be made."""
-    with contextlib.ExitStack() as stack:
-        try:
-            sink = stack.enter_context(tempfile.TemporaryFile())
-        except OSError:
-            yield lambda: ""
-            return
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-
-        def said() -> str:
-            sys.stderr.flush()
-            sink.seek(0)
-            return sink.read().decode(errors="replace")
-
-        try:
-            yield said
-        finally:
-            text = said()
-            os.dup2(saved, 2)
-            os.close(saved)
-            _print_kept(text)
-
-
-def _print_kept(text: str) -> None:
-    """What was printed on stderr meanwhile, less libtiff's lines about a full disk."""
-    sys.stderr.write("".join(line for line in text.splitlines(keepends=True)
-                             if NO_SPACE not in line))
-    sys.stderr.flush()
+def _full(folder: Path) -> bool:
+    """Whether the disk holding ``folder`` has (almost) no space left."""
+    try:
+        return shutil.disk_usage(folder).free < FULL
+    except OSError:
+        return False
 
 
 def overview_factors(shape: tuple[int, ...], blocksize: int) -> list[int]:
