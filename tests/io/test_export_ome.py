@@ -267,3 +267,32 @@ def test_a_replacing_label_that_fails_keeps_the_old_one(tmp_path, cluster_addres
     export_ome_labels(out, image, name="cover", overwrite=True)
     check_labels(image, out, "cover")
     assert sorted(zarr.open_group(f"{image}/labels", mode="r").group_keys()) == ["cover"]
+
+
+def test_a_label_whose_move_over_the_old_one_fails_keeps_the_old_one(tmp_path, cluster_address,
+                                                                     monkeypatch):
+    """The old label was deleted before the move; a move that then failed lost both."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    data = np.random.default_rng(4).integers(0, 255, (3, 64, 48), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", "0.5", {"y": 1.0, "x": 1.0})
+    out = segment(image, str(tmp_path / "mask.zarr"),
+                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
+                  cluster_address, [32, 32])
+    export_ome_labels(out, image, name="cover")
+    before = zarr.open_array(f"{image}/labels/cover/0", mode="r")[...]
+    move = LocalFileSystem.mv
+
+    def failing(self, path1, path2, *args, **kwargs):
+        if ".partial-" in str(path1):
+            raise OSError(5, "Input/output error")
+        return move(self, path1, path2, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(LocalFileSystem, "mv", failing)
+        with pytest.raises(Exception, match="an input/output error"):
+            export_ome_labels(out, image, name="cover", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "image.ome.zarr" / "labels").iterdir()) == \
+        ["cover", "zarr.json"]
+    np.testing.assert_array_equal(zarr.open_array(f"{image}/labels/cover/0", mode="r")[...], before)
+    check_labels(image, out, "cover")

@@ -100,19 +100,38 @@ def export_ome_labels(
     try:
         with remote.storage_errors(label_url, image_options, "Writing labels"):
             _write_label(root, labels, written, name, image, levels, out, method)
-            if written != name:
-                del labels[name]
-                fs, path = fsspec.core.url_to_fs(f"{image_url.rstrip('/')}/labels",
-                                                 **(image_options or {}))
-                fs.mv(f"{path}/{written}", f"{path}/{name}", recursive=True)
-            _register(labels, name, omezarr.ome_version(attrs))
-            if root.metadata.consolidated_metadata is not None:
-                zarr.consolidate_metadata(root.store)
     except BaseException:
         with contextlib.suppress(Exception):
             del labels[written]
         raise
+    with remote.storage_errors(label_url, image_options, "Writing labels"):
+        if written != name:
+            _swap(f"{image_url.rstrip('/')}/labels", written, name, image_options)
+        _register(labels, name, omezarr.ome_version(attrs))
+        if root.metadata.consolidated_metadata is not None:
+            zarr.consolidate_metadata(root.store)
+            if labels.metadata.consolidated_metadata is not None:  # its own list, emptied by zarr
+                zarr.consolidate_metadata(root.store, path="labels")
     return label_url
+
+
+def _swap(labels_url: str, written: str, name: str, options: dict[str, Any] | None) -> None:
+    """Move the label written as ``written`` over ``name`` in the labels group at
+    ``labels_url``: the old one set aside first, put back if the move fails, removed after (on a
+    local disk each step is a rename)."""
+    fs, path = fsspec.core.url_to_fs(labels_url, **(options or {}))
+    old = f"{path}/.{name}.old-{uuid.uuid4().hex[:8]}"
+    fs.mv(f"{path}/{name}", old, recursive=True)
+    try:
+        fs.mv(f"{path}/{written}", f"{path}/{name}", recursive=True)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if fs.exists(f"{path}/{name}"):
+                fs.rm(f"{path}/{name}", recursive=True)
+            fs.mv(old, f"{path}/{name}", recursive=True)
+            fs.rm(f"{path}/{written}", recursive=True)
+        raise
+    fs.rm(old, recursive=True)
 
 
 def _write_label(root: zarr.Group, labels: zarr.Group, path: str, name: str,
