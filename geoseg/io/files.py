@@ -31,8 +31,9 @@ from geoseg.io import remote
 from geoseg.io.remote import check_writable, translate
 
 # a folder in which a file is written before it is renamed into place (left behind only by a
-# process killed meanwhile)
+# process killed meanwhile), and the names earlier versions gave it
 STAGING_PREFIX = ".geoseg-staged-"
+STAGING_PREFIXES = (STAGING_PREFIX, ".geoseg-export-")
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -131,6 +132,7 @@ def probe_local_folder(dest: str) -> None:
     if fsspec.utils.get_protocol(dest) not in ("file", "local"):
         return
     path = Path(fsspec.core.strip_protocol(dest))
+    _refuse_dangling(dest, path)
     existing = next(p for p in (path.parent, *path.parent.parents) if os.path.lexists(p))
     if existing.is_symlink() and not existing.exists():
         raise OutputLocationError(
@@ -145,6 +147,16 @@ def probe_local_folder(dest: str) -> None:
         os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".geoseg-probe-"))
     except OSError as exc:
         raise unwritable(exc, dest, existing) from None
+
+
+def _refuse_dangling(dest: str, path: Path) -> None:
+    """Refuse a ``path`` that is a link into a folder that does not exist (an unmounted share):
+    writing through it would make that folder on this disk."""
+    if path.is_symlink() and not Path(os.path.realpath(path)).parent.is_dir():
+        raise OutputLocationError(
+            f"Cannot write {public_url(dest)}: it is a link to {os.readlink(path)}, in a folder "
+            "that does not exist (an unmounted share?); expected a link into an existing folder. "
+            "Mount or create its folder, or choose another path. Nothing was written.")
 
 
 def unwritable(exc: OSError, dest: str, folder: Path | str) -> GeosegError:
@@ -181,6 +193,7 @@ def staged_file(dest: str, options: dict[str, Any] | None = None,
     fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
     local = isinstance(fs, LocalFileSystem)
     if local:  # a link's target is written (and replaced), not the link
+        _refuse_dangling(dest, Path(path))
         path = os.path.realpath(path)
     if not overwrite and fs.exists(path):
         raise _existing(dest)

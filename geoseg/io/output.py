@@ -37,7 +37,7 @@ from geoseg.core.text import brief, json_kind, whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptOutputError, GeosegError, NestedMetadataError, OutputExistsError
 from geoseg.io import faults, remote
-from geoseg.io.files import STAGING_PREFIX
+from geoseg.io.files import STAGING_PREFIXES
 from geoseg.io.georef import GeoRef
 from geoseg.io.metaguard import open_store
 from geoseg.tiling.plan import ceil_div
@@ -331,7 +331,7 @@ def _foreign_entries(fs: Any, path: str, url: str,
     if half_created(dict(group.attrs.get("geoseg") or {})):  # an array stopped mid-creation:
         known |= LAYOUT_ARRAYS  # its folder may be there without its metadata
     names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
-    return sorted(n for n in names if n not in known and not n.startswith(STAGING_PREFIX))
+    return sorted(n for n in names if n not in known and not n.startswith(STAGING_PREFIXES))
 
 
 def create_output(

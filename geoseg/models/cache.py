@@ -78,9 +78,11 @@ def hold(ref: ModelRef) -> Any:
         return resolve(ref)
     except BaseException:
         with _lock:
-            _holds[ref.sha256] -= 1
-            if not _holds[ref.sha256]:
-                del _holds[ref.sha256]
+            left = _holds.get(ref.sha256, 0) - 1
+            if left > 0:
+                _holds[ref.sha256] = left
+            else:
+                _holds.pop(ref.sha256, None)
         raise
 
 

@@ -124,3 +124,14 @@ def test_a_file_under_a_file_or_onto_a_folder_is_named_so(tmp_path):
         write_whole(str(tmp_path / "afile" / "q.png"), b"png")
     with pytest.raises(GeosegError, match="it is a folder; expected the path of a file"):
         write_whole(str(tmp_path), b"png")
+
+
+def test_a_link_into_a_folder_that_does_not_exist_is_refused_and_nothing_made(tmp_path):
+    """Writing through it made the unmounted share's folders on the local disk."""
+    (tmp_path / "current.bin").symlink_to(tmp_path / "unmounted" / "share" / "model.bin")
+    for act in (lambda: check_creatable(str(tmp_path / "current.bin"), "output.model"),
+                lambda: write_whole(str(tmp_path / "current.bin"), b"weights")):
+        with pytest.raises(OutputLocationError, match="current.bin: it is a link to .*unmounted/"
+                                                      "share/model.bin, in a folder that does not"):
+            act()
+    assert not (tmp_path / "unmounted").exists()

@@ -93,11 +93,12 @@ def test_overwrite_replaces_an_output_geoseg_wrote(tmp_path, image, model_path, 
     assert (out / "NOTES.txt").read_text() == "mine" and (out / "classes").is_dir()
     (out / "NOTES.txt").unlink()
     # what a process killed while writing a file into the output left (its polygons, say)
-    (out / ".geoseg-staged-k1ll3d").mkdir()
-    (out / ".geoseg-staged-k1ll3d" / "polygons.parquet").write_bytes(b"half")
+    for left in (".geoseg-staged-k1ll3d", ".geoseg-export-k1ll3d"):  # this version's, earlier's
+        (out / left).mkdir()
+        (out / left / "polygons.parquet").write_bytes(b"half")
     run(again, scheduler=cluster_address, overwrite=True)
     assert zarr.open_group(str(out), mode="r")["classes"].shape == image.shape[1:]
-    assert not (out / ".geoseg-staged-k1ll3d").exists()
+    assert not list(out.glob(".geoseg-*"))
 
 
 def test_bad_inputs_fail_before_writing(tmp_path, image, model_path, cluster_address):
