@@ -403,6 +403,20 @@ def test_a_cog_that_does_not_fit_is_a_full_disk(tmp_path, tmpdir_there):
     assert listing.read_text().split() == ["fill"]
 
 
+def test_a_cog_export_failing_on_a_nearly_full_disk_for_another_cause_says_that_cause(tmp_path):
+    """Any failure with under 1 MiB left was called a full disk, with an errno nothing raised."""
+    from tests.report.test_eval_rasters import _output, _scene
+
+    out = Path(_output(tmp_path, _scene()[0]))
+    (out / "classes" / "c" / "0" / "0").write_bytes(b"garbage")
+    small = tmp_path / "small"
+    small.mkdir()
+    result = geoseg("export", str(out), "--cog", str(small / "o.tif"),
+                    prefix=nearly_full(small, 150))
+    assert "disk is full" not in said(result) and "Errno 28" not in said(result), result.stderr
+    assert "cannot decode" in said(result) and "classes/c/0/0" in said(result), result.stderr
+
+
 def test_scores_that_do_not_fit_leave_no_truncated_json(tmp_path, model_path, scene):
     from tests.report.test_eval_rasters import _output, _scene
 

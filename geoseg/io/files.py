@@ -134,11 +134,6 @@ def probe_local_folder(dest: str) -> None:
     path = Path(fsspec.core.strip_protocol(dest))
     _refuse_dangling(dest, path)
     existing = next(p for p in (path.parent, *path.parent.parents) if os.path.lexists(p))
-    if existing.is_symlink() and not existing.exists():
-        raise OutputLocationError(
-            f"Cannot write {public_url(dest)}: {existing} is a link to {os.readlink(existing)}, "
-            "which does not exist (an unmounted share?); expected a path inside a folder. Mount "
-            "or create its target, or choose another path. Nothing was written.")
     if not existing.is_dir():
         raise OutputLocationError(
             f"Cannot write {public_url(dest)}: {existing} is a file, not a folder; expected a path "
@@ -150,13 +145,23 @@ def probe_local_folder(dest: str) -> None:
 
 
 def _refuse_dangling(dest: str, path: Path) -> None:
-    """Refuse a ``path`` that is a link into a folder that does not exist (an unmounted share):
-    writing through it would make that folder on this disk."""
-    if path.is_symlink() and not Path(os.path.realpath(path)).parent.is_dir():
+    """Refuse a ``path`` that leads through a link to nothing: itself a link into a folder that
+    is not there, or under a link to a folder that is not there (an unmounted share). Writing
+    through it would make those folders on this disk."""
+    for part in (path, *path.parents):
+        if not os.path.lexists(part):
+            continue
+        if not part.is_symlink():
+            return
+        target = Path(os.path.realpath(part))
+        needed = target.parent if part == path else target
+        if needed.is_dir():
+            return
+        said = "is a file, not a folder" if needed.exists() else "does not exist"
         raise OutputLocationError(
-            f"Cannot write {public_url(dest)}: it is a link to {os.readlink(path)}, in a folder "
-            "that does not exist (an unmounted share?); expected a link into an existing folder. "
-            "Mount or create its folder, or choose another path. Nothing was written.")
+            f"Cannot write {public_url(dest)}: the link {part} leads to {target}, but {needed} "
+            f"{said} (an unmounted share?); expected a link into an existing folder. Mount or "
+            "create it, or choose another path. Nothing was written.")
 
 
 def unwritable(exc: OSError, dest: str, folder: Path | str) -> GeosegError:

@@ -36,7 +36,6 @@ import contextvars
 import errno
 import functools
 import logging
-import os
 import random
 import re
 import sys
@@ -474,10 +473,12 @@ def _missing_bucket(url: str, storage_options: dict[str, Any]) -> str | None:
         return None
 
 
-def disk_full(url: str, so: dict[str, Any], what: str) -> StorageIOError:
-    """The error for a write to ``url`` that a full disk stopped, where the library that met it
-    said so only in words (GDAL's)."""
-    return _disk_failed(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), url, so, what)
+def disk_full(url: str, what: str, left: int, said: BaseException) -> StorageIOError:
+    """The error for a write to ``url`` that failed (``said``) where the disk had only ``left``
+    bytes left: a library that met the full disk said so in other words (GDAL's)."""
+    return StorageIOError(f"{what} {public_url(url)} failed: the disk is full ({left:,} bytes "
+                          f"left there; {reason(said, {})}). To fix: free space there (or raise "
+                          "the quota), or choose another location, then run again.")
 
 
 def _disk_failed(

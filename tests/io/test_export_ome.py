@@ -296,3 +296,23 @@ def test_a_label_whose_move_over_the_old_one_fails_keeps_the_old_one(tmp_path, c
         ["cover", "zarr.json"]
     np.testing.assert_array_equal(zarr.open_array(f"{image}/labels/cover/0", mode="r")[...], before)
     check_labels(image, out, "cover")
+
+
+def test_what_an_export_killed_mid_swap_left_is_put_right_by_the_next(tmp_path, cluster_address):
+    """Killed between setting the old label aside and moving the new one in, an export left no
+    label and two hidden groups, which stayed for good."""
+    import shutil
+
+    data = np.random.default_rng(5).integers(0, 255, (3, 64, 48), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", "0.5", {"y": 1.0, "x": 1.0})
+    out = segment(image, str(tmp_path / "mask.zarr"),
+                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
+                  cluster_address, [32, 32])
+    export_ome_labels(out, image, name="cover")
+    labels = tmp_path / "image.ome.zarr" / "labels"
+    shutil.copytree(labels / "cover", labels / ".cover.partial-0a1b2c3d")
+    (labels / "cover").rename(labels / ".cover.old-4e5f6a7b")
+    with pytest.raises(OutputExistsError, match="already has a label 'cover'"):
+        export_ome_labels(out, image, name="cover")  # the old one is back: no overwrite asked
+    assert sorted(p.name for p in labels.iterdir()) == ["cover", "zarr.json"]
+    check_labels(image, out, "cover")

@@ -93,8 +93,8 @@ def test_a_link_is_written_through_and_a_replaced_file_keeps_its_permissions(tmp
 
 def test_a_folder_behind_a_dangling_link_is_refused_before_any_work(tmp_path):
     (tmp_path / "models").symlink_to(tmp_path / "unmounted" / "models")
-    with pytest.raises(OutputLocationError, match=r"models is a link to .*unmounted/models, "
-                                                  r"which does not exist"):
+    with pytest.raises(OutputLocationError, match=r"the link .*models leads to .*unmounted/models, "
+                                                  r"but .*unmounted/models does not exist"):
         check_creatable(str(tmp_path / "models" / "m.safetensors"), "output.model")
 
 
@@ -126,12 +126,22 @@ def test_a_file_under_a_file_or_onto_a_folder_is_named_so(tmp_path):
         write_whole(str(tmp_path), b"png")
 
 
-def test_a_link_into_a_folder_that_does_not_exist_is_refused_and_nothing_made(tmp_path):
-    """Writing through it made the unmounted share's folders on the local disk."""
+@pytest.mark.parametrize("where", ["current.bin", "data/runs/r.json"])
+def test_a_link_into_a_folder_that_does_not_exist_is_refused_and_nothing_made(tmp_path, where):
+    """Writing through it made the unmounted share's folders on the local disk: a link as the
+    file itself, or a link to a folder above it."""
     (tmp_path / "current.bin").symlink_to(tmp_path / "unmounted" / "share" / "model.bin")
-    for act in (lambda: check_creatable(str(tmp_path / "current.bin"), "output.model"),
-                lambda: write_whole(str(tmp_path / "current.bin"), b"weights")):
-        with pytest.raises(OutputLocationError, match="current.bin: it is a link to .*unmounted/"
-                                                      "share/model.bin, in a folder that does not"):
+    (tmp_path / "data").symlink_to(tmp_path / "unmounted" / "data")
+    url = str(tmp_path / where)
+    for act in (lambda: check_creatable(url, "output.model"), lambda: write_whole(url, b"x")):
+        with pytest.raises(OutputLocationError, match=r"the link .* leads to .*unmounted/.*, but "
+                                                      r".*unmounted/\w+ does not exist"):
             act()
     assert not (tmp_path / "unmounted").exists()
+
+
+def test_a_link_through_a_file_is_named_so(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "link.bin").symlink_to(tmp_path / "afile" / "f.bin")
+    with pytest.raises(OutputLocationError, match=r"afile is a file, not a folder"):
+        write_whole(str(tmp_path / "link.bin"), b"x")

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from geoseg.core import jsontext
 from geoseg.core.text import whole_number
-from geoseg.errors import ExportError
+from geoseg.errors import ExportError, GeosegError
 from geoseg.io import remote
 from geoseg.io.exports.common import FinishedOutput, open_finished, refuse_existing, shown
 from geoseg.io.exports.pyramid import downsample, parse_resampling
@@ -119,7 +119,7 @@ def export_cog(
         raise ExportError(f"COG destination {shown(dest)}: expected a name ending in .tif or "
                           ".tiff, as a GeoTIFF's, e.g. segmentation.tif. Nothing was written.")
     with staged_file(dest, dest_options, overwrite) as staged, \
-            _gdal_writing(dest, dest_options, staged):
+            _gdal_writing(dest, staged):
         tiled = staged.with_name("tiled-" + staged.name)
         write_tiled(out, tiled, settings.blocksize)
         options = settings.creation_options()
@@ -137,26 +137,30 @@ FULL = 1 << 20  # free bytes under which a disk a GDAL write failed on is taken 
 
 
 @contextlib.contextmanager
-def _gdal_writing(dest: str, options: dict[str, Any] | None, staged: Path) -> Iterator[None]:
+def _gdal_writing(dest: str, staged: Path) -> Iterator[None]:
     """GDAL writing ``dest`` through ``staged``: a full disk, which libtiff reports on stderr
     only (GDAL's own error then speaks of a directory it cannot read), raised as the disk-full
-    error it is, found by the free space left where ``staged`` is."""
+    error it is, told by the space left where ``staged`` is."""
     try:
         yield
-    except Exception:  # rasterio's errors, GDAL's (CPLE_*), the OS's
-        if not _full(staged.parent):
+    except GeosegError:  # reading the output: its own errors say so
+        raise
+    except Exception as exc:  # rasterio's errors, GDAL's (CPLE_*), the OS's
+        left = _space_left(staged.parent)
+        if left is None or left >= FULL:
             raise
         if remote.is_local(dest):
-            raise remote.disk_full(dest, dict(options or {}), "Writing") from None
-        raise remote.disk_full(str(staged.parent), {}, f"Staging {shown(dest)} in") from None
+            raise remote.disk_full(dest, "Writing", left, exc) from None
+        raise remote.disk_full(f"{staged.parent.parent}", f"Staging {shown(dest)} in", left,
+                               exc) from None
 
 
-def _full(folder: Path) -> bool:
-    """Whether the disk holding ``folder`` has (almost) no space left."""
+def _space_left(folder: Path) -> int | None:
+    """Bytes free on the disk holding ``folder`` (``None`` when that cannot be told)."""
     try:
-        return shutil.disk_usage(folder).free < FULL
+        return shutil.disk_usage(folder).free
     except OSError:
-        return False
+        return None
 
 
 def overview_factors(shape: tuple[int, ...], blocksize: int) -> list[int]:

@@ -83,6 +83,8 @@ def export_ome_labels(
             f"store {shown(output_url)} they are exported from; expected an OME-Zarr image apart "
             "from the output. Nothing was written: give the image the job read (--ome-zarr), or "
             "another label name (--name).")
+    with remote.storage_errors(label_url, image_options, "Writing labels"):
+        _recover(f"{image_url.rstrip('/')}/labels", name, image_options)
     root = _open_image(image_url, image_options)
     attrs = dict(root.attrs)
     image = omezarr.multiscales(attrs)[0]
@@ -96,7 +98,8 @@ def export_ome_labels(
         )
     # a label replacing another is written beside it, then moved over it: the old one is kept
     # until the new one is whole; a label that fails part-way (a full disk) is removed
-    written = f".{name}.partial-{uuid.uuid4().hex[:8]}" if name in labels else name
+    written = (f"{HIDDEN.format(name=name, kind='partial')}{uuid.uuid4().hex[:8]}"
+               if name in labels else name)
     try:
         with remote.storage_errors(label_url, image_options, "Writing labels"):
             _write_label(root, labels, written, name, image, levels, out, method)
@@ -118,20 +121,49 @@ def export_ome_labels(
 def _swap(labels_url: str, written: str, name: str, options: dict[str, Any] | None) -> None:
     """Move the label written as ``written`` over ``name`` in the labels group at
     ``labels_url``: the old one set aside first, put back if the move fails, removed after (on a
-    local disk each step is a rename)."""
+    local disk each step is a rename). What a process killed meanwhile leaves, the next export
+    puts right (:func:`_recover`)."""
     fs, path = fsspec.core.url_to_fs(labels_url, **(options or {}))
-    old = f"{path}/.{name}.old-{uuid.uuid4().hex[:8]}"
-    fs.mv(f"{path}/{name}", old, recursive=True)
+    target, new = f"{path}/{name}", f"{path}/{written}"
+    old = f"{path}/{HIDDEN.format(name=name, kind='old')}{uuid.uuid4().hex[:8]}"
     try:
-        fs.mv(f"{path}/{written}", f"{path}/{name}", recursive=True)
+        set_aside = fs.exists(target)
+        if set_aside:
+            fs.mv(target, old, recursive=True)
+        fs.mv(new, target, recursive=True)
     except BaseException:
-        with contextlib.suppress(Exception):
-            if fs.exists(f"{path}/{name}"):
-                fs.rm(f"{path}/{name}", recursive=True)
-            fs.mv(old, f"{path}/{name}", recursive=True)
-            fs.rm(f"{path}/{written}", recursive=True)
+        _put_back(fs, target, old, new)
         raise
-    fs.rm(old, recursive=True)
+    with contextlib.suppress(Exception):  # else the next export removes it
+        if set_aside:
+            fs.rm(old, recursive=True)
+
+
+def _put_back(fs: Any, target: str, old: str, new: str) -> None:
+    """After a failed swap: the old label where it was (when set aside), no new one left."""
+    for step in (lambda: fs.exists(old) and fs.exists(target) and fs.rm(target, recursive=True),
+                 lambda: fs.exists(old) and fs.mv(old, target, recursive=True),
+                 lambda: fs.exists(new) and fs.rm(new, recursive=True)):
+        with contextlib.suppress(Exception):
+            step()
+
+
+HIDDEN = ".{name}.{kind}-"  # a label set aside (old) or being written (partial) in labels/
+
+
+def _recover(labels_url: str, name: str, options: dict[str, Any] | None) -> None:
+    """Put right what an export of label ``name`` killed mid-way left in the labels group: an
+    old label set aside where the label is missing goes back; other such groups are removed."""
+    fs, path = fsspec.core.url_to_fs(labels_url, **(options or {}))
+    if not fs.isdir(path):
+        return
+    entries = sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=False))
+    olds = [e for e in entries if e.startswith(HIDDEN.format(name=name, kind="old"))]
+    partials = [e for e in entries if e.startswith(HIDDEN.format(name=name, kind="partial"))]
+    if olds and not fs.exists(f"{path}/{name}"):
+        fs.mv(f"{path}/{olds.pop()}", f"{path}/{name}", recursive=True)
+    for entry in olds + partials:
+        fs.rm(f"{path}/{entry}", recursive=True)
 
 
 def _write_label(root: zarr.Group, labels: zarr.Group, path: str, name: str,
