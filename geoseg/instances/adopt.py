@@ -17,17 +17,19 @@ import logging
 from typing import Any
 
 import dask
+import fsspec
 import numpy as np
 
 from geoseg.core.classes import is_label_dtype
 from geoseg.core.urls import public_url
-from geoseg.errors import InstanceError
+from geoseg.errors import InstanceError, RasterNotFoundError
 from geoseg.instances.stage import (
     InstanceReport,
     InstanceSettings,
     label_output,
     routes,
 )
+from geoseg.io import remote
 from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key, create_output, output_exists
 from geoseg.io.readers import open_source
@@ -174,6 +176,12 @@ def _copy(source: RasterSource, target: OutputTarget, window: tuple[slice, ...],
 def destination(url: str, out: str | None, storage_options: dict[str, Any] | None = None) -> str:
     """Where the instances of the mask at ``url`` are written: into it when geoseg wrote it
     (then ``out`` is refused), else into ``out``, which a mask of another origin needs."""
+    with remote.storage_errors(url, storage_options, "Reading"):
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        found = remote.exists(fs, path.rstrip("/"))
+    if not found:
+        raise RasterNotFoundError(f"No mask at {public_url(url)}: nothing is there. Check the "
+                                  "path (and storage options for a remote store).")
     written = output_exists(url, storage_options) and "job_identity" in OutputTarget(
         url, dict(storage_options or {})).attrs()
     if written and out is not None:

@@ -367,3 +367,9 @@ def test_a_cog_geoseg_exported_keeps_its_classes_and_class_0_s_objects(tmp_path)
     classes = np.digitize(image, [85.5, 170.5])  # x > t, as the threshold's rule
     assert_same_partition(group["instances"][:], objects_of(classes, (0, 1, 2)))
     assert set(pd.read_parquet(tmp_path / "objects.zarr" / "instances.parquet")["class"]) == {0, 1, 2}
+
+
+def test_a_mask_that_is_not_there_is_named_missing(tmp_path):
+    """It was told it was not written by geoseg, and to give --out."""
+    done = geoseg("instances", str(tmp_path / "nothere.zarr"))
+    assert done.returncode == 2 and f"No mask at {tmp_path / 'nothere.zarr'}" in done.stderr
