@@ -204,3 +204,22 @@ def test_an_interrupted_run_ends_killed_in_mlflow(store):
     assert logged.info.status == "KILLED" and logged.data.tags["geoseg.error"] == record["error"]
     assert logged.data.metrics == {"seconds_total": 1.0, "chunks_computed": 3.0,
                                    "chunks_skipped": 1.0}
+
+
+def test_a_failed_run_whose_record_cannot_be_written_still_ends_in_mlflow(
+        tmp_path, image, model_path, store, monkeypatch):
+    """The MLflow run stayed RUNNING when the runs folder failed as well."""
+    from geoseg.jobs import provenance
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    src = write_zarr(tmp_path / "in.zarr", image)
+    (Path(src) / "c" / "0" / "1" / "1").write_bytes(b"not zstd")
+    data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
+    data.update(name="broken", tracking={"mlflow": {"tracking_uri": store}})
+    monkeypatch.setattr(provenance, "save_record", full)
+    with pytest.raises(geoseg.errors.GeosegError, match="cannot decode"):
+        run(JobSpec.from_dict(data))
+    _, logged = only_run(store, "geoseg")
+    assert logged.info.status == "FAILED" and "cannot decode" in logged.data.tags["geoseg.error"]
