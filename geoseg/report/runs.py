@@ -20,7 +20,7 @@ import fsspec
 from rich.table import Table
 
 from geoseg.core import jsontext
-from geoseg.core.text import json_kind, whole_number
+from geoseg.core.text import clipped, json_kind, whole_number
 from geoseg.errors import EvaluationError, NestingError
 from geoseg.jobs.provenance import FORMAT, runs_dir
 
@@ -115,6 +115,10 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: json.dumps(value) if isinstance(value, list) else value}
 
 
+SHOWN_SETTINGS = 6  # differing settings a row of the runs table shows
+SHOWN_ERROR = 120  # characters of a failed run's error it shows
+
+
 def _settings(record: dict[str, Any]) -> dict[str, Any]:
     flat = flatten(record)
     return {k: v for k, v in flat.items() if k.startswith(SETTINGS) and "storage_options" not in k}
@@ -143,17 +147,27 @@ def runs_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> Table:
         miou = (record.get("evaluation") or {}).get("miou")
         table.add_row(str(i), str(record.get("started", "")), str(record["job"].get("name")),
                       _status(record), f"{model.get('name')} {digest}", _data(record),
-                      "; ".join(f"{k.split('.', 1)[-1]}={flat.get(k)}" for k in keys),
+                      _settings_cell(flat, keys),
                       _score(miou), str(record.get("throughput_mpx_per_s")),
                       os.path.basename(where))
     return table
 
 
+def _settings_cell(flat: dict[str, Any], keys: list[str]) -> str:
+    """The run's own values of the settings that differ (those it has: another method's
+    parameters are no setting of it), at most :data:`SHOWN_SETTINGS`; ``runs compare`` shows all."""
+    shown = [f"{k.split('.', 1)[-1]}={flat[k]}" for k in keys if flat.get(k) is not None]
+    more = len(shown) - SHOWN_SETTINGS
+    return "; ".join(shown[:SHOWN_SETTINGS]) + (f"; +{more} more (runs compare)" if more > 0 else "")
+
+
 def _status(record: dict[str, Any]) -> str:
     """How the run ended: ``complete`` (records written before runs said so too), else
-    ``failed`` or ``interrupted`` and what ended it."""
+    ``failed`` or ``interrupted`` and the start of what ended it (the record holds all)."""
     status = str(record.get("status", "complete"))
-    return status if status == "complete" else f"{status}: {record.get('error', '?')}"
+    if status == "complete":
+        return status
+    return f"{status}: {clipped(str(record.get('error', '?')), SHOWN_ERROR)}"
 
 
 def _score(value: Any) -> str:

@@ -94,3 +94,27 @@ def test_geoseg_batch_writes_an_index_linking_each_jobs_report(tmp_path, client)
     links = re.findall(r'<a href="([^"]+)">', page)
     assert len(links) == 2 and all((index.parent / link).is_file() for link in links)
     assert "scene1.zarr" in page and "scene2.zarr" in page
+
+
+def test_a_row_shows_its_own_differing_settings_at_most_six_and_the_start_of_an_error():
+    """With many runs of other methods, every row listed every setting that differed anywhere
+    (mostly =None), a few characters per line: 2,300 lines at 80 columns."""
+    from rich.console import Console
+
+    from geoseg.report.runs import runs_table
+
+    def record(name: str, params: dict, **extra: object) -> dict:
+        return {"job": {"name": name, "model": {"params": params}}, "started": "2026-12-07",
+                "model": {"name": "m"}, "input": {"url": "a.zarr", "shape": [3, 8, 8]}, **extra}
+
+    many = {f"p{i}": i for i in range(9)}
+    runs = [("a.json", record("many", many)),
+            ("b.json", record("other", {"q": 1}, status="failed", error="E: " + "word " * 100))]
+    console = Console(width=400, record=True)
+    console.print(runs_table(runs))
+    rows = {line.split("│")[3].strip(): line for line in console.export_text().splitlines()
+            if line.count("│") > 5 and ("many" in line or "other" in line)}
+    assert "p5=5" in rows["many"] and "p6=6" not in rows["many"]
+    assert "+3 more (runs compare)" in rows["many"] and "q=" not in rows["many"]
+    assert "q=1" in rows["other"] and "p0=" not in rows["other"]
+    assert "failed: E: word" in rows["other"] and rows["other"].count("word") < 30
