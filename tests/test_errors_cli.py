@@ -437,6 +437,9 @@ def test_scores_that_do_not_fit_leave_no_truncated_json(tmp_path, model_path, sc
 
 def test_an_unreachable_scheduler_is_named(tmp_path, model_path, scene):
     import dask
+    import distributed  # noqa: F401 - its defaults first: leaving the block below would
+    # otherwise delete the whole distributed.comm section they add meanwhile, and later tests
+    # of this process would fail with KeyError: 'comm'
 
     # 3 s, not 30: set in Dask's configuration here, since its environment is read once per process
     with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
