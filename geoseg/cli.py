@@ -96,6 +96,7 @@ def main() -> None:
 
 SYSTEM_FAULTS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT,
                            errno.EFBIG, errno.EIO})
+WRITE_FAULTS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _typed(exc: BaseException) -> BaseException:
@@ -109,7 +110,10 @@ def _typed(exc: BaseException) -> BaseException:
         return StorageIOError(f"A write failed ({type(exc).__name__}: {exc}). To fix: free space "
                               "where this command writes (or raise the quota), check that it is "
                               "writable, or choose another location, then run again.")
-    return remote.translate(exc, str(exc.filename), {}, "Writing")
+    # a full disk or a read-only one is met by writing; permission denied or an I/O error may
+    # be a read's as well
+    what = "Writing" if exc.errno in WRITE_FAULTS else "Accessing"
+    return remote.translate(exc, str(exc.filename), {}, what)
 
 
 def exit_code(exc: BaseException) -> int:

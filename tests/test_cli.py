@@ -163,3 +163,16 @@ def test_a_full_disk_that_escaped_naming_no_file_is_a_storage_error_not_an_inter
     assert "No space left on device" in str(typed) and "free space where this command writes" in str(typed)
     other = ValueError("x")
     assert _typed(other) is other
+
+
+def test_an_escaped_permission_error_is_not_called_a_write():
+    """An OSError naming a file escaped as "Writing X failed ... not writable", even when a read
+    met it."""
+    import errno
+
+    from geoseg.cli import _typed
+
+    read = str(_typed(PermissionError(errno.EACCES, "Permission denied", "/data/in.tif")))
+    assert read.startswith("Accessing /data/in.tif failed: permission denied") and "writable" not in read
+    full = str(_typed(OSError(errno.ENOSPC, "No space left on device", "/data/out.tif")))
+    assert full.startswith("Writing /data/out.tif failed: the disk is full")

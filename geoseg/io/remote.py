@@ -498,11 +498,11 @@ def _access_denied(
     if fsspec.utils.get_protocol(url) in ("file", "local"):
         said = ("its file system is mounted read-only" if getattr(exc, "errno", None) == errno.EROFS
                 else "permission denied")
-        return StorageAccessError(
-            f"{what} {public_url(url)} failed: {said} ({reason(exc, so)}). The folder is "
-            "read-only or not writable by this user: check its permissions and mount, or choose "
-            "another location."
-        )
+        advice = ("The folder is read-only or not writable by this user: check its permissions "
+                  "and mount, or choose another location." if _writing(what) else "This user may "
+                  "not read or write it: check its permissions and its folder's.")
+        return StorageAccessError(f"{what} {public_url(url)} failed: {said} ({reason(exc, so)}). "
+                                  f"{advice}")
     if fsspec.utils.get_protocol(url) in READ_ONLY_PROTOCOLS:
         return StorageAccessError(
             f"{what} {public_url(url)} failed: access denied ({reason(exc, so)}). Check that the "
