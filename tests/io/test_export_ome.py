@@ -215,17 +215,23 @@ def test_a_2d_output_takes_the_image_transforms_as_before(tmp_path, cluster_addr
     check_labels(other, out, "cover")
 
 
+def small_image_and_mask(tmp_path, cluster_address, seed: int, version: str) -> tuple[str, str]:
+    """A 64 x 48 random RGB OME-Zarr image and a finished three-class mask of it."""
+    data = np.random.default_rng(seed).integers(0, 255, (3, 64, 48), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", version, {"y": 1.0, "x": 1.0})
+    out = segment(image, str(tmp_path / "mask.zarr"),
+                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
+                  cluster_address, [32, 32])
+    return image, out
+
+
 def test_a_label_that_fails_part_way_is_removed_and_a_rerun_needs_no_overwrite(
         tmp_path, cluster_address, monkeypatch):
     """A full disk stopped the export after its first level: the image kept a label of half
     no-data pixels with no OME metadata, and the rerun was refused as if it existed."""
     from geoseg.io.exports import ome
 
-    data = np.random.default_rng(2).integers(0, 255, (3, 64, 48), dtype=np.uint8)
-    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", "0.5", {"y": 1.0, "x": 1.0})
-    out = segment(image, str(tmp_path / "mask.zarr"),
-                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
-                  cluster_address, [32, 32])
+    image, out = small_image_and_mask(tmp_path, cluster_address, 2, "0.5")
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -245,11 +251,7 @@ def test_a_replacing_label_that_fails_keeps_the_old_one(tmp_path, cluster_addres
     list named a group that was gone."""
     from geoseg.io.exports import ome
 
-    data = np.random.default_rng(3).integers(0, 255, (3, 64, 48), dtype=np.uint8)
-    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", "0.4", {"y": 1.0, "x": 1.0})
-    out = segment(image, str(tmp_path / "mask.zarr"),
-                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
-                  cluster_address, [32, 32])
+    image, out = small_image_and_mask(tmp_path, cluster_address, 3, "0.4")
     export_ome_labels(out, image, name="cover")
     before = zarr.open_array(f"{image}/labels/cover/0", mode="r")[...]
 
@@ -274,11 +276,7 @@ def test_a_label_whose_move_over_the_old_one_fails_keeps_the_old_one(tmp_path, c
     """The old label was deleted before the move; a move that then failed lost both."""
     from fsspec.implementations.local import LocalFileSystem
 
-    data = np.random.default_rng(4).integers(0, 255, (3, 64, 48), dtype=np.uint8)
-    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", "0.5", {"y": 1.0, "x": 1.0})
-    out = segment(image, str(tmp_path / "mask.zarr"),
-                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
-                  cluster_address, [32, 32])
+    image, out = small_image_and_mask(tmp_path, cluster_address, 4, "0.5")
     export_ome_labels(out, image, name="cover")
     before = zarr.open_array(f"{image}/labels/cover/0", mode="r")[...]
     move = LocalFileSystem.mv
@@ -303,11 +301,7 @@ def test_what_an_export_killed_mid_swap_left_is_put_right_by_the_next(tmp_path, 
     label and two hidden groups, which stayed for good."""
     import shutil
 
-    data = np.random.default_rng(5).integers(0, 255, (3, 64, 48), dtype=np.uint8)
-    image = write_ome_image(tmp_path / "image.ome.zarr", data, "cyx", "0.5", {"y": 1.0, "x": 1.0})
-    out = segment(image, str(tmp_path / "mask.zarr"),
-                  {"method": "multiotsu", "params": {"feature": "mean", "classes": 3}},
-                  cluster_address, [32, 32])
+    image, out = small_image_and_mask(tmp_path, cluster_address, 5, "0.5")
     export_ome_labels(out, image, name="cover")
     labels = tmp_path / "image.ome.zarr" / "labels"
     shutil.copytree(labels / "cover", labels / ".cover.partial-0a1b2c3d")
