@@ -109,3 +109,23 @@ def _logging_kept() -> Iterator[None]:
 
 def _state(logger: logging.Logger) -> tuple[list[logging.Handler], int, bool]:
     return list(logger.handlers), logger.level, logger.propagate
+
+
+def threshold_run(folder: Path, name: str, *, size: int, chunk: int, seed: int) -> Path:
+    """``geoseg run`` of a threshold at 128 on a ``size``-pixel square single-band Zarr in
+    ``folder`` (``chunk``-pixel chunks in and out, records in ``folder/runs``); its output."""
+    import yaml
+
+    from tests.conftest import textured_image, write_zarr
+
+    write_zarr(folder / "in.zarr", textured_image(size, size, bands=1, seed=seed),
+               chunks=(chunk, chunk))
+    spec = folder / "job.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": name, "input": {"url": str(folder / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [128]}},
+        "output": {"url": str(folder / "out.zarr"), "chunks": [chunk, chunk]},
+        "cluster": {"kind": "threads"}, "runs_dir": str(folder / "runs")}))
+    done = geoseg("run", str(spec))
+    assert done.returncode == 0, done.stderr
+    return folder / "out.zarr"

@@ -7,25 +7,14 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import yaml
 import zarr
 
-from tests.cli import geoseg
-from tests.conftest import textured_image, write_zarr
+from tests.cli import geoseg, threshold_run
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("attrs")
-    write_zarr(folder / "in.zarr", textured_image(128, 128, bands=1, seed=2), chunks=(64, 64))
-    spec = folder / "job.yaml"
-    spec.write_text(yaml.safe_dump({
-        "name": "attrs", "input": {"url": str(folder / "in.zarr")},
-        "model": {"method": "threshold", "params": {"thresholds": [128]}},
-        "output": {"url": str(folder / "out.zarr"), "chunks": [64, 64]},
-        "cluster": {"kind": "threads"}, "runs_dir": str(folder / "runs")}))
-    assert geoseg("run", str(spec)).returncode == 0
-    return folder / "out.zarr"
+    return threshold_run(tmp_path_factory.mktemp("attrs"), "attrs", size=128, chunk=64, seed=2)
 
 
 EDITS = {  # key: (a value geoseg never writes there, what the message says it expected)

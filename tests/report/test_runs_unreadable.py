@@ -3,10 +3,7 @@ others and names each such file in a warning; ``geoseg runs compare`` refuses on
 
 from __future__ import annotations
 
-import yaml
-
-from tests.cli import geoseg
-from tests.conftest import textured_image, write_zarr
+from tests.cli import geoseg, threshold_run
 
 UNREADABLE = {
     "20260101T000002Z-odd-00000002.json": ('{"format":"geoseg-run/1","job":"x"}',
@@ -23,14 +20,7 @@ UNREADABLE = {
 
 def test_runs_lists_the_readable_records_and_names_each_unreadable_file(tmp_path):
     runs = tmp_path / "runs"
-    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=3), chunks=(32, 32))
-    job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump({
-        "name": "real", "input": {"url": str(tmp_path / "in.zarr")},
-        "model": {"method": "threshold", "params": {"thresholds": [128]}},
-        "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]},
-        "cluster": {"kind": "threads"}, "runs_dir": str(runs)}))
-    assert geoseg("run", str(job)).returncode == 0
+    threshold_run(tmp_path, "real", size=64, chunk=32, seed=3)
     [record] = runs.glob("*.json")
     for name, (content, _) in UNREADABLE.items():
         (runs / name).write_text(content)
