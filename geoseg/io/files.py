@@ -106,7 +106,7 @@ def write_whole(url: str, content: bytes | str | Callable[[IO[bytes]], None], *,
     so = dict(storage_options or {})
     with remote.storage_errors(url, so, what):
         fs, path = fsspec.core.url_to_fs(url, **so)
-        if not isinstance(fs, LocalFileSystem):  # made whole in memory, then one put: nothing
+        if not _is_local(fs):  # made whole in memory, then one put: nothing
             buffer = io.BytesIO()  # staged on the local disk, whose space is not the store's
             _put(buffer, content)
             if exclusive and fs.exists(path):

@@ -262,7 +262,7 @@ def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite:
     """What to start from: a checkpoint, a finished run's result, or nothing (a fresh run).
     A run that started from ``init``'s file goes on only while that file holds the same weights."""
     so = outputs.storage_options
-    check_creatable(outputs.model_url, "output.model")  # now, not after hours of training
+    check_creatable(outputs.model_url, "output.model")  # now, not after the training
     check_creatable(outputs.record_url, "output.run_dir")
     if overwrite:  # the model file stays until the new one replaces it whole
         remove_checkpoints(outputs.checkpoint_dir, so)
