@@ -49,12 +49,13 @@ from geoseg.io.integrity import lost_regions
 from geoseg.io.output import OutputTarget, create_output, half_created, output_exists
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
-from geoseg.jobs import checks, provenance, ranges, tracking
+from geoseg.jobs import checks, provenance, tracking
 from geoseg.jobs.lease import Lease, taken
 from geoseg.jobs.prepared import PreparedJob, model_files, output_layout
 from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
 from geoseg.methods.build import build_method, needs_fit, params_for_input
 from geoseg.methods.edges import Canny, hysteresis
+from geoseg.models import ranges
 from geoseg.models.header import ModelHeader
 from geoseg.models.modelfile import read_header
 from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster
@@ -147,7 +148,7 @@ def fit_methods(prepared: PreparedJob) -> PreparedJob:
 def input_warnings(prepared: PreparedJob) -> list[str]:
     """Warnings about the input a run would go on with: its bands named as the model's but in
     another order (:func:`band_order_warning`), its sampled value range far from the model
-    file's normalisation statistics (:mod:`geoseg.jobs.ranges`)."""
+    file's normalisation statistics (:mod:`geoseg.models.ranges`)."""
     what = f"input {public_url(prepared.spec.input.url)}"
     said = band_order_warning(prepared, what)
     if isinstance(prepared.model, ModelHeader):

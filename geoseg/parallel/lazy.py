@@ -27,7 +27,9 @@ from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, grid_attrs,
 from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.methods.threshold import check_manual_in_range
+from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import load_model
+from geoseg.models.ranges import Sampled, range_warnings
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
 from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
 from geoseg.tiling.plan import ceil_div, coerce_per_axis
@@ -96,6 +98,7 @@ def segment(
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
     _warn_band_order(segmenter, _band_names(raster))
     check_manual_in_range(segmenter, raster.dtype, "the raster")  # as a job checks its spec
+    _warn_range(segmenter, raster)
     check_dimensions(segmenter, raster.dims[1:], "the raster", key="segment(): model")
     check_nodata_class(nodata_class, segmenter.n_classes)
     like = largest_chunks(raster)
@@ -113,6 +116,26 @@ def segment(
         lead = data.shape[:1] if output == "probabilities" else ()
         data = data.rechunk((*lead, *plan.chunks))
     return _wrap(data, raster, segmenter, work, output)
+
+
+def _warn_range(segmenter: Segmenter, raster: xr.DataArray) -> None:
+    """Warn, as a job does, when a model's input bands hold values far from its training
+    statistics (:mod:`geoseg.models.ranges`): a few windows are read where that is cheap, from
+    storage (an :func:`open_raster` result) or memory; a raster computed by a dask graph is not."""
+    if not isinstance(segmenter, SegmentationModel):
+        return
+    source = storage_source(raster)
+    if source is not None:
+        read, chunks = source.read, source.chunks
+    elif isinstance(raster.data, np.ndarray):
+        read = lambda window: raster.data[(slice(None), *window)]
+        chunks = tuple(-(-size // 2) for size in raster.shape[1:])  # four windows, spread out
+    else:
+        return
+    sampled = Sampled(read, raster.shape[1:], tuple(chunks), raster_nodata(raster),
+                      tuple(_band_names(raster)), "select other bands (raster.isel(band=...))")
+    for said in range_warnings(sampled, segmenter.info, "segment(): the raster's"):
+        warnings.warn(said, UserWarning, stacklevel=3)
 
 
 def _band_names(raster: xr.DataArray) -> list[str]:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from geoseg.demo import write_scene
 from geoseg.io.readers import open_source
-from geoseg.jobs.ranges import range_warnings, sample_windows
 from geoseg.models.modelfile import load_model, read_header
+from geoseg.models.ranges import range_warnings, sample_windows
 from geoseg.synth import make_scene
 from tests.cli import geoseg
 from tests.conftest import CRS, TRANSFORM, write_zarr
@@ -75,6 +75,16 @@ def test_an_int16_input_far_from_the_models_range_is_warned_about_with_figures(t
     assert said.count("warning:") == 3, said
     assert "band 1 (band_1): sampled values" in said and "demo-unet was trained on band red" in said
     assert "model stds away" in said and "rescale the input" in said
+
+
+def test_reflectance_scaled_to_0_1_is_warned_about_as_too_narrow(tmp_path):
+    """Only a spread wider than the model's was called off: values 250 times narrower ran."""
+    image = make_scene(256, 256, seed=7).image / np.float32(255)
+    result = _validate(tmp_path, _geotiff(tmp_path / "reflectance.tif", image))
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, result.stderr
+    assert said.count("warning:") == 3, said
+    assert "its spread is 0.00" in said and "pick other bands (input.bands)" in said
 
 
 def test_the_demo_scene_draws_no_range_warning(tmp_path):

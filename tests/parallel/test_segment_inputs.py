@@ -20,6 +20,7 @@ import geoseg
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import UnsupportedFormatError
 from geoseg.models import Segmenter
+from geoseg.synth import make_scene
 from tests.conftest import textured_image, write_zarr
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -298,3 +299,36 @@ def test_long_name_without_rioxarray_s_band_numbers_names_the_bands_in_order(coo
                           coords=coords, attrs={"long_name": ("blue", "green", "red")})
     with pytest.warns(UserWarning, match="bands reach identity as blue, green, red"):
         geoseg.segment(raster, RGB(3))
+
+
+def _range_warnings(raster: xr.DataArray) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        geoseg.segment(raster, "builtin:demo-unet")
+    return [str(w.message) for w in caught if "was trained on band" in str(w.message)]
+
+
+def test_reflectance_in_0_1_given_to_a_model_of_0_255_is_warned_about_with_figures():
+    """The commonest mistake of all ran silently in segment() (a job warned, only of values
+    spread wider than the model's): the demo scene divided by 255, in memory."""
+    image = make_scene(256, 256, seed=3).image
+    said = _range_warnings(xr.DataArray(image / np.float32(255), dims=("band", "y", "x")))
+    assert len(said) == 3, said
+    assert "band 1 (0): sampled values" in said[0] and "demo-unet was trained on band red" in said[0]
+    assert "spread is 0.00" in said[0] and "x the model's" in said[0]
+    assert "raster.isel(band=...)" in said[0] and "input.bands" not in said[0]
+    assert _range_warnings(xr.DataArray(image, dims=("band", "y", "x"))) == []  # as trained
+
+
+def test_a_stored_raster_is_sampled_where_its_chunks_are(tmp_path):
+    image = make_scene(256, 256, seed=4).image.astype(np.int16) * 40 - 2000  # another sensor's scale
+    raster = geoseg.open_raster(write_zarr(tmp_path / "scene.zarr", image, chunks=(128, 128)))
+    said = _range_warnings(raster)
+    assert len(said) == 3 and all("4 chunk(s)" in s and "model stds away" in s for s in said), said
+    assert _range_warnings(raster * 1) == []  # a computed raster is not read before it is asked for
+
+
+def test_a_constant_band_is_not_called_off_the_models_range():
+    image = make_scene(128, 128, seed=5).image
+    image[1] = 100  # one flat band, inside the model's range: a field, or a test image
+    assert _range_warnings(xr.DataArray(image, dims=("band", "y", "x"))) == []
