@@ -125,6 +125,8 @@ def _build(spec: ModelSpec, source: RasterSource, *, fit: bool, key: str = "mode
         with _key(f"{key}.params", only=MethodParameterError):
             params = params_for_input(spec.method, spec.params, source.dtype)
             model = build_method(spec.method, params, source_to_dataarray(source) if fit else None)
+        with _key(f"{key}.params"):  # a feature's bands: where a fitted method's are keyed too
+            model.check_bands(source.band_names, f"input {public_url(source.url)}")
     else:
         members = [_build(m, source, fit=fit, key=f"{key}.ensemble.members.{i}")
                    for i, m in enumerate(spec.ensemble.members)]

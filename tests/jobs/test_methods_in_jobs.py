@@ -75,6 +75,6 @@ def test_a_method_feature_that_does_not_fit_the_bands_fails_before_compute(tmp_p
 
     src = write_zarr(tmp_path / "rgb.zarr", textured_image(32, 32, bands=3))
     spec = JobSpec.from_dict(method_job(src, str(tmp_path / "out.zarr"), "threshold", thresholds=[100]))
-    with pytest.raises(BandMismatchError, match=r"input.bands: .*only band.*3 bands.*feature="):
+    with pytest.raises(BandMismatchError, match=r"model.params: .*only band.*3 bands.*feature="):
         prepare(spec)
     assert not (tmp_path / "out.zarr").exists()

@@ -78,13 +78,16 @@ def test_a_valid_job_still_validates(tmp_path, scene, model_path, cli):
     ("multiotsu", {"feature": [4, 1], "classes": 3}, "uses band(s) [4] but the input has 3"),
     ("otsu", {}, "No feature was given, which means the raster's only band, but the input has 3"),
     ("histogram", {"feature": 9}, "Feature band 9 uses band(s) [9]"),
+    ("threshold", {"thresholds": [100], "feature": 5},  # was keyed input.bands, unlike the others
+     "model.params: Feature band 5 uses band(s) [5] but input "),
+    ("sobel", {"feature": [1, 7]}, "model.params: Feature (b1 - b7) / (b1 + b7) uses band(s) [7]"),
     ("kmeans", {"k": 3, "bands": [1, 4]}, "model.params: bands: received [1, 4], but the input has"),
     ("kmeans", {"k": 3, "feature": 2},
      "model.params: kmeans: received ['feature', 'k']; unknown: feature. Its parameters are k, bands"),
     ("kmeans", {}, "model.params: kmeans: received no parameters; missing, and required: k. Its"),
     ("otsu", {"feature": 1, "k": 2}, "model.params: otsu: received ['feature', 'k']; unknown: k."),
 ])
-def test_fitted_method_bands_and_params_are_checked(tmp_path, scene, cli, method, params, message):
+def test_method_feature_bands_and_params_are_checked(tmp_path, scene, cli, method, params, message):
     code, said = cli("validate", method_job(tmp_path, scene, method, **params))
     assert code == 2 and message in said, said
 
