@@ -594,7 +594,7 @@ def instances(
     settings = InstanceSettings(method, names, connectivity, halo, h, table, polygons)
     written = destination(mask, out)  # refused before a lease is taken beside a foreign mask
     if out is not None:
-        check_creatable(out, "--out")
+        check_creatable(out, "--out", store=True)
     # under the output's lease, as a run: never two writers at once, and a stage left
     # "running" by a command that died is told from one still running
     with taken(written, None, seconds=LEASE_SECONDS, refused="nothing was labelled. Wait for "

@@ -73,15 +73,29 @@ def writable_file(url: str, overwrite: bool, option: str) -> None:
                                  "another path.")
 
 
-def check_creatable(url: str, what: str) -> None:
+def check_creatable(url: str, what: str, *, store: bool = False) -> None:
     """Refuse, before any long work, a ``url`` no file can be written at: outside the allowed
-    places (:func:`geoseg.io.remote.check_writable`), or locally under a file or in a folder
-    that takes no new files. ``what`` names the setting that gave it."""
+    places (:func:`geoseg.io.remote.check_writable`), locally under a file or in a folder
+    that takes no new files, or a local folder (or a link to one) where a file is to go.
+    ``store``: ``url`` is a store (a Zarr folder), which may be there. ``what`` names the
+    setting that gave it."""
     try:
         check_writable(url)
         probe_local_folder(url)
+        if not store:
+            _refuse_folder(url)
     except GeosegError as exc:
         raise type(exc)(f"{what}: {exc}") from None
+
+
+def _refuse_folder(url: str) -> None:
+    if fsspec.utils.get_protocol(url) not in ("file", "local"):
+        return
+    path = fsspec.core.strip_protocol(url)
+    if os.path.isdir(path):
+        link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+        raise OutputExistsError(f"Cannot write {public_url(url)}: it is a folder{link}; expected "
+                                "the path of a file. Choose another path. Nothing was written.")
 
 
 def same_file(a: str, b: str) -> bool:

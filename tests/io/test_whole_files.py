@@ -91,6 +91,21 @@ def test_a_link_is_written_through_and_a_replaced_file_keeps_its_permissions(tmp
     assert private.read_text() == "new" and stat.S_IMODE(private.stat().st_mode) == 0o600
 
 
+def test_a_folder_or_a_link_to_one_where_a_file_goes_is_refused_before_any_work(tmp_path):
+    """A training run's output.model naming a folder, or a link to one, trained to the end and
+    only then failed to write the model."""
+    from geoseg.errors import OutputExistsError
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "current").symlink_to(tmp_path / "models")
+    with pytest.raises(OutputExistsError, match=r"output.model: Cannot write .*models: it is a "
+                                                r"folder; expected the path of a file"):
+        check_creatable(str(tmp_path / "models"), "output.model")
+    with pytest.raises(OutputExistsError, match=r"it is a folder \(a link to .*models\)"):
+        check_creatable(str(tmp_path / "current"), "output.model")
+    check_creatable(str(tmp_path / "current"), "--out", store=True)  # a Zarr store is a folder
+
+
 def test_a_folder_behind_a_dangling_link_is_refused_before_any_work(tmp_path):
     (tmp_path / "models").symlink_to(tmp_path / "unmounted" / "models")
     with pytest.raises(OutputLocationError, match=r"the link .*models leads to .*unmounted/models, "
