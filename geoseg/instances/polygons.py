@@ -11,7 +11,9 @@ end. An instance that is 8- but not 4-connected comes out as one MultiPolygon fe
 from __future__ import annotations
 
 import functools
+import io
 import json
+import logging
 import warnings
 from typing import Any, Literal
 
@@ -19,6 +21,7 @@ import dask
 import dask.array as da
 import geopandas as gpd
 import numpy as np
+import pyogrio.errors
 import rasterio.features
 import shapely
 from affine import Affine
@@ -39,6 +42,7 @@ from geoseg.io.files import write_whole
 from geoseg.io.georef import GeoRef
 
 FORMATS = ("geoparquet", "geojson")
+log = logging.getLogger("geoseg.instances")
 INT32_MIN, INT32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
 
 
@@ -171,13 +175,9 @@ def write_polygons(polygons: gpd.GeoDataFrame, url: str,
     url
         Where to write.
     format
-        ``"geoparquet"`` (GeoParquet, CRS as PROJJSON in its metadata) or ``"geojson"``: a
-        FeatureCollection in the raster's CRS (not reprojected to WGS 84, so not strictly
-        RFC 7946), which it names in a top-level ``"crs"`` member of the 2008 GeoJSON form
-        (``{"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}}``;
-        ``urn:ogc:def:crs:OGC:1.3:CRS84`` for EPSG:4326, whose coordinates are written
-        longitude first; the WKT when the CRS has no authority code; no member in pixel
-        coordinates), as GDAL and QGIS read it. Each feature's ``id`` is the instance id.
+        ``"geoparquet"`` (GeoParquet, in the raster's CRS, as PROJJSON in its metadata) or
+        ``"geojson"``: a FeatureCollection as RFC 7946 asks, on WGS 84 (:func:`geojson_text`).
+        Each feature's ``id`` is the instance id.
     storage_options
         Passed to fsspec.
     """
@@ -191,8 +191,25 @@ def write_polygons(polygons: gpd.GeoDataFrame, url: str,
 
 
 def geojson_text(polygons: gpd.GeoDataFrame) -> str:
-    """A GeoJSON FeatureCollection of ``polygons`` with a ``"crs"`` member naming their CRS."""
-    collection = json.loads(polygons.to_json(drop_id=True))
+    """A GeoJSON FeatureCollection of ``polygons``, each feature's ``id`` the instance id (also
+    a property, which readers that drop feature ids keep).
+
+    Georeferenced polygons are written as RFC 7946 asks, by GDAL's GeoJSON driver: longitude
+    and latitude on WGS 84, 7 decimals (about 1 cm), exterior rings counter-clockwise, a
+    polygon crossing the antimeridian cut in two, so that web maps place them. A CRS GDAL
+    cannot transform to WGS 84 (a local engineering one) keeps its own coordinates, named
+    in the 2008 GeoJSON ``"crs"`` member (:func:`crs_member`); pixel coordinates (no CRS) have
+    none."""
+    if polygons.crs is not None:
+        with warnings.catch_warnings(record=True) as said:  # GDAL's reason, as a warning
+            warnings.simplefilter("always", RuntimeWarning)
+            try:
+                return _rfc7946(polygons)
+            except (pyogrio.errors.DataLayerError, pyogrio.errors.DataSourceError) as exc:
+                reason = "; ".join(str(w.message) for w in said) or str(exc)
+        log.warning("polygons in CRS %s cannot be put on WGS 84 (%s): their GeoJSON keeps that "
+                    "CRS, named in a \"crs\" member", polygons.crs.name, reason)
+    collection = json.loads(polygons.set_crs(None, allow_override=True).to_json(drop_id=True))
     for feature in collection["features"]:
         feature["id"] = feature["properties"]["id"]
     if polygons.crs is not None:
@@ -201,17 +218,19 @@ def geojson_text(polygons: gpd.GeoDataFrame) -> str:
     return json.dumps(collection)
 
 
-CRS84 = "urn:ogc:def:crs:OGC:1.3:CRS84"
+def _rfc7946(polygons: gpd.GeoDataFrame) -> str:
+    buffer = io.BytesIO()
+    polygons.to_file(buffer, driver="GeoJSON", engine="pyogrio",
+                     layer_options={"RFC7946": "YES", "ID_FIELD": "id", "WRITE_NAME": "NO"})
+    collection = json.loads(buffer.getvalue())
+    for feature in collection["features"]:  # GDAL moved it out of the properties
+        feature["properties"] = {"id": feature["id"], **feature["properties"]}
+    return json.dumps(collection)
 
 
 def crs_member(crs: Any) -> dict[str, Any]:
-    """The 2008 GeoJSON ``"crs"`` member: an OGC URN when ``crs`` has an authority code.
-
-    EPSG:4326 (and CRS84) is named CRS84, as GDAL writes it: geoseg writes longitude,
-    latitude (x, y) as RFC 7946 does, and ``urn:ogc:def:crs:EPSG::4326`` would declare
-    latitude first, so readers that honour the URN would swap the axes."""
+    """The 2008 GeoJSON ``"crs"`` member: an OGC URN when ``crs`` has an authority code, else
+    its WKT (as GDAL reads either)."""
     authority = crs.to_authority()
-    if authority in (("EPSG", "4326"), ("OGC", "CRS84")):
-        return {"type": "name", "properties": {"name": CRS84}}
     name = crs.to_wkt() if authority is None else "urn:ogc:def:crs:{}::{}".format(*authority)
     return {"type": "name", "properties": {"name": name}}

@@ -7,7 +7,7 @@ the same group::
     manifest_instances_sha256 one sha256 per instances chunk (:mod:`geoseg.io.stages`)
     instances.parquet         the object table
     polygons.parquet          GeoParquet, one feature per instance (2D outputs)
-    polygons.geojson          the same as GeoJSON, in the raster's CRS
+    polygons.geojson          the same as GeoJSON (RFC 7946: on WGS 84)
 
 ``attrs["geoseg"]["instances"]`` records the settings, the count, the files'
 sha256 and ``status``: ``complete`` only once everything is written, so a

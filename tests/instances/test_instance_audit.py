@@ -234,10 +234,10 @@ def test_every_unknown_class_is_named_at_once():
     assert "a name (background, building, road)" in said
 
 
-# -- 7: GeoJSON in EPSG:4326 ---------------------------------------------------------------------
+# -- 7: GeoJSON on WGS 84 (RFC 7946) ---------------------------------------------------------------
 
 
-def test_geojson_in_epsg_4326_names_crs84_with_lon_lat_coordinates():
+def test_geojson_in_epsg_4326_is_longitude_first_and_read_back_so():
     import geopandas as gpd
     import shapely
 
@@ -245,15 +245,45 @@ def test_geojson_in_epsg_4326_names_crs84_with_lon_lat_coordinates():
 
     square = shapely.box(10.0, 45.0, 10.5, 45.5)  # lon 10, lat 45: x first
     polygons = gpd.GeoDataFrame({"id": [1]}, geometry=[square], crs="EPSG:4326")
+    text = geojson_text(polygons)
+    assert "crs" not in json.loads(text)
+    assert min(x for x, _ in json.loads(text)["features"][0]["geometry"]["coordinates"][0]) == 10.0
+    read = gpd.read_file(text)
+    assert read.crs.to_epsg() == 4326 and read.geometry[0].bounds == square.bounds
+
+
+def test_an_instance_across_the_antimeridian_is_cut_in_two_on_either_side():
+    """RFC 7946 3.1.9: a polygon spanning 180 degrees read as one would wrap round the globe."""
+    import geopandas as gpd
+    import shapely
+
+    from geoseg.instances.polygons import geojson_text
+
+    across = gpd.GeoSeries([shapely.box(179.99, -16.01, 180.01, -16.0)], crs="OGC:CRS84")
+    polygons = gpd.GeoDataFrame({"id": [7]}, geometry=across.to_crs("EPSG:32760"))  # UTM 60S
+    geometry = shapely.geometry.shape(json.loads(geojson_text(polygons))["features"][0]["geometry"])
+    assert geometry.geom_type == "MultiPolygon" and len(geometry.geoms) == 2
+    sides = sorted(part.bounds for part in geometry.geoms)
+    assert sides[0][0] == pytest.approx(-180.0) and sides[0][2] == pytest.approx(-179.99, abs=1e-6)
+    assert sides[1][0] == pytest.approx(179.99, abs=1e-6) and sides[1][2] == pytest.approx(180.0)
+
+
+def test_a_crs_with_no_way_to_wgs_84_keeps_its_coordinates_named_in_a_crs_member(caplog):
+    import geopandas as gpd
+    import shapely
+
+    from geoseg.instances.polygons import geojson_text
+
+    local = 'LOCAL_CS["plant floor",UNIT["metre",1]]'
+    polygons = gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.box(3, 4, 5, 6)], crs=local)
     collection = json.loads(geojson_text(polygons))
-    assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:OGC:1.3:CRS84"
-    assert min(x for x, _ in collection["features"][0]["geometry"]["coordinates"][0]) == 10.0
-    read = gpd.read_file(json.dumps(collection))  # GDAL takes CRS84 as longitude, latitude
-    assert read.crs.equals("OGC:CRS84") or read.crs.to_epsg() == 4326
-    assert read.geometry[0].bounds == square.bounds
-    utm = gpd.GeoDataFrame({"id": [1]}, geometry=[square], crs="EPSG:32618")
-    assert json.loads(geojson_text(utm))["crs"]["properties"]["name"] == \
-        "urn:ogc:def:crs:EPSG::32618"
+    assert "plant floor" in collection["crs"]["properties"]["name"]
+    assert shapely.geometry.shape(collection["features"][0]["geometry"]).equals(shapely.box(3, 4, 5, 6))
+    assert "cannot be put on WGS 84 (Failed to create coordinate transformation" in caplog.text
+    utm = gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.box(3, 4, 5, 6)], crs="EPSG:32618")
+    from geoseg.instances.polygons import crs_member
+
+    assert crs_member(utm.crs)["properties"]["name"] == "urn:ogc:def:crs:EPSG::32618"
 
 
 def test_a_nifti_mask_read_plane_by_plane_gets_volume_chunks(tmp_path):

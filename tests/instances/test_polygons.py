@@ -11,6 +11,7 @@ import dask.array as da
 import fsspec
 import geopandas as gpd
 import numpy as np
+import pyproj
 import pytest
 import rasterio.features
 import shapely
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from geoseg.errors import InstanceError
-from geoseg.instances.polygons import instance_polygons, write_polygons
+from geoseg.instances.polygons import geojson_text, instance_polygons, write_polygons
 from geoseg.instances.table import object_table
 from geoseg.io.georef import GeoRef
 
@@ -179,21 +180,35 @@ def test_geoparquet_round_trips_with_the_crs(tmp_path: Path) -> None:
     assert back.geom_equals_exact(polygons, tolerance=0).all()
 
 
-def test_geojson_has_one_feature_per_id_and_names_the_crs() -> None:
+def test_geojson_is_rfc_7946_on_wgs_84_one_feature_per_id() -> None:
+    """It was in the raster's CRS (UTM metres), which web maps read as degrees off the globe."""
     labels, count = random_labels((20, 23), 0.5, seed=5)
     polygons = instance_polygons(da.from_array(labels, chunks=(6, 7)), GEOREF)
     url = "memory://polygons/instances.geojson"
     write_polygons(polygons, url, format="geojson")
     with fsspec.open(url, "rt") as file:
         collection = json.load(file)
-    assert collection["type"] == "FeatureCollection"
-    assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32618"
+    assert collection["type"] == "FeatureCollection" and "crs" not in collection
     features = collection["features"]
     assert [f["id"] for f in features] == list(range(1, count + 1))
+    assert [f["properties"]["id"] for f in features] == list(range(1, count + 1))
+    to_lonlat = pyproj.Transformer.from_crs("EPSG:32618", "EPSG:4326", always_xy=True)
     for feature, geom in zip(features, polygons.geometry):
         written = shapely.geometry.shape(feature["geometry"])
-        assert written.equals(geom)
+        expected = shapely.transform(geom, lambda xy: np.column_stack(to_lonlat.transform(*xy.T)))
+        assert written.equals_exact(expected, tolerance=1e-7)  # 7 decimals: about 1 cm
         assert all(part.exterior.is_ccw for part in getattr(written, "geoms", [written]))
+    back = gpd.read_file(json.dumps(collection))
+    assert back.crs.to_epsg() == 4326 and back["id"].tolist() == list(range(1, count + 1))
+
+
+def test_geojson_of_pixel_coordinates_names_no_crs_and_keeps_them() -> None:
+    labels, count = random_labels((12, 9), 0.5, seed=6)
+    polygons = instance_polygons(da.from_array(labels, chunks=(5, 4)), None)
+    collection = json.loads(geojson_text(polygons))
+    assert "crs" not in collection and len(collection["features"]) == count
+    for feature, geom in zip(collection["features"], polygons.geometry):
+        assert shapely.geometry.shape(feature["geometry"]).equals(geom)
 
 
 def test_unknown_format_is_refused(tmp_path: Path) -> None:

@@ -58,8 +58,9 @@ def test_components_job_writes_labels_table_and_polygons(tmp_path, cluster_addre
     np.testing.assert_allclose(polygons.area.to_numpy(),
                                polygons["area_px"].to_numpy() * pixel_area, rtol=1e-9)
     assert polygons.crs.to_epsg() is not None
-    geojson = json.loads((out / "polygons.geojson").read_text())
-    assert len(geojson["features"]) == n and "crs" in geojson
+    on_wgs84 = gpd.read_file(out / "polygons.geojson")  # RFC 7946: longitude, latitude
+    assert len(on_wgs84) == n and on_wgs84.crs.to_epsg() == 4326
+    np.testing.assert_allclose(on_wgs84.total_bounds, polygons.to_crs(4326).total_bounds, atol=1e-7)
 
     record = report.provenance["instances"]
     assert record["count"] == n and set(record["files"]) == {
