@@ -63,6 +63,7 @@ class RunFacts:
     dashboard: str | None = None
     stored_confusion: np.ndarray | None = None  # of chunks an earlier run wrote, when scoring
     done_at: tuple[float, ...] = ()  # seconds into the compute when each region came back
+    model_load_seconds: float = 0.0  # the workers' model loads, before the compute
 
 
 def redact_urls(spec: Any) -> Any:
@@ -257,6 +258,7 @@ def run_record(prepared: PreparedJob, stats: list[RegionStats], facts: RunFacts,
         "dashboard": facts.dashboard,
         "packages": package_versions(),
         "timings": {"total_s": round(facts.seconds, 3),
+                    "model_load_s": round(facts.model_load_seconds, 3),
                     "compute_s": round(facts.compute_seconds, 3), "task_stage_sums_s": stages},
         "pixels": pixels,
         "throughput_mpx_per_s": (round(pixels / 1e6 / facts.compute_seconds, 4)

@@ -296,9 +296,10 @@ def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active
     _log_started(spec, prepared.n_tasks, len(skip), dashboard)
     if on_start is not None:
         on_start(prepared.n_tasks - len(skip))
-    t_compute = time.perf_counter()
+    t_load = time.perf_counter()
     done_at: list[float] = []  # seconds into the compute when each region came back (run report)
-    with models_on_workers(active, prepared.work):
+    with models_on_workers(active, prepared.work):  # loaded before the compute's clock starts
+        t_compute = time.perf_counter()
         stats = run_regions(active, prepared.work, prepared.source, target, chunks=prepared.chunks,
                             n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
                             skip=skip, on_done=_stamped(on_done, done_at, t_compute),
@@ -310,7 +311,7 @@ def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active
     used = _cluster_info(active, cluster_kind(where))
     measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
                 "stored_confusion": _score_skipped(active, prepared, target, skip),
-                "done_at": tuple(done_at)}
+                "done_at": tuple(done_at), "model_load_seconds": t_compute - t_load}
     report = _report(prepared, stats, time.perf_counter() - t0, compute_seconds, started, used,
                      skipped=len(skip), **measured)
     if instances is not None:

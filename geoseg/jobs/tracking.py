@@ -192,6 +192,7 @@ def metrics(record: dict[str, Any]) -> dict[str, float]:
     found: dict[str, float | None] = {
         "throughput_mpx_per_s": record["throughput_mpx_per_s"],
         "seconds_total": timings["total_s"], "seconds_compute": timings["compute_s"],
+        "seconds_model_load": timings.get("model_load_s"),
         **{f"seconds_{k}": v for k, v in timings.get("task_stage_sums_s", {}).items()},
         "pixels": record["pixels"], "chunks_computed": chunks["computed"],
         "chunks_skipped": chunks["skipped_as_done"],

@@ -45,6 +45,9 @@ def test_zarr_job_equals_whole_image_inference(tmp_path, image, model_path, clus
     assert (record["resolved"]["chunks"], record["resolved"]["task_region"]) == ([64, 48],
                                                                                  list(region))
     assert set(record["timings"]["task_stage_sums_s"]) == {"read", "infer", "write"}
+    timings = record["timings"]  # the workers' model loads are timed apart from the compute
+    assert timings["model_load_s"] > 0
+    assert timings["model_load_s"] + timings["compute_s"] <= timings["total_s"]
     assert {"dask", "zarr", "torch", "rasterio"} <= set(record["packages"])
     assert sum(record["class_counts"].values()) == 150 * 130
 

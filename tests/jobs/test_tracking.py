@@ -71,6 +71,7 @@ def test_a_job_logs_params_metrics_tags_and_its_record_to_mlflow(tmp_path, image
     evaluation = record["evaluation"]
     assert metrics["throughput_mpx_per_s"] == pytest.approx(record["throughput_mpx_per_s"])
     assert metrics["seconds_total"] == pytest.approx(record["timings"]["total_s"])
+    assert metrics["seconds_model_load"] == pytest.approx(record["timings"]["model_load_s"])
     stages = record["timings"]["task_stage_sums_s"]
     assert metrics["seconds_infer"] == pytest.approx(stages["infer"])
     assert metrics["pixels"] == 96 * 80 and metrics["chunks_computed"] == record["chunks"]["computed"] == 1
