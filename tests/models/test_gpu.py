@@ -31,6 +31,7 @@ def test_chunked_equals_whole_image_on_cuda(tmp_path):
 
     image = textured_image(300, 260, seed=4)
     model = geoseg.load_model("builtin:demo-unet", device="cuda")
+    assert model.device.type == "cuda"
     raster = geoseg.open_raster(write_zarr(tmp_path / "in.zarr", image))
     with dask.config.set(scheduler="sync"):
         probs = geoseg.segment(raster, model, output="probabilities", chunks=(128, 96), tile=128).values
@@ -73,6 +74,7 @@ def test_cuda_class_ids_agree_with_cpu_float32_on_a_photograph():
     ids = {}
     for device in ("cpu", "cuda"):
         model = geoseg.load_model("builtin:demo-unet", device=device)
+        assert model.device.type == device  # a "cuda" run quietly on the CPU would agree too
         with dask.config.set(scheduler="sync"):
             ids[device] = geoseg.segment(raster, model, chunks=128).values
     assert (ids["cuda"] == ids["cpu"]).mean() >= 0.998
@@ -115,7 +117,44 @@ def ids_by_device(dtype: str, nodata: float, devices: tuple[str, str]) -> float:
     ids = []
     for device in devices:
         model = geoseg.load_model("builtin:demo-unet", device=device)
+        assert model.device.type == device.split(":")[0]
         with dask.config.set(scheduler="sync"):
             ids.append(geoseg.segment(raster, model, chunks=128).values)
         assert (ids[-1][:40, :40] == 255).all() and (ids[-1][40:, 40:] != 255).all()
     return float((ids[0] == ids[1]).mean())
+
+
+@pytest.mark.parametrize("blend", ["crop", "gaussian"])
+def test_a_job_on_the_local_gpu_worker_agrees_with_the_network_on_the_cpu(tmp_path, blend):
+    """The job path on CUDA, which the tests above do not take: the local cluster's GPU worker
+    (its CUDA_VISIBLE_DEVICES and GEOSEG_DEVICE), the model plugin loading onto the GPU, float16
+    probabilities stored, and blended windows accumulated on the device."""
+    import dask
+    import zarr
+
+    from geoseg.jobs import JobSpec, run
+    from tests.conftest import write_zarr
+
+    image = textured_image(384, 320, seed=9)
+    src = write_zarr(tmp_path / "in.zarr", image, chunks=(128, 128))
+    out = tmp_path / f"{blend}.zarr"
+    report = run(JobSpec.from_dict({
+        "input": {"url": src}, "model": {"path": "builtin:demo-unet"},
+        "inference": {"tile": 128, "blend": blend},
+        "output": {"url": str(out), "chunks": [128, 128], "probabilities": True}}))
+    assert report.provenance["resolved"]["device"] == ["cuda"]
+    cpu = geoseg.load_model("builtin:demo-unet", device="cpu")
+    with dask.config.set(scheduler="sync"):
+        expected = geoseg.segment(xr_raster(image), cpu, output="probabilities", tile=128,
+                                  blend=blend, chunks=128).values
+    stored = zarr.open_group(str(out), mode="r")
+    assert stored["probabilities"].dtype == np.float16
+    probabilities = stored["probabilities"][:].astype(np.float32)
+    assert np.quantile(np.abs(probabilities - expected), 0.999) < 0.03
+    assert (stored["classes"][:] == expected.argmax(0)).mean() >= 0.995
+
+
+def xr_raster(image: np.ndarray):
+    import xarray as xr
+
+    return xr.DataArray(image, dims=("band", "y", "x"))
