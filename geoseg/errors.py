@@ -191,3 +191,9 @@ class MethodParameterError(ParameterError):
 class ModelConfigError(GeosegError, ValueError):
     """A network or model description that cannot be built as given (depth, width, backbone,
     one normalisation mean and std per band, an architecture name taken twice)."""
+
+
+class DeviceMemoryError(GeosegError, MemoryError):
+    """A region's inference ran out of its device's memory (a GPU's, or the host's when torch
+    cannot allocate): the message names the batch and window it tried, and the settings that
+    make them smaller (``GEOSEG_BATCH_SIZE``, the tile)."""

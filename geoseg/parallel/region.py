@@ -21,12 +21,14 @@ import numpy as np
 import torch
 
 from geoseg.core.segmenter import Segmenter
-from geoseg.errors import ChunkResultError
+from geoseg.core.text import clipped
+from geoseg.errors import ChunkResultError, DeviceMemoryError
 from geoseg.models.tensors import pad_end_tensor
 from geoseg.tiling.blend import blend_weights
 from geoseg.tiling.plan import Tile, Tiling, read_window, region_tiles
 
 Reader = Callable[[tuple[slice, ...]], np.ndarray]
+CPU_OOM = "DefaultCPUAllocator: can't allocate memory"  # torch's words: a RuntimeError
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def segment_region(segmenter: Segmenter, read: Reader, tiling: Tiling, region: t
     window = read_window(tiles)
     raw = read(tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, tiling.shape)))
     t1 = time.perf_counter()
-    with device_turn(segmenter.device):
+    with device_turn(segmenter.device), _memory_said(segmenter.device, tiles, batch_size):
         result = _on_device(segmenter, raw, tiles, window, region, tiling, output, nodata,
                             batch_size, full_batches)
     result.timings = {"read": t1 - t0, "infer": time.perf_counter() - t1}
@@ -192,6 +194,26 @@ def device_turn(device: torch.device) -> Iterator[None]:
         lock = _turns.setdefault(str(device), threading.Lock())
     with lock:
         yield
+
+
+@contextmanager
+def _memory_said(device: torch.device, tiles: list[Tile], batch_size: int) -> Iterator[None]:
+    """torch's out-of-memory error as a geoseg error saying what was tried and what to lower;
+    the device's cached blocks are handed back first, so the worker's next task starts clean."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not isinstance(exc, torch.OutOfMemoryError) and CPU_OOM not in str(exc):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        side = " x ".join(str(w.stop - w.start) for w in tiles[0].window)
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = (f"Inference ran out of memory on {device}: a batch of "
+                   f"{min(batch_size, len(tiles))} window(s) of {side} pixels did not fit "
+                   f"({clipped(said, 300)}). Lower GEOSEG_BATCH_SIZE (now {batch_size}), or the tile "
+                   "(inference.tile in a job, tile= in segment()).")
+        raise DeviceMemoryError(message) from None
 
 
 def _class_ids(ids: torch.Tensor, valid: torch.Tensor, output: RegionOutput) -> np.ndarray:

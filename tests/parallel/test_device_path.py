@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -269,3 +272,38 @@ def test_only_windows_that_reach_past_their_regions_use_the_read_cache():
 
     assert region_work(random_unet(depth=2, width=4), (300, 300)).windows_reach_past_regions
     assert not region_work(Threshold(thresholds=(100,)), (300, 300)).windows_reach_past_regions
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+import dask, numpy as np, torch, xarray as xr
+import geoseg
+from geoseg.errors import DeviceMemoryError
+from geoseg.synth import make_scene
+
+torch.set_num_threads(1)
+model = geoseg.load_model("builtin:demo-unet")
+raster = xr.DataArray(make_scene(1024, 1024, seed=1).image, dims=("band", "y", "x"))
+used = int(open("/proc/self/statm").read().split()[0]) * 4096
+room = used + 150 * 2**20  # a little room: one batch's activations take several times more
+resource.setrlimit(resource.RLIMIT_AS, (room, room))
+with dask.config.set(scheduler="sync"):
+    try:
+        geoseg.segment(raster, model, tile=1024, batch_size=8).values
+    except DeviceMemoryError as exc:
+        print("said:", exc)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
+def test_inference_out_of_memory_says_what_did_not_fit_and_what_to_lower():
+    """torch's allocator failure reached the user as a RuntimeError from inside a task; here a
+    real one, the process's address space limited."""
+    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True,
+                            check=False,
+                            timeout=300)
+    said = result.stdout + result.stderr
+    assert "said: Inference ran out of memory on cpu: a batch of 1 window(s) of 1024 x 1024 " \
+           "pixels did not fit" in said, said
+    assert "can't allocate memory" in said and "Lower GEOSEG_BATCH_SIZE (now 8)" in said
+    assert "Traceback" not in said
