@@ -202,7 +202,7 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
 
     dashboard = {"dashboard": find_spec("bokeh") is not None}  # if bokeh can serve one
     logs.quiet_cluster_shutdown()  # the nannies live in this process
-    with closed_if_interrupted(), \
+    with closed_if_interrupted(), _spawned(layouts), \
             PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard) as cluster, \
             Client(cluster) as client:  # the scheduler's HTTP server on a free port, not 8787
         client.wait_for_workers(len(layouts))
@@ -211,6 +211,18 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
         if logs.task_errors_quiet():  # these workers write to this terminal
             client.register_plugin(QuietTaskErrors())
         yield client
+
+
+@contextmanager
+def _spawned(layouts: list[WorkerLayout]) -> Iterator[None]:
+    """GPU workers' processes spawned while the cluster lives (its nannies restart them too),
+    whatever ``distributed.worker.multiprocessing-method`` says: CUDA cannot run in a process
+    forked from one that initialised it (a notebook, a client that loaded a model there)."""
+    if not any("CUDA_VISIBLE_DEVICES" in layout.env for layout in layouts):
+        yield
+        return
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+        yield
 
 
 @contextmanager

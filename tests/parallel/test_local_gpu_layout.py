@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,29 @@ def test_a_local_cluster_runs_one_pinned_worker_per_gpu(monkeypatch):
         assert sorted(seen.values()) == ["0", "1"], seen  # two workers, each its own GPU
         assert set(client.nthreads().values()) == {4}, client.nthreads()
         assert set(client.run(torch_threads).values()) == {1}
+
+
+def _forked() -> bool:
+    import sys
+
+    return hasattr(sys, "_geoseg_forked_marker")  # set in the test's process: a fork copies it
+
+
+def test_gpu_workers_are_spawned_even_where_dask_is_told_to_fork(monkeypatch):
+    """A forked worker inherits its parent's CUDA state, which CUDA refuses to use."""
+    import dask
+
+    monkeypatch.setenv("GEOSEG_GPUS", "0")
+    monkeypatch.delenv("GEOSEG_DEVICE", raising=False)
+    monkeypatch.setattr(sys, "_geoseg_forked_marker", True, raising=False)
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        with connect(ClusterSpec(kind="local")) as client:
+            assert set(client.run(_forked).values()) == {False}
+        assert dask.config.get("distributed.worker.multiprocessing-method") == "fork"
+    monkeypatch.setenv("GEOSEG_GPUS", "none")  # without GPUs the user's choice stands
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}), \
+            connect(ClusterSpec(kind="local", n_workers=1)) as client:
+        assert set(client.run(_forked).values()) == {True}
 
 
 def test_without_gpus_a_local_cluster_keeps_processes_times_threads(monkeypatch):
