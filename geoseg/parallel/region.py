@@ -150,7 +150,7 @@ class _Run:
         shape = tuple(r.stop - r.start for r in self.region)
         device = self.x.device
         ramp = tuple(w - s for w, s in zip(tiling.window_shape, tiling.steps))
-        weights = _weights(tiling.blend, tiling.window_shape, ramp, str(device))
+        weights = _weights(tiling.blend, tiling.window_shape, ramp).to(device)
         out = torch.zeros((self.segmenter.n_classes,) + shape, dtype=torch.float32, device=device)
         total = torch.zeros(shape, dtype=torch.float32, device=device)
         for batch, scores in self.batches(tiles):
@@ -162,8 +162,10 @@ class _Run:
 
 
 @functools.lru_cache(maxsize=16)
-def _weights(mode: str, shape: tuple[int, ...], ramp: tuple[int, ...], device: str) -> torch.Tensor:
-    return torch.from_numpy(blend_weights(mode, shape, ramp)).to(device)
+def _weights(mode: str, shape: tuple[int, ...], ramp: tuple[int, ...]) -> torch.Tensor:
+    """A window's blend weights, kept on the host: a copy per region to a GPU costs a window of
+    float32, and none stays on the device after the job (a cache of device tensors would)."""
+    return torch.from_numpy(blend_weights(mode, shape, ramp))
 
 
 def to_device(raw: np.ndarray, device: torch.device) -> torch.Tensor:
