@@ -145,3 +145,17 @@ def test_validate_names_a_bad_setting_before_anything_runs(tmp_path, variable, v
     result = cli("validate", str(job), env={variable: value})
     said = " ".join(result.stderr.split())
     assert result.returncode == 2 and said.startswith(f"error: {variable}: received {value!r}"), said
+
+
+def test_a_gpu_index_past_those_a_pinned_worker_sees_says_it_sees_its_gpu_as_cuda_0(monkeypatch):
+    """A model placed on cuda:1 in a notebook, computed on workers pinned to one GPU each."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # what such a worker finds
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(geoseg.errors.ParameterError) as err:
+        config.resolve_device("cuda:1", "the model's device")
+    said = str(err.value)
+    assert "the model's device='cuda:1': torch finds 1 CUDA device(s)" in said
+    assert "cuda:0 to cuda:0 (CUDA_VISIBLE_DEVICES=3); a worker given one GPU sees it as cuda:0" in said
+    assert "Use 'cuda' (the process's own GPU)" in said
+    assert config.resolve_device("cuda:0") == "cuda:0"
