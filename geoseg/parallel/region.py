@@ -192,8 +192,9 @@ def device_turn(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    with _turns_lock:
-        lock = _turns.setdefault(str(device), threading.Lock())
+    index = torch.cuda.current_device() if device.index is None else device.index
+    with _turns_lock:  # "cuda" and "cuda:0" are one GPU, and take one turn
+        lock = _turns.setdefault(f"cuda:{index}", threading.Lock())
     with lock:
         yield
 
