@@ -17,7 +17,8 @@ Each network, measured in one run, best of ``--repeats``, alternating the paths:
 1. network alone: batches of ``GEOSEG_BATCH_SIZE`` (4) windows of exactly geoseg's tile geometry
    (tile core + 2 x halo; the blended window for global-context models), already on the device as
    normalised float32; bf16 autocast + channels_last on CUDA, float32 on CPU; inference mode,
-   warm-up first, synchronised timing. Counted in output core pixels (core area per tile; the
+   warm-up first, synchronised timing. On CUDA it is timed again with ``cudnn.benchmark`` on
+   (geoseg leaves it off), to see whether letting cuDNN time its algorithms would pay. Counted in output core pixels (core area per tile; the
    window step squared when blending), so comparable to the job's output pixels.
 2. geoseg job: ``geoseg.jobs.run`` Zarr to Zarr (local cluster: one worker per GPU, with each
    of ``--gpu-threads`` threads per worker in turn, e.g. ``1,2,4``, to see how many reading
@@ -278,6 +279,7 @@ class Best:
 
     network_s: float = math.inf
     network_px: int = 0
+    tuned_s: float = math.inf  # the network alone with cudnn.benchmark (geoseg leaves it off)
     jobs: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # threads: compute, wall, load
     job_px: int = 0
     script_s: float = math.inf
@@ -309,6 +311,13 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
         seconds = time_network(net, batch, n_batches=n_batches, device=device)
         best.network_s = min(best.network_s, seconds)
         best.network_px = n_batches * batch_size * geo.core**2
+        if device.type == "cuda":  # would letting cuDNN time its algorithms per shape pay?
+            torch.backends.cudnn.benchmark = True
+            try:
+                best.tuned_s = min(best.tuned_s, time_network(net, batch, n_batches=n_batches,
+                                                              device=device))
+            finally:
+                torch.backends.cudnn.benchmark = False
 
     def job(threads: int) -> None:
         shutil.rmtree(job_out, ignore_errors=True)
@@ -358,13 +367,16 @@ def print_model(name: str, geo: Geometry, best: Best, args: argparse.Namespace) 
     rows = [(f"network alone ({precision}, batch {args.batch_size})", best.network_s, best.network_px),
             (f"plain script (map_overlap, {args.script_threads} threads)", best.script_s,
              best.script_px)]
+    if best.tuned_s < math.inf:
+        rows.insert(1, ("network alone, cudnn.benchmark on", best.tuned_s, best.network_px))
     for threads, (compute_s, wall_s, _) in sorted(best.jobs.items()):
         rows += [(f"job compute, {threads} thread(s)/GPU worker", compute_s, best.job_px),
                  (f"job end to end, {threads} thread(s) (cluster start)", wall_s, best.job_px)]
     for label, seconds, pixels in rows:
         rate = pixels / 1e6 / seconds
         print(f"  {label:<44}: {seconds:8.2f} s {rate:9.2f} Mpx/s {rate * 3.6:8.2f} Gpx/h")
-    network, script = (pixels / 1e6 / seconds for _, seconds, pixels in rows[:2])
+    network = best.network_px / 1e6 / best.network_s
+    script = best.script_px / 1e6 / best.script_s
     for threads, (compute_s, wall_s, load_s) in sorted(best.jobs.items()):
         compute, job = best.job_px / 1e6 / compute_s, best.job_px / 1e6 / wall_s
         print(f"  {threads} thread(s): model load on the worker (not in compute): {load_s:.2f} s")
