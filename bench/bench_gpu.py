@@ -17,9 +17,9 @@ Each network, measured in one run, best of ``--repeats``, alternating the paths:
 1. network alone: batches of ``GEOSEG_BATCH_SIZE`` (4) windows of exactly geoseg's tile geometry
    (tile core + 2 x halo; the blended window for global-context models), already on the device as
    normalised float32; bf16 autocast + channels_last on CUDA, float32 on CPU; inference mode,
-   warm-up first, synchronised timing. On CUDA it is timed again with ``cudnn.benchmark`` on
-   (geoseg leaves it off), to see whether letting cuDNN time its algorithms would pay. Counted in output core pixels (core area per tile; the
-   window step squared when blending), so comparable to the job's output pixels.
+   warm-up first, synchronised timing. Counted in output core pixels (core area per tile; the
+   window step squared when blending), so comparable to the job's output pixels. On CUDA it is
+   timed again with ``cudnn.benchmark`` on (geoseg leaves it off): would cuDNN's autotuning pay?
 2. geoseg job: ``geoseg.jobs.run`` Zarr to Zarr (local cluster: one worker per GPU, with each
    of ``--gpu-threads`` threads per worker in turn, e.g. ``1,2,4``, to see how many reading
    threads keep the GPU busy; output chunks = input chunks, default batch size; ``--compile``
