@@ -10,7 +10,7 @@ under the tag ``geoseg.error``).
 
 Logged: params = the job spec (storage options hidden, URLs without credentials)
 flattened to ``job.*`` keys plus the settings in effect (``resolved.*``); metrics =
-throughput, seconds (total, compute, per stage), pixels, chunks, class fractions
+throughput, seconds (total, model load, compute, per stage), pixels, chunks, class fractions
 and, when the job scores against a reference, mIoU, IoU and Dice per class; tags =
 model sha256, job identity, job name, geoseg version, git commit, output URL, run
 record location; artifact = the run record as ``run-record.json``.
