@@ -23,6 +23,7 @@ group's attributes say ``creating``: a run stopped then left no chunk, and a rer
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -58,11 +59,13 @@ class OutputTarget:
         if self.fence is not None:
             self.fence()
 
-    def open_group(self, mode: str = "r+") -> zarr.Group:
+    def open_group(self, mode: str = "r+", attributes: dict[str, Any] | None = None) -> zarr.Group:
+        """The output's group; ``attributes``: a new group's, written with it in one write."""
         # through a store that measures metadata before zarr decodes it with Python's json (one
         # frame per level: a deep document would reach the recursion limit)
         try:
-            return zarr.open_group(open_store(self.url, self.storage_options, mode), mode=mode)
+            return zarr.open_group(open_store(self.url, self.storage_options, mode), mode=mode,
+                                   attributes=attributes)
         except NestedMetadataError:
             raise CorruptOutputError(
                 f"{public_url(self.url)}: its group metadata (zarr.json, .zattrs or .zgroup) "
@@ -221,6 +224,9 @@ def _changed(url: str, said: str) -> CorruptOutputError:
 MANIFEST_DONE = "manifest_done"
 MANIFEST_SHA = "manifest_sha256"
 CREATING = "creating"  # in the group's attributes until every array of the layout exists
+REMOVING = "removing"  # the status of an output being deleted (--overwrite): never read as one
+# what zarr's atomic metadata write leaves beside the group's metadata when killed mid-write
+ZARR_PARTIAL = re.compile(r"(zarr|\.zattrs|\.zgroup|\.zmetadata)\.[0-9a-f]{32}\.partial")
 
 
 async def stored_chunks(array: zarr.Array) -> AsyncIterator[str]:
@@ -275,11 +281,13 @@ def chunk_checksum(*blocks: np.ndarray) -> str:
 
 
 def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
-    """Whether anything is at ``url``. A missing bucket (nothing could be written there) and
-    refused access raise geoseg errors instead."""
+    """Whether anything is at ``url``: an empty folder is nothing (as on an object store, and as
+    a removal stopped after its last file leaves it). A missing bucket (nothing could be written
+    there) and refused access raise geoseg errors instead."""
     with remote.storage_errors(url, storage_options, "Opening output"):
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        if fs.exists(path.rstrip("/")):
+        root = path.rstrip("/")
+        if fs.exists(root) and (not fs.isdir(root) or fs.ls(root, detail=False)):
             return True
     remote.require_bucket(url, storage_options, "Opening output")
     return False
@@ -313,13 +321,28 @@ def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> No
             f"{public_url(url)} exists and is not something geoseg wrote (no Zarr group with "
             "geoseg attributes there); nothing was deleted, even with --overwrite. Choose "
             "another output URL, or remove it yourself if it is really to go.")
-    foreign = _foreign_entries(fs, path.rstrip("/"), url, storage_options)
+    root = path.rstrip("/")
+    foreign = _foreign_entries(fs, root, url, storage_options)
     if foreign:
         raise OutputExistsError(
             f"{public_url(url)} is a geoseg output that also holds what geoseg did not write "
             f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); nothing was deleted, "
             "even with --overwrite. Move those out of it first, or choose another output URL.")
-    fs.rm(path.rstrip("/"), recursive=True)
+    # marked first and its metadata deleted last: a removal stopped half-way (a kill) leaves an
+    # output that says so, which the next run finishes removing, never one read as complete
+    target = OutputTarget(url, dict(storage_options or {}))
+    group = target.open_group()
+    group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": REMOVING}
+    for entry in fs.ls(root, detail=False):
+        if entry.rstrip("/").rsplit("/", 1)[-1] not in _METADATA:
+            fs.rm(entry, recursive=True)
+    fs.rm(root, recursive=True)
+
+
+def being_removed(attrs: dict[str, Any]) -> bool:
+    """Whether an ``--overwrite`` was stopped while it deleted this output (``attrs``: its
+    ``geoseg`` attributes): some of its arrays may be gone; nothing of it is to be read."""
+    return attrs.get("status") == REMOVING
 
 
 def _foreign_entries(fs: Any, path: str, url: str,
@@ -331,7 +354,8 @@ def _foreign_entries(fs: Any, path: str, url: str,
     if half_created(dict(group.attrs.get("geoseg") or {})):  # an array stopped mid-creation:
         known |= LAYOUT_ARRAYS  # its folder may be there without its metadata
     names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
-    return sorted(n for n in names if n not in known and not n.startswith(STAGING_PREFIXES))
+    return sorted(n for n in names if n not in known and not n.startswith(STAGING_PREFIXES)
+                  and not ZARR_PARTIAL.fullmatch(n))
 
 
 def create_output(
@@ -366,11 +390,11 @@ def create_output(
             )
         remove_output(url, storage_options)
     target = OutputTarget(url, dict(storage_options or {}))
-    with remote.storage_errors(url, storage_options, "Creating output"):
-        group = target.open_group(mode="w-")
     layout = Layout(chunks, inner_chunks, task_region or chunks)
-    group.attrs["geoseg"] = {"class_names": class_names, "nodata_class": nodata_class,
-                             "task_region": list(layout.task), **(attrs or {}), CREATING: True}
+    creating = {"class_names": class_names, "nodata_class": nodata_class,
+                "task_region": list(layout.task), **(attrs or {}), CREATING: True}
+    with remote.storage_errors(url, storage_options, "Creating output"):  # with its attributes,
+        group = target.open_group(mode="w-", attributes={"geoseg": creating})  # in one write
     _create_arrays(group, shape, layout, class_dtype, nodata_class, len(class_names), probabilities, georef)
     if len(shape) == 2:
         write_georef(group, georef, shape)

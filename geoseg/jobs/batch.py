@@ -40,7 +40,7 @@ from geoseg.core.text import clipped
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
 from geoseg.io.files import check_creatable, write_whole
-from geoseg.io.output import OutputTarget, half_created, output_exists
+from geoseg.io.output import OutputTarget, being_removed, half_created, output_exists
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
@@ -303,7 +303,7 @@ def decide(attrs: dict[str, Any] | None, job_id: str, identity: str) -> str:
     ``other-job`` (another job identity), ``skipped`` (complete, same job and input) or
     ``resume``.
     """
-    if attrs is None:
+    if attrs is None or being_removed(attrs):  # a stopped --overwrite's: the run recreates it
         return "new"
     if "job_identity" not in attrs:
         return "foreign"  # not a geoseg output: the runner refuses it, naming the fix

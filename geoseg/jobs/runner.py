@@ -46,7 +46,13 @@ from geoseg.instances.stage import (
 )
 from geoseg.io import stages
 from geoseg.io.integrity import lost_regions
-from geoseg.io.output import OutputTarget, create_output, half_created, output_exists
+from geoseg.io.output import (
+    OutputTarget,
+    being_removed,
+    create_output,
+    half_created,
+    output_exists,
+)
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.sources import RasterSource
 from geoseg.jobs import checks, provenance, tracking
@@ -573,6 +579,10 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
         return _create(prepared, overwrite), set()
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     attrs = existing.attrs()
+    if being_removed(attrs):  # condemned by an --overwrite that was stopped: nothing to keep
+        logs.log.info(f"the output at {public_url(out.url)} was left half deleted by a stopped "
+                      "--overwrite; deleting the rest and creating it again")
+        return _create(prepared, overwrite=True), set()
     if attrs["job_identity"] != job_identity(prepared):
         raise OutputExistsError(
             f"Output {out.url} already exists and was made by a different job "

@@ -21,7 +21,9 @@ from geoseg.io.integrity import SHOWN, absent_objects, drop_region, lost_from_co
 from geoseg.io.output import (
     MANIFEST_DONE,
     MANIFEST_SHA,
+    REMOVING,
     OutputTarget,
+    being_removed,
     chunk_checksum,
     chunk_key,
     half_created,
@@ -138,7 +140,8 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     if "running" in stages.values() and not _held(url, storage_options):
         stages = {name: STAGE_LEFT.format(REDONE_BY.get(name, "the job")) if s == "running" else s
                   for name, s in stages.items()}
-    done = 0 if half_created(attrs) else target.count_done()  # its manifest may not exist yet
+    done = (0 if half_created(attrs) or being_removed(attrs)  # its manifest may not exist
+            else target.count_done())
     n_chunks, state = int(attrs["n_chunks"]), run_state(url, storage_options, attrs)
     if state == "complete" and done != n_chunks:
         state = (f"damaged (marked complete, but its manifest records {done} of {n_chunks} "
@@ -196,12 +199,19 @@ def run_state(url: str, storage_options: dict[str, Any] | None, attrs: dict[str,
                 "job again, the same spec without --overwrite, to recompute them)")
     if status == "running":
         return "interrupted (no run holds it now; run the job again to resume)"
+    if status == REMOVING:
+        return ("being deleted (an --overwrite stopped while it deleted this output; run the job "
+                "again, which deletes the rest and writes it anew)")
     return status
 
 
 def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> VerifyReport:
     """Check that every chunk is recorded and its bytes hash to the recorded sha256."""
     target, attrs = _target(url, storage_options)
+    if being_removed(attrs):
+        raise RasterNotFoundError(
+            f"{public_url(url)}: an --overwrite stopped while it deleted this output, so part of "
+            "it is gone; nothing to verify. Run the job again to write it anew.")
     if half_created(attrs):
         raise RasterNotFoundError(
             f"{public_url(url)}: the run that created this output stopped before it was complete, "

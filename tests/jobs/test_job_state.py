@@ -20,6 +20,7 @@ from geoseg.errors import (
     JobSpecError,
     LeaseLostError,
     OutputBusyError,
+    OutputExistsError,
     RasterNotFoundError,
 )
 from geoseg.io.convert import convert
@@ -309,3 +310,84 @@ def interrupted_after(job: dict, regions: int) -> None:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         run(JobSpec.from_dict(job), scheduler="threads", on_done=stop)
+
+
+def test_an_overwrite_stopped_while_deleting_is_finished_by_the_next_run(tmp_path, job,
+                                                                         cluster_address, monkeypatch):
+    """Killed while --overwrite deleted the old output, a run left an output marked complete with
+    arrays gone (a rerun computed nothing; verify --repair failed) or, its zarr.json deleted
+    first, one no command would touch, --overwrite included."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from geoseg.io.exports.common import open_finished
+
+    out = job["output"]["url"]
+    clean = run(JobSpec.from_dict(job), scheduler=cluster_address)
+    expected = zarr.open_group(out, mode="r")["classes"][...]
+    removed, rm = [], LocalFileSystem.rm
+
+    def stop_after_one(fs, path, *args, **kwargs):
+        if removed:  # killed while deleting the second entry of the old output
+            raise _Stopped(path)
+        removed.append(path)
+        return rm(fs, path, *args, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "rm", stop_after_one)
+    with pytest.raises(_Stopped):
+        run(JobSpec.from_dict(job), scheduler=cluster_address, overwrite=True)
+    monkeypatch.undo()
+    assert os.path.exists(os.path.join(out, "zarr.json")) and len(os.listdir(out)) < 5
+    assert output_status(out).status.startswith("being deleted (an --overwrite stopped")
+    with pytest.raises(RasterNotFoundError, match="an --overwrite stopped while it deleted"):
+        verify_output(out)
+    with pytest.raises(Exception, match="is not finished \\(status 'removing'"):
+        open_finished(out)  # an export, a quicklook: never read as a finished output
+    again = run(JobSpec.from_dict(job), scheduler=cluster_address)  # no --overwrite needed
+    assert again.n_tasks == clean.n_tasks and again.skipped == 0 and verify_output(out).ok
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["classes"][...], expected)
+
+
+def test_a_folder_left_empty_by_a_stopped_deletion_is_no_output(tmp_path, job, cluster_address):
+    os.makedirs(job["output"]["url"])  # what a kill after the last file, before the folder, leaves
+    assert geoseg("status", job["output"]["url"]).returncode == 2
+    assert run(JobSpec.from_dict(job), scheduler=cluster_address).skipped == 0
+    assert verify_output(job["output"]["url"]).ok
+
+
+def test_a_run_killed_as_it_creates_its_group_left_one_that_says_so(tmp_path, job,
+                                                                   cluster_address, monkeypatch):
+    """The group was created, then given its attributes: killed between the two writes, it was
+    an empty Zarr group that every command refused as not geoseg's, --overwrite included."""
+    from geoseg.io.output import OutputTarget
+
+    open_group = OutputTarget.open_group
+
+    def stop_once_created(target, mode="r+", **kwargs):
+        group = open_group(target, mode, **kwargs)
+        if mode == "w-":
+            raise _Stopped(target.url)
+        return group
+
+    monkeypatch.setattr(OutputTarget, "open_group", stop_once_created)
+    with pytest.raises(_Stopped):
+        run(JobSpec.from_dict(job), scheduler=cluster_address)
+    monkeypatch.undo()
+    assert output_status(job["output"]["url"]).status.startswith("interrupted")
+    assert run(JobSpec.from_dict(job), scheduler=cluster_address).n_tasks == 16
+    assert verify_output(job["output"]["url"]).ok
+
+
+def test_what_zarr_leaves_of_a_metadata_write_killed_midway_does_not_block_overwrite(
+        tmp_path, job, cluster_address):
+    """zarr writes zarr.json through zarr.<uuid>.partial; a run killed mid-write left one that
+    --overwrite refused as a file geoseg did not write."""
+    out = job["output"]["url"]
+    run(JobSpec.from_dict(job), scheduler=cluster_address)
+    with open(os.path.join(out, "zarr.json"), "rb") as src, \
+            open(os.path.join(out, "zarr.0123456789abcdef0123456789abcdef.partial"), "wb") as dst:
+        dst.write(src.read())
+    assert run(JobSpec.from_dict(job), scheduler=cluster_address, overwrite=True).skipped == 0
+    with open(os.path.join(out, "notes.partial"), "w") as notes:  # a user's file is still theirs
+        notes.write("mine")
+    with pytest.raises(OutputExistsError, match="holds what geoseg did not write \\(notes.partial\\)"):
+        run(JobSpec.from_dict(job), scheduler=cluster_address, overwrite=True)
