@@ -13,6 +13,7 @@ import functools
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from geoseg.tiling.blend import blend_weights
 from geoseg.tiling.plan import Tile, Tiling, read_window, region_tiles
 
 Reader = Callable[[tuple[slice, ...]], np.ndarray]
-CPU_OOM = "DefaultCPUAllocator: can't allocate memory"  # torch's words: a RuntimeError
+# what running out of memory says when it comes as a plain RuntimeError
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "ALLOC_FAILED")
 
 
 @dataclass(frozen=True)
@@ -201,22 +203,34 @@ def device_turn(device: torch.device) -> Iterator[None]:
 
 @contextmanager
 def _memory_said(device: torch.device, tiles: list[Tile], batch_size: int) -> Iterator[None]:
-    """torch's out-of-memory error as a geoseg error saying what was tried and what to lower;
-    the device's cached blocks are handed back first, so the worker's next task starts clean."""
+    """Running out of memory (torch's error, the CPU allocator's or cuBLAS/cuDNN's words, numpy's
+    MemoryError) as a geoseg error saying what was tried and what to lower. The failed region's
+    tensors are let go first (the error's frames would keep them) and a GPU's cached blocks
+    handed back, so the worker's next task starts clean."""
     try:
         yield
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
-        if not isinstance(exc, torch.OutOfMemoryError) and CPU_OOM not in str(exc):
+        return
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not isinstance(exc, torch.OutOfMemoryError) \
+                and not any(words in str(exc) for words in OUT_OF_MEMORY):
             raise
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        side = " x ".join(str(w.stop - w.start) for w in tiles[0].window)
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        message = (f"Inference ran out of memory on {device}: a batch of "
-                   f"{min(batch_size, len(tiles))} window(s) of {side} pixels did not fit "
-                   f"({clipped(said, 300)}). Lower GEOSEG_BATCH_SIZE (now {batch_size}), or the tile "
-                   "(inference.tile in a job, tile= in segment()).")
-        raise DeviceMemoryError(message) from None
+        traceback.clear_frames(exc.__traceback__)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    raise DeviceMemoryError(_memory_advice(device, tiles, batch_size, clipped(said, 300))) from None
+
+
+def _memory_advice(device: torch.device, tiles: list[Tile], batch_size: int, said: str) -> str:
+    side = " x ".join(str(w.stop - w.start) for w in tiles[0].window)
+    n = min(batch_size, len(tiles))
+    tried = (f"a region of {len(tiles)} window(s) of {side} pixels, in batches of {n}")
+    tile = "the tile (tile= in segment(), inference.tile in a job)"
+    fix = (f"Lower the batch size (now {batch_size}: batch_size= in segment(), "
+           f"inference.batch_size in a job, else GEOSEG_BATCH_SIZE) or {tile}" if n > 1
+           else f"One window at a time already does not fit: lower {tile}, or the output chunks "
+                "(a task's region holds its scores)")
+    return f"Inference ran out of memory on {device} ({said}), segmenting {tried}. {fix}."
 
 
 def _class_ids(ids: torch.Tensor, valid: torch.Tensor, output: RegionOutput) -> np.ndarray:

@@ -303,7 +303,44 @@ def test_inference_out_of_memory_says_what_did_not_fit_and_what_to_lower():
                             check=False,
                             timeout=300)
     said = result.stdout + result.stderr
-    assert "said: Inference ran out of memory on cpu: a batch of 1 window(s) of 1024 x 1024 " \
-           "pixels did not fit" in said, said
-    assert "can't allocate memory" in said and "Lower GEOSEG_BATCH_SIZE (now 8)" in said
+    assert "said: Inference ran out of memory on cpu ([enforce fail" in said, said
+    assert "can't allocate memory" in said
+    assert "segmenting a region of 1 window(s) of 1024 x 1024 pixels, in batches of 1" in said
+    assert "One window at a time already does not fit: lower the tile (tile= in segment()" in said
     assert "Traceback" not in said
+
+
+def test_the_out_of_memory_advice_names_the_batch_size_where_it_came_from():
+    from geoseg.parallel.region import _memory_advice
+    from geoseg.tiling.plan import AxisTile, Tile
+
+    tiles = [Tile((AxisTile(0, 512, 0, 512), AxisTile(i * 512, (i + 1) * 512, i * 512, (i + 1) * 512)))
+             for i in range(6)]
+    said = _memory_advice(torch.device("cuda:0"), tiles, 4, "CUDA out of memory.")
+    assert "segmenting a region of 6 window(s) of 512 x 512 pixels, in batches of 4" in said
+    assert ("Lower the batch size (now 4: batch_size= in segment(), inference.batch_size in a "
+            "job, else GEOSEG_BATCH_SIZE) or the tile") in said
+
+
+def test_a_failed_regions_tensors_are_let_go_with_the_out_of_memory_error():
+    """The error's frames kept the region's tensors (on a GPU, its memory) as long as the error
+    lived: in a worker's stored task error, or a notebook's last exception."""
+    import gc
+    import weakref
+
+    from geoseg.errors import DeviceMemoryError
+    from geoseg.parallel.region import _memory_said
+    from geoseg.tiling.plan import AxisTile, Tile
+
+    kept = []
+
+    def region_that_runs_out():
+        scores = torch.zeros(1000)
+        kept.append(weakref.ref(scores))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    tile = Tile((AxisTile(0, 64, 0, 64), AxisTile(0, 64, 0, 64)))
+    with pytest.raises(DeviceMemoryError) as err, _memory_said(torch.device("cpu"), [tile], 4):
+        region_that_runs_out()
+    gc.collect()
+    assert err.value is not None and kept[0]() is None
