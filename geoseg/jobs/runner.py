@@ -159,9 +159,8 @@ def input_warnings(prepared: PreparedJob) -> list[str]:
     file's normalisation statistics (:mod:`geoseg.models.ranges`)."""
     what = f"input {public_url(prepared.spec.input.url)}"
     said = band_order_warning(prepared, what)
-    if isinstance(prepared.model, ModelHeader):
-        said += ranges.range_warnings(prepared.source, prepared.model.info, what)
-    return said
+    infos = ranges.trained_models(prepared.model)
+    return said + (ranges.range_warnings(prepared.source, infos, what) if infos else [])
 
 
 def band_order_warning(prepared: PreparedJob, what: str) -> list[str]:

@@ -12,24 +12,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from geoseg.core.segmenter import valid_mask
+from geoseg.ensembles.ensemble import Ensemble
+from geoseg.ensembles.tta import TTA
 from geoseg.errors import GeosegError
 from geoseg.io.sources import RasterSource
-from geoseg.models.header import ModelInfo
+from geoseg.models.header import ModelHeader, ModelInfo
+from geoseg.models.model import SegmentationModel
+from geoseg.models.slicewise import SliceWise
 
 SAMPLES = 4  # chunks read, spread over the raster
-SIDE = 512  # at most this many pixels per axis of each sampled chunk
+SIDE = 512  # each sampled window holds at most SIDE**2 pixels (512 per axis in 2-D, 64 in 3-D)
 FAR = 4.0  # a band mean further than this many model stds from the model's mean is off
-SPREAD = 10.0  # a band spread this many times larger (or smaller) than the model's is off
+SPREAD = 10.0  # a band spread this many times the model's, or values this many times smaller
+MIN_VALUES = 100  # fewer valid values sampled say nothing about a band
 
 
 def sample_windows(shape: Sequence[int], chunks: Sequence[int], n: int = SAMPLES,
-                   side: int = SIDE) -> list[tuple[slice, ...]]:
-    """Up to ``n`` windows, each the start of one chunk (at most ``side`` per axis), the chunks
-    taken evenly along the chunk grid in raster order (first and last included)."""
+                   side: int | None = None) -> list[tuple[slice, ...]]:
+    """Up to ``n`` windows, each the start of one chunk (at most ``side`` per axis; by default
+    :data:`SIDE` in 2-D, as many pixels in all in 3-D), the chunks taken evenly along the chunk
+    grid in raster order (first and last included)."""
+    side = side or max(1, round(SIDE ** (2 / len(shape))))
     grid = [math.ceil(size / chunk) for size, chunk in zip(shape, chunks)]
     total = math.prod(grid)
     picks = sorted({int(i) for i in np.linspace(0, total - 1, min(n, total)).round()})
@@ -77,26 +85,43 @@ class Sampled:
                    source.band_names)
 
 
-def range_warnings(raster: RasterSource | Sampled, info: ModelInfo, what: str) -> list[str]:
-    """One warning per band of ``raster`` whose sampled values are far from the model's
-    statistics (mean more than :data:`FAR` stds away, or spread :data:`SPREAD` times off),
-    with figures."""
+def trained_models(segmenter: Any) -> list[ModelInfo]:
+    """The model files inside ``segmenter`` (a loaded model or a model file's header, a TTA's
+    member, a slice-wise model's 2-D one, an ensemble's members), each once: the statistics an
+    input is checked against. Classical methods have none."""
+    if isinstance(segmenter, (SegmentationModel, ModelHeader)):
+        return [segmenter.info]
+    if isinstance(segmenter, TTA):
+        return trained_models(segmenter.member)
+    if isinstance(segmenter, SliceWise):
+        return trained_models(segmenter.inner)
+    if isinstance(segmenter, Ensemble):
+        found = [info for member in segmenter.members for info in trained_models(member)]
+        return list({info.sha256: info for info in found}.values())
+    return []
+
+
+def range_warnings(raster: RasterSource | Sampled, infos: ModelInfo | Sequence[ModelInfo],
+                   what: str) -> list[str]:
+    """One warning per band of ``raster`` and model (``infos``: each model file's description)
+    whose sampled values are far from the model's statistics (mean more than :data:`FAR` stds
+    away, spread :data:`SPREAD` times the model's, or values too small by as much), with figures."""
     sampled = raster if isinstance(raster, Sampled) else Sampled.of(raster)
     windows = sample_windows(sampled.shape, sampled.chunks)
-    said = []
     values_per_band = band_samples(sampled.read, windows, sampled.nodata, len(sampled.band_names))
-    for i, values in enumerate(values_per_band):
-        if values.size == 0 or i >= len(info.mean):
-            continue
-        problem = _far(values, info.mean[i], info.std[i])
-        if problem:
-            said.append(
-                f"{what} band {i + 1} ({sampled.band_names[i]}): sampled values {values.min():.6g}.."
-                f"{values.max():.6g} (mean {values.mean():.6g}, std {values.std():.6g}, "
-                f"{len(windows)} chunk(s)), but {info.name} was trained on band {info.bands[i]} with "
-                f"mean {info.mean[i]:.4g}, std {info.std[i]:.4g}: {problem}. The model will see values "
-                f"unlike its training data; rescale the input to the model's range, {sampled.bands_fix} "
-                "or use a model trained on such data.")
+    said = []
+    for info in [infos] if isinstance(infos, ModelInfo) else infos:
+        for i, values in enumerate(values_per_band[:len(info.mean)]):
+            problem = _far(values, info.mean[i], info.std[i]) if values.size >= MIN_VALUES else ""
+            if problem:
+                said.append(
+                    f"{what} band {i + 1} ({sampled.band_names[i]}): sampled values "
+                    f"{values.min():.6g}..{values.max():.6g} (mean {values.mean():.6g}, std "
+                    f"{values.std():.6g}; {values.size:,} pixels of {len(windows)} chunk(s)), but "
+                    f"{info.name} was trained on band {info.bands[i]} with mean {info.mean[i]:.4g}, "
+                    f"std {info.std[i]:.4g}: {problem}. The model will see values unlike its "
+                    f"training data; rescale the input to the model's range, {sampled.bands_fix} "
+                    "or use a model trained on such data.")
     return said
 
 
@@ -108,6 +133,9 @@ def _far(values: np.ndarray, mean: float, std: float) -> str:
     spread = float(values.std()) / std
     if spread > SPREAD:
         return f"its spread is {spread:.1f}x the model's"
-    if 0 < spread < 1 / SPREAD:  # a constant band (one land cover, a flat test image) is not off
-        return f"its spread is {spread:.2g}x the model's"
+    # reflectance in 0..1 for a model of 0..255 is only about 2 stds off; calm water or snow,
+    # narrow but of the model's magnitude, is not off
+    top, typical = float(np.abs(values).max()), abs(mean) + std
+    if top * SPREAD < typical:
+        return f"its values reach {top:.3g} at most, under a tenth of the model's {typical:.4g} (|mean| + std)"
     return ""

@@ -27,9 +27,8 @@ from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, grid_attrs,
 from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.methods.threshold import check_manual_in_range
-from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import load_model
-from geoseg.models.ranges import Sampled, range_warnings
+from geoseg.models.ranges import Sampled, range_warnings, trained_models
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
 from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
 from geoseg.tiling.plan import ceil_div, coerce_per_axis
@@ -98,8 +97,8 @@ def segment(
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
     _warn_band_order(segmenter, _band_names(raster))
     check_manual_in_range(segmenter, raster.dtype, "the raster")  # as a job checks its spec
-    _warn_range(segmenter, raster)
     check_dimensions(segmenter, raster.dims[1:], "the raster", key="segment(): model")
+    _warn_range(segmenter, raster)  # reads a few windows: only once the raster fits the model
     check_nodata_class(nodata_class, segmenter.n_classes)
     like = largest_chunks(raster)
     plan = Plan.create(raster.shape[1:], Geometry.of(segmenter),
@@ -121,20 +120,20 @@ def segment(
 def _warn_range(segmenter: Segmenter, raster: xr.DataArray) -> None:
     """Warn, as a job does, when a model's input bands hold values far from its training
     statistics (:mod:`geoseg.models.ranges`): a few windows are read where that is cheap, from
-    storage (an :func:`open_raster` result) or memory; a raster computed by a dask graph is not."""
-    if not isinstance(segmenter, SegmentationModel):
-        return
+    storage (an :func:`open_raster` result) or an array not computed by dask (in memory, or
+    read lazily by xarray: only the windows); a raster computed by a dask graph is not read."""
+    infos = trained_models(segmenter)
     source = storage_source(raster)
+    if not infos or (source is None and raster.chunks is not None):
+        return
     if source is not None:
         read, chunks = source.read, source.chunks
-    elif isinstance(raster.data, np.ndarray):
-        read = lambda window: raster.data[(slice(None), *window)]
-        chunks = tuple(-(-size // 2) for size in raster.shape[1:])  # four windows, spread out
     else:
-        return
+        read = lambda window: raster[(slice(None), *window)].values  # xarray reads only the window
+        chunks = tuple(-(-size // 2) for size in raster.shape[1:])  # four windows, spread out
     sampled = Sampled(read, raster.shape[1:], tuple(chunks), raster_nodata(raster),
                       tuple(_band_names(raster)), "select other bands (raster.isel(band=...))")
-    for said in range_warnings(sampled, segmenter.info, "segment(): the raster's"):
+    for said in range_warnings(sampled, infos, "segment(): the raster's"):
         warnings.warn(said, UserWarning, stacklevel=3)
 
 

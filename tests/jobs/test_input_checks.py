@@ -84,7 +84,23 @@ def test_reflectance_scaled_to_0_1_is_warned_about_as_too_narrow(tmp_path):
     said = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 0, result.stderr
     assert said.count("warning:") == 3, said
-    assert "its spread is 0.00" in said and "pick other bands (input.bands)" in said
+    assert "its values reach 0.9" in said and "pick other bands (input.bands)" in said
+    assert "16,384 pixels of 4 chunk(s)" in said  # four 64 x 64 blocks
+
+
+def test_a_scene_of_calm_water_draws_no_range_warning(tmp_path):
+    """In range but narrow (uint8 water about 30, std 2.5): it was told to 'rescale'."""
+    water = np.clip(np.random.default_rng(5).normal(30, 2.5, (3, 256, 256)), 0, 255)
+    result = _validate(tmp_path, _geotiff(tmp_path / "water.tif", water.astype(np.uint8)))
+    assert result.returncode == 0 and "warning" not in result.stdout + result.stderr
+
+
+def test_volumes_are_sampled_in_windows_of_a_plane_s_pixels():
+    """512 per axis read 512**3 voxels (1 GiB as float64) per window of a volume."""
+    windows = sample_windows((1024, 1024, 1024), (512, 512, 512))
+    assert len(windows) == 4 and all(
+        [w.stop - w.start for w in window] == [64, 64, 64] for window in windows)
+    assert all(w.stop - w.start == 512 for w in sample_windows((2048, 2048), (1024, 1024))[0])
 
 
 def test_the_demo_scene_draws_no_range_warning(tmp_path):

@@ -315,7 +315,7 @@ def test_reflectance_in_0_1_given_to_a_model_of_0_255_is_warned_about_with_figur
     said = _range_warnings(xr.DataArray(image / np.float32(255), dims=("band", "y", "x")))
     assert len(said) == 3, said
     assert "band 1 (0): sampled values" in said[0] and "demo-unet was trained on band red" in said[0]
-    assert "spread is 0.00" in said[0] and "x the model's" in said[0]
+    assert "its values reach 0.9" in said[0] and "under a tenth of the model's" in said[0]
     assert "raster.isel(band=...)" in said[0] and "input.bands" not in said[0]
     assert _range_warnings(xr.DataArray(image, dims=("band", "y", "x"))) == []  # as trained
 
@@ -326,6 +326,33 @@ def test_a_stored_raster_is_sampled_where_its_chunks_are(tmp_path):
     said = _range_warnings(raster)
     assert len(said) == 3 and all("4 chunk(s)" in s and "model stds away" in s for s in said), said
     assert _range_warnings(raster * 1) == []  # a computed raster is not read before it is asked for
+
+
+def test_a_wrapped_model_is_checked_as_the_model_itself():
+    """TTA, ensembles and slice-wise models hold a model file's statistics too."""
+    from geoseg import TTA, Ensemble
+
+    image = make_scene(256, 256, seed=3).image / np.float32(255)
+    model = geoseg.load_model("builtin:demo-unet")
+    raster = xr.DataArray(image, dims=("band", "y", "x"))
+    for wrapped in (TTA(model, "flips"), Ensemble([model, TTA(model, "flips")])):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            geoseg.segment(raster, wrapped)
+        said = [str(w.message) for w in caught if "was trained on band" in str(w.message)]
+        assert len(said) == 3, said  # one per band, the same model counted once
+
+
+def test_calm_water_and_a_few_valid_pixels_are_not_called_off_the_models_range():
+    """Narrow, but of the model's magnitude (uint8 water about 30, std 2.5), warned as 'rescale';
+    as did two valid pixels among no-data."""
+    rng = np.random.default_rng(4)
+    water = np.clip(rng.normal(30, 2.5, (3, 256, 256)), 0, 255).astype(np.uint8)
+    assert _range_warnings(xr.DataArray(water, dims=("band", "y", "x"))) == []
+    sparse = np.zeros((3, 256, 256), np.float32)
+    sparse[:, 5, 5:7] = 0.5  # two valid pixels of reflectance
+    raster = xr.DataArray(sparse, dims=("band", "y", "x"), attrs={"nodata": 0})
+    assert _range_warnings(raster) == []
 
 
 def test_a_constant_band_is_not_called_off_the_models_range():
