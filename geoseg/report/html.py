@@ -173,7 +173,8 @@ def metrics_section(record: dict[str, Any], scores: dict[str, Any] | None = None
     """The run's figures, and per-class scores (a ``geoseg eval`` result, else the run's own)."""
     rows = [("pixels computed (this run)", record.get("pixels")), ("throughput (Mpx/s)", record.get("throughput_mpx_per_s")),
             ("seconds (total)", record["timings"]["total_s"]),
-            ("seconds (compute)", record["timings"]["compute_s"]),
+            ("seconds (loading models on the workers)", record["timings"].get("model_load_s")),
+            ("seconds (compute, after the models loaded)", record["timings"]["compute_s"]),
             ("chunks computed", record["chunks"]["computed"]),
             ("chunks skipped as done", record["chunks"]["skipped_as_done"])]
     out = "<h2>Metrics</h2>" + _table(("run", "value"), rows, "run-table")

@@ -55,6 +55,8 @@ def test_the_page_is_self_contained_and_has_every_section(finished_run):
                     "Provenance"):
         assert f"<h2>{heading}</h2>" in page
     assert 'id="metrics-table"' in page and "mIoU" in page
+    load = finished_run.provenance["timings"]["model_load_s"]
+    assert f"<td>seconds (loading models on the workers)</td><td>{load:.4f}</td>" in page
     # every class of the scene scored and drawn: nothing left out, nothing to say so
     assert 'id="confusion-note"' not in page and 'id="absent-classes"' not in page
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
