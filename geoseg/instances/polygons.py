@@ -195,18 +195,16 @@ def geojson_text(polygons: gpd.GeoDataFrame) -> str:
     a property, which readers that drop feature ids keep).
 
     Georeferenced polygons are written as RFC 7946 asks, by GDAL's GeoJSON driver: longitude
-    and latitude on WGS 84, 7 decimals (about 1 cm), exterior rings counter-clockwise, a
+    and latitude on WGS 84, 7 decimals (a precision of about 1 cm; the datum shift is
+    PROJ's best), exterior rings counter-clockwise, a
     polygon crossing the antimeridian cut in two, so that web maps place them. A CRS GDAL
     cannot transform to WGS 84 (a local engineering one) keeps its own coordinates, named
     in the 2008 GeoJSON ``"crs"`` member (:func:`crs_member`); pixel coordinates (no CRS) have
     none."""
     if polygons.crs is not None:
-        with warnings.catch_warnings(record=True) as said:  # GDAL's reason, as a warning
-            warnings.simplefilter("always", RuntimeWarning)
-            try:
-                return _rfc7946(polygons)
-            except (pyogrio.errors.DataLayerError, pyogrio.errors.DataSourceError) as exc:
-                reason = "; ".join(str(w.message) for w in said) or str(exc)
+        text, reason = _on_wgs84(polygons)
+        if text is not None:
+            return text
         log.warning("polygons in CRS %s cannot be put on WGS 84 (%s): their GeoJSON keeps that "
                     "CRS, named in a \"crs\" member", polygons.crs.name, reason)
     collection = json.loads(polygons.set_crs(None, allow_override=True).to_json(drop_id=True))
@@ -216,6 +214,22 @@ def geojson_text(polygons: gpd.GeoDataFrame) -> str:
         collection = {"type": collection.pop("type"), "crs": crs_member(polygons.crs),
                       **collection}
     return json.dumps(collection)
+
+
+def _on_wgs84(polygons: gpd.GeoDataFrame) -> tuple[str | None, str]:
+    """``(text, "")`` from :func:`_rfc7946`, or ``(None, why)`` where GDAL cannot transform the
+    polygons' CRS to WGS 84 (GDAL says why in a warning, which then is not the caller's)."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            text, failed = _rfc7946(polygons), None
+        except (pyogrio.errors.DataLayerError, pyogrio.errors.DataSourceError) as exc:
+            text, failed = None, exc
+    gdal = [w for w in said if failed is not None and issubclass(w.category, RuntimeWarning)]
+    for w in said:  # the others are the caller's, as they would have been
+        if w not in gdal:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return text, "; ".join(str(w.message) for w in gdal) or str(failed or "")
 
 
 def _rfc7946(polygons: gpd.GeoDataFrame) -> str:

@@ -320,3 +320,25 @@ def test_a_decoded_object_is_of_its_interior_class_however_much_outline_it_has()
                          classes=object_classes(chunked, [Route("decode", (1, 2), 1, (2,))]))
     assert count == 2 and list(table["class"]) == [1, 1]
     assert sorted(table["area_px"]) == [25, 100]  # outline included in each object's area
+
+
+def test_warnings_while_writing_geojson_still_reach_the_caller(monkeypatch):
+    """Its warnings were recorded to read GDAL's reason for a refusal, and so swallowed."""
+    import warnings
+
+    import geopandas as gpd
+    import shapely
+
+    from geoseg.instances import polygons as module
+
+    written = module._rfc7946
+
+    def warning(polygons):
+        warnings.warn("a deprecation in some library", DeprecationWarning, stacklevel=1)
+        return written(polygons)
+
+    monkeypatch.setattr(module, "_rfc7946", warning)
+    utm = gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.box(500000, 0, 500010, 10)],
+                           crs="EPSG:32618")
+    with pytest.warns(DeprecationWarning, match="a deprecation in some library"):
+        module.geojson_text(utm)
