@@ -123,10 +123,11 @@ def absent_device(wanted: str) -> str | None:
     if int(wanted.partition(":")[2] or 0) < count:
         return None
     if count:  # a Dask worker pinned to one GPU (CUDA_VISIBLE_DEVICES) sees it as cuda:0
+        seen = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
         return (f"torch finds {count} CUDA device(s) in this process on {os.uname().nodename}, "
-                f"cuda:0 to cuda:{count - 1} (CUDA_VISIBLE_DEVICES="
-                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); a worker given one GPU sees "
-                "it as cuda:0. Use 'cuda' (the process's own GPU) or an index it has.")
+                f"{seen} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): "
+                "a process given one GPU, as a GPU worker is, sees it as cuda:0. Use 'cuda' (the "
+                "process's own GPU) or an index it has.")
     return (f"torch finds no CUDA device (or a torch built without CUDA) in this process on "
             f"{os.uname().nodename}; expected a GPU it can use. Run where one is, or use cpu (or "
             "auto: CUDA when present, else the CPU).")

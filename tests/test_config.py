@@ -156,6 +156,7 @@ def test_a_gpu_index_past_those_a_pinned_worker_sees_says_it_sees_its_gpu_as_cud
         config.resolve_device("cuda:1", "the model's device")
     said = str(err.value)
     assert "the model's device='cuda:1': torch finds 1 CUDA device(s)" in said
-    assert "cuda:0 to cuda:0 (CUDA_VISIBLE_DEVICES=3); a worker given one GPU sees it as cuda:0" in said
+    assert "cuda:0 (CUDA_VISIBLE_DEVICES=3): a process given one GPU, as a GPU worker is, sees it " \
+           "as cuda:0" in said
     assert "Use 'cuda' (the process's own GPU)" in said
     assert config.resolve_device("cuda:0") == "cuda:0"
