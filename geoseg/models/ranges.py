@@ -136,6 +136,6 @@ def _far(values: np.ndarray, mean: float, std: float) -> str:
     # reflectance in 0..1 for a model of 0..255 is only about 2 stds off; calm water or snow,
     # narrow but of the model's magnitude, is not off
     top, typical = float(np.abs(values).max()), abs(mean) + std
-    if top * SPREAD < typical:
+    if top * SPREAD < typical and spread > 0:  # constant (an empty region, a flat test image): no scale
         return f"its values reach {top:.3g} at most, under a tenth of the model's {typical:.4g} (|mean| + std)"
     return ""

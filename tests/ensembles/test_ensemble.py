@@ -17,6 +17,7 @@ from geoseg.ensembles import TTA, Ensemble, EnsembleError, EnsembleRef, normaliz
 from geoseg.errors import BandMismatchError
 from geoseg.io.sources import ZarrSource
 from geoseg.models import SegmentationModel, Segmenter
+from geoseg.models.ranges import sample_windows
 from geoseg.parallel.lazy import region_work
 from geoseg.tiling.plan import n_regions
 from tests.conftest import random_unet, textured_image, write_zarr
@@ -253,4 +254,5 @@ def test_bytes_read_do_not_grow_with_members(tmp_path, monkeypatch, unet, image)
         measured.append(dict(counts))
     assert measured[0] == measured[1]
     work = region_work(ens, image.shape[1:], tile=32, regions=(50, 44))
-    assert measured[0]["reads"] == n_regions(image.shape[1:], work.region)  # one read per task
+    sampled = len(sample_windows(image.shape[1:], (40, 40)))  # segment()'s check of the values
+    assert measured[0]["reads"] == n_regions(image.shape[1:], work.region) + sampled  # one a task

@@ -359,3 +359,5 @@ def test_a_constant_band_is_not_called_off_the_models_range():
     image = make_scene(128, 128, seed=5).image
     image[1] = 100  # one flat band, inside the model's range: a field, or a test image
     assert _range_warnings(xr.DataArray(image, dims=("band", "y", "x"))) == []
+    empty = np.zeros((3, 128, 128), np.uint8)  # an unwritten region, its nodata not declared
+    assert _range_warnings(xr.DataArray(empty, dims=("band", "y", "x"))) == []
