@@ -341,7 +341,9 @@ def test_an_overwrite_stopped_while_deleting_is_finished_by_the_next_run(tmp_pat
     with pytest.raises(RasterNotFoundError, match="an --overwrite stopped while it deleted"):
         verify_output(out)
     with pytest.raises(Exception, match="is not finished \\(status 'removing'"):
-        open_finished(out)  # an export, a quicklook: never read as a finished output
+        open_finished(out)  # an export: never read as a finished output
+    drawn = geoseg("quicklook", out, str(tmp_path / "q.png"))
+    assert drawn.returncode == 2 and "part of it is gone; nothing to draw" in drawn.stderr
     again = run(JobSpec.from_dict(job), scheduler=cluster_address)  # no --overwrite needed
     assert again.n_tasks == clean.n_tasks and again.skipped == 0 and verify_output(out).ok
     np.testing.assert_array_equal(zarr.open_group(out, mode="r")["classes"][...], expected)
