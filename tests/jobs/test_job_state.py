@@ -344,6 +344,8 @@ def test_an_overwrite_stopped_while_deleting_is_finished_by_the_next_run(tmp_pat
         open_finished(out)  # an export: never read as a finished output
     drawn = geoseg("quicklook", out, str(tmp_path / "q.png"))
     assert drawn.returncode == 2 and "part of it is gone; nothing to draw" in drawn.stderr
+    scored = geoseg("eval", out, out)  # its lost chunks would be scored as no-data
+    assert scored.returncode == 2 and "part of it is gone; nothing was scored" in scored.stderr
     again = run(JobSpec.from_dict(job), scheduler=cluster_address)  # no --overwrite needed
     assert again.n_tasks == clean.n_tasks and again.skipped == 0 and verify_output(out).ok
     np.testing.assert_array_equal(zarr.open_group(out, mode="r")["classes"][...], expected)
