@@ -282,15 +282,34 @@ def chunk_checksum(*blocks: np.ndarray) -> str:
 
 def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     """Whether anything is at ``url``: an empty folder is nothing (as on an object store, and as
-    a removal stopped after its last file leaves it). A missing bucket (nothing could be written
+    a removal stopped after its last file leaves it), nor one holding only zarr's leftovers of a
+    metadata write killed midway (a run killed creating its group). A missing bucket (nothing could be written
     there) and refused access raise geoseg errors instead."""
     with remote.storage_errors(url, storage_options, "Opening output"):
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         root = path.rstrip("/")
-        if fs.exists(root) and (not fs.isdir(root) or fs.ls(root, detail=False)):
+        if fs.exists(root) and (not fs.isdir(root) or _holds_anything(fs, root)):
             return True
     remote.require_bucket(url, storage_options, "Opening output")
     return False
+
+
+def _holds_anything(fs: Any, folder: str) -> bool:
+    """Whether ``folder`` holds more than zarr's leftovers of metadata writes killed midway
+    (what a run killed as it created its group leaves)."""
+    names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(folder, detail=False))
+    return any(not ZARR_PARTIAL.fullmatch(name) for name in names)
+
+
+def _remove_zarr_leftovers(url: str, storage_options: dict[str, Any] | None) -> None:
+    """Delete zarr's leftovers of metadata writes killed midway from a folder that holds nothing
+    else (:func:`output_exists`): zarr would take them for data and refuse to create the group."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    root = path.rstrip("/")
+    if fs.isdir(root):
+        for entry in fs.ls(root, detail=False):
+            if ZARR_PARTIAL.fullmatch(entry.rstrip("/").rsplit("/", 1)[-1]):
+                fs.rm(entry)
 
 
 def written_by_geoseg(url: str, storage_options: dict[str, Any] | None = None) -> bool:
@@ -389,6 +408,8 @@ def create_output(
                 "or pass --overwrite (overwrite: true) to replace it."
             )
         remove_output(url, storage_options)
+    else:
+        _remove_zarr_leftovers(url, storage_options)
     target = OutputTarget(url, dict(storage_options or {}))
     layout = Layout(chunks, inner_chunks, task_region or chunks)
     creating = {"class_names": class_names, "nodata_class": nodata_class,

@@ -564,6 +564,9 @@ def existing_output(prepared: PreparedJob) -> str | None:
         return None
     _refuse_foreign_output(out.url, out.storage_options, overwrite=False)
     attrs = OutputTarget(out.url, dict(out.storage_options)).attrs()
+    if being_removed(attrs):
+        return (f"output {out.url} exists, left half deleted by a stopped --overwrite: `geoseg "
+                "run` deletes the rest and writes it anew")
     if attrs["job_identity"] != job_identity(prepared):
         return (f"output {out.url} exists, made by a different job ({_what_differs(attrs, prepared)} "
                 "differ): `geoseg run` refuses it unless --overwrite, which replaces it")

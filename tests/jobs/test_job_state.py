@@ -346,13 +346,25 @@ def test_an_overwrite_stopped_while_deleting_is_finished_by_the_next_run(tmp_pat
     assert drawn.returncode == 2 and "part of it is gone; nothing to draw" in drawn.stderr
     scored = geoseg("eval", out, out)  # its lost chunks would be scored as no-data
     assert scored.returncode == 2 and "part of it is gone; nothing was scored" in scored.stderr
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    checked = geoseg("validate", str(tmp_path / "job.yaml"))
+    said = " ".join((checked.stdout + checked.stderr).split())
+    assert "left half deleted by a stopped --overwrite: `geoseg run` deletes the rest" in said
     again = run(JobSpec.from_dict(job), scheduler=cluster_address)  # no --overwrite needed
     assert again.n_tasks == clean.n_tasks and again.skipped == 0 and verify_output(out).ok
     np.testing.assert_array_equal(zarr.open_group(out, mode="r")["classes"][...], expected)
 
 
-def test_a_folder_left_empty_by_a_stopped_deletion_is_no_output(tmp_path, job, cluster_address):
-    os.makedirs(job["output"]["url"])  # what a kill after the last file, before the folder, leaves
+@pytest.mark.parametrize("left", [(), ("zarr.0123456789abcdef0123456789abcdef.partial",)])
+def test_a_folder_left_empty_or_with_zarrs_leftovers_is_no_output(tmp_path, job, cluster_address,
+                                                                  left):
+    """Empty: what a kill after a deletion's last file, before its folder, leaves. Holding only
+    zarr.<uuid>.partial: a run killed as zarr wrote its new group's metadata (an internal error
+    before, zarr refusing to create a group where it saw data)."""
+    os.makedirs(job["output"]["url"])
+    for name in left:
+        with open(os.path.join(job["output"]["url"], name), "w") as file:
+            file.write('{"zarr_format": 3')
     assert geoseg("status", job["output"]["url"]).returncode == 2
     assert run(JobSpec.from_dict(job), scheduler=cluster_address).skipped == 0
     assert verify_output(job["output"]["url"]).ok
