@@ -283,8 +283,8 @@ def chunk_checksum(*blocks: np.ndarray) -> str:
 def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     """Whether anything is at ``url``: an empty folder is nothing (as on an object store, and as
     a removal stopped after its last file leaves it), nor one holding only zarr's leftovers of a
-    metadata write killed midway (a run killed creating its group). A missing bucket (nothing could be written
-    there) and refused access raise geoseg errors instead."""
+    metadata write killed midway (a run killed creating its group). A missing bucket (nothing
+    could be written there) and refused access raise geoseg errors instead."""
     with remote.storage_errors(url, storage_options, "Opening output"):
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         root = path.rstrip("/")
@@ -294,11 +294,15 @@ def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bo
     return False
 
 
+def _listed(fs: Any, folder: str) -> list[tuple[str, str]]:
+    """``(path, name)`` of each entry at the top of ``folder``."""
+    return [(entry, entry.rstrip("/").rsplit("/", 1)[-1]) for entry in fs.ls(folder, detail=False)]
+
+
 def _holds_anything(fs: Any, folder: str) -> bool:
     """Whether ``folder`` holds more than zarr's leftovers of metadata writes killed midway
     (what a run killed as it created its group leaves)."""
-    names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(folder, detail=False))
-    return any(not ZARR_PARTIAL.fullmatch(name) for name in names)
+    return any(not ZARR_PARTIAL.fullmatch(name) for _, name in _listed(fs, folder))
 
 
 def _remove_zarr_leftovers(url: str, storage_options: dict[str, Any] | None) -> None:
@@ -307,8 +311,8 @@ def _remove_zarr_leftovers(url: str, storage_options: dict[str, Any] | None) -> 
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     root = path.rstrip("/")
     if fs.isdir(root):
-        for entry in fs.ls(root, detail=False):
-            if ZARR_PARTIAL.fullmatch(entry.rstrip("/").rsplit("/", 1)[-1]):
+        for entry, name in _listed(fs, root):
+            if ZARR_PARTIAL.fullmatch(name):
                 fs.rm(entry)
 
 
@@ -352,8 +356,8 @@ def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> No
     target = OutputTarget(url, dict(storage_options or {}))
     group = target.open_group()
     group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": REMOVING}
-    for entry in fs.ls(root, detail=False):
-        if entry.rstrip("/").rsplit("/", 1)[-1] not in _METADATA:
+    for entry, name in _listed(fs, root):
+        if name not in _METADATA:
             fs.rm(entry, recursive=True)
     fs.rm(root, recursive=True)
 
@@ -372,9 +376,8 @@ def _foreign_entries(fs: Any, path: str, url: str,
     known = {*group.keys(), *_METADATA, *INSTANCE_FILES.values()}
     if half_created(dict(group.attrs.get("geoseg") or {})):  # an array stopped mid-creation:
         known |= LAYOUT_ARRAYS  # its folder may be there without its metadata
-    names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
-    return sorted(n for n in names if n not in known and not n.startswith(STAGING_PREFIXES)
-                  and not ZARR_PARTIAL.fullmatch(n))
+    return sorted(n for _, n in _listed(fs, path) if n not in known
+                  and not n.startswith(STAGING_PREFIXES) and not ZARR_PARTIAL.fullmatch(n))
 
 
 def create_output(
