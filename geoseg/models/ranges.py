@@ -97,7 +97,8 @@ def trained_models(segmenter: Any) -> list[ModelInfo]:
         return trained_models(segmenter.inner)
     if isinstance(segmenter, Ensemble):
         found = [info for member in segmenter.members for info in trained_models(member)]
-        return list({info.sha256: info for info in found}.values())
+        # a file's by its weights; a model built in memory (no hash yet) by itself
+        return list({info.sha256 or id(info): info for info in found}.values())
     return []
 
 

@@ -343,6 +343,16 @@ def test_a_wrapped_model_is_checked_as_the_model_itself():
         assert len(said) == 3, said  # one per band, the same model counted once
 
 
+def test_models_built_in_memory_are_told_apart_though_none_has_a_hash_yet():
+    from geoseg import TTA, Ensemble
+    from geoseg.models.ranges import trained_models
+    from tests.conftest import random_unet
+
+    a, b = random_unet(seed=1), random_unet(seed=2)
+    assert a.info.sha256 == b.info.sha256 == ""  # what the first version keyed them by
+    assert trained_models(Ensemble([a, b, TTA(a, "flips")])) == [a.info, b.info]
+
+
 def test_calm_water_and_a_few_valid_pixels_are_not_called_off_the_models_range():
     """Narrow, but of the model's magnitude (uint8 water about 30, std 2.5), warned as 'rescale';
     as did two valid pixels among no-data."""
