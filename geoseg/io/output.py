@@ -368,6 +368,13 @@ def being_removed(attrs: dict[str, Any]) -> bool:
     return attrs.get("status") == REMOVING
 
 
+def half_deleted(url: str, nothing: str) -> str:
+    """What a command that reads an output says of one :func:`being_removed`; ``nothing``: what
+    it did not do ("nothing was exported")."""
+    return (f"{public_url(url)}: an --overwrite stopped while it deleted this output, so part of "
+            f"it is gone; {nothing}. Run its job again to write it anew.")
+
+
 def _foreign_entries(fs: Any, path: str, url: str,
                      storage_options: dict[str, Any] | None) -> list[str]:
     """Names at the top of the group at ``path`` that are neither its members, its metadata

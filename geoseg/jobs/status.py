@@ -27,6 +27,7 @@ from geoseg.io.output import (
     chunk_checksum,
     chunk_key,
     half_created,
+    half_deleted,
     output_exists,
 )
 from geoseg.io.stages import mark_stage, stage_record, verify_stage
@@ -209,9 +210,7 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
     """Check that every chunk is recorded and its bytes hash to the recorded sha256."""
     target, attrs = _target(url, storage_options)
     if being_removed(attrs):
-        raise RasterNotFoundError(
-            f"{public_url(url)}: an --overwrite stopped while it deleted this output, so part of "
-            "it is gone; nothing to verify. Run the job again to write it anew.")
+        raise RasterNotFoundError(half_deleted(url, "nothing to verify"))
     if half_created(attrs):
         raise RasterNotFoundError(
             f"{public_url(url)}: the run that created this output stopped before it was complete, "

@@ -125,15 +125,13 @@ def open_labels(url: str, variable: str | None = None,
     otherwise), a ``geoseg convert`` output's ``raster``, a Zarr array or any single-band
     raster geoseg reads. Only a segmentation output (one with a manifest) is checked for lost
     chunks."""
-    from geoseg.io.output import MANIFEST_DONE, OutputTarget, being_removed
+    from geoseg.io.output import MANIFEST_DONE, OutputTarget, being_removed, half_deleted
     from geoseg.io.readers import open_source, source_to_dataarray
 
     target = OutputTarget(url, dict(storage_options or {}))
     attrs = target.attrs()
     if being_removed(attrs):  # its lost chunks would read as no-data
-        raise EvaluationError(f"{public_url(url)}: an --overwrite stopped while it deleted this "
-                              "output, so part of it is gone; nothing was scored. Run its job "
-                              "again to write it anew.")
+        raise EvaluationError(half_deleted(url, "nothing was scored"))
     arrays = _group_arrays(target) if attrs else set()
     if attrs.get("status") == "complete" and MANIFEST_DONE in arrays:
         from geoseg.io.integrity import damage  # a lost chunk would read as no-data

@@ -199,13 +199,12 @@ def _output_attrs(target: Any) -> dict[str, Any]:
     not write (an input, say), refused naming it."""
     from geoseg.core.urls import public_url
     from geoseg.errors import ExportError, RasterNotFoundError
-    from geoseg.io.output import being_removed, output_exists
+    from geoseg.io.output import being_removed, half_deleted, output_exists
 
     attrs = target.attrs()
     url = public_url(target.url)
     if being_removed(attrs):  # part of it is gone: nothing to draw
-        raise ExportError(f"{url}: an --overwrite stopped while it deleted this output, so part "
-                          "of it is gone; nothing to draw. Run its job again to write it anew.")
+        raise ExportError(half_deleted(target.url, "nothing to draw"))
     if attrs:
         return attrs
     if not output_exists(target.url, target.storage_options):

@@ -26,7 +26,13 @@ from geoseg.io import files
 from geoseg.io.allow import overlapping
 from geoseg.io.georef import GeoRef
 from geoseg.io.integrity import damage
-from geoseg.io.output import OutputTarget, being_removed, geoseg_attrs, output_exists
+from geoseg.io.output import (
+    OutputTarget,
+    being_removed,
+    geoseg_attrs,
+    half_deleted,
+    output_exists,
+)
 from geoseg.io.readers import open_source
 from geoseg.io.remote import check_writable
 from geoseg.io.sources import ZarrSource
@@ -110,9 +116,7 @@ def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> Fi
     attrs = _geoseg_attrs(url, so)
     status = attrs.get("status")
     if being_removed(attrs):
-        raise ExportError(
-            f"{shown(url)}: an --overwrite stopped while it deleted this output, so part of it is "
-            "gone; nothing was exported. Run its job again to write it anew, then export.")
+        raise ExportError(half_deleted(url, "nothing was exported"))
     if status != "complete":
         raise ExportError(
             f"{shown(url)} is not finished (status {status!r}, expected 'complete'); nothing was "
