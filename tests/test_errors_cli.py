@@ -382,8 +382,9 @@ def test_a_conversion_that_does_not_fit_is_named_and_removed(tmp_path, scene):
     result = geoseg("convert", str(scene), str(small / "c.zarr"), "--chunks", "32",
                     prefix=nearly_full(small, 8, f'ls -A "$0" > {listing}'))
     assert_clean(result, 1, f"Writing {small / 'c.zarr'} failed: the disk is full")
-    assert "rerun resumes" not in said(result)
-    assert listing.read_text().split() == ["fill"]
+    assert "rerun resumes" not in said(result) and "output" in said(result)
+    assert f"the part-written output {small / 'c.zarr'} was removed" in said(result)
+    assert listing.read_text().split() == ["fill"]  # no chunk write went on after the removal
 
 
 @pytest.mark.parametrize("tmpdir_there", [False, True])  # the temporary folder on that disk too

@@ -12,8 +12,8 @@ rioxarray read with the input's georeference::
       spatial_ref, x, y   CRS (crs_wkt) and GeoTransform, pixel centres (images)
       attrs["geoseg"]     converted_from (URL without credentials), input_format, status
 
-Window-readable inputs are copied chunk by chunk by dask tasks, each reading its own
-window and writing whole Zarr chunks, so no task holds more than a chunk. A gzipped
+Window-readable inputs are copied chunk by chunk by dask tasks on this process's threads,
+each reading its own window and writing whole Zarr chunks, so no task holds more than a chunk. A gzipped
 NIfTI file cannot be read by window: it is decompressed once, front to back, a slab of
 planes at a time (nibabel's array proxy), and never held whole. A gzip stream that breaks off,
 fails its checksum or ends before the voxels its header declares is refused as a truncated or
@@ -65,6 +65,7 @@ from geoseg.io.nifti import (
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.remote import check_writable, storage_errors, zarr_options
+from geoseg.io.settled import compute_settled
 from geoseg.io.sources import RasterSource
 from geoseg.tiling import INPUT_CHUNK, Layout
 from geoseg.tiling.plan import ceil_div
@@ -209,7 +210,8 @@ class WindowedInput:
 
     def copy_into(self, target: zarr.Array, sizes: tuple[int, ...]) -> None:
         data = source_to_dataarray(self.source, sizes).data
-        da.store(data, target, lock=False)
+        # settled: a failed copy is removed only once no chunk write is under way
+        compute_settled(da.store(data, target, lock=False, compute=False))
 
 
 @dataclass(frozen=True)

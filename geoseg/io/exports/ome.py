@@ -32,6 +32,7 @@ from geoseg.io.exports.common import FinishedOutput, chunk_windows, open_finishe
 from geoseg.io.exports.pyramid import downsample_window, factors_between, parse_resampling
 from geoseg.io.georef import describe_voxel_grid, voxel_grid_difference
 from geoseg.io.output import output_exists
+from geoseg.io.settled import compute_settled
 from geoseg.io.sources import SPACE
 
 
@@ -281,7 +282,7 @@ def _copy_classes(out: FinishedOutput, target: zarr.Array, level: ImageLevel) ->
     """Full-resolution labels: the output's classes, rechunked to the label chunks."""
     classes = da.from_array(out.array(), chunks=out.chunks)
     expanded = classes[tuple(slice(None) if r == SPACE else None for r in level.roles)]
-    da.store(expanded.rechunk(target.chunks), target, lock=False, scheduler="threads")
+    compute_settled(da.store(expanded.rechunk(target.chunks), target, lock=False, compute=False))
 
 
 def _downsample_level(fine: zarr.Array, coarse: zarr.Array, method: str, nodata: int) -> None:
@@ -294,7 +295,7 @@ def _downsample_level(fine: zarr.Array, coarse: zarr.Array, method: str, nodata:
         )
 
     tasks = [dask.delayed(one)(w) for w in chunk_windows(coarse.shape, coarse.chunks)]
-    dask.compute(*tasks, scheduler="threads")
+    compute_settled(*tasks)
 
 
 def _write_label_metadata(
