@@ -92,6 +92,10 @@ class LeaseRecord:
         """Expired, or held by a process of this machine that is gone."""
         return self.expired() or self.owner_gone()
 
+    def until(self) -> str:
+        """When it expires, as people read it (UTC)."""
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires))
+
     def to_bytes(self) -> bytes:
         return json.dumps({"owner": self.owner, "batch": self.batch, "output": self.output,
                            "created": _iso(self.created), "expires": _iso(self.expires),
@@ -497,7 +501,7 @@ def taken(output_url: str, storage_options: dict[str, Any] | None, *, seconds: f
         acquired = lease.acquire()
     if not acquired:
         holder = lease.holder
-        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.expires)) if holder else "?"
+        until = holder.until() if holder else "?"
         raise OutputBusyError(f"Another run is writing {lease.output} (lease held by "
                               f"{holder.owner if holder else 'unknown'}, until {until}); {refused}")
     with lease.renewing():

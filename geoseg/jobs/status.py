@@ -121,8 +121,28 @@ def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTar
                 f"{url}: its Zarr group metadata cannot be read ({unreadable}), so whether a "
                 "geoseg run wrote it cannot be told. Restore its zarr.json from a copy, or remove "
                 "the output yourself and run the job again.")
-        raise RasterNotFoundError(f"No geoseg output at {url}: give the URL a `geoseg run` wrote to.")
+        raise _no_output(url, storage_options)
     return target, attrs
+
+
+def _no_output(url: str, storage_options: dict[str, Any] | None) -> RasterNotFoundError:
+    """The error for a URL with no geoseg output, saying so of a run that holds its lease but
+    has not created it yet, or was stopped before it did."""
+    said = f"No geoseg output at {public_url(url)}"
+    try:
+        holder = read_lease(url, storage_options)
+    except Exception:  # noqa: BLE001 - the lease only adds to the message
+        holder = None
+    if holder is None:
+        return RasterNotFoundError(f"{said}: give the URL a `geoseg run` wrote to.")
+    if holder.stale():
+        return RasterNotFoundError(
+            f"{said}: the run that took its lease ({holder.owner}) stopped before creating it. "
+            "Run the job again: the new run takes the lease over.")
+    return RasterNotFoundError(
+        f"{said} yet: a run holds its lease ({holder.owner}, until {holder.until()}) and has "
+        "not created it. Ask again in a moment; if that run was stopped, a new run of the job "
+        f"can start after {holder.until()}.")
 
 
 def _unreadable_group(url: str, storage_options: dict[str, Any] | None) -> str | None:

@@ -25,7 +25,7 @@ from geoseg.errors import (
 )
 from geoseg.io.convert import convert
 from geoseg.jobs import JobSpec, load_job, run
-from geoseg.jobs.lease import Lease, new_owner_id
+from geoseg.jobs.lease import Lease, new_owner_id, read_lease
 from geoseg.jobs.status import output_status, verify_output
 from tests.cli import geoseg
 from tests.conftest import job_dict, textured_image, write_geotiff, write_zarr
@@ -48,11 +48,36 @@ def test_a_second_run_on_a_leased_output_is_refused_before_writing(tmp_path, job
         other.release()
 
 
-def test_a_lease_left_by_a_dead_local_process_is_taken_over(tmp_path, job, cluster_address):
+def _dead_owner() -> str:
+    """A lease owner naming a process of this machine that has ended."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    host = new_owner_id().rsplit("-", 2)[0]
-    stale = Lease(job["output"]["url"], owner=f"{host}-{dead.stdout.strip()}-abcdef", seconds=600)
+    return f"{new_owner_id().rsplit('-', 2)[0]}-{dead.stdout.strip()}-abcdef"
+
+
+@pytest.mark.parametrize("owner", ["live", "dead"])
+def test_status_of_an_output_not_created_yet_names_the_run_holding_its_lease(tmp_path, owner):
+    """A run stopped (or still starting) before it created the output leaves only its lease:
+    status said there was no geoseg output, as for a mistyped URL."""
+    out = str(tmp_path / "out.zarr")
+    held = Lease(out, owner="another-host-4242-abcdef" if owner == "live" else _dead_owner(),
+                 seconds=60)
+    assert held.acquire()
+    result = geoseg("status", out)
+    said = " ".join(result.stderr.split())
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"No geoseg output at {out}" in said and held.owner in said
+    if owner == "live":
+        assert f"until {read_lease(out).until()}" in said and "Ask again in a moment" in said
+    else:
+        assert "stopped before creating it" in said and "Run the job again" in said
+    held.release()
+    plain = " ".join(geoseg("status", out).stderr.split())
+    assert "give the URL a `geoseg run` wrote to" in plain and "lease" not in plain
+
+
+def test_a_lease_left_by_a_dead_local_process_is_taken_over(tmp_path, job, cluster_address):
+    stale = Lease(job["output"]["url"], owner=_dead_owner(), seconds=600)
     assert stale.acquire()
     report = run(JobSpec.from_dict(job), scheduler=cluster_address)
     assert report.n_tasks == 16 and output_status(job["output"]["url"]).status == "complete"
