@@ -181,6 +181,20 @@ class LocalStore:
         the lease never goes absent meanwhile (a plain create would slip into such a gap)."""
         if not self._take_guard():
             return None  # another process is taking it over right now
+        return self._replace_guarded(data, token)
+
+    def renew(self, data: bytes, token: Token) -> Token | None:
+        """Rewrite this owner's lease in place, under the swap guard as :meth:`swap`: a
+        takeover landing between the check and the replace would otherwise be overwritten,
+        and two runs would write. A guard another swap holds now is an error, not a loss:
+        the renewal is retried (until the lease expires)."""
+        if not self._take_guard():
+            raise OutputBusyError(f"{self.path}: another process is replacing this lease now; "
+                                  "the renewal is tried again")
+        return self._replace_guarded(data, token)
+
+    def _replace_guarded(self, data: bytes, token: Token) -> Token | None:
+        """Replace the lease by ``data`` if it still holds ``token``, then drop the guard."""
         try:
             current = self.read()
             if current is None or current[1] != token:
@@ -214,15 +228,6 @@ class LocalStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._guard)
         return False
-
-    def renew(self, data: bytes, token: Token) -> Token | None:
-        """Rewrite this owner's lease in place (``os.replace``: never absent meanwhile)."""
-        current = self.read()
-        if current is None or current[1] != token:
-            return None
-        tmp = self._write_tmp(data)
-        os.replace(tmp, self.path)
-        return data
 
     def delete(self, token: Token) -> None:
         current = self.read()

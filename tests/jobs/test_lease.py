@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from geoseg.errors import LeaseLostError
+from geoseg.errors import LeaseLostError, OutputBusyError
 from geoseg.jobs.lease import Lease, LeaseRecord, lease_url, read_lease, store_for
 
 
@@ -104,10 +104,10 @@ def test_many_processes_at_once_exactly_one_wins(tmp_path, stale):
 
 def test_renewal_keeps_a_short_lease_alive_and_release_follows_failure(tmp_path):
     out = str(tmp_path / "out.zarr")
-    lease = Lease(out, owner="run-a", seconds=0.6)
+    lease = Lease(out, owner="run-a", seconds=2)
     assert lease.acquire()
     with pytest.raises(RuntimeError, match="job failed"), lease.renewing():
-        time.sleep(1.5)  # more than twice the lease's length
+        time.sleep(4.5)  # more than twice the lease's length
         assert not Lease(out, owner="run-b", seconds=1).acquire()
         assert read_lease(out).owner == "run-a" and not read_lease(out).expired()
         raise RuntimeError("job failed")
@@ -120,13 +120,53 @@ def test_a_lease_taken_over_is_noticed_at_the_next_renewal(tmp_path):
     assert lease.acquire()
     with lease.renewing():
         taken = LeaseRecord("run-b", time.time(), time.time() + 60)
-        Path(lease_url(out)).write_bytes(taken.to_bytes())
+        store = store_for(lease_url(out))
+        while store.swap(taken.to_bytes(), store.read()[1]) is None:  # as a takeover does,
+            time.sleep(0.01)  # between two renewals
         deadline = time.time() + 10
         while not lease.lost.is_set() and time.time() < deadline:
             time.sleep(0.05)
         with pytest.raises(LeaseLostError, match="taken over by another run"):
             lease.check()
     assert read_lease(out).owner == "run-b"  # not released: it is not ours any more
+
+
+def test_a_takeover_landing_inside_a_renewal_is_not_overwritten(tmp_path):
+    """A renewal read the lease, a takeover replaced it, then the renewal wrote over the new
+    owner's lease: two runs believed they held the output. The renewal now holds the swap
+    guard from its read to its write, so the takeover in between finds it busy."""
+    out = str(tmp_path / "out.zarr")
+    renewing = Lease(out, owner="run-a", seconds=0.05)
+    assert renewing.acquire()
+    time.sleep(0.1)  # expired: another run may take it over
+    taker = Lease(out, owner="run-b", seconds=60)
+    took: list[bool] = []
+    store = renewing._store
+    read = store.read
+
+    def read_then_taken_over():
+        current = read()
+        if not took:
+            took.append(taker.acquire())  # lands between the renewal's read and its write
+        return current
+
+    store.read = read_then_taken_over
+    renewed = renewing.renew()
+    owner = read_lease(out).owner
+    assert took == [owner == "run-b"] and renewed == (owner == "run-a"), (took, renewed, owner)
+
+
+def test_a_renewal_meeting_another_swap_under_way_is_retried_not_lost(tmp_path):
+    out = str(tmp_path / "out.zarr")
+    lease = Lease(out, owner="run-a", seconds=60)
+    assert lease.acquire()
+    guard = Path(f"{lease_url(out)}.swap")
+    guard.touch()  # another process replacing the lease this instant
+    with pytest.raises(OutputBusyError, match="another process is replacing this lease"):
+        lease.renew()
+    assert not lease.lost.is_set() and read_lease(out).owner == "run-a"
+    guard.unlink()
+    assert lease.renew() and lease.held
 
 
 def test_s3_leases_are_conditional_and_hold_no_credentials(s3_server):
