@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from distributed import Client, Future, KilledWorker, SchedulerPlugin, as_completed
 
+from geoseg import logs
 from geoseg.io import faults
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
 from geoseg.io.sources import RasterSource
@@ -21,6 +22,9 @@ from geoseg.parallel.tasks import RegionWork
 from geoseg.tiling.plan import regions
 
 CRASH_CULPRITS = 3  # chunks found killing workers on their own before the others are left to a rerun
+# seconds a run ending early waits for its tasks already running to end: short enough for a
+# container's grace period after SIGTERM (30 s by default) with the rest of the clean-up
+CANCEL_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -193,11 +197,39 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
 
 
 def _cancel(client: Client, futures: list[Future]) -> None:
-    """Cancel the tasks of a run that is ending early; a client that lost its scheduler has
-    nothing to cancel and must not hide why the run ended behind its own connection error."""
-    if client.status == "running":
-        with contextlib.suppress(OSError, TimeoutError):
-            client.cancel(futures)
+    """Cancel the tasks of a run that is ending early, and wait (at most :data:`CANCEL_WAIT`
+    seconds) for those already running: Dask cannot stop them, and they go on writing their
+    chunks and manifest entries on their workers. Once this returns, the run's count of what
+    it wrote is final, and no task of it writes after its lease is released. A client that
+    lost its scheduler has nothing to cancel and must not hide why the run ended behind its
+    own connection error."""
+    if client.status != "running":
+        return
+    keys = {f.key for f in futures}
+    with contextlib.suppress(OSError, TimeoutError):
+        client.cancel(futures)
+        deadline, running = time.monotonic() + CANCEL_WAIT, _running(client, keys)
+        if running:
+            logs.log.info("waiting up to %g s for %d task(s) already running to end",
+                          CANCEL_WAIT, running)
+        while running and time.monotonic() < deadline:
+            time.sleep(0.1)
+            running = _running(client, keys)
+        if running:
+            logs.log.warning("%d task(s) still running %g s after the run stopped (a read that "
+                             "never returns?); a rerun recomputes any chunk they leave unmarked",
+                             running, CANCEL_WAIT)
+
+
+def _running(client: Client, keys: set[Any]) -> int:
+    """How many tasks of ``keys`` the workers are running now."""
+    running = client.run(_executing, on_error="ignore")
+    return sum(key in keys for on_worker in running.values() for key in on_worker)
+
+
+def _executing(dask_worker: Any) -> list[Any]:
+    """The keys of the tasks this worker is running now (run on each worker)."""
+    return [ts.key for ts in dask_worker.state.executing]
 
 
 def _gather(kept: Callable[[], contextlib.AbstractContextManager[None]],

@@ -169,3 +169,30 @@ def test_ctrl_c_in_a_terminal_stops_a_run_on_worker_processes_without_their_trac
             proc.wait(30)
     assert proc.returncode == 130, said
     assert "interrupted; a rerun resumes" in said and "Traceback" not in said, said
+
+
+def test_a_stopped_run_returns_once_its_running_tasks_have_ended(tmp_path):
+    """Dask cannot stop a task already running: on a cluster that outlives the run (a batch's,
+    or one given by address) it went on writing its chunk and manifest entry after the run had
+    counted what it wrote (and, in a batch, released its lease)."""
+    from distributed import Client, LocalCluster
+
+    from geoseg.jobs import JobSpec, run
+    from geoseg.jobs.lease import Lease
+
+    spec = yaml.safe_load(write_job(tmp_path).read_text())
+    spec["model"]["params"]["delay"] = 1.0
+
+    def stop(region) -> None:
+        raise KeyboardInterrupt  # as a batch's stop does, from its callback
+
+    lease = Lease(str(tmp_path / "out.zarr"), owner="batch-a", seconds=60)  # a batch's: the
+    assert lease.acquire()                                                # run keeps it
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client, \
+            lease.renewing():
+        with pytest.raises(KeyboardInterrupt):
+            run(JobSpec.from_dict(spec), client=client, on_done=stop, lease=lease)
+        done = regions_done(tmp_path / "out.zarr")
+        time.sleep(2.5)  # longer than a task: any still running would have written by now
+        assert regions_done(tmp_path / "out.zarr") == done and 1 <= done < REGIONS
