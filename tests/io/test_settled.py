@@ -9,13 +9,21 @@ import pytest
 from geoseg.io.settled import compute_settled
 
 
-def _tasks(running: list[int], ended: list[int]) -> list:
+def _tasks(running: list[int], ended: list[int], go_on: threading.Event | None = None) -> list:
+    """Twelve tasks; the third to start fails at once, while the two before it still run:
+    they end after ``go_on`` (or a while)."""
+    lock = threading.Lock()
+
     def one(i: int) -> int:
-        running.append(i)
-        if i == 0:
-            time.sleep(0.05)  # the others have started by then
+        with lock:
+            running.append(i)
+            third = len(running) == 3
+        if third:
             raise OSError(28, "No space left on device")
-        time.sleep(0.4)
+        if go_on is None:
+            time.sleep(0.3)
+        else:
+            go_on.wait(10)
         ended.append(i)
         return i
 
@@ -28,9 +36,9 @@ def test_a_failure_is_raised_only_once_the_running_tasks_have_ended():
     with pytest.raises(OSError, match="No space"):
         compute_settled(*_tasks(running, ended), threads=4)
     started = len(running)
-    assert 1 < started < 12, running  # some ran beside the failing one, not all were started
-    assert sorted(ended) == sorted(i for i in running if i != 0)
-    time.sleep(0.6)
+    assert 3 <= started < 12, running  # some ran beside the failing one, not all were started
+    assert sorted(ended) == sorted(running[:2] + running[3:])
+    time.sleep(0.5)
     assert len(running) == started, "a task started after the error was raised"
     assert not [t for t in threading.enumerate() if t.name.startswith("geoseg-settled")]
 
@@ -39,11 +47,15 @@ def test_dask_alone_would_leave_them_running():
     """What the helper is for: dask's threaded scheduler raises while its tasks go on."""
     running: list[int] = []
     ended: list[int] = []
+    go_on = threading.Event()
     with pytest.raises(OSError):
-        dask.compute(*_tasks(running, ended), scheduler="threads", num_workers=4)
-    at_error = len(ended)
-    time.sleep(1.5)
-    assert len(ended) > at_error
+        dask.compute(*_tasks(running, ended, go_on), scheduler="threads", num_workers=4)
+    assert not ended  # those running were still waiting when the error came
+    go_on.set()
+    deadline = time.monotonic() + 10
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended
 
 
 def test_results_come_back_in_order():
