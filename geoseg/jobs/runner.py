@@ -64,7 +64,7 @@ from geoseg.methods.edges import Canny, hysteresis
 from geoseg.models import ranges
 from geoseg.models.header import ModelHeader
 from geoseg.models.modelfile import read_header
-from geoseg.parallel.cluster import cluster_kind, connect, for_job_size, with_cluster
+from geoseg.parallel.cluster import cluster_kind, connect, current, for_job_size, with_cluster
 from geoseg.parallel.cluster_spec import ClusterSpec
 from geoseg.parallel.executor import RegionStats, run_regions, score_regions
 from geoseg.parallel.lazy import plan_work
@@ -274,7 +274,8 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
     with _leased(out.url, out.storage_options, lease) as held, \
-            (contextlib.nullcontext(client) if client is not None else connect(where)) as active:
+            (contextlib.nullcontext(client) if client is not None else connect(where)) as active, \
+            current(active):
         prepared = fit_methods(prepared)
         target, skip = _open_or_create(prepared, overwrite)
         target = dataclasses.replace(target, fence=held.fence())

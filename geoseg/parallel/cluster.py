@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, Security
+from distributed import Client, LocalCluster, Security, default_client
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -328,6 +328,22 @@ def tls_security(spec: ClusterSpec, address: str) -> Security | None:
             "tcp:// is refused: nothing would be encrypted.")
     return Security(tls_ca_file=spec.tls.ca_file, tls_client_cert=spec.tls.cert,
                     tls_client_key=spec.tls.key, require_encryption=True)
+
+
+@contextmanager
+def current(client: Client) -> Iterator[None]:
+    """``client`` as the one the run's dask computations in this thread go to (fitting methods,
+    the stages): a client the caller gives need not be dask's default, and the default may be
+    another cluster's, or none (then they ran in this process)."""
+    try:
+        default = default_client()
+    except ValueError:  # no client at all
+        default = None
+    if default is client:  # a batch's jobs share the default: no global setting to interleave
+        yield
+        return
+    with client.as_current():
+        yield
 
 
 @contextmanager

@@ -97,7 +97,7 @@ def score_regions(client: Client, target: OutputTarget, reference: ReferenceLabe
     futures = client.map(score_stored, todo, target=target, reference=reference,
                          n_classes=n_classes, nodata_class=nodata_class, pure=False)
     total = np.zeros((n_classes, n_classes), np.int64)
-    for future in as_completed(futures):
+    for future in as_completed(futures, loop=client.loop):  # not dask's default client's
         total += future.result()
     return total
 
@@ -187,7 +187,7 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
     kept = functools.partial(_scheduler_kept, client, lambda: target.count_done() - earlier,
                              len(todo))
     try:
-        crashed = _gather(kept, dict(zip((f.key for f in futures), todo)), futures, done)
+        crashed = _gather(client, kept, dict(zip((f.key for f in futures), todo)), futures, done)
         if crashed:  # tasks that were on a dying worker: the one that killed it, and bystanders
             _retry_alone(client, kept, crashed, done, **kwargs)
     except BaseException:
@@ -232,14 +232,14 @@ def _executing(dask_worker: Any) -> list[Any]:
     return [ts.key for ts in dask_worker.state.executing]
 
 
-def _gather(kept: Callable[[], contextlib.AbstractContextManager[None]],
+def _gather(client: Client, kept: Callable[[], contextlib.AbstractContextManager[None]],
             region_of: dict[str, tuple[slice, ...]], futures: list[Future],
             done: Callable[[RegionStats], None]) -> list[tuple[slice, ...]]:
     """Wait for every future; the regions of those that failed because workers died (Dask's
     ``KilledWorker``). A lost scheduler raises :class:`~geoseg.errors.ClusterLostError` (``kept``)."""
     crashed = []
-    with kept():
-        for future in as_completed(futures):
+    with kept():  # the run's client's loop: it need not be dask's default client
+        for future in as_completed(futures, loop=client.loop):
             try:
                 done(future.result())
                 future.release()  # its result is in: a worker dying now does not recompute it

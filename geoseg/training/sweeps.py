@@ -485,7 +485,7 @@ def _gather(client: Client, trials: list[Trial], resume: bool, gpu: bool, log: L
                              key=f"geoseg-trial-{t.name}-{uuid.uuid4().hex[:8]}", resources=resources): t
                for t in trials}
     results = []
-    for future in as_completed(futures):
+    for future in as_completed(futures, loop=client.loop):
         trial = futures[future]
         try:
             results.append(_trial_result(trial, future.result()))

@@ -204,3 +204,26 @@ def test_a_job_keeps_instances_made_with_other_settings_unless_overwrite(tmp_pat
     assert (out / "instances.parquet").read_bytes() == table and (out / "polygons.parquet").exists()
     replaced = run(JobSpec.from_dict(spec), overwrite=True)
     assert replaced.instances.count == 3 and not (out / "polygons.parquet").exists()
+
+
+def test_a_run_given_a_client_that_is_not_the_default_computes_everything_on_it(tmp_path):
+    """Fitting a method and the instance stage went to dask's default client (another cluster)
+    or, with none, ran in the calling process; the regions' wait failed outright."""
+    from distributed import Client, LocalCluster
+
+    spec, mask = coins_job(tmp_path, {"classes": [1], "connectivity": 2})
+
+    def prefixes(client: Client) -> set[str]:
+        return set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes)))
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as given_cluster, \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                         dashboard_address=None) as other_cluster, \
+            Client(given_cluster, set_as_default=False) as given, Client(other_cluster) as other:
+        report = run(JobSpec.from_dict(spec), client=given)
+        assert not prefixes(other), prefixes(other)  # the default client saw no task
+        ran = prefixes(given)
+    assert report.instances.count > 0 and "segment_to_store" in ran and len(ran) > 3, ran
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["classes"][:],
+                                  mask)

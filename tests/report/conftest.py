@@ -27,7 +27,8 @@ def job(folder: Path, name: str = "report-test", *, out: str = "mask.zarr",
 @pytest.fixture(scope="session")
 def client() -> Client:
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
+                      dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as c:  # only where a test passes it
         yield c
 
 
