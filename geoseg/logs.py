@@ -25,6 +25,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any, Self
 
@@ -148,6 +149,19 @@ def quiet_lost_heartbeats() -> None:
     _filtered(("distributed.worker",), DropLostHeartbeats, True)
 
 
+class DropInterruptedSyncs(logging.Filter):
+    """Drops tornado's "Exception in callback" for distributed's cancelling of a client call
+    that Ctrl-C or SIGTERM interrupted before it began: ``sync``'s ``cancel`` meets the future
+    it never made (a ``NameError`` in distributed 2026.8). Nothing was running to cancel, and
+    the command says it was interrupted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, NameError) and any(
+            Path(frame.f_code.co_filename).parts[-2:] == ("distributed", "utils.py")
+            for frame in _frames(record, "cancel")))
+
+
 class DropCancelledStarts(logging.Filter):
     """Drops tornado's "Exception in callback" for a local cluster's background start of its
     workers (``SpecCluster._correct_state_internal``) that failed because Ctrl-C or SIGTERM
@@ -220,12 +234,14 @@ def setup(fmt: str | None = None, level: int | str = logging.INFO, *,
 
     With JSON, Dask's ``distributed`` records and Python warnings that reach this
     process's stderr become JSON lines too, so that stderr stays machine-readable.
-    ``quiet_tasks``: :func:`quiet_task_errors` and :func:`quiet_scheduler_loss`. Calling it again replaces the handlers it
+    ``quiet_tasks``: :func:`quiet_task_errors`, :func:`quiet_scheduler_loss` and
+    :class:`DropInterruptedSyncs`. Calling it again replaces the handlers it
     installed.
     """
     chosen = log_format(fmt)
     quiet_task_errors(quiet_tasks)
     quiet_scheduler_loss(quiet_tasks)  # without --debug, the run's error says it once
+    _filtered(("tornado.application",), DropInterruptedSyncs, quiet_tasks)
     _install(logging.getLogger(ROOT), chosen)
     logging.getLogger(ROOT).setLevel(level)
     if chosen == "json":
