@@ -199,8 +199,8 @@ def test_catalog_items_by_id_with_relative_hrefs(tmp_path, cluster_address):
         plan_items(BatchSpec.from_dict(data))
 
 
-def test_leased_output_is_left_alone_a_stale_lease_taken_over_and_wait_waits(tmp_path,
-                                                                             cluster_address):
+def test_leased_output_is_left_alone_a_stale_lease_taken_over_and_wait_waits(
+        tmp_path, cluster_address, monkeypatch):
     for name, seed in (("a", 41), ("b", 42)):
         write_zarr(tmp_path / "in" / f"{name}.zarr", scene(seed), chunks=(32, 32))
     out_a, out_b = f"{tmp_path}/out/a.zarr", f"{tmp_path}/out/b.zarr"
@@ -216,7 +216,17 @@ def test_leased_output_is_left_alone_a_stale_lease_taken_over_and_wait_waits(tmp
     assert not Path(out_a).exists()  # never touched
     assert not Path(lease_url(out_b)).exists()  # taken over, then released
 
-    threading.Timer(1.5, other.release).start()
+    refused = threading.Event()  # released 1.5 s after the batch first found it held, however
+    try_acquire = Lease._try_acquire  # long the batch took to get there
+
+    def watched(lease: Lease) -> bool:
+        took = try_acquire(lease)
+        if not took and lease.owner != other.owner and not refused.is_set():
+            refused.set()
+            threading.Timer(1.5, other.release).start()
+        return took
+
+    monkeypatch.setattr(Lease, "_try_acquire", watched)
     waited = run_batch(BatchSpec.from_dict({**data, "wait": 60}), scheduler=cluster_address)
     assert states(waited) == {"a": "done", "b": "skipped"}
     assert waited.items[0].seconds >= 1.0

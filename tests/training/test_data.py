@@ -225,17 +225,27 @@ def test_normalization_windows_past_the_window_budget_are_refused_naming_the_key
         check_stats([Pair(10**5, 10**5)], data(None), 8192)
 
 
-def test_measure_stats_holds_no_more_than_the_stats_budget_counts():
-    """Each window read and its float64 copies are held at once; the next window is read after."""
-    pairs = [_memory_pair()]
+def stats_peak() -> str:
+    """``windows window pixels peak``: what measuring the statistics of three 128-pixel windows
+    allocated at most."""
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
-        stats = measure_stats(np.random.default_rng(0), pairs, 3, 128, 5, 255)
+        stats = measure_stats(np.random.default_rng(0), [_memory_pair()], 3, 128, 5, 255)
         peak = tracemalloc.get_traced_memory()[1] - start
     finally:
         tracemalloc.stop()
-    assert stats.windows == 3 and stats.window == 128 and stats.pixels == 3 * 128 * 128
+    return f"{stats.windows} {stats.window} {stats.pixels} {peak}"
+
+
+def test_measure_stats_holds_no_more_than_the_stats_budget_counts():
+    """Each window read and its float64 copies are held at once; the next window is read after.
+    Measured in a process of its own, as the loader's peak above."""
+    code = "from tests.training.test_data import stats_peak; print(stats_peak())"
+    measured = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                              capture_output=True, text=True, timeout=120)
+    windows, window, pixels, peak = map(int, measured.stdout.split()[-4:])
+    assert windows == 3 and window == 128 and pixels == 3 * 128 * 128
     one_window = 3 * 128 * 128 * 8  # the float64 copy of its pixels alone
     assert 2 * one_window < peak <= stats_bytes(128, 3) + (16 << 10), peak
 
