@@ -158,8 +158,10 @@ def test_no_process_downloads_the_whole_remote_raster(tmp_path, s3_process, monk
     print(f"COG {size} bytes; downloaded: " + ", ".join(f"{k} {v} ({v / size:.1%})" for k, v in downloaded.items()))
     assert report.n_tasks == 16
     assert downloaded["client"] < 0.02 * size, downloaded  # the header and tile index only
-    # two workers, so about half of the full-resolution tiles each (overviews are a quarter of the file)
-    assert all(0.2 * size < downloaded[w] < 0.6 * size for w in workers), (downloaded, size)
+    # two workers, about half of the full-resolution tiles each (overviews are a fifth of the
+    # file), less evenly when one is slower and the other takes over its tasks; neither the whole
+    assert all(0.1 * size < downloaded[w] < 0.7 * size for w in workers), (downloaded, size)
+    assert 0.75 * size < sum(downloaded[w] for w in workers) < 1.1 * size, (downloaded, size)
     mask = zarr.open_group(str(tmp_path / "mask.zarr"), mode="r")["classes"][...]
     np.testing.assert_array_equal(mask, (image[0] > 128).astype(np.uint8))
 
