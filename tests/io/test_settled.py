@@ -44,7 +44,8 @@ def test_a_failure_is_raised_only_once_the_running_tasks_have_ended():
 
 
 def test_dask_alone_would_leave_them_running():
-    """What the helper is for: dask's threaded scheduler raises while its tasks go on."""
+    """What the helper is for: dask's threaded scheduler raises while its tasks go on (a
+    check of dask's behaviour, not geoseg's: if it fails, dask waits for them itself now)."""
     running: list[int] = []
     ended: list[int] = []
     go_on = threading.Event()
@@ -61,3 +62,30 @@ def test_dask_alone_would_leave_them_running():
 def test_results_come_back_in_order():
     assert compute_settled(*[dask.delayed(lambda i: i * i)(i) for i in range(5)], threads=2) \
         == (0, 1, 4, 9, 16)
+
+
+def test_a_task_that_never_returns_delays_the_error_a_bounded_time(monkeypatch, caplog):
+    """A read from a hung mount must not keep Ctrl-C, SIGTERM or the error from ending a
+    command: the wait is bounded, and what it left running is said."""
+    from geoseg.io import settled
+
+    monkeypatch.setattr(settled, "SETTLE_WAIT", 0.5)
+    stuck, started = threading.Event(), threading.Event()
+
+    def one(i: int) -> int:
+        if i == 0:
+            started.wait(10)
+            raise OSError(28, "No space left on device")
+        started.set()
+        stuck.wait(30)  # a read that does not return
+        return i
+
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(OSError, match="No space"):
+            compute_settled(*[dask.delayed(one)(i) for i in range(2)], threads=2)
+        took = time.monotonic() - t0
+    finally:
+        stuck.set()
+    assert 0.4 < took < 5, took
+    assert "1 task(s) still running 0.5 s after the computation failed" in caplog.text
