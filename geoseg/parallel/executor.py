@@ -14,6 +14,7 @@ import numpy as np
 from distributed import Client, Future, KilledWorker, SchedulerPlugin, as_completed
 
 from geoseg import logs
+from geoseg.core.urls import public_url
 from geoseg.io import faults
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
 from geoseg.io.sources import RasterSource
@@ -189,41 +190,46 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
     try:
         crashed = _gather(client, kept, dict(zip((f.key for f in futures), todo)), futures, done)
         if crashed:  # tasks that were on a dying worker: the one that killed it, and bystanders
-            _retry_alone(client, kept, crashed, done, **kwargs)
+            _retry_alone(client, kept, crashed, done, futures, **kwargs)
     except BaseException:
-        _cancel(client, futures)
+        _cancel(client, futures, public_url(target.url))
         raise
     return stats
 
 
-def _cancel(client: Client, futures: list[Future]) -> None:
+def _cancel(client: Client, futures: list[Future], output: str) -> None:
     """Cancel the tasks of a run that is ending early, and wait (at most :data:`CANCEL_WAIT`
     seconds) for those already running: Dask cannot stop them, and they go on writing their
-    chunks and manifest entries on their workers. Once this returns, the run's count of what
-    it wrote is final, and no task of it writes after its lease is released. A client that
+    chunks and manifest entries on their workers. Once this returns (without saying some still
+    run), the run's count of what it wrote is final, and no task of it writes after its lease
+    is released. A client that
     lost its scheduler has nothing to cancel and must not hide why the run ended behind its
     own connection error."""
     if client.status != "running":
         return
-    keys = {f.key for f in futures}
+    keys, running = {f.key for f in futures}, 0
+    deadline = time.monotonic() + CANCEL_WAIT
     with contextlib.suppress(OSError, TimeoutError):
         client.cancel(futures)
-        deadline, running = time.monotonic() + CANCEL_WAIT, _running(client, keys)
+        running = _running(client, keys, deadline)
         if running:
             logs.log.info("waiting up to %g s for %d task(s) already running to end",
-                          CANCEL_WAIT, running)
+                          CANCEL_WAIT, running, extra={"output": output})
         while running and time.monotonic() < deadline:
-            time.sleep(0.1)
-            running = _running(client, keys)
-        if running:
-            logs.log.warning("%d task(s) still running %g s after the run stopped (a read that "
-                             "never returns?); a rerun recomputes any chunk they leave unmarked",
-                             running, CANCEL_WAIT)
+            time.sleep(0.25)
+            running = _running(client, keys, deadline)
+    if running:
+        logs.log.warning("%d task(s) still running %g s after the run stopped (a read that "
+                         "never returns?); a rerun recomputes any chunk they leave unmarked",
+                         running, CANCEL_WAIT, extra={"output": output})
 
 
-def _running(client: Client, keys: set[Any]) -> int:
-    """How many tasks of ``keys`` the workers are running now."""
-    running = client.run(_executing, on_error="ignore")
+def _running(client: Client, keys: set[Any], deadline: float) -> int:
+    """How many tasks of ``keys`` the workers are running now; the question itself given up at
+    ``deadline`` (a worker that cannot be reached, or whose event loop is blocked), which
+    raises ``TimeoutError``."""
+    left = max(0.2, deadline - time.monotonic())
+    running = client.sync(client._run, _executing, on_error="ignore", callback_timeout=left)
     return sum(key in keys for on_worker in running.values() for key in on_worker)
 
 
@@ -268,15 +274,17 @@ def _scheduler_kept(client: Client, written: Callable[[], int], total: int) -> I
 
 def _retry_alone(client: Client, kept: Callable[[], contextlib.AbstractContextManager[None]],
                  crashed: list[tuple[slice, ...]], done: Callable[[RegionStats], None],
-                 **kwargs: Any) -> None:
+                 submitted: list[Future], **kwargs: Any) -> None:
     """Run each region again, one at a time: a worker dying now was killed by that region's own
     task. Raise :class:`~geoseg.errors.WorkerCrashError` naming those (after
-    :data:`CRASH_CULPRITS` of them the rest are left to a rerun)."""
+    :data:`CRASH_CULPRITS` of them the rest are left to a rerun). Each new future joins
+    ``submitted``, the run's, which a run ending early cancels and waits for."""
     culprits, deaths = [], 0
     for i, region in enumerate(crashed):
         try:
+            submitted.append(client.submit(segment_to_store, region, pure=False, **kwargs))
             with kept():
-                done(client.submit(segment_to_store, region, pure=False, **kwargs).result())
+                done(submitted[-1].result())
         except KilledWorker as exc:
             culprits.append((chunk_key(region, kwargs["chunks"]), region))
             deaths = exc.allowed_failures + 1
