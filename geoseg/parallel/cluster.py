@@ -25,7 +25,8 @@ from types import ModuleType
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, Security, default_client
+from distributed import Client, LocalCluster, Security
+from distributed.client import _current_client  # what Client.as_current sets, less its config
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -332,18 +333,17 @@ def tls_security(spec: ClusterSpec, address: str) -> Security | None:
 
 @contextmanager
 def current(client: Client) -> Iterator[None]:
-    """``client`` as the one the run's dask computations in this thread go to (fitting methods,
-    the stages): a client the caller gives need not be dask's default, and the default may be
-    another cluster's, or none (then they ran in this process)."""
+    """``client`` as the one the dask computations of this thread go to (fitting methods, the
+    stages), where dask's ``scheduler`` setting names none: a client the caller gives need not
+    be dask's default, and the default may be another cluster's, or none (then they ran in
+    this process). Only this thread's context changes: ``Client.as_current`` would also set
+    dask's scheduler for the whole process, and runs in two threads would interleave its
+    restoring."""
+    token = _current_client.set(client)
     try:
-        default = default_client()
-    except ValueError:  # no client at all
-        default = None
-    if default is client:  # a batch's jobs share the default: no global setting to interleave
         yield
-        return
-    with client.as_current():
-        yield
+    finally:
+        _current_client.reset(token)
 
 
 @contextmanager
