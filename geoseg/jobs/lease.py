@@ -230,10 +230,19 @@ class LocalStore:
         return False
 
     def delete(self, token: Token) -> None:
-        current = self.read()
-        if current is not None and current[1] == token:
+        """Under the swap guard, as :meth:`renew`: a takeover landing between the check and the
+        unlink would lose its new lease. A guard held now means the lease is being replaced:
+        it is left to the process replacing it."""
+        if not self._take_guard():
+            return
+        try:
+            current = self.read()
+            if current is not None and current[1] == token:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+        finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+                os.unlink(self._guard)
 
     def _write_tmp(self, data: bytes) -> str:
         tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
@@ -410,7 +419,9 @@ class Lease:
         return False
 
     def renew(self) -> bool:
-        """Push the expiry ``seconds`` ahead; ``False`` (and ``lost`` set) if it is not ours."""
+        """Push the expiry ``seconds`` ahead; ``False`` (and ``lost`` set) if it is not ours.
+        Raises what the store raises when it cannot tell now (unreachable, or on a local disk
+        another process replacing the lease this instant): the renewal thread tries again."""
         if self._token is None or self.lost.is_set():
             return False
         data = self._record(self._created).to_bytes()

@@ -156,6 +156,30 @@ def test_a_takeover_landing_inside_a_renewal_is_not_overwritten(tmp_path):
     assert took == [owner == "run-b"] and renewed == (owner == "run-a"), (took, renewed, owner)
 
 
+def test_a_takeover_landing_inside_a_release_keeps_its_lease(tmp_path):
+    """The release read its lease, a takeover replaced it, then the release deleted the new
+    owner's lease."""
+    out = str(tmp_path / "out.zarr")
+    ending = Lease(out, owner="run-a", seconds=0.05)
+    assert ending.acquire()
+    time.sleep(0.1)
+    taker = Lease(out, owner="run-b", seconds=60)
+    took: list[bool] = []
+    store = ending._store
+    read = store.read
+
+    def read_then_taken_over():
+        current = read()
+        if not took:
+            took.append(taker.acquire())
+        return current
+
+    store.read = read_then_taken_over
+    ending.release()
+    left = read_lease(out)
+    assert took == [left is not None and left.owner == "run-b"], (took, left)
+
+
 def test_a_renewal_meeting_another_swap_under_way_is_retried_not_lost(tmp_path):
     out = str(tmp_path / "out.zarr")
     lease = Lease(out, owner="run-a", seconds=60)
