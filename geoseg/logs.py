@@ -152,8 +152,8 @@ def quiet_lost_heartbeats() -> None:
 class DropInterruptedSyncs(logging.Filter):
     """Drops tornado's "Exception in callback" for distributed's cancelling of a client call
     that Ctrl-C or SIGTERM interrupted before it began: ``sync``'s ``cancel`` meets the future
-    it never made (a ``NameError`` in distributed 2026.8). Nothing was running to cancel, and
-    the command says it was interrupted."""
+    it never made (a ``NameError`` in distributed 2026.8), so the call goes on uncancelled, as
+    before that cancelling existed; the command says it was interrupted, and ends."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None

@@ -315,14 +315,16 @@ runner.stop()
 """
 
 
-@pytest.mark.parametrize("mode", ["quiet", "debug"])
-def test_a_client_call_interrupted_as_it_begins_prints_no_traceback(mode):
+def test_a_client_call_interrupted_as_it_begins_prints_no_traceback():
     """distributed cancels the interrupted call on its loop, where it meets a future it never
     made: tornado logged that NameError with its traceback under a run's "interrupted"."""
-    done = subprocess.run([sys.executable, "-c", INTERRUPTED_SYNC, mode], capture_output=True,
-                          text=True, timeout=60, check=True)
-    assert "interrupted" in done.stderr
-    if mode == "quiet":
-        assert "Traceback" not in done.stderr and "NameError" not in done.stderr, done.stderr
-    else:  # --debug keeps it, as every record of distributed's
-        assert "NameError" in done.stderr, done.stderr
+    def said(mode: str) -> str:
+        done = subprocess.run([sys.executable, "-c", INTERRUPTED_SYNC, mode], capture_output=True,
+                              text=True, timeout=60, check=True)
+        assert "interrupted" in done.stderr, done.stderr
+        return done.stderr
+
+    if "NameError" not in said("debug"):  # --debug keeps every record of distributed's
+        pytest.skip("distributed no longer meets a future it never made: the filter can go")
+    quiet = said("quiet")
+    assert "Traceback" not in quiet and "NameError" not in quiet, quiet

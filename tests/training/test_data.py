@@ -228,10 +228,11 @@ def test_normalization_windows_past_the_window_budget_are_refused_naming_the_key
 def stats_peak() -> str:
     """``windows window pixels peak``: what measuring the statistics of three 128-pixel windows
     allocated at most."""
+    pairs = [_memory_pair()]  # made before the count starts
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
-        stats = measure_stats(np.random.default_rng(0), [_memory_pair()], 3, 128, 5, 255)
+        stats = measure_stats(np.random.default_rng(0), pairs, 3, 128, 5, 255)
         peak = tracemalloc.get_traced_memory()[1] - start
     finally:
         tracemalloc.stop()
