@@ -229,14 +229,18 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
     from geoseg.jobs import prepare
     from geoseg.jobs.checks import check_model_weights
     from geoseg.jobs.runner import existing_output, input_warnings
+    from geoseg.jobs.tracking import check_tracking
 
     prepared = prepare(spec)
     check_model_weights(spec.model)
+    tracked = check_tracking(spec)  # a missing mlflow or a tracking server that does not answer
     for text in input_warnings(prepared):
         console.print(f"[yellow]warning[/]: {escape(text)}", markup=True)
     found = existing_output(prepared)
     if found:
         console.print(f"note: {found}", highlight=False)
+    if tracked:
+        console.print(f"tracking: {tracked}", highlight=False)
     src, model, work = prepared.source, prepared.model, prepared.work
     said = f"{job}: input {src.format} {src.shape} {src.dtype}, {prepared.n_tasks} task(s), "
     spec_model = prepared.spec.model

@@ -119,6 +119,30 @@ def open_tracker(spec: JobSpec) -> MlflowTracker | None:
     return tracker
 
 
+def check_tracking(spec: JobSpec) -> str | None:
+    """What ``geoseg validate`` says of the job's MLflow tracking, checked without writing:
+    mlflow can be imported, and an HTTP(S) tracking server answers with the experiment not
+    deleted; ``None`` when the job logs nowhere. A local store (a folder, a SQLite file) is
+    made by the run's first use of it, so only the import is checked for it."""
+    wanted = settings(spec)
+    if wanted is None:
+        return None
+    uri, experiment = wanted
+    mlflow, client_type = _import_mlflow()
+    uri = uri or mlflow.get_tracking_uri()
+    where = f"MLflow at {public_url(uri)}, experiment {experiment!r}"
+    if uri.split(":", 1)[0].lower() not in ("http", "https"):
+        return f"{where} (a store the run creates if it is not there)"
+    tracker = MlflowTracker(None, uri, experiment, "")
+    client = _call(tracker, "connect", lambda: client_type(tracking_uri=uri))
+    found = _call(tracker, f"look up experiment {experiment!r}",
+                  lambda: client.get_experiment_by_name(experiment))
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {experiment!r} is deleted; restore it in MLflow or "
+                            f"choose another tracking.mlflow.experiment; {BEFORE_RUN}")
+    return f"{where} ({'found' if found is not None else 'created by the run'})"
+
+
 def _import_mlflow() -> tuple[Any, Any]:
     try:
         import mlflow

@@ -224,3 +224,45 @@ def test_a_failed_run_whose_record_cannot_be_written_still_ends_in_mlflow(
         run(JobSpec.from_dict(data))
     _, logged = only_run(store, "geoseg")
     assert logged.info.status == "FAILED" and "cannot decode" in logged.data.tags["geoseg.error"]
+
+
+def _validate(tmp_path, image, model_path, tracking_uri: str, env: dict | None = None):
+    import yaml
+
+    from tests.cli import geoseg as cli
+
+    src = write_zarr(tmp_path / "in.zarr", image)
+    data = job_dict(src, model_path, str(tmp_path / "out.zarr"))
+    data["tracking"] = {"mlflow": {"tracking_uri": tracking_uri}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(data))
+    result = cli("validate", str(tmp_path / "job.yaml"), env=env)
+    return result, " ".join((result.stdout + result.stderr).split())
+
+
+def test_validate_says_where_a_job_logs_and_creates_no_store(tmp_path, image, model_path):
+    result, said = _validate(tmp_path, image, model_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result.returncode == 0, said
+    assert f"tracking: MLflow at sqlite:///{tmp_path / 'mlflow.db'}, experiment 'geoseg'" in said
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out.zarr").exists()
+
+
+def test_validate_refuses_tracking_where_mlflow_is_missing(tmp_path, image, model_path,
+                                                           monkeypatch):
+    """validate said ok; the run then failed, having opened its input and model."""
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    result, said = _validate(tmp_path, image, model_path, "sqlite:///x.db")
+    assert result.returncode != 0 and "Traceback" not in said
+    assert "mlflow is not installed" in said and "pip install 'geoseg[mlflow]'" in said
+
+
+def test_validate_refuses_a_tracking_server_that_does_not_answer(tmp_path, image, model_path):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result, said = _validate(tmp_path, image, model_path, f"http://user:pa55word@127.0.0.1:{port}",
+                             env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+    assert result.returncode != 0 and "Traceback" not in said, said
+    assert f"MLflow at http://127.0.0.1:{port}: could not look up experiment 'geoseg'" in said
+    assert "pa55word" not in said and "nothing was computed or written" in said
