@@ -106,16 +106,10 @@ def settings(spec: JobSpec) -> tuple[str | None, str] | None:
 
 def open_tracker(spec: JobSpec) -> MlflowTracker | None:
     """Open (or create) the MLflow experiment the job logs to; ``None`` when it logs nowhere."""
-    wanted = settings(spec)
-    if wanted is None:
-        return None
-    uri, experiment = wanted
-    mlflow, client_type = _import_mlflow()
-    uri = uri or mlflow.get_tracking_uri()
-    tracker = MlflowTracker(None, uri, experiment, "")
-    tracker.client = _call(tracker, "connect", lambda: client_type(tracking_uri=uri))
-    tracker.experiment_id = _call(tracker, f"open experiment {experiment!r}",
-                                  lambda: _experiment_id(tracker.client, experiment))
+    tracker = _connected(spec, local=True)
+    if tracker is not None:
+        tracker.experiment_id = _call(tracker, f"open experiment {tracker.experiment!r}",
+                                      lambda: _experiment_id(tracker.client, tracker.experiment))
     return tracker
 
 
@@ -124,23 +118,31 @@ def check_tracking(spec: JobSpec) -> str | None:
     mlflow can be imported, and an HTTP(S) tracking server answers with the experiment not
     deleted; ``None`` when the job logs nowhere. A local store (a folder, a SQLite file) is
     made by the run's first use of it, so only the import is checked for it."""
+    tracker = _connected(spec, local=False)
+    if tracker is None:
+        return None
+    where = f"MLflow at {public_url(tracker.tracking_uri)}, experiment {tracker.experiment!r}"
+    if tracker.client is None:
+        return f"{where} (a store the run creates if it is not there)"
+    found = _call(tracker, f"look up experiment {tracker.experiment!r}",
+                  lambda: tracker.client.get_experiment_by_name(tracker.experiment))
+    _refuse_deleted(found, tracker.experiment)
+    return f"{where} ({'found' if found is not None else 'created by the run'})"
+
+
+def _connected(spec: JobSpec, *, local: bool) -> MlflowTracker | None:
+    """The job's tracker, mlflow imported and its client made (for a local store only when
+    ``local``: making one creates it); ``None`` when the job logs nowhere."""
     wanted = settings(spec)
     if wanted is None:
         return None
     uri, experiment = wanted
     mlflow, client_type = _import_mlflow()
-    uri = uri or mlflow.get_tracking_uri()
-    where = f"MLflow at {public_url(uri)}, experiment {experiment!r}"
-    if uri.split(":", 1)[0].lower() not in ("http", "https"):
-        return f"{where} (a store the run creates if it is not there)"
-    tracker = MlflowTracker(None, uri, experiment, "")
-    client = _call(tracker, "connect", lambda: client_type(tracking_uri=uri))
-    found = _call(tracker, f"look up experiment {experiment!r}",
-                  lambda: client.get_experiment_by_name(experiment))
-    if found is not None and found.lifecycle_stage == "deleted":
-        raise TrackingError(f"MLflow experiment {experiment!r} is deleted; restore it in MLflow or "
-                            f"choose another tracking.mlflow.experiment; {BEFORE_RUN}")
-    return f"{where} ({'found' if found is not None else 'created by the run'})"
+    tracker = MlflowTracker(None, uri or mlflow.get_tracking_uri(), experiment, "")
+    if local or tracker.tracking_uri.split(":", 1)[0].lower() in ("http", "https"):
+        tracker.client = _call(tracker, "connect",
+                               lambda: client_type(tracking_uri=tracker.tracking_uri))
+    return tracker
 
 
 def _import_mlflow() -> tuple[Any, Any]:
@@ -164,11 +166,16 @@ def _experiment_id(client: Any, name: str) -> str:
             found = client.get_experiment_by_name(name)
             if found is None:
                 raise
-    if found.lifecycle_stage == "deleted":
+    _refuse_deleted(found, name)
+    return found.experiment_id
+
+
+def _refuse_deleted(found: Any, name: str) -> None:
+    """Raise :class:`TrackingError` if the experiment ``found`` (or ``None``) is deleted."""
+    if found is not None and found.lifecycle_stage == "deleted":
         # a TrackingError passes _call unchanged, so it says itself what is left
         raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it in MLflow or "
                             f"choose another tracking.mlflow.experiment; {BEFORE_RUN}")
-    return found.experiment_id
 
 
 def _call(tracker: MlflowTracker, what: str, action: Any, after: str = BEFORE_RUN) -> Any:

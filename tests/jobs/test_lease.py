@@ -131,26 +131,32 @@ def test_a_lease_taken_over_is_noticed_at_the_next_renewal(tmp_path):
     assert read_lease(out).owner == "run-b"  # not released: it is not ours any more
 
 
+def expired_with_a_takeover_after_its_next_read(out: str) -> tuple[Lease, list[bool]]:
+    """An expired lease of run-a whose store, at its next read, lets run-b try to take it over
+    (between the read and what follows it); the list gets whether run-b took it."""
+    held = Lease(out, owner="run-a", seconds=0.05)
+    assert held.acquire()
+    time.sleep(0.1)  # expired: another run may take it over
+    taker = Lease(out, owner="run-b", seconds=60)
+    took: list[bool] = []
+    read = held._store.read
+
+    def read_then_taken_over():
+        current = read()
+        if not took:
+            took.append(taker.acquire())
+        return current
+
+    held._store.read = read_then_taken_over
+    return held, took
+
+
 def test_a_takeover_landing_inside_a_renewal_is_not_overwritten(tmp_path):
     """A renewal read the lease, a takeover replaced it, then the renewal wrote over the new
     owner's lease: two runs believed they held the output. The renewal now holds the swap
     guard from its read to its write, so the takeover in between finds it busy."""
     out = str(tmp_path / "out.zarr")
-    renewing = Lease(out, owner="run-a", seconds=0.05)
-    assert renewing.acquire()
-    time.sleep(0.1)  # expired: another run may take it over
-    taker = Lease(out, owner="run-b", seconds=60)
-    took: list[bool] = []
-    store = renewing._store
-    read = store.read
-
-    def read_then_taken_over():
-        current = read()
-        if not took:
-            took.append(taker.acquire())  # lands between the renewal's read and its write
-        return current
-
-    store.read = read_then_taken_over
+    renewing, took = expired_with_a_takeover_after_its_next_read(out)
     renewed = renewing.renew()
     owner = read_lease(out).owner
     assert took == [owner == "run-b"] and renewed == (owner == "run-a"), (took, renewed, owner)
@@ -160,21 +166,7 @@ def test_a_takeover_landing_inside_a_release_keeps_its_lease(tmp_path):
     """The release read its lease, a takeover replaced it, then the release deleted the new
     owner's lease."""
     out = str(tmp_path / "out.zarr")
-    ending = Lease(out, owner="run-a", seconds=0.05)
-    assert ending.acquire()
-    time.sleep(0.1)
-    taker = Lease(out, owner="run-b", seconds=60)
-    took: list[bool] = []
-    store = ending._store
-    read = store.read
-
-    def read_then_taken_over():
-        current = read()
-        if not took:
-            took.append(taker.acquire())
-        return current
-
-    store.read = read_then_taken_over
+    ending, took = expired_with_a_takeover_after_its_next_read(out)
     ending.release()
     left = read_lease(out)
     assert took == [left is not None and left.owner == "run-b"], (took, left)
