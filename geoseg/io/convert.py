@@ -13,9 +13,9 @@ rioxarray read with the input's georeference::
       attrs["geoseg"]     converted_from (URL without credentials), input_format, status
 
 Window-readable inputs are copied chunk by chunk by dask tasks on this process's threads,
-each reading its own window and writing whole Zarr chunks, so no task holds more than a chunk. A gzipped
-NIfTI file cannot be read by window: it is decompressed once, front to back, a slab of
-planes at a time (nibabel's array proxy), and never held whole. A gzip stream that breaks off,
+each reading its own window and writing whole Zarr chunks, so no task holds more than a
+chunk. A gzipped NIfTI file cannot be read by window: it is decompressed once, front to
+back, a slab of planes at a time (nibabel's array proxy), and never held whole. A gzip stream that breaks off,
 fails its checksum or ends before the voxels its header declares is refused as a truncated or
 corrupt input (:class:`~geoseg.errors.CorruptInputError`), and the part-written output removed.
 """

@@ -202,9 +202,8 @@ def _cancel(client: Client, futures: list[Future], output: str) -> None:
     seconds) for those already running: Dask cannot stop them, and they go on writing their
     chunks and manifest entries on their workers. Once this returns (without saying some still
     run), the run's count of what it wrote is final, and no task of it writes after its lease
-    is released. A client that
-    lost its scheduler has nothing to cancel and must not hide why the run ended behind its
-    own connection error."""
+    is released. A client that lost its scheduler has nothing to cancel and must not hide why
+    the run ended behind its own connection error."""
     if client.status != "running":
         return
     keys, running = {f.key for f in futures}, 0
