@@ -306,6 +306,7 @@ def interrupted_once(self, timeout=None):  # Ctrl-C landing as the call begins
     return wait(self, timeout)
 
 threading.Event.wait = interrupted_once
+runner.loop.add_callback(time.sleep, 0.3)  # the loop busy: the cancel is queued before the call
 try:
     sync(runner.loop, asyncio.sleep, 0.1)
 except KeyboardInterrupt:
