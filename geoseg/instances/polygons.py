@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import warnings
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import dask
 import dask.array as da
@@ -42,6 +42,7 @@ from geoseg.io.files import write_whole
 from geoseg.io.georef import GeoRef
 
 FORMATS = ("geoparquet", "geojson")
+FEATURE_ID = "geoseg_feature_id"  # a copy of "id", which GDAL takes out of the properties
 log = logging.getLogger("geoseg.instances")
 INT32_MIN, INT32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
 
@@ -176,7 +177,7 @@ def write_polygons(polygons: gpd.GeoDataFrame, url: str,
         Where to write.
     format
         ``"geoparquet"`` (GeoParquet, in the raster's CRS, as PROJJSON in its metadata) or
-        ``"geojson"``: a FeatureCollection as RFC 7946 asks, on WGS 84 (:func:`geojson_text`).
+        ``"geojson"``: a FeatureCollection as RFC 7946 asks, on WGS 84 (:func:`write_geojson`).
         Each feature's ``id`` is the instance id.
     storage_options
         Passed to fsspec.
@@ -185,44 +186,55 @@ def write_polygons(polygons: gpd.GeoDataFrame, url: str,
         raise InstanceError(f"Polygon format {format!r} is not one geoseg writes; choose one of "
                             f"{', '.join(FORMATS)}.")
     remote.check_writable(url)
-    content: Any = (functools.partial(polygons.to_parquet, index=False) if format == "geoparquet"
-                    else geojson_text(polygons))
+    content = (functools.partial(polygons.to_parquet, index=False) if format == "geoparquet"
+               else functools.partial(write_geojson, polygons))
     write_whole(url, content, storage_options=storage_options, what="Writing instance polygons")
 
 
 def geojson_text(polygons: gpd.GeoDataFrame) -> str:
-    """A GeoJSON FeatureCollection of ``polygons``, each feature's ``id`` the instance id (also
-    a property, which readers that drop feature ids keep).
+    """What :func:`write_geojson` writes, as text."""
+    buffer = io.BytesIO()
+    write_geojson(polygons, buffer)
+    return buffer.getvalue().decode()
 
-    Georeferenced polygons are written as RFC 7946 asks, by GDAL's GeoJSON driver: longitude
-    and latitude on WGS 84, 7 decimals (a precision of about 1 cm; the datum shift is
-    PROJ's best), exterior rings counter-clockwise, a
-    polygon crossing the antimeridian cut in two, so that web maps place them. A CRS GDAL
-    cannot transform to WGS 84 (a local engineering one) keeps its own coordinates, named
-    in the 2008 GeoJSON ``"crs"`` member (:func:`crs_member`); pixel coordinates (no CRS) have
-    none."""
+
+def write_geojson(polygons: gpd.GeoDataFrame, file: IO[bytes]) -> None:
+    """A GeoJSON FeatureCollection of ``polygons`` into ``file``, each feature's ``id`` the
+    instance id (also a property, which readers that drop feature ids keep).
+
+    Georeferenced polygons are written as RFC 7946 asks: longitude and latitude on WGS 84,
+    7 decimals (a precision of about 1 cm; the datum shift is PROJ's best), exterior rings
+    counter-clockwise, a polygon crossing the antimeridian cut in two, so that web maps place
+    them. A CRS GDAL cannot transform to WGS 84 (a local engineering one) keeps its own
+    coordinates, named in the 2008 GeoJSON ``"crs"`` member (:func:`crs_member`); pixel
+    coordinates (no CRS) have none.
+
+    GDAL's GeoJSON driver writes the features in every case: the text is held as bytes (GDAL's
+    copy and Python's for a moment), never parsed into Python objects."""
+    text, crs = None, None
     if polygons.crs is not None:
         text, reason = _on_wgs84(polygons)
-        if text is not None:
-            return text
-        log.warning("polygons in CRS %s cannot be put on WGS 84 (%s): their GeoJSON keeps that "
-                    "CRS, named in a \"crs\" member", polygons.crs.name, reason)
-    collection = json.loads(polygons.set_crs(None, allow_override=True).to_json(drop_id=True))
-    for feature in collection["features"]:
-        feature["id"] = feature["properties"]["id"]
-    if polygons.crs is not None:
-        collection = {"type": collection.pop("type"), "crs": crs_member(polygons.crs),
-                      **collection}
-    return json.dumps(collection)
+        if text is None:
+            log.warning("polygons in CRS %s cannot be put on WGS 84 (%s): their GeoJSON keeps "
+                        "that CRS, named in a \"crs\" member", polygons.crs.name, reason)
+            crs = crs_member(polygons.crs)
+    if text is None:
+        text = _gdal_geojson(polygons.set_crs(None, allow_override=True), rfc7946=False)
+    view = text.getbuffer()
+    at = 0 if crs is None else _features_at(view)
+    file.write(view[:at])
+    if crs is not None:
+        file.write(b'"crs": ' + json.dumps(crs).encode() + b",\n")
+    file.write(view[at:])
 
 
-def _on_wgs84(polygons: gpd.GeoDataFrame) -> tuple[str | None, str]:
-    """``(text, "")`` from :func:`_rfc7946`, or ``(None, why)`` where GDAL cannot transform the
+def _on_wgs84(polygons: gpd.GeoDataFrame) -> tuple[io.BytesIO | None, str]:
+    """``(text, "")``, RFC 7946's GeoJSON, or ``(None, why)`` where GDAL cannot transform the
     polygons' CRS to WGS 84 (GDAL says why in a warning, which then is not the caller's)."""
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", RuntimeWarning)
         try:
-            text, failed = _rfc7946(polygons), None
+            text, failed = _gdal_geojson(polygons, rfc7946=True), None
         except (pyogrio.errors.DataLayerError, pyogrio.errors.DataSourceError) as exc:
             text, failed = None, exc
     gdal = [w for w in said if failed is not None and issubclass(w.category, RuntimeWarning)]
@@ -232,14 +244,28 @@ def _on_wgs84(polygons: gpd.GeoDataFrame) -> tuple[str | None, str]:
     return text, "; ".join(str(w.message) for w in gdal) or str(failed or "")
 
 
-def _rfc7946(polygons: gpd.GeoDataFrame) -> str:
+def _gdal_geojson(polygons: gpd.GeoDataFrame, *, rfc7946: bool) -> io.BytesIO:
+    """GDAL's GeoJSON of ``polygons``, the feature ids from their ``id`` column, which stays a
+    property; coordinates to 7 decimals on WGS 84 (``rfc7946``), else 17 significant digits,
+    which read back as the same doubles."""
+    precision = {"RFC7946": "YES"} if rfc7946 else {"SIGNIFICANT_FIGURES": "17"}
     buffer = io.BytesIO()
-    polygons.to_file(buffer, driver="GeoJSON", engine="pyogrio",
-                     layer_options={"RFC7946": "YES", "ID_FIELD": "id", "WRITE_NAME": "NO"})
-    collection = json.loads(buffer.getvalue())
-    for feature in collection["features"]:  # GDAL moved it out of the properties
-        feature["properties"] = {"id": feature["id"], **feature["properties"]}
-    return json.dumps(collection)
+    with warnings.catch_warnings():  # pixel coordinates have no CRS by design
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+        polygons.assign(**{FEATURE_ID: polygons["id"]}).to_file(
+            buffer, driver="GeoJSON", engine="pyogrio",
+            layer_options={"ID_FIELD": FEATURE_ID, "WRITE_NAME": "NO", **precision})
+    return buffer
+
+
+def _features_at(text: memoryview) -> int:
+    """Where the ``"features"`` member begins in GDAL's GeoJSON (its second member)."""
+    at = bytes(text[:100]).find(b'"features"')
+    if at < 0:
+        raise InstanceError(f"GDAL's GeoJSON begins {bytes(text[:100])!r}, without the "
+                            "\"features\" member geoseg expected there; please report this "
+                            "with your GDAL version (pyogrio.__gdal_version_string__).")
+    return at
 
 
 def crs_member(crs: Any) -> dict[str, Any]:

@@ -275,10 +275,12 @@ def test_a_crs_with_no_way_to_wgs_84_keeps_its_coordinates_named_in_a_crs_member
     from geoseg.instances.polygons import geojson_text
 
     local = 'LOCAL_CS["plant floor",UNIT["metre",1]]'
-    polygons = gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.box(3, 4, 5, 6)], crs=local)
+    floor = shapely.box(3.1, 4 / 3, 5, 6)  # coordinates kept to the last bit
+    polygons = gpd.GeoDataFrame({"id": [1]}, geometry=[floor], crs=local)
     collection = json.loads(geojson_text(polygons))
     assert "plant floor" in collection["crs"]["properties"]["name"]
-    assert shapely.geometry.shape(collection["features"][0]["geometry"]).equals(shapely.box(3, 4, 5, 6))
+    written = shapely.geometry.shape(collection["features"][0]["geometry"])
+    assert written.equals_exact(floor, tolerance=0)
     assert "cannot be put on WGS 84 (Failed to create coordinate transformation" in caplog.text
     utm = gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.box(3, 4, 5, 6)], crs="EPSG:32618")
     from geoseg.instances.polygons import crs_member
@@ -331,13 +333,13 @@ def test_warnings_while_writing_geojson_still_reach_the_caller(monkeypatch):
 
     from geoseg.instances import polygons as module
 
-    written = module._rfc7946
+    written = module._gdal_geojson
 
-    def warning(polygons):
+    def warning(polygons, **options):
         warnings.warn("a deprecation in some library", DeprecationWarning, stacklevel=1)
-        return written(polygons)
+        return written(polygons, **options)
 
-    monkeypatch.setattr(module, "_rfc7946", warning)
+    monkeypatch.setattr(module, "_gdal_geojson", warning)
     utm = gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.box(500000, 0, 500010, 10)],
                            crs="EPSG:32618")
     with pytest.warns(DeprecationWarning, match="a deprecation in some library"):
