@@ -121,11 +121,11 @@ def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTar
                 f"{url}: its Zarr group metadata cannot be read ({unreadable}), so whether a "
                 "geoseg run wrote it cannot be told. Restore its zarr.json from a copy, or remove "
                 "the output yourself and run the job again.")
-        raise _no_output(url, storage_options)
+        raise no_output(url, storage_options)
     return target, attrs
 
 
-def _no_output(url: str, storage_options: dict[str, Any] | None) -> RasterNotFoundError:
+def no_output(url: str, storage_options: dict[str, Any] | None) -> RasterNotFoundError:
     """The error for a URL with no geoseg output, saying so of a run that holds its lease but
     has not created it yet, or was stopped before it did."""
     said = f"No geoseg output at {public_url(url)}"

@@ -198,8 +198,9 @@ def _output_attrs(target: Any) -> dict[str, Any]:
     """The ``geoseg`` attributes of the output ``target``; nothing there, or something geoseg did
     not write (an input, say), refused naming it."""
     from geoseg.core.urls import public_url
-    from geoseg.errors import ExportError, RasterNotFoundError
+    from geoseg.errors import ExportError
     from geoseg.io.output import being_removed, half_deleted, output_exists
+    from geoseg.jobs.status import no_output
 
     attrs = target.attrs()
     url = public_url(target.url)
@@ -208,8 +209,7 @@ def _output_attrs(target: Any) -> dict[str, Any]:
     if attrs:
         return attrs
     if not output_exists(target.url, target.storage_options):
-        raise RasterNotFoundError(f"No geoseg output at {url}: give the URL a `geoseg run` wrote "
-                                  "to.")
+        raise no_output(target.url, target.storage_options)
     raise ExportError(f"{url} is not a geoseg output (no `geoseg` attributes): give an output a "
                       "geoseg run wrote (its output.url), not an input.")
 

@@ -58,19 +58,20 @@ def _dead_owner() -> str:
 @pytest.mark.parametrize("owner", ["live", "dead"])
 def test_status_of_an_output_not_created_yet_names_the_run_holding_its_lease(tmp_path, owner):
     """A run stopped (or still starting) before it created the output leaves only its lease:
-    status said there was no geoseg output, as for a mistyped URL."""
+    status and quicklook said there was no geoseg output, as for a mistyped URL."""
     out = str(tmp_path / "out.zarr")
     held = Lease(out, owner="another-host-4242-abcdef" if owner == "live" else _dead_owner(),
                  seconds=60)
     assert held.acquire()
-    result = geoseg("status", out)
-    said = " ".join(result.stderr.split())
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert f"No geoseg output at {out}" in said and held.owner in said
-    if owner == "live":
-        assert f"until {read_lease(out).until()}" in said and "Ask again in a moment" in said
-    else:
-        assert "stopped before creating it" in said and "Run the job again" in said
+    for command in (["status", out], ["quicklook", out, str(tmp_path / "look.png")]):
+        result = geoseg(*command)
+        said = " ".join(result.stderr.split())
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert f"No geoseg output at {out}" in said and held.owner in said
+        if owner == "live":
+            assert f"until {read_lease(out).until()}" in said and "Ask again in a moment" in said
+        else:
+            assert "stopped before creating it" in said and "Run the job again" in said
     held.release()
     plain = " ".join(geoseg("status", out).stderr.split())
     assert "give the URL a `geoseg run` wrote to" in plain and "lease" not in plain
