@@ -31,7 +31,7 @@ from geoseg.io.output import (
     output_exists,
 )
 from geoseg.io.stages import mark_stage, stage_record, verify_stage
-from geoseg.jobs.lease import read_lease, taken
+from geoseg.jobs.lease import LeaseRecord, read_lease, taken
 from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
@@ -158,12 +158,14 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     """Progress of the run that writes ``url``, from its manifest."""
     target, attrs = _target(url, storage_options)
     stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
-    if "running" in stages.values() and not _held(url, storage_options):
+    asks = attrs.get("status") != "complete" or "running" in stages.values()
+    holder = _live_holder(url, storage_options) if asks else None  # once: one moment's answer
+    if "running" in stages.values() and holder is None:
         stages = {name: STAGE_LEFT.format(REDONE_BY.get(name, "the job")) if s == "running" else s
                   for name, s in stages.items()}
     done = (0 if half_created(attrs) or being_removed(attrs)  # its manifest may not exist
             else target.count_done())
-    n_chunks, state = int(attrs["n_chunks"]), run_state(url, storage_options, attrs)
+    n_chunks, state = int(attrs["n_chunks"]), run_state(attrs, holder)
     if state == "complete" and done != n_chunks:
         state = (f"damaged (marked complete, but its manifest records {done} of {n_chunks} "
                  "task region(s): geoseg verify names the others)")
@@ -198,20 +200,19 @@ def _layout_changes(attrs: dict[str, Any], classes: Any, written: tuple[int, ...
     return [said]
 
 
-def _held(url: str, storage_options: dict[str, Any] | None) -> bool:
-    """Whether a run (or command) holds a live lease on the output at ``url`` now."""
+def _live_holder(url: str, storage_options: dict[str, Any] | None) -> LeaseRecord | None:
+    """The live lease on the output at ``url`` (a run or command holds it now), else ``None``."""
     holder = read_lease(url, storage_options)
-    return holder is not None and not holder.stale()
+    return holder if holder is not None and not holder.stale() else None
 
 
-def run_state(url: str, storage_options: dict[str, Any] | None, attrs: dict[str, Any]) -> str:
-    """What the output says, checked against its lease: ``running`` while a run holds a live
-    lease on an output not complete (a resume, whatever the last run left it as); a ``running``
-    output without one was ``interrupted`` (its run was killed or lost); ``failed`` with the
-    error's type."""
+def run_state(attrs: dict[str, Any], holder: LeaseRecord | None) -> str:
+    """What the output says, checked against the live lease ``holder`` (``None`` without one):
+    ``running`` while a run holds it on an output not complete (a resume, whatever the last
+    run left it as); a ``running`` output without one was ``interrupted`` (its run was killed
+    or lost); ``failed`` with the error's type."""
     status = attrs.get("status", "unknown")
-    holder = read_lease(url, storage_options) if status != "complete" else None
-    if holder is not None and not holder.stale():
+    if holder is not None and status != "complete":
         return f"running (lease held by {holder.owner})"
     if status == "failed":
         return f"failed ({attrs.get('error', 'no error recorded')})"

@@ -118,9 +118,10 @@ def test_spec_rejects_a_bad_instances_section():
                            "output": {"url": "o"}, "instances": {"method": "magic"}})
 
 
-def test_an_interrupted_stage_is_redone_on_rerun(tmp_path, cluster_address):
-    """A run killed inside the instance stage leaves it 'running': verify says so, and the
-    next run redoes the stage (its chunks are all skipped) and ends complete."""
+def test_an_interrupted_stage_is_redone_on_rerun(tmp_path, cluster_address, monkeypatch):
+    """A run killed inside the instance stage leaves it 'running': verify says so, status says
+    it was interrupted (or running, with the run, while a run holds the lease), and the next run
+    redoes the stage (its chunks are all skipped) and ends complete."""
     from geoseg.io.output import OutputTarget
     from geoseg.io.stages import mark_stage, stage_record
 
@@ -132,6 +133,20 @@ def test_an_interrupted_stage_is_redone_on_rerun(tmp_path, cluster_address):
     assert verify_output(target.url).mismatched == ["instances (stage not complete)"]
     assert output_status(target.url).stages == {  # no run holds it: the run that ran it died
         "instances": "interrupted (no run holds it now; run geoseg instances, or the job, again)"}
+
+    from geoseg.jobs import status
+    from geoseg.jobs.lease import Lease, read_lease
+
+    lease = Lease(target.url, owner="another-host-4242-abcdef", seconds=60)
+    assert lease.acquire()
+    live = read_lease(target.url)
+    lease.release()
+    target.finalize({"status": "running"})  # as a resumed run leaves it
+    monkeypatch.setattr(status, "read_lease", lambda *_: answers.pop(0))
+    for answers in ([live, None], [None, live]):
+        told = output_status(target.url)  # a run ending as status asks: one answer, read once
+        held = told.status.startswith("running (lease held by ")
+        assert held == (told.stages["instances"] == "running"), told
 
     again = run(JobSpec.from_dict(spec), scheduler=cluster_address)
     assert again.n_tasks == 0 and not again.instances.skipped
