@@ -6,7 +6,6 @@ bucket, a refused connection) fail in seconds with a geoseg error, without retry
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from geoseg.io import open_source
 from geoseg.io.output import OutputTarget
 from tests.conftest import job_dict, textured_image, write_zarr
 from tests.io.s3faults import FaultProxy
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)
 CHUNK = r"/c/0/1/1$"  # one chunk of a (band, y, x) Zarr array, its second row and column
@@ -75,13 +75,6 @@ def output(s3_server, tmp_path) -> str:
 
 def stored(url: str, options: dict) -> np.ndarray:
     return zarr.open_group(url, mode="r", storage_options=options)["x"][...]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- transient faults are retried --------------------------------------------------------------
@@ -172,7 +165,7 @@ def test_a_missing_bucket_fails_in_seconds(s3_server, proxy):
 
 def test_a_refused_connection_fails_in_seconds_naming_the_endpoint(s3_server, monkeypatch):
     monkeypatch.setenv("GEOSEG_RETRY_DELAY", "2")  # retrying would take 2 + 4 + 8 + 16 s
-    port = closed_port()
+    port = free_port()
     options = {**s3_server, "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
     for attempt in (lambda: open_source("s3://geoseg/scene.zarr", options),
                     lambda: OutputTarget("s3://geoseg/out.zarr", options).write(
@@ -252,7 +245,7 @@ def test_a_job_denied_its_writes_fails_cleanly_and_fast(s3_server, proxy, scene,
 @pytest.mark.timeout(120)
 def test_a_job_whose_store_refuses_connections_fails_in_seconds(s3_server, scene, tmp_path,
                                                                model_path):
-    options = {**s3_server, "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{closed_port()}"}}
+    options = {**s3_server, "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}"}}
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(s3_job(tmp_path, scene[0], model_path, options)))
     started = time.monotonic()

@@ -22,6 +22,7 @@ from rasterio.enums import Resampling
 import geoseg
 from geoseg.jobs import JobSpec, run
 from tests.conftest import CRS, TRANSFORM, job_dict, textured_image
+from tests.ports import free_port
 
 
 def write_cog(path, image: np.ndarray, nodata: float | None = 0) -> str:
@@ -95,12 +96,6 @@ class _Pipe(socketserver.BaseRequestHandler):
         finally:
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -256,11 +256,9 @@ def test_validate_refuses_tracking_where_mlflow_is_missing(tmp_path, image, mode
 
 
 def test_validate_refuses_a_tracking_server_that_does_not_answer(tmp_path, image, model_path):
-    import socket
+    from tests.ports import free_port
 
-    with socket.socket() as s:  # a loopback port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     result, said = _validate(tmp_path, image, model_path, f"http://user:pa55word@127.0.0.1:{port}",
                              env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
     assert result.returncode != 0 and "Traceback" not in said, said

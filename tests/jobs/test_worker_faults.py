@@ -374,7 +374,7 @@ def subprocess_cluster(tmp_path: Path, port: int) -> Iterator[subprocess.Popen]:
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_a_killed_scheduler_fails_the_run_in_bounded_time_and_a_rerun_resumes(tmp_path):
-    from tests.parallel.test_cluster import free_port
+    from tests.ports import free_port
 
     src = scene(tmp_path)
     out = tmp_path / "out.zarr"

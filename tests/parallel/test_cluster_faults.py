@@ -19,7 +19,7 @@ from geoseg.jobs.status import output_status
 from tests.conftest import textured_image, write_geotiff, write_zarr
 from tests.jobs.slow_batch import slow_geoseg
 from tests.jobs.test_worker_faults import BIN, ROOT, wait_for_done
-from tests.parallel.test_cluster import free_port
+from tests.ports import free_port
 
 QUICK_RECONNECT = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3"}  # the client's reconnect wait
 

@@ -31,7 +31,7 @@ from geoseg.jobs.spec import JobSpec
 from geoseg.parallel.cluster import connect, connected, with_cluster
 from geoseg.parallel.cluster_spec import ClusterSpec
 from tests.conftest import job_dict, textured_image, write_zarr
-from tests.parallel.test_cluster import free_port
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
 QUICK = {"COLUMNS": "1000", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "10s"}
