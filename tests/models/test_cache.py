@@ -55,6 +55,45 @@ def test_models_no_job_holds_are_kept_up_to_the_setting_least_recently_used_out(
     cache.release(ref.sha256)
 
 
+def test_threads_asking_at_once_share_one_load_and_a_held_model_outlives_evictions(
+        ref, tmp_path, monkeypatch):
+    """A worker's threads start their first tasks together: each waits for the one load. A
+    job's held model is never evicted by another thread's loads, however they interleave."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geoseg.models import save_model
+    from tests.conftest import random_unet
+
+    monkeypatch.setenv("GEOSEG_DEVICE", "cpu")
+    monkeypatch.setenv("GEOSEG_MODEL_CACHE", "1")  # of the others, each load evicts the other
+    others = []
+    for seed in (1, 2):
+        save_model(random_unet(seed=seed), str(tmp_path / f"m{seed}.safetensors"))
+        others.append(read_header(str(tmp_path / f"m{seed}.safetensors")).ref())
+    start = threading.Barrier(8)
+
+    def ask(index: int) -> object:
+        start.wait()
+        if index % 2:
+            for other in others * 2:
+                cache.resolve(other)
+            return None
+        model = cache.hold(ref)
+        for other in others:
+            cache.resolve(other)
+            assert cache.resolve(ref) is model
+        return model
+
+    with ThreadPoolExecutor(8) as pool:
+        models = [m for m in pool.map(ask, range(8)) if m is not None]
+    assert len(models) == 4 and all(m is models[0] for m in models)
+    assert cache.load_counts()[ref.sha256] == 1 and cache.holds() == {ref.sha256: 4}
+    for _ in models:
+        cache.release(ref.sha256)
+    assert cache.holds() == {} and ref.sha256 not in cache.loaded()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_model_cached_on_the_cpu_is_not_handed_out_when_cuda_is_asked_for(ref, monkeypatch):
     monkeypatch.setenv("GEOSEG_DEVICE", "cpu")
