@@ -400,11 +400,11 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
     z/y/x coordinates hold (:func:`~geoseg.io.georef.window_affines`); a raster without a
     transform or coordinates is left as it is."""
     if "voxel_affine" in attrs:
-        attrs.update(window_affines(attrs, [raster.coords.get(d) for d in raster.dims[1:]]))
+        attrs.update(window_affines(attrs, [_coordinate(raster, d) for d in raster.dims[1:]]))
         return
     mapping = raster.attrs.get("grid_mapping") or raster.encoding.get("grid_mapping") or "spatial_ref"
     transform = declared_transform(raster, mapping)
-    yx = [raster.coords.get(d) for d in ("y", "x")]
+    yx = [_coordinate(raster, d) for d in ("y", "x")]
     if transform is None or raster.dims[1:] != ("y", "x") or any(
             c is None or c.dims != (d,) or c.dtype.kind not in "iuf" for c, d in zip(yx, ("y", "x"))):
         return
@@ -417,6 +417,12 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
         spatial_ref = coords[mapping].copy()
         spatial_ref.attrs["GeoTransform"] = " ".join(repr(float(v)) for v in window.to_gdal())
         coords[mapping] = spatial_ref
+
+
+def _coordinate(raster: xr.DataArray, name: str) -> xr.DataArray | None:
+    """The raster's coordinate ``name``; ``None`` for a dimension without one (where xarray's
+    ``coords.get`` makes up 0, 1, 2..., which would read as a pixel grid at the origin)."""
+    return raster.coords[name] if name in raster.coords else None  # noqa: SIM401 - not .get
 
 
 def declared_transform(raster: xr.DataArray, mapping: str) -> Affine | None:

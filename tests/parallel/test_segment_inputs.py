@@ -164,6 +164,21 @@ def test_the_whole_image_keeps_its_transform_exactly(tmp_path):
     assert out.spatial_ref.attrs["GeoTransform"] == raster.spatial_ref.attrs["GeoTransform"]
 
 
+@pytest.mark.parametrize("where", ["attrs", "spatial_ref"])
+def test_a_raster_without_coordinates_keeps_the_transform_it_declares(tmp_path, where):
+    """xarray makes up 0, 1, 2... for a dimension without a coordinate: read as pixel centres,
+    they put the result at the origin with a 1-unit pixel, in the raster's CRS."""
+    raster = geoseg.open_raster(write_tif(tmp_path / "img.tif", textured_image(30, 40)))
+    bare = raster.drop_vars(["x", "y"])
+    if where == "attrs":
+        bare = bare.drop_vars("spatial_ref")
+    out = geoseg.segment(bare, Identity(3))
+    if where == "attrs":
+        assert out.attrs["transform"] == list(TRANSFORM)[:6]
+    else:
+        assert out.spatial_ref.attrs["GeoTransform"] == _gdal(TRANSFORM)
+
+
 def test_a_rotated_transform_is_kept_as_is():
     rotated = [10.0, 2.0, 500000.0, 1.0, -10.0, 4500000.0]
     raster = xr.DataArray(np.zeros((1, 20, 30), np.uint8), dims=("band", "y", "x"),
