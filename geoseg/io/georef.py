@@ -29,6 +29,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.core import jsontext
+from geoseg.core.nodata import NODATA_ATTRS
 from geoseg.errors import ParameterError, UnsupportedFormatError
 
 INDEX_AXES = ("z", "y", "x")  # the columns of a voxel_affine: a volume's array axes
@@ -362,7 +363,6 @@ def parse_crs(value: Any) -> CRS:
         return CRS.from_user_input(value)
 
 
-NODATA_ATTRS = ("_FillValue", "missing_value", "fill_value", "nodata")  # in the order read
 # what describes an input's values or its bands, not its grid (CF, rioxarray, GDAL's
 # STATISTICS_*): on a class map, xarray would decode class ids through scale_factor/add_offset
 VALUE_ATTRS = frozenset({"scale_factor", "add_offset", "scales", "offsets", "units",

@@ -21,6 +21,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from geoseg import budgets
+from geoseg.core.nodata import attrs_nodata
 from geoseg.core.segmenter import bands_last, valid_mask
 from geoseg.errors import MethodParameterError, PlanError
 from geoseg.methods.features import Feature
@@ -47,12 +48,14 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
     """A ``(band, y, x)`` or ``(band, z, y, x)`` DataArray (e.g. from ``open_raster``), dask or
     NumPy array, for fits.
 
-    ``nodata`` defaults to ``raster.attrs["nodata"]``; 2-D inputs get a band axis.
+    ``nodata`` defaults to the one a DataArray's attributes declare, as for
+    :func:`~geoseg.segment` (:func:`~geoseg.core.nodata.attrs_nodata`: ``_FillValue``,
+    ``missing_value``, ``fill_value``, ``nodata``); 2-D inputs get a band axis.
     NumPy inputs are chunked on their last two axes as outputs are (:func:`~geoseg.tiling.default_chunks`).
     """
     names: tuple[str, ...] | None = None
     if isinstance(raster, xr.DataArray):
-        nodata = raster.attrs.get("nodata") if nodata is None else nodata
+        nodata = attrs_nodata(raster.attrs, "raster") if nodata is None else nodata
         if raster.ndim in (3, 4) and "band" in raster.dims:
             names = tuple(str(b) for b in raster["band"].values)
             raster = raster.transpose("band", ...)

@@ -381,7 +381,9 @@ def fit_threshold(
         histogram cannot do: on non-integer features ``"li"`` is within about a bin width
         of scikit-image's (more ``nbins``, closer).
     nodata
-        Overrides ``raster.attrs["nodata"]``; no-data and NaN pixels are ignored.
+        Overrides the nodata the raster's attributes declare (``_FillValue``, ``missing_value``,
+        ``fill_value`` or ``nodata``, as :func:`~geoseg.segment` reads them); no-data and NaN
+        pixels are ignored.
     cache
         Whether the fit reads the raster once and keeps it in memory for its two passes
         (persisted: on the workers under a distributed client), instead of reading it once per

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from geoseg.core.nodata import attrs_nodata
 from geoseg.core.segmenter import (
     Segmenter,
     band_order,
@@ -23,7 +24,7 @@ from geoseg.core.segmenter import (
 )
 from geoseg.core.text import brief
 from geoseg.errors import ParameterError, PlanError
-from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform, grid_attrs, window_affines
+from geoseg.io.georef import GeoRef, coords_transform, grid_attrs, window_affines
 from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.methods.threshold import check_manual_in_range
@@ -221,22 +222,8 @@ def largest_chunks(raster: xr.DataArray) -> tuple[int, ...] | None:
 
 
 def raster_nodata(raster: xr.DataArray) -> float | None:
-    """The nodata a DataArray's attributes declare, by the Zarr reader's rules
-    (:data:`~geoseg.io.georef.NODATA_ATTRS`, the first one set): ``_FillValue`` (where
-    rioxarray's ``open_rasterio`` keeps it), ``missing_value``, ``fill_value``, then ``nodata``
-    (where :func:`~geoseg.open_raster` sets it). A masked raster (``mask_and_scale=True``) holds NaN there, its fill value only
-    in ``encoding``, which describes the stored values and is not read."""
-    key = next((k for k in NODATA_ATTRS if raster.attrs.get(k) is not None), None)
-    if key is None:
-        return None
-    value = raster.attrs[key]
-    number = np.asarray(value)
-    if number.shape == () and number.dtype.kind in "iuf":
-        return float(number)
-    raise ParameterError(
-        f"segment(): raster: attrs[{key!r}] = {brief(value)}; expected a number, the value of "
-        f"its pixels with no data. Set it to one (raster.attrs[{key!r}] = 0), or delete it if "
-        "the raster has no nodata.")
+    """The nodata a DataArray's attributes declare (:func:`~geoseg.core.nodata.attrs_nodata`)."""
+    return attrs_nodata(raster.attrs, "segment(): raster")
 
 
 def _segmenter(model: Any) -> Segmenter:

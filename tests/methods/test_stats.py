@@ -153,3 +153,26 @@ def test_no_valid_pixel_and_bad_bands_fail_with_clear_messages():
         fit_threshold(three, feature=(5, 1))
     with pytest.raises(ValueError, match="feature='nir' is not understood"):
         fit_threshold(three, feature="nir")
+
+
+@pytest.mark.parametrize("key", ["_FillValue", "missing_value", "fill_value", "nodata"])
+def test_fits_leave_out_the_nodata_segment_leaves_out_whatever_attribute_declares_it(key):
+    """rioxarray's open_rasterio keeps a GeoTIFF's nodata in _FillValue: segment() left those
+    pixels out, the fits counted them (an Otsu threshold of 46 for scikit-image's 104)."""
+    from skimage.filters import threshold_otsu
+
+    from geoseg.methods import fit_histogram_modes, fit_kmeans
+
+    rng = np.random.default_rng(3)
+    image = np.concatenate([rng.normal(80, 10, (1, 40, 30)), rng.normal(170, 12, (1, 40, 30))],
+                           axis=2).clip(1, 255).astype(np.uint8)
+    image[:, :, :25] = 0  # the no-data edge of a scene
+    raster = xr.DataArray(image, dims=("band", "y", "x"), attrs={key: 0})
+    fitted = fit_threshold(raster, "otsu")
+    assert fitted.thresholds == (threshold_otsu(image[image != 0]),)
+    told = xr.DataArray(image, dims=("band", "y", "x"))
+    modes = fit_histogram_modes(raster, 2)
+    assert modes.thresholds == fit_histogram_modes(told, 2, nodata=0).thresholds
+    centres = fit_kmeans(raster, 2, seed=1).centroids
+    np.testing.assert_array_equal(centres, fit_kmeans(told, 2, nodata=0, seed=1).centroids)
+    assert np.min(centres) > 40  # no centroid spent on the no-data pixels

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import zarr
 
+from geoseg.core.nodata import NODATA_ATTRS
 from geoseg.core.segmenter import bands_last
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import missing
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.chunkguard import guarded
-from geoseg.io.georef import NODATA_ATTRS, GeoRef, coords_transform
+from geoseg.io.georef import GeoRef, coords_transform
 from geoseg.io.geozarr import affine_attribute, geozarr_dimension_names, geozarr_georef
 from geoseg.io.metaguard import open_store
 from geoseg.io.readers import probe
