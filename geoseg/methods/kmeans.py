@@ -38,7 +38,7 @@ import xarray as xr
 from geoseg.core.classes import ClassInfo
 from geoseg.core.segmenter import valid_mask
 from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
-from geoseg.methods.features import PixelMethod
+from geoseg.methods.features import PixelMethod, one_hot
 from geoseg.methods.params import check_class_names, check_value
 from geoseg.methods.stats import (
     RasterData,
@@ -67,8 +67,8 @@ PALETTE = (
 class KMeans(PixelMethod):
     """Nearest-centroid segmenter: class ``j`` where centroid ``j`` is the closest (Euclidean).
 
-    Scores are ``-(d_j^2 - min_i d_i^2)``: 0 for the nearest centroid, minus the
-    extra squared distance for the others (so the arg-max is exact even in float32).
+    Scores are one-hot: 1 for the nearest centroid (the first of equally near ones, with
+    distances in float64), 0 for the others, as the other classical methods score.
 
     Parameters
     ----------
@@ -133,9 +133,11 @@ class KMeans(PixelMethod):
         return index
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        """One-hot scores of the nearest centroid: in an ensemble they weigh as a network's
+        probabilities do, where distances (thousands, in pixel values) outweighed any weight."""
         x = batch[:, self.feature_index(batch.shape[1])]
         d2 = np.stack([squared_distances(x, c, axis=1) for c in np.asarray(self.centroids)], axis=1)
-        return -(d2 - d2.min(axis=1, keepdims=True)).astype(np.float32)
+        return one_hot(d2.argmin(axis=1), len(self.centroids))
 
 
 def check_cache(shape: Sequence[int], dtype: Any, nodata: float | None,

@@ -157,7 +157,21 @@ def test_identical_assignments_given_identical_centroids(rgb):
     nearest = cdist(x, reference.cluster_centers_, "sqeuclidean").argmin(axis=1)
     np.testing.assert_array_equal(classes.ravel(), nearest)
     scores = run_segment(memory_raster(rgb), segmenter, output="probabilities")
-    assert np.all(scores.max(axis=0) == 0) and np.all(scores <= 0)
+    np.testing.assert_array_equal(scores, np.eye(5, dtype=np.float32)[nearest].T.reshape(scores.shape))
+
+
+def test_in_an_ensemble_the_weights_decide_between_k_means_members(rgb):
+    """Its scores were minus squared distances (thousands, in pixel values): an ensemble's mean
+    followed them, not its weights (a network weighed 100 to 1 lost 99.98% of its pixels)."""
+    from geoseg.ensembles import Ensemble
+
+    x = pixels(rgb)
+    near, far = kmeans_plusplus(x[::97], 3, seed=0), kmeans_plusplus(x[::89], 3, seed=5)
+    alone = [run_segment(memory_raster(rgb), KMeans(c)) for c in (near, far)]
+    assert (alone[0] != alone[1]).mean() > 0.2
+    for weights, expected in (((2, 1), alone[0]), ((1, 2), alone[1])):
+        mixed = run_segment(memory_raster(rgb), Ensemble([KMeans(near), KMeans(far)], weights=weights))
+        np.testing.assert_array_equal(mixed, expected)
 
 
 def test_position_features(rgb):
