@@ -272,6 +272,7 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
         logs.log.warning(text)
     out = spec.output
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
+    _check_before_replacing(spec, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
     with _leased(out.url, out.storage_options, lease) as held, \
             (contextlib.nullcontext(client) if client is not None else connect(where)) as active, \
@@ -545,6 +546,15 @@ def _what_differs(attrs: dict[str, Any], prepared: PreparedJob) -> str:
     differ = [name for name in now if then.get(name) != now[name]] if then else list(now)
     said = ", ".join(_PART_NAMES[name] for name in differ)
     return said if then else f"{said}: one or more"
+
+
+def _check_before_replacing(spec: JobSpec, overwrite: bool) -> None:
+    """Before ``overwrite`` deletes an output there, hash the model files' weights against
+    their headers (as the workers would when they load them, too late): a damaged file is
+    refused while what the last run wrote is still there."""
+    out = spec.output
+    if overwrite and output_exists(out.url, out.storage_options):
+        checks.check_model_weights(spec.model)
 
 
 def _refuse_foreign_output(url: str, storage_options: dict[str, Any], overwrite: bool) -> None:

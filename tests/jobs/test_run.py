@@ -84,6 +84,29 @@ def test_a_folder_geoseg_did_not_write_is_never_deleted_even_with_overwrite(
     assert (out / "precious.txt").read_text() == "keep me"
 
 
+def test_overwrite_with_a_damaged_model_file_keeps_the_output_it_would_replace(
+        tmp_path, image, model_path, cluster_address):
+    """The workers found the weights did not hash to the header's sha256 only after the
+    output had been deleted: a finished result was lost to a damaged file."""
+    import shutil
+
+    from geoseg.errors import ModelFileError
+
+    src = write_zarr(tmp_path / "in.zarr", image)
+    out = tmp_path / "out.zarr"
+    run(JobSpec.from_dict(job_dict(src, model_path, str(out))), scheduler=cluster_address)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    damaged = tmp_path / "damaged.safetensors"
+    shutil.copy(model_path, damaged)
+    data = bytearray(damaged.read_bytes())
+    data[-3] ^= 0xFF  # a bit flipped in the last tensor's bytes
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="sha256"):
+        run(JobSpec.from_dict(job_dict(src, str(damaged), str(out))), scheduler=cluster_address,
+            overwrite=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_overwrite_replaces_an_output_geoseg_wrote(tmp_path, image, model_path, cluster_address):
     src = write_zarr(tmp_path / "in.zarr", image)
     out = tmp_path / "out.zarr"
