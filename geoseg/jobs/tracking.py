@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from geoseg import config
 from geoseg.core.urls import public_url
 from geoseg.errors import TrackingError
 
@@ -139,10 +140,40 @@ def _connected(spec: JobSpec, *, local: bool) -> MlflowTracker | None:
     uri, experiment = wanted
     mlflow, client_type = _import_mlflow()
     tracker = MlflowTracker(None, uri or mlflow.get_tracking_uri(), experiment, "")
-    if local or tracker.tracking_uri.split(":", 1)[0].lower() in ("http", "https"):
+    server = tracker.tracking_uri.split(":", 1)[0].lower() in ("http", "https")
+    if server:
+        _reachable(tracker)
+    if local or server:
         tracker.client = _call(tracker, "connect",
                                lambda: client_type(tracking_uri=tracker.tracking_uri))
     return tracker
+
+
+def _reachable(tracker: MlflowTracker) -> None:
+    """Refuse at once a tracking server whose host does not take a connection within
+    ``GEOSEG_CONNECT_TIMEOUT`` seconds: MLflow's own retries, with their back-off, take minutes
+    to say so. Not tried through a proxy the environment names (the server may be reachable
+    only through it)."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(tracker.tracking_uri)
+    if parts.hostname is None or urllib.request.getproxies().get(parts.scheme.lower()) \
+            and not urllib.request.proxy_bypass(parts.hostname):
+        return
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    timeout = config.number("GEOSEG_CONNECT_TIMEOUT", "seconds to wait for a connection",
+                            above=True)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        said = exc.strerror or type(exc).__name__  # a timeout has no strerror
+        raise TrackingError(
+            f"MLflow at {public_url(tracker.tracking_uri)}: could not connect to "
+            f"{parts.hostname}:{port} within {timeout:g} s ({said}). Check that the tracking "
+            "server runs and tracking.mlflow.tracking_uri (or MLFLOW_TRACKING_URI) names it; "
+            f"{BEFORE_RUN}") from None
 
 
 def _import_mlflow() -> tuple[Any, Any]:
