@@ -51,6 +51,22 @@ def _check_classes(net: nn.Module, info: ModelInfo) -> None:
             "belong to.")
 
 
+def _check_bands(net: nn.Module, info: ModelInfo) -> None:
+    """Refuse metadata naming another number of bands than the network takes (its config's
+    ``in_channels``, else its first convolution's): segment() would feed it those bands, and
+    torch would refuse every task."""
+    channels = info.config.get("in_channels")
+    if not isinstance(channels, int) or isinstance(channels, bool):
+        first = next((m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        channels = None if first is None else first.in_channels
+    if channels is not None and channels != len(info.bands):
+        raise ParameterError(
+            f"SegmentationModel: info names {len(info.bands)} band(s) ({', '.join(info.bands[:8])})"
+            f" but the network takes {channels} input channel(s); expected one band per channel "
+            f"(with its mean and std). Give a ModelInfo with {channels} bands, or the network "
+            "they belong to.")
+
+
 class SegmentationModel(Segmenter):
     """A network in eval mode with its :class:`ModelInfo`.
 
@@ -63,6 +79,7 @@ class SegmentationModel(Segmenter):
     def __init__(self, net: nn.Module, info: ModelInfo, *, source: ModelRef | None = None,
                  device: str | None = None):
         _check_classes(net, info)
+        _check_bands(net, info)
         self.net = net.eval()
         self.info = info
         self.name = info.name

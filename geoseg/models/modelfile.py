@@ -108,8 +108,22 @@ def save_model(model: SegmentationModel, url: str | os.PathLike[str], *,
             raise OutputExistsError(f"{public_url(url)} already exists; pass overwrite=True to "
                                     "replace it.")
         data, info = model_to_bytes(model)
+        _check_loadable(info, data, url)
         write_whole(url, data, storage_options=options, what="Writing model file")
     return ModelRef(url, info.sha256, options)
+
+
+def _check_loadable(info: ModelInfo, data: bytes, url: str) -> None:
+    """Refuse to write a file :func:`load_model` would refuse: the architecture and config its
+    metadata names must build the network whose tensors it holds."""
+    try:
+        meta_network(info, data, url)
+    except ModelFileError as exc:
+        raise ParameterError(
+            f"save_model(): {public_url(url)} was not written: load_model would refuse it, as "
+            f"its ModelInfo does not describe the network: {exc} Give ModelInfo the architecture "
+            "and config the network was built with "
+            "(geoseg.models.registry.build_network(architecture, config)).") from None
 
 
 def _public_errors(load: Callable[..., T]) -> Callable[..., T]:

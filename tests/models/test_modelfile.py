@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import geoseg
-from geoseg.errors import BudgetError, ModelFileError
+from geoseg.errors import BudgetError, ModelFileError, ParameterError
 from geoseg.models import builtin_models, load_model, save_model
 from geoseg.models.modelfile import read_header
 from tests.cli import geoseg as run_cli
@@ -97,6 +97,41 @@ def test_metadata_naming_other_classes_than_the_network_scores_is_refused_at_onc
     with pytest.raises(ParameterError, match=rf"info names 2 class\(es\) .* but the network "
                                              rf"scores {model.n_classes}"):
         SegmentationModel(model.net, two)
+
+
+@pytest.mark.parametrize("config", [True, False])
+def test_metadata_naming_other_bands_than_the_network_takes_is_refused_at_once(config):
+    """Accepted, it failed in every task with torch's "expected input to have 3 channels"."""
+    import dataclasses
+
+    from geoseg import SegmentationModel
+
+    model = random_unet()
+    kept = model.info.config if config else {k: v for k, v in model.info.config.items()
+                                             if k != "in_channels"}  # then its first conv's
+    two = dataclasses.replace(model.info, bands=model.info.bands[:2], mean=model.info.mean[:2],
+                              std=model.info.std[:2], config=kept)
+    with pytest.raises(ParameterError, match=r"info names 2 band\(s\) .* but the network takes "
+                                             r"3 input channel\(s\)"):
+        SegmentationModel(model.net, two)
+
+
+@pytest.mark.parametrize("change", [{"architecture": "fcn"}, {"config": {"depth": 2}}])
+def test_a_model_whose_metadata_does_not_build_its_network_is_not_saved(tmp_path, change):
+    """It was written, and load_model then refused the file."""
+    import dataclasses
+
+    from geoseg import SegmentationModel
+
+    model = random_unet()
+    if "config" in change:
+        change = {"config": {**model.info.config, **change["config"]}}
+    other = SegmentationModel(model.net, dataclasses.replace(model.info, **change))
+    with pytest.raises(ParameterError, match="was not written: load_model would refuse it"):
+        save_model(other, tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+    save_model(model, tmp_path / "m.safetensors")
+    assert load_model(str(tmp_path / "m.safetensors")).info.architecture == "unet"
 
 
 def test_pickle_checkpoints_are_refused_without_unpickling(tmp_path):
@@ -359,13 +394,21 @@ def test_a_header_listing_more_tensors_than_the_limit_is_refused_before_it_is_pa
 
 
 def _saved_with(tmp_path: Path, change) -> str:
-    """A random U-Net saved after ``change(first conv weight)`` replaced that weight's data."""
+    """A random U-Net's file written after ``change(first conv weight)`` replaced that weight's
+    data (as save_model would write it, but unchecked: save_model refuses what will not load)."""
+    from geoseg.models.modelfile import model_to_bytes
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(model_to_bytes(_changed(change))[0])
+    return str(path)
+
+
+def _changed(change):
+    """A random U-Net whose first conv weight ``change`` replaced."""
     model = random_unet(classes=3, seed=2)
     conv = model.net.encoders[0][0]
     conv.weight = torch.nn.Parameter(change(conv.weight.data), requires_grad=False)
-    path = str(tmp_path / "m.safetensors")
-    save_model(model, path)
-    return path
+    return model
 
 
 def test_weights_holding_nan_are_refused_naming_the_tensor(tmp_path):
@@ -393,6 +436,9 @@ def test_integer_weights_of_a_float_layer_are_refused_from_the_header(tmp_path):
         read_header(path)  # the client refuses it before any worker loads it
     with pytest.raises(ModelFileError, match=said):
         load_model(path)
+    with pytest.raises(ParameterError, match=rf"save_model\(\): .* was not written: load_model would refuse it.*{said}"):
+        save_model(_changed(lambda w: (w * 100).to(torch.int32)), str(tmp_path / "m2.safetensors"))
+    assert not (tmp_path / "m2.safetensors").exists()
 
 
 def test_float16_weights_load_as_the_float32_they_were_saved_from(tmp_path):
