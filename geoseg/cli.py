@@ -20,7 +20,8 @@ from rich.text import Text
 
 from geoseg.core import redact
 from geoseg.core.interrupts import Terminated, exit_status, exit_within, terminated_as_interrupt
-from geoseg.errors import GeosegError, StorageIOError
+from geoseg.core.urls import credentials_refused, public_url
+from geoseg.errors import GeosegError, StorageAccessError, StorageIOError
 
 
 class _Commands(typer.Typer):
@@ -174,6 +175,23 @@ def _command(args: list[str]) -> str | None:
     return None
 
 
+def _no_credentials(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A URL a command reads, refused before anything is asked of its store when it carries
+    credentials where the store cannot take them (``s3://KEY:SECRET@bucket/...``), as inputs and
+    outputs are: the store would read them as part of the bucket name, and its error would show
+    them. The message names the argument or option and shows the URL without them."""
+    refused = None if value is None else credentials_refused(value, _named(param))
+    if refused is not None:
+        raise StorageAccessError(refused)
+    return value
+
+
+def _named(param: typer.CallbackParam) -> str:
+    """A parameter as the help names it: an argument in capitals (OUTPUT), an option by its
+    flag (--dir)."""
+    return param.opts[0] if param.param_type_name == "option" else str(param.name).upper()
+
+
 @app.callback()
 def _options(
     log_format: Annotated[str | None, typer.Option(
@@ -256,7 +274,8 @@ def validate(job: Annotated[Path, typer.Argument(help="YAML job spec.")]) -> Non
 
 
 @app.command()
-def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")]) -> None:
+def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.",
+                                              callback=_no_credentials)]) -> None:
     """Show how far the run writing OUTPUT got (task regions done / total)."""
     from geoseg.jobs.status import output_status
 
@@ -270,13 +289,13 @@ def status(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")
 
 
 @app.command()
-def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.")],
+def verify(url: Annotated[str, typer.Argument(help="Output URL a job wrote to.",
+                                              callback=_no_credentials)],
            repair: Annotated[bool, typer.Option(
                "--repair", help="Mark the regions found damaged as not done, so that running the "
                                 "job again (same spec, without --overwrite) recomputes them.")] = False,
            ) -> None:
     """Check every chunk of OUTPUT exists and matches its recorded checksum; exit 1 if not."""
-    from geoseg.core.urls import public_url
     from geoseg.jobs.status import repair_output, verify_output
 
     if repair:
@@ -561,7 +580,8 @@ def _batch_interrupted(report: Any) -> None:
 @app.command()
 def instances(
     mask: Annotated[str, typer.Argument(help="A finished geoseg output (OUT.zarr), or any "
-                                             "single-band integer mask with --out.")],
+                                             "single-band integer mask with --out.",
+                                        callback=_no_credentials)],
     out: Annotated[str | None, typer.Option(help="For a mask geoseg did not write: the output "
                                                  "group to create.")] = None,
     method: Annotated[str, typer.Option(help="auto, components, watershed or decode.")] = "auto",
@@ -619,7 +639,8 @@ def _id_or_name(text: str) -> int | str:
 
 @app.command()
 def export(
-    output: Annotated[str, typer.Argument(help="A finished output (OUT.zarr) a job wrote.")],
+    output: Annotated[str, typer.Argument(help="A finished output (OUT.zarr) a job wrote.",
+                                          callback=_no_credentials)],
     cog: Annotated[str | None, typer.Option(help="Write the classes as a Cloud-Optimized GeoTIFF "
                                                  "here (images).")] = None,
     ome_zarr: Annotated[str | None, typer.Option(help="Write them as labels/NAME inside this "
@@ -793,7 +814,8 @@ def _html_report(record_url: str | None, batch: Any = None,
 @app.command()
 def report(
     run: Annotated[str, typer.Argument(help="A run record (.json in the runs folder) or an "
-                                            "output a finished job wrote.")],
+                                            "output a finished job wrote.",
+                                       callback=_no_credentials)],
     out: Annotated[str | None, typer.Option(help="Where to write the page (default: beside "
                                                  "the run record, .html).")] = None,
     scores: Annotated[Path | None, typer.Option(help="Scores from geoseg eval --json to show "
@@ -873,8 +895,10 @@ WINDOW, BBOX = "row0,row1,col0,col1", "minx,miny,maxx,maxy"  # what eval's regio
 @app.command(name="eval")
 def eval_command(
     pred: Annotated[str, typer.Argument(help="Predicted labels: a geoseg output or any "
-                                             "single-band integer raster.")],
-    ref: Annotated[str, typer.Argument(help="Reference labels on the same pixel grid.")],
+                                             "single-band integer raster.",
+                                        callback=_no_credentials)],
+    ref: Annotated[str, typer.Argument(help="Reference labels on the same pixel grid.",
+                                       callback=_no_credentials)],
     pred_variable: Annotated[str | None, typer.Option(help="Array in PRED (default: classes "
                                                            "of a geoseg output).")] = None,
     ref_variable: Annotated[str | None, typer.Option(help="Array in REF.")] = None,
@@ -955,8 +979,10 @@ def _pairs(value: str | None) -> dict[int, int] | None:
 
 @app.command()
 def quicklook(
-    output: Annotated[str, typer.Argument(help="An output a job wrote (OUT.zarr).")],
-    png: Annotated[Path, typer.Argument(help="PNG file to write.")],
+    output: Annotated[str, typer.Argument(help="An output a job wrote (OUT.zarr).",
+                                          callback=_no_credentials)],
+    png: Annotated[str, typer.Argument(help="PNG file to write: a path, or a URL (s3://...) "
+                                            "outside OUTPUT.")],
     image: Annotated[str | None, typer.Option(help="Raster to draw under the mask (default: "
                                                    "the run's input).")] = None,
     variable: Annotated[str | None, typer.Option(help="Array inside --image's Zarr group.")] = None,
@@ -970,12 +996,12 @@ def quicklook(
     from geoseg.io.files import new_file
     from geoseg.report.quicklook import write_quicklook
 
-    new_file(str(png), overwrite)
+    new_file(png, overwrite)  # where outputs may go (geoseg.io.allow): a URL stays a URL
     look = write_quicklook(output, png, image_url=image, variable=variable,
                            bands=_int_list(bands, "--bands"), size=size)
     if look.note:
         console.print(f"[yellow]warning[/]: {escape(look.note)}", markup=True, highlight=False)
-    console.print(f"wrote {png}", markup=False, highlight=False)
+    console.print(f"wrote {public_url(png)}", markup=False, highlight=False)
 
 
 runs_app = _Commands(help="List the runs folder's runs; compare two of them.",
@@ -983,7 +1009,8 @@ runs_app = _Commands(help="List the runs folder's runs; compare two of them.",
 app.add_typer(runs_app, name="runs")
 RunsDir = Annotated[str | None, typer.Option("--dir", help="Runs folder (default: "
                                                            "GEOSEG_RUNS_DIR, else where runs "
-                                                           "write by default).")]
+                                                           "write by default).",
+                                             callback=_no_credentials)]
 
 
 @runs_app.callback(invoke_without_command=True)

@@ -96,6 +96,37 @@ def test_a_run_with_credentials_in_both_urls_prints_no_secret(s3_server, tmp_pat
         check_output_url(OUT_URL)  # as the Python API's outputs, exports and convert check it
 
 
+REPORTED = "s3://AKIA:SuperSecret123@bucket/x.zarr"  # as exploratory testing found it
+READERS = {  # every command reading a URL it is given: OUTPUT, PRED, REF, MASK, RUN, --dir
+    "status": ["status", REPORTED],
+    "verify": ["verify", REPORTED],
+    "verify --repair": ["verify", REPORTED, "--repair"],
+    "eval PRED": ["eval", REPORTED, "some/out.zarr"],
+    "eval REF": ["eval", "some/out.zarr", REPORTED],
+    "quicklook": ["quicklook", REPORTED, "q.png"],
+    "instances": ["instances", REPORTED, "--out", "o.zarr"],
+    "export": ["export", REPORTED, "--cog", "z.tif"],
+    "report": ["report", REPORTED],
+    "runs": ["runs", "--dir", REPORTED],
+    "runs compare": ["runs", "compare", "1", "2", "--dir", REPORTED],
+}
+
+
+@pytest.mark.parametrize("args", READERS.values(), ids=READERS.keys())
+def test_a_url_a_command_reads_with_credentials_is_refused(args, tmp_path):
+    """s3fs sent the user info as part of the bucket name, and botocore's ParamValidationError
+    came out as an internal error (exit 1) quoting the bucket name, secret and all."""
+    result = geoseg_cli(*args, cwd=tmp_path)
+    printed = result.stdout + result.stderr
+    assert result.returncode == 2, printed
+    assert "Traceback" not in printed and "internal error" not in printed, printed
+    assert "s3://bucket/x.zarr: received a URL with credentials in it" in printed, printed
+    assert "AWS_ACCESS_KEY_ID" in printed, printed  # where credentials go instead
+    assert "SuperSecret123" not in result.stdout and "SuperSecret123" not in result.stderr
+    assert "AKIA" not in printed, printed
+    assert list(tmp_path.iterdir()) == []  # nothing written, no folder named after the URL
+
+
 def test_a_model_url_with_credentials_is_refused(tmp_path):
     model = f"s3://{KEY}:{SECRET}@geoseg/creds/m.safetensors"
     with pytest.raises(ModelFileError) as info:
