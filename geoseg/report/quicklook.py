@@ -16,9 +16,9 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import dask
@@ -449,11 +449,35 @@ class _Layout:
         return boxes
 
 
-def write_quicklook(output_url: str, png: str | Path, **options: Any) -> Quicklook:
+def write_quicklook(output_url: str, png: str | os.PathLike[str], **options: Any) -> Quicklook:
     """Build the quicklook of ``output_url`` (options of :func:`build`), write it as a PNG file
-    and return it (its ``note`` says what the caption warns of)."""
-    path = Path(png)
+    at ``png`` (a path or a URL, written with fsspec) and return it (its ``note`` says what the
+    caption warns of). A ``png`` inside the output or the image it reads is refused first."""
+    dest = os.fspath(png)  # a URL stays one: a Path would make s3://b/q.png the folder s3:/b
+    refuse_inside(dest, output_url, options.get("storage_options"))
+    if options.get("image_url") is not None:  # read with the output's options unless its own
+        image_options = options.get("image_options")
+        refuse_inside(dest, options["image_url"], options.get("storage_options")
+                      if image_options is None else image_options, "image")
     look = build(output_url, **options)
     picture = render(look)
-    write_whole(str(path), picture, what="Writing the quicklook")  # its folder made, as report --out
+    write_whole(dest, picture, what="Writing the quicklook")  # its folder made, as report --out
     return look
+
+
+def refuse_inside(png: str, store: str, storage_options: dict[str, Any] | None = None,
+                  what: str = "output store") -> None:
+    """Refuse (:class:`~geoseg.errors.ExportError`) a picture ``png`` that is the store it is
+    drawn from, lies inside it or holds it: a file written there changes the store (a run on
+    the output, or ``geoseg verify``, would find an object its run never wrote)."""
+    from geoseg.core.urls import public_url
+    from geoseg.errors import ExportError
+    from geoseg.io.allow import overlapping
+
+    if not overlapping(png, None, store, storage_options):
+        return
+    beside = store.rstrip("/").removesuffix(".zarr") + ".png"
+    raise ExportError(
+        f"PNG {public_url(png)}: received a path inside the {what} {public_url(store)} the "
+        f"quicklook reads, or one holding it; expected a file outside it, such as "
+        f"{public_url(beside)}. Nothing was written: a file there would change the store it reads.")

@@ -6,6 +6,7 @@ import io
 import tracemalloc
 
 import dask.array as da
+import fsspec
 import numpy as np
 import pytest
 import zarr
@@ -206,6 +207,52 @@ def test_geoseg_quicklook_makes_missing_folders_and_replaces_a_file_only_when_as
     assert notes.read_text() == "keep"
     assert geoseg("quicklook", out, str(notes), "--overwrite").returncode == 0
     assert Image.open(notes).format == "PNG"
+
+
+def test_geoseg_quicklook_writes_a_png_url_with_fsspec_not_as_a_local_folder(tmp_path):
+    """PNG was a Path: s3://bucket/q.png became ./s3:/bucket/q.png, a local folder."""
+    out = _output(tmp_path, (16, 16), (8, 8), image=False)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    memory = fsspec.filesystem("memory")
+    try:
+        made = geoseg("quicklook", out, "memory://geoseg-quicklook/q.png", cwd=here)
+        assert made.returncode == 0, made.stderr
+        assert "wrote memory://geoseg-quicklook/q.png" in made.stderr
+        assert Image.open(io.BytesIO(memory.cat_file("/geoseg-quicklook/q.png"))).format == "PNG"
+        assert list(here.iterdir()) == []  # no ./memory: folder
+    finally:
+        if memory.exists("/geoseg-quicklook"):
+            memory.rm("/geoseg-quicklook", recursive=True)
+
+
+def test_geoseg_quicklook_refuses_a_png_url_outside_the_allowed_places(tmp_path):
+    out = _output(tmp_path, (16, 16), (8, 8), image=False)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    assert_clean(geoseg("quicklook", out, "ftp://host/q.png", cwd=here), 2,
+                 "Output ftp://host/q.png: received scheme ftp://", "GEOSEG_OUTPUT_SCHEMES")
+    secret = geoseg("quicklook", out, "s3://AKIA:SuperSecret123@bucket/q.png", cwd=here)
+    assert_clean(secret, 2, "Output s3://bucket/q.png: received a URL with credentials")
+    assert "SuperSecret123" not in secret.stdout + secret.stderr
+    assert list(here.iterdir()) == []  # no ./ftp: or ./s3: folder, none named with the secret
+
+
+def test_geoseg_quicklook_refuses_a_png_inside_the_output_it_draws(tmp_path):
+    """A file written into the output store is an object its run never wrote."""
+    out = _output(tmp_path, (16, 16), (8, 8))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    metadata = (tmp_path / "out.zarr" / "zarr.json").read_bytes()
+    assert_clean(geoseg("quicklook", out, f"{out}/q.png"), 2,
+                 f"PNG {out}/q.png: received a path inside the output store {out}",
+                 f"such as {tmp_path / 'out.png'}", "Nothing was written")
+    assert_clean(geoseg("quicklook", out, f"{out}/zarr.json", "--overwrite"), 2,
+                 "inside the output store")
+    image = str(tmp_path / "image.zarr")
+    assert_clean(geoseg("quicklook", out, f"{image}/q.png", "--image", image), 2,
+                 f"inside the image {image}")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "out.zarr" / "zarr.json").read_bytes() == metadata
 
 
 def test_bands_or_an_image_named_that_cannot_be_read_are_an_error_not_a_caption(tmp_path):
