@@ -78,10 +78,20 @@ class Ensemble(Segmenter):
         origin = f"member 0, {self.members[0].name}" if classes is None else "as given"
         self._orders = tuple(channel_order(m, self.classes, i, origin) for i, m in enumerate(self.members))
         self.bands = _common_bands(self.members)
+        if self.bands is not None:  # a classical member's feature names bands the others read
+            self.check_bands(list(self.bands), "an input of its other members")
         self.stride, self.halo = _geometry(self.members)
         self.global_context = any(m.global_context for m in self.members)
         self.device = next((m.device for m in self.members if m.device.type != "cpu"), torch.device("cpu"))
         self.name = f"ensemble[{combine}]({', '.join(m.name for m in self.members)})"
+
+    def check_bands(self, band_names: Sequence[str], where: str) -> None:
+        """Each member's own check (a classical member's feature too), before any compute."""
+        for i, member in enumerate(self.members):
+            try:
+                member.check_bands(band_names, where)
+            except BandMismatchError as exc:
+                raise BandMismatchError(f"Ensemble member {i} ({member.name}): {exc}") from None
 
     @property
     def spatial_axes(self) -> int | None:

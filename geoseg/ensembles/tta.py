@@ -124,6 +124,10 @@ class TTA(Segmenter):
             halo = halo[:-2] + (max(halo[-2:]),) * 2
         self.stride, self.halo = stride, halo
 
+    def check_bands(self, band_names: Sequence[str], where: str) -> None:
+        """The member's check (an ensemble's checks each of its members)."""
+        self.member.check_bands(band_names, where)
+
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.member.prepare(raw, nodata)
 

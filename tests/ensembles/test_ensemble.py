@@ -177,6 +177,26 @@ def test_mismatched_band_counts_raise_before_compute(unet, tmp_path):
         geoseg.segment(raster, Ensemble([unet, unet]))
 
 
+def test_a_classical_member_whose_feature_names_other_bands_is_refused_before_compute(
+        unet, tmp_path):
+    """The README promises it; a threshold of "the only band" beside a 3-band network was
+    accepted by Ensemble and segment(), and failed in the first task."""
+    from geoseg.methods import Threshold
+
+    names = [c.name for c in unet.classes]
+    single = Threshold((100.0, 150.0, 200.0), class_names=names)  # no feature: the only band
+    with pytest.raises(BandMismatchError, match=r"Ensemble member 1 \(manual threshold\): No "
+                                                r"feature was given.* has 3 bands"):
+        Ensemble([unet, single])
+    pair = Ensemble([single, Threshold((50.0, 60.0, 70.0), class_names=names)])  # of any bands
+    raster = geoseg.open_raster(write_zarr(tmp_path / "in.zarr", textured_image(40, 40)))
+    for segmenter in (pair, TTA(pair, "flips")):
+        with pytest.raises(BandMismatchError, match=r"Ensemble member 0 .* the raster has 3 bands"):
+            geoseg.segment(raster, segmenter)
+    banded = Ensemble([unet, Threshold((100.0, 150.0, 200.0), feature=2, class_names=names)])
+    assert geoseg.segment(raster, banded).shape == (40, 40)
+
+
 def test_geometry_is_max_halo_and_lcm_stride(members):
     ens = Ensemble(members)
     assert [m.stride for m in members] == [(4, 4), (2, 2), (2, 2)]
