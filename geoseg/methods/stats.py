@@ -10,6 +10,7 @@ is bounded by the chunk size whatever the raster's size.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -283,6 +284,13 @@ class Binning:
             return cls(low, high, int(high - low + 1), True)
         if nbins < 2:
             raise MethodParameterError(f"nbins must be >= 2, got {nbins}.")
+        if integer:
+            warnings.warn(
+                f"the integer feature spans {high - low + 1:.0f} values ({low:.0f} to {high:.0f}), "
+                f"more than the {MAX_INTEGER_BINS} one-value bins a fit counts: its histogram has "
+                f"{nbins} equal bins instead, so thresholds come within about a bin's width "
+                f"({(high - low) / nbins:.4g}) of scikit-image's, not equal to them. Pass a larger "
+                "nbins to come closer.", UserWarning, stacklevel=4)
         return cls(low, high, int(nbins), False)
 
     @property
