@@ -49,14 +49,20 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
     """A ``(band, y, x)`` or ``(band, z, y, x)`` DataArray (e.g. from ``open_raster``), dask or
     NumPy array, for fits.
 
-    ``nodata`` defaults to the one a DataArray's attributes declare, as for
-    :func:`~geoseg.segment` (:func:`~geoseg.core.nodata.attrs_nodata`: ``_FillValue``,
-    ``missing_value``, ``fill_value``, ``nodata``); 2-D inputs get a band axis.
+    A DataArray's dims say where its bands are: one of (y, x) or (z, y, x) alone is one band,
+    as for :func:`~geoseg.segment`; 2-D arrays get a band axis. ``nodata`` defaults to the one
+    a DataArray's attributes declare, as for :func:`~geoseg.segment`
+    (:func:`~geoseg.core.nodata.attrs_nodata`: ``_FillValue``, ``missing_value``,
+    ``fill_value``, ``nodata``).
     NumPy inputs are chunked on their last two axes as outputs are (:func:`~geoseg.tiling.default_chunks`).
     """
     names: tuple[str, ...] | None = None
     if isinstance(raster, xr.DataArray):
         nodata = attrs_nodata(raster.attrs, "raster") if nodata is None else nodata
+        spatial = [d for d in ("z", "y", "x") if d in raster.dims]
+        if "band" not in raster.dims and set(raster.dims) == set(spatial) and len(spatial) > 1:
+            # one band, as segment() reads it: a volume's z is no band axis
+            raster = raster.expand_dims(band=["band_1"]).transpose("band", *spatial)
         if raster.ndim in (3, 4) and "band" in raster.dims:
             names = tuple(str(b) for b in raster["band"].values)
             raster = raster.transpose("band", ...)

@@ -176,3 +176,18 @@ def test_fits_leave_out_the_nodata_segment_leaves_out_whatever_attribute_declare
     centres = fit_kmeans(raster, 2, seed=1).centroids
     np.testing.assert_array_equal(centres, fit_kmeans(told, 2, nodata=0, seed=1).centroids)
     assert np.min(centres) > 40  # no centroid spent on the no-data pixels
+
+
+def test_a_volume_named_z_y_x_is_one_band_to_the_fits_as_to_segment():
+    """Its 20 planes were taken for 20 bands: k-means fitted 20-feature centroids, Otsu said
+    "the raster has 20 bands", while segment() read the same array as a volume."""
+    from skimage.filters import threshold_otsu
+
+    from geoseg.methods import fit_kmeans
+
+    volume = np.random.default_rng(4).normal(100, 30, (20, 24, 30)).clip(0, 255).astype(np.uint8)
+    volume[5:12, 6:18, 8:20] += 80
+    for dims, data in ((("z", "y", "x"), volume), (("y", "z", "x"), volume.transpose(1, 0, 2))):
+        raster = xr.DataArray(data, dims=dims)
+        assert fit_threshold(raster, "otsu").thresholds == (threshold_otsu(volume),)
+        assert np.shape(fit_kmeans(raster, 2, seed=0).centroids) == (2, 1)
