@@ -138,6 +138,20 @@ def test_a_geozarr_transform_that_places_no_pixel_is_refused(tmp_path, transform
         geoseg.open_raster(url)
 
 
+@pytest.mark.parametrize("transform", [[1e308, 0, 1e308, 0, -1e308, 1e308],
+                                       [1e307, 0, 1.7e308, 0, -1, 0]])
+def test_a_transform_placing_pixels_beyond_floating_point_is_refused(tmp_path, transform):
+    """Its terms are finite, its pixels' coordinates infinite: the run passed, and geoseg's own
+    export and instance stage then refused the output it wrote."""
+    from geoseg.errors import CorruptInputError
+
+    url = geozarr(tmp_path / "a.zarr", {"proj:epsg": 4326, "spatial:transform": transform,
+                                        "spatial:dimensions": ["Y", "X"]})
+    with pytest.raises(CorruptInputError, match=r"places its 32 x 32 pixels beyond the range of "
+                                                r"floating-point numbers .*inf"):
+        geoseg.open_raster(url)
+
+
 def test_plain_and_cf_transforms_that_place_no_pixel_are_refused(tmp_path):
     plain = zarr.create_array(str(tmp_path / "p.zarr"), shape=(32, 32), chunks=(32, 32),
                               dtype="uint8", attributes={"transform": [1, 0, 0, 0, 0, 0]})

@@ -248,10 +248,30 @@ def _checked(source: RasterSource) -> RasterSource:
     """``source``, its pixel dtype, sizes and budgets checked (:mod:`geoseg.budgets`)."""
     check_pixel_dtype(source.dtype, f"input {public_url(source.url)}", "the input")
     _check_sizes(source)
+    _check_extent(source)
     budgets.check_pixels(source.shape[1:], f"input {public_url(source.url)}")
     if source.stored_chunk:
         budgets.check_chunk(source.stored_chunk, source.dtype, f"input {public_url(source.url)}")
     return source
+
+
+def _check_extent(source: RasterSource) -> None:
+    """Refuse a transform whose terms are finite but place the raster's far pixels beyond
+    floating point (``1e308`` metres a pixel): its coordinates would be infinite, and geoseg's
+    own exports and stages would refuse the output the run wrote."""
+    t = source.georef.affine if source.georef is not None else None
+    if t is None or len(source.shape) != 3:
+        return
+    height, width = source.shape[1:]
+    corners = [t @ corner for corner in ((0, 0), (width, 0), (0, height), (width, height))]
+    if all(math.isfinite(v) for corner in corners for v in corner):
+        return
+    raise CorruptInputError(
+        f"input {public_url(source.url)}: its transform {tuple(t)[:6]} places its "
+        f"{height} x {width} pixels beyond the range of floating-point numbers (a corner at "
+        f"{next(c for c in corners if not all(map(math.isfinite, c)))}); expected a transform "
+        "whose pixel corners are finite. Fix the raster's transform, or remove it to read the "
+        "raster without one.")
 
 
 def _check_sizes(source: RasterSource) -> None:
