@@ -55,6 +55,7 @@ from geoseg.core.urls import public_url
 from geoseg.errors import (
     BucketNotFoundError,
     GeosegError,
+    MissingExtraError,
     ParameterError,
     RangeRequestsError,
     RasterNotFoundError,
@@ -322,6 +323,11 @@ def translate(
     returned unchanged."""
     if isinstance(exc, GeosegError):
         return exc
+    if isinstance(exc, ImportError):  # fsspec's: the store's package is not installed
+        return MissingExtraError(
+            f"{what} {public_url(url)} failed: {str(exc).rstrip('.')}. Install it where geoseg "
+            "runs, on the workers too (e.g. pip install gcsfs for gs://, adlfs for az://), or "
+            "give a path or URL of a store whose package is installed.")
     if any(type(err).__name__ in _NO_CREDENTIALS for err in _chain(exc)):
         return _no_credentials(exc, url, storage_options, what)
     if (whole := whole_files_only(exc, url)) is not None:

@@ -1052,3 +1052,18 @@ def test_validate_reports_storage_option_faults_as_bad_input(
     assert "internal error" not in output and "corrupt" not in output, output
     for secret in (iam_reader["secret"], BOGUS_TOKEN):
         assert secret not in output, output
+
+
+def test_a_store_whose_package_is_not_installed_is_named_with_how_to_install_it():
+    """fsspec's ImportError came out as an internal error with a traceback."""
+    from importlib.util import find_spec
+
+    from tests.cli import geoseg as cli
+
+    if find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed here")
+    result = cli("info", "gs://bucket/scene.tif")
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "internal error" not in said, said
+    assert "Reading gs://bucket/scene.tif failed: Please install gcsfs" in said
+    assert "pip install gcsfs" in said
