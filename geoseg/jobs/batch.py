@@ -39,6 +39,7 @@ from geoseg.core.records import now
 from geoseg.core.text import clipped
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
+from geoseg.io.allow import overlapping
 from geoseg.io.files import check_creatable, write_whole
 from geoseg.io.output import OutputTarget, being_removed, half_created, output_exists
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
@@ -557,6 +558,22 @@ def _run_on_cluster(runner: BatchRunner, items: list[BatchItem], cluster: Any) -
     return results
 
 
+def _refuse_records_among_data(spec: BatchSpec, items: list[BatchItem], report: str) -> None:
+    """Refuse a report or runs folder inside (or holding) an input or output of the batch: its
+    files would change an input (the next run would see it changed and replace its output) or
+    put into an output what its run never wrote (which --overwrite then refuses to delete)."""
+    stores = [(item.url, spec.job.input.storage_options, "input") for item in items]
+    stores += [(item.output, spec.job.output.storage_options, "output") for item in items]
+    for setting, place in (("report", report), ("runs_dir (GEOSEG_RUNS_DIR)", runs_dir())):
+        hit = next((s for s in stores if overlapping(place, None, s[0], s[1])), None)
+        if hit is not None:
+            raise BatchSpecError(
+                f"{setting}: received {public_url(place)}, inside (or holding) the batch's "
+                f"{hit[2]} {public_url(hit[0])}; expected a place outside every input and "
+                f"output, where its files change no data. Choose another {setting.split()[0]} "
+                "location. Nothing was run.")
+
+
 def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
               cluster: str | None = None, overwrite: bool = False, dry_run: bool = False,
               log: Callable[[str], None] | None = None) -> BatchReport:
@@ -577,6 +594,7 @@ def run_batch(batch: BatchSpec | str | Path, *, scheduler: str | None = None,
     where = cluster or scheduler
     runner = BatchRunner(spec, overwrite=overwrite, cluster=where, log=log)
     report = BatchReport(spec.name, runner.owner, now(), dry_run=dry_run)
+    _refuse_records_among_data(spec, items, report_url(spec, report.run, report.started))
     if not dry_run:  # places that cannot be written are refused now, not at every job
         check_creatable(report_url(spec, report.run, report.started), "report")
         check_creatable(f"{runs_dir()}/run.json", "runs_dir (GEOSEG_RUNS_DIR)")

@@ -116,3 +116,27 @@ def test_a_runs_folder_under_a_file_is_refused_once_before_any_job(tmp_path):
     assert done.returncode == 2 and said.count("is a file, not a folder") == 1, done.stderr
     assert said.startswith("error: runs_dir (GEOSEG_RUNS_DIR): Cannot write") and "failed: " not in said
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["report", "runs", "output"])
+def test_records_inside_an_input_or_output_are_refused_before_any_job(tmp_path, where):
+    """A report written into an input changed it: the next run found the input changed and
+    planned to replace its output. Refused by the dry run as by the run, nothing written."""
+    for name in ("a", "b"):
+        write_zarr(tmp_path / "in" / f"{name}.zarr", textured_image(64, 64, bands=1), chunks=(32, 32))
+    spec = batch_spec(tmp_path, f"{tmp_path}/out/{{stem}}-mask.zarr")
+    data = yaml.safe_load(spec.read_text())
+    inside = tmp_path / ("out/b-mask.zarr" if where == "output" else "in/a.zarr") / "records"
+    env = {"GEOSEG_RUNS_DIR": str(inside)} if where == "runs" else {}
+    if where != "runs":
+        data["report"] = str(inside / "report.json")
+    spec.write_text(yaml.safe_dump(data))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for flags in (["--dry-run"], []):
+        done = geoseg("batch", str(spec), *flags, env=env)
+        said = " ".join(done.stderr.split())
+        assert done.returncode == 2 and "internal error" not in said, done.stderr
+        setting = "runs_dir (GEOSEG_RUNS_DIR)" if where == "runs" else "report"
+        kind = "output" if where == "output" else "input"
+        assert f"{setting}: received {inside}" in said and f"batch's {kind} " in said, said
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
