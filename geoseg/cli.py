@@ -341,12 +341,7 @@ def _print_repair(url: str, repaired: Any) -> None:
         _stdout().print(f"ok: {report.checked} task regions match their checksums; nothing to "
                         "repair, nothing was changed")
         return
-    _print_problems(report)
-    if report.layout:
-        console.print("Nothing was repaired: the array metadata is not what the run wrote, so which "
-                      "regions to recompute cannot be told. Restore its zarr.json from a copy, or run "
-                      "the job again with --overwrite.", highlight=False)
-        raise typer.Exit(1)
+    _print_problems(report)  # (repair_output refuses a changed layout before this)
     shown = ", ".join(map(report.where, repaired.unmarked[:10]))
     more = ", ..." if len(repaired.unmarked) > 10 else ""
     if repaired.unmarked:

@@ -8,33 +8,49 @@ again and compared with its recorded sha256: a region whose objects are all abse
 values it would read (no read), one that lacks some of them as read. A chunk deleted from
 storage reads as no-data and no longer matches. Bytes changed in place are left to
 ``geoseg verify``.
+
+Nothing here enumerates a grid before it is bounded: the array metadata is first checked
+against what the run recorded (:func:`layout_changed`: an edited ``zarr.json`` can declare any
+shape or chunks), and the task regions it describes against ``GEOSEG_MAX_TASKS``.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections import Counter
 from collections.abc import Container
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from zarr.core.sync import sync
 
+from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
+from geoseg.errors import CorruptOutputError
 from geoseg.io.output import MANIFEST_SHA, OutputTarget, chunk_checksum
-from geoseg.tiling.plan import ceil_div
+from geoseg.tiling import Layout
+from geoseg.tiling.plan import ceil_div, n_regions
 
 SHOWN = 10  # region keys a message names at most
+LAYOUT_FIX = ("The array's zarr.json was changed or replaced since the run (its metadata, not "
+              "the bytes of its chunks): restore the zarr.json (and the group's, which "
+              "consolidates it) from a copy, or run the job again with --overwrite")
 
 
 def damage(target: OutputTarget, attrs: dict, nothing: str) -> str | None:
     """Why the complete output at ``target`` cannot be read as its run wrote it, as a message
-    that ends with ``nothing`` (``"nothing was exported"``) and the fix; ``None`` if it can."""
-    problem = damage_found(target, attrs)
+    that ends with ``nothing`` (``"nothing was exported"``) and the fix; ``None`` if it can.
+    Array metadata changed since the run is named as such, before any chunk is listed."""
+    url, done = public_url(target.url), target.done_keys()
+    problem = _unrecorded(attrs, done)
+    changed = None if problem else layout_changed(target, attrs)
+    if changed is not None:
+        return f"{url}: {changed}; {nothing}. {LAYOUT_FIX}."
+    problem = problem or _lost(target, done)
     if problem is None:
         return None
-    url = public_url(target.url)
     return (f"{url} is damaged: {problem}; {nothing}, as those regions would read as no-data. "
             f"`geoseg verify {url}` names every changed region. To fix: run its job again (the "
             "same spec, without --overwrite), which recomputes only the missing regions and keeps "
@@ -43,11 +59,21 @@ def damage(target: OutputTarget, attrs: dict, nothing: str) -> str | None:
 
 def damage_found(target: OutputTarget, attrs: dict) -> str | None:
     """A manifest that records fewer task regions than the run planned, or regions whose
-    ``classes`` objects are gone from storage; ``None`` for neither."""
-    planned, done = int(attrs.get("n_chunks", 0)), target.done_keys()
-    if len(done) < planned:
-        return (f"its manifest records {len(done)} of the {planned} task region(s) its run "
-                "planned, though the output is marked complete")
+    ``classes`` objects are gone from storage; ``None`` for neither. Raises
+    :class:`CorruptOutputError` for array metadata changed since the run (:func:`checked_grid`)."""
+    done = target.done_keys()
+    return _unrecorded(attrs, done) or _lost(target, done)
+
+
+def _unrecorded(attrs: dict, done: set[str]) -> str | None:
+    planned = int(attrs.get("n_chunks", 0))
+    if len(done) >= planned:
+        return None
+    return (f"its manifest records {len(done)} of the {planned} task region(s) its run "
+            "planned, though the output is marked complete")
+
+
+def _lost(target: OutputTarget, done: set[str]) -> str | None:
     changed = lost_regions(target, done)
     if not changed:
         return None
@@ -124,19 +150,145 @@ def _drop_objects(array: Any, key: str, per_task: list[int]) -> int:
 
 def absent_objects(target: OutputTarget) -> dict[str, int]:
     """Task region key to how many of its ``classes`` objects (chunks, or shards) storage
-    lacks, in one listing; regions that lack none are left out."""
-    task, chunks, shards = target.stored_layout()
-    grid = shards or chunks
-    shape = tuple(target.open_group(mode="r")["classes"].shape)
+    lacks, in one listing; regions that lack none are left out. Memory and time grow with the
+    task regions (bounded by :func:`checked_grid`) and the stored objects, never with the
+    objects the metadata declares."""
+    task, grid, shape = checked_grid(target)
     per_task = [t // g for t, g in zip(task, grid)]  # task regions are whole objects
-    stored = np.zeros([ceil_div(n, g) for n, g in zip(shape, grid)], dtype=bool)
-    for key in target.stored_keys("classes"):
-        coords = tuple(int(i) for i in key.split("."))
-        if all(c < n for c, n in zip(coords, stored.shape)):  # not past an edited shape
-            stored[coords] = True
-    regions = Counter(".".join(str(int(c) // p) for c, p in zip(coords, per_task))
-                      for coords in np.argwhere(~stored))
-    return dict(regions)
+    objects = [ceil_div(n, g) for n, g in zip(shape, grid)]
+    tasks = [ceil_div(n, t) for n, t in zip(shape, task)]
+    expected = functools.reduce(np.multiply.outer, [  # objects per region; fewer at the edges
+        np.minimum(p, o - np.arange(k, dtype=np.int64) * p)
+        for p, o, k in zip(per_task, objects, tasks)], np.int64(1))
+    stored = np.zeros(tasks, dtype=np.int64)
+    coords = [c for c in _stored_coords(target) if all(i < n for i, n in zip(c, objects))]
+    if coords:  # those past an edited shape are not counted
+        np.add.at(stored, tuple((np.array(coords, dtype=np.int64) // per_task).T), 1)
+    lacking = expected - stored
+    return {".".join(map(str, index)): int(lacking[index])
+            for index in map(tuple, np.argwhere(lacking > 0).tolist())}
+
+
+def _stored_coords(target: OutputTarget) -> list[tuple[int, ...]]:
+    """The grid coordinates of the stored ``classes`` objects, in one listing."""
+    return [tuple(int(i) for i in key.split(".")) for key in target.stored_keys("classes")]
+
+
+def checked_grid(target: OutputTarget) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """``(task region, object grid, shape)`` of ``classes``, once its metadata is found to be
+    what the run recorded and its task regions within ``GEOSEG_MAX_TASKS``: raises
+    :class:`CorruptOutputError` naming a changed layout, :class:`BudgetError` over the limit."""
+    changed = layout_changed(target, target.attrs())
+    if changed is not None:
+        raise layout_error(target.url, changed, "nothing was read")
+    task, chunks, shards = target.stored_layout()
+    shape = tuple(target.open_group(mode="r")["classes"].shape)
+    check_tasks(n_regions(shape, task), f"output {public_url(target.url)}",
+                "Its chunks are listed once per task region; raise the limit to check an output "
+                "this large (memory grows with its task regions).")
+    return task, shards or chunks, shape
+
+
+def layout_changed(target: OutputTarget, attrs: dict[str, Any]) -> str | None:
+    """What the ``classes`` array's metadata declares unlike the run that made the output
+    (``attrs``: its ``geoseg`` attributes), as one message; ``None`` when it is alike."""
+    facts = layout_facts(attrs, target.open_group(mode="r")["classes"])
+    if not facts:
+        return None
+    return f"classes: its metadata declares {'; and '.join(facts)}"
+
+
+def layout_error(url: str, changed: str, nothing: str) -> CorruptOutputError:
+    """The error for an output whose array metadata :func:`layout_changed` (``changed``);
+    ``nothing``: what was not done (``"nothing was repaired"``)."""
+    return CorruptOutputError(f"{public_url(url)}: {changed}; {nothing}. {LAYOUT_FIX}.")
+
+
+def layout_facts(attrs: dict[str, Any], classes: Any) -> list[str]:
+    """Each way the metadata of ``classes`` differs from what the run recorded: the task grid
+    it planned (``n_chunks``, ``task_region``) and, once it finished, the shape, chunks and
+    shards of its record (``provenance``). Pure arithmetic on metadata."""
+    shape, chunks = tuple(classes.shape), tuple(classes.chunks)
+    shards = None if classes.shards is None else tuple(classes.shards)
+    task = tuple(attrs.get("task_region") or shards or chunks)
+    if len(task) != len(shape):
+        return [(f"{len(shape)} axes (shape {shape}), but the run recorded task regions of "
+                 f"{list(task)}")]
+    recorded = _recorded_layout(attrs, len(shape))
+    facts = [*_shape_facts(attrs, shape, task, recorded.shape),
+             *_chunk_facts(chunks, shards, recorded)]
+    grid = shards or chunks
+    if not facts and any(t % g for t, g in zip(task, grid)):
+        facts.append(f"{_shards(shards) if shards else f'chunks {list(chunks)}'}, which do not "
+                     f"divide the task regions of {list(task)} the run wrote")
+    return facts
+
+
+def _shape_facts(attrs: dict[str, Any], shape: tuple[int, ...], task: tuple[int, ...],
+                 recorded: tuple[int, ...] | None) -> list[str]:
+    planned, found = attrs.get("n_chunks"), n_regions(shape, task)
+    differs = recorded is not None and recorded != shape
+    if planned is not None and found != int(planned):
+        wrote = f" (shape {recorded})" if differs else ""
+        return [(f"shape {shape}, a grid of {found} task region(s), but the run planned "
+                 f"{planned}{wrote}")]
+    return [f"shape {shape}, but the run wrote shape {recorded}"] if differs else []
+
+
+def _chunk_facts(chunks: tuple[int, ...], shards: tuple[int, ...] | None,
+                 recorded: RunLayout) -> list[str]:
+    facts = []
+    if recorded.chunks is not None and chunks != recorded.chunks:
+        facts.append(f"chunks {list(chunks)}, but the run wrote chunks {list(recorded.chunks)}")
+    if recorded.sharding_known and shards != recorded.shards:
+        facts.append(f"{_shards(shards)}, but the run wrote {_shards(recorded.shards)}")
+    return facts
+
+
+def _shards(shards: tuple[int, ...] | None) -> str:
+    return "no shards" if shards is None else f"shards {list(shards)}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The shape, chunks and shards of ``classes`` as a finished run recorded them (its
+    ``provenance``); ``None`` for a figure not recorded (a run not finished, an older geoseg).
+    ``shards`` is ``None`` also for an output not sharded: ``sharding_known`` tells them apart."""
+
+    shape: tuple[int, ...] | None = None
+    chunks: tuple[int, ...] | None = None
+    shards: tuple[int, ...] | None = None
+    sharding_known: bool = False
+
+
+def _recorded_layout(attrs: dict[str, Any], ndim: int) -> RunLayout:
+    """What the run's record (``attrs["provenance"]``) says of an output of ``ndim`` axes;
+    a figure that is not what a run writes there counts as not recorded."""
+    record = attrs.get("provenance")
+    source = _part(_part(record, "input"), "shape")
+    shape = _axes(source[1:] if isinstance(source, list) else None, ndim)  # less the bands
+    chunks = _axes(_part(_part(record, "resolved"), "chunks"), ndim)
+    output = _part(_part(record, "job"), "output")
+    if not isinstance(output, dict) or "shards" not in output or shape is None or chunks is None:
+        return RunLayout(shape, chunks)
+    if output["shards"] is None:
+        return RunLayout(shape, chunks, None, sharding_known=True)
+    try:
+        return RunLayout(shape, chunks, Layout.create(shape, chunks, output["shards"]).shards, True)
+    except (ValueError, TypeError):  # not shards a run accepts: what it wrote cannot be told
+        return RunLayout(shape, chunks)
+
+
+def _part(record: Any, key: str) -> Any:
+    return record.get(key) if isinstance(record, dict) else None
+
+
+def _axes(value: Any, ndim: int) -> tuple[int, ...] | None:
+    """``value`` as ``ndim`` whole numbers, or ``None`` if it is not that."""
+    if not isinstance(value, list) or len(value) != ndim or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        return None
+    return tuple(value)
 
 
 def _recorded(group: Any, keys: list[str]) -> list[str]:

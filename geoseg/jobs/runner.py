@@ -607,9 +607,10 @@ def _open_or_create(prepared: PreparedJob, overwrite: bool) -> tuple[OutputTarge
         return _create(prepared, overwrite=True), set()
     _check_layout(existing, prepared)
     _check_input_unchanged(attrs.get("input_version"), prepared)
+    done = _still_done(existing)  # refuses edited array metadata before anything is changed
     if attrs.get("status") != "running":  # resumed: no longer what the last run left it as
         existing.finalize({"status": "running"})
-    return existing, _still_done(existing)
+    return existing, done
 
 
 def _still_done(target: OutputTarget) -> set[str]:

@@ -15,9 +15,17 @@ import zarr
 from geoseg.budgets import check_tasks
 from geoseg.core.text import whole_number
 from geoseg.core.urls import public_url
-from geoseg.errors import CorruptInputError, RasterNotFoundError
+from geoseg.errors import CorruptInputError, CorruptOutputError, RasterNotFoundError
 from geoseg.io import remote
-from geoseg.io.integrity import SHOWN, absent_objects, drop_region, lost_from_complete
+from geoseg.io.integrity import (
+    LAYOUT_FIX,
+    SHOWN,
+    absent_objects,
+    drop_region,
+    layout_changed,
+    layout_error,
+    lost_from_complete,
+)
 from geoseg.io.output import (
     MANIFEST_DONE,
     MANIFEST_SHA,
@@ -41,6 +49,7 @@ STAGE_LEFT = "interrupted (no run holds it now; run {} again)"
 REDONE_BY = {"instances": "geoseg instances, or the job,"}
 REPAIRED = "repaired"  # the status verify --repair leaves: not complete, a rerun recomputes
 REPAIR_LEASE_SECONDS = 120.0  # renewed while verify --repair reads and edits the output
+NOT_REPAIRED = "nothing was repaired (no chunk deleted, no manifest entry changed)"
 
 
 @dataclass
@@ -157,6 +166,7 @@ def _unreadable_group(url: str, storage_options: dict[str, Any] | None) -> str |
 def output_status(url: str, storage_options: dict[str, Any] | None = None) -> OutputStatus:
     """Progress of the run that writes ``url``, from its manifest."""
     target, attrs = _target(url, storage_options)
+    _refuse_changed_layout(target, attrs, "its progress cannot be told from it")
     stages = {name: attrs[name].get("status", "unknown") for name in STAGES if attrs.get(name)}
     asks = attrs.get("status") != "complete" or "running" in stages.values()
     holder = _live_holder(url, storage_options) if asks else None  # once: one moment's answer
@@ -174,6 +184,17 @@ def output_status(url: str, storage_options: dict[str, Any] | None = None) -> Ou
     return OutputStatus(url, state, n_chunks, done, attrs.get("model"), stages)
 
 
+def _refuse_changed_layout(target: OutputTarget, attrs: dict[str, Any], nothing: str) -> None:
+    """Raise :class:`CorruptOutputError`, saying ``nothing`` (what was not done), for an output
+    whose ``classes`` metadata is not what its run wrote: its grid would be counted, and its
+    chunks listed, on a layout no run made (an edited shape can declare any number of them)."""
+    if half_created(attrs) or being_removed(attrs):  # its arrays may not exist: nothing to check
+        return
+    changed = layout_changed(target, attrs)
+    if changed is not None:
+        raise layout_error(target.url, changed, nothing)
+
+
 def _lost_since(target: OutputTarget) -> str | None:
     """What status says of a complete output whose stored chunks were deleted since its run (a
     rerun recomputes those regions), found by one listing; ``None`` if none was. Bytes changed
@@ -185,19 +206,6 @@ def _lost_since(target: OutputTarget) -> str | None:
     return (f"complete per its record, but {len(lost)} task region(s) lost stored chunks since "
             f"({', '.join(lost[:SHOWN])}{more}): run the job again (the same spec, without "
             "--overwrite) to recompute them")
-
-
-def _layout_changes(attrs: dict[str, Any], classes: Any, written: tuple[int, ...]) -> list[str]:
-    """What the stored array metadata says unlike the run that made the output: a shape whose
-    task grid is not the one the run recorded (an edited or replaced ``zarr.json``), which
-    would leave chunks unchecked or check chunks no run wrote."""
-    recorded, found = attrs.get("n_chunks"), n_regions(classes.shape, written)
-    if recorded is None or found == int(recorded):
-        return []
-    said = (f"classes: its metadata declares shape {tuple(classes.shape)}, a grid of {found} "
-            f"chunk(s), but the run planned {recorded}; the array's zarr.json was changed or "
-            "replaced: restore it, or run the job again with --overwrite")
-    return [said]
 
 
 def _live_holder(url: str, storage_options: dict[str, Any] | None) -> LeaseRecord | None:
@@ -228,7 +236,9 @@ def run_state(attrs: dict[str, Any], holder: LeaseRecord | None) -> str:
 
 
 def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> VerifyReport:
-    """Check that every chunk is recorded and its bytes hash to the recorded sha256."""
+    """Check that every chunk is recorded and its bytes hash to the recorded sha256. Array
+    metadata unlike what the run recorded (an edited ``zarr.json``) is reported as ``layout``
+    instead, and no chunk is judged: its grid is not the one the run wrote."""
     target, attrs = _target(url, storage_options)
     if being_removed(attrs):
         raise RasterNotFoundError(half_deleted(url, "nothing to verify"))
@@ -241,12 +251,28 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
     names = ["classes"] + (["probabilities"] if "probabilities" in group else [])
     written = tuple(attrs.get("task_region") or classes.shards or classes.chunks)  # what one task wrote
     report = VerifyReport(url, 0, shape=tuple(classes.shape), task=written)
-    check_tasks(n_regions(classes.shape, written), f"output {public_url(url)}",
+    changed = layout_changed(target, attrs)
+    if changed is None:
+        _check_regions(target, report, names)
+    else:  # its grid is not the run's: chunks checked on it would be judged on a layout no run made
+        report.layout = [f"{changed}. {LAYOUT_FIX}."]
+    for stage in STAGES:
+        problems = verify_stage(target, stage)
+        if problems:
+            report.stages[stage] = problems
+            report.mismatched.extend(problems)
+    return report
+
+
+def _check_regions(target: OutputTarget, report: VerifyReport, names: list[str]) -> None:
+    """Hash every task region of ``report``'s grid, one at a time, and file each that is not
+    recorded, does not decode or does not match what the manifest records."""
+    shape, written = report.shape, report.task
+    check_tasks(n_regions(shape, written), f"output {public_url(report.url)}",
                 "verify reads and hashes every chunk, one at a time; raise the limit to verify "
                 "an output this large (memory stays bounded, time grows with the chunks).")
-    report.layout = _layout_changes(attrs, classes, written)
     absent: dict[str, int] | None = None
-    for region in regions(classes.shape, written):
+    for region in regions(shape, written):
         key = chunk_key(region, written)
         recorded = target.checksum(key)
         report.checked += 1
@@ -262,12 +288,6 @@ def verify_output(url: str, storage_options: dict[str, Any] | None = None) -> Ve
         if recorded != actual:
             absent = absent_objects(target) if absent is None else absent  # listed once, if at all
             (report.missing if key in absent else report.mismatched).append(key)
-    for stage in STAGES:
-        problems = verify_stage(target, stage)
-        if problems:
-            report.stages[stage] = problems
-            report.mismatched.extend(problems)
-    return report
 
 
 def repair_output(url: str, storage_options: dict[str, Any] | None = None) -> RepairReport:
@@ -275,14 +295,16 @@ def repair_output(url: str, storage_options: dict[str, Any] | None = None) -> Re
     write it meanwhile): each bad task region's manifest entries are cleared, a damaged stage
     is marked ``damaged``, and a complete output becomes ``repaired`` (not complete), so that a
     rerun of its job recomputes exactly those. An output whose array metadata changed (a layout
-    problem) is left as it is: its grid cannot be trusted to say which entries to clear."""
-    target, _ = _target(url, storage_options)
+    problem) is refused, left as it is (:class:`CorruptOutputError`): its grid cannot be trusted
+    to say which entries to clear, nor which stored objects are a region's."""
+    target, attrs = _target(url, storage_options)
+    _refuse_changed_layout(target, attrs, NOT_REPAIRED)  # before the lease: nothing is changed
     with taken(url, storage_options, seconds=REPAIR_LEASE_SECONDS,
                refused="nothing was repaired. Wait for it to end (geoseg status shows it), then "
                        "run geoseg verify --repair again."):
         report = RepairReport(verify_output(url, storage_options))
-        if report.verify.layout:
-            return report
+        if report.verify.layout:  # changed since the check above
+            raise CorruptOutputError(f"{public_url(url)}: {NOT_REPAIRED}: {report.verify.layout[0]}")
         _unmark_regions(target, report)
         _mark_damaged_stages(target, report)
         if report.changed or report.unrecorded:

@@ -183,9 +183,11 @@ def test_verify_notices_array_metadata_that_declares_another_shape(tmp_path, job
         node["shape"] = [96, 128]
         meta.write_text(json.dumps(doc))
     report = verify_output(str(out))
-    assert not report.ok and report.checked == 12
+    assert not report.ok and report.checked == 0  # no chunk judged on a grid no run made
+    assert not report.missing + report.mismatched + report.undecodable
     assert len(report.layout) == 1 and "shape (96, 128)" in report.layout[0]
     assert "the run planned 16" in report.layout[0]
+    assert "run the job again with --overwrite" in report.layout[0]
 
 
 def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):

@@ -1,21 +1,32 @@
 """Repairing an output whose chunks changed after its run: ``geoseg verify --repair`` un-marks
-the damaged regions, a rerun recomputes exactly those; ``geoseg status`` notices deleted chunks."""
+the damaged regions, a rerun recomputes exactly those; ``geoseg status`` notices deleted chunks.
+An output whose array metadata changed since (an edited zarr.json) is named as such, and
+neither enumerated nor repaired."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 import zarr
 
+from geoseg.errors import BudgetError, CorruptOutputError
+from geoseg.io.integrity import lost_from_complete
+from geoseg.io.output import OutputTarget
 from geoseg.jobs import JobSpec, run
 from geoseg.jobs.lease import Lease
 from geoseg.jobs.status import output_status, repair_output, verify_output
-from tests.cli import geoseg
+from tests.cli import WIDE, geoseg
 from tests.conftest import textured_image, write_zarr
 
 
@@ -46,6 +57,33 @@ def files(out: Path) -> dict[str, str]:
 
 def flat(text: str) -> str:
     return " ".join(text.split())
+
+
+def declare(out: Path, **changes: Any) -> None:
+    """Edit the ``classes`` metadata of ``out`` as a user could, in its own zarr.json and in the
+    group's consolidated copy: ``shape=[...]``, or ``chunks=[...]`` (the regular grid's)."""
+    for meta in (out / "zarr.json", out / "classes" / "zarr.json"):
+        doc = json.loads(meta.read_text())
+        node = doc["consolidated_metadata"]["metadata"]["classes"] if meta.parent == out else doc
+        if "shape" in changes:
+            node["shape"] = changes["shape"]
+        if "chunks" in changes:
+            node["chunk_grid"]["configuration"]["chunk_shape"] = changes["chunks"]
+        meta.write_text(json.dumps(doc))
+
+
+MEMORY = 2 * 2**30  # address space a bounded command gets: imports take about 1 GiB of it
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+
+
+def bounded(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``geoseg ARGS`` in a process of its own, within :data:`MEMORY` and two minutes."""
+    return subprocess.run([sys.executable, "-m", "geoseg.cli", *args], check=False,
+                          capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env={**os.environ, **WIDE}, preexec_fn=_limit_memory)
 
 
 def test_verify_repair_then_a_rerun_recomputes_exactly_the_damaged_regions(tmp_path):
@@ -185,3 +223,71 @@ def test_a_shard_at_the_edge_that_no_longer_decodes_is_recomputed_after_repair(t
     assert again.skipped == 3 and again.n_tasks == 1
     assert verify_output(str(out)).ok
     np.testing.assert_array_equal(classes(out), whole)
+
+
+@pytest.mark.parametrize("command", [["status"], ["export", "--cog", "x.tif"],
+                                     ["verify", "--repair"]])
+def test_a_shape_edited_to_millions_of_regions_is_named_at_once_not_enumerated(tmp_path, command):
+    """A zarr.json declaring 4e6 x 4e6 pixels (1.5625e10 task regions where the run planned 9):
+    each command names the change and exits 2, in bounded memory, instead of listing that grid."""
+    _, out = threshold_job(tmp_path)
+    declare(out, shape=[4000000, 4000000])
+    before = files(out)
+    said = bounded(command[0], str(out), *command[1:], cwd=tmp_path)
+    told = flat(said.stderr)
+    assert said.returncode == 2, told
+    assert "Traceback" not in said.stderr and "internal error" not in told
+    assert ("classes: its metadata declares shape (4000000, 4000000), a grid of 15625000000 task "
+            "region(s), but the run planned 9 (shape (96, 96))") in told
+    assert "restore the zarr.json" in told and "run the job again with --overwrite" in told
+    assert files(out) == before and not (tmp_path / "x.tif").exists()
+
+
+def test_repair_after_a_chunk_shape_edit_deletes_nothing_and_names_the_change(tmp_path):
+    """Chunks of 16 declared where the run wrote 32: not 9 damaged regions, but metadata that
+    changed. verify says so; --repair refuses (exit 2) and every stored byte is kept."""
+    _, out = threshold_job(tmp_path)
+    declare(out, chunks=[16, 16])
+    before = files(out)
+    assert sum(name.startswith("classes/c/") for name in before) == 9
+    change = "classes: its metadata declares chunks [16, 16], but the run wrote chunks [32, 32]"
+
+    found = geoseg("verify", str(out))
+    said = flat(found.stderr)
+    assert found.returncode == 1 and change in said and "restore the zarr.json" in said
+    assert "missing" not in said and "undecodable" not in said and "--repair" not in said
+    repaired = geoseg("verify", str(out), "--repair")
+    said = flat(repaired.stderr)
+    assert repaired.returncode == 2 and "Traceback" not in repaired.stderr, said
+    assert change in said and "nothing was repaired (no chunk deleted" in said
+    assert "run the job again with --overwrite" in said and "un-marked" not in repaired.stdout
+    assert files(out) == before  # every chunk, the manifest and the metadata byte-identical
+    assert not Path(str(out) + ".lease").exists()
+    shown = geoseg("status", str(out))
+    said = flat(shown.stderr)
+    assert shown.returncode == 2 and change in said and "verify --repair" not in said
+    with pytest.raises(CorruptOutputError, match="nothing was repaired"):
+        repair_output(str(out))
+    assert files(out) == before
+
+
+def test_a_rerun_after_a_shape_edit_is_refused_leaving_the_output_as_it_was(tmp_path):
+    """It was refused after marking the output running again (status then said interrupted)."""
+    spec, out = threshold_job(tmp_path)
+    declare(out, shape=[4000000, 4000000])
+    before = files(out)
+    again = geoseg("run", str(spec), "--scheduler", "threads")
+    said = flat(again.stderr)
+    assert again.returncode == 2 and "restore the zarr.json" in said, said
+    assert files(out) == before and not Path(str(out) + ".lease").exists()
+
+
+def test_the_cheap_integrity_check_lists_no_more_regions_than_the_task_budget(tmp_path,
+                                                                             monkeypatch):
+    """The listing status and exports make is bounded by GEOSEG_MAX_TASKS, as verify is."""
+    _, out = threshold_job(tmp_path)
+    (out / "classes" / "c" / "1" / "2").unlink()
+    assert lost_from_complete(OutputTarget(str(out))) == ["1.2"]
+    monkeypatch.setenv("GEOSEG_MAX_TASKS", "8")
+    with pytest.raises(BudgetError, match=r"has 9 tasks .*the limit is 8 \(GEOSEG_MAX_TASKS\)"):
+        lost_from_complete(OutputTarget(str(out)))
