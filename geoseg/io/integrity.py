@@ -191,7 +191,9 @@ def checked_grid(target: OutputTarget) -> tuple[tuple[int, ...], tuple[int, ...]
 
 def layout_changed(target: OutputTarget, attrs: dict[str, Any]) -> str | None:
     """What the ``classes`` array's metadata declares unlike the run that made the output
-    (``attrs``: its ``geoseg`` attributes), as one message; ``None`` when it is alike."""
+    (``attrs``: its ``geoseg`` attributes), as one message; ``None`` when it is alike. An
+    edited ``task_region`` attribute is refused by name first (:meth:`OutputTarget.stored_layout`)."""
+    target.stored_layout()
     facts = layout_facts(attrs, target.open_group(mode="r")["classes"])
     if not facts:
         return None
