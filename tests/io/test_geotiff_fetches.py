@@ -214,3 +214,35 @@ def test_a_mosaic_read_through_the_cache_reads_its_scenes_through_it(monkeypatch
     CountingFS.reset()
     np.testing.assert_array_equal(mosaic.read(window), image[:, 10:50, 40:100])
     assert not CountingFS.fetched and not CountingFS.opened  # the second read: from the cache
+
+
+def test_a_truncated_geotiff_names_only_the_blocks_rasterio_cannot_read(tmp_path):
+    """The probe for blocks that fail on their own read through the read cache, which reads
+    groups of blocks of at least 256 pixels: intact blocks beside a broken one were named."""
+    import re
+    from pathlib import Path
+
+    from geoseg.errors import CorruptInputError
+    from geoseg.io.faults import SHOWN
+    from tests.conftest import write_geotiff
+
+    full = write_geotiff(tmp_path / "full.tif", textured_image(300, 300, seed=4))
+    data = Path(full).read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    broken = set()
+    with rasterio.Env(), rasterio.open(cut) as ds:  # each 64-pixel block read alone
+        for y in range(0, 300, 64):
+            for x in range(0, 300, 64):
+                try:
+                    ds.read(window=Window(x, y, min(64, 300 - x), min(64, 300 - y)))
+                except rasterio.errors.RasterioIOError:
+                    broken.add((y // 64, x // 64))
+    assert broken and len(broken) < 25
+    source = open_source(str(cut)).with_read_cache()
+    with pytest.raises(CorruptInputError) as raised:
+        source.read((slice(0, 300), slice(0, 300)))
+    named = {tuple(int(n) for n in m)
+             for m in re.findall(r"block \(y (\d+), x (\d+)\)", str(raised.value))}
+    assert named <= broken and len(named) == min(len(broken), SHOWN), (named, broken)
+    assert f"and {len(broken) - SHOWN} more" in str(raised.value) or len(broken) <= SHOWN

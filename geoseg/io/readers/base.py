@@ -66,7 +66,7 @@ class RasterSource:
             cls.__repr__ = RasterSource.__repr__  # type: ignore[method-assign]
         read = cls.__dict__.get("read")
         if read is not None and not getattr(read, "__geoseg_retrying__", False):
-            cls.read = faults.reading_windows(remote.retrying("Reading")(read), probe=read)
+            cls.read = faults.reading_windows(remote.retrying("Reading")(read), probe=_uncached(read))
 
     def read(self, window: tuple[slice, ...]) -> np.ndarray:  # pragma: no cover - abstract
         """Pixels ``(band, *window_shape)`` of a window that lies inside the raster."""
@@ -159,3 +159,16 @@ def refuse_level(url: str, level: int | None, what: str) -> None:
     if level:
         raise UnsupportedFormatError(f"level={level} was asked of {public_url(url)}, but {what} has "
                                      "one resolution only; drop level (or use 0).")
+
+
+def _uncached(read: Any) -> Any:
+    """``read`` of a source without its read cache: a probe for the chunks that fail on their
+    own must read each chunk alone, where the cache reads groups of blocks (a GeoTIFF's, of at
+    least 256 pixels) and would blame the intact blocks beside a corrupt one."""
+
+    def probe(source: Any, window: tuple[slice, ...]) -> Any:
+        if getattr(source, "read_cache", None) is not None:
+            source = dataclasses.replace(source, read_cache=None)
+        return read(source, window)
+
+    return probe
