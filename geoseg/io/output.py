@@ -169,6 +169,11 @@ class OutputTarget:
             raise
         except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError, KeyError):
             return {}
+        except Exception as exc:  # a storage failure (a refused connection): named, not internal
+            translated = remote.translate(exc, self.url, self.storage_options, "Reading")
+            if translated is exc:
+                raise
+            raise translated from None
         return geoseg_attrs(found, self.url)
 
 

@@ -1067,3 +1067,18 @@ def test_a_store_whose_package_is_not_installed_is_named_with_how_to_install_it(
     assert result.returncode == 2 and "internal error" not in said, said
     assert "Reading gs://bucket/scene.tif failed: Please install gcsfs" in said
     assert "pip install gcsfs" in said
+
+
+@pytest.mark.parametrize("command", ["eval", "quicklook"])
+def test_an_output_on_a_server_refusing_connections_is_named_not_an_internal_error(tmp_path,
+                                                                                  command):
+    from tests.cli import geoseg as cli
+    from tests.ports import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/out.zarr"  # nothing listens there
+    second = url if command == "eval" else str(tmp_path / "look.png")
+    result = cli(command, url, second)
+    said = " ".join(result.stderr.split())
+    assert result.returncode != 0 and "internal error" not in said, said
+    assert f"Reading {url} failed: the storage server at 127.0.0.1:" in said
+    assert "refused the connection" in said
