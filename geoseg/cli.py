@@ -20,6 +20,7 @@ from rich.text import Text
 
 from geoseg.core import redact
 from geoseg.core.interrupts import Terminated, exit_status, exit_within, terminated_as_interrupt
+from geoseg.core.text import terminal_safe
 from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import GeosegError, StorageAccessError, StorageIOError
 
@@ -140,10 +141,11 @@ def _show_error(exc: BaseException) -> None:
     else:
         message = f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
     message = redact.scrub(message)
-    if logs.current_format() == "json":
+    if logs.current_format() == "json":  # json.dumps escapes control characters itself
         logs.log.error(message, extra={"error": type(exc).__name__})
     else:
-        console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+        console.print(f"[bold red]error:[/] {escape(terminal_safe(message))}", markup=True,
+                      highlight=False)
 
 
 RESUMES = {  # what a rerun of an interrupted command picks up
@@ -396,7 +398,7 @@ def info(
         rows += [("crs", _short_crs(geo.crs_wkt)), ("transform", geo.transform)]
     rows.append(("nodata", geo.nodata))
     for key, value in rows:
-        table.add_row(key, str(value))
+        table.add_row(key, terminal_safe(str(value)))
     _stdout().print(table)
 
 
@@ -415,17 +417,17 @@ def _print_model_card(url: str) -> None:
     out = _stdout()
     facts = Table(show_header=False, box=None)
     for key, value in card.rows:
-        facts.add_row(key, value)
+        facts.add_row(key, terminal_safe(value))
     out.print(facts)
     classes = Table("id", "class", "colour", box=None)
     for i, (name, (r, g, b)) in enumerate(card.classes):
-        classes.add_row(str(i), name, Text.assemble(("    ", f"on rgb({r},{g},{b})"),
-                                                   f" #{r:02x}{g:02x}{b:02x}"))
+        swatch = Text.assemble(("    ", f"on rgb({r},{g},{b})"), f" #{r:02x}{g:02x}{b:02x}")
+        classes.add_row(str(i), terminal_safe(name), swatch)
     out.print(classes)
     if card.training:
         record = Table(show_header=False, box=None, title="training record", title_justify="left")
         for key, value in card.training:
-            record.add_row(key, value)
+            record.add_row(key, terminal_safe(value))
         out.print(record)
 
 

@@ -31,6 +31,7 @@ from typing import Any, Self
 
 from geoseg import config
 from geoseg.core.redact import HIDE, scrub
+from geoseg.core.text import terminal_safe
 from geoseg.errors import SettingError
 
 FORMATS = ("text", "json")
@@ -315,7 +316,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        message = scrub(record.getMessage())
+        message = terminal_safe(scrub(record.getMessage()))
         extra = ", ".join(f"{k}={v}" for k, v in fields(record).items() if str(v) not in message)
         text = f"{stamp} {record.levelname:<7} {message}"
         text += f" ({extra})" if extra else ""

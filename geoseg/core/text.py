@@ -33,3 +33,16 @@ def json_kind(value: Any) -> str:
     kinds = ((type(None), "null"), (bool, "true or false"), (str, "a string"), (dict, "an object"),
              (list, "an array"), ((int, float), "a number"))
     return next((said for kind, said in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+_SHOWN_AS_IS = {"\n", "\t"}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with its control characters (C0, DEL, C1: a terminal's escape sequences) written
+    as ``\\xNN`` escapes, newlines and tabs kept: names read from a file (a model's, a band's)
+    cannot recolour, move or retitle the terminal they are printed to."""
+    if text.isprintable() or all(c.isprintable() or c in _SHOWN_AS_IS for c in text):
+        return text
+    return "".join(c if c.isprintable() or c in _SHOWN_AS_IS or ord(c) > 0x9F
+                   else f"\\x{ord(c):02x}" for c in text)

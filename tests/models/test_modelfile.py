@@ -462,3 +462,24 @@ def test_a_header_dtype_that_is_no_name_is_a_model_file_error(tmp_path, dtype):
         read_header(str(path))
     with pytest.raises(ModelFileError):
         load_model(str(path))
+
+
+def test_names_with_terminal_escapes_are_shown_escaped_not_obeyed(tmp_path):
+    """geoseg info printed a model's name as it was: ESC [31m recoloured the terminal (and an
+    OSC sequence could retitle it, or worse)."""
+    import dataclasses
+
+    from geoseg import ClassInfo, SegmentationModel
+
+    model = random_unet(classes=2)
+    hostile = "\x1b[31mred\x1b]0;pwned\x07"
+    info = dataclasses.replace(model.info, name=hostile,
+                               classes=(ClassInfo(hostile), ClassInfo("water")))
+    path = tmp_path / "m.safetensors"
+    save_model(SegmentationModel(model.net, info), path)
+    shown = run_cli("info", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert "\\x1b[31mred\\x1b]0;pwned\\x07" in shown.stdout.replace("\n", "")
+    refused = run_cli("run", str(tmp_path / f"{hostile}.yaml"))  # a message quoting the name
+    assert refused.returncode == 2 and "\x1b" not in refused.stderr and "\\x1b" in refused.stderr
