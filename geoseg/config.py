@@ -62,26 +62,30 @@ def get(name: str) -> str:
 
 
 def number(name: str, what: str, *, least: float = 0, above: bool = False,
-           whole: bool = False) -> float:
-    """Setting ``name`` as a finite number ``>= least`` (``> least`` with ``above``), a whole
-    one with ``whole`` (digits or exponent form: ``8e6``); ``what`` says what it counts, for
-    the message that names the variable when it holds anything else."""
+           whole: bool = False, most: float = math.inf) -> float:
+    """Setting ``name`` as a finite number ``>= least`` (``> least`` with ``above``) and
+    ``<= most``, a whole one with ``whole`` (digits or exponent form: ``8e6``); ``what`` says
+    what it counts, for the message that names the variable when it holds anything else."""
     text = get(name)
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    fits = value > least if above else value >= least
+    fits = (value > least if above else value >= least) and value <= most
     if not (math.isfinite(value) and fits and (not whole or value == int(value))):
         kind = "a whole number" if whole else "a number"
+        upto = f" and <= {most:g}" if math.isfinite(most) else ""
         raise SettingError(f"{name}: received {text!r}; expected {kind} {'>' if above else '>='} "
-                           f"{least:g} ({what}), e.g. {DEFAULTS[name]} (the default).")
+                           f"{least:g}{upto} ({what}), e.g. {DEFAULTS[name]} (the default).")
     return value
 
 
-def whole(name: str, what: str, *, least: int = 0) -> int:
-    """Setting ``name`` as a whole number ``>= least`` (see :func:`number`)."""
-    return int(number(name, what, least=least, whole=True))
+def whole(name: str, what: str, *, least: int = 0, most: float = math.inf) -> int:
+    """Setting ``name`` as a whole number ``>= least`` and ``<= most`` (see :func:`number`)."""
+    return int(number(name, what, least=least, whole=True, most=most))
+
+
+MAX_THREADS = 1024  # threads a setting may ask of one process: more fail to start, or thrash
 
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # as a training spec's device field takes them
@@ -161,7 +165,8 @@ def _torch_device_name(value: object) -> str | None:
 
 def torch_threads() -> int:
     """Threads torch may use per process; 0 leaves torch's own default."""
-    return whole("GEOSEG_TORCH_THREADS", "torch threads per process, 0: torch's default")
+    return whole("GEOSEG_TORCH_THREADS", "torch threads per process, 0: torch's default",
+                 most=MAX_THREADS)
 
 
 def batch_size() -> int:
@@ -246,7 +251,7 @@ def _visible_gpus() -> list[str]:
 
 def gpu_threads() -> int:
     """Threads per GPU worker process (``GEOSEG_GPU_THREADS``, default 4)."""
-    return whole("GEOSEG_GPU_THREADS", "threads per GPU worker", least=1)
+    return whole("GEOSEG_GPU_THREADS", "threads per GPU worker", least=1, most=MAX_THREADS)
 
 
 def check_settings() -> None:

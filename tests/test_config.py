@@ -66,6 +66,26 @@ def test_a_bad_number_names_its_variable(monkeypatch, read, variable, value):
         read()
 
 
+def _retry_policy():
+    from geoseg.io.remote import RetryPolicy
+
+    return RetryPolicy.from_env()
+
+
+@pytest.mark.parametrize(("read", "variable", "value", "most"), [
+    (config.torch_threads, "GEOSEG_TORCH_THREADS", "100000", "1024"),
+    (config.gpu_threads, "GEOSEG_GPU_THREADS", "5000", "1024"),
+    (_retry_policy, "GEOSEG_RETRIES", "1e9", "100"),
+])
+def test_a_setting_past_its_bound_is_refused_before_it_starts_threads_or_waits(
+        monkeypatch, read, variable, value, most):
+    """100000 torch threads ended in "can't start new thread"; a billion retries never end."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingError, match=rf"^{variable}: received '{value}'; expected a whole "
+                                           rf"number >= \d and <= {most} "):
+        read()
+
+
 @pytest.mark.parametrize(("read", "variable"), NUMERIC, ids=[v for _, v in NUMERIC])
 def test_defaults_parse(monkeypatch, read, variable):
     monkeypatch.delenv(variable, raising=False)

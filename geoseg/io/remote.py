@@ -145,8 +145,9 @@ class RetryPolicy:
     def from_env(cls) -> RetryPolicy:
         """The policy ``GEOSEG_RETRIES`` and ``GEOSEG_RETRY_DELAY`` ask for (read at call time)."""
         return cls(
-            retries=config.whole("GEOSEG_RETRIES", "retries of a storage request"),
-            base_delay=config.number("GEOSEG_RETRY_DELAY", "seconds before the first retry"),
+            retries=config.whole("GEOSEG_RETRIES", "retries of a storage request", most=100),
+            base_delay=config.number("GEOSEG_RETRY_DELAY", "seconds before the first retry",
+                                     most=600),
         )
 
 
