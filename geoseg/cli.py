@@ -97,7 +97,7 @@ def main() -> None:
 
 
 SYSTEM_FAULTS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT,
-                           errno.EFBIG, errno.EIO})
+                           errno.EFBIG, errno.EIO, errno.ENAMETOOLONG})
 WRITE_FAULTS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 

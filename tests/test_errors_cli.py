@@ -68,6 +68,13 @@ def test_a_truncated_geotiff_names_the_file_window_and_blocks(tmp_path, model_pa
                  "block (y 1, x 0)", "corrupt or truncated")
 
 
+@pytest.mark.parametrize("path", ["n" * 300 + ".zarr", "/".join(["folder"] * 700) + "/x.zarr"])
+def test_a_path_too_long_for_the_file_system_is_named_not_an_internal_error(tmp_path, path):
+    result = geoseg("info", str(tmp_path / path))
+    assert_clean(result, 2, "failed: the path is too long for the file system",
+                 "Give a shorter path")
+
+
 def test_a_garbage_zarr_chunk_is_named_by_its_key(tmp_path, model_path, scene):
     (scene / "c" / "0" / "1" / "1").write_bytes(os.urandom(100))
     result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")))

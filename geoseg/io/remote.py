@@ -51,6 +51,7 @@ from rasterio.abc import FileContainer
 
 from geoseg import config
 from geoseg.core import redact
+from geoseg.core.text import clipped
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     BucketNotFoundError,
@@ -349,6 +350,11 @@ def translate(
         return not_found(url, storage_options, what)
     if code in _DISK_ERRNO:
         return _disk_failed(exc, url, storage_options, what)
+    if code == errno.ENAMETOOLONG:
+        return ParameterError(
+            f"{what} {clipped(public_url(url), 120)} failed: the path is too long for the file "
+            f"system ({len(url)} characters; a file or folder name takes at most 255 bytes, a "
+            "whole path 4096 on Linux). Give a shorter path.")
     return exc
 
 
