@@ -46,6 +46,10 @@ def list_runs(folder: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         raise EvaluationError(f"runs folder {folder} does not exist; runs write their records to "
                               "runs_dir in the job spec, else GEOSEG_RUNS_DIR, else "
                               f"{runs_dir()}. Give the folder with --dir.")
+    if not fs.isdir(path):
+        raise EvaluationError(f"runs folder {folder} is a file, not a folder; expected the folder "
+                              "runs write their records to (runs_dir in the job spec, else "
+                              f"GEOSEG_RUNS_DIR, else {runs_dir()}). Give the folder with --dir.")
     found = []
     for name in sorted(fs.glob(f"{path.rstrip('/')}/*.json")):
         where = fs.unstrip_protocol(name) if "://" in folder else name

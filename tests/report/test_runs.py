@@ -118,3 +118,18 @@ def test_a_row_shows_its_own_differing_settings_at_most_six_and_the_start_of_an_
     assert "+3 more (runs compare)" in rows["many"] and "q=" not in rows["many"]
     assert "q=1" in rows["other"] and "p0=" not in rows["other"]
     assert "failed: E: word" in rows["other"] and rows["other"].count("word") < 30
+
+
+@pytest.mark.parametrize("made", ["nothing", "file"])
+def test_a_runs_folder_that_is_missing_or_a_file_is_refused_not_listed_empty(tmp_path, made):
+    """A file given as --dir was listed as a folder of 0 runs, exit 0."""
+    from tests.cli import geoseg
+
+    where = tmp_path / "runs"
+    if made == "file":
+        where.write_text("x")
+    result = geoseg("runs", "--dir", str(where))
+    said = " ".join(result.stderr.split())
+    expected = "is a file, not a folder" if made == "file" else "does not exist"
+    assert result.returncode == 2 and f"runs folder {where} {expected}" in said, said
+    assert "0 run(s)" not in result.stdout
