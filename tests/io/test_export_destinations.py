@@ -43,6 +43,19 @@ def test_a_cog_inside_the_store_it_reads_is_refused(tmp_path, inside):
     assert tree(tmp_path) == before
 
 
+def test_a_bad_label_name_is_refused_before_the_cog_is_written(tmp_path):
+    """The COG was written, then --name refused: a half-done export for a typo."""
+    out = finished_output(tmp_path / "out.zarr", np.ones((40, 40), np.uint8), ["a", "b"])
+    image = tmp_path / "image.zarr"
+    image.mkdir()
+    before = tree(tmp_path)
+    result = geoseg_cli("export", out, "--cog", str(tmp_path / "x.tif"), "--ome-zarr", str(image),
+                        "--name", "../../x")
+    assert result.returncode == 2 and "label name '../../x': expected one path segment" in \
+        result.stderr, result.stderr
+    assert tree(tmp_path) == before
+
+
 @pytest.mark.skipif(not UNWRITABLE.is_dir(), reason="needs /proc")
 def test_unwritable_export_and_convert_destinations_are_refused_in_one_line(tmp_path):
     out = finished_output(tmp_path / "out.zarr", np.ones((40, 40), np.uint8), ["a", "b"])

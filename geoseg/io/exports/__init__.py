@@ -9,6 +9,7 @@ it builds coarser levels.
 from geoseg.io.exports.cog import export_cog
 from geoseg.io.exports.common import FinishedOutput, open_finished
 from geoseg.io.exports.nifti_out import export_nifti
-from geoseg.io.exports.ome import export_ome_labels
+from geoseg.io.exports.ome import check_label_name, export_ome_labels
 
-__all__ = ["FinishedOutput", "export_cog", "export_nifti", "export_ome_labels", "open_finished"]
+__all__ = ["FinishedOutput", "check_label_name", "export_cog", "export_nifti", "export_ome_labels",
+           "open_finished"]

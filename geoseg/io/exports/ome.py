@@ -75,7 +75,7 @@ def export_ome_labels(
     are kept.
     """
     method = parse_resampling(resampling)
-    _check_name(name)
+    check_label_name(name)
     out = open_finished(output_url, storage_options)
     label_url = f"{image_url.rstrip('/')}/labels/{name}"
     if overlapping(label_url, image_options, output_url, storage_options):
@@ -182,7 +182,8 @@ def _write_label(root: zarr.Group, labels: zarr.Group, path: str, name: str,
     _write_label_metadata(group, name, image, levels, out, omezarr.ome_version(dict(root.attrs)))
 
 
-def _check_name(name: str) -> None:
+def check_label_name(name: str) -> None:
+    """Refuse a label name that is not one path segment (what ``labels/NAME`` holds)."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ExportError(
             f"label name {name!r}: expected one path segment such as 'segmentation' "
