@@ -247,6 +247,18 @@ def test_a_yaml_error_says_where_without_quoting_the_line(tmp_path, command):
     assert "QUOTED-SECRET-9f2" not in result.stdout + result.stderr
 
 
+@SPEC_COMMANDS
+def test_a_control_character_in_yaml_is_named_with_its_line_and_column(tmp_path, command):
+    """PyYAML's ReaderError came out as "is not valid YAML (ReaderError)", nothing more."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("input: {url: x, storage_options: {secret: QUOTED-SECRET-9f2}}\n"
+                    "model: {path: \"m\x01.safetensors\"}\n")
+    result = geoseg(*command, str(spec))
+    assert_clean(result, 2, f"{spec} is not valid YAML: line 2, column 17: character U+0001",
+                 "printable characters only")
+    assert "QUOTED-SECRET-9f2" not in result.stdout + result.stderr
+
+
 def test_an_alias_bomb_is_refused_at_once(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(alias_bomb(6))

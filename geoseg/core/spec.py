@@ -284,6 +284,14 @@ def _parse_yaml(path: Path, text: str, what: str, error: type[GeosegError]) -> A
         context = f" ({exc.context}{_mark(exc.context_mark, ' at ')})" if exc.context else ""
         raise error(f"{path} is not valid YAML: {_mark(exc.problem_mark, '', ': ')}"
                     f"{exc.problem}{context}. Fix the spec (see jobs/ for examples).") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not take: said where
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        raise error(f"{path} is not valid YAML: line {line}, column {column}: character "
+                    f"U+{code:04X} ({exc.reason}); YAML takes printable characters only, "
+                    "tabs and line breaks. Remove it (pasted from a terminal?) and try "
+                    "again.") from None
     except yaml.YAMLError as exc:
         raise error(f"{path} is not valid YAML ({type(exc).__name__}).") from None
     except _TooDeep:
