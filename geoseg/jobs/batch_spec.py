@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from geoseg.core.spec import Document, Section, load_yaml, relative_to_spec
 from geoseg.errors import BatchSpecError, GeosegError
+from geoseg.jobs.lease import MAX_LEASE_SECONDS
 from geoseg.jobs.spec import InferenceSpec, InputSpec, ModelSpec, OutputSpec
 from geoseg.parallel.cluster_spec import ClusterSpec
 
@@ -106,7 +107,8 @@ class BatchSpec(Document):
     report: str | None = Field(
         None, description="Where the JSON report goes ({run}, {started} allowed); default: "
                           "beside the outputs, one file per run.")
-    lease_seconds: float = Field(3600.0, gt=0, description="A lease not renewed this long expires.")
+    lease_seconds: float = Field(3600.0, gt=0, le=MAX_LEASE_SECONDS,
+                                 description="A lease not renewed this long expires (a week at most).")
     wait: float = Field(0.0, ge=0, description="Seconds to wait for an output another run holds; "
                                                "0: report it leased and go on.")
     cluster: ClusterSpec = ClusterSpec()

@@ -60,6 +60,10 @@ def lease_url(output_url: str) -> str:
     return output_url.rstrip("/") + SUFFIX
 
 
+MAX_LEASE_SECONDS = 7 * 24 * 3600.0  # the longest lease a run or batch takes (lease_seconds)
+CLOCK_SKEW = 3600.0  # how far ahead of this machine's clock another's may be
+
+
 @dataclass(frozen=True)
 class LeaseRecord:
     """What a lease object says: who holds it and until when (seconds since the epoch)."""
@@ -89,8 +93,11 @@ class LeaseRecord:
         return False
 
     def stale(self) -> bool:
-        """Expired, or held by a process of this machine that is gone."""
-        return self.expired() or self.owner_gone()
+        """Expired, held by a process of this machine that is gone, or expiring later than any
+        lease geoseg takes (``expires: 9999-...``, written by hand or by another tool), which
+        would otherwise keep every run off the output for ever."""
+        beyond = self.expires - time.time() > MAX_LEASE_SECONDS + CLOCK_SKEW
+        return self.expired() or self.owner_gone() or beyond
 
     def until(self) -> str:
         """When it expires, as people read it (UTC)."""
@@ -366,9 +373,10 @@ class Lease:
 
     def __init__(self, output_url: str, storage_options: dict[str, Any] | None = None, *,
                  owner: str, seconds: float, batch: str = "") -> None:
-        if seconds <= 0:
-            raise ParameterError(f"a lease lasts a positive number of seconds; received {seconds}. "
-                                 "Give seconds > 0 (a batch spec's lease_seconds).")
+        if not 0 < seconds <= MAX_LEASE_SECONDS:
+            raise ParameterError(f"a lease lasts a positive number of seconds up to "
+                                 f"{MAX_LEASE_SECONDS:g} (a week); received {seconds}. Give "
+                                 "seconds in that range (a batch spec's lease_seconds).")
         self.url = lease_url(output_url)
         self.output = public_url(output_url)
         self.owner, self.seconds, self.batch = owner, seconds, batch

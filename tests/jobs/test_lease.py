@@ -50,6 +50,24 @@ def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr.lease"]  # nothing left aside
 
 
+def test_a_lease_expiring_later_than_any_geoseg_takes_is_taken_over(tmp_path):
+    """A lease file saying expires: 9999-... (by hand, or another tool) kept every run off the
+    output for ever: no run renews a lease past a week."""
+    from geoseg.errors import ParameterError
+    from geoseg.jobs.lease import MAX_LEASE_SECONDS
+
+    out = str(tmp_path / "out.zarr")
+    forever = LeaseRecord("another-host-4242-abcdef", time.time(), 253402300799.0)  # 9999-12-31
+    Path(lease_url(out)).write_bytes(forever.to_bytes())
+    assert read_lease(out).stale()
+    week = LeaseRecord("another-host-4242-abcdef", time.time(), time.time() + MAX_LEASE_SECONDS)
+    assert not week.stale()  # the longest a batch may ask for is waited out
+    lease = Lease(out, owner="run-a", seconds=60)
+    assert lease.acquire() and read_lease(out).owner == "run-a"
+    with pytest.raises(ParameterError, match="up to 604800 \\(a week\\)"):
+        Lease(out, owner="run-b", seconds=MAX_LEASE_SECONDS + 1)
+
+
 def test_an_expired_lease_is_left_alone_while_another_process_takes_it_over(tmp_path):
     """The swap guard: while one process checks and replaces an expired lease, the others
     neither replace it nor find the lease absent (where a plain create would slip in)."""
