@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import reprlib
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 from geoseg.errors import ModelConfigError
@@ -18,10 +19,19 @@ class ClassInfo:
     name: str
     color: tuple[int, int, int] = (128, 128, 128)
 
+    def __post_init__(self) -> None:
+        """Refuse a name that is no string, or a colour that is not three integers in 0..255,
+        here rather than when a model file is written or a swatch drawn."""
+        if not isinstance(self.name, str):
+            raise ModelConfigError(
+                f"ClassInfo: name: received {type(self.name).__name__} {reprlib.repr(self.name)}; "
+                "expected the class name, a string, e.g. ClassInfo('water').")
+        object.__setattr__(self, "color", _color(self.color, self.name))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassInfo:
         name = str(data["name"])
-        return cls(name, _color(data.get("color", (128, 128, 128)), name))
+        return cls(name, data.get("color", (128, 128, 128)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "color": list(self.color)}
@@ -55,8 +65,8 @@ def _color(value: Any, name: str) -> tuple[int, int, int]:
 
 
 def _is_byte(value: Any) -> bool:
-    """An integer (or a float with an integer value) in 0..255; not a bool."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """An integer (or a float with an integer value; NumPy's too) in 0..255; not a bool."""
+    if isinstance(value, bool) or not isinstance(value, Real):
         return False
     return float(value).is_integer() and 0 <= value <= 255
 

@@ -22,6 +22,7 @@ the whole array, whatever the chunking and however large the objects.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,34 @@ def neighbour_offsets(ndim: int, connectivity: int) -> list[Offset]:
     check_connectivity(ndim, connectivity)
     return [o for o in itertools.product((-1, 0, 1), repeat=ndim)
             if 0 < sum(map(abs, o)) <= connectivity and o[next(i for i, v in enumerate(o) if v)] > 0]
+
+
+def class_id(value: Any, name: str, what: str) -> int:
+    """``value`` as one class id (a whole number; not a bool), refused with an
+    :class:`~geoseg.errors.InstanceError` naming the argument ``name`` and saying ``what`` it is."""
+    try:
+        number = None if isinstance(value, (bool, np.bool_)) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None:
+        raise InstanceError(
+            f"{name}: received {value!r} ({type(value).__name__}); expected {what}, a class id "
+            f"(a whole number, the value of its pixels in the class raster), e.g. {name}=1.")
+    return number
+
+
+def class_ids(values: Any, name: str, what: str) -> list[int]:
+    """``values`` as a list of class ids: one whole number is one class, as ``bands`` takes one
+    band; anything but whole numbers is refused (:func:`class_id`)."""
+    items = [values] if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") \
+        else values
+    try:
+        return [class_id(v, name, what) for v in items]
+    except InstanceError:
+        raise InstanceError(
+            f"{name}: received {values!r}; expected {what}, a list of class ids (whole numbers, "
+            f"the values of their pixels in the class raster), e.g. {name}=[1, 2] (or one id "
+            f"for one class).") from None
 
 
 def check_connectivity(ndim: int, connectivity: int) -> None:
@@ -269,7 +298,7 @@ def label_with(mask: da.Array, *, connectivity: int = 1, classes: Sequence[int] 
         return da.zeros(mask.shape, dtype=np.uint32, chunks=mask.chunks), 0, \
             list(dask.compute(*also))
     chunks, mask = mask.chunks, without_empty_chunks(mask)
-    classes = None if classes is None else [int(c) for c in classes]
+    classes = None if classes is None else class_ids(classes, "classes", "the object classes")
     shape = mask.numblocks
     touching = touching_blocks(shape, connectivity)
     (counts, found), *extra = dask.compute(_border_pass(mask, classes, connectivity, touching),

@@ -34,6 +34,7 @@ from geoseg.instances.table import (
     check_labels,
     chunk_offsets,
     delayed_partial,
+    georef_or_none,
     majority_class,
     run_starts,
 )
@@ -141,6 +142,7 @@ def instance_polygons(labels: da.Array, georef: GeoRef | None, *,
         Sorted by id: ``id``, [``class``], ``area_px`` (pixels), ``geometry`` (Polygon, or
         MultiPolygon for an instance whose parts touch only at corners), in ``georef``'s CRS.
     """
+    georef = georef_or_none(georef)
     labels = check_labels(labels, dims=(2,))
     classes = aligned_classes(classes, labels)
     blocks = labels.to_delayed().ravel()

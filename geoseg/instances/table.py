@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from dask.delayed import Delayed
 
+from geoseg.core.text import brief
 from geoseg.errors import InstanceError
 from geoseg.io import remote
 from geoseg.io.files import write_whole
@@ -341,8 +342,19 @@ def _mean_probability(partial: Partial, classes: np.ndarray) -> np.ndarray:
     return picked / partial.counts
 
 
+def georef_or_none(georef: Any) -> GeoRef | None:
+    """``georef`` when it is a :class:`GeoRef` or ``None``; anything else (a CRS string, a dict
+    of attributes) is refused, saying how to build one."""
+    if georef is None or isinstance(georef, GeoRef):
+        return georef
+    raise InstanceError(
+        f"georef: received {type(georef).__name__} {brief(georef)}; expected a GeoRef "
+        "(geoseg.io.georef.GeoRef.from_crs(crs, transform) for an image, "
+        "GeoRef.from_voxel_affine(affine) for a volume) or None for pixel coordinates.")
+
+
 def _check_georef(georef: GeoRef | None, ndim: int) -> None:
-    if georef is None:
+    if georef_or_none(georef) is None:
         return
     if ndim == 2 and georef.voxel_affine is not None and georef.transform is None:
         raise InstanceError("2-D labels came with a volume's georeference (voxel_affine); pass "

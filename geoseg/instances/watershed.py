@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,14 @@ from scipy import ndimage as ndi
 from skimage import morphology, segmentation
 
 from geoseg.errors import InstanceError
-from geoseg.instances.components import checked_mask, label, label_dtype, label_with
+from geoseg.instances.components import (
+    checked_mask,
+    class_id,
+    class_ids,
+    label,
+    label_dtype,
+    label_with,
+)
 
 Elevation = Callable[[np.ndarray, np.ndarray], np.ndarray]
 log = logging.getLogger("geoseg.instances")
@@ -99,8 +107,7 @@ def grow_watched(seeds: da.Array, mask: da.Array, *, halo: int,
     share the windows' watershed), they say whether ``halo`` was wide enough."""
     if seeds.shape != mask.shape:
         raise InstanceError(f"seeds {seeds.shape} and mask {mask.shape} differ in shape.")
-    if halo < 0:
-        raise InstanceError(f"halo must be >= 0 pixels; got {halo}.")
+    halo = check_halo(halo, 0)
     mask = mask.rechunk(seeds.chunks)
     depth = overlap_depth(seeds.shape, halo)
     axes = dict(enumerate(depth))
@@ -114,6 +121,21 @@ def grow_watched(seeds: da.Array, mask: da.Array, *, halo: int,
     blocks = zip(windows.to_delayed(optimize_graph=False).ravel(),
                  masks.to_delayed(optimize_graph=False).ravel(), inner)
     return grown, [dask.delayed(window_seams)(b, s, m) for b, m, s in blocks]
+
+
+def check_halo(halo: Any, minimum: int, what: str = "") -> int:
+    """``halo`` as a whole number of pixels >= ``minimum`` (one for every axis); anything else
+    (a fraction, text, a bool) is refused, naming ``what`` needs it."""
+    try:
+        number = None if isinstance(halo, (bool, np.bool_)) else operator.index(halo)
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        raise InstanceError(
+            f"halo: received {halo!r} ({type(halo).__name__}); expected a whole number of pixels "
+            f">= {minimum}{what}, the same on every axis: at least the largest object's extent, "
+            "e.g. halo=32.")
+    return number
 
 
 def inner_borders(chunks: tuple[tuple[int, ...], ...],
@@ -239,6 +261,9 @@ def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequen
     Boundary pixels no interior reaches (1-6 pixel specks of outline without a building) are
     dropped, not made objects of the boundary class: ids are those of the ``count`` seeds.
     """
+    interior = class_id(interior, "interior", "the class of the objects' interiors")
+    boundary = class_ids(boundary, "boundary", "the classes the interiors grow into")
+    halo = check_halo(halo, 0)
     seeds, count = label(classes, classes=[interior], connectivity=connectivity)
     mask = da.isin(classes, [interior, *boundary])
     return grow(seeds, mask, halo=halo), count
@@ -278,9 +303,7 @@ def distance_watershed(mask: da.Array | np.ndarray, *, h: float = 2.0, halo: int
     """
     _check_h(h)
     mask = checked_mask(mask, connectivity).astype(bool)
-    if halo < 1:
-        raise InstanceError(f"halo must be >= 1 pixel for a distance watershed; got {halo}. "
-                            "Pass halo of at least the largest object's extent (default 32).")
+    halo = check_halo(halo, 1, " for a distance watershed")
     peaks = da.map_overlap(distance_seeds, mask, depth=overlap_depth(mask.shape, halo),
                            boundary="none", dtype=bool, h=h)
     seeds, count = label(peaks, connectivity=mask.ndim)

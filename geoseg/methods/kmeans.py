@@ -39,7 +39,7 @@ from geoseg.core.classes import ClassInfo
 from geoseg.core.segmenter import valid_mask
 from geoseg.errors import BandMismatchError, MethodParameterError, PlanError
 from geoseg.methods.features import PixelMethod, one_hot
-from geoseg.methods.params import check_class_names, check_value
+from geoseg.methods.params import check_class_names, check_value, is_whole
 from geoseg.methods.stats import (
     RasterData,
     cached_for_fit,
@@ -145,6 +145,7 @@ def check_cache(shape: Sequence[int], dtype: Any, nodata: float | None,
     """Refuse ``cache=True`` for a fit on ``bands`` of a raster ``(band, y, x)`` of ``dtype``
     whose kept bands would pass ``GEOSEG_MAX_FIT_CACHE_BYTES``: from its shape alone, so that a
     job's check says so before any read (the fit checks the same)."""
+    bands = as_bands(bands)
     check_fit_cache(shape, dtype, nodata, _band_index(bands, shape[0]),
                     f"k-means on {describe_bands(bands, shape[0])}")
 
@@ -449,6 +450,7 @@ def fit_kmeans(
                         ("cache", cache)):
         check_value(name, value)
     check_names(class_names, k)
+    bands = as_bands(bands)
     source = raster_data(raster, nodata)
     index = _band_index(bands, source.n_bands)
     features = describe_bands(bands, source.n_bands)
@@ -480,6 +482,21 @@ def fit_kmeans(
         len(starts),
         None if class_names is None else tuple(class_names),
     )
+
+
+def as_bands(bands: Any) -> list[int] | None:
+    """``bands`` as a list of 1-based band numbers (one number is one band, as
+    :func:`geoseg.open_raster` takes it; ``None``: every band), refused unless whole numbers."""
+    if bands is None:
+        return None
+    values = [bands] if is_whole(bands) else bands
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)) or not all(map(is_whole, values)):
+        raise MethodParameterError(
+            f"bands: received {bands!r}; expected a list of 1-based band numbers, e.g. [2] or "
+            "[3, 2, 1] (or one number for one band), or None for every band.")
+    return [int(b) for b in values]
 
 
 def _band_index(bands: Sequence[int] | None, n_bands: int) -> list[int]:
@@ -568,6 +585,7 @@ def unfitted_kmeans(
     without reading a pixel."""
     check_value("k", k)
     check_names(class_names, k)
+    bands = as_bands(bands)
     index = _band_index(bands, len(band_names))
     check_init(init, k, n_init, len(index), describe_bands(bands, len(band_names)))
     return KMeans(np.zeros((k, len(index))), None if bands is None else tuple(int(b) for b in bands),

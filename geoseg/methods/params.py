@@ -29,7 +29,7 @@ class Kind:
     test: Callable[[Any], bool]
 
 
-def _is_whole(value: Any) -> bool:
+def is_whole(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
@@ -43,9 +43,9 @@ def _is_list(value: Any) -> bool:
 
 def whole(minimum: int, maximum: int | None = None) -> Kind:
     if maximum is None:
-        return Kind(f"a whole number >= {minimum}", lambda v: _is_whole(v) and v >= minimum)
+        return Kind(f"a whole number >= {minimum}", lambda v: is_whole(v) and v >= minimum)
     return Kind(f"a whole number from {minimum} to {maximum}",
-                lambda v: _is_whole(v) and minimum <= v <= maximum)
+                lambda v: is_whole(v) and minimum <= v <= maximum)
 
 
 MAX_HISTOGRAM_BINS = 1 << 20  # a histogram's bins: 8 MiB of counts per chunk task at most

@@ -13,6 +13,7 @@ import itertools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import dask
@@ -26,6 +27,7 @@ from geoseg.core.nodata import attrs_nodata
 from geoseg.core.segmenter import bands_last, valid_mask
 from geoseg.errors import MethodParameterError, PlanError
 from geoseg.methods.features import Feature
+from geoseg.methods.params import check_value
 from geoseg.tiling import default_chunks
 
 SPLIT_EVERY = 8
@@ -56,6 +58,8 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
     ``fill_value``, ``nodata``).
     NumPy inputs are chunked on their last two axes as outputs are (:func:`~geoseg.tiling.default_chunks`).
     """
+    if nodata is not None and (isinstance(nodata, bool) or not isinstance(nodata, Real)):
+        check_value("nodata", nodata)  # refused: not a number (NaN is one, and ignored anyway)
     names: tuple[str, ...] | None = None
     if isinstance(raster, xr.DataArray):
         nodata = attrs_nodata(raster.attrs, "raster") if nodata is None else nodata

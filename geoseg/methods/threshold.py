@@ -335,6 +335,7 @@ def check_classes(method: str, classes: int, class_names: Sequence[str] | None =
             f"Unknown threshold method {method!r}; choose one of {sorted(METHODS)}, or "
             f"build Threshold(thresholds=...) for manual values."
         )
+    check_value("classes", classes)
     if method != "multiotsu" and classes != 2:
         raise MethodParameterError(
             f"method {method!r} finds one threshold (2 classes); for {classes} classes "

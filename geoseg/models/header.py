@@ -19,6 +19,7 @@ import numpy as np
 
 from geoseg.core.classes import ClassInfo, describe_repeats, repeated_names
 from geoseg.core.segmenter import Segmenter
+from geoseg.core.text import brief
 from geoseg.errors import ModelConfigError, ModelFileError
 
 IN_MEMORY = "in-memory:"  # the URL prefix of a model built in memory, not read from a file
@@ -46,6 +47,7 @@ class ModelInfo:
                 f"for {n} bands {self.bands}; give one of each per band."
             )
         _check_normalization(self.mean, self.std)
+        object.__setattr__(self, "classes", _as_classes(self.classes))
         _check_class_names([c.name for c in self.classes])
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +88,30 @@ def _check_normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> Non
         f"normalization: received mean {list(mean)} and std {list(std)}; expected a finite mean "
         "and a finite std > 0 per band, the statistics of the data the network was trained on. "
         "Give those values (data.normalization in a training spec measures them).")
+
+
+def _as_classes(classes: Any) -> tuple[ClassInfo, ...]:
+    """``classes`` as a tuple of :class:`ClassInfo`: a name alone is a class of that name (and
+    the default colour); anything else is refused, as is a single string (one class per
+    letter)."""
+    items = None if isinstance(classes, (str, bytes, dict)) else _items(classes)
+    bad = None if items is None else next(
+        (c for c in items if not isinstance(c, (ClassInfo, str))), None)
+    if items is None or bad is not None:
+        shown = classes if items is None else bad
+        raise ModelConfigError(
+            f"classes: received {type(shown).__name__} {brief(shown, 60)}"
+            f"{'' if items is None else ' among them'}; expected a list of ClassInfo, one per "
+            "output channel, e.g. (ClassInfo('water', (31, 120, 180)), ClassInfo('land')), or "
+            "of class names.")
+    return tuple(c if isinstance(c, ClassInfo) else ClassInfo(c) for c in items)
+
+
+def _items(value: Any) -> list[Any] | None:
+    try:
+        return list(value)
+    except TypeError:
+        return None
 
 
 def _check_class_names(names: list[str]) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from geoseg import config
 from geoseg.core.segmenter import Segmenter
+from geoseg.core.text import brief
 from geoseg.errors import ParameterError
 from geoseg.models.header import IN_MEMORY, ModelInfo, ModelRef
 from geoseg.models.tensors import valid_mask_tensor
@@ -36,6 +37,20 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _check_types(net: Any, info: Any) -> None:
+    """Refuse a network that is no torch module (a function, a TorchScript file's path) or
+    metadata that is no :class:`ModelInfo`, before either is used."""
+    if not isinstance(net, nn.Module):
+        raise ParameterError(
+            f"SegmentationModel: net: received {type(net).__name__} {brief(net, 60)}; expected a "
+            "torch.nn.Module (e.g. geoseg.models.UNet2D(...)): wrap a function in an nn.Module "
+            "whose forward returns the class scores, or load a model file with geoseg.load_model.")
+    if not isinstance(info, ModelInfo):
+        raise ParameterError(
+            f"SegmentationModel: info: received {type(info).__name__} {brief(info, 60)}; expected "
+            "a geoseg.ModelInfo (name, architecture, config, classes, bands, mean, std).")
 
 
 def _check_classes(net: nn.Module, info: ModelInfo) -> None:
@@ -78,6 +93,7 @@ class SegmentationModel(Segmenter):
 
     def __init__(self, net: nn.Module, info: ModelInfo, *, source: ModelRef | None = None,
                  device: str | None = None):
+        _check_types(net, info)
         _check_classes(net, info)
         _check_bands(net, info)
         self.net = net.eval()

@@ -420,6 +420,10 @@ def _opened(url: str, storage_options: dict[str, Any]) -> Iterator[Any]:
         except FileNotFoundError:
             raise ModelFileError(f"No model file at {public_url(url)}. Check the path, or use one of: "
                                  + ", ".join(BUILTIN_PREFIX + n for n in builtin_models())) from None
+        except IsADirectoryError:
+            raise ModelFileError(f"{public_url(url)} is a folder; expected the path of a model file "
+                                 "(e.g. a name ending in .safetensors inside it, as save_model "
+                                 "writes).") from None
 
 
 def _tensors(data: bytes, url: str) -> dict[str, torch.Tensor]:

@@ -1,16 +1,17 @@
-"""load_model() and predict_image() refuse arguments they cannot use with a geoseg error that
-says what was received and what is expected."""
+"""load_model(), predict_image(), SegmentationModel, ModelInfo and ClassInfo refuse arguments
+they cannot use with a geoseg error that says what was received and what is expected."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from geoseg.errors import BandMismatchError, ParameterError
-from geoseg.models import load_model
-from tests.conftest import textured_image
+from geoseg.errors import BandMismatchError, ModelConfigError, ModelFileError, ParameterError
+from geoseg.models import ClassInfo, SegmentationModel, load_model, save_model
+from tests.conftest import random_unet, textured_image
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,50 @@ def test_load_model_refuses_an_unknown_device(model_path, device):
 
 def test_load_model_takes_device_auto(model_path):
     assert load_model(model_path, device="auto").device.type in ("cpu", "cuda")
+
+
+def test_load_model_refuses_a_folder(tmp_path):
+    with pytest.raises(ModelFileError, match=r"is a folder; expected the path of a model file"):
+        load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("color", [(300, 0, 0), "red", (1, 2), (True, 0, 0), (1.5, 0, 0)])
+def test_class_info_refuses_a_colour_that_is_no_rgb_triple(color):
+    with pytest.raises(ModelConfigError, match=r"class 'a': received colour .*; expected three "
+                                               r"integers in 0..255"):
+        ClassInfo("a", color)
+
+
+def test_class_info_takes_a_list_or_numpy_integers_as_its_colour():
+    assert ClassInfo("a", [1, 2, 3]).color == ClassInfo("a", tuple(np.uint8([1, 2, 3]))).color == (1, 2, 3)
+
+
+def test_class_info_refuses_a_name_that_is_no_string():
+    with pytest.raises(ModelConfigError, match=r"name: received int 3; expected the class name, a "
+                                               r"string"):
+        ClassInfo(3)
+
+
+def test_model_info_takes_class_names_as_classes(tmp_path):
+    model = random_unet()
+    info = dataclasses.replace(model.info, classes=("a", "b", "c", "d"))
+    assert info.classes == tuple(ClassInfo(n) for n in "abcd")
+    save_model(SegmentationModel(model.net, info, device="cpu"), str(tmp_path / "m.safetensors"))
+    assert [c.name for c in load_model(str(tmp_path / "m.safetensors")).classes] == list("abcd")
+
+
+@pytest.mark.parametrize("classes", ["abcd", (1, 2, 3, 4), None])
+def test_model_info_refuses_classes_that_are_no_class_infos(classes):
+    with pytest.raises(ModelConfigError, match=r"classes: received .*; expected a list of ClassInfo"):
+        dataclasses.replace(random_unet().info, classes=classes)
+
+
+@pytest.mark.parametrize(("net", "info", "fragment"), [
+    (lambda x: x, None, r"net: received function .*; expected a torch.nn.Module"),
+    (None, {"name": "m"}, r"info: received dict .*; expected a geoseg.ModelInfo"),
+])
+def test_segmentation_model_refuses_a_net_or_info_of_the_wrong_kind(net, info, fragment):
+    model = random_unet()
+    with pytest.raises(ParameterError, match=fragment):
+        SegmentationModel(model.net if net is None else net, model.info if info is None else info,
+                          device="cpu")
