@@ -135,11 +135,12 @@ class Tiling:
 
 
 def coerce_per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    """Turn an int or a per-axis sequence into a tuple of ``ndim`` ints."""
+    """Turn an int or a per-axis sequence into a tuple of ``ndim`` ints (a bool is refused:
+    ``chunks=True`` would read as chunks of one pixel)."""
     try:
         if not _sized(value):
-            return (operator.index(value),) * ndim
-        values = tuple(operator.index(v) for v in value)
+            return (_index(value),) * ndim
+        values = tuple(_index(v) for v in value)
     except TypeError:
         raise PlanError(f"{name}={value!r}: expected an int, or one int per axis.") from None
     if len(values) != ndim:
@@ -148,6 +149,12 @@ def coerce_per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[i
             f"give one int, or one per axis."
         )
     return values
+
+
+def _index(value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError("a bool is no size")
+    return operator.index(value)  # type: ignore[arg-type]
 
 
 def _sized(value: object) -> bool:

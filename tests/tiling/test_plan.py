@@ -103,3 +103,13 @@ def test_tile_and_halo_are_rounded_up_to_the_stride() -> None:
 def test_invalid_plans_say_what_is_wrong(kwargs: dict, match: str) -> None:
     with pytest.raises(PlanError, match=match):
         Tiling.create((10, 10), **kwargs)
+
+
+@pytest.mark.parametrize("value", [True, (64, False), 2.5, "64"])
+def test_a_size_that_is_no_whole_number_is_refused_a_bool_included(value):
+    """chunks=True passed as 1 and planned one task per pixel (83,100 for a small image)."""
+    from geoseg.tiling.plan import coerce_per_axis
+
+    with pytest.raises(PlanError, match=r"chunks=.*: expected an int, or one int per axis"):
+        coerce_per_axis(value, 2, "chunks")
+    assert coerce_per_axis(64, 2, "chunks") == (64, 64)
