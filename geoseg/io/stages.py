@@ -10,12 +10,15 @@ checks all of it.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import dask.array as da
 import fsspec
 import numpy as np
 
+from geoseg.budgets import check_tasks
+from geoseg.core.urls import public_url
 from geoseg.io.output import OutputTarget
 from geoseg.tiling.plan import ceil_div
 
@@ -98,6 +101,9 @@ def verify_stage(target: OutputTarget, name: str) -> list[str]:
     group = target.open_group(mode="r")
     if name not in group or hashes_name(name) not in group:
         return [f"{name} (array missing)"]
+    changed = _grid_changed(target, group, name)
+    if changed:
+        return [changed]
     bad = _bad_chunks(name, group[name], np.asarray(group[hashes_name(name)][...]))
     return bad + changed_files(target, record)
 
@@ -111,6 +117,9 @@ def lost_since_written(target: OutputTarget, name: str) -> list[str]:
     group = target.open_group(mode="r")
     if name not in group or hashes_name(name) not in group:
         return [f"{name} (array missing)"]
+    changed = _grid_changed(target, group, name)
+    if changed:
+        return [changed]
     array, recorded = group[name], np.asarray(group[hashes_name(name)][...])
     stored = np.zeros(recorded.shape[:-1], dtype=bool)
     for key in target.stored_keys(name):
@@ -124,6 +133,22 @@ def lost_since_written(target: OutputTarget, name: str) -> list[str]:
         if not np.array_equal(empty, recorded[index]):
             lost.append(f"{name}:{'.'.join(map(str, index))} (absent)")
     return lost + changed_files(target, stage_record(target, name))
+
+
+def _grid_changed(target: OutputTarget, group: Any, name: str) -> str | None:
+    """Why stage ``name``'s arrays cannot be checked as written (their metadata edited: a shape
+    other than the classes', a hashes array not one sha256 per chunk), or ``None``; a grid over
+    ``GEOSEG_MAX_TASKS`` chunks is refused (:class:`BudgetError`) before anything is read."""
+    array, hashes = group[name], group[hashes_name(name)]
+    classes = tuple(group["classes"].shape) if "classes" in group else tuple(array.shape)
+    grid = tuple(ceil_div(n, c) for n, c in zip(array.shape, array.chunks))
+    if tuple(array.shape) != classes or tuple(hashes.shape) != (*grid, 32):
+        return (f"{name} (its metadata was changed: shape {tuple(array.shape)} in chunks of "
+                f"{tuple(array.chunks)}, sha256s {tuple(hashes.shape)}, for classes of shape "
+                f"{classes}; restore its zarr.json, or run the stage again)")
+    check_tasks(math.prod(grid), f"stage {name} of {public_url(target.url)}",
+                "Its chunks are checked one at a time; raise the limit to check a stage this large.")
+    return None
 
 
 def changed_files(target: OutputTarget, record: dict[str, Any]) -> list[str]:

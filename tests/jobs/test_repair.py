@@ -59,12 +59,12 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def declare(out: Path, **changes: Any) -> None:
-    """Edit the ``classes`` metadata of ``out`` as a user could, in its own zarr.json and in the
+def declare(out: Path, array: str = "classes", **changes: Any) -> None:
+    """Edit the metadata of ``array`` in ``out`` as a user could, in its own zarr.json and in the
     group's consolidated copy: ``shape=[...]``, or ``chunks=[...]`` (the regular grid's)."""
-    for meta in (out / "zarr.json", out / "classes" / "zarr.json"):
+    for meta in (out / "zarr.json", out / array / "zarr.json"):
         doc = json.loads(meta.read_text())
-        node = doc["consolidated_metadata"]["metadata"]["classes"] if meta.parent == out else doc
+        node = doc["consolidated_metadata"]["metadata"][array] if meta.parent == out else doc
         if "shape" in changes:
             node["shape"] = changes["shape"]
         if "chunks" in changes:
@@ -200,6 +200,27 @@ def test_repair_marks_a_damaged_stage_so_its_next_run_redoes_it(tmp_path, damage
     assert verify_output(str(tmp_path / "out.zarr")).ok
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "out.zarr"))["instances"][:],
                                   labels)
+
+
+@pytest.mark.parametrize("array", ["instances", "manifest_instances_sha256"])
+def test_a_stage_array_edited_to_millions_of_chunks_is_named_in_bounded_memory(tmp_path, array):
+    """verify read the stage's sha256 array whole at whatever shape its zarr.json declared."""
+    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1, seed=1), chunks=(32, 32))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({
+        "input": {"url": str(tmp_path / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [128]}},
+        "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]},
+        "instances": {"classes": [1]}}))
+    assert geoseg("run", str(spec), "--scheduler", "threads").returncode == 0
+    out = tmp_path / "out.zarr"
+    declare(out, array, shape=[4000000, 4000000] + ([32] if array.endswith("sha256") else []))
+    before = files(out)
+    said = bounded("verify", str(out), cwd=tmp_path)
+    told = flat(said.stderr + said.stdout)
+    assert said.returncode == 1 and "Traceback" not in said.stderr, told
+    assert "instances (its metadata was changed: shape" in told and "restore its zarr.json" in told
+    assert files(out) == before
 
 
 def test_a_shard_at_the_edge_that_no_longer_decodes_is_recomputed_after_repair(tmp_path):
