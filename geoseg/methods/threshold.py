@@ -503,6 +503,8 @@ def feature_range(feature: Any, dtype: Any) -> tuple[float, float] | None:
     if feature.kind == "ndiff":
         return (-1.0, 1.0)
     dtype = np.dtype(dtype)
+    if dtype.kind == "b":  # a mask: False and True read as 0 and 1
+        return (0.0, 1.0)
     if dtype.kind not in "iu":
         return None
     return (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max))

@@ -117,6 +117,16 @@ def test_a_manual_threshold_leaving_a_class_empty_on_uint8_is_refused(value):
         check_manual_in_range(Threshold((value,)), np.uint8)
 
 
+@pytest.mark.parametrize("value", [1.0, 1.5, -0.5])
+def test_a_manual_threshold_leaving_a_class_empty_on_a_bool_mask_is_refused(value):
+    """A mask's pixels are 0 and 1: Threshold((1.0,)) put every pixel in class 0, unrefused."""
+    with pytest.raises(MethodParameterError, match=re.escape(
+            f"the only band of the raster (bool) lies in [0, 1], so [{value}] would leave a class "
+            "empty on every pixel")):
+        check_manual_in_range(Threshold((value,)), np.bool_)
+    check_manual_in_range(Threshold((0.5,)), np.bool_)
+
+
 def test_the_range_follows_the_rule_that_places_equal_pixels():
     check_in_range(Threshold((0, 254.5)), np.uint8)
     check_in_range(Threshold((255,), equal_to_upper=True), np.uint8)  # x >= 255 holds on 255
