@@ -55,6 +55,7 @@ ALLOWED_SITES = {
     # translate() returns a geoseg error, or the caught exception itself (re-raised bare above)
     ("geoseg/io/remote.py", "_retry_loop", "translated"),
     ("geoseg/io/remote.py", "storage_errors", "translated"),
+    ("geoseg/io/output.py", "attrs", "translated"),
     # translate() of an OSError EROFS / EACCES: the ReadOnly / StorageAccessError a write would meet
     ("geoseg/jobs/checks.py", "check_writable", "remote.translate"),
     # the first failure GDAL hid, re-raised as it was caught (its cause tells whether to retry)

@@ -27,7 +27,6 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import CRSError
 
 from geoseg.core import jsontext
 from geoseg.core.nodata import NODATA_ATTRS
@@ -361,10 +360,7 @@ def parse_crs(value: Any) -> CRS:
             f"(an EPSG code, WKT, or PROJJSON of at most {jsontext.MAX_LEVELS} levels). Fix the "
             "raster's crs, or remove it to read the raster without one.")
     with rasterio.Env():
-        try:
-            return CRS.from_user_input(value)
-        except ValueError as exc:  # "EPSG:abc": rasterio's int() fails before PROJ is asked
-            raise CRSError(f"{value!r} is not an authority code ({exc})") from None
+        return CRS.from_user_input(value)
 
 
 # what describes an input's values or its bands, not its grid (CF, rioxarray, GDAL's

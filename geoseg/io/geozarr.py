@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import zarr
-from rasterio.errors import CRSError
 
 from geoseg.errors import UnsupportedFormatError
 from geoseg.io.georef import GeoRef, checked_transform, parse_crs
@@ -94,7 +93,7 @@ def _crs(attrs: dict[str, Any]) -> str | None:
     )
     try:
         return parse_crs(text).to_wkt()
-    except CRSError as exc:
+    except ValueError as exc:  # CRSError, or rasterio's int() of "EPSG:abc" before PROJ is asked
         raise UnsupportedFormatError(
             f"The Zarr attribute proj:{key} = {_short(value)} is not a CRS PROJ knows ({exc}); "
             "expected an authority code such as 'EPSG:32618', WKT2 text or a PROJJSON object. Fix "

@@ -137,24 +137,16 @@ class Tiling:
 def coerce_per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
     """Turn an int or a per-axis sequence into a tuple of ``ndim`` ints (a bool is refused:
     ``chunks=True`` would read as chunks of one pixel)."""
-    try:
-        if not _sized(value):
-            return (_index(value),) * ndim
-        values = tuple(_index(v) for v in value)
-    except TypeError:
-        raise PlanError(f"{name}={value!r}: expected an int, or one int per axis.") from None
+    items = list(value) if _sized(value) else [value]
+    if not all(hasattr(type(v), "__index__") and not isinstance(v, bool) for v in items):
+        raise PlanError(f"{name}={value!r}: expected an int, or one int per axis.")
+    values = tuple(operator.index(v) for v in items) * (1 if _sized(value) else ndim)
     if len(values) != ndim:
         raise PlanError(
             f"{name} has {len(values)} values {values} but the image has {ndim} spatial axes; "
             f"give one int, or one per axis."
         )
     return values
-
-
-def _index(value: object) -> int:
-    if isinstance(value, bool):
-        raise TypeError("a bool is no size")
-    return operator.index(value)  # type: ignore[arg-type]
 
 
 def _sized(value: object) -> bool:
