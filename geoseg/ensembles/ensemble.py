@@ -301,7 +301,8 @@ def channel_order(member: Segmenter, classes: Sequence[ClassInfo], index: int,
             f"{len(expected)} classes{whose} are {expected} (missing: {missing}, extra: {extra}, "
             f"duplicates: {len(set(names)) != len(names)}). "
             "Ensemble members must predict the same class names (in any order); retrain or relabel the "
-            "member, wrap it to map its classes, or pass classes=[...] naming the common classes."
+            "member, or wrap it to map its classes. (classes=[...] only sets their order: it names "
+            "every class of every member, not a subset.)"
         )
     return tuple(names.index(n) for n in expected)
 

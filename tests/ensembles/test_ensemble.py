@@ -165,8 +165,11 @@ def test_a_class_mismatch_names_both_members_and_their_class_counts(unet):
                                             r"\(member 0, random-unet\) are \['class_0'"):
         Ensemble([unet, three])
     with pytest.raises(EnsembleError, match=r"member 0 \(three\) has 3 classes .* 2 classes "
-                                            r"\(as given\) are \['class_0', 'class_1'\]"):
+                                            r"\(as given\) are \['class_0', 'class_1'\]") as told:
         Ensemble([three], classes=["class_0", "class_1"])
+    # it suggested the very classes=[...] that was refused
+    assert "only sets their order: it names every class of every member, not a subset" in \
+        str(told.value)
 
 
 def test_mismatched_band_counts_raise_before_compute(unet, tmp_path):
