@@ -41,6 +41,8 @@ GAUSSIAN_TRUNCATE = 4.0
 HYSTERESIS = ("window", "deferred")
 STRONG = 2  # Canny classes: 0 none, 1 weak edge, 2 strong edge
 
+DEFERRED_CLASSES = ["background", "weak edge", "strong edge"]  # what hysteresis() takes
+
 
 @dataclass(frozen=True)
 class EdgeMagnitude(PixelMethod):
@@ -323,7 +325,7 @@ class Canny(PixelMethod):
     @property
     def classes(self) -> tuple[ClassInfo, ...]:
         if self.hysteresis == "deferred":
-            return class_infos(("background", "weak edge", "strong edge"))
+            return class_infos(DEFERRED_CLASSES)
         return class_infos(("background", "edge"))
 
     @property
@@ -525,7 +527,14 @@ def _lookup(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _checked_classes(classes: da.Array) -> da.Array:
+def _checked_classes(classes: Any) -> da.Array:
+    names = getattr(classes, "attrs", {}).get("class_names")  # a segment() result says its classes
+    if names is not None and list(names) != DEFERRED_CLASSES:
+        raise MethodParameterError(
+            f"hysteresis needs a deferred Canny's classes {DEFERRED_CLASSES}; received a raster "
+            f"whose classes are {list(names)}. A Canny with hysteresis='window' has made its edges "
+            "already: use them as they are, or segment with Canny(..., hysteresis='deferred') and "
+            "pass that result here.")
     if not isinstance(classes, da.Array):
         classes = da.asarray(classes)
     if classes.ndim not in (2, 3) or (classes.ndim == 3 and classes.shape[0] != 1):

@@ -147,6 +147,25 @@ def test_hysteresis_keeps_a_band_axis_and_handles_no_edges():
     assert none.shape == (5, 6) and not none.any()
 
 
+def test_hysteresis_of_a_window_cannys_final_edges_is_refused_not_empty():
+    """A window Canny's classes are (background, edge): no pixel is 'strong', and hysteresis
+    answered with no edge at all (8,774 on the image the review used)."""
+    import geoseg
+
+    image = (data.camera()[:64, :64]).astype(np.float64)[None]
+    raster = memory_raster(image)
+    window = geoseg.segment(raster, Canny(10.0, 30.0, hysteresis="window"))
+    with pytest.raises(ValueError, match=r"received a raster whose classes are \['background', "
+                                         r"'edge'\]. A Canny with hysteresis='window' has made "
+                                         r"its edges already"):
+        hysteresis(window)
+    deferred = geoseg.segment(raster, Canny(10.0, 30.0, hysteresis="deferred"))
+    with dask.config.set(scheduler="sync"):
+        edges = hysteresis(deferred).compute()
+    expected = feature.canny(image[0], 1.0, 10.0, 30.0)
+    np.testing.assert_array_equal(edges, expected)
+
+
 def test_parameters_are_checked():
     with pytest.raises(ValueError, match="integer Canny classes"):
         hysteresis(da.zeros((4, 4), dtype=np.float32))
