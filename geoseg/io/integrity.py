@@ -29,7 +29,7 @@ from zarr.core.sync import sync
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptOutputError
-from geoseg.io.output import MANIFEST_SHA, OutputTarget, chunk_checksum
+from geoseg.io.output import MANIFEST_SHA, OutputTarget, chunk_checksum, geoseg_attrs
 from geoseg.tiling import Layout
 from geoseg.tiling.plan import ceil_div, n_regions
 
@@ -178,11 +178,13 @@ def checked_grid(target: OutputTarget) -> tuple[tuple[int, ...], tuple[int, ...]
     """``(task region, object grid, shape)`` of ``classes``, once its metadata is found to be
     what the run recorded and its task regions within ``GEOSEG_MAX_TASKS``: raises
     :class:`CorruptOutputError` naming a changed layout, :class:`BudgetError` over the limit."""
-    changed = layout_changed(target, target.attrs())
+    task, chunks, shards = target.stored_layout()  # refuses an edited task_region by name
+    group = target.open_group(mode="r")  # read once for the attributes, layout and shape
+    classes = group["classes"]
+    changed = _declares(layout_facts(geoseg_attrs(group.attrs.get("geoseg"), target.url), classes))
     if changed is not None:
         raise layout_error(target.url, changed, "nothing was read")
-    task, chunks, shards = target.stored_layout()
-    shape = tuple(target.open_group(mode="r")["classes"].shape)
+    shape = tuple(classes.shape)
     check_tasks(n_regions(shape, task), f"output {public_url(target.url)}",
                 "Its chunks are listed once per task region; raise the limit to check an output "
                 "this large (memory grows with its task regions).")
@@ -194,10 +196,11 @@ def layout_changed(target: OutputTarget, attrs: dict[str, Any]) -> str | None:
     (``attrs``: its ``geoseg`` attributes), as one message; ``None`` when it is alike. An
     edited ``task_region`` attribute is refused by name first (:meth:`OutputTarget.stored_layout`)."""
     target.stored_layout()
-    facts = layout_facts(attrs, target.open_group(mode="r")["classes"])
-    if not facts:
-        return None
-    return f"classes: its metadata declares {'; and '.join(facts)}"
+    return _declares(layout_facts(attrs, target.open_group(mode="r")["classes"]))
+
+
+def _declares(facts: list[str]) -> str | None:
+    return f"classes: its metadata declares {'; and '.join(facts)}" if facts else None
 
 
 def layout_error(url: str, changed: str, nothing: str) -> CorruptOutputError:
