@@ -3,6 +3,7 @@ bounded), and whole numbers written in it."""
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 
@@ -26,6 +27,19 @@ def whole_number(text: str) -> int | None:
     thousands of digits ``int()`` refuses), else ``None``. ``str.isdigit()`` alone takes "²"
     and other digits ``int()`` cannot read."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+def as_whole(value: Any) -> int | None:
+    """``value`` as an ``int`` where it is a whole number (an int, a numpy integer, anything
+    ``operator.index`` takes), else ``None``: a bool is not one (``True`` read as 1 turns
+    ``chunks=True`` into one-pixel chunks; numpy's bool has no ``__index__``), nor a float,
+    even a whole one."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def json_kind(value: Any) -> str:

@@ -22,7 +22,6 @@ the whole array, whatever the chunking and however large the objects.
 from __future__ import annotations
 
 import itertools
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from dask.highlevelgraph import HighLevelGraph
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from geoseg.core.text import as_whole
 from geoseg.errors import InstanceError
 
 # cc3d's connectivity for (ndim, scipy-style rank): 1 = faces only, ndim = faces, edges, corners
@@ -59,10 +59,7 @@ def neighbour_offsets(ndim: int, connectivity: int) -> list[Offset]:
 def class_id(value: Any, name: str, what: str) -> int:
     """``value`` as one class id (a whole number; not a bool), refused with an
     :class:`~geoseg.errors.InstanceError` naming the argument ``name`` and saying ``what`` it is."""
-    try:
-        number = None if isinstance(value, (bool, np.bool_)) else operator.index(value)
-    except TypeError:
-        number = None
+    number = as_whole(value)
     if number is None:
         raise InstanceError(
             f"{name}: received {value!r} ({type(value).__name__}); expected {what}, a class id "

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from dask.delayed import Delayed
 from scipy import ndimage as ndi
 from skimage import morphology, segmentation
 
+from geoseg.core.text import as_whole
 from geoseg.errors import InstanceError
 from geoseg.instances.components import (
     checked_mask,
@@ -126,10 +126,7 @@ def grow_watched(seeds: da.Array, mask: da.Array, *, halo: int,
 def check_halo(halo: Any, minimum: int, what: str = "") -> int:
     """``halo`` as a whole number of pixels >= ``minimum`` (one for every axis); anything else
     (a fraction, text, a bool) is refused, naming ``what`` needs it."""
-    try:
-        number = None if isinstance(halo, (bool, np.bool_)) else operator.index(halo)
-    except TypeError:
-        number = None
+    number = as_whole(halo)
     if number is None or number < minimum:
         raise InstanceError(
             f"halo: received {halo!r} ({type(halo).__name__}); expected a whole number of pixels "

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
+from geoseg.core.text import as_whole
 from geoseg.errors import MethodParameterError
 
 
@@ -30,7 +31,7 @@ class Kind:
 
 
 def is_whole(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
+    return as_whole(value) is not None
 
 
 def _is_number(value: Any) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from geoseg.core.segmenter import (
     bands_last,
     check_dimensions,
 )
-from geoseg.core.text import brief
+from geoseg.core.text import as_whole, brief
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.georef import GeoRef, coords_transform, grid_attrs, window_affines
 from geoseg.io.readers import check_pixel_dtype
@@ -265,10 +264,7 @@ def _batch_size(value: Any) -> int | None:
     """``value`` as a whole number >= 1 (``None``: the default, ``GEOSEG_BATCH_SIZE``)."""
     if value is None:
         return None
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
+    number = as_whole(value)
     if number is None or number < 1:
         raise PlanError(f"batch_size={value!r}: expected a whole number >= 1 (tiles per network "
                         "call), e.g. batch_size=4; leave it out for GEOSEG_BATCH_SIZE.")
@@ -283,10 +279,7 @@ def check_nodata_class(nodata_class: Any, n_classes: int) -> None:
         return
     dtype = "uint8" if n_classes <= 255 else "uint16"
     top = int(np.iinfo(dtype).max)
-    try:
-        value = None if isinstance(nodata_class, bool) else operator.index(nodata_class)
-    except TypeError:
-        value = None
+    value = as_whole(nodata_class)
     if value is None or not n_classes <= value <= top:
         raise ParameterError(
             f"nodata_class: received {nodata_class!r}, but the model's {n_classes} classes (ids 0 to "

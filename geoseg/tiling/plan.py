@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from geoseg.core.text import as_whole
 from geoseg.errors import PlanError
 
 BLEND_MODES = ("crop", "gaussian", "constant", "linear", "cosine")  # crop: tile cores with a halo
@@ -138,9 +138,10 @@ def coerce_per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[i
     """Turn an int or a per-axis sequence into a tuple of ``ndim`` ints (a bool is refused:
     ``chunks=True`` would read as chunks of one pixel)."""
     items = list(value) if _sized(value) else [value]
-    if not all(hasattr(type(v), "__index__") and not isinstance(v, bool) for v in items):
+    wholes = [as_whole(v) for v in items]
+    if None in wholes:
         raise PlanError(f"{name}={value!r}: expected an int, or one int per axis.")
-    values = tuple(operator.index(v) for v in items) * (1 if _sized(value) else ndim)
+    values = tuple(wholes) * (1 if _sized(value) else ndim)
     if len(values) != ndim:
         raise PlanError(
             f"{name} has {len(values)} values {values} but the image has {ndim} spatial axes; "

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geoseg.core.text import clipped, whole_number
+from geoseg.core.text import as_whole, clipped, whole_number
 
 
 @given(st.text(max_size=25))
@@ -36,3 +37,16 @@ def test_clipped_text_ends_at_a_word_and_says_so(text, width):
     kept = out[:-4]
     assert text.startswith(kept)
     assert " " not in text[: width - 4] or text[len(kept)] == " "  # cut where a word ended
+
+
+@given(st.integers(-(2**70), 2**70))
+def test_as_whole_takes_python_and_numpy_integers(n):
+    assert as_whole(n) == n
+    if -(2**63) <= n < 2**63:
+        assert as_whole(np.int64(n)) == n and type(as_whole(np.int64(n))) is int
+
+
+def test_as_whole_refuses_bools_floats_text_and_arrays():
+    received = [True, False, np.True_, 1.0, np.float32(2), "3", b"3", None, [1], np.array([1]),
+                2 + 0j]
+    assert [as_whole(v) for v in received] == [None] * len(received)

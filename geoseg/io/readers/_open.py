@@ -7,7 +7,6 @@ import concurrent.futures
 import itertools
 import logging
 import math
-import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
+from geoseg.core.text import as_whole
 from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import (
     CorruptInputError,
@@ -179,10 +179,7 @@ def band_numbers(bands: Any) -> list[int] | None:
         return None
     values = [bands] if not isinstance(bands, (str, bytes, Mapping)) and not hasattr(
         bands, "__iter__") else bands
-    try:
-        numbers = [None if isinstance(b, bool) else operator.index(b) for b in values]
-    except TypeError:
-        numbers = [None]
+    numbers = [as_whole(b) for b in values]
     if isinstance(values, (str, bytes, Mapping)) or not numbers or None in numbers:
         raise ParameterError(
             f"bands: received {bands!r}; expected a list of 1-based band numbers, e.g. [2] or "
@@ -193,19 +190,12 @@ def band_numbers(bands: Any) -> list[int] | None:
 def level_number(level: Any) -> int | None:
     """``level`` as a whole number >= 0 (``None``: full resolution); anything else is refused,
     not cut to a whole number. The reader checks it against the levels the raster has."""
-    number = None if isinstance(level, bool) or level is None else _whole(level)
+    number = None if level is None else as_whole(level)
     if level is not None and (number is None or number < 0):
         raise ParameterError(
             f"level: received {level!r}; expected a resolution level, a whole number >= 0 "
             "(0: full resolution, 1: the first overview or pyramid level, ...).")
     return number
-
-
-def _whole(value: Any) -> int | None:
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
 
 
 def _open_url(url: str, so: dict[str, Any], reader: str | None, options: dict[str, Any]
