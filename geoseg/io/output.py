@@ -293,10 +293,25 @@ def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bo
     with remote.storage_errors(url, storage_options, "Opening output"):
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         root = path.rstrip("/")
-        if fs.exists(root) and (not fs.isdir(root) or _holds_anything(fs, root)):
+        if _served_group(fs, root) or (
+                fs.exists(root) and (not fs.isdir(root) or _holds_anything(fs, root))):
             return True
     remote.require_bucket(url, storage_options, "Opening output")
     return False
+
+
+def _served_group(fs: Any, root: str) -> bool:
+    """Over HTTP, whether a Zarr group's metadata document is at ``root``: a folder answers only
+    where the server lists folders (else 403 or 404). A refused connection or an error status
+    other than 404 raises (fsspec's HTTP ``exists`` reads them as "nothing there" unless
+    ``strict``)."""
+    return "http" in _protocols(fs) and any(
+        fs.exists(f"{root}/{name}", strict=True) for name in ("zarr.json", ".zgroup"))
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _listed(fs: Any, folder: str) -> list[tuple[str, str]]:

@@ -1069,16 +1069,37 @@ def test_a_store_whose_package_is_not_installed_is_named_with_how_to_install_it(
     assert "pip install gcsfs" in said
 
 
-@pytest.mark.parametrize("command", ["eval", "quicklook"])
+@pytest.mark.parametrize("command", ["eval", "quicklook", "status", "export"])
 def test_an_output_on_a_server_refusing_connections_is_named_not_an_internal_error(tmp_path,
                                                                                   command):
+    """Not "no geoseg output there" either: fsspec's HTTP ``exists`` reads a refused
+    connection as a missing file."""
     from tests.cli import geoseg as cli
     from tests.ports import free_port
 
     url = f"http://127.0.0.1:{free_port()}/out.zarr"  # nothing listens there
-    second = url if command == "eval" else str(tmp_path / "look.png")
-    result = cli(command, url, second)
+    rest = {"eval": [url], "quicklook": [str(tmp_path / "look.png")], "status": [],
+            "export": ["--cog", str(tmp_path / "mask.tif")]}[command]
+    result = cli(command, url, *rest)
     said = " ".join(result.stderr.split())
     assert result.returncode != 0 and "internal error" not in said, said
-    assert f"Reading {url} failed: the storage server at 127.0.0.1:" in said
-    assert "refused the connection" in said
+    assert f"{url} failed: the storage server at 127.0.0.1:" in said
+    assert "refused the connection" in said and "No geoseg output" not in said
+
+
+def test_status_still_finds_an_output_served_over_http(served, http_root):
+    """Asking for the group's ``zarr.json`` first (strictly, so that a refused connection is
+    named) still finds an output a server lists."""
+    from geoseg.jobs import JobSpec, run
+    from tests.cli import geoseg as cli
+
+    folder = http_root / "listed"
+    write_zarr(folder / "in.zarr", textured_image(64, 64, bands=1, seed=2), chunks=(32, 32))
+    run(JobSpec.from_dict({"input": {"url": str(folder / "in.zarr")},
+                           "model": {"method": "threshold", "params": {"thresholds": [128]}},
+                           "output": {"url": str(folder / "out.zarr"), "chunks": [32, 32]}}),
+        scheduler="threads")
+    result = cli("status", f"{served.url}/listed/out.zarr")
+    said = " ".join(result.stdout.split()) + " ".join(result.stderr.split())
+    assert result.returncode == 0, said
+    assert "No geoseg output" not in said and "complete, 4/4 task regions done" in said, said
