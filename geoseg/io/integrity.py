@@ -256,8 +256,8 @@ def _shards(shards: tuple[int, ...] | None) -> str:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """The shape, chunks and shards of ``classes`` as a finished run recorded them (its
-    ``provenance``); ``None`` for a figure not recorded (a run not finished, an older geoseg).
+    """The shape, chunks and shards of ``classes`` as the output was created with them (or, by
+    an older geoseg, as a finished run recorded them); ``None`` for a figure not recorded.
     ``shards`` is ``None`` also for an output not sharded: ``sharding_known`` tells them apart."""
 
     shape: tuple[int, ...] | None = None
@@ -267,8 +267,16 @@ class RunLayout:
 
 
 def _recorded_layout(attrs: dict[str, Any], ndim: int) -> RunLayout:
-    """What the run's record (``attrs["provenance"]``) says of an output of ``ndim`` axes;
-    a figure that is not what a run writes there counts as not recorded."""
+    """What the output says of ``classes`` (``ndim`` axes) as it was created (``attrs["layout"]``)
+    or, for one written by an older geoseg, its run's record (``attrs["provenance"]``); a figure
+    that is not what geoseg writes there counts as not recorded."""
+    created = attrs.get("layout")
+    if isinstance(created, dict):
+        shape, chunks = _axes(created.get("shape"), ndim), _axes(created.get("chunks"), ndim)
+        shards = created.get("shards")
+        if shards is None:
+            return RunLayout(shape, chunks, None, sharding_known="shards" in created)
+        return RunLayout(shape, chunks, _axes(shards, ndim), _axes(shards, ndim) is not None)
     record = attrs.get("provenance")
     source = _part(_part(record, "input"), "shape")
     shape = _axes(source[1:] if isinstance(source, list) else None, ndim)  # less the bands

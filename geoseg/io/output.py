@@ -201,6 +201,7 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_chunks": (_whole, "a whole number >= 0"),
     "status": (lambda v: isinstance(v, str), "a string"),
     "run_record": (lambda v: isinstance(v, str), "a string (a URL)"),
+    "layout": (lambda v: isinstance(v, dict), "an object"),
     "provenance": (lambda v: isinstance(v, dict), "an object"),
     "instances": (lambda v: isinstance(v, dict), "an object"),
 }
@@ -443,7 +444,8 @@ def create_output(
     target = OutputTarget(url, dict(storage_options or {}))
     layout = Layout(chunks, inner_chunks, task_region or chunks)
     creating = {"class_names": class_names, "nodata_class": nodata_class,
-                "task_region": list(layout.task), **(attrs or {}), CREATING: True}
+                "task_region": list(layout.task), "layout": layout.record(shape),
+                **(attrs or {}), CREATING: True}
     with remote.storage_errors(url, storage_options, "Creating output"):  # with its attributes,
         group = target.open_group(mode="w-", attributes={"geoseg": creating})  # in one write
     _create_arrays(group, shape, layout, class_dtype, nodata_class, len(class_names), probabilities, georef)
@@ -472,6 +474,13 @@ class Layout:
         if self.inner is None:
             return {"chunks": (*lead, *self.region)}
         return {"chunks": (*lead, *self.inner), "shards": (*lead, *self.region)}
+
+    def record(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """What the ``classes`` array is created with, kept in the group's attributes: an edit of
+        its metadata is then told from damage before the run's record exists."""
+        kwargs = self.kwargs()
+        return {"shape": list(shape), "chunks": list(kwargs["chunks"]),
+                "shards": list(kwargs["shards"]) if "shards" in kwargs else None}
 
 
 def _create_arrays(group: zarr.Group, shape: tuple[int, ...], layout: Layout, class_dtype: str,

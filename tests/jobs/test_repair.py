@@ -312,3 +312,33 @@ def test_the_cheap_integrity_check_lists_no_more_regions_than_the_task_budget(tm
     monkeypatch.setenv("GEOSEG_MAX_TASKS", "8")
     with pytest.raises(BudgetError, match=r"has 9 tasks .*the limit is 8 \(GEOSEG_MAX_TASKS\)"):
         lost_from_complete(OutputTarget(str(out)))
+
+
+class _Stop(KeyboardInterrupt):
+    """Ctrl-C once the first task region is written."""
+
+
+def test_a_chunk_edit_of_an_unfinished_output_is_named_before_its_run_recorded_anything(
+        tmp_path):
+    """Chunks of 16 declared in an interrupted output's zarr.json still divide its 32-pixel task
+    regions, and no run record exists yet: the layout kept at creation tells the edit from
+    damage, so --repair deletes nothing."""
+    write_zarr(tmp_path / "in.zarr", textured_image(96, 96, bands=1, seed=3), chunks=(32, 32))
+    out = tmp_path / "out.zarr"
+    spec = JobSpec.from_dict({"input": {"url": str(tmp_path / "in.zarr")},
+                              "model": {"method": "threshold", "params": {"thresholds": [128]}},
+                              "output": {"url": str(out), "chunks": [32, 32]}})
+
+    def stop(_stats: object) -> None:
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        run(spec, scheduler="threads", on_done=stop)
+    assert output_status(str(out)).status.startswith("interrupted")
+    declare(out, chunks=[16, 16])
+    before = files(out)
+    change = "classes: its metadata declares chunks [16, 16], but the run wrote chunks [32, 32]"
+    repaired = geoseg("verify", str(out), "--repair")
+    said = flat(repaired.stderr)
+    assert repaired.returncode == 2 and change in said, said
+    assert files(out) == before
