@@ -246,7 +246,7 @@ def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequen
     interior
         The class whose components are the seeds.
     boundary
-        Classes the seeds grow into (the object's outline, shared walls).
+        Classes the seeds grow into (the object's outline, shared walls); not ``interior``.
     halo
         Pixels around each chunk the growth may look at; at least the
         boundary's thickness (seeds are labelled over the whole raster, so an
@@ -259,7 +259,16 @@ def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequen
     dropped, not made objects of the boundary class: ids are those of the ``count`` seeds.
     """
     interior = class_id(interior, "interior", "the class of the objects' interiors")
-    boundary = class_ids(boundary, "boundary", "the classes the interiors grow into")
+    given, boundary = boundary, class_ids(boundary, "boundary", "the classes the interiors grow into")
+    if interior in boundary:
+        rest = [b for b in boundary if b != interior]
+        fix = f": boundary={rest}" if rest else (
+            " and name the boundary classes (the objects' outlines); for the components of the "
+            f"interior class alone, use label(classes, classes={interior})")
+        raise InstanceError(
+            f"boundary: received {given!r}, which names the interior class {interior}; expected the "
+            f"classes the interiors grow into, other than the interior: a class is either the "
+            f"seeds or the area they grow over, not both. Leave {interior} out{fix}.")
     halo = check_halo(halo, 0)
     seeds, count = label(classes, classes=[interior], connectivity=connectivity)
     mask = da.isin(classes, [interior, *boundary])

@@ -248,11 +248,7 @@ def check_bands(method: str, params: dict[str, Any], n_bands: int) -> None:
     k-means' ``n_init`` is a number of starts."""
     where = "the input"
     if method != "kmeans":
-        try:
-            feature = as_feature(params.get("feature"))
-        except (TypeError, ValueError) as exc:
-            raise JobSpecError(f"feature: {exc}") from None
-        feature.check(n_bands, where)
+        as_feature(params.get("feature")).check(n_bands, where)  # its errors name the feature
         return
     parse_n_init(params.get("n_init"), DEFAULT_N_INIT)  # starts: a whole number >= 1
     bands = params.get("bands")

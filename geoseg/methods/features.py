@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.core.segmenter import Segmenter, valid_mask
+from geoseg.core.text import as_whole
 from geoseg.errors import BandMismatchError, MethodParameterError
 
 KINDS = ("single", "band", "ndiff", "mean")
@@ -40,22 +41,41 @@ class Feature:
     bands: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        """Every way to build a feature comes here: the band numbers are checked (whole numbers,
+        no float truncated, no bool read as 1) and kept as ``int``."""
         expected = {"single": 0, "band": 1, "ndiff": 2, "mean": 0}
         if self.kind not in expected:
             raise MethodParameterError(f"Feature kind {self.kind!r} is not one of {KINDS}.")
-        if len(self.bands) != expected[self.kind] or any(int(b) < 1 for b in self.bands):
+        bands = tuple(self.bands) if isinstance(self.bands, (tuple, list)) else None
+        if bands is None or len(bands) != expected[self.kind]:
             raise MethodParameterError(
                 f"Feature {self.kind!r} takes {expected[self.kind]} band number(s) >= 1 (1-based), "
-                f"got {self.bands}."
+                f"got {self.bands!r}."
             )
+        numbers = tuple(as_whole(b) for b in bands)
+        wrong = [b for b, n in zip(bands, numbers) if n is None or n < 1]
+        if wrong:
+            bad = wrong[0]
+            raise MethodParameterError(
+                f"feature: received band number {bad!r} ({type(bad).__name__}); expected a whole "
+                f"number >= 1, a 1-based band number (e.g. 3 for band 3; a float is not truncated)."
+            )
+        if self.kind == "ndiff" and numbers[0] == numbers[1]:
+            a = numbers[0]
+            raise MethodParameterError(
+                f"feature: received the pair ({a}, {a}), (b{a} - b{a}) / (b{a} + b{a}), 0 everywhere; "
+                f"expected two different bands (a, b) for (a - b) / (a + b), e.g. ({a}, {a % 2 + 1}) "
+                f"or ({a % 2 + 1}, {a}), or feature={a} for band {a} alone."
+            )
+        object.__setattr__(self, "bands", numbers)
 
     @classmethod
     def band(cls, number: int) -> Feature:
-        return cls("band", (int(number),))
+        return cls("band", (number,))
 
     @classmethod
     def ndiff(cls, a: int, b: int) -> Feature:
-        return cls("ndiff", (int(a), int(b)))
+        return cls("ndiff", (a, b))
 
     @classmethod
     def mean(cls) -> Feature:
@@ -116,9 +136,9 @@ def as_feature(spec: FeatureLike) -> Feature:
     if isinstance(spec, str) and spec.lower() == "mean":
         return Feature.mean()
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        return Feature.band(int(spec))
+        return Feature.band(spec)
     if isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == 2:
-        return Feature.ndiff(int(spec[0]), int(spec[1]))
+        return Feature.ndiff(spec[0], spec[1])
     raise MethodParameterError(
         f"feature={spec!r} is not understood; use None (the raster's only band), an int (a 1-based "
         f"band number), a pair (a, b) for (a - b) / (a + b), or 'mean'."

@@ -27,8 +27,10 @@ Features are bands (all, or a 1-based selection); add the pixel position with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import dask
@@ -619,7 +621,13 @@ def with_position(raster: xr.DataArray, weight: float = 1.0) -> xr.DataArray:
     Computed chunk by chunk (nothing is loaded). Where a pixel has no data, the
     position bands hold the raster's nodata value (or NaN), so the pixel stays
     no-data. Fit and segment the same transformed raster.
+
+    ``weight`` (a finite number > 0) scales the position against the band values: larger, the
+    clusters follow position more, into compact patches; smaller, the band values count more.
+    For clusters without position, leave ``with_position`` out (``weight=0`` would only add two
+    constant bands).
     """
+    _check_weight(weight)
     rd = raster_data(raster)
     data = rd.data
     dtype = np.result_type(data.dtype, np.float64)
@@ -637,6 +645,19 @@ def with_position(raster: xr.DataArray, weight: float = 1.0) -> xr.DataArray:
     return xr.DataArray(
         out, dims=("band", "y", "x"), coords={**coords, "band": names}, attrs=attrs, name="raster"
     )
+
+
+def _check_weight(weight: Any) -> None:
+    """Refuse a ``weight`` that is not a finite number > 0: a negative one scales as its opposite
+    does (distances ignore the sign), 0 adds two constant bands that no clustering uses, and NaN
+    or infinity make every position feature NaN or infinite."""
+    number = isinstance(weight, Real) and not isinstance(weight, (bool, np.bool_))
+    if not number or not math.isfinite(weight) or weight <= 0:
+        raise MethodParameterError(
+            f"weight: received {weight!r} ({type(weight).__name__}); expected a finite number > 0, "
+            "the scale of the position bands (weight * row, weight * column) against the band "
+            "values, e.g. weight=1.0 (the default), smaller for the band values to count more. "
+            "For clusters without position, leave with_position() out.")
 
 
 def _add_position(

@@ -17,6 +17,7 @@ from geoseg import config
 from geoseg.core.segmenter import Segmenter
 from geoseg.core.text import brief
 from geoseg.errors import ParameterError
+from geoseg.io.readers import check_pixel_dtype
 from geoseg.models.header import IN_MEMORY, ModelInfo, ModelRef
 from geoseg.models.tensors import valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
@@ -140,7 +141,9 @@ class SegmentationModel(Segmenter):
 
     def check_image(self, image: Any) -> None:
         """Refuse an image that is not ``(bands, y, x)`` (``(bands, z, y, x)`` for a volume
-        model), bands last, or with a band count other than the model's (as :meth:`check_bands`)."""
+        model), bands last, with a band count other than the model's (as :meth:`check_bands`), or
+        with pixels no network computes on (complex, whose imaginary part torch would drop
+        silently; text, dates), as :func:`geoseg.segment` refuses them."""
         ndim = len(self.stride)
         layout = "(bands, z, y, x)" if ndim == 3 else "(bands, y, x)"
         shape = tuple(getattr(image, "shape", ()))
@@ -156,6 +159,9 @@ class SegmentationModel(Segmenter):
                 f"expected {layout} with the {n} bands first. Move the band axis first: "
                 "np.moveaxis(image, -1, 0).")
         self.check_bands([f"band_{i + 1}" for i in range(shape[0])], f"the image of shape {shape}")
+        dtype = getattr(image, "dtype", None)
+        if isinstance(dtype, np.dtype):
+            check_pixel_dtype(dtype, "predict_image(): image", "the image")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.predict_tensor(torch.from_numpy(np.ascontiguousarray(batch))).numpy(force=True)

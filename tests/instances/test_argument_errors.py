@@ -80,3 +80,14 @@ def test_instance_polygons_and_object_table_refuse_a_georef_that_is_no_georef(la
         instance_polygons(labels, georef)
     with pytest.raises(InstanceError, match=fragment):
         object_table(labels, georef=georef)
+
+
+@pytest.mark.parametrize(("boundary", "fix"), [
+    ([2, 1], r"Leave 1 out: boundary=\[2\]"),
+    (1, r"Leave 1 out and name the boundary classes"),
+    ((np.uint8(1),), r"Leave 1 out and name the boundary classes"),
+])
+def test_instances_from_classes_refuses_an_interior_that_is_also_a_boundary(classes, boundary, fix):
+    with pytest.raises(InstanceError, match=r"boundary: received .*, which names the interior class 1; expected "
+                                            rf"the classes the interiors grow into, other than .*{fix}"):
+        instances_from_classes(classes, interior=1, boundary=boundary, halo=8)

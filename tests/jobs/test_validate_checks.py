@@ -86,6 +86,7 @@ def test_a_valid_job_still_validates(tmp_path, scene, model_path, cli):
      "model.params: kmeans: received ['feature', 'k']; unknown: feature. Its parameters are k, bands"),
     ("kmeans", {}, "model.params: kmeans: received no parameters; missing, and required: k. Its"),
     ("otsu", {"feature": 1, "k": 2}, "model.params: otsu: received ['feature', 'k']; unknown: k."),
+    ("otsu", {"feature": [2, 2]}, "model.params: feature: received the pair (2, 2), (b2 - b2) / "),
 ])
 def test_method_feature_bands_and_params_are_checked(tmp_path, scene, cli, method, params, message):
     code, said = cli("validate", method_job(tmp_path, scene, method, **params))

@@ -11,6 +11,7 @@ import xarray as xr
 
 from geoseg.errors import MethodParameterError
 from geoseg.methods import fit_kmeans, fit_threshold
+from geoseg.methods.features import Feature, as_feature
 from geoseg.methods.kmeans import unfitted_kmeans
 
 
@@ -54,3 +55,26 @@ def test_fit_kmeans_refuses_bands_that_are_no_band_numbers(raster, bands):
     with pytest.raises(MethodParameterError,
                        match=r"bands: received .*; expected a list of 1-based band numbers"):
         fit_kmeans(raster, 2, bands=bands, n_init=1)
+
+
+@pytest.mark.parametrize("spec", [(2, 2), (np.int64(1), 1)])
+def test_a_normalized_difference_of_a_band_with_itself_is_refused(spec):
+    with pytest.raises(MethodParameterError, match=r"feature: received the pair \(\d, \d\), "
+                                                   r"\(b\d - b\d\) / \(b\d \+ b\d\), 0 everywhere; "
+                                                   r"expected two different bands"):
+        as_feature(spec)
+    with pytest.raises(MethodParameterError, match=r"expected two different bands"):
+        Feature.ndiff(*spec)
+
+
+@pytest.mark.parametrize(("spec", "shown"), [((1.5, 2), "1.5"), ((2, 1.0), "1.0"), ((True, 2), "True"),
+                                             (("2", 1), "'2'")])
+def test_a_feature_refuses_band_numbers_that_are_not_whole(spec, shown):
+    with pytest.raises(MethodParameterError, match=rf"feature: received band number {re.escape(shown)} "
+                                                   r"\(\w+\); expected a whole number >= 1"):
+        as_feature(spec)
+
+
+def test_a_feature_still_takes_numpy_band_numbers():
+    assert as_feature((np.int64(4), np.uint8(3))) == Feature.ndiff(4, 3) == Feature("ndiff", (4, 3))
+    assert Feature.band(np.int32(2)).bands == (2,)

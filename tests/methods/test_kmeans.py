@@ -186,6 +186,17 @@ def test_position_features(rgb):
     np.testing.assert_array_equal(classes.ravel(), reference.predict(x))
 
 
+@pytest.mark.parametrize(("weight", "shown"), [
+    (-1.0, r"-1.0 \(float\)"), (0, r"0 \(int\)"), (float("nan"), r"nan \(float\)"),
+    (float("inf"), r"inf \(float\)"), (True, r"True \(bool\)"), ("2", r"'2' \(str\)"),
+])
+def test_with_position_refuses_a_weight_that_is_no_positive_number(weight, shown):
+    raster = memory_raster(np.zeros((1, 4, 4), np.uint8))
+    with pytest.raises(MethodParameterError, match=rf"weight: received {shown}; expected a finite "
+                                                   r"number > 0.*leave with_position\(\) out"):
+        with_position(raster, weight=weight)
+
+
 def test_band_selection_and_nodata():
     image = photo("coins").repeat(2, axis=0)
     image[1] = 255 - image[1]

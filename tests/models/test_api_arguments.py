@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoseg.errors import BandMismatchError, ModelConfigError, ModelFileError, ParameterError
+from geoseg.errors import (
+    BandMismatchError,
+    ModelConfigError,
+    ModelFileError,
+    ParameterError,
+    UnsupportedFormatError,
+)
 from geoseg.models import ClassInfo, SegmentationModel, load_model, save_model
 from tests.conftest import random_unet, textured_image
 
@@ -119,3 +125,12 @@ def test_segmentation_model_refuses_a_net_or_info_of_the_wrong_kind(net, info, f
     with pytest.raises(ParameterError, match=fragment):
         SegmentationModel(model.net if net is None else net, model.info if info is None else info,
                           device="cpu")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_predict_image_refuses_complex_pixels(model, image, dtype):
+    """torch would keep the real part alone, as segment() refuses complex rasters for."""
+    with pytest.raises(UnsupportedFormatError, match=rf"predict_image\(\): image has pixels of dtype "
+                                             rf"{np.dtype(dtype)} \(complex\); geoseg reads bool, "
+                                             r"integer and floating-point .*numpy.abs\(x\) or x.real"):
+        model.predict_image(image.astype(dtype))
