@@ -226,9 +226,9 @@ def _image(attrs: dict[str, Any], url: str | None, variable: str | None,
     from geoseg.io.georef import grid_difference
     from geoseg.io.readers import open_source, source_to_dataarray
 
-    job = (attrs.get("provenance") or {}).get("job", {}).get("input", {})
+    job = _recorded_job_input(attrs)
     asked = url is not None or bands is not None or variable is not None
-    url = url or job.get("url")
+    url = url or recorded_input(attrs)
     if url is None:
         return None, "no input named: the mask alone"
     try:
@@ -250,6 +250,19 @@ def _image(attrs: dict[str, Any], url: str | None, variable: str | None,
     if bands is None:
         data = data[:3]
     return data, ""
+
+
+def recorded_input(attrs: dict[str, Any]) -> str | None:
+    """The input URL an output's run record names (``attrs``: its ``geoseg`` attributes)."""
+    url = _recorded_job_input(attrs).get("url")
+    return url if isinstance(url, str) else None
+
+
+def _recorded_job_input(attrs: dict[str, Any]) -> dict[str, Any]:
+    part: Any = attrs
+    for key in ("provenance", "job", "input"):
+        part = part.get(key) if isinstance(part, dict) else None
+    return part if isinstance(part, dict) else {}
 
 
 def _views(classes: Any, image: da.Array | None, step: int,
@@ -452,13 +465,20 @@ class _Layout:
 def write_quicklook(output_url: str, png: str | os.PathLike[str], **options: Any) -> Quicklook:
     """Build the quicklook of ``output_url`` (options of :func:`build`), write it as a PNG file
     at ``png`` (a path or a URL, written with fsspec) and return it (its ``note`` says what the
-    caption warns of). A ``png`` inside the output or the image it reads is refused first."""
+    caption warns of). A ``png`` inside the output or the image it reads (the run's input by
+    default) is refused first."""
+    from geoseg.io.output import OutputTarget
+
     dest = os.fspath(png)  # a URL stays one: a Path would make s3://b/q.png the folder s3:/b
-    refuse_inside(dest, output_url, options.get("storage_options"))
-    if options.get("image_url") is not None:  # read with the output's options unless its own
-        image_options = options.get("image_options")
-        refuse_inside(dest, options["image_url"], options.get("storage_options")
+    output_options = options.get("storage_options")
+    refuse_inside(dest, output_url, output_options)
+    image_options = options.get("image_options")  # the output's options unless its own
+    if options.get("image_url") is not None:
+        refuse_inside(dest, options["image_url"], output_options
                       if image_options is None else image_options, "image")
+    elif (drawn := recorded_input(OutputTarget(output_url, dict(output_options or {})).attrs())):
+        refuse_inside(dest, drawn, output_options if image_options is None else image_options,
+                      "run's input")
     look = build(output_url, **options)
     picture = render(look)
     write_whole(dest, picture, what="Writing the quicklook")  # its folder made, as report --out

@@ -251,6 +251,8 @@ def test_geoseg_quicklook_refuses_a_png_inside_the_output_it_draws(tmp_path):
     image = str(tmp_path / "image.zarr")
     assert_clean(geoseg("quicklook", out, f"{image}/q.png", "--image", image), 2,
                  f"inside the image {image}")
+    assert_clean(geoseg("quicklook", out, f"{image}/q.png"), 2,  # the run's input, drawn by default
+                 f"inside the run's input {image}")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "out.zarr" / "zarr.json").read_bytes() == metadata
 
