@@ -34,6 +34,10 @@ from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
 from geoseg.tiling.plan import ceil_div, coerce_per_axis
 
 NODATA_CLASS = 255
+# The fewest pixels one task computes where the raster allows (256 x 256, 40 x 40 x 40): each
+# task also costs about 2 ms to plan and run whatever its size, so a threshold over 8-pixel
+# chunks spent 14 s of a 600 x 600 raster in that overhead (bench/bench_small_chunks.py).
+MIN_TASK_PIXELS = 2**16
 
 
 def segment(
@@ -103,7 +107,8 @@ def segment(
     like = largest_chunks(raster)
     plan = Plan.create(raster.shape[1:], Geometry.of(segmenter),
                        inference_settings(len(raster.shape) - 1, tile, halo, blend, overlap, batch_size),
-                       Layout.create(raster.shape[1:], chunks, like=like))
+                       Layout.create(raster.shape[1:], chunks, like=like),
+                       min_pixels=MIN_TASK_PIXELS)
     work = plan_work(segmenter, plan, nodata=raster_nodata(raster), nodata_class=nodata_class)
     source = storage_source(raster)
     if source is not None and work.windows_reach_past_regions:

@@ -36,12 +36,16 @@ from geoseg.tiling.plan import (
     regions,
     round_up,
     task_region,
+    tiling_cost,
 )
 
 DEFAULT_CHUNK = {2: 1024, 3: 128}  # output chunk per spatial axis, for images and volumes
 INPUT_CHUNK = {2: 512, 3: 128}  # chunk of an input converted to Zarr (geoseg convert)
 DEFAULT_OVERLAP = 0.5  # of neighbouring blended windows
 MAX_COST = 1.25  # pixels inferred per pixel of one pass over the image, above which we warn
+# Pixels one pass of the tiling infers per image pixel (halos, overlaps), above which we warn:
+# twice what blended windows of the default overlap cost a volume (0.5 on three axes: 8x).
+MAX_TILING_COST = 16.0
 
 PerAxis = int | Sequence[int]
 
@@ -135,13 +139,15 @@ class Plan:
 
     @classmethod
     def create(cls, shape: Sequence[int], geometry: Geometry,
-               inference: InferenceSettings | None = None, layout: Layout | None = None) -> Plan:
+               inference: InferenceSettings | None = None, layout: Layout | None = None, *,
+               min_pixels: int = 1) -> Plan:
         """The plan, every default filled in.
 
         A task computes a region of whole shards grown until halos and blended overlaps cost
         at most about 1.25x one pass over the image (:func:`~geoseg.tiling.plan.task_region`,
         bounded by ``GEOSEG_REGION_BYTES``); a warning gives the factor when it cannot grow
-        enough. Without a ``tile``, cropped tiles are ``GEOSEG_TILE`` (``GEOSEG_VOLUME_TILE``)
+        enough; with ``min_pixels``, a region holds at least that many pixels where the image
+        and that bound allow (whole shards still). Without a ``tile``, cropped tiles are ``GEOSEG_TILE`` (``GEOSEG_VOLUME_TILE``)
         long, or as long as the region when it is shorter (blended windows keep their size:
         it sets the blend).
 
@@ -158,11 +164,13 @@ class Plan:
         blend = _blend(geometry, inference, len(shape))
         tiling = _tiling(shape, geometry, inference, blend, None)
         region = task_region(tiling, layout.shards, max_cost=MAX_COST,
-                             max_pixels=config.region_bytes() // (4 * geometry.n_classes + 16))
+                             max_pixels=config.region_bytes() // (4 * geometry.n_classes + 16),
+                             min_pixels=min_pixels)
         if inference.tile is None and blend == "crop":  # no tile longer than a region (two strides)
             tile = tuple(min(t, max(r, 2 * s)) for t, r, s in zip(tiling.tile, region, tiling.stride))
             tiling = _tiling(shape, geometry, inference, blend, tile)
         _warn_recompute(tiling, layout.shards, region)
+        _warn_tiling(tiling)
         return cls(shape, tiling, layout, region, inference.batch_size or config.batch_size())
 
     @property
@@ -257,6 +265,25 @@ def _warn_recompute(spec: Tiling, unit: Sequence[int], region: Sequence[int]) ->
             f"Output chunks {tuple(unit)} make tasks of {tuple(region)} pixels infer {cost:.2f}x "
             f"the pixels of one pass over the image ({_cause(spec, unit)}). {_advice(spec, unit)}, or "
             "raise GEOSEG_REGION_BYTES so tasks may compute larger regions.", stacklevel=4)
+
+
+def _warn_tiling(spec: Tiling) -> None:
+    """Warn when the tiling itself infers more than :data:`MAX_TILING_COST` times the image's
+    pixels: tiles short next to their halos, or blended windows that overlap almost wholly."""
+    cost = tiling_cost(spec)
+    if cost <= MAX_TILING_COST:
+        return
+    if spec.blend != "crop":
+        said = (f"blended windows of {_axes(spec.window_shape)} pixels with overlap "
+                f"{spec.overlap} step by {_axes(spec.steps)}")
+        fix = "Use an overlap of 0.25 to 0.5 (inference.overlap)"
+    else:
+        said = (f"tiles of {_axes(spec.tile)} pixels with halos of {_axes(spec.halo)} compute "
+                f"windows of {_axes(spec.window_shape)}")
+        fix = (f"Use tiles of at least {_axes(tuple(4 * h for h in spec.halo))} pixels (4x the "
+               "halo; inference.tile), or leave the tile out for GEOSEG_TILE")
+    warnings.warn(f"The tiling infers about {cost:.0f}x the image's pixels: {said}. {fix}.",
+                  stacklevel=4)
 
 
 def _cause(spec: Tiling, unit: Sequence[int]) -> str:

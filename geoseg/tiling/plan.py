@@ -317,6 +317,13 @@ def inference_cost(spec: Tiling, region: Sequence[int]) -> float:
     return cost
 
 
+def tiling_cost(spec: Tiling) -> float:
+    """Pixels one pass of ``spec`` over the whole image infers per image pixel, whatever the
+    tasks: halos around cropped tiles and overlaps of blended windows (1.0: none). Per axis the
+    windows' lengths over the axis's; the axes multiply."""
+    return math.prod(_axis_windows(spec, axis, 0, n) / n for axis, n in enumerate(spec.shape))
+
+
 def _axis_cost(spec: Tiling, axis: int, length: int) -> float:
     n = spec.shape[axis]
     starts = range(0, n, length)
@@ -336,10 +343,12 @@ def _axis_windows(spec: Tiling, axis: int, start: int, stop: int) -> int:
 
 
 def task_region(spec: Tiling, unit: Sequence[int], *, max_cost: float = 1.25,
-                max_pixels: int | None = None) -> tuple[int, ...]:
+                max_pixels: int | None = None, min_pixels: int = 1) -> tuple[int, ...]:
     """What one task computes: whole ``unit``s (output chunks or shards) per axis, grown until
     :func:`inference_cost` is at most ``max_cost`` (halos and overlaps then cost little
-    whatever the output chunking), the region spans the image, or it would exceed ``max_pixels``.
+    whatever the output chunking), the region spans the image, or it would exceed ``max_pixels``;
+    then, while it holds fewer than ``min_pixels``, along its shortest axis (a task's fixed
+    cost then stays small next to its pixels' whatever the output chunking).
 
     Each step grows, by one unit, the axis whose own cost is highest."""
     units = [1] * len(unit)
@@ -356,6 +365,12 @@ def task_region(spec: Tiling, unit: Sequence[int], *, max_cost: float = 1.25,
         if grown is None:
             break
         units[grown] += 1
+    while math.prod(region(units)) < min_pixels:
+        shortest = sorted((r, a) for a, r in enumerate(region(units))
+                          if units[a] < limits[a] and _fits(region(units), unit, a, max_pixels))
+        if not shortest:
+            break
+        units[shortest[0][1]] += 1
     return region(units)
 
 

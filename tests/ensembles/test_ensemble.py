@@ -18,8 +18,8 @@ from geoseg.errors import BandMismatchError
 from geoseg.io.sources import ZarrSource
 from geoseg.models import SegmentationModel, Segmenter
 from geoseg.models.ranges import sample_windows
-from geoseg.parallel.lazy import region_work
-from geoseg.tiling.plan import n_regions
+from geoseg.parallel.lazy import MIN_TASK_PIXELS
+from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
 from tests.conftest import random_unet, textured_image, write_zarr
 
 HEIGHT, WIDTH = 101, 87
@@ -276,6 +276,8 @@ def test_bytes_read_do_not_grow_with_members(tmp_path, monkeypatch, unet, image)
             geoseg.segment(raster, ens, chunks=(50, 44), tile=32).compute()
         measured.append(dict(counts))
     assert measured[0] == measured[1]
-    work = region_work(ens, image.shape[1:], tile=32, regions=(50, 44))
-    sampled = len(sample_windows(image.shape[1:], (40, 40)))  # segment()'s check of the values
-    assert measured[0]["reads"] == n_regions(image.shape[1:], work.region) + sampled  # one a task
+    shape = image.shape[1:]
+    plan = Plan.create(shape, Geometry.of(ens), InferenceSettings(tile=32),
+                       Layout.create(shape, (50, 44)), min_pixels=MIN_TASK_PIXELS)
+    sampled = len(sample_windows(shape, (40, 40)))  # segment()'s check of the values
+    assert measured[0]["reads"] == plan.n_tasks + sampled  # one a task

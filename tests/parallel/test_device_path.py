@@ -13,9 +13,11 @@ import time
 import warnings
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -136,6 +138,37 @@ def test_task_regions_are_whole_chunks_grown_until_cheap_or_bounded(plan, max_pi
             spans = region[axis] >= spec.shape[axis]
             too_big = max_pixels is not None and np.prod(grown) > max_pixels
             assert spans or too_big or _axis_is_free(spec, region, axis)
+
+
+@settings(max_examples=80, deadline=None)
+@given(tilings(), st.sampled_from([None, 4000, 40000]), st.sampled_from([1, 500, 5000, 2**16]))
+def test_task_regions_hold_at_least_min_pixels_where_the_image_and_bound_allow(plan, max_pixels,
+                                                                               min_pixels):
+    spec, unit = plan
+    region = task_region(spec, unit, max_pixels=max_pixels, min_pixels=min_pixels)
+    alone = task_region(spec, unit, max_pixels=max_pixels)
+    assert all(a <= r for a, r in zip(alone, region))  # never cheaper in halos than without
+    assert all(r % u == 0 and r <= max(u, -(-n // u) * u) for r, u, n in zip(region, unit, spec.shape))
+    if math.prod(region) < min_pixels:  # then no axis could grow by one more unit
+        for axis in range(2):
+            grown = list(region)
+            grown[axis] += unit[axis]
+            spans = region[axis] >= spec.shape[axis]
+            too_big = max_pixels is not None and math.prod(grown) > max_pixels
+            assert spans or too_big, (region, unit, spec.shape)
+
+
+def test_segment_groups_small_chunks_into_fewer_tasks_with_the_same_classes():
+    """8-pixel chunks of a 600 x 600 raster: 5,625 chunks, computed by tasks of at least
+    256 x 256 pixels, then split; the classes equal the threshold's. One task per chunk made
+    45,000 tasks (8 a chunk), most of the time spent planning and scheduling them."""
+    image = textured_image(600, 600, bands=1)
+    raster = xr.DataArray(da.from_array(image, chunks=(1, 64, 64)), dims=("band", "y", "x"))
+    out = geoseg.segment(raster, geoseg.methods.Threshold((128.0,)), chunks=8)
+    assert out.data.chunksize == (8, 8) and out.data.numblocks == (75, 75)
+    assert len(out.data.__dask_graph__()) < 3 * 75 * 75
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_array_equal(out.values, (image[0] > 128).astype(np.uint8))
 
 
 def _axis_is_free(spec: Tiling, region: tuple[int, ...], axis: int) -> bool:

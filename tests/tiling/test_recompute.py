@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan, Tiling, region_tiles, regions
-from geoseg.tiling.plan import fitted_tile, inference_cost
+from geoseg.tiling.plan import fitted_tile, inference_cost, tiling_cost
 
 
 def counted(spec: Tiling, region: tuple[int, ...]) -> float:
@@ -101,3 +101,43 @@ def test_the_warning_says_why_and_advises_chunks_the_tile_divides(monkeypatch) -
     said = str(caught[0].message)
     assert "halos of 8 pixels around tiles shortened to a task's region" in said
     assert "at least 96 pixels per axis" in said
+
+
+def _windows_per_pixel(spec: Tiling) -> float:
+    """Pixels of every window one pass runs, per image pixel, counted tile by tile."""
+    inferred = sum(math.prod(s.stop - s.start for s in t.window)
+                   for r in regions(spec.shape, spec.shape) for t in region_tiles(spec, r))
+    return inferred / math.prod(spec.shape)
+
+
+@pytest.mark.parametrize("spec", [
+    Tiling.create((2048, 2048), tile=64, halo=32),
+    Tiling.create((2048, 2048), tile=16, halo=64, stride=16),
+    Tiling.create((1500, 1100), tile=512, halo=0, blend="gaussian", overlap=0.75),
+    Tiling.create((200, 200, 200), tile=64, halo=0, blend="constant", overlap=0.5),
+])
+def test_the_tiling_cost_is_what_one_pass_infers_per_pixel(spec) -> None:
+    assert tiling_cost(spec) == pytest.approx(_windows_per_pixel(spec))
+
+
+@pytest.mark.parametrize("settings, said", [
+    (InferenceSettings(tile=7), ("The tiling infers about 81x the image's pixels: tiles of 16 "
+     "pixels with halos of 64 compute windows of 144. Use tiles of at least 256 pixels")),
+    (InferenceSettings(blend="gaussian", overlap=0.9999999), ("about 1008x the image's pixels: "
+     "blended windows of 1024 pixels with overlap 0.9999999 step by 16. Use an overlap of 0.25")),
+])
+def test_a_tiling_that_infers_each_pixel_many_times_warns_with_the_factor(settings, said):
+    with pytest.warns(UserWarning) as caught:
+        Plan.create((2000, 2000), Geometry(halo=56, stride=16, n_classes=3), settings)
+    assert any(said in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (5000, 7000), (30, 30, 30), (300, 300, 300)])
+@pytest.mark.parametrize("global_context", [False, True])
+def test_default_tilings_do_not_warn_of_their_cost(shape, global_context) -> None:
+    """Default tiles and overlaps (blended windows for a model with global context)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Plan.create(shape, Geometry(halo=20, stride=4, global_context=global_context,
+                                    n_classes=3), InferenceSettings(), Layout.create(shape))
+    assert not [w for w in caught if "The tiling infers" in str(w.message)]
