@@ -261,9 +261,11 @@ def label(mask: da.Array, *, connectivity: int = 1,
     Parameters
     ----------
     mask
-        Integer or boolean Dask array. With ``classes=None`` every nonzero pixel
-        belongs to an object and pixels of different values never join (so a
-        semantic mask gives components per class, 0 being background).
+        Integer or boolean Dask array, or a DataArray such as :func:`geoseg.segment`
+        gives. With ``classes=None`` every nonzero pixel belongs to an object and
+        pixels of different values never join (so a semantic mask gives components
+        per class, 0 being background); a DataArray's no-data class (its ``nodata``
+        attribute) is background too.
     connectivity
         1: faces only (4 neighbours in 2D, 6 in 3D); ``mask.ndim``: faces, edges
         and corners (8 in 2D, 26 in 3D); 2 in 3D: faces and edges (18).
@@ -282,8 +284,20 @@ def label(mask: da.Array, *, connectivity: int = 1,
     The border pass runs now (on the current Dask scheduler); the labels are
     computed when ``labels`` is, labelling each chunk again.
     """
+    if classes is None:
+        mask = _nodata_as_background(mask)
     labels, count, _ = label_with(mask, connectivity=connectivity, classes=classes)
     return labels, count
+
+
+def _nodata_as_background(mask: Any) -> Any:
+    """``mask``'s data with its no-data class (a DataArray's ``nodata`` attribute, as
+    :func:`geoseg.segment` sets it) turned into 0; anything else unchanged."""
+    nodata = as_whole(getattr(mask, "attrs", {}).get("nodata"))
+    if nodata is None or not hasattr(mask, "dims"):
+        return mask
+    data = mask.data if isinstance(mask.data, da.Array) else da.asarray(mask.data)
+    return da.where(data == nodata, data.dtype.type(0), data) if nodata != 0 else data
 
 
 def label_with(mask: da.Array, *, connectivity: int = 1, classes: Sequence[int] | None = None,

@@ -221,3 +221,28 @@ def test_bad_masks_say_what_to_do(mask: da.Array, message: str) -> None:
 def test_connectivity_out_of_range() -> None:
     with pytest.raises(InstanceError, match="connectivity=3"):
         label(da.zeros((4, 4), dtype=bool, chunks=2), connectivity=3)
+
+
+def test_label_of_a_segment_result_leaves_its_nodata_class_out():
+    """segment() writes no-data pixels as class 255: with classes=None they are background, as
+    the job's instances leave the nodata class out, not objects of their own."""
+    import xarray as xr
+
+    import geoseg
+    from geoseg.instances import label
+
+    image = np.zeros((1, 64, 64), np.uint8)
+    image[0, 5:15, 5:15] = 200  # one object
+    image[0, 40:50, 40:50] = 200  # another
+    image[0, 20:30, :] = 0  # no data: a band across the raster (the fill value)
+    image[0, 30:35, 10:20] = 7  # background (class 0), valid
+    raster = xr.DataArray(da.from_array(image, chunks=(1, 32, 32)), dims=("band", "y", "x"),
+                          attrs={"_FillValue": 0})
+    classes = geoseg.segment(raster, geoseg.methods.Threshold((128.0,)))
+    assert classes.attrs["nodata"] == 255 and (classes.values == 255).any()
+    labels, count = label(classes)
+    expected, n = ndi.label(classes.values == 1)
+    assert count == n == 2
+    np.testing.assert_array_equal(labels.compute() > 0, expected > 0)
+    _, with_nodata = label(classes, classes=[1, 255])  # asked for: its components are objects
+    assert with_nodata == 2 + ndi.label(classes.values == 255)[1]
