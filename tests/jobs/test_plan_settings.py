@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from geoseg.errors import JobSpecError, PlanError
 from geoseg.jobs import JobSpec, prepare
@@ -59,3 +60,24 @@ def test_a_value_fitting_no_alternative_of_a_field_is_one_problem_under_its_key(
         load_job(job)
     text = str(refused.value)
     assert said in text and "tile.int" not in text and "tuple[int" not in text, text
+
+
+@pytest.mark.parametrize("output, warned", [
+    ({"chunks": [32, 32]}, True),
+    ({"chunks": [32, 32], "shards": [256, 256]}, False),  # the fix the warning gives
+    ({"chunks": [256, 256]}, False),
+])
+def test_many_small_tasks_are_warned_of_with_shards_as_the_fix(tmp_path, output, warned):
+    """1,225 tasks of 32 x 32 pixels: about 10 ms each whatever their size."""
+    from tests.cli import geoseg
+
+    url = str(tmp_path / "in.zarr")
+    write_zarr(url, textured_image(1100, 1100, bands=1), chunks=(256, 256))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({
+        "input": {"url": url}, "model": {"method": "threshold", "params": {"thresholds": [100]}},
+        "output": {"url": str(tmp_path / "out.zarr"), **output}}))
+    said = " ".join(geoseg("validate", str(spec)).stderr.split())
+    expected = ("Output chunks [32, 32] make 1225 tasks of 1024 pixels each; a task costs about "
+                "10 ms whatever its size. Keep the chunks and add output.shards: [256, 256]")
+    assert (expected in said) == warned, said
