@@ -146,7 +146,9 @@ def local_labels(block: np.ndarray, classes: Sequence[int] | None,
     """``(objects, labels, count)`` of one chunk: cc3d's multi-label components, ids 1..count."""
     import cc3d  # here, not at the top: a semantic job (no instances) runs without cc3d installed
 
-    objects = np.ascontiguousarray(objects_of(block, classes))
+    # cc3d refuses a read-only buffer, which a contiguous block may be (dask's ones()), and
+    # ascontiguousarray does not copy it
+    objects = np.require(objects_of(block, classes), requirements=("C", "W"))
     if objects.size == 0:
         return objects, np.zeros(objects.shape, np.uint32), 0
     labels, count = cc3d.connected_components(

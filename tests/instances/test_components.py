@@ -246,3 +246,22 @@ def test_label_of_a_segment_result_leaves_its_nodata_class_out():
     np.testing.assert_array_equal(labels.compute() > 0, expected > 0)
     _, with_nodata = label(classes, classes=[1, 255])  # asked for: its components are objects
     assert with_nodata == 2 + ndi.label(classes.values == 255)[1]
+
+
+@pytest.mark.parametrize("shape, chunks", [((9, 9), 4), ((9, 9, 9), 4)])
+def test_read_only_chunks_are_labelled(shape, chunks):
+    """dask's ones() gives read-only blocks (its 1-pixel corner chunk among them), which cc3d
+    refused; the components are scipy's."""
+    def read_only(block):
+        block = block.copy()
+        block.setflags(write=False)
+        return block
+
+    mask = da.ones(shape, dtype=np.uint8, chunks=chunks)
+    assert label(mask)[1] == 1
+    mask = da.from_array(np.eye(8, dtype=np.uint8) + np.eye(8, k=4, dtype=np.uint8),
+                         chunks=3).map_blocks(read_only)
+    labels, count = label(mask, connectivity=2)
+    expected, n = ndi.label(mask.compute(), structure=np.ones((3, 3)))
+    assert count == n
+    np.testing.assert_array_equal(labels.compute() > 0, expected > 0)
