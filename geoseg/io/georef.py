@@ -388,6 +388,39 @@ def voxel_index_coords(dims: Sequence[str], shape: Sequence[int]) -> dict[str, A
     return {d: (d, np.arange(n), {"long_name": VOXEL_INDEX}) for d, n in zip(dims, shape)}
 
 
+PIXEL_INDEX = "pixel index"  # long_name of a rotated image's y/x coordinates: the file's pixels
+
+
+def pixel_index_coords(georef: GeoRef, height: int, width: int) -> dict[str, Any]:
+    """A rotated image's ``y``/``x`` coordinates: its pixel indices in the file (a rotated grid
+    has no one-dimensional map coordinates), so that a window cut from it (``.isel``) still
+    says where it lies (:func:`pixel_window_transform`); none for a north-up image."""
+    t = georef.affine
+    if t is None or (t.b == 0 and t.d == 0):
+        return {}
+    return {d: (d, np.arange(n), {"long_name": PIXEL_INDEX}) for d, n in (("y", height),
+                                                                         ("x", width))}
+
+
+def pixel_window_transform(transform: Affine, y: Any, x: Any) -> Affine | None:
+    """The transform of a window of an image whose ``y``/``x`` coordinates are its pixel indices
+    (:func:`pixel_index_coords`, then cut): ``transform`` moved to the window's first pixel and
+    scaled by its step, as ``rasterio.windows.transform`` gives; ``None`` when the coordinates
+    are not such indices or not evenly spaced."""
+    starts, steps = [], []
+    for coord in (y, x):
+        values = None if coord is None else np.asarray(coord.values)
+        if values is None or coord.attrs.get("long_name") != PIXEL_INDEX \
+                or values.dtype.kind not in "iu" or values.ndim != 1 or values.size == 0:
+            return None
+        step = int(values[1] - values[0]) if len(values) > 1 else 1
+        if step < 1 or np.any(np.diff(values) != step):
+            return None
+        starts.append(int(values[0]))
+        steps.append(step)
+    return transform * Affine.translation(starts[1], starts[0]) * Affine.scale(steps[1], steps[0])
+
+
 def window_affines(attrs: dict[str, Any], coords: Sequence[Any]) -> dict[str, Any]:
     """The ``voxel_affine``, ``nifti_qform`` and ``spacing`` attributes of a window of a volume
     whose attributes are ``attrs``, from its z/y/x voxel-index coordinates (``coords``, as

@@ -23,7 +23,13 @@ from geoseg.core.segmenter import (
 )
 from geoseg.core.text import as_whole, brief
 from geoseg.errors import ParameterError, PlanError
-from geoseg.io.georef import GeoRef, coords_transform, grid_attrs, window_affines
+from geoseg.io.georef import (
+    GeoRef,
+    coords_transform,
+    grid_attrs,
+    pixel_window_transform,
+    window_affines,
+)
 from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.methods.threshold import check_manual_in_range
@@ -393,7 +399,8 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
     if transform is None or raster.dims[1:] != ("y", "x") or any(
             c is None or c.dims != (d,) or c.dtype.kind not in "iuf" for c, d in zip(yx, ("y", "x"))):
         return
-    window = coords_transform(transform, yx[0].values, yx[1].values)
+    window = pixel_window_transform(transform, *yx) if transform.b or transform.d else \
+        coords_transform(transform, yx[0].values, yx[1].values)
     if window is None or window == transform:
         return
     if "transform" in attrs:

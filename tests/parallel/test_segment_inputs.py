@@ -130,6 +130,32 @@ def test_a_window_selected_with_isel_gets_its_own_transform(tmp_path, rows, cols
     assert out.attrs["crs"] == sub.attrs["crs"]
 
 
+ROTATED = Affine.translation(1000, 2000) * Affine.rotation(30) * Affine.scale(2, -3)
+
+
+@pytest.mark.parametrize("rows, cols", [(slice(5, 30), slice(7, 40)), (slice(3, 40, 3), slice(1, 50, 2)),
+                                        (slice(46, 47), slice(0, 53))])
+def test_a_window_of_a_rotated_raster_gets_its_own_transform(tmp_path, rows, cols):
+    """A rotated grid has no map coordinates per axis: its y/x coordinates are its pixel
+    indices, which place a window (strided too) as rasterio.windows.transform does."""
+    image = textured_image(47, 53, bands=1)
+    path = tmp_path / "rotated.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=53, height=47, count=1, dtype="uint8",
+                       crs="EPSG:32618", transform=ROTATED) as dst:
+        dst.write(image)
+    sub = geoseg.open_raster(str(path)).isel(y=rows, x=cols)
+    out = geoseg.segment(sub, geoseg.methods.Threshold((100.0,)), chunks=16)
+    top = Window.from_slices((rows.start, rows.stop), (cols.start, cols.stop))
+    expected = window_transform(top, ROTATED) * Affine.scale(cols.step or 1, rows.step or 1)
+    assert Affine(*out.attrs["transform"]).almost_equals(expected, 1e-9)
+    assert out.spatial_ref.attrs["GeoTransform"] == _gdal(Affine(*out.attrs["transform"]))
+    np.testing.assert_array_equal(out.values, image[0, rows, cols] > 100)
+    with dask.config.set(scheduler="sync"):
+        out.to_dataset().to_zarr(tmp_path / "out.zarr")
+    back = geoseg.open_raster(str(tmp_path / "out.zarr"), variable="classes")
+    assert Affine(*back.attrs["transform"]).almost_equals(expected, 1e-9)
+
+
 def test_a_window_selected_with_sel_agrees_with_rioxarray(tmp_path):
     rioxarray = pytest.importorskip("rioxarray")
     path = write_tif(tmp_path / "img.tif", textured_image(300, 400))

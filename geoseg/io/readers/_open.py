@@ -31,7 +31,7 @@ from geoseg.errors import (
     UnsupportedFormatError,
 )
 from geoseg.io import faults, mosaic, remote
-from geoseg.io.georef import voxel_index_coords
+from geoseg.io.georef import pixel_index_coords, voxel_index_coords
 from geoseg.io.readers import _registry, probe
 from geoseg.io.readers.base import RasterSource
 from geoseg.tiling.plan import ceil_div, coerce_per_axis, round_up
@@ -352,6 +352,7 @@ def source_to_dataarray(source: RasterSource, chunks: int | str | Sequence[int] 
     coords: dict[str, Any] = {"band": ("band", list(source.band_names))}
     if len(spatial) == 2:
         coords.update(source.georef.coords(*spatial))
+        coords.update(pixel_index_coords(source.georef, *spatial))
     elif source.georef.voxel_affine is not None:
         coords.update(voxel_index_coords(source.spatial_dims, spatial))
     out = xr.DataArray(data, dims=("band", *source.spatial_dims), coords=coords,
