@@ -69,7 +69,28 @@ def roles(image: dict[str, Any], shape: Sequence[int], url: str) -> tuple[str, .
     if out.count(SPACE) not in (2, 3):
         raise UnsupportedFormatError(f"OME-Zarr image {url} has {out.count(SPACE)} space axes; "
                                      "geoseg reads images (y, x) and volumes (z, y, x).")
+    _check_axis_names(image, out, url)
     return tuple(out)
+
+
+def _check_axis_names(image: dict[str, Any], axis_roles: Sequence[str], url: str) -> None:
+    """Refuse axes named twice, and space axes named z, y, x in another order: they are read
+    by position (the order NGFF recommends), so an x-first image would read transposed, its
+    spacings swapped and a NIfTI export of it mirrored."""
+    names = [str(a.get("name")) for a in _axes(image)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UnsupportedFormatError(
+            f"OME-Zarr image {url} has axes {names}: {', '.join(map(repr, repeated))} named more "
+            "than once; expected each axis named once (e.g. ['c', 'z', 'y', 'x']). Fix the "
+            "multiscales axes.")
+    space = [n.lower() for n, r in zip(names, axis_roles) if r == SPACE]
+    if set(space) <= {"z", "y", "x"} and space != [n for n in ("z", "y", "x") if n in space]:
+        raise UnsupportedFormatError(
+            f"OME-Zarr image {url} has its space axes in the order {space}; geoseg reads them in "
+            f"the order {[n for n in ('z', 'y', 'x') if n in space]}, as NGFF recommends. "
+            "Transpose the arrays (every level) and their axes and coordinateTransformations "
+            "to that order first.")
 
 
 def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata: Any = None,

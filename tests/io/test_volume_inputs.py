@@ -308,3 +308,37 @@ def test_a_single_plane_with_no_step_across_the_plane_still_opens(tmp_path):
     assert geoseg.open_raster(str(tmp_path / "slice.nii")).shape == (1, 1, 4, 5)
     url = write_ome_volume(tmp_path / "plane.ome.zarr", np.ones((1, 8, 8), np.uint8), scale=[0.0, 0.5, 0.5])
     assert geoseg.open_raster(url).shape == (1, 1, 8, 8)
+
+
+def _with_axes(url: str, names: list[str]) -> str:
+    """The image at ``url`` with its multiscales axes renamed (the arrays unchanged)."""
+    group = zarr.open_group(url, mode="r+")
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["axes"] = [{**a, "name": n} for a, n in zip(multiscales[0]["axes"], names)]
+    group.attrs["multiscales"] = multiscales
+    return url
+
+
+@pytest.mark.parametrize("names, said", [
+    (["c", "x", "y", "z"], r"has its space axes in the order \['x', 'y', 'z'\]; geoseg reads them "
+                           r"in the order \['z', 'y', 'x'\]"),
+    (["c", "z", "x", "y"], r"in the order \['z', 'x', 'y'\]"),
+    (["c", "y", "y", "x"], r"has axes \['c', 'y', 'y', 'x'\]: 'y' named more than once"),
+])
+def test_ome_zarr_space_axes_out_of_z_y_x_order_are_refused_not_read_transposed(tmp_path, names,
+                                                                                 said):
+    """They were read by position: an x-first image read transposed, its spacings swapped and
+    its NIfTI export mirrored."""
+    url = _with_axes(write_ome_volume(tmp_path / "v.ome.zarr", np.zeros((4, 6, 8), np.uint8)),
+                     names)
+    with pytest.raises(UnsupportedFormatError, match=said):
+        geoseg.open_raster(url)
+
+
+def test_a_named_zarr_with_a_time_axis_longer_than_one_is_refused_not_read_as_bands(tmp_path):
+    """(t, band, z, y, x) of shape (3, 2, 2, 16, 16): t was taken for the bands, then failed."""
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=(3, 2, 2, 16, 16), dtype="uint8",
+                      dimension_names=["t", "band", "z", "y", "x"])
+    with pytest.raises(UnsupportedFormatError, match=r"dimensions \('t', 'band', 'z', 'y', 'x'\) "
+                                                     r"with shape \(3, 2, 2, 16, 16\): geoseg reads"):
+        geoseg.open_raster(str(tmp_path / "a.zarr"))

@@ -229,7 +229,7 @@ def _named_roles(shape: Sequence[int], dims: list[str], url: str) -> tuple[str, 
             roles.append(SPACE)
         elif size == 1 and (name in _TIME_NAMES or BAND in roles or name not in _BAND_NAMES):
             roles.append(DROP)
-        elif name in _BAND_NAMES or BAND not in roles:
+        elif BAND not in roles and name not in _TIME_NAMES:  # a time axis is never the bands
             roles.append(BAND)
         else:
             raise UnsupportedFormatError(
