@@ -7,11 +7,13 @@ array is fetched whole from its store, so the one place every chunk read goes th
 store: :func:`guarded` re-opens an array on a :class:`ChunkGuardStore`, which looks at each
 chunk's bytes as they arrive and refuses, before any codec runs, a chunk whose outermost
 compressor declares (zstd, blosc, lz4) or decodes to (gzip, zlib, read no further than the
-limit) more than the array's chunk in bytes.
+limit) more than the array's chunk in bytes. A chunk is also fetched no further than the most
+any codec stores a chunk in (:func:`stored_limit`), so a chunk object of gigabytes where the
+array's chunk holds kilobytes is refused without being read into memory.
 
-Not covered: sharded arrays (their inner chunks arrive as byte ranges of a shard), and
-compressors whose stream declares no size and that cannot be decoded in bounded memory here
-(bz2, lzma, plugins). Those are read as zarr reads them.
+Not covered: sharded arrays (their inner chunks arrive as byte ranges of a shard). Compressors
+whose stream declares no size and that cannot be decoded in bounded memory here (bz2, lzma,
+plugins) get the stored-size bound only.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import zarr
 from numcodecs import blosc, zstd
 from zarr.abc.codec import ArrayArrayCodec, BytesBytesCodec
-from zarr.abc.store import ByteRequest
+from zarr.abc.store import ByteRequest, RangeByteRequest
 from zarr.codecs import ShardingCodec, TransposeCodec
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import Buffer, BufferPrototype
@@ -42,20 +44,29 @@ CHECKSUMS = {"crc32c": 4}  # bytes-to-bytes codecs that only append a checksum o
 
 def guarded(array: zarr.Array, url: str) -> zarr.Array:
     """``array`` reading its chunks through a :class:`ChunkGuardStore` (itself where there is
-    nothing to check: a sharded array, a dtype of no fixed size, no known compressor)."""
+    nothing to check: a sharded array, a dtype of no fixed size)."""
     plan = _decode_plan(array)
     if plan is None:
         return array
     compressor, trailer, limit = plan
     store = ChunkGuardStore(array.store, compressor=compressor, trailer=trailer, limit=limit,
-                            what=_chunk_text(array), url=public_url(url))
+                            what=_chunk_text(array), url=public_url(url),
+                            stored=stored_limit(limit, trailer))
     inner = array.async_array
     return zarr.Array(AsyncArray(inner.metadata, StorePath(store, array.path), inner.config))
 
 
+def stored_limit(limit: int, trailer: int) -> int:
+    """The most bytes a chunk decoding to ``limit`` bytes is stored in, whatever its codec:
+    compressors expand incompressible data by under 1% plus a header (zstd, lz4, gzip, blosc's
+    16 bytes), so twice the decoded size and a MiB more is never reached by a real chunk."""
+    return 2 * limit + 2**20 + trailer
+
+
 def _decode_plan(array: zarr.Array) -> tuple[str, int, int] | None:
     """``(compressor, checksum bytes after its stream, limit in bytes)`` for the first
-    compressor a chunk's bytes go through when decoded, or ``None``."""
+    compressor a chunk's bytes go through when decoded (``""``: none, or one whose stream
+    geoseg cannot check), or ``None`` for an array whose chunks are not checked."""
     dtype = np.dtype(array.dtype)
     if dtype.itemsize == 0 or dtype.hasobject:
         return None
@@ -72,12 +83,12 @@ def _decode_plan(array: zarr.Array) -> tuple[str, int, int] | None:
         filtered = any(isinstance(c, ArrayArrayCodec) and not isinstance(c, TransposeCodec)
                        for c in codecs)
     trailer = 0
+    limit = elements * (max(dtype.itemsize, FILTER_FACTOR) if filtered else dtype.itemsize)
     for name in names:  # in decoding order: checksums first
         if name not in CHECKSUMS:
-            limit = elements * (max(dtype.itemsize, FILTER_FACTOR) if filtered else dtype.itemsize)
-            return (name, trailer, limit) if name in DECLARED or name in INFLATED else None
+            return (name if name in DECLARED or name in INFLATED else "", trailer, limit)
         trailer += CHECKSUMS[name]
-    return None
+    return "", trailer, limit
 
 
 def _v3_name(codec: Any) -> str:
@@ -97,10 +108,10 @@ class ChunkGuardStore(WrapperStore):
     :func:`check_chunk` (metadata documents and byte ranges pass as they are)."""
 
     def __init__(self, store: Any, *, compressor: str = "", trailer: int = 0, limit: int = 0,
-                 what: str = "", url: str = ""):
+                 what: str = "", url: str = "", stored: int = 0):
         super().__init__(store)
-        self.compressor, self.trailer, self.limit, self.what, self.url = (
-            compressor, trailer, limit, what, url)
+        self.compressor, self.trailer, self.limit, self.what, self.url, self.stored = (
+            compressor, trailer, limit, what, url, stored)
 
     def __getattr__(self, name: str) -> Any:
         """The wrapped store's other attributes (an fsspec store's ``fs`` and ``path``, which
@@ -111,14 +122,25 @@ class ChunkGuardStore(WrapperStore):
 
     def _with_store(self, store: Any) -> ChunkGuardStore:
         return type(self)(store, compressor=self.compressor, trailer=self.trailer,
-                          limit=self.limit, what=self.what, url=self.url)
+                          limit=self.limit, what=self.what, url=self.url, stored=self.stored)
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        buffer = await self._store.get(key, prototype, byte_range)
-        if buffer is not None and byte_range is None and key.rsplit("/", 1)[-1] not in METADATA_KEYS:
+        if byte_range is not None or key.rsplit("/", 1)[-1] in METADATA_KEYS:
+            return await self._store.get(key, prototype, byte_range)
+        # one byte more than a chunk is ever stored in: no more is read of a larger object
+        buffer = await self._store.get(key, prototype, RangeByteRequest(0, self.stored + 1))
+        if buffer is not None:
             data = buffer.as_numpy_array().view(np.uint8).reshape(-1)
-            check_chunk(self, key, data[: max(len(data) - self.trailer, 0)])
+            if len(data) > self.stored:
+                raise CorruptInputError(
+                    f"Zarr chunk {key} of {self.url} is stored in more than {self.stored:,} "
+                    f"bytes (geoseg read it no further), but a chunk of this array holds "
+                    f"{self.what}, which no codec stores in that much. The chunk is corrupt or "
+                    "hostile, or the array's metadata (chunk shape, data type) does not describe "
+                    "its chunks: re-write the array (or that chunk) from its source.")
+            if self.compressor:
+                check_chunk(self, key, data[: max(len(data) - self.trailer, 0)])
         return buffer
 
 

@@ -118,6 +118,28 @@ def test_a_two_gib_zstd_bomb_is_refused_within_bounded_memory(tmp_path):
     assert "Traceback" not in said and "MemoryError" not in said
 
 
+@pytest.mark.parametrize("compressors", [None, zarr.codecs.ZstdCodec()], ids=["raw", "zstd"])
+def test_a_chunk_object_far_larger_than_any_chunk_is_refused_unread(tmp_path, compressors):
+    """A 3 GiB chunk file (sparse here) where the array's chunk holds 49,152 bytes: it was read
+    whole into memory (6.8 GB peak) before zarr found it the wrong size; an uncompressed array
+    was not guarded at all."""
+    path = tmp_path / "big.zarr"
+    array = zarr.create_array(str(path), shape=CHUNK, chunks=CHUNK, dtype="uint8",
+                              compressors=compressors, dimension_names=("band", "y", "x"))
+    array[:] = 1
+    os.truncate(path / "c" / "0" / "0" / "0", 3 * 2**30)
+    spec = {"input": {"url": str(path)}, "model": {"method": "otsu", "params": {"feature": 1}},
+            "output": {"url": str(tmp_path / "out.zarr")}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    result = geoseg_cli("validate", str(tmp_path / "job.yaml"),
+                        prefix=["prlimit", "--as=2500000000"], timeout=120)
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, said
+    assert ("Zarr chunk c/0/0/0 of" in said and "is stored in more than 1,146,880 bytes (geoseg "
+            "read it no further), but a chunk of this array holds 3 x 128 x 128 uint8") in said, said
+    assert "Traceback" not in said and "MemoryError" not in said
+
+
 def geozarr(path, attrs: dict, dtype: str = "uint8") -> str:
     array = zarr.create_array(str(path), shape=(2, 32, 32), chunks=(2, 32, 32), dtype=dtype,
                               dimension_names=("band", "Y", "X"), attributes=attrs)
