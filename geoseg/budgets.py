@@ -15,6 +15,7 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_WINDOW_BYTES``     bytes of the input window one task reads   ``2 GiB``
 ``GEOSEG_MAX_WINDOW_CHUNKS``    stored chunks one task's window spans      ``1e5``
 ``GEOSEG_MAX_CHUNK_BYTES``      decoded bytes of one stored input chunk    ``1 GiB``
+``GEOSEG_MAX_METADATA_BYTES``   bytes of one Zarr metadata document        ``64 MiB``
 ``GEOSEG_MAX_MODEL_PARAMETERS`` values in a model file's network           ``1e9``
 ``GEOSEG_MAX_MODEL_BYTES``      memory the network's weights take          ``8 GiB``
 ``GEOSEG_MAX_MODEL_TENSORS``    tensors a model file's header lists        ``1e5``
@@ -48,6 +49,7 @@ MAX_TASKS = "GEOSEG_MAX_TASKS"
 MAX_WINDOW_BYTES = "GEOSEG_MAX_WINDOW_BYTES"
 MAX_WINDOW_CHUNKS = "GEOSEG_MAX_WINDOW_CHUNKS"
 MAX_CHUNK_BYTES = "GEOSEG_MAX_CHUNK_BYTES"
+MAX_METADATA_BYTES = "GEOSEG_MAX_METADATA_BYTES"
 MAX_MODEL_PARAMETERS = "GEOSEG_MAX_MODEL_PARAMETERS"
 MAX_MODEL_BYTES = "GEOSEG_MAX_MODEL_BYTES"
 MAX_MODEL_TENSORS = "GEOSEG_MAX_MODEL_TENSORS"
@@ -265,3 +267,18 @@ def check_multiotsu_search(n_bins: int, classes: int, what: str, advice: str) ->
     check(tries, MAX_MULTIOTSU_SEARCH,
           f"{what}: a multi-Otsu search for {classes} classes over {figure(n_bins)} bins tries "
           f"{figure(tries)} threshold combinations (about 1e8 a second)", advice)
+
+
+def metadata_read_limit() -> int:
+    """Bytes to read of a metadata document: one more than ``GEOSEG_MAX_METADATA_BYTES``, so
+    that :func:`check_metadata` can tell one over the limit without reading the rest."""
+    return limit(MAX_METADATA_BYTES) + 1
+
+
+def check_metadata(n_bytes: int, what: str) -> None:
+    """Refuse a metadata document of more than ``GEOSEG_MAX_METADATA_BYTES`` (``n_bytes``: what
+    was read of it, at most :func:`metadata_read_limit`); ``what`` names it."""
+    check(n_bytes, MAX_METADATA_BYTES, f"{what} holds {size(n_bytes)} or more of metadata",
+          "Zarr metadata of that size is corrupt or hostile (a whole group's consolidated "
+          "metadata takes a few MiB): check the URL, or raise the limit for a store that "
+          "truly needs it.")

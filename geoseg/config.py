@@ -41,6 +41,7 @@ DEFAULTS = {
     "GEOSEG_MAX_WINDOW_BYTES": str(2 << 30),  # input bytes one task reads
     "GEOSEG_MAX_WINDOW_CHUNKS": "1e5",  # stored input chunks one task's window spans
     "GEOSEG_MAX_CHUNK_BYTES": str(1 << 30),  # decoded bytes of one stored input chunk
+    "GEOSEG_MAX_METADATA_BYTES": str(64 << 20),  # bytes of one Zarr metadata document
     "GEOSEG_MAX_MODEL_PARAMETERS": "1e9",  # values in a model file's network
     "GEOSEG_MAX_MODEL_BYTES": str(8 << 30),  # memory the network's weights take
     "GEOSEG_MAX_MODEL_TENSORS": "1e5",  # tensors a model file's header lists

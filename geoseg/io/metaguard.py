@@ -13,16 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from zarr.abc.store import ByteRequest, Store
+from fsspec.implementations.local import LocalFileSystem
+from zarr.abc.store import ByteRequest, RangeByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.sync import sync
-from zarr.storage import WrapperStore
+from zarr.storage import LocalStore, WrapperStore
 from zarr.storage._common import make_store
 
+from geoseg import budgets
 from geoseg.core import jsontext
 from geoseg.core.urls import public_url
-from geoseg.errors import NestedMetadataError
+from geoseg.errors import CorruptInputError, NestedMetadataError
 from geoseg.io import remote
+from geoseg.io.readers.probe import special_file
 
 METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 
@@ -46,8 +49,13 @@ class MetadataGuardStore(WrapperStore):
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        buffer = await self._store.get(key, prototype, byte_range)
-        if buffer is not None and key.rsplit("/", 1)[-1] in METADATA_KEYS:
+        refuse_special(self._store, key, self.url)
+        if byte_range is not None or key.rsplit("/", 1)[-1] not in METADATA_KEYS:
+            return await self._store.get(key, prototype, byte_range)
+        buffer = await self._store.get(key, prototype,
+                                       RangeByteRequest(0, budgets.metadata_read_limit()))
+        if buffer is not None:
+            budgets.check_metadata(len(buffer), f"The metadata of {self.url} ({key})")
             depth = jsontext.levels(buffer.to_bytes())
             if depth > jsontext.MAX_LEVELS:
                 raise NestedMetadataError(
@@ -55,6 +63,18 @@ class MetadataGuardStore(WrapperStore):
                     f"deep; expected at most {jsontext.MAX_LEVELS}, as no Zarr metadata needs "
                     "more: it is corrupt or hostile. Re-write it, or check the URL.")
         return buffer
+
+
+def refuse_special(store: Any, key: str, url: str) -> None:
+    """Refuse reading ``key`` of a local store where it is a FIFO, a socket or a device (a link
+    to /dev/zero): reading would block, or never end."""
+    root = getattr(store, "root", None)
+    if not isinstance(store, LocalStore) or root is None:
+        return
+    kind = special_file(LocalFileSystem(), str(root / key))
+    if kind is not None:
+        raise CorruptInputError(f"{key} of the Zarr store {url} is {kind}, not a file: reading "
+                                "it would block or never end. Remove it, or check the URL.")
 
 
 def open_store(url: str, storage_options: dict[str, Any] | None = None,

@@ -241,3 +241,45 @@ def test_an_unknown_epsg_code_prints_only_geosegs_message(tmp_path):
     assert result.returncode == 2, result
     assert "proj:epsg = 99999999 is not a CRS PROJ knows" in result.stderr
     assert "ERROR 1" not in result.stderr, result.stderr
+
+
+def test_metadata_over_the_limit_is_refused_unread_at_the_top_and_inside_a_group(tmp_path,
+                                                                                monkeypatch):
+    """A sparse 12 GB zarr.json was read whole (MemoryError); the group's own document is read
+    by geoseg's probe, an array's inside it by zarr through the guarded store: both bounded."""
+    from geoseg.errors import BudgetError
+
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("image", shape=(2, 16, 16), dtype="uint8",
+                       dimension_names=("band", "y", "x"), attributes={"note": "x" * 5000})
+    monkeypatch.setenv("GEOSEG_MAX_METADATA_BYTES", "4000")
+    with pytest.raises(BudgetError, match=r"\(image/zarr.json\) holds 3.9 KiB or more of metadata; "
+                                          r"the limit is 4000 \(GEOSEG_MAX_METADATA_BYTES\)"):
+        geoseg.open_raster(str(tmp_path / "g.zarr"), variable="image")
+    monkeypatch.setenv("GEOSEG_MAX_METADATA_BYTES", "40")
+    with pytest.raises(BudgetError, match=r"Zarr metadata .*g.zarr/zarr.json holds 41 B or more"):
+        geoseg.open_raster(str(tmp_path / "g.zarr"), variable="image")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_metadata_document_that_is_a_fifo_or_a_device_is_refused_unread(tmp_path, kind):
+    """A FIFO hung `geoseg info` for ever; a link to /dev/zero took 6.5 GB, then MemoryError."""
+    store = tmp_path / "a.zarr"
+    store.mkdir()
+    if kind == "fifo":
+        os.mkfifo(store / "zarr.json")
+    else:
+        os.symlink("/dev/zero", store / "zarr.json")
+    result = geoseg_cli("info", str(store), timeout=60)
+    said = " ".join(result.stderr.split())
+    expected = "a FIFO (named pipe)" if kind == "fifo" else "a device"
+    assert result.returncode == 2 and f"zarr.json is {expected}, not a file" in said, said
+
+
+def test_an_array_document_inside_a_group_that_is_a_device_is_refused(tmp_path):
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=2)
+    group.create_array("image", shape=(2, 16, 16), dtype="uint8")
+    (tmp_path / "g.zarr" / "image" / ".zattrs").unlink(missing_ok=True)
+    os.symlink("/dev/zero", tmp_path / "g.zarr" / "image" / ".zattrs")
+    with pytest.raises(CorruptInputError, match=r"image/.zattrs of the Zarr store .* is a device"):
+        geoseg.open_raster(str(tmp_path / "g.zarr"), variable="image")

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import fsspec
 
+from geoseg import budgets
 from geoseg.core import jsontext
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, NestingError
@@ -72,9 +73,27 @@ def local_kind(url: str, storage_options: dict[str, Any]) -> str | None:
         mode = os.stat(location(url, storage_options)[1]).st_mode
     except OSError:
         return None
+    return mode_kind(mode)
+
+
+def mode_kind(mode: int) -> str | None:
+    """What a ``stat`` mode says a path is when it is no regular file (see :func:`local_kind`)."""
     kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
              (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
     return next((name for test, name in kinds if test(mode)), None)
+
+
+def special_file(fs: Any, path: str) -> str | None:
+    """What the local ``path`` is when reading it could block or never end (a FIFO, a socket,
+    a device such as /dev/zero; links followed), else ``None``: a regular file, a folder, a
+    path that is not there, or one on a remote store."""
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return None
+    try:
+        kind = mode_kind(os.stat(path).st_mode)
+    except OSError:
+        return None
+    return None if kind == "a folder" else kind
 
 
 def head(url: str, storage_options: dict[str, Any]) -> bytes:
@@ -117,9 +136,15 @@ def read_json(url: str, storage_options: dict[str, Any], key: str) -> dict[str, 
 
 
 def _document(fs: Any, path: str) -> tuple[bool, dict[str, Any] | None]:
-    """Whether ``path`` exists, and the JSON object it holds (``None``: none)."""
+    """Whether ``path`` exists, and the JSON object it holds (``None``: none). A document over
+    ``GEOSEG_MAX_METADATA_BYTES``, or a FIFO or device in its place, is refused unread."""
+    kind = special_file(fs, path)
+    if kind is not None:
+        raise CorruptInputError(f"Zarr metadata {public_url(path)} is {kind}, not a file: "
+                                "reading it would block or never end. Check the URL.")
     try:
-        text = fs.cat_file(path)
+        text = fs.cat_file(path, start=0, end=budgets.metadata_read_limit())
+        budgets.check_metadata(len(text), f"Zarr metadata {public_url(path)}")
     except FileNotFoundError as exc:
         if remote.is_transient(exc):  # an unavailable web server's 503, not an absent key
             raise
