@@ -283,3 +283,30 @@ def test_an_array_document_inside_a_group_that_is_a_device_is_refused(tmp_path):
     os.symlink("/dev/zero", tmp_path / "g.zarr" / "image" / ".zattrs")
     with pytest.raises(CorruptInputError, match=r"image/.zattrs of the Zarr store .* is a device"):
         geoseg.open_raster(str(tmp_path / "g.zarr"), variable="image")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_stale_consolidated_metadata_is_not_taken_for_the_arrays_own(tmp_path, zarr_format):
+    """A group's consolidated copy saying 256 x 256 (v2: float64 too) where the array's own
+    metadata, which its chunks are read with, says 128 x 128 uint8: the shape came from the
+    copy and every read failed on a broadcast (an internal error). The array's own is read."""
+    import json
+
+    path = tmp_path / "g.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    image = np.arange(128 * 128, dtype=np.uint8).reshape(1, 128, 128)
+    group.create_array("img", data=image, chunks=(1, 64, 64))
+    if zarr_format == 2:
+        group["img"].attrs["_ARRAY_DIMENSIONS"] = ["band", "y", "x"]
+    zarr.consolidate_metadata(str(path))
+    if zarr_format == 3:
+        doc = json.loads((path / "zarr.json").read_text())
+        doc["consolidated_metadata"]["metadata"]["img"]["shape"] = [1, 256, 256]
+        (path / "zarr.json").write_text(json.dumps(doc))
+    else:
+        doc = json.loads((path / ".zmetadata").read_text())
+        doc["metadata"]["img/.zarray"].update(shape=[1, 1000, 1000], dtype="<f8")
+        (path / ".zmetadata").write_text(json.dumps(doc))
+    raster = geoseg.open_raster(str(path))
+    assert raster.shape == (1, 128, 128) and raster.dtype == np.uint8
+    np.testing.assert_array_equal(raster.values, image)

@@ -46,7 +46,7 @@ class OmeZarrReader(ZarrReader):
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
         if variable is not None:
             return super().open(url, storage_options, variable=variable, bands=bands, level=level)
-        group = zarr.open_group(open_store(url, storage_options), mode="r")
+        group = zarr.open_group(open_store(url, storage_options), mode="r", use_consolidated=False)
         path, image = omezarr.level_path(group, level, url)
         arr = group[path]
         roles = omezarr.roles(image, arr.shape, url)

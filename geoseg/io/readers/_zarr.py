@@ -109,7 +109,9 @@ class ZarrReader(Reader):
 
     def open(self, url: str, storage_options: dict[str, Any], *, variable: str | None = None,
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
-        node = zarr.open(open_store(url, storage_options), mode="r")
+        # the arrays' own metadata, as their chunks are read with (not a consolidated copy that
+        # may have gone stale)
+        node = zarr.open(open_store(url, storage_options), mode="r", use_consolidated=False)
         group = node if isinstance(node, zarr.Group) else None
         refuse_level(url, level, "a plain Zarr array")
         array_path = _pick_variable(node, url, variable) if group is not None else ""
