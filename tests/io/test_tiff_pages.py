@@ -16,7 +16,7 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
 import geoseg
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import CorruptInputError, UnsupportedFormatError
 from geoseg.io.readers._geotiff import GeoTIFFSource
 from geoseg.io.readers._open import open_source
 from geoseg.io.readers._tiffstack import TiffStackSource
@@ -145,3 +145,20 @@ def test_a_gdal_tiff_with_overview_and_mask_pages_stays_with_gdal(tmp_path, geor
     np.testing.assert_array_equal(geoseg.open_raster(str(path)).values, data)
     if georeferenced:  # (a non-georeferenced overview has a singular transform in rasterio)
         assert geoseg.open_raster(str(path), level=1).shape == (3, 64, 80)
+
+
+def test_a_page_stack_whose_ome_xml_tifffile_cannot_read_is_refused_not_read_as_page_one(
+        tmp_path):
+    """OME-XML without SizeT: tifffile cannot build the series, and GDAL, reading it instead,
+    read its first page of five, silently."""
+    path = tmp_path / "bogus.tif"
+    xml = ('<?xml version="1.0"?><OME><Image><Pixels SizeX="32" SizeY="32" SizeZ="5" '
+           'DimensionOrder="XYZCT" Type="uint8"/></Image></OME>')
+    with tifffile.TiffWriter(path) as tif:
+        for page in range(5):
+            tif.write(np.full((32, 32), page, np.uint8), description=xml if page == 0 else None,
+                      metadata=None)
+    with pytest.raises(CorruptInputError, match=r"bogus.tif is a TIFF of 5 image pages whose "
+                                                r"metadata tifffile cannot read \(KeyError: "
+                                                r"'SizeT'\).*not read its first page alone"):
+        geoseg.open_raster(str(path))

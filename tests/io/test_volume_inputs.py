@@ -320,8 +320,8 @@ def _with_axes(url: str, names: list[str]) -> str:
 
 
 @pytest.mark.parametrize("names, said", [
-    (["c", "x", "y", "z"], r"has its space axes in the order \['x', 'y', 'z'\]; geoseg reads them "
-                           r"in the order \['z', 'y', 'x'\]"),
+    (["c", "x", "y", "z"], (r"has its space axes in the order \['x', 'y', 'z'\]; geoseg reads them "
+                           r"in the order \['z', 'y', 'x'\]")),
     (["c", "z", "x", "y"], r"in the order \['z', 'x', 'y'\]"),
     (["c", "y", "y", "x"], r"has axes \['c', 'y', 'y', 'x'\]: 'y' named more than once"),
 ])

@@ -183,8 +183,25 @@ def tiff_kind(url: str, storage_options: dict[str, Any]) -> str:
             return "tiff" if stacked or _plain_image(tif) else "geotiff"
     except CorruptInputError:
         raise
-    except (tifffile.TiffFileError, IndexError, ValueError, KeyError):
+    except (tifffile.TiffFileError, IndexError, ValueError, KeyError) as exc:
+        _refuse_unread_pages(url, storage_options, exc)
         return "geotiff"  # tifffile cannot make sense of it; GDAL may
+
+
+def _refuse_unread_pages(url: str, storage_options: dict[str, Any], exc: Exception) -> None:
+    """Refuse a TIFF of several image pages whose metadata tifffile cannot make sense of (OME-XML
+    lacking a size, say): GDAL, which would read it instead, reads its first page only."""
+    try:
+        with _open_tiff(url, storage_options) as tif:
+            pages = sum(not (page.is_reduced or page.is_mask) for page in tif.pages)
+    except Exception:  # noqa: BLE001 - not even its pages are readable: GDAL may read it
+        return
+    if pages > 1:
+        raise CorruptInputError(
+            f"{public_url(url)} is a TIFF of {pages} image pages whose metadata tifffile cannot "
+            f"read ({type(exc).__name__}: {exc}), so its pages cannot be stacked, and geoseg does "
+            "not read its first page alone (as GDAL would). Fix or remove its metadata (e.g. "
+            "its OME-XML ImageDescription), or write the pages as a new TIFF stack.")
 
 
 def _plain_image(tif: tifffile.TiffFile) -> bool:
