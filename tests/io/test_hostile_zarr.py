@@ -220,6 +220,27 @@ def test_a_fifo_or_a_folder_given_as_a_file_is_named_as_such(tmp_path):
     assert fifo.returncode == 2 and "it is a FIFO (named pipe), not a file" in fifo.stderr, fifo
     folder = geoseg_cli("info", str(tmp_path / "dir.tif"))
     assert folder.returncode == 2 and "it is a folder, not a file" in folder.stderr, folder
+    os.symlink(tmp_path / "loop2.tif", tmp_path / "loop1.tif")
+    os.symlink(tmp_path / "loop1.tif", tmp_path / "loop2.tif")
+    loop = geoseg_cli("info", str(tmp_path / "loop1.tif"))  # was an internal error (ELOOP)
+    said = " ".join(loop.stderr.split())
+    assert loop.returncode == 2 and "it is a symbolic link that leads back to itself" in said, said
+    assert "Point the link at the raster file itself" in said
+
+
+@pytest.mark.parametrize("dtype, said", [
+    ("complex_int16", ("has pixels of dtype complex_int16 (complex integers, which numpy has no "
+                      "type for); geoseg reads bool, integer and floating-point rasters")),
+    ("[('a', 'u1'), ('b', '<f4')]", "(not a type numpy reads)"),
+])
+def test_pixel_types_numpy_cannot_read_are_named_not_an_internal_error(dtype, said):
+    """GDAL's complex integers (rasterio's 'complex_int16') and a structured type given as
+    text made np.dtype raise TypeError inside the check."""
+    from geoseg.io.readers import check_pixel_dtype
+
+    with pytest.raises(UnsupportedFormatError) as info:
+        check_pixel_dtype(dtype, "input x.tif", "the input")
+    assert said in str(info.value)
 
 
 def test_datetime_pixels_and_repeated_dimension_names_are_named(tmp_path):

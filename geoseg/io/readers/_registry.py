@@ -98,11 +98,12 @@ def refuse_special_file(url: str, storage_options: dict[str, Any]) -> None:
     until something writes to it)."""
     kind = probe.local_kind(url, storage_options)
     if kind not in (None, "a folder"):
+        fix = ("Point the link at the raster file itself" if "link" in kind else
+               "Give the path of the file itself (copy what the pipe carries to a file first)")
         raise UnsupportedFormatError(
             f"Cannot read {public_url(url)}: it is {kind}, not a file; expected a raster file "
             "(GeoTIFF, NIfTI, ...) or a Zarr store (a folder holding zarr.json, .zarray or "
-            ".zgroup). Give the path of the file itself (copy what the pipe carries to a file "
-            "first).")
+            f".zgroup). {fix}.")
 
 
 def _folder_error(url: str, storage_options: dict[str, Any]) -> GeosegError | None:

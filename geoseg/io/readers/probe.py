@@ -10,6 +10,7 @@ Zarr store a few existence checks. Outside such a block nothing is kept.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -65,14 +66,14 @@ def is_file(url: str, storage_options: dict[str, Any]) -> bool:
 
 def local_kind(url: str, storage_options: dict[str, Any]) -> str | None:
     """What a local path is when it is not a regular file: ``"a folder"``, ``"a FIFO (named
-    pipe)"``, ``"a socket"``, ``"a device"``; ``None`` for a regular file, a remote URL or a
+    pipe)"``, ``"a socket"``, ``"a device"``, a link loop; ``None`` for a regular file, a remote URL or a
     path that does not exist. Told by ``stat`` alone: opening a FIFO to look would block."""
     if not remote.is_local(url):
         return None
     try:
         mode = os.stat(location(url, storage_options)[1]).st_mode
-    except OSError:
-        return None
+    except OSError as exc:
+        return "a symbolic link that leads back to itself" if exc.errno == errno.ELOOP else None
     return mode_kind(mode)
 
 
