@@ -413,3 +413,24 @@ def test_a_background_with_nan_and_infinities_is_stretched_by_its_finite_values(
     assert np.isfinite(shown).all() and shown.min() >= 0 and shown.max() <= 1
     np.testing.assert_allclose(shown[1:, :, 0], expected[1:], rtol=1e-6)  # as numpy's percentiles
     assert shown[0, 0, 0] == 1 and shown[0, 1, 0] == 0 and shown[0, 2, 0] == 0
+
+
+def test_a_finely_chunked_input_is_read_for_the_picture_in_few_windows(tmp_path, monkeypatch):
+    """4 x 4-pixel input chunks: one read per stored chunk (4,096 here) made a run's report take
+    several times the job; whole stored chunks of 512 pixels or more are read at once."""
+    from geoseg.io.sources import ZarrSource
+
+    image = textured_image(256, 256)
+    attrs = {"provenance": {"job": {"input": {"url": write_zarr(tmp_path / "in.zarr", image,
+                                                                chunks=(4, 4))}}}}
+    target = create_output(str(tmp_path / "out.zarr"), shape=(256, 256), chunks=(128, 128),
+                           georef=GeoRef(), class_names=NAMES, class_dtype="uint8",
+                           nodata_class=255, attrs=attrs)
+    target.open_group()["classes"][...] = 1
+    reads = []
+    original = ZarrSource.read
+    monkeypatch.setattr(ZarrSource, "read", lambda self, window: reads.append(self.url)
+                        or original(self, window))
+    look = build(str(tmp_path / "out.zarr"))
+    assert reads.count(str(tmp_path / "in.zarr")) == 1, len(reads)
+    np.testing.assert_array_equal(look.views[0][1], image[:, ::look.step, ::look.step])
