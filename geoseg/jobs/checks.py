@@ -113,6 +113,7 @@ def check_job(prepared: PreparedJob) -> Segmenter | None:
     model = prepared.model if prepared.model is not None else planned_model(
         spec.model, source, f"input {public_url(spec.input.url)}")
     with _key("output.url"):
+        check_not_a_link(spec.output.url)
         check_writable(spec.output.url)
     with _key("runs_dir"):
         check_writable(runs_dir(spec))
@@ -260,6 +261,19 @@ def check_bands(method: str, params: dict[str, Any], n_bands: int) -> None:
 
 
 # --- the output ----------------------------------------------------------------------------
+
+
+def check_not_a_link(url: str) -> None:
+    """Refuse a local output given as a symbolic link: --overwrite would delete its target's
+    contents and put a new folder in the link's place, leaving the target half deleted."""
+    if fsspec.utils.get_protocol(url) not in ("file", "local"):
+        return
+    path = Path(fsspec.core.strip_protocol(url).rstrip("/"))
+    if path.is_symlink():
+        raise JobSpecError(
+            f"received {url}, a symbolic link to {os.path.realpath(path)}; expected the "
+            "output's own path. Give the path it links to (a run, its lease and --overwrite act "
+            "on the path given, not on the link's target).")
 
 
 def check_writable(url: str) -> None:

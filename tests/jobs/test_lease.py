@@ -275,3 +275,46 @@ def test_tasks_of_a_run_whose_lease_was_taken_over_write_nothing(tmp_path):
     assert OutputTarget(out).done_keys() == set()
     assert not list((tmp_path / "out.zarr" / "classes").rglob("c/*/*"))
     assert read_lease(out).owner == "run-b"
+
+
+def test_one_output_reached_by_two_paths_takes_one_lease(tmp_path):
+    """A folder linked under another name: the second path's run was not refused, and its
+    --overwrite deleted a live run's output."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    assert lease_url(str(tmp_path / "alias" / "out.zarr")) == \
+        lease_url(str(tmp_path / "real" / "out.zarr/")) == \
+        lease_url(f"file://{tmp_path}/real/out.zarr") == str(tmp_path / "real" / "out.zarr.lease")
+    first = Lease(str(tmp_path / "real" / "out.zarr"), owner="a", seconds=60)
+    assert first.acquire()
+    try:
+        assert not Lease(str(tmp_path / "alias" / "out.zarr"), owner="b", seconds=60).acquire()
+    finally:
+        first.release()
+
+
+def test_an_output_given_as_a_symbolic_link_is_refused_before_anything_runs(tmp_path):
+    """--overwrite through the link deleted its target's contents and made a new folder in
+    the link's place, leaving the target marked as being deleted."""
+    import yaml
+
+    from tests.cli import geoseg
+    from tests.conftest import textured_image, write_zarr
+
+    write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1), chunks=(32, 32))
+    spec = {"input": {"url": str(tmp_path / "in.zarr")},
+            "model": {"method": "threshold", "params": {"thresholds": [100]}},
+            "output": {"url": str(tmp_path / "real.zarr"), "chunks": [32, 32]}}
+    (tmp_path / "real.yaml").write_text(yaml.safe_dump(spec))
+    assert geoseg("run", str(tmp_path / "real.yaml"), "--cluster", "threads").returncode == 0
+    (tmp_path / "alias.zarr").symlink_to(tmp_path / "real.zarr")
+    spec["output"]["url"] = str(tmp_path / "alias.zarr")
+    (tmp_path / "alias.yaml").write_text(yaml.safe_dump(spec))
+    before = sorted(p.name for p in (tmp_path / "real.zarr").iterdir())
+    result = geoseg("run", str(tmp_path / "alias.yaml"), "--cluster", "threads", "--overwrite")
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "a symbolic link to" in said, said
+    assert "Give the path it links to" in said
+    assert (tmp_path / "alias.zarr").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "real.zarr").iterdir()) == before
+    assert geoseg("status", str(tmp_path / "real.zarr")).returncode == 0
