@@ -13,7 +13,13 @@ import zarr
 from geoseg.io import omezarr
 from geoseg.io.metaguard import open_store
 from geoseg.io.readers import probe
-from geoseg.io.readers._zarr import ZarrReader, ZarrSource, declared_nodata, zarr_array_source
+from geoseg.io.readers._zarr import (
+    ZarrReader,
+    ZarrSource,
+    declared_nodata,
+    own_metadata,
+    zarr_array_source,
+)
 from geoseg.io.readers.base import BAND, RasterSource
 
 
@@ -46,9 +52,10 @@ class OmeZarrReader(ZarrReader):
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
         if variable is not None:
             return super().open(url, storage_options, variable=variable, bands=bands, level=level)
-        group = zarr.open_group(open_store(url, storage_options), mode="r", use_consolidated=False)
+        store = open_store(url, storage_options)
+        group = zarr.open_group(store, mode="r")
         path, image = omezarr.level_path(group, level, url)
-        arr = group[path]
+        arr = own_metadata(store, path)
         roles = omezarr.roles(image, arr.shape, url)
         n_bands = arr.shape[roles.index(BAND)] if BAND in roles else 1
         georef = omezarr.georef(image, level or 0, roles, declared_nodata(arr, url), url, arr.shape)

@@ -109,16 +109,22 @@ class ZarrReader(Reader):
 
     def open(self, url: str, storage_options: dict[str, Any], *, variable: str | None = None,
              bands: Sequence[int] | None = None, level: int | None = None) -> RasterSource:
-        # the arrays' own metadata, as their chunks are read with (not a consolidated copy that
-        # may have gone stale)
-        node = zarr.open(open_store(url, storage_options), mode="r", use_consolidated=False)
+        store = open_store(url, storage_options)
+        node = zarr.open(store, mode="r")
         group = node if isinstance(node, zarr.Group) else None
         refuse_level(url, level, "a plain Zarr array")
         array_path = _pick_variable(node, url, variable) if group is not None else ""
-        arr = group[array_path] if group is not None else node
+        arr = own_metadata(store, array_path) if group is not None else node
         roles = axis_roles(arr.shape, geozarr_dimension_names(arr, group, _dimension_names(arr)), url)
         return zarr_array_source(url, storage_options, arr, array_path, roles, bands,
                                  _zarr_georef(arr, group, roles, url))
+
+
+def own_metadata(store: Any, path: str) -> zarr.Array:
+    """The array at ``path`` of a group's ``store`` as its own metadata describes it, which its
+    chunks are read with (:meth:`ZarrSource.read`), not as the group's consolidated copy says:
+    a stale copy (256 x 256 where the array is 128 x 128) failed every read."""
+    return zarr.open_array(store, mode="r", path=path)
 
 
 def zarr_array_source(url: str, so: dict[str, Any], arr: zarr.Array, array_path: str,
