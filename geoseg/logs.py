@@ -233,8 +233,9 @@ def setup(fmt: str | None = None, level: int | str = logging.INFO, *,
           quiet_tasks: bool = False) -> str:
     """Send the ``geoseg`` loggers' records to stderr as text or JSON lines; returns the format.
 
-    With JSON, Dask's ``distributed`` records and Python warnings that reach this
-    process's stderr become JSON lines too, so that stderr stays machine-readable.
+    Dask's ``distributed`` records and Python warnings that reach this process's stderr go
+    through the same formatter, so that they are scrubbed of credentials too (a library's
+    warning may quote a URL with its user info) and, with JSON, stderr stays machine-readable.
     ``quiet_tasks``: :func:`quiet_task_errors`, :func:`quiet_scheduler_loss` and
     :class:`DropInterruptedSyncs`. Calling it again replaces the handlers it
     installed.
@@ -245,13 +246,12 @@ def setup(fmt: str | None = None, level: int | str = logging.INFO, *,
     _filtered(("tornado.application",), DropInterruptedSyncs, quiet_tasks)
     _install(logging.getLogger(ROOT), chosen)
     logging.getLogger(ROOT).setLevel(level)
-    if chosen == "json":
-        logging.captureWarnings(True)
-        for name in FOREIGN:
-            foreign = logging.getLogger(name)
-            for handler in [h for h in foreign.handlers if _writes_to_stderr(h)]:
-                foreign.removeHandler(handler)
-            _install(foreign, chosen)
+    logging.captureWarnings(True)
+    for name in FOREIGN:
+        foreign = logging.getLogger(name)
+        for handler in [h for h in foreign.handlers if _writes_to_stderr(h)]:
+            foreign.removeHandler(handler)
+        _install(foreign, chosen)
     return chosen
 
 

@@ -98,6 +98,21 @@ def test_json_setup_makes_dask_records_and_warnings_json_lines_too(capsys, resto
     assert "port 8787 is taken" in lines[2]["message"]
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_warnings_and_dask_records_are_scrubbed_of_credentials_in_either_format(
+        capsys, restore_logging, fmt):
+    """zarr's warning quoted an HTTP input's URL with its user info and signed query: JSON lines
+    were scrubbed, the text format printed it as it came."""
+    logs.setup(fmt)
+    url = "http://user:PASSX2@127.0.0.1:8766/in.zarr?sig=SIGQ9"
+    warnings.warn(f"Both zarr.json and .zarray exist at <FsspecStore({url})>", UserWarning,
+                  stacklevel=1)
+    logging.getLogger("distributed.worker").warning(f"failed to read {url}")
+    said = capsys.readouterr().err
+    assert "127.0.0.1:8766/in.zarr" in said and said.count("WARNING") == 2, said
+    assert "PASSX2" not in said and "SIGQ9" not in said, said
+
+
 def test_log_format_comes_from_the_option_then_the_environment(monkeypatch):
     monkeypatch.delenv("GEOSEG_LOG_FORMAT", raising=False)
     assert logs.log_format() == "text"
