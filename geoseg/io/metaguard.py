@@ -51,9 +51,9 @@ class MetadataGuardStore(WrapperStore):
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        refuse_special(self._store, key, self.url)
         if byte_range is not None or key.rsplit("/", 1)[-1] not in METADATA_KEYS:
             return await self._store.get(key, prototype, byte_range)
+        refuse_special(self._store, key, self.url)
         what = f"The metadata of {self.url} ({key})"
         buffer = await bounded_get(self._store, key, prototype, budgets.metadata_read_limit(),
                                    lambda n: budgets.check_metadata(n, what))
@@ -95,8 +95,9 @@ def local_store(store: Any) -> LocalStore | None:
 
 
 def refuse_special(store: Any, key: str, url: str) -> None:
-    """Refuse reading ``key`` of a local store where it is a FIFO, a socket or a device (a link
-    to /dev/zero): reading would block, or never end."""
+    """Refuse reading the metadata document ``key`` of a local store where it is a FIFO, a
+    socket or a device (a link to /dev/zero): reading would block, or never end. (A chunk that
+    is one blocks its read as a hung network disk does: a run's signals still end it.)"""
     local = local_store(store)
     if local is None:
         return

@@ -296,20 +296,20 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     _refuse_foreign_output(out.url, out.storage_options, overwrite)
     _check_before_replacing(spec, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
+    progress = _Progress(prepared)
     with _leased(out.url, out.storage_options, lease) as held, \
+            _failure_recorded(functools.partial(_record_failure, progress, started, t0, tracker)), \
             (contextlib.nullcontext(client) if client is not None else connect(where)) as active, \
             current(active):
-        prepared = fit_methods(prepared)
+        prepared = progress.prepared = fit_methods(prepared)
         target, skip = _open_or_create(prepared, overwrite)
+        progress.skipped = len(skip)
         target = dataclasses.replace(target, fence=held.fence())
         if spec.instances is not None:  # refused before any compute, the output left as it was
             keep_other_instances(target, _instance_settings(spec), overwrite)
-        came_back: list[RegionStats] = []
-        ended = functools.partial(_record_failure, prepared, started, t0, came_back, len(skip),
-                                  tracker)
-        with _failure_recorded(target, ended):
+        with _status_marked(target):
             report = _compute(prepared, target, skip, active, where, on_start,
-                              _watching(held, _kept(on_done, came_back)), started, t0)
+                              _watching(held, _kept(on_done, progress.came_back)), started, t0)
     _publish(report, spec, target, tracker)
     _log_finished(report)
     return report
@@ -392,24 +392,44 @@ def _watching(lease: Lease, on_done: Callable[[RegionStats], None] | None) -> Ca
     return done
 
 
+@dataclass
+class _Progress:
+    """How far a run got, for the record of a run that fails: the job as last prepared (fitted
+    once its methods are), the regions that came back and those done before."""
+
+    prepared: PreparedJob
+    came_back: list[RegionStats] = dataclasses.field(default_factory=list)
+    skipped: int = 0
+
+
 @contextlib.contextmanager
-def _failure_recorded(target: OutputTarget,
-                      ended: Callable[[str, BaseException], None]) -> Iterator[None]:
-    """Mark the output ``interrupted`` or ``failed`` (with the error's type) if the run ends so,
-    and tell ``ended`` (which writes the run's record) how it ended."""
+def _failure_recorded(ended: Callable[[str, BaseException], None]) -> Iterator[None]:
+    """Tell ``ended`` (which writes the run's record) how a run that fails or is interrupted
+    ended: in its cluster's start, a fit, the output's creation or the compute."""
     try:
         yield
-    except LeaseLostError as exc:  # the output is another run's now: its status is that run's
+    except KeyboardInterrupt as exc:
+        ended("interrupted", exc)
+        raise
+    except BaseException as exc:
         ended("failed", exc)
         raise
-    except KeyboardInterrupt as exc:
+
+
+@contextlib.contextmanager
+def _status_marked(target: OutputTarget) -> Iterator[None]:
+    """Mark the output ``interrupted`` or ``failed`` (with the error's type) if the run ends so;
+    not when it lost its lease: the output is another run's now, its status that run's."""
+    try:
+        yield
+    except LeaseLostError:
+        raise
+    except KeyboardInterrupt:
         target.finalize({"status": "interrupted"})
-        ended("interrupted", exc)
         raise
     except BaseException as exc:
         with contextlib.suppress(Exception):  # the store itself may be what failed
             target.finalize({"status": "failed", "error": _error_summary(exc)})
-        ended("failed", exc)
         raise
 
 
@@ -423,8 +443,8 @@ def _kept(on_done: Callable[[RegionStats], None] | None,
     return done
 
 
-def _record_failure(prepared: PreparedJob, started: str, t0: float, came_back: list[RegionStats],
-                    skipped: int, tracker: tracking.MlflowTracker | None, status: str,
+def _record_failure(progress: _Progress, started: str, t0: float,
+                    tracker: tracking.MlflowTracker | None, status: str,
                     exc: BaseException) -> None:
     """Write the run record of a run that ended ``status``, into its runs folder (the night's
     failures are listed with its successes: ``geoseg runs``), and log it to MLflow if tracking.
@@ -432,13 +452,15 @@ def _record_failure(prepared: PreparedJob, started: str, t0: float, came_back: l
     one to show."""
     error = (("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (SIGINT)")
              if isinstance(exc, KeyboardInterrupt) else _error_summary(exc))
+    prepared = progress.prepared
     folder = provenance.runs_dir(prepared.spec)
     unwritten = f"the record of this {status} run could not be written into {public_url(folder)}"
     with _warned(unwritten):
         record = provenance.failure_record(
             prepared, status=status, error=error, started=started,
-            seconds=time.perf_counter() - t0, computed=len(came_back), skipped=skipped,
-            identity=job_identity(prepared), model=_model_record(prepared))
+            seconds=time.perf_counter() - t0, computed=len(progress.came_back),
+            skipped=progress.skipped, identity=job_identity(prepared),
+            model=_model_record(prepared))
         with _warned(f"this {status} run is not logged to MLflow"):
             if tracker is not None:
                 record["tracking"] = {"mlflow": tracker.start(record)}
@@ -729,6 +751,8 @@ def _decoding(model: Segmenter) -> list[dict[str, Any]]:
 
 def _model_record(prepared: PreparedJob) -> dict[str, Any]:
     model, spec = prepared.model, prepared.spec.model
+    if model is None:  # a method whose fit did not end: what the spec asked for
+        return {"name": spec.method, "spec": provenance.redact_urls(prepared.spec.redacted()["model"])}
     if isinstance(model, ModelHeader):
         return {"name": model.info.name, "architecture": model.info.architecture,
                 "sha256": model.info.sha256, "url": public_url(spec.path or "")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import dask
 import numpy as np
 import pytest
 import rasterio
@@ -175,3 +176,33 @@ def test_dask_scheduler_address_environment_variable(tmp_path, image, model_path
     src = write_zarr(tmp_path / "in.zarr", image)
     report = run(JobSpec.from_dict(job_dict(src, model_path, str(tmp_path / "out.zarr"))))
     assert report.provenance["cluster"] == {"kind": "existing", "workers": 2, "threads": 2}
+
+
+def _broken_input(folder) -> str:
+    src = write_zarr(folder / "in.zarr", textured_image(64, 64, bands=1), chunks=(32, 32))
+    (folder / "in.zarr" / "c" / "0" / "1" / "1").write_bytes(b"not zstd")
+    return src
+
+
+@pytest.mark.parametrize("case", ["fit", "scheduler"])
+def test_a_run_failing_before_its_output_exists_still_leaves_a_failed_record(tmp_path, case):
+    """An Otsu fit meeting an undecodable chunk, or a scheduler nobody listens at, ended the
+    run before the output was created, and only a run that failed in its compute left a
+    record for `geoseg runs` to list."""
+    from tests.ports import free_port
+
+    data = {"name": case, "runs_dir": str(tmp_path / "runs"),
+            "input": {"url": _broken_input(tmp_path) if case == "fit" else
+                      write_zarr(tmp_path / "ok.zarr", textured_image(64, 64, bands=1))},
+            "model": {"method": "otsu", "params": {"feature": 1}},
+            "output": {"url": str(tmp_path / "out.zarr")}}
+    where = {"scheduler": "threads"} if case == "fit" else {
+        "scheduler": f"tcp://127.0.0.1:{free_port()}"}
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            pytest.raises(geoseg.errors.GeosegError):
+        run(JobSpec.from_dict(data), **where)
+    [saved] = (tmp_path / "runs").glob("*.json")
+    record = json.loads(saved.read_text())
+    assert record["status"] == "failed" and record["job"]["name"] == case, record
+    assert record["chunks"]["computed"] == 0 and record["model"]["name"] == "otsu"
+    assert not (tmp_path / "out.zarr").exists()
