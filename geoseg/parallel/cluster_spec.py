@@ -6,14 +6,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from geoseg.core.spec import Section
 from geoseg.errors import ClusterConfigError
+
+# the most worker processes a local cluster may start per core (each about 250 MB idle)
+LOCAL_WORKERS_PER_CORE = 4
 
 ClusterKind = Literal["local", "threads", "address", "slurm", "pbs", "kubernetes"]
 WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
@@ -145,11 +149,27 @@ class ClusterSpec(Section):
     scheduler: str | None = Field(None, description="Address of a running scheduler; none starts a local cluster.")
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int | None = Field(
-        None, ge=1, description="Threads per worker process; default 1 on CPU workers, "
+        None, ge=1, le=1024, description="Threads per worker process; default 1 on CPU workers, "
                                 "GEOSEG_GPU_THREADS (4) on a local cluster's GPU workers.")
     jobqueue: JobqueueSpec = Field(JobqueueSpec(), description="Settings of kinds slurm and pbs.")
     kubernetes: KubernetesSpec = Field(KubernetesSpec(), description="Settings of kind kubernetes.")
     tls: TlsSpec | None = Field(None, description="Certificates for a tls:// scheduler (kind address).")
+
+    @field_validator("n_workers")
+    @classmethod
+    def _local_workers_fit(cls, n_workers: int | None, info: ValidationInfo) -> int | None:
+        """A local cluster's worker processes are started on this machine: at most
+        :data:`LOCAL_WORKERS_PER_CORE` per core (a typo of 100 would take 25 GB idle)."""
+        cores = os.cpu_count() or 1
+        local = info.data.get("kind") in (None, "local") and info.data.get("scheduler") is None
+        if local and n_workers is not None and n_workers > LOCAL_WORKERS_PER_CORE * cores:
+            raise ValueError(
+                f"at most {LOCAL_WORKERS_PER_CORE * cores} worker processes for a local cluster "
+                f"on this machine ({LOCAL_WORKERS_PER_CORE} per core, {cores} cores): each takes "
+                "about 250 MB before any work. "
+                "Leave n_workers out (one per core), or run on a cluster (kind slurm, pbs, "
+                "kubernetes, or a scheduler address)")
+        return n_workers
 
     @model_validator(mode="after")
     def _scheduler_means_address(self) -> ClusterSpec:

@@ -370,3 +370,21 @@ def test_a_missing_extra_names_the_pip_install(monkeypatch, module, kind, extra)
         build(spec)
     assert f"pip install '{extra}'" in str(err.value) and f"cluster kind {kind}" in str(err.value)
     assert isinstance(err.value, ImportError)
+
+
+def test_a_local_cluster_of_more_workers_than_the_machine_holds_is_refused(monkeypatch):
+    """n_workers: 100000 passed validation and a local cluster would start them, about 250 MB
+    each; threads per worker had no bound either."""
+    import os
+
+    from geoseg.parallel.cluster_spec import ClusterSpec
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"at most 8 worker processes for a local cluster on this "
+                                         r"machine \(4 per core, 2 cores\)"):
+        ClusterSpec(n_workers=9)
+    with pytest.raises(ValueError, match="less than or equal to 1024"):
+        ClusterSpec(threads_per_worker=1025)
+    assert ClusterSpec(n_workers=8).n_workers == 8
+    assert ClusterSpec(kind="slurm", n_workers=500).n_workers == 500  # not on this machine
+    assert ClusterSpec(scheduler="tcp://h:8786", n_workers=500).n_workers == 500
