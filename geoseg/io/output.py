@@ -151,6 +151,7 @@ class OutputTarget:
         """``(task region, chunks, shards)`` of the output as created: the grid its manifest's
         keys count in, and its arrays' Zarr chunks and shards (``None``: not sharded)."""
         group = self.open_group(mode="r")
+        self._require_arrays(group)
         classes = group["classes"]
         shards = None if classes.shards is None else tuple(classes.shards)
         task = geoseg_attrs(group.attrs.get("geoseg"), self.url).get("task_region")
@@ -159,6 +160,19 @@ class OutputTarget:
             raise _changed(self.url, f"has task_region = {list(task)}, expected whole numbers of "
                                      f"its chunks {list(chunks)}")
         return task, chunks, shards
+
+    def _require_arrays(self, group: zarr.Group) -> None:
+        """Refuse an output whose ``classes`` or manifest arrays lost their own metadata (a
+        partial copy, a deleted folder) though the group's consolidated copy still lists them:
+        what it holds cannot be told, and every read or write of them would fail."""
+        gone = [name for name in ("classes", MANIFEST_DONE, MANIFEST_SHA)
+                if not sync(group.store.exists(f"{name}/zarr.json"))]
+        if gone:
+            raise CorruptOutputError(
+                f"{public_url(self.url)} has lost its {', '.join(gone)} array(s) (their "
+                "zarr.json is gone: a deleted folder or a partial copy), so what it holds cannot "
+                "be told and nothing was read or written. Restore them from a copy, or run the "
+                "job again with --overwrite to write the output anew.")
 
     def attrs(self) -> dict[str, Any]:
         """The group's ``geoseg`` attributes, or ``{}`` if this is not a geoseg output; raises

@@ -342,3 +342,19 @@ def test_a_chunk_edit_of_an_unfinished_output_is_named_before_its_run_recorded_a
     said = flat(repaired.stderr)
     assert repaired.returncode == 2 and change in said, said
     assert files(out) == before
+
+
+def test_an_output_that_lost_its_classes_array_is_named_not_an_internal_error(tmp_path):
+    """A deleted classes/ folder (a partial copy): status called it complete and told to rerun,
+    and the rerun, verify --repair and the rerun after it all ended in an internal KeyError."""
+    spec, out = threshold_job(tmp_path)
+    shutil.rmtree(out / "classes")
+    said = "has lost its classes array(s) (their zarr.json is gone"
+    for command in (["status", str(out)], ["verify", str(out), "--repair"],
+                    ["run", str(spec), "--scheduler", "threads"]):
+        result = geoseg(*command)
+        told = flat(result.stderr)
+        assert result.returncode == 2 and said in told and "internal error" not in told, told
+    assert "run the job again with --overwrite" in told
+    again = geoseg("run", str(spec), "--scheduler", "threads", "--overwrite")
+    assert again.returncode == 0, again.stderr
