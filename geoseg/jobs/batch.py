@@ -445,8 +445,9 @@ class BatchRunner:
         except Exception as exc:  # noqa: BLE001 - reported with the chunks it wrote first
             computed = self._computed(job, check.prepared.n_tasks, to_compute, len(written))
             return self._failed(item, exc, identity=check.identity, chunks=computed)
-        state = "done" if report.n_tasks else "skipped"
-        state = "changed" if check.decision == "changed" else state
+        # "done" even when every chunk was written before (a run stopped after its last one):
+        # this run finished the output; an output found complete is "skipped" before any run
+        state = "changed" if check.decision == "changed" else "done"
         return self._result(item, state, identity=check.identity, chunks=report.n_tasks)
 
     @staticmethod

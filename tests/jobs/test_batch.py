@@ -462,3 +462,20 @@ def test_outputs_named_from_a_signed_url_carry_no_query(tmp_path):
     [item] = plan_items(spec)
     assert item.url == signed  # read as given
     assert item.output == f"{tmp_path}/o/in.tif-in.zarr" and item.id == "in"
+
+
+def test_an_output_stopped_after_its_last_chunk_is_finished_and_reported_done(tmp_path):
+    """A batch stopped between an output's last chunk and its end leaves it `interrupted` with
+    every chunk written; the next batch finished it (status complete) but reported `skipped`,
+    which is for outputs found complete."""
+    from geoseg.io.output import OutputTarget
+
+    scenes, masks = tmp_path / "scenes", tmp_path / "masks"
+    write_zarr(scenes / "a.zarr", scene(1), chunks=(32, 32))
+    spec = BatchSpec.from_dict(batch_dict({"glob": f"{scenes}/*.zarr"}, f"{masks}/{{stem}}.zarr"))
+    assert states(run_batch(spec, cluster="threads")) == {"a": "done"}
+    OutputTarget(str(masks / "a.zarr")).finalize({"status": "interrupted"})  # as the stop left it
+    again = run_batch(spec, cluster="threads")
+    assert states(again) == {"a": "done"} and again.items[0].chunks_computed == 0
+    assert attrs(str(masks / "a.zarr"))["status"] == "complete"
+    assert states(run_batch(spec, cluster="threads")) == {"a": "skipped"}
