@@ -174,6 +174,9 @@ def _bad_metadata(url: str, storage_options: dict[str, Any],
                   exc: BaseException) -> GeosegError:
     if (whole := remote.whole_files_only(exc, url)) is not None:
         return whole
+    translated = remote.translate(exc, url, storage_options, "Reading")
+    if translated is not exc:  # no credentials, access denied, a refused connection...
+        return translated  # the store's answer, not the file's content
     return CorruptInputError(
         f"Cannot read the metadata of {public_url(url)} "
         f"({remote.reason(exc, storage_options)}): it is corrupt, truncated or not what its name "

@@ -945,7 +945,10 @@ def test_missing_s3_credentials_are_an_access_error_naming_what_to_check(s3_serv
         create_output("s3://geoseg/out.zarr", shape=(20, 30), chunks=(10, 10), georef=GeoRef(),
                       class_names=["a", "b"], class_dtype="uint8", nodata_class=255,
                       storage_options=options)
-    for caught, what in ((read, "Reading s3://geoseg/in.tif"), (write, "s3://geoseg/out.zarr")):
+    with pytest.raises(StorageAccessError) as versioned:  # was called corrupt, its metadata
+        geoseg.open_raster("s3://geoseg/in.zarr?versionId=3", options)  # read by zarr's store
+    for caught, what in ((read, "Reading s3://geoseg/in.tif"), (write, "s3://geoseg/out.zarr"),
+                         (versioned, "s3://geoseg/in.zarr")):
         said = str(caught.value)
         assert what in said and "no credentials were found" in said, said
         assert "AWS_ACCESS_KEY_ID" in said and "anon: true" in said
