@@ -342,3 +342,11 @@ def test_a_named_zarr_with_a_time_axis_longer_than_one_is_refused_not_read_as_ba
     with pytest.raises(UnsupportedFormatError, match=r"dimensions \('t', 'band', 'z', 'y', 'x'\) "
                                                      r"with shape \(3, 2, 2, 16, 16\): geoseg reads"):
         geoseg.open_raster(str(tmp_path / "a.zarr"))
+
+
+def test_a_one_dimensional_named_zarr_is_told_apart_from_an_unnamed_one(tmp_path):
+    """Its message said "no dimension names" of an array named ["x"]."""
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=(16,), dtype="uint8", dimension_names=["x"])
+    with pytest.raises(UnsupportedFormatError, match=r"has 1 dimension\(s\) and dimension names "
+                                                     r"\('x',\), which name no y and x axes"):
+        geoseg.open_raster(str(tmp_path / "a.zarr"))

@@ -204,8 +204,10 @@ def axis_roles(shape: Sequence[int], dims: Sequence[str | None] | None, url: str
         return _named_roles(shape, [str(d) for d in dims], url)
     unnamed = {2: (SPACE, SPACE), 3: (BAND, SPACE, SPACE), 4: (BAND, SPACE, SPACE, SPACE)}
     if len(shape) not in unnamed:
+        named = (f"dimension names {tuple(dims)}, which name no y and x axes" if dims and any(dims)
+                 else "no dimension names")
         raise UnsupportedFormatError(
-            f"Array at {url} has {len(shape)} dimensions and no dimension names; expected 2 (y, x), "
+            f"Array at {url} has {len(shape)} dimension(s) and {named}; expected 2 (y, x), "
             "3 (band, y, x) or 4 (band, z, y, x). Name its dimensions (Zarr v3 dimension_names or "
             "xarray's _ARRAY_DIMENSIONS) so geoseg knows which axis is which."
         )
