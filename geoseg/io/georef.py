@@ -197,10 +197,19 @@ def places_voxels(matrix: Any, shape: Sequence[int] | None = None) -> bool:
     every term finite, and its steps along the axes (of ``shape``, ``(z, y, x)``, those longer
     than one voxel: a single plane's step places nothing) independent."""
     m = np.asarray(matrix, dtype=float).reshape(4, 4)
-    if not np.isfinite(m).all():
+    if not np.isfinite(m).all() or not _sizes_finite(m, shape):
         return False
     axes = [a for a in range(3) if shape is None or shape[a] > 1]
     return int(np.linalg.matrix_rank(m[:3, axes])) == len(axes)
+
+
+def _sizes_finite(m: np.ndarray, shape: Sequence[int] | None) -> bool:
+    """Whether the voxel sizes (the steps' lengths) and the far corner of ``shape`` stay finite:
+    steps of 1e308 are finite terms whose lengths and positions overflow to infinity."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        sizes = np.sqrt(np.square(m[:3, :3]).sum(axis=0))
+        corner = m[:3, :3] @ np.asarray(shape if shape is not None else (1, 1, 1), float) + m[:3, 3]
+    return bool(np.isfinite(sizes).all() and np.isfinite(corner).all())
 
 
 def spanning(matrix: Any) -> np.ndarray:
@@ -220,7 +229,9 @@ def spanning(matrix: Any) -> np.ndarray:
 def _refuse_voxel_affine(matrix: tuple[float, ...], source: str | None, fix: str) -> None:
     """Raise the error :meth:`GeoRef.from_voxel_affine` gives for an affine placing no voxel."""
     finite = all(math.isfinite(v) for v in matrix)
+    m = np.asarray(matrix, dtype=float).reshape(4, 4)
     problem = ("it holds a NaN or infinite number" if not finite else
+               "its voxel sizes or positions overflow to infinity" if not _sizes_finite(m, None) else
                "its voxels have no volume (its steps along the axes of more than one voxel do "
                "not span one: a zero voxel size, or two axes along one direction)")
     rows = "[" + ", ".join("[" + ", ".join(f"{v:.6g}" for v in row) + "]"

@@ -282,7 +282,7 @@ def test_a_nifti_sform_that_places_no_voxel_is_refused_naming_the_file(tmp_path,
         geoseg.open_raster(str(path))
 
 
-@pytest.mark.parametrize("scale", [[0.0, 0.5, 0.25], [2.0, float("nan"), 0.25]])
+@pytest.mark.parametrize("scale", [[0.0, 0.5, 0.25], [2.0, float("nan"), 0.25], [1e308, 1e308, 1e308]])
 def test_an_ome_zarr_scale_that_places_no_voxel_is_refused_naming_the_level(tmp_path, scale):
     url = write_ome_volume(tmp_path / "v.ome.zarr", np.ones((4, 8, 8), np.uint8), scale=scale)
     with pytest.raises(UnsupportedFormatError, match=r"Level 0's coordinateTransformations "
