@@ -398,3 +398,21 @@ def test_a_plain_tiff_gdal_reads_raises_no_warning(tmp_path):
     shown = geoseg_cli("info", str(tmp_path / "gdal.tif"), own_process=True)
     assert shown.returncode == 0 and "geotiff" in shown.stdout, shown.stderr
     assert "Warning" not in shown.stderr, shown.stderr
+
+
+def test_an_image_past_pillows_bomb_limit_is_refused_with_the_size_advice(tmp_path):
+    """A 40000 x 40000 PNG header: Pillow refuses it before geoseg's own size check, and the
+    answer said "check that the file is complete" of a valid file."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))
+    with pytest.raises(UnsupportedFormatError) as info:
+        geoseg.open_raster(str(tmp_path / "huge.png"))
+    said = str(info.value)
+    assert "is an image too large to decode whole" in said and "gdal_translate -of COG" in said
+    assert "complete" not in said

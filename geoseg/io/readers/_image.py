@@ -142,6 +142,12 @@ def _image_header(
     except Exception as exc:  # whatever imageio's plugins raise on a bad file
         if remote.is_transient(exc) or isinstance(exc, (FileNotFoundError, PermissionError)):
             raise
+        if isinstance(exc, Image.DecompressionBombError):  # a whole image, far over the limit
+            raise UnsupportedFormatError(
+                f"{public_url(url)} is an image too large to decode whole ({exc}); geoseg decodes "
+                f"at most {MAX_IMAGE_BYTES / 2**20:.0f} MiB of a PNG/JPEG, which cannot be read "
+                "by window. Convert it once to a tiled GeoTIFF with a tool that streams it "
+                "(`gdal_translate -of COG IN OUT.tif`) and use that.") from None
         raise UnsupportedFormatError(
             f"Cannot read {public_url(url)}: it starts like an image file, but imageio cannot "
             f"decode it ({remote.reason(exc, storage_options)}). Check that the file is complete."
