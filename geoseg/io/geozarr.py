@@ -78,12 +78,25 @@ def _proj(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _crs(attrs: dict[str, Any]) -> str | None:
-    """The CRS as WKT, from the first of wkt2, projjson, code and epsg that is set."""
+    """The CRS as WKT, from the first of wkt2, projjson, code and epsg that is set; several set
+    to different CRSs are refused (which one the writer meant cannot be told)."""
     proj = _proj(attrs)
-    key = next((k for k in _CRS_KEYS if proj.get(k) not in (None, "")), None)
-    if key is None:
+    keys = [k for k in _CRS_KEYS if proj.get(k) not in (None, "")]
+    if not keys:
         return None
-    value = proj[key]
+    found = {key: _parsed_crs(key, proj[key]) for key in keys}
+    first = keys[0]
+    other = next((k for k in keys[1:] if found[k] != found[first]), None)
+    if other is not None:
+        raise UnsupportedFormatError(
+            f"The Zarr attributes proj:{first} = {_short(proj[first])} and proj:{other} = "
+            f"{_short(proj[other])} name different CRSs; expected one CRS. Remove the attribute "
+            "that is wrong (or make them agree).")
+    return found[first].to_wkt()
+
+
+def _parsed_crs(key: str, value: Any) -> Any:
+    """The CRS the attribute ``proj:{key}`` holds, refused naming it when PROJ knows none."""
     text = (
         json.dumps(value)
         if isinstance(value, dict)
@@ -92,7 +105,7 @@ def _crs(attrs: dict[str, Any]) -> str | None:
         else str(value)
     )
     try:
-        return parse_crs(text).to_wkt()
+        return parse_crs(text)
     except ValueError as exc:  # CRSError, or rasterio's int() of "EPSG:abc" before PROJ is asked
         raise UnsupportedFormatError(
             f"The Zarr attribute proj:{key} = {_short(value)} is not a CRS PROJ knows ({exc}); "

@@ -171,3 +171,18 @@ def test_unknown_transform_types_are_skipped(tmp_path, image):
 def test_bad_geozarr_attributes_are_clear_errors(tmp_path, image, attrs, message):
     with pytest.raises(UnsupportedFormatError, match=message):
         geoseg.open_raster(write_array(str(tmp_path / "bad.zarr"), image, attrs))
+
+
+def test_crs_attributes_that_disagree_are_refused_and_those_that_agree_read(tmp_path, image):
+    """proj:code EPSG:4326 beside a UTM proj:wkt2 read as the WKT, silently."""
+    conventions = {"spatial:dimensions": ["y", "x"], "spatial:transform": list(AFFINE)[:6]}
+    wkt = UTM.to_wkt(version="WKT2_2019")
+    agree = write_array(str(tmp_path / "a.zarr"), image,
+                        {"proj:code": "EPSG:32618", "proj:wkt2": wkt, **conventions})
+    assert georef_of(geoseg.open_raster(agree))[0] == UTM
+    disagree = write_array(str(tmp_path / "b.zarr"), image,
+                           {"proj:code": "EPSG:4326", "proj:wkt2": wkt, **conventions})
+    with pytest.raises(UnsupportedFormatError, match=r"The Zarr attributes proj:wkt2 = .* and "
+                                                     r"proj:code = 'EPSG:4326' name different "
+                                                     r"CRSs; expected one CRS"):
+        geoseg.open_raster(disagree)
