@@ -340,6 +340,11 @@ def translate(
         return _connection_refused(exc, url, storage_options, what)
     if (client := next(filter(_making_client, _chain(exc)), None)) is not None:
         return _options_refused(client, url, storage_options, what)
+    if any(_two_credentials(err) for err in _chain(exc)):
+        return ParameterError(
+            f"{what} {public_url(url)} failed: the URL carries credentials (user info) and its "
+            "storage options an Authorization header, and the HTTP client takes one of them. "
+            "Give one: the user info, or the header (storage_options client_kwargs headers).")
     status = next((s for s in map(http_status, _chain(exc)) if s is not None), None)
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
     if isinstance(exc, PermissionError) or status in (401, 403) or code == errno.EROFS:
@@ -551,6 +556,11 @@ def _bad_request(exc: BaseException, url: str, so: dict[str, Any], what: str
         "AWS_SESSION_TOKEN) may have expired, or not go with the key and secret: renew it, or "
         "drop it for long-term keys. Check too the endpoint (client_kwargs.endpoint_url, "
         "AWS_ENDPOINT_URL) and the region (client_kwargs.region_name, AWS_REGION).")
+
+
+def _two_credentials(err: BaseException) -> bool:
+    """aiohttp's refusal of a URL's user info beside an Authorization header."""
+    return isinstance(err, ValueError) and "Cannot combine AUTHORIZATION header" in str(err)
 
 
 def _making_client(err: BaseException) -> bool:

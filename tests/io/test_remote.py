@@ -1106,3 +1106,17 @@ def test_status_still_finds_an_output_served_over_http(served, http_root):
     said = " ".join(result.stdout.split()) + " ".join(result.stderr.split())
     assert result.returncode == 0, said
     assert "No geoseg output" not in said and "complete, 4/4 task regions done" in said, said
+
+
+def test_user_info_beside_an_authorization_header_is_named_not_called_corrupt(served, http_root):
+    """aiohttp refuses both at once ("Cannot combine AUTHORIZATION header ..."): the metadata
+    was said to be corrupt or truncated."""
+    write_zarr(http_root / "auth.zarr", textured_image(32, 32), chunks=(16, 16))
+    url = served.url.replace("http://", "http://user:PASSW0RD@") + "/auth.zarr"
+    with pytest.raises(geoseg.errors.ParameterError) as info:
+        geoseg.open_raster(url, {"headers": {"Authorization": "Bearer HDRTOKEN"}})
+    said = str(info.value)
+    expected = ("the URL carries credentials (user info) and its storage options an "
+                "Authorization header")
+    assert expected in said, said
+    assert "PASSW0RD" not in said and "HDRTOKEN" not in said and "corrupt" not in said
