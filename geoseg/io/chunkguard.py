@@ -34,9 +34,8 @@ from zarr.storage import StorePath, WrapperStore
 
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError
-from geoseg.io.metaguard import bounded_get
+from geoseg.io.metaguard import METADATA_KEYS, bounded_get
 
-METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 UNKNOWN = -1  # a zstd frame that does not declare its decoded size
 FILTER_FACTOR = 16  # bytes per element a filter's encoded form may take (complex128)

@@ -36,10 +36,6 @@ STAGING_PREFIX = ".geoseg-staged-"
 STAGING_PREFIXES = (STAGING_PREFIX, ".geoseg-export-")
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-
-
 def new_file(url: str, overwrite: bool) -> None:
     """Refuse a file path outside the places outputs may go (``http``, ``..``, a scheme or
     bucket not allowed), where something already is unless ``overwrite``, or that is a folder:
@@ -58,7 +54,7 @@ def writable_file(url: str, overwrite: bool, option: str) -> None:
     ``option`` names the command-line option that gave ``url``."""
     new_file(url, overwrite)
     fs, path = fsspec.core.url_to_fs(url)
-    if not _is_local(fs):
+    if not remote.fs_is_local(fs):
         return  # object stores: no folders to make, and their rights show when writing
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -104,7 +100,7 @@ def same_file(a: str, b: str) -> bool:
     fb, pb = fsspec.core.url_to_fs(b)
     if type(fa) is not type(fb):
         return False
-    if _is_local(fa):
+    if remote.fs_is_local(fa):
         return os.path.realpath(pa) == os.path.realpath(pb)
     return pa.rstrip("/") == pb.rstrip("/")
 
@@ -120,7 +116,7 @@ def write_whole(url: str, content: bytes | str | Callable[[IO[bytes]], None], *,
     so = dict(storage_options or {})
     with remote.storage_errors(url, so, what):
         fs, path = fsspec.core.url_to_fs(url, **so)
-        if not _is_local(fs):  # made whole in memory, then one put: nothing
+        if not remote.fs_is_local(fs):  # made whole in memory, then one put: nothing
             buffer = io.BytesIO()  # staged on the local disk, whose space is not the store's
             _put(buffer, content)
             if exclusive and fs.exists(path):

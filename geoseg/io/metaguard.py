@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from fsspec.implementations.local import LocalFileSystem
 from zarr.abc.store import ByteRequest, RangeByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.sync import sync
@@ -101,7 +100,7 @@ def refuse_special(store: Any, key: str, url: str) -> None:
     local = local_store(store)
     if local is None:
         return
-    kind = special_file(LocalFileSystem(), str(local.root / key))
+    kind = special_file(str(local.root / key))
     if kind is not None:
         raise CorruptInputError(f"{key} of the Zarr store {url} is {kind}, not a file: reading "
                                 "it would block or never end. Remove it, or check the URL.")

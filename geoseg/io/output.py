@@ -22,6 +22,7 @@ group's attributes say ``creating``: a run stopped then left no chunk, and a rer
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import warnings
@@ -165,8 +166,9 @@ class OutputTarget:
         """Refuse an output whose ``classes`` or manifest arrays lost their own metadata (a
         partial copy, a deleted folder) though the group's consolidated copy still lists them:
         what it holds cannot be told, and every read or write of them would fail."""
-        gone = [name for name in ("classes", MANIFEST_DONE, MANIFEST_SHA)
-                if not sync(group.store.exists(f"{name}/zarr.json"))]
+        names = ("classes", MANIFEST_DONE, MANIFEST_SHA)
+        found = sync(_all_exist(group.store, [f"{name}/zarr.json" for name in names]))
+        gone = [name for name, there in zip(names, found) if not there]
         if gone:
             raise CorruptOutputError(
                 f"{public_url(self.url)} has lost its {', '.join(gone)} array(s) (their "
@@ -315,18 +317,18 @@ def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bo
     return False
 
 
+async def _all_exist(store: Any, keys: list[str]) -> list[bool]:
+    """Whether each of ``keys`` is in ``store``, asked at once (one round trip on a remote store)."""
+    return list(await asyncio.gather(*(store.exists(key) for key in keys)))
+
+
 def _served_group(fs: Any, root: str) -> bool:
     """Over HTTP, whether a Zarr group's metadata document is at ``root``: a folder answers only
     where the server lists folders (else 403 or 404). A refused connection or an error status
     other than 404 raises (fsspec's HTTP ``exists`` reads them as "nothing there" unless
     ``strict``)."""
-    return "http" in _protocols(fs) and any(
+    return "http" in remote.fs_protocols(fs) and any(
         fs.exists(f"{root}/{name}", strict=True) for name in ("zarr.json", ".zgroup"))
-
-
-def _protocols(fs: Any) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _listed(fs: Any, folder: str) -> list[tuple[str, str]]:

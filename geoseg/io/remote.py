@@ -667,6 +667,16 @@ def is_local(url: str) -> bool:
     return fsspec.utils.get_protocol(url) in ("file", "local")
 
 
+def fs_protocols(fs: Any) -> tuple[str, ...]:
+    """The protocols an fsspec filesystem answers to (``("file", "local")``, ``("http",)``)."""
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
+def fs_is_local(fs: Any) -> bool:
+    """Whether ``fs`` is the local disk."""
+    return "file" in fs_protocols(fs)
+
+
 def zarr_options(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
     """zarr's ``storage_options`` keyword for ``url``: none for a local path. Storage options
     are for remote stores; fsspec, and so every other reader, ignores them on a local path,

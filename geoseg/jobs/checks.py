@@ -266,7 +266,7 @@ def check_bands(method: str, params: dict[str, Any], n_bands: int) -> None:
 def check_not_a_link(url: str) -> None:
     """Refuse a local output given as a symbolic link: --overwrite would delete its target's
     contents and put a new folder in the link's place, leaving the target half deleted."""
-    if fsspec.utils.get_protocol(url) not in ("file", "local"):
+    if not remote.is_local(url):
         return
     path = Path(fsspec.core.strip_protocol(url).rstrip("/"))
     if path.is_symlink():

@@ -59,7 +59,7 @@ def lease_url(output_url: str) -> str:
     """Where the lease on ``output_url`` lives: beside it, with ``.lease`` appended. A local
     output's path is resolved first (symbolic links in its folders followed), so that runs
     reaching one output by two paths take one lease."""
-    if fsspec.utils.get_protocol(output_url) in ("file", "local"):
+    if remote.is_local(output_url):
         return os.path.realpath(fsspec.core.strip_protocol(output_url).rstrip("/")) + SUFFIX
     return output_url.rstrip("/") + SUFFIX
 

@@ -84,16 +84,10 @@ def mode_kind(mode: int) -> str | None:
     return next((name for test, name in kinds if test(mode)), None)
 
 
-def _is_local(fs: Any) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-
-
-def special_file(fs: Any, path: str) -> str | None:
+def special_file(path: str) -> str | None:
     """What the local ``path`` is when reading it could block or never end (a FIFO, a socket,
     a device such as /dev/zero; links followed), else ``None``: a regular file, a folder, a
-    path that is not there, or one on a remote store."""
-    if not _is_local(fs):
-        return None
+    path that is not there."""
     try:
         kind = mode_kind(os.stat(path).st_mode)
     except OSError:
@@ -143,13 +137,13 @@ def read_json(url: str, storage_options: dict[str, Any], key: str) -> dict[str, 
 def _document(fs: Any, path: str) -> tuple[bool, dict[str, Any] | None]:
     """Whether ``path`` exists, and the JSON object it holds (``None``: none). A document over
     ``GEOSEG_MAX_METADATA_BYTES``, or a FIFO or device in its place, is refused unread."""
-    kind = special_file(fs, path)
+    kind = special_file(path) if remote.fs_is_local(fs) else None
     if kind is not None:
         raise CorruptInputError(f"Zarr metadata {public_url(path)} is {kind}, not a file: "
                                 "reading it would block or never end. Check the URL.")
     what = f"Zarr metadata {public_url(path)}"
     try:
-        if _is_local(fs):  # a ranged read of a local file allocates all the range asks for
+        if remote.fs_is_local(fs):  # a ranged read of a local file allocates all the range asks for
             budgets.check_metadata(os.stat(path).st_size, what)
             text = fs.cat_file(path)
         else:
