@@ -359,10 +359,14 @@ def undecodable_note(bad: Sequence[str]) -> str:
 
 
 def _classes_source(target: Any) -> Any:
-    """The output's ``classes`` as a raster source, whose reads name a chunk that fails."""
+    """The output's ``classes`` as a raster source, whose reads name a chunk that fails. Storage
+    options beside a local output are ignored, with a warning that calls it the output."""
+    from geoseg.io import remote
     from geoseg.io.readers import open_source
 
-    return open_source(target.url, target.storage_options, variable="classes")
+    remote.local_options_ignored(target.url, target.storage_options, "output")
+    options = {} if remote.is_local(target.url) else target.storage_options
+    return open_source(target.url, options, variable="classes")
 
 
 def render(look: Quicklook, *, dpi: int = 100) -> bytes:

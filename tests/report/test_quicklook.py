@@ -146,6 +146,15 @@ def test_an_input_in_its_own_bucket_is_read_with_its_own_options(tmp_path, s3_se
     assert picture is not None and why == ""
 
 
+def test_options_beside_a_local_output_are_called_the_output_s_when_ignored(tmp_path, caplog):
+    """The quicklook reads the output back: its warning named it the input."""
+    out = _output(tmp_path, (64, 64), (32, 32), image=False)
+    with caplog.at_level("WARNING", logger="geoseg.io"):
+        build(out, size=32, storage_options={"anon": True})
+    assert f"output {out} is a local path, so its storage_options are ignored" in caplog.text
+    assert "input" not in caplog.text
+
+
 def test_a_volume_gets_three_orthogonal_slices(tmp_path):
     look = build(_output(tmp_path, (20, 30, 40), (8, 16, 16), image=False), size=16)
     assert [v[0].split()[0] for v in look.views] == ["axial", "coronal", "sagittal"]
