@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import math
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -127,7 +128,6 @@ def _show_error(exc: BaseException) -> None:
     """The error on stderr, secrets scrubbed: a red line, or one JSON log record with
     ``--log-format json``; with ``--debug``, the traceback before it. An error geoseg did not
     raise on purpose is an internal error."""
-    from geoseg import logs
 
     if _debug["on"]:
         import traceback
@@ -140,6 +140,13 @@ def _show_error(exc: BaseException) -> None:
         message = f"{said}; {RESUMES.get(_command(sys.argv[1:]), 'run the command again to finish it')}"
     else:
         message = f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+    _say_error(message, exc)
+
+
+def _say_error(message: str, exc: BaseException) -> None:
+    """``message``, scrubbed of secrets, as one error line (or JSON record) on stderr."""
+    from geoseg import logs
+
     message = redact.scrub(message)
     if logs.current_format() == "json":  # json.dumps escapes control characters itself
         logs.log.error(message, extra={"error": type(exc).__name__})
@@ -235,9 +242,25 @@ def run(
     with _progress() as progress:
         report = run_job(spec, scheduler=scheduler, cluster=cluster, overwrite=overwrite,
                          on_start=progress.start, on_done=progress.done)
-    _print_report(report)
-    _html_report(report.record_url, storage_options=spec.output.storage_options,
-                 input_options=spec.input.storage_options)
+    with _completed(report.output_url, report.record_url):
+        _print_report(report)
+        _html_report(report.record_url, storage_options=spec.output.storage_options,
+                     input_options=spec.input.storage_options)
+
+
+@contextlib.contextmanager
+def _completed(output_url: str, record_url: str | None) -> Iterator[None]:
+    """An interrupt once the run is complete (while its report is drawn) says so, not that a
+    rerun resumes: the output and its record are whole; only the HTML report may be missing."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        said = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        again = f"; `geoseg report {record_url}` writes it" if record_url else ""
+        message = (f"{said} after the run completed: output {public_url(output_url)} is complete "
+                   f"and its run recorded; its HTML report may be unwritten{again}")
+        _say_error(message, exc)
+        raise typer.Exit(_interrupted_status(exc)) from None
 
 
 @app.command()

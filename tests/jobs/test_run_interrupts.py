@@ -196,3 +196,32 @@ def test_a_stopped_run_returns_once_its_running_tasks_have_ended(tmp_path):
         done = regions_done(tmp_path / "out.zarr")
         time.sleep(2.5)  # longer than a task: any still running would have written by now
         assert regions_done(tmp_path / "out.zarr") == done and 1 <= done < REGIONS
+
+
+def test_a_signal_while_a_complete_run_draws_its_report_says_the_run_is_complete(tmp_path,
+                                                                                 monkeypatch):
+    """It said a rerun resumes from the chunks already written, of a complete output."""
+    from geoseg import cli
+    from geoseg.core.interrupts import Terminated
+
+    def terminated(*args, **kwargs):
+        raise Terminated("received signal SIGTERM")
+
+    monkeypatch.setattr(cli, "_html_report", terminated)
+    monkeypatch.setattr(cli, "exit_within", lambda code: None)  # no forced exit of pytest
+    write_zarr(tmp_path / "in.zarr", textured_image(32, 32, bands=1, seed=3))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "input": {"url": str(tmp_path / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [THRESHOLD]}},
+        "output": {"url": str(tmp_path / "out.zarr")}, "cluster": {"kind": "threads"}}))
+
+    done = geoseg("run", str(job), env={"GEOSEG_RUNS_DIR": str(tmp_path / "runs")})
+
+    assert done.returncode == 143, done.stderr
+    record = next((tmp_path / "runs").glob("*.json"))
+    assert (f"terminated (SIGTERM) after the run completed: output {tmp_path / 'out.zarr'} is "
+            "complete and its run recorded; its HTML report may be unwritten; `geoseg report "
+            f"{record}` writes it") in done.stderr
+    assert "rerun resumes" not in done.stderr
+    assert output_status(str(tmp_path / "out.zarr")).status == "complete"
