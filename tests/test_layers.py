@@ -160,3 +160,26 @@ def test_the_architecture_page_shows_this_table():
         for member in members:
             shown = f"`{member}/`" if (PACKAGE / member).is_dir() else f"`{member}.py`"
             assert shown in row, f"docs/architecture.md: layer {name} does not show {shown}"
+
+
+def _package(module: str) -> str:
+    """``geoseg.X`` for any module of the folder ``geoseg/X`` (or the file ``geoseg/X.py``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_two_folders_import_each_other():
+    """Within a layer too, imports between folders flow one way: models -> ensembles -> models
+    had no module cycle, yet made the two folders one tangle."""
+    folders: dict[str, dict[str, int]] = {}
+    for module, targets in GRAPH.items():
+        mine = folders.setdefault(_package(module), {})
+        for target, line in targets.items():
+            if _package(target) != _package(module):
+                mine.setdefault(_package(target), line)
+    for module in list(folders):
+        for target in folders[module]:
+            folders.setdefault(target, {})
+    found = cycles(folders)
+    assert not found, "\n".join(
+        " ".join(f"{a} -> {b}" for a in component for b in folders[a] if b in component)
+        for component in found)

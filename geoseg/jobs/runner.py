@@ -26,6 +26,7 @@ from geoseg.core.segmenter import Segmenter, band_order, band_order_said, check_
 from geoseg.core.text import clipped
 from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
+from geoseg.ensembles.members import trained_models
 from geoseg.errors import (
     BandMismatchError,
     ChunkResultError,
@@ -160,7 +161,7 @@ def input_warnings(prepared: PreparedJob) -> list[str]:
     file's normalisation statistics (:mod:`geoseg.models.ranges`)."""
     what = f"input {public_url(prepared.spec.input.url)}"
     said = band_order_warning(prepared, what)
-    infos = ranges.trained_models(prepared.model)
+    infos = trained_models(prepared.model)
     return said + (ranges.range_warnings(prepared.source, infos, what) if infos else [])
 
 

@@ -12,18 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from geoseg.core.segmenter import valid_mask
-from geoseg.ensembles.ensemble import Ensemble
-from geoseg.ensembles.tta import TTA
 from geoseg.errors import GeosegError
 from geoseg.io.sources import RasterSource
-from geoseg.models.header import ModelHeader, ModelInfo
-from geoseg.models.model import SegmentationModel
-from geoseg.models.slicewise import SliceWise
+from geoseg.models.header import ModelInfo
 
 SAMPLES = 4  # chunks read, spread over the raster
 SIDE = 512  # each sampled window holds at most SIDE**2 pixels (512 per axis in 2-D, 64 in 3-D)
@@ -83,23 +78,6 @@ class Sampled:
     def of(cls, source: RasterSource) -> Sampled:
         return cls(source.read, source.shape[1:], source.chunks, source.georef.nodata,
                    source.band_names)
-
-
-def trained_models(segmenter: Any) -> list[ModelInfo]:
-    """The model files inside ``segmenter`` (a loaded model or a model file's header, a TTA's
-    member, a slice-wise model's 2-D one, an ensemble's members), each once: the statistics an
-    input is checked against. Classical methods have none."""
-    if isinstance(segmenter, (SegmentationModel, ModelHeader)):
-        return [segmenter.info]
-    if isinstance(segmenter, TTA):
-        return trained_models(segmenter.member)
-    if isinstance(segmenter, SliceWise):
-        return trained_models(segmenter.inner)
-    if isinstance(segmenter, Ensemble):
-        found = [info for member in segmenter.members for info in trained_models(member)]
-        # a file's by its weights; a model built in memory (no hash yet) by itself
-        return list({info.sha256 or id(info): info for info in found}.values())
-    return []
 
 
 def range_warnings(raster: RasterSource | Sampled, infos: ModelInfo | Sequence[ModelInfo],

@@ -22,6 +22,7 @@ from geoseg.core.segmenter import (
     check_dimensions,
 )
 from geoseg.core.text import as_whole, brief
+from geoseg.ensembles.members import trained_models
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.georef import (
     GeoRef,
@@ -34,7 +35,7 @@ from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.methods.threshold import check_manual_in_range
 from geoseg.models.modelfile import load_model
-from geoseg.models.ranges import Sampled, range_warnings, trained_models
+from geoseg.models.ranges import Sampled, range_warnings
 from geoseg.parallel.tasks import OUTPUTS, RegionWork
 from geoseg.tiling import Geometry, InferenceSettings, Layout, Plan
 from geoseg.tiling.plan import ceil_div, coerce_per_axis

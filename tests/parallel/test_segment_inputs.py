@@ -386,7 +386,7 @@ def test_a_wrapped_model_is_checked_as_the_model_itself():
 
 def test_models_built_in_memory_are_told_apart_though_none_has_a_hash_yet():
     from geoseg import TTA, Ensemble
-    from geoseg.models.ranges import trained_models
+    from geoseg.ensembles.members import trained_models
     from tests.conftest import random_unet
 
     a, b = random_unet(seed=1), random_unet(seed=2)
