@@ -26,6 +26,7 @@ import dask.array as da
 import numpy as np
 
 from geoseg.core.classes import is_label_dtype
+from geoseg.core.text import json_kind
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
 from geoseg.instances.panoptic import DEFAULT_THRESHOLDS, _Overlaps, _Side
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("geoseg.report")
 
 __all__ = ["ClassMap", "Labels", "check_grid", "confusion", "evaluate", "instance_scores",
-           "open_labels", "region_slices", "scores"]
+           "open_labels", "region_slices", "scores", "scores_problem"]
 
 
 @dataclass(frozen=True)
@@ -311,10 +312,13 @@ _VOLUME_ADVICE = ("Resample REF onto PRED's voxel grid first with nearest neighb
 
 
 def _remap(block: np.ndarray, table: dict[int, int], default: int) -> np.ndarray:
-    """``table[v]`` for every value ``v`` of ``block``, ``default`` where it has none."""
-    keys = np.array(sorted(table), dtype=np.int64)
-    values = np.array([table[k] for k in keys.tolist()], dtype=np.int64)
-    flat = block.astype(np.int64)
+    """``table[v]`` for every value ``v`` of ``block``, ``default`` where it has none. Values
+    are compared in the block's own integers (uint64 ids from 2**63 on would wrap as int64)."""
+    wide = np.uint64 if block.dtype == np.uint64 else np.int64
+    fits = sorted(k for k in table if np.iinfo(wide).min <= k <= np.iinfo(wide).max)
+    keys = np.array(fits, dtype=wide)
+    values = np.array([table[k] for k in fits], dtype=np.int64)
+    flat = block.astype(wide, copy=False)
     at = np.clip(np.searchsorted(keys, flat), 0, max(len(keys) - 1, 0))
     hit = (keys[at] == flat) if len(keys) else np.zeros(flat.shape, bool)
     return np.where(hit, values[at] if len(keys) else default, default)
@@ -356,13 +360,18 @@ def confusion(ref: da.Array, pred: da.Array, cmap: ClassMap, *, ignore: Sequence
         raise EvaluationError(f"the prediction has shape {pred.shape} but the reference has "
                               f"{ref.shape}; both must lie on one pixel grid. Crop or resample first.")
     if cmap.other + 1 > MAX_CLASSES:
-        raise EvaluationError(
-            f"received labels of {cmap.other:,} classes to score; expected at most "
-            f"{MAX_CLASSES - 1:,}: each chunk's confusion matrix holds (classes + 1)^2 counts "
-            f"({(cmap.other + 1) ** 2 * 8 / 2**30:,.1f} GiB here). For object ids (one per "
-            "instance) score them with --instances; otherwise merge classes with --map.")
+        raise _too_many(f"{cmap.other:,}")
     t, p = _mapped(ref, pred, cmap, tuple(int(i) for i in ignore), nodata)
     return confusion_matrix_dask(t, p, cmap.other + 1)
+
+
+def _too_many(count: str) -> EvaluationError:
+    """The refusal of ``count`` classes, more than a confusion matrix of :data:`MAX_CLASSES`
+    rows holds."""
+    return EvaluationError(
+        f"received labels of {count} classes to score; expected at most {MAX_CLASSES - 1:,}: "
+        "each chunk's confusion matrix holds (classes + 1)^2 counts. For object ids (one per "
+        "instance) score them with --instances; otherwise merge classes with --map.")
 
 
 def scores(matrix: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
@@ -391,6 +400,45 @@ def scores(matrix: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     }
 
 
+SCORED = ("iou", "dice", "precision", "recall")  # per class: a number, or null where undefined
+
+
+def scores_problem(found: Any) -> str | None:
+    """What makes ``found`` unlike the scores :func:`scores` computes (as ``geoseg eval --json``
+    writes them), in words; ``None`` when it is like them. A report draws what it reads."""
+    if not isinstance(found, dict):
+        return f"{json_kind(found)}, not an object"
+    names = found.get("classes")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        return "classes that are not a list of class names"
+    if len(set(names)) != len(names):
+        return "classes naming one class twice"
+    per = found.get("per_class")
+    if not isinstance(per, dict) or set(per) - set(names):
+        return "per_class that is not an object of the classes' scores"
+    for name, row in per.items():
+        if not (isinstance(row, dict) and all(_score_value(row.get(k)) for k in SCORED)
+                and _whole(row.get("support"))):
+            return (f"per_class {name!r} without {', '.join(SCORED)} (numbers or null) and "
+                    "support (a whole number)")
+    matrix = found.get("confusion")
+    if not (isinstance(matrix, list) and len(matrix) == len(names)
+            and all(isinstance(r, list) and len(r) == len(names) and all(map(_whole, r))
+                    for r in matrix)):
+        return (f"confusion that is not {len(names)} rows of {len(names)} whole numbers >= 0, "
+                "one per class")
+    return None
+
+
+def _score_value(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool)
+                             and math.isfinite(value))
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _num(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 6)
 
@@ -402,6 +450,8 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
     """Semantic scores of ``pred`` against ``ref`` over the whole raster or a region; with
     ``instances`` (predicted, reference instance labels), instance scores too."""
     check_grid(pred, ref)
+    for labels in (pred, ref):
+        _check_names(labels)
     region = region_slices(ref.data.shape, window=window, bbox=bbox,
                            transform=ref.transform or pred.transform, crs_wkt=_crs_wkt(ref, pred))
     r, p = ref.data[region], pred.data[region]
@@ -411,6 +461,8 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
     if not (pred.names or ref.names):  # the labels found, never a no-data value or ignored one
         pred_ids, ref_ids = dask.compute(
             _values(p, () if pred.nodata is None else (pred.nodata,)), _values(r, unscored))
+        if max(len(pred_ids), len(ref_ids)) >= MAX_CLASSES:  # each cut there: at least so many
+            raise _too_many(f"at least {MAX_CLASSES:,}")
         ids = sorted(set(pred_ids.tolist())
                      | {int((mapping or {}).get(v, v)) for v in ref_ids.tolist()})
     _check_mapping(pred, ref, mapping, None if ids is None else (pred_ids, ref_ids))
@@ -434,6 +486,18 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
             instances[1].data[region], instances[0].data[region], ref_classes=t, pred_classes=p,
             valid=t != cmap.dropped), cmap.names)
     return found
+
+
+def _check_names(labels: Labels) -> None:
+    """Refuse class names given twice: scores are keyed by name, so one class's row hid the
+    other's while the mIoU counted both."""
+    twice = sorted({n for n in labels.names or () if (labels.names or ()).count(n) > 1})
+    if twice:
+        raise EvaluationError(
+            f"{labels.url or 'labels'}: received class names {list(labels.names or ())} with "
+            f"{', '.join(map(repr, twice))} more than once; expected one name per class id, each "
+            "once (scores are reported by name). Rename them in the store's class_names "
+            "attribute, or merge the classes with --map.")
 
 
 def _brief(values: Sequence[Any], shown: int = 6) -> str:
@@ -514,15 +578,27 @@ def _crs_wkt(*labels: Labels) -> str | None:
 
 
 def _block_values(block: np.ndarray, unscored: tuple[int, ...]) -> np.ndarray:
+    """The distinct values of one chunk but ``unscored``, at most :data:`MAX_CLASSES` of them:
+    more than a confusion matrix holds already says there are too many."""
     values = np.unique(block)
-    return values[~np.isin(values, unscored)] if unscored else values
+    return (values[~np.isin(values, unscored)] if unscored else values)[:MAX_CLASSES]
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two chunks' distinct values as one set, in the labels' own integers (uint64 ids past
+    2**53 went through float64 and merged), cut as :func:`_block_values` cuts."""
+    return np.union1d(a, b)[:MAX_CLASSES]
 
 
 def _values(labels: da.Array, unscored: tuple[int, ...]) -> Any:
-    """The distinct values of ``labels`` but ``unscored``, one small set per chunk (delayed)."""
-    parts = [dask.delayed(_block_values)(b, unscored) for b in labels.to_delayed().ravel()]
-    return dask.delayed(lambda *found: np.unique(np.concatenate([np.zeros(0, np.int64),
-                                                                *found]).astype(np.int64)))(*parts)
+    """The distinct values of ``labels`` but ``unscored`` (delayed): one small set per chunk,
+    merged pairwise, never more than :data:`MAX_CLASSES` held at once (one id per pixel given
+    by mistake would otherwise gather every pixel's value before being refused)."""
+    items = [dask.delayed(_block_values)(b, unscored) for b in labels.to_delayed().ravel()]
+    while len(items) > 1:
+        items = [dask.delayed(_union)(*items[i:i + 2]) if i + 1 < len(items) else items[i]
+                 for i in range(0, len(items), 2)]
+    return items[0]
 
 
 def _instance_summary(found: dict[int, dict[float, Any]], names: Sequence[str]) -> dict[str, Any]:
@@ -539,10 +615,16 @@ def _instance_summary(found: dict[int, dict[float, Any]], names: Sequence[str]) 
 # --- instances ------------------------------------------------------------------------------
 
 
+def _keys(ids: np.ndarray) -> np.ndarray:
+    """Object ids as int64 table keys, equal where the ids are: uint64 ids keep their bits
+    (stacked with int64 columns they went through float64, and ids past 2**53 merged)."""
+    return ids.view(np.int64) if ids.dtype == np.uint64 else ids.astype(np.int64)
+
+
 def _side_table(ids: np.ndarray, cls: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Rows ``(id, class, valid pixels, ignored pixels)`` of the objects in one chunk."""
     objects = ids > 0
-    pairs = np.stack([ids[objects], cls[objects]], axis=1).astype(np.int64)
+    pairs = np.stack([_keys(ids[objects]), cls[objects].astype(np.int64)], axis=1)
     keys, inverse = np.unique(pairs, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     area = np.bincount(inverse, weights=valid[objects], minlength=len(keys))
@@ -553,7 +635,7 @@ def _side_table(ids: np.ndarray, cls: np.ndarray, valid: np.ndarray) -> np.ndarr
 def _pair_table(t: np.ndarray, p: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Rows ``(reference id, predicted id, overlapping valid pixels)``."""
     both = valid & (t > 0) & (p > 0)
-    pairs = np.stack([t[both], p[both]], axis=1).astype(np.int64)
+    pairs = np.stack([_keys(t[both]), _keys(p[both])], axis=1)
     keys, counts = np.unique(pairs, axis=0, return_counts=True)
     return np.column_stack([keys.reshape(-1, 2), counts])
 

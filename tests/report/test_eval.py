@@ -142,6 +142,10 @@ def instance_scenes(draw: st.DrawFn):
     pred = np.where(pred == 0, extra, pred)
     chunks = (draw(st.integers(-(-rows // 5), rows)), draw(st.integers(-(-cols // 5), cols)))
     ignore = rng.random((rows, cols)) < 0.05
+    offset = draw(st.sampled_from([0, 2**54, 2**63]))  # uint64 ids float64 cannot hold apart
+    if offset:
+        truth, pred = (np.where(a > 0, a.astype(np.uint64) + np.uint64(offset), np.uint64(0))
+                       for a in (truth, pred))
     return truth, pred, chunks, ignore
 
 
@@ -157,8 +161,8 @@ def _rectangles(rng: np.random.Generator, rows: int, cols: int, n: int) -> np.nd
 @given(instance_scenes())
 def test_instance_scores_equal_the_whole_array_matching(scene):
     truth, pred, chunks, ignore = scene
-    classes_t = np.where(truth % 2 == 0, 1, 2) * (truth > 0)
-    classes_p = np.where(pred % 2 == 0, 1, 2) * (pred > 0)
+    classes_t = np.where(truth % 2 == 0, 1, 2) * (truth > 0).astype(np.int64)
+    classes_p = np.where(pred % 2 == 0, 1, 2) * (pred > 0).astype(np.int64)
     expected = match_scores(truth, pred, truth_classes=classes_t, pred_classes=classes_p,
                             ignore=ignore)
     chunked = [da.from_array(a, chunks=chunks) for a in (truth, pred, classes_t, classes_p)]
@@ -170,3 +174,46 @@ def test_instance_scores_equal_the_whole_array_matching(scene):
             mine = got[cls][t]
             assert (mine.tp, mine.fp, mine.fn) == (score.tp, score.fp, score.fn)
             assert mine.iou_sum == pytest.approx(score.iou_sum)
+
+
+@pytest.mark.parametrize("dtype", ["uint64", "int64"])
+def test_class_ids_past_float64_s_integers_are_scored_as_sklearn_scores_them(dtype):
+    """uint64 labels went through float64: ids past 2**53 merged, ids from 2**63 on all became
+    one negative id, and three quarters of a wrong prediction vanished from its scores."""
+    top = 2**64 - 1 if dtype == "uint64" else 2**63 - 1
+    ids = np.array([1, 2**53 + 1, 2**53 + 2, top], dtype=dtype)
+    rng = np.random.default_rng(0)
+    ref = ids[rng.integers(0, 4, (40, 40))]
+    pred = np.where(rng.random((40, 40)) < 0.3, ids[rng.integers(0, 4, (40, 40))], ref)
+    got = evaluate(Labels(da.from_array(pred, chunks=(16, 24))),
+                   Labels(da.from_array(ref, chunks=(24, 16))))
+    assert got["classes"] == [str(i) for i in ids.tolist()]
+    assert got["pixels_scored"] == ref.size
+    assert np.array_equal(got["confusion"], confusion_matrix(ref.ravel(), pred.ravel(), labels=ids))
+    assert got["miou"] == pytest.approx(jaccard_score(ref.ravel(), pred.ravel(), average="macro"),
+                                        abs=1e-6)
+
+
+def test_one_id_per_pixel_is_refused_holding_few_values_per_chunk(monkeypatch):
+    """Every chunk's values were gathered before the class count was checked: about 400 bytes
+    a pixel, so a large raster of ids could not even be refused."""
+    from geoseg.report import eval as evaluation
+
+    held = []
+    union = evaluation._union
+    monkeypatch.setattr(evaluation, "_union", lambda a, b: held.append(len(a) + len(b)) or union(a, b))
+    ids = np.arange(128 * 128, dtype=np.int64).reshape(128, 128)
+    labels = Labels(da.from_array(ids, chunks=(64, 64)))
+    with pytest.raises(EvaluationError, match="received labels of at least 2,048 classes"):
+        evaluate(labels, labels)
+    assert held and max(held) <= 2 * evaluation.MAX_CLASSES  # each side cut at MAX_CLASSES
+
+
+def test_class_names_given_twice_are_refused():
+    """Scores are keyed by name: the second 'water' hid the first's row (IoU 0) from the table
+    while the mIoU still counted it."""
+    labels = Labels(da.zeros((8, 8), dtype=np.uint8, chunks=4), ("water", "water", "road"),
+                    url="ref.zarr")
+    with pytest.raises(EvaluationError, match=r"ref.zarr: received class names \['water', "
+                                              r"'water', 'road'\] with 'water' more than once"):
+        evaluate(Labels(labels.data, ("water", "land", "road")), labels)
