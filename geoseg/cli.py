@@ -847,13 +847,19 @@ def report(
                          ] = False,
 ) -> None:
     """Write a run's static HTML report: quicklook, metrics, confusion, chunk maps, provenance."""
-    from geoseg.io.files import writable_file
-    from geoseg.report.html import record_of, write_report
+    from geoseg.io.files import refuse_over_read, writable_file
+    from geoseg.report.html import load_record, record_of, write_report
 
     if out is not None:
         writable_file(out, overwrite, "--out")
     found = _read_scores(scores) if scores is not None else None
     record_url = record_of(run)
+    if out is not None:
+        record = load_record(record_url)
+        refuse_over_read(out, "--out", [
+            (record_url, "run record"), (str(scores) if scores else None, "scores file"),
+            ((record.get("output") or {}).get("url"), "run's output"),
+            ((record.get("input") or {}).get("url"), "run's input")])
     if found is not None:
         _same_prediction(found, record_url, scores)
     where = write_report(record_url, out, found, quicklook_pixels=None)  # asked: drawn whatever its size
@@ -888,6 +894,7 @@ def _read_scores(path: Path) -> dict[str, Any]:
 
     from geoseg.core import jsontext
     from geoseg.errors import EvaluationError, NestingError
+    from geoseg.report.eval import scores_problem
 
     expected = "expected the JSON file geoseg eval PRED REF --json FILE writes"
     try:
@@ -908,6 +915,9 @@ def _read_scores(path: Path) -> dict[str, Any]:
         what = "a JSON object" if isinstance(found, dict) else "JSON that is not an object, so"
         raise EvaluationError(f"--scores {path}: received {what} without {', '.join(missing)}; "
                               f"{expected}.")
+    problem = scores_problem(found)
+    if problem:
+        raise EvaluationError(f"--scores {path}: received {problem}; {expected}.")
     return found
 
 
@@ -945,19 +955,14 @@ def eval_command(
     import contextlib
     import json
 
-    from geoseg.io.files import same_file, writable_file, write_whole
+    from geoseg.io.files import refuse_over_read, writable_file, write_whole
     from geoseg.parallel.cluster import connect
     from geoseg.report.eval import evaluate, open_labels
     from geoseg.report.tables import instances_table, scores_table
 
     if json_out is not None:
         writable_file(json_out, overwrite, "--json")
-        for scored in (pred, ref):
-            if same_file(json_out, scored):
-                from geoseg.errors import OutputExistsError
-
-                raise OutputExistsError(f"--json {json_out}: received the path of the labels "
-                                        "being scored; expected a new file. Give another path.")
+        refuse_over_read(json_out, "--json", [(pred, "prediction"), (ref, "reference")])
     p, r = open_labels(pred, pred_variable), open_labels(ref, ref_variable)
     pairs = (open_labels(pred, "instances"), open_labels(ref, ref_instances)) if instances else None
     with connect(cluster) if cluster else contextlib.nullcontext():
@@ -965,7 +970,7 @@ def eval_command(
                          window=_int_list(window, "--window", WINDOW),
                          bbox=_float_list(bbox, "--bbox", BBOX),
                          instances=pairs)
-    found.update(prediction=pred, reference=ref)
+    found.update(prediction=public_url(pred), reference=public_url(ref))  # no credentials kept
     _stdout().print(scores_table(found))
     if "instances" in found:
         _stdout().print(instances_table(found["instances"]))
@@ -1047,13 +1052,15 @@ def runs(
     ctx.obj = {"dir": folder}  # the group's --dir holds for compare too
     if ctx.invoked_subcommand is not None:
         return
-    from geoseg.io.files import writable_file
+    from geoseg.io.files import refuse_over_read, writable_file
     from geoseg.report.html import report_path, write_index
     from geoseg.report.runs import list_runs, runs_table
 
     if html:
         writable_file(html, overwrite, "--html")
     found = list_runs(folder)
+    if html:
+        refuse_over_read(html, "--html", [(where, "run record") for where, _ in found])
     _stdout().print(runs_table(found))
     if html:
         import fsspec

@@ -11,7 +11,7 @@ import io
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +28,7 @@ from geoseg.errors import (
     StorageAccessError,
 )
 from geoseg.io import remote
+from geoseg.io.allow import overlapping
 from geoseg.io.remote import check_writable, translate
 
 # a folder in which a file is written before it is renamed into place (left behind only by a
@@ -67,6 +68,18 @@ def writable_file(url: str, overwrite: bool, option: str) -> None:
         raise StorageAccessError(f"{option} {redact.scrub(url)}: received a path geoseg may not "
                                  "write (permission denied); expected a writable place. Give "
                                  "another path.")
+
+
+def refuse_over_read(url: str, option: str, read: Sequence[tuple[str | None, str]]) -> None:
+    """Refuse a file ``url`` (given by the command-line ``option``) that is one of the places
+    the command reads (``(place, what it is)``), lies inside one or holds one, even with
+    --overwrite: writing it would replace a run record, or put a file into a store it scores."""
+    for place, what in read:
+        if place and overlapping(url, None, place, None):
+            raise OutputExistsError(
+                f"{option} {public_url(url)}: received the {what} {public_url(place)} this "
+                "command reads, or a path inside it or holding it; expected a file outside it. "
+                "Nothing was written: give another path.")
 
 
 def check_creatable(url: str, what: str, *, store: bool = False) -> None:

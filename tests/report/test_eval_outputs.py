@@ -43,7 +43,7 @@ def test_eval_json_replaces_nothing_unasked_and_refuses_a_bad_path_before_scorin
     assert_clean(geoseg("eval", pred, ref, "--json", pred), 2, f"{pred} already exists",
                  "--overwrite")
     assert_clean(geoseg("eval", pred, ref, "--json", pred, "--overwrite"), 2,
-                 "the labels being scored")
+                 f"received the prediction {pred} this command reads")
     assert Path(pred).read_bytes() == before  # the prediction it scores is intact
     assert_clean(geoseg("eval", pred, ref, "--json", str(tmp_path)), 2, "is a folder")
     missing = tmp_path / "no" / "s.json"
@@ -192,3 +192,76 @@ def test_mean_iou_without_ignored_classes_equals_sklearn():
     assert np.isnan(iou[[0, 3]]).all()
     assert iou[[1, 2]] == pytest.approx(jaccard_score(ref[keep], pred[keep], labels=[1, 2],
                                                       average=None), abs=1e-12)
+
+
+@pytest.mark.timeout(180)
+def test_files_written_over_what_the_command_reads_are_refused_even_with_overwrite(two_runs,
+                                                                                  tmp_path):
+    """--overwrite replaced a run record with its own report (gone from geoseg runs), and eval's
+    --json inside the prediction replaced its zarr.json: the output was no output any more."""
+    runs, a, b = two_runs
+    record = str(next(runs.glob("*first*.json")))
+    before = Path(record).read_bytes(), (Path(a) / "zarr.json").read_bytes()
+    assert_clean(geoseg("report", record, "--out", record, "--overwrite"), 2,
+                 f"--out {record}: received the run record {record} this command reads")
+    assert_clean(geoseg("report", record, "--out", f"{a}/page.html", "--overwrite"), 2,
+                 f"received the run's output {a} this command reads")
+    assert_clean(geoseg("eval", a, b, "--json", f"{a}/zarr.json", "--overwrite"), 2,
+                 f"received the prediction {a} this command reads")
+    assert_clean(geoseg("eval", a, b, "--json", f"{b}/s.json"), 2, f"the reference {b}")
+    assert_clean(geoseg("runs", "--dir", str(runs), "--html", record, "--overwrite"), 2,
+                 f"--html {record}: received the run record {record} this command reads")
+    assert (Path(record).read_bytes(), (Path(a) / "zarr.json").read_bytes()) == before
+    assert geoseg("status", a).returncode == 0
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("change", "said"), [
+    ({"confusion": "x"}, "received confusion that is not 2 rows of 2 whole numbers"),
+    ({"confusion": [[1, 2, 3]]}, "received confusion that is not 2 rows of 2 whole numbers"),
+    ({"per_class": [1, 2]}, "received per_class that is not an object of the classes' scores"),
+    ({"per_class": {"other": {"iou": 0.5}}}, "received per_class that is not an object"),
+    ({"classes": ["a", "a", "b"]}, "received classes naming one class twice"),
+])
+def test_scores_a_report_cannot_draw_are_refused_naming_the_field(two_runs, tmp_path, change,
+                                                                  said):
+    """Each ended in an internal error, or (a confusion of another size than the classes) a
+    report drawn with it."""
+    _, a, b = two_runs
+    scores = tmp_path / "s.json"
+    assert geoseg("eval", a, b, "--json", str(scores)).returncode == 0
+    found = json.loads(scores.read_text())
+    if "per_class" in change and isinstance(change["per_class"], dict):
+        change = {"per_class": {**found["per_class"], **change["per_class"]}}
+    scores.write_text(json.dumps({**found, **change}))
+    assert_clean(geoseg("report", a, "--scores", str(scores), "--out", str(tmp_path / "r.html")),
+                 2, f"--scores {scores}: {said}")
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.timeout(120)
+def test_the_scores_file_names_labels_read_over_http_without_their_credentials(tmp_path):
+    """Logs and errors showed the URLs scrubbed; the scores file kept the password."""
+    import functools
+    import http.server
+    import threading
+
+    labels = np.random.default_rng(0).integers(0, 3, (32, 32)).astype(np.uint8)
+    for name in ("pred", "ref"):
+        zarr.create_array(str(tmp_path / f"{name}.zarr"), shape=labels.shape, chunks=(16, 16),
+                          dtype="uint8")[:] = labels
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://alice:S3cr3tPW@127.0.0.1:{server.server_address[1]}"
+        done = geoseg("eval", f"{base}/pred.zarr", f"{base}/ref.zarr", "--json",
+                      str(tmp_path / "s.json"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    written = (tmp_path / "s.json").read_text()
+    assert "S3cr3tPW" not in written + done.stdout + done.stderr
+    assert json.loads(written)["prediction"].endswith(f"127.0.0.1:{server.server_address[1]}/pred.zarr")
