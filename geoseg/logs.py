@@ -317,7 +317,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         message = terminal_safe(scrub(record.getMessage()))
-        extra = ", ".join(f"{k}={v}" for k, v in fields(record).items() if str(v) not in message)
+        extra = terminal_safe(", ".join(f"{k}={v}" for k, v in fields(record).items()
+                                        if str(v) not in message), one_line=True)
         text = f"{stamp} {record.levelname:<7} {message}"
         text += f" ({extra})" if extra else ""
         if record.exc_info:

@@ -344,3 +344,10 @@ def test_a_client_call_interrupted_as_it_begins_prints_no_traceback():
         pytest.skip("distributed no longer meets a future it never made: the filter can go")
     quiet = said("quiet")
     assert "Traceback" not in quiet and "NameError" not in quiet, quiet
+
+
+def test_text_lines_escape_control_characters_in_fields_as_in_messages():
+    """A field (a URL, a name) with escape codes reached the terminal raw in the text format."""
+    line = logs.TextFormatter().format(record("job started", input="in\x1b[2J\x1b[31m.zarr\nforged"))
+    assert "\x1b" not in line and "\n" not in line
+    assert "input=in\\x1b[2J\\x1b[31m.zarr\\x0aforged" in line

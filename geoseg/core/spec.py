@@ -13,15 +13,35 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from geoseg.core import redact
 from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import GeosegError, JobSpecError
+
+
+def _printable(name: str) -> str:
+    """Refuse control characters in a name: it is printed in logs, tables and terminals, where
+    escape codes would clear, recolour or retitle the screen, and newlines forge lines."""
+    if not name.isprintable():
+        raise ValueError("a name of printable characters (no control characters, escape codes "
+                         "or line breaks)")
+    return name
+
+
+Name = Annotated[str, Field(min_length=1), AfterValidator(_printable)]  # a job's, a class's...
 
 
 class Section(BaseModel):

@@ -52,11 +52,13 @@ def json_kind(value: Any) -> str:
 _SHOWN_AS_IS = {"\n", "\t"}
 
 
-def terminal_safe(text: str) -> str:
+def terminal_safe(text: str, *, one_line: bool = False) -> str:
     """``text`` with its control characters (C0, DEL, C1: a terminal's escape sequences) written
-    as ``\\xNN`` escapes, newlines and tabs kept: names read from a file (a model's, a band's)
-    cannot recolour, move or retitle the terminal they are printed to."""
-    if text.isprintable() or all(c.isprintable() or c in _SHOWN_AS_IS for c in text):
+    as ``\\xNN`` escapes, newlines and tabs kept unless ``one_line`` (a table's cell, where a
+    newline would draw a row of its own): names read from a file (a model's, a band's) cannot
+    recolour, move or retitle the terminal they are printed to, nor forge a table's rows."""
+    kept = frozenset() if one_line else _SHOWN_AS_IS
+    if text.isprintable() or all(c.isprintable() or c in kept for c in text):
         return text
-    return "".join(c if c.isprintable() or c in _SHOWN_AS_IS or ord(c) > 0x9F
+    return "".join(c if c.isprintable() or c in kept or ord(c) > 0x9F
                    else f"\\x{ord(c):02x}" for c in text)

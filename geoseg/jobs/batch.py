@@ -36,7 +36,7 @@ from rich.text import Text
 from geoseg.core import jsontext, redact
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
-from geoseg.core.text import clipped
+from geoseg.core.text import clipped, terminal_safe
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
 from geoseg.io.allow import overlapping
@@ -255,8 +255,10 @@ class BatchReport:
             table.add_column(column, overflow="fold")
         for i in self.items:
             state = Text(i.state, style=_COLOURS.get(i.state, ""))
-            table.add_row(i.input, state, i.output, str(i.chunks_computed), f"{i.seconds:.1f}",
-                          clipped(i.error or "", 200))
+            safe = [terminal_safe(t, one_line=True) for t in (i.input, i.output,
+                                                              clipped(i.error or "", 200))]
+            table.add_row(safe[0], state, safe[1], str(i.chunks_computed), f"{i.seconds:.1f}",
+                          safe[2])  # file names a glob found may hold escape codes
         return table
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from geoseg.core.spec import Document, Section, load_yaml, relative_to_spec
+from geoseg.core.spec import Document, Name, Section, load_yaml, relative_to_spec
 from geoseg.errors import BatchSpecError, GeosegError
 from geoseg.jobs.lease import MAX_LEASE_SECONDS
 from geoseg.jobs.spec import InferenceSpec, InputSpec, ModelSpec, OutputSpec
@@ -99,7 +99,7 @@ class BatchSpec(Document):
     sections: ClassVar[str] = "sections (inputs, job, output, ...)"
     error: ClassVar[type[GeosegError]] = BatchSpecError
 
-    name: str = "batch"
+    name: Name = "batch"
     inputs: BatchInputs
     job: JobTemplate
     output: BatchOutput

@@ -13,7 +13,7 @@ import fsspec
 from pydantic import Field, field_validator, model_validator
 
 from geoseg.core import redact
-from geoseg.core.spec import Document, Section, load_yaml, relative_to_spec
+from geoseg.core.spec import Document, Name, Section, load_yaml, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, JobSpecError, OutputLocationError
 from geoseg.io import allow
@@ -218,7 +218,7 @@ class JobSpec(Document):
     sections: ClassVar[str] = "sections (input, model, output, ...)"
     error: ClassVar[type[GeosegError]] = JobSpecError
 
-    name: str = Field("segmentation", min_length=1)
+    name: Name = "segmentation"
     input: InputSpec
     model: ModelSpec
     output: OutputSpec

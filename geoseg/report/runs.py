@@ -20,7 +20,7 @@ import fsspec
 from rich.table import Table
 
 from geoseg.core import jsontext
-from geoseg.core.text import clipped, json_kind, whole_number
+from geoseg.core.text import clipped, json_kind, terminal_safe, whole_number
 from geoseg.errors import EvaluationError, NestingError
 from geoseg.jobs.provenance import FORMAT, runs_dir
 
@@ -149,11 +149,11 @@ def runs_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> Table:
         model = record.get("model", {})
         digest = str(model.get("sha256") or model.get("id") or "")[:10]
         miou = (record.get("evaluation") or {}).get("miou")
-        table.add_row(str(i), str(record.get("started", "")), str(record["job"].get("name")),
-                      _status(record), f"{model.get('name')} {digest}", _data(record),
-                      _settings_cell(flat, keys),
-                      _score(miou), str(record.get("throughput_mpx_per_s")),
-                      os.path.basename(where))
+        cells = (str(i), str(record.get("started", "")), str(record["job"].get("name")),
+                 _status(record), f"{model.get('name')} {digest}", _data(record),
+                 _settings_cell(flat, keys), _score(miou), str(record.get("throughput_mpx_per_s")),
+                 os.path.basename(where))
+        table.add_row(*(terminal_safe(c, one_line=True) for c in cells))  # names from records
     return table
 
 
@@ -239,7 +239,7 @@ def compare_table(a: tuple[str, dict[str, Any]], b: tuple[str, dict[str, Any]]) 
     table.add_column(f"A {os.path.basename(a[0])}", overflow="fold")
     table.add_column(f"B {os.path.basename(b[0])}", overflow="fold")
     for key, left, right in differences(a[1], b[1]):
-        table.add_row(key, _short(left), _short(right))
+        table.add_row(*(terminal_safe(c, one_line=True) for c in (key, _short(left), _short(right))))
     return table
 
 

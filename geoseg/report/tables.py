@@ -6,16 +6,19 @@ from typing import Any
 
 from rich.table import Table
 
+from geoseg.core.text import terminal_safe
+
 METRICS = ("iou", "dice", "precision", "recall", "support", "predicted")
 
 
 def cell(value: Any, float_format: str = ".4f") -> str:
-    """A table cell: ``-`` for nothing, floats as ``float_format``, anything else as text."""
+    """A table cell: ``-`` for nothing, floats as ``float_format``, anything else as text on one
+    line, its control characters escaped (class names come from the files scored)."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return format(value, float_format)
-    return str(value)
+    return terminal_safe(str(value), one_line=True)
 
 
 def absent_classes(per_class: dict[str, dict[str, Any]]) -> list[str]:
@@ -37,7 +40,7 @@ def scores_table(found: dict[str, Any]) -> Table:
         table.add_column(name, justify="right")
     for name, row in found["per_class"].items():
         if name not in absent:
-            table.add_row(name, *(cell(row[m]) for m in METRICS))
+            table.add_row(cell(name), *(cell(row[m]) for m in METRICS))
     table.add_section()
     for key in ("miou", "fwiou", "overall_accuracy", "pixels_scored", "predicted_other"):
         table.add_row(key, cell(found[key]))
@@ -52,7 +55,7 @@ def instances_table(found: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in found.items():
         first = next(iter(row["thresholds"].values()))
-        table.add_row(name, *(cell(first[k]) for k in ("tp", "fp", "fn", "precision", "recall")),
+        table.add_row(cell(name), *(cell(first[k]) for k in ("tp", "fp", "fn", "precision", "recall")),
                       cell(first["rq"]), *(cell(first[k]) for k in ("pq", "sq", "rq")),
                       cell(row["mean"]["pq"]))
     return table

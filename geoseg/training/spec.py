@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import Field, ValidationInfo, field_validator
 
 from geoseg.core.classes import describe_repeats, repeated_names
-from geoseg.core.spec import PATH_KEYS, Document, Section, load_yaml, relative_to_spec
+from geoseg.core.spec import PATH_KEYS, Document, Name, Section, load_yaml, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.jobs.spec import InputSpec
@@ -64,7 +64,7 @@ class PairSpec(Section):
 class ClassSpec(Section):
     """An output class; a plain string in YAML is taken as its name."""
 
-    name: str
+    name: Name
     color: tuple[int, int, int] = (128, 128, 128)
 
     @field_validator("color")
@@ -316,7 +316,7 @@ class TrainSpec(Document):
     sections: ClassVar[str] = "sections (data, model, training, validation, output)"
     error: ClassVar[type[GeosegError]] = TrainSpecError
 
-    name: str = "training"
+    name: Name = "training"
     seed: int = Field(0, ge=0)
     data: DataSpec
     model: ModelSpec = ModelSpec()

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geoseg.core.text import as_whole, clipped, whole_number
+from geoseg.core.text import as_whole, clipped, terminal_safe, whole_number
 
 
 @given(st.text(max_size=25))
@@ -50,3 +50,11 @@ def test_as_whole_refuses_bools_floats_text_and_arrays():
     received = [True, False, np.True_, 1.0, np.float32(2), "3", b"3", None, [1], np.array([1]),
                 2 + 0j]
     assert [as_whole(v) for v in received] == [None] * len(received)
+
+
+@given(st.text())
+def test_terminal_safe_text_holds_no_control_character_and_one_line_text_no_line_break(text):
+    assert all(c.isprintable() or c in "\n\t" or ord(c) > 0x9F for c in terminal_safe(text))
+    one = terminal_safe(text, one_line=True)
+    assert "\n" not in one and "\t" not in one and "\x1b" not in one
+    assert terminal_safe(text) == text or not text.isprintable()

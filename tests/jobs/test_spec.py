@@ -54,6 +54,15 @@ def test_empty_bands_band_zero_and_an_empty_name_are_named(tmp_path):
                                   "model": {"path": "builtin:demo-unet"}, "output": {"url": "o"}}))
 
 
+@pytest.mark.parametrize("name", ["evil\x1b[2J\x1b[31mRED", "two\nlines", "bell\x07"])
+def test_a_job_name_with_control_characters_is_refused(tmp_path, name):
+    """The name is printed in every log line and runs table: escape codes cleared the screen."""
+    with pytest.raises(JobSpecError, match=r"name: received .*; expected a name of printable "
+                                           r"characters \(no control characters"):
+        load_job(write(tmp_path, {"name": name, "input": {"url": "a"},
+                                  "model": {"path": "builtin:demo-unet"}, "output": {"url": "o"}}))
+
+
 def test_true_or_false_where_a_number_is_expected_is_refused_not_taken_as_one(tmp_path):
     with pytest.raises(JobSpecError) as err:
         load_job(write(tmp_path, {"input": {"url": "a", "bands": [1, True]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -133,3 +134,28 @@ def test_a_runs_folder_that_is_missing_or_a_file_is_refused_not_listed_empty(tmp
     expected = "is a file, not a folder" if made == "file" else "does not exist"
     assert result.returncode == 2 and f"runs folder {where} {expected}" in said, said
     assert "0 run(s)" not in result.stdout
+
+
+def test_names_from_records_and_scored_files_reach_tables_with_their_control_characters_escaped():
+    """A job or class name holding escape codes cleared and recoloured the terminal a table was
+    printed to, and a newline in one forged a row of its own."""
+    from rich.console import Console
+
+    from geoseg.report.runs import compare_table, runs_table
+    from geoseg.report.tables import scores_table
+
+    evil = "evil\x1b[2J\x1b]0;pwned\x07\nFAKE | 1.0 |"
+    record = {"job": {"name": evil}, "started": "2026-12-07", "model": {"name": "m"},
+              "input": {"url": "a.zarr", "shape": [3, 8, 8]}}
+    row = {"iou": 0.5, "dice": 0.6, "precision": 0.7, "recall": 0.8, "support": 3, "predicted": 3}
+    scores = {"per_class": {evil: row}, "miou": 0.5, "fwiou": 0.5, "overall_accuracy": 0.9,
+              "pixels_scored": 3, "predicted_other": 0}
+    for table in (runs_table([("a.json", record)]),
+                  compare_table(("a.json", record), ("b.json", {**record, "job": {"name": "b"}})),
+                  scores_table(scores)):
+        console = Console(width=400, record=True, file=io.StringIO())
+        console.print(table)
+        text = console.export_text()
+        assert "\x1b" not in text and "\x07" not in text, text
+        assert "evil\\x1b[2J\\x1b]0;pwned\\x07\\x0aFAKE" in text.replace(" ", "").replace("│", "")
+        assert not any(line.lstrip("│ ").startswith("FAKE") for line in text.splitlines())
