@@ -321,11 +321,13 @@ def confusion_figure(matrix: Sequence[Sequence[int]], names: Sequence[str],
     the classes ``shown`` (by default :func:`drawn_classes`: at most :data:`CONFUSION_MAX`);
     a row's shares are of all its reference pixels, those predicted as classes not drawn
     included."""
+    from geoseg.report.quicklook import literal
+
     counts = np.asarray(matrix, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.nan_to_num(counts / counts.sum(1, keepdims=True))
     ids = list(drawn_classes(matrix) if shown is None else shown)
-    share, names = share[np.ix_(ids, ids)], [names[i] for i in ids]
+    share, names = share[np.ix_(ids, ids)], [literal(names[i]) for i in ids]
     n = len(names)
     fig, ax = _figure(1.2 + 0.7 * n, 1 + 0.6 * n)
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)

@@ -392,7 +392,8 @@ def render(look: Quicklook, *, dpi: int = 100) -> bytes:
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=layout.columns, fontsize=8,
                    frameon=False)
-    fig.suptitle(_title(look) + (f"\n{look.note}" if look.note else ""), fontsize=8, wrap=True)
+    fig.suptitle(literal(_title(look) + (f"\n{look.note}" if look.note else "")), fontsize=8,
+                 wrap=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -411,6 +412,12 @@ def _handles(look: Quicklook) -> list[Any]:
     return legend_handles(shown, more, look.names, look.colors / 255)
 
 
+def literal(text: str) -> str:
+    """``text`` as matplotlib draws it as written: a ``$`` would begin mathematical notation
+    (``US$`` drawn wrongly, ``$\\frac{x$`` failing the whole figure)."""
+    return text.replace("$", r"\$")
+
+
 def legend_handles(shown: Sequence[int], more: int, names: Sequence[str],
                    colors: np.ndarray) -> list[Any]:
     """Legend entries: each class of ``shown`` in its colour (``colors`` in 0..1), outlined in
@@ -418,8 +425,8 @@ def legend_handles(shown: Sequence[int], more: int, names: Sequence[str],
     ``more`` are left out, one uncoloured entry counting them."""
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor=colors[i], edgecolor=SWATCH_EDGE, linewidth=0.8, label=names[i])
-               for i in shown]
+    handles = [Patch(facecolor=colors[i], edgecolor=SWATCH_EDGE, linewidth=0.8,
+                     label=literal(names[i])) for i in shown]
     if more:
         handles.append(Patch(facecolor="none", edgecolor="none",
                              label=f"+ {more} more class{'es' * (more > 1)}"))

@@ -125,3 +125,30 @@ def test_the_titles_of_narrow_volume_slices_do_not_run_into_each_other():
     for i in range(2):
         assert centres[i + 1] - centres[i] >= half[i] + half[i + 1]
     assert all(0 <= left and left + width <= 1 for left, _, width, _ in layout.boxes())
+
+
+@pytest.mark.parametrize("name", ["road $\\frac{x$", "US$ 5 and $x_2$", "$"])
+def test_a_class_name_with_dollars_is_drawn_as_written_not_as_mathematics(tmp_path, name):
+    """A name holding '$' was read as mathematical notation: drawn wrongly, or (unbalanced)
+    failing the quicklook and the report's confusion figure."""
+    from matplotlib import cbook
+
+    from geoseg.report.html import confusion_figure
+    from geoseg.report.quicklook import legend_handles, literal
+
+    assert not cbook.is_math_text(literal(name))
+    handles = legend_handles([0, 1], 0, ["water", name], np.zeros((2, 3)))
+    assert handles[1].get_label() == literal(name)
+    assert confusion_figure([[3, 1], [0, 2]], ["water", name])  # drawn, as a PNG
+
+
+def test_a_quicklook_of_classes_named_with_dollars_is_drawn(tmp_path):
+    from geoseg.report.quicklook import build, render
+
+    url = str(tmp_path / "out.zarr")
+    target = create_output(url, shape=(32, 32), chunks=(16, 16), georef=GeoRef(),
+                           class_names=["road $\\frac{x$", "US$"], class_dtype="uint8",
+                           nodata_class=255)
+    target.open_group()["classes"][...] = np.eye(32, dtype=np.uint8)
+    picture = Image.open(io.BytesIO(render(build(url, size=32))))
+    assert picture.size[0] >= 32
