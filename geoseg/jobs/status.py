@@ -125,19 +125,36 @@ def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTar
     if "job_identity" not in attrs:
         unreadable = _unreadable_group(url, storage_options) if output_exists(url, storage_options) \
             else None
-        if unreadable:
+        if unreadable is not None and not _other_data(unreadable):
             raise CorruptInputError(
-                f"{url}: its Zarr group metadata cannot be read ({unreadable}), so whether a "
-                "geoseg run wrote it cannot be told. Restore its zarr.json from a copy, or remove "
-                "the output yourself and run the job again.")
-        raise no_output(url, storage_options)
+                f"{url}: its Zarr group metadata cannot be read ({_said(unreadable)}), so whether "
+                "a geoseg run wrote it cannot be told. If a run wrote it, restore its zarr.json "
+                "from a copy, or (once sure it holds nothing else) remove it and run the job "
+                "again.")
+        raise no_output(url, storage_options, unreadable)
     return target, attrs
 
 
-def no_output(url: str, storage_options: dict[str, Any] | None) -> RasterNotFoundError:
+def _other_data(exc: Exception) -> bool:
+    """Whether opening the group failed on something else than a group: an array (someone's
+    labels), or a place with no group metadata at all (a file)."""
+    return isinstance(exc, zarr.errors.ContainsArrayError | zarr.errors.GroupNotFoundError)
+
+
+def _said(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+def no_output(url: str, storage_options: dict[str, Any] | None,
+              found: Exception | None = None) -> RasterNotFoundError:
     """The error for a URL with no geoseg output, saying so of a run that holds its lease but
-    has not created it yet, or was stopped before it did."""
+    has not created it yet, or was stopped before it did; ``found``: what opening a group there
+    met instead (an array, no group metadata)."""
     said = f"No geoseg output at {public_url(url)}"
+    if isinstance(found, zarr.errors.ContainsArrayError):
+        said += " (a Zarr array is there, not the group a run writes)"
+    elif found is not None:
+        said += " (nothing there reads as a Zarr group: if a run wrote it, its zarr.json is gone)"
     try:
         holder = read_lease(url, storage_options)
     except Exception:  # noqa: BLE001 - the lease only adds to the message
@@ -154,12 +171,13 @@ def no_output(url: str, storage_options: dict[str, Any] | None) -> RasterNotFoun
         f"can start after {holder.until()}.")
 
 
-def _unreadable_group(url: str, storage_options: dict[str, Any] | None) -> str | None:
-    """Why the group at ``url`` does not open (its metadata broken), or ``None`` when it opens."""
+def _unreadable_group(url: str, storage_options: dict[str, Any] | None) -> Exception | None:
+    """Why the group at ``url`` does not open (its metadata broken, or no group there), or
+    ``None`` when it opens."""
     try:
         zarr.open_group(url, mode="r", **remote.zarr_options(url, storage_options))
     except Exception as exc:  # noqa: BLE001 - any failure to open is what is reported
-        return f"{type(exc).__name__}: {str(exc)[:160]}"
+        return exc
     return None
 
 

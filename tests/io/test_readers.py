@@ -138,7 +138,9 @@ def test_a_group_of_several_rasters_asks_which_one(tmp_path):
     group.create_array("image", data=image, dimension_names=["band", "y", "x"])
     group.create_array("labels", data=image[0], dimension_names=["y", "x"])
     with pytest.raises(UnsupportedFormatError, match=r"holds 2 raster-like arrays \(image, labels\); .*"
-                                                     r"input\.variable .*--variable .*variable="):
+                                                     r"input\.variable .*--variable .*"
+                                                     r"--pred-variable or --ref-variable for "
+                                                     r"geoseg eval.*variable="):
         geoseg.open_raster(str(tmp_path / "two.zarr"))
     np.testing.assert_array_equal(geoseg.open_raster(str(tmp_path / "two.zarr"), variable="labels").values[0],
                                   image[0])

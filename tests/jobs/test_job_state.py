@@ -435,3 +435,22 @@ def test_what_zarr_leaves_of_a_metadata_write_killed_midway_does_not_block_overw
         notes.write("mine")
     with pytest.raises(OutputExistsError, match="holds what geoseg did not write \\(notes.partial\\)"):
         run(JobSpec.from_dict(job), scheduler=cluster_address, overwrite=True)
+
+
+@pytest.mark.parametrize(("made", "said"), [
+    ("array", "(a Zarr array is there, not the group a run writes)"),
+    ("file", "(nothing there reads as a Zarr group: if a run wrote it, its zarr.json is gone)"),
+])
+def test_status_of_someone_s_labels_or_a_file_says_no_output_and_never_to_remove_it(tmp_path,
+                                                                                    made, said):
+    """A plain Zarr array (reference labels, say) or a JSON file was called an output whose
+    metadata broke, with the advice to remove it and run the job again."""
+    where = tmp_path / ("labels.zarr" if made == "array" else "scores.json")
+    if made == "array":
+        zarr.create_array(str(where), shape=(8, 8), dtype="uint8")[:] = 1
+    else:
+        where.write_text("{}")
+    done = geoseg("status", str(where))
+    assert done.returncode == 2, done.stderr
+    assert f"No geoseg output at {where} {said}" in " ".join(done.stderr.split())
+    assert "remove" not in done.stderr

@@ -183,8 +183,8 @@ def _pick_variable(group: zarr.Group, url: str, variable: str | None) -> str:
     if len(candidates) != 1:
         raise UnsupportedFormatError(
             f"Zarr group {url} holds {len(candidates)} raster-like arrays ({', '.join(candidates) or 'none'}); "
-            "name the one to read: input.variable in a job spec, --variable on the command line, "
-            "variable= in Python."
+            "name the one to read: input.variable in a job spec, --variable on the command line "
+            "(--pred-variable or --ref-variable for geoseg eval), variable= in Python."
         )
     return candidates[0]
 
