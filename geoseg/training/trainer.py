@@ -47,6 +47,7 @@ from geoseg.core.segmenter import pad_end
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     CheckpointError,
+    GeosegError,
     OutputExistsError,
     TrainingDataError,
     TrainSpecError,
@@ -54,6 +55,7 @@ from geoseg.errors import (
 from geoseg.io.files import check_creatable
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
 from geoseg.models import ModelInfo, SegmentationModel, build_network, save_model
+from geoseg.models.modelfile import read_header
 from geoseg.tiling.plan import round_up
 from geoseg.training.checkpoint import (
     Checkpoint,
@@ -273,6 +275,7 @@ def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite:
         _check_same_spec(comparable(record.get("spec", {})), spec, outputs.run_dir)
         check_same_init(record.get("init"), init, outputs.run_dir)
         if record.get("status") == "complete" and outputs.exists(outputs.model_url) and resume:
+            _check_model_is_ours(outputs, (record.get("model") or {}).get("sha256"))
             log(f"{spec.name}: already complete ({outputs.record_url}); returning its result")
             return result_from_record(record, outputs)
     checkpoint = load_checkpoint(outputs.checkpoint_dir, so)
@@ -280,6 +283,8 @@ def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite:
         _check_same_spec(checkpoint.spec, spec, outputs.run_dir)
         check_same_init(checkpoint.state.data.get("init"), init, outputs.run_dir)
         if resume:
+            if outputs.exists(outputs.model_url):  # killed as it finished, or another run's
+                _check_model_is_ours(outputs, None)
             return checkpoint
         raise CheckpointError(
             f"{outputs.run_dir} holds a checkpoint after epoch {checkpoint.state.epoch}"
@@ -290,6 +295,26 @@ def check_outputs(spec: TrainSpec, outputs: Outputs, *, resume: bool, overwrite:
             f"{outputs.model_url} already exists and {outputs.run_dir} has no checkpoint to resume; "
             "choose another output.model, or set output.overwrite: true (--overwrite) to replace it.")
     return None
+
+
+def _check_model_is_ours(outputs: Outputs, sha256: str | None) -> None:
+    """Refuse a model file at ``output.model`` this run did not write: one holding other weights
+    than its record's ``sha256``, or naming another run's record. Two runs given one
+    output.model replaced each other's file as each finished, and the first then called itself
+    complete over the second's weights."""
+    try:
+        info = read_header(outputs.model_url, storage_options=outputs.storage_options).info
+    except GeosegError:
+        info = None
+    owner = ((info.extra.get("training") or {}) if info else {}).get("run_record")
+    ours = info is not None and (info.sha256 == sha256 if sha256 else
+                                 owner == public_url(outputs.record_url))
+    if not ours:
+        said = f"another run's (its record: {owner})" if owner else "not one this run wrote"
+        raise OutputExistsError(
+            f"{public_url(outputs.model_url)} (output.model) is {said}; this run "
+            f"({public_url(outputs.record_url)}) never replaces it. Give each run its own "
+            "output.model, or retrain this one over it with output.overwrite: true (--overwrite).")
 
 
 def _steps_into(progress: EpochProgress | None) -> str:

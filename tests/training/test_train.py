@@ -192,6 +192,29 @@ def test_existing_outputs_and_changed_specs_are_refused(tmp_path, scene_zarr):
         train(other, log=quiet)
 
 
+def test_a_run_never_replaces_or_claims_the_model_another_run_wrote_to_its_output(tmp_path,
+                                                                                  scene_zarr):
+    """Two specs naming one output.model: B resumed over A's finished model, replacing it, and
+    A then called itself complete over B's weights."""
+    model = str(tmp_path / "model.safetensors")
+
+    def spec(name: str, width: int) -> dict:
+        return tiny_spec([zarr_pair(scene_zarr)], tmp_path, name=name, training__epochs=2,
+                         model={"architecture": "unet", "config": {"depth": 2, "width": width}},
+                         output={"model": model, "run_dir": str(tmp_path / name)})
+
+    assert train(spec("b", 8), max_epochs=1, log=quiet).status == "interrupted"
+    a = train(spec("a", 4), log=quiet)
+    with pytest.raises(OutputExistsError, match=r"\(output.model\) is another run's \(its record: "
+                                                rf"{tmp_path / 'a' / 'run.json'}\); this run "):
+        train(spec("b", 8), log=quiet)
+    assert geoseg.load_model(model).info.sha256 == a.model_sha256  # A's model is intact
+    b = train(spec("b", 8), overwrite=True, log=quiet)  # asked for: B's model replaces A's
+    with pytest.raises(OutputExistsError, match=r"is another run's \(its record: "):
+        train(spec("a", 4), log=quiet)
+    assert geoseg.load_model(model).info.sha256 == b.model_sha256
+
+
 def test_overwrite_keeps_the_old_model_until_the_new_one_replaces_it(tmp_path, scene_zarr):
     """--overwrite deleted the model file before training: a run that then failed (a crash, a
     full disk) left no model at all."""
