@@ -235,14 +235,14 @@ class Preprocess:
                 window: Window) -> np.ndarray:
         """Class ids as int64, ``ignore_index`` where nothing is to be learnt; checks the ids."""
         ignored = ~valid
+        nodata = pair.labels.georef.nodata
+        if nodata is not None and not np.isnan(nodata):  # in the labels' own values: GDAL's
+            ignored |= labels == nodata  # float no-data (-3.4e38) or -9999.5 is no whole number
         if np.issubdtype(labels.dtype, np.floating):
             ignored |= np.isnan(labels)
             _check_whole(labels, ignored, pair, window)
-            labels = np.nan_to_num(labels, nan=0.0)
+            labels = np.where(ignored, 0, labels)
         y = labels.astype(np.int64)
-        nodata = pair.labels.georef.nodata
-        if nodata is not None and not np.isnan(nodata):
-            ignored |= y == int(nodata)
         ignored |= y == self.ignore_index
         bad = ~ignored & ((y < 0) | (y >= self.n_classes))
         if bad.any():

@@ -356,3 +356,17 @@ def test_float_labels_that_are_no_class_ids_are_refused_where_nan_and_whole_valu
         labels[1, 1] = odd
         with pytest.raises(TrainingDataError, match=re.escape(f"the value {said}, which is no")):
             prep.targets(labels, valid, pair, window)
+
+
+@pytest.mark.parametrize("nodata", [float(np.finfo(np.float32).min), -9999.5, 1e20, -9999.0])
+def test_float_labels_declaring_a_nodata_no_class_id_can_be_ignore_those_pixels(nodata):
+    """GDAL's usual float no-data (-3.4e38) was checked as a class id before it was masked: the
+    labels were refused as resampled with a smoothing method."""
+    from geoseg.training.data import Preprocess
+
+    prep = Preprocess(np.zeros(1, np.float32), np.ones(1, np.float32), 3, 255)
+    pair = SimpleNamespace(name="data.train.0", labels=SimpleNamespace(
+        url="labels.tif", georef=SimpleNamespace(nodata=nodata)))
+    labels = np.array([[0.0, 1.0, nodata], [2.0, nodata, 0.0]], np.float32)
+    got = prep.targets(labels, np.ones(labels.shape, bool), pair, (slice(0, 2), slice(0, 3)))
+    np.testing.assert_array_equal(got, [[0, 1, 255], [2, 255, 0]])
