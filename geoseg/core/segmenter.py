@@ -22,6 +22,7 @@ tiles cannot equal whole-image inference and windows are blended instead.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -232,3 +233,15 @@ def pad_end(x: np.ndarray, spatial_shape: Sequence[int]) -> np.ndarray:
     if not any(after for _, after in pad):
         return x
     return np.pad(x, pad, mode="reflect")
+
+
+_F32 = np.finfo(np.float32)
+
+
+def normalization_fits(mean: Sequence[float], std: Sequence[float]) -> bool:
+    """Whether per-band ``mean`` and ``std`` normalise in float32, as networks compute: each
+    finite there, each std at least float32's smallest normal number. A NaN, an infinity, a
+    std of 0 (or 1e-320, which becomes 0), a mean or std past 3.4e38 (which become infinite)
+    turn every input into one value, or NaN, and the network gives one class everywhere."""
+    return (all(math.isfinite(v) and abs(v) <= _F32.max for v in (*mean, *std))
+            and all(s >= _F32.tiny for s in std))

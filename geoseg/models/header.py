@@ -10,7 +10,6 @@ load it either.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.core.classes import ClassInfo, describe_repeats, repeated_names
-from geoseg.core.segmenter import Segmenter
+from geoseg.core.segmenter import Segmenter, normalization_fits
 from geoseg.core.text import brief
 from geoseg.errors import ModelConfigError, ModelFileError
 
@@ -79,15 +78,17 @@ class ModelInfo:
 
 
 def _check_normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-    """Refuse a mean or std that is not a finite number, or a std that is not positive: a NaN
-    (which ``std <= 0`` lets through) or an infinity turns every input into the same value,
-    and the network then gives one class everywhere without a word."""
-    if all(math.isfinite(v) for v in (*mean, *std)) and all(s > 0 for s in std):
+    """Refuse a mean or std that is not a finite float32 number, or a std that is not positive
+    in float32 (:func:`~geoseg.core.segmenter.normalization_fits`): a NaN (which ``std <= 0``
+    lets through) or an infinity turns every input into the same value, and the network then
+    gives one class everywhere without a word."""
+    if normalization_fits(mean, std):
         return
     raise ModelConfigError(
         f"normalization: received mean {list(mean)} and std {list(std)}; expected a finite mean "
-        "and a finite std > 0 per band, the statistics of the data the network was trained on. "
-        "Give those values (data.normalization in a training spec measures them).")
+        "and a finite std > 0 per band, each within float32's range (std >= 1.2e-38, both "
+        "<= 3.4e38), the statistics of the data the network was trained on. Give those values "
+        "(data.normalization in a training spec measures them).")
 
 
 def _as_classes(classes: Any) -> tuple[ClassInfo, ...]:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import Field, ValidationInfo, field_validator
 
 from geoseg.core.classes import describe_repeats, repeated_names
+from geoseg.core.segmenter import normalization_fits
 from geoseg.core.spec import PATH_KEYS, Document, Name, Section, load_yaml, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
@@ -91,9 +92,10 @@ class NormalizationSpec(Section):
             raise ValueError("mean and std given together (one value per band each), or neither")
         if value is not None and (len(value) != len(mean) or min(value) <= 0):
             raise ValueError(f"{len(mean)} positive value(s), one per mean")
-        if value is not None and not all(map(math.isfinite, [*mean, *value])):
-            raise ValueError("finite means and stds (a NaN or an infinity normalises every pixel "
-                             "to the same value)")
+        if value is not None and not normalization_fits(mean, value):
+            raise ValueError("finite means and stds within float32's range (std >= 1.2e-38, "
+                             "both <= 3.4e38): a NaN, an infinity or a value float32 cannot hold "
+                             "normalises every pixel to the same value")
         return value
 
 

@@ -179,8 +179,11 @@ def test_unknown_architecture_lists_the_known_ones(tmp_path):
         load_model(str(path))
 
 
-@pytest.mark.parametrize("key, value", [("std", "nan"), ("std", "inf"), ("mean", "nan"), ("mean", "-inf")])
+@pytest.mark.parametrize("key, value", [("std", "nan"), ("std", "inf"), ("mean", "nan"), ("mean", "-inf"),
+                                        ("std", "1e-320"), ("std", "1e300"), ("mean", "1e300")])
 def test_a_normalization_that_is_not_finite_is_refused_with_what_to_give(tmp_path, key, value):
+    """1e-320, 1e300: finite in float64, 0 or infinite in the float32 a network computes in:
+    NaN scores, or one class everywhere."""
     def edit(description: str) -> str:
         info = json.loads(description)
         info["normalization"][key][1] = float(value)

@@ -178,7 +178,8 @@ def test_thread_counts_past_the_cap_are_refused_naming_the_key(tmp_path):
 
 
 @pytest.mark.parametrize(("mean", "std"), [([0.5, 0.5], [float("nan"), 1.0]),
-                                           ([float("inf"), 0.5], [1.0, 1.0])])
+                                           ([float("inf"), 0.5], [1.0, 1.0]),
+                                           ([0.5, 0.5], [1e-46, 1.0]), ([1e39, 0.5], [1.0, 1.0])])
 def test_normalization_that_is_not_finite_is_refused(mean, std):
     data = minimal()
     data["data"]["normalization"] = {"mean": mean, "std": std}
