@@ -18,6 +18,7 @@ import math
 import os
 import re
 import struct
+import threading
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -267,14 +268,15 @@ def meta_network(info: ModelInfo, data: bytes, url: str) -> nn.Module:
         When the config does not build, or builds tensors other than those the file holds.
     """
     what = f"model file {public_url(url)} ({info.architecture}, config {_short(info.config)})"
-    net = _build_on_meta(info, what)
+    (length,) = struct.unpack("<Q", data[:8])
+    table = jsontext.loads(data[8 : 8 + length])  # found well formed by _parse_header
+    declared = _declared_tensors(table, what)
+    net = _build_on_meta(info, what, len(declared))
     state = net.state_dict()
     budgets.check_model(sum(t.numel() for t in state.values()),
                         sum(t.numel() * t.element_size() for t in state.values()), what)
     built = {name: tuple(t.shape) for name, t in state.items()}
-    (length,) = struct.unpack("<Q", data[:8])
-    table = jsontext.loads(data[8 : 8 + length])  # found well formed by _parse_header
-    _check_tensors(what, built, _declared_tensors(table, what))
+    _check_tensors(what, built, declared)
     _check_dtypes(what, state, table)
     _check_classes(what, info)
     return net
@@ -292,11 +294,14 @@ def _check_classes(what: str, info: ModelInfo) -> None:
             "Re-save the model with one class per output channel (geoseg.save_model()).")
 
 
-def _build_on_meta(info: ModelInfo, what: str) -> nn.Module:
+def _build_on_meta(info: ModelInfo, what: str, declared: int) -> nn.Module:
     """The network on the meta device; a config its architecture refuses (``depth: -1``, an
-    unknown argument, an unknown architecture) is the file's fault, and names the file."""
+    unknown argument, an unknown architecture) is the file's fault, and names the file. The
+    build stops once it has made far more modules and tensors than the ``declared`` tensors
+    the file holds (:func:`_parts_bounded`): a config's ``convs: 60000`` of tiny layers passes
+    every size budget, yet building it took minutes and gigabytes before any check."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _parts_bounded(what, PARTS_PER_TENSOR * declared + MIN_PARTS):
             return build_network(info.architecture, info.config)
     except (ModelConfigError, ModelFileError) as exc:
         raise ModelFileError(f"{what} does not build: {exc} Correct the config in the file's "
@@ -313,6 +318,39 @@ def _build_on_meta(info: ModelInfo, what: str) -> nn.Module:
         raise
     except ValueError as exc:
         raise ModelFileError(f"{what} does not build: {exc}") from None
+
+
+PARTS_PER_TENSOR = 4  # modules and tensors a network builds per tensor it holds, at most
+MIN_PARTS = 256  # and a few more: activations, pools and containers hold no tensor
+
+
+@contextlib.contextmanager
+def _parts_bounded(what: str, most: int) -> Iterator[None]:
+    """Refuse (:class:`~geoseg.errors.BudgetError`) a build on this thread that registers more
+    than ``most`` modules, parameters and buffers, as it registers them."""
+    from torch.nn.modules import module
+
+    made, thread = [0], threading.get_ident()
+
+    def count(*_: Any) -> None:
+        if threading.get_ident() != thread:
+            return
+        made[0] += 1
+        if made[0] > most:
+            raise BudgetError(
+                f"{what} builds more than {most:,} modules and tensors, though the file holds "
+                f"{(most - MIN_PARTS) // PARTS_PER_TENSOR:,} tensors: its config asks for "
+                "layers the file has no weights for. Check the config in the file's metadata, "
+                "or save the model again with geoseg.save_model().")
+
+    hooks = [module.register_module_module_registration_hook(count),
+             module.register_module_parameter_registration_hook(count),
+             module.register_module_buffer_registration_hook(count)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _declared_tensors(table: dict[str, Any], what: str) -> Shapes:

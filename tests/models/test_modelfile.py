@@ -360,7 +360,8 @@ def test_reading_a_header_never_builds_the_weights_it_declares(tmp_path):
     info.update(config={"in_channels": 3, "num_classes": 4, "depth": 12, "width": 64}, sha256="ab" * 32)
     from safetensors.torch import save
 
-    data = save({"w": torch.zeros(1)}, metadata={"format": "geoseg-model/1", "model": json.dumps(info)})
+    tensors = {f"w{i}": torch.zeros(1) for i in range(200)}  # as many as such a network holds
+    data = save(tensors, metadata={"format": "geoseg-model/1", "model": json.dumps(info)})
     path = tmp_path / "huge.safetensors"
     path.write_bytes(data)
     with pytest.raises(BudgetError, match=r"2.04e12 parameters.*GEOSEG_MAX_MODEL_PARAMETERS"):
@@ -486,3 +487,19 @@ def test_names_with_terminal_escapes_are_shown_escaped_not_obeyed(tmp_path):
     assert "\\x1b[31mred\\x1b]0;pwned\\x07" in shown.stdout.replace("\n", "")
     refused = run_cli("run", str(tmp_path / f"{hostile}.yaml"))  # a message quoting the name
     assert refused.returncode == 2 and "\x1b" not in refused.stderr and "\\x1b" in refused.stderr
+
+
+def test_a_config_building_far_more_layers_than_the_file_holds_is_stopped_as_it_builds(tmp_path):
+    """A 39 KB header asking for fcn with `convs: 60000` of width 1 passed every size budget;
+    building it on the meta device took 76 s and 3.6 GB before any check could refuse it."""
+    def edit(description: str) -> str:
+        info = json.loads(description)
+        info.update(architecture="fcn", config={**info["config"], "convs": 20000, "width": 1})
+        info["config"].pop("depth", None)
+        return json.dumps(info)
+
+    path = edited_model(tmp_path, "deep.safetensors", edit)
+    for read in (load_model, read_header):
+        with pytest.raises(BudgetError, match=r"builds more than [\d,]+ modules and tensors, though "
+                                              r"the file holds \d+ tensors"):
+            read(path)
