@@ -48,6 +48,7 @@ from geoseg.errors import (
 )
 from geoseg.io import remote
 from geoseg.io.files import write_whole
+from geoseg.io.readers.probe import special_file
 from geoseg.models.header import ModelHeader, ModelInfo, ModelRef
 from geoseg.models.model import SegmentationModel, weights_sha256
 from geoseg.models.registry import build_network
@@ -168,10 +169,10 @@ def load_model(url: str, *, storage_options: dict[str, Any] | None = None,
     budgets (:func:`meta_network`), before the network is built.
     """
     config.resolve_device(device, "load_model(): device")  # refused before the file is read
-    data = _read_bytes(url, storage_options or {})
-    info = _parse_header(data, url)
-    meta_network(info, data, url)  # budgets and tensor shapes, before any weight is allocated
-    state = _tensors(data, url)
+    head = _read_head(url, storage_options or {})
+    info = _parse_header(head, url)
+    meta_network(info, head, url)  # budgets and tensor shapes, before any weight is read
+    state = _tensors(_read_declared(url, storage_options or {}, head), url)
     actual = weights_sha256(state)
     _check_hash(url, actual, info.sha256, expected_sha256)
     for name, tensor in state.items():
@@ -249,7 +250,7 @@ def check_weights(url: str, *, storage_options: dict[str, Any] | None = None) ->
 def _check_loaded(url: str, options: dict[str, Any], info: ModelInfo) -> str:
     """The weights' sha256 as :func:`load_model` reads them all (a file :func:`check_weights`
     cannot read tensor by tensor: truncated, or a dtype it does not list)."""
-    actual = weights_sha256(_tensors(_read_bytes(url, options), url))
+    actual = weights_sha256(_tensors(_read_declared(url, options, _read_head(url, options)), url))
     _check_hash(public_url(url), actual, info.sha256, None)
     return actual
 
@@ -451,6 +452,11 @@ def _opened(url: str, storage_options: dict[str, Any]) -> Iterator[Any]:
     """The model file open for reading; a missing file or a storage failure (refused, denied,
     unreachable) raises a geoseg error naming it."""
     _refuse_credentials(url)
+    local = resolve_url(url)
+    kind = special_file(local) if remote.is_local(local) else None
+    if kind is not None:  # its read would block (a FIFO) or never end (/dev/zero)
+        raise ModelFileError(f"Model file {public_url(url)} is {kind}, not a file; expected the "
+                             "path of a model file (.safetensors). Give the file itself.")
     with remote.storage_errors(url, storage_options, "Reading model file"):
         try:
             with fsspec.open(resolve_url(url), "rb", **storage_options) as f:
@@ -477,15 +483,7 @@ def _tensors(data: bytes, url: str) -> dict[str, torch.Tensor]:
 
 def _check_complete(url: str, storage_options: dict[str, Any], head: bytes) -> None:
     """Refuse a safetensors file shorter than its header says (truncated by a failed copy)."""
-    (length,) = struct.unpack("<Q", head[:8])
-    try:
-        table = jsontext.loads(head[8 : 8 + length])
-        ends = [int(e["data_offsets"][1]) for n, e in table.items() if n != "__metadata__"]
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ModelFileError(f"Model file {public_url(url)}: its safetensors header lists a "
-                             f"tensor without valid data_offsets ({type(exc).__name__}); the file "
-                             "is corrupt. Re-download or re-export it.") from None
-    expected = 8 + length + max(ends, default=0)
+    expected = _declared_size(url, head)
     with remote.storage_errors(url, storage_options, "Reading model file"):
         fs, path = fsspec.core.url_to_fs(resolve_url(url), **storage_options)
         size = fs.size(path)
@@ -578,20 +576,44 @@ def _too_deep(url: str, exc: NestingError) -> str:
             "description geoseg writes). Export the model again with geoseg.save_model().")
 
 
-def _read_bytes(url: str, storage_options: dict[str, Any]) -> bytes:
+def _declared_size(url: str, head: bytes) -> int:
+    """The bytes a safetensors file holds by its header ``head``: length prefix, header, and
+    its tensors' data up to the last one's end."""
+    (length,) = struct.unpack("<Q", head[:8])
+    try:
+        table = jsontext.loads(head[8 : 8 + length])
+        ends = [int(e["data_offsets"][1]) for n, e in table.items() if n != "__metadata__"]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelFileError(f"Model file {public_url(url)}: its safetensors header lists a "
+                             f"tensor without valid data_offsets ({type(exc).__name__}); the file "
+                             "is corrupt. Re-download or re-export it.") from None
+    return 8 + length + max(ends, default=0)
+
+
+def _read_declared(url: str, storage_options: dict[str, Any], head: bytes) -> bytes:
+    """The model file, read no further than its sound header ``head`` says it reaches (its
+    tensors' sizes checked against the model budgets already): a path linked to /dev/zero, or
+    a file grown past its header, is never read to its end."""
     with _opened(url, storage_options) as f:
-        return f.read()
+        return f.read(_declared_size(url, head))
 
 
 def _check_entries(data: bytes, url: str) -> None:
     """Refuse a safetensors header listing more tensors than ``GEOSEG_MAX_MODEL_TENSORS``
     before it is parsed. Each JSON object needs a ``{`` byte, so their count bounds the tensors
     whatever escapes the header's keys use; a pickle or an archive is refused by its own name."""
-    if len(data) < 8 or data.startswith(_PICKLE_MAGIC):
+    if len(data) < 8 or _pickled(data):
         return
     (length,) = struct.unpack("<Q", data[:8])
     budgets.check_model_tensors(data.count(b"{", 8, 8 + min(length, MAX_HEADER)),
                                 f"Model file {public_url(url)}")
+
+
+def _pickled(data: bytes) -> bool:
+    """Whether ``data`` begins as a pickle (protocol 2 or later) or a torch.save zip does, and
+    not as a safetensors file: a header of 128 bytes (mod 256) makes a length prefix that
+    begins with the pickle's 0x80 too, but a safetensors header then opens its JSON object."""
+    return data.startswith(_PICKLE_MAGIC) and data[8:9] != b"{"
 
 
 def _parse_header(data: bytes, url: str) -> ModelInfo:
@@ -615,7 +637,7 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
                 f"{url} is a zip archive but not a model: expected a geoseg model file "
                 "(safetensors). Give the model file itself, not an archive holding it; unzip it "
                 "first.") from None
-        if data.startswith(_PICKLE_MAGIC):
+        if _pickled(data):
             raise ModelFileError(
                 f"{url} is a pickle or torch.save checkpoint; geoseg never unpickles files because that "
                 "can run arbitrary code. Convert it to a geoseg model file with geoseg.save_model()."

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -503,3 +505,51 @@ def test_a_config_building_far_more_layers_than_the_file_holds_is_stopped_as_it_
         with pytest.raises(BudgetError, match=r"builds more than [\d,]+ modules and tensors, though "
                                               r"the file holds \d+ tensors"):
             read(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_model_path_that_is_a_fifo_or_a_device_is_refused_before_any_read(tmp_path, kind):
+    """A FIFO hung info and validate for ever; a link to /dev/zero was read until MemoryError."""
+    path = tmp_path / "m.safetensors"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    said = "a FIFO (named pipe)" if kind == "fifo" else "a device"
+    for read in (load_model, read_header):
+        with pytest.raises(ModelFileError, match=rf"m.safetensors is {re.escape(said)}, not a file"):
+            read(str(path))
+
+
+def test_a_header_of_128_bytes_mod_256_is_read_as_safetensors_not_called_a_pickle(tmp_path):
+    """Its length prefix begins with 0x80, the pickle's first byte: the file was called a
+    pickle, and its tensors were not counted against GEOSEG_MAX_MODEL_TENSORS."""
+    from safetensors.torch import save
+
+    data = save({"w": torch.zeros(2)}, metadata={"format": "not-geoseg"})
+    (length,) = struct.unpack("<Q", data[:8])
+    header = data[8 : 8 + length].rstrip(b" ")
+    header += b" " * ((0x80 - len(header)) % 256)
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data[8 + length:])
+    assert path.read_bytes()[:1] == b"\x80"
+    with pytest.raises(ModelFileError, match="is not a geoseg model file") as refused:
+        read_header(str(path))
+    assert "pickle" not in str(refused.value)
+
+
+def test_load_model_reads_no_further_than_the_header_declares(tmp_path, monkeypatch):
+    """The whole file was read before its header was looked at."""
+    path = tmp_path / "m.safetensors"
+    save_model(random_unet(depth=2), str(path))
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"\0" * (8 << 20))  # grown past what its header declares
+    asked = []
+    from fsspec.implementations import local
+
+    read = local.LocalFileOpener.read
+    monkeypatch.setattr(local.LocalFileOpener, "read",
+                        lambda self, n=-1: asked.append(n) or read(self, n))
+    load_model(str(path))
+    assert -1 not in asked and sum(n for n in asked if n > 0) < 2 * size
