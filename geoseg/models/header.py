@@ -18,7 +18,7 @@ import numpy as np
 
 from geoseg.core.classes import ClassInfo, describe_repeats, repeated_names
 from geoseg.core.segmenter import Segmenter, normalization_fits
-from geoseg.core.text import brief
+from geoseg.core.text import brief, json_kind
 from geoseg.errors import ModelConfigError, ModelFileError
 
 IN_MEMORY = "in-memory:"  # the URL prefix of a model built in memory, not read from a file
@@ -39,6 +39,7 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", _as_bands(self.bands))
         n = len(self.bands)
         if len(self.mean) != n or len(self.std) != n:
             raise ModelConfigError(
@@ -69,7 +70,7 @@ class ModelInfo:
             architecture=str(data["architecture"]),
             config=dict(data["config"]),
             classes=tuple(ClassInfo.from_dict(c) for c in data["classes"]),
-            bands=tuple(str(b) for b in data["bands"]),
+            bands=_as_bands(data["bands"]),
             mean=tuple(float(m) for m in norm["mean"]),
             std=tuple(float(s) for s in norm["std"]),
             sha256=str(data.get("sha256", "")),
@@ -106,6 +107,18 @@ def _as_classes(classes: Any) -> tuple[ClassInfo, ...]:
             "output channel, e.g. (ClassInfo('water', (31, 120, 180)), ClassInfo('land')), or "
             "of class names.")
     return tuple(c if isinstance(c, ClassInfo) else ClassInfo(c) for c in items)
+
+
+def _as_bands(bands: Any) -> tuple[str, ...]:
+    """``bands`` as a tuple of band names: a list of names (numbers named as text); a single
+    string is refused, not read as one band per letter ("rgb" as r, g, b)."""
+    items = None if isinstance(bands, (str, bytes, dict)) else _items(bands)
+    if items is None or not all(isinstance(b, str | int) and not isinstance(b, bool)
+                                for b in items):
+        raise ModelConfigError(
+            f"bands: received {json_kind(bands)} {brief(bands, 60)}; expected a list of band "
+            "names, one per input channel, e.g. [\"red\", \"green\", \"blue\"].")
+    return tuple(str(b) for b in items)
 
 
 def _items(value: Any) -> list[Any] | None:

@@ -553,3 +553,14 @@ def test_load_model_reads_no_further_than_the_header_declares(tmp_path, monkeypa
                         lambda self, n=-1: asked.append(n) or read(self, n))
     load_model(str(path))
     assert -1 not in asked and sum(n for n in asked if n > 0) < 2 * size
+
+
+@pytest.mark.parametrize("bands", ["rgb", {"r": 1}, [1.5, 2, 3], None])
+def test_bands_that_are_no_list_of_names_are_refused_not_read_letter_by_letter(tmp_path, bands):
+    """'rgb' was read as three bands r, g, b, where a single string for classes is refused."""
+    def edit(description: str) -> str:
+        return json.dumps({**json.loads(description), "bands": bands})
+
+    path = edited_model(tmp_path, "m.safetensors", edit)
+    with pytest.raises(ModelFileError, match=r"bands: received .*; expected a list of band names"):
+        read_header(path)
