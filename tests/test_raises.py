@@ -45,6 +45,8 @@ ALLOWED_SITES = {
     ("geoseg/core/records.py", "plain", "TypeError"),
     # json.loads's own answer to an argument that is not text, which callers catch as such
     ("geoseg/core/jsontext.py", "_utf8", "TypeError"),
+    # the Name type's AfterValidator: pydantic reports its ValueError as the key's problem
+    ("geoseg/core/spec.py", "_printable", "ValueError"),
     # the spec loader's stop past MAX_LEVELS, caught in _parse_yaml: it never leaves it
     ("geoseg/core/spec.py", "compose_node", "_TooDeep"),
     # a spec document's own error class, typed ClassVar[type[GeosegError]]
