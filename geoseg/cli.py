@@ -497,6 +497,7 @@ def train(
                                                  "(builtin:demo-instances) instead.")] = False,
 ) -> None:
     """Train a model from a spec (rasters read lazily), or the demo models on synthetic scenes."""
+    _check_train_options(steps=steps, seed=seed, max_epochs=max_epochs)
     if spec is None:
         if out is None:
             raise typer.BadParameter("give a TRAIN.yaml, or --out FILE to re-train the demo U-Net")
@@ -527,6 +528,19 @@ def train(
     model = done.model_url or "not written yet (rerun the same command to continue)"
     console.print(f"{done.status}: model {model}, best validation mIoU {done.best_val_miou:.3f} "
                   f"(epoch {done.best_epoch}), run record {done.record_url}")
+
+
+def _check_train_options(*, steps: int, seed: int, max_epochs: int | None) -> None:
+    """Refuse, before any training, numbers out of range: fewer than one step or epoch, a seed
+    the random generators do not take."""
+    from geoseg.training.spec import MAX_SEED
+
+    for option, value, low, high in (("--steps", steps, 1, math.inf), ("--seed", seed, 0, MAX_SEED),
+                                     ("--max-epochs", max_epochs, 1, math.inf)):
+        if value is not None and not low <= value <= high:
+            allowed = f"of at least {low}" if high == math.inf else f"in {low}..{high}"
+            raise typer.BadParameter(f"received {value}; expected an integer {allowed}",
+                                     param_hint=f"'{option}'")
 
 
 @app.command()

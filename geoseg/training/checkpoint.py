@@ -27,8 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 import fsspec
 import numpy as np
@@ -37,12 +38,15 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from geoseg.core import jsontext
+from geoseg.core.text import brief, clipped
+from geoseg.core.urls import public_url
 from geoseg.errors import CheckpointError
 from geoseg.io.files import write_whole
 
 FORMAT = "geoseg-train-checkpoint/1"
 _NAME = re.compile(r"state-(\d+)(?:-(\d+))?\.json$")
 _FILE = re.compile(r"state-(\d+)(?:-(\d+))?\.(json|safetensors)$")
+_TENSORS = re.compile(r"state-\d+(-\d+)?\.safetensors")  # a JSON's "tensors": the file beside it
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Checkpoint:
     spec: dict[str, Any]
     fingerprint: str
     progress: EpochProgress | None = None  # None: taken at an epoch's end
+    url: str = ""  # of its JSON file
 
 
 def save_checkpoint(folder: str, *, state: TrainState, model: torch.nn.Module,
@@ -163,26 +168,64 @@ def load_checkpoint(folder: str, storage_options: dict[str, Any] | None = None) 
     found = sorted(((_key(m), name) for name in fs.ls(path, detail=False)
                     if (m := _NAME.search(name))), reverse=True)
     for _, name in found:
-        meta = jsontext.loads(fs.cat_file(name))
+        url = f"{folder.rstrip('/')}/{name.rsplit('/', 1)[-1]}"
+        meta = _read_meta(fs.cat_file(name), url)
         tensor_path = f"{path}/{meta['tensors']}"
         data = fs.cat_file(tensor_path) if fs.exists(tensor_path) else b""
         if hashlib.sha256(data).hexdigest() == meta.get("tensors_sha256"):
-            return _parse(meta, load_tensors(data))
+            return _parse(meta, data, url)
     if found:
         raise CheckpointError(
             f"{folder} holds checkpoint files but none whose tensors match its JSON (interrupted while "
-            "writing, or edited); delete that folder to start over, or set output.overwrite: true.")
+            "writing, or edited); delete that folder to start over, or set output.overwrite: true "
+            "(--overwrite).")
     return None
 
 
-def _parse(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Checkpoint:
+def _damaged(url: str, problem: str) -> CheckpointError:
+    """The error for the checkpoint at ``url`` that cannot be used as it is: ``problem``."""
+    return CheckpointError(
+        f"checkpoint {public_url(url)}: {problem}; it was interrupted while writing, or edited. "
+        "Delete its folder to start over, or set output.overwrite: true (--overwrite).")
+
+
+def _read_meta(text: bytes, url: str) -> dict[str, Any]:
+    """The JSON part of a checkpoint: an object naming its tensor file, next to it."""
+    try:
+        meta = jsontext.loads(text)
+    except ValueError as exc:  # not JSON, not UTF-8, or nested too deep
+        raise _damaged(url, f"it is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise _damaged(url, f"received a JSON {type(meta).__name__} ({brief(meta)}); "
+                            "expected an object")
+    tensors = meta.get("tensors")
+    if not isinstance(tensors, str) or not _TENSORS.fullmatch(tensors):
+        raise _damaged(url, f'"tensors": received {brief(tensors)}; expected the name of '
+                            "the tensor file beside it (state-NNNN.safetensors)")
+    return meta
+
+
+def _parse(meta: dict[str, Any], data: bytes, url: str) -> Checkpoint:
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint format {meta.get('format')!r} is not {FORMAT!r}.")
-    state_json = dict(meta["state"])
-    if state_json.get("best_miou") is None:
-        state_json["best_miou"] = float("-inf")
+        raise _damaged(url, f"its format is {brief(meta.get('format'))}, not {FORMAT!r}")
+    state = _record(TrainState, meta.get("state"), "state", url)
+    if state.best_miou is None:  # stored as null: never improved
+        state.best_miou = float("-inf")
+    progress = meta.get("epoch_progress")
+    progress = _record(EpochProgress, progress, "epoch_progress", url) if progress else None
+    try:
+        return _checkpoint(meta, load_tensors(data), url, state, progress)
+    except KeyError as exc:
+        raise _damaged(url, f"its JSON has no {exc} key") from None
+    except (TypeError, ValueError, AttributeError) as exc:  # a SafetensorError is a ValueError
+        said = clipped(" ".join(str(exc).split()), 200)
+        raise _damaged(url, f"its content is not a checkpoint's ({said})") from None
+
+
+def _checkpoint(meta: dict[str, Any], tensors: dict[str, torch.Tensor], url: str,
+                state: TrainState, progress: EpochProgress | None) -> Checkpoint:
     return Checkpoint(
-        state=TrainState(**state_json),
+        state=state,
         model=_group(tensors, "model."),
         best=_group(tensors, "best."),
         optimizer=_optimizer_state(meta["optimizer"], _group(tensors, "optim.")),
@@ -191,8 +234,47 @@ def _parse(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Checkpoint
         torch_rng=_group(tensors, "rng."),
         spec=meta["spec"],
         fingerprint=meta["fingerprint"],
-        progress=EpochProgress(**meta["epoch_progress"]) if meta.get("epoch_progress") else None,
+        progress=progress,
+        url=url,
     )
+
+
+R = TypeVar("R")
+
+
+def _record(cls: type[R], value: Any, key: str, url: str) -> R:
+    """A ``cls`` dataclass from the JSON object under ``key``: no unknown key, none missing."""
+    names = [f.name for f in fields(cls)]
+    required = {f.name for f in fields(cls)
+                if f.default is MISSING and f.default_factory is MISSING}
+    if not isinstance(value, dict):
+        raise _damaged(url, f'"{key}": received {brief(value)}; expected an object')
+    unknown, missing = sorted(set(value) - set(names)), sorted(required - set(value))
+    if unknown or missing:
+        said = f"unknown key(s) {', '.join(unknown)}" if unknown else f"no {', '.join(missing)}"
+        raise _damaged(url, f'"{key}": {said}; expected the keys {", ".join(names)}')
+    _check_kinds(cls, value, key, url)
+    return cls(**value)
+
+
+def _check_kinds(cls: type, value: dict[str, Any], key: str, url: str) -> None:
+    """Refuse a value of ``cls``'s fields that is not of the field's type (a list for an int)."""
+    kinds = {name: typing.get_origin(hint) or hint for name, hint in typing.get_type_hints(cls).items()}
+    wrong = next((name for name, item in value.items() if not _fits(item, kinds[name])), None)
+    if wrong is not None:
+        raise _damaged(url, f'"{key}.{wrong}": received {brief(value[wrong])}; expected '
+                            f"{_KIND_NAMES[kinds[wrong]]}")
+
+
+_KIND_NAMES = {int: "an integer", float: "a number or null", list: "a list", dict: "an object"}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """Whether a JSON ``value`` can stand for a field of type ``kind`` (int, float, list, dict);
+    a float may be null (how checkpoints store an infinity)."""
+    if kind is float:
+        return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
 def _group(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -213,7 +295,21 @@ def _optimizer_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> 
 def restore(checkpoint: Checkpoint, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: Any, rng: np.random.Generator) -> None:
     """Load weights, optimizer, scheduler and RNG states into freshly built objects; ``rng``
-    as it was before the chips of the epoch under way were planned, for a mid-epoch checkpoint."""
+    as it was before the chips of the epoch under way were planned, for a mid-epoch checkpoint.
+    A checkpoint whose state does not fit them (edited) is a :class:`CheckpointError`."""
+    try:
+        _restore(checkpoint, model, optimizer, scheduler, rng)
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise _damaged(checkpoint.url, "its state does not fit this run's network and optimizer "
+                                       f"({clipped(' '.join(str(exc).split()), 300)})") from None
+
+
+def _restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: Any, rng: np.random.Generator) -> None:
+    if checkpoint.best:  # checked now, loaded at the end
+        model.load_state_dict(checkpoint.best, strict=True)
     model.load_state_dict(checkpoint.model, strict=True)
     optimizer.load_state_dict(checkpoint.optimizer)
     scheduler.load_state_dict(checkpoint.scheduler)

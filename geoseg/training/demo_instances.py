@@ -27,13 +27,13 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 from geoseg.core.classes import ClassInfo
-from geoseg.errors import ModelFileError, OutputExistsError, TrainingDataError
+from geoseg.errors import ModelFileError, TrainingDataError
 from geoseg.instances.panoptic import PanopticScore, panoptic_quality
 from geoseg.models.header import ModelInfo
 from geoseg.models.model import SegmentationModel
 from geoseg.models.modelfile import load_model, save_model
 from geoseg.models.unet import UNet2D
-from geoseg.training.demo_unet import ChipRecipe, fit_chips
+from geoseg.training.demo_unet import ChipRecipe, check_out, fit_chips
 from geoseg.training.loop import seed_torch
 
 __all__ = [
@@ -149,8 +149,7 @@ def train_instance_model(cfg: InstanceTrainConfig, out: str | Path, overwrite: b
     ``out``; returns the validation figures (also stored in the file's metadata)."""
     from geoseg.synth import make_scene
 
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it.")
+    check_out(out, overwrite)
     start = time.perf_counter()
     seed_torch(cfg.seed, cfg.threads)
     images, targets = _training_tiles(cfg, log)

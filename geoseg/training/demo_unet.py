@@ -20,6 +20,7 @@ from torch import nn
 
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import OutputExistsError
+from geoseg.io.files import check_creatable
 from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou
 from geoseg.models.header import ModelInfo
 from geoseg.models.model import SegmentationModel
@@ -59,8 +60,7 @@ def train_demo_model(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
     """Train on synthetic scenes, validate on an unseen one, save to ``out``; returns metrics."""
     from geoseg.synth import SCENE_CLASSES, make_scene
 
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it.")
+    check_out(out, overwrite)
     seed_torch(cfg.seed, cfg.threads)
     scenes = [make_scene(cfg.scene_size, cfg.scene_size, seed=cfg.seed * 1000 + i) for i in range(cfg.scenes)]
     val = make_scene(cfg.val_size, cfg.val_size, seed=cfg.seed * 1000 + 999)
@@ -82,6 +82,14 @@ def train_demo_model(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
     model.info.extra["training"]["validation"] = metrics
     save_model(model, str(out), overwrite=overwrite)
     return metrics
+
+
+def check_out(out: str | Path, overwrite: bool) -> None:
+    """Refuse, before any training, an ``out`` that cannot take the model file: a folder, a path
+    under a file, or an existing file without ``overwrite``."""
+    check_creatable(str(out), "--out")
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it.")
 
 
 def fit_chips(net: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: ChipRecipe,

@@ -23,8 +23,9 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from geoseg.core.classes import describe_repeats, repeated_names
@@ -41,6 +42,19 @@ D = TypeVar("D", bound=Document)
 
 
 RasterSpec = InputSpec  # a training raster is described exactly like a job's input
+
+#: Largest seed (of a run, or a sweep's random search): numpy's and torch's generators both
+#: take any seed in 0..MAX_SEED; torch refuses those past 64 bits.
+MAX_SEED = 2**32 - 1
+
+#: The values ``data.ignore_index`` may take: any value of an int32 or uint32 label raster.
+IGNORE_INDEX_RANGE = (-(2**31), 2**32 - 1)
+
+#: Largest class weight: the loss computes in float32, where a larger one is infinite.
+MAX_CLASS_WEIGHT = float(np.finfo(np.float32).max)
+
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class PairSpec(Section):
@@ -109,7 +123,8 @@ class DataSpec(Section):
         description="Fraction of rows (at the bottom) of each training pair kept for validation; "
                     "default 0.2 without validation pairs, else 0.")
     classes: list[ClassSpec] = Field(min_length=2)
-    ignore_index: int = Field(255, description="Label value that is never trained on nor scored.")
+    ignore_index: int = Field(255, description="Label value that is never trained on nor scored; "
+                                               f"in {IGNORE_INDEX_RANGE[0]}..{IGNORE_INDEX_RANGE[1]}.")
     class_weights: Literal["auto", "none"] | list[float] = "auto"
     normalization: NormalizationSpec = NormalizationSpec()
 
@@ -140,8 +155,10 @@ class DataSpec(Section):
     @classmethod
     def _not_a_class(cls, value: int, info: ValidationInfo) -> int:
         n = len(info.data.get("classes") or [])
-        if 0 <= value < n:
-            raise ValueError(f"a value that is not a class id (0..{n - 1}), e.g. 255")
+        low, high = IGNORE_INDEX_RANGE
+        if 0 <= value < n or not low <= value <= high:
+            raise ValueError(f"a value that is not a class id (0..{n - 1}), e.g. 255, within "
+                             f"{low}..{high} (the values an int32 or uint32 label raster holds)")
         return value
 
     @field_validator("class_weights", mode="before")
@@ -151,12 +168,13 @@ class DataSpec(Section):
         if isinstance(value, str) and value in ("auto", "none"):
             return value
         if (isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool)
-                                            and 0 <= v < math.inf for v in value)
+                                            and 0 <= v <= MAX_CLASS_WEIGHT for v in value)
                 and any(v > 0 for v in value) and (not n or len(value) == n)):
             return value
         raise ValueError(f"'auto' (inverse sqrt frequency), 'none', or a list of {n or 'N'} "
-                         "finite non-negative weights, one per class, at least one above 0 (a "
-                         "class weighted 0 is never trained on)")
+                         f"finite non-negative weights (at most {MAX_CLASS_WEIGHT:.3g}, float32's "
+                         "largest), one per class, at least one above 0 (a class weighted 0 is "
+                         "never trained on)")
 
     @property
     def holdout_fraction(self) -> float:
@@ -233,7 +251,7 @@ class EarlyStoppingSpec(Section):
     """Stop when validation mIoU has not improved by ``min_delta`` for ``patience`` epochs."""
 
     patience: int = Field(ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 class AugmentSpec(Section):
@@ -253,8 +271,8 @@ class TrainingSpec(Section):
     steps_per_epoch: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
     chip: int = Field(128, ge=8, description="Chip side in pixels; a multiple of the network's stride.")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
     warmup: float = Field(0.05, ge=0, lt=1, description="Fraction of all steps with linear warmup.")
     final_lr: float = Field(0.01, ge=0, le=1, description="Last learning rate as a fraction of lr.")
     augment: AugmentSpec = AugmentSpec()
@@ -319,7 +337,7 @@ class TrainSpec(Document):
     error: ClassVar[type[GeosegError]] = TrainSpecError
 
     name: Name = "training"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     data: DataSpec
     model: ModelSpec = ModelSpec()
     training: TrainingSpec = TrainingSpec()

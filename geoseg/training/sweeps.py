@@ -31,6 +31,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,6 +57,7 @@ from geoseg.report.tables import cell
 from geoseg.training.record import write_json
 from geoseg.training.spec import (
     TRAIN_PATH_KEYS,
+    Seed,
     TrainSpec,
     as_spec,
     changed_keys,
@@ -70,10 +72,11 @@ MANAGED = ("output", "name")  # set per trial by the sweep
 
 
 class RangeSpec(Section):
-    """A numeric range for random search: uniform, or log-uniform with ``log: true``."""
+    """A numeric range for random search: uniform, or log-uniform with ``log: true``; finite
+    bounds, ``low`` below ``high``."""
 
-    low: float
-    high: float
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
     log: bool = False
     integer: bool = False
 
@@ -81,8 +84,13 @@ class RangeSpec(Section):
     @classmethod
     def _above_low(cls, value: float, info: ValidationInfo) -> float:
         low = info.data.get("low")
-        if low is not None and value < low:
-            raise ValueError(f"a number >= low ({low})")
+        if low is None:
+            return value
+        if not value > low:
+            raise ValueError(f"a number above low ({low}); a single value is a list: [{low}]")
+        if not math.isfinite(value - low):
+            raise ValueError(f"a number less than 1.8e308 above low ({low}): a random draw "
+                             "spans high - low")
         return value
 
     @field_validator("log")
@@ -118,7 +126,7 @@ class SweepSpec(Document):
     method: Literal["grid", "random"] = "grid"
     trials: int | None = Field(None, ge=1, validate_default=True,
                                description="Number of trials (random search only).")
-    seed: int = Field(0, ge=0, description="Seed of the random search (trials keep the base spec's seed).")
+    seed: Seed = Field(0, description="Seed of the random search (trials keep the base spec's seed).")
     parameters: dict[str, list[Any] | RangeSpec] = Field(min_length=1)
     output: SweepOutputSpec
     cluster: SweepClusterSpec = SweepClusterSpec()
@@ -277,13 +285,15 @@ def _draw(rng: np.random.Generator, choices: list[Any] | RangeSpec) -> Any:
     return round(value) if choices.integer else float(f"{value:.6g}")
 
 
+#: A number in exponent notation that YAML 1.1 (PyYAML) reads as a string: ``1e-3``, ``2.5e4``.
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _number(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string: take numeric strings as numbers."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
+    """YAML 1.1 reads ``1e-3`` as a string (YAML 1.2 as a number): take it as a number. Every
+    other string stays one (``"007"`` is a name, not 7.0)."""
+    if isinstance(value, str) and _EXPONENT.fullmatch(value):
+        return float(value)
     return value
 
 

@@ -49,6 +49,7 @@ from geoseg.errors import (
     CheckpointError,
     GeosegError,
     OutputExistsError,
+    ParameterError,
     TrainingDataError,
     TrainSpecError,
 )
@@ -241,7 +242,10 @@ def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
         Each says what was received, what was expected and how to fix it.
     ModelFileError
         When ``model.init`` names no readable geoseg model file (missing, a pickle, damaged).
+    ParameterError
+        When ``max_epochs`` or ``max_steps`` is below 1.
     """
+    _check_limits(max_epochs=max_epochs, max_steps=max_steps)
     spec = as_train_spec(spec)
     init = read_init(spec)
     outputs = Outputs.of(spec)
@@ -254,6 +258,14 @@ def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
     session = new_session(spec, setup, start, log)
     return run_epochs(spec, setup, session, outputs, max_epochs=max_epochs, max_steps=max_steps,
                       on_epoch=on_epoch, log=log)
+
+
+def _check_limits(**limits: int | None) -> None:
+    """Refuse a stop before the first epoch or step: it would stop after it, as if given 1."""
+    for name, value in limits.items():
+        if value is not None and value < 1:
+            raise ParameterError(f"{name}: received {value}; expected None (no limit) or an "
+                                 "integer of at least 1.")
 
 
 # -- existing outputs -------------------------------------------------------------------------
@@ -353,6 +365,7 @@ def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log,
     init = init or read_init(spec)
     architecture, arch_config = network_of(spec, init)
     train_pairs, val_pairs = _pairs(spec)
+    _check_same_bands(spec, checkpoint, train_pairs[0])
     _warn_label_nodata(spec, [*train_pairs, *val_pairs], log)
     n_bands, classes = train_pairs[0].bands, spec.data.classes
     check_batch(spec.training, n_bands, known=True)  # the spec's check knew no band count
@@ -388,6 +401,26 @@ def _pairs(spec: TrainSpec) -> tuple[list[RasterPair], list[RasterPair]]:
     val_pairs = held_out + open_pairs(spec.data.validation, "data.validation")
     check_pairs(train_pairs, val_pairs, spec.training.chip)
     return train_pairs, val_pairs
+
+
+def _check_same_bands(spec: TrainSpec, checkpoint: Checkpoint | None, pair: RasterPair) -> None:
+    """Refuse to resume a run whose images changed bands since its checkpoint: its network and
+    normalization were made for the bands they had (their names, when recorded)."""
+    data = checkpoint.state.data if checkpoint is not None else {}
+    names, mean = data.get("bands"), data.get("mean")
+    names = names if isinstance(names, list) else None
+    if names is None and not isinstance(mean, list):
+        return  # no checkpoint, or one that says nothing about bands
+    count, current = len(names if names is not None else mean), list(pair.image.band_names)
+    if count == len(current) and names in (None, current):
+        return
+    had = f"{count} band(s)" + (f" ({', '.join(map(str, names))})" if names is not None else "")
+    raise CheckpointError(
+        f"{spec.output.run_url} holds a checkpoint (after epoch {checkpoint.state.epoch}) of a run "
+        f"on images of {had}; {pair.name}.image ({public_url(pair.image.url)}) now has "
+        f"{len(current)} ({', '.join(current)}). Its network and normalization fit the bands it had: "
+        "resume with those images, or train on these as a new run, with a new output.run_dir "
+        "(or output.model), or over this one with output.overwrite: true (--overwrite).")
 
 
 def _warn_label_nodata(spec: TrainSpec, pairs: list[RasterPair], log: Log) -> None:
@@ -502,7 +535,7 @@ def new_session(spec: TrainSpec, setup: Setup, checkpoint: Checkpoint | None,
     checksums = data_checksums(setup.record)
     if checkpoint is None:
         state = TrainState(data={**_stats_of(setup), "started": now(), "checksums": checksums,
-                                 "init": setup.record.get("init")})
+                                 "init": setup.record.get("init"), "bands": list(setup.bands)})
         return Session(loop, rng, state)
     restore(checkpoint, model=setup.net, optimizer=loop.optimizer, scheduler=loop.scheduler, rng=rng)
     state = checkpoint.state

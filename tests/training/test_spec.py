@@ -268,3 +268,83 @@ def test_random_search_draws_reproducible_values():
         "model.config.width"]} for t in trials)
     assert trials[0].spec.output.model.endswith("d/trial-000/model.safetensors")
     assert trials[0].spec.data.train[0].image.url == str(Path("s.zarr").resolve())
+
+
+@pytest.mark.parametrize(("changes", "said"), [
+    ({"seed": 2**70}, ("seed: received 1180591620717411303424 (int); expected less than or equal to "
+                      "4294967295.")),
+    ({"seed": -1}, "seed: received -1 (int); expected greater than or equal to 0."),
+    ({"data": {"ignore_index": 2**70}}, ("data.ignore_index: received 1180591620717411303424 (int); "
+                                        "expected a value that is not a class id (0..1), e.g. 255, "
+                                        "within -2147483648..4294967295")),
+    ({"data": {"ignore_index": -(2**31) - 1}}, "within -2147483648..4294967295"),
+])
+def test_seeds_and_ignore_indexes_past_what_numpy_torch_and_labels_take_are_refused(changes, said):
+    """seed 2**70 was an internal 'Overflow' from torch; ignore_index 2**70 an OverflowError."""
+    data = minimal(seed=changes.get("seed", 0))
+    data["data"].update(changes.get("data", {}))
+    with pytest.raises(TrainSpecError) as refused:
+        TrainSpec.from_dict(data)
+    assert said in str(refused.value)
+    edge = minimal(seed=2**32 - 1)
+    edge["data"].update(ignore_index=2**32 - 1)
+    assert TrainSpec.from_dict(edge).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(("key", "training"), [
+    ("training.lr", lambda v: {"lr": v}),
+    ("training.weight_decay", lambda v: {"weight_decay": v}),
+    ("training.early_stopping.min_delta", lambda v: {"early_stopping": {"patience": 1, "min_delta": v}}),
+])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_optimisation_numbers_are_refused(key, training, value):
+    """An infinite learning rate, weight decay or min_delta was taken as given."""
+    with pytest.raises(TrainSpecError, match=rf"{key}: received {value} \(float\); expected a finite "
+                                             "number"):
+        TrainSpec.from_dict(minimal(training=training(value)))
+
+
+def test_class_weights_past_float32_are_refused():
+    """1e308 is finite in Python, and infinite in the float32 loss."""
+    for weights in ([1e308, 1.0], [3.5e38, 1.0]):
+        data = minimal()
+        data["data"]["class_weights"] = weights
+        with pytest.raises(TrainSpecError, match=r"data.class_weights: received .* finite "
+                                                 r"non-negative weights \(at most 3.4e\+38, float32"):
+            TrainSpec.from_dict(data)
+    data = minimal()
+    data["data"]["class_weights"] = [3.4e38, 1.0]
+    assert TrainSpec.from_dict(data).data.class_weights == [3.4e38, 1.0]
+
+
+def random_sweep(parameters: dict) -> dict:
+    return {"base": minimal(), "method": "random", "trials": 2, "parameters": parameters,
+            "output": {"dir": "d"}}
+
+
+@pytest.mark.parametrize(("bounds", "said"), [
+    ({"low": float("nan"), "high": float("nan")}, ("RangeSpec.low: received nan (float); expected a "
+                                                  "finite number")),
+    ({"low": 1e-4, "high": float("inf"), "log": True}, ("RangeSpec.high: received inf (float); "
+                                                       "expected a finite number")),
+    ({"low": float("-inf"), "high": 1.0}, "RangeSpec.low: received -inf (float); expected a finite"),
+    ({"low": 0.01, "high": 0.01}, ("RangeSpec.high: received 0.01 (float); expected a number above "
+                                  "low (0.01); a single value is a list: [0.01]")),
+    ({"low": -1e308, "high": 1e308}, ("RangeSpec.high: received 1e+308 (float); expected a number "
+                                     "less than 1.8e308 above low (-1e+308)")),
+])
+def test_random_ranges_need_finite_ordered_bounds(bounds, said):
+    """NaN and infinite bounds failed with an internal OverflowError when drawn."""
+    with pytest.raises(TrainSpecError) as refused:
+        make_trials(SweepSpec.from_dict(random_sweep({"training.lr": bounds})))
+    assert f"parameters.training.lr.{said}" in str(refused.value)
+
+
+def test_sweep_values_that_are_strings_stay_strings():
+    """'007' became 7.0, refused as a model.name; YAML 1.1's exponent numbers still count."""
+    spec = SweepSpec.from_dict({"base": minimal(), "output": {"dir": "d"},
+                                "parameters": {"model.name": ["007", "1e3x"], "training.lr": ["1e-3"]}})
+    trials = make_trials(spec)
+    assert [t.spec.model.name for t in trials] == ["007", "1e3x"]
+    assert [t.params["training.lr"] for t in trials] == [1e-3, 1e-3]
+    assert all(t.spec.training.lr == 1e-3 for t in trials)
