@@ -694,8 +694,9 @@ def export(
 
     if not (cog or ome_zarr or nifti):
         raise typer.BadParameter("give at least one of --cog FILE, --ome-zarr IMAGE, --nifti FILE")
-    if ome_zarr:  # refused before any file is written, not after the COG
-        exports.check_label_name(name)
+    exports.check_exports(output, cog=cog, ome_zarr=ome_zarr, nifti=nifti, name=name,
+                          overwrite=overwrite, blocksize=blocksize, compress=compress,
+                          resampling=resampling)  # every one refused before any is written
     if cog:
         exports.export_cog(output, cog, overwrite=overwrite, blocksize=blocksize, compress=compress,
                            resampling=resampling)

@@ -13,7 +13,7 @@ import scipy.stats
 
 from geoseg.errors import CorruptInputError, ExportError, GeosegError, OutputLocationError
 from geoseg.io import convert
-from geoseg.io.exports import cog, export_cog
+from geoseg.io.exports import export_cog, pyramid
 from geoseg.io.integrity import damage
 from geoseg.io.output import OutputTarget
 from tests.cli import geoseg as geoseg_cli
@@ -86,7 +86,7 @@ def block_modes(classes: np.ndarray, factor: int, nodata: int) -> np.ndarray:
 @pytest.mark.parametrize("window", [None, 16])  # 16: blocks of 8 x 8 counted strip by strip
 def test_mode_overviews_are_the_mode_of_their_full_resolution_block(tmp_path, monkeypatch, window):
     if window:
-        monkeypatch.setattr(cog, "MODE_WINDOW", window)
+        monkeypatch.setattr(pyramid, "MODE_WINDOW", window)
     rng = np.random.default_rng(5)
     classes = rng.integers(0, 4, (70, 53)).astype(np.uint8)
     classes[rng.random(classes.shape) < 0.2] = 255
@@ -135,3 +135,31 @@ def test_damaged_output_advice_is_a_plain_rerun(tmp_path):
     assert message is not None and "run its job again (the same spec, without --overwrite)" in message
     assert "with --overwrite" not in message.replace("without --overwrite", "")
     assert isinstance(ExportError(message), GeosegError)
+
+
+@pytest.mark.parametrize("asked, refused", [
+    ({"cog": "part.tif", "nifti": "part.nii"}, "NIfTI takes (z, y, x) ones"),
+    ({"cog": "part.tif", "ome_zarr": "missing.ome.zarr"}, "No OME-Zarr image at"),
+    ({"cog": "part.tif", "nifti": "part.nii", "resampling": "average"}, "not allowed for class"),
+])
+def test_every_export_asked_for_is_checked_before_any_is_written(tmp_path, asked, refused):
+    """--cog with --nifti of an image wrote the COG, then failed on the NIfTI."""
+    from geoseg.io.exports import check_exports
+
+    classes = np.zeros((40, 40), np.uint8)
+    out = finished_output(tmp_path / "out.zarr", classes, ["a"])
+    paths = {k: (str(tmp_path / v) if k in ("cog", "nifti", "ome_zarr") else v)
+             for k, v in asked.items()}
+    with pytest.raises(GeosegError, match=re.escape(refused)):
+        check_exports(out, **paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+    check_exports(out, cog=paths["cog"])  # the COG alone would be written
+
+
+def test_the_export_command_writes_nothing_when_one_of_its_exports_is_refused(tmp_path):
+    """It wrote part.tif, then failed on the NIfTI of a 2-D output, exit 2 with the COG left."""
+    out = finished_output(tmp_path / "out.zarr", np.zeros((40, 40), np.uint8), ["a"])
+    done = geoseg_cli("export", out, "--cog", str(tmp_path / "part.tif"), "--nifti",
+                      str(tmp_path / "part.nii"))
+    assert done.returncode == 2 and "NIfTI takes (z, y, x) ones" in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]

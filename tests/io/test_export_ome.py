@@ -310,3 +310,55 @@ def test_what_an_export_killed_mid_swap_left_is_put_right_by_the_next(tmp_path, 
         export_ome_labels(out, image, name="cover")  # the old one is back: no overwrite asked
     assert sorted(p.name for p in labels.iterdir()) == ["cover", "zarr.json"]
     check_labels(image, out, "cover")
+
+
+def numpy_block_mode(classes: np.ndarray, factor: int, nodata: int) -> np.ndarray:
+    """numpy's most frequent class of each ``factor`` x ``factor`` full-resolution block, no-data
+    left out (the smallest id on ties; no data where the whole block is)."""
+    rows, cols = -(-classes.shape[0] // factor), -(-classes.shape[1] // factor)
+    modes = np.full((rows, cols), nodata, classes.dtype)
+    for i, j in np.ndindex(rows, cols):
+        counts = np.bincount(classes[i * factor:(i + 1) * factor, j * factor:(j + 1) * factor].ravel(),
+                             minlength=nodata + 1)
+        counts[nodata] = 0
+        if counts.any():
+            modes[i, j] = counts.argmax()
+    return modes
+
+
+def plain_ome_image(path, side: int, n_levels: int) -> str:
+    """An NGFF 0.5 image of ``n_levels`` levels halving ``side`` each, chunks of 16."""
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    datasets = []
+    for i in range(n_levels):
+        root.create_array(str(i), shape=(1, side >> i, side >> i), chunks=(1, 16, 16), dtype="uint8",
+                          fill_value=0)
+        datasets.append({"path": str(i), "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 2.0 ** i, 2.0 ** i]}]})
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"},
+            {"name": "x", "type": "space"}]
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
+    return str(path)
+
+
+@pytest.mark.parametrize("window", [None, 8, 32])  # 8: blocks of 8 x 8 counted in pieces
+def test_every_label_level_is_the_mode_of_its_full_resolution_block(tmp_path, monkeypatch, window):
+    """Each level was the mode of the level before (a mode of modes), not of the block of
+    full-resolution pixels it covers, which the COG export's overviews are."""
+    from geoseg.io.exports import pyramid
+    from tests.io.test_export_cog import finished_output
+
+    if window:
+        monkeypatch.setattr(pyramid, "MODE_WINDOW", window)
+    rng = np.random.default_rng(7)
+    classes = rng.integers(0, 4, (64, 64)).astype(np.uint8)
+    classes[rng.random(classes.shape) < 0.2] = 255
+    classes[:8, :8] = 255  # a whole block of no data stays no data
+    out = finished_output(tmp_path / "out.zarr", classes, ["a", "b", "c", "d"])
+    image = plain_ome_image(tmp_path / "image.ome.zarr", 64, 4)
+    export_ome_labels(out, image, name="seg")
+    labels = zarr.open_group(f"{image}/labels/seg", mode="r")
+    np.testing.assert_array_equal(labels["0"][0], classes)
+    for level in (1, 2, 3):
+        np.testing.assert_array_equal(labels[str(level)][0],
+                                      numpy_block_mode(classes, 2 ** level, 255), err_msg=str(level))

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geoseg.errors import ExportError
+from geoseg.io.exports import pyramid
 from geoseg.io.exports.pyramid import (
+    coarse_window,
     downsample,
     downsample_window,
     factors_between,
@@ -73,6 +75,27 @@ def test_windows_tile_the_whole_result_and_keep_only_present_ids(case, method):
         )
     np.testing.assert_array_equal(pieced, whole)
     assert set(np.unique(whole).tolist()) <= set(np.unique(fine).tolist()) | {NODATA}
+
+
+@settings(max_examples=100, deadline=None)
+@given(labelled(), st.sampled_from(["mode", "nearest"]), st.integers(1, 12))
+def test_a_bounded_read_equals_the_whole_block_at_once(case, method, window):
+    """However few fine pixels may be read at once (in pieces of the window, or one coarse
+    pixel's block counted in pieces), every coarse pixel is its whole block's value."""
+    fine, coarse, factors = case
+    whole = downsample(fine, coarse, factors, method, NODATA)
+    reads = []
+
+    def read(w):
+        reads.append(fine[w].size)
+        return fine[w]
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(pyramid, "MODE_WINDOW", window)
+        bounded = coarse_window(read, fine.shape, tuple(slice(0, n) for n in coarse), factors,
+                                method, NODATA, fine.dtype)
+    np.testing.assert_array_equal(bounded, whole)
+    assert max(reads, default=0) <= window
 
 
 def test_nearest_takes_each_block_centre():

@@ -7,7 +7,8 @@ every overview pixel is a class id. Mode overviews are computed here, each level
 from the full-resolution classes (the mode of each whole block, no-data left out),
 because GDAL's ``MODE`` makes each level from the previous one (a mode of modes);
 nearest ones are GDAL's. CRS, transform and the no-data class are
-kept; class names go to the metadata tags, class colours to the colour map.
+kept; class names and the background class (a class that is no object) go to the
+metadata tags, class colours to the colour map.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
@@ -33,9 +33,10 @@ from geoseg.core.text import whole_number
 from geoseg.errors import ExportError, GeosegError
 from geoseg.io import remote
 from geoseg.io.exports.common import FinishedOutput, open_finished, refuse_existing, shown
-from geoseg.io.exports.pyramid import downsample, parse_resampling
+from geoseg.io.exports.pyramid import coarse_window, parse_resampling
 from geoseg.io.files import staged_file
 from geoseg.io.readers._geotiff import GeoTIFFSource, open_rasterio
+from geoseg.tiling.plan import regions
 
 LOSSLESS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")
 
@@ -107,17 +108,9 @@ def export_cog(
 
     Returns ``dest``. Nothing is left at ``dest`` if the export fails.
     """
-    settings = CogSettings.parse(blocksize, compress, resampling)
-    out = open_finished(output_url, storage_options)
-    out.require_ndim(
-        2, "a GeoTIFF", "Export a volume with --nifti, or into an OME-Zarr image with --ome-zarr."
-    )
-    refuse_existing(
-        dest, dest_options, overwrite, "COG", source=output_url, source_options=storage_options
-    )
-    if not dest.lower().endswith((".tif", ".tiff")):
-        raise ExportError(f"COG destination {shown(dest)}: expected a name ending in .tif or "
-                          ".tiff, as a GeoTIFF's, e.g. segmentation.tif. Nothing was written.")
+    settings, out = check_cog(output_url, dest, storage_options=storage_options,
+                              dest_options=dest_options, overwrite=overwrite,
+                              blocksize=blocksize, compress=compress, resampling=resampling)
     with staged_file(dest, dest_options, overwrite) as staged, \
             _gdal_writing(dest, staged):
         tiled = staged.with_name("tiled-" + staged.name)
@@ -131,6 +124,33 @@ def export_cog(
             source = tiled
         rasterio.shutil.copy(str(source), str(staged), driver="COG", **options)
     return dest
+
+
+def check_cog(
+    output_url: str,
+    dest: str,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    dest_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    blocksize: int = 512,
+    compress: str = "deflate",
+    resampling: str = "mode",
+) -> tuple[CogSettings, FinishedOutput]:
+    """What :func:`export_cog` refuses before writing anything; returns its settings and the
+    output."""
+    settings = CogSettings.parse(blocksize, compress, resampling)
+    out = open_finished(output_url, storage_options)
+    out.require_ndim(
+        2, "a GeoTIFF", "Export a volume with --nifti, or into an OME-Zarr image with --ome-zarr."
+    )
+    refuse_existing(
+        dest, dest_options, overwrite, "COG", source=output_url, source_options=storage_options
+    )
+    if not dest.lower().endswith((".tif", ".tiff")):
+        raise ExportError(f"COG destination {shown(dest)}: expected a name ending in .tif or "
+                          ".tiff, as a GeoTIFF's, e.g. segmentation.tif. Nothing was written.")
+    return settings, out
 
 
 FULL = 1 << 20  # free bytes under which a disk a GDAL write failed on is taken as full
@@ -180,8 +200,8 @@ def with_mode_overviews(out: FinishedOutput, tiled: Path, blocksize: int) -> Pat
 
     GDAL's ``MODE`` overviews take each level from the one before (a mode of modes), which is not
     the mode of the block: the levels are computed here from the full-resolution classes, a
-    window of at most :data:`MODE_WINDOW` full-resolution pixels at a time (per overview pixel,
-    for factors whose block alone is larger)."""
+    window of at most :data:`~geoseg.io.exports.pyramid.MODE_WINDOW` full-resolution pixels at a
+    time (:func:`~geoseg.io.exports.pyramid.coarse_window`)."""
     vrt = tiled.with_name("source.vrt")
     rasterio.shutil.copy(str(tiled), str(vrt), driver="VRT")
     overviews = []
@@ -198,13 +218,9 @@ def with_mode_overviews(out: FinishedOutput, tiled: Path, blocksize: int) -> Pat
     return vrt
 
 
-MODE_WINDOW = 4096 * 4096  # full-resolution pixels read at once for one overview window
-
-
 def _write_mode_level(out: FinishedOutput, path: Path, factor: int, blocksize: int) -> None:
     height, width = out.shape
     shape = (-(-height // factor), -(-width // factor))
-    side = max(1, int((MODE_WINDOW // (factor * factor)) ** 0.5))  # overview pixels per window
     profile = {
         "driver": "GTiff", "width": shape[1], "height": shape[0], "count": 1,
         "dtype": out.dtype.name, "nodata": out.nodata_class, "tiled": True,
@@ -215,32 +231,11 @@ def _write_mode_level(out: FinishedOutput, path: Path, factor: int, blocksize: i
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         ds = rasterio.open(path, "w", **profile)
     with ds:
-        for oy in range(0, shape[0], side):
-            for ox in range(0, shape[1], side):
-                rows, cols = min(side, shape[0] - oy), min(side, shape[1] - ox)
-                if factor * factor * rows * cols <= MODE_WINDOW:
-                    block = out.read((slice(oy * factor, min((oy + rows) * factor, height)),
-                                      slice(ox * factor, min((ox + cols) * factor, width))))
-                    modes = downsample(block, (rows, cols), (factor, factor), "mode",
-                                       out.nodata_class)
-                else:
-                    modes = np.array([[_block_mode(out, oy * factor, ox * factor, factor)]],
-                                     dtype=out.dtype)
-                ds.write(modes, 1, window=Window(ox, oy, cols, rows))
-
-
-def _block_mode(out: FinishedOutput, y0: int, x0: int, factor: int) -> int:
-    """The mode of one ``factor`` x ``factor`` block too large to read at once: class counts
-    summed over strips of the block (no-data excluded; ties to the smallest id)."""
-    height, width = out.shape
-    counts = np.zeros(int(np.iinfo(out.dtype).max) + 1, dtype=np.int64)
-    step = max(1, MODE_WINDOW // factor)
-    for y in range(y0, min(y0 + factor, height), step):
-        strip = out.read((slice(y, min(y + step, y0 + factor, height)),
-                          slice(x0, min(x0 + factor, width))))
-        counts += np.bincount(strip.ravel(), minlength=counts.size)
-    counts[out.nodata_class] = 0
-    return int(counts.argmax()) if counts.any() else out.nodata_class
+        for ys, xs in regions(shape, (blocksize, blocksize)):
+            modes = coarse_window(out.read, out.shape, (ys, xs), (factor, factor), "mode",
+                                  out.nodata_class, out.dtype)
+            ds.write(modes, 1, window=Window(xs.start, ys.start, xs.stop - xs.start,
+                                             ys.stop - ys.start))
 
 
 def write_tiled(out: FinishedOutput, path: Path, blocksize: int) -> None:
@@ -268,7 +263,9 @@ def write_tiled(out: FinishedOutput, path: Path, blocksize: int) -> None:
         ds.write_colormap(1, out.colormap())
         ds.set_band_description(1, "class")
         ds.update_tags(
-            CLASS_NAMES=json.dumps(list(out.class_names)), NODATA_CLASS=str(out.nodata_class)
+            CLASS_NAMES=json.dumps(list(out.class_names)), NODATA_CLASS=str(out.nodata_class),
+            **({} if out.background_class is None
+               else {"BACKGROUND_CLASS": str(out.background_class)}),
         )
         ds.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(out.class_names)})
 
@@ -285,6 +282,13 @@ def read_class_names(source: GeoTIFFSource) -> tuple[str, ...] | None:
     if isinstance(names, list) and names:
         return tuple(str(n) for n in names)
     return _band_class_names(band)
+
+
+def read_background_class(source: GeoTIFFSource) -> int | None:
+    """The background class :func:`write_tiled` tagged a GeoTIFF with (``BACKGROUND_CLASS``, the
+    output's ``background_class``: a class that is no object); ``None`` without one."""
+    with open_rasterio(source.url, source.storage_options) as ds:
+        return whole_number(ds.tags().get("BACKGROUND_CLASS", ""))
 
 
 def _band_class_names(tags: dict[str, str]) -> tuple[str, ...] | None:

@@ -53,6 +53,7 @@ class FinishedOutput:
     class_names: tuple[str, ...]
     class_colors: tuple[tuple[int, int, int, int], ...]
     nodata_class: int
+    background_class: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -135,6 +136,7 @@ def open_finished(url: str, storage_options: dict[str, Any] | None = None) -> Fi
         class_names=names,
         class_colors=tuple(_rgba(c) for c in colors),
         nodata_class=int(attrs.get("nodata_class", np.iinfo(source.dtype).max)),
+        background_class=attrs.get("background_class"),
     )
 
 

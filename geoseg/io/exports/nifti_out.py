@@ -67,6 +67,27 @@ def export_nifti(
 ) -> str:
     """Write the class ids of the finished volume output at ``output_url`` to ``dest``
     (``.nii``, or ``.nii.gz`` gzip-compressed); returns ``dest``."""
+    out = check_nifti(output_url, dest, storage_options=storage_options,
+                      dest_options=dest_options, overwrite=overwrite)
+    header = nifti_header(out, output_codes(output_url, storage_options, out))
+    with (
+        staged_file(dest, dest_options, overwrite) as staged,
+        open(staged, "wb") as raw,
+        _compressed(raw, dest.endswith(".gz")) as stream,
+    ):
+        _write(stream, header, out)
+    return dest
+
+
+def check_nifti(
+    output_url: str,
+    dest: str,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    dest_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> FinishedOutput:
+    """What :func:`export_nifti` refuses before writing anything; returns the output."""
     out = open_finished(output_url, storage_options)
     out.require_ndim(3, "NIfTI", "Export an image with --cog.")
     if not dest.endswith((".nii", ".nii.gz")):
@@ -77,14 +98,7 @@ def export_nifti(
         dest, dest_options, overwrite, "NIfTI file", source=output_url,
         source_options=storage_options, suffix=".nii.gz" if dest.endswith(".gz") else ".nii",
     )
-    header = nifti_header(out, output_codes(output_url, storage_options, out))
-    with (
-        staged_file(dest, dest_options, overwrite) as staged,
-        open(staged, "wb") as raw,
-        _compressed(raw, dest.endswith(".gz")) as stream,
-    ):
-        _write(stream, header, out)
-    return dest
+    return out
 
 
 def nifti_header(out: FinishedOutput, codes: tuple[int, int] | None = None) -> nib.Nifti1Header:

@@ -4,8 +4,10 @@ The label pyramid follows the image's: one label level per image level from the
 one whose shape equals the output's, each with that level's shape, chunks and
 coordinate transformations, so viewers lay labels exactly over the image. The
 image's channel axis (and any other non-space axis) is kept with length 1, as
-NGFF asks of label images. Coarser levels are made from the finer one by mode
-(or nearest) downsampling. The ``image-label`` metadata maps every class id to
+NGFF asks of label images. Each coarser level is made from the full-resolution
+labels by mode (or nearest) downsampling of the block each pixel covers, as the COG
+export's overviews are (:func:`~geoseg.io.exports.pyramid.coarse_window`), never from
+the level before it. The ``image-label`` metadata maps every class id to
 its colour and name; the image's ``labels`` list gains the new name. NGFF 0.4
 (Zarr v2) and 0.5 (Zarr v3) are written in the image's own version.
 """
@@ -13,7 +15,6 @@ its colour and name; the image's ``labels`` list gains the new name. NGFF 0.4
 from __future__ import annotations
 
 import contextlib
-import itertools
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
 from geoseg.io import omezarr, remote
 from geoseg.io.allow import overlapping
 from geoseg.io.exports.common import FinishedOutput, chunk_windows, open_finished, shown
-from geoseg.io.exports.pyramid import downsample_window, factors_between, parse_resampling
+from geoseg.io.exports.pyramid import coarse_window, factors_between, parse_resampling
 from geoseg.io.georef import describe_voxel_grid, voxel_grid_difference
 from geoseg.io.output import output_exists
 from geoseg.io.settled import compute_settled
@@ -74,29 +75,16 @@ def export_ome_labels(
     the job read). An existing label of that name is refused unless ``overwrite``; other labels
     are kept.
     """
-    method = parse_resampling(resampling)
-    check_label_name(name)
-    out = open_finished(output_url, storage_options)
+    plan = check_ome(output_url, image_url, name=name, storage_options=storage_options,
+                     image_options=image_options, overwrite=overwrite, resampling=resampling)
+    method, out, image, levels = plan.method, plan.out, plan.image, plan.levels
     label_url = f"{image_url.rstrip('/')}/labels/{name}"
-    if overlapping(label_url, image_options, output_url, storage_options):
-        raise ExportError(
-            f"OME-Zarr labels {shown(label_url)} would be written inside (or over) the output "
-            f"store {shown(output_url)} they are exported from; expected an OME-Zarr image apart "
-            "from the output. Nothing was written: give the image the job read (--ome-zarr), or "
-            "another label name (--name).")
     with remote.storage_errors(label_url, image_options, "Writing labels"):
         _recover(f"{image_url.rstrip('/')}/labels", name, image_options)
-    root = _open_image(image_url, image_options)
+    root = _open_image(image_url, image_options)  # as _recover left it
     attrs = dict(root.attrs)
-    image = omezarr.multiscales(attrs)[0]
-    levels = _matching_levels(root, image, out, image_url)
-    _check_placement(out, image, levels, image_url)
     labels = root.require_group("labels")
-    if name in labels and not overwrite:
-        raise OutputExistsError(
-            f"{shown(image_url)} already has a label {name!r}; nothing was written. "
-            "Choose another name (--name), or pass --overwrite (overwrite=True) to replace it."
-        )
+    _refuse_existing_label(labels, name, image_url, overwrite)  # one _recover put back, too
     # a label replacing another is written beside it, then moved over it: the old one is kept
     # until the new one is whole; a label that fails part-way (a full disk) is removed
     written = (f"{HIDDEN.format(name=name, kind='partial')}{uuid.uuid4().hex[:8]}"
@@ -117,6 +105,55 @@ def export_ome_labels(
             if labels.metadata.consolidated_metadata is not None:  # its own list, emptied by zarr
                 zarr.consolidate_metadata(root.store, path="labels")
     return label_url
+
+
+@dataclass(frozen=True)
+class LabelPlan:
+    """What an OME-Zarr label export writes from and into, checked (:func:`check_ome`)."""
+
+    method: str
+    out: FinishedOutput
+    image: dict[str, Any]
+    levels: list[ImageLevel]
+
+
+def check_ome(
+    output_url: str,
+    image_url: str,
+    *,
+    name: str = "segmentation",
+    storage_options: dict[str, Any] | None = None,
+    image_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    resampling: str = "mode",
+) -> LabelPlan:
+    """What :func:`export_ome_labels` refuses before writing anything; returns what it writes
+    from and into."""
+    method = parse_resampling(resampling)
+    check_label_name(name)
+    out = open_finished(output_url, storage_options)
+    label_url = f"{image_url.rstrip('/')}/labels/{name}"
+    if overlapping(label_url, image_options, output_url, storage_options):
+        raise ExportError(
+            f"OME-Zarr labels {shown(label_url)} would be written inside (or over) the output "
+            f"store {shown(output_url)} they are exported from; expected an OME-Zarr image apart "
+            "from the output. Nothing was written: give the image the job read (--ome-zarr), or "
+            "another label name (--name).")
+    root = _open_image(image_url, image_options)
+    image = omezarr.multiscales(dict(root.attrs))[0]
+    levels = _matching_levels(root, image, out, image_url)
+    _check_placement(out, image, levels, image_url)
+    if "labels" in root:
+        _refuse_existing_label(root["labels"], name, image_url, overwrite)
+    return LabelPlan(method, out, image, levels)
+
+
+def _refuse_existing_label(labels: zarr.Group, name: str, image_url: str, overwrite: bool) -> None:
+    if name in labels and not overwrite:
+        raise OutputExistsError(
+            f"{shown(image_url)} already has a label {name!r}; nothing was written. "
+            "Choose another name (--name), or pass --overwrite (overwrite=True) to replace it."
+        )
 
 
 def _swap(labels_url: str, written: str, name: str, options: dict[str, Any] | None) -> None:
@@ -177,8 +214,8 @@ def _write_label(root: zarr.Group, labels: zarr.Group, path: str, name: str,
         _create_level(group, str(j), level, out, axis_names) for j, level in enumerate(levels)
     ]
     _copy_classes(out, arrays[0], levels[0])
-    for fine, coarse in itertools.pairwise(arrays):
-        _downsample_level(fine, coarse, method, out.nodata_class)
+    for coarse in arrays[1:]:
+        _downsample_level(arrays[0], coarse, method, out.nodata_class)
     _write_label_metadata(group, name, image, levels, out, omezarr.ome_version(dict(root.attrs)))
 
 
@@ -286,13 +323,14 @@ def _copy_classes(out: FinishedOutput, target: zarr.Array, level: ImageLevel) ->
     compute_settled(da.store(expanded.rechunk(target.chunks), target, lock=False, compute=False))
 
 
-def _downsample_level(fine: zarr.Array, coarse: zarr.Array, method: str, nodata: int) -> None:
-    """Fill ``coarse`` chunk by chunk from the blocks of ``fine`` under each chunk."""
-    factors = factors_between(fine.shape, coarse.shape)
+def _downsample_level(full: zarr.Array, coarse: zarr.Array, method: str, nodata: int) -> None:
+    """Fill ``coarse`` chunk by chunk from the full-resolution blocks under each chunk."""
+    factors = factors_between(full.shape, coarse.shape)
 
     def one(window: tuple[slice, ...]) -> None:
-        coarse[window] = downsample_window(
-            lambda w: np.asarray(fine[w]), fine.shape, window, factors, method, nodata
+        coarse[window] = coarse_window(
+            lambda w: np.asarray(full[w]), full.shape, window, factors, method, nodata,
+            coarse.dtype
         )
 
     tasks = [dask.delayed(one)(w) for w in chunk_windows(coarse.shape, coarse.chunks)]

@@ -3,7 +3,9 @@
 ``mode`` gives each coarse pixel the most frequent class of the block of fine
 pixels it covers (no-data counts only where the whole block is no data; ties
 go to the smallest id); ``nearest`` takes the block's centre pixel. Either way
-every coarse pixel is a class id present in its block.
+every coarse pixel is a class id present in its block. Every level is made from the
+full-resolution pixels (:func:`coarse_window`), never from the level before it: a mode of
+modes is not the mode of the block.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from geoseg.errors import ExportError
-from geoseg.tiling.plan import ceil_div
+from geoseg.tiling.plan import ceil_div, regions
 
 METHODS = ("mode", "nearest")
+MODE_WINDOW = 4096 * 4096  # full-resolution pixels read at once for one coarse window
+Read = Callable[[tuple[slice, ...]], np.ndarray]
 
 
 def parse_resampling(value: str) -> str:
@@ -35,8 +39,67 @@ def factors_between(fine: Sequence[int], coarse: Sequence[int]) -> tuple[int, ..
     return tuple(max(1, round(f / c)) for f, c in zip(fine, coarse))
 
 
+def coarse_window(
+    read: Read,
+    fine_shape: Sequence[int],
+    window: tuple[slice, ...],
+    factors: Sequence[int],
+    method: str,
+    nodata: int,
+    dtype: np.dtype,
+) -> np.ndarray:
+    """The coarse pixels of ``window`` from the full-resolution pixels ``read`` returns, reading
+    at most :data:`MODE_WINDOW` fine pixels at a time: the window in pieces, or, where one
+    coarse pixel's block alone is larger, that block counted in pieces (:func:`block_value`)."""
+    shape = tuple(w.stop - w.start for w in window)
+    out = np.empty(shape, dtype=dtype)
+    per_pixel = int(np.prod(factors))
+    steps = pieces(shape, MODE_WINDOW // per_pixel) if per_pixel <= MODE_WINDOW else (1,) * len(shape)
+    for piece in regions(shape, steps):
+        part = tuple(slice(w.start + p.start, w.start + p.stop) for w, p in zip(window, piece))
+        if per_pixel <= MODE_WINDOW:
+            out[piece] = downsample_window(read, fine_shape, part, factors, method, nodata)
+        else:
+            out[piece] = block_value(read, fine_shape, part, factors, method, nodata)
+    return out
+
+
+def pieces(shape: Sequence[int], most: int) -> tuple[int, ...]:
+    """Steps per axis that cut ``shape`` into pieces of at most ``most`` elements (at least one
+    element per piece), the last axis taken whole first."""
+    steps = []
+    for n in reversed(shape):
+        step = max(1, min(n, most))
+        most //= step
+        steps.append(step)
+    return tuple(reversed(steps))
+
+
+def block_value(read: Read, fine_shape: Sequence[int], window: tuple[slice, ...],
+                factors: Sequence[int], method: str, nodata: int) -> int:
+    """The value of one coarse pixel (``window``) whose block is too large to read at once:
+    ``nearest`` reads its centre pixel; ``mode`` sums class counts over pieces of the block
+    (no-data excluded; ties to the smallest id)."""
+    block = [slice(min(w.start * f, n), min(w.stop * f, n))
+             for w, f, n in zip(window, factors, fine_shape)]
+    if any(b.stop <= b.start for b in block):
+        return nodata
+    if method == "nearest":
+        centre = [min(b.start + f // 2, b.stop - 1) for b, f in zip(block, factors)]
+        return int(read(tuple(slice(c, c + 1) for c in centre)).ravel()[0])
+    counts: dict[int, int] = {}
+    extent = [b.stop - b.start for b in block]
+    for piece in regions(extent, pieces(extent, MODE_WINDOW)):
+        values, found = np.unique(read(tuple(slice(b.start + p.start, b.start + p.stop)
+                                             for b, p in zip(block, piece))), return_counts=True)
+        for value, n in zip(values.tolist(), found.tolist()):
+            counts[value] = counts.get(value, 0) + n
+    counts.pop(nodata, None)
+    return min(counts, key=lambda v: (-counts[v], v)) if counts else nodata
+
+
 def downsample_window(
-    read: Callable[[tuple[slice, ...]], np.ndarray],
+    read: Read,
     fine_shape: Sequence[int],
     window: tuple[slice, ...],
     factors: Sequence[int],
