@@ -250,6 +250,18 @@ def label_dtype(count: int) -> np.dtype:
     return np.dtype(np.uint32 if count <= np.iinfo(np.uint32).max else np.uint64)
 
 
+def stacked(parts: Sequence[tuple[da.Array, int]], like: da.Array) -> tuple[da.Array, int]:
+    """Several label rasters over disjoint pixels as one, each after the previous ones' ids."""
+    total = sum(count for _, count in parts)
+    dtype = label_dtype(total)
+    result, offset = da.zeros(like.shape, dtype=dtype, chunks=like.chunks), 0
+    for labels, count in parts:
+        shifted = labels.astype(dtype) + dtype.type(offset)
+        result = da.where(labels > 0, shifted, result)
+        offset += count
+    return result, total
+
+
 def _relabelled(block: np.ndarray, classes: Sequence[int] | None, connectivity: int,
                 plan: Relabel, dtype: np.dtype) -> np.ndarray:
     _, labels, count = local_labels(block, classes, connectivity)

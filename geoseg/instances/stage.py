@@ -17,6 +17,7 @@ rerun with the same settings skips the stage and any other state redoes it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -25,13 +26,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dask.array as da
+import numpy as np
 
 from geoseg.core.classes import short_list
 from geoseg.core.urls import public_url
 from geoseg.errors import InstanceError, OutputExistsError
-from geoseg.instances.components import label, label_dtype
+from geoseg.instances.components import label, stacked
 from geoseg.instances.table import object_table, write_table
-from geoseg.instances.watershed import distance_watershed, instances_from_classes
+from geoseg.instances.watershed import decoded, distance_watershed
 from geoseg.io.georef import GeoRef
 from geoseg.io.output import INSTANCE_FILES, OutputTarget
 from geoseg.io.stages import (
@@ -220,8 +222,19 @@ def keep_other_instances(target: OutputTarget, settings: InstanceSettings,
 def instance_labels(classes: da.Array, route_list: Sequence[Route],
                     settings: InstanceSettings) -> tuple[da.Array, int]:
     """Instance ids of ``classes`` by every route, numbered one after another from 1."""
-    parts = []
-    for route in route_list:
+    labels, count, _ = routed_labels(classes, route_list, settings)
+    return labels, count
+
+
+def routed_labels(classes: da.Array, route_list: Sequence[Route], settings: InstanceSettings
+                  ) -> tuple[da.Array, int, list[tuple[int, int]]]:
+    """:func:`instance_labels`, and for decoded objects their owners: (last id, interior class)
+    per decoding, in id order. Decodings that share a class grow in one watershed
+    (:func:`~geoseg.instances.watershed.decoded`): a later one would take the earlier one's
+    shared outlines."""
+    parts, owners, offset = [], [], 0
+    for group in route_groups(route_list):
+        route = group[0]
         if route.kind == "components":
             parts.append(label(classes, classes=route.classes, connectivity=settings.connectivity))
         elif route.kind == "watershed":
@@ -229,34 +242,66 @@ def instance_labels(classes: da.Array, route_list: Sequence[Route],
                                             halo=_halo(settings, "watershed"),
                                             connectivity=settings.connectivity))
         else:
-            parts.append(instances_from_classes(classes, interior=route.interior,
-                                                boundary=route.boundary,
-                                                halo=_halo(settings, "decode"),
-                                                connectivity=settings.connectivity))
-    return stacked(parts, classes)
+            labels, counts = decoded(classes, [(r.interior, r.boundary) for r in group],
+                                     halo=_halo(settings, "decode"),
+                                     connectivity=settings.connectivity)
+            parts.append((labels, sum(counts)))
+            last = offset
+            for r, count in zip(group, counts):
+                last += count
+                owners.append((last, r.interior))
+        offset += parts[-1][1]
+    return (*stacked(parts, classes), owners)
 
 
-def object_classes(classes: da.Array, route_list: Sequence[Route]) -> da.Array:
+def route_groups(route_list: Sequence[Route]) -> list[list[Route]]:
+    """The routes in groups: decodings that share a class (directly or through another) in one,
+    every other route alone; groups in the order of their first route."""
+    groups: list[list[int]] = []
+    for i, route in enumerate(route_list):
+        joined = [g for g in groups if any(_share(route, route_list[j]) for j in g)]
+        groups = [g for g in groups if all(g is not h for h in joined)]
+        groups.append(sorted([*itertools.chain(*joined), i]))
+    return [[route_list[j] for j in g] for g in sorted(groups)]
+
+
+def _share(a: Route, b: Route) -> bool:
+    return a.kind == b.kind == "decode" and bool(set(a.classes) & set(b.classes))
+
+
+def object_classes(classes: da.Array, route_list: Sequence[Route], labels: da.Array | None = None,
+                   owners: Sequence[tuple[int, int]] = ()) -> da.Array:
     """The class each pixel of an object counts for in its table and polygons (the most frequent
     one): a decode route's boundary pixels count for its interior class, as the object they
-    outline is one of that class (a small building has more outline than inside)."""
+    outline is one of that class (a small building has more outline than inside). A boundary
+    class decodings share counts, with ``labels`` and their ``owners``
+    (:func:`routed_labels`), for the interior class of the object that took the pixel."""
     out = classes
     for route in route_list:
         if route.kind == "decode" and route.boundary:
             out = da.where(da.isin(classes, list(route.boundary)), classes.dtype.type(route.interior), out)
+    shared = shared_boundary(route_list)
+    if shared and labels is not None and owners:
+        tops = np.array([last for last, _ in owners], dtype=np.uint64)
+        interiors = np.array([interior for _, interior in owners], dtype=classes.dtype)
+        owner = da.map_blocks(_owner_class, labels.rechunk(classes.chunks), tops, interiors,
+                              dtype=classes.dtype)
+        out = da.where(da.isin(classes, shared), owner, out)
     return out
 
 
-def stacked(parts: Sequence[tuple[da.Array, int]], like: da.Array) -> tuple[da.Array, int]:
-    """Several label rasters over disjoint pixels as one, each after the previous ones' ids."""
-    total = sum(count for _, count in parts)
-    dtype = label_dtype(total)
-    result, offset = da.zeros(like.shape, dtype=dtype, chunks=like.chunks), 0
-    for labels, count in parts:
-        shifted = labels.astype(dtype) + dtype.type(offset)
-        result = da.where(labels > 0, shifted, result)
-        offset += count
-    return result, total
+def shared_boundary(route_list: Sequence[Route]) -> list[int]:
+    """Boundary classes of more than one decode route."""
+    listed = [b for r in route_list if r.kind == "decode" for b in set(r.boundary)]
+    return sorted({b for b in listed if listed.count(b) > 1})
+
+
+def _owner_class(labels: np.ndarray, tops: np.ndarray, interiors: np.ndarray) -> np.ndarray:
+    """The interior class of each pixel's object: ids up to ``tops[i]`` are ``interiors[i]``'s."""
+    index = np.searchsorted(tops, labels.astype(np.uint64), side="left")
+    return interiors[np.minimum(index, tops.size - 1)]
+
+
 
 
 @dataclass
@@ -354,11 +399,11 @@ def _label(target: OutputTarget, settings: InstanceSettings, classes: da.Array,
            route_list: list[Route], georef: GeoRef | None, t0: float) -> InstanceReport:
     _remove_files(target)  # none of the last labels' files may stay beside the new labels
     warn_absent(classes, settings, route_list, target.attrs()["class_names"])
-    labels, count = instance_labels(classes, route_list, settings)
+    labels, count, owners = routed_labels(classes, route_list, settings)
     hashes = store_hashed(target, "instances", labels)
     stored = da.from_zarr(target.open_group(mode="r")["instances"])
-    files = _write_files(target, stored, count, object_classes(classes, route_list), settings,
-                         georef)
+    files = _write_files(target, stored, count, object_classes(classes, route_list, stored, owners),
+                         settings, georef)
     report = InstanceReport(count, time.perf_counter() - t0, [asdict(r) for r in route_list],
                             files)
     mark_stage(target, "instances", {"status": "complete", "settings": settings.record(), "count": count,

@@ -16,7 +16,8 @@ Two routes use it:
 
 - :func:`instances_from_classes`: an instance-aware network's interior and
   boundary classes (seeds are interior components, grown over the boundary by
-  distance to the seeds);
+  distance to the seeds); :func:`decoded` grows several decodings' seeds in one
+  watershed, so decodings sharing a boundary class split it as that watershed does;
 - :func:`distance_watershed`: a classical split of a binary mask, seeds at the
   maxima of the distance to the background, grown down that distance.
 """
@@ -45,6 +46,7 @@ from geoseg.instances.components import (
     label,
     label_dtype,
     label_with,
+    stacked,
 )
 
 Elevation = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -258,6 +260,35 @@ def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequen
     Boundary pixels no interior reaches (1-6 pixel specks of outline without a building) are
     dropped, not made objects of the boundary class: ids are those of the ``count`` seeds.
     """
+    labels, counts = decoded(classes, [(interior, boundary)], halo=halo, connectivity=connectivity)
+    return labels, counts[0]
+
+
+def decoded(classes: da.Array, decodings: Sequence[tuple[int, Sequence[int]]], *, halo: int = 16,
+            connectivity: int = 1) -> tuple[da.Array, list[int]]:
+    """Instances of several decodings (interior, boundary classes) at once: the components of
+    every interior are the seeds of one watershed over all their boundary classes, numbered
+    interior by interior (``counts[i]`` ids for ``decodings[i]``). A boundary class two
+    decodings share (one outline class for buildings and trees) goes to the nearest seed of
+    either, as one seeded watershed of all the seeds assigns it."""
+    checked = [_decoding(interior, boundary) for interior, boundary in decodings]
+    interiors = [interior for interior, _ in checked]
+    repeated = sorted({i for i in interiors if interiors.count(i) > 1})
+    if repeated:
+        raise InstanceError(
+            f"decodings: received interior class(es) {repeated} in more than one decoding; "
+            "expected each interior class in one decoding: its components are one set of seeds. "
+            "Merge those decodings into one, listing all their boundary classes.")
+    halo = check_halo(halo, 0)
+    parts = [label(classes, classes=[interior], connectivity=connectivity) for interior in interiors]
+    seeds, _ = stacked(parts, classes)
+    mask = da.isin(classes, sorted({c for interior, boundary in checked
+                                    for c in (interior, *boundary)}))
+    return grow(seeds, mask, halo=halo), [count for _, count in parts]
+
+
+def _decoding(interior: int, boundary: Sequence[int]) -> tuple[int, list[int]]:
+    """``interior`` and ``boundary`` checked: class ids, the interior not among the boundary."""
     interior = class_id(interior, "interior", "the class of the objects' interiors")
     given, boundary = boundary, class_ids(boundary, "boundary", "the classes the interiors grow into")
     if interior in boundary:
@@ -269,10 +300,7 @@ def instances_from_classes(classes: da.Array, *, interior: int, boundary: Sequen
             f"boundary: received {given!r}, which names the interior class {interior}; expected the "
             f"classes the interiors grow into, other than the interior: a class is either the "
             f"seeds or the area they grow over, not both. Leave {interior} out{fix}.")
-    halo = check_halo(halo, 0)
-    seeds, count = label(classes, classes=[interior], connectivity=connectivity)
-    mask = da.isin(classes, [interior, *boundary])
-    return grow(seeds, mask, halo=halo), count
+    return interior, list(boundary)
 
 
 def distance_seeds(mask: np.ndarray, h: float) -> np.ndarray:

@@ -213,7 +213,7 @@ def test_declared_nodata_is_no_object_class(tmp_path):
         group = zarr.open_group(str(out), mode="r")
         assert group.attrs["geoseg"]["nodata_class"] == 255, name
         names = group.attrs["geoseg"]["class_names"]
-        assert names[255] == "nodata" and names[:3] == ["0", "1", "2"], name  # ids stay ids
+        assert names == ["0", "1", "2"], name  # ids stay ids; the nodata above them is no class
         labels = group["instances"][:]
         assert_same_partition(labels, objects_of(mask, (1, 2)))
         table = pd.read_parquet(out / "instances.parquet")
@@ -373,3 +373,110 @@ def test_a_mask_that_is_not_there_is_named_missing(tmp_path):
     """It was told it was not written by geoseg, and to give --out."""
     done = geoseg("instances", str(tmp_path / "nothere.zarr"))
     assert done.returncode == 2 and f"No mask at {tmp_path / 'nothere.zarr'}" in done.stderr
+
+
+def test_a_cog_export_keeps_the_background_through_a_round_trip(tmp_path):
+    """mask -> instances -> export --cog -> instances: the COG lost which class is background,
+    so the second run found the background's regions as objects (3 instead of 2)."""
+    import rasterio
+
+    from tests.conftest import write_geotiff
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:20, 10:20], mask[40:50, 40:50], mask[30, :] = 1, 1, 2  # 2 cuts the background in two
+    src = write_geotiff(tmp_path / "mask.tif", mask[None], nodata=None)
+    first, cog, second = tmp_path / "A.zarr", tmp_path / "A.tif", tmp_path / "B.zarr"
+    for args in (("instances", src, "--out", str(first)), ("export", str(first), "--cog", str(cog)),
+                 ("instances", str(cog), "--out", str(second))):
+        done = geoseg(*args, "--cluster", "threads") if args[0] == "instances" else geoseg(*args)
+        assert done.returncode == 0, done.stderr
+    with rasterio.open(cog) as ds:
+        assert ds.tags()["BACKGROUND_CLASS"] == "0"
+    ref = objects_of(mask, (1, 2))
+    for out in (first, second):
+        group = zarr.open_group(str(out), mode="r")
+        assert group.attrs["geoseg"]["background_class"] == 0, out.name
+        assert group.attrs["geoseg"]["instances"]["count"] == ref.max() == 3, out.name
+        assert_same_partition(group["instances"][:], ref)
+
+
+def test_a_uint16_mask_declaring_nodata_65535_has_only_its_own_classes(tmp_path):
+    """Every id up to the nodata was a class: 65,536 classes, a 2 MB zarr.json, and labelling
+    and the COG export many times slower."""
+    from tests.conftest import write_geotiff
+
+    mask = np.zeros((64, 64), np.uint16)
+    mask[10:20, 10:20], mask[40:50, 40:50], mask[:, :3] = 2, 2, 65535
+    src = write_geotiff(tmp_path / "m16.tif", mask[None], nodata=65535)
+    out = tmp_path / "out.zarr"
+    done = geoseg("instances", src, "--out", str(out), "--cluster", "threads")
+    assert done.returncode == 0, done.stderr
+    attrs = zarr.open_group(str(out), mode="r").attrs["geoseg"]
+    assert attrs["class_names"] == ["0", "1", "2"] and attrs["nodata_class"] == 65535  # ids kept
+    assert attrs["instances"]["routes"][0]["classes"] == [1, 2]
+    assert (out / "zarr.json").stat().st_size < 50_000
+    labels = zarr.open_group(str(out), mode="r")["instances"][:]
+    assert_same_partition(labels, objects_of(mask, (2,)))
+    np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["classes"][:], mask)
+
+
+def test_a_negative_declared_nodata_is_no_data(tmp_path):
+    """An int16 mask declaring nodata -9999 was refused as values from -9999: its no-data
+    pixels are no data, as a positive declared nodata's are, and become the nodata class."""
+    from tests.conftest import write_geotiff
+
+    mask = np.zeros((64, 64), np.int16)
+    mask[10:20, 10:20], mask[40:50, 40:50], mask[:, :3] = 1, 2, -9999
+    src = write_geotiff(tmp_path / "neg.tif", mask[None], nodata=-9999)
+    out = tmp_path / "out.zarr"
+    done = geoseg("instances", src, "--out", str(out), "--cluster", "threads")
+    assert done.returncode == 0, done.stderr
+    group = zarr.open_group(str(out), mode="r")
+    attrs = group.attrs["geoseg"]
+    assert attrs["class_names"] == ["0", "1", "2"] and attrs["nodata_class"] == 255
+    np.testing.assert_array_equal(group["classes"][:], np.where(mask == -9999, 255, mask))
+    assert_same_partition(group["instances"][:], objects_of(mask, (1, 2)))
+    other = write_geotiff(tmp_path / "other.tif", np.where(mask == -9999, -1, mask)[None],
+                          nodata=-9999)  # -1 is not the declared nodata: still refused
+    refused = geoseg("instances", other, "--out", str(tmp_path / "o.zarr"), "--cluster", "threads")
+    assert refused.returncode != 0
+    said = " ".join(refused.stderr.split())
+    assert "values from -1 to 2 (it declares nodata -9999, left out)" in said
+    assert "declare the value that marks no data as the mask's nodata" in said
+
+
+@pytest.mark.parametrize("same", ["plain.zarr", "mask.tif", "mask.tif/inside.zarr"])
+def test_out_that_is_the_mask_itself_is_refused_as_such(tmp_path, same):
+    """--out equal to the mask called a plain mask "a geoseg output whose run has not
+    finished (status None)"."""
+    from tests.conftest import write_geotiff
+
+    mask = np.zeros((32, 32), np.uint8)
+    mask[5:10, 5:10] = 1
+    zarr.create_array(str(tmp_path / "plain.zarr"), shape=mask.shape, chunks=(16, 16),
+                      dtype="uint8")[:] = mask
+    write_geotiff(tmp_path / "mask.tif", mask[None], nodata=None)
+    source = str(tmp_path / same.split("/")[0])
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    done = geoseg("instances", source, "--out", str(tmp_path / same), "--overwrite",
+                  "--cluster", "threads")
+    assert done.returncode != 0
+    said = " ".join(done.stderr.split())
+    assert f"is the mask {source} it would read" in said and "give another --out" in said
+    assert "status" not in said
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_a_zarr_volume_without_dimension_names_is_told_how_to_name_them(tmp_path):
+    """A 3-D Zarr without dimension names was called "8 band(s)", with advice about score
+    rasters and --variable only."""
+    zarr.create_array(str(tmp_path / "vol.zarr"), shape=(8, 32, 32), chunks=(4, 16, 16),
+                      dtype="uint8")[:] = 1
+    done = geoseg("instances", str(tmp_path / "vol.zarr"), "--out", str(tmp_path / "o.zarr"),
+                  "--cluster", "threads")
+    assert done.returncode != 0
+    said = " ".join(done.stderr.split())
+    assert "received 8 band(s) of uint8" in said
+    assert 'if it is a volume, name them: Zarr v3 dimension_names ["z", "y", "x"]' in said
+    assert '_ARRAY_DIMENSIONS: ["z", "y", "x"]' in said
+    assert not (tmp_path / "o.zarr").exists()

@@ -227,3 +227,59 @@ def test_decoding_seeds_interiors_with_the_connectivity_asked(connectivity: int)
     got = labels.compute()
     assert count == expected == len(np.unique(got[got > 0])) and expected == (4 if connectivity == 1 else 1)
     assert_same_partition(np.where(classes == 1, got, 0), seeds)
+
+
+def two_kinds_sharing_an_outline(seed: int) -> np.ndarray:
+    """0 background, 1 building and 2 tree interiors, 3 the outline both decodings grow over:
+    a synthetic scene's touching objects, each object's interior of one kind at random."""
+    from geoseg.synth import make_scene
+
+    truth = make_scene(160, 160, seed=seed, touching=0.7).instances.astype(np.int64)
+    kind = np.random.default_rng(seed).integers(1, 3, truth.max() + 1)
+    parts = interior_boundary(truth)
+    return np.where(parts == 1, kind[truth], np.where(parts == 2, 3, 0)).astype(np.uint8)
+
+
+def whole_shared_decode(classes: np.ndarray) -> np.ndarray:
+    """skimage's seeded watershed of all the decodings' seeds at once (buildings' components
+    first, then trees'), by distance to the seeds, over every interior and the shared outline."""
+    buildings, n = ndi.label(classes == 1)
+    trees, _ = ndi.label(classes == 2)
+    seeds = np.where(trees > 0, trees + n, buildings)
+    return segmentation.watershed(flood_order(ndi.distance_transform_edt(seeds == 0)), seeds,
+                                  mask=classes > 0)
+
+
+@pytest.mark.parametrize("seed", [4, 9])
+def test_decodings_sharing_a_boundary_class_split_it_as_one_watershed(tmp_path, seed) -> None:
+    """Two decodings (building, tree) declared with one outline class: the later decoding's
+    watershed took every outline pixel, the earlier objects' outlines too."""
+    import pandas as pd
+    import zarr
+
+    from geoseg.instances.stage import InstanceSettings, label_output
+    from geoseg.io.georef import GeoRef
+    from geoseg.io.output import create_output
+
+    classes = two_kinds_sharing_an_outline(seed)
+    ref = whole_shared_decode(classes)
+    target = create_output(str(tmp_path / "out.zarr"), shape=classes.shape, chunks=(48, 48),
+                           georef=GeoRef.from_crs("EPSG:3857", (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)),
+                           class_names=["background", "building", "tree", "outline"],
+                           class_dtype="uint8", nodata_class=255,
+                           attrs={"status": "running", "instances_decoding": [
+                               {"class": "building", "interior": "building", "boundary": ["outline"]},
+                               {"class": "tree", "interior": "tree", "boundary": ["outline"]}]})
+    target.open_group()["classes"][...] = classes
+    target.finalize({"status": "complete"})
+    report = label_output(target, InstanceSettings(method="decode", halo=40, polygons=False))
+    got = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["instances"][...]
+    buildings = ndi.label(classes == 1)[1]
+    assert report.count == ref.max() and 0 < buildings < ref.max()
+    assert_same_partition(got, ref)
+    assert got[classes == 1].max() == buildings < got[classes == 2].min()  # buildings' ids first
+    table = pd.read_parquet(tmp_path / "out.zarr" / "instances.parquet").set_index("id")
+    kinds = {i: 1 if i <= buildings else 2 for i in range(1, ref.max() + 1)}
+    assert table["class"].to_dict() == kinds  # an object's outline counts for its own kind
+    outlined = (classes == 3) & (got > 0)
+    assert np.count_nonzero(outlined & (got <= buildings)) > 0  # buildings keep outlines
