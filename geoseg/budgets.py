@@ -22,6 +22,7 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_FIT_CACHE_BYTES``  raster bytes a fit keeps in memory         ``2 GiB``
 ``GEOSEG_MAX_MULTIOTSU_BINS``   histogram bins a multi-Otsu search takes   ``8192``
 ``GEOSEG_MAX_MULTIOTSU_SEARCH`` threshold combinations multi-Otsu tries    ``1e10``
+``GEOSEG_MAX_OBJECTS``          objects one table and its polygons hold    ``1e6``
 ==============================  =========================================  ================
 
 Every refusal is a :class:`~geoseg.errors.BudgetError` that says the figure, the limit and
@@ -56,6 +57,7 @@ MAX_MODEL_TENSORS = "GEOSEG_MAX_MODEL_TENSORS"
 MAX_FIT_CACHE_BYTES = "GEOSEG_MAX_FIT_CACHE_BYTES"
 MAX_MULTIOTSU_BINS = "GEOSEG_MAX_MULTIOTSU_BINS"
 MAX_MULTIOTSU_SEARCH = "GEOSEG_MAX_MULTIOTSU_SEARCH"
+MAX_OBJECTS = "GEOSEG_MAX_OBJECTS"
 
 
 def limit(setting: str) -> int:
@@ -223,6 +225,21 @@ def check_model_tensors(n_tensors: int, what: str) -> None:
           f"{what}: its header holds {figure(n_tensors)} JSON objects, one per tensor",
           "Check that the file is the model itself; raise the limit only if its network is "
           "meant to hold so many tensors.")
+
+
+OBJECT_BYTES = 2200  # a table row and its polygon, measured in the process writing them
+
+
+def check_objects(count: int, what: str) -> None:
+    """Refuse an object table and polygons of more than ``GEOSEG_MAX_OBJECTS`` objects before
+    they are built: they are gathered in the one process that writes them, about
+    :data:`OBJECT_BYTES` a object, where the labels themselves are written chunk by chunk."""
+    check(count, MAX_OBJECTS,
+          f"{what} holds {figure(count)} objects, whose table and polygons would take about "
+          f"{size(count * OBJECT_BYTES)} in this process",
+          "The instance labels are written; leave the table and polygons out (--no-table "
+          "--no-polygons, or instances.table / instances.polygons: false), or raise the limit "
+          "where memory allows.")
 
 
 def fits_cache(n_bytes: int) -> bool:

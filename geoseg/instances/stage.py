@@ -28,6 +28,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from geoseg import budgets
 from geoseg.core.classes import short_list
 from geoseg.core.urls import public_url
 from geoseg.errors import InstanceError, OutputExistsError
@@ -425,6 +426,8 @@ def _write_files(target: OutputTarget, labels: da.Array, count: int, classes: da
                  settings: InstanceSettings, georef: GeoRef | None) -> dict[str, str]:
     """Table and polygons beside the arrays; returns each file's sha256 by name."""
     written = []
+    if settings.table or (settings.polygons and labels.ndim == 2):
+        budgets.check_objects(count, f"{public_url(target.url)}'s instances")
     group = target.open_group(mode="r")
     if settings.table:
         probabilities = stored_array(target, "probabilities") if "probabilities" in group else None

@@ -480,3 +480,24 @@ def test_a_zarr_volume_without_dimension_names_is_told_how_to_name_them(tmp_path
     assert 'if it is a volume, name them: Zarr v3 dimension_names ["z", "y", "x"]' in said
     assert '_ARRAY_DIMENSIONS: ["z", "y", "x"]' in said
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_more_objects_than_a_table_may_hold_are_refused_before_it_is_built(tmp_path):
+    """A checkerboard of 131,072 objects took 0.9 GB of the client for its table and polygons,
+    about 2 KB an object, without limit; the labels alone take no more memory per object."""
+    mask = (np.indices((64, 64)).sum(0) % 2).astype(np.uint8)  # 2,048 one-pixel objects
+    src = str(tmp_path / "checker.zarr")
+    zarr.create_array(src, shape=mask.shape, dtype="uint8", chunks=(32, 32))[:] = mask
+    out = tmp_path / "out.zarr"
+    env = {"GEOSEG_MAX_OBJECTS": "1000"}
+    refused = geoseg("instances", src, "--out", str(out), "--cluster", "threads", env=env)
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "instances holds 2048 objects, whose table and polygons would take about" in said
+    assert "the limit is 1000 (GEOSEG_MAX_OBJECTS)" in said and "--no-table --no-polygons" in said
+    assert not (out / "instances.parquet").exists()
+    done = geoseg("instances", src, "--out", str(out), "--cluster", "threads", "--no-table",
+                  "--no-polygons", "--overwrite", env=env)
+    assert done.returncode == 0, done.stderr
+    assert_same_partition(zarr.open_group(str(out), mode="r")["instances"][:],
+                          ndi.label(mask)[0])
