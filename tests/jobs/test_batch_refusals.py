@@ -35,6 +35,29 @@ def test_a_catalog_that_is_not_readable_json_is_refused_in_one_line(tmp_path, co
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "large"])
+def test_a_catalog_that_is_a_fifo_a_device_or_too_large_is_refused_unread(tmp_path, kind):
+    """A FIFO hung the batch for ever; /dev/zero was read until MemoryError."""
+    import os
+
+    catalog = tmp_path / "cat.json"
+    if kind == "fifo":
+        os.mkfifo(catalog)
+    elif kind == "device":
+        catalog.symlink_to("/dev/zero")
+    else:
+        catalog.write_text(json.dumps({"type": "FeatureCollection", "features": [], "pad": "x" * 3000}))
+    spec = tmp_path / "cd.yaml"
+    spec.write_text(CATALOG_SPEC.replace("CATALOG", "cat.json"))
+
+    done = geoseg("batch", str(spec), "--dry-run", env={"GEOSEG_MAX_METADATA_BYTES": "2048"})
+
+    assert done.returncode == 2, done.stderr
+    said = {"fifo": "is a FIFO (named pipe), not a file", "device": "is a device, not a file",
+            "large": "holds 3 KiB or more; the limit is 2048 (GEOSEG_MAX_METADATA_BYTES)"}[kind]
+    assert f"error: inputs.catalog: {catalog} {said}" in " ".join(done.stderr.split())
+
+
 def batch_spec(folder: Path, template: str) -> Path:
     spec = folder / "batch.yaml"
     spec.write_text(yaml.safe_dump({
