@@ -161,6 +161,7 @@ RESUMES = {  # what a rerun of an interrupted command picks up
     "train": "a rerun resumes from the run's last checkpoint (each epoch's end, and every "
              "training.checkpoint_steps steps)",
     "sweep": "a rerun skips the trials done and resumes the others from their last checkpoints",
+    "convert": "the part-written output was removed; a rerun converts from the start",
 }
 
 

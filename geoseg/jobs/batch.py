@@ -151,6 +151,9 @@ def _asset_href(item: Any, index: int, asset: str, shown: str) -> str:
     if not isinstance(href, str):
         raise BatchSpecError(f"inputs.asset: item {item['id']!r} of {shown} has no asset "
                              f"{asset!r} with an href; its assets: {sorted(assets) or 'none'}.")
+    if not href.strip():  # resolved, it named the catalog's own folder
+        raise BatchSpecError(f"inputs.asset: item {item['id']!r} of {shown} has an empty href "
+                             f"for asset {asset!r}; expected the URL or path of its raster.")
     return href
 
 
@@ -215,7 +218,9 @@ def _check_collisions(items: list[BatchItem]) -> None:
         lines = [f"  - {', '.join(public_url(i.url) for i in g)} -> "
                  f"{public_url(g[0].output)}" for g in clashes[:10]]
         raise BatchSpecError("output.url_template: inputs would write the same output; nothing "
-                             "was run. Make the template tell them apart ({stem}, {name}, {id}):\n"
+                             "was run. Make the template tell them apart ({stem}, {name}, {id}); "
+                             "files of one name in different folders cannot be: batch each folder "
+                             "on its own (one glob, and output folder, per batch):\n"
                              + "\n".join(lines))
 
 
@@ -409,7 +414,7 @@ class BatchRunner:
 
     def _say(self, message: str) -> None:
         with self._log_lock:
-            self.log(message)
+            self.log(terminal_safe(message))  # file names a glob found may hold escape codes
 
     def _timed(self, work: Callable[[BatchItem], ItemResult], item: BatchItem) -> ItemResult:
         t0 = time.perf_counter()
@@ -514,7 +519,7 @@ class BatchRunner:
         dry run says what the run would, and no lease is taken inside an input."""
         template = self.spec.job
         job = JobSpec(
-            name=f"{self.spec.name}/{item.id}",
+            name=f"{self.spec.name}/{terminal_safe(item.id, one_line=True)}",  # a file's name
             input=InputSpec(url=item.url, **template.input.model_dump(exclude={"url"})),
             model=template.model,
             output=OutputSpec(url=item.output, **template.output.model_dump(exclude={"url"})),

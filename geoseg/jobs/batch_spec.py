@@ -16,10 +16,11 @@ from pydantic import Field, field_validator, model_validator
 from geoseg.core.spec import Document, Name, Section, load_yaml, relative_to_spec
 from geoseg.errors import BatchSpecError, GeosegError
 from geoseg.jobs.lease import MAX_LEASE_SECONDS
-from geoseg.jobs.spec import InferenceSpec, InputSpec, ModelSpec, OutputSpec
+from geoseg.jobs.spec import InferenceSpec, InputSpec, ModelSpec, OutputSpec, output_url_problem
 from geoseg.parallel.cluster_spec import ClusterSpec
 
 PLACEHOLDERS = ("stem", "name", "id")
+MAX_CONCURRENCY = 256  # jobs a batch runs at once: each a thread, a lease and a graph here
 REPORT_PLACEHOLDERS = ("run", "started")
 
 
@@ -34,6 +35,15 @@ class BatchInputs(Section):
     asset: str | None = Field(None, description="The asset of each catalog item to read: visual.")
     identity: Literal["auto", "checksum"] = Field(
         "auto", description="auto: ETag or size+mtime from the store; checksum: sha256 of bytes.")
+
+    @field_validator("urls")
+    @classmethod
+    def _no_patterns(cls, value: list[str] | None) -> list[str] | None:
+        pattern = next((url for url in value or () if _is_pattern(url)), None)
+        if pattern is not None:
+            raise ValueError(f"input URLs, not patterns ({pattern!r} holds *, ? or [...]): give "
+                             "the pattern as inputs.glob, one job per file it matches")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchInputs:
@@ -88,7 +98,12 @@ class BatchOutput(Section):
     @field_validator("url_template")
     @classmethod
     def _placeholders(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a template such as out/{stem}.zarr (received an empty one)")
         check_template(value, PLACEHOLDERS)
+        problem = output_url_problem(value.format(stem="scene", name="scene.tif", id="scene"))
+        if problem:  # refused now, not once per input as each job's output is made
+            raise ValueError(problem)
         return value
 
 
@@ -103,7 +118,9 @@ class BatchSpec(Document):
     inputs: BatchInputs
     job: JobTemplate
     output: BatchOutput
-    concurrency: int = Field(2, ge=1, description="Jobs running at once on the cluster.")
+    concurrency: int = Field(2, ge=1, le=MAX_CONCURRENCY,
+                             description="Jobs running at once on the cluster (each a thread, a "
+                                         "lease and a graph on the client).")
     report: str | None = Field(
         None, description="Where the JSON report goes ({run}, {started} allowed); default: "
                           "beside the outputs, one file per run.")
@@ -126,6 +143,13 @@ class BatchSpec(Document):
             raise BatchSpecError(f"{source}: output.url_template {template!r} uses {{id}}, "
                                  "which only catalog items have; use {stem} or {name}, or "
                                  "inputs.catalog.")
+
+
+def _is_pattern(url: str) -> bool:
+    """Whether ``url`` holds a glob character in its path (an http(s) URL's ``?`` begins its
+    query, as a signed URL's does)."""
+    path = url.split("?", 1)[0] if url.startswith(("http://", "https://")) else url
+    return any(c in path for c in "*?[")
 
 
 def check_template(value: str, allowed: tuple[str, ...]) -> None:

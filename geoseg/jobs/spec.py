@@ -108,17 +108,23 @@ class OutputSpec(Section):
     @field_validator("url")
     @classmethod
     def _writable(cls, value: str) -> str:
-        if fsspec.utils.get_protocol(value) in READ_ONLY_PROTOCOLS:
-            raise ValueError("a location geoseg can write to: a local path or a store URL such as "
-                             "s3://bucket/out.zarr (http:// and https:// are read-only)")
-        try:
-            allow.check_output_url(value)  # no '..', allowed schemes and buckets only
-        except OutputLocationError as exc:
-            raise ValueError(f"an allowed output location; {str(exc).rstrip('.')}") from None
-        problem = _file_name_problem(value)
+        problem = output_url_problem(value)
         if problem:
             raise ValueError(problem)
         return value
+
+
+def output_url_problem(url: str) -> str | None:
+    """What an output URL should be instead (as a spec's "expected ..."), or ``None`` for one
+    a job may write: not read-only, within the allowed places, no file name of an export."""
+    if fsspec.utils.get_protocol(url) in READ_ONLY_PROTOCOLS:
+        return ("a location geoseg can write to: a local path or a store URL such as "
+                "s3://bucket/out.zarr (http:// and https:// are read-only)")
+    try:
+        allow.check_output_url(url)  # no '..', allowed schemes and buckets only
+    except OutputLocationError as exc:
+        return f"an allowed output location; {str(exc).rstrip('.')}"
+    return _file_name_problem(url)
 
 
 FILE_SUFFIXES = {".tif": "--cog", ".tiff": "--cog", ".nii": "--nifti", ".nii.gz": "--nifti"}

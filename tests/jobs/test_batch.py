@@ -332,6 +332,14 @@ def test_cli_a_corrupt_input_fails_alone_with_exit_1_and_a_dry_run_writes_nothin
     ({"job": {"input": {"url": "a.tif"}, "model": {"method": "otsu"}}},
      "job.input.url: .*no url here"),
     ({"concurrency": 0}, "concurrency: received 0"),
+    ({"concurrency": 100_000}, r"concurrency: received 100000 \(int\); expected less than or equal to 256"),
+    ({"output": {"url_template": ""}}, "url_template: .*expected a template such as"),
+    ({"output": {"url_template": "out/../x/{stem}.zarr"}},
+     r"url_template: .*expected an allowed output location; .*'\.\.' segment"),
+    ({"output": {"url_template": "http://example.com/{stem}.zarr"}},
+     "url_template: .*http:// and https:// are read-only"),
+    ({"inputs": {"urls": ["data/*.tif"]}},
+     r"inputs.urls: .*expected input URLs, not patterns \('data/\*.tif'"),
     ({"colour": "blue"}, "colour: unknown key; allowed keys here: name, inputs, job"),
 ])
 def test_spec_errors_name_the_key(tmp_path, change, message):

@@ -163,3 +163,30 @@ def test_records_inside_an_input_or_output_are_refused_before_any_job(tmp_path, 
         kind = "output" if where == "output" else "input"
         assert f"{setting}: received {inside}" in said and f"batch's {kind} " in said, said
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_an_input_named_with_escape_codes_is_batched_and_shown_escaped(tmp_path):
+    """Its name made the job's name, which refused control characters: a raw ValidationError
+    for an input that is a valid raster; the progress lines printed the escape codes raw."""
+    write_zarr(tmp_path / "in" / "evil\x1b[2Jx.zarr", textured_image(64, 64, bands=1, seed=1),
+               chunks=(32, 32))
+    spec = batch_spec(tmp_path, f"{tmp_path}/out/{{stem}}.zarr")
+
+    done = geoseg("batch", str(spec))
+
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr + done.stdout
+    assert "evil\\x1b[2Jx.zarr" in done.stderr
+    assert (tmp_path / "out" / "evil\x1b[2Jx.zarr").is_dir()
+
+
+def test_a_catalog_item_with_an_empty_href_is_named(tmp_path):
+    """An empty href resolved to the catalog's own folder: "it is a folder"."""
+    catalog = tmp_path / "cat.json"
+    catalog.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"id": "a", "assets": {"visual": {"href": ""}}}]}))
+    spec = tmp_path / "cd.yaml"
+    spec.write_text(CATALOG_SPEC.replace("CATALOG", "cat.json"))
+    done = geoseg("batch", str(spec), "--dry-run")
+    assert done.returncode == 2, done.stderr
+    assert "item 'a' of" in done.stderr and "has an empty href for asset 'visual'" in done.stderr
