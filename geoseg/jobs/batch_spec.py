@@ -101,7 +101,7 @@ class BatchOutput(Section):
         if not value.strip():
             raise ValueError("a template such as out/{stem}.zarr (received an empty one)")
         check_template(value, PLACEHOLDERS)
-        problem = output_url_problem(value.format(stem="scene", name="scene.tif", id="scene"))
+        problem = output_url_problem(value.format(stem="scene", name="scene", id="scene"))
         if problem:  # refused now, not once per input as each job's output is made
             raise ValueError(problem)
         return value
