@@ -7,7 +7,8 @@ rioxarray read with the input's georeference::
       raster        (band, y, x) or (band, z, y, x), the input's dtype, regular chunks;
                     attrs band_names (and long_name), nodata; for volumes voxel_affine,
                     spacing, units (and nifti_codes, a NIfTI input's qform and sform
-                    codes); for images grid_mapping -> spatial_ref
+                    codes); for images grid_mapping -> spatial_ref; the input's value
+                    scaling, if any (below)
       band          1..n, like rioxarray's band coordinate
       spatial_ref, x, y   CRS (crs_wkt) and GeoTransform, pixel centres (images)
       attrs["geoseg"]     converted_from (URL without credentials), input_format, status
@@ -18,14 +19,35 @@ chunk. A gzipped NIfTI file cannot be read by window: it is decompressed once, f
 back, a slab of planes at a time (nibabel's array proxy), and never held whole. A gzip stream that breaks off,
 fails its checksum or ends before the voxels its header declares is refused as a truncated or
 corrupt input (:class:`~geoseg.errors.CorruptInputError`), and the part-written output removed.
+
+Stored values are copied as they are (geoseg segments them). Where the input declares how they
+turn into physical values (a GeoTIFF band's scale, offset and units; a Zarr array's CF
+``scale_factor``, ``add_offset`` and ``units``), the output declares it too:
+
+- the same for every band: CF's ``scale_factor``, ``add_offset`` (neither written when 1 and 0)
+  and ``units``, which ``xarray.open_zarr`` applies (``value * scale_factor + add_offset``) as
+  rioxarray's ``open_rasterio(mask_and_scale=True)`` does the GeoTIFF's; with them
+  ``_FillValue`` (the nodata), so no-data pixels decode to NaN, not to a physical value;
+- different per band: ``band_scales``, ``band_offsets`` and ``band_units``, one per band like
+  ``band_names``, and a warning that xarray does not apply them (CF has one ``scale_factor``
+  per variable): ``xarray.open_zarr`` reads the stored values, and band ``i`` is
+  ``value * band_scales[i] + band_offsets[i]``. A conversion is not refused for them: geoseg
+  segments the stored values, which are exact, and no value or scaling is lost. Units differing
+  where scale and offset do not are kept in ``band_units`` beside CF's scaling, without a
+  warning.
+
+``geoseg.open_raster`` on the output reads the stored values, as on the input. A NIfTI input's
+``scl_slope`` and ``scl_inter`` are applied as it is read (floats), so it declares no scaling.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import gzip
 import math
+import struct
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -39,6 +61,7 @@ import numpy as np
 import zarr
 
 from geoseg import budgets
+from geoseg.core.text import brief
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     CorruptInputError,
@@ -64,9 +87,10 @@ from geoseg.io.nifti import (
 )
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
+from geoseg.io.readers._geotiff import open_rasterio
 from geoseg.io.remote import check_writable, storage_errors, zarr_options
 from geoseg.io.settled import compute_settled
-from geoseg.io.sources import RasterSource
+from geoseg.io.sources import BAND, GeoTIFFSource, RasterSource, ZarrSource
 from geoseg.tiling import INPUT_CHUNK, Layout
 from geoseg.tiling.plan import ceil_div
 
@@ -121,11 +145,12 @@ def convert(
     budgets.check_tasks(n_chunks, f"converting {public_url(input_url)} into chunks of "
                         f"{' x '.join(map(str, sizes))}", "Give larger --chunks (each chunk is a "
                         "file or object, written and later read one by one), or raise the limit.")
+    scaling = _scaling_attrs(reader.scaling(), reader.georef.nodata, reader.dtype, input_url)
     if overwrite:
         remove_output(out_url, out_options)
     with _removed_on_failure(out_url, out_options):
         with _writing(out_url, out_options):
-            group = _create_group(out_url, out_options, reader, sizes, input_url)
+            group = _create_group(out_url, out_options, reader, sizes, input_url, scaling)
         with _writing(out_url, out_options, WRITE_ERRNOS):  # not the input's own read errors
             reader.copy_into(group[ARRAY], sizes)
         group.attrs["geoseg"] = {**group.attrs["geoseg"], "status": "complete"}
@@ -208,6 +233,14 @@ class WindowedInput:
     def band_chunk(self) -> int:
         return self.source.shape[0]
 
+    def scaling(self) -> Scaling | None:
+        """The value scaling the input declares for the bands read."""
+        if isinstance(self.source, GeoTIFFSource):
+            return _geotiff_scaling(self.source)
+        if isinstance(self.source, ZarrSource):
+            return _zarr_scaling(self.source)
+        return None
+
     def copy_into(self, target: zarr.Array, sizes: tuple[int, ...]) -> None:
         data = source_to_dataarray(self.source, sizes).data
         # settled: a failed copy is removed only once no chunk write is under way
@@ -228,6 +261,10 @@ class GzipNiftiInput:
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     format: str = "nifti.gz"
     band_chunk: int = 1  # bands are read one after the other
+
+    def scaling(self) -> Scaling | None:
+        """None: nibabel applies scl_slope and scl_inter as it reads (:meth:`copy_into`)."""
+        return None
 
     def copy_into(self, target: zarr.Array, sizes: tuple[int, ...]) -> None:
         """Slabs of ``sizes[0]`` planes (fewer where that many pass the window budget: see
@@ -432,8 +469,10 @@ def _create_group(
     reader: WindowedInput | GzipNiftiInput,
     sizes: tuple[int, ...],
     input_url: str,
+    scaling: dict[str, Any],
 ) -> zarr.Group:
-    """The output group with its empty raster, band and georeference arrays."""
+    """The output group with its empty raster (with the ``scaling`` attributes), band and
+    georeference arrays."""
     group = zarr.open_group(url, mode="w-", zarr_format=3, **zarr_options(url, options))
     spatial = reader.shape[1:]
     nodata = reader.georef.nodata
@@ -444,7 +483,7 @@ def _create_group(
         dtype=reader.dtype,
         fill_value=_fill_value(nodata, reader.dtype),
         dimension_names=["band", *SPATIAL_DIMS[len(spatial)]],
-        attributes=_raster_attrs(reader.georef, reader.band_names, len(spatial)),
+        attributes={**_raster_attrs(reader.georef, reader.band_names, len(spatial)), **scaling},
     )
     band = group.create_array(
         "band", shape=(reader.shape[0],), dtype="int64", dimension_names=["band"]
@@ -469,6 +508,113 @@ def _raster_attrs(georef: GeoRef, band_names: Sequence[str], ndim: int) -> dict[
     elif georef.crs_wkt or georef.transform:
         attrs.update(grid_mapping="spatial_ref", coordinates="spatial_ref")
     return attrs
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Per band read: stored value * scale + offset is the physical value, in units ('': none)."""
+
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    units: tuple[str, ...]
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every band has the same scale and offset."""
+        return len(set(self.scales)) == 1 and len(set(self.offsets)) == 1
+
+
+def _geotiff_scaling(source: GeoTIFFSource) -> Scaling:
+    """The GeoTIFF bands' scales, offsets and units, from the full-resolution dataset (they
+    belong to the band, and its overviews are the same values, resampled)."""
+    with open_rasterio(source.url, source.storage_options) as ds:
+        picked = [i - 1 for i in source.band_indexes]
+        scales, offsets, units = ([values[i] for i in picked]
+                                  for values in (ds.scales, ds.offsets, ds.units))
+    where = f"GeoTIFF {_shown(source.url)}"
+    return Scaling(_numbers(scales, f"{where} band scale"),
+                   _numbers(offsets, f"{where} band offset"), tuple(u or "" for u in units))
+
+
+def _zarr_scaling(source: ZarrSource) -> Scaling:
+    """A Zarr array's per-band ``band_scales``, ``band_offsets`` and ``band_units`` (what a
+    conversion writes), else its CF ``scale_factor``, ``add_offset`` and ``units`` for every
+    band; a volume's ``units`` are its voxel spacing's, not its values'."""
+    array = source.open_array()
+    attrs = dict(array.attrs)
+    n = array.shape[source.roles.index(BAND)] if BAND in source.roles else 1
+    image_units = attrs.get("units") if len(source.shape) == 3 else ""
+    where = f"Zarr array {_shown(source.url)}"
+    scales, offsets, units = (_band_values(attrs, key, n, default, where) for key, default in (
+        ("band_scales", attrs.get("scale_factor", 1.0)), ("band_offsets", attrs.get("add_offset", 0.0)),
+        ("band_units", image_units)))
+    picked = source.band_indexes if source.band_indexes is not None else range(n)
+    return Scaling(_numbers([scales[i] for i in picked], f"{where} scale_factor (or band_scales)"),
+                   _numbers([offsets[i] for i in picked], f"{where} add_offset (or band_offsets)"),
+                   tuple(units[i] if isinstance(units[i], str) else "" for i in picked))
+
+
+def _band_values(attrs: dict[str, Any], key: str, n: int, default: Any, where: str) -> list[Any]:
+    """The attribute ``key``, a list of one value per band of ``n``; ``default`` for every band
+    where it is absent."""
+    values = attrs.get(key)
+    if values is None:
+        return [default] * n
+    if not isinstance(values, list) or len(values) != n:
+        raise CorruptInputError(
+            f"{where} has the attribute {key}={brief(values, 60)}; expected a list of {n} values, one per "
+            "band. Fix or remove it, then convert again.")
+    return values
+
+
+def _numbers(values: Sequence[Any], what: str) -> tuple[float, ...]:
+    """``values`` as floats; a value that is no finite number is refused."""
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))
+           or not math.isfinite(v)]
+    if bad:
+        raise CorruptInputError(
+            f"{what} is {bad[0]!r}; expected a finite number (stored value * scale + offset is "
+            "the physical value). Fix or remove it, then convert again.")
+    return tuple(float(v) for v in values)
+
+
+def _scaling_attrs(scaling: Scaling | None, nodata: float | None, dtype: str,
+                   input_url: str) -> dict[str, Any]:
+    """The output array's attributes for ``scaling``: CF's when every band shares it, else one
+    value per band, with a warning (see the module's docstring)."""
+    if scaling is None:
+        return {}
+    attrs: dict[str, Any] = {}
+    if len(set(scaling.units)) == 1 and scaling.units[0]:
+        attrs["units"] = scaling.units[0]
+    elif any(scaling.units):
+        attrs["band_units"] = list(scaling.units)
+    if not scaling.uniform:
+        warnings.warn(
+            f"{_shown(input_url)}: its bands have different scales {list(scaling.scales)} or "
+            f"offsets {list(scaling.offsets)}. They are kept per band in the output's band_scales "
+            "and band_offsets attributes, which xarray does not apply (CF has one scale_factor "
+            "per variable): xarray.open_zarr reads the stored values, and band i's physical "
+            "value is value * band_scales[i] + band_offsets[i].", UserWarning, stacklevel=3)
+        return {**attrs, "band_scales": list(scaling.scales), "band_offsets": list(scaling.offsets)}
+    scale, offset = scaling.scales[0], scaling.offsets[0]
+    cf = {k: v for k, v, identity in (("scale_factor", scale, 1.0), ("add_offset", offset, 0.0))
+          if v != identity}
+    fill = _cf_fill_value(nodata, dtype)
+    if cf and fill is not None:
+        cf["_FillValue"] = fill
+    return {**attrs, **cf}
+
+
+def _cf_fill_value(nodata: float | None, dtype: str) -> Any:
+    """``nodata`` as xarray writes a Zarr v3 array's ``_FillValue`` attribute: for floats the
+    base64 of a little-endian double (NaN has no JSON number), else an integer; ``None`` where
+    there is no nodata, or it is no whole number for an integer dtype."""
+    if nodata is None:
+        return None
+    if np.dtype(dtype).kind == "f":
+        return base64.standard_b64encode(struct.pack("<d", float(nodata))).decode()
+    return int(nodata) if float(nodata).is_integer() else None
 
 
 def _fill_value(nodata: float | None, dtype: str) -> Any:
