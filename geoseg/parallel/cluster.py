@@ -29,18 +29,27 @@ from distributed import Client, LocalCluster, Security
 from distributed.client import _current_client  # what Client.as_current sets, less its config
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
+from pydantic import ValidationError
 
 from geoseg import config, logs
 from geoseg.core import redact
+from geoseg.core.spec import format_errors
 from geoseg.core.urls import public_url
 from geoseg.errors import ClusterConfigError, MissingExtraError
-from geoseg.parallel.cluster_spec import ClusterSpec, JobqueueSpec, KubernetesSpec, walltime_seconds
+from geoseg.parallel.cluster_spec import (
+    ClusterSpec,
+    JobqueueSpec,
+    KubernetesSpec,
+    hms,
+    job_lifetime,
+    memory_bytes,
+    walltime_seconds,
+)
 from geoseg.parallel.lost import scheduler_loss_said
 
 NAMED_KINDS = ("local", "threads", "slurm", "pbs", "kubernetes")
 ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$")
 ACTIVATE = re.compile(r"\bactivate\b")  # a prologue line that activates an environment
-MIN_LIFETIME = 60  # seconds a worker in a batch job lives at least
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_THREADS = 1  # threads per CPU worker when the spec gives none
 CLOSE_TIMEOUT = 10  # seconds to close a cluster interrupted while it starts
@@ -93,12 +102,24 @@ def with_cluster(spec: ClusterSpec, value: str | None) -> ClusterSpec:
     if value is None:
         return spec
     if value in NAMED_KINDS:
-        return spec.model_copy(update={"kind": value, "scheduler": None})
-    if ADDRESS.match(value):
+        return _revalidated(spec, value, {"kind": value, "scheduler": None})
+    if ADDRESS.match(value):  # kind address: only cluster.tls can disagree, checked on connecting
         return spec.model_copy(update={"kind": "address", "scheduler": _remember_secrets(value)})
     raise ClusterConfigError(
         f"--cluster: received {value!r}; expected one of {', '.join(NAMED_KINDS)} or a scheduler "
         "address such as tcp://host:8786 or tls://host:8786.")
+
+
+def _revalidated(spec: ClusterSpec, value: str, update: dict[str, Any]) -> ClusterSpec:
+    """``spec`` with ``update`` (what ``--cluster VALUE`` changes), checked as a spec's cluster
+    section is: ``--cluster local`` on ``n_workers: 400`` meant for SLURM is refused as that
+    section would be. Its sections (jobqueue, kubernetes, tls) were checked when it was."""
+    fields = {name: getattr(spec, name) for name in spec.model_fields_set}
+    try:
+        return ClusterSpec.model_validate({**fields, **update})
+    except ValidationError as exc:
+        raise ClusterConfigError(format_errors(exc, f"--cluster {value} with the spec's cluster "
+                                               "section", ClusterSpec)) from None
 
 
 def cluster_kind(spec: ClusterSpec) -> str:
@@ -429,21 +450,22 @@ def jobqueue_kwargs(spec: ClusterSpec, kind: str) -> dict[str, Any]:
 
     _optional("dask_jobqueue", kind)  # registers the jobqueue.* config defaults
     jq = spec.jobqueue
-    cores, memory = _jobqueue_setting(jq, kind, "cores"), _jobqueue_setting(jq, kind, "memory")
-    walltime = _jobqueue_walltime(jq, kind)
+    cores = _jobqueue_setting(jq, kind, "cores")
+    memory = _checked_setting(jq, kind, "memory", memory_bytes)
+    walltime = _checked_setting(jq, kind, "walltime", walltime_seconds)
     processes = jq.processes or max(1, cores // (spec.threads_per_worker or DEFAULT_THREADS))
     if processes > cores:
         raise ClusterConfigError(f"cluster.jobqueue.processes: received {processes} for {cores} "
                                  "cores per job; expected at most one process per core.")
     kwargs = {
         "cores": cores, "memory": memory, "processes": processes,
-        "walltime": walltime if kind == "slurm" else _hms(walltime_seconds(walltime)),
+        "walltime": walltime if kind == "slurm" else hms(walltime_seconds(walltime)),
         "queue": jq.queue, "account": jq.account, "interface": jq.interface,
         "job_extra_directives": jq.job_extra_directives, "job_script_prologue": jq.job_script_prologue,
         "python": _worker_python(jq, kind), "local_directory": jq.local_directory,
         "log_directory": jq.log_directory,
         "job_name": "geoseg-worker",
-        "worker_extra_args": _lifetime_args(jq, kind, walltime_seconds(walltime)),
+        "worker_extra_args": _lifetime_args(jq, kind, walltime),
         "scheduler_options": {**(dask.config.get(f"jobqueue.{kind}.scheduler-options") or {}),
                               **_dashboard(jq.dashboard_address)},
     }
@@ -468,26 +490,6 @@ def _dashboard(address: str | None) -> dict[str, Any]:
     return {"dashboard_address": address} if address else {"dashboard": False, "dashboard_address": ":0"}
 
 
-def worker_lifetime(walltime: float, *, margin: float | None = None,
-                    stagger: float | None = None) -> tuple[int, int]:
-    """``(lifetime, stagger)`` in seconds for workers in jobs of ``walltime`` seconds.
-
-    Each worker retires at ``lifetime`` +- ``stagger``, so the last one retires ``margin``
-    before the batch system would kill its job, the first after a minute or more. Defaults: stagger 5% of the walltime (at most
-    5 min), margin 5% (1 to 10 min) — for one hour 54 min +- 3 min.
-    """
-    stagger = min(300.0, 0.05 * walltime) if stagger is None else stagger
-    margin = max(60.0, min(600.0, 0.05 * walltime)) if margin is None else margin
-    lifetime = walltime - margin - stagger
-    if lifetime - stagger < MIN_LIFETIME:
-        raise ClusterConfigError(
-            f"cluster.jobqueue.walltime: received {_hms(walltime)}, too short to retire workers "
-            f"{_hms(margin)} before it with a stagger of {_hms(stagger)} and let each live "
-            f"{MIN_LIFETIME} s; expected a longer walltime (or a smaller lifetime_margin / "
-            "lifetime_stagger).")
-    return int(lifetime), int(stagger)
-
-
 def job_range(jq: JobqueueSpec, n_workers: int | None, processes: int) -> tuple[int, int]:
     """(minimum, maximum) jobs: adaptive bounds, else ``jobs``, else enough jobs for ``n_workers``
     worker processes (else one job); equal bounds keep the number fixed."""
@@ -507,30 +509,28 @@ def _jobqueue_setting(jq: JobqueueSpec, kind: str, key: str) -> Any:
     return value
 
 
-def _jobqueue_walltime(jq: JobqueueSpec, kind: str) -> str:
-
-    walltime = str(_jobqueue_setting(jq, kind, "walltime"))
+def _checked_setting(jq: JobqueueSpec, kind: str, key: str, check: Callable[[str], Any]) -> str:
+    """A setting as text, passed by ``check`` (as the spec's section checks its own) when it
+    comes from dask's config."""
+    value = str(_jobqueue_setting(jq, kind, key))
     try:
-        walltime_seconds(walltime)
+        check(value)
     except ValueError as exc:
-        raise ClusterConfigError(f"dask config jobqueue.{kind}.walltime: received {walltime!r}; "
-                                 f"expected {exc}; or set cluster.jobqueue.walltime.") from None
-    return walltime
+        raise ClusterConfigError(f"dask config jobqueue.{kind}.{key}: received {value!r}; "
+                                 f"expected {exc}; or set cluster.jobqueue.{key}.") from None
+    return value
 
 
-def _lifetime_args(jq: JobqueueSpec, kind: str, walltime: int) -> list[str]:
-    from dask.utils import parse_timedelta
-
-    margin = parse_timedelta(jq.lifetime_margin) if jq.lifetime_margin else None
-    stagger = parse_timedelta(jq.lifetime_stagger) if jq.lifetime_stagger else None
-    lifetime, spread = worker_lifetime(walltime, margin=margin, stagger=stagger)
+def _lifetime_args(jq: JobqueueSpec, kind: str, walltime: str) -> list[str]:
+    """A spec's walltime is checked with its section; one from dask's config is checked here."""
+    try:
+        lifetime, spread = job_lifetime(walltime, jq.lifetime_margin, jq.lifetime_stagger)
+    except ClusterConfigError as exc:
+        raise ClusterConfigError(f"cluster.jobqueue.walltime (else dask config "
+                                 f"jobqueue.{kind}.walltime): received {walltime!r}; expected "
+                                 f"{exc}.") from None
     configured = list(dask.config.get(f"jobqueue.{kind}.worker-extra-args") or [])
     return [*configured, "--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{spread}s"]
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 # --- Kubernetes (Dask operator) ------------------------------------------------------------------

@@ -31,9 +31,8 @@ from geoseg.parallel.cluster import (
     kubernetes_cluster_spec,
     kubernetes_scheduler_address,
     with_cluster,
-    worker_lifetime,
 )
-from geoseg.parallel.cluster_spec import ClusterSpec, walltime_seconds
+from geoseg.parallel.cluster_spec import ClusterSpec, walltime_seconds, worker_lifetime
 from tests.conftest import job_dict, slurm_job_script_worker, textured_image, write_zarr
 from tests.deploy.commands import check_command
 from tests.deploy.k8s_schema import manifest_errors
@@ -165,9 +164,9 @@ def test_lifetime_for_one_hour_is_like_dask_jobqueue_documents():
 
 
 def test_a_walltime_too_short_for_a_lifetime_is_refused():
-    with pytest.raises(ClusterConfigError, match="received 00:02:00, too short"):
+    with pytest.raises(ClusterConfigError, match="longer than 00:02:00, which is too short"):
         worker_lifetime(120)
-    with pytest.raises(ClusterConfigError, match="received 01:00:00, too short"):
+    with pytest.raises(ClusterConfigError, match="longer than 01:00:00, which is too short"):
         worker_lifetime(3600, margin=1800, stagger=900)
 
 
