@@ -95,7 +95,9 @@ def test_bad_input_exits_nonzero_with_a_clear_message_and_writes_nothing(inputs,
     (["geoseg", "--log-format", "text", "train", "t.yaml"],
      "interrupted; a rerun resumes from the run's last checkpoint"),
     (["geoseg", "--debug", "sweep", "s.yaml"], "interrupted; a rerun skips the trials done"),
-    (["geoseg", "convert", "a.nii.gz", "b.zarr"], "interrupted; run the command again to finish it"),
+    (["geoseg", "convert", "a.nii.gz", "b.zarr"],
+     "interrupted; the part-written output was removed; a rerun converts from the start"),
+    (["geoseg", "export", "o.zarr", "--cog", "a.tif"], "interrupted; run the command again to finish it"),
 ])
 def test_an_interrupt_says_what_a_rerun_of_that_command_picks_up(monkeypatch, capsys, argv, said):
     """Training has checkpoints, not chunks: the line after Ctrl-C names what each command resumes."""

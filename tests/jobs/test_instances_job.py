@@ -190,7 +190,7 @@ def test_a_failing_stage_is_recorded_failed_not_running(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise MemoryError("no room")
 
-    monkeypatch.setattr(stage, "instance_labels", broken)
+    monkeypatch.setattr(stage, "routed_labels", broken)
     with pytest.raises(MemoryError):
         run(JobSpec.from_dict(spec))
     assert output_status(str(tmp_path / "out.zarr")).stages == {"instances": "failed"}

@@ -127,8 +127,8 @@ def test_labels_of_more_classes_than_a_confusion_matrix_holds_are_refused_at_onc
     zarr.create_array(url, shape=ids.shape, chunks=(32, 32), dtype="int32")[:] = ids
     done = geoseg("eval", url, url)
     assert done.returncode == 2, done.stderr
-    assert f"received labels of {len(np.unique(ids)):,} classes to score; expected at most " \
-           "2,047" in done.stderr and "--instances" in done.stderr
+    assert "received labels of at least 2,048 classes to score; expected at most 2,047" \
+           in done.stderr and "--instances" in done.stderr
 
 
 @pytest.mark.parametrize(("option", "value", "said"), [
