@@ -273,16 +273,24 @@ def is_scaled(header: nib.Nifti1Header) -> bool:
     return scaling(header) != (1.0, 0.0)
 
 
-def scaled_dtype(stored: np.dtype) -> str:
-    """The dtype scaled voxels stored as ``stored`` are read as: float32 where it holds every
-    stored value exactly (integers of up to 16 bits, float32 and narrower), else float64, as
-    nibabel's ``get_fdata`` gives (a 32-bit integer above 2**24 would be rounded)."""
+def scaled_dtype(stored: np.dtype, slope: float = 1.0, inter: float = 0.0) -> str:
+    """The dtype voxels stored as ``stored`` and scaled by ``slope`` and ``inter`` are read as:
+    float32 where it holds every stored value exactly (integers of up to 16 bits, float32 and
+    narrower) and every scaled one (a slope of 1e36 on int16 overflows float32 into infinities,
+    which read as no data), else float64, as nibabel's ``get_fdata`` gives (a 32-bit integer
+    above 2**24 would be rounded)."""
     stored = np.dtype(stored)
     exact = stored.itemsize <= 2 if stored.kind in "iub" else stored.itemsize <= 4
-    return "float32" if exact else "float64"
+    info = np.iinfo(stored) if stored.kind in "iu" else None
+    largest = 1.0 if stored.kind == "b" else float(info.max if info else np.finfo(stored).max)
+    fits = abs(slope) * max(largest, float(-info.min) if info else largest) + abs(inter) \
+        <= float(np.finfo(np.float32).max)
+    return "float32" if exact and fits else "float64"
 
 
 def read_dtype(header: nib.Nifti1Header, stored: np.dtype) -> str:
     """The dtype voxels stored as ``stored`` under ``header`` are read as: the stored one (in
     native byte order), or :func:`scaled_dtype` where the header scales them."""
-    return scaled_dtype(stored) if is_scaled(header) else np.dtype(stored).newbyteorder("=").name
+    if not is_scaled(header):
+        return np.dtype(stored).newbyteorder("=").name
+    return scaled_dtype(stored, *scaling(header))

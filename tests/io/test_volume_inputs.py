@@ -261,6 +261,29 @@ def test_scaled_32_bit_voxels_read_as_nibabel_scales_them(tmp_path, suffix):
     assert geoseg.open_raster(str(small)).dtype == np.float32
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_slope_float32_cannot_hold_reads_as_nibabel_scales_it_not_as_infinities(tmp_path, suffix):
+    """int16 voxels with scl_slope 1e36: read as float32 they overflowed into infinities (with
+    numpy's warning), which every method then took for no data."""
+    import warnings
+
+    from geoseg.io.convert import convert
+
+    data = np.arange(24, dtype=np.int16).reshape(4, 3, 2) * 1000
+    path = write_nifti(tmp_path / f"huge{suffix}", data, np.eye(4), slope=1e36, inter=0.0)
+    expected = zyx(nib.load(path).get_fdata())
+    url = str(path)
+    if suffix == ".nii.gz":
+        url = str(tmp_path / "huge.zarr")
+        convert(str(path), url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning
+        raster = geoseg.open_raster(url)
+        values = raster.values
+    assert raster.dtype == np.float64 and np.isfinite(values).all()
+    np.testing.assert_array_equal(values, expected)
+
+
 def _singular(affine: np.ndarray) -> np.ndarray:
     affine = affine.copy()
     affine[:3, 2] = 0.0  # the k axis takes no step: voxels of no volume
