@@ -18,18 +18,22 @@ from typing import Any
 import numpy as np
 import zarr
 
+from geoseg.core.text import brief
 from geoseg.core.urls import public_url
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import CorruptInputError, UnsupportedFormatError
 from geoseg.io.georef import GeoRef, checked_transform
 from geoseg.io.readers.base import BAND, DROP, SPACE
 
 
-def multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The ``multiscales`` list of an NGFF 0.4 or 0.5 group, else ``None``."""
+def multiscales(attrs: dict[str, Any]) -> list[Any] | None:
+    """The ``multiscales`` list of an NGFF 0.4 or 0.5 group (one entry that is not a list: a
+    list of it), else ``None``; :func:`image_of` checks what it holds."""
     ome = attrs.get("ome")
-    if isinstance(ome, dict) and "multiscales" in ome:
-        return list(ome["multiscales"])
-    return list(attrs["multiscales"]) if "multiscales" in attrs else None
+    holder = ome if isinstance(ome, dict) and "multiscales" in ome else attrs
+    if "multiscales" not in holder:
+        return None
+    found = holder["multiscales"]
+    return found if isinstance(found, list) else [found]
 
 
 def ome_version(attrs: dict[str, Any]) -> str:
@@ -39,9 +43,34 @@ def ome_version(attrs: dict[str, Any]) -> str:
     return str(attrs["multiscales"][0].get("version", "0.4"))
 
 
+def image_of(attrs: dict[str, Any], url: str) -> dict[str, Any]:
+    """The first ``multiscales`` entry of a group's attributes, refused (naming the field and
+    what NGFF expects there) unless it has ``axes`` and ``datasets`` each with a ``path``."""
+    found = multiscales(attrs)
+    if not found or not isinstance(found[0], dict):
+        raise CorruptInputError(f"OME-Zarr image {public_url(url)}: its multiscales is "
+                                f"{brief(found, 60)}; expected a list holding an image object "
+                                f"(NGFF). {_FIX}")
+    image = found[0]
+    datasets, axes = image.get("datasets"), image.get("axes")
+    if not (isinstance(datasets, list) and datasets
+            and all(isinstance(d, dict) and isinstance(d.get("path"), str) for d in datasets)):
+        raise CorruptInputError(f"OME-Zarr image {public_url(url)}: its multiscales datasets are "
+                                f"{brief(datasets, 60)}; expected a list of levels, each an object "
+                                f"with the path of its array. {_FIX}")
+    if not (isinstance(axes, list) and axes and all(isinstance(a, dict | str) for a in axes)):
+        raise CorruptInputError(f"OME-Zarr image {public_url(url)}: its multiscales axes are "
+                                f"{brief(axes, 60)}; expected a list of axes, e.g. [{{\"name\": "
+                                f"\"y\", \"type\": \"space\"}}, ...]. {_FIX}")
+    return image
+
+
+_FIX = "Fix the image's multiscales metadata (as an OME-Zarr writer writes it)."
+
+
 def level_path(group: zarr.Group, level: int | None, url: str) -> tuple[str, dict[str, Any]]:
     """The array path of resolution ``level`` (0 = full resolution) and its multiscale entry."""
-    image = multiscales(dict(group.attrs))[0]
+    image = image_of(dict(group.attrs), url)
     datasets = image["datasets"]
     index = 0 if level is None else int(level)
     if not 0 <= index < len(datasets):
@@ -52,7 +81,15 @@ def level_path(group: zarr.Group, level: int | None, url: str) -> tuple[str, dic
 
 
 def roles(image: dict[str, Any], shape: Sequence[int], url: str) -> tuple[str, ...]:
-    """The geoseg role of each NGFF axis."""
+    """The geoseg role of each NGFF axis of a level array of ``shape``: one axis per dimension,
+    else refused (zipped, a z, y, x array under c, z, y, x axes read its planes as bands)."""
+    axes = _axes(image)
+    if len(axes) != len(shape):
+        names = [str(a.get("name")) for a in axes]
+        raise CorruptInputError(
+            f"OME-Zarr image {public_url(url)} declares {len(axes)} axes {names}, but its level "
+            f"array has {len(shape)} dimensions {tuple(shape)}; expected one axis per dimension. "
+            f"{_FIX}")
     out = []
     for axis, size in zip(_axes(image), shape):
         kind = axis.get("type")
@@ -135,16 +172,59 @@ def _type_of(name: str) -> str:
 
 def _scale_translation(image: dict[str, Any], level: int) -> tuple[list[float], list[float]]:
     n = len(_axes(image))
-    scale, translation = _apply([1.0] * n, [0.0] * n, image["datasets"][level].get("coordinateTransformations"))
-    return _apply(scale, translation, image.get("coordinateTransformations"))
+    scale, translation = _apply([1.0] * n, [0.0] * n,
+                                image["datasets"][level].get("coordinateTransformations"),
+                                f"level {level}'s")
+    return _apply(scale, translation, image.get("coordinateTransformations"), "the image's")
 
 
-def _apply(scale: list[float], translation: list[float],
-           transforms: list[dict[str, Any]] | None) -> tuple[list[float], list[float]]:
+def _apply(scale: list[float], translation: list[float], transforms: Any,
+           whose: str) -> tuple[list[float], list[float]]:
     for tr in transforms or []:
-        if tr.get("type") == "scale":
-            scale = [a * float(b) for a, b in zip(scale, tr["scale"])]
-            translation = [a * float(b) for a, b in zip(translation, tr["scale"])]
-        elif tr.get("type") == "translation":
-            translation = [a + float(b) for a, b in zip(translation, tr["translation"])]
+        kind = tr.get("type") if isinstance(tr, dict) else None
+        if kind == "scale":
+            values = _values(tr, "scale", len(scale), whose)
+            scale = [a * b for a, b in zip(scale, values)]
+            translation = [a * b for a, b in zip(translation, values)]
+        elif kind == "translation":
+            translation = [a + b for a, b in zip(translation, _values(tr, "translation",
+                                                                      len(scale), whose))]
     return scale, translation
+
+
+def _values(transform: dict[str, Any], key: str, n: int, whose: str) -> list[float]:
+    """A scale's or translation's values, one number per axis; a transform that names a file
+    of them (``path``) or holds another count is refused, not cut short by ``zip``."""
+    values = transform.get(key)
+    if values is None and "path" in transform:
+        raise UnsupportedFormatError(
+            f"OME-Zarr {whose} {key} is given by path ({brief(transform['path'], 60)}); geoseg "
+            f"reads {key}s written inline. Write its {n} values in the metadata.")
+    if not (isinstance(values, list) and len(values) == n and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values)):
+        raise CorruptInputError(
+            f"OME-Zarr {whose} {key} is {brief(values, 60)}; expected {n} numbers, one per "
+            f"axis. {_FIX}")
+    return [float(v) for v in values]
+
+
+def check_levels(image: dict[str, Any], shapes: dict[int, Sequence[int]],
+                 axis_roles: Sequence[str], url: str) -> None:
+    """Refuse levels whose array shapes (``shapes``, by level) disagree with their scales: a
+    level is level 0's extent at its own scale, give or take a voxel of rounding. Labels and
+    reads placed by the scales would land elsewhere than the voxels the arrays hold."""
+    first = shapes.get(0)
+    base, _ = _scale_translation(image, 0)
+    for level, shape in shapes.items():
+        if level == 0 or first is None:
+            continue
+        scale, _ = _scale_translation(image, level)
+        expected = [first[i] * base[i] / scale[i] if scale[i] else first[i]
+                    for i in range(len(shape))]
+        if len(shape) != len(first) or any(
+                r == SPACE and abs(n - e) > 1 for n, e, r in zip(shape, expected, axis_roles)):
+            raise CorruptInputError(
+                f"OME-Zarr image {public_url(url)}: level {level} holds {tuple(shape)} voxels, "
+                f"but its scale makes level 0's {tuple(first)} about "
+                f"{tuple(round(e, 1) for e in expected)} of them; expected its array to cover "
+                f"the extent of level 0. {_FIX}")

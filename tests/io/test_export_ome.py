@@ -362,3 +362,20 @@ def test_every_label_level_is_the_mode_of_its_full_resolution_block(tmp_path, mo
     for level in (1, 2, 3):
         np.testing.assert_array_equal(labels[str(level)][0],
                                       numpy_block_mode(classes, 2 ** level, 255), err_msg=str(level))
+
+
+def test_labels_are_not_exported_into_levels_whose_arrays_disagree_with_their_scales(
+        tmp_path, cluster_address):
+    """Level 1 declared twice level 0's spacing over an array of another extent: its labels
+    were downsampled by the arrays' shapes and placed by the scale, boundaries voxels away."""
+    from geoseg.errors import CorruptInputError
+
+    data = np.random.default_rng(3).integers(0, 255, (1, 40, 40), dtype=np.uint8)
+    image = write_ome_image(tmp_path / "a.ome.zarr", data, "cyx", "0.4", {"y": 1.0, "x": 1.0})
+    out = segment(image, str(tmp_path / "mask.zarr"), {"method": "otsu"}, cluster_address, [64, 64])
+    group = zarr.open_group(image, mode="r+")
+    group.create_array("s1", shape=(1, 20, 7), dtype="uint8", overwrite=True)  # (20, 20) declared
+    with pytest.raises(CorruptInputError, match=r"level 1 holds \(1, 20, 7\) voxels, but its "
+                                                r"scale makes level 0's \(1, 40, 40\) about"):
+        export_ome_labels(out, image)
+    assert "labels" not in zarr.open_group(image, mode="r")

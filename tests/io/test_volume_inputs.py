@@ -373,3 +373,67 @@ def test_a_one_dimensional_named_zarr_is_told_apart_from_an_unnamed_one(tmp_path
     with pytest.raises(UnsupportedFormatError, match=r"has 1 dimension\(s\) and dimension names "
                                                      r"\('x',\), which name no y and x axes"):
         geoseg.open_raster(str(tmp_path / "a.zarr"))
+
+
+def _edited_ome(tmp_path: Path, edit) -> str:
+    """A one-level OME-Zarr volume whose multiscales metadata ``edit`` changed in place."""
+    url = write_ome_volume(tmp_path / "img.zarr", np.zeros((6, 8, 10), np.uint8))
+    group = zarr.open_group(url, mode="r+")
+    multiscales = group.attrs["multiscales"]
+    edit(multiscales)
+    group.attrs["multiscales"] = multiscales
+    return url
+
+
+def _image(m: list) -> dict:
+    return m[0]
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda m: _image(m).update(axes=["t", "c", "z", "y", "x"]),
+     r"declares 5 axes \['t', 'c', 'z', 'y', 'x'\], but its level array has 4 dimensions"),
+    (lambda m: _image(m)["datasets"][0]["coordinateTransformations"][0].update(scale=[1, 2, 3]),
+     r"level 0's scale is \[1, 2, 3\]; expected 4 numbers, one per axis"),
+    (lambda m: _image(m)["datasets"][0]["coordinateTransformations"][1].update(
+        translation=[0, "a", 1, 2]), r"level 0's translation is .*; expected 4 numbers"),
+    (lambda m: m.clear(), r"its multiscales is \[\]; expected a list holding an image object"),
+    (lambda m: _image(m).pop("datasets"), r"its multiscales datasets are None; expected a list"),
+])
+def test_ome_zarr_metadata_unlike_its_arrays_is_refused_naming_the_field(tmp_path, edit, said):
+    """Axes were zipped with the array's dimensions (a z, y, x array under c, z, y, x axes read
+    its planes as bands), short scales cut the axes short, and malformed multiscales were
+    internal KeyErrors and IndexErrors."""
+    url = _edited_ome(tmp_path, edit)
+    with pytest.raises(CorruptInputError, match=said):
+        geoseg.open_raster(url)
+
+
+def test_an_ome_zarr_scale_given_by_path_is_named(tmp_path):
+    def by_path(m: list) -> None:
+        transform = _image(m)["datasets"][0]["coordinateTransformations"][0]
+        transform.pop("scale")
+        transform["path"] = "scale.bin"
+
+    with pytest.raises(UnsupportedFormatError, match=r"level 0's scale is given by path "
+                                                     r"\('scale.bin'\); geoseg reads scales"):
+        geoseg.open_raster(_edited_ome(tmp_path, by_path))
+
+
+def test_an_ome_zarr_level_whose_array_disagrees_with_its_scale_is_refused(tmp_path):
+    """A level declaring twice level 0's spacing over an array of another extent was read (and
+    labels exported into it) placed by the scale: class boundaries landed voxels away."""
+    url = write_ome_volume(tmp_path / "img.zarr", np.zeros((8, 12, 14), np.uint8))
+    group = zarr.open_group(url, mode="r+")
+    group.create_array("1", shape=(1, 4, 6, 3), dtype="uint8")  # 2x scale: (4, 6, 7) expected
+    multiscales = group.attrs["multiscales"]
+    level0 = multiscales[0]["datasets"][0]
+    level1 = {"path": "1", "coordinateTransformations": [
+        {"type": "scale", "scale": [1.0, *(2 * np.asarray(OME_SCALE)).tolist()]},
+        level0["coordinateTransformations"][1]]}
+    multiscales[0]["datasets"].append(level1)
+    group.attrs["multiscales"] = multiscales
+    assert geoseg.open_raster(url).shape == (1, 8, 12, 14)  # level 0 reads
+    with pytest.raises(CorruptInputError, match=r"level 1 holds \(1, 4, 6, 3\) voxels, but its "
+                                                r"scale makes level 0's .* about \(1.0, 4.0, "
+                                                r"6.0, 7.0\) of them"):
+        geoseg.open_raster(url, level=1)

@@ -140,7 +140,7 @@ def check_ome(
             "from the output. Nothing was written: give the image the job read (--ome-zarr), or "
             "another label name (--name).")
     root = _open_image(image_url, image_options)
-    image = omezarr.multiscales(dict(root.attrs))[0]
+    image = omezarr.image_of(dict(root.attrs), image_url)
     levels = _matching_levels(root, image, out, image_url)
     _check_placement(out, image, levels, image_url)
     if "labels" in root:
@@ -261,6 +261,8 @@ def _matching_levels(
             f"({type(exc).__name__}: {brief(exc.args[0] if exc.args else exc, 60)}); expected "
             "'datasets' with each level's 'path' in the image group, as OME-Zarr writers write "
             "them. Fix the image's metadata, or export next to another image.") from None
+    omezarr.check_levels(image, {i: level.array.shape for i, level in enumerate(levels)},
+                         levels[0].roles, url)  # labels are placed by the scales
     shapes = [level.spatial_shape for level in levels]
     if out.shape not in shapes:
         raise ExportError(

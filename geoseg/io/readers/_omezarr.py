@@ -57,6 +57,9 @@ class OmeZarrReader(ZarrReader):
         path, image = omezarr.level_path(group, level, url)
         arr = own_metadata(store, path)
         roles = omezarr.roles(image, arr.shape, url)
+        if level:  # placed by its scale: its array must cover level 0's extent
+            first = own_metadata(store, str(image["datasets"][0]["path"]))
+            omezarr.check_levels(image, {0: first.shape, level: arr.shape}, roles, url)
         n_bands = arr.shape[roles.index(BAND)] if BAND in roles else 1
         georef = omezarr.georef(image, level or 0, roles, declared_nodata(arr, url), url, arr.shape)
         source = zarr_array_source(url, storage_options, arr, path, roles, bands, georef,
