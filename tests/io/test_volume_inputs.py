@@ -437,3 +437,25 @@ def test_an_ome_zarr_level_whose_array_disagrees_with_its_scale_is_refused(tmp_p
                                                 r"scale makes level 0's .* about \(1.0, 4.0, "
                                                 r"6.0, 7.0\) of them"):
         geoseg.open_raster(url, level=1)
+
+
+def test_a_window_of_a_large_nifti_plane_reads_rows_of_it_not_the_whole_plane(tmp_path,
+                                                                              monkeypatch):
+    """Each plane was one chunk: a 30000 x 30000 float32 plane (3.4 GiB) was read whole for a
+    4 x 4 window, and segment() of a small window read it too."""
+    from geoseg.io.readers import _nifti
+    from geoseg.methods import Threshold
+
+    monkeypatch.setattr(_nifti, "CHUNK_BYTES", 64 * 100 * 4)  # 64 rows of these planes
+    data = np.random.default_rng(0).random((100, 300, 2), dtype=np.float32)  # (i, j, k)
+    path = write_nifti(tmp_path / "wide.nii", data, np.eye(4))
+    read = []
+    original = _nifti.NiftiSource.read
+    monkeypatch.setattr(_nifti.NiftiSource, "read",
+                        lambda self, window: read.append(window) or original(self, window))
+    raster = geoseg.open_raster(str(path))
+    assert raster.data.chunks[2] == (64, 64, 64, 64, 44)  # rows of planes of 300 rows
+    window = raster[:, :1, :16, :16]
+    np.testing.assert_array_equal(window.values, zyx(data)[:, :1, :16, :16])
+    geoseg.segment(window, Threshold((0.5,))).compute()
+    assert read and all(w[1].stop - w[1].start <= 64 for w in read), read

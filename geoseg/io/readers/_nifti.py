@@ -94,6 +94,16 @@ def _named_nifti(url: str) -> bool:
     return url.rstrip("/").endswith((".nii", ".nii.gz"))
 
 
+CHUNK_BYTES = 64 << 20  # a chunk of a plane: rows of it, read in one range each
+
+
+def plane_rows(n_j: int, n_i: int, itemsize: int) -> int:
+    """Rows of a plane (``n_j`` rows of ``n_i`` voxels) in one chunk: the whole plane where it
+    takes at most :data:`CHUNK_BYTES`, else as many rows as do (at least one). A whole
+    30000 x 30000 float32 plane was one 3.4 GiB chunk that any window of it read whole."""
+    return max(1, min(n_j, CHUNK_BYTES // max(1, n_i * itemsize)))
+
+
 def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
     """Describe the NIfTI file at ``url`` from its header and its size: a file shorter than its
     header declares is refused here, not when a task reads past its end."""
@@ -109,7 +119,8 @@ def nifti_source(url: str, storage_options: dict[str, Any]) -> NiftiSource:
     slope, inter = scaling(header)
     return NiftiSource(
         url=url, shape=(n_t, n_k, n_j, n_i), dtype=read_dtype(header, disk),
-        chunks=(1, n_j, n_i), georef=header_georef(header, url),
+        chunks=(1, plane_rows(n_j, n_i, np.dtype(read_dtype(header, disk)).itemsize), n_i),
+        georef=header_georef(header, url),
         band_names=tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",),
         storage_options=storage_options, offset=int(header.get_data_offset()),
         disk_dtype=disk.str, disk_shape=(n_i, n_j, n_k, n_t), slope=slope, inter=inter,
