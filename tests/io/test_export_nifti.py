@@ -244,3 +244,20 @@ def test_a_single_plane_with_no_step_across_it_exports_and_its_objects_have_an_a
     np.testing.assert_array_equal(np.asarray(written.dataobj), (data > 100).astype(np.uint8))
     table = pd.read_parquet(tmp_path / "out.zarr" / "instances.parquet")
     assert list(table["area_px"]) == [6] and table["area"].tolist() == pytest.approx([6 * 0.5 * 0.25])
+
+
+def test_a_volume_with_an_axis_past_32767_voxels_is_exported_as_nifti_2(tmp_path, cluster_address):
+    """NIfTI-1 sizes are 16-bit: nibabel's HeaderDataError was an internal error."""
+    data = (np.arange(40000 * 3 * 2) % 7).reshape(40000, 3, 2).astype(np.int16)  # (i, j, k)
+    header = nib.Nifti2Header()
+    nib.save(nib.Nifti2Image(data, np.diag([0.5, 1.0, 2.0, 1.0]), header), str(tmp_path / "n2.nii"))
+    out = str(tmp_path / "mask.zarr")
+    run(JobSpec.from_dict({"input": {"url": str(tmp_path / "n2.nii")},
+                           "model": {"method": "threshold", "params": {"thresholds": [3]}},
+                           "output": {"url": out}}), scheduler=cluster_address)
+    dest = str(tmp_path / "mask.nii.gz")
+    export_nifti(out, dest)
+    exported = nib.load(dest)
+    assert isinstance(exported, nib.Nifti2Image) and exported.shape == (40000, 3, 2)
+    np.testing.assert_array_equal(np.asarray(exported.dataobj), (data > 3).astype(np.uint8))
+    np.testing.assert_allclose(exported.affine, np.diag([0.5, 1.0, 2.0, 1.0]))

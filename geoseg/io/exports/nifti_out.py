@@ -55,6 +55,7 @@ _UNITS = {
     "metre": "meter",
 }
 ALIGNED = 2  # NIfTI xform code: aligned to another file's (the input's) space
+NIFTI1_MAX_DIM = 32767  # NIfTI-1 sizes are 16-bit: a longer axis is written as NIfTI-2
 
 
 def export_nifti(
@@ -103,9 +104,10 @@ def check_nifti(
 
 def nifti_header(out: FinishedOutput, codes: tuple[int, int] | None = None) -> nib.Nifti1Header:
     """Shape ``(i, j, k)``, label dtype, sform and qform from the output's voxel affine, with
-    ``codes`` (qform, sform) as their codes; :data:`ALIGNED` for both without them."""
+    ``codes`` (qform, sform) as their codes; :data:`ALIGNED` for both without them. NIfTI-1,
+    or NIfTI-2 for an axis past :data:`NIFTI1_MAX_DIM` voxels (nibabel reads both)."""
     qform_code, sform_code = codes or (ALIGNED, ALIGNED)
-    header = nib.Nifti1Header()
+    header = nib.Nifti2Header() if max(out.shape) > NIFTI1_MAX_DIM else nib.Nifti1Header()
     header.set_data_shape(out.shape[::-1])
     header.set_data_dtype(out.dtype)
     affine = nifti_affine(out.georef)
