@@ -13,6 +13,7 @@ on an image of another size its scores near that end may differ from its own.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -178,17 +179,34 @@ class EnsembleRef:
 
 
 def normalize_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
-    """Weights scaled to sum 1; equal when ``None``. Raises on negative, all-zero or wrong count."""
+    """Weights scaled to sum 1; equal when ``None``. Raises on negative, all-zero or wrong count.
+
+    They are divided by the largest first, so huge weights (``[1e308, 1e308]``) do not
+    overflow their sum: they equal ``[1, 1]``."""
     if weights is None:
         return (1.0 / n,) * n
-    w = np.asarray(weights, dtype=np.float64).ravel()
+    w = _weight_array(weights)
     if w.size != n:
-        raise EnsembleError(f"got {w.size} weight(s) for {n} member(s); give one weight per member.")
+        raise EnsembleError(f"got {w.size} weight(s) ({_short(weights)}) for {n} member(s); "
+                            "give one weight per member.")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise EnsembleError(f"weights must be finite and non-negative; got {w.tolist()}.")
-    if w.sum() == 0:
-        raise EnsembleError(f"weights are all zero ({w.tolist()}); give at least one positive weight.")
-    return tuple(float(v) for v in w / w.sum())
+        raise EnsembleError(f"weights must be finite and non-negative; got {_short(weights)}.")
+    if not np.any(w > 0):
+        raise EnsembleError(f"weights are all zero ({_short(weights)}); give at least one positive weight.")
+    scaled = w / w.max()
+    return tuple(float(v) for v in scaled / scaled.sum())
+
+
+def _weight_array(weights: Any) -> np.ndarray:
+    """``weights`` as a 1-D float64 array; what is not a sequence of numbers is refused."""
+    listed = isinstance(weights, (Sequence, np.ndarray)) and not isinstance(weights, (str, bytes))
+    if not listed or not all(isinstance(v, numbers.Real) for v in weights):
+        raise EnsembleError(
+            f"weights: a list of numbers, one per member, was expected; got {type(weights).__name__} "
+            f"{_short(weights)}. Give e.g. weights=[2, 1] for two members, or leave it out for "
+            "equal weights."
+        )
+    return np.asarray(weights, dtype=np.float64)
 
 
 def combine_scores(scores: Sequence[Any], weights: Sequence[float], combine: str) -> torch.Tensor:
@@ -283,6 +301,13 @@ def _ensemble_classes(members: Sequence[Segmenter],
                       classes: Sequence[str | ClassInfo] | None) -> tuple[ClassInfo, ...]:
     if classes is None:
         return tuple(members[0].classes)
+    given = [c.name if isinstance(c, ClassInfo) else str(c) for c in classes]
+    if _duplicates(given):
+        raise EnsembleError(
+            f"classes={_short(list(classes))} names {_duplicates(given)} more than once; expected "
+            "each class name once. classes=[...] sets the order of the members' classes: list "
+            "every class name exactly once."
+        )
     by_name = {c.name: c for m in members for c in m.classes}
     return tuple(c if isinstance(c, ClassInfo) else by_name.get(str(c), ClassInfo(str(c))) for c in classes)
 
@@ -292,19 +317,24 @@ def channel_order(member: Segmenter, classes: Sequence[ClassInfo], index: int,
     """Indexes into ``member``'s score channels giving ``classes``' order; clear error on mismatch.
     ``origin`` says where the ensemble's classes come from (``"member 0, NAME"``)."""
     names, expected = _names(member.classes), _names(classes)
-    if len(set(names)) != len(names) or sorted(names) != sorted(expected):
+    if _duplicates(names) or sorted(names) != sorted(expected):
         missing = [n for n in expected if n not in names]
         extra = [n for n in names if n not in expected]
         whose = f" ({origin})" if origin else ""
         raise EnsembleError(
             f"member {index} ({member.name}) has {len(names)} classes {names} but the ensemble's "
             f"{len(expected)} classes{whose} are {expected} (missing: {missing}, extra: {extra}, "
-            f"duplicates: {len(set(names)) != len(names)}). "
+            f"duplicated: {_duplicates(names)}). "
             "Ensemble members must predict the same class names (in any order); retrain or relabel the "
             "member, or wrap it to map its classes. (classes=[...] only sets their order: it names "
             "every class of every member, not a subset.)"
         )
     return tuple(names.index(n) for n in expected)
+
+
+def _duplicates(names: Sequence[str]) -> list[str]:
+    """The names that occur more than once in ``names``, each once, in order."""
+    return list(dict.fromkeys(n for i, n in enumerate(names) if n in names[:i]))
 
 
 def _common_bands(members: Sequence[Segmenter]) -> tuple[str, ...] | None:
@@ -322,15 +352,43 @@ def _common_bands(members: Sequence[Segmenter]) -> tuple[str, ...] | None:
 
 
 def _geometry(members: Sequence[Segmenter]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Per-axis lcm of the strides and max of the halos; members must share dimensionality."""
-    ndims = {len(tuple(m.stride)) for m in members} | {len(tuple(m.halo)) for m in members}
-    if len(ndims) != 1:
-        described = ", ".join(f"{m.name}: stride {tuple(m.stride)}, halo {tuple(m.halo)}" for m in members)
+    """Per-axis lcm of the strides and max of the halos. Members fixed to a number of spatial
+    axes (``spatial_axes`` not ``None``) must share it; a member that segments any number (a
+    threshold, a local threshold) has its stride and halo, one value on every axis, repeated
+    on as many axes."""
+    ndim = _common_ndim(members)
+    strides = [_per_axis(m, "stride", ndim) for m in members]
+    halos = [_per_axis(m, "halo", ndim) for m in members]
+    stride = tuple(math.lcm(*(s[a] for s in strides)) for a in range(ndim))
+    halo = tuple(max(h[a] for h in halos) for a in range(ndim))
+    return stride, halo
+
+
+def _common_ndim(members: Sequence[Segmenter]) -> int:
+    """The number of spatial axes of the members fixed to one (all members' when none is)."""
+    fixed = [m for m in members if m.spatial_axes is not None]
+    ndims = {len(tuple(getattr(m, k))) for m in (fixed or members) for k in ("stride", "halo")}
+    if len(ndims) != 1 and fixed:
+        described = ", ".join(f"{m.name}: stride {tuple(m.stride)}, halo {tuple(m.halo)}" for m in fixed)
         raise EnsembleError(
             f"ensemble members work on different numbers of spatial axes ({described}). Combine only "
-            "2D members or only 3D members (wrap 2D models with SliceWise for volumes)."
+            "2D members or only 3D members (wrap 2D models with SliceWise for volumes); members that "
+            "segment any number of axes (thresholds, local thresholds) go with either."
         )
-    ndim = ndims.pop()
-    stride = tuple(math.lcm(*(int(m.stride[a]) for m in members)) for a in range(ndim))
-    halo = tuple(max(int(m.halo[a]) for m in members) for a in range(ndim))
-    return stride, halo
+    return max(ndims)
+
+
+def _per_axis(member: Segmenter, key: str, ndim: int) -> tuple[int, ...]:
+    """``member``'s stride or halo (``key``) on ``ndim`` axes; one value on every axis of a
+    member that segments any number of axes is repeated."""
+    values = tuple(int(v) for v in getattr(member, key))
+    if len(values) == ndim:
+        return values
+    if member.spatial_axes is None and len(set(values)) == 1:
+        return (values[0],) * ndim
+    raise EnsembleError(
+        f"ensemble member {member.name} has {key} {values} on {len(values)} spatial axes, but the "
+        f"other members work on {ndim}; expected one value per axis, or the same value on every "
+        "axis for a member that segments any number of axes. Combine members made for the same "
+        "number of spatial axes."
+    )

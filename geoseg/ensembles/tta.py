@@ -106,6 +106,11 @@ class TTA(Segmenter):
     transforms
         ``"d4"`` (default; 8 flips/rotations in 2D, 8 axis flips in 3D),
         ``"flips"`` (axis flips only) or ``"identity"``.
+
+    :attr:`transforms` are those for the member's spatial axes. A member that segments any
+    number of axes (a threshold, a local threshold: ``spatial_axes`` ``None``) segments
+    images and volumes under TTA too, each tile with the transforms of its own number of axes
+    (:func:`transform_set`; on a volume ``"d4"`` is the 8 z, y, x flips).
     """
 
     def __init__(self, member: Any, transforms: str = "d4"):
@@ -123,6 +128,18 @@ class TTA(Segmenter):
             stride = stride[:-2] + (math.lcm(*stride[-2:]),) * 2
             halo = halo[:-2] + (max(halo[-2:]),) * 2
         self.stride, self.halo = stride, halo
+
+    @property
+    def spatial_axes(self) -> int | None:
+        """The member's: a member that segments any number of axes does so under TTA too."""
+        return self.member.spatial_axes
+
+    def transforms_for(self, ndim: int) -> tuple[Transform, ...]:
+        """The transforms of a tile of ``ndim`` spatial axes: :attr:`transforms`, or for a member
+        that segments any number of axes those of :func:`transform_set` for ``ndim``."""
+        if self.member.spatial_axes is None:
+            return transform_set(self.transforms_name, ndim)
+        return self.transforms
 
     def check_bands(self, band_names: Sequence[str], where: str) -> None:
         """The member's check (an ensemble's checks each of its members)."""
@@ -151,14 +168,15 @@ class TTA(Segmenter):
     def _mean(self, batch: torch.Tensor,
               where: tuple[Sequence[tuple[slice, ...]], Sequence[int]] | None = None) -> torch.Tensor:
         total = torch.zeros((), dtype=torch.float64, device=batch.device)
-        for t in self.transforms:
+        transforms = self.transforms_for(batch.ndim - 2)
+        for t in transforms:
             x = t.apply(batch)
             if where is None:
                 scores = self.member.predict_tensor(x)
             else:
                 scores = self.member.predict_tensor_at(x, *t.place(*where))
             total = total + t.undo(scores.to(batch.device, torch.float64))
-        return (total / len(self.transforms)).float()
+        return (total / len(transforms)).float()
 
     def compile(self) -> TTA:
         self.member.compile()

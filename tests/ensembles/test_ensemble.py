@@ -210,8 +210,11 @@ def test_geometry_is_max_halo_and_lcm_stride(members):
 
 
 class Fixed3D(Fixed):
+    """A member fixed to volumes (a pointwise one would segment any number of axes)."""
+
     stride = (1, 1, 1)
     halo = (0, 0, 0)
+    spatial_axes = 3
 
     def __init__(self) -> None:
         super().__init__((0.25,) * 4)
