@@ -22,6 +22,8 @@ setting                         bounds                                     defau
 ``GEOSEG_MAX_FIT_CACHE_BYTES``  raster bytes a fit keeps in memory         ``2 GiB``
 ``GEOSEG_MAX_MULTIOTSU_BINS``   histogram bins a multi-Otsu search takes   ``8192``
 ``GEOSEG_MAX_MULTIOTSU_SEARCH`` threshold combinations multi-Otsu tries    ``1e10``
+``GEOSEG_MAX_KERNEL``           side of a method's kernel or footprint     ``1025``
+``GEOSEG_MAX_SMOOTHING``        bins x passes a histogram is smoothed      ``1e8``
 ``GEOSEG_MAX_OBJECTS``          objects one table and its polygons hold    ``1e6``
 ==============================  =========================================  ================
 
@@ -58,6 +60,8 @@ MAX_FIT_CACHE_BYTES = "GEOSEG_MAX_FIT_CACHE_BYTES"
 MAX_MULTIOTSU_BINS = "GEOSEG_MAX_MULTIOTSU_BINS"
 MAX_MULTIOTSU_SEARCH = "GEOSEG_MAX_MULTIOTSU_SEARCH"
 MAX_OBJECTS = "GEOSEG_MAX_OBJECTS"
+MAX_KERNEL = "GEOSEG_MAX_KERNEL"
+MAX_SMOOTHING = "GEOSEG_MAX_SMOOTHING"
 
 
 def limit(setting: str) -> int:
@@ -284,6 +288,37 @@ def check_multiotsu_search(n_bins: int, classes: int, what: str, advice: str) ->
     check(tries, MAX_MULTIOTSU_SEARCH,
           f"{what}: a multi-Otsu search for {classes} classes over {figure(n_bins)} bins tries "
           f"{figure(tries)} threshold combinations (about 1e8 a second)", advice)
+
+
+def check_kernel(radius: int, parameter: str, what: str) -> None:
+    """Refuse a filter whose kernel (or footprint) of ``radius`` pixels, ``2 * radius + 1``
+    across, is wider than ``GEOSEG_MAX_KERNEL``, when the segmenter is built: its cost grows
+    with the kernel's area (a median's, an opening's) or its side (a gaussian's), and the halo
+    every task reads with it. ``parameter`` is the parameter that sets it, with its value;
+    ``what`` names the method."""
+    side = 2 * int(radius) + 1
+    check(side, MAX_KERNEL,
+          f"{what}: {parameter} makes a kernel of {figure(side)} pixels across (a halo of "
+          f"{figure(int(radius))} pixels on each side of every tile)",
+          f"Give a smaller {parameter.split('=')[0]} (or run the method on a downsampled raster), "
+          "or raise the limit if the workers have the time and memory for such a filter.")
+
+
+def smoothing_passes(n_bins: int, passes: int) -> int:
+    """How many of ``passes`` smoothing passes over a histogram of ``n_bins`` bins (each a scan
+    of every bin in Python, about 1e7 bins a second) ``GEOSEG_MAX_SMOOTHING`` (bins x passes)
+    allows; at least one."""
+    return max(1, min(int(passes), limit(MAX_SMOOTHING) // max(int(n_bins), 1)))
+
+
+def refuse_smoothing(n_bins: int, passes: int, what: str, advice: str) -> None:
+    """Raise :class:`BudgetError`: ``what`` (a histogram fit) still had too many modes after
+    ``passes`` smoothing passes over ``n_bins`` bins, all that ``GEOSEG_MAX_SMOOTHING`` allows."""
+    work = int(n_bins) * int(passes)
+    raise BudgetError(
+        f"{what}: the histogram of {figure(n_bins)} bins still has too many modes after "
+        f"{figure(passes)} smoothing passes ({figure(work)} bin scans); the limit is "
+        f"{figure(limit(MAX_SMOOTHING))} bin scans ({MAX_SMOOTHING}). {advice}")
 
 
 def metadata_read_limit() -> int:

@@ -48,6 +48,8 @@ DEFAULTS = {
     "GEOSEG_MAX_FIT_CACHE_BYTES": str(2 << 30),  # raster bytes a fit keeps in memory for its passes
     "GEOSEG_MAX_MULTIOTSU_BINS": "8192",  # histogram bins of a multi-Otsu search (table: bins**2)
     "GEOSEG_MAX_MULTIOTSU_SEARCH": "1e10",  # threshold combinations a multi-Otsu search tries
+    "GEOSEG_MAX_KERNEL": "1025",  # side in pixels of a method's kernel, footprint or halo
+    "GEOSEG_MAX_SMOOTHING": "1e8",  # histogram bins x smoothing passes of a modes/minimum fit
     "GEOSEG_MAX_OBJECTS": "1e6",  # objects an instance stage tables and outlines in one process
     # where outputs may be written (geoseg.io.allow): schemes, and buckets (empty: any)
     "GEOSEG_OUTPUT_SCHEMES": "file,local,memory,s3,s3a,gs,gcs,az,abfs,abfss,adl,hdfs",

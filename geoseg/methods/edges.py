@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import dask
@@ -31,10 +32,12 @@ from scipy import ndimage as ndi
 from skimage import filters
 from skimage.util import dtype_limits
 
+from geoseg import budgets
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import MethodParameterError
 from geoseg.instances.components import label
 from geoseg.methods.features import FeatureLike, PixelMethod, as_feature, class_infos, one_hot
+from geoseg.methods.params import check_value
 
 OPERATORS = {"sobel": filters.sobel, "scharr": filters.scharr, "prewitt": filters.prewitt}
 GAUSSIAN_TRUNCATE = 4.0
@@ -110,9 +113,13 @@ class EdgeMagnitude(PixelMethod):
 
 
 def check_sigma(sigma: float) -> None:
-    """Canny's gaussian ``sigma``: a finite number >= 0 (its radius sets the halo)."""
+    """Canny's gaussian ``sigma``: a finite number >= 0 (its radius sets the halo), whose kernel
+    :func:`canny_min_halo` pixels in radius is within ``GEOSEG_MAX_KERNEL``."""
+    if isinstance(sigma, bool) or not isinstance(sigma, Real):
+        check_value("sigma", sigma)  # text or None, named as such
     if not 0 <= float(sigma) < math.inf:
         raise MethodParameterError(f"sigma must be >= 0 and finite, got {sigma}.")
+    budgets.check_kernel(canny_min_halo(sigma), f"sigma={sigma:g}", "canny")
 
 
 def canny_min_halo(sigma: float) -> int:
@@ -148,6 +155,19 @@ def canny_thresholds(dtype: np.dtype, low: float | None, high: float | None) -> 
             f"Canny needs 0 <= low_threshold <= high_threshold, got {low:g} and {high:g}{default}; "
             "give both thresholds, low below high.")
     return low, high
+
+
+def check_given_thresholds(low: Any, high: Any) -> None:
+    """Canny's thresholds as a built segmenter holds them: numbers >= 0 in the raster's units
+    (skimage's defaults depend on the raster's dtype, unknown here)."""
+    for name, value in (("low_threshold", low), ("high_threshold", high)):
+        check_value(name, value)
+        if value is None:
+            raise MethodParameterError(
+                f"Canny: received {name}=None; expected a number >= 0 in the raster's units "
+                "(skimage's default depends on the raster's dtype). Give both thresholds, or "
+                "fill skimage's defaults with geoseg.methods.edges.canny_params(params, dtype) "
+                "(what a job spec does when they are left out).")
 
 
 def threshold_dtype(feature: FeatureLike, dtype: Any) -> np.dtype:
@@ -303,6 +323,7 @@ class Canny(PixelMethod):
     hysteresis: str = "window"
 
     def __post_init__(self) -> None:
+        check_given_thresholds(self.low_threshold, self.high_threshold)
         canny_thresholds(np.dtype(np.float64), self.low_threshold, self.high_threshold)
         check_sigma(self.sigma)
         if self.hysteresis not in HYSTERESIS:
@@ -311,6 +332,9 @@ class Canny(PixelMethod):
                 "emits weak and strong edges for geoseg.methods.hysteresis to finish exactly)."
             )
         minimum = canny_min_halo(self.sigma)
+        check_value("context", self.context)
+        if self.context is not None:
+            budgets.check_kernel(self.context, f"context={self.context}", "canny")
         if self.context is not None and self.context < minimum:
             raise MethodParameterError(
                 f"context={self.context} is below the minimum halo {minimum} for sigma="

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from geoseg import budgets
 from geoseg.errors import MethodParameterError
 from geoseg.methods.features import Feature, FeatureLike, as_feature
 from geoseg.methods.params import check_value
@@ -27,7 +28,7 @@ from geoseg.methods.stats import (
     global_histogram,
     raster_data,
 )
-from geoseg.methods.threshold import Threshold
+from geoseg.methods.threshold import SMOOTHING_ADVICE, Threshold, histogram_bins
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,14 @@ def find_modes(
             "image in one class.")
     smooth = counts.astype("float32", copy=False)
     peaks: list[int] = []
-    for _ in range(max_smoothing):
+    passes = budgets.smoothing_passes(counts.size, max_smoothing)
+    for _ in range(passes):
         smooth = ndi.uniform_filter1d(smooth, 3)
         peaks = local_maxima(smooth)
         if len(peaks) <= classes:
             break
+    if len(peaks) > classes and passes < max_smoothing:
+        budgets.refuse_smoothing(counts.size, passes, "histogram modes", SMOOTHING_ADVICE)
     if len(peaks) != classes:
         raise MethodParameterError(
             f"The histogram has {len(peaks)} mode(s) after smoothing, not the {classes} asked for "
@@ -131,7 +135,7 @@ def fit_histogram_modes(
     classes: int = 2,
     *,
     feature: FeatureLike = None,
-    nbins: int = 256,
+    nbins: int | None = None,
     nodata: float | None = None,
     max_smoothing: int = 10_000,
     cache: bool | None = None,
@@ -140,8 +144,11 @@ def fit_histogram_modes(
 
     Parameters are those of :func:`geoseg.methods.fit_threshold`, ``cache`` included (the
     histogram takes the same two passes, value range then counts). Integer bands
-    get one bin per value; other features ``nbins`` bins over the global
-    ``[min, max]``. No-data and NaN pixels are ignored.
+    get one bin per value, or with ``nbins`` their values grouped into at most that many bins
+    of equal whole width; other features ``nbins`` bins (default 256) over the global
+    ``[min, max]``. No-data and NaN pixels are ignored. The smoothing stops at
+    ``GEOSEG_MAX_SMOOTHING`` bins x passes (:class:`~geoseg.errors.BudgetError` if the modes
+    are still too many then).
     """
     check_modes(classes, max_smoothing)
     check_value("cache", cache)
@@ -149,8 +156,10 @@ def fit_histogram_modes(
     rd = raster_data(raster, nodata)
     feat.check(rd.n_bands, "the raster")
     source, on = cached_feature(rd, feat, cache, fit_name(feat))
-    hist: Histogram = global_histogram(source, on, nbins)
-    modes = find_modes(*hist.trimmed(), classes=classes, max_smoothing=max_smoothing)
+    if nbins is not None:
+        check_value("nbins", nbins)
+    hist: Histogram = global_histogram(source, on, 256 if nbins is None else nbins)
+    modes = find_modes(*histogram_bins(hist, nbins), classes=classes, max_smoothing=max_smoothing)
     return HistogramModes(
         modes.thresholds,
         feat,

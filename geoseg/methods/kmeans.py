@@ -603,6 +603,7 @@ def parse_n_init(n_init: Any, default: int) -> int:
         return default
     if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
         raise MethodParameterError(f"n_init={n_init!r}; expected an integer >= 1 (number of starts).")
+    check_value("n_init", n_init)  # at most MAX_STARTS
     return int(n_init)
 
 

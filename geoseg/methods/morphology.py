@@ -29,10 +29,13 @@ import numpy as np
 import torch
 from skimage import morphology
 
+from geoseg import budgets
 from geoseg.core.classes import ClassInfo
 from geoseg.core.segmenter import Segmenter
+from geoseg.core.text import as_whole
 from geoseg.errors import MethodParameterError
 from geoseg.methods.features import PixelMethod, class_infos, one_hot
+from geoseg.methods.params import check_value
 from geoseg.models.cache import resolve
 
 
@@ -47,14 +50,14 @@ class Cleanup:
     connectivity: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("opening", "closing", "max_object_size", "max_hole_size"):
-            if int(getattr(self, name)) < 0:
-                raise MethodParameterError(f"{name} must be >= 0 pixels, got {getattr(self, name)}.")
-        if self.connectivity not in (1, 2):
-            raise MethodParameterError(
-                f"connectivity must be 1 (4-neighbours) or 2 (8-neighbours), got "
-                f"{self.connectivity}."
-            )
+        """Each size a whole number >= 0 of pixels (kept as ``int``), ``connectivity`` 1 or 2,
+        and the opening's and closing's disks within ``GEOSEG_MAX_KERNEL``."""
+        for name in ("opening", "closing", "max_object_size", "max_hole_size", "connectivity"):
+            check_value(name, getattr(self, name), f"Cleanup {name}")
+            object.__setattr__(self, name, as_whole(getattr(self, name)))
+        for name in ("opening", "closing"):
+            budgets.check_kernel(getattr(self, name), f"{name}={getattr(self, name)}",
+                                 "clean-up (a disk of that radius)")
 
     @property
     def halo(self) -> int:

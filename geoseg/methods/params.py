@@ -49,7 +49,15 @@ def whole(minimum: int, maximum: int | None = None) -> Kind:
                 lambda v: is_whole(v) and minimum <= v <= maximum)
 
 
+def bounded(minimum: int, maximum: int) -> Kind:
+    """A whole number >= ``minimum``, at most ``maximum`` (a bound on work or memory)."""
+    least = whole(minimum)
+    return Kind(f"{least.expected}, at most {maximum}", lambda v: least.test(v) and v <= maximum)
+
+
 MAX_HISTOGRAM_BINS = 1 << 20  # a histogram's bins: 8 MiB of counts per chunk task at most
+MAX_STARTS = 1000  # k-means starts: each adds k x features work per pixel and iteration
+MAX_SAMPLE_SIZE = 10**7  # pixels a k-means++ sample gathers in the fitting process
 
 
 def number(minimum: float | None = None) -> Kind:
@@ -85,9 +93,9 @@ FEATURE = Kind("a band number (1-based), a pair [a, b] of band numbers for (a - 
 PARAMS: dict[str, Kind] = {
     "k": whole(1),
     "classes": whole(2),
-    "n_init": optional(whole(1)),
+    "n_init": optional(bounded(1, MAX_STARTS)),
     "max_iter": whole(1),
-    "sample_size": whole(1),
+    "sample_size": bounded(1, MAX_SAMPLE_SIZE),
     "seed": whole(0),
     "split_every": whole(2),
     "nbins": whole(2, MAX_HISTOGRAM_BINS),
@@ -112,6 +120,11 @@ PARAMS: dict[str, Kind] = {
     "hysteresis": TEXT,
     "equal_to_upper": BOOLEAN,
     "cache": optional(BOOLEAN),
+    "opening": whole(0),
+    "closing": whole(0),
+    "max_object_size": whole(0),
+    "max_hole_size": whole(0),
+    "connectivity": whole(1, 2),
 }
 
 
@@ -141,6 +154,18 @@ def check_class_names(class_names: Sequence[str] | None, classes: int, gives: st
         raise MethodParameterError(
             f"class_names: received {len(class_names)} name(s) {list(class_names)}, but {gives} "
             f"gives {classes} classes; give one name per class, or {fix}.")
+    check_unique_names(class_names)
+
+
+def check_unique_names(class_names: Sequence[Any] | None) -> None:
+    """Refuse ``class_names`` that name two classes alike (as text): a map's legend, an
+    ensemble's classes and a report's table would not tell them apart."""
+    names = [] if class_names is None else [str(n) for n in class_names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MethodParameterError(
+            f"class_names: received {names}, which names more than one class {repeated}; "
+            "expected one distinct name per class: rename the repeats (e.g. 'water_2').")
 
 
 def check_params(params: Mapping[str, Any], key: str) -> None:

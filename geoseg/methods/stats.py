@@ -32,6 +32,7 @@ from geoseg.tiling import default_chunks
 
 SPLIT_EVERY = 8
 MAX_INTEGER_BINS = 1 << 20
+EXACT_INTEGERS = 2**53  # float64 (a Range's bounds) holds every integer up to this magnitude
 
 
 @dataclass(frozen=True)
@@ -210,11 +211,14 @@ def tree_reduce(
 def feature_values(
     block: np.ndarray, feature: Feature, nodata: float | None, integer: bool = False
 ) -> np.ndarray:
-    """The feature at the valid, finite pixels of ``block``, flattened (int64 when ``integer``)."""
+    """The feature at the valid, finite pixels of ``block``, flattened: when ``integer``, the
+    band's own integers as int64, or as float64 (as scikit-image takes them) for uint64, whose
+    values from 2**63 up int64 would wrap to negative ones."""
     valid = valid_mask(block, nodata)
     if integer:
         index = 0 if feature.kind == "single" else feature.bands[0] - 1
-        return block[index][valid].astype(np.int64)
+        values = block[index][valid]
+        return values.astype(np.float64 if values.dtype == np.uint64 else np.int64)
     values = feature.compute(block, band_axis=0)[valid]
     return values[np.isfinite(values)]
 
@@ -290,18 +294,33 @@ class Binning:
                 "Check the raster's nodata value and the feature's bands."
             )
         low, high = value_range.low, value_range.high
-        if integer and high - low + 1 <= MAX_INTEGER_BINS:
+        exact = max(abs(low), abs(high)) <= EXACT_INTEGERS  # else the bounds are rounded
+        if integer and exact and high - low + 1 <= MAX_INTEGER_BINS:
             return cls(low, high, int(high - low + 1), True)
         if nbins < 2:
             raise MethodParameterError(f"nbins must be >= 2, got {nbins}.")
-        if integer:
+        if integer and high - low + 1 > MAX_INTEGER_BINS:
             warnings.warn(
                 f"the integer feature spans {high - low + 1:.0f} values ({low:.0f} to {high:.0f}), "
                 f"more than the {MAX_INTEGER_BINS} one-value bins a fit counts: its histogram has "
                 f"{nbins} equal bins instead, so thresholds come within about a bin's width "
                 f"({(high - low) / nbins:.4g}) of scikit-image's, not equal to them. Pass a larger "
                 "nbins to come closer.", UserWarning, stacklevel=4)
-        return cls(low, high, int(nbins), False)
+        return cls(low, high, int(nbins), False).checked()
+
+    def checked(self) -> Binning:
+        """These bins, refused when float64 cannot hold them as ``nbins`` distinct, finite and
+        increasing edges: values near the float64 limits (a span over 1.8e308) or a span too
+        narrow for their magnitude (a few steps of float64 apart)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            edges = self.edges
+        if np.all(np.isfinite(edges)) and np.all(edges[:-1] < edges[1:]):
+            return self
+        raise MethodParameterError(
+            f"The feature's values span {self.low!r} to {self.high!r}: float64 cannot split that "
+            f"into {self.nbins} equal, finite histogram bins (expected a span below 1.8e308 and "
+            "wide enough for its magnitude). Mark out-of-range values as nodata, rescale the "
+            "raster (e.g. divide it by a power of two), or pass fewer nbins.")
 
     @property
     def edges(self) -> np.ndarray:
@@ -327,7 +346,8 @@ class Binning:
     def count(self, values: np.ndarray) -> np.ndarray:
         """Histogram of ``values`` in these bins (int64)."""
         if self.integer:
-            return np.bincount(values - int(self.low), minlength=self.nbins).astype(np.int64)
+            offsets = (values - int(self.low)).astype(np.int64)  # float64 for uint64: exact here
+            return np.bincount(offsets, minlength=self.nbins).astype(np.int64)
         return np.histogram(values, bins=self.nbins, range=(self.low, self.high))[0].astype(
             np.int64
         )

@@ -38,7 +38,7 @@ from geoseg.methods.features import (
     class_infos,
     one_hot,
 )
-from geoseg.methods.params import check_class_names, check_value
+from geoseg.methods.params import PARAMS, check_class_names, check_unique_names, check_value
 from geoseg.methods.stats import (
     Histogram,
     cached_feature,
@@ -97,6 +97,7 @@ class Threshold(PixelMethod):
                 f"{len(values)} threshold(s) make {len(values) + 1} classes but "
                 f"{len(names)} class_names were given: {names}."
             )
+        check_unique_names(names)
         object.__setattr__(self, "class_names", tuple(map(str, names)))
 
     @property
@@ -121,13 +122,18 @@ class Threshold(PixelMethod):
 
 
 def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
-    values = tuple(float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)))
-    if not values or any(np.isnan(values)) or any(b <= a for a, b in pairwise(values)):
+    """``thresholds`` (a number, or a list, tuple or 1-D array of them) as floats, refused when
+    not numbers, none, or not strictly increasing."""
+    given = thresholds.tolist() if isinstance(thresholds, np.ndarray) else thresholds
+    given = list(given) if isinstance(given, (list, tuple)) else [given]
+    if not given or not PARAMS["thresholds"].test(given) or any(
+            b <= a for a, b in pairwise(given)):
         raise MethodParameterError(
-            f"thresholds must be one or more strictly increasing numbers, got {values}; "
-            f"sort them and drop duplicates."
+            f"thresholds must be one or more strictly increasing numbers, e.g. [100] or "
+            f"[50, 150] (in the feature's units), got {tuple(given)!r}; sort them, drop "
+            f"duplicates and NaN."
         )
-    return values
+    return tuple(float(t) for t in given)
 
 
 def _default_names(n: int) -> tuple[str, ...]:
@@ -158,9 +164,7 @@ def multiotsu_from_histogram(
     bins than ``GEOSEG_MAX_MULTIOTSU_BINS`` are refused (:class:`~geoseg.errors.BudgetError`
     naming ``what``) before scikit-image allocates its bins x bins table.
     """
-    counts, centers = hist.trimmed()
-    if nbins is not None and hist.binning.integer:
-        counts, centers = group_values(counts, centers, nbins)
+    counts, centers = histogram_bins(hist, nbins)
     budgets.check_multiotsu_bins(counts.size, what, _coarser_advice(hist))
     budgets.check_multiotsu_search(counts.size, classes, what, _shorter_search_advice(classes))
     probabilities = counts / np.sum(counts)  # what scikit-image feeds its search with
@@ -177,6 +181,22 @@ def multiotsu_from_histogram(
             f"{fix} (scikit-image: {error})"
         ) from error
     return tuple(float(t) for t in found)
+
+
+def histogram_bins(hist: Histogram, nbins: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``hist``'s trimmed ``(counts, centers)``; with ``nbins``, an integer histogram's values
+    grouped into at most ``nbins`` bins (:func:`group_values`)."""
+    counts, centers = hist.trimmed()
+    if nbins is not None and hist.binning.integer:
+        return group_values(counts, centers, nbins)
+    return counts, centers
+
+
+SMOOTHING_ADVICE = (
+    "Pass nbins (e.g. nbins=256; model.params.nbins in a job) to group an integer band's values "
+    "into fewer bins (the thresholds then move by up to about a bin's width), or raise the "
+    "limit if a longer fit is acceptable.")
+MINIMUM_PASSES = 10_000  # scikit-image's threshold_minimum max_num_iter
 
 
 def group_values(
@@ -227,9 +247,21 @@ def _isodata(hist: Histogram, classes: int) -> tuple[float, ...]:
 
 
 def _minimum(hist: Histogram, classes: int) -> tuple[float, ...]:
+    return minimum_from_histogram(hist)
+
+
+def minimum_from_histogram(hist: Histogram, nbins: int | None = None,
+                           what: str = "method 'minimum'") -> tuple[float, ...]:
+    """scikit-image's minimum threshold on :func:`histogram_bins`, its smoothing passes bounded
+    by ``GEOSEG_MAX_SMOOTHING`` (a :class:`~geoseg.errors.BudgetError` naming ``what`` when
+    the passes it allows did not suffice)."""
+    counts, centers = histogram_bins(hist, nbins)
+    passes = budgets.smoothing_passes(counts.size, MINIMUM_PASSES)
     try:
-        return (float(filters.threshold_minimum(hist=hist.trimmed())),)
+        return (float(filters.threshold_minimum(hist=(counts, centers), max_num_iter=passes)),)
     except RuntimeError as error:  # the smoothed histogram never shows two peaks
+        if passes < MINIMUM_PASSES:
+            budgets.refuse_smoothing(counts.size, passes, what, SMOOTHING_ADVICE)
         raise MethodParameterError(
             f"method 'minimum' needs a histogram with two peaks, but this one still has a "
             f"single peak after smoothing (scikit-image: {error}). Use another method, e.g. "
@@ -324,6 +356,8 @@ def thresholds_from_histogram(
     check_classes(method, classes)
     if method == "multiotsu":
         return multiotsu_from_histogram(hist, classes, nbins, what or f"method {method!r}")
+    if method == "minimum":
+        return minimum_from_histogram(hist, nbins, what or f"method {method!r}")
     return METHODS[method](hist, classes)
 
 
@@ -371,12 +405,14 @@ def fit_threshold(
         ``(a, b)`` for ``(a - b) / (a + b)``, or ``"mean"``.
     nbins
         Bins of the histogram for non-integer features (``None``: 256). Integer bands get
-        one bin per value, like scikit-image; for ``"multiotsu"`` only, an ``nbins``
+        one bin per value, like scikit-image; for ``"multiotsu"`` and ``"minimum"`` only, an
+        ``nbins``
         given groups their values into at most that many bins of equal whole width
         (thresholds at bin centres, within about a bin's width of the exact ones), for
         value ranges wider than ``GEOSEG_MAX_MULTIOTSU_BINS``: multi-Otsu's table grows
         with the square of the bins, and more bins than that limit are refused with
-        :class:`~geoseg.errors.BudgetError` before it is allocated. scikit-image computes
+        :class:`~geoseg.errors.BudgetError` before it is allocated, and ``"minimum"`` smooths
+        its histogram for at most ``GEOSEG_MAX_SMOOTHING`` bins x passes. scikit-image computes
         Otsu, Yen, triangle, isodata and minimum from a 256-bin histogram too, so those
         equal its results on floats; its Li iterates over the pixels themselves, which a
         histogram cannot do: on non-integer features ``"li"`` is within about a bin width
@@ -577,7 +613,15 @@ class LocalThreshold(PixelMethod):
                 f"param: received {self.param}; expected the gaussian sigma, a finite number >= 0 "
                 f"(or none for (block_size - 1) / 6)."
             )
+        _check_offset(self.offset)
+        budgets.check_kernel(self.halo[0], self._kernel_parameter(), "local threshold")
         object.__setattr__(self, "feature", as_feature(self.feature))
+
+    def _kernel_parameter(self) -> str:
+        """The parameter that sets the filter's reach, with its value."""
+        if self.param is not None:
+            return f"param={self.param:g}"
+        return f"block_size={self.block_size}"
 
     @property
     def name(self) -> str:
@@ -615,6 +659,15 @@ class LocalThreshold(PixelMethod):
         values = self.feature.compute(batch, band_axis=1)
         ids = np.stack([image > self.local_threshold(image) for image in values])
         return one_hot(ids.astype(np.int64), 2)
+
+
+def _check_offset(offset: Any) -> None:
+    """A local threshold's ``offset``: a finite number (NaN would make every pixel class 0)."""
+    check_value("offset", offset)
+    if not math.isfinite(offset):
+        raise MethodParameterError(
+            f"offset: received {offset}; expected a finite number, subtracted from each pixel's "
+            "local threshold (e.g. 0, or 5 in the raster's units).")
 
 
 def box_mean(image: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:

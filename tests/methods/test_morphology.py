@@ -127,7 +127,7 @@ def test_clean_function_and_parameter_checks():
     mask[25, 25] = True  # a one-pixel object
     cleaned = clean(mask, max_object_size=1, max_hole_size=1)
     assert cleaned[10, 10] and not cleaned[25, 25]
-    with pytest.raises(ValueError, match="opening must be >= 0"):
+    with pytest.raises(ValueError, match="Cleanup opening: received -1; expected a whole number >= 0"):
         Cleanup(opening=-1)
     with pytest.raises(ValueError, match="target=3 is not a class"):
         Cleaned(Threshold((1.0,)), target=3)
