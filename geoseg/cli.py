@@ -489,8 +489,10 @@ def demo(
 def train(
     spec: Annotated[Path | None, typer.Argument(help="TRAIN.yaml (see jobs/train-demo.yaml).")] = None,
     out: Annotated[Path | None, typer.Option(help="Without SPEC: where to write the demo U-Net.")] = None,
-    steps: Annotated[int, typer.Option(help="Without SPEC: optimizer steps of the demo recipe.")] = 1500,
-    seed: Annotated[int, typer.Option(help="Without SPEC: seed of scenes, weights and sampling.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Without SPEC: optimizer steps of the demo "
+                                                   "recipe (1500; 1200 with --instances).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Without SPEC: seed of scenes, weights and "
+                                                  "sampling (0).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = True,
     max_epochs: Annotated[int | None, typer.Option(help="Stop after this many epochs (resumable).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model / run.")] = False,
@@ -502,23 +504,28 @@ def train(
     if spec is None:
         if out is None:
             raise typer.BadParameter("give a TRAIN.yaml, or --out FILE to re-train the demo U-Net")
-        if instances:
+        given = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
+        if instances:  # --steps and --seed were ignored here
             from geoseg.training.demo_instances import InstanceTrainConfig, train_instance_model
 
-            figures = train_instance_model(InstanceTrainConfig(), out, overwrite=overwrite,
+            figures = train_instance_model(InstanceTrainConfig(**given), out, overwrite=overwrite,
                                            log=console.print)
             console.print(f"wrote {out} (validation: {figures})", markup=False, highlight=False)
             return
         from geoseg.training.demo_unet import TrainConfig, train_demo_model
 
-        result = train_demo_model(TrainConfig(steps=steps, seed=seed), out, overwrite=overwrite,
+        result = train_demo_model(TrainConfig(**given), out, overwrite=overwrite,
                                   log=console.print)
         console.print(f"wrote {out} (validation mIoU {result['val_miou']:.3f})")
         return
-    if out is not None or instances:
-        raise typer.BadParameter(f"received {spec} with {'--out' if out is not None else '--instances'}, "
-                                 "which are for the demo models without a SPEC; a spec names its "
-                                 "model file in output.model. Drop the option, or the SPEC.")
+    demo_only = next((name for name, value in (("--out", out), ("--instances", instances or None),
+                                               ("--steps", steps), ("--seed", seed))
+                      if value is not None), None)
+    if demo_only is not None:  # --steps and --seed were ignored with a spec
+        raise typer.BadParameter(f"received {spec} with {demo_only}, which is for the demo models "
+                                 "without a SPEC; a spec sets its model file (output.model), its "
+                                 "steps (training.steps_per_epoch, training.epochs) and its seed. "
+                                 "Drop the option, or the SPEC.")
     from geoseg.training.spec import load_train_spec
 
     loaded = load_train_spec(spec)  # a wrong spec is refused before the trainer loads torch

@@ -71,3 +71,28 @@ def test_a_folder_as_out_is_refused_before_any_training(tmp_path, monkeypatch, e
                                       *overwrite])
     assert isinstance(result.exception, OutputExistsError), result.output
     assert f"--out: Cannot write {tmp_path}: it is a folder" in str(result.exception)
+
+
+@pytest.mark.parametrize(("extra", "module", "trainer_name"), [
+    ([], "demo_unet", "train_demo_model"),
+    (["--instances"], "demo_instances", "train_instance_model"),
+])
+def test_steps_and_seed_reach_either_demo_model_and_defaults_stay_the_recipe_s(
+        tmp_path, monkeypatch, extra, module, trainer_name):
+    """With --instances, --steps and --seed were ignored without a word."""
+    import importlib
+
+    from geoseg.training import demo_instances, demo_unet
+
+    seen = []
+
+    def record(cfg, out, **kwargs):
+        seen.append(cfg)
+        return {"val_miou": 0.5}
+
+    monkeypatch.setattr(importlib.import_module(f"geoseg.training.{module}"), trainer_name, record)
+    out = str(tmp_path / "m.safetensors")
+    CliRunner().invoke(app, ["train", "--out", out, "--steps", "7", "--seed", "3", *extra])
+    CliRunner().invoke(app, ["train", "--out", out, *extra])
+    default = (demo_instances.InstanceTrainConfig() if extra else demo_unet.TrainConfig())
+    assert [(c.steps, c.seed) for c in seen] == [(7, 3), (default.steps, default.seed)]

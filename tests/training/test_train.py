@@ -368,5 +368,9 @@ def test_the_command_line_says_when_no_model_is_written_yet_and_refuses_out_with
     assert stopped.returncode == 0, stopped.stderr
     assert "interrupted: model not written yet (rerun the same command to continue)" in said, said
     refused = geoseg("train", str(path), "--out", str(tmp_path / "other.safetensors"))
-    assert refused.returncode == 2 and "which are for the demo models without a SPEC" in refused.stderr
+    assert refused.returncode == 2 and "which is for the demo models without a SPEC" in refused.stderr
     assert not (tmp_path / "other.safetensors").exists()
+    for option, value in (("--steps", "5"), ("--seed", "3")):  # ignored with a spec, unsaid
+        refused = geoseg("train", str(path), option, value)
+        assert refused.returncode == 2 and f"with {option}, which is for the demo models" in \
+            refused.stderr, refused.stderr
