@@ -5,6 +5,7 @@ short enough for a message."""
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -71,10 +72,11 @@ def _is_byte(value: Any) -> bool:
     return float(value).is_integer() and 0 <= value <= 255
 
 
-def repeated_names(names: list[str]) -> dict[str, list[int]]:
-    """Each name given more than once, with the (0-based) positions it is given at; used by
-    model files (:class:`~geoseg.models.ModelInfo`) and training specs (``data.classes``)."""
-    positions: dict[str, list[int]] = {}
+def repeated_names(names: Sequence[Hashable]) -> dict[Any, list[int]]:
+    """Each name (or id) given more than once, in the order first given, with the (0-based)
+    positions it is given at: one pass, however many classes (model files, specs, scored
+    labels, ensembles, methods' class names, decodings' interior classes)."""
+    positions: dict[Any, list[int]] = {}
     for i, name in enumerate(names):
         positions.setdefault(name, []).append(i)
     return {name: at for name, at in positions.items() if len(at) > 1}

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geoseg.core.classes import ClassInfo
+from geoseg.core.classes import ClassInfo, repeated_names
 from geoseg.core.segmenter import Segmenter, valid_mask
 from geoseg.errors import BandMismatchError, EnsembleError
 from geoseg.models.tensors import valid_mask_tensor
@@ -334,7 +334,7 @@ def channel_order(member: Segmenter, classes: Sequence[ClassInfo], index: int,
 
 def _duplicates(names: Sequence[str]) -> list[str]:
     """The names that occur more than once in ``names``, each once, in order."""
-    return list(dict.fromkeys(n for i, n in enumerate(names) if n in names[:i]))
+    return list(repeated_names(list(names)))
 
 
 def _common_bands(members: Sequence[Segmenter]) -> tuple[str, ...] | None:

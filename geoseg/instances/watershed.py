@@ -37,6 +37,7 @@ from dask.delayed import Delayed
 from scipy import ndimage as ndi
 from skimage import morphology, segmentation
 
+from geoseg.core.classes import repeated_names
 from geoseg.core.text import as_whole
 from geoseg.errors import InstanceError
 from geoseg.instances.components import (
@@ -273,7 +274,7 @@ def decoded(classes: da.Array, decodings: Sequence[tuple[int, Sequence[int]]], *
     either, as one seeded watershed of all the seeds assigns it."""
     checked = [_decoding(interior, boundary) for interior, boundary in decodings]
     interiors = [interior for interior, _ in checked]
-    repeated = sorted({i for i in interiors if interiors.count(i) > 1})
+    repeated = sorted(repeated_names(interiors))
     if repeated:
         raise InstanceError(
             f"decodings: received interior class(es) {repeated} in more than one decoding; "

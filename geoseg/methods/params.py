@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
+from geoseg.core.classes import repeated_names
 from geoseg.core.text import as_whole
 from geoseg.errors import MethodParameterError
 
@@ -161,7 +162,7 @@ def check_unique_names(class_names: Sequence[Any] | None) -> None:
     """Refuse ``class_names`` that name two classes alike (as text): a map's legend, an
     ensemble's classes and a report's table would not tell them apart."""
     names = [] if class_names is None else [str(n) for n in class_names]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(repeated_names(names))
     if repeated:
         raise MethodParameterError(
             f"class_names: received {names}, which names more than one class {repeated}; "

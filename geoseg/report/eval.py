@@ -25,7 +25,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from geoseg.core.classes import is_label_dtype
+from geoseg.core.classes import is_label_dtype, repeated_names
 from geoseg.core.text import json_kind
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
@@ -491,7 +491,7 @@ def evaluate(pred: Labels, ref: Labels, *, ignore: Sequence[int] = (),
 def _check_names(labels: Labels) -> None:
     """Refuse class names given twice: scores are keyed by name, so one class's row hid the
     other's while the mIoU counted both."""
-    twice = sorted({n for n in labels.names or () if (labels.names or ()).count(n) > 1})
+    twice = sorted(repeated_names(list(labels.names or ())))
     if twice:
         raise EvaluationError(
             f"{labels.url or 'labels'}: received class names {list(labels.names or ())} with "

@@ -80,8 +80,7 @@ def block_value(read: Read, fine_shape: Sequence[int], window: tuple[slice, ...]
     """The value of one coarse pixel (``window``) whose block is too large to read at once:
     ``nearest`` reads its centre pixel; ``mode`` sums class counts over pieces of the block
     (no-data excluded; ties to the smallest id)."""
-    block = [slice(min(w.start * f, n), min(w.stop * f, n))
-             for w, f, n in zip(window, factors, fine_shape)]
+    block = fine_window(window, factors, fine_shape)
     if any(b.stop <= b.start for b in block):
         return nodata
     if method == "nearest":
@@ -111,12 +110,16 @@ def downsample_window(
     Coarse pixel ``t`` covers fine pixels ``[t * f, (t + 1) * f)`` on each axis (clipped to the
     fine shape); a coarse pixel beyond the fine grid is no data.
     """
-    fine = tuple(
-        slice(min(w.start * f, n), min(w.stop * f, n))
-        for w, f, n in zip(window, factors, fine_shape)
-    )
     shape = tuple(w.stop - w.start for w in window)
-    return downsample(read(fine), shape, factors, method, nodata)
+    return downsample(read(fine_window(window, factors, fine_shape)), shape, factors, method, nodata)
+
+
+def fine_window(window: tuple[slice, ...], factors: Sequence[int],
+                fine_shape: Sequence[int]) -> tuple[slice, ...]:
+    """The fine pixels under the coarse ``window``: ``[t * f, (t + 1) * f)`` on each axis,
+    clipped to ``fine_shape``."""
+    return tuple(slice(min(w.start * f, n), min(w.stop * f, n))
+                 for w, f, n in zip(window, factors, fine_shape))
 
 
 def downsample(
