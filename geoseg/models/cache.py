@@ -38,22 +38,14 @@ def resolve(ref: Any) -> Any:
     if not isinstance(ref, ModelRef):
         return ref.resolve() if callable(getattr(ref, "resolve", None)) else ref
     if ref.url.startswith(IN_MEMORY):
-        model = BUILT_IN_MEMORY.get(ref.url)
-        if model is None:
-            raise ModelFileError(
-                f"model {ref.url.removeprefix(IN_MEMORY).rpartition('#')[0]!r} was built in memory "
-                "(or its weights changed since it was read) in another process, so this worker "
-                "cannot load it. Save it with geoseg.save_model(model, path) and load it with "
-                "geoseg.load_model(path) before computing on a cluster."
-            )
-        return model
+        return _built_in_memory(ref)
     # a file's: by where it is and its weights, and by device: the one the model was placed on,
     # else GEOSEG_DEVICE (which may change); one this process already holds is used as it is
     device = config.resolve_device(ref.device, "the model's device")
     key = (ref.url, ref.sha256, str(torch.device(device)))
-    held = LOADED.get(key)
-    if held is not None:
-        return held
+    for held in (ref.held, LOADED.get(key)):
+        if held is not None and str(held.device) == key[2] and held.holds_weights(ref.sha256):
+            return held
     with _lock:
         model = _models.get(key)
         if model is not None:
@@ -66,6 +58,25 @@ def resolve(ref: Any) -> Any:
         unheld = [k for k in _models if k[1] not in _holds]
         evicted = [_models.pop(k) for k in unheld[:max(0, len(unheld) - config.model_cache())]]
     _free(evicted)
+    return model
+
+
+def _built_in_memory(ref: ModelRef) -> SegmentationModel:
+    """The model an in-memory reference names, while its weights are still those it names."""
+    name = ref.url.removeprefix(IN_MEMORY).rpartition("#")[0]
+    model = ref.held if ref.held is not None else BUILT_IN_MEMORY.get(ref.url)
+    if model is None:
+        raise ModelFileError(
+            f"model {name!r} was built in memory (or its weights changed since it was read) in "
+            "another process, so this worker cannot load it. Save it with "
+            "geoseg.save_model(model, path) and load it with geoseg.load_model(path) before "
+            "computing on a cluster.")
+    if not model.holds_weights(ref.sha256):
+        raise ModelFileError(
+            f"model {name!r} was built in memory and its weights changed after geoseg.segment() "
+            f"made this result (weights sha256 {ref.sha256[:12]}...): those weights are kept "
+            "nowhere. Call geoseg.segment() again with the model as it is now, or save each "
+            "version with geoseg.save_model(model, path) and segment with the file.")
     return model
 
 

@@ -145,13 +145,26 @@ class ModelRef:
     Workers turn it into a loaded model once per process
     (:func:`geoseg.models.cache.resolve`), on ``device`` where the model was placed on one
     on purpose (``load_model(..., device="cpu")``), else on the worker's ``GEOSEG_DEVICE``.
-    Storage options are neither compared nor printed.
+    Storage options are neither compared nor printed. ``held`` is the model itself where the
+    reference was made from one (:meth:`~geoseg.models.model.SegmentationModel.ref`): a graph
+    computed in the process that built it (the threaded or synchronous scheduler) keeps it
+    alive and uses it; it is neither compared, tokenized nor pickled.
     """
 
     url: str
     sha256: str
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     device: str | None = None
+    held: Any = field(default=None, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "held": None}  # another process loads the file, or refuses
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __dask_tokenize__(self) -> tuple[str, ...]:
+        return ("ModelRef", self.url, self.sha256, str(self.device))
 
 
 class ModelHeader(Segmenter):

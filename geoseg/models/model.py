@@ -104,6 +104,7 @@ class SegmentationModel(Segmenter):
         self.bands = info.bands
         self.source = source
         self._token = uuid.uuid4().hex[:12]  # names this very model in an in-memory reference
+        self._hashed: tuple[str, tuple[Any, ...]] | None = None  # (hash, weights' versions) at ref()
         ndim = getattr(net, "spatial_dims", 2)
         self.stride = coerce_per_axis(net.stride, ndim, "stride")
         self.halo = coerce_per_axis(net.receptive_radius, ndim, "receptive_radius")
@@ -192,22 +193,37 @@ class SegmentationModel(Segmenter):
         return contextlib.nullcontext()
 
     def ref(self) -> ModelRef:
-        """The reference tasks carry. The model file's while the weights are still the file's;
-        otherwise (built in memory, or its weights changed in place since it was read) an
-        ``in-memory:`` reference naming this very model, with the weights' hash as they are
-        now: it resolves in this process only (in-process schedulers), found in
-        :data:`BUILT_IN_MEMORY` while the model lives. The weights are hashed at every call
-        (once per :func:`geoseg.segment`), so that no changed network is taken for the one a
-        file, another model of the same weights or an earlier graph stands for."""
+        """The reference tasks carry, holding this model for tasks computed in this process.
+
+        The model file's while the weights are still the file's; otherwise (built in memory,
+        or its weights changed in place since it was read) an ``in-memory:`` reference naming
+        this very model, with the weights' hash as they are now: it resolves in this process
+        only (in-process schedulers). The weights are hashed at every call (once per
+        :func:`geoseg.segment`), so that no changed network is taken for the one a file,
+        another model of the same weights or an earlier graph stands for; weights changed
+        after this call are not taken for them either (:meth:`holds_weights`)."""
         sha = weights_sha256(self.net.state_dict())
+        self._hashed = (sha, self._weights_version())
         source = self.source
         if source is not None and not source.url.startswith(IN_MEMORY) and source.sha256 == sha:
-            ref = dataclasses.replace(source, device=self._placed)
+            ref = dataclasses.replace(source, device=self._placed, held=self)
             LOADED[(ref.url, ref.sha256, str(self.device))] = self  # this process needs no copy
             return ref
         url = f"{IN_MEMORY}{self.name}#{self._token}"
         BUILT_IN_MEMORY[url] = self
-        return ModelRef(url, sha)
+        return ModelRef(url, sha, held=self)
+
+    def holds_weights(self, sha256: str) -> bool:
+        """True while the network's weights are the ones :meth:`ref` last hashed as ``sha256``:
+        none changed in place (an optimiser step, ``load_state_dict``, ``mul_``) nor was
+        replaced since. Tasks of a graph built before a change then load the file's weights, as
+        workers of other processes do, or are refused where there is no file."""
+        return self._hashed == (sha256, self._weights_version())
+
+    def _weights_version(self) -> tuple[Any, ...]:
+        """Which tensors the network holds and torch's count of in-place changes to each."""
+        state = self.net.state_dict(keep_vars=True)
+        return tuple((name, id(t), t._version) for name, t in state.items())
 
     def __repr__(self) -> str:
         return (f"SegmentationModel(name={self.name!r}, architecture={self.info.architecture!r}, "

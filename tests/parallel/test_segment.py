@@ -139,3 +139,44 @@ def test_in_memory_model_runs_in_process_and_says_to_save_it_on_a_cluster(cluste
     with Client(cluster_address), pytest.raises(
             ModelFileError, match=r"built in memory \(or its weights changed since it was read\) in another"):
         geoseg.segment(raster, model, chunks=100).compute()
+
+
+def test_a_lazy_result_keeps_its_in_memory_model_alive_on_the_threaded_scheduler(image):
+    """The graph holds the model: a result made inside a function outlives the caller's name."""
+    import gc
+
+    def lazy() -> xr.DataArray:
+        return geoseg.segment(xr.DataArray(image, dims=("band", "y", "x")), random_unet(seed=21),
+                              chunks=100)
+
+    mask = lazy()
+    gc.collect()
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_array_equal(mask.values, random_unet(seed=21).predict_image(image).argmax(0))
+
+
+def test_weights_changed_after_segment_are_not_taken_for_the_graphs(model_path, image):
+    """A file's graph computes the file's weights on every scheduler; an in-memory model's graph
+    is refused once its weights changed, as those it stands for are kept nowhere."""
+    import torch
+
+    from geoseg.errors import ModelFileError
+
+    raster = xr.DataArray(image, dims=("band", "y", "x"))
+    expected = geoseg.load_model(model_path).predict_image(image).argmax(0)
+    model = geoseg.load_model(model_path)
+    mask = geoseg.segment(raster, model, chunks=100)
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.mul_(-1)
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_array_equal(mask.values, expected)
+        assert (geoseg.segment(raster, model, chunks=100).values != expected).any()
+
+    built = random_unet(seed=21)
+    mask = geoseg.segment(raster, built, chunks=100)
+    with torch.no_grad():
+        next(built.net.parameters()).mul_(2)
+    with dask.config.set(scheduler="threads"), pytest.raises(
+            ModelFileError, match=r"weights changed after geoseg.segment\(\) made this result"):
+        mask.compute()
