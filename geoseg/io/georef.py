@@ -29,7 +29,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.core import jsontext
-from geoseg.core.nodata import NODATA_ATTRS
+from geoseg.core.nodata import NODATA_ATTRS, exact_number
 from geoseg.errors import ParameterError, UnsupportedFormatError
 
 INDEX_AXES = ("z", "y", "x")  # the columns of a voxel_affine: a volume's array axes
@@ -75,7 +75,7 @@ class GeoRef:
         if not places_voxels(matrix, shape):
             _refuse_voxel_affine(matrix, source, fix)
         return cls(voxel_affine=matrix,
-                   nodata=None if nodata is None else float(nodata), units=units,
+                   nodata=None if nodata is None else exact_number(nodata), units=units,
                    nifti_codes=as_nifti_codes(nifti_codes), nifti_qform=qform)
 
     @classmethod
@@ -116,7 +116,7 @@ class GeoRef:
         affine = None
         if transform is not None:
             affine = checked_transform([float(v) for v in tuple(transform)[:6]], source)
-        return cls(wkt, affine, None if nodata is None else float(nodata))
+        return cls(wkt, affine, None if nodata is None else exact_number(nodata))
 
     @property
     def affine(self) -> Affine | None:

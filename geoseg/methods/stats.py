@@ -23,7 +23,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from geoseg import budgets
-from geoseg.core.nodata import attrs_nodata
+from geoseg.core.nodata import attrs_nodata, exact_number
 from geoseg.core.segmenter import bands_last, valid_mask
 from geoseg.errors import MethodParameterError, PlanError
 from geoseg.methods.features import Feature
@@ -90,7 +90,7 @@ def raster_data(raster: Any, nodata: float | None = None) -> RasterData:
     if len(data.chunks[0]) > 1:
         data = data.rechunk({0: -1})  # all bands of one spatial chunk in one task
     names = names or tuple(f"band_{i + 1}" for i in range(data.shape[0]))
-    return RasterData(data, None if nodata is None else float(nodata), names)
+    return RasterData(data, None if nodata is None else exact_number(nodata), names)
 
 
 def _from_numpy(array: Any) -> da.Array:

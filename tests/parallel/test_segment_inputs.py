@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+import zarr
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from rasterio.windows import transform as window_transform
 import geoseg
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import UnsupportedFormatError
+from geoseg.methods import Threshold
 from geoseg.models import Segmenter
 from geoseg.synth import make_scene
 from tests.conftest import textured_image, write_zarr
@@ -241,6 +243,23 @@ def test_each_nodata_attribute_is_read(key):
     with dask.config.set(scheduler="sync"):
         classes = geoseg.segment(raster, Identity(1)).values
     assert (classes[:5] == 255).all() and (classes[5:] == 0).all()
+
+
+@pytest.mark.parametrize("dtype, nodata, others", [
+    (np.uint64, 2**64 - 1, [2**64 - 2, 2**64 - 1000]),  # float64 holds none of them apart
+    (np.int64, 2**53 + 1, [2**53, 2**53 + 2]),
+])
+def test_a_64_bit_nodata_marks_only_its_own_pixels(tmp_path, dtype, nodata, others):
+    """Compared as integers, as numpy compares them, from attributes and from a Zarr store."""
+    image = np.array([[[nodata, *others, 5, 7]]], dtype=dtype)
+    expected = [[255, 1, 1, 0, 1]]
+    raster = xr.DataArray(image, dims=("band", "y", "x"), attrs={"nodata": np.array(nodata, dtype)})
+    with dask.config.set(scheduler="sync"):
+        assert geoseg.segment(raster, Threshold((6.0,))).values.tolist() == expected
+        url = str(tmp_path / "wide.zarr")
+        zarr.create_array(url, shape=image.shape, dtype=dtype, chunks=image.shape,
+                          dimension_names=("band", "y", "x"), attributes={"nodata": nodata})[:] = image
+        assert geoseg.segment(geoseg.open_raster(url), Threshold((6.0,))).values.tolist() == expected
 
 
 def test_a_nodata_attribute_that_is_no_number_is_refused():

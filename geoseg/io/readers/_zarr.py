@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from geoseg.core.nodata import NODATA_ATTRS
+from geoseg.core.nodata import NODATA_ATTRS, exact_number
 from geoseg.core.segmenter import bands_last
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
@@ -286,7 +286,8 @@ def _check_nodata_fits(number: float, dtype: np.dtype, key: str, url: str) -> No
     1e40 on float32): it would mark no pixel, and nodata pixels would be segmented as data."""
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        fits = math.isfinite(number) and number.is_integer() and info.min <= number <= info.max
+        fits = (isinstance(number, int) or (math.isfinite(number) and number.is_integer())) \
+            and info.min <= number <= info.max
         holds = f"whole numbers from {info.min} to {info.max}"
     elif dtype.kind == "f":
         largest = float(np.finfo(dtype).max)
@@ -318,13 +319,17 @@ def xarray_v2_fill_value(arr: zarr.Array) -> Any:
 
 def _attr_number(value: Any) -> float | None:
     """A number, a JSON name of one (``"NaN"``, ``"Infinity"``), or xarray's base64 of a
-    little-endian double, as a float; ``None`` for anything else."""
+    little-endian double, as a float (an integer as itself); ``None`` for anything else."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        return exact_number(value)
     if not isinstance(value, str):
         return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
     try:
         return float(value)
     except ValueError:
@@ -376,7 +381,7 @@ def _declared_georef(arr: zarr.Array, group: zarr.Group | None, nodata: float | 
         if transform is not None:
             transform = affine_attribute(transform, "transform")
         return GeoRef.from_crs(attrs.get("crs"), transform, nodata)
-    return GeoRef(nodata=None if nodata is None else float(nodata))
+    return GeoRef(nodata=None if nodata is None else exact_number(nodata))
 
 
 MAX_COORD_READ = 1 << 20  # values of a 1-D coordinate read whole; beyond, its ends only (8 MiB)
