@@ -625,7 +625,8 @@ def instances(
                                              "single-band integer mask with --out.",
                                         callback=_no_credentials)],
     out: Annotated[str | None, typer.Option(help="For a mask geoseg did not write: the output "
-                                                 "group to create.")] = None,
+                                                 "group to create.",
+                                            callback=_no_credentials)] = None,
     method: Annotated[str, typer.Option(help="auto, components, watershed or decode.")] = "auto",
     classes: Annotated[str | None, typer.Option(help="Class names or ids that are objects, "
                                                      "e.g. building,2 (default: every class but nodata and "
@@ -684,12 +685,15 @@ def export(
     output: Annotated[str, typer.Argument(help="A finished output (OUT.zarr) a job wrote.",
                                           callback=_no_credentials)],
     cog: Annotated[str | None, typer.Option(help="Write the classes as a Cloud-Optimized GeoTIFF "
-                                                 "here (images).")] = None,
+                                                 "here (images).",
+                                            callback=_no_credentials)] = None,
     ome_zarr: Annotated[str | None, typer.Option(help="Write them as labels/NAME inside this "
-                                                      "OME-Zarr image.")] = None,
+                                                      "OME-Zarr image.",
+                                                 callback=_no_credentials)] = None,
     name: Annotated[str, typer.Option(help="Label name for --ome-zarr.")] = "segmentation",
     nifti: Annotated[str | None, typer.Option(help="Write them as NIfTI (.nii or .nii.gz) here "
-                                                   "(volumes).")] = None,
+                                                   "(volumes).",
+                                              callback=_no_credentials)] = None,
     resampling: Annotated[str, typer.Option(help="Coarser levels by mode or nearest (never "
                                                  "averaged).")] = "mode",
     blocksize: Annotated[int, typer.Option(help="COG tile size (a multiple of 16, 16 to 4096).")] = 512,
@@ -862,9 +866,11 @@ def report(
                                             "output a finished job wrote.",
                                        callback=_no_credentials)],
     out: Annotated[str | None, typer.Option(help="Where to write the page (default: beside "
-                                                 "the run record, .html).")] = None,
-    scores: Annotated[Path | None, typer.Option(help="Scores from geoseg eval --json to show "
-                                                     "instead of the run's own.")] = None,
+                                                 "the run record, .html).",
+                                            callback=_no_credentials)] = None,
+    scores: Annotated[str | None, typer.Option(help="Scores from geoseg eval --json to show "
+                                                    "instead of the run's own (a path or URL).",
+                                               callback=_no_credentials)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --out (the page "
                                                  "beside the run record is always rewritten).")
                          ] = False,
@@ -880,7 +886,7 @@ def report(
     if out is not None:
         record = load_record(record_url)
         refuse_over_read(out, "--out", [
-            (record_url, "run record"), (str(scores) if scores else None, "scores file"),
+            (record_url, "run record"), (scores, "scores file"),
             ((record.get("output") or {}).get("url"), "run's output"),
             ((record.get("input") or {}).get("url"), "run's input")])
     if found is not None:
@@ -889,7 +895,7 @@ def report(
     console.print(f"html report: {where}", markup=False, highlight=False)
 
 
-def _same_prediction(found: dict[str, Any], record_url: str, scores: Path) -> None:
+def _same_prediction(found: dict[str, Any], record_url: str, scores: str) -> None:
     """Refuse scores of another prediction than the run's output: the report would show them
     as the run's own."""
     from geoseg.errors import EvaluationError
@@ -902,7 +908,8 @@ def _same_prediction(found: dict[str, Any], record_url: str, scores: Path) -> No
         return
     if not same_file(scored, output):
         raise EvaluationError(
-            f"--scores {scores}: received the scores of prediction {redact.scrub(scored)}, but "
+            f"--scores {public_url(scores)}: received the scores of prediction "
+            f"{redact.scrub(scored)}, but "
             f"the run wrote {redact.scrub(output)}; expected scores of the run's own output. "
             f"Score it with geoseg eval {redact.scrub(output)} REF --json FILE.")
 
@@ -910,37 +917,40 @@ def _same_prediction(found: dict[str, Any], record_url: str, scores: Path) -> No
 SCORE_KEYS = ("classes", "per_class", "confusion")  # what a report takes from geoseg eval's scores
 
 
-def _read_scores(path: Path) -> dict[str, Any]:
-    """The scores ``geoseg eval --json`` wrote at ``path``. Any other file is refused here, naming
-    it and what is wrong, rather than failing somewhere in the report."""
+def _read_scores(url: str) -> dict[str, Any]:
+    """The scores ``geoseg eval --json`` wrote at ``url`` (a path or fsspec URL). Any other file
+    is refused here, naming it and what is wrong, rather than failing somewhere in the report."""
     import json
 
     from geoseg.core import jsontext
     from geoseg.errors import EvaluationError, NestingError
+    from geoseg.io.files import small_file
     from geoseg.report.eval import scores_problem
 
+    shown = f"--scores {public_url(url)}"
     expected = "expected the JSON file geoseg eval PRED REF --json FILE writes"
     try:
-        found = jsontext.loads(path.read_bytes().decode("utf-8"))
+        found = jsontext.loads(small_file(url, shown, EvaluationError,
+                                          "Scores take a few KB: check the path.").decode("utf-8"))
     except OSError as exc:
-        raise EvaluationError(f"--scores {path}: cannot read it ({exc.strerror or exc}); "
-                              f"{expected}.") from None
+        reason = exc.strerror or redact.scrub(str(exc)) or type(exc).__name__
+        raise EvaluationError(f"{shown}: cannot read it ({reason}); {expected}.") from None
     except UnicodeDecodeError:
-        raise EvaluationError(f"--scores {path}: received a file that is not UTF-8 text; "
+        raise EvaluationError(f"{shown}: received a file that is not UTF-8 text; "
                               f"{expected}.") from None
     except NestingError as exc:
-        raise EvaluationError(f"--scores {path}: received JSON that {exc}; {expected}.") from None
+        raise EvaluationError(f"{shown}: received JSON that {exc}; {expected}.") from None
     except json.JSONDecodeError as exc:
-        raise EvaluationError(f"--scores {path}: received a file that is not JSON ({exc.msg} at "
+        raise EvaluationError(f"{shown}: received a file that is not JSON ({exc.msg} at "
                               f"line {exc.lineno}, column {exc.colno}); {expected}.") from None
     missing = [k for k in SCORE_KEYS if not isinstance(found, dict) or k not in found]
     if missing:
         what = "a JSON object" if isinstance(found, dict) else "JSON that is not an object, so"
-        raise EvaluationError(f"--scores {path}: received {what} without {', '.join(missing)}; "
+        raise EvaluationError(f"{shown}: received {what} without {', '.join(missing)}; "
                               f"{expected}.")
     problem = scores_problem(found)
     if problem:
-        raise EvaluationError(f"--scores {path}: received {problem}; {expected}.")
+        raise EvaluationError(f"{shown}: received {problem}; {expected}.")
     return found
 
 
@@ -1034,7 +1044,8 @@ def quicklook(
     png: Annotated[str, typer.Argument(help="PNG file to write: a path, or a URL (s3://...) "
                                             "outside OUTPUT.")],
     image: Annotated[str | None, typer.Option(help="Raster to draw under the mask (default: "
-                                                   "the run's input).")] = None,
+                                                   "the run's input).",
+                                              callback=_no_credentials)] = None,
     variable: Annotated[str | None, typer.Option(help="Array inside --image's Zarr group.")] = None,
     bands: Annotated[str | None, typer.Option(help="1-based bands shown as red, green, blue, "
                                                    "e.g. 4,3,2 (default: the first three).")] = None,

@@ -294,6 +294,18 @@ def test_report_refuses_scores_that_are_not_scores(tmp_path, content, said):
                  "REF --json FILE writes.")
 
 
+def test_report_refuses_a_fifo_as_its_record_or_scores_unread(tmp_path):
+    """Both were read whole with no bound: a FIFO hung the command, /dev/zero filled memory."""
+    import os
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    assert_clean(geoseg("report", str(fifo)), 2, f"The run record {fifo} is a FIFO (named pipe), "
+                 "not a file: reading it would block or never end.")
+    assert_clean(geoseg("report", str(tmp_path / "run.json"), "--scores", str(fifo)), 2,
+                 f"--scores {fifo} is a FIFO (named pipe), not a file")
+
+
 @pytest.mark.parametrize(("arrays", "said"), [
     ({}, "holds no arrays (it may still be being written, or be the wrong path)"),
     ({"x": (5,)}, "holds no raster-like array (2 to 4 dimensions, not a coordinate), only x (1-d)"),
@@ -603,13 +615,13 @@ def test_no_secret_from_a_url_a_library_quotes(tmp_path, model_path, s3_server):
 def test_scrub_hides_every_form_of_a_secret():
     from geoseg.core import redact
 
-    url = "s3://AKIAUSER:wJalrXUtnFEMI/K7MDENG@bucket/key?X-Amz-Signature=abc123"
+    url = "https://AKIAUSER:wJalrXUtnFEMI/K7MDENG@host/key?X-Amz-Signature=abc123"
     text = (f"{url} Port could not be cast to integer value as 'wJalrXUtnFEMI' "
             "token=s3cr3t%2Fx s3cr3t/x")
     scrubbed = redact.scrub(text, ["s3cr3t/x", *redact.url_secrets(url)])
     for part in ("AKIAUSER", "wJalrXUtnFEMI", "K7MDENG", "abc123", "s3cr3t"):
         assert part not in scrubbed, scrubbed
-    assert scrubbed.startswith("s3://bucket/key Port could not be cast")
+    assert scrubbed.startswith("https://host/key Port could not be cast")
     assert {"AKIAUSER", "wJalrXUtnFEMI/K7MDENG", "abc123"} <= redact.url_secrets(url)
 
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from geoseg import budgets
 from geoseg.core import redact
 from geoseg.core.urls import public_url
 from geoseg.errors import (
@@ -29,12 +30,33 @@ from geoseg.errors import (
 )
 from geoseg.io import remote
 from geoseg.io.allow import overlapping
+from geoseg.io.readers.probe import special_file
 from geoseg.io.remote import check_writable, translate
 
 # a folder in which a file is written before it is renamed into place (left behind only by a
 # process killed meanwhile), and the names earlier versions gave it
 STAGING_PREFIX = ".geoseg-staged-"
 STAGING_PREFIXES = (STAGING_PREFIX, ".geoseg-export-")
+
+
+def small_file(url: str, what: str, error: type[GeosegError], advice: str,
+               storage_options: dict[str, Any] | None = None) -> bytes:
+    """The bytes of a small document geoseg reads whole (a run record, scores, a catalog), measured
+    before they are read: a local file by ``stat`` (a FIFO or device in its place refused as
+    ``error``, unread: reading it would block or never end), a remote one read no further than
+    ``GEOSEG_MAX_METADATA_BYTES`` allows. ``what`` names it in the refusals, ``advice`` ends
+    the one for its size; a file that is not there raises :class:`FileNotFoundError`."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    local = remote.fs_is_local(fs)
+    kind = special_file(path) if local else None
+    if kind is not None:
+        raise error(f"{what} is {kind}, not a file: reading it would block or never end. "
+                    "Give the path of a file.")
+    data = None if local else fs.cat_file(path, start=0, end=budgets.metadata_read_limit())
+    n_bytes = os.stat(path).st_size if local else len(data)
+    budgets.check(n_bytes, budgets.MAX_METADATA_BYTES,
+                  f"{what} holds {budgets.size(n_bytes)} or more", advice)
+    return fs.cat_file(path) if local else data
 
 
 def new_file(url: str, overwrite: bool) -> None:

@@ -33,18 +33,15 @@ import fsspec
 from rich.table import Table
 from rich.text import Text
 
-from geoseg import budgets
 from geoseg.core import jsontext, redact
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
 from geoseg.core.text import clipped, terminal_safe
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
-from geoseg.io import remote
 from geoseg.io.allow import overlapping
-from geoseg.io.files import check_creatable, write_whole
+from geoseg.io.files import check_creatable, small_file, write_whole
 from geoseg.io.output import OutputTarget, being_removed, half_created, output_exists
-from geoseg.io.readers.probe import special_file
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
 from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
@@ -125,22 +122,11 @@ def _read_catalog(url: str, shown: str, storage_options: dict[str, Any]) -> Any:
 
 
 def _catalog_bytes(url: str, shown: str, storage_options: dict[str, Any]) -> bytes:
-    """The catalog's bytes, measured before they are read (a local file by ``stat``: a ranged
-    read of one allocates all the range asks for; a remote one read no further than the
-    limit)."""
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    local = remote.fs_is_local(fs)
-    kind = special_file(path) if local else None
-    if kind is not None:
-        raise BatchSpecError(f"inputs.catalog: {shown} is {kind}, not a file: reading it would "
-                             "block or never end. Point inputs.catalog at a JSON file.")
-    data = None if local else fs.cat_file(path, start=0, end=budgets.metadata_read_limit())
-    n_bytes = os.stat(path).st_size if local else len(data)
-    budgets.check(n_bytes, budgets.MAX_METADATA_BYTES,
-                  f"inputs.catalog: {shown} holds {budgets.size(n_bytes)} or more",
-                  "A catalog that large is more often a wrong path or a hostile file: check it, "
-                  "split the items over several batches, or raise the limit.")
-    return fs.cat_file(path) if local else data
+    """The catalog's bytes, measured before they are read (:func:`~geoseg.io.files.small_file`)."""
+    return small_file(url, f"inputs.catalog: {shown}", BatchSpecError,
+                      "A catalog that large is more often a wrong path or a hostile file: check "
+                      "it, split the items over several batches, or raise the limit.",
+                      storage_options)
 
 
 def _asset_href(item: Any, index: int, asset: str, shown: str) -> str:

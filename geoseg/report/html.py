@@ -28,7 +28,7 @@ from geoseg.core import jsontext
 from geoseg.core.text import brief, json_kind
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError
-from geoseg.io.files import write_whole
+from geoseg.io.files import small_file, write_whole
 from geoseg.report.tables import absent_classes
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -50,8 +50,9 @@ def load_record(url: str) -> dict[str, Any]:
     JSON object raises :class:`EvaluationError` naming it."""
     advice = "give the .json record a run wrote (geoseg runs lists them)."
     try:
-        with fsspec.open(url, "r", encoding="utf-8") as f:
-            record = jsontext.loads(f.read())
+        record = jsontext.loads(small_file(
+            url, f"The run record {public_url(url)}", EvaluationError,
+            "A run record takes a few KB: check the path.").decode("utf-8"))
     except FileNotFoundError:
         raise EvaluationError(f"No run record at {public_url(url)}; {advice}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -127,6 +127,29 @@ def test_a_url_a_command_reads_with_credentials_is_refused(args, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written, no folder named after the URL
 
 
+WRITTEN = {  # every option naming a file a command writes or reads besides its OUTPUT
+    "--cog": ["export", "some/out.zarr", "--cog", REPORTED],
+    "--ome-zarr": ["export", "some/out.zarr", "--ome-zarr", REPORTED],
+    "--nifti": ["export", "some/out.zarr", "--nifti", REPORTED],
+    "--scores": ["report", "some/run.json", "--scores", REPORTED],
+    "--out": ["report", "some/run.json", "--out", REPORTED],
+    "--out ": ["instances", "some/mask.zarr", "--out", REPORTED],
+    "--image": ["quicklook", "some/out.zarr", "q.png", "--image", REPORTED],
+}
+
+
+@pytest.mark.parametrize("named, args", WRITTEN.items(), ids=WRITTEN.keys())
+def test_an_option_url_with_credentials_is_refused_naming_the_option(named, args, tmp_path):
+    """``export --ome-zarr`` reached botocore, whose ParamValidationError printed the secret as
+    an internal error; ``report --scores``, read as a path, printed ``s3:/KEY:SECRET@...``."""
+    result = geoseg_cli(*args, cwd=tmp_path)
+    printed = result.stdout + result.stderr
+    assert result.returncode == 2, printed
+    assert f"{named.strip()} s3://bucket/x.zarr: received a URL with credentials in it" in printed
+    assert "SuperSecret123" not in printed and "AKIA" not in printed, printed
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_model_url_with_credentials_is_refused(tmp_path):
     model = f"s3://{KEY}:{SECRET}@geoseg/creds/m.safetensors"
     with pytest.raises(ModelFileError) as info:

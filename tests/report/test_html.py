@@ -84,6 +84,28 @@ def test_geoseg_report_writes_beside_the_record_and_shows_eval_scores(finished_r
     assert record_of(finished_run.record_url) == finished_run.record_url
 
 
+@pytest.mark.timeout(120)
+def test_geoseg_report_reads_scores_from_an_object_store(finished_run, tmp_path, s3_server,
+                                                          monkeypatch):
+    """--scores was a local path: ``s3://bucket/scores.json``, which eval --json writes, became
+    ``s3:/bucket/scores.json`` and was not found."""
+    import fsspec
+
+    done = CliRunner().invoke(app, ["eval", finished_run.output_url, finished_run.output_url.replace(
+        "mask.zarr", "scene.zarr"), "--ref-variable", "labels", "--json", str(tmp_path / "s.json")])
+    assert done.exit_code == 0, done.output
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.pipe("geoseg/scores/s.json", (tmp_path / "s.json").read_bytes())
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server["client_kwargs"]["endpoint_url"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret"])
+    out = tmp_path / "r.html"
+    made = geoseg("report", finished_run.output_url, "--scores", "s3://geoseg/scores/s.json",
+                  "--out", str(out))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "fwiou" in out.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("record", ["{}", '{"job": 5}', '{"job": {}, "input": []}'])
 def test_geoseg_report_refuses_json_that_is_not_a_run_record(tmp_path, record):
     (tmp_path / "e.json").write_text(record)
