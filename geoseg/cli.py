@@ -23,7 +23,7 @@ from geoseg.core import redact
 from geoseg.core.interrupts import Terminated, exit_status, exit_within, terminated_as_interrupt
 from geoseg.core.text import terminal_safe
 from geoseg.core.urls import credentials_refused, public_url
-from geoseg.errors import GeosegError, StorageAccessError, StorageIOError
+from geoseg.errors import ClusterConfigError, GeosegError, StorageAccessError, StorageIOError
 
 
 class _Commands(typer.Typer):
@@ -196,6 +196,23 @@ def _no_credentials(param: typer.CallbackParam, value: str | None) -> str | None
     return value
 
 
+def _scheduler_address(ctx: typer.Context, value: str | None) -> str | None:
+    """``--scheduler``: an address, refused here naming the option (the commands apply it as a
+    ``--cluster`` value, whose refusal named ``--cluster``, an option not given)."""
+    if value is None:
+        return None
+    from geoseg.parallel.cluster import ADDRESS
+
+    if not ADDRESS.match(value):
+        kinds = ("For a kind of cluster (local, slurm, pbs, kubernetes), give --cluster KIND "
+                 "instead." if any(p.name == "cluster" for p in ctx.command.params)
+                 else "Leave it out to start a local cluster.")
+        raise ClusterConfigError(
+            f"--scheduler: received {value!r}; expected a Dask scheduler's address such as "
+            f"tcp://host:8786 or tls://host:8786 (dask scheduler prints it). {kinds}")
+    return value
+
+
 def _named(param: typer.CallbackParam) -> str:
     """A parameter as the help names it: an argument in capitals (OUTPUT), an option by its
     flag (--dir)."""
@@ -231,7 +248,8 @@ def run(
     cluster: Annotated[str | None, typer.Option(
         help="local, threads, slurm, pbs, kubernetes or a scheduler address (tcp://host:8786); "
              "overrides the spec's cluster section.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Scheduler address, e.g. tcp://host:8786.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Scheduler address, e.g. tcp://host:8786.",
+                                                  callback=_scheduler_address)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Run a job: read the input, segment it on the cluster, write the output store."""
@@ -461,7 +479,8 @@ def demo(
     size: Annotated[int, typer.Option(help="Scene height and width in pixels.")] = 4096,
     seed: Annotated[int, typer.Option(help="Scene seed.")] = 2026,
     overwrite: Annotated[bool, typer.Option(help="Replace earlier demo outputs.")] = False,
-    scheduler: Annotated[str | None, typer.Option(help="Scheduler address (default: local cluster).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Scheduler address (default: local cluster).",
+                                                  callback=_scheduler_address)] = None,
 ) -> None:
     """Make a synthetic scene, segment it with the bundled model, report mIoU and speed."""
     from geoseg.demo import run_demo
@@ -554,7 +573,8 @@ def _check_train_options(*, steps: int, seed: int, max_epochs: int | None) -> No
 @app.command()
 def sweep(
     spec: Annotated[Path, typer.Argument(help="SWEEP.yaml (see jobs/sweep-demo.yaml).")],
-    scheduler: Annotated[str | None, typer.Option(help="Scheduler address (default: local cluster).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Scheduler address (default: local cluster).",
+                                                  callback=_scheduler_address)] = None,
     overwrite: Annotated[bool, typer.Option(help="Start every trial over.")] = False,
 ) -> None:
     """Run a grid or random search of training runs as tasks on the cluster; rank by validation mIoU."""
@@ -579,7 +599,8 @@ def batch(
     cluster: Annotated[str | None, typer.Option(
         help="local, threads, slurm, pbs, kubernetes or a scheduler address (tcp://host:8786); "
              "overrides the spec's cluster section.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Scheduler address.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Scheduler address.",
+                                                  callback=_scheduler_address)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace outputs another job spec made.")] = False,
 ) -> None:
     """Run a job template over many inputs: skip the done, lease the running; 1 if any failed."""

@@ -478,7 +478,27 @@ def test_an_unreachable_scheduler_is_named(tmp_path, model_path, scene):
         result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")),
                          "--cluster", "tcp://127.0.0.1:9")
     assert_clean(result, 2, "Cannot reach the Dask scheduler at tcp://127.0.0.1:9",
-                 "Check that it is running")
+                 "Check that it is running", "or drop --cluster / cluster.scheduler")
+
+
+def test_an_unreachable_scheduler_from_the_environment_says_to_unset_it(
+        tmp_path, model_path, scene, monkeypatch):
+    """The advice was to drop --cluster and cluster.scheduler, neither of which was given."""
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "3s")
+    result = run_job(tmp_path, job_dict(str(scene), model_path, str(tmp_path / "out.zarr")))
+    assert_clean(result, 2, "Cannot reach the Dask scheduler at tcp://127.0.0.1:9",
+                 "or unset DASK_SCHEDULER_ADDRESS (it names this scheduler whatever the spec says)")
+
+
+@pytest.mark.parametrize("command", [["run", "job.yaml"], ["demo"], ["sweep", "s.yaml"],
+                                     ["batch", "b.yaml"]])
+def test_a_scheduler_option_that_is_no_address_is_refused_naming_it(tmp_path, command):
+    """It was applied as a --cluster value, and refused as one: "--cluster: received ..."."""
+    result = geoseg(*command, "--scheduler", "notanaddress", cwd=tmp_path)
+    assert_clean(result, 2, "--scheduler: received 'notanaddress'; expected a Dask scheduler's "
+                 "address such as tcp://host:8786")
+    assert "--cluster: received" not in result.stderr
 
 
 # --- the command line itself -------------------------------------------------------------

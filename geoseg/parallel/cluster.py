@@ -380,10 +380,19 @@ def connected(address: str, security: Security | None = None) -> Iterator[Client
             f"Cannot reach the Dask scheduler at {public_url(address)} "
             f"({type(exc).__name__}: {redact.scrub(str(exc))}). Check that it is running and that "
             "the address and port are right (dask scheduler prints them; one started with TLS "
-            "takes only its tls:// address and certificates, cluster.tls), or drop --cluster / "
-            "cluster.scheduler to start a local cluster.") from None
+            f"takes only its tls:// address and certificates, cluster.tls), or {_drop(address)} "
+            "to start a local cluster.") from None
     with client:
         yield client
+
+
+def _drop(address: str) -> str:
+    """What to leave out to start a local cluster instead of reaching ``address``: the
+    environment's ``DASK_SCHEDULER_ADDRESS`` where it came from there."""
+    if address == os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        return ("unset DASK_SCHEDULER_ADDRESS (it names this scheduler whatever the spec says) "
+                "and drop --cluster / cluster.scheduler")
+    return "drop --cluster / cluster.scheduler"
 
 
 @contextmanager
@@ -591,7 +600,7 @@ def check_kubernetes_access() -> None:
             f"a pod's service account {POD_NAMESPACE.parent}; expected a kube config whose "
             "current context reaches the cluster's API server, or the service account of the pod "
             "geoseg runs in. Set KUBECONFIG to your kube config file (`kubectl get pods` checks "
-            "it), or run on a Dask scheduler you can reach with --scheduler tcp://host:8786.") from None
+            "it), or run on a Dask scheduler you can reach with --cluster tcp://host:8786.") from None
 
 
 def _kubernetes_failure(exc: Exception) -> str:
