@@ -10,6 +10,7 @@ from typing import Any
 import dask.array as da
 import zarr
 
+from geoseg import budgets
 from geoseg.errors import OutputExistsError
 from geoseg.io import remote
 from geoseg.io.georef import GeoRef
@@ -19,6 +20,9 @@ from geoseg.jobs.spec import JobSpec
 from geoseg.metrics import confusion_matrix_dask, iou_per_class, mean_iou
 from geoseg.parallel.cluster import connect
 
+#: Bytes of memory a demo scene takes per pixel while it is made (85 measured at 1024 x 1024:
+#: bands, labels, instances and their intermediates), written and scored, all in memory.
+SCENE_BYTES_PER_PIXEL = 96
 MODEL = "builtin:demo-unet"
 INSTANCE_MODEL = "builtin:demo-instances"
 TOUCHING = 0.5  # share of buildings given touching neighbours: what separating instances is about
@@ -65,6 +69,7 @@ def run_demo(out: str | Path, *, size: int = 4096, seed: int = 2026, overwrite: 
     """
     from geoseg.synth import make_scene
 
+    check_scene_size(size)
     urls = {name: str(Path(out) / f"{name}.zarr") for name in ("scene", "mask", "instances")}
     for url in urls.values():
         if output_exists(url) and not overwrite:
@@ -89,6 +94,18 @@ def run_demo(out: str | Path, *, size: int = 4096, seed: int = 2026, overwrite: 
     panoptic = {"instance model": _building_pq(scene, urls["instances"]),
                 "components of the U-Net's buildings": _building_pq(scene, urls["mask"])}
     return DemoResult(report, mean_iou(confusion), ious, urls["scene"], instance_report, panoptic)
+
+
+def check_scene_size(size: int) -> None:
+    """Refuse a scene whose making would take more memory than ``GEOSEG_MAX_WINDOW_BYTES``
+    (2 GiB), before any of it is allocated: the demo holds its whole scene in memory, as a
+    task does its window (the default 4096 x 4096 takes 1.5 GiB)."""
+    n_bytes = SCENE_BYTES_PER_PIXEL * size * size
+    budgets.check(n_bytes, budgets.MAX_WINDOW_BYTES,
+                  f"--size {size} makes a {size} x {size} scene held in memory, which takes about "
+                  f"{budgets.size(n_bytes)} ({SCENE_BYTES_PER_PIXEL} bytes a pixel)",
+                  "Give a smaller --size (4096, the default, takes 1.5 GiB), or raise the limit "
+                  "if this machine has the memory.")
 
 
 def _demo_job(scene_url: str, out_url: str, model: str, classes: list[str] | None,

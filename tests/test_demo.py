@@ -60,3 +60,16 @@ def test_demo_segments_a_scene_and_reports_its_miou(tmp_path):
     assert again.returncode != 0 and "already exists; pass --overwrite" in " ".join(again.stderr.split())
     np.testing.assert_array_equal(zarr.open_group(str(out / "mask.zarr"), mode="r")["classes"][...].ravel(),
                                   pred)
+
+
+def test_a_demo_scene_past_the_memory_budget_is_refused_before_it_is_made(tmp_path):
+    from geoseg.demo import check_scene_size
+
+    for size in ("99999999999", "100000"):  # the first fails fast on a demo without the check
+        result = in_this_process("demo", "--size", size, "--out", str(tmp_path / "demo"))
+        said = " ".join(result.stderr.split())
+        assert result.returncode == 2, said
+        assert f"--size {size} makes a {size} x {size} scene held in memory" in said
+        assert "the limit is 2.15e9 (GEOSEG_MAX_WINDOW_BYTES). Give a smaller --size" in said
+        assert not (tmp_path / "demo").exists()
+    check_scene_size(4096)  # the default fits

@@ -11,6 +11,7 @@ read the same careful way.
 from __future__ import annotations
 
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
@@ -93,21 +94,44 @@ def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> s
     none of a field's alternatives (``int | tuple[int, ...]``) is one problem, its expectations
     joined by "or", not one line per alternative named by pydantic's type tags."""
     problems: dict[str, list[Any]] = {}
+    models = _models_under(root)
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"] if not _type_tag(p)) or "(top level)"
+        key = ".".join(str(p) for p in err["loc"] if not _type_tag(p, models)) or "(top level)"
         problems.setdefault(key, []).append(err)
     lines = [f"{source}: {len(problems)} problem(s):"]
     for key, errs in problems.items():
-        said = [_describe(e, root) for e in errs]
+        said = [_describe(e, root, models) for e in errs]
         lines.append(f"  - {key}: {said[0] if len(said) == 1 else _alternatives(said)}")
     return "\n".join(lines)
 
 
-def _type_tag(part: Any) -> bool:
+def _type_tag(part: Any, models: dict[str, type[BaseModel]]) -> bool:
     """Whether a pydantic error location part names a union's alternative (``int``,
-    ``tuple[int, ...]``, ``function-after[...]``), not a key or an index."""
+    ``tuple[int, ...]``, ``function-after[...]``, a section's class such as ``RangeSpec``),
+    not a key or an index."""
     return isinstance(part, str) and (part in {"int", "float", "str", "bool", "none"}
-                                      or "[" in part or part.startswith("function-"))
+                                      or part in models or "[" in part
+                                      or part.startswith("function-"))
+
+
+def _models_under(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Every section class reachable from ``root``'s fields, by class name (pydantic names a
+    union's model alternative so in error locations)."""
+    found: dict[str, type[BaseModel]] = {}
+    todo = [root]
+    while todo:
+        model = todo.pop()
+        if model.__name__ not in found:
+            found[model.__name__] = model
+            todo.extend(m for f in model.model_fields.values() for m in _models_in(f.annotation))
+    return found
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside ``annotation`` (``X``, ``list[X]``, ``dict[str, X | Y]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
 
 
 def _alternatives(said: list[str]) -> str:
@@ -118,11 +142,11 @@ def _alternatives(said: list[str]) -> str:
     return f"{received}; expected {', or '.join(wanted)}."
 
 
-def _describe(err: Any, root: type[BaseModel]) -> str:
+def _describe(err: Any, root: type[BaseModel], models: dict[str, type[BaseModel]]) -> str:
     received = err.get("input")
     if err["type"] == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(root, err["loc"][:-1]))
-        return f"unknown key; allowed keys here: {allowed}."
+        allowed = ", ".join(_allowed_keys(root, err["loc"][:-1], models))
+        return f"unknown key; allowed keys here: {allowed}." if allowed else "unknown key."
     if err["type"] == "missing":
         return "required but missing."
     shown = "<hidden>" if "storage_options" in map(str, err["loc"]) else _short(received)
@@ -135,10 +159,14 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] | None = root
-    for part in loc:
-        if isinstance(part, int):
+def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...],
+                  models: dict[str, type[BaseModel]]) -> list[str]:
+    """The keys of the section at ``loc``: from the last section class it names (a union's
+    alternative), else from ``root``; none where ``loc`` leads to no section."""
+    named = [i for i, part in enumerate(loc) if isinstance(part, str) and part in models]
+    model: type[BaseModel] | None = models[loc[named[-1]]] if named else root
+    for part in loc[named[-1] + 1:] if named else loc:
+        if isinstance(part, int) or _type_tag(part, models):
             continue
         field = model.model_fields.get(str(part)) if model is not None else None
         model = _model_in(field.annotation) if field is not None else None
@@ -188,11 +216,22 @@ def load_yaml(path: str | Path, what: str, error: type[GeosegError]) -> Any:
     cannot be parsed refused before a library parses it and quotes its user info."""
     path = Path(path)
     if not path.is_file():
-        raise error(f"No {what} at {path}; give the path of a YAML file (see jobs/ for examples).")
+        raise error(_not_a_file(path, what))
     data = _parse_yaml(path, _read_text(path, what, error), what, error)
     redact.remember_secrets(redact.secrets_in(data))
     _check_urls(data, str(path), error)
     return data
+
+
+def _not_a_file(path: Path, what: str) -> str:
+    """Why ``path``, which is no regular file, cannot be a ``what``."""
+    if path.is_dir():
+        found = f"{path} is a directory, not a {what}"
+    elif path.exists():
+        found = f"{path} is not a regular file (a pipe, socket or device?), so not a {what}"
+    else:
+        found = f"No {what} at {path}"
+    return f"{found}; give the path of a YAML file (see jobs/ for examples)."
 
 
 PATH_KEYS = frozenset({"url", "path", "runs_dir", "glob", "catalog", "url_template", "report",
@@ -319,21 +358,18 @@ def _parse_yaml(path: Path, text: str, what: str, error: type[GeosegError]) -> A
 
 
 def _bounded_load(path: Path, text: str, what: str, error: type[GeosegError]) -> Any:
-    """``yaml.safe_load(text)``, its aliases expanded only once the composed document is
-    measured (:func:`_measure`): a few hundred bytes of aliases of aliases ("billion laughs")
-    would otherwise expand into billions of values, which reading, validating and scrubbing
-    the spec all walk."""
-    loader = _SpecLoader(text)
+    """``yaml.safe_load(text)``, composed only up to :data:`MAX_VALUES` values, its aliases
+    expanded only once the composed document is measured (:func:`_measure`): a few hundred
+    bytes of aliases of aliases ("billion laughs") would otherwise expand into billions of
+    values, which reading, validating and scrubbing the spec all walk."""
+    loader = _SpecLoader(text, path, what, error)
     try:
         root = loader.get_single_node()
         if root is None:
             return None
         values, levels = _measure(root)
         if values > MAX_VALUES:
-            raise error(f"{path}: received YAML of {values:,} values once its aliases (*name) are "
-                        f"expanded; expected at most {MAX_VALUES:,} (a {what} has a few hundred). "
-                        "Repeat less through aliases of large anchors (&name), or write the "
-                        "values out.")
+            raise error(_too_many(path, f"{values:,}", what, aliases=loader.aliases))
         if levels > MAX_LEVELS:
             raise error(_too_deep(path, f"{levels} levels", what))
         return loader.construct_document(root)
@@ -343,17 +379,30 @@ def _bounded_load(path: Path, text: str, what: str, error: type[GeosegError]) ->
 
 class _SpecLoader(yaml.SafeLoader):
     """``yaml.safe_load``'s loader, refusing a key given twice in one mapping, which PyYAML
-    takes silently, the last one winning (a second ``output:`` would override the first)."""
+    takes silently, the last one winning (a second ``output:`` would override the first);
+    numbers YAML 1.1 reads other than they look (:func:`_sexagesimal`, :func:`_octal`); and a
+    value that cannot be built (``!!int abc``), saying where. ``2024-02-03`` stays text (no
+    date is a spec value) and ``1e3`` is a number, as in YAML 1.2 (YAML 1.1 reads it as text)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, path: Path, what: str, error: type[GeosegError]) -> None:
         super().__init__(text)
+        self.path, self.what, self.error = path, what, error  # for its refusals
         self._checked: set[yaml.Node] = set()
         self._levels = 0
+        self._values = 0  # nodes composed, aliases not counted
+        self.aliases = False  # whether the document holds an alias (*name)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         """PyYAML composes a node inside its parent's composition, one level of Python's stack
         per level of nesting: stop past :data:`MAX_LEVELS`, long before the recursion limit
-        (where anything the garbage collector runs fails too, and prints on stderr)."""
+        (where anything the garbage collector runs fails too, and prints on stderr); and past
+        :data:`MAX_VALUES` values, before a huge document is all composed."""
+        if self.check_event(yaml.AliasEvent):
+            self.aliases = True
+        else:
+            self._values += 1
+        if self._values > MAX_VALUES:
+            raise _too_many_values(self)
         self._levels += 1
         try:
             if self._levels > MAX_LEVELS:
@@ -362,6 +411,31 @@ class _SpecLoader(yaml.SafeLoader):
         finally:
             self._levels -= 1
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value that its tag's constructor cannot build (``!!int abc``, ``!!bool maybe``, a
+        date that does not exist, an integer of thousands of digits) as a YAML error at
+        ``node``, not the constructor's bare ValueError or KeyError."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except GeosegError:
+            raise  # a refusal of a value inside this one, already saying where
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            raise _yaml_refusal(self, node, _unbuildable(node, exc)) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        if ":" in text:
+            raise _yaml_refusal(self, node, _sexagesimal(text, super().construct_yaml_int(node)))
+        if _OCTAL.fullmatch(text):
+            raise _yaml_refusal(self, node, _octal(text, super().construct_yaml_int(node)))
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        text = str(self.construct_scalar(node))
+        if ":" in text:
+            raise _yaml_refusal(self, node, _sexagesimal(text, super().construct_yaml_float(node)))
+        return super().construct_yaml_float(node)
+
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         """Check a mapping's own keys before merge keys (``<<: *base``) add the keys they merge,
         which the mapping's own may override; a merged mapping is flattened here first too."""
@@ -369,6 +443,61 @@ class _SpecLoader(yaml.SafeLoader):
             self._checked.add(node)
             _check_unique_keys(self, node)
         super().flatten_mapping(node)
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_SpecLoader.add_constructor(_INT, _SpecLoader.construct_yaml_int)
+_SpecLoader.add_constructor(_FLOAT, _SpecLoader.construct_yaml_float)
+_SpecLoader.yaml_implicit_resolvers = {  # no dates: 2024-02-03 stays text, as a name means it
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SpecLoader.add_implicit_resolver(  # 1e3, 1.5e-3, .5E3: numbers in YAML 1.2, text in YAML 1.1
+    _FLOAT, re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+_OCTAL = re.compile(r"[-+]?0[0-7_]*[0-7][0-7_]*")  # 0100: 64 in YAML 1.1, 100 in YAML 1.2
+
+
+def _yaml_refusal(loader: _SpecLoader, node: yaml.Node, problem: str) -> GeosegError:
+    """``problem`` with ``node``'s value as the error of a spec that is not valid YAML,
+    naming the file, line and column."""
+    return loader.error(f"{loader.path} is not valid YAML: {_mark(node.start_mark, '', ': ')}"
+                        f"{problem}. Fix the spec (see jobs/ for examples).")
+
+
+def _too_many_values(loader: _SpecLoader) -> GeosegError:
+    return loader.error(_too_many(loader.path, f"over {MAX_VALUES:,}", loader.what, aliases=False))
+
+
+def _sexagesimal(text: str, value: float) -> str:
+    """Why ``1:30``, which YAML 1.1 reads as the base-60 number 90, is refused: a reader sees
+    a time, a ratio or a name."""
+    return (f"received {_clip(text)}, which YAML 1.1 reads as the base-60 number {value:g}; "
+            f"write {value:g} if that number is meant, or quote it (\"{_clip(text)}\") if a "
+            "time or a name is meant")
+
+
+def _octal(text: str, value: int) -> str:
+    """Why ``0100``, which YAML 1.1 reads as the octal number 64 (YAML 1.2 as 100), is refused."""
+    decimal = (text[0] if text[0] in "+-" else "") + text.lstrip("+-").lstrip("0_")
+    return (f"received {_clip(text)}, which YAML 1.1 reads as the octal number {value}; write "
+            f"{decimal} (no leading zero) if that is the number meant, or quote it "
+            f"(\"{_clip(text)}\") if a name or a code is meant")
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unbuildable(node: yaml.Node, exc: Exception) -> str:
+    """Why ``node``'s value cannot be built as its tag says, quoting at most 40 characters."""
+    tag = node.tag.removeprefix("tag:yaml.org,2002:")
+    text = node.value if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+    if tag == "int" and "digits" in str(exc):
+        return (f"received an integer of {len(text):,} characters; expected at most 4,300 digits "
+                "(a spec's numbers have a few). Write the number meant, or quote it if text is")
+    return (f"received {_clip(text)}, which is not a valid {tag} ({_clip(str(exc), 60)}). Write "
+            "the value as the tag says, or quote it (and drop the tag) if text is meant")
 
 
 class _TooDeep(Exception):
@@ -390,6 +519,17 @@ def _check_unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
                 None, None, f"received the key {_short(key, 40)} a second time (first on line "
                 f"{earlier.start_mark.line + 1}); expected each key once in a mapping: keep the "
                 "one you mean and delete the other", key_node.start_mark)
+
+
+def _too_many(path: Path, values: str, what: str, aliases: bool) -> str:
+    """The message for a document of ``values`` values, over :data:`MAX_VALUES`."""
+    if aliases:
+        return (f"{path}: received YAML of {values} values once its aliases (*name) are "
+                f"expanded; expected at most {MAX_VALUES:,} (a {what} has a few hundred). "
+                "Repeat less through aliases of large anchors (&name), or write the values out.")
+    return (f"{path}: received YAML of {values} values; expected at most {MAX_VALUES:,} (a {what} "
+            f"has a few hundred). Check that {path.name} is the spec you meant; list many inputs "
+            "with a glob or a catalog rather than one by one.")
 
 
 def _too_deep(path: Path, levels: str, what: str) -> str:

@@ -126,9 +126,18 @@ class BatchSpec(Document):
                           "beside the outputs, one file per run.")
     lease_seconds: float = Field(3600.0, gt=0, le=MAX_LEASE_SECONDS,
                                  description="A lease not renewed this long expires (a week at most).")
-    wait: float = Field(0.0, ge=0, description="Seconds to wait for an output another run holds; "
-                                               "0: report it leased and go on.")
+    wait: float = Field(0.0, description="Seconds to wait for an output another run holds "
+                                         "(a week at most); 0: report it leased and go on.")
     cluster: ClusterSpec = ClusterSpec()
+
+    @field_validator("wait")
+    @classmethod
+    def _wait_bounded(cls, value: float) -> float:
+        """A wait of a week at most, as a lease: ``.inf`` or ``1e400`` would hang the batch."""
+        if not 0 <= value <= MAX_LEASE_SECONDS:  # NaN too
+            raise ValueError(f"seconds from 0 to {MAX_LEASE_SECONDS:g} (a week, as for "
+                             "lease_seconds); 0 reports a leased output and goes on")
+        return value
 
     @field_validator("report")
     @classmethod

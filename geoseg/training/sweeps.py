@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import fsspec
 import numpy as np
@@ -48,11 +48,12 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from geoseg.core import jsontext
 from geoseg.core.records import now
-from geoseg.core.spec import Document, Section, relative_to_spec
+from geoseg.core.spec import Document, Name, Section, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.io.files import write_whole
 from geoseg.parallel.cluster import connect, scheduler_address
+from geoseg.parallel.cluster_spec import ClusterSpec, Count
 from geoseg.report.tables import cell
 from geoseg.training.record import write_json
 from geoseg.training.spec import (
@@ -101,6 +102,9 @@ class RangeSpec(Section):
         return value
 
 
+_THREADS = ClusterSpec.model_fields["threads_per_worker"].metadata  # a job's bounds: 1 to 1024
+
+
 class SweepOutputSpec(Section):
     dir: str = Field(description="Folder of the trials (trial-NNN/), sweep.json and table.txt.")
     overwrite: bool = Field(False, description="Start every trial over instead of resuming it.")
@@ -108,10 +112,19 @@ class SweepOutputSpec(Section):
 
 
 class SweepClusterSpec(Section):
+    """Where the trials run: a job's ``cluster`` section (:class:`ClusterSpec`) without its
+    kinds, with its bounds."""
+
     scheduler: str | None = Field(
         None, description="Address of a running scheduler; none starts a local cluster.")
-    n_workers: int | None = Field(None, ge=1)
-    threads_per_worker: int = Field(1, ge=1)
+    n_workers: Count | None = Field(None, ge=1)
+    threads_per_worker: Annotated[int, *_THREADS] = 1
+
+    @field_validator("n_workers")
+    @classmethod
+    def _local_workers_fit(cls, n_workers: int | None, info: ValidationInfo) -> int | None:
+        """As a job's: a local cluster's workers (one per GPU, or per core) fit this machine."""
+        return ClusterSpec._local_workers_fit(n_workers, info)
 
 
 class SweepSpec(Document):
@@ -121,7 +134,7 @@ class SweepSpec(Document):
     sections: ClassVar[str] = "keys (name, base, method, parameters, output, cluster)"
     error: ClassVar[type[GeosegError]] = TrainSpecError
 
-    name: str = "sweep"
+    name: Name = "sweep"
     base: str | dict[str, Any] = Field(description="Training spec: a YAML path, or the spec inline.")
     method: Literal["grid", "random"] = "grid"
     trials: int | None = Field(None, ge=1, validate_default=True,
@@ -130,6 +143,22 @@ class SweepSpec(Document):
     parameters: dict[str, list[Any] | RangeSpec] = Field(min_length=1)
     output: SweepOutputSpec
     cluster: SweepClusterSpec = SweepClusterSpec()
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _no_sections(cls, value: Any) -> Any:
+        """A section of parameters (``training: {lr: [...]}``) is no range: say so, rather
+        than that it lacks ``low`` and ``high``."""
+        if not isinstance(value, dict):
+            return value
+        for key, choices in value.items():
+            if isinstance(choices, dict) and choices and not set(choices) & set(RangeSpec.model_fields):
+                raise ValueError(
+                    f"a list of values or a range {{low, high}} under each key; {key!r} holds a "
+                    f"mapping of {', '.join(map(str, choices))}. Name each parameter by its dotted "
+                    f"key ({key}.{next(iter(choices))}: [...]), or give a range ({key}: "
+                    "{low: 0.001, high: 0.1}) with method: random")
+        return value
 
     @field_validator("parameters")
     @classmethod
@@ -230,12 +259,12 @@ class SweepResult:
 
 def make_trials(spec: SweepSpec, source: str = "sweep spec") -> list[Trial]:
     """Every trial's validated training spec; errors name the trial, its values and the key."""
-    base = _base_dict(spec)
+    base = _base_dict(spec, source)
     trials = []
     for index, params in enumerate(_combinations(spec)):
         data = copy.deepcopy(base)
         for key, value in params.items():
-            _set_path(data, key, value)
+            _set_path(data, key, value, source)
         data["name"] = f"{spec.name}-{index:03d}"
         folder = f"{_absolute(spec.output.dir)}/trial-{index:03d}"
         data["output"] = {"model": f"{folder}/model.safetensors", "run_dir": folder,
@@ -245,14 +274,15 @@ def make_trials(spec: SweepSpec, source: str = "sweep spec") -> list[Trial]:
     return trials
 
 
-def _base_dict(spec: SweepSpec) -> dict[str, Any]:
+def _base_dict(spec: SweepSpec, source: str) -> dict[str, Any]:
     """The base training spec as plain data, its relative paths joined to its file's folder
     (an inline base's: to the working directory, when the sweep was not read from a file),
     so that workers started elsewhere find them."""
     folder = Path(spec.base).parent if isinstance(spec.base, str) else Path.cwd()
     data = read_yaml(spec.base, "training spec (base)") if isinstance(spec.base, str) else spec.base
     if not isinstance(data, dict):
-        raise TrainSpecError(f"base: expected a training spec mapping, received {type(data).__name__}.")
+        raise TrainSpecError(f"{source}: base: expected a training spec mapping, received "
+                             f"{type(data).__name__}.")
     return relative_to_spec(data, folder, TRAIN_PATH_KEYS)
 
 
@@ -297,19 +327,29 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
+def _set_path(data: dict[str, Any], key: str, value: Any, source: str) -> None:
     parts = key.split(".")
     node = data
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise TrainSpecError(
-                f"parameters.{key}: {part!r} in the base spec is {child!r}, not a section.")
+            raise TrainSpecError(_not_a_section(source, key, ".".join(parts[: depth + 1]), child))
         node = child
     old = node.get(parts[-1])
     node[parts[-1]] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+
+
+def _not_a_section(source: str, key: str, through: str, held: Any) -> str:
+    """The message for a dotted ``key`` that goes through ``through``, which the base spec
+    holds as ``held`` (a list, a value), not as a section of keys."""
+    shown = repr(held) if len(repr(held)) <= 60 else repr(held)[:57] + "..."
+    kind = "a list" if isinstance(held, list) else f"a {type(held).__name__}"
+    return (f"{source}: parameters.{key}: received a key through {through}, which the base spec "
+            f"holds as {kind} ({shown}), not a section of keys; expected a dotted key of "
+            f"sections only. Vary {through} as a whole instead ({through}: [...], each value a "
+            "complete one).")
 
 
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

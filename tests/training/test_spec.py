@@ -323,14 +323,14 @@ def random_sweep(parameters: dict) -> dict:
 
 
 @pytest.mark.parametrize(("bounds", "said"), [
-    ({"low": float("nan"), "high": float("nan")}, ("RangeSpec.low: received nan (float); expected a "
+    ({"low": float("nan"), "high": float("nan")}, ("low: received nan (float); expected a "
                                                   "finite number")),
-    ({"low": 1e-4, "high": float("inf"), "log": True}, ("RangeSpec.high: received inf (float); "
+    ({"low": 1e-4, "high": float("inf"), "log": True}, ("high: received inf (float); "
                                                        "expected a finite number")),
-    ({"low": float("-inf"), "high": 1.0}, "RangeSpec.low: received -inf (float); expected a finite"),
-    ({"low": 0.01, "high": 0.01}, ("RangeSpec.high: received 0.01 (float); expected a number above "
+    ({"low": float("-inf"), "high": 1.0}, "low: received -inf (float); expected a finite"),
+    ({"low": 0.01, "high": 0.01}, ("high: received 0.01 (float); expected a number above "
                                   "low (0.01); a single value is a list: [0.01]")),
-    ({"low": -1e308, "high": 1e308}, ("RangeSpec.high: received 1e+308 (float); expected a number "
+    ({"low": -1e308, "high": 1e308}, ("high: received 1e+308 (float); expected a number "
                                      "less than 1.8e308 above low (-1e+308)")),
 ])
 def test_random_ranges_need_finite_ordered_bounds(bounds, said):
