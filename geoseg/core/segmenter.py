@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.core.classes import ClassInfo
-from geoseg.errors import BandMismatchError, PlanError
+from geoseg.core.nodata import exact_number
+from geoseg.core.text import brief
+from geoseg.errors import BandMismatchError, ParameterError, PlanError
 
 if TYPE_CHECKING:
     import torch
@@ -116,8 +118,10 @@ class Segmenter(ABC):
     def predict_image(self, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
         """Scores for a whole in-memory image at once: the reference tiling must match. Pixels
         that are no-data (every band ``nodata``, or not finite) score NaN, as in
-        :func:`geoseg.segment`'s probabilities."""
-        x, valid = self.prepare(image, nodata)
+        :func:`geoseg.segment`'s probabilities. ``image`` may be any array-like (a nested list
+        is read with ``np.asarray``); ``nodata`` is a number or ``None``."""
+        image = image_array(image)
+        x, valid = self.prepare(image, image_nodata(nodata))
         padded = pad_end(x, tuple(n + -n % s for n, s in zip(x.shape[1:], self.stride)))
         scores = self.predict(padded[None])[0]
         scores = scores[(slice(None),) + tuple(slice(0, n) for n in x.shape[1:])]
@@ -151,6 +155,31 @@ class Segmenter(ABC):
 
 
 SPATIAL_KINDS = {2: "images (y, x)", 3: "volumes (z, y, x)"}
+
+
+def image_array(image: Any) -> np.ndarray:
+    """``image`` as a numpy array (a nested list, a tuple, a torch CPU tensor), refused when its
+    pixels are not numbers (:func:`~geoseg.io.readers.check_pixel_dtype`)."""
+    from geoseg.io.readers import check_pixel_dtype
+
+    array = np.asarray(image)
+    check_pixel_dtype(array.dtype, "predict_image(): image", "the image")
+    return array
+
+
+def image_nodata(nodata: Any) -> float | None:
+    """``predict_image``'s ``nodata`` as a number (:func:`~geoseg.core.nodata.exact_number`),
+    refused, as :func:`geoseg.segment` refuses a raster's ``attrs['nodata']``, when it is not
+    one number."""
+    if nodata is None:
+        return None
+    number = np.asarray(nodata)
+    if number.shape == () and number.dtype.kind in "iuf":
+        return exact_number(number.item())
+    raise ParameterError(
+        f"predict_image(): nodata: received {brief(nodata)} ({type(nodata).__name__}); expected "
+        "a number, the value of the pixels with no data (e.g. nodata=0), or None if the image "
+        "has none.")
 
 
 def check_dimensions(segmenter: Segmenter, spatial_dims: Sequence[str], where: str,

@@ -51,8 +51,10 @@ DEFERRED_CLASSES = ["background", "weak edge", "strong edge"]  # what hysteresis
 class EdgeMagnitude(PixelMethod):
     """Gradient magnitude of one feature (``"sobel"``, ``"scharr"`` or ``"prewitt"``).
 
-    Identical to ``skimage.filters.<operator>(feature)`` on the whole image or volume
-    (``mode="reflect"``), with a halo of 1 pixel.
+    Equal to ``skimage.filters.<operator>(feature.astype(np.float64))`` on the whole image or
+    volume (``mode="reflect"``), with a halo of 1 pixel: magnitudes in the raster's own units.
+    scikit-image rescales an integer image to 0..1 first, so on uint8
+    ``skimage.filters.<operator>(feature)`` is these magnitudes divided by 255.
 
     Parameters
     ----------
@@ -102,7 +104,7 @@ class EdgeMagnitude(PixelMethod):
 
     def magnitude(self, batch: np.ndarray) -> np.ndarray:
         """Magnitudes ``(N, *spatial)`` (float64) of the feature of each window."""
-        values = self.feature.compute(batch, band_axis=1)
+        values = self.feature.compute(batch, band_axis=1, undefined=0.0)
         return np.stack([OPERATORS[self.operator](image, mode="reflect") for image in values])
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -377,7 +379,7 @@ class Canny(PixelMethod):
     ) -> np.ndarray:
         """Scores of windows ``windows`` (image coordinates) of an image of ``shape``; with
         ``"window"`` hysteresis, the pixels near a window side inside the image are distrusted."""
-        values = self.feature.compute(batch, band_axis=1)
+        values = self.feature.compute(batch, band_axis=1, undefined=0.0)
         low, high = float(self.low_threshold), float(self.high_threshold)
         found = [canny_local(image, self.sigma, low, high) for image in values]
         if self.hysteresis == "deferred":
@@ -486,7 +488,8 @@ def _feature_of(image: da.Array, feature: FeatureLike) -> tuple[da.Array, np.dty
     chosen.check(image.shape[0])
     image = image.rechunk({0: -1})
     values = image.map_blocks(
-        chosen.compute, band_axis=0, drop_axis=0, dtype=np.float64, meta=np.empty((0, 0))
+        chosen.compute, band_axis=0, undefined=0.0, drop_axis=0, dtype=np.float64,
+        meta=np.empty((0, 0)),
     )
     return values, threshold_dtype(chosen, image.dtype)
 

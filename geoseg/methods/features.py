@@ -32,7 +32,9 @@ class Feature:
     ----------
     kind
         ``"single"`` (the raster's only band), ``"band"``, ``"ndiff"``
-        (``(a - b) / (a + b)``, 0 where ``a + b == 0``) or ``"mean"`` (mean of all bands).
+        (``(a - b) / (a + b)``, undefined (NaN) where ``a + b == 0``, as at a black border:
+        fits ignore those pixels and :func:`geoseg.segment` writes them as no data) or
+        ``"mean"`` (mean of all bands).
     bands
         The 1-based band numbers used (``()`` for ``"single"`` and ``"mean"``).
     """
@@ -108,10 +110,11 @@ class Feature:
         """True when values are the raster's own integers (exact integer histograms)."""
         return np.issubdtype(np.dtype(dtype), np.integer) and self.kind in ("single", "band")
 
-    def compute(self, x: np.ndarray, band_axis: int = -3) -> np.ndarray:
+    def compute(self, x: np.ndarray, band_axis: int = -3, undefined: float = np.nan) -> np.ndarray:
         """The feature of ``x`` as float64, the band axis removed: ``band_axis=0`` for a block
         ``(band, ...)``, ``1`` for a batch ``(tile, band, ...)``; the default ``-3`` reads
-        ``(..., band, y, x)``."""
+        ``(..., band, y, x)``. A normalized difference is ``undefined`` (NaN by default) where
+        ``a + b == 0``; filters over neighbourhoods pass 0, the value no-data pixels get."""
         x = np.moveaxis(x, band_axis, 0)
         self.check(x.shape[0])
         if self.kind in ("single", "band"):
@@ -123,7 +126,17 @@ class Feature:
         b = x[self.bands[1] - 1].astype(np.float64, copy=False)
         total = a + b
         safe = np.where(total == 0, 1.0, total)
-        return np.where(total == 0, 0.0, (a - b) / safe)
+        return np.where(total == 0, undefined, (a - b) / safe)
+
+    def defined(self, x: np.ndarray, band_axis: int = -3) -> np.ndarray:
+        """True where the feature of ``x`` is defined: everywhere but where a normalized
+        difference divides by ``a + b == 0`` (0/0 at a black border holds no measurement)."""
+        x = np.moveaxis(x, band_axis, 0)
+        if self.kind != "ndiff":
+            return np.ones(x.shape[1:], bool)
+        self.check(x.shape[0])
+        a = x[self.bands[0] - 1].astype(np.float64, copy=False)
+        return a + x[self.bands[1] - 1].astype(np.float64, copy=False) != 0
 
 
 def as_feature(spec: FeatureLike) -> Feature:
@@ -160,9 +173,13 @@ class PixelMethod(Segmenter):
     def prepare(
         self, raw: np.ndarray, nodata: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Like :meth:`Segmenter.prepare` but float64, so no input value is rounded."""
+        """Like :meth:`Segmenter.prepare` but float64, so no input value is rounded; a pixel
+        where the method's feature is undefined (:meth:`Feature.defined`) is no data too."""
         x = raw.astype(np.float64, copy=True)
         valid = valid_mask(raw, nodata)
+        feature = getattr(self, "feature", None)
+        if isinstance(feature, Feature):
+            valid &= feature.defined(x, band_axis=0)
         x[:, ~valid] = 0.0
         return x, valid
 

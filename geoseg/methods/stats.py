@@ -279,15 +279,19 @@ def range_task(rd: RasterData, feature: Feature) -> Delayed:
 
 @dataclass(frozen=True)
 class Binning:
-    """Histogram bins: one per integer ``low..high`` when ``integer``, else ``nbins`` equal bins."""
+    """Histogram bins: one per integer ``low..high`` when ``integer``, else ``nbins`` equal bins
+    with edges and centres computed in ``dtype``, as scikit-image does for an image of that
+    dtype (float16 for a float16 band, else float64)."""
 
     low: float
     high: float
     nbins: int
     integer: bool
+    dtype: str = "float64"
 
     @classmethod
-    def create(cls, value_range: Range, nbins: int, integer: bool) -> Binning:
+    def create(cls, value_range: Range, nbins: int, integer: bool,
+               dtype: str = "float64") -> Binning:
         if value_range.count == 0:
             raise PlanError(
                 "The raster has no valid pixel (every pixel is no-data or NaN); nothing to fit. "
@@ -306,7 +310,10 @@ class Binning:
                 f"{nbins} equal bins instead, so thresholds come within about a bin's width "
                 f"({(high - low) / nbins:.4g}) of scikit-image's, not equal to them. Pass a larger "
                 "nbins to come closer.", UserWarning, stacklevel=4)
-        return cls(low, high, int(nbins), False).checked()
+        binning = cls(low, high, int(nbins), False, dtype)
+        if dtype != "float64" and not np.all(np.diff(binning.edges) > 0):
+            binning = cls(low, high, int(nbins), False)  # more bins than float16 steps
+        return binning.checked()
 
     def checked(self) -> Binning:
         """These bins, refused when float64 cannot hold them as ``nbins`` distinct, finite and
@@ -326,17 +333,23 @@ class Binning:
     def edges(self) -> np.ndarray:
         if self.integer:
             return np.arange(self.nbins + 1, dtype=np.float64) + self.low - 0.5
-        low, high = (
-            (self.low - 0.5, self.high + 0.5) if self.low == self.high else (self.low, self.high)
-        )
-        return np.linspace(low, high, self.nbins + 1)
+        return self._edges_in_dtype().astype(np.float64)
+
+    def _edges_in_dtype(self) -> np.ndarray:
+        """The edges in :attr:`dtype`, as ``skimage.exposure.histogram`` computes them."""
+        kind = np.dtype(self.dtype).type
+        low, high = kind(self.low), kind(self.high)
+        if low == high:
+            low, high = low - kind(0.5), high + kind(0.5)
+        return np.linspace(low, high, self.nbins + 1, dtype=kind)
 
     @property
     def centers(self) -> np.ndarray:
-        """Bin centres as scikit-image computes them (int64 for integer bins)."""
+        """Bin centres as scikit-image computes them: int64 for integer bins, else in
+        :attr:`dtype` (float16 centres make scikit-image's Otsu sums float32, as on the image)."""
         if self.integer:
             return np.arange(int(self.low), int(self.high) + 1, dtype=np.int64)
-        edges = self.edges
+        edges = self._edges_in_dtype()
         return (edges[:-1] + edges[1:]) / 2.0
 
     @property
@@ -348,6 +361,8 @@ class Binning:
         if self.integer:
             offsets = (values - int(self.low)).astype(np.int64)  # float64 for uint64: exact here
             return np.bincount(offsets, minlength=self.nbins).astype(np.int64)
+        if self.dtype != "float64":  # the dtype's own edges, as scikit-image counts them
+            return np.histogram(values, bins=self.edges)[0].astype(np.int64)
         return np.histogram(values, bins=self.nbins, range=(self.low, self.high))[0].astype(
             np.int64
         )
@@ -394,6 +409,13 @@ def histogram_task(rd: RasterData, feature: Feature, binning: Binning) -> Delaye
     return tree_reduce(map_chunks(rd, _chunk_histogram, feature, rd.nodata, binning), _sum_arrays)
 
 
+def edge_dtype(feature: Feature, dtype: Any) -> str:
+    """The dtype a histogram's edges are computed in: float16 for a float16 band itself (as
+    scikit-image bins a float16 image), else float64."""
+    own = feature.kind in ("single", "band")
+    return "float16" if own and np.dtype(dtype) == np.float16 else "float64"
+
+
 def global_histogram(
     raster: Any, feature: Feature, nbins: int = 256, nodata: float | None = None
 ) -> Histogram:
@@ -406,6 +428,7 @@ def global_histogram(
     """
     rd = raster if isinstance(raster, RasterData) else raster_data(raster, nodata)
     (value_range,) = dask.compute(range_task(rd, feature))
-    binning = Binning.create(value_range, nbins, feature.integer_exact(rd.data.dtype))
+    binning = Binning.create(value_range, nbins, feature.integer_exact(rd.data.dtype),
+                             edge_dtype(feature, rd.data.dtype))
     (counts,) = dask.compute(histogram_task(rd, feature, binning))
     return Histogram(counts, binning, value_range)

@@ -40,7 +40,9 @@ from geoseg.methods.features import (
 )
 from geoseg.methods.params import PARAMS, check_class_names, check_unique_names, check_value
 from geoseg.methods.stats import (
+    Binning,
     Histogram,
+    Range,
     cached_feature,
     global_histogram,
     raster_data,
@@ -270,7 +272,11 @@ def minimum_from_histogram(hist: Histogram, nbins: int | None = None,
 
 
 def _mean(hist: Histogram, classes: int) -> tuple[float, ...]:
-    return (float(hist.value_range.mean),)
+    """The mean, in the histogram's dtype (float16 for a float16 band, as ``np.mean`` gives it to
+    scikit-image)."""
+    if hist.binning.integer:
+        return (float(hist.value_range.mean),)
+    return (float(np.dtype(hist.binning.dtype).type(hist.value_range.mean)),)
 
 
 def _li(hist: Histogram, classes: int) -> tuple[float, ...]:
@@ -292,7 +298,7 @@ def li_from_histogram(hist: Histogram, max_iter: int = 10_000) -> float:
     if centers.size == 1:
         return float(centers[0])
     image_min = centers[0] if hist.binning.integer else hist.value_range.low
-    centers = centers - image_min
+    centers = centers.astype(np.float64) - image_min
     t_next = float(np.sum(counts * centers)) / float(np.sum(counts))
     tolerance = 0.5 if hist.binning.integer else hist.binning.width * 1e-6
     weights = counts.astype("float32", copy=False)
@@ -354,11 +360,29 @@ def thresholds_from_histogram(
     groups an integer histogram's values for multi-Otsu (see :func:`multiotsu_from_histogram`),
     ``what`` names the fit in a refusal."""
     check_classes(method, classes)
+    offset, hist = from_zero(hist) if method != "mean" else (0, hist)
     if method == "multiotsu":
-        return multiotsu_from_histogram(hist, classes, nbins, what or f"method {method!r}")
-    if method == "minimum":
-        return minimum_from_histogram(hist, nbins, what or f"method {method!r}")
-    return METHODS[method](hist, classes)
+        found = multiotsu_from_histogram(hist, classes, nbins, what or f"method {method!r}")
+    elif method == "minimum":
+        found = minimum_from_histogram(hist, nbins, what or f"method {method!r}")
+    else:
+        found = METHODS[method](hist, classes)
+    return tuple(t + offset for t in found)
+
+
+def from_zero(hist: Histogram) -> tuple[int, Histogram]:
+    """An integer histogram's lowest value and the histogram shifted to start at 0: scikit-image
+    sums counts times bin values in float64, which near 2**40 rounds away the differences
+    between bins (Otsu one bin off); thresholds are found on the shifted values and the offset
+    is added back. Other histograms are kept as they are (offset 0)."""
+    if not hist.binning.integer:
+        return 0, hist
+    low = int(hist.binning.low)
+    span = hist.binning.high - low
+    count = hist.value_range.count
+    shifted = Range(count, hist.value_range.total - count * low, hist.value_range.low - low,
+                    hist.value_range.high - low)
+    return low, Histogram(hist.counts, Binning(0, span, hist.binning.nbins, True), shifted)
 
 
 def check_classes(method: str, classes: int, class_names: Sequence[str] | None = None) -> None:
@@ -656,7 +680,7 @@ class LocalThreshold(PixelMethod):
         )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        values = self.feature.compute(batch, band_axis=1)
+        values = self.feature.compute(batch, band_axis=1, undefined=0.0)
         ids = np.stack([image > self.local_threshold(image) for image in values])
         return one_hot(ids.astype(np.int64), 2)
 

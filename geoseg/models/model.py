@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from geoseg import config
-from geoseg.core.segmenter import Segmenter
+from geoseg.core.segmenter import Segmenter, image_array
 from geoseg.core.text import brief
 from geoseg.errors import ParameterError
 from geoseg.io.readers import check_pixel_dtype
 from geoseg.models.header import IN_MEMORY, ModelInfo, ModelRef
-from geoseg.models.tensors import valid_mask_tensor
+from geoseg.models.tensors import non_finite_said, valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis
 
 # Models built in this process (or changed since they were read), by their in-memory URL,
@@ -67,6 +67,16 @@ def _check_classes(net: nn.Module, info: ModelInfo) -> None:
             "belong to.")
 
 
+def _check_finite(net: nn.Module) -> None:
+    """Refuse a network with NaN or infinite weights (:func:`non_finite_said`, as load_model
+    refuses them in a file): it would give class 0 on every pixel."""
+    said = non_finite_said(net.state_dict())
+    if said:
+        raise ParameterError(
+            f"SegmentationModel: net: its {said}; training diverged (expected finite weights). "
+            "Use the network from a checkpoint before the divergence.")
+
+
 def _check_bands(net: nn.Module, info: ModelInfo) -> None:
     """Refuse metadata naming another number of bands than the network takes (its config's
     ``in_channels``, else its first convolution's): segment() would feed it those bands, and
@@ -97,6 +107,7 @@ class SegmentationModel(Segmenter):
         _check_types(net, info)
         _check_classes(net, info)
         _check_bands(net, info)
+        _check_finite(net)
         self.net = net.eval()
         self.info = info
         self.name = info.name
@@ -136,7 +147,9 @@ class SegmentationModel(Segmenter):
 
     def predict_image(self, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
         """Scores ``(classes, *spatial)`` for a whole in-memory image ``(bands, *spatial)``, its
-        layout and band count checked first (:meth:`check_image`)."""
+        layout and band count checked first (:meth:`check_image`); a nested list is read as an
+        array."""
+        image = image_array(image)
         self.check_image(image)
         return super().predict_image(image, nodata)
 
@@ -202,6 +215,7 @@ class SegmentationModel(Segmenter):
         :func:`geoseg.segment`), so that no changed network is taken for the one a file,
         another model of the same weights or an earlier graph stands for; weights changed
         after this call are not taken for them either (:meth:`holds_weights`)."""
+        _check_finite(self.net)
         sha = weights_sha256(self.net.state_dict())
         self._hashed = (sha, self._weights_version())
         source = self.source

@@ -52,6 +52,7 @@ from geoseg.io.readers.probe import special_file
 from geoseg.models.header import ModelHeader, ModelInfo, ModelRef
 from geoseg.models.model import SegmentationModel, weights_sha256
 from geoseg.models.registry import build_network
+from geoseg.models.tensors import non_finite_said
 from geoseg.tiling.plan import coerce_per_axis
 
 T = TypeVar("T")
@@ -109,6 +110,7 @@ def save_model(model: SegmentationModel, url: str | os.PathLike[str], *,
         if fs.exists(path) and not overwrite:
             raise OutputExistsError(f"{public_url(url)} already exists; pass overwrite=True to "
                                     "replace it.")
+        _check_saveable_weights(model, url)
         data, info = model_to_bytes(model)
         _check_loadable(info, data, url)
         write_whole(url, data, storage_options=options, what="Writing model file")
@@ -407,16 +409,23 @@ def _view(data: bytes, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _check_finite(url: str, name: str, tensor: torch.Tensor) -> None:
-    """Refuse weights holding NaN or infinite values: the network would score NaN everywhere,
-    which class ids would show as class 0 and probabilities as no data."""
-    if not tensor.is_floating_point():
-        return
-    bad = int(tensor.numel() - torch.isfinite(tensor).sum())
-    if bad:
+    """Refuse weights holding NaN or infinite values (:func:`non_finite_said`): the network
+    would score NaN everywhere, which class ids would show as class 0 and probabilities as no
+    data."""
+    said = non_finite_said({name: tensor})
+    if said:
         raise ModelFileError(
-            f"Model file {public_url(url)}: tensor {name} holds {bad} NaN or infinite value(s) "
-            f"of {tensor.numel()}; training diverged, or the file was damaged before it was "
-            "saved. Use a checkpoint from before the divergence.")
+            f"Model file {public_url(url)}: {said}; training diverged, or the file was damaged "
+            "before it was saved. Use a checkpoint from before the divergence.")
+
+
+def _check_saveable_weights(model: SegmentationModel, url: str) -> None:
+    """Refuse to write weights :func:`load_model` would refuse as NaN or infinite."""
+    said = non_finite_said(model.net.state_dict())
+    if said:
+        raise ParameterError(
+            f"save_model(): {public_url(url)} was not written: load_model would refuse it, as "
+            f"its {said}; training diverged. Save a checkpoint from before the divergence.")
 
 
 def _values(shapes: Shapes) -> int:

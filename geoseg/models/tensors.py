@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,3 +28,17 @@ def pad_end_tensor(x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tenso
             index = np.pad(np.arange(n), (0, int(target) - n), mode="reflect")
             x = x.index_select(axis, torch.from_numpy(index).to(x.device))
     return x
+
+
+def non_finite_said(state: Mapping[str, torch.Tensor]) -> str | None:
+    """What the first of ``state``'s tensors holding NaN or infinite values says, ``tensor NAME
+    holds N NaN or infinite value(s) of M``, or ``None`` when every weight is finite. Such a
+    network scores NaN everywhere, which class ids show as class 0: a model file's loading,
+    its saving and an in-memory model's use all refuse it with this check."""
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+        if bad:
+            return f"tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}"
+    return None

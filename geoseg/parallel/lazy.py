@@ -102,7 +102,7 @@ def segment(
     """
     if output not in OUTPUTS:
         raise ParameterError(f"output={output!r}; expected one of {OUTPUTS}.")
-    raster = _band_first(_checked_raster(raster))
+    raster = _band_first(_checked_raster(raster), model)
     check_pixel_dtype(raster.dtype, "segment(): raster", "the raster")
     segmenter = _segmenter(model)
     segmenter.check_bands(list(map(str, raster["band"].values)), "the raster")
@@ -240,13 +240,26 @@ def raster_nodata(raster: xr.DataArray) -> float | None:
 def _segmenter(model: Any) -> Segmenter:
     """``model`` as a segmenter: one already, or a model path/URL loaded with :func:`load_model`."""
     if isinstance(model, Segmenter):
-        return model
+        return _with_classes(model)
     if isinstance(model, (str, os.PathLike)):
         return load_model(os.fspath(model))
     raise ParameterError(
         f"segment(): model: received {brief(model)} (of type {type(model).__name__}); expected a "
         "segmenter (e.g. from geoseg.load_model) or a model path/URL string such as "
         f"'builtin:demo-unet'. {_model_advice(model)}")
+
+
+def _with_classes(segmenter: Segmenter) -> Segmenter:
+    """``segmenter``, refused when it does not set ``classes`` (a subclass must, see
+    :class:`~geoseg.core.segmenter.Segmenter`), which segment() names its output by."""
+    classes = getattr(segmenter, "classes", None)
+    if isinstance(classes, (tuple, list)) and classes:
+        return segmenter
+    said = "does not set classes" if classes is None else f"sets classes = {brief(classes)}"
+    raise ParameterError(
+        f"segment(): model: {type(segmenter).__name__} {said}; expected a Segmenter subclass "
+        "setting classes, a tuple of geoseg.ClassInfo, one per score channel its predict "
+        "returns, e.g. classes = (geoseg.ClassInfo('land'), geoseg.ClassInfo('water')).")
 
 
 def _model_advice(model: Any) -> str:
@@ -303,17 +316,16 @@ def check_nodata_class(nodata_class: Any, n_classes: int) -> None:
 SPATIAL_DIMS = (("y", "x"), ("z", "y", "x"))
 
 
-def _band_first(raster: xr.DataArray) -> xr.DataArray:
-    """``(band, y, x)`` or ``(band, z, y, x)``, adding a band axis to single-band input."""
+def _band_first(raster: xr.DataArray, model: Any = None) -> xr.DataArray:
+    """``(band, y, x)`` or ``(band, z, y, x)``, adding a band axis to single-band input;
+    ``model`` (segment()'s) is looked at only to advise on an axis that is none of these."""
     spatial = next((d for d in SPATIAL_DIMS if set(raster.dims) - {"band"} == set(d)), None)
     extra = [d for d in raster.dims if d not in ("band", "z", "y", "x")]
     if spatial is None and extra and {"y", "x"} <= set(raster.dims):
-        picks = ", ".join(f"{d}=0" for d in extra)
         raise PlanError(
             f"segment(): raster: received dims {raster.dims} with shape {raster.shape}; expected "
             f"(band, y, x) or (band, z, y, x): {', '.join(map(repr, extra))} is not an axis a "
-            f"model segments. Select one image along it, e.g. raster.isel({picks}), or "
-            "segment each in turn.")
+            f"model segments. {_extra_dims_advice(raster, extra, model)}")
     if spatial is None:
         raise PlanError(
             f"segment() needs a DataArray with dims (band, y, x), (band, z, y, x) or those without band; "
@@ -333,6 +345,25 @@ def _band_first(raster: xr.DataArray) -> xr.DataArray:
             "looks like its bands: name the axes as they are, xr.DataArray(array, dims=(\"y\", "
             "\"x\", \"band\")), or move the bands first (np.moveaxis(array, -1, 0)).")
     return raster if raster.dims == ("band", *spatial) else raster.transpose("band", *spatial)
+
+
+def _extra_dims_advice(raster: xr.DataArray, extra: list[Any], model: Any) -> str:
+    """What to do with axes other than band, z, y and x: rename the one left to ``band`` when it
+    looks like the bands (no band axis, and its size is the model's band count or the model
+    takes several bands), else select one image along them."""
+    picks = ", ".join(f"{d}=0" for d in extra)
+    select = f"one image along it, e.g. raster.isel({picks}), or segment each in turn."
+    if len(extra) != 1 or "band" in raster.dims:
+        return f"Select {select}"
+    name, size = extra[0], raster.sizes[extra[0]]
+    rename = f"raster.rename({{{name!r}: 'band'}})"
+    wanted = getattr(model, "bands", None) if isinstance(model, Segmenter) else None
+    if wanted is None:
+        return f"If {name!r} holds the bands, name it so: {rename}; else select {select}"
+    if len(wanted) == size or len(wanted) > 1:
+        return (f"If {name!r} holds the bands (the model takes {len(wanted)}), name it so: "
+                f"{rename}; selecting one of them (isel) would drop the others.")
+    return f"Select {select}"
 
 
 def storage_source(raster: xr.DataArray) -> RasterSource | None:

@@ -434,6 +434,35 @@ def test_weights_holding_nan_are_refused_naming_the_tensor(tmp_path):
         check_weights(path)  # what validate runs: every tensor read, one at a time
 
 
+def _poisoned(w):
+    w = w.clone()
+    w[0, 0, 0, 0] = float("nan")
+    return w
+
+
+NAN_SAID = r"tensor encoders\.0\.0\.weight holds 1 NaN or infinite value\(s\) of 216; training diverged"
+
+
+def test_save_model_refuses_weights_holding_nan(tmp_path):
+    """save_model wrote a file that load_model then refused, with the same check."""
+    path = tmp_path / "nan.safetensors"
+    with pytest.raises(ParameterError, match=rf"save_model\(\): .* was not written: .*{NAN_SAID}"):
+        save_model(_changed(_poisoned), str(path))
+    assert not path.exists()
+
+
+def test_in_memory_model_with_nan_weights_is_refused_not_class_0(tmp_path):
+    """segment() of a diverged in-memory model gave class 0 on every pixel."""
+    import xarray as xr
+
+    model = _changed(_poisoned)  # the weight changed after the model was built
+    raster = xr.DataArray(textured_image(40, 50, bands=3, seed=1), dims=("band", "y", "x"))
+    with pytest.raises(ParameterError, match=NAN_SAID):
+        geoseg.segment(raster, model)
+    with pytest.raises(ParameterError, match=rf"SegmentationModel: net: its {NAN_SAID}"):
+        geoseg.SegmentationModel(model.net, model.info)
+
+
 def test_integer_weights_of_a_float_layer_are_refused_from_the_header(tmp_path):
     """int32 weights were cast on loading, and the network scored class 0 everywhere."""
     path = _saved_with(tmp_path, lambda w: (w * 100).to(torch.int32))

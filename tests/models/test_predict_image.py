@@ -29,3 +29,27 @@ def test_no_data_pixels_score_nan_as_in_segment():
         assert np.isnan(whole[:, hole]).all() and np.isfinite(whole[:, ~hole]).all()
         np.testing.assert_allclose(whole, _probabilities(model, image, 0), atol=1e-5)
         assert np.isfinite(model.predict_image(image)).all()  # without nodata: all scored
+
+
+def test_a_nodata_that_is_no_number_is_refused_as_segment_refuses_it():
+    """nodata="0" failed inside numpy ("ufunc 'isnan' not supported"), where segment() says
+    what it expects of the same value in attrs."""
+    import pytest
+
+    from geoseg.errors import ParameterError
+
+    image = textured_image(40, 50, seed=3).astype(np.float32)
+    for model in (random_unet(), Threshold((100.0,), feature="mean")):
+        for value in ("0", [0, 1]):
+            with pytest.raises(ParameterError, match=r"predict_image\(\): nodata: received .*"
+                                                     r"expected a number"):
+                model.predict_image(image, nodata=value)
+    assert np.isnan(Threshold((100.0,), feature="mean").predict_image(image * 0, nodata=0)).all()
+
+
+def test_a_model_or_a_classical_method_takes_an_image_as_a_nested_list():
+    """A nested list failed with AttributeError ('list' object has no attribute 'astype'), or,
+    for a network, was called an image of shape () (0 axes)."""
+    image = textured_image(40, 50, seed=3)
+    for model in (Threshold((100.0,), feature="mean"), random_unet()):
+        np.testing.assert_array_equal(model.predict_image(image.tolist()), model.predict_image(image))

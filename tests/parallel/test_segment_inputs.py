@@ -19,7 +19,7 @@ from rasterio.windows import transform as window_transform
 
 import geoseg
 from geoseg.core.classes import ClassInfo
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import ParameterError, PlanError, UnsupportedFormatError
 from geoseg.methods import Threshold
 from geoseg.models import Segmenter
 from geoseg.synth import make_scene
@@ -431,3 +431,35 @@ def test_a_constant_band_is_not_called_off_the_models_range():
     assert _range_warnings(xr.DataArray(image, dims=("band", "y", "x"))) == []
     empty = np.zeros((3, 128, 128), np.uint8)  # an unwritten region, its nodata not declared
     assert _range_warnings(xr.DataArray(empty, dims=("band", "y", "x"))) == []
+
+
+# --- what a segmenter and a raster's axes must be, said clearly ---
+
+
+def test_an_axis_holding_the_models_bands_is_advised_renamed_not_selected():
+    """dims ("channel", "y", "x") were advised raster.isel(channel=0), which drops two of the
+    model's three bands."""
+    from tests.conftest import random_unet
+
+    image = textured_image(40, 50, bands=3, seed=1)
+    raster = xr.DataArray(image, dims=("channel", "y", "x"))
+    said = r"the model takes 3\), name it so: raster\.rename\(\{'channel': 'band'\}\)"
+    with pytest.raises(PlanError, match=said) as refused:
+        geoseg.segment(raster, random_unet(bands=3))
+    assert "isel(channel=0)" not in str(refused.value)
+    with pytest.raises(PlanError, match=r"If 'channel' holds the bands.*else select"):
+        geoseg.segment(raster, Threshold([100]))  # any band count: both ways said
+
+
+def test_a_segmenter_without_classes_is_refused_naming_the_attribute():
+    """A subclass that did not set classes (docs/api.md: required) failed with AttributeError."""
+
+    class NoClasses(Segmenter):
+        name = "no-classes"
+
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            return batch
+
+    raster = xr.DataArray(textured_image(40, 50, bands=1, seed=1), dims=("band", "y", "x"))
+    with pytest.raises(ParameterError, match=r"segment\(\): model: NoClasses does not set classes; expected"):
+        geoseg.segment(raster, NoClasses())
