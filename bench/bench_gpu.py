@@ -86,6 +86,9 @@ class Geometry:
     blend: str
 
     def describe(self) -> str:
+        if self.blend == "crop" and self.window < self.core + 2 * self.halo:
+            return (f"crop: tile {self.core} + 2 x halo {self.halo}, the window clipped to the "
+                    f"image: {self.window}")
         if self.blend == "crop":
             return f"crop: tile {self.core} + 2 x halo {self.halo} = window {self.window}"
         return (f"{self.blend} blend: window {self.window}, step {self.core}; "
@@ -285,6 +288,7 @@ class Best:
     script_s: float = math.inf
     script_px: int = 0
     agreement: float | None = None
+    batch: int = 0  # windows per network call: GEOSEG_BATCH_SIZE, or all the image holds
 
 
 def bench_model(name: str, args: argparse.Namespace, folder: Path,
@@ -300,17 +304,23 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
     if geo.halo >= size:
         raise SystemExit(f"--size {size} is no larger than {name}'s halo of {geo.halo} pixels, so the "
                          f"script's map_overlap cannot reflect it; use --size {2 * geo.halo} or more.")
+    # as many windows as the job runs (no more in a batch than the image holds), so that the
+    # network's pixels per second count pixels of the image, not of windows it does not have
+    n_windows = math.ceil(size / geo.core) ** 2
+    batch_size = min(batch_size, n_windows)
     raw = read_windows(src, side=geo.window, step=geo.core, count=batch_size)
     batch = normalise(torch.from_numpy(raw), device)
     if device.type == "cuda":
         batch = batch.contiguous(memory_format=torch.channels_last)
-    n_batches = max(1, math.ceil(size * size / (batch_size * geo.core**2)))
+    n_batches = math.ceil(n_windows / batch_size)
     best, job_out, script_out = Best(), str(folder / "job.zarr"), str(folder / "script.zarr")
 
     def network() -> None:
         seconds = time_network(net, batch, n_batches=n_batches, device=device)
         best.network_s = min(best.network_s, seconds)
-        best.network_px = n_batches * batch_size * geo.core**2
+        # each window stands for its share of the image (a last, partial batch is run full)
+        best.network_px = round(n_batches * batch_size * size * size / n_windows)
+        best.batch = batch_size
         if device.type == "cuda":  # would letting cuDNN time its algorithms per shape pay?
             torch.backends.cudnn.benchmark = True
             try:
@@ -364,7 +374,7 @@ def print_model(name: str, geo: Geometry, best: Best, args: argparse.Namespace) 
     arch, extra = NETWORKS[name]
     print(f"{name}: {arch} {extra}; {geo.describe()}")
     precision = "bf16, channels_last" if args.device == "cuda" else "float32"
-    rows = [(f"network alone ({precision}, batch {args.batch_size})", best.network_s, best.network_px),
+    rows = [(f"network alone ({precision}, batch {best.batch})", best.network_s, best.network_px),
             (f"plain script (map_overlap, {args.script_threads} threads)", best.script_s,
              best.script_px)]
     if best.tuned_s < math.inf:
