@@ -31,6 +31,7 @@ import numpy as np
 
 from geoseg.core.classes import ClassInfo
 from geoseg.core.nodata import exact_number
+from geoseg.core.pixels import check_pixel_dtype
 from geoseg.core.text import brief
 from geoseg.errors import BandMismatchError, ParameterError, PlanError
 
@@ -160,8 +161,6 @@ SPATIAL_KINDS = {2: "images (y, x)", 3: "volumes (z, y, x)"}
 def image_array(image: Any) -> np.ndarray:
     """``image`` as a numpy array (a nested list, a tuple, a torch CPU tensor), refused when its
     pixels are not numbers (:func:`~geoseg.io.readers.check_pixel_dtype`)."""
-    from geoseg.io.readers import check_pixel_dtype
-
     array = np.asarray(image)
     check_pixel_dtype(array.dtype, "predict_image(): image", "the image")
     return array

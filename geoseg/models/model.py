@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from geoseg import config
+from geoseg.core.pixels import check_pixel_dtype
 from geoseg.core.segmenter import Segmenter, image_array
 from geoseg.core.text import brief
 from geoseg.errors import ParameterError
-from geoseg.io.readers import check_pixel_dtype
 from geoseg.models.header import IN_MEMORY, ModelInfo, ModelRef
 from geoseg.models.tensors import non_finite_said, valid_mask_tensor
 from geoseg.tiling.plan import coerce_per_axis

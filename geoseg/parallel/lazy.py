@@ -14,6 +14,7 @@ import xarray as xr
 from affine import Affine
 
 from geoseg.core.nodata import attrs_nodata
+from geoseg.core.pixels import check_pixel_dtype
 from geoseg.core.segmenter import (
     Segmenter,
     band_order,
@@ -31,7 +32,6 @@ from geoseg.io.georef import (
     pixel_window_transform,
     window_affines,
 )
-from geoseg.io.readers import check_pixel_dtype
 from geoseg.io.sources import RasterSource
 from geoseg.methods.threshold import check_manual_in_range
 from geoseg.models.modelfile import load_model
