@@ -197,20 +197,26 @@ def _no_credentials(param: typer.CallbackParam, value: str | None) -> str | None
 
 
 def _scheduler_address(ctx: typer.Context, value: str | None) -> str | None:
-    """``--scheduler``: an address, refused here naming the option (the commands apply it as a
-    ``--cluster`` value, whose refusal named ``--cluster``, an option not given)."""
+    """``--scheduler``: an address (or, as ``--cluster`` takes it, a kind), refused here naming
+    the option: the commands apply it as a ``--cluster`` value, whose refusal named
+    ``--cluster``, an option not given."""
     if value is None:
         return None
-    from geoseg.parallel.cluster import ADDRESS
+    from geoseg.parallel.cluster import ADDRESS, NAMED_KINDS
 
-    if not ADDRESS.match(value):
-        kinds = ("For a kind of cluster (local, slurm, pbs, kubernetes), give --cluster KIND "
-                 "instead." if any(p.name == "cluster" for p in ctx.command.params)
-                 else "Leave it out to start a local cluster.")
+    if not ADDRESS.match(value) and value not in NAMED_KINDS:
         raise ClusterConfigError(
             f"--scheduler: received {value!r}; expected a Dask scheduler's address such as "
-            f"tcp://host:8786 or tls://host:8786 (dask scheduler prints it). {kinds}")
+            "tcp://host:8786 or tls://host:8786 (dask scheduler prints it), or a kind of "
+            f"cluster: {', '.join(NAMED_KINDS)}. {_without_scheduler(ctx)}")
     return value
+
+
+def _without_scheduler(ctx: typer.Context) -> str:
+    """What to give instead of an unusable ``--scheduler`` on this command."""
+    if any(p.name == "cluster" for p in ctx.command.params):
+        return "--cluster takes either too."
+    return "Leave it out to start a local cluster."
 
 
 def _named(param: typer.CallbackParam) -> str:
