@@ -37,6 +37,7 @@ from geoseg.errors import (
     MethodParameterError,
     OutputExistsError,
     PlanError,
+    TrackingError,
 )
 from geoseg.instances.stage import (
     InstanceReport,
@@ -50,6 +51,7 @@ from geoseg.io.integrity import lost_regions
 from geoseg.io.output import (
     OutputTarget,
     being_removed,
+    chunk_key,
     create_output,
     half_created,
     output_exists,
@@ -305,6 +307,8 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
         prepared = progress.prepared = fit_methods(prepared)
         target, skip = _open_or_create(prepared, overwrite)
         progress.skipped = len(skip)
+        progress.before = target.done_keys()  # lost chunks' entries too: not this run's gain
+        progress.target = target  # its manifest counts what this run wrote from now on
         target = dataclasses.replace(target, fence=held.fence())
         if spec.instances is not None:  # refused before any compute, the output left as it was
             keep_other_instances(target, _instance_settings(spec), overwrite)
@@ -401,6 +405,21 @@ class _Progress:
     prepared: PreparedJob
     came_back: list[RegionStats] = dataclasses.field(default_factory=list)
     skipped: int = 0
+    target: OutputTarget | None = None  # once opened or created
+    before: set[str] = dataclasses.field(default_factory=set)  # its manifest's entries then
+
+    def computed(self) -> int:
+        """The regions this run wrote: those that came back, and those its tasks still running
+        when it stopped wrote during its wait for them (in the manifest, their results never
+        came back), counted from what the manifest gained."""
+        count = len(self.came_back)
+        if self.target is None:
+            return count
+        chunks = self.prepared.chunks
+        with contextlib.suppress(Exception):  # the store may be what failed: what came back
+            came = {chunk_key(s.region, chunks) for s in self.came_back}
+            return len(came | (self.target.done_keys() - self.before))
+        return count
 
 
 @contextlib.contextmanager
@@ -459,7 +478,7 @@ def _record_failure(progress: _Progress, started: str, t0: float,
     with _warned(unwritten):
         record = provenance.failure_record(
             prepared, status=status, error=error, started=started,
-            seconds=time.perf_counter() - t0, computed=len(progress.came_back),
+            seconds=time.perf_counter() - t0, computed=progress.computed(),
             skipped=progress.skipped, identity=job_identity(prepared),
             model=_model_record(prepared))
         with _warned(f"this {status} run is not logged to MLflow"):
@@ -536,21 +555,42 @@ def _score_skipped(client: Client, prepared: PreparedJob, target: OutputTarget,
 
 def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
              tracker: tracking.MlflowTracker | None) -> None:
-    """Store the run record in the runs folder and in the output; log it to MLflow if tracking."""
+    """Mark the output complete, store the run record in the runs folder and in the output, and
+    log it to MLflow if tracking. The output is finalized before MLflow is asked anything and
+    the record written whatever MLflow does: a tracking server that fails now (gone, refusing)
+    leaves them complete, the record noting why the run is not in MLflow, and then raises its
+    :class:`~geoseg.errors.TrackingError` (saying so, and how to log it)."""
     record = report.provenance
-    if tracker is not None:
-        record["tracking"] = {"mlflow": tracker.start(record)}
     folder = provenance.runs_dir(spec)
     path = provenance.name_record(record, folder)
+    report.record_url = record["run_record"]
     # per-region figures stay in the runs folder: thousands of them would swell the output's
     # metadata. The output first: a runs folder that fails (full, gone) loses no finished output
-    target.finalize({"status": "complete",
-                     "provenance": {k: v for k, v in record.items() if k != "regions"}},
+    target.finalize({"status": "complete", "provenance": _stored(record)},
                     drop=("error", "repaired_regions"))  # an earlier run's failure, or repair
-    provenance.write_record(record, folder, path)
-    report.record_url = record["run_record"]
-    if tracker is not None:
+    if tracker is None:
+        provenance.write_record(record, folder, path)
+        return
+    failed: TrackingError | None = None
+    try:
+        record["tracking"] = {"mlflow": tracker.start(record)}
         tracker.finish(record)
+    except TrackingError as exc:
+        failed = exc
+        logged = record.get("tracking", {}).get("mlflow") or tracker.where()
+        record["tracking"] = {"mlflow": {**logged, "error": str(exc)}}
+    finally:  # even when stopped while MLflow is slow to answer: the record is the run's account
+        provenance.write_record(record, folder, path)
+    with _warned("the output's copy of the run record does not say where it is logged in MLflow"):
+        target.finalize({"provenance": _stored(record)})
+    if failed is not None:
+        _log_finished(report)
+        raise failed
+
+
+def _stored(record: dict[str, Any]) -> dict[str, Any]:
+    """The run record as the output keeps it: without its per-region figures."""
+    return {k: v for k, v in record.items() if k != "regions"}
 
 
 def _identity_parts(prepared: PreparedJob) -> dict[str, Any]:
@@ -810,6 +850,6 @@ def _log_finished(report: RunReport) -> None:
              "run_record": record.get("run_record")}
     if "evaluation" in record:
         extra["miou"] = record["evaluation"]["miou"]
-    if "tracking" in record:
+    if record.get("tracking", {}).get("mlflow", {}).get("run_id"):
         extra["mlflow_run_id"] = record["tracking"]["mlflow"]["run_id"]
     logs.log.info("job finished", extra=extra)

@@ -8,6 +8,13 @@ MLflow run is created once the output is complete, with the run's real start and
 end times, or once the run has failed or was interrupted (FAILED, KILLED; the error
 under the tag ``geoseg.error``).
 
+MLflow's own ways of talking are kept in check around every call geoseg makes into it: it does
+not print its "View run at <tracking URI>" lines (they carry the URI's credentials; anything it
+prints is logged instead, credentials hidden), and its HTTP retries are bounded
+(:data:`RETRY_BOUNDS`, unless the environment sets them): their default back-off took minutes to
+give up on a server gone, after the compute. An error's text never holds the URI's user info,
+query or their values, however the transport quotes them.
+
 Logged: params = the job spec (storage options hidden, URLs without credentials)
 flattened to ``job.*`` keys plus the settings in effect (``resolved.*``); metrics =
 throughput, seconds (total, model load, compute, per stage), pixels, chunks, class fractions
@@ -18,15 +25,22 @@ record location; artifact = the run record as ``run-record.json``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import re
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from geoseg import config
+from geoseg import config, logs
+from geoseg.core.redact import scrub, url_secrets
 from geoseg.core.urls import public_url
 from geoseg.errors import TrackingError
 
@@ -40,8 +54,14 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter's value
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on parameters per log_batch call
 BEFORE_RUN = "nothing was computed or written."
 ENDED = {"failed": "FAILED", "interrupted": "KILLED"}  # MLflow's status of a run that ended so
-AFTER_RUN = ("the output is complete; run the job again to log it (finished chunks are not "
-             "recomputed).")
+RELOG = ("To log it, run the job again (same spec, without --overwrite) once MLflow answers: the "
+         "complete output is not recomputed, and that run (0 chunks computed) is logged with a run "
+         "record of its own.")
+QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # its "View run at <URI>" lines
+# MLflow's HTTP retries, unless the environment sets them: its defaults (7 retries, back-off
+# factor 2, 120 s a request) took about four minutes to give up on a server gone
+RETRY_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 @dataclass
@@ -55,12 +75,19 @@ class MlflowTracker:
     run_id: str | None = None
 
     def start(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Create the MLflow run for ``record``; what identifies it, for the record itself."""
+        """Create the MLflow run for ``record``; what identifies it, for the record itself. A
+        tracking server that no longer takes connections is refused at once."""
+        if _is_server(self.tracking_uri):
+            _reachable(self, after=_left(record))
         self.run_id = _call(self, "create the run", lambda: self.client.create_run(
             self.experiment_id, start_time=_ms(record["started"]),
-            run_name=str(record["job"].get("name", "geoseg"))).info.run_id, after=AFTER_RUN)
+            run_name=str(record["job"].get("name", "geoseg"))).info.run_id, after=_left(record))
+        return {**self.where(), "run_id": self.run_id}
+
+    def where(self) -> dict[str, Any]:
+        """The store and experiment, as a run record names them (no credentials)."""
         return {"tracking_uri": public_url(self.tracking_uri), "experiment": self.experiment,
-                "experiment_id": self.experiment_id, "run_id": self.run_id}
+                "experiment_id": self.experiment_id}
 
     def finish(self, record: dict[str, Any]) -> None:
         """Log params, metrics, tags and the record as an artifact; end the run as the record
@@ -68,20 +95,19 @@ class MlflowTracker:
         FAILED if any of that fails, then raise :class:`TrackingError`."""
         status = ENDED.get(record.get("status"), "FINISHED")
         try:
-            self._log(record)
-            self.client.set_terminated(self.run_id, status, end_time=_ms(record["finished"]))
+            with _quiet(self.tracking_uri):
+                self._log(record)
+                self.client.set_terminated(self.run_id, status, end_time=_ms(record["finished"]))
         except Exception as exc:  # noqa: BLE001 - any MLflow or transport error
             try:
-                self.client.set_terminated(self.run_id, "FAILED")
+                with _quiet(self.tracking_uri):
+                    self.client.set_terminated(self.run_id, "FAILED")
             except Exception:  # noqa: BLE001, S110 - the store is failing; the first error matters
                 pass
-            left = (f"The output and its run record ({record.get('run_record')}) are complete; "
-                    "run the job again to log it (finished chunks are not recomputed)."
-                    if status == "FINISHED" else
-                    f"The run's own record is {record.get('run_record')}.")
+            left = _left(record)
             raise TrackingError(f"MLflow at {public_url(self.tracking_uri)}: logging run "
                                 f"{self.run_id} failed ({_scrub(exc, self.tracking_uri)}). "
-                                f"{left}") from None
+                                f"{left[:1].upper()}{left[1:]}") from None
 
     def _log(self, record: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -140,7 +166,7 @@ def _connected(spec: JobSpec, *, local: bool) -> MlflowTracker | None:
     uri, experiment = wanted
     mlflow, client_type = _import_mlflow()
     tracker = MlflowTracker(None, uri or mlflow.get_tracking_uri(), experiment, "")
-    server = tracker.tracking_uri.split(":", 1)[0].lower() in ("http", "https")
+    server = _is_server(tracker.tracking_uri)
     if server:
         _reachable(tracker)
     if local or server:
@@ -149,11 +175,15 @@ def _connected(spec: JobSpec, *, local: bool) -> MlflowTracker | None:
     return tracker
 
 
-def _reachable(tracker: MlflowTracker) -> None:
+def _is_server(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
+def _reachable(tracker: MlflowTracker, after: str = BEFORE_RUN) -> None:
     """Refuse at once a tracking server whose host does not take a connection within
     ``GEOSEG_CONNECT_TIMEOUT`` seconds: MLflow's own retries, with their back-off, take minutes
-    to say so. Not tried through a proxy the environment names (the server may be reachable
-    only through it)."""
+    to say so (``after``: what is left then). Not tried through a proxy the environment names
+    (the server may be reachable only through it)."""
     import socket
     import urllib.parse
     import urllib.request
@@ -173,7 +203,7 @@ def _reachable(tracker: MlflowTracker) -> None:
             f"MLflow at {public_url(tracker.tracking_uri)}: could not connect to "
             f"{parts.hostname}:{port} within {timeout:g} s ({said}). Check that the tracking "
             "server runs and tracking.mlflow.tracking_uri (or MLFLOW_TRACKING_URI) names it; "
-            f"{BEFORE_RUN}") from None
+            f"{after}") from None
 
 
 def _import_mlflow() -> tuple[Any, Any]:
@@ -213,7 +243,8 @@ def _call(tracker: MlflowTracker, what: str, action: Any, after: str = BEFORE_RU
     """``action()``, any failure turned into a :class:`TrackingError` that names the store and
     says what ``after`` the failure is left."""
     try:
-        return action()
+        with _quiet(tracker.tracking_uri):
+            return action()
     except TrackingError:
         raise
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds (HTTP, SQL, its own)
@@ -223,10 +254,111 @@ def _call(tracker: MlflowTracker, what: str, action: Any, after: str = BEFORE_RU
             f"MLFLOW_TRACKING_URI); {after}") from None
 
 
-def _scrub(exc: BaseException, uri: str) -> str:
-    """The error's text with the tracking URI in its public form (no user info or query)."""
-    text = str(exc).replace(uri, public_url(uri)) if uri else str(exc)
-    return text[:500]
+def _left(record: dict[str, Any]) -> str:
+    """What is left when logging ``record`` to MLflow fails (the runner writes the record and,
+    for a complete run, finalizes the output whatever MLflow does)."""
+    if record.get("status") in ENDED:
+        return f"the run's own record is {record.get('run_record') or 'in the runs folder'}."
+    return f"the output and its run record ({record.get('run_record')}) are complete. {RELOG}"
+
+
+def _scrub(exc: BaseException | str, uri: str | None) -> str:
+    """The error's text with the tracking URI in its public form, and every part of it that
+    may hold a secret (user info, password, query, the query's values) hidden wherever it
+    appears on its own (a transport quotes a URL's path and query apart from its host); other
+    URLs lose their user info and query too."""
+    text = str(exc)
+    if uri:
+        text = text.replace(uri, public_url(uri))
+    return scrub(text, _uri_secrets(uri))[:500]
+
+
+def _uri_secrets(uri: str | None) -> set[str]:
+    """The parts of a tracking URI that may hold a secret: its user info (whole, and user and
+    password apart), its query (whole, and each value) and its fragment."""
+    if not uri or "://" not in uri:
+        return set()
+    found = set(url_secrets(uri))
+    rest = uri.split("://", 1)[1]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        info = authority.rsplit("@", 1)[0]
+        found.update([info, *info.split(":", 1)])
+    query, _, fragment = rest.partition("?")[2].partition("#")
+    found.update([query, *(p.split("=", 1)[-1] for p in query.split("&")), fragment,
+                  rest.partition("#")[2]])
+    return {s for s in found if len(s) >= 4}  # shorter: it would blank out ordinary words
+
+
+_quiet_lock = threading.Lock()
+_quiet_state: dict[str, Any] = {"depth": 0, "saved": {}, "stdout": None, "buffer": None,
+                                "secrets": set()}
+
+
+@contextlib.contextmanager
+def _quiet(uri: str | None) -> Iterator[None]:
+    """MLflow, inside, prints nothing (its "View run at <URI>" lines carry the URI's
+    credentials, and would break a JSON log stream): :data:`QUIET` set, and what it writes to
+    stdout anyway logged once it returns, its secrets hidden; its HTTP retries bounded
+    (:data:`RETRY_BOUNDS`, unless the environment sets them). Counted, so that the runs of a
+    batch's threads share one such state and the last to leave restores the process's."""
+    state, said, secrets = _quiet_state, "", set()
+    with _quiet_lock:
+        _scrub_transport_logs()
+        state["secrets"] |= _uri_secrets(uri)
+        if state["depth"] == 0:
+            wanted = {**{k: v for k, v in RETRY_BOUNDS.items() if k not in os.environ}, **QUIET}
+            state["saved"] = {k: os.environ.get(k) for k in wanted}
+            os.environ.update(wanted)
+            state["stdout"], state["buffer"] = sys.stdout, io.StringIO()
+            sys.stdout = state["buffer"]
+        state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            state["depth"] -= 1
+            if state["depth"] == 0:
+                for key, value in state["saved"].items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+                sys.stdout = state["stdout"]
+                said, secrets = state["buffer"].getvalue(), state["secrets"]
+                state.update(saved={}, stdout=None, buffer=None, secrets=set())
+        _log_printed(said, secrets)
+
+
+TRANSPORT_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3")
+
+
+class _ScrubbedRecords(logging.Filter):
+    """Hides, in the records of the HTTP transport MLflow uses, the tracking URIs' secrets and
+    any URL's user info and query: urllib3 warns of each retry naming the request's path and
+    query ("Retrying ... : /?token=.../api/2.0/..."), which Python prints with no handler set."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with _quiet_lock:  # never held while MLflow (or urllib3) runs
+            secrets = set(_quiet_state["secrets"])
+        with contextlib.suppress(Exception):  # a record that cannot be formatted stays as it is
+            record.msg, record.args = scrub(record.getMessage(), secrets), ()
+        return True
+
+
+def _scrub_transport_logs() -> None:
+    """Install (once in this process) :class:`_ScrubbedRecords` on urllib3's loggers."""
+    for name in TRANSPORT_LOGGERS:
+        found = logging.getLogger(name)
+        if not any(isinstance(f, _ScrubbedRecords) for f in found.filters):
+            found.addFilter(_ScrubbedRecords())
+
+
+def _log_printed(said: str, secrets: set[str]) -> None:
+    """Log, as geoseg's own lines, what MLflow printed to stdout: its secrets hidden."""
+    for line in said.splitlines():
+        if line.strip():
+            logs.log.info(f"mlflow: {scrub(line, secrets).strip()}")
 
 
 def params(record: dict[str, Any]) -> dict[str, str]:
