@@ -212,6 +212,26 @@ def worker_wait() -> float:
                   above=True)
 
 
+def retries() -> int:
+    """Retries of a storage request that failed with a transient error (``GEOSEG_RETRIES``)."""
+    return whole("GEOSEG_RETRIES", "retries of a storage request", most=100)
+
+
+def retry_delay() -> float:
+    """Seconds before the first retry of a storage request (``GEOSEG_RETRY_DELAY``)."""
+    return number("GEOSEG_RETRY_DELAY", "seconds before the first retry", most=600)
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a connection to a store (``GEOSEG_CONNECT_TIMEOUT``)."""
+    return number("GEOSEG_CONNECT_TIMEOUT", "seconds to wait for a connection", above=True)
+
+
+def read_timeout() -> float:
+    """Seconds to wait for the next bytes of a store's answer (``GEOSEG_READ_TIMEOUT``)."""
+    return number("GEOSEG_READ_TIMEOUT", "seconds to wait for the next bytes", above=True)
+
+
 def gpu_ids() -> list[str]:
     """GPUs a local cluster gives one worker process each: ``GEOSEG_GPUS`` (comma-separated ids,
     or ``none``) when set, else the GPUs torch counts, named as ``CUDA_VISIBLE_DEVICES`` names
@@ -264,7 +284,8 @@ def check_settings() -> None:
     ``GEOSEG_DEVICE`` is checked as written: whether its GPU is there is for the workers that
     run the model to say (:func:`absent_device`), which on a remote cluster are other machines."""
     for read in (torch_threads, batch_size, region_bytes, tile_size, lambda: tile_size(3),
-                 read_cache_bytes, model_cache, inprocess_pixels, worker_wait, gpu_threads):
+                 read_cache_bytes, model_cache, inprocess_pixels, worker_wait, gpu_threads,
+                 retries, retry_delay, connect_timeout, read_timeout):
         read()
     device_setting()
     if get("GEOSEG_GPUS").strip().lower() not in ("auto", "none"):

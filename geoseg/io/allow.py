@@ -122,9 +122,25 @@ def check_output_url(url: str) -> None:
     for protocol in [part.split("://", 1)[0] for part in wrappers] + [fsspec.utils.get_protocol(target)]:
         _check_scheme(url, protocol)
     _check_segments(url, target)
+    _check_query(url, target)
     protocol = fsspec.utils.get_protocol(target)
     if protocol not in _LOCAL and output_buckets():
         _check_bucket(url, urlsplit(target).hostname or "")
+
+
+def _check_query(url: str, target: str) -> None:
+    """Refuse ``?`` or ``#`` in a store URL's key (``s3://bucket/one.zarr?v=2``): the store
+    writes that key, but records, logs and reports show URLs without their query and fragment,
+    where signed URLs keep tokens, so they would name another object (``s3://bucket/one.zarr``,
+    perhaps another run's output) than the one written. A plain path keeps them."""
+    scheme, sep, rest = target.partition("://")
+    if sep and len(scheme) > 1 and ("?" in rest or "#" in rest):
+        raise OutputLocationError(
+            f"Output {_public(url)}: received a URL whose key holds '?' or '#' "
+            f"({'?' if '?' in rest else '#'}...); expected a key without them: geoseg shows and "
+            "records URLs without their query and fragment (where tokens hide), so the run's "
+            "record and report would name another object. Choose a key without '?' and '#'. "
+            "Nothing was written.")
 
 
 def overlapping(a: str, a_options: dict[str, Any] | None, b: str, b_options: dict[str, Any] | None) -> bool:

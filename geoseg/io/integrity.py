@@ -9,6 +9,12 @@ values it would read (no read), one that lacks some of them as read. A chunk del
 storage reads as no-data and no longer matches. Bytes changed in place are left to
 ``geoseg verify``.
 
+Over HTTP, from a server that does not list folders (most static web servers), nothing can be
+listed: a manifest of at most :data:`UNLISTED_READS` regions is then read region by region (one
+small GET each), a larger one is not checked, and lost chunks are not looked for (each absent
+object would cost a request); a debug log says so. Such an output is not called damaged for
+what could not be seen: ``geoseg verify`` over a listing store remains the full check.
+
 Nothing here enumerates a grid before it is bounded: the array metadata is first checked
 against what the run recorded (:func:`layout_changed`: an edited ``zarr.json`` can declare any
 shape or chunks), and the task regions it describes against ``GEOSEG_MAX_TASKS``.
@@ -18,22 +24,33 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import math
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
+import fsspec
 import numpy as np
 from zarr.core.sync import sync
 
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptOutputError
-from geoseg.io.output import MANIFEST_SHA, OutputTarget, chunk_checksum, geoseg_attrs
+from geoseg.io import remote
+from geoseg.io.output import (
+    MANIFEST_DONE,
+    MANIFEST_SHA,
+    OutputTarget,
+    chunk_checksum,
+    geoseg_attrs,
+)
 from geoseg.tiling import Layout
 from geoseg.tiling.plan import ceil_div, n_regions
 
 SHOWN = 10  # region keys a message names at most
+UNLISTED_READS = 256  # manifest entries read one by one where the store cannot list them
+log = logging.getLogger(__name__)
 LAYOUT_FIX = ("The array's zarr.json was changed or replaced since the run (its metadata, not "
               "the bytes of its chunks): restore the zarr.json (and the group's, which "
               "consolidates it) from a copy, or run the job again with --overwrite")
@@ -43,12 +60,13 @@ def damage(target: OutputTarget, attrs: dict, nothing: str) -> str | None:
     """Why the complete output at ``target`` cannot be read as its run wrote it, as a message
     that ends with ``nothing`` (``"nothing was exported"``) and the fix; ``None`` if it can.
     Array metadata changed since the run is named as such, before any chunk is listed."""
-    url, done = public_url(target.url), target.done_keys()
-    problem = _unrecorded(attrs, done)
+    url, listed = public_url(target.url), _listable(target)
+    done = target.done_keys() if listed else _read_done(target, attrs)
+    problem = None if done is None else _unrecorded(attrs, done)
     changed = None if problem else layout_changed(target, attrs)
     if changed is not None:
         return f"{url}: {changed}; {nothing}. {LAYOUT_FIX}."
-    problem = problem or _lost(target, done)
+    problem = problem or (_lost(target, done) if listed and done is not None else None)
     if problem is None:
         return None
     return (f"{url} is damaged: {problem}; {nothing}, as those regions would read as no-data. "
@@ -61,8 +79,39 @@ def damage_found(target: OutputTarget, attrs: dict) -> str | None:
     """A manifest that records fewer task regions than the run planned, or regions whose
     ``classes`` objects are gone from storage; ``None`` for neither. Raises
     :class:`CorruptOutputError` for array metadata changed since the run (:func:`checked_grid`)."""
+    if not _listable(target):
+        done = _read_done(target, attrs)
+        return None if done is None else _unrecorded(attrs, done)
     done = target.done_keys()
     return _unrecorded(attrs, done) or _lost(target, done)
+
+
+def _listable(target: OutputTarget) -> bool:
+    """Whether the store of ``target`` lists folders: every store but an HTTP server that does
+    not (a folder's URL answers 403 or 404, or a page without the group's entries)."""
+    fs, path = fsspec.core.url_to_fs(target.url, **target.storage_options)
+    if "http" not in remote.fs_protocols(fs):
+        return True
+    try:
+        entries = fs.ls(path.rstrip("/") + "/", detail=False)
+    except Exception:  # noqa: BLE001 - a folder the server will not list
+        return False
+    return any(e.rstrip("/").rsplit("/", 1)[-1] in ("zarr.json", ".zgroup") for e in entries)
+
+
+def _read_done(target: OutputTarget, attrs: dict) -> set[str] | None:
+    """Keys of the regions the manifest records, read entry by entry from a store that cannot
+    list it; ``None`` (not checked, said in a debug log) past :data:`UNLISTED_READS` regions."""
+    manifest = target.open_group(mode="r")[MANIFEST_DONE]
+    url, entries = public_url(target.url), math.prod(manifest.shape)
+    if entries > UNLISTED_READS:
+        log.debug(f"{url}: its server does not list folders, and its manifest of {entries} task "
+                  f"regions is more than {UNLISTED_READS} reads; it was not checked")
+        return None
+    log.debug(f"{url}: its server does not list folders: its manifest was read entry by entry, "
+              "and lost chunks were not looked for")
+    recorded = np.asarray(manifest[...])
+    return {".".join(map(str, index)) for index in np.argwhere(recorded).tolist()}
 
 
 def _unrecorded(attrs: dict, done: set[str]) -> str | None:

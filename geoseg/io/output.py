@@ -36,8 +36,14 @@ import zarr
 from zarr.core.sync import sync
 
 from geoseg.core.text import brief, json_kind, whole_number
-from geoseg.core.urls import public_url
-from geoseg.errors import CorruptOutputError, GeosegError, NestedMetadataError, OutputExistsError
+from geoseg.core.urls import credentials_refused, public_url
+from geoseg.errors import (
+    CorruptOutputError,
+    GeosegError,
+    NestedMetadataError,
+    OutputExistsError,
+    StorageAccessError,
+)
 from geoseg.io import faults, remote
 from geoseg.io.files import STAGING_PREFIXES
 from geoseg.io.georef import GeoRef
@@ -302,19 +308,33 @@ def chunk_checksum(*blocks: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def output_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+def output_exists(url: str, storage_options: dict[str, Any] | None = None, *,
+                  writing: bool = False) -> bool:
     """Whether anything is at ``url``: an empty folder is nothing (as on an object store, and as
     a removal stopped after its last file leaves it), nor one holding only zarr's leftovers of a
     metadata write killed midway (a run killed creating its group). A missing bucket (nothing
-    could be written there) and refused access raise geoseg errors instead."""
-    with remote.storage_errors(url, storage_options, "Opening output"):
+    could be written there), refused access and a URL carrying credentials (never shown) raise
+    geoseg errors instead; refused access names the permissions to read (``writing``: to write,
+    for a caller about to write there)."""
+    refuse_credentials(url)
+    what = "Opening output" if writing else "Reading output"
+    with remote.storage_errors(url, storage_options, what):
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         root = path.rstrip("/")
         if _served_group(fs, root) or (
                 fs.exists(root) and (not fs.isdir(root) or _holds_anything(fs, root))):
             return True
-    remote.require_bucket(url, storage_options, "Opening output")
+        remote.require_bucket(url, storage_options, what)
     return False
+
+
+def refuse_credentials(url: str) -> None:
+    """Raise :class:`StorageAccessError` before anything is asked of the store when ``url``
+    carries credentials where its store would read them as part of the bucket name
+    (``s3://KEY:SECRET@bucket/...``): the store's own refusal quotes them."""
+    said = credentials_refused(url, "Output")
+    if said is not None:
+        raise StorageAccessError(said)
 
 
 async def _all_exist(store: Any, keys: list[str]) -> list[bool]:
@@ -373,9 +393,11 @@ LAYOUT_ARRAYS = frozenset({"classes", "probabilities", MANIFEST_DONE, MANIFEST_S
 def remove_output(url: str, storage_options: dict[str, Any] | None = None) -> None:
     """Delete what geoseg wrote at ``url``; refuse (deleting nothing) anything else there,
     inside a geoseg group as well (a user's notes kept beside the arrays)."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    if not fs.exists(path.rstrip("/")):
-        return
+    refuse_credentials(url)
+    with remote.storage_errors(url, storage_options, "Removing output"):
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.exists(path.rstrip("/")):
+            return
     if not written_by_geoseg(url, storage_options):
         raise OutputExistsError(
             f"{public_url(url)} exists and is not something geoseg wrote (no Zarr group with "
@@ -448,7 +470,7 @@ def create_output(
     one task writes, and what the manifest records; it is kept in the group's attributes."""
     remote.check_writable(url)
     remote.local_options_ignored(url, storage_options, "output")
-    if output_exists(url, storage_options):
+    if output_exists(url, storage_options, writing=True):
         if not overwrite:
             raise OutputExistsError(
                 f"Output {url} already exists; nothing was written. Choose another output URL, "

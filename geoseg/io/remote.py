@@ -12,13 +12,20 @@ options: messages are scrubbed of their values, and the library's own exception 
 may hold a signed URL or request headers) is not chained.
 
 Every request has a timeout, so nothing hangs: ``GEOSEG_CONNECT_TIMEOUT`` seconds to connect
-(default 10) and ``GEOSEG_READ_TIMEOUT`` seconds for each next part of the answer (default 20).
+(default 10) and ``GEOSEG_READ_TIMEOUT`` seconds for each next part of the answer (default 20);
+an HTTP answer also has a deadline, ``2 * GEOSEG_READ_TIMEOUT`` seconds and one more for each
+MiB its body declares (:func:`http_deadline`, which states the bandwidth it assumes), so that a
+server trickling a byte at a time cannot hold a read for ever.
 :class:`RequestDefaults` puts them, read at each use, under fsspec's configuration, so every
 filesystem a process makes (zarr's, GDAL's opener, a lease's) has them unless its storage
 options say otherwise (``config_kwargs`` for S3, ``client_kwargs.timeout`` for HTTP). The
 libraries underneath barely retry (botocore two attempts, s3fs one): this module's loop is the
-one that does, so their retries cannot multiply it into minutes. A request that hangs fails
-after at most ``(GEOSEG_RETRIES + 1) * 2 * GEOSEG_READ_TIMEOUT`` seconds plus the backoff.
+one that does, so their retries cannot multiply it into minutes. An HTTP read that hangs or
+trickles fails after at most ``(GEOSEG_RETRIES + 1) * (GEOSEG_CONNECT_TIMEOUT + 2 *
+GEOSEG_READ_TIMEOUT + S)`` seconds plus the backoff, ``S`` the seconds the body's declared size
+allows at 1 MiB/s (none for a small read). An S3 request that hangs fails after
+``(GEOSEG_RETRIES + 1) * 2 * GEOSEG_READ_TIMEOUT`` seconds; botocore's read timeout applies to
+each socket read, so an S3 answer trickling bytes is bounded by the store, not by geoseg.
 
 ``http://`` and ``https://`` are read-only: :func:`check_writable` refuses them as outputs.
 
@@ -31,6 +38,7 @@ once rasterio returns, so the retry loop sees the real cause.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import errno
@@ -47,12 +55,13 @@ from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import fsspec
+import fsspec.asyn
 from rasterio.abc import FileContainer
 
 from geoseg import config
 from geoseg.core import redact
 from geoseg.core.text import clipped
-from geoseg.core.urls import public_url
+from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import (
     BucketNotFoundError,
     GeosegError,
@@ -72,6 +81,9 @@ log = logging.getLogger("geoseg.io")
 READ_ONLY_PROTOCOLS = ("http", "https")
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss")
 PROBE_BLOCK = 2**16  # bytes fetched at once when sniffing a file's format
+MIN_HTTP_RATE = 2**20  # bytes a second an HTTP answer must average (:func:`http_deadline`)
+RANGE_PROBE = 16  # bytes asked for to learn whether an HTTP server answers Range requests
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF and BigTIFF, either order
 READ_BLOCK = 2**14  # read-ahead of remote files GDAL and tifffile read (what GDAL itself uses)
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TRANSIENT_ERRNO = frozenset(
@@ -146,9 +158,8 @@ class RetryPolicy:
     def from_env(cls) -> RetryPolicy:
         """The policy ``GEOSEG_RETRIES`` and ``GEOSEG_RETRY_DELAY`` ask for (read at call time)."""
         return cls(
-            retries=config.whole("GEOSEG_RETRIES", "retries of a storage request", most=100),
-            base_delay=config.number("GEOSEG_RETRY_DELAY", "seconds before the first retry",
-                                     most=600),
+            retries=config.retries(),
+            base_delay=config.retry_delay(),
         )
 
 
@@ -325,6 +336,8 @@ def translate(
     returned unchanged."""
     if isinstance(exc, GeosegError):
         return exc
+    if (said := credentials_refused(url, what)) is not None:  # read as part of the bucket name
+        return StorageAccessError(said)
     if isinstance(exc, ImportError):  # fsspec's: the store's package is not installed
         return MissingExtraError(
             f"{what} {public_url(url)} failed: {str(exc).rstrip('.')}. Install it where geoseg "
@@ -345,6 +358,8 @@ def translate(
             f"{what} {public_url(url)} failed: the URL carries credentials (user info) and its "
             "storage options an Authorization header, and the HTTP client takes one of them. "
             "Give one: the user info, or the header (storage_options client_kwargs headers).")
+    if any(type(err).__name__ == "ParamValidationError" for err in _chain(exc)):
+        return _parameters_refused(exc, url, storage_options, what)
     status = next((s for s in map(http_status, _chain(exc)) if s is not None), None)
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
     if isinstance(exc, PermissionError) or status in (401, 403) or code == errno.EROFS:
@@ -383,22 +398,39 @@ def whole_files(url: str) -> RangeRequestsError:
 
 
 def check_ranges(url: str, storage_options: dict[str, Any]) -> None:
-    """Refuse an ``http(s)://`` raster whose server ignores ``Range`` requests, before a job
-    starts: opening it may read only its start, which such a server sends too, and the run
-    would fail at its first window. One ranged read of a byte past the start; fsspec refuses
-    a whole-file answer to it before reading its body."""
+    """Refuse an ``http(s)://`` TIFF (GeoTIFF, COG) whose server ignores ``Range`` requests,
+    before anything opens it: a reader's first read starts at byte 0, which fsspec answers by
+    downloading the whole file when the server sends all of it. One request for the first
+    :data:`RANGE_PROBE` bytes; a whole-file answer (200, a longer body) is read no further than
+    :data:`TIFF_MAGIC`'s bytes (the connection is then closed), and refused when they start a
+    TIFF. Other files (PNG, JPEG: read whole anyway) and error answers go on to the reader,
+    which names them."""
     if fsspec.utils.get_protocol(url) not in READ_ONLY_PROTOCOLS:
         return
     with storage_errors(url, storage_options, "Reading"):
         fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        start = fsspec.asyn.sync(fs.loop, _whole_file_start, fs, path)
+    if start is not None and start.startswith(TIFF_MAGIC):
+        raise whole_files(url)
+
+
+async def _whole_file_start(fs: Any, url: str) -> bytes | None:
+    """The first bytes of ``url`` when its server answers a request for :data:`RANGE_PROBE`
+    bytes with a longer whole file; else ``None``. The rest of that body is never read."""
+    session = await fs.set_session()
+    kwargs = dict(fs.kwargs)
+    headers = {**(kwargs.pop("headers", None) or {}), "Range": f"bytes=0-{RANGE_PROBE - 1}"}
+    async with session.get(fs.encode_url(url), headers=headers, **kwargs) as answer:
         try:
-            with fs.open(path, "rb", block_size=1) as f:
-                f.seek(1)
-                f.read(1)
-        except ValueError as exc:
-            if whole_files_only(exc, url) is None:
-                raise
-            raise whole_files(url) from None
+            size = answer.headers.get("Content-Length", "")
+            if answer.status != 200 or (size.isdigit() and int(size) <= RANGE_PROBE):
+                return None
+            try:
+                return await answer.content.readexactly(len(TIFF_MAGIC[0]))
+            except asyncio.IncompleteReadError as short:
+                return short.partial
+        finally:
+            answer.close()  # drops the connection: no draining of the body
 
 
 def exists(fs: Any, path: str) -> bool:
@@ -447,7 +479,7 @@ def not_found(
     public = public_url(url)
     if bucket is not None:
         return _bucket_missing(url, bucket, what)
-    if _writing(what):
+    if _writing(what) or "output" in what:
         return RasterNotFoundError(
             f"{what} {public} failed: a folder or object it needs is missing. "
             "Check that the URL's parent location exists and is writable."
@@ -475,8 +507,10 @@ def _bucket_missing(url: str, bucket: str, what: str) -> BucketNotFoundError:
 
 
 def _writing(what: str) -> bool:
-    """Whether an operation named ``what`` ("Reading", "Writing", "Creating output", ...) writes."""
-    return what.startswith(("Writing", "Creating")) or "output" in what
+    """Whether an operation named ``what`` ("Reading", "Writing", "Creating output", ...) writes:
+    "Reading output" (a command that only reads one) does not."""
+    return not what.startswith("Reading") and (what.startswith(("Writing", "Creating"))
+                                                or "output" in what)
 
 
 def _missing_bucket(url: str, storage_options: dict[str, Any]) -> str | None:
@@ -556,6 +590,17 @@ def _bad_request(exc: BaseException, url: str, so: dict[str, Any], what: str
         "AWS_SESSION_TOKEN) may have expired, or not go with the key and secret: renew it, or "
         "drop it for long-term keys. Check too the endpoint (client_kwargs.endpoint_url, "
         "AWS_ENDPOINT_URL) and the region (client_kwargs.region_name, AWS_REGION).")
+
+
+def _parameters_refused(exc: BaseException, url: str, so: dict[str, Any], what: str
+                        ) -> ParameterError:
+    """botocore's refusal of a request it would not even send (a bucket or key name S3 does
+    not allow)."""
+    said = redact.scrub(reason(exc, so), redact.url_secrets(url))
+    return ParameterError(
+        f"{what} {public_url(url)} failed: the S3 client refused the request as malformed "
+        f"({clipped(said, 300)}). Check the bucket name in the URL (3 to 63 lowercase letters, "
+        "digits, dots and hyphens) and the key.")
 
 
 def _two_credentials(err: BaseException) -> bool:
@@ -832,18 +877,32 @@ class GuardedFile:
 def request_options(protocol: str) -> dict[str, Any]:
     """Storage options geoseg gives every filesystem of ``protocol``, as the settings ask now:
     S3 connect and read timeouts with botocore's retries down to ``LIBRARY_ATTEMPTS``; for HTTP
-    an aiohttp client whose socket connect and read have timeouts (no limit on a whole download).
-    Others: none."""
+    an aiohttp client whose socket connect and read have timeouts, and each answer a deadline
+    (:func:`http_deadline`). Others: none."""
     if protocol not in ("s3", "s3a", "http", "https"):
         return {}
-    connect = config.number("GEOSEG_CONNECT_TIMEOUT", "seconds to wait for a connection", above=True)
-    read = config.number("GEOSEG_READ_TIMEOUT", "seconds to wait for the next bytes", above=True)
+    connect, read = config.connect_timeout(), config.read_timeout()
     if protocol in ("s3", "s3a"):
         _one_s3fs_attempt()
         retries = {"mode": "standard", "total_max_attempts": LIBRARY_ATTEMPTS}
         return {"config_kwargs": {"connect_timeout": connect, "read_timeout": read,
                                   "retries": retries}}
     return {"get_client": functools.partial(_http_client, connect=connect, read=read)}
+
+
+def http_deadline(read: float, size: int = 0) -> float:
+    """Seconds an HTTP answer may take, from the request to its last byte: ``2 * read`` (40 s
+    by default), and a second more for each :data:`MIN_HTTP_RATE` bytes of the body its
+    ``Content-Length`` declares (``size``). The socket timeouts alone reset at every byte, so a
+    server sending one byte a second held a read for ever.
+
+    A fixed deadline would fail the largest requests geoseg makes at ordinary bandwidth: a
+    model file is read whole (hundreds of MB; up to ``GEOSEG_MAX_MODEL_BYTES``), a stored chunk
+    in one request (a few MiB, 64 MiB for the largest chunks tools write, up to
+    ``GEOSEG_MAX_CHUNK_BYTES``). The assumption is that a working server sends at least
+    1 MiB/s on average: a 500 MB model then has 40 s + about 8 minutes. Over a slower link,
+    raise ``GEOSEG_READ_TIMEOUT``, which adds ``2 * MIN_HTTP_RATE`` bytes of allowance a second."""
+    return 2 * read + max(size, 0) / MIN_HTTP_RATE
 
 
 def _one_s3fs_attempt() -> None:
@@ -855,12 +914,36 @@ def _one_s3fs_attempt() -> None:
 
 
 async def _http_client(*, connect: float, read: float, **kwargs: Any) -> Any:
-    """fsspec's HTTP client, with socket timeouts unless ``client_kwargs`` brings its own."""
+    """fsspec's HTTP client, with socket timeouts and a deadline for each answer
+    (:func:`http_deadline`) unless ``client_kwargs`` brings its own timeout."""
     import aiohttp
 
-    kwargs.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=connect,
-                                                       sock_read=read))
+    if "timeout" not in kwargs:
+        kwargs["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+        kwargs.setdefault("response_class", _deadline_response(read))
     return aiohttp.ClientSession(**kwargs)
+
+
+@functools.cache
+def _deadline_response(read: float) -> type:
+    """aiohttp's response class, each answer held to :func:`http_deadline` from its request:
+    its status and headers within ``2 * read`` seconds, its body (``read()``, as fsspec and
+    zarr read one) by then plus the time its declared size allows."""
+    import aiohttp
+
+    class DeadlineResponse(aiohttp.ClientResponse):
+        _asked = 0.0
+
+        async def start(self, connection: Any) -> Any:
+            self._asked = asyncio.get_running_loop().time()
+            return await asyncio.wait_for(super().start(connection), http_deadline(read))
+
+        async def read(self) -> bytes:
+            left = self._asked + http_deadline(read, self.content_length or 0)
+            left -= asyncio.get_running_loop().time()
+            return await asyncio.wait_for(super().read(), max(left, 0.0))
+
+    return DeadlineResponse
 
 
 class RequestDefaults(MutableMapping):

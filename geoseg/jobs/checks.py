@@ -37,7 +37,7 @@ from geoseg import budgets, logs
 from geoseg.core.segmenter import Segmenter
 from geoseg.core.urls import public_url
 from geoseg.ensembles import TTA, Ensemble
-from geoseg.errors import BandMismatchError, GeosegError, JobSpecError
+from geoseg.errors import BandMismatchError, GeosegError, JobSpecError, SettingError
 from geoseg.io import missing, remote
 from geoseg.io.sources import RasterSource, ZarrSource
 from geoseg.jobs.provenance import runs_dir
@@ -102,9 +102,6 @@ def check_job(prepared: PreparedJob) -> Segmenter | None:
     the model checked: ``prepared``'s, or the one planned with stand-ins for the methods still
     to be fitted (:func:`planned_model`; ``None`` when a plugin's fit decides it)."""
     spec, source = prepared.spec, prepared.source
-    if source.format == "geotiff":  # read by ranges of one file (a Zarr: whole objects)
-        with _key("input.url"):
-            remote.check_ranges(spec.input.url, spec.input.storage_options)
     if isinstance(source, ZarrSource):
         with _key("input.url"):
             check_first_chunk(source)
@@ -311,8 +308,11 @@ def check_nodata_class(out: OutputSpec, prepared: PreparedJob, n_classes: int | 
 
 @contextlib.contextmanager
 def _key(key: str) -> Iterator[None]:
-    """Prefix a geoseg error raised inside with the job-spec key it concerns."""
+    """Prefix a geoseg error raised inside with the job-spec key it concerns; a bad setting
+    (``GEOSEG_*``) is no fault of that key, and goes through as it is."""
     try:
         yield
+    except SettingError:
+        raise
     except GeosegError as exc:
         raise type(exc)(f"{key}: {exc}") from None

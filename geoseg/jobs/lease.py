@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import fsspec
 
+from geoseg import logs
 from geoseg.core import jsontext
 from geoseg.core.text import whole_number
 from geoseg.core.urls import public_url
@@ -446,10 +447,22 @@ class Lease:
         return True
 
     def release(self) -> None:
-        """Delete the lease if it is still ours; a no-op if it is not held."""
+        """Delete the lease if it is still ours; a no-op if it is not held. A store that fails
+        raises a geoseg storage error (unreachable, access denied, ...) naming the lease."""
         if self._token is not None:
-            self._store.delete(self._token)
+            with remote.storage_errors(self.url, self._storage_options, "Releasing the lease"):
+                self._store.delete(self._token)
         self._token = None
+
+    def release_quietly(self) -> None:
+        """:meth:`release` while another error is on its way to the user: a failure to release
+        is logged (scrubbed), never put in that error's place; the lease expires by itself."""
+        try:
+            self.release()
+        except Exception as exc:  # noqa: BLE001 - the error already raised is the one to show
+            logs.log.warning(f"the lease on {self.output} could not be released "
+                             f"({remote.reason(exc, self._storage_options)}); it expires by itself "
+                             f"within {self.seconds:g} s")
 
     def check(self) -> None:
         """Raise :class:`LeaseLostError` if another run has taken the lease over."""
@@ -462,17 +475,23 @@ class Lease:
 
     @contextlib.contextmanager
     def renewing(self) -> Iterator[Lease]:
-        """Renew every third of the lease's length while the block runs; release at the end."""
+        """Renew every third of the lease's length while the block runs; release at the end. When
+        the block fails, its error is the one raised: a failure to release too is only logged."""
         stop = threading.Event()
         thread = threading.Thread(target=self._renew_until, args=(stop,), daemon=True,
                                   name=f"lease-renewal {self.output}")
         thread.start()
+        failed = True
         try:
             yield self
+            failed = False
         finally:
             stop.set()
             thread.join()
-            self.release()
+            if failed:
+                self.release_quietly()
+            else:
+                self.release()
 
     def _renew_until(self, stop: threading.Event) -> None:
         expires = time.time() + self.seconds

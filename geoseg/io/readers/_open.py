@@ -19,6 +19,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from geoseg import budgets
+from geoseg.core.pixels import check_pixel_dtype
 from geoseg.core.text import as_whole
 from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import (
@@ -209,39 +210,6 @@ def _open_url(url: str, so: dict[str, Any], reader: str | None, options: dict[st
     return _checked(source)
 
 
-# per numpy dtype kind geoseg does not read: what it is, and how to make numbers of it
-_DTYPE_HINTS = {
-    "c": ("complex", " (e.g. numpy.abs(x) or x.real as float32)"),
-    "M": ("dates and times", (" (e.g. x.astype('datetime64[s]').astype('int64'): seconds "
-                              "since 1970, or the day of year as int16)")),
-    "m": ("time spans", " (e.g. x / numpy.timedelta64(1, 's') as float32: seconds)"),
-    "U": ("text", ""),
-    "S": ("bytes", ""),
-}
-
-
-def check_pixel_dtype(dtype: Any, what: str, given_as: str) -> None:
-    """Refuse pixels no model or method computes on (complex, text, objects, dates): torch would
-    drop a complex raster's imaginary part silently and fail on text only when computed.
-    ``what`` names the raster (``"input URL"``), ``given_as`` where to give a converted one."""
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:  # GDAL's complex integers (complex_int16), a structured dtype as text
-        complex_ints = "complex" in str(dtype)
-        kind = "complex integers, which numpy has no type for" if complex_ints else \
-            "not a type numpy reads"
-        hint = " (e.g. gdal_translate -ot CFloat32, then its amplitude as float32)" \
-            if complex_ints else ""
-    else:
-        if dtype.kind in "biuf":
-            return
-        kind, hint = _DTYPE_HINTS.get(dtype.kind, ("not numbers", ""))
-    raise UnsupportedFormatError(
-        f"{what} has pixels of dtype {dtype} ({kind}); geoseg reads bool, integer and "
-        f"floating-point rasters. Convert it first to a new raster of one of those{hint} and "
-        f"give that as {given_as}.")
-
-
 def _checked(source: RasterSource) -> RasterSource:
     """``source``, its pixel dtype, sizes and budgets checked (:mod:`geoseg.budgets`)."""
     check_pixel_dtype(source.dtype, f"input {public_url(source.url)}", "the input")
@@ -287,6 +255,7 @@ def _check_sizes(source: RasterSource) -> None:
 def _open_one(url: str, so: dict[str, Any], name: str | None, options: dict[str, Any]) -> RasterSource:
     given = {key: value for key, value in options.items() if value is not None}
     _registry.refuse_special_file(url, so)
+    remote.check_ranges(url, so)  # before any reader's first read drains a whole-file answer
     with probe.sharing():
         if name is None:
             name, reader = _registry.claim(url, so)
