@@ -30,6 +30,7 @@ from geoseg.core.classes import is_label_dtype
 from geoseg.core.records import now, package_versions, plain
 from geoseg.core.urls import public_url
 from geoseg.errors import EvaluationError, GeosegError
+from geoseg.io import remote
 from geoseg.io.files import write_whole
 from geoseg.io.georef import grid_difference, resample_hint
 from geoseg.io.identity import stored_path, tree_digest
@@ -146,7 +147,13 @@ def _chunk_listing(fs: Any, root: str, source: ZarrSource) -> str:
     declared = math.prod(source.open_array().cdata_shape)
     if declared > MAX_LISTED:
         return f"not listed ({declared:,} chunks declared)"
-    return tree_digest(fs, root, lambda _, info: file_stamp(info) or f"size={info.get('size')}")[:16]
+    try:
+        return tree_digest(fs, root,
+                           lambda _, info: file_stamp(info) or f"size={info.get('size')}")[:16]
+    except Exception:  # noqa: BLE001 - aiohttp's 403 or 404 for a folder: the server lists none
+        if "http" not in remote.fs_protocols(fs):
+            raise
+        return "not listed (its HTTP server lists no folders)"
 
 
 def open_reference(spec: JobSpec, source: RasterSource) -> ReferenceLabels | None:

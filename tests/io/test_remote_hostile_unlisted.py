@@ -58,3 +58,17 @@ def test_a_missing_manifest_entry_is_still_found_unlisted(unlisted):
     url = f"{unlisted.url}/gap.zarr"
     said = damage(OutputTarget(url), attrs_of(url), "nothing was scored")
     assert said is not None and "its manifest records 3 of the 4 task region(s)" in said, said
+
+
+def test_a_job_reads_a_zarr_input_from_a_server_without_listings(unlisted, tmp_path):
+    """The input's identity lists its objects: aiohttp's 403 for the folder ended the job with an
+    internal error. It now says the chunks were not listed, and the run completes."""
+    from geoseg.jobs import JobSpec, run
+
+    report = run(JobSpec.from_dict({
+        "input": {"url": f"{unlisted.url}/in.zarr"},
+        "model": {"method": "threshold", "params": {"thresholds": [128]}},
+        "output": {"url": str(tmp_path / "out.zarr"), "chunks": [32, 32]},
+        "runs_dir": str(tmp_path / "runs")}), scheduler="threads")
+    identity = report.provenance["input"]["identity"]
+    assert identity["chunks"] == "not listed (its HTTP server lists no folders)", identity
