@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import resource
 import shutil
 import socket
@@ -146,6 +147,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4096, help="side of the written, processed window")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    # a real terabyte on purpose: past GEOSEG_MAX_PIXELS (1e11), which refuses headers that
+    # declare such sizes by default; a user with such a raster raises it the same way
+    os.environ["GEOSEG_MAX_PIXELS"] = str(max(float(os.environ.get("GEOSEG_MAX_PIXELS", "0")),
+                                              2 * args.size**2))
     folder = Path(tempfile.mkdtemp(prefix="geoseg-bench-terabyte-"))
     start = (args.size // 2) // args.chunks * args.chunks
     window = (slice(start, start + args.window), slice(start, start + args.window))
@@ -160,7 +165,8 @@ def main() -> None:
         client = Client(address, timeout=60)
         rss_before = psutil.Process().memory_info().rss
         spec = JobSpec.from_dict({
-            "input": {"url": url}, "model": {"method": "threshold",
+            # mostly unwritten on purpose: its absent chunks are the fill value, not a fault
+            "input": {"url": url, "missing_chunks": "fill"}, "model": {"method": "threshold",
                                               "params": {"thresholds": [THRESHOLD], "feature": 1}},
             "output": {"url": out, "chunks": [args.chunks, args.chunks]}})
         t0 = time.perf_counter()
