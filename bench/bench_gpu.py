@@ -289,6 +289,7 @@ class Best:
     script_px: int = 0
     agreement: float | None = None
     batch: int = 0  # windows per network call: GEOSEG_BATCH_SIZE, or all the image holds
+    cluster: str = ""  # the job's cluster kind: "threads" for a small job run in this process
 
 
 def bench_model(name: str, args: argparse.Namespace, folder: Path,
@@ -340,6 +341,7 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
         best.jobs[threads] = (min(compute, timings["compute_s"]), min(wall, report.seconds),
                               min(load, timings["model_load_s"]))
         best.job_px = report.pixels
+        best.cluster = report.provenance.get("cluster", {}).get("kind", "")
 
     def script() -> None:
         shutil.rmtree(script_out, ignore_errors=True)
@@ -379,9 +381,13 @@ def print_model(name: str, geo: Geometry, best: Best, args: argparse.Namespace) 
              best.script_px)]
     if best.tuned_s < math.inf:
         rows.insert(1, ("network alone, cudnn.benchmark on", best.tuned_s, best.network_px))
+    # a small CPU job runs on threads in this process: no worker, no cluster, --gpu-threads unused
+    in_process = best.cluster == "threads"
     for threads, (compute_s, wall_s, _) in sorted(best.jobs.items()):
-        rows += [(f"job compute, {threads} thread(s)/GPU worker", compute_s, best.job_px),
-                 (f"job end to end, {threads} thread(s) (cluster start)", wall_s, best.job_px)]
+        name = "in this process (small job)" if in_process else f"{threads} thread(s)/GPU worker"
+        start = "no cluster started" if in_process else "cluster start"
+        rows += [(f"job compute, {name}", compute_s, best.job_px),
+                 (f"job end to end ({start})", wall_s, best.job_px)]
     for label, seconds, pixels in rows:
         rate = pixels / 1e6 / seconds
         print(f"  {label:<44}: {seconds:8.2f} s {rate:9.2f} Mpx/s {rate * 3.6:8.2f} Gpx/h")
@@ -389,10 +395,12 @@ def print_model(name: str, geo: Geometry, best: Best, args: argparse.Namespace) 
     script = best.script_px / 1e6 / best.script_s
     for threads, (compute_s, wall_s, load_s) in sorted(best.jobs.items()):
         compute, job = best.job_px / 1e6 / compute_s, best.job_px / 1e6 / wall_s
-        print(f"  {threads} thread(s): model load on the worker (not in compute): {load_s:.2f} s")
-        print(f"  {threads} thread(s): job compute / network alone  : {compute / network:5.2f}  (>= 0.8); "
+        who = "in process" if in_process else f"{threads} thread(s)"
+        if not in_process:
+            print(f"  {who}: model load on the worker (not in compute): {load_s:.2f} s")
+        print(f"  {who}: job compute / network alone  : {compute / network:5.2f}  (>= 0.8); "
               f"end to end {job / network:5.2f}")
-        print(f"  {threads} thread(s): job compute / plain script   : {compute / script:5.2f}  (>= 1.2); "
+        print(f"  {who}: job compute / plain script   : {compute / script:5.2f}  (>= 1.2); "
               f"end to end {job / script:5.2f}")
     if best.agreement is not None:
         where = f"{CHECK_WINDOWS} windows of {min(CHECK_WINDOW, args.size - 2 * geo.halo)}^2"

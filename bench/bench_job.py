@@ -10,7 +10,7 @@ B: the network alone on the job's own tiles (the same windows, halos included, b
    ``--workers`` torch threads: no reading, writing or scheduling.
 C: ``model.predict_image`` on the whole in-memory image at once (no halos at all), for scale.
 Prints each and the ratios (target: job compute >= 0.85x B). The machine is noisy, so each
-is repeated and the best time kept, alternating.
+repeat runs A, B and C in turn, and the best time of each is kept.
 """
 
 from __future__ import annotations
@@ -33,15 +33,27 @@ from geoseg.tiling import region_tiles, regions
 
 
 def network_on_job_tiles(model: geoseg.SegmentationModel, image: torch.Tensor, work) -> float:
-    """Seconds for the network over every tile the job runs, batched as the job batches them."""
+    """Seconds for the network over every tile the job runs, batched as the job batches them:
+    each task region's tiles in batches of at most ``work.batch_size`` (a batch never spans two
+    regions, so a region of one tile runs batches of one)."""
     x, _ = model.prepare_tensor(image)
-    windows = [t.window for r in regions(work.tiling.shape, work.region) for t in region_tiles(work.tiling, r)]
     x = pad_end_tensor(x, work.tiling.padded_shape)
     start = time.perf_counter()
-    for i in range(0, len(windows), work.batch_size):
-        batch = torch.stack([x[(slice(None),) + w] for w in windows[i : i + work.batch_size]])
-        model.predict_tensor(batch).argmax(dim=1)
+    for region in regions(work.tiling.shape, work.region):
+        windows = [t.window for t in region_tiles(work.tiling, region)]
+        for i in range(0, len(windows), work.batch_size):
+            batch = torch.stack([x[(slice(None),) + w] for w in windows[i : i + work.batch_size]])
+            model.predict_tensor(batch).argmax(dim=1)
     return time.perf_counter() - start
+
+
+def batch_sizes(work) -> list[int]:
+    """The batch sizes the job runs: per task region, as :func:`network_on_job_tiles` does."""
+    sizes = []
+    for region in regions(work.tiling.shape, work.region):
+        n = len(list(region_tiles(work.tiling, region)))
+        sizes += [min(work.batch_size, n - i) for i in range(0, n, work.batch_size)]
+    return sizes
 
 
 def main() -> None:
@@ -73,7 +85,8 @@ def main() -> None:
         best["whole"] = min(best["whole"], time.perf_counter() - start)
     mpx = args.size * args.size / 1e6
     print(f"scene {args.size} x {args.size} ({mpx:.1f} Mpx), {args.workers} cores, best of {args.repeats}; "
-          f"tasks of {work.region}, tiles {work.tiling.tile} + halo {work.tiling.halo}, batch {work.batch_size}")
+          f"tasks of {work.region}, tiles {work.tiling.tile} + halo {work.tiling.halo}, batches of "
+          f"{sorted(set(batch_sizes(work)))} tile(s) (GEOSEG_BATCH_SIZE {work.batch_size}, within a task)")
     rows = [("network alone on the job's tiles", "tiles"), ("network alone, whole image at once", "whole"),
             ("job compute (tasks: read+infer+write)", "compute"), ("job end to end (with cluster start)", "job")]
     for label, key in rows:
