@@ -42,7 +42,7 @@ def test_no_kube_config_is_one_clear_error_and_no_exit_traceback(tmp_path, job):
     text = said(result.stderr)
     assert "cluster kind kubernetes: found no Kubernetes credentials" in text, output
     assert f"KUBECONFIG={tmp_path / 'nonexistent'}" in text, output  # what it looked at
-    assert "service account" in text and "--scheduler" in text, output  # expected; how to fix
+    assert "service account" in text and "--cluster tcp://host:8786" in text, output  # expected; how to fix
     assert not (tmp_path / "out.zarr").exists()
 
 
@@ -59,5 +59,5 @@ def test_a_kube_config_whose_api_server_is_out_of_reach_names_it(tmp_path, job):
     assert result.returncode == 2, output
     assert "Traceback" not in output and "internal error" not in output, output
     text = said(result.stderr)
-    assert "cannot reach the Kubernetes API server" in text and "--scheduler" in text, output
+    assert "cannot reach the Kubernetes API server" in text and "--cluster tcp://host:8786" in text, output
     assert "KubeToken-123456" not in output
