@@ -163,6 +163,7 @@ class Plan:
         layout = layout or Layout.create(shape)
         blend = _blend(geometry, inference, len(shape))
         tiling = _tiling(shape, geometry, inference, blend, None)
+        _warn_short_halo(tiling, geometry)
         region = task_region(tiling, layout.shards, max_cost=MAX_COST,
                              max_pixels=config.region_bytes() // (4 * geometry.n_classes + 16),
                              min_pixels=min_pixels)
@@ -240,6 +241,23 @@ def _blend(geometry: Geometry, inference: InferenceSettings, ndim: int) -> str:
             "ignored. Drop the overlap, or set a blend (inference.blend: gaussian) to blend "
             "overlapping windows.")
     return blend
+
+
+def _warn_short_halo(tiling: Tiling, geometry: Geometry) -> None:
+    """Warn when cropped tiles get less context than the segmenter's receptive field (a halo
+    given below it, which trades exactness for speed): pixels near a tile's edge then differ
+    from whole-image inference, and the output shows seams. Global context never matches
+    anyway (:func:`_blend` says so)."""
+    needed = geometry.per_axis("halo", len(tiling.shape))
+    if tiling.blend != "crop" or geometry.global_context:
+        return
+    if all(h >= n for h, n in zip(tiling.halo, needed)):
+        return
+    warnings.warn(
+        f"halo {tiling.halo} is below {geometry.name}'s receptive field ({needed} pixels per "
+        "side): pixels within that distance of a tile's edge differ from whole-image "
+        "inference, and the output may show seams. Leave the halo out for exact results.",
+        UserWarning, stacklevel=4)
 
 
 def _tiling(shape: tuple[int, ...], geometry: Geometry, inference: InferenceSettings, blend: str,

@@ -155,3 +155,24 @@ def test_importing_tiling_loads_no_numpy() -> None:
     code = "import sys, geoseg.tiling; print(sorted(m for m in ('numpy', 'torch', 'dask') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@settings(max_examples=60, deadline=None)
+@given(receptive=st.integers(1, 60), stride=st.sampled_from([1, 2, 8]), given=st.integers(0, 80))
+def test_a_halo_below_the_receptive_field_is_warned_of_and_only_then(receptive, stride, given):
+    """It trades exactness for speed (pixels near a tile edge differ from whole-image inference),
+    which nothing said: the planner now warns, naming both halos."""
+    geometry = Geometry(halo=receptive, stride=stride, name="net")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = Plan.create((300, 300), geometry, InferenceSettings(tile=64, halo=given))
+    said = [str(w.message) for w in caught if "receptive field" in str(w.message)]
+    short = plan.tiling.halo[0] < receptive  # the halo given, rounded up to the stride
+    assert len(said) == int(short), said
+    if short:
+        assert said[0].startswith(f"halo {plan.tiling.halo} is below net's receptive field "
+                                  f"(({receptive}, {receptive}) pixels per side)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Plan.create((300, 300), geometry, InferenceSettings(tile=64))  # its own halo: exact
+    assert not [w for w in caught if "receptive field" in str(w.message)]
