@@ -150,7 +150,7 @@ def _chunk_listing(fs: Any, root: str, source: ZarrSource) -> str:
     try:
         return tree_digest(fs, root,
                            lambda _, info: file_stamp(info) or f"size={info.get('size')}")[:16]
-    except Exception:  # noqa: BLE001 - aiohttp's 403 or 404 for a folder: the server lists none
+    except Exception:  # aiohttp's 403 or 404 for a folder: the server lists none (else raised)
         if "http" not in remote.fs_protocols(fs):
             raise
         return "not listed (its HTTP server lists no folders)"
