@@ -97,7 +97,7 @@ def test_method_feature_bands_and_params_are_checked(tmp_path, scene, cli, metho
     ("kmeans", {"k": 0}, "model.params.k: received 0; expected a whole number >= 1"),
     ("kmeans", {"k": "3"}, "model.params.k: received '3'; expected a whole number >= 1 (this is text"),
     ("kmeans", {"k": 3, "bands": 1}, "model.params.bands: received 1; expected a list of band"),
-    ("kmeans", {"k": 3, "tol": "1e-4"}, "model.params.tol: received '1e-4'; expected a number >= 0"),
+    ("kmeans", {"k": 3, "tol": "tiny"}, "model.params.tol: received 'tiny'; expected a number >= 0"),
     ("multiotsu", {"feature": 1, "classes": 1}, "model.params.classes: received 1; expected a whole"),
     ("otsu", {"feature": 1, "nbins": "x"}, "model.params.nbins: received 'x'"),
     ("threshold", {"thresholds": "abc"}, "model.params.thresholds: received 'abc'; expected a number"),
