@@ -423,16 +423,21 @@ class _SpecLoader(yaml.SafeLoader):
             raise _yaml_refusal(self, node, _unbuildable(node, exc)) from None
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        text = str(self.construct_scalar(node))
+        """YAML 1.1's integer, refused where a plain scalar reads as another number than it
+        looks (``0100`` is 64, ``1:30`` is 90); one tagged and quoted (``!!int "0755"``) asks
+        for YAML 1.1's reading, and gets it."""
+        text, value = str(self.construct_scalar(node)), super().construct_yaml_int(node)
+        if node.style is not None:
+            return value
         if ":" in text:
-            raise _yaml_refusal(self, node, _sexagesimal(text, super().construct_yaml_int(node)))
-        if _OCTAL.fullmatch(text):
-            raise _yaml_refusal(self, node, _octal(text, super().construct_yaml_int(node)))
-        return super().construct_yaml_int(node)
+            raise _yaml_refusal(self, node, _sexagesimal(text, value))
+        if _OCTAL.fullmatch(text) and value != int(text.replace("_", ""), 10):
+            raise _yaml_refusal(self, node, _octal(text, value))
+        return value
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
         text = str(self.construct_scalar(node))
-        if ":" in text:
+        if ":" in text and node.style is None:
             raise _yaml_refusal(self, node, _sexagesimal(text, super().construct_yaml_float(node)))
         return super().construct_yaml_float(node)
 
@@ -455,7 +460,7 @@ _SpecLoader.add_implicit_resolver(  # 1e3, 1.5e-3, .5E3: numbers in YAML 1.2, te
     _FLOAT, re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
 
-_OCTAL = re.compile(r"[-+]?0[0-7_]*[0-7][0-7_]*")  # 0100: 64 in YAML 1.1, 100 in YAML 1.2
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")  # 0100: 64 in YAML 1.1, 100 in YAML 1.2 (007: 7 in both)
 
 
 def _yaml_refusal(loader: _SpecLoader, node: yaml.Node, problem: str) -> GeosegError:
@@ -479,7 +484,7 @@ def _sexagesimal(text: str, value: float) -> str:
 
 def _octal(text: str, value: int) -> str:
     """Why ``0100``, which YAML 1.1 reads as the octal number 64 (YAML 1.2 as 100), is refused."""
-    decimal = (text[0] if text[0] in "+-" else "") + text.lstrip("+-").lstrip("0_")
+    decimal = (text[0] if text[0] in "+-" else "") + text.lstrip("+-").lstrip("0_").replace("_", "")
     return (f"received {_clip(text)}, which YAML 1.1 reads as the octal number {value}; write "
             f"{decimal} (no leading zero) if that is the number meant, or quote it "
             f"(\"{_clip(text)}\") if a name or a code is meant")

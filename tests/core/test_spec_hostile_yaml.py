@@ -28,7 +28,7 @@ def refusal(tmp_path, text: str) -> str:
 @pytest.mark.parametrize(("text", "said"), [
     ("output:\n  chunks: [0100, 0100]\n", ("line 2, column 12: received 0100, which YAML 1.1 "
      "reads as the octal number 64; write 100 (no leading zero)")),
-    ("tile: 007\n", "received 007, which YAML 1.1 reads as the octal number 7; write 7"),
+    ("tile: 010\n", "received 010, which YAML 1.1 reads as the octal number 8; write 10"),
     ("tile: 1:30\n", ("line 1, column 7: received 1:30, which YAML 1.1 reads as the base-60 "
      "number 90; write 90 if that number is meant, or quote it (\"1:30\")")),
     ("x: 1:30.5\n", "base-60 number 90.5"),
@@ -40,9 +40,11 @@ def test_octal_and_base_60_numbers_are_refused_where_they_stand(tmp_path, text, 
 
 def test_unambiguous_numbers_and_quoted_text_are_read(tmp_path):
     data = load(tmp_path, "a: 0x100\nb: 0b1000000\nc: 0\nd: 1_024\ne: '0100'\nf: '1:30'\n"
-                          "g: 08\nh: -0\n")
+                          "g: 08\nh: -0\ni: 007\nj: 00\nk: 0_1\nl: !!int \"0755\"\n")
+    # 007, 00 and 0_1 are the same number in YAML 1.1 and 1.2; a tagged, quoted value asks for
+    # YAML 1.1's reading
     assert data == {"a": 256, "b": 64, "c": 0, "d": 1024, "e": "0100", "f": "1:30", "g": "08",
-                    "h": 0}
+                    "h": 0, "i": 7, "j": 0, "k": 1, "l": 493}
 
 
 def test_exponent_numbers_without_a_dot_are_numbers_as_in_yaml_1_2(tmp_path):
