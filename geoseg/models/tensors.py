@@ -11,11 +11,20 @@ import torch
 def valid_mask_tensor(raw: torch.Tensor, nodata: float | None) -> torch.Tensor:
     """:func:`valid_mask` for a tensor, computed on its device."""
     valid = torch.ones(raw.shape[1:], dtype=torch.bool, device=raw.device)
-    if nodata is not None and not np.isnan(nodata):
+    if nodata is not None and not np.isnan(nodata) and _holds(raw.dtype, nodata):
         valid &= ~torch.all(raw == nodata, dim=0)
     if raw.is_floating_point():
         valid &= torch.all(torch.isfinite(raw), dim=0)
     return valid
+
+
+def _holds(dtype: torch.dtype, nodata: float) -> bool:
+    """Whether a pixel of ``dtype`` can equal ``nodata``, as numpy decides it: torch wraps an
+    integer out of an integer type's range (-1 equals a uint8 255, 259 equals 3)."""
+    if dtype.is_floating_point or dtype == torch.bool or not isinstance(nodata, int):
+        return True
+    info = torch.iinfo(dtype)
+    return info.min <= nodata <= info.max
 
 
 def pad_end_tensor(x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:

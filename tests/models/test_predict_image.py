@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dask
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import xarray as xr
 
 import geoseg
@@ -53,3 +55,31 @@ def test_a_model_or_a_classical_method_takes_an_image_as_a_nested_list():
     image = textured_image(40, 50, seed=3)
     for model in (Threshold((100.0,), feature="mean"), random_unet()):
         np.testing.assert_array_equal(model.predict_image(image.tolist()), model.predict_image(image))
+
+
+@settings(max_examples=80, deadline=None)
+@given(dtype=st.sampled_from(["uint8", "int8", "uint16", "int32", "uint64", "float32"]),
+       nodata=st.one_of(st.integers(-2**63, 2**64 - 1), st.sampled_from([-1, 255, 256, 259])))
+def test_the_device_mask_marks_no_data_as_numpy_does(dtype, nodata):
+    """An integer nodata is kept exact; torch wrapped one out of the pixels' range (-1 equal to a
+    uint8 255, 259 to 3), which marked real pixels no data where numpy marked none."""
+    import torch
+
+    from geoseg.core.segmenter import valid_mask
+    from geoseg.models.tensors import valid_mask_tensor
+
+    info = np.iinfo(dtype) if dtype != "float32" else None
+    values = [0, 3, 255] if info is None else [info.min, info.max, 3, 0]
+    if info is not None and info.min <= nodata <= info.max:
+        values.append(nodata)
+    raw = np.array([values], dtype=dtype)
+    expected = valid_mask(raw, nodata)
+    assert valid_mask_tensor(torch.from_numpy(raw), nodata).numpy().tolist() == expected.tolist()
+
+
+def test_a_nodata_out_of_an_images_range_marks_nothing_in_a_network():
+    image = np.full((3, 8, 8), 255, np.uint8)
+    image[:, :4] = 100
+    model = random_unet()
+    for nodata in (-1, 259):
+        assert not np.isnan(model.predict_image(image, nodata=nodata)).any()
