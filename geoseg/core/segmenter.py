@@ -107,6 +107,12 @@ class Segmenter(ABC):
         x[:, ~valid] = 0.0
         return x, valid
 
+    def defined(self, raw: np.ndarray) -> np.ndarray | None:
+        """Where this segmenter's output is defined for raw pixels ``(bands, *spatial)``, beyond
+        no data (a normalized difference is not where its bands sum to 0); ``None``: wherever
+        there is data. An ensemble writes no data where a member's is undefined."""
+        return None
+
     def compile(self) -> Segmenter:
         """Compile what can be compiled (a deep model's network, with ``torch.compile``); a
         no-op for host methods. Returns the segmenter."""

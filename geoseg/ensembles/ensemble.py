@@ -106,8 +106,18 @@ class Ensemble(Segmenter):
         """Raw values as floats and the validity mask; no-data pixels become NaN."""
         x = raw.astype(_raw_float(raw.dtype), copy=True)
         valid = valid_mask(raw, nodata)
+        defined = self.defined(raw)
+        if defined is not None:
+            valid &= defined
         x[:, ~valid] = np.nan
         return x, valid
+
+    def defined(self, raw: np.ndarray) -> np.ndarray | None:
+        """Where every member's output is defined: a member's undefined pixels (a normalized
+        difference's 0/0) are no data for the ensemble, as they are for the member alone."""
+        found = [m.defined(raw) for m in self.members]
+        found = [d for d in found if d is not None]
+        return np.logical_and.reduce(found) if found else None
 
     def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +125,10 @@ class Ensemble(Segmenter):
         exact32 = raw.dtype.itemsize <= (4 if raw.is_floating_point() else 2)
         x = raw.to(torch.float32 if exact32 else torch.float64)
         valid = valid_mask_tensor(raw, nodata)
+        if any(type(m).defined is not Segmenter.defined for m in self.members):
+            defined = self.defined(raw.numpy(force=True))  # host methods' features
+            if defined is not None:
+                valid &= torch.from_numpy(defined).to(raw.device)
         return x.masked_fill(~valid, float("nan")), valid
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

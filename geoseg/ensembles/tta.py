@@ -148,6 +148,9 @@ class TTA(Segmenter):
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.member.prepare(raw, nodata)
 
+    def defined(self, raw: np.ndarray) -> np.ndarray | None:
+        return self.member.defined(raw)  # pixel by pixel: the same under flips and turns
+
     def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.member.prepare_tensor(raw, nodata)

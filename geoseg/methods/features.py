@@ -177,11 +177,16 @@ class PixelMethod(Segmenter):
         where the method's feature is undefined (:meth:`Feature.defined`) is no data too."""
         x = raw.astype(np.float64, copy=True)
         valid = valid_mask(raw, nodata)
-        feature = getattr(self, "feature", None)
-        if isinstance(feature, Feature):
-            valid &= feature.defined(x, band_axis=0)
+        defined = self.defined(x)
+        if defined is not None:
+            valid &= defined
         x[:, ~valid] = 0.0
         return x, valid
+
+    def defined(self, raw: np.ndarray) -> np.ndarray | None:
+        """Where the method's feature is defined (:meth:`Feature.defined`)."""
+        feature = getattr(self, "feature", None)
+        return feature.defined(raw, band_axis=0) if isinstance(feature, Feature) else None
 
     def check_bands(self, band_names: Sequence[str], where: str) -> None:
         """Fail before any compute when the method's feature cannot use ``where``'s bands."""

@@ -54,3 +54,18 @@ def test_predict_image_scores_undefined_pixels_nan():
     scores = Threshold([0.1], feature=(4, 3)).predict_image(image)
     assert np.isnan(scores[:, :, :150]).all()
     assert np.isfinite(scores[:, :, 150:]).all()
+
+
+def test_ensembles_write_a_members_undefined_pixels_as_no_data():
+    """An ensemble prepared its own mask from no data alone: a member's undefined pixels (its
+    feature NaN) came out as class 0, where the member alone writes no data."""
+    image = np.zeros((2, 8, 8), np.uint8)
+    image[0, :, 4:], image[1, :, 4:], image[:, :, 2:4] = 50, 10, 5
+    raster = xr.DataArray(image, dims=("band", "y", "x"))
+    method = Threshold([-0.5], feature=(1, 2))
+    alone = geoseg.segment(raster, method).values
+    assert (alone[:, :2] == 255).all() and (alone[:, 2:] == 1).all()
+    for wrapped in (geoseg.Ensemble([method, method]), geoseg.TTA(method),
+                    geoseg.Ensemble([geoseg.TTA(method), method]),
+                    geoseg.Ensemble([geoseg.Ensemble([method, method]), method])):
+        np.testing.assert_array_equal(geoseg.segment(raster, wrapped).values, alone)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dask
 import numpy as np
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import xarray as xr
 
 import geoseg
 from geoseg.methods import Threshold
