@@ -60,6 +60,9 @@ ALLOWED_SITES = {
     ("geoseg/io/output.py", "attrs", "translated"),
     # translate() of an OSError EROFS / EACCES: the ReadOnly / StorageAccessError a write would meet
     ("geoseg/jobs/checks.py", "check_writable", "remote.translate"),
+    # a chunked HTTP body past its deadline: the TimeoutError asyncio.wait_for raises for a
+    # declared size, which the retry loop reads as a transient failure
+    ("geoseg/io/remote.py", "_paced", "TimeoutError"),
     # the first failure GDAL hid, re-raised as it was caught (its cause tells whether to retry)
     ("geoseg/io/remote.py", "guarded_reads", "failures[0]"),
     # re-raises the OSError its caller caught, when it is not a failed write condition

@@ -928,7 +928,8 @@ async def _http_client(*, connect: float, read: float, **kwargs: Any) -> Any:
 def _deadline_response(read: float) -> type:
     """aiohttp's response class, each answer held to :func:`http_deadline` from its request:
     its status and headers within ``2 * read`` seconds, its body (``read()``, as fsspec and
-    zarr read one) by then plus the time its declared size allows."""
+    zarr read one) by then plus the time its declared size allows; a body of no declared size
+    (chunked) by then plus the time what has come so far allows, and one MiB more."""
     import aiohttp
 
     class DeadlineResponse(aiohttp.ClientResponse):
@@ -939,9 +940,27 @@ def _deadline_response(read: float) -> type:
             return await asyncio.wait_for(super().start(connection), http_deadline(read))
 
         async def read(self) -> bytes:
-            left = self._asked + http_deadline(read, self.content_length or 0)
+            if self.content_length is None:  # chunked: no size declared
+                return await self._paced(asyncio.ensure_future(super().read()))
+            left = self._asked + http_deadline(read, self.content_length)
             left -= asyncio.get_running_loop().time()
             return await asyncio.wait_for(super().read(), max(left, 0.0))
+
+        async def _paced(self, body: asyncio.Future[bytes]) -> bytes:
+            """A body of undeclared size, held to the deadline of what has come so far and one
+            more :data:`MIN_HTTP_RATE` of bytes: a steady stream goes on, a trickle stops."""
+            loop = asyncio.get_running_loop()
+            while True:
+                come = self.content.total_bytes + MIN_HTTP_RATE
+                left = self._asked + http_deadline(read, come) - loop.time()
+                if left <= 0:
+                    body.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await body
+                    raise TimeoutError
+                done, _ = await asyncio.wait({body}, timeout=min(left, 1.0))
+                if done:
+                    return body.result()
 
     return DeadlineResponse
 

@@ -39,6 +39,9 @@ class TrickleHandler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/steady/"):
             self._steady(body)
             return
+        if self.path.startswith("/chunked/"):
+            self._chunked(body, steady=not self.path.startswith("/chunked/trickle"))
+            return
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         start = int(match.group(1)) if match else 0
         stop = min(int(match.group(2)) + 1, len(BODY)) if match and match.group(2) else len(BODY)
@@ -65,6 +68,24 @@ class TrickleHandler(http.server.BaseHTTPRequestHandler):
         for _ in range(STEADY // 2**16 if body else 0):
             self.wfile.write(bytes(2**16))
             time.sleep(1 / 32)
+
+
+    def _chunked(self, body: bool, steady: bool) -> None:
+        """No Content-Length (chunked transfer): ``STEADY`` bytes at about 2 MiB/s, or a byte
+        every 0.3 s."""
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        pieces = (STEADY // 2**16 if steady else 4096) if body else 0
+        size, pause = (2**16, 1 / 32) if steady else (1, 0.3)
+        try:
+            for _ in range(pieces):
+                self.wfile.write(b"%x\r\n%s\r\n" % (size, bytes(size)))
+                self.wfile.flush()
+                time.sleep(pause)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            return
 
 
 @pytest.fixture
@@ -120,3 +141,14 @@ def test_a_large_answer_at_a_modest_rate_is_read_whole(trickle):
     its declared size gives it the time (:func:`remote.http_deadline`)."""
     fs = fsspec.filesystem("http", skip_instance_cache=True)
     assert len(fs.cat_file(f"{trickle}/steady/big.bin")) == STEADY
+
+
+def test_a_chunked_answer_is_held_to_what_it_has_sent(trickle):
+    """A body of no declared size had 2 * GEOSEG_READ_TIMEOUT in all, however fast it came:
+    8 MiB chunked at about 2 MiB/s failed after 2 s. It is now given the time what has come so
+    far allows (and a MiB more), so a steady stream is read whole and a trickle still stops."""
+    fs = fsspec.filesystem("http", skip_instance_cache=True)
+    assert len(fs.cat_file(f"{trickle}/chunked/steady.bin")) == STEADY
+    t0 = time.monotonic()
+    caught = within(20, lambda: fs.cat_file(f"{trickle}/chunked/trickle.bin"))
+    assert caught is not None and time.monotonic() - t0 < 2 + 1 + 3, caught
