@@ -579,6 +579,12 @@ def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
         failed = exc
         logged = record.get("tracking", {}).get("mlflow") or tracker.where()
         record["tracking"] = {"mlflow": {**logged, "error": str(exc)}}
+    except BaseException:  # stopped while MLflow answers: its run ends KILLED, the record says so
+        tracker.abandon()
+        logged = record.get("tracking", {}).get("mlflow") or tracker.where()
+        record["tracking"] = {"mlflow": {**logged, "error": "interrupted while logging to "
+                                                              "MLflow; the run there is KILLED"}}
+        raise
     finally:  # even when stopped while MLflow is slow to answer: the record is the run's account
         provenance.write_record(record, folder, path)
     with _warned("the output's copy of the run record does not say where it is logged in MLflow"):

@@ -9,8 +9,8 @@ end times, or once the run has failed or was interrupted (FAILED, KILLED; the er
 under the tag ``geoseg.error``).
 
 MLflow's own ways of talking are kept in check around every call geoseg makes into it: it does
-not print its "View run at <tracking URI>" lines (they carry the URI's credentials; anything it
-prints is logged instead, credentials hidden), and its HTTP retries are bounded
+not print its "View run at <tracking URI>" lines (they carry the URI's credentials), and its
+HTTP retries are bounded
 (:data:`RETRY_BOUNDS`, unless the environment sets them): their default back-off took minutes to
 give up on a server gone, after the compute. An error's text never holds the URI's user info,
 query or their values, however the transport quotes them.
@@ -26,12 +26,10 @@ record location; artifact = the run record as ``run-record.json``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from geoseg import config, logs
+from geoseg import config
 from geoseg.core.redact import scrub, url_secrets
 from geoseg.core.urls import public_url
 from geoseg.errors import TrackingError
@@ -88,6 +86,14 @@ class MlflowTracker:
         """The store and experiment, as a run record names them (no credentials)."""
         return {"tracking_uri": public_url(self.tracking_uri), "experiment": self.experiment,
                 "experiment_id": self.experiment_id}
+
+    def abandon(self) -> None:
+        """End the MLflow run KILLED, if one was created, as far as the store still answers:
+        the process was stopped while logging it, and a run left RUNNING would never end."""
+        if self.run_id is None:
+            return
+        with contextlib.suppress(Exception), _quiet(self.tracking_uri):
+            self.client.set_terminated(self.run_id, "KILLED")
 
     def finish(self, record: dict[str, Any]) -> None:
         """Log params, metrics, tags and the record as an artifact; end the run as the record
@@ -291,18 +297,18 @@ def _uri_secrets(uri: str | None) -> set[str]:
 
 
 _quiet_lock = threading.Lock()
-_quiet_state: dict[str, Any] = {"depth": 0, "saved": {}, "stdout": None, "buffer": None,
-                                "secrets": set()}
+_quiet_state: dict[str, Any] = {"depth": 0, "saved": {}, "secrets": set()}
 
 
 @contextlib.contextmanager
 def _quiet(uri: str | None) -> Iterator[None]:
-    """MLflow, inside, prints nothing (its "View run at <URI>" lines carry the URI's
-    credentials, and would break a JSON log stream): :data:`QUIET` set, and what it writes to
-    stdout anyway logged once it returns, its secrets hidden; its HTTP retries bounded
-    (:data:`RETRY_BOUNDS`, unless the environment sets them). Counted, so that the runs of a
-    batch's threads share one such state and the last to leave restores the process's."""
-    state, said, secrets = _quiet_state, "", set()
+    """MLflow, inside, prints no "View run at <URI>" lines (they carry the URI's credentials,
+    and would break a JSON log stream): :data:`QUIET` set; its HTTP retries bounded
+    (:data:`RETRY_BOUNDS`, unless the environment sets them); the transport's log records
+    scrubbed of the URI's secrets. Counted, so that the runs of a batch's threads share one
+    such state and the last to leave restores the process's environment. Standard output is
+    left alone: it is the whole process's (other threads print there)."""
+    state = _quiet_state
     with _quiet_lock:
         _scrub_transport_logs()
         state["secrets"] |= _uri_secrets(uri)
@@ -310,8 +316,6 @@ def _quiet(uri: str | None) -> Iterator[None]:
             wanted = {**{k: v for k, v in RETRY_BOUNDS.items() if k not in os.environ}, **QUIET}
             state["saved"] = {k: os.environ.get(k) for k in wanted}
             os.environ.update(wanted)
-            state["stdout"], state["buffer"] = sys.stdout, io.StringIO()
-            sys.stdout = state["buffer"]
         state["depth"] += 1
     try:
         yield
@@ -324,10 +328,7 @@ def _quiet(uri: str | None) -> Iterator[None]:
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
-                sys.stdout = state["stdout"]
-                said, secrets = state["buffer"].getvalue(), state["secrets"]
-                state.update(saved={}, stdout=None, buffer=None, secrets=set())
-        _log_printed(said, secrets)
+                state.update(saved={}, secrets=set())
 
 
 TRANSPORT_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3")
@@ -352,13 +353,6 @@ def _scrub_transport_logs() -> None:
         found = logging.getLogger(name)
         if not any(isinstance(f, _ScrubbedRecords) for f in found.filters):
             found.addFilter(_ScrubbedRecords())
-
-
-def _log_printed(said: str, secrets: set[str]) -> None:
-    """Log, as geoseg's own lines, what MLflow printed to stdout: its secrets hidden."""
-    for line in said.splitlines():
-        if line.strip():
-            logs.log.info(f"mlflow: {scrub(line, secrets).strip()}")
 
 
 def params(record: dict[str, Any]) -> dict[str, str]:

@@ -247,3 +247,43 @@ def test_the_process_environment_and_stdout_are_restored_after_each_mlflow_call(
     tracker.start(record())
     tracker.finish(record())
     assert dict(os.environ) == before and sys.stdout is out
+
+
+def test_another_threads_output_is_never_taken_for_mlflows(fake, capfd):
+    """Standard output was swapped for the whole process during each MLflow call: a batch
+    thread's print went to the log as "mlflow: ...", and stdout could stay swapped for good."""
+    import sys
+
+    out = sys.stdout
+    inside, printed = threading.Event(), threading.Event()
+
+    def mlflow_call() -> None:
+        with tracking._quiet(f"http://127.0.0.1:{fake.port}"):
+            inside.set()
+            printed.wait(5)
+
+    thread = threading.Thread(target=mlflow_call)
+    thread.start()
+    inside.wait(5)
+    print("result of another job: 42")
+    printed.set()
+    thread.join()
+    assert "result of another job: 42" in capfd.readouterr().out and sys.stdout is out
+
+
+def test_an_interrupt_while_logging_ends_the_mlflow_run_and_the_record_says_so(
+        tmp_path, fake, model_path, monkeypatch):
+    """The MLflow run was left RUNNING for ever, and the record named it with no error."""
+    data = _job(tmp_path, model_path, f"http://127.0.0.1:{fake.port}")
+
+    def stopped(self, record) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking.MlflowTracker, "finish", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run(JobSpec.from_dict(data), scheduler="threads")
+    [saved] = _records(tmp_path)
+    logged = saved["tracking"]["mlflow"]
+    assert "interrupted while logging to MLflow" in logged["error"]
+    assert fake.runs[logged["run_id"]]["status"] == "KILLED"
+    assert output_status(str(tmp_path / "out.zarr")).status == "complete"
