@@ -228,16 +228,28 @@ class SegmentationModel(Segmenter):
         return ModelRef(url, sha, held=self)
 
     def holds_weights(self, sha256: str) -> bool:
-        """True while the network's weights are the ones :meth:`ref` last hashed as ``sha256``:
-        none changed in place (an optimiser step, ``load_state_dict``, ``mul_``) nor was
-        replaced since. Tasks of a graph built before a change then load the file's weights, as
-        workers of other processes do, or are refused where there is no file."""
-        return self._hashed == (sha256, self._weights_version())
+        """True while the network's weights are the ones :meth:`ref` last hashed as ``sha256``.
+        Unchanged tensors (none replaced, moved, cast, nor changed in place through torch's
+        version counters: an optimiser step, ``load_state_dict``, ``mul_``) are taken as they
+        are; otherwise the weights are hashed again. Tasks of a graph built before a change then
+        load the file's weights, as workers of other processes do, or are refused where there is
+        no file. (An in-place change through ``.data`` moves no counter: hashing every task
+        would cost more than the network.)"""
+        if self._hashed is None or self._hashed[0] != sha256:
+            return False
+        version = self._weights_version()
+        if self._hashed[1] == version:
+            return True
+        if weights_sha256(self.net.state_dict()) != sha256:
+            return False
+        self._hashed = (sha256, version)  # the same weights, written again
+        return True
 
     def _weights_version(self) -> tuple[Any, ...]:
-        """Which tensors the network holds and torch's count of in-place changes to each."""
+        """Which tensors the network holds, where their data lies, in what type, and torch's
+        count of in-place changes to each."""
         state = self.net.state_dict(keep_vars=True)
-        return tuple((name, id(t), t._version) for name, t in state.items())
+        return tuple((name, id(t), t.data_ptr(), t.dtype, t._version) for name, t in state.items())
 
     def __repr__(self) -> str:
         return (f"SegmentationModel(name={self.name!r}, architecture={self.info.architecture!r}, "

@@ -180,3 +180,20 @@ def test_weights_changed_after_segment_are_not_taken_for_the_graphs(model_path, 
     with dask.config.set(scheduler="threads"), pytest.raises(
             ModelFileError, match=r"weights changed after geoseg.segment\(\) made this result"):
         mask.compute()
+
+
+def test_the_same_weights_written_again_are_still_the_graphs_and_a_cast_is_not(image):
+    """load_state_dict of the very weights moved torch's counters, and the graph was refused;
+    a cast (half, then float) moved none and the graph computed the changed weights."""
+    from geoseg.errors import ModelFileError
+
+    raster = xr.DataArray(image, dims=("band", "y", "x"))
+    model = random_unet(seed=21)
+    mask = geoseg.segment(raster, model, chunks=100)
+    model.net.load_state_dict(model.net.state_dict())
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_array_equal(mask.values, model.predict_image(image).argmax(0))
+    mask = geoseg.segment(raster, model, chunks=100)
+    model.net.half().float()
+    with dask.config.set(scheduler="threads"), pytest.raises(ModelFileError, match="weights changed"):
+        mask.compute()
