@@ -163,13 +163,13 @@ class Plan:
         layout = layout or Layout.create(shape)
         blend = _blend(geometry, inference, len(shape))
         tiling = _tiling(shape, geometry, inference, blend, None)
-        _warn_short_halo(tiling, geometry)
         region = task_region(tiling, layout.shards, max_cost=MAX_COST,
                              max_pixels=config.region_bytes() // (4 * geometry.n_classes + 16),
                              min_pixels=min_pixels)
         if inference.tile is None and blend == "crop":  # no tile longer than a region (two strides)
             tile = tuple(min(t, max(r, 2 * s)) for t, r, s in zip(tiling.tile, region, tiling.stride))
             tiling = _tiling(shape, geometry, inference, blend, tile)
+        _warn_short_halo(tiling, geometry, region)
         _warn_recompute(tiling, layout.shards, region)
         _warn_tiling(tiling)
         return cls(shape, tiling, layout, region, inference.batch_size or config.batch_size())
@@ -243,15 +243,17 @@ def _blend(geometry: Geometry, inference: InferenceSettings, ndim: int) -> str:
     return blend
 
 
-def _warn_short_halo(tiling: Tiling, geometry: Geometry) -> None:
+def _warn_short_halo(tiling: Tiling, geometry: Geometry, region: Sequence[int]) -> None:
     """Warn when cropped tiles get less context than the segmenter's receptive field (a halo
-    given below it, which trades exactness for speed): pixels near a tile's edge then differ
-    from whole-image inference, and the output shows seams. Global context never matches
-    anyway (:func:`_blend` says so)."""
+    given below it, which trades exactness for speed) along an axis where tiles or task
+    regions meet inside the image: pixels near those edges then differ from whole-image
+    inference, and the output shows seams. One tile over the whole image has no such edge.
+    Global context never matches anyway (:func:`_blend` says so)."""
     needed = geometry.per_axis("halo", len(tiling.shape))
     if tiling.blend != "crop" or geometry.global_context:
         return
-    if all(h >= n for h, n in zip(tiling.halo, needed)):
+    edges = [min(t, r) < n for t, r, n in zip(tiling.tile, region, tiling.shape)]
+    if all(h >= n or not inside for h, n, inside in zip(tiling.halo, needed, edges)):
         return
     warnings.warn(
         f"halo {tiling.halo} is below {geometry.name}'s receptive field ({needed} pixels per "

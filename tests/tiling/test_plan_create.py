@@ -176,3 +176,14 @@ def test_a_halo_below_the_receptive_field_is_warned_of_and_only_then(receptive, 
         warnings.simplefilter("always")
         Plan.create((300, 300), geometry, InferenceSettings(tile=64))  # its own halo: exact
     assert not [w for w in caught if "receptive field" in str(w.message)]
+
+
+def test_one_tile_over_the_whole_image_is_not_warned_of_a_short_halo():
+    """It has no tile edge inside the image, so its result is exact whatever the halo."""
+    geometry = Geometry(halo=51, stride=8, name="net")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Plan.create((64, 64), geometry, InferenceSettings(tile=64, halo=0))
+        Plan.create((64, 300), geometry, InferenceSettings(tile=64, halo=0))  # edges along x
+    said = [str(w.message) for w in caught if "receptive field" in str(w.message)]
+    assert len(said) == 1, said
