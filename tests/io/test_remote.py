@@ -264,21 +264,6 @@ def test_a_server_without_range_requests_is_named_not_the_file(whole_files_serve
     assert "corrupt" not in str(caught.value) and caught.value.__cause__ is None
 
 
-def test_validate_names_a_server_without_range_requests(whole_files_server, big_tif, tmp_path):
-    """Opening a tiled GeoTIFF reads only its start, which such a server sends too: validate
-    passed it, and the run failed at its first window."""
-    from tests.cli import geoseg as command
-
-    job = tmp_path / "job.yaml"
-    job.write_text(json.dumps({
-        "input": {"url": f"{whole_files_server.url}/big.tif"},
-        "model": {"method": "threshold", "params": {"thresholds": [128], "feature": 1}},
-        "output": {"url": str(tmp_path / "out.zarr")}}))
-    said = command("validate", str(job))
-    assert said.returncode == 2, said.stderr
-    assert "input.url: " in said.stderr and "sends whole files only" in " ".join(said.stderr.split())
-
-
 def test_http_zarr_array_and_group(served, http_root):
     image = textured_image(300, 260, seed=2)
     write_zarr(http_root / "scene.zarr", image, chunks=(64, 64))

@@ -55,6 +55,9 @@ def test_open_raster_refuses_after_a_few_bytes(no_ranges, www):
 
 
 def test_validate_refuses_after_a_few_bytes(no_ranges, www, tmp_path):
+    """Opening a tiled GeoTIFF reads only its start, which such a server sends too: validate
+    passed it once, and the run failed at its first window; then it refused it only after the
+    whole file had come."""
     from tests.cli import geoseg as command
 
     job = tmp_path / "job.yaml"
