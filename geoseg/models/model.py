@@ -147,10 +147,12 @@ class SegmentationModel(Segmenter):
 
     def predict_image(self, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
         """Scores ``(classes, *spatial)`` for a whole in-memory image ``(bands, *spatial)``, its
-        layout and band count checked first (:meth:`check_image`); a nested list is read as an
+        layout and band count checked first (:meth:`check_image`), and the weights (a network
+        that diverged since it was built scores NaN everywhere); a nested list is read as an
         array."""
         image = image_array(image)
         self.check_image(image)
+        _check_finite(self.net)
         return super().predict_image(image, nodata)
 
     def check_image(self, image: Any) -> None:

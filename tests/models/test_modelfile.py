@@ -459,6 +459,8 @@ def test_in_memory_model_with_nan_weights_is_refused_not_class_0(tmp_path):
     raster = xr.DataArray(textured_image(40, 50, bands=3, seed=1), dims=("band", "y", "x"))
     with pytest.raises(ParameterError, match=NAN_SAID):
         geoseg.segment(raster, model)
+    with pytest.raises(ParameterError, match=NAN_SAID):
+        model.predict_image(raster.values)  # NaN scores everywhere, read as class 0
     with pytest.raises(ParameterError, match=rf"SegmentationModel: net: its {NAN_SAID}"):
         geoseg.SegmentationModel(model.net, model.info)
 
