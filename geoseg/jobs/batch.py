@@ -30,12 +30,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
+from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
 from geoseg.core import jsontext, redact
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
+from geoseg.core.spec import format_errors
 from geoseg.core.text import clipped, terminal_safe
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
@@ -151,6 +153,15 @@ def _resolve(catalog: str, href: str) -> str:
         scheme, rest = catalog.split("://", 1)
         return f"{scheme}://{os.path.normpath(os.path.join(os.path.dirname(rest), href))}"
     return os.path.normpath(os.path.join(os.path.dirname(catalog), href))
+
+
+def _section(cls: type[Any], where: str, **values: Any) -> Any:
+    """``cls(**values)``, a section of one input's job, refused as a batch error naming the input
+    and the field, rather than as pydantic's own text."""
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        raise BatchSpecError(format_errors(exc, where, cls)) from None
 
 
 def plan_items(spec: BatchSpec) -> list[BatchItem]:
@@ -503,12 +514,15 @@ class BatchRunner:
         """The job for one input: the template with the input's and output's URLs, refused as
         :func:`~geoseg.jobs.runner.run` refuses it (an output inside its input, say), so that a
         dry run says what the run would, and no lease is taken inside an input."""
-        template = self.spec.job
+        template, shown = self.spec.job, terminal_safe(item.id, one_line=True)
+        where = f"input {shown}"
         job = JobSpec(
-            name=f"{self.spec.name}/{terminal_safe(item.id, one_line=True)}",  # a file's name
-            input=InputSpec(url=item.url, **template.input.model_dump(exclude={"url"})),
+            name=f"{self.spec.name}/{shown}",  # a file's name
+            input=_section(InputSpec, f"{where}: input", url=item.url,
+                           **template.input.model_dump(exclude={"url"})),
             model=template.model,
-            output=OutputSpec(url=item.output, **template.output.model_dump(exclude={"url"})),
+            output=_section(OutputSpec, f"{where}: its output (output.url_template)",
+                            url=item.output, **template.output.model_dump(exclude={"url"})),
             inference=template.inference, cluster=self.spec.cluster)
         job.check(JobSpec.document)
         return job

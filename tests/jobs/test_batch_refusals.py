@@ -190,3 +190,16 @@ def test_a_catalog_item_with_an_empty_href_is_named(tmp_path):
     done = geoseg("batch", str(spec), "--dry-run")
     assert done.returncode == 2, done.stderr
     assert "item 'a' of" in done.stderr and "has an empty href for asset 'visual'" in done.stderr
+
+
+def test_an_output_the_template_makes_refusable_names_the_input_not_pydantic(tmp_path):
+    """A file:// template over an input named with '#' made an output key the job refuses; the
+    batch showed it as "ValidationError: 1 validation error for OutputSpec ..."."""
+    write_zarr(tmp_path / "in" / "a#1.zarr", textured_image(64, 64, bands=1, seed=1),
+               chunks=(32, 32))
+    done = geoseg("batch", str(batch_spec(tmp_path, f"file://{tmp_path}/out/{{stem}}.zarr")))
+    assert done.returncode == 1, done.stderr
+    [said] = failures(done.stderr).values()
+    assert said.startswith("BatchSpecError: input a#1: its output (output.url_template): "), said
+    assert "received a URL whose key holds '?' or '#'" in done.stderr
+    assert "ValidationError" not in done.stderr and "pydantic" not in done.stderr
