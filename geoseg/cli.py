@@ -692,11 +692,31 @@ def instances(
     # under the output's lease, as a run: never two writers at once, and a stage left
     # "running" by a command that died is told from one still running
     with taken(written, None, seconds=LEASE_SECONDS, refused="nothing was labelled. Wait for "
-               "it (geoseg status shows it), or label another output."), connect(cluster):
+               "it (geoseg status shows it), or label another output."), connect(cluster), \
+            _named_as_options(INSTANCE_OPTIONS):
         target, report = label_mask(mask, settings, out=out, variable=variable,
                                     overwrite=overwrite)
     console.print(f"{report.count} instance(s) in {target.url} ({report.seconds:.1f} s); files: "
                   f"{', '.join(report.files) or 'none'}", markup=False, highlight=False)
+
+
+# the settings geoseg instances takes as options, by their job spec key (instances.KEY)
+INSTANCE_OPTIONS = {"method": "--method", "classes": "--classes", "connectivity": "--connectivity",
+                    "halo": "--halo", "h": "--h", "table": "--table", "polygons": "--polygons"}
+
+
+@contextlib.contextmanager
+def _named_as_options(options: dict[str, str]) -> Iterator[None]:
+    """A refusal of a setting given as an option names the option typed (``--method``), not
+    the job spec key it shares its checks with (``instances.method``)."""
+    try:
+        yield
+    except GeosegError as exc:
+        said = str(exc)
+        key = said.partition(":")[0].removeprefix("instances.")
+        if not said.startswith("instances.") or key not in options:
+            raise
+        raise type(exc)(f"{options[key]}{said[len('instances.') + len(key):]}") from None
 
 
 

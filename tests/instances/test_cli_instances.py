@@ -501,3 +501,21 @@ def test_more_objects_than_a_table_may_hold_are_refused_before_it_is_built(tmp_p
     assert done.returncode == 0, done.stderr
     assert_same_partition(zarr.open_group(str(out), mode="r")["instances"][:],
                           ndi.label(mask)[0])
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--method", "foo"], "--method: received 'foo'; expected one of auto"),
+    (["--halo", "-5"], "--halo: received -5; expected a whole number of pixels >= 0"),
+    (["--connectivity", "7"], "--connectivity: received 7; expected an integer from 1"),
+])
+def test_a_bad_option_is_named_as_typed_not_as_its_spec_key(tmp_path, options, said):
+    """The refusals named instances.method, the job spec key the option shares its checks with."""
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:15, 5:15] = 1
+    zarr.create_array(str(tmp_path / "m.zarr"), shape=mask.shape, chunks=(20, 20),
+                      dtype="uint8")[...] = mask
+    done = geoseg("instances", str(tmp_path / "m.zarr"), "--out", str(tmp_path / "o.zarr"),
+                  *options)
+    text = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stderr
+    assert f"error: {said}" in text and "instances." not in text, text
