@@ -241,15 +241,15 @@ def test_overwrite_leaves_no_stale_table_or_polygons(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (("--method", "watershed", "--halo", "0"), "instances.halo: received 0"),
-    (("--connectivity", "5"), "instances.connectivity: received 5"),
+    (("--method", "watershed", "--halo", "0"), "--halo: received 0"),
+    (("--connectivity", "5"), "--connectivity: received 5"),
     (("--connectivity", "3"), "for a 2D mask"),
-    (("--method", "bogus"), "instances.method: received 'bogus'"),
-    (("--classes", "300"), "instances.classes: received 300"),
-    (("--classes", "building"), "instances.classes: received 'building'"),
-    (("--classes", ""), "instances.classes: received an empty list"),
-    (("--method", "decode"), "instances.method: decode needs a model"),
-    (("--method", "watershed", "--h", "-1"), "instances.h: received -1"),
+    (("--method", "bogus"), "--method: received 'bogus'"),
+    (("--classes", "300"), "--classes: received 300"),
+    (("--classes", "building"), "--classes: received 'building'"),
+    (("--classes", ""), "--classes: received an empty list"),
+    (("--method", "decode"), "--method: decode needs a model"),
+    (("--method", "watershed", "--h", "-1"), "--h: received -1"),
 ])
 def test_bad_settings_write_nothing(tmp_path, args, needle):
     src, mask = nodata_mask(tmp_path)
