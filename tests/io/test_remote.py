@@ -8,6 +8,7 @@ raises ConnectionResetError on its next reads or writes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import http.server
@@ -241,11 +242,19 @@ def whole_files_server(http_root: Path) -> Iterator[CountingServer]:
     client gave up are not counted by the shared server the other tests measure."""
     server = CountingServer(http_root)
     server.ranges = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
+
+
+@contextlib.contextmanager
+def serving(server: CountingServer) -> Iterator[CountingServer]:
+    """``server`` answering on a thread of its own while the block runs, then closed."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("part", ["metadata", "pixels"])

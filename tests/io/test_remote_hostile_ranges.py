@@ -13,7 +13,7 @@ import pytest
 
 import geoseg
 from geoseg.errors import RangeRequestsError
-from tests.io.test_remote import CountingServer, write_big_geotiff
+from tests.io.test_remote import CountingServer, serving, write_big_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,8 @@ class SmallBuffers(CountingServer):
 def no_ranges(www: Path) -> Iterator[CountingServer]:
     server = SmallBuffers(www)
     server.ranges = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
 
 
 LITTLE = 2**20  # what a refusal may cost at most: a few requests' headers and socket buffers

@@ -4,7 +4,6 @@ listed, which read as "its manifest records 0 of the 4 task region(s)" (damaged)
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from geoseg.io.integrity import damage, damage_found
 from geoseg.io.output import OutputTarget
 from tests.conftest import textured_image, write_zarr
-from tests.io.test_remote import CountingServer
+from tests.io.test_remote import CountingServer, serving
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +35,8 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def unlisted(www: Path) -> Iterator[CountingServer]:
     server = CountingServer(www)
     server.listings = False
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
 
 
 def attrs_of(url: str) -> dict:
