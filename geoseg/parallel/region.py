@@ -24,7 +24,7 @@ import torch
 from geoseg.core.segmenter import Segmenter
 from geoseg.core.text import clipped
 from geoseg.errors import ChunkResultError, DeviceMemoryError
-from geoseg.models.tensors import pad_end_tensor
+from geoseg.models.tensors import class_ids, pad_end_tensor
 from geoseg.tiling.blend import blend_weights
 from geoseg.tiling.plan import Tile, Tiling, read_window, region_tiles
 
@@ -95,7 +95,7 @@ def _on_device(segmenter: Segmenter, raw: np.ndarray, tiles: list[Tile], window:
     run = _Run(segmenter, x, window, region, batch_size, full_batches, shape=tuple(tiling.shape))
     keep_scores = tiling.blend != "crop" or output.probabilities is not None
     scores = run.blended(tiles, tiling) if tiling.blend != "crop" else run.cropped(tiles, keep_scores)
-    ids = run.ids if scores is None else scores.argmax(dim=0)
+    ids = run.ids if scores is None else class_ids(scores, dim=0)
     return RegionResult(_class_ids(ids, valid, output), valid.numpy(force=True),
                         _probabilities(scores, valid, output))
 
@@ -138,7 +138,7 @@ class _Run:
                if keep_scores else None)
         self.ids = None if keep_scores else torch.empty(shape, dtype=torch.int64, device=device)
         for batch, scores in self.batches(tiles):
-            ids = None if keep_scores else scores.argmax(dim=1)
+            ids = None if keep_scores else class_ids(scores, dim=1)
             for i, tile in enumerate(batch):
                 part, target = _shift(tile.output, tile.window), _shift(tile.output, self.region)
                 if out is not None:

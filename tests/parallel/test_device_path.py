@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import geoseg
 from geoseg.core.segmenter import pad_end, valid_mask
-from geoseg.models.tensors import pad_end_tensor, valid_mask_tensor
+from geoseg.models.tensors import class_ids, pad_end_tensor, valid_mask_tensor
 from geoseg.parallel.lazy import region_work
 from geoseg.parallel.region import RegionOutput, device_turn, segment_region, to_device
 from geoseg.parallel.tasks import ArrayReader
@@ -53,6 +53,20 @@ def test_validity_on_the_device_equals_numpy(dtype, nodata, seed):
         raw[rng.integers(0, 3), rng.random((6, 5)) < 0.1] = -np.inf
     np.testing.assert_array_equal(valid_mask_tensor(torch.from_numpy(raw), nodata).numpy(),
                                   valid_mask(raw, nodata))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([torch.float32, torch.float16, torch.float64, torch.bfloat16]),
+       st.lists(st.integers(1, 5), min_size=1, max_size=4), st.data())
+def test_class_ids_on_the_cpu_equal_torchs_argmax_ties_and_nan_included(dtype, shape, data):
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    scores = torch.from_numpy(rng.integers(0, 3, size=shape).astype(np.float64)).to(dtype)  # ties
+    if rng.random() < 0.5:
+        scores.view(-1)[torch.from_numpy(rng.integers(0, scores.numel(), 2))] = float("nan")
+    ids = class_ids(scores, dim=dim)
+    assert ids.dtype == torch.int64
+    assert torch.equal(ids, scores.argmax(dim=dim))
 
 
 def test_a_big_endian_window_reaches_the_device_in_native_order():
