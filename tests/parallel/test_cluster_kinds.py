@@ -10,6 +10,7 @@ import shlex
 import signal
 import stat
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -387,3 +388,24 @@ def test_a_local_cluster_of_more_workers_than_the_machine_holds_is_refused(monke
     assert ClusterSpec(n_workers=8).n_workers == 8
     assert ClusterSpec(kind="slurm", n_workers=500).n_workers == 500  # not on this machine
     assert ClusterSpec(scheduler="tcp://h:8786", n_workers=500).n_workers == 500
+
+
+def test_completed_yields_every_future_once_following_at_most_watched(monkeypatch, cluster_address):
+    from distributed import Client, as_completed
+
+    from geoseg.parallel import executor
+
+    followed = []
+
+    class Counted(as_completed):  # the futures followed and not yet yielded, after each addition
+        def add(self, future):
+            super().add(future)
+            followed.append(self.count())
+
+    monkeypatch.setattr(executor, "WATCHED", 4)
+    monkeypatch.setattr(executor, "as_completed", Counted)
+    with Client(cluster_address) as client:
+        futures = client.map(time.sleep, [0.05 * (i % 3) for i in range(30)], pure=False)
+        seen = [f.key for f in executor.completed(client, futures)]
+    assert sorted(seen) == sorted(f.key for f in futures)
+    assert len(followed) == 30 - 4 and max(followed) <= 4  # four followed from the start
