@@ -416,8 +416,9 @@ def pixel_index_coords(georef: GeoRef, height: int, width: int) -> dict[str, Any
 def pixel_window_transform(transform: Affine, y: Any, x: Any) -> Affine | None:
     """The transform of a window of an image whose ``y``/``x`` coordinates are its pixel indices
     (:func:`pixel_index_coords`, then cut): ``transform`` moved to the window's first pixel and
-    scaled by its step, as ``rasterio.windows.transform`` gives; ``None`` when the coordinates
-    are not such indices or not evenly spaced."""
+    scaled by its step, as ``rasterio.windows.transform`` gives (a reversed axis, ``slice(None,
+    None, -1)``, from its first pixel's far edge, as a flipped north-up window is placed);
+    ``None`` when the coordinates are not such indices or not evenly spaced."""
     starts, steps = [], []
     for coord in (y, x):
         values = None if coord is None else np.asarray(coord.values)
@@ -425,9 +426,9 @@ def pixel_window_transform(transform: Affine, y: Any, x: Any) -> Affine | None:
                 or values.dtype.kind not in "iu" or values.ndim != 1 or values.size == 0:
             return None
         step = int(values[1] - values[0]) if len(values) > 1 else 1
-        if step < 1 or np.any(np.diff(values) != step):
+        if step == 0 or np.any(np.diff(values) != step):
             return None
-        starts.append(int(values[0]))
+        starts.append(int(values[0]) + (step < 0))  # a reversed axis starts at its first pixel's far edge
         steps.append(step)
     return transform * Affine.translation(starts[1], starts[0]) * Affine.scale(steps[1], steps[0])
 
@@ -490,6 +491,18 @@ def coords_transform(transform: Affine | None, y: np.ndarray, x: np.ndarray,
     return Affine(res_x, 0.0, origin[0], 0.0, res_y, origin[1])
 
 
+def evenly_spaced(values: np.ndarray, step: float | None = None) -> bool:
+    """Whether ``values`` (a window's coordinates along one axis) are evenly spaced, by ``step``
+    when given, within a millionth of it: what a transform can place. One value is."""
+    values = np.asarray(values, dtype=np.float64)
+    if step is None:
+        if len(values) < 2:
+            return True
+        step = float(values[1] - values[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # steps past any float: refused after
+        return bool(step != 0 and np.allclose(np.diff(values), step, rtol=1e-6, atol=0))
+
+
 def _axis_step(values: np.ndarray, declared: float | None, n: int | None) -> float | None:
     """The pixel size along one axis: ``declared`` unless the coordinates are evenly spaced by
     another step (then that step); ``None`` when neither says (uneven, or one value, and no
@@ -498,9 +511,7 @@ def _axis_step(values: np.ndarray, declared: float | None, n: int | None) -> flo
     if n < 2:
         return declared
     step = (float(values[-1]) - float(values[0])) / (n - 1)
-    with np.errstate(over="ignore", invalid="ignore"):  # steps past any float: refused after
-        even = step != 0 and np.allclose(np.diff(values[:-1] if len(values) < n else values), step,
-                                         rtol=1e-6, atol=0)
+    even = evenly_spaced(values[:-1] if len(values) < n else values, step)
     if not even or (declared is not None and math.isclose(step, declared, rel_tol=1e-6)):
         return declared
     return step

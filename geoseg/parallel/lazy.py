@@ -28,6 +28,7 @@ from geoseg.errors import ParameterError, PlanError
 from geoseg.io.georef import (
     GeoRef,
     coords_transform,
+    evenly_spaced,
     grid_attrs,
     pixel_window_transform,
     window_affines,
@@ -431,6 +432,7 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
     if transform is None or raster.dims[1:] != ("y", "x") or any(
             c is None or c.dims != (d,) or c.dtype.kind not in "iuf" for c, d in zip(yx, ("y", "x"))):
         return
+    _refuse_uneven(yx)
     window = pixel_window_transform(transform, *yx) if transform.b or transform.d else \
         coords_transform(transform, yx[0].values, yx[1].values)
     if window is None or window == transform:
@@ -441,6 +443,21 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
         spatial_ref = coords[mapping].copy()
         spatial_ref.attrs["GeoTransform"] = " ".join(repr(float(v)) for v in window.to_gdal())
         coords[mapping] = spatial_ref
+
+
+def _refuse_uneven(yx: list[xr.DataArray]) -> None:
+    """Refuse a window of a georeferenced raster whose pixels along y or x are not evenly
+    spaced (picked with a list, ``.isel(x=[0, 100, 390])``): no transform places them, and the
+    whole image's would place the mask where its pixels are not."""
+    for coord in yx:
+        if not evenly_spaced(coord.values):
+            shown = ", ".join(f"{v:g}" for v in coord.values[:4]) + (", ..." if coord.size > 4 else "")
+            raise ParameterError(
+                f"segment(): raster: its {coord.name} coordinates are not evenly spaced ({shown}), "
+                "as a window picked with a list of pixels is; expected a georeferenced raster's "
+                "pixels at one step, which its transform can place. Select the window with a "
+                f"slice (.isel({coord.name}=slice(start, stop, step))), or segment each evenly "
+                "spaced part on its own.")
 
 
 def _coordinate(raster: xr.DataArray, name: str) -> xr.DataArray | None:

@@ -158,6 +158,42 @@ def test_a_window_of_a_rotated_raster_gets_its_own_transform(tmp_path, rows, col
     assert Affine(*back.attrs["transform"]).almost_equals(expected, 1e-9)
 
 
+@pytest.mark.parametrize("rotated", [True, False])
+@pytest.mark.parametrize("rows, cols", [(slice(None, None, -1), slice(None)),
+                                        (slice(None), slice(40, 2, -1)), (slice(40, 2, -3), slice(50, None, -2))])
+def test_a_reversed_window_places_each_pixel_over_the_input_pixel_it_holds(tmp_path, rotated, rows, cols):
+    """Each result pixel's footprint holds the centre (per rasterio's transform of the file) of
+    the input pixel it was computed from; at a step of one the centres coincide."""
+    transform = ROTATED if rotated else Affine.translation(1000, 2000) @ Affine.scale(2, -3)
+    image = textured_image(47, 53, bands=1)
+    path = tmp_path / "img.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=53, height=47, count=1, dtype="uint8",
+                       crs="EPSG:32618", transform=transform) as dst:
+        dst.write(image)
+    out = geoseg.segment(geoseg.open_raster(str(path)).isel(y=rows, x=cols),
+                         geoseg.methods.Threshold((100.0,)), chunks=16)
+    placed = ~Affine(*out.attrs["transform"]) @ transform  # file pixel -> result pixel
+    held_rows, held_cols = np.arange(47)[rows], np.arange(53)[cols]
+    i, j = np.meshgrid(np.arange(len(held_rows)), np.arange(len(held_cols)), indexing="ij")
+    u, v = placed @ (held_cols[j] + 0.5, held_rows[i] + 0.5)  # the held pixels' centres, in result pixels
+    assert np.all((u >= j - 1e-9) & (u <= j + 1 + 1e-9) & (v >= i - 1e-9) & (v <= i + 1 + 1e-9))
+    if abs(rows.step or 1) == abs(cols.step or 1) == 1:
+        np.testing.assert_allclose(u, j + 0.5, atol=1e-9)
+        np.testing.assert_allclose(v, i + 0.5, atol=1e-9)
+    np.testing.assert_array_equal(out.values, image[0, rows, cols] > 100)
+
+
+@pytest.mark.parametrize("rotated", [True, False])
+def test_a_window_picked_with_a_list_of_pixels_is_refused_naming_the_fix(tmp_path, rotated):
+    transform = ROTATED if rotated else Affine.translation(1000, 2000) @ Affine.scale(2, -3)
+    path = tmp_path / "img.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=53, height=47, count=1, dtype="uint8",
+                       crs="EPSG:32618", transform=transform) as dst:
+        dst.write(textured_image(47, 53, bands=1))
+    with pytest.raises(ParameterError, match=r"x coordinates are not evenly spaced .*slice"):
+        geoseg.segment(geoseg.open_raster(str(path)).isel(x=[0, 10, 39]), Threshold((100.0,)))
+
+
 def test_a_window_selected_with_sel_agrees_with_rioxarray(tmp_path):
     rioxarray = pytest.importorskip("rioxarray")
     path = write_tif(tmp_path / "img.tif", textured_image(300, 400))
