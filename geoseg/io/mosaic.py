@@ -176,10 +176,12 @@ def _check_compatible(first: RasterSource, other: RasterSource) -> None:
     what["pixel size and rotation"] = ((a.a, a.b, a.d, a.e), (b.a, b.b, b.d, b.e))
     for name, (x, y) in what.items():
         if x != y and not (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)):
+            notes = "".join(f"; {n}" for n in (other.read_as(), first.read_as()) if n)
             raise UnsupportedFormatError(
-                f"Cannot mosaic {other.url} with {first.url}: their {name} differ ({y!r} vs {x!r}). "
-                "Scenes of one mosaic share CRS, pixel grid, bands, dtype and nodata; reproject or "
-                "convert them first, or run them as separate jobs (geoseg batch).")
+                f"Cannot mosaic {other.url} with {first.url}: their {name} differ ({y!r} vs {x!r}"
+                f"{notes}). Scenes of one mosaic share CRS, pixel grid, bands, dtype and nodata; "
+                "reproject or convert them first (an internal mask: in all scenes, or as a nodata "
+                "value, gdalwarp -dstnodata VALUE), or run them as separate jobs (geoseg batch).")
 
 
 def _offset(grid: Affine, scene: Affine, url: str) -> tuple[int, int]:

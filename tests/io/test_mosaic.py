@@ -185,3 +185,16 @@ def test_coverage_is_checked_band_by_band_past_the_cells_checked_at_once(tmp_pat
     else:
         assert raster.dtype == np.uint8 and "nodata" not in raster.attrs
         np.testing.assert_array_equal(raster.values, image)
+
+
+def test_a_masked_scene_beside_an_unmasked_one_is_refused_naming_the_mask(tmp_path):
+    """Both scenes store uint8; the masked one reads widened (int16, nodata -1): the refusal
+    names the mask, not only the dtypes no file declares."""
+    image = textured_image(20, 20, bands=1)
+    first = write_scene(tmp_path / "a.tif", image, 0, 0, nodata=None)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(first, "r+") as dst:
+        dst.write_mask(np.full((20, 20), 255, np.uint8))
+    second = write_scene(tmp_path / "b.tif", image, 0, 20, nodata=None)
+    with pytest.raises(UnsupportedFormatError, match=r"dtype differ.*a\.tif has an internal mask, whose "
+                                                     r"masked pixels read as nodata -1 in int16.*gdalwarp"):
+        geoseg.open_raster([first, second])

@@ -51,6 +51,12 @@ class GeoTIFFSource(RasterSource):
     overview_level: int | None = None  # None: full resolution; 0: the first overview, ...
     masked: bool = False  # an internal mask's 0s read as nodata (NaN for floats without one)
 
+    def read_as(self) -> str:
+        if not self.masked:
+            return ""
+        return (f"{public_url(self.url)} has an internal mask, whose masked pixels read as nodata "
+                f"{self.georef.nodata:g} in {self.dtype}")
+
     def read(self, window: tuple[slice, ...]) -> np.ndarray:
         """Pixels of ``window``. With a read cache (:meth:`with_read_cache`), assembled from whole
         blocks of the file's own tiles (or strips), each read once per process while the cache

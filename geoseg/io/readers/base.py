@@ -68,6 +68,11 @@ class RasterSource:
         if read is not None and not getattr(read, "__geoseg_retrying__", False):
             cls.read = faults.reading_windows(remote.retrying("Reading")(read), probe=_uncached(read))
 
+    def read_as(self) -> str:
+        """How the pixels are read where that is not as they are stored, else "" (a mosaic's
+        refusal of scenes whose dtypes differ names it)."""
+        return ""
+
     def read(self, window: tuple[slice, ...]) -> np.ndarray:  # pragma: no cover - abstract
         """Pixels ``(band, *window_shape)`` of a window that lies inside the raster."""
         raise NotImplementedError
