@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -187,6 +188,43 @@ def test_an_overview_of_a_tiff_without_georeference_lies_on_its_pixel_grid(tmp_p
     np.testing.assert_array_equal(raster.values, expected)
     np.testing.assert_allclose(raster.attrs["transform"],
                                tuple(Affine.translation(-100, -200) @ twin)[:6])
+
+
+def test_a_tiff_placed_by_ground_control_points_only_warns_that_they_are_not_carried(tmp_path):
+    """rasterio sees four GCPs and no transform; geoseg reads the pixel grid and says that
+    its outputs will not be georeferenced, and how to keep the georeference."""
+    from rasterio.control import GroundControlPoint
+
+    path = str(tmp_path / "gcps.tif")
+    points = [GroundControlPoint(row, col, 500000 + 10 * col, 4500000 - 10 * row)
+              for row, col in ((0, 0), (0, 40), (30, 0), (30, 40))]
+    with rasterio.open(path, "w", driver="GTiff", height=30, width=40, count=1, dtype="uint8",
+                       gcps=points, crs=CRS) as ds:
+        ds.write(textured_image(30, 40, bands=1))
+    with rasterio.open(path) as ds:
+        assert len(ds.gcps[0]) == 4 and ds.crs is None and ds.transform.is_identity
+    with pytest.warns(UserWarning, match=r"gcps\.tif is georeferenced by 4 ground control points.*"
+                                         r"no georeference.*gdalwarp"):
+        raster = geoseg.open_raster(path)
+    assert raster.attrs["transform"] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    with warnings.catch_warnings():  # a file with a transform says nothing
+        warnings.simplefilter("error")
+        geoseg.open_raster(write_geotiff(tmp_path / "placed.tif", textured_image(30, 40)))
+
+
+def test_an_alpha_band_left_out_of_the_bands_read_warns_that_transparency_is_not_no_data(tmp_path):
+    path = str(tmp_path / "rgba.tif")
+    with rasterio.open(path, "w", driver="GTiff", height=30, width=40, count=4, dtype="uint8",
+                       crs=CRS, transform=TRANSFORM, photometric="RGB", alpha="YES") as ds:
+        ds.write(textured_image(30, 40, bands=4))
+    with rasterio.open(path) as ds:
+        assert ds.colorinterp[3] == rasterio.enums.ColorInterp.alpha
+    with pytest.warns(UserWarning, match=r"band 4 is marked alpha .* segmented as data.*"
+                                         r"gdal_translate -b 1 -b 2 -b 3 -mask 4"):
+        geoseg.open_raster(path, bands=[1, 2, 3])
+    with warnings.catch_warnings():  # read as a band, it is the user's data
+        warnings.simplefilter("error")
+        assert geoseg.open_raster(path).shape[0] == 4
 
 
 @pytest.mark.parametrize("levels", [300, 100_000])

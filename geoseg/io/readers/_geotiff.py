@@ -7,7 +7,8 @@ here, its overviews as resolution levels.
 An internal (per-dataset) mask marks no data the way a nodata value does: each task reads its
 window of the mask with its pixels and writes the nodata value where the mask is 0 (NaN for
 floats; integers without a nodata value are widened to hold one below their range, so no valid
-value is taken for it). An alpha band stays a band.
+value is taken for it). An alpha band stays a band (a warning says so where the bands read
+leave it out).
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ def _overview_transform(ds: Any, transform: Affine, width: int, height: int) -> 
 def _describe(ds: Any, url: str, storage_options: dict[str, Any], bands: Sequence[int] | None,
               overview: int | None, transform: Affine) -> GeoTIFFSource:
     indexes = [i + 1 for i in band_indexes(bands, ds.count, url)]
+    _warn_gcps_dropped(ds, url)
+    _warn_alpha_left_out(ds, url, indexes)
     names = _tiff_band_names(ds)
     block_y, block_x = ds.block_shapes[0]
     masked = _has_internal_mask(ds, indexes)
@@ -162,6 +165,37 @@ def _describe(ds: Any, url: str, storage_options: dict[str, Any], bands: Sequenc
         overview_level=overview,
         masked=masked,
     )
+
+
+def _warn_gcps_dropped(ds: Any, url: str) -> None:
+    """Warn where the file is georeferenced by ground control points only (a Sentinel-1 GRD
+    scene, a scanned map): geoseg reads and writes grids placed by a transform, so the image
+    is read on its pixel grid and nothing it writes says where it lies."""
+    points, _ = ds.gcps
+    if points and ds.crs is None and ds.transform.is_identity:
+        warnings.warn(
+            f"{public_url(url)} is georeferenced by {len(points)} ground control points (GCPs) only, "
+            "which geoseg does not carry: it reads the image on its pixel grid, and the mask and "
+            "its exports have no georeference (pixel coordinates). To keep it, warp the image onto "
+            "a grid first (gdalwarp in.tif warped.tif, or rasterio.warp.reproject) and segment that.",
+            UserWarning, stacklevel=2)
+
+
+def _warn_alpha_left_out(ds: Any, url: str, indexes: Sequence[int]) -> None:
+    """Warn where the bands read leave out a band marked alpha: an alpha band is read as a band,
+    never as a mask (GDAL marks the fourth band of any 4-band 8-bit GeoTIFF written with its
+    defaults as alpha, and it often holds near infrared), so its transparent pixels are
+    segmented as the data under them."""
+    alpha = [i for i in range(1, ds.count + 1)
+             if ds.colorinterp[i - 1] == rasterio.enums.ColorInterp.alpha and i not in indexes]
+    if alpha:
+        bands = " ".join(f"-b {i}" for i in indexes)
+        warnings.warn(
+            f"{public_url(url)}: band {alpha[0]} is marked alpha (transparency) and is not among the "
+            "bands read, so its transparent pixels are segmented as data. To mark them no data, "
+            f"make the alpha band an internal mask: gdal_translate {bands} -mask {alpha[0]} "
+            "--config GDAL_TIFF_INTERNAL_MASK YES in.tif out.tif, and read out.tif.",
+            UserWarning, stacklevel=2)
 
 
 def _has_internal_mask(ds: Any, indexes: Sequence[int]) -> bool:
