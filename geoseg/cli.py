@@ -20,7 +20,13 @@ from rich.table import Table
 from rich.text import Text
 
 from geoseg.core import redact
-from geoseg.core.interrupts import Terminated, exit_status, exit_within, terminated_as_interrupt
+from geoseg.core.interrupts import (
+    StoppedOnceComplete,
+    Terminated,
+    exit_status,
+    exit_within,
+    terminated_as_interrupt,
+)
 from geoseg.core.text import terminal_safe
 from geoseg.core.urls import credentials_refused, public_url
 from geoseg.errors import ClusterConfigError, GeosegError, StorageAccessError, StorageIOError
@@ -135,6 +141,11 @@ def _show_error(exc: BaseException) -> None:
         print(redact.scrub("".join(traceback.format_exception(exc))), file=sys.stderr)
     if isinstance(exc, GeosegError):
         message = str(exc) + _rerun_hint(exc)
+    elif isinstance(exc, StoppedOnceComplete):
+        said = "terminated (SIGTERM)" if isinstance(exc.stopped, Terminated) else "interrupted"
+        again = f"; `geoseg report {exc.record_url}` writes it" if exc.record_url else ""
+        message = (f"{said} after the run completed: output {public_url(exc.output_url)} is complete "
+                   f"and its run recorded; its HTML report may be unwritten{again}")
     elif isinstance(exc, KeyboardInterrupt):
         said = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         message = f"{said}; {RESUMES.get(_command(sys.argv[1:]), 'run the command again to finish it')}"
@@ -280,12 +291,7 @@ def _completed(output_url: str, record_url: str | None) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as exc:
-        said = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        again = f"; `geoseg report {record_url}` writes it" if record_url else ""
-        message = (f"{said} after the run completed: output {public_url(output_url)} is complete "
-                   f"and its run recorded; its HTML report may be unwritten{again}")
-        _say_error(message, exc)
-        raise typer.Exit(_interrupted_status(exc)) from None
+        raise StoppedOnceComplete(exc, output_url, record_url) from None
 
 
 @app.command()

@@ -75,6 +75,9 @@ ALLOWED_SITES = {
     # marked interrupted, leases released)
     ("geoseg/jobs/batch.py", "_stop_point", "KeyboardInterrupt"),
     ("geoseg/core/interrupts.py", "raise_terminated", "Terminated"),
+    # a signal taken once the run was complete: a KeyboardInterrupt, so that it stops as one
+    ("geoseg/jobs/runner.py", "_publish", "interrupts.StoppedOnceComplete"),
+    ("geoseg/cli.py", "_completed", "StoppedOnceComplete"),
     # train(max_steps=N)'s stop after step N, caught in run_epochs: it never leaves train()
     ("geoseg/training/trainer.py", "after_step", "_StepLimit"),
 }

@@ -44,8 +44,61 @@ def terminated_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class StoppedOnceComplete(KeyboardInterrupt):
+    """A signal taken once a run had marked its output complete and written its record (held
+    while it did, :func:`deferred`): the run is complete; only what came after was stopped."""
+
+    def __init__(self, stopped: KeyboardInterrupt, output_url: str, record_url: str | None) -> None:
+        super().__init__(str(stopped))
+        self.stopped, self.output_url, self.record_url = stopped, output_url, record_url
+
+
+class Held:
+    """The signals :func:`deferred` holds, and the handlers it set aside."""
+
+    def __init__(self) -> None:
+        self.caught: list[int] = []
+        self.handlers: dict[int, Any] = {}
+
+    def catch(self, signum: int, frame: Any) -> None:
+        self.caught.append(signum)
+
+    def release(self) -> None:
+        """Put the handlers back and take the first signal held as it would have been taken
+        (``KeyboardInterrupt``, :class:`Terminated`, or the default action); once only."""
+        handlers, self.handlers = self.handlers, {}
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        caught, self.caught = self.caught, []
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[Held]:
+    """Hold SIGINT and SIGTERM until the block ends (or :meth:`Held.release`), then take the
+    first: for a short step that must not stop halfway, such as marking an output complete and
+    writing the run's record. Outside the main thread, where no signal handler can be set, it
+    changes nothing."""
+    held = Held()
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # one set outside Python stays
+            held.handlers[signum] = handler
+            signal.signal(signum, held.catch)
+    try:
+        yield held
+    finally:
+        held.release()
+
+
 def exit_status(interrupt: KeyboardInterrupt) -> int:
     """The shell's status for a process ended by the signal: 143 for SIGTERM, 130 for SIGINT."""
+    if isinstance(interrupt, StoppedOnceComplete):
+        interrupt = interrupt.stopped
     return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
 
 

@@ -84,7 +84,9 @@ class OutputTarget:
     def finalize(self, attrs: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
         """Merge ``attrs`` into the group's ``geoseg`` attributes, less the keys ``drop``
         (what an earlier run's end said), and consolidate metadata, so ``xarray.open_zarr``
-        opens the output in one read."""
+        opens the output in one read. Fenced as chunk writes are: a run that lost its lease
+        marks nothing in the output another run now writes."""
+        self._fenced()
         group = self.open_group()
         kept = {k: v for k, v in group.attrs["geoseg"].items() if k not in drop}
         group.attrs["geoseg"] = {**kept, **attrs}

@@ -20,6 +20,7 @@ import numpy as np
 from distributed import Client
 
 from geoseg import config, logs
+from geoseg.core import interrupts
 from geoseg.core.interrupts import Terminated
 from geoseg.core.records import now
 from geoseg.core.segmenter import Segmenter, band_order, band_order_said, check_dimensions
@@ -300,22 +301,23 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     _check_before_replacing(spec, overwrite)
     tracker = tracking.open_tracker(spec)  # fails now, not after compute, if MLflow is unusable
     progress = _Progress(prepared)
-    with _leased(out.url, out.storage_options, lease) as held, \
-            _failure_recorded(functools.partial(_record_failure, progress, started, t0, tracker)), \
-            (contextlib.nullcontext(client) if client is not None else connect(where)) as active, \
-            current(active):
-        prepared = progress.prepared = fit_methods(prepared)
-        target, skip = _open_or_create(prepared, overwrite)
-        progress.skipped = len(skip)
-        progress.before = target.done_keys()  # lost chunks' entries too: not this run's gain
-        progress.target = target  # its manifest counts what this run wrote from now on
-        target = dataclasses.replace(target, fence=held.fence())
-        if spec.instances is not None:  # refused before any compute, the output left as it was
-            keep_other_instances(target, _instance_settings(spec), overwrite)
-        with _status_marked(target):
-            report = _compute(prepared, target, skip, active, where, on_start,
-                              _watching(held, _kept(on_done, progress.came_back)), started, t0)
-    _publish(report, spec, target, tracker)
+    with _leased(out.url, out.storage_options, lease) as held:
+        with _failure_recorded(functools.partial(_record_failure, progress, started, t0, tracker)), \
+                (contextlib.nullcontext(client) if client is not None else connect(where)) as active, \
+                current(active):
+            prepared = progress.prepared = fit_methods(prepared)
+            target, skip = _open_or_create(prepared, overwrite)
+            progress.skipped = len(skip)
+            progress.before = target.done_keys()  # lost chunks' entries too: not this run's gain
+            progress.target = target  # its manifest counts what this run wrote from now on
+            target = dataclasses.replace(target, fence=held.fence())
+            if spec.instances is not None:  # refused before any compute, the output left as it was
+                keep_other_instances(target, _instance_settings(spec), overwrite)
+            with _status_marked(target):
+                report = _compute(prepared, target, skip, active, where, on_start,
+                                  _watching(held, _kept(on_done, progress.came_back)), started, t0)
+        held.check()  # published only by the run that still holds the output
+        _publish(report, spec, target, tracker)
     _log_finished(report)
     return report
 
@@ -559,38 +561,64 @@ def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
     log it to MLflow if tracking. The output is finalized before MLflow is asked anything and
     the record written whatever MLflow does: a tracking server that fails now (gone, refusing)
     leaves them complete, the record noting why the run is not in MLflow, and then raises its
-    :class:`~geoseg.errors.TrackingError` (saying so, and how to log it)."""
+    :class:`~geoseg.errors.TrackingError` (saying so, and how to log it). A signal from the
+    moment the output is being marked is raised as
+    :class:`~geoseg.core.interrupts.StoppedOnceComplete`: the run is complete and recorded."""
     record = report.provenance
     folder = provenance.runs_dir(spec)
     path = provenance.name_record(record, folder)
     report.record_url = record["run_record"]
-    # per-region figures stay in the runs folder: thousands of them would swell the output's
-    # metadata. The output first: a runs folder that fails (full, gone) loses no finished output
-    target.finalize({"status": "complete", "provenance": _stored(record)},
-                    drop=("error", "repaired_regions"))  # an earlier run's failure, or repair
-    if tracker is None:
-        provenance.write_record(record, folder, path)
-        return
+    marked = False
+    try:
+        # per-region figures stay in the runs folder: thousands of them would swell the output's
+        # metadata. The output first: a runs folder that fails (full, gone) loses no finished
+        # output. A signal waits until the output is marked and its record written: stopped
+        # between the two, the output would name a record that was never written
+        with interrupts.deferred() as held:
+            target.finalize({"status": "complete", "provenance": _stored(record)},
+                            drop=("error", "repaired_regions"))  # an earlier run's failure, or repair
+            marked = True
+            if tracker is None:
+                provenance.write_record(record, folder, path)
+            else:
+                _tracked(record, target, tracker, folder, path, held)
+    except KeyboardInterrupt as exc:
+        if not marked:
+            raise
+        raise interrupts.StoppedOnceComplete(exc, report.output_url, report.record_url) from None
+    except TrackingError:
+        _log_finished(report)
+        raise
+
+
+def _tracked(record: dict[str, Any], target: OutputTarget, tracker: tracking.MlflowTracker,
+             folder: str, path: str, held: interrupts.Held) -> None:
+    """Log the run to MLflow, then write its record (whatever MLflow did) and say in the
+    output's copy where it is logged. ``held``: the signals held while the output was marked,
+    taken here (MLflow may take minutes: it must stay interruptible). Stopped before or while
+    MLflow answers, its run there ends KILLED and the record says so."""
     failed: TrackingError | None = None
     try:
+        held.release()
         record["tracking"] = {"mlflow": tracker.start(record)}
         tracker.finish(record)
     except TrackingError as exc:
         failed = exc
         logged = record.get("tracking", {}).get("mlflow") or tracker.where()
         record["tracking"] = {"mlflow": {**logged, "error": str(exc)}}
-    except BaseException:  # stopped while MLflow answers: its run ends KILLED, the record says so
+    except BaseException:
+        said = ("interrupted before the run was logged to MLflow" if tracker.run_id is None else
+                "interrupted while logging to MLflow; the run there is KILLED")
         tracker.abandon()
         logged = record.get("tracking", {}).get("mlflow") or tracker.where()
-        record["tracking"] = {"mlflow": {**logged, "error": "interrupted while logging to "
-                                                              "MLflow; the run there is KILLED"}}
+        record["tracking"] = {"mlflow": {**logged, "error": said}}
         raise
     finally:  # even when stopped while MLflow is slow to answer: the record is the run's account
-        provenance.write_record(record, folder, path)
+        with interrupts.deferred():
+            provenance.write_record(record, folder, path)
     with _warned("the output's copy of the run record does not say where it is logged in MLflow"):
         target.finalize({"provenance": _stored(record)})
     if failed is not None:
-        _log_finished(report)
         raise failed
 
 

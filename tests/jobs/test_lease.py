@@ -277,6 +277,27 @@ def test_tasks_of_a_run_whose_lease_was_taken_over_write_nothing(tmp_path):
     assert read_lease(out).owner == "run-b"
 
 
+def test_a_run_that_lost_its_lease_marks_nothing_in_the_output_another_run_now_writes(tmp_path):
+    """Marking the output complete (or failed) is fenced as chunk writes are: the run that lost
+    its lease wrote its completion and provenance into the next owner's output."""
+    from geoseg.io.output import OutputTarget
+    from geoseg.jobs import JobSpec, run
+    from geoseg.jobs.lease import Fence
+    from tests.conftest import textured_image, write_zarr
+
+    src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1), chunks=(32, 32))
+    out = str(tmp_path / "out.zarr")
+    run(JobSpec.from_dict({"input": {"url": src}, "output": {"url": out},
+                           "model": {"method": "threshold", "params": {"thresholds": [128]}}}),
+        scheduler="threads")
+    Path(lease_url(out)).write_bytes(LeaseRecord("run-b", time.time(), time.time() + 600).to_bytes())
+    before = OutputTarget(out).open_group(mode="r").attrs["geoseg"]
+    fenced = OutputTarget(out, fence=Fence(lease_url(out), "run-a", out, 600))
+    with pytest.raises(LeaseLostError, match="taken over by another run"):
+        fenced.finalize({"status": "complete", "provenance": {"job": "run-a's"}})
+    assert OutputTarget(out).open_group(mode="r").attrs["geoseg"] == before
+
+
 def test_one_output_reached_by_two_paths_takes_one_lease(tmp_path):
     """A folder linked under another name: the second path's run was not refused, and its
     --overwrite deleted a live run's output."""

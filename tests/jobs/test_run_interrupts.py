@@ -225,3 +225,60 @@ def test_a_signal_while_a_complete_run_draws_its_report_says_the_run_is_complete
             f"{record}` writes it") in done.stderr
     assert "rerun resumes" not in done.stderr
     assert output_status(str(tmp_path / "out.zarr")).status == "complete"
+
+
+def _threshold_job(folder: Path) -> Path:
+    write_zarr(folder / "in.zarr", textured_image(32, 32, bands=1, seed=3))
+    job = folder / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "input": {"url": str(folder / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [THRESHOLD]}},
+        "output": {"url": str(folder / "out.zarr")}, "cluster": {"kind": "threads"}}))
+    return job
+
+
+def test_a_signal_while_the_output_is_marked_complete_waits_for_the_run_record(tmp_path, monkeypatch):
+    """SIGTERM arriving as the output was marked complete stopped the run between the two: the
+    output named a run record that was never written."""
+    from geoseg import cli
+    from geoseg.io.output import OutputTarget
+
+    finalize = OutputTarget.finalize
+
+    def signalled(self, attrs, drop=()):
+        if attrs.get("status") == "complete":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return finalize(self, attrs, drop)
+
+    monkeypatch.setattr(OutputTarget, "finalize", signalled)
+    monkeypatch.setattr(cli, "exit_within", lambda code: None)  # no forced exit of pytest
+    done = geoseg("run", str(_threshold_job(tmp_path)), env={"GEOSEG_RUNS_DIR": str(tmp_path / "runs")})
+
+    assert done.returncode == 143, done.stderr
+    assert "Traceback" not in done.stderr
+    status = output_status(str(tmp_path / "out.zarr"))
+    assert status.status == "complete"
+    named = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs["geoseg"]["provenance"]["run_record"]
+    assert Path(named).is_file() and [Path(named)] == list((tmp_path / "runs").glob("*.json"))
+    assert "after the run completed" in done.stderr and "rerun resumes" not in done.stderr
+
+
+def test_a_run_holds_its_lease_until_its_output_is_complete_and_recorded(tmp_path, monkeypatch):
+    """The lease was released before the output was marked complete: another run could take
+    the output over and have this one's completion and provenance written into it."""
+    from geoseg.jobs import provenance
+    from geoseg.jobs.lease import read_lease
+    from geoseg.jobs.runner import run
+
+    seen = []
+    write_record = provenance.write_record
+
+    def watched(record, folder, target):
+        seen.append(read_lease(str(tmp_path / "out.zarr")))
+        write_record(record, folder, target)
+
+    monkeypatch.setattr(provenance, "write_record", watched)
+    monkeypatch.setenv("GEOSEG_RUNS_DIR", str(tmp_path / "runs"))
+    run(str(_threshold_job(tmp_path)))
+    assert len(seen) == 1 and seen[0] is not None
+    assert read_lease(str(tmp_path / "out.zarr")) is None  # released once published
