@@ -56,6 +56,15 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
+def pid_namespace() -> str:
+    """This process's PID namespace (``pid:[4026531836]``), in which its pid means something;
+    "" where the system has none to read."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def lease_url(output_url: str) -> str:
     """Where the lease on ``output_url`` lives: beside it, with ``.lease`` appended. A local
     output's path is resolved first (symbolic links in its folders followed), so that runs
@@ -78,16 +87,20 @@ class LeaseRecord:
     expires: float
     batch: str = ""
     output: str = ""
+    pid_namespace: str = ""  # the owner's (Linux); "" where unknown (another system, older leases)
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires
 
     def owner_gone(self) -> bool:
         """Whether the owner is a process of this machine that no longer exists (killed, or
-        crashed without releasing): its lease need not be waited out."""
+        crashed without releasing): its lease need not be waited out. Only a process of this
+        PID namespace can be looked up: containers sharing a host name (``--network host``)
+        each number their processes from 1, so another's pid says nothing here."""
         host, _, rest = self.owner.rpartition("-")[0].rpartition("-")
         pid = whole_number(rest) or 0
-        if host != socket.gethostname() or pid <= 0 or pid == os.getpid():
+        if host != socket.gethostname() or pid <= 0 or pid == os.getpid() \
+                or self.pid_namespace != pid_namespace():
             return False
         try:
             os.kill(pid, 0)
@@ -110,6 +123,7 @@ class LeaseRecord:
 
     def to_bytes(self) -> bytes:
         return json.dumps({"owner": self.owner, "batch": self.batch, "output": self.output,
+                           "pid_namespace": self.pid_namespace,
                            "created": _iso(self.created), "expires": _iso(self.expires),
                            "renewed": _iso(time.time())}, indent=1).encode()
 
@@ -119,7 +133,8 @@ class LeaseRecord:
         try:
             raw = jsontext.loads(data)
             return cls(str(raw["owner"]), _epoch(raw["created"]), _epoch(raw["expires"]),
-                       str(raw.get("batch", "")), str(raw.get("output", "")))
+                       str(raw.get("batch", "")), str(raw.get("output", "")),
+                       str(raw.get("pid_namespace", "")))
         except (ValueError, KeyError, TypeError):
             return cls("unreadable lease", 0.0, 0.0)
 
@@ -399,7 +414,7 @@ class Lease:
     def _record(self, created: float | None = None) -> LeaseRecord:
         now = time.time()
         return LeaseRecord(self.owner, now if created is None else created, now + self.seconds,
-                           self.batch, self.output)
+                           self.batch, self.output, pid_namespace())
 
     def acquire(self, wait: float = 0.0, poll: float = 1.0) -> bool:
         """Take the lease, waiting up to ``wait`` seconds for another owner to release it."""

@@ -339,3 +339,23 @@ def test_an_output_given_as_a_symbolic_link_is_refused_before_anything_runs(tmp_
     assert (tmp_path / "alias.zarr").is_symlink()
     assert sorted(p.name for p in (tmp_path / "real.zarr").iterdir()) == before
     assert geoseg("status", str(tmp_path / "real.zarr")).returncode == 0
+
+
+def test_a_lease_of_another_pid_namespace_on_this_host_is_never_thought_gone():
+    """Containers sharing a host name (docker --network host) number their processes apart: a
+    live run's pid that does not exist here took its lease over; a dead pid is judged gone only
+    in the namespace it was counted in."""
+    import socket
+    import subprocess
+    import sys
+
+    from geoseg.jobs.lease import pid_namespace
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # a pid no process of this namespace has now
+    owner = f"{socket.gethostname()}-{ended.pid}-0123456789ab"
+    here = LeaseRecord(owner, time.time(), time.time() + 600, pid_namespace=pid_namespace())
+    elsewhere = LeaseRecord(owner, time.time(), time.time() + 600, pid_namespace="pid:[1]")
+    assert here.owner_gone() and here.stale()
+    assert not elsewhere.owner_gone() and not elsewhere.stale()
+    assert LeaseRecord.from_bytes(elsewhere.to_bytes()).pid_namespace == "pid:[1]"
