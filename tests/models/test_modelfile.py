@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import geoseg
 from geoseg.errors import BudgetError, ModelFileError, ParameterError
@@ -441,6 +443,21 @@ def _poisoned(w):
 
 
 NAN_SAID = r"tensor encoders\.0\.0\.weight holds 1 NaN or infinite value\(s\) of 216; training diverged"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
+       st.integers(0, 40), st.lists(st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e5]),
+                                     max_size=3), st.integers(0, 2**32 - 1))
+def test_non_finite_weights_are_found_wherever_they_lie_and_counted(dtype, n, specials, seed):
+    from geoseg.models.tensors import non_finite_said
+
+    weights = torch.from_numpy(np.random.default_rng(seed).normal(size=n)).to(dtype)
+    for i, value in enumerate(specials[:n]):
+        weights[(seed + 7 * i) % n] = value  # 1e5 overflows float16 to inf
+    bad = int((~torch.isfinite(weights)).sum())
+    said = non_finite_said({"w": weights, "steps": torch.tensor([3])})
+    assert said == (f"tensor w holds {bad} NaN or infinite value(s) of {n}" if bad else None)
 
 
 def test_save_model_refuses_weights_holding_nan(tmp_path):
