@@ -77,6 +77,11 @@ class MosaicSource(RasterSource):
             empty[local] &= ~take
         return out
 
+    def for_run(self) -> MosaicSource:
+        """The mosaic whose scenes read under one run's name (:meth:`RasterSource.for_run`)."""
+        scenes = tuple(Placed(p.source.for_run(), p.row, p.col) for p in self.scenes)
+        return dataclasses.replace(super().for_run(), scenes=scenes)  # type: ignore[return-value]
+
     def with_read_cache(self) -> MosaicSource:
         """The mosaic whose scenes read through the per-process cache of decoded blocks."""
         scenes = tuple(Placed(p.source.with_read_cache(), p.row, p.col) for p in self.scenes)

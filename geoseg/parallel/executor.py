@@ -184,6 +184,7 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
     """Submit one task per region (``chunks``: what one task writes) not in ``skip`` and wait for
     all of them. When windows reach past their regions (halos, blended windows), tasks read
     through each worker's cache of decoded input chunks."""
+    source = source.for_run()
     if work.windows_reach_past_regions:
         source = source.with_read_cache()
     todo, earlier = [], 0  # earlier: chunks done by earlier runs

@@ -119,6 +119,8 @@ def segment(
                        min_pixels=MIN_TASK_PIXELS)
     work = plan_work(segmenter, plan, nodata=raster_nodata(raster), nodata_class=nodata_class)
     source = storage_source(raster)
+    if source is not None:
+        source = source.for_run()
     if source is not None and work.windows_reach_past_regions:
         source = source.with_read_cache()
     blocks = [_region_block(work, plan, raster, source, region, output, segmenter.n_classes)

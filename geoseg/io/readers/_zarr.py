@@ -13,6 +13,7 @@ import base64
 import binascii
 import math
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,6 +42,9 @@ from geoseg.io.readers.base import (
     refuse_level,
 )
 
+OPEN_KEPT = 8  # arrays a process keeps open for the runs reading them (ZarrSource.open_array)
+_OPEN: dict[tuple[str, str, str], zarr.Array] = {}
+_OPEN_LOCK = threading.Lock()
 MARKERS = ("zarr.json", ".zarray", ".zgroup")  # a store's metadata documents (v3, v2 array, v2 group)
 _COORD_NAMES = {"x", "y", "band", "spatial_ref", "lat", "lon", "latitude", "longitude", "time"}
 _SPATIAL_NAMES = ("z", "y", "x")
@@ -65,6 +69,25 @@ class ZarrSource(RasterSource):
     # a job sets its input's from input.missing_chunks (geoseg.io.missing)
 
     def open_array(self) -> zarr.Array:
+        """The array, its chunks read through the decode guard. A source named for a run (a
+        job's or a ``segment()`` graph's tasks: :meth:`for_run`) is opened once per process for
+        that run: opened per task, its metadata was read again by every task (``zarr.json``,
+        with ``.zarray`` and ``.zattrs`` probed beside it: three requests each on an object
+        store)."""
+        if self.run is None:
+            return self._opened()
+        key = (self.url, self.array_path, self.run)
+        with _OPEN_LOCK:
+            array = _OPEN.pop(key, None)
+        if array is None:
+            array = self._opened()
+        with _OPEN_LOCK:
+            _OPEN[key] = array  # the most recently used last
+            while len(_OPEN) > OPEN_KEPT:
+                _OPEN.pop(next(iter(_OPEN)))
+        return array
+
+    def _opened(self) -> zarr.Array:
         store = open_store(self.url, self.storage_options)
         return guarded(zarr.open_array(store, mode="r", path=self.array_path), self.url)
 

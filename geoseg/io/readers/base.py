@@ -44,6 +44,14 @@ class RasterSource:
     # one stored chunk's shape, every array axis it spans (a band axis too), which any read
     # touching it decodes whole; () when unknown. Budgeted by GEOSEG_MAX_CHUNK_BYTES.
     stored_chunk: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    # one run's name (:meth:`for_run`), under which a process keeps what it opened for the run
+    run: str | None = field(default=None, compare=False, repr=False)
+
+    def for_run(self) -> RasterSource:
+        """This source under a name of its own for one run's reads: what a process keeps open
+        for the run (a Zarr array's metadata, read once rather than by every task) is kept
+        under it, so no run sees what another opened (the input may have changed since)."""
+        return dataclasses.replace(self, run=uuid.uuid4().hex)
 
     def with_read_cache(self) -> RasterSource:
         """This source reading through the per-process cache of decoded chunks
