@@ -654,7 +654,7 @@ def identity_parts(prepared: PreparedJob) -> dict[str, str]:
 
 
 _PART_NAMES = {"input": "the input (url, variable, bands, level, reader)",
-               "model_sha256": "the model weights", "output": "the output layout (chunks, "
+               "model_sha256": "the model (a network's weights, or a method and its parameters)", "output": "the output layout (chunks, "
                "probabilities, nodata_class)", "inference": "the inference settings"}
 
 

@@ -82,6 +82,21 @@ def test_killed_client_resumes_with_only_missing_chunks_and_identical_output(
     assert again.n_tasks == 0 and again.skipped == 64
 
 
+def test_rerun_with_another_method_names_the_method_not_weights(tmp_path):
+    """A method has no weights: the refusal said "the model weights differ"."""
+    src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64, bands=1))
+    out = str(tmp_path / "out.zarr")
+
+    def job(method: str) -> JobSpec:
+        return JobSpec.from_dict({"input": {"url": src}, "output": {"url": out},
+                                  "model": {"method": method, "params": {"feature": 1}}})
+
+    run(job("otsu"), scheduler="threads")
+    with pytest.raises(OutputExistsError, match=r"made by a different job \(the model \(a network's "
+                                                r"weights, or a method and its parameters\) differ\)"):
+        run(job("li"), scheduler="threads")
+
+
 def test_rerun_with_another_spec_is_refused_unless_overwrite(tmp_path, model_path, cluster_address):
     src = write_zarr(tmp_path / "in.zarr", textured_image(64, 64))
     out = str(tmp_path / "out.zarr")
