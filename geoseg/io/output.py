@@ -23,10 +23,11 @@ group's attributes say ``creating``: a run stopped then left no chunk, and a rer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,9 +102,22 @@ class OutputTarget:
     def write(self, name: str, region: tuple[slice, ...], data: np.ndarray) -> None:
         """Write ``data`` at ``region`` (spatial slices) of array ``name``."""
         self._fenced()
-        array = self.open_group()[name]
+        array = self._writing(self.open_group(), name)
         lead = (slice(None),) * (array.ndim - len(region))
         array[lead + region] = data
+
+    def _writing(self, group: zarr.Group, name: str) -> zarr.Array:
+        """Array ``name`` of ``group``, which a run is writing; one gone meanwhile (its folder,
+        or the whole output, deleted) raises :class:`CorruptOutputError` saying so, not zarr's
+        bare ``KeyError``: what the output holds can no longer be told."""
+        try:
+            return group[name]
+        except KeyError:
+            raise CorruptOutputError(
+                f"{public_url(self.url)} lost its {name} array while the run wrote it (its folder "
+                "or the output deleted?), so what it holds cannot be told and nothing more was "
+                "written there. Run the job again with --overwrite to write the output anew.") \
+                from None
 
     @faults.locating(faults.output_chunk)
     @remote.retrying("Reading")
@@ -111,13 +125,21 @@ class OutputTarget:
         """``region`` of array ``name``; stored bytes that do not decode raise
         :class:`CorruptOutputError` naming the chunk and how to recompute it."""
         array = self.open_group(mode="r")[name]
-        try:
+        with self._decoding("its stored bytes"):
             return np.asarray(array[(slice(None),) * (array.ndim - len(region)) + region])
+
+    @contextlib.contextmanager
+    def _decoding(self, what: str) -> Iterator[None]:
+        """Turn whatever a codec raises on damaged bytes read inside into
+        :class:`CorruptOutputError` saying that ``what`` do not decode and how to recompute
+        them; storage errors, geoseg's own and running out of memory pass as they are."""
+        try:
+            yield
         except (OSError, GeosegError, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - whatever a codec raises on damaged bytes
             raise CorruptOutputError(
-                f"its stored bytes do not decode ({remote.reason(exc, self.storage_options)}). "
+                f"{what} do not decode ({remote.reason(exc, self.storage_options)}). "
                 f"Run geoseg verify {public_url(self.url)} --repair, then the job again: it "
                 "recomputes the damaged task regions.") from None
 
@@ -128,8 +150,9 @@ class OutputTarget:
         self._fenced()
         group = self.open_group()
         index = tuple(int(i) for i in key.split("."))
-        group[MANIFEST_SHA][index] = np.frombuffer(bytes.fromhex(checksum), dtype=np.uint8)
-        group[MANIFEST_DONE][index] = True
+        self._writing(group, MANIFEST_SHA)[index] = np.frombuffer(bytes.fromhex(checksum),
+                                                                  dtype=np.uint8)
+        self._writing(group, MANIFEST_DONE)[index] = True
 
     @remote.retrying("Reading")
     def done_keys(self) -> set[str]:
@@ -149,11 +172,17 @@ class OutputTarget:
 
     @remote.retrying("Reading")
     def checksum(self, key: str) -> str | None:
+        """The sha256 the manifest records for task region ``key``, ``None`` if it records none.
+        A manifest entry whose stored bytes do not decode (damaged, emptied) raises
+        :class:`CorruptOutputError`, as damaged chunks do in :meth:`read`: verify names the
+        region, and ``--repair`` un-marks it."""
         group = self.open_group(mode="r")
         index = tuple(int(i) for i in key.split("."))
-        if not group[MANIFEST_DONE][index]:
-            return None
-        return bytes(np.asarray(group[MANIFEST_SHA][index])).hex()
+        done, sha = group[MANIFEST_DONE], group[MANIFEST_SHA]
+        with self._decoding(f"the manifest entry of task region {key}: its stored bytes"):
+            if not done[index]:
+                return None
+            return bytes(np.asarray(sha[index])).hex()
 
     @remote.retrying("Reading")
     def stored_layout(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...] | None]:

@@ -44,11 +44,21 @@ from geoseg import logs
 from geoseg.core import jsontext
 from geoseg.core.text import whole_number
 from geoseg.core.urls import public_url
-from geoseg.errors import LeaseLostError, OutputBusyError, ParameterError, StorageUnavailableError
+from geoseg.errors import (
+    LeaseLostError,
+    OutputBusyError,
+    OutputLocationError,
+    ParameterError,
+    StorageUnavailableError,
+)
 from geoseg.io import remote
+from geoseg.io.readers.probe import mode_kind
 
 SUFFIX = ".lease"
 GUARD_STALE = 30.0  # seconds after which a swap guard is taken to be a dead process's
+# the most of a lease object ever read: a lease takes a few hundred bytes of JSON, so one that
+# is larger is no geoseg lease; reading no further bounds time and memory, whatever is there
+MAX_LEASE_BYTES = 64 * 1024
 
 
 def new_owner_id() -> str:
@@ -196,11 +206,10 @@ class LocalStore:
         return data
 
     def read(self) -> tuple[bytes, Token] | None:
-        try:
-            data = Path(self.path).read_bytes()
-        except FileNotFoundError:
-            return None
-        return data, data
+        """The lease's first bytes (:func:`read_local_lease`), also its token; ``None`` if there
+        is none."""
+        data = read_local_lease(self.path)
+        return None if data is None else (data, data)
 
     def swap(self, data: bytes, token: Token) -> Token | None:
         """Replace the lease read as ``token`` by ``data``, under the swap guard: only its
@@ -278,6 +287,53 @@ class LocalStore:
         return tmp
 
 
+def read_local_lease(path: str) -> bytes | None:
+    """At most :data:`MAX_LEASE_BYTES` + 1 bytes of the local lease file at ``path``, ``None``
+    if there is none. More than a lease holds (someone's file at its path) reads as the
+    unreadable lease it is (:meth:`LeaseRecord.from_bytes`: expired, taken over), never whole.
+    Opened without blocking and checked once open: a FIFO, device or folder there (which would
+    hang or fail every run) raises :class:`OutputLocationError` naming the path, unread."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise _not_a_lease(path, "a folder") from None
+    try:
+        kind = mode_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise _not_a_lease(path, kind)
+        data = _read_at_most(fd, MAX_LEASE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_LEASE_BYTES:
+        logs.log.warning(f"the lease file {path} holds more than {MAX_LEASE_BYTES // 1024} KiB, "
+                         "more than any lease: it is no geoseg lease, so it counts as an expired "
+                         "one of nobody (a run replaces it)")
+    return data
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd`` (fewer at its end)."""
+    parts, left = [], limit
+    while left > 0:
+        part = os.read(fd, left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _not_a_lease(path: str, kind: str) -> OutputLocationError:
+    """The error for a lease path holding ``kind`` (a FIFO, a device, a folder), not a file."""
+    return OutputLocationError(
+        f"The lease path {path} is {kind}, not a file: geoseg keeps the output's lease there "
+        "(a small JSON file beside the output), and reading this would block or fail, so no run "
+        "can take the lease or tell who holds it. Nothing was read or written. Remove it (or "
+        "move it elsewhere), then run the command again.")
+
+
 class _FsspecStore:
     """A lease object at ``path`` in an fsspec store; subclasses say how it is written."""
 
@@ -312,8 +368,9 @@ class S3Store(_FsspecStore):
         for _ in range(10):  # s3fs reads with If-Match on the ETag it saw: retry if it changed
             self.fs.invalidate_cache(self.path)
             try:
-                with self.fs.open(self.path, "rb") as f:
-                    return f.read(), f.details["ETag"]
+                with self.fs.open(self.path, "rb", block_size=MAX_LEASE_BYTES + 1,
+                                  cache_type="none") as f:  # one ranged GET, never the whole
+                    return f.read(MAX_LEASE_BYTES + 1), f.details["ETag"]
             except FileNotFoundError:
                 return None
             except FileExpired:
@@ -351,7 +408,7 @@ class BestEffortStore(_FsspecStore):
     def read(self) -> tuple[bytes, Token] | None:
         self.fs.invalidate_cache(self.path)
         try:
-            data = self.fs.cat_file(self.path)
+            data = self.fs.cat_file(self.path, start=0, end=MAX_LEASE_BYTES + 1)
         except FileNotFoundError:
             return None
         return data, data
@@ -542,13 +599,21 @@ class Fence:
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self) -> None:
-        fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        try:
-            current = fs.cat_file(path, start=0)  # one GET (from byte 0: no size asked first)
-        except FileNotFoundError:
-            current = None
+        current = self._lease_bytes()
         if current is None or LeaseRecord.from_bytes(current).owner != self.owner:
             raise LeaseLostError(_lost(self.output, self.seconds))
+
+    def _lease_bytes(self) -> bytes | None:
+        """The lease's first bytes, as :meth:`LocalStore.read` reads them (bounded, a FIFO
+        refused unread), or one ranged GET from byte 0 (no size asked first); ``None`` if there
+        is none. A lease is small: more than :data:`MAX_LEASE_BYTES` is never read."""
+        fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        if remote.fs_is_local(fs):
+            return read_local_lease(path)
+        try:
+            return fs.cat_file(path, start=0, end=MAX_LEASE_BYTES + 1)
+        except FileNotFoundError:
+            return None
 
 
 @contextlib.contextmanager

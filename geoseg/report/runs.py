@@ -21,7 +21,8 @@ from rich.table import Table
 
 from geoseg.core import jsontext
 from geoseg.core.text import clipped, json_kind, terminal_safe, whole_number
-from geoseg.errors import EvaluationError, NestingError
+from geoseg.errors import BudgetError, EvaluationError, NestingError
+from geoseg.io.files import small_file
 from geoseg.jobs.provenance import FORMAT, runs_dir
 
 SETTINGS = ("resolved", "job.inference", "job.output.chunks", "job.model", "job.evaluate.ignore")
@@ -56,7 +57,8 @@ def list_runs(folder: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         try:
             record = _read_record(fs, name)
         except EvaluationError as exc:  # one bad file never hides the other runs
-            log.warning(f"skipped {where}: {exc}; move it out of the runs folder, or delete it")
+            log.warning(f"skipped {where}: {str(exc).rstrip('.')}; move it out of the runs "
+                        "folder, or delete it")
             continue
         if record is not None:
             found.append((where, record))
@@ -66,9 +68,9 @@ def list_runs(folder: str | None = None) -> list[tuple[str, dict[str, Any]]]:
 def _read_record(fs: Any, name: str) -> dict[str, Any] | None:
     """The run record in file ``name``; ``None`` for a JSON file of another kind (no run record's
     ``format``). Raises :class:`EvaluationError` for what cannot be read or listed."""
+    data = _record_bytes(fs, name)  # its refusals are EvaluationErrors (ValueErrors) already
     try:
-        with fs.open(name, "r") as f:
-            record = jsontext.loads(f.read())
+        record = jsontext.loads(data.decode("utf-8"))
     except NestingError as exc:
         raise EvaluationError(f"received JSON that {exc}; {EXPECTED}") from None
     except ValueError as exc:  # half written, or not JSON (UnicodeDecodeError too)
@@ -79,6 +81,22 @@ def _read_record(fs: Any, name: str) -> dict[str, Any] | None:
     if problem:
         raise EvaluationError(f"received a run record whose {problem}; {EXPECTED}")
     return record
+
+
+def _record_bytes(fs: Any, name: str) -> bytes:
+    """The bytes of file ``name``, measured before they are read as ``geoseg report`` measures a
+    record (:func:`~geoseg.io.files.small_file`): a runs folder may hold anything named
+    ``*.json``, and one huge file, or a FIFO that never ends, must not stall the listing. What
+    is refused, or cannot be read, raises :class:`EvaluationError` saying so."""
+    try:
+        return small_file(fs.unstrip_protocol(name), "received something that", EvaluationError,
+                          "A run record takes a few KB")
+    except BudgetError as exc:  # larger than any run record: left unread
+        raise EvaluationError(str(exc)) from None
+    except OSError as exc:  # a folder named *.json, a file gone since the listing, no permission
+        reason = exc.strerror or type(exc).__name__
+        raise EvaluationError(f"received a file that cannot be read ({reason}); "
+                              f"{EXPECTED}") from None
 
 
 def _malformed(record: dict[str, Any]) -> str | None:
@@ -218,7 +236,7 @@ def _record_at(fs: Any, path: str, key: str) -> dict[str, Any]:
     try:
         record = _read_record(fs, path)
     except EvaluationError as exc:
-        raise EvaluationError(f"run {key}: {exc}; {fix}.") from None
+        raise EvaluationError(f"run {key}: {str(exc).rstrip('.')}; {fix}.") from None
     if record is None:
         raise EvaluationError(f"run {key}: received JSON without format {FORMAT}; {EXPECTED}; "
                               f"{fix}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import time
@@ -359,3 +360,130 @@ def test_a_lease_of_another_pid_namespace_on_this_host_is_never_thought_gone():
     assert here.owner_gone() and here.stale()
     assert not elsewhere.owner_gone() and not elsewhere.stale()
     assert LeaseRecord.from_bytes(elsewhere.to_bytes()).pid_namespace == "pid:[1]"
+
+
+MAX_LEASE_BYTES = 64 * 1024  # the most of a lease object geoseg reads (lease.MAX_LEASE_BYTES)
+
+
+def _peak_bytes(call) -> tuple[object, int]:
+    """What ``call()`` returns (or raises, returned) and the most memory Python allocated meanwhile."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 - the caller checks what it was
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_lease_file_larger_than_any_lease_is_read_no_further_and_taken_over(tmp_path):
+    """A 2 GiB (sparse) file at the lease path was read whole by status, by run and by every
+    write's fence (3.3 GB of memory): a lease is a few hundred bytes, so no more than 64 KiB is
+    read, and what is that large counts as the unreadable (expired) lease it is."""
+    from geoseg.jobs.lease import Fence
+
+    out = str(tmp_path / "out.zarr")
+    path = Path(lease_url(out))
+    with open(path, "wb") as f:
+        f.truncate(256 * 2**20)  # sparse: no disk used
+    held, peak = _peak_bytes(lambda: read_lease(out))
+    assert peak < 4 * MAX_LEASE_BYTES, peak
+    assert held.owner == "unreadable lease" and held.stale()
+    fenced, peak = _peak_bytes(Fence(str(path), "run-a", out, 60))
+    assert isinstance(fenced, LeaseLostError) and peak < 4 * MAX_LEASE_BYTES, (fenced, peak)
+    lease = Lease(out, owner="run-a", seconds=60)
+    assert lease.acquire() and read_lease(out).owner == "run-a"
+    assert path.stat().st_size < 1024
+    lease.fence()()  # its own lease now: the write goes on
+    lease.release()
+
+
+def _unblock(fifo: Path) -> None:
+    """Give a reader stuck opening ``fifo`` (the code before the fix) its end of file."""
+    import os
+
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder", "device"])
+def test_a_fifo_device_or_folder_at_the_lease_path_is_refused_by_name_never_waited_on(tmp_path,
+                                                                                        kind):
+    """A FIFO at the lease path hung status and run for ever, a folder was an internal
+    IsADirectoryError: each is refused at once, naming the path and what to do."""
+    import os
+    import threading
+
+    from geoseg.errors import OutputLocationError
+
+    out = str(tmp_path / "out.zarr")
+    path = Path(lease_url(out))
+    {"FIFO": lambda: os.mkfifo(path), "folder": path.mkdir,
+     "device": lambda: path.symlink_to("/dev/null")}[kind]()
+    results: list[object] = []
+    attempts = (lambda: read_lease(out), Lease(out, owner="run-a", seconds=60).acquire,
+                lease_fence(out))
+    worker = threading.Thread(target=lambda: results.extend(_peak_bytes(a)[0] for a in attempts),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        _unblock(path)
+        pytest.fail(f"reading a {kind} at the lease path blocked")
+    assert len(results) == 3
+    for result in results:
+        assert isinstance(result, OutputLocationError), result
+        said = str(result)
+        assert str(path) in said and "not a file" in said and "Remove it" in said, said
+    assert os.path.lexists(path)  # left as it was: the user's to remove
+
+
+def lease_fence(out: str):
+    """The check a run's tasks make before each write, as run-a's."""
+    from geoseg.jobs.lease import Fence
+
+    return Fence(lease_url(out), "run-a", out, 60)
+
+
+def test_a_status_of_an_output_with_a_fifo_at_its_lease_path_says_so_at_once(tmp_path):
+    """The command-line answer: a clear error naming the lease path, exit 2, no waiting."""
+    import os
+
+    from geoseg.io.output import OutputTarget
+    from tests.cli import geoseg
+    from tests.jobs.test_repair import flat, threshold_job
+
+    spec, out = threshold_job(tmp_path)
+    OutputTarget(str(out)).finalize({"status": "running"})  # interrupted: status asks the lease
+    path = lease_url(str(out))
+    os.mkfifo(path)
+    try:
+        answers = [geoseg(*command, own_process=True, timeout=30) for command in
+                   (["status", str(out)], ["run", str(spec), "--scheduler", "threads"])]
+    finally:
+        _unblock(Path(path))
+    for said in answers:
+        told = flat(said.stderr)
+        assert said.returncode == 2 and f"The lease path {path} is a FIFO" in told, told
+        assert "internal error" not in told
+
+
+def test_an_s3_lease_is_read_with_one_bounded_range(s3_server, monkeypatch):
+    """The S3 store read the whole object (s3fs's read-ahead fetches 50 MiB blocks): what it
+    asks for now is at most 64 KiB and a byte, however large the object is."""
+    from s3fs.core import S3File
+
+    out = "s3://geoseg/leases/large.zarr"
+    s3fs.S3FileSystem(skip_instance_cache=True, **s3_server).pipe_file(
+        lease_url(out), b" " * (2 * 2**20))
+    asked: list[int] = []
+    fetch = S3File._fetch_range
+    monkeypatch.setattr(S3File, "_fetch_range",
+                        lambda self, start, end: asked.append(end - start) or fetch(self, start, end))
+    held = read_lease(out, s3_server)
+    assert held.owner == "unreadable lease" and held.stale()
+    assert asked and max(asked) <= MAX_LEASE_BYTES + 1, asked

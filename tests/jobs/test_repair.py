@@ -358,3 +358,67 @@ def test_an_output_that_lost_its_classes_array_is_named_not_an_internal_error(tm
     assert "run the job again with --overwrite" in told
     again = geoseg("run", str(spec), "--scheduler", "threads", "--overwrite")
     assert again.returncode == 0, again.stderr
+
+
+GARBAGE = bytes(range(7, 107))  # 100 bytes no codec decodes
+
+
+@pytest.mark.parametrize(("entry", "damage"), [("manifest_done/c/0/1", GARBAGE),
+                                               ("manifest_sha256/c/0/1/0", GARBAGE),
+                                               ("manifest_done/c/0/1", b"")],
+                         ids=["done-garbage", "sha256-garbage", "done-empty"])
+def test_a_manifest_entry_that_no_longer_decodes_is_named_and_repaired(tmp_path, entry, damage):
+    """Garbage (or nothing) in a manifest entry's stored chunk made verify and verify --repair
+    end in an internal zstd error, so nothing could be repaired: the region is named as
+    undecodable, --repair un-marks it, and the rerun recomputes it."""
+    spec, out = threshold_job(tmp_path)
+    whole = classes(out)
+    (out / entry).write_bytes(damage)
+
+    found = geoseg("verify", str(out))
+    said = flat(found.stderr)
+    assert found.returncode == 1 and "internal error" not in said, said
+    assert "0.1 [0:32, 32:64]" in said and "--repair" in said, said
+
+    repaired = geoseg("verify", str(out), "--repair")
+    told = flat(repaired.stdout)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "un-marked 1 task region(s)" in told and "0.1" in told, told
+    assert "0.1" not in OutputTarget(str(out)).done_keys()
+    assert output_status(str(out)).status.startswith("incomplete")
+
+    again = geoseg("run", str(spec), "--scheduler", "threads")
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 8 of 9 chunk(s) already done" in flat(again.stderr + again.stdout)
+    assert geoseg("verify", str(out)).returncode == 0
+    np.testing.assert_array_equal(classes(out), whole)
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata")
+@pytest.mark.parametrize("array", ["classes", "manifest_done", "manifest_sha256"])
+def test_an_array_deleted_while_a_run_writes_it_is_named_not_an_internal_key_error(tmp_path,
+                                                                                  array):
+    """An output array deleted mid-run ended the run in an internal KeyError (zarr's, for the
+    array it no longer finds), and verify afterwards in another: the write says which array
+    was lost and what to do, and verify says what status says."""
+    _, out = threshold_job(tmp_path)
+    block = classes(out)[:32, :32]
+    root = json.loads((out / "zarr.json").read_text())
+    root.pop("consolidated_metadata", None)  # as while a run writes: it consolidates at its end
+    (out / "zarr.json").write_text(json.dumps(root))
+    shutil.rmtree(out / array)
+    target = OutputTarget(str(out))
+    lost = f"lost its {array} array while the run wrote it"
+    with pytest.raises(CorruptOutputError, match=lost) as raised:
+        if array == "classes":
+            target.write("classes", (slice(0, 32), slice(0, 32)), block)
+        else:
+            target.mark_done("0.0", "00" * 32)
+    assert "with --overwrite" in str(raised.value)
+
+    zarr.consolidate_metadata(str(out))  # as the failed run's end does: the array is unlisted
+    said = {command: geoseg(command, str(out)) for command in ("status", "verify")}
+    for command, result in said.items():
+        told = flat(result.stderr)
+        assert result.returncode == 2 and "internal error" not in told, (command, told)
+        assert f"has lost its {array} array(s)" in told, (command, told)

@@ -42,3 +42,67 @@ def test_runs_lists_the_readable_records_and_names_each_unreadable_file(tmp_path
     assert compared.returncode == 2, compared.stderr
     [line] = compared.stderr.strip().splitlines()
     assert line.startswith("error: run ") and "'job' is a string, not an object" in line
+
+
+def _unblock(fifo) -> None:
+    """Give a reader stuck opening ``fifo`` (the code before the fix) its end of file."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_runs_skips_a_huge_file_a_fifo_and_a_folder_named_json_unread(tmp_path):
+    """A 3 GiB (sparse) ``.json`` in the runs folder was read whole (6.5 GB of memory) and a FIFO
+    named ``x.json`` hung ``geoseg runs``: each is measured first, as ``geoseg report`` measures
+    a record, and skipped with a note naming it, the other runs listed."""
+    import logging
+    import os
+    import threading
+    import tracemalloc
+
+    from geoseg.report.runs import list_runs
+
+    runs = tmp_path / "runs"
+    threshold_run(tmp_path, "real", size=64, chunk=32, seed=3)
+    [record] = runs.glob("*.json")
+    with open(runs / "huge.json", "wb") as f:
+        f.truncate(256 * 2**20)  # over GEOSEG_MAX_METADATA_BYTES (64 MiB); sparse: no disk used
+    os.mkfifo(runs / "fifo.json")
+    (runs / "folder.json").mkdir()
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda entry: said.append(entry.getMessage())
+    logger = logging.getLogger("geoseg.report")
+    logger.addHandler(handler)
+    found: list = []
+
+    def listing() -> None:
+        tracemalloc.start()
+        try:
+            found.append(list_runs(str(runs)))
+            found.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+
+    worker = threading.Thread(target=listing, daemon=True)
+    try:
+        worker.start()
+        worker.join(30)
+    finally:
+        logger.removeHandler(handler)
+        if worker.is_alive():
+            _unblock(runs / "fifo.json")
+    assert not worker.is_alive(), "geoseg runs waited on a FIFO"
+    listed, peak = found
+    assert [where for where, _ in listed] == [str(record)]
+    assert peak < 16 * 2**20, peak
+    notes = {name: [line for line in said if f"skipped {runs / name}:" in line]
+             for name in ("huge.json", "fifo.json", "folder.json")}
+    assert all(len(lines) == 1 for lines in notes.values()), said
+    assert "holds 256 MiB or more" in notes["huge.json"][0], notes
+    assert "GEOSEG_MAX_METADATA_BYTES" in notes["huge.json"][0], notes
+    assert "a FIFO (named pipe), not a file" in notes["fifo.json"][0], notes
+    assert "cannot be read" in notes["folder.json"][0], notes
+    assert all("delete it" in lines[0] for lines in notes.values()), notes
