@@ -16,6 +16,7 @@ import importlib
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from types import ModuleType
 from typing import Any
 
 import dask
+from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster, Security
 from distributed.client import _current_client  # what Client.as_current sets, less its config
+from distributed.comm import connect as comm_connect
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 from pydantic import ValidationError
@@ -53,6 +56,7 @@ ACTIVATE = re.compile(r"\bactivate\b")  # a prologue line that activates an envi
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_THREADS = 1  # threads per CPU worker when the spec gives none
 CLOSE_TIMEOUT = 10  # seconds to close a cluster interrupted while it starts
+HANDSHAKE_GRACE = 5  # seconds past its own deadline a scheduler handshake is given up at
 INTERRUPTED_CLOSE = 3  # seconds to close an in-process cluster whose run was interrupted
 EXTRAS = {"dask_jobqueue": ("dask-jobqueue", "hpc"),
           "dask_kubernetes.operator": ("dask-kubernetes", "kubernetes")}
@@ -373,17 +377,63 @@ def connected(address: str, security: Security | None = None) -> Iterator[Client
     reached (refused, timed out, a bad address, a TLS handshake refused) raises
     :class:`ClusterConfigError` naming it."""
     _remember_secrets(address)  # distributed's errors quote it without its scheme: no URL to scrub
+    failure = _handshake(address, security)
+    if failure is not None:
+        raise _unreachable(address, failure)
     try:
         client = Client(address, **({"security": security} if security is not None else {}))
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ClusterConfigError(
-            f"Cannot reach the Dask scheduler at {public_url(address)} "
-            f"({type(exc).__name__}: {redact.scrub(str(exc))}). Check that it is running and that "
-            "the address and port are right (dask scheduler prints them; one started with TLS "
-            f"takes only its tls:// address and certificates, cluster.tls), or {_drop(address)} "
-            "to start a local cluster.") from None
+    except (OSError, TimeoutError, ValueError, MemoryError) as exc:
+        raise _unreachable(address, exc) from None
     with client:
         yield client
+
+
+def _unreachable(address: str, exc: BaseException) -> ClusterConfigError:
+    """The error for a scheduler address that did not answer as a Dask scheduler."""
+    return ClusterConfigError(
+        f"Cannot reach the Dask scheduler at {public_url(address)} "
+        f"({type(exc).__name__}: {redact.scrub(str(exc))}). Check that it is running and that "
+        "the address and port are right: the scheduler's own port (8786 by default), not its "
+        "dashboard's (8787 by default, which speaks HTTP); dask scheduler prints both, and one "
+        "started with TLS takes only its tls:// address and certificates, cluster.tls; or "
+        f"{_drop(address)} to start a local cluster.")
+
+
+def _handshake(address: str, security: Security | None) -> BaseException | None:
+    """Why ``address`` is no Dask scheduler to connect to (``None``: it is one), found by opening
+    and closing one connection with Dask's handshake within dask's
+    ``distributed.comm.timeouts.connect`` (the deadline ``Client`` is given). A port that is not
+    a scheduler's (an HTTP server, the dashboard's) would otherwise hold ``Client`` in its
+    handshake for good, or have it read "HTTP/1.1" as the length of a message (a MemoryError).
+    Run on a thread of its own, whatever event loop the caller runs."""
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
+    args = (security or Security()).get_connection_args("client")
+
+    async def shake() -> None:
+        comm = await asyncio.wait_for(comm_connect(address, timeout=timeout, **args), timeout)
+        await comm.close()
+
+    failure: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            asyncio.run(shake())
+        except TimeoutError:
+            failure.append(silent)
+        except Exception as exc:  # noqa: BLE001 - whatever the far end made of it
+            failure.append(exc)
+
+    silent = TimeoutError(f"no answer in Dask's protocol within {timeout:g} s")
+    thread = threading.Thread(target=attempt, name="geoseg-scheduler-handshake", daemon=True)
+    thread.start()
+    thread.join(timeout + HANDSHAKE_GRACE)
+    if thread.is_alive():
+        return silent
+    if not failure:
+        return None
+    if isinstance(failure[0], (OSError, TimeoutError, ValueError)):
+        return failure[0]
+    return OSError(f"the server there does not speak Dask's protocol ({type(failure[0]).__name__})")
 
 
 def _drop(address: str) -> str:
