@@ -227,15 +227,34 @@ def crashed_chunks(chunks: Sequence[tuple[str, Sequence[slice]]], deaths: int,
     crashed workers were left for a rerun."""
     names = [f"chunk {key} ({window_text(region)})" for key, region in chunks[:SHOWN]]
     more = f" and {len(chunks) - SHOWN} more" if len(chunks) > SHOWN else ""
-    left = (f"; {not_retried} other chunk(s) lost with the crashed workers were not retried"
-            if not_retried else "")
     return WorkerCrashError(
         f"output {', '.join(names)}{more}: every worker process that ran it died ({deaths} in a "
-        f"row, the last running it alone); every other chunk was written{left}. A worker dies so "
+        f"row, the last running it alone); {_others_written(not_retried)}. A worker dies so "
         "when it runs out of memory (raise the workers' memory limit: cluster.jobqueue.memory, "
         "fewer threads_per_worker; or lower inference.batch_size / inference.tile, "
         "GEOSEG_BATCH_SIZE, GEOSEG_TILE, or output.chunks), or on a crash in native code. Rerun "
         "with --debug to keep the workers' logs; a rerun computes only the chunks not written.")
+
+
+def _others_written(not_retried: int) -> str:
+    """What became of the chunks not named: all written, unless some were lost with the crashed
+    workers and left to a rerun (then those were not written, however many others were)."""
+    if not not_retried:
+        return "every other chunk was written"
+    return (f"{not_retried} other chunk(s) lost with the crashed workers were not retried: "
+            "like the chunks named, they are not written (geoseg status OUTPUT counts the chunks "
+            "that are)")
+
+
+def workers_gone(address: str, waited: float, done: int, total: int) -> ClusterLostError:
+    """The error for a run whose scheduler at ``address`` had no worker left for ``waited``
+    seconds (``GEOSEG_WORKER_WAIT``): they all left, and none joined."""
+    return ClusterLostError(
+        f"Every Dask worker of the scheduler at {public_url(address)} left during the run, and "
+        f"none joined in {waited:g} s (GEOSEG_WORKER_WAIT); {done} of {total} chunk(s) this run "
+        "computed were written and kept. Start workers (dask worker ADDRESS, deploy/README.md), "
+        "or raise GEOSEG_WORKER_WAIT for a cluster that takes longer to scale back up, then run "
+        "the job again: it computes only the chunks not written.")
 
 
 def scheduler_lost(address: str, done: int, total: int) -> ClusterLostError:

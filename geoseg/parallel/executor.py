@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from distributed import Client, Future, KilledWorker, SchedulerPlugin, as_completed
 
-from geoseg import logs
+from geoseg import config, logs
 from geoseg.core.urls import public_url
 from geoseg.io import faults
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
@@ -28,6 +28,7 @@ CRASH_CULPRITS = 3  # chunks found killing workers on their own before the other
 # container's grace period after SIGTERM (30 s by default) with the rest of the clean-up
 CANCEL_WAIT = 10.0
 WATCHED = 1024  # futures :func:`completed` follows at once
+STALL_CHECK = 5.0  # seconds without a finished task before a run asks whether it has workers left
 
 
 @dataclass(frozen=True)
@@ -105,19 +106,68 @@ def score_regions(client: Client, target: OutputTarget, reference: ReferenceLabe
     return total
 
 
-def completed(client: Client, futures: list[Future]) -> Iterator[Future]:
+def completed(client: Client, futures: list[Future], stalled: Callable[[], None] | None = None,
+              every: float = STALL_CHECK) -> Iterator[Future]:
     """``futures`` as they finish, on ``client``'s loop (not dask's default client's), at most
     :data:`WATCHED` followed at once, the next taken in as each finishes: ``as_completed``
     follows each future with a coroutine on the client's event loop, which for a terabyte's
     85,849 tasks at once took 7 to 8 s of that loop while the tasks were being submitted and
-    about 600 MiB of the client."""
+    about 600 MiB of the client. ``stalled`` is called each time none has finished for
+    ``every`` seconds (it may raise): a wait on tasks no worker is left to run never ends."""
     waiting = iter(futures)
     followed = as_completed(list(itertools.islice(waiting, WATCHED)), loop=client.loop)
-    for future in followed:
+    quiet_since = time.monotonic()
+    while not followed.is_empty():
+        if not followed.has_ready():
+            _await_one(followed)
+            if stalled is not None and time.monotonic() - quiet_since >= every:
+                stalled()
+                quiet_since = time.monotonic()
+            continue
+        future = next(followed)
+        quiet_since = time.monotonic()
         following = next(waiting, None)
         if following is not None:
             followed.add(following)
         yield future
+
+
+def _await_one(followed: as_completed) -> None:
+    """Until a future of ``followed`` finishes, or a tenth of a second (as its own iterator)."""
+    with followed.thread_condition:
+        if not followed.has_ready():
+            followed.thread_condition.wait(timeout=0.1)
+
+
+class WorkerWatch:
+    """Called when a run's tasks have stalled: raises :class:`~geoseg.errors.ClusterLostError`
+    (counting the chunks ``written()`` of ``total``) once the scheduler has had no worker for
+    ``GEOSEG_WORKER_WAIT`` seconds, the wait a run gives a cluster before it starts (workers
+    that all left mid-run would leave it waiting for good). One question to the scheduler per
+    stall: nothing while tasks keep finishing."""
+
+    def __init__(self, client: Client, written: Callable[[], int], total: int) -> None:
+        self.client, self.written, self.total = client, written, total
+        self.wait = config.worker_wait()
+        self.gone_since: float | None = None
+
+    @property
+    def every(self) -> float:
+        """Seconds of stall between two questions to the scheduler."""
+        return min(STALL_CHECK, self.wait)
+
+    def __call__(self) -> None:
+        if self.client.nthreads():
+            self.gone_since = None
+            return
+        now = time.monotonic()
+        if self.gone_since is None:
+            self.gone_since = now
+            logs.log.warning("the Dask scheduler has no worker left: waiting up to %g s "
+                             "(GEOSEG_WORKER_WAIT) for one to join", self.wait)
+        elif now - self.gone_since >= self.wait:
+            raise faults.workers_gone(self.client.scheduler.address, self.wait, self.written(),
+                                      self.total)
 
 
 def submit_in_stripes(client: Client, fn: Callable[..., RegionStats], todo: list[tuple[slice, ...]],
@@ -203,12 +253,16 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
         if on_done is not None:
             on_done(result)
 
-    kept = functools.partial(_scheduler_kept, client, lambda: target.count_done() - earlier,
-                             len(todo))
+    def written() -> int:
+        return target.count_done() - earlier
+
+    kept = functools.partial(_scheduler_kept, client, written, len(todo))
+    watch = WorkerWatch(client, written, len(todo))
     try:
-        crashed = _gather(client, kept, dict(zip((f.key for f in futures), todo)), futures, done)
+        crashed = _gather(client, kept, dict(zip((f.key for f in futures), todo)), futures, done,
+                          watch)
         if crashed:  # tasks that were on a dying worker: the one that killed it, and bystanders
-            _retry_alone(client, kept, crashed, done, futures, **kwargs)
+            _retry_alone(client, kept, crashed, done, futures, watch, **kwargs)
     except BaseException:
         _cancel(client, futures, public_url(target.url))
         raise
@@ -257,12 +311,13 @@ def _executing(dask_worker: Any) -> list[Any]:
 
 def _gather(client: Client, kept: Callable[[], contextlib.AbstractContextManager[None]],
             region_of: dict[str, tuple[slice, ...]], futures: list[Future],
-            done: Callable[[RegionStats], None]) -> list[tuple[slice, ...]]:
+            done: Callable[[RegionStats], None], watch: WorkerWatch) -> list[tuple[slice, ...]]:
     """Wait for every future; the regions of those that failed because workers died (Dask's
-    ``KilledWorker``). A lost scheduler raises :class:`~geoseg.errors.ClusterLostError` (``kept``)."""
+    ``KilledWorker``). A lost scheduler raises :class:`~geoseg.errors.ClusterLostError` (``kept``),
+    and so does a cluster left without workers (``watch``)."""
     crashed = []
     with kept():  # the run's client's loop: it need not be dask's default client
-        for future in completed(client, futures):
+        for future in completed(client, futures, watch, watch.every):
             try:
                 done(future.result())
                 future.release()  # its result is in: a worker dying now does not recompute it
@@ -291,7 +346,7 @@ def _scheduler_kept(client: Client, written: Callable[[], int], total: int) -> I
 
 def _retry_alone(client: Client, kept: Callable[[], contextlib.AbstractContextManager[None]],
                  crashed: list[tuple[slice, ...]], done: Callable[[RegionStats], None],
-                 submitted: list[Future], **kwargs: Any) -> None:
+                 submitted: list[Future], watch: WorkerWatch, **kwargs: Any) -> None:
     """Run each region again, one at a time: a worker dying now was killed by that region's own
     task. Raise :class:`~geoseg.errors.WorkerCrashError` naming those (after
     :data:`CRASH_CULPRITS` of them the rest are left to a rerun). Each new future joins
@@ -301,7 +356,8 @@ def _retry_alone(client: Client, kept: Callable[[], contextlib.AbstractContextMa
         try:
             submitted.append(client.submit(segment_to_store, region, pure=False, **kwargs))
             with kept():
-                done(submitted[-1].result())
+                for future in completed(client, submitted[-1:], watch, watch.every):
+                    done(future.result())
         except KilledWorker as exc:
             culprits.append((chunk_key(region, kwargs["chunks"]), region))
             deaths = exc.allowed_failures + 1

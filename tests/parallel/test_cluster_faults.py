@@ -121,3 +121,48 @@ def test_sigterm_while_the_local_cluster_starts_ends_the_batch_with_its_report(t
     [index] = [line.split(": ", 1)[1] for line in batch.lines if line.startswith("html report: ")]
     assert Path(index).is_file()
     assert not list((tmp_path / "out").glob("*.zarr"))
+
+
+@pytest.mark.timeout(120)
+def test_a_run_whose_workers_all_leave_fails_after_the_worker_wait(tmp_path):
+    """Every worker gone mid-run (its nanny stopped) and none joining: the run ends within
+    GEOSEG_WORKER_WAIT and a few seconds, saying how many chunks are kept, not silently waits."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    job = slow_job(tmp_path, address)
+    procs = start_cluster(tmp_path, port)
+    try:
+        with slow_geoseg(["run", str(job)], {"PYTHONPATH": str(ROOT), "GEOSEG_WORKER_WAIT": "3"}) as run:
+            run.wait_for("job started")
+            wait_for_done(tmp_path / "out.zarr", 1)
+            procs[1].terminate()  # the nanny closes its worker and leaves
+            procs[1].wait(30)
+            t0 = time.monotonic()
+            code = run.finish(timeout=60)
+            took = time.monotonic() - t0
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(30)
+
+    lines = "\n".join(run.lines)
+    assert code == 1, lines
+    assert took < 25, lines
+    assert "Traceback" not in lines, lines
+    [error] = [line for line in run.lines if line.startswith("error:")]
+    assert f"Every Dask worker of the scheduler at {address} left during the run" in error
+    assert "(GEOSEG_WORKER_WAIT)" in error and "it computes only the chunks not written" in error
+    said = int(error.split("; ")[1].split(" of ")[0])
+    state = output_status(str(tmp_path / "out.zarr"))
+    assert said == state.done and 1 <= said < 64, (error, state.done)
+
+
+def test_a_crash_report_that_left_chunks_unretried_never_says_every_other_was_written():
+    from geoseg.io.faults import crashed_chunks
+
+    chunks = [(f"0.{i}", (slice(0, 32), slice(32 * i, 32 * i + 32))) for i in range(3)]
+    assert "every other chunk was written" in str(crashed_chunks(chunks, 4))
+    message = str(crashed_chunks(chunks, 4, not_retried=13))
+    assert "every other chunk was written" not in message, message
+    assert "13 other chunk(s) lost with the crashed workers were not retried" in message
+    assert "they are not written" in message, message
