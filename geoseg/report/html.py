@@ -27,7 +27,7 @@ import numpy as np
 from geoseg.core import jsontext
 from geoseg.core.text import brief, json_kind
 from geoseg.core.urls import public_url
-from geoseg.errors import EvaluationError
+from geoseg.errors import BudgetError, EvaluationError
 from geoseg.io.files import small_file, write_whole
 from geoseg.report.tables import absent_classes
 
@@ -55,6 +55,8 @@ def load_record(url: str) -> dict[str, Any]:
             "A run record takes a few KB: check the path.").decode("utf-8"))
     except FileNotFoundError:
         raise EvaluationError(f"No run record at {public_url(url)}; {advice}") from None
+    except (BudgetError, EvaluationError):
+        raise  # small_file's own refusal (too large, a FIFO) says what was received
     except (OSError, UnicodeDecodeError) as exc:
         raise EvaluationError(f"Cannot read the run record {public_url(url)} "
                               f"({type(exc).__name__}); {advice}") from None

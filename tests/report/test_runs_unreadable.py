@@ -3,6 +3,9 @@ others and names each such file in a warning; ``geoseg runs compare`` refuses on
 
 from __future__ import annotations
 
+import pytest
+
+from geoseg.errors import GeosegError
 from tests.cli import geoseg, threshold_run
 
 UNREADABLE = {
@@ -106,3 +109,15 @@ def test_runs_skips_a_huge_file_a_fifo_and_a_folder_named_json_unread(tmp_path):
     assert "a FIFO (named pipe), not a file" in notes["fifo.json"][0], notes
     assert "cannot be read" in notes["folder.json"][0], notes
     assert all("delete it" in lines[0] for lines in notes.values()), notes
+
+
+def test_report_of_a_huge_file_says_it_is_too_large_not_that_it_is_not_json(tmp_path):
+    from geoseg.report.html import load_record
+
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(256 * 2**20)  # over GEOSEG_MAX_METADATA_BYTES (64 MiB); sparse: no disk used
+    with pytest.raises(GeosegError) as refused:
+        load_record(str(huge))
+    assert "not JSON" not in str(refused.value)
+    assert "GEOSEG_MAX_METADATA_BYTES" in str(refused.value), str(refused.value)
