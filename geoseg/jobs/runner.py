@@ -63,6 +63,7 @@ from geoseg.jobs import checks, provenance, tracking
 from geoseg.jobs.lease import Lease, taken
 from geoseg.jobs.prepared import PreparedJob, model_files, output_layout
 from geoseg.jobs.spec import JobSpec, ModelSpec, load_job
+from geoseg.jobs.status import refuse_unreadable_group
 from geoseg.methods.build import build_method, needs_fit, params_for_input
 from geoseg.methods.edges import Canny, hysteresis
 from geoseg.models import ranges
@@ -681,6 +682,7 @@ def _refuse_foreign_output(url: str, storage_options: dict[str, Any], overwrite:
     if overwrite or not output_exists(url, storage_options):
         return
     if "job_identity" not in OutputTarget(url, dict(storage_options)).attrs():
+        refuse_unreadable_group(url, storage_options)  # a damaged one is not said to be foreign
         raise OutputExistsError(f"Output {url} already exists and is not a geoseg output; nothing was "
                                 "written. Choose another output URL: geoseg never deletes what it did "
                                 "not write, even with --overwrite (remove it yourself if it is to go).")

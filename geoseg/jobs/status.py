@@ -123,16 +123,24 @@ def _target(url: str, storage_options: dict[str, Any] | None) -> tuple[OutputTar
     target = OutputTarget(url, dict(storage_options or {}))
     attrs = target.attrs() if output_exists(url, storage_options) else {}
     if "job_identity" not in attrs:
-        unreadable = _unreadable_group(url, storage_options) if output_exists(url, storage_options) \
-            else None
-        if unreadable is not None and not _other_data(unreadable):
-            raise CorruptInputError(
-                f"{url}: its Zarr group metadata cannot be read ({_said(unreadable)}), so whether "
-                "a geoseg run wrote it cannot be told. If a run wrote it, restore its zarr.json "
-                "from a copy, or (once sure it holds nothing else) remove it and run the job "
-                "again.")
-        raise no_output(url, storage_options, unreadable)
+        raise no_output(url, storage_options, refuse_unreadable_group(url, storage_options))
     return target, attrs
+
+
+def refuse_unreadable_group(url: str, storage_options: dict[str, Any] | None) -> Exception | None:
+    """Refuse an output at ``url`` whose Zarr group metadata cannot be read (truncated,
+    garbage): whether a geoseg run wrote it cannot be told, so it is neither some other data
+    nor a geoseg output to resume. Returns why opening it failed otherwise (``None``: it opens,
+    or nothing is there), for :func:`no_output`."""
+    unreadable = _unreadable_group(url, storage_options) if output_exists(url, storage_options) \
+        else None
+    if unreadable is not None and not _other_data(unreadable):
+        raise CorruptInputError(
+            f"{url}: its Zarr group metadata cannot be read ({_said(unreadable)}), so whether "
+            "a geoseg run wrote it cannot be told. If a run wrote it, restore its zarr.json "
+            "from a copy, or (once sure it holds nothing else) remove it and run the job "
+            "again.")
+    return unreadable
 
 
 def _other_data(exc: Exception) -> bool:

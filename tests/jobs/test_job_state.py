@@ -208,8 +208,10 @@ def test_cli_status_and_verify_report_states(tmp_path, job, cluster_address):
     assert "interrupted" in " ".join(shown.stdout.split())
     assert np.asarray(group["manifest_done"][...]).all()
     (out / "zarr.json").write_text("{")  # metadata broken: not the same as no output at all
-    for command in ("status", "verify"):
-        said = geoseg(command, str(out))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    for command, target in (("status", out), ("verify", out), ("run", spec)):  # run said "not a geoseg output"
+        said = geoseg(command, str(target))
         assert said.returncode == 2 and "Traceback" not in said.stderr
         assert "its Zarr group metadata cannot be read (JSONDecodeError" in " ".join(said.stderr.split())
 
