@@ -145,7 +145,8 @@ def _show_error(exc: BaseException) -> None:
         said = "terminated (SIGTERM)" if isinstance(exc.stopped, Terminated) else "interrupted"
         again = f"; `geoseg report {exc.record_url}` writes it" if exc.record_url else ""
         message = (f"{said} after the run completed: output {public_url(exc.output_url)} is complete "
-                   f"and its run recorded; its HTML report may be unwritten{again}")
+                   f"and its run recorded; its HTML report may be unwritten{again}"
+                   + (f"; {exc.note}" if exc.note else ""))
     elif isinstance(exc, KeyboardInterrupt):
         said = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         message = f"{said}; {RESUMES.get(_command(sys.argv[1:]), 'run the command again to finish it')}"

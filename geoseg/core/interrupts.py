@@ -48,9 +48,11 @@ class StoppedOnceComplete(KeyboardInterrupt):
     """A signal taken once a run had marked its output complete and written its record (held
     while it did, :func:`deferred`): the run is complete; only what came after was stopped."""
 
-    def __init__(self, stopped: KeyboardInterrupt, output_url: str, record_url: str | None) -> None:
+    def __init__(self, stopped: KeyboardInterrupt, output_url: str, record_url: str | None,
+                 note: str = "") -> None:
         super().__init__(str(stopped))
         self.stopped, self.output_url, self.record_url = stopped, output_url, record_url
+        self.note = note  # what else the stop left undone (logging the run to MLflow)
 
 
 class Held:

@@ -586,10 +586,26 @@ def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,
     except KeyboardInterrupt as exc:
         if not marked:
             raise
-        raise interrupts.StoppedOnceComplete(exc, report.output_url, report.record_url) from None
+        raise interrupts.StoppedOnceComplete(exc, report.output_url, report.record_url,
+                                             _untracked(record)) from None
     except TrackingError:
         _log_finished(report)
         raise
+
+
+BEFORE_MLFLOW = "interrupted before the run was logged to MLflow"  # a record's tracking error
+
+
+def _untracked(record: dict[str, Any]) -> str:
+    """What a run stopped once complete left undone in MLflow, as its record says ("" if it was
+    not tracking, or was logged)."""
+    logged = record.get("tracking", {}).get("mlflow", {})
+    if logged.get("error") == BEFORE_MLFLOW:
+        return f"it was stopped before it was logged to MLflow. {tracking.RELOG}"
+    if logged.get("error"):
+        return "its MLflow run was stopped while being logged and is marked KILLED"
+    return ""
+
 
 
 def _tracked(record: dict[str, Any], target: OutputTarget, tracker: tracking.MlflowTracker,
@@ -608,7 +624,7 @@ def _tracked(record: dict[str, Any], target: OutputTarget, tracker: tracking.Mlf
         logged = record.get("tracking", {}).get("mlflow") or tracker.where()
         record["tracking"] = {"mlflow": {**logged, "error": str(exc)}}
     except BaseException:
-        said = ("interrupted before the run was logged to MLflow" if tracker.run_id is None else
+        said = (BEFORE_MLFLOW if tracker.run_id is None else
                 "interrupted while logging to MLflow; the run there is KILLED")
         tracker.abandon()
         logged = record.get("tracking", {}).get("mlflow") or tracker.where()

@@ -282,3 +282,34 @@ def test_a_run_holds_its_lease_until_its_output_is_complete_and_recorded(tmp_pat
     run(str(_threshold_job(tmp_path)))
     assert len(seen) == 1 and seen[0] is not None
     assert read_lease(str(tmp_path / "out.zarr")) is None  # released once published
+
+
+def test_a_signal_as_a_tracked_output_is_marked_complete_says_mlflow_did_not_get_the_run(
+        tmp_path, monkeypatch):
+    """The message said only that the run was complete and recorded: MLflow had no run of it."""
+    pytest.importorskip("mlflow")
+    from geoseg import cli
+    from geoseg.io.output import OutputTarget
+
+    finalize = OutputTarget.finalize
+
+    def signalled(self, attrs, drop=()):
+        if attrs.get("status") == "complete":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return finalize(self, attrs, drop)
+
+    monkeypatch.setattr(OutputTarget, "finalize", signalled)
+    monkeypatch.setattr(cli, "exit_within", lambda code: None)  # no forced exit of pytest
+    monkeypatch.chdir(tmp_path)  # MLflow's artifacts (./mlruns) under the test's folder
+    job = _threshold_job(tmp_path)
+    spec = yaml.safe_load(job.read_text())
+    spec["tracking"] = {"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    job.write_text(yaml.safe_dump(spec))
+    done = geoseg("run", str(job), env={"GEOSEG_RUNS_DIR": str(tmp_path / "runs")})
+
+    assert done.returncode == 143, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "after the run completed" in said and "stopped before it was logged to MLflow" in said
+    assert "To log it, run the job again" in said
+    record = yaml.safe_load(next((tmp_path / "runs").glob("*.json")).read_text())
+    assert record["tracking"]["mlflow"]["error"] == "interrupted before the run was logged to MLflow"
