@@ -84,6 +84,7 @@ def main() -> None:
     """Entry point: one clean message per failure, exit 2 for bad input (a geoseg error refining
     ``ValueError``, ``FileNotFoundError``, ...), 1 for a failed run or an internal error; the
     traceback only with ``--debug``."""
+    sys.unraisablehook = _unraisable
     try:
         with terminated_as_interrupt():  # SIGTERM cleans up as Ctrl-C does: leases, statuses
             code = app(standalone_mode=False)  # click returns the code of typer.Exit here
@@ -101,6 +102,22 @@ def main() -> None:
         _show_error(typed)
         sys.exit(exit_code(typed))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _unraisable(unraisable: Any) -> None:
+    """An exception Python could not raise, logged at debug level instead of printed as a
+    traceback after the command's own message: after a storage failure, reads the run gave up
+    on (zarr's, through s3fs) are collected later, and their clean-up fails. With ``--debug``,
+    Python's own report."""
+    if _debug["on"]:
+        sys.__unraisablehook__(unraisable)
+        return
+    with contextlib.suppress(Exception):  # at interpreter exit logging may be gone
+        from geoseg import logs
+
+        exc = unraisable.exc_value
+        logs.log.debug("ignored in %s: %s: %s", redact.scrub(repr(unraisable.object))[:200],
+                       type(exc).__name__, redact.scrub(str(exc)))
 
 
 SYSTEM_FAULTS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT,

@@ -656,3 +656,25 @@ def test_report_refuses_a_run_record_that_is_not_one(tmp_path, content, said):
         record.write_text(content)
     assert_clean(geoseg("report", str(record)), 2, said.format(path=record))
 
+
+
+def test_an_exception_python_cannot_raise_prints_no_traceback_after_the_message():
+    """After a storage outage, reads the run had given up on were collected later and printed
+    "Exception ignored in: <coroutine StorePath.get ...>" with a traceback after the error."""
+    script = (
+        "import gc, sys\n"
+        "from geoseg import cli\n"
+        "class Pending:\n"
+        "    def __del__(self):\n"
+        "        raise ValueError('was created in a different Context')\n"
+        "sys.argv = ['geoseg', *sys.argv[1:], 'runs', '--help']\n"
+        "try:\n"
+        "    cli.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "Pending(); gc.collect()\n")
+    for debug, shown in (([], False), (["--debug"], True)):
+        done = subprocess.run([sys.executable, "-c", script, *debug], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert ("Traceback" in done.stderr) is shown, done.stderr
+        assert ("different Context" in done.stderr) is shown, done.stderr
