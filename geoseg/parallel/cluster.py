@@ -49,6 +49,7 @@ from geoseg.parallel.cluster_spec import (
     walltime_seconds,
 )
 from geoseg.parallel.lost import scheduler_loss_said
+from geoseg.parallel.plugins import check_geoseg_on_workers
 
 NAMED_KINDS = ("local", "threads", "slurm", "pbs", "kubernetes")
 ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$")
@@ -484,7 +485,11 @@ _CONNECT: dict[str, Callable[[ClusterSpec], AbstractContextManager[Client]]] = {
 
 
 def _pin_torch_threads(client: Client, threads: int) -> None:
+    """Pin the workers' torch threads (``GEOSEG_TORCH_THREADS``), once they are known to run
+    geoseg: the plugin is pickled by reference to this module, and a worker without geoseg
+    would refuse it with a bare ``ModuleNotFoundError`` naming no worker."""
     if threads > 0:
+        check_geoseg_on_workers(client)
         client.register_plugin(TorchThreads(threads))
 
 

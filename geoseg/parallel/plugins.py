@@ -77,7 +77,7 @@ def load_models(client: Client, ref: Any, *, compile: bool = False) -> ModelPlug
     plugin = ModelPlugin(refs, compile, client=client.id)
     with scheduler_loss_said(client):  # a scheduler lost now fails the run as ClusterLostError
         _release_on_disconnect(client)
-        _check_geoseg_on_workers(client)
+        check_geoseg_on_workers(client)
         try:
             failed = _register(client, plugin)
         except (OSError, asyncio.CancelledError, CancelledError):
@@ -91,7 +91,7 @@ def load_models(client: Client, ref: Any, *, compile: bool = False) -> ModelPlug
     return plugin
 
 
-def _check_geoseg_on_workers(client: Client) -> None:
+def check_geoseg_on_workers(client: Client) -> None:
     """Refuse a cluster where a worker cannot import geoseg, naming it: the model plugin would
     fail there with a bare ``ModuleNotFoundError`` and no address (one round trip per job)."""
     answers = client.run(_geoseg_here, on_error="return")

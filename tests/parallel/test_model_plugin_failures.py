@@ -86,6 +86,18 @@ def test_a_worker_that_cannot_import_geoseg_is_named(tmp_path, model_path):
 
 
 @pytest.mark.timeout(90)
+def test_pinned_torch_threads_name_a_worker_that_cannot_import_geoseg(tmp_path, monkeypatch):
+    """GEOSEG_TORCH_THREADS registered its plugin before any check: a bare ModuleNotFoundError."""
+    from geoseg.parallel.cluster import ClusterSpec, connect
+
+    monkeypatch.setenv("GEOSEG_TORCH_THREADS", "1")
+    with cluster(tmp_path, NO_GEOSEG) as (address, odd), \
+            pytest.raises(ClusterConfigError, match=rf"Dask worker {odd} cannot import geoseg"), \
+            connect(ClusterSpec(kind="address", scheduler=address)):
+        pass
+
+
+@pytest.mark.timeout(90)
 def test_a_model_that_one_worker_cannot_read_is_released_everywhere(tmp_path, model_path):
     ref = read_header(model_path).ref()
     with cluster(tmp_path, HIDDEN, hidden=str(Path(model_path).parent)) as (address, odd):
