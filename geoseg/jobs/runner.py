@@ -323,6 +323,13 @@ def run(job: JobSpec | str | Path, *, scheduler: str | None = None, overwrite: b
     return report
 
 
+def _worker_wait(where: ClusterSpec) -> float | None:
+    """How long a run waits once every worker has left: ``GEOSEG_WORKER_WAIT`` on an existing
+    cluster, whose workers may be gone for good; no limit on one the run started (nannies
+    restart workers, and SLURM/PBS/Kubernetes workers may queue for hours)."""
+    return config.worker_wait() if cluster_kind(where) == "address" else None
+
+
 def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active: Client,
              where: ClusterSpec, on_start: Callable[[int], None] | None,
              on_done: Callable[[RegionStats], None] | None, started: str,
@@ -340,7 +347,7 @@ def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active
         stats = run_regions(active, prepared.work, prepared.source, target, chunks=prepared.chunks,
                             n_classes=prepared.model.n_classes, with_probabilities=out.probabilities,
                             skip=skip, on_done=_stamped(on_done, done_at, t_compute),
-                            reference=prepared.reference)
+                            reference=prepared.reference, worker_wait=_worker_wait(where))
     compute_seconds = time.perf_counter() - t_compute
     _check_all_recorded(target, prepared)
     finish_edges(prepared, target)

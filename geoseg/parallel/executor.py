@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from distributed import Client, Future, KilledWorker, SchedulerPlugin, as_completed
 
-from geoseg import config, logs
+from geoseg import logs
 from geoseg.core.urls import public_url
 from geoseg.io import faults
 from geoseg.io.output import OutputTarget, chunk_checksum, chunk_key
@@ -146,18 +146,19 @@ class WorkerWatch:
     that all left mid-run would leave it waiting for good). One question to the scheduler per
     stall: nothing while tasks keep finishing."""
 
-    def __init__(self, client: Client, written: Callable[[], int], total: int) -> None:
+    def __init__(self, client: Client, written: Callable[[], int], total: int,
+                 wait: float | None) -> None:
         self.client, self.written, self.total = client, written, total
-        self.wait = config.worker_wait()
+        self.wait = wait  # None: never asks (a cluster the run started brings workers back)
         self.gone_since: float | None = None
 
     @property
     def every(self) -> float:
         """Seconds of stall between two questions to the scheduler."""
-        return min(STALL_CHECK, self.wait)
+        return STALL_CHECK if self.wait is None else min(STALL_CHECK, self.wait)
 
     def __call__(self) -> None:
-        if self.client.nthreads():
+        if self.wait is None or self.client.nthreads():
             self.gone_since = None
             return
         now = time.monotonic()
@@ -230,10 +231,14 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
                 *, chunks: tuple[int, int], n_classes: int, with_probabilities: bool,
                 skip: Collection[str] = frozenset(),
                 on_done: Callable[[RegionStats], None] | None = None,
-                reference: ReferenceLabels | None = None) -> list[RegionStats]:
+                reference: ReferenceLabels | None = None,
+                worker_wait: float | None = None) -> list[RegionStats]:
     """Submit one task per region (``chunks``: what one task writes) not in ``skip`` and wait for
     all of them. When windows reach past their regions (halos, blended windows), tasks read
-    through each worker's cache of decoded input chunks."""
+    through each worker's cache of decoded input chunks. ``worker_wait``: how long a run on an
+    existing cluster waits once every worker has left (:class:`WorkerWatch`); ``None`` on a
+    cluster the run started, which brings its own workers back (nannies restart them, a batch
+    queue starts the jobs it holds, however long they queue)."""
     source = source.for_run()
     if work.windows_reach_past_regions:
         source = source.with_read_cache()
@@ -257,7 +262,7 @@ def run_regions(client: Client, work: RegionWork, source: RasterSource, target: 
         return target.count_done() - earlier
 
     kept = functools.partial(_scheduler_kept, client, written, len(todo))
-    watch = WorkerWatch(client, written, len(todo))
+    watch = WorkerWatch(client, written, len(todo), worker_wait)
     try:
         crashed = _gather(client, kept, dict(zip((f.key for f in futures), todo)), futures, done,
                           watch)

@@ -166,3 +166,15 @@ def test_a_crash_report_that_left_chunks_unretried_never_says_every_other_was_wr
     assert "every other chunk was written" not in message, message
     assert "13 other chunk(s) lost with the crashed workers were not retried" in message
     assert "they are not written" in message, message
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs", "kubernetes", "local", "threads"])
+def test_only_a_run_on_an_existing_cluster_gives_up_on_workers_that_left(kind, monkeypatch):
+    """SLURM workers queued past GEOSEG_WORKER_WAIT failed the run as workers that had "left":
+    a cluster the run started brings its workers back, however long they queue."""
+    from geoseg.jobs.runner import _worker_wait
+    from geoseg.parallel.cluster_spec import ClusterSpec
+
+    monkeypatch.setenv("GEOSEG_WORKER_WAIT", "7")
+    assert _worker_wait(ClusterSpec(kind="address", scheduler="tcp://10.0.0.1:8786")) == 7
+    assert _worker_wait(ClusterSpec(kind=kind)) is None
