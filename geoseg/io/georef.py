@@ -491,7 +491,7 @@ def coords_transform(transform: Affine | None, y: np.ndarray, x: np.ndarray,
     return Affine(res_x, 0.0, origin[0], 0.0, res_y, origin[1])
 
 
-def evenly_spaced(values: np.ndarray, step: float | None = None) -> bool:
+def _evenly_spaced(values: np.ndarray, step: float | None = None) -> bool:
     """Whether ``values`` (a window's coordinates along one axis) are evenly spaced, by ``step``
     when given, within a millionth of it: what a transform can place. One value is."""
     values = np.asarray(values, dtype=np.float64)
@@ -511,7 +511,7 @@ def _axis_step(values: np.ndarray, declared: float | None, n: int | None) -> flo
     if n < 2:
         return declared
     step = (float(values[-1]) - float(values[0])) / (n - 1)
-    even = evenly_spaced(values[:-1] if len(values) < n else values, step)
+    even = _evenly_spaced(values[:-1] if len(values) < n else values, step)
     if not even or (declared is not None and math.isclose(step, declared, rel_tol=1e-6)):
         return declared
     return step

@@ -26,9 +26,9 @@ from geoseg.core.text import as_whole, brief
 from geoseg.ensembles.members import trained_models
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.georef import (
+    PIXEL_INDEX,
     GeoRef,
     coords_transform,
-    evenly_spaced,
     grid_attrs,
     pixel_window_transform,
     window_affines,
@@ -119,8 +119,6 @@ def segment(
                        min_pixels=MIN_TASK_PIXELS)
     work = plan_work(segmenter, plan, nodata=raster_nodata(raster), nodata_class=nodata_class)
     source = storage_source(raster)
-    if source is not None:
-        source = source.for_run()
     if source is not None and work.windows_reach_past_regions:
         source = source.with_read_cache()
     blocks = [_region_block(work, plan, raster, source, region, output, segmenter.n_classes)
@@ -434,7 +432,7 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
     if transform is None or raster.dims[1:] != ("y", "x") or any(
             c is None or c.dims != (d,) or c.dtype.kind not in "iuf" for c, d in zip(yx, ("y", "x"))):
         return
-    _refuse_uneven(yx)
+    _refuse_uneven(yx, transform)
     window = pixel_window_transform(transform, *yx) if transform.b or transform.d else \
         coords_transform(transform, yx[0].values, yx[1].values)
     if window is None or window == transform:
@@ -447,19 +445,37 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
         coords[mapping] = spatial_ref
 
 
-def _refuse_uneven(yx: list[xr.DataArray]) -> None:
+def _refuse_uneven(yx: list[xr.DataArray], transform: Affine) -> None:
     """Refuse a window of a georeferenced raster whose pixels along y or x are not evenly
     spaced (picked with a list, ``.isel(x=[0, 100, 390])``): no transform places them, and the
-    whole image's would place the mask where its pixels are not."""
-    for coord in yx:
-        if not evenly_spaced(coord.values):
-            shown = ", ".join(f"{v:g}" for v in coord.values[:4]) + (", ..." if coord.size > 4 else "")
+    whole image's would place the mask where its pixels are not. Spacing is judged in pixels
+    of ``transform`` (a rotated grid's coordinates are pixel indices), so coordinates stored
+    with rounding noise (float32 map coordinates far from the origin) are not refused."""
+    rotated = bool(transform.b or transform.d)
+    for coord, size in zip(yx, (transform.e, transform.a)):
+        if rotated and coord.attrs.get("long_name") != PIXEL_INDEX:
+            continue  # no index to judge by: the whole image's transform is kept, as before
+        if _uneven(np.asarray(coord.values), 1.0 if rotated else abs(size)):
+            shown = ", ".join(f"{v:.10g}" for v in coord.values[:4]) + (", ..." if coord.size > 4 else "")
             raise ParameterError(
                 f"segment(): raster: its {coord.name} coordinates are not evenly spaced ({shown}), "
                 "as a window picked with a list of pixels is; expected a georeferenced raster's "
                 "pixels at one step, which its transform can place. Select the window with a "
                 f"slice (.isel({coord.name}=slice(start, stop, step))), or segment each evenly "
                 "spaced part on its own.")
+
+
+def _uneven(values: np.ndarray, pixel: float) -> bool:
+    """Whether ``values`` stray from one step between their ends by more than half a ``pixel``
+    anywhere, plus what their dtype cannot hold (float32 steps by 0.25 near 4,000 km: 30 cm
+    pixels there are stored 0.25 or 0.5 apart). Non-finite values are left to
+    :func:`~geoseg.io.georef.coords_transform`, which names them."""
+    if len(values) < 3 or not pixel or not np.all(np.isfinite(values)):
+        return False
+    noise = 2 * float(np.spacing(np.abs(values).max())) if values.dtype.kind == "f" else 0.0
+    exact = values.astype(np.float64)
+    step = (exact[-1] - exact[0]) / (len(exact) - 1)
+    return bool(np.max(np.abs(np.diff(exact) - step)) > pixel / 2 + noise)
 
 
 def _coordinate(raster: xr.DataArray, name: str) -> xr.DataArray | None:

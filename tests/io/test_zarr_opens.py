@@ -31,3 +31,24 @@ def test_a_jobs_tasks_read_the_inputs_metadata_once_per_run_and_process(tmp_path
         during = len(opened)
         opened.clear()
         assert during <= 8, f"run {n} opened its input {during} times for 64 tasks"
+
+
+def test_a_segment_graph_computed_again_reads_the_input_as_it_is_then(tmp_path):
+    """A lazy result kept the input's opened metadata across computes: once the input was
+    rewritten, the second compute read every chunk as the fill value."""
+    import shutil
+
+    import dask
+    import numpy as np
+
+    import geoseg
+    from geoseg.methods import Threshold
+
+    first, second = textured_image(64, 64, bands=1, seed=1), textured_image(64, 64, bands=1, seed=2)
+    url = write_zarr(tmp_path / "in.zarr", first, chunks=(32, 32))
+    mask = geoseg.segment(geoseg.open_raster(url), Threshold((128.0,)), chunks=32)
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_array_equal(mask.values, first[0] > 128)
+        shutil.rmtree(tmp_path / "in.zarr")
+        write_zarr(tmp_path / "in.zarr", second, chunks=(16, 16))  # rewritten, chunked anew
+        np.testing.assert_array_equal(mask.values, second[0] > 128)

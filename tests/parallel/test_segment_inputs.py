@@ -194,6 +194,23 @@ def test_a_window_picked_with_a_list_of_pixels_is_refused_naming_the_fix(tmp_pat
         geoseg.segment(geoseg.open_raster(str(path)).isel(x=[0, 10, 39]), Threshold((100.0,)))
 
 
+def test_float32_map_coordinates_with_rounding_noise_are_not_taken_for_a_picked_window():
+    """30 cm pixels 4000 km from the origin, stored in float32 as many files store them, step
+    unevenly by up to 5% of a pixel: the raster was refused as picked with a list of pixels."""
+    res, x0, y0 = 0.3, 500000.0, 4000000.0
+    x = (x0 + res * (np.arange(64) + 0.5)).astype("float32")
+    y = (y0 - res * (np.arange(64) + 0.5)).astype("float32")
+    assert np.ptp(np.diff(y.astype(np.float64))) > 1e-6 * res  # uneven, as float32 holds them
+    image = np.random.default_rng(0).random((1, 64, 64), dtype=np.float32)
+    raster = xr.DataArray(image, dims=("band", "y", "x"), coords={"band": [1], "y": y, "x": x},
+                          attrs={"transform": [res, 0.0, x0, 0.0, -res, y0]})
+    out = geoseg.segment(raster, Threshold((0.5,)), chunks=32)
+    np.testing.assert_array_equal(out.values, image[0] > 0.5)
+    x[5] = np.nan  # still named as the coordinate that is not a number, not as a picked window
+    with pytest.raises(UnsupportedFormatError, match=r"x coordinates hold a value that is not a finite number"):
+        geoseg.segment(raster.assign_coords(x=x), Threshold((0.5,)), chunks=32)
+
+
 def test_a_window_selected_with_sel_agrees_with_rioxarray(tmp_path):
     rioxarray = pytest.importorskip("rioxarray")
     path = write_tif(tmp_path / "img.tif", textured_image(300, 400))
