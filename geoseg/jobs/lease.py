@@ -110,7 +110,7 @@ class LeaseRecord:
         host, _, rest = self.owner.rpartition("-")[0].rpartition("-")
         pid = whole_number(rest) or 0
         if host != socket.gethostname() or pid <= 0 or pid == os.getpid() \
-                or self.pid_namespace != pid_namespace():
+                or self.pid_namespace not in ("", pid_namespace()):  # "": a lease of before
             return False
         try:
             os.kill(pid, 0)

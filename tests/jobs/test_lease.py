@@ -360,6 +360,8 @@ def test_a_lease_of_another_pid_namespace_on_this_host_is_never_thought_gone():
     assert here.owner_gone() and here.stale()
     assert not elsewhere.owner_gone() and not elsewhere.stale()
     assert LeaseRecord.from_bytes(elsewhere.to_bytes()).pid_namespace == "pid:[1]"
+    before = LeaseRecord(owner, time.time(), time.time() + 600)  # written before leases named it
+    assert before.owner_gone() and before.stale()  # a run killed before an upgrade: taken at once
 
 
 MAX_LEASE_BYTES = 64 * 1024  # the most of a lease object geoseg reads (lease.MAX_LEASE_BYTES)
