@@ -17,8 +17,9 @@ Each network, measured in one run, best of ``--repeats``, alternating the paths:
 1. network alone: batches of ``GEOSEG_BATCH_SIZE`` (4) windows of exactly geoseg's tile geometry
    (tile core + 2 x halo; the blended window for global-context models), already on the device as
    normalised float32; bf16 autocast + channels_last on CUDA, float32 on CPU; inference mode,
-   warm-up first, synchronised timing. Counted in output core pixels (core area per tile; the
-   window step squared when blending), so comparable to the job's output pixels. On CUDA it is
+   warm-up first, synchronised timing. It runs the windows one pass over the image takes
+   (``region_tiles`` of the whole image: tiles when cropping; blended windows, which overlap, when
+   blending), counted as the image's pixels, so comparable to the job's output pixels. On CUDA it is
    timed again with ``cudnn.benchmark`` on (geoseg leaves it off): would cuDNN's autotuning pay?
 2. geoseg job: ``geoseg.jobs.run`` Zarr to Zarr (local cluster: one worker per GPU, with each
    of ``--gpu-threads`` threads per worker in turn, e.g. ``1,2,4``, to see how many reading
@@ -64,7 +65,7 @@ from geoseg.models.header import ModelInfo
 from geoseg.models.model import SegmentationModel
 from geoseg.models.registry import build_network
 from geoseg.parallel.lazy import region_work
-from geoseg.tiling.plan import round_up
+from geoseg.tiling.plan import region_tiles, round_up
 
 NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
     "unet": ("unet", {"depth": 4, "width": 32}),
@@ -84,6 +85,7 @@ class Geometry:
     core: int  # output pixels per tile along an axis (the step between windows when blending)
     halo: int  # receptive radius rounded up to the stride: the script's map_overlap depth
     blend: str
+    one_pass: int  # windows one pass over the whole image takes (region_tiles of the image)
 
     def describe(self) -> str:
         if self.blend == "crop" and self.window < self.core + 2 * self.halo:
@@ -99,9 +101,10 @@ def geometry(model: SegmentationModel, size: int, chunk: int) -> Geometry:
     """Tile geometry as the job plans it (``region_work`` with no tile, halo or blend given)."""
     spec = region_work(model, (size, size), regions=(chunk, chunk)).tiling
     halo = round_up(max(model.halo), max(model.stride))
+    one_pass = len(region_tiles(spec, (slice(0, size), slice(0, size))))
     if spec.blend != "crop":
-        return Geometry(spec.window_shape[0], spec.steps[0], halo, spec.blend)
-    return Geometry(spec.window_shape[0], spec.tile[0], spec.halo[0], spec.blend)
+        return Geometry(spec.window_shape[0], spec.steps[0], halo, spec.blend, one_pass)
+    return Geometry(spec.window_shape[0], spec.tile[0], spec.halo[0], spec.blend, one_pass)
 
 
 # --- data and models ---------------------------------------------------------------------------
@@ -307,7 +310,7 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
                          f"script's map_overlap cannot reflect it; use --size {2 * geo.halo} or more.")
     # as many windows as the job runs (no more in a batch than the image holds), so that the
     # network's pixels per second count pixels of the image, not of windows it does not have
-    n_windows = math.ceil(size / geo.core) ** 2
+    n_windows = geo.one_pass
     batch_size = min(batch_size, n_windows)
     raw = read_windows(src, side=geo.window, step=geo.core, count=batch_size)
     batch = normalise(torch.from_numpy(raw), device)
