@@ -237,9 +237,9 @@ def _threshold_job(folder: Path) -> Path:
     return job
 
 
-def test_a_signal_while_the_output_is_marked_complete_waits_for_the_run_record(tmp_path, monkeypatch):
-    """SIGTERM arriving as the output was marked complete stopped the run between the two: the
-    output named a run record that was never written."""
+def _sigterm_as_the_output_is_marked_complete(monkeypatch) -> None:
+    """SIGTERM sent to this process as a run marks its output complete (the CLI's forced exit
+    after an interrupt kept off pytest)."""
     from geoseg import cli
     from geoseg.io.output import OutputTarget
 
@@ -251,7 +251,13 @@ def test_a_signal_while_the_output_is_marked_complete_waits_for_the_run_record(t
         return finalize(self, attrs, drop)
 
     monkeypatch.setattr(OutputTarget, "finalize", signalled)
-    monkeypatch.setattr(cli, "exit_within", lambda code: None)  # no forced exit of pytest
+    monkeypatch.setattr(cli, "exit_within", lambda code: None)
+
+
+def test_a_signal_while_the_output_is_marked_complete_waits_for_the_run_record(tmp_path, monkeypatch):
+    """SIGTERM arriving as the output was marked complete stopped the run between the two: the
+    output named a run record that was never written."""
+    _sigterm_as_the_output_is_marked_complete(monkeypatch)
     done = geoseg("run", str(_threshold_job(tmp_path)), env={"GEOSEG_RUNS_DIR": str(tmp_path / "runs")})
 
     assert done.returncode == 143, done.stderr
@@ -288,18 +294,7 @@ def test_a_signal_as_a_tracked_output_is_marked_complete_says_mlflow_did_not_get
         tmp_path, monkeypatch):
     """The message said only that the run was complete and recorded: MLflow had no run of it."""
     pytest.importorskip("mlflow")
-    from geoseg import cli
-    from geoseg.io.output import OutputTarget
-
-    finalize = OutputTarget.finalize
-
-    def signalled(self, attrs, drop=()):
-        if attrs.get("status") == "complete":
-            os.kill(os.getpid(), signal.SIGTERM)
-        return finalize(self, attrs, drop)
-
-    monkeypatch.setattr(OutputTarget, "finalize", signalled)
-    monkeypatch.setattr(cli, "exit_within", lambda code: None)  # no forced exit of pytest
+    _sigterm_as_the_output_is_marked_complete(monkeypatch)
     monkeypatch.chdir(tmp_path)  # MLflow's artifacts (./mlruns) under the test's folder
     job = _threshold_job(tmp_path)
     spec = yaml.safe_load(job.read_text())

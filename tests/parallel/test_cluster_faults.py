@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -47,17 +49,17 @@ def start_cluster(folder: Path, port: int) -> list[subprocess.Popen]:
                               "--local-directory", str(folder / "w")], **quiet)]
 
 
-@pytest.mark.timeout(120)
-def test_a_scheduler_killed_mid_run_fails_the_run_with_one_message_naming_it(tmp_path):
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    job = slow_job(tmp_path, address)
-    procs = start_cluster(tmp_path, port)
+def run_then_stop(folder: Path, port: int, job: Path, env: dict[str, str],
+                  stop: Callable[[list[subprocess.Popen]], None]) -> tuple[Any, int, float, int]:
+    """``geoseg run job`` on a scheduler and a worker started here; once a chunk is written,
+    ``stop`` (given the scheduler's and the worker's processes) breaks the cluster. The run,
+    its exit code, the seconds it took to end after that, and the chunks written before it."""
+    procs = start_cluster(folder, port)
     try:
-        with slow_geoseg(["run", str(job)], {"PYTHONPATH": str(ROOT), **QUICK_RECONNECT}) as run:
+        with slow_geoseg(["run", str(job)], {"PYTHONPATH": str(ROOT), **env}) as run:
             run.wait_for("job started")
-            written = wait_for_done(tmp_path / "out.zarr", 1)
-            procs[0].kill()
+            written = wait_for_done(folder / "out.zarr", 1)
+            stop(procs)
             t0 = time.monotonic()
             code = run.finish(timeout=60)
             took = time.monotonic() - t0
@@ -65,6 +67,16 @@ def test_a_scheduler_killed_mid_run_fails_the_run_with_one_message_naming_it(tmp
         for proc in procs:
             proc.kill()
             proc.wait(30)
+    return run, code, took, written
+
+
+@pytest.mark.timeout(120)
+def test_a_scheduler_killed_mid_run_fails_the_run_with_one_message_naming_it(tmp_path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    job = slow_job(tmp_path, address)
+    run, code, took, written = run_then_stop(tmp_path, port, job, QUICK_RECONNECT,
+                                             lambda procs: procs[0].kill())  # the scheduler
 
     lines = "\n".join(run.lines)
     assert code == 1, lines
@@ -130,20 +142,11 @@ def test_a_run_whose_workers_all_leave_fails_after_the_worker_wait(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     job = slow_job(tmp_path, address)
-    procs = start_cluster(tmp_path, port)
-    try:
-        with slow_geoseg(["run", str(job)], {"PYTHONPATH": str(ROOT), "GEOSEG_WORKER_WAIT": "3"}) as run:
-            run.wait_for("job started")
-            wait_for_done(tmp_path / "out.zarr", 1)
-            procs[1].terminate()  # the nanny closes its worker and leaves
-            procs[1].wait(30)
-            t0 = time.monotonic()
-            code = run.finish(timeout=60)
-            took = time.monotonic() - t0
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(30)
+    def nanny_leaves(procs: list[subprocess.Popen]) -> None:  # it closes its worker and leaves
+        procs[1].terminate()
+        procs[1].wait(30)
+
+    run, code, took, _ = run_then_stop(tmp_path, port, job, {"GEOSEG_WORKER_WAIT": "3"}, nanny_leaves)
 
     lines = "\n".join(run.lines)
     assert code == 1, lines
