@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
@@ -118,10 +118,8 @@ def segment(
                        Layout.create(raster.shape[1:], chunks, like=like),
                        min_pixels=MIN_TASK_PIXELS)
     work = plan_work(segmenter, plan, nodata=raster_nodata(raster), nodata_class=nodata_class)
-    source = storage_source(raster)
-    if source is not None and work.windows_reach_past_regions:
-        source = source.with_read_cache()
-    blocks = [_region_block(work, plan, raster, source, region, output, segmenter.n_classes)
+    read = _reader(storage_source(raster), work.windows_reach_past_regions)
+    blocks = [_region_block(work, plan, raster, read, region, output, segmenter.n_classes)
               for region in plan.regions()]
     data = da.block(_nest(blocks, plan.shape, plan.region))
     if plan.region != plan.chunks:  # a task computes several output chunks: split its block
@@ -376,14 +374,30 @@ def storage_source(raster: xr.DataArray) -> RasterSource | None:
     return source if raster.data.name.startswith("open_raster-") and raster.shape == source.shape else None
 
 
-def _region_block(work: RegionWork, plan: Plan, raster: xr.DataArray, source: RasterSource | None,
+def _reader(source: RasterSource | None, cached: bool) -> Any:
+    """What the graph's tasks read the stored raster with (``None``: it is not stored). Where
+    windows reach past their regions (halos, blended windows), a graph node gives the tasks
+    ``source.read`` through a read cache named anew each time the graph is computed: a name
+    fixed when the graph was built served a graph computed again after its input was
+    rewritten the blocks its last compute decoded, the old pixels."""
+    if source is None or not cached:
+        return None if source is None else source.read
+    return dask.delayed(_cached_read, pure=True)(source)
+
+
+def _cached_read(source: RasterSource) -> Callable[[tuple[slice, ...]], np.ndarray]:
+    """``source.read`` through a read cache of its own (one node per compute of the graph)."""
+    return source.with_read_cache().read
+
+
+def _region_block(work: RegionWork, plan: Plan, raster: xr.DataArray, read: Any,
                   region: tuple[slice, ...], output: str, n_classes: int) -> da.Array:
     shape = tuple(r.stop - r.start for r in region)
     if output == "probabilities":
         shape = (n_classes,) + shape
     dtype = np.float32 if output == "probabilities" else np.dtype(work.class_dtype)
-    if source is not None:
-        task = dask.delayed(work.block, pure=True)(source.read, region, output)
+    if read is not None:
+        task = dask.delayed(work.block, pure=True)(read, region, output)
     else:
         window = plan.read_window(region)
         pixels = raster.data[(slice(None),) + window]

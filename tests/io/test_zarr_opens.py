@@ -1,4 +1,5 @@
-"""A job's tasks open their Zarr input once per process, not once per task."""
+"""A job's tasks open their Zarr input once per process, not once per task; a lazy result
+computed again reads its input as it is then."""
 
 from __future__ import annotations
 
@@ -52,3 +53,29 @@ def test_a_segment_graph_computed_again_reads_the_input_as_it_is_then(tmp_path):
         shutil.rmtree(tmp_path / "in.zarr")
         write_zarr(tmp_path / "in.zarr", second, chunks=(16, 16))  # rewritten, chunked anew
         np.testing.assert_array_equal(mask.values, second[0] > 128)
+
+
+def test_a_segment_graph_with_halos_computed_again_reads_no_block_the_last_compute_decoded(tmp_path):
+    """Windows with halos read through a cache of decoded blocks named when the graph was
+    built: computed again after its input was rewritten, the graph gave the first result."""
+    import shutil
+
+    import dask
+    import numpy as np
+
+    import geoseg
+    from tests.conftest import random_unet
+
+    first, second = textured_image(256, 256, bands=3, seed=1), textured_image(256, 256, bands=3, seed=2)
+    url = write_zarr(tmp_path / "in.zarr", first, chunks=(64, 64))
+    model = random_unet()
+    assert max(model.halo) > 0
+    mask = geoseg.segment(geoseg.open_raster(url), model, chunks=64)
+    with dask.config.set(scheduler="threads"):
+        before = mask.values
+        shutil.rmtree(tmp_path / "in.zarr")
+        write_zarr(tmp_path / "in.zarr", second, chunks=(64, 64))
+        again = mask.values
+        fresh = geoseg.segment(geoseg.open_raster(url), model, chunks=64).values
+    assert not np.array_equal(before, fresh)  # the two images segment differently
+    np.testing.assert_array_equal(again, fresh)
