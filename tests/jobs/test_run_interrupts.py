@@ -198,6 +198,17 @@ def test_a_stopped_run_returns_once_its_running_tasks_have_ended(tmp_path):
         assert regions_done(tmp_path / "out.zarr") == done and 1 <= done < REGIONS
 
 
+def _threshold_job(folder: Path) -> Path:
+    """A threshold job on threads over a 32 x 32 image, its spec written in ``folder``."""
+    write_zarr(folder / "in.zarr", textured_image(32, 32, bands=1, seed=3))
+    job = folder / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "input": {"url": str(folder / "in.zarr")},
+        "model": {"method": "threshold", "params": {"thresholds": [THRESHOLD]}},
+        "output": {"url": str(folder / "out.zarr")}, "cluster": {"kind": "threads"}}))
+    return job
+
+
 def test_a_signal_while_a_complete_run_draws_its_report_says_the_run_is_complete(tmp_path,
                                                                                  monkeypatch):
     """It said a rerun resumes from the chunks already written, of a complete output."""
@@ -209,14 +220,7 @@ def test_a_signal_while_a_complete_run_draws_its_report_says_the_run_is_complete
 
     monkeypatch.setattr(cli, "_html_report", terminated)
     monkeypatch.setattr(cli, "exit_within", lambda code: None)  # no forced exit of pytest
-    write_zarr(tmp_path / "in.zarr", textured_image(32, 32, bands=1, seed=3))
-    job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump({
-        "input": {"url": str(tmp_path / "in.zarr")},
-        "model": {"method": "threshold", "params": {"thresholds": [THRESHOLD]}},
-        "output": {"url": str(tmp_path / "out.zarr")}, "cluster": {"kind": "threads"}}))
-
-    done = geoseg("run", str(job), env={"GEOSEG_RUNS_DIR": str(tmp_path / "runs")})
+    done = geoseg("run", str(_threshold_job(tmp_path)), env={"GEOSEG_RUNS_DIR": str(tmp_path / "runs")})
 
     assert done.returncode == 143, done.stderr
     record = next((tmp_path / "runs").glob("*.json"))
@@ -225,16 +229,6 @@ def test_a_signal_while_a_complete_run_draws_its_report_says_the_run_is_complete
             f"{record}` writes it") in done.stderr
     assert "rerun resumes" not in done.stderr
     assert output_status(str(tmp_path / "out.zarr")).status == "complete"
-
-
-def _threshold_job(folder: Path) -> Path:
-    write_zarr(folder / "in.zarr", textured_image(32, 32, bands=1, seed=3))
-    job = folder / "job.yaml"
-    job.write_text(yaml.safe_dump({
-        "input": {"url": str(folder / "in.zarr")},
-        "model": {"method": "threshold", "params": {"thresholds": [THRESHOLD]}},
-        "output": {"url": str(folder / "out.zarr")}, "cluster": {"kind": "threads"}}))
-    return job
 
 
 def _sigterm_as_the_output_is_marked_complete(monkeypatch) -> None:
