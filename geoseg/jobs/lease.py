@@ -306,10 +306,6 @@ def read_local_lease(path: str) -> bytes | None:
         data = _read_at_most(fd, MAX_LEASE_BYTES + 1)
     finally:
         os.close(fd)
-    if len(data) > MAX_LEASE_BYTES:
-        logs.log.warning(f"the lease file {path} holds more than {MAX_LEASE_BYTES // 1024} KiB, "
-                         "more than any lease: it is no geoseg lease, so it counts as an expired "
-                         "one of nobody (a run replaces it)")
     return data
 
 
@@ -497,6 +493,7 @@ class Lease:
             self.holder = LeaseRecord.from_bytes(current[0])
             if not self.holder.stale():
                 return False
+            _warn_if_oversized(current[0], public_url(self.url))
             token = self._store.swap(record.to_bytes(), current[1])
             if token is not None:
                 self._token, self._created = token, record.created
@@ -576,6 +573,15 @@ class Lease:
                 if time.time() >= expires:
                     self.lost.set()
                     return
+
+
+def _warn_if_oversized(data: bytes, path: str) -> None:
+    """Say so when the object about to be replaced as a stale lease is larger than any lease:
+    someone's file at the lease path, not a lease, which the run replaces."""
+    if len(data) > MAX_LEASE_BYTES:
+        logs.log.warning(f"the lease file {path} holds more than {MAX_LEASE_BYTES // 1024} KiB, "
+                         "more than any lease: it is no geoseg lease, so it counts as an expired "
+                         "one of nobody, and this run replaces it")
 
 
 def _lost(output: str, seconds: float) -> str:

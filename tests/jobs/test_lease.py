@@ -489,3 +489,21 @@ def test_an_s3_lease_is_read_with_one_bounded_range(s3_server, monkeypatch):
     held = read_lease(out, s3_server)
     assert held.owner == "unreadable lease" and held.stale()
     assert asked and max(asked) <= MAX_LEASE_BYTES + 1, asked
+
+
+def test_a_lease_file_larger_than_any_lease_is_named_once_when_a_run_replaces_it(tmp_path, caplog):
+    """The warning about someone's large file at the lease path came twice for one takeover
+    (once per read: judging it, then checking it unchanged before the swap), and never for
+    status, which replaces nothing: it comes once, when a run replaces it."""
+    import logging
+
+    out = str(tmp_path / "out.zarr")
+    Path(lease_url(out)).write_bytes(b"x" * (MAX_LEASE_BYTES + 10))
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        assert read_lease(out).owner == "unreadable lease"
+        assert not [r for r in caplog.records if "KiB" in r.getMessage()]
+        lease = Lease(out, owner="run-a", seconds=60)
+        assert lease.acquire()
+    said = [r.getMessage() for r in caplog.records if "KiB" in r.getMessage()]
+    assert len(said) == 1 and "replaces it" in said[0] and lease_url(out) in said[0], said
+    lease.release()
