@@ -354,7 +354,8 @@ def _compute(prepared: PreparedJob, target: OutputTarget, skip: set[str], active
     instances = instance_stage(prepared, target)
     used = _cluster_info(active, cluster_kind(where))
     measured = {"devices": provenance.worker_devices(active), "dashboard": dashboard,
-                "stored_confusion": _score_skipped(active, prepared, target, skip),
+                "stored_confusion": _score_skipped(active, prepared, target, skip,
+                                                   _worker_wait(where), len(stats)),
                 "done_at": tuple(done_at), "model_load_seconds": t_compute - t_load}
     report = _report(prepared, stats, time.perf_counter() - t0, compute_seconds, started, used,
                      skipped=len(skip), **measured)
@@ -554,13 +555,15 @@ def instance_stage(prepared: PreparedJob, target: OutputTarget) -> InstanceRepor
 
 
 def _score_skipped(client: Client, prepared: PreparedJob, target: OutputTarget,
-                   skip: set[str]) -> np.ndarray | None:
+                   skip: set[str], worker_wait: float | None,
+                   computed: int) -> np.ndarray | None:
     """Scores of the chunks an earlier run wrote, so that a resumed run scores the whole output."""
     if prepared.reference is None or not skip:
         return None
     return score_regions(client, target, prepared.reference, shape=prepared.source.shape[1:],
                          chunks=prepared.chunks, keys=skip, n_classes=prepared.model.n_classes,
-                         nodata_class=prepared.work.nodata_class)
+                         nodata_class=prepared.work.nodata_class, worker_wait=worker_wait,
+                         computed=computed)
 
 
 def _publish(report: RunReport, spec: JobSpec, target: OutputTarget,

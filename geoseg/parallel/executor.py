@@ -95,14 +95,22 @@ def score_stored(region: tuple[slice, ...], target: OutputTarget, reference: Ref
 
 def score_regions(client: Client, target: OutputTarget, reference: ReferenceLabels, *,
                   shape: tuple[int, ...], chunks: tuple[int, ...], keys: Collection[str],
-                  n_classes: int, nodata_class: int) -> np.ndarray:
-    """Sum of :func:`score_stored` over the chunks named by ``keys``, one task per chunk."""
+                  n_classes: int, nodata_class: int, worker_wait: float | None = None,
+                  computed: int = 0) -> np.ndarray:
+    """Sum of :func:`score_stored` over the chunks named by ``keys``, one task per chunk.
+    ``worker_wait`` as for :func:`run_regions` (``computed``: the chunks this run wrote, which
+    its error counts if every worker leaves now)."""
     todo = [r for r in regions(shape, chunks) if chunk_key(r, chunks) in keys]
     futures = client.map(score_stored, todo, target=target, reference=reference,
                          n_classes=n_classes, nodata_class=nodata_class, pure=False)
+    watch = WorkerWatch(client, lambda: computed, computed, worker_wait)
     total = np.zeros((n_classes, n_classes), np.int64)
-    for future in completed(client, futures):
-        total += future.result()
+    try:
+        for future in completed(client, futures, watch, watch.every):
+            total += future.result()
+    except BaseException:
+        _cancel(client, futures, public_url(target.url))
+        raise
     return total
 
 

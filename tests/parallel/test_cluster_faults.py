@@ -181,3 +181,28 @@ def test_only_a_run_on_an_existing_cluster_gives_up_on_workers_that_left(kind, m
     monkeypatch.setenv("GEOSEG_WORKER_WAIT", "7")
     assert _worker_wait(ClusterSpec(kind="address", scheduler="tcp://10.0.0.1:8786")) == 7
     assert _worker_wait(ClusterSpec(kind=kind)) is None
+
+
+@pytest.mark.timeout(60)
+def test_scoring_stored_chunks_gives_up_on_workers_that_all_left(tmp_path):
+    """A resumed run scores the chunks earlier runs wrote after computing its own: with every
+    worker gone then, it waited for good, where the compute just before gives up after
+    GEOSEG_WORKER_WAIT. It gives up too, saying what this run wrote is kept."""
+    from distributed import Client, LocalCluster
+
+    from geoseg.errors import ClusterLostError
+    from geoseg.io.output import OutputTarget
+    from geoseg.io.readers._open import open_source
+    from geoseg.parallel.executor import ReferenceLabels, score_regions
+
+    write_zarr(tmp_path / "labels.zarr", textured_image(64, 64, bands=1), chunks=(32, 32))
+    reference = ReferenceLabels(open_source(str(tmp_path / "labels.zarr")))
+    target = OutputTarget(str(tmp_path / "out.zarr"))
+    keys = {"0.0", "0.1", "1.0", "1.1"}
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        t0 = time.monotonic()
+        with pytest.raises(ClusterLostError, match=r"left during the run.*; 3 of 3 chunk"):
+            score_regions(client, target, reference, shape=(64, 64), chunks=(32, 32), keys=keys,
+                          n_classes=2, nodata_class=255, worker_wait=1.0, computed=3)
+        assert time.monotonic() - t0 < 15
