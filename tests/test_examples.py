@@ -20,7 +20,7 @@ import geoseg
 from geoseg.core.classes import ClassInfo
 from geoseg.errors import MethodParameterError
 from geoseg.methods import build
-from geoseg.models import ModelInfo, SegmentationModel, registry
+from geoseg.models import ModelInfo, SegmentationModel, registered, registry
 from tests.cli import geoseg as geoseg_command
 from tests.conftest import textured_image, write_zarr
 
@@ -43,10 +43,12 @@ def site(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.setattr(registry, "_plugins_loaded", False)
-    monkeypatch.setattr(registry, "_ARCHITECTURES", dict(registry._ARCHITECTURES))
+    saved = dict(registered.ARCHITECTURES)  # the plugin's architecture is forgotten after
     build.plugins.cache_clear()
     yield folder
     build.plugins.cache_clear()
+    registered.ARCHITECTURES.clear()
+    registered.ARCHITECTURES.update(saved)
     for module in ("network_tiny", "method_ndvi"):
         sys.modules.pop(module, None)
 

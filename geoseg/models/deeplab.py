@@ -28,7 +28,7 @@ from torch import nn
 from geoseg.errors import ModelConfigError
 from geoseg.models._blocks import conv_bn_relu
 from geoseg.models.probe import Span
-from geoseg.models.registry import register_architecture
+from geoseg.models.registered import register_architecture
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:

@@ -2,44 +2,27 @@
 
 Other packages add architectures through the ``geoseg.models`` entry-point group:
 each entry point names a module (imported, so its ``@register_architecture``
-decorators run) or a class (registered under the entry point's name).
+decorators run; the decorator is importable from here or from
+:mod:`geoseg.models.registered`) or a class (registered under the entry point's name).
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 import typing
-from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
 from torch import nn
 
-from geoseg.errors import ModelConfigError, ModelFileError
+from geoseg.errors import ModelFileError
+from geoseg.models.registered import ARCHITECTURES as _ARCHITECTURES
+from geoseg.models.registered import register_architecture
 
 ENTRY_POINT_GROUP = "geoseg.models"
-BUILT_IN = ("deeplab", "fcn", "segnet", "unet", "unet3d")  # modules of geoseg.models that register
-_ARCHITECTURES: dict[str, type[nn.Module]] = {}
 _plugins_loaded = False  # set once every architecture is registered, never before
 _loading = False  # this thread (holding the lock) is loading: a module it imports asked again
 _load_lock = threading.RLock()  # a thread asking while another loads waits for the whole registry
-
-
-def register_architecture(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: make ``cls`` buildable as ``architecture: name``.
-
-    The class must accept ``in_channels`` and ``num_classes`` keyword arguments
-    and expose ``stride``, ``receptive_radius`` and ``spatial_dims``.
-    """
-
-    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _ARCHITECTURES and _ARCHITECTURES[name] is not cls:
-            raise ModelConfigError(f"architecture {name!r} is already registered to {_ARCHITECTURES[name]}")
-        _ARCHITECTURES[name] = cls
-        return cls
-
-    return decorator
 
 
 def load_plugins() -> None:
@@ -60,8 +43,8 @@ def load_plugins() -> None:
 
 
 def _load_architectures() -> None:
-    for module in BUILT_IN:  # by name: importing them registers them (and they import this module)
-        importlib.import_module(f"geoseg.models.{module}")
+    # importing the built-in architecture modules registers them (in geoseg.models.registered)
+    from geoseg.models import deeplab, fcn, segnet, unet, unet3d  # noqa: F401
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry.load()

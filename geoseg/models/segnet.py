@@ -20,7 +20,7 @@ from torch import nn
 from geoseg.errors import ModelConfigError
 from geoseg.models._blocks import Halving, conv_chain
 from geoseg.models.probe import Span
-from geoseg.models.registry import register_architecture
+from geoseg.models.registered import register_architecture
 
 
 @register_architecture("segnet")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from geoseg.errors import ModelConfigError
 from geoseg.models._blocks import UNetBody
-from geoseg.models.registry import register_architecture
+from geoseg.models.registered import register_architecture
 
 
 @register_architecture("unet")

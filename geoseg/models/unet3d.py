@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from geoseg.errors import ModelConfigError
 from geoseg.models._blocks import PerAxis, UNetBody
-from geoseg.models.registry import register_architecture
+from geoseg.models.registered import register_architecture
 
 __all__ = ["PerAxis", "UNet3D"]
 
