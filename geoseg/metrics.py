@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 
 from geoseg.errors import EvaluationError
+
+if TYPE_CHECKING:  # the geometry layer loads no dask: chunked arrays bring their own methods
+    import dask.array as da
 
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -25,9 +28,9 @@ def confusion_matrix_dask(truth: da.Array, pred: da.Array, n_classes: int) -> np
                          f"{pred.shape}; expected one shape.")
     pred = pred.rechunk(truth.chunks)
     lead = truth.ndim  # one matrix per block: a block of ones on these axes, then (K, K)
-    blocks = da.map_blocks(_block_confusion, truth, pred, n_classes=n_classes,
-                           new_axis=[lead, lead + 1],
-                           chunks=(1,) * lead + (n_classes, n_classes), dtype=np.int64)
+    blocks = truth.map_blocks(_block_confusion, pred, n_classes=n_classes,
+                              new_axis=[lead, lead + 1],
+                              chunks=(1,) * lead + (n_classes, n_classes), dtype=np.int64)
     return blocks.sum(axis=tuple(range(lead))).compute()
 
 

@@ -30,7 +30,7 @@ def heavy_loaded_by(statement: str) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("module", ["geoseg", "geoseg.tiling", "geoseg.tiling.plan", "geoseg.errors", "geoseg.core.segmenter",
+@pytest.mark.parametrize("module", ["geoseg", "geoseg.tiling", "geoseg.tiling.plan", "geoseg.metrics", "geoseg.budgets", "geoseg.errors", "geoseg.core.segmenter",
                                     "geoseg.core.spec", "geoseg.core.urls", "geoseg.core.redact", "geoseg.core.records",
                                     "geoseg.config", "geoseg.cli", "geoseg.io", "geoseg.io.allow",
                                     "geoseg.io.readers", "geoseg.jobs", "geoseg.jobs.spec",
