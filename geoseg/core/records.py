@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 from datetime import UTC, datetime
@@ -33,3 +34,15 @@ def plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot store {type(value).__name__} in a record")
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN and infinite float, however deep in dicts, lists and tuples, as
+    ``None``: strict JSON has neither (a never-improved best score of -inf is stored as null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value

@@ -38,6 +38,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from geoseg.core import jsontext
+from geoseg.core.records import finite_or_null
 from geoseg.core.text import brief, clipped
 from geoseg.core.urls import public_url
 from geoseg.errors import CheckpointError
@@ -111,7 +112,7 @@ def save_checkpoint(folder: str, *, state: TrainState, model: torch.nn.Module,
             "numpy_rng": rng.bit_generator.state, "spec": spec, "fingerprint": fingerprint}
     if progress is not None:
         meta["epoch_progress"] = asdict(progress)
-    write_whole(f"{url}/{stem}.json", json.dumps(_finite(meta), indent=1), storage_options=so,
+    write_whole(f"{url}/{stem}.json", json.dumps(finite_or_null(meta), indent=1), storage_options=so,
                 what="Writing checkpoint")
     _remove_older(fs, path, key)
     return f"{folder.rstrip('/')}/{stem}.json"
@@ -147,17 +148,6 @@ def _remove_older(fs: Any, path: str, key: tuple[int, int]) -> None:
         match = _FILE.search(name)
         if match and _key(match) < key:
             fs.rm(name)
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no -inf: store a never-improved best mIoU as null."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def load_checkpoint(folder: str, storage_options: dict[str, Any] | None = None) -> Checkpoint | None:

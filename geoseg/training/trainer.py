@@ -42,7 +42,7 @@ from torch import nn
 
 from geoseg import config
 from geoseg.core.classes import ClassInfo
-from geoseg.core.records import now, package_versions
+from geoseg.core.records import finite_or_null, now, package_versions
 from geoseg.core.segmenter import pad_end
 from geoseg.core.urls import public_url
 from geoseg.errors import (
@@ -744,7 +744,7 @@ def save_progress(spec: TrainSpec, setup: Setup, session: Session, outputs: Outp
               "resumes": state.resumes}
     if error:
         record["error"] = error
-    write_json(outputs.record_url, _json_safe(record), so)
+    write_json(outputs.record_url, finite_or_null(record), so)
 
 
 def _save_checkpoint(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs,
@@ -772,7 +772,7 @@ def finish(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs, st
     record = read_json(outputs.record_url, outputs.storage_options) or {}
     record.update(status="complete", finished=now(), final=final,
                   model={"url": public_url(outputs.model_url), "sha256": ref.sha256})
-    write_json(outputs.record_url, _json_safe(record), outputs.storage_options)
+    write_json(outputs.record_url, finite_or_null(record), outputs.storage_options)
     log(f"{spec.name}: wrote {outputs.model_url} (weights of epoch {final['kept_epoch']}, best "
         f"validation mIoU {final['best_val_miou']:.4f}); run record {outputs.record_url}")
     return _result(spec, session, outputs, "complete", outputs.model_url, ref.sha256, stopped_early,
@@ -790,7 +790,7 @@ def _final_metrics(spec: TrainSpec, state: TrainState, stopped_early: bool) -> d
 def _model_summary(spec: TrainSpec, setup: Setup, outputs: Outputs,
                    final: dict[str, Any]) -> dict[str, Any]:
     data = setup.record["data"]
-    return _json_safe({
+    return finite_or_null({
         "command": "geoseg train", "run": spec.name, "seed": spec.seed,
         "run_record": public_url(outputs.record_url),
         "hyperparameters": spec.training.model_dump(mode="json"), "validation": final,
@@ -814,14 +814,3 @@ def _result(spec: TrainSpec, session: Session, outputs: Outputs, status: str, mo
                        best_epoch=final["best_epoch"], best_val_miou=final["best_val_miou"],
                        best_val_iou=final["best_val_iou"], stopped_early=stopped_early,
                        resumed_from=resumed_from, history=list(session.state.history))
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities as ``null`` (strict JSON)."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
