@@ -19,6 +19,7 @@ import numpy as np
 
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
+from geoseg.io.identity import sha256_file
 from geoseg.io.output import OutputTarget
 from geoseg.tiling.plan import ceil_div
 
@@ -84,11 +85,8 @@ def file_url(target: OutputTarget, filename: str) -> str:
 
 
 def file_sha256(url: str, storage_options: dict[str, Any] | None = None) -> str:
-    digest = hashlib.sha256()
-    with fsspec.open(url, "rb", **(storage_options or {})) as file:
-        for piece in iter(lambda: file.read(1 << 20), b""):
-            digest.update(piece)
-    return digest.hexdigest()
+    """The sha256 of the file at ``url`` (:func:`geoseg.io.identity.sha256_file`)."""
+    return sha256_file(*fsspec.core.url_to_fs(url, **(storage_options or {})))
 
 
 def verify_stage(target: OutputTarget, name: str) -> list[str]:

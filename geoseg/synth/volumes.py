@@ -244,10 +244,6 @@ class _Grid:
             for a, l, h in zip(self.axes, lo, hi)
         )  # type: ignore[return-value]
 
-    def sub_axes(self, box: Slices) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """The coordinate axes restricted to `box`."""
-        return tuple(a[s] for a, s in zip(self.axes, box))  # type: ignore[return-value]
-
 
 @dataclass(frozen=True)
 class _Noise:
