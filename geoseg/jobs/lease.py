@@ -563,16 +563,29 @@ class Lease:
                 self.release()
 
     def _renew_until(self, stop: threading.Event) -> None:
-        expires = time.time() + self.seconds
+        """Renew every third of the lease's length until ``stop``. A store that fails is tried
+        again until the lease would have expired (then it counts as lost); the first failure of
+        a streak is logged, why included, as is the renewal that ends it: the run's error once
+        the lease is lost can only say that it expired."""
+        expires, failing = time.time() + self.seconds, False
         while not stop.wait(self.seconds / 3):
             try:
                 if not self.renew():
                     return
-                expires = time.time() + self.seconds
-            except Exception:  # noqa: BLE001 - no answer from the store: retry until expiry
+            except Exception as exc:  # noqa: BLE001 - no answer from the store: retry until expiry
+                if not failing:
+                    logs.log.warning(f"the lease on {self.output} could not be renewed "
+                                     f"({remote.reason(exc, self._storage_options)}); trying "
+                                     f"again every {self.seconds / 3:g} s until it expires at "
+                                     f"{time.strftime('%H:%M:%S UTC', time.gmtime(expires))}")
+                failing = True
                 if time.time() >= expires:
                     self.lost.set()
                     return
+                continue
+            if failing:
+                logs.log.info(f"the lease on {self.output} is renewed again")
+            expires, failing = time.time() + self.seconds, False
 
 
 def _warn_if_oversized(data: bytes, path: str) -> None:

@@ -507,3 +507,47 @@ def test_a_lease_file_larger_than_any_lease_is_named_once_when_a_run_replaces_it
     said = [r.getMessage() for r in caplog.records if "KiB" in r.getMessage()]
     assert len(said) == 1 and "replaces it" in said[0] and lease_url(out) in said[0], said
     lease.release()
+
+
+def test_renewals_that_fail_say_why_once_and_the_lease_is_lost_only_at_expiry(tmp_path, caplog,
+                                                                               monkeypatch):
+    """A store that failed every renewal left nothing in the log: the run later ended saying
+    its lease "expired", with the reason never shown. The first failure of a streak is logged
+    (scrubbed), the renewal that ends it too; the lease counts as lost only once it expired."""
+    import logging
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SuperSecretValue987")
+    out = str(tmp_path / "out.zarr")
+    lease = Lease(out, owner="run-a", seconds=1.5)  # renewed every 0.5 s
+    assert lease.acquire()
+    store, outage = lease._store, {"left": 2}
+    real_renew = store.renew
+
+    def flaky(data, token):  # the store's own call, failing twice then answering again
+        if outage["left"]:
+            outage["left"] -= 1
+            raise OSError("No space left on device (key SuperSecretValue987)")
+        return real_renew(data, token)
+
+    monkeypatch.setattr(store, "renew", flaky)
+    with caplog.at_level(logging.INFO, logger="geoseg"), lease.renewing():
+        deadline = time.monotonic() + 10
+        while outage["left"] or not any("renewed again" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline and not lease.lost.is_set()
+            time.sleep(0.05)
+    said = [r.getMessage() for r in caplog.records if "lease on" in r.getMessage()]
+    assert len([m for m in said if "could not be renewed" in m]) == 1, said
+    assert "OSError: No space left on device" in said[0], said
+    assert "SuperSecretValue987" not in "\n".join(said), said
+
+    gone = Lease(str(tmp_path / "other.zarr"), owner="run-b", seconds=0.6)
+    assert gone.acquire()
+
+    def down(data, token):  # a store that never answers again
+        raise OSError("Connection refused")
+
+    monkeypatch.setattr(gone._store, "renew", down)
+    t0 = time.monotonic()
+    with gone.renewing():
+        assert gone.lost.wait(10)
+    assert time.monotonic() - t0 >= 0.6  # not before the lease would have expired
