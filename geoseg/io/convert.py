@@ -88,6 +88,7 @@ from geoseg.io.nifti import (
 from geoseg.io.output import SPATIAL_DIMS, output_exists, remove_output, write_georef
 from geoseg.io.readers import open_source, source_to_dataarray
 from geoseg.io.readers._geotiff import open_rasterio
+from geoseg.io.readers.base import band_indexes
 from geoseg.io.remote import check_writable, storage_errors, zarr_options
 from geoseg.io.settled import compute_settled
 from geoseg.io.sources import BAND, GeoTIFFSource, RasterSource, ZarrSource
@@ -415,7 +416,7 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
     n_t = shape[3] if len(shape) == 4 else 1
     budgets.check_bands(n_t, f"input {_shown(url)}", "volumes (header dim[4])")
     names = tuple(f"volume_{t + 1}" for t in range(n_t)) if n_t > 1 else ("intensity",)
-    times = tuple(range(n_t)) if bands is None else _band_indexes(bands, n_t, url)
+    times = tuple(band_indexes(bands, n_t, url))
     stored = voxel_dtype(header, url)  # refuses RGB voxels
     dtype = read_dtype(header, stored)
     return GzipNiftiInput(
@@ -428,16 +429,6 @@ def _gzip_nifti_input(url: str, so: dict[str, Any], bands: Sequence[int] | None)
         four_d=len(shape) == 4,
         storage_options=so,
     )
-
-
-def _band_indexes(bands: Sequence[int], n: int, url: str) -> tuple[int, ...]:
-    bad = [b for b in bands if not 1 <= int(b) <= n]
-    if bad:
-        raise UnsupportedFormatError(
-            f"Band numbers {bad} are out of range for {_shown(url)}, which has "
-            f"{n} band(s); bands are numbered from 1 to {n}."
-        )
-    return tuple(int(b) - 1 for b in bands)
 
 
 def _refuse_output(

@@ -257,3 +257,28 @@ def test_chunks_past_the_task_budget_are_refused_before_anything_is_written(tmp_
         convert(src, str(tmp_path / "out.zarr"), chunks=2)
     assert not (tmp_path / "out.zarr").exists()
     convert(src, str(tmp_path / "out.zarr"), chunks=4)  # 192 chunks
+
+
+def test_a_gzipped_nifti_volume_out_of_range_is_a_band_error_naming_the_volumes(tmp_path):
+    """Volumes of a gzipped 4D NIfTI are picked as bands; one out of range was refused as an
+    unsupported format (the file is supported): it is the band error every reader gives."""
+    from geoseg.errors import BandMismatchError
+
+    data = np.zeros((5, 4, 3, 2), np.int16)  # two volumes
+    gz = gzipped_nifti(tmp_path, data, np.eye(4))
+    with pytest.raises(BandMismatchError, match=r"Band numbers \[3\] are out of range for .*"
+                                                r"scan.nii.gz, which has 2 band\(s\)"):
+        convert(gz, str(tmp_path / "scan.zarr"), bands=[3])
+    assert not (tmp_path / "scan.zarr").exists()
+
+
+def test_a_band_out_of_range_is_named_with_the_public_form_of_its_url():
+    from geoseg.errors import BandMismatchError
+    from geoseg.io.readers.base import band_indexes
+
+    url = "https://reader:pw-9f8e7d@example.org/scene.tif?sig=SAS-token-1234"
+    with pytest.raises(BandMismatchError) as caught:
+        band_indexes([4], 3, url)
+    message = str(caught.value)
+    assert "https://example.org/scene.tif" in message, message
+    assert "pw-9f8e7d" not in message and "SAS-token" not in message, message

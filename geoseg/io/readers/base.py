@@ -137,8 +137,8 @@ def band_indexes(bands: Any, n_bands: int, url: str) -> list[int]:
     bad = [b for b in bands if not 1 <= int(b) <= n_bands]
     if bad:
         raise BandMismatchError(
-            f"Band numbers {bad} are out of range for {url}, which has {n_bands} band(s); "
-            f"bands are numbered from 1 to {n_bands}."
+            f"Band numbers {bad} are out of range for {public_url(url)}, which has {n_bands} "
+            f"band(s); bands are numbered from 1 to {n_bands}."
         )
     return [int(b) - 1 for b in bands]
 
