@@ -139,10 +139,14 @@ class SegmentationModel(Segmenter):
     def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float32 input and validity mask, on the device of ``raw``; no-data
-        pixels are fed to the network as zeros."""
+        pixels are fed to the network as zeros. A finite value that normalises to no float32
+        number (a float64 1e300) is no data too: the network would score it NaN, which its
+        class id would not show (the arg-max of NaNs is class 0)."""
         valid = valid_mask_tensor(raw, nodata)
         mean, std = self._mean_t.to(raw.device), self._std_t.to(raw.device)
         x = (raw.to(torch.float32) - mean) / std
+        if raw.dtype == torch.float64:  # the one input type whose finite values overflow here
+            valid &= torch.isfinite(x).all(dim=0)
         return x.masked_fill_(~valid, 0.0), valid
 
     def predict_image(self, image: np.ndarray, nodata: float | None = None) -> np.ndarray:

@@ -25,6 +25,7 @@ SIDE = 512  # each sampled window holds at most SIDE**2 pixels (512 per axis in 
 FAR = 4.0  # a band mean further than this many model stds from the model's mean is off
 SPREAD = 10.0  # a band spread this many times the model's, or values this many times smaller
 MIN_VALUES = 100  # fewer valid values sampled say nothing about a band
+F32_MAX = float(np.finfo(np.float32).max)  # float64 values past it reach a network as no data
 
 
 def sample_windows(shape: Sequence[int], chunks: Sequence[int], n: int = SAMPLES,
@@ -93,10 +94,12 @@ def range_warnings(raster: RasterSource | Sampled, infos: ModelInfo | Sequence[M
         for i, values in enumerate(values_per_band[:len(info.mean)]):
             problem = _far(values, info.mean[i], info.std[i]) if values.size >= MIN_VALUES else ""
             if problem:
+                with np.errstate(over="ignore", invalid="ignore"):  # past 1e154 squares overflow
+                    spread = values.std()
                 said.append(
                     f"{what} band {i + 1} ({sampled.band_names[i]}): sampled values "
                     f"{values.min():.6g}..{values.max():.6g} (mean {values.mean():.6g}, std "
-                    f"{values.std():.6g}; {values.size:,} pixels of {len(windows)} chunk(s)), but "
+                    f"{spread:.6g}; {values.size:,} pixels of {len(windows)} chunk(s)), but "
                     f"{info.name} was trained on band {info.bands[i]} with mean {info.mean[i]:.4g}, "
                     f"std {info.std[i]:.4g}: {problem}. The model will see values unlike its "
                     f"training data; rescale the input to the model's range, {sampled.bands_fix} "
@@ -106,15 +109,20 @@ def range_warnings(raster: RasterSource | Sampled, infos: ModelInfo | Sequence[M
 
 def _far(values: np.ndarray, mean: float, std: float) -> str:
     """Why ``values`` are far from ``mean`` and ``std``, or ``""``."""
-    shift = abs(float(values.mean()) - mean) / std
+    top = float(np.abs(values).max())
+    if top > F32_MAX:
+        return (f"its values reach {top:.4g}, past float32's largest number ({F32_MAX:.4g}), "
+                "which networks compute in: such pixels are left as no data")
+    with np.errstate(over="ignore", invalid="ignore"):
+        shift = abs(float(values.mean()) - mean) / std
+        spread = float(values.std()) / std
     if shift > FAR:
-        return f"its mean is {shift:.1f} model stds away"
-    spread = float(values.std()) / std
+        return f"its mean is {shift:.4g} model stds away"
     if spread > SPREAD:
-        return f"its spread is {spread:.1f}x the model's"
+        return f"its spread is {spread:.4g}x the model's"
     # reflectance in 0..1 for a model of 0..255 is only about 2 stds off; calm water or snow,
     # narrow but of the model's magnitude, is not off
-    top, typical = float(np.abs(values).max()), abs(mean) + std
+    typical = abs(mean) + std
     if top * SPREAD < typical and spread > 0:  # constant (an empty region, a flat test image): no scale
         return f"its values reach {top:.3g} at most, under a tenth of the model's {typical:.4g} (|mean| + std)"
     return ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import numpy as np
 import pytest
@@ -78,20 +80,29 @@ def test_nodata_pixels_get_the_nodata_class(tmp_path, model_path, image):
     np.testing.assert_array_equal(classes, expected)
 
 
-@pytest.mark.parametrize("value", [np.inf, -np.inf])
+@pytest.mark.parametrize("value, dtype", [(np.inf, np.float32), (-np.inf, np.float32),
+                                          (1e300, np.float64), (-1e39, np.float64)])
 def test_an_infinite_pixel_is_nodata_and_leaves_its_neighbours_as_a_clean_run_has_them(
-        tmp_path, model_path, image, value):
+        tmp_path, model_path, image, value, dtype):
+    """So is a finite float64 value past float32's range, which networks compute in: it was
+    scored NaN, whose class id was 0, a class, where its probabilities said no data."""
     model = geoseg.load_model(model_path)
-    clean = image.astype(np.float32)
+    clean = image.astype(dtype)
     hit = clean.copy()
     hit[1, 100, 80] = value  # one band of one pixel
-    with dask.config.set(scheduler="sync"):
+    hit_raster = geoseg.open_raster(write_zarr(tmp_path / "hit.zarr", hit))
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one pixel in 40,000 cannot move the range check
         expected = geoseg.segment(geoseg.open_raster(write_zarr(tmp_path / "clean.zarr", clean)),
                                   model, chunks=(64, 64)).values
-        classes = geoseg.segment(geoseg.open_raster(write_zarr(tmp_path / "hit.zarr", hit)),
-                                 model, chunks=(64, 64)).values
+        classes = geoseg.segment(hit_raster, model, chunks=(64, 64)).values
+        probabilities = geoseg.segment(hit_raster, model, chunks=(64, 64),
+                                       output="probabilities").values
     expected[100, 80] = 255
     np.testing.assert_array_equal(classes, expected)
+    assert np.isnan(probabilities[:, 100, 80]).all()
+    assert np.isfinite(np.delete(probabilities.reshape(len(probabilities), -1),
+                                 100 * hit.shape[2] + 80, axis=1)).all()
 
 
 def test_band_mismatch_fails_before_compute(tmp_path, model_path):

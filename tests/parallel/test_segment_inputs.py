@@ -433,6 +433,18 @@ def test_reflectance_in_0_1_given_to_a_model_of_0_255_is_warned_about_with_figur
     assert _range_warnings(xr.DataArray(image, dims=("band", "y", "x"))) == []  # as trained
 
 
+def test_values_past_float32_are_warned_about_readably_and_said_to_become_no_data():
+    """A float64 scene times 1e300 was said to be "2608387500000000078475820414...992.0 model
+    stds away" (a 300-digit number), with numpy's overflow warnings beside it."""
+    image = make_scene(256, 256, seed=3).image.astype(np.float64) * 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow warning of numpy's own
+        said = _range_warnings(xr.DataArray(image, dims=("band", "y", "x")))
+    assert len(said) == 3, said
+    assert "past float32's largest number (3.403e+38)" in said[0], said[0]
+    assert "such pixels are left as no data" in said[0] and len(said[0]) < 600, said[0]
+
+
 def test_a_stored_raster_is_sampled_where_its_chunks_are(tmp_path):
     image = make_scene(256, 256, seed=4).image.astype(np.int16) * 40 - 2000  # another sensor's scale
     raster = geoseg.open_raster(write_zarr(tmp_path / "scene.zarr", image, chunks=(128, 128)))
