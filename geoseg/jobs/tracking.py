@@ -156,6 +156,7 @@ def check_tracking(spec: JobSpec) -> str | None:
         return None
     where = f"MLflow at {public_url(tracker.tracking_uri)}, experiment {tracker.experiment!r}"
     if tracker.client is None:
+        _check_driver(tracker)
         return f"{where} (a store the run creates if it is not there)"
     found = _call(tracker, f"look up experiment {tracker.experiment!r}",
                   lambda: tracker.client.get_experiment_by_name(tracker.experiment))
@@ -179,6 +180,28 @@ def _connected(spec: JobSpec, *, local: bool) -> MlflowTracker | None:
         tracker.client = _call(tracker, "connect",
                                lambda: client_type(tracking_uri=tracker.tracking_uri))
     return tracker
+
+
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores
+
+
+def _check_driver(tracker: MlflowTracker) -> None:
+    """Refuse a database store (``postgresql://...``) whose SQLAlchemy dialect or Python driver
+    is not installed, without connecting or creating anything: SQLAlchemy imports both when an
+    engine is made and connects only when it is used."""
+    uri = tracker.tracking_uri
+    if uri.split(":", 1)[0].split("+", 1)[0].lower() not in DATABASES:
+        return
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(uri).dispose()
+    except (ImportError, sqlalchemy.exc.ArgumentError) as exc:
+        raise TrackingError(
+            f"MLflow at {public_url(uri)}: the database driver cannot be loaded "
+            f"({type(exc).__name__}: {_scrub(exc, uri)}). Install the driver the URI names "
+            "(psycopg for postgresql://, pymysql for mysql+pymysql://, ...) where the job runs, "
+            f"or give another tracking.mlflow.tracking_uri; {BEFORE_RUN}") from None
 
 
 def _is_server(uri: str) -> bool:

@@ -287,3 +287,23 @@ def test_an_interrupt_while_logging_ends_the_mlflow_run_and_the_record_says_so(
     assert "interrupted while logging to MLflow" in logged["error"]
     assert fake.runs[logged["run_id"]]["status"] == "KILLED"
     assert output_status(str(tmp_path / "out.zarr")).status == "complete"
+
+
+def test_validate_refuses_a_database_store_whose_driver_is_not_installed(tmp_path, model_path):
+    """`geoseg validate` said ok to a postgresql:// store without its driver, the run then
+    failed on it: the driver is loaded (nothing connected to or created) and its absence named."""
+    import importlib.util
+
+    if importlib.util.find_spec("pg8000") is not None:
+        pytest.skip("pg8000 is installed here: its absence cannot be shown")
+    uri = "postgresql+pg8000://mluser:PgPassw0rd99@127.0.0.1:1/mlflow"
+    job = _job(tmp_path, model_path, uri)
+    with pytest.raises(TrackingError) as caught:
+        tracking.check_tracking(JobSpec.model_validate(job))
+    said = str(caught.value)
+    assert "the database driver cannot be loaded" in said and "pg8000" in said, said
+    assert "PgPassw0rd99" not in said and "mluser" not in said, said
+    sqlite = f"sqlite:///{tmp_path / 'm' / 'mlflow.db'}"  # a store the run creates: left alone
+    job["tracking"] = {"mlflow": {"tracking_uri": sqlite}}
+    assert "the run creates" in tracking.check_tracking(JobSpec.model_validate(job))
+    assert not (tmp_path / "m").exists()
