@@ -630,8 +630,12 @@ def _parse_header(data: bytes, url: str) -> ModelInfo:
     _check_entries(data, url)
     try:
         (length,) = struct.unpack("<Q", data[:8])
-        if not 0 < length <= min(len(data) - 8, MAX_HEADER):
-            raise ValueError(f"header length {length} does not fit a file of {len(data)} bytes")
+        if length > MAX_HEADER:
+            raise ValueError(f"its header declares {length:,} bytes, more than the "
+                             f"{MAX_HEADER:,} any safetensors file may hold")
+        if not 0 < length <= len(data) - 8:
+            raise ValueError(f"its header declares {length:,} bytes where {len(data) - 8:,} "
+                             "follow the length")
         meta = jsontext.loads(data[8 : 8 + length])["__metadata__"]
         if meta.get("format") != FORMAT:
             raise KeyError("format")

@@ -612,3 +612,17 @@ def test_bands_that_are_no_list_of_names_are_refused_not_read_letter_by_letter(t
     path = edited_model(tmp_path, "m.safetensors", edit)
     with pytest.raises(ModelFileError, match=r"bands: received .*; expected a list of band names"):
         read_header(path)
+
+
+@pytest.mark.parametrize("declared, said", [
+    (200_000_000, "its header declares 200,000,000 bytes, more than the 104,857,600 any "
+                  "safetensors file may hold"),
+    (5_000, "its header declares 5,000 bytes where 2 follow the length")])
+def test_a_header_length_out_of_bounds_is_named_with_the_bound_it_breaks(tmp_path, declared, said):
+    """A 200 MB header was "header length 200009408 does not fit a file of 104857608 bytes":
+    the bytes read, not the file's size, and never the 100 MB bound it broke."""
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", declared) + b"{}")
+    with pytest.raises(ModelFileError) as caught:
+        read_header(str(path))
+    assert said in str(caught.value), caught.value
