@@ -75,7 +75,8 @@ def level_path(group: zarr.Group, level: int | None, url: str) -> tuple[str, dic
     index = 0 if level is None else int(level)
     if not 0 <= index < len(datasets):
         raise UnsupportedFormatError(
-            f"OME-Zarr image {url} has {len(datasets)} resolution level(s), 0 to {len(datasets) - 1}; "
+            f"OME-Zarr image {public_url(url)} has {len(datasets)} resolution level(s), 0 to "
+            f"{len(datasets) - 1}; "
             f"received level={level}. Pick one of those (0 is full resolution).")
     return str(datasets[index]["path"]), image
 

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import zarr
+import zarr.errors
 
+from geoseg.core.urls import public_url
+from geoseg.errors import CorruptInputError
 from geoseg.io import omezarr
 from geoseg.io.metaguard import open_store
 from geoseg.io.readers import probe
@@ -55,16 +58,29 @@ class OmeZarrReader(ZarrReader):
         store = open_store(url, storage_options)
         group = zarr.open_group(store, mode="r")
         path, image = omezarr.level_path(group, level, url)
-        arr = own_metadata(store, path)
+        arr = _level_array(store, path, level or 0, url)
         roles = omezarr.roles(image, arr.shape, url)
         if level:  # placed by its scale: its array must cover level 0's extent
-            first = own_metadata(store, str(image["datasets"][0]["path"]))
+            first = _level_array(store, str(image["datasets"][0]["path"]), 0, url)
             omezarr.check_levels(image, {0: first.shape, level: arr.shape}, roles, url)
         n_bands = arr.shape[roles.index(BAND)] if BAND in roles else 1
         georef = omezarr.georef(image, level or 0, roles, declared_nodata(arr, url), url, arr.shape)
         source = zarr_array_source(url, storage_options, arr, path, roles, bands, georef,
                                    omezarr.channel_names(dict(group.attrs), n_bands))
         return OmeZarrSource(**{f.name: getattr(source, f.name) for f in dataclasses.fields(source)})
+
+
+def _level_array(store: Any, path: str, level: int, url: str) -> zarr.Array:
+    """The array of resolution ``level`` at ``path``; one the multiscales metadata lists but the
+    image lacks is named as such (it read as "nothing exists" at the image's URL)."""
+    try:
+        return own_metadata(store, path)
+    except zarr.errors.NodeNotFoundError:
+        raise CorruptInputError(
+            f"OME-Zarr image {public_url(url)} lists resolution level {level} at dataset path "
+            f"{path!r}, but no array is stored there; expected an array for every level its "
+            "multiscales metadata lists. Ask for a level the image holds (input.level), or "
+            "write the missing level (or remove it from the metadata).") from None
 
 
 def _multiscale(attrs: Any) -> bool:
