@@ -615,8 +615,8 @@ def test_bands_that_are_no_list_of_names_are_refused_not_read_letter_by_letter(t
 
 
 @pytest.mark.parametrize("declared, said", [
-    (200_000_000, "its header declares 200,000,000 bytes, more than the 104,857,600 any "
-                  "safetensors file may hold"),
+    (200_000_000, ("its header declares 200,000,000 bytes, more than the 104,857,600 any "
+                   "safetensors file may hold")),
     (5_000, "its header declares 5,000 bytes where 2 follow the length")])
 def test_a_header_length_out_of_bounds_is_named_with_the_bound_it_breaks(tmp_path, declared, said):
     """A 200 MB header was "header length 200009408 does not fit a file of 104857608 bytes":
