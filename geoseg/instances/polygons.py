@@ -3,8 +3,8 @@
 Each chunk is polygonised on its own (:func:`rasterio.features.shapes`, 4-connected) in
 global pixel coordinates: the chunk's transform is a translation by its offset, so every
 vertex is an exact integer and pieces of one instance cut by a chunk border share their
-edges exactly. Pieces of the same id are then dissolved (:func:`shapely.union_all`, only for
-ids with more than one piece) and the raster's affine transform is applied once, at the
+edges exactly. Pieces of the same id are then dissolved (:func:`shapely.union_all` of those
+at chunk borders, only for ids with more than one piece) and the raster's affine transform is applied once, at the
 end. An instance that is 8- but not 4-connected comes out as one MultiPolygon feature.
 """
 
@@ -88,16 +88,42 @@ def _as_int32(block: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return local.reshape(block.shape).astype(np.int32), ids
 
 
-def dissolve(ids: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One geometry per id: the union of its pieces (sorted by id)."""
+def dissolve(ids: np.ndarray, geoms: np.ndarray,
+             chunks: tuple[tuple[int, ...], tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """One geometry per id (sorted by id): the union of its pieces that reach a border between
+    ``chunks`` (rows, columns), where a piece of the next chunk may share its edge, beside its
+    other pieces as they are. Pieces of one chunk touch at corners at most (each is a whole
+    4-connected part), so only those need a union, whose cost grew faster than the pieces: an
+    8-connected checkerboard of 512^2 pixels, one id of 131,072 pieces, took 45 s in one
+    union of them all."""
     order = np.argsort(ids, kind="stable")
     ids, geoms = ids[order], geoms[order]
     starts = run_starts(ids)
     ends = np.append(starts[1:], ids.size)
     merged = geoms[starts]
-    for k in np.flatnonzero(ends - starts > 1):
-        merged[k] = shapely.union_all(geoms[starts[k]:ends[k]])
+    several = np.flatnonzero(ends - starts > 1)
+    if several.size:
+        cut = _at_chunk_borders(shapely.bounds(geoms), chunks)
+        for k in several:
+            merged[k] = _pieces_joined(geoms[starts[k]:ends[k]], cut[starts[k]:ends[k]])
     return ids[starts], merged
+
+
+def _at_chunk_borders(bounds: np.ndarray, chunks: tuple[tuple[int, ...], tuple[int, ...]]
+                      ) -> np.ndarray:
+    """Whether each piece's ``bounds`` (minx, miny, maxx, maxy) reach a border between two
+    chunks: a row or column line inside the raster where one chunk ends and the next begins."""
+    rows, columns = (np.cumsum(c)[:-1] for c in chunks)
+    return (np.isin(bounds[:, 0], columns) | np.isin(bounds[:, 2], columns)
+            | np.isin(bounds[:, 1], rows) | np.isin(bounds[:, 3], rows))
+
+
+def _pieces_joined(pieces: np.ndarray, cut: np.ndarray) -> Any:
+    """The union of the ``cut`` pieces (those at chunk borders) and the others beside it."""
+    if cut.all():
+        return shapely.union_all(pieces)
+    joined = shapely.get_parts(shapely.union_all(pieces[cut])) if cut.any() else []
+    return shapely.multipolygons([*joined, *pieces[~cut]])
 
 
 def to_map(geoms: np.ndarray, georef: GeoRef | None) -> np.ndarray:
@@ -150,7 +176,7 @@ def instance_polygons(labels: da.Array, georef: GeoRef | None, *,
              for block, offset in zip(blocks, chunk_offsets(labels.chunks))]
     partial = None if classes is None else delayed_partial(labels, classes, blocks=blocks)
     pieces, partial = dask.compute(tasks, partial)
-    ids, geoms = dissolve(*_concatenated(pieces))
+    ids, geoms = dissolve(*_concatenated(pieces), labels.chunks)
     check_ids(ids)
     columns: dict[str, Any] = {"id": ids.astype(np.int64)}
     if partial is not None:
