@@ -48,6 +48,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from geoseg.core import jsontext
 from geoseg.core.records import now
+from geoseg.core.redact import HIDE, hide_named_secrets, public_urls, scrub, secrets_in
 from geoseg.core.spec import Document, Name, Section, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
@@ -270,8 +271,20 @@ def make_trials(spec: SweepSpec, source: str = "sweep spec") -> list[Trial]:
         data["output"] = {"model": f"{folder}/model.safetensors", "run_dir": folder,
                           "overwrite": spec.output.overwrite,
                           "storage_options": spec.output.storage_options}
-        trials.append(Trial(index, params, TrainSpec.from_dict(data, f"{source}: trial {index} {params}")))
+        trials.append(Trial(index, params,
+                            TrainSpec.from_dict(data, f"{source}: trial {index} {public_params(params)}")))
     return trials
+
+
+def public_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's values as the sweep shows them (sweep.json, table.txt, its log, its messages):
+    every URL public and credentials named as such hidden, as in a run record. The training
+    spec's redaction goes by the last key (``init``, ``storage_options``), which a dotted
+    parameter key (``model.init``) is not: a presigned URL's signature, a password in a URL
+    and storage options reached the records as given."""
+    return {key: HIDE if "storage_options" in key.split(".")
+            else public_urls(hide_named_secrets(value, key.rsplit(".", 1)[-1]))
+            for key, value in params.items()}
 
 
 def _base_dict(spec: SweepSpec, source: str) -> dict[str, Any]:
@@ -503,7 +516,7 @@ def check_trial_folders(spec: SweepSpec, trials: list[Trial]) -> None:
                                                          comparable(trial.spec))
         if changed:
             clashes.append(f"trial-{trial.index:03d} (its run differs in {', '.join(changed[:4])}; "
-                           f"trial {trial.index} is now {trial.params})")
+                           f"trial {trial.index} is now {public_params(trial.params)})")
     if clashes:
         raise TrainSpecError(
             f"output.dir {public_url(spec.output.dir)}: {len(clashes)} trial folder(s) hold runs of "
@@ -531,7 +544,7 @@ def as_sweep_spec(spec: SweepSpec | dict[str, Any] | str | Path) -> SweepSpec:
 
 def _gather(client: Client, trials: list[Trial], resume: bool, gpu: bool, log: Log) -> list[TrialResult]:
     resources = {"GPU": 1} if gpu else None
-    futures = {client.submit(run_trial, t.spec.model_dump(mode="json"), resume, pure=False,
+    futures = {client.submit(run_trial, _sent(t.spec), resume, pure=False,
                              key=f"geoseg-trial-{t.name}-{uuid.uuid4().hex[:8]}", resources=resources): t
                for t in trials}
     results = []
@@ -541,11 +554,25 @@ def _gather(client: Client, trials: list[Trial], resume: bool, gpu: bool, log: L
             results.append(_trial_result(trial, future.result()))
         except Exception as exc:  # noqa: BLE001 - one failed trial must not lose the others
             results.append(TrialResult(trial.index, trial.name, trial.params, "failed",
-                                       error=f"{type(exc).__name__}: {exc}"))
+                                       error=_public_error(trial, exc)))
         done = results[-1]
         log(f"{done.name}: {done.status}" + (f", val mIoU {done.val_miou:.4f}" if done.val_miou is not None
                                              else f" ({done.error})" if done.error else ""))
     return results
+
+
+def _public_error(trial: Trial, exc: BaseException) -> str:
+    """A failed trial's error as the sweep logs and records it: without its spec's secrets
+    (storage options, URLs' user info and query), which a library's message may quote."""
+    return scrub(f"{type(exc).__name__}: {exc}", secrets_in(trial.spec.model_dump(mode="json")))
+
+
+def _sent(spec: TrainSpec) -> dict[str, Any]:
+    """A trial's spec as a worker rebuilds it: the keys it sets only, as ``geoseg train`` reads
+    them. A full dump states every default, and a default stated is a choice made:
+    ``model.config: {}`` then contradicted the config of the ``model.init`` it fine-tunes,
+    failing every trial of a sweep whose base spec trains alone."""
+    return spec.model_dump(mode="json", exclude_unset=True)
 
 
 def _trial_result(trial: Trial, result: dict[str, Any]) -> TrialResult:
@@ -564,10 +591,12 @@ def rank(results: list[TrialResult]) -> list[TrialResult]:
 
 
 def format_table(ranked: list[TrialResult], keys: list[str]) -> str:
-    """A plain-text table: rank, trial, validation mIoU, best epoch, epochs, each parameter, status."""
+    """A plain-text table: rank, trial, validation mIoU, best epoch, epochs, each parameter
+    (its public form: :func:`public_params`), status."""
     header = ["rank", "trial", "val mIoU", "best epoch", "epochs", *keys, "status"]
     rows = [[str(i + 1), r.name, "-" if r.val_miou is None else f"{r.val_miou:.4f}",
-             cell(r.best_epoch), cell(r.epochs_run), *(cell(r.params.get(k), ".6g") for k in keys),
+             cell(r.best_epoch), cell(r.epochs_run),
+             *(cell(public_params(r.params).get(k), ".6g") for k in keys),
              r.status if r.error is None else f"{r.status}: {r.error.splitlines()[0][:60]}"]
             for i, r in enumerate(ranked)]
     widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
@@ -580,10 +609,14 @@ def format_table(ranked: list[TrialResult], keys: list[str]) -> str:
 def _write_outputs(spec: SweepSpec, ranked: list[TrialResult], table: str, best: str | None,
                    record_url: str, started: str, seconds: float, gpu: bool) -> None:
     so = spec.output.storage_options
-    record = {"format": "geoseg-sweep/1", "name": spec.name, "spec": redact(spec.model_dump(mode="json")),
+    dumped = spec.model_dump(mode="json")
+    dumped["parameters"] = {key: [public_params({key: v})[key] for v in values]
+                            if isinstance(values, list) else values  # a range: numbers
+                            for key, values in dumped["parameters"].items()}
+    record = {"format": "geoseg-sweep/1", "name": spec.name, "spec": redact(dumped),
               "started": started, "finished": now(), "seconds": round(seconds, 2), "gpu_per_trial": gpu,
               "best_model": public_url(best) if best else None, "table": table.splitlines(),
-              "trials": [asdict(r) for r in ranked]}
-    write_json(record_url, record, so)
+              "trials": [{**asdict(r), "params": public_params(r.params)} for r in ranked]}
+    write_json(record_url, public_urls(hide_named_secrets(record)), so)  # an inline base's URLs too
     write_whole(record_url.rsplit("/", 1)[0] + "/table.txt", table + "\n", storage_options=so,
                 what="Writing the sweep's table")

@@ -10,7 +10,7 @@ import yaml
 
 import geoseg
 from geoseg.errors import TrainSpecError
-from geoseg.training import sweep
+from geoseg.training import sweep, train
 from tests.training.conftest import tiny_spec, zarr_pair
 
 
@@ -107,3 +107,22 @@ def test_a_sweep_of_more_trials_than_it_could_run_is_refused_before_any_is_built
     spec = {"name": "huge", "base": {"model": {}}, "output": {"dir": str(tmp_path)}, **search}
     with pytest.raises(TrainSpecError, match=said):
         SweepSpec.from_dict(spec, "sweep.yaml")
+
+
+def test_a_sweep_fine_tunes_a_model_file_as_geoseg_train_does(tmp_path, scene_zarr, cluster_address):
+    """A base spec that fine-tunes without stating model.config trains alone, so its trials
+    must too: each trial's spec reached the workers with every default stated, and the stated
+    model.config {} contradicted the file's config."""
+    base = tiny_spec([zarr_pair(scene_zarr)], tmp_path / "unused", training__epochs=1,
+                     model={"init": "builtin:demo-unet"})
+    alone = geoseg.load_model(train(base, log=lambda _: None).model_url).info
+    spec = {"name": "fine-sweep", "base": base, "parameters": {"training.lr": [0.01, 0.002]},
+            "output": {"dir": str(tmp_path / "sweep")}}
+    result = sweep(spec, scheduler=cluster_address, log=lambda _: None)
+    assert [t.status for t in result.trials] == ["complete", "complete"], [t.error for t in result.trials]
+    for trial in result.trials:
+        info = geoseg.load_model(trial.model_url).info
+        assert (info.architecture, info.config) == (alone.architecture, alone.config)
+        assert {k: info.config[k] for k in ("depth", "width")} == {"depth": 3, "width": 16}
+        record = json.loads(Path(trial.record_url).read_text())
+        assert record["spec"]["model"]["init"] == "builtin:demo-unet"
