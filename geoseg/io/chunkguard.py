@@ -3,55 +3,127 @@
 A compressed chunk may decode to far more than its array's chunk holds: 65 KB of zstd can
 declare 2 GB, which zarr's codecs allocate in full before noticing the size is wrong (a
 decompression bomb: a worker runs out of memory on a tiny file). Every chunk of an input
-array is fetched whole from its store, so the one place every chunk read goes through is the
+array is fetched from its store, so the one place every chunk read goes through is the
 store: :func:`guarded` re-opens an array on a :class:`ChunkGuardStore`, which looks at each
-chunk's bytes as they arrive and refuses, before any codec runs, a chunk whose outermost
-compressor declares (zstd, blosc, lz4) or decodes to (gzip, zlib, read no further than the
-limit) more than the array's chunk in bytes. A chunk is also fetched no further than the most
-any codec stores a chunk in (:func:`stored_limit`), so a chunk object of gigabytes where the
-array's chunk holds kilobytes is refused without being read into memory.
+chunk's bytes as they arrive and follows them down the array's codec chain (its bytes-to-bytes
+codecs, or a v2 array's compressor and filters, in decoding order) before any of zarr's codecs
+runs: each compressor's stream must declare (zstd, blosc, lz4) or decode to (gzip, zlib, read
+no further than the bound) at most a bound, the array's chunk in bytes for the last compressor
+and what a chunk of that size is ever stored in (:func:`stored_limit`) for one whose output is
+another compressor's stream (``[bytes, gzip, gzip]``: a 3 MB outer stream may hold a 3 GB
+inner one). Only a chain of two compressors or more is decoded here, each step bounded; a
+chain geoseg cannot follow that way (a compressor it cannot bound, or a filter, ahead of
+another compressor) is refused when the array is opened. A chunk is also fetched no further
+than the most any codec stores a chunk in, so a chunk object of gigabytes where the array's
+chunk holds kilobytes is refused without being read into memory.
 
-Not covered: sharded arrays (their inner chunks arrive as byte ranges of a shard). Compressors
-whose stream declares no size and that cannot be decoded in bounded memory here (bz2, lzma,
-plugins) get the stored-size bound only.
+A sharded array's inner chunks are checked the same way against the inner chunk: zarr reads
+each inner chunk it needs as one byte range of its shard (or the whole shard, whose index then
+gives each inner chunk's range), and the shard index's own reads pass as they are.
+
+Not covered: compressors whose stream declares no size and that cannot be decoded in bounded
+memory here (bz2, lzma, plugins), as the last compressor of a chain, get the stored-size bound
+only.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
+import numcodecs
 import numpy as np
 import zarr
 from numcodecs import blosc, zstd
 from zarr.abc.codec import ArrayArrayCodec, BytesBytesCodec
-from zarr.abc.store import ByteRequest
+from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.codecs import ShardingCodec, TransposeCodec
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import StorePath, WrapperStore
 
 from geoseg.core.urls import public_url
-from geoseg.errors import CorruptInputError
+from geoseg.errors import CorruptInputError, UnsupportedFormatError
 from geoseg.io.metaguard import METADATA_KEYS, bounded_get
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 UNKNOWN = -1  # a zstd frame that does not declare its decoded size
 FILTER_FACTOR = 16  # bytes per element a filter's encoded form may take (complex128)
 CHECKSUMS = {"crc32c": 4}  # bytes-to-bytes codecs that only append a checksum of this many bytes
+# numcodecs filters (v2 ``filters``, v3 ``numcodecs.*``) that compress nothing: harmless after
+# the last compressor, but geoseg does not run them to follow a chain past them
+FILTERS = frozenset({"delta", "shuffle", "bitshuffle", "fixedscaleoffset", "quantize", "astype",
+                     "packbits", "categorize", "bitround"})
+# numcodecs checksums (v2 ``filters``, v3 ``numcodecs.*``): compress nothing either
+PASSIVE = FILTERS | {"crc32", "adler32", "fletcher32", "jenkins_lookup3"}
+EMPTY = 2**64 - 1  # a shard index's offset and length of an inner chunk that is not stored
+
+
+@dataclass(frozen=True)
+class Chain:
+    """How one stored chunk decodes: its bytes-to-bytes ``steps`` (codec names, in decoding
+    order) and ``limit``, the bytes its last compressor may decode to; ``what`` says what the
+    chunk holds."""
+
+    steps: tuple[str, ...]
+    limit: int
+    what: str
+
+    @property
+    def last(self) -> int:
+        """The index of the last compressor among the steps (-1: none, nothing to check)."""
+        return max((i for i, name in enumerate(self.steps)
+                    if name not in CHECKSUMS and name not in PASSIVE), default=-1)
+
+    @property
+    def trailer(self) -> int:
+        """Checksum bytes after the first compressor's stream."""
+        return sum(CHECKSUMS.get(name, 0) for name in self.steps[: self.last + 1])
+
+    @property
+    def stored(self) -> int:
+        """The most bytes a chunk of this chain is ever stored in."""
+        return stored_limit(self.limit, self.trailer)
+
+
+@dataclass(frozen=True)
+class Shards:
+    """Where a sharded array's shard index lies: ``index`` bytes at the ``start`` or the end of
+    each shard; ``codec`` decodes it, ``per_shard`` inner chunks along each axis."""
+
+    codec: ShardingCodec
+    per_shard: tuple[int, ...]
+    index: int
+    start: bool
+
+    def is_index_read(self, byte_range: ByteRequest) -> bool:
+        """Whether ``byte_range`` is zarr's read of a shard's index (nothing to check)."""
+        if self.start:
+            return isinstance(byte_range, RangeByteRequest) and (
+                byte_range.start, byte_range.end) == (0, self.index)
+        return isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == self.index
 
 
 def guarded(array: zarr.Array, url: str) -> zarr.Array:
     """``array`` reading its chunks through a :class:`ChunkGuardStore` (itself where there is
-    nothing to check: a sharded array, a dtype of no fixed size)."""
-    plan = _decode_plan(array)
-    if plan is None:
+    nothing to check: a dtype of no fixed size).
+
+    Raises
+    ------
+    UnsupportedFormatError
+        When the array's codec chain cannot be followed in bounded memory.
+    """
+    dtype = np.dtype(array.dtype)
+    if dtype.itemsize == 0 or dtype.hasobject:
         return array
-    compressor, trailer, limit = plan
-    store = ChunkGuardStore(array.store, compressor=compressor, trailer=trailer, limit=limit,
-                            what=_chunk_text(array), url=public_url(url),
-                            stored=stored_limit(limit, trailer))
+    url = public_url(url)
+    chain, shards = _decode_plan(array, url)
+    stored = chain.stored
+    if shards is not None:
+        stored = chain.stored * math.prod(shards.per_shard) + shards.index
+    store = ChunkGuardStore(array.store, chain=chain, shards=shards, url=url, stored=stored)
     inner = array.async_array
     return zarr.Array(AsyncArray(inner.metadata, StorePath(store, array.path), inner.config))
 
@@ -63,32 +135,60 @@ def stored_limit(limit: int, trailer: int) -> int:
     return 2 * limit + 2**20 + trailer
 
 
-def _decode_plan(array: zarr.Array) -> tuple[str, int, int] | None:
-    """``(compressor, checksum bytes after its stream, limit in bytes)`` for the first
-    compressor a chunk's bytes go through when decoded (``""``: none, or one whose stream
-    geoseg cannot check), or ``None`` for an array whose chunks are not checked."""
+def _decode_plan(array: zarr.Array, url: str) -> tuple[Chain, Shards | None]:
+    """The :class:`Chain` each stored chunk (a sharded array's inner chunk) decodes through,
+    and where a sharded array's shard indexes lie."""
     dtype = np.dtype(array.dtype)
-    if dtype.itemsize == 0 or dtype.hasobject:
-        return None
-    elements = math.prod(int(c) for c in array.chunks)
     if array.metadata.zarr_format == 2:
         codec = array.metadata.compressor
-        names = [codec.codec_id] if codec is not None else []
-        filtered = bool(array.metadata.filters)
-    else:
-        codecs = array.metadata.codecs
-        if any(isinstance(c, ShardingCodec) for c in codecs):
-            return None
-        names = [_v3_name(c) for c in reversed(codecs) if isinstance(c, BytesBytesCodec)]
-        filtered = any(isinstance(c, ArrayArrayCodec) and not isinstance(c, TransposeCodec)
-                       for c in codecs)
-    trailer = 0
+        filters = [f.codec_id for f in reversed(array.metadata.filters or ())]
+        steps = ([codec.codec_id] if codec is not None else []) + filters
+        filtered = any(name in FILTERS for name in filters)
+        return _chain(steps, filtered, array.chunks, dtype, url), None
+    codecs = array.metadata.codecs
+    sharding = next((c for c in codecs if isinstance(c, ShardingCodec)), None)
+    if sharding is None:
+        return _v3_chain(codecs, array.chunks, dtype, url), None
+    around = [_v3_name(c) for c in codecs if isinstance(c, BytesBytesCodec)]
+    if around or any(isinstance(c, ShardingCodec) for c in sharding.codecs):
+        _refuse_chain(url, around or ["sharding_indexed"], "a sharded array's shards are "
+                      "compressed whole, or sharded again, so its inner chunks' bytes are not "
+                      "those of its shards")
+    per_shard = tuple(int(s) // int(c) for s, c in zip(array.shards, sharding.chunk_shape))
+    shards = Shards(sharding, per_shard, int(sharding._shard_index_size(per_shard)),
+                    sharding.index_location.value == "start")
+    return _v3_chain(sharding.codecs, sharding.chunk_shape, dtype, url), shards
+
+
+def _v3_chain(codecs: Any, chunks: tuple[int, ...], dtype: np.dtype, url: str) -> Chain:
+    """The :class:`Chain` of a v3 array's (or a shard's inner) ``codecs``."""
+    steps = [_v3_name(c) for c in reversed(codecs) if isinstance(c, BytesBytesCodec)]
+    filtered = any(isinstance(c, ArrayArrayCodec) and not isinstance(c, TransposeCodec)
+                   for c in codecs)
+    return _chain(steps, filtered, chunks, dtype, url)
+
+
+def _chain(steps: list[str], filtered: bool, chunks: tuple[int, ...], dtype: np.dtype,
+           url: str) -> Chain:
+    """``steps`` (in decoding order) as a :class:`Chain`, refused when a step geoseg cannot
+    bound or does not run (a plugin compressor, a filter) lies before another compressor."""
+    elements = math.prod(int(c) for c in chunks)
     limit = elements * (max(dtype.itemsize, FILTER_FACTOR) if filtered else dtype.itemsize)
-    for name in names:  # in decoding order: checksums first
-        if name not in CHECKSUMS:
-            return (name if name in DECLARED or name in INFLATED else "", trailer, limit)
-        trailer += CHECKSUMS[name]
-    return "", trailer, limit
+    chain = Chain(tuple(steps), limit, _chunk_text(chunks, dtype))
+    for name in steps[: chain.last]:
+        if name not in CHECKSUMS and name not in DECLARED and name not in INFLATED:
+            _refuse_chain(url, steps, f"the chain past {name}")
+    return chain
+
+
+def _refuse_chain(url: str, steps: list[str], why: str) -> None:
+    raise UnsupportedFormatError(
+        f"The Zarr array {url} decodes its chunks through the codecs {' -> '.join(steps)} (in "
+        f"decoding order), and geoseg cannot bound {why} before zarr decodes it: a chunk of "
+        "such an array can be a decompression bomb, so geoseg does not read it. Expected one "
+        "compressor (zstd, blosc, gzip, zlib or lz4, with crc32c or filters around it), or "
+        "compressors of those kinds only. Re-write the array with such codecs (e.g. with "
+        "zarr-python, from its source) and give that copy.")
 
 
 def _v3_name(codec: Any) -> str:
@@ -96,22 +196,21 @@ def _v3_name(codec: Any) -> str:
     return str(codec.to_dict().get("name", "")).removeprefix("numcodecs.")
 
 
-def _chunk_text(array: zarr.Array) -> str:
-    """``"3 x 128 x 128 uint8 (49,152 bytes)"``: what one chunk of ``array`` holds."""
-    dims = " x ".join(str(c) for c in array.chunks)
-    nbytes = math.prod(int(c) for c in array.chunks) * np.dtype(array.dtype).itemsize
-    return f"{dims} {np.dtype(array.dtype)} ({nbytes:,} bytes)"
+def _chunk_text(chunks: tuple[int, ...], dtype: np.dtype) -> str:
+    """``"3 x 128 x 128 uint8 (49,152 bytes)"``: what one chunk of ``chunks`` values holds."""
+    dims = " x ".join(str(c) for c in chunks)
+    nbytes = math.prod(int(c) for c in chunks) * dtype.itemsize
+    return f"{dims} {dtype} ({nbytes:,} bytes)"
 
 
 class ChunkGuardStore(WrapperStore):
-    """A read-only view of a store whose whole-key reads of chunks are checked by
-    :func:`check_chunk` (metadata documents and byte ranges pass as they are)."""
+    """A read-only view of a store whose reads of chunks (a shard's inner chunks) are checked
+    by :func:`check_chunk` (metadata documents and shard indexes pass as they are)."""
 
-    def __init__(self, store: Any, *, compressor: str = "", trailer: int = 0, limit: int = 0,
-                 what: str = "", url: str = "", stored: int = 0):
+    def __init__(self, store: Any, *, chain: Chain, shards: Shards | None = None,
+                 url: str = "", stored: int = 0):
         super().__init__(store)
-        self.compressor, self.trailer, self.limit, self.what, self.url, self.stored = (
-            compressor, trailer, limit, what, url, stored)
+        self.chain, self.shards, self.url, self.stored = chain, shards, url, stored
 
     def __getattr__(self, name: str) -> Any:
         """The wrapped store's other attributes (an fsspec store's ``fs`` and ``path``, which
@@ -121,53 +220,134 @@ class ChunkGuardStore(WrapperStore):
         return getattr(self._store, name)
 
     def _with_store(self, store: Any) -> ChunkGuardStore:
-        return type(self)(store, compressor=self.compressor, trailer=self.trailer,
-                          limit=self.limit, what=self.what, url=self.url, stored=self.stored)
+        return type(self)(store, chain=self.chain, shards=self.shards, url=self.url,
+                          stored=self.stored)
 
     async def get(self, key: str, prototype: BufferPrototype,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        if byte_range is not None or key.rsplit("/", 1)[-1] in METADATA_KEYS:
+        if key.rsplit("/", 1)[-1] in METADATA_KEYS:
             return await self._store.get(key, prototype, byte_range)
+        if byte_range is not None:
+            return await self._get_range(key, prototype, byte_range)
         # one byte more than a chunk is ever stored in: no more is read of a larger object
         buffer = await bounded_get(self._store, key, prototype, self.stored + 1,
-                                   lambda n: self._check_stored(key, n))
-        if buffer is not None and self.compressor:
-            data = buffer.as_numpy_array().view(np.uint8).reshape(-1)
-            check_chunk(self, key, data[: max(len(data) - self.trailer, 0)])
+                                   lambda n: self._check_stored(key, n, self.stored))
+        if buffer is None:
+            return None
+        data = buffer.as_numpy_array().view(np.uint8).reshape(-1)
+        if self.shards is None:
+            check_chunk(self, key, data)
+        else:
+            await self._check_shard(key, buffer, data)
         return buffer
 
-    def _check_stored(self, key: str, n_bytes: int) -> None:
-        if n_bytes > self.stored:
+    async def _get_range(self, key: str, prototype: BufferPrototype,
+                         byte_range: ByteRequest) -> Buffer | None:
+        """A byte range of chunk ``key``: in a sharded array, an inner chunk (zarr reads each
+        as one range of its shard) unless it is the shard's index."""
+        shards = self.shards
+        if (shards is None or shards.is_index_read(byte_range)
+                or not isinstance(byte_range, RangeByteRequest)):
+            return await self._store.get(key, prototype, byte_range)
+        where = f"{key} (its inner chunk at bytes {byte_range.start:,} to {byte_range.end:,})"
+        self._check_stored(where, byte_range.end - byte_range.start, self.chain.stored)
+        buffer = await self._store.get(key, prototype, byte_range)
+        if buffer is not None:
+            check_chunk(self, where, buffer.as_numpy_array().view(np.uint8).reshape(-1))
+        return buffer
+
+    async def _check_shard(self, key: str, buffer: Buffer, data: np.ndarray) -> None:
+        """Check each inner chunk of a whole shard, found by its index (an index that does not
+        decode is left to zarr to refuse)."""
+        shards = self.shards
+        assert shards is not None
+        if len(data) < shards.index:
+            return
+        index_bytes = buffer[: shards.index] if shards.start else buffer[len(data) - shards.index:]
+        try:
+            index = await shards.codec._decode_shard_index(index_bytes, shards.per_shard)
+        except Exception:  # noqa: BLE001 - zarr's decode of the same index refuses it
+            return
+        for offset, length in np.asarray(index.offsets_and_lengths).reshape(-1, 2).tolist():
+            if offset == EMPTY:
+                continue
+            where = f"{key} (its inner chunk at bytes {offset:,} to {offset + length:,})"
+            self._check_stored(where, length, self.chain.stored)
+            check_chunk(self, where, data[offset:offset + length])
+
+    def _check_stored(self, key: str, n_bytes: int, most: int) -> None:
+        if n_bytes > most:
             raise CorruptInputError(
-                f"Zarr chunk {key} of {self.url} is stored in more than {self.stored:,} bytes "
-                f"(geoseg read it no further), but a chunk of this array holds {self.what}, which "
-                "no codec stores in that much. The chunk is corrupt or hostile, or the array's "
-                "metadata (chunk shape, data type) does not describe its chunks: re-write the "
-                "array (or that chunk) from its source.")
+                f"Zarr chunk {key} of {self.url} is stored in more than {most:,} bytes "
+                f"(geoseg read it no further), but a chunk of this array holds "
+                f"{self.chain.what}, which no codec stores in that much. The chunk is corrupt "
+                "or hostile, or the array's metadata (chunk shape, data type) does not describe "
+                "its chunks: re-write the array (or that chunk) from its source.")
 
 
 def check_chunk(guard: ChunkGuardStore, key: str, data: np.ndarray) -> None:
-    """Refuse chunk ``key`` when its compressed stream ``data`` declares or decodes to more
-    than the guard's limit; a stream that does not parse is left to the codec to refuse."""
-    if guard.compressor in DECLARED:
-        declared = DECLARED[guard.compressor](data)
-        if declared is None or 0 <= declared <= guard.limit:
+    """Refuse chunk ``key`` when, followed down its codec chain, a compressor's stream declares
+    or decodes to more than its bound (the chunk's bytes for the last compressor, what such a
+    chunk is stored in for one before it); a stream that does not parse is left to the codec
+    to refuse. Only a chain of several compressors is decoded here, each step bounded."""
+    chain = guard.chain
+    compressors = [name for name in chain.steps[: chain.last + 1] if name not in CHECKSUMS]
+    for i, name in enumerate(chain.steps[: chain.last + 1]):
+        if name in CHECKSUMS:
+            data = data[: max(len(data) - CHECKSUMS[name], 0)]
+            continue
+        if name not in DECLARED and name not in INFLATED:
+            return  # the last compressor, of no declared size: the stored bound only
+        bound = chain.limit if i == chain.last else stored_limit(chain.limit, 0)
+        said, decoded = _step(name, data, bound, decode=i < chain.last)
+        if said:
+            where = "" if len(compressors) == 1 else (
+                f" (compressor {_rank(chain.steps, i)} of {' -> '.join(chain.steps)}, in "
+                "decoding order)")
+            raise CorruptInputError(
+                f"Zarr chunk {key} of {guard.url}: its {name} stream{where} ({len(data):,} bytes) "
+                f"{said}, but a chunk of this array holds {chain.what}. The chunk is corrupt or a "
+                "decompression bomb, or the array's metadata (chunk shape, data type) does not "
+                "describe its chunks, so geoseg does not decode it: re-write the array (or that "
+                "chunk) from its source.")
+        if decoded is None:
             return
-        if declared == UNKNOWN and _zstd_fits(data, guard.limit):
-            return
-        said = (f"declares no decoded size and does not decode to {guard.limit:,} bytes"
-                if declared == UNKNOWN
-                else f"declares {declared:,} bytes once decoded")
-    else:
-        if _inflated(data, INFLATED[guard.compressor], guard.limit) <= guard.limit:
-            return
-        said = f"decodes to more than {guard.limit:,} bytes (geoseg read it no further)"
-    raise CorruptInputError(
-        f"Zarr chunk {key} of {guard.url}: its {guard.compressor} stream ({len(data):,} bytes) "
-        f"{said}, but a chunk of this array holds {guard.what}. The chunk is corrupt or a "
-        "decompression bomb, or the array's metadata (chunk shape, data type) does not describe "
-        "its chunks, so geoseg does not decode it: re-write the array (or that chunk) from its "
-        "source.")
+        data = decoded
+
+
+def _rank(steps: tuple[str, ...], i: int) -> int:
+    """Which compressor (1 for the first decoded) step ``i`` of ``steps`` is."""
+    return 1 + sum(name not in CHECKSUMS for name in steps[:i])
+
+
+def _step(name: str, data: np.ndarray, bound: int,
+          decode: bool) -> tuple[str, np.ndarray | None]:
+    """``(what compressor name's stream data says, "" when it fits in bound; its decoded bytes
+    when asked to decode and it fits and parses, else None)``."""
+    if name in INFLATED:
+        total, decoded = _inflate(data, INFLATED[name], bound, keep=decode)
+        if total > bound:
+            return f"decodes to more than {bound:,} bytes (geoseg read it no further)", None
+        return "", np.frombuffer(decoded, np.uint8) if decode else None
+    declared = DECLARED[name](data)
+    if declared is None:
+        return "", None
+    if declared == UNKNOWN:
+        if decode:
+            said = ("declares no decoded size, which geoseg needs of a compressor whose output "
+                    "another compressor decodes")
+            return said, None
+        if _zstd_fits(data, bound):
+            return "", None
+        return f"declares no decoded size and does not decode to {bound:,} bytes", None
+    if declared > bound:
+        return f"declares {declared:,} bytes once decoded", None
+    if not decode:
+        return "", None
+    try:  # at most ``bound`` bytes: each codec allocates what its stream declares
+        return "", np.frombuffer(numcodecs.get_codec({"id": name}).decode(bytes(data)), np.uint8)
+    except Exception:  # noqa: BLE001 - zarr's decode of the same stream refuses it
+        return "", None
 
 
 def zstd_content_size(data: np.ndarray) -> int | None:
@@ -212,21 +392,24 @@ def lz4_size(data: np.ndarray) -> int | None:
     return int.from_bytes(bytes(data[:4]), "little") if len(data) >= 4 else None
 
 
-def _inflated(data: np.ndarray, wbits: int, limit: int) -> int:
+def _inflate(data: np.ndarray, wbits: int, limit: int, keep: bool) -> tuple[int, bytes]:
     """How many bytes a gzip (each member in turn) or zlib stream decodes to, counted no further
-    than ``limit + 1``: neither format declares its size reliably. A stream that does not
-    decode counts what decoded (the codec then refuses it)."""
-    total, rest = 0, memoryview(data)
+    than ``limit + 1``, and those bytes when ``keep``: neither format declares its size
+    reliably. A stream that does not decode counts what decoded (the codec then refuses it)."""
+    total, rest, kept = 0, memoryview(data), []
     while len(rest) and total <= limit:
         stream = zlib.decompressobj(wbits)
         try:
-            total += len(stream.decompress(rest, limit + 1 - total))
+            out = stream.decompress(rest, limit + 1 - total)
         except zlib.error:
             break
+        total += len(out)
+        if keep:
+            kept.append(out)
         if not stream.eof or wbits != GZIP_WBITS:
             break
         rest = memoryview(stream.unused_data)
-    return total
+    return total, b"".join(kept)
 
 
 GZIP_WBITS = 31

@@ -11,6 +11,7 @@ zarr reads it for.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,8 @@ from geoseg.io import remote
 from geoseg.io.readers.probe import special_file
 
 METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+MAX_CODECS = 16  # codecs one list may hold: real arrays use 2 to 5
+CODEC_LISTS = (b'"codecs"', b'"index_codecs"', b'"filters"')
 
 
 class MetadataGuardStore(WrapperStore):
@@ -63,7 +66,41 @@ class MetadataGuardStore(WrapperStore):
                     f"The metadata of {self.url} ({key}) nests arrays or objects {depth} levels "
                     f"deep; expected at most {jsontext.MAX_LEVELS}, as no Zarr metadata needs "
                     "more: it is corrupt or hostile. Re-write it, or check the URL.")
+            refuse_long_codec_lists(buffer.to_bytes(), key, self.url)
         return buffer
+
+
+def refuse_long_codec_lists(text: bytes, key: str, url: str) -> None:
+    """Refuse metadata document ``key`` when one of its codec lists (an array's ``codecs``, a
+    sharding codec's ``codecs`` and ``index_codecs``, a v2 array's ``filters``, its own or in
+    consolidated metadata) holds more than :data:`MAX_CODECS` codecs. Attributes (``.zattrs``,
+    v3 ``attributes``) are the user's, whatever their names, and a document naming no such list
+    is not parsed; one that does not parse is left to zarr to refuse."""
+    if key.rsplit("/", 1)[-1] == ".zattrs" or not any(name in text for name in CODEC_LISTS):
+        return
+    try:
+        nodes = [json.loads(text)]  # its depth is measured: json.loads does not recurse deeper
+    except ValueError:
+        return
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, list):
+            nodes.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for name, value in node.items():
+            if name == "attributes" or name.endswith(".zattrs"):
+                continue
+            if name in ("codecs", "index_codecs", "filters") and isinstance(value, list) and (
+                    len(value) > MAX_CODECS):
+                raise CorruptInputError(
+                    f"The metadata of {url} ({key}) lists {len(value):,} codecs in \"{name}\"; "
+                    f"expected at most {MAX_CODECS}, as no Zarr array needs more (zarr reads "
+                    "such a list in time growing with its square): it is corrupt or hostile. "
+                    "Re-write the array's metadata with the codecs it was written with (a "
+                    "compressor, a checksum, filters), or check the URL.")
+            nodes.append(value)
 
 
 async def bounded_get(store: Any, key: str, prototype: BufferPrototype, most: int,
