@@ -208,13 +208,16 @@ def _hash_uniform(index: np.ndarray, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InitSummary:
-    """Sample (global indexes and features) and moments of the valid pixels."""
+    """Sample (global indexes and features), moments and range (per feature) of the valid
+    pixels."""
 
     index: np.ndarray
     sample: np.ndarray
     count: int
     total: np.ndarray
     squares: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
 
 def _chunk_init(
@@ -233,8 +236,13 @@ def _chunk_init(
         tuple(i + o for i, o in zip(local, origin)), shape
     ).astype(np.int64)
     keep = _hash_uniform(global_index, seed) < rate
+    empty = x.shape[1] == 0
+    with np.errstate(over="ignore"):  # squares of huge values: refused by check_scale
+        squares = (x**2).sum(axis=1)
     return InitSummary(
-        global_index[keep], x[:, keep].T, x.shape[1], x.sum(axis=1), (x**2).sum(axis=1)
+        global_index[keep], x[:, keep].T, x.shape[1], x.sum(axis=1), squares,
+        np.full(len(x), np.inf) if empty else x.min(axis=1),
+        np.full(len(x), -np.inf) if empty else x.max(axis=1),
     )
 
 
@@ -247,6 +255,8 @@ def _combine_init(parts: list[InitSummary]) -> InitSummary:
         sum(p.count for p in parts),
         np.sum([p.total for p in parts], axis=0),
         np.sum([p.squares for p in parts], axis=0),
+        np.min([p.low for p in parts], axis=0),
+        np.max([p.high for p in parts], axis=0),
     )
 
 
@@ -461,8 +471,11 @@ def fit_kmeans(
     summary = dask.compute(init_task(rd, index, sample_size, seed, split_every))[0]
     if summary.count == 0:
         raise PlanError("The raster has no valid pixel (all no-data or NaN); nothing to cluster.")
+    check_scale(summary.low, summary.high, init, features)
     starts = _initial_centroids(init, summary.sample, k, seed, n_init)
-    variance = np.maximum(summary.squares / summary.count - (summary.total / summary.count) ** 2, 0)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: no tolerance, max_iter runs
+        variance = np.maximum(
+            summary.squares / summary.count - (summary.total / summary.count) ** 2, 0)
     centroids, n_iter, converged = lloyd(
         rd,
         index,
@@ -473,6 +486,10 @@ def fit_kmeans(
     )
     (final,) = dask.compute(step_task(rd, index, centroids, split_every))
     best = int(np.argmin(final.inertia))
+    if not np.isfinite(final.inertia[best]):  # each distance fits, their sum over pixels not
+        raise MethodParameterError(_scale_message(
+            summary.low, summary.high, features, f"the inertia (summed over the "
+            f"{summary.count} pixels) is {final.inertia[best]}"))
     return KMeans(
         centroids[best],
         None if bands is None else tuple(int(b) for b in bands),
@@ -484,6 +501,33 @@ def fit_kmeans(
         len(starts),
         None if class_names is None else tuple(class_names),
     )
+
+
+def check_scale(low: np.ndarray, high: np.ndarray, init: Any, features: str) -> None:
+    """Refuse features whose squared distances overflow float64, before the first Lloyd pass:
+    with every distance infinite, every pixel would go to the first centroid and the fit would
+    return a useless mask without a word. ``low`` and ``high`` are each feature's valid range,
+    widened by explicit ``init`` centroids (their distances to the pixels count too)."""
+    if not isinstance(init, str):
+        centroids = np.asarray(init, np.float64)
+        low, high = np.minimum(low, centroids.min(axis=0)), np.maximum(high, centroids.max(axis=0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        widest = float(np.sum((high - low) ** 2))  # the largest squared distance possible
+    if not math.isfinite(widest):
+        raise MethodParameterError(_scale_message(
+            low, high, features, f"the largest squared distance is {widest}"))
+
+
+def _scale_message(low: np.ndarray, high: np.ndarray, features: str, said: str) -> str:
+    """Why k-means refuses features this large, and what to do."""
+    ranges = ", ".join(f"[{a!r}, {b!r}]" for a, b in zip(low.tolist(), high.tolist()))
+    ends = np.abs(np.concatenate([low, high]))
+    scale = float(np.max(ends[np.isfinite(ends)], initial=1.0))
+    return (f"k-means on {features}: received feature values in {ranges} (per feature); "
+            f"{said}, past float64's 1.8e308. Expected values whose squared distances, summed "
+            f"over the pixels, fit float64. Rescale the raster (e.g. divide it by {scale:.0e}, "
+            "bringing its values near 1; the clusters are the same), or mark out-of-range "
+            "values as nodata.")
 
 
 def as_bands(bands: Any) -> list[int] | None:

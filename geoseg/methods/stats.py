@@ -32,7 +32,7 @@ from geoseg.tiling import default_chunks
 
 SPLIT_EVERY = 8
 MAX_INTEGER_BINS = 1 << 20
-EXACT_INTEGERS = 2**53  # float64 (a Range's bounds) holds every integer up to this magnitude
+EXACT_INTEGERS = 2**53  # float64 holds every integer up to this magnitude
 
 
 @dataclass(frozen=True)
@@ -212,13 +212,12 @@ def feature_values(
     block: np.ndarray, feature: Feature, nodata: float | None, integer: bool = False
 ) -> np.ndarray:
     """The feature at the valid, finite pixels of ``block``, flattened: when ``integer``, the
-    band's own integers as int64, or as float64 (as scikit-image takes them) for uint64, whose
-    values from 2**63 up int64 would wrap to negative ones."""
+    band's own integers in its own dtype (float64 would round int64 and uint64 values beyond
+    2**53, int64 wrap uint64 ones from 2**63 up)."""
     valid = valid_mask(block, nodata)
     if integer:
         index = 0 if feature.kind == "single" else feature.bands[0] - 1
-        values = block[index][valid]
-        return values.astype(np.float64 if values.dtype == np.uint64 else np.int64)
+        return block[index][valid]
     values = feature.compute(block, band_axis=0)[valid]
     return values[np.isfinite(values)]
 
@@ -228,7 +227,8 @@ def feature_values(
 
 @dataclass(frozen=True)
 class Range:
-    """Count, sum, min and max of the valid finite values."""
+    """Count, sum, min and max of the valid finite values; an integer band's min and max are
+    exact ``int``s (as float64 they would be rounded beyond 2**53)."""
 
     count: int
     total: float
@@ -253,8 +253,8 @@ def _chunk_range(
     return Range(
         int(values.size),
         float(values.sum(dtype=np.float64)),
-        float(values.min()),
-        float(values.max()),
+        values.min().item(),  # an int for integer values, else a float
+        values.max().item(),
     )
 
 
@@ -297,9 +297,8 @@ class Binning:
                 "The raster has no valid pixel (every pixel is no-data or NaN); nothing to fit. "
                 "Check the raster's nodata value and the feature's bands."
             )
-        low, high = value_range.low, value_range.high
-        exact = max(abs(low), abs(high)) <= EXACT_INTEGERS  # else the bounds are rounded
-        if integer and exact and high - low + 1 <= MAX_INTEGER_BINS:
+        low, high = value_range.low, value_range.high  # exact ints for an integer band
+        if integer and high - low + 1 <= MAX_INTEGER_BINS:
             return cls(low, high, int(high - low + 1), True)
         if nbins < 2:
             raise MethodParameterError(f"nbins must be >= 2, got {nbins}.")
@@ -310,6 +309,7 @@ class Binning:
                 f"{nbins} equal bins instead, so thresholds come within about a bin's width "
                 f"({(high - low) / nbins:.4g}) of scikit-image's, not equal to them. Pass a larger "
                 "nbins to come closer.", UserWarning, stacklevel=4)
+        low, high = float(low), float(high)  # equal bins: edges and counts in float64
         binning = cls(low, high, int(nbins), False, dtype)
         if dtype != "float64" and not np.all(np.diff(binning.edges) > 0):
             binning = cls(low, high, int(nbins), False)  # more bins than float16 steps
@@ -326,8 +326,10 @@ class Binning:
         raise MethodParameterError(
             f"The feature's values span {self.low!r} to {self.high!r}: float64 cannot split that "
             f"into {self.nbins} equal, finite histogram bins (expected a span below 1.8e308 and "
-            "wide enough for its magnitude). Mark out-of-range values as nodata, rescale the "
-            "raster (e.g. divide it by a power of two), or pass fewer nbins.")
+            "wide enough for its magnitude). Mark out-of-range values as nodata, or rescale the "
+            "raster: subtract an offset near its minimum when the span is narrow for its "
+            "magnitude (a whole number keeps integer values distinct), divide it by a power of "
+            "two when the span overflows; or pass fewer nbins.")
 
     @property
     def edges(self) -> np.ndarray:
@@ -346,7 +348,17 @@ class Binning:
     @property
     def centers(self) -> np.ndarray:
         """Bin centres as scikit-image computes them: int64 for integer bins, else in
-        :attr:`dtype` (float16 centres make scikit-image's Otsu sums float32, as on the image)."""
+        :attr:`dtype` (float16 centres make scikit-image's Otsu sums float32, as on the image).
+        Integer values beyond 2**53 are refused: the methods compute with centres in float64,
+        which would round them together (thresholds are found on the histogram shifted to 0,
+        ``threshold.from_zero``, and shifted back exactly)."""
+        if self.integer and max(abs(int(self.low)), abs(int(self.high))) > EXACT_INTEGERS:
+            raise MethodParameterError(
+                f"The integer feature's values span {int(self.low)} to {int(self.high)}: "
+                f"beyond 2**53 float64 rounds them together, so their histogram's bins cannot "
+                f"be used as values (expected values within 2**53 of 0). Subtract an offset "
+                f"from the raster (e.g. its minimum, {int(self.low)}), and add it back to the "
+                "values found.")
         if self.integer:
             return np.arange(int(self.low), int(self.high) + 1, dtype=np.int64)
         edges = self._edges_in_dtype()
@@ -358,8 +370,9 @@ class Binning:
 
     def count(self, values: np.ndarray) -> np.ndarray:
         """Histogram of ``values`` in these bins (int64)."""
-        if self.integer:
-            offsets = (values - int(self.low)).astype(np.int64)  # float64 for uint64: exact here
+        if self.integer:  # each value's distance to the lowest, exact in uint64 arithmetic
+            low = np.uint64(int(self.low) % 2**64)  # int64 lows wrap as the values do
+            offsets = (values.astype(np.uint64) - low).astype(np.int64)
             return np.bincount(offsets, minlength=self.nbins).astype(np.int64)
         if self.dtype != "float64":  # the dtype's own edges, as scikit-image counts them
             return np.histogram(values, bins=self.edges)[0].astype(np.int64)

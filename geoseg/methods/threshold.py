@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from skimage import filters
 
 from geoseg import budgets
 from geoseg.core.classes import ClassInfo
+from geoseg.core.segmenter import valid_mask
 from geoseg.errors import MethodParameterError
 from geoseg.methods.features import (
     Feature,
@@ -40,6 +42,7 @@ from geoseg.methods.features import (
 )
 from geoseg.methods.params import PARAMS, check_class_names, check_unique_names, check_value
 from geoseg.methods.stats import (
+    EXACT_INTEGERS,
     Binning,
     Histogram,
     Range,
@@ -112,20 +115,61 @@ class Threshold(PixelMethod):
 
     def labels(self, values: np.ndarray) -> np.ndarray:
         """Class ids of feature ``values``: how many thresholds are below each (strictly,
-        unless ``equal_to_upper``)."""
+        unless ``equal_to_upper``). Integer ``values`` are compared in their own dtype
+        (:func:`integer_above`), exactly, whatever their magnitude."""
         ids = np.zeros(values.shape, np.int16)
+        if values.dtype.kind in "iu":
+            for t in self.thresholds:
+                ids += integer_above(values, t, self.equal_to_upper)
+            return ids
         above = np.greater_equal if self.equal_to_upper else np.greater
         for t in self.thresholds:
             ids += above(values, t)
         return ids
 
+    def prepare(
+        self, raw: np.ndarray, nodata: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As every pixel method's (float64), except a band of 64-bit integers thresholded
+        itself: kept in its dtype, as float64 would round its values beyond 2**53 (2**63 + 100
+        and 2**63 + 1500 are one float64) and so move pixels across a threshold."""
+        if raw.dtype.kind not in "iu" or raw.dtype.itemsize < 8 or self.feature.kind not in (
+                "single", "band"):
+            return super().prepare(raw, nodata)
+        x = raw.copy()
+        valid = valid_mask(raw, nodata)
+        x[:, ~valid] = 0
+        return x, valid
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        if batch.dtype.kind in "iu" and self.feature.kind in ("single", "band"):
+            index = 0 if self.feature.kind == "single" else self.feature.bands[0] - 1
+            self.feature.check(batch.shape[1])
+            return one_hot(self.labels(batch[:, index]), self.n_classes)
         return one_hot(self.labels(self.feature.compute(batch, band_axis=1)), self.n_classes)
+
+
+def integer_above(values: np.ndarray, t: float, equal_to_upper: bool = False) -> np.ndarray:
+    """``values > t`` (``>= t`` when ``equal_to_upper``) for integer ``values``, exact for any
+    real ``t``: on integers ``x > t`` is ``x > floor(t)`` and ``x >= t`` is ``x > ceil(t) - 1``,
+    an integer compared in the values' own dtype (clipped to its range), where NumPy would
+    round both sides to float64 beyond 2**53."""
+    info = np.iinfo(values.dtype)
+    if t >= info.max:  # also +inf: nothing is above
+        return np.zeros(values.shape, bool)
+    if t < info.min:  # also -inf: everything is above
+        return np.ones(values.shape, bool)
+    bound = math.ceil(t) - 1 if equal_to_upper else math.floor(t)
+    if bound < info.min:  # equal_to_upper with t == min
+        return np.ones(values.shape, bool)
+    return values > np.asarray(bound, values.dtype)
 
 
 def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
     """``thresholds`` (a number, or a list, tuple or 1-D array of them) as floats, refused when
-    not numbers, none, or not strictly increasing."""
+    not numbers, none, or not strictly increasing. A whole number that float64 would round
+    (beyond 2**53) stays an exact ``int``: ``x > 2**63 + 1500`` on a uint64 band is not
+    ``x > 2**63 + 2048``."""
     given = thresholds.tolist() if isinstance(thresholds, np.ndarray) else thresholds
     given = list(given) if isinstance(given, (list, tuple)) else [given]
     if not given or not PARAMS["thresholds"].test(given) or any(
@@ -135,7 +179,19 @@ def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
             f"[50, 150] (in the feature's units), got {tuple(given)!r}; sort them, drop "
             f"duplicates and NaN."
         )
-    return tuple(float(t) for t in given)
+    return tuple(_exact_number(t) for t in given)
+
+
+def _exact_number(value: Any) -> float:
+    """``value`` as a float, or as an ``int`` when it is a whole number float64 cannot hold."""
+    if isinstance(value, Integral):
+        try:
+            if float(value) == value:
+                return float(value)
+        except OverflowError:  # beyond float64 altogether
+            pass
+        return int(value)
+    return float(value)
 
 
 def _default_names(n: int) -> tuple[str, ...]:
@@ -360,28 +416,52 @@ def thresholds_from_histogram(
     groups an integer histogram's values for multi-Otsu (see :func:`multiotsu_from_histogram`),
     ``what`` names the fit in a refusal."""
     check_classes(method, classes)
-    offset, hist = from_zero(hist) if method != "mean" else (0, hist)
+    # the mean of values float64 holds is their sum's, as np.mean gives it to scikit-image;
+    # beyond 2**53 that sum is rounded, and the mean is the shifted histogram's
+    shift = method != "mean" or not _float_exact(hist)
+    offset, hist = from_zero(hist) if shift else (0, hist)
     if method == "multiotsu":
         found = multiotsu_from_histogram(hist, classes, nbins, what or f"method {method!r}")
     elif method == "minimum":
         found = minimum_from_histogram(hist, nbins, what or f"method {method!r}")
     else:
         found = METHODS[method](hist, classes)
-    return tuple(t + offset for t in found)
+    upper = method in EQUAL_TO_UPPER
+    return tuple(shifted_back(t, offset, upper) for t in found)
+
+
+def shifted_back(t: float, offset: int, equal_to_upper: bool = False) -> float:
+    """``t + offset`` (a threshold found on values shifted by an integer histogram's lowest
+    value ``offset``), a float within 2**53 of 0, where float64 holds every integer. Beyond,
+    the integer that splits the integers alike (``x > t`` is ``x > floor(t)``, ``x >= t`` is
+    ``x >= ceil(t)``), as an exact ``int``: float64 would move it by up to half its step
+    (512 near 2**62), across values of the band."""
+    value = t + offset
+    if offset == 0 or abs(value) <= EXACT_INTEGERS:
+        return value
+    return (math.ceil(t) if equal_to_upper else math.floor(t)) + offset
+
+
+def _float_exact(hist: Histogram) -> bool:
+    """Whether float64 holds every value of ``hist``'s range (within 2**53 of 0)."""
+    return max(abs(hist.value_range.low), abs(hist.value_range.high)) <= EXACT_INTEGERS
 
 
 def from_zero(hist: Histogram) -> tuple[int, Histogram]:
     """An integer histogram's lowest value and the histogram shifted to start at 0: scikit-image
     sums counts times bin values in float64, which near 2**40 rounds away the differences
     between bins (Otsu one bin off); thresholds are found on the shifted values and the offset
-    is added back. Other histograms are kept as they are (offset 0)."""
+    is added back (exactly: :func:`shifted_back`). The shifted range's sum comes from the
+    counts, exact where the values' own sum is rounded beyond 2**53. Other histograms are kept
+    as they are (offset 0)."""
     if not hist.binning.integer:
         return 0, hist
     low = int(hist.binning.low)
-    span = hist.binning.high - low
+    span = int(hist.binning.high) - low
     count = hist.value_range.count
-    shifted = Range(count, hist.value_range.total - count * low, hist.value_range.low - low,
-                    hist.value_range.high - low)
+    total = float(np.dot(hist.counts.astype(np.float64), np.arange(hist.counts.size)))
+    shifted = Range(count, total, int(hist.value_range.low) - low,
+                    int(hist.value_range.high) - low)
     return low, Histogram(hist.counts, Binning(0, span, hist.binning.nbins, True), shifted)
 
 
@@ -529,20 +609,26 @@ def check_in_range(segmenter: Threshold, dtype: Any, where: str = "the input") -
     bounds = feature_range(segmenter.feature, dtype)
     if bounds is None:
         return
-    low, high = bounds
+    low, high = bounds  # exact ints for an integer band: Python compares them with t exactly
+    ends = f"{_bound(low)}, {_bound(high)}"
     if segmenter.equal_to_upper:  # x >= t: t == low leaves the class below empty
         outside = [t for t in segmenter.thresholds if not low < t <= high]
-        rule, allowed = "x >= t", f"({low:g}, {high:g}]"
+        rule, allowed = "x >= t", f"({ends}]"
     else:  # x > t: t == high leaves the class above empty
         outside = [t for t in segmenter.thresholds if not low <= t < high]
-        rule, allowed = "x > t", f"[{low:g}, {high:g})"
+        rule, allowed = "x > t", f"[{ends})"
     if outside:
         raise MethodParameterError(
             f"thresholds: received {list(segmenter.thresholds)}, but {segmenter.feature.describe()} "
-            f"of {where} ({np.dtype(dtype)}) lies in [{low:g}, {high:g}], so {outside} would leave "
+            f"of {where} ({np.dtype(dtype)}) lies in [{ends}], so {outside} would leave "
             f"a class empty on every pixel (a pixel is above a threshold t when {rule}); give "
             f"thresholds in {allowed} (in the input's units)."
         )
+
+
+def _bound(value: float) -> str:
+    """A range's end as written: an integer dtype's exactly, others as ``:g`` does."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def check_manual_in_range(segmenter: Any, dtype: Any, where: str = "the raster") -> None:
@@ -559,7 +645,8 @@ def check_manual_in_range(segmenter: Any, dtype: Any, where: str = "the raster")
 
 
 def feature_range(feature: Any, dtype: Any) -> tuple[float, float] | None:
-    """The values ``feature`` can take on a raster of ``dtype``; ``None`` where unbounded."""
+    """The values ``feature`` can take on a raster of ``dtype``; ``None`` where unbounded. An
+    integer dtype's are its exact ``int`` bounds (float64 rounds 2**63 - 1 up to 2**63)."""
     if feature.kind == "ndiff":
         return (-1.0, 1.0)
     dtype = np.dtype(dtype)
@@ -567,7 +654,7 @@ def feature_range(feature: Any, dtype: Any) -> tuple[float, float] | None:
         return (0.0, 1.0)
     if dtype.kind not in "iu":
         return None
-    return (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max))
+    return (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
 
 
 def _dedupe(values: tuple[float, ...]) -> tuple[float, ...]:

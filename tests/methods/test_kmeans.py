@@ -423,3 +423,27 @@ def test_cache_in_a_job_spec(rgb):
         assert fitted == build_method("kmeans", {"k": 3, "n_init": 1, "cache": True}, raster)
     with pytest.raises(MethodParameterError, match=r"model\.params\.cache: received 1"):
         build_method("kmeans", {"k": 3, "cache": 1}, raster)
+
+
+def test_values_whose_squared_distances_overflow_are_refused_with_their_range(tmp_path, rgb):
+    """Finite float64 values near 1e300: every squared distance is inf, so every pixel would go
+    to the first centroid (inertia inf, a useless mask) without a word; refused before Lloyd."""
+    huge = zarr_raster(tmp_path, rgb.astype(np.float64) * 1e300)
+    with pytest.raises(MethodParameterError) as raised:
+        fit(huge, 3, n_init=1, seed=0)
+    said = str(raised.value)
+    assert "[0.0, 2.55e+302]" in said and "squared distance" in said and "Rescale" in said
+    far = np.array([[0.0] * 3, [128.0] * 3, [1e200] * 3])  # an explicit start far off the data
+    with pytest.raises(MethodParameterError, match=r"\[0.0, 1e\+200\]"):
+        fit(memory_raster(rgb), 3, init=far)
+
+
+def test_large_values_whose_distances_fit_cluster_as_the_rescaled_data_do(rgb):
+    """Values near 1e100 (squared distances near 1e204) are fitted: the same clusters as
+    scikit-learn finds on the data divided by 1e100, from the same start."""
+    scale = 1e100
+    fitted = fit(memory_raster(rgb.astype(np.float64) * scale), 3, n_init=1, seed=0)
+    reference = sklearn_fit(pixels(rgb), np.asarray(fitted.init_centroids) / scale)
+    ours = run_segment(memory_raster(rgb.astype(np.float64) * scale), fitted)
+    assert np.isfinite(fitted.inertia)
+    assert np.array_equal(ours.ravel(), reference.labels_)
