@@ -15,7 +15,9 @@ Every request has a timeout, so nothing hangs: ``GEOSEG_CONNECT_TIMEOUT`` second
 (default 10) and ``GEOSEG_READ_TIMEOUT`` seconds for each next part of the answer (default 20);
 an HTTP answer also has a deadline, ``2 * GEOSEG_READ_TIMEOUT`` seconds and one more for each
 MiB its body declares (:func:`http_deadline`, which states the bandwidth it assumes), so that a
-server trickling a byte at a time cannot hold a read for ever.
+server trickling a byte at a time cannot hold a read for ever. A format probe or a metadata read
+(:func:`read_start`) reads no more than it asks for, even from a server that ignores ``Range``
+and sends an endless body, within the deadline of what has come so far.
 :class:`RequestDefaults` puts them, read at each use, under fsspec's configuration, so every
 filesystem a process makes (zarr's, GDAL's opener, a lease's) has them unless its storage
 options say otherwise (``config_kwargs`` for S3, ``client_kwargs.timeout`` for HTTP). The
@@ -84,6 +86,8 @@ PROBE_BLOCK = 2**16  # bytes fetched at once when sniffing a file's format
 MIN_HTTP_RATE = 2**20  # bytes a second an HTTP answer must average (:func:`http_deadline`)
 RANGE_PROBE = 16  # bytes asked for to learn whether an HTTP server answers Range requests
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF and BigTIFF, either order
+# the first bytes of images read whole (PNG, JPEG, GIF, BMP, WebP's RIFF)
+WHOLE_READ_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
 READ_BLOCK = 2**14  # read-ahead of remote files GDAL and tifffile read (what GDAL itself uses)
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TRANSIENT_ERRNO = frozenset(
@@ -397,26 +401,43 @@ def whole_files(url: str) -> RangeRequestsError:
         "and give its local path.")
 
 
+def whole_files_unsized(url: str) -> RangeRequestsError:
+    """The error for ``url`` on an HTTP server that sends it whole, and of no declared size."""
+    return RangeRequestsError(
+        f"{public_url(url)}: the HTTP server ignores Range requests and sends the whole file "
+        "without saying how long it is (no Content-Length), so geoseg cannot bound what reading "
+        "it would take: the answer may never end. Serve it from a web server or object store "
+        "that answers Range requests or declares the size (nginx, Apache, S3, GCS and Azure do), "
+        "or download it and give its local path.")
+
+
 def check_ranges(url: str, storage_options: dict[str, Any]) -> None:
     """Refuse an ``http(s)://`` TIFF (GeoTIFF, COG) whose server ignores ``Range`` requests,
     before anything opens it: a reader's first read starts at byte 0, which fsspec answers by
     downloading the whole file when the server sends all of it. One request for the first
     :data:`RANGE_PROBE` bytes; a whole-file answer (200, a longer body) is read no further than
     :data:`TIFF_MAGIC`'s bytes (the connection is then closed), and refused when they start a
-    TIFF. Other files (PNG, JPEG: read whole anyway) and error answers go on to the reader,
-    which names them."""
+    TIFF. An image read whole anyway (PNG, JPEG, ...) is refused too when that answer declares
+    no size: nothing would bound the download (an endless body filled the memory). Other files,
+    and error answers, go on to the reader, which names them."""
     if fsspec.utils.get_protocol(url) not in READ_ONLY_PROTOCOLS:
         return
     with storage_errors(url, storage_options, "Reading"):
         fs, path = fsspec.core.url_to_fs(url, **storage_options)
-        start = fsspec.asyn.sync(fs.loop, _whole_file_start, fs, path)
-    if start is not None and start.startswith(TIFF_MAGIC):
+        whole = fsspec.asyn.sync(fs.loop, _whole_file_start, fs, path)
+    if whole is None:
+        return
+    start, sized = whole
+    if start.startswith(TIFF_MAGIC):
         raise whole_files(url)
+    if not sized and start.startswith(WHOLE_READ_MAGIC):
+        raise whole_files_unsized(url)
 
 
-async def _whole_file_start(fs: Any, url: str) -> bytes | None:
-    """The first bytes of ``url`` when its server answers a request for :data:`RANGE_PROBE`
-    bytes with a longer whole file; else ``None``. The rest of that body is never read."""
+async def _whole_file_start(fs: Any, url: str) -> tuple[bytes, bool] | None:
+    """The first bytes of ``url``, and whether the answer declares its size, when its server
+    answers a request for :data:`RANGE_PROBE` bytes with a longer whole file; else ``None``.
+    The rest of that body is never read."""
     session = await fs.set_session()
     kwargs = dict(fs.kwargs)
     headers = {**(kwargs.pop("headers", None) or {}), "Range": f"bytes=0-{RANGE_PROBE - 1}"}
@@ -426,11 +447,79 @@ async def _whole_file_start(fs: Any, url: str) -> bytes | None:
             if answer.status != 200 or (size.isdigit() and int(size) <= RANGE_PROBE):
                 return None
             try:
-                return await answer.content.readexactly(len(TIFF_MAGIC[0]))
+                return await answer.content.readexactly(len(TIFF_MAGIC[0])), size.isdigit()
             except asyncio.IncompleteReadError as short:
-                return short.partial
+                return short.partial, size.isdigit()
         finally:
             answer.close()  # drops the connection: no draining of the body
+
+
+def read_start(fs: Any, path: str, size: int) -> bytes:
+    """The first ``size`` bytes of the file ``path`` on ``fs`` (all of a shorter file), never
+    more whatever the server does. fsspec's ``cat_file`` asks an HTTP server for the range but
+    reads the whole answer: a server that ignores ``Range`` and sends an endless body filled
+    the memory, and one that trickles a byte at a time under a huge ``Content-Length`` held the
+    read for ever. Over HTTP this is one streamed request, read no further than ``size`` bytes
+    (the connection is then dropped), and held to the deadline of what has come so far and one
+    more :data:`MIN_HTTP_RATE` of bytes (:func:`http_deadline`, counted from the request): a
+    steady answer goes on, a trickle stops, and :class:`StorageUnavailableError` names the URL
+    and the setting to raise."""
+    if size <= 0:
+        return b""
+    if not _is_http(fs):
+        return bytes(fs.cat_file(path, start=0, end=size))
+    return fsspec.asyn.sync(fs.loop, _read_start, fs, path, size)
+
+
+async def _read_start(fs: Any, url: str, size: int) -> bytes:
+    """:func:`read_start` over HTTP: the request and its body within their deadline."""
+    read = config.read_timeout()
+    asked = asyncio.get_running_loop().time()
+    got: list[bytes] = []
+    try:
+        async with asyncio.timeout(asked + _paced_deadline(read, size, 0)) as clock:
+            return await _first_bytes(fs, url, size, got, lambda come: clock.reschedule(
+                asked + _paced_deadline(read, size, come)))
+    except TimeoutError:
+        if not clock.expired():  # a socket timeout (no byte for GEOSEG_READ_TIMEOUT): transient
+            raise
+    come = sum(map(len, got))
+    seconds = asyncio.get_running_loop().time() - asked
+    raise StorageUnavailableError(
+        f"Reading {public_url(url)} failed: the server sent {come:,} of the first {size:,} bytes "
+        f"asked for in {seconds:.1f} s, past the deadline of such a read (2 * "
+        "GEOSEG_READ_TIMEOUT, and a second for each MiB come and one more); it trickles its "
+        "answer or hangs. Check the server and the network; over a slow link raise "
+        "GEOSEG_READ_TIMEOUT.")
+
+
+def _paced_deadline(read: float, size: int, come: int) -> float:
+    """Seconds from the request a read of ``size`` bytes may take once ``come`` have come."""
+    return http_deadline(read, min(size, come + MIN_HTTP_RATE))
+
+
+async def _first_bytes(
+    fs: Any, url: str, size: int, got: list[bytes], came: Callable[[int], None]
+) -> bytes:
+    """Up to ``size`` bytes from the start of ``url`` (one request for them), collected in
+    ``got`` as they come, ``came`` told the count; an answer that ignores the range is read no
+    further."""
+    session = await fs.set_session()
+    kwargs = dict(fs.kwargs)
+    headers = {**(kwargs.pop("headers", None) or {}), "Range": f"bytes=0-{size - 1}"}
+    async with session.get(fs.encode_url(url), headers=headers, **kwargs) as answer:
+        try:
+            if answer.status == 416:  # nothing at or past byte 0: an empty file
+                return b""
+            fs._raise_not_found_for_status(answer, url)
+            come = 0
+            while come < size and (part := await answer.content.read(size - come)):
+                got.append(part)
+                come += len(part)
+                came(come)
+            return b"".join(got)
+        finally:
+            answer.close()  # drops the connection: the rest of a whole or endless body is unread
 
 
 def exists(fs: Any, path: str) -> bool:

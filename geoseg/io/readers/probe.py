@@ -98,12 +98,13 @@ def special_file(path: str) -> str | None:
 def head(url: str, storage_options: dict[str, Any]) -> bytes:
     """The first :data:`HEAD_BYTES` bytes of the file ``url`` (one range request; on a remote
     store of its first :data:`~geoseg.io.remote.READ_BLOCK` bytes, kept for the reader that opens
-    it, see :func:`first_block`); ``b""`` when ``url`` is not a file."""
+    it, see :func:`first_block`); ``b""`` when ``url`` is not a file. Never more is read, nor for
+    longer than its deadline, whatever the server sends (:func:`~geoseg.io.remote.read_start`)."""
     if not is_file(url, storage_options):
         return b""
     fs, path = location(url, storage_options)
     size = HEAD_BYTES if remote.is_local(url) else remote.READ_BLOCK
-    return _once(("head", url), lambda: bytes(fs.cat_file(path, start=0, end=size)))[:HEAD_BYTES]
+    return _once(("head", url), lambda: remote.read_start(fs, path, size))[:HEAD_BYTES]
 
 
 def first_block(url: str) -> bytes | None:
@@ -136,7 +137,9 @@ def read_json(url: str, storage_options: dict[str, Any], key: str) -> dict[str, 
 
 def _document(fs: Any, path: str) -> tuple[bool, dict[str, Any] | None]:
     """Whether ``path`` exists, and the JSON object it holds (``None``: none). A document over
-    ``GEOSEG_MAX_METADATA_BYTES``, or a FIFO or device in its place, is refused unread."""
+    ``GEOSEG_MAX_METADATA_BYTES``, or a FIFO or device in its place, is refused unread; a remote
+    one is read no further than the limit, whatever the server sends (an endless body, a trickle:
+    :func:`~geoseg.io.remote.read_start`)."""
     kind = special_file(path) if remote.fs_is_local(fs) else None
     if kind is not None:
         raise CorruptInputError(f"Zarr metadata {public_url(path)} is {kind}, not a file: "
@@ -147,7 +150,7 @@ def _document(fs: Any, path: str) -> tuple[bool, dict[str, Any] | None]:
             budgets.check_metadata(os.stat(path).st_size, what)
             text = fs.cat_file(path)
         else:
-            text = fs.cat_file(path, start=0, end=budgets.metadata_read_limit())
+            text = remote.read_start(fs, path, budgets.metadata_read_limit())
             budgets.check_metadata(len(text), what)
     except FileNotFoundError as exc:
         if remote.is_transient(exc):  # an unavailable web server's 503, not an absent key
