@@ -15,6 +15,8 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 
 import fsspec
+import imageio.v3 as iio
+import numpy as np
 import pytest
 
 import geoseg
@@ -31,11 +33,15 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(4088)  # a signature, then anything: nothing 
 ZARR_JSON = b'{"zarr_format": 3, "node_type": "array", "attributes": {"a": "'
 ENDLESS = 64 * 2**20  # "endless": far more than any probe may read, little enough for the old code
 ZEROS = bytes(2**20)
+# a real PNG of noise, larger than the blocks a reader fetches (it reads the rest by ranges)
+NOISE_PNG = iio.imwrite("<bytes>", np.random.default_rng(0).integers(0, 256, (300, 300, 3),
+                                                                     dtype=np.uint8), extension=".png")
 DRIP_PAUSE = 0.2
 
 
 class HostileHandler(http.server.BaseHTTPRequestHandler):
-    """``/missing/...``: 404. ``/ranged/...``: ``PNG``, ranges answered. ``/endless/...``: ``Range`` ignored, no
+    """``/missing/...``: 404. ``/ranged/...``: ``PNG``, ranges answered. ``/whole/...``: ``Range``
+    ignored, ``NOISE_PNG`` whole with its size. ``/endless/...``: ``Range`` ignored, no
     ``Content-Length``, the file's first bytes and then ``ENDLESS`` bytes of zeros.
     ``/drip/...``: ``Content-Length`` 10**12, the first bytes, then a byte every
     ``DRIP_PAUSE`` s until the test ends."""
@@ -62,6 +68,12 @@ class HostileHandler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
         elif self.path.startswith("/ranged/"):
             self._ranged(body)
+        elif self.path.startswith("/whole/"):  # Range ignored, the size declared
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(NOISE_PNG)))
+            self.end_headers()
+            if body:
+                self.wfile.write(NOISE_PNG)
         elif self.path.startswith("/endless/"):
             self.send_response(200)
             self.end_headers()
@@ -157,6 +169,17 @@ def test_an_endless_unsized_image_is_refused_unread(server):
     assert isinstance(caught, RangeRequestsError), repr(caught)
     assert url in str(caught) and "no Content-Length" in str(caught)
     assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
+
+
+def test_an_image_on_a_server_ignoring_range_is_named_as_such_not_as_undecodable(server):
+    """A sized PNG sent whole where a range was asked for was "imageio cannot decode it
+    (ValueError: ... doesn't appear to support range requests)": the file is fine, the server
+    is what geoseg cannot read from."""
+    url = f"{server}/whole/a.png"
+    with pytest.raises(RangeRequestsError) as caught:
+        geoseg.open_raster(url)
+    assert "sends whole files only" in str(caught.value) and url in str(caught.value)
+    assert "cannot decode" not in str(caught.value)
 
 
 @pytest.mark.parametrize("name", ["a.png", "s.zarr"])
