@@ -142,8 +142,8 @@ def _image_header(
     except Exception as exc:  # whatever imageio's plugins raise on a bad file
         if remote.is_transient(exc) or isinstance(exc, (FileNotFoundError, PermissionError)):
             raise
-        if (whole := remote.whole_files_only(exc, url)) is not None:  # a server ignoring Range
-            raise whole from None  # (not a bad file)
+        if remote.whole_files_only(exc, url) is not None:  # a server ignoring Range: no bad file
+            raise remote.whole_files(url) from None
         if isinstance(exc, Image.DecompressionBombError):  # a whole image, far over the limit
             raise UnsupportedFormatError(
                 f"{public_url(url)} is an image too large to decode whole ({exc}); geoseg decodes "
