@@ -471,7 +471,7 @@ def fit_kmeans(
     summary = dask.compute(init_task(rd, index, sample_size, seed, split_every))[0]
     if summary.count == 0:
         raise PlanError("The raster has no valid pixel (all no-data or NaN); nothing to cluster.")
-    check_scale(summary.low, summary.high, init, features)
+    check_scale(summary, init, features)
     starts = _initial_centroids(init, summary.sample, k, seed, n_init)
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: no tolerance, max_iter runs
         variance = np.maximum(
@@ -503,11 +503,19 @@ def fit_kmeans(
     )
 
 
-def check_scale(low: np.ndarray, high: np.ndarray, init: Any, features: str) -> None:
+def check_scale(summary: InitSummary, init: Any, features: str) -> None:
     """Refuse features whose squared distances overflow float64, before the first Lloyd pass:
     with every distance infinite, every pixel would go to the first centroid and the fit would
-    return a useless mask without a word. ``low`` and ``high`` are each feature's valid range,
-    widened by explicit ``init`` centroids (their distances to the pixels count too)."""
+    return a useless mask without a word. Each feature's valid range is widened by explicit
+    ``init`` centroids (their distances to the pixels count too). Refuse too features whose
+    squares, summed over the pixels, overflow: the tolerance that ends the iterations and the
+    inertia that picks the best start are such sums (at 2e151 the fit stopped after one pass,
+    its clusters unlike those of the same data rescaled)."""
+    low, high = summary.low, summary.high
+    if not np.isfinite(summary.squares).all():
+        raise MethodParameterError(_scale_message(
+            low, high, features, f"the squares of its values summed over the {summary.count:,} "
+            "pixels (for the tolerance that ends the iterations, and the inertia) reach inf"))
     if not isinstance(init, str):
         centroids = np.asarray(init, np.float64)
         low, high = np.minimum(low, centroids.min(axis=0)), np.maximum(high, centroids.max(axis=0))
@@ -524,8 +532,8 @@ def _scale_message(low: np.ndarray, high: np.ndarray, features: str, said: str) 
     ends = np.abs(np.concatenate([low, high]))
     scale = float(np.max(ends[np.isfinite(ends)], initial=1.0))
     return (f"k-means on {features}: received feature values in {ranges} (per feature); "
-            f"{said}, past float64's 1.8e308. Expected values whose squared distances, summed "
-            f"over the pixels, fit float64. Rescale the raster (e.g. divide it by {scale:.0e}, "
+            f"{said}, past float64's 1.8e308. Expected values whose squared distances and "
+            f"squares, summed over the pixels, fit float64. Rescale the raster (e.g. divide it by {scale:.0e}, "
             "bringing its values near 1; the clusters are the same), or mark out-of-range "
             "values as nodata.")
 

@@ -447,3 +447,11 @@ def test_large_values_whose_distances_fit_cluster_as_the_rescaled_data_do(rgb):
     ours = run_segment(memory_raster(rgb.astype(np.float64) * scale), fitted)
     assert np.isfinite(fitted.inertia)
     assert np.array_equal(ours.ravel(), reference.labels_)
+
+
+def test_values_whose_squares_overflow_summed_are_refused_before_any_pass(rgb):
+    """Near 2e151 each squared distance fits float64 but the squares summed over the pixels do
+    not: the tolerance ending the iterations became inf, the fit stopped after one pass with
+    clusters unlike the rescaled data's, and a first fix refused it only after every pass."""
+    with pytest.raises(MethodParameterError, match=r"summed over the 16,384 pixels .* reach inf"):
+        fit(memory_raster(rgb.astype(np.float64) * 2e151), 3, n_init=1, seed=0)
