@@ -196,12 +196,18 @@ def _check_driver(tracker: MlflowTracker) -> None:
 
     try:
         sqlalchemy.create_engine(uri).dispose()
-    except (ImportError, sqlalchemy.exc.ArgumentError) as exc:
+    except ImportError as exc:
         raise TrackingError(
             f"MLflow at {public_url(uri)}: the database driver cannot be loaded "
             f"({type(exc).__name__}: {_scrub(exc, uri)}). Install the driver the URI names "
             "(psycopg for postgresql://, pymysql for mysql+pymysql://, ...) where the job runs, "
             f"or give another tracking.mlflow.tracking_uri; {BEFORE_RUN}") from None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's refusals of a URI take many types
+        raise TrackingError(
+            f"MLflow at {public_url(uri)}: SQLAlchemy cannot use this database URI "
+            f"({type(exc).__name__}: {_scrub(exc, uri)}). Expected a URI such as "
+            "sqlite:///mlflow.db or postgresql://host/db (the scheme in lower case, options "
+            f"the driver takes); fix tracking.mlflow.tracking_uri; {BEFORE_RUN}") from None
 
 
 def _is_server(uri: str) -> bool:

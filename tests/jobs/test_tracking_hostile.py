@@ -307,3 +307,17 @@ def test_validate_refuses_a_database_store_whose_driver_is_not_installed(tmp_pat
     job["tracking"] = {"mlflow": {"tracking_uri": sqlite}}
     assert "the run creates" in tracking.check_tracking(JobSpec.model_validate(job))
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("uri, said", [("sqlite:///{folder}/trk.db?timeout=abc", "convert string"),
+                                       ("SQLite:///{folder}/trk.db", "SQLite")])
+def test_validate_names_a_database_uri_sqlalchemy_cannot_use(tmp_path, model_path, uri, said):
+    """A query value the driver cannot take was an internal error of validate (run said it
+    clearly), an upper-case scheme a missing driver to install."""
+    job = _job(tmp_path, model_path, uri.format(folder=tmp_path))
+    with pytest.raises(TrackingError) as caught:
+        tracking.check_tracking(JobSpec.model_validate(job))
+    message = str(caught.value)
+    assert "SQLAlchemy cannot use this database URI" in message and said in message, message
+    assert "Install the driver" not in message, message
+
