@@ -283,8 +283,18 @@ def public_params(params: dict[str, Any]) -> dict[str, Any]:
     parameter key (``model.init``) is not: a presigned URL's signature, a password in a URL
     and storage options reached the records as given."""
     return {key: HIDE if "storage_options" in key.split(".")
-            else public_urls(hide_named_secrets(value, key.rsplit(".", 1)[-1]))
+            else public_urls(hide_named_secrets(_options_hidden(value), key.rsplit(".", 1)[-1]))
             for key, value in params.items()}
+
+
+def _options_hidden(value: Any) -> Any:
+    """``value`` (a whole section swept as one parameter, ``model: [{init: ...,
+    storage_options: {...}}]``) with every ``storage_options`` in it hidden, at any depth."""
+    if isinstance(value, dict):
+        return {k: HIDE if k == "storage_options" else _options_hidden(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_options_hidden(v) for v in value]
+    return value
 
 
 def _base_dict(spec: SweepSpec, source: str) -> dict[str, Any]:

@@ -81,3 +81,16 @@ def test_a_sweep_over_urls_with_credentials_records_and_prints_them_public(
                                                                              "failed"]
     table = (tmp_path / "sweep" / "table.txt").read_text()
     assert table.count(served) == 2 and closed in table and table.strip() in printed
+
+
+def test_a_whole_section_swept_as_one_parameter_shows_no_storage_option():
+    """``parameters: {model: [{init: s3://..., storage_options: {key: ..., secret: ...}}]}``:
+    only options named as secrets were hidden, the key id and short ones shown."""
+    from geoseg.training.sweeps import public_params
+
+    section = {"architecture": "unet", "init": "s3://models/m.safetensors?X-Amz-Signature=sig123456",
+               "storage_options": {"key": "AKIAKEYIDLEAK01", "secret": "SuperSecret9", "token": "tok"}}
+    shown = repr(public_params({"model": section, "training.lr": 0.01}))
+    for secret in ("AKIAKEYIDLEAK01", "SuperSecret9", "tok'", "sig123456"):
+        assert secret not in shown, shown
+    assert "s3://models/m.safetensors" in shown and "0.01" in shown, shown
