@@ -19,7 +19,11 @@ chunk holds kilobytes is refused without being read into memory.
 
 A sharded array's inner chunks are checked the same way against the inner chunk: zarr reads
 each inner chunk it needs as one byte range of its shard (or the whole shard, whose index then
-gives each inner chunk's range), and the shard index's own reads pass as they are.
+gives each inner chunk's range), and the shard index's own reads pass as they are. A shard
+stored through bytes-to-bytes codecs of its own (``[sharding_indexed, zstd]``, zarr 3.1's
+default when sharding is given as the serializer) is read whole by zarr: each of those steps is
+decoded here, bounded by what a whole shard is ever stored in, and the inner chunks are checked
+inside the decoded shard (found by its index there). Sharding inside sharding is refused.
 
 Not covered: compressors whose stream declares no size and that cannot be decoded in bounded
 memory here (bz2, lzma, plugins), as the last compressor of a chain, get the stored-size bound
@@ -58,6 +62,7 @@ FILTERS = frozenset({"delta", "shuffle", "bitshuffle", "fixedscaleoffset", "quan
                      "packbits", "categorize", "bitround"})
 # numcodecs checksums (v2 ``filters``, v3 ``numcodecs.*``): compress nothing either
 PASSIVE = FILTERS | {"crc32", "adler32", "fletcher32", "jenkins_lookup3"}
+SHARD_CHUNK_OVERHEAD = 64  # bytes a compressor adds to an inner chunk at most (headers, blosc's 16)
 EMPTY = 2**64 - 1  # a shard index's offset and length of an inner chunk that is not stored
 
 
@@ -91,12 +96,14 @@ class Chain:
 @dataclass(frozen=True)
 class Shards:
     """Where a sharded array's shard index lies: ``index`` bytes at the ``start`` or the end of
-    each shard; ``codec`` decodes it, ``per_shard`` inner chunks along each axis."""
+    each shard; ``codec`` decodes it, ``per_shard`` inner chunks along each axis. ``outer``:
+    the :class:`Chain` a whole shard is stored through (``None``: stored as it is)."""
 
     codec: ShardingCodec
     per_shard: tuple[int, ...]
     index: int
     start: bool
+    outer: Chain | None = None
 
     def is_index_read(self, byte_range: ByteRequest) -> bool:
         """Whether ``byte_range`` is zarr's read of a shard's index (nothing to check)."""
@@ -122,7 +129,9 @@ def guarded(array: zarr.Array, url: str) -> zarr.Array:
     chain, shards = _decode_plan(array, url)
     stored = chain.stored
     if shards is not None:
-        stored = chain.stored * math.prod(shards.per_shard) + shards.index
+        stored = shard_limit(chain, shards.per_shard, shards.index)
+        if shards.outer is not None:
+            stored = shards.outer.stored
     store = ChunkGuardStore(array.store, chain=chain, shards=shards, url=url, stored=stored)
     inner = array.async_array
     return zarr.Array(AsyncArray(inner.metadata, StorePath(store, array.path), inner.config))
@@ -133,6 +142,16 @@ def stored_limit(limit: int, trailer: int) -> int:
     compressors expand incompressible data by under 1% plus a header (zstd, lz4, gzip, blosc's
     16 bytes), so twice the decoded size and a MiB more is never reached by a real chunk."""
     return 2 * limit + 2**20 + trailer
+
+
+def shard_limit(chain: Chain, per_shard: tuple[int, ...], index: int) -> int:
+    """The most bytes a shard of inner chunks of ``chain`` is ever stored in (as it is: before
+    any codec around the sharding codec): as :func:`stored_limit` for all its inner chunks at
+    once (twice their decoded size and a MiB), a header and checksums for each, and its index.
+    Not each inner chunk's own limit summed: its MiB of slack, times 10,000 inner chunks of
+    100 bytes, let a shard compressed whole decode to 10 GB."""
+    n = math.prod(per_shard)
+    return stored_limit(chain.limit * n, 0) + n * (SHARD_CHUNK_OVERHEAD + chain.trailer) + index
 
 
 def _decode_plan(array: zarr.Array, url: str) -> tuple[Chain, Shards | None]:
@@ -149,15 +168,34 @@ def _decode_plan(array: zarr.Array, url: str) -> tuple[Chain, Shards | None]:
     sharding = next((c for c in codecs if isinstance(c, ShardingCodec)), None)
     if sharding is None:
         return _v3_chain(codecs, array.chunks, dtype, url), None
-    around = [_v3_name(c) for c in codecs if isinstance(c, BytesBytesCodec)]
-    if around or any(isinstance(c, ShardingCodec) for c in sharding.codecs):
-        _refuse_chain(url, around or ["sharding_indexed"], "a sharded array's shards are "
-                      "compressed whole, or sharded again, so its inner chunks' bytes are not "
-                      "those of its shards")
-    per_shard = tuple(int(s) // int(c) for s, c in zip(array.shards, sharding.chunk_shape))
-    shards = Shards(sharding, per_shard, int(sharding._shard_index_size(per_shard)),
-                    sharding.index_location.value == "start")
-    return _v3_chain(sharding.codecs, sharding.chunk_shape, dtype, url), shards
+    around = [_v3_name(c) for c in reversed(codecs) if isinstance(c, BytesBytesCodec)]
+    steps = [*around, "sharding_indexed", *_v3_steps(sharding.codecs)]
+    if any(isinstance(c, ShardingCodec) for c in sharding.codecs):
+        _refuse_chain(url, steps, "its shards' inner chunks are sharded again (sharding inside "
+                      "sharding), and geoseg checks the inner chunks of one level of shards only")
+    for name in around:
+        if name not in CHECKSUMS and name not in DECLARED and name not in INFLATED:
+            _refuse_chain(url, steps, f"its shards are stored whole through {name}, which geoseg "
+                          "cannot decode in bounded memory to check the inner chunks inside")
+    chain = _v3_chain(sharding.codecs, sharding.chunk_shape, dtype, url)
+    # the chunk grid's shape is the shard's: ``array.shards`` is None when codecs surround
+    # the sharding codec
+    shard = array.metadata.chunk_grid.chunk_shape
+    per_shard = tuple(int(s) // int(c) for s, c in zip(shard, sharding.chunk_shape))
+    index = int(sharding._shard_index_size(per_shard))
+    outer = None
+    if around:
+        limit = shard_limit(chain, per_shard, index)
+        outer = Chain(tuple(around), limit, f"a shard of {math.prod(per_shard):,} inner chunks "
+                      f"of {chain.what}, stored in at most {limit:,} bytes")
+    shards = Shards(sharding, per_shard, index, sharding.index_location.value == "start", outer)
+    return chain, shards
+
+
+def _v3_steps(codecs: Any) -> list[str]:
+    """The names of ``codecs``' bytes-to-bytes and sharding codecs, in decoding order."""
+    return [_v3_name(c) for c in reversed(codecs)
+            if isinstance(c, (BytesBytesCodec, ShardingCodec))]
 
 
 def _v3_chain(codecs: Any, chunks: tuple[int, ...], dtype: np.dtype, url: str) -> Chain:
@@ -177,18 +215,22 @@ def _chain(steps: list[str], filtered: bool, chunks: tuple[int, ...], dtype: np.
     chain = Chain(tuple(steps), limit, _chunk_text(chunks, dtype))
     for name in steps[: chain.last]:
         if name not in CHECKSUMS and name not in DECLARED and name not in INFLATED:
-            _refuse_chain(url, steps, f"the chain past {name}")
+            _refuse_chain(url, steps, f"geoseg cannot follow the chain past {name} (a "
+                          "compressor it cannot decode in bounded memory, or a filter it does "
+                          "not run), so it cannot check what the codecs after it decode to")
     return chain
 
 
 def _refuse_chain(url: str, steps: list[str], why: str) -> None:
+    """Refuse the array at ``url``, whose codecs ``steps`` (in decoding order) geoseg cannot
+    follow in bounded memory; ``why`` is a clause saying which step and why."""
     raise UnsupportedFormatError(
         f"The Zarr array {url} decodes its chunks through the codecs {' -> '.join(steps)} (in "
-        f"decoding order), and geoseg cannot bound {why} before zarr decodes it: a chunk of "
-        "such an array can be a decompression bomb, so geoseg does not read it. Expected one "
-        "compressor (zstd, blosc, gzip, zlib or lz4, with crc32c or filters around it), or "
-        "compressors of those kinds only. Re-write the array with such codecs (e.g. with "
-        "zarr-python, from its source) and give that copy.")
+        f"decoding order), but {why}: a chunk of such an array can be a decompression bomb "
+        "that geoseg cannot check before zarr decodes it, so geoseg does not read it. Expected "
+        "one compressor (zstd, blosc, gzip, zlib or lz4, with crc32c or filters around it), or "
+        "compressors of those kinds only, and at most one level of sharding. Re-write the array "
+        "with such codecs (e.g. with zarr-python, from its source) and give that copy.")
 
 
 def _v3_name(codec: Any) -> str:
@@ -238,7 +280,7 @@ class ChunkGuardStore(WrapperStore):
         if self.shards is None:
             check_chunk(self, key, data)
         else:
-            await self._check_shard(key, buffer, data)
+            await self._check_shard(key, prototype, data)
         return buffer
 
     async def _get_range(self, key: str, prototype: BufferPrototype,
@@ -246,7 +288,9 @@ class ChunkGuardStore(WrapperStore):
         """A byte range of chunk ``key``: in a sharded array, an inner chunk (zarr reads each
         as one range of its shard) unless it is the shard's index."""
         shards = self.shards
-        if (shards is None or shards.is_index_read(byte_range)
+        # zarr reads a shard stored through codecs of its own (``outer``) only whole: it decodes
+        # no part of one, so no range of one is an inner chunk
+        if (shards is None or shards.outer is not None or shards.is_index_read(byte_range)
                 or not isinstance(byte_range, RangeByteRequest)):
             return await self._store.get(key, prototype, byte_range)
         where = f"{key} (its inner chunk at bytes {byte_range.start:,} to {byte_range.end:,})"
@@ -256,16 +300,27 @@ class ChunkGuardStore(WrapperStore):
             check_chunk(self, where, buffer.as_numpy_array().view(np.uint8).reshape(-1))
         return buffer
 
-    async def _check_shard(self, key: str, buffer: Buffer, data: np.ndarray) -> None:
-        """Check each inner chunk of a whole shard, found by its index (an index that does not
-        decode is left to zarr to refuse)."""
+    async def _check_shard(self, key: str, prototype: BufferPrototype,
+                           data: np.ndarray) -> None:
+        """Check each inner chunk of a whole shard, found by its index (an index, or a stream
+        around the shard, that does not decode is left to zarr to refuse)."""
         shards = self.shards
         assert shards is not None
+        if shards.outer is not None:
+            # The shard's own codecs (``[sharding_indexed, zstd]``) are decoded here, each step
+            # bounded, to reach its index and inner chunks; zarr decodes them again itself. That
+            # double decode of the outer steps, for this layout only, is the price of checking
+            # the inner chunks before zarr allocates what they declare.
+            decoded = follow(self, f"{key} (a whole shard)", data, shards.outer, whole=True)
+            if decoded is None:
+                return
+            data = decoded
         if len(data) < shards.index:
             return
-        index_bytes = buffer[: shards.index] if shards.start else buffer[len(data) - shards.index:]
+        index_bytes = data[: shards.index] if shards.start else data[len(data) - shards.index:]
         try:
-            index = await shards.codec._decode_shard_index(index_bytes, shards.per_shard)
+            index = await shards.codec._decode_shard_index(
+                prototype.buffer.from_bytes(index_bytes.tobytes()), shards.per_shard)
         except Exception:  # noqa: BLE001 - zarr's decode of the same index refuses it
             return
         for offset, length in np.asarray(index.offsets_and_lengths).reshape(-1, 2).tolist():
@@ -290,16 +345,24 @@ def check_chunk(guard: ChunkGuardStore, key: str, data: np.ndarray) -> None:
     or decodes to more than its bound (the chunk's bytes for the last compressor, what such a
     chunk is stored in for one before it); a stream that does not parse is left to the codec
     to refuse. Only a chain of several compressors is decoded here, each step bounded."""
-    chain = guard.chain
-    compressors = [name for name in chain.steps[: chain.last + 1] if name not in CHECKSUMS]
-    for i, name in enumerate(chain.steps[: chain.last + 1]):
+    follow(guard, key, data, guard.chain, whole=False)
+
+
+def follow(guard: ChunkGuardStore, key: str, data: np.ndarray, chain: Chain,
+           whole: bool) -> np.ndarray | None:
+    """:func:`check_chunk` of ``data`` down ``chain``; with ``whole``, every step (the last
+    compressor and checksums after it too) is decoded, each bounded, and the bytes the chain
+    decodes to are returned (``None`` where a stream does not parse: zarr refuses it)."""
+    steps = chain.steps if whole else chain.steps[: chain.last + 1]
+    compressors = [name for name in steps if name not in CHECKSUMS]
+    for i, name in enumerate(steps):
         if name in CHECKSUMS:
             data = data[: max(len(data) - CHECKSUMS[name], 0)]
             continue
         if name not in DECLARED and name not in INFLATED:
-            return  # the last compressor, of no declared size: the stored bound only
+            return None  # the last compressor, of no declared size: the stored bound only
         bound = chain.limit if i == chain.last else stored_limit(chain.limit, 0)
-        said, decoded = _step(name, data, bound, decode=i < chain.last)
+        said, decoded = _step(name, data, bound, decode=whole or i < chain.last)
         if said:
             where = "" if len(compressors) == 1 else (
                 f" (compressor {_rank(chain.steps, i)} of {' -> '.join(chain.steps)}, in "
@@ -311,8 +374,9 @@ def check_chunk(guard: ChunkGuardStore, key: str, data: np.ndarray) -> None:
                 "describe its chunks, so geoseg does not decode it: re-write the array (or that "
                 "chunk) from its source.")
         if decoded is None:
-            return
+            return None
         data = decoded
+    return data
 
 
 def _rank(steps: tuple[str, ...], i: int) -> int:
@@ -334,8 +398,8 @@ def _step(name: str, data: np.ndarray, bound: int,
         return "", None
     if declared == UNKNOWN:
         if decode:
-            said = ("declares no decoded size, which geoseg needs of a compressor whose output "
-                    "another compressor decodes")
+            said = ("declares no decoded size, which geoseg needs of a stream it decodes "
+                    "before zarr does (one holding another compressor's stream, or a shard)")
             return said, None
         if _zstd_fits(data, bound):
             return "", None

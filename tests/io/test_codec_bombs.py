@@ -14,7 +14,8 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, TransposeCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, TransposeCodec, ZstdCodec
+from zarr.codecs.numcodecs import BZ2
 
 import geoseg
 from geoseg.errors import CorruptInputError, UnsupportedFormatError
@@ -172,6 +173,79 @@ def test_a_bomb_in_a_shards_inner_chunk_is_refused_in_bounded_memory(tmp_path, w
             and "its zstd stream" in message and "declares 67,108,864 bytes once decoded" in message
             and "holds 1 x 256 x 256 uint8 (65,536 bytes)" in message), message
     assert (geoseg.open_raster(url)[:, 300:, 300:].values == 3).all()
+
+
+def whole_sharded(path, location: str = "end", inner: bytes | None = None,
+                  stream: bytes | None = None, outer=None, codecs=None) -> str:
+    """A v3 array sharded by zarr's explicit serializer, so zarr 3.1 adds its default zstd
+    around the sharding codec (``[sharding_indexed, zstd]``: each shard compressed whole) unless
+    ``outer`` says otherwise: one shard of four inner chunks of 1 x 256 x 256, zstd each. The
+    first inner chunk is replaced by ``inner`` (the index, at the end, re-written to match), or
+    the whole shard's stored bytes by ``stream``."""
+    serializer = ShardingCodec(chunk_shape=(1, 256, 256), index_location=location,
+                               codecs=codecs or [BytesCodec(), ZstdCodec()])
+    array = zarr.create_array(str(path), shape=CHUNK, chunks=CHUNK, dtype="uint8",
+                              serializer=serializer, compressors=outer or "auto",
+                              dimension_names=("band", "y", "x"))
+    array[:] = 3
+    shard = path / "c" / "0" / "0" / "0"
+    if inner is not None:
+        assert [c["name"] for c in json.loads((path / "zarr.json").read_text())["codecs"]] == [
+            "sharding_indexed", "zstd"]
+        raw = numcodecs.Zstd().decode(shard.read_bytes())
+        index = np.frombuffer(raw[-(16 * 4 + 4):-4], "<u8").reshape(4, 2)
+        chunks = [inner] + [raw[o:o + n] for o, n in index[1:]]
+        offsets = np.cumsum([0] + [len(c) for c in chunks[:-1]])
+        table = np.array([(o, len(c)) for o, c in zip(offsets, chunks)], "<u8").tobytes()
+        shard.write_bytes(numcodecs.Zstd().encode(b"".join(chunks) + with_crc(table)))
+    if stream is not None:
+        shard.write_bytes(stream)
+    return str(path)
+
+
+@pytest.mark.parametrize("location", ["start", "end"])
+def test_a_shard_compressed_whole_reads_as_written(tmp_path, location):
+    """Was: ``[sharding_indexed, zstd]`` (zarr 3.1's default around an explicit sharding
+    serializer) was refused as unbounded, with a garbled message; it read before the guard."""
+    url = whole_sharded(tmp_path / "a.zarr", location)
+    image = np.random.default_rng(1).integers(0, 255, CHUNK, dtype=np.uint8)
+    zarr.open_array(url, mode="r+")[:] = image
+    raster = geoseg.open_raster(url)
+    np.testing.assert_array_equal(raster.values, image)
+    np.testing.assert_array_equal(raster[:, 200:300, 10:400].values, image[:, 200:300, 10:400])
+
+
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda p: whole_sharded(p, inner=sized_zstd_bomb(BOMB)),
+     "Zarr chunk c/0/0/0 (its inner chunk at bytes 0 to "),
+    (lambda p: whole_sharded(p, stream=sized_zstd_bomb(BOMB)),
+     "Zarr chunk c/0/0/0 (a whole shard) of "),
+], ids=["inner-chunk", "whole-shard"])
+def test_a_bomb_in_a_shard_compressed_whole_is_refused_in_bounded_memory(tmp_path, make, said):
+    """A bomb in an inner chunk of a zstd-compressed shard, or the shard's own zstd stream
+    declaring far more than a shard is ever stored in: refused before zarr decodes it."""
+    message = refused_within(make(tmp_path / "s.zarr"), 24)
+    assert said in message and "declares 67,108,864 bytes once decoded" in message, message
+    holds = "holds 1 x 256 x 256 uint8 (65,536 bytes)"
+    if "whole shard" in said:
+        holds = "holds a shard of 4 inner chunks of " + holds.removeprefix("holds ")
+    assert holds in message and "decompression bomb" in message, message
+
+
+@pytest.mark.parametrize(("make", "chain", "why"), [
+    (lambda p: whole_sharded(p, codecs=[ShardingCodec(chunk_shape=(1, 128, 128))]),
+     "zstd -> sharding_indexed -> sharding_indexed", "sharded again (sharding inside sharding)"),
+    (lambda p: whole_sharded(p, outer=[BZ2()]),
+     "bz2 -> sharding_indexed -> zstd",
+     "its shards are stored whole through bz2, which geoseg cannot decode in bounded memory"),
+], ids=["nested-sharding", "bz2-around-shards"])
+def test_shards_geoseg_cannot_follow_are_refused_when_opened(tmp_path, make, chain, why):
+    url = make(tmp_path / "a.zarr")
+    with pytest.raises(UnsupportedFormatError) as info:
+        geoseg.open_raster(url).values  # noqa: B018 - the read is the test
+    message = " ".join(str(info.value).split())
+    assert f"through the codecs {chain} (in decoding order), but " in message, message
+    assert why in message and "at most one level of sharding" in message, message
 
 
 @pytest.mark.parametrize("make", [
