@@ -155,7 +155,7 @@ def integer_above(values: np.ndarray, t: float, equal_to_upper: bool = False) ->
     an integer compared in the values' own dtype (clipped to its range), where NumPy would
     round both sides to float64 beyond 2**53."""
     info = np.iinfo(values.dtype)
-    if t >= info.max:  # also +inf: nothing is above
+    if t > info.max or (t == info.max and not equal_to_upper):  # also +inf: nothing is above
         return np.zeros(values.shape, bool)
     if t < info.min:  # also -inf: everything is above
         return np.ones(values.shape, bool)

@@ -195,3 +195,15 @@ def test_histogram_modes_on_huge_values_are_refused_not_rounded_together(dtype, 
     with pytest.raises(MethodParameterError, match=rf"span {low} to {high}: .*"
                                                    rf"Subtract an offset .*its minimum, {low}"):
         fit_histogram_modes(xr.DataArray(image, dims=("y", "x")))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.uint64])
+def test_a_threshold_at_the_dtypes_largest_value_takes_it_with_the_equal_to_upper_rule(dtype):
+    """``x >= max`` holds for the largest value, where ``x > max`` holds for none (Hypothesis
+    found the first taken as the second)."""
+    from geoseg.methods.threshold import integer_above
+
+    top = int(np.iinfo(dtype).max)
+    values = np.array([top - 1, top], dtype)
+    assert integer_above(values, top, equal_to_upper=True).tolist() == [False, True]
+    assert integer_above(values, top, equal_to_upper=False).tolist() == [False, False]
