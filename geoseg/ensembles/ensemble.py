@@ -103,14 +103,35 @@ class Ensemble(Segmenter):
         return len(tuple(self.halo))
 
     def prepare(self, raw: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw values as floats and the validity mask; no-data pixels become NaN."""
+        """Raw values as floats and the validity mask; no-data pixels become NaN.
+
+        A band of 64-bit integers that a member thresholds in its own type
+        (:func:`keeps_integers`) stays integers, float64 would round its values beyond 2**53:
+        int64 (a uint64's bits, which torch moves and pads everywhere), no-data pixels 0, and a
+        last band saying where there is data and of which type (:data:`INT64_DATA`,
+        :data:`UINT64_DATA`; 0 where none). From it each member gets the band's integers or, as
+        before, float64 with NaN where no data (:func:`member_input`)."""
+        valid = self._valid(raw, nodata)
+        if self._integer_input(raw):
+            bits = raw.view(np.int64)
+            marks = valid * (UINT64_DATA if raw.dtype.kind == "u" else INT64_DATA)
+            return np.concatenate([np.where(valid, bits, 0), marks[None]]).astype(np.int64), valid
         x = raw.astype(_raw_float(raw.dtype), copy=True)
+        x[:, ~valid] = np.nan
+        return x, valid
+
+    def _valid(self, raw: np.ndarray, nodata: float | None) -> np.ndarray:
+        """:func:`valid_mask`, where every member's output is defined (:meth:`defined`) and,
+        for float64 pixels, where every member takes them as data (its own :meth:`prepare`: a
+        network refuses a 1e300 that normalises to no float32 number)."""
         valid = valid_mask(raw, nodata)
         defined = self.defined(raw)
         if defined is not None:
             valid &= defined
-        x[:, ~valid] = np.nan
-        return x, valid
+        if raw.dtype == np.float64:
+            for member in self.members:
+                valid &= np.asarray(member.prepare(raw, nodata)[1], bool)
+        return valid
 
     def defined(self, raw: np.ndarray) -> np.ndarray | None:
         """Where every member's output is defined: a member's undefined pixels (a normalized
@@ -122,14 +143,29 @@ class Ensemble(Segmenter):
     def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`prepare` on the device of ``raw``."""
-        exact32 = raw.dtype.itemsize <= (4 if raw.is_floating_point() else 2)
-        x = raw.to(torch.float32 if exact32 else torch.float64)
         valid = valid_mask_tensor(raw, nodata)
         if any(type(m).defined is not Segmenter.defined for m in self.members):
             defined = self.defined(raw.numpy(force=True))  # host methods' features
             if defined is not None:
                 valid &= torch.from_numpy(defined).to(raw.device)
+        if raw.dtype == torch.float64:  # the members' own no data (see _valid)
+            for member in self.members:
+                valid &= member.prepare_tensor(raw.to(member.device), nodata)[1].to(raw.device)
+        if self._integer_input(raw):
+            bits = raw.view(torch.int64)
+            marks = valid * (INT64_DATA if raw.dtype == torch.int64 else UINT64_DATA)
+            return torch.cat([torch.where(valid, bits, 0), marks[None].to(torch.int64)]), valid
+        exact32 = raw.dtype.itemsize <= (4 if raw.is_floating_point() else 2)
+        x = raw.to(torch.float32 if exact32 else torch.float64)
         return x.masked_fill(~valid, float("nan")), valid
+
+    def _integer_input(self, raw: np.ndarray | torch.Tensor) -> bool:
+        """Whether ``raw`` is 64-bit integers that a member keeps as they are: then the
+        ensemble's input is those integers and the mask (:meth:`prepare`)."""
+        if not _wide_integers(raw.dtype) or not all(raw.shape):
+            return False
+        sample = _pixel(raw)
+        return any(keeps_integers(m, sample) for m in self.members)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`predict_tensor` for a host batch; one array comes back."""
@@ -158,7 +194,7 @@ class Ensemble(Segmenter):
         normalization holds and no-data pixels (NaN here) reach it as it expects them.
         ``where`` (windows, image shape) tells the member where the tiles lie."""
         member = self.members[index]
-        tiles = torch.as_tensor(batch).to(member.device)
+        tiles = member_input(member, torch.as_tensor(batch).to(member.device))
         prepared = torch.stack([member.prepare_tensor(tile)[0] for tile in tiles])
         if where is None:
             scores = member.predict_tensor(prepared)
@@ -190,6 +226,47 @@ class EnsembleRef:
 
     def resolve(self) -> Ensemble:
         return Ensemble(self.members, self.weights, self.combine, classes=self.classes)
+
+
+# the last band of an ensemble's 64-bit integer input (Ensemble.prepare): data of either type
+INT64_DATA, UINT64_DATA = 1, 2
+
+
+def _wide_integers(dtype: np.dtype | torch.dtype) -> bool:
+    """Whether ``dtype`` (numpy or torch) is int64 or uint64, whose values float64 rounds."""
+    if isinstance(dtype, torch.dtype):
+        return dtype in (torch.int64, getattr(torch, "uint64", torch.int64))
+    return np.dtype(dtype).kind in "iu" and np.dtype(dtype).itemsize == 8
+
+
+def _pixel(raw: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The first pixel of ``raw`` ``(bands, *spatial)``, as a host array of that shape."""
+    first = raw[(slice(None),) + (slice(0, 1),) * (raw.ndim - 1)]
+    return first.numpy(force=True) if isinstance(first, torch.Tensor) else np.asarray(first)
+
+
+def keeps_integers(member: Segmenter, sample: np.ndarray) -> bool:
+    """Whether ``member`` prepares raw 64-bit integers ``sample`` as integers of the same shape
+    (a threshold on a band, alone or wrapped: it compares them exactly); a network, a
+    pixel method or a nested ensemble wants floats."""
+    x = np.asarray(member.prepare(sample)[0])
+    return x.dtype.kind in "iu" and x.shape == sample.shape
+
+
+def member_input(member: Segmenter, tiles: torch.Tensor) -> torch.Tensor:
+    """A member's raw tiles from the ensemble's prepared ones: floats as they are; 64-bit
+    integers with their marks as a last band (:meth:`Ensemble.prepare`) as those integers, in
+    the band's type, for a member that keeps them (:func:`keeps_integers`), else as float64
+    with NaN where no data, as the ensemble gives every member floats."""
+    if tiles.dtype != torch.int64:
+        return tiles
+    values, marks = tiles[:, :-1], tiles[:, -1:]
+    valid = marks != 0
+    if bool((marks == UINT64_DATA).any()):
+        values = values.view(torch.uint64)
+    if all(values.shape) and keeps_integers(member, _pixel(values[0])):
+        return values
+    return values.to(torch.float64).masked_fill(~valid, float("nan"))
 
 
 def normalize_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:

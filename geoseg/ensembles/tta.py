@@ -29,6 +29,10 @@ from geoseg.ensembles.ensemble import as_segmenter
 from geoseg.errors import EnsembleError
 
 TRANSFORMS = ("d4", "flips", "identity")
+# unsigned integer types that torch turns (and flips, uint64) on no build, each with the signed
+# type of its size: a transform moves elements, exactly whatever their bits mean
+_SIGNED = {getattr(torch, f"uint{bits}"): getattr(torch, f"int{bits}")
+           for bits in (16, 32, 64) if hasattr(torch, f"uint{bits}")}
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,11 @@ class Transform:
     k: int = 0
 
     def apply(self, batch: torch.Tensor) -> torch.Tensor:
-        """The transformed batch ``(N, C, *spatial)``, on its device."""
+        """The transformed batch ``(N, C, *spatial)``, on its device, in its dtype (a threshold's
+        uint64 band too, moved as the int64 of the same bits)."""
+        return _moved(batch, self._apply)
+
+    def _apply(self, batch: torch.Tensor) -> torch.Tensor:
         out = batch
         if self.flips:
             out = torch.flip(out, dims=tuple(2 + a for a in self.flips))
@@ -70,12 +78,24 @@ class Transform:
 
     def undo(self, scores: torch.Tensor) -> torch.Tensor:
         """Scores of a transformed batch mapped back to the batch's own orientation."""
+        return _moved(scores, self._undo)
+
+    def _undo(self, scores: torch.Tensor) -> torch.Tensor:
         out = scores
         if self.k:
             out = torch.rot90(out, -self.k, dims=(-2, -1))
         if self.flips:
             out = torch.flip(out, dims=tuple(2 + a for a in self.flips))
         return out
+
+
+def _moved(tensor: torch.Tensor, move: Any) -> torch.Tensor:
+    """``move(tensor)`` for a transform that only moves elements; an unsigned integer tensor is
+    moved as the signed one of the same bits (:data:`_SIGNED`), which torch can turn."""
+    signed = _SIGNED.get(tensor.dtype)
+    if signed is None:
+        return move(tensor)
+    return move(tensor.view(signed)).view(tensor.dtype)
 
 
 def transform_set(name: str, ndim: int) -> tuple[Transform, ...]:
