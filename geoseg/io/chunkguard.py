@@ -297,8 +297,19 @@ class ChunkGuardStore(WrapperStore):
         self._check_stored(where, byte_range.end - byte_range.start, self.chain.stored)
         buffer = await self._store.get(key, prototype, byte_range)
         if buffer is not None:
-            check_chunk(self, where, buffer.as_numpy_array().view(np.uint8).reshape(-1))
+            data = buffer.as_numpy_array().view(np.uint8).reshape(-1)
+            self._check_complete(where, len(data), byte_range.end - byte_range.start)
+            check_chunk(self, where, data)
         return buffer
+
+    def _check_complete(self, where: str, got: int, asked: int) -> None:
+        """Refuse an inner chunk its shard holds fewer bytes of than its index says: zarr read
+        the empty range past a shard's end as a chunk never written (the fill value)."""
+        if got < asked:
+            raise CorruptInputError(
+                f"Zarr chunk {where} of {self.url}: the shard's index places {asked:,} bytes "
+                f"there, but the shard holds {got:,} of them. The shard is truncated or its "
+                "index is corrupt: re-write the array (or that shard) from its source.")
 
     async def _check_shard(self, key: str, prototype: BufferPrototype,
                            data: np.ndarray) -> None:
@@ -328,6 +339,7 @@ class ChunkGuardStore(WrapperStore):
                 continue
             where = f"{key} (its inner chunk at bytes {offset:,} to {offset + length:,})"
             self._check_stored(where, length, self.chain.stored)
+            self._check_complete(where, len(data[offset:offset + length]), length)
             check_chunk(self, where, data[offset:offset + length])
 
     def _check_stored(self, key: str, n_bytes: int, most: int) -> None:

@@ -175,6 +175,22 @@ def test_a_bomb_in_a_shards_inner_chunk_is_refused_in_bounded_memory(tmp_path, w
     assert (geoseg.open_raster(url)[:, 300:, 300:].values == 3).all()
 
 
+@pytest.mark.parametrize("window", [np.s_[:, :256, :256], np.s_[:, :, :]], ids=["inner-chunk",
+                                                                               "whole-shard"])
+def test_an_inner_chunk_placed_past_its_shards_end_is_refused_not_read_as_fill(tmp_path, window):
+    """A shard index placing an inner chunk at byte 10**9 of a shard of a few hundred bytes
+    read as the fill value (zarr took the empty range for a chunk never written): corrupt."""
+    url = sharded(tmp_path / "s.zarr", [ZstdCodec()])
+    shard = tmp_path / "s.zarr" / "c" / "0" / "0" / "0"
+    raw = shard.read_bytes()
+    index = np.frombuffer(raw[-(16 * 4 + 4):-4], "<u8").reshape(4, 2).copy()
+    index[0, 0] = 10**9
+    shard.write_bytes(raw[:-(16 * 4 + 4)] + with_crc(index.tobytes()))
+    with pytest.raises(CorruptInputError, match=r"the shard's index places \d+ bytes there, "
+                                                r"but the shard holds 0 of them"):
+        geoseg.open_raster(url)[window].compute()
+
+
 def whole_sharded(path, location: str = "end", inner: bytes | None = None,
                   stream: bytes | None = None, outer=None, codecs=None) -> str:
     """A v3 array sharded by zarr's explicit serializer, so zarr 3.1 adds its default zstd
