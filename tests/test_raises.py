@@ -314,7 +314,7 @@ def _assert_clean(result: subprocess.CompletedProcess, *needles: str) -> None:
 def test_unsorted_thresholds_are_one_clean_message_from_validate(tmp_path):
     job = _job(tmp_path, {"method": "threshold", "params": {"thresholds": [0.8, 0.2]}})
     _assert_clean(geoseg_cli("validate", str(job)), "thresholds must be one or more strictly increasing",
-                  "got (0.8, 0.2)", "sort them")
+                  "got [0.8, 0.2]", "sort them")
 
 
 @pytest.mark.timeout(120)

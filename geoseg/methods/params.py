@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 from geoseg.core.classes import repeated_names
-from geoseg.core.text import as_whole
+from geoseg.core.text import as_whole, brief
 from geoseg.errors import MethodParameterError
 
 
@@ -36,7 +36,9 @@ def is_whole(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    return isinstance(value, Integral) or not math.isnan(value)  # an int may be beyond a float
 
 
 def _is_list(value: Any) -> bool:
@@ -138,7 +140,8 @@ def check_value(name: str, value: Any, key: str | None = None) -> None:
     hint = (" (this is text: write the number without quotes, and 1e-4 as 1.0e-4, which YAML "
             "reads as a number)"
             if isinstance(value, str) and _parses_as_number(value) else "")
-    raise MethodParameterError(f"{key or name}: received {value!r}; expected {kind.expected}"
+    raise MethodParameterError(f"{key or name}: received {brief(value, 200)}; expected "
+                               f"{kind.expected}"
                                f"{hint}.")
 
 

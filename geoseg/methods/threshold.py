@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from itertools import pairwise
 from numbers import Integral
 from typing import Any
@@ -31,6 +32,7 @@ from skimage import filters
 from geoseg import budgets
 from geoseg.core.classes import ClassInfo
 from geoseg.core.segmenter import valid_mask
+from geoseg.core.text import clipped
 from geoseg.errors import MethodParameterError
 from geoseg.methods.features import (
     Feature,
@@ -122,9 +124,8 @@ class Threshold(PixelMethod):
             for t in self.thresholds:
                 ids += integer_above(values, t, self.equal_to_upper)
             return ids
-        above = np.greater_equal if self.equal_to_upper else np.greater
         for t in self.thresholds:
-            ids += above(values, t)
+            ids += float_above(values, t, self.equal_to_upper)
         return ids
 
     def prepare(
@@ -165,6 +166,22 @@ def integer_above(values: np.ndarray, t: float, equal_to_upper: bool = False) ->
     return values > np.asarray(bound, values.dtype)
 
 
+def float_above(values: np.ndarray, t: float, equal_to_upper: bool = False) -> np.ndarray:
+    """``values > t`` (``>= t`` when ``equal_to_upper``) for float ``values``, exact for a whole
+    number ``t`` float64 cannot hold: no float equals it, so both rules are a comparison with
+    the float nearest it (the largest finite float for one beyond float64's range), where NumPy
+    would round ``t`` (``x >= 2**60 + 1`` held for ``x = 2**60``) or overflow."""
+    if not isinstance(t, int):
+        return (np.greater_equal if equal_to_upper else np.greater)(values, np.float64(t))
+    try:
+        nearest = float(t)
+    except OverflowError:  # beyond every finite float
+        nearest = float(np.finfo(np.float64).max) * (1 if t > 0 else -1)
+    if nearest == t:
+        return (np.greater_equal if equal_to_upper else np.greater)(values, np.float64(t))
+    return (np.greater_equal if nearest > t else np.greater)(values, np.float64(nearest))
+
+
 def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
     """``thresholds`` (a number, or a list, tuple or 1-D array of them) as floats, refused when
     not numbers, none, or not strictly increasing. A whole number that float64 would round
@@ -176,7 +193,7 @@ def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
             b <= a for a, b in pairwise(given)):
         raise MethodParameterError(
             f"thresholds must be one or more strictly increasing numbers, e.g. [100] or "
-            f"[50, 150] (in the feature's units), got {tuple(given)!r}; sort them, drop "
+            f"[50, 150] (in the feature's units), got {clipped(_listed(given), 200)}; sort them, drop "
             f"duplicates and NaN."
         )
     return tuple(_exact_number(t) for t in given)
@@ -619,16 +636,28 @@ def check_in_range(segmenter: Threshold, dtype: Any, where: str = "the input") -
         rule, allowed = "x > t", f"[{ends})"
     if outside:
         raise MethodParameterError(
-            f"thresholds: received {list(segmenter.thresholds)}, but {segmenter.feature.describe()} "
-            f"of {where} ({np.dtype(dtype)}) lies in [{ends}], so {outside} would leave "
+            f"thresholds: received {_listed(segmenter.thresholds)}, but "
+            f"{segmenter.feature.describe()} of {where} ({np.dtype(dtype)}) lies in [{ends}], so "
+            f"{_listed(outside)} would leave "
             f"a class empty on every pixel (a pixel is above a threshold t when {rule}); give "
             f"thresholds in {allowed} (in the input's units)."
         )
 
 
 def _bound(value: float) -> str:
-    """A range's end as written: an integer dtype's exactly, others as ``:g`` does."""
-    return str(value) if isinstance(value, int) else f"{value:g}"
+    """A range's end or a threshold as written: a whole number exactly up to 64-bit integers'
+    20 digits, beyond in six significant digits (``10**400`` is not 401 digits in a message);
+    others as ``:g`` does."""
+    if not isinstance(value, int):
+        return f"{value:g}"
+    return str(value) if abs(value) < 10**20 else format(Decimal(value), ".6g")
+
+
+def _listed(values: Sequence[Any]) -> str:
+    """``values`` as a list's repr, its whole numbers as :func:`_bound` writes them."""
+    shown = (_bound(v) if isinstance(v, int) and not isinstance(v, bool) else repr(v)
+             for v in values)
+    return "[" + ", ".join(shown) + "]"
 
 
 def check_manual_in_range(segmenter: Any, dtype: Any, where: str = "the raster") -> None:

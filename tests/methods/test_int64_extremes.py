@@ -207,3 +207,46 @@ def test_a_threshold_at_the_dtypes_largest_value_takes_it_with_the_equal_to_uppe
     values = np.array([top - 1, top], dtype)
     assert integer_above(values, top, equal_to_upper=True).tolist() == [False, True]
     assert integer_above(values, top, equal_to_upper=False).tolist() == [False, False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x=st.floats(allow_nan=False),
+    t=st.one_of(st.integers(-(2**70), 2**70), st.integers().map(lambda n: n * 10**300),
+                st.sampled_from([2**60 + 1, -(2**60) - 1, 10**400, -(10**400)])),
+    upper=st.booleans(),
+)
+def test_whole_number_thresholds_on_float_values_compare_as_python_does(x, t, upper):
+    """Python compares a float with an int exactly; NumPy rounded the int (``2**60 + 1``) or
+    overflowed on one beyond float64 (``10**400``: an OverflowError traceback)."""
+    from geoseg.methods.threshold import float_above
+
+    for dtype in (np.float64, np.float32):
+        value = float(dtype(x))
+        got = float_above(np.array([value], dtype), t, upper)
+        assert got.tolist() == [(value >= t) if upper else (value > t)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thresholds_beyond_float64_classify_every_pixel_without_overflow(dtype):
+    """``thresholds: [-10**400, 10**400]`` were checked with ``math.isnan``, which overflowed on
+    such an int: a traceback for a valid (if odd) spec. Every pixel lies between them."""
+    image = np.array([[0, 7], [200, -1e30]], dtype)
+    for out in every_way(image, Threshold(thresholds=[-(10**400), 10**400])):
+        np.testing.assert_array_equal(out, np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_thresholds_beyond_float64_on_an_integer_band_are_refused_in_a_few_digits(dtype):
+    """Outside an integer band's range they leave a class empty: refused, as any such
+    threshold, naming them as 1e+400 rather than in 401 digits."""
+    image = np.array([[0, 7], [200, 100]], dtype)
+    with pytest.raises(MethodParameterError) as caught:
+        segmented(image, Threshold(thresholds=[-(10**400), 10**400]))
+    message = str(caught.value)
+    assert "[-1.00000e+400, 1.00000e+400]" in message and len(message) < 500, message
+
+
+def test_unsorted_huge_thresholds_are_named_in_a_few_digits():
+    with pytest.raises(MethodParameterError, match=r"got \[1.00000e\+400, 5\]"):
+        Threshold(thresholds=[10**400, 5])

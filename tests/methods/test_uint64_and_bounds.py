@@ -124,9 +124,9 @@ def test_kmeans_starts_sample_and_names_are_bounded(params, message):
 
 
 @pytest.mark.parametrize(("build", "message"), [
-    (lambda: Threshold(["a"]), r"strictly increasing numbers.*got \('a',\)"),
-    (lambda: Threshold([[1, 2], [3, 4]]), r"got \(\[1, 2\], \[3, 4\]\)"),
-    (lambda: Threshold(None), r"strictly increasing numbers.*got \(None,\)"),
+    (lambda: Threshold(["a"]), r"strictly increasing numbers.*got \['a'\]"),
+    (lambda: Threshold([[1, 2], [3, 4]]), r"got \[\[1, 2\], \[3, 4\]\]"),
+    (lambda: Threshold(None), r"strictly increasing numbers.*got \[None\]"),
     (lambda: Threshold([9], class_names=["a", "a"]), r"more than one class \['a'\]"),
     (lambda: Canny(None, None), r"received low_threshold=None; .*canny_params"),
     (lambda: Canny(10, 20, sigma="1"), r"sigma: received '1'"),
