@@ -85,6 +85,7 @@ class Ensemble(Segmenter):
         self.global_context = any(m.global_context for m in self.members)
         self.device = next((m.device for m in self.members if m.device.type != "cpu"), torch.device("cpu"))
         self.name = f"ensemble[{combine}]({', '.join(m.name for m in self.members)})"
+        self._keeps: dict[tuple[int, str, tuple[int, ...]], bool] = {}
 
     def check_bands(self, band_names: Sequence[str], where: str) -> None:
         """Each member's own check (a classical member's feature too), before any compute."""
@@ -110,7 +111,7 @@ class Ensemble(Segmenter):
         int64 (a uint64's bits, which torch moves and pads everywhere), no-data pixels 0, and a
         last band saying where there is data and of which type (:data:`INT64_DATA`,
         :data:`UINT64_DATA`; 0 where none). From it each member gets the band's integers or, as
-        before, float64 with NaN where no data (:func:`member_input`)."""
+        before, float64 with NaN where no data (:meth:`member_input`)."""
         valid = self._valid(raw, nodata)
         if self._integer_input(raw):
             bits = raw.view(np.int64)
@@ -165,7 +166,16 @@ class Ensemble(Segmenter):
         if not _wide_integers(raw.dtype) or not all(raw.shape):
             return False
         sample = _pixel(raw)
-        return any(keeps_integers(m, sample) for m in self.members)
+        return any(self.keeps_integers(i, sample) for i in range(len(self.members)))
+
+    def keeps_integers(self, index: int, sample: np.ndarray) -> bool:
+        """:func:`keeps_integers` for member ``index``, asked once per dtype and shape of
+        ``sample`` (one pixel): every batch of a job has the same, and the answer runs a
+        pixel through the member's :meth:`prepare`."""
+        key = (index, sample.dtype.str, sample.shape)
+        if key not in self._keeps:
+            self._keeps[key] = keeps_integers(self.members[index], sample)
+        return self._keeps[key]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`predict_tensor` for a host batch; one array comes back."""
@@ -194,13 +204,28 @@ class Ensemble(Segmenter):
         normalization holds and no-data pixels (NaN here) reach it as it expects them.
         ``where`` (windows, image shape) tells the member where the tiles lie."""
         member = self.members[index]
-        tiles = member_input(member, torch.as_tensor(batch).to(member.device))
+        tiles = self.member_input(index, torch.as_tensor(batch).to(member.device))
         prepared = torch.stack([member.prepare_tensor(tile)[0] for tile in tiles])
         if where is None:
             scores = member.predict_tensor(prepared)
         else:
             scores = member.predict_tensor_at(prepared, *where)
         return scores.to(self.device, torch.float32)[:, list(self._orders[index])]
+
+    def member_input(self, index: int, tiles: torch.Tensor) -> torch.Tensor:
+        """Member ``index``'s raw tiles from the ensemble's prepared ones: floats as they are;
+        64-bit integers with their marks as a last band (:meth:`prepare`) as those integers,
+        in the band's type, for a member that keeps them (:meth:`keeps_integers`), else as
+        float64 with NaN where no data, as the ensemble gives every member floats."""
+        if tiles.dtype != torch.int64:
+            return tiles
+        values, marks = tiles[:, :-1], tiles[:, -1:]
+        valid = marks != 0
+        if bool((marks == UINT64_DATA).any()):
+            values = values.view(torch.uint64)
+        if all(values.shape) and self.keeps_integers(index, _pixel(values[0])):
+            return values
+        return values.to(torch.float64).masked_fill(~valid, float("nan"))
 
     def compile(self) -> Ensemble:
         for member in self.members:
@@ -251,22 +276,6 @@ def keeps_integers(member: Segmenter, sample: np.ndarray) -> bool:
     pixel method or a nested ensemble wants floats."""
     x = np.asarray(member.prepare(sample)[0])
     return x.dtype.kind in "iu" and x.shape == sample.shape
-
-
-def member_input(member: Segmenter, tiles: torch.Tensor) -> torch.Tensor:
-    """A member's raw tiles from the ensemble's prepared ones: floats as they are; 64-bit
-    integers with their marks as a last band (:meth:`Ensemble.prepare`) as those integers, in
-    the band's type, for a member that keeps them (:func:`keeps_integers`), else as float64
-    with NaN where no data, as the ensemble gives every member floats."""
-    if tiles.dtype != torch.int64:
-        return tiles
-    values, marks = tiles[:, :-1], tiles[:, -1:]
-    valid = marks != 0
-    if bool((marks == UINT64_DATA).any()):
-        values = values.view(torch.uint64)
-    if all(values.shape) and keeps_integers(member, _pixel(values[0])):
-        return values
-    return values.to(torch.float64).masked_fill(~valid, float("nan"))
 
 
 def normalize_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:

@@ -114,6 +114,32 @@ def test_an_ensemble_gives_a_network_floats_and_a_threshold_its_integers(tmp_pat
         np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
+class CountingThreshold(Threshold):
+    """A manual threshold counting the calls of its ``prepare`` on one pixel: how an ensemble
+    asks whether a member keeps 64-bit integers."""
+
+    asked = 0
+
+    def prepare(self, raw, nodata=None):
+        if raw[0].size == 1:
+            type(self).asked += 1
+        return super().prepare(raw, nodata)
+
+
+def test_an_ensemble_asks_a_member_once_whether_it_keeps_integers():
+    """The answer is the same for every batch of a job; it was asked for every batch, by a
+    member's ``prepare`` of one pixel."""
+    values = np.arange(16 * 16, dtype=np.int64).reshape(1, 16, 16) + 2**62
+    member = CountingThreshold(thresholds=[2**62 + 100])
+    ensemble = Ensemble([member, member])
+    expected = python_classes(values[0], 2**62 + 100)
+    for _ in range(10):  # ten batches of a task
+        tiles = torch.from_numpy(ensemble.prepare(values)[0])[None]
+        got = ensemble.predict_tensor(tiles).argmax(dim=1)[0].numpy()
+        np.testing.assert_array_equal(got, expected)
+    assert CountingThreshold.asked == 2  # members 0 and 1, once each
+
+
 def float64_image() -> np.ndarray:
     """A float64 image with finite pixels past float32: 1e300 at (5, 5), 3.5e38 (just past
     float32's 3.4028e38) at (20, 20), -1e39 in one band at (9, 30)."""
