@@ -52,7 +52,7 @@ import sys
 import time
 import traceback
 import urllib.parse
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -438,20 +438,29 @@ async def _whole_file_start(fs: Any, url: str) -> tuple[bytes, bool] | None:
     """The first bytes of ``url``, and whether the answer declares its size, when its server
     answers a request for :data:`RANGE_PROBE` bytes with a longer whole file; else ``None``.
     The rest of that body is never read."""
+    async with _ranged_get(fs, url, RANGE_PROBE) as answer:
+        size = answer.headers.get("Content-Length", "")
+        if answer.status != 200 or (size.isdigit() and int(size) <= RANGE_PROBE):
+            return None
+        try:
+            return await answer.content.readexactly(len(TIFF_MAGIC[0])), size.isdigit()
+        except asyncio.IncompleteReadError as short:
+            return short.partial, size.isdigit()
+
+
+@contextlib.asynccontextmanager
+async def _ranged_get(fs: Any, url: str, size: int) -> AsyncIterator[Any]:
+    """The answer to a GET of the first ``size`` bytes of ``url`` with ``fs``'s session and
+    options, its connection dropped when done: the rest of a whole or endless body is never
+    read (nor drained)."""
     session = await fs.set_session()
     kwargs = dict(fs.kwargs)
-    headers = {**(kwargs.pop("headers", None) or {}), "Range": f"bytes=0-{RANGE_PROBE - 1}"}
+    headers = {**(kwargs.pop("headers", None) or {}), "Range": f"bytes=0-{size - 1}"}
     async with session.get(fs.encode_url(url), headers=headers, **kwargs) as answer:
         try:
-            size = answer.headers.get("Content-Length", "")
-            if answer.status != 200 or (size.isdigit() and int(size) <= RANGE_PROBE):
-                return None
-            try:
-                return await answer.content.readexactly(len(TIFF_MAGIC[0])), size.isdigit()
-            except asyncio.IncompleteReadError as short:
-                return short.partial, size.isdigit()
+            yield answer
         finally:
-            answer.close()  # drops the connection: no draining of the body
+            answer.close()
 
 
 def read_start(fs: Any, path: str, size: int) -> bytes:
@@ -504,22 +513,16 @@ async def _first_bytes(
     """Up to ``size`` bytes from the start of ``url`` (one request for them), collected in
     ``got`` as they come, ``came`` told the count; an answer that ignores the range is read no
     further."""
-    session = await fs.set_session()
-    kwargs = dict(fs.kwargs)
-    headers = {**(kwargs.pop("headers", None) or {}), "Range": f"bytes=0-{size - 1}"}
-    async with session.get(fs.encode_url(url), headers=headers, **kwargs) as answer:
-        try:
-            if answer.status == 416:  # nothing at or past byte 0: an empty file
-                return b""
-            fs._raise_not_found_for_status(answer, url)
-            come = 0
-            while come < size and (part := await answer.content.read(size - come)):
-                got.append(part)
-                come += len(part)
-                came(come)
-            return b"".join(got)
-        finally:
-            answer.close()  # drops the connection: the rest of a whole or endless body is unread
+    async with _ranged_get(fs, url, size) as answer:
+        if answer.status == 416:  # nothing at or past byte 0: an empty file
+            return b""
+        fs._raise_not_found_for_status(answer, url)
+        come = 0
+        while come < size and (part := await answer.content.read(size - come)):
+            got.append(part)
+            come += len(part)
+            came(come)
+        return b"".join(got)
 
 
 def exists(fs: Any, path: str) -> bool:
