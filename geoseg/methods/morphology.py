@@ -159,10 +159,31 @@ class Cleaned(Segmenter):
         """2 when there are clean-up steps (they work on images (y, x)), else the inner's."""
         return 2 if self.steps.halo else self.segmenter.spatial_axes
 
+    @property
+    def device(self) -> torch.device:
+        """The inner segmenter's: a region of a network on a GPU is prepared and tiled there,
+        and takes the GPU's turn (a wrapper said the CPU, so a GPU worker's threads ran it
+        all at once)."""
+        return self.segmenter.device
+
+    @property
+    def global_context(self) -> bool:
+        """The inner segmenter's: one that pools over its whole input is blended, never
+        cropped, wrapped or not."""
+        return self.segmenter.global_context
+
+    def compile(self) -> Cleaned:
+        self.segmenter.compile()
+        return self
+
     def prepare(
         self, raw: np.ndarray, nodata: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         return self.segmenter.prepare(raw, nodata)
+
+    def prepare_tensor(self, raw: torch.Tensor, nodata: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.segmenter.prepare_tensor(raw, nodata)
 
     def ref(self) -> Any:
         """This wrapper with the inner segmenter replaced by its own (small) reference."""

@@ -67,6 +67,14 @@ def _check_classes(net: nn.Module, info: ModelInfo) -> None:
             "belong to.")
 
 
+def inference_dtype(capability: tuple[int, int]) -> torch.dtype:
+    """The autocast type of a network on a CUDA device of compute ``capability``: bf16 from
+    Ampere (8.0) on, float16 before it (V100, T4), where cuDNN has no bf16 convolutions and
+    torch falls back to its own, many times slower, kernels (bf16 is emulated there, so
+    ``torch.cuda.is_bf16_supported`` says yes). Both keep softmax in float32."""
+    return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
+
+
 def _check_finite(net: nn.Module) -> None:
     """Refuse a network with NaN or infinite weights (:func:`non_finite_said`, as load_model
     refuses them in a file): it would give class 0 on every pixel."""
@@ -208,7 +216,8 @@ class SegmentationModel(Segmenter):
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            capability = torch.cuda.get_device_capability(self.device)
+            return torch.autocast("cuda", dtype=inference_dtype(capability))
         return contextlib.nullcontext()
 
     def ref(self) -> ModelRef:

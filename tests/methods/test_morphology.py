@@ -146,3 +146,47 @@ def test_cleaned_wraps_a_deep_model_by_reference(tmp_path, model_path):
     expected = reference(model.predict_image(image).argmax(0) == 2, max_object_size=10)
     got = run_segment(memory_raster(image, chunks=(32, 28)), cleaned, chunks=(32, 28), tile=16)
     np.testing.assert_array_equal(got, expected)
+
+
+def pooling_deeplab() -> geoseg.SegmentationModel:
+    """A small DeepLabv3+ with image pooling: its scores depend on the whole input."""
+    import torch
+
+    from geoseg.core.classes import ClassInfo
+    from geoseg.models import ModelInfo, build_network
+
+    torch.manual_seed(5)
+    config = {"in_channels": 3, "num_classes": 3, "backbone": "resnet18", "width": 4,
+              "atrous_rates": [1, 2], "image_pooling": True}
+    net = build_network("deeplabv3plus", config).eval()
+    info = ModelInfo("pooling-deeplab", "deeplabv3plus", config,
+                     tuple(ClassInfo(f"c{i}") for i in range(3)), ("r", "g", "b"),
+                     (128.0,) * 3, (40.0,) * 3)
+    return geoseg.SegmentationModel(net, info, device="cpu")
+
+
+def test_a_cleaned_global_context_network_is_planned_as_the_network_alone(one_torch_thread):
+    """Cleaned said no global context: a DeepLab with image pooling inside it was planned in
+    cropped tiles (whose pooled context differs from the image's) where alone it is blended.
+    With no clean-up steps the wrapper gives the network's classes."""
+    from geoseg.tiling import Geometry, Plan
+
+    model = pooling_deeplab()
+    cleaned = Cleaned(model, target=1, steps=Cleanup())
+    shape = (4096, 4096)
+    assert Plan.create(shape, Geometry.of(cleaned)).tiling.blend == "gaussian"
+    assert Plan.create(shape, Geometry.of(cleaned)) == Plan.create(shape, Geometry.of(model))
+    image = textured_image(96, 96, seed=4)
+    alone = run_segment(memory_raster(image, chunks=(48, 48)), model, chunks=(48, 48), tile=64)
+    got = run_segment(memory_raster(image, chunks=(48, 48)), cleaned, chunks=(48, 48), tile=64)
+    np.testing.assert_array_equal(got, np.where(alone == 1, 1, 0))  # classes: other, c1
+
+
+def test_a_cleaned_network_computes_where_the_network_does():
+    """A wrapper of a network on a GPU said the CPU: its regions were prepared on the host and
+    took no turn on the GPU. The device is the inner segmenter's (set here by hand: no GPU)."""
+    import torch
+
+    model = pooling_deeplab()
+    model.device = torch.device("meta")
+    assert Cleaned(model, target=1).device == torch.device("meta")

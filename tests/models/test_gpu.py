@@ -158,3 +158,64 @@ def xr_raster(image: np.ndarray):
     import xarray as xr
 
     return xr.DataArray(image, dims=("band", "y", "x"))
+
+
+@pytest.mark.parametrize("dtype", ["uint32", "uint64", "int64"])
+def test_wide_integer_bands_cross_to_the_gpu(dtype):
+    """The types CUDA has only basic kernels for (unsigned) or that cross as views of signed
+    ones: moved, compared with the no data and normalised there as on the CPU."""
+    assert ids_by_device(dtype, 0.0, ("cpu", "cuda")) >= 0.998
+
+
+@pytest.mark.filterwarnings("ignore:segment\\(\\):UserWarning")  # values unlike the network's data
+def test_a_gpu_ensemble_keeps_a_uint64_band_exact_for_its_threshold():
+    """An ensemble on the GPU gives its threshold member the band's 64-bit integers there
+    (views of uint64 on the device): values float64 rounds together are told apart."""
+    import dask
+    import xarray as xr
+
+    from geoseg.methods import Threshold
+
+    model = geoseg.load_model("builtin:demo-unet", device="cuda")
+    names = tuple(c.name for c in model.classes)
+    base = 2**63 + 1000
+    image = np.full((3, 64, 96), base, np.uint64)
+    image[:, :, 48:] += 1
+    thresholds = (base,) + tuple(base + 10 + i for i in range(len(names) - 2))
+    threshold = Threshold(thresholds=thresholds, feature=1, class_names=names)
+    ensemble = geoseg.Ensemble([threshold, model], weights=[1, 0], classes=list(names))
+    assert ensemble.device.type == "cuda"
+    with dask.config.set(scheduler="sync"):
+        ids = geoseg.segment(xr.DataArray(image, dims=("band", "y", "x")), ensemble,
+                             chunks=64).values
+    assert (ids[:, :48] == 0).all() and (ids[:, 48:] == 1).all()
+
+
+def test_a_cleaned_network_runs_on_the_gpu_as_on_the_cpu():
+    """A wrapper of a GPU network computes on the GPU (its regions prepared there, the GPU's
+    turn taken) and cleans the same classes as on the CPU."""
+    import dask
+
+    from geoseg.methods import Cleaned, Cleanup
+
+    image = textured_image(256, 256, seed=6)
+    ids = {}
+    for device in ("cpu", "cuda"):
+        cleaned = Cleaned(geoseg.load_model("builtin:demo-unet", device=device), target=1,
+                          steps=Cleanup(opening=1, max_object_size=20))
+        assert cleaned.device.type == device
+        with dask.config.set(scheduler="sync"):
+            ids[device] = geoseg.segment(xr_raster(image), cleaned, chunks=128).values
+    assert (ids["cuda"] == ids["cpu"]).mean() >= 0.995
+
+
+def test_the_autocast_type_suits_the_gpu():
+    """bf16 from Ampere on; float16 before, where cuDNN has no bf16 convolutions."""
+    import torch
+
+    from geoseg.models.model import inference_dtype
+
+    model = geoseg.load_model("builtin:demo-unet", device="cuda")
+    capability = torch.cuda.get_device_capability(model.device)
+    with model._autocast():
+        assert torch.get_autocast_dtype("cuda") == inference_dtype(capability)
