@@ -3,7 +3,7 @@
 A :class:`Loop` holds a network and what fits it: the optimiser (AdamW from
 :func:`adamw`), the learning-rate schedule (warm-up then cosine from
 :func:`warmup_cosine`, or any other scheduler), the loss, the device and the
-autocast dtype (bf16 on CUDA by :func:`autocast_dtype`). :meth:`Loop.run` takes
+autocast dtype (bf16 on CUDA from Ampere on, by :func:`autocast_dtype`). :meth:`Loop.run` takes
 optimiser steps over any iterable of ``(inputs, targets)`` batches, numpy arrays
 or tensors of any number of spatial axes, and calls ``on_step`` after each, which
 is where a trainer logs; scoring and checkpoints happen between runs.
@@ -85,11 +85,18 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, *, warmup: int, total: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total, floor))
 
 
-def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """bf16 when ``mode`` is ``"bf16"``, or ``"auto"`` on CUDA; otherwise none (full precision)."""
-    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
+def autocast_dtype(mode: str, device: torch.device,
+                   capability: tuple[int, int] | None = None) -> torch.dtype | None:
+    """bf16 when ``mode`` is ``"bf16"``, or ``"auto"`` on a CUDA device of compute
+    ``capability`` (the device's own when not given) from Ampere (8.0) on; otherwise none
+    (full precision). Before Ampere cuDNN has no bf16 convolutions, and torch's own kernels
+    are many times slower than float32's; float16 would need loss scaling."""
+    if mode == "bf16":
         return torch.bfloat16
-    return None
+    if mode != "auto" or device.type != "cuda":
+        return None
+    capability = capability or torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if tuple(capability) >= (8, 0) else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:

@@ -98,9 +98,12 @@ def test_warmup_then_cosine_to_the_floor():
     assert schedule(12) == pytest.approx(0.1) and schedule(40) == pytest.approx(0.1)
 
 
-def test_autocast_is_bf16_on_cuda_or_when_asked():
+def test_autocast_is_bf16_on_cuda_from_ampere_on_or_when_asked():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert autocast_dtype("auto", cuda) == torch.bfloat16 and autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("auto", cuda, (8, 0)) == torch.bfloat16
+    assert autocast_dtype("auto", cuda, (9, 0)) == torch.bfloat16
+    assert autocast_dtype("auto", cuda, (7, 5)) is None  # T4: no bf16 convolutions in cuDNN
+    assert autocast_dtype("auto", cpu) is None
     assert autocast_dtype("bf16", cpu) == torch.bfloat16 and autocast_dtype("off", cuda) is None
 
 
