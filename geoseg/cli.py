@@ -1108,6 +1108,18 @@ def _pairs(value: str | None) -> dict[int, int] | None:
 
 
 
+def _quicklook_size(value: int) -> int:
+    """``--size``, refused past the longest side a quicklook draws
+    (:data:`geoseg.report.quicklook.MAX_SIZE`): a larger one drew that size anyway, silently."""
+    from geoseg.report.quicklook import MAX_SIZE
+
+    if value > MAX_SIZE:
+        raise typer.BadParameter(f"received {value}; expected at most {MAX_SIZE} pixels, the "
+                                 f"longest side a quicklook draws. Give --size {MAX_SIZE} or "
+                                 "less (geoseg export --cog writes the mask at full resolution).")
+    return value
+
+
 @app.command()
 def quicklook(
     output: Annotated[str, typer.Argument(help="An output a job wrote (OUT.zarr).",
@@ -1120,8 +1132,9 @@ def quicklook(
     variable: Annotated[str | None, typer.Option(help="Array inside --image's Zarr group.")] = None,
     bands: Annotated[str | None, typer.Option(help="1-based bands shown as red, green, blue, "
                                                    "e.g. 4,3,2 (default: the first three).")] = None,
-    size: Annotated[int, typer.Option(min=8, help="Longest side of the mask in the picture, in "
-                                                  "pixels (title and legend come on top).")] = 1024,
+    size: Annotated[int, typer.Option(min=8, callback=_quicklook_size,
+                                      help="Longest side of the mask in the picture, in pixels, "
+                                           "8 to 2048 (title and legend come on top).")] = 1024,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file at PNG.")] = False,
 ) -> None:
     """A small picture of an output: its classes over the input's bands, read with a stride."""

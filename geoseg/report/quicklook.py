@@ -8,7 +8,9 @@ legend of the classes the picture shows (the most frequent :data:`LEGEND_MAX` of
 rest counted in a last entry). A volume gets three orthogonal slices through its middle, each
 drawn in the proportions of its voxel spacing (an anisotropic CT's coronal and sagittal slices
 as tall as the anatomy, like a radiology viewer's), when the output records a voxel affine. Memory
-is bounded by the chunks in flight plus the small picture, whatever the raster's size.
+is bounded by the chunks in flight plus the small picture, whatever the raster's size: the stride
+comes from the size drawn, never more than :data:`MAX_SIZE` a side, whatever size is asked. A
+picture of (nearly) nothing but the no-data class says so in its caption (:func:`nodata_note`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from geoseg.core.classes import default_color
 from geoseg.io.files import write_whole
 
 DEFAULT_SIZE = 1024  # longest side of the picture, in pixels
+MAX_SIZE = 2 * DEFAULT_SIZE  # the longest side a view is drawn at: `geoseg quicklook --size`'s most
+NODATA_SHARE = 0.99  # sampled pixels of the no-data class past which the caption says so
 LEGEND_MAX = 24  # classes the legend names at most; any others it counts in one last entry
 SWATCH_EDGE = "#555555"  # the outline of every legend swatch: a white class shows too
 
@@ -57,7 +61,7 @@ def view_aspects(spacing: Sequence[float] | None) -> tuple[float, ...]:
 
 
 def display_size(shape: Sequence[int], aspect: float = 1.0,
-                 most: int = 2 * DEFAULT_SIZE) -> tuple[int, int]:
+                 most: int = MAX_SIZE) -> tuple[int, int]:
     """The ``(height, width)`` in picture pixels of a view of ``shape`` sampled pixels whose rows
     are ``aspect`` times as long as its columns: the shorter side stretched, then both shrunk
     to at most ``most`` pixels a side (a 1:1000 spacing draws no 10**6-pixel picture)."""
@@ -69,6 +73,13 @@ def display_size(shape: Sequence[int], aspect: float = 1.0,
 def step_for(shape: Sequence[int], size: int = DEFAULT_SIZE) -> int:
     """The stride that brings the longest side of ``shape`` to at most ``size`` pixels."""
     return max(1, math.ceil(max(shape) / size))
+
+
+def drawn_step(shape: Sequence[int], size: int = DEFAULT_SIZE) -> int:
+    """The stride to read ``shape`` with for a picture of ``size``: :func:`step_for` the size
+    drawn, at most :data:`MAX_SIZE`. A stride from a larger size read pixels the picture then
+    shrank away (``--size 100000`` read a 6000 x 6000 output whole, 5 GB, for a 2048 picture)."""
+    return step_for(shape, min(size, MAX_SIZE))
 
 
 def coarse(array: da.Array, step: int) -> np.ndarray:
@@ -157,7 +168,11 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
     (:func:`undecodable_note`), checked or not.
 
     ``storage_options`` read the output; ``image_options`` the image, by default the same (an
-    image in the output's bucket). A job's input has its own, which its report passes here."""
+    image in the output's bucket). A job's input has its own, which its report passes here.
+
+    ``size`` is the longest side of the mask in the picture, at most :data:`MAX_SIZE` (a larger
+    one draws that, and reads no more than it draws: :func:`drawn_step`). A picture of only, or
+    nearly only, the no-data class says so in the caption (:func:`nodata_note`)."""
     from geoseg.io.output import OutputTarget
 
     target = OutputTarget(output_url, dict(storage_options or {}))
@@ -167,15 +182,34 @@ def build(output_url: str, *, image_url: str | None = None, variable: str | None
                          storage_options if image_options is None else image_options, classes)
     if check:
         note = "; ".join(filter(None, [state_note(target, attrs), note]))
-    step = step_for(classes.shape[1:], size)
+    step = drawn_step(classes.shape[1:], size)
     fill = attrs.get("nodata_class")
     views, bad = _views(classes, image, step, np.iinfo(classes.dtype).max if fill is None else fill)
-    note = "; ".join(filter(None, [undecodable_note(bad), note]))
+    note = "; ".join(filter(None, [undecodable_note(bad), nodata_note(views, fill), note]))
     names = attrs.get("class_names") or range(max(int(v[2].max()) for v in views) + 1)
     aspects = view_aspects(classes.georef.spacing) if len(views) == 3 else ()
     return Quicklook(views, tuple(str(n) for n in names),
                      class_colors(attrs.get("class_colors"), len(names)),
                      attrs.get("nodata_class"), step, note, aspects)
+
+
+def nodata_note(views: Sequence[tuple[Any, ...]], nodata: int | None,
+                share: float = NODATA_SHARE) -> str:
+    """What the caption says when every sampled pixel of ``views``, or at least ``share`` of
+    them, is the ``nodata`` class; ``""`` otherwise. Such a picture is blank, or the input alone,
+    with no legend: without a word it passes for a picture that failed to draw."""
+    if nodata is None:
+        return ""
+    total = sum(v[2].size for v in views)
+    empty = sum(int(np.count_nonzero(v[2] == nodata)) for v in views)
+    if not total or empty < share * total:
+        return ""
+    if empty == total:
+        return (f"no data: every sampled pixel is the no-data class {nodata}, so no class is "
+                "drawn; check the input's nodata value and its coverage")
+    shown = math.floor(1000 * empty / total) / 10  # never 100.0% while some class shows
+    return (f"nearly no data: {shown}% of the sampled pixels are the no-data class {nodata}, so "
+            "almost no class is drawn")
 
 
 def state_note(target: Any, attrs: dict[str, Any]) -> str:

@@ -136,9 +136,11 @@ def test_an_input_in_its_own_bucket_is_read_with_its_own_options(tmp_path, s3_se
     fsspec.filesystem("s3", **s3_server).put(str(tmp_path / "local" / "image.zarr"), url,
                                               recursive=True)
     out = str(tmp_path / "out.zarr")
-    create_output(out, shape=(60, 40), chunks=(32, 32), georef=GeoRef(), class_names=NAMES,
-                  class_dtype="uint8", nodata_class=255,
-                  attrs={"provenance": {"job": {"input": {"url": url, "variable": "image"}}}})
+    target = create_output(out, shape=(60, 40), chunks=(32, 32), georef=GeoRef(),
+                           class_names=NAMES, class_dtype="uint8", nodata_class=255,
+                           attrs={"provenance": {"job": {"input": {"url": url,
+                                                                   "variable": "image"}}}})
+    target.open_group()["classes"][...] = 1  # not all no-data, which the caption would say
     assert "not readable" in build(out, storage_options={}).note  # the output's options: none
     drawn = build(out, storage_options={}, image_options=s3_server)
     assert drawn.note == "" and drawn.views[0][1] is not None
