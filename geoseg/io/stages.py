@@ -19,6 +19,7 @@ import numpy as np
 
 from geoseg.budgets import check_tasks
 from geoseg.core.urls import public_url
+from geoseg.io import remote
 from geoseg.io.identity import sha256_file
 from geoseg.io.output import OutputTarget
 from geoseg.tiling.plan import ceil_div
@@ -33,8 +34,14 @@ def stage_record(target: OutputTarget, name: str) -> dict[str, Any]:
 
 
 def mark_stage(target: OutputTarget, name: str, record: dict[str, Any]) -> None:
-    group = target.open_group()
-    group.attrs["geoseg"] = {**group.attrs["geoseg"], name: record}
+    """Record stage ``name`` as ``record`` in the output group's attributes. A storage error
+    names the group's metadata file and the stage (a full disk said only "A write failed":
+    zarr's error carries no file name)."""
+    where = f"{target.url.rstrip('/')}/zarr.json"
+    with remote.storage_errors(where, target.storage_options, f"Writing the {name} stage's record"
+                               " into"):
+        group = target.open_group()
+        group.attrs["geoseg"] = {**group.attrs["geoseg"], name: record}
 
 
 def store_hashed(target: OutputTarget, name: str, data: da.Array, *, fill_value: int = 0) -> str:
