@@ -17,6 +17,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import fsspec
 import numpy as np
 
 from geoseg.core import jsontext
-from geoseg.core.text import brief, json_kind
+from geoseg.core.text import brief, clipped, json_kind
 from geoseg.core.urls import public_url
 from geoseg.errors import BudgetError, EvaluationError
 from geoseg.io.files import small_file, write_whole
@@ -35,7 +36,12 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100p
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th:first-child,td:first-child{text-align:left}img{max-width:100%}
 pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}.note{color:#777}
-.warn{color:#a00;font-weight:bold}"""
+.warn{color:#a00;font-weight:bold}h1,h2,h3,p,td.long{overflow-wrap:anywhere}"""
+# characters past which a table's cell may break anywhere (a class, job or package name of
+# 10,000 letters made the page 100,000 px wide, the scores off-screen); shorter cells, numbers
+# among them, keep their words whole, else a long cell beside them would squeeze them to a letter
+# a line
+LONG_CELL = 40
 # pixels up to which a report draws its quicklook by itself, as `geoseg run` and `geoseg batch`
 # write it: the picture reads every chunk of the output and of the input (about 25 s a Gpx on
 # two cores); past it, `geoseg report` or `geoseg quicklook` draws it when asked
@@ -43,6 +49,14 @@ QUICKLOOK_PIXELS = 10**9
 CONFUSION_MAX = 20  # classes the confusion figure draws at most; the run record holds them all
 ABSENT_NAMED = 10  # absent classes the metrics note names at most; more it only counts
 OBJECT_SIZES_MAX = 10**6  # objects up to which a report reads their sizes from the object table
+# task regions up to which a report draws the chunk maps (each a picture of the whole task grid,
+# 40 bytes a region in memory): a record's input shape alone, a few bytes, may imply 10^12
+MAP_CELLS = 10**6
+# a task grid this many times longer than wide is drawn as a strip: maps stretched to the figure
+# (one above the other for a row of regions), the legend beside them (square cells drew a 1 x
+# 20000 grid a pixel thin, titles over each other, the legend cut)
+STRIP_ASPECT = 4
+LABEL_CHARS = 40  # characters of a class name a chunk map's legend shows
 
 
 def load_record(url: str) -> dict[str, Any]:
@@ -71,13 +85,31 @@ def load_record(url: str) -> dict[str, Any]:
         raise EvaluationError(f"{public_url(url)} is not a geoseg run record (no "
                               f"{', '.join(missing)} section{'s' * (len(missing) > 1)}); give a run record from the runs "
                               "folder (geoseg runs lists them) or an output a geoseg run wrote.")
-    for path, (ok, expected) in RECORD_KINDS.items():
-        value = _field(record, path)
+    for name, value, ok, expected in _checked_fields(record):
         if value is not _ABSENT and not ok(value):
             raise EvaluationError(f"{public_url(url)} is not a run record geoseg wrote: its "
-                                  f"{'.'.join(path)} is {_shown(value)}, "
-                                  f"expected {expected}; {advice}")
+                                  f"{name} is {_shown(value)}, expected {expected}; {advice}")
     return record
+
+
+def _checked_fields(record: dict[str, Any]) -> Any:
+    """Each field a report reads (name, value, check, what is expected): those of
+    :data:`RECORD_KINDS`, then each class count, region field and the confusion matrix's shape,
+    whose kinds a few KB of edited record can make cost gigabytes or end in an internal error
+    (a ragged matrix, a count that is text)."""
+    for path, (ok, expected) in RECORD_KINDS.items():
+        yield ".".join(path), _field(record, path), ok, expected
+    counts = record.get("class_counts")
+    for name, n in (counts.items() if isinstance(counts, dict) else ()):
+        yield f"class_counts.{name}", n, *_TALLY
+    for i, region in enumerate(record.get("regions") or []):
+        for key, (ok, expected) in REGION_KINDS.items():
+            yield f"regions[{i}].{key}", region.get(key, _MISSING), ok, expected
+    evaluation = record.get("evaluation")
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("classes"), list):
+        n = len(evaluation["classes"])
+        yield ("evaluation.confusion", evaluation.get("confusion"), lambda v: _square(v, n),
+               f"{n} rows of {n} whole numbers (one per class of evaluation.classes)")
 
 
 RECORD_SECTIONS = ("job", "input", "output", "timings", "chunks")  # what a report reads of a record
@@ -92,13 +124,50 @@ def _mapping(value: Any) -> bool:
     return isinstance(value, dict)
 
 
+def _whole(value: Any, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _square(value: Any, n: int) -> bool:
+    """Whether ``value`` is an ``n`` x ``n`` matrix of whole numbers (a run's confusion)."""
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(row, list) and len(row) == n and all(map(_whole, row))
+                    for row in value))
+
+
+def _window(value: Any) -> bool:
+    """Whether ``value`` is a region's window as a run writes it: 2 or 3 ``[start, stop]``
+    pairs of whole numbers, ``0 <= start < stop``."""
+    return (isinstance(value, list) and len(value) in (2, 3)
+            and all(isinstance(p, list) and len(p) == 2 and _whole(p[0]) and _whole(p[1], p[0] + 1)
+                    for p in value))
+
+
+_MISSING = object()  # a region's field that is not there: refused, unlike an absent section
 _TEXT = (lambda v: isinstance(v, str), "a string")
-_COUNT = (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number")
+_COUNT = (_whole, "a whole number")
+_TALLY = (_whole, "a whole number of pixels, 0 or more")
+_SECONDS = (lambda v: _number(v) and v >= 0, "a number of seconds, 0 or more")
+# The fields of each region a report reads (the chunk maps, the throughput), all of them written
+# by every run
+REGION_KINDS: dict[str, tuple[Any, str]] = {
+    "window": (_window, "2 or 3 [start, stop] pairs of whole numbers, start below stop"),
+    "seconds": _SECONDS, "pixels": _TALLY,
+    "done_s": (lambda v: v is None or _number(v), "a number of seconds (null: not known)"),
+    "class_counts": (lambda v: isinstance(v, list) and all(map(_whole, v)),
+                     "a list of whole numbers of pixels, one per class"),
+}
 # The fields of a record the report reads, where present, and the kind a run writes there.
 RECORD_KINDS: dict[tuple[str, ...], tuple[Any, str]] = {
     ("started",): _TEXT, ("finished",): _TEXT, ("status",): _TEXT, ("output", "url"): _TEXT,
     ("input", "url"): _TEXT,
-    ("input", "shape"): (lambda v: isinstance(v, list) and all(map(_number, v)), "a list of sizes"),
+    ("input", "shape"): (lambda v: isinstance(v, list) and all(map(_whole, v)),
+                         "a list of sizes (whole numbers, 0 or more)"),
+    ("resolved", "task_region"): (lambda v: v is None or (isinstance(v, list) and len(v) in (2, 3)
+                                                          and all(_whole(n, 1) for n in v)),
+                                  "2 or 3 sizes in pixels, each 1 or more"),
+    ("chunks", "all_nodata"): _COUNT,
+    ("pixels",): (lambda v: v is None or _whole(v), "a whole number of pixels (null: none)"),
     ("chunks", "computed"): _COUNT, ("chunks", "total"): _COUNT,
     ("chunks", "skipped_as_done"): _COUNT,
     ("timings", "total_s"): (_number, "a number"),
@@ -122,6 +191,8 @@ def _evaluation(value: Any) -> bool:
 
 def _shown(value: Any) -> str:
     """A field's kind and value as a refusal shows them: ``a number 5``, ``null``."""
+    if value is _MISSING:
+        return "missing"
     return "null" if value is None else f"{json_kind(value)} {brief(value, 40)}"
 
 
@@ -150,20 +221,27 @@ def _img(data: str, alt: str, element_id: str = "") -> str:
     return f'<img{ident} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _figure(width: float = 6, height: float = 4, ncols: int = 1) -> tuple[Any, Any]:
+def _figure(width: float = 6, height: float = 4, ncols: int = 1,
+            nrows: int = 1) -> tuple[Any, Any]:
     """A figure drawn without a display (no pyplot state), and its axes."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
-    return fig, fig.subplots(1, ncols)
+    return fig, fig.subplots(nrows, ncols)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], element_id: str = "") -> str:
     ident = f' id="{element_id}"' if element_id else ""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(_cell(html.escape(_fmt(v)), len(_fmt(v))) for v in row)
+                   + "</tr>" for row in rows)
     return f"<table{ident}><tr>{head}</tr>{body}</table>"
+
+
+def _cell(content: str, length: int) -> str:
+    """A table cell of HTML ``content`` showing ``length`` characters: one that may break
+    anywhere past :data:`LONG_CELL`."""
+    return f'<td class="long">{content}</td>' if length > LONG_CELL else f"<td>{content}</td>"
 
 
 def _fmt(value: Any) -> str:
@@ -215,6 +293,7 @@ def results_section(record: dict[str, Any], options: dict[str, Any], replaced: b
         ("class", "pixels", "share"),
         [(name, n, f"{n / total:.2%}" if total else "-") for name, n in counts.items()],
         "classes-table")
+    out += _nodata_note(record, total)
     skipped = record["chunks"]["skipped_as_done"]
     if skipped:
         out += (f'<p class="note">Pixels of the {record["chunks"]["computed"]} task regions this '
@@ -225,6 +304,23 @@ def results_section(record: dict[str, Any], options: dict[str, Any], replaced: b
     out += _table(("objects", "value"), [("objects (instances)", objects["count"])], "objects-table")
     sizes = None if replaced else _object_sizes(record, objects, options, list(counts))
     return out + (sizes or "")
+
+
+def _nodata_note(record: dict[str, Any], counted: int) -> str:
+    """A line saying how many of the pixels this run computed were the input's no data (no
+    class: not in the counts, ``counted`` pixels in all), and how many task regions were no data
+    all through; ``""`` when none was. An all-no-data run's page otherwise showed a table of
+    zeros and maps that never said why."""
+    pixels, empty = record.get("pixels"), record["chunks"].get("all_nodata") or 0
+    nodata = pixels - counted if isinstance(pixels, int) and pixels > counted else 0
+    if not nodata and not empty:
+        return ""
+    regions = (f"; {empty} of the {record['chunks']['computed']} task regions computed were no "
+               "data all through" if empty else "")
+    share = f" ({nodata / pixels:.2%})" if nodata else ""
+    kind = "warn" if nodata == pixels else "note"
+    return (f'<p class="{kind}" id="nodata-note">{nodata} of the {pixels} pixels this run computed'
+            f"{share} are the input's no data: no class, not counted above{regions}.</p>")
 
 
 def _object_sizes(record: dict[str, Any], objects: dict[str, Any], options: dict[str, Any],
@@ -384,26 +480,36 @@ def chunk_maps(regions: list[dict[str, Any]], names: Sequence[str],
         seconds[i, j] = r["seconds"]
         main[i, j] = 1
         counts = np.asarray(r["class_counts"], dtype=np.float64)
-        if counts.sum():
+        if counts.sum() and counts.argmax() < len(palette):  # a class the record names
             k = int(counts.argmax())
             main[i, j, :3] = 1 - (1 - palette[k]) * counts[k] / counts.sum()
-    fig, (left, right) = _figure(11, 4.5, ncols=2)
-    shown = left.imshow(seconds, cmap="viridis", zorder=1)
-    right.imshow(main, zorder=1)
+    strip = max(rows, cols) > STRIP_ASPECT * min(rows, cols)
+    wide = strip and cols > rows  # one map above the other, each the figure's width
+    fig, (left, right) = _figure(11, 7 if wide else 4.5, ncols=1 if wide else 2,
+                                 nrows=2 if wide else 1)
+    aspect = "auto" if strip else None  # square cells would draw a strip a pixel thin
+    shown = left.imshow(seconds, cmap="viridis", zorder=1, aspect=aspect)
+    right.imshow(main, zorder=1, aspect=aspect)
     for ax in (left, right):
         ax.add_patch(Rectangle((-0.5, -0.5), cols, rows, hatch="///", fill=False,
                                edgecolor="#bbb", linewidth=0, zorder=0))
         for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_locator(MaxNLocator(integer=True))
+            axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("chunk column")
         ax.set_ylabel("chunk row")
     fig.colorbar(shown, ax=left, label="seconds (read + infer + write)")
     left.set_title("compute time per chunk")
     right.set_title("main class per chunk (paler: a smaller share)")
     handles = _map_legend(regions, names, palette)
+    for handle in handles:  # the page's tables name them in full
+        handle.set_label(clipped(handle.get_label(), LABEL_CHARS))
     if len(regions) < rows * cols:
         handles.append(Patch(hatch="///", fill=False, edgecolor="#bbb",
                              label="not computed by this run"))
+    if handles and strip:  # beside both maps, from the figure's top: its whole height
+        fig.legend(handles=handles, loc="upper right", fontsize=8)
+        fig.tight_layout(rect=(0, 0, 0.7, 1))
+        return _png(fig)
     if handles:  # some chunk has a main class, or some was not computed
         right.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
@@ -422,6 +528,11 @@ def chunks_section(record: dict[str, Any], colors: Sequence[Sequence[int]] | Non
     rest = rows * cols - computed
     said = f"{rows} x {cols} task regions; {computed} computed by this run" + (
         f", {rest} not (done before this run, or not recorded): hatched" if rest else "")
+    if rows * cols > MAP_CELLS:
+        said = (f"{rows} x {cols} task regions, {computed} computed by this run: no chunk maps, "
+                f"more than the {MAP_CELLS:,} regions a report draws (the run record lists "
+                "each computed region's window, seconds and class counts)")
+        return f'<h2>Chunks</h2><p class="note" id="chunk-note">{html.escape(said)}.</p>'
     return ("<h2>Chunks</h2>" + _img(chunk_maps(regions, names, colors, grid), "chunk maps",
                                      "chunk-maps")
             + f'<p class="note" id="chunk-note">{html.escape(said)}.</p>')
@@ -692,7 +803,8 @@ def _index_page(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
                 said: str = "") -> str:
     """An index page: ``rows`` of cells already HTML, under ``header``, after a line ``said``."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(c, len(html.unescape(re.sub("<[^>]*>", "", c))))
+                                    for c in row) + "</tr>" for row in rows)
     line = f"<p>{html.escape(said)}</p>" if said else ""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{line}"
@@ -700,13 +812,19 @@ def _index_page(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
 
 
 def _relative(link: str, index: str) -> str:
-    """``link`` relative to the index's folder: its name when it lies in that folder (a
-    batch's job reports, on object storage too), a relative path between local files."""
+    """``link`` as a URL relative to the index's folder: its name when it lies in that folder
+    (a batch's job reports, on object storage too), a relative path between local files; each
+    part percent-encoded, ``:`` included. A file name is not a URL: read as one, a name like
+    ``javascript:...`` is a scheme (script run on a click; encoded, no part holds a ``:``), and
+    ``#`` or ``%41`` in a folder's name cut the path or stand for another character."""
     import os
+    from urllib.parse import quote
 
     folder, _, name = link.rpartition("/")
     if folder and folder == index.rpartition("/")[0]:
-        return name
+        return quote(name, safe="")
     if "://" in link or "://" in index:
-        return link
-    return os.path.relpath(link, Path(index).resolve().parent)
+        scheme, _, rest = link.partition("://")
+        return f"{scheme}://{quote(rest)}" if rest else quote(link)
+    parts = Path(os.path.relpath(link, Path(index).resolve().parent)).parts
+    return "/".join(quote(part, safe="") for part in parts)

@@ -40,7 +40,7 @@ def index_rows(index: str) -> list[dict[str, str]]:
     names = [html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", header)]
     found = []
     for row in rows:
-        cells = re.findall(r"<td>(.*?)</td>", row)
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
         text = {n: html.unescape(re.sub(r"<[^>]+>", "", c)) for n, c in zip(names, cells)}
         link = re.search(r'href="([^"]+)"', row)
         found.append({**text, "link": link.group(1) if link else None})

@@ -17,7 +17,7 @@ from tests.conftest import write_geotiff
 def _rows(page: str, table: str) -> list[list[str]]:
     """The body rows of the page's table with id ``table``, as text."""
     body = re.search(rf'<table id="{table}">(.*?)</table>', page).group(1)
-    return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)][1:]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)][1:]
 
 
 @pytest.mark.timeout(120)
