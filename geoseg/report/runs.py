@@ -29,6 +29,8 @@ SETTINGS = ("resolved", "job.inference", "job.output.chunks", "job.model", "job.
 NOISE = ("started", "finished", "run_record", "status", "error", "regions", "evaluation.confusion", "dashboard",
          "timings.task_stage_sums_s", "chunks.all_nodata", "input.identity.created")
 MAX_DEPTH = 32  # a run record nests a few levels; flatten recurses once per level
+LISTED = ("started", "status", "error", "throughput_mpx_per_s", "pixels", "job.name", "model.name",
+          "model.sha256", "model.id", "input.url", "input.shape", "evaluation.miou")
 EXPECTED = f"expected a run record (a JSON object with format {FORMAT}, as geoseg run writes it)"
 
 log = logging.getLogger("geoseg.report")
@@ -40,7 +42,10 @@ def default_folder() -> str:
 
 
 def list_runs(folder: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """``(location, record)`` of every run record in ``folder``, oldest first."""
+    """``(location, listed)`` of every run record in ``folder``, oldest first: ``listed`` holds
+    only what the runs table and its index page show (:func:`listed`), so a folder of thousands
+    of runs costs a few KB each, however many regions each record lists. :func:`find_run`
+    reads a run's whole record."""
     folder = folder or default_folder()
     fs, path = fsspec.core.url_to_fs(folder)
     if not fs.exists(path):
@@ -61,8 +66,41 @@ def list_runs(folder: str | None = None) -> list[tuple[str, dict[str, Any]]]:
                         "folder, or delete it")
             continue
         if record is not None:
-            found.append((where, record))
+            found.append((where, listed(record)))
     return found
+
+
+def listed(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``record`` the runs table and its index page show (:data:`LISTED`, the
+    settings :data:`SETTINGS` compares, storage options left out), in the record's shape. Only
+    those paths are walked: a record's per-region lists and confusion matrix are never visited.
+    A failed run's error is kept as far as the table shows it."""
+    kept = _kept(record, "")
+    if isinstance(kept.get("error"), str):
+        kept["error"] = clipped(kept["error"], SHOWN_ERROR)
+    return kept
+
+
+_LEFT_OUT = object()  # what _kept returns for a value the listing does not show
+
+
+def _kept(value: Any, path: str) -> Any:
+    """``value``, at dotted ``path``, as far as :func:`listed` keeps it; ``_LEFT_OUT`` if not at
+    all. An object on the way to a listed path is kept with its listed members only (its
+    settings, as :func:`flatten` names them: a key under a setting starts with it)."""
+    if "storage_options" in path:
+        return _LEFT_OUT
+    whole = path in LISTED or path.startswith(SETTINGS)
+    if not isinstance(value, dict):
+        return value if whole else _LEFT_OUT
+    if not whole and path and not any(w.startswith(f"{path}.") for w in LISTED + SETTINGS):
+        return _LEFT_OUT
+    out = {}
+    for key, inner in value.items():
+        kept = _kept(inner, f"{path}.{key}" if path else str(key))
+        if kept is not _LEFT_OUT:
+            out[key] = kept
+    return out
 
 
 def _read_record(fs: Any, name: str) -> dict[str, Any] | None:
@@ -77,7 +115,7 @@ def _read_record(fs: Any, name: str) -> dict[str, Any] | None:
         raise EvaluationError(f"received a file that is not JSON ({exc}); {EXPECTED}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return None  # another tool's JSON: not a run
-    problem = _malformed(record)
+    problem = _malformed(record, jsontext.levels(data))
     if problem:
         raise EvaluationError(f"received a run record whose {problem}; {EXPECTED}")
     return record
@@ -99,9 +137,12 @@ def _record_bytes(fs: Any, name: str) -> bytes:
                               f"{EXPECTED}") from None
 
 
-def _malformed(record: dict[str, Any]) -> str | None:
+def _malformed(record: dict[str, Any], depth: int) -> str | None:
     """What in ``record`` the listing cannot read (a section that is not an object, nesting no
-    run record has), or ``None``."""
+    run record has), or ``None``. ``depth``: how deeply the record's text nests arrays and
+    objects (:func:`~geoseg.core.jsontext.levels`, measured on the text in numpy: walking a
+    record's every node in Python cost more than all the rest of a listing), which
+    :func:`flatten` and :func:`listed` recurse through: at most :data:`MAX_DEPTH` levels."""
     if "job" not in record:
         return "'job' is missing"
     sections = {"job": record["job"], "model": record.get("model", {}),
@@ -109,22 +150,9 @@ def _malformed(record: dict[str, Any]) -> str | None:
     for key, value in sections.items():
         if not isinstance(value, dict):
             return f"{key!r} is {json_kind(value)}, not an object"
-    depth = _depth(record)
     if depth > MAX_DEPTH:
         return f"nesting is {depth} levels deep (a run record's is under {MAX_DEPTH})"
     return None
-
-
-def _depth(value: Any) -> int:
-    """How deeply ``value``'s objects and arrays nest (without recursion: the value may be a
-    hostile file's)."""
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        node, level = todo.pop()
-        deepest = max(deepest, level)
-        inner = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        todo.extend((child, level + 1) for child in inner)
-    return deepest
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -214,7 +242,7 @@ def find_run(key: str, folder: str | None = None) -> tuple[str, dict[str, Any]]:
     runs = list_runs(folder)
     if (position := whole_number(key)) is not None:  # a position in geoseg runs' list, not a name
         if position < len(runs):
-            return runs[position]
+            return _whole(runs[position][0], key)
         raise EvaluationError(f"run {key}: received a number past the end of the list; "
                               f"{folder or default_folder()} holds {len(runs)} run(s), numbered "
                               f"0 to {len(runs) - 1} by geoseg runs." if runs else
@@ -227,7 +255,14 @@ def find_run(key: str, folder: str | None = None) -> tuple[str, dict[str, Any]]:
         raise EvaluationError(f"run {key!r} matches {len(hits)} record(s) in "
                               f"{folder or default_folder()} ({names}); give a record path, a "
                               "number from geoseg runs, or a part of one file name.")
-    return hits[0]
+    return _whole(hits[0][0], key)
+
+
+def _whole(where: str, key: str) -> tuple[str, dict[str, Any]]:
+    """The whole record at ``where`` (a location :func:`list_runs` gave), which ``runs compare``
+    shows field by field; :func:`list_runs` keeps only what the table shows."""
+    fs, path = fsspec.core.url_to_fs(where)
+    return where, _record_at(fs, path, key)
 
 
 def _record_at(fs: Any, path: str, key: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ UNREADABLE = {
                                             "not JSON"),
     "20260101T000005Z-nest-00000005.json": ('{"format": "geoseg-run/1", "job": {}, "resolved": '
                                             + '{"a": ' * 100 + "1" + "}" * 101,
-                                            "nesting is 102 levels deep"),
+                                            "nesting is 101 levels deep"),
 }
 
 
