@@ -415,10 +415,12 @@ def pixel_index_coords(georef: GeoRef, height: int, width: int) -> dict[str, Any
 
 def pixel_window_transform(transform: Affine, y: Any, x: Any) -> Affine | None:
     """The transform of a window of an image whose ``y``/``x`` coordinates are its pixel indices
-    (:func:`pixel_index_coords`, then cut): ``transform`` moved to the window's first pixel and
-    scaled by its step, as ``rasterio.windows.transform`` gives (a reversed axis, ``slice(None,
-    None, -1)``, from its first pixel's far edge, as a flipped north-up window is placed);
-    ``None`` when the coordinates are not such indices or not evenly spaced."""
+    (:func:`pixel_index_coords`, then cut): ``transform`` scaled by the window's step about the
+    centre of its first pixel, so that each window pixel's centre is the centre of the file pixel
+    it holds, for any step (a strided or reversed axis, ``slice(90, 20, -2)``), as a north-up
+    window's coordinates place it (:func:`coords_transform`). Scaled about the first pixel's
+    corner instead, centres would move by ``(step - 1) / 2`` pixels. ``None`` when the
+    coordinates are not such indices or not evenly spaced."""
     starts, steps = [], []
     for coord in (y, x):
         values = None if coord is None else np.asarray(coord.values)
@@ -428,24 +430,29 @@ def pixel_window_transform(transform: Affine, y: Any, x: Any) -> Affine | None:
         step = int(values[1] - values[0]) if len(values) > 1 else 1
         if step == 0 or np.any(np.diff(values) != step):
             return None
-        starts.append(int(values[0]) + (step < 0))  # a reversed axis starts at its first pixel's far edge
+        starts.append(int(values[0]))
         steps.append(step)
-    return transform * Affine.translation(starts[1], starts[0]) * Affine.scale(steps[1], steps[0])
+    # window pixel i (centre i + 0.5) holds file pixel start + step * i (centre that + 0.5)
+    corner = [start + 0.5 - step / 2 for start, step in zip(starts, steps)]
+    return transform @ Affine.translation(corner[1], corner[0]) @ Affine.scale(steps[1], steps[0])
 
 
 def window_affines(attrs: dict[str, Any], coords: Sequence[Any]) -> dict[str, Any]:
     """The ``voxel_affine``, ``nifti_qform`` and ``spacing`` attributes of a window of a volume
     whose attributes are ``attrs``, from its z/y/x voxel-index coordinates (``coords``, as
     :func:`voxel_index_coords` made them, then cut): its first voxel's index and the step
-    between voxels move and scale the affines. Empty when the coordinates are not voxel
+    between voxels move and scale the affines, a negative step (a reversed axis,
+    ``slice(None, None, -1)``) included: window voxel ``i`` is file voxel ``start + step * i``,
+    so its column is the file's times ``step``. Empty when the coordinates are not voxel
     indices, evenly spaced, or say the window is the whole volume's grid."""
     steps, starts = [], []
     for coord in coords:
         values = None if coord is None else np.asarray(coord.values)
-        if values is None or coord.attrs.get("long_name") != VOXEL_INDEX or values.dtype.kind not in "iu":
+        if values is None or coord.attrs.get("long_name") != VOXEL_INDEX \
+                or values.dtype.kind not in "iu" or values.ndim != 1 or values.size == 0:
             return {}
-        step = int(values[1] - values[0]) if len(values) > 1 else 1
-        if step < 1 or np.any(np.diff(values) != step):
+        step = int(values[1]) - int(values[0]) if len(values) > 1 else 1
+        if step == 0 or np.any(np.diff(values.astype(np.int64)) != step):
             return {}
         steps.append(step)
         starts.append(int(values[0]))
@@ -456,7 +463,7 @@ def window_affines(attrs: dict[str, Any], coords: Sequence[Any]) -> dict[str, An
     out = {key: (np.asarray(attrs[key], float).reshape(4, 4) @ shift).tolist()
            for key in ("voxel_affine", "nifti_qform") if attrs.get(key) is not None}
     if "voxel_affine" in out and attrs.get("spacing") is not None:
-        out["spacing"] = [float(v) * s for v, s in zip(attrs["spacing"], steps)]
+        out["spacing"] = [float(v) * abs(s) for v, s in zip(attrs["spacing"], steps)]
     return out
 
 

@@ -13,6 +13,7 @@ physical ``(x, y, z, 1)``, x first like a NIfTI's scanner coordinates (see
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -139,8 +140,9 @@ def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata:
     scale, translation = _scale_translation(image, level)
     space = [i for i, r in enumerate(axis_roles) if r == SPACE]
     s, t = np.asarray(scale)[space], np.asarray(translation)[space]
-    units = {a.get("unit") for a, r in zip(_axes(image), axis_roles) if r == SPACE} - {None}
-    unit = units.pop() if len(units) == 1 else None
+    named = [a.get("unit") for a, r in zip(_axes(image), axis_roles) if r == SPACE]
+    unit, factors = one_unit(named, url)
+    s, t = s * factors, t * factors
     if len(space) == 3:  # world rows x, y, z, as for NIfTI: see GeoRef
         return GeoRef.from_axis_scales(
             s, t, nodata, unit,
@@ -153,6 +155,41 @@ def georef(image: dict[str, Any], level: int, axis_roles: Sequence[str], nodata:
     where = f"The transform that level {level}'s scale {[float(sy), float(sx)]} (y, x) makes"
     return GeoRef(transform=checked_transform(transform, where),
                   nodata=None if nodata is None else float(nodata))
+
+
+# NGFF's space units (UDUNITS-2 names it lists), in metres: axes in several of them are read
+# in one (:func:`one_unit`), so spacings, volumes and exports compare like with like
+LENGTH_UNITS = {name: Fraction(metres) for name, metres in {
+    "angstrom": "1e-10", "attometer": "1e-18", "centimeter": "1e-2", "decimeter": "1e-1",
+    "exameter": "1e18", "femtometer": "1e-15", "foot": "0.3048", "gigameter": "1e9",
+    "hectometer": "1e2", "inch": "0.0254", "kilometer": "1e3", "megameter": "1e6", "meter": "1",
+    "micrometer": "1e-6", "mile": "1609.344", "millimeter": "1e-3", "nanometer": "1e-9",
+    "parsec": "30856775814913673", "petameter": "1e15", "picometer": "1e-12",
+    "terameter": "1e12", "yard": "0.9144", "yoctometer": "1e-24", "yottameter": "1e24",
+    "zeptometer": "1e-21", "zettameter": "1e21",
+}.items()}  # exact: a factor between two of them is the nearest float to the true ratio
+
+
+def one_unit(units: Sequence[Any], url: str = "the OME-Zarr image") -> tuple[str | None, np.ndarray]:
+    """The one unit of the space axes whose units are ``units`` (``None`` where an axis names
+    none) and the factor converting each axis's values into it. Axes in several NGFF length
+    units (z in micrometer, y and x in nanometer) are converted into the finest of them, as
+    dropping the units would leave a z:y spacing ratio of 4 where it is 4000; other units
+    mixed (a name not in NGFF's list, or no unit, beside two that differ) are refused."""
+    units = [u if u is None or isinstance(u, str) else repr(u) for u in units]  # JSON of any kind
+    named = {u for u in units if u is not None}
+    if len(named) <= 1:
+        return (named.pop() if named else None), np.ones(len(units))
+    unknown = [str(u) for u in units if u not in LENGTH_UNITS]
+    if unknown:
+        raise UnsupportedFormatError(
+            f"OME-Zarr image {public_url(url)}: its space axes are in units {list(units)}, which "
+            f"cannot be converted into one (not an NGFF length unit: "
+            f"{', '.join(map(repr, unknown))}); expected one unit for every space axis, or NGFF length units (e.g. "
+            f"'micrometer', 'nanometer'). Give every space axis a unit from NGFF's list in the "
+            "image's multiscales axes, or one unit for all.")
+    finest = min(named, key=LENGTH_UNITS.__getitem__)
+    return finest, np.array([float(LENGTH_UNITS[u] / LENGTH_UNITS[finest]) for u in units])
 
 
 def channel_names(attrs: dict[str, Any], n: int) -> list[str] | None:

@@ -139,7 +139,8 @@ ROTATED = Affine.translation(1000, 2000) * Affine.rotation(30) * Affine.scale(2,
                                         (slice(46, 47), slice(0, 53))])
 def test_a_window_of_a_rotated_raster_gets_its_own_transform(tmp_path, rows, cols):
     """A rotated grid has no map coordinates per axis: its y/x coordinates are its pixel
-    indices, which place a window (strided too) as rasterio.windows.transform does."""
+    indices, which place a window as rasterio.windows.transform does, a strided one with each
+    pixel centred on the file pixel it holds (as the coordinates of a north-up window place it)."""
     image = textured_image(47, 53, bands=1)
     path = tmp_path / "rotated.tif"
     with rasterio.open(path, "w", driver="GTiff", width=53, height=47, count=1, dtype="uint8",
@@ -148,7 +149,9 @@ def test_a_window_of_a_rotated_raster_gets_its_own_transform(tmp_path, rows, col
     sub = geoseg.open_raster(str(path)).isel(y=rows, x=cols)
     out = geoseg.segment(sub, geoseg.methods.Threshold((100.0,)), chunks=16)
     top = Window.from_slices((rows.start, rows.stop), (cols.start, cols.stop))
-    expected = window_transform(top, ROTATED) * Affine.scale(cols.step or 1, rows.step or 1)
+    xstep, ystep = cols.step or 1, rows.step or 1
+    expected = (window_transform(top, ROTATED) @ Affine.translation((1 - xstep) / 2, (1 - ystep) / 2)
+                @ Affine.scale(xstep, ystep))
     assert Affine(*out.attrs["transform"]).almost_equals(expected, 1e-9)
     assert out.spatial_ref.attrs["GeoTransform"] == _gdal(Affine(*out.attrs["transform"]))
     np.testing.assert_array_equal(out.values, image[0, rows, cols] > 100)

@@ -297,9 +297,27 @@ def _band_class_names(tags: dict[str, str]) -> tuple[str, ...] | None:
 
 
 def _georeference(out: FinishedOutput) -> dict[str, Any]:
+    """The output's CRS and transform as rasterio profile keys. A CRS without a transform is
+    left out, with a warning: GDAL would write it over its default transform (pixel indices as
+    map units), and a GIS would draw the classes at the CRS's origin, one map unit a pixel,
+    rather than say the COG is not georeferenced."""
     georef, found = out.georef, {}
-    if georef.crs_wkt:
-        found["crs"] = CRS.from_wkt(georef.crs_wkt)
     if georef.transform:
         found["transform"] = georef.affine
+    if georef.crs_wkt and georef.transform:
+        found["crs"] = CRS.from_wkt(georef.crs_wkt)
+    elif georef.crs_wkt:
+        warnings.warn(
+            f"{shown(out.url)} has a CRS ({_crs_name(georef.crs_wkt)}) but no transform, which "
+            "places its pixels in that CRS; expected both, as a georeferenced output has. The COG "
+            "is written without a CRS (not georeferenced) rather than with one over pixel "
+            "indices. To place it, georeference the COG (gdal_edit.py -a_srs CRS -a_ullr ULX "
+            "ULY LRX LRY), or segment an input whose transform or evenly spaced x/y coordinates "
+            "place it.", UserWarning, stacklevel=3)
     return found
+
+
+def _crs_name(wkt: str) -> str:
+    """A CRS's short name for a message: ``EPSG:32633``, else the start of its WKT."""
+    crs = CRS.from_wkt(wkt)
+    return crs.to_string() if crs.to_epsg() else wkt[:60] + "..."

@@ -386,7 +386,7 @@ def _zarr_georef(arr: zarr.Array, group: zarr.Group | None, roles: Sequence[str]
             source=f"the spacing attribute {spacing} of {public_url(url)}",
             fix="Fix the attribute, or remove it to read the volume on a unit grid",
             shape=_space_shape(arr.shape, roles))
-    return at_stored_coords(_declared_georef(arr, group, nodata), arr, group, roles)
+    return at_stored_coords(_declared_georef(arr, group, nodata), arr, group, roles, url)
 
 
 def _declared_georef(arr: zarr.Array, group: zarr.Group | None, nodata: float | None) -> GeoRef:
@@ -411,13 +411,17 @@ MAX_COORD_READ = 1 << 20  # values of a 1-D coordinate read whole; beyond, its e
 
 
 def at_stored_coords(georef: GeoRef, arr: zarr.Array, group: zarr.Group | None,
-                     roles: Sequence[str]) -> GeoRef:
+                     roles: Sequence[str], url: str = "the Zarr input") -> GeoRef:
     """``georef`` with the transform the group's 1-D ``y``/``x`` coordinate arrays give, as
     rioxarray reads it (:func:`coords_transform`): a window written by xarray keeps its whole
-    image's ``GeoTransform``, and its coordinates say where it lies."""
+    image's ``GeoTransform``, and its coordinates say where it lies. Coordinates that are not
+    evenly spaced are refused (:func:`_refuse_uneven_coords`): no transform places them, and
+    the output would lose them (or keep a CRS over a pixel grid) without a word."""
     coords = _stored_coords(arr, group, roles)
     if coords is None:
         return georef
+    for name, values in zip(("y", "x"), coords):
+        _refuse_uneven_coords(name, values, group[name], url)
     transform = coords_transform(georef.affine, *coords, size=_yx_size(arr, roles))
     if transform is None or transform == georef.affine:
         return georef
@@ -454,3 +458,33 @@ def _coord_values(coord: zarr.Array) -> np.ndarray:
         return np.asarray(coord[:], dtype=float)
     n = coord.shape[0]
     return np.asarray([coord[0], coord[1], coord[n - 1]], dtype=float)
+
+
+COORD_TOLERANCE = 1e-6  # of a step: coordinates strayed further are no grid a transform holds
+
+
+def _refuse_uneven_coords(name: str, values: np.ndarray, coord: zarr.Array, url: str) -> None:
+    """Refuse 1-D ``name`` coordinates (pixel centres: float64 ``values`` read from ``coord``,
+    all of them or its first two and its last, :func:`_coord_values`) whose steps stray from the
+    step between their ends by more than a millionth of it plus what ``coord``'s dtype cannot
+    hold (float32 far from the origin): a transform places evenly spaced pixels only, as
+    ``segment()`` refuses an unevenly spaced window of a georeferenced raster. Non-finite values
+    are left to :func:`coords_transform`, which names them."""
+    n = coord.shape[0]
+    if n < 3 or not np.all(np.isfinite(values)):
+        return
+    steps = np.diff(values if len(values) == n else values[:2])
+    step = float(values[-1] - values[0]) / (n - 1)
+    dtype = np.dtype(coord.dtype)
+    noise = 2 * float(np.spacing(np.abs(values).max().astype(dtype))) if dtype.kind == "f" else 0.0
+    worst = int(np.argmax(np.abs(steps - step)))
+    if abs(float(steps[worst]) - step) <= COORD_TOLERANCE * abs(step) + noise:
+        return
+    raise UnsupportedFormatError(
+        f"{public_url(url)}: its {name} coordinates are not evenly spaced: the steps between "
+        f"neighbours run from {float(steps.min()):.10g} to {float(steps.max()):.10g} "
+        f"({name}[{worst + 1}] - {name}[{worst}] = {float(steps[worst]):.10g}, where one step "
+        f"of {step:.10g} would span their ends); expected pixel centres at one step, which a "
+        "transform can place. Resample the raster onto a regular grid (e.g. xarray's "
+        f".interp({name}=np.linspace(first, last, n)), or rioxarray's reproject), or delete "
+        f"the {name} coordinate array to read the raster as a pixel grid (without a place).")
