@@ -23,6 +23,7 @@ import zarr
 
 from geoseg.core.nodata import NODATA_ATTRS, exact_number
 from geoseg.core.segmenter import bands_last
+from geoseg.core.text import brief
 from geoseg.core.urls import public_url
 from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFormatError
 from geoseg.io import missing
@@ -136,11 +137,30 @@ class ZarrReader(Reader):
         node = zarr.open(store, mode="r")
         group = node if isinstance(node, zarr.Group) else None
         refuse_level(url, level, "a plain Zarr array")
+        if group is not None:
+            _refuse_unfinished_conversion(group, url)
         array_path = _pick_variable(node, url, variable) if group is not None else ""
         arr = own_metadata(store, array_path) if group is not None else node
         roles = axis_roles(arr.shape, geozarr_dimension_names(arr, group, _dimension_names(arr)), url)
         return zarr_array_source(url, storage_options, arr, array_path, roles, bands,
                                  _zarr_georef(arr, group, roles, url))
+
+
+def _refuse_unfinished_conversion(group: zarr.Group, url: str) -> None:
+    """Refuse a group that ``geoseg convert`` created and has not marked complete: a conversion
+    killed where it could not clean up (SIGKILL, out of memory, a machine stopped), or still
+    running. The chunks it had not written read as the fill value, so a job on it wrote a
+    complete-looking mask of mostly no data, silently."""
+    mark = group.attrs.get("geoseg")
+    if not isinstance(mark, dict) or "converted_from" not in mark or \
+            mark.get("status") != "converting":
+        return
+    raise CorruptInputError(
+        f"{public_url(url)}: geoseg convert has not finished writing it (from "
+        f"{brief(str(mark['converted_from']), 200)}; its status is 'converting'): the conversion "
+        "was stopped where it could not clean up (killed, out of memory, the machine stopped), "
+        "or is still running, and the chunks it has not written would read as no data. Wait for "
+        "a running conversion to end; otherwise run geoseg convert again with --overwrite.")
 
 
 def own_metadata(store: Any, path: str) -> zarr.Array:
