@@ -27,6 +27,7 @@ from geoseg.ensembles.members import trained_models
 from geoseg.errors import ParameterError, PlanError
 from geoseg.io.georef import (
     PIXEL_INDEX,
+    VOXEL_INDEX,
     GeoRef,
     coords_transform,
     grid_attrs,
@@ -438,7 +439,9 @@ def _place_window(raster: xr.DataArray, coords: dict[str, Any], attrs: dict[str,
     z/y/x coordinates hold (:func:`~geoseg.io.georef.window_affines`); a raster without a
     transform or coordinates is left as it is."""
     if "voxel_affine" in attrs:
-        attrs.update(window_affines(attrs, [_coordinate(raster, d) for d in raster.dims[1:]]))
+        zyx = [_coordinate(raster, d) for d in raster.dims[1:]]
+        _refuse_uneven_voxels(zyx)
+        attrs.update(window_affines(attrs, zyx))
         return
     mapping = raster.attrs.get("grid_mapping") or raster.encoding.get("grid_mapping") or "spatial_ref"
     transform = declared_transform(raster, mapping)
@@ -477,6 +480,26 @@ def _refuse_uneven(yx: list[xr.DataArray], transform: Affine) -> None:
                 "pixels at one step, which its transform can place. Select the window with a "
                 f"slice (.isel({coord.name}=slice(start, stop, step))), or segment each evenly "
                 "spaced part on its own.")
+
+
+def _refuse_uneven_voxels(zyx: list[xr.DataArray | None]) -> None:
+    """Refuse a window of a volume whose voxels along an axis are not evenly spaced (picked
+    with a list, ``.isel(z=[0, 3, 4])``): no affine places them, and the whole volume's kept
+    placed the mask where its voxels are not."""
+    for coord in zyx:
+        if coord is None or coord.attrs.get("long_name") != VOXEL_INDEX or coord.ndim != 1 \
+                or coord.dtype.kind not in "iu" or coord.size < 3:
+            continue
+        steps = np.diff(np.asarray(coord.values, dtype=np.int64))
+        if np.all(steps == steps[0]) and steps[0] != 0:
+            continue
+        shown = ", ".join(str(int(v)) for v in coord.values[:4]) + (", ..." if coord.size > 4 else "")
+        raise ParameterError(
+            f"segment(): raster: its {coord.name} voxel indices are not evenly spaced ({shown}), "
+            "as a window picked with a list of voxels is; expected a volume's voxels at one "
+            "step, which its affine can place. Select the window with a slice "
+            f"(.isel({coord.name}=slice(start, stop, step))), or segment each evenly spaced part "
+            "on its own.")
 
 
 def _uneven(values: np.ndarray, pixel: float) -> bool:

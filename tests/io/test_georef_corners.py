@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from nibabel.affines import apply_affine
 
 import geoseg
-from geoseg.errors import UnsupportedFormatError
+from geoseg.errors import ParameterError, UnsupportedFormatError
 from geoseg.io.exports import export_cog
 from geoseg.io.georef import GeoRef, pixel_window_transform, window_affines
 from geoseg.methods import Threshold
@@ -176,6 +176,17 @@ def test_a_segmented_reversed_window_of_a_volume_keeps_nibabel_positions(oblique
     assert_voxels_where_nibabel_puts_them(out.attrs["voxel_affine"], affine, zs, ys, xs)
     data = np.asarray(nib.load(path).dataobj).transpose(2, 1, 0)[np.ix_(zs, ys, xs)]
     np.testing.assert_array_equal(out.values, data > 100)
+
+
+@pytest.mark.parametrize("window", [{"z": [0, 3, 4]}, {"x": [5, 6, 10, 30]}, {"y": [2, 2, 2]}])
+def test_a_window_of_a_volume_picked_with_a_list_is_refused(oblique_nifti, window):
+    """No affine places voxels at uneven indices: the whole volume's was kept, silently, and
+    the mask placed where its voxels are not (as a list-picked window of a georeferenced image
+    is refused)."""
+    path, _ = oblique_nifti
+    with pytest.raises(ParameterError, match="voxel indices are not evenly spaced"):
+        geoseg.segment(geoseg.open_raster(path).isel(**window), Threshold(thresholds=[100]),
+                       chunks=16)
 
 
 # --- Zarr coordinates a transform cannot hold --------------------------------------------------
