@@ -512,16 +512,43 @@ def _evenly_spaced(values: np.ndarray, step: float | None = None) -> bool:
 
 def _axis_step(values: np.ndarray, declared: float | None, n: int | None) -> float | None:
     """The pixel size along one axis: ``declared`` unless the coordinates are evenly spaced by
-    another step (then that step); ``None`` when neither says (uneven, or one value, and no
-    ``declared``). ``n`` is the axis length when ``values`` holds its ends only."""
+    another step (then that step); with nothing declared, the step between their ends when
+    they are even within half a pixel (:func:`uneven`: coordinates stored rounded, lat/lon to
+    six decimals); ``None`` when neither says (uneven, or one value, and no ``declared``).
+    ``n`` is the axis length when ``values`` holds its ends only."""
     n = len(values) if n is None else n
     if n < 2:
         return declared
     step = (float(values[-1]) - float(values[0])) / (n - 1)
-    even = _evenly_spaced(values[:-1] if len(values) < n else values, step)
+    sample = values[:-1] if len(values) < n else values
+    if declared is None and n > 2 and step and not uneven(np.asarray(sample), abs(step), step=step):
+        return step
+    even = _evenly_spaced(sample, step)
     if not even or (declared is not None and math.isclose(step, declared, rel_tol=1e-6)):
         return declared
     return step
+
+
+def uneven(values: np.ndarray, pixel: float, *, dtype: Any = None,
+           step: float | None = None) -> bool:
+    """Whether ``values`` (pixel centres along one axis, all of them or the first few) stray
+    from one step (``step``, by default the one between their ends) by more than half a
+    ``pixel`` anywhere, plus what ``dtype`` (by default theirs) cannot hold (float32 steps by
+    0.25 near 4,000 km: 30 cm pixels there are stored 0.25 or 0.5 apart). Coordinates stored
+    rounded (lat/lon to six decimals) are even; a list of picked pixels is not. Non-finite
+    values are left to :func:`coords_transform`, which names them."""
+    values = np.asarray(values)
+    if len(values) < 2 or not pixel or not np.all(np.isfinite(values)):
+        return False
+    kind = np.dtype(values.dtype if dtype is None else dtype)
+    top = np.abs(values).max().astype(kind) if kind.kind == "f" else None
+    noise = 2 * float(np.spacing(top)) if top is not None else 0.0
+    exact = values.astype(np.float64)
+    if step is None:
+        if len(exact) < 3:
+            return False
+        step = (exact[-1] - exact[0]) / (len(exact) - 1)
+    return bool(np.max(np.abs(np.diff(exact) - step)) > pixel / 2 + noise)
 
 
 def _grid_origin(transform: Affine | None, res_x: float, res_y: float, left: float, top: float

@@ -32,6 +32,7 @@ from geoseg.io.georef import (
     coords_transform,
     grid_attrs,
     pixel_window_transform,
+    uneven,
     window_affines,
 )
 from geoseg.io.sources import RasterSource
@@ -472,7 +473,7 @@ def _refuse_uneven(yx: list[xr.DataArray], transform: Affine) -> None:
     for coord, size in zip(yx, (transform.e, transform.a)):
         if rotated and coord.attrs.get("long_name") != PIXEL_INDEX:
             continue  # no index to judge by: the whole image's transform is kept, as before
-        if _uneven(np.asarray(coord.values), 1.0 if rotated else abs(size)):
+        if uneven(np.asarray(coord.values), 1.0 if rotated else abs(size)):
             shown = ", ".join(f"{v:.10g}" for v in coord.values[:4]) + (", ..." if coord.size > 4 else "")
             raise ParameterError(
                 f"segment(): raster: its {coord.name} coordinates are not evenly spaced ({shown}), "
@@ -500,19 +501,6 @@ def _refuse_uneven_voxels(zyx: list[xr.DataArray | None]) -> None:
             "step, which its affine can place. Select the window with a slice "
             f"(.isel({coord.name}=slice(start, stop, step))), or segment each evenly spaced part "
             "on its own.")
-
-
-def _uneven(values: np.ndarray, pixel: float) -> bool:
-    """Whether ``values`` stray from one step between their ends by more than half a ``pixel``
-    anywhere, plus what their dtype cannot hold (float32 steps by 0.25 near 4,000 km: 30 cm
-    pixels there are stored 0.25 or 0.5 apart). Non-finite values are left to
-    :func:`~geoseg.io.georef.coords_transform`, which names them."""
-    if len(values) < 3 or not pixel or not np.all(np.isfinite(values)):
-        return False
-    noise = 2 * float(np.spacing(np.abs(values).max())) if values.dtype.kind == "f" else 0.0
-    exact = values.astype(np.float64)
-    step = (exact[-1] - exact[0]) / (len(exact) - 1)
-    return bool(np.max(np.abs(np.diff(exact) - step)) > pixel / 2 + noise)
 
 
 def _coordinate(raster: xr.DataArray, name: str) -> xr.DataArray | None:

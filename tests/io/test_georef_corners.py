@@ -223,6 +223,38 @@ def test_zarr_coordinates_not_evenly_spaced_are_refused_by_name(tmp_path, declar
     assert "x[40] - x[39] = 17" in said and "regular grid" in said
 
 
+@pytest.mark.parametrize("decimals", [6, 4])
+@pytest.mark.parametrize("declared", [True, False])
+def test_zarr_coordinates_stored_rounded_are_read_at_their_place(tmp_path, decimals, declared):
+    """A 1/120 degree grid whose lat/lon coordinates are stored rounded (as many products
+    store them) is even within half a pixel: it was read before the refusal of uneven
+    coordinates and must still be, at rioxarray's place (its declared transform), or at the
+    step between its ends when none is declared (it lost its place before)."""
+    from rasterio.transform import from_origin
+
+    transform = from_origin(10.0, 50.0, 1 / 120, 1 / 120)
+    centres = np.arange(200) + 0.5
+    x, y = 10.0 + centres / 120, 50.0 - centres / 120
+    url = write_xarray_zarr(tmp_path / "in.zarr", np.round(x, decimals),
+                            np.round(y[:48], decimals), transform if declared else None)
+    raster = geoseg.open_raster(url, variable="image")
+    got = Affine(*raster.attrs["transform"])
+    expected = transform if declared else Affine(1 / 120, 0, 10, 0, -1 / 120, 50)
+    assert got.almost_equals(expected, 10.0 ** -decimals)
+    out = geoseg.segment(raster, Threshold(thresholds=[100]), chunks=64)
+    assert Affine(*out.attrs["transform"]).almost_equals(got, 1e-12)
+
+
+def test_uneven_zarr_coordinates_without_a_crs_or_transform_are_a_pixel_grid(tmp_path):
+    """Nothing places such a raster, so nothing is lost: read as a pixel grid, as before."""
+    image = np.ones((1, 5, 6), np.uint8)
+    array = xr.DataArray(image, dims=("band", "y", "x"), name="image",
+                         coords={"band": [1], "y": [0, 1, 2, 4, 8], "x": [0, 1, 2, 3, 5, 9]})
+    array.to_dataset().to_zarr(tmp_path / "in.zarr", mode="w", consolidated=False)
+    raster = geoseg.open_raster(str(tmp_path / "in.zarr"), variable="image")
+    assert raster.shape == (1, 5, 6) and not raster.attrs.get("crs")
+
+
 @pytest.mark.parametrize("flip_y, flip_x", [(False, False), (True, False), (False, True)])
 def test_evenly_spaced_zarr_coordinates_place_the_raster_as_rioxarray_does(tmp_path, flip_y,
                                                                             flip_x):
@@ -317,3 +349,17 @@ def test_ome_zarr_axes_in_units_no_factor_converts_are_refused(tmp_path):
     group.attrs["multiscales"] = multiscales
     with pytest.raises(UnsupportedFormatError, match=r"not an NGFF length unit: 'furlong'"):
         geoseg.open_raster(url)
+
+
+def test_ome_zarr_axes_in_two_units_and_one_without_are_read_as_written_with_a_warning(tmp_path):
+    """Which unit the bare axis is in cannot be told: read as before (no unit, the spacing as
+    written), saying so, rather than refused naming 'None' as a unit."""
+    url = write_ome(tmp_path / "img.ome.zarr", {"z": "micrometer", "y": "nanometer"})
+    group = zarr.open_group(url, mode="r+")
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["axes"][2].pop("unit", None)
+    group.attrs["multiscales"] = multiscales
+    with pytest.warns(UserWarning, match="one names none"):
+        raster = geoseg.open_raster(url)
+    assert raster.attrs.get("units") is None
+    np.testing.assert_allclose(raster.attrs["spacing"], SCALE)

@@ -29,7 +29,7 @@ from geoseg.errors import CorruptInputError, RasterNotFoundError, UnsupportedFor
 from geoseg.io import missing
 from geoseg.io.blockcache import read_blocks
 from geoseg.io.chunkguard import guarded
-from geoseg.io.georef import GeoRef, coords_transform
+from geoseg.io.georef import GeoRef, coords_transform, uneven
 from geoseg.io.geozarr import affine_attribute, geozarr_dimension_names, geozarr_georef
 from geoseg.io.metaguard import open_store
 from geoseg.io.readers import probe
@@ -441,7 +441,7 @@ def at_stored_coords(georef: GeoRef, arr: zarr.Array, group: zarr.Group | None,
     if coords is None:
         return georef
     for name, values in zip(("y", "x"), coords):
-        _refuse_uneven_coords(name, values, group[name], url)
+        _refuse_uneven_coords(name, values, group[name], url, georef)
     transform = coords_transform(georef.affine, *coords, size=_yx_size(arr, roles))
     if transform is None or transform == georef.affine:
         return georef
@@ -480,31 +480,29 @@ def _coord_values(coord: zarr.Array) -> np.ndarray:
     return np.asarray([coord[0], coord[1], coord[n - 1]], dtype=float)
 
 
-COORD_TOLERANCE = 1e-6  # of a step: coordinates strayed further are no grid a transform holds
-
-
-def _refuse_uneven_coords(name: str, values: np.ndarray, coord: zarr.Array, url: str) -> None:
+def _refuse_uneven_coords(name: str, values: np.ndarray, coord: zarr.Array, url: str,
+                          georef: GeoRef) -> None:
     """Refuse 1-D ``name`` coordinates (pixel centres: float64 ``values`` read from ``coord``,
-    all of them or its first two and its last, :func:`_coord_values`) whose steps stray from the
-    step between their ends by more than a millionth of it plus what ``coord``'s dtype cannot
-    hold (float32 far from the origin): a transform places evenly spaced pixels only, as
-    ``segment()`` refuses an unevenly spaced window of a georeferenced raster. Non-finite values
-    are left to :func:`coords_transform`, which names them."""
+    all of them or its first two and its last, :func:`_coord_values`) of a georeferenced raster
+    (a CRS or a transform) that are not evenly spaced within half a pixel (:func:`uneven`, as
+    ``segment()`` judges a window's): no transform places them, and the output lost its place
+    without a word (a COG claimed the CRS over pixel indices). Coordinates stored rounded pass;
+    a raster with no CRS and no transform is a pixel grid, with no place to lose."""
     n = coord.shape[0]
-    if n < 3 or not np.all(np.isfinite(values)):
+    if not (georef.crs_wkt or georef.transform) or n < 3 or not np.all(np.isfinite(values)):
         return
-    steps = np.diff(values if len(values) == n else values[:2])
+    sample = values if len(values) == n else values[:2]
     step = float(values[-1] - values[0]) / (n - 1)
-    dtype = np.dtype(coord.dtype)
-    noise = 2 * float(np.spacing(np.abs(values).max().astype(dtype))) if dtype.kind == "f" else 0.0
-    worst = int(np.argmax(np.abs(steps - step)))
-    if abs(float(steps[worst]) - step) <= COORD_TOLERANCE * abs(step) + noise:
+    if not uneven(sample, abs(step), dtype=coord.dtype, step=step):
         return
+    steps = np.diff(sample)
+    worst = int(np.argmax(np.abs(steps - step)))
     raise UnsupportedFormatError(
         f"{public_url(url)}: its {name} coordinates are not evenly spaced: the steps between "
         f"neighbours run from {float(steps.min()):.10g} to {float(steps.max()):.10g} "
         f"({name}[{worst + 1}] - {name}[{worst}] = {float(steps[worst]):.10g}, where one step "
-        f"of {step:.10g} would span their ends); expected pixel centres at one step, which a "
-        "transform can place. Resample the raster onto a regular grid (e.g. xarray's "
-        f".interp({name}=np.linspace(first, last, n)), or rioxarray's reproject), or delete "
-        f"the {name} coordinate array to read the raster as a pixel grid (without a place).")
+        f"of {step:.10g} would span their ends), yet it has a place (a CRS or a transform); "
+        "expected pixel centres at one step, within half a pixel, which a transform can place. "
+        f"Resample the raster onto a regular grid (e.g. xarray's .interp({name}=np.linspace("
+        f"first, last, n)), or rioxarray's reproject), or delete the {name} coordinate array "
+        "to read the raster as a pixel grid (without a place).")
