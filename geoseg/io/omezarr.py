@@ -12,6 +12,7 @@ physical ``(x, y, z, 1)``, x first like a NIfTI's scanner coordinates (see
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -180,6 +181,14 @@ def one_unit(units: Sequence[Any], url: str = "the OME-Zarr image") -> tuple[str
     named = {u for u in units if u is not None}
     if len(named) <= 1:
         return (named.pop() if named else None), np.ones(len(units))
+    if None in units:  # which unit the bare axis is in cannot be told: as read before, unitless
+        warnings.warn(
+            f"OME-Zarr image {public_url(url)}: its space axes are in units {list(units)}: "
+            "one names none, so they cannot be put in one unit; the spacing is read as written, "
+            "in no unit (a ratio between axes in different units is then not the voxels' shape). "
+            "Give every space axis its unit in the image's multiscales axes.",
+            UserWarning, stacklevel=3)
+        return None, np.ones(len(units))
     unknown = [str(u) for u in units if u not in LENGTH_UNITS]
     if unknown:
         raise UnsupportedFormatError(

@@ -119,6 +119,14 @@ class Cleaned(Segmenter):
                 f"target={self.target} is not a class of {self.segmenter.name}, which has "
                 f"classes 0..{n - 1}."
             )
+        if self.steps.halo and self.segmenter.global_context:
+            raise MethodParameterError(
+                f"inner: received {self.segmenter.name}, which pools over its whole input "
+                "(global context): its windows are blended, never cropped, so the clean-up "
+                "steps would not see their halo around each window and would cut objects at the "
+                "window seams; expected a segmenter without global context. Segment with the "
+                "model, then clean its class map: "
+                "geoseg.parallel.cleanup.clean_mask(classes, target, **steps).")
         axes = self.segmenter.spatial_axes
         if self.steps.halo and axes not in (None, 2):
             raise MethodParameterError(

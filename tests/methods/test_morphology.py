@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from skimage import filters, morphology
 
 import geoseg
+from geoseg.errors import MethodParameterError
 from geoseg.methods import (
     Cleaned,
     Cleanup,
@@ -180,6 +181,13 @@ def test_a_cleaned_global_context_network_is_planned_as_the_network_alone(one_to
     alone = run_segment(memory_raster(image, chunks=(48, 48)), model, chunks=(48, 48), tile=64)
     got = run_segment(memory_raster(image, chunks=(48, 48)), cleaned, chunks=(48, 48), tile=64)
     np.testing.assert_array_equal(got, np.where(alone == 1, 1, 0))  # classes: other, c1
+
+
+def test_clean_up_steps_around_a_global_context_network_are_refused_pointing_to_clean_mask():
+    """Its windows are blended, so the steps' halo was dropped and objects were cut at window
+    seams (57 pixels unlike the whole image's clean-up)."""
+    with pytest.raises(MethodParameterError, match="global context.*clean_mask"):
+        Cleaned(pooling_deeplab(), target=1, steps=Cleanup(max_object_size=60))
 
 
 def test_a_cleaned_network_computes_where_the_network_does():
