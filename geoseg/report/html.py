@@ -825,6 +825,7 @@ def _relative(link: str, index: str) -> str:
         return quote(name, safe="")
     if "://" in link or "://" in index:
         scheme, _, rest = link.partition("://")
-        return f"{scheme}://{quote(rest)}" if rest else quote(link)
+        host, slash, path = rest.partition("/")  # the host keeps its port's ":"
+        return f"{scheme}://{host}{slash}{quote(path)}" if rest else quote(link)
     parts = Path(os.path.relpath(link, Path(index).resolve().parent)).parts
     return "/".join(quote(part, safe="") for part in parts)

@@ -223,3 +223,13 @@ def test_a_task_grid_one_region_high_draws_its_maps_across_the_figure(tmp_path):
     coloured = picture.max(2) - picture.min(2) > 60  # the viridis map and the classes' colours
     wide_rows = coloured.sum(1) > picture.shape[1] / 3  # a map across a third of the figure
     assert wide_rows.sum() >= 150, wide_rows.sum()  # two maps, each well over 50 px high
+
+
+def test_a_link_to_a_report_on_a_web_server_keeps_its_port():
+    """The host's ``:`` was percent-encoded with the path's (``127.0.0.1%3A8769``): a link
+    no browser follows."""
+    from geoseg.report.html import _relative
+
+    link = _relative("http://127.0.0.1:8769/runs/a b#1.html", "/tmp/out/index.html")
+    assert link == "http://127.0.0.1:8769/runs/a%20b%231.html"
+    assert _relative("s3://bucket/runs/r.html", "/tmp/out/index.html") == "s3://bucket/runs/r.html"
