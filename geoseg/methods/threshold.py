@@ -171,15 +171,15 @@ def float_above(values: np.ndarray, t: float, equal_to_upper: bool = False) -> n
     number ``t`` float64 cannot hold: no float equals it, so both rules are a comparison with
     the float nearest it (the largest finite float for one beyond float64's range), where NumPy
     would round ``t`` (``x >= 2**60 + 1`` held for ``x = 2**60``) or overflow."""
-    if not isinstance(t, int):
-        return (np.greater_equal if equal_to_upper else np.greater)(values, np.float64(t))
-    try:
-        nearest = float(t)
-    except OverflowError:  # beyond every finite float
-        nearest = float(np.finfo(np.float64).max) * (1 if t > 0 else -1)
-    if nearest == t:
-        return (np.greater_equal if equal_to_upper else np.greater)(values, np.float64(t))
-    return (np.greater_equal if nearest > t else np.greater)(values, np.float64(nearest))
+    above = np.greater_equal if equal_to_upper else np.greater
+    if isinstance(t, int):
+        try:
+            nearest = float(t)
+        except OverflowError:  # beyond every finite float
+            nearest = float(np.finfo(np.float64).max) * (1 if t > 0 else -1)
+        if nearest != t:  # x > t and x >= t alike: x >= nearest above t, x > nearest below
+            above, t = (np.greater_equal if nearest > t else np.greater), nearest
+    return above(values, np.float64(t))
 
 
 def _check_thresholds(thresholds: Any) -> tuple[float, ...]:
