@@ -43,9 +43,11 @@ from geoseg.jobs.lease import LeaseRecord, read_lease, taken
 from geoseg.tiling.plan import n_regions, regions
 
 STAGES = ("instances", "edges")  # arrays added once the chunks are complete
-# a stage marked running that no run holds: its command died, or failed where it could not
-# even record so (a full disk); what redoes each
-STAGE_LEFT = "interrupted (no run holds it now; run {} again)"
+# marked running, and no run holds it: its run was stopped, or failed where it could not even
+# record so (a full disk); the run's own log or record says which. What redoes each stage
+UNRECORDED = ("no run holds it now: its run was stopped, or failed where it could not record "
+              "so, such as on a full disk")
+STAGE_LEFT = f"interrupted ({UNRECORDED}; run {{}} again)"
 REDONE_BY = {"instances": "geoseg instances, or the job,"}
 REPAIRED = "repaired"  # the status verify --repair leaves: not complete, a rerun recomputes
 REPAIR_LEASE_SECONDS = 120.0  # renewed while verify --repair reads and edits the output
@@ -254,7 +256,7 @@ def run_state(attrs: dict[str, Any], holder: LeaseRecord | None) -> str:
         return ("incomplete (geoseg verify --repair un-marked its damaged task regions; run the "
                 "job again, the same spec without --overwrite, to recompute them)")
     if status == "running":
-        return "interrupted (no run holds it now; run the job again to resume)"
+        return f"interrupted ({UNRECORDED}; run the job again to resume)"
     if status == REMOVING:
         return ("being deleted (an --overwrite stopped while it deleted this output; run the job "
                 "again, which deletes the rest and writes it anew)")

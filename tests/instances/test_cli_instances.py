@@ -139,9 +139,10 @@ def test_a_stage_left_running_by_a_command_that_died_is_told_and_redone(tmp_path
     mark_stage(target, "instances", {**stage_record(target, "instances"), "status": "running"})
     mark_stage(target, "edges", {"status": "running"})  # a Canny job's stage, for its own advice
     status = " ".join(geoseg("status", out).stdout.split())
-    assert ("instances interrupted (no run holds it now; run geoseg instances, or the job, "
-            "again)") in status
-    assert "edges interrupted (no run holds it now; run the job again)" in status
+    left = ("no run holds it now: its run was stopped, or failed where it could not record so, "
+            "such as on a full disk")
+    assert f"instances interrupted ({left}; run geoseg instances, or the job, again)" in status
+    assert f"edges interrupted ({left}; run the job again)" in status
     mark_stage(target, "edges", {"status": "complete"})
     verify = geoseg("verify", out)
     said = " ".join((verify.stdout + verify.stderr).split())

@@ -132,7 +132,9 @@ def test_an_interrupted_stage_is_redone_on_rerun(tmp_path, cluster_address, monk
     (tmp_path / "out.zarr" / "polygons.parquet").unlink()
     assert verify_output(target.url).mismatched == ["instances (stage not complete)"]
     assert output_status(target.url).stages == {  # no run holds it: the run that ran it died
-        "instances": "interrupted (no run holds it now; run geoseg instances, or the job, again)"}
+        "instances": ("interrupted (no run holds it now: its run was stopped, or failed where it "
+                      "could not record so, such as on a full disk; run geoseg instances, or the "
+                      "job, again)")}
 
     from geoseg.jobs import status
     from geoseg.jobs.lease import Lease, read_lease
