@@ -77,6 +77,28 @@ class DropAbandonedWaits(logging.Filter):
                     and (isinstance(error, TimeoutError) or type(error).__name__ == "AllExit"))
 
 
+class DropInterruptedBroadcasts(logging.Filter):
+    """Drops the scheduler's "broadcast to ... failed: CommClosedError" and asyncio's "Future
+    exception was never retrieved" for it: a broadcast (a plugin sent to every worker) that
+    Ctrl-C or SIGTERM cut short goes on while the interrupted command closes its workers; the
+    command says it was interrupted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        message = str(record.msg)
+        return not (message.startswith("broadcast to ") and "CommClosedError" in message
+                    or message.split("\n", 1)[0].endswith("exception was never retrieved")
+                    and type(error).__name__ == "CommClosedError"
+                    and "Scheduler Broadcast" in str(error))
+
+
+def quiet_interrupted_broadcasts() -> None:
+    """Install (once in this process) :class:`DropInterruptedBroadcasts` on
+    ``distributed.scheduler`` and ``asyncio``: what an interrupted command calls before it
+    closes the local cluster whose scheduler lives in its process."""
+    _filtered(("distributed.scheduler", "asyncio"), DropInterruptedBroadcasts, True)
+
+
 class DropSchedulerLoss(logging.Filter):
     """Drops what a client logs while it loses its scheduler ("Failed to reconnect to
     scheduler", the connection errors of its reconnection attempts): the run's own error

@@ -44,6 +44,33 @@ def terminated_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def children_spared_ctrl_c() -> Iterator[None]:
+    """Block SIGINT in this thread while the block runs: the threads it starts inherit the
+    block, and so do the processes they start, for life (a signal mask survives ``exec``).
+
+    Ctrl-C in a terminal signals the whole process group. A local cluster's worker processes,
+    started from its event loop's thread, would each print the ``KeyboardInterrupt`` traceback
+    of an import cut short while they start, before anything in them can ignore the signal; the
+    command itself stops the run and closes them. A Ctrl-C that lands in the block is taken once
+    it ends. Where threads have no signal mask (Windows), it changes nothing.
+
+    multiprocessing's resource tracker is started first: starting it unblocks SIGINT in the
+    thread that does (``resource_tracker.ensure_running``), which would lift the block from the
+    loop's thread that needs it first."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 class StoppedOnceComplete(KeyboardInterrupt):
     """A signal taken once a run had marked its output complete and written its record (held
     while it did, :func:`deferred`): the run is complete; only what came after was stopped."""

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from geoseg import config, logs
 from geoseg.core import redact
+from geoseg.core.interrupts import children_spared_ctrl_c
 from geoseg.core.spec import format_errors
 from geoseg.core.urls import public_url
 from geoseg.errors import ClusterConfigError, MissingExtraError
@@ -230,14 +231,26 @@ def _local(spec: ClusterSpec) -> Iterator[Client]:
     dashboard = {"dashboard": find_spec("bokeh") is not None}  # if bokeh can serve one
     logs.quiet_cluster_shutdown()  # the nannies live in this process
     with closed_if_interrupted(), _spawned(layouts), \
-            PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard) as cluster, \
-            Client(cluster) as client:  # the scheduler's HTTP server on a free port, not 8787
-        client.wait_for_workers(len(layouts))
-        threads = config.torch_threads() or max(layout.torch_threads for layout in layouts)
-        client.register_plugin(TorchThreads(threads))  # GEOSEG_TORCH_THREADS, when set, wins
-        if logs.task_errors_quiet():  # these workers write to this terminal
-            client.register_plugin(QuietTaskErrors())
-        yield client
+            _started(layouts, dashboard) as cluster, \
+            Client(cluster) as client:
+        try:
+            client.wait_for_workers(len(layouts))
+            threads = config.torch_threads() or max(layout.torch_threads for layout in layouts)
+            client.register_plugin(TorchThreads(threads))  # GEOSEG_TORCH_THREADS, when set, wins
+            if logs.task_errors_quiet():  # these workers write to this terminal
+                client.register_plugin(QuietTaskErrors())
+            yield client
+        except KeyboardInterrupt:  # a plugin's broadcast may go on while the workers close
+            logs.quiet_interrupted_broadcasts()
+            raise
+
+
+def _started(layouts: list[WorkerLayout], dashboard: dict[str, bool]) -> PinnedLocalCluster:
+    """The local cluster, its event loop's thread (and so its worker processes) spared the
+    Ctrl-C a terminal sends the whole process group; the scheduler's HTTP server on a free port,
+    not 8787."""
+    with children_spared_ctrl_c():
+        return PinnedLocalCluster(layouts, dashboard_address=":0", scheduler_kwargs=dashboard)
 
 
 @contextmanager

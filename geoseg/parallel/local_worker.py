@@ -5,7 +5,9 @@ starts closes the scheduler under workers still starting).
 
 Ctrl-C in a terminal signals the whole process group, these workers included; the command
 itself stops the run and closes its cluster, so the workers ignore SIGINT rather than each
-printing the traceback of its interrupted event loop."""
+printing the traceback of its interrupted event loop. (A local cluster also starts them with
+SIGINT blocked, :func:`geoseg.core.interrupts.children_spared_ctrl_c`, for the moments before
+this preload runs.)"""
 
 from __future__ import annotations
 

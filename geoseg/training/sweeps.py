@@ -47,13 +47,14 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from pydantic import Field, ValidationInfo, field_validator
 
 from geoseg.core import jsontext
+from geoseg.core.interrupts import children_spared_ctrl_c
 from geoseg.core.records import now
 from geoseg.core.redact import HIDE, hide_named_secrets, public_urls, scrub, secrets_in
 from geoseg.core.spec import Document, Name, Section, relative_to_spec
 from geoseg.core.urls import public_url
 from geoseg.errors import GeosegError, TrainSpecError
 from geoseg.io.files import write_whole
-from geoseg.parallel.cluster import connect, scheduler_address
+from geoseg.parallel.cluster import closed_if_interrupted, connect, scheduler_address
 from geoseg.parallel.cluster_spec import ClusterSpec, Count
 from geoseg.report.tables import cell
 from geoseg.training.record import write_json
@@ -441,9 +442,12 @@ def cluster_client(spec: SweepSpec, scheduler: str | None) -> Iterator[tuple[Cli
                      threads_per_worker=spec.cluster.threads_per_worker) as client:
             yield client, False
         return
-    with LocalCluster(n_workers=spec.cluster.n_workers or gpus, processes=True,
-                      threads_per_worker=spec.cluster.threads_per_worker, dashboard_address=None,
-                      resources={"GPU": 1}) as cluster, Client(cluster) as client:
+    # the terminal's Ctrl-C stops the sweep and closes its cluster, not each worker
+    with closed_if_interrupted(), children_spared_ctrl_c():
+        cluster = LocalCluster(n_workers=spec.cluster.n_workers or gpus, processes=True,
+                               threads_per_worker=spec.cluster.threads_per_worker,
+                               dashboard_address=None, resources={"GPU": 1})
+    with cluster, Client(cluster) as client:
         client.register_plugin(PinGPU(gpus))
         yield client, True
 
