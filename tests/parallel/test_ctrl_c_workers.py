@@ -40,10 +40,15 @@ def test_local_workers_start_with_ctrl_c_blocked_and_the_command_keeps_it(monkey
 
 
 def test_a_ctrl_c_during_the_start_is_taken_once_it_ends():
+    # Python's own Ctrl-C handler: a library an earlier test imported may have set another
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ran_to_the_end = False
-    with pytest.raises(KeyboardInterrupt), children_spared_ctrl_c():
-        signal.raise_signal(signal.SIGINT)
-        ran_to_the_end = True
+    try:
+        with pytest.raises(KeyboardInterrupt), children_spared_ctrl_c():
+            signal.raise_signal(signal.SIGINT)
+            ran_to_the_end = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert ran_to_the_end
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
