@@ -115,12 +115,12 @@ def open_pair(spec: PairSpec, name: str) -> RasterPair:
     image, labels = _open(spec.image, f"{name}.image"), _open(spec.labels, f"{name}.labels")
     if labels.shape[0] != 1:
         raise TrainingDataError(
-            f"{name}.labels: {spec.labels.url} has {labels.shape[0]} bands; labels must be one band of "
+            f"{name}.labels: {public_url(spec.labels.url)} has {labels.shape[0]} bands; labels must be one band of "
             "class ids. Pick it with labels.bands: [N] (or labels.variable for a Zarr group).")
     if image.shape[1:] != labels.shape[1:]:
         raise TrainingDataError(
-            f"{name}: image {spec.image.url} is {image.shape[1]} x {image.shape[2]} pixels but labels "
-            f"{spec.labels.url} are {labels.shape[1]} x {labels.shape[2]}; they must share one grid.")
+            f"{name}: image {public_url(spec.image.url)} is {image.shape[1]} x {image.shape[2]} pixels but labels "
+            f"{public_url(spec.labels.url)} are {labels.shape[1]} x {labels.shape[2]}; they must share one grid.")
     _check_grid(image, labels, spec, name)
     height, width = image.shape[1:]
     r0, r1, c0, c1 = spec.window or (0, height, 0, width)
@@ -163,7 +163,7 @@ def _open(spec: RasterSpec, name: str) -> RasterSource:
                          level=spec.level, pages=spec.pages, reader=spec.reader)
     if len(source.shape) != 3:
         raise TrainingDataError(
-            f"{name}: {spec.url} is a volume of shape {source.shape} (band, z, y, x); geoseg train "
+            f"{name}: {public_url(spec.url)} is a volume of shape {source.shape} (band, z, y, x); geoseg train "
             "expects (band, y, x) rasters. For a TIFF stack whose pages are bands, set pages: band; "
             "3D networks are trained with geoseg.training.unet3d.")
     return source
@@ -247,7 +247,7 @@ class Preprocess:
         bad = ~ignored & ((y < 0) | (y >= self.n_classes))
         if bad.any():
             raise TrainingDataError(
-                f"{pair.name}.labels ({pair.labels.url}) holds class id {int(y[bad][0])} in window "
+                f"{pair.name}.labels ({public_url(pair.labels.url)}) holds class id {int(y[bad][0])} in window "
                 f"rows {window[0].start}:{window[0].stop}, columns {window[1].start}:{window[1].stop}, "
                 f"but the spec declares {self.n_classes} classes (ids 0..{self.n_classes - 1}) and "
                 f"ignore_index {self.ignore_index}. List every class in data.classes, or set "
@@ -265,7 +265,7 @@ def _check_whole(labels: np.ndarray, ignored: np.ndarray, pair: RasterPair, wind
     if not frac.any():
         return
     raise TrainingDataError(
-        f"{pair.name}.labels ({pair.labels.url}) holds the value {float(labels[frac][0]):g}, which "
+        f"{pair.name}.labels ({public_url(pair.labels.url)}) holds the value {float(labels[frac][0]):g}, which "
         f"is no class id, in window rows {window[0].start}:{window[0].stop}, columns "
         f"{window[1].start}:{window[1].stop}; expected whole class ids (NaN for no label). Labels "
         "resampled with a smoothing method blend classes: resample them with nearest neighbour, "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, float], Any]
 Batch = tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]
 CPU = torch.device("cpu")
+_SCHEDULE_FIRST = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
 
 
 def seed_torch(seed: int, threads: int = 0) -> None:
@@ -187,9 +189,18 @@ class Loop:
         elif self._counted(y):
             raise TrainingDivergedError(f"the loss became {loss.item()} at step {self.step + 1}; "
                                         f"{self.diverged_hint}")
-        self.scheduler.step()
+        self._schedule(stepped=math.isfinite(value))
         self.step += 1
         return value
+
+    def _schedule(self, *, stepped: bool) -> None:
+        """One schedule step, also after a skipped optimiser step, so that the schedule follows
+        ``step``; torch's warning that it then came before any optimiser step is not shown
+        (whoever runs the loop decides what steps without a loss mean)."""
+        with warnings.catch_warnings():
+            if not stepped:
+                warnings.filterwarnings("ignore", _SCHEDULE_FIRST, UserWarning)
+            self.scheduler.step()
 
     def _counted(self, y: torch.Tensor) -> bool:
         """Whether some target of ``y`` counts in the loss: neither ``ignore_index`` nor a class

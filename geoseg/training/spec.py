@@ -262,6 +262,7 @@ class AugmentSpec(Section):
 #: Most threads ``training.loader_threads`` or ``training.torch_threads`` may ask for: more than
 #: the cores of any machine a run is given, far fewer than a typo (100000) would start.
 MAX_THREADS = 1024
+MAX_LR = 10.0  # training.lr: any useful rate is far below; past float32's range torch fails to set it
 
 
 class TrainingSpec(Section):
@@ -271,7 +272,9 @@ class TrainingSpec(Section):
     steps_per_epoch: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
     chip: int = Field(128, ge=8, description="Chip side in pixels; a multiple of the network's stride.")
-    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    lr: float = Field(1e-3, gt=0, le=MAX_LR, allow_inf_nan=False, description=(
+        f"Peak learning rate (AdamW, reached after the warm-up); at most {MAX_LR:g}: useful rates "
+        "are far below 1, and past float32's range torch cannot even set one."))
     weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
     warmup: float = Field(0.05, ge=0, lt=1, description="Fraction of all steps with linear warmup.")
     final_lr: float = Field(0.01, ge=0, le=1, description="Last learning rate as a fraction of lr.")

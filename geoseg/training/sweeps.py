@@ -171,6 +171,9 @@ class SweepSpec(Document):
                                  f"got {key!r}")
             if isinstance(choices, list) and not choices:
                 raise ValueError(f"at least one value for {key!r}")
+        overlap = _overlap(list(value))
+        if overlap:
+            raise ValueError(overlap)
         return value
 
     @field_validator("trials")
@@ -192,6 +195,19 @@ class SweepSpec(Document):
                                  f"{MAX_TRIALS:,} (each trains a network, and every trial's spec "
                                  "is checked before the first runs). Sweep fewer values, or use "
                                  "method: random with fewer trials.")
+
+
+def _overlap(keys: list[str]) -> str | None:
+    """What is wrong with two keys of which one holds the other (``training`` and ``training.lr``):
+    a trial would set that value twice, and one of the two would silently win; ``None`` if none."""
+    paths = {key: tuple(key.split(".")) for key in keys}
+    for outer, inner in itertools.permutations(keys, 2):
+        if paths[inner][: len(paths[outer])] == paths[outer]:
+            return (f"keys that each set their own part of the spec, got {outer!r} and {inner!r}: "
+                    f"both set {'.'.join(paths[inner])}, and one trial's value would silently "
+                    f"override the other's. Vary it under one key: drop {inner!r} and give its values "
+                    f"inside those of {outer!r}, or name each parameter by its full dotted key only")
+    return None
 
 
 MAX_TRIALS = 10_000  # of one sweep: their specs are built and checked before any runs

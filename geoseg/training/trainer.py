@@ -26,6 +26,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -43,6 +44,7 @@ from torch import nn
 from geoseg import config
 from geoseg.core.classes import ClassInfo
 from geoseg.core.records import finite_or_null, now, package_versions
+from geoseg.core.redact import scrub
 from geoseg.core.segmenter import pad_end
 from geoseg.core.urls import public_url
 from geoseg.errors import (
@@ -247,6 +249,7 @@ def train(spec: TrainSpec | dict[str, Any] | str | Path, *, resume: bool = True,
     """
     _check_limits(max_epochs=max_epochs, max_steps=max_steps)
     spec = as_train_spec(spec)
+    train_device(spec)  # refused now, before any read, when this process has no such device
     init = read_init(spec)
     outputs = Outputs.of(spec)
     start = check_outputs(spec, outputs, resume=resume,
@@ -356,6 +359,18 @@ def result_from_record(record: dict[str, Any], outputs: Outputs) -> TrainResult:
 # -- setup ------------------------------------------------------------------------------------
 
 
+def train_device(spec: TrainSpec) -> torch.device:
+    """The device ``training.device`` names (``auto``: as GEOSEG_DEVICE says), refused with a
+    :class:`TrainSpecError` when torch finds no such device in this process."""
+    wanted = spec.training.device
+    if wanted == "auto":
+        return torch.device(config.device())
+    missing = config.absent_device(wanted)
+    if missing:
+        raise TrainSpecError(f"training.device: received {wanted!r}; {missing}")
+    return torch.device(wanted)
+
+
 def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log,
             init: InitModel | None = None) -> Setup:
     """Open the data, fix normalization and class weights, build the network (and load
@@ -380,7 +395,7 @@ def prepare(spec: TrainSpec, checkpoint: Checkpoint | None, log: Log,
     prep = Preprocess(np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32),
                       len(classes), spec.data.ignore_index)
     validation = read_validation(val_pairs, prep, spec.validation.tile, spec.validation.max_windows)
-    device = torch.device(config.device() if spec.training.device == "auto" else spec.training.device)
+    device = train_device(spec)
     amp = autocast_dtype(spec.training.mixed_precision, device)
     catalog = SourceCatalog()
     record = _static_record(spec, train_pairs, val_pairs, catalog, stats, net_config, device, amp,
@@ -431,7 +446,7 @@ def _warn_label_nodata(spec: TrainSpec, pairs: list[RasterPair], log: Log) -> No
         if pair.labels.url in seen or nodata is None or not 0 <= nodata < len(spec.data.classes):
             continue
         seen.add(pair.labels.url)
-        log(f"{spec.name}: warning: {pair.labels.url} has nodata {nodata:g}, which is also class "
+        log(f"{spec.name}: warning: {public_url(pair.labels.url)} has nodata {nodata:g}, which is also class "
             f"{spec.data.classes[int(nodata)].name!r}; those pixels are neither trained on nor scored")
 
 
@@ -662,6 +677,7 @@ def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int,
     batches = loader.batches(islice(plans, done.step, None))  # the steps done are skipped, unread
     with closing(batches):  # on an error, its threads stop at once
         loss = session.loop.mean_loss(batches, on_step=on_step, sums=sums)
+    _check_trained(spec, setup, session, sums, epoch)
     session.state.step = session.loop.step
     confusion = evaluate(setup.net, setup.validation, len(spec.data.classes), setup.device, setup.amp)
     miou = mean_iou(confusion)
@@ -674,6 +690,26 @@ def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int,
     session.state.epoch = epoch
     session.state.history.append(metrics)
     return metrics
+
+
+def _check_trained(spec: TrainSpec, setup: Setup, session: Session, sums: LossSum, epoch: int) -> None:
+    """Refuse a run that ended an epoch without one optimizer step, none before either: every
+    chip held only ignored labels, and its untrained network would be written as a model."""
+    if sums.count or any(_finite(m.get("train_loss")) for m in session.state.history):
+        return
+    t = spec.training
+    raise TrainingDataError(
+        f"{spec.name}: epoch {epoch} ended without one optimizer step: every pixel of its "
+        f"{t.steps_per_epoch * t.batch_size} training chip(s) of {t.chip} x {t.chip} from "
+        f"{', '.join(p.name + '.labels' for p in setup.train_pairs)} was ignored (data.ignore_index "
+        f"{spec.data.ignore_index}, the labels' nodata, the image's no-data, or a class data.class_weights weighs 0); "
+        "expected chips holding labelled pixels of data.classes. Check the labels' class ids and "
+        "nodata, data.ignore_index and data.class_weights, and that data.train's windows and "
+        "training.chip cover labelled ground.")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def evaluate(net: nn.Module, validation: ValidationSet, n_classes: int, device: torch.device,
@@ -743,7 +779,7 @@ def save_progress(spec: TrainSpec, setup: Setup, session: Session, outputs: Outp
               "checkpoint": public_url(outputs.checkpoint_dir), "epochs": state.history,
               "resumes": state.resumes}
     if error:
-        record["error"] = error
+        record["error"] = scrub(error)  # the sources show public URLs; this is the backstop
     write_json(outputs.record_url, finite_or_null(record), so)
 
 
