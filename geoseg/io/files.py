@@ -9,8 +9,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import shutil
+import socket
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +41,10 @@ from geoseg.io.remote import check_writable, translate
 # process killed meanwhile), and the names earlier versions gave it
 STAGING_PREFIX = ".geoseg-staged-"
 STAGING_PREFIXES = (STAGING_PREFIX, ".geoseg-export-")
+# a staging folder nothing has changed in for this long is left over, whoever made it
+STALE_STAGING_SECONDS = 24 * 3600
+# after the prefix, a staging folder's name says who writes in it: "<pid>@<host>-<random>"
+_OWNER = re.compile(r"(\d+)@(.+)-[^-]*")
 
 
 def small_file(url: str, what: str, error: type[GeosegError], advice: str,
@@ -156,7 +164,7 @@ def write_whole(url: str, content: bytes | str | Callable[[IO[bytes]], None], *,
             _put(buffer, content)
             if exclusive and fs.exists(path):
                 raise _existing(url)
-            fs.pipe_file(path, buffer.getvalue())
+            _retried(fs.pipe_file, path, buffer.getvalue(), url=url, options=so, what=what)
             return
         with staged_file(url, so, overwrite=not exclusive) as staged, open(staged, "wb") as file:
             _put(file, content)
@@ -238,7 +246,9 @@ def staged_file(dest: str, options: dict[str, Any] | None = None,
     temporary folder, then uploaded with fsspec. Unless ``overwrite``, a ``dest`` that exists is
     refused, and one that appeared meanwhile (another export to the same name) is kept and this
     one refused: locally by a hard link, which no existing file survives being the target of;
-    remotely by a last look before the upload.
+    remotely by a last look before the upload, which is retried as chunk writes are.
+    Staging folders that killed processes left in the same folder are removed first
+    (:func:`sweep_staging_leftovers`).
     """
     fs, path = fsspec.core.url_to_fs(dest, **(options or {}))
     local = isinstance(fs, LocalFileSystem)
@@ -251,7 +261,8 @@ def staged_file(dest: str, options: dict[str, Any] | None = None,
     try:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-        scratch = tempfile.TemporaryDirectory(dir=folder, prefix=STAGING_PREFIX)
+        sweep_staging_leftovers(folder or Path(tempfile.gettempdir()))
+        scratch = tempfile.TemporaryDirectory(dir=folder, prefix=f"{STAGING_PREFIX}{_owner()}-")
     except OSError as exc:
         if not local:
             raise
@@ -262,9 +273,89 @@ def staged_file(dest: str, options: dict[str, Any] | None = None,
         if local:
             _publish(staged, path, dest, folder, overwrite)
         else:
-            if not overwrite and fs.exists(path):
-                raise _appeared(dest)
-            fs.put_file(str(staged), path)
+            _upload(fs, staged, path, dest, dict(options or {}), overwrite)
+
+
+def _retried(fn: Callable[..., Any], *args: Any, url: str, options: dict[str, Any],
+             what: str = "Writing") -> Any:
+    """``fn(*args)`` on the store of ``url``, retried on transient errors as chunk writes are
+    (``GEOSEG_RETRIES``, :func:`geoseg.io.remote.call_with_retries`); what still fails is a
+    geoseg error saying ``what`` failed on ``url``."""
+    return remote.call_with_retries(fn, *args, url=url, storage_options=options, what=what)
+
+
+def _upload(fs: Any, staged: Path, path: str, dest: str, options: dict[str, Any],
+            overwrite: bool) -> None:
+    """Upload ``staged`` to ``path`` on the store ``fs`` (``dest``), each request retried;
+    unless ``overwrite``, after a last look for a file that appeared meanwhile."""
+    if not overwrite and _retried(fs.exists, path, url=dest, options=options, what="Reading"):
+        raise _appeared(dest)
+    _retried(fs.put_file, str(staged), path, url=dest, options=options)
+
+
+def sweep_staging_leftovers(folder: Path) -> list[str]:
+    """Remove the staging folders in ``folder`` that processes killed while writing left behind
+    (:func:`staged_file` removes its own), and return their names; a folder that cannot be read
+    or removed is left, quietly. A staging folder's name carries its writer's pid and host
+    (:func:`_owner`). One is left over when it was made on this host (the same host name and
+    process namespace) by a process that no longer runs, or, whoever made it (another host,
+    an earlier version), when neither it nor anything in it changed for
+    :data:`STALE_STAGING_SECONDS` (a day). Another writer's folder is so never removed while
+    it writes: on this host its process runs, elsewhere it changes files there (a pid reused
+    by another process keeps a folder until it is a day old, which errs on the safe side)."""
+    removed = []
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(STAGING_PREFIXES)]
+    except OSError:
+        return removed
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False) and _left_over(entry):
+                shutil.rmtree(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+def _left_over(entry: os.DirEntry) -> bool:
+    owner = _OWNER.fullmatch(entry.name[len(STAGING_PREFIX):])
+    if (entry.name.startswith(STAGING_PREFIX) and owner is not None
+            and owner.group(2) == _host()):
+        return not _running(int(owner.group(1)))
+    return time.time() - _last_change(entry) > STALE_STAGING_SECONDS
+
+
+def _last_change(entry: os.DirEntry) -> float:
+    """When the folder ``entry``, or a file in it, last changed."""
+    with os.scandir(entry.path) as inside:
+        times = [e.stat(follow_symlinks=False).st_mtime for e in inside]
+    return max([entry.stat(follow_symlinks=False).st_mtime, *times])
+
+
+def _owner() -> str:
+    """``<pid>@<host>``: who writes in a staging folder (:func:`sweep_staging_leftovers`)."""
+    return f"{os.getpid()}@{_host()}"
+
+
+def _host() -> str:
+    """This host's name (only letters, digits, dots and dashes kept), and its process namespace
+    where the system tells it: containers sharing a host name do not share pids."""
+    name = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "localhost"
+    with contextlib.suppress(OSError):
+        return f"{name}.ns{os.stat('/proc/self/ns/pid').st_ino}"
+    return name
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OSError, OverflowError):
+        return True  # cannot tell: keep its folder
+    return True
 
 
 def _publish(staged: Path, path: str, dest: str, folder: Path | None, overwrite: bool) -> None:

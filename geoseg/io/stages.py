@@ -79,8 +79,18 @@ def _write_block(block: np.ndarray, target: OutputTarget, name: str, chunks: tup
     region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, chunks, block.shape))
     target.write(name, region, block)
     digest = _sha256(block)
-    target.open_group()[hashes_name(name)][index] = digest
+    key = ".".join(map(str, index))
+    remote.call_with_retries(_store_digest, target, name, index, digest, url=target.url,
+                             storage_options=target.storage_options,
+                             what=f"Writing the sha256 of {name} chunk {key} into")
     return digest.reshape((1,) * block.ndim + (32,))
+
+
+def _store_digest(target: OutputTarget, name: str, index: tuple[int, ...],
+                  digest: np.ndarray) -> None:
+    """Record ``digest`` as the sha256 of chunk ``index`` of stage ``name`` (one object of
+    ``manifest_<name>_sha256``; the chunk's own write just before was fenced)."""
+    target.open_group()[hashes_name(name)][index] = digest
 
 
 def _sha256(block: np.ndarray) -> np.ndarray:
