@@ -158,6 +158,11 @@ def _show_error(exc: BaseException) -> None:
         print(redact.scrub("".join(traceback.format_exception(exc))), file=sys.stderr)
     if isinstance(exc, GeosegError):
         message = str(exc) + _rerun_hint(exc)
+    elif isinstance(exc, KeyboardInterrupt) and _command(sys.argv[1:]) == "export" and (
+            written := getattr(exc, "output_url", getattr(exc, "written", None))):
+        stopped = getattr(exc, "stopped", exc)  # an export's file whole, held or being said
+        said = "terminated (SIGTERM)" if isinstance(stopped, Terminated) else "interrupted"
+        message = f"wrote {public_url(written)}; {said} after it was complete"
     elif isinstance(exc, StoppedOnceComplete):
         said = "terminated (SIGTERM)" if isinstance(exc.stopped, Terminated) else "interrupted"
         again = f"; `geoseg report {exc.record_url}` writes it" if exc.record_url else ""
@@ -783,14 +788,17 @@ def export(
     if cog:
         exports.export_cog(output, cog, overwrite=overwrite, blocksize=blocksize, compress=compress,
                            resampling=resampling)
-        console.print(f"wrote {cog}", markup=False, highlight=False)
+        with _completed(cog, None):  # it is whole: a stop now says so
+            console.print(f"wrote {cog}", markup=False, highlight=False)
     if ome_zarr:
         where = exports.export_ome_labels(output, ome_zarr, name=name, overwrite=overwrite,
                                           resampling=resampling)
-        console.print(f"wrote {where}", markup=False, highlight=False)
+        with _completed(where, None):
+            console.print(f"wrote {where}", markup=False, highlight=False)
     if nifti:
         exports.export_nifti(output, nifti, overwrite=overwrite)
-        console.print(f"wrote {nifti}", markup=False, highlight=False)
+        with _completed(nifti, None):
+            console.print(f"wrote {nifti}", markup=False, highlight=False)
 
 
 @app.command()

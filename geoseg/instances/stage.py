@@ -212,12 +212,23 @@ def keep_other_instances(target: OutputTarget, settings: InstanceSettings,
     before, now = done.get("settings") or {}, settings.record()
     if overwrite or done.get("status") != "complete" or before == now:
         return
-    changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in now.items()
-                        if before.get(k) != v)
+    changed = settings_difference(before, now)
     raise OutputExistsError(
         f"{public_url(target.url)} already holds {done.get('count')} instance(s) made with other "
         f"settings ({changed}); nothing was changed. Pass --overwrite (overwrite=True) to "
         "replace them, or rerun with the same settings.")
+
+
+def settings_difference(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """The keys whose values differ between the recorded settings and the requested ones, each
+    as ``key old -> new``: keys only in the record (one an earlier or later version knows) are
+    shown ``-> (not set)``, keys only requested ``(not set) -> new``."""
+    def shown(settings: dict[str, Any], key: str) -> str:
+        return repr(settings[key]) if key in settings else "(not set)"
+
+    keys = [*now, *(k for k in before if k not in now)]
+    return ", ".join(f"{k} {shown(before, k)} -> {shown(now, k)}" for k in keys
+                     if (k in before, before.get(k)) != (k in now, now.get(k)))
 
 
 def instance_labels(classes: da.Array, route_list: Sequence[Route],

@@ -32,9 +32,14 @@ from geoseg.core import jsontext
 from geoseg.core.text import whole_number
 from geoseg.errors import ExportError, GeosegError
 from geoseg.io import remote
-from geoseg.io.exports.common import FinishedOutput, open_finished, refuse_existing, shown
+from geoseg.io.exports.common import (
+    FinishedOutput,
+    open_finished,
+    published,
+    refuse_existing,
+    shown,
+)
 from geoseg.io.exports.pyramid import coarse_window, parse_resampling
-from geoseg.io.files import staged_file
 from geoseg.io.readers._geotiff import GeoTIFFSource, open_rasterio
 from geoseg.tiling.plan import regions
 
@@ -111,7 +116,7 @@ def export_cog(
     settings, out = check_cog(output_url, dest, storage_options=storage_options,
                               dest_options=dest_options, overwrite=overwrite,
                               blocksize=blocksize, compress=compress, resampling=resampling)
-    with staged_file(dest, dest_options, overwrite) as staged, \
+    with published(dest, dest_options, overwrite) as staged, \
             _gdal_writing(dest, staged):
         tiled = staged.with_name("tiled-" + staged.name)
         write_tiled(out, tiled, settings.blocksize)

@@ -3,10 +3,12 @@ written in full, or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -15,6 +17,7 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from geoseg.core.classes import default_color
+from geoseg.core.interrupts import deferred
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     CorruptOutputError,
@@ -226,3 +229,30 @@ def beside(store: str, dest: str, suffix: str) -> str:
     stem = store_name.removesuffix(".zarr")
     name = own if own.endswith(suffix) and own != store_name else stem + suffix
     return f"{parent}/{name}" if parent or trimmed.startswith("/") else name
+
+
+@contextlib.contextmanager
+def held_until_written(dest: str) -> Iterator[None]:
+    """SIGINT and SIGTERM held while the block puts ``dest`` in place
+    (:func:`~geoseg.core.interrupts.deferred`), so that a stop never leaves it halfway; one taken
+    meanwhile is raised when the block ends, marked ``written`` (``dest``) when the block
+    succeeded: ``dest`` is whole, so the command says so (a rerun would refuse it as existing,
+    not finish it)."""
+    done = False
+    try:
+        with deferred():
+            yield
+            done = True
+    except KeyboardInterrupt as exc:
+        if done:
+            exc.written = dest  # type: ignore[attr-defined]
+        raise
+
+
+@contextlib.contextmanager
+def published(dest: str, options: dict[str, Any] | None, overwrite: bool) -> Iterator[Path]:
+    """:func:`~geoseg.io.files.staged_file`, whose last step (the move into place and the
+    scratch folder's removal) runs with signals held (:func:`held_until_written`)."""
+    with contextlib.ExitStack() as hold, files.staged_file(dest, options, overwrite) as staged:
+        yield staged
+        hold.enter_context(held_until_written(dest))

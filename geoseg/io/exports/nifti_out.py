@@ -29,8 +29,13 @@ import numpy as np
 import zarr
 
 from geoseg.errors import ExportError
-from geoseg.io.exports.common import FinishedOutput, open_finished, refuse_existing, shown
-from geoseg.io.files import staged_file
+from geoseg.io.exports.common import (
+    FinishedOutput,
+    open_finished,
+    published,
+    refuse_existing,
+    shown,
+)
 from geoseg.io.georef import spanning
 from geoseg.io.nifti import (
     GZIP_MAGIC,
@@ -72,7 +77,7 @@ def export_nifti(
                       dest_options=dest_options, overwrite=overwrite)
     header = nifti_header(out, output_codes(output_url, storage_options, out))
     with (
-        staged_file(dest, dest_options, overwrite) as staged,
+        published(dest, dest_options, overwrite) as staged,
         open(staged, "wb") as raw,
         _compressed(raw, dest.endswith(".gz")) as stream,
     ):

@@ -15,7 +15,9 @@ its colour and name; the image's ``labels`` list gains the new name. NGFF 0.4
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +31,23 @@ from geoseg.core.text import brief
 from geoseg.errors import ExportError, OutputExistsError, RasterNotFoundError
 from geoseg.io import omezarr, remote
 from geoseg.io.allow import overlapping
-from geoseg.io.exports.common import FinishedOutput, chunk_windows, open_finished, shown
+from geoseg.io.exports.common import (
+    FinishedOutput,
+    chunk_windows,
+    held_until_written,
+    open_finished,
+    shown,
+)
 from geoseg.io.exports.pyramid import coarse_window, factors_between, parse_resampling
 from geoseg.io.georef import describe_voxel_grid, voxel_grid_difference
 from geoseg.io.output import output_exists
 from geoseg.io.settled import compute_settled
 from geoseg.io.sources import SPACE
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here
+    fcntl = None
 
 
 @dataclass(frozen=True)
@@ -78,17 +91,17 @@ def export_ome_labels(
     plan = check_ome(output_url, image_url, name=name, storage_options=storage_options,
                      image_options=image_options, overwrite=overwrite, resampling=resampling)
     method, out, image, levels = plan.method, plan.out, plan.image, plan.levels
-    label_url = f"{image_url.rstrip('/')}/labels/{name}"
+    labels_url = f"{image_url.rstrip('/')}/labels"
+    label_url = f"{labels_url}/{name}"
     with remote.storage_errors(label_url, image_options, "Writing labels"):
-        _recover(f"{image_url.rstrip('/')}/labels", name, image_options)
+        _recover(labels_url, name, image_options)
     root = _open_image(image_url, image_options)  # as _recover left it
-    attrs = dict(root.attrs)
-    labels = root.require_group("labels")
+    labels = _labels_group(root)
     _refuse_existing_label(labels, name, image_url, overwrite)  # one _recover put back, too
-    # a label replacing another is written beside it, then moved over it: the old one is kept
-    # until the new one is whole; a label that fails part-way (a full disk) is removed
-    written = (f"{HIDDEN.format(name=name, kind='partial')}{uuid.uuid4().hex[:8]}"
-               if name in labels else name)
+    # every label is written beside its name, then moved there: a label it replaces is kept
+    # until the new one is whole; one that fails part-way (a full disk) is removed, and one a
+    # killed export left is removed by the next (:func:`_recover`)
+    written = f"{HIDDEN.format(name=name, kind='partial')}{uuid.uuid4().hex[:8]}"
     try:
         with remote.storage_errors(label_url, image_options, "Writing labels"):
             _write_label(root, labels, written, name, image, levels, out, method)
@@ -96,14 +109,10 @@ def export_ome_labels(
         with contextlib.suppress(Exception):
             del labels[written]
         raise
-    with remote.storage_errors(label_url, image_options, "Writing labels"):
-        if written != name:
-            _swap(f"{image_url.rstrip('/')}/labels", written, name, image_options)
-        _register(labels, name, omezarr.ome_version(attrs))
-        if root.metadata.consolidated_metadata is not None:
-            zarr.consolidate_metadata(root.store)
-            if labels.metadata.consolidated_metadata is not None:  # its own list, emptied by zarr
-                zarr.consolidate_metadata(root.store, path="labels")
+    with remote.storage_errors(label_url, image_options, "Writing labels"), \
+            _labels_held(labels_url, image_options), held_until_written(label_url):
+        _swap(labels_url, written, name, image_options)
+        _register(image_url, image_options, name)
     return label_url
 
 
@@ -149,7 +158,7 @@ def check_ome(
 
 
 def _refuse_existing_label(labels: zarr.Group, name: str, image_url: str, overwrite: bool) -> None:
-    if name in labels and not overwrite:
+    if not overwrite and _existing_label(labels, name):
         raise OutputExistsError(
             f"{shown(image_url)} already has a label {name!r}; nothing was written. "
             "Choose another name (--name), or pass --overwrite (overwrite=True) to replace it."
@@ -379,13 +388,69 @@ def _transforms(entry: dict[str, Any]) -> dict[str, Any]:
     return {"coordinateTransformations": found} if found else {}
 
 
-def _register(labels: zarr.Group, name: str, version: str) -> None:
-    """Add ``name`` to the ``labels`` list of the image's labels group (keeping the others)."""
+def _labels_group(root: zarr.Group) -> zarr.Group:
+    """The image's ``labels`` group, made if it has none; one another export made between the
+    look and the making (two first exports into one image at once) is taken as it is."""
+    try:
+        return root.require_group("labels")
+    except zarr.errors.ContainsGroupError:
+        return root["labels"]
+
+
+def _existing_label(labels: zarr.Group, name: str) -> bool:
+    """Whether the labels group holds a label ``name``: listed, or whole (its ``image-label``
+    metadata, written last, is there). A group of that name that is neither is what an export
+    killed part-way left (earlier versions wrote a new label under its name): unfinished, it is
+    replaced as a set-aside one is (:func:`_swap`)."""
+    if name not in labels:
+        return False
+    node = labels[name]
+    if name in _listed(dict(labels.attrs)) or not isinstance(node, zarr.Group):
+        return True
+    attrs = dict(node.attrs)
+    return "image-label" in attrs or "image-label" in (attrs.get("ome") or {})
+
+
+def _listed(attrs: dict[str, Any]) -> list[str]:
+    """The names in a labels group's ``labels`` list (NGFF 0.5 keeps it under ``ome``)."""
+    names = (attrs.get("ome") or {}).get("labels", attrs.get("labels", []))
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+@contextlib.contextmanager
+def _labels_held(labels_url: str, options: dict[str, Any] | None) -> Iterator[None]:
+    """The image's labels group held by this export alone while the block runs (a label moved
+    into place and listed), so that two exports into one image each keep the other's name in
+    the list. On a local disk: an advisory lock (``flock``) on the labels folder, which the
+    system lets go of when its holder ends however it ends (a killed export leaves none to wait
+    out). Other stores offer geoseg no lock: there the list is read just before it is written
+    (:func:`_register`), which narrows the race to that moment."""
+    fs, path = fsspec.core.url_to_fs(labels_url, **(options or {}))
+    if fcntl is None or not remote.fs_is_local(fs):
+        yield
+        return
+    folder = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # and the lock with it
+
+
+def _register(image_url: str, options: dict[str, Any] | None, name: str) -> None:
+    """Add ``name`` to the ``labels`` list of the image's labels group, keeping the others as
+    they are now (read afresh, not as they were when the export began: another export may have
+    listed its own label since), and consolidate the image's metadata where it is."""
+    root = _open_image(image_url, options)
+    version = omezarr.ome_version(dict(root.attrs))
+    labels = root["labels"]
     attrs = dict(labels.attrs)
+    names = [n for n in _listed(attrs) if n != name] + [name]
     if version == "0.5":
-        ome = dict(attrs.get("ome", {}))
-        names = [n for n in ome.get("labels", []) if n != name] + [name]
-        labels.attrs["ome"] = {**ome, "version": version, "labels": names}
+        labels.attrs["ome"] = {**(attrs.get("ome") or {}), "version": version, "labels": names}
     else:
-        names = [n for n in attrs.get("labels", []) if n != name] + [name]
         labels.attrs["labels"] = names
+    if root.metadata.consolidated_metadata is not None:
+        zarr.consolidate_metadata(root.store)
+        if labels.metadata.consolidated_metadata is not None:  # its own list, emptied by zarr
+            zarr.consolidate_metadata(root.store, path="labels")
