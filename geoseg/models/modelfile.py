@@ -327,33 +327,60 @@ PARTS_PER_TENSOR = 4  # modules and tensors a network builds per tensor it holds
 MIN_PARTS = 256  # and a few more: activations, pools and containers hold no tensor
 
 
+class _PartBudget(threading.local):
+    """The build under way on this thread: its name, the parts it may make, those it made."""
+
+    what: str | None = None
+    most = 0
+    made = 0
+
+
+_BUDGET = _PartBudget()
+
+
+def _count_part(*_: Any) -> None:
+    """torch's registration hook, for every thread: counts a part of this thread's bounded build
+    (:func:`_parts_bounded`), if one is under way, and refuses the one past its budget."""
+    budget = _BUDGET
+    if budget.what is None:
+        return
+    budget.made += 1
+    if budget.made > budget.most:
+        most = budget.most
+        raise BudgetError(
+            f"{budget.what} builds more than {most:,} modules and tensors, though the file holds "
+            f"{(most - MIN_PARTS) // PARTS_PER_TENSOR:,} tensors: its config asks for "
+            "layers the file has no weights for. Check the config in the file's metadata, "
+            "or save the model again with geoseg.save_model().")
+
+
+def _install_part_hooks() -> None:
+    """Register :func:`_count_part` with torch's global module, parameter and buffer hooks,
+    once, for good: torch walks those hooks unlocked as any thread makes a module, so adding
+    or removing one while another thread builds fails that build ("OrderedDict mutated during
+    iteration"). Done as this module is imported, before any job's thread runs."""
+    from torch.nn.modules import module
+
+    module.register_module_module_registration_hook(_count_part)
+    module.register_module_parameter_registration_hook(_count_part)
+    module.register_module_buffer_registration_hook(_count_part)
+
+
+_install_part_hooks()
+
+
 @contextlib.contextmanager
 def _parts_bounded(what: str, most: int) -> Iterator[None]:
     """Refuse (:class:`~geoseg.errors.BudgetError`) a build on this thread that registers more
-    than ``most`` modules, parameters and buffers, as it registers them."""
-    from torch.nn.modules import module
-
-    made, thread = [0], threading.get_ident()
-
-    def count(*_: Any) -> None:
-        if threading.get_ident() != thread:
-            return
-        made[0] += 1
-        if made[0] > most:
-            raise BudgetError(
-                f"{what} builds more than {most:,} modules and tensors, though the file holds "
-                f"{(most - MIN_PARTS) // PARTS_PER_TENSOR:,} tensors: its config asks for "
-                "layers the file has no weights for. Check the config in the file's metadata, "
-                "or save the model again with geoseg.save_model().")
-
-    hooks = [module.register_module_module_registration_hook(count),
-             module.register_module_parameter_registration_hook(count),
-             module.register_module_buffer_registration_hook(count)]
+    than ``most`` modules, parameters and buffers, as it registers them. Other threads' builds,
+    bounded or not, go on uncounted here (:func:`_count_part`)."""
+    budget = _BUDGET
+    saved = (budget.what, budget.most, budget.made)
+    budget.what, budget.most, budget.made = what, most, 0
     try:
         yield
     finally:
-        for hook in hooks:
-            hook.remove()
+        budget.what, budget.most, budget.made = saved
 
 
 def _declared_tensors(table: dict[str, Any], what: str) -> Shapes:
