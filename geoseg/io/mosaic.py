@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -96,12 +97,35 @@ class MosaicSource(RasterSource):
         return "mosaic"
 
 
+_LITERAL: set[str] = set()  # URLs a listing found: files whose names hold glob characters
+
+
 def is_glob(url: str) -> bool:
     """Whether ``url`` is a glob pattern. In an ``http(s)://`` URL a ``?`` starts the query
-    string (where a signed URL keeps its signature), so only the part before it counts."""
+    string (where a signed URL keeps its signature), so only the part before it counts. A URL
+    that names one file, though its name holds ``*``, ``?`` or ``[`` (``scene*.tif``,
+    ``br[1].tif``), is that file: a local path that exists, or one :func:`take_literally` was
+    given."""
+    path = url
     if url.partition("://")[0].lower() in ("http", "https"):
-        url = url.split("#", 1)[0].split("?", 1)[0]
-    return any(c in url for c in GLOB_CHARS)
+        path = url.split("#", 1)[0].split("?", 1)[0]
+    return any(c in path for c in GLOB_CHARS) and not _names_one_file(url)
+
+
+def take_literally(urls: Sequence[str]) -> None:
+    """Open each of ``urls`` (files a listing found, as a batch's ``inputs.glob`` finds them) as
+    the one file it names from now on, not as a pattern, though its name holds ``*``, ``?`` or
+    ``[``: a remote one too, whose existence :func:`is_glob` cannot ask its store."""
+    _LITERAL.update(u for u in urls if any(c in u for c in GLOB_CHARS))
+
+
+def _names_one_file(url: str) -> bool:
+    if url in _LITERAL:
+        return True
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() != "file":
+        return False
+    return os.path.lexists(rest if sep else url)
 
 
 def mosaic_source(sources: Sequence[RasterSource], url: str) -> MosaicSource:

@@ -41,12 +41,13 @@ from geoseg.core.spec import format_errors
 from geoseg.core.text import clipped, terminal_safe
 from geoseg.core.urls import public_url
 from geoseg.errors import BatchSpecError, ClusterConfigError, CorruptOutputError, NestingError
+from geoseg.io import mosaic
 from geoseg.io.allow import overlapping
 from geoseg.io.files import check_creatable, small_file, write_whole
 from geoseg.io.output import OutputTarget, being_removed, half_created, output_exists
 from geoseg.jobs.batch_spec import BatchInputs, BatchSpec, load_batch
 from geoseg.jobs.identity import input_identity
-from geoseg.jobs.lease import SUFFIX, Lease, new_owner_id, read_lease
+from geoseg.jobs.lease import SUFFIX, Lease, check_name_lengths, new_owner_id, read_lease
 from geoseg.jobs.prepared import PreparedJob
 from geoseg.jobs.provenance import runs_dir
 from geoseg.jobs.runner import job_identity, prepare, run
@@ -72,12 +73,17 @@ Source = tuple[str, str | None]  # an input's URL and, for a catalog item, its i
 
 
 def expand_inputs(inputs: BatchInputs, storage_options: dict[str, Any]) -> list[Source]:
-    """``(url, catalog item id or None)`` for every input, in a stable order."""
+    """``(url, catalog item id or None)`` for every input, in a stable order. Each is one
+    file, opened as itself though its name holds ``*``, ``?`` or ``[`` (not as a pattern
+    that would find its neighbours too, or nothing: :func:`~geoseg.io.mosaic.take_literally`)."""
     if inputs.glob is not None:
-        return [(url, None) for url in _glob(inputs.glob, storage_options)]
-    if inputs.urls is not None:
-        return [(url, None) for url in inputs.urls]
-    return _catalog_items(inputs.catalog or "", inputs.asset or "", storage_options)
+        sources: list[Source] = [(url, None) for url in _glob(inputs.glob, storage_options)]
+    elif inputs.urls is not None:
+        sources = [(url, None) for url in inputs.urls]
+    else:
+        sources = _catalog_items(inputs.catalog or "", inputs.asset or "", storage_options)
+    mosaic.take_literally([url for url, _ in sources])
+    return sources
 
 
 def _glob(pattern: str, storage_options: dict[str, Any]) -> list[str]:
@@ -411,7 +417,7 @@ class BatchRunner:
 
     def _say(self, message: str) -> None:
         with self._log_lock:
-            self.log(terminal_safe(message))  # file names a glob found may hold escape codes
+            self.log(terminal_safe(message, one_line=True))  # names a glob found: escapes, newlines
 
     def _timed(self, work: Callable[[BatchItem], ItemResult], item: BatchItem) -> ItemResult:
         t0 = time.perf_counter()
@@ -525,6 +531,7 @@ class BatchRunner:
                             url=item.output, **template.output.model_dump(exclude={"url"})),
             inference=template.inference, cluster=self.spec.cluster)
         job.check(JobSpec.document)
+        check_name_lengths(item.output)  # as the run's lease would: a dry run says so too
         return job
 
     def _check(self, job: JobSpec, earlier: _Check | None = None) -> _Check:

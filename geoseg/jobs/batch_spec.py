@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from geoseg.core.spec import Document, Name, Section, load_yaml, relative_to_spec
+from geoseg.core.text import clipped
 from geoseg.errors import BatchSpecError, GeosegError
 from geoseg.jobs.lease import MAX_LEASE_SECONDS
 from geoseg.jobs.spec import InferenceSpec, InputSpec, ModelSpec, OutputSpec, output_url_problem
@@ -124,7 +125,7 @@ class BatchSpec(Document):
     report: str | None = Field(
         None, description="Where the JSON report goes ({run}, {started} allowed); default: "
                           "beside the outputs, one file per run.")
-    lease_seconds: float = Field(3600.0, gt=0, le=MAX_LEASE_SECONDS,
+    lease_seconds: float = Field(3600.0, gt=0, le=MAX_LEASE_SECONDS, allow_inf_nan=False,
                                  description="A lease not renewed this long expires (a week at most).")
     wait: float = Field(0.0, description="Seconds to wait for an output another run holds "
                                          "(a week at most); 0: report it leased and go on.")
@@ -167,10 +168,20 @@ def check_template(value: str, allowed: tuple[str, ...]) -> None:
         parts = list(string.Formatter().parse(value))
     except ValueError as exc:
         raise BatchSpecError(f"a template with placeholders in braces ({exc})") from None
+    shown = ", ".join("{" + a + "}" for a in allowed)
     for _, name, spec, conversion in parts:
-        if name is not None and (name not in allowed or spec or conversion):
-            shown = ", ".join("{" + a + "}" for a in allowed)
+        if name is not None and name not in allowed:
             raise BatchSpecError(f"placeholders {shown} only (found {{{name}}})")
+        if name is not None and (spec or conversion):
+            raise BatchSpecError(f"placeholders {shown} as they are, without a conversion (!r) "
+                                 f"or format spec (:>10) (found {_written(name, spec, conversion)}"
+                                 f"); write {{{name}}}")
+
+
+def _written(name: str, spec: str, conversion: str | None) -> str:
+    """A placeholder as the template wrote it (its format spec clipped)."""
+    return "{" + name + (f"!{conversion}" if conversion else "") + (
+        f":{clipped(spec, 20)}" if spec else "") + "}"
 
 
 def load_batch(path: str | Path) -> BatchSpec:

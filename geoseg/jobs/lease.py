@@ -42,7 +42,7 @@ import fsspec
 
 from geoseg import logs
 from geoseg.core import jsontext
-from geoseg.core.text import whole_number
+from geoseg.core.text import clipped, whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     LeaseLostError,
@@ -73,6 +73,35 @@ def pid_namespace() -> str:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
+
+
+NAME_MAX_BYTES = 255  # a file or folder name, at most (ext4, XFS, btrfs, APFS, NTFS)
+GUARD_SUFFIX = ".swap"  # the swap guard beside a local lease: its longest name
+
+
+def check_name_lengths(output_url: str) -> None:
+    """Refuse (:class:`OutputLocationError`) a local output whose path holds a name longer than
+    a file system takes, counting the lease and swap guard made beside it
+    (``OUT.zarr.lease.swap``): found before a run, not as ``[Errno 36] File name too long``
+    once it has begun. Remote outputs have no such limit per name."""
+    if not remote.is_local(output_url):
+        return
+    path = fsspec.core.strip_protocol(output_url).rstrip("/")
+    names = [*Path(path).parts[:-1], Path(path).name + SUFFIX + GUARD_SUFFIX]
+    longest = max(names, key=_name_bytes)
+    if _name_bytes(longest) <= NAME_MAX_BYTES:
+        return
+    which = (f"its own name with {SUFFIX + GUARD_SUFFIX!r} appended, for the lease kept beside "
+             "it" if longest == names[-1] else "a folder in its path")
+    raise OutputLocationError(
+        f"The output {clipped(public_url(output_url), 120)} needs a name of "
+        f"{_name_bytes(longest)} bytes ({which}: {clipped(longest, 60)!r}); a file system takes "
+        f"at most {NAME_MAX_BYTES} bytes per file or folder name. Use a shorter output name: a "
+        "shorter output.url (a job) or output.url_template (a batch; or shorter input names).")
+
+
+def _name_bytes(name: str) -> int:
+    return len(os.fsencode(name))
 
 
 def lease_url(output_url: str) -> str:
@@ -243,7 +272,7 @@ class LocalStore:
 
     @property
     def _guard(self) -> str:
-        return f"{self.path}.swap"
+        return self.path + GUARD_SUFFIX
 
     def _take_guard(self) -> bool:
         """Create the swap guard exclusively; a guard left by a process that died while
@@ -281,7 +310,9 @@ class LocalStore:
                 os.unlink(self._guard)
 
     def _write_tmp(self, data: bytes) -> str:
-        tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
+        """``data`` in a new file beside the lease, whose name is short whatever the lease's
+        (the lease's own name with a long suffix would pass the file system's limit first)."""
+        tmp = os.path.join(os.path.dirname(self.path), f".geoseg-lease-{uuid.uuid4().hex[:16]}.tmp")
         with open(tmp, "xb") as f:
             f.write(data)
         return tmp
@@ -450,6 +481,7 @@ class Lease:
             raise ParameterError(f"a lease lasts a positive number of seconds up to "
                                  f"{MAX_LEASE_SECONDS:g} (a week); received {seconds}. Give "
                                  "seconds in that range (a batch spec's lease_seconds).")
+        check_name_lengths(output_url)
         self.url = lease_url(output_url)
         self.output = public_url(output_url)
         self.owner, self.seconds, self.batch = owner, seconds, batch
