@@ -621,6 +621,7 @@ def run_epochs(spec: TrainSpec, setup: Setup, session: Session, outputs: Outputs
             if max_epochs is not None and epoch >= max_epochs and epoch < spec.training.epochs:
                 save_progress(spec, setup, session, outputs, "interrupted")
                 return _result(spec, session, outputs, "interrupted", None, "", False, resumed_from)
+        _check_trained(spec, setup, session)  # before its model is written
     except _StepLimit:
         save_progress(spec, setup, session, outputs, "interrupted")
         return _result(spec, session, outputs, "interrupted", None, "", False, resumed_from)
@@ -677,7 +678,6 @@ def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int,
     batches = loader.batches(islice(plans, done.step, None))  # the steps done are skipped, unread
     with closing(batches):  # on an error, its threads stop at once
         loss = session.loop.mean_loss(batches, on_step=on_step, sums=sums)
-    _check_trained(spec, setup, session, sums, epoch)
     session.state.step = session.loop.step
     confusion = evaluate(setup.net, setup.validation, len(spec.data.classes), setup.device, setup.amp)
     miou = mean_iou(confusion)
@@ -692,20 +692,22 @@ def run_epoch(spec: TrainSpec, setup: Setup, session: Session, epoch: int,
     return metrics
 
 
-def _check_trained(spec: TrainSpec, setup: Setup, session: Session, sums: LossSum, epoch: int) -> None:
-    """Refuse a run that ended an epoch without one optimizer step, none before either: every
-    chip held only ignored labels, and its untrained network would be written as a model."""
-    if sums.count or any(_finite(m.get("train_loss")) for m in session.state.history):
+def _check_trained(spec: TrainSpec, setup: Setup, session: Session) -> None:
+    """Refuse a run whose every epoch ended without one optimizer step: every chip held only
+    ignored labels, and its untrained network would be written as a model. Sparse labels that
+    some epochs miss and others reach train as before."""
+    history = session.state.history
+    if any(_finite(m.get("train_loss")) for m in history):
         return
-    t = spec.training
+    t, chips = spec.training, len(history) * spec.training.steps_per_epoch * spec.training.batch_size
     raise TrainingDataError(
-        f"{spec.name}: epoch {epoch} ended without one optimizer step: every pixel of its "
-        f"{t.steps_per_epoch * t.batch_size} training chip(s) of {t.chip} x {t.chip} from "
+        f"{spec.name}: {len(history)} epoch(s) ended without one optimizer step: every pixel of "
+        f"their {chips} training chip(s) of {t.chip} x {t.chip} from "
         f"{', '.join(p.name + '.labels' for p in setup.train_pairs)} was ignored (data.ignore_index "
         f"{spec.data.ignore_index}, the labels' nodata, the image's no-data, or a class data.class_weights weighs 0); "
         "expected chips holding labelled pixels of data.classes. Check the labels' class ids and "
         "nodata, data.ignore_index and data.class_weights, and that data.train's windows and "
-        "training.chip cover labelled ground.")
+        "training.chip cover labelled ground; no model was written.")
 
 
 def _finite(value: Any) -> bool:

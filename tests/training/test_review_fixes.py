@@ -107,15 +107,37 @@ def test_a_run_whose_chips_hold_no_labelled_pixel_is_refused_before_any_model(tm
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with pytest.raises(TrainingDataError, match=r"epoch 1 ended without one optimizer step: "
-                                                    r"every pixel of its 12 training chip.*ignored.*"
-                                                    r"data\.ignore_index 255.*Check the labels"):
+        with pytest.raises(TrainingDataError, match=r"2 epoch\(s\) ended without one optimizer "
+                                                    r"step: every pixel of their 24 training chip.*"
+                                                    r"ignored.*data\.ignore_index 255.*Check the labels"):
             train(spec, log=quiet)
 
     assert not (tmp_path / "model.safetensors").exists()
     record = _record(tmp_path)
     assert record["status"] == "failed" and "TrainingDataError" in record["error"]
     assert not [w for w in seen if "lr_scheduler" in str(w.message)]
+
+
+def test_sparse_labels_an_epoch_misses_train_as_before(tmp_path):
+    """Labels ignored but for one 24 x 24 patch, one chip an epoch: the first epoch's chip
+    misses it, a later one's finds it. Such a run trained before the check, and still does."""
+    from geoseg.synth import make_scene
+
+    url = write_scene(make_scene(160, 160, seed=3), str(tmp_path / "s.zarr"), chunks=64)
+    labels = zarr.open_group(url, mode="r+")["labels"]
+    patch = labels[40:64, 40:64].copy()
+    labels[:128] = 255
+    labels[40:64, 40:64] = patch
+    spec = tiny_spec([zarr_pair(url, [0, 128, 0, 160])], tmp_path,
+                     data__validation=[zarr_pair(url, [128, 160, 0, 160])], seed=2,
+                     training__epochs=6, training__steps_per_epoch=1, training__batch_size=1)
+
+    train(spec, log=quiet)
+
+    losses = [epoch["train_loss"] for epoch in _record(tmp_path)["epochs"]]
+    assert losses[0] is None and any(loss is not None for loss in losses[1:]), losses  # as set up
+    assert _record(tmp_path)["status"] == "complete"
+    assert (tmp_path / "model.safetensors").exists()
 
 
 def test_a_skipped_first_step_brings_no_torch_scheduler_warning():
