@@ -25,7 +25,6 @@ from geoseg.errors import (
 from geoseg.io import open_source
 from geoseg.io.output import OutputTarget
 from tests.conftest import job_dict, textured_image, write_zarr
-from tests.io.s3faults import FaultProxy
 from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -36,12 +35,6 @@ TRANSIENT = ["503", "slowdown", "reset"]
 # In a row, enough to get past the libraries to geoseg's own loop: botocore makes two attempts,
 # and aiohttp retries a request once when a reused connection is reset.
 TIMES = {"503": 3, "slowdown": 3, "reset": 5}
-
-
-@pytest.fixture()
-def proxy(s3_server):
-    with FaultProxy(s3_server["client_kwargs"]["endpoint_url"]) as p:
-        yield p
 
 
 @pytest.fixture(autouse=True)

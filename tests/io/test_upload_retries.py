@@ -14,16 +14,9 @@ from geoseg.errors import StorageUnavailableError
 from geoseg.io.files import staged_file, write_whole
 from geoseg.io.output import OutputTarget
 from geoseg.io.stages import hashes_name, store_hashed
-from tests.io.s3faults import FaultProxy
 
 pytestmark = pytest.mark.timeout(90)
 FAULTS = 3  # one more than botocore's two attempts: only geoseg's own loop gets past them
-
-
-@pytest.fixture()
-def proxy(s3_server):
-    with FaultProxy(s3_server["client_kwargs"]["endpoint_url"]) as p:
-        yield p
 
 
 @pytest.fixture(autouse=True)
