@@ -24,6 +24,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from geoseg import budgets
 from geoseg.core import redact
+from geoseg.core.processes import pid_namespace, process_gone
 from geoseg.core.urls import public_url
 from geoseg.errors import (
     GeosegError,
@@ -320,7 +321,7 @@ def _left_over(entry: os.DirEntry) -> bool:
     owner = _OWNER.fullmatch(entry.name[len(STAGING_PREFIX):])
     if (entry.name.startswith(STAGING_PREFIX) and owner is not None
             and owner.group(2) == _host()):
-        return not _running(int(owner.group(1)))
+        return process_gone(int(owner.group(1)))
     return time.time() - _last_change(entry) > STALE_STAGING_SECONDS
 
 
@@ -340,22 +341,8 @@ def _host() -> str:
     """This host's name (only letters, digits, dots and dashes kept), and its process namespace
     where the system tells it: containers sharing a host name do not share pids."""
     name = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "localhost"
-    with contextlib.suppress(OSError):
-        return f"{name}.ns{os.stat('/proc/self/ns/pid').st_ino}"
-    return name
-
-
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (one of another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OSError, OverflowError):
-        return True  # cannot tell: keep its folder
-    return True
+    namespace = re.sub(r"\D", "", pid_namespace())
+    return f"{name}.ns{namespace}" if namespace else name
 
 
 def _publish(staged: Path, path: str, dest: str, folder: Path | None, overwrite: bool) -> None:

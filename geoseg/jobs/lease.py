@@ -42,6 +42,7 @@ import fsspec
 
 from geoseg import logs
 from geoseg.core import jsontext
+from geoseg.core.processes import pid_namespace, process_gone
 from geoseg.core.text import clipped, whole_number
 from geoseg.core.urls import public_url
 from geoseg.errors import (
@@ -64,15 +65,6 @@ MAX_LEASE_BYTES = 64 * 1024
 def new_owner_id() -> str:
     """``host-pid-random``: unique to this process and this run."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
-def pid_namespace() -> str:
-    """This process's PID namespace (``pid:[4026531836]``), in which its pid means something;
-    "" where the system has none to read."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
 
 
 NAME_MAX_BYTES = 255  # a file or folder name, at most (ext4, XFS, btrfs, APFS, NTFS)
@@ -141,13 +133,7 @@ class LeaseRecord:
         if host != socket.gethostname() or pid <= 0 or pid == os.getpid() \
                 or self.pid_namespace not in ("", pid_namespace()):  # "": a lease of before
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, someone else's
-            return False
-        return False
+        return process_gone(pid)
 
     def stale(self) -> bool:
         """Expired, held by a process of this machine that is gone, or expiring later than any
